@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages a stage needs (deps/debian-<stage>.txt, one package per line,
-# '#' comments), only those missing. Quiet when everything is there. Then runs deps/<stage>.sh
+# Installs the Debian packages a stage needs (deps/debian-<stage>*.txt, one package per line,
+# '#' comments; each module may add its own deps/debian-<stage>-<module>.txt), only those missing. Quiet when everything is there. Then runs deps/<stage>.sh
 # hooks if present (e.g. npm packages for browser tests). Needs root only when something is missing.
 set -euo pipefail
 stage=${1:-core}
 here=$(cd "$(dirname "$0")/.." && pwd)
-list="$here/deps/debian-$stage.txt"
 missing=()
-if [ -f "$list" ]; then
+for list in "$here"/deps/debian-"$stage"*.txt; do
+  [ -f "$list" ] || continue
   while read -r pkg; do
     pkg=${pkg%%#*}; pkg=$(echo "$pkg" | tr -d '[:space:]')
     [ -z "$pkg" ] && continue
@@ -15,7 +15,7 @@ if [ -f "$list" ]; then
       missing+=("$pkg")
     fi
   done < "$list"
-fi
+done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "deps ($stage): installing ${missing[*]}"
   SUDO=""
@@ -23,9 +23,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   # Refresh the package lists when they are missing or older than a day.
   if [ -z "$(find /var/lib/apt/lists -maxdepth 1 -name '*Packages*' -mmin -1440 2>/dev/null | head -1)" ]; then
-    $SUDO apt-get update -q >/dev/null
+    $SUDO apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
   fi
-  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 for hook in "$here"/deps/"$stage"*.sh; do
   [ -f "$hook" ] && bash "$hook"
