@@ -41,6 +41,45 @@ typedef struct sl_keypoint {
 
 #define SL_SIFT_DESC_DIM 128
 
+/* SIFT parameters (Lowe, IJCV 2004). Initialize with sl_sift_params_init, then adjust. */
+typedef struct sl_sift_params {
+    int max_keypoints;      /* keep the strongest N by response (0 = no cap) */
+    int upright;            /* nonzero: no orientation assignment (angle 0) */
+    int octaves;            /* number of octaves (0 = as many as the image allows) */
+    int levels;             /* scales per octave (Lowe: 3) */
+    float sigma;            /* base blur (Lowe: 1.6) */
+    float contrast_threshold; /* DoG peak threshold on [0,1] intensities (Lowe: 0.03/levels) */
+    float edge_threshold;   /* principal curvature ratio r (Lowe: 10) */
+    int upsample;           /* nonzero: double the image first (octave -1) */
+    int threads;            /* worker threads for one image (0 or 1 = the calling thread) */
+    /* ---- SIFT work may add fields below; sl_sift_params_init sets them all ---- */
+} sl_sift_params;
+
+/* Sets the defaults. */
+void sl_sift_params_init(sl_sift_params *p);
+
+/* Detects keypoints and computes 128-d SIFT descriptors (L2-normalized, clipped at 0.2,
+ * renormalized) on an image (colour is converted to grey). On success *kps (n keypoints) and
+ * *desc (n * 128 floats, row-major) are malloc'ed and owned by the caller (free()); n may be 0,
+ * then both are NULL. On failure nothing is allocated. Thread-safe; deterministic. */
+sl_status sl_sift_extract(const sl_image *img, const sl_sift_params *p, sl_keypoint **kps,
+                          float **desc, size_t *n, sl_error *err);
+
+/* Dense SIFT: descriptors on a regular grid (step pixels, one scale `size`), upright. Same
+ * ownership as sl_sift_extract. */
+sl_status sl_sift_dense(const sl_image *img, int step, float size, sl_keypoint **kps,
+                        float **desc, size_t *n, sl_error *err);
+
+/* In place: SIFT -> RootSIFT (Arandjelovic & Zisserman, CVPR 2012): L1-normalize, square root.
+ * n descriptors of `dim` floats. */
+void sl_rootsift(float *desc, size_t n, size_t dim);
+
+/* ---- SIFT work: further SIFT declarations go above this line ----------------------------- */
+
+
+/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/*.c) --------------- */
+/* ---- feature work: building-block declarations go above this line ------------------------ */
+
 /* ---- the pipeline (src/feature/features.c) ----------------------------------------------- */
 
 typedef struct sl_features sl_features;
