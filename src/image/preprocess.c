@@ -208,37 +208,52 @@ sl_status sl_image_gaussian(const sl_image *src, float sigma, sl_image **out, sl
         return sl__err_set(err, SL_E_INVALID, "gaussian: sigma %g not in (0, 100]", (double)sigma);
     int r = (int)ceil(3.0 * sigma);
     int w = src->width, h = src->height, c = src->channels;
+    size_t rowlen = (size_t)w * c;
     float *k = malloc(sizeof(float) * (size_t)(2 * r + 1));
-    float *tmp = sl__mallocarray((size_t)w * h * c, sizeof(float));
+    float *tmp = sl__mallocarray(rowlen * h, sizeof(float));
+    float *pad = sl__mallocarray(((size_t)w + 2 * (size_t)r) * c, sizeof(float));
+    float *acc = sl__mallocarray(rowlen, sizeof(float));
     sl_image *dst = sl_image_new(w, h, c);
-    if (!k || !tmp || !dst) {
-        free(k); free(tmp); sl_image_free(dst);
+    if (!k || !tmp || !pad || !acc || !dst) {
+        free(k); free(tmp); free(pad); free(acc); sl_image_free(dst);
         return sl__err_set(err, SL_E_NOMEM, "gaussian: out of memory");
     }
     double tot = 0;
     for (int i = -r; i <= r; i++) tot += k[i + r] = (float)exp(-(double)i * i / (2.0 * sigma * sigma));
     for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / tot);
-    for (int y = 0; y < h; y++) /* horizontal, borders replicated */
-        for (int x = 0; x < w; x++)
-            for (int ch = 0; ch < c; ch++) {
-                float acc = 0;
-                for (int i = -r; i <= r; i++) {
-                    int xx = x + i < 0 ? 0 : x + i >= w ? w - 1 : x + i;
-                    acc += k[i + r] * src->data[(size_t)y * src->stride + (size_t)xx * c + ch];
-                }
-                tmp[((size_t)y * w + x) * c + ch] = acc;
-            }
-    for (int y = 0; y < h; y++)
-        for (size_t i = 0; i < (size_t)w * c; i++) {
-            float acc = 0;
-            for (int j = -r; j <= r; j++) {
-                int yy = y + j < 0 ? 0 : y + j >= h ? h - 1 : y + j;
-                acc += k[j + r] * tmp[(size_t)yy * w * c + i];
-            }
-            dst->data[(size_t)y * dst->stride + i] = sl__clamp_u8(acc);
+    for (int y = 0; y < h; y++) { /* horizontal, on a row padded with replicated borders */
+        const uint8_t *row = src->data + (size_t)y * src->stride;
+        for (int x = -r; x < w + r; x++) {
+            int xx = x < 0 ? 0 : x >= w ? w - 1 : x;
+            for (int ch = 0; ch < c; ch++) pad[(size_t)(x + r) * c + ch] = row[(size_t)xx * c + ch];
         }
+        float *restrict t = tmp + (size_t)y * rowlen;
+        for (size_t i = 0; i < rowlen; i++) t[i] = 0;
+        for (int j = 0; j <= 2 * r; j++) {
+            const float *restrict pj = pad + (size_t)j * c;
+            float kj = k[j];
+            for (size_t i = 0; i < rowlen; i++) t[i] += kj * pj[i];
+        }
+    }
+    for (int y = 0; y < h; y++) { /* vertical, rows clamped */
+        for (size_t i = 0; i < rowlen; i++) acc[i] = 0;
+        for (int j = -r; j <= r; j++) {
+            int yy = y + j < 0 ? 0 : y + j >= h ? h - 1 : y + j;
+            const float *restrict tj = tmp + (size_t)yy * rowlen;
+            float *restrict ac = acc;
+            float kj = k[j + r];
+            for (size_t i = 0; i < rowlen; i++) ac[i] += kj * tj[i];
+        }
+        uint8_t *o = dst->data + (size_t)y * dst->stride;
+        for (size_t i = 0; i < rowlen; i++) {
+            float v = acc[i];
+            o[i] = v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)(v + 0.5f);
+        }
+    }
     free(k);
     free(tmp);
+    free(pad);
+    free(acc);
     *out = dst;
     return SL_OK;
 }
