@@ -8,7 +8,8 @@
  *     previous one (separable kernels, radius ceil(4 sigma), replicated borders); the next octave
  *     starts from image `levels` of the previous one subsampled by 2 (every second pixel, so a
  *     pixel centre x of octave o sits at x * 2^o in the input). With `upsample`, octave -1 is
- *     the input doubled (up[2x] = in[x], up[2x+1] = mean of neighbours).
+ *     the input doubled by bilinear interpolation (half-pixel aligned, as OpenCV; positions are
+ *     corrected for the resulting 1/4-pixel shift).
  *  2. Difference of Gaussians; candidates are pixels whose |DoG| > 0.5 * contrast / levels and
  *     that are >= (or <=) their 26 neighbours, at least 5 pixels from the border.
  *  3. Sub-pixel / sub-scale refinement by fitting a quadratic (up to 5 Newton steps, Lowe s.4);
@@ -562,6 +563,7 @@ static void sift_detect_fn(void *ctx, int tid, int nt) {
     int ya = SIFT_BORDER + (int)((long)rows * tid / nt);
     int yb = SIFT_BORDER + (int)((long)rows * (tid + 1) / nt);
     double pscale = ldexp(1.0, oc->o);
+    double shift = p->upsample ? -0.25 : 0.0; /* upsampled pixel u sits at u/2 - 1/4 */
     for (int s = 1; s <= levels; s++) {
         const float *d0 = c->dog + (size_t)(s - 1) * plane;
         for (int y = ya; y < yb; y++) {
@@ -584,8 +586,8 @@ static void sift_detect_fn(void *ctx, int tid, int nt) {
                 k.so = p->sigma * (float)pow(2.0, ((double)ks + os) / levels);
                 k.oi = j->oi;
                 k.layer = ks;
-                k.kp.x = (float)(k.xo * pscale);
-                k.kp.y = (float)(k.yo * pscale);
+                k.kp.x = (float)(k.xo * pscale + shift);
+                k.kp.y = (float)(k.yo * pscale + shift);
                 k.kp.scale = (float)(k.so * pscale);
                 k.kp.response = contr;
                 k.kp.octave = oc->o;
@@ -768,28 +770,35 @@ static void sift_ctx_free(sift_ctx *c) {
     free(c->dog);
 }
 
-/* Copies a strided grey image into dst (w x h contiguous), doubled when up is nonzero. */
-static void sift_load_base(const float *grey, int w, int h, size_t stride, int up, float *dst) {
+/* Copies a strided grey image into dst (w x h contiguous), doubled when up is nonzero (then
+ * tmp, 2w x h floats, is scratch). */
+static void sift_load_base(const float *grey, int w, int h, size_t stride, int up, float *dst,
+                           float *tmp) {
     if (!up) {
         for (int y = 0; y < h; y++)
             memcpy(dst + (size_t)y * (size_t)w, grey + (size_t)y * stride,
                    (size_t)w * sizeof(float));
         return;
     }
+    /* bilinear with half-pixel alignment: up[2x] = .75 in[x] + .25 in[x-1],
+     * up[2x+1] = .75 in[x] + .25 in[x+1] (borders replicated); up pixel u sits at u/2 - 0.25.
+     * Horizontal pass into tmp (h rows of 2w), vertical pass into dst. */
     size_t W = 2 * (size_t)w;
     for (int y = 0; y < h; y++) {
         const float *s = grey + (size_t)y * stride;
-        float *d = dst + (size_t)(2 * y) * W;
+        float *d = tmp + (size_t)y * W;
         for (int x = 0; x < w; x++) {
-            float nx = x + 1 < w ? s[x + 1] : s[x];
-            d[2 * x] = s[x];
-            d[2 * x + 1] = 0.5f * (s[x] + nx);
+            float l = x > 0 ? s[x - 1] : s[x], r = x + 1 < w ? s[x + 1] : s[x];
+            d[2 * x] = 0.75f * s[x] + 0.25f * l;
+            d[2 * x + 1] = 0.75f * s[x] + 0.25f * r;
         }
     }
     for (int y = 0; y < h; y++) {
-        float *d = dst + (size_t)(2 * y + 1) * W;
-        const float *a = d - W, *b = y + 1 < h ? d + W : d - W;
-        for (size_t x = 0; x < W; x++) d[x] = 0.5f * (a[x] + b[x]);
+        const float *c = tmp + (size_t)y * W;
+        const float *u = y > 0 ? c - W : c, *dn = y + 1 < h ? c + W : c;
+        float *o0 = dst + (size_t)(2 * y) * W, *o1 = o0 + W;
+        for (size_t x = 0; x < W; x++) o0[x] = 0.75f * c[x] + 0.25f * u[x];
+        for (size_t x = 0; x < W; x++) o1[x] = 0.75f * c[x] + 0.25f * dn[x];
     }
 }
 
@@ -856,7 +865,7 @@ sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t 
     float *dsc = NULL;
     if ((st = sift_alloc(c, bw, bh, noct, err))) goto done;
     for (int o = 0; o < noct; o++) c->oct[o].o = o - up;
-    sift_load_base(grey, width, height, stride, up, c->oct[0].g);
+    sift_load_base(grey, width, height, stride, up, c->oct[0].g, sift_plane(&c->oct[0], 1));
     sift_build(c, params->input_sigma * (up ? 2.0f : 1.0f));
 
     for (int o = 0; o < noct; o++) {
@@ -951,7 +960,7 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
         st = sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
         goto done;
     }
-    sift_load_base(grey, width, height, stride, 0, a);
+    sift_load_base(grey, width, height, stride, 0, a, NULL);
     /* Halve the image while the target blur allows it (blur to 1.6 px, keep every 2nd pixel),
      * then blur to `size` in the pixels of that octave. */
     const float base = SL_SIFT_SIGMA_DEFAULT;
