@@ -62,7 +62,8 @@ typedef struct sl_cnn_opts {
     int threads;               /* threads per forward pass (0 = online CPUs) */
     size_t max_batch;          /* images per forward pass in sl_cnn_embed */
     const char *output;        /* tensor whose value is the embedding / run output; NULL =
-                                  the globally pooled features (input of the classifier) */
+                                  the globally pooled features (input of the classifier);
+                                  "" = the graph's first output */
     int normalize;             /* L2-normalize embeddings (default 1) */
     sl_cnn_precision precision;
     sl_cnn_backend backend;

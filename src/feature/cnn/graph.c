@@ -633,7 +633,9 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
     size_t probe = m->batch_fixed ? (size_t)m->in_dims[0] : 1;
     if ((st = sl__plan_probe_shapes(m, probe, &shp, err))) return st;
     int out = -1;
-    if (output_name) {
+    if (output_name && !output_name[0]) {
+        out = m->output; /* "" = the graph's first output */
+    } else if (output_name) {
         out = sl__graph_find_value(m, output_name);
         if (out < 0) { free(shp); return sl__err_set(err, SL_E_INVALID, "no tensor named '%s' in the model", output_name); }
     } else {
