@@ -283,6 +283,14 @@ sl_status sl_features_verify(const sl_features *f, const sl_local_features *quer
 double sl_features_rerank_score(const sl_features *f, double global_score,
                                 const sl_verify_result *res);
 
+/* Worker threads sl_features_train uses (extraction is single-threaded per call; callers run
+ * several calls in parallel). Results do not depend on the thread count. SL_E_INVALID out of
+ * range (then the handle's error message says so). */
+#define SL_FEATURES_THREADS_DEFAULT 1
+#define SL_FEATURES_THREADS_MIN 1
+#define SL_FEATURES_THREADS_MAX 16
+sl_status sl_features_set_threads(sl_features *f, int threads);
+
 /* How many top candidates of a query the pipeline wants re-ranked by verification ("verify:n=",
  * default 50); 0 when the specification has no verify part. */
 int sl_features_verify_top_n(const sl_features *f);
