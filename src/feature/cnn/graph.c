@@ -463,11 +463,14 @@ static int act_of(const sl_cnn *m, const sl__node *n, sl__actp *a) {
     }
 }
 
-/* Rewrites Sigmoid(x) * x (x used by exactly those two) into Swish(x). */
+/* Rewrites Sigmoid(x) * x into Swish(x) (SiLU) and HardSigmoid(x; 1/6, 1/2) * x into
+ * HardSwish(x) (how PyTorch exports nn.Hardswish before opset 14). */
 static void fuse_swish(sl_cnn *m) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *s = &m->nodes[k];
-        if (s->dead || s->op != SL__OP_SIGMOID) continue;
+        if (s->dead) continue;
+        int hs = s->op == SL__OP_HSIGMOID && fabsf(s->cmin - 1.0f / 6.0f) < 1e-6f && s->cmax == 0.5f;
+        if (s->op != SL__OP_SIGMOID && !hs) continue;
         int x = s->in[0];
         size_t mi;
         if (!single_consumer(m, s->out, k + 1, &mi)) continue;
@@ -475,7 +478,7 @@ static void fuse_swish(sl_cnn *m) {
         if (mul->op != SL__OP_MUL) continue;
         if (!((mul->in[0] == x && mul->in[1] == s->out) || (mul->in[1] == x && mul->in[0] == s->out)))
             continue;
-        s->op = SL__OP_SWISH;
+        s->op = hs ? SL__OP_HSWISH : SL__OP_SWISH;
         m->vals[s->out].producer = -1;
         s->out = mul->out;
         m->vals[mul->out].producer = (int)k;
