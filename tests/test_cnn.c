@@ -93,12 +93,13 @@ static const char *const k_models[] = {
 static void test_models_match_pytorch(void **state) {
     (void)state;
     for (size_t k = 0; k < sizeof k_models / sizeof k_models[0]; k++) {
-        for (int b = 0; b < 2; b++) {
-            sl_cnn_backend be = b ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_AUTO;
+        static const char *const bn[] = {"auto", "ref", "dnnl"};
+        for (int b = 0; b < 3; b++) {
+            sl_cnn_backend be = b == 0 ? SL_CNN_BACKEND_AUTO : b == 1 ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_DNNL;
             const char *out = strncmp(k_models[k], "tiny_", 5) ? "y" : "logits";
             double d = run_model(k_models[k], be, out);
-            print_message("%-18s %-4s max rel diff %.2e\n", k_models[k], b ? "ref" : "auto", d);
-            if (!(d <= 1e-4)) fail_msg("%s (%s): max relative difference %.3e > 1e-4", k_models[k], b ? "ref" : "auto", d);
+            print_message("%-18s %-4s max rel diff %.2e\n", k_models[k], bn[b], d);
+            if (!(d <= 1e-4)) fail_msg("%s (%s): max relative difference %.3e > 1e-4", k_models[k], bn[b], d);
         }
     }
 }

@@ -39,8 +39,12 @@ typedef enum sl_cnn_precision {
 } sl_cnn_precision;
 
 typedef enum sl_cnn_backend {
-    SL_CNN_BACKEND_AUTO = 0,      /* oneDNN convolutions when available, else reference */
-    SL_CNN_BACKEND_REF = 1        /* own reference kernels (im2col + OpenBLAS sgemm) only */
+    SL_CNN_BACKEND_AUTO = 0,      /* fastest measured here (docs/cnn.md): im2col + oneDNN's JIT
+                                     sgemm, own depthwise/pooling/element-wise kernels */
+    SL_CNN_BACKEND_REF = 1,       /* the same kernels with OpenBLAS sgemm (a second, independent
+                                     GEMM; used by the tests) */
+    SL_CNN_BACKEND_DNNL = 2       /* oneDNN convolution primitives (fused post-ops); always used
+                                     by the bf16 precision */
 } sl_cnn_backend;
 
 /* Image preprocessing before the network (torchvision's ImageNet convention by default:

@@ -29,7 +29,8 @@ static const char usage[] =
     "                      embed/info, the globally pooled features)\n"
     "  --threads N         threads per forward pass (default: all CPUs)\n"
     "  --precision P       fp32 (default) or bf16 (faster on AVX-512-BF16/AMX CPUs, ~3 digits)\n"
-    "  --backend B         auto (oneDNN, default) or ref (reference kernels)\n"
+    "  --backend B         auto (im2col + oneDNN sgemm, default), ref (OpenBLAS sgemm) or\n"
+    "                      dnnl (oneDNN convolution primitives)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
     "  --repeat N          run: repeat the forward pass N times and print images/s to stderr\n"
     "  --resize N --crop N --mean R,G,B --std R,G,B --bgr   preprocessing for embed\n"
@@ -85,7 +86,8 @@ static int run(int argc, char **argv) {
             NEEDV();
             if (!strcmp(v, "auto")) o.backend = SL_CNN_BACKEND_AUTO;
             else if (!strcmp(v, "ref")) o.backend = SL_CNN_BACKEND_REF;
-            else { rc = sl__cli_usage_error(cmd, "--backend must be auto or ref"); goto out; }
+            else if (!strcmp(v, "dnnl")) o.backend = SL_CNN_BACKEND_DNNL;
+            else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or dnnl"); goto out; }
         } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--mean")) { NEEDV(); if (parse_floats3(v, pre.mean)) { rc = sl__cli_usage_error(cmd, "--mean R,G,B"); goto out; } o.have_preproc = 1; }

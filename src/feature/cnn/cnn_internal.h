@@ -123,6 +123,8 @@ typedef struct sl__node {
     int sum_in;                /* value added to the result (-1: none) */
     sl__actp post[SL__MAX_FUSED_ACTS]; int npost;
     int dead;
+    int wlayout;               /* Conv weight data: 0 OIHW (ONNX), 1 OHWI, 2 depthwise HWC */
+    int gemm;                  /* Conv/Gemm GEMM library: 0 OpenBLAS, 1 oneDNN sgemm */
 } sl__node;
 
 typedef struct sl__value {

@@ -85,6 +85,18 @@ static void pads_of(const sl__node *n, const sl__tv *x, const sl__tv *w, dnnl_di
     pl[0] = p[0]; pl[1] = p[1]; pr[0] = p[2]; pr[1] = p[3];
 }
 
+/* The engine's weight layout (graph.c: OIHW, OHWI or depthwise HWC) as a oneDNN descriptor. */
+static dnnl_status_t wuser_desc(dnnl_memory_desc_t *md, int wlayout, int64_t G, int64_t OC, int64_t IC,
+                                int64_t KH, int64_t KW, dnnl_dims_t wd4, dnnl_dims_t wd5) {
+    if (wlayout == 2) {
+        dnnl_dims_t st = {1, KH * KW * G, KH * KW * G, KW * G, G};
+        (void)OC; (void)IC;
+        return dnnl_memory_desc_init_by_strides(md, 5, wd5, dnnl_f32, st);
+    }
+    if (G > 1) return dnnl_memory_desc_init_by_tag(md, 5, wd5, dnnl_f32, wlayout ? dnnl_gohwi : dnnl_goihw);
+    return dnnl_memory_desc_init_by_tag(md, 4, wd4, dnnl_f32, wlayout ? dnnl_ohwi : dnnl_oihw);
+}
+
 sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, const sl__tv *b,
                            const sl__tv *y, int precision, sl__dconv **out, size_t *scratch,
                            sl_error *err) {
@@ -115,7 +127,7 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, dnnl_bf16, dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, dnnl_f32, dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&wany, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, cdt, dnnl_format_tag_any)) ||
-        (s = dnnl_memory_desc_init_by_tag(&wuser, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, dnnl_f32, G > 1 ? dnnl_goihw : dnnl_oihw)) ||
+        (s = wuser_desc(&wuser, n->wlayout, G, OC, IC, KH, KW, wd4, wd5)) ||
         (s = dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x))) {
         st = dfail(err, "memory descriptor", s); goto done;
     }

@@ -546,6 +546,39 @@ static void eliminate_dead(sl_cnn *m) {
     count_uses(m);
 }
 
+/* Re-lays out constant Conv weights for the kernels: OHWI (im2col runs are contiguous input
+ * channels), HWC for depthwise (channel-vectorized loop). The value keeps its logical OIHW dims. */
+static sl_status layout_weights(sl_cnn *m, sl_error *err) {
+    for (size_t k = 0; k < m->nnodes; k++) {
+        sl__node *n = &m->nodes[k];
+        if (n->dead || n->op != SL__OP_CONV || n->wlayout || !m->vals[n->in[1]].is_const) continue;
+        const sl__value *w = &m->vals[n->in[1]];
+        if (w->rank != 4 || w->dtype != SL__DT_F32) continue;
+        int64_t O = w->dims[0], I = w->dims[1], KH = w->dims[2], KW = w->dims[3];
+        int dw = n->group > 1 && I == 1 && O == n->group;
+        float *nw = sl__mallocarray(w->count ? w->count : 1, sizeof(float));
+        if (!nw) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < I; i++)
+                for (int64_t y = 0; y < KH; y++)
+                    for (int64_t x = 0; x < KW; x++) {
+                        float v = w->f[((o * I + i) * KH + y) * KW + x];
+                        if (dw) nw[(y * KW + x) * O + o] = v;
+                        else nw[((o * KH + y) * KW + x) * I + i] = v;
+                    }
+        int nv = sl__graph_add_value(m, "conv.w");
+        if (nv < 0) { free(nw); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+        n = &m->nodes[k];
+        w = &m->vals[n->in[1]];
+        sl__value *W = &m->vals[nv];
+        W->is_const = 1; W->rank = 4; memcpy(W->dims, w->dims, sizeof W->dims); W->count = w->count; W->f = nw;
+        n->in[1] = nv;
+        n->wlayout = dw ? 2 : 1;
+    }
+    count_uses(m);
+    return SL_OK;
+}
+
 sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err);
 
 static int is_pool_to_1x1(const sl_cnn *m, const sl__node *n, const sl__value *shp) {
@@ -667,5 +700,5 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
     free(shp);
     if (st) return st;
     eliminate_dead(m);
-    return SL_OK;
+    return layout_weights(m, err);
 }

@@ -5,8 +5,10 @@
  * Layout: a rank-4 float tensor view may be channels-last (`nhwc`); Conv, BatchNormalization,
  * pools, GlobalAveragePool, the element-wise operators and channel Concat handle it natively;
  * every other operator receives plain row-major views (plan.c converts). Convolution is im2col
- * + OpenBLAS sgemm (grouped: one sgemm per group writing a strided slice of the NHWC output),
- * with a direct loop for depthwise convolutions. Fused activations and the fused residual sum
+ * (contiguous runs of input channels, weights pre-arranged OHWI at load) + one sgemm over the
+ * whole batch per group (oneDNN's JIT sgemm, or OpenBLAS for the reference backend), a plain
+ * GEMM without im2col for 1x1/stride-1 convolutions, and a direct channel-vectorized loop with
+ * HWC weights for depthwise convolutions. Threads: OpenMP, `threads` per call. Fused activations and the fused residual sum
  * are applied in the order graph.c recorded them.
  *
  * Invariants: kernels never allocate (scratch comes from the caller, sized by sl__op_scratch);
@@ -14,6 +16,7 @@
  * kernels index only inside their views.
  */
 #include <cblas.h>
+#include <oneapi/dnnl/dnnl.h>
 #include <math.h>
 #include <string.h>
 
@@ -374,19 +377,34 @@ static void view_strides(const sl__tv *t, int64_t *st) {
 
 /* ---- convolution -------------------------------------------------------------------------- */
 
+static int conv_direct(const sl__node *n, const sl__tv *w) {
+    return w->dims[2] == 1 && w->dims[3] == 1 && n->sh == 1 && n->sw == 1 && n->group == 1 &&
+           !n->pt && !n->pl && !n->pb && !n->pr && n->auto_pad != 1 && n->auto_pad != 2;
+}
+static int conv_depthwise(const sl__node *n, const sl__tv *w) {
+    return n->group > 1 && w->dims[1] == 1 && w->dims[0] == n->group;
+}
+
 size_t sl__op_scratch(const sl__node *n, sl__tv *const *in, const sl__tv *out) {
     if (n->op != SL__OP_CONV) return 0;
     const sl__tv *w = in[1];
-    int64_t cig = w->dims[1], kh = w->dims[2], kw = w->dims[3], cog = w->dims[0] / n->group;
-    if (cig == 1 && cog == 1 && n->group > 1) return 0; /* depthwise: direct */
-    if (kh == 1 && kw == 1 && n->sh == 1 && n->sw == 1 && n->group == 1 && !n->pt && !n->pl &&
-        !n->pb && !n->pr && n->auto_pad != 1 && n->auto_pad != 2)
-        return 0;
-    return (size_t)(out->dims[2] * out->dims[3] * cig * kh * kw) * sizeof(float);
+    if (conv_depthwise(n, w) || conv_direct(n, w)) return 0;
+    size_t k = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
+    return (size_t)(out->dims[0] * out->dims[2] * out->dims[3]) * k * sizeof(float);
+}
+
+/* C[M x N] = A[M x K] * B[N x K]^T, row-major, leading dimensions given. */
+static void sgemm_nt(int kind, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
+                     const float *B, int64_t ldb, float *C, int64_t ldc) {
+    if (kind) dnnl_sgemm('N', 'T', M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
+    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A,
+                     (int)lda, B, (int)ldb, 0.0f, C, (int)ldc);
 }
 
 static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co,
-                          const float *bias, const float *sum) {
+                          const float *bias, const float *sum, int threads) {
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (pixels * (size_t)co > 32768)
     for (size_t p = 0; p < pixels; p++) {
         float *row = y + p * (size_t)co;
         if (bias) for (int64_t c = 0; c < co; c++) row[c] += bias[c];
@@ -399,7 +417,86 @@ static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co
     }
 }
 
-static sl_status conv_ref(const sl__node *n, sl__tv *const *in, sl__tv *out, float *col) {
+/* Depthwise convolution, NHWC, weights in HWC layout (wlayout 2) or OIHW (0). */
+static void conv_dw(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                    const int64_t *p, int threads) {
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    int64_t OH = out->dims[2], OW = out->dims[3], KH = w->dims[2], KW = w->dims[3];
+    int64_t ws = n->wlayout == 2 ? 1 : KH * KW; /* stride between channels */
+    (void)threads;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (N * OH * OW * C > 32768)
+    for (int64_t b = 0; b < N; b++)
+        for (int64_t oy = 0; oy < OH; oy++) {
+            const float *xi = x->f + b * H * W * C;
+            for (int64_t ox = 0; ox < OW; ox++) {
+                float *yr = out->f + ((b * OH + oy) * OW + ox) * C;
+                memset(yr, 0, sizeof(float) * (size_t)C);
+                for (int64_t ky = 0; ky < KH; ky++) {
+                    int64_t iy = oy * n->sh - p[0] + ky * n->dh;
+                    if (iy < 0 || iy >= H) continue;
+                    for (int64_t kx = 0; kx < KW; kx++) {
+                        int64_t ix = ox * n->sw - p[1] + kx * n->dw;
+                        if (ix < 0 || ix >= W) continue;
+                        const float *xr = xi + (iy * W + ix) * C;
+                        const float *wr = n->wlayout == 2 ? w->f + (ky * KW + kx) * C : w->f + ky * KW + kx;
+                        for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c * ws];
+                    }
+                }
+            }
+        }
+}
+
+/* im2col for NHWC input and OHWI weights: col[(b, oy, ox)][(ky, kx, ci)] of group g. */
+static void im2col(const sl__node *n, const sl__tv *x, int64_t KH, int64_t KW, int64_t g,
+                   int64_t cig, const int64_t *p, int64_t OH, int64_t OW, float *col, int threads) {
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], K = KH * KW * cig;
+    (void)threads;
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (N * OH * OW * K > 65536)
+    for (int64_t b = 0; b < N; b++)
+        for (int64_t oy = 0; oy < OH; oy++) {
+            const float *xi = x->f + b * H * W * C + g * cig;
+            for (int64_t ox = 0; ox < OW; ox++) {
+                float *cr = col + ((b * OH + oy) * OW + ox) * K;
+                for (int64_t ky = 0; ky < KH; ky++) {
+                    int64_t iy = oy * n->sh - p[0] + ky * n->dh;
+                    for (int64_t kx = 0; kx < KW; kx++, cr += cig) {
+                        int64_t ix = ox * n->sw - p[1] + kx * n->dw;
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, 0, sizeof(float) * (size_t)cig);
+                        else memcpy(cr, xi + (iy * W + ix) * C, sizeof(float) * (size_t)cig);
+                    }
+                }
+            }
+        }
+}
+
+/* Naive convolution for OIHW weights (only used when folding constants before the weight
+ * layout pass). */
+static void conv_naive(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out, const int64_t *p) {
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    int64_t CO = out->dims[1], OH = out->dims[2], OW = out->dims[3], KH = w->dims[2], KW = w->dims[3];
+    int64_t cig = C / n->group, cog = CO / n->group;
+    for (int64_t b = 0; b < N; b++)
+        for (int64_t oy = 0; oy < OH; oy++)
+            for (int64_t ox = 0; ox < OW; ox++)
+                for (int64_t co = 0; co < CO; co++) {
+                    int64_t g = co / cog;
+                    double acc = 0;
+                    for (int64_t ci = 0; ci < cig; ci++)
+                        for (int64_t ky = 0; ky < KH; ky++) {
+                            int64_t iy = oy * n->sh - p[0] + ky * n->dh;
+                            if (iy < 0 || iy >= H) continue;
+                            for (int64_t kx = 0; kx < KW; kx++) {
+                                int64_t ix = ox * n->sw - p[1] + kx * n->dw;
+                                if (ix < 0 || ix >= W) continue;
+                                acc += (double)x->f[((b * H + iy) * W + ix) * C + g * cig + ci] *
+                                       w->f[((co * cig + ci) * KH + ky) * KW + kx];
+                            }
+                        }
+                    out->f[((b * OH + oy) * OW + ox) * CO + co] = (float)acc;
+                }
+}
+
+static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, float *col, int threads) {
     const sl__tv *x = in[0], *w = in[1];
     const float *bias = n->nin > 2 && in[2] ? in[2]->f : NULL;
     const float *sum = n->sum_in >= 0 ? in[SL__SUM_SLOT]->f : NULL;
@@ -408,52 +505,17 @@ static sl_status conv_ref(const sl__node *n, sl__tv *const *in, sl__tv *out, flo
     int64_t G = n->group, cig = C / G, cog = CO / G, KH = w->dims[2], KW = w->dims[3];
     int64_t p[4];
     sl__conv_pads(n, H, W, (int)KH, (int)KW, p);
-    int64_t K = cig * KH * KW;
-    size_t P = (size_t)(OH * OW);
-    for (int64_t b = 0; b < N; b++) {
-        const float *xi = x->f + b * H * W * C;
-        float *yo = out->f + b * OH * OW * CO;
-        if (cig == 1 && cog == 1 && G > 1) {
-            for (int64_t oy = 0; oy < OH; oy++)
-                for (int64_t ox = 0; ox < OW; ox++) {
-                    float *yr = yo + (oy * OW + ox) * CO;
-                    memset(yr, 0, sizeof(float) * (size_t)CO);
-                    for (int64_t ky = 0; ky < KH; ky++) {
-                        int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                        if (iy < 0 || iy >= H) continue;
-                        for (int64_t kx = 0; kx < KW; kx++) {
-                            int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                            if (ix < 0 || ix >= W) continue;
-                            const float *xr = xi + (iy * W + ix) * C;
-                            const float *wr = w->f + ky * KW + kx;
-                            for (int64_t c = 0; c < CO; c++) yr[c] += xr[c] * wr[c * KH * KW];
-                        }
-                    }
-                }
-        } else if (!col) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)P, (int)CO, (int)C, 1.0f, xi,
-                        (int)C, w->f, (int)C, 0.0f, yo, (int)CO);
-        } else {
-            for (int64_t g = 0; g < G; g++) {
-                for (int64_t oy = 0; oy < OH; oy++)
-                    for (int64_t ox = 0; ox < OW; ox++) {
-                        float *cr = col + (size_t)(oy * OW + ox) * (size_t)K;
-                        for (int64_t ci = 0; ci < cig; ci++)
-                            for (int64_t ky = 0; ky < KH; ky++) {
-                                int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                                for (int64_t kx = 0; kx < KW; kx++) {
-                                    int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                                    *cr++ = (iy < 0 || iy >= H || ix < 0 || ix >= W)
-                                                ? 0.0f : xi[(iy * W + ix) * C + g * cig + ci];
-                                }
-                            }
-                    }
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)P, (int)cog, (int)K, 1.0f,
-                            col, (int)K, w->f + g * cog * K, (int)K, 0.0f, yo + g * cog, (int)CO);
-            }
+    int64_t K = cig * KH * KW, M = N * OH * OW;
+    if (conv_depthwise(n, w)) conv_dw(n, x, w, out, p, threads);
+    else if (n->wlayout == 0 && !conv_direct(n, w)) conv_naive(n, x, w, out, p);
+    else if (conv_direct(n, w)) sgemm_nt(n->gemm, M, CO, C, x->f, C, w->f, C, out->f, CO);
+    else {
+        for (int64_t g = 0; g < G; g++) {
+            im2col(n, x, KH, KW, g, cig, p, OH, OW, col, threads);
+            sgemm_nt(n->gemm, M, cog, K, col, K, w->f + g * cog * K, K, out->f + g * cog, CO);
         }
-        conv_epilogue(n, yo, P, CO, bias, sum ? sum + b * OH * OW * CO : NULL);
     }
+    conv_epilogue(n, out->f, (size_t)M, CO, bias, sum, threads);
     return SL_OK;
 }
 
@@ -761,7 +823,7 @@ sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *s
     const sl__tv *x = in[0];
     sl__actp a = {SL__ACT_NONE, 0, 0};
     switch (n->op) {
-    case SL__OP_CONV: return conv_ref(n, in, out, scratch);
+    case SL__OP_CONV: return conv_gemm(n, in, out, scratch, threads < 1 ? 1 : threads);
     case SL__OP_BN: batchnorm(n, in, out); return SL_OK;
     case SL__OP_RELU: a.kind = SL__ACT_RELU; break;
     case SL__OP_SIGMOID: a.kind = SL__ACT_SIGMOID; break;
