@@ -479,6 +479,21 @@ static void test_bad_inputs(void **s) {
     assert_int_equal(info.width, 100000);
     assert_int_equal(info.height, 100000);
     assert_null(img);
+    /* a PNG of 70000 x 1: few pixels, but a side over SL_IMAGE_MAX_SIDE_MAX */
+    {
+        VipsImage *line = NULL;
+        assert_int_equal(vips_black(&line, 70000, 1, "bands", 3, NULL), 0);
+        VipsImage *u8 = NULL;
+        assert_int_equal(vips_cast(line, &u8, VIPS_FORMAT_UCHAR, NULL), 0);
+        g_object_unref(line);
+        void *lb;
+        size_t ln;
+        assert_int_equal(vips_pngsave_buffer(u8, &lb, &ln, NULL), 0);
+        g_object_unref(u8);
+        assert_int_equal(load(lb, ln, NULL, &img, &info, &err), SL_E_TOO_LARGE);
+        assert_null(img);
+        g_free(lb);
+    }
     /* SVG and PDF: refused, named */
     static const char svg[] = "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
                               "width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\"/></svg>";
