@@ -39,7 +39,9 @@ sl_status sl_sample_catalog_image(uint64_t seed, uint32_t product, uint32_t view
                                   int height, sl_image **out, sl_error *err);
 
 /* A shopper photo of a product: the object under perspective, scale, crop, lighting change, blur,
- * noise and JPEG compression, on a cluttered background; `variant` picks the distortion. */
+ * noise and JPEG compression, on a cluttered background; `variant` picks the distortion.
+ * Variant 0 is the mildest (product large in the frame, small turn, light blur, JPEG q80-90);
+ * variants 1.. draw every distortion from its full range. width/height in 16..4096. */
 sl_status sl_sample_shopper_photo(uint64_t seed, uint32_t product, uint32_t variant, int width,
                                   int height, sl_image **out, sl_error *err);
 

@@ -589,11 +589,14 @@ sl_status sl_sample_shopper_photo(uint64_t seed, uint32_t product, uint32_t vari
     sl__rng r;
     sl_status st = sl__begin(seed, product, SL__STREAM_PHOTO, variant, width, height, out, err, "sample shopper photo", &a, &r);
     if (st) return st;
+    /* variant 0 is the mild photo (the product large, upright-ish, sharp: what a demo shows);
+     * the others use the full range of every distortion */
+    double mild = variant == 0 ? 0.5 : 1.0;
     /* geometry: scale, position (may leave the frame a little = crop), rotation, perspective */
-    double hh = sl__fit_height(width, height, a, sl__uni(&r, 0.5, 0.95));
-    double cx = width * sl__uni(&r, 0.38, 0.62), cy = height * sl__uni(&r, 0.38, 0.62);
-    double rot = sl__uni(&r, -0.35, 0.35), jit[8];
-    for (int i = 0; i < 8; i++) jit[i] = sl__uni(&r, -0.08, 0.08);
+    double hh = sl__fit_height(width, height, a, variant == 0 ? sl__uni(&r, 0.75, 0.95) : sl__uni(&r, 0.5, 0.95));
+    double cx = width * sl__uni(&r, 0.5 - 0.12 * mild, 0.5 + 0.12 * mild), cy = height * sl__uni(&r, 0.5 - 0.12 * mild, 0.5 + 0.12 * mild);
+    double rot = sl__uni(&r, -0.35 * mild, 0.35 * mild), jit[8];
+    for (int i = 0; i < 8; i++) jit[i] = sl__uni(&r, -0.08 * mild, 0.08 * mild);
     sl__rng bg;
     sl__stream(&bg, seed, product, SL__STREAM_BG, variant);
     sl_image *img = NULL, *t = NULL;
@@ -601,7 +604,7 @@ sl_status sl_sample_shopper_photo(uint64_t seed, uint32_t product, uint32_t vari
     st = sl__compose(seed, product, width, height, &bg, 1, unused, cx, cy, hh, rot, jit, &img, err);
     if (st) return st;
     /* lighting: global gain, a linear gradient across the frame and a colour cast */
-    double gain = sl__uni(&r, 0.7, 1.2), gx = sl__uni(&r, -0.25, 0.25), gy = sl__uni(&r, -0.25, 0.25);
+    double gain = sl__uni(&r, 1 - 0.3 * mild, 1 + 0.2 * mild), gx = sl__uni(&r, -0.25 * mild, 0.25 * mild), gy = sl__uni(&r, -0.25 * mild, 0.25 * mild);
     double cast[3] = { sl__uni(&r, 0.9, 1.1), sl__uni(&r, 0.92, 1.05), sl__uni(&r, 0.88, 1.1) };
     for (int y = 0; y < height; y++) {
         uint8_t *row = img->data + (size_t)y * img->stride;
@@ -610,9 +613,9 @@ sl_status sl_sample_shopper_photo(uint64_t seed, uint32_t product, uint32_t vari
             for (int k = 0; k < 3; k++) row[x * 3 + k] = sl__clamp_u8(row[x * 3 + k] * f * cast[k]);
         }
     }
-    double sigma = sl__uni(&r, 0.4, 1.4) * (width < height ? width : height) / 512.0;
-    float noise = (float)sl__uni(&r, 1.5, 5.0);
-    int quality = 60 + sl__pick(&r, 31);
+    double sigma = sl__uni(&r, 0.4, 0.4 + 1.0 * mild) * (width < height ? width : height) / 512.0;
+    float noise = (float)sl__uni(&r, 1.5, 1.5 + 3.5 * mild);
+    int quality = variant == 0 ? 80 + sl__pick(&r, 11) : 60 + sl__pick(&r, 31);
     uint64_t nseed = sl__rng_next(&r);
     if (sigma >= 0.3) {
         st = sl_image_gaussian(img, (float)sigma, &t, err);
