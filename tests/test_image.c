@@ -439,6 +439,19 @@ static void test_bad_inputs(void **s) {
     assert_int_equal(load(buf, n / 2, NULL, &img, &info, &err), SL_E_CORRUPT);
     assert_null(img);
     assert_string_equal(info.format, "jpeg");
+    /* the same JPEG claiming 12-bit samples: refused as unsupported, not as corrupt */
+    {
+        uint8_t *j = malloc(n);
+        memcpy(j, buf, n);
+        size_t sof = 0;
+        for (size_t i = 2; i + 4 < n; i++)
+            if (j[i] == 0xff && j[i + 1] == 0xc0) { sof = i; break; }
+        assert_true(sof > 0);
+        j[sof + 4] = 12; /* FF C0, 2 length bytes, then the sample precision */
+        assert_int_equal(load(j, n, NULL, &img, &info, &err), SL_E_UNSUPPORTED);
+        assert_null(img);
+        free(j);
+    }
     /* over the byte limit */
     sl_image_load_opts o = { 0 };
     o.max_bytes = n - 1;

@@ -364,13 +364,15 @@ sl_status sl_image_load_buffer(const void *data, size_t len, const sl_image_load
     }
     if (fmt == SL__FMT_JPEG) {
         sl_image *img = NULL;
-        st = sl__jpeg_decode(data, len, max_side, grey, max_pixels, info, &img, err);
-        if (st == SL_OK) {
+        int use_vips = 0;
+        st = sl__jpeg_decode(data, len, max_side, grey, max_pixels, info, &img, &use_vips, err);
+        if (st) return st;
+        if (!use_vips) {
             info->out_width = img->width;
             info->out_height = img->height;
             *out = img;
+            return SL_OK;
         }
-        if (st != SL_E_UNSUPPORTED) return st;
         /* CMYK/YCCK: the libvips path below */
     }
     VipsImage *hdr = sl__open(fmt, data, len, 1);

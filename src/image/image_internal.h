@@ -36,9 +36,10 @@ sl_status sl__image_orient(const sl_image *src, int orientation, sl_image **out,
 /* JPEG fast path (jpeg.c): reads the header into *info (size, bands, bits, EXIF orientation),
  * checks max_pixels (SL_E_TOO_LARGE), decodes YCbCr/RGB/grey JPEG with DCT scaling so the
  * longest side stays >= max_side, area-resizes to max_side (0: full size), turns it upright.
- * Returns SL_E_UNSUPPORTED without touching err for colour spaces it leaves to libvips (CMYK,
- * YCCK). */
+ * For colour spaces it leaves to libvips (CMYK, YCCK) it returns SL_OK with *out NULL and
+ * *use_vips set. Unsupported variants (12-bit, ...) are SL_E_UNSUPPORTED. */
 sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int grey,
-                          uint64_t max_pixels, sl_image_info *info, sl_image **out, sl_error *err);
+                          uint64_t max_pixels, sl_image_info *info, sl_image **out, int *use_vips,
+                          sl_error *err);
 
 #endif

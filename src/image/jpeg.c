@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jpeglib.h>
+#include <jerror.h>
 
 typedef struct {
     struct jpeg_error_mgr pub;
@@ -66,8 +67,10 @@ static int sl__exif_orientation(const uint8_t *d, size_t n) {
 }
 
 sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int grey,
-                          uint64_t max_pixels, sl_image_info *info, sl_image **out, sl_error *err) {
+                          uint64_t max_pixels, sl_image_info *info, sl_image **out, int *use_vips,
+                          sl_error *err) {
     *out = NULL;
+    *use_vips = 0;
     struct jpeg_decompress_struct c;
     sl__jerr e;
     uint8_t *volatile pix = NULL;
@@ -79,6 +82,9 @@ sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int gre
     if (setjmp(e.jb)) {
         jpeg_destroy_decompress(&c);
         free(pix);
+        int code = e.pub.msg_code;
+        if (code == JERR_BAD_PRECISION || code == JERR_ARITH_NOTIMPL || code == JERR_NOT_COMPILED)
+            return sl__err_set(err, SL_E_UNSUPPORTED, "image load: jpeg variant not supported: %s", e.msg);
         return sl__err_set(err, SL_E_CORRUPT, "image load: jpeg data is truncated or corrupt: %s", e.msg);
     }
     jpeg_create_decompress(&c);
@@ -106,7 +112,8 @@ sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int gre
     if (c.jpeg_color_space != JCS_YCbCr && c.jpeg_color_space != JCS_RGB &&
         c.jpeg_color_space != JCS_GRAYSCALE) {
         jpeg_destroy_decompress(&c);
-        return SL_E_UNSUPPORTED; /* CMYK, YCCK, ...: the caller uses libvips */
+        *use_vips = 1; /* CMYK, YCCK, ...: the caller uses libvips */
+        return SL_OK;
     }
     c.out_color_space = grey ? JCS_GRAYSCALE : JCS_RGB;
     unsigned longest = c.image_width > c.image_height ? c.image_width : c.image_height;
