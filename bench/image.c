@@ -3,7 +3,8 @@
  *
  *   bench_image gen DIR [N]          writes N (default 200) 1024x768 JPEGs (quality 85, 4:2:0)
  *                                    drawn by the sample generator (catalog views and photos)
- *   bench_image run DIR THREADS [P]  prints one JSON line per method with the best images/s
+ *   bench_image run DIR THREADS [P [M]]  prints one JSON line per method (M: comma-separated
+ *                                    subset) with the best images/s
  *                                    (wall) and least CPU ms per image of P passes (default 3):
  *     shoplens_shrink   sl_image_load_file with max_side = 224 (libvips shrink-on-load)
  *     shoplens_full     full decode, then sl_image_resize_longest (area averaging)
@@ -58,7 +59,7 @@ static void *worker(void *arg) {
 
 static int cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-static int run(const char *dir, int threads, int passes) {
+static int run(const char *dir, int threads, int passes, const char *only) {
     DIR *d = opendir(dir);
     if (!d) { perror(dir); return 1; }
     char **files = NULL;
@@ -84,6 +85,7 @@ static int run(const char *dir, int threads, int passes) {
     if (sl_image_global_init(NULL) != SL_OK) return 1;
     const char *names[2] = { "shoplens_shrink", "shoplens_full" };
     for (int m = 0; m < 2; m++) {
+        if (only && !strstr(only, names[m])) continue;
         double best = 0, cpu_best = 1e30;
         int failed = 0;
         for (int pass = 0; pass < passes; pass++) {
@@ -128,8 +130,8 @@ int main(int argc, char **argv) {
     if (argc >= 4 && strcmp(argv[1], "run") == 0) {
         int t = atoi(argv[3]), passes = argc > 4 ? atoi(argv[4]) : 3;
         if (t < 1 || t > 64 || passes < 1) { fprintf(stderr, "threads 1..64, passes >= 1\n"); return 2; }
-        return run(argv[2], t, passes);
+        return run(argv[2], t, passes, argc > 5 ? argv[5] : NULL);
     }
-    fprintf(stderr, "usage: bench_image gen DIR [N] | run DIR THREADS [PASSES]\n");
+    fprintf(stderr, "usage: bench_image gen DIR [N] | run DIR THREADS [PASSES [METHODS]]\n");
     return 2;
 }

@@ -6,7 +6,7 @@ best images/s (wall) and least CPU ms per image over PASSES passes, one JSON lin
   opencv_reduced2  cv2.imread IMREAD_REDUCED_COLOR_2 (1/2 DCT scaling) + INTER_AREA
   opencv_reduced4  cv2.imread IMREAD_REDUCED_COLOR_4 (1/4 DCT scaling) + INTER_AREA
   pil_draft        PIL Image.draft (DCT scaling to >= 224 px) + resize BOX (area)
-Usage: peers.py DIR THREADS [PASSES]
+Usage: peers.py DIR THREADS [PASSES [METHODS]]  (METHODS: comma-separated subset)
 """
 import glob, json, os, sys, time
 from concurrent.futures import ThreadPoolExecutor
@@ -41,6 +41,7 @@ def pil_draft(path):
 def main():
     d, threads = sys.argv[1], int(sys.argv[2])
     passes = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    only = sys.argv[4].split(",") if len(sys.argv) > 4 else None
     files = sorted(glob.glob(os.path.join(d, "*.jpg")))
     methods = [("opencv_full", cv_loader(cv2.IMREAD_COLOR)),
                ("opencv_reduced2", cv_loader(cv2.IMREAD_REDUCED_COLOR_2)),
@@ -48,6 +49,8 @@ def main():
                ("pil_draft", pil_draft)]
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for name, fn in methods:
+            if only and name not in only:
+                continue
             best, cpu_best = 0.0, 1e30
             for _ in range(passes):
                 t0, c0 = time.perf_counter(), time.process_time()
