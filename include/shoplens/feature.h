@@ -77,7 +77,7 @@ void sl_rootsift(float *desc, size_t n, size_t dim);
 /* ---- SIFT work: further SIFT declarations go above this line ----------------------------- */
 
 
-/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/*.c) --------------- */
+/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/)  --------------- */
 /* ---- feature work: building-block declarations go above this line ------------------------ */
 
 /* ---- the pipeline (src/feature/features.c) ----------------------------------------------- */
