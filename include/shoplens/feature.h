@@ -53,6 +53,7 @@ typedef struct sl_sift_params {
     int upsample;           /* nonzero: double the image first (octave -1) */
     int threads;            /* worker threads for one image (0 or 1 = the calling thread) */
     /* ---- SIFT work may add fields below; sl_sift_params_init sets them all ---- */
+    float input_sigma;      /* blur assumed already present in the input (Lowe: 0.5) */
 } sl_sift_params;
 
 /* Sets the defaults. */
@@ -73,6 +74,41 @@ sl_status sl_sift_dense(const sl_image *img, int step, float size, sl_keypoint *
 /* In place: SIFT -> RootSIFT (Arandjelovic & Zisserman, CVPR 2012): L1-normalize, square root.
  * n descriptors of `dim` floats. */
 void sl_rootsift(float *desc, size_t n, size_t dim);
+
+/* Defaults and limits of sl_sift_params (docs/sift.md). The defaults are OpenCV's except
+ * upsample (off: 3-4x faster; bench/results/sift.md measures both). */
+#define SL_SIFT_MAX_KEYPOINTS_DEFAULT 0
+#define SL_SIFT_OCTAVES_MAX 12
+#define SL_SIFT_LEVELS_DEFAULT 3
+#define SL_SIFT_LEVELS_MIN 1
+#define SL_SIFT_LEVELS_MAX 8
+#define SL_SIFT_SIGMA_DEFAULT 1.6f
+#define SL_SIFT_SIGMA_MIN 0.8f
+#define SL_SIFT_SIGMA_MAX 4.0f
+#define SL_SIFT_CONTRAST_DEFAULT 0.04f   /* applied as |D(x)| * levels >= contrast */
+#define SL_SIFT_EDGE_DEFAULT 10.0f
+#define SL_SIFT_EDGE_MAX 1000.0f
+#define SL_SIFT_UPSAMPLE_DEFAULT 0
+#define SL_SIFT_INPUT_SIGMA_DEFAULT 0.5f
+#define SL_SIFT_THREADS_MAX 16
+#define SL_SIFT_SIDE_MAX 65535
+#define SL_SIFT_DENSE_SIZE_MIN 0.5f
+#define SL_SIFT_DENSE_SIZE_MAX 256.0f
+
+/* sl_sift_extract on a grey float image: width x height values in [0,1], rows `stride` floats
+ * apart (stride >= width). p NULL = defaults. Keypoints come sorted by decreasing response.
+ * Errors: SL_E_INVALID (NULL pointers, sizes, parameters out of range; message names it),
+ * SL_E_NOMEM. Same ownership as sl_sift_extract. */
+sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t stride,
+                               const sl_sift_params *p, sl_keypoint **kps, float **desc,
+                               size_t *n, sl_error *err);
+
+/* sl_sift_dense on a grey float image (as sl_sift_extract_grey). Grid points are
+ * (step/2 + i*step, step/2 + j*step), row-major; `size` is the keypoint sigma (input pixels,
+ * SL_SIFT_DENSE_SIZE_MIN..MAX), so each descriptor covers 12 * size pixels square. */
+sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t stride, int step,
+                             float size, sl_keypoint **kps, float **desc, size_t *n,
+                             sl_error *err);
 
 /* ---- SIFT work: further SIFT declarations go above this line ----------------------------- */
 
