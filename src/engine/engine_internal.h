@@ -31,7 +31,7 @@ struct sl_engine {
     sl_features *feat;       /* never NULL after open; may need training */
     sl_index *idx;           /* NULL until the features have a dimension */
     int read_only;
-    char spec[128];
+    char spec[512];
     char index_kind[16];     /* "flat", "hnsw" or "auto" as recorded */
     int64_t gen;             /* store generation the in-memory state reflects */
     int64_t features_version;/* meta features_version the loaded features are */
