@@ -81,12 +81,17 @@ static sl_status sl__report_fail(sl_ingest_report *r, size_t row, const char *pi
     r->failures = nf;
     sl_ingest_failure *f = &r->failures[r->n_failures++];
     f->row = row;
-    f->product_id = pid ? sl__strdup(pid) : NULL;
+    f->product_id = pid && *pid ? sl__strdup(pid) : NULL;
     f->file = file ? sl__strdup(file) : NULL;
     f->status = st;
     f->message = sl__strdup(msg ? msg : sl_strerror(st));
     r->failed++;
     return SL_OK;
+}
+
+static int sl__cmp_failure(const void *a, const void *b) {
+    const sl_ingest_failure *x = a, *y = b;
+    return x->row < y->row ? -1 : x->row > y->row;
 }
 
 /* ---- a small string -> index hash map (FNV-1a, open addressing) ---------------------------- */
@@ -623,6 +628,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
 out:
     pthread_mutex_unlock(&e->wmu);
     sl__ingest_free(&in);
+    if (rep->n_failures > 1) qsort(rep->failures, rep->n_failures, sizeof *rep->failures, sl__cmp_failure);
     rep->seconds = sl__now() - t0;
     return st;
 }
