@@ -2,14 +2,7 @@
 # e2e_cli.sh - the catalog commands end to end on a generated catalog: init, add (upsert,
 # multi-image products, CSV and JSONL), search with filters, similar, classify, check, dedup,
 # remove, sync, info; exit codes and the --json shapes documented in docs/cli.md.
-set -euo pipefail
-bin=${SHOPLENS_BIN:?SHOPLENS_BIN not set}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-# jq-like checks with python: j FILE 'python expression over d' -> prints the value
-j() { "$py" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+. "$(dirname "$0")/product_lib.sh"
 expect_rc() { # expect_rc CODE command...
   local want=$1; shift
   set +e; "$@" >"$tmp/out" 2>"$tmp/err"; local rc=$?; set -e

@@ -5,13 +5,7 @@
 #  - kill -9 at random moments during `add`, then `add` again, gives a store identical to an
 #    uninterrupted run (products, images with ids, hashes, vectors and local features, features
 #    file), also when the kill hits the first training of the learned parts.
-set -euo pipefail
-bin=${SHOPLENS_BIN:?SHOPLENS_BIN not set}
-py=/usr/bin/python3
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; exit 1; }
-j() { "$py" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }
+. "$(dirname "$0")/product_lib.sh"
 
 cat=$tmp/cat
 "$bin" sample catalog "$cat" --products 10 --views 2 --photos 0 --size 128 --seed 7 >/dev/null
