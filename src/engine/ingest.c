@@ -592,7 +592,8 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (started == 0) {
         st = sl__err_set(err, SL_E_INTERNAL, "cannot start worker threads");
     }
-    double last = 0;
+    double last = 0, t1 = sl__now(); /* the rate counts extraction, not training */
+    if (o.progress && in.n_prods) o.progress(o.progress_ctx, 0, in.n_prods, 0);
     for (size_t p = 0; p < in.n_prods && st == SL_OK; p++) {
         if (o.cancel && *o.cancel) {
             st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted after %zu of %zu products", p, in.n_prods);
@@ -611,7 +612,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         pthread_mutex_unlock(&in.mu);
         double now = sl__now();
         if (o.progress && (now - last >= 0.1 || p + 1 == in.n_prods)) {
-            o.progress(o.progress_ctx, p + 1, in.n_prods, now - t0);
+            o.progress(o.progress_ctx, p + 1, in.n_prods, now - t1);
             last = now;
         }
     }
