@@ -366,55 +366,14 @@ static void *sl__worker(void *arg) {
     return NULL;
 }
 
-static int sl__jobs(int jobs) {
-    if (jobs > 0) return jobs > SL__INGEST_MAX_JOBS ? SL__INGEST_MAX_JOBS : jobs;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)(n > SL__INGEST_MAX_JOBS ? SL__INGEST_MAX_JOBS : n) : 1;
-}
+static int sl__jobs(int jobs) { return sl__jobs_or_cores(jobs); }
 
 /* Decodes sample paths in parallel (for training). Unreadable ones are left NULL. */
-typedef struct sl__decjob {
-    sl_engine *e;
-    char **paths;
-    sl_image **imgs;
-    size_t n, next;
-    pthread_mutex_t mu;
-} sl__decjob;
-
-static void *sl__decode_worker(void *arg) {
-    sl__decjob *j = arg;
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        size_t i = j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i >= j->n) break;
-        sl_image_load_opts o;
-        memset(&o, 0, sizeof o);
-        o.max_side = j->e->max_side;
-        if (sl_image_load_file(j->paths[i], &o, &j->imgs[i], NULL, NULL) != SL_OK) j->imgs[i] = NULL;
-    }
-    return NULL;
-}
-
 static sl_status sl__decode_parallel(sl_engine *e, char **paths, size_t n, int jobs,
                                      sl_image ***out, sl_error *err) {
-    sl__decjob j;
-    memset(&j, 0, sizeof j);
-    j.e = e;
-    j.paths = paths;
-    j.n = n;
-    j.imgs = sl__callocarray(n + 1, sizeof *j.imgs);
-    if (!j.imgs) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    pthread_mutex_init(&j.mu, NULL);
-    int nt = sl__jobs(jobs);
-    pthread_t th[SL__INGEST_MAX_JOBS];
-    int started = 0;
-    for (int i = 0; i < nt; i++)
-        if (pthread_create(&th[started], NULL, sl__decode_worker, &j) == 0) started++;
-    if (started == 0) sl__decode_worker(&j);
-    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    pthread_mutex_destroy(&j.mu);
-    *out = j.imgs;
+    *out = sl__callocarray(n + 1, sizeof **out);
+    if (!*out) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl__decode_paths(paths, n, e->max_side, jobs, *out);
     return SL_OK;
 }
 
