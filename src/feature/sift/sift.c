@@ -719,9 +719,12 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
         float rbin = rb[k], cbin = cb[k];
         float obin = (go[k] - ang) * bpr;
         float m = gm[k] * wt[k];
-        /* floor by truncation of positive values: rbin, cbin > -1 and obin > -nb */
+        /* floor by truncation of positive values: rbin, cbin > -1 and obin > -nb; the sum may
+         * round up to the next integer just below a bin edge, hence the clamps */
         int r0 = (int)(rbin + 1.0f) - 1, c0 = (int)(cbin + 1.0f) - 1;
         int o0 = (int)(obin + (float)nb) - nb;
+        if (r0 > d - 1) r0 = d - 1;
+        if (c0 > d - 1) c0 = d - 1;
         rbin -= (float)r0;
         cbin -= (float)c0;
         obin -= (float)o0;
