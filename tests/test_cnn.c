@@ -211,6 +211,31 @@ static void test_bf16_mode_is_close_but_not_fp32(void **state) {
     free_fixture(&f);
 }
 
+static void test_int8_mode_is_close_but_not_fp32(void **state) {
+    (void)state;
+    static const char *const names[] = {"tiny_resnet", "tiny_mbv2", "concat_nhwc"};
+    for (int k = 0; k < 3; k++) {
+        fixture f;
+        load_fixture(names[k], &f);
+        sl_cnn_opts o;
+        sl_cnn_opts_init(&o);
+        o.output = "";
+        o.precision = SL_CNN_PRECISION_INT8;
+        sl_cnn *m = load(names[k], &o);
+        float *y = calloc(f.ocount, sizeof(float));
+        sl_error e;
+        assert_int_equal(sl_cnn_run(m, f.in, (size_t)f.idims[0], y, &e), SL_OK);
+        double d = rel_diff(y, f.out, f.ocount), dot = 0, na = 0, nb = 0;
+        for (size_t j = 0; j < f.ocount; j++) { dot += (double)y[j] * f.out[j]; na += (double)y[j] * y[j]; nb += (double)f.out[j] * f.out[j]; }
+        print_message("int8 %s: max rel diff %.2e, cosine %.6f\n", names[k], d, dot / sqrt(na * nb));
+        assert_true(d > 1e-6);
+        assert_true(dot / sqrt(na * nb) > 0.995);
+        free(y);
+        sl_cnn_free(m);
+        free_fixture(&f);
+    }
+}
+
 static void test_unsupported_operator_is_named(void **state) {
     (void)state;
     char p[1200];
@@ -358,6 +383,7 @@ int main(void) {
         cmocka_unit_test(test_batch_sizes_agree),
         cmocka_unit_test(test_concurrent_callers_share_one_model),
         cmocka_unit_test(test_bf16_mode_is_close_but_not_fp32),
+        cmocka_unit_test(test_int8_mode_is_close_but_not_fp32),
         cmocka_unit_test(test_unsupported_operator_is_named),
         cmocka_unit_test(test_malformed_files_are_corrupt),
         cmocka_unit_test(test_options_and_sidecar),

@@ -113,7 +113,8 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
     if (opts->max_batch < SL_CNN_MAX_BATCH_MIN || opts->max_batch > SL_CNN_MAX_BATCH_MAX)
         return sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
                            SL_CNN_MAX_BATCH_MIN, SL_CNN_MAX_BATCH_MAX);
-    if (opts->precision != SL_CNN_PRECISION_FP32 && opts->precision != SL_CNN_PRECISION_BF16)
+    if (opts->precision != SL_CNN_PRECISION_FP32 && opts->precision != SL_CNN_PRECISION_BF16 &&
+        opts->precision != SL_CNN_PRECISION_INT8)
         return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
     if (opts->backend != SL_CNN_BACKEND_AUTO && opts->backend != SL_CNN_BACKEND_REF &&
         opts->backend != SL_CNN_BACKEND_DNNL)
@@ -185,7 +186,11 @@ void sl_cnn_free(sl_cnn *m) {
     if (!m) return;
     sl__plans_free(m);
     for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); }
-    for (size_t k = 0; k < m->nnodes; k++) free(m->nodes[k].name);
+    for (size_t k = 0; k < m->nnodes; k++) {
+        free(m->nodes[k].name);
+        free(m->nodes[k].wq);
+        free(m->nodes[k].wsc);
+    }
     free(m->vals);
     free(m->nodes);
     sl__onnx_free(m->onnx);

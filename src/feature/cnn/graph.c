@@ -579,6 +579,31 @@ static sl_status layout_weights(sl_cnn *m, sl_error *err) {
     return SL_OK;
 }
 
+/* int8 mode: symmetric per-output-channel int8 weights for every dense/grouped convolution
+ * except the stem (the one reading the image, kept fp32 for accuracy) and depthwise ones. */
+static sl_status quantize_weights(sl_cnn *m, sl_error *err) {
+    for (size_t k = 0; k < m->nnodes; k++) {
+        sl__node *n = &m->nodes[k];
+        if (n->dead || n->op != SL__OP_CONV || n->wlayout != 1 || n->in[0] == m->input) continue;
+        const sl__value *w = &m->vals[n->in[1]];
+        size_t O = (size_t)w->dims[0], K = w->count / O;
+        n->wq = sl__mallocarray(w->count, 1);
+        n->wsc = sl__mallocarray(O, sizeof(float));
+        if (!n->wq || !n->wsc) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t o = 0; o < O; o++) {
+            float mx = 0;
+            for (size_t j = 0; j < K; j++) mx = fmaxf(mx, fabsf(w->f[o * K + j]));
+            float s = mx > 0 ? mx / 127.0f : 1.0f;
+            n->wsc[o] = s;
+            for (size_t j = 0; j < K; j++) {
+                long q = lrintf(w->f[o * K + j] / s);
+                n->wq[o * K + j] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+            }
+        }
+    }
+    return SL_OK;
+}
+
 sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err);
 
 static int is_pool_to_1x1(const sl_cnn *m, const sl__node *n, const sl__value *shp) {
@@ -700,5 +725,7 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
     free(shp);
     if (st) return st;
     eliminate_dead(m);
-    return layout_weights(m, err);
+    st = layout_weights(m, err);
+    if (!st && m->precision == SL_CNN_PRECISION_INT8) st = quantize_weights(m, err);
+    return st;
 }

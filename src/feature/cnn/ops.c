@@ -385,9 +385,17 @@ static int conv_depthwise(const sl__node *n, const sl__tv *w) {
     return n->group > 1 && w->dims[1] == 1 && w->dims[0] == n->group;
 }
 
+#define A64(x) (((x) + 63) / 64 * 64)
+
 size_t sl__op_scratch(const sl__node *n, sl__tv *const *in, const sl__tv *out) {
     if (n->op != SL__OP_CONV) return 0;
     const sl__tv *w = in[1];
+    if (n->wq) {
+        size_t M = (size_t)(out->dims[0] * out->dims[2] * out->dims[3]);
+        size_t K = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
+        size_t cog = (size_t)(w->dims[0] / n->group);
+        return A64(in[0]->count) + (conv_direct(n, w) ? 0 : A64(M * K)) + A64(M * cog * 4);
+    }
     if (conv_depthwise(n, w) || conv_direct(n, w)) return 0;
     size_t k = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
     return (size_t)(out->dims[0] * out->dims[2] * out->dims[3]) * k * sizeof(float);
@@ -496,6 +504,68 @@ static void conv_naive(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__
                 }
 }
 
+/* int8 path: u8 activations (per-tensor scale and zero point computed now), s8 weights per
+ * output channel, s32 accumulation with oneDNN's u8s8s32 GEMM (VNNI), dequantized to fp32. */
+static void conv_int8(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                      const int64_t *p, unsigned char *scr, int threads) {
+    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    int64_t CO = out->dims[1], OH = out->dims[2], OW = out->dims[3];
+    int64_t G = n->group, cig = C / G, cog = CO / G, KH = w->dims[2], KW = w->dims[3];
+    int64_t K = cig * KH * KW, M = N * OH * OW;
+    size_t cnt = x->count;
+    float lo = 0, hi = 0;
+    (void)threads;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) num_threads(threads) if (cnt > 65536)
+    for (size_t k = 0; k < cnt; k++) { lo = fminf(lo, x->f[k]); hi = fmaxf(hi, x->f[k]); }
+    float sa = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+    long zl = lrintf(-lo / sa);
+    uint8_t za = (uint8_t)(zl < 0 ? 0 : zl > 255 ? 255 : zl);
+    float inv = 1.0f / sa;
+    uint8_t *xq = scr;
+    int direct = conv_direct(n, w);
+    uint8_t *col = direct ? NULL : scr + A64(cnt);
+    int32_t *acc = (int32_t *)(void *)(scr + A64(cnt) + (direct ? 0 : A64((size_t)(M * K))));
+#pragma omp parallel for num_threads(threads) if (cnt > 65536)
+    for (size_t k = 0; k < cnt; k++) {
+        long q = lrintf(x->f[k] * inv) + za;
+        xq[k] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+    int32_t zero = 0;
+    for (int64_t g = 0; g < G; g++) {
+        const uint8_t *A = xq;
+        int64_t lda = C;
+        if (!direct) {
+#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (M * K > 65536)
+            for (int64_t b = 0; b < N; b++)
+                for (int64_t oy = 0; oy < OH; oy++) {
+                    const uint8_t *xi = xq + b * H * W * C + g * cig;
+                    for (int64_t ox = 0; ox < OW; ox++) {
+                        uint8_t *cr = col + ((b * OH + oy) * OW + ox) * K;
+                        for (int64_t ky = 0; ky < KH; ky++) {
+                            int64_t iy = oy * n->sh - p[0] + ky * n->dh;
+                            for (int64_t kx = 0; kx < KW; kx++, cr += cig) {
+                                int64_t ix = ox * n->sw - p[1] + kx * n->dw;
+                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, za, (size_t)cig);
+                                else memcpy(cr, xi + (iy * W + ix) * C, (size_t)cig);
+                            }
+                        }
+                    }
+                }
+            A = col;
+            lda = K;
+        }
+        dnnl_gemm_u8s8s32('N', 'T', 'F', M, cog, K, 1.0f, A, lda, za, n->wq + g * cog * K, K, 0, 0.0f,
+                          acc, cog, &zero);
+        const float *ws = n->wsc + g * cog;
+#pragma omp parallel for num_threads(threads) if (M * cog > 32768)
+        for (int64_t m = 0; m < M; m++) {
+            float *y = out->f + m * CO + g * cog;
+            const int32_t *a = acc + m * cog;
+            for (int64_t o = 0; o < cog; o++) y[o] = (float)a[o] * sa * ws[o];
+        }
+    }
+}
+
 static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, float *col, int threads) {
     const sl__tv *x = in[0], *w = in[1];
     const float *bias = n->nin > 2 && in[2] ? in[2]->f : NULL;
@@ -506,7 +576,8 @@ static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, fl
     int64_t p[4];
     sl__conv_pads(n, H, W, (int)KH, (int)KW, p);
     int64_t K = cig * KH * KW, M = N * OH * OW;
-    if (conv_depthwise(n, w)) conv_dw(n, x, w, out, p, threads);
+    if (n->wq) conv_int8(n, x, w, out, p, (unsigned char *)col, threads);
+    else if (conv_depthwise(n, w)) conv_dw(n, x, w, out, p, threads);
     else if (n->wlayout == 0 && !conv_direct(n, w)) conv_naive(n, x, w, out, p);
     else if (conv_direct(n, w)) sgemm_nt(n->gemm, M, CO, C, x->f, C, w->f, C, out->f, CO);
     else {
