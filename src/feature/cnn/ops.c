@@ -454,23 +454,28 @@ static void conv_dw(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv 
         }
 }
 
-/* im2col for NHWC input and OHWI weights: col[(b, oy, ox)][(ky, kx, ci)] of group g. */
-static void im2col(const sl__node *n, const sl__tv *x, int64_t KH, int64_t KW, int64_t g,
-                   int64_t cig, const int64_t *p, int64_t OH, int64_t OW, float *col, int threads) {
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], K = KH * KW * cig;
+/* im2col for NHWC input and OHWI weights: col[(b, oy, ox)][(ky, kx, ci)] of group g, on
+ * elements of `es` bytes (fp32 or u8); padding bytes are `pad` (0, or the u8 zero point). */
+static void im2col(const sl__node *n, const void *xv, const int64_t *xd, size_t es, int pad,
+                   int64_t KH, int64_t KW, int64_t g, int64_t cig, const int64_t *p, int64_t OH,
+                   int64_t OW, void *colv, int threads) {
+    int64_t N = xd[0], C = xd[1], H = xd[2], W = xd[3], K = KH * KW * cig;
+    const char *x = xv;
+    char *col = colv;
+    size_t run = (size_t)cig * es;
     (void)threads;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (N * OH * OW * K > 65536)
     for (int64_t b = 0; b < N; b++)
         for (int64_t oy = 0; oy < OH; oy++) {
-            const float *xi = x->f + b * H * W * C + g * cig;
+            const char *xi = x + (size_t)(b * H * W * C + g * cig) * es;
             for (int64_t ox = 0; ox < OW; ox++) {
-                float *cr = col + ((b * OH + oy) * OW + ox) * K;
+                char *cr = col + (size_t)(((b * OH + oy) * OW + ox) * K) * es;
                 for (int64_t ky = 0; ky < KH; ky++) {
                     int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                    for (int64_t kx = 0; kx < KW; kx++, cr += cig) {
+                    for (int64_t kx = 0; kx < KW; kx++, cr += run) {
                         int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, 0, sizeof(float) * (size_t)cig);
-                        else memcpy(cr, xi + (iy * W + ix) * C, sizeof(float) * (size_t)cig);
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, pad, run);
+                        else memcpy(cr, xi + (size_t)((iy * W + ix) * C) * es, run);
                     }
                 }
             }
@@ -508,7 +513,7 @@ static void conv_naive(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__
  * output channel, s32 accumulation with oneDNN's u8s8s32 GEMM (VNNI), dequantized to fp32. */
 static void conv_int8(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
                       const int64_t *p, unsigned char *scr, int threads) {
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+    int64_t N = x->dims[0], C = x->dims[1];
     int64_t CO = out->dims[1], OH = out->dims[2], OW = out->dims[3];
     int64_t G = n->group, cig = C / G, cog = CO / G, KH = w->dims[2], KW = w->dims[3];
     int64_t K = cig * KH * KW, M = N * OH * OW;
@@ -535,22 +540,7 @@ static void conv_int8(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__t
         const uint8_t *A = xq;
         int64_t lda = C;
         if (!direct) {
-#pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (M * K > 65536)
-            for (int64_t b = 0; b < N; b++)
-                for (int64_t oy = 0; oy < OH; oy++) {
-                    const uint8_t *xi = xq + b * H * W * C + g * cig;
-                    for (int64_t ox = 0; ox < OW; ox++) {
-                        uint8_t *cr = col + ((b * OH + oy) * OW + ox) * K;
-                        for (int64_t ky = 0; ky < KH; ky++) {
-                            int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                            for (int64_t kx = 0; kx < KW; kx++, cr += cig) {
-                                int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                                if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, za, (size_t)cig);
-                                else memcpy(cr, xi + (iy * W + ix) * C, (size_t)cig);
-                            }
-                        }
-                    }
-                }
+            im2col(n, xq, x->dims, 1, za, KH, KW, g, cig, p, OH, OW, col, threads);
             A = col;
             lda = K;
         }
@@ -582,7 +572,7 @@ static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, fl
     else if (conv_direct(n, w)) sgemm_nt(n->gemm, M, CO, C, x->f, C, w->f, C, out->f, CO);
     else {
         for (int64_t g = 0; g < G; g++) {
-            im2col(n, x, KH, KW, g, cig, p, OH, OW, col, threads);
+            im2col(n, x->f, x->dims, sizeof(float), 0, KH, KW, g, cig, p, OH, OW, col, threads);
             sgemm_nt(n->gemm, M, cog, K, col, K, w->f + g * cog * K, K, out->f + g * cog, CO);
         }
     }
