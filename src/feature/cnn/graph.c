@@ -674,6 +674,18 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
                 return sl__err_set(err, SL_E_UNSUPPORTED,
                                    "input '%s': dimension %d is not fixed (export with a fixed image size)",
                                    iv->name, d);
+        {
+            uint64_t per = 1;
+            for (int d = 1; d < iv->rank; d++) {
+                if (iv->dims[d] > (1 << 20)) per = UINT64_MAX; else per *= (uint64_t)iv->dims[d];
+                if (per > ((uint64_t)1 << 30)) break;
+            }
+            if (per > ((uint64_t)1 << 30))
+                return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': more than 2^30 elements per image", iv->name);
+            if (iv->dims[0] > SL_CNN_MAX_BATCH_MAX)
+                return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': fixed batch %lld above %d", iv->name,
+                                   (long long)iv->dims[0], SL_CNN_MAX_BATCH_MAX);
+        }
         m->in_rank = iv->rank;
         memcpy(m->in_dims, iv->dims, (size_t)iv->rank * sizeof(int64_t));
         m->batch_fixed = iv->dims[0] > 0;
