@@ -23,6 +23,14 @@
 #include "feature/cnn/cnn_internal.h"
 #include "util/util.h"
 
+/* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC
+ * function multiversioning), so the binary stays portable. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SL_SANITIZE)
+#define SL__SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SL__SIMD
+#endif
+
 /* ---- shape inference --------------------------------------------------------------------- */
 
 static sl_status shp_err(sl_error *err, const char *what) {
@@ -351,7 +359,7 @@ static float act1(float x, const sl__actp *a) {
     }
 }
 
-void sl__act_apply(float *x, size_t n, const sl__actp *a, int na) {
+SL__SIMD void sl__act_apply(float *x, size_t n, const sl__actp *a, int na) {
     for (int k = 0; k < na; k++) {
         const sl__actp *p = &a[k];
         if (p->kind == SL__ACT_RELU) { for (size_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0; }
@@ -401,18 +409,24 @@ size_t sl__op_scratch(const sl__node *n, sl__tv *const *in, const sl__tv *out) {
     return (size_t)(out->dims[0] * out->dims[2] * out->dims[3]) * k * sizeof(float);
 }
 
+/* General row-major sgemm through oneDNN (kind 1) or OpenBLAS (kind 0). */
+static void sgemm(int kind, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
+    if (kind) dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                     (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
 /* C[M x N] = A[M x K] * B[N x K]^T, row-major, leading dimensions given. */
 static void sgemm_nt(int kind, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float *C, int64_t ldc) {
-    if (kind) dnnl_sgemm('N', 'T', M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                     (int)lda, B, (int)ldb, 0.0f, C, (int)ldc);
+    sgemm(kind, 0, 1, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
-static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co,
-                          const float *bias, const float *sum, int threads) {
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (pixels * (size_t)co > 32768)
+/* bias, activations before the sum, residual sum, activations after it - on `pixels` rows. */
+SL__SIMD static void epilogue_rows(const sl__node *n, float *y, size_t pixels, int64_t co,
+                                   const float *bias, const float *sum) {
     for (size_t p = 0; p < pixels; p++) {
         float *row = y + p * (size_t)co;
         if (bias) for (int64_t c = 0; c < co; c++) row[c] += bias[c];
@@ -425,33 +439,54 @@ static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co
     }
 }
 
-/* Depthwise convolution, NHWC, weights in HWC layout (wlayout 2) or OIHW (0). */
-static void conv_dw(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
-                    const int64_t *p, int threads) {
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+#define SL__ROWS 16 /* pixels per parallel chunk of the epilogue */
+
+static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co,
+                          const float *bias, const float *sum, int threads) {
+    size_t chunks = (pixels + SL__ROWS - 1) / SL__ROWS;
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (pixels * (size_t)co > 32768)
+    for (size_t q = 0; q < chunks; q++) {
+        size_t p0 = q * SL__ROWS, np = pixels - p0 < SL__ROWS ? pixels - p0 : SL__ROWS;
+        epilogue_rows(n, y + p0 * (size_t)co, np, co, bias, sum ? sum + p0 * (size_t)co : NULL);
+    }
+}
+
+/* One output row (b, oy) of a depthwise convolution with its epilogue. */
+SL__SIMD static void dw_row(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                            const int64_t *p, int64_t b, int64_t oy, const float *bias, const float *sum) {
+    int64_t C = x->dims[1], H = x->dims[2], W = x->dims[3];
     int64_t OH = out->dims[2], OW = out->dims[3], KH = w->dims[2], KW = w->dims[3];
     int64_t ws = n->wlayout == 2 ? 1 : KH * KW; /* stride between channels */
+    const float *xi = x->f + b * H * W * C;
+    for (int64_t ox = 0; ox < OW; ox++) {
+        float *yr = out->f + ((b * OH + oy) * OW + ox) * C;
+        memset(yr, 0, sizeof(float) * (size_t)C);
+        for (int64_t ky = 0; ky < KH; ky++) {
+            int64_t iy = oy * n->sh - p[0] + ky * n->dh;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < KW; kx++) {
+                int64_t ix = ox * n->sw - p[1] + kx * n->dw;
+                if (ix < 0 || ix >= W) continue;
+                const float *xr = xi + (iy * W + ix) * C;
+                const float *wr = n->wlayout == 2 ? w->f + (ky * KW + kx) * C : w->f + ky * KW + kx;
+                if (ws == 1) for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c];
+                else for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c * ws];
+            }
+        }
+    }
+    size_t off = (size_t)((b * OH + oy) * OW * C);
+    epilogue_rows(n, out->f + off, (size_t)OW, C, bias, sum ? sum + off : NULL);
+}
+
+/* Depthwise convolution, NHWC, weights in HWC layout (wlayout 2) or OIHW (0), epilogue fused. */
+static void conv_dw(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                    const int64_t *p, const float *bias, const float *sum, int threads) {
+    int64_t N = x->dims[0], C = x->dims[1], OH = out->dims[2], OW = out->dims[3];
     (void)threads;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (N * OH * OW * C > 32768)
     for (int64_t b = 0; b < N; b++)
-        for (int64_t oy = 0; oy < OH; oy++) {
-            const float *xi = x->f + b * H * W * C;
-            for (int64_t ox = 0; ox < OW; ox++) {
-                float *yr = out->f + ((b * OH + oy) * OW + ox) * C;
-                memset(yr, 0, sizeof(float) * (size_t)C);
-                for (int64_t ky = 0; ky < KH; ky++) {
-                    int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int64_t kx = 0; kx < KW; kx++) {
-                        int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                        if (ix < 0 || ix >= W) continue;
-                        const float *xr = xi + (iy * W + ix) * C;
-                        const float *wr = n->wlayout == 2 ? w->f + (ky * KW + kx) * C : w->f + ky * KW + kx;
-                        for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c * ws];
-                    }
-                }
-            }
-        }
+        for (int64_t oy = 0; oy < OH; oy++) dw_row(n, x, w, out, p, b, oy, bias, sum);
 }
 
 /* im2col for NHWC input and OHWI weights: col[(b, oy, ox)][(ky, kx, ci)] of group g, on
@@ -567,7 +602,7 @@ static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, fl
     sl__conv_pads(n, H, W, (int)KH, (int)KW, p);
     int64_t K = cig * KH * KW, M = N * OH * OW;
     if (n->wq) conv_int8(n, x, w, out, p, (unsigned char *)col, threads);
-    else if (conv_depthwise(n, w)) conv_dw(n, x, w, out, p, threads);
+    else if (conv_depthwise(n, w)) { conv_dw(n, x, w, out, p, bias, sum, threads); return SL_OK; }
     else if (n->wlayout == 0 && !conv_direct(n, w)) conv_naive(n, x, w, out, p);
     else if (conv_direct(n, w)) sgemm_nt(n->gemm, M, CO, C, x->f, C, w->f, C, out->f, CO);
     else {
@@ -837,13 +872,12 @@ static void gemm(const sl__node *n, sl__tv *const *in, sl__tv *o) {
             for (int j = 0; j < N; j++) o->f[(size_t)i * (size_t)N + (size_t)j] = c->f[(c0 == 1 ? 0 : i) * c1 + (c1 == 1 ? 0 : j)];
         beta = n->beta;
     }
-    cblas_sgemm(CblasRowMajor, n->trans_a ? CblasTrans : CblasNoTrans,
-                n->trans_b ? CblasTrans : CblasNoTrans, M, N, K, n->alpha, a->f,
-                (int)a->dims[1], b->f, (int)b->dims[1], beta, o->f, N);
+    sgemm(n->gemm, n->trans_a, n->trans_b, M, N, K, n->alpha, a->f, a->dims[1], b->f, b->dims[1],
+          beta, o->f, N);
     sl__act_apply(o->f, o->count, n->pre, n->npre);
 }
 
-static void matmul(const sl__tv *a, const sl__tv *b, sl__tv *o) {
+static void matmul(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o) {
     int r = o->rank;
     int M = (int)o->dims[r - 2], N = (int)o->dims[r - 1], K = (int)a->dims[a->rank - 1];
     size_t batches = o->count / ((size_t)M * (size_t)N);
@@ -857,8 +891,8 @@ static void matmul(const sl__tv *a, const sl__tv *b, sl__tv *o) {
             if (da >= 0) { if (a->dims[da] != 1) oa += (size_t)idx[d] * ma; ma *= (size_t)a->dims[da]; }
             if (db >= 0) { if (b->dims[db] != 1) ob += (size_t)idx[d] * mb; mb *= (size_t)b->dims[db]; }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a->f + oa * sa, K,
-                    b->f + ob * sbt, N, 0.0f, o->f + q * (size_t)M * (size_t)N, N);
+        sgemm(n->gemm, 0, 0, M, N, K, 1.0f, a->f + oa * sa, K, b->f + ob * sbt, N, 0.0f,
+              o->f + q * (size_t)M * (size_t)N, N);
         for (int d = r - 3; d >= 0; d--) { if (++idx[d] < o->dims[d]) break; idx[d] = 0; }
     }
 }
@@ -908,7 +942,7 @@ sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *s
     case SL__OP_TO_NHWC: to_layout(x, out, 1); return SL_OK;
     case SL__OP_TO_PLAIN: to_layout(x, out, 0); return SL_OK;
     case SL__OP_GEMM: gemm(n, in, out); return SL_OK;
-    case SL__OP_MATMUL: matmul(in[0], in[1], out); return SL_OK;
+    case SL__OP_MATMUL: matmul(n, in[0], in[1], out); return SL_OK;
     case SL__OP_CONCAT: concat(n, in, out); return SL_OK;
     case SL__OP_SHAPE: {
         int64_t s = 0;
