@@ -400,6 +400,7 @@ static sl_status fold_bn(sl_cnn *m, sl_error *err) {
         int ok = m->vals[c->in[1]].is_const && m->vals[c->in[1]].rank == 4 &&
                  (c->nin < 3 || c->in[2] < 0 || m->vals[c->in[2]].is_const);
         int64_t co = m->vals[c->in[1]].dims[0];
+        if (co <= 0) continue;
         for (int j = 1; j < 5; j++) {
             sl__value *p = &m->vals[bn->in[j]];
             if (!p->is_const || p->dtype != SL__DT_F32 || p->count != (size_t)co) ok = 0;
@@ -586,6 +587,7 @@ static sl_status quantize_weights(sl_cnn *m, sl_error *err) {
         sl__node *n = &m->nodes[k];
         if (n->dead || n->op != SL__OP_CONV || n->wlayout != 1 || n->in[0] == m->input) continue;
         const sl__value *w = &m->vals[n->in[1]];
+        if (w->dims[0] <= 0 || !w->count) continue;
         size_t O = (size_t)w->dims[0], K = w->count / O;
         n->wq = sl__mallocarray(w->count, 1);
         n->wsc = sl__mallocarray(O, sizeof(float));
@@ -626,7 +628,7 @@ static void count_cost(sl_cnn *m, const sl__value *shp) {
         const sl__value *o = &shp[n->out];
         if (n->op == SL__OP_CONV) {
             const sl__value *w = &m->vals[n->in[1]];
-            fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
+            if (w->dims[0] > 0) fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
         } else if (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) {
             const sl__value *a = &shp[n->in[0]];
             int64_t kdim = a->rank >= 1 ? a->dims[n->op == SL__OP_GEMM && n->trans_a ? 0 : a->rank - 1] : 1;
