@@ -420,3 +420,4 @@ if __name__ == "__main__":
     export("tiny_mbv3", TinyMBv3())
     export("tiny_effnet", TinyEffNet())
     export("tiny_resnet_op11", TinyResNet(), opset=11)
+    export("tiny_mbv3_op17", TinyMBv3(), opset=17)   # HardSwish as its own operator (opset >= 14)
