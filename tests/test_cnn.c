@@ -86,7 +86,7 @@ static double run_model(const char *name, sl_cnn_backend backend, const char *ou
 }
 
 static const char *const k_models[] = {
-    "conv_group", "conv_dw", "conv_autopad", "conv_bn_hswish", "bn_acts", "pools", "shape_arith",
+    "conv_group", "conv_dw", "conv_autopad", "conv3x3_residual", "conv_bn_hswish", "bn_acts", "pools", "shape_arith",
     "math_ops", "opset11", "typed_fields", "concat_nhwc", "tiny_resnet", "tiny_mbv2",
     "tiny_mbv3", "tiny_effnet", "tiny_resnet_op11", "tiny_mbv3_op17"};
 
