@@ -63,7 +63,7 @@ FLOPS_PER_CYCLE = 32  # fp32: 2 FMA pipes x 8 lanes (AVX-512 double-pumped on Ze
 import json  # noqa: E402
 rows_file = os.path.join(work, "speed_rows.json")
 rows = [tuple(r) for r in json.load(open(rows_file))] if os.path.exists(rows_file) else []
-for name in os.environ.get("SL_BENCH_MODELS", "resnet50 mobilenet_v2").split():
+for name in os.environ.get("SL_BENCH_MODELS", "resnet50 mobilenet_v2").split():  # "" = tables only
     model, path = export(name, work)
     fl = flops(path)
     for batch in (1, 8):
@@ -117,20 +117,24 @@ for name in os.environ.get("SL_BENCH_MODELS", "resnet50 mobilenet_v2").split():
                   "bf16 %.2f/s  peak %.0f%% | CPU ms/img: pytorch %.1f opencv %.1f shoplens %.1f (%.2fx) int8 %.1f"
                   % (row[:11] + (100 * frac,) + row[12:17]), flush=True)
 
-# bf16 embeddings vs fp32 on real photos
+# bf16 / int8 embeddings vs fp32 on real photos
 cos_line = "real photos not available"
 if data and os.path.isdir(data):
     imgs = sorted(glob.glob(os.path.join(data, "**", "*.jpg"), recursive=True))[:24]
     if imgs:
-        embs = {}
-        for prec in ("fp32", "bf16"):
-            _, path = export("resnet50", work)
-            r = subprocess.run([bin_, "cnn", "embed", path, *imgs, "--precision", prec], capture_output=True,
-                               text=True, check=True)
-            embs[prec] = np.array([[float(v) for v in ln.split()[1:]] for ln in r.stdout.strip().split("\n")])
-        c = np.sum(embs["fp32"] * embs["bf16"], 1)
-        cos_line = ("bf16 vs fp32 embeddings (ResNet-50 pooled features, random weights), %d photos from %s: "
-                    "min cosine %.6f, mean %.6f" % (len(imgs), os.path.basename(os.path.normpath(data)), c.min(), c.mean()))
+        parts = []
+        for model in ("resnet50", "mobilenet_v2"):
+            _, path = export(model, work)
+            embs = {}
+            for prec in ("fp32", "bf16", "int8"):
+                r = subprocess.run([bin_, "cnn", "embed", path, *imgs, "--precision", prec], capture_output=True,
+                                   text=True, check=True)
+                embs[prec] = np.array([[float(v) for v in ln.split()[1:]] for ln in r.stdout.strip().split("\n")])
+            for prec in ("bf16", "int8"):
+                c = np.sum(embs["fp32"] * embs[prec], 1)
+                parts.append("%s %s: min cosine %.6f, mean %.6f" % (model, prec, c.min(), c.mean()))
+        cos_line = ("Embeddings in reduced precision vs fp32 (pooled features, random weights), %d photos from %s: "
+                    % (len(imgs), os.path.basename(os.path.normpath(data)))) + "; ".join(parts) + "."
 print(cos_line)
 
 lines = ["Wall clock (best pass):", "",
@@ -151,8 +155,10 @@ with open(res_md, "w") as f:
             "absolute numbers are noisy; every runtime was measured in the same interleaved rounds and the best "
             "pass of each is reported, so the ratios are the meaningful part.\n" % (
                 re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1), os.cpu_count()))
-    f.write("PyTorch %s (the faster of NCHW and channels-last), OpenCV %s DNN (default backend), shoplens oneDNN "
-            "backend. Models: torchvision ResNet-50 and MobileNetV2, random weights, 224x224. Peak = %s GHz x %d fp32 "
+    f.write("OMP_WAIT_POLICY=%s for every runtime (OpenMP spin-waiting is ruinous on a loaded machine). "
+            % os.environ.get("OMP_WAIT_POLICY", "(unset)"))
+    f.write("PyTorch %s (the faster of NCHW and channels-last), OpenCV %s DNN (default backend), shoplens default "
+            "backend (im2col + oneDNN sgemm); int8 and bf16 are shoplens' reduced-precision modes. Models: torchvision ResNet-50 and MobileNetV2, random weights, 224x224. Peak = %s GHz x %d fp32 "
             "FLOP/cycle x threads.\n\n" % (torch.__version__, cv2.__version__, "%.2f" % ghz if ghz else "?", FLOPS_PER_CYCLE))
     f.write("\n".join(lines) + "\n\n" + cos_line + "\n")
 print("\n".join(lines))

@@ -65,7 +65,9 @@ void sl_cnn_preproc_init(sl_cnn_preproc *p);
 
 /* Load options. Initialize with sl_cnn_opts_init, then adjust. */
 typedef struct sl_cnn_opts {
-    int threads;               /* threads per forward pass (0 = online CPUs) */
+    int threads;               /* threads per forward pass (0 = online CPUs). OpenMP: on machines
+                                  shared with other work, start the process with
+                                  OMP_WAIT_POLICY=passive (docs/cnn.md) */
     size_t max_batch;          /* images per forward pass in sl_cnn_embed */
     const char *output;        /* tensor whose value is the embedding / run output; NULL =
                                   the globally pooled features (input of the classifier);
