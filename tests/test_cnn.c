@@ -93,9 +93,9 @@ static const char *const k_models[] = {
 static void test_models_match_pytorch(void **state) {
     (void)state;
     for (size_t k = 0; k < sizeof k_models / sizeof k_models[0]; k++) {
-        static const char *const bn[] = {"auto", "ref", "dnnl"};
+        static const char *const bn[] = {"auto", "ref", "gemm"};
         for (int b = 0; b < 3; b++) {
-            sl_cnn_backend be = b == 0 ? SL_CNN_BACKEND_AUTO : b == 1 ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_DNNL;
+            sl_cnn_backend be = b == 0 ? SL_CNN_BACKEND_AUTO : b == 1 ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_GEMM;
             const char *out = strncmp(k_models[k], "tiny_", 5) ? "y" : "logits";
             double d = run_model(k_models[k], be, out);
             print_message("%-18s %-4s max rel diff %.2e\n", k_models[k], bn[b], d);

@@ -41,12 +41,12 @@ typedef enum sl_cnn_precision {
 } sl_cnn_precision;
 
 typedef enum sl_cnn_backend {
-    SL_CNN_BACKEND_AUTO = 0,      /* fastest measured here (docs/cnn.md): im2col + oneDNN's JIT
-                                     sgemm, own depthwise/pooling/element-wise kernels */
-    SL_CNN_BACKEND_REF = 1,       /* the same kernels with OpenBLAS sgemm (a second, independent
-                                     GEMM; used by the tests) */
-    SL_CNN_BACKEND_DNNL = 2       /* oneDNN convolution primitives (fused post-ops); always used
-                                     by the bf16 precision */
+    SL_CNN_BACKEND_AUTO = 0,      /* fastest measured (docs/cnn.md): oneDNN convolution
+                                     primitives with fused post-ops, own kernels for the rest */
+    SL_CNN_BACKEND_REF = 1,       /* own convolution (im2col + OpenBLAS sgemm, direct depthwise):
+                                     a second, independent implementation used by the tests */
+    SL_CNN_BACKEND_GEMM = 2       /* own convolution with oneDNN's JIT sgemm (int8 always uses
+                                     this im2col path) */
 } sl_cnn_backend;
 
 /* Image preprocessing before the network (torchvision's ImageNet convention by default:

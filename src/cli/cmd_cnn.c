@@ -30,8 +30,8 @@ static const char usage[] =
     "  --threads N         threads per forward pass (default: all CPUs)\n"
     "  --precision P       fp32 (default), bf16 (oneDNN bf16 convolutions) or int8 (dense\n"
     "                      convolutions in int8, dynamic activation scales)\n"
-    "  --backend B         auto (im2col + oneDNN sgemm, default), ref (OpenBLAS sgemm) or\n"
-    "                      dnnl (oneDNN convolution primitives)\n"
+    "  --backend B         auto (oneDNN convolutions, default), ref (im2col + OpenBLAS) or\n"
+    "                      gemm (im2col + oneDNN sgemm)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
     "  --repeat N          run: repeat the forward pass N times and print images/s to stderr\n"
     "  --resize N --crop N --mean R,G,B --std R,G,B --bgr   preprocessing for embed\n"
@@ -88,8 +88,8 @@ static int run(int argc, char **argv) {
             NEEDV();
             if (!strcmp(v, "auto")) o.backend = SL_CNN_BACKEND_AUTO;
             else if (!strcmp(v, "ref")) o.backend = SL_CNN_BACKEND_REF;
-            else if (!strcmp(v, "dnnl")) o.backend = SL_CNN_BACKEND_DNNL;
-            else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or dnnl"); goto out; }
+            else if (!strcmp(v, "gemm")) o.backend = SL_CNN_BACKEND_GEMM;
+            else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or gemm"); goto out; }
         } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--mean")) { NEEDV(); if (parse_floats3(v, pre.mean)) { rc = sl__cli_usage_error(cmd, "--mean R,G,B"); goto out; } o.have_preproc = 1; }

@@ -118,7 +118,7 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
         opts->precision != SL_CNN_PRECISION_INT8)
         return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
     if (opts->backend != SL_CNN_BACKEND_AUTO && opts->backend != SL_CNN_BACKEND_REF &&
-        opts->backend != SL_CNN_BACKEND_DNNL)
+        opts->backend != SL_CNN_BACKEND_GEMM)
         return sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
     sl_cnn *m = calloc(1, sizeof *m);
     pthread_mutex_t *mu = malloc(sizeof *mu);
