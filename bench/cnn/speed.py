@@ -96,7 +96,7 @@ for name in os.environ.get("SL_BENCH_MODELS", "resnet50 mobilenet_v2").split(): 
                 t_cv = best_time(cvrun, passes)
                 t_sl = shoplens_time(path, xin, threads, passes)
                 t_i8 = shoplens_time(path, xin, threads, passes, "int8")
-                t_bf = shoplens_time(path, xin, threads, max(1, passes // 2), "bf16")
+                t_bf = shoplens_time(path, xin, threads, passes, "bf16")
                 for k, v in (("nchw", t_nchw), ("cl", t_cl), ("cv", t_cv), ("sl", t_sl), ("i8", t_i8), ("bf", t_bf)):
                     best[k] = min(best.get(k, 1e9), v[0])
                     cpu[k] = min(cpu.get(k, 1e9), v[1])
@@ -110,7 +110,7 @@ for name in os.environ.get("SL_BENCH_MODELS", "resnet50 mobilenet_v2").split(): 
                    ips["cv"], ips["sl"], ips["sl"] * pt / batch, ips["i8"], ips["i8"] * pt / batch,
                    ips["bf"], frac,
                    1e3 * cpu[ptk] / batch, 1e3 * cpu["cv"] / batch, 1e3 * cpu["sl"] / batch, cpu[ptk] / cpu["sl"],
-                   1e3 * cpu["i8"] / batch, cfrac)
+                   1e3 * cpu["i8"] / batch, cfrac, 1e3 * cpu["bf"] / batch, cpu[ptk] / cpu["bf"])
             rows = [r for r in rows if tuple(r[:3]) != row[:3]] + [row]
             json.dump(rows, open(rows_file, "w"))
             print("%-13s b%d t%d  pytorch %.2f/s (%s)  opencv %.2f/s  shoplens %.2f/s (%.2fx)  int8 %.2f/s (%.2fx) "
@@ -146,9 +146,11 @@ for r in rows:
     lines.append("| %s | %d | %d | %.2f (%s) | %.2f | %.2f | %.2fx | %.2f | %.2fx | %.2f | %.0f%% |" % (r[:11] + (100 * r[11],)))
 lines += ["", "CPU time per image (process CPU seconds, best pass; robust to the other jobs on the machine):", "",
           "| model | batch | threads | PyTorch ms | OpenCV DNN ms | shoplens fp32 ms | PyTorch / shoplens | shoplens int8 ms | "
-          "fp32 peak reached (per CPU-second) |", "|---|---|---|---|---|---|---|---|---|"]
+          "fp32 peak reached (per CPU-second) | shoplens bf16 ms | PyTorch fp32 / shoplens bf16 |",
+          "|---|---|---|---|---|---|---|---|---|---|---|"]
 for r in rows:
-    lines.append("| %s | %d | %d | %.1f | %.1f | %.1f | %.2fx | %.1f | %.0f%% |" % (r[:3] + r[12:17] + (100 * r[17],)))
+    lines.append("| %s | %d | %d | %.1f | %.1f | %.1f | %.2fx | %.1f | %.0f%% | %.1f | %.2fx |"
+                 % (r[:3] + r[12:17] + (100 * r[17],) + r[18:20]))
 with open(res_md, "w") as f:
     f.write("# CNN inference speed (bench/cnn)\n\n")
     f.write("Machine: %s, %d CPUs, shared with six other engineers' builds and benchmarks while this ran: "
