@@ -160,7 +160,8 @@ with open(res_md, "w") as f:
     f.write("OMP_WAIT_POLICY=%s for every runtime (OpenMP spin-waiting is ruinous on a loaded machine). "
             % os.environ.get("OMP_WAIT_POLICY", "(unset)"))
     f.write("PyTorch %s (the faster of NCHW and channels-last), OpenCV %s DNN (default backend), shoplens default "
-            "backend (im2col + oneDNN sgemm); int8 and bf16 are shoplens' reduced-precision modes. Models: torchvision ResNet-50 and MobileNetV2, random weights, 224x224. Peak = %s GHz x %d fp32 "
-            "FLOP/cycle x threads.\n\n" % (torch.__version__, cv2.__version__, "%.2f" % ghz if ghz else "?", FLOPS_PER_CYCLE))
+            "backend (oneDNN convolution primitives); int8 and bf16 are shoplens' reduced-precision modes. Models: torchvision ResNet-50 and MobileNetV2, random weights, 224x224. Peak = %s GHz x %d fp32 "
+            "FLOP/cycle x threads, from the nominal clock in /proc/cpuinfo; the CPU boosts above it, so the 'per CPU-second' "
+            "fraction can exceed 100%% - read it as relative, not absolute.\n\n" % (torch.__version__, cv2.__version__, "%.2f" % ghz if ghz else "?", FLOPS_PER_CYCLE))
     f.write("\n".join(lines) + "\n\n" + cos_line + "\n")
 print("\n".join(lines))
