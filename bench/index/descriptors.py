@@ -124,7 +124,7 @@ def main():
             total += len(d)
         return np.concatenate(parts)[:want]
 
-    per = max(1, -(-n // len(pool))) if kind == "global512" else max(64, -(-n // len(pool)) * 2)
+    per = max(1, -(-n // len(pool))) if kind == "global512" else max(256, -(-n // len(pool)) * 2)
     base = gather(pool, n, per)
     qper = max(1, -(-nq // len(held))) if kind == "global512" else max(8, -(-nq // len(held)))
     query = gather(held, nq, qper)
