@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # bench/index/run.sh - the vector index against hnswlib and FAISS, built and run in the same run.
 #
-# usage: bench/index/run.sh [BUILD_DIR] [--quick] [--json] [--data DIR] [--n N] [--nq NQ]
+# usage: bench/index/run.sh [BUILD_DIR] [--quick] [--json] [--data DIR] [--n N] [--n2 N2] [--nq NQ]
+#                           [--report]
 #   BUILD_DIR  a build with -DBUILD_BENCH=ON (default: build); `make bench` passes it
 #   --quick    reduced run (100k local descriptors, 1000 queries, builds with 2 threads): ~1 min
 #              on an idle 2-core machine once the dataset is cached
 #   --json     print one JSON object (shoplens_qps_at_095, hnswlib_qps_at_095, faiss_qps_at_095,
 #              build times, ratios) instead of writing bench/results/index.md
 #   --data     image folder (default: ../shared/data relative to the repository)
+#   --n/--n2/--nq  override the sizes of dataset (a), dataset (b) and the query sets
+#   --report   only rewrite the report / JSON from the last run's results
 #
 # Datasets (cached in BUILD_DIR/bench-index/): (a) dense gradient-histogram "RootSIFT-like"
 # local descriptors, d=128, from the images (bench/index/descriptors.py says exactly how);
 # (b, full run only) 512-d global descriptors of random crops. Queries come from held-out images.
 # Ground truth: exact inner product (bench_index gt). All systems: inner product on L2-normalized
 # vectors (= cosine), M=16, efConstruction=128, k=10, single-query search on one thread.
-# Throughput is queries per CPU-second of the searching thread, because the machine is shared.
+# Throughput is queries per CPU-second of the searching thread, because the machine is shared;
+# FAISS runs with OMP_WAIT_POLICY=PASSIVE so idle OpenMP threads do not spin on the CPU clock.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -23,13 +27,17 @@ quick=0
 json=0
 data="$repo/../shared/data"
 n_override=""
+n2_override=""
 nq_override=""
+report_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1 ;;
     --json) json=1 ;;
     --data) data=$2; shift ;;
     --n) n_override=$2; shift ;;
+    --n2) n2_override=$2; shift ;;
+    --report) report_only=1 ;;
     --nq) nq_override=$2; shift ;;
     -*) echo "run.sh: unknown option $1" >&2; exit 2 ;;
     *) build=$1 ;;
@@ -86,15 +94,16 @@ EFC=128
 if [ $quick = 1 ]; then
   sets="local128:${n_override:-100000}:${nq_override:-1000}"
   threads_list="2"
-  efs="10,20,30,40,60,80,120,160,240"
+  efs="10,20,30,40,60,80,96,120,160,240"
 else
-  sets="local128:${n_override:-1000000}:${nq_override:-10000} global512:${n_override:-200000}:${nq_override:-10000}"
+  sets="local128:${n_override:-1000000}:${nq_override:-10000} global512:${n2_override:-200000}:${nq_override:-10000}"
   threads_list="1 2"
   efs="10,16,24,32,48,64,96,128,192,256,384,512"
 fi
 
 results="$work/results.jsonl"
-: > "$results"
+[ $report_only = 1 ] && sets=""
+[ $report_only = 1 ] || : > "$results"
 for s in $sets; do
   IFS=: read -r kind n nq <<< "$s"
   name="${kind}_${n}_${nq}"
@@ -110,7 +119,7 @@ for s in $sets; do
         shoplens) out=$("$ours" run "$p.base.fbin" "$p.query.fbin" "$p.gt.ibin" $M $EFC "$t" "$efs" $flat 0) ;;
         shoplens_int8) out=$("$ours" run "$p.base.fbin" "$p.query.fbin" "$p.gt.ibin" $M $EFC "$t" "$efs" 0 2) ;;
         hnswlib) out=$("$work/hnswlib_bench" "$p.base.fbin" "$p.query.fbin" "$p.gt.ibin" $M $EFC "$t" "$efs" $flat) ;;
-        faiss) out=$("$work/faiss_bench" "$p.base.fbin" "$p.query.fbin" "$p.gt.ibin" $M $EFC "$t" "$efs" $flat) ;;
+        faiss) out=$(OMP_WAIT_POLICY=PASSIVE "$work/faiss_bench" "$p.base.fbin" "$p.query.fbin" "$p.gt.ibin" $M $EFC "$t" "$efs" $flat) ;;
       esac
       echo "{\"dataset\":\"$name\",\"source\":\"$src\",\"label\":\"$sys\",\"run\":$out}" >> "$results"
     done
@@ -161,6 +170,9 @@ if as_json:
         t = min(e["build"])
         out[label + "_build_s"] = round(e["build"][t][0], 3)
         out[label + "_build_cpu_s"] = round(e["build"][t][1], 3)
+        d96 = [p["recall"] for p in e["points"] if p["ef"] == 96]
+        if label == "shoplens" and d96:
+            out["shoplens_recall_at_default_ef96"] = d96[0]
     for label in ("shoplens", "shoplens_int8"):
         for peer in ("hnswlib", "faiss"):
             a, b = out.get(label + "_qps_at_095"), out.get(peer + "_qps_at_095")
