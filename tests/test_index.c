@@ -127,6 +127,16 @@ static void test_kernels_match_scalar(void **state) {
     if (!tested) print_message("note: no SIMD kernels on this CPU, scalar only\n");
 }
 
+uint32_t sl__crc32c(uint32_t crc, const void *data, size_t n);
+
+static void test_crc32c(void **state) {
+    (void)state;
+    /* the check value of CRC-32C, and continuation equals one pass (hardware and table paths) */
+    assert_int_equal(sl__crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(sl__crc32c(sl__crc32c(0, "12345", 5), "6789", 4), 0xE3069283u);
+    assert_int_equal(sl__crc32c(0, "", 0), 0);
+}
+
 static void test_half_float(void **state) {
     (void)state;
     assert_int_equal(sl__f32_to_f16(1.0f), 0x3c00);
@@ -298,6 +308,20 @@ static void test_filtered_recall(void **state) {
         }
         free(bits);
         free(list);
+    }
+    /* the two strategies separately: always-exact is exact, never-exact (graph) keeps recall */
+    {
+        pred_ctx pc = { 1000, 100 };
+        sl_index_filter fp = { 0 };
+        fp.pred = pred_mod;
+        fp.pred_ctx = &pc;
+        assert_int_equal(sl_index_set_filter_exact_below(idx, 1.0), SL_OK);
+        assert_true(recall(idx, q, nq, 10, &fp) == 1.0);
+        assert_int_equal(sl_index_set_filter_exact_below(idx, 0.0), SL_OK);
+        double rg = recall(idx, q, nq, 10, &fp);
+        print_message("filtered recall sel=0.10 graph forced: %.4f\n", rg);
+        assert_true(rg >= 0.95);
+        assert_int_equal(sl_index_set_filter_exact_below(idx, SL_INDEX_FILTER_EXACT_BELOW_DEFAULT), SL_OK);
     }
     /* empty list: nothing allowed; list with unknown ids and duplicates */
     sl_index_filter f0 = { 0 };
@@ -685,6 +709,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_match_scalar),
         cmocka_unit_test(test_half_float),
+        cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_params_and_errors),
         cmocka_unit_test(test_flat_exact_and_batch),
         cmocka_unit_test(test_recall_cosine),

@@ -192,7 +192,7 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
     idx->ef_construction = p.ef_construction;
     atomic_init(&idx->ef_search, p.ef_search);
     atomic_init(&idx->filter_exact_below, p.filter_exact_below);
-    idx->threads = p.threads ? p.threads : sl__ncpu();
+    atomic_init(&idx->threads, p.threads ? p.threads : sl__ncpu());
     idx->seed = p.seed;
     idx->level_mult = 1.0 / log((double)p.M);
     idx->K = sl__dist_best();

@@ -69,7 +69,8 @@ struct sl_index {
     sl_index_metric metric;
     sl_index_kind kind;
     sl_index_storage storage;
-    int M, M0, ef_construction, threads;
+    int M, M0, ef_construction;
+    _Atomic int threads;
     _Atomic int ef_search;
     _Atomic double filter_exact_below;
     uint64_t seed;
