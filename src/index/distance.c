@@ -9,6 +9,9 @@
 #include "index/distance.h"
 
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +100,14 @@ static int32_t sc_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
 static const sl__dist_kernels sl__scalar_table = {
     "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8
 };
+
+int sl__cpu_has_f16c(void) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) return (c & bit_F16C) != 0;
+#endif
+    return 0;
+}
 
 const sl__dist_kernels *sl__dist_scalar(void) { return &sl__scalar_table; }
 

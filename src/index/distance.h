@@ -32,6 +32,9 @@ const sl__dist_kernels *sl__dist_avx512_plain(void);
 /* The fastest table this CPU runs; SL_INDEX_SIMD=scalar|avx2|avx512 in the environment caps it. */
 const sl__dist_kernels *sl__dist_best(void);
 
+/* 1 if the CPU has F16C (cpuid; __builtin_cpu_supports lacks "f16c" in some compilers). */
+int sl__cpu_has_f16c(void);
+
 /* IEEE 754 binary16 conversions (round to nearest even; overflow to inf). */
 uint16_t sl__f32_to_f16(float f);
 float sl__f16_to_f32(uint16_t h);

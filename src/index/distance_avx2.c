@@ -96,7 +96,7 @@ static const sl__dist_kernels sl__avx2_table = {
 const sl__dist_kernels *sl__dist_avx2(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+        sl__cpu_has_f16c())
         return &sl__avx2_table;
     return NULL;
 }

@@ -124,7 +124,7 @@ const sl__dist_kernels *sl__dist_avx512(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+        sl__cpu_has_f16c())
         return __builtin_cpu_supports("avx512vnni") ? &sl__avx512vnni_table : &sl__avx512_table;
     return NULL;
 }
