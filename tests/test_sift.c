@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "shoplens/feature.h"
+#include "shoplens/image.h"
 #include "feature/sift/sift_internal.h"
 #include "util/util.h"
 
@@ -452,6 +453,61 @@ static void test_noise_images(void **state) {
     }
 }
 
+/* sl_sift_extract / sl_sift_dense on an sl_image: a grey image gives exactly what the float
+ * API gives on pixel / 255; an RGB image with equal channels gives the same keypoints. */
+static void test_image_front_end(void **state) {
+    (void)state;
+    int w = 160, h = 120, nb = 120;
+    blob *b = make_blobs(nb, 200.0, 5);
+    float *g = render(b, nb, w, h, 0.2, 1.0, w / 2.0, h / 2.0, 100.0, 100.0);
+    uint8_t *grey = malloc((size_t)w * (size_t)h), *rgb = malloc((size_t)w * (size_t)h * 3);
+    assert_non_null(grey);
+    assert_non_null(rgb);
+    for (int i = 0; i < w * h; i++) {
+        float v = g[i] < 0 ? 0 : g[i] > 1 ? 1 : g[i];
+        grey[i] = (uint8_t)lroundf(v * 255.0f);
+        rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = grey[i];
+        g[i] = (float)grey[i] * (1.0f / 255.0f);
+    }
+    sl_image *ig = sl_image_from_pixels(w, h, 1, grey, (size_t)w);
+    sl_image *ic = sl_image_from_pixels(w, h, 3, rgb, (size_t)w * 3);
+    assert_non_null(ig);
+    assert_non_null(ic);
+    view vf = extract(g, w, h, NULL), vg, vc;
+    assert_true(vf.n > 20);
+    assert_int_equal(sl_sift_extract(ig, NULL, &vg.k, &vg.d, &vg.n, NULL), SL_OK);
+    assert_int_equal(vg.n, vf.n);
+    assert_memory_equal(vg.k, vf.k, vf.n * sizeof(sl_keypoint));
+    assert_memory_equal(vg.d, vf.d, vf.n * SL_SIFT_DESC_DIM * sizeof(float));
+    assert_int_equal(sl_sift_extract(ic, NULL, &vc.k, &vc.d, &vc.n, NULL), SL_OK);
+    assert_true(vc.n + vc.n / 20 >= vf.n && vf.n + vf.n / 20 >= vc.n);
+    for (int i = 0; i < 10; i++)
+        assert_true(hypotf(vc.k[i].x - vf.k[i].x, vc.k[i].y - vf.k[i].y) < 0.05f);
+    sl_keypoint *k;
+    float *d;
+    size_t n;
+    assert_int_equal(sl_sift_dense(ic, 16, 3.0f, &k, &d, &n, NULL), SL_OK);
+    assert_int_equal(n, 10 * 7);
+    free(k);
+    free(d);
+    sl_error e;
+    assert_int_equal(sl_sift_extract(NULL, NULL, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_dense(NULL, 4, 2.0f, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_dense(ig, 0, 2.0f, &k, &d, &n, &e), SL_E_INVALID);
+    assert_null(k);
+    view *vs[] = { &vf, &vg, &vc };
+    for (int i = 0; i < 3; i++) {
+        free(vs[i]->k);
+        free(vs[i]->d);
+    }
+    sl_image_free(ig);
+    sl_image_free(ic);
+    free(grey);
+    free(rgb);
+    free(g);
+    free(b);
+}
+
 /* Every compiled kernel table this CPU runs agrees with the generic one. */
 static void test_kernel_tables_agree(void **state) {
     (void)state;
@@ -526,6 +582,7 @@ int main(void) {
         cmocka_unit_test(test_dense_grid),
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_noise_images),
+        cmocka_unit_test(test_image_front_end),
         cmocka_unit_test(test_kernel_tables_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
