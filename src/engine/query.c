@@ -120,25 +120,31 @@ static int sl__cmp_pacc(const void *a, const void *b) {
 /* Adds candidates to the per-product accumulator (best image wins). */
 static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pacc **acc,
                                 size_t *n_acc, size_t *cap, sl_error *err) {
-    for (size_t i = 0; i < n; i++) {
-        sl_image_ref r;
-        if (sl_store_get_image(e->store, c[i].image_id, &r, NULL) != SL_OK) continue; /* gone */
+    int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
+    if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) ids[i] = c[i].image_id;
+    char **prod = NULL;
+    sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
+    free(ids);
+    if (st != SL_OK) return st;
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        if (!prod[i]) continue; /* removed meanwhile */
         size_t j;
         for (j = 0; j < *n_acc; j++)
-            if (strcmp((*acc)[j].product_id, r.product_id) == 0) break;
+            if (strcmp((*acc)[j].product_id, prod[i]) == 0) break;
         if (j == *n_acc) {
             if (*n_acc == *cap) {
                 size_t nc = *cap ? *cap * 2 : 64;
                 sl__pacc *na = sl__reallocarray(*acc, nc, sizeof *na);
                 if (!na) {
-                    sl_image_ref_clear(&r);
-                    return sl__err_set(err, SL_E_NOMEM, "out of memory");
+                    st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                    break;
                 }
                 *acc = na;
                 *cap = nc;
             }
-            (*acc)[j].product_id = r.product_id;
-            r.product_id = NULL;
+            (*acc)[j].product_id = prod[i];
+            prod[i] = NULL;
             (*acc)[j].score = -INFINITY;
             (*n_acc)++;
         }
@@ -147,9 +153,9 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
             (*acc)[j].image_id = c[i].image_id;
             (*acc)[j].inliers = c[i].inliers;
         }
-        sl_image_ref_clear(&r);
     }
-    return SL_OK;
+    sl_strings_free(prod, n);
+    return st;
 }
 
 static void sl__pacc_free(sl__pacc *acc, size_t n) {
