@@ -272,7 +272,14 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     if (st != SL_OK) return st;
     sl_engine *e = calloc(1, sizeof *e);
     if (!e) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    pthread_rwlock_init(&e->lock, NULL);
+    /* Writer-preferring: a waiting writer (a PUT during a stream of searches) is not starved;
+     * it waits only for the searches already running. No code path takes the lock shared twice
+     * in one thread, so this cannot deadlock. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&e->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&e->wmu, NULL);
     e->read_only = o.read_only;
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
