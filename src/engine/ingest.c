@@ -691,7 +691,11 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         st = sl__engine_save_index(e, err);
     }
 out:
-    if (oldf && e->feat != oldf) sl_features_free(oldf);
+    if (oldf && e->feat != oldf) {
+        pthread_rwlock_wrlock(&e->lock);
+        sl__engine_retire_features(e, oldf);
+        pthread_rwlock_unlock(&e->lock);
+    }
     sl_features_free(f);
     free(paths);
     sl_image_refs_free(refs, n);
