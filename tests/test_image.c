@@ -1,0 +1,449 @@
+/*
+ * tests/test_image.c - the image layer: decoding every accepted format (inputs generated here
+ * with libvips), orientation and colour conversions, each kind of bad input with its own status,
+ * encoding, and preprocessing/augmentation against hand-computed values on small images.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include <vips/vips.h>
+
+#include "shoplens/image.h"
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+/* A w x h uchar image with `bands` bands: left half colour a, right half colour b. */
+static VipsImage *halves(int w, int h, int bands, const uint8_t *a, const uint8_t *b) {
+    uint8_t *px = malloc((size_t)w * h * bands);
+    assert_non_null(px);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            memcpy(px + ((size_t)y * w + x) * bands, x < w / 2 ? a : b, (size_t)bands);
+    VipsImage *m = vips_image_new_from_memory_copy(px, (size_t)w * h * bands, w, h, bands, VIPS_FORMAT_UCHAR);
+    free(px);
+    assert_non_null(m);
+    m->Type = bands >= 3 ? VIPS_INTERPRETATION_sRGB : VIPS_INTERPRETATION_B_W;
+    return m;
+}
+
+static const uint8_t RED[4] = { 255, 0, 0, 255 }, BLUE[4] = { 0, 0, 255, 255 };
+
+static void expect_px(const sl_image *img, int x, int y, int r, int g, int b, int tol) {
+    const uint8_t *p = sl_image_cpixels(img) + (size_t)y * sl_image_stride(img) + (size_t)x * sl_image_channels(img);
+    if (abs(p[0] - r) > tol || abs(p[1] - g) > tol || abs(p[2] - b) > tol) {
+        print_error("pixel (%d,%d) = %d,%d,%d, expected %d,%d,%d +-%d\n", x, y, p[0], p[1], p[2], r, g, b, tol);
+        fail();
+    }
+}
+
+static sl_status load(const void *buf, size_t n, const sl_image_load_opts *o, sl_image **img,
+                      sl_image_info *info, sl_error *err) {
+    sl_error_clear(err);
+    return sl_image_load_buffer(buf, n, o, img, info, err);
+}
+
+/* ---- formats --------------------------------------------------------------------------- */
+
+typedef int (*saver)(VipsImage *, void **, size_t *);
+static int save_jpeg(VipsImage *m, void **b, size_t *n) { return vips_jpegsave_buffer(m, b, n, "Q", 95, NULL); }
+static int save_png(VipsImage *m, void **b, size_t *n) { return vips_pngsave_buffer(m, b, n, NULL); }
+static int save_webp(VipsImage *m, void **b, size_t *n) { return vips_webpsave_buffer(m, b, n, "lossless", TRUE, NULL); }
+static int save_gif(VipsImage *m, void **b, size_t *n) { return vips_gifsave_buffer(m, b, n, NULL); }
+static int save_tiff(VipsImage *m, void **b, size_t *n) { return vips_tiffsave_buffer(m, b, n, NULL); }
+static int save_avif(VipsImage *m, void **b, size_t *n) {
+    return vips_heifsave_buffer(m, b, n, "compression", VIPS_FOREIGN_HEIF_COMPRESSION_AV1, "Q", 90, NULL);
+}
+
+static int save_png_palette(VipsImage *m, void **b, size_t *n) {
+    return vips_pngsave_buffer(m, b, n, "palette", TRUE, NULL);
+}
+
+/* Encodes m (consumed) with s, decodes it with the default options; asserts success. */
+static sl_image *roundtrip(VipsImage *m, saver s, sl_image_info *info) {
+    void *buf = NULL;
+    size_t n = 0;
+    assert_int_equal(s(m, &buf, &n), 0);
+    g_object_unref(m);
+    sl_image *img = NULL;
+    sl_error err;
+    sl_status st = load(buf, n, NULL, &img, info, &err);
+    g_free(buf);
+    if (st != SL_OK) fail_msg("%s", err.message);
+    return img;
+}
+
+static void check_format(saver s, const char *name, int tol) {
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    VipsImage *m = halves(80, 60, 3, RED, BLUE);
+    void *buf = NULL;
+    size_t n = 0;
+    int rc = s(m, &buf, &n);
+    g_object_unref(m);
+    if (rc != 0) {
+        vips_error_clear();
+        if (strcmp(name, "avif") == 0) skip(); /* encoder not in this libheif build */
+        fail_msg("cannot generate %s", name);
+    }
+    sl_image *img = NULL;
+    sl_image_info info;
+    sl_error err;
+    sl_status st = load(buf, n, NULL, &img, &info, &err);
+    g_free(buf);
+    if (st != SL_OK) fail_msg("%s: %s", name, err.message);
+    assert_string_equal(info.format, name);
+    assert_int_equal(info.width, 80);
+    assert_int_equal(info.height, 60);
+    assert_int_equal(sl_image_width(img), 80);
+    assert_int_equal(sl_image_height(img), 60);
+    assert_int_equal(sl_image_channels(img), 3);
+    assert_int_equal(sl_image_stride(img), 240);
+    expect_px(img, 10, 30, 255, 0, 0, tol);
+    expect_px(img, 70, 30, 0, 0, 255, tol);
+    sl_image_free(img);
+}
+
+static void test_jpeg(void **s) { (void)s; check_format(save_jpeg, "jpeg", 12); }
+static void test_png(void **s) { (void)s; check_format(save_png, "png", 0); }
+static void test_webp(void **s) { (void)s; check_format(save_webp, "webp", 0); }
+static void test_gif(void **s) { (void)s; check_format(save_gif, "gif", 0); }
+static void test_tiff(void **s) { (void)s; check_format(save_tiff, "tiff", 0); }
+static void test_avif(void **s) { (void)s; check_format(save_avif, "avif", 20); }
+
+static void test_file_and_grey(void **s) {
+    (void)s;
+    VipsImage *m = halves(80, 60, 3, RED, BLUE);
+    char path[] = "/tmp/sl_test_imgXXXXXX.png";
+    int fd = mkstemps(path, 4);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(vips_pngsave(m, path, NULL), 0);
+    g_object_unref(m);
+    sl_image *img = NULL;
+    sl_error err;
+    sl_image_load_opts o = { 0 };
+    o.grey = 1;
+    assert_int_equal(sl_image_load_file(path, &o, &img, NULL, &err), SL_OK);
+    assert_int_equal(sl_image_channels(img), 1);
+    /* Rec. 601 luma of pure red is 0.299 * 255 = 76, of blue 0.114 * 255 = 29; libvips' B_W
+     * goes through linear light, so allow a wide tolerance but keep the order. */
+    int r = sl_image_cpixels(img)[30 * 80 + 10], b = sl_image_cpixels(img)[30 * 80 + 70];
+    assert_true(r > b);
+    assert_true(r > 40 && r < 140);
+    sl_image_free(img);
+    o.max_bytes = 10; /* the file is larger: refused from its size */
+    assert_int_equal(sl_image_load_file(path, &o, &img, NULL, &err), SL_E_TOO_LARGE);
+    assert_null(img);
+    unlink(path);
+    assert_int_equal(sl_image_load_file(path, NULL, &img, NULL, &err), SL_E_NOT_FOUND);
+    assert_non_null(strstr(err.message, path));
+}
+
+/* ---- orientation and colour conversions -------------------------------------------------- */
+
+static void test_exif_orientation(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    VipsImage *m = halves(80, 60, 3, RED, BLUE);
+    vips_image_set_int(m, VIPS_META_ORIENTATION, 6); /* display = stored rotated 90 deg CW */
+    void *buf;
+    size_t n;
+    assert_int_equal(vips_jpegsave_buffer(m, &buf, &n, "Q", 95, NULL), 0);
+    g_object_unref(m);
+    sl_image *img = NULL;
+    sl_image_info info;
+    sl_error err;
+    assert_int_equal(load(buf, n, NULL, &img, &info, &err), SL_OK);
+    assert_int_equal(info.orientation, 6);
+    assert_int_equal(info.width, 80);
+    assert_int_equal(sl_image_width(img), 60);
+    assert_int_equal(sl_image_height(img), 80);
+    expect_px(img, 30, 10, 255, 0, 0, 12); /* the left half is now on top */
+    expect_px(img, 30, 70, 0, 0, 255, 12);
+    sl_image_free(img);
+    /* and the shrink-on-load path also rotates */
+    sl_image_load_opts o = { 0 };
+    o.max_side = 40;
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
+    assert_int_equal(sl_image_width(img), 30);
+    assert_int_equal(sl_image_height(img), 40);
+    expect_px(img, 15, 5, 255, 0, 0, 20);
+    expect_px(img, 15, 35, 0, 0, 255, 20);
+    sl_image_free(img);
+    g_free(buf);
+}
+
+static void test_cmyk(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    static const uint8_t cred[4] = { 0, 255, 255, 0 }, cwhite[4] = { 0, 0, 0, 0 };
+    VipsImage *m = halves(80, 60, 4, cred, cwhite);
+    m->Type = VIPS_INTERPRETATION_CMYK;
+    sl_image_info info;
+    sl_image *img = roundtrip(m, save_jpeg, &info);
+    assert_int_equal(info.bands, 4);
+    assert_int_equal(sl_image_channels(img), 3);
+    const uint8_t *p = sl_image_cpixels(img) + 30 * sl_image_stride(img) + 10 * 3;
+    assert_true(p[0] > 180 && p[1] < 90 && p[2] < 90);   /* magenta + yellow ink = red */
+    p = sl_image_cpixels(img) + 30 * sl_image_stride(img) + 70 * 3;
+    assert_true(p[0] > 230 && p[1] > 230 && p[2] > 230); /* no ink = white */
+    sl_image_free(img);
+}
+
+static void test_16bit(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    uint16_t px[20 * 10 * 3];
+    for (int i = 0; i < 20 * 10; i++) {
+        int left = (i % 20) < 10;
+        px[i * 3 + 0] = left ? 65535 : 0;
+        px[i * 3 + 1] = left ? 0 : 32896; /* 128 * 257 */
+        px[i * 3 + 2] = 0;
+    }
+    VipsImage *m = vips_image_new_from_memory_copy(px, sizeof px, 20, 10, 3, VIPS_FORMAT_USHORT);
+    m->Type = VIPS_INTERPRETATION_RGB16;
+    sl_image_info info;
+    sl_image *img = roundtrip(m, save_png, &info);
+    assert_int_equal(info.bits, 16);
+    expect_px(img, 2, 5, 255, 0, 0, 1);
+    expect_px(img, 15, 5, 0, 128, 0, 1);
+    sl_image_free(img);
+    /* 16-bit grey -> 3 equal channels */
+    uint16_t g[8 * 8];
+    for (int i = 0; i < 64; i++) g[i] = 0x4000; /* 64 in 8 bits */
+    m = vips_image_new_from_memory_copy(g, sizeof g, 8, 8, 1, VIPS_FORMAT_USHORT);
+    m->Type = VIPS_INTERPRETATION_GREY16;
+    img = roundtrip(m, save_png, &info);
+    assert_int_equal(info.bands, 1);
+    assert_int_equal(sl_image_channels(img), 3);
+    expect_px(img, 4, 4, 64, 64, 64, 1);
+    sl_image_free(img);
+}
+
+static void test_palette(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    VipsImage *m = halves(40, 20, 3, RED, BLUE);
+    void *buf;
+    size_t n;
+    assert_int_equal(save_png_palette(m, &buf, &n), 0);
+    assert_true(((uint8_t *)buf)[25] == 3); /* IHDR colour type 3: indexed */
+    g_free(buf);
+    sl_image *img = roundtrip(m, save_png_palette, NULL);
+    expect_px(img, 5, 10, 255, 0, 0, 0);
+    expect_px(img, 35, 10, 0, 0, 255, 0);
+    sl_image_free(img);
+}
+
+static void test_alpha_on_white(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    static const uint8_t clear[4] = { 0, 0, 0, 0 }, half[4] = { 0, 0, 0, 128 };
+    VipsImage *m = halves(40, 20, 4, clear, half);
+    sl_image_info info;
+    sl_image *img = roundtrip(m, save_png, &info);
+    assert_int_equal(info.bands, 4);
+    assert_int_equal(sl_image_channels(img), 3);
+    expect_px(img, 5, 10, 255, 255, 255, 0);  /* transparent -> white */
+    expect_px(img, 35, 10, 127, 127, 127, 1); /* 50% black over white */
+    sl_image_free(img);
+}
+
+static void test_shrink_on_load(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    VipsImage *m = halves(1024, 768, 3, RED, BLUE);
+    void *buf;
+    size_t n;
+    assert_int_equal(vips_jpegsave_buffer(m, &buf, &n, NULL), 0);
+    g_object_unref(m);
+    sl_image_load_opts o = { 0 };
+    o.max_side = 224;
+    sl_image *img = NULL;
+    sl_image_info info;
+    sl_error err;
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
+    assert_int_equal(info.width, 1024);
+    assert_int_equal(sl_image_width(img), 224);
+    assert_int_equal(sl_image_height(img), 168);
+    assert_int_equal(info.out_width, 224);
+    expect_px(img, 20, 80, 255, 0, 0, 12);
+    expect_px(img, 200, 80, 0, 0, 255, 12);
+    sl_image_free(img);
+    o.max_side = 4000; /* larger than the image: never enlarged */
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
+    assert_int_equal(sl_image_width(img), 1024);
+    sl_image_free(img);
+    /* truncated data on the shrink path is still an error */
+    o.max_side = 100;
+    assert_int_equal(load(buf, n * 6 / 10, &o, &img, &info, &err), SL_E_CORRUPT);
+    assert_null(img);
+    g_free(buf);
+}
+
+/* ---- bad input ------------------------------------------------------------------------- */
+
+static void test_bad_inputs(void **s) {
+    (void)s;
+    sl_image *img = (sl_image *)1;
+    sl_image_info info;
+    sl_error err;
+    /* zero bytes */
+    assert_int_equal(load("", 0, NULL, &img, &info, &err), SL_E_CORRUPT);
+    assert_null(img);
+    /* random bytes (fixed, no magic) */
+    uint8_t rnd[4096];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof rnd; i++) { x = x * 1103515245u + 12345u; rnd[i] = (uint8_t)(x >> 16); }
+    rnd[0] = 0x42; rnd[1] = 0x13;
+    assert_int_equal(load(rnd, sizeof rnd, NULL, &img, &info, &err), SL_E_UNSUPPORTED);
+    assert_string_equal(info.format, "unknown");
+    /* a JPEG cut in half */
+    VipsImage *m = halves(256, 192, 3, RED, BLUE);
+    void *buf;
+    size_t n;
+    assert_int_equal(vips_jpegsave_buffer(m, &buf, &n, NULL), 0);
+    assert_int_equal(load(buf, n / 2, NULL, &img, &info, &err), SL_E_CORRUPT);
+    assert_null(img);
+    assert_string_equal(info.format, "jpeg");
+    /* over the byte limit */
+    sl_image_load_opts o = { 0 };
+    o.max_bytes = n - 1;
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_E_TOO_LARGE);
+    /* over the pixel limit (header says 256x192) */
+    o.max_bytes = 0;
+    o.max_pixels = 256 * 192 - 1;
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_E_TOO_LARGE);
+    assert_null(img);
+    o.max_pixels = 256 * 192;
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
+    sl_image_free(img);
+    g_free(buf);
+    /* a PNG whose IDAT CRC is broken */
+    assert_int_equal(vips_pngsave_buffer(m, &buf, &n, "compression", 1, NULL), 0);
+    g_object_unref(m);
+    uint8_t *p = buf;
+    size_t off = 8;
+    int broke = 0;
+    while (off + 12 <= n) {
+        uint32_t clen = (uint32_t)p[off] << 24 | (uint32_t)p[off + 1] << 16 | (uint32_t)p[off + 2] << 8 | p[off + 3];
+        if (memcmp(p + off + 4, "IDAT", 4) == 0) { p[off + 8 + clen] ^= 0x5a; broke = 1; break; }
+        off += 12 + clen;
+    }
+    assert_true(broke);
+    assert_int_equal(load(buf, n, NULL, &img, &info, &err), SL_E_CORRUPT);
+    assert_null(img);
+    g_free(buf);
+    /* a PNG header claiming 100000 x 100000 */
+    static const uint8_t huge[] = {
+        0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n',
+        0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 1, 0x86, 0xa0, 0, 1, 0x86, 0xa0, 8, 2, 0, 0, 0,
+        0x27, 0x30, 0x9c, 0x9f, /* CRC of IHDR */
+        0x00, 0x00, 0x00, 0x0b, 'I', 'D', 'A', 'T', 0x78, 0x9c, 0x63, 0x60, 0x40, 0x05, 0x00,
+        0x00, 0x10, 0x00, 0x01, 0x39, 0xbd, 0x8f, 0x65, /* 16 zero bytes, deflated */
+        0, 0, 0, 0, 'I', 'E', 'N', 'D', 0xae, 0x42, 0x60, 0x82 };
+    assert_int_equal(load(huge, sizeof huge, NULL, &img, &info, &err), SL_E_TOO_LARGE);
+    assert_int_equal(info.width, 100000);
+    assert_int_equal(info.height, 100000);
+    assert_null(img);
+    /* SVG and PDF: refused, named */
+    static const char svg[] = "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
+                              "width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\"/></svg>";
+    assert_int_equal(load(svg, sizeof svg - 1, NULL, &img, &info, &err), SL_E_UNSUPPORTED);
+    assert_string_equal(info.format, "svg");
+    assert_non_null(strstr(err.message, "svg"));
+    static const char pdf[] = "%PDF-1.4\n1 0 obj<</Type/Catalog>>endobj\ntrailer<</Root 1 0 R>>\n%%EOF\n";
+    assert_int_equal(load(pdf, sizeof pdf - 1, NULL, &img, &info, &err), SL_E_UNSUPPORTED);
+    assert_non_null(strstr(err.message, "pdf"));
+    static const uint8_t bmp[] = { 'B', 'M', 0x3e, 0, 0, 0, 0, 0, 0, 0, 0x36, 0, 0, 0 };
+    assert_int_equal(load(bmp, sizeof bmp, NULL, &img, &info, &err), SL_E_UNSUPPORTED);
+    assert_string_equal(info.format, "bmp");
+    /* and libvips itself refuses the blocked loaders after init */
+    VipsImage *v = vips_image_new_from_buffer(svg, sizeof svg - 1, "", NULL);
+    assert_null(v);
+    vips_error_clear();
+    static const char matrix[] = "2 2\n1 2\n3 4\n";
+    assert_true(vips_type_find("VipsOperation", "matrixload_source") == 0 ||
+                vips_image_new_from_buffer(matrix, sizeof matrix - 1, "", NULL) == NULL);
+    vips_error_clear();
+    /* arguments */
+    assert_int_equal(sl_image_load_buffer(svg, 10, NULL, NULL, NULL, NULL), SL_E_INVALID);
+    o.max_pixels = 0;
+    o.max_side = -1;
+    assert_int_equal(load(svg, 10, &o, &img, &info, &err), SL_E_INVALID);
+}
+
+/* ---- handle and encoding --------------------------------------------------------------- */
+
+static void test_handle_and_encode(void **s) {
+    (void)s;
+    assert_null(sl_image_new(0, 5, 3));
+    assert_null(sl_image_new(5, 5, 2));
+    assert_null(sl_image_new(SL_IMAGE_MAX_SIDE_MAX + 1, 1, 1));
+    sl_image_free(NULL);
+    uint8_t px[3 * 4 * 3];
+    for (size_t i = 0; i < sizeof px; i++) px[i] = (uint8_t)(i * 7);
+    sl_image *a = sl_image_from_pixels(4, 3, 3, px, 12);
+    assert_non_null(a);
+    sl_image *b = sl_image_clone(a);
+    assert_memory_equal(sl_image_cpixels(b), px, sizeof px);
+    void *buf;
+    size_t n;
+    sl_error err;
+    assert_int_equal(sl_image_encode(a, "png", 0, &buf, &n, &err), SL_OK);
+    sl_image *c = NULL;
+    assert_int_equal(load(buf, n, NULL, &c, NULL, &err), SL_OK);
+    assert_memory_equal(sl_image_cpixels(c), px, sizeof px); /* PNG is lossless */
+    free(buf);
+    sl_image_free(c);
+    assert_int_equal(sl_image_encode(a, "gif", 0, &buf, &n, &err), SL_E_UNSUPPORTED);
+    assert_int_equal(sl_image_encode(a, "jpeg", 101, &buf, &n, &err), SL_E_INVALID);
+    /* metadata stripped: an image loaded from an EXIF JPEG re-encodes without EXIF */
+    assert_int_equal(sl_image_encode(a, "jpeg", 90, &buf, &n, &err), SL_OK);
+    assert_true(n > 100);
+    int has_exif = 0;
+    for (size_t i = 0; i + 4 < n; i++)
+        if (memcmp((uint8_t *)buf + i, "Exif", 4) == 0) has_exif = 1;
+    assert_false(has_exif);
+    free(buf);
+    char path[] = "/tmp/sl_test_saveXXXXXX.jpg";
+    int fd = mkstemps(path, 4);
+    close(fd);
+    assert_int_equal(sl_image_save_file(b, path, 90, &err), SL_OK);
+    sl_image_info info;
+    assert_int_equal(sl_image_load_file(path, NULL, &c, &info, &err), SL_OK);
+    assert_string_equal(info.format, "jpeg");
+    sl_image_free(c);
+    unlink(path);
+    assert_int_equal(sl_image_save_file(b, "/tmp/x.bmp", 90, &err), SL_E_UNSUPPORTED);
+    sl_image_free(a);
+    sl_image_free(b);
+}
+
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_jpeg),
+        cmocka_unit_test(test_png),
+        cmocka_unit_test(test_webp),
+        cmocka_unit_test(test_gif),
+        cmocka_unit_test(test_tiff),
+        cmocka_unit_test(test_avif),
+        cmocka_unit_test(test_file_and_grey),
+        cmocka_unit_test(test_exif_orientation),
+        cmocka_unit_test(test_cmyk),
+        cmocka_unit_test(test_16bit),
+        cmocka_unit_test(test_palette),
+        cmocka_unit_test(test_alpha_on_white),
+        cmocka_unit_test(test_shrink_on_load),
+        cmocka_unit_test(test_bad_inputs),
+        cmocka_unit_test(test_handle_and_encode),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
