@@ -427,6 +427,280 @@ static void test_handle_and_encode(void **s) {
 }
 
 
+
+/* ---- preprocessing and augmentations, hand-computed ------------------------------------ */
+
+static sl_image *grey_img(int w, int h, const uint8_t *v) {
+    sl_image *img = sl_image_from_pixels(w, h, 1, v, (size_t)w);
+    assert_non_null(img);
+    return img;
+}
+static int at(const sl_image *img, int x, int y, int c) {
+    return sl_image_cpixels(img)[(size_t)y * sl_image_stride(img) + (size_t)x * sl_image_channels(img) + c];
+}
+
+static void test_resize(void **s) {
+    (void)s;
+    sl_error err;
+    sl_image *out = NULL;
+    /* area averaging: 4x2 -> 2x1 averages 2x2 blocks */
+    static const uint8_t a[] = { 10, 20, 30, 40, 50, 60, 70, 80 };
+    sl_image *img = grey_img(4, 2, a);
+    assert_int_equal(sl_image_resize(img, 2, 1, SL_RESIZE_STRETCH, 0, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 35);
+    assert_int_equal(at(out, 1, 0, 0), 55);
+    sl_image_free(out);
+    sl_image_free(img);
+    /* fractional footprints: 3 -> 2, output 0 covers [0, 1.5): (0 + 90 * .5) / 1.5 = 30 */
+    static const uint8_t b[] = { 0, 90, 180 };
+    img = grey_img(3, 1, b);
+    assert_int_equal(sl_image_resize(img, 2, 1, SL_RESIZE_STRETCH, 0, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 30);
+    assert_int_equal(at(out, 1, 0, 0), 150);
+    sl_image_free(out);
+    sl_image_free(img);
+    /* bilinear enlarge 2 -> 4 with aligned centres: 0, 25, 75, 100 */
+    static const uint8_t c[] = { 0, 100 };
+    img = grey_img(2, 1, c);
+    assert_int_equal(sl_image_resize(img, 4, 1, SL_RESIZE_STRETCH, 0, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 0);
+    assert_int_equal(at(out, 1, 0, 0), 25);
+    assert_int_equal(at(out, 2, 0, 0), 75);
+    assert_int_equal(at(out, 3, 0, 0), 100);
+    sl_image_free(out);
+    sl_image_free(img);
+    /* modes on a 100x50 colour image: black borders x < 25 and x >= 75, white middle */
+    sl_image *wide = sl_image_new(100, 50, 3);
+    for (int y = 0; y < 50; y++)
+        for (int x = 25; x < 75; x++) memset(sl_image_pixels(wide) + (size_t)y * 300 + x * 3, 255, 3);
+    assert_int_equal(sl_image_resize(wide, 20, 20, SL_RESIZE_FIT, 0, &out, &err), SL_OK);
+    assert_int_equal(sl_image_width(out), 20);
+    assert_int_equal(sl_image_height(out), 10);
+    sl_image_free(out);
+    assert_int_equal(sl_image_resize(wide, 20, 20, SL_RESIZE_FILL, 0, &out, &err), SL_OK);
+    assert_int_equal(sl_image_width(out), 20);
+    assert_int_equal(sl_image_height(out), 20);
+    for (int y = 0; y < 20; y++)
+        for (int x = 0; x < 20; x++) assert_int_equal(at(out, x, y, 1), 255); /* only the middle */
+    sl_image_free(out);
+    assert_int_equal(sl_image_resize(wide, 20, 20, SL_RESIZE_PAD, 0x102030, &out, &err), SL_OK);
+    assert_int_equal(sl_image_height(out), 20);
+    assert_int_equal(at(out, 10, 2, 0), 0x10);
+    assert_int_equal(at(out, 10, 2, 2), 0x30);
+    assert_int_equal(at(out, 10, 17, 1), 0x20);
+    assert_int_equal(at(out, 10, 10, 0), 255); /* image rows 5..14, middle white */
+    assert_int_equal(at(out, 0, 10, 0), 0);
+    sl_image_free(out);
+    assert_int_equal(sl_image_resize_longest(wide, 40, 1, &out, &err), SL_OK);
+    assert_int_equal(sl_image_width(out), 40);
+    assert_int_equal(sl_image_height(out), 20);
+    sl_image_free(out);
+    assert_int_equal(sl_image_resize_longest(wide, 200, 1, &out, &err), SL_OK);
+    assert_int_equal(sl_image_width(out), 100);
+    sl_image_free(out);
+    assert_int_equal(sl_image_scale(wide, 0.5f, &out, &err), SL_OK);
+    assert_int_equal(sl_image_width(out), 50);
+    assert_int_equal(sl_image_height(out), 25);
+    assert_int_equal(at(out, 11, 5, 0), 0);   /* source 22, 23: black */
+    assert_int_equal(at(out, 12, 5, 0), 128); /* source 24 black, 25 white */
+    assert_int_equal(at(out, 25, 5, 0), 255);
+    sl_image_free(out);
+    assert_int_equal(sl_image_resize(wide, 0, 20, SL_RESIZE_FIT, 0, &out, &err), SL_E_INVALID);
+    assert_null(out);
+    assert_int_equal(sl_image_scale(wide, -1.0f, &out, &err), SL_E_INVALID);
+    sl_image_free(wide);
+}
+
+static void test_grey_and_float(void **s) {
+    (void)s;
+    static const uint8_t px[] = { 255, 0, 0, 0, 255, 0, 0, 0, 255, 100, 100, 100 };
+    sl_image *img = sl_image_from_pixels(4, 1, 3, px, 12), *g = NULL;
+    sl_error err;
+    assert_int_equal(sl_image_to_grey(img, &g, &err), SL_OK);
+    assert_int_equal(sl_image_channels(g), 1);
+    assert_int_equal(at(g, 0, 0, 0), 76);  /* .299 * 255 */
+    assert_int_equal(at(g, 1, 0, 0), 150); /* .587 * 255 */
+    assert_int_equal(at(g, 2, 0, 0), 29);  /* .114 * 255 */
+    assert_int_equal(at(g, 3, 0, 0), 100);
+    sl_image_free(g);
+    static const uint8_t two[] = { 255, 0, 51, 0, 255, 102 };
+    sl_image *t = sl_image_from_pixels(2, 1, 3, two, 6);
+    const float mean[3] = { 0.5f, 0.5f, 0.0f }, sd[3] = { 0.5f, 0.5f, 0.2f };
+    float chw[6], hwc[6];
+    assert_int_equal(sl_image_to_float(t, mean, sd, SL_LAYOUT_CHW, chw, 6, &err), SL_OK);
+    assert_int_equal(sl_image_to_float(t, mean, sd, SL_LAYOUT_HWC, hwc, 6, &err), SL_OK);
+    const float e_chw[6] = { 1, -1, -1, 1, 1, 2 }, e_hwc[6] = { 1, -1, 1, -1, 1, 2 };
+    for (int i = 0; i < 6; i++) {
+        assert_true(fabsf(chw[i] - e_chw[i]) < 1e-5f);
+        assert_true(fabsf(hwc[i] - e_hwc[i]) < 1e-5f);
+    }
+    assert_int_equal(sl_image_to_float(t, NULL, NULL, SL_LAYOUT_HWC, hwc, 6, &err), SL_OK);
+    assert_true(fabsf(hwc[2] - 0.2f) < 1e-6f);
+    assert_int_equal(sl_image_to_float(t, mean, sd, SL_LAYOUT_CHW, chw, 5, &err), SL_E_INVALID);
+    sl_image_free(t);
+    sl_image_free(img);
+}
+
+static void test_denoise(void **s) {
+    (void)s;
+    sl_error err;
+    uint8_t imp[81] = { 0 };
+    imp[40] = 255;
+    sl_image *img = grey_img(9, 9, imp), *out = NULL;
+    /* sigma 1: kernel radius 3, k0 = 1 / (1 + 2(e^-.5 + e^-2 + e^-4.5)) = .39905; centre = 255 k0^2 */
+    assert_int_equal(sl_image_gaussian(img, 1.0f, &out, &err), SL_OK);
+    assert_int_equal(at(out, 4, 4, 0), 41);
+    assert_int_equal(at(out, 3, 4, 0), at(out, 5, 4, 0));
+    assert_int_equal(at(out, 4, 3, 0), at(out, 3, 4, 0));
+    assert_int_equal(at(out, 3, 4, 0), 25); /* 255 * k0 * k1, k1 = .24203 */
+    sl_image_free(out);
+    /* median removes the impulse */
+    assert_int_equal(sl_image_median(img, 1, &out, &err), SL_OK);
+    for (int i = 0; i < 81; i++) assert_int_equal(sl_image_cpixels(out)[i], 0);
+    sl_image_free(out);
+    sl_image_free(img);
+    static const uint8_t nine[] = { 9, 1, 8, 2, 7, 3, 6, 4, 5 };
+    img = grey_img(3, 3, nine);
+    assert_int_equal(sl_image_median(img, 1, &out, &err), SL_OK);
+    assert_int_equal(at(out, 1, 1, 0), 5);
+    /* corner (0,0) with replicated borders: 9 9 1 / 9 9 1 / 2 2 7 -> 7 */
+    assert_int_equal(at(out, 0, 0, 0), 7);
+    sl_image_free(out);
+    assert_int_equal(sl_image_median(img, 8, &out, &err), SL_E_INVALID);
+    assert_int_equal(sl_image_gaussian(img, 0.0f, &out, &err), SL_E_INVALID);
+    sl_image_free(img);
+}
+
+static void test_equalize_clahe(void **s) {
+    (void)s;
+    sl_error err;
+    static const uint8_t v[] = { 10, 10, 20, 30 };
+    sl_image *img = grey_img(2, 2, v), *out = NULL;
+    /* (cdf - cdf_min) / (N - cdf_min) * 255: 10 -> 0, 20 -> 127.5, 30 -> 255 */
+    assert_int_equal(sl_image_equalize(img, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 0);
+    assert_int_equal(at(out, 0, 1, 0), 128);
+    assert_int_equal(at(out, 1, 1, 0), 255);
+    sl_image_free(out);
+    /* CLAHE, one tile, no effective clip: cdf * 255 / N: 10 -> 127.5, 20 -> 191.25, 30 -> 255 */
+    assert_int_equal(sl_image_clahe(img, 1, 1, 256.0f, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 128);
+    assert_int_equal(at(out, 0, 1, 0), 191);
+    assert_int_equal(at(out, 1, 1, 0), 255);
+    sl_image_free(out);
+    sl_image_free(img);
+    /* flat 16x16 image of 100: unclipped it maps to 255; with clip limit 1 every bin holds one
+     * count after redistribution, so 100 -> 101 * 255 / 256 = 100.6 -> 101 */
+    uint8_t flat[256];
+    memset(flat, 100, sizeof flat);
+    img = grey_img(16, 16, flat);
+    assert_int_equal(sl_image_clahe(img, 1, 1, 256.0f, &out, &err), SL_OK);
+    assert_int_equal(at(out, 5, 5, 0), 255);
+    sl_image_free(out);
+    assert_int_equal(sl_image_clahe(img, 1, 1, 1.0f, &out, &err), SL_OK);
+    assert_int_equal(at(out, 5, 5, 0), 101);
+    sl_image_free(out);
+    sl_image_free(img);
+    /* two tiles: dark left half, bright right half; each edge uses its own tile only, the
+     * middle blends: pixel 50 left of centre sees map0(50)=255 and map1(50)=0 */
+    uint8_t lr[16 * 4];
+    for (int i = 0; i < 64; i++) lr[i] = (i % 16) < 8 ? 50 : 200;
+    img = grey_img(16, 4, lr);
+    assert_int_equal(sl_image_clahe(img, 2, 1, 256.0f, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 255);
+    assert_int_equal(at(out, 15, 0, 0), 255);
+    /* x = 7: fx = 7.5 * 2 / 16 - .5 = .4375 -> 255 * (1 - .4375) = 143.4 */
+    assert_int_equal(at(out, 7, 0, 0), 143);
+    sl_image_free(out);
+    assert_int_equal(sl_image_clahe(img, 0, 1, 2.0f, &out, &err), SL_E_INVALID);
+    assert_int_equal(sl_image_clahe(img, 2, 2, 0.5f, &out, &err), SL_E_INVALID);
+    sl_image_free(img);
+    /* colour: luma equalized, a grey pixel stays grey */
+    static const uint8_t col[] = { 10, 10, 10, 200, 200, 200 };
+    img = sl_image_from_pixels(2, 1, 3, col, 6);
+    assert_int_equal(sl_image_equalize(img, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 0);
+    assert_int_equal(at(out, 1, 0, 2), 255);
+    assert_int_equal(at(out, 1, 0, 0), at(out, 1, 0, 1));
+    sl_image_free(out);
+    sl_image_free(img);
+}
+
+static void test_augment(void **s) {
+    (void)s;
+    sl_error err;
+    static const uint8_t sq[] = { 1, 2, 3, 4, 5, 6, 7, 8, 9 };
+    sl_image *img = grey_img(3, 3, sq), *out = NULL;
+    /* 90 degrees counter-clockwise: the right column becomes the top row */
+    assert_int_equal(sl_image_rotate(img, 90.0f, 0, &out, &err), SL_OK);
+    static const uint8_t r90[] = { 3, 6, 9, 2, 5, 8, 1, 4, 7 };
+    assert_memory_equal(sl_image_cpixels(out), r90, 9);
+    sl_image_free(out);
+    uint8_t seven[25];
+    memset(seven, 7, sizeof seven);
+    sl_image *five = grey_img(5, 5, seven);
+    assert_int_equal(sl_image_rotate(five, 45.0f, 0xffffff, &out, &err), SL_OK);
+    assert_int_equal(at(out, 2, 2, 0), 7);
+    assert_int_equal(at(out, 1, 2, 0), 7);
+    /* corner (-2,-2) from the centre comes from (0, -2.83): outside, background */
+    assert_int_equal(at(out, 0, 0, 0), 255);
+    sl_image_free(out);
+    sl_image_free(five);
+    assert_int_equal(sl_image_crop(img, 1, 1, 2, 2, &out, &err), SL_OK);
+    static const uint8_t cr[] = { 5, 6, 8, 9 };
+    assert_memory_equal(sl_image_cpixels(out), cr, 4);
+    sl_image_free(out);
+    assert_int_equal(sl_image_crop(img, 2, 2, 2, 1, &out, &err), SL_E_INVALID);
+    /* warp: translation by one pixel to the left, the last column is background */
+    const double tr[9] = { 1, 0, 1, 0, 1, 0, 0, 0, 1 };
+    assert_int_equal(sl_image_warp(img, tr, 3, 3, 0x000000, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 2);
+    assert_int_equal(at(out, 1, 2, 0), 9);
+    sl_image_free(out);
+    const double hh[9] = { 2, 0, 0, 0, 2, 0, 0, 0, 2 }; /* identity as a projective matrix */
+    assert_int_equal(sl_image_warp(img, hh, 3, 3, 0, &out, &err), SL_OK);
+    assert_memory_equal(sl_image_cpixels(out), sq, 9);
+    sl_image_free(out);
+    /* brightness/contrast: (100 - 128) * 2 + 128 + 10 = 82, clamped at the ends */
+    static const uint8_t bc[] = { 100, 0, 255 };
+    sl_image *b = grey_img(3, 1, bc);
+    assert_int_equal(sl_image_adjust(b, 10.0f, 2.0f, &out, &err), SL_OK);
+    assert_int_equal(at(out, 0, 0, 0), 82);
+    assert_int_equal(at(out, 1, 0, 0), 0);
+    assert_int_equal(at(out, 2, 0, 0), 255);
+    sl_image_free(out);
+    sl_image_free(b);
+    sl_image_free(img);
+    /* noise: seeded, zero-mean */
+    uint8_t mid[64 * 64];
+    memset(mid, 128, sizeof mid);
+    img = grey_img(64, 64, mid);
+    sl_image *n1 = NULL, *n2 = NULL, *n3 = NULL;
+    assert_int_equal(sl_image_noise(img, 10.0f, 7, &n1, &err), SL_OK);
+    assert_int_equal(sl_image_noise(img, 10.0f, 7, &n2, &err), SL_OK);
+    assert_int_equal(sl_image_noise(img, 10.0f, 8, &n3, &err), SL_OK);
+    assert_memory_equal(sl_image_cpixels(n1), sl_image_cpixels(n2), sizeof mid);
+    assert_memory_not_equal(sl_image_cpixels(n1), sl_image_cpixels(n3), sizeof mid);
+    double sum = 0, sq2 = 0;
+    for (size_t i = 0; i < sizeof mid; i++) {
+        double d = sl_image_cpixels(n1)[i] - 128.0;
+        sum += d;
+        sq2 += d * d;
+    }
+    assert_true(fabs(sum / sizeof mid) < 1.0);
+    assert_true(fabs(sqrt(sq2 / sizeof mid) - 10.0) < 1.0);
+    sl_image_free(n1);
+    sl_image_free(n2);
+    sl_image_free(n3);
+    /* JPEG round trip keeps size and, for a flat image, the value */
+    assert_int_equal(sl_image_jpeg_roundtrip(img, 50, &out, &err), SL_OK);
+    assert_int_equal(sl_image_width(out), 64);
+    assert_int_equal(sl_image_channels(out), 1);
+    assert_true(abs(at(out, 30, 30, 0) - 128) <= 2);
+    sl_image_free(out);
+    sl_image_free(img);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jpeg),
@@ -444,6 +718,11 @@ int main(void) {
         cmocka_unit_test(test_shrink_on_load),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_handle_and_encode),
+        cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_grey_and_float),
+        cmocka_unit_test(test_denoise),
+        cmocka_unit_test(test_equalize_clahe),
+        cmocka_unit_test(test_augment),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
