@@ -26,7 +26,8 @@ extern "C" {
 #endif
 
 typedef struct sl_server sl_server;
-typedef struct sl_engine sl_engine; /* shoplens/engine.h */
+typedef struct sl_engine sl_engine;   /* shoplens/engine.h */
+typedef struct sl_matches sl_matches; /* shoplens/engine.h */
 
 #define SL_SERVER_LISTEN_DEFAULT "127.0.0.1:8080"
 #define SL_SERVER_THREADS_MIN 1
@@ -100,6 +101,13 @@ sl_status sl_server_shutdown(sl_server *srv, double grace_s);
 
 /* Number of requests being served right now. */
 int sl_server_inflight(const sl_server *srv);
+
+/* Serializes results as the API's SearchResponse JSON (docs/openapi.yaml):
+ * {"results":[{"rank","product_id","score","title","category","price","image_id","image_url",
+ * "inliers"}...],"count","took_ms"} - so `shoplens search --json` can print exactly what
+ * POST /v1/search returns. m may be NULL (no results). Returns a malloc'ed string (free()) or
+ * NULL when out of memory. Invalid UTF-8 in catalog text is replaced by '?'. */
+char *sl_server_results_json(const sl_matches *m, double took_ms);
 
 /* Stops immediately if still running (as sl_server_shutdown with grace 0) and frees. NULL ok. */
 void sl_server_free(sl_server *srv);

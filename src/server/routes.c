@@ -12,6 +12,7 @@
 
 static const char *const sl__p_search[] = { "k", "category", "min_price", "max_price", "q", NULL };
 static const char *const sl__p_k[] = { "k", NULL };
+static const char *const sl__p_check[] = { "threshold", NULL };
 static const char *const sl__p_image[] = { "size", NULL };
 static const char *const sl__p_none[] = { NULL };
 
@@ -24,8 +25,8 @@ const sl__route sl__routes[] = {
     { "product_get",    "GET",    { "v1", "products", "*", NULL },           0, 1, SL__BODY_NONE,  sl__p_none,   sl__h_product_get },
     { "product_put",    "PUT",    { "v1", "products", "*", NULL },           1, 1, SL__BODY_FORM,  sl__p_none,   sl__h_product_put },
     { "product_delete", "DELETE", { "v1", "products", "*", NULL },           1, 1, SL__BODY_NONE,  sl__p_none,   sl__h_product_delete },
-    { "similar",        "GET",    { "v1", "products", "*", "similar", NULL },0, 1, SL__BODY_NONE,  sl__p_k,      sl__h_similar },
-    { "check",          "POST",   { "v1", "products", "*", "check", NULL },  0, 1, SL__BODY_IMAGE, sl__p_none,   sl__h_check },
+    { "similar",        "GET",    { "v1", "products", "*", "similar", NULL },0, 1, SL__BODY_NONE,  sl__p_search, sl__h_similar },
+    { "check",          "POST",   { "v1", "products", "*", "check", NULL },  0, 1, SL__BODY_IMAGE, sl__p_check,  sl__h_check },
     { "classify",       "POST",   { "v1", "classify", NULL },                0, 1, SL__BODY_IMAGE, sl__p_k,      sl__h_classify },
     { "image",          "GET",    { "v1", "images", "*", NULL },             0, 1, SL__BODY_NONE,  sl__p_image,  sl__h_image },
 };
