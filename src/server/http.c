@@ -73,8 +73,8 @@ static enum MHD_Result sl__queue(sl__req *req, struct MHD_Connection *con, sl__r
         snprintf(ra, sizeof ra, "%d", r->retry_after);
         MHD_add_response_header(mr, MHD_HTTP_HEADER_RETRY_AFTER, ra);
     }
-    /* While draining (or when the body was not read) ask the client not to reuse the connection. */
-    if (atomic_load(&req->srv->draining) || req->phase < 2)
+    /* While draining, or when a body was announced but not read, the connection is not reused. */
+    if (atomic_load(&req->srv->draining) || (req->phase < 2 && req->body_announced))
         MHD_add_response_header(mr, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(con, (unsigned)r->status, mr);
     MHD_destroy_response(mr);
@@ -133,6 +133,9 @@ static void *sl__uri_cb(void *cls, const char *uri, struct MHD_Connection *con) 
 static int sl__begin(sl__req *req, struct MHD_Connection *con, sl__resp *resp, char *allow,
                      size_t allow_cap) {
     sl_server *srv = req->srv;
+    req->content_length = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    req->body_announced = te != NULL || (req->content_length && strcmp(req->content_length, "0") != 0);
     if (atomic_load(&srv->inflight) > srv->o.max_inflight) {
         sl__resp_error(resp, 503, "overloaded", "too many requests in flight, retry shortly");
         resp->retry_after = 1;
@@ -179,7 +182,7 @@ static int sl__begin(sl__req *req, struct MHD_Connection *con, sl__resp *resp, c
         resp->retry_after = 5;
         return 1;
     }
-    const char *cl = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl = req->content_length;
     if (cl) {
         char *end = NULL;
         errno = 0;

@@ -77,6 +77,8 @@ typedef struct sl__req {
     char target_msg[SL_ERROR_MSG_MAX];
     /* body */
     size_t bytes_in;
+    int body_announced;       /* Content-Length > 0 or Transfer-Encoding */
+    const char *content_length; /* header value (owned by MHD) or NULL */
     int raw_image;            /* body is a raw image body (else multipart) */
     uint8_t *raw;             /* raw body (image) */
     size_t raw_len, raw_cap;
