@@ -301,7 +301,7 @@ typedef struct sl_engine_stats {
     int64_t products, images;
     int64_t indexed;            /* vectors in the index */
     size_t dim;                 /* global vector dimension (0 before training) */
-    char features[128];         /* canonical feature spec */
+    char features[512];         /* canonical feature spec */
     char index_kind[16];        /* "flat" or "hnsw" */
     int64_t db_bytes, index_bytes, features_bytes, images_bytes, total_bytes;
     int64_t generation;

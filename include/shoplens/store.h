@@ -10,7 +10,8 @@
  * Layout of a store directory (byte-level formats in docs/formats/store.md):
  *   catalog.sqlite   products, images (with their global vectors and local features), FTS5 table,
  *                    meta (format/schema version, feature spec, generation counters)
- *   features.bin     the feature pipeline with its learned parts (sl_features_save)
+ *   features-N.bin   the feature pipeline with its learned parts (sl_features_save); N is
+ *                    meta "features_version", committed together with the vectors it made
  *   index.bin        the vector index (derived: rebuilt from catalog.sqlite when stale)
  *   images/          copies of images uploaded as bytes (PUT over HTTP), by content hash
  *
@@ -116,6 +117,11 @@ sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *so
                              const char *hash, int64_t size, const float *vec, size_t dim,
                              const void *local, size_t local_len, int64_t *id, sl_error *err);
 sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err);
+/* Replaces the vector and local features of an existing image (retraining). */
+sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
+                                      const void *local, size_t local_len, sl_error *err);
+/* Every image id (ascending) with its source path; free with sl_image_refs_free. */
+sl_status sl_store_all_images(sl_store *s, sl_image_ref **refs, size_t *n, sl_error *err);
 /* Images of a product, by id order. */
 sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_ref **refs,
                                   size_t *n, sl_error *err);

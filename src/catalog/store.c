@@ -549,14 +549,22 @@ out:
     return SL_OK;
 }
 
+/* Writer check + byte sizes of a vector and local features that SQLite can bind. */
+static sl_status sl__blob_check(sl_store *s, size_t dim, size_t local_len, size_t *vbytes,
+                                sl_error *err) {
+    sl_status rc = sl__need_writer(s, err);
+    if (rc != SL_OK) return rc;
+    if (sl__mul_size(dim, sizeof(float), vbytes) || *vbytes > INT_MAX || local_len > INT_MAX)
+        return sl__err_set(err, SL_E_TOO_LARGE, "vector or local features too large");
+    return SL_OK;
+}
+
 sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *source,
                              const char *hash, int64_t size, const float *vec, size_t dim,
                              const void *local, size_t local_len, int64_t *id, sl_error *err) {
-    sl_status rc = sl__need_writer(s, err);
-    if (rc != SL_OK) return rc;
     size_t vbytes;
-    if (sl__mul_size(dim, sizeof(float), &vbytes) || vbytes > INT_MAX || local_len > INT_MAX)
-        return sl__err_set(err, SL_E_TOO_LARGE, "vector or local features too large");
+    sl_status rc = sl__blob_check(s, dim, local_len, &vbytes, err);
+    if (rc != SL_OK) return rc;
     sqlite3_stmt *st;
     if ((rc = sl__prepare(s->db, "INSERT INTO images(product_id, source, hash, size, vec, local) "
                                  "VALUES(?, ?, ?, ?, ?, ?)", &st, err)) != SL_OK)
@@ -587,6 +595,25 @@ sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err) {
     return rc;
 }
 
+sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
+                                      const void *local, size_t local_len, sl_error *err) {
+    size_t vbytes;
+    sl_status rc = sl__blob_check(s, dim, local_len, &vbytes, err);
+    if (rc != SL_OK) return rc;
+    sqlite3_stmt *st;
+    if ((rc = sl__prepare(s->db, "UPDATE images SET vec = ?, local = ? WHERE id = ?", &st, err)) != SL_OK)
+        return rc;
+    if (vec && dim) sqlite3_bind_blob(st, 1, vec, (int)vbytes, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 1);
+    if (local && local_len) sqlite3_bind_blob(st, 2, local, (int)local_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 2);
+    sqlite3_bind_int64(st, 3, image_id);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "update image");
+    else if (sqlite3_changes(s->db) == 0) rc = sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static sl_status sl__fill_ref(sqlite3_stmt *st, sl_image_ref *r, sl_error *err) {
     memset(r, 0, sizeof *r);
     r->id = sqlite3_column_int64(st, 0);
@@ -602,16 +629,22 @@ static sl_status sl__fill_ref(sqlite3_stmt *st, sl_image_ref *r, sl_error *err) 
     return SL_OK;
 }
 
+sl_status sl_store_all_images(sl_store *s, sl_image_ref **refs, size_t *n, sl_error *err) {
+    return sl_store_product_images(s, NULL, refs, n, err);
+}
+
 sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_ref **refs,
                                   size_t *n, sl_error *err) {
     *refs = NULL;
     *n = 0;
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT id, product_id, source, hash, size FROM images "
-                                   "WHERE product_id = ? ORDER BY id", &st, err);
+    sl_status rc = sl__prepare(db, product_id ? "SELECT id, product_id, source, hash, size FROM images "
+                                                "WHERE product_id = ? ORDER BY id"
+                                              : "SELECT id, product_id, source, hash, size FROM images ORDER BY id",
+                               &st, err);
     if (rc != SL_OK) return rc;
-    sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
+    if (product_id) sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
     size_t cap = 0, cnt = 0;
     sl_image_ref *v = NULL;
     int r;

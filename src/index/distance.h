@@ -1,0 +1,37 @@
+/*
+ * index/distance.h - distance kernels of the vector index (internal).
+ *
+ * Three implementations of the same table: scalar (distance.c, any CPU), AVX2+FMA+F16C
+ * (distance_avx2.c) and AVX-512F/BW (distance_avx512.c). Each SIMD file is compiled with its own
+ * flags (module.cmake) and only called after CPU detection (sl__dist_best). The kernels agree with
+ * the scalar one up to float rounding (summation order differs); tests check every kernel on odd
+ * dimensions.
+ */
+#ifndef SL_INDEX_DISTANCE_H
+#define SL_INDEX_DISTANCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sl__dist_kernels {
+    const char *name;
+    int level;  /* 0 scalar, 2 AVX2, 3 AVX-512 */
+    float (*dot_f32)(const float *a, const float *b, size_t d);
+    float (*l2_f32)(const float *a, const float *b, size_t d);      /* squared */
+    float (*dot_f16)(const float *q, const uint16_t *c, size_t d);
+    float (*l2_f16)(const float *q, const uint16_t *c, size_t d);
+    float (*dot_i8)(const float *q, const int8_t *c, size_t d);      /* sum q[i] * c[i] */
+} sl__dist_kernels;
+
+const sl__dist_kernels *sl__dist_scalar(void);
+/* NULL when the CPU (or the compiler) lacks the instruction set. */
+const sl__dist_kernels *sl__dist_avx2(void);
+const sl__dist_kernels *sl__dist_avx512(void);
+/* The fastest table this CPU runs; SL_INDEX_SIMD=scalar|avx2|avx512 in the environment caps it. */
+const sl__dist_kernels *sl__dist_best(void);
+
+/* IEEE 754 binary16 conversions (round to nearest even; overflow to inf). */
+uint16_t sl__f32_to_f16(float f);
+float sl__f16_to_f32(uint16_t h);
+
+#endif

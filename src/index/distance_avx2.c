@@ -1,0 +1,101 @@
+/*
+ * index/distance_avx2.c - AVX2 + FMA + F16C distance kernels (compiled with those flags by
+ * module.cmake; only reached through sl__dist_avx2(), which checks the CPU first).
+ * Invariant: same values as the scalar kernels up to float rounding; tails (d % 8) are handled
+ * with scalar code, so any dimension works and nothing is read past d elements.
+ */
+#include "index/distance.h"
+
+#if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#include <immintrin.h>
+
+static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static float a2_dot_f32(const float *a, const float *b, size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < d; i++) s += a[i] * b[i];
+    return s;
+}
+
+static float a2_l2_f32(const float *a, const float *b, size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+        s0 = _mm256_fmadd_ps(t0, t0, s0);
+        s1 = _mm256_fmadd_ps(t1, t1, s1);
+    }
+    for (; i + 8 <= d; i += 8) {
+        __m256 t = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        s0 = _mm256_fmadd_ps(t, t, s0);
+    }
+    float s = hsum256(_mm256_add_ps(s0, s1));
+    for (; i < d; i++) { float t = a[i] - b[i]; s += t * t; }
+    return s;
+}
+
+static float a2_dot_f16(const float *q, const uint16_t *c, size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(c + i)));
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), v, s0);
+    }
+    float s = hsum256(s0);
+    for (; i < d; i++) s += q[i] * sl__f16_to_f32(c[i]);
+    return s;
+}
+
+static float a2_l2_f16(const float *q, const uint16_t *c, size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m256 v = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(c + i)));
+        __m256 t = _mm256_sub_ps(_mm256_loadu_ps(q + i), v);
+        s0 = _mm256_fmadd_ps(t, t, s0);
+    }
+    float s = hsum256(s0);
+    for (; i < d; i++) { float t = q[i] - sl__f16_to_f32(c[i]); s += t * t; }
+    return s;
+}
+
+static float a2_dot_i8(const float *q, const int8_t *c, size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(c + i));
+        __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), v, s0);
+    }
+    float s = hsum256(s0);
+    for (; i < d; i++) s += q[i] * (float)c[i];
+    return s;
+}
+
+static const sl__dist_kernels sl__avx2_table = {
+    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_i8
+};
+
+const sl__dist_kernels *sl__dist_avx2(void) {
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+        __builtin_cpu_supports("f16c"))
+        return &sl__avx2_table;
+    return NULL;
+}
+#else
+const sl__dist_kernels *sl__dist_avx2(void) { return NULL; }
+#endif

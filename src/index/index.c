@@ -1,0 +1,861 @@
+/*
+ * index/index.c - the vector index handle: parameters, slot storage (float32 plus optional float16
+ * or int8 codes), the id map, adds/replaces, removes, compaction, exact (flat) search, filters
+ * and the search entry points that dispatch to HNSW (hnsw_search.c).
+ *
+ * Invariants:
+ * - Slots 0..n-1 hold complete vectors before n is published; n only grows under the exclusive
+ *   lock, so a search (shared lock) never sees a half-written vector.
+ * - hkey/hval map every live id to its slot and nothing else; dead[s] == 1 exactly for removed
+ *   (or replaced) slots, n_dead counts them.
+ * - Distances are "lower is better" internally: -dot for cosine/IP, squared L2 for L2; cosine
+ *   vectors and queries are normalized, so the cosine score is -distance.
+ * - Filtered search: the selectivity is measured (exactly for an id list, by sampling otherwise);
+ *   below filter_exact_below the allowed items are scanned exactly, above it the graph search
+ *   keeps exploring until ef allowed items are found (as in hnswlib's filtered search).
+ */
+#include "index/index_impl.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+sl_status sl__idx_fail(sl_index *idx, sl_status code, const char *fmt, ...) {
+    if (!idx) return code;
+    pthread_mutex_lock(&idx->err_mu);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(idx->errmsg, sizeof idx->errmsg, fmt, ap);
+    va_end(ap);
+    pthread_mutex_unlock(&idx->err_mu);
+    return code;
+}
+
+const char *sl_index_errmsg(const sl_index *idx) { return idx ? idx->errmsg : "no index"; }
+
+void sl_index_params_default(sl_index_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->M = SL_INDEX_M_DEFAULT;
+    p->ef_construction = SL_INDEX_EF_CONSTRUCTION_DEFAULT;
+    p->ef_search = SL_INDEX_EF_SEARCH_DEFAULT;
+    p->threads = SL_INDEX_THREADS_DEFAULT;
+    p->seed = SL_INDEX_SEED_DEFAULT;
+    p->storage = SL_INDEX_F32;
+    p->filter_exact_below = SL_INDEX_FILTER_EXACT_BELOW_DEFAULT;
+}
+
+static int sl__ncpu(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1) n = 1;
+    if (n > SL_INDEX_THREADS_MAX) n = SL_INDEX_THREADS_MAX;
+    return (int)n;
+}
+
+/* ---- id map ---------------------------------------------------------------------------- */
+
+static inline size_t sl__hash64(uint64_t x) {
+    x ^= x >> 33; x *= 0xff51afd7ed558ccdULL; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ULL; x ^= x >> 33;
+    return (size_t)x;
+}
+
+uint32_t sl__idmap_get(const sl_index *idx, uint64_t id) {
+    if (!idx->hcap) return SL__NO_SLOT;
+    size_t mask = idx->hcap - 1, i = sl__hash64(id) & mask;
+    while (idx->hval[i] != SL__NO_SLOT) {
+        if (idx->hkey[i] == id) return idx->hval[i];
+        i = (i + 1) & mask;
+    }
+    return SL__NO_SLOT;
+}
+
+static sl_status sl__idmap_grow(sl_index *idx, size_t need) {
+    if (need * 10 < idx->hcap * 7) return SL_OK;
+    size_t cap = idx->hcap ? idx->hcap : 64;
+    while (need * 10 >= cap * 7) {
+        if (cap > SIZE_MAX / 4) return SL_E_NOMEM;
+        cap *= 2;
+    }
+    uint64_t *k = sl__mallocarray(cap, sizeof *k);
+    uint32_t *v = sl__mallocarray(cap, sizeof *v);
+    if (!k || !v) { free(k); free(v); return SL_E_NOMEM; }
+    memset(v, 0xff, cap * sizeof *v);
+    for (size_t i = 0; i < idx->hcap; i++) {
+        if (idx->hval[i] == SL__NO_SLOT) continue;
+        size_t j = sl__hash64(idx->hkey[i]) & (cap - 1);
+        while (v[j] != SL__NO_SLOT) j = (j + 1) & (cap - 1);
+        k[j] = idx->hkey[i];
+        v[j] = idx->hval[i];
+    }
+    free(idx->hkey); free(idx->hval);
+    idx->hkey = k; idx->hval = v; idx->hcap = cap;
+    return SL_OK;
+}
+
+sl_status sl__idmap_put(sl_index *idx, uint64_t id, uint32_t slot) {
+    if (sl__idmap_grow(idx, idx->hcount + 1) != SL_OK) return SL_E_NOMEM;
+    size_t mask = idx->hcap - 1, i = sl__hash64(id) & mask;
+    while (idx->hval[i] != SL__NO_SLOT) {
+        if (idx->hkey[i] == id) { idx->hval[i] = slot; return SL_OK; }
+        i = (i + 1) & mask;
+    }
+    idx->hkey[i] = id;
+    idx->hval[i] = slot;
+    idx->hcount++;
+    return SL_OK;
+}
+
+/* Backward-shift deletion keeps probe sequences intact without tombstones. */
+void sl__idmap_del(sl_index *idx, uint64_t id) {
+    if (!idx->hcap) return;
+    size_t mask = idx->hcap - 1, i = sl__hash64(id) & mask;
+    while (idx->hval[i] != SL__NO_SLOT && idx->hkey[i] != id) i = (i + 1) & mask;
+    if (idx->hval[i] == SL__NO_SLOT) return;
+    idx->hcount--;
+    for (;;) {
+        idx->hval[i] = SL__NO_SLOT;
+        size_t j = i;
+        for (;;) {
+            j = (j + 1) & mask;
+            if (idx->hval[j] == SL__NO_SLOT) return;
+            size_t h = sl__hash64(idx->hkey[j]) & mask;
+            /* move j to i if its home h is not cyclically in (i, j] */
+            if ((i <= j) ? (h <= i || h > j) : (h <= i && h > j)) break;
+        }
+        idx->hkey[i] = idx->hkey[j];
+        idx->hval[i] = idx->hval[j];
+        i = j;
+    }
+}
+
+sl_status sl__idmap_rebuild(sl_index *idx) {
+    free(idx->hkey); free(idx->hval);
+    idx->hkey = NULL; idx->hval = NULL; idx->hcap = idx->hcount = 0;
+    if (sl__idmap_grow(idx, idx->n + 1) != SL_OK) return SL_E_NOMEM;
+    for (size_t s = 0; s < idx->n; s++) {
+        if (idx->dead[s]) continue;
+        if (sl__idmap_get(idx, idx->ids[s]) != SL__NO_SLOT) return SL_E_CORRUPT;
+        if (sl__idmap_put(idx, idx->ids[s], (uint32_t)s) != SL_OK) return SL_E_NOMEM;
+    }
+    return SL_OK;
+}
+
+/* ---- construction ---------------------------------------------------------------------- */
+
+sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_index_kind kind,
+                          const sl_index_params *params, sl_error *err) {
+    *out = NULL;
+    sl_index_params p;
+    sl_index_params_default(&p);
+    if (params) {
+        if (params->M) p.M = params->M;
+        if (params->ef_construction) p.ef_construction = params->ef_construction;
+        if (params->ef_search) p.ef_search = params->ef_search;
+        p.threads = params->threads;
+        if (params->seed) p.seed = params->seed;
+        p.storage = params->storage;
+        if (params->filter_exact_below != 0) p.filter_exact_below = params->filter_exact_below;
+    }
+    if (dim < SL_INDEX_DIM_MIN || dim > SL_INDEX_DIM_MAX)
+        return sl__err_set(err, SL_E_INVALID, "index: dim %d out of [%d, %d]", dim, SL_INDEX_DIM_MIN, SL_INDEX_DIM_MAX);
+    if (metric != SL_INDEX_COSINE && metric != SL_INDEX_IP && metric != SL_INDEX_L2)
+        return sl__err_set(err, SL_E_INVALID, "index: unknown metric %d", (int)metric);
+    if (kind != SL_INDEX_FLAT && kind != SL_INDEX_HNSW)
+        return sl__err_set(err, SL_E_INVALID, "index: unknown kind %d", (int)kind);
+    if (p.storage != SL_INDEX_F32 && p.storage != SL_INDEX_F16 && p.storage != SL_INDEX_INT8)
+        return sl__err_set(err, SL_E_INVALID, "index: unknown storage %d", (int)p.storage);
+    if (p.M < SL_INDEX_M_MIN || p.M > SL_INDEX_M_MAX)
+        return sl__err_set(err, SL_E_INVALID, "index: M %d out of [%d, %d]", p.M, SL_INDEX_M_MIN, SL_INDEX_M_MAX);
+    if (p.ef_construction < SL_INDEX_EF_CONSTRUCTION_MIN || p.ef_construction > SL_INDEX_EF_CONSTRUCTION_MAX)
+        return sl__err_set(err, SL_E_INVALID, "index: ef_construction %d out of [%d, %d]", p.ef_construction,
+                           SL_INDEX_EF_CONSTRUCTION_MIN, SL_INDEX_EF_CONSTRUCTION_MAX);
+    if (p.ef_search < SL_INDEX_EF_SEARCH_MIN || p.ef_search > SL_INDEX_EF_SEARCH_MAX)
+        return sl__err_set(err, SL_E_INVALID, "index: ef_search %d out of [%d, %d]", p.ef_search,
+                           SL_INDEX_EF_SEARCH_MIN, SL_INDEX_EF_SEARCH_MAX);
+    if (p.threads < 0 || p.threads > SL_INDEX_THREADS_MAX)
+        return sl__err_set(err, SL_E_INVALID, "index: threads %d out of [0, %d]", p.threads, SL_INDEX_THREADS_MAX);
+    if (!(p.filter_exact_below >= SL_INDEX_FILTER_EXACT_BELOW_MIN && p.filter_exact_below <= SL_INDEX_FILTER_EXACT_BELOW_MAX))
+        return sl__err_set(err, SL_E_INVALID, "index: filter_exact_below out of [0, 1]");
+
+    sl_index *idx = calloc(1, sizeof *idx);
+    if (!idx) return sl__err_set(err, SL_E_NOMEM, "index: out of memory");
+    idx->dim = dim;
+    idx->metric = metric;
+    idx->kind = kind;
+    idx->storage = p.storage;
+    idx->M = p.M;
+    idx->M0 = 2 * p.M;
+    idx->ef_construction = p.ef_construction;
+    atomic_init(&idx->ef_search, p.ef_search);
+    atomic_init(&idx->filter_exact_below, p.filter_exact_below);
+    idx->threads = p.threads ? p.threads : sl__ncpu();
+    idx->seed = p.seed;
+    idx->level_mult = 1.0 / log((double)p.M);
+    idx->K = sl__dist_best();
+    if (p.storage == SL_INDEX_F16) idx->code_size = (size_t)dim * 2;
+    else if (p.storage == SL_INDEX_INT8) idx->code_size = 8 + (((size_t)dim + 7) & ~(size_t)7);
+    atomic_init(&idx->ep, SL__EP_EMPTY);
+    sl__rng_seed(&idx->rng, p.seed);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&idx->rw, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&idx->wmu, NULL);
+    pthread_mutex_init(&idx->err_mu, NULL);
+    pthread_mutex_init(&idx->pool_mu, NULL);
+    for (int i = 0; i < SL__NODE_LOCKS; i++) pthread_mutex_init(&idx->node_mu[i], NULL);
+    *out = idx;
+    return SL_OK;
+}
+
+sl_status sl_index_new(sl_index **out, int dim, sl_index_metric metric, sl_index_kind kind,
+                       const sl_index_params *params, sl_error *err) {
+    if (!out) return sl__err_set(err, SL_E_INVALID, "index: out is NULL");
+    return sl__index_alloc(out, dim, metric, kind, params, err);
+}
+
+static void sl__unmap(sl_index *idx) {
+    if (!idx->map) return;
+    if (idx->map_is_heap) free(idx->map);
+    else munmap(idx->map, idx->map_len);
+    idx->map = NULL;
+    idx->map_len = 0;
+    idx->vec_mapped = idx->codes_mapped = 0;
+}
+
+void sl_index_free(sl_index *idx) {
+    if (!idx) return;
+    if (!idx->vec_mapped) free(idx->vec);
+    if (!idx->codes_mapped) free(idx->codes);
+    sl__unmap(idx);
+    if (idx->upper)
+        for (size_t s = 0; s < idx->n; s++) free(idx->upper[s]);
+    free(idx->upper);
+    free(idx->link0);
+    free(idx->ids);
+    free(idx->dead);
+    free(idx->levels);
+    free(idx->hkey);
+    free(idx->hval);
+    for (size_t i = 0; i < idx->npool; i++) sl__scratch_free(idx->pool[i]);
+    free(idx->pool);
+    pthread_rwlock_destroy(&idx->rw);
+    pthread_mutex_destroy(&idx->wmu);
+    pthread_mutex_destroy(&idx->err_mu);
+    pthread_mutex_destroy(&idx->pool_mu);
+    for (int i = 0; i < SL__NODE_LOCKS; i++) pthread_mutex_destroy(&idx->node_mu[i]);
+    free(idx);
+}
+
+/* ---- distances ------------------------------------------------------------------------- */
+
+static inline float sl__dist_raw(const sl_index *idx, const float *a, const float *b) {
+    if (idx->metric == SL_INDEX_L2) return idx->K->l2_f32(a, b, (size_t)idx->dim);
+    return -idx->K->dot_f32(a, b, (size_t)idx->dim);
+}
+
+float sl__dist_slots(const sl_index *idx, uint32_t a, uint32_t b) {
+    size_t d = (size_t)idx->dim;
+    return sl__dist_raw(idx, idx->vec + (size_t)a * d, idx->vec + (size_t)b * d);
+}
+
+float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b) {
+    return sl__dist_raw(idx, v, idx->vec + (size_t)b * (size_t)idx->dim);
+}
+
+float sl__dist_query(const sl_index *idx, const sl__query *q, uint32_t s) {
+    size_t d = (size_t)idx->dim;
+    if (!q->use_codes) return sl__dist_raw(idx, q->q, idx->vec + (size_t)s * d);
+    const unsigned char *c = idx->codes + (size_t)s * idx->code_size;
+    if (idx->storage == SL_INDEX_F16) {
+        const uint16_t *h = (const uint16_t *)(const void *)c;
+        if (idx->metric == SL_INDEX_L2) return idx->K->l2_f16(q->q, h, d);
+        return -idx->K->dot_f16(q->q, h, d);
+    }
+    float hdr[2];
+    memcpy(hdr, c, sizeof hdr);  /* scale, |x|^2 of the reconstruction */
+    float ip = hdr[0] * idx->K->dot_i8(q->q, (const int8_t *)(c + 8), d);
+    if (idx->metric == SL_INDEX_L2) return q->qn2 - 2.0f * ip + hdr[1];
+    return -ip;
+}
+
+static void sl__encode(const sl_index *idx, const float *v, unsigned char *c) {
+    size_t d = (size_t)idx->dim;
+    if (idx->storage == SL_INDEX_F16) {
+        uint16_t *h = (uint16_t *)(void *)c;
+        for (size_t i = 0; i < d; i++) h[i] = sl__f32_to_f16(v[i]);
+        return;
+    }
+    float mx = 0;
+    for (size_t i = 0; i < d; i++) mx = fmaxf(mx, fabsf(v[i]));
+    float scale = mx > 0 ? mx / 127.0f : 1.0f, n2 = 0;
+    int8_t *q = (int8_t *)(c + 8);
+    memset(q, 0, idx->code_size - 8);
+    for (size_t i = 0; i < d; i++) {
+        float r = roundf(v[i] / scale);
+        if (r > 127) r = 127;
+        if (r < -127) r = -127;
+        q[i] = (int8_t)r;
+        n2 += (r * scale) * (r * scale);
+    }
+    float hdr[2] = { scale, n2 };
+    memcpy(c, hdr, sizeof hdr);
+}
+
+size_t sl__mem_bytes(const sl_index *idx) {
+    size_t b = sizeof *idx, d = (size_t)idx->dim;
+    b += idx->cap * (sizeof(uint64_t) + 2);
+    if (!idx->vec_mapped) b += idx->cap * d * sizeof(float);
+    if (idx->codes && !idx->codes_mapped) b += idx->cap * idx->code_size;
+    if (idx->kind == SL_INDEX_HNSW) {
+        b += idx->cap * ((size_t)(1 + idx->M0) * 4 + sizeof(uint32_t *));
+        for (size_t s = 0; s < idx->n; s++) b += (size_t)idx->levels[s] * (size_t)(1 + idx->M) * 4;
+    }
+    b += idx->hcap * (sizeof(uint64_t) + sizeof(uint32_t));
+    return b;
+}
+
+/* ---- storage --------------------------------------------------------------------------- */
+
+static void *sl__grow_array(void *p, size_t old_n, size_t new_n, size_t elem) {
+    void *q = sl__reallocarray(p, new_n, elem);
+    if (q && new_n > old_n) memset((char *)q + old_n * elem, 0, (new_n - old_n) * elem);
+    return q;
+}
+
+/* Copies memory-mapped vectors/codes into the heap so they can grow (caller holds rw excl). */
+static sl_status sl__materialize(sl_index *idx, size_t cap) {
+    size_t d = (size_t)idx->dim, bytes;
+    if (idx->vec_mapped) {
+        if (sl__mul_size(cap, d * sizeof(float), &bytes) != 0) return SL_E_NOMEM;
+        float *v = malloc(bytes ? bytes : 1);
+        if (!v) return SL_E_NOMEM;
+        if (idx->n) memcpy(v, idx->vec, idx->n * d * sizeof(float));
+        idx->vec = v;
+        idx->vec_mapped = 0;
+    }
+    if (idx->codes_mapped) {
+        if (sl__mul_size(cap, idx->code_size, &bytes) != 0) return SL_E_NOMEM;
+        unsigned char *c = malloc(bytes ? bytes : 1);
+        if (!c) return SL_E_NOMEM;
+        if (idx->n) memcpy(c, idx->codes, idx->n * idx->code_size);
+        idx->codes = c;
+        idx->codes_mapped = 0;
+    }
+    sl__unmap(idx);
+    return SL_OK;
+}
+
+/* Ensures room for `need` slots (caller holds rw exclusively). */
+static sl_status sl__reserve(sl_index *idx, size_t need) {
+    if (need > SL__SLOTS_MAX) return SL_E_TOO_LARGE;
+    if (need <= idx->cap && !idx->vec_mapped && !idx->codes_mapped) return SL_OK;
+    size_t cap = idx->cap;
+    if (need > cap) {
+        cap = cap < 64 ? 64 : cap + cap / 2;
+        if (cap < need) cap = need;
+        if (cap > SL__SLOTS_MAX) cap = SL__SLOTS_MAX;
+    }
+    if (sl__materialize(idx, cap) != SL_OK) return SL_E_NOMEM;
+    size_t old = idx->cap, d = (size_t)idx->dim, row;
+    if (cap == old) return SL_OK;
+    if (sl__mul_size(d, sizeof(float), &row) != 0) return SL_E_NOMEM;
+    void *p;
+    if (!(p = sl__grow_array(idx->vec, old, cap, row))) return SL_E_NOMEM;
+    idx->vec = p;
+    if (idx->code_size) {
+        if (!(p = sl__grow_array(idx->codes, old, cap, idx->code_size))) return SL_E_NOMEM;
+        idx->codes = p;
+    }
+    if (!(p = sl__grow_array(idx->ids, old, cap, sizeof(uint64_t)))) return SL_E_NOMEM;
+    idx->ids = p;
+    if (!(p = sl__grow_array(idx->dead, old, cap, 1))) return SL_E_NOMEM;
+    idx->dead = p;
+    if (!(p = sl__grow_array(idx->levels, old, cap, 1))) return SL_E_NOMEM;
+    idx->levels = p;
+    if (idx->kind == SL_INDEX_HNSW) {
+        if (!(p = sl__grow_array(idx->link0, old, cap, (size_t)(1 + idx->M0) * 4))) return SL_E_NOMEM;
+        idx->link0 = p;
+        if (!(p = sl__grow_array(idx->upper, old, cap, sizeof(uint32_t *)))) return SL_E_NOMEM;
+        idx->upper = p;
+    }
+    idx->cap = cap;
+    return SL_OK;
+}
+
+static int sl__check_vec(const sl_index *idx, const float *v, float *norm_out) {
+    double n2 = 0;
+    for (int i = 0; i < idx->dim; i++) {
+        if (!isfinite(v[i])) return -1;
+        n2 += (double)v[i] * v[i];
+    }
+    if (!isfinite(n2)) return -1;
+    if (idx->metric == SL_INDEX_COSINE && !(n2 > 0)) return -2;
+    *norm_out = (float)sqrt(n2);
+    return 0;
+}
+
+/* Writes vector v into slot s (caller holds rw exclusively). */
+static void sl__store(sl_index *idx, uint32_t s, const float *v, float norm) {
+    size_t d = (size_t)idx->dim;
+    float *dst = idx->vec + (size_t)s * d;
+    if (idx->metric == SL_INDEX_COSINE) {
+        float inv = 1.0f / norm;
+        for (size_t i = 0; i < d; i++) dst[i] = v[i] * inv;
+    } else {
+        memcpy(dst, v, d * sizeof(float));
+    }
+    if (idx->code_size) sl__encode(idx, dst, idx->codes + (size_t)s * idx->code_size);
+}
+
+static int sl__random_level(sl_index *idx) {
+    double u = sl__rng_uniform(&idx->rng);
+    if (u <= 0) u = 1e-300;
+    double l = -log(u) * idx->level_mult;
+    return l >= SL__LEVEL_MAX ? SL__LEVEL_MAX : (int)l;
+}
+
+/* Marks slot s removed and repairs the graph around it (caller holds rw exclusively). */
+static void sl__kill_slot(sl_index *idx, uint32_t s) {
+    idx->dead[s] = 1;
+    idx->n_dead++;
+    if (idx->kind == SL_INDEX_HNSW) {
+        sl__hnsw_repair(idx, s);
+        uint64_t ep = atomic_load(&idx->ep);
+        if (ep != SL__EP_EMPTY && (uint32_t)ep == s) sl__hnsw_pick_entry(idx);
+    }
+}
+
+sl_status sl_index_add_batch(sl_index *idx, size_t n, const uint64_t *ids, const float *vecs) {
+    if (!idx) return SL_E_INVALID;
+    if (n == 0) return SL_OK;
+    if (!ids || !vecs) return sl__idx_fail(idx, SL_E_INVALID, "index add: NULL ids or vectors");
+    float *norms = sl__mallocarray(n, sizeof *norms);
+    if (!norms) return sl__idx_fail(idx, SL_E_NOMEM, "index add: out of memory");
+    for (size_t i = 0; i < n; i++) {
+        int r = sl__check_vec(idx, vecs + i * (size_t)idx->dim, &norms[i]);
+        if (r != 0) {
+            free(norms);
+            return sl__idx_fail(idx, SL_E_INVALID, "index add: vector %zu (id %llu) %s", i,
+                                (unsigned long long)ids[i], r == -1 ? "has a non-finite value" : "is zero (cosine)");
+        }
+    }
+    pthread_mutex_lock(&idx->wmu);
+    pthread_rwlock_wrlock(&idx->rw);
+    size_t first = idx->n;
+    sl_status st = SL_OK;
+    if (first + n > SL__SLOTS_MAX) st = SL_E_TOO_LARGE;
+    if (st == SL_OK) st = sl__reserve(idx, first + n);
+    if (st == SL_OK && sl__idmap_grow(idx, idx->hcount + n) != SL_OK) st = SL_E_NOMEM;
+    if (st != SL_OK) {
+        pthread_rwlock_unlock(&idx->rw);
+        pthread_mutex_unlock(&idx->wmu);
+        free(norms);
+        return sl__idx_fail(idx, st, "index add: cannot grow to %zu slots", first + n);
+    }
+    /* Nothing below can fail: the id map and arrays have room. */
+    size_t m = first;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t old = sl__idmap_get(idx, ids[i]);
+        uint32_t s;
+        if (old != SL__NO_SLOT && old >= first) {
+            s = old;  /* repeated inside this batch: last vector wins */
+        } else {
+            if (old != SL__NO_SLOT) sl__kill_slot(idx, old);
+            s = (uint32_t)m++;
+            idx->ids[s] = ids[i];
+            idx->dead[s] = 0;
+            int lv = idx->kind == SL_INDEX_HNSW ? sl__random_level(idx) : 0;
+            idx->levels[s] = (uint8_t)lv;
+            if (idx->kind == SL_INDEX_HNSW) {
+                idx->link0[(size_t)s * (size_t)(1 + idx->M0)] = 0;
+                idx->upper[s] = NULL;
+                if (lv > 0) {
+                    idx->upper[s] = calloc((size_t)lv * (size_t)(1 + idx->M), sizeof(uint32_t));
+                    if (!idx->upper[s]) { idx->levels[s] = 0; }  /* degrade: layer 0 only */
+                }
+            }
+            (void)sl__idmap_put(idx, ids[i], s);
+        }
+        sl__store(idx, s, vecs + i * (size_t)idx->dim, norms[i]);
+    }
+    idx->n = m;
+    pthread_rwlock_unlock(&idx->rw);
+    free(norms);
+    if (idx->kind == SL_INDEX_HNSW && m > first) {
+        pthread_rwlock_rdlock(&idx->rw);
+        st = sl__hnsw_link(idx, first, m, idx->threads);
+        pthread_rwlock_unlock(&idx->rw);
+    }
+    pthread_mutex_unlock(&idx->wmu);
+    if (st != SL_OK) return sl__idx_fail(idx, st, "index add: linking failed (out of memory)");
+    return SL_OK;
+}
+
+sl_status sl_index_add(sl_index *idx, uint64_t id, const float *vec) {
+    return sl_index_add_batch(idx, 1, &id, vec);
+}
+
+sl_status sl_index_remove(sl_index *idx, uint64_t id) {
+    if (!idx) return SL_E_INVALID;
+    pthread_mutex_lock(&idx->wmu);
+    pthread_rwlock_wrlock(&idx->rw);
+    uint32_t s = sl__idmap_get(idx, id);
+    if (s != SL__NO_SLOT) {
+        sl__idmap_del(idx, id);
+        sl__kill_slot(idx, s);
+    }
+    pthread_rwlock_unlock(&idx->rw);
+    pthread_mutex_unlock(&idx->wmu);
+    if (s == SL__NO_SLOT)
+        return sl__idx_fail(idx, SL_E_NOT_FOUND, "index remove: id %llu not in the index", (unsigned long long)id);
+    return SL_OK;
+}
+
+sl_status sl_index_compact(sl_index *idx) {
+    if (!idx) return SL_E_INVALID;
+    pthread_mutex_lock(&idx->wmu);
+    pthread_rwlock_wrlock(&idx->rw);
+    sl_status st = SL_OK;
+    size_t n = idx->n, m = n - (size_t)idx->n_dead, d = (size_t)idx->dim;
+    uint32_t *newslot = sl__mallocarray(n ? n : 1, sizeof *newslot);
+    float *vec = sl__mallocarray(m ? m : 1, d * sizeof(float));
+    unsigned char *codes = idx->code_size ? sl__mallocarray(m ? m : 1, idx->code_size) : NULL;
+    uint64_t *ids = sl__mallocarray(m ? m : 1, sizeof *ids);
+    uint8_t *dead = calloc(m ? m : 1, 1), *levels = calloc(m ? m : 1, 1);
+    uint32_t *link0 = NULL, **upper = NULL;
+    if (idx->kind == SL_INDEX_HNSW) {
+        link0 = sl__callocarray(m ? m : 1, (size_t)(1 + idx->M0) * 4);
+        upper = sl__callocarray(m ? m : 1, sizeof *upper);
+    }
+    if (!newslot || !vec || (idx->code_size && !codes) || !ids || !dead || !levels ||
+        (idx->kind == SL_INDEX_HNSW && (!link0 || !upper))) st = SL_E_NOMEM;
+    if (st == SL_OK) {
+        size_t j = 0;
+        for (size_t s = 0; s < n; s++) {
+            if (idx->dead[s]) { newslot[s] = SL__NO_SLOT; continue; }
+            newslot[s] = (uint32_t)j;
+            memcpy(vec + j * d, idx->vec + s * d, d * sizeof(float));
+            if (codes) memcpy(codes + j * idx->code_size, idx->codes + s * idx->code_size, idx->code_size);
+            ids[j] = idx->ids[s];
+            levels[j] = idx->levels[s];
+            j++;
+        }
+        if (idx->kind == SL_INDEX_HNSW) st = sl__hnsw_compact_links(idx, newslot, m, link0, upper);
+    }
+    if (st != SL_OK) {
+        free(newslot); free(vec); free(codes); free(ids); free(dead); free(levels); free(link0);
+        if (upper) for (size_t j = 0; j < m; j++) free(upper[j]);
+        free(upper);
+        pthread_rwlock_unlock(&idx->rw);
+        pthread_mutex_unlock(&idx->wmu);
+        return sl__idx_fail(idx, st, "index compact: out of memory");
+    }
+    uint64_t ep = atomic_load(&idx->ep);
+    uint32_t eps = ep == SL__EP_EMPTY ? SL__NO_SLOT : newslot[(uint32_t)ep];
+    if (!idx->vec_mapped) free(idx->vec);
+    if (!idx->codes_mapped) free(idx->codes);
+    sl__unmap(idx);
+    if (idx->upper) for (size_t s = 0; s < n; s++) free(idx->upper[s]);
+    free(idx->upper); free(idx->link0); free(idx->ids); free(idx->dead); free(idx->levels);
+    idx->vec = vec; idx->codes = codes; idx->ids = ids; idx->dead = dead; idx->levels = levels;
+    idx->link0 = link0; idx->upper = upper;
+    idx->n = idx->cap = m;
+    idx->n_dead = 0;
+    if (idx->kind == SL_INDEX_HNSW) {
+        if (eps == SL__NO_SLOT) sl__hnsw_pick_entry(idx);
+        else atomic_store(&idx->ep, ((uint64_t)idx->levels[eps] << 32) | eps);
+    }
+    st = sl__idmap_rebuild(idx);
+    free(newslot);
+    pthread_rwlock_unlock(&idx->rw);
+    pthread_mutex_unlock(&idx->wmu);
+    if (st != SL_OK) return sl__idx_fail(idx, st, "index compact: id map");
+    return SL_OK;
+}
+
+/* ---- accessors ------------------------------------------------------------------------- */
+
+uint64_t sl_index_count(const sl_index *idx) {
+    if (!idx) return 0;
+    sl_index *w = (sl_index *)(uintptr_t)idx;
+    pthread_rwlock_rdlock(&w->rw);
+    uint64_t c = (uint64_t)idx->n - idx->n_dead;
+    pthread_rwlock_unlock(&w->rw);
+    return c;
+}
+
+int sl_index_contains(sl_index *idx, uint64_t id) {
+    if (!idx) return 0;
+    pthread_rwlock_rdlock(&idx->rw);
+    int r = sl__idmap_get(idx, id) != SL__NO_SLOT;
+    pthread_rwlock_unlock(&idx->rw);
+    return r;
+}
+
+sl_status sl_index_get(sl_index *idx, uint64_t id, float *out) {
+    if (!idx || !out) return SL_E_INVALID;
+    pthread_rwlock_rdlock(&idx->rw);
+    uint32_t s = sl__idmap_get(idx, id);
+    if (s != SL__NO_SLOT) memcpy(out, idx->vec + (size_t)s * (size_t)idx->dim, (size_t)idx->dim * sizeof(float));
+    pthread_rwlock_unlock(&idx->rw);
+    if (s == SL__NO_SLOT)
+        return sl__idx_fail(idx, SL_E_NOT_FOUND, "index get: id %llu not in the index", (unsigned long long)id);
+    return SL_OK;
+}
+
+int sl_index_dim(const sl_index *idx) { return idx ? idx->dim : 0; }
+sl_index_metric sl_index_metric_of(const sl_index *idx) { return idx ? idx->metric : SL_INDEX_COSINE; }
+sl_index_kind sl_index_kind_of(const sl_index *idx) { return idx ? idx->kind : SL_INDEX_FLAT; }
+
+void sl_index_get_stats(sl_index *idx, sl_index_stats *st) {
+    if (!st) return;
+    memset(st, 0, sizeof *st);
+    st->max_level = -1;
+    if (!idx) return;
+    pthread_rwlock_rdlock(&idx->rw);
+    st->slots = idx->n;
+    st->deleted = idx->n_dead;
+    st->count = idx->n - idx->n_dead;
+    st->memory_bytes = sl__mem_bytes(idx);
+    st->mapped_bytes = idx->map && !idx->map_is_heap ? idx->map_len : 0;
+    uint64_t ep = atomic_load(&idx->ep);
+    if (idx->kind == SL_INDEX_HNSW && ep != SL__EP_EMPTY) st->max_level = (int)(ep >> 32);
+    st->simd = idx->K->level;
+    pthread_rwlock_unlock(&idx->rw);
+}
+
+sl_status sl_index_set_ef_search(sl_index *idx, int ef) {
+    if (!idx) return SL_E_INVALID;
+    if (ef < SL_INDEX_EF_SEARCH_MIN || ef > SL_INDEX_EF_SEARCH_MAX)
+        return sl__idx_fail(idx, SL_E_INVALID, "index: ef_search %d out of [%d, %d]", ef, SL_INDEX_EF_SEARCH_MIN, SL_INDEX_EF_SEARCH_MAX);
+    atomic_store(&idx->ef_search, ef);
+    return SL_OK;
+}
+
+sl_status sl_index_set_threads(sl_index *idx, int threads) {
+    if (!idx) return SL_E_INVALID;
+    if (threads < 0 || threads > SL_INDEX_THREADS_MAX)
+        return sl__idx_fail(idx, SL_E_INVALID, "index: threads %d out of [0, %d]", threads, SL_INDEX_THREADS_MAX);
+    pthread_mutex_lock(&idx->wmu);
+    idx->threads = threads ? threads : sl__ncpu();
+    pthread_mutex_unlock(&idx->wmu);
+    return SL_OK;
+}
+
+sl_status sl_index_set_filter_exact_below(sl_index *idx, double selectivity) {
+    if (!idx) return SL_E_INVALID;
+    if (!(selectivity >= SL_INDEX_FILTER_EXACT_BELOW_MIN && selectivity <= SL_INDEX_FILTER_EXACT_BELOW_MAX))
+        return sl__idx_fail(idx, SL_E_INVALID, "index: filter_exact_below out of [0, 1]");
+    atomic_store(&idx->filter_exact_below, selectivity);
+    return SL_OK;
+}
+
+/* ---- filters and search ---------------------------------------------------------------- */
+
+int sl__filt_pass(const sl_index *idx, const sl__filt *f, uint32_t s) {
+    if (!f) return 1;
+    if (f->slotbits && !(f->slotbits[s >> 3] & (1u << (s & 7)))) return 0;
+    const sl_index_filter *u = f->f;
+    uint64_t id = idx->ids[s];
+    if (u->bits && (id >= u->nbits || !(u->bits[id >> 6] & ((uint64_t)1 << (id & 63))))) return 0;
+    if (u->pred && !u->pred(id, u->pred_ctx)) return 0;
+    return 1;
+}
+
+/* Prepares the query in scratch (normalized copy for cosine). */
+static sl_status sl__prep_query(const sl_index *idx, sl__scratch *sc, const float *query, sl__query *q) {
+    float norm;
+    int r = sl__check_vec(idx, query, &norm);
+    if (r == -1) return SL_E_INVALID;
+    if (r == -2) return SL_E_INVALID;
+    size_t d = (size_t)idx->dim;
+    if (idx->metric == SL_INDEX_COSINE) {
+        float inv = 1.0f / norm;
+        for (size_t i = 0; i < d; i++) sc->q[i] = query[i] * inv;
+    } else {
+        memcpy(sc->q, query, d * sizeof(float));
+    }
+    q->q = sc->q;
+    q->qn2 = idx->metric == SL_INDEX_COSINE ? 1.0f : norm * norm;
+    q->use_codes = idx->code_size != 0;
+    return SL_OK;
+}
+
+/* Exact scan of `slots` (or of every slot when slots == NULL) into sc->res (max-heap of r). */
+static int sl__scan(sl_index *idx, sl__scratch *sc, const sl__query *q, const uint32_t *slots,
+                    size_t ns, size_t r, const sl__filt *filt) {
+    sc->res.n = 0;
+    if (sl__heap_reserve(&sc->res, r + 2) != 0) return -1;
+    size_t total = slots ? ns : idx->n;
+    for (size_t i = 0; i < total; i++) {
+        uint32_t s = slots ? slots[i] : (uint32_t)i;
+        if (idx->dead[s]) continue;
+        if (filt && !sl__filt_pass(idx, filt, s)) continue;
+        float dd = sl__dist_query(idx, q, s);
+        if (sc->res.n < r) sl__maxheap_push(&sc->res, (sl__pair){ dd, s });
+        else if (dd < sc->res.a[0].d) {
+            sl__maxheap_pop(&sc->res);
+            sl__maxheap_push(&sc->res, (sl__pair){ dd, s });
+        }
+    }
+    return 0;
+}
+
+static int sl__u32_cmp(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+static float sl__score(const sl_index *idx, float d) { return idx->metric == SL_INDEX_L2 ? d : -d; }
+
+/* One search with the shared lock held. */
+static sl_status sl__search_locked(sl_index *idx, sl__scratch *sc, const float *query, size_t k,
+                                   const sl_index_filter *filter, const sl_index_search_params *sp,
+                                   sl_index_result *results, size_t *n_out) {
+    sl__query q;
+    if (sl__prep_query(idx, sc, query, &q) != SL_OK) return SL_E_INVALID;
+    int ef = sp && sp->ef > 0 ? sp->ef : atomic_load(&idx->ef_search);
+    if (ef > SL_INDEX_EF_SEARCH_MAX) ef = SL_INDEX_EF_SEARCH_MAX;
+    size_t efz = (size_t)ef < k ? k : (size_t)ef;
+    int exact = idx->kind == SL_INDEX_FLAT || (sp && sp->exact);
+    size_t live = idx->n - idx->n_dead;
+    sl__filt filt = { filter, NULL }, *fp = NULL;
+    uint8_t *bits = NULL;
+    uint32_t *list = NULL;
+    size_t nlist = 0;
+    double thr = atomic_load(&idx->filter_exact_below);
+    if (filter && (filter->allowed_ids || filter->bits || filter->pred)) {
+        fp = &filt;
+        if (filter->allowed_ids) {
+            /* Compile the id list into slots: exact selectivity, and the slots to scan. */
+            list = sl__mallocarray(filter->n_allowed ? filter->n_allowed : 1, sizeof *list);
+            if (!list) return SL_E_NOMEM;
+            for (size_t i = 0; i < filter->n_allowed; i++) {
+                uint32_t s = sl__idmap_get(idx, filter->allowed_ids[i]);
+                if (s != SL__NO_SLOT) list[nlist++] = s;
+            }
+            if (!exact && (double)nlist >= thr * (double)live && nlist > efz) {
+                bits = calloc((idx->n + 7) / 8 + 1, 1);
+                if (!bits) { free(list); return SL_E_NOMEM; }
+                for (size_t i = 0; i < nlist; i++) bits[list[i] >> 3] |= (uint8_t)(1u << (list[i] & 7));
+                filt.slotbits = bits;
+            } else {
+                exact = 2;  /* scan only the listed slots, once each */
+                qsort(list, nlist, sizeof *list, sl__u32_cmp);
+                size_t u = 0;
+                for (size_t i = 0; i < nlist; i++)
+                    if (u == 0 || list[u - 1] != list[i]) list[u++] = list[i];
+                nlist = u;
+            }
+        } else if (!exact && live) {
+            /* Estimate the selectivity on an evenly spaced sample of live slots. */
+            size_t want = live < 1024 ? live : 1024, seen = 0, pass = 0;
+            size_t step = idx->n / want ? idx->n / want : 1;
+            for (size_t s = 0; s < idx->n && seen < want; s += step) {
+                if (idx->dead[s]) continue;
+                seen++;
+                pass += (size_t)sl__filt_pass(idx, &filt, (uint32_t)s);
+            }
+            double sel = seen ? (double)pass / (double)seen : 0;
+            if (sel < thr || (double)pass * (double)live / (double)(seen ? seen : 1) <= (double)efz) exact = 1;
+        }
+    }
+    size_t r = q.use_codes ? efz : k;
+    sl_status st = SL_OK;
+    if (live == 0) sc->res.n = 0;
+    else if (exact == 2) { if (sl__scan(idx, sc, &q, list, nlist, r, fp) != 0) st = SL_E_NOMEM; }
+    else if (exact) { if (sl__scan(idx, sc, &q, NULL, 0, r, fp) != 0) st = SL_E_NOMEM; }
+    else if (sl__hnsw_search(idx, sc, &q, efz, fp) != 0) st = SL_E_NOMEM;
+    free(list);
+    free(bits);
+    if (st != SL_OK) return st;
+    /* Re-score compressed candidates exactly, sort, keep k. */
+    size_t m = sc->res.n;
+    sl__pair *a = sc->res.a;
+    if (q.use_codes)
+        for (size_t i = 0; i < m; i++) a[i].d = sl__dist_vec(idx, q.q, a[i].s);
+    qsort(a, m, sizeof *a, sl__pair_cmp);
+    if (m > k) m = k;
+    for (size_t i = 0; i < m; i++) {
+        results[i].id = idx->ids[a[i].s];
+        results[i].score = sl__score(idx, a[i].d);
+    }
+    *n_out = m;
+    return SL_OK;
+}
+
+sl_status sl_index_search(sl_index *idx, const float *query, size_t k,
+                          const sl_index_filter *filter, const sl_index_search_params *params,
+                          sl_index_result *results, size_t *n_out) {
+    if (n_out) *n_out = 0;
+    if (!idx) return SL_E_INVALID;
+    if (!query || !results || !n_out) return sl__idx_fail(idx, SL_E_INVALID, "index search: NULL argument");
+    if (k < 1 || k > SL_INDEX_K_MAX) return sl__idx_fail(idx, SL_E_INVALID, "index search: k %zu out of [1, %d]", k, SL_INDEX_K_MAX);
+    pthread_rwlock_rdlock(&idx->rw);
+    sl__scratch *sc = sl__scratch_get(idx);
+    sl_status st = sc ? sl__search_locked(idx, sc, query, k, filter, params, results, n_out) : SL_E_NOMEM;
+    if (sc) sl__scratch_put(idx, sc);
+    pthread_rwlock_unlock(&idx->rw);
+    if (st == SL_E_INVALID) return sl__idx_fail(idx, st, "index search: query has a non-finite value or is zero (cosine)");
+    if (st != SL_OK) return sl__idx_fail(idx, st, "index search: out of memory");
+    return SL_OK;
+}
+
+typedef struct sl__batch_job {
+    sl_index *idx;
+    const float *queries;
+    size_t nq, k;
+    const sl_index_filter *filter;
+    const sl_index_search_params *params;
+    sl_index_result *results;
+    size_t *n_out;
+    _Atomic size_t next;
+    _Atomic int status;
+} sl__batch_job;
+
+static void *sl__batch_worker(void *arg) {
+    sl__batch_job *j = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&j->next, 1);
+        if (i >= j->nq) break;
+        sl_status st = sl_index_search(j->idx, j->queries + i * (size_t)j->idx->dim, j->k, j->filter,
+                                       j->params, j->results + i * j->k, &j->n_out[i]);
+        if (st != SL_OK) atomic_store(&j->status, (int)st);
+    }
+    return NULL;
+}
+
+sl_status sl_index_search_batch(sl_index *idx, const float *queries, size_t nq, size_t k,
+                                const sl_index_filter *filter,
+                                const sl_index_search_params *params,
+                                sl_index_result *results, size_t *n_out) {
+    if (!idx) return SL_E_INVALID;
+    if (nq == 0) return SL_OK;
+    if (!queries || !results || !n_out) return sl__idx_fail(idx, SL_E_INVALID, "index search: NULL argument");
+    memset(n_out, 0, nq * sizeof *n_out);
+    if (k < 1 || k > SL_INDEX_K_MAX) return sl__idx_fail(idx, SL_E_INVALID, "index search: k %zu out of [1, %d]", k, SL_INDEX_K_MAX);
+    int nt = params && params->threads > 0 ? params->threads : idx->threads;
+    if (nt > SL_INDEX_THREADS_MAX) nt = SL_INDEX_THREADS_MAX;
+    if ((size_t)nt > nq) nt = (int)nq;
+    sl__batch_job j = { idx, queries, nq, k, filter, params, results, n_out, 0, SL_OK };
+    pthread_t th[SL_INDEX_THREADS_MAX];
+    int started = 0;
+    for (int t = 1; t < nt; t++) {
+        if (pthread_create(&th[started], NULL, sl__batch_worker, &j) != 0) break;
+        started++;
+    }
+    sl__batch_worker(&j);
+    for (int t = 0; t < started; t++) pthread_join(th[t], NULL);
+    int st = atomic_load(&j.status);
+    if (st != SL_OK) {
+        memset(n_out, 0, nq * sizeof *n_out);
+        return (sl_status)st;
+    }
+    return SL_OK;
+}

@@ -1,0 +1,169 @@
+/*
+ * index/index_impl.h - the internal layout of sl_index shared by index.c (storage, ids, flat
+ * search, deletes, compaction), hnsw_build.c, hnsw_search.c and hnsw_io.c.
+ *
+ * Slots: every stored vector lives in a slot 0..n-1 (uint32). ids[s] is its caller id, dead[s]
+ * is 1 once removed (the slot keeps its vector and links until sl_index_compact).
+ * Graph (HNSW): link0 holds, per slot, 1 + M0 uint32 (count, then neighbours) for layer 0;
+ * upper[s] holds levels[s] lists of 1 + M uint32 for layers 1..levels[s]. Neighbour ids are
+ * always < n. Lists are written under the node's stripe lock with atomic stores (count last,
+ * release) and read lock-free with atomic loads, so readers see a possibly stale but always
+ * valid list.
+ *
+ * Locking (docs/index.md): `rw` is held shared by searches and by the linking phase of an add;
+ * exclusively by anything that moves or frees memory (growing arrays, writing vectors, remove,
+ * compact). `wmu` serializes writers. `ep` packs (level << 32 | slot) of the entry point and is
+ * updated atomically.
+ */
+#ifndef SL_INDEX_IMPL_H
+#define SL_INDEX_IMPL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "shoplens/index.h"
+#include "index/distance.h"
+#include "util/util.h"
+
+#define SL__NO_SLOT UINT32_MAX
+#define SL__EP_EMPTY UINT64_MAX
+#define SL__LEVEL_MAX 15
+#define SL__NODE_LOCKS 4096
+#define SL__SLOTS_MAX ((uint64_t)UINT32_MAX - 1)
+
+typedef struct sl__pair { float d; uint32_t s; } sl__pair;
+
+/* Binary heap of pairs; max-heap (worst on top) or min-heap (best on top). */
+typedef struct sl__heap { sl__pair *a; size_t n, cap; } sl__heap;
+
+/* Per-search scratch, taken from the index's pool: visited tags with epochs, heaps, query. */
+typedef struct sl__scratch {
+    uint16_t *tags; size_t ntags; uint16_t epoch;
+    sl__heap cand, res;
+    float *q;            /* prepared query (normalized for cosine) */
+    uint32_t *nb;        /* neighbour staging, capacity M0 + 1 */
+    sl__pair *tmp; size_t ntmp;
+} sl__scratch;
+
+/* A prepared query: how to compute the traversal distance to a slot. */
+typedef struct sl__query {
+    const float *q;
+    float qn2;           /* |q|^2 (int8 L2) */
+    int use_codes;       /* traverse compressed codes (then re-score exactly) */
+} sl__query;
+
+/* Filter compiled for one search. */
+typedef struct sl__filt {
+    const sl_index_filter *f;
+    const uint8_t *slotbits;  /* allowed-list compiled to a slot bitmap, or NULL */
+} sl__filt;
+
+struct sl_index {
+    int dim;
+    sl_index_metric metric;
+    sl_index_kind kind;
+    sl_index_storage storage;
+    int M, M0, ef_construction, threads;
+    _Atomic int ef_search;
+    _Atomic double filter_exact_below;
+    uint64_t seed;
+    double level_mult;
+    const sl__dist_kernels *K;
+    size_t code_size;           /* bytes per vector in codes (0 for F32) */
+
+    pthread_rwlock_t rw;
+    pthread_mutex_t wmu;
+    pthread_mutex_t node_mu[SL__NODE_LOCKS];
+    pthread_mutex_t err_mu;
+    char errmsg[SL_ERROR_MSG_MAX];
+
+    size_t n, cap;              /* slots used, allocated */
+    uint64_t n_dead;
+    uint64_t *ids;
+    uint8_t *dead;
+    uint8_t *levels;
+    float *vec;                 /* n * dim floats (heap or mapped) */
+    unsigned char *codes;       /* n * code_size (heap or mapped), NULL for F32 */
+    uint32_t *link0;            /* cap * (1 + M0) */
+    uint32_t **upper;           /* cap pointers */
+    _Atomic uint64_t ep;
+    sl__rng rng;
+
+    /* id -> slot, open addressing with linear probing; hval == SL__NO_SLOT is empty */
+    uint64_t *hkey;
+    uint32_t *hval;
+    size_t hcap, hcount;
+
+    /* memory-mapped (or, for load_mem, heap-copied) file image holding vec/codes */
+    void *map; size_t map_len; int map_is_heap;
+    int vec_mapped, codes_mapped;
+
+    pthread_mutex_t pool_mu;
+    sl__scratch **pool; size_t npool, cappool;
+};
+
+/* ---- index.c ---- */
+sl_status sl__idx_fail(sl_index *idx, sl_status code, const char *fmt, ...) SL__PRINTF(3, 4);
+uint32_t sl__idmap_get(const sl_index *idx, uint64_t id);
+sl_status sl__idmap_put(sl_index *idx, uint64_t id, uint32_t slot);
+void sl__idmap_del(sl_index *idx, uint64_t id);
+sl_status sl__idmap_rebuild(sl_index *idx);
+sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_index_kind kind,
+                          const sl_index_params *params, sl_error *err);
+/* Exact distance (lower is better) between stored slots a and b / a vector and slot b. */
+float sl__dist_slots(const sl_index *idx, uint32_t a, uint32_t b);
+float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b);
+/* Traversal distance of a prepared query to slot s. */
+float sl__dist_query(const sl_index *idx, const sl__query *q, uint32_t s);
+int sl__filt_pass(const sl_index *idx, const sl__filt *f, uint32_t s);
+size_t sl__mem_bytes(const sl_index *idx);
+
+/* ---- heaps (hnsw_search.c) ---- */
+int sl__heap_reserve(sl__heap *h, size_t cap);
+void sl__maxheap_push(sl__heap *h, sl__pair p);
+void sl__maxheap_pop(sl__heap *h);
+void sl__minheap_push(sl__heap *h, sl__pair p);
+void sl__minheap_pop(sl__heap *h);
+int sl__pair_cmp(const void *a, const void *b);
+
+/* ---- hnsw_search.c ---- */
+sl__scratch *sl__scratch_get(sl_index *idx);
+void sl__scratch_put(sl_index *idx, sl__scratch *s);
+void sl__scratch_free(sl__scratch *s);
+/* ef-search of one layer from entry `ep`; results (passing the filter, live unless
+ * include_dead) are left in s->res (a max-heap). `self` is excluded (build), or SL__NO_SLOT.
+ * q == NULL means the exact distance to slot `self`'s vector `v`. */
+int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const float *v,
+                     uint32_t self, uint32_t ep, int level, size_t ef, const sl__filt *filt);
+/* Greedy descent from the entry point to layer `stop_level` + 1 ... returns the start slot. */
+uint32_t sl__greedy(const sl_index *idx, const sl__query *q, const float *v, uint32_t cur,
+                    int from_level, int to_level);
+/* Graph search into s->res (max-heap of at most ef). */
+int sl__hnsw_search(sl_index *idx, sl__scratch *s, const sl__query *q, size_t ef,
+                    const sl__filt *filt);
+
+static inline uint32_t *sl__links(const sl_index *idx, uint32_t s, int level) {
+    if (level == 0) return idx->link0 + (size_t)s * (size_t)(1 + idx->M0);
+    return idx->upper[s] + (size_t)(level - 1) * (size_t)(1 + idx->M);
+}
+static inline int sl__maxdeg(const sl_index *idx, int level) { return level == 0 ? idx->M0 : idx->M; }
+
+/* ---- hnsw_build.c ---- */
+/* Links slots [from, to) into the graph with `threads` threads (caller holds rw shared). */
+sl_status sl__hnsw_link(sl_index *idx, size_t from, size_t to, int threads);
+/* Heuristic neighbour selection (Malkov & Yashunin, Algorithm 4) of at most m among cand
+ * (sorted ascending by distance to the base), in place; returns the count kept. */
+size_t sl__select_heuristic(const sl_index *idx, sl__pair *cand, size_t n, size_t m);
+/* Repairs the lists pointing at removed slot `s` (caller holds rw exclusively). */
+void sl__hnsw_repair(sl_index *idx, uint32_t s);
+/* Picks a live entry point with the highest level (after removals). */
+void sl__hnsw_pick_entry(sl_index *idx);
+sl_status sl__hnsw_compact_links(sl_index *idx, const uint32_t *newslot, size_t n_new,
+                                 uint32_t *link0_new, uint32_t **upper_new);
+
+/* ---- crc32c.c ---- */
+uint32_t sl__crc32c(uint32_t crc, const void *data, size_t n);
+
+#endif

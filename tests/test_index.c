@@ -1,0 +1,700 @@
+/* tests/test_index.c - the vector index: SIMD kernels vs scalar, HNSW recall vs exact search,
+ * filters at 1/10/50% selectivity, deletes against a model, compaction, compressed storage,
+ * save/load round trips, byte flips and truncations of files, concurrent readers + writer.
+ * Sizes shrink under the sanitizer build (SL_SANITIZED) but the assertions do not. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <dirent.h>
+#include <unistd.h>
+
+#include "shoplens/index.h"
+#include "index/distance.h"
+#include "util/util.h"
+
+static int sanitized(void) { return getenv("SL_SANITIZED") != NULL; }
+
+/* Clustered data: `nc` Gaussian clusters in d dimensions; the clusters depend on `seed` only,
+ * the points also on `draw` (so queries come from the same clusters as the base). */
+static float *clustered_draw(size_t n, int d, int nc, uint64_t seed, uint64_t draw) {
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    float *c = malloc((size_t)nc * (size_t)d * sizeof *c), *x = malloc(n * (size_t)d * sizeof *x);
+    assert_non_null(c);
+    assert_non_null(x);
+    for (size_t i = 0; i < (size_t)nc * (size_t)d; i++) c[i] = (float)sl__rng_normal(&r);
+    if (draw) sl__rng_seed(&r, seed ^ (draw * 0x9e3779b97f4a7c15ULL));
+    for (size_t i = 0; i < n; i++) {
+        size_t k = sl__rng_below(&r, (uint64_t)nc);
+        for (int j = 0; j < d; j++) x[i * (size_t)d + (size_t)j] = c[k * (size_t)d + (size_t)j] + 0.6f * (float)sl__rng_normal(&r);
+    }
+    free(c);
+    return x;
+}
+static float *clustered(size_t n, int d, int nc, uint64_t seed) { return clustered_draw(n, d, nc, seed, 0); }
+/* queries: same clusters as clustered(.., seed), other points */
+static float *queries(size_t n, int d, int nc, uint64_t seed) { return clustered_draw(n, d, nc, seed, 1); }
+
+static uint64_t *seq_ids(size_t n, uint64_t mul, uint64_t add) {
+    uint64_t *ids = malloc(n * sizeof *ids);
+    assert_non_null(ids);
+    for (size_t i = 0; i < n; i++) ids[i] = i * mul + add;
+    return ids;
+}
+
+static double overlap(const sl_index_result *a, size_t na, const sl_index_result *b, size_t nb) {
+    size_t hit = 0;
+    for (size_t i = 0; i < na; i++)
+        for (size_t j = 0; j < nb; j++)
+            if (a[i].id == b[j].id) { hit++; break; }
+    return nb ? (double)hit / (double)nb : 1.0;
+}
+
+/* Mean recall@k of idx against exact search on the same index. */
+static double recall(sl_index *idx, const float *q, size_t nq, size_t k, const sl_index_filter *f) {
+    sl_index_result *a = malloc(k * sizeof *a), *b = malloc(k * sizeof *b);
+    sl_index_search_params ex = { 0, 1, 0 };
+    double sum = 0;
+    for (size_t i = 0; i < nq; i++) {
+        size_t na, nb;
+        const float *qi = q + i * (size_t)sl_index_dim(idx);
+        assert_int_equal(sl_index_search(idx, qi, k, f, NULL, a, &na), SL_OK);
+        assert_int_equal(sl_index_search(idx, qi, k, f, &ex, b, &nb), SL_OK);
+        for (size_t j = 1; j < na; j++) {
+            if (sl_index_metric_of(idx) == SL_INDEX_L2) assert_true(a[j - 1].score <= a[j].score);
+            else assert_true(a[j - 1].score >= a[j].score);
+        }
+        assert_true(na <= nb);
+        sum += overlap(a, na, b, nb);
+    }
+    free(a);
+    free(b);
+    return sum / (double)nq;
+}
+
+/* ---- kernels --------------------------------------------------------------------------- */
+
+static void check_table(const sl__dist_kernels *k) {
+    const sl__dist_kernels *s = sl__dist_scalar();
+    static const size_t dims[] = { 1, 3, 7, 9, 15, 17, 31, 33, 47, 63, 65, 100, 129, 257, 515 };
+    sl__rng r;
+    sl__rng_seed(&r, 7);
+    float *a = malloc(600 * sizeof *a), *b = malloc(600 * sizeof *b);
+    uint16_t *h = malloc(600 * sizeof *h);
+    int8_t *c = malloc(600);
+    for (size_t t = 0; t < sizeof dims / sizeof dims[0]; t++) {
+        size_t d = dims[t];
+        double mag = 0;
+        for (size_t i = 0; i < d; i++) {
+            a[i] = (float)sl__rng_normal(&r);
+            b[i] = (float)sl__rng_normal(&r);
+            h[i] = sl__f32_to_f16(b[i]);
+            c[i] = (int8_t)((int)sl__rng_below(&r, 255) - 127);
+            mag += fabs(a[i]) * (fabs(b[i]) + 1) + (double)(a[i] - b[i]) * (a[i] - b[i]) + fabs(a[i]) * 127;
+        }
+        double tol = 1e-5 * mag + 1e-6;
+        assert_true(fabs(k->dot_f32(a, b, d) - s->dot_f32(a, b, d)) <= tol);
+        assert_true(fabs(k->l2_f32(a, b, d) - s->l2_f32(a, b, d)) <= tol);
+        assert_true(fabs(k->dot_f16(a, h, d) - s->dot_f16(a, h, d)) <= tol);
+        assert_true(fabs(k->l2_f16(a, h, d) - s->l2_f16(a, h, d)) <= tol);
+        assert_true(fabs(k->dot_i8(a, c, d) - s->dot_i8(a, c, d)) <= tol);
+        /* and the scalar kernel against a double-precision reference */
+        double ref = 0;
+        for (size_t i = 0; i < d; i++) ref += (double)a[i] * b[i];
+        assert_true(fabs(s->dot_f32(a, b, d) - ref) <= tol);
+    }
+    free(a); free(b); free(h); free(c);
+}
+
+static void test_kernels_match_scalar(void **state) {
+    (void)state;
+    int tested = 0;
+    if (sl__dist_avx2()) { check_table(sl__dist_avx2()); tested++; }
+    if (sl__dist_avx512()) { check_table(sl__dist_avx512()); tested++; }
+    check_table(sl__dist_scalar());
+    assert_non_null(sl__dist_best());
+    if (!tested) print_message("note: no SIMD kernels on this CPU, scalar only\n");
+}
+
+static void test_half_float(void **state) {
+    (void)state;
+    assert_int_equal(sl__f32_to_f16(1.0f), 0x3c00);
+    assert_int_equal(sl__f32_to_f16(-2.0f), 0xc000);
+    assert_int_equal(sl__f32_to_f16(65504.0f), 0x7bff);
+    assert_int_equal(sl__f32_to_f16(1e6f), 0x7c00);
+    assert_int_equal(sl__f32_to_f16(5.9604645e-8f), 0x0001);
+    assert_true(sl__f16_to_f32(0x3555) > 0.333f && sl__f16_to_f32(0x3555) < 0.3334f);
+    for (uint32_t h = 0; h < 65536; h++) {
+        if ((h & 0x7c00) == 0x7c00 && (h & 0x3ff)) continue;  /* NaN payloads */
+        assert_int_equal(sl__f32_to_f16(sl__f16_to_f32((uint16_t)h)), h);
+    }
+}
+
+/* ---- parameters and errors ------------------------------------------------------------- */
+
+static void test_params_and_errors(void **state) {
+    (void)state;
+    sl_index *idx = NULL;
+    sl_error e;
+    sl_index_params p;
+    sl_index_params_default(&p);
+    assert_int_equal(p.M, SL_INDEX_M_DEFAULT);
+    p.M = SL_INDEX_M_MAX + 1;
+    assert_int_equal(sl_index_new(&idx, 8, SL_INDEX_L2, SL_INDEX_HNSW, &p, &e), SL_E_INVALID);
+    assert_null(idx);
+    assert_non_null(strstr(e.message, "M"));
+    assert_int_equal(sl_index_new(&idx, 0, SL_INDEX_L2, SL_INDEX_HNSW, NULL, &e), SL_E_INVALID);
+    assert_int_equal(sl_index_new(&idx, 4, (sl_index_metric)7, SL_INDEX_HNSW, NULL, &e), SL_E_INVALID);
+    assert_int_equal(sl_index_new(&idx, 4, SL_INDEX_COSINE, SL_INDEX_HNSW, NULL, &e), SL_OK);
+    float zero[4] = { 0 }, nan4[4] = { 1, NAN, 0, 0 }, v[4] = { 1, 2, 3, 4 };
+    assert_int_equal(sl_index_add(idx, 1, zero), SL_E_INVALID);
+    assert_int_equal(sl_index_add(idx, 1, nan4), SL_E_INVALID);
+    assert_int_equal(sl_index_count(idx), 0);
+    assert_int_equal(sl_index_add(idx, 1, v), SL_OK);
+    sl_index_result r[2];
+    size_t n = 99;
+    assert_int_equal(sl_index_search(idx, v, 0, NULL, NULL, r, &n), SL_E_INVALID);
+    assert_int_equal(n, 0);
+    assert_int_equal(sl_index_search(idx, zero, 1, NULL, NULL, r, &n), SL_E_INVALID);
+    assert_int_equal(sl_index_search(idx, v, 2, NULL, NULL, r, &n), SL_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(r[0].id, 1);
+    assert_true(fabsf(r[0].score - 1.0f) < 1e-5f);
+    assert_int_equal(sl_index_remove(idx, 2), SL_E_NOT_FOUND);
+    assert_non_null(strstr(sl_index_errmsg(idx), "2"));
+    assert_int_equal(sl_index_set_ef_search(idx, 0), SL_E_INVALID);
+    assert_int_equal(sl_index_set_filter_exact_below(idx, 2.0), SL_E_INVALID);
+    sl_index_free(idx);
+    sl_index_free(NULL);
+    assert_int_equal(sl_index_load(&idx, "/nonexistent/x.idx", NULL, &e), SL_E_IO);
+    assert_int_equal(sl_index_load_mem(&idx, "hello world, not an index at all, really not.", 45, NULL, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "header"));
+}
+
+/* ---- recall ---------------------------------------------------------------------------- */
+
+static void recall_case(sl_index_metric metric, sl_index_storage storage, int threads, double min_recall) {
+    size_t n = sanitized() ? 3000 : 20000, nq = sanitized() ? 60 : 200;
+    int d = 40;
+    float *x = clustered(n, d, 50, 11), *q = queries(nq, d, 50, 11);
+    uint64_t *ids = seq_ids(n, 7, 1000);
+    sl_index_params p = { 0 };
+    p.threads = threads;
+    p.storage = storage;
+    sl_index *idx;
+    assert_int_equal(sl_index_new(&idx, d, metric, SL_INDEX_HNSW, &p, NULL), SL_OK);
+    assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
+    assert_int_equal(sl_index_count(idx), n);
+    double rc = recall(idx, q, nq, 10, NULL);
+    print_message("recall@10 metric=%d storage=%d threads=%d: %.4f\n", (int)metric, (int)storage, threads, rc);
+    assert_true(rc >= min_recall);
+    /* scores are exact even with compressed storage */
+    sl_index_result res[10];
+    size_t nr;
+    assert_int_equal(sl_index_search(idx, q, 10, NULL, NULL, res, &nr), SL_OK);
+    assert_int_equal(nr, 10);
+    float *v = malloc((size_t)d * sizeof *v);
+    assert_int_equal(sl_index_get(idx, res[0].id, v), SL_OK);
+    double s = 0, qn = 0;
+    for (int j = 0; j < d; j++) {
+        if (metric == SL_INDEX_L2) s += (double)(q[j] - v[j]) * (q[j] - v[j]);
+        else s += (double)q[j] * v[j];
+        qn += (double)q[j] * q[j];
+    }
+    if (metric == SL_INDEX_COSINE) s /= sqrt(qn);
+    assert_true(fabs(s - res[0].score) <= 1e-4 * (1 + fabs(s)));
+    free(v);
+    sl_index_free(idx);
+    free(x); free(q); free(ids);
+}
+
+static void test_recall_cosine(void **state) { (void)state; recall_case(SL_INDEX_COSINE, SL_INDEX_F32, 1, 0.95); }
+static void test_recall_l2_threads(void **state) { (void)state; recall_case(SL_INDEX_L2, SL_INDEX_F32, 2, 0.95); }
+static void test_recall_f16(void **state) { (void)state; recall_case(SL_INDEX_COSINE, SL_INDEX_F16, 2, 0.95); }
+static void test_recall_int8(void **state) { (void)state; recall_case(SL_INDEX_IP, SL_INDEX_INT8, 2, 0.93); }
+
+static void test_flat_exact_and_batch(void **state) {
+    (void)state;
+    size_t n = 2000, nq = 20;
+    int d = 13;
+    float *x = clustered(n, d, 10, 3), *q = queries(nq, d, 10, 3);
+    uint64_t *ids = seq_ids(n, 1, 0);
+    sl_index *idx;
+    assert_int_equal(sl_index_new(&idx, d, SL_INDEX_L2, SL_INDEX_FLAT, NULL, NULL), SL_OK);
+    assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
+    sl_index_result *rb = malloc(nq * 5 * sizeof *rb), r[5];
+    size_t nb[20], nr;
+    sl_index_search_params sp = { 0, 0, 3 };
+    assert_int_equal(sl_index_search_batch(idx, q, nq, 5, NULL, &sp, rb, nb), SL_OK);
+    for (size_t i = 0; i < nq; i++) {
+        /* brute force in the test */
+        double best = INFINITY;
+        uint64_t bid = 0;
+        for (size_t s = 0; s < n; s++) {
+            double dd = 0;
+            for (int j = 0; j < d; j++) dd += (double)(q[i * d + j] - x[s * d + j]) * (q[i * d + j] - x[s * d + j]);
+            if (dd < best) { best = dd; bid = s; }
+        }
+        assert_int_equal(sl_index_search(idx, q + i * d, 5, NULL, NULL, r, &nr), SL_OK);
+        assert_int_equal(nr, 5);
+        assert_int_equal(nb[i], 5);
+        assert_int_equal(r[0].id, bid);
+        assert_true(fabs(r[0].score - best) < 1e-3);
+        for (size_t j = 0; j < 5; j++) assert_int_equal(rb[i * 5 + j].id, r[j].id);
+    }
+    free(rb); free(x); free(q); free(ids);
+    sl_index_free(idx);
+}
+
+/* ---- filters --------------------------------------------------------------------------- */
+
+typedef struct { uint64_t mod, keep; } pred_ctx;
+static int pred_mod(uint64_t id, void *ctx) {
+    const pred_ctx *c = ctx;
+    return (id * 2654435761u >> 7) % c->mod < c->keep;
+}
+
+static void test_filtered_recall(void **state) {
+    (void)state;
+    size_t n = sanitized() ? 4000 : 20000, nq = sanitized() ? 40 : 100;
+    int d = 32;
+    float *x = clustered(n, d, 40, 21), *q = queries(nq, d, 40, 21);
+    uint64_t *ids = seq_ids(n, 1, 0);
+    sl_index *idx;
+    assert_int_equal(sl_index_new(&idx, d, SL_INDEX_COSINE, SL_INDEX_HNSW, NULL, NULL), SL_OK);
+    assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
+    static const double sels[] = { 0.01, 0.10, 0.50 };
+    for (int si = 0; si < 3; si++) {
+        pred_ctx pc = { 1000, (uint64_t)(sels[si] * 1000) };
+        uint64_t *bits = calloc(sl_index_bitmap_words(n), sizeof *bits), *list = malloc(n * sizeof *list);
+        size_t nl = 0;
+        for (size_t i = 0; i < n; i++)
+            if (pred_mod(i, &pc)) { sl_index_bitmap_set(bits, i); list[nl++] = i; }
+        sl_index_filter fl = { 0 }, fb = { 0 }, fp = { 0 };
+        fl.allowed_ids = list; fl.n_allowed = nl;
+        fb.bits = bits; fb.nbits = n;
+        fp.pred = pred_mod; fp.pred_ctx = &pc;
+        const sl_index_filter *fs[3] = { &fl, &fb, &fp };
+        for (int k = 0; k < 3; k++) {
+            double rc = recall(idx, q, nq, 10, fs[k]);
+            print_message("filtered recall sel=%.2f form=%d: %.4f\n", sels[si], k, rc);
+            assert_true(rc >= 0.95);
+            sl_index_result r[10];
+            size_t nr;
+            assert_int_equal(sl_index_search(idx, q, 10, fs[k], NULL, r, &nr), SL_OK);
+            assert_int_equal(nr, 10);
+            for (size_t j = 0; j < nr; j++) assert_true(pred_mod(r[j].id, &pc));
+        }
+        free(bits);
+        free(list);
+    }
+    /* empty list: nothing allowed; list with unknown ids and duplicates */
+    sl_index_filter f0 = { 0 };
+    uint64_t none = 0, dup[4] = { 5, 5, 999999999, 7 };
+    f0.allowed_ids = &none;
+    sl_index_result r[10];
+    size_t nr;
+    assert_int_equal(sl_index_search(idx, q, 10, &f0, NULL, r, &nr), SL_OK);
+    assert_int_equal(nr, 0);
+    f0.allowed_ids = dup;
+    f0.n_allowed = 4;
+    assert_int_equal(sl_index_search(idx, q, 10, &f0, NULL, r, &nr), SL_OK);
+    assert_int_equal(nr, 2);
+    assert_true((r[0].id == 5 && r[1].id == 7) || (r[0].id == 7 && r[1].id == 5));
+    sl_index_free(idx);
+    free(x); free(q); free(ids);
+}
+
+/* ---- deletes against a model ----------------------------------------------------------- */
+
+static void test_deletes_model(void **state) {
+    (void)state;
+    int d = 16;
+    size_t universe = sanitized() ? 800 : 3000, steps = sanitized() ? 3000 : 12000;
+    float *pool = clustered(universe * 2, d, 20, 5);  /* two vector versions per id */
+    uint8_t *live = calloc(universe, 1);
+    uint8_t *ver = calloc(universe, 1);
+    sl_index *idx;
+    sl_index_params p = { 0 };
+    p.threads = 1;
+    assert_int_equal(sl_index_new(&idx, d, SL_INDEX_L2, SL_INDEX_HNSW, &p, NULL), SL_OK);
+    sl__rng r;
+    sl__rng_seed(&r, 99);
+    size_t nlive = 0;
+    sl_index_result res[20];
+    size_t nr;
+    float *got = malloc((size_t)d * sizeof *got);
+    for (size_t st = 0; st < steps; st++) {
+        uint64_t id = sl__rng_below(&r, universe);
+        uint64_t op = sl__rng_below(&r, 10);
+        if (op < 6) {  /* add or replace */
+            ver[id] = (uint8_t)sl__rng_below(&r, 2);
+            assert_int_equal(sl_index_add(idx, id, pool + (id * 2 + ver[id]) * (size_t)d), SL_OK);
+            if (!live[id]) nlive++;
+            live[id] = 1;
+        } else if (op < 9) {
+            sl_status s = sl_index_remove(idx, id);
+            assert_int_equal(s, live[id] ? SL_OK : SL_E_NOT_FOUND);
+            if (live[id]) nlive--;
+            live[id] = 0;
+        } else if (sl__rng_below(&r, 20) == 0) {
+            assert_int_equal(sl_index_compact(idx), SL_OK);
+            sl_index_stats stt;
+            sl_index_get_stats(idx, &stt);
+            assert_int_equal(stt.deleted, 0);
+        }
+        assert_int_equal(sl_index_count(idx), nlive);
+        if (st % 7 == 0) {
+            const float *qv = pool + sl__rng_below(&r, universe * 2) * (size_t)d;
+            assert_int_equal(sl_index_search(idx, qv, 20, NULL, NULL, res, &nr), SL_OK);
+            assert_int_equal(nr, nlive < 20 ? nlive : 20);
+            for (size_t j = 0; j < nr; j++) assert_true(live[res[j].id]);
+            uint64_t pid = sl__rng_below(&r, universe);
+            assert_int_equal(sl_index_contains(idx, pid), live[pid]);
+            if (live[pid]) {
+                assert_int_equal(sl_index_get(idx, pid, got), SL_OK);
+                assert_memory_equal(got, pool + (pid * 2 + ver[pid]) * (size_t)d, (size_t)d * sizeof *got);
+            }
+        }
+    }
+    /* graph stays navigable: recall over the survivors, before and after compaction */
+    float *q = queries(50, d, 20, 5);
+    double rc = recall(idx, q, 50, 10, NULL);
+    print_message("recall after %zu random ops: %.4f\n", steps, rc);
+    assert_true(rc >= 0.95);
+    assert_int_equal(sl_index_compact(idx), SL_OK);
+    double rc2 = recall(idx, q, 50, 10, NULL);
+    print_message("recall after compaction: %.4f\n", rc2);
+    assert_true(rc2 >= 0.95);
+    assert_int_equal(sl_index_count(idx), nlive);
+    /* remove everything: searches return nothing, adding works again */
+    for (uint64_t id = 0; id < universe; id++)
+        if (live[id]) assert_int_equal(sl_index_remove(idx, id), SL_OK);
+    assert_int_equal(sl_index_search(idx, q, 5, NULL, NULL, res, &nr), SL_OK);
+    assert_int_equal(nr, 0);
+    assert_int_equal(sl_index_add(idx, 42, q), SL_OK);
+    assert_int_equal(sl_index_search(idx, q, 5, NULL, NULL, res, &nr), SL_OK);
+    assert_int_equal(nr, 1);
+    assert_int_equal(res[0].id, 42);
+    free(q); free(got); free(pool); free(live); free(ver);
+    sl_index_free(idx);
+}
+
+/* A large deletion: 40% of a clustered index, recall of the remainder stays high. */
+static void test_mass_delete_recall(void **state) {
+    (void)state;
+    size_t n = sanitized() ? 3000 : 12000;
+    int d = 24;
+    float *x = clustered(n, d, 30, 31), *q = queries(60, d, 30, 31);
+    uint64_t *ids = seq_ids(n, 3, 0);
+    sl_index *idx;
+    assert_int_equal(sl_index_new(&idx, d, SL_INDEX_COSINE, SL_INDEX_HNSW, NULL, NULL), SL_OK);
+    assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
+    size_t removed = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i % 5 < 2) { assert_int_equal(sl_index_remove(idx, ids[i]), SL_OK); removed++; }
+    double rc = recall(idx, q, 60, 10, NULL);
+    print_message("recall after removing 40%%: %.4f\n", rc);
+    assert_true(rc >= 0.95);
+    sl_index_stats before, after;
+    sl_index_get_stats(idx, &before);
+    assert_int_equal(sl_index_compact(idx), SL_OK);
+    sl_index_get_stats(idx, &after);
+    assert_true(after.memory_bytes < before.memory_bytes);
+    assert_int_equal(after.slots, n - removed);
+    assert_int_equal(after.count, n - removed);
+    double rc2 = recall(idx, q, 60, 10, NULL);
+    assert_true(rc2 >= 0.95);
+    free(x); free(q); free(ids);
+    sl_index_free(idx);
+}
+
+/* ---- files ----------------------------------------------------------------------------- */
+
+static char *tmp_path(const char *name) {
+    char *p = malloc(256);
+    snprintf(p, 256, "test_index_%ld_%s", (long)getpid(), name);
+    return p;
+}
+
+static unsigned char *read_file(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *b = malloc((size_t)n + 1);
+    assert_int_equal(fread(b, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return b;
+}
+
+static void same_results(sl_index *a, sl_index *b, const float *q, size_t nq, size_t k) {
+    sl_index_result *ra = malloc(k * sizeof *ra), *rb = malloc(k * sizeof *rb);
+    for (size_t i = 0; i < nq; i++) {
+        size_t na, nb;
+        assert_int_equal(sl_index_search(a, q + i * (size_t)sl_index_dim(a), k, NULL, NULL, ra, &na), SL_OK);
+        assert_int_equal(sl_index_search(b, q + i * (size_t)sl_index_dim(b), k, NULL, NULL, rb, &nb), SL_OK);
+        assert_int_equal(na, nb);
+        for (size_t j = 0; j < na; j++) {
+            assert_int_equal(ra[j].id, rb[j].id);
+            assert_true(ra[j].score == rb[j].score);
+        }
+    }
+    free(ra); free(rb);
+}
+
+static void test_save_load_roundtrip(void **state) {
+    (void)state;
+    size_t n = sanitized() ? 1500 : 5000;
+    int d = 20;
+    float *x = clustered(n, d, 20, 41), *q = queries(30, d, 20, 41);
+    uint64_t *ids = seq_ids(n, 1u << 20, 77);
+    char *path = tmp_path("rt.idx");
+    static const sl_index_kind kinds[] = { SL_INDEX_HNSW, SL_INDEX_FLAT };
+    static const sl_index_storage stors[] = { SL_INDEX_F32, SL_INDEX_INT8, SL_INDEX_F16 };
+    for (int ki = 0; ki < 2; ki++)
+        for (int si = 0; si < 3; si++) {
+            sl_index_params p = { 0 };
+            p.storage = stors[si];
+            p.threads = 1;
+            sl_index *a, *b;
+            assert_int_equal(sl_index_new(&a, d, SL_INDEX_COSINE, kinds[ki], &p, NULL), SL_OK);
+            assert_int_equal(sl_index_add_batch(a, n, ids, x), SL_OK);
+            for (size_t i = 0; i < n; i += 9) assert_int_equal(sl_index_remove(a, ids[i]), SL_OK);
+            assert_int_equal(sl_index_save(a, path), SL_OK);
+            sl_error e;
+            assert_int_equal(sl_index_load(&b, path, NULL, &e), SL_OK);
+            sl_index_stats sa, sb;
+            sl_index_get_stats(a, &sa);
+            sl_index_get_stats(b, &sb);
+            assert_int_equal(sa.count, sb.count);
+            assert_int_equal(sa.deleted, sb.deleted);
+            assert_int_equal(sa.max_level, sb.max_level);
+            assert_true(sb.mapped_bytes > 0);
+            same_results(a, b, q, 30, 10);
+            /* the loaded index can be modified the same way as the original */
+            assert_int_equal(sl_index_add(a, 5, q), SL_OK);
+            assert_int_equal(sl_index_add(b, 5, q), SL_OK);
+            assert_int_equal(sl_index_remove(a, ids[1]), SL_OK);
+            assert_int_equal(sl_index_remove(b, ids[1]), SL_OK);
+            same_results(a, b, q, 30, 10);
+            assert_int_equal(sl_index_compact(b), SL_OK);
+            sl_index_result r[3];
+            size_t nr;
+            assert_int_equal(sl_index_search(b, q, 3, NULL, NULL, r, &nr), SL_OK);
+            assert_int_equal(r[0].id, 5);
+            sl_index_free(a);
+            sl_index_free(b);
+        }
+    /* save replaces atomically and leaves no temporary file behind */
+    sl_index *c;
+    assert_int_equal(sl_index_new(&c, d, SL_INDEX_L2, SL_INDEX_HNSW, NULL, NULL), SL_OK);
+    assert_int_equal(sl_index_add(c, 1, x), SL_OK);
+    assert_int_equal(sl_index_save(c, path), SL_OK);
+    sl_index *c2;
+    assert_int_equal(sl_index_load(&c2, path, NULL, NULL), SL_OK);
+    assert_int_equal(sl_index_count(c2), 1);
+    sl_index_free(c2);
+    assert_int_equal(sl_index_save(c, "/nonexistent-dir/x.idx"), SL_E_IO);
+    DIR *dir = opendir(".");
+    struct dirent *de;
+    while ((de = readdir(dir))) assert_null(strstr(de->d_name, ".tmp."));
+    closedir(dir);
+    sl_index_free(c);
+    /* same seed, one thread -> byte-identical files */
+    sl_index_params p1 = { 0 };
+    p1.threads = 1;
+    char *p2 = tmp_path("det.idx");
+    for (int t = 0; t < 2; t++) {
+        sl_index *g;
+        assert_int_equal(sl_index_new(&g, d, SL_INDEX_L2, SL_INDEX_HNSW, &p1, NULL), SL_OK);
+        assert_int_equal(sl_index_add_batch(g, n / 2, ids, x), SL_OK);
+        assert_int_equal(sl_index_save(g, t ? p2 : path), SL_OK);
+        sl_index_free(g);
+    }
+    size_t l1, l2;
+    unsigned char *b1 = read_file(path, &l1), *b2 = read_file(p2, &l2);
+    assert_int_equal(l1, l2);
+    assert_memory_equal(b1, b2, l1);
+    free(b1); free(b2);
+    unlink(path);
+    unlink(p2);
+    free(path); free(p2);
+    free(x); free(q); free(ids);
+}
+
+static void test_corrupt_files(void **state) {
+    (void)state;
+    int d = 6;
+    size_t n = 40;
+    float *x = clustered(n, d, 4, 51);
+    uint64_t *ids = seq_ids(n, 3, 1);
+    char *path = tmp_path("flip.idx");
+    for (int kind = 0; kind < 2; kind++) {
+        sl_index_params p = { 0 };
+        p.M = 4;
+        p.storage = kind ? SL_INDEX_INT8 : SL_INDEX_F32;
+        sl_index *a;
+        assert_int_equal(sl_index_new(&a, d, SL_INDEX_L2, kind ? SL_INDEX_FLAT : SL_INDEX_HNSW, &p, NULL), SL_OK);
+        assert_int_equal(sl_index_add_batch(a, n, ids, x), SL_OK);
+        assert_int_equal(sl_index_remove(a, ids[3]), SL_OK);
+        assert_int_equal(sl_index_save(a, path), SL_OK);
+        size_t len;
+        unsigned char *img = read_file(path, &len);
+        size_t rejected = 0;
+        for (size_t i = 0; i < len; i++) {
+            img[i] ^= 0xff;
+            sl_index *b = NULL;
+            sl_error e;
+            sl_status st = sl_index_load_mem(&b, img, len, NULL, &e);
+            if (st == SL_OK) {
+                same_results(a, b, x, 5, 5);  /* harmless: padding */
+                sl_index_free(b);
+            } else {
+                assert_true(st == SL_E_CORRUPT || st == SL_E_VERSION);
+                assert_true(strstr(e.message, "header") || strstr(e.message, "section"));
+                rejected++;
+            }
+            img[i] ^= 0xff;
+        }
+        assert_true(rejected > len * 3 / 4);
+        for (size_t cut = 0; cut < len; cut += (cut < 300 ? 1 : 37)) {
+            sl_index *b = NULL;
+            sl_error e;
+            assert_int_equal(sl_index_load_mem(&b, img, cut, NULL, &e), SL_E_CORRUPT);
+            assert_null(b);
+        }
+        /* a flip in the middle of the link section names that section */
+        sl_index *b = NULL;
+        sl_error e;
+        size_t off;
+        memcpy(&off, img + 128 + 3 * 32 + 8, 8);
+        if (!kind) {
+            img[off + 4] ^= 1;
+            assert_int_equal(sl_index_load_mem(&b, img, len, NULL, &e), SL_E_CORRUPT);
+            assert_non_null(strstr(e.message, "LNK0"));
+        }
+        free(img);
+        sl_index_free(a);
+    }
+    unlink(path);
+    free(path); free(x); free(ids);
+}
+
+/* ---- concurrency ----------------------------------------------------------------------- */
+
+#define CC_D 12
+static void cc_vec(uint64_t id, float *v) {
+    sl__rng r;
+    sl__rng_seed(&r, id * 31 + 7);
+    for (int j = 0; j < CC_D; j++) v[j] = (float)sl__rng_normal(&r) + (float)(id % 5);
+}
+
+typedef struct {
+    sl_index *idx;
+    _Atomic int stop;
+    _Atomic uint64_t removed_upto;   /* ids 0..removed_upto-1 (the doomed range) are gone */
+    _Atomic long searches, bad;
+    uint64_t doomed_base;
+} cc_state;
+
+static void *cc_reader(void *arg) {
+    cc_state *s = arg;
+    float q[CC_D], v[CC_D];
+    sl_index_result r[10];
+    uint64_t it = 0;
+    while (!atomic_load(&s->stop)) {
+        uint64_t gone = atomic_load(&s->removed_upto);
+        cc_vec(1000000 + it++, q);
+        size_t nr;
+        if (sl_index_search(s->idx, q, 10, NULL, NULL, r, &nr) != SL_OK) { atomic_fetch_add(&s->bad, 1); continue; }
+        for (size_t j = 0; j < nr; j++) {
+            if (r[j].id >= s->doomed_base && r[j].id < s->doomed_base + gone) atomic_fetch_add(&s->bad, 1);
+            /* the score matches the full vector of that id: never a half-written vector */
+            cc_vec(r[j].id, v);
+            double dd = 0;
+            for (int k = 0; k < CC_D; k++) dd += (double)(q[k] - v[k]) * (q[k] - v[k]);
+            if (fabs(dd - r[j].score) > 1e-3 * (1 + dd)) atomic_fetch_add(&s->bad, 1);
+            if (j && r[j].score < r[j - 1].score) atomic_fetch_add(&s->bad, 1);
+        }
+        atomic_fetch_add(&s->searches, 1);
+    }
+    return NULL;
+}
+
+static void test_concurrent_readers_writer(void **state) {
+    (void)state;
+    cc_state s;
+    memset(&s, 0, sizeof s);
+    size_t base_n = sanitized() ? 1000 : 4000, rounds = sanitized() ? 30 : 100;
+    s.doomed_base = 0;
+    sl_index_params p = { 0 };
+    p.threads = 2;
+    assert_int_equal(sl_index_new(&s.idx, CC_D, SL_INDEX_L2, SL_INDEX_HNSW, &p, NULL), SL_OK);
+    float *buf = malloc(base_n * CC_D * sizeof *buf);
+    uint64_t *ids = malloc(base_n * sizeof *ids);
+    for (size_t i = 0; i < base_n; i++) { ids[i] = i; cc_vec(i, buf + i * CC_D); }
+    assert_int_equal(sl_index_add_batch(s.idx, base_n, ids, buf), SL_OK);
+    pthread_t th[3];
+    for (int t = 0; t < 3; t++) assert_int_equal(pthread_create(&th[t], NULL, cc_reader, &s), 0);
+    uint64_t next = 100000;
+    for (size_t r = 0; r < rounds; r++) {
+        size_t m = 20;
+        for (size_t i = 0; i < m; i++) { ids[i] = next + i; cc_vec(next + i, buf + i * CC_D); }
+        next += m;
+        assert_int_equal(sl_index_add_batch(s.idx, m, ids, buf), SL_OK);
+        for (int k = 0; k < 5; k++) {
+            uint64_t id = atomic_load(&s.removed_upto);
+            if (id < base_n) {
+                assert_int_equal(sl_index_remove(s.idx, s.doomed_base + id), SL_OK);
+                atomic_store(&s.removed_upto, id + 1);
+            }
+        }
+        if (r % 25 == 24) assert_int_equal(sl_index_compact(s.idx), SL_OK);
+        if (r % 10 == 5) {
+            /* replace an existing id with its own vector: readers must still see a full vector */
+            float v[CC_D];
+            cc_vec(next - 3, v);
+            assert_int_equal(sl_index_add(s.idx, next - 3, v), SL_OK);
+        }
+    }
+    atomic_store(&s.stop, 1);
+    for (int t = 0; t < 3; t++) pthread_join(th[t], NULL);
+    print_message("concurrent: %ld searches\n", (long)atomic_load(&s.searches));
+    assert_int_equal(atomic_load(&s.bad), 0);
+    assert_true(atomic_load(&s.searches) > 0);
+    assert_int_equal(sl_index_count(s.idx), base_n + rounds * 20 - atomic_load(&s.removed_upto));
+    sl_index_free(s.idx);
+    free(buf); free(ids);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kernels_match_scalar),
+        cmocka_unit_test(test_half_float),
+        cmocka_unit_test(test_params_and_errors),
+        cmocka_unit_test(test_flat_exact_and_batch),
+        cmocka_unit_test(test_recall_cosine),
+        cmocka_unit_test(test_recall_l2_threads),
+        cmocka_unit_test(test_recall_f16),
+        cmocka_unit_test(test_recall_int8),
+        cmocka_unit_test(test_filtered_recall),
+        cmocka_unit_test(test_deletes_model),
+        cmocka_unit_test(test_mass_delete_recall),
+        cmocka_unit_test(test_save_load_roundtrip),
+        cmocka_unit_test(test_corrupt_files),
+        cmocka_unit_test(test_concurrent_readers_writer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
