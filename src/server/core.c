@@ -24,7 +24,7 @@ void sl__resp_free(sl__resp *resp) {
 
 void sl__resp_json(sl__resp *resp, int status, json_t *json) {
     sl__resp_free(resp);
-    char *s = json ? json_dumps(json, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    char *s = json ? json_dumps(json, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(json);
     if (!s) {
         static const char oom[] = "{\"error\":{\"code\":\"internal\",\"message\":\"cannot build the response\"}}";

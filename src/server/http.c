@@ -23,6 +23,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -487,23 +488,45 @@ sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server
     return SL_OK;
 }
 
+/* Number of connections MHD holds (all pool threads). */
+static unsigned sl__connections(sl_server *srv) {
+    const union MHD_DaemonInfo *i = MHD_get_daemon_info(srv->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    return i ? i->num_connections : 0;
+}
+
 sl_status sl_server_shutdown(sl_server *srv, double grace_s) {
     if (!srv) return SL_OK;
     if (srv->stopped) return srv->stop_status;
     atomic_store(&srv->draining, 1);
     MHD_socket ls = MHD_quiesce_daemon(srv->daemon);
-    if (ls != MHD_INVALID_SOCKET) close(ls);
-    /* Wait until nothing has been in flight for a short quiet period (requests that were already
-     * on a kept-alive connection when we started draining get their answer too). */
+    if (ls != MHD_INVALID_SOCKET) {
+        /* Connections the kernel already accepted (the listen backlog) belong to clients that
+         * sent or are sending a request: hand them to MHD instead of resetting them. Only the
+         * microseconds between the last accept and close() can still cut a connection. */
+        int fl = fcntl(ls, F_GETFL);
+        if (fl >= 0) fcntl(ls, F_SETFL, fl | O_NONBLOCK);
+        for (;;) {
+            struct sockaddr_storage sa;
+            socklen_t sl = sizeof sa;
+            int fd = accept4(ls, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
+            if (fd < 0) break;
+            MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&sa, sl); /* closes fd on failure */
+        }
+        close(ls);
+    }
+    /* Wait until every connection is gone (responses now carry "Connection: close"), or until
+     * nothing has been in flight for `linger` seconds (only idle kept-alive connections left),
+     * or until the grace period runs out. */
     double t0 = sl__now(), quiet_since = t0;
-    const double quiet = 0.05;
+    const double linger = 1.0;
     sl_status st = SL_OK;
     for (;;) {
         double now = sl__now();
-        if (atomic_load(&srv->inflight) > 0) quiet_since = now;
-        else if (now - quiet_since >= quiet) break;
+        int busy = atomic_load(&srv->inflight) > 0;
+        if (busy) quiet_since = now;
+        if (!busy && (sl__connections(srv) == 0 || now - quiet_since >= linger)) break;
         if (now - t0 >= grace_s) {
-            if (atomic_load(&srv->inflight) > 0) st = SL_E_BUSY;
+            if (busy) st = SL_E_BUSY;
             break;
         }
         struct timespec ts = { 0, 2 * 1000 * 1000 };

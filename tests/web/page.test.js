@@ -57,7 +57,7 @@ async function run(browser, name, contextOpts) {
         `${name}: card fields missing: ${JSON.stringify(c)}`);
   await page.waitForFunction(() => { const i = document.querySelector("#results li.card img"); return i && i.complete && i.naturalWidth > 0; },
                              null, { timeout: 15000 });
-  check(await page.isVisible("#preview"), name + ": no preview");
+  await page.waitForSelector("#preview", { state: "visible", timeout: 5000 });
   await page.screenshot({ path: path.join(artifacts, `web-${name}.png`), fullPage: true });
 
   // 2. drag and drop, 3. paste: the same photo through the other two ways in
