@@ -93,10 +93,12 @@ int sl_server_port(const sl_server *srv);
 /* The base URL, e.g. "http://127.0.0.1:8080/" (owned by the server). */
 const char *sl_server_url(const sl_server *srv);
 
-/* Graceful stop: closes the listening socket (no new connections), lets requests in flight
- * finish and their responses go out (responses now carry "Connection: close"), waits at most
- * grace_s seconds for that, then stops the threads. Idempotent. Returns SL_OK when every request
- * finished, SL_E_BUSY when the grace period ran out (the rest were cut). Does not free. */
+/* Graceful stop: stops listening (connections already queued in the kernel's backlog are still
+ * taken in and served), lets requests in flight finish and their responses go out (responses now
+ * carry "Connection: close"), and waits until every connection is closed, or nothing has been in
+ * flight for one second (only idle kept-alive connections left), or grace_s seconds passed;
+ * then stops the threads. Idempotent. Returns SL_OK when no request was cut, SL_E_BUSY when the
+ * grace period ran out with requests in flight (they were cut). Does not free. */
 sl_status sl_server_shutdown(sl_server *srv, double grace_s);
 
 /* Number of requests being served right now. */

@@ -13,6 +13,9 @@
  *      ends within SL__OVERRUN_SLACK more bytes, else the connection is closed unanswered:
  *      libmicrohttpd can queue a response only before or after the body);
  *   3. last call: the route handler runs and the response is queued.
+ * Shutdown: MHD_quiesce_daemon stops the listeners; connections still in the kernel backlog are
+ * accepted and handed to MHD (MHD_add_connection) instead of being reset; then we wait for the
+ * connections to drain (see sl_server_shutdown in server.h).
  * Invariants: `inflight` counts requests from URI callback to completion callback, so shutdown
  * can wait for every response to be delivered; the library never prints (MHD error logging is
  * off; the log callback gets one record per request); the API key is compared in constant time.
