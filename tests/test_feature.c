@@ -4,6 +4,9 @@
  * specification grammar, save/load and determinism. Inputs are generated; no data files.
  */
 #include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -324,6 +327,324 @@ static void test_match_and_verify_known_transform(void **state) {
     sl_local_features_free(noise);
 }
 
+/* ---- images for the pipeline tests ------------------------------------------------------ */
+
+/* A textured colour scene: random rectangles and discs over a smooth gradient. */
+static sl_image *scene(int w, int h, uint64_t seed) {
+    sl_image *im = sl_image_new(w, h, 3);
+    assert_non_null(im);
+    uint8_t *px = sl_image_pixels(im);
+    size_t st = sl_image_stride(im);
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = px + (size_t)y * st + 3 * (size_t)x;
+            p[0] = (uint8_t)(60 + x * 80 / w); p[1] = (uint8_t)(90 + y * 60 / h); p[2] = 120;
+        }
+    for (int s = 0; s < 40; s++) {
+        int cx = (int)sl__rng_below(&r, (uint64_t)w), cy = (int)sl__rng_below(&r, (uint64_t)h);
+        int rad = 4 + (int)sl__rng_below(&r, (uint64_t)(w / 8));
+        uint8_t col[3] = {(uint8_t)sl__rng_below(&r, 256), (uint8_t)sl__rng_below(&r, 256), (uint8_t)sl__rng_below(&r, 256)};
+        int disc = s & 1;
+        for (int y = cy - rad; y <= cy + rad; y++)
+            for (int x = cx - rad; x <= cx + rad; x++) {
+                if (x < 0 || y < 0 || x >= w || y >= h) continue;
+                if (disc && (x - cx) * (x - cx) + (y - cy) * (y - cy) > rad * rad) continue;
+                memcpy(px + (size_t)y * st + 3 * (size_t)x, col, 3);
+            }
+    }
+    return im;
+}
+
+static sl_image *solid(int w, int h, uint8_t r, uint8_t g, uint8_t b) {
+    sl_image *im = sl_image_new(w, h, 3);
+    uint8_t *px = sl_image_pixels(im);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = px + (size_t)y * sl_image_stride(im) + 3 * (size_t)x;
+            p[0] = r; p[1] = g; p[2] = b;
+        }
+    return im;
+}
+
+static float dotf(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return (float)s;
+}
+
+/* ---- colour ------------------------------------------------------------------------------ */
+
+static void test_color_histogram_properties(void **state) {
+    (void)state;
+    sl_color_params p;
+    sl_color_params_init(&p);
+    size_t d = sl_color_dim(&p);
+    assert_int_equal(d, (size_t)(p.hbins * p.sbins * p.vbins + p.vbins));
+    float *red = malloc(d * sizeof *red), *red2 = malloc(d * sizeof *red2), *green = malloc(d * sizeof *green);
+    sl_image *r = solid(40, 30, 230, 20, 20), *r2 = solid(40, 30, 220, 40, 25), *g = solid(40, 30, 20, 220, 30);
+    assert_int_equal(sl_color_hist(r, &p, red, NULL), SL_OK);
+    assert_int_equal(sl_color_hist(r2, &p, red2, NULL), SL_OK);
+    assert_int_equal(sl_color_hist(g, &p, green, NULL), SL_OK);
+    assert_float_equal(dotf(red, red, d), 1.0f, 1e-5);       /* Hellinger: unit L2 norm */
+    for (size_t i = 0; i < d; i++) assert_true(red[i] >= 0.0f);
+    assert_true(dotf(red, red2, d) > 0.6f);                    /* similar reds stay close */
+    assert_true(dotf(red, green, d) < 0.01f);                  /* different hues do not overlap */
+    /* a grey image lands only in the achromatic bins */
+    sl_image *grey = solid(20, 20, 128, 128, 128);
+    assert_int_equal(sl_color_hist(grey, &p, green, NULL), SL_OK);
+    size_t chrom = (size_t)(p.hbins * p.sbins * p.vbins);
+    double mass = 0;
+    for (size_t i = chrom; i < d; i++) mass += (double)green[i] * green[i];
+    assert_float_equal(mass, 1.0, 1e-5);
+    /* centre weighting: a red product in the middle of a large blue background */
+    sl_image *framed = solid(100, 100, 20, 20, 230);
+    uint8_t *px = sl_image_pixels(framed);
+    for (int y = 30; y < 70; y++)
+        for (int x = 30; x < 70; x++) {
+            uint8_t *q = px + (size_t)y * sl_image_stride(framed) + 3 * (size_t)x;
+            q[0] = 230; q[1] = 20; q[2] = 20;
+        }
+    sl_color_params flat = p;
+    flat.center_sigma = SL_COLOR_CENTER_MAX;
+    assert_int_equal(sl_color_hist(framed, &p, green, NULL), SL_OK);
+    float weighted = dotf(red, green, d);
+    assert_int_equal(sl_color_hist(framed, &flat, green, NULL), SL_OK);
+    float uniform = dotf(red, green, d);
+    assert_true(weighted > uniform + 0.1f);
+    /* spatial grid adds blocks, still unit norm; bad parameters are refused */
+    sl_color_params gp = p;
+    gp.grid = 2;
+    size_t gd = sl_color_dim(&gp);
+    assert_int_equal(gd, 5 * d);
+    float *gv = malloc(gd * sizeof *gv);
+    assert_int_equal(sl_color_hist(framed, &gp, gv, NULL), SL_OK);
+    assert_float_equal(dotf(gv, gv, gd), 1.0f, 1e-4);
+    gp.hbins = 0;
+    assert_int_equal(sl_color_dim(&gp), 0);
+    assert_int_equal(sl_color_hist(framed, &gp, gv, NULL), SL_E_INVALID);
+    free(gv);
+    sl_image_free(framed); sl_image_free(grey);
+    sl_image_free(r); sl_image_free(r2); sl_image_free(g);
+    free(red); free(red2); free(green);
+}
+
+/* ---- RootSIFT ---------------------------------------------------------------------------- */
+
+static void test_rootsift_hand_computed(void **state) {
+    (void)state;
+    float d[2 * 4] = {1, 3, 0, 0, 2, 2, 4, 0};
+    sl_rootsift(d, 2, 4);
+    /* L1: (0.25, 0.75, 0, 0) -> sqrt; (0.25, 0.25, 0.5, 0) -> sqrt */
+    assert_float_equal(d[0], 0.5f, 1e-6);
+    assert_float_equal(d[1], sqrtf(0.75f), 1e-6);
+    assert_float_equal(d[2], 0.0f, 1e-6);
+    assert_float_equal(d[4], 0.5f, 1e-6);
+    assert_float_equal(d[6], sqrtf(0.5f), 1e-6);
+    assert_float_equal(dotf(d, d, 4), 1.0f, 1e-5); /* unit L2 norm */
+}
+
+/* ---- specification ----------------------------------------------------------------------- */
+
+static void expect_bad_spec(const char *spec, const char *needle) {
+    sl_features *f = (sl_features *)1;
+    sl_error e;
+    sl_error_clear(&e);
+    assert_int_equal(sl_features_new(spec, &f, &e), SL_E_INVALID);
+    assert_null(f);
+    if (!strstr(e.message, needle)) fail_msg("spec \"%s\": message \"%s\" lacks \"%s\"", spec, e.message, needle);
+}
+
+static void test_spec_parsing(void **state) {
+    (void)state;
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    assert_false(sl_features_needs_training(f));
+    assert_true(sl_features_ready(f));
+    assert_false(sl_features_uses_verify(f));
+    assert_int_equal(sl_features_dim(f), (size_t)(16 * 4 * 4 + 4));
+    sl_features_free(f);
+    assert_int_equal(sl_features_new("color:w=0.5,bins=8x4x4+vlad:k=16,pca=0+verify:n=20", &f, NULL), SL_OK);
+    assert_true(sl_features_needs_training(f));
+    assert_false(sl_features_ready(f));
+    assert_int_equal(sl_features_dim(f), 0);
+    assert_true(sl_features_uses_verify(f));
+    assert_int_equal(sl_features_verify_top_n(f), 20);
+    const char *canon = sl_features_spec(f);
+    assert_non_null(strstr(canon, "bins=8x4x4"));
+    assert_non_null(strstr(canon, "k=16"));
+    /* the canonical form parses to itself */
+    sl_features *g = NULL;
+    assert_int_equal(sl_features_new(canon, &g, NULL), SL_OK);
+    assert_string_equal(sl_features_spec(g), canon);
+    sl_features_free(g);
+    sl_features_free(f);
+    assert_int_equal(sl_features_new(NULL, &f, NULL), SL_OK); /* the default */
+    sl_features_free(f);
+    expect_bad_spec("colr", "unknown part");
+    expect_bad_spec("color+vald", "\"vald\"");
+    expect_bad_spec("color+vald", "offset 6");
+    expect_bad_spec("color:w=abc", "bad value for 'w'");
+    expect_bad_spec("color:bins=8x4", "bins");
+    expect_bad_spec("color:hue=3", "unknown key for color");
+    expect_bad_spec("color+", "stray '+'");
+    expect_bad_spec("+color", "stray '+'");
+    expect_bad_spec("color+color", "given twice");
+    expect_bad_spec("verify", "no global part");
+    expect_bad_spec("cnn:", "model path");
+    expect_bad_spec("vlad:k=1", "bad value for 'k'");
+    expect_bad_spec("vlad:k=2,pca=300", "exceeds");
+    expect_bad_spec("verify:model=projective+color", "affine or homography");
+    expect_bad_spec("color:w", "key=value");
+    expect_bad_spec("color:w=1,", "trailing");
+    expect_bad_spec("", "empty");
+    /* cnn:PATH is passed to the CNN engine, whose failure is reported */
+    sl_error e;
+    assert_int_not_equal(sl_features_new("cnn:/nonexistent/model.onnx+color", &f, &e), SL_OK);
+    assert_null(f);
+}
+
+/* ---- pipeline ---------------------------------------------------------------------------- */
+
+#define PIPE_SPEC "color:bins=8x4x4+vlad:k=8,pca=8,side=192,kp=300+verify:local=120"
+
+static sl_features *trained_pipeline(sl_image **imgs, size_t n) {
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new(PIPE_SPEC, &f, NULL), SL_OK);
+    if (sl_features_train(f, (const sl_image *const *)imgs, n, 3) != SL_OK) fail_msg("train: %s", sl_features_errmsg(f));
+    assert_true(sl_features_ready(f));
+    assert_int_equal(sl_features_dim(f), 8 * 4 * 4 + 4 + 8);
+    return f;
+}
+
+typedef struct thr_arg { const sl_features *f; const sl_image *img; float vec[256]; sl_status st; } thr_arg;
+static void *thr_extract(void *a) {
+    thr_arg *t = a;
+    t->st = sl_features_extract(t->f, t->img, t->vec, NULL, NULL);
+    return NULL;
+}
+
+static void test_pipeline_train_extract_save_load(void **state) {
+    (void)state;
+    enum { N = 10 };
+    sl_image *imgs[N];
+    for (int i = 0; i < N; i++) imgs[i] = scene(160, 120, 100 + (uint64_t)i);
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new(PIPE_SPEC, &f, NULL), SL_OK);
+    float v[256], w[256];
+    assert_int_equal(sl_features_extract(f, imgs[0], v, NULL, NULL), SL_E_STATE);
+    sl_features_free(f);
+    f = trained_pipeline(imgs, N);
+    size_t d = sl_features_dim(f);
+    sl_local_features *l1 = NULL, *l2 = NULL;
+    assert_int_equal(sl_features_extract(f, imgs[0], v, &l1, NULL), SL_OK);
+    assert_float_equal(dotf(v, v, d), 1.0f, 1e-4);
+    assert_non_null(l1);
+    assert_true(sl_local_features_count(l1) > 10 && sl_local_features_count(l1) <= 120);
+    /* same image -> same descriptor, also from two threads at once */
+    assert_int_equal(sl_features_extract(f, imgs[0], w, &l2, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    pthread_t th[2];
+    thr_arg ta[2] = {{f, imgs[0], {0}, SL_E_INTERNAL}, {f, imgs[0], {0}, SL_E_INTERNAL}};
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, thr_extract, &ta[i]);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) { assert_int_equal(ta[i].st, SL_OK); assert_memory_equal(ta[i].vec, v, d * sizeof *v); }
+    /* training does not depend on the thread count */
+    sl_features *f2 = NULL;
+    assert_int_equal(sl_features_new(PIPE_SPEC, &f2, NULL), SL_OK);
+    assert_int_equal(sl_features_set_threads(f2, 0), SL_E_INVALID);
+    assert_int_equal(sl_features_set_threads(f2, 2), SL_OK);
+    assert_int_equal(sl_features_train(f2, (const sl_image *const *)imgs, N, 3), SL_OK);
+    assert_int_equal(sl_features_extract(f2, imgs[0], w, NULL, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    sl_features_free(f2);
+    /* an image verifies against itself, not against another scene */
+    sl_verify_result res;
+    assert_int_equal(sl_features_verify(f, l1, l2, &res, NULL), SL_OK);
+    assert_true(res.inliers > 10);
+    assert_true(sl_features_rerank_score(f, 0.5, &res) > 0.5);
+    sl_local_features *l3 = NULL;
+    assert_int_equal(sl_features_extract(f, imgs[1], w, &l3, NULL), SL_OK);
+    assert_int_equal(sl_features_verify(f, l1, l3, &res, NULL), SL_OK);
+    assert_true(res.inliers < 6);
+    assert_true(dotf(v, w, d) < 0.99f);
+    /* save / load round trip: same spec, same vectors */
+    char path[] = "/tmp/sl_test_features_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    sl_features *g = NULL;
+    sl_error e;
+    assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+    assert_string_equal(sl_features_spec(g), sl_features_spec(f));
+    assert_int_equal(sl_features_dim(g), d);
+    assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    /* damaged files: every byte flip is detected and names a section or the header */
+    FILE *fp = fopen(path, "rb");
+    fseek(fp, 0, SEEK_END);
+    size_t len = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *buf = malloc(len);
+    assert_int_equal(fread(buf, 1, len, fp), len);
+    fclose(fp);
+    sl_features *h = NULL;
+    for (size_t i = 0; i < len; i += 1 + len / 300) {
+        buf[i] ^= 0x41;
+        sl_status st = sl_features_parse(buf, len, "x", &h, &e);
+        if (st != SL_E_CORRUPT && st != SL_E_VERSION) fail_msg("byte %zu: status %d (%s)", i, st, e.message);
+        assert_null(h);
+        buf[i] ^= 0x41;
+    }
+    /* the codebook section: named in the message */
+    size_t cbk = 0;
+    for (size_t i = 0; i + 4 < len; i++) if (!memcmp(buf + i, "CBK ", 4)) { cbk = i; break; }
+    assert_true(cbk > 0);
+    buf[cbk + 40] ^= 1;
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "'CBK '"));
+    buf[cbk + 40] ^= 1;
+    for (size_t cut = 0; cut < len; cut += 1 + len / 50)
+        assert_int_equal(sl_features_parse(buf, cut, "x", &h, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_OK);
+    sl_features_free(h);
+    assert_int_equal(sl_features_load("/nonexistent/dir/f.bin", &h, &e), SL_E_NOT_FOUND);
+    assert_int_not_equal(sl_features_save(f, "/nonexistent/dir/f.bin"), SL_OK);
+    assert_non_null(strstr(sl_features_errmsg(f), "/nonexistent/dir/f.bin"));
+    free(buf);
+    unlink(path);
+    sl_local_features_free(l1); sl_local_features_free(l2); sl_local_features_free(l3);
+    sl_features_free(g);
+    sl_features_free(f);
+    for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
+}
+
+static void test_verify_survives_rotation_and_scale(void **state) {
+    (void)state;
+    sl_image *a = scene(200, 160, 7), *b = NULL, *c = NULL;
+    assert_int_equal(sl_image_rotate(a, 20.0f, 0x808080, &b, NULL), SL_OK);
+    assert_int_equal(sl_image_scale(b, 0.8f, &c, NULL), SL_OK);
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new("color+verify", &f, NULL), SL_OK);
+    float v[512];
+    sl_local_features *la = NULL, *lc = NULL;
+    assert_int_equal(sl_features_extract(f, a, v, &la, NULL), SL_OK);
+    assert_int_equal(sl_features_extract(f, c, v, &lc, NULL), SL_OK);
+    sl_verify_result r;
+    assert_int_equal(sl_features_verify(f, la, lc, &r, NULL), SL_OK);
+    assert_true(r.inliers >= 15);
+    /* both images are brought to the same longest side, so the model is a rotation by ~20
+     * degrees (either sense, depending on the y axis convention) with scale ~1 */
+    double sc = sqrt(fabs(r.H[0] * r.H[4] - r.H[1] * r.H[3]));
+    assert_float_equal(sc, 1.0, 0.1);
+    assert_float_equal(fabs(atan2(r.H[3], r.H[0])) * 180.0 / M_PI, 20.0, 3.0);
+    sl_local_features_free(la); sl_local_features_free(lc);
+    sl_features_free(f);
+    sl_image_free(a); sl_image_free(b); sl_image_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kmeans_separable_lloyd_and_minibatch),
@@ -335,6 +656,11 @@ int main(void) {
         cmocka_unit_test(test_ransac_too_few_points),
         cmocka_unit_test(test_local_features_roundtrip_and_damage),
         cmocka_unit_test(test_match_and_verify_known_transform),
+        cmocka_unit_test(test_color_histogram_properties),
+        cmocka_unit_test(test_rootsift_hand_computed),
+        cmocka_unit_test(test_spec_parsing),
+        cmocka_unit_test(test_pipeline_train_extract_save_load),
+        cmocka_unit_test(test_verify_survives_rotation_and_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

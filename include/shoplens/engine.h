@@ -184,8 +184,9 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
 
 /* ---- ingest of a feed (shoplens add / sync) ------------------------------------------------- */
 
-/* Progress: called from the ingesting thread after each product, at most every 100 ms plus
- * once at the end (done == total). */
+/* Progress: called from the ingesting thread once with done = 0 when extraction starts (after
+ * any training), then after products at most every 100 ms, and once at the end (done ==
+ * total). elapsed_s counts from the start of extraction. */
 typedef void (*sl_progress_fn)(void *ctx, size_t done, size_t total, double elapsed_s);
 
 typedef struct sl_ingest_opts {

@@ -113,7 +113,7 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
 /* ---- SIFT work: further SIFT declarations go above this line ----------------------------- */
 
 
-/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/)  --------------- */
+/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/) --------------- */
 /* Colour: a joint HSV histogram, centre-weighted, Hellinger-normalized (square root of the
  * L1-normalized histogram, so its L2 norm is 1 and dot products are Bhattacharyya coefficients).
  * Pixels with saturation below low_sat carry no reliable hue: they go to vbins extra achromatic
@@ -282,6 +282,14 @@ sl_status sl_features_verify(const sl_features *f, const sl_local_features *quer
  * (inliers). Monotone in both. Scores are comparable across candidates of one query. */
 double sl_features_rerank_score(const sl_features *f, double global_score,
                                 const sl_verify_result *res);
+
+/* Worker threads sl_features_train uses (extraction is single-threaded per call; callers run
+ * several calls in parallel). Results do not depend on the thread count. SL_E_INVALID out of
+ * range (then the handle's error message says so). */
+#define SL_FEATURES_THREADS_DEFAULT 1
+#define SL_FEATURES_THREADS_MIN 1
+#define SL_FEATURES_THREADS_MAX 16
+sl_status sl_features_set_threads(sl_features *f, int threads);
 
 /* How many top candidates of a query the pipeline wants re-ranked by verification ("verify:n=",
  * default 50); 0 when the specification has no verify part. */

@@ -82,6 +82,13 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
 /* Compares a stored product with a new one (metadata only). Nonzero when equal. */
 int sl__product_equal(const sl_product *a, const sl_product *b);
 
+/* Runs fn(ctx, i) for i in [0, n) on up to `jobs` threads (0 = all cores). */
+void sl__parallel_for(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx);
+/* jobs, or the number of online CPUs when jobs <= 0 (capped). */
+int sl__jobs_or_cores(int jobs);
+/* Decodes n image files in parallel (longest side <= max_side); unreadable ones give NULL. */
+void sl__decode_paths(char *const *paths, size_t n, int max_side, int jobs, sl_image **out);
+
 /* Saves index.bin and records the generation it reflects. Caller holds wmu. */
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err);
 

@@ -81,12 +81,17 @@ static sl_status sl__report_fail(sl_ingest_report *r, size_t row, const char *pi
     r->failures = nf;
     sl_ingest_failure *f = &r->failures[r->n_failures++];
     f->row = row;
-    f->product_id = pid ? sl__strdup(pid) : NULL;
+    f->product_id = pid && *pid ? sl__strdup(pid) : NULL;
     f->file = file ? sl__strdup(file) : NULL;
     f->status = st;
     f->message = sl__strdup(msg ? msg : sl_strerror(st));
     r->failed++;
     return SL_OK;
+}
+
+static int sl__cmp_failure(const void *a, const void *b) {
+    const sl_ingest_failure *x = a, *y = b;
+    return x->row < y->row ? -1 : x->row > y->row;
 }
 
 /* ---- a small string -> index hash map (FNV-1a, open addressing) ---------------------------- */
@@ -361,55 +366,14 @@ static void *sl__worker(void *arg) {
     return NULL;
 }
 
-static int sl__jobs(int jobs) {
-    if (jobs > 0) return jobs > SL__INGEST_MAX_JOBS ? SL__INGEST_MAX_JOBS : jobs;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)(n > SL__INGEST_MAX_JOBS ? SL__INGEST_MAX_JOBS : n) : 1;
-}
+static int sl__jobs(int jobs) { return sl__jobs_or_cores(jobs); }
 
 /* Decodes sample paths in parallel (for training). Unreadable ones are left NULL. */
-typedef struct sl__decjob {
-    sl_engine *e;
-    char **paths;
-    sl_image **imgs;
-    size_t n, next;
-    pthread_mutex_t mu;
-} sl__decjob;
-
-static void *sl__decode_worker(void *arg) {
-    sl__decjob *j = arg;
-    for (;;) {
-        pthread_mutex_lock(&j->mu);
-        size_t i = j->next++;
-        pthread_mutex_unlock(&j->mu);
-        if (i >= j->n) break;
-        sl_image_load_opts o;
-        memset(&o, 0, sizeof o);
-        o.max_side = j->e->max_side;
-        if (sl_image_load_file(j->paths[i], &o, &j->imgs[i], NULL, NULL) != SL_OK) j->imgs[i] = NULL;
-    }
-    return NULL;
-}
-
 static sl_status sl__decode_parallel(sl_engine *e, char **paths, size_t n, int jobs,
                                      sl_image ***out, sl_error *err) {
-    sl__decjob j;
-    memset(&j, 0, sizeof j);
-    j.e = e;
-    j.paths = paths;
-    j.n = n;
-    j.imgs = sl__callocarray(n + 1, sizeof *j.imgs);
-    if (!j.imgs) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    pthread_mutex_init(&j.mu, NULL);
-    int nt = sl__jobs(jobs);
-    pthread_t th[SL__INGEST_MAX_JOBS];
-    int started = 0;
-    for (int i = 0; i < nt; i++)
-        if (pthread_create(&th[started], NULL, sl__decode_worker, &j) == 0) started++;
-    if (started == 0) sl__decode_worker(&j);
-    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
-    pthread_mutex_destroy(&j.mu);
-    *out = j.imgs;
+    *out = sl__callocarray(n + 1, sizeof **out);
+    if (!*out) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl__decode_paths(paths, n, e->max_side, jobs, *out);
     return SL_OK;
 }
 
@@ -587,7 +551,8 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (started == 0) {
         st = sl__err_set(err, SL_E_INTERNAL, "cannot start worker threads");
     }
-    double last = 0;
+    double last = 0, t1 = sl__now(); /* the rate counts extraction, not training */
+    if (o.progress && in.n_prods) o.progress(o.progress_ctx, 0, in.n_prods, 0);
     for (size_t p = 0; p < in.n_prods && st == SL_OK; p++) {
         if (o.cancel && *o.cancel) {
             st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted after %zu of %zu products", p, in.n_prods);
@@ -606,7 +571,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         pthread_mutex_unlock(&in.mu);
         double now = sl__now();
         if (o.progress && (now - last >= 0.1 || p + 1 == in.n_prods)) {
-            o.progress(o.progress_ctx, p + 1, in.n_prods, now - t0);
+            o.progress(o.progress_ctx, p + 1, in.n_prods, now - t1);
             last = now;
         }
     }
@@ -623,6 +588,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
 out:
     pthread_mutex_unlock(&e->wmu);
     sl__ingest_free(&in);
+    if (rep->n_failures > 1) qsort(rep->failures, rep->n_failures, sizeof *rep->failures, sl__cmp_failure);
     rep->seconds = sl__now() - t0;
     return st;
 }

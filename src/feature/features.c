@@ -14,6 +14,7 @@
  * extraction writes only to its arguments (thread-safe); training is deterministic for a seed.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -45,6 +46,7 @@ struct sl_features {
     float *codebook;            /* vlad.k x 128 once trained */
     sl_pca *pca;                /* NULL when vlad.pca == 0 or not trained */
     int trained;
+    int threads;                /* workers used by sl_features_train */
 };
 
 /* ---- handle basics ----------------------------------------------------------------------- */
@@ -258,6 +260,7 @@ static void set_defaults(sl_features *f) {
     f->sift_kp = 1000;
     f->cnn.w = 1.0f;
     sl__verify_cfg_default(&f->verify);
+    f->threads = SL_FEATURES_THREADS_DEFAULT;
 }
 
 static sl_status canonical(sl_features *f, sl_error *err) {
@@ -359,6 +362,10 @@ sl_status sl_features_new(const char *spec, sl_features **out, sl_error *err) {
     if (st != SL_OK) { sl_features_free(f); return st; }
     *out = f;
     return SL_OK;
+}
+
+static unsigned vlad_flags(const sl_features *f) {
+    return (f->vlad.power ? SL_VLAD_POWER : 0u) | (f->vlad.intra ? SL_VLAD_INTRA : 0u);
 }
 
 /* ---- extraction -------------------------------------------------------------------------- */
@@ -489,7 +496,7 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
         if (st != SL_OK) return st;
         if (f->vlad.on) {
             size_t raw = (size_t)f->vlad.k * SL_SIFT_DESC_DIM;
-            unsigned flags = (f->vlad.power ? SL_VLAD_POWER : 0u) | (f->vlad.intra ? SL_VLAD_INTRA : 0u);
+            unsigned flags = vlad_flags(f);
             if (f->pca) {
                 float *tmp = sl__mallocarray(raw, sizeof *tmp);
                 if (!tmp) { sift_out_free(&so); return sl__err_set(err, SL_E_NOMEM, "features: out of memory"); }
@@ -511,81 +518,215 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
 
 /* ---- training ---------------------------------------------------------------------------- */
 
+/* Training runs SIFT once per image (in f->threads workers): a uniform random subset of each
+ * image's descriptors goes to the k-means pool, and all its descriptors are kept 8-bit quantized
+ * (RootSIFT x 512, as in the local features) while the cache stays under TRAIN_CACHE_BYTES, so
+ * the VLADs for the PCA need no second SIFT pass. Per-image random streams are seeded from
+ * (seed, image index), so the result does not depend on the thread count or scheduling. */
+#define TRAIN_CACHE_BYTES ((size_t)512 << 20)
+
+typedef struct train_img {
+    uint8_t *q;          /* cached quantized descriptors (n x 128), or NULL */
+    size_t n;            /* descriptors in the image */
+    float *pick;         /* sampled descriptors for k-means (npick x 128) */
+    size_t npick;
+} train_img;
+
+typedef struct train_job {
+    const sl_features *f;
+    const sl_image *const *images;
+    train_img *ti;
+    size_t n, per, next;
+    uint64_t seed;
+    size_t cached_bytes;
+    pthread_mutex_t mu;
+    sl_status st;
+    sl_error err;
+    size_t bad;
+    /* phase 2 */
+    const float *cb;
+    float *V;
+    size_t m;
+} train_job;
+
+static int train_take(train_job *j, size_t limit, size_t *i) {
+    pthread_mutex_lock(&j->mu);
+    int ok = j->st == SL_OK && j->next < limit;
+    if (ok) *i = j->next++;
+    pthread_mutex_unlock(&j->mu);
+    return ok;
+}
+
+static void train_fail(train_job *j, size_t i, sl_status st, const sl_error *e) {
+    pthread_mutex_lock(&j->mu);
+    if (j->st == SL_OK) { j->st = st; j->err = *e; j->bad = i; }
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void *train_sift_worker(void *arg) {
+    train_job *j = arg;
+    size_t i;
+    while (train_take(j, j->n, &i)) {
+        sift_out so;
+        sl_error e;
+        sl_error_clear(&e);
+        sl_status st = run_sift(j->f, j->images[i], 1, &so, &e);
+        if (st != SL_OK) { train_fail(j, i, st, &e); break; }
+        train_img *t = &j->ti[i];
+        t->n = so.n;
+        size_t take = so.n < j->per ? so.n : j->per;
+        sl__rng rng;
+        sl__rng_seed(&rng, j->seed ^ (0x9E3779B97F4A7C15ull * (uint64_t)(i + 1)));
+        t->pick = sl__mallocarray(take ? take : 1, SL_SIFT_DESC_DIM * sizeof(float));
+        size_t bytes = so.n * SL_SIFT_DESC_DIM;
+        int cache = 0;
+        pthread_mutex_lock(&j->mu);
+        if (j->cached_bytes + bytes <= TRAIN_CACHE_BYTES) { j->cached_bytes += bytes; cache = 1; }
+        pthread_mutex_unlock(&j->mu);
+        if (cache) t->q = malloc(bytes ? bytes : 1);
+        if (!t->pick || (cache && !t->q)) {
+            sift_out_free(&so);
+            sl__err_set(&e, SL_E_NOMEM, "out of memory");
+            train_fail(j, i, SL_E_NOMEM, &e);
+            break;
+        }
+        if (t->q)
+            for (size_t d = 0; d < bytes; d++) {
+                float v = so.desc[d] * SL__ROOTSIFT_Q + 0.5f;
+                t->q[d] = (uint8_t)(v > 255.0f ? 255.0f : v);
+            }
+        for (size_t u = 0; u < take; u++) { /* partial Fisher-Yates: a uniform subset */
+            size_t r = u + (size_t)sl__rng_below(&rng, so.n - u);
+            float *du = so.desc + u * SL_SIFT_DESC_DIM, *dr = so.desc + r * SL_SIFT_DESC_DIM;
+            if (r != u)
+                for (int d = 0; d < SL_SIFT_DESC_DIM; d++) { float tmp = du[d]; du[d] = dr[d]; dr[d] = tmp; }
+            memcpy(t->pick + u * SL_SIFT_DESC_DIM, du, SL_SIFT_DESC_DIM * sizeof(float));
+        }
+        t->npick = take;
+        sift_out_free(&so);
+    }
+    return NULL;
+}
+
+static void *train_vlad_worker(void *arg) {
+    train_job *j = arg;
+    size_t k = (size_t)j->f->vlad.k, raw = k * SL_SIFT_DESC_DIM, t;
+    while (train_take(j, j->m, &t)) {
+        size_t i = j->m == j->n ? t : (size_t)((double)t * (double)j->n / (double)j->m);
+        train_img *ti = &j->ti[i];
+        sift_out so;
+        sl_error e;
+        sl_error_clear(&e);
+        if (ti->q) {
+            memset(&so, 0, sizeof so);
+            so.n = ti->n;
+            so.desc = sl__mallocarray(ti->n ? ti->n : 1, SL_SIFT_DESC_DIM * sizeof(float));
+            if (!so.desc) { sl__err_set(&e, SL_E_NOMEM, "out of memory"); train_fail(j, i, SL_E_NOMEM, &e); break; }
+            for (size_t d = 0; d < ti->n * SL_SIFT_DESC_DIM; d++) so.desc[d] = (float)ti->q[d] / SL__ROOTSIFT_Q;
+        } else {
+            sl_status st = run_sift(j->f, j->images[i], 1, &so, &e);
+            if (st != SL_OK) { train_fail(j, i, st, &e); break; }
+        }
+        sl_vlad(j->cb, k, SL_SIFT_DESC_DIM, so.desc, so.n, vlad_flags(j->f), j->V + t * raw);
+        sift_out_free(&so);
+    }
+    return NULL;
+}
+
+static void run_workers(void *(*fn)(void *), train_job *j, int threads) {
+    pthread_t th[SL_FEATURES_THREADS_MAX];
+    int started = 0;
+    j->next = 0;
+    for (int i = 1; i < threads; i++)
+        if (pthread_create(&th[started], NULL, fn, j) == 0) started++;
+    fn(j);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+}
+
+sl_status sl_features_set_threads(sl_features *f, int threads) {
+    if (!f) return SL_E_INVALID;
+    if (threads < SL_FEATURES_THREADS_MIN || threads > SL_FEATURES_THREADS_MAX)
+        return fail(f, SL_E_INVALID, "threads %d out of range %d..%d", threads,
+                    SL_FEATURES_THREADS_MIN, SL_FEATURES_THREADS_MAX);
+    f->threads = threads;
+    return SL_OK;
+}
+
 sl_status sl_features_train(sl_features *f, const sl_image *const *images, size_t n, uint64_t seed) {
     if (!f) return SL_E_INVALID;
     if (!f->vlad.on) return SL_OK;
     if (!images || n == 0) return fail(f, SL_E_INVALID, "train: no images");
-    sl_error e;
-    sl_error_clear(&e);
-    sl__rng rng;
-    sl__rng_seed(&rng, seed);
-    size_t per = TRAIN_DESC_MAX / n;
-    if (per < 32) per = 32;
-    size_t cap = 0, cnt = 0;
-    float *pool = NULL;
-    for (size_t i = 0; i < n; i++) {
-        sift_out so;
-        sl_status st = run_sift(f, images[i], 1, &so, &e);
-        if (st != SL_OK) { free(pool); return fail(f, st, "train: image %zu: %s", i, e.message); }
-        size_t take = so.n < per ? so.n : per;
-        if (cnt + take > cap) {
-            size_t ncap = (cnt + take) * 2;
-            float *np = sl__reallocarray(pool, ncap, SL_SIFT_DESC_DIM * sizeof(float));
-            if (!np) { sift_out_free(&so); free(pool); return fail(f, SL_E_NOMEM, "train: out of memory"); }
-            pool = np; cap = ncap;
-        }
-        for (size_t t = 0; t < take; t++) { /* partial Fisher-Yates: a uniform subset */
-            size_t j = t + (size_t)sl__rng_below(&rng, so.n - t);
-            if (j != t)
-                for (int d = 0; d < SL_SIFT_DESC_DIM; d++) {
-                    float tmp = so.desc[t * SL_SIFT_DESC_DIM + d];
-                    so.desc[t * SL_SIFT_DESC_DIM + d] = so.desc[j * SL_SIFT_DESC_DIM + d];
-                    so.desc[j * SL_SIFT_DESC_DIM + d] = tmp;
-                }
-            memcpy(pool + (cnt + t) * SL_SIFT_DESC_DIM, so.desc + t * SL_SIFT_DESC_DIM,
-                   SL_SIFT_DESC_DIM * sizeof(float));
-        }
-        cnt += take;
-        sift_out_free(&so);
-    }
-    size_t k = (size_t)f->vlad.k;
+    for (size_t i = 0; i < n; i++)
+        if (!images[i]) return fail(f, SL_E_INVALID, "train: image %zu is NULL", i);
+    train_job j;
+    memset(&j, 0, sizeof j);
+    j.f = f;
+    j.images = images;
+    j.n = n;
+    j.seed = seed;
+    j.per = TRAIN_DESC_MAX / n < 32 ? 32 : TRAIN_DESC_MAX / n;
+    j.ti = sl__callocarray(n, sizeof *j.ti);
+    if (!j.ti) return fail(f, SL_E_NOMEM, "train: out of memory");
+    pthread_mutex_init(&j.mu, NULL);
+    sl_status st = SL_OK;
+    float *pool = NULL, *cb = NULL;
+    sl_pca *pca = NULL;
+    size_t k = (size_t)f->vlad.k, raw = k * SL_SIFT_DESC_DIM, cnt = 0;
+    run_workers(train_sift_worker, &j, f->threads);
+    if (j.st != SL_OK) { st = fail(f, j.st, "train: image %zu: %s", j.bad, j.err.message); goto done; }
+    for (size_t i = 0; i < n; i++) cnt += j.ti[i].npick;
     if (cnt < k) {
+        st = fail(f, SL_E_INVALID, "train: only %zu SIFT descriptors in %zu images, codebook needs k = %zu", cnt, n, k);
+        goto done;
+    }
+    pool = sl__mallocarray(cnt, SL_SIFT_DESC_DIM * sizeof(float));
+    cb = sl__mallocarray(raw, sizeof *cb);
+    if (!pool || !cb) { st = fail(f, SL_E_NOMEM, "train: out of memory (%zu descriptors)", cnt); goto done; }
+    cnt = 0;
+    for (size_t i = 0; i < n; i++) {
+        memcpy(pool + cnt * SL_SIFT_DESC_DIM, j.ti[i].pick, j.ti[i].npick * SL_SIFT_DESC_DIM * sizeof(float));
+        cnt += j.ti[i].npick;
+        free(j.ti[i].pick);
+        j.ti[i].pick = NULL;
+    }
+    {
+        sl_kmeans_params kp;
+        sl_kmeans_params_init(&kp);
+        kp.seed = seed;
+        sl_error e;
+        st = sl_kmeans(pool, cnt, SL_SIFT_DESC_DIM, k, &kp, cb, NULL, &e);
         free(pool);
-        return fail(f, SL_E_INVALID, "train: only %zu SIFT descriptors in %zu images, codebook needs k = %zu", cnt, n, k);
+        pool = NULL;
+        if (st != SL_OK) { st = fail(f, st, "train: %s", e.message); goto done; }
     }
-    float *cb = sl__mallocarray(k * SL_SIFT_DESC_DIM, sizeof *cb);
-    if (!cb) { free(pool); return fail(f, SL_E_NOMEM, "train: out of memory"); }
-    sl_kmeans_params kp;
-    sl_kmeans_params_init(&kp);
-    kp.seed = seed;
-    sl_status st = sl_kmeans(pool, cnt, SL_SIFT_DESC_DIM, k, &kp, cb, NULL, &e);
-    free(pool);
-    if (st != SL_OK) { free(cb); return fail(f, st, "train: %s", e.message); }
-    free(f->codebook);
-    f->codebook = cb;
-    sl_pca_free(f->pca);
-    f->pca = NULL;
-    f->trained = 0;
     if (f->vlad.pca > 0) {
-        size_t m = n < TRAIN_PCA_MAX ? n : TRAIN_PCA_MAX, raw = k * SL_SIFT_DESC_DIM;
-        if (m < 3) return fail(f, SL_E_INVALID, "train: PCA needs at least 3 images, got %zu", n);
-        float *V = sl__mallocarray(m, raw * sizeof(float));
-        if (!V) return fail(f, SL_E_NOMEM, "train: out of memory (%zu VLADs)", m);
-        unsigned flags = (f->vlad.power ? SL_VLAD_POWER : 0u) | (f->vlad.intra ? SL_VLAD_INTRA : 0u);
-        for (size_t t = 0; t < m; t++) {
-            size_t i = m == n ? t : (size_t)((double)t * (double)n / (double)m);
-            sift_out so;
-            st = run_sift(f, images[i], 1, &so, &e);
-            if (st != SL_OK) { free(V); return fail(f, st, "train: image %zu: %s", i, e.message); }
-            sl_vlad(cb, k, SL_SIFT_DESC_DIM, so.desc, so.n, flags, V + t * raw);
-            sift_out_free(&so);
-        }
-        st = sl_pca_train(V, m, raw, (size_t)f->vlad.pca, f->vlad.whiten, SL_PCA_EPS_DEFAULT, &f->pca, &e);
-        free(V);
-        if (st != SL_OK) return fail(f, st, "train: %s", e.message);
+        j.m = n < TRAIN_PCA_MAX ? n : TRAIN_PCA_MAX;
+        if (j.m < 3) { st = fail(f, SL_E_INVALID, "train: PCA needs at least 3 images, got %zu", n); goto done; }
+        j.V = sl__mallocarray(j.m, raw * sizeof(float));
+        if (!j.V) { st = fail(f, SL_E_NOMEM, "train: out of memory (%zu VLADs)", j.m); goto done; }
+        j.cb = cb;
+        run_workers(train_vlad_worker, &j, f->threads);
+        if (j.st != SL_OK) { st = fail(f, j.st, "train: image %zu: %s", j.bad, j.err.message); goto done; }
+        sl_error e;
+        st = sl_pca_train(j.V, j.m, raw, (size_t)f->vlad.pca, f->vlad.whiten, SL_PCA_EPS_DEFAULT, &pca, &e);
+        if (st != SL_OK) { st = fail(f, st, "train: %s", e.message); goto done; }
     }
+    free(f->codebook);
+    sl_pca_free(f->pca);
+    f->codebook = cb;
+    f->pca = pca;
+    cb = NULL;
+    pca = NULL;
     f->trained = 1;
-    return SL_OK;
+done:
+    for (size_t i = 0; i < n; i++) { free(j.ti[i].q); free(j.ti[i].pick); }
+    free(j.ti);
+    free(j.V);
+    free(pool);
+    free(cb);
+    sl_pca_free(pca);
+    pthread_mutex_destroy(&j.mu);
+    return st;
 }
 
 /* ---- save / load (docs/formats/features.md) ---------------------------------------------- */

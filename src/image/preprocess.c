@@ -65,37 +65,73 @@ static sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
 }
 
 /* Resizes src to exactly dw x dh. */
+/* Horizontal pass of one source row into dw * c floats. */
+static void sl__hpass(const uint8_t *row, int c, int dw, const sl__contrib *cx, float *t) {
+    if (c == 3) {
+        for (int x = 0; x < dw; x++) {
+            const uint8_t *p = row + (size_t)cx[x].first * 3;
+            const float *w = cx[x].w;
+            float a0 = 0, a1 = 0, a2 = 0;
+            for (int j = 0; j < cx[x].count; j++, p += 3) {
+                a0 += w[j] * p[0];
+                a1 += w[j] * p[1];
+                a2 += w[j] * p[2];
+            }
+            t[3 * x] = a0;
+            t[3 * x + 1] = a1;
+            t[3 * x + 2] = a2;
+        }
+    } else {
+        for (int x = 0; x < dw; x++) {
+            const uint8_t *p = row + cx[x].first;
+            float a0 = 0;
+            for (int j = 0; j < cx[x].count; j++) a0 += cx[x].w[j] * p[j];
+            t[x] = a0;
+        }
+    }
+}
+
+/* Resizes src to exactly dw x dh. The horizontal pass runs once per needed source row into a
+ * ring of `cap` rows (cap = most source rows one output row reads), so the working set stays
+ * small whatever the image size. */
 static sl_status sl__resize_exact(const sl_image *src, int dw, int dh, sl_image **out, sl_error *err) {
     if (dw < 1 || dh < 1 || dw > SL_IMAGE_MAX_SIDE_MAX || dh > SL_IMAGE_MAX_SIDE_MAX)
         return sl__err_set(err, SL_E_INVALID, "resize: target %dx%d out of range", dw, dh);
     int c = src->channels, sw = src->width, sh = src->height;
+    size_t rowlen = (size_t)dw * c;
     sl_image *dst = sl_image_new(dw, dh, c);
     float *px = NULL, *py = NULL;
     sl__contrib *cx = sl__contribs(sw, dw, &px), *cy = cx ? sl__contribs(sh, dh, &py) : NULL;
-    float *tmp = sl__mallocarray((size_t)sh * (size_t)dw * (size_t)c, sizeof *tmp);
-    if (!dst || !cx || !cy || !tmp) {
-        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(tmp);
+    int cap = 1;
+    for (int y = 0; cy && y < dh; y++) cap = cy[y].count > cap ? cy[y].count : cap;
+    float *ring = sl__mallocarray((size_t)cap * rowlen, sizeof *ring);
+    float *acc = sl__mallocarray(rowlen, sizeof *acc);
+    if (!dst || !cx || !cy || !ring || !acc) {
+        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(ring); free(acc);
         return sl__err_set(err, SL_E_NOMEM, "resize: out of memory for %dx%d", dw, dh);
     }
-    for (int y = 0; y < sh; y++) { /* horizontal pass: sh x dw floats */
-        const uint8_t *row = src->data + (size_t)y * src->stride;
-        float *t = tmp + (size_t)y * dw * c;
-        for (int x = 0; x < dw; x++)
-            for (int k = 0; k < c; k++) {
-                float acc = 0;
-                for (int j = 0; j < cx[x].count; j++) acc += cx[x].w[j] * row[(size_t)(cx[x].first + j) * c + k];
-                t[(size_t)x * c + k] = acc;
-            }
-    }
-    for (int y = 0; y < dh; y++) { /* vertical pass */
-        uint8_t *o = dst->data + (size_t)y * dst->stride;
-        for (size_t i = 0; i < (size_t)dw * c; i++) {
-            float acc = 0;
-            for (int j = 0; j < cy[y].count; j++) acc += cy[y].w[j] * tmp[(size_t)(cy[y].first + j) * dw * c + i];
-            o[i] = sl__clamp_u8(acc);
+    int next = 0; /* first source row not yet in the ring */
+    for (int y = 0; y < dh; y++) {
+        int first = cy[y].first, end = first + cy[y].count;
+        if (next < first) next = first;
+        for (; next < end; next++)
+            sl__hpass(src->data + (size_t)next * src->stride, c, dw, cx, ring + (size_t)(next % cap) * rowlen);
+        float *restrict ac = acc;
+        for (size_t i = 0; i < rowlen; i++) ac[i] = 0;
+        for (int j = 0; j < cy[y].count; j++) {
+            const float *restrict tj = ring + (size_t)((first + j) % cap) * rowlen;
+            float wj = cy[y].w[j];
+            for (size_t i = 0; i < rowlen; i++) ac[i] += wj * tj[i];
+        }
+        uint8_t *restrict o = dst->data + (size_t)y * dst->stride;
+        for (size_t i = 0; i < rowlen; i++) { /* max/min/convert: vectorizes */
+            float v = ac[i] + 0.5f;
+            v = v > 0.0f ? v : 0.0f;
+            v = v < 255.0f ? v : 255.0f;
+            o[i] = (uint8_t)(int)v;
         }
     }
-    free(cx); free(px); free(cy); free(py); free(tmp);
+    free(cx); free(px); free(cy); free(py); free(ring); free(acc);
     *out = dst;
     return SL_OK;
 }
@@ -208,37 +244,52 @@ sl_status sl_image_gaussian(const sl_image *src, float sigma, sl_image **out, sl
         return sl__err_set(err, SL_E_INVALID, "gaussian: sigma %g not in (0, 100]", (double)sigma);
     int r = (int)ceil(3.0 * sigma);
     int w = src->width, h = src->height, c = src->channels;
+    size_t rowlen = (size_t)w * c;
     float *k = malloc(sizeof(float) * (size_t)(2 * r + 1));
-    float *tmp = sl__mallocarray((size_t)w * h * c, sizeof(float));
+    float *tmp = sl__mallocarray(rowlen * h, sizeof(float));
+    float *pad = sl__mallocarray(((size_t)w + 2 * (size_t)r) * c, sizeof(float));
+    float *acc = sl__mallocarray(rowlen, sizeof(float));
     sl_image *dst = sl_image_new(w, h, c);
-    if (!k || !tmp || !dst) {
-        free(k); free(tmp); sl_image_free(dst);
+    if (!k || !tmp || !pad || !acc || !dst) {
+        free(k); free(tmp); free(pad); free(acc); sl_image_free(dst);
         return sl__err_set(err, SL_E_NOMEM, "gaussian: out of memory");
     }
     double tot = 0;
     for (int i = -r; i <= r; i++) tot += k[i + r] = (float)exp(-(double)i * i / (2.0 * sigma * sigma));
     for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / tot);
-    for (int y = 0; y < h; y++) /* horizontal, borders replicated */
-        for (int x = 0; x < w; x++)
-            for (int ch = 0; ch < c; ch++) {
-                float acc = 0;
-                for (int i = -r; i <= r; i++) {
-                    int xx = x + i < 0 ? 0 : x + i >= w ? w - 1 : x + i;
-                    acc += k[i + r] * src->data[(size_t)y * src->stride + (size_t)xx * c + ch];
-                }
-                tmp[((size_t)y * w + x) * c + ch] = acc;
-            }
-    for (int y = 0; y < h; y++)
-        for (size_t i = 0; i < (size_t)w * c; i++) {
-            float acc = 0;
-            for (int j = -r; j <= r; j++) {
-                int yy = y + j < 0 ? 0 : y + j >= h ? h - 1 : y + j;
-                acc += k[j + r] * tmp[(size_t)yy * w * c + i];
-            }
-            dst->data[(size_t)y * dst->stride + i] = sl__clamp_u8(acc);
+    for (int y = 0; y < h; y++) { /* horizontal, on a row padded with replicated borders */
+        const uint8_t *row = src->data + (size_t)y * src->stride;
+        for (int x = -r; x < w + r; x++) {
+            int xx = x < 0 ? 0 : x >= w ? w - 1 : x;
+            for (int ch = 0; ch < c; ch++) pad[(size_t)(x + r) * c + ch] = row[(size_t)xx * c + ch];
         }
+        float *restrict t = tmp + (size_t)y * rowlen;
+        for (size_t i = 0; i < rowlen; i++) t[i] = 0;
+        for (int j = 0; j <= 2 * r; j++) {
+            const float *restrict pj = pad + (size_t)j * c;
+            float kj = k[j];
+            for (size_t i = 0; i < rowlen; i++) t[i] += kj * pj[i];
+        }
+    }
+    for (int y = 0; y < h; y++) { /* vertical, rows clamped */
+        for (size_t i = 0; i < rowlen; i++) acc[i] = 0;
+        for (int j = -r; j <= r; j++) {
+            int yy = y + j < 0 ? 0 : y + j >= h ? h - 1 : y + j;
+            const float *restrict tj = tmp + (size_t)yy * rowlen;
+            float *restrict ac = acc;
+            float kj = k[j + r];
+            for (size_t i = 0; i < rowlen; i++) ac[i] += kj * tj[i];
+        }
+        uint8_t *o = dst->data + (size_t)y * dst->stride;
+        for (size_t i = 0; i < rowlen; i++) {
+            float v = acc[i];
+            o[i] = v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)(v + 0.5f);
+        }
+    }
     free(k);
     free(tmp);
+    free(pad);
+    free(acc);
     *out = dst;
     return SL_OK;
 }

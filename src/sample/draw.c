@@ -63,12 +63,14 @@ static const uint8_t *sl__glyph(char ch) {
     return box;
 }
 
-static void sl__put(sl_image *img, int x, int y, sl__rgb c) {
-    if (x < 0 || y < 0 || x >= img->width || y >= img->height) return;
-    uint8_t *p = img->data + (size_t)y * img->stride + (size_t)x * 3;
-    p[0] = c.r;
-    p[1] = c.g;
-    p[2] = c.b;
+/* Fills pixels [xa, xb) of row y (already clipped). */
+static void sl__hspan(sl_image *img, int y, int xa, int xb, sl__rgb c) {
+    uint8_t *p = img->data + (size_t)y * img->stride + (size_t)xa * 3;
+    for (int x = xa; x < xb; x++, p += 3) {
+        p[0] = c.r;
+        p[1] = c.g;
+        p[2] = c.b;
+    }
 }
 
 /* Pixel index range [*a, *b) whose centres lie in [lo, hi), clipped to [0, n). */
@@ -82,8 +84,7 @@ void sl__draw_rect(sl_image *img, double x0, double y0, double x1, double y1, sl
     int xa, xb, ya, yb;
     sl__span(x0, x1, img->width, &xa, &xb);
     sl__span(y0, y1, img->height, &ya, &yb);
-    for (int y = ya; y < yb; y++)
-        for (int x = xa; x < xb; x++) sl__put(img, x, y, c);
+    for (int y = ya; y < yb; y++) sl__hspan(img, y, xa, xb, c);
 }
 
 void sl__draw_ellipse(sl_image *img, double cx, double cy, double rx, double ry, sl__rgb c) {
@@ -96,7 +97,7 @@ void sl__draw_ellipse(sl_image *img, double cx, double cy, double rx, double ry,
         double hw = rx * sqrt(1 - dy * dy);
         int xa, xb;
         sl__span(cx - hw, cx + hw, img->width, &xa, &xb);
-        for (int x = xa; x < xb; x++) sl__put(img, x, y, c);
+        sl__hspan(img, y, xa, xb, c);
     }
 }
 
@@ -130,7 +131,7 @@ void sl__draw_polygon(sl_image *img, const double *xy, int n, sl__rgb c) {
         for (int a = 0; a + 1 < k; a += 2) {
             int xa, xb;
             sl__span(xs[a], xs[a + 1], img->width, &xa, &xb);
-            for (int x = xa; x < xb; x++) sl__put(img, x, y, c);
+            sl__hspan(img, y, xa, xb, c);
         }
     }
 }

@@ -260,17 +260,29 @@ static sl_image *sl__design(uint64_t seed, uint32_t product, const sl__spec *s, 
         break;
     default: break;
     }
-    /* decor: product-specific shapes anywhere on the design */
-    int nd = 5 + sl__pick(&r, 6);
+    /* decor: product-specific shapes anywhere on the design, random polygons among them, so
+     * that local features differ between products even where text and pattern look alike */
+    int nd = 8 + sl__pick(&r, 8);
     for (int i = 0; i < nd; i++) {
         sl__rgb dc = sl__colours[sl__pick(&r, SL__NCOLOURS)].c;
-        double x = sl__uni(&r, 0, W), y = sl__uni(&r, 0, H), sz = sl__uni(&r, 6, 22);
-        switch (sl__pick(&r, 3)) {
+        double x = sl__uni(&r, 0, W), y = sl__uni(&r, 0, H), sz = sl__uni(&r, 6, 26);
+        switch (sl__pick(&r, 4)) {
         case 0: sl__draw_ellipse(t, x, y, sz, sz * sl__uni(&r, 0.5, 1.0), dc); break;
         case 1: sl__draw_rect(t, x - sz, y - sz * 0.6, x + sz, y + sz * 0.6, dc); break;
-        default: {
+        case 2: {
             double tri[6] = { x, y - sz, x + sz, y + sz, x - sz, y + sz };
             sl__draw_polygon(t, tri, 3, dc);
+            break;
+        }
+        default: {
+            double q[16];
+            int nv = 4 + sl__pick(&r, 5);
+            for (int k = 0; k < nv; k++) {
+                double ang = k * 2 * M_PI / nv + sl__uni(&r, -0.3, 0.3), rr = sz * sl__uni(&r, 0.5, 1.6);
+                q[2 * k] = x + rr * cos(ang);
+                q[2 * k + 1] = y + rr * sin(ang);
+            }
+            sl__draw_polygon(t, q, nv, dc);
         }
         }
     }
@@ -394,6 +406,13 @@ static int sl__homography(const double p[8], const double q[8], double h[9]) {
     return 0;
 }
 
+/* sin(pi t) for t in [0, 1], Bhaskara I's rational approximation (error < 0.002): cheap and
+ * the same on every machine. */
+static double sl__sinpi(double t) {
+    double q = t * (1 - t);
+    return 16 * q / (5 - 4 * q);
+}
+
 static int sl__prim_hit(const sl__prim *p, double u, double v) {
     switch (p->kind) {
     case SL__PRIM_RECT: return u >= p->p[0] && u < p->p[2] && v >= p->p[1] && v < p->p[3];
@@ -437,14 +456,18 @@ static sl_status sl__render_object(sl_image *img, const sl__spec *s, const sl_im
             const sl__prim *p = &c->prim[hit];
             double shade = p->shade;
             if (c->cyl1 > c->cyl0 && u >= c->cyl0 && u <= c->cyl1)
-                shade *= 0.72 + 0.36 * sin(M_PI * (u - c->cyl0) / (c->cyl1 - c->cyl0));
+                shade *= 0.72 + 0.36 * sl__sinpi((u - c->cyl0) / (c->cyl1 - c->cyl0));
             uint8_t px[3];
             switch (p->mat) {
             case SL__MAT_TEX:
                 if (sl__image_bilinear(tex, u * tex->width - 0.5, v * tex->height - 0.5, px)) px[0] = px[1] = px[2] = 0;
                 break;
             case SL__MAT_ACCENT: px[0] = acc.r; px[1] = acc.g; px[2] = acc.b; break;
-            case SL__MAT_METAL: px[0] = px[1] = px[2] = (uint8_t)(170 + 60 * fabs(sin(u * 9.0))); break;
+            case SL__MAT_METAL: { /* brushed: bands across u */
+                double f = u * 3.0;
+                px[0] = px[1] = px[2] = (uint8_t)(170 + 60 * sl__sinpi(f - floor(f)));
+                break;
+            }
             case SL__MAT_DARK: px[0] = 35; px[1] = 32; px[2] = 30; break;
             case SL__MAT_PAPER: px[0] = 240; px[1] = 236; px[2] = 220; break;
             case SL__MAT_INNER: px[0] = sl__clamp_u8(acc.r * 0.45); px[1] = sl__clamp_u8(acc.g * 0.45); px[2] = sl__clamp_u8(acc.b * 0.45); break;

@@ -513,7 +513,7 @@ static float sift_ori_hist(const sl__sift_kernels *kern, sift_scratch *scr, cons
     memset(raw, 0, sizeof raw);
     const float scale = SIFT_ORI_BINS / SIFT_TWO_PI;
     for (int i = 0; i < n; i++) {
-        int b = (int)lroundf(ori[i] * scale);
+        int b = (int)(ori[i] * scale + 0.5f); /* ori >= 0: rounds to nearest */
         if (b >= SIFT_ORI_BINS) b -= SIFT_ORI_BINS;
         if (b < 0) b += SIFT_ORI_BINS;
         raw[b + 2] += wt[i] * mag[i];
@@ -530,6 +530,27 @@ static float sift_ori_hist(const sl__sift_kernels *kern, sift_scratch *scr, cons
         if (v > mx) mx = v;
     }
     return mx;
+}
+
+/* Second stage of the extremum test: the centre rr[4][x] (already >= / <= its 8 neighbours in
+ * its own layer) against the 18 neighbours in the layers below and above. */
+static int sift_extremum_18(const float *const *rr, int x) {
+    float v = rr[4][x];
+    const int layers[2] = { 0, 6 };
+    if (v > 0) {
+        for (int l = 0; l < 2; l++)
+            for (int q = 0; q < 3; q++) {
+                const float *r = rr[layers[l] + q];
+                if (v < r[x - 1] || v < r[x] || v < r[x + 1]) return 0;
+            }
+    } else {
+        for (int l = 0; l < 2; l++)
+            for (int q = 0; q < 3; q++) {
+                const float *r = rr[layers[l] + q];
+                if (v > r[x - 1] || v > r[x] || v > r[x + 1]) return 0;
+            }
+    }
+    return 1;
 }
 
 typedef struct sift_detect_job {
@@ -573,7 +594,7 @@ static void sift_detect_fn(void *ctx, int tid, int nt) {
                     rr[l * 3 + q] = d0 + (size_t)l * plane + (size_t)(y - 1 + q) * (size_t)w;
             c->kern->extrema_row(rr, SIFT_BORDER, w - SIFT_BORDER, thr, scr->mask);
             for (int x = SIFT_BORDER; x < w - SIFT_BORDER; x++) {
-                if (!scr->mask[x]) continue;
+                if (!scr->mask[x] || !sift_extremum_18(rr, x)) continue;
                 int ks = s, ky = y, kx = x;
                 float ox, oy, os, contr;
                 if (!sift_refine(c->dog, w, h, levels, p->contrast_threshold, p->edge_threshold,
@@ -629,6 +650,19 @@ static void sift_detect_fn(void *ctx, int tid, int nt) {
 
 /* ---- descriptors ------------------------------------------------------------------------- */
 
+/* Shrinks [*ja, *jb] towards the integers j with -1 < a + b j < hi (keeping a margin of one). */
+static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
+    if (fabsf(b) < 1e-12f) return;
+    float t0 = (-1.0f - a) / b, t1 = (hi - a) / b;
+    if (t0 > t1) {
+        float t = t0;
+        t0 = t1;
+        t1 = t;
+    }
+    if (t0 - 1.0f > (float)*ja) *ja = (int)floorf(t0) - 1;
+    if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
+}
+
 /* Computes the 128-d descriptor of a keypoint at (xo, yo) with sigma so and angle ang on plane
  * g (octave pixels). Returns 0, or -1 when out of memory. */
 static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, const float *g,
@@ -656,6 +690,10 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
         const float *r0 = g + (size_t)y * (size_t)w;
         float ri_c = (float)i * sin_t, ri_r = (float)i * cos_t, wy = ex[i + R];
         int ja = -R, jb = R;
+        /* narrow [ja, jb] to where both bin coordinates can be inside (-1, d); the exact test
+         * stays in the loop, the bounds only skip samples it would reject */
+        sift_narrow(ri_r + half, -sin_t, (float)d, &ja, &jb);
+        sift_narrow(ri_c + half, cos_t, (float)d, &ja, &jb);
         if (px + ja < 1) ja = 1 - px;
         if (px + jb > w - 2) jb = w - 2 - px;
         for (int jj = ja; jj <= jb; jj++) {
@@ -681,7 +719,12 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
         float rbin = rb[k], cbin = cb[k];
         float obin = (go[k] - ang) * bpr;
         float m = gm[k] * wt[k];
-        int r0 = (int)floorf(rbin), c0 = (int)floorf(cbin), o0 = (int)floorf(obin);
+        /* floor by truncation of positive values: rbin, cbin > -1 and obin > -nb; the sum may
+         * round up to the next integer just below a bin edge, hence the clamps */
+        int r0 = (int)(rbin + 1.0f) - 1, c0 = (int)(cbin + 1.0f) - 1;
+        int o0 = (int)(obin + (float)nb) - nb;
+        if (r0 > d - 1) r0 = d - 1;
+        if (c0 > d - 1) c0 = d - 1;
         rbin -= (float)r0;
         cbin -= (float)c0;
         obin -= (float)o0;

@@ -68,26 +68,23 @@ static void SL__SIFT_NAME(sub)(const float *restrict a, const float *restrict b,
 #define SL__MAX(a, b) ((a) > (b) ? (a) : (b))
 #define SL__MIN(a, b) ((a) < (b) ? (a) : (b))
 
-/* Marks scale-space extrema candidates on one row: m[x] = 1 where the centre value v passes the
- * threshold (|v| > thr) and is >= (maxima) or <= (minima) all 26 neighbours in rows r[0..8]
- * (layer below: 0..2, same layer: 3..5 with r[4] the centre row, layer above: 6..8). */
+/* First stage of the scale-space extremum test on one row: m[x] = 1 where the centre value v
+ * passes the threshold (|v| > thr) and is >= (maxima) or <= (minima) its 8 neighbours in its
+ * own layer (rows r[3..5], r[4] the centre row). The 18 neighbours in the layers below
+ * (r[0..2]) and above (r[6..8]) are checked by the caller on the few survivors. */
 static void SL__SIFT_NAME(extrema_row)(const float *const *r, int x0, int x1, float thr,
                                        uint8_t *restrict m) {
-    const float *restrict a0 = r[0], *restrict a1 = r[1], *restrict a2 = r[2];
     const float *restrict b0 = r[3], *restrict b1 = r[4], *restrict b2 = r[5];
-    const float *restrict c0 = r[6], *restrict c1 = r[7], *restrict c2 = r[8];
     for (int x = x0; x < x1; x++) {
         float v = b1[x];
         float mx = SL__MAX(b1[x - 1], b1[x + 1]);
         float mn = SL__MIN(b1[x - 1], b1[x + 1]);
-#define SL__ACC3(p)                                          \
-        mx = SL__MAX(mx, p[x - 1]); mn = SL__MIN(mn, p[x - 1]); \
-        mx = SL__MAX(mx, p[x]); mn = SL__MIN(mn, p[x]);         \
-        mx = SL__MAX(mx, p[x + 1]); mn = SL__MIN(mn, p[x + 1]);
-        SL__ACC3(b0) SL__ACC3(b2)
-        SL__ACC3(a0) SL__ACC3(a1) SL__ACC3(a2)
-        SL__ACC3(c0) SL__ACC3(c1) SL__ACC3(c2)
-#undef SL__ACC3
+        mx = SL__MAX(mx, b0[x - 1]); mn = SL__MIN(mn, b0[x - 1]);
+        mx = SL__MAX(mx, b0[x]); mn = SL__MIN(mn, b0[x]);
+        mx = SL__MAX(mx, b0[x + 1]); mn = SL__MIN(mn, b0[x + 1]);
+        mx = SL__MAX(mx, b2[x - 1]); mn = SL__MIN(mn, b2[x - 1]);
+        mx = SL__MAX(mx, b2[x]); mn = SL__MIN(mn, b2[x]);
+        mx = SL__MAX(mx, b2[x + 1]); mn = SL__MIN(mn, b2[x + 1]);
         int is_max = (v > thr) & (v >= mx);
         int is_min = (v < -thr) & (v <= mn);
         m[x] = (uint8_t)(is_max | is_min);
