@@ -35,7 +35,8 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_K_MIN 1
 #define SL_ENGINE_K_MAX 1000
 /* Image candidates fetched from the index per requested product (products have several
- * images) and, when verifying, how many of them are re-ranked geometrically. */
+ * images) and, when verifying, how many of them are re-ranked geometrically (by default the
+ * number the feature spec asks for, "verify:n=", see sl_features_verify_top_n). */
 #define SL_ENGINE_CANDIDATES_DEFAULT 100
 #define SL_ENGINE_CANDIDATES_MIN 10
 #define SL_ENGINE_CANDIDATES_MAX 10000

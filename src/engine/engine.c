@@ -194,6 +194,9 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
     sl_features *f = NULL;
     sl_status st = sl_features_new(e->spec, &f, err);
     if (st != SL_OK) return st;
+    /* training results do not depend on the thread count */
+    int threads = sl__jobs_or_cores(0);
+    (void)sl_features_set_threads(f, threads > SL_FEATURES_THREADS_MAX ? SL_FEATURES_THREADS_MAX : threads);
     if ((st = sl_features_train(f, imgs, n, SL__ENGINE_TRAIN_SEED)) != SL_OK) {
         sl__err_set(err, st, "training the features: %s", sl_features_errmsg(f));
         sl_features_free(f);
@@ -293,7 +296,7 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     pthread_mutex_init(&e->wmu, NULL);
     e->read_only = o.read_only;
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
-    e->verify_top = SL_ENGINE_VERIFY_TOP_DEFAULT;
+    e->verify_top = -1; /* = what the feature spec asks for (verify:n=) */
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;

@@ -89,9 +89,10 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
     if (!qlocal || !sl_features_uses_verify(e->feat)) return SL_OK;
     sl_verify_result none;
     memset(&none, 0, sizeof none);
+    int top = e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat);
     for (size_t i = 0; i < n; i++) {
         sl_verify_result res = none;
-        if (i < (size_t)e->verify_top) {
+        if (i < (size_t)(top > 0 ? top : 0)) {
             float *vec = NULL;
             void *blob = NULL;
             size_t dim = 0, blen = 0;
