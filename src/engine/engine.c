@@ -114,13 +114,24 @@ sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
     return SL_OK;
 }
 
+sl_status sl__engine_bump(sl_engine *e, sl_error *err) {
+    sl_status st = sl_store_bump_generation(e->store, err);
+    if (st == SL_OK) st = sl_store_generation(e->store, &e->txn_gen, err); /* writer connection */
+    return st;
+}
+
+void sl__engine_committed(sl_engine *e) {
+    e->gen = e->gen >= 0 && e->txn_gen == e->gen + 1 ? e->txn_gen : -1;
+}
+
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
-    if (e->read_only || !e->idx || !e->index_dirty) return SL_OK;
+    /* the file is recorded as current only for the generation the memory really reflects */
+    if (e->read_only || !e->idx || !e->index_dirty || e->gen < 0) return SL_OK;
     char *path = sl_store_path(e->store, "index.bin");
     if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    int64_t gen = 0;
-    sl_status st = sl_store_generation(e->store, &gen, err);
-    if (st == SL_OK && sl_index_save(e->idx, path) != SL_OK)
+    int64_t gen = e->gen;
+    sl_status st = SL_OK;
+    if (sl_index_save(e->idx, path) != SL_OK)
         st = sl__err_set(err, SL_E_IO, "saving %s: %s", path, sl_index_errmsg(e->idx));
     free(path);
     if (st != SL_OK) return st;
@@ -135,12 +146,12 @@ sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
 static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
     sl_index_free(e->idx);
     e->idx = NULL;
-    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
     char *ig = NULL;
     int64_t gen = 0;
     sl_status st = sl_store_generation(e->store, &gen, err);
     if (st != SL_OK) return st;
     e->gen = gen;
+    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
     if (sl_store_meta_get(e->store, "index_generation", &ig, NULL) == SL_OK && strtoll(ig, NULL, 10) == gen) {
         char *path = sl_store_path(e->store, "index.bin");
         sl_index *idx = NULL;
@@ -227,7 +238,7 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     snprintf(buf, sizeof buf, "%lld", (long long)version);
     if ((st = sl_store_begin(e->store, err)) != SL_OK ||
         (st = sl_store_meta_set(e->store, "features_version", buf, err)) != SL_OK ||
-        (st = sl_store_bump_generation(e->store, err)) != SL_OK) {
+        (st = sl__engine_bump(e, err)) != SL_OK) {
         sl_store_rollback(e->store);
         sl_features_free(f);
         return st;
@@ -238,7 +249,7 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
         sl__engine_retire_features(e, e->feat);
         e->feat = f;
         e->features_version = version;
-        e->gen++;
+        sl__engine_committed(e);
         st = sl__engine_rebuild_index(e, err);
     } else {
         sl_features_free(f);

@@ -483,7 +483,7 @@ static sl_status sl__sync_remove(sl_engine *e, sl__ingest *in, sl_ingest_report 
         size_t nr = 0;
         if ((st = sl_store_begin(e->store, err)) != SL_OK) break;
         if ((st = sl_store_remove_product(e->store, ids[i], &removed, &nr, err)) != SL_OK ||
-            (st = sl_store_bump_generation(e->store, err)) != SL_OK) {
+            (st = sl__engine_bump(e, err)) != SL_OK) {
             sl_store_rollback(e->store);
             free(removed);
             break;
@@ -491,7 +491,7 @@ static sl_status sl__sync_remove(sl_engine *e, sl__ingest *in, sl_ingest_report 
         pthread_rwlock_wrlock(&e->lock);
         st = sl_store_commit(e->store, err);
         if (st == SL_OK) {
-            e->gen++;
+            sl__engine_committed(e);
             for (size_t j = 0; j < nr && e->idx; j++) (void)sl_index_remove(e->idx, (uint64_t)removed[j]);
             e->index_dirty = 1;
             rep->removed++;
@@ -668,7 +668,7 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", (long long)version);
     if (st == SL_OK) st = sl_store_meta_set(e->store, "features_version", buf, err);
-    if (st == SL_OK) st = sl_store_bump_generation(e->store, err);
+    if (st == SL_OK) st = sl__engine_bump(e, err);
     if (st != SL_OK) {
         sl_store_rollback(e->store);
         goto out;
@@ -679,7 +679,7 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         e->feat = f;
         f = NULL;
         e->features_version = version;
-        e->gen++;
+        sl__engine_committed(e);
         st = sl__engine_rebuild_index(e, err);
     } else {
         oldf = NULL;
