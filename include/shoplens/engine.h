@@ -67,7 +67,8 @@ typedef struct sl_engine_opts {
     const char *features;   /* with create: feature spec of a new store (NULL = default);
                                refused (SL_E_STATE) when it differs from an existing store's */
     int read_only;          /* nonzero: no writes; several readers may open one store */
-    const char *index_kind; /* "flat", "hnsw" or NULL (= "hnsw" above 20000 images, else flat);
+    const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 20000 images, HNSW
+                               above: decided when the index is built and after each ingest);
                                recorded at creation */
 } sl_engine_opts;
 

@@ -584,6 +584,13 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     pthread_cond_destroy(&in.cv);
     pthread_mutex_destroy(&in.mu);
     if (st == SL_OK && o.sync) st = sl__sync_remove(e, &in, rep, err);
+    /* an "auto" store that grew past the threshold switches to HNSW */
+    if (st == SL_OK && e->idx && strcmp(e->index_kind, "auto") == 0 &&
+        sl_index_kind_of(e->idx) == SL_INDEX_FLAT && sl_index_count(e->idx) > SL__ENGINE_HNSW_ABOVE) {
+        pthread_rwlock_wrlock(&e->lock);
+        st = sl__engine_rebuild_index(e, err);
+        pthread_rwlock_unlock(&e->lock);
+    }
     if (st == SL_OK) st = sl__engine_save_index(e, err);
     else (void)sl__engine_save_index(e, NULL);
 out:
