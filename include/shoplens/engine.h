@@ -9,7 +9,11 @@
  * classify, check, get and thumbnail run concurrently with each other and with one writer
  * (put, delete, ingest, remove, retrain); writers are serialized. A search sees a product
  * either completely (metadata, all images, vectors) or not at all: a write updates the store
- * in one SQLite transaction and the in-memory index under a short exclusive lock.
+ * in one SQLite transaction and the in-memory index under a short exclusive lock; the query
+ * image is described before that lock is taken, so writers wait only for index lookups.
+ * Several processes may open one store (e.g. `shoplens serve` and `shoplens add`): a handle sees
+ * another process's commits after sl_engine_refresh (cheap when nothing changed; a server calls
+ * it every few seconds).
  * Errors: every call takes an optional sl_error *err (thread-safe; no per-handle last error).
  * Privacy: query images are never written to the store, to files or to any log.
  * Ownership: result structs are filled by the engine and released with their *_free function;
