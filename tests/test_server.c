@@ -617,6 +617,57 @@ static void test_http_inflight_and_shutdown(void **state) {
     close(a);
 }
 
+static void test_http_body_budget(void **state) {
+    (void)state;
+    sl_server_opts o;
+    sl_server_opts_init(&o);
+    o.threads = 2;
+    o.max_body = 4096;
+    o.max_body_total = 6000;
+    sl_server *srv = sl__start(&o);
+    int port = sl_server_port(srv);
+    sl__http_resp r;
+    char head[256];
+    snprintf(head, sizeof head, "POST /v1/search HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+             "Content-Type: image/png\r\nContent-Length: 4000\r\n\r\n");
+    char body[4000];
+    memset(body, 'x', sizeof body);
+    /* A holds 3000 bytes of its upload */
+    int a = sl__connect(port);
+    sl__send_all(a, head, strlen(head));
+    sl__send_all(a, body, 3000);
+    usleep(200000);
+    /* B does not fit in what is left of the budget: 503 at once, before its body */
+    int b = sl__connect(port);
+    sl__send_all(b, head, strlen(head));
+    assert_int_equal(sl__read_resp(b, &r, 5000), 0);
+    sl__expect_error(&r, 503, "overloaded");
+    assert_non_null(strcasestr(r.head, "Retry-After: 1"));
+    free(r.body);
+    close(b);
+    /* A completes (and, with no engine, is answered 503 unavailable: its body was accepted) */
+    sl__send_all(a, body + 3000, 1000);
+    assert_int_equal(sl__read_resp(a, &r, 5000), 0);
+    sl__expect_error(&r, 503, "unavailable");
+    free(r.body);
+    close(a);
+    /* the budget is released: the same upload now goes through */
+    usleep(100000);
+    int c = sl__connect(port);
+    sl__send_all(c, head, strlen(head));
+    sl__send_all(c, body, sizeof body);
+    assert_int_equal(sl__read_resp(c, &r, 5000), 0);
+    sl__expect_error(&r, 503, "unavailable");
+    free(r.body);
+    close(c);
+    sl_server_free(srv);
+    /* the total may not be below the per-request limit */
+    sl_error e;
+    o.max_body_total = 100;
+    o.listen = "127.0.0.1:0";
+    assert_int_equal(sl_server_new(NULL, &o, &srv, &e), SL_E_INVALID);
+}
+
 static void test_new_refusals(void **state) {
     (void)state;
     sl_server *srv = (sl_server *)1;
@@ -660,6 +711,7 @@ int main(void) {
         cmocka_unit_test(test_http_core),
         cmocka_unit_test(test_http_limits),
         cmocka_unit_test(test_http_inflight_and_shutdown),
+        cmocka_unit_test(test_http_body_budget),
         cmocka_unit_test(test_new_refusals),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -35,6 +35,7 @@ typedef struct sl_matches sl_matches; /* shoplens/engine.h */
 #define SL_SERVER_MAX_BODY_DEFAULT ((size_t)16 << 20)   /* 16 MiB */
 #define SL_SERVER_MAX_BODY_MIN ((size_t)1 << 10)
 #define SL_SERVER_MAX_BODY_MAX ((size_t)1 << 30)
+#define SL_SERVER_MAX_BODY_TOTAL_DEFAULT ((size_t)256 << 20) /* all bodies held at once */
 #define SL_SERVER_MAX_INFLIGHT_DEFAULT 64
 #define SL_SERVER_MAX_INFLIGHT_MIN 1
 #define SL_SERVER_MAX_INFLIGHT_MAX 65536
@@ -66,6 +67,8 @@ typedef struct sl_server_opts {
                               a free port (read it back with sl_server_port) */
     int threads;           /* worker threads (0: online CPUs) */
     size_t max_body;       /* request body limit in bytes */
+    size_t max_body_total; /* bytes of request bodies held in memory at once, all requests
+                              together (>= max_body); beyond it uploads are answered 503 */
     int max_inflight;      /* requests being served at once before 503 */
     int max_connections;   /* open connections at once (more are refused at accept) */
     int timeout_s;         /* inactivity timeout of a connection */

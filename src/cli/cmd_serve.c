@@ -103,6 +103,9 @@ static int sl__serve_run(int argc, char **argv) {
         else if (strcmp(a, "--max-body") == 0 && v) {
             if (sl__parse_bytes(v, &o.max_body)) return sl__cli_usage_error("serve", "bad --max-body '%s' (e.g. 16M)", v);
             i++;
+        } else if (strcmp(a, "--max-body-total") == 0 && v) {
+            if (sl__parse_bytes(v, &o.max_body_total)) return sl__cli_usage_error("serve", "bad --max-body-total '%s' (e.g. 256M)", v);
+            i++;
         } else if (strcmp(a, "--max-inflight") == 0 && v) {
             if (sl__parse_long(v, SL_SERVER_MAX_INFLIGHT_MIN, SL_SERVER_MAX_INFLIGHT_MAX, &n)) return sl__cli_usage_error("serve", "bad --max-inflight '%s'", v);
             o.max_inflight = (int)n; i++;
@@ -186,6 +189,7 @@ const sl__cli_cmd sl__cmd_serve = {
     "                       unless --read-only.\n"
     "  --read-only          refuse PUT/DELETE (403)\n"
     "  --max-body SIZE      request body limit (default 16M)\n"
+    "  --max-body-total SIZE  bodies held in memory at once, all requests (default 256M)\n"
     "  --max-inflight N     requests served at once before answering 503 (default 64)\n"
     "  --max-connections N  open connections at once (default 512)\n"
     "  --timeout S          drop connections idle for S seconds (default 30)\n"

@@ -9,7 +9,8 @@
  *      before any body byte is read; with "Expect: 100-continue" the client never sends it),
  *      Content-Type (415), multipart boundary (400);
  *   2. body calls: bytes go straight into the multipart parser or the raw-image buffer, both
- *      capped at max_body (a chunked body that crosses it is discarded and answered 413 if it
+ *      charged to a server-wide budget (max_body_total: 503 when full, so many parallel uploads
+ *      cannot exhaust memory) and capped per request at max_body (a chunked body that crosses it is discarded and answered 413 if it
  *      ends within SL__OVERRUN_SLACK more bytes, else the connection is closed unanswered:
  *      libmicrohttpd can queue a response only before or after the body);
  *   3. last call: the route handler runs and the response is queued.
@@ -196,6 +197,12 @@ static int sl__begin(sl__req *req, struct MHD_Connection *con, sl__resp *resp, c
                            n, srv->o.max_body);
             return 1;
         }
+        if (errno == 0 && end != cl && r->body != SL__BODY_NONE &&
+            atomic_load(&srv->body_held) + n > srv->o.max_body_total) {
+            sl__resp_error(resp, 503, "overloaded", "too many uploads in progress, retry shortly");
+            resp->retry_after = 1;
+            return 1;
+        }
     }
     if (r->body == SL__BODY_NONE) return 0;
     const char *ct = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
@@ -235,6 +242,16 @@ static void sl__body(sl__req *req, const char *data, size_t size) {
                  srv->o.max_body);
         return;
     }
+    if (!req->mp && !req->raw_image) return; /* a body nobody asked for: counted, dropped */
+    /* Reserve the bytes in the server-wide budget before holding them. */
+    size_t held = atomic_fetch_add(&srv->body_held, size) + size;
+    if (held > srv->o.max_body_total) {
+        atomic_fetch_sub(&srv->body_held, size);
+        req->body_st = SL_E_BUSY;
+        snprintf(req->body_msg, sizeof req->body_msg, "too many uploads in progress, retry shortly");
+        return;
+    }
+    req->held += size;
     sl_error e;
     sl_error_clear(&e);
     if (req->mp) {
@@ -341,6 +358,7 @@ static void sl__completed(void *cls, struct MHD_Connection *con, void **con_cls,
         }
         sl__mp_free(req->mp);
         free(req->raw);
+        atomic_fetch_sub(&srv->body_held, req->held);
         free(req);
     }
     atomic_fetch_sub(&srv->inflight, 1);
@@ -421,6 +439,8 @@ sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server
         o.threads = n > 0 ? (int)(n < SL_SERVER_THREADS_MAX ? n : SL_SERVER_THREADS_MAX) : 1;
     }
     if (o.max_body == 0) o.max_body = SL_SERVER_MAX_BODY_DEFAULT;
+    if (o.max_body_total == 0)
+        o.max_body_total = o.max_body > SL_SERVER_MAX_BODY_TOTAL_DEFAULT ? o.max_body : SL_SERVER_MAX_BODY_TOTAL_DEFAULT;
     if (o.max_inflight == 0) o.max_inflight = SL_SERVER_MAX_INFLIGHT_DEFAULT;
     if (o.max_connections == 0) o.max_connections = SL_SERVER_MAX_CONNECTIONS_DEFAULT;
     if (o.timeout_s == 0) o.timeout_s = SL_SERVER_TIMEOUT_DEFAULT;
@@ -433,6 +453,9 @@ sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server
     if (o.max_body < SL_SERVER_MAX_BODY_MIN || o.max_body > SL_SERVER_MAX_BODY_MAX)
         return sl__err_set(err, SL_E_INVALID, "max_body must be in %zu..%zu bytes",
                            SL_SERVER_MAX_BODY_MIN, SL_SERVER_MAX_BODY_MAX);
+    if (o.max_body_total < o.max_body)
+        return sl__err_set(err, SL_E_INVALID, "max_body_total (%zu) must be at least max_body (%zu)",
+                           o.max_body_total, o.max_body);
     const char *key = o.api_key && o.api_key[0] ? o.api_key : NULL;
     if (key) {
         size_t kl = strlen(key);

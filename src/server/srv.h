@@ -77,6 +77,7 @@ typedef struct sl__req {
     char target_msg[SL_ERROR_MSG_MAX];
     /* body */
     size_t bytes_in;
+    size_t held;              /* this request's share of srv->body_held */
     int body_announced;       /* Content-Length > 0 or Transfer-Encoding */
     const char *content_length; /* header value (owned by MHD) or NULL */
     int raw_image;            /* body is a raw image body (else multipart) */
@@ -123,6 +124,7 @@ struct sl_server {
     char url[96];
     int port;
     _Atomic int inflight;
+    _Atomic size_t body_held; /* body bytes buffered by all requests (<= o.max_body_total) */
     _Atomic int draining;
     _Atomic uint64_t last_done_us;
     int stopped;
