@@ -44,6 +44,16 @@ url=$(sl_serve_url "$log" "$pid" 1200)
 top=$(curl -sS -F "image=@$q" "$url/v1/search?k=10" | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["results"]; print(r[0]["product_id"] if r else "-")')
 for _ in 1 2 3; do curl -sS -o /dev/null -F "image=@$q" "$url/v1/search?k=10"; done # warm up
 
+# CPU ticks (user + system) used so far by the server process.
+ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
+hz=$(getconf CLK_TCK)
+# server CPU ms per request between two tick readings, for the requests wrk made
+cpu_per_req() { # t0 t1 wrk_output
+  local n
+  n=$(sed -n 's/^ *\([0-9]*\) requests in .*/\1/p' "$3")
+  /usr/bin/python3 -c "import sys; t0,t1,hz,n=map(float,sys.argv[1:]); print('%.1f' % ((t1-t0)*1000/hz/max(n,1)))" "$1" "$2" "$hz" "${n:-0}"
+}
+
 # wrk output -> "rps p50_ms p99_ms errors"
 parse() {
   /usr/bin/python3 - "$1" <<'PY'
@@ -65,13 +75,17 @@ PY
 rows=""
 for c in $conns; do
   th=$(( c < 2 ? 1 : 2 ))
+  t0=$(ticks)
   wrk -t "$th" -c "$c" -d "${secs}s" --timeout 30s --latency -s "$here/search.lua" "$url/v1/search?k=10" -- "$q" > "$cache/wrk-search-$c.txt"
+  cpu=$(cpu_per_req "$t0" "$(ticks)" "$cache/wrk-search-$c.txt")
   read -r rps p50 p99 errs < <(parse "$cache/wrk-search-$c.txt")
-  echo "bench/server: search, $c connection(s): $rps req/s, p50 $p50 ms, p99 $p99 ms, $errs errors"
-  rows+="| POST /v1/search | $c | $rps | $p50 | $p99 | $errs |"$'\n'
+  echo "bench/server: search, $c connection(s): $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu ms server CPU/request, $errs errors"
+  rows+="| POST /v1/search | $c | $rps | $p50 | $p99 | $cpu | $errs |"$'\n'
 done
 hsecs=$(( secs < 10 ? secs : 10 ))
+t0=$(ticks)
 wrk -t 2 -c 4 -d "${hsecs}s" --latency "$url/healthz" > "$cache/wrk-healthz.txt"
+hcpu=$(cpu_per_req "$t0" "$(ticks)" "$cache/wrk-healthz.txt")
 read -r hrps hp50 hp99 herrs < <(parse "$cache/wrk-healthz.txt")
 echo "bench/server: healthz, 4 connections: $hrps req/s, p50 $hp50 ms, p99 $hp99 ms"
 kill -TERM $pid; wait $pid || true
@@ -88,19 +102,22 @@ cores=$(nproc)
 {
   echo "# HTTP search benchmark (bench/server)"
   echo
-  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $cores cores **shared with other jobs** (numbers are indicative),"
+  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $cores cores **shared with other jobs** (load average at the end:"
+  echo "$(cut -d' ' -f1-3 /proc/loadavg)), so wall-clock numbers are indicative; the CPU time per search is not."
   echo "$products-product sample store (default features, no CNN), query = a shopper photo of $expect"
   echo "(640 px JPEG, $(stat -c %s "$q") bytes) POSTed as multipart/form-data, k=10, ${secs} s per row, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')."
   echo "Server: \`shoplens serve --read-only --quiet\` with one worker thread per core. Top result of the query: $top."
   echo
-  echo "| request | connections | requests/s | p50 ms | p99 ms | errors |"
-  echo "|---|---:|---:|---:|---:|---:|"
+  echo "| request | connections | requests/s | p50 ms | p99 ms | server CPU ms/request | errors |"
+  echo "|---|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$rows"
-  echo "| GET /healthz (HTTP stack alone) | 4 | $hrps | $hp50 | $hp99 | $herrs |"
+  echo "| GET /healthz (HTTP stack alone) | 4 | $hrps | $hp50 | $hp99 | $hcpu | $herrs |"
   echo
   echo "Peer, same run: the same search called in-process (\`bench_server\`, one thread, no HTTP): $inproc."
-  echo "HTTP adds little to a search (compare the 1-connection row with the in-process p50); latency at"
-  echo "4 and 16 connections is queueing behind the per-search CPU time on $cores cores."
+  echo "HTTP adds little to a search (compare the server CPU per request with the in-process CPU per"
+  echo "search, and the 1-connection p50 with the in-process p50); latency at"
+  echo "4 and 16 connections is queueing behind the per-search CPU time on $cores cores: with C ms of"
+  echo "CPU per search, $cores cores serve at most $cores x 1000 / C searches/s."
   echo "Target: p99 <= 50 ms at 4 connections (measured: ${p99_4:-?} ms)."
   echo
   echo "Raw wrk outputs: $cache/wrk-*.txt"
