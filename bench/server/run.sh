@@ -27,7 +27,7 @@ if [ ! -f "$store/.complete" ]; then
   t0=$(date +%s)
   "$bin" sample catalog "$cache/cat-$products" --products "$products" --views 1 --photos 0 --size 320 --seed 42 >/dev/null
   "$bin" init --store "$store" >/dev/null
-  "$bin" add "$cache/cat-$products/catalog.csv" --store "$store" >/dev/null
+  "$bin" add "$cache/cat-$products/catalog.csv" --store "$store" --quiet >/dev/null
   touch "$store/.complete"
   echo "bench/server: store built in $(( $(date +%s) - t0 )) s"
 fi
@@ -107,6 +107,13 @@ cores=$(nproc)
   echo "$products-product sample store (default features, no CNN), query = a shopper photo of $expect"
   echo "(640 px JPEG, $(stat -c %s "$q") bytes) POSTed as multipart/form-data, k=10, ${secs} s per row, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')."
   echo "Server: \`shoplens serve --read-only --quiet\` with one worker thread per core. Top result of the query: $top."
+  if [ "$products" != 10000 ]; then
+    echo
+    echo "**Smaller store than the benchmark's 10,000 products** (SL_BENCH_PRODUCTS=$products): building"
+    echo "the 10,000-product store did not fit the shared machine's time budget. The index search is a"
+    echo "small part of a query (feature extraction and geometric verification dominate), so the"
+    echo "per-search CPU time should grow only slightly with the catalog."
+  fi
   echo
   echo "| request | connections | requests/s | p50 ms | p99 ms | server CPU ms/request | errors |"
   echo "|---|---:|---:|---:|---:|---:|---:|"
