@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "server/parse.h"
+#include "shoplens/engine.h"
 #include "shoplens/server.h"
 
 /* ---- request target ---------------------------------------------------------------------- */
@@ -262,6 +263,42 @@ static void test_multipart_refusals(void **state) {
     sl__mp_free(mp);
     assert_null(sl__mp_new("bad\rboundary", 10));
     assert_null(sl__mp_new("", 10));
+}
+
+/* ---- results JSON -------------------------------------------------------------------------- */
+
+static void test_results_json(void **state) {
+    (void)state;
+    sl_match items[2];
+    memset(items, 0, sizeof items);
+    items[0].product_id = "P1";
+    items[0].score = 0.12345678;
+    items[0].title = "Mug \"A\" \xc3\xa9";          /* valid UTF-8, quotes */
+    items[0].category = "mugs";
+    items[0].price = 12.5;
+    items[0].has_price = 1;
+    items[0].image_id = 7;
+    items[0].image = "/secret/path/a.jpg";
+    items[0].inliers = 12;
+    items[1].product_id = "P2";
+    items[1].score = -0.5;
+    items[1].title = "bad \xff\xfe utf8";            /* invalid UTF-8 */
+    items[1].category = NULL;
+    items[1].image_id = 9;
+    items[1].inliers = -1;
+    sl_matches m = { items, 2 };
+    char *s = sl_server_results_json(&m, 12.3456);
+    assert_non_null(s);
+    assert_string_equal(s,
+        "{\"results\":[{\"rank\":1,\"product_id\":\"P1\",\"score\":0.123457,\"title\":\"Mug \\\"A\\\" \\u00E9\","
+        "\"category\":\"mugs\",\"price\":12.5,\"image_id\":7,\"image_url\":\"/v1/images/7\",\"inliers\":12},"
+        "{\"rank\":2,\"product_id\":\"P2\",\"score\":-0.5,\"title\":\"bad ?? utf8\",\"category\":null,"
+        "\"price\":null,\"image_id\":9,\"image_url\":\"/v1/images/9\",\"inliers\":null}],\"count\":2,\"took_ms\":12.35}");
+    assert_null(strstr(s, "secret")); /* server paths never leave the server */
+    free(s);
+    s = sl_server_results_json(NULL, 0);
+    assert_string_equal(s, "{\"results\":[],\"count\":0,\"took_ms\":0.0}");
+    free(s);
 }
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
@@ -708,6 +745,7 @@ int main(void) {
         cmocka_unit_test(test_header_params),
         cmocka_unit_test(test_multipart_splits),
         cmocka_unit_test(test_multipart_refusals),
+        cmocka_unit_test(test_results_json),
         cmocka_unit_test(test_http_core),
         cmocka_unit_test(test_http_limits),
         cmocka_unit_test(test_http_inflight_and_shutdown),
