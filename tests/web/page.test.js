@@ -48,6 +48,10 @@ async function run(browser, name, contextOpts) {
   await page.waitForFunction(() => document.querySelectorAll("#category option").length > 1, null, { timeout: 15000 });
   const cats = await page.$$eval("#category option", (os) => os.map((o) => o.value).filter(Boolean));
   check(cats.length > 1, name + ": categories not loaded");
+  // the phone camera: an image input with the capture attribute, next to the plain file picker
+  const inputs = await page.$$eval("input[type=file]", (is) => is.map((i) => [i.accept, i.hasAttribute("capture")]));
+  check(inputs.length === 2 && inputs.every((x) => x[0] === "image/*") && inputs.some((x) => x[1]),
+        `${name}: file inputs ${JSON.stringify(inputs)}`);
 
   // 1. file picker
   await page.setInputFiles("#file", photo);
@@ -88,7 +92,6 @@ async function run(browser, name, contextOpts) {
   // 5. similar
   await page.waitForSelector("#results li.card button.similar");
   await resetResults(page);
-  await page.evaluate(() => 0);
   await page.setInputFiles("#file", photo);
   await firstCard(page);
   await page.click("#results li.card button.similar");
