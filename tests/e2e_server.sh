@@ -3,10 +3,10 @@
 # over a store generated from the sample universe, driven with curl.
 #
 # Exercises every endpoint and documented status (200/201, 400, 401, 403, 404, 405, 413, 415,
-# 503 + Retry-After), auth, filters, concurrent searches while products are written (a search
-# never sees half a product), SIGTERM under load (no failed in-flight request, exit 0, store
-# intact), the refusal to listen beyond loopback with writes and no key, the request log, and
-# finally checks every recorded response against docs/openapi.yaml.
+# 503 + Retry-After), auth, filters, mutated (hostile) requests, concurrent searches while
+# products are written (a search never sees half a product), SIGTERM under load (no failed
+# in-flight request, exit 0, store intact), the refusal to listen beyond loopback with writes and
+# no key, the request log, and finally checks every recorded response against docs/openapi.yaml.
 set -euo pipefail
 
 BIN=${SHOPLENS_BIN:-build/shoplens}
@@ -258,16 +258,25 @@ grep -q '^shoplens_index_size_bytes [0-9]' "$BODY" || fail "metrics: index size"
 grep -q '^shoplens_http_requests_in_flight [1-9]' "$BODY" || fail "metrics: in flight"
 grep -Eq ' POST /v1/search 200 [0-9.]+ms$' "$work/server.log" || fail "request log line format"
 grep -q 'category=' "$work/server.log" && fail "the request log shows query strings"
+
+# ---- hostile input: mutated requests, the server stays up and never answers 500 -----------------------
+hostile=200; [ "$SAN" = 1 ] && hostile=100
+/usr/bin/python3 "$SRC/tests/server/hostile.py" "$URL" "$(img $P)" $hostile || fail "hostile requests"
 stop_server
 grep -q 'stopped' "$work/server.log" || fail "no clean stop"
 
 # ---- overload: 503 + Retry-After -------------------------------------------------------------------------
 start_server --max-inflight 1 --read-only
-head -c 40000 /dev/urandom > "$work/slow.bin"
+head -c 80000 /dev/urandom > "$work/slow.bin"
 curl -sS -o /dev/null --limit-rate 20k -H 'Content-Type: image/jpeg' --data-binary "@$work/slow.bin" "$URL/v1/search" &
 slow=$!
-sleep 0.5
-req GET /healthz; expect 503 overloaded
+# once the slow upload is in flight (a moment on a loaded machine), the next request is refused
+for _ in $(seq 1 30); do
+  req GET /healthz
+  [ "$STATUS" = 503 ] && break
+  sleep 0.1
+done
+expect 503 overloaded
 [ "$(header Retry-After)" = 1 ] || fail "503 without Retry-After: 1"
 wait "$slow" || true
 req PUT /v1/products/X -F 'metadata={}'; expect 403 forbidden
