@@ -295,9 +295,22 @@ size_t sl__mem_bytes(const sl_index *idx) {
 
 /* ---- storage --------------------------------------------------------------------------- */
 
+/* Asks for transparent huge pages on the 2 MiB-aligned interior of a large array: the graph and
+ * vectors are read at random, and 4 KiB pages make nearly every access a TLB miss. Advisory. */
+void sl__advise_huge(void *p, size_t bytes) {
+#ifdef MADV_HUGEPAGE
+    const uintptr_t huge = (uintptr_t)2 << 20;
+    uintptr_t a = ((uintptr_t)p + huge - 1) & ~(huge - 1), e = ((uintptr_t)p + bytes) & ~(huge - 1);
+    if (bytes >= 2 * huge && e > a) (void)madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p; (void)bytes;
+#endif
+}
+
 static void *sl__grow_array(void *p, size_t old_n, size_t new_n, size_t elem) {
     void *q = sl__reallocarray(p, new_n, elem);
     if (q && new_n > old_n) memset((char *)q + old_n * elem, 0, (new_n - old_n) * elem);
+    if (q) sl__advise_huge(q, new_n * elem);
     return q;
 }
 
@@ -508,6 +521,11 @@ sl_status sl_index_compact(sl_index *idx) {
     }
     if (!newslot || !vec || (idx->code_size && !codes) || !ids || !dead || !levels ||
         (idx->kind == SL_INDEX_HNSW && (!link0 || !upper))) st = SL_E_NOMEM;
+    if (st == SL_OK) {
+        sl__advise_huge(vec, (m ? m : 1) * d * sizeof(float));
+        if (codes) sl__advise_huge(codes, (m ? m : 1) * idx->code_size);
+        if (link0) sl__advise_huge(link0, (m ? m : 1) * (size_t)(1 + idx->M0) * 4);
+    }
     if (st == SL_OK) {
         size_t j = 0;
         for (size_t s = 0; s < n; s++) {

@@ -119,6 +119,8 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
                           const sl_index_params *params, sl_error *err);
 int sl__filt_pass(const sl_index *idx, const sl__filt *f, uint32_t s);
 size_t sl__mem_bytes(const sl_index *idx);
+/* madvise(MADV_HUGEPAGE) on the 2 MiB-aligned interior of a large array (advisory). */
+void sl__advise_huge(void *p, size_t bytes);
 
 /* ---- heaps (hnsw_search.c) ---- */
 int sl__heap_reserve(sl__heap *h, size_t cap);
