@@ -214,6 +214,11 @@ for ds in sorted({k[0] for k in summary}):
             for t in sorted(base["build"]):
                 if t in p["build"]:
                     L.append("- build time shoplens / %s, %d thread(s): %.2fx wall, %.2fx CPU" % (peer, t, base["build"][t][0] / p["build"][t][0], base["build"][t][1] / p["build"][t][1]))
+    for label in ("shoplens", "shoplens_int8"):
+        e = summary.get((ds, label))
+        d96 = [p["recall"] for p in e["points"] if p["ef"] == 96] if e else []
+        if d96:
+            L.append("- %s recall@10 at the default parameters (ef_search=96): %.4f" % (label, d96[0]))
     L.append("\nSweep (ef: recall@10 / QPS):\n")
     for label in ("shoplens", "shoplens_int8", "hnswlib", "faiss"):
         e = summary.get((ds, label))
