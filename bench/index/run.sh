@@ -225,6 +225,8 @@ for ds in sorted({k[0] for k in summary}):
         if e:
             L.append("- %s: " % label + ", ".join("%d: %.3f / %.0f" % (p["ef"], p["recall"], p["qps"]) for p in e["points"]))
     L.append("")
+import os
+os.makedirs(os.path.dirname(md), exist_ok=True)
 open(md, "w").write("\n".join(L) + "\n")
 print("wrote " + md)
 EOF
