@@ -53,6 +53,7 @@ typedef struct sl_sift_params {
     int upsample;           /* nonzero: double the image first (octave -1) */
     int threads;            /* worker threads for one image (0 or 1 = the calling thread) */
     /* ---- SIFT work may add fields below; sl_sift_params_init sets them all ---- */
+    float input_sigma;      /* blur assumed already present in the input (Lowe: 0.5) */
 } sl_sift_params;
 
 /* Sets the defaults. */
@@ -74,10 +75,138 @@ sl_status sl_sift_dense(const sl_image *img, int step, float size, sl_keypoint *
  * n descriptors of `dim` floats. */
 void sl_rootsift(float *desc, size_t n, size_t dim);
 
+/* Defaults and limits of sl_sift_params (docs/sift.md). The defaults are OpenCV's except
+ * upsample (off: 3-4x faster; bench/results/sift.md measures both). */
+#define SL_SIFT_MAX_KEYPOINTS_DEFAULT 0
+#define SL_SIFT_OCTAVES_MAX 12
+#define SL_SIFT_LEVELS_DEFAULT 3
+#define SL_SIFT_LEVELS_MIN 1
+#define SL_SIFT_LEVELS_MAX 8
+#define SL_SIFT_SIGMA_DEFAULT 1.6f
+#define SL_SIFT_SIGMA_MIN 0.8f
+#define SL_SIFT_SIGMA_MAX 4.0f
+#define SL_SIFT_CONTRAST_DEFAULT 0.04f   /* applied as |D(x)| * levels >= contrast */
+#define SL_SIFT_EDGE_DEFAULT 10.0f
+#define SL_SIFT_EDGE_MAX 1000.0f
+#define SL_SIFT_UPSAMPLE_DEFAULT 0
+#define SL_SIFT_INPUT_SIGMA_DEFAULT 0.5f
+#define SL_SIFT_THREADS_MAX 16
+#define SL_SIFT_SIDE_MAX 65535
+#define SL_SIFT_DENSE_SIZE_MIN 0.5f
+#define SL_SIFT_DENSE_SIZE_MAX 256.0f
+
+/* sl_sift_extract on a grey float image: width x height values in [0,1], rows `stride` floats
+ * apart (stride >= width). p NULL = defaults. Keypoints come sorted by decreasing response.
+ * Errors: SL_E_INVALID (NULL pointers, sizes, parameters out of range; message names it),
+ * SL_E_NOMEM. Same ownership as sl_sift_extract. */
+sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t stride,
+                               const sl_sift_params *p, sl_keypoint **kps, float **desc,
+                               size_t *n, sl_error *err);
+
+/* sl_sift_dense on a grey float image (as sl_sift_extract_grey). Grid points are
+ * (step/2 + i*step, step/2 + j*step), row-major; `size` is the keypoint sigma (input pixels,
+ * SL_SIFT_DENSE_SIZE_MIN..MAX), so each descriptor covers 12 * size pixels square. */
+sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t stride, int step,
+                             float size, sl_keypoint **kps, float **desc, size_t *n,
+                             sl_error *err);
+
 /* ---- SIFT work: further SIFT declarations go above this line ----------------------------- */
 
 
-/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/*.c) --------------- */
+/* ---- building blocks: colour, k-means, VLAD, PCA, RANSAC (src/feature/) --------------- */
+/* Colour: a joint HSV histogram, centre-weighted, Hellinger-normalized (square root of the
+ * L1-normalized histogram, so its L2 norm is 1 and dot products are Bhattacharyya coefficients).
+ * Pixels with saturation below low_sat carry no reliable hue: they go to vbins extra achromatic
+ * bins (by value) so greys and whites do not smear over hues. Assignment is soft (trilinear,
+ * hue circular) so small colour shifts move mass gradually. */
+#define SL_COLOR_BINS_DEFAULT_H 16
+#define SL_COLOR_BINS_DEFAULT_S 4
+#define SL_COLOR_BINS_DEFAULT_V 4
+#define SL_COLOR_BINS_MIN 1
+#define SL_COLOR_BINS_MAX 64
+#define SL_COLOR_CENTER_DEFAULT 0.6f /* sigma of the Gaussian weight, in half-sides */
+#define SL_COLOR_CENTER_MIN 0.05f
+#define SL_COLOR_CENTER_MAX 100.0f  /* large = uniform weight */
+#define SL_COLOR_GRID_DEFAULT 1     /* 1 = one histogram; g > 1 adds g x g region histograms */
+#define SL_COLOR_GRID_MAX 4
+
+typedef struct sl_color_params {
+    int hbins, sbins, vbins;   /* joint bins per channel */
+    float center_sigma;        /* Gaussian centre weighting (>= SL_COLOR_CENTER_MAX: none) */
+    int grid;                  /* spatial layout: 1 = global only */
+    float low_sat;             /* saturation in [0,1] under which hue is ignored (default 0.1) */
+} sl_color_params;
+
+/* Sets the defaults above. */
+void sl_color_params_init(sl_color_params *p);
+/* Dimension: (hbins * sbins * vbins + vbins) * (1 + grid^2 when grid > 1); 0 when out of range. */
+size_t sl_color_dim(const sl_color_params *p);
+/* Computes the histogram of a colour (or grey) image into out (sl_color_dim floats). Large images
+ * are sampled on a grid of at most ~256x256 points. Errors: SL_E_INVALID (parameters, empty
+ * image). Thread-safe, deterministic. */
+sl_status sl_color_hist(const sl_image *img, const sl_color_params *p, float *out,
+                        sl_error *err);
+
+/* k-means (Lloyd) with k-means++ seeding (Arthur & Vassilvitskii, SODA 2007); samples larger
+ * than batch_threshold use mini-batch updates (Sculley, WWW 2010). Deterministic per seed. */
+#define SL_KMEANS_ITERS_DEFAULT 25
+#define SL_KMEANS_BATCH_THRESHOLD_DEFAULT 50000
+#define SL_KMEANS_BATCH_DEFAULT 4096
+typedef struct sl_kmeans_params {
+    int iters;                 /* Lloyd iterations, or mini-batch epochs-equivalent */
+    size_t batch_threshold;    /* n above this: mini-batch */
+    size_t batch;              /* mini-batch size */
+    uint64_t seed;
+} sl_kmeans_params;
+void sl_kmeans_params_init(sl_kmeans_params *p);
+/* Clusters n points of dim floats (row-major) into k centroids written to centroids (k * dim
+ * floats, caller-allocated). k <= n required (SL_E_INVALID otherwise). *inertia (may be NULL)
+ * receives the final mean squared distance to the nearest centroid. */
+sl_status sl_kmeans(const float *data, size_t n, size_t dim, size_t k, const sl_kmeans_params *p,
+                    float *centroids, double *inertia, sl_error *err);
+/* Index of the nearest centroid (squared L2); *dist2 (may be NULL) receives the distance. */
+size_t sl_kmeans_nearest(const float *centroids, size_t k, size_t dim, const float *x,
+                         float *dist2);
+
+/* VLAD (Jegou et al., CVPR 2010): per cluster, the sum of residuals of the descriptors assigned
+ * to it, concatenated (k * dim floats). Flags choose the normalizations, applied in this order:
+ * power (signed square root, Jegou et al. PAMI 2012), intra (L2 per cluster block, Arandjelovic
+ * & Zisserman CVPR 2013), then a global L2 normalization always. n = 0 gives a zero vector. */
+#define SL_VLAD_POWER 1u
+#define SL_VLAD_INTRA 2u
+void sl_vlad(const float *centroids, size_t k, size_t dim, const float *desc, size_t n,
+             unsigned flags, float *out);
+
+/* PCA with optional whitening (Jegou & Chum, ECCV 2012). Learns the mean and the top out_dim
+ * principal directions of n samples of in_dim floats (via the n x n Gram matrix when n < in_dim).
+ * Whitening divides each component by sqrt(eigenvalue + eps * largest eigenvalue). */
+typedef struct sl_pca sl_pca;
+#define SL_PCA_EPS_DEFAULT 0.01f
+sl_status sl_pca_train(const float *data, size_t n, size_t in_dim, size_t out_dim, int whiten,
+                       float eps, sl_pca **out, sl_error *err);
+void sl_pca_free(sl_pca *p);
+size_t sl_pca_in_dim(const sl_pca *p);
+/* The learned output dimension (at most min(out_dim, n - 1, in_dim) asked). */
+size_t sl_pca_out_dim(const sl_pca *p);
+/* out (out_dim floats) = whitened projection of x (in_dim floats), then L2-normalized. */
+void sl_pca_project(const sl_pca *p, const float *x, float *out);
+
+/* RANSAC (Fischler & Bolles, CACM 1981): fits a model mapping src -> dst points (n pairs of x,y
+ * floats) and returns the consensus set. Models: affine (3-point minimal sample) or homography
+ * (4-point DLT); the best hypothesis is re-estimated on its inliers by least squares. */
+typedef enum sl_geo_model { SL_GEO_AFFINE = 0, SL_GEO_HOMOGRAPHY = 1 } sl_geo_model;
+#define SL_RANSAC_ITERS_DEFAULT 500
+typedef struct sl_ransac_params {
+    sl_geo_model model;
+    float threshold;          /* inlier reprojection error, pixels */
+    int max_iters;            /* hypotheses at most (adaptive stop at 99% confidence) */
+    uint64_t seed;
+} sl_ransac_params;
+void sl_ransac_params_init(sl_ransac_params *p);
+/* H (row-major 3x3, src -> dst), *inliers count; inlier_mask (n bytes, may be NULL) marks the
+ * consensus set. Fewer than the minimal sample: *inliers = 0, H = identity, SL_OK. */
+sl_status sl_ransac(const float *src, const float *dst, size_t n, const sl_ransac_params *p,
+                    double H[9], int *inliers, unsigned char *inlier_mask, sl_error *err);
 /* ---- feature work: building-block declarations go above this line ------------------------ */
 
 /* ---- the pipeline (src/feature/features.c) ----------------------------------------------- */
@@ -153,6 +282,23 @@ sl_status sl_features_verify(const sl_features *f, const sl_local_features *quer
  * (inliers). Monotone in both. Scores are comparable across candidates of one query. */
 double sl_features_rerank_score(const sl_features *f, double global_score,
                                 const sl_verify_result *res);
+
+/* Worker threads sl_features_train uses (extraction is single-threaded per call; callers run
+ * several calls in parallel). Results do not depend on the thread count. SL_E_INVALID out of
+ * range (then the handle's error message says so). */
+#define SL_FEATURES_THREADS_DEFAULT 1
+#define SL_FEATURES_THREADS_MIN 1
+#define SL_FEATURES_THREADS_MAX 16
+sl_status sl_features_set_threads(sl_features *f, int threads);
+
+/* How many top candidates of a query the pipeline wants re-ranked by verification ("verify:n=",
+ * default 50); 0 when the specification has no verify part. */
+int sl_features_verify_top_n(const sl_features *f);
+
+/* Parses a features file already in memory (what sl_features_save writes); `name` labels the
+ * messages. Same errors as sl_features_load. Used by the loader and the fuzz target. */
+sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_features **out,
+                            sl_error *err);
 
 #ifdef __cplusplus
 }

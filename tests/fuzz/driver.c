@@ -85,7 +85,9 @@ int main(int argc, char **argv) {
             case 2: if (size) size = (size_t)(sl__fz_next() % size); break;
             case 3: { /* set a byte to an interesting value */
                 static const uint8_t v[] = { 0, 1, 0x7f, 0x80, 0xff, 0xfe };
-                if (size) buf[sl__fz_next() % size] = v[(r >> 8) % sizeof v]; break; }
+                if (size) buf[sl__fz_next() % size] = v[(r >> 8) % sizeof v];
+                break;
+            }
             case 4: /* duplicate a chunk */
                 if (size && size * 2 < cap2) { size_t off = sl__fz_next() % size, len = 1 + sl__fz_next() % (size - off);
                     if (size + len <= cap2) { memmove(buf + off + len, buf + off, size - off); size += len; } }

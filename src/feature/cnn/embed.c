@@ -1,22 +1,389 @@
 /*
- * feature/cnn/embed.c - placeholder for the CNN embedding entry points (cnn.h) until the ONNX
- * engine lands: every call fails cleanly with SL_E_UNSUPPORTED. Replaced by the CNN module.
+ * feature/cnn/embed.c - the public CNN API (cnn.h): loading a model with options and its
+ * sidecar JSON, model information, raw graph runs, and image embeddings (torchvision-style
+ * preprocessing: resize the shorter side, centre-crop, scale, mean/std; then the forward pass
+ * and L2 normalization).
+ *
+ * Invariants: a loaded sl_cnn is immutable except for the plan cache and context pool, which are
+ * guarded by its mutex, so every const entry point is thread-safe. Options are validated before
+ * any work; the sidecar is optional but, when present, must be valid (SL_E_CORRUPT otherwise).
  */
-#include "shoplens/cnn.h"
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "feature/cnn/cnn_internal.h"
 #include "util/util.h"
 
-sl_status sl_cnn_load(const char *path, sl_cnn **out, sl_error *err) {
-    if (out) *out = NULL;
-    return sl__err_set(err, SL_E_UNSUPPORTED, "%s: the CNN engine is not part of this build",
-                       path ? path : "(null)");
+int sl__plan_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8], sl_error *err);
+
+void sl_cnn_preproc_init(sl_cnn_preproc *p) {
+    memset(p, 0, sizeof *p);
+    p->resize = 256;
+    p->crop = 224;
+    p->mean[0] = 0.485f; p->mean[1] = 0.456f; p->mean[2] = 0.406f;
+    p->std[0] = 0.229f; p->std[1] = 0.224f; p->std[2] = 0.225f;
+    p->scale = 1.0f / 255.0f;
+    p->bgr = 0;
 }
 
-void sl_cnn_free(sl_cnn *m) { (void)m; }
+void sl_cnn_opts_init(sl_cnn_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->threads = SL_CNN_THREADS_DEFAULT;
+    o->max_batch = SL_CNN_MAX_BATCH_DEFAULT;
+    o->normalize = 1;
+    o->precision = SL_CNN_PRECISION_FP32;
+    o->backend = SL_CNN_BACKEND_AUTO;
+    sl_cnn_preproc_init(&o->preproc);
+}
 
-size_t sl_cnn_embed_dim(const sl_cnn *m) { (void)m; return 0; }
+static sl_status read_sidecar(const char *path, int must_exist, sl_cnn_preproc *pre,
+                              char **output, int *normalize, sl_error *err) {
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        if (must_exist) return sl__err_set(err, SL_E_IO, "sidecar %s: not found", path);
+        return SL_OK;
+    }
+    json_error_t je;
+    json_t *j = json_load_file(path, 0, &je);
+    if (!j) return sl__err_set(err, SL_E_CORRUPT, "sidecar %s: line %d: %s", path, je.line, je.text);
+    sl_status st = SL_OK;
+    if (!json_is_object(j)) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: not a JSON object", path); goto done; }
+    const char *key;
+    json_t *v;
+    json_object_foreach(j, key, v) {
+        if (!strcmp(key, "resize") || !strcmp(key, "crop")) {
+            if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 8192) {
+                st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: '%s' must be an integer 0..8192", path, key); goto done;
+            }
+            if (!strcmp(key, "resize")) pre->resize = (int)json_integer_value(v); else pre->crop = (int)json_integer_value(v);
+        } else if (!strcmp(key, "mean") || !strcmp(key, "std")) {
+            float *dst = !strcmp(key, "mean") ? pre->mean : pre->std;
+            if (!json_is_array(v) || json_array_size(v) != 3) {
+                st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: '%s' must be an array of 3 numbers", path, key); goto done;
+            }
+            for (size_t k = 0; k < 3; k++) {
+                json_t *e = json_array_get(v, k);
+                if (!json_is_number(e)) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: '%s' must be numbers", path, key); goto done; }
+                dst[k] = (float)json_number_value(e);
+                if (!strcmp(key, "std") && !(dst[k] > 0)) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: std must be > 0", path); goto done; }
+            }
+        } else if (!strcmp(key, "scale")) {
+            if (!json_is_number(v) || !(json_number_value(v) > 0)) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'scale' must be a positive number", path); goto done; }
+            pre->scale = (float)json_number_value(v);
+        } else if (!strcmp(key, "channel_order")) {
+            const char *s = json_string_value(v);
+            if (!s || (strcmp(s, "rgb") && strcmp(s, "bgr"))) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'channel_order' must be \"rgb\" or \"bgr\"", path); goto done; }
+            pre->bgr = !strcmp(s, "bgr");
+        } else if (!strcmp(key, "output")) {
+            const char *s = json_string_value(v);
+            if (!s) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'output' must be a string", path); goto done; }
+            free(*output);
+            if (!(*output = sl__strdup(s))) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
+        } else if (!strcmp(key, "normalize")) {
+            if (!json_is_boolean(v)) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'normalize' must be true or false", path); goto done; }
+            *normalize = json_is_true(v);
+        } else if (strcmp(key, "comment")) {
+            st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: unknown key '%s'", path, key);
+            goto done;
+        }
+    }
+done:
+    json_decref(j);
+    return st;
+}
+
+sl_status sl_cnn_load(const char *path, sl_cnn **out, sl_error *err) {
+    return sl_cnn_load_opts(path, NULL, out, err);
+}
+
+sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **out,
+                           sl_error *err) {
+    if (out) *out = NULL;
+    if (!path || !out) return sl__err_set(err, SL_E_INVALID, "sl_cnn_load: NULL argument");
+    sl_cnn_opts def;
+    if (!opts) { sl_cnn_opts_init(&def); opts = &def; }
+    if (opts->threads < SL_CNN_THREADS_MIN || opts->threads > SL_CNN_THREADS_MAX)
+        return sl__err_set(err, SL_E_INVALID, "threads %d out of range %d..%d", opts->threads,
+                           SL_CNN_THREADS_MIN, SL_CNN_THREADS_MAX);
+    if (opts->max_batch < SL_CNN_MAX_BATCH_MIN || opts->max_batch > SL_CNN_MAX_BATCH_MAX)
+        return sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
+                           SL_CNN_MAX_BATCH_MIN, SL_CNN_MAX_BATCH_MAX);
+    if (opts->precision != SL_CNN_PRECISION_FP32 && opts->precision != SL_CNN_PRECISION_BF16)
+        return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
+    if (opts->backend != SL_CNN_BACKEND_AUTO && opts->backend != SL_CNN_BACKEND_REF &&
+        opts->backend != SL_CNN_BACKEND_DNNL)
+        return sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
+    sl_cnn *m = calloc(1, sizeof *m);
+    pthread_mutex_t *mu = malloc(sizeof *mu);
+    if (!m || !mu) { free(m); free(mu); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+    pthread_mutex_init(mu, NULL);
+    m->lock = mu;
+    m->threads = opts->threads;
+    m->max_batch = opts->max_batch;
+    m->precision = opts->precision;
+    m->backend = opts->backend;
+    m->normalize = opts->normalize;
+    sl_cnn_preproc_init(&m->pre);
+    char *output = opts->output ? sl__strdup(opts->output) : NULL;
+    sl_status st = SL_OK;
+    if (!(m->path = sl__strdup(path))) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto fail; }
+    if (opts->have_preproc) m->pre = opts->preproc;
+    else {
+        char side[4096];
+        const char *sc = opts->sidecar;
+        if (!sc) {
+            size_t L = strlen(path);
+            if (L > 5 && !strcmp(path + L - 5, ".onnx")) snprintf(side, sizeof side, "%.*s.json", (int)(L - 5), path);
+            else snprintf(side, sizeof side, "%s.json", path);
+            sc = side;
+        }
+        char *sc_out = NULL;
+        int norm = m->normalize;
+        st = read_sidecar(sc, opts->sidecar != NULL, &m->pre, &sc_out, &norm, err);
+        if (st) { free(sc_out); goto fail; }
+        m->normalize = norm;
+        if (sc_out && !output) output = sc_out; else free(sc_out);
+    }
+    if (m->pre.crop < 0 || m->pre.resize < 0 || !(m->pre.scale > 0) || !(m->pre.std[0] > 0) ||
+        !(m->pre.std[1] > 0) || !(m->pre.std[2] > 0)) {
+        st = sl__err_set(err, SL_E_INVALID, "preprocessing: crop/resize must be >= 0, scale and std > 0");
+        goto fail;
+    }
+    if ((st = sl__onnx_read_file(path, &m->onnx, err))) goto fail;
+    if ((st = sl__graph_build(m, output, err))) { sl__err_prefix(err, "%s", path); goto fail; }
+    {
+        /* Per-image size of the output, from a batch-1 plan (or the fixed batch). */
+        int64_t dims[8];
+        size_t b = m->batch_fixed ? (size_t)m->in_dims[0] : 1;
+        int r = sl__plan_output_shape(m, b, dims, err);
+        if (r < 0) { sl__err_prefix(err, "%s", path); st = err ? err->code : SL_E_INTERNAL; goto fail; }
+        size_t cnt = 1;
+        for (int d = 0; d < r; d++) cnt *= (size_t)dims[d];
+        if (r == 0 || dims[0] != (int64_t)b) {
+            st = sl__err_set(err, SL_E_UNSUPPORTED, "%s: output '%s' has no batch dimension", path,
+                             m->vals[m->output].name);
+            goto fail;
+        }
+        m->embed_dim = cnt / b;
+    }
+    if (!m->pre.crop && m->in_rank == 4) m->pre.crop = (int)m->in_dims[2];
+    free(output);
+    *out = m;
+    return SL_OK;
+fail:
+    free(output);
+    sl_cnn_free(m);
+    return st;
+}
+
+void sl_cnn_free(sl_cnn *m) {
+    if (!m) return;
+    sl__plans_free(m);
+    for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); }
+    for (size_t k = 0; k < m->nnodes; k++) free(m->nodes[k].name);
+    free(m->vals);
+    free(m->nodes);
+    sl__onnx_free(m->onnx);
+    if (m->lock) { pthread_mutex_destroy(m->lock); free(m->lock); }
+    free(m->path);
+    free(m);
+}
+
+size_t sl_cnn_embed_dim(const sl_cnn *m) { return m ? m->embed_dim : 0; }
+
+int sl_cnn_input_shape(const sl_cnn *m, int64_t dims[4]) {
+    for (int d = 0; d < 4; d++) dims[d] = d < m->in_rank ? m->in_dims[d] : 0;
+    if (!m->batch_fixed) dims[0] = -1;
+    return m->in_rank;
+}
+
+const sl_cnn_preproc *sl_cnn_preproc_get(const sl_cnn *m) { return &m->pre; }
+const char *sl_cnn_output_name(const sl_cnn *m) { return m->vals[m->output].name; }
+int64_t sl_cnn_params(const sl_cnn *m) { return m->params; }
+int64_t sl_cnn_flops(const sl_cnn *m) { return m->flops; }
+
+int sl_cnn_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8]) {
+    return sl__plan_output_shape(m, batch, dims, NULL);
+}
+
+sl_status sl_cnn_run(const sl_cnn *m, const float *in, size_t batch, float *out, sl_error *err) {
+    if (!m || !in || !out || batch == 0) return sl__err_set(err, SL_E_INVALID, "sl_cnn_run: bad argument");
+    if (m->batch_fixed && batch != (size_t)m->in_dims[0])
+        return sl__err_set(err, SL_E_INVALID, "model has a fixed batch of %lld, got %zu",
+                           (long long)m->in_dims[0], batch);
+    if (batch > SL_CNN_MAX_BATCH_MAX) return sl__err_set(err, SL_E_INVALID, "batch %zu too large", batch);
+    return sl__cnn_forward(m, in, batch, out, err);
+}
+
+/* ---- info ---------------------------------------------------------------------------------- */
+
+typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf;
+static void sb_printf(sbuf *b, const char *fmt, ...) SL__PRINTF(2, 3);
+#include <stdarg.h>
+static void sb_printf(sbuf *b, const char *fmt, ...) {
+    if (b->oom) return;
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int k = vsnprintf(b->p ? b->p + b->n : NULL, b->p ? b->cap - b->n : 0, fmt, ap);
+        va_end(ap);
+        if (k < 0) { b->oom = 1; return; }
+        if (b->p && b->n + (size_t)k < b->cap) { b->n += (size_t)k; return; }
+        size_t nc = (b->cap + (size_t)k + 1) * 2;
+        char *q = realloc(b->p, nc);
+        if (!q) { b->oom = 1; return; }
+        b->p = q;
+        b->cap = nc;
+    }
+}
+
+static void dims_str(sbuf *b, int rank, const int64_t *d) {
+    sb_printf(b, "[");
+    for (int k = 0; k < rank; k++) {
+        if (d[k] < 0) sb_printf(b, "%sN", k ? ", " : "");
+        else sb_printf(b, "%s%lld", k ? ", " : "", (long long)d[k]);
+    }
+    sb_printf(b, "]");
+}
+
+sl_status sl_cnn_info(const sl_cnn *m, char **text, sl_error *err) {
+    *text = NULL;
+    sbuf b = {0};
+    const sl__onnx_model *o = m->onnx;
+    sb_printf(&b, "model: %s\nproducer: %s, ir_version %lld, opset %lld\n", m->path,
+              o->producer ? o->producer : "?", (long long)o->ir_version, (long long)o->opset);
+    sb_printf(&b, "inputs:\n");
+    for (size_t k = 0; k < o->ninputs; k++) {
+        if (sl__graph_find_value(m, o->inputs[k].name) != m->input) continue;
+        sb_printf(&b, "  %s float32 ", o->inputs[k].name);
+        dims_str(&b, o->inputs[k].rank, o->inputs[k].dims);
+        sb_printf(&b, "\n");
+    }
+    sb_printf(&b, "outputs:\n");
+    for (size_t k = 0; k < o->noutputs; k++) {
+        sb_printf(&b, "  %s ", o->outputs[k].name);
+        dims_str(&b, o->outputs[k].rank, o->outputs[k].dims);
+        sb_printf(&b, "\n");
+    }
+    sb_printf(&b, "operators (%zu nodes):\n", o->nnodes);
+    /* Count op types in file order of first appearance. */
+    for (size_t k = 0; k < o->nnodes; k++) {
+        int seen = 0;
+        for (size_t j = 0; j < k && !seen; j++) seen = !strcmp(o->nodes[j].op, o->nodes[k].op);
+        if (seen) continue;
+        size_t c = 0;
+        for (size_t j = k; j < o->nnodes; j++) c += !strcmp(o->nodes[j].op, o->nodes[k].op);
+        sb_printf(&b, "  %-20s %zu\n", o->nodes[k].op, c);
+    }
+    sb_printf(&b, "parameters: %lld\n", (long long)m->params);
+    sb_printf(&b, "FLOPs per image: %lld (%.3f GFLOPs)\n", (long long)m->flops, (double)m->flops / 1e9);
+    size_t live = 0;
+    for (size_t k = 0; k < m->nnodes; k++) live += !m->nodes[k].dead;
+    sb_printf(&b, "embedding: '%s', %zu floats%s\n", m->vals[m->output].name, m->embed_dim,
+              m->normalize ? ", L2-normalized" : "");
+    sb_printf(&b, "load-time graph: %zu nodes to run; %d BatchNorm folded, %d activations and %d sums fused, %d nodes constant-folded\n",
+              live, m->fused_bn, m->fused_act, m->fused_sum, m->folded);
+    sb_printf(&b, "preprocessing: resize %d, crop %d, scale %g, mean [%g, %g, %g], std [%g, %g, %g], %s\n",
+              m->pre.resize, m->pre.crop, (double)m->pre.scale, (double)m->pre.mean[0],
+              (double)m->pre.mean[1], (double)m->pre.mean[2], (double)m->pre.std[0],
+              (double)m->pre.std[1], (double)m->pre.std[2], m->pre.bgr ? "BGR" : "RGB");
+    if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+    *text = b.p;
+    return SL_OK;
+}
+
+/* ---- embeddings ---------------------------------------------------------------------------- */
+
+static void l2norm(float *v, size_t n) {
+    double s = 0;
+    for (size_t k = 0; k < n; k++) s += (double)v[k] * v[k];
+    if (s <= 0) return;
+    float inv = (float)(1.0 / sqrt(s));
+    for (size_t k = 0; k < n; k++) v[k] *= inv;
+}
+
+
+sl_status sl_cnn_embed_tensor(const sl_cnn *m, const float *in, size_t n, float *out, sl_error *err) {
+    size_t per = 1;
+    for (int d = 1; d < m->in_rank; d++) per *= (size_t)m->in_dims[d];
+    size_t step = m->batch_fixed ? (size_t)m->in_dims[0] : m->max_batch;
+    for (size_t s = 0; s < n; s += step) {
+        size_t b = n - s < step ? n - s : step;
+        if (m->batch_fixed && b != step)
+            return sl__err_set(err, SL_E_INVALID, "model has a fixed batch of %zu; %zu images left", step, b);
+        sl_status st = sl__cnn_forward(m, in + s * per, b, out + s * m->embed_dim, err);
+        if (st) return st;
+    }
+    if (m->normalize) for (size_t k = 0; k < n; k++) l2norm(out + k * m->embed_dim, m->embed_dim);
+    return SL_OK;
+}
+
+#ifdef SL_CNN_HAVE_IMAGE
+/* Resize (shorter side -> resize) and centre-crop to crop x crop, then to normalized CHW floats. */
+static sl_status preprocess(const sl_cnn *m, const sl_image *img, float *dst, sl_error *err) {
+    const sl_cnn_preproc *p = &m->pre;
+    int H = (int)m->in_dims[2], W = (int)m->in_dims[3];
+    int w = sl_image_width(img), h = sl_image_height(img);
+    if (w <= 0 || h <= 0) return sl__err_set(err, SL_E_INVALID, "empty image");
+    int crop_h = p->crop ? p->crop : H, crop_w = p->crop ? p->crop : W;
+    if (crop_h != H || crop_w != W)
+        return sl__err_set(err, SL_E_INVALID, "crop %dx%d does not match the model input %dx%d", crop_w, crop_h, W, H);
+    int rw, rh;
+    if (p->resize > 0) {
+        if (w <= h) { rw = p->resize; rh = (int)((double)h * p->resize / w); }
+        else { rh = p->resize; rw = (int)((double)w * p->resize / h); }
+    } else { rw = crop_w; rh = crop_h; }
+    if (rw < crop_w) rw = crop_w;
+    if (rh < crop_h) rh = crop_h;
+    sl_image *r = NULL;
+    sl_status st = sl_image_resize(img, rw, rh, SL_RESIZE_STRETCH, 0, &r, err);
+    if (st) return st;
+    int x0 = (rw - crop_w) / 2, y0 = (rh - crop_h) / 2, ch = sl_image_channels(r);
+    const uint8_t *px = sl_image_cpixels(r);
+    size_t stride = sl_image_stride(r), plane = (size_t)H * (size_t)W;
+    for (int y = 0; y < crop_h; y++) {
+        const uint8_t *row = px + (size_t)(y0 + y) * stride;
+        for (int x = 0; x < crop_w; x++) {
+            const uint8_t *q = row + (size_t)(x0 + x) * (size_t)ch;
+            for (int c = 0; c < 3; c++) {
+                int src = ch == 1 ? 0 : p->bgr ? 2 - c : c;
+                dst[(size_t)c * plane + (size_t)y * (size_t)W + (size_t)x] =
+                    ((float)q[src] * p->scale - p->mean[c]) / p->std[c];
+            }
+        }
+    }
+    sl_image_free(r);
+    return SL_OK;
+}
+#endif
 
 sl_status sl_cnn_embed(const sl_cnn *m, const sl_image *const *images, size_t n, float *out,
                        sl_error *err) {
-    (void)m; (void)images; (void)n; (void)out;
-    return sl__err_set(err, SL_E_UNSUPPORTED, "the CNN engine is not part of this build");
+    if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_cnn_embed: NULL argument");
+#ifdef SL_CNN_HAVE_IMAGE
+    if (m->in_rank != 4 || m->in_dims[1] != 3)
+        return sl__err_set(err, SL_E_UNSUPPORTED, "model input is not an RGB image tensor [N,3,H,W]");
+    size_t per = (size_t)(3 * m->in_dims[2] * m->in_dims[3]);
+    size_t step = m->batch_fixed ? (size_t)m->in_dims[0] : m->max_batch;
+    float *buf = sl__mallocarray(per, step);
+    if (!buf) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_status st = SL_OK;
+    for (size_t s = 0; s < n && !st; s += step) {
+        size_t b = n - s < step ? n - s : step;
+        for (size_t k = 0; k < b && !st; k++) {
+            st = preprocess(m, images[s + k], buf + k * per, err);
+            if (st) sl__err_prefix(err, "image %zu", s + k);
+        }
+        if (!st) st = sl_cnn_embed_tensor(m, buf, b, out + s * m->embed_dim, err);
+    }
+    free(buf);
+    return st;
+#else
+    return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module: use sl_cnn_run on tensors");
+#endif
 }

@@ -1,0 +1,205 @@
+/*
+ * cli/cmd_cnn.c - `shoplens cnn info|run|embed`: inspect an ONNX model, run its raw graph on a
+ * NumPy array (to compare with other runtimes tensor for tensor), or embed images.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/cli.h"
+#include "feature/cnn/npy.h"
+#include "shoplens/cnn.h"
+#include "shoplens/image.h"
+#include "util/util.h"
+
+static const char usage[] =
+    "usage: shoplens cnn info MODEL [options]\n"
+    "       shoplens cnn run MODEL --input X.npy --out Y.npy [options]\n"
+    "       shoplens cnn embed MODEL IMAGE... [--json] [options]\n"
+    "\n"
+    "info    inputs, outputs, operators, parameter count, FLOPs per image, load-time fusions\n"
+    "run     runs the raw graph on X.npy (float32, C order, the model's input tensor, batch first)\n"
+    "        and writes the output tensor to Y.npy (no normalization)\n"
+    "embed   preprocesses images (sidecar MODEL.json or flags) and prints L2-normalized\n"
+    "        embeddings, one line per image (or JSON with --json)\n"
+    "\n"
+    "options:\n"
+    "  --output NAME       tensor to output (default: for run, the graph's first output; for\n"
+    "                      embed/info, the globally pooled features)\n"
+    "  --threads N         threads per forward pass (default: all CPUs)\n"
+    "  --precision P       fp32 (default) or bf16 (faster on AVX-512-BF16/AMX CPUs, ~3 digits)\n"
+    "  --backend B         auto (im2col + oneDNN sgemm, default), ref (OpenBLAS sgemm) or\n"
+    "                      dnnl (oneDNN convolution primitives)\n"
+    "  --batch N           images per forward pass for embed (default 8)\n"
+    "  --repeat N          run: repeat the forward pass N times and print images/s to stderr\n"
+    "  --resize N --crop N --mean R,G,B --std R,G,B --bgr   preprocessing for embed\n"
+    "  --sidecar FILE      preprocessing JSON (default MODEL.json next to MODEL .onnx)\n";
+
+static double cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int parse_floats3(const char *s, float *v) {
+    return sscanf(s, "%f,%f,%f", &v[0], &v[1], &v[2]) == 3 ? 0 : -1;
+}
+
+static int run(int argc, char **argv) {
+    const char *cmd = "cnn";
+    if (sl__cli_wants_help(argc, argv) || argc < 3) {
+        if (argc < 3 && !sl__cli_wants_help(argc, argv)) return sl__cli_usage_error(cmd, "missing subcommand and model");
+        fputs(usage, stdout);
+        return SL_EXIT_OK;
+    }
+    const char *sub = argv[1], *model = argv[2];
+    if (strcmp(sub, "info") && strcmp(sub, "run") && strcmp(sub, "embed"))
+        return sl__cli_usage_error(cmd, "unknown subcommand '%s'", sub);
+    sl_cnn_opts o;
+    sl_cnn_opts_init(&o);
+    const char *input = NULL, *outp = NULL;
+    int json = 0, repeat = 0, run_output_set = 0;
+    const char **images = calloc((size_t)argc, sizeof *images);
+    size_t nimg = 0;
+    if (!images) return SL_EXIT_ERROR;
+    sl_cnn_preproc pre;
+    sl_cnn_preproc_init(&pre);
+    int rc = SL_EXIT_OK;
+    for (int i = 3; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDV() do { if (!v) { rc = sl__cli_usage_error(cmd, "%s needs a value", a); goto out; } i++; } while (0)
+        if (!strcmp(a, "--output")) { NEEDV(); o.output = v; run_output_set = 1; }
+        else if (!strcmp(a, "--input")) { NEEDV(); input = v; }
+        else if (!strcmp(a, "--out")) { NEEDV(); outp = v; }
+        else if (!strcmp(a, "--threads")) { NEEDV(); o.threads = atoi(v); }
+        else if (!strcmp(a, "--batch")) { NEEDV(); o.max_batch = (size_t)atol(v); }
+        else if (!strcmp(a, "--repeat")) { NEEDV(); repeat = atoi(v); }
+        else if (!strcmp(a, "--sidecar")) { NEEDV(); o.sidecar = v; }
+        else if (!strcmp(a, "--precision")) {
+            NEEDV();
+            if (!strcmp(v, "fp32")) o.precision = SL_CNN_PRECISION_FP32;
+            else if (!strcmp(v, "bf16")) o.precision = SL_CNN_PRECISION_BF16;
+            else { rc = sl__cli_usage_error(cmd, "--precision must be fp32 or bf16"); goto out; }
+        } else if (!strcmp(a, "--backend")) {
+            NEEDV();
+            if (!strcmp(v, "auto")) o.backend = SL_CNN_BACKEND_AUTO;
+            else if (!strcmp(v, "ref")) o.backend = SL_CNN_BACKEND_REF;
+            else if (!strcmp(v, "dnnl")) o.backend = SL_CNN_BACKEND_DNNL;
+            else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or dnnl"); goto out; }
+        } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = 1; }
+        else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = 1; }
+        else if (!strcmp(a, "--mean")) { NEEDV(); if (parse_floats3(v, pre.mean)) { rc = sl__cli_usage_error(cmd, "--mean R,G,B"); goto out; } o.have_preproc = 1; }
+        else if (!strcmp(a, "--std")) { NEEDV(); if (parse_floats3(v, pre.std)) { rc = sl__cli_usage_error(cmd, "--std R,G,B"); goto out; } o.have_preproc = 1; }
+        else if (!strcmp(a, "--bgr")) { pre.bgr = 1; o.have_preproc = 1; }
+        else if (!strcmp(a, "--json")) json = 1;
+        else if (a[0] == '-' && a[1]) { rc = sl__cli_usage_error(cmd, "unknown option '%s'", a); goto out; }
+        else images[nimg++] = a;
+#undef NEEDV
+    }
+    if (o.have_preproc) o.preproc = pre;
+    sl_error e;
+    sl_error_clear(&e);
+    sl_cnn *m = NULL;
+    if (!strcmp(sub, "run")) {
+        if (!input || !outp) { rc = sl__cli_usage_error(cmd, "run needs --input X.npy and --out Y.npy"); goto out; }
+        if (nimg) { rc = sl__cli_usage_error(cmd, "unexpected argument '%s'", images[0]); goto out; }
+        if (!run_output_set) o.output = ""; /* the graph's first output */
+    } else if (!strcmp(sub, "embed") && !nimg) {
+        rc = sl__cli_usage_error(cmd, "embed needs at least one image"); goto out;
+    } else if (!strcmp(sub, "info") && nimg) {
+        rc = sl__cli_usage_error(cmd, "unexpected argument '%s'", images[0]); goto out;
+    }
+    if (sl_cnn_load_opts(model, &o, &m, &e)) { rc = sl__cli_fail(cmd, &e); goto out; }
+    if (!strcmp(sub, "info")) {
+        char *t = NULL;
+        if (sl_cnn_info(m, &t, &e)) rc = sl__cli_fail(cmd, &e);
+        else fputs(t, stdout);
+        free(t);
+    } else if (!strcmp(sub, "run")) {
+        float *x = NULL;
+        int64_t dims[8], od[8];
+        int rank;
+        size_t cnt;
+        if (sl__npy_read(input, &x, dims, &rank, &cnt, &e)) { rc = sl__cli_fail(cmd, &e); goto done; }
+        int64_t id[4];
+        int ir = sl_cnn_input_shape(m, id);
+        int ok = rank == ir && dims[0] > 0;
+        for (int d = 1; ok && d < ir; d++) ok = dims[d] == id[d];
+        if (!ok) {
+            sl__err_set(&e, SL_E_INVALID, "%s: shape does not match the model input", input);
+            rc = sl__cli_fail(cmd, &e); free(x); goto done;
+        }
+        size_t batch = (size_t)dims[0];
+        int orank = sl_cnn_output_shape(m, batch, od);
+        float *y = orank >= 0 ? sl__mallocarray(batch, sl_cnn_embed_dim(m) * sizeof(float)) : NULL;
+        if (!y) { sl__err_set(&e, SL_E_NOMEM, "out of memory"); rc = sl__cli_fail(cmd, &e); free(x); goto done; }
+        if (repeat > 0 && sl_cnn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e); /* warm-up: plan */
+        double t0 = sl__now(), best = 1e300, c0 = cpu_seconds();
+        int reps = repeat > 0 ? repeat : 1;
+        for (int r = 0; r < reps && !rc; r++) {
+            double t1 = sl__now();
+            if (sl_cnn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e);
+            if (sl__now() - t1 < best) best = sl__now() - t1;
+        }
+        double t = sl__now() - t0, c = cpu_seconds() - c0;
+        if (!rc && repeat > 0)
+            fprintf(stderr, "%d x batch %zu: %.3f ms per pass (best %.3f), %.2f images/s (best %.2f), "
+                    "%.3f CPU ms per pass\n", reps, batch, 1e3 * t / reps, 1e3 * best,
+                    (double)batch * reps / t, (double)batch / best, 1e3 * c / reps);
+        if (!rc && sl__npy_write(outp, y, od, orank, &e)) rc = sl__cli_fail(cmd, &e);
+        free(x);
+        free(y);
+    } else {
+        size_t dim = sl_cnn_embed_dim(m);
+        float *vec = sl__mallocarray(dim, sizeof(float));
+        if (!vec) { sl__err_set(&e, SL_E_NOMEM, "out of memory"); rc = sl__cli_fail(cmd, &e); goto done; }
+        int failed = 0;
+        if (json) printf("[");
+        for (size_t k = 0; k < nimg; k++) {
+#ifdef SL_CNN_HAVE_IMAGE
+            sl_image *img = NULL;
+            sl_error ie;
+            sl_error_clear(&ie);
+            sl_status st = sl_image_load_file(images[k], NULL, &img, NULL, &ie);
+            if (!st) st = sl_cnn_embed(m, (const sl_image *const *)&img, 1, vec, &ie);
+            sl_image_free(img);
+#else
+            sl_error ie;
+            sl__err_set(&ie, SL_E_UNSUPPORTED, "this build has no image module");
+            sl_status st = ie.code;
+#endif
+            if (st) {
+                fprintf(stderr, "shoplens cnn: %s: %s: %s\n", images[k], sl_status_name(st), ie.message);
+                failed++;
+                continue;
+            }
+            if (json) {
+                printf("%s\n {\"image\": \"", k ? "," : "");
+                for (const char *c = images[k]; *c; c++) {
+                    if (*c == '"' || *c == '\\') printf("\\%c", *c);
+                    else if ((unsigned char)*c < 0x20) printf("\\u%04x", (unsigned char)*c);
+                    else putchar(*c);
+                }
+                printf("\", \"dim\": %zu, \"embedding\": [", dim);
+                for (size_t d = 0; d < dim; d++) printf("%s%.7g", d ? ", " : "", (double)vec[d]);
+                printf("]}");
+            } else {
+                printf("%s", images[k]);
+                for (size_t d = 0; d < dim; d++) printf(" %.7g", (double)vec[d]);
+                printf("\n");
+            }
+        }
+        if (json) printf("\n]\n");
+        free(vec);
+        if (failed) rc = failed == (int)nimg ? SL_EXIT_ERROR : SL_EXIT_PARTIAL;
+    }
+done:
+    sl_cnn_free(m);
+out:
+    free(images);
+    return rc;
+}
+
+const sl__cli_cmd sl__cmd_cnn = {"cnn", "inspect, run and embed with ONNX CNN models", usage, run};

@@ -1,0 +1,257 @@
+/*
+ * feature/cnn/dnnl.c - Conv nodes on oneDNN (https://oneapi-src.github.io/oneDNN/, v2.6 C API).
+ *
+ * Activations are nhwc fp32 (the engine's layout), so no reorders run per inference; weights
+ * use format `any` and are reordered once at plan time. Post-ops reproduce the fused graph in
+ * order: eltwise ops of `pre`, sum (residual), eltwise ops of `post` (HardSigmoid = linear then
+ * clip). In bf16 mode inputs and weights are bfloat16 (the fp32 activation is converted by a
+ * reorder into scratch right before the convolution), accumulation and outputs stay fp32, so
+ * every other operator is unchanged; oneDNN uses AVX-512-BF16/AMX instructions when present and
+ * emulates bf16 otherwise.
+ *
+ * Invariants: the engine is created once per process; primitives are immutable after creation
+ * and executed with per-context streams, memories and scratchpads, which oneDNN documents as
+ * thread-safe.
+ */
+#include <math.h>
+#include <float.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <oneapi/dnnl/dnnl.h>
+
+#include "feature/cnn/dnnl_conv.h"
+#include "util/util.h"
+
+static dnnl_engine_t g_eng;
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+static void eng_init(void) {
+    if (dnnl_engine_create(&g_eng, dnnl_cpu, 0) != dnnl_success) g_eng = NULL;
+}
+
+int sl__dnnl_available(void) {
+    pthread_once(&g_once, eng_init);
+    return g_eng != NULL;
+}
+
+struct sl__dconv {
+    dnnl_primitive_t prim;
+    dnnl_memory_t wmem, bmem;
+    dnnl_memory_desc_t src_md, src16_md, dst_md, scr_md;
+    dnnl_primitive_t cvt;    /* bf16 mode: fp32 -> bf16 reorder of the input */
+    size_t scr_bytes;
+    char impl[32];
+};
+
+typedef struct bind {
+    dnnl_memory_t src, dst, scr, src16;
+} bind;
+
+struct sl__dctx {
+    dnnl_stream_t stream;
+    bind *b;
+    size_t n;
+};
+
+static sl_status dfail(sl_error *err, const char *what, dnnl_status_t s) {
+    return sl__err_set(err, s == dnnl_out_of_memory ? SL_E_NOMEM : SL_E_UNSUPPORTED,
+                       "oneDNN %s failed (status %d)", what, (int)s);
+}
+
+static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a) {
+    float lo, hi;
+    switch (a->kind) {
+    case SL__ACT_RELU: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0, 0);
+    case SL__ACT_CLIP:
+        lo = isinf(a->a) ? -FLT_MAX : a->a;
+        hi = isinf(a->b) ? FLT_MAX : a->b;
+        return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, lo, hi);
+    case SL__ACT_SIGMOID: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0, 0);
+    case SL__ACT_SWISH: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.0f, 0);
+    case SL__ACT_HSWISH: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_hardswish, 0, 0);
+    case SL__ACT_HSIGMOID: {
+        dnnl_status_t s = dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_linear, a->a, a->b);
+        return s ? s : dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, 0.0f, 1.0f);
+    }
+    default: return dnnl_success;
+    }
+}
+
+static void pads_of(const sl__node *n, const sl__tv *x, const sl__tv *w, dnnl_dims_t pl, dnnl_dims_t pr) {
+    int64_t p[4];
+    sl__conv_pads(n, x->dims[2], x->dims[3], (int)w->dims[2], (int)w->dims[3], p);
+    pl[0] = p[0]; pl[1] = p[1]; pr[0] = p[2]; pr[1] = p[3];
+}
+
+/* The engine's weight layout (graph.c: OIHW, OHWI or depthwise HWC) as a oneDNN descriptor. */
+static dnnl_status_t wuser_desc(dnnl_memory_desc_t *md, int wlayout, int64_t G, int64_t OC, int64_t IC,
+                                int64_t KH, int64_t KW, dnnl_dims_t wd4, dnnl_dims_t wd5) {
+    if (wlayout == 2) {
+        dnnl_dims_t st = {1, KH * KW * G, KH * KW * G, KW * G, G};
+        (void)OC; (void)IC;
+        return dnnl_memory_desc_init_by_strides(md, 5, wd5, dnnl_f32, st);
+    }
+    if (G > 1) return dnnl_memory_desc_init_by_tag(md, 5, wd5, dnnl_f32, wlayout ? dnnl_gohwi : dnnl_goihw);
+    return dnnl_memory_desc_init_by_tag(md, 4, wd4, dnnl_f32, wlayout ? dnnl_ohwi : dnnl_oihw);
+}
+
+sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, const sl__tv *b,
+                           const sl__tv *y, int precision, sl__dconv **out, size_t *scratch,
+                           sl_error *err) {
+    *out = NULL;
+    if (!sl__dnnl_available()) return sl__err_set(err, SL_E_UNSUPPORTED, "oneDNN engine unavailable");
+    sl__dconv *c = calloc(1, sizeof *c);
+    if (!c) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    dnnl_status_t s;
+    sl_status st = SL_OK;
+    int64_t G = n->group, OC = y->dims[1], IC = x->dims[1], KH = w->dims[2], KW = w->dims[3];
+    dnnl_dims_t sd = {x->dims[0], IC, x->dims[2], x->dims[3]};
+    dnnl_dims_t dd = {y->dims[0], OC, y->dims[2], y->dims[3]};
+    dnnl_dims_t wd5 = {G, OC / G, IC / G, KH, KW}, wd4 = {OC, IC, KH, KW}, bd = {OC};
+    dnnl_dims_t strides = {n->sh, n->sw}, dil = {n->dh - 1, n->dw - 1}, pl, pr;
+    pads_of(n, x, w, pl, pr);
+    dnnl_memory_desc_t wany, wuser, bmd;
+    dnnl_convolution_desc_t cd;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t po = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    dnnl_stream_t stream = NULL;
+    dnnl_memory_t wusr = NULL;
+    dnnl_primitive_t reo = NULL;
+    dnnl_primitive_desc_t rpd = NULL;
+    int bf = precision == SL_CNN_PRECISION_BF16;
+    dnnl_data_type_t cdt = bf ? dnnl_bf16 : dnnl_f32;
+    if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, dnnl_f32, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, dnnl_bf16, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, dnnl_f32, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&wany, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, cdt, dnnl_format_tag_any)) ||
+        (s = wuser_desc(&wuser, n->wlayout, G, OC, IC, KH, KW, wd4, wd5)) ||
+        (s = dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x))) {
+        st = dfail(err, "memory descriptor", s); goto done;
+    }
+    if ((s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
+                                                        bf ? &c->src16_md : &c->src_md, &wany, &bmd, &c->dst_md, strides, dil, pl, pr))) {
+        st = dfail(err, "convolution descriptor", s); goto done;
+    }
+    if ((s = dnnl_primitive_attr_create(&attr)) || (s = dnnl_post_ops_create(&po))) { st = dfail(err, "attr", s); goto done; }
+    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k]);
+    if (!s && n->sum_in >= 0) s = dnnl_post_ops_append_sum(po, 1.0f);
+    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k]);
+    if (s || (s = dnnl_primitive_attr_set_post_ops(attr, po)) ||
+        (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
+        st = dfail(err, "post-ops", s); goto done;
+    }
+    if ((s = dnnl_primitive_desc_create(&pd, &cd, attr, g_eng, NULL))) { st = dfail(err, "convolution primitive descriptor", s); goto done; }
+    const char *impl = NULL;
+    if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
+        snprintf(c->impl, sizeof c->impl, "%s", impl);
+    const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    const dnnl_memory_desc_t *scr = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    c->scr_md = *scr;
+    c->scr_bytes = (dnnl_memory_desc_get_size(scr) + 63) / 64 * 64;
+    *scratch = c->scr_bytes;
+    if (bf) {
+        /* bf16 mode: the fp32 activation is converted to bf16 into scratch before the conv. */
+        *scratch += dnnl_memory_desc_get_size(&c->src16_md);
+        dnnl_primitive_desc_t cpd = NULL;
+        if ((s = dnnl_reorder_primitive_desc_create(&cpd, &c->src_md, g_eng, &c->src16_md, g_eng, NULL)) ||
+            (s = dnnl_primitive_create(&c->cvt, cpd))) {
+            if (cpd) dnnl_primitive_desc_destroy(cpd);
+            st = dfail(err, "bf16 conversion", s); goto done;
+        }
+        dnnl_primitive_desc_destroy(cpd);
+    }
+    if ((s = dnnl_primitive_create(&c->prim, pd))) { st = dfail(err, "convolution primitive", s); goto done; }
+    /* Weights: reorder once into the primitive's layout. */
+    if ((s = dnnl_memory_create(&c->wmem, wmd, g_eng, DNNL_MEMORY_ALLOCATE)) ||
+        (s = dnnl_memory_create(&wusr, &wuser, g_eng, w->f)) ||
+        (s = dnnl_reorder_primitive_desc_create(&rpd, &wuser, g_eng, wmd, g_eng, NULL)) ||
+        (s = dnnl_primitive_create(&reo, rpd)) ||
+        (s = dnnl_stream_create(&stream, g_eng, dnnl_stream_default_flags))) {
+        st = dfail(err, "weight reorder", s); goto done;
+    }
+    dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, wusr}, {DNNL_ARG_TO, c->wmem}};
+    if ((s = dnnl_primitive_execute(reo, stream, 2, ra)) || (s = dnnl_stream_wait(stream))) {
+        st = dfail(err, "weight reorder", s); goto done;
+    }
+    if ((s = dnnl_memory_create(&c->bmem, &bmd, g_eng, DNNL_MEMORY_ALLOCATE))) { st = dfail(err, "bias", s); goto done; }
+    void *bp = NULL;
+    if ((s = dnnl_memory_get_data_handle(c->bmem, &bp))) { st = dfail(err, "bias", s); goto done; }
+    if (b && b->f) memcpy(bp, b->f, (size_t)OC * sizeof(float));
+    else memset(bp, 0, (size_t)OC * sizeof(float));
+done:
+    if (stream) dnnl_stream_destroy(stream);
+    if (reo) dnnl_primitive_destroy(reo);
+    if (rpd) dnnl_primitive_desc_destroy(rpd);
+    if (wusr) dnnl_memory_destroy(wusr);
+    if (pd) dnnl_primitive_desc_destroy(pd);
+    if (po) dnnl_post_ops_destroy(po);
+    if (attr) dnnl_primitive_attr_destroy(attr);
+    if (st) { sl__dconv_free(c); return st; }
+    *out = c;
+    return SL_OK;
+}
+
+void sl__dconv_free(sl__dconv *c) {
+    if (!c) return;
+    if (c->prim) dnnl_primitive_destroy(c->prim);
+    if (c->cvt) dnnl_primitive_destroy(c->cvt);
+    if (c->wmem) dnnl_memory_destroy(c->wmem);
+    if (c->bmem) dnnl_memory_destroy(c->bmem);
+    free(c);
+}
+
+const char *sl__dconv_impl(const sl__dconv *c) { return c ? c->impl : "ref"; }
+
+sl__dctx *sl__dctx_new(size_t nsteps) {
+    sl__dctx *d = calloc(1, sizeof *d);
+    if (!d) return NULL;
+    d->b = calloc(nsteps ? nsteps : 1, sizeof *d->b);
+    d->n = nsteps;
+    if (!d->b || dnnl_stream_create(&d->stream, g_eng, dnnl_stream_default_flags) != dnnl_success) {
+        free(d->b);
+        free(d);
+        return NULL;
+    }
+    return d;
+}
+
+int sl__dctx_bind(sl__dctx *d, size_t k, const sl__dconv *c, float *src, float *dst, void *scratch) {
+    bind *b = &d->b[k];
+    if (dnnl_memory_create(&b->src, &c->src_md, g_eng, src) != dnnl_success ||
+        dnnl_memory_create(&b->dst, &c->dst_md, g_eng, dst) != dnnl_success ||
+        dnnl_memory_create(&b->scr, &c->scr_md, g_eng, scratch ? scratch : DNNL_MEMORY_NONE) != dnnl_success)
+        return -1;
+    if (c->cvt && dnnl_memory_create(&b->src16, &c->src16_md, g_eng, (char *)scratch + c->scr_bytes) != dnnl_success)
+        return -1;
+    return 0;
+}
+
+sl_status sl__dctx_exec(sl__dctx *d, size_t k, const sl__dconv *c, sl_error *err) {
+    bind *b = &d->b[k];
+    dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->cvt ? b->src16 : b->src}, {DNNL_ARG_WEIGHTS, c->wmem},
+                            {DNNL_ARG_BIAS, c->bmem}, {DNNL_ARG_DST, b->dst}, {DNNL_ARG_SCRATCHPAD, b->scr}};
+    dnnl_status_t s = dnnl_success;
+    if (c->cvt) {
+        dnnl_exec_arg_t ca[2] = {{DNNL_ARG_FROM, b->src}, {DNNL_ARG_TO, b->src16}};
+        s = dnnl_primitive_execute(c->cvt, d->stream, 2, ca);
+    }
+    if (!s) s = dnnl_primitive_execute(c->prim, d->stream, 5, a);
+    if (!s) s = dnnl_stream_wait(d->stream);
+    return s ? dfail(err, "convolution", s) : SL_OK;
+}
+
+void sl__dctx_free(sl__dctx *d) {
+    if (!d) return;
+    for (size_t k = 0; k < d->n; k++) {
+        if (d->b[k].src) dnnl_memory_destroy(d->b[k].src);
+        if (d->b[k].dst) dnnl_memory_destroy(d->b[k].dst);
+        if (d->b[k].scr) dnnl_memory_destroy(d->b[k].scr);
+        if (d->b[k].src16) dnnl_memory_destroy(d->b[k].src16);
+    }
+    if (d->stream) dnnl_stream_destroy(d->stream);
+    free(d->b);
+    free(d);
+}

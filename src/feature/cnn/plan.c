@@ -1,0 +1,549 @@
+/*
+ * feature/cnn/plan.c - execution plans: for one batch size, shape inference over the optimized
+ * graph, folding of shape arithmetic (Shape, Gather, Concat, ... on known shapes become
+ * constants), layout assignment (rank-4 activations channels-last between the operators that
+ * handle it; conversions inserted where an operator needs the plain layout), and one memory
+ * arena planned from tensor lifetimes (greedy by size, best offset; in-place for element-wise
+ * operators and for the residual sum fused into a oneDNN convolution).
+ *
+ * Execution contexts (arena + scratch + oneDNN stream and memory objects bound to the arena)
+ * are pooled per plan: a forward pass takes a free context, so concurrent callers never share
+ * memory and steady-state inference allocates nothing.
+ *
+ * Invariants: values whose lifetimes overlap never overlap in the arena; a step reads only
+ * values produced by earlier steps or constants; plans are immutable once published (only the
+ * context pool, guarded by the model lock, changes).
+ */
+#include <omp.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "feature/cnn/cnn_internal.h"
+#include "feature/cnn/dnnl_conv.h"
+#include "util/util.h"
+
+#define ALIGN 64
+
+typedef struct step {
+    sl__node node;       /* copy of the graph node (in/out remapped to plan values) */
+    int nin;             /* views passed to the kernel: in[0..nin) (+ sum at index 3) */
+    size_t scratch;
+    sl__dconv *dconv;    /* oneDNN convolution or NULL (reference kernel) */
+    int copy_sum;        /* copy the sum operand into the output before a oneDNN conv */
+} step;
+
+typedef struct ctx {
+    char *arena;
+    void *scratch;
+    sl__dctx *dctx;      /* oneDNN stream + bound memories (NULL without oneDNN steps) */
+    int busy;
+} ctx;
+
+struct sl__plan {
+    size_t batch;
+    sl__value *sv;       /* shapes and constant data per value (const data not owned unless owned[v]) */
+    char *owned;
+    char *nhwc;
+    size_t nv, capv;
+    int *root;
+    size_t *off;
+    step *steps; size_t nsteps, capsteps;
+    size_t arena_bytes, scratch_bytes;
+    int in_val, out_val;
+    ctx **ctxs; size_t nctx;
+};
+
+static void plan_free(sl__plan *p) {
+    if (!p) return;
+    for (size_t k = 0; k < p->nctx; k++) {
+        sl__dctx_free(p->ctxs[k]->dctx);
+        free(p->ctxs[k]->arena);
+        free(p->ctxs[k]->scratch);
+        free(p->ctxs[k]);
+    }
+    free(p->ctxs);
+    for (size_t k = 0; k < p->nsteps; k++) sl__dconv_free(p->steps[k].dconv);
+    for (size_t v = 0; v < p->nv; v++)
+        if (p->owned && p->owned[v]) { free(p->sv[v].f); free(p->sv[v].i); }
+    free(p->sv); free(p->owned); free(p->nhwc); free(p->root); free(p->off); free(p->steps);
+    free(p);
+}
+
+void sl__plans_free(sl_cnn *m) {
+    for (size_t k = 0; k < m->nplans; k++) plan_free(m->plans[k]);
+    free(m->plans);
+    m->plans = NULL;
+    m->nplans = 0;
+}
+
+static int add_pv(sl__plan *p) {
+    if (p->nv == p->capv) {
+        size_t nc = p->capv * 2 + 16;
+        sl__value *a = sl__reallocarray(p->sv, nc, sizeof *a);
+        if (!a) return -1;
+        p->sv = a;
+        char *o = realloc(p->owned, nc), *h;
+        if (!o) return -1;
+        p->owned = o;
+        h = realloc(p->nhwc, nc);
+        if (!h) return -1;
+        p->nhwc = h;
+        p->capv = nc;
+    }
+    memset(&p->sv[p->nv], 0, sizeof p->sv[0]);
+    p->sv[p->nv].producer = -1;
+    p->owned[p->nv] = 0;
+    p->nhwc[p->nv] = 0;
+    return (int)p->nv++;
+}
+
+static step *add_step(sl__plan *p) {
+    if (p->nsteps == p->capsteps) {
+        size_t nc = p->capsteps * 2 + 32;
+        step *a = sl__reallocarray(p->steps, nc, sizeof *a);
+        if (!a) return NULL;
+        p->steps = a;
+        p->capsteps = nc;
+    }
+    step *s = &p->steps[p->nsteps++];
+    memset(s, 0, sizeof *s);
+    return s;
+}
+
+/* A rank-4 NHWC tensor whose bytes equal its plain layout. */
+static int trivially_plain(const sl__value *v) {
+    return v->rank != 4 || v->dims[1] == 1 || v->dims[2] * v->dims[3] == 1;
+}
+
+static void tv_of(const sl__plan *p, int v, sl__tv *t, char *arena) {
+    const sl__value *x = &p->sv[v];
+    memset(t, 0, sizeof *t);
+    t->rank = x->rank;
+    memcpy(t->dims, x->dims, sizeof t->dims);
+    t->count = x->count;
+    t->dtype = x->dtype;
+    t->nhwc = p->nhwc[v] && x->rank == 4;
+    if (x->is_const) { t->f = x->f; t->i = x->i; return; }
+    char *base = arena ? arena + p->off[p->root[v]] : NULL;
+    if (x->dtype == SL__DT_F32) t->f = (float *)(void *)base; else t->i = (int64_t *)(void *)base;
+}
+
+/* Inserts a layout conversion of value v; returns the new value or -1. */
+static int convert(sl__plan *p, int v, int to_nhwc, int *cache) {
+    if (cache[v] >= 0) return cache[v];
+    int nv = add_pv(p);
+    if (nv < 0) return -1;
+    p->sv[nv] = p->sv[v];
+    p->sv[nv].is_const = 0; p->sv[nv].f = NULL; p->sv[nv].i = NULL;
+    p->nhwc[nv] = (char)to_nhwc;
+    step *s = add_step(p);
+    if (!s) return -1;
+    for (int k = 0; k < SL__MAX_IN; k++) s->node.in[k] = -1;
+    s->node.op = to_nhwc ? SL__OP_TO_NHWC : SL__OP_TO_PLAIN;
+    s->node.name = to_nhwc ? "to-nhwc" : "to-plain";
+    s->node.in[0] = v;
+    s->node.nin = 1;
+    s->node.out = nv;
+    s->node.sum_in = -1;
+    s->nin = 1;
+    cache[v] = nv;
+    return nv;
+}
+
+static int want_plain(sl__plan *p, int v, int *cache_plain) {
+    if (v < 0 || !p->nhwc[v] || trivially_plain(&p->sv[v])) return v;
+    return convert(p, v, 0, cache_plain);
+}
+static int want_nhwc(sl__plan *p, int v, int *cache_nhwc) {
+    if (v < 0 || p->nhwc[v] || p->sv[v].is_const) return v;
+    if (trivially_plain(&p->sv[v]) && p->sv[v].rank == 4) {
+        /* same bytes: share the storage through a free conversion-less alias */
+        return convert(p, v, 1, cache_nhwc);
+    }
+    return convert(p, v, 1, cache_nhwc);
+}
+
+static sl_status fold_step(sl__plan *p, const sl__node *n, sl_error *err) {
+    sl__tv tin[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
+    for (int j = 0; j < n->nin; j++)
+        if (n->in[j] >= 0) { tv_of(p, n->in[j], &tin[j], NULL); tin[j].nhwc = 0; pin[j] = &tin[j]; }
+    sl__value *o = &p->sv[n->out];
+    tv_of(p, n->out, &tout, NULL);
+    tout.nhwc = 0;
+    size_t cnt = o->count ? o->count : 1;
+    if (o->dtype == SL__DT_F32) tout.f = o->f = sl__mallocarray(cnt, sizeof(float));
+    else tout.i = o->i = sl__mallocarray(cnt, sizeof(int64_t));
+    if (!o->f && !o->i) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    p->owned[n->out] = 1;
+    o->is_const = 1;
+    size_t sb = sl__op_scratch(n, pin, &tout);
+    void *scr = sb ? malloc(sb) : NULL;
+    if (sb && !scr) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_status st = sl__op_exec(n, pin, &tout, scr, 1, err);
+    free(scr);
+    return st;
+}
+
+/* Shape pass shared by planning and probing. */
+static sl_status build_steps(const sl_cnn *m, sl__plan *p, int probe_only, sl_error *err) {
+    size_t nv0 = m->nvals;
+    p->nv = 0;
+    for (size_t v = 0; v < nv0; v++) {
+        if (add_pv(p) < 0) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        sl__value *d = &p->sv[v];
+        const sl__value *s = &m->vals[v];
+        d->dtype = s->dtype;
+        d->rank = -1;
+        if (s->is_const) {
+            d->is_const = 1; d->rank = s->rank; memcpy(d->dims, s->dims, sizeof d->dims);
+            d->count = s->count; d->f = s->f; d->i = s->i;
+        }
+    }
+    sl__value *in = &p->sv[m->input];
+    in->rank = m->in_rank;
+    memcpy(in->dims, m->in_dims, sizeof m->in_dims);
+    in->dims[0] = (int64_t)p->batch;
+    in->count = 1;
+    for (int d = 0; d < in->rank; d++) in->count *= (size_t)in->dims[d];
+    p->in_val = m->input;
+    int *cache_plain = malloc(sizeof(int) * nv0), *cache_nhwc = malloc(sizeof(int) * nv0);
+    if (!cache_plain || !cache_nhwc) { free(cache_plain); free(cache_nhwc); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+    for (size_t v = 0; v < nv0; v++) cache_plain[v] = cache_nhwc[v] = -1;
+    sl_status st = SL_OK;
+    for (size_t k = 0; k < m->nnodes && !st; k++) {
+        const sl__node *n = &m->nodes[k];
+        if (n->dead) continue;
+        if ((st = sl__infer_shape(m, n, p->sv, err))) {
+            sl__err_prefix(err, "node '%s' (%s)", n->name, sl__op_name(n->op));
+            break;
+        }
+        int all_const = 1;
+        for (int j = 0; j < n->nin; j++) if (n->in[j] >= 0 && !p->sv[n->in[j]].is_const) all_const = 0;
+        if (n->sum_in >= 0 && !p->sv[n->sum_in].is_const) all_const = 0;
+        if (n->op == SL__OP_SHAPE || all_const) {
+            if ((st = fold_step(p, n, err))) sl__err_prefix(err, "node '%s' (%s)", n->name, sl__op_name(n->op));
+            continue;
+        }
+        if (probe_only) continue;
+        sl__node nn = *n;
+        int r4 = p->sv[n->in[0]].rank == 4;
+        int out_nhwc = 0;
+        switch (n->op) {
+        case SL__OP_CONV: case SL__OP_MAXPOOL: case SL__OP_AVGPOOL:
+            nn.in[0] = want_nhwc(p, n->in[0], cache_nhwc);
+            if (n->sum_in >= 0) nn.sum_in = want_nhwc(p, n->sum_in, cache_nhwc);
+            out_nhwc = 1;
+            break;
+        case SL__OP_BN:
+            if (r4) { nn.in[0] = want_nhwc(p, n->in[0], cache_nhwc); out_nhwc = 1; }
+            break;
+        case SL__OP_GAP: case SL__OP_REDUCEMEAN:
+            break; /* any layout in, plain out */
+        case SL__OP_RELU: case SL__OP_CLIP: case SL__OP_SIGMOID: case SL__OP_HSIGMOID:
+        case SL__OP_HSWISH: case SL__OP_SWISH: case SL__OP_IDENTITY:
+            out_nhwc = p->nhwc[n->in[0]];
+            break;
+        case SL__OP_ADD: case SL__OP_SUB: case SL__OP_MUL: case SL__OP_DIV: {
+            const sl__value *o = &p->sv[n->out];
+            for (int j = 0; j < 2; j++) {
+                const sl__value *x = &p->sv[n->in[j]];
+                if (o->rank == 4 && p->nhwc[n->in[j]] && !memcmp(x->dims, o->dims, sizeof(int64_t) * 4) && x->rank == 4)
+                    out_nhwc = 1;
+            }
+            break;
+        }
+        case SL__OP_CONCAT: {
+            int64_t ax = n->axis < 0 ? n->axis + p->sv[n->out].rank : n->axis;
+            int alln = p->sv[n->out].rank == 4 && ax == 1;
+            for (int j = 0; j < n->nin; j++) if (!p->nhwc[n->in[j]]) alln = 0;
+            if (alln) { out_nhwc = 1; break; }
+            for (int j = 0; j < n->nin; j++) nn.in[j] = want_plain(p, n->in[j], cache_plain);
+            break;
+        }
+        default:
+            for (int j = 0; j < n->nin; j++) nn.in[j] = want_plain(p, n->in[j], cache_plain);
+        }
+        for (int j = 0; j < n->nin; j++) if (n->in[j] >= 0 && nn.in[j] < 0) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        if (n->sum_in >= 0 && nn.sum_in < 0) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        if (st) break;
+        p->nhwc[n->out] = (char)(out_nhwc && p->sv[n->out].rank == 4);
+        step *s = add_step(p);
+        if (!s) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); break; }
+        s->node = nn;
+        s->nin = n->nin;
+    }
+    free(cache_plain);
+    free(cache_nhwc);
+    if (st) return st;
+    if (probe_only) return SL_OK;
+    int ov = m->output;
+    if (p->sv[ov].rank < 0) return sl__err_set(err, SL_E_INTERNAL, "output '%s' has no shape", m->vals[ov].name);
+    if (p->sv[ov].is_const)
+        return sl__err_set(err, SL_E_INVALID, "output '%s' does not depend on the input", m->vals[ov].name);
+    if (p->nhwc[ov] && !trivially_plain(&p->sv[ov])) {
+        int cp[1] = {-1};
+        (void)cp;
+        int nv = add_pv(p);
+        if (nv < 0) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        p->sv[nv] = p->sv[ov];
+        p->nhwc[nv] = 0;
+        step *s = add_step(p);
+        if (!s) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (int k = 0; k < SL__MAX_IN; k++) s->node.in[k] = -1;
+        s->node.op = SL__OP_TO_PLAIN; s->node.name = "to-plain"; s->node.in[0] = ov; s->node.nin = 1;
+        s->node.out = nv; s->node.sum_in = -1; s->nin = 1;
+        ov = nv;
+    }
+    p->out_val = ov;
+    return SL_OK;
+}
+
+sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err) {
+    *out = NULL;
+    sl__plan *p = calloc(1, sizeof *p);
+    if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    p->batch = batch;
+    sl_status st = build_steps(m, p, 1, err);
+    if (!st) {
+        sl__value *v = sl__mallocarray(m->nvals, sizeof *v);
+        if (!v) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else {
+            memcpy(v, p->sv, m->nvals * sizeof *v);
+            for (size_t k = 0; k < m->nvals; k++) { v[k].f = NULL; v[k].i = NULL; }
+            *out = v;
+        }
+    }
+    plan_free(p);
+    return st;
+}
+
+static int is_inplace_op(sl__op op) {
+    return op == SL__OP_RELU || op == SL__OP_CLIP || op == SL__OP_SIGMOID || op == SL__OP_HSIGMOID ||
+           op == SL__OP_HSWISH || op == SL__OP_SWISH || op == SL__OP_IDENTITY ||
+           op == SL__OP_FLATTEN || op == SL__OP_RESHAPE || op == SL__OP_SQUEEZE ||
+           op == SL__OP_UNSQUEEZE;
+}
+
+static size_t vbytes(const sl__value *v) {
+    size_t es = v->dtype == SL__DT_I64 ? 8 : 4, b;
+    if (sl__mul_size(v->count ? v->count : 1, es, &b)) return SIZE_MAX;
+    return (b + ALIGN - 1) / ALIGN * ALIGN;
+}
+
+static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
+    size_t nv = p->nv, ns = p->nsteps;
+    long *first = malloc(sizeof(long) * nv), *last = malloc(sizeof(long) * nv);
+    p->root = malloc(sizeof(int) * nv);
+    p->off = calloc(nv, sizeof(size_t));
+    size_t *order = malloc(sizeof(size_t) * nv);
+    if (!first || !last || !p->root || !p->off || !order) {
+        free(first); free(last); free(order);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    for (size_t v = 0; v < nv; v++) { first[v] = last[v] = -2; p->root[v] = (int)v; }
+    first[p->in_val] = -1;
+    last[p->in_val] = -1;
+    for (size_t k = 0; k < ns; k++) {
+        const step *s = &p->steps[k];
+        for (int j = 0; j < s->node.nin; j++) {
+            int v = s->node.in[j];
+            if (v >= 0 && !p->sv[v].is_const) last[v] = (long)k;
+        }
+        if (s->node.sum_in >= 0 && !p->sv[s->node.sum_in].is_const) last[s->node.sum_in] = (long)k;
+        first[s->node.out] = last[s->node.out] = (long)k;
+    }
+    last[p->out_val] = (long)ns;
+    /* In-place: the output reuses the storage of an input that dies at this step. */
+    for (size_t k = 0; k < ns; k++) {
+        const step *s = &p->steps[k];
+        int src = -1;
+        if (is_inplace_op(s->node.op)) src = s->node.in[0];
+        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv)
+            src = s->node.sum_in;
+        if (src < 0 || p->sv[src].is_const || vbytes(&p->sv[src]) != vbytes(&p->sv[s->node.out])) continue;
+        int rt = p->root[src];
+        if (last[src] != (long)k || last[rt] != (long)k || src == p->in_val || rt == p->in_val) continue;
+        p->root[s->node.out] = rt;
+        last[rt] = last[s->node.out];
+        if (s->node.op == SL__OP_CONV) ((step *)s)->copy_sum = 0;
+    }
+    /* Extend root lifetimes over their aliases. */
+    for (size_t v = 0; v < nv; v++) {
+        int r = p->root[v];
+        if (r != (int)v && last[v] > last[r]) last[r] = last[v];
+    }
+    size_t nroots = 0;
+    for (size_t v = 0; v < nv; v++)
+        if (p->root[v] == (int)v && first[v] != -2 && !p->sv[v].is_const) order[nroots++] = v;
+    /* Sort roots by size, largest first (insertion sort: a few hundred values). */
+    for (size_t a = 1; a < nroots; a++) {
+        size_t x = order[a], b = a;
+        while (b > 0 && vbytes(&p->sv[order[b - 1]]) < vbytes(&p->sv[x])) { order[b] = order[b - 1]; b--; }
+        order[b] = x;
+    }
+    size_t total = 0;
+    for (size_t a = 0; a < nroots; a++) {
+        size_t v = order[a], sz = vbytes(&p->sv[v]);
+        if (sz == SIZE_MAX) { free(first); free(last); free(order); return sl__err_set(err, SL_E_TOO_LARGE, "tensor too large"); }
+        /* Lowest offset that does not collide with an overlapping placed value. */
+        size_t off = 0;
+        for (int again = 1; again;) {
+            again = 0;
+            for (size_t b = 0; b < a; b++) {
+                size_t u = order[b], usz = vbytes(&p->sv[u]);
+                if (last[u] < first[v] || last[v] < first[u]) continue;
+                if (off < p->off[u] + usz && p->off[u] < off + sz) { off = p->off[u] + usz; again = 1; }
+            }
+        }
+        p->off[v] = off;
+        if (off + sz > total) total = off + sz;
+    }
+    p->arena_bytes = total;
+    free(first); free(last); free(order);
+    return SL_OK;
+}
+
+static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+    *out = NULL;
+    sl__plan *p = calloc(1, sizeof *p);
+    if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    p->batch = batch;
+    sl_status st = build_steps(m, p, 0, err);
+    /* oneDNN convolutions. */
+    for (size_t k = 0; !st && k < p->nsteps; k++) {
+        step *s = &p->steps[k];
+        sl__tv tin[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
+        for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tin[j], NULL); pin[j] = &tin[j]; }
+        if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tin[SL__SUM_SLOT], NULL); pin[SL__SUM_SLOT] = &tin[SL__SUM_SLOT]; }
+        tv_of(p, s->node.out, &tout, NULL);
+        s->scratch = sl__op_scratch(&s->node, pin, &tout);
+        s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
+        if (s->node.op == SL__OP_CONV && (m->backend == SL_CNN_BACKEND_DNNL || m->precision == SL_CNN_PRECISION_BF16) &&
+            sl__dnnl_available()) {
+            size_t scr = 0;
+            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, m->precision, &s->dconv, &scr, err);
+            if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
+            s->scratch = scr;
+            s->copy_sum = s->node.sum_in >= 0;
+        }
+        if (s->scratch > p->scratch_bytes) p->scratch_bytes = s->scratch;
+    }
+    if (!st) st = plan_memory(p, 1, err);
+    if (st) { plan_free(p); return st; }
+    *out = p;
+    return SL_OK;
+}
+
+static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+    pthread_mutex_t *mu = m->lock;
+    pthread_mutex_lock(mu);
+    for (size_t k = 0; k < m->nplans; k++)
+        if (m->plans[k]->batch == batch) { *out = m->plans[k]; pthread_mutex_unlock(mu); return SL_OK; }
+    sl__plan *p = NULL;
+    sl_status st = plan_build(m, batch, &p, err);
+    if (!st) {
+        sl__plan **a = sl__reallocarray(m->plans, m->nplans + 1, sizeof *a);
+        if (!a) { plan_free(p); st = sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+        else {
+            sl_cnn *mm = (sl_cnn *)m; /* plan cache: logically const, guarded by the lock */
+            mm->plans = a;
+            mm->plans[mm->nplans++] = p;
+            *out = p;
+        }
+    }
+    pthread_mutex_unlock(mu);
+    return st;
+}
+
+static sl_status ctx_new(const sl__plan *p, ctx **out, sl_error *err) {
+    ctx *c = calloc(1, sizeof *c);
+    if (!c) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    c->arena = aligned_alloc(ALIGN, p->arena_bytes ? p->arena_bytes : ALIGN);
+    c->scratch = p->scratch_bytes ? aligned_alloc(ALIGN, (p->scratch_bytes + ALIGN - 1) / ALIGN * ALIGN) : NULL;
+    if (!c->arena || (p->scratch_bytes && !c->scratch)) goto nomem;
+    int any = 0;
+    for (size_t k = 0; k < p->nsteps; k++) if (p->steps[k].dconv) any = 1;
+    if (any) {
+        if (!(c->dctx = sl__dctx_new(p->nsteps))) goto nomem;
+        for (size_t k = 0; k < p->nsteps; k++) {
+            const step *s = &p->steps[k];
+            if (!s->dconv) continue;
+            sl__tv x, y;
+            tv_of(p, s->node.in[0], &x, c->arena);
+            tv_of(p, s->node.out, &y, c->arena);
+            if (sl__dctx_bind(c->dctx, k, s->dconv, x.f, y.f, c->scratch)) goto nomem;
+        }
+    }
+    *out = c;
+    return SL_OK;
+nomem:
+    sl__dctx_free(c->dctx);
+    free(c->arena); free(c->scratch); free(c);
+    return sl__err_set(err, SL_E_NOMEM, "out of memory for the inference arena (%zu bytes)", p->arena_bytes);
+}
+
+static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err) {
+    pthread_mutex_t *mu = m->lock;
+    pthread_mutex_lock(mu);
+    for (size_t k = 0; k < p->nctx; k++)
+        if (!p->ctxs[k]->busy) { p->ctxs[k]->busy = 1; *out = p->ctxs[k]; pthread_mutex_unlock(mu); return SL_OK; }
+    ctx *c = NULL;
+    sl_status st = ctx_new(p, &c, err);
+    if (!st) {
+        ctx **a = sl__reallocarray(p->ctxs, p->nctx + 1, sizeof *a);
+        if (!a) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); sl__dctx_free(c->dctx); free(c->arena); free(c->scratch); free(c); }
+        else { p->ctxs = a; p->ctxs[p->nctx++] = c; c->busy = 1; *out = c; }
+    }
+    pthread_mutex_unlock(mu);
+    return st;
+}
+
+static void ctx_put(const sl_cnn *m, ctx *c) {
+    pthread_mutex_t *mu = m->lock;
+    pthread_mutex_lock(mu);
+    c->busy = 0;
+    pthread_mutex_unlock(mu);
+}
+
+sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
+                          sl_error *err) {
+    sl__plan *p = NULL;
+    sl_status st = get_plan(m, batch, &p, err);
+    if (st) return st;
+    ctx *c = NULL;
+    if ((st = ctx_get(m, p, &c, err))) return st;
+    if (m->threads > 0) omp_set_num_threads(m->threads);
+    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
+    sl__tv tin;
+    tv_of(p, p->in_val, &tin, c->arena);
+    memcpy(tin.f, in, tin.count * sizeof(float));
+    for (size_t k = 0; k < p->nsteps && !st; k++) {
+        step *s = &p->steps[k];
+        sl__tv tv[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
+        for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tv[j], c->arena); pin[j] = &tv[j]; }
+        if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tv[SL__SUM_SLOT], c->arena); pin[SL__SUM_SLOT] = &tv[SL__SUM_SLOT]; }
+        tv_of(p, s->node.out, &tout, c->arena);
+        if (s->dconv) {
+            if (s->copy_sum && pin[SL__SUM_SLOT]->f != tout.f) memcpy(tout.f, pin[SL__SUM_SLOT]->f, tout.count * sizeof(float));
+            st = sl__dctx_exec(c->dctx, k, s->dconv, err);
+        } else {
+            st = sl__op_exec(&s->node, pin, &tout, c->scratch, threads, err);
+        }
+        if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
+    }
+    if (!st) {
+        sl__tv to;
+        tv_of(p, p->out_val, &to, c->arena);
+        memcpy(out, to.f, to.count * sizeof(float));
+    }
+    ctx_put(m, c);
+    return st;
+}
+
+int sl__plan_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8], sl_error *err) {
+    sl__plan *p = NULL;
+    if (get_plan(m, batch, &p, err)) return -1;
+    memcpy(dims, p->sv[p->out_val].dims, sizeof(int64_t) * 8);
+    return p->sv[p->out_val].rank;
+}

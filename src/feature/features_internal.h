@@ -1,0 +1,54 @@
+/*
+ * feature/features_internal.h - internal layout of the pipeline handle and of compact local
+ * features, shared by features.c (spec, train, extract, file I/O) and verify.c (matching).
+ */
+#ifndef SL_FEATURE_FEATURES_INTERNAL_H
+#define SL_FEATURE_FEATURES_INTERNAL_H
+#include <stdint.h>
+#include "shoplens/feature.h"
+#include "shoplens/cnn.h"
+
+/* Upper bound on keypoints in one sl_local_features (serialized or built). */
+#define SL__LOCAL_MAX 4096
+#define SL__LOCAL_RECORD 144 /* bytes per keypoint in the serialized form */
+
+struct sl_local_features {
+    uint32_t n;
+    float *kp;      /* n x 4: x, y, scale, angle (pixels of the extraction image) */
+    uint8_t *desc;  /* n x 128: RootSIFT scaled by SL__ROOTSIFT_Q and rounded */
+};
+#define SL__ROOTSIFT_Q 512.0f
+
+/* A new empty set with room for n keypoints (n <= SL__LOCAL_MAX), or NULL. */
+sl_local_features *sl__local_alloc(uint32_t n);
+
+/* Verification settings of a pipeline (also used with f == NULL: the defaults). */
+typedef struct sl__verify_cfg {
+    int enabled;
+    float weight;      /* blend weight of the inlier term */
+    int top_n;         /* candidates re-ranked per query */
+    int min_inliers;   /* fewer inliers than this add nothing */
+    float half;        /* inliers above min at which the term reaches half its weight */
+    float ratio;       /* Lowe ratio test (distance ratio) */
+    sl_geo_model model;
+    float threshold;   /* RANSAC threshold, pixels of the extraction image */
+    int max_local;     /* local features kept per image */
+} sl__verify_cfg;
+/* The defaults with enabled = 1 (used when no pipeline is given). */
+extern const sl__verify_cfg sl__verify_defaults;
+/* The defaults, enabled = 0. */
+void sl__verify_cfg_default(sl__verify_cfg *c);
+
+/* Matches with ratio test + mutual nearest; writes pairs (query index, candidate index) into
+ * pairs (capacity min(nq, nc) * 2). Returns the number of matches, or -1 on out of memory. */
+int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
+                    uint32_t *pairs);
+/* Full verification with explicit settings. */
+sl_status sl__verify_with(const sl__verify_cfg *cfg, const sl_local_features *q,
+                          const sl_local_features *c, sl_verify_result *res, sl_error *err);
+double sl__rerank_with(const sl__verify_cfg *cfg, double global, const sl_verify_result *res);
+/* The pipeline's verification settings (NULL f: defaults). */
+const sl__verify_cfg *sl__features_verify_cfg(const sl_features *f);
+/* CRC-32 (IEEE) of len bytes (crc.c). */
+uint32_t sl__feature_crc32(const void *data, size_t len);
+#endif

@@ -1,0 +1,13 @@
+# src/feature/sift/module.cmake - per-file flags of the SIFT sources (src/feature/sift/).
+# SIFT kernels (sift_kernels.h) are compiled three times; sift.c picks one at run time after a
+# CPU check, so only these two files may contain AVX2/AVX-512 instructions.
+set(_sl_feat_dir ${CMAKE_CURRENT_LIST_DIR})
+set(_sl_sift_common -O3 -fno-math-errno -fno-trapping-math)
+set_source_files_properties(${_sl_feat_dir}/sift_generic.c PROPERTIES
+  COMPILE_OPTIONS "${_sl_sift_common}")
+if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|i[3-6]86")
+  set_source_files_properties(${_sl_feat_dir}/sift_avx2.c PROPERTIES
+    COMPILE_OPTIONS "${_sl_sift_common};-mavx2;-mfma;-ffp-contract=fast")
+  set_source_files_properties(${_sl_feat_dir}/sift_avx512.c PROPERTIES
+    COMPILE_OPTIONS "${_sl_sift_common};-mavx512f;-mavx512vl;-mavx512bw;-mavx512dq;-mfma;-mprefer-vector-width=512;-ffp-contract=fast")
+endif()

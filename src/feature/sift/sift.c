@@ -1,0 +1,1076 @@
+/*
+ * feature/sift/sift.c - SIFT keypoints and descriptors (D. G. Lowe, "Distinctive Image Features
+ * from Scale-Invariant Keypoints", IJCV 60(2), 2004), dense SIFT and RootSIFT (R. Arandjelovic
+ * and A. Zisserman, "Three things everyone should know to improve object retrieval", CVPR 2012).
+ *
+ * Pipeline on a grey float image in [0,1]:
+ *  1. Gaussian scale space: per octave `levels + 3` images, each blurred incrementally from the
+ *     previous one (separable kernels, radius ceil(4 sigma), replicated borders); the next octave
+ *     starts from image `levels` of the previous one subsampled by 2 (every second pixel, so a
+ *     pixel centre x of octave o sits at x * 2^o in the input). With `upsample`, octave -1 is
+ *     the input doubled by bilinear interpolation (half-pixel aligned, as OpenCV; positions are
+ *     corrected for the resulting 1/4-pixel shift).
+ *  2. Difference of Gaussians; candidates are pixels whose |DoG| > 0.5 * contrast / levels and
+ *     that are >= (or <=) their 26 neighbours, at least 5 pixels from the border.
+ *  3. Sub-pixel / sub-scale refinement by fitting a quadratic (up to 5 Newton steps, Lowe s.4);
+ *     rejected when |D(x^)| * levels < contrast_threshold or when the ratio of principal
+ *     curvatures exceeds edge_threshold (tr^2 / det >= (r+1)^2 / r).
+ *  4. Orientation (Lowe s.5): 36-bin histogram of gradient orientations weighted by magnitude
+ *     and a Gaussian of 1.5 sigma in radius 4.5 sigma, smoothed [1 4 6 4 1]/16; every local
+ *     peak >= 0.8 of the maximum gives a keypoint, its angle refined by a parabola.
+ *  5. Descriptor (Lowe s.6): 4x4 cells of 3 sigma, 8 orientation bins, samples rotated into the
+ *     keypoint frame and spread by trilinear interpolation, Gaussian window of half the
+ *     descriptor width; L2-normalized, clipped at 0.2, renormalized.
+ *
+ * Conventions: image y points down; angles are atan2(dy, dx) in image coordinates, [0, 2pi).
+ * Keypoints are returned sorted by decreasing response (ties broken by position), exact
+ * duplicates removed, then cut to max_keypoints; the order is independent of `threads`.
+ * Determinism: every value is computed by the same sequence of operations whatever the thread
+ * split, so one build on one machine always returns the same keypoints and descriptors.
+ * Inner loops live in sift_kernels.h (compiled per instruction set, chosen at run time).
+ */
+#include "shoplens/feature.h"
+#include "feature/sift/sift_internal.h"
+#include "util/util.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SIFT_BORDER 5
+#define SIFT_MAX_INTERP 5
+#define SIFT_ORI_BINS 36
+#define SIFT_ORI_SIG_FCTR 1.5f
+#define SIFT_ORI_RADIUS (3.0f * SIFT_ORI_SIG_FCTR)
+#define SIFT_ORI_PEAK 0.8f
+#define SIFT_D 4
+#define SIFT_N 8
+#define SIFT_DESCR_SCL 3.0f
+#define SIFT_DESCR_MAG_THR 0.2f
+#define SIFT_TWO_PI 6.283185307179586f
+#define SIFT_MAX_THREADS 16
+#define SIFT_SCRATCH_ARRAYS 8
+#define SIFT_PAR_MIN_PIXELS 40000 /* octaves smaller than this run on the calling thread */
+
+/* ---- kernel selection ------------------------------------------------------------------- */
+
+static const sl__sift_kernels *sl__sift_kern;
+static const char *sl__sift_kern_name = "generic";
+static pthread_once_t sl__sift_kern_once = PTHREAD_ONCE_INIT;
+
+static void sl__sift_kern_init(void) {
+    sl__sift_kern = &sl__sift_kernels_generic;
+    sl__sift_kern_name = "generic";
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    const char *force = getenv("SL_SIFT_KERNELS");
+    __builtin_cpu_init();
+    int has512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+                 __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (force && strcmp(force, "generic") == 0) return;
+    if (has512 && !(force && strcmp(force, "avx2") == 0)) {
+        sl__sift_kern = &sl__sift_kernels_avx512;
+        sl__sift_kern_name = "avx512";
+    } else if (has2) {
+        sl__sift_kern = &sl__sift_kernels_avx2;
+        sl__sift_kern_name = "avx2";
+    }
+#endif
+}
+
+const sl__sift_kernels *sl__sift_kernels_get(void) {
+    pthread_once(&sl__sift_kern_once, sl__sift_kern_init);
+    return sl__sift_kern;
+}
+
+const char *sl__sift_kernels_name(void) {
+    pthread_once(&sl__sift_kern_once, sl__sift_kern_init);
+    return sl__sift_kern_name;
+}
+
+/* ---- parameters ------------------------------------------------------------------------- */
+
+void sl_sift_params_init(sl_sift_params *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->max_keypoints = SL_SIFT_MAX_KEYPOINTS_DEFAULT;
+    p->upright = 0;
+    p->octaves = 0;
+    p->levels = SL_SIFT_LEVELS_DEFAULT;
+    p->sigma = SL_SIFT_SIGMA_DEFAULT;
+    p->contrast_threshold = SL_SIFT_CONTRAST_DEFAULT;
+    p->edge_threshold = SL_SIFT_EDGE_DEFAULT;
+    p->upsample = SL_SIFT_UPSAMPLE_DEFAULT;
+    p->threads = 1;
+    p->input_sigma = SL_SIFT_INPUT_SIGMA_DEFAULT;
+}
+
+static sl_status sift_check_params(const sl_sift_params *p, sl_error *err) {
+    if (p->max_keypoints < 0)
+        return sl__err_set(err, SL_E_INVALID, "sift: max_keypoints %d < 0", p->max_keypoints);
+    if (p->octaves < 0 || p->octaves > SL_SIFT_OCTAVES_MAX)
+        return sl__err_set(err, SL_E_INVALID, "sift: octaves %d outside 0..%d", p->octaves,
+                           SL_SIFT_OCTAVES_MAX);
+    if (p->levels < SL_SIFT_LEVELS_MIN || p->levels > SL_SIFT_LEVELS_MAX)
+        return sl__err_set(err, SL_E_INVALID, "sift: levels %d outside %d..%d", p->levels,
+                           SL_SIFT_LEVELS_MIN, SL_SIFT_LEVELS_MAX);
+    if (!(p->sigma >= SL_SIFT_SIGMA_MIN && p->sigma <= SL_SIFT_SIGMA_MAX))
+        return sl__err_set(err, SL_E_INVALID, "sift: sigma %g outside %g..%g", (double)p->sigma,
+                           (double)SL_SIFT_SIGMA_MIN, (double)SL_SIFT_SIGMA_MAX);
+    if (!(p->contrast_threshold >= 0.0f && p->contrast_threshold <= 1.0f))
+        return sl__err_set(err, SL_E_INVALID, "sift: contrast_threshold %g outside 0..1",
+                           (double)p->contrast_threshold);
+    if (!(p->edge_threshold >= 1.0f && p->edge_threshold <= SL_SIFT_EDGE_MAX))
+        return sl__err_set(err, SL_E_INVALID, "sift: edge_threshold %g outside 1..%g",
+                           (double)p->edge_threshold, (double)SL_SIFT_EDGE_MAX);
+    if (p->threads < 0 || p->threads > SL_SIFT_THREADS_MAX)
+        return sl__err_set(err, SL_E_INVALID, "sift: threads %d outside 0..%d", p->threads,
+                           SL_SIFT_THREADS_MAX);
+    if (!(p->input_sigma >= 0.0f && p->input_sigma < p->sigma))
+        return sl__err_set(err, SL_E_INVALID, "sift: input_sigma %g outside [0, sigma)",
+                           (double)p->input_sigma);
+    return SL_OK;
+}
+
+/* ---- a tiny fork-join pool for the threads of one call ---------------------------------- */
+
+typedef void (*sift_job_fn)(void *ctx, int tid, int nt);
+
+typedef struct sift_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv_start, cv_done;
+    unsigned gen;
+    int pending, quit, nt, started;
+    sift_job_fn fn;
+    void *ctx;
+    pthread_t th[SIFT_MAX_THREADS];
+    struct sift_worker { struct sift_pool *pool; int tid; } wk[SIFT_MAX_THREADS];
+} sift_pool;
+
+static void *sift_worker_main(void *arg) {
+    struct sift_worker *w = arg;
+    sift_pool *p = w->pool;
+    unsigned seen = 0;
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (p->gen == seen && !p->quit) pthread_cond_wait(&p->cv_start, &p->mu);
+        if (p->quit) break;
+        seen = p->gen;
+        sift_job_fn fn = p->fn;
+        void *ctx = p->ctx;
+        int nt = p->nt;
+        pthread_mutex_unlock(&p->mu);
+        fn(ctx, w->tid, nt);
+        pthread_mutex_lock(&p->mu);
+        if (--p->pending == 0) pthread_cond_signal(&p->cv_done);
+    }
+    pthread_mutex_unlock(&p->mu);
+    return NULL;
+}
+
+/* Starts up to want-1 helper threads; on any failure runs with fewer (at least the caller). */
+static void sift_pool_start(sift_pool *p, int want) {
+    memset(p, 0, sizeof *p);
+    p->nt = 1;
+    if (want <= 1) return;
+    if (want > SIFT_MAX_THREADS) want = SIFT_MAX_THREADS;
+    if (pthread_mutex_init(&p->mu, NULL) != 0) return;
+    if (pthread_cond_init(&p->cv_start, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        return;
+    }
+    if (pthread_cond_init(&p->cv_done, NULL) != 0) {
+        pthread_cond_destroy(&p->cv_start);
+        pthread_mutex_destroy(&p->mu);
+        return;
+    }
+    p->started = 1;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 1; i < want; i++) {
+        p->wk[i].pool = p;
+        p->wk[i].tid = i;
+        if (pthread_create(&p->th[i], NULL, sift_worker_main, &p->wk[i]) != 0) break;
+        p->nt = i + 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+static void sift_pool_stop(sift_pool *p) {
+    if (!p->started) return;
+    pthread_mutex_lock(&p->mu);
+    p->quit = 1;
+    pthread_cond_broadcast(&p->cv_start);
+    pthread_mutex_unlock(&p->mu);
+    for (int i = 1; i < p->nt; i++) pthread_join(p->th[i], NULL);
+    pthread_cond_destroy(&p->cv_done);
+    pthread_cond_destroy(&p->cv_start);
+    pthread_mutex_destroy(&p->mu);
+}
+
+/* Runs fn on every thread of the pool (or only the caller when parallel is 0). */
+static void sift_pool_run(sift_pool *p, int parallel, sift_job_fn fn, void *ctx) {
+    if (!parallel || p->nt <= 1) {
+        fn(ctx, 0, 1);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    p->fn = fn;
+    p->ctx = ctx;
+    p->pending = p->nt - 1;
+    p->gen++;
+    pthread_cond_broadcast(&p->cv_start);
+    pthread_mutex_unlock(&p->mu);
+    fn(ctx, 0, p->nt);
+    pthread_mutex_lock(&p->mu);
+    while (p->pending > 0) pthread_cond_wait(&p->cv_done, &p->mu);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* ---- per-thread scratch ----------------------------------------------------------------- */
+
+typedef struct sift_scratch {
+    float *buf;   /* SIFT_SCRATCH_ARRAYS arrays of cap floats (samples of one keypoint) */
+    size_t cap;
+    float *row;   /* blur row buffer */
+    size_t row_cap;
+    uint8_t *mask;
+    size_t mask_cap;
+    int failed;
+} sift_scratch;
+
+static float *sift_scratch_samples(sift_scratch *s, size_t n) {
+    if (n > s->cap) {
+        size_t cap = n + n / 2 + 64;
+        float *b = sl__mallocarray(cap, SIFT_SCRATCH_ARRAYS * sizeof(float));
+        if (!b) {
+            s->failed = 1;
+            return NULL;
+        }
+        free(s->buf);
+        s->buf = b;
+        s->cap = cap;
+    }
+    return s->buf;
+}
+
+static void sift_scratch_free(sift_scratch *s) {
+    free(s->buf);
+    free(s->row);
+    free(s->mask);
+}
+
+/* ---- Gaussian kernels and blurs ---------------------------------------------------------- */
+
+typedef struct sift_kernel1d {
+    float k[64];
+    int r;
+} sift_kernel1d;
+
+static void sift_make_kernel(float sigma, sift_kernel1d *kk) {
+    int r = (int)ceilf(4.0f * sigma);
+    if (r < 1) r = 1;
+    if (r > 63) r = 63;
+    double sum = 0.0, tmp[64];
+    for (int i = 0; i <= r; i++) {
+        tmp[i] = exp(-(double)i * i / (2.0 * (double)sigma * sigma));
+        sum += i == 0 ? tmp[i] : 2.0 * tmp[i];
+    }
+    for (int i = 0; i <= r; i++) kk->k[i] = (float)(tmp[i] / sum);
+    kk->r = r;
+}
+
+typedef struct sift_blur_job {
+    const sl__sift_kernels *kern;
+    const float *src;
+    float *dst;
+    int w, h;
+    const sift_kernel1d *kk;
+    sift_scratch *scr;
+} sift_blur_job;
+
+static void sift_blur_fn(void *ctx, int tid, int nt) {
+    sift_blur_job *j = ctx;
+    int y0 = (int)((long)j->h * tid / nt), y1 = (int)((long)j->h * (tid + 1) / nt);
+    j->kern->blur_rows(j->src, j->dst, j->w, j->h, j->kk->k, j->kk->r, j->scr[tid].row, y0, y1);
+}
+
+/* ---- the scale space --------------------------------------------------------------------- */
+
+typedef struct sift_octave {
+    int w, h, o;     /* size; octave index (-1 when upsampled) */
+    float *g;        /* levels + 3 planes of w*h */
+} sift_octave;
+
+typedef struct sift_ctx {
+    const sl_sift_params *p;
+    const sl__sift_kernels *kern;
+    sift_pool pool;
+    sift_scratch scr[SIFT_MAX_THREADS];
+    sift_octave oct[SL_SIFT_OCTAVES_MAX + 1];
+    int noct, nlev;  /* octaves; planes per octave (levels + 3) */
+    float *gmem;     /* all Gaussian planes */
+    float *dog;      /* levels + 2 planes of the largest octave */
+} sift_ctx;
+
+static int sift_par(const sift_ctx *c, int w, int h) {
+    return c->pool.nt > 1 && (long)w * h >= SIFT_PAR_MIN_PIXELS;
+}
+
+static void sift_blur(sift_ctx *c, const float *src, float *dst, int w, int h, float sigma) {
+    sift_kernel1d kk;
+    sift_make_kernel(sigma, &kk);
+    sift_blur_job j = { c->kern, src, dst, w, h, &kk, c->scr };
+    sift_pool_run(&c->pool, sift_par(c, w, h), sift_blur_fn, &j);
+}
+
+/* Allocates the pyramid and the per-thread row buffers for a base of bw x bh pixels. */
+static sl_status sift_alloc(sift_ctx *c, int bw, int bh, int noct, sl_error *err) {
+    size_t total = 0, base = (size_t)bw * (size_t)bh;
+    int w = bw, h = bh;
+    for (int o = 0; o < noct; o++) {
+        size_t plane = (size_t)w * (size_t)h, sz;
+        if (sl__mul_size(plane, (size_t)c->nlev, &sz) || sl__add_size(total, sz, &total))
+            return sl__err_set(err, SL_E_TOO_LARGE, "sift: image too large");
+        c->oct[o].w = w;
+        c->oct[o].h = h;
+        w = w / 2;
+        h = h / 2;
+    }
+    c->gmem = sl__mallocarray(total, sizeof(float));
+    c->dog = sl__mallocarray(base, (size_t)(c->nlev - 1) * sizeof(float));
+    if (!c->gmem || !c->dog) return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+    float *g = c->gmem;
+    for (int o = 0; o < noct; o++) {
+        c->oct[o].g = g;
+        g += (size_t)c->oct[o].w * (size_t)c->oct[o].h * (size_t)c->nlev;
+    }
+    for (int t = 0; t < c->pool.nt; t++) {
+        c->scr[t].row_cap = (size_t)bw + 2 * 64 + 16;
+        c->scr[t].row = sl__mallocarray(c->scr[t].row_cap, sizeof(float));
+        c->scr[t].mask = malloc((size_t)bw + 16);
+        if (!c->scr[t].row || !c->scr[t].mask)
+            return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+    }
+    c->noct = noct;
+    return SL_OK;
+}
+
+static float *sift_plane(const sift_octave *oc, int s) {
+    return oc->g + (size_t)s * (size_t)oc->w * (size_t)oc->h;
+}
+
+/* Builds every Gaussian plane from octave 0's plane 0, which holds the (possibly upsampled)
+ * input with blur `cur_sigma` (in octave-0 pixels). */
+static void sift_build(sift_ctx *c, float cur_sigma) {
+    const sl_sift_params *p = c->p;
+    int levels = p->levels;
+    float sig[SL_SIFT_LEVELS_MAX + 3];
+    double k = pow(2.0, 1.0 / levels);
+    sig[0] = p->sigma;
+    for (int s = 1; s < c->nlev; s++) {
+        double prev = pow(k, s - 1) * p->sigma, tot = prev * k;
+        sig[s] = (float)sqrt(tot * tot - prev * prev);
+    }
+    for (int o = 0; o < c->noct; o++) {
+        sift_octave *oc = &c->oct[o];
+        if (o == 0) {
+            float d2 = p->sigma * p->sigma - cur_sigma * cur_sigma;
+            float sd = sqrtf(d2 > 0.01f ? d2 : 0.01f);
+            /* blur plane 0 in place through plane 1 as temporary */
+            sift_blur(c, sift_plane(oc, 0), sift_plane(oc, 1), oc->w, oc->h, sd);
+            memcpy(sift_plane(oc, 0), sift_plane(oc, 1),
+                   (size_t)oc->w * (size_t)oc->h * sizeof(float));
+        } else {
+            const sift_octave *pv = &c->oct[o - 1];
+            const float *src = sift_plane(pv, levels);
+            float *dst = sift_plane(oc, 0);
+            for (int y = 0; y < oc->h; y++) {
+                const float *sr = src + (size_t)(2 * y) * (size_t)pv->w;
+                float *dr = dst + (size_t)y * (size_t)oc->w;
+                for (int x = 0; x < oc->w; x++) dr[x] = sr[2 * x];
+            }
+        }
+        for (int s = 1; s < c->nlev; s++)
+            sift_blur(c, sift_plane(oc, s - 1), sift_plane(oc, s), oc->w, oc->h, sig[s]);
+    }
+}
+
+/* ---- detection ----------------------------------------------------------------------------- */
+
+typedef struct sift_kp {
+    sl_keypoint kp;
+    float xo, yo, so;   /* position and sigma in octave pixels */
+    int oi, layer;      /* octave slot, Gaussian plane used for orientation and descriptor */
+} sift_kp;
+
+typedef struct sift_kpvec {
+    sift_kp *v;
+    size_t n, cap;
+} sift_kpvec;
+
+static int sift_kpvec_push(sift_kpvec *kv, const sift_kp *k) {
+    if (kv->n == kv->cap) {
+        size_t cap = kv->cap ? kv->cap * 2 : 256;
+        sift_kp *v = sl__reallocarray(kv->v, cap, sizeof *v);
+        if (!v) return -1;
+        kv->v = v;
+        kv->cap = cap;
+    }
+    kv->v[kv->n++] = *k;
+    return 0;
+}
+
+/* Quadratic refinement (Lowe s.4, as in Brown & Lowe 2002). On success fills the refined
+ * position/scale offsets and the interpolated contrast; 0 when the point is rejected. */
+static int sift_refine(const float *dog, int w, int h, int levels, float contrast, float edge,
+                       int *ps, int *py, int *px, float *oxs, float *oys, float *oss,
+                       float *contr) {
+    int s = *ps, y = *py, x = *px, i;
+    size_t plane = (size_t)w * (size_t)h;
+    double xs = 0, xr = 0, xc = 0, dD[3] = { 0, 0, 0 }, dxx = 0, dyy = 0, dxy = 0;
+    const float *img = NULL;
+    for (i = 0; i < SIFT_MAX_INTERP; i++) {
+        img = dog + (size_t)s * plane;
+        const float *prv = img - plane, *nxt = img + plane;
+        size_t o = (size_t)y * (size_t)w + (size_t)x;
+        double v2 = 2.0 * img[o];
+        dD[0] = (img[o + 1] - img[o - 1]) * 0.5;
+        dD[1] = (img[o + w] - img[o - w]) * 0.5;
+        dD[2] = (nxt[o] - prv[o]) * 0.5;
+        dxx = img[o + 1] + img[o - 1] - v2;
+        dyy = img[o + w] + img[o - w] - v2;
+        double dss = nxt[o] + prv[o] - v2;
+        dxy = (img[o + w + 1] - img[o + w - 1] - img[o - w + 1] + img[o - w - 1]) * 0.25;
+        double dxs = (nxt[o + 1] - nxt[o - 1] - prv[o + 1] + prv[o - 1]) * 0.25;
+        double dys = (nxt[o + w] - nxt[o - w] - prv[o + w] + prv[o - w]) * 0.25;
+        /* solve H X = dD by the adjugate */
+        double a = dxx, b = dxy, cc = dxs, d = dyy, e = dys, f = dss;
+        double A = d * f - e * e, B = cc * e - b * f, C = b * e - cc * d;
+        double det = a * A + b * B + cc * C;
+        if (fabs(det) < 1e-30) return 0;
+        double D = a * f - cc * cc, E = b * cc - a * e, F = a * d - b * b;
+        double X0 = (A * dD[0] + B * dD[1] + C * dD[2]) / det;
+        double X1 = (B * dD[0] + D * dD[1] + E * dD[2]) / det;
+        double X2 = (C * dD[0] + E * dD[1] + F * dD[2]) / det;
+        xc = -X0;
+        xr = -X1;
+        xs = -X2;
+        if (fabs(xc) < 0.5 && fabs(xr) < 0.5 && fabs(xs) < 0.5) break;
+        if (fabs(xc) > 1e4 || fabs(xr) > 1e4 || fabs(xs) > 1e4) return 0;
+        x += (int)lround(xc);
+        y += (int)lround(xr);
+        s += (int)lround(xs);
+        if (s < 1 || s > levels || x < SIFT_BORDER || x >= w - SIFT_BORDER || y < SIFT_BORDER ||
+            y >= h - SIFT_BORDER)
+            return 0;
+    }
+    if (i >= SIFT_MAX_INTERP) return 0;
+    double t = dD[0] * xc + dD[1] * xr + dD[2] * xs;
+    double cv = img[(size_t)y * (size_t)w + (size_t)x] + 0.5 * t;
+    if (fabs(cv) * levels < contrast) return 0;
+    double tr = dxx + dyy, det2 = dxx * dyy - dxy * dxy;
+    if (det2 <= 0 || tr * tr * edge >= (edge + 1.0) * (edge + 1.0) * det2) return 0;
+    *ps = s;
+    *py = y;
+    *px = x;
+    *oxs = (float)xc;
+    *oys = (float)xr;
+    *oss = (float)xs;
+    *contr = (float)fabs(cv);
+    return 1;
+}
+
+/* Orientation histogram (Lowe s.5) around (px, py) of plane g; fills hist[36] (smoothed)
+ * and returns its maximum, or -1 when out of memory. */
+static float sift_ori_hist(const sl__sift_kernels *kern, sift_scratch *scr, const float *g,
+                           int w, int h, int px, int py, float so, float *hist) {
+    int R = (int)lroundf(SIFT_ORI_RADIUS * so);
+    float sigw = SIFT_ORI_SIG_FCTR * so;
+    float ex[2 * 64 + 1];
+    if (R > 64) R = 64;
+    for (int i = -R; i <= R; i++) ex[i + R] = expf(-(float)(i * i) / (2.0f * sigw * sigw));
+    size_t cap = (size_t)(2 * R + 1) * (size_t)(2 * R + 1);
+    float *buf = sift_scratch_samples(scr, cap);
+    if (!buf) return -1.0f;
+    float *dx = buf, *dy = buf + scr->cap, *wt = buf + 2 * scr->cap, *mag = buf + 3 * scr->cap,
+          *ori = buf + 4 * scr->cap;
+    int n = 0;
+    int ya = py - R < 1 ? 1 : py - R, yb = py + R > h - 2 ? h - 2 : py + R;
+    int xa = px - R < 1 ? 1 : px - R, xb = px + R > w - 2 ? w - 2 : px + R;
+    for (int y = ya; y <= yb; y++) {
+        const float *r0 = g + (size_t)y * (size_t)w;
+        float wy = ex[y - py + R];
+        for (int x = xa; x <= xb; x++) {
+            dx[n] = r0[x + 1] - r0[x - 1];
+            dy[n] = r0[x + w] - r0[x - w];
+            wt[n] = wy * ex[x - px + R];
+            n++;
+        }
+    }
+    kern->grad(dx, dy, mag, ori, n);
+    float raw[SIFT_ORI_BINS + 4];
+    memset(raw, 0, sizeof raw);
+    const float scale = SIFT_ORI_BINS / SIFT_TWO_PI;
+    for (int i = 0; i < n; i++) {
+        int b = (int)(ori[i] * scale + 0.5f); /* ori >= 0: rounds to nearest */
+        if (b >= SIFT_ORI_BINS) b -= SIFT_ORI_BINS;
+        if (b < 0) b += SIFT_ORI_BINS;
+        raw[b + 2] += wt[i] * mag[i];
+    }
+    raw[0] = raw[SIFT_ORI_BINS];
+    raw[1] = raw[SIFT_ORI_BINS + 1];
+    raw[SIFT_ORI_BINS + 2] = raw[2];
+    raw[SIFT_ORI_BINS + 3] = raw[3];
+    float mx = 0.0f;
+    for (int i = 0; i < SIFT_ORI_BINS; i++) {
+        float v = (raw[i] + raw[i + 4]) * (1.0f / 16.0f) + (raw[i + 1] + raw[i + 3]) * (4.0f / 16.0f) +
+                  raw[i + 2] * (6.0f / 16.0f);
+        hist[i] = v;
+        if (v > mx) mx = v;
+    }
+    return mx;
+}
+
+/* Second stage of the extremum test: the centre rr[4][x] (already >= / <= its 8 neighbours in
+ * its own layer) against the 18 neighbours in the layers below and above. */
+static int sift_extremum_18(const float *const *rr, int x) {
+    float v = rr[4][x];
+    const int layers[2] = { 0, 6 };
+    if (v > 0) {
+        for (int l = 0; l < 2; l++)
+            for (int q = 0; q < 3; q++) {
+                const float *r = rr[layers[l] + q];
+                if (v < r[x - 1] || v < r[x] || v < r[x + 1]) return 0;
+            }
+    } else {
+        for (int l = 0; l < 2; l++)
+            for (int q = 0; q < 3; q++) {
+                const float *r = rr[layers[l] + q];
+                if (v > r[x - 1] || v > r[x] || v > r[x + 1]) return 0;
+            }
+    }
+    return 1;
+}
+
+typedef struct sift_detect_job {
+    sift_ctx *c;
+    int oi;
+    sift_kpvec kv[SIFT_MAX_THREADS];
+    int failed[SIFT_MAX_THREADS];
+} sift_detect_job;
+
+static void sift_dog_fn(void *ctx, int tid, int nt) {
+    sift_detect_job *j = ctx;
+    const sift_octave *oc = &j->c->oct[j->oi];
+    size_t plane = (size_t)oc->w * (size_t)oc->h;
+    size_t a = plane * (size_t)tid / (size_t)nt, b = plane * (size_t)(tid + 1) / (size_t)nt;
+    for (int s = 0; s < j->c->nlev - 1; s++)
+        j->c->kern->sub(sift_plane(oc, s + 1) + a, sift_plane(oc, s) + a,
+                        j->c->dog + (size_t)s * plane + a, b - a);
+}
+
+static void sift_detect_fn(void *ctx, int tid, int nt) {
+    sift_detect_job *j = ctx;
+    sift_ctx *c = j->c;
+    const sl_sift_params *p = c->p;
+    const sift_octave *oc = &c->oct[j->oi];
+    int w = oc->w, h = oc->h, levels = p->levels;
+    size_t plane = (size_t)w * (size_t)h;
+    sift_scratch *scr = &c->scr[tid];
+    float thr = 0.5f * p->contrast_threshold / (float)levels;
+    int rows = h - 2 * SIFT_BORDER;
+    if (rows <= 0 || w - 2 * SIFT_BORDER <= 0) return;
+    int ya = SIFT_BORDER + (int)((long)rows * tid / nt);
+    int yb = SIFT_BORDER + (int)((long)rows * (tid + 1) / nt);
+    double pscale = ldexp(1.0, oc->o);
+    double shift = p->upsample ? -0.25 : 0.0; /* upsampled pixel u sits at u/2 - 1/4 */
+    for (int s = 1; s <= levels; s++) {
+        const float *d0 = c->dog + (size_t)(s - 1) * plane;
+        for (int y = ya; y < yb; y++) {
+            const float *rr[9];
+            for (int l = 0; l < 3; l++)
+                for (int q = 0; q < 3; q++)
+                    rr[l * 3 + q] = d0 + (size_t)l * plane + (size_t)(y - 1 + q) * (size_t)w;
+            c->kern->extrema_row(rr, SIFT_BORDER, w - SIFT_BORDER, thr, scr->mask);
+            for (int x = SIFT_BORDER; x < w - SIFT_BORDER; x++) {
+                if (!scr->mask[x] || !sift_extremum_18(rr, x)) continue;
+                int ks = s, ky = y, kx = x;
+                float ox, oy, os, contr;
+                if (!sift_refine(c->dog, w, h, levels, p->contrast_threshold, p->edge_threshold,
+                                 &ks, &ky, &kx, &ox, &oy, &os, &contr))
+                    continue;
+                sift_kp k;
+                memset(&k, 0, sizeof k);
+                k.xo = (float)kx + ox;
+                k.yo = (float)ky + oy;
+                k.so = p->sigma * (float)pow(2.0, ((double)ks + os) / levels);
+                k.oi = j->oi;
+                k.layer = ks;
+                k.kp.x = (float)(k.xo * pscale + shift);
+                k.kp.y = (float)(k.yo * pscale + shift);
+                k.kp.scale = (float)(k.so * pscale);
+                k.kp.response = contr;
+                k.kp.octave = oc->o;
+                if (p->upright) {
+                    k.kp.angle = 0.0f;
+                    if (sift_kpvec_push(&j->kv[tid], &k)) j->failed[tid] = 1;
+                    continue;
+                }
+                float hist[SIFT_ORI_BINS];
+                float mx = sift_ori_hist(c->kern, scr, sift_plane(oc, ks), w, h,
+                                         (int)lroundf(k.xo), (int)lroundf(k.yo), k.so, hist);
+                if (mx < 0) {
+                    j->failed[tid] = 1;
+                    return;
+                }
+                float pk = SIFT_ORI_PEAK * mx;
+                for (int b = 0; b < SIFT_ORI_BINS; b++) {
+                    float l = hist[b > 0 ? b - 1 : SIFT_ORI_BINS - 1];
+                    float r = hist[b < SIFT_ORI_BINS - 1 ? b + 1 : 0];
+                    float v = hist[b];
+                    if (!(v > l && v > r && v >= pk)) continue;
+                    float den = l - 2.0f * v + r;
+                    float bin = (float)b + (den != 0.0f ? 0.5f * (l - r) / den : 0.0f);
+                    if (bin < 0) bin += SIFT_ORI_BINS;
+                    if (bin >= SIFT_ORI_BINS) bin -= SIFT_ORI_BINS;
+                    float ang = bin * (SIFT_TWO_PI / SIFT_ORI_BINS);
+                    if (ang >= SIFT_TWO_PI) ang -= SIFT_TWO_PI;
+                    if (ang < 0) ang = 0;
+                    k.kp.angle = ang;
+                    if (sift_kpvec_push(&j->kv[tid], &k)) {
+                        j->failed[tid] = 1;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- descriptors ------------------------------------------------------------------------- */
+
+/* Shrinks [*ja, *jb] towards the integers j with -1 < a + b j < hi (keeping a margin of one). */
+static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
+    if (fabsf(b) < 1e-12f) return;
+    float t0 = (-1.0f - a) / b, t1 = (hi - a) / b;
+    if (t0 > t1) {
+        float t = t0;
+        t0 = t1;
+        t1 = t;
+    }
+    if (t0 - 1.0f > (float)*ja) *ja = (int)floorf(t0) - 1;
+    if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
+}
+
+/* Computes the 128-d descriptor of a keypoint at (xo, yo) with sigma so and angle ang on plane
+ * g (octave pixels). Returns 0, or -1 when out of memory. */
+static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, const float *g,
+                           int w, int h, float xo, float yo, float so, float ang, float *out) {
+    const int d = SIFT_D, nb = SIFT_N;
+    int px = (int)lroundf(xo), py = (int)lroundf(yo);
+    float hw = SIFT_DESCR_SCL * so;
+    int R = (int)lroundf(hw * 1.41421356f * (d + 1) * 0.5f);
+    float diag = sqrtf((float)w * w + (float)h * h);
+    if ((float)R > diag) R = (int)diag;
+    float cos_t = cosf(ang) / hw, sin_t = sinf(ang) / hw;
+    size_t cap = (size_t)(2 * R + 1) * (size_t)(2 * R + 1);
+    float *buf = sift_scratch_samples(scr, cap);
+    if (!buf) return -1;
+    float *dx = buf, *dy = buf + scr->cap, *wt = buf + 2 * scr->cap, *rb = buf + 3 * scr->cap,
+          *cb = buf + 4 * scr->cap, *gm = buf + 5 * scr->cap, *go = buf + 6 * scr->cap,
+          *ex = buf + 7 * scr->cap;
+    float es = -1.0f / (0.5f * d * d * hw * hw);
+    for (int i = -R; i <= R; i++) ex[i + R] = expf((float)(i * i) * es);
+    int n = 0;
+    const float half = d / 2.0f - 0.5f;
+    for (int i = -R; i <= R; i++) {
+        int y = py + i;
+        if (y <= 0 || y >= h - 1) continue;
+        const float *r0 = g + (size_t)y * (size_t)w;
+        float ri_c = (float)i * sin_t, ri_r = (float)i * cos_t, wy = ex[i + R];
+        int ja = -R, jb = R;
+        /* narrow [ja, jb] to where both bin coordinates can be inside (-1, d); the exact test
+         * stays in the loop, the bounds only skip samples it would reject */
+        sift_narrow(ri_r + half, -sin_t, (float)d, &ja, &jb);
+        sift_narrow(ri_c + half, cos_t, (float)d, &ja, &jb);
+        if (px + ja < 1) ja = 1 - px;
+        if (px + jb > w - 2) jb = w - 2 - px;
+        for (int jj = ja; jj <= jb; jj++) {
+            float c_rot = (float)jj * cos_t + ri_c;
+            float r_rot = ri_r - (float)jj * sin_t;
+            float rbin = r_rot + half, cbin = c_rot + half;
+            if (rbin > -1.0f && rbin < (float)d && cbin > -1.0f && cbin < (float)d) {
+                int x = px + jj;
+                dx[n] = r0[x + 1] - r0[x - 1];
+                dy[n] = r0[x + w] - r0[x - w];
+                rb[n] = rbin;
+                cb[n] = cbin;
+                wt[n] = wy * ex[jj + R];
+                n++;
+            }
+        }
+    }
+    float hist[(SIFT_D + 2) * (SIFT_D + 2) * (SIFT_N + 2)];
+    memset(hist, 0, sizeof hist);
+    kern->grad(dx, dy, gm, go, n);
+    const float bpr = nb / SIFT_TWO_PI;
+    for (int k = 0; k < n; k++) {
+        float rbin = rb[k], cbin = cb[k];
+        float obin = (go[k] - ang) * bpr;
+        float m = gm[k] * wt[k];
+        /* floor by truncation of positive values: rbin, cbin > -1 and obin > -nb; the sum may
+         * round up to the next integer just below a bin edge, hence the clamps */
+        int r0 = (int)(rbin + 1.0f) - 1, c0 = (int)(cbin + 1.0f) - 1;
+        int o0 = (int)(obin + (float)nb) - nb;
+        if (r0 > d - 1) r0 = d - 1;
+        if (c0 > d - 1) c0 = d - 1;
+        rbin -= (float)r0;
+        cbin -= (float)c0;
+        obin -= (float)o0;
+        if (o0 < 0) o0 += nb;
+        if (o0 >= nb) o0 -= nb;
+        float v_r1 = m * rbin, v_r0 = m - v_r1;
+        float v_rc11 = v_r1 * cbin, v_rc10 = v_r1 - v_rc11;
+        float v_rc01 = v_r0 * cbin, v_rc00 = v_r0 - v_rc01;
+        float v_rco111 = v_rc11 * obin, v_rco110 = v_rc11 - v_rco111;
+        float v_rco101 = v_rc10 * obin, v_rco100 = v_rc10 - v_rco101;
+        float v_rco011 = v_rc01 * obin, v_rco010 = v_rc01 - v_rco011;
+        float v_rco001 = v_rc00 * obin, v_rco000 = v_rc00 - v_rco001;
+        int idx = ((r0 + 1) * (d + 2) + c0 + 1) * (nb + 2) + o0;
+        hist[idx] += v_rco000;
+        hist[idx + 1] += v_rco001;
+        hist[idx + (nb + 2)] += v_rco010;
+        hist[idx + (nb + 3)] += v_rco011;
+        hist[idx + (d + 2) * (nb + 2)] += v_rco100;
+        hist[idx + (d + 2) * (nb + 2) + 1] += v_rco101;
+        hist[idx + (d + 3) * (nb + 2)] += v_rco110;
+        hist[idx + (d + 3) * (nb + 2) + 1] += v_rco111;
+    }
+    for (int i = 0; i < d; i++)
+        for (int jj = 0; jj < d; jj++) {
+            int idx = ((i + 1) * (d + 2) + (jj + 1)) * (nb + 2);
+            hist[idx] += hist[idx + nb];
+            hist[idx + 1] += hist[idx + nb + 1];
+            for (int k = 0; k < nb; k++) out[(i * d + jj) * nb + k] = hist[idx + k];
+        }
+    float nrm = 0.0f;
+    for (int k = 0; k < SL_SIFT_DESC_DIM; k++) nrm += out[k] * out[k];
+    float thr = sqrtf(nrm) * SIFT_DESCR_MAG_THR;
+    nrm = 0.0f;
+    for (int k = 0; k < SL_SIFT_DESC_DIM; k++) {
+        float v = out[k] > thr ? thr : out[k];
+        out[k] = v;
+        nrm += v * v;
+    }
+    float sc = nrm > 0.0f ? 1.0f / sqrtf(nrm) : 0.0f;
+    for (int k = 0; k < SL_SIFT_DESC_DIM; k++) out[k] *= sc;
+    return 0;
+}
+
+typedef struct sift_desc_job {
+    sift_ctx *c;
+    const sift_kp *kps;
+    size_t n;
+    float *desc;
+    int failed[SIFT_MAX_THREADS];
+} sift_desc_job;
+
+static void sift_desc_fn(void *ctx, int tid, int nt) {
+    sift_desc_job *j = ctx;
+    size_t a = j->n * (size_t)tid / (size_t)nt, b = j->n * (size_t)(tid + 1) / (size_t)nt;
+    for (size_t i = a; i < b; i++) {
+        const sift_kp *k = &j->kps[i];
+        const sift_octave *oc = &j->c->oct[k->oi];
+        if (sift_descriptor(j->c->kern, &j->c->scr[tid], sift_plane(oc, k->layer), oc->w, oc->h,
+                            k->xo, k->yo, k->so, k->kp.angle,
+                            j->desc + i * SL_SIFT_DESC_DIM)) {
+            j->failed[tid] = 1;
+            return;
+        }
+    }
+}
+
+/* Total order: response descending, then octave, plane, position, angle, scale. */
+static int sift_kp_cmp(const void *pa, const void *pb) {
+    const sift_kp *a = pa, *b = pb;
+#define SIFT_CMP(x, y) if ((x) != (y)) return (x) < (y) ? -1 : 1
+    SIFT_CMP(b->kp.response, a->kp.response);
+    SIFT_CMP(a->kp.octave, b->kp.octave);
+    SIFT_CMP(a->layer, b->layer);
+    SIFT_CMP(a->yo, b->yo);
+    SIFT_CMP(a->xo, b->xo);
+    SIFT_CMP(a->kp.angle, b->kp.angle);
+    SIFT_CMP(a->so, b->so);
+#undef SIFT_CMP
+    return 0;
+}
+
+static void sift_ctx_free(sift_ctx *c) {
+    sift_pool_stop(&c->pool);
+    for (int t = 0; t < SIFT_MAX_THREADS; t++) sift_scratch_free(&c->scr[t]);
+    free(c->gmem);
+    free(c->dog);
+}
+
+/* Copies a strided grey image into dst (w x h contiguous), doubled when up is nonzero (then
+ * tmp, 2w x h floats, is scratch). */
+static void sift_load_base(const float *grey, int w, int h, size_t stride, int up, float *dst,
+                           float *tmp) {
+    if (!up) {
+        for (int y = 0; y < h; y++)
+            memcpy(dst + (size_t)y * (size_t)w, grey + (size_t)y * stride,
+                   (size_t)w * sizeof(float));
+        return;
+    }
+    /* bilinear with half-pixel alignment: up[2x] = .75 in[x] + .25 in[x-1],
+     * up[2x+1] = .75 in[x] + .25 in[x+1] (borders replicated); up pixel u sits at u/2 - 0.25.
+     * Horizontal pass into tmp (h rows of 2w), vertical pass into dst. */
+    size_t W = 2 * (size_t)w;
+    for (int y = 0; y < h; y++) {
+        const float *s = grey + (size_t)y * stride;
+        float *d = tmp + (size_t)y * W;
+        for (int x = 0; x < w; x++) {
+            float l = x > 0 ? s[x - 1] : s[x], r = x + 1 < w ? s[x + 1] : s[x];
+            d[2 * x] = 0.75f * s[x] + 0.25f * l;
+            d[2 * x + 1] = 0.75f * s[x] + 0.25f * r;
+        }
+    }
+    for (int y = 0; y < h; y++) {
+        const float *c = tmp + (size_t)y * W;
+        const float *u = y > 0 ? c - W : c, *dn = y + 1 < h ? c + W : c;
+        float *o0 = dst + (size_t)(2 * y) * W, *o1 = o0 + W;
+        for (size_t x = 0; x < W; x++) o0[x] = 0.75f * c[x] + 0.25f * u[x];
+        for (size_t x = 0; x < W; x++) o1[x] = 0.75f * c[x] + 0.25f * dn[x];
+    }
+}
+
+static sl_status sift_check_image(const float *grey, int width, int height, size_t stride,
+                                  sl_keypoint **kps, float **desc, size_t *n, sl_error *err) {
+    if (!kps || !desc || !n) return sl__err_set(err, SL_E_INVALID, "sift: NULL output argument");
+    *kps = NULL;
+    *desc = NULL;
+    *n = 0;
+    if (!grey) return sl__err_set(err, SL_E_INVALID, "sift: NULL image");
+    if (width < 1 || height < 1 || width > SL_SIFT_SIDE_MAX || height > SL_SIFT_SIDE_MAX)
+        return sl__err_set(err, SL_E_INVALID, "sift: image size %dx%d outside 1..%d", width,
+                           height, SL_SIFT_SIDE_MAX);
+    if (stride < (size_t)width)
+        return sl__err_set(err, SL_E_INVALID, "sift: stride %zu < width %d", stride, width);
+    return SL_OK;
+}
+
+/* Hands the first n keypoints of ks (and their descriptors) to the caller. */
+static sl_status sift_output(const sift_kp *ks, size_t n, float *dsc, sl_keypoint **kps,
+                             float **desc, size_t *nout, sl_error *err) {
+    if (n == 0) {
+        free(dsc);
+        return SL_OK;
+    }
+    sl_keypoint *out = sl__mallocarray(n, sizeof *out);
+    if (!out) {
+        free(dsc);
+        return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) out[i] = ks[i].kp;
+    *kps = out;
+    *desc = dsc;
+    *nout = n;
+    return SL_OK;
+}
+
+sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t stride,
+                               const sl_sift_params *params, sl_keypoint **kps, float **desc,
+                               size_t *n, sl_error *err) {
+    sl_status st = sift_check_image(grey, width, height, stride, kps, desc, n, err);
+    if (st) return st;
+    sl_sift_params defp;
+    if (!params) {
+        sl_sift_params_init(&defp);
+        params = &defp;
+    }
+    if ((st = sift_check_params(params, err))) return st;
+    int up = params->upsample != 0;
+    int bw = up ? 2 * width : width, bh = up ? 2 * height : height;
+    int mn = bw < bh ? bw : bh, noct = 0;
+    while ((mn >> (noct + 3)) > 0) noct++; /* floor(log2(mn)) - 2 */
+    if (params->octaves > 0 && params->octaves < noct) noct = params->octaves;
+    if (noct > SL_SIFT_OCTAVES_MAX) noct = SL_SIFT_OCTAVES_MAX;
+    if (noct < 1) return SL_OK;
+
+    sift_ctx *c = calloc(1, sizeof *c);
+    if (!c) return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+    c->p = params;
+    c->kern = sl__sift_kernels_get();
+    c->nlev = params->levels + 3;
+    sift_pool_start(&c->pool, params->threads);
+    sift_kpvec all = { NULL, 0, 0 };
+    float *dsc = NULL;
+    if ((st = sift_alloc(c, bw, bh, noct, err))) goto done;
+    for (int o = 0; o < noct; o++) c->oct[o].o = o - up;
+    sift_load_base(grey, width, height, stride, up, c->oct[0].g, sift_plane(&c->oct[0], 1));
+    sift_build(c, params->input_sigma * (up ? 2.0f : 1.0f));
+
+    for (int o = 0; o < noct; o++) {
+        sift_detect_job *j = calloc(1, sizeof *j);
+        if (!j) {
+            st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+            goto done;
+        }
+        j->c = c;
+        j->oi = o;
+        int par = sift_par(c, c->oct[o].w, c->oct[o].h);
+        sift_pool_run(&c->pool, par, sift_dog_fn, j);
+        sift_pool_run(&c->pool, par, sift_detect_fn, j);
+        int failed = 0;
+        for (int t = 0; t < SIFT_MAX_THREADS; t++) {
+            failed |= j->failed[t] | c->scr[t].failed;
+            for (size_t i = 0; i < j->kv[t].n && !failed; i++)
+                if (sift_kpvec_push(&all, &j->kv[t].v[i])) failed = 1;
+            free(j->kv[t].v);
+        }
+        free(j);
+        if (failed) {
+            st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+            goto done;
+        }
+    }
+    if (all.n > 1) qsort(all.v, all.n, sizeof *all.v, sift_kp_cmp);
+    size_t m = 0;
+    for (size_t i = 0; i < all.n; i++) {
+        if (m > 0 && sift_kp_cmp(&all.v[m - 1], &all.v[i]) == 0) continue;
+        all.v[m++] = all.v[i];
+    }
+    if (params->max_keypoints > 0 && m > (size_t)params->max_keypoints)
+        m = (size_t)params->max_keypoints;
+    if (m > 0) {
+        dsc = sl__mallocarray(m, SL_SIFT_DESC_DIM * sizeof(float));
+        if (!dsc) {
+            st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+            goto done;
+        }
+        sift_desc_job dj;
+        memset(&dj, 0, sizeof dj);
+        dj.c = c;
+        dj.kps = all.v;
+        dj.n = m;
+        dj.desc = dsc;
+        sift_pool_run(&c->pool, m >= 64, sift_desc_fn, &dj);
+        for (int t = 0; t < SIFT_MAX_THREADS; t++)
+            if (dj.failed[t]) st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+        if (st) goto done;
+    }
+    st = sift_output(all.v, m, dsc, kps, desc, n, err);
+    dsc = NULL;
+done:
+    free(dsc);
+    free(all.v);
+    sift_ctx_free(c);
+    free(c);
+    return st;
+}
+
+/* ---- dense SIFT ------------------------------------------------------------------------- */
+
+sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t stride, int step,
+                             float size, sl_keypoint **kps, float **desc, size_t *n,
+                             sl_error *err) {
+    sl_status st = sift_check_image(grey, width, height, stride, kps, desc, n, err);
+    if (st) return st;
+    if (step < 1) return sl__err_set(err, SL_E_INVALID, "sift dense: step %d < 1", step);
+    if (!(size >= SL_SIFT_DENSE_SIZE_MIN && size <= SL_SIFT_DENSE_SIZE_MAX))
+        return sl__err_set(err, SL_E_INVALID, "sift dense: size %g outside %g..%g",
+                           (double)size, (double)SL_SIFT_DENSE_SIZE_MIN,
+                           (double)SL_SIFT_DENSE_SIZE_MAX);
+    size_t gx = ((size_t)width - (size_t)step / 2 + (size_t)step - 1) / (size_t)step;
+    size_t gy = ((size_t)height - (size_t)step / 2 + (size_t)step - 1) / (size_t)step;
+    if ((size_t)step / 2 >= (size_t)width || (size_t)step / 2 >= (size_t)height) return SL_OK;
+    size_t count, plane = (size_t)width * (size_t)height;
+    if (sl__mul_size(gx, gy, &count)) return sl__err_set(err, SL_E_TOO_LARGE, "sift dense: grid");
+
+    sift_ctx *c = calloc(1, sizeof *c);
+    sift_kp *ks = NULL;
+    float *dsc = NULL, *a = NULL, *b = NULL;
+    if (!c) return sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
+    c->kern = sl__sift_kernels_get();
+    sift_pool_start(&c->pool, 1);
+    c->scr[0].row = sl__mallocarray((size_t)width + 2 * 64 + 16, sizeof(float));
+    a = sl__mallocarray(plane, sizeof(float));
+    b = sl__mallocarray(plane, sizeof(float));
+    ks = sl__mallocarray(count, sizeof *ks);
+    dsc = sl__mallocarray(count, SL_SIFT_DESC_DIM * sizeof(float));
+    if (!c->scr[0].row || !a || !b || !ks || !dsc) {
+        st = sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
+        goto done;
+    }
+    sift_load_base(grey, width, height, stride, 0, a, NULL);
+    /* Halve the image while the target blur allows it (blur to 1.6 px, keep every 2nd pixel),
+     * then blur to `size` in the pixels of that octave. */
+    const float base = SL_SIFT_SIGMA_DEFAULT;
+    float cur = SL_SIFT_INPUT_SIGMA_DEFAULT;
+    int w = width, h = height, o = 0;
+    while (size / (float)(1 << (o + 1)) >= base && w / 2 >= 16 && h / 2 >= 16) {
+        sift_blur(c, a, b, w, h, sqrtf(base * base - cur * cur));
+        int w2 = w / 2, h2 = h / 2;
+        for (int y = 0; y < h2; y++)
+            for (int x = 0; x < w2; x++)
+                a[(size_t)y * (size_t)w2 + (size_t)x] = b[(size_t)(2 * y) * (size_t)w + (size_t)(2 * x)];
+        w = w2;
+        h = h2;
+        cur = base / 2.0f;
+        o++;
+    }
+    float so = size / (float)(1 << o);
+    if (so > cur) {
+        sift_blur(c, a, b, w, h, sqrtf(so * so - cur * cur));
+        float *t = a;
+        a = b;
+        b = t;
+    }
+    size_t k = 0;
+    for (int y = step / 2; y < height; y += step)
+        for (int x = step / 2; x < width; x += step) {
+            sift_kp *q = &ks[k];
+            memset(q, 0, sizeof *q);
+            q->xo = (float)x / (float)(1 << o);
+            q->yo = (float)y / (float)(1 << o);
+            q->so = so;
+            q->kp.x = (float)x;
+            q->kp.y = (float)y;
+            q->kp.scale = size;
+            q->kp.octave = o;
+            if (sift_descriptor(c->kern, &c->scr[0], a, w, h, q->xo, q->yo, so, 0.0f,
+                                dsc + k * SL_SIFT_DESC_DIM)) {
+                st = sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
+                goto done;
+            }
+            k++;
+        }
+    st = sift_output(ks, k, dsc, kps, desc, n, err);
+    dsc = NULL;
+done:
+    free(dsc);
+    free(ks);
+    free(a);
+    free(b);
+    sift_ctx_free(c);
+    free(c);
+    return st;
+}
+
+/* ---- RootSIFT ------------------------------------------------------------------------------ */
+
+void sl_rootsift(float *desc, size_t n, size_t dim) {
+    if (!desc || dim == 0) return;
+    for (size_t i = 0; i < n; i++) {
+        float *v = desc + i * dim;
+        float l1 = 0.0f;
+        for (size_t k = 0; k < dim; k++) l1 += fabsf(v[k]);
+        if (!(l1 > 0.0f)) continue;
+        float inv = 1.0f / l1;
+        for (size_t k = 0; k < dim; k++) {
+            float s = sqrtf(fabsf(v[k]) * inv);
+            v[k] = v[k] < 0.0f ? -s : s;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+/*
+ * feature/sift/sift_kernels.h - the inner loops of SIFT (Lowe, IJCV 2004) written once as plain,
+ * auto-vectorizable C and compiled several times: sift_generic.c (baseline x86-64 / any CPU),
+ * sift_avx2.c (-mavx2 -mfma) and sift_avx512.c (-mavx512f ...); sift.c picks one table at run
+ * time from the CPU's features (sl__sift_kernels_get).
+ *
+ * Include this file only after defining SL__SIFT_SUFFIX (a token such as generic). It defines
+ * the static kernels and one non-static table `sl__sift_kernels_<suffix>`.
+ *
+ * Invariants: every kernel computes each output element with the same sequence of float
+ * operations (no reassociation), so results depend on the selected table only through FMA
+ * contraction; on one machine and build they are bit-for-bit reproducible.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stddef.h>
+
+#include "feature/sift/sift_internal.h"
+
+#ifndef SL__SIFT_SUFFIX
+#error "define SL__SIFT_SUFFIX before including sift_kernels.h"
+#endif
+#define SL__SIFT_CAT2(a, b) a##b
+#define SL__SIFT_CAT(a, b) SL__SIFT_CAT2(a, b)
+#define SL__SIFT_NAME(n) SL__SIFT_CAT(n##_, SL__SIFT_SUFFIX)
+
+/* Separable Gaussian blur of rows [y0, y1) of a w x h plane (stride w), replicated borders.
+ * k[0..r] are the symmetric taps (k[0] the centre); tmp holds w + 2r floats. */
+static void SL__SIFT_NAME(blur_rows)(const float *restrict src, float *restrict dst, int w,
+                                     int h, const float *restrict k, int r,
+                                     float *restrict tmp, int y0, int y1) {
+    float *restrict t = tmp + r;
+    for (int y = y0; y < y1; y++) {
+        /* vertical pass into the padded row buffer */
+        const float *restrict s0 = src + (size_t)y * (size_t)w;
+        const float k0 = k[0];
+        for (int x = 0; x < w; x++) t[x] = k0 * s0[x];
+        for (int i = 1; i <= r; i++) {
+            int ya = y - i < 0 ? 0 : y - i;
+            int yb = y + i >= h ? h - 1 : y + i;
+            const float *restrict a = src + (size_t)ya * (size_t)w;
+            const float *restrict b = src + (size_t)yb * (size_t)w;
+            const float ki = k[i];
+            for (int x = 0; x < w; x++) t[x] += ki * (a[x] + b[x]);
+        }
+        for (int i = 1; i <= r; i++) {
+            t[-i] = t[0];
+            t[w - 1 + i] = t[w - 1];
+        }
+        /* horizontal pass */
+        float *restrict d = dst + (size_t)y * (size_t)w;
+        for (int x = 0; x < w; x++) d[x] = k0 * t[x];
+        for (int i = 1; i <= r; i++) {
+            const float ki = k[i];
+            const float *restrict a = t - i;
+            const float *restrict b = t + i;
+            for (int x = 0; x < w; x++) d[x] += ki * (a[x] + b[x]);
+        }
+    }
+}
+
+/* d[i] = a[i] - b[i] */
+static void SL__SIFT_NAME(sub)(const float *restrict a, const float *restrict b,
+                               float *restrict d, size_t n) {
+    for (size_t i = 0; i < n; i++) d[i] = a[i] - b[i];
+}
+
+#define SL__MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SL__MIN(a, b) ((a) < (b) ? (a) : (b))
+
+/* First stage of the scale-space extremum test on one row: m[x] = 1 where the centre value v
+ * passes the threshold (|v| > thr) and is >= (maxima) or <= (minima) its 8 neighbours in its
+ * own layer (rows r[3..5], r[4] the centre row). The 18 neighbours in the layers below
+ * (r[0..2]) and above (r[6..8]) are checked by the caller on the few survivors. */
+static void SL__SIFT_NAME(extrema_row)(const float *const *r, int x0, int x1, float thr,
+                                       uint8_t *restrict m) {
+    const float *restrict b0 = r[3], *restrict b1 = r[4], *restrict b2 = r[5];
+    for (int x = x0; x < x1; x++) {
+        float v = b1[x];
+        float mx = SL__MAX(b1[x - 1], b1[x + 1]);
+        float mn = SL__MIN(b1[x - 1], b1[x + 1]);
+        mx = SL__MAX(mx, b0[x - 1]); mn = SL__MIN(mn, b0[x - 1]);
+        mx = SL__MAX(mx, b0[x]); mn = SL__MIN(mn, b0[x]);
+        mx = SL__MAX(mx, b0[x + 1]); mn = SL__MIN(mn, b0[x + 1]);
+        mx = SL__MAX(mx, b2[x - 1]); mn = SL__MIN(mn, b2[x - 1]);
+        mx = SL__MAX(mx, b2[x]); mn = SL__MIN(mn, b2[x]);
+        mx = SL__MAX(mx, b2[x + 1]); mn = SL__MIN(mn, b2[x + 1]);
+        int is_max = (v > thr) & (v >= mx);
+        int is_min = (v < -thr) & (v <= mn);
+        m[x] = (uint8_t)(is_max | is_min);
+    }
+}
+
+/* Gradient magnitude and orientation in [0, 2pi) of n samples (dx, dy), y pointing down.
+ * The arctangent is a minimax polynomial, |error| < 1e-4 rad. */
+static void SL__SIFT_NAME(grad)(const float *restrict dx, const float *restrict dy,
+                                float *restrict mag, float *restrict ori, int n) {
+    const float pi = 3.14159265358979f;
+    for (int i = 0; i < n; i++) {
+        float x = dx[i], y = dy[i];
+        float ax = x < 0 ? -x : x, ay = y < 0 ? -y : y;
+        float lo = SL__MIN(ax, ay), hi = SL__MAX(ax, ay);
+        float a = lo / (hi + 1e-30f);
+        float s = a * a;
+        float t = ((-0.0464964749f * s + 0.15931422f) * s - 0.327622764f) * s * a + a;
+        t = ay > ax ? 0.5f * pi - t : t;
+        t = x < 0 ? pi - t : t;
+        t = y < 0 ? 2.0f * pi - t : t;
+        ori[i] = t;
+        mag[i] = sqrtf(x * x + y * y);
+    }
+}
+
+#undef SL__MAX
+#undef SL__MIN
+
+const sl__sift_kernels SL__SIFT_CAT(sl__sift_kernels_, SL__SIFT_SUFFIX) = {
+    SL__SIFT_NAME(blur_rows),
+    SL__SIFT_NAME(sub),
+    SL__SIFT_NAME(extrema_row),
+    SL__SIFT_NAME(grad),
+};

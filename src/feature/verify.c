@@ -1,0 +1,220 @@
+/*
+ * feature/verify.c - compact local features (keypoints + 8-bit RootSIFT), their serialized form,
+ * descriptor matching and geometric verification for re-ranking.
+ *
+ * Matching: all pairwise squared L2 distances between the 8-bit descriptors (integer arithmetic,
+ * exact), Lowe's ratio test (IJCV 2004, sec. 7.1) on the two nearest candidate descriptors, and a
+ * mutual-nearest-neighbour check (the candidate descriptor's nearest query descriptor must be the
+ * same). Verification fits an affine map or a homography by RANSAC (Fischler & Bolles 1981,
+ * ransac.c) and reports the inliers; re-ranking adds a saturating function of the inlier count
+ * to the global similarity, in the spirit of Pastec / Philbin et al. (CVPR 2007).
+ *
+ * Serialized form (docs/formats/features.md, "local features"): "SLLF", u8 version 1, u8 0,
+ * u16 0, u32 n, n records of {f32 x, f32 y, f32 scale, f32 angle, u8 desc[128]}, u32 CRC-32 of
+ * everything before it; little-endian. Invariants: n <= SL__LOCAL_MAX, every float finite.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "feature/features_internal.h"
+#include "util/util.h"
+
+/* enabled, weight, top_n, min_inliers, half, ratio, model, threshold, max_local */
+const sl__verify_cfg sl__verify_defaults = {1, 1.0f, 50, 6, 12.0f, 0.85f, SL_GEO_AFFINE, 8.0f, 300};
+
+void sl__verify_cfg_default(sl__verify_cfg *c) {
+    *c = sl__verify_defaults;
+    c->enabled = 0;
+}
+
+sl_local_features *sl__local_alloc(uint32_t n) {
+    if (n > SL__LOCAL_MAX) return NULL;
+    sl_local_features *lf = calloc(1, sizeof *lf);
+    if (!lf) return NULL;
+    lf->n = n;
+    lf->kp = sl__mallocarray(n ? 4 * (size_t)n : 1, sizeof *lf->kp);
+    lf->desc = sl__mallocarray(n ? (size_t)n * SL_SIFT_DESC_DIM : 1, 1);
+    if (!lf->kp || !lf->desc) { sl_local_features_free(lf); return NULL; }
+    return lf;
+}
+
+void sl_local_features_free(sl_local_features *lf) {
+    if (!lf) return;
+    free(lf->kp);
+    free(lf->desc);
+    free(lf);
+}
+
+size_t sl_local_features_count(const sl_local_features *lf) { return lf ? lf->n : 0; }
+
+static void put32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
+}
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static void putf(uint8_t *p, float f) { uint32_t v; memcpy(&v, &f, 4); put32(p, v); }
+static float getf(const uint8_t *p) { uint32_t v = get32(p); float f; memcpy(&f, &v, 4); return f; }
+
+sl_status sl_local_features_serialize(const sl_local_features *lf, void **buf, size_t *len,
+                                      sl_error *err) {
+    if (buf) *buf = NULL;
+    if (len) *len = 0;
+    if (!lf || !buf || !len) return sl__err_set(err, SL_E_INVALID, "local features: NULL argument");
+    size_t total = 12 + (size_t)lf->n * SL__LOCAL_RECORD + 4;
+    uint8_t *b = malloc(total);
+    if (!b) return sl__err_set(err, SL_E_NOMEM, "local features: out of memory");
+    memcpy(b, "SLLF", 4);
+    b[4] = 1; b[5] = 0; b[6] = 0; b[7] = 0;
+    put32(b + 8, lf->n);
+    uint8_t *p = b + 12;
+    for (uint32_t i = 0; i < lf->n; i++, p += SL__LOCAL_RECORD) {
+        for (int k = 0; k < 4; k++) putf(p + 4 * k, lf->kp[4 * (size_t)i + (size_t)k]);
+        memcpy(p + 16, lf->desc + (size_t)i * SL_SIFT_DESC_DIM, SL_SIFT_DESC_DIM);
+    }
+    put32(p, sl__feature_crc32(b, total - 4));
+    *buf = b;
+    *len = total;
+    return SL_OK;
+}
+
+sl_status sl_local_features_deserialize(const void *buf, size_t len, sl_local_features **out,
+                                        sl_error *err) {
+    if (out) *out = NULL;
+    if (!out || (!buf && len)) return sl__err_set(err, SL_E_INVALID, "local features: NULL argument");
+    const uint8_t *b = buf;
+    if (len < 16 || memcmp(b, "SLLF", 4) != 0)
+        return sl__err_set(err, SL_E_CORRUPT, "local features: bad magic or too short (%zu bytes)", len);
+    if (b[4] != 1) return sl__err_set(err, SL_E_VERSION, "local features: version %u (expected 1)", b[4]);
+    if (b[5] || b[6] || b[7]) return sl__err_set(err, SL_E_CORRUPT, "local features: reserved bytes set");
+    uint32_t n = get32(b + 8);
+    if (n > SL__LOCAL_MAX)
+        return sl__err_set(err, SL_E_CORRUPT, "local features: %u keypoints exceed %d", n, SL__LOCAL_MAX);
+    size_t need = 12 + (size_t)n * SL__LOCAL_RECORD + 4;
+    if (len != need)
+        return sl__err_set(err, SL_E_CORRUPT, "local features: %zu bytes, %zu expected for %u keypoints",
+                           len, need, n);
+    if (get32(b + need - 4) != sl__feature_crc32(b, need - 4))
+        return sl__err_set(err, SL_E_CORRUPT, "local features: checksum mismatch");
+    sl_local_features *lf = sl__local_alloc(n);
+    if (!lf) return sl__err_set(err, SL_E_NOMEM, "local features: out of memory");
+    const uint8_t *p = b + 12;
+    for (uint32_t i = 0; i < n; i++, p += SL__LOCAL_RECORD) {
+        for (int k = 0; k < 4; k++) {
+            float v = getf(p + 4 * k);
+            if (!isfinite(v) || fabsf(v) > 1e6f) {
+                sl_local_features_free(lf);
+                return sl__err_set(err, SL_E_CORRUPT, "local features: keypoint %u has a bad value", i);
+            }
+            lf->kp[4 * (size_t)i + (size_t)k] = v;
+        }
+        memcpy(lf->desc + (size_t)i * SL_SIFT_DESC_DIM, p + 16, SL_SIFT_DESC_DIM);
+    }
+    *out = lf;
+    return SL_OK;
+}
+
+/* Squared distances from descriptor a to the n descriptors of c: |a|^2 + |b|^2 - 2 a.b, exact in
+ * 32 bits (128 * 255^2 < 2^23). The hot loop of matching: compiled for AVX2 and for the baseline,
+ * picked at load time (GCC function multi-versioning). */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(SL_SANITIZE)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void dist_row(const uint8_t *a, const uint8_t *c, const uint32_t *cn, uint32_t n,
+                     uint32_t *out) {
+    uint32_t na = 0;
+    for (int i = 0; i < SL_SIFT_DESC_DIM; i++) na += (uint32_t)(a[i] * a[i]);
+    for (uint32_t j = 0; j < n; j++) {
+        const uint8_t *b = c + (size_t)j * SL_SIFT_DESC_DIM;
+        uint32_t s = 0;
+        for (int i = 0; i < SL_SIFT_DESC_DIM; i++) s += (uint32_t)(a[i] * b[i]);
+        out[j] = na + cn[j] - 2u * s;
+    }
+}
+
+int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
+                    uint32_t *pairs) {
+    uint32_t nq = q->n, nc = c->n;
+    if (nq == 0 || nc < 2) return 0;
+    uint32_t *best_c = malloc((size_t)nc * sizeof *best_c);   /* nearest query of each candidate */
+    uint32_t *best_cd = malloc((size_t)nc * sizeof *best_cd);
+    uint32_t *bq = malloc((size_t)nq * sizeof *bq);
+    uint8_t *ok = malloc(nq);
+    if (!best_c || !best_cd || !bq || !ok) { free(best_c); free(best_cd); free(bq); free(ok); return -1; }
+    for (uint32_t j = 0; j < nc; j++) { best_cd[j] = UINT32_MAX; best_c[j] = UINT32_MAX; }
+    double r2 = (double)ratio * ratio;
+    uint32_t *cn = malloc((size_t)nc * sizeof *cn), *row = malloc((size_t)nc * sizeof *row);
+    if (!cn || !row) { free(best_c); free(best_cd); free(bq); free(ok); free(cn); free(row); return -1; }
+    for (uint32_t j = 0; j < nc; j++) {
+        const uint8_t *b = c->desc + (size_t)j * SL_SIFT_DESC_DIM;
+        uint32_t s = 0;
+        for (int i = 0; i < SL_SIFT_DESC_DIM; i++) s += (uint32_t)(b[i] * b[i]);
+        cn[j] = s;
+    }
+    for (uint32_t i = 0; i < nq; i++) {
+        dist_row(q->desc + (size_t)i * SL_SIFT_DESC_DIM, c->desc, cn, nc, row);
+        uint32_t d1 = UINT32_MAX, d2 = UINT32_MAX, b1 = 0;
+        for (uint32_t j = 0; j < nc; j++) {
+            uint32_t d = row[j];
+            if (d < d1) { d2 = d1; d1 = d; b1 = j; }
+            else if (d < d2) d2 = d;
+            if (d < best_cd[j]) { best_cd[j] = d; best_c[j] = i; }
+        }
+        bq[i] = b1;
+        ok[i] = (double)d1 < r2 * (double)d2;
+    }
+    int m = 0;
+    for (uint32_t i = 0; i < nq; i++) {
+        if (!ok[i] || best_c[bq[i]] != i) continue;
+        pairs[2 * m] = i;
+        pairs[2 * m + 1] = bq[i];
+        m++;
+    }
+    free(best_c); free(best_cd); free(bq); free(ok); free(cn); free(row);
+    return m;
+}
+
+sl_status sl__verify_with(const sl__verify_cfg *cfg, const sl_local_features *q,
+                          const sl_local_features *c, sl_verify_result *res, sl_error *err) {
+    static const double I[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
+    if (!q || !c || !res) return sl__err_set(err, SL_E_INVALID, "verify: NULL argument");
+    memset(res, 0, sizeof *res);
+    memcpy(res->H, I, sizeof I);
+    uint32_t cap = q->n < c->n ? q->n : c->n;
+    if (cap == 0) return SL_OK;
+    uint32_t *pairs = sl__mallocarray(2 * (size_t)cap, sizeof *pairs);
+    if (!pairs) return sl__err_set(err, SL_E_NOMEM, "verify: out of memory");
+    int m = sl__match_local(q, c, cfg->ratio, pairs);
+    if (m < 0) { free(pairs); return sl__err_set(err, SL_E_NOMEM, "verify: out of memory"); }
+    res->matches = m;
+    sl_status st = SL_OK;
+    if (m >= 3) {
+        float *src = sl__mallocarray(2 * (size_t)m, sizeof *src);
+        float *dst = sl__mallocarray(2 * (size_t)m, sizeof *dst);
+        if (!src || !dst) {
+            st = sl__err_set(err, SL_E_NOMEM, "verify: out of memory");
+        } else {
+            for (int k = 0; k < m; k++) {
+                src[2 * k] = q->kp[4 * (size_t)pairs[2 * k]];
+                src[2 * k + 1] = q->kp[4 * (size_t)pairs[2 * k] + 1];
+                dst[2 * k] = c->kp[4 * (size_t)pairs[2 * k + 1]];
+                dst[2 * k + 1] = c->kp[4 * (size_t)pairs[2 * k + 1] + 1];
+            }
+            sl_ransac_params rp;
+            sl_ransac_params_init(&rp);
+            rp.model = cfg->model;
+            rp.threshold = cfg->threshold;
+            st = sl_ransac(src, dst, (size_t)m, &rp, res->H, &res->inliers, NULL, err);
+        }
+        free(src); free(dst);
+    }
+    free(pairs);
+    return st;
+}
+
+double sl__rerank_with(const sl__verify_cfg *cfg, double global, const sl_verify_result *res) {
+    if (!res || !cfg->enabled) return global;
+    double extra = (double)res->inliers - (double)cfg->min_inliers + 1.0;
+    if (extra <= 0.0) return global;
+    return global + cfg->weight * extra / (extra + cfg->half);
+}

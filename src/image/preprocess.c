@@ -1,0 +1,489 @@
+/*
+ * image/preprocess.c - resize (area averaging down, bilinear up), greyscale, Gaussian and median
+ * denoise, global histogram equalization, CLAHE and float normalization, in plain C on sl_image.
+ *
+ * Resampling is separable: for each output column/row a short list of (first source index,
+ * weights) is computed once; shrinking uses the exact overlap of the output pixel's footprint with
+ * each source pixel (box/area filter, what OpenCV calls INTER_AREA), enlarging uses bilinear
+ * weights with pixel centres aligned ((i + 0.5) / scale - 0.5). Weights of every output sum to 1.
+ * CLAHE follows K. Zuiderveld, "Contrast Limited Adaptive Histogram Equalization", Graphics Gems
+ * IV, 1994: per-tile clipped histograms, excess redistributed evenly, bilinear interpolation of
+ * the four neighbouring tile mappings. Colour images are equalized on the luma of full-range
+ * YCbCr (JPEG/Rec. 601), chroma kept, so hue does not shift.
+ * Invariants: sources are never modified; every output is a new image or nothing.
+ */
+#include "image/image_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- separable resampling -------------------------------------------------------------- */
+
+typedef struct { int first, count; float *w; } sl__contrib;
+
+/* Builds the contribution table for mapping n_src samples to n_dst. NULL on allocation failure. */
+static sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
+    double scale = (double)n_dst / n_src;
+    int maxc = scale < 1.0 ? (int)ceil(1.0 / scale) + 2 : 2;
+    sl__contrib *c = sl__mallocarray((size_t)n_dst, sizeof *c);
+    float *w = sl__mallocarray((size_t)n_dst * (size_t)maxc, sizeof *w);
+    if (!c || !w) { free(c); free(w); return NULL; }
+    for (int i = 0; i < n_dst; i++) {
+        float *wi = w + (size_t)i * maxc;
+        c[i].w = wi;
+        if (scale < 1.0) { /* area: output pixel covers [i/scale, (i+1)/scale) */
+            double a = i / scale, b = (i + 1) / scale;
+            if (b > n_src) b = n_src;
+            int first = (int)floor(a), last = (int)ceil(b) - 1;
+            if (last >= n_src) last = n_src - 1;
+            if (last - first + 1 > maxc) last = first + maxc - 1;
+            double tot = 0;
+            for (int k = first; k <= last; k++) {
+                double lo = k > a ? k : a, hi = k + 1 < b ? k + 1 : b;
+                wi[k - first] = (float)(hi - lo > 0 ? hi - lo : 0);
+                tot += wi[k - first];
+            }
+            for (int k = 0; k <= last - first; k++) wi[k] = (float)(wi[k] / tot);
+            c[i].first = first;
+            c[i].count = last - first + 1;
+        } else { /* bilinear (identity when scale == 1) */
+            double x = (i + 0.5) / scale - 0.5;
+            if (x < 0) x = 0;
+            if (x > n_src - 1) x = n_src - 1;
+            int x0 = (int)floor(x);
+            double f = x - x0;
+            if (x0 >= n_src - 1) { x0 = n_src - 1; f = 0; }
+            c[i].first = x0;
+            c[i].count = f > 0 ? 2 : 1;
+            wi[0] = (float)(1.0 - f);
+            wi[1] = (float)f;
+        }
+    }
+    *pool = w;
+    return c;
+}
+
+/* Resizes src to exactly dw x dh. */
+/* Horizontal pass of one source row into dw * c floats. */
+static void sl__hpass(const uint8_t *row, int c, int dw, const sl__contrib *cx, float *t) {
+    if (c == 3) {
+        for (int x = 0; x < dw; x++) {
+            const uint8_t *p = row + (size_t)cx[x].first * 3;
+            const float *w = cx[x].w;
+            float a0 = 0, a1 = 0, a2 = 0;
+            for (int j = 0; j < cx[x].count; j++, p += 3) {
+                a0 += w[j] * p[0];
+                a1 += w[j] * p[1];
+                a2 += w[j] * p[2];
+            }
+            t[3 * x] = a0;
+            t[3 * x + 1] = a1;
+            t[3 * x + 2] = a2;
+        }
+    } else {
+        for (int x = 0; x < dw; x++) {
+            const uint8_t *p = row + cx[x].first;
+            float a0 = 0;
+            for (int j = 0; j < cx[x].count; j++) a0 += cx[x].w[j] * p[j];
+            t[x] = a0;
+        }
+    }
+}
+
+/* Resizes src to exactly dw x dh. The horizontal pass runs once per needed source row into a
+ * ring of `cap` rows (cap = most source rows one output row reads), so the working set stays
+ * small whatever the image size. */
+static sl_status sl__resize_exact(const sl_image *src, int dw, int dh, sl_image **out, sl_error *err) {
+    if (dw < 1 || dh < 1 || dw > SL_IMAGE_MAX_SIDE_MAX || dh > SL_IMAGE_MAX_SIDE_MAX)
+        return sl__err_set(err, SL_E_INVALID, "resize: target %dx%d out of range", dw, dh);
+    int c = src->channels, sw = src->width, sh = src->height;
+    size_t rowlen = (size_t)dw * c;
+    sl_image *dst = sl_image_new(dw, dh, c);
+    float *px = NULL, *py = NULL;
+    sl__contrib *cx = sl__contribs(sw, dw, &px), *cy = cx ? sl__contribs(sh, dh, &py) : NULL;
+    int cap = 1;
+    for (int y = 0; cy && y < dh; y++) cap = cy[y].count > cap ? cy[y].count : cap;
+    float *ring = sl__mallocarray((size_t)cap * rowlen, sizeof *ring);
+    float *acc = sl__mallocarray(rowlen, sizeof *acc);
+    if (!dst || !cx || !cy || !ring || !acc) {
+        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(ring); free(acc);
+        return sl__err_set(err, SL_E_NOMEM, "resize: out of memory for %dx%d", dw, dh);
+    }
+    int next = 0; /* first source row not yet in the ring */
+    for (int y = 0; y < dh; y++) {
+        int first = cy[y].first, end = first + cy[y].count;
+        if (next < first) next = first;
+        for (; next < end; next++)
+            sl__hpass(src->data + (size_t)next * src->stride, c, dw, cx, ring + (size_t)(next % cap) * rowlen);
+        float *restrict ac = acc;
+        for (size_t i = 0; i < rowlen; i++) ac[i] = 0;
+        for (int j = 0; j < cy[y].count; j++) {
+            const float *restrict tj = ring + (size_t)((first + j) % cap) * rowlen;
+            float wj = cy[y].w[j];
+            for (size_t i = 0; i < rowlen; i++) ac[i] += wj * tj[i];
+        }
+        uint8_t *restrict o = dst->data + (size_t)y * dst->stride;
+        for (size_t i = 0; i < rowlen; i++) { /* max/min/convert: vectorizes */
+            float v = ac[i] + 0.5f;
+            v = v > 0.0f ? v : 0.0f;
+            v = v < 255.0f ? v : 255.0f;
+            o[i] = (uint8_t)(int)v;
+        }
+    }
+    free(cx); free(px); free(cy); free(py); free(ring); free(acc);
+    *out = dst;
+    return SL_OK;
+}
+
+static int sl__iround(double v) { return (int)floor(v + 0.5); }
+static int sl__max1(int v) { return v < 1 ? 1 : v; }
+
+sl_status sl_image_resize(const sl_image *src, int width, int height, sl_resize_mode mode,
+                          uint32_t pad_rgb, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "resize");
+    if (st) return st;
+    if (width < 1 || height < 1 || width > SL_IMAGE_MAX_SIDE_MAX || height > SL_IMAGE_MAX_SIDE_MAX)
+        return sl__err_set(err, SL_E_INVALID, "resize: target %dx%d out of range", width, height);
+    int sw = src->width, sh = src->height;
+    switch (mode) {
+    case SL_RESIZE_STRETCH:
+        return sl__resize_exact(src, width, height, out, err);
+    case SL_RESIZE_FIT:
+    case SL_RESIZE_PAD: {
+        double s = fmin((double)width / sw, (double)height / sh);
+        int fw = sl__max1(sl__iround(sw * s)), fh = sl__max1(sl__iround(sh * s));
+        if (fw > width) fw = width;
+        if (fh > height) fh = height;
+        sl_image *fit = NULL;
+        st = sl__resize_exact(src, fw, fh, &fit, err);
+        if (st || mode == SL_RESIZE_FIT) { *out = fit; return st; }
+        sl_image *pad = sl_image_new(width, height, src->channels);
+        if (!pad) { sl_image_free(fit); return sl__err_set(err, SL_E_NOMEM, "resize: out of memory"); }
+        uint8_t rgb[3] = { (uint8_t)(pad_rgb >> 16), (uint8_t)(pad_rgb >> 8), (uint8_t)pad_rgb };
+        uint8_t grey = (uint8_t)((299u * rgb[0] + 587u * rgb[1] + 114u * rgb[2] + 500u) / 1000u);
+        for (size_t i = 0; i < (size_t)width * height; i++) {
+            if (src->channels == 1) pad->data[i] = grey;
+            else memcpy(pad->data + i * 3, rgb, 3);
+        }
+        int ox = (width - fw) / 2, oy = (height - fh) / 2;
+        for (int y = 0; y < fh; y++)
+            memcpy(pad->data + (size_t)(y + oy) * pad->stride + (size_t)ox * src->channels,
+                   fit->data + (size_t)y * fit->stride, fit->stride);
+        sl_image_free(fit);
+        *out = pad;
+        return SL_OK;
+    }
+    case SL_RESIZE_FILL: {
+        /* centred source rectangle with the target aspect, then an exact resize */
+        int cw = sw, ch = sh;
+        if ((uint64_t)sw * height > (uint64_t)sh * width) cw = sl__max1(sl__iround((double)sh * width / height));
+        else ch = sl__max1(sl__iround((double)sw * height / width));
+        sl_image *crop = NULL;
+        st = sl_image_crop(src, (sw - cw) / 2, (sh - ch) / 2, cw, ch, &crop, err);
+        if (st) return st;
+        st = sl__resize_exact(crop, width, height, out, err);
+        sl_image_free(crop);
+        return st;
+    }
+    }
+    return sl__err_set(err, SL_E_INVALID, "resize: unknown mode %d", (int)mode);
+}
+
+sl_status sl_image_resize_longest(const sl_image *src, int side, int no_enlarge, sl_image **out,
+                                  sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "resize_longest");
+    if (st) return st;
+    if (side < 1 || side > SL_IMAGE_MAX_SIDE_MAX)
+        return sl__err_set(err, SL_E_INVALID, "resize_longest: side %d out of range", side);
+    int longest = src->width > src->height ? src->width : src->height;
+    if (no_enlarge && longest <= side) {
+        *out = sl_image_clone(src);
+        return *out ? SL_OK : sl__err_set(err, SL_E_NOMEM, "resize_longest: out of memory");
+    }
+    double s = (double)side / longest;
+    int w = src->width >= src->height ? side : sl__max1(sl__iround(src->width * s));
+    int h = src->height > src->width ? side : sl__max1(sl__iround(src->height * s));
+    return sl__resize_exact(src, w, h, out, err);
+}
+
+sl_status sl_image_scale(const sl_image *src, float factor, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "scale");
+    if (st) return st;
+    if (!(factor > 0) || !isfinite(factor))
+        return sl__err_set(err, SL_E_INVALID, "scale: factor %g must be > 0", (double)factor);
+    double w = src->width * (double)factor, h = src->height * (double)factor;
+    if (w > SL_IMAGE_MAX_SIDE_MAX || h > SL_IMAGE_MAX_SIDE_MAX)
+        return sl__err_set(err, SL_E_TOO_LARGE, "scale: %gx%g is too large", w, h);
+    return sl__resize_exact(src, sl__max1(sl__iround(w)), sl__max1(sl__iround(h)), out, err);
+}
+
+/* ---- grey ------------------------------------------------------------------------------ */
+
+static inline uint8_t sl__luma(const uint8_t *p) {
+    return (uint8_t)((299u * p[0] + 587u * p[1] + 114u * p[2] + 500u) / 1000u);
+}
+
+sl_status sl_image_to_grey(const sl_image *src, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "to_grey");
+    if (st) return st;
+    sl_image *g = src->channels == 1 ? sl_image_clone(src) : sl_image_new(src->width, src->height, 1);
+    if (!g) return sl__err_set(err, SL_E_NOMEM, "to_grey: out of memory");
+    if (src->channels == 3)
+        for (size_t i = 0; i < (size_t)src->width * src->height; i++) g->data[i] = sl__luma(src->data + i * 3);
+    *out = g;
+    return SL_OK;
+}
+
+/* ---- Gaussian and median --------------------------------------------------------------- */
+
+sl_status sl_image_gaussian(const sl_image *src, float sigma, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "gaussian");
+    if (st) return st;
+    if (!(sigma > 0) || sigma > 100)
+        return sl__err_set(err, SL_E_INVALID, "gaussian: sigma %g not in (0, 100]", (double)sigma);
+    int r = (int)ceil(3.0 * sigma);
+    int w = src->width, h = src->height, c = src->channels;
+    size_t rowlen = (size_t)w * c;
+    float *k = malloc(sizeof(float) * (size_t)(2 * r + 1));
+    float *tmp = sl__mallocarray(rowlen * h, sizeof(float));
+    float *pad = sl__mallocarray(((size_t)w + 2 * (size_t)r) * c, sizeof(float));
+    float *acc = sl__mallocarray(rowlen, sizeof(float));
+    sl_image *dst = sl_image_new(w, h, c);
+    if (!k || !tmp || !pad || !acc || !dst) {
+        free(k); free(tmp); free(pad); free(acc); sl_image_free(dst);
+        return sl__err_set(err, SL_E_NOMEM, "gaussian: out of memory");
+    }
+    double tot = 0;
+    for (int i = -r; i <= r; i++) tot += k[i + r] = (float)exp(-(double)i * i / (2.0 * sigma * sigma));
+    for (int i = 0; i <= 2 * r; i++) k[i] = (float)(k[i] / tot);
+    for (int y = 0; y < h; y++) { /* horizontal, on a row padded with replicated borders */
+        const uint8_t *row = src->data + (size_t)y * src->stride;
+        for (int x = -r; x < w + r; x++) {
+            int xx = x < 0 ? 0 : x >= w ? w - 1 : x;
+            for (int ch = 0; ch < c; ch++) pad[(size_t)(x + r) * c + ch] = row[(size_t)xx * c + ch];
+        }
+        float *restrict t = tmp + (size_t)y * rowlen;
+        for (size_t i = 0; i < rowlen; i++) t[i] = 0;
+        for (int j = 0; j <= 2 * r; j++) {
+            const float *restrict pj = pad + (size_t)j * c;
+            float kj = k[j];
+            for (size_t i = 0; i < rowlen; i++) t[i] += kj * pj[i];
+        }
+    }
+    for (int y = 0; y < h; y++) { /* vertical, rows clamped */
+        for (size_t i = 0; i < rowlen; i++) acc[i] = 0;
+        for (int j = -r; j <= r; j++) {
+            int yy = y + j < 0 ? 0 : y + j >= h ? h - 1 : y + j;
+            const float *restrict tj = tmp + (size_t)yy * rowlen;
+            float *restrict ac = acc;
+            float kj = k[j + r];
+            for (size_t i = 0; i < rowlen; i++) ac[i] += kj * tj[i];
+        }
+        uint8_t *o = dst->data + (size_t)y * dst->stride;
+        for (size_t i = 0; i < rowlen; i++) {
+            float v = acc[i];
+            o[i] = v <= 0 ? 0 : v >= 255 ? 255 : (uint8_t)(v + 0.5f);
+        }
+    }
+    free(k);
+    free(tmp);
+    free(pad);
+    free(acc);
+    *out = dst;
+    return SL_OK;
+}
+
+sl_status sl_image_median(const sl_image *src, int radius, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "median");
+    if (st) return st;
+    if (radius < 1 || radius > 7)
+        return sl__err_set(err, SL_E_INVALID, "median: radius %d not in 1..7", radius);
+    int w = src->width, h = src->height, c = src->channels;
+    sl_image *dst = sl_image_new(w, h, c);
+    if (!dst) return sl__err_set(err, SL_E_NOMEM, "median: out of memory");
+    int n = (2 * radius + 1) * (2 * radius + 1), half = n / 2;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int ch = 0; ch < c; ch++) {
+                /* counting select over the window (borders replicated) */
+                uint16_t hist[256] = { 0 };
+                for (int dy = -radius; dy <= radius; dy++) {
+                    int yy = y + dy < 0 ? 0 : y + dy >= h ? h - 1 : y + dy;
+                    const uint8_t *row = src->data + (size_t)yy * src->stride;
+                    for (int dx = -radius; dx <= radius; dx++) {
+                        int xx = x + dx < 0 ? 0 : x + dx >= w ? w - 1 : x + dx;
+                        hist[row[(size_t)xx * c + ch]]++;
+                    }
+                }
+                int acc = 0, v = 0;
+                while ((acc += hist[v]) <= half) v++;
+                dst->data[(size_t)y * dst->stride + (size_t)x * c + ch] = (uint8_t)v;
+            }
+    *out = dst;
+    return SL_OK;
+}
+
+/* ---- histogram equalization and CLAHE -------------------------------------------------- */
+
+/* Luma plane of src (full-range Y of YCbCr, same as sl__luma) into a new buffer. */
+static uint8_t *sl__luma_plane(const sl_image *src) {
+    size_t n = (size_t)src->width * src->height;
+    uint8_t *y = malloc(n);
+    if (!y) return NULL;
+    for (size_t i = 0; i < n; i++) y[i] = src->channels == 1 ? src->data[i] : sl__luma(src->data + i * 3);
+    return y;
+}
+
+/* Writes a new image equal to src with its luma replaced by ynew (chroma Cb/Cr kept). */
+static sl_image *sl__with_luma(const sl_image *src, const uint8_t *ynew) {
+    sl_image *dst = sl_image_new(src->width, src->height, src->channels);
+    if (!dst) return NULL;
+    size_t n = (size_t)src->width * src->height;
+    if (src->channels == 1) { memcpy(dst->data, ynew, n); return dst; }
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *p = src->data + i * 3;
+        double r = p[0], g = p[1], b = p[2];
+        double cb = -0.168736 * r - 0.331264 * g + 0.5 * b;
+        double cr = 0.5 * r - 0.418688 * g - 0.081312 * b;
+        double y = ynew[i];
+        dst->data[i * 3 + 0] = sl__clamp_u8(y + 1.402 * cr);
+        dst->data[i * 3 + 1] = sl__clamp_u8(y - 0.344136 * cb - 0.714136 * cr);
+        dst->data[i * 3 + 2] = sl__clamp_u8(y + 1.772 * cb);
+    }
+    return dst;
+}
+
+sl_status sl_image_equalize(const sl_image *src, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "equalize");
+    if (st) return st;
+    size_t n = (size_t)src->width * src->height;
+    uint8_t *y = sl__luma_plane(src);
+    if (!y) return sl__err_set(err, SL_E_NOMEM, "equalize: out of memory");
+    size_t hist[256] = { 0 }, cdf = 0, cdf_min = 0;
+    for (size_t i = 0; i < n; i++) hist[y[i]]++;
+    uint8_t map[256];
+    for (int v = 0; v < 256; v++) {
+        cdf += hist[v];
+        if (!cdf_min && cdf) cdf_min = cdf;
+        /* classic formula: (cdf(v) - cdf_min) / (N - cdf_min) * 255; a flat image stays */
+        map[v] = n == cdf_min ? (uint8_t)v
+                              : sl__clamp_u8((double)(cdf - cdf_min) * 255.0 / (double)(n - cdf_min));
+    }
+    for (size_t i = 0; i < n; i++) y[i] = map[y[i]];
+    *out = sl__with_luma(src, y);
+    free(y);
+    return *out ? SL_OK : sl__err_set(err, SL_E_NOMEM, "equalize: out of memory");
+}
+
+/* Pixel i of n lies between the centres of tiles *t0 and *t1 (of `tiles`); returns the weight
+ * of *t1. Before the first centre / after the last, both are the same tile. */
+static double sl__tile_pos(int i, int n, int tiles, int *t0, int *t1) {
+    double f = (i + 0.5) * tiles / n - 0.5;
+    int a = (int)floor(f);
+    double wt = f - a;
+    if (a < 0) { a = 0; wt = 0; }
+    if (a > tiles - 1) a = tiles - 1;
+    *t0 = a;
+    *t1 = a + 1 < tiles ? a + 1 : a;
+    return wt;
+}
+
+sl_status sl_image_clahe(const sl_image *src, int tiles_x, int tiles_y, float clip_limit,
+                         sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "clahe");
+    if (st) return st;
+    int w = src->width, h = src->height;
+    if (tiles_x < 1 || tiles_y < 1 || tiles_x > 64 || tiles_y > 64 || tiles_x > w || tiles_y > h)
+        return sl__err_set(err, SL_E_INVALID, "clahe: %dx%d tiles for a %dx%d image (1..64, at most "
+                           "one per pixel)", tiles_x, tiles_y, w, h);
+    if (!(clip_limit >= 1.0f) || clip_limit > 256.0f)
+        return sl__err_set(err, SL_E_INVALID, "clahe: clip limit %g not in [1, 256]", (double)clip_limit);
+    uint8_t *y = sl__luma_plane(src);
+    uint8_t *maps = malloc((size_t)tiles_x * tiles_y * 256);
+    if (!y || !maps) { free(y); free(maps); return sl__err_set(err, SL_E_NOMEM, "clahe: out of memory"); }
+    /* tile t spans [t*w/tx, (t+1)*w/tx) */
+    for (int ty = 0; ty < tiles_y; ty++)
+        for (int tx = 0; tx < tiles_x; tx++) {
+            int x0 = (int)((int64_t)tx * w / tiles_x), x1 = (int)((int64_t)(tx + 1) * w / tiles_x);
+            int y0 = (int)((int64_t)ty * h / tiles_y), y1 = (int)((int64_t)(ty + 1) * h / tiles_y);
+            size_t hist[256] = { 0 }, npix = (size_t)(x1 - x0) * (size_t)(y1 - y0);
+            for (int yy = y0; yy < y1; yy++)
+                for (int xx = x0; xx < x1; xx++) hist[y[(size_t)yy * w + xx]]++;
+            /* clip and redistribute the excess evenly (Zuiderveld's ClipHistogram) */
+            size_t clip = (size_t)(clip_limit * (double)npix / 256.0);
+            if (clip < 1) clip = 1;
+            size_t excess = 0;
+            for (int v = 0; v < 256; v++)
+                if (hist[v] > clip) { excess += hist[v] - clip; hist[v] = clip; }
+            size_t incr = excess / 256, upper = clip - incr;
+            for (int v = 0; v < 256; v++) {
+                if (hist[v] > upper) { excess -= clip - hist[v]; hist[v] = clip; }
+                else { hist[v] += incr; excess -= incr; }
+            }
+            for (int progress = 1; excess > 0 && progress;) { /* leftovers, spread */
+                size_t step = 256 / excess > 0 ? 256 / excess : 1;
+                progress = 0;
+                for (int v = 0; v < 256 && excess > 0; v += (int)step)
+                    if (hist[v] < clip) { hist[v]++; excess--; progress = 1; }
+            }
+            uint8_t *map = maps + ((size_t)ty * tiles_x + tx) * 256;
+            size_t cdf = 0;
+            for (int v = 0; v < 256; v++) {
+                cdf += hist[v];
+                map[v] = sl__clamp_u8((double)cdf * 255.0 / (double)npix);
+            }
+        }
+    /* bilinear interpolation between the mappings of the four nearest tile centres */
+    for (int yy = 0; yy < h; yy++) {
+        int ty0, ty1;
+        double ay = sl__tile_pos(yy, h, tiles_y, &ty0, &ty1);
+        for (int xx = 0; xx < w; xx++) {
+            int tx0, tx1;
+            double ax = sl__tile_pos(xx, w, tiles_x, &tx0, &tx1);
+            uint8_t v = y[(size_t)yy * w + xx];
+            double m00 = maps[((size_t)ty0 * tiles_x + tx0) * 256 + v];
+            double m01 = maps[((size_t)ty0 * tiles_x + tx1) * 256 + v];
+            double m10 = maps[((size_t)ty1 * tiles_x + tx0) * 256 + v];
+            double m11 = maps[((size_t)ty1 * tiles_x + tx1) * 256 + v];
+            double top = m00 + ax * (m01 - m00), bot = m10 + ax * (m11 - m10);
+            y[(size_t)yy * w + xx] = sl__clamp_u8(top + ay * (bot - top));
+        }
+    }
+    free(maps);
+    *out = sl__with_luma(src, y);
+    free(y);
+    return *out ? SL_OK : sl__err_set(err, SL_E_NOMEM, "clahe: out of memory");
+}
+
+/* ---- float normalization --------------------------------------------------------------- */
+
+sl_status sl_image_to_float(const sl_image *src, const float *mean, const float *std,
+                            sl_layout layout, float *dst, size_t dst_len, sl_error *err) {
+    if (!src || !src->data || !dst) return sl__err_set(err, SL_E_INVALID, "to_float: NULL argument");
+    if (layout != SL_LAYOUT_CHW && layout != SL_LAYOUT_HWC)
+        return sl__err_set(err, SL_E_INVALID, "to_float: unknown layout %d", (int)layout);
+    int c = src->channels;
+    size_t plane = (size_t)src->width * src->height, need = plane * (size_t)c;
+    if (dst_len < need)
+        return sl__err_set(err, SL_E_INVALID, "to_float: buffer of %zu floats, need %zu", dst_len, need);
+    float scale[3], bias[3];
+    for (int k = 0; k < c; k++) {
+        float m = mean ? mean[k] : 0.0f, s = std ? std[k] : 1.0f;
+        if (!(s > 0) && !(s < 0)) return sl__err_set(err, SL_E_INVALID, "to_float: std[%d] is 0", k);
+        scale[k] = 1.0f / (255.0f * s);
+        bias[k] = -m / s;
+    }
+    for (int yy = 0; yy < src->height; yy++) {
+        const uint8_t *row = src->data + (size_t)yy * src->stride;
+        for (int xx = 0; xx < src->width; xx++) {
+            size_t p = (size_t)yy * src->width + xx;
+            for (int k = 0; k < c; k++) {
+                float v = row[(size_t)xx * c + k] * scale[k] + bias[k];
+                if (layout == SL_LAYOUT_CHW) dst[(size_t)k * plane + p] = v;
+                else dst[p * c + k] = v;
+            }
+        }
+    }
+    return SL_OK;
+}

@@ -1,0 +1,422 @@
+#!/usr/bin/python3
+"""Generates the small ONNX models the CNN unit tests use, with inputs and expected outputs.
+
+Run with Debian's python (python3-torch, python3-onnx, python3-numpy):
+    /usr/bin/python3 tests/models/make_models.py [OUTDIR]
+For each model NAME it writes NAME.onnx, NAME.in.npy (float32 input) and NAME.out.npy (expected
+output of the graph's first output, computed by PyTorch from the same weights). Models come in
+two kinds: single-operator graphs built with onnx.helper (every operator and attribute variant
+the engine supports, expected values from torch.nn.functional), and tiny networks with the
+structure of ResNet / MobileNetV2 / MobileNetV3 / EfficientNet exported by torch.onnx.export.
+Everything is seeded; re-running produces the same numbers (up to PyTorch version rounding).
+Each file stays far below 1 MB.
+"""
+import os
+import sys
+
+import numpy as np
+import onnx
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from onnx import TensorProto, helper, numpy_helper
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.dirname(os.path.abspath(__file__))
+rng = np.random.default_rng(1234)
+torch.manual_seed(1234)
+
+
+def rnd(*shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def save(name, model, x, y):
+    # (no onnx.checker: output shapes are left unspecified on purpose)
+    onnx.save(model, os.path.join(OUT, name + ".onnx"))
+    np.save(os.path.join(OUT, name + ".in.npy"), np.ascontiguousarray(x, dtype=np.float32))
+    np.save(os.path.join(OUT, name + ".out.npy"), np.ascontiguousarray(y, dtype=np.float32))
+    print(f"{name}: in {tuple(x.shape)} out {tuple(y.shape)}")
+
+
+def graph(name, nodes, inits, in_shape, out_name, out_shape, opset=13, extra_inputs=()):
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)
+    out = helper.make_tensor_value_info(out_name, TensorProto.FLOAT, out_shape)
+    g = helper.make_graph(nodes, name, [inp, *extra_inputs], [out],
+                          initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)],
+                             producer_name="shoplens-tests")
+
+
+T = lambda a: torch.from_numpy(np.asarray(a))
+
+
+# ---- single-operator graphs -----------------------------------------------------------------
+
+def conv_variants():
+    # grouped conv, stride 2, asymmetric pads, dilation 2, bias, then Relu
+    x = rnd(2, 4, 11, 10)
+    w = rnd(6, 2, 3, 3, scale=0.3)
+    b = rnd(6)
+    nodes = [helper.make_node("Conv", ["x", "w", "b"], ["c"], name="conv_g2", group=2,
+                              strides=[2, 2], pads=[1, 0, 2, 1], dilations=[2, 2],
+                              kernel_shape=[3, 3]),
+             helper.make_node("Relu", ["c"], ["y"], name="relu")]
+    y = F.relu(F.conv2d(F.pad(T(x), (0, 1, 1, 2)), T(w), T(b), stride=2, dilation=2, groups=2))
+    save("conv_group", graph("conv_group", nodes, {"w": w, "b": b}, ["N", 4, 11, 10], "y", None),
+         x, y.numpy())
+
+    # depthwise 3x3 + Clip(0, 6) with bounds as inputs (opset 13)
+    x = rnd(2, 8, 9, 9)
+    w = rnd(8, 1, 3, 3, scale=0.5)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="dw", group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Clip", ["c", "lo", "hi"], ["y"], name="relu6")]
+    y = torch.clamp(F.conv2d(T(x), T(w), padding=1, groups=8), 0, 6)
+    save("conv_dw", graph("conv_dw", nodes, {"w": w, "lo": np.array(0, np.float32),
+                                             "hi": np.array(6, np.float32)},
+                          ["N", 8, 9, 9], "y", None), x, y.numpy())
+
+    # auto_pad SAME_UPPER / SAME_LOWER / VALID, stride 2 on an even input; concatenated
+    x = rnd(1, 3, 8, 8)
+    w = rnd(4, 3, 3, 3, scale=0.3)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="su", auto_pad="SAME_UPPER", strides=[2, 2]),
+             helper.make_node("Conv", ["x", "w"], ["b"], name="sl", auto_pad="SAME_LOWER", strides=[2, 2]),
+             helper.make_node("Conv", ["x", "w"], ["c"], name="va", auto_pad="VALID", strides=[2, 2]),
+             helper.make_node("Flatten", ["a"], ["fa"], name="fa"),
+             helper.make_node("Flatten", ["b"], ["fb"], name="fb"),
+             helper.make_node("Flatten", ["c"], ["fc"], name="fc"),
+             helper.make_node("Concat", ["fa", "fb", "fc"], ["y"], name="cat", axis=1)]
+    a = F.conv2d(F.pad(T(x), (0, 1, 0, 1)), T(w), stride=2)
+    b2 = F.conv2d(F.pad(T(x), (1, 0, 1, 0)), T(w), stride=2)
+    c = F.conv2d(T(x), T(w), stride=2)
+    y = torch.cat([a.flatten(1), b2.flatten(1), c.flatten(1)], 1)
+    save("conv_autopad", graph("conv_autopad", nodes, {"w": w}, [1, 3, 8, 8], "y", None), x, y.numpy())
+
+    # 1x1 conv + BatchNormalization (folded at load) + HardSwish
+    x = rnd(2, 5, 6, 7)
+    w = rnd(7, 5, 1, 1, scale=0.4)
+    g, be, mu, var = rnd(7), rnd(7), rnd(7), (rng.random(7) + 0.5).astype(np.float32)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="pw"),
+             helper.make_node("BatchNormalization", ["c", "g", "be", "mu", "var"], ["n"], name="bn", epsilon=1e-3),
+             helper.make_node("HardSwish", ["n"], ["y"], name="hs")]
+    y = F.hardswish(F.batch_norm(F.conv2d(T(x), T(w)), T(mu), T(var), T(g), T(be), False, 0.0, 1e-3))
+    save("conv_bn_hswish", graph("conv_bn_hswish", nodes, {"w": w, "g": g, "be": be, "mu": mu, "var": var},
+                                 ["N", 5, 6, 7], "y", None), x, y.numpy())
+
+
+def bn_acts():
+    x = rnd(2, 3, 5, 5)
+    g, be, mu, var = rnd(3), rnd(3), rnd(3), (rng.random(3) + 0.5).astype(np.float32)
+    nodes = [helper.make_node("BatchNormalization", ["x", "g", "be", "mu", "var"], ["n"], name="bn"),
+             helper.make_node("Sigmoid", ["n"], ["s"], name="sig"),
+             helper.make_node("HardSigmoid", ["n"], ["h"], name="hsig", alpha=0.3, beta=0.4),
+             helper.make_node("Add", ["s", "h"], ["y"], name="add")]
+    n = F.batch_norm(T(x), T(mu), T(var), T(g), T(be), False, 0.0, 1e-5)
+    y = torch.sigmoid(n) + torch.clamp(0.3 * n + 0.4, 0, 1)
+    save("bn_acts", graph("bn_acts", nodes, {"g": g, "be": be, "mu": mu, "var": var}, ["N", 3, 5, 5], "y", None),
+         x, y.numpy())
+
+
+def pools():
+    x = rnd(2, 3, 9, 10)
+    nodes = [helper.make_node("MaxPool", ["x"], ["a"], name="mp_ceil", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1], ceil_mode=1),
+             helper.make_node("MaxPool", ["x"], ["b"], name="mp_dil", kernel_shape=[2, 2], dilations=[2, 2]),
+             helper.make_node("AveragePool", ["x"], ["c"], name="ap_excl", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1]),
+             helper.make_node("AveragePool", ["x"], ["d"], name="ap_incl", kernel_shape=[3, 3], strides=[2, 2],
+                              pads=[1, 1, 1, 1], count_include_pad=1),
+             helper.make_node("AveragePool", ["x"], ["e"], name="ap_ceil", kernel_shape=[2, 2], strides=[2, 2],
+                              ceil_mode=1),
+             helper.make_node("GlobalAveragePool", ["x"], ["f"], name="gap")]
+    for k in "abcdef":
+        nodes.append(helper.make_node("Flatten", [k], ["f" + k], name="flat_" + k))
+    nodes.append(helper.make_node("Concat", ["f" + k for k in "abcdef"], ["y"], name="cat", axis=1))
+    t = T(x)
+    parts = [F.max_pool2d(t, 3, 2, 1, ceil_mode=True), F.max_pool2d(t, 2, 1, 0, dilation=2),
+             F.avg_pool2d(t, 3, 2, 1, count_include_pad=False), F.avg_pool2d(t, 3, 2, 1, count_include_pad=True),
+             F.avg_pool2d(t, 2, 2, 0, ceil_mode=True), F.adaptive_avg_pool2d(t, 1)]
+    y = torch.cat([p.flatten(1) for p in parts], 1)
+    save("pools", graph("pools", nodes, {}, ["N", 3, 9, 10], "y", None), x, y.numpy())
+
+
+def shape_arith():
+    # Conv -> GAP -> Reshape to [batch, -1] where the shape comes from Shape/Gather/Unsqueeze/Concat
+    x = rnd(2, 3, 6, 6)
+    w = rnd(4, 3, 3, 3, scale=0.3)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv"),
+             helper.make_node("GlobalAveragePool", ["c"], ["p"], name="gap"),
+             helper.make_node("Shape", ["p"], ["s"], name="shape"),
+             helper.make_node("Constant", [], ["zero"], name="k0", value=numpy_helper.from_array(np.array(0, np.int64))),
+             helper.make_node("Gather", ["s", "zero"], ["n"], name="gather", axis=0),
+             helper.make_node("Unsqueeze", ["n", "ax0"], ["n1"], name="unsq"),
+             helper.make_node("Concat", ["n1", "minus1"], ["shp"], name="cat", axis=0),
+             helper.make_node("Reshape", ["p", "shp"], ["r"], name="reshape"),
+             helper.make_node("Unsqueeze", ["r", "ax1"], ["u"], name="unsq2"),
+             helper.make_node("Squeeze", ["u", "ax1"], ["q"], name="sq"),
+             helper.make_node("Identity", ["q"], ["i"], name="id"),
+             helper.make_node("Dropout", ["i"], ["y"], name="drop")]
+    inits = {"w": w, "ax0": np.array([0], np.int64), "ax1": np.array([1], np.int64),
+             "minus1": np.array([-1], np.int64)}
+    y = F.conv2d(T(x), T(w)).mean((2, 3))
+    save("shape_arith", graph("shape_arith", nodes, inits, ["N", 3, 6, 6], "y", None), x, y.numpy())
+
+
+def math_ops():
+    x = rnd(2, 4, 3, 5)
+    c1 = rnd(1, 4, 1, 1)
+    c2 = rnd(5)
+    wm = rnd(4, 6, scale=0.5)
+    gw = rnd(3, 6, scale=0.5)   # used with transB
+    gc = rnd(3)
+    nodes = [helper.make_node("Add", ["x", "c1"], ["a"], name="add_b"),
+             helper.make_node("Mul", ["a", "c2"], ["m"], name="mul_b"),
+             helper.make_node("Sub", ["m", "x"], ["s"], name="sub"),
+             helper.make_node("Div", ["s", "d"], ["dv"], name="div"),
+             helper.make_node("ReduceMean", ["dv"], ["r1"], name="rm_hw", axes=[2, 3], keepdims=1),
+             helper.make_node("ReduceMean", ["dv"], ["r0"], name="rm_w", axes=[3], keepdims=0),
+             helper.make_node("Transpose", ["r0"], ["t"], name="tr", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["t", "wm"], ["mm"], name="matmul"),
+             helper.make_node("Softmax", ["mm"], ["sm"], name="softmax", axis=-1),
+             helper.make_node("Flatten", ["r1"], ["f"], name="flat"),
+             helper.make_node("Gemm", ["f", "gwt"], ["ge"], name="gemm_ta", alpha=0.5, beta=2.0, transA=0, transB=0),
+             helper.make_node("Gemm", ["ge", "gw"], ["g2"], name="gemm_tb", transB=1, beta=1.0),
+             helper.make_node("Add", ["g2", "gc"], ["g3"], name="add_c"),
+             helper.make_node("Flatten", ["sm"], ["fs"], name="flat2"),
+             helper.make_node("Concat", ["g3", "fs"], ["y"], name="cat", axis=1)]
+    gwt = rnd(4, 6, scale=0.5)
+    inits = {"c1": c1, "c2": c2, "d": np.array([2.0], np.float32), "wm": wm, "gw": gw, "gc": gc, "gwt": gwt}
+    t = T(x)
+    dv = ((t + T(c1)) * T(c2) - t) / 2.0
+    r1 = dv.mean((2, 3), keepdim=True)
+    r0 = dv.mean(3)
+    sm = torch.softmax(r0.permute(0, 2, 1) @ T(wm), -1)
+    ge = 0.5 * (r1.flatten(1) @ T(gwt))
+    g3 = ge @ T(gw).t() + T(gc)
+    y = torch.cat([g3, sm.flatten(1)], 1)
+    save("math_ops", graph("math_ops", nodes, inits, ["N", 4, 3, 5], "y", None), x, y.numpy())
+
+
+def opset11():
+    # Squeeze/Unsqueeze with axes attributes, Clip with inputs, Softmax with coerced 2-D semantics
+    x = rnd(2, 3, 4, 1)
+    nodes = [helper.make_node("Squeeze", ["x"], ["s"], name="sq", axes=[3]),
+             helper.make_node("Clip", ["s", "lo", "hi"], ["c"], name="clip"),
+             helper.make_node("Softmax", ["c"], ["sm"], name="sm", axis=1),
+             helper.make_node("Unsqueeze", ["sm"], ["y"], name="unsq", axes=[1])]
+    inits = {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)}
+    c = torch.clamp(T(x)[..., 0], -0.5, 0.7)
+    y = torch.softmax(c.reshape(2, -1), 1).reshape(2, 3, 4).unsqueeze(1)
+    save("opset11", graph("opset11", nodes, inits, ["N", 3, 4, 1], "y", None, opset=11), x, y.numpy())
+
+
+def typed_fields():
+    # float16 weights (raw_data), bias in float_data, int64 shape in int64_data, double scale
+    x = rnd(1, 2, 5, 5)
+    w = rnd(3, 2, 3, 3, scale=0.5).astype(np.float16)
+    b = rnd(3)
+    wt = numpy_helper.from_array(w, "w")
+    bt = helper.make_tensor("b", TensorProto.FLOAT, [3], b.tolist())          # float_data
+    st = helper.make_tensor("shp", TensorProto.INT64, [2], [1, -1])            # int64_data
+    dt = helper.make_tensor("k", TensorProto.DOUBLE, [1], [0.25])              # double_data
+    nodes = [helper.make_node("Conv", ["x", "w32", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Mul", ["c", "k32"], ["m"], name="scale"),
+             helper.make_node("Reshape", ["m", "shp"], ["y"], name="reshape")]
+    # the engine converts float16/double to float32 at load; the graph uses them via names w32/k32
+    g = helper.make_graph(nodes, "typed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 5, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          initializer=[wt, bt, st, dt])
+    # rename so the float16/double initializers feed the nodes directly (ONNX would need a Cast;
+    # the engine widens every float type, which is what this model tests)
+    g.initializer[0].name = "w32"
+    g.initializer[3].name = "k32"
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)], producer_name="shoplens-tests")
+    onnx.save(m, os.path.join(OUT, "typed_fields.onnx"))  # not checker-valid by design (types)
+    y = (F.conv2d(T(x), T(w.astype(np.float32)), T(b), padding=1) * 0.25).reshape(1, -1)
+    np.save(os.path.join(OUT, "typed_fields.in.npy"), x)
+    np.save(os.path.join(OUT, "typed_fields.out.npy"), y.numpy().astype(np.float32))
+    print("typed_fields: written")
+
+
+def concat_nhwc():
+    x = rnd(2, 3, 7, 7)
+    w1, w2, w3 = rnd(4, 3, 3, 3, scale=0.3), rnd(5, 3, 1, 1, scale=0.3), rnd(6, 9, 3, 3, scale=0.2)
+    cb = rnd(1, 9, 1, 1)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="c1", pads=[1, 1, 1, 1]),
+             helper.make_node("Conv", ["x", "w2"], ["b"], name="c2"),
+             helper.make_node("Concat", ["a", "b"], ["cat"], name="cat", axis=1),
+             helper.make_node("Add", ["cat", "cb"], ["s"], name="bias"),
+             helper.make_node("GlobalAveragePool", ["s"], ["g"], name="gap"),
+             helper.make_node("Sigmoid", ["g"], ["gs"], name="gate"),
+             helper.make_node("Mul", ["s", "gs"], ["se"], name="se"),
+             helper.make_node("Conv", ["se", "w3"], ["y"], name="c3", strides=[2, 2])]
+    t = T(x)
+    s = torch.cat([F.conv2d(t, T(w1), padding=1), F.conv2d(t, T(w2))], 1) + T(cb)
+    se = s * torch.sigmoid(s.mean((2, 3), keepdim=True))
+    y = F.conv2d(se, T(w3), stride=2)
+    save("concat_nhwc", graph("concat_nhwc", nodes, {"w1": w1, "w2": w2, "w3": w3, "cb": cb},
+                              ["N", 3, 7, 7], "y", None), x, y.numpy())
+
+
+# ---- tiny networks exported from PyTorch ----------------------------------------------------
+
+def randomize_bn(model):
+    g = torch.Generator().manual_seed(7)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+
+
+def cbr(i, o, k=3, s=1, g=1, act=nn.ReLU):
+    return nn.Sequential(nn.Conv2d(i, o, k, s, k // 2, groups=g, bias=False), nn.BatchNorm2d(o), act())
+
+
+class Basic(nn.Module):
+    def __init__(self, i, o, s):
+        super().__init__()
+        self.a = cbr(i, o, 3, s)
+        self.b = nn.Sequential(nn.Conv2d(o, o, 3, 1, 1, bias=False), nn.BatchNorm2d(o))
+        self.down = nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o)) if s != 1 or i != o else None
+
+    def forward(self, x):
+        idt = self.down(x) if self.down is not None else x
+        return F.relu(self.b(self.a(x)) + idt)
+
+
+class TinyResNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 7, 2, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.MaxPool2d(3, 2, 1))
+        self.l1 = Basic(8, 8, 1)
+        self.l2 = Basic(8, 16, 2)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.pool(self.l2(self.l1(self.stem(x)))), 1))
+
+
+class InvRes(nn.Module):
+    def __init__(self, i, o, s, e):
+        super().__init__()
+        h = i * e
+        self.use = s == 1 and i == o
+        self.m = nn.Sequential(cbr(i, h, 1, act=nn.ReLU6), cbr(h, h, 3, s, h, act=nn.ReLU6),
+                               nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o))
+
+    def forward(self, x):
+        return x + self.m(x) if self.use else self.m(x)
+
+
+class TinyMBv2(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(cbr(3, 8, 3, 2, act=nn.ReLU6), InvRes(8, 8, 1, 2), InvRes(8, 12, 2, 3),
+                               InvRes(12, 12, 1, 3), cbr(12, 32, 1, act=nn.ReLU6))
+        self.c = nn.Sequential(nn.Dropout(0.2), nn.Linear(32, 10))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.f(x), (1, 1))
+        return self.c(torch.flatten(x, 1))
+
+
+class SE(nn.Module):
+    def __init__(self, c, r, gate):
+        super().__init__()
+        self.a = nn.Conv2d(c, r, 1)
+        self.b = nn.Conv2d(r, c, 1)
+        self.act = nn.ReLU() if gate is nn.Hardsigmoid else nn.SiLU()
+        self.gate = gate()
+
+    def forward(self, x):
+        s = F.adaptive_avg_pool2d(x, 1)
+        return x * self.gate(self.b(self.act(self.a(s))))
+
+
+class MBv3Block(nn.Module):
+    def __init__(self, i, h, o, k, s, act):
+        super().__init__()
+        self.use = s == 1 and i == o
+        self.m = nn.Sequential(cbr(i, h, 1, act=act), cbr(h, h, k, s, h, act=act), SE(h, max(4, h // 4), nn.Hardsigmoid),
+                               nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o))
+
+    def forward(self, x):
+        return x + self.m(x) if self.use else self.m(x)
+
+
+class TinyMBv3(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(cbr(3, 8, 3, 2, act=nn.Hardswish), MBv3Block(8, 16, 8, 3, 1, nn.ReLU),
+                               MBv3Block(8, 24, 12, 5, 2, nn.Hardswish), cbr(12, 32, 1, act=nn.Hardswish))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.c = nn.Sequential(nn.Linear(32, 24), nn.Hardswish(), nn.Dropout(0.2), nn.Linear(24, 10))
+
+    def forward(self, x):
+        return self.c(torch.flatten(self.pool(self.f(x)), 1))
+
+
+class MBConv(nn.Module):
+    def __init__(self, i, o, k, s, e):
+        super().__init__()
+        h = i * e
+        self.use = s == 1 and i == o
+        self.m = nn.Sequential(cbr(i, h, 1, act=nn.SiLU), cbr(h, h, k, s, h, act=nn.SiLU), SE(h, max(2, i // 4), nn.Sigmoid),
+                               nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o))
+
+    def forward(self, x):
+        return x + self.m(x) if self.use else self.m(x)
+
+
+class TinyEffNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.f = nn.Sequential(cbr(3, 8, 3, 2, act=nn.SiLU), MBConv(8, 8, 3, 1, 1), MBConv(8, 12, 5, 2, 4),
+                               MBConv(12, 12, 3, 1, 4), cbr(12, 40, 1, act=nn.SiLU))
+        self.c = nn.Sequential(nn.Dropout(0.2), nn.Linear(40, 10))
+
+    def forward(self, x):
+        return self.c(torch.flatten(F.adaptive_avg_pool2d(self.f(x), 1), 1))
+
+
+def export(name, model, size=32, batch=2, opset=13):
+    randomize_bn(model)
+    model.eval()
+    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(11))
+    path = os.path.join(OUT, name + ".onnx")
+    torch.onnx.export(model, x, path, opset_version=opset, input_names=["input"], output_names=["logits"],
+                      dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}}, do_constant_folding=True)
+    with torch.no_grad():
+        y = model(x)
+    np.save(os.path.join(OUT, name + ".in.npy"), x.numpy())
+    np.save(os.path.join(OUT, name + ".out.npy"), y.numpy())
+    print(f"{name}: exported ({os.path.getsize(path)} bytes)")
+
+
+def unsupported_op():
+    nodes = [helper.make_node("Relu", ["x"], ["r"], name="first"),
+             helper.make_node("Erf", ["r"], ["y"], name="the_erf_node")]
+    m = graph("unsupported", nodes, {}, ["N", 2], "y", None)
+    onnx.save(m, os.path.join(OUT, "unsupported_op.onnx"))
+    print("unsupported_op: written")
+
+
+if __name__ == "__main__":
+    os.makedirs(OUT, exist_ok=True)
+    conv_variants()
+    bn_acts()
+    pools()
+    shape_arith()
+    math_ops()
+    opset11()
+    typed_fields()
+    concat_nhwc()
+    unsupported_op()
+    export("tiny_resnet", TinyResNet())
+    export("tiny_mbv2", TinyMBv2())
+    export("tiny_mbv3", TinyMBv3())
+    export("tiny_effnet", TinyEffNet())
+    export("tiny_resnet_op11", TinyResNet(), opset=11)

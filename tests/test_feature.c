@@ -1,0 +1,666 @@
+/*
+ * tests/test_feature.c - the feature building blocks and pipeline: k-means, VLAD, PCA-whitening,
+ * RANSAC, compact local features (serialization, matching), colour histograms, RootSIFT, the
+ * specification grammar, save/load and determinism. Inputs are generated; no data files.
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <unistd.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "shoplens/feature.h"
+#include "feature/features_internal.h"
+#include "feature/pca_internal.h"
+#include "util/util.h"
+
+/* ---- k-means ----------------------------------------------------------------------------- */
+
+static float *blobs(size_t per, size_t dim, size_t k, const float *centres, uint64_t seed) {
+    float *x = malloc(per * k * dim * sizeof *x);
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    for (size_t c = 0; c < k; c++)
+        for (size_t i = 0; i < per; i++)
+            for (size_t d = 0; d < dim; d++)
+                x[(c * per + i) * dim + d] = centres[c * dim + d] + 0.3f * (float)sl__rng_normal(&r);
+    return x;
+}
+
+static void check_centres(const float *got, const float *want, size_t k, size_t dim, float tol) {
+    for (size_t c = 0; c < k; c++) { /* every true centre has a learned centroid nearby */
+        float d2;
+        size_t j = sl_kmeans_nearest(got, k, dim, want + c * dim, &d2);
+        (void)j;
+        assert_true(sqrtf(d2) < tol);
+    }
+}
+
+static void test_kmeans_separable_lloyd_and_minibatch(void **state) {
+    (void)state;
+    enum { K = 4, D = 8, PER = 250 };
+    float centres[K * D];
+    for (int c = 0; c < K; c++)
+        for (int d = 0; d < D; d++) centres[c * D + d] = (d == c) ? 10.0f : (d == c + 4 ? -10.0f : 0.0f);
+    float *x = blobs(PER, D, K, centres, 7);
+    float cent[K * D], cent2[K * D];
+    double inertia = 0;
+    sl_kmeans_params p;
+    sl_kmeans_params_init(&p);
+    p.seed = 42;
+    assert_int_equal(sl_kmeans(x, PER * K, D, K, &p, cent, &inertia, NULL), SL_OK);
+    check_centres(cent, centres, K, D, 0.15f);
+    /* noise variance 0.09 per dimension -> mean squared distance ~ 8 * 0.09 */
+    assert_true(inertia > 0.5 && inertia < 1.0);
+    /* same seed -> bit-identical */
+    assert_int_equal(sl_kmeans(x, PER * K, D, K, &p, cent2, NULL, NULL), SL_OK);
+    assert_memory_equal(cent, cent2, sizeof cent);
+    /* mini-batch path */
+    p.batch_threshold = 100;
+    p.batch = 64;
+    assert_int_equal(sl_kmeans(x, PER * K, D, K, &p, cent2, &inertia, NULL), SL_OK);
+    check_centres(cent2, centres, K, D, 0.3f);
+    /* k > n is refused */
+    sl_error e;
+    assert_int_equal(sl_kmeans(x, 3, D, K, &p, cent2, NULL, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "exceeds"));
+    free(x);
+}
+
+/* ---- VLAD -------------------------------------------------------------------------------- */
+
+static void test_vlad_hand_computed(void **state) {
+    (void)state;
+    const float cent[4] = {0, 0, 10, 0};
+    const float desc[6] = {1, 0, 0, 2, 9, 1};
+    float v[4];
+    /* residuals: cluster 0: (1,0)+(0,2) = (1,2); cluster 1: (9,1)-(10,0) = (-1,1) */
+    sl_vlad(cent, 2, 2, desc, 3, 0, v);
+    float s = 1.0f / sqrtf(7.0f);
+    assert_float_equal(v[0], 1 * s, 1e-6); assert_float_equal(v[1], 2 * s, 1e-6);
+    assert_float_equal(v[2], -1 * s, 1e-6); assert_float_equal(v[3], 1 * s, 1e-6);
+    /* intra: (1,2)/sqrt5 and (-1,1)/sqrt2, then the whole / sqrt2 */
+    sl_vlad(cent, 2, 2, desc, 3, SL_VLAD_INTRA, v);
+    assert_float_equal(v[0], 1 / sqrtf(5) / sqrtf(2), 1e-6);
+    assert_float_equal(v[1], 2 / sqrtf(5) / sqrtf(2), 1e-6);
+    assert_float_equal(v[2], -1 / sqrtf(2) / sqrtf(2), 1e-6);
+    /* power: (1, sqrt2, -1, 1) / sqrt5 */
+    sl_vlad(cent, 2, 2, desc, 3, SL_VLAD_POWER, v);
+    assert_float_equal(v[1], sqrtf(2) / sqrtf(5), 1e-6);
+    assert_float_equal(v[2], -1 / sqrtf(5), 1e-6);
+    /* no descriptors: zero vector */
+    sl_vlad(cent, 2, 2, desc, 0, SL_VLAD_POWER | SL_VLAD_INTRA, v);
+    for (int i = 0; i < 4; i++) assert_float_equal(v[i], 0.0f, 0.0f);
+}
+
+/* ---- PCA --------------------------------------------------------------------------------- */
+
+static void test_pca_covariance_path_hand_computed(void **state) {
+    (void)state;
+    /* points on the diagonal plus a small anti-diagonal spread; mean 0 */
+    const float x[12] = {-2, -2, -1, -1, 1, 1, 2, 2, 0.1f, -0.1f, -0.1f, 0.1f};
+    sl_pca *p = NULL;
+    assert_int_equal(sl_pca_train(x, 6, 2, 2, 0, 0.0f, &p, NULL), SL_OK);
+    assert_int_equal(sl_pca_out_dim(p), 2);
+    /* variance along (1,1)/sqrt2: (8+2+2+8)/6; along (1,-1)/sqrt2: 2 * 0.02 / 6 */
+    assert_float_equal(p->eigval[0], 20.0f / 6.0f, 1e-4);
+    assert_float_equal(p->eigval[1], 0.04f / 6.0f, 1e-5);
+    assert_float_equal(p->proj[0], 1 / sqrtf(2), 1e-5);
+    assert_float_equal(p->proj[1], 1 / sqrtf(2), 1e-5);
+    float in[2] = {3, 3}, out[2];
+    sl_pca_project(p, in, out);  /* pure first component, L2-normalized */
+    assert_float_equal(out[0], 1.0f, 1e-5);
+    assert_float_equal(out[1], 0.0f, 1e-5);
+    sl_pca_free(p);
+    /* whitening: components divided by their standard deviation (eps 0) */
+    assert_int_equal(sl_pca_train(x, 6, 2, 2, 1, 0.0f, &p, NULL), SL_OK);
+    float q[2] = {1, 0}; /* equal parts of both directions before whitening */
+    sl_pca_project(p, q, out);
+    float a = (1 / sqrtf(2)) / sqrtf(20.0f / 6.0f), b = (1 / sqrtf(2)) / sqrtf(0.04f / 6.0f);
+    float nrm = sqrtf(a * a + b * b);
+    assert_float_equal(fabsf(out[0]), a / nrm, 1e-3);
+    assert_float_equal(fabsf(out[1]), b / nrm, 1e-3);
+    sl_pca_free(p);
+}
+
+static void test_pca_gram_path_matches_hand_computed(void **state) {
+    (void)state;
+    /* 4 samples in 6 dims (n < d: Gram path): +-3 e1, +-1 e2 -> variances 4.5 and 0.5 */
+    float x[24] = {0};
+    x[0] = 3; x[6] = -3; x[12 + 1] = 1; x[18 + 1] = -1;
+    sl_pca *p = NULL;
+    assert_int_equal(sl_pca_train(x, 4, 6, 8, 0, 0.0f, &p, NULL), SL_OK);
+    assert_int_equal(sl_pca_out_dim(p), 3); /* capped at n - 1 */
+    assert_float_equal(p->eigval[0], 4.5f, 1e-4);
+    assert_float_equal(p->eigval[1], 0.5f, 1e-4);
+    assert_float_equal(fabsf(p->proj[0]), 1.0f, 1e-4);      /* e1 */
+    assert_float_equal(fabsf(p->proj[6 + 1]), 1.0f, 1e-4);  /* e2 */
+    assert_true(p->proj[0] > 0 && p->proj[7] > 0);          /* sign convention */
+    sl_pca_free(p);
+    sl_error e;
+    assert_int_equal(sl_pca_train(x, 1, 6, 2, 0, 0.0f, &p, &e), SL_E_INVALID);
+    assert_null(p);
+}
+
+/* ---- RANSAC ------------------------------------------------------------------------------ */
+
+static void apply_h(const double H[9], float x, float y, float *u, float *v) {
+    double w = H[6] * x + H[7] * y + H[8];
+    *u = (float)((H[0] * x + H[1] * y + H[2]) / w);
+    *v = (float)((H[3] * x + H[4] * y + H[5]) / w);
+}
+
+static void ransac_case(sl_geo_model model, const double Ht[9]) {
+    enum { IN = 60, OUT = 40, N = IN + OUT };
+    float src[2 * N], dst[2 * N];
+    sl__rng r;
+    sl__rng_seed(&r, 99);
+    for (int i = 0; i < N; i++) {
+        src[2 * i] = (float)(sl__rng_uniform(&r) * 500.0);
+        src[2 * i + 1] = (float)(sl__rng_uniform(&r) * 400.0);
+        if (i < IN) {
+            apply_h(Ht, src[2 * i], src[2 * i + 1], &dst[2 * i], &dst[2 * i + 1]);
+            dst[2 * i] += (float)(0.5 * sl__rng_normal(&r));
+            dst[2 * i + 1] += (float)(0.5 * sl__rng_normal(&r));
+        } else {
+            dst[2 * i] = (float)(sl__rng_uniform(&r) * 500.0);
+            dst[2 * i + 1] = (float)(sl__rng_uniform(&r) * 400.0);
+        }
+    }
+    sl_ransac_params p;
+    sl_ransac_params_init(&p);
+    p.model = model;
+    p.threshold = 3.0f;
+    p.max_iters = 2000;
+    double H[9];
+    int inl = 0;
+    unsigned char mask[N];
+    assert_int_equal(sl_ransac(src, dst, N, &p, H, &inl, mask, NULL), SL_OK);
+    assert_true(inl >= IN - 2 && inl <= IN + 3);
+    int true_in = 0;
+    for (int i = 0; i < IN; i++) true_in += mask[i];
+    assert_true(true_in >= IN - 2);
+    /* the model maps the grid corners where the true one does */
+    for (int c = 0; c < 4; c++) {
+        float x = (c & 1) ? 500.0f : 0.0f, y = (c & 2) ? 400.0f : 0.0f, u1, v1, u2, v2;
+        apply_h(Ht, x, y, &u1, &v1);
+        apply_h(H, x, y, &u2, &v2);
+        assert_true(hypotf(u1 - u2, v1 - v2) < 3.0f);
+    }
+    /* deterministic */
+    double H2[9];
+    int inl2;
+    assert_int_equal(sl_ransac(src, dst, N, &p, H2, &inl2, NULL, NULL), SL_OK);
+    assert_int_equal(inl, inl2);
+    assert_memory_equal(H, H2, sizeof H);
+}
+
+static void test_ransac_recovers_homography_with_outliers(void **state) {
+    (void)state;
+    const double Ht[9] = {0.9, 0.15, 20, -0.1, 1.05, 10, 2e-4, -1e-4, 1};
+    ransac_case(SL_GEO_HOMOGRAPHY, Ht);
+}
+
+static void test_ransac_recovers_affine_with_outliers(void **state) {
+    (void)state;
+    const double c = cos(0.4), s = sin(0.4);
+    const double Ht[9] = {1.3 * c, -1.3 * s, 40, 1.3 * s, 1.3 * c, -15, 0, 0, 1};
+    ransac_case(SL_GEO_AFFINE, Ht);
+}
+
+static void test_ransac_too_few_points(void **state) {
+    (void)state;
+    const float pts[4] = {0, 0, 1, 1};
+    double H[9];
+    int inl = 5;
+    assert_int_equal(sl_ransac(pts, pts, 2, NULL, H, &inl, NULL, NULL), SL_OK);
+    assert_int_equal(inl, 0);
+    assert_float_equal(H[0], 1.0, 0.0);
+}
+
+/* ---- local features ---------------------------------------------------------------------- */
+
+/* n random local features; kp positions uniform in 400x300. */
+static sl_local_features *random_local(uint32_t n, uint64_t seed) {
+    sl_local_features *lf = sl__local_alloc(n);
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    for (uint32_t i = 0; i < n; i++) {
+        lf->kp[4 * i] = (float)(sl__rng_uniform(&r) * 400);
+        lf->kp[4 * i + 1] = (float)(sl__rng_uniform(&r) * 300);
+        lf->kp[4 * i + 2] = 2.0f;
+        lf->kp[4 * i + 3] = 0.0f;
+        for (int d = 0; d < SL_SIFT_DESC_DIM; d++)
+            lf->desc[i * SL_SIFT_DESC_DIM + d] = (uint8_t)sl__rng_below(&r, 120);
+    }
+    return lf;
+}
+
+static void test_local_features_roundtrip_and_damage(void **state) {
+    (void)state;
+    sl_local_features *lf = random_local(37, 5), *back = NULL;
+    void *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(sl_local_features_serialize(lf, &buf, &len, NULL), SL_OK);
+    assert_int_equal(len, 12 + 37 * SL__LOCAL_RECORD + 4);
+    assert_int_equal(sl_local_features_deserialize(buf, len, &back, NULL), SL_OK);
+    assert_int_equal(sl_local_features_count(back), 37);
+    assert_memory_equal(back->kp, lf->kp, 37 * 4 * sizeof(float));
+    assert_memory_equal(back->desc, lf->desc, 37 * SL_SIFT_DESC_DIM);
+    sl_local_features_free(back);
+    sl_error e;
+    uint8_t *b = buf;
+    /* truncated, extended, every single-byte flip in header and body: all refused */
+    for (size_t cut = 0; cut < len; cut += 97) {
+        assert_int_not_equal(sl_local_features_deserialize(b, cut, &back, &e), SL_OK);
+        assert_null(back);
+    }
+    for (size_t i = 0; i < len; i += 7) {
+        b[i] ^= 0x10;
+        sl_status st = sl_local_features_deserialize(b, len, &back, &e);
+        assert_true(st == SL_E_CORRUPT || st == SL_E_VERSION);
+        assert_null(back);
+        b[i] ^= 0x10;
+    }
+    /* a huge count is refused before any allocation */
+    b[8] = 0xff; b[9] = 0xff; b[10] = 0xff; b[11] = 0x7f;
+    assert_int_equal(sl_local_features_deserialize(b, len, &back, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "keypoints"));
+    free(buf);
+    sl_local_features_free(lf);
+}
+
+static void test_match_and_verify_known_transform(void **state) {
+    (void)state;
+    /* the candidate holds the query's descriptors (slightly perturbed, shuffled) at positions
+     * moved by a known affine map, plus unrelated distractors */
+    sl_local_features *q = random_local(120, 11), *noise = random_local(80, 12);
+    sl_local_features *c = sl__local_alloc(200);
+    sl__rng r;
+    sl__rng_seed(&r, 13);
+    const double A[9] = {0.8, -0.1, 30, 0.1, 0.8, 12, 0, 0, 1};
+    for (uint32_t i = 0; i < 200; i++) {
+        uint32_t t = (i * 37u) % 200u; /* permutation */
+        if (i < 120) {
+            apply_h(A, q->kp[4 * i], q->kp[4 * i + 1], &c->kp[4 * t], &c->kp[4 * t + 1]);
+            for (int d = 0; d < SL_SIFT_DESC_DIM; d++) {
+                int v = q->desc[i * SL_SIFT_DESC_DIM + d] + (int)sl__rng_below(&r, 5) - 2;
+                c->desc[t * SL_SIFT_DESC_DIM + d] = (uint8_t)(v < 0 ? 0 : v);
+            }
+        } else {
+            memcpy(c->kp + 4 * t, noise->kp + 4 * (i - 120), 4 * sizeof(float));
+            memcpy(c->desc + t * SL_SIFT_DESC_DIM, noise->desc + (i - 120) * SL_SIFT_DESC_DIM, SL_SIFT_DESC_DIM);
+        }
+    }
+    uint32_t pairs[240];
+    int m = sl__match_local(q, c, 0.8f, pairs);
+    assert_int_equal(m, 120);
+    for (int k = 0; k < m; k++) assert_int_equal(pairs[2 * k + 1], (pairs[2 * k] * 37u) % 200u);
+    sl__verify_cfg cfg;
+    sl__verify_cfg_default(&cfg);
+    cfg.enabled = 1;
+    sl_verify_result res;
+    assert_int_equal(sl__verify_with(&cfg, q, c, &res, NULL), SL_OK);
+    assert_int_equal(res.matches, 120);
+    assert_true(res.inliers >= 118);
+    assert_float_equal(res.H[0], 0.8, 1e-3);
+    assert_float_equal(res.H[2], 30, 0.1);
+    /* unrelated images: few matches, no consensus */
+    assert_int_equal(sl__verify_with(&cfg, q, noise, &res, NULL), SL_OK);
+    assert_true(res.inliers < cfg.min_inliers);
+    /* the re-ranking score is monotone in inliers and in the global score */
+    sl_verify_result a = {0}, b = {0};
+    a.inliers = 10; b.inliers = 40;
+    double s0 = sl__rerank_with(&cfg, 0.5, &a), s1 = sl__rerank_with(&cfg, 0.5, &b);
+    assert_true(s1 > s0 && s0 > 0.5);
+    assert_true(sl__rerank_with(&cfg, 0.6, &a) > s0);
+    a.inliers = 2;
+    assert_float_equal(sl__rerank_with(&cfg, 0.5, &a), 0.5, 0.0);
+    sl_local_features_free(q);
+    sl_local_features_free(c);
+    sl_local_features_free(noise);
+}
+
+/* ---- images for the pipeline tests ------------------------------------------------------ */
+
+/* A textured colour scene: random rectangles and discs over a smooth gradient. */
+static sl_image *scene(int w, int h, uint64_t seed) {
+    sl_image *im = sl_image_new(w, h, 3);
+    assert_non_null(im);
+    uint8_t *px = sl_image_pixels(im);
+    size_t st = sl_image_stride(im);
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = px + (size_t)y * st + 3 * (size_t)x;
+            p[0] = (uint8_t)(60 + x * 80 / w); p[1] = (uint8_t)(90 + y * 60 / h); p[2] = 120;
+        }
+    for (int s = 0; s < 40; s++) {
+        int cx = (int)sl__rng_below(&r, (uint64_t)w), cy = (int)sl__rng_below(&r, (uint64_t)h);
+        int rad = 4 + (int)sl__rng_below(&r, (uint64_t)(w / 8));
+        uint8_t col[3] = {(uint8_t)sl__rng_below(&r, 256), (uint8_t)sl__rng_below(&r, 256), (uint8_t)sl__rng_below(&r, 256)};
+        int disc = s & 1;
+        for (int y = cy - rad; y <= cy + rad; y++)
+            for (int x = cx - rad; x <= cx + rad; x++) {
+                if (x < 0 || y < 0 || x >= w || y >= h) continue;
+                if (disc && (x - cx) * (x - cx) + (y - cy) * (y - cy) > rad * rad) continue;
+                memcpy(px + (size_t)y * st + 3 * (size_t)x, col, 3);
+            }
+    }
+    return im;
+}
+
+static sl_image *solid(int w, int h, uint8_t r, uint8_t g, uint8_t b) {
+    sl_image *im = sl_image_new(w, h, 3);
+    uint8_t *px = sl_image_pixels(im);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            uint8_t *p = px + (size_t)y * sl_image_stride(im) + 3 * (size_t)x;
+            p[0] = r; p[1] = g; p[2] = b;
+        }
+    return im;
+}
+
+static float dotf(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return (float)s;
+}
+
+/* ---- colour ------------------------------------------------------------------------------ */
+
+static void test_color_histogram_properties(void **state) {
+    (void)state;
+    sl_color_params p;
+    sl_color_params_init(&p);
+    size_t d = sl_color_dim(&p);
+    assert_int_equal(d, (size_t)(p.hbins * p.sbins * p.vbins + p.vbins));
+    float *red = malloc(d * sizeof *red), *red2 = malloc(d * sizeof *red2), *green = malloc(d * sizeof *green);
+    sl_image *r = solid(40, 30, 230, 20, 20), *r2 = solid(40, 30, 220, 40, 25), *g = solid(40, 30, 20, 220, 30);
+    assert_int_equal(sl_color_hist(r, &p, red, NULL), SL_OK);
+    assert_int_equal(sl_color_hist(r2, &p, red2, NULL), SL_OK);
+    assert_int_equal(sl_color_hist(g, &p, green, NULL), SL_OK);
+    assert_float_equal(dotf(red, red, d), 1.0f, 1e-5);       /* Hellinger: unit L2 norm */
+    for (size_t i = 0; i < d; i++) assert_true(red[i] >= 0.0f);
+    assert_true(dotf(red, red2, d) > 0.6f);                    /* similar reds stay close */
+    assert_true(dotf(red, green, d) < 0.01f);                  /* different hues do not overlap */
+    /* a grey image lands only in the achromatic bins */
+    sl_image *grey = solid(20, 20, 128, 128, 128);
+    assert_int_equal(sl_color_hist(grey, &p, green, NULL), SL_OK);
+    size_t chrom = (size_t)(p.hbins * p.sbins * p.vbins);
+    double mass = 0;
+    for (size_t i = chrom; i < d; i++) mass += (double)green[i] * green[i];
+    assert_float_equal(mass, 1.0, 1e-5);
+    /* centre weighting: a red product in the middle of a large blue background */
+    sl_image *framed = solid(100, 100, 20, 20, 230);
+    uint8_t *px = sl_image_pixels(framed);
+    for (int y = 30; y < 70; y++)
+        for (int x = 30; x < 70; x++) {
+            uint8_t *q = px + (size_t)y * sl_image_stride(framed) + 3 * (size_t)x;
+            q[0] = 230; q[1] = 20; q[2] = 20;
+        }
+    sl_color_params flat = p;
+    flat.center_sigma = SL_COLOR_CENTER_MAX;
+    assert_int_equal(sl_color_hist(framed, &p, green, NULL), SL_OK);
+    float weighted = dotf(red, green, d);
+    assert_int_equal(sl_color_hist(framed, &flat, green, NULL), SL_OK);
+    float uniform = dotf(red, green, d);
+    assert_true(weighted > uniform + 0.1f);
+    /* spatial grid adds blocks, still unit norm; bad parameters are refused */
+    sl_color_params gp = p;
+    gp.grid = 2;
+    size_t gd = sl_color_dim(&gp);
+    assert_int_equal(gd, 5 * d);
+    float *gv = malloc(gd * sizeof *gv);
+    assert_int_equal(sl_color_hist(framed, &gp, gv, NULL), SL_OK);
+    assert_float_equal(dotf(gv, gv, gd), 1.0f, 1e-4);
+    gp.hbins = 0;
+    assert_int_equal(sl_color_dim(&gp), 0);
+    assert_int_equal(sl_color_hist(framed, &gp, gv, NULL), SL_E_INVALID);
+    free(gv);
+    sl_image_free(framed); sl_image_free(grey);
+    sl_image_free(r); sl_image_free(r2); sl_image_free(g);
+    free(red); free(red2); free(green);
+}
+
+/* ---- RootSIFT ---------------------------------------------------------------------------- */
+
+static void test_rootsift_hand_computed(void **state) {
+    (void)state;
+    float d[2 * 4] = {1, 3, 0, 0, 2, 2, 4, 0};
+    sl_rootsift(d, 2, 4);
+    /* L1: (0.25, 0.75, 0, 0) -> sqrt; (0.25, 0.25, 0.5, 0) -> sqrt */
+    assert_float_equal(d[0], 0.5f, 1e-6);
+    assert_float_equal(d[1], sqrtf(0.75f), 1e-6);
+    assert_float_equal(d[2], 0.0f, 1e-6);
+    assert_float_equal(d[4], 0.5f, 1e-6);
+    assert_float_equal(d[6], sqrtf(0.5f), 1e-6);
+    assert_float_equal(dotf(d, d, 4), 1.0f, 1e-5); /* unit L2 norm */
+}
+
+/* ---- specification ----------------------------------------------------------------------- */
+
+static void expect_bad_spec(const char *spec, const char *needle) {
+    sl_features *f = (sl_features *)1;
+    sl_error e;
+    sl_error_clear(&e);
+    assert_int_equal(sl_features_new(spec, &f, &e), SL_E_INVALID);
+    assert_null(f);
+    if (!strstr(e.message, needle)) fail_msg("spec \"%s\": message \"%s\" lacks \"%s\"", spec, e.message, needle);
+}
+
+static void test_spec_parsing(void **state) {
+    (void)state;
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    assert_false(sl_features_needs_training(f));
+    assert_true(sl_features_ready(f));
+    assert_false(sl_features_uses_verify(f));
+    assert_int_equal(sl_features_dim(f), (size_t)(16 * 4 * 4 + 4));
+    sl_features_free(f);
+    assert_int_equal(sl_features_new("color:w=0.5,bins=8x4x4+vlad:k=16,pca=0+verify:n=20", &f, NULL), SL_OK);
+    assert_true(sl_features_needs_training(f));
+    assert_false(sl_features_ready(f));
+    assert_int_equal(sl_features_dim(f), 0);
+    assert_true(sl_features_uses_verify(f));
+    assert_int_equal(sl_features_verify_top_n(f), 20);
+    const char *canon = sl_features_spec(f);
+    assert_non_null(strstr(canon, "bins=8x4x4"));
+    assert_non_null(strstr(canon, "k=16"));
+    /* the canonical form parses to itself */
+    sl_features *g = NULL;
+    assert_int_equal(sl_features_new(canon, &g, NULL), SL_OK);
+    assert_string_equal(sl_features_spec(g), canon);
+    sl_features_free(g);
+    sl_features_free(f);
+    assert_int_equal(sl_features_new(NULL, &f, NULL), SL_OK); /* the default */
+    sl_features_free(f);
+    expect_bad_spec("colr", "unknown part");
+    expect_bad_spec("color+vald", "\"vald\"");
+    expect_bad_spec("color+vald", "offset 6");
+    expect_bad_spec("color:w=abc", "bad value for 'w'");
+    expect_bad_spec("color:bins=8x4", "bins");
+    expect_bad_spec("color:hue=3", "unknown key for color");
+    expect_bad_spec("color+", "stray '+'");
+    expect_bad_spec("+color", "stray '+'");
+    expect_bad_spec("color+color", "given twice");
+    expect_bad_spec("verify", "no global part");
+    expect_bad_spec("cnn:", "model path");
+    expect_bad_spec("vlad:k=1", "bad value for 'k'");
+    expect_bad_spec("vlad:k=2,pca=300", "exceeds");
+    expect_bad_spec("verify:model=projective+color", "affine or homography");
+    expect_bad_spec("color:w", "key=value");
+    expect_bad_spec("color:w=1,", "trailing");
+    expect_bad_spec("", "empty");
+    /* cnn:PATH is passed to the CNN engine, whose failure is reported */
+    sl_error e;
+    assert_int_not_equal(sl_features_new("cnn:/nonexistent/model.onnx+color", &f, &e), SL_OK);
+    assert_null(f);
+}
+
+/* ---- pipeline ---------------------------------------------------------------------------- */
+
+#define PIPE_SPEC "color:bins=8x4x4+vlad:k=8,pca=8,side=192,kp=300+verify:local=120"
+
+static sl_features *trained_pipeline(sl_image **imgs, size_t n) {
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new(PIPE_SPEC, &f, NULL), SL_OK);
+    if (sl_features_train(f, (const sl_image *const *)imgs, n, 3) != SL_OK) fail_msg("train: %s", sl_features_errmsg(f));
+    assert_true(sl_features_ready(f));
+    assert_int_equal(sl_features_dim(f), 8 * 4 * 4 + 4 + 8);
+    return f;
+}
+
+typedef struct thr_arg { const sl_features *f; const sl_image *img; float vec[256]; sl_status st; } thr_arg;
+static void *thr_extract(void *a) {
+    thr_arg *t = a;
+    t->st = sl_features_extract(t->f, t->img, t->vec, NULL, NULL);
+    return NULL;
+}
+
+static void test_pipeline_train_extract_save_load(void **state) {
+    (void)state;
+    enum { N = 10 };
+    sl_image *imgs[N];
+    for (int i = 0; i < N; i++) imgs[i] = scene(160, 120, 100 + (uint64_t)i);
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new(PIPE_SPEC, &f, NULL), SL_OK);
+    float v[256], w[256];
+    assert_int_equal(sl_features_extract(f, imgs[0], v, NULL, NULL), SL_E_STATE);
+    sl_features_free(f);
+    f = trained_pipeline(imgs, N);
+    size_t d = sl_features_dim(f);
+    sl_local_features *l1 = NULL, *l2 = NULL;
+    assert_int_equal(sl_features_extract(f, imgs[0], v, &l1, NULL), SL_OK);
+    assert_float_equal(dotf(v, v, d), 1.0f, 1e-4);
+    assert_non_null(l1);
+    assert_true(sl_local_features_count(l1) > 10 && sl_local_features_count(l1) <= 120);
+    /* same image -> same descriptor, also from two threads at once */
+    assert_int_equal(sl_features_extract(f, imgs[0], w, &l2, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    pthread_t th[2];
+    thr_arg ta[2] = {{f, imgs[0], {0}, SL_E_INTERNAL}, {f, imgs[0], {0}, SL_E_INTERNAL}};
+    for (int i = 0; i < 2; i++) pthread_create(&th[i], NULL, thr_extract, &ta[i]);
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 2; i++) { assert_int_equal(ta[i].st, SL_OK); assert_memory_equal(ta[i].vec, v, d * sizeof *v); }
+    /* training does not depend on the thread count */
+    sl_features *f2 = NULL;
+    assert_int_equal(sl_features_new(PIPE_SPEC, &f2, NULL), SL_OK);
+    assert_int_equal(sl_features_set_threads(f2, 0), SL_E_INVALID);
+    assert_int_equal(sl_features_set_threads(f2, 2), SL_OK);
+    assert_int_equal(sl_features_train(f2, (const sl_image *const *)imgs, N, 3), SL_OK);
+    assert_int_equal(sl_features_extract(f2, imgs[0], w, NULL, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    sl_features_free(f2);
+    /* an image verifies against itself, not against another scene */
+    sl_verify_result res;
+    assert_int_equal(sl_features_verify(f, l1, l2, &res, NULL), SL_OK);
+    assert_true(res.inliers > 10);
+    assert_true(sl_features_rerank_score(f, 0.5, &res) > 0.5);
+    sl_local_features *l3 = NULL;
+    assert_int_equal(sl_features_extract(f, imgs[1], w, &l3, NULL), SL_OK);
+    assert_int_equal(sl_features_verify(f, l1, l3, &res, NULL), SL_OK);
+    assert_true(res.inliers < 6);
+    assert_true(dotf(v, w, d) < 0.99f);
+    /* save / load round trip: same spec, same vectors */
+    char path[] = "/tmp/sl_test_features_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    sl_features *g = NULL;
+    sl_error e;
+    assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+    assert_string_equal(sl_features_spec(g), sl_features_spec(f));
+    assert_int_equal(sl_features_dim(g), d);
+    assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    /* damaged files: every byte flip is detected and names a section or the header */
+    FILE *fp = fopen(path, "rb");
+    fseek(fp, 0, SEEK_END);
+    size_t len = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *buf = malloc(len);
+    assert_int_equal(fread(buf, 1, len, fp), len);
+    fclose(fp);
+    sl_features *h = NULL;
+    for (size_t i = 0; i < len; i += 1 + len / 300) {
+        buf[i] ^= 0x41;
+        sl_status st = sl_features_parse(buf, len, "x", &h, &e);
+        if (st != SL_E_CORRUPT && st != SL_E_VERSION) fail_msg("byte %zu: status %d (%s)", i, st, e.message);
+        assert_null(h);
+        buf[i] ^= 0x41;
+    }
+    /* the codebook section: named in the message */
+    size_t cbk = 0;
+    for (size_t i = 0; i + 4 < len; i++) if (!memcmp(buf + i, "CBK ", 4)) { cbk = i; break; }
+    assert_true(cbk > 0);
+    buf[cbk + 40] ^= 1;
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "'CBK '"));
+    buf[cbk + 40] ^= 1;
+    for (size_t cut = 0; cut < len; cut += 1 + len / 50)
+        assert_int_equal(sl_features_parse(buf, cut, "x", &h, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_OK);
+    sl_features_free(h);
+    assert_int_equal(sl_features_load("/nonexistent/dir/f.bin", &h, &e), SL_E_NOT_FOUND);
+    assert_int_not_equal(sl_features_save(f, "/nonexistent/dir/f.bin"), SL_OK);
+    assert_non_null(strstr(sl_features_errmsg(f), "/nonexistent/dir/f.bin"));
+    free(buf);
+    unlink(path);
+    sl_local_features_free(l1); sl_local_features_free(l2); sl_local_features_free(l3);
+    sl_features_free(g);
+    sl_features_free(f);
+    for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
+}
+
+static void test_verify_survives_rotation_and_scale(void **state) {
+    (void)state;
+    sl_image *a = scene(200, 160, 7), *b = NULL, *c = NULL;
+    assert_int_equal(sl_image_rotate(a, 20.0f, 0x808080, &b, NULL), SL_OK);
+    assert_int_equal(sl_image_scale(b, 0.8f, &c, NULL), SL_OK);
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new("color+verify", &f, NULL), SL_OK);
+    float v[512];
+    sl_local_features *la = NULL, *lc = NULL;
+    assert_int_equal(sl_features_extract(f, a, v, &la, NULL), SL_OK);
+    assert_int_equal(sl_features_extract(f, c, v, &lc, NULL), SL_OK);
+    sl_verify_result r;
+    assert_int_equal(sl_features_verify(f, la, lc, &r, NULL), SL_OK);
+    assert_true(r.inliers >= 15);
+    /* both images are brought to the same longest side, so the model is a rotation by ~20
+     * degrees (either sense, depending on the y axis convention) with scale ~1 */
+    double sc = sqrt(fabs(r.H[0] * r.H[4] - r.H[1] * r.H[3]));
+    assert_float_equal(sc, 1.0, 0.1);
+    assert_float_equal(fabs(atan2(r.H[3], r.H[0])) * 180.0 / M_PI, 20.0, 3.0);
+    sl_local_features_free(la); sl_local_features_free(lc);
+    sl_features_free(f);
+    sl_image_free(a); sl_image_free(b); sl_image_free(c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kmeans_separable_lloyd_and_minibatch),
+        cmocka_unit_test(test_vlad_hand_computed),
+        cmocka_unit_test(test_pca_covariance_path_hand_computed),
+        cmocka_unit_test(test_pca_gram_path_matches_hand_computed),
+        cmocka_unit_test(test_ransac_recovers_homography_with_outliers),
+        cmocka_unit_test(test_ransac_recovers_affine_with_outliers),
+        cmocka_unit_test(test_ransac_too_few_points),
+        cmocka_unit_test(test_local_features_roundtrip_and_damage),
+        cmocka_unit_test(test_match_and_verify_known_transform),
+        cmocka_unit_test(test_color_histogram_properties),
+        cmocka_unit_test(test_rootsift_hand_computed),
+        cmocka_unit_test(test_spec_parsing),
+        cmocka_unit_test(test_pipeline_train_extract_save_load),
+        cmocka_unit_test(test_verify_survives_rotation_and_scale),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,463 @@
+/*
+ * tests/test_sift.c - SIFT / dense SIFT / RootSIFT (src/feature/sift/).
+ *
+ * Inputs are generated analytically (sums of Gaussian blobs), so a rotated or scaled view is the
+ * same function evaluated at transformed coordinates, with no resampling error: what differs
+ * between views is only what SIFT itself must be invariant to.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shoplens/feature.h"
+#include "feature/sift/sift_internal.h"
+#include "util/util.h"
+
+#define PI 3.14159265358979
+
+typedef struct blob { double x, y, s, a; } blob;
+
+/* Random texture: n blobs of sigma 2.5..9 and amplitude +-0.3 over a 0.5 background. */
+static blob *make_blobs(int n, double extent, uint64_t seed) {
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    blob *b = malloc(sizeof *b * (size_t)n);
+    assert_non_null(b);
+    for (int i = 0; i < n; i++) {
+        b[i].x = sl__rng_uniform(&r) * extent;
+        b[i].y = sl__rng_uniform(&r) * extent;
+        b[i].s = 2.5 + 6.5 * sl__rng_uniform(&r);
+        b[i].a = (sl__rng_uniform(&r) - 0.5) * 0.6;
+    }
+    return b;
+}
+
+/* Renders the texture seen through p_tex = M (p_img - t) where p_img is a pixel centre of a
+ * w x h image: M = R(-angle) / scale, i.e. the image shows the texture rotated by `angle`
+ * about (cx, cy) and scaled by `scale`. */
+static float *render(const blob *b, int nb, int w, int h, double angle, double scale, double cx,
+                     double cy, double tcx, double tcy) {
+    float *g = malloc(sizeof(float) * (size_t)w * (size_t)h);
+    assert_non_null(g);
+    double ca = cos(angle), sa = sin(angle);
+    for (int i = 0; i < w * h; i++) g[i] = 0.5f;
+    for (int k = 0; k < nb; k++) {
+        /* blob centre in image coordinates */
+        double dx = b[k].x - tcx, dy = b[k].y - tcy;
+        double ix = cx + scale * (ca * dx - sa * dy), iy = cy + scale * (sa * dx + ca * dy);
+        double s = b[k].s * scale, rad = 4.0 * s;
+        int x0 = (int)floor(ix - rad), x1 = (int)ceil(ix + rad);
+        int y0 = (int)floor(iy - rad), y1 = (int)ceil(iy + rad);
+        if (x0 < 0) x0 = 0;
+        if (y0 < 0) y0 = 0;
+        if (x1 > w - 1) x1 = w - 1;
+        if (y1 > h - 1) y1 = h - 1;
+        for (int y = y0; y <= y1; y++)
+            for (int x = x0; x <= x1; x++) {
+                double ex = x - ix, ey = y - iy;
+                g[(size_t)y * (size_t)w + (size_t)x] +=
+                    (float)(b[k].a * exp(-(ex * ex + ey * ey) / (2.0 * s * s)));
+            }
+    }
+    return g;
+}
+
+static float gaussian_value(double x, double y, double cx, double cy, double s) {
+    return (float)exp(-((x - cx) * (x - cx) + (y - cy) * (y - cy)) / (2.0 * s * s));
+}
+
+/* Two isolated bright blobs of sigma 5 and 10: one keypoint location each, at the blob centre,
+ * with scale sigma_blob / sqrt(k) (the DoG response of a Gaussian of sigma s0 peaks there). */
+static void test_blobs_position_scale(void **state) {
+    (void)state;
+    int w = 200, h = 160;
+    float *g = malloc(sizeof(float) * (size_t)w * (size_t)h);
+    assert_non_null(g);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            g[y * w + x] = 0.1f + 0.7f * gaussian_value(x, y, 60.3, 70.6, 5.0) +
+                           0.6f * gaussian_value(x, y, 140.0, 90.0, 10.0);
+    sl_sift_params p;
+    sl_sift_params_init(&p);
+    sl_keypoint *k = NULL;
+    float *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sl_sift_extract_grey(g, w, h, (size_t)w, &p, &k, &d, &n, NULL), SL_OK);
+    assert_true(n >= 2);
+    const double cx[2] = { 60.3, 140.0 }, cy[2] = { 70.6, 90.0 }, cs[2] = { 5.0, 10.0 };
+    const double expect_ratio = 1.0 / sqrt(pow(2.0, 1.0 / 3.0));
+    for (int b = 0; b < 2; b++) {
+        int found = 0;
+        for (size_t i = 0; i < n; i++) {
+            double dx = k[i].x - cx[b], dy = k[i].y - cy[b];
+            if (dx * dx + dy * dy < 0.3 * 0.3) {
+                double ratio = k[i].scale / cs[b];
+                assert_true(fabs(ratio / expect_ratio - 1.0) < 0.06);
+                found++;
+            }
+        }
+        assert_true(found >= 1);
+    }
+    /* every keypoint is on one of the blobs (nothing on the flat background) */
+    for (size_t i = 0; i < n; i++) {
+        double d0 = hypot(k[i].x - cx[0], k[i].y - cy[0]), d1 = hypot(k[i].x - cx[1], k[i].y - cy[1]);
+        assert_true(d0 < 3.0 || d1 < 6.0);
+        assert_true(k[i].angle >= 0.0f && k[i].angle < 2 * PI);
+    }
+    /* descriptors are unit vectors with non-negative entries */
+    for (size_t i = 0; i < n; i++) {
+        double s = 0;
+        for (int j = 0; j < SL_SIFT_DESC_DIM; j++) {
+            assert_true(d[i * SL_SIFT_DESC_DIM + j] >= 0.0f);
+            s += d[i * SL_SIFT_DESC_DIM + j] * d[i * SL_SIFT_DESC_DIM + j];
+        }
+        assert_true(fabs(s - 1.0) < 1e-4);
+    }
+    free(k);
+    free(d);
+    /* with upsampling, the same blob is found at the same place and scale (octave -1 exists) */
+    p.upsample = 1;
+    assert_int_equal(sl_sift_extract_grey(g, w, h, (size_t)w, &p, &k, &d, &n, NULL), SL_OK);
+    int found = 0;
+    for (size_t i = 0; i < n; i++)
+        if (hypot(k[i].x - cx[0], k[i].y - cy[0]) < 0.3 &&
+            fabs(k[i].scale / cs[0] / expect_ratio - 1.0) < 0.06)
+            found++;
+    assert_true(found >= 1);
+    free(k);
+    free(d);
+    free(g);
+}
+
+typedef struct view {
+    sl_keypoint *k;
+    float *d;
+    size_t n;
+} view;
+
+static view extract(const float *g, int w, int h, const sl_sift_params *p) {
+    view v;
+    assert_int_equal(sl_sift_extract_grey(g, w, h, (size_t)w, p, &v.k, &v.d, &v.n, NULL), SL_OK);
+    return v;
+}
+
+static double cosine(const float *a, const float *b) {
+    double s = 0;
+    for (int j = 0; j < SL_SIFT_DESC_DIM; j++) s += (double)a[j] * b[j];
+    return s;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* For keypoints of A well inside both views, finds the keypoint of B at the predicted place,
+ * scale and angle; returns how many were found and their median descriptor cosine. */
+static void compare_views(const view *a, const view *b, int w, int h, double angle, double scale,
+                          double *repeat, double *median_cos, int *found) {
+    double ca = cos(angle), sa = sin(angle), cx = w / 2.0, cy = h / 2.0;
+    double *cs = malloc(sizeof(double) * (a->n + 1));
+    assert_non_null(cs);
+    int considered = 0, nf = 0;
+    for (size_t i = 0; i < a->n; i++) {
+        double dx = a->k[i].x - cx, dy = a->k[i].y - cy;
+        double px = cx + scale * (ca * dx - sa * dy), py = cy + scale * (sa * dx + ca * dy);
+        double margin = 12.0 + 4.0 * a->k[i].scale;
+        if (hypot(dx, dy) > w / 2.0 - margin || px < margin || py < margin || px > w - margin ||
+            py > h - margin)
+            continue;
+        considered++;
+        double best = -1.0;
+        for (size_t j = 0; j < b->n; j++) {
+            double e = hypot(b->k[j].x - px, b->k[j].y - py);
+            double sr = b->k[j].scale / (scale * a->k[i].scale);
+            double da = fmod(b->k[j].angle - a->k[i].angle - angle + 6 * PI, 2 * PI);
+            if (da > PI) da = 2 * PI - da;
+            if (e < 1.5 * scale && sr > 0.85 && sr < 1.18 && da < 15.0 * PI / 180.0) {
+                double c = cosine(a->d + i * SL_SIFT_DESC_DIM, b->d + j * SL_SIFT_DESC_DIM);
+                if (c > best) best = c;
+            }
+        }
+        if (best >= 0) cs[nf++] = best;
+    }
+    assert_true(considered > 0);
+    qsort(cs, (size_t)nf, sizeof(double), cmp_double);
+    *repeat = (double)nf / considered;
+    *median_cos = nf ? cs[nf / 2] : 0.0;
+    *found = nf;
+    free(cs);
+}
+
+/* Renders texture seed_a plainly and texture seed_b rotated/scaled, then compares the views. */
+static void compare_textures(uint64_t seed_a, uint64_t seed_b, double angle, double scale,
+                             double *rep, double *med, int *found) {
+    int w = 240, h = 240, nb = 260;
+    blob *b1 = make_blobs(nb, 300.0, seed_a), *b2 = make_blobs(nb, 300.0, seed_b);
+    float *ga = render(b1, nb, w, h, 0.0, 1.0, w / 2.0, h / 2.0, 150.0, 150.0);
+    float *gb = render(b2, nb, w, h, angle, scale, w / 2.0, h / 2.0, 150.0, 150.0);
+    sl_sift_params p;
+    sl_sift_params_init(&p);
+    view va = extract(ga, w, h, &p), vb = extract(gb, w, h, &p);
+    compare_views(&va, &vb, w, h, angle, scale, rep, med, found);
+    free(va.k);
+    free(va.d);
+    free(vb.k);
+    free(vb.d);
+    free(ga);
+    free(gb);
+    free(b1);
+    free(b2);
+}
+
+static void check_invariance(double angle, double scale) {
+    double rep, med;
+    int found;
+    compare_textures(42, 42, angle, scale, &rep, &med, &found);
+    assert_true(found >= 15);
+    assert_true(rep >= 0.5);
+    assert_true(med >= 0.9);
+}
+
+static void test_rotation_invariance(void **state) {
+    (void)state;
+    check_invariance(30.0 * PI / 180.0, 1.0);
+    check_invariance(-100.0 * PI / 180.0, 1.0);
+}
+
+static void test_scale_invariance(void **state) {
+    (void)state;
+    check_invariance(0.0, 0.7);
+    check_invariance(20.0 * PI / 180.0, 1.4);
+}
+
+/* An unrelated texture gives few geometric matches: the invariance test can fail. */
+static void test_unrelated_views_differ(void **state) {
+    (void)state;
+    double rep, med;
+    int found;
+    compare_textures(42, 7, 0.0, 1.0, &rep, &med, &found);
+    assert_true(rep < 0.3);
+}
+
+static void test_deterministic_and_threads(void **state) {
+    (void)state;
+    int w = 256, h = 200, nb = 300;
+    blob *b = make_blobs(nb, 300.0, 3);
+    float *g = render(b, nb, w, h, 0.3, 1.0, w / 2.0, h / 2.0, 150.0, 150.0);
+    sl_sift_params p;
+    sl_sift_params_init(&p);
+    view v1 = extract(g, w, h, &p), v2 = extract(g, w, h, &p);
+    p.threads = 2;
+    view v3 = extract(g, w, h, &p);
+    assert_true(v1.n > 50);
+    assert_int_equal(v1.n, v2.n);
+    assert_int_equal(v1.n, v3.n);
+    assert_memory_equal(v1.k, v2.k, v1.n * sizeof(sl_keypoint));
+    assert_memory_equal(v1.d, v2.d, v1.n * SL_SIFT_DESC_DIM * sizeof(float));
+    assert_memory_equal(v1.k, v3.k, v1.n * sizeof(sl_keypoint));
+    assert_memory_equal(v1.d, v3.d, v1.n * SL_SIFT_DESC_DIM * sizeof(float));
+    /* sorted by response, strongest first */
+    for (size_t i = 1; i < v1.n; i++) assert_true(v1.k[i - 1].response >= v1.k[i].response);
+
+    /* the cap keeps exactly the strongest prefix */
+    sl_sift_params_init(&p);
+    p.max_keypoints = 40;
+    view v4 = extract(g, w, h, &p);
+    assert_int_equal(v4.n, 40);
+    assert_memory_equal(v4.k, v1.k, 40 * sizeof(sl_keypoint));
+    assert_memory_equal(v4.d, v1.d, 40 * SL_SIFT_DESC_DIM * sizeof(float));
+
+    /* upright: angle 0 everywhere, never more keypoints than locations */
+    sl_sift_params_init(&p);
+    p.upright = 1;
+    view v5 = extract(g, w, h, &p);
+    assert_true(v5.n > 0 && v5.n <= v1.n);
+    for (size_t i = 0; i < v5.n; i++) assert_true(v5.k[i].angle == 0.0f);
+
+    view *vs[] = { &v1, &v2, &v3, &v4, &v5 };
+    for (int i = 0; i < 5; i++) {
+        free(vs[i]->k);
+        free(vs[i]->d);
+    }
+    free(g);
+    free(b);
+}
+
+static void test_rootsift_hand_computed(void **state) {
+    (void)state;
+    float v[8] = { 1.0f, 3.0f, 0.0f, 0.0f, /* second vector */ 0.0f, 0.0f, 0.0f, 0.0f };
+    sl_rootsift(v, 2, 4);
+    /* L1 = 4 -> (0.25, 0.75) -> sqrt */
+    assert_float_equal(v[0], 0.5f, 1e-6);
+    assert_float_equal(v[1], sqrtf(0.75f), 1e-6);
+    assert_float_equal(v[2], 0.0f, 0.0);
+    assert_float_equal(v[3], 0.0f, 0.0);
+    /* an all-zero descriptor stays zero (no division by zero) */
+    for (int i = 4; i < 8; i++) assert_float_equal(v[i], 0.0f, 0.0);
+    float u[3] = { 2.0f, 2.0f, 4.0f };
+    sl_rootsift(u, 1, 3);
+    assert_float_equal(u[0], 0.5f, 1e-6);
+    assert_float_equal(u[1], 0.5f, 1e-6);
+    assert_float_equal(u[2], sqrtf(0.5f), 1e-6);
+    /* RootSIFT of a SIFT descriptor has unit L2 norm */
+    double s = 0;
+    for (int i = 0; i < 3; i++) s += u[i] * u[i];
+    assert_float_equal(s, 1.0, 1e-6);
+    sl_rootsift(NULL, 3, 3); /* no-op */
+}
+
+static void test_dense_grid(void **state) {
+    (void)state;
+    int w = 100, h = 70, nb = 80;
+    blob *b = make_blobs(nb, 120.0, 9);
+    float *g = render(b, nb, w, h, 0.0, 1.0, w / 2.0, h / 2.0, 60.0, 60.0);
+    sl_keypoint *k = NULL;
+    float *d = NULL;
+    size_t n = 0;
+    assert_int_equal(sl_sift_dense_grey(g, w, h, (size_t)w, 10, 2.0f, &k, &d, &n, NULL), SL_OK);
+    assert_int_equal(n, 10 * 7);
+    assert_float_equal(k[0].x, 5.0f, 0.0);
+    assert_float_equal(k[0].y, 5.0f, 0.0);
+    assert_float_equal(k[11].x, 15.0f, 0.0);
+    assert_float_equal(k[11].y, 15.0f, 0.0);
+    for (size_t i = 0; i < n; i++) {
+        assert_float_equal(k[i].angle, 0.0f, 0.0);
+        assert_float_equal(k[i].scale, 2.0f, 0.0);
+        double s = 0;
+        for (int j = 0; j < SL_SIFT_DESC_DIM; j++) s += d[i * 128 + j] * d[i * 128 + j];
+        assert_true(fabs(s - 1.0) < 1e-4 || s == 0.0);
+    }
+    free(k);
+    free(d);
+    /* a large size uses a subsampled image but reports input coordinates */
+    assert_int_equal(sl_sift_dense_grey(g, w, h, (size_t)w, 20, 8.0f, &k, &d, &n, NULL), SL_OK);
+    assert_int_equal(n, 5 * 3);
+    assert_float_equal(k[n - 1].x, 90.0f, 0.0);
+    assert_float_equal(k[n - 1].y, 50.0f, 0.0);
+    assert_int_equal(k[0].octave, 2); /* 8 / 2^2 = 2 >= 1.6: two halvings */
+    free(k);
+    free(d);
+    free(g);
+    free(b);
+}
+
+static void test_bad_arguments(void **state) {
+    (void)state;
+    float g[64 * 64];
+    for (int i = 0; i < 64 * 64; i++) g[i] = (float)(i % 7) / 7.0f;
+    sl_keypoint *k = (sl_keypoint *)1;
+    float *d = (float *)1;
+    size_t n = 99;
+    sl_error e;
+    sl_sift_params p;
+    sl_sift_params_init(&p);
+    assert_int_equal(sl_sift_extract_grey(NULL, 64, 64, 64, &p, &k, &d, &n, &e), SL_E_INVALID);
+    assert_null(k);
+    assert_null(d);
+    assert_int_equal(n, 0);
+    assert_int_equal(sl_sift_extract_grey(g, 0, 64, 64, &p, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_extract_grey(g, 64, -1, 64, &p, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_extract_grey(g, 64, 64, 32, &p, &k, &d, &n, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "stride"));
+    assert_int_equal(sl_sift_extract_grey(g, 64, 64, 64, &p, NULL, &d, &n, &e), SL_E_INVALID);
+    struct { int field; float value; } bad[] = {
+        { 0, 0.0f }, { 0, 9.0f }, { 1, NAN }, { 1, 0.1f }, { 2, -0.01f }, { 3, 0.5f },
+        { 4, 99.0f }, { 5, -1.0f }, { 6, -1.0f }, { 7, 2.0f },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sl_sift_params_init(&p);
+        switch (bad[i].field) {
+        case 0: p.levels = (int)bad[i].value; break;
+        case 1: p.sigma = bad[i].value; break;
+        case 2: p.contrast_threshold = bad[i].value; break;
+        case 3: p.edge_threshold = bad[i].value; break;
+        case 4: p.threads = (int)bad[i].value; break;
+        case 5: p.max_keypoints = (int)bad[i].value; break;
+        case 6: p.octaves = (int)bad[i].value; break;
+        case 7: p.input_sigma = bad[i].value; break;
+        }
+        e.code = SL_OK;
+        assert_int_equal(sl_sift_extract_grey(g, 64, 64, 64, &p, &k, &d, &n, &e), SL_E_INVALID);
+        assert_int_equal(e.code, SL_E_INVALID);
+        assert_non_null(strstr(e.message, "sift"));
+    }
+    assert_int_equal(sl_sift_dense_grey(g, 64, 64, 64, 0, 2.0f, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_dense_grey(g, 64, 64, 64, 4, 0.0f, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_dense_grey(g, 64, 64, 64, 4, NAN, &k, &d, &n, &e), SL_E_INVALID);
+    /* a tiny or flat image is not an error: no keypoints, NULL arrays */
+    assert_int_equal(sl_sift_extract_grey(g, 5, 5, 64, NULL, &k, &d, &n, &e), SL_OK);
+    assert_int_equal(n, 0);
+    assert_null(k);
+    assert_null(d);
+    float flat[64 * 64];
+    for (int i = 0; i < 64 * 64; i++) flat[i] = 0.5f;
+    assert_int_equal(sl_sift_extract_grey(flat, 64, 64, 64, NULL, &k, &d, &n, &e), SL_OK);
+    assert_int_equal(n, 0);
+}
+
+/* Every compiled kernel table this CPU runs agrees with the generic one. */
+static void test_kernel_tables_agree(void **state) {
+    (void)state;
+    const sl__sift_kernels *tabs[3] = { &sl__sift_kernels_generic, NULL, NULL };
+#if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        tabs[1] = &sl__sift_kernels_avx2;
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+        tabs[2] = &sl__sift_kernels_avx512;
+#endif
+    int w = 53, h = 31, r = 7;
+    float src[53 * 31], ref[53 * 31], out[53 * 31], tmp[53 + 2 * 7 + 8], k[8];
+    sl__rng rng;
+    sl__rng_seed(&rng, 5);
+    for (int i = 0; i < w * h; i++) src[i] = (float)sl__rng_uniform(&rng);
+    double ks = 0;
+    for (int i = 0; i <= r; i++) ks += (i ? 2 : 1) * (k[i] = expf(-(float)(i * i) / 8.0f));
+    for (int i = 0; i <= r; i++) k[i] = (float)(k[i] / ks);
+    tabs[0]->blur_rows(src, ref, w, h, k, r, tmp, 0, h);
+    /* the blur of a constant is that constant; of a delta, the kernel */
+    float c[53 * 31], cd[53 * 31];
+    for (int i = 0; i < w * h; i++) c[i] = 0.25f;
+    tabs[0]->blur_rows(c, cd, w, h, k, r, tmp, 0, h);
+    for (int i = 0; i < w * h; i++) assert_float_equal(cd[i], 0.25f, 1e-6);
+    float dx[100], dy[100], mag[100], ori[100];
+    for (int i = 0; i < 100; i++) {
+        double a = 2 * PI * i / 100.0 + 0.01;
+        dx[i] = (float)(cos(a) * (i + 1));
+        dy[i] = (float)(sin(a) * (i + 1));
+    }
+    for (int t = 0; t < 3; t++) {
+        if (!tabs[t]) continue;
+        tabs[t]->blur_rows(src, out, w, h, k, r, tmp, 0, h);
+        for (int i = 0; i < w * h; i++) assert_float_equal(out[i], ref[i], 1e-5);
+        tabs[t]->grad(dx, dy, mag, ori, 100);
+        for (int i = 0; i < 100; i++) {
+            double a = 2 * PI * i / 100.0 + 0.01;
+            assert_float_equal(mag[i], i + 1, 1e-3 * (i + 1));
+            assert_float_equal(ori[i], a, 2e-4);
+        }
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_blobs_position_scale),
+        cmocka_unit_test(test_rotation_invariance),
+        cmocka_unit_test(test_scale_invariance),
+        cmocka_unit_test(test_unrelated_views_differ),
+        cmocka_unit_test(test_deterministic_and_threads),
+        cmocka_unit_test(test_rootsift_hand_computed),
+        cmocka_unit_test(test_dense_grid),
+        cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_kernel_tables_agree),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
