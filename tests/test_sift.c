@@ -347,6 +347,17 @@ static void test_dense_grid(void **state) {
     free(d);
     free(g);
     free(b);
+    /* a strip too thin to halve with the largest size: windows are clipped to the image */
+    int sw = 600, sh = 16;
+    float *strip = calloc((size_t)sw * (size_t)sh, sizeof(float));
+    assert_non_null(strip);
+    for (int i = 0; i < sw * sh; i++) strip[i] = (float)((i * 7919) % 101) / 101.0f;
+    assert_int_equal(sl_sift_dense_grey(strip, sw, sh, (size_t)sw, 20, SL_SIFT_DENSE_SIZE_MAX,
+                                        &k, &d, &n, NULL), SL_OK);
+    assert_int_equal(n, 30); /* x = 10, 30, ..., 590 on the one row y = 10 */
+    free(k);
+    free(d);
+    free(strip);
 }
 
 static void test_bad_arguments(void **state) {

@@ -685,7 +685,11 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
     float diag = sqrtf((float)w * w + (float)h * h);
     if ((float)R > diag) R = (int)diag;
     float cos_t = cosf(ang) / hw, sin_t = sinf(ang) / hw;
-    size_t cap = (size_t)(2 * R + 1) * (size_t)(2 * R + 1);
+    /* samples come only from rows 1..h-2 and columns 1..w-2 of the window */
+    long ny = (long)(py + R < h - 2 ? py + R : h - 2) - (py - R > 1 ? py - R : 1) + 1;
+    long nx = (long)(px + R < w - 2 ? px + R : w - 2) - (px - R > 1 ? px - R : 1) + 1;
+    size_t cap = ny > 0 && nx > 0 ? (size_t)ny * (size_t)nx : 0;
+    if (cap < (size_t)(2 * R + 1)) cap = (size_t)(2 * R + 1); /* the ex table */
     float *buf = sift_scratch_samples(scr, cap);
     if (!buf) return -1;
     float *dx = buf, *dy = buf + scr->cap, *wt = buf + 2 * scr->cap, *rb = buf + 3 * scr->cap,
