@@ -237,8 +237,7 @@ typedef struct sift_scratch {
     size_t cap;
     float *row;   /* blur row buffer */
     size_t row_cap;
-    uint8_t *mask;
-    size_t mask_cap;
+    uint8_t *mask;  /* extremum candidates of one row */
     int failed;
 } sift_scratch;
 
@@ -670,6 +669,9 @@ static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
         t0 = t1;
         t1 = t;
     }
+    /* keep the conversions to int defined for nearly axis-parallel rows */
+    t0 = t0 < -1e6f ? -1e6f : t0 > 1e6f ? 1e6f : t0;
+    t1 = t1 < -1e6f ? -1e6f : t1 > 1e6f ? 1e6f : t1;
     if (t0 - 1.0f > (float)*ja) *ja = (int)floorf(t0) - 1;
     if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
 }
