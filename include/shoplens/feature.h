@@ -124,10 +124,10 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
 #define SL_COLOR_BINS_DEFAULT_V 4
 #define SL_COLOR_BINS_MIN 1
 #define SL_COLOR_BINS_MAX 64
-#define SL_COLOR_CENTER_DEFAULT 0.6f /* sigma of the Gaussian weight, in half-sides */
+#define SL_COLOR_CENTER_DEFAULT 0.4f /* sigma of the Gaussian weight, in half-sides */
 #define SL_COLOR_CENTER_MIN 0.05f
 #define SL_COLOR_CENTER_MAX 100.0f  /* large = uniform weight */
-#define SL_COLOR_GRID_DEFAULT 1     /* 1 = one histogram; g > 1 adds g x g region histograms */
+#define SL_COLOR_GRID_DEFAULT 3     /* 1 = one histogram; g > 1 adds g x g region histograms */
 #define SL_COLOR_GRID_MAX 4
 
 typedef struct sl_color_params {
