@@ -70,6 +70,7 @@ int main(int argc, char **argv) {
             if (t < best) best = t;
             kps = (double)tot / n;
         }
+        bio_free(ims, n);
         printf("{\"peer\": \"shoplens%s\", \"threads\": %d, \"images\": %d, \"seconds\": %.4f, "
                "\"ips\": %.3f, \"kps\": %.1f, \"kernels\": \"%s\"}\n",
                p.upsample ? "-upsample" : "", p.threads, n, best, n / best, kps,
@@ -84,6 +85,7 @@ int main(int argc, char **argv) {
             free(fr);
             free(de);
         }
+        bio_free(ims, n);
     }
     return 0;
 }

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <math.h>
 #include <pthread.h>
+#include <unistd.h>
 #include <cmocka.h>
 
 #include "shoplens/cnn.h"
@@ -85,21 +86,328 @@ static double run_model(const char *name, sl_cnn_backend backend, const char *ou
 }
 
 static const char *const k_models[] = {
-    "conv_group", "conv_dw", "conv_autopad", "conv_bn_hswish", "bn_acts", "pools", "shape_arith",
+    "conv_group", "conv_dw", "conv_autopad", "conv3x3_residual", "conv_bn_hswish", "bn_acts", "pools", "shape_arith",
     "math_ops", "opset11", "typed_fields", "concat_nhwc", "tiny_resnet", "tiny_mbv2",
-    "tiny_mbv3", "tiny_effnet", "tiny_resnet_op11"};
+    "tiny_mbv3", "tiny_effnet", "tiny_resnet_op11", "tiny_mbv3_op17"};
 
 static void test_models_match_pytorch(void **state) {
     (void)state;
     for (size_t k = 0; k < sizeof k_models / sizeof k_models[0]; k++) {
-        for (int b = 0; b < 2; b++) {
-            sl_cnn_backend be = b ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_AUTO;
+        static const char *const bn[] = {"auto", "ref", "dnnl"};
+        for (int b = 0; b < 3; b++) {
+            sl_cnn_backend be = b == 0 ? SL_CNN_BACKEND_AUTO : b == 1 ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_DNNL;
             const char *out = strncmp(k_models[k], "tiny_", 5) ? "y" : "logits";
             double d = run_model(k_models[k], be, out);
-            print_message("%-18s %-4s max rel diff %.2e\n", k_models[k], b ? "ref" : "auto", d);
-            if (!(d <= 1e-4)) fail_msg("%s (%s): max relative difference %.3e > 1e-4", k_models[k], b ? "ref" : "auto", d);
+            print_message("%-18s %-4s max rel diff %.2e\n", k_models[k], bn[b], d);
+            if (!(d <= 1e-4)) fail_msg("%s (%s): max relative difference %.3e > 1e-4", k_models[k], bn[b], d);
         }
     }
+}
+
+
+static sl_cnn *load(const char *name, const sl_cnn_opts *o) {
+    char p[1200];
+    model_path(p, sizeof p, name, ".onnx");
+    sl_cnn *m = NULL;
+    sl_error e;
+    sl_error_clear(&e);
+    if (sl_cnn_load_opts(p, o, &m, &e)) fail_msg("%s: %s", name, e.message);
+    return m;
+}
+
+static void test_default_embedding_is_pooled_features(void **state) {
+    (void)state;
+    fixture f;
+    load_fixture("tiny_resnet", &f);
+    sl_cnn *m = load("tiny_resnet", NULL);
+    /* Default output: the globally pooled features (input of the classifier), 16 channels. */
+    assert_int_equal(sl_cnn_embed_dim(m), 16);
+    assert_non_null(strstr(sl_cnn_output_name(m), "GlobalAveragePool"));
+    float raw[32], emb[32];
+    sl_error e;
+    assert_int_equal(sl_cnn_run(m, f.in, 2, raw, &e), SL_OK);
+    assert_int_equal(sl_cnn_embed_tensor(m, f.in, 2, emb, &e), SL_OK);
+    for (int b = 0; b < 2; b++) {
+        double n = 0, nr = 0;
+        for (int k = 0; k < 16; k++) { n += (double)emb[b * 16 + k] * emb[b * 16 + k]; nr += (double)raw[b * 16 + k] * raw[b * 16 + k]; }
+        assert_true(fabs(n - 1.0) < 1e-5);
+        for (int k = 0; k < 16; k++) assert_true(fabs(emb[b * 16 + k] - raw[b * 16 + k] / sqrt(nr)) < 1e-6);
+    }
+    /* Not an identity: the pooled features of the two images differ. */
+    assert_true(fabs(raw[0] - raw[16]) > 1e-6 || fabs(raw[1] - raw[17]) > 1e-6);
+    sl_cnn_free(m);
+    free_fixture(&f);
+}
+
+static void test_batch_sizes_agree(void **state) {
+    (void)state;
+    fixture f;
+    load_fixture("tiny_effnet", &f);
+    sl_cnn_opts o;
+    sl_cnn_opts_init(&o);
+    o.output = "logits";
+    o.max_batch = 1;
+    sl_cnn *m = load("tiny_effnet", &o);
+    size_t per = f.icount / 2;
+    float y2[20], y1[20];
+    sl_error e;
+    assert_int_equal(sl_cnn_run(m, f.in, 2, y2, &e), SL_OK);
+    assert_int_equal(sl_cnn_run(m, f.in, 1, y1, &e), SL_OK);
+    assert_int_equal(sl_cnn_run(m, f.in + per, 1, y1 + 10, &e), SL_OK);
+    assert_true(rel_diff(y1, y2, 20) < 1e-6);
+    assert_true(rel_diff(y1, f.out, 20) < 1e-5);
+    sl_cnn_free(m);
+    free_fixture(&f);
+}
+
+typedef struct thr_arg { const sl_cnn *m; const float *in; float out[20]; sl_status st; } thr_arg;
+static void *thr_run(void *p) {
+    thr_arg *a = p;
+    sl_error e;
+    for (int r = 0; r < 3 && !a->st; r++) a->st = sl_cnn_run(a->m, a->in, 2, a->out, &e);
+    return NULL;
+}
+
+static void test_concurrent_callers_share_one_model(void **state) {
+    (void)state;
+    fixture f;
+    load_fixture("tiny_mbv2", &f);
+    sl_cnn_opts o;
+    sl_cnn_opts_init(&o);
+    o.output = "logits";
+    o.threads = 1;
+    sl_cnn *m = load("tiny_mbv2", &o);
+    thr_arg a[4];
+    pthread_t t[4];
+    for (int k = 0; k < 4; k++) { memset(&a[k], 0, sizeof a[k]); a[k].m = m; a[k].in = f.in; pthread_create(&t[k], NULL, thr_run, &a[k]); }
+    for (int k = 0; k < 4; k++) pthread_join(t[k], NULL);
+    for (int k = 0; k < 4; k++) {
+        assert_int_equal(a[k].st, SL_OK);
+        assert_true(rel_diff(a[k].out, f.out, 20) < 1e-5);
+    }
+    sl_cnn_free(m);
+    free_fixture(&f);
+}
+
+static void test_bf16_mode_is_close_but_not_fp32(void **state) {
+    (void)state;
+    fixture f;
+    load_fixture("tiny_resnet", &f);
+    sl_cnn_opts o;
+    sl_cnn_opts_init(&o);
+    o.output = "logits";
+    o.precision = SL_CNN_PRECISION_BF16;
+    sl_cnn *m = load("tiny_resnet", &o);
+    float y[20];
+    sl_error e;
+    assert_int_equal(sl_cnn_run(m, f.in, 2, y, &e), SL_OK);
+    double d = rel_diff(y, f.out, 20), dot = 0, na = 0, nb = 0;
+    for (int k = 0; k < 20; k++) { dot += (double)y[k] * f.out[k]; na += (double)y[k] * y[k]; nb += (double)f.out[k] * f.out[k]; }
+    print_message("bf16 tiny_resnet: max rel diff %.2e, cosine %.6f\n", d, dot / sqrt(na * nb));
+    assert_true(d > 1e-6);          /* really computed in bf16 */
+    assert_true(d < 5e-2);
+    assert_true(dot / sqrt(na * nb) > 0.999);
+    sl_cnn_free(m);
+    free_fixture(&f);
+}
+
+static void test_int8_mode_is_close_but_not_fp32(void **state) {
+    (void)state;
+    static const char *const names[] = {"tiny_resnet", "tiny_mbv2", "concat_nhwc"};
+    for (int k = 0; k < 3; k++) {
+        fixture f;
+        load_fixture(names[k], &f);
+        sl_cnn_opts o;
+        sl_cnn_opts_init(&o);
+        o.output = "";
+        o.precision = SL_CNN_PRECISION_INT8;
+        sl_cnn *m = load(names[k], &o);
+        float *y = calloc(f.ocount, sizeof(float));
+        sl_error e;
+        assert_int_equal(sl_cnn_run(m, f.in, (size_t)f.idims[0], y, &e), SL_OK);
+        double d = rel_diff(y, f.out, f.ocount), dot = 0, na = 0, nb = 0;
+        for (size_t j = 0; j < f.ocount; j++) { dot += (double)y[j] * f.out[j]; na += (double)y[j] * y[j]; nb += (double)f.out[j] * f.out[j]; }
+        print_message("int8 %s: max rel diff %.2e, cosine %.6f\n", names[k], d, dot / sqrt(na * nb));
+        assert_true(d > 1e-6);
+        assert_true(dot / sqrt(na * nb) > 0.995);
+        free(y);
+        sl_cnn_free(m);
+        free_fixture(&f);
+    }
+}
+
+static void test_unsupported_operator_is_named(void **state) {
+    (void)state;
+    char p[1200];
+    model_path(p, sizeof p, "unsupported_op", ".onnx");
+    sl_cnn *m = (sl_cnn *)1;
+    sl_error e;
+    assert_int_equal(sl_cnn_load(p, &m, &e), SL_E_UNSUPPORTED);
+    assert_null(m);
+    assert_non_null(strstr(e.message, "'Erf'"));
+    assert_non_null(strstr(e.message, "the_erf_node"));
+}
+
+static int read_all(const char *path, unsigned char **buf, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    *n = (size_t)ftell(f);
+    fseek(f, 0, SEEK_SET);
+    *buf = malloc(*n);
+    size_t r = fread(*buf, 1, *n, f);
+    fclose(f);
+    return r == *n ? 0 : -1;
+}
+
+static void test_malformed_files_are_corrupt(void **state) {
+    (void)state;
+    char p[1200];
+    model_path(p, sizeof p, "tiny_mbv3", ".onnx");
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    assert_int_equal(read_all(p, &buf, &n), 0);
+    sl_error e;
+    /* Truncations: never OK, never a crash; the parser reports SL_E_CORRUPT. */
+    size_t cuts[] = {1, 2, 7, 20, 100, n / 3, n / 2, n - 100, n - 1};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        sl__onnx_model *om = NULL;
+        sl_status st = sl__onnx_parse(buf, cuts[k], &om, &e);
+        assert_int_equal(st, SL_E_CORRUPT);
+        assert_null(om);
+        assert_non_null(strstr(e.message, "ONNX"));
+    }
+    /* Not an ONNX file at all. */
+    const char junk[] = "this is a text file, not a protobuf";
+    assert_int_equal(sl__onnx_parse((const uint8_t *)junk, sizeof junk - 1, &(sl__onnx_model *){NULL}, &e), SL_E_CORRUPT);
+    /* Files on disk: missing -> SL_E_IO, empty -> SL_E_CORRUPT. */
+    sl_cnn *m = NULL;
+    assert_int_equal(sl_cnn_load("/nonexistent/model.onnx", &m, &e), SL_E_IO);
+    char tmp[] = "/tmp/sl_cnn_emptyXXXXXX";
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_cnn_load(tmp, &m, &e), SL_E_CORRUPT);
+    /* A model whose node reads a tensor nobody produces. */
+    FILE *f = fopen(tmp, "wb");
+    unsigned char *bad = malloc(n);
+    memcpy(bad, buf, n);
+    unsigned char *hit = memmem(bad, n, "input", 5);
+    /* rename the graph input (first occurrence is a node input name) so nothing produces it */
+    assert_non_null(hit);
+    hit[0] = 'X';
+    fwrite(bad, 1, n, f);
+    fclose(f);
+    sl_status st = sl_cnn_load(tmp, &m, &e);
+    assert_true(st == SL_E_CORRUPT);
+    assert_null(m);
+    unlink(tmp);
+    free(bad);
+    free(buf);
+}
+
+static void test_options_and_sidecar(void **state) {
+    (void)state;
+    char p[1200];
+    model_path(p, sizeof p, "tiny_resnet", ".onnx");
+    sl_cnn_opts o;
+    sl_cnn *m = NULL;
+    sl_error e;
+    sl_cnn_opts_init(&o);
+    o.threads = -1;
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    sl_cnn_opts_init(&o);
+    o.output = "no_such_tensor";
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "no_such_tensor"));
+    /* Sidecar JSON sets preprocessing and the output tensor. */
+    char js[] = "/tmp/sl_cnn_sideXXXXXX";
+    int fd = mkstemp(js);
+    const char *doc = "{\"resize\": 40, \"crop\": 32, \"mean\": [0.5, 0.5, 0.5], \"std\": [0.25, 0.5, 1],"
+                      " \"channel_order\": \"bgr\", \"output\": \"logits\", \"normalize\": false}";
+    assert_int_equal(write(fd, doc, strlen(doc)), (ssize_t)strlen(doc));
+    close(fd);
+    sl_cnn_opts_init(&o);
+    o.sidecar = js;
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_OK);
+    const sl_cnn_preproc *pp = sl_cnn_preproc_get(m);
+    assert_int_equal(pp->resize, 40);
+    assert_int_equal(pp->crop, 32);
+    assert_true(pp->std[1] == 0.5f && pp->bgr == 1);
+    assert_int_equal(sl_cnn_embed_dim(m), 10);
+    sl_cnn_free(m);
+    /* An explicit crop that does not match the model input is refused. */
+    FILE *f0 = fopen(js, "w");
+    fputs("{\"crop\": 224}", f0);
+    fclose(f0);
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "crop"));
+    /* A bad sidecar is an error naming the key. */
+    FILE *f = fopen(js, "w");
+    fputs("{\"crop\": \"big\"}", f);
+    fclose(f);
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "crop"));
+    f = fopen(js, "w");
+    fputs("{\"colour\": 1}", f);
+    fclose(f);
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "colour"));
+    unlink(js);
+}
+
+static void test_embed_images(void **state) {
+    (void)state;
+#ifdef SL_CNN_HAVE_IMAGE
+    /* A uniform image stays uniform through resize and crop, so its embedding must equal the
+     * embedding of the uniform normalized tensor. */
+    sl_cnn *m = load("tiny_resnet", NULL);
+    sl_image *img = sl_image_new(64, 48, 3);
+    assert_non_null(img);
+    uint8_t *px = sl_image_pixels(img);
+    for (int y = 0; y < 48; y++)
+        for (int x = 0; x < 64; x++) {
+            uint8_t *q = px + (size_t)y * sl_image_stride(img) + (size_t)x * 3;
+            q[0] = 200; q[1] = 100; q[2] = 30;
+        }
+    float in[3 * 32 * 32], a[16], b[16];
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f}, v[3] = {200, 100, 30};
+    for (int c = 0; c < 3; c++)
+        for (int k = 0; k < 32 * 32; k++) in[c * 1024 + k] = (v[c] / 255.0f - mean[c]) / sd[c];
+    sl_error e;
+    const sl_image *imgs[1] = {img};
+    assert_int_equal(sl_cnn_embed(m, imgs, 1, a, &e), SL_OK);
+    assert_int_equal(sl_cnn_embed_tensor(m, in, 1, b, &e), SL_OK);
+    assert_true(rel_diff(a, b, 16) < 1e-5);
+    sl_image_free(img);
+    sl_cnn_free(m);
+#else
+    skip();
+#endif
+}
+
+static void test_npy_roundtrip(void **state) {
+    (void)state;
+    float v[6] = {1, -2, 3.5f, 0, 1e-7f, 42};
+    int64_t d[2] = {2, 3}, d2[8];
+    char tmp[] = "/tmp/sl_cnn_npyXXXXXX";
+    int fd = mkstemp(tmp);
+    close(fd);
+    sl_error e;
+    assert_int_equal(sl__npy_write(tmp, v, d, 2, &e), SL_OK);
+    float *r = NULL;
+    int rank;
+    size_t cnt;
+    assert_int_equal(sl__npy_read(tmp, &r, d2, &rank, &cnt, &e), SL_OK);
+    assert_int_equal(rank, 2);
+    assert_int_equal(cnt, 6);
+    assert_true(d2[0] == 2 && d2[1] == 3);
+    assert_memory_equal(r, v, sizeof v);
+    free(r);
+    /* Truncated payload -> corrupt. */
+    assert_int_equal(truncate(tmp, 80), 0);
+    assert_int_equal(sl__npy_read(tmp, &r, d2, &rank, &cnt, &e), SL_E_CORRUPT);
+    unlink(tmp);
 }
 
 int main(void) {
@@ -107,6 +415,16 @@ int main(void) {
     snprintf(g_dir, sizeof g_dir, "%s/tests/models", src ? src : "..");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_models_match_pytorch),
+        cmocka_unit_test(test_default_embedding_is_pooled_features),
+        cmocka_unit_test(test_batch_sizes_agree),
+        cmocka_unit_test(test_concurrent_callers_share_one_model),
+        cmocka_unit_test(test_bf16_mode_is_close_but_not_fp32),
+        cmocka_unit_test(test_int8_mode_is_close_but_not_fp32),
+        cmocka_unit_test(test_unsupported_operator_is_named),
+        cmocka_unit_test(test_malformed_files_are_corrupt),
+        cmocka_unit_test(test_options_and_sidecar),
+        cmocka_unit_test(test_npy_roundtrip),
+        cmocka_unit_test(test_embed_images),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

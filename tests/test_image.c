@@ -33,6 +33,14 @@ static VipsImage *halves(int w, int h, int bands, const uint8_t *a, const uint8_
     return m;
 }
 
+/* Quality-95 JPEG of m (consumed, metadata kept); g_free the result. */
+static void *jpeg_of(VipsImage *m, size_t *n) {
+    void *buf = NULL;
+    assert_int_equal(vips_jpegsave_buffer(m, &buf, n, "Q", 95, NULL), 0);
+    g_object_unref(m);
+    return buf;
+}
+
 static const uint8_t RED[4] = { 255, 0, 0, 255 }, BLUE[4] = { 0, 0, 255, 255 };
 
 static void expect_px(const sl_image *img, int x, int y, int r, int g, int b, int tol) {
@@ -152,10 +160,8 @@ static void test_exif_orientation(void **s) {
     assert_int_equal(sl_image_global_init(NULL), SL_OK);
     VipsImage *m = halves(80, 60, 3, RED, BLUE);
     vips_image_set_int(m, VIPS_META_ORIENTATION, 6); /* display = stored rotated 90 deg CW */
-    void *buf;
     size_t n;
-    assert_int_equal(vips_jpegsave_buffer(m, &buf, &n, "Q", 95, NULL), 0);
-    g_object_unref(m);
+    void *buf = jpeg_of(m, &n);
     sl_image *img = NULL;
     sl_image_info info;
     sl_error err;
@@ -280,10 +286,131 @@ static void test_shrink_on_load(void **s) {
     assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
     assert_int_equal(sl_image_width(img), 1024);
     sl_image_free(img);
+    /* on a textured image the reduced decode stays close to decode-then-resize */
+    {
+        sl_image *tex = sl_image_new(1024, 768, 3), *full = NULL, *ref = NULL, *fast = NULL;
+        for (int y = 0; y < 768; y++)
+            for (int x = 0; x < 1024; x++) {
+                uint8_t *p = sl_image_pixels(tex) + (size_t)y * 3072 + (size_t)x * 3;
+                p[0] = (uint8_t)((x / 16 + y / 16) % 2 ? 220 : 30);
+                p[1] = (uint8_t)(x * 255 / 1023);
+                p[2] = (uint8_t)((x * 7 + y * 3) % 256);
+            }
+        void *jb;
+        size_t jn;
+        assert_int_equal(sl_image_encode(tex, "jpeg", 90, &jb, &jn, &err), SL_OK);
+        sl_image_load_opts fo = { 0 };
+        assert_int_equal(load(jb, jn, &fo, &full, &info, &err), SL_OK);
+        assert_int_equal(sl_image_resize_longest(full, 224, 1, &ref, &err), SL_OK);
+        fo.max_side = 224;
+        assert_int_equal(load(jb, jn, &fo, &fast, &info, &err), SL_OK);
+        assert_int_equal(sl_image_width(fast), 224);
+        double d = 0;
+        size_t nb = sl_image_stride(ref) * (size_t)sl_image_height(ref);
+        for (size_t i = 0; i < nb; i++) d += abs(sl_image_cpixels(ref)[i] - sl_image_cpixels(fast)[i]);
+        print_message("shrink-on-load vs decode+resize: mean abs diff %.2f\n", d / nb);
+        assert_true(d / nb < 4.0);
+        free(jb);
+        sl_image_free(tex); sl_image_free(full); sl_image_free(ref); sl_image_free(fast);
+    }
+    /* WebP: scaled decode, same size rule */
+    VipsImage *wm = halves(1024, 768, 3, RED, BLUE);
+    void *wbuf;
+    size_t wn;
+    assert_int_equal(save_webp(wm, &wbuf, &wn), 0);
+    g_object_unref(wm);
+    o.max_side = 224;
+    assert_int_equal(load(wbuf, wn, &o, &img, &info, &err), SL_OK);
+    g_free(wbuf);
+    assert_int_equal(sl_image_width(img), 224);
+    assert_int_equal(sl_image_height(img), 168);
+    expect_px(img, 20, 80, 255, 0, 0, 2);
+    expect_px(img, 200, 80, 0, 0, 255, 2);
+    sl_image_free(img);
     /* truncated data on the shrink path is still an error */
     o.max_side = 100;
     assert_int_equal(load(buf, n * 6 / 10, &o, &img, &info, &err), SL_E_CORRUPT);
     assert_null(img);
+    g_free(buf);
+}
+
+
+/* Stored quadrants R G / B W; expected upright layout for each EXIF orientation (TL TR BL BR). */
+static void test_all_orientations(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    static const char *const layout[9] = { "", "RGBW", "GRWB", "WBGR", "BWRG", "RBGW", "BRWG", "WGBR", "GWRB" };
+    /* colours inside the CMYK gamut, so the CMYK round trip keeps them */
+    static const uint8_t col[4][3] = { { 200, 30, 30 }, { 30, 150, 50 }, { 30, 50, 170 }, { 250, 250, 250 } };
+    uint8_t px[48][64][3];
+    for (int y = 0; y < 48; y++)
+        for (int x = 0; x < 64; x++) memcpy(px[y][x], col[(y >= 24) * 2 + (x >= 32)], 3);
+    for (int o = 1; o <= 8; o++)
+        for (int cmyk = 0; cmyk < 2; cmyk++)
+            for (int shrink = 0; shrink < 2; shrink++) {
+                VipsImage *m = vips_image_new_from_memory_copy(px, sizeof px, 64, 48, 3, VIPS_FORMAT_UCHAR);
+                m->Type = VIPS_INTERPRETATION_sRGB;
+                if (cmyk) { /* the libvips path */
+                    VipsImage *t;
+                    assert_int_equal(vips_colourspace(m, &t, VIPS_INTERPRETATION_CMYK, NULL), 0);
+                    g_object_unref(m);
+                    m = t;
+                }
+                vips_image_set_int(m, VIPS_META_ORIENTATION, o);
+                size_t n;
+                void *buf = jpeg_of(m, &n);
+                sl_image_load_opts op = { 0 };
+                op.max_side = shrink ? 32 : 0;
+                sl_image *img = NULL;
+                sl_image_info info;
+                sl_error err;
+                sl_status st = load(buf, n, &op, &img, &info, &err);
+                g_free(buf);
+                if (st) fail_msg("orientation %d cmyk %d: %s", o, cmyk, err.message);
+                assert_int_equal(info.orientation, o);
+                int w = sl_image_width(img), h = sl_image_height(img);
+                int ew = o >= 5 ? 48 : 64, eh = o >= 5 ? 64 : 48;
+                if (shrink) { ew = ew * 32 / 64; eh = eh * 32 / 64; }
+                assert_int_equal(w, ew);
+                assert_int_equal(h, eh);
+                for (int q = 0; q < 4; q++) {
+                    const char *cs = "RGBW";
+                    int k = (int)(strchr(cs, layout[o][q]) - cs);
+                    int tol = cmyk ? 60 : 30;
+                    expect_px(img, (q % 2) ? w * 3 / 4 : w / 4, (q / 2) ? h * 3 / 4 : h / 4, col[k][0], col[k][1], col[k][2], tol);
+                }
+                sl_image_free(img);
+            }
+}
+
+static void test_grey_jpeg(void **s) {
+    (void)s;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    static const uint8_t dark[1] = { 40 }, light[1] = { 200 };
+    VipsImage *m = halves(64, 32, 1, dark, light);
+    size_t n;
+    void *buf = jpeg_of(m, &n);
+    sl_image *img = NULL;
+    sl_image_info info;
+    sl_error err;
+    assert_int_equal(load(buf, n, NULL, &img, &info, &err), SL_OK);
+    assert_int_equal(info.bands, 1);
+    assert_int_equal(sl_image_channels(img), 3);
+    expect_px(img, 8, 16, 40, 40, 40, 3);
+    expect_px(img, 56, 16, 200, 200, 200, 3);
+    sl_image_free(img);
+    sl_image_load_opts o = { 0 };
+    o.grey = 1;
+    assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
+    assert_int_equal(sl_image_channels(img), 1);
+    assert_true(abs(sl_image_cpixels(img)[16 * 64 + 8] - 40) <= 3);
+    sl_image_free(img);
+    /* a byte flipped in the entropy-coded data: an error or an image, never a crash; cut at
+     * every tenth of the file: always SL_E_CORRUPT */
+    for (int k = 1; k < 10; k++) {
+        assert_int_equal(load(buf, n * (size_t)k / 10, NULL, &img, &info, &err), SL_E_CORRUPT);
+        assert_null(img);
+    }
     g_free(buf);
 }
 
@@ -352,6 +479,21 @@ static void test_bad_inputs(void **s) {
     assert_int_equal(info.width, 100000);
     assert_int_equal(info.height, 100000);
     assert_null(img);
+    /* a PNG of 70000 x 1: few pixels, but a side over SL_IMAGE_MAX_SIDE_MAX */
+    {
+        VipsImage *line = NULL;
+        assert_int_equal(vips_black(&line, 70000, 1, "bands", 3, NULL), 0);
+        VipsImage *u8 = NULL;
+        assert_int_equal(vips_cast(line, &u8, VIPS_FORMAT_UCHAR, NULL), 0);
+        g_object_unref(line);
+        void *lb;
+        size_t ln;
+        assert_int_equal(vips_pngsave_buffer(u8, &lb, &ln, NULL), 0);
+        g_object_unref(u8);
+        assert_int_equal(load(lb, ln, NULL, &img, &info, &err), SL_E_TOO_LARGE);
+        assert_null(img);
+        g_free(lb);
+    }
     /* SVG and PDF: refused, named */
     static const char svg[] = "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
                               "width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\"/></svg>";
@@ -712,6 +854,8 @@ int main(void) {
         cmocka_unit_test(test_file_and_grey),
         cmocka_unit_test(test_exif_orientation),
         cmocka_unit_test(test_cmyk),
+        cmocka_unit_test(test_all_orientations),
+        cmocka_unit_test(test_grey_jpeg),
         cmocka_unit_test(test_16bit),
         cmocka_unit_test(test_palette),
         cmocka_unit_test(test_alpha_on_white),

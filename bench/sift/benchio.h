@@ -82,6 +82,11 @@ static int bio_load_dir(const char *dir, const char *prefix, bimg **out) {
     return n;
 }
 
+static void bio_free(bimg *v, int n) {
+    for (int i = 0; i < n; i++) free(v[i].px);
+    free(v);
+}
+
 static double bio_now(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);

@@ -71,6 +71,7 @@ int main(int argc, char **argv) {
             if (t < best) best = t;
             kps = (double)tot / n;
         }
+        bio_free(ims, n);
         printf("{\"peer\": \"vlfeat\", \"threads\": 1, \"images\": %d, \"seconds\": %.4f, "
                "\"ips\": %.3f, \"kps\": %.1f}\n", n, best, n / best, kps);
     } else {
@@ -82,6 +83,7 @@ int main(int argc, char **argv) {
             free(fr);
             free(de);
         }
+        bio_free(ims, n);
     }
     return 0;
 }

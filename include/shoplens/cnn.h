@@ -33,14 +33,20 @@ typedef struct sl_cnn sl_cnn;
 
 typedef enum sl_cnn_precision {
     SL_CNN_PRECISION_FP32 = 0,    /* exact: <= 1e-4 relative difference to PyTorch fp32 */
-    SL_CNN_PRECISION_BF16 = 1     /* convolutions in bfloat16 (AVX-512-BF16/AMX), about 3
-                                     significant digits; cosine to fp32 embeddings >= 0.999
-                                     measured (docs/cnn.md) */
+    SL_CNN_PRECISION_BF16 = 1,    /* convolutions in bfloat16 through oneDNN primitives
+                                     (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md) */
+    SL_CNN_PRECISION_INT8 = 2     /* dense convolutions in int8 (VNNI): weights per output
+                                     channel, activations quantized per tensor at run time;
+                                     accuracy cost measured in docs/cnn.md */
 } sl_cnn_precision;
 
 typedef enum sl_cnn_backend {
-    SL_CNN_BACKEND_AUTO = 0,      /* oneDNN convolutions when available, else reference */
-    SL_CNN_BACKEND_REF = 1        /* own reference kernels (im2col + OpenBLAS sgemm) only */
+    SL_CNN_BACKEND_AUTO = 0,      /* fastest measured here (docs/cnn.md): im2col + oneDNN's JIT
+                                     sgemm, own depthwise/pooling/element-wise kernels */
+    SL_CNN_BACKEND_REF = 1,       /* the same kernels with OpenBLAS sgemm (a second, independent
+                                     GEMM; used by the tests) */
+    SL_CNN_BACKEND_DNNL = 2       /* oneDNN convolution primitives (fused post-ops); always used
+                                     by the bf16 precision */
 } sl_cnn_backend;
 
 /* Image preprocessing before the network (torchvision's ImageNet convention by default:

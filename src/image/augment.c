@@ -34,6 +34,34 @@ int sl__image_bilinear(const sl_image *src, double x, double y, uint8_t *px) {
     return 0;
 }
 
+sl_status sl__image_orient(const sl_image *src, int o, sl_image **out, sl_error *err) {
+    sl_status st = sl__image_check_args(src, out, err, "orient");
+    if (st) return st;
+    if (o < 1 || o > 8) return sl__err_set(err, SL_E_INVALID, "orient: orientation %d not in 1..8", o);
+    int W = src->width, H = src->height, c = src->channels, swap = o >= 5;
+    sl_image *dst = sl_image_new(swap ? H : W, swap ? W : H, c);
+    if (!dst) return sl__err_set(err, SL_E_NOMEM, "orient: out of memory");
+    for (int y = 0; y < dst->height; y++) {
+        uint8_t *row = dst->data + (size_t)y * dst->stride;
+        for (int x = 0; x < dst->width; x++) {
+            int sx, sy; /* EXIF: 2 mirror, 3 180, 4 flip, 5 transpose, 6 90 CW, 7 transverse, 8 90 CCW */
+            switch (o) {
+            case 2: sx = W - 1 - x; sy = y; break;
+            case 3: sx = W - 1 - x; sy = H - 1 - y; break;
+            case 4: sx = x; sy = H - 1 - y; break;
+            case 5: sx = y; sy = x; break;
+            case 6: sx = y; sy = H - 1 - x; break;
+            case 7: sx = W - 1 - y; sy = H - 1 - x; break;
+            case 8: sx = W - 1 - y; sy = x; break;
+            default: sx = x; sy = y; break;
+            }
+            memcpy(row + (size_t)x * c, src->data + (size_t)sy * src->stride + (size_t)sx * c, (size_t)c);
+        }
+    }
+    *out = dst;
+    return SL_OK;
+}
+
 sl_status sl_image_crop(const sl_image *src, int x, int y, int w, int h, sl_image **out,
                         sl_error *err) {
     sl_status st = sl__image_check_args(src, out, err, "crop");

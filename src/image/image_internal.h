@@ -30,4 +30,15 @@ sl_status sl__image_check_args(const sl_image *src, sl_image **out, sl_error *er
 /* Bilinear sample of channel c at (x, y) in pixel-centre coordinates; outside -> -1. */
 int sl__image_bilinear(const sl_image *src, double x, double y, uint8_t *px);
 
+/* Turns an image upright for EXIF orientation 1..8 (5..8 swap width and height). */
+sl_status sl__image_orient(const sl_image *src, int orientation, sl_image **out, sl_error *err);
+
+/* JPEG fast path (jpeg.c): reads the header into *info (size, bands, bits, EXIF orientation),
+ * checks max_pixels (SL_E_TOO_LARGE), decodes YCbCr/RGB/grey JPEG with DCT scaling so the
+ * longest side stays >= max_side, area-resizes to max_side (0: full size), turns it upright.
+ * Returns SL_E_UNSUPPORTED without touching err for colour spaces it leaves to libvips (CMYK,
+ * YCCK). */
+sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int grey,
+                          uint64_t max_pixels, sl_image_info *info, sl_image **out, sl_error *err);
+
 #endif

@@ -65,37 +65,68 @@ static sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
 }
 
 /* Resizes src to exactly dw x dh. */
+/* Horizontal pass of one float row (sw * c) into dw * c floats. */
+static void sl__hpass(const float *row, int c, int dw, const sl__contrib *cx, float *t) {
+    if (c == 3) {
+        for (int x = 0; x < dw; x++, t += 3) {
+            const float *p = row + (size_t)cx[x].first * 3, *w = cx[x].w;
+            float a0 = 0, a1 = 0, a2 = 0;
+            for (int j = 0; j < cx[x].count; j++, p += 3) {
+                a0 += w[j] * p[0];
+                a1 += w[j] * p[1];
+                a2 += w[j] * p[2];
+            }
+            t[0] = a0;
+            t[1] = a1;
+            t[2] = a2;
+        }
+        return;
+    }
+    for (int x = 0; x < dw; x++) {
+        const float *p = row + cx[x].first, *w = cx[x].w;
+        float a = 0;
+        for (int j = 0; j < cx[x].count; j++) a += w[j] * p[j];
+        t[x] = a;
+    }
+}
+
+/* Resizes src to exactly dw x dh: for each output row, the vertical pass sums the source rows it
+ * reads into one float row (contiguous, vectorizes), then the horizontal pass filters that row
+ * into the output. Working set: one float row of the source width. */
 static sl_status sl__resize_exact(const sl_image *src, int dw, int dh, sl_image **out, sl_error *err) {
     if (dw < 1 || dh < 1 || dw > SL_IMAGE_MAX_SIDE_MAX || dh > SL_IMAGE_MAX_SIDE_MAX)
         return sl__err_set(err, SL_E_INVALID, "resize: target %dx%d out of range", dw, dh);
     int c = src->channels, sw = src->width, sh = src->height;
+    size_t srclen = (size_t)sw * c, rowlen = (size_t)dw * c;
     sl_image *dst = sl_image_new(dw, dh, c);
     float *px = NULL, *py = NULL;
     sl__contrib *cx = sl__contribs(sw, dw, &px), *cy = cx ? sl__contribs(sh, dh, &py) : NULL;
-    float *tmp = sl__mallocarray((size_t)sh * (size_t)dw * (size_t)c, sizeof *tmp);
-    if (!dst || !cx || !cy || !tmp) {
-        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(tmp);
+    float *acc = sl__mallocarray(srclen, sizeof *acc), *orow = sl__mallocarray(rowlen, sizeof *orow);
+    if (!dst || !cx || !cy || !acc || !orow) {
+        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(acc); free(orow);
         return sl__err_set(err, SL_E_NOMEM, "resize: out of memory for %dx%d", dw, dh);
     }
-    for (int y = 0; y < sh; y++) { /* horizontal pass: sh x dw floats */
-        const uint8_t *row = src->data + (size_t)y * src->stride;
-        float *t = tmp + (size_t)y * dw * c;
-        for (int x = 0; x < dw; x++)
-            for (int k = 0; k < c; k++) {
-                float acc = 0;
-                for (int j = 0; j < cx[x].count; j++) acc += cx[x].w[j] * row[(size_t)(cx[x].first + j) * c + k];
-                t[(size_t)x * c + k] = acc;
-            }
-    }
-    for (int y = 0; y < dh; y++) { /* vertical pass */
-        uint8_t *o = dst->data + (size_t)y * dst->stride;
-        for (size_t i = 0; i < (size_t)dw * c; i++) {
-            float acc = 0;
-            for (int j = 0; j < cy[y].count; j++) acc += cy[y].w[j] * tmp[(size_t)(cy[y].first + j) * dw * c + i];
-            o[i] = sl__clamp_u8(acc);
+    for (int y = 0; y < dh; y++) {
+        float *restrict ac = acc;
+        const uint8_t *restrict r0 = src->data + (size_t)cy[y].first * src->stride;
+        float w0 = cy[y].w[0];
+        for (size_t i = 0; i < srclen; i++) ac[i] = w0 * r0[i];
+        for (int j = 1; j < cy[y].count; j++) {
+            const uint8_t *restrict rj = src->data + (size_t)(cy[y].first + j) * src->stride;
+            float wj = cy[y].w[j];
+            for (size_t i = 0; i < srclen; i++) ac[i] += wj * rj[i];
+        }
+        sl__hpass(acc, c, dw, cx, orow);
+        uint8_t *restrict o = dst->data + (size_t)y * rowlen;
+        const float *restrict f = orow;
+        for (size_t i = 0; i < rowlen; i++) { /* max/min/convert: vectorizes */
+            float v = f[i] + 0.5f;
+            v = v > 0.0f ? v : 0.0f;
+            v = v < 255.0f ? v : 255.0f;
+            o[i] = (uint8_t)(int)v;
         }
     }
-    free(cx); free(px); free(cy); free(py); free(tmp);
+    free(cx); free(px); free(cy); free(py); free(acc); free(orow);
     *out = dst;
     return SL_OK;
 }

@@ -4,8 +4,10 @@
  * Activations are nhwc fp32 (the engine's layout), so no reorders run per inference; weights
  * use format `any` and are reordered once at plan time. Post-ops reproduce the fused graph in
  * order: eltwise ops of `pre`, sum (residual), eltwise ops of `post` (HardSigmoid = linear then
- * clip). In bf16 mode the primitive is created with fpmath mode bf16 (inputs rounded to
- * bfloat16, fp32 accumulation) - on CPUs without bf16 support oneDNN keeps fp32.
+ * clip). In bf16 mode inputs and weights are bfloat16 (the fp32 activation is converted by a
+ * reorder into scratch right before the convolution), accumulation and outputs stay fp32, so
+ * every other operator is unchanged; oneDNN uses AVX-512-BF16/AMX instructions when present and
+ * emulates bf16 otherwise.
  *
  * Invariants: the engine is created once per process; primitives are immutable after creation
  * and executed with per-context streams, memories and scratchpads, which oneDNN documents as
@@ -37,12 +39,14 @@ int sl__dnnl_available(void) {
 struct sl__dconv {
     dnnl_primitive_t prim;
     dnnl_memory_t wmem, bmem;
-    dnnl_memory_desc_t src_md, dst_md, scr_md;
+    dnnl_memory_desc_t src_md, src16_md, dst_md, scr_md;
+    dnnl_primitive_t cvt;    /* bf16 mode: fp32 -> bf16 reorder of the input */
+    size_t scr_bytes;
     char impl[32];
 };
 
 typedef struct bind {
-    dnnl_memory_t src, dst, scr;
+    dnnl_memory_t src, dst, scr, src16;
 } bind;
 
 struct sl__dctx {
@@ -81,6 +85,18 @@ static void pads_of(const sl__node *n, const sl__tv *x, const sl__tv *w, dnnl_di
     pl[0] = p[0]; pl[1] = p[1]; pr[0] = p[2]; pr[1] = p[3];
 }
 
+/* The engine's weight layout (graph.c: OIHW, OHWI or depthwise HWC) as a oneDNN descriptor. */
+static dnnl_status_t wuser_desc(dnnl_memory_desc_t *md, int wlayout, int64_t G, int64_t OC, int64_t IC,
+                                int64_t KH, int64_t KW, dnnl_dims_t wd4, dnnl_dims_t wd5) {
+    if (wlayout == 2) {
+        dnnl_dims_t st = {1, KH * KW * G, KH * KW * G, KW * G, G};
+        (void)OC; (void)IC;
+        return dnnl_memory_desc_init_by_strides(md, 5, wd5, dnnl_f32, st);
+    }
+    if (G > 1) return dnnl_memory_desc_init_by_tag(md, 5, wd5, dnnl_f32, wlayout ? dnnl_gohwi : dnnl_goihw);
+    return dnnl_memory_desc_init_by_tag(md, 4, wd4, dnnl_f32, wlayout ? dnnl_ohwi : dnnl_oihw);
+}
+
 sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, const sl__tv *b,
                            const sl__tv *y, int precision, sl__dconv **out, size_t *scratch,
                            sl_error *err) {
@@ -105,15 +121,18 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     dnnl_memory_t wusr = NULL;
     dnnl_primitive_t reo = NULL;
     dnnl_primitive_desc_t rpd = NULL;
+    int bf = precision == SL_CNN_PRECISION_BF16;
+    dnnl_data_type_t cdt = bf ? dnnl_bf16 : dnnl_f32;
     if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, dnnl_f32, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, dnnl_bf16, dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, dnnl_f32, dnnl_nhwc)) ||
-        (s = dnnl_memory_desc_init_by_tag(&wany, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, dnnl_f32, dnnl_format_tag_any)) ||
-        (s = dnnl_memory_desc_init_by_tag(&wuser, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, dnnl_f32, G > 1 ? dnnl_goihw : dnnl_oihw)) ||
+        (s = dnnl_memory_desc_init_by_tag(&wany, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, cdt, dnnl_format_tag_any)) ||
+        (s = wuser_desc(&wuser, n->wlayout, G, OC, IC, KH, KW, wd4, wd5)) ||
         (s = dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x))) {
         st = dfail(err, "memory descriptor", s); goto done;
     }
     if ((s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
-                                                        &c->src_md, &wany, &bmd, &c->dst_md, strides, dil, pl, pr))) {
+                                                        bf ? &c->src16_md : &c->src_md, &wany, &bmd, &c->dst_md, strides, dil, pl, pr))) {
         st = dfail(err, "convolution descriptor", s); goto done;
     }
     if ((s = dnnl_primitive_attr_create(&attr)) || (s = dnnl_post_ops_create(&po))) { st = dfail(err, "attr", s); goto done; }
@@ -124,9 +143,6 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
         st = dfail(err, "post-ops", s); goto done;
     }
-    if (precision == SL_CNN_PRECISION_BF16 && (s = dnnl_primitive_attr_set_fpmath_mode(attr, dnnl_fpmath_mode_bf16))) {
-        st = dfail(err, "fpmath mode", s); goto done;
-    }
     if ((s = dnnl_primitive_desc_create(&pd, &cd, attr, g_eng, NULL))) { st = dfail(err, "convolution primitive descriptor", s); goto done; }
     const char *impl = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
@@ -134,7 +150,19 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     const dnnl_memory_desc_t *wmd = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
     const dnnl_memory_desc_t *scr = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
     c->scr_md = *scr;
-    *scratch = dnnl_memory_desc_get_size(scr);
+    c->scr_bytes = (dnnl_memory_desc_get_size(scr) + 63) / 64 * 64;
+    *scratch = c->scr_bytes;
+    if (bf) {
+        /* bf16 mode: the fp32 activation is converted to bf16 into scratch before the conv. */
+        *scratch += dnnl_memory_desc_get_size(&c->src16_md);
+        dnnl_primitive_desc_t cpd = NULL;
+        if ((s = dnnl_reorder_primitive_desc_create(&cpd, &c->src_md, g_eng, &c->src16_md, g_eng, NULL)) ||
+            (s = dnnl_primitive_create(&c->cvt, cpd))) {
+            if (cpd) dnnl_primitive_desc_destroy(cpd);
+            st = dfail(err, "bf16 conversion", s); goto done;
+        }
+        dnnl_primitive_desc_destroy(cpd);
+    }
     if ((s = dnnl_primitive_create(&c->prim, pd))) { st = dfail(err, "convolution primitive", s); goto done; }
     /* Weights: reorder once into the primitive's layout. */
     if ((s = dnnl_memory_create(&c->wmem, wmd, g_eng, DNNL_MEMORY_ALLOCATE)) ||
@@ -169,6 +197,7 @@ done:
 void sl__dconv_free(sl__dconv *c) {
     if (!c) return;
     if (c->prim) dnnl_primitive_destroy(c->prim);
+    if (c->cvt) dnnl_primitive_destroy(c->cvt);
     if (c->wmem) dnnl_memory_destroy(c->wmem);
     if (c->bmem) dnnl_memory_destroy(c->bmem);
     free(c);
@@ -195,14 +224,21 @@ int sl__dctx_bind(sl__dctx *d, size_t k, const sl__dconv *c, float *src, float *
         dnnl_memory_create(&b->dst, &c->dst_md, g_eng, dst) != dnnl_success ||
         dnnl_memory_create(&b->scr, &c->scr_md, g_eng, scratch ? scratch : DNNL_MEMORY_NONE) != dnnl_success)
         return -1;
+    if (c->cvt && dnnl_memory_create(&b->src16, &c->src16_md, g_eng, (char *)scratch + c->scr_bytes) != dnnl_success)
+        return -1;
     return 0;
 }
 
 sl_status sl__dctx_exec(sl__dctx *d, size_t k, const sl__dconv *c, sl_error *err) {
     bind *b = &d->b[k];
-    dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, b->src}, {DNNL_ARG_WEIGHTS, c->wmem}, {DNNL_ARG_BIAS, c->bmem},
-                            {DNNL_ARG_DST, b->dst}, {DNNL_ARG_SCRATCHPAD, b->scr}};
-    dnnl_status_t s = dnnl_primitive_execute(c->prim, d->stream, 5, a);
+    dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->cvt ? b->src16 : b->src}, {DNNL_ARG_WEIGHTS, c->wmem},
+                            {DNNL_ARG_BIAS, c->bmem}, {DNNL_ARG_DST, b->dst}, {DNNL_ARG_SCRATCHPAD, b->scr}};
+    dnnl_status_t s = dnnl_success;
+    if (c->cvt) {
+        dnnl_exec_arg_t ca[2] = {{DNNL_ARG_FROM, b->src}, {DNNL_ARG_TO, b->src16}};
+        s = dnnl_primitive_execute(c->cvt, d->stream, 2, ca);
+    }
+    if (!s) s = dnnl_primitive_execute(c->prim, d->stream, 5, a);
     if (!s) s = dnnl_stream_wait(d->stream);
     return s ? dfail(err, "convolution", s) : SL_OK;
 }
@@ -213,6 +249,7 @@ void sl__dctx_free(sl__dctx *d) {
         if (d->b[k].src) dnnl_memory_destroy(d->b[k].src);
         if (d->b[k].dst) dnnl_memory_destroy(d->b[k].dst);
         if (d->b[k].scr) dnnl_memory_destroy(d->b[k].scr);
+        if (d->b[k].src16) dnnl_memory_destroy(d->b[k].src16);
     }
     if (d->stream) dnnl_stream_destroy(d->stream);
     free(d->b);

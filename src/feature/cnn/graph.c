@@ -400,6 +400,7 @@ static sl_status fold_bn(sl_cnn *m, sl_error *err) {
         int ok = m->vals[c->in[1]].is_const && m->vals[c->in[1]].rank == 4 &&
                  (c->nin < 3 || c->in[2] < 0 || m->vals[c->in[2]].is_const);
         int64_t co = m->vals[c->in[1]].dims[0];
+        if (co <= 0) continue;
         for (int j = 1; j < 5; j++) {
             sl__value *p = &m->vals[bn->in[j]];
             if (!p->is_const || p->dtype != SL__DT_F32 || p->count != (size_t)co) ok = 0;
@@ -463,11 +464,14 @@ static int act_of(const sl_cnn *m, const sl__node *n, sl__actp *a) {
     }
 }
 
-/* Rewrites Sigmoid(x) * x (x used by exactly those two) into Swish(x). */
+/* Rewrites Sigmoid(x) * x into Swish(x) (SiLU) and HardSigmoid(x; 1/6, 1/2) * x into
+ * HardSwish(x) (how PyTorch exports nn.Hardswish before opset 14). */
 static void fuse_swish(sl_cnn *m) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *s = &m->nodes[k];
-        if (s->dead || s->op != SL__OP_SIGMOID) continue;
+        if (s->dead) continue;
+        int hs = s->op == SL__OP_HSIGMOID && fabsf(s->cmin - 1.0f / 6.0f) < 1e-6f && s->cmax == 0.5f;
+        if (s->op != SL__OP_SIGMOID && !hs) continue;
         int x = s->in[0];
         size_t mi;
         if (!single_consumer(m, s->out, k + 1, &mi)) continue;
@@ -475,7 +479,7 @@ static void fuse_swish(sl_cnn *m) {
         if (mul->op != SL__OP_MUL) continue;
         if (!((mul->in[0] == x && mul->in[1] == s->out) || (mul->in[1] == x && mul->in[0] == s->out)))
             continue;
-        s->op = SL__OP_SWISH;
+        s->op = hs ? SL__OP_HSWISH : SL__OP_SWISH;
         m->vals[s->out].producer = -1;
         s->out = mul->out;
         m->vals[mul->out].producer = (int)k;
@@ -543,6 +547,65 @@ static void eliminate_dead(sl_cnn *m) {
     count_uses(m);
 }
 
+/* Re-lays out constant Conv weights for the kernels: OHWI (im2col runs are contiguous input
+ * channels), HWC for depthwise (channel-vectorized loop). The value keeps its logical OIHW dims. */
+static sl_status layout_weights(sl_cnn *m, sl_error *err) {
+    for (size_t k = 0; k < m->nnodes; k++) {
+        sl__node *n = &m->nodes[k];
+        if (n->dead || n->op != SL__OP_CONV || n->wlayout || !m->vals[n->in[1]].is_const) continue;
+        const sl__value *w = &m->vals[n->in[1]];
+        if (w->rank != 4 || w->dtype != SL__DT_F32) continue;
+        int64_t O = w->dims[0], I = w->dims[1], KH = w->dims[2], KW = w->dims[3];
+        int dw = n->group > 1 && I == 1 && O == n->group;
+        float *nw = sl__mallocarray(w->count ? w->count : 1, sizeof(float));
+        if (!nw) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (int64_t o = 0; o < O; o++)
+            for (int64_t i = 0; i < I; i++)
+                for (int64_t y = 0; y < KH; y++)
+                    for (int64_t x = 0; x < KW; x++) {
+                        float v = w->f[((o * I + i) * KH + y) * KW + x];
+                        if (dw) nw[(y * KW + x) * O + o] = v;
+                        else nw[((o * KH + y) * KW + x) * I + i] = v;
+                    }
+        int nv = sl__graph_add_value(m, "conv.w");
+        if (nv < 0) { free(nw); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+        n = &m->nodes[k];
+        w = &m->vals[n->in[1]];
+        sl__value *W = &m->vals[nv];
+        W->is_const = 1; W->rank = 4; memcpy(W->dims, w->dims, sizeof W->dims); W->count = w->count; W->f = nw;
+        n->in[1] = nv;
+        n->wlayout = dw ? 2 : 1;
+    }
+    count_uses(m);
+    return SL_OK;
+}
+
+/* int8 mode: symmetric per-output-channel int8 weights for every dense/grouped convolution
+ * except the stem (the one reading the image, kept fp32 for accuracy) and depthwise ones. */
+static sl_status quantize_weights(sl_cnn *m, sl_error *err) {
+    for (size_t k = 0; k < m->nnodes; k++) {
+        sl__node *n = &m->nodes[k];
+        if (n->dead || n->op != SL__OP_CONV || n->wlayout != 1 || n->in[0] == m->input) continue;
+        const sl__value *w = &m->vals[n->in[1]];
+        if (w->dims[0] <= 0 || !w->count) continue;
+        size_t O = (size_t)w->dims[0], K = w->count / O;
+        n->wq = sl__mallocarray(w->count, 1);
+        n->wsc = sl__mallocarray(O, sizeof(float));
+        if (!n->wq || !n->wsc) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t o = 0; o < O; o++) {
+            float mx = 0;
+            for (size_t j = 0; j < K; j++) mx = fmaxf(mx, fabsf(w->f[o * K + j]));
+            float s = mx > 0 ? mx / 127.0f : 1.0f;
+            n->wsc[o] = s;
+            for (size_t j = 0; j < K; j++) {
+                long q = lrintf(w->f[o * K + j] / s);
+                n->wq[o * K + j] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+            }
+        }
+    }
+    return SL_OK;
+}
+
 sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err);
 
 static int is_pool_to_1x1(const sl_cnn *m, const sl__node *n, const sl__value *shp) {
@@ -565,7 +628,7 @@ static void count_cost(sl_cnn *m, const sl__value *shp) {
         const sl__value *o = &shp[n->out];
         if (n->op == SL__OP_CONV) {
             const sl__value *w = &m->vals[n->in[1]];
-            fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
+            if (w->dims[0] > 0) fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
         } else if (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) {
             const sl__value *a = &shp[n->in[0]];
             int64_t kdim = a->rank >= 1 ? a->dims[n->op == SL__OP_GEMM && n->trans_a ? 0 : a->rank - 1] : 1;
@@ -613,6 +676,18 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
                 return sl__err_set(err, SL_E_UNSUPPORTED,
                                    "input '%s': dimension %d is not fixed (export with a fixed image size)",
                                    iv->name, d);
+        {
+            uint64_t per = 1;
+            for (int d = 1; d < iv->rank; d++) {
+                if (iv->dims[d] > (1 << 20)) per = UINT64_MAX; else per *= (uint64_t)iv->dims[d];
+                if (per > ((uint64_t)1 << 30)) break;
+            }
+            if (per > ((uint64_t)1 << 30))
+                return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': more than 2^30 elements per image", iv->name);
+            if (iv->dims[0] > SL_CNN_MAX_BATCH_MAX)
+                return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': fixed batch %lld above %d", iv->name,
+                                   (long long)iv->dims[0], SL_CNN_MAX_BATCH_MAX);
+        }
         m->in_rank = iv->rank;
         memcpy(m->in_dims, iv->dims, (size_t)iv->rank * sizeof(int64_t));
         m->batch_fixed = iv->dims[0] > 0;
@@ -664,5 +739,7 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
     free(shp);
     if (st) return st;
     eliminate_dead(m);
-    return SL_OK;
+    st = layout_weights(m, err);
+    if (!st && m->precision == SL_CNN_PRECISION_INT8) st = quantize_weights(m, err);
+    return st;
 }

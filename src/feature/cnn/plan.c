@@ -359,8 +359,9 @@ static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
         const step *s = &p->steps[k];
         int src = -1;
         if (is_inplace_op(s->node.op)) src = s->node.in[0];
-        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv)
-            src = s->node.sum_in;
+        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv &&
+                 p->root[s->node.sum_in] != p->root[s->node.in[0]])
+            src = s->node.sum_in; /* never when the conv also reads that buffer as its input */
         if (src < 0 || p->sv[src].is_const || vbytes(&p->sv[src]) != vbytes(&p->sv[s->node.out])) continue;
         int rt = p->root[src];
         if (last[src] != (long)k || last[rt] != (long)k || src == p->in_val || rt == p->in_val) continue;
@@ -418,7 +419,9 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_er
         if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tin[SL__SUM_SLOT], NULL); pin[SL__SUM_SLOT] = &tin[SL__SUM_SLOT]; }
         tv_of(p, s->node.out, &tout, NULL);
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
-        if (s->node.op == SL__OP_CONV && m->backend != SL_CNN_BACKEND_REF && sl__dnnl_available()) {
+        s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
+        if (s->node.op == SL__OP_CONV && (m->backend == SL_CNN_BACKEND_DNNL || m->precision == SL_CNN_PRECISION_BF16) &&
+            sl__dnnl_available()) {
             size_t scr = 0;
             st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, m->precision, &s->dconv, &scr, err);
             if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
@@ -512,6 +515,7 @@ sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float 
     ctx *c = NULL;
     if ((st = ctx_get(m, p, &c, err))) return st;
     if (m->threads > 0) omp_set_num_threads(m->threads);
+    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);
     memcpy(tin.f, in, tin.count * sizeof(float));
@@ -525,7 +529,7 @@ sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float 
             if (s->copy_sum && pin[SL__SUM_SLOT]->f != tout.f) memcpy(tout.f, pin[SL__SUM_SLOT]->f, tout.count * sizeof(float));
             st = sl__dctx_exec(c->dctx, k, s->dconv, err);
         } else {
-            st = sl__op_exec(&s->node, pin, &tout, c->scratch, m->threads, err);
+            st = sl__op_exec(&s->node, pin, &tout, c->scratch, threads, err);
         }
         if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
     }

@@ -1,0 +1,322 @@
+/*
+ * shoplens/engine.h - the product search engine over a store: image -> features -> index
+ * candidates (filters applied inside the index search as an allowed-id set) -> geometric
+ * re-rank (when the feature spec uses verify) -> products (a product's score is its best
+ * image's). Also: similar products, duplicate listings, classification, review-photo check,
+ * catalog writes (put/delete one product, ingest a whole feed) and statistics.
+ *
+ * Thread safety: one sl_engine may be shared by any number of threads. Searches, similar,
+ * classify, check, get and thumbnail run concurrently with each other and with one writer
+ * (put, delete, ingest, remove, retrain); writers are serialized. A search sees a product
+ * either completely (metadata, all images, vectors) or not at all: a write updates the store
+ * in one SQLite transaction and the in-memory index under a short exclusive lock.
+ * Errors: every call takes an optional sl_error *err (thread-safe; no per-handle last error).
+ * Privacy: query images are never written to the store, to files or to any log.
+ * Ownership: result structs are filled by the engine and released with their *_free function;
+ * inputs are copied and never retained.
+ */
+#ifndef SHOPLENS_ENGINE_H
+#define SHOPLENS_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "shoplens/error.h"
+#include "shoplens/image.h"
+#include "shoplens/store.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_engine sl_engine;
+
+/* ---- tunables ------------------------------------------------------------------------------ */
+#define SL_ENGINE_K_DEFAULT 10
+#define SL_ENGINE_K_MIN 1
+#define SL_ENGINE_K_MAX 1000
+/* Image candidates fetched from the index per requested product (products have several
+ * images) and, when verifying, how many of them are re-ranked geometrically. */
+#define SL_ENGINE_CANDIDATES_DEFAULT 100
+#define SL_ENGINE_CANDIDATES_MIN 10
+#define SL_ENGINE_CANDIDATES_MAX 10000
+#define SL_ENGINE_VERIFY_TOP_DEFAULT 50
+#define SL_ENGINE_VERIFY_TOP_MIN 0
+#define SL_ENGINE_VERIFY_TOP_MAX 1000
+/* Score added to products matching the text in SL_TEXT_BOOST mode. */
+#define SL_ENGINE_TEXT_BOOST_DEFAULT 0.1
+/* sl_engine_check: a photo shows the product when its score is at least this. */
+#define SL_ENGINE_CHECK_THRESHOLD_DEFAULT 0.5
+/* sl_engine_dedup: images closer than this (cosine similarity) are duplicate candidates. */
+#define SL_ENGINE_DEDUP_THRESHOLD_DEFAULT 0.95
+#define SL_ENGINE_DEDUP_THRESHOLD_MIN 0.0
+#define SL_ENGINE_DEDUP_THRESHOLD_MAX 1.0
+/* Images sampled from the first ingested catalog to train the learned parts. */
+#define SL_ENGINE_TRAIN_SAMPLE_DEFAULT 2000
+#define SL_ENGINE_TRAIN_SAMPLE_MIN 1
+#define SL_ENGINE_TRAIN_SAMPLE_MAX 100000
+/* Longest side catalog and query images are decoded at (shrink-on-load). */
+#define SL_ENGINE_MAX_SIDE_DEFAULT 640
+#define SL_ENGINE_MAX_SIDE_MIN 64
+#define SL_ENGINE_MAX_SIDE_MAX 4096
+
+/* ---- opening ------------------------------------------------------------------------------- */
+
+typedef struct sl_engine_opts {
+    int create;             /* nonzero: create the store when absent (shoplens init) */
+    const char *features;   /* with create: feature spec of a new store (NULL = default);
+                               refused (SL_E_STATE) when it differs from an existing store's */
+    int read_only;          /* nonzero: no writes; several readers may open one store */
+    const char *index_kind; /* "flat", "hnsw" or NULL (= "hnsw" above 20000 images, else flat);
+                               recorded at creation */
+} sl_engine_opts;
+
+/* Opens (or creates) the store in dir (NULL = sl_store_default_dir()), loads the features and
+ * the index (rebuilding the index from the store's vectors when its file is missing or behind).
+ * opts may be NULL (open existing, read-write). Errors: as sl_store_open, plus SL_E_CORRUPT /
+ * SL_E_VERSION from the features file. On failure *out = NULL. */
+sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine **out,
+                         sl_error *err);
+/* Saves the index when it changed, then frees. NULL is a no-op. */
+void sl_engine_free(sl_engine *e);
+
+/* The underlying store (owned by the engine). Use for metadata reads only. */
+sl_store *sl_engine_store(sl_engine *e);
+
+/* Picks up changes committed by another process (store generation moved): reloads features
+ * when retrained and brings the index up to date. Cheap when nothing changed. */
+sl_status sl_engine_refresh(sl_engine *e, sl_error *err);
+
+/* Persists the index file now (done by sl_engine_free and at the end of an ingest). */
+sl_status sl_engine_flush(sl_engine *e, sl_error *err);
+
+/* Setters for the tunables above (clamped to MIN..MAX). Not for use while other threads call. */
+void sl_engine_set_candidates(sl_engine *e, int n);
+void sl_engine_set_verify_top(sl_engine *e, int n);
+void sl_engine_set_max_side(sl_engine *e, int side);
+
+/* ---- search -------------------------------------------------------------------------------- */
+
+/* How --text / q= combines with the image ranking. */
+typedef enum sl_text_mode {
+    SL_TEXT_RESTRICT = 0,   /* only products whose title/description match (default) */
+    SL_TEXT_BOOST = 1       /* all products; matching ones get SL_ENGINE_TEXT_BOOST_DEFAULT */
+} sl_text_mode;
+
+/* A query. Zero-initialize, then set what you need: zeros mean k = SL_ENGINE_K_DEFAULT and
+ * no filter. Filters are applied inside the index search (an allowed-id set), never after,
+ * so k results are returned whenever k products pass the filter. */
+typedef struct sl_query {
+    int k;
+    const char *category;           /* exact category, NULL = any */
+    double min_price, max_price;    /* inclusive; used when has_min_price / has_max_price */
+    int has_min_price, has_max_price;
+    const char *text;               /* FTS5 words on title + description, NULL = none */
+    sl_text_mode text_mode;
+} sl_query;
+
+/* One product in a result list. */
+typedef struct sl_match {
+    char *product_id;
+    double score;           /* higher is better; the best score among the product's images */
+    char *title;
+    char *category;
+    double price;           /* valid when has_price */
+    int has_price;
+    int64_t image_id;       /* the product's best-matching catalog image */
+    char *image;            /* that image's source path */
+    int inliers;            /* geometric verification inliers of that image, -1 if not verified */
+} sl_match;
+
+typedef struct sl_matches {
+    sl_match *items;        /* best first */
+    size_t n;
+} sl_matches;
+
+/* Frees the contents and zeroes *m; NULL is a no-op. */
+void sl_matches_free(sl_matches *m);
+
+/* Searches with a decoded image. q may be NULL (defaults). *out is filled (possibly n = 0). */
+sl_status sl_engine_search(sl_engine *e, const sl_image *img, const sl_query *q,
+                           sl_matches *out, sl_error *err);
+/* Same from encoded bytes (any format image.h decodes; limits of sl_image_load_buffer).
+ * Decode errors are returned as is (SL_E_UNSUPPORTED, SL_E_CORRUPT, SL_E_TOO_LARGE). */
+sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
+                                 sl_matches *out, sl_error *err);
+/* Same from a file. */
+sl_status sl_engine_search_file(sl_engine *e, const char *path, const sl_query *q,
+                                sl_matches *out, sl_error *err);
+
+/* Products that look like product_id (itself excluded): each of its images queries the index,
+ * a product's score is its best. q filters apply. SL_E_NOT_FOUND for an unknown product. */
+sl_status sl_engine_similar(sl_engine *e, const char *product_id, const sl_query *q,
+                            sl_matches *out, sl_error *err);
+
+/* ---- products ------------------------------------------------------------------------------ */
+
+/* Metadata of a product and its images. *images (may be NULL to skip) is freed with
+ * sl_image_refs_free. SL_E_NOT_FOUND when absent. */
+sl_status sl_engine_get_product(sl_engine *e, const char *product_id, sl_product *out,
+                                sl_image_ref **images, size_t *n_images, sl_error *err);
+
+/* An image given for a product: either a file path (kept as the source) or encoded bytes (a
+ * copy is kept under the store's images/ directory, named by content hash). */
+typedef struct sl_image_input {
+    const char *path;       /* used when data is NULL */
+    const void *data;
+    size_t len;
+} sl_image_input;
+
+/* What a put changed. */
+typedef enum sl_put_outcome { SL_PUT_ADDED = 0, SL_PUT_UPDATED = 1, SL_PUT_UNCHANGED = 2 }
+    sl_put_outcome;
+
+/* Inserts or replaces a product: metadata as given; its images become exactly the given ones
+ * (images with the same content hash are kept without re-extraction, others are extracted,
+ * old ones not given are removed). n_images may be 0 only to update metadata of an existing
+ * product (its images stay). All or nothing: on failure the store is unchanged. The first put
+ * into a store whose features need training trains them on these images.
+ * Errors: SL_E_INVALID (bad id), image decode errors (the message names the image index). */
+sl_status sl_engine_put_product(sl_engine *e, const sl_product *p, const sl_image_input *images,
+                                size_t n_images, sl_put_outcome *outcome, sl_error *err);
+
+/* Removes a product and its images. SL_E_NOT_FOUND when absent. */
+sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_error *err);
+
+/* ---- ingest of a feed (shoplens add / sync) ------------------------------------------------- */
+
+/* Progress: called from the ingesting thread once with done = 0 when extraction starts (after
+ * any training), then after products at most every 100 ms, and once at the end (done ==
+ * total). elapsed_s counts from the start of extraction. */
+typedef void (*sl_progress_fn)(void *ctx, size_t done, size_t total, double elapsed_s);
+
+typedef struct sl_ingest_opts {
+    int jobs;                   /* extraction threads; 0 = all cores */
+    int sync;                   /* nonzero: also remove products absent from the feed */
+    size_t train_sample;        /* 0 = SL_ENGINE_TRAIN_SAMPLE_DEFAULT */
+    sl_progress_fn progress;    /* may be NULL */
+    void *progress_ctx;
+    volatile int *cancel;       /* may be NULL; set nonzero to stop (SL_E_INTERRUPTED) */
+} sl_ingest_opts;
+
+/* One failed row (or product). */
+typedef struct sl_ingest_failure {
+    size_t row;                 /* 1-based data row / line of the feed; 0 = not row-specific */
+    char *product_id;           /* may be NULL (row without a parsable id) */
+    char *file;                 /* the image path named by the row, may be NULL */
+    sl_status status;
+    char *message;
+} sl_ingest_failure;
+
+typedef struct sl_ingest_report {
+    size_t rows;                /* data rows read */
+    size_t products;            /* distinct product ids in the feed */
+    size_t added, updated, skipped, removed; /* products */
+    size_t failed;              /* rows that failed (their product is not written) */
+    size_t images_extracted;    /* images whose features were computed */
+    double seconds;
+    sl_ingest_failure *failures;
+    size_t n_failures;
+} sl_ingest_report;
+
+void sl_ingest_report_free(sl_ingest_report *r);
+
+/* Ingests a CSV or JSONL feed with upsert semantics. Image paths are relative to the feed's
+ * directory. A product is committed (durable) with all its images at once, in feed order; a
+ * product with any failed row is not written (its rows are reported) and keeps its previous
+ * state. Extraction runs on opts->jobs threads. Trains the learned parts first when the store
+ * has none yet (on a deterministic sample of the feed's images). Crash-safe: after a kill at
+ * any point, ingesting the same feed again yields the same store as an uninterrupted run.
+ * Returns SL_OK when the run completed (even with failed rows: see report->failed), or an
+ * error that stopped the whole run (unreadable feed, store write failure, cancel). */
+sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_ingest_opts *opts,
+                           sl_ingest_report *report, sl_error *err);
+
+/* Re-learns the learned parts from a sample of the stored images, re-extracts every image and
+ * rebuilds the index. */
+sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *err);
+
+/* ---- duplicates, classification, review photos ------------------------------------------- */
+
+typedef struct sl_dup_group {
+    int64_t *image_ids;         /* >= 2 images, of >= 2 different products */
+    char **product_ids;         /* product of each image (parallel to image_ids) */
+    size_t n;
+    double score;               /* lowest pairwise similarity that joined the group */
+} sl_dup_group;
+
+typedef struct sl_dup_groups {
+    sl_dup_group *groups;
+    size_t n;
+} sl_dup_groups;
+
+void sl_dup_groups_free(sl_dup_groups *g);
+
+/* Groups of near-duplicate images across different products: pairs with similarity >=
+ * threshold (0 = default), confirmed by geometric verification when the spec uses verify,
+ * joined transitively. Sorted by first image id. */
+sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl_error *err);
+
+typedef struct sl_category_vote {
+    char *category;
+    double weight;              /* share of the vote, sums to 1 over all entries */
+} sl_category_vote;
+
+typedef struct sl_classification {
+    char *category;             /* the winner, NULL when the catalog is empty */
+    double confidence;          /* its share of the vote, 0..1 */
+    sl_category_vote *votes;    /* all categories that got votes, best first */
+    size_t n_votes;
+} sl_classification;
+
+void sl_classification_free(sl_classification *c);
+
+/* Likely category of a photo: a similarity-weighted vote of its k nearest catalog images
+ * (k <= 0: 10). */
+sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classification *out,
+                             sl_error *err);
+
+typedef struct sl_check_result {
+    int match;                  /* nonzero: the photo shows the product */
+    double score;               /* the product's best image score against the photo */
+    int64_t image_id;           /* that image (0 when the product has no image) */
+    char *image;                /* its source path (malloc'ed) */
+    int inliers;                /* -1 when not verified */
+    double threshold;           /* the threshold applied */
+} sl_check_result;
+
+void sl_check_result_free(sl_check_result *r);
+
+/* Does this photo (e.g. a review photo) show this product? Compares the photo with each of the
+ * product's images (global similarity, verified geometrically when the spec uses verify).
+ * threshold <= 0: SL_ENGINE_CHECK_THRESHOLD_DEFAULT. SL_E_NOT_FOUND for an unknown product. */
+sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
+                          double threshold, sl_check_result *out, sl_error *err);
+
+/* ---- catalog views ------------------------------------------------------------------------ */
+
+/* Categories with product counts (see sl_store_categories). */
+sl_status sl_engine_categories(sl_engine *e, char ***names, int64_t **counts, size_t *n,
+                               sl_error *err);
+
+typedef struct sl_engine_stats {
+    int64_t products, images;
+    int64_t indexed;            /* vectors in the index */
+    size_t dim;                 /* global vector dimension (0 before training) */
+    char features[512];         /* canonical feature spec */
+    char index_kind[16];        /* "flat" or "hnsw" */
+    int64_t db_bytes, index_bytes, features_bytes, images_bytes, total_bytes;
+    int64_t generation;
+} sl_engine_stats;
+
+sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err);
+
+/* A catalog image as a JPEG thumbnail whose longest side is at most max_side (0 = 256),
+ * metadata stripped. *jpeg malloc'ed (free()). SL_E_NOT_FOUND for an unknown id; decode
+ * errors of the source file as is. */
+sl_status sl_engine_thumbnail(sl_engine *e, int64_t image_id, int max_side, void **jpeg,
+                              size_t *len, sl_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,208 @@
+/*
+ * shoplens/store.h - the catalog store (a directory holding catalog.sqlite in WAL mode, the
+ * feature configuration with its learned parts, and the index file) and the parsers of the
+ * shop's product feeds (CSV per RFC 4180, JSON Lines).
+ *
+ * Most programs use the engine (engine.h), which owns a store and keeps the index and the
+ * features in step with it. This header is the lower layer: metadata, images, vectors and full
+ * text search, with no feature extraction and no index.
+ *
+ * Layout of a store directory (byte-level formats in docs/formats/store.md):
+ *   catalog.sqlite   products, images (with their global vectors and local features), FTS5 table,
+ *                    meta (format/schema version, feature spec, generation counters)
+ *   features-N.bin   the feature pipeline with its learned parts (sl_features_save); N is
+ *                    meta "features_version", committed together with the vectors it made
+ *   index.bin        the vector index (derived: rebuilt from catalog.sqlite when stale)
+ *   images/          copies of images uploaded as bytes (PUT over HTTP), by content hash
+ *
+ * Thread safety: an sl_store may be used from several threads; calls are serialized by an
+ * internal mutex (SQLite "serialized" mode). Several processes may open one store: SQLite's WAL
+ * lets readers proceed while one writer commits.
+ * Ownership: strings inside structs returned by the store are malloc'ed and released by the
+ * matching *_clear / *_free function; inputs are copied and never retained.
+ */
+#ifndef SHOPLENS_STORE_H
+#define SHOPLENS_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "shoplens/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Version of the store directory layout and of the SQLite schema. A store recorded with another
+ * version is refused with SL_E_VERSION and a message naming both versions. */
+#define SL_STORE_FORMAT_VERSION 1
+#define SL_STORE_SCHEMA_VERSION 1
+
+/* Longest product id accepted (bytes); ids are non-empty UTF-8 without control characters. */
+#define SL_STORE_ID_MAX 128
+
+/* The store directory used when none is given: $SHOPLENS_STORE, else "./shoplens-data".
+ * Returns a static string or the environment's. */
+const char *sl_store_default_dir(void);
+
+/* ---- product metadata -------------------------------------------------------------------- */
+
+/* A product as the store holds it. As input every pointer may be NULL (= empty), except id.
+ * As output (sl_store_get_product, sl_engine_get_product) strings are malloc'ed; release them
+ * with sl_product_clear. */
+typedef struct sl_product {
+    char *id;           /* the shop's product id (unique) */
+    char *title;
+    char *category;
+    char *description;
+    char *url;
+    char *attrs_json;   /* other feed columns as a JSON object ("{}" when none) */
+    double price;       /* valid when has_price */
+    int has_price;
+} sl_product;
+
+/* Frees the strings of *p and zeroes it; NULL is a no-op. */
+void sl_product_clear(sl_product *p);
+
+/* A catalog image of a product. */
+typedef struct sl_image_ref {
+    int64_t id;         /* image id (stable for the life of the image in the store) */
+    char *product_id;
+    char *source;       /* path as ingested (absolute), or the copy under images/ */
+    char hash[65];      /* SHA-256 of the file bytes, lowercase hex */
+    int64_t size;       /* bytes */
+} sl_image_ref;
+
+/* Frees the strings of n refs and the array itself; NULL is a no-op. */
+void sl_image_refs_free(sl_image_ref *refs, size_t n);
+
+/* ---- the store --------------------------------------------------------------------------- */
+
+typedef struct sl_store sl_store;
+
+/* Opens the store in directory dir. create nonzero: create the directory and an empty store
+ * when there is none (an existing store is opened as is). read_only nonzero: no writes
+ * (SQLITE_OPEN_READONLY). Errors: SL_E_NOT_FOUND (no store and !create), SL_E_VERSION (store
+ * of another format/schema version: the message names both), SL_E_CORRUPT (not a shoplens
+ * store), SL_E_IO. On failure *out = NULL. */
+sl_status sl_store_open(const char *dir, int create, int read_only, sl_store **out,
+                        sl_error *err);
+void sl_store_free(sl_store *s);
+
+/* The directory (static for the life of s) and the path of a file in it (malloc'ed). */
+const char *sl_store_dir(const sl_store *s);
+char *sl_store_path(const sl_store *s, const char *name);
+
+/* Key/value metadata (meta table). get: *value malloc'ed, SL_E_NOT_FOUND when absent. */
+sl_status sl_store_meta_get(sl_store *s, const char *key, char **value, sl_error *err);
+sl_status sl_store_meta_set(sl_store *s, const char *key, const char *value, sl_error *err);
+
+/* Transactions (nestable by counting; only the outermost commits). Everything written between
+ * begin and commit is durable together once commit returns SL_OK, or not at all. */
+sl_status sl_store_begin(sl_store *s, sl_error *err);
+sl_status sl_store_commit(sl_store *s, sl_error *err);
+void sl_store_rollback(sl_store *s);
+
+/* Inserts or replaces the metadata of a product (images untouched), and its FTS row. */
+sl_status sl_store_put_product(sl_store *s, const sl_product *p, sl_error *err);
+/* Metadata of a product; SL_E_NOT_FOUND when absent. *out filled (sl_product_clear). */
+sl_status sl_store_get_product(sl_store *s, const char *id, sl_product *out, sl_error *err);
+/* Removes a product, its images and FTS row. *removed_images (may be NULL) receives the ids
+ * of the removed images (malloc'ed) and *n_removed their count. SL_E_NOT_FOUND when absent. */
+sl_status sl_store_remove_product(sl_store *s, const char *id, int64_t **removed_images,
+                                  size_t *n_removed, sl_error *err);
+
+/* Adds an image to an existing product, with its global vector (dim floats) and serialized
+ * local features (may be NULL/0). *id receives the new image id. */
+sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *source,
+                             const char *hash, int64_t size, const float *vec, size_t dim,
+                             const void *local, size_t local_len, int64_t *id, sl_error *err);
+sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err);
+/* Replaces the vector and local features of an existing image (retraining). */
+sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
+                                      const void *local, size_t local_len, sl_error *err);
+/* The product of each of n image ids in one query: (*products)[i] is malloc'ed, or NULL when
+ * image ids[i] does not exist. Free with sl_strings_free(*products, n). */
+sl_status sl_store_image_products(sl_store *s, const int64_t *ids, size_t n, char ***products,
+                                  sl_error *err);
+/* Every image id (ascending) with its source path; free with sl_image_refs_free. */
+sl_status sl_store_all_images(sl_store *s, sl_image_ref **refs, size_t *n, sl_error *err);
+/* Images of a product, by id order. */
+sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_ref **refs,
+                                  size_t *n, sl_error *err);
+/* One image by id; SL_E_NOT_FOUND when absent. *ref filled; release with sl_image_ref_clear. */
+sl_status sl_store_get_image(sl_store *s, int64_t image_id, sl_image_ref *ref, sl_error *err);
+void sl_image_ref_clear(sl_image_ref *r);
+/* The stored vector (dim floats, malloc'ed) and local features (malloc'ed, may be NULL/0). */
+sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, size_t *dim,
+                                  void **local, size_t *local_len, sl_error *err);
+
+/* Calls fn for every image in id order with its vector; stops and returns fn's status when it
+ * is not SL_OK. Used to rebuild the index. */
+typedef sl_status (*sl_store_vector_fn)(void *ctx, int64_t image_id, const float *vec,
+                                        size_t dim);
+sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err);
+
+/* All product ids (sorted), malloc'ed array of malloc'ed strings; free with sl_strings_free. */
+sl_status sl_store_product_ids(sl_store *s, char ***ids, size_t *n, sl_error *err);
+void sl_strings_free(char **v, size_t n);
+
+/* Ids of the images whose product passes the filter, sorted ascending (malloc'ed). Any filter
+ * part may be NULL / unset. text is an FTS5 query over title + description (words are ANDed;
+ * quoted as plain terms, so FTS5 operators in user input are not interpreted). */
+typedef struct sl_store_filter {
+    const char *category;
+    double min_price, max_price;
+    int has_min_price, has_max_price;
+    const char *text;
+} sl_store_filter;
+sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t **ids,
+                                 size_t *n, sl_error *err);
+/* Nonzero when no filter part is set. */
+int sl_store_filter_empty(const sl_store_filter *f);
+
+/* Categories with their product counts, sorted by name. */
+sl_status sl_store_categories(sl_store *s, char ***names, int64_t **counts, size_t *n,
+                              sl_error *err);
+
+/* Counts. */
+typedef struct sl_store_counts {
+    int64_t products, images;
+    int64_t db_bytes;     /* catalog.sqlite + its WAL */
+} sl_store_counts;
+sl_status sl_store_counts_get(sl_store *s, sl_store_counts *c, sl_error *err);
+
+/* A monotone counter bumped by every committed change (meta "generation"), so that another
+ * process (or an index file) can tell whether it is behind. */
+sl_status sl_store_generation(sl_store *s, int64_t *gen, sl_error *err);
+sl_status sl_store_bump_generation(sl_store *s, sl_error *err);
+
+/* ---- product feeds: CSV (RFC 4180) and JSON Lines ---------------------------------------- */
+
+/* One record of a feed. Fields are malloc'ed and owned by the reader until the next call.
+ * Recognized columns/keys: product_id, image, title, category, price, description, url; any
+ * other column is kept in attrs_json. price_text is the raw text (may be invalid: the ingest
+ * reports it). */
+typedef struct sl_catalog_row {
+    size_t row;          /* 1-based record number (CSV: data rows after the header; JSONL: line) */
+    const char *product_id, *image, *title, *category, *price_text, *description, *url;
+    const char *attrs_json;
+} sl_catalog_row;
+
+typedef struct sl_catalog_reader sl_catalog_reader;
+
+/* Opens a feed: format from the extension (.csv, .jsonl/.ndjson; anything else is sniffed:
+ * '{' first = JSONL). Errors: SL_E_IO, SL_E_CORRUPT (CSV header without product_id). */
+sl_status sl_catalog_open(const char *path, sl_catalog_reader **out, sl_error *err);
+/* Same over a memory buffer (copied); is_jsonl selects the format. For tests and fuzzing. */
+sl_status sl_catalog_open_buffer(const void *data, size_t len, int is_jsonl,
+                                 sl_catalog_reader **out, sl_error *err);
+void sl_catalog_close(sl_catalog_reader *r);
+/* Reads the next record into *row. Returns SL_OK with a row, SL_E_NOT_FOUND at the end, or
+ * a per-record error (SL_E_CORRUPT: unterminated quote, bad JSON, wrong field count ...) with
+ * the message in err and row->row set: the caller reports it and may continue reading. */
+sl_status sl_catalog_next(sl_catalog_reader *r, sl_catalog_row *row, sl_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,242 @@
+/*
+ * cli/product_cli.c - shared option parsing, output and progress for the product subcommands
+ * (see product_cli.h). Only the CLI prints; JSON shapes are documented in docs/cli.md.
+ */
+#include "cli/product_cli.h"
+#include "cli/cli.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int sl__num_arg(const char *cmd, const char *name, const char *v, double lo, double hi,
+                       double *out) {
+    char *end;
+    double d = strtod(v, &end);
+    if (!*v || *end || !isfinite(d) || d < lo || d > hi)
+        return sl__cli_usage_error(cmd, "bad value '%s' for %s", v, name);
+    *out = d;
+    return 0;
+}
+
+int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
+    memset(o, 0, sizeof *o);
+    const char *cmd = argv[0];
+    int only_pos = 0;
+    for (int i = 1; i < argc; i++) {
+        char *a = argv[i];
+        if (only_pos || a[0] != '-' || !a[1]) {
+            if (o->npos == SL__MAX_POS) return sl__cli_usage_error(cmd, "too many arguments");
+            o->pos[o->npos++] = a;
+            continue;
+        }
+        if (strcmp(a, "--") == 0) {
+            only_pos = 1;
+            continue;
+        }
+        /* --name=value or --name value */
+        char name[64];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        if (eq && (size_t)(eq - a) < sizeof name) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = '\0';
+            val = eq + 1;
+        } else {
+            snprintf(name, sizeof name, "%s", a);
+        }
+#define SL__TAKE()                                                                           \
+    do {                                                                                     \
+        if (!val) {                                                                          \
+            if (i + 1 >= argc) return sl__cli_usage_error(cmd, "%s needs a value", name);    \
+            val = argv[++i];                                                                 \
+        }                                                                                    \
+    } while (0)
+        double d;
+        int rc;
+        if (strcmp(name, "--json") == 0 && !val) o->json = 1;
+        else if (strcmp(name, "--quiet") == 0 && !val && (allowed & SL__OPT_QUIET)) o->quiet = 1;
+        else if (strcmp(name, "--store") == 0) { SL__TAKE(); o->store = val; }
+        else if ((strcmp(name, "-k") == 0 || strcmp(name, "--k") == 0) && (allowed & SL__OPT_K)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_K_MIN, SL_ENGINE_K_MAX, &d))) return rc;
+            if (d != floor(d)) return sl__cli_usage_error(cmd, "-k must be an integer");
+            o->q.k = (int)d;
+        } else if (strcmp(name, "--category") == 0 && (allowed & SL__OPT_FILTERS)) {
+            SL__TAKE();
+            o->q.category = val;
+        } else if (strcmp(name, "--min-price") == 0 && (allowed & SL__OPT_FILTERS)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, 0, 1e300, &o->q.min_price))) return rc;
+            o->q.has_min_price = 1;
+        } else if (strcmp(name, "--max-price") == 0 && (allowed & SL__OPT_FILTERS)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, 0, 1e300, &o->q.max_price))) return rc;
+            o->q.has_max_price = 1;
+        } else if (strcmp(name, "--text") == 0 && (allowed & SL__OPT_FILTERS)) {
+            SL__TAKE();
+            o->q.text = val;
+        } else if (strcmp(name, "--text-mode") == 0 && (allowed & SL__OPT_FILTERS)) {
+            SL__TAKE();
+            if (strcmp(val, "restrict") == 0) o->q.text_mode = SL_TEXT_RESTRICT;
+            else if (strcmp(val, "boost") == 0) o->q.text_mode = SL_TEXT_BOOST;
+            else return sl__cli_usage_error(cmd, "--text-mode is restrict or boost, not '%s'", val);
+        } else if (strcmp(name, "--jobs") == 0 && (allowed & SL__OPT_JOBS)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, 0, 256, &d))) return rc;
+            o->jobs = (int)d;
+        } else if (strcmp(name, "--threshold") == 0 && (allowed & SL__OPT_THRESHOLD)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, 0, 1e9, &o->threshold))) return rc;
+        } else if (strcmp(name, "--features") == 0 && (allowed & SL__OPT_FEATURES)) {
+            SL__TAKE();
+            o->features = val;
+        } else if (strcmp(name, "--index") == 0 && (allowed & SL__OPT_INDEX)) {
+            SL__TAKE();
+            o->index_kind = val;
+        } else {
+            return sl__cli_usage_error(cmd, "unknown option '%s'", a);
+        }
+#undef SL__TAKE
+    }
+    if (o->q.has_min_price && o->q.has_max_price && o->q.min_price > o->q.max_price)
+        return sl__cli_usage_error(cmd, "--min-price is above --max-price");
+    return 0;
+}
+
+int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_only, sl_engine **e) {
+    sl_engine_opts eo;
+    memset(&eo, 0, sizeof eo);
+    eo.create = create;
+    eo.read_only = read_only;
+    eo.features = o->features;
+    eo.index_kind = o->index_kind;
+    sl_error err;
+    sl_error_clear(&err);
+    if (sl_engine_open(o->store, &eo, e, &err) != SL_OK) return sl__cli_fail(cmd, &err);
+    return 0;
+}
+
+json_t *sl__matches_json(const sl_matches *m) {
+    json_t *arr = json_array();
+    for (size_t i = 0; arr && i < m->n; i++) {
+        const sl_match *r = &m->items[i];
+        json_t *o = json_object();
+        if (!o) break;
+        json_object_set_new(o, "product_id", json_string(r->product_id));
+        json_object_set_new(o, "score", json_real(round(r->score * 1e6) / 1e6));
+        json_object_set_new(o, "title", json_string(r->title));
+        json_object_set_new(o, "category", json_string(r->category));
+        json_object_set_new(o, "price", r->has_price ? json_real(r->price) : json_null());
+        json_object_set_new(o, "image", json_string(r->image));
+        json_object_set_new(o, "image_id", json_integer(r->image_id));
+        json_object_set_new(o, "inliers", r->inliers >= 0 ? json_integer(r->inliers) : json_null());
+        json_array_append_new(arr, o);
+    }
+    json_t *root = json_object();
+    if (root) json_object_set_new(root, "results", arr ? arr : json_array());
+    return root;
+}
+
+void sl__print_matches(const sl_matches *m) {
+    if (m->n == 0) {
+        printf("no results\n");
+        return;
+    }
+    printf("%-4s %-14s %8s  %-32s %-14s %10s\n", "#", "product", "score", "title", "category", "price");
+    for (size_t i = 0; i < m->n; i++) {
+        const sl_match *r = &m->items[i];
+        char price[32] = "-";
+        if (r->has_price) snprintf(price, sizeof price, "%.2f", r->price);
+        printf("%-4zu %-14.14s %8.4f  %-32.32s %-14.14s %10s\n", i + 1, r->product_id, r->score,
+               r->title, r->category, price);
+    }
+}
+
+int sl__print_json(json_t *v) {
+    if (!v) {
+        fprintf(stderr, "shoplens: out of memory\n");
+        return SL_EXIT_ERROR;
+    }
+    char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10));
+    json_decref(v);
+    if (!s) {
+        fprintf(stderr, "shoplens: out of memory\n");
+        return SL_EXIT_ERROR;
+    }
+    puts(s);
+    free(s);
+    return 0;
+}
+
+void sl__progress_init(sl__progress *p, const char *what, int quiet) {
+    memset(p, 0, sizeof *p);
+    p->what = what;
+    p->tty = isatty(2);
+    p->quiet = quiet;
+    p->last = -1e9;
+}
+
+void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
+    sl__progress *p = ctx;
+    if (p->quiet) return;
+    double rate = elapsed > 0 ? (double)done / elapsed : 0;
+    double eta = rate > 0 ? (double)(total - done) / rate : 0;
+    int pct = total ? (int)(100.0 * (double)done / (double)total) : 100;
+    if (p->tty) {
+        char bar[31];
+        int fill = total ? (int)(30.0 * (double)done / (double)total) : 30;
+        for (int i = 0; i < 30; i++) bar[i] = i < fill ? '#' : '.';
+        bar[30] = '\0';
+        fprintf(stderr, "\r%s [%s] %zu/%zu %3d%% %.1f/s ETA %d:%02d ", p->what, bar, done, total,
+                pct, rate, (int)eta / 60, (int)eta % 60);
+        if (done == total) fputc('\n', stderr);
+        fflush(stderr);
+    } else if (elapsed - p->last >= 2.0 || done == total) {
+        fprintf(stderr, "%s: %zu/%zu products (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total,
+                pct, rate, eta);
+        p->last = elapsed;
+    }
+}
+
+int sl__cli_matches_cmd(int argc, char **argv, int similar) {
+    sl__popts o;
+    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_FILTERS, &o);
+    if (rc) return rc;
+    if (o.npos != 1) return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give exactly one IMAGE");
+    sl_engine *e;
+    if ((rc = sl__open_engine(argv[0], &o, 0, 1, &e))) return rc;
+    sl_matches m;
+    sl_error err;
+    sl_error_clear(&err);
+    sl_status st = similar ? sl_engine_similar(e, o.pos[0], &o.q, &m, &err)
+                           : sl_engine_search_file(e, o.pos[0], &o.q, &m, &err);
+    sl_engine_free(e);
+    if (st != SL_OK) return sl__cli_fail(argv[0], &err);
+    if (o.json) rc = sl__print_json(sl__matches_json(&m));
+    else sl__print_matches(&m);
+    sl_matches_free(&m);
+    return rc;
+}
+
+int sl__cli_image_cmd(int argc, char **argv, unsigned allowed, int npos, int img_pos,
+                      const char *usage_msg, sl__popts *o, sl_engine **e, sl_image **img) {
+    *e = NULL;
+    *img = NULL;
+    int rc = sl__popts_parse(argc, argv, allowed, o);
+    if (rc) return rc;
+    if (o->npos != npos) return sl__cli_usage_error(argv[0], "%s", usage_msg);
+    sl_error err;
+    sl_error_clear(&err);
+    sl_image_load_opts lo;
+    memset(&lo, 0, sizeof lo);
+    lo.max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
+    if (sl_image_load_file(o->pos[img_pos], &lo, img, NULL, &err) != SL_OK) return sl__cli_fail(argv[0], &err);
+    if ((rc = sl__open_engine(argv[0], o, 0, 1, e))) {
+        sl_image_free(*img);
+        *img = NULL;
+    }
+    return rc;
+}

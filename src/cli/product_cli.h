@@ -1,0 +1,74 @@
+/*
+ * cli/product_cli.h - helpers shared by the catalog/search subcommands (init, add, sync,
+ * remove, retrain, search, similar, dedup, classify, check, info, eval): option parsing, opening
+ * the store, JSON and table output, the ingest progress bar.
+ */
+#ifndef SL_PRODUCT_CLI_H
+#define SL_PRODUCT_CLI_H
+
+#include <jansson.h>
+#include "shoplens/engine.h"
+#include "shoplens/feature.h"
+
+enum {
+    SL__OPT_K = 1 << 0,        /* -k N */
+    SL__OPT_FILTERS = 1 << 1,  /* --category --min-price --max-price --text --text-mode */
+    SL__OPT_JOBS = 1 << 2,     /* --jobs N */
+    SL__OPT_THRESHOLD = 1 << 3,/* --threshold T */
+    SL__OPT_FEATURES = 1 << 4, /* --features SPEC */
+    SL__OPT_INDEX = 1 << 5,    /* --index KIND */
+    SL__OPT_QUIET = 1 << 6     /* --quiet */
+};
+
+#define SL__MAX_POS 4096
+
+typedef struct sl__popts {
+    const char *store;
+    int json, quiet;
+    sl_query q;
+    int jobs;
+    double threshold;
+    const char *features;
+    const char *index_kind;
+    char *pos[SL__MAX_POS];
+    int npos;
+} sl__popts;
+
+/* Parses argv (argv[0] = command) accepting --store/--json and the `allowed` options. Returns 0,
+ * or the exit status of a usage error (already printed). */
+int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o);
+
+/* Opens the engine of o->store (or $SHOPLENS_STORE / ./shoplens-data). Prints the error and
+ * returns SL_EXIT_ERROR on failure, else 0. */
+int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_only, sl_engine **e);
+
+/* {"results": [...]} of a match list (the shape of search/similar --json). New reference. */
+json_t *sl__matches_json(const sl_matches *m);
+/* A human table of matches on stdout. */
+void sl__print_matches(const sl_matches *m);
+/* Prints a JSON value (indented, keys in insertion order) and a newline, then frees it.
+ * Returns 0 or SL_EXIT_ERROR when out of memory. */
+int sl__print_json(json_t *v);
+
+/* Progress reporter for sl_ingest_opts.progress: a bar with rate and ETA on a terminal,
+ * plain lines every few seconds otherwise (stderr). */
+typedef struct sl__progress {
+    const char *what;
+    int tty;
+    int quiet;
+    double last;
+} sl__progress;
+void sl__progress_init(sl__progress *p, const char *what, int quiet);
+void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed);
+
+/* search (similar = 0: argument IMAGE) and similar (1: argument PRODUCT_ID): parse, open the
+ * store read-only, query, print the matches. Returns the exit status. */
+int sl__cli_matches_cmd(int argc, char **argv, int similar);
+
+/* Parses options, checks there are npos positional arguments, opens the store read-only and
+ * loads positional argument img_pos as the query image. Returns 0 or the exit status (printed);
+ * on 0 the caller frees *e and *img. */
+int sl__cli_image_cmd(int argc, char **argv, unsigned allowed, int npos, int img_pos,
+                      const char *usage_msg, sl__popts *o, sl_engine **e, sl_image **img);
+
+#endif

@@ -1,0 +1,482 @@
+/*
+ * engine/engine.c - opening a store as a search engine: the feature pipeline (features.bin),
+ * the vector index (index.bin, a cache derived from the vectors in catalog.sqlite), refresh
+ * after changes by another process, statistics, product reads and thumbnails.
+ *
+ * Invariants:
+ *  - catalog.sqlite is the truth. index.bin is trusted only when meta "index_generation"
+ *    equals meta "generation" (every committed change bumps the latter in its transaction);
+ *    otherwise the index is rebuilt from the stored vectors. So a crash at any point, including
+ *    in the middle of an index save, never leaves a searchable state that disagrees with the
+ *    catalog.
+ *  - features-N.bin is written atomically before any vector computed with it is committed; meta
+ *    "features_version" = N is committed in the same transaction as those vectors, so the
+ *    loaded features always match the stored vectors (an orphan file of a crashed training is
+ *    simply overwritten by the next one).
+ *  - Index ids are image ids (SQLite AUTOINCREMENT rowids), metric inner product on
+ *    L2-normalized vectors (= cosine similarity).
+ */
+#include "engine/engine_internal.h"
+#include "catalog/catalog.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+
+void sl__described_clear(sl__described *d) {
+    if (!d) return;
+    free(d->vec);
+    free(d->local);
+    memset(d, 0, sizeof *d);
+}
+
+static int64_t sl__fsize(const char *path) {
+    struct stat sb;
+    return path && stat(path, &sb) == 0 ? (int64_t)sb.st_size : 0;
+}
+
+sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
+                            char format[16], sl_error *err) {
+    sl_image_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_side = e->max_side;
+    sl_image_info info;
+    memset(&info, 0, sizeof info);
+    sl_status st = sl_image_load_buffer(data, len, &o, img, &info, err);
+    if (format) snprintf(format, 16, "%s", info.format);
+    return st;
+}
+
+sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,
+                              size_t *local_len, sl_error *err) {
+    *vec = NULL;
+    if (local) *local = NULL;
+    if (local_len) *local_len = 0;
+    size_t dim = sl_features_dim(e->feat);
+    if (!sl_features_ready(e->feat) || dim == 0)
+        return sl__err_set(err, SL_E_STATE, "the features are not trained yet (add a catalog first)");
+    float *v = sl__mallocarray(dim, sizeof *v);
+    if (!v) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_local_features *lf = NULL;
+    int want_local = local && sl_features_uses_verify(e->feat);
+    sl_status st = sl_features_extract(e->feat, img, v, want_local ? &lf : NULL, err);
+    if (st != SL_OK) {
+        free(v);
+        return st;
+    }
+    if (lf) {
+        st = sl_local_features_serialize(lf, local, local_len, err);
+        sl_local_features_free(lf);
+        if (st != SL_OK) {
+            free(v);
+            return st;
+        }
+    }
+    *vec = v;
+    return SL_OK;
+}
+
+/* ---- index ------------------------------------------------------------------------------- */
+
+static sl_status sl__add_vector(void *ctx, int64_t image_id, const float *vec, size_t dim) {
+    sl_engine *e = ctx;
+    if ((int)dim != sl_index_dim(e->idx)) return SL_E_CORRUPT;
+    return sl_index_add(e->idx, (uint64_t)image_id, vec);
+}
+
+static sl_index_kind sl__kind_for(const sl_engine *e, int64_t n) {
+    if (strcmp(e->index_kind, "hnsw") == 0) return SL_INDEX_HNSW;
+    if (strcmp(e->index_kind, "flat") == 0) return SL_INDEX_FLAT;
+    return n > SL__ENGINE_HNSW_ABOVE ? SL_INDEX_HNSW : SL_INDEX_FLAT;
+}
+
+sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
+    size_t dim = sl_features_dim(e->feat);
+    sl_index_free(e->idx);
+    e->idx = NULL;
+    if (!sl_features_ready(e->feat) || dim == 0) return SL_OK;
+    sl_store_counts c;
+    sl_status st = sl_store_counts_get(e->store, &c, err);
+    if (st != SL_OK) return st;
+    if ((st = sl_index_new(&e->idx, (int)dim, SL_INDEX_IP, sl__kind_for(e, c.images), NULL, err)) != SL_OK)
+        return st;
+    st = sl_store_each_vector(e->store, sl__add_vector, e, err);
+    if (st != SL_OK) {
+        if (err && err->code == SL_OK) sl__err_set(err, st, "rebuilding the index: %s", sl_index_errmsg(e->idx));
+        sl_index_free(e->idx);
+        e->idx = NULL;
+        return st;
+    }
+    e->index_dirty = 1;
+    return SL_OK;
+}
+
+sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
+    if (e->read_only || !e->idx || !e->index_dirty) return SL_OK;
+    char *path = sl_store_path(e->store, "index.bin");
+    if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    int64_t gen = 0;
+    sl_status st = sl_store_generation(e->store, &gen, err);
+    if (st == SL_OK && sl_index_save(e->idx, path) != SL_OK)
+        st = sl__err_set(err, SL_E_IO, "saving %s: %s", path, sl_index_errmsg(e->idx));
+    free(path);
+    if (st != SL_OK) return st;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)gen);
+    if ((st = sl_store_meta_set(e->store, "index_generation", buf, err)) != SL_OK) return st;
+    e->index_dirty = 0;
+    return SL_OK;
+}
+
+/* Loads index.bin when it reflects the current generation, else rebuilds. */
+static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
+    sl_index_free(e->idx);
+    e->idx = NULL;
+    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
+    char *ig = NULL;
+    int64_t gen = 0;
+    sl_status st = sl_store_generation(e->store, &gen, err);
+    if (st != SL_OK) return st;
+    e->gen = gen;
+    if (sl_store_meta_get(e->store, "index_generation", &ig, NULL) == SL_OK && strtoll(ig, NULL, 10) == gen) {
+        char *path = sl_store_path(e->store, "index.bin");
+        sl_index *idx = NULL;
+        if (path && sl_index_load(&idx, path, NULL, NULL) == SL_OK &&
+            (size_t)sl_index_dim(idx) == sl_features_dim(e->feat)) {
+            e->idx = idx;
+            e->index_dirty = 0;
+        } else {
+            sl_index_free(idx);
+        }
+        free(path);
+    }
+    free(ig);
+    if (e->idx) return SL_OK;
+    return sl__engine_rebuild_index(e, err);
+}
+
+char *sl__engine_features_path(sl_engine *e, int64_t version) {
+    char name[48];
+    snprintf(name, sizeof name, "features-%lld.bin", (long long)version);
+    return sl_store_path(e->store, name);
+}
+
+static sl_status sl__load_features(sl_engine *e, sl_error *err) {
+    char *fv = NULL;
+    int64_t version = sl_store_meta_get(e->store, "features_version", &fv, NULL) == SL_OK
+                          ? strtoll(fv, NULL, 10) : 0;
+    free(fv);
+    sl_features *f = NULL;
+    sl_status st;
+    if (version > 0) {
+        char *path = sl__engine_features_path(e, version);
+        if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        st = sl_features_load(path, &f, err);
+        if (st != SL_OK) sl__err_prefix(err, "%s", path);
+        free(path);
+    } else {
+        st = sl_features_new(e->spec, &f, err);
+    }
+    if (st != SL_OK) return st;
+    sl__engine_retire_features(e, e->feat);
+    e->feat = f;
+    e->features_version = version;
+    return SL_OK;
+}
+
+sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t n,
+                               int64_t version, sl_features **out, sl_error *err) {
+    *out = NULL;
+    if (n == 0) return sl__err_set(err, SL_E_INVALID, "no readable image to train the features on");
+    sl_features *f = NULL;
+    sl_status st = sl_features_new(e->spec, &f, err);
+    if (st != SL_OK) return st;
+    if ((st = sl_features_train(f, imgs, n, SL__ENGINE_TRAIN_SEED)) != SL_OK) {
+        sl__err_set(err, st, "training the features: %s", sl_features_errmsg(f));
+        sl_features_free(f);
+        return st;
+    }
+    char *path = sl__engine_features_path(e, version);
+    if (!path) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if ((st = sl_features_save(f, path)) != SL_OK) {
+        sl__err_set(err, st, "saving %s: %s", path, sl_features_errmsg(f));
+        free(path);
+        sl_features_free(f);
+        return st;
+    }
+    free(path);
+    *out = f;
+    return SL_OK;
+}
+
+sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err) {
+    sl_features *f = NULL;
+    int64_t version = e->features_version + 1;
+    sl_status st = sl__engine_train_new(e, imgs, n, version, &f, err);
+    if (st != SL_OK) return st;
+    char buf[32];
+    snprintf(buf, sizeof buf, "%lld", (long long)version);
+    if ((st = sl_store_begin(e->store, err)) != SL_OK ||
+        (st = sl_store_meta_set(e->store, "features_version", buf, err)) != SL_OK ||
+        (st = sl_store_bump_generation(e->store, err)) != SL_OK) {
+        sl_store_rollback(e->store);
+        sl_features_free(f);
+        return st;
+    }
+    pthread_rwlock_wrlock(&e->lock);
+    st = sl_store_commit(e->store, err);
+    if (st == SL_OK) {
+        sl__engine_retire_features(e, e->feat);
+        e->feat = f;
+        e->features_version = version;
+        e->gen++;
+        st = sl__engine_rebuild_index(e, err);
+    } else {
+        sl_features_free(f);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    return st;
+}
+
+void sl__engine_retire_features(sl_engine *e, sl_features *f) {
+    if (!f) return;
+    sl_features **nr = sl__reallocarray(e->retired, e->n_retired + 1, sizeof *nr);
+    if (!nr) return; /* leak rather than free under a running query */
+    e->retired = nr;
+    e->retired[e->n_retired++] = f;
+}
+
+/* ---- open / close -------------------------------------------------------------------------- */
+
+void sl_engine_free(sl_engine *e) {
+    if (!e) return;
+    pthread_mutex_lock(&e->wmu);
+    (void)sl__engine_save_index(e, NULL);
+    pthread_mutex_unlock(&e->wmu);
+    sl_index_free(e->idx);
+    sl_features_free(e->feat);
+    for (size_t i = 0; i < e->n_retired; i++) sl_features_free(e->retired[i]);
+    free(e->retired);
+    sl_store_free(e->store);
+    pthread_rwlock_destroy(&e->lock);
+    pthread_mutex_destroy(&e->wmu);
+    free(e);
+}
+
+sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine **out,
+                         sl_error *err) {
+    *out = NULL;
+    sl_engine_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    if (o.index_kind && strcmp(o.index_kind, "flat") != 0 && strcmp(o.index_kind, "hnsw") != 0 &&
+        strcmp(o.index_kind, "auto") != 0)
+        return sl__err_set(err, SL_E_INVALID, "unknown index kind '%s' (flat, hnsw or auto)", o.index_kind);
+    sl_status st = sl_image_global_init(err);
+    if (st != SL_OK) return st;
+    sl_engine *e = calloc(1, sizeof *e);
+    if (!e) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    /* Writer-preferring: a waiting writer (a PUT during a stream of searches) is not starved;
+     * it waits only for the searches already running. No code path takes the lock shared twice
+     * in one thread, so this cannot deadlock. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&e->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    pthread_mutex_init(&e->wmu, NULL);
+    e->read_only = o.read_only;
+    e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
+    e->verify_top = SL_ENGINE_VERIFY_TOP_DEFAULT;
+    e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
+    if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
+    char *spec = NULL, *kind = NULL;
+    if (sl_store_meta_get(e->store, "features_spec", &spec, NULL) == SL_OK) {
+        /* an existing store: its spec is fixed */
+        sl_features *probe = NULL;
+        if (o.features && *o.features) {
+            if ((st = sl_features_new(o.features, &probe, err)) != SL_OK) {
+                free(spec);
+                goto fail;
+            }
+            if (strcmp(sl_features_spec(probe), spec) != 0) {
+                st = sl__err_set(err, SL_E_STATE, "%s: the store uses features '%s'; the feature "
+                                 "specification of a store is fixed (asked for '%s')",
+                                 sl_store_dir(e->store), spec, sl_features_spec(probe));
+                sl_features_free(probe);
+                free(spec);
+                goto fail;
+            }
+            sl_features_free(probe);
+        }
+        snprintf(e->spec, sizeof e->spec, "%s", spec);
+        free(spec);
+        if (sl_store_meta_get(e->store, "index_kind", &kind, NULL) == SL_OK)
+            snprintf(e->index_kind, sizeof e->index_kind, "%s", kind);
+        else
+            snprintf(e->index_kind, sizeof e->index_kind, "auto");
+        free(kind);
+    } else {
+        if (o.read_only) {
+            st = sl__err_set(err, SL_E_CORRUPT, "%s: store without a feature specification", sl_store_dir(e->store));
+            goto fail;
+        }
+        sl_features *probe = NULL;
+        if ((st = sl_features_new(o.features && *o.features ? o.features : NULL, &probe, err)) != SL_OK) goto fail;
+        snprintf(e->spec, sizeof e->spec, "%s", sl_features_spec(probe));
+        sl_features_free(probe);
+        snprintf(e->index_kind, sizeof e->index_kind, "%s", o.index_kind ? o.index_kind : "auto");
+        if ((st = sl_store_begin(e->store, err)) != SL_OK) goto fail;
+        if ((st = sl_store_meta_set(e->store, "features_spec", e->spec, err)) != SL_OK ||
+            (st = sl_store_meta_set(e->store, "index_kind", e->index_kind, err)) != SL_OK ||
+            (st = sl_store_meta_set(e->store, "features_version", "0", err)) != SL_OK) {
+            sl_store_rollback(e->store);
+            goto fail;
+        }
+        if ((st = sl_store_commit(e->store, err)) != SL_OK) goto fail;
+    }
+    if ((st = sl__load_features(e, err)) != SL_OK) goto fail;
+    if ((st = sl__load_or_rebuild_index(e, err)) != SL_OK) goto fail;
+    *out = e;
+    return SL_OK;
+fail:
+    sl_engine_free(e);
+    return st;
+}
+
+sl_store *sl_engine_store(sl_engine *e) { return e->store; }
+
+sl_status sl_engine_refresh(sl_engine *e, sl_error *err) {
+    int64_t gen = 0;
+    sl_status st = sl_store_generation(e->store, &gen, err);
+    if (st != SL_OK || gen == e->gen) return st;
+    pthread_mutex_lock(&e->wmu);
+    pthread_rwlock_wrlock(&e->lock);
+    char *fv = NULL;
+    int64_t v = sl_store_meta_get(e->store, "features_version", &fv, NULL) == SL_OK ? strtoll(fv, NULL, 10) : 0;
+    free(fv);
+    if (v != e->features_version) st = sl__load_features(e, err);
+    if (st == SL_OK) st = sl__load_or_rebuild_index(e, err);
+    pthread_rwlock_unlock(&e->lock);
+    pthread_mutex_unlock(&e->wmu);
+    return st;
+}
+
+sl_status sl_engine_flush(sl_engine *e, sl_error *err) {
+    pthread_mutex_lock(&e->wmu);
+    sl_status st = sl__engine_save_index(e, err);
+    pthread_mutex_unlock(&e->wmu);
+    return st;
+}
+
+static int sl__clamp(int v, int lo, int hi) { return v < lo ? lo : v > hi ? hi : v; }
+
+void sl_engine_set_candidates(sl_engine *e, int n) {
+    e->candidates = sl__clamp(n, SL_ENGINE_CANDIDATES_MIN, SL_ENGINE_CANDIDATES_MAX);
+}
+void sl_engine_set_verify_top(sl_engine *e, int n) {
+    e->verify_top = sl__clamp(n, SL_ENGINE_VERIFY_TOP_MIN, SL_ENGINE_VERIFY_TOP_MAX);
+}
+void sl_engine_set_max_side(sl_engine *e, int side) {
+    e->max_side = sl__clamp(side, SL_ENGINE_MAX_SIDE_MIN, SL_ENGINE_MAX_SIDE_MAX);
+}
+
+/* ---- reads --------------------------------------------------------------------------------- */
+
+sl_status sl_engine_get_product(sl_engine *e, const char *product_id, sl_product *out,
+                                sl_image_ref **images, size_t *n_images, sl_error *err) {
+    if (images) *images = NULL;
+    if (n_images) *n_images = 0;
+    sl_status st = sl_store_get_product(e->store, product_id, out, err);
+    if (st != SL_OK || !images) return st;
+    size_t n = 0;
+    st = sl_store_product_images(e->store, product_id, images, &n, err);
+    if (st != SL_OK) {
+        sl_product_clear(out);
+        return st;
+    }
+    if (n_images) *n_images = n;
+    return SL_OK;
+}
+
+sl_status sl_engine_categories(sl_engine *e, char ***names, int64_t **counts, size_t *n,
+                               sl_error *err) {
+    return sl_store_categories(e->store, names, counts, n, err);
+}
+
+/* Bytes of the regular files directly in dir (images/ is flat). */
+static int64_t sl__dir_bytes(const char *dir) {
+    int64_t total = 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *de;
+    size_t dl = strlen(dir);
+    while ((de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        size_t n = dl + strlen(de->d_name) + 2;
+        char *p = malloc(n);
+        if (!p) break;
+        snprintf(p, n, "%s/%s", dir, de->d_name);
+        total += sl__fsize(p);
+        free(p);
+    }
+    closedir(d);
+    return total;
+}
+
+sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    sl_store_counts c;
+    sl_status st = sl_store_counts_get(e->store, &c, err);
+    if (st != SL_OK) return st;
+    out->products = c.products;
+    out->images = c.images;
+    out->db_bytes = c.db_bytes;
+    pthread_rwlock_rdlock(&e->lock);
+    out->indexed = e->idx ? (int64_t)sl_index_count(e->idx) : 0;
+    out->dim = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0;
+    snprintf(out->features, sizeof out->features, "%s", e->spec);
+    snprintf(out->index_kind, sizeof out->index_kind, "%s",
+             e->idx ? (sl_index_kind_of(e->idx) == SL_INDEX_HNSW ? "hnsw" : "flat")
+                    : (strcmp(e->index_kind, "auto") == 0 ? "flat" : e->index_kind));
+    out->generation = e->gen;
+    pthread_rwlock_unlock(&e->lock);
+    char *p = sl_store_path(e->store, "index.bin");
+    out->index_bytes = sl__fsize(p);
+    free(p);
+    p = sl__engine_features_path(e, e->features_version);
+    out->features_bytes = sl__fsize(p);
+    free(p);
+    p = sl_store_path(e->store, "images");
+    out->images_bytes = p ? sl__dir_bytes(p) : 0;
+    free(p);
+    out->total_bytes = out->db_bytes + out->index_bytes + out->features_bytes + out->images_bytes;
+    return SL_OK;
+}
+
+sl_status sl_engine_thumbnail(sl_engine *e, int64_t image_id, int max_side, void **jpeg,
+                              size_t *len, sl_error *err) {
+    *jpeg = NULL;
+    *len = 0;
+    if (max_side <= 0) max_side = 256;
+    if (max_side > SL_ENGINE_MAX_SIDE_MAX) max_side = SL_ENGINE_MAX_SIDE_MAX;
+    sl_image_ref r;
+    sl_status st = sl_store_get_image(e->store, image_id, &r, err);
+    if (st != SL_OK) return st;
+    sl_image_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_side = max_side;
+    sl_image *img = NULL;
+    st = sl_image_load_file(r.source, &o, &img, NULL, err);
+    sl_image_ref_clear(&r);
+    if (st != SL_OK) return st;
+    st = sl_image_encode(img, "jpeg", 85, jpeg, len, err);
+    sl_image_free(img);
+    return st;
+}

@@ -1,0 +1,103 @@
+/*
+ * engine/engine_internal.h - the engine's state shared by its source files (not public).
+ *
+ * Locking (see engine.h for the contract):
+ *  - wmu serializes writers (put, delete, ingest, retrain, flush).
+ *  - lock (rwlock) is held shared by every reader for the whole query (features, index, store
+ *    reads), and exclusively by a writer only around "commit the SQLite transaction + apply the
+ *    same change to the in-memory index" and around swapping features/index. So a reader sees
+ *    either none or all of a product's change.
+ */
+#ifndef SL_ENGINE_INTERNAL_H
+#define SL_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "shoplens/engine.h"
+#include "shoplens/feature.h"
+#include "shoplens/index.h"
+#include "shoplens/store.h"
+
+/* Above this many images an "auto" store builds an HNSW index, below it an exact one. */
+#define SL__ENGINE_HNSW_ABOVE 20000
+/* Verified candidates with at least this many inliers count as the same object (check, dedup). */
+#define SL__ENGINE_MIN_INLIERS 12
+/* Fixed seed of the learned parts: the same feed trains the same codebook on every run. */
+#define SL__ENGINE_TRAIN_SEED 0x5b0b1e45ULL
+
+struct sl_engine {
+    sl_store *store;
+    sl_features *feat;       /* never NULL after open; may need training */
+    sl_index *idx;           /* NULL until the features have a dimension */
+    int read_only;
+    char spec[512];
+    char index_kind[16];     /* "flat", "hnsw" or "auto" as recorded */
+    int64_t gen;             /* store generation the in-memory state reflects */
+    int64_t features_version;/* meta features_version the loaded features are */
+    int index_dirty;         /* in-memory index differs from index.bin */
+    int candidates, verify_top, max_side;
+    pthread_rwlock_t lock;
+    pthread_mutex_t wmu;
+    /* Features replaced by a training stay alive until sl_engine_free: a query may still be
+     * describing its image with them outside the lock (it re-describes if they changed). */
+    sl_features **retired;
+    size_t n_retired;
+};
+
+/* An image read and described, ready to be written. */
+typedef struct sl__described {
+    char hash[65];
+    int64_t size;
+    float *vec;              /* dim floats, NULL when `reuse` */
+    void *local;             /* serialized local features or NULL */
+    size_t local_len;
+    int64_t reuse;           /* > 0: an existing image of the product with this hash */
+} sl__described;
+
+void sl__described_clear(sl__described *d);
+
+/* Decodes bytes for the engine (max_side shrink-on-load). */
+sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
+                            char format[16], sl_error *err);
+/* Extracts the global vector (malloc'ed, dim floats) and, when verifying, the serialized local
+ * features of a decoded image. Thread-safe. */
+sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,
+                              size_t *local_len, sl_error *err);
+
+/* Creates a new empty index of the engine's kind for the features' dimension and fills it with
+ * every stored vector. Caller holds lock exclusively (or is opening). */
+sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err);
+/* Path of features-<version>.bin (malloc'ed). */
+char *sl__engine_features_path(sl_engine *e, int64_t version);
+/* Creates and trains a new pipeline and saves it as features-<version>.bin; not installed. */
+sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t n,
+                               int64_t version, sl_features **out, sl_error *err);
+/* First training: sl__engine_train_new, then commits features_version and installs the
+ * features and a new empty index. Caller holds wmu. */
+sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);
+
+/* Writes one product change in one transaction and applies it to the index. metadata_changed /
+ * images: the new image set (described; `reuse` ones keep their id). Caller holds wmu. */
+sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const char *const *sources,
+                                    sl__described *imgs, size_t n, int keep_images,
+                                    sl_error *err);
+
+/* Compares a stored product with a new one (metadata only). Nonzero when equal. */
+int sl__product_equal(const sl_product *a, const sl_product *b);
+
+/* Keeps replaced features until the engine is freed (see struct sl_engine). Caller holds the
+ * lock exclusively. On allocation failure the features are leaked rather than freed early. */
+void sl__engine_retire_features(sl_engine *e, sl_features *f);
+
+/* Runs fn(ctx, i) for i in [0, n) on up to `jobs` threads (0 = all cores). */
+void sl__parallel_for(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx);
+/* jobs, or the number of online CPUs when jobs <= 0 (capped). */
+int sl__jobs_or_cores(int jobs);
+/* Decodes n image files in parallel (longest side <= max_side); unreadable ones give NULL. */
+void sl__decode_paths(char *const *paths, size_t n, int max_side, int jobs, sl_image **out);
+
+/* Saves index.bin and records the generation it reflects. Caller holds wmu. */
+sl_status sl__engine_save_index(sl_engine *e, sl_error *err);
+
+#endif

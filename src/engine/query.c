@@ -1,0 +1,738 @@
+/*
+ * engine/query.c - the query path: image -> global vector (+ local features) -> index
+ * candidates with the filter applied inside the index search (an allowed-id list from SQL over
+ * category / price / FTS5 text) -> geometric re-rank of the top candidates (RANSAC inliers
+ * blended with the global score, when the spec verifies) -> products, a product's score being
+ * its best image's. Also similar products, classification by a weighted vote of neighbours
+ * (k-NN, Cover & Hart 1967), review-photo check and near-duplicate groups (union-find).
+ *
+ * Invariants: every query holds the engine lock shared for its whole duration, so it sees one
+ * consistent state of features, index and store; query images and their features live only in
+ * memory and are freed before returning.
+ */
+#include "engine/engine_internal.h"
+#include "util/util.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct sl__cand {
+    int64_t image_id;
+    double score;
+    int inliers;
+} sl__cand;
+
+/* One product being scored. */
+typedef struct sl__pacc {
+    char *product_id;
+    double score;
+    int64_t image_id;
+    int inliers;
+} sl__pacc;
+
+void sl_matches_free(sl_matches *m) {
+    if (!m) return;
+    for (size_t i = 0; i < m->n; i++) {
+        free(m->items[i].product_id);
+        free(m->items[i].title);
+        free(m->items[i].category);
+        free(m->items[i].image);
+    }
+    free(m->items);
+    memset(m, 0, sizeof *m);
+}
+
+static int sl__cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct sl__excl {
+    const uint64_t *ids;
+    size_t n;
+} sl__excl;
+
+static int sl__not_excluded(uint64_t id, void *ctx) {
+    const sl__excl *x = ctx;
+    return bsearch(&id, x->ids, x->n, sizeof *x->ids, sl__cmp_u64) == NULL;
+}
+
+/* Allowed image ids for a query's filter (NULL *ids when no filter applies). */
+static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, size_t *n,
+                             int *filtered, sl_error *err) {
+    *ids = NULL;
+    *n = 0;
+    *filtered = 0;
+    if (!q) return SL_OK;
+    sl_store_filter f;
+    memset(&f, 0, sizeof f);
+    f.category = q->category;
+    f.has_min_price = q->has_min_price;
+    f.min_price = q->min_price;
+    f.has_max_price = q->has_max_price;
+    f.max_price = q->max_price;
+    if (q->text_mode == SL_TEXT_RESTRICT) f.text = q->text;
+    if (sl_store_filter_empty(&f)) return SL_OK;
+    *filtered = 1;
+    int64_t *v = NULL;
+    sl_status st = sl_store_filter_images(e->store, &f, &v, n, err);
+    *ids = (uint64_t *)v; /* ids are positive rowids: same bits */
+    return st;
+}
+
+/* Re-ranks candidates in place: verification of the top ones, blended scores for all. */
+static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__cand *c, size_t n,
+                            sl_error *err) {
+    for (size_t i = 0; i < n; i++) c[i].inliers = -1;
+    if (!qlocal || !sl_features_uses_verify(e->feat)) return SL_OK;
+    sl_verify_result none;
+    memset(&none, 0, sizeof none);
+    for (size_t i = 0; i < n; i++) {
+        sl_verify_result res = none;
+        if (i < (size_t)e->verify_top) {
+            float *vec = NULL;
+            void *blob = NULL;
+            size_t dim = 0, blen = 0;
+            sl_local_features *lf = NULL;
+            if (sl_store_image_features(e->store, c[i].image_id, &vec, &dim, &blob, &blen, NULL) == SL_OK &&
+                blob && sl_local_features_deserialize(blob, blen, &lf, NULL) == SL_OK) {
+                if (sl_features_verify(e->feat, qlocal, lf, &res, NULL) != SL_OK) res = none;
+                c[i].inliers = res.inliers;
+            }
+            sl_local_features_free(lf);
+            free(vec);
+            free(blob);
+        }
+        c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res);
+    }
+    (void)err;
+    return SL_OK;
+}
+
+static int sl__cmp_pacc(const void *a, const void *b) {
+    const sl__pacc *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return strcmp(x->product_id, y->product_id);
+}
+
+/* Adds candidates to the per-product accumulator (best image wins). */
+static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pacc **acc,
+                                size_t *n_acc, size_t *cap, sl_error *err) {
+    int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
+    if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) ids[i] = c[i].image_id;
+    char **prod = NULL;
+    sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
+    free(ids);
+    if (st != SL_OK) return st;
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        if (!prod[i]) continue; /* removed meanwhile */
+        size_t j;
+        for (j = 0; j < *n_acc; j++)
+            if (strcmp((*acc)[j].product_id, prod[i]) == 0) break;
+        if (j == *n_acc) {
+            if (*n_acc == *cap) {
+                size_t nc = *cap ? *cap * 2 : 64;
+                sl__pacc *na = sl__reallocarray(*acc, nc, sizeof *na);
+                if (!na) {
+                    st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                    break;
+                }
+                *acc = na;
+                *cap = nc;
+            }
+            (*acc)[j].product_id = prod[i];
+            prod[i] = NULL;
+            (*acc)[j].score = -INFINITY;
+            (*n_acc)++;
+        }
+        if (c[i].score > (*acc)[j].score) {
+            (*acc)[j].score = c[i].score;
+            (*acc)[j].image_id = c[i].image_id;
+            (*acc)[j].inliers = c[i].inliers;
+        }
+    }
+    sl_strings_free(prod, n);
+    return st;
+}
+
+static void sl__pacc_free(sl__pacc *acc, size_t n) {
+    for (size_t i = 0; i < n; i++) free(acc[i].product_id);
+    free(acc);
+}
+
+/* Applies the text boost, sorts, keeps k and fills the metadata. */
+static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pacc *acc, size_t n_acc,
+                            sl_matches *out, sl_error *err) {
+    if (q && q->text && *q->text && q->text_mode == SL_TEXT_BOOST) {
+        sl_store_filter f;
+        memset(&f, 0, sizeof f);
+        f.text = q->text;
+        int64_t *ids = NULL;
+        size_t n = 0;
+        sl_status st = sl_store_filter_images(e->store, &f, &ids, &n, err);
+        if (st != SL_OK) return st;
+        for (size_t i = 0; i < n_acc; i++) {
+            sl_image_ref *refs = NULL;
+            size_t nr = 0;
+            if (sl_store_product_images(e->store, acc[i].product_id, &refs, &nr, NULL) != SL_OK) continue;
+            int hit = 0;
+            for (size_t r = 0; r < nr && !hit; r++)
+                hit = bsearch(&refs[r].id, ids, n, sizeof *ids, sl__cmp_u64) != NULL;
+            if (hit) acc[i].score += SL_ENGINE_TEXT_BOOST_DEFAULT;
+            sl_image_refs_free(refs, nr);
+        }
+        free(ids);
+    }
+    qsort(acc, n_acc, sizeof *acc, sl__cmp_pacc);
+    size_t want = n_acc < (size_t)k ? n_acc : (size_t)k;
+    out->items = sl__callocarray(want ? want : 1, sizeof *out->items);
+    if (!out->items) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < want; i++) {
+        sl_product p;
+        if (sl_store_get_product(e->store, acc[i].product_id, &p, NULL) != SL_OK) continue;
+        sl_match *m = &out->items[out->n];
+        sl_image_ref r;
+        memset(&r, 0, sizeof r);
+        (void)sl_store_get_image(e->store, acc[i].image_id, &r, NULL);
+        m->product_id = p.id;
+        m->title = p.title;
+        m->category = p.category;
+        m->price = p.price;
+        m->has_price = p.has_price;
+        m->score = acc[i].score;
+        m->image_id = acc[i].image_id;
+        m->image = r.source ? r.source : sl__strdup("");
+        m->inliers = acc[i].inliers;
+        r.source = NULL;
+        sl_image_ref_clear(&r);
+        free(p.description);
+        free(p.url);
+        free(p.attrs_json);
+        out->n++;
+    }
+    return SL_OK;
+}
+
+static int sl__k_of(const sl_query *q) {
+    int k = q && q->k > 0 ? q->k : SL_ENGINE_K_DEFAULT;
+    return k < SL_ENGINE_K_MIN ? SL_ENGINE_K_MIN : k > SL_ENGINE_K_MAX ? SL_ENGINE_K_MAX : k;
+}
+
+/* Searches with nq query vectors (and optional local features), merging products; images in
+ * `exclude` (sorted) are never returned. Caller holds the lock shared. */
+static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
+                                 sl_local_features *const *locals, size_t nq, const sl_query *q,
+                                 const uint64_t *exclude, size_t n_exclude, sl_matches *out,
+                                 sl_error *err) {
+    memset(out, 0, sizeof *out);
+    int k = sl__k_of(q);
+    if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
+    uint64_t *allowed = NULL;
+    size_t n_allowed = 0;
+    int filtered = 0;
+    sl_status st = sl__allowed(e, q, &allowed, &n_allowed, &filtered, err);
+    if (st != SL_OK) return st;
+    if (filtered && n_allowed == 0) {
+        free(allowed);
+        return SL_OK;
+    }
+    sl__excl ex = {exclude, n_exclude};
+    sl_index_filter f;
+    memset(&f, 0, sizeof f);
+    if (filtered) {
+        f.allowed_ids = allowed;
+        f.n_allowed = n_allowed;
+    }
+    if (n_exclude) {
+        f.pred = sl__not_excluded;
+        f.pred_ctx = &ex;
+    }
+    size_t nc = (size_t)e->candidates;
+    if (nc < (size_t)k * 8) nc = (size_t)k * 8;
+    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
+    uint64_t cnt = sl_index_count(e->idx);
+    if (nc > cnt) nc = (size_t)cnt;
+    sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
+    sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
+    sl__pacc *acc = NULL;
+    size_t n_acc = 0, cap = 0;
+    if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
+        size_t got = 0;
+        st = sl_index_search(e->idx, vecs[qi], nc, filtered || n_exclude ? &f : NULL, NULL, res, &got);
+        if (st != SL_OK) {
+            sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
+            break;
+        }
+        for (size_t i = 0; i < got; i++) {
+            c[i].image_id = (int64_t)res[i].id;
+            c[i].score = res[i].score;
+        }
+        if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
+        st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
+    }
+    if (st == SL_OK) st = sl__finish(e, q, k, acc, n_acc, out, err);
+    if (st != SL_OK) sl_matches_free(out);
+    sl__pacc_free(acc, n_acc);
+    free(res);
+    free(c);
+    free(allowed);
+    return st;
+}
+
+/* Describes a query image with features f: vector (dim floats) and local features (when
+ * verifying); *vec = NULL when the features are not trained (empty store). */
+static sl_status sl__describe_with(const sl_features *f, const sl_image *img, float **vec,
+                                   sl_local_features **local, sl_error *err) {
+    *vec = NULL;
+    *local = NULL;
+    size_t dim = sl_features_dim(f);
+    if (!sl_features_ready(f) || dim == 0) return SL_OK;
+    float *v = sl__mallocarray(dim, sizeof *v);
+    if (!v) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_status st = sl_features_extract(f, img, v, sl_features_uses_verify(f) ? local : NULL, err);
+    if (st != SL_OK) {
+        free(v);
+        return st;
+    }
+    *vec = v;
+    return SL_OK;
+}
+
+static sl_status sl__describe_query(sl_engine *e, const sl_image *img, float **vec,
+                                    sl_local_features **local, sl_error *err) {
+    return sl__describe_with(e->feat, img, vec, local, err);
+}
+
+/* Takes the lock shared with the query described by the current features. The description
+ * (the slow part) runs before the lock with a snapshot of the features; if a training replaced
+ * them meanwhile, the query is described again under the lock. */
+static sl_status sl__lock_described(sl_engine *e, const sl_image *img, float **vec,
+                                    sl_local_features **local, sl_error *err) {
+    pthread_rwlock_rdlock(&e->lock);
+    sl_features *f = e->feat; /* stays valid: replaced features are retired, not freed */
+    int64_t version = e->features_version;
+    pthread_rwlock_unlock(&e->lock);
+    sl_status st = sl__describe_with(f, img, vec, local, err);
+    pthread_rwlock_rdlock(&e->lock);
+    if (st == SL_OK && (e->features_version != version || e->feat != f)) {
+        free(*vec);
+        sl_local_features_free(*local);
+        st = sl__describe_query(e, img, vec, local, err);
+    }
+    return st; /* the lock is held shared in every case */
+}
+
+sl_status sl_engine_search(sl_engine *e, const sl_image *img, const sl_query *q,
+                           sl_matches *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!e || !img) return sl__err_set(err, SL_E_INVALID, "no image");
+    float *vec = NULL;
+    sl_local_features *lf = NULL;
+    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
+    if (st == SL_OK && vec) {
+        const float *vs[1] = {vec};
+        sl_local_features *ls[1] = {lf};
+        st = sl__search_vecs(e, vs, ls, 1, q, NULL, 0, out, err);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    free(vec);
+    sl_local_features_free(lf);
+    return st;
+}
+
+sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
+                                 sl_matches *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    sl_image *img = NULL;
+    sl_status st = sl__engine_decode(e, data, len, &img, NULL, err);
+    if (st != SL_OK) return st;
+    st = sl_engine_search(e, img, q, out, err);
+    sl_image_free(img);
+    return st;
+}
+
+sl_status sl_engine_search_file(sl_engine *e, const char *path, const sl_query *q,
+                                sl_matches *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    sl_image_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_side = e->max_side;
+    sl_image *img = NULL;
+    sl_status st = sl_image_load_file(path, &o, &img, NULL, err);
+    if (st != SL_OK) return st;
+    st = sl_engine_search(e, img, q, out, err);
+    sl_image_free(img);
+    return st;
+}
+
+/* Stored vectors and local features of a product's images. */
+typedef struct sl__pfeat {
+    sl_image_ref *refs;
+    size_t n;
+    float **vecs;
+    sl_local_features **locals;
+    uint64_t *ids;  /* sorted */
+} sl__pfeat;
+
+static void sl__pfeat_free(sl__pfeat *p) {
+    for (size_t i = 0; i < p->n; i++) {
+        if (p->vecs) free(p->vecs[i]);
+        if (p->locals) sl_local_features_free(p->locals[i]);
+    }
+    free(p->vecs);
+    free(p->locals);
+    free(p->ids);
+    sl_image_refs_free(p->refs, p->n);
+    memset(p, 0, sizeof *p);
+}
+
+static sl_status sl__pfeat_load(sl_engine *e, const char *product_id, sl__pfeat *p, sl_error *err) {
+    memset(p, 0, sizeof *p);
+    sl_product prod;
+    sl_status st = sl_store_get_product(e->store, product_id, &prod, err);
+    if (st != SL_OK) return st;
+    sl_product_clear(&prod);
+    if ((st = sl_store_product_images(e->store, product_id, &p->refs, &p->n, err)) != SL_OK) return st;
+    p->vecs = sl__callocarray(p->n + 1, sizeof *p->vecs);
+    p->locals = sl__callocarray(p->n + 1, sizeof *p->locals);
+    p->ids = sl__callocarray(p->n + 1, sizeof *p->ids);
+    if (!p->vecs || !p->locals || !p->ids) {
+        sl__pfeat_free(p);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    size_t dim = sl_features_dim(e->feat);
+    for (size_t i = 0; i < p->n; i++) {
+        p->ids[i] = (uint64_t)p->refs[i].id;
+        void *blob = NULL;
+        size_t blen = 0, d = 0;
+        st = sl_store_image_features(e->store, p->refs[i].id, &p->vecs[i], &d, &blob, &blen, err);
+        if (st == SL_OK && d != dim) st = sl__err_set(err, SL_E_CORRUPT, "image %lld: vector of %zu floats, expected %zu",
+                                                      (long long)p->refs[i].id, d, dim);
+        if (st == SL_OK && blob && sl_features_uses_verify(e->feat))
+            (void)sl_local_features_deserialize(blob, blen, &p->locals[i], NULL);
+        free(blob);
+        if (st != SL_OK) {
+            sl__pfeat_free(p);
+            return st;
+        }
+    }
+    qsort(p->ids, p->n, sizeof *p->ids, sl__cmp_u64);
+    return SL_OK;
+}
+
+sl_status sl_engine_similar(sl_engine *e, const char *product_id, const sl_query *q,
+                            sl_matches *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    pthread_rwlock_rdlock(&e->lock);
+    sl__pfeat p;
+    sl_status st = sl__pfeat_load(e, product_id, &p, err);
+    if (st == SL_OK) {
+        st = sl__search_vecs(e, (const float *const *)p.vecs, p.locals, p.n, q, p.ids, p.n, out, err);
+        sl__pfeat_free(&p);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    return st;
+}
+
+/* ---- classify ------------------------------------------------------------------------------ */
+
+void sl_classification_free(sl_classification *c) {
+    if (!c) return;
+    for (size_t i = 0; i < c->n_votes; i++) free(c->votes[i].category);
+    free(c->votes);
+    free(c->category);
+    memset(c, 0, sizeof *c);
+}
+
+static int sl__cmp_vote(const void *a, const void *b) {
+    const sl_category_vote *x = a, *y = b;
+    if (x->weight != y->weight) return x->weight > y->weight ? -1 : 1;
+    return strcmp(x->category, y->category);
+}
+
+sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classification *out,
+                             sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (k <= 0) k = 10;
+    if (k > SL_ENGINE_K_MAX) k = SL_ENGINE_K_MAX;
+    /* k nearest products, each voting for its category with its (non-negative) score */
+    sl_query q;
+    memset(&q, 0, sizeof q);
+    q.k = k;
+    sl_matches m;
+    sl_status st = sl_engine_search(e, img, &q, &m, err);
+    if (st != SL_OK) return st;
+    double total = 0;
+    out->votes = sl__callocarray(m.n + 1, sizeof *out->votes);
+    if (!out->votes) {
+        sl_matches_free(&m);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < m.n; i++) {
+        double w = m.items[i].score > 0 ? m.items[i].score : 0;
+        const char *cat = m.items[i].category ? m.items[i].category : "";
+        size_t j;
+        for (j = 0; j < out->n_votes; j++)
+            if (strcmp(out->votes[j].category, cat) == 0) break;
+        if (j == out->n_votes) {
+            out->votes[j].category = sl__strdup(cat);
+            if (!out->votes[j].category) {
+                sl_matches_free(&m);
+                sl_classification_free(out);
+                return sl__err_set(err, SL_E_NOMEM, "out of memory");
+            }
+            out->n_votes++;
+        }
+        out->votes[j].weight += w;
+        total += w;
+    }
+    sl_matches_free(&m);
+    for (size_t j = 0; j < out->n_votes; j++)
+        out->votes[j].weight = total > 0 ? out->votes[j].weight / total : 1.0 / (double)out->n_votes;
+    qsort(out->votes, out->n_votes, sizeof *out->votes, sl__cmp_vote);
+    if (out->n_votes) {
+        out->category = sl__strdup(out->votes[0].category);
+        out->confidence = out->votes[0].weight;
+    }
+    return SL_OK;
+}
+
+/* ---- check --------------------------------------------------------------------------------- */
+
+void sl_check_result_free(sl_check_result *r) {
+    if (!r) return;
+    free(r->image);
+    memset(r, 0, sizeof *r);
+}
+
+static double sl__dot(const float *a, const float *b, size_t n) {
+    double s = 0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
+                          double threshold, sl_check_result *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    out->threshold = threshold > 0 ? threshold : SL_ENGINE_CHECK_THRESHOLD_DEFAULT;
+    out->inliers = -1;
+    sl__pfeat p;
+    float *vec = NULL;
+    sl_local_features *lf = NULL;
+    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
+    if (st != SL_OK) goto out_unlock;
+    if ((st = sl__pfeat_load(e, product_id, &p, err)) != SL_OK) goto out_unlock;
+    if (!vec) goto out_free;
+    size_t dim = sl_features_dim(e->feat);
+    out->score = -INFINITY;
+    for (size_t i = 0; i < p.n; i++) {
+        double g = sl__dot(vec, p.vecs[i], dim);
+        int inl = -1;
+        if (lf && p.locals[i] && sl_features_uses_verify(e->feat)) {
+            sl_verify_result r;
+            memset(&r, 0, sizeof r);
+            if (sl_features_verify(e->feat, lf, p.locals[i], &r, NULL) != SL_OK) memset(&r, 0, sizeof r);
+            g = sl_features_rerank_score(e->feat, g, &r);
+            inl = r.inliers;
+        }
+        if (g > out->score) {
+            out->score = g;
+            out->image_id = p.refs[i].id;
+            out->inliers = inl;
+            free(out->image);
+            out->image = sl__strdup(p.refs[i].source);
+        }
+    }
+    if (p.n == 0) out->score = 0;
+    out->match = out->score >= out->threshold || out->inliers >= SL__ENGINE_MIN_INLIERS;
+out_free:
+    sl__pfeat_free(&p);
+out_unlock:
+    pthread_rwlock_unlock(&e->lock);
+    free(vec);
+    sl_local_features_free(lf);
+    return st;
+}
+
+/* ---- dedup --------------------------------------------------------------------------------- */
+
+void sl_dup_groups_free(sl_dup_groups *g) {
+    if (!g) return;
+    for (size_t i = 0; i < g->n; i++) {
+        free(g->groups[i].image_ids);
+        for (size_t j = 0; j < g->groups[i].n; j++) free(g->groups[i].product_ids[j]);
+        free(g->groups[i].product_ids);
+    }
+    free(g->groups);
+    memset(g, 0, sizeof *g);
+}
+
+typedef struct sl__dupctx {
+    int64_t *ids;
+    float *vecs;
+    size_t n, cap, dim;
+} sl__dupctx;
+
+static sl_status sl__collect_vec(void *ctx, int64_t id, const float *vec, size_t dim) {
+    sl__dupctx *d = ctx;
+    if (dim != d->dim) return SL_E_CORRUPT;
+    if (d->n == d->cap) {
+        size_t nc = d->cap ? d->cap * 2 : 256, bytes;
+        if (sl__mul_size(nc, dim, &bytes)) return SL_E_TOO_LARGE;
+        int64_t *ni = sl__reallocarray(d->ids, nc, sizeof *ni);
+        if (!ni) return SL_E_NOMEM;
+        d->ids = ni;
+        float *nv = sl__reallocarray(d->vecs, bytes, sizeof *nv);
+        if (!nv) return SL_E_NOMEM;
+        d->vecs = nv;
+        d->cap = nc;
+    }
+    d->ids[d->n] = id;
+    memcpy(d->vecs + d->n * dim, vec, dim * sizeof *vec);
+    d->n++;
+    return SL_OK;
+}
+
+static size_t sl__uf_find(size_t *parent, size_t x) {
+    while (parent[x] != x) {
+        parent[x] = parent[parent[x]];
+        x = parent[x];
+    }
+    return x;
+}
+
+static int sl__cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Position of an image id in the sorted id list, or n. */
+static size_t sl__pos(const int64_t *ids, size_t n, int64_t id) {
+    const int64_t *p = bsearch(&id, ids, n, sizeof *ids, sl__cmp_i64);
+    return p ? (size_t)(p - ids) : n;
+}
+
+static char *sl__product_of(sl_engine *e, int64_t image_id) {
+    sl_image_ref r;
+    if (sl_store_get_image(e->store, image_id, &r, NULL) != SL_OK) return NULL;
+    char *p = r.product_id;
+    r.product_id = NULL;
+    sl_image_ref_clear(&r);
+    return p;
+}
+
+/* Confirms a pair geometrically when the spec verifies; nonzero when it holds. */
+static int sl__confirm(sl_engine *e, int64_t a, int64_t b) {
+    if (!sl_features_uses_verify(e->feat)) return 1;
+    sl_local_features *la = NULL, *lb = NULL;
+    int ok = 0;
+    for (int side = 0; side < 2; side++) {
+        float *vec = NULL;
+        void *blob = NULL;
+        size_t dim = 0, blen = 0;
+        if (sl_store_image_features(e->store, side ? b : a, &vec, &dim, &blob, &blen, NULL) == SL_OK && blob)
+            (void)sl_local_features_deserialize(blob, blen, side ? &lb : &la, NULL);
+        free(vec);
+        free(blob);
+    }
+    if (la && lb) {
+        sl_verify_result r;
+        memset(&r, 0, sizeof r);
+        ok = sl_features_verify(e->feat, la, lb, &r, NULL) == SL_OK && r.inliers >= SL__ENGINE_MIN_INLIERS;
+    } else {
+        ok = 1; /* nothing to verify with: the global similarity decides */
+    }
+    sl_local_features_free(la);
+    sl_local_features_free(lb);
+    return ok;
+}
+
+sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (threshold <= 0) threshold = SL_ENGINE_DEDUP_THRESHOLD_DEFAULT;
+    if (threshold > SL_ENGINE_DEDUP_THRESHOLD_MAX) threshold = SL_ENGINE_DEDUP_THRESHOLD_MAX;
+    pthread_rwlock_rdlock(&e->lock);
+    sl__dupctx d;
+    memset(&d, 0, sizeof d);
+    d.dim = sl_features_dim(e->feat);
+    size_t *parent = NULL;
+    double *join = NULL;
+    char **prod = NULL;
+    sl_status st = SL_OK;
+    if (!e->idx || d.dim == 0) goto done;
+    if ((st = sl_store_each_vector(e->store, sl__collect_vec, &d, err)) != SL_OK) goto done;
+    parent = sl__mallocarray(d.n + 1, sizeof *parent);
+    join = sl__callocarray(d.n + 1, sizeof *join);
+    prod = sl__callocarray(d.n + 1, sizeof *prod);
+    if (!parent || !join || !prod) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < d.n; i++) {
+        parent[i] = i;
+        join[i] = 2;
+        prod[i] = sl__product_of(e, d.ids[i]);
+    }
+    enum { NB = 10 };
+    sl_index_result res[NB + 1];
+    for (size_t i = 0; i < d.n; i++) {
+        size_t got = 0;
+        size_t want = d.n < NB + 1 ? d.n : NB + 1;
+        if (sl_index_search(e->idx, d.vecs + i * d.dim, want, NULL, NULL, res, &got) != SL_OK) continue;
+        for (size_t r = 0; r < got; r++) {
+            if (res[r].score < threshold) break;
+            size_t j = sl__pos(d.ids, d.n, (int64_t)res[r].id);
+            if (j >= d.n || j <= i || !prod[i] || !prod[j] || strcmp(prod[i], prod[j]) == 0) continue;
+            if (!sl__confirm(e, d.ids[i], d.ids[j])) continue;
+            size_t a = sl__uf_find(parent, i), b = sl__uf_find(parent, j);
+            double s = res[r].score;
+            if (a != b) {
+                if (a > b) { size_t t = a; a = b; b = t; }
+                parent[b] = a;
+                join[a] = fmin(fmin(join[a], join[b]), s);
+            }
+        }
+    }
+    /* collect groups by root (roots are the smallest index, i.e. the first image id) */
+    for (size_t i = 0; i < d.n && st == SL_OK; i++) {
+        if (sl__uf_find(parent, i) != i) continue;
+        size_t cnt = 0;
+        for (size_t j = i; j < d.n; j++) cnt += sl__uf_find(parent, j) == i;
+        if (cnt < 2) continue;
+        sl_dup_group g;
+        memset(&g, 0, sizeof g);
+        g.image_ids = sl__callocarray(cnt, sizeof *g.image_ids);
+        g.product_ids = sl__callocarray(cnt, sizeof *g.product_ids);
+        sl_dup_group *ng = sl__reallocarray(out->groups, out->n + 1, sizeof *ng);
+        if (!g.image_ids || !g.product_ids || !ng) {
+            free(g.image_ids);
+            free(g.product_ids);
+            if (ng) out->groups = ng;
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            break;
+        }
+        out->groups = ng;
+        for (size_t j = i; j < d.n; j++)
+            if (sl__uf_find(parent, j) == i) {
+                g.image_ids[g.n] = d.ids[j];
+                g.product_ids[g.n] = sl__strdup(prod[j] ? prod[j] : "");
+                g.n++;
+            }
+        g.score = join[i];
+        out->groups[out->n++] = g;
+    }
+done:
+    pthread_rwlock_unlock(&e->lock);
+    for (size_t i = 0; prod && i < d.n; i++) free(prod[i]);
+    free(prod);
+    free(parent);
+    free(join);
+    free(d.ids);
+    free(d.vecs);
+    if (st != SL_OK) sl_dup_groups_free(out);
+    return st;
+}

@@ -1,0 +1,38 @@
+/*
+ * eval/eval_internal.h - shared between the evaluation runner and its HTML report.
+ */
+#ifndef SL_EVAL_INTERNAL_H
+#define SL_EVAL_INTERNAL_H
+
+#include <stddef.h>
+#include "shoplens/eval.h"
+
+#define SL__EVAL_SHOW_TOP 5
+
+/* An ImageFolder: paths[i] has label labels[i] (index into label_names, sorted). */
+typedef struct sl__eval_set {
+    char **paths;
+    int *labels;
+    size_t n;
+    char **label_names;
+    size_t n_labels;
+} sl__eval_set;
+
+sl_status sl__eval_set_load(const char *dir, sl__eval_set *s, sl_error *err);
+void sl__eval_set_free(sl__eval_set *s);
+
+/* A query shown in the report with its top results (gallery indices). */
+typedef struct sl__eval_shown {
+    size_t query;
+    size_t result[SL__EVAL_SHOW_TOP];
+    unsigned char relevant[SL__EVAL_SHOW_TOP];
+    size_t n;
+} sl__eval_shown;
+
+/* Writes the self-contained HTML report (metrics, PR curve as inline SVG, query thumbnails
+ * with their top results outlined green when relevant, red otherwise). */
+sl_status sl__eval_report(const char *path, const sl_eval_opts *opts, const char *spec,
+                          const sl_eval_metrics *m, const sl__eval_set *g, const sl__eval_set *q,
+                          const sl__eval_shown *shown, size_t n_shown, int max_side, sl_error *err);
+
+#endif

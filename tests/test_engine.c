@@ -1,0 +1,238 @@
+/* tests/test_engine.c - the engine API used by the server: put/get/delete with upsert outcomes,
+ * uploads kept by content hash, search/similar/classify/check, thumbnails, stats, a second
+ * handle catching up with sl_engine_refresh, and searches running concurrently with a writer
+ * that never see a half-written product. Small generated images, "color" features (no
+ * training) so it stays fast under ASan. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <pthread.h>
+#include <cmocka.h>
+
+#include "shoplens/engine.h"
+#include "shoplens/sample.h"
+
+#define SEED 21
+#define SIDE 96
+
+typedef struct fixture {
+    char dir[64];
+    sl_engine *e;
+    void *jpg[8][2];
+    size_t len[8][2];
+} fixture;
+
+static void encode_view(uint32_t product, uint32_t view, void **jpg, size_t *len) {
+    sl_image *img = NULL;
+    sl_error err;
+    assert_int_equal(sl_sample_catalog_image(SEED, product, view, SIDE, SIDE, &img, &err), SL_OK);
+    assert_int_equal(sl_image_encode(img, "jpeg", 90, jpg, len, &err), SL_OK);
+    sl_image_free(img);
+}
+
+static int setup(void **state) {
+    fixture *f = calloc(1, sizeof *f);
+    snprintf(f->dir, sizeof f->dir, "/tmp/sl_test_engine_XXXXXX");
+    if (!mkdtemp(f->dir)) return -1;
+    sl_engine_opts o = {0};
+    o.create = 1;
+    o.features = "color";
+    sl_error err;
+    if (sl_engine_open(f->dir, &o, &f->e, &err) != SL_OK) {
+        fprintf(stderr, "open: %s\n", err.message);
+        return -1;
+    }
+    for (uint32_t p = 0; p < 8; p++)
+        for (uint32_t v = 0; v < 2; v++) encode_view(p, v, &f->jpg[p][v], &f->len[p][v]);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state) {
+    fixture *f = *state;
+    sl_engine_free(f->e);
+    for (int p = 0; p < 8; p++)
+        for (int v = 0; v < 2; v++) free(f->jpg[p][v]);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->dir);
+    if (system(cmd) != 0) return -1;
+    free(f);
+    return 0;
+}
+
+static sl_status put(fixture *f, int p, const char *title, int nviews, sl_put_outcome *out) {
+    char id[16], cat[16];
+    snprintf(id, sizeof id, "P%d", p);
+    snprintf(cat, sizeof cat, "cat%d", p % 3);
+    sl_product prod = {0};
+    prod.id = id;
+    prod.title = (char *)title;
+    prod.category = cat;
+    prod.price = 10.0 * (p + 1);
+    prod.has_price = 1;
+    sl_image_input in[2] = {{NULL, f->jpg[p][0], f->len[p][0]}, {NULL, f->jpg[p][1], f->len[p][1]}};
+    sl_error err;
+    sl_status st = sl_engine_put_product(f->e, &prod, in, (size_t)nviews, out, &err);
+    if (st != SL_OK) fprintf(stderr, "put: %s\n", err.message);
+    return st;
+}
+
+static void test_put_get_search_delete(void **state) {
+    fixture *f = *state;
+    sl_put_outcome out;
+    sl_error err;
+    for (int p = 0; p < 6; p++) {
+        assert_int_equal(put(f, p, "Thing", 2, &out), SL_OK);
+        assert_int_equal(out, SL_PUT_ADDED);
+    }
+    assert_int_equal(put(f, 2, "Thing", 2, &out), SL_OK);
+    assert_int_equal(out, SL_PUT_UNCHANGED);
+    assert_int_equal(put(f, 2, "Renamed", 2, &out), SL_OK);
+    assert_int_equal(out, SL_PUT_UPDATED);
+    assert_int_equal(put(f, 2, "Renamed", 1, &out), SL_OK); /* one image dropped */
+    assert_int_equal(out, SL_PUT_UPDATED);
+
+    sl_product p;
+    sl_image_ref *refs;
+    size_t n;
+    assert_int_equal(sl_engine_get_product(f->e, "P2", &p, &refs, &n, &err), SL_OK);
+    assert_string_equal(p.title, "Renamed");
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(refs[0].source, "/images/")); /* upload kept by hash in the store */
+    int64_t img2 = refs[0].id;
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    assert_int_equal(sl_engine_get_product(f->e, "NOPE", &p, NULL, NULL, &err), SL_E_NOT_FOUND);
+    /* a new product needs an image */
+    sl_product bare = {0};
+    bare.id = (char *)"NEW";
+    assert_int_equal(sl_engine_put_product(f->e, &bare, NULL, 0, &out, &err), SL_E_INVALID);
+
+    /* search by bytes: the exact catalog image comes first */
+    sl_query q = {0};
+    q.k = 3;
+    sl_matches m;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[4][1], f->len[4][1], &q, &m, &err), SL_OK);
+    assert_true(m.n == 3);
+    assert_string_equal(m.items[0].product_id, "P4");
+    assert_true(m.items[0].score > 0.99);
+    assert_true(m.items[0].has_price && m.items[0].price == 50.0);
+    sl_matches_free(&m);
+    /* filter inside the search: only cat1 (P1, P4) */
+    q.k = 10;
+    q.category = "cat1";
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[0][0], f->len[0][0], &q, &m, &err), SL_OK);
+    assert_int_equal(m.n, 2);
+    for (size_t i = 0; i < m.n; i++) assert_string_equal(m.items[i].category, "cat1");
+    sl_matches_free(&m);
+    /* not an image */
+    assert_int_not_equal(sl_engine_search_bytes(f->e, "hello", 5, NULL, &m, &err), SL_OK);
+
+    /* similar excludes the product itself */
+    q.category = NULL;
+    q.k = 5;
+    assert_int_equal(sl_engine_similar(f->e, "P1", &q, &m, &err), SL_OK);
+    assert_int_equal(m.n, 5);
+    for (size_t i = 0; i < m.n; i++) assert_string_not_equal(m.items[i].product_id, "P1");
+    sl_matches_free(&m);
+
+    /* thumbnail of a catalog image */
+    void *jpg;
+    size_t len;
+    assert_int_equal(sl_engine_thumbnail(f->e, img2, 32, &jpg, &len, &err), SL_OK);
+    assert_true(len > 100 && ((unsigned char *)jpg)[0] == 0xFF && ((unsigned char *)jpg)[1] == 0xD8);
+    free(jpg);
+    assert_int_equal(sl_engine_thumbnail(f->e, 99999, 32, &jpg, &len, &err), SL_E_NOT_FOUND);
+
+    /* check and classify */
+    sl_image *img = NULL;
+    assert_int_equal(sl_image_load_buffer(f->jpg[5][0], f->len[5][0], NULL, &img, NULL, &err), SL_OK);
+    sl_check_result cr;
+    assert_int_equal(sl_engine_check(f->e, "P5", img, 0, &cr, &err), SL_OK);
+    assert_true(cr.match && cr.score > 0.99);
+    sl_check_result_free(&cr);
+    sl_classification c;
+    assert_int_equal(sl_engine_classify(f->e, img, 1, &c, &err), SL_OK);
+    assert_string_equal(c.category, "cat2"); /* its own image is the nearest */
+    assert_true(c.confidence > 0.999 && c.n_votes == 1);
+    sl_classification_free(&c);
+    sl_image_free(img);
+
+    sl_engine_stats s;
+    assert_int_equal(sl_engine_stats_get(f->e, &s, &err), SL_OK);
+    assert_int_equal(s.products, 6);
+    assert_int_equal(s.images, 11);
+    assert_int_equal(s.indexed, 11);
+    assert_true(s.images_bytes > 0);
+
+    /* a second handle (another process) catches up with refresh */
+    sl_engine *other;
+    assert_int_equal(sl_engine_open(f->dir, NULL, &other, &err), SL_OK);
+    assert_int_equal(sl_engine_delete_product(f->e, "P4", &err), SL_OK);
+    assert_int_equal(sl_engine_delete_product(f->e, "P4", &err), SL_E_NOT_FOUND);
+    assert_int_equal(sl_engine_refresh(other, &err), SL_OK);
+    assert_int_equal(sl_engine_stats_get(other, &s, &err), SL_OK);
+    assert_int_equal(s.indexed, 9);
+    q.k = 10;
+    assert_int_equal(sl_engine_search_bytes(other, f->jpg[4][1], f->len[4][1], &q, &m, &err), SL_OK);
+    for (size_t i = 0; i < m.n; i++) assert_string_not_equal(m.items[i].product_id, "P4");
+    sl_matches_free(&m);
+    sl_engine_free(other);
+}
+
+typedef struct race {
+    fixture *f;
+    volatile int stop;
+    int bad, searches;
+} race;
+
+static void *reader(void *arg) {
+    race *r = arg;
+    sl_error err;
+    sl_query q = {0};
+    q.k = 8;
+    while (!r->stop) {
+        sl_matches m;
+        if (sl_engine_search_bytes(r->f->e, r->f->jpg[7][0], r->f->len[7][0], &q, &m, &err) != SL_OK) {
+            r->bad++;
+            continue;
+        }
+        /* every product returned is complete: its metadata is there and it has its images */
+        for (size_t i = 0; i < m.n; i++) {
+            if (!m.items[i].title || !m.items[i].image || !m.items[i].image[0]) r->bad++;
+        }
+        sl_matches_free(&m);
+        r->searches++;
+    }
+    return NULL;
+}
+
+static void test_concurrent_search_and_writes(void **state) {
+    fixture *f = *state;
+    race r = {f, 0, 0, 0};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, reader, &r), 0);
+    sl_put_outcome out;
+    sl_error err;
+    for (int round = 0; round < 4; round++) {
+        for (int p = 6; p < 8; p++) assert_int_equal(put(f, p, round % 2 ? "Odd" : "Even", 2, &out), SL_OK);
+        assert_int_equal(sl_engine_delete_product(f->e, "P6", &err), SL_OK);
+    }
+    r.stop = 1;
+    for (int i = 0; i < 2; i++) pthread_join(th[i], NULL);
+    assert_int_equal(r.bad, 0);
+    assert_true(r.searches > 0);
+    assert_int_equal(sl_engine_flush(f->e, &err), SL_OK);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_get_search_delete),
+        cmocka_unit_test(test_concurrent_search_and_writes),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
