@@ -117,6 +117,20 @@ grep -v '^P000001,\|^P000002,' "$cat/upd.csv" > "$cat/sync.csv"
 "$bin" info --json > "$tmp/i3.json"
 [ "$(j "$tmp/i3.json" 'd["products"]')" = 10 ] || fail "sync count"
 
+# ---- retrain keeps the store searchable -------------------------------------------------------------
+"$bin" retrain --json > "$tmp/rt.json"
+[ "$(j "$tmp/rt.json" 'd["images"]')" = "$(j "$tmp/i3.json" 'd["images"]')" ] || fail "retrain count"
+"$bin" search "$cat/images/P000005_1.jpg" -k 1 --json | grep -q '"P000005"' || fail "search after retrain"
+
+# ---- an HNSW store answers like the exact one ------------------------------------------------------
+"$bin" init --store "$tmp/hnsw" --features color --index hnsw >/dev/null
+"$bin" add "$cat/catalog.csv" --store "$tmp/hnsw" --quiet >/dev/null
+"$bin" info --store "$tmp/hnsw" --json > "$tmp/h.json"
+[ "$(j "$tmp/h.json" 'd["index"], d["indexed"]')" = "('hnsw', 24)" ] || fail "hnsw info: $(cat "$tmp/h.json")"
+"$bin" search "$cat/images/P000009_0.jpg" --store "$tmp/hnsw" -k 1 --category "$(j "$tmp/s.json" 'd["results"][0]["category"]')" --json > /dev/null
+"$bin" search "$cat/images/P000009_0.jpg" --store "$tmp/hnsw" -k 1 --json | grep -q '"P000009"' || fail "hnsw search"
+expect_rc 1 "$bin" init --store "$tmp/bad-index" --index kd-tree
+
 # ---- a store of another version is refused -------------------------------------------------------
 if command -v sqlite3 >/dev/null; then
   cp -r "$st" "$tmp/old"

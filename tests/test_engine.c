@@ -184,6 +184,43 @@ static void test_put_get_search_delete(void **state) {
     sl_engine_free(other);
 }
 
+/* Two handles writing to one store (two processes): a handle that missed the other's commit
+ * must not record its index file as current, so a later open still finds everything. */
+static void test_two_writers_index_file(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    sl_engine *b;
+    assert_int_equal(sl_engine_open(f->dir, NULL, &b, &err), SL_OK);
+    sl_put_outcome out;
+    assert_int_equal(put(f, 3, "Changed by A", 2, &out), SL_OK); /* through handle A */
+    assert_int_equal(put(f, 3, "Changed by A", 2, &out), SL_OK);
+    sl_product prod = {0};
+    prod.id = (char *)"FROM_B";
+    prod.category = (char *)"b";
+    sl_image_input in = {NULL, f->jpg[0][1], f->len[0][1]};
+    assert_int_equal(sl_engine_put_product(b, &prod, &in, 1, &out, &err), SL_OK);
+    sl_engine_free(b); /* B's index lacks A's change: it must not be taken as current */
+    assert_int_equal(sl_engine_delete_product(f->e, "P0", &err), SL_OK); /* A stale too now */
+    assert_int_equal(sl_engine_flush(f->e, &err), SL_OK);
+    sl_engine *c;
+    assert_int_equal(sl_engine_open(f->dir, NULL, &c, &err), SL_OK);
+    sl_engine_stats s;
+    assert_int_equal(sl_engine_stats_get(c, &s, &err), SL_OK);
+    assert_int_equal(s.indexed, s.images);
+    sl_query q = {0};
+    q.k = 1;
+    sl_matches m;
+    assert_int_equal(sl_engine_search_bytes(c, f->jpg[0][1], f->len[0][1], &q, &m, &err), SL_OK);
+    assert_int_equal(m.n, 1);
+    assert_string_equal(m.items[0].product_id, "FROM_B");
+    sl_matches_free(&m);
+    sl_engine_free(c);
+    /* A catches up */
+    assert_int_equal(sl_engine_refresh(f->e, &err), SL_OK);
+    assert_int_equal(sl_engine_stats_get(f->e, &s, &err), SL_OK);
+    assert_int_equal(s.indexed, s.images);
+}
+
 typedef struct race {
     fixture *f;
     volatile int stop;
@@ -233,6 +270,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_search_delete),
         cmocka_unit_test(test_concurrent_search_and_writes),
+        cmocka_unit_test(test_two_writers_index_file),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -380,6 +380,8 @@ static void test_color_histogram_properties(void **state) {
     (void)state;
     sl_color_params p;
     sl_color_params_init(&p);
+    assert_int_equal(sl_color_dim(&p), (size_t)(p.hbins * p.sbins * p.vbins + p.vbins) * (1 + p.grid * p.grid));
+    p.grid = 1;
     size_t d = sl_color_dim(&p);
     assert_int_equal(d, (size_t)(p.hbins * p.sbins * p.vbins + p.vbins));
     float *red = malloc(d * sizeof *red), *red2 = malloc(d * sizeof *red2), *green = malloc(d * sizeof *green);
@@ -459,7 +461,7 @@ static void expect_bad_spec(const char *spec, const char *needle) {
 static void test_spec_parsing(void **state) {
     (void)state;
     sl_features *f = NULL;
-    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    assert_int_equal(sl_features_new("color:grid=1", &f, NULL), SL_OK);
     assert_false(sl_features_needs_training(f));
     assert_true(sl_features_ready(f));
     assert_false(sl_features_uses_verify(f));
@@ -507,7 +509,7 @@ static void test_spec_parsing(void **state) {
 
 /* ---- pipeline ---------------------------------------------------------------------------- */
 
-#define PIPE_SPEC "color:bins=8x4x4+vlad:k=8,pca=8,side=192,kp=300+verify:local=120"
+#define PIPE_SPEC "color:bins=8x4x4,grid=1+vlad:k=8,pca=8,side=192,kp=300,dense=16+verify:local=120"
 
 static sl_features *trained_pipeline(sl_image **imgs, size_t n) {
     sl_features *f = NULL;
@@ -627,7 +629,7 @@ static void test_verify_survives_rotation_and_scale(void **state) {
     assert_int_equal(sl_image_rotate(a, 20.0f, 0x808080, &b, NULL), SL_OK);
     assert_int_equal(sl_image_scale(b, 0.8f, &c, NULL), SL_OK);
     sl_features *f = NULL;
-    assert_int_equal(sl_features_new("color+verify", &f, NULL), SL_OK);
+    assert_int_equal(sl_features_new("color:grid=1+verify", &f, NULL), SL_OK);
     float v[512];
     sl_local_features *la = NULL, *lc = NULL;
     assert_int_equal(sl_features_extract(f, a, v, &la, NULL), SL_OK);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "shoplens/feature.h"
+#include "shoplens/image.h"
 #include "feature/sift/sift_internal.h"
 #include "util/util.h"
 
@@ -346,6 +347,17 @@ static void test_dense_grid(void **state) {
     free(d);
     free(g);
     free(b);
+    /* a strip too thin to halve with the largest size: windows are clipped to the image */
+    int sw = 600, sh = 16;
+    float *strip = calloc((size_t)sw * (size_t)sh, sizeof(float));
+    assert_non_null(strip);
+    for (int i = 0; i < sw * sh; i++) strip[i] = (float)((i * 7919) % 101) / 101.0f;
+    assert_int_equal(sl_sift_dense_grey(strip, sw, sh, (size_t)sw, 20, SL_SIFT_DENSE_SIZE_MAX,
+                                        &k, &d, &n, NULL), SL_OK);
+    assert_int_equal(n, 30); /* x = 10, 30, ..., 590 on the one row y = 10 */
+    free(k);
+    free(d);
+    free(strip);
 }
 
 static void test_bad_arguments(void **state) {
@@ -402,6 +414,111 @@ static void test_bad_arguments(void **state) {
     assert_int_equal(n, 0);
 }
 
+/* Noise (the most keypoints per pixel) at awkward sizes and parameters: every descriptor is a
+ * finite unit vector, every keypoint lies inside the image. Under ASan this also guards the
+ * histogram and window index arithmetic. */
+static void test_noise_images(void **state) {
+    (void)state;
+    const int sizes[][2] = { { 17, 300 }, { 300, 17 }, { 64, 64 }, { 97, 131 }, { 8, 8 } };
+    sl__rng r;
+    sl__rng_seed(&r, 11);
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int w = sizes[si][0], h = sizes[si][1];
+        float *g = malloc(sizeof(float) * (size_t)w * (size_t)h);
+        assert_non_null(g);
+        for (int i = 0; i < w * h; i++) g[i] = (float)sl__rng_uniform(&r);
+        for (int variant = 0; variant < 4; variant++) {
+            sl_sift_params p;
+            sl_sift_params_init(&p);
+            p.upsample = variant & 1;
+            p.upright = variant == 2;
+            p.threads = variant == 3 ? 2 : 1;
+            p.levels = variant == 2 ? 5 : 3;
+            p.sigma = variant == 3 ? 2.5f : 1.6f;
+            p.contrast_threshold = 0.01f;
+            view v = extract(g, w, h, &p);
+            for (size_t i = 0; i < v.n; i++) {
+                assert_true(v.k[i].x >= -0.5f && v.k[i].x <= w - 0.5f);
+                assert_true(v.k[i].y >= -0.5f && v.k[i].y <= h - 0.5f);
+                assert_true(v.k[i].scale > 0.0f);
+                double ss = 0;
+                for (int j = 0; j < SL_SIFT_DESC_DIM; j++) {
+                    float x = v.d[i * SL_SIFT_DESC_DIM + j];
+                    assert_true(isfinite(x) && x >= 0.0f);
+                    ss += (double)x * x;
+                }
+                assert_true(fabs(ss - 1.0) < 1e-4 || ss == 0.0);
+            }
+            free(v.k);
+            free(v.d);
+        }
+        /* dense on the same noise, with a size that halves the image */
+        sl_keypoint *k;
+        float *d;
+        size_t n;
+        assert_int_equal(sl_sift_dense_grey(g, w, h, (size_t)w, 5, 4.0f, &k, &d, &n, NULL), SL_OK);
+        for (size_t i = 0; i < n * SL_SIFT_DESC_DIM; i++) assert_true(isfinite(d[i]));
+        free(k);
+        free(d);
+        free(g);
+    }
+}
+
+/* sl_sift_extract / sl_sift_dense on an sl_image: a grey image gives exactly what the float
+ * API gives on pixel / 255; an RGB image with equal channels gives the same keypoints. */
+static void test_image_front_end(void **state) {
+    (void)state;
+    int w = 160, h = 120, nb = 120;
+    blob *b = make_blobs(nb, 200.0, 5);
+    float *g = render(b, nb, w, h, 0.2, 1.0, w / 2.0, h / 2.0, 100.0, 100.0);
+    uint8_t *grey = malloc((size_t)w * (size_t)h), *rgb = malloc((size_t)w * (size_t)h * 3);
+    assert_non_null(grey);
+    assert_non_null(rgb);
+    for (int i = 0; i < w * h; i++) {
+        float v = g[i] < 0 ? 0 : g[i] > 1 ? 1 : g[i];
+        grey[i] = (uint8_t)lroundf(v * 255.0f);
+        rgb[3 * i] = rgb[3 * i + 1] = rgb[3 * i + 2] = grey[i];
+        g[i] = (float)grey[i] * (1.0f / 255.0f);
+    }
+    sl_image *ig = sl_image_from_pixels(w, h, 1, grey, (size_t)w);
+    sl_image *ic = sl_image_from_pixels(w, h, 3, rgb, (size_t)w * 3);
+    assert_non_null(ig);
+    assert_non_null(ic);
+    view vf = extract(g, w, h, NULL), vg, vc;
+    assert_true(vf.n > 20);
+    assert_int_equal(sl_sift_extract(ig, NULL, &vg.k, &vg.d, &vg.n, NULL), SL_OK);
+    assert_int_equal(vg.n, vf.n);
+    assert_memory_equal(vg.k, vf.k, vf.n * sizeof(sl_keypoint));
+    assert_memory_equal(vg.d, vf.d, vf.n * SL_SIFT_DESC_DIM * sizeof(float));
+    assert_int_equal(sl_sift_extract(ic, NULL, &vc.k, &vc.d, &vc.n, NULL), SL_OK);
+    assert_true(vc.n + vc.n / 20 >= vf.n && vf.n + vf.n / 20 >= vc.n);
+    for (int i = 0; i < 10; i++)
+        assert_true(hypotf(vc.k[i].x - vf.k[i].x, vc.k[i].y - vf.k[i].y) < 0.05f);
+    sl_keypoint *k;
+    float *d;
+    size_t n;
+    assert_int_equal(sl_sift_dense(ic, 16, 3.0f, &k, &d, &n, NULL), SL_OK);
+    assert_int_equal(n, 10 * 7);
+    free(k);
+    free(d);
+    sl_error e;
+    assert_int_equal(sl_sift_extract(NULL, NULL, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_dense(NULL, 4, 2.0f, &k, &d, &n, &e), SL_E_INVALID);
+    assert_int_equal(sl_sift_dense(ig, 0, 2.0f, &k, &d, &n, &e), SL_E_INVALID);
+    assert_null(k);
+    view *vs[] = { &vf, &vg, &vc };
+    for (int i = 0; i < 3; i++) {
+        free(vs[i]->k);
+        free(vs[i]->d);
+    }
+    sl_image_free(ig);
+    sl_image_free(ic);
+    free(grey);
+    free(rgb);
+    free(g);
+    free(b);
+}
+
 /* Every compiled kernel table this CPU runs agrees with the generic one. */
 static void test_kernel_tables_agree(void **state) {
     (void)state;
@@ -438,6 +555,24 @@ static void test_kernel_tables_agree(void **state) {
         if (!tabs[t]) continue;
         tabs[t]->blur_rows(src, out, w, h, k, r, tmp, 0, h);
         for (int i = 0; i < w * h; i++) assert_float_equal(out[i], ref[i], 1e-5);
+        /* trilinear spreading at the extreme bin coordinates stays inside the histogram
+         * (a sample just below the upper edge once rounded to the next cell) */
+        {
+            const int d = 4, nb = 8, hn = (d + 2) * (d + 2) * (nb + 2);
+            float rb[4] = { nextafterf(4.0f, 0.0f), nextafterf(-1.0f, 0.0f), 3.5f, 0.0f };
+            float cb[4] = { nextafterf(4.0f, 0.0f), nextafterf(-1.0f, 0.0f), 0.0f, 3.5f };
+            float go[4] = { 6.2831853f, 0.0f, 3.0f, nextafterf(6.2831853f, 0.0f) };
+            float one[4] = { 1, 1, 1, 1 }, vv[8][4];
+            int32_t idx[4];
+            tabs[t]->desc_spread(rb, cb, go, one, one, 0.0f, d, nb, 4, idx, vv[0], vv[1], vv[2],
+                                 vv[3], vv[4], vv[5], vv[6], vv[7]);
+            for (int q = 0; q < 4; q++) {
+                assert_true(idx[q] >= 0 && idx[q] + (d + 3) * (nb + 2) + 1 < hn);
+                double sum = 0;
+                for (int j = 0; j < 8; j++) sum += vv[j][q];
+                assert_float_equal(sum, 1.0, 1e-5); /* the amounts split the sample's weight */
+            }
+        }
         tabs[t]->grad(dx, dy, mag, ori, 100);
         for (int i = 0; i < 100; i++) {
             double a = 2 * PI * i / 100.0 + 0.01;
@@ -457,6 +592,8 @@ int main(void) {
         cmocka_unit_test(test_rootsift_hand_computed),
         cmocka_unit_test(test_dense_grid),
         cmocka_unit_test(test_bad_arguments),
+        cmocka_unit_test(test_noise_images),
+        cmocka_unit_test(test_image_front_end),
         cmocka_unit_test(test_kernel_tables_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -93,6 +93,14 @@ static double bio_now(void) {
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* CPU seconds used by the process (all threads): on a shared machine, less sensitive to waiting
+ * for a core than wall time. */
+static double bio_cpu(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 /* Writes DIR/<name without .pgm>.<tag>.feat; frames are (x, y, scale, angle) per keypoint. */
 static void bio_write_feat(const char *dir, const char *name, const char *tag, size_t n,
                            const float *frames, const float *desc) {

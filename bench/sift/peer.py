@@ -112,18 +112,20 @@ def opencv_time(out, reps, threads):
     files = sorted(glob.glob(os.path.join(out, 'img_*.pgm')))
     imgs = [cv2.imread(f, cv2.IMREAD_GRAYSCALE) for f in files]
     sift = cv_sift()
-    best, kps = 1e30, 0.0
+    best, best_cpu, kps = 1e30, 1e30, 0.0
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         tot = 0
         for g in imgs:
             k, d = sift.detectAndCompute(g, None)
             tot += len(k)
         t = time.perf_counter() - t0
         best = min(best, t)
+        best_cpu = min(best_cpu, time.process_time() - c0)
         kps = tot / len(imgs)
     print(json.dumps({'peer': 'opencv', 'threads': threads, 'images': len(imgs),
                       'seconds': round(best, 4), 'ips': round(len(imgs) / best, 3),
+                      'cpu': round(best_cpu, 4),
                       'kps': round(kps, 1)}))
 
 
@@ -210,8 +212,12 @@ def report(out, times_path, tags, md):
         if l.strip().startswith('{'):
             t = json.loads(l)
             key = (t['peer'], t['threads'])
-            if key not in best or t['ips'] > best[key]['ips']:
+            if key not in best:
                 best[key] = t
+            else:
+                b = best[key]
+                b['ips'] = max(b['ips'], t['ips'])
+                b['cpu'] = min(b['cpu'], t['cpu'])
     times = list(best.values())
     src = open(os.path.join(out, 'source.txt')).read().split()
     match = {}
@@ -239,12 +245,20 @@ def report(out, times_path, tags, md):
                     src[0], 'from ../shared/data: grocery photos, clothing' if src[0] == 'real'
                     else 'generated textures', src[2]))
     lines.append('## Speed\n')
-    lines.append('| extractor | threads | images/s | vs OpenCV 1 thread | keypoints/image |')
-    lines.append('|---|---|---|---|---|')
+    lines.append('images/s is wall clock (what was asked); images per CPU-second divides by the '
+                 'CPU time the process used, which on a loaded machine is the steadier measure '
+                 'for one thread (for 2 threads it shows the cost of parallelism, not speed).\n')
+    lines.append('| extractor | threads | images/s | vs OpenCV 1 thread | images per CPU-s | '
+                 'vs OpenCV 1 thread (CPU) | keypoints/image |')
+    lines.append('|---|---|---|---|---|---|---|')
     for t in times:
         ratio = '%.2fx' % (t['ips'] / ocv1['ips']) if ocv1 else 'n/a'
+        ipc = t['images'] / t['cpu'] if t.get('cpu') else 0.0
+        ocv_ipc = ocv1['images'] / ocv1['cpu'] if ocv1 and ocv1.get('cpu') else 0.0
+        rc = '%.2fx' % (ipc / ocv_ipc) if ocv_ipc else 'n/a'
         name = t['peer'] + (' (%s kernels)' % t['kernels'] if 'kernels' in t else '')
-        lines.append('| %s | %d | %.1f | %s | %.0f |' % (name, t['threads'], t['ips'], ratio, t['kps']))
+        lines.append('| %s | %d | %.1f | %s | %.1f | %s | %.0f |' % (name, t['threads'], t['ips'], ratio,
+                                                               ipc, rc, t['kps']))
     lines.append('')
     lines.append('## Matching on pairs with a known homography\n')
     lines.append('Ratio test 0.8 (L2), correct = within 3 px of the true position; repeatability '
@@ -256,6 +270,23 @@ def report(out, times_path, tags, md):
         rep = m['rep_num'] / m['rep_den'] if m['rep_den'] else 0.0
         lines.append('| %s | %d | %d | %.3f | %.3f |' % (tag, m['matches'], m['correct'], frac, rep))
     lines.append('')
+    # the issue's target, evaluated from the numbers above
+    sl1 = next((t for t in times if t['peer'] == 'shoplens' and t['threads'] == 1), None)
+    if sl1 and ocv1 and 'shoplens' in match and 'opencv' in match:
+        def frac(m):
+            return m['correct'] / m['matches'] if m['matches'] else 0.0
+        wall = sl1['ips'] / ocv1['ips']
+        cpu = (sl1['images'] / sl1['cpu']) / (ocv1['images'] / ocv1['cpu']) if ocv1.get('cpu') else 0
+        fs, fo = frac(match['shoplens']), frac(match['opencv'])
+        lines.append('## Target (issue 4): >= 2x OpenCV images/s on 1 thread, correct-match fraction '
+                     'no worse\n')
+        lines.append('- shoplens defaults vs `cv2.SIFT_create()`: %.2fx wall-clock images/s, %.2fx '
+                     'images per CPU-second -> %s' % (wall, cpu, 'met' if min(wall, cpu) >= 2 else
+                                                      ('met on CPU time only' if cpu >= 2 else 'NOT met')))
+        lines.append('- correct-match fraction %.3f vs %.3f -> %s' % (fs, fo, 'met' if fs >= fo else 'NOT met'))
+        lines.append('- The defaults do not double the image (OpenCV does); `upsample = 1` reproduces '
+                     'OpenCV\'s detector (keypoints/image and matching within noise of it) at about '
+                     'its speed - see the shoplens-upsample rows.\n')
     with open(md, 'w') as f:
         f.write('\n'.join(lines))
     print('\n'.join(lines))

@@ -33,18 +33,20 @@ typedef struct sl_cnn sl_cnn;
 
 typedef enum sl_cnn_precision {
     SL_CNN_PRECISION_FP32 = 0,    /* exact: <= 1e-4 relative difference to PyTorch fp32 */
-    SL_CNN_PRECISION_BF16 = 1     /* convolutions in bfloat16 (AVX-512-BF16/AMX), about 3
-                                     significant digits; cosine to fp32 embeddings >= 0.999
-                                     measured (docs/cnn.md) */
+    SL_CNN_PRECISION_BF16 = 1,    /* convolutions in bfloat16 through oneDNN primitives
+                                     (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md) */
+    SL_CNN_PRECISION_INT8 = 2     /* dense convolutions in int8 (VNNI): weights per output
+                                     channel, activations quantized per tensor at run time;
+                                     accuracy cost measured in docs/cnn.md */
 } sl_cnn_precision;
 
 typedef enum sl_cnn_backend {
-    SL_CNN_BACKEND_AUTO = 0,      /* fastest measured here (docs/cnn.md): im2col + oneDNN's JIT
-                                     sgemm, own depthwise/pooling/element-wise kernels */
-    SL_CNN_BACKEND_REF = 1,       /* the same kernels with OpenBLAS sgemm (a second, independent
-                                     GEMM; used by the tests) */
-    SL_CNN_BACKEND_DNNL = 2       /* oneDNN convolution primitives (fused post-ops); always used
-                                     by the bf16 precision */
+    SL_CNN_BACKEND_AUTO = 0,      /* fastest measured (docs/cnn.md): oneDNN convolution
+                                     primitives with fused post-ops, own kernels for the rest */
+    SL_CNN_BACKEND_REF = 1,       /* own convolution (im2col + OpenBLAS sgemm, direct depthwise):
+                                     a second, independent implementation used by the tests */
+    SL_CNN_BACKEND_GEMM = 2       /* own convolution with oneDNN's JIT sgemm (int8 always uses
+                                     this im2col path) */
 } sl_cnn_backend;
 
 /* Image preprocessing before the network (torchvision's ImageNet convention by default:
@@ -63,7 +65,9 @@ void sl_cnn_preproc_init(sl_cnn_preproc *p);
 
 /* Load options. Initialize with sl_cnn_opts_init, then adjust. */
 typedef struct sl_cnn_opts {
-    int threads;               /* threads per forward pass (0 = online CPUs) */
+    int threads;               /* threads per forward pass (0 = online CPUs). OpenMP: on machines
+                                  shared with other work, start the process with
+                                  OMP_WAIT_POLICY=passive (docs/cnn.md) */
     size_t max_batch;          /* images per forward pass in sl_cnn_embed */
     const char *output;        /* tensor whose value is the embedding / run output; NULL =
                                   the globally pooled features (input of the classifier);

@@ -9,7 +9,11 @@
  * classify, check, get and thumbnail run concurrently with each other and with one writer
  * (put, delete, ingest, remove, retrain); writers are serialized. A search sees a product
  * either completely (metadata, all images, vectors) or not at all: a write updates the store
- * in one SQLite transaction and the in-memory index under a short exclusive lock.
+ * in one SQLite transaction and the in-memory index under a short exclusive lock; the query
+ * image is described before that lock is taken, so writers wait only for index lookups.
+ * Several processes may open one store (e.g. `shoplens serve` and `shoplens add`): a handle sees
+ * another process's commits after sl_engine_refresh (cheap when nothing changed; a server calls
+ * it every few seconds).
  * Errors: every call takes an optional sl_error *err (thread-safe; no per-handle last error).
  * Privacy: query images are never written to the store, to files or to any log.
  * Ownership: result structs are filled by the engine and released with their *_free function;
@@ -35,7 +39,8 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_K_MIN 1
 #define SL_ENGINE_K_MAX 1000
 /* Image candidates fetched from the index per requested product (products have several
- * images) and, when verifying, how many of them are re-ranked geometrically. */
+ * images) and, when verifying, how many of them are re-ranked geometrically (by default the
+ * number the feature spec asks for, "verify:n=", see sl_features_verify_top_n). */
 #define SL_ENGINE_CANDIDATES_DEFAULT 100
 #define SL_ENGINE_CANDIDATES_MIN 10
 #define SL_ENGINE_CANDIDATES_MAX 10000
@@ -66,7 +71,8 @@ typedef struct sl_engine_opts {
     const char *features;   /* with create: feature spec of a new store (NULL = default);
                                refused (SL_E_STATE) when it differs from an existing store's */
     int read_only;          /* nonzero: no writes; several readers may open one store */
-    const char *index_kind; /* "flat", "hnsw" or NULL (= "hnsw" above 20000 images, else flat);
+    const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 20000 images, HNSW
+                               above: decided when the index is built and after each ingest);
                                recorded at creation */
 } sl_engine_opts;
 

@@ -62,12 +62,15 @@ void sl_sift_params_init(sl_sift_params *p);
 /* Detects keypoints and computes 128-d SIFT descriptors (L2-normalized, clipped at 0.2,
  * renormalized) on an image (colour is converted to grey). On success *kps (n keypoints) and
  * *desc (n * 128 floats, row-major) are malloc'ed and owned by the caller (free()); n may be 0,
- * then both are NULL. On failure nothing is allocated. Thread-safe; deterministic. */
+ * then both are NULL. On failure nothing is allocated. Thread-safe; deterministic.
+ * p NULL = defaults. Keypoints come sorted by decreasing response (a cap keeps a prefix).
+ * Errors: SL_E_INVALID (NULL image/outputs, parameter out of range), SL_E_NOMEM. */
 sl_status sl_sift_extract(const sl_image *img, const sl_sift_params *p, sl_keypoint **kps,
                           float **desc, size_t *n, sl_error *err);
 
 /* Dense SIFT: descriptors on a regular grid (step pixels, one scale `size`), upright. Same
- * ownership as sl_sift_extract. */
+ * ownership as sl_sift_extract. Grid and `size` as sl_sift_dense_grey below (size = keypoint
+ * sigma: each descriptor covers 12 * size pixels). */
 sl_status sl_sift_dense(const sl_image *img, int step, float size, sl_keypoint **kps,
                         float **desc, size_t *n, sl_error *err);
 
@@ -124,10 +127,10 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
 #define SL_COLOR_BINS_DEFAULT_V 4
 #define SL_COLOR_BINS_MIN 1
 #define SL_COLOR_BINS_MAX 64
-#define SL_COLOR_CENTER_DEFAULT 0.6f /* sigma of the Gaussian weight, in half-sides */
+#define SL_COLOR_CENTER_DEFAULT 0.4f /* sigma of the Gaussian weight, in half-sides */
 #define SL_COLOR_CENTER_MIN 0.05f
 #define SL_COLOR_CENTER_MAX 100.0f  /* large = uniform weight */
-#define SL_COLOR_GRID_DEFAULT 1     /* 1 = one histogram; g > 1 adds g x g region histograms */
+#define SL_COLOR_GRID_DEFAULT 3     /* 1 = one histogram; g > 1 adds g x g region histograms */
 #define SL_COLOR_GRID_MAX 4
 
 typedef struct sl_color_params {

@@ -28,9 +28,10 @@ static const char usage[] =
     "  --output NAME       tensor to output (default: for run, the graph's first output; for\n"
     "                      embed/info, the globally pooled features)\n"
     "  --threads N         threads per forward pass (default: all CPUs)\n"
-    "  --precision P       fp32 (default) or bf16 (faster on AVX-512-BF16/AMX CPUs, ~3 digits)\n"
-    "  --backend B         auto (im2col + oneDNN sgemm, default), ref (OpenBLAS sgemm) or\n"
-    "                      dnnl (oneDNN convolution primitives)\n"
+    "  --precision P       fp32 (default), bf16 (oneDNN bf16 convolutions) or int8 (dense\n"
+    "                      convolutions in int8, dynamic activation scales)\n"
+    "  --backend B         auto (oneDNN convolutions, default), ref (im2col + OpenBLAS) or\n"
+    "                      gemm (im2col + oneDNN sgemm)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
     "  --repeat N          run: repeat the forward pass N times and print images/s to stderr\n"
     "  --resize N --crop N --mean R,G,B --std R,G,B --bgr   preprocessing for embed\n"
@@ -81,13 +82,14 @@ static int run(int argc, char **argv) {
             NEEDV();
             if (!strcmp(v, "fp32")) o.precision = SL_CNN_PRECISION_FP32;
             else if (!strcmp(v, "bf16")) o.precision = SL_CNN_PRECISION_BF16;
-            else { rc = sl__cli_usage_error(cmd, "--precision must be fp32 or bf16"); goto out; }
+            else if (!strcmp(v, "int8")) o.precision = SL_CNN_PRECISION_INT8;
+            else { rc = sl__cli_usage_error(cmd, "--precision must be fp32, bf16 or int8"); goto out; }
         } else if (!strcmp(a, "--backend")) {
             NEEDV();
             if (!strcmp(v, "auto")) o.backend = SL_CNN_BACKEND_AUTO;
             else if (!strcmp(v, "ref")) o.backend = SL_CNN_BACKEND_REF;
-            else if (!strcmp(v, "dnnl")) o.backend = SL_CNN_BACKEND_DNNL;
-            else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or dnnl"); goto out; }
+            else if (!strcmp(v, "gemm")) o.backend = SL_CNN_BACKEND_GEMM;
+            else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or gemm"); goto out; }
         } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--mean")) { NEEDV(); if (parse_floats3(v, pre.mean)) { rc = sl__cli_usage_error(cmd, "--mean R,G,B"); goto out; } o.have_preproc = 1; }

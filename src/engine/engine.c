@@ -114,13 +114,24 @@ sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
     return SL_OK;
 }
 
+sl_status sl__engine_bump(sl_engine *e, sl_error *err) {
+    sl_status st = sl_store_bump_generation(e->store, err);
+    if (st == SL_OK) st = sl_store_generation(e->store, &e->txn_gen, err); /* writer connection */
+    return st;
+}
+
+void sl__engine_committed(sl_engine *e) {
+    e->gen = e->gen >= 0 && e->txn_gen == e->gen + 1 ? e->txn_gen : -1;
+}
+
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
-    if (e->read_only || !e->idx || !e->index_dirty) return SL_OK;
+    /* the file is recorded as current only for the generation the memory really reflects */
+    if (e->read_only || !e->idx || !e->index_dirty || e->gen < 0) return SL_OK;
     char *path = sl_store_path(e->store, "index.bin");
     if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    int64_t gen = 0;
-    sl_status st = sl_store_generation(e->store, &gen, err);
-    if (st == SL_OK && sl_index_save(e->idx, path) != SL_OK)
+    int64_t gen = e->gen;
+    sl_status st = SL_OK;
+    if (sl_index_save(e->idx, path) != SL_OK)
         st = sl__err_set(err, SL_E_IO, "saving %s: %s", path, sl_index_errmsg(e->idx));
     free(path);
     if (st != SL_OK) return st;
@@ -135,12 +146,12 @@ sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
 static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
     sl_index_free(e->idx);
     e->idx = NULL;
-    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
     char *ig = NULL;
     int64_t gen = 0;
     sl_status st = sl_store_generation(e->store, &gen, err);
     if (st != SL_OK) return st;
     e->gen = gen;
+    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
     if (sl_store_meta_get(e->store, "index_generation", &ig, NULL) == SL_OK && strtoll(ig, NULL, 10) == gen) {
         char *path = sl_store_path(e->store, "index.bin");
         sl_index *idx = NULL;
@@ -181,7 +192,7 @@ static sl_status sl__load_features(sl_engine *e, sl_error *err) {
         st = sl_features_new(e->spec, &f, err);
     }
     if (st != SL_OK) return st;
-    sl_features_free(e->feat);
+    sl__engine_retire_features(e, e->feat);
     e->feat = f;
     e->features_version = version;
     return SL_OK;
@@ -194,6 +205,9 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
     sl_features *f = NULL;
     sl_status st = sl_features_new(e->spec, &f, err);
     if (st != SL_OK) return st;
+    /* training results do not depend on the thread count */
+    int threads = sl__jobs_or_cores(0);
+    (void)sl_features_set_threads(f, threads > SL_FEATURES_THREADS_MAX ? SL_FEATURES_THREADS_MAX : threads);
     if ((st = sl_features_train(f, imgs, n, SL__ENGINE_TRAIN_SEED)) != SL_OK) {
         sl__err_set(err, st, "training the features: %s", sl_features_errmsg(f));
         sl_features_free(f);
@@ -224,7 +238,7 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     snprintf(buf, sizeof buf, "%lld", (long long)version);
     if ((st = sl_store_begin(e->store, err)) != SL_OK ||
         (st = sl_store_meta_set(e->store, "features_version", buf, err)) != SL_OK ||
-        (st = sl_store_bump_generation(e->store, err)) != SL_OK) {
+        (st = sl__engine_bump(e, err)) != SL_OK) {
         sl_store_rollback(e->store);
         sl_features_free(f);
         return st;
@@ -232,16 +246,24 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     pthread_rwlock_wrlock(&e->lock);
     st = sl_store_commit(e->store, err);
     if (st == SL_OK) {
-        sl_features_free(e->feat);
+        sl__engine_retire_features(e, e->feat);
         e->feat = f;
         e->features_version = version;
-        e->gen++;
+        sl__engine_committed(e);
         st = sl__engine_rebuild_index(e, err);
     } else {
         sl_features_free(f);
     }
     pthread_rwlock_unlock(&e->lock);
     return st;
+}
+
+void sl__engine_retire_features(sl_engine *e, sl_features *f) {
+    if (!f) return;
+    sl_features **nr = sl__reallocarray(e->retired, e->n_retired + 1, sizeof *nr);
+    if (!nr) return; /* leak rather than free under a running query */
+    e->retired = nr;
+    e->retired[e->n_retired++] = f;
 }
 
 /* ---- open / close -------------------------------------------------------------------------- */
@@ -253,6 +275,8 @@ void sl_engine_free(sl_engine *e) {
     pthread_mutex_unlock(&e->wmu);
     sl_index_free(e->idx);
     sl_features_free(e->feat);
+    for (size_t i = 0; i < e->n_retired; i++) sl_features_free(e->retired[i]);
+    free(e->retired);
     sl_store_free(e->store);
     pthread_rwlock_destroy(&e->lock);
     pthread_mutex_destroy(&e->wmu);
@@ -272,11 +296,18 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     if (st != SL_OK) return st;
     sl_engine *e = calloc(1, sizeof *e);
     if (!e) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    pthread_rwlock_init(&e->lock, NULL);
+    /* Writer-preferring: a waiting writer (a PUT during a stream of searches) is not starved;
+     * it waits only for the searches already running. No code path takes the lock shared twice
+     * in one thread, so this cannot deadlock. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&e->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&e->wmu, NULL);
     e->read_only = o.read_only;
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
-    e->verify_top = SL_ENGINE_VERIFY_TOP_DEFAULT;
+    e->verify_top = -1; /* = what the feature spec asks for (verify:n=) */
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;

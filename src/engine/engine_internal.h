@@ -33,12 +33,18 @@ struct sl_engine {
     int read_only;
     char spec[512];
     char index_kind[16];     /* "flat", "hnsw" or "auto" as recorded */
-    int64_t gen;             /* store generation the in-memory state reflects */
+    int64_t gen;             /* store generation the in-memory index reflects; -1 when another
+                                process committed changes this engine has not loaded yet */
+    int64_t txn_gen;         /* generation written by the open transaction (sl__engine_bump) */
     int64_t features_version;/* meta features_version the loaded features are */
     int index_dirty;         /* in-memory index differs from index.bin */
     int candidates, verify_top, max_side;
     pthread_rwlock_t lock;
     pthread_mutex_t wmu;
+    /* Features replaced by a training stay alive until sl_engine_free: a query may still be
+     * describing its image with them outside the lock (it re-describes if they changed). */
+    sl_features **retired;
+    size_t n_retired;
 };
 
 /* An image read and described, ready to be written. */
@@ -82,12 +88,23 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
 /* Compares a stored product with a new one (metadata only). Nonzero when equal. */
 int sl__product_equal(const sl_product *a, const sl_product *b);
 
+/* Keeps replaced features until the engine is freed (see struct sl_engine). Caller holds the
+ * lock exclusively. On allocation failure the features are leaked rather than freed early. */
+void sl__engine_retire_features(sl_engine *e, sl_features *f);
+
 /* Runs fn(ctx, i) for i in [0, n) on up to `jobs` threads (0 = all cores). */
 void sl__parallel_for(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx);
 /* jobs, or the number of online CPUs when jobs <= 0 (capped). */
 int sl__jobs_or_cores(int jobs);
 /* Decodes n image files in parallel (longest side <= max_side); unreadable ones give NULL. */
 void sl__decode_paths(char *const *paths, size_t n, int max_side, int jobs, sl_image **out);
+
+/* Inside a write transaction: bumps meta "generation" and remembers the new value. */
+sl_status sl__engine_bump(sl_engine *e, sl_error *err);
+/* After that transaction committed (caller holds the lock exclusively): the in-memory state now
+ * reflects the new generation, unless another process committed in between (then -1: stale
+ * until sl_engine_refresh, and index.bin is not saved as current). */
+void sl__engine_committed(sl_engine *e);
 
 /* Saves index.bin and records the generation it reflects. Caller holds wmu. */
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err);

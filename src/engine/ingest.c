@@ -391,7 +391,8 @@ static sl_status sl__train_on_paths(sl_engine *e, char **paths, size_t n, size_t
         size_t k = 0;
         for (size_t i = 0; i < m; i++)
             if (imgs[i]) imgs[k++] = imgs[i];
-        st = sl__engine_train(e, (const sl_image *const *)imgs, k, err);
+        /* nothing readable to learn from: every row will report its own image error */
+        st = k ? sl__engine_train(e, (const sl_image *const *)imgs, k, err) : SL_OK;
         for (size_t i = 0; i < k; i++) sl_image_free(imgs[i]);
     }
     free(imgs);
@@ -482,7 +483,7 @@ static sl_status sl__sync_remove(sl_engine *e, sl__ingest *in, sl_ingest_report 
         size_t nr = 0;
         if ((st = sl_store_begin(e->store, err)) != SL_OK) break;
         if ((st = sl_store_remove_product(e->store, ids[i], &removed, &nr, err)) != SL_OK ||
-            (st = sl_store_bump_generation(e->store, err)) != SL_OK) {
+            (st = sl__engine_bump(e, err)) != SL_OK) {
             sl_store_rollback(e->store);
             free(removed);
             break;
@@ -490,7 +491,7 @@ static sl_status sl__sync_remove(sl_engine *e, sl__ingest *in, sl_ingest_report 
         pthread_rwlock_wrlock(&e->lock);
         st = sl_store_commit(e->store, err);
         if (st == SL_OK) {
-            e->gen++;
+            sl__engine_committed(e);
             for (size_t j = 0; j < nr && e->idx; j++) (void)sl_index_remove(e->idx, (uint64_t)removed[j]);
             e->index_dirty = 1;
             rep->removed++;
@@ -583,6 +584,13 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     pthread_cond_destroy(&in.cv);
     pthread_mutex_destroy(&in.mu);
     if (st == SL_OK && o.sync) st = sl__sync_remove(e, &in, rep, err);
+    /* an "auto" store that grew past the threshold switches to HNSW */
+    if (st == SL_OK && e->idx && strcmp(e->index_kind, "auto") == 0 &&
+        sl_index_kind_of(e->idx) == SL_INDEX_FLAT && sl_index_count(e->idx) > SL__ENGINE_HNSW_ABOVE) {
+        pthread_rwlock_wrlock(&e->lock);
+        st = sl__engine_rebuild_index(e, err);
+        pthread_rwlock_unlock(&e->lock);
+    }
     if (st == SL_OK) st = sl__engine_save_index(e, err);
     else (void)sl__engine_save_index(e, NULL);
 out:
@@ -667,7 +675,7 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", (long long)version);
     if (st == SL_OK) st = sl_store_meta_set(e->store, "features_version", buf, err);
-    if (st == SL_OK) st = sl_store_bump_generation(e->store, err);
+    if (st == SL_OK) st = sl__engine_bump(e, err);
     if (st != SL_OK) {
         sl_store_rollback(e->store);
         goto out;
@@ -678,7 +686,7 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         e->feat = f;
         f = NULL;
         e->features_version = version;
-        e->gen++;
+        sl__engine_committed(e);
         st = sl__engine_rebuild_index(e, err);
     } else {
         oldf = NULL;
@@ -691,7 +699,11 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         st = sl__engine_save_index(e, err);
     }
 out:
-    if (oldf && e->feat != oldf) sl_features_free(oldf);
+    if (oldf && e->feat != oldf) {
+        pthread_rwlock_wrlock(&e->lock);
+        sl__engine_retire_features(e, oldf);
+        pthread_rwlock_unlock(&e->lock);
+    }
     sl_features_free(f);
     free(paths);
     sl_image_refs_free(refs, n);

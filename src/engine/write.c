@@ -68,11 +68,11 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
             n_added++;
         }
     }
-    if ((st = sl_store_bump_generation(e->store, err)) != SL_OK) goto fail;
+    if ((st = sl__engine_bump(e, err)) != SL_OK) goto fail;
     pthread_rwlock_wrlock(&e->lock);
     st = sl_store_commit(e->store, err);
     if (st == SL_OK) {
-        e->gen++;
+        sl__engine_committed(e);
         sl_status ist = SL_OK;
         if (e->idx) {
             for (size_t i = 0; i < n_removed && ist == SL_OK; i++) {
@@ -284,14 +284,14 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
     size_t n = 0;
     sl_status st = sl_store_begin(e->store, err);
     if (st == SL_OK) st = sl_store_remove_product(e->store, product_id, &removed, &n, err);
-    if (st == SL_OK) st = sl_store_bump_generation(e->store, err);
+    if (st == SL_OK) st = sl__engine_bump(e, err);
     if (st != SL_OK) {
         sl_store_rollback(e->store);
     } else {
         pthread_rwlock_wrlock(&e->lock);
         st = sl_store_commit(e->store, err);
         if (st == SL_OK) {
-            e->gen++;
+            sl__engine_committed(e);
             for (size_t i = 0; i < n && e->idx; i++) (void)sl_index_remove(e->idx, (uint64_t)removed[i]);
             e->index_dirty = 1;
         }

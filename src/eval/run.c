@@ -2,7 +2,7 @@
  * eval/run.c - evaluation of a feature specification on ImageFolder directories: trains the
  * features on (a sample of) the gallery, describes every gallery image, puts the vectors in an
  * exact (flat) index and ranks the whole gallery for every query, re-ranking the top
- * SL_ENGINE_VERIFY_TOP_DEFAULT candidates geometrically when the spec verifies - the same path
+ * candidates the spec names (verify:n=) geometrically when it verifies - the same path
  * as the engine's search, without the store.
  *
  * Invariants: everything is deterministic for a given input and spec (sorted file lists, fixed
@@ -226,6 +226,7 @@ typedef struct sl__rank_job {
     sl__eval_shown *shown;      /* report samples */
     size_t n_shown;
     int latency_every;          /* re-extract every Nth query for latency (loo) */
+    int verify_top;             /* candidates re-ranked geometrically */
     int max_side;
     pthread_mutex_t mu;
     sl_status st;
@@ -253,7 +254,7 @@ static size_t sl__rank_one(sl__rank_job *j, const float *qv, const sl_local_feat
         memset(&none, 0, sizeof none);
         for (size_t i = 0; i < got; i++) {
             sl_verify_result r = none;
-            if (i < SL_ENGINE_VERIFY_TOP_DEFAULT && j->glocals[res[i].id] &&
+            if (i < (size_t)j->verify_top && j->glocals[res[i].id] &&
                 sl_features_verify(j->f, ql, j->glocals[res[i].id], &r, NULL) != SL_OK)
                 r = none;
             res[i].score = (float)sl_features_rerank_score(j->f, res[i].score, &r);
@@ -398,6 +399,10 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     int loo = opts->queries_dir == NULL;
     if (!loo && (st = sl__eval_set_load(opts->queries_dir, &q, err)) != SL_OK) goto out;
     if ((st = sl_features_new(opts->features, &f, err)) != SL_OK) goto out;
+    {
+        int threads = sl__jobs_or_cores(opts->jobs); /* training results do not depend on it */
+        (void)sl_features_set_threads(f, threads > SL_FEATURES_THREADS_MAX ? SL_FEATURES_THREADS_MAX : threads);
+    }
     if (sl_features_needs_training(f) && (st = sl__train(f, &g, max_side, opts->jobs, err)) != SL_OK) goto out;
     size_t dim = sl_features_dim(f);
     double gsec = 0, qsec = 0;
@@ -465,6 +470,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     j.n_shown = n_shown;
     j.latency_every = want > SL__EVAL_LATENCY_SAMPLE ? (int)(want / SL__EVAL_LATENCY_SAMPLE) : 1;
     j.max_side = max_side;
+    j.verify_top = sl_features_verify_top_n(f);
     pthread_mutex_init(&j.mu, NULL);
     sl__parallel_for(sl__jobs_or_cores(opts->jobs), opts->jobs, sl__rank_worker, &j);
     pthread_mutex_destroy(&j.mu);

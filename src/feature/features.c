@@ -255,8 +255,8 @@ static void set_defaults(sl_features *f) {
     f->vlad.whiten = 1;
     f->vlad.power = 1;
     f->vlad.intra = 1;
-    f->vlad.dense = 0;
-    f->sift_side = 512;
+    f->vlad.dense = 16;
+    f->sift_side = 384;
     f->sift_kp = 1000;
     f->cnn.w = 1.0f;
     sl__verify_cfg_default(&f->verify);

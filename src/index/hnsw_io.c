@@ -286,6 +286,8 @@ static sl_status sl__parse(sl_index **out, void *base, size_t len, int is_heap, 
         goto fail;
     }
     idx->cap = (size_t)n;
+    if (hnsw) sl__advise_huge(idx->link0, cap * l0);
+    sl__advise_huge(base, len);  /* honoured only where the kernel has THP for the page cache */
     memcpy(idx->ids, sp[SEC_IDS], (size_t)n * 8);
     memcpy(idx->dead, sp[SEC_DEAD], (size_t)n);
     memcpy(idx->levels, sp[SEC_LEVL], (size_t)n);

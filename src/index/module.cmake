@@ -7,7 +7,3 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|amd64")
     PROPERTIES COMPILE_OPTIONS "-mavx512f;-mavx512bw;-mavx512vl;-mavx2;-mfma;-mf16c")
 endif()
 
-# tests/fuzz/driver.c (shared, not ours) trips -Werror=misleading-indentation on GCC 12 (line 88);
-# silence that one warning for that one file until its owner fixes it, so fuzz_index builds.
-set_source_files_properties(${PROJECT_SOURCE_DIR}/tests/fuzz/driver.c
-  PROPERTIES COMPILE_OPTIONS "-Wno-misleading-indentation")

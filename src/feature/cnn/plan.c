@@ -359,8 +359,9 @@ static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
         const step *s = &p->steps[k];
         int src = -1;
         if (is_inplace_op(s->node.op)) src = s->node.in[0];
-        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv)
-            src = s->node.sum_in;
+        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv &&
+                 p->root[s->node.sum_in] != p->root[s->node.in[0]])
+            src = s->node.sum_in; /* never when the conv also reads that buffer as its input */
         if (src < 0 || p->sv[src].is_const || vbytes(&p->sv[src]) != vbytes(&p->sv[s->node.out])) continue;
         int rt = p->root[src];
         if (last[src] != (long)k || last[rt] != (long)k || src == p->in_val || rt == p->in_val) continue;
@@ -419,8 +420,8 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_er
         tv_of(p, s->node.out, &tout, NULL);
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
         s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
-        if (s->node.op == SL__OP_CONV && (m->backend == SL_CNN_BACKEND_DNNL || m->precision == SL_CNN_PRECISION_BF16) &&
-            sl__dnnl_available()) {
+        if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
+            (m->backend == SL_CNN_BACKEND_AUTO || m->precision == SL_CNN_PRECISION_BF16)) {
             size_t scr = 0;
             st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, m->precision, &s->dconv, &scr, err);
             if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
@@ -509,11 +510,12 @@ static void ctx_put(const sl_cnn *m, ctx *c) {
 sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
                           sl_error *err) {
     sl__plan *p = NULL;
+    /* Before the plan: oneDNN sizes its primitives' work split by the thread count at creation. */
+    if (m->threads > 0) omp_set_num_threads(m->threads);
     sl_status st = get_plan(m, batch, &p, err);
     if (st) return st;
     ctx *c = NULL;
     if ((st = ctx_get(m, p, &c, err))) return st;
-    if (m->threads > 0) omp_set_num_threads(m->threads);
     int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);

@@ -9,5 +9,5 @@ if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|i[3-6]86")
   set_source_files_properties(${_sl_feat_dir}/sift_avx2.c PROPERTIES
     COMPILE_OPTIONS "${_sl_sift_common};-mavx2;-mfma;-ffp-contract=fast")
   set_source_files_properties(${_sl_feat_dir}/sift_avx512.c PROPERTIES
-    COMPILE_OPTIONS "${_sl_sift_common};-mavx512f;-mavx512vl;-mavx512bw;-mavx512dq;-mfma;-mprefer-vector-width=512;-ffp-contract=fast")
+    COMPILE_OPTIONS "${_sl_sift_common};-mavx512f;-mavx512vl;-mavx512bw;-mavx512dq;-mfma;-mprefer-vector-width=256;-ffp-contract=fast")
 endif()

@@ -50,7 +50,7 @@
 #define SIFT_DESCR_MAG_THR 0.2f
 #define SIFT_TWO_PI 6.283185307179586f
 #define SIFT_MAX_THREADS 16
-#define SIFT_SCRATCH_ARRAYS 8
+#define SIFT_SCRATCH_ARRAYS 17 /* 8 sample arrays, 8 spread amounts, cell indices */
 #define SIFT_PAR_MIN_PIXELS 40000 /* octaves smaller than this run on the calling thread */
 
 /* ---- kernel selection ------------------------------------------------------------------- */
@@ -69,7 +69,10 @@ static void sl__sift_kern_init(void) {
                  __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
     int has2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (force && strcmp(force, "generic") == 0) return;
-    if (has512 && !(force && strcmp(force, "avx2") == 0)) {
+    /* AVX-512 only where it pays: on AMD Zen 4 (512-bit ops split in two) the AVX2 table
+     * measured faster (bench/results/sift.md), so AMD gets AVX2 unless forced. */
+    int want512 = force ? strcmp(force, "avx512") == 0 : !__builtin_cpu_is("amd");
+    if (has512 && want512 && !(force && strcmp(force, "avx2") == 0)) {
         sl__sift_kern = &sl__sift_kernels_avx512;
         sl__sift_kern_name = "avx512";
     } else if (has2) {
@@ -234,8 +237,7 @@ typedef struct sift_scratch {
     size_t cap;
     float *row;   /* blur row buffer */
     size_t row_cap;
-    uint8_t *mask;
-    size_t mask_cap;
+    uint8_t *mask;  /* extremum candidates of one row */
     int failed;
 } sift_scratch;
 
@@ -594,6 +596,14 @@ static void sift_detect_fn(void *ctx, int tid, int nt) {
                     rr[l * 3 + q] = d0 + (size_t)l * plane + (size_t)(y - 1 + q) * (size_t)w;
             c->kern->extrema_row(rr, SIFT_BORDER, w - SIFT_BORDER, thr, scr->mask);
             for (int x = SIFT_BORDER; x < w - SIFT_BORDER; x++) {
+                uint64_t word;
+                if (x + 8 <= w - SIFT_BORDER) { /* skip 8 empty mask bytes at once */
+                    memcpy(&word, scr->mask + x, sizeof word);
+                    if (word == 0) {
+                        x += 7;
+                        continue;
+                    }
+                }
                 if (!scr->mask[x] || !sift_extremum_18(rr, x)) continue;
                 int ks = s, ky = y, kx = x;
                 float ox, oy, os, contr;
@@ -659,6 +669,9 @@ static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
         t0 = t1;
         t1 = t;
     }
+    /* keep the conversions to int defined for nearly axis-parallel rows */
+    t0 = t0 < -1e6f ? -1e6f : t0 > 1e6f ? 1e6f : t0;
+    t1 = t1 < -1e6f ? -1e6f : t1 > 1e6f ? 1e6f : t1;
     if (t0 - 1.0f > (float)*ja) *ja = (int)floorf(t0) - 1;
     if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
 }
@@ -674,7 +687,11 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
     float diag = sqrtf((float)w * w + (float)h * h);
     if ((float)R > diag) R = (int)diag;
     float cos_t = cosf(ang) / hw, sin_t = sinf(ang) / hw;
-    size_t cap = (size_t)(2 * R + 1) * (size_t)(2 * R + 1);
+    /* samples come only from rows 1..h-2 and columns 1..w-2 of the window */
+    long ny = (long)(py + R < h - 2 ? py + R : h - 2) - (py - R > 1 ? py - R : 1) + 1;
+    long nx = (long)(px + R < w - 2 ? px + R : w - 2) - (px - R > 1 ? px - R : 1) + 1;
+    size_t cap = ny > 0 && nx > 0 ? (size_t)ny * (size_t)nx : 0;
+    if (cap < (size_t)(2 * R + 1)) cap = (size_t)(2 * R + 1); /* the ex table */
     float *buf = sift_scratch_samples(scr, cap);
     if (!buf) return -1;
     float *dx = buf, *dy = buf + scr->cap, *wt = buf + 2 * scr->cap, *rb = buf + 3 * scr->cap,
@@ -711,57 +728,47 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
             }
         }
     }
-    float hist[(SIFT_D + 2) * (SIFT_D + 2) * (SIFT_N + 2)];
-    memset(hist, 0, sizeof hist);
+    /* two interleaved histograms: neighbouring samples mostly hit the same cells, and
+     * alternating between copies halves the chains of dependent read-modify-writes */
+    enum { HN = (SIFT_D + 2) * (SIFT_D + 2) * (SIFT_N + 2) };
+    float hist2[2 * HN];
+    memset(hist2, 0, sizeof hist2);
     kern->grad(dx, dy, gm, go, n);
-    const float bpr = nb / SIFT_TWO_PI;
+    /* spread amounts: 8 arrays after the 8 sample arrays, cell indices after those */
+    float *v[8];
+    for (int q = 0; q < 8; q++) v[q] = buf + (size_t)(8 + q) * scr->cap;
+    int32_t *idx = (int32_t *)(void *)(buf + 16 * scr->cap);
+    kern->desc_spread(rb, cb, go, gm, wt, ang, d, nb, n, idx, v[0], v[1], v[2], v[3], v[4], v[5],
+                      v[6], v[7]);
+    const int o1 = nb + 2, o2 = (d + 2) * (nb + 2), o3 = (d + 3) * (nb + 2);
     for (int k = 0; k < n; k++) {
-        float rbin = rb[k], cbin = cb[k];
-        float obin = (go[k] - ang) * bpr;
-        float m = gm[k] * wt[k];
-        /* floor by truncation of positive values: rbin, cbin > -1 and obin > -nb; the sum may
-         * round up to the next integer just below a bin edge, hence the clamps */
-        int r0 = (int)(rbin + 1.0f) - 1, c0 = (int)(cbin + 1.0f) - 1;
-        int o0 = (int)(obin + (float)nb) - nb;
-        if (r0 > d - 1) r0 = d - 1;
-        if (c0 > d - 1) c0 = d - 1;
-        rbin -= (float)r0;
-        cbin -= (float)c0;
-        obin -= (float)o0;
-        if (o0 < 0) o0 += nb;
-        if (o0 >= nb) o0 -= nb;
-        float v_r1 = m * rbin, v_r0 = m - v_r1;
-        float v_rc11 = v_r1 * cbin, v_rc10 = v_r1 - v_rc11;
-        float v_rc01 = v_r0 * cbin, v_rc00 = v_r0 - v_rc01;
-        float v_rco111 = v_rc11 * obin, v_rco110 = v_rc11 - v_rco111;
-        float v_rco101 = v_rc10 * obin, v_rco100 = v_rc10 - v_rco101;
-        float v_rco011 = v_rc01 * obin, v_rco010 = v_rc01 - v_rco011;
-        float v_rco001 = v_rc00 * obin, v_rco000 = v_rc00 - v_rco001;
-        int idx = ((r0 + 1) * (d + 2) + c0 + 1) * (nb + 2) + o0;
-        hist[idx] += v_rco000;
-        hist[idx + 1] += v_rco001;
-        hist[idx + (nb + 2)] += v_rco010;
-        hist[idx + (nb + 3)] += v_rco011;
-        hist[idx + (d + 2) * (nb + 2)] += v_rco100;
-        hist[idx + (d + 2) * (nb + 2) + 1] += v_rco101;
-        hist[idx + (d + 3) * (nb + 2)] += v_rco110;
-        hist[idx + (d + 3) * (nb + 2) + 1] += v_rco111;
+        float *hist = hist2 + (k & 1) * HN + idx[k];
+        hist[0] += v[0][k];
+        hist[1] += v[1][k];
+        hist[o1] += v[2][k];
+        hist[o1 + 1] += v[3][k];
+        hist[o2] += v[4][k];
+        hist[o2 + 1] += v[5][k];
+        hist[o3] += v[6][k];
+        hist[o3 + 1] += v[7][k];
     }
+    float *hist = hist2;
+    for (int i = 0; i < HN; i++) hist[i] += hist2[HN + i];
     for (int i = 0; i < d; i++)
         for (int jj = 0; jj < d; jj++) {
-            int idx = ((i + 1) * (d + 2) + (jj + 1)) * (nb + 2);
-            hist[idx] += hist[idx + nb];
-            hist[idx + 1] += hist[idx + nb + 1];
-            for (int k = 0; k < nb; k++) out[(i * d + jj) * nb + k] = hist[idx + k];
+            int cell = ((i + 1) * (d + 2) + (jj + 1)) * (nb + 2);
+            hist[cell] += hist[cell + nb];
+            hist[cell + 1] += hist[cell + nb + 1];
+            for (int k = 0; k < nb; k++) out[(i * d + jj) * nb + k] = hist[cell + k];
         }
     float nrm = 0.0f;
     for (int k = 0; k < SL_SIFT_DESC_DIM; k++) nrm += out[k] * out[k];
     float thr = sqrtf(nrm) * SIFT_DESCR_MAG_THR;
     nrm = 0.0f;
     for (int k = 0; k < SL_SIFT_DESC_DIM; k++) {
-        float v = out[k] > thr ? thr : out[k];
-        out[k] = v;
-        nrm += v * v;
+        float c = out[k] > thr ? thr : out[k];
+        out[k] = c;
+        nrm += c * c;
     }
     float sc = nrm > 0.0f ? 1.0f / sqrtf(nrm) : 0.0f;
     for (int k = 0; k < SL_SIFT_DESC_DIM; k++) out[k] *= sc;
@@ -771,6 +778,7 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
 typedef struct sift_desc_job {
     sift_ctx *c;
     const sift_kp *kps;
+    const size_t *order; /* keypoints in plane/row order, so windows reuse the cache */
     size_t n;
     float *desc;
     int failed[SIFT_MAX_THREADS];
@@ -779,7 +787,8 @@ typedef struct sift_desc_job {
 static void sift_desc_fn(void *ctx, int tid, int nt) {
     sift_desc_job *j = ctx;
     size_t a = j->n * (size_t)tid / (size_t)nt, b = j->n * (size_t)(tid + 1) / (size_t)nt;
-    for (size_t i = a; i < b; i++) {
+    for (size_t q = a; q < b; q++) {
+        size_t i = j->order[q];
         const sift_kp *k = &j->kps[i];
         const sift_octave *oc = &j->c->oct[k->oi];
         if (sift_descriptor(j->c->kern, &j->c->scr[tid], sift_plane(oc, k->layer), oc->w, oc->h,
@@ -789,6 +798,44 @@ static void sift_desc_fn(void *ctx, int tid, int nt) {
             return;
         }
     }
+}
+
+/* Memory order for descriptor computation: octave, plane, row, column (then index). */
+typedef struct sift_memkey {
+    int oi, layer;
+    float yo, xo;
+    size_t idx;
+} sift_memkey;
+
+static int sift_mem_cmp(const void *pa, const void *pb) {
+    const sift_memkey *a = pa, *b = pb;
+    if (a->oi != b->oi) return a->oi < b->oi ? -1 : 1;
+    if (a->layer != b->layer) return a->layer < b->layer ? -1 : 1;
+    if (a->yo != b->yo) return a->yo < b->yo ? -1 : 1;
+    if (a->xo != b->xo) return a->xo < b->xo ? -1 : 1;
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+/* order[q] = index of the q-th keypoint in memory order; NULL when out of memory. */
+static size_t *sift_mem_order(const sift_kp *k, size_t n) {
+    sift_memkey *mk = sl__mallocarray(n, sizeof *mk);
+    size_t *order = sl__mallocarray(n, sizeof *order);
+    if (!mk || !order) {
+        free(mk);
+        free(order);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        mk[i].oi = k[i].oi;
+        mk[i].layer = k[i].layer;
+        mk[i].yo = k[i].yo;
+        mk[i].xo = k[i].xo;
+        mk[i].idx = i;
+    }
+    qsort(mk, n, sizeof *mk, sift_mem_cmp);
+    for (size_t i = 0; i < n; i++) order[i] = mk[i].idx;
+    free(mk);
+    return order;
 }
 
 /* Total order: response descending, then octave, plane, position, angle, scale. */
@@ -949,13 +996,20 @@ sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t 
             st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
             goto done;
         }
+        size_t *order = sift_mem_order(all.v, m);
+        if (!order) {
+            st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
+            goto done;
+        }
         sift_desc_job dj;
         memset(&dj, 0, sizeof dj);
         dj.c = c;
         dj.kps = all.v;
+        dj.order = order;
         dj.n = m;
         dj.desc = dsc;
         sift_pool_run(&c->pool, m >= 64, sift_desc_fn, &dj);
+        free(order);
         for (int t = 0; t < SIFT_MAX_THREADS; t++)
             if (dj.failed[t]) st = sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
         if (st) goto done;

@@ -15,6 +15,10 @@ typedef struct sl__sift_kernels {
     void (*sub)(const float *a, const float *b, float *d, size_t n);
     void (*extrema_row)(const float *const *rows, int x0, int x1, float thr, uint8_t *mask);
     void (*grad)(const float *dx, const float *dy, float *mag, float *ori, int n);
+    void (*desc_spread)(const float *rb, const float *cb, const float *go, const float *gm,
+                        const float *wt, float ang, int d, int nb, int n, int32_t *idx,
+                        float *v0, float *v1, float *v2, float *v3, float *v4, float *v5,
+                        float *v6, float *v7);
 } sl__sift_kernels;
 
 extern const sl__sift_kernels sl__sift_kernels_generic;

@@ -111,6 +111,52 @@ static void SL__SIFT_NAME(grad)(const float *restrict dx, const float *restrict 
     }
 }
 
+/* Trilinear spreading of n descriptor samples (Lowe s.6.1): sample k with bin coordinates
+ * (rb, cb) in (-1, d), orientation go (radians, [0, 2pi]) relative to ang, magnitude gm and
+ * window weight wt goes to the 8 histogram cells around it: idx[k] is the cell of the lower
+ * corner in a (d+2) x (d+2) x (nb+2) histogram, vJ[k] (J = 4 dr + 2 dc + do) the amounts. */
+static void SL__SIFT_NAME(desc_spread)(const float *restrict rb, const float *restrict cb,
+                                       const float *restrict go, const float *restrict gm,
+                                       const float *restrict wt, float ang, int d, int nb,
+                                       int n, int32_t *restrict idx, float *restrict v0,
+                                       float *restrict v1, float *restrict v2,
+                                       float *restrict v3, float *restrict v4,
+                                       float *restrict v5, float *restrict v6,
+                                       float *restrict v7) {
+    /* (eight restrict parameters, not an array of pointers: gcc only vectorizes this way) */
+    const float bpr = (float)nb / 6.283185307179586f;
+    for (int k = 0; k < n; k++) {
+        float rbin = rb[k], cbin = cb[k];
+        float obin = (go[k] - ang) * bpr;
+        float m = gm[k] * wt[k];
+        /* floor by truncation of positive values (rbin, cbin > -1, obin > -nb); the sum may
+         * round up to the next integer just below a cell edge, hence the clamps */
+        int r0 = (int)(rbin + 1.0f) - 1, c0 = (int)(cbin + 1.0f) - 1;
+        int o0 = (int)(obin + (float)nb) - nb;
+        r0 = r0 > d - 1 ? d - 1 : r0;
+        c0 = c0 > d - 1 ? d - 1 : c0;
+        rbin -= (float)r0;
+        cbin -= (float)c0;
+        obin -= (float)o0;
+        o0 = o0 < 0 ? o0 + nb : o0;
+        o0 = o0 >= nb ? o0 - nb : o0;
+        float v_r1 = m * rbin, v_r0 = m - v_r1;
+        float v_rc11 = v_r1 * cbin, v_rc10 = v_r1 - v_rc11;
+        float v_rc01 = v_r0 * cbin, v_rc00 = v_r0 - v_rc01;
+        float v_rco111 = v_rc11 * obin, v_rco101 = v_rc10 * obin;
+        float v_rco011 = v_rc01 * obin, v_rco001 = v_rc00 * obin;
+        v0[k] = v_rc00 - v_rco001;
+        v1[k] = v_rco001;
+        v2[k] = v_rc01 - v_rco011;
+        v3[k] = v_rco011;
+        v4[k] = v_rc10 - v_rco101;
+        v5[k] = v_rco101;
+        v6[k] = v_rc11 - v_rco111;
+        v7[k] = v_rco111;
+        idx[k] = ((r0 + 1) * (d + 2) + c0 + 1) * (nb + 2) + o0;
+    }
+}
+
 #undef SL__MAX
 #undef SL__MIN
 
@@ -119,4 +165,5 @@ const sl__sift_kernels SL__SIFT_CAT(sl__sift_kernels_, SL__SIFT_SUFFIX) = {
     SL__SIFT_NAME(sub),
     SL__SIFT_NAME(extrema_row),
     SL__SIFT_NAME(grad),
+    SL__SIFT_NAME(desc_spread),
 };
