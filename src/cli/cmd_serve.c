@@ -5,7 +5,8 @@
  * request to stderr (time, method, path, status, ms - never bodies or query strings, which may
  * carry user text), and on SIGTERM/SIGINT stops gracefully: no new connections, requests in
  * flight finish, the index is flushed, exit 0. Signals are handled synchronously with sigwait
- * in the main thread (blocked everywhere else, so server threads never see them).
+ * in the main thread (blocked everywhere else, so server threads never see them); while waiting,
+ * every SL__SERVE_REFRESH_S seconds the engine picks up what other processes committed.
  */
 #include "cli/cli.h"
 #include "shoplens/engine.h"
@@ -22,6 +23,7 @@
 #include <time.h>
 
 #define SL__SERVE_GRACE_DEFAULT 30.0
+#define SL__SERVE_REFRESH_S 2 /* seconds between checks for changes made by other processes */
 
 static void sl__serve_log(void *user, const sl_server_request_log *e) {
     (void)user;
@@ -156,8 +158,20 @@ static int sl__serve_run(int argc, char **argv) {
             o.read_only ? " (read-only)" : "", o.api_key ? " (writes need the API key)" : "");
     fflush(stderr);
 
+    /* Wait for a stop signal; meanwhile pick up products another process (shoplens add/sync)
+     * committed to the store. sl_engine_refresh is a cheap generation check when nothing changed. */
     int sig = 0;
-    while (sigwait(&stop, &sig) != 0) {}
+    const struct timespec tick = { SL__SERVE_REFRESH_S, 0 };
+    for (;;) {
+        sig = sigtimedwait(&stop, NULL, &tick);
+        if (sig > 0) break;
+        if (errno == EAGAIN) {
+            sl_error rerr;
+            sl_error_clear(&rerr);
+            if (sl_engine_refresh(engine, &rerr) != SL_OK && !quiet)
+                fprintf(stderr, "shoplens serve: refresh: %s: %s\n", sl_status_name(rerr.code), rerr.message);
+        }
+    }
     fprintf(stderr, "shoplens serve: %s: finishing %d request(s) in flight, then stopping\n",
             sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP", sl_server_inflight(srv));
     sl_status ss = sl_server_shutdown(srv, grace);
