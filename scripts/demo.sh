@@ -56,3 +56,20 @@ echo "-- auto-classification: shoplens classify $q1"
 echo
 echo "right product first in $hits of $total demo searches"
 echo "store: $store   (try: $bin search PHOTO --store $store)"
+
+echo
+echo "== 4. the web page"
+if [ -t 0 ] && [ -t 1 ] && [ "${SL_DEMO_SERVE:-1}" != 0 ]; then
+  here=$(cd "$(dirname "$0")/.." && pwd)
+  . "$here/tests/server/lib.sh"
+  log=$(mktemp "${TMPDIR:-/tmp}/shoplens-demo-serve.XXXXXX")
+  "$bin" serve --store "$store" --listen "${SL_DEMO_LISTEN:-127.0.0.1:8080}" --read-only 2>"$log" &
+  srv=$!
+  trap 'kill -TERM $srv 2>/dev/null; wait $srv 2>/dev/null; rm -f "$log"' EXIT
+  url=$(sl_serve_url "$log" $srv) || exit 1
+  echo "web page: $url/   (upload a photo from $cat/queries/; Ctrl-C to stop)"
+  wait $srv
+else
+  echo "not on a terminal, so not serving; to open the page run:"
+  echo "  $bin serve --store $store --read-only     # then browse http://127.0.0.1:8080/"
+fi
