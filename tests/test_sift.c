@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -519,6 +520,65 @@ static void test_image_front_end(void **state) {
     free(b);
 }
 
+typedef struct conc_arg {
+    const float *g;
+    int w, h, upsample;
+    view v;
+} conc_arg;
+
+static void *conc_main(void *p) {
+    conc_arg *a = p;
+    sl_sift_params prm;
+    sl_sift_params_init(&prm);
+    prm.upsample = a->upsample;
+    a->v.k = NULL;
+    if (sl_sift_extract_grey(a->g, a->w, a->h, (size_t)a->w, &prm, &a->v.k, &a->v.d, &a->v.n,
+                             NULL) != SL_OK)
+        a->v.n = (size_t)-1;
+    return NULL;
+}
+
+/* Calls on several threads at once (sharing the block cache) give the results of one call
+ * alone, before and after the cache is released. */
+static void test_concurrent_calls_and_cache(void **state) {
+    (void)state;
+    int w = 200, h = 150, nb = 150;
+    blob *b = make_blobs(nb, 220.0, 21);
+    float *g = render(b, nb, w, h, 0.1, 1.0, w / 2.0, h / 2.0, 110.0, 110.0);
+    sl_sift_params p;
+    sl_sift_params_init(&p);
+    view ref0 = extract(g, w, h, &p);
+    p.upsample = 1;
+    view ref1 = extract(g, w, h, &p);
+    for (int round = 0; round < 2; round++) {
+        conc_arg a[4];
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) {
+            a[i].g = g;
+            a[i].w = w;
+            a[i].h = h;
+            a[i].upsample = i & 1;
+            assert_int_equal(pthread_create(&th[i], NULL, conc_main, &a[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+            const view *r = (i & 1) ? &ref1 : &ref0;
+            assert_int_equal(a[i].v.n, r->n);
+            assert_memory_equal(a[i].v.k, r->k, r->n * sizeof(sl_keypoint));
+            assert_memory_equal(a[i].v.d, r->d, r->n * SL_SIFT_DESC_DIM * sizeof(float));
+            free(a[i].v.k);
+            free(a[i].v.d);
+        }
+        sl_sift_cache_release();
+    }
+    free(ref0.k);
+    free(ref0.d);
+    free(ref1.k);
+    free(ref1.d);
+    free(g);
+    free(b);
+}
+
 /* Every compiled kernel table this CPU runs agrees with the generic one. */
 static void test_kernel_tables_agree(void **state) {
     (void)state;
@@ -594,6 +654,7 @@ int main(void) {
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_noise_images),
         cmocka_unit_test(test_image_front_end),
+        cmocka_unit_test(test_concurrent_calls_and_cache),
         cmocka_unit_test(test_kernel_tables_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
