@@ -70,6 +70,15 @@ static float *render(const blob *b, int nb, int w, int h, double angle, double s
     return g;
 }
 
+/* A w x h view of nb random blobs spread over extent x extent, rotated by angle about the
+ * texture centre, which sits at the image centre. */
+static float *texture(int w, int h, int nb, double extent, uint64_t seed, double angle) {
+    blob *b = make_blobs(nb, extent, seed);
+    float *g = render(b, nb, w, h, angle, 1.0, w / 2.0, h / 2.0, extent / 2, extent / 2);
+    free(b);
+    return g;
+}
+
 static float gaussian_value(double x, double y, double cx, double cy, double s) {
     return (float)exp(-((x - cx) * (x - cx) + (y - cy) * (y - cy)) / (2.0 * s * s));
 }
@@ -251,8 +260,7 @@ static void test_unrelated_views_differ(void **state) {
 static void test_deterministic_and_threads(void **state) {
     (void)state;
     int w = 256, h = 200, nb = 300;
-    blob *b = make_blobs(nb, 300.0, 3);
-    float *g = render(b, nb, w, h, 0.3, 1.0, w / 2.0, h / 2.0, 150.0, 150.0);
+    float *g = texture(w, h, nb, 300.0, 3, 0.3);
     sl_sift_params p;
     sl_sift_params_init(&p);
     view v1 = extract(g, w, h, &p), v2 = extract(g, w, h, &p);
@@ -289,7 +297,6 @@ static void test_deterministic_and_threads(void **state) {
         free(vs[i]->d);
     }
     free(g);
-    free(b);
 }
 
 static void test_rootsift_hand_computed(void **state) {
@@ -318,8 +325,7 @@ static void test_rootsift_hand_computed(void **state) {
 static void test_dense_grid(void **state) {
     (void)state;
     int w = 100, h = 70, nb = 80;
-    blob *b = make_blobs(nb, 120.0, 9);
-    float *g = render(b, nb, w, h, 0.0, 1.0, w / 2.0, h / 2.0, 60.0, 60.0);
+    float *g = texture(w, h, nb, 120.0, 9, 0.0);
     sl_keypoint *k = NULL;
     float *d = NULL;
     size_t n = 0;
@@ -347,7 +353,6 @@ static void test_dense_grid(void **state) {
     free(k);
     free(d);
     free(g);
-    free(b);
     /* a strip too thin to halve with the largest size: windows are clipped to the image */
     int sw = 600, sh = 16;
     float *strip = calloc((size_t)sw * (size_t)sh, sizeof(float));
@@ -470,8 +475,7 @@ static void test_noise_images(void **state) {
 static void test_image_front_end(void **state) {
     (void)state;
     int w = 160, h = 120, nb = 120;
-    blob *b = make_blobs(nb, 200.0, 5);
-    float *g = render(b, nb, w, h, 0.2, 1.0, w / 2.0, h / 2.0, 100.0, 100.0);
+    float *g = texture(w, h, nb, 200.0, 5, 0.2);
     uint8_t *grey = malloc((size_t)w * (size_t)h), *rgb = malloc((size_t)w * (size_t)h * 3);
     assert_non_null(grey);
     assert_non_null(rgb);
@@ -517,7 +521,6 @@ static void test_image_front_end(void **state) {
     free(grey);
     free(rgb);
     free(g);
-    free(b);
 }
 
 typedef struct conc_arg {
@@ -543,8 +546,7 @@ static void *conc_main(void *p) {
 static void test_concurrent_calls_and_cache(void **state) {
     (void)state;
     int w = 200, h = 150, nb = 150;
-    blob *b = make_blobs(nb, 220.0, 21);
-    float *g = render(b, nb, w, h, 0.1, 1.0, w / 2.0, h / 2.0, 110.0, 110.0);
+    float *g = texture(w, h, nb, 220.0, 21, 0.1);
     sl_sift_params p;
     sl_sift_params_init(&p);
     view ref0 = extract(g, w, h, &p);
@@ -576,7 +578,6 @@ static void test_concurrent_calls_and_cache(void **state) {
     free(ref1.k);
     free(ref1.d);
     free(g);
-    free(b);
 }
 
 /* Every compiled kernel table this CPU runs agrees with the generic one. */
