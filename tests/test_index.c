@@ -618,6 +618,89 @@ static void test_corrupt_files(void **state) {
     free(path); free(x); free(ids);
 }
 
+/* Recomputes every checksum of an index image in place (see docs/formats/index.md), so that a
+ * damaged byte has to be caught by the structural checks instead of a CRC. */
+static void refresh_crcs(unsigned char *img, size_t len) {
+    for (int i = 0; i < 7; i++) {
+        unsigned char *e = img + 128 + i * 32;
+        uint64_t off, size;
+        memcpy(&off, e + 8, 8);
+        memcpy(&size, e + 16, 8);
+        if (off > len || size > len - off) continue;
+        uint32_t c = sl__crc32c(0, img + off, (size_t)size);
+        memcpy(e + 24, &c, 4);
+    }
+    uint32_t t = sl__crc32c(0, img + 128, 7 * 32), h;
+    memcpy(img + 96, &t, 4);
+    h = sl__crc32c(0, img, 124);
+    memcpy(img + 124, &h, 4);
+}
+
+static void test_corrupt_files_valid_checksums(void **state) {
+    (void)state;
+    int d = 5;
+    size_t n = 30;
+    float *x = clustered(n, d, 3, 61);
+    uint64_t *ids = seq_ids(n, 5, 2);
+    sl_index_params p = { 0 };
+    p.M = 4;
+    p.storage = SL_INDEX_INT8;
+    sl_index *a;
+    assert_int_equal(sl_index_new(&a, d, SL_INDEX_COSINE, SL_INDEX_HNSW, &p, NULL), SL_OK);
+    assert_int_equal(sl_index_add_batch(a, n, ids, x), SL_OK);
+    assert_int_equal(sl_index_remove(a, ids[7]), SL_OK);
+    char *path = tmp_path("crc.idx");
+    assert_int_equal(sl_index_save(a, path), SL_OK);
+    size_t len;
+    unsigned char *img = read_file(path, &len);
+    /* a newer format version with valid checksums is SL_E_VERSION, not a crash or CORRUPT */
+    sl_index *b = NULL;
+    sl_error e;
+    img[8] = 2;
+    refresh_crcs(img, len);
+    assert_int_equal(sl_index_load_mem(&b, img, len, NULL, &e), SL_E_VERSION);
+    img[8] = 1;
+    refresh_crcs(img, len);
+    assert_int_equal(sl_index_load_mem(&b, img, len, NULL, &e), SL_OK);
+    sl_index_free(b);
+    /* every byte set to two hostile values, checksums fixed up: rejected or usable, never a crash */
+    size_t accepted = 0, rejected = 0;
+    static const unsigned char vals[2] = { 0xff, 0x80 };
+    for (size_t i = 0; i < len; i++) {
+        for (int v = 0; v < 2; v++) {
+            unsigned char old = img[i];
+            if (old == vals[v]) continue;
+            img[i] = vals[v];
+            refresh_crcs(img, len);
+            b = NULL;
+            sl_status st = sl_index_load_mem(&b, img, len, NULL, &e);
+            if (st == SL_OK) {
+                sl_index_result r[5];
+                size_t nr;
+                assert_int_equal(sl_index_search(b, x, 5, NULL, NULL, r, &nr), SL_OK);
+                assert_true(nr <= 5);
+                (void)sl_index_add(b, 999, x + d);
+                (void)sl_index_remove(b, ids[0]);
+                assert_int_equal(sl_index_compact(b), SL_OK);
+                assert_int_equal(sl_index_search(b, x, 5, NULL, NULL, r, &nr), SL_OK);
+                sl_index_free(b);
+                accepted++;
+            } else {
+                assert_true(st == SL_E_CORRUPT || st == SL_E_VERSION);
+                assert_null(b);
+                rejected++;
+            }
+            img[i] = old;
+        }
+    }
+    refresh_crcs(img, len);
+    print_message("valid-checksum corruptions: %zu rejected, %zu harmless\n", rejected, accepted);
+    assert_true(rejected > 0 && accepted > 0);
+    unlink(path);
+    free(path); free(img); free(x); free(ids);
+    sl_index_free(a);
+}
+
 /* ---- concurrency ----------------------------------------------------------------------- */
 
 #define CC_D 12
@@ -721,6 +804,7 @@ int main(void) {
         cmocka_unit_test(test_mass_delete_recall),
         cmocka_unit_test(test_save_load_roundtrip),
         cmocka_unit_test(test_corrupt_files),
+        cmocka_unit_test(test_corrupt_files_valid_checksums),
         cmocka_unit_test(test_concurrent_readers_writer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

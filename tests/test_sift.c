@@ -12,6 +12,7 @@
 #include <cmocka.h>
 
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,6 +67,15 @@ static float *render(const blob *b, int nb, int w, int h, double angle, double s
                     (float)(b[k].a * exp(-(ex * ex + ey * ey) / (2.0 * s * s)));
             }
     }
+    return g;
+}
+
+/* A w x h view of nb random blobs spread over extent x extent, rotated by angle about the
+ * texture centre, which sits at the image centre. */
+static float *texture(int w, int h, int nb, double extent, uint64_t seed, double angle) {
+    blob *b = make_blobs(nb, extent, seed);
+    float *g = render(b, nb, w, h, angle, 1.0, w / 2.0, h / 2.0, extent / 2, extent / 2);
+    free(b);
     return g;
 }
 
@@ -250,8 +260,7 @@ static void test_unrelated_views_differ(void **state) {
 static void test_deterministic_and_threads(void **state) {
     (void)state;
     int w = 256, h = 200, nb = 300;
-    blob *b = make_blobs(nb, 300.0, 3);
-    float *g = render(b, nb, w, h, 0.3, 1.0, w / 2.0, h / 2.0, 150.0, 150.0);
+    float *g = texture(w, h, nb, 300.0, 3, 0.3);
     sl_sift_params p;
     sl_sift_params_init(&p);
     view v1 = extract(g, w, h, &p), v2 = extract(g, w, h, &p);
@@ -288,7 +297,6 @@ static void test_deterministic_and_threads(void **state) {
         free(vs[i]->d);
     }
     free(g);
-    free(b);
 }
 
 static void test_rootsift_hand_computed(void **state) {
@@ -317,8 +325,7 @@ static void test_rootsift_hand_computed(void **state) {
 static void test_dense_grid(void **state) {
     (void)state;
     int w = 100, h = 70, nb = 80;
-    blob *b = make_blobs(nb, 120.0, 9);
-    float *g = render(b, nb, w, h, 0.0, 1.0, w / 2.0, h / 2.0, 60.0, 60.0);
+    float *g = texture(w, h, nb, 120.0, 9, 0.0);
     sl_keypoint *k = NULL;
     float *d = NULL;
     size_t n = 0;
@@ -346,7 +353,6 @@ static void test_dense_grid(void **state) {
     free(k);
     free(d);
     free(g);
-    free(b);
     /* a strip too thin to halve with the largest size: windows are clipped to the image */
     int sw = 600, sh = 16;
     float *strip = calloc((size_t)sw * (size_t)sh, sizeof(float));
@@ -469,8 +475,7 @@ static void test_noise_images(void **state) {
 static void test_image_front_end(void **state) {
     (void)state;
     int w = 160, h = 120, nb = 120;
-    blob *b = make_blobs(nb, 200.0, 5);
-    float *g = render(b, nb, w, h, 0.2, 1.0, w / 2.0, h / 2.0, 100.0, 100.0);
+    float *g = texture(w, h, nb, 200.0, 5, 0.2);
     uint8_t *grey = malloc((size_t)w * (size_t)h), *rgb = malloc((size_t)w * (size_t)h * 3);
     assert_non_null(grey);
     assert_non_null(rgb);
@@ -516,7 +521,63 @@ static void test_image_front_end(void **state) {
     free(grey);
     free(rgb);
     free(g);
-    free(b);
+}
+
+typedef struct conc_arg {
+    const float *g;
+    int w, h, upsample;
+    view v;
+} conc_arg;
+
+static void *conc_main(void *p) {
+    conc_arg *a = p;
+    sl_sift_params prm;
+    sl_sift_params_init(&prm);
+    prm.upsample = a->upsample;
+    a->v.k = NULL;
+    if (sl_sift_extract_grey(a->g, a->w, a->h, (size_t)a->w, &prm, &a->v.k, &a->v.d, &a->v.n,
+                             NULL) != SL_OK)
+        a->v.n = (size_t)-1;
+    return NULL;
+}
+
+/* Calls on several threads at once (sharing the block cache) give the results of one call
+ * alone, before and after the cache is released. */
+static void test_concurrent_calls_and_cache(void **state) {
+    (void)state;
+    int w = 200, h = 150, nb = 150;
+    float *g = texture(w, h, nb, 220.0, 21, 0.1);
+    sl_sift_params p;
+    sl_sift_params_init(&p);
+    view ref0 = extract(g, w, h, &p);
+    p.upsample = 1;
+    view ref1 = extract(g, w, h, &p);
+    for (int round = 0; round < 2; round++) {
+        conc_arg a[4];
+        pthread_t th[4];
+        for (int i = 0; i < 4; i++) {
+            a[i].g = g;
+            a[i].w = w;
+            a[i].h = h;
+            a[i].upsample = i & 1;
+            assert_int_equal(pthread_create(&th[i], NULL, conc_main, &a[i]), 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            assert_int_equal(pthread_join(th[i], NULL), 0);
+            const view *r = (i & 1) ? &ref1 : &ref0;
+            assert_int_equal(a[i].v.n, r->n);
+            assert_memory_equal(a[i].v.k, r->k, r->n * sizeof(sl_keypoint));
+            assert_memory_equal(a[i].v.d, r->d, r->n * SL_SIFT_DESC_DIM * sizeof(float));
+            free(a[i].v.k);
+            free(a[i].v.d);
+        }
+        sl_sift_cache_release();
+    }
+    free(ref0.k);
+    free(ref0.d);
+    free(ref1.k);
+    free(ref1.d);
+    free(g);
 }
 
 /* Every compiled kernel table this CPU runs agrees with the generic one. */
@@ -594,6 +655,7 @@ int main(void) {
         cmocka_unit_test(test_bad_arguments),
         cmocka_unit_test(test_noise_images),
         cmocka_unit_test(test_image_front_end),
+        cmocka_unit_test(test_concurrent_calls_and_cache),
         cmocka_unit_test(test_kernel_tables_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -113,6 +113,12 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
                              float size, sl_keypoint **kps, float **desc, size_t *n,
                              sl_error *err);
 
+/* SIFT keeps the large scale-space blocks of finished calls for later calls (any thread), at
+ * most SL_SIFT_CACHE_MAX_BYTES in all, which saves the page faults of fresh memory. This frees
+ * them (e.g. after a batch); later calls simply allocate again. Thread-safe. */
+#define SL_SIFT_CACHE_MAX_BYTES ((size_t)160 << 20)
+void sl_sift_cache_release(void);
+
 /* ---- SIFT work: further SIFT declarations go above this line ----------------------------- */
 
 

@@ -199,6 +199,7 @@ int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const fl
     uint16_t *tags = s->tags;
     uint32_t n = (uint32_t)idx->n;
     int maxdeg = sl__maxdeg(idx, level);
+    int any_dead = idx->n_dead != 0;
     s->cand.n = 0;
     s->res.n = 0;
     if (sl__heap_reserve(&s->res, ef + 2) != 0) return -1;
@@ -215,7 +216,7 @@ int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const fl
         if (c.d > lower && s->res.n >= ef) break;
         sl__minheap_pop(&s->cand);
         if (level == 0 && s->cand.n) __builtin_prefetch(sl__links(idx, s->cand.a[0].s, 0), 0, 3);
-        if (level > idx->levels[c.s]) continue;
+        if (level && level > idx->levels[c.s]) continue;
         const uint32_t *l = sl__links(idx, c.s, level);
         uint32_t cnt = __atomic_load_n(&l[0], __ATOMIC_ACQUIRE);
         if (cnt > (uint32_t)maxdeg) cnt = (uint32_t)maxdeg;
@@ -233,7 +234,7 @@ int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const fl
             float dx = sl__d(idx, q, v, x);
             if (s->res.n < ef || dx < lower) {
                 sl__minheap_push(&s->cand, (sl__pair){ dx, x });
-                if (x != self && !idx->dead[x] && (!filt || sl__filt_pass(idx, filt, x))) {
+                if (x != self && !(any_dead && idx->dead[x]) && (!filt || sl__filt_pass(idx, filt, x))) {
                     sl__maxheap_push(&s->res, (sl__pair){ dx, x });
                     if (s->res.n > ef) sl__maxheap_pop(&s->res);
                     lower = s->res.a[0].d;

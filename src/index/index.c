@@ -309,8 +309,9 @@ void sl__advise_huge(void *p, size_t bytes) {
 
 static void *sl__grow_array(void *p, size_t old_n, size_t new_n, size_t elem) {
     void *q = sl__reallocarray(p, new_n, elem);
-    if (q && new_n > old_n) memset((char *)q + old_n * elem, 0, (new_n - old_n) * elem);
-    if (q) sl__advise_huge(q, new_n * elem);
+    if (!q) return NULL;
+    sl__advise_huge(q, new_n * elem);  /* before the first touch, or the pages are already 4 KiB */
+    if (new_n > old_n) memset((char *)q + old_n * elem, 0, (new_n - old_n) * elem);
     return q;
 }
 
@@ -321,6 +322,7 @@ static sl_status sl__materialize(sl_index *idx, size_t cap) {
         if (sl__mul_size(cap, d * sizeof(float), &bytes) != 0) return SL_E_NOMEM;
         float *v = malloc(bytes ? bytes : 1);
         if (!v) return SL_E_NOMEM;
+        sl__advise_huge(v, bytes);
         if (idx->n) memcpy(v, idx->vec, idx->n * d * sizeof(float));
         idx->vec = v;
         idx->vec_mapped = 0;
@@ -329,6 +331,7 @@ static sl_status sl__materialize(sl_index *idx, size_t cap) {
         if (sl__mul_size(cap, idx->code_size, &bytes) != 0) return SL_E_NOMEM;
         unsigned char *c = malloc(bytes ? bytes : 1);
         if (!c) return SL_E_NOMEM;
+        sl__advise_huge(c, bytes);
         if (idx->n) memcpy(c, idx->codes, idx->n * idx->code_size);
         idx->codes = c;
         idx->codes_mapped = 0;

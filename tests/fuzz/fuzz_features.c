@@ -25,7 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             size_t len = 0;
             if (sl_local_features_serialize(lf, &buf, &len, NULL) != SL_OK || len != n ||
                 memcmp(buf, p, n) != 0)
-                abort(); /* a accepted input must round-trip exactly */
+                abort(); /* an accepted input must round-trip exactly */
             free(buf);
             sl_verify_result r;
             sl_features_verify(NULL, lf, lf, &r, NULL);
@@ -34,6 +34,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         break;
     }
     case 1: {
+        if (memmem(p, n, "cnn", 3)) return 0; /* a "cnn:PATH" spec would open files named by the input */
         sl_features *f = NULL;
         if (sl_features_parse(p, n, "fuzz", &f, NULL) == SL_OK && sl_features_dim(f) == 0) abort();
         sl_features_free(f);

@@ -301,7 +301,8 @@ static void sift_blur_fn(void *ctx, int tid, int nt) {
 
 typedef struct sift_octave {
     int w, h, o;     /* size; octave index (-1 when upsampled) */
-    float *g;        /* levels + 3 planes of w*h */
+    float *g;        /* levels + 3 planes of w*h (a cached block of gsize bytes) */
+    size_t gsize;
 } sift_octave;
 
 typedef struct sift_ctx {
@@ -311,8 +312,8 @@ typedef struct sift_ctx {
     sift_scratch scr[SIFT_MAX_THREADS];
     sift_octave oct[SL_SIFT_OCTAVES_MAX + 1];
     int noct, nlev;  /* octaves; planes per octave (levels + 3) */
-    float *gmem;     /* all Gaussian planes */
-    float *dog;      /* levels + 2 planes of the largest octave */
+    float *dog;      /* levels + 2 planes of the largest octave (dogsize bytes) */
+    size_t dogsize;
 } sift_ctx;
 
 static int sift_par(const sift_ctx *c, int w, int h) {
@@ -326,27 +327,91 @@ static void sift_blur(sift_ctx *c, const float *src, float *dst, int w, int h, f
     sift_pool_run(&c->pool, sift_par(c, w, h), sift_blur_fn, &j);
 }
 
-/* Allocates the pyramid and the per-thread row buffers for a base of bw x bh pixels. */
+/* ---- a bounded cache of scale-space blocks ------------------------------------------------
+ * The scale space of a doubled 640x480 image is ~64 MB, above malloc's mmap threshold: every
+ * call would map fresh pages and the kernel would fault and zero them (measured ~30% of the
+ * time of upsampled SIFT). Freed blocks are kept here, at most SIFT_CACHE_BLOCKS blocks and
+ * SL_SIFT_CACHE_MAX_BYTES in all, and handed to later calls (any thread) needing a block of
+ * between half and all of a cached block's size. sl_sift_cache_release() frees them. */
+#define SIFT_CACHE_BLOCKS 16
+static pthread_mutex_t sl__sift_cache_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct { void *p; size_t size; } sl__sift_cache[SIFT_CACHE_BLOCKS];
+static size_t sl__sift_cache_bytes;
+
+/* A block of at least n floats (its real size in *size), or NULL. */
+static float *sift_block_get(size_t n, size_t *size) {
+    size_t bytes;
+    if (sl__mul_size(n, sizeof(float), &bytes)) return NULL;
+    pthread_mutex_lock(&sl__sift_cache_mu);
+    int best = -1;
+    for (int i = 0; i < SIFT_CACHE_BLOCKS; i++) {
+        size_t sz = sl__sift_cache[i].size;
+        if (sl__sift_cache[i].p && sz >= bytes && sz / 2 <= bytes &&
+            (best < 0 || sz < sl__sift_cache[best].size))
+            best = i;
+    }
+    void *p = NULL;
+    if (best >= 0) {
+        p = sl__sift_cache[best].p;
+        bytes = sl__sift_cache[best].size;
+        sl__sift_cache[best].p = NULL;
+        sl__sift_cache[best].size = 0;
+        sl__sift_cache_bytes -= bytes;
+    }
+    pthread_mutex_unlock(&sl__sift_cache_mu);
+    if (!p) p = malloc(bytes ? bytes : 1);
+    *size = bytes;
+    return p;
+}
+
+/* Returns a block to the cache, or frees it when the cache is full. p NULL is a no-op. */
+static void sift_block_put(float *p, size_t size) {
+    if (!p) return;
+    pthread_mutex_lock(&sl__sift_cache_mu);
+    if (sl__sift_cache_bytes + size <= SL_SIFT_CACHE_MAX_BYTES) {
+        for (int i = 0; i < SIFT_CACHE_BLOCKS; i++)
+            if (!sl__sift_cache[i].p) {
+                sl__sift_cache[i].p = p;
+                sl__sift_cache[i].size = size;
+                sl__sift_cache_bytes += size;
+                p = NULL;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&sl__sift_cache_mu);
+    free(p);
+}
+
+void sl_sift_cache_release(void) {
+    pthread_mutex_lock(&sl__sift_cache_mu);
+    for (int i = 0; i < SIFT_CACHE_BLOCKS; i++) {
+        free(sl__sift_cache[i].p);
+        sl__sift_cache[i].p = NULL;
+        sl__sift_cache[i].size = 0;
+    }
+    sl__sift_cache_bytes = 0;
+    pthread_mutex_unlock(&sl__sift_cache_mu);
+}
+
+/* Allocates the pyramid (one cached block per octave) and the per-thread row buffers for a
+ * base of bw x bh pixels. */
 static sl_status sift_alloc(sift_ctx *c, int bw, int bh, int noct, sl_error *err) {
-    size_t total = 0, base = (size_t)bw * (size_t)bh;
+    size_t base = (size_t)bw * (size_t)bh, n;
     int w = bw, h = bh;
     for (int o = 0; o < noct; o++) {
-        size_t plane = (size_t)w * (size_t)h, sz;
-        if (sl__mul_size(plane, (size_t)c->nlev, &sz) || sl__add_size(total, sz, &total))
-            return sl__err_set(err, SL_E_TOO_LARGE, "sift: image too large");
         c->oct[o].w = w;
         c->oct[o].h = h;
+        if (sl__mul_size((size_t)w * (size_t)h, (size_t)c->nlev, &n))
+            return sl__err_set(err, SL_E_TOO_LARGE, "sift: image too large");
+        c->oct[o].g = sift_block_get(n, &c->oct[o].gsize);
+        if (!c->oct[o].g) return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
         w = w / 2;
         h = h / 2;
     }
-    c->gmem = sl__mallocarray(total, sizeof(float));
-    c->dog = sl__mallocarray(base, (size_t)(c->nlev - 1) * sizeof(float));
-    if (!c->gmem || !c->dog) return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
-    float *g = c->gmem;
-    for (int o = 0; o < noct; o++) {
-        c->oct[o].g = g;
-        g += (size_t)c->oct[o].w * (size_t)c->oct[o].h * (size_t)c->nlev;
-    }
+    if (sl__mul_size(base, (size_t)(c->nlev - 1), &n))
+        return sl__err_set(err, SL_E_TOO_LARGE, "sift: image too large");
+    c->dog = sift_block_get(n, &c->dogsize);
+    if (!c->dog) return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
     for (int t = 0; t < c->pool.nt; t++) {
         c->scr[t].row_cap = (size_t)bw + 2 * 64 + 16;
         c->scr[t].row = sl__mallocarray(c->scr[t].row_cap, sizeof(float));
@@ -856,8 +921,8 @@ static int sift_kp_cmp(const void *pa, const void *pb) {
 static void sift_ctx_free(sift_ctx *c) {
     sift_pool_stop(&c->pool);
     for (int t = 0; t < SIFT_MAX_THREADS; t++) sift_scratch_free(&c->scr[t]);
-    free(c->gmem);
-    free(c->dog);
+    for (int o = 0; o < SL_SIFT_OCTAVES_MAX + 1; o++) sift_block_put(c->oct[o].g, c->oct[o].gsize);
+    sift_block_put(c->dog, c->dogsize);
 }
 
 /* Copies a strided grey image into dst (w x h contiguous), doubled when up is nonzero (then
