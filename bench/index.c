@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "shoplens/index.h"
 #include "util/util.h"
@@ -39,6 +40,13 @@ static int write_bin(const char *p, int n, int d, const void *data, size_t elem)
     return (fclose(f) == 0 && ok) ? 0 : -1;
 }
 
+/* CPU seconds of this thread / process (the machine is shared: see run.sh). */
+static double cpu_s(clockid_t c) {
+    struct timespec t;
+    clock_gettime(c, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
 static long rss_kb(void) {
     FILE *f = fopen("/proc/self/status", "r");
     char line[256];
@@ -49,7 +57,7 @@ static long rss_kb(void) {
     return kb;
 }
 
-static sl_index *build(const mat *b, sl_index_kind kind, int M, int efc, int threads, int storage, double *secs) {
+static sl_index *build(const mat *b, sl_index_kind kind, int M, int efc, int threads, int storage, double *secs, double *cpu) {
     sl_index_params p = { 0 };
     p.M = M;
     p.ef_construction = efc;
@@ -63,12 +71,13 @@ static sl_index *build(const mat *b, sl_index_kind kind, int M, int efc, int thr
     }
     uint64_t *ids = malloc((size_t)b->n * sizeof *ids);
     for (int i = 0; i < b->n; i++) ids[i] = (uint64_t)i;
-    double t0 = sl__now();
+    double t0 = sl__now(), c0 = cpu_s(CLOCK_PROCESS_CPUTIME_ID);
     if (sl_index_add_batch(idx, (size_t)b->n, ids, b->v) != SL_OK) {
         fprintf(stderr, "bench_index: add: %s\n", sl_index_errmsg(idx));
         exit(1);
     }
     *secs = sl__now() - t0;
+    *cpu = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     free(ids);
     return idx;
 }
@@ -78,8 +87,8 @@ static int cmd_gt(int argc, char **argv) {
     mat b, q;
     if (read_fbin(argv[2], &b) || read_fbin(argv[3], &q) || b.d != q.d) { fprintf(stderr, "bench_index: bad input\n"); return 1; }
     int k = atoi(argv[4]);
-    double secs;
-    sl_index *idx = build(&b, SL_INDEX_FLAT, 0, 0, 2, 0, &secs);
+    double secs, cpu;
+    sl_index *idx = build(&b, SL_INDEX_FLAT, 0, 0, 2, 0, &secs, &cpu);
     sl_index_result *r = malloc((size_t)q.n * (size_t)k * sizeof *r);
     size_t *nr = malloc((size_t)q.n * sizeof *nr);
     sl_index_search_params sp = { 0, 1, 2 };
@@ -106,14 +115,14 @@ static int cmd_run(int argc, char **argv) {
     int storage = argc > 10 ? atoi(argv[10]) : 0;
     const int k = 10;
     long r0 = rss_kb();
-    double secs;
-    sl_index *idx = build(&b, SL_INDEX_HNSW, M, efc, T, storage, &secs);
+    double secs, cpu;
+    sl_index *idx = build(&b, SL_INDEX_HNSW, M, efc, T, storage, &secs, &cpu);
     long mem = rss_kb() - r0;
     sl_index_stats st;
     sl_index_get_stats(idx, &st);
     printf("{\"system\":\"shoplens\",\"n\":%d,\"d\":%d,\"M\":%d,\"efc\":%d,\"threads\":%d,\"storage\":%d,"
-           "\"simd\":%d,\"build_s\":%.3f,\"mem_mb\":%.1f,\"points\":[",
-           b.n, b.d, M, efc, T, storage, st.simd, secs, (double)mem / 1024.0);
+           "\"simd\":%d,\"build_s\":%.3f,\"build_cpu_s\":%.3f,\"mem_mb\":%.1f,\"points\":[",
+           b.n, b.d, M, efc, T, storage, st.simd, secs, cpu, (double)mem / 1024.0);
     sl_index_result r[10];
     size_t nr;
     int first = 1;
@@ -122,7 +131,7 @@ static int cmd_run(int argc, char **argv) {
         while (*s && *s != ',') s++;
         if (*s) s++;
         sl_index_search_params sp = { ef, 0, 1 };
-        double rec = 0, t0 = sl__now();
+        double rec = 0, t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
         for (int i = 0; i < q.n; i++) {
             sl_index_search(idx, q.v + (size_t)i * (size_t)q.d, (size_t)k, NULL, &sp, r, &nr);
             int hit = 0;
@@ -131,17 +140,17 @@ static int cmd_run(int argc, char **argv) {
                     if ((int)r[c].id == gt[(size_t)i * (size_t)gm.d + (size_t)a]) { hit++; break; }
             rec += hit / (double)k;
         }
-        double dt = sl__now() - t0;
+        double dt = cpu_s(CLOCK_THREAD_CPUTIME_ID) - t0;
         printf("%s{\"ef\":%d,\"recall\":%.4f,\"qps\":%.1f}", first ? "" : ",", ef, rec / q.n, q.n / dt);
         first = 0;
     }
     printf("]");
     sl_index_free(idx);
     if (flat) {
-        double s2;
-        sl_index *fl = build(&b, SL_INDEX_FLAT, 0, 0, 1, 0, &s2);
+        double s2, c2;
+        sl_index *fl = build(&b, SL_INDEX_FLAT, 0, 0, 1, 0, &s2, &c2);
         int nq = q.n < 200 ? q.n : 200;
-        double t0 = sl__now(), rec = 0;
+        double t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID), rec = 0;
         for (int i = 0; i < nq; i++) {
             sl_index_search(fl, q.v + (size_t)i * (size_t)q.d, (size_t)k, NULL, NULL, r, &nr);
             int hit = 0;
@@ -150,7 +159,7 @@ static int cmd_run(int argc, char **argv) {
                     if ((int)r[c].id == gt[(size_t)i * (size_t)gm.d + (size_t)a]) { hit++; break; }
             rec += hit / (double)k;
         }
-        printf(",\"flat_qps\":%.1f,\"flat_recall\":%.4f", nq / (sl__now() - t0), rec / nq);
+        printf(",\"flat_qps\":%.1f,\"flat_recall\":%.4f", nq / (cpu_s(CLOCK_THREAD_CPUTIME_ID) - t0), rec / nq);
         sl_index_free(fl);
     }
     printf("}\n");

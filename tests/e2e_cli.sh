@@ -117,6 +117,11 @@ grep -v '^P000001,\|^P000002,' "$cat/upd.csv" > "$cat/sync.csv"
 "$bin" info --json > "$tmp/i3.json"
 [ "$(j "$tmp/i3.json" 'd["products"]')" = 10 ] || fail "sync count"
 
+# ---- retrain keeps the store searchable -------------------------------------------------------------
+"$bin" retrain --json > "$tmp/rt.json"
+[ "$(j "$tmp/rt.json" 'd["images"]')" = "$(j "$tmp/i3.json" 'd["images"]')" ] || fail "retrain count"
+"$bin" search "$cat/images/P000005_1.jpg" -k 1 --json | grep -q '"P000005"' || fail "search after retrain"
+
 # ---- a store of another version is refused -------------------------------------------------------
 if command -v sqlite3 >/dev/null; then
   cp -r "$st" "$tmp/old"

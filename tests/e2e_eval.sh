@@ -24,7 +24,7 @@ assert close(d["map"], 1) and close(d["precision@1"], 1) and close(d["hit@1"], 1
 assert close(d["recall@k"], 1) and close(d["precision@k"], 0.5) and close(d["f1@k"], 2 / 3)
 assert close(d["hits@4"], 1) and d["index_images_per_s"] > 0 and d["query_ms_p99"] >= d["query_ms_p50"] > 0
 PY
-grep -q "<svg" "$tmp/r.html" || fail "report: no PR curve"
+grep -q "<polyline[^>]*points=\"[0-9]" "$tmp/r.html" || fail "report: no PR curve"
 grep -q "data:image/jpeg;base64," "$tmp/r.html" || fail "report: no thumbnails"
 grep -q "#2e7d32" "$tmp/r.html" && grep -q "#c62828" "$tmp/r.html" || fail "report: green and red outlines"
 grep -q "http" "$tmp/r.html" && fail "report must be self-contained"

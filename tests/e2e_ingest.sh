@@ -116,5 +116,10 @@ crash_round() { # crash_round SPEC ROUNDS
 KILL_MAX=0.4 crash_round color 3
 if [ "${SL_SANITIZED:-0}" != 1 ]; then
   KILL_MAX=6 crash_round vlad 2   # learned parts: kills also land in the training
+  # retrain: a new features file replaces the old one, vectors are re-made, search still works
+  "$bin" retrain --store "$tmp/ref-vlad" --json --jobs 2 > "$tmp/rt.json"
+  [ "$(j "$tmp/rt.json" 'd["images"]')" = 20 ] || fail "retrain json"
+  [ -f "$tmp/ref-vlad/features-2.bin" ] && [ ! -f "$tmp/ref-vlad/features-1.bin" ] || fail "retrain files"
+  "$bin" search "$cat/images/P000003_1.jpg" --store "$tmp/ref-vlad" -k 1 --json | grep -q '"P000003"' || fail "search after retrain"
 fi
 echo "e2e_ingest: ok"

@@ -86,9 +86,9 @@ static double run_model(const char *name, sl_cnn_backend backend, const char *ou
 }
 
 static const char *const k_models[] = {
-    "conv_group", "conv_dw", "conv_autopad", "conv_bn_hswish", "bn_acts", "pools", "shape_arith",
+    "conv_group", "conv_dw", "conv_autopad", "conv3x3_residual", "conv_bn_hswish", "bn_acts", "pools", "shape_arith",
     "math_ops", "opset11", "typed_fields", "concat_nhwc", "tiny_resnet", "tiny_mbv2",
-    "tiny_mbv3", "tiny_effnet", "tiny_resnet_op11"};
+    "tiny_mbv3", "tiny_effnet", "tiny_resnet_op11", "tiny_mbv3_op17"};
 
 static void test_models_match_pytorch(void **state) {
     (void)state;
@@ -211,6 +211,31 @@ static void test_bf16_mode_is_close_but_not_fp32(void **state) {
     free_fixture(&f);
 }
 
+static void test_int8_mode_is_close_but_not_fp32(void **state) {
+    (void)state;
+    static const char *const names[] = {"tiny_resnet", "tiny_mbv2", "concat_nhwc"};
+    for (int k = 0; k < 3; k++) {
+        fixture f;
+        load_fixture(names[k], &f);
+        sl_cnn_opts o;
+        sl_cnn_opts_init(&o);
+        o.output = "";
+        o.precision = SL_CNN_PRECISION_INT8;
+        sl_cnn *m = load(names[k], &o);
+        float *y = calloc(f.ocount, sizeof(float));
+        sl_error e;
+        assert_int_equal(sl_cnn_run(m, f.in, (size_t)f.idims[0], y, &e), SL_OK);
+        double d = rel_diff(y, f.out, f.ocount), dot = 0, na = 0, nb = 0;
+        for (size_t j = 0; j < f.ocount; j++) { dot += (double)y[j] * f.out[j]; na += (double)y[j] * y[j]; nb += (double)f.out[j] * f.out[j]; }
+        print_message("int8 %s: max rel diff %.2e, cosine %.6f\n", names[k], d, dot / sqrt(na * nb));
+        assert_true(d > 1e-6);
+        assert_true(dot / sqrt(na * nb) > 0.995);
+        free(y);
+        sl_cnn_free(m);
+        free_fixture(&f);
+    }
+}
+
 static void test_unsupported_operator_is_named(void **state) {
     (void)state;
     char p[1200];
@@ -311,6 +336,12 @@ static void test_options_and_sidecar(void **state) {
     assert_true(pp->std[1] == 0.5f && pp->bgr == 1);
     assert_int_equal(sl_cnn_embed_dim(m), 10);
     sl_cnn_free(m);
+    /* An explicit crop that does not match the model input is refused. */
+    FILE *f0 = fopen(js, "w");
+    fputs("{\"crop\": 224}", f0);
+    fclose(f0);
+    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "crop"));
     /* A bad sidecar is an error naming the key. */
     FILE *f = fopen(js, "w");
     fputs("{\"crop\": \"big\"}", f);
@@ -323,6 +354,36 @@ static void test_options_and_sidecar(void **state) {
     assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
     assert_non_null(strstr(e.message, "colour"));
     unlink(js);
+}
+
+static void test_embed_images(void **state) {
+    (void)state;
+#ifdef SL_CNN_HAVE_IMAGE
+    /* A uniform image stays uniform through resize and crop, so its embedding must equal the
+     * embedding of the uniform normalized tensor. */
+    sl_cnn *m = load("tiny_resnet", NULL);
+    sl_image *img = sl_image_new(64, 48, 3);
+    assert_non_null(img);
+    uint8_t *px = sl_image_pixels(img);
+    for (int y = 0; y < 48; y++)
+        for (int x = 0; x < 64; x++) {
+            uint8_t *q = px + (size_t)y * sl_image_stride(img) + (size_t)x * 3;
+            q[0] = 200; q[1] = 100; q[2] = 30;
+        }
+    float in[3 * 32 * 32], a[16], b[16];
+    const float mean[3] = {0.485f, 0.456f, 0.406f}, sd[3] = {0.229f, 0.224f, 0.225f}, v[3] = {200, 100, 30};
+    for (int c = 0; c < 3; c++)
+        for (int k = 0; k < 32 * 32; k++) in[c * 1024 + k] = (v[c] / 255.0f - mean[c]) / sd[c];
+    sl_error e;
+    const sl_image *imgs[1] = {img};
+    assert_int_equal(sl_cnn_embed(m, imgs, 1, a, &e), SL_OK);
+    assert_int_equal(sl_cnn_embed_tensor(m, in, 1, b, &e), SL_OK);
+    assert_true(rel_diff(a, b, 16) < 1e-5);
+    sl_image_free(img);
+    sl_cnn_free(m);
+#else
+    skip();
+#endif
 }
 
 static void test_npy_roundtrip(void **state) {
@@ -358,10 +419,12 @@ int main(void) {
         cmocka_unit_test(test_batch_sizes_agree),
         cmocka_unit_test(test_concurrent_callers_share_one_model),
         cmocka_unit_test(test_bf16_mode_is_close_but_not_fp32),
+        cmocka_unit_test(test_int8_mode_is_close_but_not_fp32),
         cmocka_unit_test(test_unsupported_operator_is_named),
         cmocka_unit_test(test_malformed_files_are_corrupt),
         cmocka_unit_test(test_options_and_sidecar),
         cmocka_unit_test(test_npy_roundtrip),
+        cmocka_unit_test(test_embed_images),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

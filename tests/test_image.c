@@ -286,6 +286,47 @@ static void test_shrink_on_load(void **s) {
     assert_int_equal(load(buf, n, &o, &img, &info, &err), SL_OK);
     assert_int_equal(sl_image_width(img), 1024);
     sl_image_free(img);
+    /* on a textured image the reduced decode stays close to decode-then-resize */
+    {
+        sl_image *tex = sl_image_new(1024, 768, 3), *full = NULL, *ref = NULL, *fast = NULL;
+        for (int y = 0; y < 768; y++)
+            for (int x = 0; x < 1024; x++) {
+                uint8_t *p = sl_image_pixels(tex) + (size_t)y * 3072 + (size_t)x * 3;
+                p[0] = (uint8_t)((x / 16 + y / 16) % 2 ? 220 : 30);
+                p[1] = (uint8_t)(x * 255 / 1023);
+                p[2] = (uint8_t)((x * 7 + y * 3) % 256);
+            }
+        void *jb;
+        size_t jn;
+        assert_int_equal(sl_image_encode(tex, "jpeg", 90, &jb, &jn, &err), SL_OK);
+        sl_image_load_opts fo = { 0 };
+        assert_int_equal(load(jb, jn, &fo, &full, &info, &err), SL_OK);
+        assert_int_equal(sl_image_resize_longest(full, 224, 1, &ref, &err), SL_OK);
+        fo.max_side = 224;
+        assert_int_equal(load(jb, jn, &fo, &fast, &info, &err), SL_OK);
+        assert_int_equal(sl_image_width(fast), 224);
+        double d = 0;
+        size_t nb = sl_image_stride(ref) * (size_t)sl_image_height(ref);
+        for (size_t i = 0; i < nb; i++) d += abs(sl_image_cpixels(ref)[i] - sl_image_cpixels(fast)[i]);
+        print_message("shrink-on-load vs decode+resize: mean abs diff %.2f\n", d / nb);
+        assert_true(d / nb < 4.0);
+        free(jb);
+        sl_image_free(tex); sl_image_free(full); sl_image_free(ref); sl_image_free(fast);
+    }
+    /* WebP: scaled decode, same size rule */
+    VipsImage *wm = halves(1024, 768, 3, RED, BLUE);
+    void *wbuf;
+    size_t wn;
+    assert_int_equal(save_webp(wm, &wbuf, &wn), 0);
+    g_object_unref(wm);
+    o.max_side = 224;
+    assert_int_equal(load(wbuf, wn, &o, &img, &info, &err), SL_OK);
+    g_free(wbuf);
+    assert_int_equal(sl_image_width(img), 224);
+    assert_int_equal(sl_image_height(img), 168);
+    expect_px(img, 20, 80, 255, 0, 0, 2);
+    expect_px(img, 200, 80, 0, 0, 255, 2);
+    sl_image_free(img);
     /* truncated data on the shrink path is still an error */
     o.max_side = 100;
     assert_int_equal(load(buf, n * 6 / 10, &o, &img, &info, &err), SL_E_CORRUPT);
@@ -438,6 +479,21 @@ static void test_bad_inputs(void **s) {
     assert_int_equal(info.width, 100000);
     assert_int_equal(info.height, 100000);
     assert_null(img);
+    /* a PNG of 70000 x 1: few pixels, but a side over SL_IMAGE_MAX_SIDE_MAX */
+    {
+        VipsImage *line = NULL;
+        assert_int_equal(vips_black(&line, 70000, 1, "bands", 3, NULL), 0);
+        VipsImage *u8 = NULL;
+        assert_int_equal(vips_cast(line, &u8, VIPS_FORMAT_UCHAR, NULL), 0);
+        g_object_unref(line);
+        void *lb;
+        size_t ln;
+        assert_int_equal(vips_pngsave_buffer(u8, &lb, &ln, NULL), 0);
+        g_object_unref(u8);
+        assert_int_equal(load(lb, ln, NULL, &img, &info, &err), SL_E_TOO_LARGE);
+        assert_null(img);
+        g_free(lb);
+    }
     /* SVG and PDF: refused, named */
     static const char svg[] = "<?xml version=\"1.0\"?>\n<svg xmlns=\"http://www.w3.org/2000/svg\" "
                               "width=\"10\" height=\"10\"><rect width=\"10\" height=\"10\"/></svg>";

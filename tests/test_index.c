@@ -99,14 +99,15 @@ static void check_table(const sl__dist_kernels *k) {
             b[i] = (float)sl__rng_normal(&r);
             h[i] = sl__f32_to_f16(b[i]);
             c[i] = (int8_t)((int)sl__rng_below(&r, 255) - 127);
-            mag += fabs(a[i]) * (fabs(b[i]) + 1) + (double)(a[i] - b[i]) * (a[i] - b[i]) + fabs(a[i]) * 127;
+            mag += fabs(a[i]) * (fabs(b[i]) + 1) + (double)(a[i] - b[i]) * (a[i] - b[i]);
         }
         double tol = 1e-5 * mag + 1e-6;
         assert_true(fabs(k->dot_f32(a, b, d) - s->dot_f32(a, b, d)) <= tol);
         assert_true(fabs(k->l2_f32(a, b, d) - s->l2_f32(a, b, d)) <= tol);
         assert_true(fabs(k->dot_f16(a, h, d) - s->dot_f16(a, h, d)) <= tol);
         assert_true(fabs(k->l2_f16(a, h, d) - s->l2_f16(a, h, d)) <= tol);
-        assert_true(fabs(k->dot_i8(a, c, d) - s->dot_i8(a, c, d)) <= tol);
+        uint8_t *u = (uint8_t *)h;  /* reuse: any bytes are valid unsigned inputs */
+        assert_int_equal(k->dot_u8s8(u, c, d), s->dot_u8s8(u, c, d));
         /* and the scalar kernel against a double-precision reference */
         double ref = 0;
         for (size_t i = 0; i < d; i++) ref += (double)a[i] * b[i];
@@ -120,9 +121,20 @@ static void test_kernels_match_scalar(void **state) {
     int tested = 0;
     if (sl__dist_avx2()) { check_table(sl__dist_avx2()); tested++; }
     if (sl__dist_avx512()) { check_table(sl__dist_avx512()); tested++; }
+    if (sl__dist_avx512_plain()) { check_table(sl__dist_avx512_plain()); tested++; }
     check_table(sl__dist_scalar());
     assert_non_null(sl__dist_best());
     if (!tested) print_message("note: no SIMD kernels on this CPU, scalar only\n");
+}
+
+uint32_t sl__crc32c(uint32_t crc, const void *data, size_t n);
+
+static void test_crc32c(void **state) {
+    (void)state;
+    /* the check value of CRC-32C, and continuation equals one pass (hardware and table paths) */
+    assert_int_equal(sl__crc32c(0, "123456789", 9), 0xE3069283u);
+    assert_int_equal(sl__crc32c(sl__crc32c(0, "12345", 5), "6789", 4), 0xE3069283u);
+    assert_int_equal(sl__crc32c(0, "", 0), 0);
 }
 
 static void test_half_float(void **state) {
@@ -296,6 +308,20 @@ static void test_filtered_recall(void **state) {
         }
         free(bits);
         free(list);
+    }
+    /* the two strategies separately: always-exact is exact, never-exact (graph) keeps recall */
+    {
+        pred_ctx pc = { 1000, 100 };
+        sl_index_filter fp = { 0 };
+        fp.pred = pred_mod;
+        fp.pred_ctx = &pc;
+        assert_int_equal(sl_index_set_filter_exact_below(idx, 1.0), SL_OK);
+        assert_true(recall(idx, q, nq, 10, &fp) == 1.0);
+        assert_int_equal(sl_index_set_filter_exact_below(idx, 0.0), SL_OK);
+        double rg = recall(idx, q, nq, 10, &fp);
+        print_message("filtered recall sel=0.10 graph forced: %.4f\n", rg);
+        assert_true(rg >= 0.95);
+        assert_int_equal(sl_index_set_filter_exact_below(idx, SL_INDEX_FILTER_EXACT_BELOW_DEFAULT), SL_OK);
     }
     /* empty list: nothing allowed; list with unknown ids and duplicates */
     sl_index_filter f0 = { 0 };
@@ -683,6 +709,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_match_scalar),
         cmocka_unit_test(test_half_float),
+        cmocka_unit_test(test_crc32c),
         cmocka_unit_test(test_params_and_errors),
         cmocka_unit_test(test_flat_exact_and_batch),
         cmocka_unit_test(test_recall_cosine),

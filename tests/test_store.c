@@ -122,6 +122,16 @@ static void test_store_products_images_filters(void **state) {
     free(vec);
     free(local);
 
+    /* products of many images in one query, unknown ids give NULL */
+    int64_t q[4] = {i3, 424242, i1, i4};
+    char **prods;
+    assert_int_equal(sl_store_image_products(s, q, 4, &prods, &e), SL_OK);
+    assert_string_equal(prods[0], "P2");
+    assert_null(prods[1]);
+    assert_string_equal(prods[2], "P1");
+    assert_string_equal(prods[3], "P3");
+    sl_strings_free(prods, 4);
+
     int64_t *removed;
     assert_int_equal(sl_store_remove_product(s, "P1", &removed, &n, &e), SL_OK);
     assert_int_equal(n, 2);

@@ -29,12 +29,12 @@ def make(name, seed=0):
     return m.eval()
 
 
-def export(name, outdir, size=224):
-    path = os.path.join(outdir, name + ".onnx")
+def export(name, outdir, size=224, opset=13):
+    path = os.path.join(outdir, name + (".onnx" if opset == 13 else ".op%d.onnx" % opset))
     m = make(name)
     if not os.path.exists(path):
         x = torch.randn(1, 3, size, size)
-        torch.onnx.export(m, x, path, opset_version=13, input_names=["input"],
+        torch.onnx.export(m, x, path, opset_version=opset, input_names=["input"],
                           output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
                           do_constant_folding=True)
     return m, path

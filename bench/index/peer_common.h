@@ -30,6 +30,11 @@ static inline Gt read_ibin(const char *p) {
 static inline double now_s() {
     return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
+#include <time.h>
+// CPU seconds of the calling thread / of the process: the machine is shared (load far above the
+// core count), so throughput is measured in CPU time, not wall time, for every system alike.
+static inline double thread_cpu_s() { timespec t; clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
+static inline double proc_cpu_s() { timespec t; clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 static inline long rss_kb() {
     FILE *f = std::fopen("/proc/self/status", "r"); char line[256]; long kb = 0;
     while (f && std::fgets(line, sizeof line, f)) if (!std::strncmp(line, "VmRSS:", 6)) kb = std::atol(line + 6);

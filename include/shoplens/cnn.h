@@ -33,9 +33,11 @@ typedef struct sl_cnn sl_cnn;
 
 typedef enum sl_cnn_precision {
     SL_CNN_PRECISION_FP32 = 0,    /* exact: <= 1e-4 relative difference to PyTorch fp32 */
-    SL_CNN_PRECISION_BF16 = 1     /* convolutions in bfloat16 (AVX-512-BF16/AMX), about 3
-                                     significant digits; cosine to fp32 embeddings >= 0.999
-                                     measured (docs/cnn.md) */
+    SL_CNN_PRECISION_BF16 = 1,    /* convolutions in bfloat16 through oneDNN primitives
+                                     (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md) */
+    SL_CNN_PRECISION_INT8 = 2     /* dense convolutions in int8 (VNNI): weights per output
+                                     channel, activations quantized per tensor at run time;
+                                     accuracy cost measured in docs/cnn.md */
 } sl_cnn_precision;
 
 typedef enum sl_cnn_backend {

@@ -37,8 +37,11 @@ typedef struct sl_image_load_opts {
     size_t max_bytes;    /* refuse inputs larger than this (0: SL_IMAGE_MAX_BYTES_DEFAULT) */
     uint64_t max_pixels; /* refuse images with more pixels than this, checked from the header
                             before decoding (0: SL_IMAGE_MAX_PIXELS_DEFAULT) */
-    int max_side;        /* 0: full size. N > 0: the longest side of the result is at most N,
-                            using shrink-on-load (reduced decode), never decode-then-resize */
+    int max_side;        /* 0: full size. N > 0: the longest side of the result is at most N
+                            (never enlarged). JPEG and WebP use shrink-on-load (DCT-scaled /
+                            scaled decode, then area averaging); PNG, GIF, TIFF and HEIF have no
+                            reduced decode and are decoded full size (within max_pixels), then
+                            area-averaged */
     int grey;            /* nonzero: return 1 channel (luminance) instead of 3 */
 } sl_image_load_opts;
 
@@ -55,7 +58,7 @@ typedef struct sl_image_info {
 
 /* Loads and decodes an image file. opts and info may be NULL. On success *out is a new
  * 8-bit sRGB (or grey) image, upright (EXIF orientation applied), alpha flattened on white.
- * Errors: SL_E_IO (cannot read), SL_E_UNSUPPORTED (format not allowed; message names the detected
+ * Errors: SL_E_NOT_FOUND (no such file), SL_E_IO (cannot read), SL_E_UNSUPPORTED (format not allowed; message names the detected
  * type), SL_E_TOO_LARGE (byte or pixel limit), SL_E_CORRUPT (truncated or damaged: never a
  * partly decoded image). */
 sl_status sl_image_load_file(const char *path, const sl_image_load_opts *opts, sl_image **out,
@@ -140,7 +143,9 @@ sl_status sl_image_scale(const sl_image *src, float factor, sl_image **out, sl_e
 /* v' = (v - 128) * contrast + 128 + brightness, clamped. contrast 1, brightness 0 = identity. */
 sl_status sl_image_adjust(const sl_image *src, float brightness, float contrast, sl_image **out,
                           sl_error *err);
-/* Adds Gaussian noise of standard deviation sigma (grey levels), deterministic for a seed. */
+/* Adds zero-mean noise of standard deviation sigma (grey levels, 0..255), approximately
+ * Gaussian (Irwin-Hall: sum of 4 uniforms, tails cut at 3.46 sigma), deterministic for a seed
+ * on every machine. */
 sl_status sl_image_noise(const sl_image *src, float sigma, uint64_t seed, sl_image **out,
                          sl_error *err);
 /* Encodes to JPEG at quality and decodes again (compression artefacts). */

@@ -107,7 +107,9 @@ typedef int (*sl_index_pred)(uint64_t id, void *ctx);
 /* A filter: every non-empty part must allow an id for it to be returned. Zero-initialize.
  * - allowed_ids/n_allowed: a list of allowed ids in any order (e.g. from an SQL query on category
  *   and price); ids not in the index are ignored. n_allowed == 0 with allowed_ids != NULL means
- *   nothing is allowed. This is the simplest and usually the fastest form.
+ *   nothing is allowed. The simplest form and the fastest for selective filters; it costs one
+ *   hash lookup per listed id per search, so for large sets reused by many searches prefer the
+ *   bitmap.
  * - bits/nbits: bitmap over the id space, id i allowed iff i < nbits and bit (i % 64) of
  *   bits[i / 64] is set (see sl_index_bitmap_set). Fine for dense ids (SQLite rowids).
  * - pred/ctx: arbitrary predicate.

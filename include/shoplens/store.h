@@ -120,6 +120,10 @@ sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err);
 /* Replaces the vector and local features of an existing image (retraining). */
 sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
                                       const void *local, size_t local_len, sl_error *err);
+/* The product of each of n image ids in one query: (*products)[i] is malloc'ed, or NULL when
+ * image ids[i] does not exist. Free with sl_strings_free(*products, n). */
+sl_status sl_store_image_products(sl_store *s, const int64_t *ids, size_t n, char ***products,
+                                  sl_error *err);
 /* Every image id (ascending) with its source path; free with sl_image_refs_free. */
 sl_status sl_store_all_images(sl_store *s, sl_image_ref **refs, size_t *n, sl_error *err);
 /* Images of a product, by id order. */

@@ -629,6 +629,54 @@ static sl_status sl__fill_ref(sqlite3_stmt *st, sl_image_ref *r, sl_error *err) 
     return SL_OK;
 }
 
+sl_status sl_store_image_products(sl_store *s, const int64_t *ids, size_t n, char ***products,
+                                  sl_error *err) {
+    *products = sl__callocarray(n + 1, sizeof **products);
+    if (!*products) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (n == 0) return SL_OK;
+    /* the ids go in as one JSON array: a single statement whatever n is */
+    size_t cap;
+    if (sl__mul_size(n, 24, &cap) || sl__add_size(cap, 3, &cap)) {
+        free(*products);
+        *products = NULL;
+        return sl__err_set(err, SL_E_TOO_LARGE, "too many ids");
+    }
+    char *js = malloc(cap), *o = js;
+    if (!js) {
+        free(*products);
+        *products = NULL;
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    *o++ = '[';
+    for (size_t i = 0; i < n; i++) o += snprintf(o, 24, i ? ",%lld" : "%lld", (long long)ids[i]);
+    *o++ = ']';
+    *o = '\0';
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__prepare(db, "SELECT j.key, i.product_id FROM json_each(?) j "
+                                   "JOIN images i ON i.id = j.value", &st, err);
+    if (rc == SL_OK) {
+        sqlite3_bind_text(st, 1, js, -1, SQLITE_STATIC);
+        int r;
+        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+            sqlite3_int64 k = sqlite3_column_int64(st, 0);
+            if (k < 0 || (size_t)k >= n || (*products)[k]) continue;
+            if (!((*products)[k] = sl__col_strdup(st, 1))) {
+                rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+        }
+        if (rc == SL_OK && r != SQLITE_DONE) rc = sl__sqlerr(err, db, "read images");
+        sqlite3_finalize(st);
+    }
+    free(js);
+    if (rc != SL_OK) {
+        sl_strings_free(*products, n);
+        *products = NULL;
+    }
+    return rc;
+}
+
 sl_status sl_store_all_images(sl_store *s, sl_image_ref **refs, size_t *n, sl_error *err) {
     return sl_store_product_images(s, NULL, refs, n, err);
 }

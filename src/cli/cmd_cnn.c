@@ -28,7 +28,8 @@ static const char usage[] =
     "  --output NAME       tensor to output (default: for run, the graph's first output; for\n"
     "                      embed/info, the globally pooled features)\n"
     "  --threads N         threads per forward pass (default: all CPUs)\n"
-    "  --precision P       fp32 (default) or bf16 (faster on AVX-512-BF16/AMX CPUs, ~3 digits)\n"
+    "  --precision P       fp32 (default), bf16 (oneDNN bf16 convolutions) or int8 (dense\n"
+    "                      convolutions in int8, dynamic activation scales)\n"
     "  --backend B         auto (im2col + oneDNN sgemm, default), ref (OpenBLAS sgemm) or\n"
     "                      dnnl (oneDNN convolution primitives)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
@@ -81,7 +82,8 @@ static int run(int argc, char **argv) {
             NEEDV();
             if (!strcmp(v, "fp32")) o.precision = SL_CNN_PRECISION_FP32;
             else if (!strcmp(v, "bf16")) o.precision = SL_CNN_PRECISION_BF16;
-            else { rc = sl__cli_usage_error(cmd, "--precision must be fp32 or bf16"); goto out; }
+            else if (!strcmp(v, "int8")) o.precision = SL_CNN_PRECISION_INT8;
+            else { rc = sl__cli_usage_error(cmd, "--precision must be fp32, bf16 or int8"); goto out; }
         } else if (!strcmp(a, "--backend")) {
             NEEDV();
             if (!strcmp(v, "auto")) o.backend = SL_CNN_BACKEND_AUTO;

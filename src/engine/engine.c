@@ -181,7 +181,7 @@ static sl_status sl__load_features(sl_engine *e, sl_error *err) {
         st = sl_features_new(e->spec, &f, err);
     }
     if (st != SL_OK) return st;
-    sl_features_free(e->feat);
+    sl__engine_retire_features(e, e->feat);
     e->feat = f;
     e->features_version = version;
     return SL_OK;
@@ -232,7 +232,7 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     pthread_rwlock_wrlock(&e->lock);
     st = sl_store_commit(e->store, err);
     if (st == SL_OK) {
-        sl_features_free(e->feat);
+        sl__engine_retire_features(e, e->feat);
         e->feat = f;
         e->features_version = version;
         e->gen++;
@@ -244,6 +244,14 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     return st;
 }
 
+void sl__engine_retire_features(sl_engine *e, sl_features *f) {
+    if (!f) return;
+    sl_features **nr = sl__reallocarray(e->retired, e->n_retired + 1, sizeof *nr);
+    if (!nr) return; /* leak rather than free under a running query */
+    e->retired = nr;
+    e->retired[e->n_retired++] = f;
+}
+
 /* ---- open / close -------------------------------------------------------------------------- */
 
 void sl_engine_free(sl_engine *e) {
@@ -253,6 +261,8 @@ void sl_engine_free(sl_engine *e) {
     pthread_mutex_unlock(&e->wmu);
     sl_index_free(e->idx);
     sl_features_free(e->feat);
+    for (size_t i = 0; i < e->n_retired; i++) sl_features_free(e->retired[i]);
+    free(e->retired);
     sl_store_free(e->store);
     pthread_rwlock_destroy(&e->lock);
     pthread_mutex_destroy(&e->wmu);
@@ -272,7 +282,14 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     if (st != SL_OK) return st;
     sl_engine *e = calloc(1, sizeof *e);
     if (!e) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    pthread_rwlock_init(&e->lock, NULL);
+    /* Writer-preferring: a waiting writer (a PUT during a stream of searches) is not starved;
+     * it waits only for the searches already running. No code path takes the lock shared twice
+     * in one thread, so this cannot deadlock. */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&e->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&e->wmu, NULL);
     e->read_only = o.read_only;
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;

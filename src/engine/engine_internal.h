@@ -39,6 +39,10 @@ struct sl_engine {
     int candidates, verify_top, max_side;
     pthread_rwlock_t lock;
     pthread_mutex_t wmu;
+    /* Features replaced by a training stay alive until sl_engine_free: a query may still be
+     * describing its image with them outside the lock (it re-describes if they changed). */
+    sl_features **retired;
+    size_t n_retired;
 };
 
 /* An image read and described, ready to be written. */
@@ -81,6 +85,10 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
 
 /* Compares a stored product with a new one (metadata only). Nonzero when equal. */
 int sl__product_equal(const sl_product *a, const sl_product *b);
+
+/* Keeps replaced features until the engine is freed (see struct sl_engine). Caller holds the
+ * lock exclusively. On allocation failure the features are leaked rather than freed early. */
+void sl__engine_retire_features(sl_engine *e, sl_features *f);
 
 /* Runs fn(ctx, i) for i in [0, n) on up to `jobs` threads (0 = all cores). */
 void sl__parallel_for(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx);

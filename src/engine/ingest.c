@@ -391,7 +391,8 @@ static sl_status sl__train_on_paths(sl_engine *e, char **paths, size_t n, size_t
         size_t k = 0;
         for (size_t i = 0; i < m; i++)
             if (imgs[i]) imgs[k++] = imgs[i];
-        st = sl__engine_train(e, (const sl_image *const *)imgs, k, err);
+        /* nothing readable to learn from: every row will report its own image error */
+        st = k ? sl__engine_train(e, (const sl_image *const *)imgs, k, err) : SL_OK;
         for (size_t i = 0; i < k; i++) sl_image_free(imgs[i]);
     }
     free(imgs);
@@ -691,7 +692,11 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         st = sl__engine_save_index(e, err);
     }
 out:
-    if (oldf && e->feat != oldf) sl_features_free(oldf);
+    if (oldf && e->feat != oldf) {
+        pthread_rwlock_wrlock(&e->lock);
+        sl__engine_retire_features(e, oldf);
+        pthread_rwlock_unlock(&e->lock);
+    }
     sl_features_free(f);
     free(paths);
     sl_image_refs_free(refs, n);

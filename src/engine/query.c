@@ -120,25 +120,31 @@ static int sl__cmp_pacc(const void *a, const void *b) {
 /* Adds candidates to the per-product accumulator (best image wins). */
 static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pacc **acc,
                                 size_t *n_acc, size_t *cap, sl_error *err) {
-    for (size_t i = 0; i < n; i++) {
-        sl_image_ref r;
-        if (sl_store_get_image(e->store, c[i].image_id, &r, NULL) != SL_OK) continue; /* gone */
+    int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
+    if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) ids[i] = c[i].image_id;
+    char **prod = NULL;
+    sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
+    free(ids);
+    if (st != SL_OK) return st;
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        if (!prod[i]) continue; /* removed meanwhile */
         size_t j;
         for (j = 0; j < *n_acc; j++)
-            if (strcmp((*acc)[j].product_id, r.product_id) == 0) break;
+            if (strcmp((*acc)[j].product_id, prod[i]) == 0) break;
         if (j == *n_acc) {
             if (*n_acc == *cap) {
                 size_t nc = *cap ? *cap * 2 : 64;
                 sl__pacc *na = sl__reallocarray(*acc, nc, sizeof *na);
                 if (!na) {
-                    sl_image_ref_clear(&r);
-                    return sl__err_set(err, SL_E_NOMEM, "out of memory");
+                    st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                    break;
                 }
                 *acc = na;
                 *cap = nc;
             }
-            (*acc)[j].product_id = r.product_id;
-            r.product_id = NULL;
+            (*acc)[j].product_id = prod[i];
+            prod[i] = NULL;
             (*acc)[j].score = -INFINITY;
             (*n_acc)++;
         }
@@ -147,9 +153,9 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
             (*acc)[j].image_id = c[i].image_id;
             (*acc)[j].inliers = c[i].inliers;
         }
-        sl_image_ref_clear(&r);
     }
-    return SL_OK;
+    sl_strings_free(prod, n);
+    return st;
 }
 
 static void sl__pacc_free(sl__pacc *acc, size_t n) {
@@ -277,17 +283,17 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
     return st;
 }
 
-/* Describes a query image: vector (dim floats) and local features (when verifying). */
-static sl_status sl__describe_query(sl_engine *e, const sl_image *img, float **vec,
-                                    sl_local_features **local, sl_error *err) {
+/* Describes a query image with features f: vector (dim floats) and local features (when
+ * verifying); *vec = NULL when the features are not trained (empty store). */
+static sl_status sl__describe_with(const sl_features *f, const sl_image *img, float **vec,
+                                   sl_local_features **local, sl_error *err) {
     *vec = NULL;
     *local = NULL;
-    size_t dim = sl_features_dim(e->feat);
-    if (!sl_features_ready(e->feat) || dim == 0) return SL_OK; /* empty store: no results */
+    size_t dim = sl_features_dim(f);
+    if (!sl_features_ready(f) || dim == 0) return SL_OK;
     float *v = sl__mallocarray(dim, sizeof *v);
     if (!v) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    sl_status st = sl_features_extract(e->feat, img, v,
-                                       sl_features_uses_verify(e->feat) ? local : NULL, err);
+    sl_status st = sl_features_extract(f, img, v, sl_features_uses_verify(f) ? local : NULL, err);
     if (st != SL_OK) {
         free(v);
         return st;
@@ -296,14 +302,37 @@ static sl_status sl__describe_query(sl_engine *e, const sl_image *img, float **v
     return SL_OK;
 }
 
+static sl_status sl__describe_query(sl_engine *e, const sl_image *img, float **vec,
+                                    sl_local_features **local, sl_error *err) {
+    return sl__describe_with(e->feat, img, vec, local, err);
+}
+
+/* Takes the lock shared with the query described by the current features. The description
+ * (the slow part) runs before the lock with a snapshot of the features; if a training replaced
+ * them meanwhile, the query is described again under the lock. */
+static sl_status sl__lock_described(sl_engine *e, const sl_image *img, float **vec,
+                                    sl_local_features **local, sl_error *err) {
+    pthread_rwlock_rdlock(&e->lock);
+    sl_features *f = e->feat; /* stays valid: replaced features are retired, not freed */
+    int64_t version = e->features_version;
+    pthread_rwlock_unlock(&e->lock);
+    sl_status st = sl__describe_with(f, img, vec, local, err);
+    pthread_rwlock_rdlock(&e->lock);
+    if (st == SL_OK && (e->features_version != version || e->feat != f)) {
+        free(*vec);
+        sl_local_features_free(*local);
+        st = sl__describe_query(e, img, vec, local, err);
+    }
+    return st; /* the lock is held shared in every case */
+}
+
 sl_status sl_engine_search(sl_engine *e, const sl_image *img, const sl_query *q,
                            sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
     if (!e || !img) return sl__err_set(err, SL_E_INVALID, "no image");
-    pthread_rwlock_rdlock(&e->lock);
     float *vec = NULL;
     sl_local_features *lf = NULL;
-    sl_status st = sl__describe_query(e, img, &vec, &lf, err);
+    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
     if (st == SL_OK && vec) {
         const float *vs[1] = {vec};
         sl_local_features *ls[1] = {lf};
@@ -491,13 +520,13 @@ sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *
     memset(out, 0, sizeof *out);
     out->threshold = threshold > 0 ? threshold : SL_ENGINE_CHECK_THRESHOLD_DEFAULT;
     out->inliers = -1;
-    pthread_rwlock_rdlock(&e->lock);
     sl__pfeat p;
     float *vec = NULL;
     sl_local_features *lf = NULL;
-    sl_status st = sl__pfeat_load(e, product_id, &p, err);
+    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
     if (st != SL_OK) goto out_unlock;
-    if ((st = sl__describe_query(e, img, &vec, &lf, err)) != SL_OK || !vec) goto out_free;
+    if ((st = sl__pfeat_load(e, product_id, &p, err)) != SL_OK) goto out_unlock;
+    if (!vec) goto out_free;
     size_t dim = sl_features_dim(e->feat);
     out->score = -INFINITY;
     for (size_t i = 0; i < p.n; i++) {

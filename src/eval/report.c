@@ -43,6 +43,9 @@ static void sl__put(sl__buf *b, const char *s, size_t n) {
     b->p[b->n] = '\0';
 }
 
+/* Appends a string literal (length from sizeof, never miscounted). */
+#define SL__PUTS(b, lit) sl__put((b), (lit), sizeof(lit) - 1)
+
 static void sl__putf(sl__buf *b, const char *fmt, ...) SL__PRINTF(2, 3);
 static void sl__putf(sl__buf *b, const char *fmt, ...) {
     char tmp[1024];
@@ -57,11 +60,11 @@ static void sl__putf(sl__buf *b, const char *fmt, ...) {
 static void sl__esc(sl__buf *b, const char *s) {
     for (; *s; s++) {
         switch (*s) {
-        case '<': sl__put(b, "&lt;", 4); break;
-        case '>': sl__put(b, "&gt;", 4); break;
-        case '&': sl__put(b, "&amp;", 5); break;
-        case '"': sl__put(b, "&quot;", 6); break;
-        case '\'': sl__put(b, "&#39;", 5); break;
+        case '<': SL__PUTS(b, "&lt;"); break;
+        case '>': SL__PUTS(b, "&gt;"); break;
+        case '&': SL__PUTS(b, "&amp;"); break;
+        case '"': SL__PUTS(b, "&quot;"); break;
+        case '\'': SL__PUTS(b, "&#39;"); break;
         default: sl__put(b, s, 1);
         }
     }
@@ -88,22 +91,22 @@ static void sl__thumb(sl__buf *b, const char *path, const char *colour, const ch
     sl_image *img = NULL;
     void *jpg = NULL;
     size_t len = 0;
-    sl__put(b, "<figure>", 8);
+    SL__PUTS(b, "<figure>");
     if (sl_image_load_file(path, &o, &img, NULL, NULL) == SL_OK &&
         sl_image_encode(img, "jpeg", 80, &jpg, &len, NULL) == SL_OK) {
         sl__putf(b, "<img style=\"border:4px solid %s\" src=\"data:image/jpeg;base64,", colour ? colour : "#888");
         sl__base64(b, jpg, len);
-        sl__put(b, "\" alt=\"", 7);
+        SL__PUTS(b, "\" alt=\"");
         sl__esc(b, caption);
-        sl__put(b, "\">", 2);
+        SL__PUTS(b, "\">");
     } else {
         sl__putf(b, "<div class=\"missing\" style=\"border:4px solid %s\">unreadable</div>", colour ? colour : "#888");
     }
     free(jpg);
     sl_image_free(img);
-    sl__put(b, "<figcaption>", 12);
+    SL__PUTS(b, "<figcaption>");
     sl__esc(b, caption);
-    sl__put(b, "</figcaption></figure>", 22);
+    SL__PUTS(b, "</figcaption></figure>");
 }
 
 static void sl__pr_svg(sl__buf *b, const sl_eval_metrics *m) {
@@ -121,18 +124,18 @@ static void sl__pr_svg(sl__buf *b, const sl_eval_metrics *m) {
     sl__putf(b, "<text x=\"%d\" y=\"%d\" font-size=\"11\" text-anchor=\"middle\">recall</text>", L + PW / 2, H - 4);
     sl__putf(b, "<text x=\"12\" y=\"%d\" font-size=\"11\" transform=\"rotate(-90 12 %d)\" "
                 "text-anchor=\"middle\">precision</text>", T + PH / 2, T + PH / 2);
-    sl__put(b, "<polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"", 63);
+    SL__PUTS(b, "<polyline fill=\"none\" stroke=\"#1565c0\" stroke-width=\"2\" points=\"");
     for (int i = 0; i < SL_EVAL_PR_POINTS; i++) {
         double r = (double)i / (SL_EVAL_PR_POINTS - 1), p = m->pr_curve[i];
         sl__putf(b, "%.1f,%.1f ", L + r * PW, T + PH - p * PH);
     }
-    sl__put(b, "\"/>", 3);
+    SL__PUTS(b, "\"/>");
     for (int i = 0; i < SL_EVAL_PR_POINTS; i++) {
         double r = (double)i / (SL_EVAL_PR_POINTS - 1), p = m->pr_curve[i];
         sl__putf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"#1565c0\"><title>recall %.1f: "
                     "precision %.3f</title></circle>", L + r * PW, T + PH - p * PH, r, p);
     }
-    sl__put(b, "</svg>", 6);
+    SL__PUTS(b, "</svg>");
 }
 
 sl_status sl__eval_report(const char *path, const sl_eval_opts *opts, const char *spec,
@@ -149,16 +152,16 @@ sl_status sl__eval_report(const char *path, const sl_eval_opts *opts, const char
         ".row{display:flex;gap:6px;align-items:flex-start;margin:8px 0;flex-wrap:wrap}"
         "figure{margin:0;width:124px;font-size:11px;word-break:break-all}"
         "figure img{display:block;max-width:112px;max-height:112px}"
-        ".q figcaption{font-weight:bold}.missing{width:104px;height:104px}"
+        ".q figcaption{font-weight:bold}.missing{width:104px;height:104px}code{word-break:break-all}"
         "</style></head><body><h1>shoplens evaluation</h1>";
     sl__put(&b, head, sizeof head - 1);
-    sl__put(&b, "<p>gallery <code>", 17);
+    SL__PUTS(&b, "<p>gallery <code>");
     sl__esc(&b, opts->gallery_dir);
-    sl__put(&b, "</code>, queries <code>", 23);
+    SL__PUTS(&b, "</code>, queries <code>");
     sl__esc(&b, opts->queries_dir ? opts->queries_dir : "leave-one-out over the gallery");
-    sl__put(&b, "</code><br>features <code>", 26);
+    SL__PUTS(&b, "</code><br>features <code>");
     sl__esc(&b, spec);
-    sl__put(&b, "</code></p><table>", 18);
+    SL__PUTS(&b, "</code></p><table>");
     const struct { const char *name; double v; int integer; } rows[] = {
         {"queries", (double)m->queries, 1}, {"gallery", (double)m->gallery, 1},
         {"k", (double)m->k, 1}, {"mAP", m->map, 0}, {"precision@1", m->precision_1, 0},
@@ -171,25 +174,25 @@ sl_status sl__eval_report(const char *path, const sl_eval_opts *opts, const char
         if (rows[i].integer) sl__putf(&b, "<tr><th>%s</th><td>%.0f</td></tr>", rows[i].name, rows[i].v);
         else sl__putf(&b, "<tr><th>%s</th><td>%.4f</td></tr>", rows[i].name, rows[i].v);
     }
-    sl__put(&b, "</table><h2>Precision-recall (interpolated, mean over queries)</h2>", 67);
+    SL__PUTS(&b, "</table><h2>Precision-recall (interpolated, mean over queries)</h2>");
     sl__pr_svg(&b, m);
     sl__putf(&b, "<h2>Sample queries and their top %d results</h2><p>green: same label as the query; "
                  "red: another label</p>", SL__EVAL_SHOW_TOP);
     for (size_t s = 0; s < n_shown; s++) {
         const sl__eval_shown *sh = &shown[s];
-        sl__put(&b, "<div class=\"row\"><div class=\"q\">", 32);
+        SL__PUTS(&b, "<div class=\"row\"><div class=\"q\">");
         char cap[512];
         snprintf(cap, sizeof cap, "query: %s", q->label_names[q->labels[sh->query]]);
         sl__thumb(&b, q->paths[sh->query], "#333", cap);
-        sl__put(&b, "</div>", 6);
+        SL__PUTS(&b, "</div>");
         for (size_t i = 0; i < sh->n; i++) {
             size_t r = sh->result[i];
             snprintf(cap, sizeof cap, "%zu. %s", i + 1, g->label_names[g->labels[r]]);
             sl__thumb(&b, g->paths[r], sh->relevant[i] ? "#2e7d32" : "#c62828", cap);
         }
-        sl__put(&b, "</div>", 6);
+        SL__PUTS(&b, "</div>");
     }
-    sl__put(&b, "</body></html>\n", 15);
+    SL__PUTS(&b, "</body></html>\n");
     if (b.oom) {
         free(b.p);
         return sl__err_set(err, SL_E_NOMEM, "out of memory writing the report");

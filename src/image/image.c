@@ -386,8 +386,11 @@ sl_status sl_image_load_buffer(const void *data, size_t len, const sl_image_load
                            info->format, info->width, info->height);
     }
     uint64_t px = (uint64_t)info->width * (uint64_t)info->height;
-    if (px > max_pixels) {
+    if (px > max_pixels || info->width > SL_IMAGE_MAX_SIDE_MAX || info->height > SL_IMAGE_MAX_SIDE_MAX) {
         g_object_unref(hdr);
+        if (px <= max_pixels)
+            return sl__err_set(err, SL_E_TOO_LARGE, "image load: %s of %dx%d has a side over %d",
+                               info->format, info->width, info->height, SL_IMAGE_MAX_SIDE_MAX);
         return sl__err_set(err, SL_E_TOO_LARGE,
                            "image load: %s of %dx%d = %llu pixels exceeds the limit of %llu",
                            info->format, info->width, info->height, (unsigned long long)px,

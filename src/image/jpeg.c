@@ -115,6 +115,13 @@ sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int gre
         while (shrink < 8 && (longest + 2 * shrink - 1) / (2 * shrink) >= (unsigned)max_side) shrink *= 2;
     c.scale_num = 1;
     c.scale_denom = shrink;
+    if (shrink > 1) {
+        /* a reduced decode is about speed and is area-averaged afterwards: like PIL's draft
+         * mode, take the fast integer IDCT and plain chroma replication (which lets
+         * libjpeg-turbo merge upsampling with colour conversion) */
+        c.dct_method = JDCT_IFAST;
+        c.do_fancy_upsampling = FALSE;
+    }
     jpeg_start_decompress(&c);
     int w = (int)c.output_width, h = (int)c.output_height, ch = c.output_components;
     if (w < 1 || h < 1 || w > SL_IMAGE_MAX_SIDE_MAX || h > SL_IMAGE_MAX_SIDE_MAX || (ch != 1 && ch != 3)) {

@@ -65,73 +65,68 @@ static sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
 }
 
 /* Resizes src to exactly dw x dh. */
-/* Horizontal pass of one source row into dw * c floats. */
-static void sl__hpass(const uint8_t *row, int c, int dw, const sl__contrib *cx, float *t) {
+/* Horizontal pass of one float row (sw * c) into dw * c floats. */
+static void sl__hpass(const float *row, int c, int dw, const sl__contrib *cx, float *t) {
     if (c == 3) {
-        for (int x = 0; x < dw; x++) {
-            const uint8_t *p = row + (size_t)cx[x].first * 3;
-            const float *w = cx[x].w;
+        for (int x = 0; x < dw; x++, t += 3) {
+            const float *p = row + (size_t)cx[x].first * 3, *w = cx[x].w;
             float a0 = 0, a1 = 0, a2 = 0;
             for (int j = 0; j < cx[x].count; j++, p += 3) {
                 a0 += w[j] * p[0];
                 a1 += w[j] * p[1];
                 a2 += w[j] * p[2];
             }
-            t[3 * x] = a0;
-            t[3 * x + 1] = a1;
-            t[3 * x + 2] = a2;
+            t[0] = a0;
+            t[1] = a1;
+            t[2] = a2;
         }
-    } else {
-        for (int x = 0; x < dw; x++) {
-            const uint8_t *p = row + cx[x].first;
-            float a0 = 0;
-            for (int j = 0; j < cx[x].count; j++) a0 += cx[x].w[j] * p[j];
-            t[x] = a0;
-        }
+        return;
+    }
+    for (int x = 0; x < dw; x++) {
+        const float *p = row + cx[x].first, *w = cx[x].w;
+        float a = 0;
+        for (int j = 0; j < cx[x].count; j++) a += w[j] * p[j];
+        t[x] = a;
     }
 }
 
-/* Resizes src to exactly dw x dh. The horizontal pass runs once per needed source row into a
- * ring of `cap` rows (cap = most source rows one output row reads), so the working set stays
- * small whatever the image size. */
+/* Resizes src to exactly dw x dh: for each output row, the vertical pass sums the source rows it
+ * reads into one float row (contiguous, vectorizes), then the horizontal pass filters that row
+ * into the output. Working set: one float row of the source width. */
 static sl_status sl__resize_exact(const sl_image *src, int dw, int dh, sl_image **out, sl_error *err) {
     if (dw < 1 || dh < 1 || dw > SL_IMAGE_MAX_SIDE_MAX || dh > SL_IMAGE_MAX_SIDE_MAX)
         return sl__err_set(err, SL_E_INVALID, "resize: target %dx%d out of range", dw, dh);
     int c = src->channels, sw = src->width, sh = src->height;
-    size_t rowlen = (size_t)dw * c;
+    size_t srclen = (size_t)sw * c, rowlen = (size_t)dw * c;
     sl_image *dst = sl_image_new(dw, dh, c);
     float *px = NULL, *py = NULL;
     sl__contrib *cx = sl__contribs(sw, dw, &px), *cy = cx ? sl__contribs(sh, dh, &py) : NULL;
-    int cap = 1;
-    for (int y = 0; cy && y < dh; y++) cap = cy[y].count > cap ? cy[y].count : cap;
-    float *ring = sl__mallocarray((size_t)cap * rowlen, sizeof *ring);
-    float *acc = sl__mallocarray(rowlen, sizeof *acc);
-    if (!dst || !cx || !cy || !ring || !acc) {
-        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(ring); free(acc);
+    float *acc = sl__mallocarray(srclen, sizeof *acc), *orow = sl__mallocarray(rowlen, sizeof *orow);
+    if (!dst || !cx || !cy || !acc || !orow) {
+        sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(acc); free(orow);
         return sl__err_set(err, SL_E_NOMEM, "resize: out of memory for %dx%d", dw, dh);
     }
-    int next = 0; /* first source row not yet in the ring */
     for (int y = 0; y < dh; y++) {
-        int first = cy[y].first, end = first + cy[y].count;
-        if (next < first) next = first;
-        for (; next < end; next++)
-            sl__hpass(src->data + (size_t)next * src->stride, c, dw, cx, ring + (size_t)(next % cap) * rowlen);
         float *restrict ac = acc;
-        for (size_t i = 0; i < rowlen; i++) ac[i] = 0;
-        for (int j = 0; j < cy[y].count; j++) {
-            const float *restrict tj = ring + (size_t)((first + j) % cap) * rowlen;
+        const uint8_t *restrict r0 = src->data + (size_t)cy[y].first * src->stride;
+        float w0 = cy[y].w[0];
+        for (size_t i = 0; i < srclen; i++) ac[i] = w0 * r0[i];
+        for (int j = 1; j < cy[y].count; j++) {
+            const uint8_t *restrict rj = src->data + (size_t)(cy[y].first + j) * src->stride;
             float wj = cy[y].w[j];
-            for (size_t i = 0; i < rowlen; i++) ac[i] += wj * tj[i];
+            for (size_t i = 0; i < srclen; i++) ac[i] += wj * rj[i];
         }
-        uint8_t *restrict o = dst->data + (size_t)y * dst->stride;
+        sl__hpass(acc, c, dw, cx, orow);
+        uint8_t *restrict o = dst->data + (size_t)y * rowlen;
+        const float *restrict f = orow;
         for (size_t i = 0; i < rowlen; i++) { /* max/min/convert: vectorizes */
-            float v = ac[i] + 0.5f;
+            float v = f[i] + 0.5f;
             v = v > 0.0f ? v : 0.0f;
             v = v < 255.0f ? v : 255.0f;
             o[i] = (uint8_t)(int)v;
         }
     }
-    free(cx); free(px); free(cy); free(py); free(ring); free(acc);
+    free(cx); free(px); free(cy); free(py); free(acc); free(orow);
     *out = dst;
     return SL_OK;
 }

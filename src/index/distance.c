@@ -9,6 +9,9 @@
 #include "index/distance.h"
 
 #include <pthread.h>
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,17 +90,24 @@ static float sc_l2_f16(const float *q, const uint16_t *c, size_t d) {
     return s;
 }
 
-static float sc_dot_i8(const float *q, const int8_t *c, size_t d) {
-    float s0 = 0, s1 = 0;
-    size_t i = 0;
-    for (; i + 2 <= d; i += 2) { s0 += q[i] * (float)c[i]; s1 += q[i + 1] * (float)c[i + 1]; }
-    for (; i < d; i++) s0 += q[i] * (float)c[i];
-    return s0 + s1;
+
+static int32_t sc_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
+    int32_t s = 0;
+    for (size_t i = 0; i < d; i++) s += (int32_t)q[i] * (int32_t)c[i];
+    return s;
 }
 
 static const sl__dist_kernels sl__scalar_table = {
-    "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_i8
+    "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8
 };
+
+int sl__cpu_has_f16c(void) {
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(1, &a, &b, &c, &d)) return (c & bit_F16C) != 0;
+#endif
+    return 0;
+}
 
 const sl__dist_kernels *sl__dist_scalar(void) { return &sl__scalar_table; }
 

@@ -20,15 +20,20 @@ typedef struct sl__dist_kernels {
     float (*l2_f32)(const float *a, const float *b, size_t d);      /* squared */
     float (*dot_f16)(const float *q, const uint16_t *c, size_t d);
     float (*l2_f16)(const float *q, const uint16_t *c, size_t d);
-    float (*dot_i8)(const float *q, const int8_t *c, size_t d);      /* sum q[i] * c[i] */
+    int32_t (*dot_u8s8)(const uint8_t *q, const int8_t *c, size_t d); /* exact, d <= 65536 */
 } sl__dist_kernels;
 
 const sl__dist_kernels *sl__dist_scalar(void);
 /* NULL when the CPU (or the compiler) lacks the instruction set. */
 const sl__dist_kernels *sl__dist_avx2(void);
 const sl__dist_kernels *sl__dist_avx512(void);
+/* The AVX-512 table without VNNI (to test both u8 x s8 kernels on a VNNI machine). */
+const sl__dist_kernels *sl__dist_avx512_plain(void);
 /* The fastest table this CPU runs; SL_INDEX_SIMD=scalar|avx2|avx512 in the environment caps it. */
 const sl__dist_kernels *sl__dist_best(void);
+
+/* 1 if the CPU has F16C (cpuid; __builtin_cpu_supports lacks "f16c" in some compilers). */
+int sl__cpu_has_f16c(void);
 
 /* IEEE 754 binary16 conversions (round to nearest even; overflow to inf). */
 uint16_t sl__f32_to_f16(float f);

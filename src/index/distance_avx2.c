@@ -72,27 +72,31 @@ static float a2_l2_f16(const float *q, const uint16_t *c, size_t d) {
     return s;
 }
 
-static float a2_dot_i8(const float *q, const int8_t *c, size_t d) {
-    __m256 s0 = _mm256_setzero_ps();
+
+static int32_t a2_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
+    __m256i acc = _mm256_setzero_si256();
     size_t i = 0;
-    for (; i + 8 <= d; i += 8) {
-        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(c + i));
-        __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), v, s0);
+    for (; i + 16 <= d; i += 16) {
+        __m256i a = _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(q + i)));
+        __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(c + i)));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));  /* exact: |a*b + a*b| < 2^16 */
     }
-    float s = hsum256(s0);
-    for (; i < d; i++) s += q[i] * (float)c[i];
-    return s;
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    int32_t r = _mm_cvtsi128_si32(s);
+    for (; i < d; i++) r += (int32_t)q[i] * (int32_t)c[i];
+    return r;
 }
 
 static const sl__dist_kernels sl__avx2_table = {
-    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_i8
+    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_u8s8
 };
 
 const sl__dist_kernels *sl__dist_avx2(void) {
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-        __builtin_cpu_supports("f16c"))
+        sl__cpu_has_f16c())
         return &sl__avx2_table;
     return NULL;
 }

@@ -99,6 +99,7 @@ void sl__scratch_free(sl__scratch *s) {
     free(s->cand.a);
     free(s->res.a);
     free(s->q);
+    free(s->qu);
     free(s->nb);
     free(s->tmp);
     free(s);
@@ -113,8 +114,9 @@ sl__scratch *sl__scratch_get(sl_index *idx) {
         s = calloc(1, sizeof *s);
         if (!s) return NULL;
         s->q = sl__mallocarray((size_t)idx->dim, sizeof(float));
+        s->qu = malloc((size_t)idx->dim);
         s->nb = sl__mallocarray((size_t)idx->M0 + 1, sizeof(uint32_t));
-        if (!s->q || !s->nb || sl__heap_reserve(&s->cand, 256) || sl__heap_reserve(&s->res, 256)) {
+        if (!s->q || !s->qu || !s->nb || sl__heap_reserve(&s->cand, 256) || sl__heap_reserve(&s->res, 256)) {
             sl__scratch_free(s);
             return NULL;
         }
@@ -150,12 +152,13 @@ static inline float sl__d(const sl_index *idx, const sl__query *q, const float *
     return q ? sl__dist_query(idx, q, x) : sl__dist_vec(idx, v, x);
 }
 
+#define SL__PREFETCH_BYTES 512
 static inline void sl__prefetch_vec(const sl_index *idx, const sl__query *q, uint32_t x) {
     const char *p;
     size_t bytes;
     if (q && q->use_codes) { p = (const char *)idx->codes + (size_t)x * idx->code_size; bytes = idx->code_size; }
     else { p = (const char *)(idx->vec + (size_t)x * (size_t)idx->dim); bytes = (size_t)idx->dim * 4; }
-    if (bytes > 512) bytes = 512;
+    if (bytes > SL__PREFETCH_BYTES) bytes = SL__PREFETCH_BYTES;
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
@@ -211,6 +214,7 @@ int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const fl
         sl__pair c = s->cand.a[0];
         if (c.d > lower && s->res.n >= ef) break;
         sl__minheap_pop(&s->cand);
+        if (level == 0 && s->cand.n) __builtin_prefetch(sl__links(idx, s->cand.a[0].s, 0), 0, 3);
         if (level > idx->levels[c.s]) continue;
         const uint32_t *l = sl__links(idx, c.s, level);
         uint32_t cnt = __atomic_load_n(&l[0], __ATOMIC_ACQUIRE);

@@ -192,12 +192,12 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
     idx->ef_construction = p.ef_construction;
     atomic_init(&idx->ef_search, p.ef_search);
     atomic_init(&idx->filter_exact_below, p.filter_exact_below);
-    idx->threads = p.threads ? p.threads : sl__ncpu();
+    atomic_init(&idx->threads, p.threads ? p.threads : sl__ncpu());
     idx->seed = p.seed;
     idx->level_mult = 1.0 / log((double)p.M);
     idx->K = sl__dist_best();
     if (p.storage == SL_INDEX_F16) idx->code_size = (size_t)dim * 2;
-    else if (p.storage == SL_INDEX_INT8) idx->code_size = 8 + (((size_t)dim + 7) & ~(size_t)7);
+    else if (p.storage == SL_INDEX_INT8) idx->code_size = 16 + (((size_t)dim + 7) & ~(size_t)7);
     atomic_init(&idx->ep, SL__EP_EMPTY);
     sl__rng_seed(&idx->rng, p.seed);
     pthread_rwlockattr_t ra;
@@ -254,36 +254,6 @@ void sl_index_free(sl_index *idx) {
 
 /* ---- distances ------------------------------------------------------------------------- */
 
-static inline float sl__dist_raw(const sl_index *idx, const float *a, const float *b) {
-    if (idx->metric == SL_INDEX_L2) return idx->K->l2_f32(a, b, (size_t)idx->dim);
-    return -idx->K->dot_f32(a, b, (size_t)idx->dim);
-}
-
-float sl__dist_slots(const sl_index *idx, uint32_t a, uint32_t b) {
-    size_t d = (size_t)idx->dim;
-    return sl__dist_raw(idx, idx->vec + (size_t)a * d, idx->vec + (size_t)b * d);
-}
-
-float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b) {
-    return sl__dist_raw(idx, v, idx->vec + (size_t)b * (size_t)idx->dim);
-}
-
-float sl__dist_query(const sl_index *idx, const sl__query *q, uint32_t s) {
-    size_t d = (size_t)idx->dim;
-    if (!q->use_codes) return sl__dist_raw(idx, q->q, idx->vec + (size_t)s * d);
-    const unsigned char *c = idx->codes + (size_t)s * idx->code_size;
-    if (idx->storage == SL_INDEX_F16) {
-        const uint16_t *h = (const uint16_t *)(const void *)c;
-        if (idx->metric == SL_INDEX_L2) return idx->K->l2_f16(q->q, h, d);
-        return -idx->K->dot_f16(q->q, h, d);
-    }
-    float hdr[2];
-    memcpy(hdr, c, sizeof hdr);  /* scale, |x|^2 of the reconstruction */
-    float ip = hdr[0] * idx->K->dot_i8(q->q, (const int8_t *)(c + 8), d);
-    if (idx->metric == SL_INDEX_L2) return q->qn2 - 2.0f * ip + hdr[1];
-    return -ip;
-}
-
 static void sl__encode(const sl_index *idx, const float *v, unsigned char *c) {
     size_t d = (size_t)idx->dim;
     if (idx->storage == SL_INDEX_F16) {
@@ -294,17 +264,20 @@ static void sl__encode(const sl_index *idx, const float *v, unsigned char *c) {
     float mx = 0;
     for (size_t i = 0; i < d; i++) mx = fmaxf(mx, fabsf(v[i]));
     float scale = mx > 0 ? mx / 127.0f : 1.0f, n2 = 0;
-    int8_t *q = (int8_t *)(c + 8);
-    memset(q, 0, idx->code_size - 8);
+    int8_t *q = (int8_t *)(c + 16);
+    memset(c, 0, idx->code_size);
+    int32_t sum = 0;
     for (size_t i = 0; i < d; i++) {
         float r = roundf(v[i] / scale);
         if (r > 127) r = 127;
         if (r < -127) r = -127;
         q[i] = (int8_t)r;
+        sum += (int32_t)r;
         n2 += (r * scale) * (r * scale);
     }
     float hdr[2] = { scale, n2 };
     memcpy(c, hdr, sizeof hdr);
+    memcpy(c + 8, &sum, sizeof sum);
 }
 
 size_t sl__mem_bytes(const sl_index *idx) {
@@ -684,6 +657,17 @@ static sl_status sl__prep_query(const sl_index *idx, sl__scratch *sc, const floa
     q->q = sc->q;
     q->qn2 = idx->metric == SL_INDEX_COSINE ? 1.0f : norm * norm;
     q->use_codes = idx->code_size != 0;
+    q->qu = sc->qu;
+    q->qscale = 1.0f;
+    if (idx->storage == SL_INDEX_INT8) {
+        float mx = 0;
+        for (size_t i = 0; i < d; i++) mx = fmaxf(mx, fabsf(sc->q[i]));
+        q->qscale = mx > 0 ? mx / 127.0f : 1.0f;
+        for (size_t i = 0; i < d; i++) {
+            float t = roundf(sc->q[i] / q->qscale);
+            sc->qu[i] = (uint8_t)(int)(128.0f + (t > 127 ? 127 : (t < -127 ? -127 : t)));
+        }
+    }
     return SL_OK;
 }
 

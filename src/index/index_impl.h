@@ -22,6 +22,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "shoplens/index.h"
 #include "index/distance.h"
@@ -43,6 +44,7 @@ typedef struct sl__scratch {
     uint16_t *tags; size_t ntags; uint16_t epoch;
     sl__heap cand, res;
     float *q;            /* prepared query (normalized for cosine) */
+    uint8_t *qu;         /* query quantized for int8 storage (offset by 128) */
     uint32_t *nb;        /* neighbour staging, capacity M0 + 1 */
     sl__pair *tmp; size_t ntmp;
 } sl__scratch;
@@ -52,6 +54,8 @@ typedef struct sl__query {
     const float *q;
     float qn2;           /* |q|^2 (int8 L2) */
     int use_codes;       /* traverse compressed codes (then re-score exactly) */
+    const uint8_t *qu;   /* int8 storage: round(q / qscale) + 128 */
+    float qscale;
 } sl__query;
 
 /* Filter compiled for one search. */
@@ -65,7 +69,8 @@ struct sl_index {
     sl_index_metric metric;
     sl_index_kind kind;
     sl_index_storage storage;
-    int M, M0, ef_construction, threads;
+    int M, M0, ef_construction;
+    _Atomic int threads;
     _Atomic int ef_search;
     _Atomic double filter_exact_below;
     uint64_t seed;
@@ -112,11 +117,6 @@ void sl__idmap_del(sl_index *idx, uint64_t id);
 sl_status sl__idmap_rebuild(sl_index *idx);
 sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_index_kind kind,
                           const sl_index_params *params, sl_error *err);
-/* Exact distance (lower is better) between stored slots a and b / a vector and slot b. */
-float sl__dist_slots(const sl_index *idx, uint32_t a, uint32_t b);
-float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b);
-/* Traversal distance of a prepared query to slot s. */
-float sl__dist_query(const sl_index *idx, const sl__query *q, uint32_t s);
 int sl__filt_pass(const sl_index *idx, const sl__filt *f, uint32_t s);
 size_t sl__mem_bytes(const sl_index *idx);
 
@@ -143,6 +143,41 @@ uint32_t sl__greedy(const sl_index *idx, const sl__query *q, const float *v, uin
 /* Graph search into s->res (max-heap of at most ef). */
 int sl__hnsw_search(sl_index *idx, sl__scratch *s, const sl__query *q, size_t ef,
                     const sl__filt *filt);
+
+
+/* Exact distance (lower is better) of vector v to slot b; traversal distance of a prepared
+ * query to slot s (codes when compressed). Inline: they are the inner loop of every search. */
+static inline float sl__dist_raw(const sl_index *idx, const float *a, const float *b) {
+    if (idx->metric == SL_INDEX_L2) return idx->K->l2_f32(a, b, (size_t)idx->dim);
+    return -idx->K->dot_f32(a, b, (size_t)idx->dim);
+}
+
+static inline float sl__dist_slots(const sl_index *idx, uint32_t a, uint32_t b) {
+    size_t d = (size_t)idx->dim;
+    return sl__dist_raw(idx, idx->vec + (size_t)a * d, idx->vec + (size_t)b * d);
+}
+static inline float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b) {
+    return sl__dist_raw(idx, v, idx->vec + (size_t)b * (size_t)idx->dim);
+}
+
+static inline float sl__dist_query(const sl_index *idx, const sl__query *q, uint32_t s) {
+    size_t d = (size_t)idx->dim;
+    if (!q->use_codes) return sl__dist_raw(idx, q->q, idx->vec + (size_t)s * d);
+    const unsigned char *c = idx->codes + (size_t)s * idx->code_size;
+    if (idx->storage == SL_INDEX_F16) {
+        const uint16_t *h = (const uint16_t *)(const void *)c;
+        if (idx->metric == SL_INDEX_L2) return idx->K->l2_f16(q->q, h, d);
+        return -idx->K->dot_f16(q->q, h, d);
+    }
+    float hdr[2];
+    int32_t sumc;
+    memcpy(hdr, c, sizeof hdr);  /* scale, |x|^2 of the reconstruction, sum of the codes */
+    memcpy(&sumc, c + 8, sizeof sumc);
+    int32_t dot = idx->K->dot_u8s8(q->qu, (const int8_t *)(c + 16), d) - 128 * sumc;
+    float ip = q->qscale * hdr[0] * (float)dot;
+    if (idx->metric == SL_INDEX_L2) return q->qn2 - 2.0f * ip + hdr[1];
+    return -ip;
+}
 
 static inline uint32_t *sl__links(const sl_index *idx, uint32_t s, int level) {
     if (level == 0) return idx->link0 + (size_t)s * (size_t)(1 + idx->M0);

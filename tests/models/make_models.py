@@ -103,6 +103,23 @@ def conv_variants():
                                  ["N", 5, 6, 7], "y", None), x, y.numpy())
 
 
+def conv3x3_residual():
+    # dense 3x3 stride-1 convolutions with odd output sizes, with and without padding, bias + Relu,
+    # and a residual Add whose operand is also the input of the fused convolution (in-place trap)
+    x = rnd(2, 16, 19, 17)
+    w1, b1 = rnd(24, 16, 3, 3, scale=0.2), rnd(24)
+    w2 = rnd(24, 24, 3, 3, scale=0.2)
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["a"], name="w_pad", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["c"], name="w_same", pads=[1, 1, 1, 1]),
+             helper.make_node("Add", ["c", "r"], ["s"], name="res"),
+             helper.make_node("Conv", ["s", "w2"], ["y"], name="w_valid")]
+    t = F.relu(F.conv2d(T(x), T(w1), T(b1), padding=1))
+    y = F.conv2d(F.conv2d(t, T(w2), padding=1) + t, T(w2))
+    save("conv3x3_residual", graph("conv3x3_residual", nodes, {"w1": w1, "b1": b1, "w2": w2}, ["N", 16, 19, 17], "y", None),
+         x, y.numpy())
+
+
 def bn_acts():
     x = rnd(2, 3, 5, 5)
     g, be, mu, var = rnd(3), rnd(3), rnd(3), (rng.random(3) + 0.5).astype(np.float32)
@@ -409,6 +426,7 @@ if __name__ == "__main__":
     conv_variants()
     bn_acts()
     pools()
+    conv3x3_residual()
     shape_arith()
     math_ops()
     opset11()
@@ -420,3 +438,4 @@ if __name__ == "__main__":
     export("tiny_mbv3", TinyMBv3())
     export("tiny_effnet", TinyEffNet())
     export("tiny_resnet_op11", TinyResNet(), opset=11)
+    export("tiny_mbv3_op17", TinyMBv3(), opset=17)   # HardSwish as its own operator (opset >= 14)

@@ -42,7 +42,7 @@ void sl_cnn_opts_init(sl_cnn_opts *o) {
 }
 
 static sl_status read_sidecar(const char *path, int must_exist, sl_cnn_preproc *pre,
-                              char **output, int *normalize, sl_error *err) {
+                              char **output, int *normalize, int *crop_set, sl_error *err) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
         if (must_exist) return sl__err_set(err, SL_E_IO, "sidecar %s: not found", path);
@@ -60,7 +60,8 @@ static sl_status read_sidecar(const char *path, int must_exist, sl_cnn_preproc *
             if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 8192) {
                 st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: '%s' must be an integer 0..8192", path, key); goto done;
             }
-            if (!strcmp(key, "resize")) pre->resize = (int)json_integer_value(v); else pre->crop = (int)json_integer_value(v);
+            if (!strcmp(key, "resize")) pre->resize = (int)json_integer_value(v);
+            else { pre->crop = (int)json_integer_value(v); *crop_set = 1; }
         } else if (!strcmp(key, "mean") || !strcmp(key, "std")) {
             float *dst = !strcmp(key, "mean") ? pre->mean : pre->std;
             if (!json_is_array(v) || json_array_size(v) != 3) {
@@ -113,7 +114,8 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
     if (opts->max_batch < SL_CNN_MAX_BATCH_MIN || opts->max_batch > SL_CNN_MAX_BATCH_MAX)
         return sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
                            SL_CNN_MAX_BATCH_MIN, SL_CNN_MAX_BATCH_MAX);
-    if (opts->precision != SL_CNN_PRECISION_FP32 && opts->precision != SL_CNN_PRECISION_BF16)
+    if (opts->precision != SL_CNN_PRECISION_FP32 && opts->precision != SL_CNN_PRECISION_BF16 &&
+        opts->precision != SL_CNN_PRECISION_INT8)
         return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
     if (opts->backend != SL_CNN_BACKEND_AUTO && opts->backend != SL_CNN_BACKEND_REF &&
         opts->backend != SL_CNN_BACKEND_DNNL)
@@ -131,6 +133,7 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
     sl_cnn_preproc_init(&m->pre);
     char *output = opts->output ? sl__strdup(opts->output) : NULL;
     sl_status st = SL_OK;
+    int crop_set = opts->have_preproc;
     if (!(m->path = sl__strdup(path))) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto fail; }
     if (opts->have_preproc) m->pre = opts->preproc;
     else {
@@ -144,7 +147,7 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
         }
         char *sc_out = NULL;
         int norm = m->normalize;
-        st = read_sidecar(sc, opts->sidecar != NULL, &m->pre, &sc_out, &norm, err);
+        st = read_sidecar(sc, opts->sidecar != NULL, &m->pre, &sc_out, &norm, &crop_set, err);
         if (st) { free(sc_out); goto fail; }
         m->normalize = norm;
         if (sc_out && !output) output = sc_out; else free(sc_out);
@@ -171,7 +174,20 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
         }
         m->embed_dim = cnt / b;
     }
-    if (!m->pre.crop && m->in_rank == 4) m->pre.crop = (int)m->in_dims[2];
+    if (m->in_rank == 4) {
+        int64_t H = m->in_dims[2], W = m->in_dims[3];
+        if (!crop_set && (m->pre.crop != H || H != W)) {
+            /* Default preprocessing on a model that is not 224x224: crop to its input size and keep
+             * torchvision's resize ratio (256/224). */
+            int64_t s = H < W ? H : W;
+            m->pre.crop = (int)s;
+            m->pre.resize = (int)((s * 256 + 112) / 224);
+        } else if (m->pre.crop && (m->pre.crop != H || m->pre.crop != W)) {
+            st = sl__err_set(err, SL_E_INVALID, "%s: crop %d does not match the model input %lldx%lld", path,
+                             m->pre.crop, (long long)W, (long long)H);
+            goto fail;
+        }
+    }
     free(output);
     *out = m;
     return SL_OK;
@@ -185,7 +201,11 @@ void sl_cnn_free(sl_cnn *m) {
     if (!m) return;
     sl__plans_free(m);
     for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); }
-    for (size_t k = 0; k < m->nnodes; k++) free(m->nodes[k].name);
+    for (size_t k = 0; k < m->nnodes; k++) {
+        free(m->nodes[k].name);
+        free(m->nodes[k].wq);
+        free(m->nodes[k].wsc);
+    }
     free(m->vals);
     free(m->nodes);
     sl__onnx_free(m->onnx);
@@ -330,9 +350,7 @@ static sl_status preprocess(const sl_cnn *m, const sl_image *img, float *dst, sl
     int H = (int)m->in_dims[2], W = (int)m->in_dims[3];
     int w = sl_image_width(img), h = sl_image_height(img);
     if (w <= 0 || h <= 0) return sl__err_set(err, SL_E_INVALID, "empty image");
-    int crop_h = p->crop ? p->crop : H, crop_w = p->crop ? p->crop : W;
-    if (crop_h != H || crop_w != W)
-        return sl__err_set(err, SL_E_INVALID, "crop %dx%d does not match the model input %dx%d", crop_w, crop_h, W, H);
+    int crop_h = H, crop_w = W; /* checked against the preprocessing at load */
     int rw, rh;
     if (p->resize > 0) {
         if (w <= h) { rw = p->resize; rh = (int)((double)h * p->resize / w); }

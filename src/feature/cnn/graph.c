@@ -400,6 +400,7 @@ static sl_status fold_bn(sl_cnn *m, sl_error *err) {
         int ok = m->vals[c->in[1]].is_const && m->vals[c->in[1]].rank == 4 &&
                  (c->nin < 3 || c->in[2] < 0 || m->vals[c->in[2]].is_const);
         int64_t co = m->vals[c->in[1]].dims[0];
+        if (co <= 0) continue;
         for (int j = 1; j < 5; j++) {
             sl__value *p = &m->vals[bn->in[j]];
             if (!p->is_const || p->dtype != SL__DT_F32 || p->count != (size_t)co) ok = 0;
@@ -579,6 +580,32 @@ static sl_status layout_weights(sl_cnn *m, sl_error *err) {
     return SL_OK;
 }
 
+/* int8 mode: symmetric per-output-channel int8 weights for every dense/grouped convolution
+ * except the stem (the one reading the image, kept fp32 for accuracy) and depthwise ones. */
+static sl_status quantize_weights(sl_cnn *m, sl_error *err) {
+    for (size_t k = 0; k < m->nnodes; k++) {
+        sl__node *n = &m->nodes[k];
+        if (n->dead || n->op != SL__OP_CONV || n->wlayout != 1 || n->in[0] == m->input) continue;
+        const sl__value *w = &m->vals[n->in[1]];
+        if (w->dims[0] <= 0 || !w->count) continue;
+        size_t O = (size_t)w->dims[0], K = w->count / O;
+        n->wq = sl__mallocarray(w->count, 1);
+        n->wsc = sl__mallocarray(O, sizeof(float));
+        if (!n->wq || !n->wsc) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t o = 0; o < O; o++) {
+            float mx = 0;
+            for (size_t j = 0; j < K; j++) mx = fmaxf(mx, fabsf(w->f[o * K + j]));
+            float s = mx > 0 ? mx / 127.0f : 1.0f;
+            n->wsc[o] = s;
+            for (size_t j = 0; j < K; j++) {
+                long q = lrintf(w->f[o * K + j] / s);
+                n->wq[o * K + j] = (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+            }
+        }
+    }
+    return SL_OK;
+}
+
 sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err);
 
 static int is_pool_to_1x1(const sl_cnn *m, const sl__node *n, const sl__value *shp) {
@@ -601,7 +628,7 @@ static void count_cost(sl_cnn *m, const sl__value *shp) {
         const sl__value *o = &shp[n->out];
         if (n->op == SL__OP_CONV) {
             const sl__value *w = &m->vals[n->in[1]];
-            fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
+            if (w->dims[0] > 0) fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
         } else if (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) {
             const sl__value *a = &shp[n->in[0]];
             int64_t kdim = a->rank >= 1 ? a->dims[n->op == SL__OP_GEMM && n->trans_a ? 0 : a->rank - 1] : 1;
@@ -649,6 +676,18 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
                 return sl__err_set(err, SL_E_UNSUPPORTED,
                                    "input '%s': dimension %d is not fixed (export with a fixed image size)",
                                    iv->name, d);
+        {
+            uint64_t per = 1;
+            for (int d = 1; d < iv->rank; d++) {
+                if (iv->dims[d] > (1 << 20)) per = UINT64_MAX; else per *= (uint64_t)iv->dims[d];
+                if (per > ((uint64_t)1 << 30)) break;
+            }
+            if (per > ((uint64_t)1 << 30))
+                return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': more than 2^30 elements per image", iv->name);
+            if (iv->dims[0] > SL_CNN_MAX_BATCH_MAX)
+                return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': fixed batch %lld above %d", iv->name,
+                                   (long long)iv->dims[0], SL_CNN_MAX_BATCH_MAX);
+        }
         m->in_rank = iv->rank;
         memcpy(m->in_dims, iv->dims, (size_t)iv->rank * sizeof(int64_t));
         m->batch_fixed = iv->dims[0] > 0;
@@ -700,5 +739,7 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
     free(shp);
     if (st) return st;
     eliminate_dead(m);
-    return layout_weights(m, err);
+    st = layout_weights(m, err);
+    if (!st && m->precision == SL_CNN_PRECISION_INT8) st = quantize_weights(m, err);
+    return st;
 }

@@ -23,6 +23,14 @@
 #include "feature/cnn/cnn_internal.h"
 #include "util/util.h"
 
+/* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC
+ * function multiversioning), so the binary stays portable. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && !defined(SL_SANITIZE)
+#define SL__SIMD __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define SL__SIMD
+#endif
+
 /* ---- shape inference --------------------------------------------------------------------- */
 
 static sl_status shp_err(sl_error *err, const char *what) {
@@ -351,7 +359,7 @@ static float act1(float x, const sl__actp *a) {
     }
 }
 
-void sl__act_apply(float *x, size_t n, const sl__actp *a, int na) {
+SL__SIMD void sl__act_apply(float *x, size_t n, const sl__actp *a, int na) {
     for (int k = 0; k < na; k++) {
         const sl__actp *p = &a[k];
         if (p->kind == SL__ACT_RELU) { for (size_t i = 0; i < n; i++) x[i] = x[i] > 0 ? x[i] : 0; }
@@ -385,26 +393,40 @@ static int conv_depthwise(const sl__node *n, const sl__tv *w) {
     return n->group > 1 && w->dims[1] == 1 && w->dims[0] == n->group;
 }
 
+#define A64(x) (((x) + 63) / 64 * 64)
+
 size_t sl__op_scratch(const sl__node *n, sl__tv *const *in, const sl__tv *out) {
     if (n->op != SL__OP_CONV) return 0;
     const sl__tv *w = in[1];
+    if (n->wq) {
+        size_t M = (size_t)(out->dims[0] * out->dims[2] * out->dims[3]);
+        size_t K = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
+        size_t cog = (size_t)(w->dims[0] / n->group);
+        return A64(in[0]->count) + (conv_direct(n, w) ? 0 : A64(M * K)) + A64(M * cog * 4);
+    }
     if (conv_depthwise(n, w) || conv_direct(n, w)) return 0;
     size_t k = (size_t)(w->dims[1] * w->dims[2] * w->dims[3]);
     return (size_t)(out->dims[0] * out->dims[2] * out->dims[3]) * k * sizeof(float);
 }
 
+/* General row-major sgemm through oneDNN (kind 1) or OpenBLAS (kind 0). */
+static void sgemm(int kind, int ta, int tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                  int64_t ldc) {
+    if (kind) dnnl_sgemm(ta ? 'T' : 'N', tb ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    else cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                     (int)M, (int)N, (int)K, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
 /* C[M x N] = A[M x K] * B[N x K]^T, row-major, leading dimensions given. */
 static void sgemm_nt(int kind, int64_t M, int64_t N, int64_t K, const float *A, int64_t lda,
                      const float *B, int64_t ldb, float *C, int64_t ldc) {
-    if (kind) dnnl_sgemm('N', 'T', M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
-    else cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)M, (int)N, (int)K, 1.0f, A,
-                     (int)lda, B, (int)ldb, 0.0f, C, (int)ldc);
+    sgemm(kind, 0, 1, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 
-static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co,
-                          const float *bias, const float *sum, int threads) {
-    (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (pixels * (size_t)co > 32768)
+/* bias, activations before the sum, residual sum, activations after it - on `pixels` rows. */
+SL__SIMD static void epilogue_rows(const sl__node *n, float *y, size_t pixels, int64_t co,
+                                   const float *bias, const float *sum) {
     for (size_t p = 0; p < pixels; p++) {
         float *row = y + p * (size_t)co;
         if (bias) for (int64_t c = 0; c < co; c++) row[c] += bias[c];
@@ -417,52 +439,78 @@ static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co
     }
 }
 
-/* Depthwise convolution, NHWC, weights in HWC layout (wlayout 2) or OIHW (0). */
-static void conv_dw(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
-                    const int64_t *p, int threads) {
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
+#define SL__ROWS 16 /* pixels per parallel chunk of the epilogue */
+
+static void conv_epilogue(const sl__node *n, float *y, size_t pixels, int64_t co,
+                          const float *bias, const float *sum, int threads) {
+    size_t chunks = (pixels + SL__ROWS - 1) / SL__ROWS;
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (pixels * (size_t)co > 32768)
+    for (size_t q = 0; q < chunks; q++) {
+        size_t p0 = q * SL__ROWS, np = pixels - p0 < SL__ROWS ? pixels - p0 : SL__ROWS;
+        epilogue_rows(n, y + p0 * (size_t)co, np, co, bias, sum ? sum + p0 * (size_t)co : NULL);
+    }
+}
+
+/* One output row (b, oy) of a depthwise convolution with its epilogue. */
+SL__SIMD static void dw_row(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                            const int64_t *p, int64_t b, int64_t oy, const float *bias, const float *sum) {
+    int64_t C = x->dims[1], H = x->dims[2], W = x->dims[3];
     int64_t OH = out->dims[2], OW = out->dims[3], KH = w->dims[2], KW = w->dims[3];
     int64_t ws = n->wlayout == 2 ? 1 : KH * KW; /* stride between channels */
+    const float *xi = x->f + b * H * W * C;
+    for (int64_t ox = 0; ox < OW; ox++) {
+        float *yr = out->f + ((b * OH + oy) * OW + ox) * C;
+        memset(yr, 0, sizeof(float) * (size_t)C);
+        for (int64_t ky = 0; ky < KH; ky++) {
+            int64_t iy = oy * n->sh - p[0] + ky * n->dh;
+            if (iy < 0 || iy >= H) continue;
+            for (int64_t kx = 0; kx < KW; kx++) {
+                int64_t ix = ox * n->sw - p[1] + kx * n->dw;
+                if (ix < 0 || ix >= W) continue;
+                const float *xr = xi + (iy * W + ix) * C;
+                const float *wr = n->wlayout == 2 ? w->f + (ky * KW + kx) * C : w->f + ky * KW + kx;
+                if (ws == 1) for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c];
+                else for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c * ws];
+            }
+        }
+    }
+    size_t off = (size_t)((b * OH + oy) * OW * C);
+    epilogue_rows(n, out->f + off, (size_t)OW, C, bias, sum ? sum + off : NULL);
+}
+
+/* Depthwise convolution, NHWC, weights in HWC layout (wlayout 2) or OIHW (0), epilogue fused. */
+static void conv_dw(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                    const int64_t *p, const float *bias, const float *sum, int threads) {
+    int64_t N = x->dims[0], C = x->dims[1], OH = out->dims[2], OW = out->dims[3];
     (void)threads;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (N * OH * OW * C > 32768)
     for (int64_t b = 0; b < N; b++)
-        for (int64_t oy = 0; oy < OH; oy++) {
-            const float *xi = x->f + b * H * W * C;
-            for (int64_t ox = 0; ox < OW; ox++) {
-                float *yr = out->f + ((b * OH + oy) * OW + ox) * C;
-                memset(yr, 0, sizeof(float) * (size_t)C);
-                for (int64_t ky = 0; ky < KH; ky++) {
-                    int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                    if (iy < 0 || iy >= H) continue;
-                    for (int64_t kx = 0; kx < KW; kx++) {
-                        int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                        if (ix < 0 || ix >= W) continue;
-                        const float *xr = xi + (iy * W + ix) * C;
-                        const float *wr = n->wlayout == 2 ? w->f + (ky * KW + kx) * C : w->f + ky * KW + kx;
-                        for (int64_t c = 0; c < C; c++) yr[c] += xr[c] * wr[c * ws];
-                    }
-                }
-            }
-        }
+        for (int64_t oy = 0; oy < OH; oy++) dw_row(n, x, w, out, p, b, oy, bias, sum);
 }
 
-/* im2col for NHWC input and OHWI weights: col[(b, oy, ox)][(ky, kx, ci)] of group g. */
-static void im2col(const sl__node *n, const sl__tv *x, int64_t KH, int64_t KW, int64_t g,
-                   int64_t cig, const int64_t *p, int64_t OH, int64_t OW, float *col, int threads) {
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3], K = KH * KW * cig;
+/* im2col for NHWC input and OHWI weights: col[(b, oy, ox)][(ky, kx, ci)] of group g, on
+ * elements of `es` bytes (fp32 or u8); padding bytes are `pad` (0, or the u8 zero point). */
+static void im2col(const sl__node *n, const void *xv, const int64_t *xd, size_t es, int pad,
+                   int64_t KH, int64_t KW, int64_t g, int64_t cig, const int64_t *p, int64_t OH,
+                   int64_t OW, void *colv, int threads) {
+    int64_t N = xd[0], C = xd[1], H = xd[2], W = xd[3], K = KH * KW * cig;
+    const char *x = xv;
+    char *col = colv;
+    size_t run = (size_t)cig * es;
     (void)threads;
 #pragma omp parallel for collapse(2) schedule(static) num_threads(threads) if (N * OH * OW * K > 65536)
     for (int64_t b = 0; b < N; b++)
         for (int64_t oy = 0; oy < OH; oy++) {
-            const float *xi = x->f + b * H * W * C + g * cig;
+            const char *xi = x + (size_t)(b * H * W * C + g * cig) * es;
             for (int64_t ox = 0; ox < OW; ox++) {
-                float *cr = col + ((b * OH + oy) * OW + ox) * K;
+                char *cr = col + (size_t)(((b * OH + oy) * OW + ox) * K) * es;
                 for (int64_t ky = 0; ky < KH; ky++) {
                     int64_t iy = oy * n->sh - p[0] + ky * n->dh;
-                    for (int64_t kx = 0; kx < KW; kx++, cr += cig) {
+                    for (int64_t kx = 0; kx < KW; kx++, cr += run) {
                         int64_t ix = ox * n->sw - p[1] + kx * n->dw;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, 0, sizeof(float) * (size_t)cig);
-                        else memcpy(cr, xi + (iy * W + ix) * C, sizeof(float) * (size_t)cig);
+                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) memset(cr, pad, run);
+                        else memcpy(cr, xi + (size_t)((iy * W + ix) * C) * es, run);
                     }
                 }
             }
@@ -496,6 +544,53 @@ static void conv_naive(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__
                 }
 }
 
+/* int8 path: u8 activations (per-tensor scale and zero point computed now), s8 weights per
+ * output channel, s32 accumulation with oneDNN's u8s8s32 GEMM (VNNI), dequantized to fp32. */
+static void conv_int8(const sl__node *n, const sl__tv *x, const sl__tv *w, sl__tv *out,
+                      const int64_t *p, unsigned char *scr, int threads) {
+    int64_t N = x->dims[0], C = x->dims[1];
+    int64_t CO = out->dims[1], OH = out->dims[2], OW = out->dims[3];
+    int64_t G = n->group, cig = C / G, cog = CO / G, KH = w->dims[2], KW = w->dims[3];
+    int64_t K = cig * KH * KW, M = N * OH * OW;
+    size_t cnt = x->count;
+    float lo = 0, hi = 0;
+    (void)threads;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) num_threads(threads) if (cnt > 65536)
+    for (size_t k = 0; k < cnt; k++) { lo = fminf(lo, x->f[k]); hi = fmaxf(hi, x->f[k]); }
+    float sa = hi > lo ? (hi - lo) / 255.0f : 1.0f;
+    long zl = lrintf(-lo / sa);
+    uint8_t za = (uint8_t)(zl < 0 ? 0 : zl > 255 ? 255 : zl);
+    float inv = 1.0f / sa;
+    uint8_t *xq = scr;
+    int direct = conv_direct(n, w);
+    uint8_t *col = direct ? NULL : scr + A64(cnt);
+    int32_t *acc = (int32_t *)(void *)(scr + A64(cnt) + (direct ? 0 : A64((size_t)(M * K))));
+#pragma omp parallel for num_threads(threads) if (cnt > 65536)
+    for (size_t k = 0; k < cnt; k++) {
+        long q = lrintf(x->f[k] * inv) + za;
+        xq[k] = (uint8_t)(q < 0 ? 0 : q > 255 ? 255 : q);
+    }
+    int32_t zero = 0;
+    for (int64_t g = 0; g < G; g++) {
+        const uint8_t *A = xq;
+        int64_t lda = C;
+        if (!direct) {
+            im2col(n, xq, x->dims, 1, za, KH, KW, g, cig, p, OH, OW, col, threads);
+            A = col;
+            lda = K;
+        }
+        dnnl_gemm_u8s8s32('N', 'T', 'F', M, cog, K, 1.0f, A, lda, za, n->wq + g * cog * K, K, 0, 0.0f,
+                          acc, cog, &zero);
+        const float *ws = n->wsc + g * cog;
+#pragma omp parallel for num_threads(threads) if (M * cog > 32768)
+        for (int64_t m = 0; m < M; m++) {
+            float *y = out->f + m * CO + g * cog;
+            const int32_t *a = acc + m * cog;
+            for (int64_t o = 0; o < cog; o++) y[o] = (float)a[o] * sa * ws[o];
+        }
+    }
+}
+
 static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, float *col, int threads) {
     const sl__tv *x = in[0], *w = in[1];
     const float *bias = n->nin > 2 && in[2] ? in[2]->f : NULL;
@@ -506,12 +601,13 @@ static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, fl
     int64_t p[4];
     sl__conv_pads(n, H, W, (int)KH, (int)KW, p);
     int64_t K = cig * KH * KW, M = N * OH * OW;
-    if (conv_depthwise(n, w)) conv_dw(n, x, w, out, p, threads);
+    if (n->wq) conv_int8(n, x, w, out, p, (unsigned char *)col, threads);
+    else if (conv_depthwise(n, w)) { conv_dw(n, x, w, out, p, bias, sum, threads); return SL_OK; }
     else if (n->wlayout == 0 && !conv_direct(n, w)) conv_naive(n, x, w, out, p);
     else if (conv_direct(n, w)) sgemm_nt(n->gemm, M, CO, C, x->f, C, w->f, C, out->f, CO);
     else {
         for (int64_t g = 0; g < G; g++) {
-            im2col(n, x, KH, KW, g, cig, p, OH, OW, col, threads);
+            im2col(n, x->f, x->dims, sizeof(float), 0, KH, KW, g, cig, p, OH, OW, col, threads);
             sgemm_nt(n->gemm, M, cog, K, col, K, w->f + g * cog * K, K, out->f + g * cog, CO);
         }
     }
@@ -776,13 +872,12 @@ static void gemm(const sl__node *n, sl__tv *const *in, sl__tv *o) {
             for (int j = 0; j < N; j++) o->f[(size_t)i * (size_t)N + (size_t)j] = c->f[(c0 == 1 ? 0 : i) * c1 + (c1 == 1 ? 0 : j)];
         beta = n->beta;
     }
-    cblas_sgemm(CblasRowMajor, n->trans_a ? CblasTrans : CblasNoTrans,
-                n->trans_b ? CblasTrans : CblasNoTrans, M, N, K, n->alpha, a->f,
-                (int)a->dims[1], b->f, (int)b->dims[1], beta, o->f, N);
+    sgemm(n->gemm, n->trans_a, n->trans_b, M, N, K, n->alpha, a->f, a->dims[1], b->f, b->dims[1],
+          beta, o->f, N);
     sl__act_apply(o->f, o->count, n->pre, n->npre);
 }
 
-static void matmul(const sl__tv *a, const sl__tv *b, sl__tv *o) {
+static void matmul(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o) {
     int r = o->rank;
     int M = (int)o->dims[r - 2], N = (int)o->dims[r - 1], K = (int)a->dims[a->rank - 1];
     size_t batches = o->count / ((size_t)M * (size_t)N);
@@ -796,8 +891,8 @@ static void matmul(const sl__tv *a, const sl__tv *b, sl__tv *o) {
             if (da >= 0) { if (a->dims[da] != 1) oa += (size_t)idx[d] * ma; ma *= (size_t)a->dims[da]; }
             if (db >= 0) { if (b->dims[db] != 1) ob += (size_t)idx[d] * mb; mb *= (size_t)b->dims[db]; }
         }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1.0f, a->f + oa * sa, K,
-                    b->f + ob * sbt, N, 0.0f, o->f + q * (size_t)M * (size_t)N, N);
+        sgemm(n->gemm, 0, 0, M, N, K, 1.0f, a->f + oa * sa, K, b->f + ob * sbt, N, 0.0f,
+              o->f + q * (size_t)M * (size_t)N, N);
         for (int d = r - 3; d >= 0; d--) { if (++idx[d] < o->dims[d]) break; idx[d] = 0; }
     }
 }
@@ -847,7 +942,7 @@ sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *s
     case SL__OP_TO_NHWC: to_layout(x, out, 1); return SL_OK;
     case SL__OP_TO_PLAIN: to_layout(x, out, 0); return SL_OK;
     case SL__OP_GEMM: gemm(n, in, out); return SL_OK;
-    case SL__OP_MATMUL: matmul(in[0], in[1], out); return SL_OK;
+    case SL__OP_MATMUL: matmul(n, in[0], in[1], out); return SL_OK;
     case SL__OP_CONCAT: concat(n, in, out); return SL_OK;
     case SL__OP_SHAPE: {
         int64_t s = 0;

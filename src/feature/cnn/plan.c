@@ -359,8 +359,9 @@ static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
         const step *s = &p->steps[k];
         int src = -1;
         if (is_inplace_op(s->node.op)) src = s->node.in[0];
-        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv)
-            src = s->node.sum_in;
+        else if (s->node.op == SL__OP_CONV && s->node.sum_in >= 0 && use_dnnl_alias && s->dconv &&
+                 p->root[s->node.sum_in] != p->root[s->node.in[0]])
+            src = s->node.sum_in; /* never when the conv also reads that buffer as its input */
         if (src < 0 || p->sv[src].is_const || vbytes(&p->sv[src]) != vbytes(&p->sv[s->node.out])) continue;
         int rt = p->root[src];
         if (last[src] != (long)k || last[rt] != (long)k || src == p->in_val || rt == p->in_val) continue;

@@ -1,0 +1,120 @@
+/*
+ * shoplens/server.h - the HTTP service: a JSON API over a search engine and the web page.
+ *
+ * The server runs on libmicrohttpd with its own threads (a thread pool, each thread on epoll):
+ * sl_server_new binds, starts and returns; requests are served until sl_server_shutdown or
+ * sl_server_free. Endpoints, status codes and the JSON they return are specified in
+ * docs/openapi.yaml. Every error answer is {"error": {"code": "...", "message": "..."}}.
+ *
+ * Safety: the server refuses to listen on a non-loopback address when writes are enabled and no
+ * API key is set (SL_E_AUTH). Bodies over max_body are answered 413 without reading them, too
+ * many requests in flight are answered 503 with Retry-After, idle or slow clients are dropped
+ * after timeout_s. The library never prints: one record per finished request goes to the log
+ * callback (the CLI prints it).
+ *
+ * Threading: the log callback and the engine are called from the server's threads, several at
+ * once. sl_server_shutdown and sl_server_free must not be called from the log callback.
+ */
+#ifndef SHOPLENS_SERVER_H
+#define SHOPLENS_SERVER_H
+
+#include <stddef.h>
+#include "shoplens/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_server sl_server;
+typedef struct sl_engine sl_engine;   /* shoplens/engine.h */
+typedef struct sl_matches sl_matches; /* shoplens/engine.h */
+
+#define SL_SERVER_LISTEN_DEFAULT "127.0.0.1:8080"
+#define SL_SERVER_THREADS_MIN 1
+#define SL_SERVER_THREADS_MAX 256                       /* 0 = one per online CPU */
+#define SL_SERVER_MAX_BODY_DEFAULT ((size_t)16 << 20)   /* 16 MiB */
+#define SL_SERVER_MAX_BODY_MIN ((size_t)1 << 10)
+#define SL_SERVER_MAX_BODY_MAX ((size_t)1 << 30)
+#define SL_SERVER_MAX_INFLIGHT_DEFAULT 64
+#define SL_SERVER_MAX_INFLIGHT_MIN 1
+#define SL_SERVER_MAX_INFLIGHT_MAX 65536
+#define SL_SERVER_MAX_CONNECTIONS_DEFAULT 512
+#define SL_SERVER_MAX_CONNECTIONS_MIN 4
+#define SL_SERVER_MAX_CONNECTIONS_MAX 65536
+#define SL_SERVER_TIMEOUT_DEFAULT 30                    /* seconds of inactivity */
+#define SL_SERVER_TIMEOUT_MIN 1
+#define SL_SERVER_TIMEOUT_MAX 3600
+#define SL_SERVER_API_KEY_MIN 16                        /* bytes; shorter keys are refused */
+#define SL_SERVER_API_KEY_MAX 512
+
+/* One finished request, passed to the log callback. Strings are valid during the call only.
+ * status is 0 when the connection ended before a response was queued. */
+typedef struct sl_server_request_log {
+    const char *method;   /* "GET", ... */
+    const char *path;     /* the request path, percent-encoded as received, no query string */
+    const char *route;    /* stable route name ("search", "product_get", ..., "none") */
+    int status;
+    double ms;            /* from the request line to the end of the response */
+    size_t bytes_in;      /* body bytes read */
+} sl_server_request_log;
+
+typedef void (*sl_server_log_fn)(void *user, const sl_server_request_log *entry);
+
+/* Server options. Call sl_server_opts_init first; zero fields mean the defaults above. */
+typedef struct sl_server_opts {
+    const char *listen;    /* "HOST:PORT": IPv4 literal, "[IPv6]" or "localhost"; port 0 picks
+                              a free port (read it back with sl_server_port) */
+    int threads;           /* worker threads (0: online CPUs) */
+    size_t max_body;       /* request body limit in bytes */
+    int max_inflight;      /* requests being served at once before 503 */
+    int max_connections;   /* open connections at once (more are refused at accept) */
+    int timeout_s;         /* inactivity timeout of a connection */
+    const char *api_key;   /* NULL or "": no key. Copied. Required for writes off loopback. */
+    int read_only;         /* nonzero: PUT/DELETE are answered 403 */
+    sl_server_log_fn log;  /* NULL: no log */
+    void *log_user;
+} sl_server_opts;
+
+/* Fills *opts with the defaults (listen 127.0.0.1:8080, everything else 0 = default). */
+void sl_server_opts_init(sl_server_opts *opts);
+
+/* Creates the server over `engine` (not owned; must outlive the server; NULL serves only the
+ * page, /healthz and /metrics and answers 503 elsewhere), binds and starts serving.
+ * On success *out owns the running server. Errors: SL_E_INVALID (bad option, message names it),
+ * SL_E_AUTH (non-loopback address with writes enabled and no key, or a key shorter than
+ * SL_SERVER_API_KEY_MIN), SL_E_IO (cannot bind or start; errno in the message), SL_E_NOMEM.
+ * On failure *out is NULL and nothing is left running. */
+sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server **out,
+                        sl_error *err);
+
+/* The TCP port the server listens on (useful after port 0), 0 if not listening. */
+int sl_server_port(const sl_server *srv);
+
+/* The base URL, e.g. "http://127.0.0.1:8080/" (owned by the server). */
+const char *sl_server_url(const sl_server *srv);
+
+/* Graceful stop: stops listening (connections already queued in the kernel's backlog are still
+ * taken in and served), lets requests in flight finish and their responses go out (responses now
+ * carry "Connection: close"), and waits until every connection is closed, or nothing has been in
+ * flight for one second (only idle kept-alive connections left), or grace_s seconds passed;
+ * then stops the threads. Idempotent. Returns SL_OK when no request was cut, SL_E_BUSY when the
+ * grace period ran out with requests in flight (they were cut). Does not free. */
+sl_status sl_server_shutdown(sl_server *srv, double grace_s);
+
+/* Number of requests being served right now. */
+int sl_server_inflight(const sl_server *srv);
+
+/* Serializes results as the API's SearchResponse JSON (docs/openapi.yaml):
+ * {"results":[{"rank","product_id","score","title","category","price","image_id","image_url",
+ * "inliers"}...],"count","took_ms"} - so `shoplens search --json` can print exactly what
+ * POST /v1/search returns. m may be NULL (no results). Returns a malloc'ed string (free()) or
+ * NULL when out of memory. Invalid UTF-8 in catalog text is replaced by '?'. */
+char *sl_server_results_json(const sl_matches *m, double took_ms);
+
+/* Stops immediately if still running (as sl_server_shutdown with grace 0) and frees. NULL ok. */
+void sl_server_free(sl_server *srv);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,198 @@
+/*
+ * cli/cmd_serve.c - `shoplens serve`: the HTTP API and web page over a store.
+ *
+ * Opens the engine, starts the server (src/server/), prints the address, logs one line per
+ * request to stderr (time, method, path, status, ms - never bodies or query strings, which may
+ * carry user text), and on SIGTERM/SIGINT stops gracefully: no new connections, requests in
+ * flight finish, the index is flushed, exit 0. Signals are handled synchronously with sigwait
+ * in the main thread (blocked everywhere else, so server threads never see them).
+ */
+#include "cli/cli.h"
+#include "shoplens/engine.h"
+#include "shoplens/server.h"
+#include "util/util.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define SL__SERVE_GRACE_DEFAULT 30.0
+
+static void sl__serve_log(void *user, const sl_server_request_log *e) {
+    (void)user;
+    char ts[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    /* One fprintf per line: stdio locks the stream, so lines from threads never interleave. */
+    fprintf(stderr, "%s %s %s %d %.1fms\n", ts, e->method, e->path, e->status, e->ms);
+}
+
+/* Reads the key: the first line of the file, surrounding whitespace removed. */
+static int sl__read_key(const char *path, char *key, size_t cap) {
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        fprintf(stderr, "shoplens serve: cannot read the API key file %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    struct stat sb;
+    if (fstat(fileno(f), &sb) == 0 && (sb.st_mode & 0004))
+        fprintf(stderr, "shoplens serve: warning: %s is readable by every user; chmod 600 it\n", path);
+    if (!fgets(key, (int)cap, f)) key[0] = '\0';
+    fclose(f);
+    size_t n = strlen(key);
+    while (n > 0 && (key[n - 1] == '\n' || key[n - 1] == '\r' || key[n - 1] == ' ' || key[n - 1] == '\t')) key[--n] = '\0';
+    size_t s = strspn(key, " \t");
+    memmove(key, key + s, n - s + 1);
+    if (key[0] == '\0') {
+        fprintf(stderr, "shoplens serve: the API key file %s is empty\n", path);
+        return -1;
+    }
+    return 0;
+}
+
+static int sl__parse_long(const char *s, long lo, long hi, long *out) {
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (!s[0] || *end || errno || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+/* "16M", "512k", "1048576" -> bytes. */
+static int sl__parse_bytes(const char *s, size_t *out) {
+    char *end = NULL;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno) return -1;
+    unsigned long long mul = 1;
+    if (*end == 'k' || *end == 'K') { mul = 1ull << 10; end++; }
+    else if (*end == 'm' || *end == 'M') { mul = 1ull << 20; end++; }
+    else if (*end == 'g' || *end == 'G') { mul = 1ull << 30; end++; }
+    if (*end == 'i' || *end == 'B') end++;
+    if (*end == 'B') end++;
+    if (*end || v > (1ull << 40) / mul) return -1;
+    *out = (size_t)(v * mul);
+    return 0;
+}
+
+static int sl__serve_run(int argc, char **argv) {
+    const char *store = NULL, *key_file = NULL;
+    sl_server_opts o;
+    sl_server_opts_init(&o);
+    double grace = SL__SERVE_GRACE_DEFAULT;
+    int quiet = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        long n;
+        if (strcmp(a, "--store") == 0 && v) { store = v; i++; }
+        else if (strcmp(a, "--listen") == 0 && v) { o.listen = v; i++; }
+        else if (strcmp(a, "--threads") == 0 && v) {
+            if (sl__parse_long(v, 0, SL_SERVER_THREADS_MAX, &n)) return sl__cli_usage_error("serve", "--threads must be 0..%d", SL_SERVER_THREADS_MAX);
+            o.threads = (int)n; i++;
+        } else if (strcmp(a, "--api-key-file") == 0 && v) { key_file = v; i++; }
+        else if (strcmp(a, "--read-only") == 0) { o.read_only = 1; }
+        else if (strcmp(a, "--max-body") == 0 && v) {
+            if (sl__parse_bytes(v, &o.max_body)) return sl__cli_usage_error("serve", "bad --max-body '%s' (e.g. 16M)", v);
+            i++;
+        } else if (strcmp(a, "--max-inflight") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_MAX_INFLIGHT_MIN, SL_SERVER_MAX_INFLIGHT_MAX, &n)) return sl__cli_usage_error("serve", "bad --max-inflight '%s'", v);
+            o.max_inflight = (int)n; i++;
+        } else if (strcmp(a, "--max-connections") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_MAX_CONNECTIONS_MIN, SL_SERVER_MAX_CONNECTIONS_MAX, &n)) return sl__cli_usage_error("serve", "bad --max-connections '%s'", v);
+            o.max_connections = (int)n; i++;
+        } else if (strcmp(a, "--timeout") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX, &n)) return sl__cli_usage_error("serve", "bad --timeout '%s'", v);
+            o.timeout_s = (int)n; i++;
+        } else if (strcmp(a, "--grace") == 0 && v) {
+            if (sl__parse_long(v, 0, 3600, &n)) return sl__cli_usage_error("serve", "bad --grace '%s'", v);
+            grace = (double)n; i++;
+        } else if (strcmp(a, "--quiet") == 0) { quiet = 1; }
+        else return sl__cli_usage_error("serve", "unknown or incomplete option '%s'", a);
+    }
+    char key[SL_SERVER_API_KEY_MAX + 2];
+    if (key_file) {
+        if (sl__read_key(key_file, key, sizeof key) != 0) return SL_EXIT_ERROR;
+        o.api_key = key;
+    }
+    if (!quiet) o.log = sl__serve_log;
+
+    /* Block the stop signals before any thread exists, so every thread inherits the mask. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &stop, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    sl_error err;
+    sl_error_clear(&err);
+    sl_engine_opts eo = { 0 };
+    eo.read_only = o.read_only;
+    sl_engine *engine = NULL;
+    if (sl_engine_open(store, &eo, &engine, &err) != SL_OK) return sl__cli_fail("serve", &err);
+    sl_server *srv = NULL;
+    if (sl_server_new(engine, &o, &srv, &err) != SL_OK) {
+        sl_engine_free(engine);
+        return sl__cli_fail("serve", &err);
+    }
+    sl_engine_stats st;
+    if (sl_engine_stats_get(engine, &st, NULL) == SL_OK)
+        fprintf(stderr, "shoplens serve: %lld products, %lld images indexed (%s)\n",
+                (long long)st.products, (long long)st.indexed, st.features);
+    fprintf(stderr, "shoplens serve: listening on %s%s%s\n", sl_server_url(srv),
+            o.read_only ? " (read-only)" : "", o.api_key ? " (writes need the API key)" : "");
+    fflush(stderr);
+
+    int sig = 0;
+    while (sigwait(&stop, &sig) != 0) {}
+    fprintf(stderr, "shoplens serve: %s: finishing %d request(s) in flight, then stopping\n",
+            sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT" : "SIGHUP", sl_server_inflight(srv));
+    sl_status ss = sl_server_shutdown(srv, grace);
+    sl_server_free(srv);
+    int rc = SL_EXIT_OK;
+    if (ss != SL_OK) {
+        fprintf(stderr, "shoplens serve: the %.0f s grace period ran out; some requests were cut\n", grace);
+        rc = SL_EXIT_ERROR;
+    }
+    if (!o.read_only && sl_engine_flush(engine, &err) != SL_OK) rc = sl__cli_fail("serve", &err);
+    sl_engine_free(engine);
+    fprintf(stderr, "shoplens serve: stopped\n");
+    return rc;
+}
+
+const sl__cli_cmd sl__cmd_serve = {
+    "serve",
+    "serve the HTTP API and the web page",
+    "Usage: shoplens serve [--store DIR] [--listen HOST:PORT] [--threads N]\n"
+    "                      [--api-key-file FILE] [--read-only] [options]\n"
+    "\n"
+    "Serves the JSON API (docs/openapi.yaml) and a web page to search the catalog by photo.\n"
+    "\n"
+    "  --store DIR          the store (default $SHOPLENS_STORE, else ./shoplens-data)\n"
+    "  --listen HOST:PORT   address to listen on (default 127.0.0.1:8080; port 0 = any free)\n"
+    "  --threads N          worker threads (default: one per CPU)\n"
+    "  --api-key-file FILE  PUT/DELETE need 'Authorization: Bearer <key>' (first line of FILE,\n"
+    "                       16..512 printable characters). Required to listen beyond loopback\n"
+    "                       unless --read-only.\n"
+    "  --read-only          refuse PUT/DELETE (403)\n"
+    "  --max-body SIZE      request body limit (default 16M)\n"
+    "  --max-inflight N     requests served at once before answering 503 (default 64)\n"
+    "  --max-connections N  open connections at once (default 512)\n"
+    "  --timeout S          drop connections idle for S seconds (default 30)\n"
+    "  --grace S            on SIGTERM, wait at most S seconds for requests in flight (default 30)\n"
+    "  --quiet              no request log\n"
+    "\n"
+    "Logs one line per request to stderr: time, method, path, status, milliseconds.\n"
+    "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush the index, exit 0.\n",
+    sl__serve_run,
+};

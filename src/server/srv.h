@@ -1,0 +1,172 @@
+/*
+ * server/srv.h - internals shared by the server's files (not public): the request and response
+ * records, the route table, metrics, and JSON/error helpers.
+ *
+ *   http.c      libmicrohttpd glue: request lifecycle, limits, auth, body intake, shutdown
+ *   routes.c    the route table and matching (method + path pattern -> handler)
+ *   api.c       the /v1 handlers over the engine
+ *   core.c      page, /healthz, /metrics handlers and the JSON/error helpers
+ *   metrics.c   Prometheus counters and histograms (lock-free, atomics)
+ *   target.c, multipart.c   the untrusted-input parsers (parse.h)
+ */
+#ifndef SL_SERVER_SRV_H
+#define SL_SERVER_SRV_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "server/parse.h"
+#include "shoplens/server.h"
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+#define SL__M_ROUTES 24           /* >= number of routes + 1 ("none") */
+#define SL__M_STATUSES 16         /* distinct status codes tracked; the last is "other" */
+#define SL__M_BUCKETS 14          /* latency histogram buckets (the last is +Inf) */
+
+typedef struct sl__metrics {
+    _Atomic uint64_t count[SL__M_ROUTES][SL__M_STATUSES];
+    _Atomic uint64_t bucket[SL__M_ROUTES][SL__M_BUCKETS];  /* non-cumulative */
+    _Atomic uint64_t sum_us[SL__M_ROUTES];
+    _Atomic uint64_t bytes_in;
+} sl__metrics;
+
+extern const double sl__m_bucket_le[SL__M_BUCKETS - 1];   /* seconds, ascending */
+extern const int sl__m_status_codes[SL__M_STATUSES - 1];
+
+/* Records one finished request (route index < SL__M_ROUTES). Thread-safe. */
+void sl__metrics_observe(sl__metrics *m, int route, int status, double seconds, size_t bytes_in);
+
+/* ---- requests and responses -------------------------------------------------------------- */
+
+typedef enum sl__body_kind {
+    SL__BODY_NONE = 0,   /* no body expected (any body is read and discarded, counted) */
+    SL__BODY_IMAGE,      /* multipart/form-data with field "image", or a raw image body */
+    SL__BODY_FORM        /* multipart/form-data (fields handled by the route) */
+} sl__body_kind;
+
+typedef struct sl__resp {
+    int status;
+    const char *ctype;        /* static string */
+    char *body;               /* malloc'ed unless body_static */
+    size_t len;
+    int body_static;
+    int retry_after;          /* seconds; 0: no header */
+    const char *allow;        /* Allow header for 405 (static) */
+    int www_auth;             /* add WWW-Authenticate: Bearer */
+    const char *cache;        /* Cache-Control (static) or NULL */
+} sl__resp;
+
+typedef struct sl__route sl__route;
+
+typedef struct sl__req {
+    sl_server *srv;
+    double t0;
+    const sl__route *route;
+    int route_index;          /* for metrics; the "none" slot when no route matched */
+    int phase;                /* 0 before the first access call, 1 receiving, 2 answered */
+    int status;               /* queued status (0: none yet) */
+    int head;                 /* HEAD request */
+    char method[12];
+    char path[192];           /* raw path for the log, truncated */
+    sl__target target;
+    sl_status target_st;
+    char target_msg[SL_ERROR_MSG_MAX];
+    /* body */
+    size_t bytes_in;
+    int body_announced;       /* Content-Length > 0 or Transfer-Encoding */
+    const char *content_length; /* header value (owned by MHD) or NULL */
+    int raw_image;            /* body is a raw image body (else multipart) */
+    uint8_t *raw;             /* raw body (image) */
+    size_t raw_len, raw_cap;
+    sl__mp *mp;
+    sl_status body_st;
+    char body_msg[SL_ERROR_MSG_MAX];
+} sl__req;
+
+/* Route handler: fills resp (status, body) for a request whose body (if any) is complete and
+ * well-formed. Runs on a server thread. */
+typedef void (*sl__handler)(sl__req *req, sl__resp *resp);
+
+struct sl__route {
+    const char *name;         /* metric label and log name */
+    const char *method;
+    const char *path[SL__TARGET_MAX_SEGS]; /* "*" matches one segment */
+    int write;                /* needs the API key and writes enabled */
+    int engine;               /* needs an engine (503 without one) */
+    sl__body_kind body;
+    const char *const *params; /* allowed query parameters (NULL-terminated) or NULL */
+    sl__handler handle;
+};
+
+extern const sl__route sl__routes[];
+extern const size_t sl__nroutes;
+
+/* Finds the route for (method, segments). Returns it, or NULL with *path_known set when the path
+ * exists for another method (405; allow gets the methods, "GET, PUT") or 0 (404). */
+const sl__route *sl__route_match(const char *method, const sl__target *t, int *path_known,
+                                 char *allow, size_t allow_cap);
+/* Index of a route in sl__routes (for metrics). */
+int sl__route_index(const sl__route *r);
+
+/* ---- the server (defined in http.c; read by handlers) ------------------------------------ */
+
+struct sl_server {
+    void *daemon;             /* struct MHD_Daemon * */
+    sl_engine *engine;
+    sl_server_opts o;
+    char *api_key;
+    size_t api_key_len;
+    char url[96];
+    int port;
+    _Atomic int inflight;
+    _Atomic int draining;
+    _Atomic uint64_t last_done_us;
+    int stopped;
+    sl_status stop_status;
+    sl__metrics metrics;
+    double started;
+};
+
+/* ---- helpers (core.c) -------------------------------------------------------------------- */
+
+/* Sets resp to a JSON body (takes the reference of `json`, which may be NULL -> 500). */
+void sl__resp_json(sl__resp *resp, int status, json_t *json);
+/* Sets resp to {"error":{"code":code,"message":msg}}. */
+void sl__resp_error(sl__resp *resp, int status, const char *code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 4, 5)))
+#endif
+    ;
+/* Maps a library status to an HTTP error response (400/404/409/413/415/503/500). */
+void sl__resp_status(sl__resp *resp, sl_status st, const char *message);
+void sl__resp_free(sl__resp *resp);
+
+/* Core handlers. */
+void sl__h_page(sl__req *req, sl__resp *resp);
+void sl__h_healthz(sl__req *req, sl__resp *resp);
+void sl__h_metrics(sl__req *req, sl__resp *resp);
+
+/* API handlers (api.c). */
+void sl__h_search(sl__req *req, sl__resp *resp);
+void sl__h_categories(sl__req *req, sl__resp *resp);
+void sl__h_product_get(sl__req *req, sl__resp *resp);
+void sl__h_product_put(sl__req *req, sl__resp *resp);
+void sl__h_product_delete(sl__req *req, sl__resp *resp);
+void sl__h_similar(sl__req *req, sl__resp *resp);
+void sl__h_check(sl__req *req, sl__resp *resp);
+void sl__h_classify(sl__req *req, sl__resp *resp);
+void sl__h_image(sl__req *req, sl__resp *resp);
+
+/* Catalog gauges for /metrics (api.c); -1 when unknown or no engine. */
+typedef struct sl__gauges { long long products, images, index_bytes; } sl__gauges;
+void sl__api_gauges(sl_server *srv, sl__gauges *g);
+
+/* The embedded web page (generated from src/server/page.html by module.cmake). */
+extern const unsigned char *const sl__page_html;
+extern const size_t sl__page_html_len;
+
+#endif
