@@ -79,7 +79,7 @@ sl_status sl_sift_dense(const sl_image *img, int step, float size, sl_keypoint *
 void sl_rootsift(float *desc, size_t n, size_t dim);
 
 /* Defaults and limits of sl_sift_params (docs/sift.md). The defaults are OpenCV's except
- * upsample (off: 3-4x faster; bench/results/sift.md measures both). */
+ * upsample (off: ~2.7x faster; bench/results/sift.md measures both). */
 #define SL_SIFT_MAX_KEYPOINTS_DEFAULT 0
 #define SL_SIFT_OCTAVES_MAX 12
 #define SL_SIFT_LEVELS_DEFAULT 3
