@@ -84,9 +84,15 @@ EOF
 }
 crash_round() { # crash_round SPEC ROUNDS
   local spec=$1 rounds=$2 ref=$tmp/ref-$1
+  local t0 t1
+  t0=$(date +%s.%N)
   "$bin" add "$cat/catalog.csv" --store "$ref" --features "$spec" --jobs 2 --quiet >/dev/null
+  t1=$(date +%s.%N)
   dump "$ref" > "$tmp/ref.dump"
-  # a reference run takes T seconds; kill somewhere inside [0, T]
+  # the reference run took T seconds; kill somewhere inside [0.02, 0.9 T] so the kill lands while
+  # add is still running however fast this machine (or build) is
+  local kill_max
+  kill_max=$("$py" -c "print(max(0.05, 0.9 * ($t1 - $t0)))")
   local total_kills=0
   for r in $(seq 1 "$rounds"); do
     local s=$tmp/crash-$spec-$r
@@ -96,7 +102,7 @@ crash_round() { # crash_round SPEC ROUNDS
     for k in 1 2; do
       "$bin" add "$cat/catalog.csv" --store "$s" --features "$spec" --jobs 2 --quiet >/dev/null 2>&1 &
       local pid=$!
-      sleep "$("$py" -c "import random; print(round(random.uniform(0.02, ${KILL_MAX:-2.0}), 3))")"
+      sleep "$("$py" -c "import random; print(round(random.uniform(0.02, $kill_max), 3))")"
       if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
       wait "$pid" 2>/dev/null || true
     done
@@ -113,9 +119,9 @@ crash_round() { # crash_round SPEC ROUNDS
   echo "crash $spec: $total_kills kills in $rounds rounds, store identical"
   [ "$total_kills" -gt 0 ] || fail "no kill landed while add was running"
 }
-KILL_MAX=0.4 crash_round color 3
+crash_round color 3
 if [ "${SL_SANITIZED:-0}" != 1 ]; then
-  KILL_MAX=6 crash_round vlad 2   # learned parts: kills also land in the training
+  crash_round vlad 2   # learned parts: kills also land in the training
   # retrain: a new features file replaces the old one, vectors are re-made, search still works
   "$bin" retrain --store "$tmp/ref-vlad" --json --jobs 2 > "$tmp/rt.json"
   [ "$(j "$tmp/rt.json" 'd["images"]')" = 20 ] || fail "retrain json"
