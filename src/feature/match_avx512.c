@@ -9,14 +9,15 @@
  * unsigned: q.c = acc + 128 * sum(c). Candidates are transposed into blocks of 16 (4 bytes of each
  * candidate per 32-bit lane), so one vpdpbusd adds 4 dimensions of 16 pairs with no horizontal
  * sums; query rows are processed 4 at a time so each candidate chunk is loaded once per 4 rows.
- * Only reached after a CPU check (sl__match_scan_vnni returns -2 without AVX-512 VNNI).
+ * Only reached after a CPU check (sl__match_scan_vnni returns -2 without AVX-512 VNNI). Plain
+ * target attributes (no ifunc), so it is also built and checked under the sanitizers.
  */
 #include <stdlib.h>
 #include <string.h>
 #include "feature/features_internal.h"
 #include "util/util.h"
 
-#if defined(__GNUC__) && defined(__x86_64__) && !defined(SL_SANITIZE)
+#if defined(__GNUC__) && defined(__x86_64__)
 #include <immintrin.h>
 
 #define SL__VNNI_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni")))
