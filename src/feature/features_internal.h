@@ -43,6 +43,16 @@ void sl__verify_cfg_default(sl__verify_cfg *c);
  * pairs (capacity min(nq, nc) * 2). Returns the number of matches, or -1 on out of memory. */
 int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
                     uint32_t *pairs);
+/* sl__match_local with the SIMD kernel allowed (simd = 1, the default) or not (0: the scalar
+ * scan; tests compare the two, which must agree exactly). */
+int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c, float ratio,
+                         uint32_t *pairs, int simd);
+/* AVX-512 VNNI scan (match_avx512.c): per query descriptor (nq x 128 bytes at qd) the nearest
+ * candidate bq, its squared distance d1 and the second nearest d2; per candidate (nc x 128 at cd)
+ * the nearest query best_c; first index on ties. Returns 0, -1 out of memory, -2 when the CPU
+ * lacks AVX-512 VNNI (or nq or nc is 0): nothing written, use the scalar scan. */
+int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
+                        uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c);
 /* Full verification with explicit settings. */
 sl_status sl__verify_with(const sl__verify_cfg *cfg, const sl_local_features *q,
                           const sl_local_features *c, sl_verify_result *res, sl_error *err);

@@ -25,12 +25,27 @@ void sl_kmeans_params_init(sl_kmeans_params *p) {
     p->seed = 1;
 }
 
-static float dist2(const float *a, const float *b, size_t dim) {
-    float s = 0.0f;
-    for (size_t i = 0; i < dim; i++) { float d = a[i] - b[i]; s += d * d; }
-    return s;
+/* Squared L2 distance in 16 independent partial sums (lane l takes elements i = l mod 16), added
+ * in a fixed tree at the end: the compiler vectorizes the lanes without reassociating anything
+ * (-std=c11 keeps FMA contraction off), so every build and ISA clone gives the same bits. */
+#define SL__KM_LANES 16
+static inline float dist2(const float *a, const float *b, size_t dim) {
+    float acc[SL__KM_LANES] = {0};
+    size_t i = 0;
+    for (; i + SL__KM_LANES <= dim; i += SL__KM_LANES)
+        for (size_t l = 0; l < SL__KM_LANES; l++) {
+            float d = a[i + l] - b[i + l];
+            acc[l] += d * d;
+        }
+    for (size_t l = 0; i < dim; i++, l++) { float d = a[i] - b[i]; acc[l] += d * d; }
+    for (size_t w = SL__KM_LANES / 2; w > 0; w /= 2)
+        for (size_t l = 0; l < w; l++) acc[l] += acc[l + w];
+    return acc[0];
 }
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(SL_SANITIZE)
+__attribute__((target_clones("avx2", "default")))
+#endif
 size_t sl_kmeans_nearest(const float *centroids, size_t k, size_t dim, const float *x,
                          float *d2out) {
     size_t best = 0;

@@ -132,24 +132,21 @@ static void dist_row(const uint8_t *a, const uint8_t *c, const uint32_t *cn, uin
     }
 }
 
-int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
-                    uint32_t *pairs) {
+/* Scalar scan: per query descriptor its nearest / second-nearest distance and the nearest's
+ * index (first on ties), per candidate descriptor its nearest query (first on ties). */
+static int match_scan_scalar(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
+                             uint32_t *qd1, uint32_t *qd2, uint32_t *best_c) {
     uint32_t nq = q->n, nc = c->n;
-    if (nq == 0 || nc < 2) return 0;
-    uint32_t *best_c = malloc((size_t)nc * sizeof *best_c);   /* nearest query of each candidate */
     uint32_t *best_cd = malloc((size_t)nc * sizeof *best_cd);
-    uint32_t *bq = malloc((size_t)nq * sizeof *bq);
-    uint8_t *ok = malloc(nq);
-    if (!best_c || !best_cd || !bq || !ok) { free(best_c); free(best_cd); free(bq); free(ok); return -1; }
-    for (uint32_t j = 0; j < nc; j++) { best_cd[j] = UINT32_MAX; best_c[j] = UINT32_MAX; }
-    double r2 = (double)ratio * ratio;
     uint32_t *cn = malloc((size_t)nc * sizeof *cn), *row = malloc((size_t)nc * sizeof *row);
-    if (!cn || !row) { free(best_c); free(best_cd); free(bq); free(ok); free(cn); free(row); return -1; }
+    if (!best_cd || !cn || !row) { free(best_cd); free(cn); free(row); return -1; }
     for (uint32_t j = 0; j < nc; j++) {
         const uint8_t *b = c->desc + (size_t)j * SL_SIFT_DESC_DIM;
         uint32_t s = 0;
         for (int i = 0; i < SL_SIFT_DESC_DIM; i++) s += (uint32_t)(b[i] * b[i]);
         cn[j] = s;
+        best_cd[j] = UINT32_MAX;
+        best_c[j] = UINT32_MAX;
     }
     for (uint32_t i = 0; i < nq; i++) {
         dist_row(q->desc + (size_t)i * SL_SIFT_DESC_DIM, c->desc, cn, nc, row);
@@ -161,17 +158,39 @@ int sl__match_local(const sl_local_features *q, const sl_local_features *c, floa
             if (d < best_cd[j]) { best_cd[j] = d; best_c[j] = i; }
         }
         bq[i] = b1;
-        ok[i] = (double)d1 < r2 * (double)d2;
+        qd1[i] = d1;
+        qd2[i] = d2;
     }
+    free(best_cd); free(cn); free(row);
+    return 0;
+}
+
+int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c, float ratio,
+                         uint32_t *pairs, int simd) {
+    uint32_t nq = q->n, nc = c->n;
+    if (nq == 0 || nc < 2) return 0;
+    uint32_t *best_c = malloc((size_t)nc * sizeof *best_c);   /* nearest query of each candidate */
+    uint32_t *bq = malloc((size_t)nq * 3 * sizeof *bq);       /* nearest, d1, d2 per query */
+    if (!best_c || !bq) { free(best_c); free(bq); return -1; }
+    uint32_t *d1 = bq + nq, *d2 = bq + 2 * (size_t)nq;
+    int rc = simd ? sl__match_scan_vnni(q->desc, nq, c->desc, nc, bq, d1, d2, best_c) : -2;
+    if (rc == -2) rc = match_scan_scalar(q, c, bq, d1, d2, best_c);
+    if (rc < 0) { free(best_c); free(bq); return -1; }
+    double r2 = (double)ratio * ratio;
     int m = 0;
     for (uint32_t i = 0; i < nq; i++) {
-        if (!ok[i] || best_c[bq[i]] != i) continue;
+        if (!((double)d1[i] < r2 * (double)d2[i]) || best_c[bq[i]] != i) continue;
         pairs[2 * m] = i;
         pairs[2 * m + 1] = bq[i];
         m++;
     }
-    free(best_c); free(best_cd); free(bq); free(ok); free(cn); free(row);
+    free(best_c); free(bq);
     return m;
+}
+
+int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
+                    uint32_t *pairs) {
+    return sl__match_local_impl(q, c, ratio, pairs, 1);
 }
 
 sl_status sl__verify_with(const sl__verify_cfg *cfg, const sl_local_features *q,
