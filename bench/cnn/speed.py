@@ -153,10 +153,12 @@ for r in rows:
                  % (r[:3] + r[12:17] + (100 * r[17],) + r[18:20]))
 with open(res_md, "w") as f:
     f.write("# CNN inference speed (bench/cnn)\n\n")
-    f.write("Machine: %s, %d CPUs, shared with six other engineers' builds and benchmarks while this ran: "
-            "absolute numbers are noisy; every runtime was measured in the same interleaved rounds and the best "
-            "pass of each is reported, so the ratios are the meaningful part.\n" % (
-                re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1), os.cpu_count()))
+    f.write("Machine: %s, %d CPUs, load average %.2f / %.2f / %.2f when the run ended (above the CPU count "
+            "means other jobs shared the machine and absolute numbers are noisy); every runtime was measured "
+            "in the same interleaved rounds and the best pass of each is reported, so the ratios are the "
+            "meaningful part.\n" % ((
+                re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read()).group(1), os.cpu_count())
+                + os.getloadavg()))
     f.write("OMP_WAIT_POLICY=%s for every runtime (OpenMP spin-waiting is ruinous on a loaded machine). "
             % os.environ.get("OMP_WAIT_POLICY", "(unset)"))
     f.write("PyTorch %s (the faster of NCHW and channels-last), OpenCV %s DNN (default backend), shoplens default "
