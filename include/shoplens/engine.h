@@ -44,7 +44,7 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_CANDIDATES_DEFAULT 100
 #define SL_ENGINE_CANDIDATES_MIN 10
 #define SL_ENGINE_CANDIDATES_MAX 10000
-#define SL_ENGINE_VERIFY_TOP_DEFAULT 50
+#define SL_ENGINE_VERIFY_TOP_DEFAULT 100
 #define SL_ENGINE_VERIFY_TOP_MIN 0
 #define SL_ENGINE_VERIFY_TOP_MAX 1000
 /* Score added to products matching the text in SL_TEXT_BOOST mode. */

@@ -20,7 +20,7 @@
 #include "util/util.h"
 
 /* enabled, weight, top_n, min_inliers, half, ratio, model, threshold, max_local */
-const sl__verify_cfg sl__verify_defaults = {1, 1.0f, 50, 6, 12.0f, 0.85f, SL_GEO_AFFINE, 8.0f, 300};
+const sl__verify_cfg sl__verify_defaults = {1, 1.0f, 100, 6, 12.0f, 0.85f, SL_GEO_AFFINE, 8.0f, 300};
 
 void sl__verify_cfg_default(sl__verify_cfg *c) {
     *c = sl__verify_defaults;
