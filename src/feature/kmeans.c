@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "shoplens/feature.h"
+#include "feature/lanes.h"
 #include "util/util.h"
 
 #define SEED_SAMPLE 20000
@@ -25,22 +26,17 @@ void sl_kmeans_params_init(sl_kmeans_params *p) {
     p->seed = 1;
 }
 
-/* Squared L2 distance in 16 independent partial sums (lane l takes elements i = l mod 16), added
- * in a fixed tree at the end: the compiler vectorizes the lanes without reassociating anything
- * (-std=c11 keeps FMA contraction off), so every build and ISA clone gives the same bits. */
-#define SL__KM_LANES 16
+/* Squared L2 distance in SL__LANES partial sums (feature/lanes.h: same bits on every ISA clone). */
 static inline float dist2(const float *a, const float *b, size_t dim) {
-    float acc[SL__KM_LANES] = {0};
+    float acc[SL__LANES] = {0};
     size_t i = 0;
-    for (; i + SL__KM_LANES <= dim; i += SL__KM_LANES)
-        for (size_t l = 0; l < SL__KM_LANES; l++) {
+    for (; i + SL__LANES <= dim; i += SL__LANES)
+        for (size_t l = 0; l < SL__LANES; l++) {
             float d = a[i + l] - b[i + l];
             acc[l] += d * d;
         }
     for (size_t l = 0; i < dim; i++, l++) { float d = a[i] - b[i]; acc[l] += d * d; }
-    for (size_t w = SL__KM_LANES / 2; w > 0; w /= 2)
-        for (size_t l = 0; l < w; l++) acc[l] += acc[l + w];
-    return acc[0];
+    return sl__lanes_sum(acc);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(SL_SANITIZE)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <cblas.h>
+#include "feature/lanes.h"
 #include "feature/pca_internal.h"
 #include "util/util.h"
 
@@ -36,18 +37,15 @@ void sl_pca_free(sl_pca *p) {
 size_t sl_pca_in_dim(const sl_pca *p) { return p ? p->in_dim : 0; }
 size_t sl_pca_out_dim(const sl_pca *p) { return p ? p->out_dim : 0; }
 
-/* Dot product of r with x - mean in 16 independent partial sums added in a fixed tree: vectorized
- * without reassociation, so the same bits on every ISA clone (FMA contraction is off, -std=c11). */
-#define SL__PCA_LANES 16
+/* Dot product of r with x - mean in SL__LANES partial sums (feature/lanes.h: same bits on every
+ * ISA clone). */
 static inline float centred_dot(const float *r, const float *x, const float *mean, size_t d) {
-    float acc[SL__PCA_LANES] = {0};
+    float acc[SL__LANES] = {0};
     size_t i = 0;
-    for (; i + SL__PCA_LANES <= d; i += SL__PCA_LANES)
-        for (size_t l = 0; l < SL__PCA_LANES; l++) acc[l] += r[i + l] * (x[i + l] - mean[i + l]);
+    for (; i + SL__LANES <= d; i += SL__LANES)
+        for (size_t l = 0; l < SL__LANES; l++) acc[l] += r[i + l] * (x[i + l] - mean[i + l]);
     for (size_t l = 0; i < d; i++, l++) acc[l] += r[i] * (x[i] - mean[i]);
-    for (size_t w = SL__PCA_LANES / 2; w > 0; w /= 2)
-        for (size_t l = 0; l < w; l++) acc[l] += acc[l + w];
-    return acc[0];
+    return sl__lanes_sum(acc);
 }
 
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(SL_SANITIZE)
