@@ -28,31 +28,32 @@ last=$(tail -1 "$work/cat/catalog.csv" | cut -d, -f1)
 pid=$!
 URL=$(sl_serve_url "$work/server.log" "$pid") || fail "server did not start"
 
-code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/products/$last")
+# poll TRIES CHECK...: runs CHECK every 0.1 s until it succeeds; status 1 after TRIES attempts.
+poll() {
+  local tries=$1; shift
+  for _ in $(seq 1 "$tries"); do "$@" && return 0; sleep 0.1; done
+  return 1
+}
+# in_search K: the new product's shopper photo finds it among the top K (answer kept in search.json)
+in_search() {
+  curl -s -F "image=@$work/cat/queries/$last/0.jpg" "$URL/v1/search?k=$1" > "$work/search.json"
+  grep -q "\"$last\"" "$work/search.json"
+}
+product_status() { curl -s -o /dev/null -w '%{http_code}' "$URL/v1/products/$last"; }
+gone() { ! in_search 8 && [ "$(product_status)" = 404 ]; }
+
+code=$(product_status)
 [ "$code" = 404 ] || fail "$last should not exist yet (got $code)"
 
 "$BIN" add "$work/cat/second.csv" --store "$work/store" --quiet >/dev/null
 # Product reads go to SQLite and see the commit at once; the index is refreshed by the server's
 # periodic check (every 2 s): poll a search with the new product's shopper photo, 15 s at most.
-ok=0
-for _ in $(seq 1 150); do
-  curl -s -F "image=@$work/cat/queries/$last/0.jpg" "$URL/v1/search?k=3" > "$work/search.json"
-  if grep -q "\"$last\"" "$work/search.json"; then ok=1; break; fi
-  sleep 0.1
-done
-[ $ok = 1 ] || fail "$last added by another process never reached the index: $(cat "$work/search.json")"
-code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/products/$last")
+poll 150 in_search 3 || fail "$last added by another process never reached the index: $(cat "$work/search.json")"
+code=$(product_status)
 [ "$code" = 200 ] || fail "$last not served after the refresh (got $code)"
 
 "$BIN" remove "$last" --store "$work/store" >/dev/null
-ok=0
-for _ in $(seq 1 100); do
-  curl -s -F "image=@$work/cat/queries/$last/0.jpg" "$URL/v1/search?k=8" > "$work/search.json"
-  code=$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/products/$last")
-  if [ "$code" = 404 ] && ! grep -q "\"$last\"" "$work/search.json"; then ok=1; break; fi
-  sleep 0.1
-done
-[ $ok = 1 ] || fail "$last removed by another process is still served or found"
+poll 100 gone || fail "$last removed by another process is still served or found"
 
 kill -TERM "$pid"
 rc=0; wait "$pid" || rc=$?; pid=""
