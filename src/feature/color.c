@@ -58,8 +58,16 @@ static void soft_lin(float v, int n, int *b0, int *b1, float *w1) {
     *b0 = i; *b1 = i + 1; *w1 = t - (float)i;
 }
 
-static void add_pixel(float *h, const sl_color_params *p, const uint8_t *px, int channels,
-                      float w) {
+/* A pixel's soft bins: achromatic (value bins only) or chromatic (2 x 2 x 2 HSV bins), with
+ * the per-axis weights; computed once and added to the global and the region histogram. */
+typedef struct pixel_bins {
+    int achrom;
+    int hs[2], ss[2], vs[2];
+    float whs[2], wss[2], wvs[2];
+} pixel_bins;
+
+static void pixel_bins_of(const sl_color_params *p, const uint8_t *px, int channels,
+                          pixel_bins *pb) {
     float r, g, b;
     if (channels >= 3) { r = px[0] / 255.0f; g = px[1] / 255.0f; b = px[2] / 255.0f; }
     else { r = g = b = px[0] / 255.0f; }
@@ -69,12 +77,10 @@ static void add_pixel(float *h, const sl_color_params *p, const uint8_t *px, int
     float s = mx > 0.0f ? d / mx : 0.0f;
     int v0, v1; float wv;
     soft_lin(v * (float)p->vbins, p->vbins, &v0, &v1, &wv);
-    size_t chrom = (size_t)p->hbins * (size_t)p->sbins * (size_t)p->vbins;
-    if (s < p->low_sat || d <= 0.0f) {
-        h[chrom + (size_t)v0] += w * (1.0f - wv);
-        h[chrom + (size_t)v1] += w * wv;
-        return;
-    }
+    pb->vs[0] = v0; pb->vs[1] = v1;
+    pb->wvs[0] = 1.0f - wv; pb->wvs[1] = wv;
+    pb->achrom = s < p->low_sat || d <= 0.0f;
+    if (pb->achrom) return;
     float hue; /* [0, 6) */
     if (mx == r) hue = (g - b) / d;
     else if (mx == g) hue = 2.0f + (b - r) / d;
@@ -85,17 +91,27 @@ static void add_pixel(float *h, const sl_color_params *p, const uint8_t *px, int
     int h0 = (int)hb;
     if (h0 >= p->hbins) h0 = p->hbins - 1;
     float wh = hb - (float)h0;
-    int h1 = (h0 + 1) % p->hbins;
     int s0, s1; float ws;
     soft_lin(s * (float)p->sbins, p->sbins, &s0, &s1, &ws);
-    const int hs[2] = {h0, h1}, ss[2] = {s0, s1}, vs[2] = {v0, v1};
-    const float whs[2] = {1.0f - wh, wh}, wss[2] = {1.0f - ws, ws}, wvs[2] = {1.0f - wv, wv};
+    pb->hs[0] = h0; pb->hs[1] = (h0 + 1) % p->hbins;
+    pb->ss[0] = s0; pb->ss[1] = s1;
+    pb->whs[0] = 1.0f - wh; pb->whs[1] = wh;
+    pb->wss[0] = 1.0f - ws; pb->wss[1] = ws;
+}
+
+static void add_pixel(float *h, const sl_color_params *p, const pixel_bins *pb, float w) {
+    if (pb->achrom) {
+        size_t chrom = (size_t)p->hbins * (size_t)p->sbins * (size_t)p->vbins;
+        h[chrom + (size_t)pb->vs[0]] += w * pb->wvs[0];
+        h[chrom + (size_t)pb->vs[1]] += w * pb->wvs[1];
+        return;
+    }
     for (int a = 0; a < 2; a++)
         for (int c = 0; c < 2; c++)
             for (int e = 0; e < 2; e++) {
-                size_t idx = ((size_t)hs[a] * (size_t)p->sbins + (size_t)ss[c]) * (size_t)p->vbins +
-                             (size_t)vs[e];
-                h[idx] += w * whs[a] * wss[c] * wvs[e];
+                size_t idx = ((size_t)pb->hs[a] * (size_t)p->sbins + (size_t)pb->ss[c]) *
+                             (size_t)p->vbins + (size_t)pb->vs[e];
+                h[idx] += w * pb->whs[a] * pb->wss[c] * pb->wvs[e];
             }
 }
 
@@ -139,10 +155,12 @@ sl_status sl_color_hist(const sl_image *img, const sl_color_params *p, float *ou
                 float dx = ((float)x - cx) / hx;
                 wt = expf(-(dx * dx + dy * dy) * inv2s2);
             }
-            add_pixel(out, p, px, ch, wt);
+            pixel_bins pb;
+            pixel_bins_of(p, px, ch, &pb);
+            add_pixel(out, p, &pb, wt);
             if (g > 1) {
                 int gx = (int)((int64_t)x * g / w);
-                add_pixel(out + bd * (size_t)(1 + gy * g + gx), p, px, ch, 1.0f);
+                add_pixel(out + bd * (size_t)(1 + gy * g + gx), p, &pb, 1.0f);
             }
         }
     }

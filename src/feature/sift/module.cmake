@@ -5,6 +5,9 @@ set(_sl_feat_dir ${CMAKE_CURRENT_LIST_DIR})
 set(_sl_sift_common -O3 -fno-math-errno -fno-trapping-math)
 set_source_files_properties(${_sl_feat_dir}/sift_generic.c PROPERTIES
   COMPILE_OPTIONS "${_sl_sift_common}")
+# the driver: -O3 so the descriptor sampling runs (sift_sample_run) vectorize; baseline ISA, so
+# no FMA contraction: its float results do not depend on the CPU
+set_source_files_properties(${_sl_feat_dir}/sift.c PROPERTIES COMPILE_OPTIONS "-O3")
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|i[3-6]86")
   set_source_files_properties(${_sl_feat_dir}/sift_avx2.c PROPERTIES
     COMPILE_OPTIONS "${_sl_sift_common};-mavx2;-mfma;-ffp-contract=fast")

@@ -741,6 +741,40 @@ static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
     if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
 }
 
+/* The window test of descriptor sample jj of a row (bin coordinates inside (-1, d)). */
+static inline int sift_in_window(int jj, float cos_t, float sin_t, float ri_c, float ri_r,
+                                 float half, float d) {
+    float c_rot = (float)jj * cos_t + ri_c;
+    float r_rot = ri_r - (float)jj * sin_t;
+    float rbin = r_rot + half, cbin = c_rot + half;
+    return rbin > -1.0f && rbin < d && cbin > -1.0f && cbin < d;
+}
+
+/* Samples jj = ja..jb of one descriptor row (all inside the window): gradients from row r0
+ * (stride w) at columns px + jj, bin coordinates and window weights (exr centred at 0). */
+static void sift_sample_run(const float *restrict r0, int w, int px, int ja, int jb,
+                            float cos_t, float sin_t, float ri_c, float ri_r, float half,
+                            float wy, const float *restrict exr, float *restrict dx,
+                            float *restrict dy, float *restrict rb, float *restrict cb,
+                            float *restrict wt) {
+    const float *restrict up = r0 - w, *restrict dn = r0 + w;
+    int cnt = jb - ja + 1;
+    r0 += px + ja;
+    up += px + ja;
+    dn += px + ja;
+    exr += ja;
+    for (int t = 0; t < cnt; t++) {
+        float jj = (float)(ja + t);
+        float c_rot = jj * cos_t + ri_c;
+        float r_rot = ri_r - jj * sin_t;
+        dx[t] = r0[t + 1] - r0[t - 1];
+        dy[t] = dn[t] - up[t];
+        rb[t] = r_rot + half;
+        cb[t] = c_rot + half;
+        wt[t] = wy * exr[t];
+    }
+}
+
 /* Computes the 128-d descriptor of a keypoint at (xo, yo) with sigma so and angle ang on plane
  * g (octave pixels). Returns 0, or -1 when out of memory. */
 static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, const float *g,
@@ -778,20 +812,16 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
         sift_narrow(ri_c + half, cos_t, (float)d, &ja, &jb);
         if (px + ja < 1) ja = 1 - px;
         if (px + jb > w - 2) jb = w - 2 - px;
-        for (int jj = ja; jj <= jb; jj++) {
-            float c_rot = (float)jj * cos_t + ri_c;
-            float r_rot = ri_r - (float)jj * sin_t;
-            float rbin = r_rot + half, cbin = c_rot + half;
-            if (rbin > -1.0f && rbin < (float)d && cbin > -1.0f && cbin < (float)d) {
-                int x = px + jj;
-                dx[n] = r0[x + 1] - r0[x - 1];
-                dy[n] = r0[x + w] - r0[x - w];
-                rb[n] = rbin;
-                cb[n] = cbin;
-                wt[n] = wy * ex[jj + R];
-                n++;
-            }
-        }
+        /* Each bin coordinate is a monotone function of jj (rounding is monotone), so the
+         * samples inside the window form one run: trim the ends with the exact test, then
+         * take the run without a branch (a loop the compiler vectorizes). Same operations on
+         * the same values as testing every sample. */
+        while (ja <= jb && !sift_in_window(ja, cos_t, sin_t, ri_c, ri_r, half, (float)d)) ja++;
+        while (jb >= ja && !sift_in_window(jb, cos_t, sin_t, ri_c, ri_r, half, (float)d)) jb--;
+        if (ja > jb) continue;
+        sift_sample_run(r0, w, px, ja, jb, cos_t, sin_t, ri_c, ri_r, half, wy, ex + R,
+                        dx + n, dy + n, rb + n, cb + n, wt + n);
+        n += jb - ja + 1;
     }
     /* two interleaved histograms: neighbouring samples mostly hit the same cells, and
      * alternating between copies halves the chains of dependent read-modify-writes */
