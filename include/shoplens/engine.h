@@ -59,6 +59,11 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_TRAIN_SAMPLE_DEFAULT 2000
 #define SL_ENGINE_TRAIN_SAMPLE_MIN 1
 #define SL_ENGINE_TRAIN_SAMPLE_MAX 100000
+/* Memory for the local features of recently verified catalog images, kept decoded so a
+ * candidate verified again skips the store read (MiB; 0 disables the cache). */
+#define SL_ENGINE_LOCAL_CACHE_MB_DEFAULT 64
+#define SL_ENGINE_LOCAL_CACHE_MB_MIN 0
+#define SL_ENGINE_LOCAL_CACHE_MB_MAX 65536
 /* Longest side catalog and query images are decoded at (shrink-on-load). */
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
@@ -99,6 +104,8 @@ sl_status sl_engine_flush(sl_engine *e, sl_error *err);
 void sl_engine_set_candidates(sl_engine *e, int n);
 void sl_engine_set_verify_top(sl_engine *e, int n);
 void sl_engine_set_max_side(sl_engine *e, int side);
+/* Budget of the verification cache in MiB (clamped; 0 turns it off and frees it). */
+void sl_engine_set_local_cache_mb(sl_engine *e, int mb);
 
 /* ---- search -------------------------------------------------------------------------------- */
 

@@ -135,6 +135,11 @@ void sl_image_ref_clear(sl_image_ref *r);
 /* The stored vector (dim floats, malloc'ed) and local features (malloc'ed, may be NULL/0). */
 sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, size_t *dim,
                                   void **local, size_t *local_len, sl_error *err);
+/* Only the stored local features of an image (malloc'ed into *local, NULL/0 when it has none);
+ * the hot read of verification: no vector is read and the statement is reused. Thread-safe.
+ * SL_E_NOT_FOUND when there is no such image; on failure *local = NULL. */
+sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size_t *local_len,
+                               sl_error *err);
 
 /* Calls fn for every image in id order with its vector; stops and returns fn's status when it
  * is not SL_OK. Used to rebuild the index. */

@@ -12,6 +12,9 @@
  *  - image ids come from AUTOINCREMENT: never reused, assigned in commit order, so the same
  *    sequence of commits gives the same ids (crash-safe re-runs are identical).
  *  - meta.generation grows by one per committed change set (bumped by the writer inside it).
+ *  - Hot reads (a candidate's local features, many per search) reuse prepared statements of
+ *    rdb from a small pool: a statement is held by one thread between take and give back (reset
+ *    and unbound), and all are finalized before rdb is closed.
  */
 #include "shoplens/store.h"
 #include "catalog/catalog.h"
@@ -27,13 +30,17 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#define SL__STMT_POOL 16     /* idle prepared statements kept per kind */
+
 struct sl_store {
     char *dir;
     sqlite3 *db;            /* writer; NULL when read-only */
     sqlite3 *rdb;           /* readers */
-    pthread_mutex_t mu;     /* guards txn_depth / txn_owner */
+    pthread_mutex_t mu;     /* guards txn_depth / txn_owner and the statement pool */
     int txn_depth;
     pthread_t txn_owner;
+    sqlite3_stmt *local_pool[SL__STMT_POOL]; /* idle "SELECT local ..." statements of rdb */
+    int n_local_pool;
 };
 
 static const char *const sl__schema =
@@ -216,6 +223,7 @@ static sl_status sl__check_versions(sl_store *s, sqlite3 *db, int fresh, sl_erro
 
 void sl_store_free(sl_store *s) {
     if (!s) return;
+    for (int i = 0; i < s->n_local_pool; i++) sqlite3_finalize(s->local_pool[i]);
     sqlite3_close(s->rdb);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
@@ -786,6 +794,63 @@ sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, si
         rc = sl__sqlerr(err, db, "read image");
     }
     sqlite3_finalize(st);
+    return rc;
+}
+
+/* A prepared "SELECT local" statement for conn: from the pool when conn is rdb. */
+static sl_status sl__take_local_stmt(sl_store *s, sqlite3 *conn, sqlite3_stmt **st, sl_error *err) {
+    *st = NULL;
+    if (conn == s->rdb) {
+        pthread_mutex_lock(&s->mu);
+        if (s->n_local_pool > 0) *st = s->local_pool[--s->n_local_pool];
+        pthread_mutex_unlock(&s->mu);
+        if (*st) return SL_OK;
+    }
+    return sl__prepare(conn, "SELECT local FROM images WHERE id = ?", st, err);
+}
+
+/* Resets st and keeps it for the next reader (or finalizes it when the pool is full). */
+static void sl__give_local_stmt(sl_store *s, sqlite3 *conn, sqlite3_stmt *st) {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (conn == s->rdb) {
+        pthread_mutex_lock(&s->mu);
+        if (s->n_local_pool < SL__STMT_POOL) {
+            s->local_pool[s->n_local_pool++] = st;
+            st = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    sqlite3_finalize(st);
+}
+
+sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size_t *local_len,
+                               sl_error *err) {
+    *local = NULL;
+    *local_len = 0;
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__take_local_stmt(s, db, &st, err);
+    if (rc != SL_OK) return rc;
+    sqlite3_bind_int64(st, 1, image_id);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        int nb = sqlite3_column_bytes(st, 0);
+        const void *b = sqlite3_column_blob(st, 0);
+        if (b && nb > 0) {
+            *local = malloc((size_t)nb);
+            if (!*local) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            else {
+                memcpy(*local, b, (size_t)nb);
+                *local_len = (size_t)nb;
+            }
+        }
+    } else if (r == SQLITE_DONE) {
+        rc = sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id);
+    } else {
+        rc = sl__sqlerr(err, db, "read image");
+    }
+    sl__give_local_stmt(s, db, st);
     return rc;
 }
 

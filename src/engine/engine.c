@@ -101,7 +101,11 @@ sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
     sl_store_counts c;
     sl_status st = sl_store_counts_get(e->store, &c, err);
     if (st != SL_OK) return st;
-    if ((st = sl_index_new(&e->idx, (int)dim, SL_INDEX_IP, sl__kind_for(e, c.images), NULL, err)) != SL_OK)
+    sl_index_kind kind = sl__kind_for(e, c.images);
+    sl_index_params ip;
+    sl_index_params_default(&ip);
+    if (kind == SL_INDEX_FLAT) ip.storage = SL_INDEX_INT8; /* see SL__ENGINE_RESCORE_MIN */
+    if ((st = sl_index_new(&e->idx, (int)dim, SL_INDEX_IP, kind, &ip, err)) != SL_OK)
         return st;
     st = sl_store_each_vector(e->store, sl__add_vector, e, err);
     if (st != SL_OK) {
@@ -124,6 +128,12 @@ void sl__engine_committed(sl_engine *e) {
     e->gen = e->gen >= 0 && e->txn_gen == e->gen + 1 ? e->txn_gen : -1;
 }
 
+/* What meta "index_storage" records for an index this build created: flat indexes carry int8
+ * codes, HNSW ones float32 only. */
+static const char *sl__index_storage_tag(const sl_index *idx) {
+    return sl_index_kind_of(idx) == SL_INDEX_FLAT ? "int8" : "f32";
+}
+
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
     /* the file is recorded as current only for the generation the memory really reflects */
     if (e->read_only || !e->idx || !e->index_dirty || e->gen < 0) return SL_OK;
@@ -138,8 +148,21 @@ sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", (long long)gen);
     if ((st = sl_store_meta_set(e->store, "index_generation", buf, err)) != SL_OK) return st;
+    if ((st = sl_store_meta_set(e->store, "index_storage", sl__index_storage_tag(e->idx), err)) != SL_OK)
+        return st;
     e->index_dirty = 0;
     return SL_OK;
+}
+
+const sl_index_search_params *sl__engine_search_params(const sl_engine *e, size_t k,
+                                                       sl_index_search_params *sp) {
+    memset(sp, 0, sizeof *sp);
+    if (!e->idx || sl_index_kind_of(e->idx) != SL_INDEX_FLAT) return NULL;
+    size_t depth = k > SIZE_MAX / SL__ENGINE_RESCORE_FACTOR ? SIZE_MAX : k * SL__ENGINE_RESCORE_FACTOR;
+    if (depth < SL__ENGINE_RESCORE_MIN) depth = SL__ENGINE_RESCORE_MIN;
+    if (depth > SL_INDEX_EF_SEARCH_MAX) depth = SL_INDEX_EF_SEARCH_MAX;
+    sp->ef = (int)depth;
+    return sp;
 }
 
 /* Loads index.bin when it reflects the current generation, else rebuilds. */
@@ -152,11 +175,14 @@ static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
     if (st != SL_OK) return st;
     e->gen = gen;
     if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
+    char *tag = NULL;
+    (void)sl_store_meta_get(e->store, "index_storage", &tag, NULL);
     if (sl_store_meta_get(e->store, "index_generation", &ig, NULL) == SL_OK && strtoll(ig, NULL, 10) == gen) {
         char *path = sl_store_path(e->store, "index.bin");
         sl_index *idx = NULL;
         if (path && sl_index_load(&idx, path, NULL, NULL) == SL_OK &&
-            (size_t)sl_index_dim(idx) == sl_features_dim(e->feat)) {
+            (size_t)sl_index_dim(idx) == sl_features_dim(e->feat) &&
+            strcmp(tag ? tag : "f32", sl__index_storage_tag(idx)) == 0) {
             e->idx = idx;
             e->index_dirty = 0;
         } else {
@@ -165,6 +191,7 @@ static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
         free(path);
     }
     free(ig);
+    free(tag);
     if (e->idx) return SL_OK;
     return sl__engine_rebuild_index(e, err);
 }
@@ -274,6 +301,7 @@ void sl_engine_free(sl_engine *e) {
     (void)sl__engine_save_index(e, NULL);
     pthread_mutex_unlock(&e->wmu);
     sl_index_free(e->idx);
+    sl__lcache_free(e->lcache);
     sl_features_free(e->feat);
     for (size_t i = 0; i < e->n_retired; i++) sl_features_free(e->retired[i]);
     free(e->retired);
@@ -309,6 +337,7 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
     e->verify_top = -1; /* = what the feature spec asks for (verify:n=) */
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
+    e->lcache = sl__lcache_new((size_t)SL_ENGINE_LOCAL_CACHE_MB_DEFAULT << 20); /* NULL: uncached */
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;
     if (sl_store_meta_get(e->store, "features_spec", &spec, NULL) == SL_OK) {
@@ -396,6 +425,10 @@ void sl_engine_set_candidates(sl_engine *e, int n) {
 }
 void sl_engine_set_verify_top(sl_engine *e, int n) {
     e->verify_top = sl__clamp(n, SL_ENGINE_VERIFY_TOP_MIN, SL_ENGINE_VERIFY_TOP_MAX);
+}
+void sl_engine_set_local_cache_mb(sl_engine *e, int mb) {
+    mb = sl__clamp(mb, SL_ENGINE_LOCAL_CACHE_MB_MIN, SL_ENGINE_LOCAL_CACHE_MB_MAX);
+    sl__lcache_set_max(e->lcache, (size_t)mb << 20);
 }
 void sl_engine_set_max_side(sl_engine *e, int side) {
     e->max_side = sl__clamp(side, SL_ENGINE_MAX_SIDE_MIN, SL_ENGINE_MAX_SIDE_MAX);

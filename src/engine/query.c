@@ -82,6 +82,21 @@ static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, si
     return st;
 }
 
+/* A catalog image's local features for verification: from the cache, else read from the store
+ * (only the local-features column) and cached. NULL when it has none or they do not decode.
+ * Caller holds the lock shared (the generation and features version are stable). */
+static sl__lref *sl__candidate_local(sl_engine *e, int64_t image_id) {
+    sl__lref *ref = sl__lcache_get(e->lcache, e->gen, e->features_version, image_id);
+    if (ref) return ref;
+    void *blob = NULL;
+    size_t blen = 0;
+    sl_local_features *lf = NULL;
+    if (sl_store_image_local(e->store, image_id, &blob, &blen, NULL) == SL_OK && blob)
+        (void)sl_local_features_deserialize(blob, blen, &lf, NULL);
+    free(blob);
+    return lf ? sl__lcache_put(e->lcache, e->gen, e->features_version, image_id, lf) : NULL;
+}
+
 /* Re-ranks candidates in place: verification of the top ones, blended scores for all. */
 static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__cand *c, size_t n,
                             sl_error *err) {
@@ -93,18 +108,12 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
     for (size_t i = 0; i < n; i++) {
         sl_verify_result res = none;
         if (i < (size_t)(top > 0 ? top : 0)) {
-            float *vec = NULL;
-            void *blob = NULL;
-            size_t dim = 0, blen = 0;
-            sl_local_features *lf = NULL;
-            if (sl_store_image_features(e->store, c[i].image_id, &vec, &dim, &blob, &blen, NULL) == SL_OK &&
-                blob && sl_local_features_deserialize(blob, blen, &lf, NULL) == SL_OK) {
-                if (sl_features_verify(e->feat, qlocal, lf, &res, NULL) != SL_OK) res = none;
+            sl__lref *ref = sl__candidate_local(e, c[i].image_id);
+            if (ref) {
+                if (sl_features_verify(e->feat, qlocal, sl__lref_features(ref), &res, NULL) != SL_OK) res = none;
                 c[i].inliers = res.inliers;
             }
-            sl_local_features_free(lf);
-            free(vec);
-            free(blob);
+            sl__lcache_release(e->lcache, ref);
         }
         c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res);
     }
@@ -263,7 +272,9 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
     if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
         size_t got = 0;
-        st = sl_index_search(e->idx, vecs[qi], nc, filtered || n_exclude ? &f : NULL, NULL, res, &got);
+        sl_index_search_params sp;
+        st = sl_index_search(e->idx, vecs[qi], nc, filtered || n_exclude ? &f : NULL,
+                             sl__engine_search_params(e, nc, &sp), res, &got);
         if (st != SL_OK) {
             sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
             break;
@@ -683,7 +694,10 @@ sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl
     for (size_t i = 0; i < d.n; i++) {
         size_t got = 0;
         size_t want = d.n < NB + 1 ? d.n : NB + 1;
-        if (sl_index_search(e->idx, d.vecs + i * d.dim, want, NULL, NULL, res, &got) != SL_OK) continue;
+        sl_index_search_params sp;
+        if (sl_index_search(e->idx, d.vecs + i * d.dim, want, NULL, sl__engine_search_params(e, want, &sp),
+                            res, &got) != SL_OK)
+            continue;
         for (size_t r = 0; r < got; r++) {
             if (res[r].score < threshold) break;
             size_t j = sl__pos(d.ids, d.n, (int64_t)res[r].id);
