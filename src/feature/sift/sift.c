@@ -741,6 +741,8 @@ static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
     if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
 }
 
+static void sift_hist_finish(float *hist, float *out);
+
 /* The window test of descriptor sample jj of a row (bin coordinates inside (-1, d)). */
 static inline int sift_in_window(int jj, float cos_t, float sin_t, float ri_c, float ri_r,
                                  float half, float d) {
@@ -849,6 +851,14 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
     }
     float *hist = hist2;
     for (int i = 0; i < HN; i++) hist[i] += hist2[HN + i];
+    sift_hist_finish(hist, out);
+    return 0;
+}
+
+/* The 128-d descriptor from a padded (d+2) x (d+2) x (nb+2) histogram (Lowe s.6.1): the
+ * orientation wrap folded in, L2-normalized, clipped at 0.2, renormalized. */
+static void sift_hist_finish(float *hist, float *out) {
+    const int d = SIFT_D, nb = SIFT_N;
     for (int i = 0; i < d; i++)
         for (int jj = 0; jj < d; jj++) {
             int cell = ((i + 1) * (d + 2) + (jj + 1)) * (nb + 2);
@@ -867,7 +877,6 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
     }
     float sc = nrm > 0.0f ? 1.0f / sqrtf(nrm) : 0.0f;
     for (int k = 0; k < SL_SIFT_DESC_DIM; k++) out[k] *= sc;
-    return 0;
 }
 
 typedef struct sift_desc_job {
@@ -1121,6 +1130,118 @@ done:
 
 /* ---- dense SIFT ------------------------------------------------------------------------- */
 
+/* Dense descriptors are upright (angle 0) and share one scale, which makes the histogram of
+ * sift_descriptor separable: a sample's row bin depends only on its row offset, its column
+ * bin only on its column offset, its orientation bin only on its pixel, and the Gaussian
+ * window is a row weight times a column weight. So each pixel's gradient is split over its
+ * two orientation bins once per plane, the offset tables are computed once per call, and a
+ * descriptor sums each of its rows over (column cell, orientation) before spreading the row
+ * sum over its two row cells. The samples, bins and weights are those of sift_descriptor with
+ * angle 0 (with sin = 0 its window test keeps a rectangle of rows x columns); only the
+ * association of the products differs, so the values agree to float rounding. */
+typedef struct sift_dense_tab {
+    int lo, hi;        /* offsets t in [lo, hi] have their bin inside (-1, d) */
+    int32_t *cell;     /* (lower bin + 1) per offset, indexed t + R */
+    float *w0, *w1;    /* window weight x (1 - frac) and x frac per offset */
+} sift_dense_tab;
+
+static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, int w, int h,
+                                  const sift_kp *ks, size_t nk, float so, float *dsc) {
+    const int d = SIFT_D, nb = SIFT_N;
+    enum { RW = (SIFT_D + 2) * (SIFT_N + 2), HN = (SIFT_D + 2) * RW };
+    size_t plane = (size_t)w * (size_t)h;
+    float hw = SIFT_DESCR_SCL * so;
+    int R = (int)lroundf(hw * 1.41421356f * (d + 1) * 0.5f);
+    float diag = sqrtf((float)w * w + (float)h * h);
+    if ((float)R > diag) R = (int)diag;
+    float cos_t = cosf(0.0f) / hw, es = -1.0f / (0.5f * d * d * hw * hw);
+    const float half = d / 2.0f - 0.5f, bpr = (float)nb / SIFT_TWO_PI;
+    size_t nt = 2 * (size_t)R + 1, rowlen = w > 2 ? (size_t)w - 2 : 1;
+    int32_t *po = sl__mallocarray(plane, sizeof *po);
+    float *pm0 = sl__mallocarray(plane, sizeof *pm0), *pm1 = sl__mallocarray(plane, sizeof *pm1);
+    float *tmp = sl__mallocarray(rowlen, 4 * sizeof *tmp);
+    sift_dense_tab tb = { 0, -1, sl__mallocarray(nt, sizeof(int32_t)),
+                          sl__mallocarray(nt, sizeof(float)), sl__mallocarray(nt, sizeof(float)) };
+    int rc = -1;
+    if (!po || !pm0 || !pm1 || !tmp || !tb.cell || !tb.w0 || !tb.w1) goto out;
+    /* per pixel: gradient magnitude split over orientation bins o0 and o0 + 1 (padded) */
+    for (int y = 1; y < h - 1 && w > 2; y++) {
+        const float *r0 = g + (size_t)y * (size_t)w;
+        float *dx = tmp, *dy = tmp + rowlen, *gm = tmp + 2 * rowlen, *go = tmp + 3 * rowlen;
+        for (int x = 1; x < w - 1; x++) {
+            dx[x - 1] = r0[x + 1] - r0[x - 1];
+            dy[x - 1] = r0[x + w] - r0[x - w];
+        }
+        kern->grad(dx, dy, gm, go, w - 2);
+        size_t o = (size_t)y * (size_t)w;
+        for (int x = 1; x < w - 1; x++) {
+            float obin = go[x - 1] * bpr;
+            int o0 = (int)(obin + (float)nb) - nb;
+            obin -= (float)o0;
+            o0 = o0 < 0 ? o0 + nb : o0;
+            o0 = o0 >= nb ? o0 - nb : o0;
+            float m1 = gm[x - 1] * obin;
+            po[o + (size_t)x] = o0;
+            pm1[o + (size_t)x] = m1;
+            pm0[o + (size_t)x] = gm[x - 1] - m1;
+        }
+    }
+    /* per offset: bin cell and the two weights (same expressions as sift_descriptor) */
+    tb.lo = R + 1;
+    for (int t = -R; t <= R; t++) {
+        float bin = (float)t * cos_t + half;
+        if (!(bin > -1.0f && bin < (float)d)) continue;
+        if (tb.lo > t) tb.lo = t;
+        tb.hi = t;
+        int b0 = (int)(bin + 1.0f) - 1;
+        b0 = b0 > d - 1 ? d - 1 : b0;
+        float fr = bin - (float)b0, ex = expf((float)(t * t) * es);
+        tb.cell[t + R] = b0 + 1;
+        tb.w1[t + R] = ex * fr;
+        tb.w0[t + R] = ex - tb.w1[t + R];
+    }
+    for (size_t k = 0; k < nk; k++) {
+        int px = (int)lroundf(ks[k].xo), py = (int)lroundf(ks[k].yo);
+        float hist[HN], S[2 * RW];
+        memset(hist, 0, sizeof hist);
+        int ia = tb.lo > 1 - py ? tb.lo : 1 - py, ib = tb.hi < h - 2 - py ? tb.hi : h - 2 - py;
+        int ja = tb.lo > 1 - px ? tb.lo : 1 - px, jb = tb.hi < w - 2 - px ? tb.hi : w - 2 - px;
+        for (int i = ia; i <= ib && ja <= jb; i++) {
+            size_t row = (size_t)(py + i) * (size_t)w + (size_t)px;
+            const int32_t *o = po + row;
+            const float *m0 = pm0 + row, *m1 = pm1 + row;
+            memset(S, 0, sizeof S);
+            for (int j = ja; j <= jb; j++) {
+                /* two interleaved copies halve the chains of dependent read-modify-writes */
+                float *sc = S + (j & 1) * RW + tb.cell[j + R] * (nb + 2) + o[j];
+                float c0 = tb.w0[j + R], c1 = tb.w1[j + R], q0 = m0[j], q1 = m1[j];
+                sc[0] += c0 * q0;
+                sc[1] += c0 * q1;
+                sc[nb + 2] += c1 * q0;
+                sc[nb + 3] += c1 * q1;
+            }
+            float r0w = tb.w0[i + R], r1w = tb.w1[i + R];
+            float *hr = hist + (size_t)tb.cell[i + R] * RW;
+            for (int q = 0; q < RW; q++) {
+                float v = S[q] + S[RW + q];
+                hr[q] += r0w * v;
+                hr[RW + q] += r1w * v;
+            }
+        }
+        sift_hist_finish(hist, dsc + k * SL_SIFT_DESC_DIM);
+    }
+    rc = 0;
+out:
+    free(po);
+    free(pm0);
+    free(pm1);
+    free(tmp);
+    free(tb.cell);
+    free(tb.w0);
+    free(tb.w1);
+    return rc;
+}
+
 sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t stride, int step,
                              float size, sl_keypoint **kps, float **desc, size_t *n,
                              sl_error *err) {
@@ -1188,13 +1309,12 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
             q->kp.y = (float)y;
             q->kp.scale = size;
             q->kp.octave = o;
-            if (sift_descriptor(c->kern, &c->scr[0], a, w, h, q->xo, q->yo, so, 0.0f,
-                                dsc + k * SL_SIFT_DESC_DIM)) {
-                st = sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
-                goto done;
-            }
             k++;
         }
+    if (k > 0 && sift_dense_descriptors(c->kern, a, w, h, ks, k, so, dsc)) {
+        st = sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
+        goto done;
+    }
     st = sift_output(ks, k, dsc, kps, desc, n, err);
     dsc = NULL;
 done:
