@@ -12,6 +12,7 @@
 #ifndef SL_SERVER_SRV_H
 #define SL_SERVER_SRV_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -86,6 +87,10 @@ typedef struct sl__req {
     sl__mp *mp;
     sl_status body_st;
     char body_msg[SL_ERROR_MSG_MAX];
+    /* handed to the worker pool (phase 4 queued/running, 5 answer ready in `answer`) */
+    void *con;                /* struct MHD_Connection *, suspended while queued */
+    struct sl__req *qnext;
+    sl__resp answer;
 } sl__req;
 
 /* Route handler: fills resp (status, body) for a request whose body (if any) is complete and
@@ -115,8 +120,21 @@ int sl__route_index(const sl__route *r);
 
 /* ---- the server (defined in http.c; read by handlers) ------------------------------------ */
 
+/* Engine requests run on a pool of workers fed by one FIFO queue, not on the libmicrohttpd
+ * thread that holds the connection (connections stay with the thread that accepted them, so
+ * with a few busy connections one thread could hold most of them while another core idles). */
+typedef struct sl__pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    sl__req *head, *tail;
+    int quit;                 /* set by shutdown: workers answer what is left with 503 and exit */
+    int n;                    /* running workers (0: requests run on the connection's thread) */
+    pthread_t th[SL_SERVER_THREADS_MAX];
+} sl__pool;
+
 struct sl_server {
     void *daemon;             /* struct MHD_Daemon * */
+    sl__pool pool;
     sl_engine *engine;
     sl_server_opts o;
     char *api_key;
