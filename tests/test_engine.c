@@ -1,7 +1,8 @@
 /* tests/test_engine.c - the engine API used by the server: put/get/delete with upsert outcomes,
  * uploads kept by content hash, search/similar/classify/check, thumbnails, stats, a second
  * handle catching up with sl_engine_refresh, and searches running concurrently with a writer
- * that never see a half-written product. Small generated images, "color" features (no
+ * that never see a half-written product; the verification cache of local features (hits,
+ * emptied on a new catalog state, LRU budget, entries kept alive while referenced). Small generated images, "color" features (no
  * training) so it stays fast under ASan. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +16,8 @@
 
 #include "shoplens/engine.h"
 #include "shoplens/sample.h"
+#include "engine/lcache.h"
+#include "feature/features_internal.h"
 
 #define SEED 21
 #define SIDE 96
@@ -266,8 +269,80 @@ static void test_concurrent_search_and_writes(void **state) {
     assert_int_equal(sl_engine_flush(f->e, &err), SL_OK);
 }
 
+/* Local features with n keypoints whose first descriptor byte is `tag`. */
+static sl_local_features *tagged_local(uint32_t n, uint8_t tag) {
+    sl_local_features *lf = sl__local_alloc(n);
+    assert_non_null(lf);
+    memset(lf->kp, 0, sizeof(float) * 4 * n);
+    memset(lf->desc, 0, (size_t)n * SL_SIFT_DESC_DIM);
+    lf->desc[0] = tag;
+    return lf;
+}
+
+static uint8_t tag_of(const sl__lref *r) { return sl__lref_features(r)->desc[0]; }
+
+static void test_local_cache(void **state) {
+    (void)state;
+    /* room for about two entries of 100 keypoints (14.4 KB each) */
+    sl__lcache *c = sl__lcache_new(32 << 10);
+    assert_non_null(c);
+    assert_null(sl__lcache_get(c, 5, 1, 10));
+    sl__lref *a = sl__lcache_put(c, 5, 1, 10, tagged_local(100, 10));
+    assert_non_null(a);
+    sl__lcache_release(c, a);
+    sl__lref *h = sl__lcache_get(c, 5, 1, 10);
+    assert_non_null(h);
+    assert_int_equal(tag_of(h), 10);
+    /* a second insert of the same id shares the cached entry (the new copy is dropped) */
+    sl__lref *dup = sl__lcache_put(c, 5, 1, 10, tagged_local(100, 99));
+    assert_ptr_equal(dup, h);
+    sl__lcache_release(c, dup);
+    /* two more entries overflow the budget: the least recently used one (10) goes, but the
+     * reference still held keeps its features alive (ASan would flag a use after free) */
+    sl__lcache_release(c, sl__lcache_put(c, 5, 1, 11, tagged_local(100, 11)));
+    sl__lcache_release(c, sl__lcache_put(c, 5, 1, 12, tagged_local(100, 12)));
+    assert_int_equal(tag_of(h), 10);
+    sl__lcache_release(c, h);
+    assert_null(sl__lcache_get(c, 5, 1, 10));
+    sl__lref *b = sl__lcache_get(c, 5, 1, 12);
+    assert_non_null(b);
+    assert_int_equal(tag_of(b), 12);
+    sl__lcache_release(c, b);
+    sl__lcache_info info;
+    sl__lcache_stats(c, &info);
+    assert_true(info.bytes <= info.max_bytes);
+    assert_int_equal(info.entries, 2);
+    /* another store generation or features version empties the cache */
+    assert_null(sl__lcache_get(c, 6, 1, 12));
+    sl__lcache_release(c, sl__lcache_put(c, 6, 1, 12, tagged_local(100, 13)));
+    b = sl__lcache_get(c, 6, 1, 12);
+    assert_non_null(b);
+    assert_int_equal(tag_of(b), 13);
+    sl__lcache_release(c, b);
+    assert_null(sl__lcache_get(c, 6, 2, 12));
+    /* an engine behind another process (generation -1) never caches */
+    sl__lref *u = sl__lcache_put(c, -1, 2, 14, tagged_local(100, 14));
+    assert_non_null(u);
+    assert_int_equal(tag_of(u), 14);
+    sl__lcache_release(c, u);
+    assert_null(sl__lcache_get(c, -1, 2, 14));
+    sl__lcache_stats(c, &info);
+    assert_int_equal(info.entries, 0);
+    /* entries larger than the whole budget are served but not kept */
+    u = sl__lcache_put(c, 6, 2, 15, tagged_local(400, 15));
+    assert_int_equal(tag_of(u), 15);
+    sl__lcache_release(c, u);
+    assert_null(sl__lcache_get(c, 6, 2, 15));
+    /* a budget of 0 turns it off */
+    sl__lcache_set_max(c, 0);
+    sl__lcache_release(c, sl__lcache_put(c, 6, 2, 16, tagged_local(10, 16)));
+    assert_null(sl__lcache_get(c, 6, 2, 16));
+    sl__lcache_free(c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_local_cache),
         cmocka_unit_test(test_put_get_search_delete),
         cmocka_unit_test(test_concurrent_search_and_writes),
         cmocka_unit_test(test_two_writers_index_file),

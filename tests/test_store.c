@@ -121,6 +121,16 @@ static void test_store_products_images_filters(void **state) {
     assert_memory_equal(local, "LF", 2);
     free(vec);
     free(local);
+    /* the local features alone (pooled statement: read twice, then an unknown id) */
+    for (int rep = 0; rep < 2; rep++) {
+        assert_int_equal(sl_store_image_local(s, i1, &local, &llen, &e), SL_OK);
+        assert_int_equal(llen, 2);
+        assert_memory_equal(local, "LF", 2);
+        free(local);
+    }
+    assert_int_equal(sl_store_image_local(s, 424242, &local, &llen, &e), SL_E_NOT_FOUND);
+    assert_null(local);
+    assert_int_equal(llen, 0);
 
     /* products of many images in one query, unknown ids give NULL */
     int64_t q[4] = {i3, 424242, i1, i4};
