@@ -346,6 +346,10 @@ static int sl__dispatch(sl__req *req, struct MHD_Connection *con) {
     req->con = con;
     req->qnext = NULL;
     req->phase = 4;
+    /* The inactivity timeout is for clients, not for our queue and search time: off while the
+     * request waits and runs (libmicrohttpd 0.9.75 would otherwise count that time and close
+     * the connection when it is resumed); set again on resume, which restarts its clock. */
+    MHD_set_connection_option(con, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
     MHD_suspend_connection(con);
     if (p->tail) p->tail->qnext = req;
     else p->head = req;
@@ -406,6 +410,7 @@ static enum MHD_Result sl__access(void *cls, struct MHD_Connection *con, const c
     }
     if (req->phase == 5) { /* a worker has the answer; the connection was resumed */
         req->phase = 2;
+        MHD_set_connection_option(con, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned)req->srv->o.timeout_s);
         return sl__queue(req, con, &req->answer);
     }
     if (req->phase == 4) return MHD_YES; /* queued (not expected: the connection is suspended) */
@@ -446,6 +451,7 @@ static void sl__completed(void *cls, struct MHD_Connection *con, void **con_cls,
             };
             srv->o.log(srv->o.log_user, &entry);
         }
+        sl__resp_free(&req->answer); /* a worker's answer never sent (connection closed) */
         sl__mp_free(req->mp);
         free(req->raw);
         atomic_fetch_sub(&srv->body_held, req->held);
