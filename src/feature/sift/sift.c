@@ -1134,11 +1134,12 @@ done:
  * sift_descriptor separable: a sample's row bin depends only on its row offset, its column
  * bin only on its column offset, its orientation bin only on its pixel, and the Gaussian
  * window is a row weight times a column weight. So each pixel's gradient is split over its
- * two orientation bins once per plane, the offset tables are computed once per call, and a
- * descriptor sums each of its rows over (column cell, orientation) before spreading the row
- * sum over its two row cells. The samples, bins and weights are those of sift_descriptor with
- * angle 0 (with sin = 0 its window test keeps a rectangle of rows x columns); only the
- * association of the products differs, so the values agree to float rounding. */
+ * two orientation bins once per plane (8 amounts per pixel, the wrap folded in), the offset
+ * tables are computed once per call, and a descriptor sums each of its rows over (column
+ * cell, orientation) (kernel dense_row) before spreading the row sum over its two row cells.
+ * The samples, bins and weights are those of sift_descriptor with angle 0 (with sin = 0 its
+ * window test keeps a rectangle of rows x columns); only the association of the products and
+ * sums differs, so the values agree to float rounding. */
 typedef struct sift_dense_tab {
     int lo, hi;        /* offsets t in [lo, hi] have their bin inside (-1, d) */
     int32_t *cell;     /* (lower bin + 1) per offset, indexed t + R */
@@ -1148,7 +1149,8 @@ typedef struct sift_dense_tab {
 static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, int w, int h,
                                   const sift_kp *ks, size_t nk, float so, float *dsc) {
     const int d = SIFT_D, nb = SIFT_N;
-    enum { RW = (SIFT_D + 2) * (SIFT_N + 2), HN = (SIFT_D + 2) * RW };
+    enum { RW = (SIFT_D + 2) * (SIFT_N + 2), HN = (SIFT_D + 2) * RW, SW = (SIFT_D + 2) * 8 };
+    _Static_assert(SIFT_N == 8, "dense_row sums 8 orientations per cell");
     size_t plane = (size_t)w * (size_t)h;
     float hw = SIFT_DESCR_SCL * so;
     int R = (int)lroundf(hw * 1.41421356f * (d + 1) * 0.5f);
@@ -1157,14 +1159,14 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
     float cos_t = cosf(0.0f) / hw, es = -1.0f / (0.5f * d * d * hw * hw);
     const float half = d / 2.0f - 0.5f, bpr = (float)nb / SIFT_TWO_PI;
     size_t nt = 2 * (size_t)R + 1, rowlen = w > 2 ? (size_t)w - 2 : 1;
-    int32_t *po = sl__mallocarray(plane, sizeof *po);
-    float *pm0 = sl__mallocarray(plane, sizeof *pm0), *pm1 = sl__mallocarray(plane, sizeof *pm1);
+    float *pv = sl__callocarray(plane, 8 * sizeof *pv);
     float *tmp = sl__mallocarray(rowlen, 4 * sizeof *tmp);
     sift_dense_tab tb = { 0, -1, sl__mallocarray(nt, sizeof(int32_t)),
                           sl__mallocarray(nt, sizeof(float)), sl__mallocarray(nt, sizeof(float)) };
     int rc = -1;
-    if (!po || !pm0 || !pm1 || !tmp || !tb.cell || !tb.w0 || !tb.w1) goto out;
-    /* per pixel: gradient magnitude split over orientation bins o0 and o0 + 1 (padded) */
+    if (!pv || !tmp || !tb.cell || !tb.w0 || !tb.w1) goto out;
+    /* per pixel (rows and columns 1..size-2): gradient magnitude split over orientation bins
+     * o0 and o0 + 1 (mod nb) */
     for (int y = 1; y < h - 1 && w > 2; y++) {
         const float *r0 = g + (size_t)y * (size_t)w;
         float *dx = tmp, *dy = tmp + rowlen, *gm = tmp + 2 * rowlen, *go = tmp + 3 * rowlen;
@@ -1173,7 +1175,6 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
             dy[x - 1] = r0[x + w] - r0[x - w];
         }
         kern->grad(dx, dy, gm, go, w - 2);
-        size_t o = (size_t)y * (size_t)w;
         for (int x = 1; x < w - 1; x++) {
             float obin = go[x - 1] * bpr;
             int o0 = (int)(obin + (float)nb) - nb;
@@ -1181,9 +1182,9 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
             o0 = o0 < 0 ? o0 + nb : o0;
             o0 = o0 >= nb ? o0 - nb : o0;
             float m1 = gm[x - 1] * obin;
-            po[o + (size_t)x] = o0;
-            pm1[o + (size_t)x] = m1;
-            pm0[o + (size_t)x] = gm[x - 1] - m1;
+            float *v = pv + ((size_t)y * (size_t)w + (size_t)x) * 8;
+            v[o0] = gm[x - 1] - m1;
+            v[(o0 + 1) % nb] += m1;
         }
     }
     /* per offset: bin cell and the two weights (same expressions as sift_descriptor) */
@@ -1202,39 +1203,29 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
     }
     for (size_t k = 0; k < nk; k++) {
         int px = (int)lroundf(ks[k].xo), py = (int)lroundf(ks[k].yo);
-        float hist[HN], S[2 * RW];
+        float hist[HN], S[SW];
         memset(hist, 0, sizeof hist);
         int ia = tb.lo > 1 - py ? tb.lo : 1 - py, ib = tb.hi < h - 2 - py ? tb.hi : h - 2 - py;
         int ja = tb.lo > 1 - px ? tb.lo : 1 - px, jb = tb.hi < w - 2 - px ? tb.hi : w - 2 - px;
         for (int i = ia; i <= ib && ja <= jb; i++) {
-            size_t row = (size_t)(py + i) * (size_t)w + (size_t)px;
-            const int32_t *o = po + row;
-            const float *m0 = pm0 + row, *m1 = pm1 + row;
+            size_t row = (size_t)(py + i) * (size_t)w + (size_t)(px + ja);
             memset(S, 0, sizeof S);
-            for (int j = ja; j <= jb; j++) {
-                /* two interleaved copies halve the chains of dependent read-modify-writes */
-                float *sc = S + (j & 1) * RW + tb.cell[j + R] * (nb + 2) + o[j];
-                float c0 = tb.w0[j + R], c1 = tb.w1[j + R], q0 = m0[j], q1 = m1[j];
-                sc[0] += c0 * q0;
-                sc[1] += c0 * q1;
-                sc[nb + 2] += c1 * q0;
-                sc[nb + 3] += c1 * q1;
-            }
+            kern->dense_row(pv + row * 8, tb.cell + ja + R, tb.w0 + ja + R, tb.w1 + ja + R,
+                            jb - ja + 1, S);
             float r0w = tb.w0[i + R], r1w = tb.w1[i + R];
             float *hr = hist + (size_t)tb.cell[i + R] * RW;
-            for (int q = 0; q < RW; q++) {
-                float v = S[q] + S[RW + q];
-                hr[q] += r0w * v;
-                hr[RW + q] += r1w * v;
-            }
+            for (int c = 0; c < d + 2; c++)
+                for (int o = 0; o < 8; o++) {
+                    float v = S[c * 8 + o];
+                    hr[c * (nb + 2) + o] += r0w * v;
+                    hr[RW + c * (nb + 2) + o] += r1w * v;
+                }
         }
         sift_hist_finish(hist, dsc + k * SL_SIFT_DESC_DIM);
     }
     rc = 0;
 out:
-    free(po);
-    free(pm0);
-    free(pm1);
+    free(pv);
     free(tmp);
     free(tb.cell);
     free(tb.w0);

@@ -19,6 +19,8 @@ typedef struct sl__sift_kernels {
                         const float *wt, float ang, int d, int nb, int n, int32_t *idx,
                         float *v0, float *v1, float *v2, float *v3, float *v4, float *v5,
                         float *v6, float *v7);
+    void (*dense_row)(const float *pv, const int32_t *cell, const float *w0, const float *w1,
+                      int n, float *s);
 } sl__sift_kernels;
 
 extern const sl__sift_kernels sl__sift_kernels_generic;

@@ -14,6 +14,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "feature/sift/sift_internal.h"
 
@@ -157,6 +158,51 @@ static void SL__SIFT_NAME(desc_spread)(const float *restrict rb, const float *re
     }
 }
 
+/* One row of a dense descriptor (sift.c, sift_dense_descriptors): n samples, sample j with
+ * the 8 orientation amounts pv[8j..8j+7] of its pixel, its column cell cell[j] (non-decreasing
+ * in j) and the weights w0[j] / w1[j] of that cell and the next; adds them into the row sums
+ * s[8 c + o]. A run of samples in one cell is summed in registers (two alternating partial sums
+ * per cell, so consecutive samples do not wait for each other) and added once. */
+#ifndef SL__SIFT_V8
+#define SL__SIFT_V8
+/* 8 floats (GCC/Clang vector extension): a ymm register with AVX, two xmm otherwise */
+typedef float sl__sift_v8 __attribute__((vector_size(32)));
+#define SL__SIFT_LD8(v, p) memcpy(&(v), (p), sizeof(v)) /* unaligned load */
+#endif
+
+static void SL__SIFT_NAME(dense_row)(const float *restrict pv, const int32_t *restrict cell,
+                                     const float *restrict w0, const float *restrict w1, int n,
+                                     float *restrict s) {
+    int j = 0;
+    while (j < n) {
+        const int c = cell[j];
+        sl__sift_v8 a0 = { 0 }, a1 = { 0 }, b0 = { 0 }, b1 = { 0 };
+        for (; j + 1 < n && cell[j + 1] == c; j += 2) {
+            sl__sift_v8 p, q;
+            SL__SIFT_LD8(p, pv + (size_t)j * 8);
+            SL__SIFT_LD8(q, pv + (size_t)j * 8 + 8);
+            a0 += w0[j] * p;
+            b0 += w1[j] * p;
+            a1 += w0[j + 1] * q;
+            b1 += w1[j + 1] * q;
+        }
+        if (j < n && cell[j] == c) { /* the run's odd last sample */
+            sl__sift_v8 p;
+            SL__SIFT_LD8(p, pv + (size_t)j * 8);
+            a0 += w0[j] * p;
+            b0 += w1[j] * p;
+            j++;
+        }
+        sl__sift_v8 sa, sb;
+        SL__SIFT_LD8(sa, s + (size_t)c * 8);
+        SL__SIFT_LD8(sb, s + (size_t)c * 8 + 8);
+        sa += a0 + a1;
+        sb += b0 + b1;
+        memcpy(s + (size_t)c * 8, &sa, sizeof sa);
+        memcpy(s + (size_t)c * 8 + 8, &sb, sizeof sb);
+    }
+}
+
 #undef SL__MAX
 #undef SL__MIN
 
@@ -166,4 +212,5 @@ const sl__sift_kernels SL__SIFT_CAT(sl__sift_kernels_, SL__SIFT_SUFFIX) = {
     SL__SIFT_NAME(extrema_row),
     SL__SIFT_NAME(grad),
     SL__SIFT_NAME(desc_spread),
+    SL__SIFT_NAME(dense_row),
 };
