@@ -1,9 +1,11 @@
 /*
  * shoplens/server.h - the HTTP service: a JSON API over a search engine and the web page.
  *
- * The server runs on libmicrohttpd with its own threads (a thread pool, each thread on epoll):
- * sl_server_new binds, starts and returns; requests are served until sl_server_shutdown or
- * sl_server_free. Endpoints, status codes and the JSON they return are specified in
+ * The server runs on libmicrohttpd with its own threads (a thread pool, each thread on epoll)
+ * for connections and HTTP, and as many workers, fed by one first-in first-out queue, for the
+ * requests that use the engine (search, products, images...): whichever worker is free takes
+ * the oldest request, whatever connection it came on. sl_server_new binds, starts and returns;
+ * requests are served until sl_server_shutdown or sl_server_free. Endpoints, status codes and the JSON they return are specified in
  * docs/openapi.yaml. Every error answer is {"error": {"code": "...", "message": "..."}}.
  *
  * Safety: the server refuses to listen on a non-loopback address when writes are enabled and no
@@ -65,7 +67,7 @@ typedef void (*sl_server_log_fn)(void *user, const sl_server_request_log *entry)
 typedef struct sl_server_opts {
     const char *listen;    /* "HOST:PORT": IPv4 literal, "[IPv6]" or "localhost"; port 0 picks
                               a free port (read it back with sl_server_port) */
-    int threads;           /* worker threads (0: online CPUs) */
+    int threads;           /* connection threads and engine workers, each (0: online CPUs) */
     size_t max_body;       /* request body limit in bytes */
     size_t max_body_total; /* bytes of request bodies held in memory at once, all requests
                               together (>= max_body); beyond it uploads are answered 503 */
