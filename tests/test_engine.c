@@ -16,6 +16,7 @@
 
 #include "shoplens/engine.h"
 #include "shoplens/sample.h"
+#include "engine/engine_internal.h"
 #include "engine/lcache.h"
 #include "feature/features_internal.h"
 
@@ -340,8 +341,88 @@ static void test_local_cache(void **state) {
     sl__lcache_free(c);
 }
 
+/* Verified searches on one engine from several threads while a writer commits (each commit
+ * empties the verification cache under the searches' feet): every search still finds the
+ * exact catalog image first with inliers, and the cache is used. */
+typedef struct vrace {
+    fixture *f;
+    sl_engine *e;
+    volatile int stop;
+    int bad, searches;
+} vrace;
+
+static void *verified_reader(void *arg) {
+    vrace *r = arg;
+    sl_error err;
+    sl_query q = {0};
+    q.k = 3;
+    while (!r->stop || r->searches < 4) {
+        sl_matches m;
+        if (sl_engine_search_bytes(r->e, r->f->jpg[1][0], r->f->len[1][0], &q, &m, &err) != SL_OK) {
+            r->bad++;
+            break;
+        }
+        if (m.n == 0 || strcmp(m.items[0].product_id, "P1") != 0 || m.items[0].inliers < 6) r->bad++;
+        sl_matches_free(&m);
+        r->searches++;
+    }
+    return NULL;
+}
+
+static void test_verified_search_cache_under_writes(void **state) {
+    fixture *f = *state;
+    char dir[64];
+    snprintf(dir, sizeof dir, "/tmp/sl_test_engine_v_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    sl_engine_opts o = {0};
+    o.create = 1;
+    o.features = "color+verify";
+    sl_error err;
+    sl_engine *e = NULL;
+    assert_int_equal(sl_engine_open(dir, &o, &e, &err), SL_OK);
+    sl_engine *keep = f->e;
+    f->e = e; /* put() writes to f->e */
+    sl_put_outcome out;
+    for (int p = 0; p < 4; p++) assert_int_equal(put(f, p, "Thing", 2, &out), SL_OK);
+    vrace r[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        r[i] = (vrace){f, e, 0, 0, 0};
+        assert_int_equal(pthread_create(&th[i], NULL, verified_reader, &r[i]), 0);
+    }
+    for (int round = 0; round < 3; round++)
+        for (int p = 4; p < 6; p++) assert_int_equal(put(f, p, round % 2 ? "Odd" : "Even", 2, &out), SL_OK);
+    for (int i = 0; i < 2; i++) r[i].stop = 1;
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        assert_int_equal(r[i].bad, 0);
+        assert_true(r[i].searches >= 4);
+    }
+    sl__lcache_info info;
+    sl__lcache_stats(e->lcache, &info);
+    assert_true(info.hits > 0);
+    assert_true(info.entries > 0 && info.bytes <= info.max_bytes);
+    /* the cache off: same answer */
+    sl_engine_set_local_cache_mb(e, 0);
+    sl_query q = {0};
+    q.k = 3;
+    sl_matches m;
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[1][0], f->len[1][0], &q, &m, &err), SL_OK);
+    assert_string_equal(m.items[0].product_id, "P1");
+    assert_true(m.items[0].inliers >= 6);
+    sl_matches_free(&m);
+    sl__lcache_stats(e->lcache, &info);
+    assert_int_equal(info.entries, 0);
+    f->e = keep;
+    sl_engine_free(e);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_verified_search_cache_under_writes),
         cmocka_unit_test(test_local_cache),
         cmocka_unit_test(test_put_get_search_delete),
         cmocka_unit_test(test_concurrent_search_and_writes),
