@@ -144,17 +144,21 @@ sl_status sl_color_hist(const sl_image *img, const sl_color_params *p, float *ou
     float hx = w > 1 ? (float)w * 0.5f : 1.0f, hy = hgt > 1 ? (float)hgt * 0.5f : 1.0f;
     int weighted = p->center_sigma < SL_COLOR_CENTER_MAX;
     float inv2s2 = 1.0f / (2.0f * p->center_sigma * p->center_sigma);
+    /* the Gaussian weight is separable: one exp per sampled column and one per row (at most
+     * 256 columns are sampled: step = ceil(side / 256)) */
+    float wcol[257];
+    for (int x = step / 2, i = 0; x < w && i < 257; x += step, i++) {
+        float dx = ((float)x - cx) / hx;
+        wcol[i] = weighted ? expf(-(dx * dx) * inv2s2) : 1.0f;
+    }
     for (int y = step / 2; y < hgt; y += step) {
         const uint8_t *row = pix + (size_t)y * stride;
         float dy = ((float)y - cy) / hy;
+        float wrow = weighted ? expf(-(dy * dy) * inv2s2) : 1.0f;
         int gy = g > 1 ? (int)((int64_t)y * g / hgt) : 0;
-        for (int x = step / 2; x < w; x += step) {
+        for (int x = step / 2, i = 0; x < w; x += step, i++) {
             const uint8_t *px = row + (size_t)x * (size_t)ch;
-            float wt = 1.0f;
-            if (weighted) {
-                float dx = ((float)x - cx) / hx;
-                wt = expf(-(dx * dx + dy * dy) * inv2s2);
-            }
+            float wt = wrow * wcol[i];
             pixel_bins pb;
             pixel_bins_of(p, px, ch, &pb);
             add_pixel(out, p, &pb, wt);
