@@ -442,7 +442,13 @@ static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_erro
     for (size_t k = 0; k < m->nplans; k++)
         if (m->plans[k]->batch == batch) { *out = m->plans[k]; pthread_mutex_unlock(mu); return SL_OK; }
     sl__plan *p = NULL;
+    /* oneDNN fixes a primitive's thread count (its work split and the size of the OpenMP team
+     * it runs on) at creation, from the creating thread's OpenMP ICV: set it to the model's
+     * count here, for every path that builds a plan (forward, output-shape queries). */
+    int old = omp_get_max_threads();
+    if (m->threads > 0) omp_set_num_threads(m->threads);
     sl_status st = plan_build(m, batch, &p, err);
+    if (m->threads > 0) omp_set_num_threads(old);
     if (!st) {
         sl__plan **a = sl__reallocarray(m->plans, m->nplans + 1, sizeof *a);
         if (!a) { plan_free(p); st = sl__err_set(err, SL_E_NOMEM, "out of memory"); }
@@ -510,13 +516,14 @@ static void ctx_put(const sl_cnn *m, ctx *c) {
 sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
                           sl_error *err) {
     sl__plan *p = NULL;
-    /* Before the plan: oneDNN sizes its primitives' work split by the thread count at creation. */
-    if (m->threads > 0) omp_set_num_threads(m->threads);
     sl_status st = get_plan(m, batch, &p, err);
     if (st) return st;
     ctx *c = NULL;
     if ((st = ctx_get(m, p, &c, err))) return st;
-    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
+    /* The caller's OpenMP thread count is restored on return (it is per calling thread). */
+    int old_threads = omp_get_max_threads();
+    int threads = m->threads > 0 ? m->threads : old_threads;
+    omp_set_num_threads(threads);
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);
     memcpy(tin.f, in, tin.count * sizeof(float));
@@ -539,6 +546,7 @@ sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float 
         tv_of(p, p->out_val, &to, c->arena);
         memcpy(out, to.f, to.count * sizeof(float));
     }
+    omp_set_num_threads(old_threads);
     ctx_put(m, c);
     return st;
 }
