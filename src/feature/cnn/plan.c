@@ -14,6 +14,7 @@
  * values produced by earlier steps or constants; plans are immutable once published (only the
  * context pool, guarded by the model lock, changes).
  */
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -54,14 +55,11 @@ struct sl__plan {
     ctx **ctxs; size_t nctx;
 };
 
+static void ctx_free(ctx *c);
+
 static void plan_free(sl__plan *p) {
     if (!p) return;
-    for (size_t k = 0; k < p->nctx; k++) {
-        sl__dctx_free(p->ctxs[k]->dctx);
-        free(p->ctxs[k]->arena);
-        free(p->ctxs[k]->scratch);
-        free(p->ctxs[k]);
-    }
+    for (size_t k = 0; k < p->nctx; k++) ctx_free(p->ctxs[k]);
     free(p->ctxs);
     for (size_t k = 0; k < p->nsteps; k++) sl__dconv_free(p->steps[k].dconv);
     for (size_t v = 0; v < p->nv; v++)
@@ -405,7 +403,10 @@ static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
     return SL_OK;
 }
 
-static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+/* Builds the plan for `batch` at precision prec. lo/hi (int8 only): per plan value, the range
+ * calibration observed; each Conv's input quantization comes from it (calibrate()). */
+static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float *lo, const float *hi,
+                            sl__plan **out, sl_error *err) {
     *out = NULL;
     sl__plan *p = calloc(1, sizeof *p);
     if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -418,12 +419,26 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_er
         for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tin[j], NULL); pin[j] = &tin[j]; }
         if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tin[SL__SUM_SLOT], NULL); pin[SL__SUM_SLOT] = &tin[SL__SUM_SLOT]; }
         tv_of(p, s->node.out, &tout, NULL);
+        sl__dq q, *qp = NULL;
+        if (prec != SL_CNN_PRECISION_INT8 || lo) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
+        if (prec == SL_CNN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
+            int v = s->node.in[0];
+            float a = -lo[v] > hi[v] ? -lo[v] : hi[v];
+            q.is_signed = lo[v] < 0;
+            q.sx = a > 0 ? a / (q.is_signed ? 127.0f : 255.0f) : 1.0f;
+            qp = &q;
+        }
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
         s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
         if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
-            (m->backend == SL_CNN_BACKEND_AUTO || m->precision == SL_CNN_PRECISION_BF16)) {
+            (m->backend == SL_CNN_BACKEND_AUTO || prec == SL_CNN_PRECISION_BF16)) {
             size_t scr = 0;
-            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, m->precision, &s->dconv, &scr, err);
+            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, &s->dconv, &scr, err);
+            if (st && qp) { /* no int8 implementation for this convolution: fp32 */
+                sl_error_clear(err);
+                st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL,
+                                      &s->dconv, &scr, err);
+            }
             if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
             s->scratch = scr;
             s->copy_sum = s->node.sum_in >= 0;
@@ -434,6 +449,108 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_er
     if (st) { plan_free(p); return st; }
     *out = p;
     return SL_OK;
+}
+
+static sl_status ctx_new(const sl__plan *p, ctx **out, sl_error *err);
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, sl_error *err);
+
+/* int8 calibration images: deterministic synthetic "product photos" (a two-colour gradient
+ * background, SL__CALIB_RECTS flat rectangles and SL__CALIB_DISKS disks of random colours, mild
+ * noise), normalized with the model's mean/std. Image k depends only on k, so the scales - and
+ * the int8 results - are the same on every run and machine. */
+#define SL__CALIB_IMAGES 8
+#define SL__CALIB_SEED 0x5eedca1bULL
+#define SL__CALIB_RECTS 4
+#define SL__CALIB_DISKS 3
+
+static void calib_image(const sl_cnn *m, int k, int64_t C, int64_t H, int64_t W, float *x) {
+    sl__rng r;
+    sl__rng_seed(&r, SL__CALIB_SEED + (uint64_t)k);
+    float c0[3], c1[3];
+    for (int c = 0; c < 3; c++) { c0[c] = (float)sl__rng_uniform(&r); c1[c] = (float)sl__rng_uniform(&r); }
+    double ang = 6.283185307179586 * sl__rng_uniform(&r), dx = cos(ang), dy = sin(ang);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t y = 0; y < H; y++)
+            for (int64_t xx = 0; xx < W; xx++) {
+                double t = 0.5 + 0.5 * (dx * ((double)xx / (double)W - 0.5) + dy * ((double)y / (double)H - 0.5));
+                x[(c * H + y) * W + xx] = (float)(c0[c % 3] + (c1[c % 3] - c0[c % 3]) * t);
+            }
+    for (int sh = 0; sh < SL__CALIB_RECTS + SL__CALIB_DISKS; sh++) {
+        float col[3];
+        for (int c = 0; c < 3; c++) col[c] = (float)sl__rng_uniform(&r);
+        int64_t cx = (int64_t)sl__rng_below(&r, (uint64_t)W), cy = (int64_t)sl__rng_below(&r, (uint64_t)H);
+        int64_t rx = 1 + (int64_t)sl__rng_below(&r, (uint64_t)(W / 3 + 1)), ry = 1 + (int64_t)sl__rng_below(&r, (uint64_t)(H / 3 + 1));
+        for (int64_t y = cy - ry < 0 ? 0 : cy - ry; y < H && y <= cy + ry; y++)
+            for (int64_t xx = cx - rx < 0 ? 0 : cx - rx; xx < W && xx <= cx + rx; xx++) {
+                double u = (double)(xx - cx) / (double)rx, v = (double)(y - cy) / (double)ry;
+                if (sh >= SL__CALIB_RECTS && u * u + v * v > 1.0) continue;
+                for (int64_t c = 0; c < C; c++) x[(c * H + y) * W + xx] = col[c % 3];
+            }
+    }
+    for (int64_t c = 0; c < C; c++) {
+        float mean = C == 3 ? m->pre.mean[c] : 0.0f, sd = C == 3 && m->pre.std[c] > 0 ? m->pre.std[c] : 1.0f;
+        for (int64_t i = 0; i < H * W; i++) {
+            float v = x[c * H * W + i] + 0.02f * (float)sl__rng_normal(&r);
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            x[c * H * W + i] = (v - mean) / sd;
+        }
+    }
+}
+
+/* Runs the fp32 plan for `batch` over the calibration images and returns the range (min, max)
+ * of every plan value (*lo, *hi: nv floats each, malloc'ed; values never produced stay 0). */
+static sl_status calibrate(const sl_cnn *m, size_t batch, int threads, float **lo, float **hi, size_t *nv,
+                           sl_error *err) {
+    *lo = *hi = NULL;
+    sl__plan *p = NULL;
+    ctx *c = NULL;
+    sl_status st = plan_build(m, batch, SL_CNN_PRECISION_FP32, NULL, NULL, &p, err);
+    if (st) return st;
+    if ((st = ctx_new(p, &c, err))) { plan_free(p); return st; }
+    float *l = sl__mallocarray(p->nv, sizeof(float)), *h = sl__mallocarray(p->nv, sizeof(float));
+    if (!l || !h) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
+    for (size_t v = 0; v < p->nv; v++) { l[v] = INFINITY; h[v] = -INFINITY; }
+    sl__tv tin;
+    tv_of(p, p->in_val, &tin, c->arena);
+    const sl__value *iv = &p->sv[p->in_val];
+    int64_t C = iv->dims[1], H = iv->dims[2], W = iv->dims[3];
+    size_t per = tin.count / batch;
+    if (iv->rank != 4) { st = sl__err_set(err, SL_E_UNSUPPORTED, "int8 calibration needs an image (rank-4) input"); goto done; }
+    for (size_t img = 0; !st && img < (batch > SL__CALIB_IMAGES ? batch : SL__CALIB_IMAGES); img += batch) {
+        for (size_t b = 0; b < batch; b++) calib_image(m, (int)((img + b) % SL__CALIB_IMAGES), C, H, W, tin.f + b * per);
+        for (size_t k = 0; k < tin.count; k++) {
+            if (tin.f[k] < l[p->in_val]) l[p->in_val] = tin.f[k];
+            if (tin.f[k] > h[p->in_val]) h[p->in_val] = tin.f[k];
+        }
+        st = run_steps(p, c, threads, l, h, err);
+    }
+    for (size_t v = 0; v < p->nv; v++) if (!(l[v] <= h[v])) l[v] = h[v] = 0;
+done:
+    if (st) { free(l); free(h); }
+    else { *lo = l; *hi = h; *nv = p->nv; }
+    ctx_free(c);
+    plan_free(p);
+    return st;
+}
+
+/* The plan for `batch` at the model's precision (int8: calibrated first). */
+static sl_status plan_make(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+    if (m->precision != SL_CNN_PRECISION_INT8 || m->backend != SL_CNN_BACKEND_AUTO || !sl__dnnl_available())
+        return plan_build(m, batch, m->precision, NULL, NULL, out, err);
+    float *lo = NULL, *hi = NULL;
+    size_t nv = 0;
+    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
+    sl_status st = calibrate(m, batch, threads, &lo, &hi, &nv, err);
+    if (!st) st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, out, err);
+    if (!st && (*out)->nv != nv) {
+        plan_free(*out);
+        *out = NULL;
+        st = sl__err_set(err, SL_E_INTERNAL, "int8 calibration plan differs from the inference plan");
+    }
+    free(lo);
+    free(hi);
+    if (st) sl__err_prefix(err, "int8 calibration");
+    return st;
 }
 
 static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
@@ -447,7 +564,7 @@ static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_erro
      * count here, for every path that builds a plan (forward, output-shape queries). */
     int old = omp_get_max_threads();
     if (m->threads > 0) omp_set_num_threads(m->threads);
-    sl_status st = plan_build(m, batch, &p, err);
+    sl_status st = plan_make(m, batch, &p, err);
     if (m->threads > 0) omp_set_num_threads(old);
     if (!st) {
         sl__plan **a = sl__reallocarray(m->plans, m->nplans + 1, sizeof *a);
@@ -490,6 +607,14 @@ nomem:
     return sl__err_set(err, SL_E_NOMEM, "out of memory for the inference arena (%zu bytes)", p->arena_bytes);
 }
 
+static void ctx_free(ctx *c) {
+    if (!c) return;
+    sl__dctx_free(c->dctx);
+    free(c->arena);
+    free(c->scratch);
+    free(c);
+}
+
 static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err) {
     pthread_mutex_t *mu = m->lock;
     pthread_mutex_lock(mu);
@@ -499,7 +624,7 @@ static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err)
     sl_status st = ctx_new(p, &c, err);
     if (!st) {
         ctx **a = sl__reallocarray(p->ctxs, p->nctx + 1, sizeof *a);
-        if (!a) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); sl__dctx_free(c->dctx); free(c->arena); free(c->scratch); free(c); }
+        if (!a) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); ctx_free(c); }
         else { p->ctxs = a; p->ctxs[p->nctx++] = c; c->busy = 1; *out = c; }
     }
     pthread_mutex_unlock(mu);
@@ -511,6 +636,34 @@ static void ctx_put(const sl_cnn *m, ctx *c) {
     pthread_mutex_lock(mu);
     c->busy = 0;
     pthread_mutex_unlock(mu);
+}
+
+/* Executes the plan's steps on context c (input already in the arena). lo/hi (calibration):
+ * widened to the range of every float value a step produces. */
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, sl_error *err) {
+    sl_status st = SL_OK;
+    for (size_t k = 0; k < p->nsteps && !st; k++) {
+        step *s = &p->steps[k];
+        sl__tv tv[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
+        for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tv[j], c->arena); pin[j] = &tv[j]; }
+        if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tv[SL__SUM_SLOT], c->arena); pin[SL__SUM_SLOT] = &tv[SL__SUM_SLOT]; }
+        tv_of(p, s->node.out, &tout, c->arena);
+        if (s->dconv) {
+            if (s->copy_sum && pin[SL__SUM_SLOT]->f != tout.f) memcpy(tout.f, pin[SL__SUM_SLOT]->f, tout.count * sizeof(float));
+            st = sl__dctx_exec(c->dctx, k, s->dconv, err);
+        } else {
+            st = sl__op_exec(&s->node, pin, &tout, c->scratch, threads, err);
+        }
+        if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
+        if (!st && lo && tout.dtype == SL__DT_F32 && tout.f) {
+            int v = s->node.out;
+            for (size_t i = 0; i < tout.count; i++) {
+                if (tout.f[i] < lo[v]) lo[v] = tout.f[i];
+                if (tout.f[i] > hi[v]) hi[v] = tout.f[i];
+            }
+        }
+    }
+    return st;
 }
 
 sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
@@ -527,20 +680,7 @@ sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float 
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);
     memcpy(tin.f, in, tin.count * sizeof(float));
-    for (size_t k = 0; k < p->nsteps && !st; k++) {
-        step *s = &p->steps[k];
-        sl__tv tv[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
-        for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tv[j], c->arena); pin[j] = &tv[j]; }
-        if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tv[SL__SUM_SLOT], c->arena); pin[SL__SUM_SLOT] = &tv[SL__SUM_SLOT]; }
-        tv_of(p, s->node.out, &tout, c->arena);
-        if (s->dconv) {
-            if (s->copy_sum && pin[SL__SUM_SLOT]->f != tout.f) memcpy(tout.f, pin[SL__SUM_SLOT]->f, tout.count * sizeof(float));
-            st = sl__dctx_exec(c->dctx, k, s->dconv, err);
-        } else {
-            st = sl__op_exec(&s->node, pin, &tout, c->scratch, threads, err);
-        }
-        if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
-    }
+    st = run_steps(p, c, threads, NULL, NULL, err);
     if (!st) {
         sl__tv to;
         tv_of(p, p->out_val, &to, c->arena);
