@@ -179,6 +179,9 @@ const char *sl__op_name(sl__op op);
 sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
                           sl_error *err);
 void sl__plans_free(sl_cnn *m);
+/* Writes "F fp32, B bf16, I int8 (oneDNN), R own kernels": how the convolutions of the plan for
+ * `batch` run (builds it if needed). Returns 0, or -1 with err set. */
+int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl_error *err);
 
 /* Shape inference of one node from its input shapes (all values in m->vals; dims[0] of the
  * activations is the batch). Sets rank/dims/count/dtype of the output. */

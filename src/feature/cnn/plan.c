@@ -17,6 +17,7 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +33,7 @@ typedef struct step {
     size_t scratch;
     sl__dconv *dconv;    /* oneDNN convolution or NULL (reference kernel) */
     int copy_sum;        /* copy the sum operand into the output before a oneDNN conv */
+    int prec;            /* oneDNN conv: the precision it was created with (SL_CNN_PRECISION_*) */
 } step;
 
 typedef struct ctx {
@@ -403,6 +405,16 @@ static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
     return SL_OK;
 }
 
+/* Value v is the graph input or its layout conversion. */
+static int reads_input(const sl__plan *p, int v) {
+    if (v == p->in_val) return 1;
+    for (size_t k = 0; k < p->nsteps; k++)
+        if (p->steps[k].node.out == v)
+            return (p->steps[k].node.op == SL__OP_TO_NHWC || p->steps[k].node.op == SL__OP_TO_PLAIN) &&
+                   p->steps[k].node.in[0] == p->in_val;
+    return 0;
+}
+
 /* Builds the plan for `batch` at precision prec. lo/hi (int8 only): per plan value, the range
  * calibration observed; each Conv's input quantization comes from it (calibrate()). */
 static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float *lo, const float *hi,
@@ -424,7 +436,9 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
         if (prec == SL_CNN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
             int v = s->node.in[0];
             float a = -lo[v] > hi[v] ? -lo[v] : hi[v];
-            q.is_signed = lo[v] < 0;
+            /* the graph input is quantized signed whatever calibration saw (its sign is the
+             * caller's normalization, not the network's) */
+            q.is_signed = lo[v] < 0 || reads_input(p, v);
             q.sx = a > 0 ? a / (q.is_signed ? 127.0f : 255.0f) : 1.0f;
             qp = &q;
         }
@@ -434,8 +448,10 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
             (m->backend == SL_CNN_BACKEND_AUTO || prec == SL_CNN_PRECISION_BF16)) {
             size_t scr = 0;
             st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, &s->dconv, &scr, err);
+            s->prec = qp || prec == SL_CNN_PRECISION_BF16 ? prec : SL_CNN_PRECISION_FP32;
             if (st && qp) { /* no int8 implementation for this convolution: fp32 */
                 sl_error_clear(err);
+                s->prec = SL_CNN_PRECISION_FP32;
                 st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL,
                                       &s->dconv, &scr, err);
             }
@@ -456,8 +472,9 @@ static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *h
 
 /* int8 calibration images: deterministic synthetic "product photos" (a two-colour gradient
  * background, SL__CALIB_RECTS flat rectangles and SL__CALIB_DISKS disks of random colours, mild
- * noise), normalized with the model's mean/std. Image k depends only on k, so the scales - and
- * the int8 results - are the same on every run and machine. */
+ * noise), normalized with the model's mean/std; an input that is not 3-channel gets standard
+ * normal values. Image k depends only on k, so the scales - and the int8 results - are the same
+ * on every run and machine. */
 #define SL__CALIB_IMAGES 8
 #define SL__CALIB_SEED 0x5eedca1bULL
 #define SL__CALIB_RECTS 4
@@ -487,8 +504,12 @@ static void calib_image(const sl_cnn *m, int k, int64_t C, int64_t H, int64_t W,
                 for (int64_t c = 0; c < C; c++) x[(c * H + y) * W + xx] = col[c % 3];
             }
     }
+    if (C != 3) { /* not an RGB image: standard normal values */
+        for (int64_t i = 0; i < C * H * W; i++) x[i] = (float)sl__rng_normal(&r);
+        return;
+    }
     for (int64_t c = 0; c < C; c++) {
-        float mean = C == 3 ? m->pre.mean[c] : 0.0f, sd = C == 3 && m->pre.std[c] > 0 ? m->pre.std[c] : 1.0f;
+        float mean = m->pre.mean[c], sd = m->pre.std[c] > 0 ? m->pre.std[c] : 1.0f;
         for (int64_t i = 0; i < H * W; i++) {
             float v = x[c * H * W + i] + 0.02f * (float)sl__rng_normal(&r);
             v = v < 0 ? 0 : v > 1 ? 1 : v;
@@ -696,4 +717,19 @@ int sl__plan_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8], sl_err
     if (get_plan(m, batch, &p, err)) return -1;
     memcpy(dims, p->sv[p->out_val].dims, sizeof(int64_t) * 8);
     return p->sv[p->out_val].rank;
+}
+
+int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl_error *err) {
+    sl__plan *p = NULL;
+    if (get_plan(m, batch, &p, err)) return -1;
+    int cnt[3] = {0, 0, 0}, own = 0;
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const step *s = &p->steps[k];
+        if (s->node.op != SL__OP_CONV) continue;
+        if (!s->dconv) own++;
+        else cnt[s->prec]++;
+    }
+    snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels", cnt[SL_CNN_PRECISION_FP32],
+             cnt[SL_CNN_PRECISION_BF16], cnt[SL_CNN_PRECISION_INT8], own);
+    return 0;
 }
