@@ -146,8 +146,9 @@ def main():
 
     cos_line = "real photos not available"
     if data and os.path.isdir(data):
-        imgs = sorted(glob.glob(os.path.join(data, "**", "*.jpg"), recursive=True))
-        imgs = imgs[::max(1, len(imgs) // 48)][:48]  # spread over every set
+        every = sorted(glob.glob(os.path.join(data, "**", "*.jpg"), recursive=True))
+        step = max(1, len(every) // 48)
+        imgs = every[::step][:48]  # spread over every set
         if imgs:
             parts = []
             for model in ("resnet50", "mobilenet_v2"):
@@ -161,10 +162,9 @@ def main():
                     if prec != "fp32":
                         c = np.sum(embs["fp32"] * embs[prec], 1)
                         parts.append("%s %s: min cosine %.6f, mean %.6f" % (model, prec, c.min(), c.mean()))
-            cos_line = ("Embeddings in reduced precision vs fp32 (pooled features, random weights), %d photos "
-                        "(every %dth jpg of %s): " % (len(imgs), max(1, len(sorted(glob.glob(os.path.join(
-                            data, "**", "*.jpg"), recursive=True))) // 48), os.path.basename(os.path.normpath(data))))
-                        + "; ".join(parts) + ".")
+            cos_line = ("Embeddings in reduced precision vs fp32 (pooled features, random weights), %d photos (every "
+                        "%dth of the %d jpgs in %s): " % (len(imgs), step, len(every),
+                                                         os.path.basename(os.path.normpath(data))) + "; ".join(parts) + ".")
     print(cos_line)
 
     rows.sort(key=lambda r: (r["model"] != "resnet50", r["batch"], r["threads"]))
