@@ -13,6 +13,8 @@ stated number of cores is visible. Runtimes are interleaved in rounds and the be
 is kept, because the machine is shared.
 
 Usage: speed.py SHOPLENS_BIN WORKDIR RESULTS_MD [DATA_DIR]
+       (SL_BENCH_ROUNDS, SL_BENCH_MODELS, SL_BENCH_BATCHES, SL_BENCH_THREADS, SL_BENCH_PRECISIONS
+       select what is measured; rows merge into WORKDIR/speed_rows.json, which run.sh clears)
        speed.py --worker torch_nchw|torch_cl|opencv MODEL_NAME ONNX X.npy THREADS PASSES"""
 import glob
 import json
@@ -120,11 +122,11 @@ def main():
         _, path = export(name, work)
         export(name, work, opset=10)
         fl = flops(path)
-        for batch in (1, 8):
+        for batch in [int(b) for b in os.environ.get("SL_BENCH_BATCHES", "1 8").split()]:
             x = torch.randn(batch, 3, 224, 224, generator=torch.Generator().manual_seed(3))
             xin = os.path.join(work, f"speed_{batch}.npy")
             np.save(xin, x.numpy())
-            for threads in (1, 2):
+            for threads in [int(t) for t in os.environ.get("SL_BENCH_THREADS", "1 2").split()]:
                 passes = 6 if batch == 1 else 3
                 res = {}
                 for _ in range(rounds):
