@@ -125,8 +125,9 @@ typedef struct sl__node {
     int dead;
     int wlayout;               /* Conv weight data: 0 OIHW (ONNX), 1 OHWI, 2 depthwise HWC */
     int gemm;                  /* Conv/Gemm GEMM library: 0 OpenBLAS, 1 oneDNN sgemm */
-    int8_t *wq;                /* int8 mode: weights (OHWI) quantized per output channel, owned
-                                  by the model's node (plan copies share it) */
+    int8_t *wq;                /* int8 mode, own kernels (--backend ref/gemm): weights (OHWI)
+                                  quantized per output channel, owned by the model's node (plan
+                                  copies share it; the oneDNN int8 path quantizes its own) */
     float *wsc;                /* int8 mode: per-output-channel weight scales */
 } sl__node;
 

@@ -2,7 +2,8 @@
  * feature/cnn/dnnl_conv.h - convolutions through oneDNN's C API (libdnnl): one primitive per
  * Conv node and batch size, channels-last fp32 activations, weights reordered once into the
  * layout the primitive prefers, fused activations and residual sum as post-ops, user-managed
- * scratchpad so one primitive serves concurrent callers.
+ * scratchpad so one primitive serves concurrent callers. fp32, bf16 (input converted into
+ * scratch) or int8 (input quantized into scratch with a calibrated scale, s8 weights).
  */
 #ifndef SL_CNN_DNNL_CONV_H
 #define SL_CNN_DNNL_CONV_H

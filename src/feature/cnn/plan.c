@@ -6,6 +6,14 @@
  * arena planned from tensor lifetimes (greedy by size, best offset; in-place for element-wise
  * operators and for the residual sum fused into a oneDNN convolution).
  *
+ * In int8 mode (oneDNN backend) a plan is preceded by calibration: the fp32 plan for the same
+ * batch runs fixed synthetic images and records every tensor's range, from which each
+ * convolution's input quantization is taken (dnnl.c); both plans come from the same
+ * build_steps, so their value numbering is identical (checked).
+ *
+ * Plans are built with the model's thread count set as the OpenMP thread count (oneDNN fixes
+ * a primitive's team at creation); a forward pass sets it too and restores the caller's.
+ *
  * Execution contexts (arena + scratch + oneDNN stream and memory objects bound to the arena)
  * are pooled per plan: a forward pass takes a free context, so concurrent callers never share
  * memory and steady-state inference allocates nothing.
