@@ -15,7 +15,10 @@
  * channel (symmetric, sw[oc] = max|w| / 127), the s32 accumulator plus the bias (divided by the
  * scale: oneDNN 2.x applies output scales after the bias) is dequantized by the primitive's
  * per-channel output scales sx * sw[oc], activations and the residual sum are applied in fp32
- * as post-ops, so outputs stay fp32 like every other operator's.
+ * as post-ops. Between two int8 convolutions (plan.c decides) the tensor is stored quantized:
+ * the producer requantizes into u8/s8 with the consumer's step (output scales sx*sw/sy, Clip
+ * bounds divided by sy), and the consumer reads it without conversion. Every other tensor
+ * stays fp32.
  *
  * Invariants: the engine is created once per process; primitives are immutable after creation
  * and executed with per-context streams, memories and scratchpads, which oneDNN documents as
@@ -68,13 +71,14 @@ static sl_status dfail(sl_error *err, const char *what, dnnl_status_t s) {
                        "oneDNN %s failed (status %d)", what, (int)s);
 }
 
-static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a) {
+/* inv: 1, or 1 / output step when the output is quantized (only Relu and Clip then). */
+static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a, float inv) {
     float lo, hi;
     switch (a->kind) {
     case SL__ACT_RELU: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0, 0);
     case SL__ACT_CLIP:
-        lo = isinf(a->a) ? -FLT_MAX : a->a;
-        hi = isinf(a->b) ? FLT_MAX : a->b;
+        lo = isinf(a->a) ? -FLT_MAX : a->a * inv;
+        hi = isinf(a->b) ? FLT_MAX : a->b * inv;
         return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, lo, hi);
     case SL__ACT_SIGMOID: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0, 0);
     case SL__ACT_SWISH: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.0f, 0);
@@ -120,8 +124,8 @@ static void weight_scales(const sl__tv *w, int wlayout, int64_t OC, float *sw) {
 }
 
 sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, const sl__tv *b,
-                           const sl__tv *y, int precision, const sl__dq *q, sl__dconv **out,
-                           size_t *scratch, sl_error *err) {
+                           const sl__tv *y, int precision, const sl__dq *q, int in_q, const sl__dq *oq,
+                           sl__dconv **out, size_t *scratch, sl_error *err) {
     *out = NULL;
     if (!sl__dnnl_available()) return sl__err_set(err, SL_E_UNSUPPORTED, "oneDNN engine unavailable");
     sl__dconv *c = calloc(1, sizeof *c);
@@ -144,7 +148,8 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     dnnl_primitive_t reo = NULL;
     dnnl_primitive_desc_t rpd = NULL;
     int i8 = precision == SL_CNN_PRECISION_INT8 && q;
-    int bf = precision == SL_CNN_PRECISION_BF16 || i8; /* converted input in scratch */
+    if (!i8) { in_q = 0; oq = NULL; }
+    int bf = precision == SL_CNN_PRECISION_BF16 || (i8 && !in_q); /* converted input in scratch */
     dnnl_data_type_t cdt = i8 ? dnnl_s8 : bf ? dnnl_bf16 : dnnl_f32;
     dnnl_data_type_t sdt = i8 ? (q->is_signed ? dnnl_s8 : dnnl_u8) : dnnl_bf16;
     float *sw = NULL, *osc = NULL;
@@ -154,11 +159,12 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         osc = sl__mallocarray((size_t)OC, sizeof(float));
         if (!sw || !osc) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
         weight_scales(w, n->wlayout, OC, sw);
-        for (int64_t o = 0; o < OC; o++) { osc[o] = q->sx * sw[o]; sw[o] = 1.0f / sw[o]; }
+        for (int64_t o = 0; o < OC; o++) { osc[o] = q->sx * sw[o] / (oq ? oq->sx : 1.0f); sw[o] = 1.0f / sw[o]; }
     }
-    if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, dnnl_f32, dnnl_nhwc)) ||
+    if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, in_q ? sdt : dnnl_f32, dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, sdt, dnnl_nhwc)) ||
-        (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, dnnl_f32, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, oq ? (oq->is_signed ? dnnl_s8 : dnnl_u8) : dnnl_f32,
+                                          dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&wany, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, cdt, dnnl_format_tag_any)) ||
         (s = wuser_desc(&wuser, n->wlayout, G, OC, IC, KH, KW, wd4, wd5)) ||
         (s = dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x))) {
@@ -170,9 +176,9 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     }
     if ((s = dnnl_primitive_attr_create(&attr)) || (s = dnnl_post_ops_create(&po))) { st = dfail(err, "attr", s); goto done; }
     if (i8 && (s = dnnl_primitive_attr_set_output_scales(attr, OC, 1 << 1, osc))) { st = dfail(err, "int8 output scales", s); goto done; }
-    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k]);
+    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k], i8 && oq ? 1.0f / oq->sx : 1.0f);
     if (!s && n->sum_in >= 0) s = dnnl_post_ops_append_sum(po, 1.0f);
-    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k]);
+    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k], 1.0f);
     if (s || (s = dnnl_primitive_attr_set_post_ops(attr, po)) ||
         (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
         st = dfail(err, "post-ops", s); goto done;
@@ -224,7 +230,7 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     else memset(bp, 0, (size_t)OC * sizeof(float));
     /* oneDNN 2.x int8: dst = output_scale * (accumulator + bias), so the bias is given in
      * accumulator units. */
-    if (i8) for (int64_t o = 0; o < OC; o++) ((float *)bp)[o] /= osc[o];
+    if (i8) for (int64_t o = 0; o < OC; o++) ((float *)bp)[o] /= osc[o] * (oq ? oq->sx : 1.0f);
 done:
     free(sw);
     free(osc);

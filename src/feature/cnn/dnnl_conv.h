@@ -23,10 +23,12 @@ typedef struct sl__dq {
 int sl__dnnl_available(void);
 /* Creates the primitive for node n (x: NHWC input view, w: weights, b: bias or NULL, y: NHWC
  * output view). precision: SL_CNN_PRECISION_*; q: the input quantization for int8 (NULL:
- * fp32 convolution even in int8 mode). *scratch = scratchpad bytes needed. */
+ * fp32 convolution even in int8 mode); in_q: the input tensor is already stored quantized
+ * (u8/s8 with q's step); oq: store the output quantized with that step (activations then
+ * limited to Relu/Clip). *scratch = scratchpad bytes needed. */
 sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, const sl__tv *b,
-                           const sl__tv *y, int precision, const sl__dq *q, sl__dconv **out,
-                           size_t *scratch, sl_error *err);
+                           const sl__tv *y, int precision, const sl__dq *q, int in_q, const sl__dq *oq,
+                           sl__dconv **out, size_t *scratch, sl_error *err);
 void sl__dconv_free(sl__dconv *c);
 /* Per-context bindings of step k to arena addresses. */
 sl__dctx *sl__dctx_new(size_t nsteps);

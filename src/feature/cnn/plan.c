@@ -134,7 +134,8 @@ static void tv_of(const sl__plan *p, int v, sl__tv *t, char *arena) {
     t->nhwc = p->nhwc[v] && x->rank == 4;
     if (x->is_const) { t->f = x->f; t->i = x->i; return; }
     char *base = arena ? arena + p->off[p->root[v]] : NULL;
-    if (x->dtype == SL__DT_F32) t->f = (float *)(void *)base; else t->i = (int64_t *)(void *)base;
+    if (x->dtype == SL__DT_F32 || x->dtype == SL__DT_Q8) t->f = (float *)(void *)base;
+    else t->i = (int64_t *)(void *)base;
 }
 
 /* Inserts a layout conversion of value v; returns the new value or -1. */
@@ -334,7 +335,7 @@ static int is_inplace_op(sl__op op) {
 }
 
 static size_t vbytes(const sl__value *v) {
-    size_t es = v->dtype == SL__DT_I64 ? 8 : 4, b;
+    size_t es = v->dtype == SL__DT_I64 ? 8 : v->dtype == SL__DT_Q8 ? 1 : 4, b;
     if (sl__mul_size(v->count ? v->count : 1, es, &b)) return SIZE_MAX;
     return (b + ALIGN - 1) / ALIGN * ALIGN;
 }
@@ -425,13 +426,56 @@ static int reads_input(const sl__plan *p, int v) {
 
 /* Builds the plan for `batch` at precision prec. lo/hi (int8 only): per plan value, the range
  * calibration observed; each Conv's input quantization comes from it (calibrate()). */
+/* int8 quantization of value v from its calibrated range. */
+static sl__dq dq_of(const sl__plan *p, const float *lo, const float *hi, int v) {
+    sl__dq q;
+    float a = -lo[v] > hi[v] ? -lo[v] : hi[v];
+    /* the graph input is quantized signed whatever calibration saw (its sign is the caller's
+     * normalization, not the network's) */
+    q.is_signed = lo[v] < 0 || reads_input(p, v);
+    q.sx = a > 0 ? a / (q.is_signed ? 127.0f : 255.0f) : 1.0f;
+    return q;
+}
+
+/* int8 chains: marks the values that are stored quantized - produced by a Conv without a fused
+ * sum and with only Relu/Clip fused, read only as the input of Convs, not the plan output.
+ * Returns a calloc'ed flag per value, or NULL on out of memory. */
+static char *chain_values(const sl__plan *p) {
+    char *q = calloc(p->nv ? p->nv : 1, 1);
+    int *uses = calloc(p->nv ? p->nv : 1, sizeof(int));
+    if (!q || !uses) { free(q); free(uses); return NULL; }
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const sl__node *n = &p->steps[k].node;
+        if (n->op != SL__OP_CONV || n->sum_in >= 0 || n->out == p->out_val) continue;
+        int ok = 1;
+        for (int a = 0; a < n->npre; a++) ok &= n->pre[a].kind == SL__ACT_RELU || n->pre[a].kind == SL__ACT_CLIP;
+        q[n->out] = (char)ok;
+    }
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const sl__node *n = &p->steps[k].node;
+        for (int j = 0; j < n->nin; j++) {
+            int v = n->in[j];
+            if (v < 0) continue;
+            uses[v]++;
+            if (!(n->op == SL__OP_CONV && j == 0)) q[v] = 0;
+        }
+        if (n->sum_in >= 0) q[n->sum_in] = 0;
+    }
+    for (size_t v = 0; v < p->nv; v++) if (!uses[v]) q[v] = 0;
+    free(uses);
+    return q;
+}
+
 static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float *lo, const float *hi,
-                            sl__plan **out, sl_error *err) {
+                            int chain, sl__plan **out, sl_error *err) {
     *out = NULL;
     sl__plan *p = calloc(1, sizeof *p);
     if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     p->batch = batch;
     sl_status st = build_steps(m, p, 0, err);
+    char *qv = NULL;
+    if (!st && prec == SL_CNN_PRECISION_INT8 && lo && chain && !(qv = chain_values(p)))
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     /* oneDNN convolutions. */
     for (size_t k = 0; !st && k < p->nsteps; k++) {
         step *s = &p->steps[k];
@@ -439,29 +483,29 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
         for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tin[j], NULL); pin[j] = &tin[j]; }
         if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tin[SL__SUM_SLOT], NULL); pin[SL__SUM_SLOT] = &tin[SL__SUM_SLOT]; }
         tv_of(p, s->node.out, &tout, NULL);
-        sl__dq q, *qp = NULL;
+        sl__dq q, oq, *qp = NULL, *oqp = NULL;
+        int in_q = 0;
         if (prec != SL_CNN_PRECISION_INT8 || lo) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
         if (prec == SL_CNN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
-            int v = s->node.in[0];
-            float a = -lo[v] > hi[v] ? -lo[v] : hi[v];
-            /* the graph input is quantized signed whatever calibration saw (its sign is the
-             * caller's normalization, not the network's) */
-            q.is_signed = lo[v] < 0 || reads_input(p, v);
-            q.sx = a > 0 ? a / (q.is_signed ? 127.0f : 255.0f) : 1.0f;
+            q = dq_of(p, lo, hi, s->node.in[0]);
             qp = &q;
+            in_q = qv && qv[s->node.in[0]];
+            if (qv && qv[s->node.out]) { oq = dq_of(p, lo, hi, s->node.out); oqp = &oq; }
         }
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
         s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
         if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
             (m->backend == SL_CNN_BACKEND_AUTO || prec == SL_CNN_PRECISION_BF16)) {
             size_t scr = 0;
-            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, &s->dconv, &scr, err);
+            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, in_q, oqp, &s->dconv, &scr, err);
             s->prec = qp || prec == SL_CNN_PRECISION_BF16 ? prec : SL_CNN_PRECISION_FP32;
+            if (st && (in_q || oqp)) { sl__err_prefix(err, "node '%s' (Conv, int8 chain)", s->node.name); break; }
+            if (!st && oqp) p->sv[s->node.out].dtype = SL__DT_Q8;
             if (st && qp) { /* no int8 implementation for this convolution: fp32 */
                 sl_error_clear(err);
                 s->prec = SL_CNN_PRECISION_FP32;
-                st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL,
-                                      &s->dconv, &scr, err);
+                st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL, 0,
+                                      NULL, &s->dconv, &scr, err);
             }
             if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
             s->scratch = scr;
@@ -469,6 +513,7 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
         }
         if (s->scratch > p->scratch_bytes) p->scratch_bytes = s->scratch;
     }
+    free(qv);
     if (!st) st = plan_memory(p, 1, err);
     if (st) { plan_free(p); return st; }
     *out = p;
@@ -533,7 +578,7 @@ static sl_status calibrate(const sl_cnn *m, size_t batch, int threads, float **l
     *lo = *hi = NULL;
     sl__plan *p = NULL;
     ctx *c = NULL;
-    sl_status st = plan_build(m, batch, SL_CNN_PRECISION_FP32, NULL, NULL, &p, err);
+    sl_status st = plan_build(m, batch, SL_CNN_PRECISION_FP32, NULL, NULL, 0, &p, err);
     if (st) return st;
     if ((st = ctx_new(p, &c, err))) { plan_free(p); return st; }
     float *l = sl__mallocarray(p->nv, sizeof(float)), *h = sl__mallocarray(p->nv, sizeof(float));
@@ -565,12 +610,19 @@ done:
 /* The plan for `batch` at the model's precision (int8: calibrated first). */
 static sl_status plan_make(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
     if (m->precision != SL_CNN_PRECISION_INT8 || m->backend != SL_CNN_BACKEND_AUTO || !sl__dnnl_available())
-        return plan_build(m, batch, m->precision, NULL, NULL, out, err);
+        return plan_build(m, batch, m->precision, NULL, NULL, 0, out, err);
     float *lo = NULL, *hi = NULL;
     size_t nv = 0;
     int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
     sl_status st = calibrate(m, batch, threads, &lo, &hi, &nv, err);
-    if (!st) st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, out, err);
+    if (!st) {
+        /* int8 chains first; if oneDNN lacks a kernel one of them needs, without chains */
+        st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, 1, out, err);
+        if (st && st != SL_E_NOMEM) {
+            sl_error_clear(err);
+            st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, 0, out, err);
+        }
+    }
     if (!st && (*out)->nv != nv) {
         plan_free(*out);
         *out = NULL;
@@ -737,7 +789,10 @@ int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl
         if (!s->dconv) own++;
         else cnt[s->prec]++;
     }
-    snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels", cnt[SL_CNN_PRECISION_FP32],
-             cnt[SL_CNN_PRECISION_BF16], cnt[SL_CNN_PRECISION_INT8], own);
+    int chained = 0;
+    for (size_t v = 0; v < p->nv; v++) chained += p->sv[v].dtype == SL__DT_Q8;
+    snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels; %d tensors kept in int8 between "
+             "convolutions", cnt[SL_CNN_PRECISION_FP32], cnt[SL_CNN_PRECISION_BF16], cnt[SL_CNN_PRECISION_INT8],
+             own, chained);
     return 0;
 }
