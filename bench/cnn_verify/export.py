@@ -12,6 +12,11 @@ MODELS = {
     "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(weights=None),
     "mobilenet_v3_small": lambda: torchvision.models.mobilenet_v3_small(weights=None),
     "efficientnet_b0": lambda: torchvision.models.efficientnet_b0(weights=None),
+    "resnet18": lambda: torchvision.models.resnet18(weights=None),
+    "resnet34": lambda: torchvision.models.resnet34(weights=None),
+    "resnet101": lambda: torchvision.models.resnet101(weights=None),
+    "mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(weights=None),
+    "vgg16": lambda: torchvision.models.vgg16(weights=None),  # 528 MB file: the large-file check
 }
 
 

@@ -35,9 +35,11 @@ typedef enum sl_cnn_precision {
     SL_CNN_PRECISION_FP32 = 0,    /* exact: <= 1e-4 relative difference to PyTorch fp32 */
     SL_CNN_PRECISION_BF16 = 1,    /* convolutions in bfloat16 through oneDNN primitives
                                      (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md) */
-    SL_CNN_PRECISION_INT8 = 2     /* dense convolutions in int8 (VNNI): weights per output
-                                     channel, activations quantized per tensor at run time;
-                                     accuracy cost measured in docs/cnn.md */
+    SL_CNN_PRECISION_INT8 = 2     /* convolutions as oneDNN int8 primitives (VNNI/AMX): s8
+                                     weights per output channel, activations quantized per
+                                     tensor with scales calibrated when a batch size is first
+                                     run (8 fixed synthetic images, deterministic); accuracy
+                                     cost measured in docs/cnn.md */
 } sl_cnn_precision;
 
 typedef enum sl_cnn_backend {

@@ -18,7 +18,7 @@
 
 /* ---- ONNX model as read from the file (onnx.c) ----------------------------------------- */
 
-enum { SL__DT_F32 = 1, SL__DT_I64 = 7 };
+enum { SL__DT_F32 = 1, SL__DT_I64 = 7, SL__DT_Q8 = 3 /* plan-internal: int8 chain tensor */ };
 
 typedef struct sl__onnx_tensor {
     char *name;
@@ -125,8 +125,9 @@ typedef struct sl__node {
     int dead;
     int wlayout;               /* Conv weight data: 0 OIHW (ONNX), 1 OHWI, 2 depthwise HWC */
     int gemm;                  /* Conv/Gemm GEMM library: 0 OpenBLAS, 1 oneDNN sgemm */
-    int8_t *wq;                /* int8 mode: weights (OHWI) quantized per output channel, owned
-                                  by the model's node (plan copies share it) */
+    int8_t *wq;                /* int8 mode, own kernels (--backend ref/gemm): weights (OHWI)
+                                  quantized per output channel, owned by the model's node (plan
+                                  copies share it; the oneDNN int8 path quantizes its own) */
     float *wsc;                /* int8 mode: per-output-channel weight scales */
 } sl__node;
 
@@ -179,6 +180,10 @@ const char *sl__op_name(sl__op op);
 sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
                           sl_error *err);
 void sl__plans_free(sl_cnn *m);
+/* Writes "F fp32, B bf16, I int8 (oneDNN), R own kernels; Q tensors kept in int8 between
+ * convolutions": how the convolutions of the plan for
+ * `batch` run (builds it if needed). Returns 0, or -1 with err set. */
+int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl_error *err);
 
 /* Shape inference of one node from its input shapes (all values in m->vals; dims[0] of the
  * activations is the batch). Sets rank/dims/count/dtype of the output. */

@@ -9,6 +9,17 @@
  * every other operator is unchanged; oneDNN uses AVX-512-BF16/AMX instructions when present and
  * emulates bf16 otherwise.
  *
+ * In int8 mode (sl__dq given) a Conv runs as an oneDNN int8 convolution (VNNI / AMX): the fp32
+ * input is quantized by a reorder into scratch (u8 when calibration saw no negative value, else
+ * s8; static per-tensor scale sx = range / 255 or / 127), weights are quantized once per output
+ * channel (symmetric, sw[oc] = max|w| / 127), the s32 accumulator plus the bias (divided by the
+ * scale: oneDNN 2.x applies output scales after the bias) is dequantized by the primitive's
+ * per-channel output scales sx * sw[oc], activations and the residual sum are applied in fp32
+ * as post-ops. Between two int8 convolutions (plan.c decides) the tensor is stored quantized:
+ * the producer requantizes into u8/s8 with the consumer's step (output scales sx*sw/sy, Clip
+ * bounds divided by sy), and the consumer reads it without conversion. Every other tensor
+ * stays fp32.
+ *
  * Invariants: the engine is created once per process; primitives are immutable after creation
  * and executed with per-context streams, memories and scratchpads, which oneDNN documents as
  * thread-safe.
@@ -40,7 +51,7 @@ struct sl__dconv {
     dnnl_primitive_t prim;
     dnnl_memory_t wmem, bmem;
     dnnl_memory_desc_t src_md, src16_md, dst_md, scr_md;
-    dnnl_primitive_t cvt;    /* bf16 mode: fp32 -> bf16 reorder of the input */
+    dnnl_primitive_t cvt;    /* bf16 / int8 mode: fp32 -> bf16 / u8 / s8 reorder of the input */
     size_t scr_bytes;
     char impl[32];
 };
@@ -60,13 +71,14 @@ static sl_status dfail(sl_error *err, const char *what, dnnl_status_t s) {
                        "oneDNN %s failed (status %d)", what, (int)s);
 }
 
-static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a) {
+/* inv: 1, or 1 / output step when the output is quantized (only Relu and Clip then). */
+static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a, float inv) {
     float lo, hi;
     switch (a->kind) {
     case SL__ACT_RELU: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0, 0);
     case SL__ACT_CLIP:
-        lo = isinf(a->a) ? -FLT_MAX : a->a;
-        hi = isinf(a->b) ? FLT_MAX : a->b;
+        lo = isinf(a->a) ? -FLT_MAX : a->a * inv;
+        hi = isinf(a->b) ? FLT_MAX : a->b * inv;
         return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, lo, hi);
     case SL__ACT_SIGMOID: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0, 0);
     case SL__ACT_SWISH: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.0f, 0);
@@ -97,9 +109,23 @@ static dnnl_status_t wuser_desc(dnnl_memory_desc_t *md, int wlayout, int64_t G, 
     return dnnl_memory_desc_init_by_tag(md, 4, wd4, dnnl_f32, wlayout ? dnnl_ohwi : dnnl_oihw);
 }
 
+/* Per-output-channel symmetric int8 scales of the weights in the engine's layout. */
+static void weight_scales(const sl__tv *w, int wlayout, int64_t OC, float *sw) {
+    size_t K = w->count / (size_t)OC;
+    for (int64_t o = 0; o < OC; o++) {
+        float mx = 0;
+        for (size_t j = 0; j < K; j++) {
+            /* depthwise HWC: channel o of every kernel tap is strided by OC */
+            float v = wlayout == 2 ? w->f[j * (size_t)OC + (size_t)o] : w->f[(size_t)o * K + j];
+            mx = fmaxf(mx, fabsf(v));
+        }
+        sw[o] = mx > 0 ? mx / 127.0f : 1.0f;
+    }
+}
+
 sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, const sl__tv *b,
-                           const sl__tv *y, int precision, sl__dconv **out, size_t *scratch,
-                           sl_error *err) {
+                           const sl__tv *y, int precision, const sl__dq *q, int in_q, const sl__dq *oq,
+                           sl__dconv **out, size_t *scratch, sl_error *err) {
     *out = NULL;
     if (!sl__dnnl_available()) return sl__err_set(err, SL_E_UNSUPPORTED, "oneDNN engine unavailable");
     sl__dconv *c = calloc(1, sizeof *c);
@@ -121,11 +147,24 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     dnnl_memory_t wusr = NULL;
     dnnl_primitive_t reo = NULL;
     dnnl_primitive_desc_t rpd = NULL;
-    int bf = precision == SL_CNN_PRECISION_BF16;
-    dnnl_data_type_t cdt = bf ? dnnl_bf16 : dnnl_f32;
-    if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, dnnl_f32, dnnl_nhwc)) ||
-        (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, dnnl_bf16, dnnl_nhwc)) ||
-        (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, dnnl_f32, dnnl_nhwc)) ||
+    int i8 = precision == SL_CNN_PRECISION_INT8 && q;
+    if (!i8) { in_q = 0; oq = NULL; }
+    int bf = precision == SL_CNN_PRECISION_BF16 || (i8 && !in_q); /* converted input in scratch */
+    dnnl_data_type_t cdt = i8 ? dnnl_s8 : bf ? dnnl_bf16 : dnnl_f32;
+    dnnl_data_type_t sdt = i8 ? (q->is_signed ? dnnl_s8 : dnnl_u8) : dnnl_bf16;
+    float *sw = NULL, *osc = NULL;
+    dnnl_primitive_attr_t cattr = NULL, wattr = NULL;
+    if (i8) {
+        sw = sl__mallocarray((size_t)OC, sizeof(float));
+        osc = sl__mallocarray((size_t)OC, sizeof(float));
+        if (!sw || !osc) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
+        weight_scales(w, n->wlayout, OC, sw);
+        for (int64_t o = 0; o < OC; o++) { osc[o] = q->sx * sw[o] / (oq ? oq->sx : 1.0f); sw[o] = 1.0f / sw[o]; }
+    }
+    if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, in_q ? sdt : dnnl_f32, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, sdt, dnnl_nhwc)) ||
+        (s = dnnl_memory_desc_init_by_tag(&c->dst_md, 4, dd, oq ? (oq->is_signed ? dnnl_s8 : dnnl_u8) : dnnl_f32,
+                                          dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&wany, G > 1 ? 5 : 4, G > 1 ? wd5 : wd4, cdt, dnnl_format_tag_any)) ||
         (s = wuser_desc(&wuser, n->wlayout, G, OC, IC, KH, KW, wd4, wd5)) ||
         (s = dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x))) {
@@ -136,9 +175,10 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         st = dfail(err, "convolution descriptor", s); goto done;
     }
     if ((s = dnnl_primitive_attr_create(&attr)) || (s = dnnl_post_ops_create(&po))) { st = dfail(err, "attr", s); goto done; }
-    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k]);
+    if (i8 && (s = dnnl_primitive_attr_set_output_scales(attr, OC, 1 << 1, osc))) { st = dfail(err, "int8 output scales", s); goto done; }
+    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k], i8 && oq ? 1.0f / oq->sx : 1.0f);
     if (!s && n->sum_in >= 0) s = dnnl_post_ops_append_sum(po, 1.0f);
-    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k]);
+    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k], 1.0f);
     if (s || (s = dnnl_primitive_attr_set_post_ops(attr, po)) ||
         (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
         st = dfail(err, "post-ops", s); goto done;
@@ -153,10 +193,15 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     c->scr_bytes = (dnnl_memory_desc_get_size(scr) + 63) / 64 * 64;
     *scratch = c->scr_bytes;
     if (bf) {
-        /* bf16 mode: the fp32 activation is converted to bf16 into scratch before the conv. */
+        /* bf16 / int8 mode: the fp32 activation is converted into scratch before the conv. */
         *scratch += dnnl_memory_desc_get_size(&c->src16_md);
         dnnl_primitive_desc_t cpd = NULL;
-        if ((s = dnnl_reorder_primitive_desc_create(&cpd, &c->src_md, g_eng, &c->src16_md, g_eng, NULL)) ||
+        float inv = i8 ? 1.0f / q->sx : 1.0f;
+        if (i8 && ((s = dnnl_primitive_attr_create(&cattr)) ||
+                   (s = dnnl_primitive_attr_set_output_scales(cattr, 1, 0, &inv)))) {
+            st = dfail(err, "int8 input quantization", s); goto done;
+        }
+        if ((s = dnnl_reorder_primitive_desc_create(&cpd, &c->src_md, g_eng, &c->src16_md, g_eng, cattr)) ||
             (s = dnnl_primitive_create(&c->cvt, cpd))) {
             if (cpd) dnnl_primitive_desc_destroy(cpd);
             st = dfail(err, "bf16 conversion", s); goto done;
@@ -167,7 +212,9 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     /* Weights: reorder once into the primitive's layout. */
     if ((s = dnnl_memory_create(&c->wmem, wmd, g_eng, DNNL_MEMORY_ALLOCATE)) ||
         (s = dnnl_memory_create(&wusr, &wuser, g_eng, w->f)) ||
-        (s = dnnl_reorder_primitive_desc_create(&rpd, &wuser, g_eng, wmd, g_eng, NULL)) ||
+        (i8 && ((s = dnnl_primitive_attr_create(&wattr)) ||
+                (s = dnnl_primitive_attr_set_output_scales(wattr, OC, G > 1 ? 3 : 1, sw)))) ||
+        (s = dnnl_reorder_primitive_desc_create(&rpd, &wuser, g_eng, wmd, g_eng, wattr)) ||
         (s = dnnl_primitive_create(&reo, rpd)) ||
         (s = dnnl_stream_create(&stream, g_eng, dnnl_stream_default_flags))) {
         st = dfail(err, "weight reorder", s); goto done;
@@ -181,7 +228,14 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     if ((s = dnnl_memory_get_data_handle(c->bmem, &bp))) { st = dfail(err, "bias", s); goto done; }
     if (b && b->f) memcpy(bp, b->f, (size_t)OC * sizeof(float));
     else memset(bp, 0, (size_t)OC * sizeof(float));
+    /* oneDNN 2.x int8: dst = output_scale * (accumulator + bias), so the bias is given in
+     * accumulator units. */
+    if (i8) for (int64_t o = 0; o < OC; o++) ((float *)bp)[o] /= osc[o] * (oq ? oq->sx : 1.0f);
 done:
+    free(sw);
+    free(osc);
+    if (cattr) dnnl_primitive_attr_destroy(cattr);
+    if (wattr) dnnl_primitive_attr_destroy(wattr);
     if (stream) dnnl_stream_destroy(stream);
     if (reo) dnnl_primitive_destroy(reo);
     if (rpd) dnnl_primitive_desc_destroy(rpd);

@@ -312,6 +312,17 @@ sl_status sl_cnn_info(const sl_cnn *m, char **text, sl_error *err) {
               m->pre.resize, m->pre.crop, (double)m->pre.scale, (double)m->pre.mean[0],
               (double)m->pre.mean[1], (double)m->pre.mean[2], (double)m->pre.std[0],
               (double)m->pre.std[1], (double)m->pre.std[2], m->pre.bgr ? "BGR" : "RGB");
+    char conv[160];
+    sl_error pe;
+    sl_error_clear(&pe);
+    size_t pb = m->batch_fixed && m->in_dims[0] > 0 ? (size_t)m->in_dims[0] : 1;
+    if (sl__plan_conv_summary(m, pb, conv, sizeof conv, &pe)) {
+        free(b.p);
+        if (err) *err = pe;
+        return pe.code;
+    }
+    sb_printf(&b, "convolutions at %s precision: %s\n", m->precision == SL_CNN_PRECISION_INT8 ? "int8"
+              : m->precision == SL_CNN_PRECISION_BF16 ? "bf16" : "fp32", conv);
     if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     *text = b.p;
     return SL_OK;

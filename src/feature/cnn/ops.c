@@ -617,51 +617,69 @@ static sl_status conv_gemm(const sl__node *n, sl__tv *const *in, sl__tv *out, fl
 
 /* ---- pooling ------------------------------------------------------------------------------ */
 
-static void pool_nhwc(const sl__node *n, const sl__tv *x, sl__tv *out) {
-    int64_t N = x->dims[0], C = x->dims[1], H = x->dims[2], W = x->dims[3];
-    int64_t OH = out->dims[2], OW = out->dims[3];
+/* One output row (fixed image b and output row oy) of a max/average pool, channels-last. */
+SL__SIMD static void pool_row(const sl__node *n, const sl__tv *x, sl__tv *out, const int64_t *p, int64_t b,
+                              int64_t oy) {
+    int64_t C = x->dims[1], H = x->dims[2], W = x->dims[3], OH = out->dims[2], OW = out->dims[3];
     int mx = n->op == SL__OP_MAXPOOL;
     int dh = mx ? n->dh : 1, dw = mx ? n->dw : 1;
-    int64_t p[4];
-    sl__conv_pads(n, H, W, n->kh, n->kw, p);
-    for (int64_t b = 0; b < N; b++)
-        for (int64_t oy = 0; oy < OH; oy++)
-            for (int64_t ox = 0; ox < OW; ox++) {
-                float *yr = out->f + ((b * OH + oy) * OW + ox) * C;
-                for (int64_t c = 0; c < C; c++) yr[c] = mx ? -INFINITY : 0.0f;
-                int64_t cnt = 0, cnt_pad = 0;
-                for (int64_t ky = 0; ky < n->kh; ky++) {
-                    int64_t iy = oy * n->sh - p[0] + ky * dh;
-                    for (int64_t kx = 0; kx < n->kw; kx++) {
-                        int64_t ix = ox * n->sw - p[1] + kx * dw;
-                        if (iy < H + p[2] && ix < W + p[3]) cnt_pad++;
-                        if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                        cnt++;
-                        const float *xr = x->f + ((b * H + iy) * W + ix) * C;
-                        if (mx) { for (int64_t c = 0; c < C; c++) if (xr[c] > yr[c]) yr[c] = xr[c]; }
-                        else for (int64_t c = 0; c < C; c++) yr[c] += xr[c];
-                    }
-                }
-                if (!mx) {
-                    float inv = 1.0f / (float)(n->count_include_pad ? cnt_pad : cnt ? cnt : 1);
-                    for (int64_t c = 0; c < C; c++) yr[c] *= inv;
-                }
+    for (int64_t ox = 0; ox < OW; ox++) {
+        float *restrict yr = out->f + ((b * OH + oy) * OW + ox) * C;
+        for (int64_t c = 0; c < C; c++) yr[c] = mx ? -INFINITY : 0.0f;
+        int64_t cnt = 0, cnt_pad = 0;
+        for (int64_t ky = 0; ky < n->kh; ky++) {
+            int64_t iy = oy * n->sh - p[0] + ky * dh;
+            for (int64_t kx = 0; kx < n->kw; kx++) {
+                int64_t ix = ox * n->sw - p[1] + kx * dw;
+                if (iy < H + p[2] && ix < W + p[3]) cnt_pad++;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                cnt++;
+                const float *restrict xr = x->f + ((b * H + iy) * W + ix) * C;
+                if (mx) { for (int64_t c = 0; c < C; c++) yr[c] = xr[c] > yr[c] ? xr[c] : yr[c]; }
+                else for (int64_t c = 0; c < C; c++) yr[c] += xr[c];
             }
+        }
+        if (!mx) {
+            float inv = 1.0f / (float)(n->count_include_pad ? cnt_pad : cnt ? cnt : 1);
+            for (int64_t c = 0; c < C; c++) yr[c] *= inv;
+        }
+    }
 }
 
-static void gap(const sl__tv *x, sl__tv *out) {
+/* Pools in parallel over output rows; each row's arithmetic is independent of the split. */
+static void pool_nhwc(const sl__node *n, const sl__tv *x, sl__tv *out, int threads) {
+    int64_t rows = x->dims[0] * out->dims[2];
+    int64_t p[4];
+    sl__conv_pads(n, x->dims[2], x->dims[3], n->kh, n->kw, p);
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (out->count > 32768)
+    for (int64_t r = 0; r < rows; r++) pool_row(n, x, out, p, r / out->dims[2], r % out->dims[2]);
+}
+
+/* Sums channels [c0, c1) of one channels-last image over its S pixels (in pixel order). */
+SL__SIMD static void gap_block(const float *restrict xb, size_t S, int64_t C, int64_t c0, int64_t c1,
+                               float *restrict y) {
+    for (int64_t c = c0; c < c1; c++) y[c] = 0;
+    for (size_t s = 0; s < S; s++)
+        for (int64_t c = c0; c < c1; c++) y[c] += xb[s * (size_t)C + (size_t)c];
+    for (int64_t c = c0; c < c1; c++) y[c] /= (float)S;
+}
+
+#define SL__GAP_CB 64 /* channels per parallel block of the channels-last global average pool */
+
+static void gap(const sl__tv *x, sl__tv *out, int threads) {
     int64_t N = x->dims[0], C = x->dims[1];
     size_t S = x->count / (size_t)(N * C);
+    (void)threads;
     if (x->nhwc && x->rank == 4) {
-        for (int64_t b = 0; b < N; b++) {
-            float *y = out->f + b * C;
-            const float *xb = x->f + (size_t)b * S * (size_t)C;
-            for (int64_t c = 0; c < C; c++) y[c] = 0;
-            for (size_t s = 0; s < S; s++)
-                for (int64_t c = 0; c < C; c++) y[c] += xb[s * (size_t)C + (size_t)c];
-            for (int64_t c = 0; c < C; c++) y[c] /= (float)S;
+        int64_t nb = (C + SL__GAP_CB - 1) / SL__GAP_CB;
+#pragma omp parallel for schedule(static) num_threads(threads) if (x->count > 65536)
+        for (int64_t q = 0; q < N * nb; q++) {
+            int64_t b = q / nb, c0 = q % nb * SL__GAP_CB, c1 = c0 + SL__GAP_CB < C ? c0 + SL__GAP_CB : C;
+            gap_block(x->f + (size_t)b * S * (size_t)C, S, C, c0, c1, out->f + b * C);
         }
     } else {
+#pragma omp parallel for schedule(static) num_threads(threads) if (x->count > 65536)
         for (size_t k = 0; k < (size_t)(N * C); k++) {
             double acc = 0;
             for (size_t s = 0; s < S; s++) acc += x->f[k * S + s];
@@ -672,7 +690,18 @@ static void gap(const sl__tv *x, sl__tv *out) {
 
 /* ---- element-wise --------------------------------------------------------------------------- */
 
-static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o) {
+/* One innermost row of a float element-wise operator (strides ia, ib: 0 = broadcast). */
+SL__SIMD static void bin_row(sl__op op, const float *pa, int64_t ia, const float *pb, int64_t ib, float *po,
+                             int64_t inner) {
+    switch (op) {
+    case SL__OP_ADD: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] + pb[k * ib]; break;
+    case SL__OP_SUB: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] - pb[k * ib]; break;
+    case SL__OP_MUL: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] * pb[k * ib]; break;
+    default: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] / pb[k * ib]; break;
+    }
+}
+
+static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o, int threads) {
     int r = o->rank;
     int64_t sa[SL__CNN_MAX_RANK], sb[SL__CNN_MAX_RANK], so[SL__CNN_MAX_RANK];
     int64_t ta[SL__CNN_MAX_RANK], tb[SL__CNN_MAX_RANK];
@@ -688,37 +717,42 @@ static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl_
     int order[SL__CNN_MAX_RANK];
     if (o->nhwc && r == 4) { order[0] = 0; order[1] = 2; order[2] = 3; order[3] = 1; }
     else for (int d = 0; d < r; d++) order[d] = d;
-    int64_t idx[SL__CNN_MAX_RANK] = {0};
     size_t total = o->count;
     if (r == 0) total = 1;
     int last = r > 0 ? order[r - 1] : 0;
     int64_t inner = r > 0 ? o->dims[last] : 1;
     int64_t ia = r > 0 ? sa[last] : 0, ib = r > 0 ? sb[last] : 0;
+    int64_t rows = inner ? (int64_t)(total / (size_t)inner) : 0;
+    if (o->dtype == SL__DT_F32) {
+        (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (total > 32768)
+        for (int64_t q = 0; q < rows; q++) {
+            int64_t oa = 0, ob = 0, oo = 0, rem = q;
+            for (int d = r - 2; d >= 0; d--) {
+                int ax = order[d];
+                int64_t i = rem % o->dims[ax];
+                rem /= o->dims[ax];
+                oa += i * sa[ax]; ob += i * sb[ax]; oo += i * so[ax];
+            }
+            bin_row(n->op, a->f + oa, ia, b->f + ob, ib, o->f + oo, inner);
+        }
+        return SL_OK;
+    }
+    int64_t idx[SL__CNN_MAX_RANK] = {0};
     for (size_t done = 0; done < total; done += (size_t)inner) {
         int64_t oa = 0, ob = 0, oo = 0;
         for (int d = 0; d < r; d++) { oa += idx[d] * sa[d]; ob += idx[d] * sb[d]; oo += idx[d] * so[d]; }
-        if (o->dtype == SL__DT_F32) {
-            const float *pa = a->f + oa, *pb = b->f + ob;
-            float *po = o->f + oo;
+        const int64_t *pa = a->i + oa, *pb = b->i + ob;
+        int64_t *po = o->i + oo;
+        for (int64_t k = 0; k < inner; k++) {
+            int64_t xv = pa[k * ia], yv = pb[k * ib];
             switch (n->op) {
-            case SL__OP_ADD: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] + pb[k * ib]; break;
-            case SL__OP_SUB: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] - pb[k * ib]; break;
-            case SL__OP_MUL: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] * pb[k * ib]; break;
-            default: for (int64_t k = 0; k < inner; k++) po[k] = pa[k * ia] / pb[k * ib]; break;
-            }
-        } else {
-            const int64_t *pa = a->i + oa, *pb = b->i + ob;
-            int64_t *po = o->i + oo;
-            for (int64_t k = 0; k < inner; k++) {
-                int64_t x = pa[k * ia], y = pb[k * ib];
-                switch (n->op) {
-                case SL__OP_ADD: po[k] = (int64_t)((uint64_t)x + (uint64_t)y); break;
-                case SL__OP_SUB: po[k] = (int64_t)((uint64_t)x - (uint64_t)y); break;
-                case SL__OP_MUL: po[k] = (int64_t)((uint64_t)x * (uint64_t)y); break;
-                default:
-                    if (y == 0 || (x == INT64_MIN && y == -1)) return SL_E_CORRUPT;
-                    po[k] = x / y;
-                }
+            case SL__OP_ADD: po[k] = (int64_t)((uint64_t)xv + (uint64_t)yv); break;
+            case SL__OP_SUB: po[k] = (int64_t)((uint64_t)xv - (uint64_t)yv); break;
+            case SL__OP_MUL: po[k] = (int64_t)((uint64_t)xv * (uint64_t)yv); break;
+            default:
+                if (yv == 0 || (xv == INT64_MIN && yv == -1)) return SL_E_CORRUPT;
+                po[k] = xv / yv;
             }
         }
         for (int d = r - 2; d >= 0; d--) {
@@ -739,13 +773,19 @@ static void copy_data(const sl__tv *x, sl__tv *o) {
     if (s != d && x->count) memmove(d, s, x->count * es);
 }
 
-static void to_layout(const sl__tv *x, sl__tv *o, int to_nhwc) {
+#define SL__LAYOUT_PIX 1024 /* pixels per parallel block of a layout conversion */
+
+static void to_layout(const sl__tv *x, sl__tv *o, int to_nhwc, int threads) {
     int64_t N = x->dims[0], C = x->dims[1], S = x->dims[2] * x->dims[3];
-    for (int64_t b = 0; b < N; b++) {
+    int64_t nb = (S + SL__LAYOUT_PIX - 1) / SL__LAYOUT_PIX;
+    (void)threads;
+#pragma omp parallel for schedule(static) num_threads(threads) if (x->count > 65536)
+    for (int64_t q = 0; q < N * nb; q++) {
+        int64_t b = q / nb, s0 = q % nb * SL__LAYOUT_PIX, s1 = s0 + SL__LAYOUT_PIX < S ? s0 + SL__LAYOUT_PIX : S;
         const float *xb = x->f + b * C * S;
         float *ob = o->f + b * C * S;
-        if (to_nhwc) { for (int64_t c = 0; c < C; c++) for (int64_t s = 0; s < S; s++) ob[s * C + c] = xb[c * S + s]; }
-        else for (int64_t s = 0; s < S; s++) for (int64_t c = 0; c < C; c++) ob[c * S + s] = xb[s * C + c];
+        if (to_nhwc) { for (int64_t c = 0; c < C; c++) for (int64_t s = s0; s < s1; s++) ob[s * C + c] = xb[c * S + s]; }
+        else for (int64_t s = s0; s < s1; s++) for (int64_t c = 0; c < C; c++) ob[c * S + s] = xb[s * C + c];
     }
 }
 
@@ -912,13 +952,15 @@ static void batchnorm(const sl__node *n, sl__tv *const *in, sl__tv *o) {
         }
 }
 
+#define SL__ACT_CHUNK 32768 /* elements per parallel chunk of a standalone activation */
+
 sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *scratch,
                       int threads, sl_error *err) {
-    (void)threads;
+    if (threads < 1) threads = 1;
     const sl__tv *x = in[0];
     sl__actp a = {SL__ACT_NONE, 0, 0};
     switch (n->op) {
-    case SL__OP_CONV: return conv_gemm(n, in, out, scratch, threads < 1 ? 1 : threads);
+    case SL__OP_CONV: return conv_gemm(n, in, out, scratch, threads);
     case SL__OP_BN: batchnorm(n, in, out); return SL_OK;
     case SL__OP_RELU: a.kind = SL__ACT_RELU; break;
     case SL__OP_SIGMOID: a.kind = SL__ACT_SIGMOID; break;
@@ -931,16 +973,16 @@ sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *s
         if (n->nin > 2 && in[2]) a.b = in[2]->f[0];
         break;
     case SL__OP_ADD: case SL__OP_SUB: case SL__OP_MUL: case SL__OP_DIV:
-        if (binary(n, in[0], in[1], out))
+        if (binary(n, in[0], in[1], out, threads))
             return sl__err_set(err, SL_E_CORRUPT, "integer division by zero");
         return SL_OK;
-    case SL__OP_MAXPOOL: case SL__OP_AVGPOOL: pool_nhwc(n, x, out); return SL_OK;
-    case SL__OP_GAP: gap(x, out); return SL_OK;
+    case SL__OP_MAXPOOL: case SL__OP_AVGPOOL: pool_nhwc(n, x, out, threads); return SL_OK;
+    case SL__OP_GAP: gap(x, out, threads); return SL_OK;
     case SL__OP_FLATTEN: case SL__OP_RESHAPE: case SL__OP_SQUEEZE: case SL__OP_UNSQUEEZE:
     case SL__OP_IDENTITY:
         copy_data(x, out); return SL_OK;
-    case SL__OP_TO_NHWC: to_layout(x, out, 1); return SL_OK;
-    case SL__OP_TO_PLAIN: to_layout(x, out, 0); return SL_OK;
+    case SL__OP_TO_NHWC: to_layout(x, out, 1, threads); return SL_OK;
+    case SL__OP_TO_PLAIN: to_layout(x, out, 0, threads); return SL_OK;
     case SL__OP_GEMM: gemm(n, in, out); return SL_OK;
     case SL__OP_MATMUL: matmul(n, in[0], in[1], out); return SL_OK;
     case SL__OP_CONCAT: concat(n, in, out); return SL_OK;
@@ -960,6 +1002,11 @@ sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *s
         return sl__err_set(err, SL_E_INTERNAL, "no kernel for %s", sl__op_name(n->op));
     }
     if (out->f != x->f) memcpy(out->f, x->f, x->count * sizeof(float));
-    sl__act_apply(out->f, out->count, &a, 1);
+    size_t chunks = (out->count + SL__ACT_CHUNK - 1) / SL__ACT_CHUNK;
+#pragma omp parallel for schedule(static) num_threads(threads) if (chunks > 1)
+    for (size_t q = 0; q < chunks; q++) {
+        size_t k0 = q * SL__ACT_CHUNK;
+        sl__act_apply(out->f + k0, out->count - k0 < SL__ACT_CHUNK ? out->count - k0 : SL__ACT_CHUNK, &a, 1);
+    }
     return SL_OK;
 }

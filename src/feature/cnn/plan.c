@@ -6,6 +6,14 @@
  * arena planned from tensor lifetimes (greedy by size, best offset; in-place for element-wise
  * operators and for the residual sum fused into a oneDNN convolution).
  *
+ * In int8 mode (oneDNN backend) a plan is preceded by calibration: the fp32 plan for the same
+ * batch runs fixed synthetic images and records every tensor's range, from which each
+ * convolution's input quantization is taken (dnnl.c); both plans come from the same
+ * build_steps, so their value numbering is identical (checked).
+ *
+ * Plans are built with the model's thread count set as the OpenMP thread count (oneDNN fixes
+ * a primitive's team at creation); a forward pass sets it too and restores the caller's.
+ *
  * Execution contexts (arena + scratch + oneDNN stream and memory objects bound to the arena)
  * are pooled per plan: a forward pass takes a free context, so concurrent callers never share
  * memory and steady-state inference allocates nothing.
@@ -14,8 +22,10 @@
  * values produced by earlier steps or constants; plans are immutable once published (only the
  * context pool, guarded by the model lock, changes).
  */
+#include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +41,7 @@ typedef struct step {
     size_t scratch;
     sl__dconv *dconv;    /* oneDNN convolution or NULL (reference kernel) */
     int copy_sum;        /* copy the sum operand into the output before a oneDNN conv */
+    int prec;            /* oneDNN conv: the precision it was created with (SL_CNN_PRECISION_*) */
 } step;
 
 typedef struct ctx {
@@ -54,14 +65,11 @@ struct sl__plan {
     ctx **ctxs; size_t nctx;
 };
 
+static void ctx_free(ctx *c);
+
 static void plan_free(sl__plan *p) {
     if (!p) return;
-    for (size_t k = 0; k < p->nctx; k++) {
-        sl__dctx_free(p->ctxs[k]->dctx);
-        free(p->ctxs[k]->arena);
-        free(p->ctxs[k]->scratch);
-        free(p->ctxs[k]);
-    }
+    for (size_t k = 0; k < p->nctx; k++) ctx_free(p->ctxs[k]);
     free(p->ctxs);
     for (size_t k = 0; k < p->nsteps; k++) sl__dconv_free(p->steps[k].dconv);
     for (size_t v = 0; v < p->nv; v++)
@@ -126,7 +134,8 @@ static void tv_of(const sl__plan *p, int v, sl__tv *t, char *arena) {
     t->nhwc = p->nhwc[v] && x->rank == 4;
     if (x->is_const) { t->f = x->f; t->i = x->i; return; }
     char *base = arena ? arena + p->off[p->root[v]] : NULL;
-    if (x->dtype == SL__DT_F32) t->f = (float *)(void *)base; else t->i = (int64_t *)(void *)base;
+    if (x->dtype == SL__DT_F32 || x->dtype == SL__DT_Q8) t->f = (float *)(void *)base;
+    else t->i = (int64_t *)(void *)base;
 }
 
 /* Inserts a layout conversion of value v; returns the new value or -1. */
@@ -326,7 +335,7 @@ static int is_inplace_op(sl__op op) {
 }
 
 static size_t vbytes(const sl__value *v) {
-    size_t es = v->dtype == SL__DT_I64 ? 8 : 4, b;
+    size_t es = v->dtype == SL__DT_I64 ? 8 : v->dtype == SL__DT_Q8 ? 1 : 4, b;
     if (sl__mul_size(v->count ? v->count : 1, es, &b)) return SIZE_MAX;
     return (b + ALIGN - 1) / ALIGN * ALIGN;
 }
@@ -405,12 +414,68 @@ static sl_status plan_memory(sl__plan *p, int use_dnnl_alias, sl_error *err) {
     return SL_OK;
 }
 
-static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+/* Value v is the graph input or its layout conversion. */
+static int reads_input(const sl__plan *p, int v) {
+    if (v == p->in_val) return 1;
+    for (size_t k = 0; k < p->nsteps; k++)
+        if (p->steps[k].node.out == v)
+            return (p->steps[k].node.op == SL__OP_TO_NHWC || p->steps[k].node.op == SL__OP_TO_PLAIN) &&
+                   p->steps[k].node.in[0] == p->in_val;
+    return 0;
+}
+
+/* Builds the plan for `batch` at precision prec. lo/hi (int8 only): per plan value, the range
+ * calibration observed; each Conv's input quantization comes from it (calibrate()). */
+/* int8 quantization of value v from its calibrated range. */
+static sl__dq dq_of(const sl__plan *p, const float *lo, const float *hi, int v) {
+    sl__dq q;
+    float a = -lo[v] > hi[v] ? -lo[v] : hi[v];
+    /* the graph input is quantized signed whatever calibration saw (its sign is the caller's
+     * normalization, not the network's) */
+    q.is_signed = lo[v] < 0 || reads_input(p, v);
+    q.sx = a > 0 ? a / (q.is_signed ? 127.0f : 255.0f) : 1.0f;
+    return q;
+}
+
+/* int8 chains: marks the values that are stored quantized - produced by a Conv without a fused
+ * sum and with only Relu/Clip fused, read only as the input of Convs, not the plan output.
+ * Returns a calloc'ed flag per value, or NULL on out of memory. */
+static char *chain_values(const sl__plan *p) {
+    char *q = calloc(p->nv ? p->nv : 1, 1);
+    int *uses = calloc(p->nv ? p->nv : 1, sizeof(int));
+    if (!q || !uses) { free(q); free(uses); return NULL; }
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const sl__node *n = &p->steps[k].node;
+        if (n->op != SL__OP_CONV || n->sum_in >= 0 || n->out == p->out_val) continue;
+        int ok = 1;
+        for (int a = 0; a < n->npre; a++) ok &= n->pre[a].kind == SL__ACT_RELU || n->pre[a].kind == SL__ACT_CLIP;
+        q[n->out] = (char)ok;
+    }
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const sl__node *n = &p->steps[k].node;
+        for (int j = 0; j < n->nin; j++) {
+            int v = n->in[j];
+            if (v < 0) continue;
+            uses[v]++;
+            if (!(n->op == SL__OP_CONV && j == 0)) q[v] = 0;
+        }
+        if (n->sum_in >= 0) q[n->sum_in] = 0;
+    }
+    for (size_t v = 0; v < p->nv; v++) if (!uses[v]) q[v] = 0;
+    free(uses);
+    return q;
+}
+
+static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float *lo, const float *hi,
+                            int chain, sl__plan **out, sl_error *err) {
     *out = NULL;
     sl__plan *p = calloc(1, sizeof *p);
     if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     p->batch = batch;
     sl_status st = build_steps(m, p, 0, err);
+    char *qv = NULL;
+    if (!st && prec == SL_CNN_PRECISION_INT8 && lo && chain && !(qv = chain_values(p)))
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     /* oneDNN convolutions. */
     for (size_t k = 0; !st && k < p->nsteps; k++) {
         step *s = &p->steps[k];
@@ -418,22 +483,155 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, sl__plan **out, sl_er
         for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tin[j], NULL); pin[j] = &tin[j]; }
         if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tin[SL__SUM_SLOT], NULL); pin[SL__SUM_SLOT] = &tin[SL__SUM_SLOT]; }
         tv_of(p, s->node.out, &tout, NULL);
+        sl__dq q, oq, *qp = NULL, *oqp = NULL;
+        int in_q = 0;
+        if (prec != SL_CNN_PRECISION_INT8 || lo) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
+        if (prec == SL_CNN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
+            q = dq_of(p, lo, hi, s->node.in[0]);
+            qp = &q;
+            in_q = qv && qv[s->node.in[0]];
+            if (qv && qv[s->node.out]) { oq = dq_of(p, lo, hi, s->node.out); oqp = &oq; }
+        }
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
         s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
         if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
-            (m->backend == SL_CNN_BACKEND_AUTO || m->precision == SL_CNN_PRECISION_BF16)) {
+            (m->backend == SL_CNN_BACKEND_AUTO || prec == SL_CNN_PRECISION_BF16)) {
             size_t scr = 0;
-            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, m->precision, &s->dconv, &scr, err);
+            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, in_q, oqp, &s->dconv, &scr, err);
+            s->prec = qp || prec == SL_CNN_PRECISION_BF16 ? prec : SL_CNN_PRECISION_FP32;
+            if (st && (in_q || oqp)) { sl__err_prefix(err, "node '%s' (Conv, int8 chain)", s->node.name); break; }
+            if (!st && oqp) p->sv[s->node.out].dtype = SL__DT_Q8;
+            if (st && qp) { /* no int8 implementation for this convolution: fp32 */
+                sl_error_clear(err);
+                s->prec = SL_CNN_PRECISION_FP32;
+                st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL, 0,
+                                      NULL, &s->dconv, &scr, err);
+            }
             if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
             s->scratch = scr;
             s->copy_sum = s->node.sum_in >= 0;
         }
         if (s->scratch > p->scratch_bytes) p->scratch_bytes = s->scratch;
     }
+    free(qv);
     if (!st) st = plan_memory(p, 1, err);
     if (st) { plan_free(p); return st; }
     *out = p;
     return SL_OK;
+}
+
+static sl_status ctx_new(const sl__plan *p, ctx **out, sl_error *err);
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, sl_error *err);
+
+/* int8 calibration images: deterministic synthetic "product photos" (a two-colour gradient
+ * background, SL__CALIB_RECTS flat rectangles and SL__CALIB_DISKS disks of random colours, mild
+ * noise), normalized with the model's mean/std; an input that is not 3-channel gets standard
+ * normal values. Image k depends only on k, so the scales - and the int8 results - are the same
+ * on every run and machine. */
+#define SL__CALIB_IMAGES 8
+#define SL__CALIB_SEED 0x5eedca1bULL
+#define SL__CALIB_RECTS 4
+#define SL__CALIB_DISKS 3
+
+static void calib_image(const sl_cnn *m, int k, int64_t C, int64_t H, int64_t W, float *x) {
+    sl__rng r;
+    sl__rng_seed(&r, SL__CALIB_SEED + (uint64_t)k);
+    float c0[3], c1[3];
+    for (int c = 0; c < 3; c++) { c0[c] = (float)sl__rng_uniform(&r); c1[c] = (float)sl__rng_uniform(&r); }
+    double ang = 6.283185307179586 * sl__rng_uniform(&r), dx = cos(ang), dy = sin(ang);
+    for (int64_t c = 0; c < C; c++)
+        for (int64_t y = 0; y < H; y++)
+            for (int64_t xx = 0; xx < W; xx++) {
+                double t = 0.5 + 0.5 * (dx * ((double)xx / (double)W - 0.5) + dy * ((double)y / (double)H - 0.5));
+                x[(c * H + y) * W + xx] = (float)(c0[c % 3] + (c1[c % 3] - c0[c % 3]) * t);
+            }
+    for (int sh = 0; sh < SL__CALIB_RECTS + SL__CALIB_DISKS; sh++) {
+        float col[3];
+        for (int c = 0; c < 3; c++) col[c] = (float)sl__rng_uniform(&r);
+        int64_t cx = (int64_t)sl__rng_below(&r, (uint64_t)W), cy = (int64_t)sl__rng_below(&r, (uint64_t)H);
+        int64_t rx = 1 + (int64_t)sl__rng_below(&r, (uint64_t)(W / 3 + 1)), ry = 1 + (int64_t)sl__rng_below(&r, (uint64_t)(H / 3 + 1));
+        for (int64_t y = cy - ry < 0 ? 0 : cy - ry; y < H && y <= cy + ry; y++)
+            for (int64_t xx = cx - rx < 0 ? 0 : cx - rx; xx < W && xx <= cx + rx; xx++) {
+                double u = (double)(xx - cx) / (double)rx, v = (double)(y - cy) / (double)ry;
+                if (sh >= SL__CALIB_RECTS && u * u + v * v > 1.0) continue;
+                for (int64_t c = 0; c < C; c++) x[(c * H + y) * W + xx] = col[c % 3];
+            }
+    }
+    if (C != 3) { /* not an RGB image: standard normal values */
+        for (int64_t i = 0; i < C * H * W; i++) x[i] = (float)sl__rng_normal(&r);
+        return;
+    }
+    for (int64_t c = 0; c < C; c++) {
+        float mean = m->pre.mean[c], sd = m->pre.std[c] > 0 ? m->pre.std[c] : 1.0f;
+        for (int64_t i = 0; i < H * W; i++) {
+            float v = x[c * H * W + i] + 0.02f * (float)sl__rng_normal(&r);
+            v = v < 0 ? 0 : v > 1 ? 1 : v;
+            x[c * H * W + i] = (v - mean) / sd;
+        }
+    }
+}
+
+/* Runs the fp32 plan for `batch` over the calibration images and returns the range (min, max)
+ * of every plan value (*lo, *hi: nv floats each, malloc'ed; values never produced stay 0). */
+static sl_status calibrate(const sl_cnn *m, size_t batch, int threads, float **lo, float **hi, size_t *nv,
+                           sl_error *err) {
+    *lo = *hi = NULL;
+    sl__plan *p = NULL;
+    ctx *c = NULL;
+    sl_status st = plan_build(m, batch, SL_CNN_PRECISION_FP32, NULL, NULL, 0, &p, err);
+    if (st) return st;
+    if ((st = ctx_new(p, &c, err))) { plan_free(p); return st; }
+    float *l = sl__mallocarray(p->nv, sizeof(float)), *h = sl__mallocarray(p->nv, sizeof(float));
+    if (!l || !h) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
+    for (size_t v = 0; v < p->nv; v++) { l[v] = INFINITY; h[v] = -INFINITY; }
+    sl__tv tin;
+    tv_of(p, p->in_val, &tin, c->arena);
+    const sl__value *iv = &p->sv[p->in_val];
+    int64_t C = iv->dims[1], H = iv->dims[2], W = iv->dims[3];
+    size_t per = tin.count / batch;
+    if (iv->rank != 4) { st = sl__err_set(err, SL_E_UNSUPPORTED, "int8 calibration needs an image (rank-4) input"); goto done; }
+    for (size_t img = 0; !st && img < (batch > SL__CALIB_IMAGES ? batch : SL__CALIB_IMAGES); img += batch) {
+        for (size_t b = 0; b < batch; b++) calib_image(m, (int)((img + b) % SL__CALIB_IMAGES), C, H, W, tin.f + b * per);
+        for (size_t k = 0; k < tin.count; k++) {
+            if (tin.f[k] < l[p->in_val]) l[p->in_val] = tin.f[k];
+            if (tin.f[k] > h[p->in_val]) h[p->in_val] = tin.f[k];
+        }
+        st = run_steps(p, c, threads, l, h, err);
+    }
+    for (size_t v = 0; v < p->nv; v++) if (!(l[v] <= h[v])) l[v] = h[v] = 0;
+done:
+    if (st) { free(l); free(h); }
+    else { *lo = l; *hi = h; *nv = p->nv; }
+    ctx_free(c);
+    plan_free(p);
+    return st;
+}
+
+/* The plan for `batch` at the model's precision (int8: calibrated first). */
+static sl_status plan_make(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+    if (m->precision != SL_CNN_PRECISION_INT8 || m->backend != SL_CNN_BACKEND_AUTO || !sl__dnnl_available())
+        return plan_build(m, batch, m->precision, NULL, NULL, 0, out, err);
+    float *lo = NULL, *hi = NULL;
+    size_t nv = 0;
+    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
+    sl_status st = calibrate(m, batch, threads, &lo, &hi, &nv, err);
+    if (!st) {
+        /* int8 chains first; if oneDNN lacks a kernel one of them needs, without chains */
+        st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, 1, out, err);
+        if (st && st != SL_E_NOMEM) {
+            sl_error_clear(err);
+            st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, 0, out, err);
+        }
+    }
+    if (!st && (*out)->nv != nv) {
+        plan_free(*out);
+        *out = NULL;
+        st = sl__err_set(err, SL_E_INTERNAL, "int8 calibration plan differs from the inference plan");
+    }
+    free(lo);
+    free(hi);
+    if (st) sl__err_prefix(err, "int8 calibration");
+    return st;
 }
 
 static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
@@ -442,7 +640,13 @@ static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_erro
     for (size_t k = 0; k < m->nplans; k++)
         if (m->plans[k]->batch == batch) { *out = m->plans[k]; pthread_mutex_unlock(mu); return SL_OK; }
     sl__plan *p = NULL;
-    sl_status st = plan_build(m, batch, &p, err);
+    /* oneDNN fixes a primitive's thread count (its work split and the size of the OpenMP team
+     * it runs on) at creation, from the creating thread's OpenMP ICV: set it to the model's
+     * count here, for every path that builds a plan (forward, output-shape queries). */
+    int old = omp_get_max_threads();
+    if (m->threads > 0) omp_set_num_threads(m->threads);
+    sl_status st = plan_make(m, batch, &p, err);
+    if (m->threads > 0) omp_set_num_threads(old);
     if (!st) {
         sl__plan **a = sl__reallocarray(m->plans, m->nplans + 1, sizeof *a);
         if (!a) { plan_free(p); st = sl__err_set(err, SL_E_NOMEM, "out of memory"); }
@@ -484,6 +688,14 @@ nomem:
     return sl__err_set(err, SL_E_NOMEM, "out of memory for the inference arena (%zu bytes)", p->arena_bytes);
 }
 
+static void ctx_free(ctx *c) {
+    if (!c) return;
+    sl__dctx_free(c->dctx);
+    free(c->arena);
+    free(c->scratch);
+    free(c);
+}
+
 static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err) {
     pthread_mutex_t *mu = m->lock;
     pthread_mutex_lock(mu);
@@ -493,7 +705,7 @@ static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err)
     sl_status st = ctx_new(p, &c, err);
     if (!st) {
         ctx **a = sl__reallocarray(p->ctxs, p->nctx + 1, sizeof *a);
-        if (!a) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); sl__dctx_free(c->dctx); free(c->arena); free(c->scratch); free(c); }
+        if (!a) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); ctx_free(c); }
         else { p->ctxs = a; p->ctxs[p->nctx++] = c; c->busy = 1; *out = c; }
     }
     pthread_mutex_unlock(mu);
@@ -507,19 +719,10 @@ static void ctx_put(const sl_cnn *m, ctx *c) {
     pthread_mutex_unlock(mu);
 }
 
-sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
-                          sl_error *err) {
-    sl__plan *p = NULL;
-    /* Before the plan: oneDNN sizes its primitives' work split by the thread count at creation. */
-    if (m->threads > 0) omp_set_num_threads(m->threads);
-    sl_status st = get_plan(m, batch, &p, err);
-    if (st) return st;
-    ctx *c = NULL;
-    if ((st = ctx_get(m, p, &c, err))) return st;
-    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
-    sl__tv tin;
-    tv_of(p, p->in_val, &tin, c->arena);
-    memcpy(tin.f, in, tin.count * sizeof(float));
+/* Executes the plan's steps on context c (input already in the arena). lo/hi (calibration):
+ * widened to the range of every float value a step produces. */
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, sl_error *err) {
+    sl_status st = SL_OK;
     for (size_t k = 0; k < p->nsteps && !st; k++) {
         step *s = &p->steps[k];
         sl__tv tv[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
@@ -533,12 +736,38 @@ sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float 
             st = sl__op_exec(&s->node, pin, &tout, c->scratch, threads, err);
         }
         if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
+        if (!st && lo && tout.dtype == SL__DT_F32 && tout.f) {
+            int v = s->node.out;
+            for (size_t i = 0; i < tout.count; i++) {
+                if (tout.f[i] < lo[v]) lo[v] = tout.f[i];
+                if (tout.f[i] > hi[v]) hi[v] = tout.f[i];
+            }
+        }
     }
+    return st;
+}
+
+sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
+                          sl_error *err) {
+    sl__plan *p = NULL;
+    sl_status st = get_plan(m, batch, &p, err);
+    if (st) return st;
+    ctx *c = NULL;
+    if ((st = ctx_get(m, p, &c, err))) return st;
+    /* The caller's OpenMP thread count is restored on return (it is per calling thread). */
+    int old_threads = omp_get_max_threads();
+    int threads = m->threads > 0 ? m->threads : old_threads;
+    omp_set_num_threads(threads);
+    sl__tv tin;
+    tv_of(p, p->in_val, &tin, c->arena);
+    memcpy(tin.f, in, tin.count * sizeof(float));
+    st = run_steps(p, c, threads, NULL, NULL, err);
     if (!st) {
         sl__tv to;
         tv_of(p, p->out_val, &to, c->arena);
         memcpy(out, to.f, to.count * sizeof(float));
     }
+    omp_set_num_threads(old_threads);
     ctx_put(m, c);
     return st;
 }
@@ -548,4 +777,22 @@ int sl__plan_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8], sl_err
     if (get_plan(m, batch, &p, err)) return -1;
     memcpy(dims, p->sv[p->out_val].dims, sizeof(int64_t) * 8);
     return p->sv[p->out_val].rank;
+}
+
+int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl_error *err) {
+    sl__plan *p = NULL;
+    if (get_plan(m, batch, &p, err)) return -1;
+    int cnt[3] = {0, 0, 0}, own = 0;
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const step *s = &p->steps[k];
+        if (s->node.op != SL__OP_CONV) continue;
+        if (!s->dconv) own++;
+        else cnt[s->prec]++;
+    }
+    int chained = 0;
+    for (size_t v = 0; v < p->nv; v++) chained += p->sv[v].dtype == SL__DT_Q8;
+    snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels; %d tensors kept in int8 between "
+             "convolutions", cnt[SL_CNN_PRECISION_FP32], cnt[SL_CNN_PRECISION_BF16], cnt[SL_CNN_PRECISION_INT8],
+             own, chained);
+    return 0;
 }
