@@ -116,7 +116,15 @@ static int cmd_run(int argc, char **argv) {
     const int k = 10;
     long r0 = rss_kb();
     double secs, cpu;
-    sl_index *idx = build(&b, SL_INDEX_HNSW, M, efc, T, storage, &secs, &cpu);
+    /* BENCH_INDEX_CACHE=FILE (profiling): load the index from FILE if it exists, else build and
+     * save it there; BENCH_INDEX_REPEAT=R runs the ef sweep R times (the last one is printed). */
+    const char *cache = getenv("BENCH_INDEX_CACHE");
+    int repeat = getenv("BENCH_INDEX_REPEAT") ? atoi(getenv("BENCH_INDEX_REPEAT")) : 1;
+    sl_index *idx = NULL;
+    secs = cpu = 0;
+    if (cache && sl_index_load(&idx, cache, NULL, NULL) != SL_OK) idx = NULL;
+    if (!idx) idx = build(&b, SL_INDEX_HNSW, M, efc, T, storage, &secs, &cpu);
+    if (cache && secs > 0 && sl_index_save(idx, cache) != SL_OK) fprintf(stderr, "bench_index: save: %s\n", sl_index_errmsg(idx));
     long mem = rss_kb() - r0;
     sl_index_stats st;
     sl_index_get_stats(idx, &st);
@@ -131,7 +139,10 @@ static int cmd_run(int argc, char **argv) {
         while (*s && *s != ',') s++;
         if (*s) s++;
         sl_index_search_params sp = { ef, 0, 1 };
-        double rec = 0, t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
+        double rec = 0, t0 = 0;
+        for (int rep = 0; rep < (repeat > 0 ? repeat : 1); rep++) {
+        rec = 0;
+        t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
         for (int i = 0; i < q.n; i++) {
             sl_index_search(idx, q.v + (size_t)i * (size_t)q.d, (size_t)k, NULL, &sp, r, &nr);
             int hit = 0;
@@ -139,6 +150,7 @@ static int cmd_run(int argc, char **argv) {
                 for (size_t c = 0; c < nr; c++)
                     if ((int)r[c].id == gt[(size_t)i * (size_t)gm.d + (size_t)a]) { hit++; break; }
             rec += hit / (double)k;
+        }
         }
         double dt = cpu_s(CLOCK_THREAD_CPUTIME_ID) - t0;
         printf("%s{\"ef\":%d,\"recall\":%.4f,\"qps\":%.1f}", first ? "" : ",", ef, rec / q.n, q.n / dt);
