@@ -4,7 +4,9 @@
  *
  *   bench_index gt BASE QUERY K OUT         exact ground truth (inner product, flat index, 2 threads)
  *   bench_index run BASE QUERY GT M EFC THREADS EFS [FLAT] [STORAGE]
- *                                           build HNSW (cosine), sweep ef, print one JSON object
+ *                                           build HNSW (cosine; add_batch then sl_index_compact,
+ *                                           which orders the slots for locality), sweep ef (EFS
+ *                                           may be empty: build only), print one JSON object
  *   bench_index synth N D NC SEED OUT       clustered Gaussian data (for runs without images)
  *
  * Files: ".fbin" = int32 n, int32 d, n*d float32; ".ibin" = int32 n, int32 k, n*k int32 (row
@@ -76,6 +78,11 @@ static sl_index *build(const mat *b, sl_index_kind kind, int M, int efc, int thr
         fprintf(stderr, "bench_index: add: %s\n", sl_index_errmsg(idx));
         exit(1);
     }
+    /* compaction renumbers the slots in graph (BFS) order for locality: part of the build */
+    if (kind == SL_INDEX_HNSW && sl_index_compact(idx) != SL_OK) {
+        fprintf(stderr, "bench_index: compact: %s\n", sl_index_errmsg(idx));
+        exit(1);
+    }
     *secs = sl__now() - t0;
     *cpu = cpu_s(CLOCK_PROCESS_CPUTIME_ID) - c0;
     free(ids);
@@ -141,16 +148,16 @@ static int cmd_run(int argc, char **argv) {
         sl_index_search_params sp = { ef, 0, 1 };
         double rec = 0, t0 = 0;
         for (int rep = 0; rep < (repeat > 0 ? repeat : 1); rep++) {
-        rec = 0;
-        t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
-        for (int i = 0; i < q.n; i++) {
-            sl_index_search(idx, q.v + (size_t)i * (size_t)q.d, (size_t)k, NULL, &sp, r, &nr);
-            int hit = 0;
-            for (int a = 0; a < k; a++)
-                for (size_t c = 0; c < nr; c++)
-                    if ((int)r[c].id == gt[(size_t)i * (size_t)gm.d + (size_t)a]) { hit++; break; }
-            rec += hit / (double)k;
-        }
+            rec = 0;
+            t0 = cpu_s(CLOCK_THREAD_CPUTIME_ID);
+            for (int i = 0; i < q.n; i++) {
+                sl_index_search(idx, q.v + (size_t)i * (size_t)q.d, (size_t)k, NULL, &sp, r, &nr);
+                int hit = 0;
+                for (int a = 0; a < k; a++)
+                    for (size_t c = 0; c < nr; c++)
+                        if ((int)r[c].id == gt[(size_t)i * (size_t)gm.d + (size_t)a]) { hit++; break; }
+                rec += hit / (double)k;
+            }
         }
         double dt = cpu_s(CLOCK_THREAD_CPUTIME_ID) - t0;
         printf("%s{\"ef\":%d,\"recall\":%.4f,\"qps\":%.1f}", first ? "" : ",", ef, rec / q.n, q.n / dt);

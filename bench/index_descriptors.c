@@ -46,7 +46,7 @@ typedef struct img {
 } img;
 
 static img *imgs;
-static size_t nimgs, capimgs;
+static size_t nimgs, capimgs, root_len;
 static int upsample;
 
 static uint64_t hash_str(const char *s) {  /* FNV-1a then a splitmix finaliser */
@@ -79,7 +79,8 @@ static void walk(const char *dir) {
             imgs = realloc(imgs, capimgs * sizeof *imgs);
             if (!imgs) exit(1);
         }
-        imgs[nimgs++] = (img){ .path = p, .key = hash_str(p) };
+        /* the order depends on the path below DATA only, not on how DATA was spelled */
+        imgs[nimgs++] = (img){ .path = p, .key = hash_str(p + root_len) };
     }
     closedir(d);
 }
@@ -87,7 +88,7 @@ static void walk(const char *dir) {
 static int img_cmp(const void *a, const void *b) {
     const img *x = a, *y = b;
     if (x->key != y->key) return x->key < y->key ? -1 : 1;
-    return strcmp(x->path, y->path);
+    return strcmp(x->path + root_len, y->path + root_len);
 }
 
 static void extract(img *im) {
@@ -177,6 +178,7 @@ int main(int argc, char **argv) {
     const char *lp = argv[4], *gp = argc == 10 ? argv[7] : NULL;
     size_t nl = strtoull(argv[5], NULL, 10), nql = strtoull(argv[6], NULL, 10);
     size_t ng = gp ? strtoull(argv[8], NULL, 10) : 0, nqg = gp ? strtoull(argv[9], NULL, 10) : 0;
+    root_len = strlen(argv[1]);
     walk(argv[1]);
     if (!nimgs) { fprintf(stderr, "index_descriptors: no images under %s\n", argv[1]); return 1; }
     qsort(imgs, nimgs, sizeof *imgs, img_cmp);
