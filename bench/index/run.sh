@@ -183,9 +183,9 @@ for name in $sets; do
     done
   done
 done
-[ $report_only = 1 ] || log "benchmark runs took $(( $(date +%s) - t_start )) s"
+[ $report_only = 1 ] || { log "benchmark runs took $(( $(date +%s) - t_start )) s"; uptime > "$work/uptime.txt"; }
 
-/usr/bin/python3 - "$results" "$json" "$repo/bench/results/index.md" "$quick" "$(nproc)" "$(uptime)" "$EFC" <<'EOF'
+/usr/bin/python3 - "$results" "$json" "$repo/bench/results/index.md" "$quick" "$(nproc)" "$(cat "$work/uptime.txt" 2>/dev/null || uptime)" "$EFC" <<'EOF'
 import json, math, sys, datetime
 path, as_json, md, quick, ncpu, up = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4] == "1", sys.argv[5], sys.argv[6]
 efc = int(sys.argv[7])
