@@ -53,10 +53,9 @@
 #define SL__LAYER_PREFETCH_NEXT(x) SL__A5_PREFETCH_REST((size_t)idx->dim, x)
 #include "index/hnsw_layer.h"
 
-sl__layer_fn sl__layer_f32_avx512(const sl__dist_kernels *K, int dim) {
-    if (!K || K->level != 3) return NULL;  /* level 3 tables exist only on AVX-512 CPUs */
+sl__layer_fn sl__layer_f32_avx512(int dim) {
     return dim == 128 ? layer_d128 : dim == 512 ? layer_d512 : layer_dn;
 }
 #else
-sl__layer_fn sl__layer_f32_avx512(const sl__dist_kernels *K, int dim) { (void)K; (void)dim; return NULL; }
+sl__layer_fn sl__layer_f32_avx512(int dim) { (void)dim; return NULL; }
 #endif

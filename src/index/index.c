@@ -196,7 +196,7 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
     idx->seed = p.seed;
     idx->level_mult = 1.0 / log((double)p.M);
     idx->K = sl__dist_best();
-    idx->layer_f32 = sl__layer_f32_avx512(idx->K, dim);
+    idx->layer_f32 = idx->K->level == 3 ? sl__layer_f32_avx512(dim) : NULL;
     if (p.storage == SL_INDEX_F16) idx->code_size = (size_t)dim * 2;
     else if (p.storage == SL_INDEX_INT8) idx->code_size = 16 + (((size_t)dim + 7) & ~(size_t)7);
     atomic_init(&idx->ep, SL__EP_EMPTY);
@@ -825,6 +825,8 @@ static sl_status sl__search_locked(sl_index *idx, sl__scratch *sc, const float *
     sl__pair *a = sc->res.a;
     if (q.use_codes)
         for (size_t i = 0; i < m; i++) a[i].d = sl__dist_vec(idx, q.q, a[i].s);
+    else
+        for (; sc->res.n > k; m--) sl__maxheap_pop(&sc->res);  /* still a max-heap: drop the worst */
     sl__pair_sort(a, m);
     if (m > k) m = k;
     for (size_t i = 0; i < m; i++) {

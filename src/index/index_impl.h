@@ -221,8 +221,10 @@ int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const fl
 uint32_t sl__greedy(const sl_index *idx, const sl__query *q, const float *v, uint32_t cur,
                     int from_level, int to_level);
 /* The float32 layer search with inlined AVX-512 kernels for dimension dim
- * (hnsw_search_avx512.c), or NULL when the kernel table K in use is not an AVX-512 one. */
-sl__layer_fn sl__layer_f32_avx512(const sl__dist_kernels *K, int dim);
+ * (hnsw_search_avx512.c), or NULL when the library was built without AVX-512 support. Call it
+ * only when the kernel table in use is an AVX-512 one (level 3: the CPU has it and
+ * SL_INDEX_SIMD does not cap it); the function itself is compiled with -mavx512f. */
+sl__layer_fn sl__layer_f32_avx512(int dim);
 /* Graph search into s->res (max-heap of at most ef). */
 int sl__hnsw_search(sl_index *idx, sl__scratch *s, const sl__query *q, size_t ef,
                     const sl__filt *filt);
