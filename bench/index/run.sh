@@ -304,7 +304,7 @@ for ds in sorted({k[0] for k in summary}):
     L.append("\nSweep (ef: recall@10 / QPS):\n")
     for label in ("shoplens", "shoplens_int8", "hnswlib", "faiss"):
         e = summary.get((ds, label))
-        if e:
+        if e and e["points"]:
             L.append("- %s: " % label + ", ".join("%d: %.3f / %.0f" % (p["ef"], p["recall"], p["qps"]) for p in e["points"]))
     L.append("")
 import os
