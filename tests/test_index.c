@@ -19,6 +19,7 @@
 
 #include "shoplens/index.h"
 #include "index/distance.h"
+#include "index/index_impl.h"
 #include "util/util.h"
 
 static int sanitized(void) { return getenv("SL_SANITIZED") != NULL; }
@@ -788,6 +789,135 @@ static void test_concurrent_readers_writer(void **state) {
     free(buf); free(ids);
 }
 
+
+/* ---- the inlined float32 layer search, slot reordering, pair sort ---------------------- */
+
+/* Builds an HNSW index (1 thread) and runs nq searches; with portable != 0 the index uses the
+ * portable layer search (kernels through the table) for its build and its searches. */
+static void layer_run(int d, sl_index_metric metric, int portable, const float *x, size_t n,
+                      const float *q, size_t nq, sl_index_result *out, int *inlined) {
+    sl_index_params p = { 0 };
+    p.threads = 1;
+    p.ef_construction = 64;
+    sl_index *idx;
+    assert_int_equal(sl_index_new(&idx, d, metric, SL_INDEX_HNSW, &p, NULL), SL_OK);
+    *inlined = idx->layer_f32 != NULL;
+    if (portable) idx->layer_f32 = NULL;
+    uint64_t *ids = seq_ids(n, 3, 5);
+    assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
+    sl_index_search_params sp = { 48, 0, 1 };
+    for (size_t i = 0; i < nq; i++) {
+        size_t nr;
+        assert_int_equal(sl_index_search(idx, q + i * (size_t)d, 10, NULL, &sp, out + i * 10, &nr), SL_OK);
+        assert_int_equal(nr, 10);
+    }
+    sl_index_free(idx);
+    free(ids);
+}
+
+/* The AVX-512 layer search (dimension-specialised instances for 128 and 512, runtime d
+ * otherwise) must build the same graph and return the same ids and bit-identical scores as the
+ * portable one, for every metric. */
+static void test_inlined_layer_matches_portable(void **state) {
+    (void)state;
+    static const int dims[] = { 128, 512, 37 };
+    static const sl_index_metric metrics[] = { SL_INDEX_COSINE, SL_INDEX_L2, SL_INDEX_IP };
+    size_t nq = 20;
+    for (size_t a = 0; a < 3; a++)
+        for (size_t b = 0; b < 3; b++) {
+            int d = dims[a];
+            size_t n = sanitized() ? 300 : (d == 512 ? 1200 : 2500);
+            float *x = clustered(n, d, 20, 31 + a), *q = queries(nq, d, 20, 31 + a);
+            sl_index_result *r1 = malloc(nq * 10 * sizeof *r1), *r2 = malloc(nq * 10 * sizeof *r2);
+            assert_non_null(r1);
+            assert_non_null(r2);
+            int inl1, inl2;
+            layer_run(d, metrics[b], 0, x, n, q, nq, r1, &inl1);
+            layer_run(d, metrics[b], 1, x, n, q, nq, r2, &inl2);
+            if (!inl1) print_message("no AVX-512 layer search on this CPU: both runs portable (d=%d)\n", d);
+            for (size_t i = 0; i < nq * 10; i++) {
+                assert_int_equal(r1[i].id, r2[i].id);
+                assert_memory_equal(&r1[i].score, &r2[i].score, sizeof(float));
+            }
+            free(r1); free(r2); free(x); free(q);
+        }
+}
+
+/* Compaction renumbers the slots (breadth-first graph order): the ids, their vectors and every
+ * search result (ids and scores) stay the same, with and without removed items, and the index
+ * keeps working for adds afterwards. */
+static void test_compact_reorder_keeps_results(void **state) {
+    (void)state;
+    size_t n = sanitized() ? 1500 : 5000, nq = 40;
+    int d = 24;
+    float *x = clustered(n, d, 30, 41), *q = queries(nq, d, 30, 41);
+    uint64_t *ids = seq_ids(n, 11, 7);
+    sl_index_params p = { 0 };
+    p.threads = 1;
+    sl_index *idx;
+    assert_int_equal(sl_index_new(&idx, d, SL_INDEX_COSINE, SL_INDEX_HNSW, &p, NULL), SL_OK);
+    assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
+    for (int round = 0; round < 2; round++) {
+        if (round == 1)
+            for (size_t i = 0; i < n; i += 9) assert_int_equal(sl_index_remove(idx, ids[i]), SL_OK);
+        sl_index_result before[40 * 10], after[40 * 10];
+        size_t nb[40], na[40];
+        sl_index_search_params sp = { 64, 0, 1 };
+        for (size_t i = 0; i < nq; i++)
+            assert_int_equal(sl_index_search(idx, q + i * (size_t)d, 10, NULL, &sp, before + i * 10, &nb[i]), SL_OK);
+        uint32_t slot_before = sl__idmap_get(idx, ids[n / 2 + 1]);
+        assert_int_equal(sl_index_compact(idx), SL_OK);
+        if (round == 0) /* no removals: only the reordering can move a slot */
+            assert_true(sl__idmap_get(idx, ids[n / 2 + 1]) != slot_before);
+        for (size_t i = 0; i < nq; i++) {
+            assert_int_equal(sl_index_search(idx, q + i * (size_t)d, 10, NULL, &sp, after + i * 10, &na[i]), SL_OK);
+            assert_int_equal(na[i], nb[i]);
+            for (size_t j = 0; j < na[i]; j++) {
+                assert_int_equal(after[i * 10 + j].id, before[i * 10 + j].id);
+                assert_memory_equal(&after[i * 10 + j].score, &before[i * 10 + j].score, sizeof(float));
+                if (round == 1) assert_true((after[i * 10 + j].id - 7) / 11 % 9 != 0);  /* removed */
+            }
+        }
+        float v[24], w[24];
+        for (size_t i = 1; i < n; i += 97) {
+            if (round == 1 && i % 9 == 0) { assert_int_equal(sl_index_get(idx, ids[i], v), SL_E_NOT_FOUND); continue; }
+            assert_int_equal(sl_index_get(idx, ids[i], v), SL_OK);
+            double nn = 0;
+            for (int j = 0; j < d; j++) nn += (double)x[i * (size_t)d + (size_t)j] * x[i * (size_t)d + (size_t)j];
+            for (int j = 0; j < d; j++) w[j] = x[i * (size_t)d + (size_t)j] / (float)sqrt(nn);
+            for (int j = 0; j < d; j++) assert_true(fabsf(v[j] - w[j]) < 1e-5f);
+        }
+    }
+    /* still a working index: add one more and find it */
+    assert_int_equal(sl_index_add(idx, 99999, q), SL_OK);
+    sl_index_result r[1];
+    size_t nr;
+    assert_int_equal(sl_index_search(idx, q, 1, NULL, NULL, r, &nr), SL_OK);
+    assert_int_equal(r[0].id, 99999);
+    sl_index_free(idx);
+    free(x); free(q); free(ids);
+}
+
+/* sl__pair_sort (insertion sort up to 64, qsort above) orders exactly as qsort(sl__pair_cmp):
+ * ties broken by slot, NaN last. */
+static void test_pair_sort(void **state) {
+    (void)state;
+    sl__rng r;
+    sl__rng_seed(&r, 5);
+    sl__pair a[200], b[200];
+    for (size_t n = 0; n <= 200; n += (n < 70 ? 1 : 13)) {
+        for (size_t i = 0; i < n; i++) {
+            uint64_t u = sl__rng_below(&r, 10);
+            a[i].d = u == 9 ? NAN : (float)sl__rng_below(&r, 8);
+            a[i].s = (uint32_t)sl__rng_below(&r, 1000);
+        }
+        memcpy(b, a, n * sizeof *a);
+        sl__pair_sort(a, n);
+        if (n) qsort(b, n, sizeof *b, sl__pair_cmp);
+        assert_memory_equal(a, b, n * sizeof *a);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kernels_match_scalar),
@@ -806,6 +936,9 @@ int main(void) {
         cmocka_unit_test(test_corrupt_files),
         cmocka_unit_test(test_corrupt_files_valid_checksums),
         cmocka_unit_test(test_concurrent_readers_writer),
+        cmocka_unit_test(test_inlined_layer_matches_portable),
+        cmocka_unit_test(test_compact_reorder_keeps_results),
+        cmocka_unit_test(test_pair_sort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -170,7 +170,10 @@ sl_status sl_index_add_batch(sl_index *idx, size_t n, const uint64_t *ids, const
 sl_status sl_index_remove(sl_index *idx, uint64_t id);
 
 /* Drops removed items for good: renumbers slots, repairs links and frees their memory (and
- * copies memory-mapped data into the heap). Writer call; blocks searches while it runs. */
+ * copies memory-mapped data into the heap). HNSW slots are renumbered in breadth-first order of
+ * the graph, which makes searches faster (better memory locality); ids and results do not
+ * change, so calling it after a large batch of adds is worthwhile even without removals.
+ * Writer call; blocks searches while it runs. */
 sl_status sl_index_compact(sl_index *idx);
 
 /* Live ids in the index. */

@@ -8,44 +8,12 @@
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
+#include "index/distance_avx512_inl.h"
 
-static inline __mmask16 tailmask(size_t r) { return (__mmask16)((1u << r) - 1u); }
-
-static float a5_dot_f32(const float *a, const float *b, size_t d) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 32 <= d; i += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-    }
-    for (; i + 16 <= d; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-    if (i < d) {
-        __mmask16 m = tailmask(d - i);
-        s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
-static float a5_l2_f32(const float *a, const float *b, size_t d) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    size_t i = 0;
-    for (; i + 32 <= d; i += 32) {
-        __m512 t0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
-        __m512 t1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
-        s0 = _mm512_fmadd_ps(t0, t0, s0);
-        s1 = _mm512_fmadd_ps(t1, t1, s1);
-    }
-    for (; i + 16 <= d; i += 16) {
-        __m512 t = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
-        s0 = _mm512_fmadd_ps(t, t, s0);
-    }
-    if (i < d) {
-        __mmask16 m = tailmask(d - i);
-        __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
-        s1 = _mm512_fmadd_ps(t, t, s1);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
+/* The float32 kernels are always-inline bodies shared with the HNSW layer search
+ * (hnsw_search_avx512.c), so both compute bit-identical distances. */
+static float a5_dot_f32(const float *a, const float *b, size_t d) { return sl__a5_dot_f32(a, b, d); }
+static float a5_l2_f32(const float *a, const float *b, size_t d) { return sl__a5_l2_f32(a, b, d); }
 
 static inline __m512 load_f16(const uint16_t *c, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, c));
@@ -58,7 +26,7 @@ static float a5_dot_f16(const float *q, const uint16_t *c, size_t d) {
         s0 = _mm512_fmadd_ps(_mm512_loadu_ps(q + i),
                              _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(c + i))), s0);
     if (i < d) {
-        __mmask16 m = tailmask(d - i);
+        __mmask16 m = sl__a5_tailmask(d - i);
         s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), load_f16(c + i, m), s0);
     }
     return _mm512_reduce_add_ps(s0);
@@ -73,7 +41,7 @@ static float a5_l2_f16(const float *q, const uint16_t *c, size_t d) {
         s0 = _mm512_fmadd_ps(t, t, s0);
     }
     if (i < d) {
-        __mmask16 m = tailmask(d - i);
+        __mmask16 m = sl__a5_tailmask(d - i);
         __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), load_f16(c + i, m));
         s0 = _mm512_fmadd_ps(t, t, s0);
     }

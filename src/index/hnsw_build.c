@@ -58,7 +58,7 @@ static void sl__add_link(sl_index *idx, uint32_t y, uint32_t s, float dys, int l
     } else {
         for (size_t j = 0; j < cnt; j++) aux[j] = (sl__pair){ sl__dist_slots(idx, y, l[1 + j]), l[1 + j] };
         aux[cnt] = (sl__pair){ dys, s };
-        qsort(aux, cnt + 1, sizeof *aux, sl__pair_cmp);
+        sl__pair_sort(aux, cnt + 1);
         size_t kept = sl__select_heuristic(idx, aux, cnt + 1, maxd);
         sl__write_list(l, aux, kept);
     }
@@ -89,7 +89,7 @@ static int sl__insert(sl_index *idx, sl__scratch *sc, sl__pair **tmp, size_t *nt
         }
         sl__pair *c = *tmp;
         memcpy(c, sc->res.a, m * sizeof *c);
-        qsort(c, m, sizeof *c, sl__pair_cmp);
+        sl__pair_sort(c, m);
         uint32_t next = c[0].s;
         size_t kept = sl__select_heuristic(idx, c, m, (size_t)idx->M);
         pthread_mutex_lock(sl__nlock(idx, s));
@@ -184,7 +184,7 @@ void sl__hnsw_repair(sl_index *idx, uint32_t s) {
                 if (e == y || e == s || idx->dead[e] || idx->levels[e] < lev || sl__has(cand, nc, e)) continue;
                 cand[nc++] = (sl__pair){ sl__dist_slots(idx, y, e), e };
             }
-            qsort(cand, nc, sizeof *cand, sl__pair_cmp);
+            sl__pair_sort(cand, nc);
             size_t kept = sl__select_heuristic(idx, cand, nc, maxd);
             sl__write_list(ly, cand, kept);
         }
@@ -240,7 +240,7 @@ sl_status sl__hnsw_compact_links(sl_index *idx, const uint32_t *newslot, size_t 
             }
             if (had_dead && nc > maxd) {
                 for (size_t j = 0; j < nc; j++) cand[j].d = sl__dist_slots(idx, (uint32_t)s, cand[j].s);
-                qsort(cand, nc, sizeof *cand, sl__pair_cmp);
+                sl__pair_sort(cand, nc);
                 nc = sl__select_heuristic(idx, cand, nc, maxd);
             }
             if (nc > maxd) nc = maxd;

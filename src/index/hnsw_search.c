@@ -32,56 +32,6 @@ int sl__heap_reserve(sl__heap *h, size_t cap) {
     return 0;
 }
 
-void sl__maxheap_push(sl__heap *h, sl__pair p) {
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!(h->a[parent].d < p.d)) break;
-        h->a[i] = h->a[parent];
-        i = parent;
-    }
-    h->a[i] = p;
-}
-
-void sl__maxheap_pop(sl__heap *h) {
-    sl__pair last = h->a[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && h->a[c + 1].d > h->a[c].d) c++;
-        if (!(h->a[c].d > last.d)) break;
-        h->a[i] = h->a[c];
-        i = c;
-    }
-    if (n) h->a[i] = last;
-}
-
-void sl__minheap_push(sl__heap *h, sl__pair p) {
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!(h->a[parent].d > p.d)) break;
-        h->a[i] = h->a[parent];
-        i = parent;
-    }
-    h->a[i] = p;
-}
-
-void sl__minheap_pop(sl__heap *h) {
-    sl__pair last = h->a[--h->n];
-    size_t i = 0, n = h->n;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && h->a[c + 1].d < h->a[c].d) c++;
-        if (!(h->a[c].d < last.d)) break;
-        h->a[i] = h->a[c];
-        i = c;
-    }
-    if (n) h->a[i] = last;
-}
-
 /* Ascending by distance (NaN last), ties by slot: a total order, so sorting is deterministic. */
 int sl__pair_cmp(const void *a, const void *b) {
     const sl__pair *x = a, *y = b;
@@ -89,6 +39,16 @@ int sl__pair_cmp(const void *a, const void *b) {
     if (xn != yn) return xn - yn;
     if (!xn && x->d != y->d) return x->d < y->d ? -1 : 1;
     return (x->s > y->s) - (x->s < y->s);
+}
+
+void sl__pair_sort(sl__pair *a, size_t n) {
+    if (n > 64) { qsort(a, n, sizeof *a, sl__pair_cmp); return; }
+    for (size_t i = 1; i < n; i++) {
+        sl__pair t = a[i];
+        size_t j = i;
+        while (j > 0 && sl__pair_cmp(&t, &a[j - 1]) < 0) { a[j] = a[j - 1]; j--; }
+        a[j] = t;
+    }
 }
 
 /* ---- scratch pool ---------------------------------------------------------------------- */
@@ -162,14 +122,6 @@ static inline void sl__prefetch_vec(const sl_index *idx, const sl__query *q, uin
     for (size_t o = 0; o < bytes; o += 64) __builtin_prefetch(p + o, 0, 3);
 }
 
-static inline uint16_t sl__next_epoch(sl__scratch *s) {
-    if (++s->epoch == 0) {
-        memset(s->tags, 0, s->ntags * sizeof *s->tags);
-        s->epoch = 1;
-    }
-    return s->epoch;
-}
-
 uint32_t sl__greedy(const sl_index *idx, const sl__query *q, const float *v, uint32_t cur,
                     int from_level, int to_level) {
     float curd = sl__d(idx, q, v, cur);
@@ -193,56 +145,17 @@ uint32_t sl__greedy(const sl_index *idx, const sl__query *q, const float *v, uin
     return cur;
 }
 
+/* The portable instantiation of the layer search (any storage; kernels through idx->K). */
+#define SL__LAYER_NAME sl__search_layer_generic
+#define SL__LAYER_DIST(x) sl__d(idx, q, v, (x))
+#define SL__LAYER_PREFETCH(x) sl__prefetch_vec(idx, q, (x))
+#include "index/hnsw_layer.h"
+
 int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const float *v,
                      uint32_t self, uint32_t ep, int level, size_t ef, const sl__filt *filt) {
-    uint16_t epoch = sl__next_epoch(s);
-    uint16_t *tags = s->tags;
-    uint32_t n = (uint32_t)idx->n;
-    int maxdeg = sl__maxdeg(idx, level);
-    int any_dead = idx->n_dead != 0;
-    s->cand.n = 0;
-    s->res.n = 0;
-    if (sl__heap_reserve(&s->res, ef + 2) != 0) return -1;
-    float d = sl__d(idx, q, v, ep);
-    tags[ep] = epoch;
-    sl__minheap_push(&s->cand, (sl__pair){ d, ep });
-    float lower = __builtin_inff();
-    if (ep != self && !idx->dead[ep] && (!filt || sl__filt_pass(idx, filt, ep))) {
-        sl__maxheap_push(&s->res, (sl__pair){ d, ep });
-        lower = d;
-    }
-    while (s->cand.n) {
-        sl__pair c = s->cand.a[0];
-        if (c.d > lower && s->res.n >= ef) break;
-        sl__minheap_pop(&s->cand);
-        if (level == 0 && s->cand.n) __builtin_prefetch(sl__links(idx, s->cand.a[0].s, 0), 0, 3);
-        if (level && level > idx->levels[c.s]) continue;
-        const uint32_t *l = sl__links(idx, c.s, level);
-        uint32_t cnt = __atomic_load_n(&l[0], __ATOMIC_ACQUIRE);
-        if (cnt > (uint32_t)maxdeg) cnt = (uint32_t)maxdeg;
-        size_t nn = 0;
-        for (uint32_t j = 0; j < cnt; j++) {
-            uint32_t x = __atomic_load_n(&l[1 + j], __ATOMIC_RELAXED);
-            if (x >= n || tags[x] == epoch) continue;
-            tags[x] = epoch;
-            s->nb[nn++] = x;
-            sl__prefetch_vec(idx, q, x);
-        }
-        if (sl__heap_reserve(&s->cand, s->cand.n + nn + 1) != 0) return -1;
-        for (size_t j = 0; j < nn; j++) {
-            uint32_t x = s->nb[j];
-            float dx = sl__d(idx, q, v, x);
-            if (s->res.n < ef || dx < lower) {
-                sl__minheap_push(&s->cand, (sl__pair){ dx, x });
-                if (x != self && !(any_dead && idx->dead[x]) && (!filt || sl__filt_pass(idx, filt, x))) {
-                    sl__maxheap_push(&s->res, (sl__pair){ dx, x });
-                    if (s->res.n > ef) sl__maxheap_pop(&s->res);
-                    lower = s->res.a[0].d;
-                }
-            }
-        }
-    }
-    return 0;
+    if (idx->layer_f32 && !(q && q->use_codes))
+        return idx->layer_f32(idx, s, q, v, self, ep, level, ef, filt);
+    return sl__search_layer_generic(idx, s, q, v, self, ep, level, ef, filt);
 }
 
 int sl__hnsw_search(sl_index *idx, sl__scratch *s, const sl__query *q, size_t ef,

@@ -64,6 +64,10 @@ typedef struct sl__filt {
     const uint8_t *slotbits;  /* allowed-list compiled to a slot bitmap, or NULL */
 } sl__filt;
 
+/* A layer search (sl__search_layer's signature); see hnsw_layer.h. */
+typedef int (*sl__layer_fn)(sl_index *idx, sl__scratch *s, const sl__query *q, const float *v,
+                            uint32_t self, uint32_t ep, int level, size_t ef, const sl__filt *filt);
+
 struct sl_index {
     int dim;
     sl_index_metric metric;
@@ -76,6 +80,7 @@ struct sl_index {
     uint64_t seed;
     double level_mult;
     const sl__dist_kernels *K;
+    sl__layer_fn layer_f32;     /* float32 traversal with inlined kernels, or NULL (portable) */
     size_t code_size;           /* bytes per vector in codes (0 for F32) */
 
     pthread_rwlock_t rw;
@@ -124,11 +129,84 @@ void sl__advise_huge(void *p, size_t bytes);
 
 /* ---- heaps (hnsw_search.c) ---- */
 int sl__heap_reserve(sl__heap *h, size_t cap);
-void sl__maxheap_push(sl__heap *h, sl__pair p);
-void sl__maxheap_pop(sl__heap *h);
-void sl__minheap_push(sl__heap *h, sl__pair p);
-void sl__minheap_pop(sl__heap *h);
 int sl__pair_cmp(const void *a, const void *b);
+/* Sorts by sl__pair_cmp (insertion sort for short arrays, the inner loop of every search). */
+void sl__pair_sort(sl__pair *a, size_t n);
+
+/* Inline: they run for every distance computed by a search. Capacity is the caller's job. */
+static inline void sl__maxheap_push(sl__heap *h, sl__pair p) {
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!(h->a[parent].d < p.d)) break;
+        h->a[i] = h->a[parent];
+        i = parent;
+    }
+    h->a[i] = p;
+}
+
+static inline void sl__maxheap_pop(sl__heap *h) {
+    sl__pair last = h->a[--h->n];
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h->a[c + 1].d > h->a[c].d) c++;
+        if (!(h->a[c].d > last.d)) break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (n) h->a[i] = last;
+}
+
+static inline void sl__minheap_push(sl__heap *h, sl__pair p) {
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!(h->a[parent].d > p.d)) break;
+        h->a[i] = h->a[parent];
+        i = parent;
+    }
+    h->a[i] = p;
+}
+
+static inline void sl__minheap_pop(sl__heap *h) {
+    sl__pair last = h->a[--h->n];
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h->a[c + 1].d < h->a[c].d) c++;
+        if (!(h->a[c].d < last.d)) break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    if (n) h->a[i] = last;
+}
+
+/* Replaces the top of a max-heap by p and restores the heap (= push p then pop the top, when
+ * p is not worse than the top, in one sift). */
+static inline void sl__maxheap_replace_top(sl__heap *h, sl__pair p) {
+    size_t i = 0, n = h->n;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && h->a[c + 1].d > h->a[c].d) c++;
+        if (!(h->a[c].d > p.d)) break;
+        h->a[i] = h->a[c];
+        i = c;
+    }
+    h->a[i] = p;
+}
+
+/* The next visited-tag epoch of a scratch (tags are cleared only when the epoch wraps). */
+static inline uint16_t sl__next_epoch(sl__scratch *s) {
+    if (++s->epoch == 0) {
+        memset(s->tags, 0, s->ntags * sizeof *s->tags);
+        s->epoch = 1;
+    }
+    return s->epoch;
+}
 
 /* ---- hnsw_search.c ---- */
 sl__scratch *sl__scratch_get(sl_index *idx);
@@ -142,6 +220,11 @@ int sl__search_layer(sl_index *idx, sl__scratch *s, const sl__query *q, const fl
 /* Greedy descent from the entry point to layer `stop_level` + 1 ... returns the start slot. */
 uint32_t sl__greedy(const sl_index *idx, const sl__query *q, const float *v, uint32_t cur,
                     int from_level, int to_level);
+/* The float32 layer search with inlined AVX-512 kernels for dimension dim
+ * (hnsw_search_avx512.c), or NULL when the library was built without AVX-512 support. Call it
+ * only when the kernel table in use is an AVX-512 one (level 3: the CPU has it and
+ * SL_INDEX_SIMD does not cap it); the function itself is compiled with -mavx512f. */
+sl__layer_fn sl__layer_f32_avx512(int dim);
 /* Graph search into s->res (max-heap of at most ef). */
 int sl__hnsw_search(sl_index *idx, sl__scratch *s, const sl__query *q, size_t ef,
                     const sl__filt *filt);
