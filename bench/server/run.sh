@@ -102,8 +102,9 @@ cores=$(nproc)
 {
   echo "# HTTP search benchmark (bench/server)"
   echo
-  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $cores cores **shared with other jobs** (load average at the end:"
-  echo "$(cut -d' ' -f1-3 /proc/loadavg)), so wall-clock numbers are indicative; the CPU time per search is not."
+  echo "Run: $(date -u '+%Y-%m-%d %H:%M UTC'), $cores cores, load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "(the benchmark itself keeps it near $cores; well above that, other jobs shared the machine and the"
+  echo "wall-clock numbers are only indicative; the CPU time per search is robust either way)."
   echo "$products-product sample store (default features, no CNN), query = a shopper photo of $expect"
   echo "(640 px JPEG, $(stat -c %s "$q") bytes) POSTed as multipart/form-data, k=10, ${secs} s per row, wrk $(wrk -v 2>&1 | head -1 | awk '{print $2}')."
   echo "Server: \`shoplens serve --read-only --quiet\` with one worker thread per core. Top result of the query: $top."
