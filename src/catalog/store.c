@@ -745,18 +745,31 @@ sl_status sl_store_get_image(sl_store *s, int64_t image_id, sl_image_ref *ref, s
     return rc;
 }
 
+/* A malloc'ed copy of column col's blob (NULL/0 when it is NULL or empty). */
+static sl_status sl__blob_copy(sqlite3_stmt *st, int col, void **out, size_t *len, sl_error *err) {
+    *out = NULL;
+    *len = 0;
+    const void *b = sqlite3_column_blob(st, col);
+    int nb = sqlite3_column_bytes(st, col);
+    if (!b || nb <= 0) return SL_OK;
+    *out = malloc((size_t)nb);
+    if (!*out) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    memcpy(*out, b, (size_t)nb);
+    *len = (size_t)nb;
+    return SL_OK;
+}
+
 static sl_status sl__blob_vec(sqlite3_stmt *st, int col, float **vec, size_t *dim, sl_error *err) {
     *vec = NULL;
     *dim = 0;
     int nb = sqlite3_column_bytes(st, col);
-    const void *b = sqlite3_column_blob(st, col);
-    if (!b || nb <= 0) return SL_OK;
     if (nb % (int)sizeof(float)) return sl__err_set(err, SL_E_CORRUPT, "catalog.sqlite: vector of %d bytes", nb);
-    *vec = malloc((size_t)nb);
-    if (!*vec) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    memcpy(*vec, b, (size_t)nb);
-    *dim = (size_t)nb / sizeof(float);
-    return SL_OK;
+    void *b = NULL;
+    size_t len = 0;
+    sl_status rc = sl__blob_copy(st, col, &b, &len, err);
+    *vec = b;
+    *dim = len / sizeof(float);
+    return rc;
 }
 
 sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, size_t *dim,
@@ -774,18 +787,13 @@ sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, si
     if (r == SQLITE_ROW) {
         rc = sl__blob_vec(st, 0, vec, dim, err);
         if (rc == SL_OK && local) {
-            int nb = sqlite3_column_bytes(st, 1);
-            const void *b = sqlite3_column_blob(st, 1);
-            if (b && nb > 0) {
-                *local = malloc((size_t)nb);
-                if (!*local) {
-                    free(*vec);
-                    *vec = NULL;
-                    rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
-                } else {
-                    memcpy(*local, b, (size_t)nb);
-                    if (local_len) *local_len = (size_t)nb;
-                }
+            size_t len = 0;
+            rc = sl__blob_copy(st, 1, local, &len, err);
+            if (rc != SL_OK) {
+                free(*vec);
+                *vec = NULL;
+            } else if (local_len) {
+                *local_len = len;
             }
         }
     } else if (r == SQLITE_DONE) {
@@ -835,16 +843,7 @@ sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size
     sqlite3_bind_int64(st, 1, image_id);
     int r = sqlite3_step(st);
     if (r == SQLITE_ROW) {
-        int nb = sqlite3_column_bytes(st, 0);
-        const void *b = sqlite3_column_blob(st, 0);
-        if (b && nb > 0) {
-            *local = malloc((size_t)nb);
-            if (!*local) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
-            else {
-                memcpy(*local, b, (size_t)nb);
-                *local_len = (size_t)nb;
-            }
-        }
+        rc = sl__blob_copy(st, 0, local, local_len, err);
     } else if (r == SQLITE_DONE) {
         rc = sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id);
     } else {

@@ -82,10 +82,11 @@ static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, si
     return st;
 }
 
-/* A catalog image's local features for verification: from the cache, else read from the store
- * (only the local-features column) and cached. NULL when it has none or they do not decode.
- * Caller holds the lock shared (the generation and features version are stable). */
-static sl__lref *sl__candidate_local(sl_engine *e, int64_t image_id) {
+/* A catalog image's local features for verification (search, dedup): from the cache, else read
+ * from the store (only the local-features column) and cached. NULL when it has none or they do
+ * not decode. Caller holds the lock shared (the generation and features version are stable)
+ * and releases the reference with sl__lcache_release. */
+static sl__lref *sl__image_local(sl_engine *e, int64_t image_id) {
     sl__lref *ref = sl__lcache_get(e->lcache, e->gen, e->features_version, image_id);
     if (ref) return ref;
     void *blob = NULL;
@@ -108,7 +109,7 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
     for (size_t i = 0; i < n; i++) {
         sl_verify_result res = none;
         if (i < (size_t)(top > 0 ? top : 0)) {
-            sl__lref *ref = sl__candidate_local(e, c[i].image_id);
+            sl__lref *ref = sl__image_local(e, c[i].image_id);
             if (ref) {
                 if (sl_features_verify(e->feat, qlocal, sl__lref_features(ref), &res, NULL) != SL_OK) res = none;
                 c[i].inliers = res.inliers;
@@ -640,26 +641,18 @@ static char *sl__product_of(sl_engine *e, int64_t image_id) {
 /* Confirms a pair geometrically when the spec verifies; nonzero when it holds. */
 static int sl__confirm(sl_engine *e, int64_t a, int64_t b) {
     if (!sl_features_uses_verify(e->feat)) return 1;
-    sl_local_features *la = NULL, *lb = NULL;
-    int ok = 0;
-    for (int side = 0; side < 2; side++) {
-        float *vec = NULL;
-        void *blob = NULL;
-        size_t dim = 0, blen = 0;
-        if (sl_store_image_features(e->store, side ? b : a, &vec, &dim, &blob, &blen, NULL) == SL_OK && blob)
-            (void)sl_local_features_deserialize(blob, blen, side ? &lb : &la, NULL);
-        free(vec);
-        free(blob);
-    }
+    sl__lref *la = sl__image_local(e, a), *lb = sl__image_local(e, b);
+    int ok;
     if (la && lb) {
         sl_verify_result r;
         memset(&r, 0, sizeof r);
-        ok = sl_features_verify(e->feat, la, lb, &r, NULL) == SL_OK && r.inliers >= SL__ENGINE_MIN_INLIERS;
+        ok = sl_features_verify(e->feat, sl__lref_features(la), sl__lref_features(lb), &r, NULL) == SL_OK &&
+             r.inliers >= SL__ENGINE_MIN_INLIERS;
     } else {
         ok = 1; /* nothing to verify with: the global similarity decides */
     }
-    sl_local_features_free(la);
-    sl_local_features_free(lb);
+    sl__lcache_release(e->lcache, la);
+    sl__lcache_release(e->lcache, lb);
     return ok;
 }
 
