@@ -284,8 +284,12 @@ static uint8_t tag_of(const sl__lref *r) { return sl__lref_features(r)->desc[0];
 
 static void test_local_cache(void **state) {
     (void)state;
-    /* room for about two entries of 100 keypoints (14.4 KB each) */
-    sl__lcache *c = sl__lcache_new(32 << 10);
+    /* room for about two entries of 100 keypoints (14.4 KB each + the matching kernel's form) */
+    sl_local_features *probe = tagged_local(100, 0);
+    size_t one = sl_local_features_bytes(probe) + 256;
+    sl_local_features_free(probe);
+    assert_true(one >= 14400);
+    sl__lcache *c = sl__lcache_new(2 * one + one / 2);
     assert_non_null(c);
     assert_null(sl__lcache_get(c, 5, 1, 10));
     sl__lref *a = sl__lcache_put(c, 5, 1, 10, tagged_local(100, 10));

@@ -269,6 +269,10 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
 /* Compact local features: keypoints + 8-bit RootSIFT descriptors (at most a few hundred). */
 void sl_local_features_free(sl_local_features *lf);
 size_t sl_local_features_count(const sl_local_features *lf);
+/* Memory a set holds once it has been matched as a candidate (sl_features_verify adds a prepared
+ * form on first use, about twice the descriptors), for caches that keep catalog images' sets
+ * under a byte budget. 0 for NULL. */
+size_t sl_local_features_bytes(const sl_local_features *lf);
 /* Serialized form for storage (format in docs/formats/features.md); *buf malloc'ed. */
 sl_status sl_local_features_serialize(const sl_local_features *lf, void **buf, size_t *len,
                                       sl_error *err);

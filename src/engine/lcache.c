@@ -150,8 +150,8 @@ sl__lref *sl__lcache_put(sl__lcache *c, int64_t gen, int64_t fver, int64_t id,
     r->id = id;
     r->lf = lf;
     r->refs = 1;
-    /* the entry, the handle (small; opaque here) and its arrays */
-    r->bytes = sizeof *r + 64 + sl_local_features_count(lf) * (4 * sizeof(float) + SL_SIFT_DESC_DIM);
+    /* the entry and the set with its arrays and the matching kernel's prepared forms */
+    r->bytes = sizeof *r + sl_local_features_bytes(lf);
     if (!c || gen < 0 || r->bytes > c->max_bytes) return r; /* not cached: freed on release */
     pthread_mutex_lock(&c->mu);
     sl__epoch(c, gen, fver);

@@ -16,6 +16,10 @@ struct sl_local_features {
     uint32_t n;
     float *kp;      /* n x 4: x, y, scale, angle (pixels of the extraction image) */
     uint8_t *desc;  /* n x 128: RootSIFT scaled by SL__ROOTSIFT_Q and rounded */
+    /* prepared forms for the AVX2 matching kernel (match_avx2.c), NULL until the set is first
+     * matched as query / as candidate; published atomically, immutable after, freed with the set.
+     * desc must not change once the set has been matched. */
+    void *qpack, *cpack;
 };
 #define SL__ROOTSIFT_Q 512.0f
 
@@ -43,8 +47,9 @@ void sl__verify_cfg_default(sl__verify_cfg *c);
  * pairs (capacity min(nq, nc) * 2). Returns the number of matches, or -1 on out of memory. */
 int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
                     uint32_t *pairs);
-/* sl__match_local with the SIMD kernel allowed (simd = 1, the default) or not (0: the scalar
- * scan; tests compare the two, which must agree exactly). */
+/* sl__match_local with a chosen kernel: simd = 1 the fastest the CPU has (AVX-512 VNNI, else
+ * AVX2, else scalar; the default), 0 the scalar scan, 2 the AVX2 kernel only (returns -2 when the
+ * CPU lacks AVX2). Tests compare them; they must agree exactly. */
 int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c, float ratio,
                          uint32_t *pairs, int simd);
 /* AVX-512 VNNI scan (match_avx512.c): per query descriptor (nq x 128 bytes at qd) the nearest
@@ -53,6 +58,13 @@ int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c,
  * lacks AVX-512 VNNI (or nq or nc is 0): nothing written, use the scalar scan. */
 int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
                         uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c);
+/* AVX2 scan (match_avx2.c), same results as sl__match_scan_vnni for the sets q and c; builds and
+ * keeps their prepared forms on first use (safe when threads share c). -2 when the CPU lacks
+ * AVX2 (or a set is empty), -1 out of memory. */
+int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
+                        uint32_t *d1, uint32_t *d2, uint32_t *best_c);
+/* Bytes of the prepared candidate form of a set of n keypoints (0 without the AVX2 kernel). */
+size_t sl__match_cpack_bytes(uint32_t n);
 /* Full verification with explicit settings. */
 sl_status sl__verify_with(const sl__verify_cfg *cfg, const sl_local_features *q,
                           const sl_local_features *c, sl_verify_result *res, sl_error *err);

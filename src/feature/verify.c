@@ -42,10 +42,17 @@ void sl_local_features_free(sl_local_features *lf) {
     if (!lf) return;
     free(lf->kp);
     free(lf->desc);
+    free(lf->qpack);
+    free(lf->cpack);
     free(lf);
 }
 
 size_t sl_local_features_count(const sl_local_features *lf) { return lf ? lf->n : 0; }
+
+size_t sl_local_features_bytes(const sl_local_features *lf) {
+    if (!lf) return 0;
+    return sizeof *lf + (size_t)lf->n * (4 * sizeof(float) + SL_SIFT_DESC_DIM) + sl__match_cpack_bytes(lf->n);
+}
 
 static void put32(uint8_t *p, uint32_t v) {
     p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); p[2] = (uint8_t)(v >> 16); p[3] = (uint8_t)(v >> 24);
@@ -173,7 +180,9 @@ int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c,
     uint32_t *bq = malloc((size_t)nq * 3 * sizeof *bq);       /* nearest, d1, d2 per query */
     if (!best_c || !bq) { free(best_c); free(bq); return -1; }
     uint32_t *d1 = bq + nq, *d2 = bq + 2 * (size_t)nq;
-    int rc = simd ? sl__match_scan_vnni(q->desc, nq, c->desc, nc, bq, d1, d2, best_c) : -2;
+    int rc = simd == 1 ? sl__match_scan_vnni(q->desc, nq, c->desc, nc, bq, d1, d2, best_c) : -2;
+    if (rc == -2 && simd) rc = sl__match_scan_avx2(q, c, bq, d1, d2, best_c);
+    if (rc == -2 && simd == 2) { free(best_c); free(bq); return -2; }
     if (rc == -2) rc = match_scan_scalar(q, c, bq, d1, d2, best_c);
     if (rc < 0) { free(best_c); free(bq); return -1; }
     double r2 = (double)ratio * ratio;

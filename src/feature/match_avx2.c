@@ -1,0 +1,243 @@
+/*
+ * feature/match_avx2.c - AVX2 kernel of local-descriptor matching (verify.c), for CPUs without
+ * AVX-512 VNNI (AMD Zen 2/3, older Intel): for every query descriptor its nearest and
+ * second-nearest candidate distance and the nearest's index, and for every candidate descriptor
+ * its nearest query index; squared L2 on 8-bit RootSIFT.
+ *
+ * Exactness: integer arithmetic throughout, so the results are bit-identical to the scalar scan in
+ * verify.c, ties included (first index wins on both sides). AVX2 has no exact 8-bit product that
+ * takes two unsigned bytes (vpmaddubsw saturates), so both sides are widened to 16 bits and
+ * multiplied by vpmaddwd (2 dimensions of one pair per 32-bit lane; 255^2 * 2 < 2^31).
+ * Candidates are transposed into blocks of 16 (two registers of 8 lanes, a lane = a candidate, a
+ * lane holding 2 consecutive dimensions), so one vpmaddwd adds 2 dimensions of 8 pairs with no
+ * horizontal sums; 4 query rows share every candidate load. Distances are below 2^24 and padding
+ * lanes sit at 2^30, so the signed compares of AVX2 order them as the unsigned scan does.
+ * The 16-bit forms are built once per set (its first use as query or as candidate) and kept with
+ * it, so a catalog image held in the engine's cache of local features is prepared once.
+ * Only reached after a CPU check (sl__match_scan_avx2 returns -2 without AVX2). Plain target
+ * attributes (no ifunc), so it is also built and checked under the sanitizers.
+ */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include "feature/features_internal.h"
+#include "util/util.h"
+
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+
+#define SL__AVX2_TARGET __attribute__((target("avx2")))
+
+enum { D = SL_SIFT_DESC_DIM, STEPS = D / 2, PAD = 1 << 30 };
+
+/* Row state: lane-wise nearest, second nearest and the nearest's index (8 lanes). */
+typedef struct { __m256i d1, d2, i1; } row_state;
+
+SL__AVX2_TARGET static inline void row_update(row_state *s, __m256i d, __m256i idx) {
+    __m256i lt1 = _mm256_cmpgt_epi32(s->d1, d);
+    __m256i lt2 = _mm256_cmpgt_epi32(s->d2, d);
+    s->d2 = _mm256_blendv_epi8(s->d2, d, lt2);
+    s->d2 = _mm256_blendv_epi8(s->d2, s->d1, lt1);
+    s->d1 = _mm256_blendv_epi8(s->d1, d, lt1);
+    s->i1 = _mm256_blendv_epi8(s->i1, idx, lt1);
+}
+
+/* Across lanes: the smallest d1 (first index on ties) and the second smallest overall. */
+static void row_finish(const int32_t *d1v, const int32_t *d2v, const int32_t *i1v, uint32_t *bq,
+                       uint32_t *d1, uint32_t *d2) {
+    int32_t m = INT32_MAX, bi = INT32_MAX;
+    int bl = 0;
+    for (int l = 0; l < 8; l++)
+        if (d1v[l] < m || (d1v[l] == m && i1v[l] < bi)) { m = d1v[l]; bi = i1v[l]; bl = l; }
+    int32_t s = d2v[bl];
+    for (int l = 0; l < 8; l++)
+        if (l != bl && d1v[l] < s) s = d1v[l];
+    *bq = (uint32_t)bi;
+    *d1 = (uint32_t)m;
+    *d2 = s >= PAD ? UINT32_MAX : (uint32_t)s; /* padding or none: "none", as the scalar scan */
+}
+
+/* Prepared forms, built on a set's first use as query or as candidate and kept with it (a set
+ * that is matched against many others, a cached catalog image or the query of a search, is
+ * prepared once). One allocation each, freed with free(). */
+typedef struct qpack {        /* as query: rows widened to 16 bits and their squared norms */
+    uint32_t n;
+    int32_t *qn;
+    uint16_t *qx;             /* n x D */
+} qpack;
+typedef struct cpack {        /* as candidate: blocks of 16, see the file comment */
+    uint32_t n;
+    size_t nb;
+    int32_t *kc;              /* nb x 16: |c|^2, PAD in padding lanes */
+    uint16_t *ct;             /* nb x STEPS x 32 */
+} cpack;
+
+static size_t up64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+static qpack *qpack_build(const uint8_t *qd, uint32_t nq) {
+    size_t h = up64(sizeof(qpack)), a = up64((size_t)nq * sizeof(int32_t)), b = up64((size_t)nq * D * 2);
+    qpack *p = aligned_alloc(64, h + a + b); /* sizes bounded: nq <= SL__LOCAL_MAX */
+    if (!p) return NULL;
+    p->n = nq;
+    p->qn = (int32_t *)(void *)((char *)p + h);
+    p->qx = (uint16_t *)(void *)((char *)p + h + a);
+    for (uint32_t i = 0; i < nq; i++) {
+        const uint8_t *q = qd + (size_t)i * D;
+        int32_t n2 = 0;
+        for (int t = 0; t < D; t++) { n2 += q[t] * q[t]; p->qx[(size_t)i * D + t] = q[t]; }
+        p->qn[i] = n2;
+    }
+    return p;
+}
+
+static cpack *cpack_build(const uint8_t *cd, uint32_t nc) {
+    size_t nb = ((size_t)nc + 15) / 16;
+    size_t h = up64(sizeof(cpack)), a = up64(nb * 16 * sizeof(int32_t)), b = nb * STEPS * 64;
+    cpack *p = aligned_alloc(64, h + a + b);
+    if (!p) return NULL;
+    p->n = nc;
+    p->nb = nb;
+    p->kc = (int32_t *)(void *)((char *)p + h);
+    p->ct = (uint16_t *)(void *)((char *)p + h + a);
+    memset(p->ct, 0, b);
+    for (size_t j = 0; j < nb * 16; j++) p->kc[j] = PAD;
+    for (uint32_t j = 0; j < nc; j++) {
+        const uint8_t *c = cd + (size_t)j * D;
+        int32_t n2 = 0;
+        size_t bl = j / 16, hh = (j % 16) / 8, l = j % 8;
+        uint16_t *dst = p->ct + bl * STEPS * 32 + hh * 16 + l * 2;
+        for (int s = 0; s < STEPS; s++) {
+            dst[(size_t)s * 32] = c[2 * s];
+            dst[(size_t)s * 32 + 1] = c[2 * s + 1];
+        }
+        for (int i = 0; i < D; i++) n2 += c[i] * c[i];
+        p->kc[j] = n2;
+    }
+    return p;
+}
+
+/* The set's pack in *slot, built and published on first use. Racing builders (threads sharing a
+ * cached candidate) each build one; the first published wins, the others are freed. The slot is
+ * a cache inside a logically const set. */
+static void *pack_get(void **slot, int cand, const uint8_t *desc, uint32_t n) {
+    void *p = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (p) return p;
+    p = cand ? (void *)cpack_build(desc, n) : (void *)qpack_build(desc, n);
+    if (!p) return NULL;
+    void *expected = NULL;
+    if (!__atomic_compare_exchange_n(slot, &expected, p, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        free(p);
+        p = expected;
+    }
+    return p;
+}
+
+SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, uint32_t *d1,
+                               uint32_t *d2, uint32_t *best_c) {
+    uint32_t nq = qp->n, nc = cp->n;
+    size_t nb = cp->nb;
+    int32_t *bcd = aligned_alloc(32, nb * 16 * sizeof *bcd * 2); /* nearest query distance */
+    if (!bcd) return -1;
+    int32_t *bci = bcd + nb * 16;                                 /* and its index */
+    for (size_t j = 0; j < nb * 16; j++) {
+        bcd[j] = INT32_MAX;
+        bci[j] = INT32_MAX;
+    }
+    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    const __m256i none = _mm256_set1_epi32(INT32_MAX);
+    for (uint32_t i0 = 0; i0 < nq; i0 += 4) {
+        uint32_t nr = nq - i0 < 4 ? nq - i0 : 4;
+        const uint16_t *q[4];
+        row_state rs[4];
+        __m256i qnv[4];
+        for (uint32_t r = 0; r < 4; r++) {
+            uint32_t i = i0 + (r < nr ? r : 0);
+            q[r] = qp->qx + (size_t)i * D;
+            rs[r].d1 = rs[r].d2 = none;
+            rs[r].i1 = _mm256_setzero_si256();
+            qnv[r] = _mm256_set1_epi32(qp->qn[i]);
+        }
+        for (size_t b = 0; b < nb; b++) {
+            const uint16_t *cb = cp->ct + b * STEPS * 32;
+            __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+            __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
+            for (int s = 0; s < STEPS; s++) {
+                __m256i cv = _mm256_load_si256((const __m256i *)(const void *)(cb + (size_t)s * 32));
+                __m256i cw = _mm256_load_si256((const __m256i *)(const void *)(cb + (size_t)s * 32 + 16));
+                int32_t w0, w1, w2, w3;
+                memcpy(&w0, q[0] + 2 * s, 4); memcpy(&w1, q[1] + 2 * s, 4);
+                memcpy(&w2, q[2] + 2 * s, 4); memcpy(&w3, q[3] + 2 * s, 4);
+                __m256i x0 = _mm256_set1_epi32(w0), x1 = _mm256_set1_epi32(w1);
+                __m256i x2 = _mm256_set1_epi32(w2), x3 = _mm256_set1_epi32(w3);
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(cv, x0));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(cv, x1));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(cv, x2));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(cv, x3));
+                e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(cw, x0));
+                e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(cw, x1));
+                e2 = _mm256_add_epi32(e2, _mm256_madd_epi16(cw, x2));
+                e3 = _mm256_add_epi32(e3, _mm256_madd_epi16(cw, x3));
+            }
+            __m256i acc[2][4] = {{a0, a1, a2, a3}, {e0, e1, e2, e3}};
+            for (int h = 0; h < 2; h++) {
+                size_t o = b * 16 + (size_t)h * 8;
+                __m256i kv = _mm256_load_si256((const __m256i *)(const void *)(cp->kc + o));
+                __m256i idx = _mm256_add_epi32(iota, _mm256_set1_epi32((int)o));
+                __m256i bd = _mm256_load_si256((const __m256i *)(const void *)(bcd + o));
+                __m256i bi = _mm256_load_si256((const __m256i *)(const void *)(bci + o));
+                for (uint32_t r = 0; r < nr; r++) {
+                    /* |q|^2 + |c|^2 - 2 q.c */
+                    __m256i d = _mm256_sub_epi32(_mm256_add_epi32(qnv[r], kv),
+                                                 _mm256_slli_epi32(acc[h][r], 1));
+                    row_update(&rs[r], d, idx);
+                    __m256i lt = _mm256_cmpgt_epi32(bd, d);
+                    bd = _mm256_blendv_epi8(bd, d, lt);
+                    bi = _mm256_blendv_epi8(bi, _mm256_set1_epi32((int)(i0 + r)), lt);
+                }
+                _mm256_store_si256((__m256i *)(void *)(bcd + o), bd);
+                _mm256_store_si256((__m256i *)(void *)(bci + o), bi);
+            }
+        }
+        for (uint32_t r = 0; r < nr; r++) {
+            int32_t v1[8], v2[8], vi[8];
+            _mm256_storeu_si256((__m256i *)(void *)v1, rs[r].d1);
+            _mm256_storeu_si256((__m256i *)(void *)v2, rs[r].d2);
+            _mm256_storeu_si256((__m256i *)(void *)vi, rs[r].i1);
+            row_finish(v1, v2, vi, &bq[i0 + r], &d1[i0 + r], &d2[i0 + r]);
+        }
+    }
+    for (uint32_t j = 0; j < nc; j++) best_c[j] = (uint32_t)bci[j];
+    free(bcd);
+    return 0;
+}
+
+int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
+                        uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
+    static int cached = -1; /* -1 unknown, else 0/1; racing first calls store the same value */
+    int have = __atomic_load_n(&cached, __ATOMIC_RELAXED);
+    if (have < 0) {
+        __builtin_cpu_init();
+        have = __builtin_cpu_supports("avx2");
+        __atomic_store_n(&cached, have, __ATOMIC_RELAXED);
+    }
+    if (!have || !q || !c || q->n == 0 || c->n == 0) return -2;
+    sl_local_features *qm = (sl_local_features *)(uintptr_t)q, *cm = (sl_local_features *)(uintptr_t)c;
+    const qpack *qp = pack_get(&qm->qpack, 0, q->desc, q->n);
+    const cpack *cp = qp ? pack_get(&cm->cpack, 1, c->desc, c->n) : NULL;
+    if (!qp || !cp) return -1;
+    return scan(qp, cp, bq, d1, d2, best_c);
+}
+
+size_t sl__match_cpack_bytes(uint32_t n) {
+    size_t nb = ((size_t)n + 15) / 16;
+    return up64(sizeof(cpack)) + up64(nb * 16 * sizeof(int32_t)) + nb * STEPS * 64;
+}
+#else
+int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
+                        uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
+    (void)q; (void)c; (void)bq; (void)d1; (void)d2; (void)best_c;
+    return -2;
+}
+
+size_t sl__match_cpack_bytes(uint32_t n) { (void)n; return 0; }
+#endif
