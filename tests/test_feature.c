@@ -18,6 +18,7 @@
 #include "shoplens/feature.h"
 #include "feature/features_internal.h"
 #include "feature/pca_internal.h"
+#include "feature/lanes.h"
 #include "util/util.h"
 
 /* ---- k-means ----------------------------------------------------------------------------- */
@@ -40,6 +41,47 @@ static void check_centres(const float *got, const float *want, size_t k, size_t 
         (void)j;
         assert_true(sqrtf(d2) < tol);
     }
+}
+
+/* The nearest-centroid search (VLAD assignment on every query) must give the same index and the
+ * same distance bits as the 16-lane reference, whichever kernel runs: dims that are and are not
+ * multiples of 16, k not a multiple of the 4-centroid block, ties (duplicated centroids). */
+static void test_kmeans_nearest_bits(void **state) {
+    (void)state;
+    static const size_t dims[] = {128, 16, 48, 20, 7};
+    static const size_t ks[] = {64, 67, 1, 5};
+    sl__rng r;
+    sl__rng_seed(&r, 17);
+    for (size_t a = 0; a < sizeof dims / sizeof dims[0]; a++)
+        for (size_t b = 0; b < sizeof ks / sizeof ks[0]; b++) {
+            size_t dim = dims[a], k = ks[b];
+            float *cent = malloc(k * dim * sizeof *cent), *x = malloc(dim * sizeof *x);
+            assert_non_null(cent);
+            assert_non_null(x);
+            for (size_t i = 0; i < k * dim; i++) cent[i] = (float)sl__rng_normal(&r);
+            if (k > 3) memcpy(cent + 3 * dim, cent + 1 * dim, dim * sizeof *cent); /* a tie */
+            for (int t = 0; t < 20; t++) {
+                for (size_t i = 0; i < dim; i++)
+                    x[i] = t == 0 && k > 3 ? cent[dim + i] : (float)sl__rng_normal(&r);
+                size_t want = 0;
+                float wd = 3.4e38f;
+                for (size_t c = 0; c < k; c++) {
+                    float acc[SL__LANES] = {0};
+                    for (size_t i = 0; i < dim; i++) {
+                        float d = x[i] - cent[c * dim + i];
+                        acc[i % SL__LANES] += d * d;
+                    }
+                    float d = sl__lanes_sum(acc);
+                    if (d < wd) { wd = d; want = c; }
+                }
+                float got_d;
+                size_t got = sl_kmeans_nearest(cent, k, dim, x, &got_d);
+                assert_int_equal(got, want);
+                assert_memory_equal(&got_d, &wd, sizeof wd);
+            }
+            free(cent);
+            free(x);
+        }
 }
 
 static void test_kmeans_separable_lloyd_and_minibatch(void **state) {
@@ -714,6 +756,7 @@ static void test_verify_survives_rotation_and_scale(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_kmeans_nearest_bits),
         cmocka_unit_test(test_kmeans_separable_lloyd_and_minibatch),
         cmocka_unit_test(test_vlad_hand_computed),
         cmocka_unit_test(test_pca_covariance_path_hand_computed),

@@ -109,6 +109,17 @@ static void check_table(const sl__dist_kernels *k) {
         assert_true(fabs(k->l2_f16(a, h, d) - s->l2_f16(a, h, d)) <= tol);
         uint8_t *u = (uint8_t *)h;  /* reuse: any bytes are valid unsigned inputs */
         assert_int_equal(k->dot_u8s8(u, c, d), s->dot_u8s8(u, c, d));
+        if (k->dot_q8s8) { /* query bytes in [1, 255], codes over the whole int8 range */
+            uint8_t qb[600];
+            int8_t cb[600];
+            int64_t sumc = 0;
+            for (size_t i = 0; i < d; i++) {
+                qb[i] = (uint8_t)(i % 5 == 0 ? 1 : i % 5 == 1 ? 255 : 1 + sl__rng_below(&r, 255));
+                cb[i] = (int8_t)(i % 3 == 0 ? -128 : i % 3 == 1 ? 127 : (int)sl__rng_below(&r, 256) - 128);
+                sumc += cb[i];
+            }
+            assert_int_equal(k->dot_q8s8(qb, cb, d), (int64_t)s->dot_u8s8(qb, cb, d) - 128 * sumc);
+        }
         /* and the scalar kernel against a double-precision reference */
         double ref = 0;
         for (size_t i = 0; i < d; i++) ref += (double)a[i] * b[i];

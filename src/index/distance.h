@@ -21,6 +21,9 @@ typedef struct sl__dist_kernels {
     float (*dot_f16)(const float *q, const uint16_t *c, size_t d);
     float (*l2_f16)(const float *q, const uint16_t *c, size_t d);
     int32_t (*dot_u8s8)(const uint8_t *q, const int8_t *c, size_t d); /* exact, d <= 65536 */
+    /* exact sum (q[i] - 128) * c[i] for q[i] in [1, 255], d <= 65536 (= dot_u8s8 - 128 sum c,
+     * without the second term); NULL where dot_u8s8 is the faster way */
+    int32_t (*dot_q8s8)(const uint8_t *q, const int8_t *c, size_t d);
 } sl__dist_kernels;
 
 const sl__dist_kernels *sl__dist_scalar(void);

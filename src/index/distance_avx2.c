@@ -89,8 +89,41 @@ static int32_t a2_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
     return r;
 }
 
+/* sum (q[i] - 128) * c[i] for q in [1, 255] (so q - 128 is in [-127, 127]): 32 pairs per step by
+ * vpmaddubsw on |c| (unsigned, <= 128) and q - 128 carrying the sign of c (vpsignb), so every
+ * 16-bit pair sum is at most 2 * 128 * 127 = 32512 in magnitude and nothing saturates: exact.
+ * Half the instructions of a2_dot_u8s8's widening loop, and no separate sum of the codes. */
+static int32_t a2_dot_q8s8(const uint8_t *q, const int8_t *c, size_t d) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
+    __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 64 <= d; i += 64) {
+        __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i)), bias);
+        __m256i c0 = _mm256_loadu_si256((const __m256i *)(const void *)(c + i));
+        __m256i q1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i + 32)), bias);
+        __m256i c1 = _mm256_loadu_si256((const __m256i *)(const void *)(c + i + 32));
+        __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(c0), _mm256_sign_epi8(q0, c0));
+        __m256i p1 = _mm256_maddubs_epi16(_mm256_abs_epi8(c1), _mm256_sign_epi8(q1, c1));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+    }
+    for (; i + 32 <= d; i += 32) {
+        __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i)), bias);
+        __m256i c0 = _mm256_loadu_si256((const __m256i *)(const void *)(c + i));
+        __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(c0), _mm256_sign_epi8(q0, c0));
+        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
+    }
+    __m256i acc = _mm256_add_epi32(acc0, acc1);
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    int32_t r = _mm_cvtsi128_si32(s);
+    for (; i < d; i++) r += ((int32_t)q[i] - 128) * (int32_t)c[i];
+    return r;
+}
+
 static const sl__dist_kernels sl__avx2_table = {
-    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_u8s8
+    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_u8s8, a2_dot_q8s8
 };
 
 const sl__dist_kernels *sl__dist_avx2(void) {

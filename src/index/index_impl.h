@@ -258,8 +258,10 @@ static inline float sl__dist_query(const sl_index *idx, const sl__query *q, uint
     int32_t sumc;
     memcpy(hdr, c, sizeof hdr);  /* scale, |x|^2 of the reconstruction, sum of the codes */
     memcpy(&sumc, c + 8, sizeof sumc);
-    /* 64-bit: sumc comes from the file and is only trusted as a number */
-    int64_t dot = (int64_t)idx->K->dot_u8s8(q->qu, (const int8_t *)(c + 16), d) - 128 * (int64_t)sumc;
+    /* 64-bit: sumc comes from the file and is only trusted as a number; the query bytes are in
+     * [1, 255] (sl__prep_query clamps to +-127), as dot_q8s8 needs */
+    int64_t dot = idx->K->dot_q8s8 ? (int64_t)idx->K->dot_q8s8(q->qu, (const int8_t *)(c + 16), d)
+                                   : (int64_t)idx->K->dot_u8s8(q->qu, (const int8_t *)(c + 16), d) - 128 * (int64_t)sumc;
     float ip = q->qscale * hdr[0] * (float)dot;
     if (idx->metric == SL_INDEX_L2) return q->qn2 - 2.0f * ip + hdr[1];
     return -ip;
