@@ -34,7 +34,9 @@ typedef struct sl_cnn sl_cnn;
 typedef enum sl_cnn_precision {
     SL_CNN_PRECISION_FP32 = 0,    /* exact: <= 1e-4 relative difference to PyTorch fp32 */
     SL_CNN_PRECISION_BF16 = 1,    /* convolutions in bfloat16 through oneDNN primitives
-                                     (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md) */
+                                     (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md).
+                                     A CPU without AVX-512 has no oneDNN bf16 convolution: those
+                                     run in fp32 (sl_cnn_info counts them) */
     SL_CNN_PRECISION_INT8 = 2     /* convolutions as oneDNN int8 primitives (VNNI/AMX): s8
                                      weights per output channel, activations quantized per
                                      tensor with scales calibrated when a batch size is first

@@ -501,7 +501,9 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
             s->prec = qp || prec == SL_CNN_PRECISION_BF16 ? prec : SL_CNN_PRECISION_FP32;
             if (st && (in_q || oqp)) { sl__err_prefix(err, "node '%s' (Conv, int8 chain)", s->node.name); break; }
             if (!st && oqp) p->sv[s->node.out].dtype = SL__DT_Q8;
-            if (st && qp) { /* no int8 implementation for this convolution: fp32 */
+            if (st && (qp || prec == SL_CNN_PRECISION_BF16)) {
+                /* no int8 / bf16 implementation for this convolution on this CPU (oneDNN has no
+                 * bf16 convolution without AVX-512): fp32, counted as such in sl_cnn_info */
                 sl_error_clear(err);
                 s->prec = SL_CNN_PRECISION_FP32;
                 st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL, 0,
