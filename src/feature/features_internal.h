@@ -1,6 +1,7 @@
 /*
  * feature/features_internal.h - internal layout of the pipeline handle and of compact local
- * features, shared by features.c (spec, train, extract, file I/O) and verify.c (matching).
+ * features, shared by features.c (spec, train, extract, file I/O) and verify.c (matching), and
+ * the kernel choice of the colour histogram (color.c) for the tests.
  */
 #ifndef SL_FEATURE_FEATURES_INTERNAL_H
 #define SL_FEATURE_FEATURES_INTERNAL_H
@@ -71,6 +72,10 @@ sl_status sl__verify_with(const sl__verify_cfg *cfg, const sl_local_features *q,
 double sl__rerank_with(const sl__verify_cfg *cfg, double global, const sl_verify_result *res);
 /* The pipeline's verification settings (NULL f: defaults). */
 const sl__verify_cfg *sl__features_verify_cfg(const sl_features *f);
+/* sl_color_hist with a chosen path: simd = 1 the fastest the CPU has (AVX2, else portable; the
+ * default), 0 the portable per-pixel loop. Tests compare them; the output must be bit-identical. */
+sl_status sl__color_hist_impl(const sl_image *img, const sl_color_params *p, float *out,
+                              int simd, sl_error *err);
 /* CRC-32 (IEEE) of len bytes (crc.c). */
 uint32_t sl__feature_crc32(const void *data, size_t len);
 #endif
