@@ -17,12 +17,15 @@ struct sl_local_features {
     uint32_t n;
     float *kp;      /* n x 4: x, y, scale, angle (pixels of the extraction image) */
     uint8_t *desc;  /* n x 128: RootSIFT scaled by SL__ROOTSIFT_Q and rounded */
-    /* prepared forms for the AVX2 matching kernel (match_avx2.c), NULL until the set is first
+    /* prepared 6-bit forms for the AVX2 matching kernel (match_avx2.c), NULL until the set is first
      * matched as query / as candidate; published atomically, immutable after, freed with the set.
      * desc must not change once the set has been matched. */
     void *qpack, *cpack;
 };
 #define SL__ROOTSIFT_Q 512.0f
+/* Matching precision: a stored descriptor byte (RootSIFT x 512) as the 6-bit value every matching
+ * kernel compares (round(v / 4), at most 63). */
+static inline uint8_t sl__desc6(uint8_t v) { return (uint8_t)(v >= 252 ? 63 : (v + 2) >> 2); }
 
 /* A new empty set with room for n keypoints (n <= SL__LOCAL_MAX), or NULL. */
 sl_local_features *sl__local_alloc(uint32_t n);
@@ -44,7 +47,7 @@ extern const sl__verify_cfg sl__verify_defaults;
 /* The defaults, enabled = 0. */
 void sl__verify_cfg_default(sl__verify_cfg *c);
 
-/* Matches with ratio test + mutual nearest; writes pairs (query index, candidate index) into
+/* Matches with ratio test + mutual nearest on the 6-bit descriptors (sl__desc6); writes pairs (query index, candidate index) into
  * pairs (capacity min(nq, nc) * 2). Returns the number of matches, or -1 on out of memory. */
 int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
                     uint32_t *pairs);
@@ -59,8 +62,11 @@ int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c,
  * lacks AVX-512 VNNI (or nq or nc is 0): nothing written, use the scalar scan. */
 int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
                         uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c);
-/* AVX2 scan (match_avx2.c), same results as sl__match_scan_vnni for the sets q and c; builds and
- * keeps their prepared forms on first use (safe when threads share c). -2 when the CPU lacks
+/* Whether the CPU has AVX-512 VNNI (checked once). */
+int sl__match_have_vnni(void);
+/* AVX2 scan (match_avx2.c) of the sets q and c at matching precision (sl__desc6): the results
+ * sl__match_scan_vnni gives on 6-bit copies; builds and keeps the sets' 6-bit forms on first use
+ * (safe when threads share c). -2 when the CPU lacks
  * AVX2 (or a set is empty), -1 out of memory. */
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
                         uint32_t *d1, uint32_t *d2, uint32_t *best_c);

@@ -4,16 +4,20 @@
  * second-nearest candidate distance and the nearest's index, and for every candidate descriptor
  * its nearest query index; squared L2 on 8-bit RootSIFT.
  *
- * Exactness: integer arithmetic throughout, so the results are bit-identical to the scalar scan in
- * verify.c, ties included (first index wins on both sides). AVX2 has no exact 8-bit product that
- * takes two unsigned bytes (vpmaddubsw saturates), so both sides are widened to 16 bits and
- * multiplied by vpmaddwd (2 dimensions of one pair per 32-bit lane; 255^2 * 2 < 2^31).
- * Candidates are transposed into blocks of 16 (two registers of 8 lanes, a lane = a candidate, a
- * lane holding 2 consecutive dimensions), so one vpmaddwd adds 2 dimensions of 8 pairs with no
- * horizontal sums; 4 query rows share every candidate load. Distances are below 2^24 and padding
- * lanes sit at 2^30, so the signed compares of AVX2 order them as the unsigned scan does.
- * The 16-bit forms are built once per set (its first use as query or as candidate) and kept with
- * it, so a catalog image held in the engine's cache of local features is prepared once.
+ * Precision: descriptors are matched at 6 bits (sl__desc6: the stored 8-bit RootSIFT / 4, rounded,
+ * 0..63), on every path (this kernel, the VNNI one and the scalar scan get the same 6-bit bytes),
+ * so results do not depend on the CPU; the 6-bit form changed no top-10 list of the project's
+ * quality and 10k-store checks (bench/results/server.md). Arithmetic is integer and exact on those
+ * values, ties included (first index wins on both sides), so this kernel is bit-identical to the
+ * scalar scan. With values <= 63, vpmaddubsw multiplies 32 byte pairs at once without saturating
+ * (a lane sums two products <= 3969), and 4 steps of them still fit a 16-bit lane (31752) before
+ * one vpmaddwd widens to 32 bits: about half the multiply-unit work of 16-bit products.
+ * Candidates are transposed into blocks of 8 (a 32-bit lane = 4 consecutive dimensions of one
+ * candidate), so no horizontal sums are needed; 4 query rows share every candidate load.
+ * Distances are below 2^20 and padding lanes sit at 2^30, so the signed compares of AVX2 order
+ * them as the unsigned scan does. The 6-bit forms are built once per set (its first use as query
+ * or as candidate) and kept with it, so a catalog image held in the engine's cache of local
+ * features is prepared once.
  * Only reached after a CPU check (sl__match_scan_avx2 returns -2 without AVX2). Plain target
  * attributes (no ifunc), so it is also built and checked under the sanitizers.
  */
@@ -28,7 +32,7 @@
 
 #define SL__AVX2_TARGET __attribute__((target("avx2")))
 
-enum { D = SL_SIFT_DESC_DIM, STEPS = D / 2, PAD = 1 << 30 };
+enum { D = SL_SIFT_DESC_DIM, STEPS = D / 4, PAD = 1 << 30 };
 
 /* Row state: lane-wise nearest, second nearest and the nearest's index (8 lanes). */
 typedef struct { __m256i d1, d2, i1; } row_state;
@@ -59,58 +63,64 @@ static void row_finish(const int32_t *d1v, const int32_t *d2v, const int32_t *i1
 
 /* Prepared forms, built on a set's first use as query or as candidate and kept with it (a set
  * that is matched against many others, a cached catalog image or the query of a search, is
- * prepared once). One allocation each, freed with free(). */
-typedef struct qpack {        /* as query: rows widened to 16 bits and their squared norms */
+ * prepared once). One allocation each, freed with free(). Both hold the descriptors at matching
+ * precision (sl__desc6: 0..63). */
+typedef struct qpack {        /* as query: 6-bit rows (4 dimensions per 32-bit word, broadcast
+                               * by the kernel) and their squared norms */
     uint32_t n;
     int32_t *qn;
-    uint16_t *qx;             /* n x D */
+    uint8_t *qx;              /* n x D */
 } qpack;
-typedef struct cpack {        /* as candidate: blocks of 16, see the file comment */
+typedef struct cpack {        /* as candidate: blocks of 8, see the file comment */
     uint32_t n;
     size_t nb;
-    int32_t *kc;              /* nb x 16: |c|^2, PAD in padding lanes */
-    uint16_t *ct;             /* nb x STEPS x 32 */
+    int32_t *kc;              /* nb x 8: |c|^2, PAD in padding lanes */
+    uint8_t *ct;              /* nb x STEPS x 8 lanes x 4 bytes */
 } cpack;
 
 static size_t up64(size_t x) { return (x + 63) & ~(size_t)63; }
 
 static qpack *qpack_build(const uint8_t *qd, uint32_t nq) {
-    size_t h = up64(sizeof(qpack)), a = up64((size_t)nq * sizeof(int32_t)), b = up64((size_t)nq * D * 2);
+    size_t h = up64(sizeof(qpack)), a = up64((size_t)nq * sizeof(int32_t)), b = up64((size_t)nq * D);
     qpack *p = aligned_alloc(64, h + a + b); /* sizes bounded: nq <= SL__LOCAL_MAX */
     if (!p) return NULL;
     p->n = nq;
     p->qn = (int32_t *)(void *)((char *)p + h);
-    p->qx = (uint16_t *)(void *)((char *)p + h + a);
+    p->qx = (uint8_t *)p + h + a;
     for (uint32_t i = 0; i < nq; i++) {
         const uint8_t *q = qd + (size_t)i * D;
         int32_t n2 = 0;
-        for (int t = 0; t < D; t++) { n2 += q[t] * q[t]; p->qx[(size_t)i * D + t] = q[t]; }
+        for (int t = 0; t < D; t++) {
+            uint8_t v = sl__desc6(q[t]);
+            p->qx[(size_t)i * D + t] = v;
+            n2 += v * v;
+        }
         p->qn[i] = n2;
     }
     return p;
 }
 
 static cpack *cpack_build(const uint8_t *cd, uint32_t nc) {
-    size_t nb = ((size_t)nc + 15) / 16;
-    size_t h = up64(sizeof(cpack)), a = up64(nb * 16 * sizeof(int32_t)), b = nb * STEPS * 64;
-    cpack *p = aligned_alloc(64, h + a + b);
+    size_t nb = ((size_t)nc + 7) / 8;
+    size_t h = up64(sizeof(cpack)), a = up64(nb * 8 * sizeof(int32_t)), b = nb * STEPS * 32;
+    cpack *p = aligned_alloc(64, h + a + up64(b));
     if (!p) return NULL;
     p->n = nc;
     p->nb = nb;
     p->kc = (int32_t *)(void *)((char *)p + h);
-    p->ct = (uint16_t *)(void *)((char *)p + h + a);
+    p->ct = (uint8_t *)p + h + a;
     memset(p->ct, 0, b);
-    for (size_t j = 0; j < nb * 16; j++) p->kc[j] = PAD;
+    for (size_t j = 0; j < nb * 8; j++) p->kc[j] = PAD;
     for (uint32_t j = 0; j < nc; j++) {
         const uint8_t *c = cd + (size_t)j * D;
         int32_t n2 = 0;
-        size_t bl = j / 16, hh = (j % 16) / 8, l = j % 8;
-        uint16_t *dst = p->ct + bl * STEPS * 32 + hh * 16 + l * 2;
-        for (int s = 0; s < STEPS; s++) {
-            dst[(size_t)s * 32] = c[2 * s];
-            dst[(size_t)s * 32 + 1] = c[2 * s + 1];
-        }
-        for (int i = 0; i < D; i++) n2 += c[i] * c[i];
+        uint8_t *dst = p->ct + (j / 8) * STEPS * 32 + (j % 8) * 4;
+        for (int s = 0; s < STEPS; s++)
+            for (int t = 0; t < 4; t++) {
+                uint8_t v = sl__desc6(c[4 * s + t]);
+                dst[(size_t)s * 32 + (size_t)t] = v;
+                n2 += v * v;
+            }
         p->kc[j] = n2;
     }
     return p;
@@ -132,22 +142,37 @@ static void *pack_get(void **slot, int cand, const uint8_t *desc, uint32_t n) {
     return p;
 }
 
+/* 16-bit partial dot products of 4 query rows with 8 candidates over 4 steps (16 dimensions):
+ * every vpmaddubsw lane sums two products of at most 63 * 63, so 4 steps stay below
+ * 4 * 2 * 3969 = 31752 < 2^15; then widened to 32 bits (vpmaddwd with ones) and added. */
+#define SL__STEP(k)                                                                              \
+    do {                                                                                         \
+        __m256i cv = _mm256_load_si256((const __m256i *)(const void *)(cb + (size_t)(k) * 32)); \
+        int32_t w0, w1, w2, w3;                                                                  \
+        memcpy(&w0, q[0] + 4 * (k), 4); memcpy(&w1, q[1] + 4 * (k), 4);                          \
+        memcpy(&w2, q[2] + 4 * (k), 4); memcpy(&w3, q[3] + 4 * (k), 4);                          \
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w0)));              \
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w1)));              \
+        s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w2)));              \
+        s3 = _mm256_add_epi16(s3, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w3)));              \
+    } while (0)
+
 SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, uint32_t *d1,
                                uint32_t *d2, uint32_t *best_c) {
     uint32_t nq = qp->n, nc = cp->n;
     size_t nb = cp->nb;
-    int32_t *bcd = aligned_alloc(32, nb * 16 * sizeof *bcd * 2); /* nearest query distance */
+    int32_t *bcd = aligned_alloc(32, nb * 8 * sizeof *bcd * 2); /* nearest query distance */
     if (!bcd) return -1;
-    int32_t *bci = bcd + nb * 16;                                 /* and its index */
-    for (size_t j = 0; j < nb * 16; j++) {
+    int32_t *bci = bcd + nb * 8;                                 /* and its index */
+    for (size_t j = 0; j < nb * 8; j++) {
         bcd[j] = INT32_MAX;
         bci[j] = INT32_MAX;
     }
     const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i none = _mm256_set1_epi32(INT32_MAX);
+    const __m256i none = _mm256_set1_epi32(INT32_MAX), ones = _mm256_set1_epi16(1);
     for (uint32_t i0 = 0; i0 < nq; i0 += 4) {
         uint32_t nr = nq - i0 < 4 ? nq - i0 : 4;
-        const uint16_t *q[4];
+        const uint8_t *q[4];
         row_state rs[4];
         __m256i qnv[4];
         for (uint32_t r = 0; r < 4; r++) {
@@ -158,45 +183,32 @@ SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, 
             qnv[r] = _mm256_set1_epi32(qp->qn[i]);
         }
         for (size_t b = 0; b < nb; b++) {
-            const uint16_t *cb = cp->ct + b * STEPS * 32;
+            const uint8_t *cb = cp->ct + b * STEPS * 32;
             __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-            __m256i e0 = a0, e1 = a0, e2 = a0, e3 = a0;
-            for (int s = 0; s < STEPS; s++) {
-                __m256i cv = _mm256_load_si256((const __m256i *)(const void *)(cb + (size_t)s * 32));
-                __m256i cw = _mm256_load_si256((const __m256i *)(const void *)(cb + (size_t)s * 32 + 16));
-                int32_t w0, w1, w2, w3;
-                memcpy(&w0, q[0] + 2 * s, 4); memcpy(&w1, q[1] + 2 * s, 4);
-                memcpy(&w2, q[2] + 2 * s, 4); memcpy(&w3, q[3] + 2 * s, 4);
-                __m256i x0 = _mm256_set1_epi32(w0), x1 = _mm256_set1_epi32(w1);
-                __m256i x2 = _mm256_set1_epi32(w2), x3 = _mm256_set1_epi32(w3);
-                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(cv, x0));
-                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(cv, x1));
-                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(cv, x2));
-                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(cv, x3));
-                e0 = _mm256_add_epi32(e0, _mm256_madd_epi16(cw, x0));
-                e1 = _mm256_add_epi32(e1, _mm256_madd_epi16(cw, x1));
-                e2 = _mm256_add_epi32(e2, _mm256_madd_epi16(cw, x2));
-                e3 = _mm256_add_epi32(e3, _mm256_madd_epi16(cw, x3));
+            for (int k = 0; k < STEPS; k += 4) {
+                __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+                SL__STEP(k); SL__STEP(k + 1); SL__STEP(k + 2); SL__STEP(k + 3);
+                a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(s0, ones));
+                a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(s1, ones));
+                a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(s2, ones));
+                a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(s3, ones));
             }
-            __m256i acc[2][4] = {{a0, a1, a2, a3}, {e0, e1, e2, e3}};
-            for (int h = 0; h < 2; h++) {
-                size_t o = b * 16 + (size_t)h * 8;
-                __m256i kv = _mm256_load_si256((const __m256i *)(const void *)(cp->kc + o));
-                __m256i idx = _mm256_add_epi32(iota, _mm256_set1_epi32((int)o));
-                __m256i bd = _mm256_load_si256((const __m256i *)(const void *)(bcd + o));
-                __m256i bi = _mm256_load_si256((const __m256i *)(const void *)(bci + o));
-                for (uint32_t r = 0; r < nr; r++) {
-                    /* |q|^2 + |c|^2 - 2 q.c */
-                    __m256i d = _mm256_sub_epi32(_mm256_add_epi32(qnv[r], kv),
-                                                 _mm256_slli_epi32(acc[h][r], 1));
-                    row_update(&rs[r], d, idx);
-                    __m256i lt = _mm256_cmpgt_epi32(bd, d);
-                    bd = _mm256_blendv_epi8(bd, d, lt);
-                    bi = _mm256_blendv_epi8(bi, _mm256_set1_epi32((int)(i0 + r)), lt);
-                }
-                _mm256_store_si256((__m256i *)(void *)(bcd + o), bd);
-                _mm256_store_si256((__m256i *)(void *)(bci + o), bi);
+            __m256i acc[4] = {a0, a1, a2, a3};
+            size_t o = b * 8;
+            __m256i kv = _mm256_load_si256((const __m256i *)(const void *)(cp->kc + o));
+            __m256i idx = _mm256_add_epi32(iota, _mm256_set1_epi32((int)o));
+            __m256i bd = _mm256_load_si256((const __m256i *)(const void *)(bcd + o));
+            __m256i bi = _mm256_load_si256((const __m256i *)(const void *)(bci + o));
+            for (uint32_t r = 0; r < nr; r++) {
+                /* |q|^2 + |c|^2 - 2 q.c */
+                __m256i d = _mm256_sub_epi32(_mm256_add_epi32(qnv[r], kv), _mm256_slli_epi32(acc[r], 1));
+                row_update(&rs[r], d, idx);
+                __m256i lt = _mm256_cmpgt_epi32(bd, d);
+                bd = _mm256_blendv_epi8(bd, d, lt);
+                bi = _mm256_blendv_epi8(bi, _mm256_set1_epi32((int)(i0 + r)), lt);
             }
+            _mm256_store_si256((__m256i *)(void *)(bcd + o), bd);
+            _mm256_store_si256((__m256i *)(void *)(bci + o), bi);
         }
         for (uint32_t r = 0; r < nr; r++) {
             int32_t v1[8], v2[8], vi[8];
@@ -210,6 +222,7 @@ SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, 
     free(bcd);
     return 0;
 }
+#undef SL__STEP
 
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
                         uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
@@ -229,8 +242,8 @@ int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, 
 }
 
 size_t sl__match_cpack_bytes(uint32_t n) {
-    size_t nb = ((size_t)n + 15) / 16;
-    return up64(sizeof(cpack)) + up64(nb * 16 * sizeof(int32_t)) + nb * STEPS * 64;
+    size_t nb = ((size_t)n + 7) / 8;
+    return up64(sizeof(cpack)) + up64(nb * 8 * sizeof(int32_t)) + up64(nb * STEPS * 32);
 }
 #else
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,

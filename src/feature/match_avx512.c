@@ -142,8 +142,7 @@ SL__VNNI_TARGET static int scan(const uint8_t *qd, uint32_t nq, const uint8_t *c
     return 0;
 }
 
-int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
-                        uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
+int sl__match_have_vnni(void) {
     static int cached = -1; /* -1 unknown, else 0/1; racing first calls store the same value */
     int have = __atomic_load_n(&cached, __ATOMIC_RELAXED);
     if (have < 0) {
@@ -152,10 +151,17 @@ int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint3
                __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
         __atomic_store_n(&cached, have, __ATOMIC_RELAXED);
     }
-    if (!have || nq == 0 || nc == 0) return -2;
+    return have;
+}
+
+int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
+                        uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
+    if (!sl__match_have_vnni() || nq == 0 || nc == 0) return -2;
     return scan(qd, nq, cd, nc, bq, d1, d2, best_c);
 }
 #else
+int sl__match_have_vnni(void) { return 0; }
+
 int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
                         uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
     (void)qd; (void)nq; (void)cd; (void)nc; (void)bq; (void)d1; (void)d2; (void)best_c;

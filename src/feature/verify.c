@@ -122,8 +122,8 @@ sl_status sl_local_features_deserialize(const void *buf, size_t len, sl_local_fe
 }
 
 /* Squared distances from descriptor a to the n descriptors of c: |a|^2 + |b|^2 - 2 a.b, exact in
- * 32 bits (128 * 255^2 < 2^23). The hot loop of matching: compiled for AVX2 and for the baseline,
- * picked at load time (GCC function multi-versioning). */
+ * 32 bits. Compiled for AVX2 and for the baseline, picked at load time (GCC function
+ * multi-versioning); the fallback when neither SIMD kernel runs. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(SL_SANITIZE)
 __attribute__((target_clones("avx2", "default")))
 #endif
@@ -139,16 +139,16 @@ static void dist_row(const uint8_t *a, const uint8_t *c, const uint32_t *cn, uin
     }
 }
 
-/* Scalar scan: per query descriptor its nearest / second-nearest distance and the nearest's
- * index (first on ties), per candidate descriptor its nearest query (first on ties). */
-static int match_scan_scalar(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
-                             uint32_t *qd1, uint32_t *qd2, uint32_t *best_c) {
-    uint32_t nq = q->n, nc = c->n;
+/* Scalar scan (of 6-bit descriptors): per query descriptor its nearest / second-nearest distance
+ * and the nearest's index (first on ties), per candidate descriptor its nearest query (first on
+ * ties). */
+static int match_scan_scalar(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint32_t nc,
+                             uint32_t *bq, uint32_t *qd1, uint32_t *qd2, uint32_t *best_c) {
     uint32_t *best_cd = malloc((size_t)nc * sizeof *best_cd);
     uint32_t *cn = malloc((size_t)nc * sizeof *cn), *row = malloc((size_t)nc * sizeof *row);
     if (!best_cd || !cn || !row) { free(best_cd); free(cn); free(row); return -1; }
     for (uint32_t j = 0; j < nc; j++) {
-        const uint8_t *b = c->desc + (size_t)j * SL_SIFT_DESC_DIM;
+        const uint8_t *b = cd + (size_t)j * SL_SIFT_DESC_DIM;
         uint32_t s = 0;
         for (int i = 0; i < SL_SIFT_DESC_DIM; i++) s += (uint32_t)(b[i] * b[i]);
         cn[j] = s;
@@ -156,7 +156,7 @@ static int match_scan_scalar(const sl_local_features *q, const sl_local_features
         best_c[j] = UINT32_MAX;
     }
     for (uint32_t i = 0; i < nq; i++) {
-        dist_row(q->desc + (size_t)i * SL_SIFT_DESC_DIM, c->desc, cn, nc, row);
+        dist_row(qd + (size_t)i * SL_SIFT_DESC_DIM, cd, cn, nc, row);
         uint32_t d1 = UINT32_MAX, d2 = UINT32_MAX, b1 = 0;
         for (uint32_t j = 0; j < nc; j++) {
             uint32_t d = row[j];
@@ -172,6 +172,28 @@ static int match_scan_scalar(const sl_local_features *q, const sl_local_features
     return 0;
 }
 
+/* A 6-bit copy of n descriptors (malloc'ed), for the kernels that take plain bytes. */
+static uint8_t *desc6_copy(const uint8_t *d, uint32_t n) {
+    size_t len = (size_t)n * SL_SIFT_DESC_DIM;
+    uint8_t *o = malloc(len ? len : 1);
+    if (o) for (size_t i = 0; i < len; i++) o[i] = sl__desc6(d[i]);
+    return o;
+}
+
+/* The scan on 6-bit copies: VNNI when allowed and present, else scalar. */
+static int match_scan_copies(const sl_local_features *q, const sl_local_features *c, int vnni,
+                             uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
+    uint8_t *q6 = desc6_copy(q->desc, q->n), *c6 = desc6_copy(c->desc, c->n);
+    int rc = -1;
+    if (q6 && c6) {
+        rc = vnni ? sl__match_scan_vnni(q6, q->n, c6, c->n, bq, d1, d2, best_c) : -2;
+        if (rc == -2) rc = match_scan_scalar(q6, q->n, c6, c->n, bq, d1, d2, best_c);
+    }
+    free(q6);
+    free(c6);
+    return rc;
+}
+
 int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c, float ratio,
                          uint32_t *pairs, int simd) {
     uint32_t nq = q->n, nc = c->n;
@@ -180,10 +202,13 @@ int sl__match_local_impl(const sl_local_features *q, const sl_local_features *c,
     uint32_t *bq = malloc((size_t)nq * 3 * sizeof *bq);       /* nearest, d1, d2 per query */
     if (!best_c || !bq) { free(best_c); free(bq); return -1; }
     uint32_t *d1 = bq + nq, *d2 = bq + 2 * (size_t)nq;
-    int rc = simd == 1 ? sl__match_scan_vnni(q->desc, nq, c->desc, nc, bq, d1, d2, best_c) : -2;
+    /* the AVX2 kernel keeps its 6-bit forms with the sets; on a VNNI CPU that kernel (on 6-bit
+     * copies) is faster still */
+    int rc = simd ? -2 : match_scan_copies(q, c, 0, bq, d1, d2, best_c);
+    if (rc == -2 && simd == 1 && sl__match_have_vnni()) rc = match_scan_copies(q, c, 1, bq, d1, d2, best_c);
     if (rc == -2 && simd) rc = sl__match_scan_avx2(q, c, bq, d1, d2, best_c);
     if (rc == -2 && simd == 2) { free(best_c); free(bq); return -2; }
-    if (rc == -2) rc = match_scan_scalar(q, c, bq, d1, d2, best_c);
+    if (rc == -2) rc = match_scan_copies(q, c, 0, bq, d1, d2, best_c);
     if (rc < 0) { free(best_c); free(bq); return -1; }
     double r2 = (double)ratio * ratio;
     int m = 0;
