@@ -98,7 +98,7 @@ static int32_t sc_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
 }
 
 static const sl__dist_kernels sl__scalar_table = {
-    "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8, NULL
+    "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8, NULL, NULL
 };
 
 int sl__cpu_has_f16c(void) {

@@ -24,6 +24,8 @@ typedef struct sl__dist_kernels {
     /* exact sum (q[i] - 128) * c[i] for q[i] in [1, 255], d <= 65536 (= dot_u8s8 - 128 sum c,
      * without the second term); NULL where dot_u8s8 is the faster way */
     int32_t (*dot_q8s8)(const uint8_t *q, const int8_t *c, size_t d);
+    /* dot_q8s8 against 4 rows at once (out[r] for c[r]); NULL with dot_q8s8 */
+    void (*dot_q8s8_x4)(const uint8_t *q, const int8_t *const c[4], size_t d, int32_t out[4]);
 } sl__dist_kernels;
 
 const sl__dist_kernels *sl__dist_scalar(void);

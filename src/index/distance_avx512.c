@@ -82,10 +82,10 @@ static int32_t a5v_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
 }
 
 static const sl__dist_kernels sl__avx512_table = {
-    "avx512", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5_dot_u8s8, NULL
+    "avx512", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5_dot_u8s8, NULL, NULL
 };
 static const sl__dist_kernels sl__avx512vnni_table = {
-    "avx512vnni", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5v_dot_u8s8, NULL
+    "avx512vnni", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5v_dot_u8s8, NULL, NULL
 };
 
 const sl__dist_kernels *sl__dist_avx512(void) {

@@ -245,6 +245,17 @@ static inline float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b
     return sl__dist_raw(idx, v, idx->vec + (size_t)b * (size_t)idx->dim);
 }
 
+/* Traversal distance of an int8 code row c (header: scale, |x|^2 of the reconstruction, sum of
+ * the codes) from its exact integer dot product with the query's codes, sum (qu - 128) * code. */
+static inline float sl__dist_int8(const sl_index *idx, const sl__query *q, const unsigned char *c,
+                                  int64_t dot) {
+    float hdr[2];
+    memcpy(hdr, c, sizeof hdr);
+    float ip = q->qscale * hdr[0] * (float)dot;
+    if (idx->metric == SL_INDEX_L2) return q->qn2 - 2.0f * ip + hdr[1];
+    return -ip;
+}
+
 static inline float sl__dist_query(const sl_index *idx, const sl__query *q, uint32_t s) {
     size_t d = (size_t)idx->dim;
     if (!q->use_codes) return sl__dist_raw(idx, q->q, idx->vec + (size_t)s * d);
@@ -254,17 +265,16 @@ static inline float sl__dist_query(const sl_index *idx, const sl__query *q, uint
         if (idx->metric == SL_INDEX_L2) return idx->K->l2_f16(q->q, h, d);
         return -idx->K->dot_f16(q->q, h, d);
     }
-    float hdr[2];
-    int32_t sumc;
-    memcpy(hdr, c, sizeof hdr);  /* scale, |x|^2 of the reconstruction, sum of the codes */
-    memcpy(&sumc, c + 8, sizeof sumc);
-    /* 64-bit: sumc comes from the file and is only trusted as a number; the query bytes are in
-     * [1, 255] (sl__prep_query clamps to +-127), as dot_q8s8 needs */
-    int64_t dot = idx->K->dot_q8s8 ? (int64_t)idx->K->dot_q8s8(q->qu, (const int8_t *)(c + 16), d)
-                                   : (int64_t)idx->K->dot_u8s8(q->qu, (const int8_t *)(c + 16), d) - 128 * (int64_t)sumc;
-    float ip = q->qscale * hdr[0] * (float)dot;
-    if (idx->metric == SL_INDEX_L2) return q->qn2 - 2.0f * ip + hdr[1];
-    return -ip;
+    int64_t dot;
+    if (idx->K->dot_q8s8) {
+        /* the query bytes are in [1, 255] (sl__prep_query clamps to +-127), as dot_q8s8 needs */
+        dot = idx->K->dot_q8s8(q->qu, (const int8_t *)(c + 16), d);
+    } else {
+        int32_t sumc; /* 64-bit below: sumc comes from the file and is only trusted as a number */
+        memcpy(&sumc, c + 8, sizeof sumc);
+        dot = (int64_t)idx->K->dot_u8s8(q->qu, (const int8_t *)(c + 16), d) - 128 * (int64_t)sumc;
+    }
+    return sl__dist_int8(idx, q, c, dot);
 }
 
 static inline uint32_t *sl__links(const sl_index *idx, uint32_t s, int level) {
