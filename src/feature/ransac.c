@@ -135,6 +135,19 @@ static int plausible(const double H[9]) {
 static size_t count_inliers(const double H[9], const float *s, const float *d, size_t n,
                             double thr2, unsigned char *mask) {
     size_t cnt = 0;
+    if (H[6] == 0.0 && H[7] == 0.0 && H[8] == 1.0) {
+        /* affine: w = 1 exactly, and v / 1.0 == v, so this is the general loop without its two
+         * divisions (the same counts and mask, bit for bit) */
+        for (size_t i = 0; i < n; i++) {
+            double x = s[2 * i], y = s[2 * i + 1];
+            double u = (H[0] * x + H[1] * y + H[2]) - d[2 * i];
+            double v = (H[3] * x + H[4] * y + H[5]) - d[2 * i + 1];
+            int in = u * u + v * v <= thr2;
+            if (mask) mask[i] = (unsigned char)in;
+            cnt += (size_t)in;
+        }
+        return cnt;
+    }
     for (size_t i = 0; i < n; i++) {
         double x = s[2 * i], y = s[2 * i + 1];
         double w = H[6] * x + H[7] * y + H[8];
