@@ -580,10 +580,11 @@ static void test_concurrent_calls_and_cache(void **state) {
     free(g);
 }
 
-/* Every compiled kernel table this CPU runs agrees with the generic one. */
-static void test_kernel_tables_agree(void **state) {
-    (void)state;
-    const sl__sift_kernels *tabs[3] = { &sl__sift_kernels_generic, NULL, NULL };
+/* tabs[0] the generic kernel table, tabs[1] / tabs[2] the AVX2 / AVX-512 ones when this CPU
+ * runs them (else NULL). */
+static void kernel_tables(const sl__sift_kernels *tabs[3]) {
+    tabs[0] = &sl__sift_kernels_generic;
+    tabs[1] = tabs[2] = NULL;
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
@@ -592,19 +593,26 @@ static void test_kernel_tables_agree(void **state) {
         __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
         tabs[2] = &sl__sift_kernels_avx512;
 #endif
+}
+
+/* Every compiled kernel table this CPU runs agrees with the generic one. */
+static void test_kernel_tables_agree(void **state) {
+    (void)state;
+    const sl__sift_kernels *tabs[3];
+    kernel_tables(tabs);
     int w = 53, h = 31, r = 7;
-    float src[53 * 31], ref[53 * 31], out[53 * 31], tmp[53 + 2 * 7 + 8], k[8];
+    float src[53 * 31], ref[53 * 31], out[53 * 31], tmp[2 * (53 + 2 * 7)], k[8];
     sl__rng rng;
     sl__rng_seed(&rng, 5);
     for (int i = 0; i < w * h; i++) src[i] = (float)sl__rng_uniform(&rng);
     double ks = 0;
     for (int i = 0; i <= r; i++) ks += (i ? 2 : 1) * (k[i] = expf(-(float)(i * i) / 8.0f));
     for (int i = 0; i <= r; i++) k[i] = (float)(k[i] / ks);
-    tabs[0]->blur_rows(src, ref, w, h, k, r, tmp, 0, h);
+    tabs[0]->blur_rows(src, ref, w, h, k, r, tmp, 0, h, NULL);
     /* the blur of a constant is that constant; of a delta, the kernel */
     float c[53 * 31], cd[53 * 31];
     for (int i = 0; i < w * h; i++) c[i] = 0.25f;
-    tabs[0]->blur_rows(c, cd, w, h, k, r, tmp, 0, h);
+    tabs[0]->blur_rows(c, cd, w, h, k, r, tmp, 0, h, NULL);
     for (int i = 0; i < w * h; i++) assert_float_equal(cd[i], 0.25f, 1e-6);
     float dx[100], dy[100], mag[100], ori[100];
     for (int i = 0; i < 100; i++) {
@@ -614,7 +622,7 @@ static void test_kernel_tables_agree(void **state) {
     }
     for (int t = 0; t < 3; t++) {
         if (!tabs[t]) continue;
-        tabs[t]->blur_rows(src, out, w, h, k, r, tmp, 0, h);
+        tabs[t]->blur_rows(src, out, w, h, k, r, tmp, 0, h, NULL);
         for (int i = 0; i < w * h; i++) assert_float_equal(out[i], ref[i], 1e-5);
         /* trilinear spreading at the extreme bin coordinates stays inside the histogram
          * (a sample just below the upper edge once rounded to the next cell) */
@@ -623,14 +631,14 @@ static void test_kernel_tables_agree(void **state) {
             float rb[4] = { nextafterf(4.0f, 0.0f), nextafterf(-1.0f, 0.0f), 3.5f, 0.0f };
             float cb[4] = { nextafterf(4.0f, 0.0f), nextafterf(-1.0f, 0.0f), 0.0f, 3.5f };
             float go[4] = { 6.2831853f, 0.0f, 3.0f, nextafterf(6.2831853f, 0.0f) };
-            float one[4] = { 1, 1, 1, 1 }, vv[8][4];
+            float one[4] = { 1, 1, 1, 1 }, vv[4][8];
             int32_t idx[4];
             tabs[t]->desc_spread(rb, cb, go, one, one, 0.0f, d, nb, 4, idx, vv[0], vv[1], vv[2],
-                                 vv[3], vv[4], vv[5], vv[6], vv[7]);
+                                 vv[3]);
             for (int q = 0; q < 4; q++) {
                 assert_true(idx[q] >= 0 && idx[q] + (d + 3) * (nb + 2) + 1 < hn);
                 double sum = 0;
-                for (int j = 0; j < 8; j++) sum += vv[j][q];
+                for (int j = 0; j < 8; j++) sum += vv[j / 2][2 * q + j % 2];
                 assert_float_equal(sum, 1.0, 1e-5); /* the amounts split the sample's weight */
             }
         }
@@ -641,6 +649,120 @@ static void test_kernel_tables_agree(void **state) {
             assert_float_equal(ori[i], a, 2e-4);
         }
     }
+}
+
+/* The blur kernels: each table equals a plain loop with the documented operation order at
+ * every width (whole vectors, partial blocks, widths below 8) - the generic one without FMA
+ * (this file, like sift_generic.c, is built without contraction), the SIMD ones (built with
+ * -ffp-contract=fast) with each tap fused, c = fmaf(k[i], a + b, c); every table gives
+ * bit-identical rows whatever the split of [0, h) into calls (one- and two-row paths), and
+ * its DoG output is exactly dst - src. */
+static void test_blur_rows_paths(void **state) {
+    (void)state;
+    const sl__sift_kernels *tabs[3];
+    kernel_tables(tabs);
+    enum { MW = 75, MH = 13, MR = 9 };
+    static float src[MW * MH], refs[2][MW * MH], out[MW * MH], part[MW * MH], dog[MW * MH];
+    static float tmp[2 * (MW + 2 * MR)], t[MW + 2 * MR];
+    sl__rng rng;
+    sl__rng_seed(&rng, 11);
+    for (int i = 0; i < MW * MH; i++) src[i] = (float)sl__rng_uniform(&rng);
+    const int rs[3] = { 1, 4, MR };
+    for (int ri = 0; ri < 3; ri++) {
+        int r = rs[ri];
+        float k[MR + 1];
+        double ks = 0;
+        for (int i = 0; i <= r; i++) ks += (i ? 2 : 1) * (k[i] = expf(-(float)(i * i) / 6.0f));
+        for (int i = 0; i <= r; i++) k[i] = (float)(k[i] / ks);
+        for (int w = 1; w <= MW; w += (w < 20 ? 1 : 7)) {
+            int h = MH - w % 3; /* odd and even heights */
+            /* references (refs[1] fused): vertical then horizontal pass, taps in order */
+            float *tt = t + r;
+            for (int fu = 0; fu < 2; fu++)
+                for (int y = 0; y < h; y++) {
+                    for (int x = 0; x < w; x++) {
+                        float c = k[0] * src[y * w + x];
+                        for (int i = 1; i <= r; i++) {
+                            int ya = y - i < 0 ? 0 : y - i, yb = y + i >= h ? h - 1 : y + i;
+                            float ab = src[ya * w + x] + src[yb * w + x];
+                            c = fu ? fmaf(k[i], ab, c) : c + k[i] * ab;
+                        }
+                        tt[x] = c;
+                    }
+                    for (int i = 1; i <= r; i++) {
+                        tt[-i] = tt[0];
+                        tt[w - 1 + i] = tt[w - 1];
+                    }
+                    for (int x = 0; x < w; x++) {
+                        float c = k[0] * tt[x];
+                        for (int i = 1; i <= r; i++) {
+                            float ab = tt[x - i] + tt[x + i];
+                            c = fu ? fmaf(k[i], ab, c) : c + k[i] * ab;
+                        }
+                        refs[fu][y * w + x] = c;
+                    }
+                }
+            for (int ti = 0; ti < 3; ti++) {
+                if (!tabs[ti]) continue;
+                tabs[ti]->blur_rows(src, out, w, h, k, r, tmp, 0, h, dog);
+                assert_memory_equal(out, refs[ti > 0], sizeof(float) * (size_t)(w * h));
+                for (int i = 0; i < w * h; i++) {
+                    float dd = out[i] - src[i];
+                    assert_memory_equal(&dog[i], &dd, sizeof dd);
+                }
+                /* rows in uneven pieces: 1, 2, 3, ... rows per call */
+                for (int y0 = 0, step = 1; y0 < h; y0 += step, step++) {
+                    int y1 = y0 + step < h ? y0 + step : h;
+                    tabs[ti]->blur_rows(src, part, w, h, k, r, tmp, y0, y1, NULL);
+                }
+                assert_memory_equal(part, out, sizeof(float) * (size_t)(w * h));
+            }
+        }
+    }
+}
+
+/* Two outputs (non-empty) are the same bytes; frees both. */
+static void assert_same_output(sl_keypoint *k1, float *d1, size_t n1, sl_keypoint *k2, float *d2,
+                               size_t n2) {
+    assert_true(n1 > 0);
+    assert_int_equal(n1, n2);
+    assert_memory_equal(k1, k2, n1 * sizeof *k1);
+    assert_memory_equal(d1, d2, n1 * SL_SIFT_DESC_DIM * sizeof(float));
+    free(k1);
+    free(d1);
+    free(k2);
+    free(d2);
+}
+
+/* The float API on a strided plane gives what it gives on a contiguous copy (the contiguous
+ * input is read in place, the strided one copied first), for SIFT and for dense SIFT with
+ * sizes that halve the image, only blur it, or neither. */
+static void test_stride_matches_contiguous(void **state) {
+    (void)state;
+    int w = 97, h = 83;
+    size_t stride = 104;
+    float *g = texture(w, h, 60, 110.0, 21, 0.3);
+    float *gs = malloc(sizeof(float) * stride * (size_t)h);
+    assert_non_null(gs);
+    for (size_t i = 0; i < stride * (size_t)h; i++) gs[i] = -1.0f;
+    for (int y = 0; y < h; y++)
+        memcpy(gs + (size_t)y * stride, g + (size_t)y * w, sizeof(float) * (size_t)w);
+    sl_keypoint *k1, *k2;
+    float *d1, *d2;
+    size_t n1, n2;
+    assert_int_equal(sl_sift_extract_grey(g, w, h, (size_t)w, NULL, &k1, &d1, &n1, NULL), SL_OK);
+    assert_int_equal(sl_sift_extract_grey(gs, w, h, stride, NULL, &k2, &d2, &n2, NULL), SL_OK);
+    assert_same_output(k1, d1, n1, k2, d2, n2);
+    const float sizes[4] = { 0.5f, 1.0f, 4.0f, 12.0f };
+    for (int q = 0; q < 4; q++) {
+        assert_int_equal(sl_sift_dense_grey(g, w, h, (size_t)w, 6, sizes[q], &k1, &d1, &n1,
+                                            NULL), SL_OK);
+        assert_int_equal(sl_sift_dense_grey(gs, w, h, stride, 6, sizes[q], &k2, &d2, &n2, NULL),
+                         SL_OK);
+        assert_same_output(k1, d1, n1, k2, d2, n2);
+    }
+    free(g);
+    free(gs);
 }
 
 int main(void) {
@@ -657,6 +779,8 @@ int main(void) {
         cmocka_unit_test(test_image_front_end),
         cmocka_unit_test(test_concurrent_calls_and_cache),
         cmocka_unit_test(test_kernel_tables_agree),
+        cmocka_unit_test(test_blur_rows_paths),
+        cmocka_unit_test(test_stride_matches_contiguous),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

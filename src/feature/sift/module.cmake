@@ -8,6 +8,8 @@ set_source_files_properties(${_sl_feat_dir}/sift_generic.c PROPERTIES
 # the driver: -O3 so the descriptor sampling runs (sift_sample_run) vectorize; baseline ISA, so
 # no FMA contraction: its float results do not depend on the CPU
 set_source_files_properties(${_sl_feat_dir}/sift.c PROPERTIES COMPILE_OPTIONS "-O3")
+# the image front end: -O3 so the 8-bit -> float conversion of a grey image vectorizes
+set_source_files_properties(${_sl_feat_dir}/sift_image.c PROPERTIES COMPILE_OPTIONS "-O3")
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|i[3-6]86")
   set_source_files_properties(${_sl_feat_dir}/sift_avx2.c PROPERTIES
     COMPILE_OPTIONS "${_sl_sift_common};-mavx2;-mfma;-ffp-contract=fast")

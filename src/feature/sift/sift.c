@@ -33,6 +33,7 @@
 #include "feature/sift/sift_internal.h"
 #include "util/util.h"
 
+#include <limits.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -289,12 +290,14 @@ typedef struct sift_blur_job {
     int w, h;
     const sift_kernel1d *kk;
     sift_scratch *scr;
+    float *dog; /* NULL, or where the DoG dst - src goes */
 } sift_blur_job;
 
 static void sift_blur_fn(void *ctx, int tid, int nt) {
     sift_blur_job *j = ctx;
     int y0 = (int)((long)j->h * tid / nt), y1 = (int)((long)j->h * (tid + 1) / nt);
-    j->kern->blur_rows(j->src, j->dst, j->w, j->h, j->kk->k, j->kk->r, j->scr[tid].row, y0, y1);
+    j->kern->blur_rows(j->src, j->dst, j->w, j->h, j->kk->k, j->kk->r, j->scr[tid].row, y0, y1,
+                       j->dog);
 }
 
 /* ---- the scale space --------------------------------------------------------------------- */
@@ -320,10 +323,13 @@ static int sift_par(const sift_ctx *c, int w, int h) {
     return c->pool.nt > 1 && (long)w * h >= SIFT_PAR_MIN_PIXELS;
 }
 
-static void sift_blur(sift_ctx *c, const float *src, float *dst, int w, int h, float sigma) {
+/* dst = src blurred by sigma; when dog is not NULL also dog = dst - src (the same values as
+ * subtracting afterwards, computed while the rows are in cache). */
+static void sift_blur(sift_ctx *c, const float *src, float *dst, int w, int h, float sigma,
+                      float *dog) {
     sift_kernel1d kk;
     sift_make_kernel(sigma, &kk);
-    sift_blur_job j = { c->kern, src, dst, w, h, &kk, c->scr };
+    sift_blur_job j = { c->kern, src, dst, w, h, &kk, c->scr, dog };
     sift_pool_run(&c->pool, sift_par(c, w, h), sift_blur_fn, &j);
 }
 
@@ -413,7 +419,7 @@ static sl_status sift_alloc(sift_ctx *c, int bw, int bh, int noct, sl_error *err
     c->dog = sift_block_get(n, &c->dogsize);
     if (!c->dog) return sl__err_set(err, SL_E_NOMEM, "sift: out of memory");
     for (int t = 0; t < c->pool.nt; t++) {
-        c->scr[t].row_cap = (size_t)bw + 2 * 64 + 16;
+        c->scr[t].row_cap = 2 * ((size_t)bw + 2 * 64) + 16; /* blur_rows: 2 (w + 2r) */
         c->scr[t].row = sl__mallocarray(c->scr[t].row_cap, sizeof(float));
         c->scr[t].mask = malloc((size_t)bw + 16);
         if (!c->scr[t].row || !c->scr[t].mask)
@@ -427,40 +433,43 @@ static float *sift_plane(const sift_octave *oc, int s) {
     return oc->g + (size_t)s * (size_t)oc->w * (size_t)oc->h;
 }
 
-/* Builds every Gaussian plane from octave 0's plane 0, which holds the (possibly upsampled)
- * input with blur `cur_sigma` (in octave-0 pixels). */
-static void sift_build(sift_ctx *c, float cur_sigma) {
+/* sig[s], s = 1..nlev-1: the blur taking plane s-1 of an octave to plane s. */
+static void sift_sigmas(const sift_ctx *c, float *sig) {
     const sl_sift_params *p = c->p;
-    int levels = p->levels;
-    float sig[SL_SIFT_LEVELS_MAX + 3];
-    double k = pow(2.0, 1.0 / levels);
+    double k = pow(2.0, 1.0 / p->levels);
     sig[0] = p->sigma;
     for (int s = 1; s < c->nlev; s++) {
         double prev = pow(k, s - 1) * p->sigma, tot = prev * k;
         sig[s] = (float)sqrt(tot * tot - prev * prev);
     }
-    for (int o = 0; o < c->noct; o++) {
-        sift_octave *oc = &c->oct[o];
-        if (o == 0) {
-            float d2 = p->sigma * p->sigma - cur_sigma * cur_sigma;
-            float sd = sqrtf(d2 > 0.01f ? d2 : 0.01f);
-            /* blur plane 0 in place through plane 1 as temporary */
-            sift_blur(c, sift_plane(oc, 0), sift_plane(oc, 1), oc->w, oc->h, sd);
-            memcpy(sift_plane(oc, 0), sift_plane(oc, 1),
-                   (size_t)oc->w * (size_t)oc->h * sizeof(float));
-        } else {
-            const sift_octave *pv = &c->oct[o - 1];
-            const float *src = sift_plane(pv, levels);
-            float *dst = sift_plane(oc, 0);
-            for (int y = 0; y < oc->h; y++) {
-                const float *sr = src + (size_t)(2 * y) * (size_t)pv->w;
-                float *dr = dst + (size_t)y * (size_t)oc->w;
-                for (int x = 0; x < oc->w; x++) dr[x] = sr[2 * x];
-            }
+}
+
+/* Builds the Gaussian planes of octave o and its DoG planes (c->dog, plane s - 1 = Gaussian
+ * s minus Gaussian s - 1). Octave 0 starts from base (w x h, not inside plane 0), the
+ * (possibly upsampled) input with blur `cur_sigma` (in octave-0 pixels), blurred into plane
+ * 0; octave o > 0 from plane `levels` of octave o - 1, which must still be intact. */
+static void sift_build_octave(sift_ctx *c, int o, const float *sig, const float *base,
+                              float cur_sigma) {
+    const sl_sift_params *p = c->p;
+    sift_octave *oc = &c->oct[o];
+    size_t plane = (size_t)oc->w * (size_t)oc->h;
+    if (o == 0) {
+        float d2 = p->sigma * p->sigma - cur_sigma * cur_sigma;
+        float sd = sqrtf(d2 > 0.01f ? d2 : 0.01f);
+        sift_blur(c, base, sift_plane(oc, 0), oc->w, oc->h, sd, NULL);
+    } else {
+        const sift_octave *pv = &c->oct[o - 1];
+        const float *src = sift_plane(pv, p->levels);
+        float *dst = sift_plane(oc, 0);
+        for (int y = 0; y < oc->h; y++) {
+            const float *sr = src + (size_t)(2 * y) * (size_t)pv->w;
+            float *dr = dst + (size_t)y * (size_t)oc->w;
+            for (int x = 0; x < oc->w; x++) dr[x] = sr[2 * x];
         }
-        for (int s = 1; s < c->nlev; s++)
-            sift_blur(c, sift_plane(oc, s - 1), sift_plane(oc, s), oc->w, oc->h, sig[s]);
     }
+    for (int s = 1; s < c->nlev; s++)
+        sift_blur(c, sift_plane(oc, s - 1), sift_plane(oc, s), oc->w, oc->h, sig[s],
+                  c->dog + (size_t)(s - 1) * plane);
 }
 
 /* ---- detection ----------------------------------------------------------------------------- */
@@ -548,6 +557,19 @@ static int sift_refine(const float *dog, int w, int h, int levels, float contras
     return 1;
 }
 
+/* Samples of one row of the orientation window: n pixels from r0 (stride w), their central
+ * differences and window weights wy * ex[t]; a run without branches the compiler vectorizes. */
+static void sift_ori_run(const float *restrict r0, int w, int n, float wy,
+                         const float *restrict ex, float *restrict dx, float *restrict dy,
+                         float *restrict wt) {
+    const float *restrict up = r0 - w, *restrict dn = r0 + w;
+    for (int t = 0; t < n; t++) {
+        dx[t] = r0[t + 1] - r0[t - 1];
+        dy[t] = dn[t] - up[t];
+        wt[t] = wy * ex[t];
+    }
+}
+
 /* Orientation histogram (Lowe s.5) around (px, py) of plane g; fills hist[36] (smoothed)
  * and returns its maximum, or -1 when out of memory. */
 static float sift_ori_hist(const sl__sift_kernels *kern, sift_scratch *scr, const float *g,
@@ -565,15 +587,10 @@ static float sift_ori_hist(const sl__sift_kernels *kern, sift_scratch *scr, cons
     int n = 0;
     int ya = py - R < 1 ? 1 : py - R, yb = py + R > h - 2 ? h - 2 : py + R;
     int xa = px - R < 1 ? 1 : px - R, xb = px + R > w - 2 ? w - 2 : px + R;
-    for (int y = ya; y <= yb; y++) {
-        const float *r0 = g + (size_t)y * (size_t)w;
-        float wy = ex[y - py + R];
-        for (int x = xa; x <= xb; x++) {
-            dx[n] = r0[x + 1] - r0[x - 1];
-            dy[n] = r0[x + w] - r0[x - w];
-            wt[n] = wy * ex[x - px + R];
-            n++;
-        }
+    for (int y = ya; y <= yb && xa <= xb; y++) {
+        sift_ori_run(g + (size_t)y * (size_t)w + xa, w, xb - xa + 1, ex[y - py + R],
+                     ex + xa - px + R, dx + n, dy + n, wt + n);
+        n += xb - xa + 1;
     }
     kern->grad(dx, dy, mag, ori, n);
     float raw[SIFT_ORI_BINS + 4];
@@ -626,16 +643,6 @@ typedef struct sift_detect_job {
     sift_kpvec kv[SIFT_MAX_THREADS];
     int failed[SIFT_MAX_THREADS];
 } sift_detect_job;
-
-static void sift_dog_fn(void *ctx, int tid, int nt) {
-    sift_detect_job *j = ctx;
-    const sift_octave *oc = &j->c->oct[j->oi];
-    size_t plane = (size_t)oc->w * (size_t)oc->h;
-    size_t a = plane * (size_t)tid / (size_t)nt, b = plane * (size_t)(tid + 1) / (size_t)nt;
-    for (int s = 0; s < j->c->nlev - 1; s++)
-        j->c->kern->sub(sift_plane(oc, s + 1) + a, sift_plane(oc, s) + a,
-                        j->c->dog + (size_t)s * plane + a, b - a);
-}
 
 static void sift_detect_fn(void *ctx, int tid, int nt) {
     sift_detect_job *j = ctx;
@@ -741,7 +748,10 @@ static void sift_narrow(float a, float b, float hi, int *ja, int *jb) {
     if (t1 + 1.0f < (float)*jb) *jb = (int)ceilf(t1) + 1;
 }
 
+/* floats in a padded descriptor histogram, (d+2) x (d+2) x (nb+2) */
+#define SIFT_HN ((SIFT_D + 2) * (SIFT_D + 2) * (SIFT_N + 2))
 static void sift_hist_finish(float *hist, float *out);
+static void sift_hist_finish2(float *ha, float *oa, float *hb, float *ob);
 
 /* The window test of descriptor sample jj of a row (bin coordinates inside (-1, d)). */
 static inline int sift_in_window(int jj, float cos_t, float sin_t, float ri_c, float ri_r,
@@ -777,10 +787,13 @@ static void sift_sample_run(const float *restrict r0, int w, int px, int ja, int
     }
 }
 
-/* Computes the 128-d descriptor of a keypoint at (xo, yo) with sigma so and angle ang on plane
- * g (octave pixels). Returns 0, or -1 when out of memory. */
+/* Computes the descriptor histogram of a keypoint at (xo, yo) with sigma so and angle ang on
+ * plane g (octave pixels) into hist2[0..SIFT_HN) (hist2 holds 2 SIFT_HN floats, the second
+ * half is scratch); sift_hist_finish makes the descriptor of it. Returns 0, or -1 when out of
+ * memory. */
 static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, const float *g,
-                           int w, int h, float xo, float yo, float so, float ang, float *out) {
+                           int w, int h, float xo, float yo, float so, float ang,
+                           float *hist2) {
     const int d = SIFT_D, nb = SIFT_N;
     int px = (int)lroundf(xo), py = (int)lroundf(yo);
     float hw = SIFT_DESCR_SCL * so;
@@ -827,56 +840,98 @@ static int sift_descriptor(const sl__sift_kernels *kern, sift_scratch *scr, cons
     }
     /* two interleaved histograms: neighbouring samples mostly hit the same cells, and
      * alternating between copies halves the chains of dependent read-modify-writes */
-    enum { HN = (SIFT_D + 2) * (SIFT_D + 2) * (SIFT_N + 2) };
-    float hist2[2 * HN];
-    memset(hist2, 0, sizeof hist2);
+    enum { HN = SIFT_HN };
+    memset(hist2, 0, 2 * HN * sizeof *hist2);
     kern->grad(dx, dy, gm, go, n);
-    /* spread amounts: 8 arrays after the 8 sample arrays, cell indices after those */
-    float *v[8];
-    for (int q = 0; q < 8; q++) v[q] = buf + (size_t)(8 + q) * scr->cap;
+    /* spread amounts: 4 pair arrays (2 cap floats each) after the 8 sample arrays, cell
+     * indices after those */
+    float *v01 = buf + 8 * scr->cap, *v23 = buf + 10 * scr->cap, *v45 = buf + 12 * scr->cap,
+          *v67 = buf + 14 * scr->cap;
     int32_t *idx = (int32_t *)(void *)(buf + 16 * scr->cap);
-    kern->desc_spread(rb, cb, go, gm, wt, ang, d, nb, n, idx, v[0], v[1], v[2], v[3], v[4], v[5],
-                      v[6], v[7]);
+    kern->desc_spread(rb, cb, go, gm, wt, ang, d, nb, n, idx, v01, v23, v45, v67);
     const int o1 = nb + 2, o2 = (d + 2) * (nb + 2), o3 = (d + 3) * (nb + 2);
     for (int k = 0; k < n; k++) {
         float *hist = hist2 + (k & 1) * HN + idx[k];
-        hist[0] += v[0][k];
-        hist[1] += v[1][k];
-        hist[o1] += v[2][k];
-        hist[o1 + 1] += v[3][k];
-        hist[o2] += v[4][k];
-        hist[o2 + 1] += v[5][k];
-        hist[o3] += v[6][k];
-        hist[o3 + 1] += v[7][k];
+        hist[0] += v01[2 * k];
+        hist[1] += v01[2 * k + 1];
+        hist[o1] += v23[2 * k];
+        hist[o1 + 1] += v23[2 * k + 1];
+        hist[o2] += v45[2 * k];
+        hist[o2 + 1] += v45[2 * k + 1];
+        hist[o3] += v67[2 * k];
+        hist[o3 + 1] += v67[2 * k + 1];
     }
-    float *hist = hist2;
-    for (int i = 0; i < HN; i++) hist[i] += hist2[HN + i];
-    sift_hist_finish(hist, out);
+    for (int i = 0; i < HN; i++) hist2[i] += hist2[HN + i];
     return 0;
 }
 
-/* The 128-d descriptor from a padded (d+2) x (d+2) x (nb+2) histogram (Lowe s.6.1): the
- * orientation wrap folded in, L2-normalized, clipped at 0.2, renormalized. */
-static void sift_hist_finish(float *hist, float *out) {
+/* The 128-d descriptors from n (1 or 2) padded (d+2) x (d+2) x (nb+2) histograms (Lowe
+ * s.6.1): the orientation wrap folded in, L2-normalized, clipped at 0.2, renormalized. The two
+ * norms are sums of 128 dependent additions; doing two descriptors in one loop runs their
+ * chains side by side (each still summed in order). */
+static inline void sift_hist_finish_n(float *const *hist, float *const *out, int n) {
     const int d = SIFT_D, nb = SIFT_N;
-    for (int i = 0; i < d; i++)
-        for (int jj = 0; jj < d; jj++) {
-            int cell = ((i + 1) * (d + 2) + (jj + 1)) * (nb + 2);
-            hist[cell] += hist[cell + nb];
-            hist[cell + 1] += hist[cell + nb + 1];
-            for (int k = 0; k < nb; k++) out[(i * d + jj) * nb + k] = hist[cell + k];
-        }
-    float nrm = 0.0f;
-    for (int k = 0; k < SL_SIFT_DESC_DIM; k++) nrm += out[k] * out[k];
-    float thr = sqrtf(nrm) * SIFT_DESCR_MAG_THR;
-    nrm = 0.0f;
-    for (int k = 0; k < SL_SIFT_DESC_DIM; k++) {
-        float c = out[k] > thr ? thr : out[k];
-        out[k] = c;
-        nrm += c * c;
+    for (int q = 0; q < n; q++)
+        for (int i = 0; i < d; i++)
+            for (int jj = 0; jj < d; jj++) {
+                float *h = hist[q];
+                int cell = ((i + 1) * (d + 2) + (jj + 1)) * (nb + 2);
+                h[cell] += h[cell + nb];
+                h[cell + 1] += h[cell + nb + 1];
+                for (int k = 0; k < nb; k++) out[q][(i * d + jj) * nb + k] = h[cell + k];
+            }
+    float nrm[2] = { 0.0f, 0.0f }, thr[2];
+    for (int k = 0; k < SL_SIFT_DESC_DIM; k++)
+        for (int q = 0; q < n; q++) nrm[q] += out[q][k] * out[q][k];
+    for (int q = 0; q < n; q++) {
+        thr[q] = sqrtf(nrm[q]) * SIFT_DESCR_MAG_THR;
+        nrm[q] = 0.0f;
     }
-    float sc = nrm > 0.0f ? 1.0f / sqrtf(nrm) : 0.0f;
-    for (int k = 0; k < SL_SIFT_DESC_DIM; k++) out[k] *= sc;
+    for (int k = 0; k < SL_SIFT_DESC_DIM; k++)
+        for (int q = 0; q < n; q++) {
+            float c = out[q][k] > thr[q] ? thr[q] : out[q][k];
+            out[q][k] = c;
+            nrm[q] += c * c;
+        }
+    for (int q = 0; q < n; q++) {
+        float sc = nrm[q] > 0.0f ? 1.0f / sqrtf(nrm[q]) : 0.0f;
+        for (int k = 0; k < SL_SIFT_DESC_DIM; k++) out[q][k] *= sc;
+    }
+}
+
+static void sift_hist_finish(float *hist, float *out) {
+    sift_hist_finish_n(&hist, &out, 1);
+}
+
+/* Two descriptors at once (oa and ob distinct). */
+static void sift_hist_finish2(float *ha, float *oa, float *hb, float *ob) {
+    float *hist[2] = { ha, hb }, *out[2] = { oa, ob };
+    sift_hist_finish_n(hist, out, 2);
+}
+
+/* Finishes descriptors in pairs: fill sift_pair_slot(p), then sift_pair_push(p, out) (out
+ * is written once a second histogram arrives, or by sift_pair_flush). */
+typedef struct sift_pair {
+    float h[2][2 * SIFT_HN]; /* 2 SIFT_HN: room for sift_descriptor's scratch half */
+    float *pend;             /* output of h[0] while it waits for a partner, or NULL */
+} sift_pair;
+
+static float *sift_pair_slot(sift_pair *p) {
+    return p->h[p->pend ? 1 : 0];
+}
+
+static void sift_pair_push(sift_pair *p, float *out) {
+    if (p->pend) {
+        sift_hist_finish2(p->h[0], p->pend, p->h[1], out);
+        p->pend = NULL;
+    } else {
+        p->pend = out;
+    }
+}
+
+static void sift_pair_flush(sift_pair *p) {
+    if (p->pend) sift_hist_finish(p->h[0], p->pend);
+    p->pend = NULL;
 }
 
 typedef struct sift_desc_job {
@@ -891,17 +946,20 @@ typedef struct sift_desc_job {
 static void sift_desc_fn(void *ctx, int tid, int nt) {
     sift_desc_job *j = ctx;
     size_t a = j->n * (size_t)tid / (size_t)nt, b = j->n * (size_t)(tid + 1) / (size_t)nt;
+    sift_pair fp;
+    fp.pend = NULL;
     for (size_t q = a; q < b; q++) {
         size_t i = j->order[q];
         const sift_kp *k = &j->kps[i];
         const sift_octave *oc = &j->c->oct[k->oi];
         if (sift_descriptor(j->c->kern, &j->c->scr[tid], sift_plane(oc, k->layer), oc->w, oc->h,
-                            k->xo, k->yo, k->so, k->kp.angle,
-                            j->desc + i * SL_SIFT_DESC_DIM)) {
+                            k->xo, k->yo, k->so, k->kp.angle, sift_pair_slot(&fp))) {
             j->failed[tid] = 1;
             return;
         }
+        sift_pair_push(&fp, j->desc + i * SL_SIFT_DESC_DIM);
     }
+    sift_pair_flush(&fp);
 }
 
 /* Memory order for descriptor computation: octave, plane, row, column (then index). */
@@ -1059,8 +1117,16 @@ sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t 
     float *dsc = NULL;
     if ((st = sift_alloc(c, bw, bh, noct, err))) goto done;
     for (int o = 0; o < noct; o++) c->oct[o].o = o - up;
-    sift_load_base(grey, width, height, stride, up, c->oct[0].g, sift_plane(&c->oct[0], 1));
-    sift_build(c, params->input_sigma * (up ? 2.0f : 1.0f));
+    /* octave 0's plane 0 is the input blurred: straight from grey when it is contiguous,
+     * else from a copy (upsampled or not) in plane 1 (plane 2 as scratch) */
+    const float *base = grey;
+    if (up || stride != (size_t)width) {
+        sift_load_base(grey, width, height, stride, up, sift_plane(&c->oct[0], 1),
+                       sift_plane(&c->oct[0], 2));
+        base = sift_plane(&c->oct[0], 1);
+    }
+    float sig[SL_SIFT_LEVELS_MAX + 3];
+    sift_sigmas(c, sig);
 
     for (int o = 0; o < noct; o++) {
         sift_detect_job *j = calloc(1, sizeof *j);
@@ -1071,7 +1137,8 @@ sl_status sl_sift_extract_grey(const float *grey, int width, int height, size_t 
         j->c = c;
         j->oi = o;
         int par = sift_par(c, c->oct[o].w, c->oct[o].h);
-        sift_pool_run(&c->pool, par, sift_dog_fn, j);
+        /* octave o's DoG shares c->dog with the others: detect before building the next */
+        sift_build_octave(c, o, sig, base, params->input_sigma * (up ? 2.0f : 1.0f));
         sift_pool_run(&c->pool, par, sift_detect_fn, j);
         int failed = 0;
         for (int t = 0; t < SIFT_MAX_THREADS; t++) {
@@ -1137,6 +1204,9 @@ done:
  * two orientation bins once per plane (8 amounts per pixel, the wrap folded in), the offset
  * tables are computed once per call, and a descriptor sums each of its rows over (column
  * cell, orientation) (kernel dense_row) before spreading the row sum over its two row cells.
+ * A row sum depends only on the image row and the centre column, so descriptors are taken
+ * column by column and each row sum is computed once per column and reused (the same values
+ * as recomputing it for every descriptor).
  * The samples, bins and weights are those of sift_descriptor with angle 0 (with sin = 0 its
  * window test keeps a rectangle of rows x columns); only the association of the products and
  * sums differs, so the values agree to float rounding. */
@@ -1145,6 +1215,17 @@ typedef struct sift_dense_tab {
     int32_t *cell;     /* (lower bin + 1) per offset, indexed t + R */
     float *w0, *w1;    /* window weight x (1 - frac) and x frac per offset */
 } sift_dense_tab;
+
+typedef struct sift_dense_ord {
+    int px;   /* centre column (octave pixels) */
+    size_t k; /* descriptor index */
+} sift_dense_ord;
+
+static int sift_dense_ord_cmp(const void *pa, const void *pb) {
+    const sift_dense_ord *a = pa, *b = pb;
+    if (a->px != b->px) return a->px < b->px ? -1 : 1;
+    return a->k < b->k ? -1 : a->k > b->k;
+}
 
 static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, int w, int h,
                                   const sift_kp *ks, size_t nk, float so, float *dsc) {
@@ -1159,12 +1240,16 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
     float cos_t = cosf(0.0f) / hw, es = -1.0f / (0.5f * d * d * hw * hw);
     const float half = d / 2.0f - 0.5f, bpr = (float)nb / SIFT_TWO_PI;
     size_t nt = 2 * (size_t)R + 1, rowlen = w > 2 ? (size_t)w - 2 : 1;
-    float *pv = sl__callocarray(plane, 8 * sizeof *pv);
+    /* only rows and columns 1..size-2 are written and read */
+    float *pv = sl__mallocarray(plane, 8 * sizeof *pv);
     float *tmp = sl__mallocarray(rowlen, 4 * sizeof *tmp);
+    float *rows = sl__mallocarray((size_t)h, SW * sizeof *rows); /* row sums of one column */
+    int *rowpx = sl__mallocarray((size_t)h, sizeof *rowpx); /* column each row sum is for */
+    sift_dense_ord *ord = sl__mallocarray(nk, sizeof *ord);
     sift_dense_tab tb = { 0, -1, sl__mallocarray(nt, sizeof(int32_t)),
                           sl__mallocarray(nt, sizeof(float)), sl__mallocarray(nt, sizeof(float)) };
     int rc = -1;
-    if (!pv || !tmp || !tb.cell || !tb.w0 || !tb.w1) goto out;
+    if (!pv || !tmp || !rows || !rowpx || !ord || !tb.cell || !tb.w0 || !tb.w1) goto out;
     /* per pixel (rows and columns 1..size-2): gradient magnitude split over orientation bins
      * o0 and o0 + 1 (mod nb) */
     for (int y = 1; y < h - 1 && w > 2; y++) {
@@ -1183,6 +1268,7 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
             o0 = o0 >= nb ? o0 - nb : o0;
             float m1 = gm[x - 1] * obin;
             float *v = pv + ((size_t)y * (size_t)w + (size_t)x) * 8;
+            for (int o = 0; o < 8; o++) v[o] = 0.0f;
             v[o0] = gm[x - 1] - m1;
             v[(o0 + 1) % nb] += m1;
         }
@@ -1201,17 +1287,33 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
         tb.w1[t + R] = ex * fr;
         tb.w0[t + R] = ex - tb.w1[t + R];
     }
+    /* descriptors in order of their centre column (then index): a row sum depends only on
+     * the image row and the centre column, so the descriptors of one column share them */
     for (size_t k = 0; k < nk; k++) {
-        int px = (int)lroundf(ks[k].xo), py = (int)lroundf(ks[k].yo);
-        float hist[HN], S[SW];
-        memset(hist, 0, sizeof hist);
+        ord[k].px = (int)lroundf(ks[k].xo);
+        ord[k].k = k;
+    }
+    qsort(ord, nk, sizeof *ord, sift_dense_ord_cmp);
+    for (int y = 0; y < h; y++) rowpx[y] = INT_MIN;
+    sift_pair fp;
+    fp.pend = NULL;
+    _Static_assert(HN == SIFT_HN, "dense and oriented histograms have one layout");
+    for (size_t q = 0; q < nk; q++) {
+        size_t k = ord[q].k;
+        int px = ord[q].px, py = (int)lroundf(ks[k].yo);
+        float *hist = sift_pair_slot(&fp);
+        memset(hist, 0, HN * sizeof *hist);
         int ia = tb.lo > 1 - py ? tb.lo : 1 - py, ib = tb.hi < h - 2 - py ? tb.hi : h - 2 - py;
         int ja = tb.lo > 1 - px ? tb.lo : 1 - px, jb = tb.hi < w - 2 - px ? tb.hi : w - 2 - px;
         for (int i = ia; i <= ib && ja <= jb; i++) {
-            size_t row = (size_t)(py + i) * (size_t)w + (size_t)(px + ja);
-            memset(S, 0, sizeof S);
-            kern->dense_row(pv + row * 8, tb.cell + ja + R, tb.w0 + ja + R, tb.w1 + ja + R,
-                            jb - ja + 1, S);
+            float *S = rows + (size_t)(py + i) * SW;
+            if (rowpx[py + i] != px) { /* row py + i not yet summed for this column */
+                size_t row = (size_t)(py + i) * (size_t)w + (size_t)(px + ja);
+                memset(S, 0, SW * sizeof *S);
+                kern->dense_row(pv + row * 8, tb.cell + ja + R, tb.w0 + ja + R, tb.w1 + ja + R,
+                                jb - ja + 1, S);
+                rowpx[py + i] = px;
+            }
             float r0w = tb.w0[i + R], r1w = tb.w1[i + R];
             float *hr = hist + (size_t)tb.cell[i + R] * RW;
             for (int c = 0; c < d + 2; c++)
@@ -1221,12 +1323,16 @@ static int sift_dense_descriptors(const sl__sift_kernels *kern, const float *g, 
                     hr[RW + c * (nb + 2) + o] += r1w * v;
                 }
         }
-        sift_hist_finish(hist, dsc + k * SL_SIFT_DESC_DIM);
+        sift_pair_push(&fp, dsc + k * SL_SIFT_DESC_DIM);
     }
+    sift_pair_flush(&fp);
     rc = 0;
 out:
     free(pv);
     free(tmp);
+    free(rows);
+    free(rowpx);
+    free(ord);
     free(tb.cell);
     free(tb.w0);
     free(tb.w1);
@@ -1255,7 +1361,7 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
     if (!c) return sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
     c->kern = sl__sift_kernels_get();
     sift_pool_start(&c->pool, 1);
-    c->scr[0].row = sl__mallocarray((size_t)width + 2 * 64 + 16, sizeof(float));
+    c->scr[0].row = sl__mallocarray(2 * ((size_t)width + 2 * 64) + 16, sizeof(float));
     a = sl__mallocarray(plane, sizeof(float));
     b = sl__mallocarray(plane, sizeof(float));
     ks = sl__mallocarray(count, sizeof *ks);
@@ -1264,18 +1370,28 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
         st = sl__err_set(err, SL_E_NOMEM, "sift dense: out of memory");
         goto done;
     }
-    sift_load_base(grey, width, height, stride, 0, a, NULL);
+    /* img: the current image (grey itself while that is contiguous, else a) */
+    const float *img = grey;
+    if (stride != (size_t)width) {
+        sift_load_base(grey, width, height, stride, 0, a, NULL);
+        img = a;
+    }
     /* Halve the image while the target blur allows it (blur to 1.6 px, keep every 2nd pixel),
-     * then blur to `size` in the pixels of that octave. */
+     * then blur to `size` in the pixels of that octave. Only the even rows of the blur before
+     * a halving are kept, so only they are computed. */
     const float base = SL_SIFT_SIGMA_DEFAULT;
     float cur = SL_SIFT_INPUT_SIGMA_DEFAULT;
     int w = width, h = height, o = 0;
     while (size / (float)(1 << (o + 1)) >= base && w / 2 >= 16 && h / 2 >= 16) {
-        sift_blur(c, a, b, w, h, sqrtf(base * base - cur * cur));
+        sift_kernel1d kk;
+        sift_make_kernel(sqrtf(base * base - cur * cur), &kk);
         int w2 = w / 2, h2 = h / 2;
+        for (int y = 0; y < h2; y++)
+            c->kern->blur_rows(img, b, w, h, kk.k, kk.r, c->scr[0].row, 2 * y, 2 * y + 1, NULL);
         for (int y = 0; y < h2; y++)
             for (int x = 0; x < w2; x++)
                 a[(size_t)y * (size_t)w2 + (size_t)x] = b[(size_t)(2 * y) * (size_t)w + (size_t)(2 * x)];
+        img = a;
         w = w2;
         h = h2;
         cur = base / 2.0f;
@@ -1283,10 +1399,12 @@ sl_status sl_sift_dense_grey(const float *grey, int width, int height, size_t st
     }
     float so = size / (float)(1 << o);
     if (so > cur) {
-        sift_blur(c, a, b, w, h, sqrtf(so * so - cur * cur));
+        sift_blur(c, img, b, w, h, sqrtf(so * so - cur * cur), NULL);
         float *t = a;
         a = b;
         b = t;
+    } else if (img != a) {
+        sift_load_base(grey, width, height, stride, 0, a, NULL);
     }
     size_t k = 0;
     for (int y = step / 2; y < height; y += step)

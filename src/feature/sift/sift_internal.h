@@ -11,14 +11,12 @@
 
 typedef struct sl__sift_kernels {
     void (*blur_rows)(const float *src, float *dst, int w, int h, const float *k, int r,
-                      float *tmp, int y0, int y1);
-    void (*sub)(const float *a, const float *b, float *d, size_t n);
+                      float *tmp, int y0, int y1, float *dog);
     void (*extrema_row)(const float *const *rows, int x0, int x1, float thr, uint8_t *mask);
     void (*grad)(const float *dx, const float *dy, float *mag, float *ori, int n);
     void (*desc_spread)(const float *rb, const float *cb, const float *go, const float *gm,
                         const float *wt, float ang, int d, int nb, int n, int32_t *idx,
-                        float *v0, float *v1, float *v2, float *v3, float *v4, float *v5,
-                        float *v6, float *v7);
+                        float *v01, float *v23, float *v45, float *v67);
     void (*dense_row)(const float *pv, const int32_t *cell, const float *w0, const float *w1,
                       int n, float *s);
 } sl__sift_kernels;
