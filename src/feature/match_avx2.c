@@ -80,6 +80,23 @@ typedef struct cpack {        /* as candidate: blocks of 8, see the file comment
 
 static size_t up64(size_t x) { return (x + 63) & ~(size_t)63; }
 
+/* One descriptor to 6 bits (sl__desc6 of every byte: a saturating +2, then / 4, which is exact
+ * up to 253 and saturates to 63 above, as sl__desc6 does) and its squared norm. */
+SL__AVX2_TARGET static int32_t desc6_row(const uint8_t *src, uint8_t *dst) {
+    const __m256i two = _mm256_set1_epi8(2), low6 = _mm256_set1_epi8(0x3f), ones = _mm256_set1_epi16(1);
+    __m256i n2 = _mm256_setzero_si256();
+    for (int t = 0; t < D; t += 32) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(src + t));
+        v = _mm256_and_si256(_mm256_srli_epi16(_mm256_adds_epu8(v, two), 2), low6);
+        _mm256_storeu_si256((__m256i *)(void *)(dst + t), v);
+        n2 = _mm256_add_epi32(n2, _mm256_madd_epi16(_mm256_maddubs_epi16(v, v), ones));
+    }
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(n2), _mm256_extracti128_si256(n2, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
 static qpack *qpack_build(const uint8_t *qd, uint32_t nq) {
     size_t h = up64(sizeof(qpack)), a = up64((size_t)nq * sizeof(int32_t)), b = up64((size_t)nq * D);
     qpack *p = aligned_alloc(64, h + a + b); /* sizes bounded: nq <= SL__LOCAL_MAX */
@@ -87,16 +104,7 @@ static qpack *qpack_build(const uint8_t *qd, uint32_t nq) {
     p->n = nq;
     p->qn = (int32_t *)(void *)((char *)p + h);
     p->qx = (uint8_t *)p + h + a;
-    for (uint32_t i = 0; i < nq; i++) {
-        const uint8_t *q = qd + (size_t)i * D;
-        int32_t n2 = 0;
-        for (int t = 0; t < D; t++) {
-            uint8_t v = sl__desc6(q[t]);
-            p->qx[(size_t)i * D + t] = v;
-            n2 += v * v;
-        }
-        p->qn[i] = n2;
-    }
+    for (uint32_t i = 0; i < nq; i++) p->qn[i] = desc6_row(qd + (size_t)i * D, p->qx + (size_t)i * D);
     return p;
 }
 
@@ -111,17 +119,11 @@ static cpack *cpack_build(const uint8_t *cd, uint32_t nc) {
     p->ct = (uint8_t *)p + h + a;
     memset(p->ct, 0, b);
     for (size_t j = 0; j < nb * 8; j++) p->kc[j] = PAD;
+    uint8_t row[D];
     for (uint32_t j = 0; j < nc; j++) {
-        const uint8_t *c = cd + (size_t)j * D;
-        int32_t n2 = 0;
+        p->kc[j] = desc6_row(cd + (size_t)j * D, row);
         uint8_t *dst = p->ct + (j / 8) * STEPS * 32 + (j % 8) * 4;
-        for (int s = 0; s < STEPS; s++)
-            for (int t = 0; t < 4; t++) {
-                uint8_t v = sl__desc6(c[4 * s + t]);
-                dst[(size_t)s * 32 + (size_t)t] = v;
-                n2 += v * v;
-            }
-        p->kc[j] = n2;
+        for (int s = 0; s < STEPS; s++) memcpy(dst + (size_t)s * 32, row + 4 * s, 4);
     }
     return p;
 }
