@@ -51,22 +51,51 @@ static int solve(double *A, int m, double *x) {
     return 0;
 }
 
-/* Least-squares affine fit on the listed pairs (>= 3). */
+/* solve() for a 3 x 3 system with two right-hand sides at once, A = [L | ba | bb] (3 x 5): the
+ * pivots depend on L alone, and every element gets the operations solve() gives it, in the same
+ * order, so xa and xb are bit for bit what two solve() calls on [L | ba] and [L | bb] return. */
+static int solve3x2(double A[3][5], double xa[3], double xb[3]) {
+    for (int c = 0; c < 3; c++) {
+        int piv = c;
+        for (int r = c + 1; r < 3; r++)
+            if (fabs(A[r][c]) > fabs(A[piv][c])) piv = r;
+        if (fabs(A[piv][c]) < 1e-12) return -1;
+        if (piv != c)
+            for (int k = 0; k < 5; k++) {
+                double t = A[c][k];
+                A[c][k] = A[piv][k];
+                A[piv][k] = t;
+            }
+        for (int r = c + 1; r < 3; r++) {
+            double f = A[r][c] / A[c][c];
+            for (int k = c; k < 5; k++) A[r][k] -= f * A[c][k];
+        }
+    }
+    for (int r = 2; r >= 0; r--) {
+        double sa = A[r][3], sb = A[r][4];
+        for (int k = r + 1; k < 3; k++) { sa -= A[r][k] * xa[k]; sb -= A[r][k] * xb[k]; }
+        xa[r] = sa / A[r][r];
+        xb[r] = sb / A[r][r];
+    }
+    return 0;
+}
+
+/* Least-squares affine fit on the listed pairs (>= 3): normal equations for x' and y', which share
+ * their left-hand side. */
 static int fit_affine(const float *s, const float *d, const size_t *idx, size_t m, double H[9]) {
-    double N[3 * 4], M[3 * 4];
-    memset(N, 0, sizeof N);
-    memset(M, 0, sizeof M);
+    double A[3][5];
+    memset(A, 0, sizeof A);
     for (size_t t = 0; t < m; t++) {
         size_t i = idx[t];
         double v[3] = {s[2 * i], s[2 * i + 1], 1.0};
         for (int r = 0; r < 3; r++) {
-            for (int c = 0; c < 3; c++) { N[r * 4 + c] += v[r] * v[c]; M[r * 4 + c] += v[r] * v[c]; }
-            N[r * 4 + 3] += v[r] * d[2 * i];
-            M[r * 4 + 3] += v[r] * d[2 * i + 1];
+            for (int c = 0; c < 3; c++) A[r][c] += v[r] * v[c];
+            A[r][3] += v[r] * d[2 * i];
+            A[r][4] += v[r] * d[2 * i + 1];
         }
     }
     double a[3], b[3];
-    if (solve(N, 3, a) != 0 || solve(M, 3, b) != 0) return -1;
+    if (solve3x2(A, a, b) != 0) return -1;
     H[0] = a[0]; H[1] = a[1]; H[2] = a[2];
     H[3] = b[0]; H[4] = b[1]; H[5] = b[2];
     H[6] = 0; H[7] = 0; H[8] = 1;
