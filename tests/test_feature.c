@@ -143,6 +143,41 @@ static void test_vlad_hand_computed(void **state) {
 
 /* ---- PCA --------------------------------------------------------------------------------- */
 
+/* The projection (once per query) gives the bits of the 16-lane reference - lane l sums
+ * r[i] * (x[i] - mean[i]) for i = l mod 16, then the lane tree, then the L2 normalization - for
+ * input sizes that are and are not multiples of 16 and output sizes not multiples of 4. */
+static void test_pca_project_bits(void **state) {
+    (void)state;
+    static const size_t shapes[][2] = {{8192 / 16, 7}, {256, 9}, {48, 4}, {20, 5}, {7, 3}};
+    sl__rng r;
+    sl__rng_seed(&r, 23);
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        size_t in = shapes[t][0], outd = shapes[t][1];
+        sl_pca *p = sl__pca_alloc(in, outd);
+        assert_non_null(p);
+        for (size_t i = 0; i < in; i++) p->mean[i] = (float)sl__rng_normal(&r);
+        for (size_t i = 0; i < in * outd; i++) p->proj[i] = (float)sl__rng_normal(&r);
+        float *x = malloc(in * sizeof *x), *got = malloc(outd * sizeof *got), *want = malloc(outd * sizeof *want);
+        assert_non_null(x);
+        assert_non_null(got);
+        assert_non_null(want);
+        for (size_t i = 0; i < in; i++) x[i] = (float)sl__rng_normal(&r);
+        double s2 = 0.0;
+        for (size_t j = 0; j < outd; j++) {
+            float acc[SL__LANES] = {0};
+            for (size_t i = 0; i < in; i++) acc[i % SL__LANES] += p->proj[j * in + i] * (x[i] - p->mean[i]);
+            want[j] = sl__lanes_sum(acc);
+            s2 += (double)want[j] * want[j];
+        }
+        float inv = (float)(1.0 / sqrt(s2));
+        for (size_t j = 0; j < outd; j++) want[j] *= inv;
+        sl_pca_project(p, x, got);
+        assert_memory_equal(got, want, outd * sizeof *got);
+        free(x); free(got); free(want);
+        sl_pca_free(p);
+    }
+}
+
 static void test_pca_covariance_path_hand_computed(void **state) {
     (void)state;
     /* points on the diagonal plus a small anti-diagonal spread; mean 0 */
@@ -992,6 +1027,7 @@ static void test_verify_survives_rotation_and_scale(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kmeans_nearest_bits),
+        cmocka_unit_test(test_pca_project_bits),
         cmocka_unit_test(test_kmeans_separable_lloyd_and_minibatch),
         cmocka_unit_test(test_vlad_hand_computed),
         cmocka_unit_test(test_pca_covariance_path_hand_computed),

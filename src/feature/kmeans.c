@@ -52,20 +52,11 @@ static size_t nearest_plain(const float *centroids, size_t k, size_t dim, const 
 }
 
 #if defined(__GNUC__) && defined(__x86_64__)
-#include <immintrin.h>
 /* dist2 of x to 4 centroids at once (dim a multiple of 16): each distance with the very same
  * operations as dist2 - lane l of the 16 gets elements l, l+16, ... as (a-b)*(a-b) added in order,
  * no FMA - and sl__lanes_sum's tree done in registers (lanes +8, +4, +2, +1), so the bits are
  * those of the plain loop; x is loaded once for the 4. (The plain loop spent most of its time
  * storing and re-adding the 16 lanes of every pair.) */
-__attribute__((target("avx2"))) static inline float tree16(__m256 lo, __m256 hi) {
-    __m256 v = _mm256_add_ps(lo, hi);                                  /* lanes l += l + 8 */
-    __m128 t = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); /* += l + 4 */
-    t = _mm_add_ps(t, _mm_movehl_ps(t, t));                           /* += l + 2 */
-    t = _mm_add_ss(t, _mm_shuffle_ps(t, t, 1));                       /* += l + 1 */
-    return _mm_cvtss_f32(t);
-}
-
 __attribute__((target("avx2"))) static size_t nearest_avx2(const float *centroids, size_t k,
                                                            size_t dim, const float *x,
                                                            float *d2out) {
@@ -87,7 +78,7 @@ __attribute__((target("avx2"))) static size_t nearest_avx2(const float *centroid
             }
         }
         for (int t = 0; t < 4; t++) {
-            float d = tree16(a[2 * t], a[2 * t + 1]);
+            float d = sl__lanes_sum_avx2(a[2 * t], a[2 * t + 1]);
             if (d < bd) { bd = d; best = c + (size_t)t; }
         }
     }
@@ -103,13 +94,7 @@ __attribute__((target("avx2"))) static size_t nearest_avx2(const float *centroid
 size_t sl_kmeans_nearest(const float *centroids, size_t k, size_t dim, const float *x,
                          float *d2out) {
 #if defined(__GNUC__) && defined(__x86_64__)
-    static int have = -1; /* racing first calls store the same value */
-    int h = __atomic_load_n(&have, __ATOMIC_RELAXED);
-    if (h < 0) {
-        __builtin_cpu_init();
-        h = __builtin_cpu_supports("avx2");
-        __atomic_store_n(&have, h, __ATOMIC_RELAXED);
-    }
+    int h = sl__cpu_avx2();
     if (h && dim % SL__LANES == 0 && dim > 0) return nearest_avx2(centroids, k, dim, x, d2out);
 #endif
     return nearest_plain(centroids, k, dim, x, d2out);

@@ -228,14 +228,7 @@ SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, 
 
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
                         uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
-    static int cached = -1; /* -1 unknown, else 0/1; racing first calls store the same value */
-    int have = __atomic_load_n(&cached, __ATOMIC_RELAXED);
-    if (have < 0) {
-        __builtin_cpu_init();
-        have = __builtin_cpu_supports("avx2");
-        __atomic_store_n(&cached, have, __ATOMIC_RELAXED);
-    }
-    if (!have || !q || !c || q->n == 0 || c->n == 0) return -2;
+    if (!sl__cpu_avx2() || !q || !c || q->n == 0 || c->n == 0) return -2;
     sl_local_features *qm = (sl_local_features *)(uintptr_t)q, *cm = (sl_local_features *)(uintptr_t)c;
     const qpack *qp = pack_get(&qm->qpack, 0, q->desc, q->n);
     const cpack *cp = qp ? pack_get(&cm->cpack, 1, c->desc, c->n) : NULL;

@@ -1,6 +1,6 @@
 /*
  * util/error.c - status names and messages, the sl_error record, and small shared helpers
- * (checked allocation, clock, PRNG).
+ * (checked allocation, clock, PRNG, CPU check).
  * Invariant: sl_strerror/sl_status_name return static strings for every int, known or not.
  */
 #include "util/util.h"
@@ -149,4 +149,19 @@ double sl__rng_normal(sl__rng *r) {
     double u1 = sl__rng_uniform(r), u2 = sl__rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;
     return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+int sl__cpu_avx2(void) {
+#if defined(__GNUC__) && defined(__x86_64__)
+    static int have = -1; /* -1 unknown, else 0/1; racing first calls store the same value */
+    int h = __atomic_load_n(&have, __ATOMIC_RELAXED);
+    if (h < 0) {
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("avx2") ? 1 : 0;
+        __atomic_store_n(&have, h, __ATOMIC_RELAXED);
+    }
+    return h;
+#else
+    return 0;
+#endif
 }

@@ -49,6 +49,9 @@ char *sl__strdup(const char *s);
 /* Seconds from an arbitrary fixed point, monotonic. */
 double sl__now(void);
 
+/* 1 if the CPU has AVX2 (checked once; for kernels compiled with a target attribute). */
+int sl__cpu_avx2(void);
+
 /* Small deterministic PRNG (splitmix64 seeding xoshiro256**); used wherever "seeded" matters. */
 typedef struct sl__rng { uint64_t s[4]; } sl__rng;
 void sl__rng_seed(sl__rng *r, uint64_t seed);
