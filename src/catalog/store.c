@@ -39,8 +39,19 @@ struct sl_store {
     pthread_mutex_t mu;     /* guards txn_depth / txn_owner and the statement pool */
     int txn_depth;
     pthread_t txn_owner;
-    sqlite3_stmt *local_pool[SL__STMT_POOL]; /* idle "SELECT local ..." statements of rdb */
-    int n_local_pool;
+    /* idle prepared statements of rdb, per kind (sl__pooled_sql): the reads a search makes for
+     * every candidate or result, prepared once instead of per call */
+    sqlite3_stmt *pool[3][SL__STMT_POOL];
+    int n_pool[3];
+};
+
+enum { SL__Q_LOCAL, SL__Q_PRODUCT, SL__Q_IMAGE };
+static sl_status sl__take_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt **st, sl_error *err);
+static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st);
+static const char *const sl__pooled_sql[3] = {
+    "SELECT local FROM images WHERE id = ?",
+    "SELECT id, title, category, price, description, url, attrs FROM products WHERE id = ?",
+    "SELECT id, product_id, source, hash, size FROM images WHERE id = ?",
 };
 
 static const char *const sl__schema =
@@ -223,7 +234,8 @@ static sl_status sl__check_versions(sl_store *s, sqlite3 *db, int fresh, sl_erro
 
 void sl_store_free(sl_store *s) {
     if (!s) return;
-    for (int i = 0; i < s->n_local_pool; i++) sqlite3_finalize(s->local_pool[i]);
+    for (int k = 0; k < 3; k++)
+        for (int i = 0; i < s->n_pool[k]; i++) sqlite3_finalize(s->pool[k][i]);
     sqlite3_close(s->rdb);
     sqlite3_close(s->db);
     pthread_mutex_destroy(&s->mu);
@@ -438,8 +450,7 @@ sl_status sl_store_get_product(sl_store *s, const char *id, sl_product *out, sl_
     memset(out, 0, sizeof *out);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT id, title, category, price, description, url, attrs "
-                                   "FROM products WHERE id = ?", &st, err);
+    sl_status rc = sl__take_stmt(s, db, SL__Q_PRODUCT, &st, err);
     if (rc != SL_OK) return rc;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int r = sqlite3_step(st);
@@ -462,7 +473,7 @@ sl_status sl_store_get_product(sl_store *s, const char *id, sl_product *out, sl_
     } else {
         rc = sl__sqlerr(err, db, "read product");
     }
-    sqlite3_finalize(st);
+    sl__give_stmt(s, db, SL__Q_PRODUCT, st);
     return rc;
 }
 
@@ -733,15 +744,14 @@ sl_status sl_store_get_image(sl_store *s, int64_t image_id, sl_image_ref *ref, s
     memset(ref, 0, sizeof *ref);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT id, product_id, source, hash, size FROM images WHERE id = ?",
-                               &st, err);
+    sl_status rc = sl__take_stmt(s, db, SL__Q_IMAGE, &st, err);
     if (rc != SL_OK) return rc;
     sqlite3_bind_int64(st, 1, image_id);
     int r = sqlite3_step(st);
     if (r == SQLITE_ROW) rc = sl__fill_ref(st, ref, err);
     else if (r == SQLITE_DONE) rc = sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id);
     else rc = sl__sqlerr(err, db, "read image");
-    sqlite3_finalize(st);
+    sl__give_stmt(s, db, SL__Q_IMAGE, st);
     return rc;
 }
 
@@ -805,26 +815,26 @@ sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, si
     return rc;
 }
 
-/* A prepared "SELECT local" statement for conn: from the pool when conn is rdb. */
-static sl_status sl__take_local_stmt(sl_store *s, sqlite3 *conn, sqlite3_stmt **st, sl_error *err) {
+/* A prepared statement of kind k for conn: from the pool when conn is rdb. */
+static sl_status sl__take_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt **st, sl_error *err) {
     *st = NULL;
     if (conn == s->rdb) {
         pthread_mutex_lock(&s->mu);
-        if (s->n_local_pool > 0) *st = s->local_pool[--s->n_local_pool];
+        if (s->n_pool[k] > 0) *st = s->pool[k][--s->n_pool[k]];
         pthread_mutex_unlock(&s->mu);
         if (*st) return SL_OK;
     }
-    return sl__prepare(conn, "SELECT local FROM images WHERE id = ?", st, err);
+    return sl__prepare(conn, sl__pooled_sql[k], st, err);
 }
 
 /* Resets st and keeps it for the next reader (or finalizes it when the pool is full). */
-static void sl__give_local_stmt(sl_store *s, sqlite3 *conn, sqlite3_stmt *st) {
+static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st) {
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     if (conn == s->rdb) {
         pthread_mutex_lock(&s->mu);
-        if (s->n_local_pool < SL__STMT_POOL) {
-            s->local_pool[s->n_local_pool++] = st;
+        if (s->n_pool[k] < SL__STMT_POOL) {
+            s->pool[k][s->n_pool[k]++] = st;
             st = NULL;
         }
         pthread_mutex_unlock(&s->mu);
@@ -838,7 +848,7 @@ sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size
     *local_len = 0;
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__take_local_stmt(s, db, &st, err);
+    sl_status rc = sl__take_stmt(s, db, SL__Q_LOCAL, &st, err);
     if (rc != SL_OK) return rc;
     sqlite3_bind_int64(st, 1, image_id);
     int r = sqlite3_step(st);
@@ -849,7 +859,7 @@ sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size
     } else {
         rc = sl__sqlerr(err, db, "read image");
     }
-    sl__give_local_stmt(s, db, st);
+    sl__give_stmt(s, db, SL__Q_LOCAL, st);
     return rc;
 }
 
