@@ -32,6 +32,9 @@
 
 #define SL__STMT_POOL 16     /* idle prepared statements kept per kind */
 
+/* The read statements kept prepared (sl__pooled_sql). */
+enum { SL__Q_LOCAL, SL__Q_PRODUCT, SL__Q_IMAGE, SL__Q_IMAGE_PRODUCTS, SL__Q_KINDS };
+
 struct sl_store {
     char *dir;
     sqlite3 *db;            /* writer; NULL when read-only */
@@ -41,17 +44,17 @@ struct sl_store {
     pthread_t txn_owner;
     /* idle prepared statements of rdb, per kind (sl__pooled_sql): the reads a search makes for
      * every candidate or result, prepared once instead of per call */
-    sqlite3_stmt *pool[3][SL__STMT_POOL];
-    int n_pool[3];
+    sqlite3_stmt *pool[SL__Q_KINDS][SL__STMT_POOL];
+    int n_pool[SL__Q_KINDS];
 };
 
-enum { SL__Q_LOCAL, SL__Q_PRODUCT, SL__Q_IMAGE };
 static sl_status sl__take_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt **st, sl_error *err);
 static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st);
-static const char *const sl__pooled_sql[3] = {
+static const char *const sl__pooled_sql[SL__Q_KINDS] = {
     "SELECT local FROM images WHERE id = ?",
     "SELECT id, title, category, price, description, url, attrs FROM products WHERE id = ?",
     "SELECT id, product_id, source, hash, size FROM images WHERE id = ?",
+    "SELECT j.key, i.product_id FROM json_each(?) j JOIN images i ON i.id = j.value",
 };
 
 static const char *const sl__schema =
@@ -234,7 +237,7 @@ static sl_status sl__check_versions(sl_store *s, sqlite3 *db, int fresh, sl_erro
 
 void sl_store_free(sl_store *s) {
     if (!s) return;
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < SL__Q_KINDS; k++)
         for (int i = 0; i < s->n_pool[k]; i++) sqlite3_finalize(s->pool[k][i]);
     sqlite3_close(s->rdb);
     sqlite3_close(s->db);
@@ -672,8 +675,7 @@ sl_status sl_store_image_products(sl_store *s, const int64_t *ids, size_t n, cha
     *o = '\0';
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT j.key, i.product_id FROM json_each(?) j "
-                                   "JOIN images i ON i.id = j.value", &st, err);
+    sl_status rc = sl__take_stmt(s, db, SL__Q_IMAGE_PRODUCTS, &st, err);
     if (rc == SL_OK) {
         sqlite3_bind_text(st, 1, js, -1, SQLITE_STATIC);
         int r;
@@ -686,7 +688,7 @@ sl_status sl_store_image_products(sl_store *s, const int64_t *ids, size_t n, cha
             }
         }
         if (rc == SL_OK && r != SQLITE_DONE) rc = sl__sqlerr(err, db, "read images");
-        sqlite3_finalize(st);
+        sl__give_stmt(s, db, SL__Q_IMAGE_PRODUCTS, st); /* reset before js is freed */
     }
     free(js);
     if (rc != SL_OK) {
