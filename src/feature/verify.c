@@ -2,8 +2,9 @@
  * feature/verify.c - compact local features (keypoints + 8-bit RootSIFT), their serialized form,
  * descriptor matching and geometric verification for re-ranking.
  *
- * Matching: all pairwise squared L2 distances between the 8-bit descriptors (integer arithmetic,
- * exact), Lowe's ratio test (IJCV 2004, sec. 7.1) on the two nearest candidate descriptors, and a
+ * Matching: all pairwise squared L2 distances between the descriptors at 6-bit precision (stored
+ * bytes / 4, sl__desc6; integer arithmetic, exact, the same on every kernel: AVX-512 VNNI and the
+ * scalar scan on 6-bit copies, AVX2 on 6-bit forms kept with the sets), Lowe's ratio test (IJCV 2004, sec. 7.1) on the two nearest candidate descriptors, and a
  * mutual-nearest-neighbour check (the candidate descriptor's nearest query descriptor must be the
  * same). Verification fits an affine map or a homography by RANSAC (Fischler & Bolles 1981,
  * ransac.c) and reports the inliers; re-ranking adds a saturating function of the inlier count
