@@ -362,8 +362,7 @@ sl_status sl__color_hist_impl(const sl_image *img, const sl_color_params *p, flo
     ctx.ncols = n;
     for (int i = n; i < COLS_PAD; i++) ctx.wcol[i] = 0.0f;
 #ifdef SL__COLOR_AVX2
-    __builtin_cpu_init(); /* idempotent and cheap; the AVX2 path needs the CPU check */
-    int avx2 = simd && __builtin_cpu_supports("avx2");
+    int avx2 = simd && sl__cpu_avx2();
 #else
     (void)simd;
 #endif

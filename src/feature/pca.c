@@ -42,12 +42,6 @@ size_t sl_pca_out_dim(const sl_pca *p) { return p ? p->out_dim : 0; }
 static inline float centred_dot(const float *r, const float *x, const float *mean, size_t d) {
     float acc[SL__LANES] = {0};
     size_t i = 0;
-    if (!mean) { /* x already centred */
-        for (; i + SL__LANES <= d; i += SL__LANES)
-            for (size_t l = 0; l < SL__LANES; l++) acc[l] += r[i + l] * x[i + l];
-        for (size_t l = 0; i < d; i++, l++) acc[l] += r[i] * x[i];
-        return sl__lanes_sum(acc);
-    }
     for (; i + SL__LANES <= d; i += SL__LANES)
         for (size_t l = 0; l < SL__LANES; l++) acc[l] += r[i + l] * (x[i + l] - mean[i + l]);
     for (size_t l = 0; i < d; i++, l++) acc[l] += r[i] * (x[i] - mean[i]);
@@ -60,7 +54,8 @@ static inline float centred_dot(const float *r, const float *x, const float *mea
  * same float however often it is computed - and its lane tree: the same bits. x - mean is formed
  * once instead of once per output, and 4 matrix rows are read side by side (4 memory streams:
  * the 8 MB matrix of the default VLAD PCA is read once per query). */
-__attribute__((target("avx2"))) static void project_avx2(const sl_pca *p, const float *xc, float *out) {
+__attribute__((target("avx2"))) static void project_avx2(const sl_pca *p, const float *x,
+                                                         const float *xc, float *out) {
     size_t d = p->in_dim, j = 0;
     for (; j + 4 <= p->out_dim; j += 4) {
         const float *r0 = p->proj + j * d;
@@ -76,7 +71,7 @@ __attribute__((target("avx2"))) static void project_avx2(const sl_pca *p, const 
         }
         for (int t = 0; t < 4; t++) out[j + (size_t)t] = sl__lanes_sum_avx2(a[2 * t], a[2 * t + 1]);
     }
-    for (; j < p->out_dim; j++) out[j] = centred_dot(p->proj + j * d, xc, NULL, d);
+    for (; j < p->out_dim; j++) out[j] = centred_dot(p->proj + j * d, x, p->mean, d);
 }
 #endif
 
@@ -95,7 +90,7 @@ void sl_pca_project(const sl_pca *p, const float *x, float *out) {
     float *xc = h && d % SL__LANES == 0 && d > 0 ? sl__mallocarray(d, sizeof *xc) : NULL;
     if (xc) {
         for (size_t i = 0; i < d; i++) xc[i] = x[i] - p->mean[i];
-        project_avx2(p, xc, out);
+        project_avx2(p, x, xc, out);
         free(xc);
         fast = 1;
     }

@@ -24,80 +24,56 @@ void sl_ransac_params_init(sl_ransac_params *p) {
     p->seed = 0x5eed;
 }
 
-/* Solves the m x m system A x = b in place (Gaussian elimination, partial pivoting).
- * A is m x (m+1) augmented, row-major. Returns -1 when singular. */
-static int solve(double *A, int m, double *x) {
+/* Solves the m x m system A X = B in place for nr right-hand sides (Gaussian elimination,
+ * partial pivoting). A is m x (m + nr) augmented, row-major; solution j goes to x + j * m. The
+ * pivots depend on the left-hand side alone and every right-hand side gets the operations a
+ * single-column solve would give it, so solving several at once changes no bit. Returns -1 when
+ * singular. */
+static int solve(double *A, int m, int nr, double *x) {
+    int st = m + nr;
     for (int c = 0; c < m; c++) {
         int piv = c;
         for (int r = c + 1; r < m; r++)
-            if (fabs(A[r * (m + 1) + c]) > fabs(A[piv * (m + 1) + c])) piv = r;
-        if (fabs(A[piv * (m + 1) + c]) < 1e-12) return -1;
+            if (fabs(A[r * st + c]) > fabs(A[piv * st + c])) piv = r;
+        if (fabs(A[piv * st + c]) < 1e-12) return -1;
         if (piv != c)
-            for (int k = 0; k <= m; k++) {
-                double t = A[c * (m + 1) + k];
-                A[c * (m + 1) + k] = A[piv * (m + 1) + k];
-                A[piv * (m + 1) + k] = t;
+            for (int k = 0; k < st; k++) {
+                double t = A[c * st + k];
+                A[c * st + k] = A[piv * st + k];
+                A[piv * st + k] = t;
             }
         for (int r = c + 1; r < m; r++) {
-            double f = A[r * (m + 1) + c] / A[c * (m + 1) + c];
-            for (int k = c; k <= m; k++) A[r * (m + 1) + k] -= f * A[c * (m + 1) + k];
+            double f = A[r * st + c] / A[c * st + c];
+            for (int k = c; k < st; k++) A[r * st + k] -= f * A[c * st + k];
         }
     }
-    for (int r = m - 1; r >= 0; r--) {
-        double s = A[r * (m + 1) + m];
-        for (int k = r + 1; k < m; k++) s -= A[r * (m + 1) + k] * x[k];
-        x[r] = s / A[r * (m + 1) + r];
-    }
-    return 0;
-}
-
-/* solve() for a 3 x 3 system with two right-hand sides at once, A = [L | ba | bb] (3 x 5): the
- * pivots depend on L alone, and every element gets the operations solve() gives it, in the same
- * order, so xa and xb are bit for bit what two solve() calls on [L | ba] and [L | bb] return. */
-static int solve3x2(double A[3][5], double xa[3], double xb[3]) {
-    for (int c = 0; c < 3; c++) {
-        int piv = c;
-        for (int r = c + 1; r < 3; r++)
-            if (fabs(A[r][c]) > fabs(A[piv][c])) piv = r;
-        if (fabs(A[piv][c]) < 1e-12) return -1;
-        if (piv != c)
-            for (int k = 0; k < 5; k++) {
-                double t = A[c][k];
-                A[c][k] = A[piv][k];
-                A[piv][k] = t;
-            }
-        for (int r = c + 1; r < 3; r++) {
-            double f = A[r][c] / A[c][c];
-            for (int k = c; k < 5; k++) A[r][k] -= f * A[c][k];
+    for (int j = 0; j < nr; j++)
+        for (int r = m - 1; r >= 0; r--) {
+            double s = A[r * st + m + j];
+            for (int k = r + 1; k < m; k++) s -= A[r * st + k] * x[j * m + k];
+            x[j * m + r] = s / A[r * st + r];
         }
-    }
-    for (int r = 2; r >= 0; r--) {
-        double sa = A[r][3], sb = A[r][4];
-        for (int k = r + 1; k < 3; k++) { sa -= A[r][k] * xa[k]; sb -= A[r][k] * xb[k]; }
-        xa[r] = sa / A[r][r];
-        xb[r] = sb / A[r][r];
-    }
     return 0;
 }
 
 /* Least-squares affine fit on the listed pairs (>= 3): normal equations for x' and y', which share
  * their left-hand side. */
 static int fit_affine(const float *s, const float *d, const size_t *idx, size_t m, double H[9]) {
-    double A[3][5];
+    double A[3 * 5]; /* [L | x' | y'] */
     memset(A, 0, sizeof A);
     for (size_t t = 0; t < m; t++) {
         size_t i = idx[t];
         double v[3] = {s[2 * i], s[2 * i + 1], 1.0};
         for (int r = 0; r < 3; r++) {
-            for (int c = 0; c < 3; c++) A[r][c] += v[r] * v[c];
-            A[r][3] += v[r] * d[2 * i];
-            A[r][4] += v[r] * d[2 * i + 1];
+            for (int c = 0; c < 3; c++) A[r * 5 + c] += v[r] * v[c];
+            A[r * 5 + 3] += v[r] * d[2 * i];
+            A[r * 5 + 4] += v[r] * d[2 * i + 1];
         }
     }
-    double a[3], b[3];
-    if (solve3x2(A, a, b) != 0) return -1;
-    H[0] = a[0]; H[1] = a[1]; H[2] = a[2];
-    H[3] = b[0]; H[4] = b[1]; H[5] = b[2];
+    double ab[6]; /* x' coefficients, then y' */
+    if (solve(A, 3, 2, ab) != 0) return -1;
+    H[0] = ab[0]; H[1] = ab[1]; H[2] = ab[2];
+    H[3] = ab[3]; H[4] = ab[4]; H[5] = ab[5];
     H[6] = 0; H[7] = 0; H[8] = 1;
     return 0;
 }
@@ -131,7 +107,7 @@ static int fit_homography(const float *s, const float *d, const size_t *idx, siz
             for (int c = 0; c < 9; c++) A[r * 9 + c] += r1[r] * r1[c] + r2[r] * r2[c];
     }
     double h[9];
-    if (solve(A, 8, h) != 0) return -1;
+    if (solve(A, 8, 1, h) != 0) return -1;
     h[8] = 1.0;
     /* H = Td^-1 Hn Ts */
     double S[9] = {Ts[0], 0, -Ts[0] * Ts[1], 0, Ts[0], -Ts[0] * Ts[2], 0, 0, 1};

@@ -73,6 +73,14 @@ static float a2_l2_f16(const float *q, const uint16_t *c, size_t d) {
 }
 
 
+/* Sum of the 8 int32 lanes. */
+static inline int32_t hsum256i(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+    return _mm_cvtsi128_si32(s);
+}
+
 static int32_t a2_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
     __m256i acc = _mm256_setzero_si256();
     size_t i = 0;
@@ -81,10 +89,7 @@ static int32_t a2_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
         __m256i b = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(const void *)(c + i)));
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));  /* exact: |a*b + a*b| < 2^16 */
     }
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    int32_t r = _mm_cvtsi128_si32(s);
+    int32_t r = hsum256i(acc);
     for (; i < d; i++) r += (int32_t)q[i] * (int32_t)c[i];
     return r;
 }
@@ -92,32 +97,28 @@ static int32_t a2_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
 /* sum (q[i] - 128) * c[i] for q in [1, 255] (so q - 128 is in [-127, 127]): 32 pairs per step by
  * vpmaddubsw on |c| (unsigned, <= 128) and q - 128 carrying the sign of c (vpsignb), so every
  * 16-bit pair sum is at most 2 * 128 * 127 = 32512 in magnitude and nothing saturates: exact.
- * Half the instructions of a2_dot_u8s8's widening loop, and no separate sum of the codes. */
+ * Half the instructions of a2_dot_u8s8's widening loop, and no separate sum of the codes.
+ * One step: acc += the 32 products of qx = q ^ 0x80 (= q - 128) and the codes c, in 8 int32 lanes. */
+static inline __m256i q8s8_step(__m256i acc, __m256i qx, const int8_t *c) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i cv = _mm256_loadu_si256((const __m256i *)(const void *)c);
+    __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(cv), _mm256_sign_epi8(qx, cv));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+}
+
+static inline __m256i q8s8_query(const uint8_t *q) {
+    return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)q), _mm256_set1_epi8((char)0x80));
+}
+
 static int32_t a2_dot_q8s8(const uint8_t *q, const int8_t *c, size_t d) {
-    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     __m256i acc0 = _mm256_setzero_si256(), acc1 = _mm256_setzero_si256();
     size_t i = 0;
-    for (; i + 64 <= d; i += 64) {
-        __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i)), bias);
-        __m256i c0 = _mm256_loadu_si256((const __m256i *)(const void *)(c + i));
-        __m256i q1 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i + 32)), bias);
-        __m256i c1 = _mm256_loadu_si256((const __m256i *)(const void *)(c + i + 32));
-        __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(c0), _mm256_sign_epi8(q0, c0));
-        __m256i p1 = _mm256_maddubs_epi16(_mm256_abs_epi8(c1), _mm256_sign_epi8(q1, c1));
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
-        acc1 = _mm256_add_epi32(acc1, _mm256_madd_epi16(p1, ones));
+    for (; i + 64 <= d; i += 64) { /* two chains */
+        acc0 = q8s8_step(acc0, q8s8_query(q + i), c + i);
+        acc1 = q8s8_step(acc1, q8s8_query(q + i + 32), c + i + 32);
     }
-    for (; i + 32 <= d; i += 32) {
-        __m256i q0 = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i)), bias);
-        __m256i c0 = _mm256_loadu_si256((const __m256i *)(const void *)(c + i));
-        __m256i p0 = _mm256_maddubs_epi16(_mm256_abs_epi8(c0), _mm256_sign_epi8(q0, c0));
-        acc0 = _mm256_add_epi32(acc0, _mm256_madd_epi16(p0, ones));
-    }
-    __m256i acc = _mm256_add_epi32(acc0, acc1);
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    int32_t r = _mm_cvtsi128_si32(s);
+    for (; i + 32 <= d; i += 32) acc0 = q8s8_step(acc0, q8s8_query(q + i), c + i);
+    int32_t r = hsum256i(_mm256_add_epi32(acc0, acc1));
     for (; i < d; i++) r += ((int32_t)q[i] - 128) * (int32_t)c[i];
     return r;
 }
@@ -126,23 +127,15 @@ static int32_t a2_dot_q8s8(const uint8_t *q, const int8_t *c, size_t d) {
  * scan reading 4 rows far apart in memory keeps 4 streams in flight, and a single core then
  * pulls ~1.5x the memory bandwidth of one sequential stream (measured on AMD Zen 3). */
 static void a2_dot_q8s8_x4(const uint8_t *q, const int8_t *const c[4], size_t d, int32_t out[4]) {
-    const __m256i bias = _mm256_set1_epi8((char)0x80), ones = _mm256_set1_epi16(1);
     __m256i acc[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
                       _mm256_setzero_si256()};
     size_t i = 0;
     for (; i + 32 <= d; i += 32) {
-        __m256i qv = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(const void *)(q + i)), bias);
-        for (int r = 0; r < 4; r++) {
-            __m256i cv = _mm256_loadu_si256((const __m256i *)(const void *)(c[r] + i));
-            __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(cv), _mm256_sign_epi8(qv, cv));
-            acc[r] = _mm256_add_epi32(acc[r], _mm256_madd_epi16(p, ones));
-        }
+        __m256i qx = q8s8_query(q + i);
+        for (int r = 0; r < 4; r++) acc[r] = q8s8_step(acc[r], qx, c[r] + i);
     }
     for (int r = 0; r < 4; r++) {
-        __m128i s = _mm_add_epi32(_mm256_castsi256_si128(acc[r]), _mm256_extracti128_si256(acc[r], 1));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-        s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-        int32_t v = _mm_cvtsi128_si32(s);
+        int32_t v = hsum256i(acc[r]);
         for (size_t j = i; j < d; j++) v += ((int32_t)q[j] - 128) * (int32_t)c[r][j];
         out[r] = v;
     }
