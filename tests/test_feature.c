@@ -375,6 +375,11 @@ static void test_match_simd_equals_scalar(void **state) {
                                                   : (uint8_t)(200 + sl__rng_below(&r, 3));
             if (c->n > 3) memcpy(c->desc + 2 * SL_SIFT_DESC_DIM, c->desc, SL_SIFT_DESC_DIM);
             memcpy(q->desc, c->desc, SL_SIFT_DESC_DIM);
+            /* the kept 6-bit rows (what the VNNI path scans) are sl__desc6 of every byte */
+            const uint8_t *rows = sl__match_rows6(q);
+            if (rows)
+                for (size_t k = 0; k < (size_t)q->n * SL_SIFT_DESC_DIM; k++)
+                    assert_int_equal(rows[k], sl__desc6(q->desc[k]));
             uint32_t cap = 2 * (q->n < c->n ? q->n : c->n);
             uint32_t *pa = calloc(cap, sizeof *pa), *pb = calloc(cap, sizeof *pb);
             assert_non_null(pa);

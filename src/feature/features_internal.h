@@ -47,8 +47,9 @@ extern const sl__verify_cfg sl__verify_defaults;
 /* The defaults, enabled = 0. */
 void sl__verify_cfg_default(sl__verify_cfg *c);
 
-/* Matches with ratio test + mutual nearest on the 6-bit descriptors (sl__desc6); writes pairs (query index, candidate index) into
- * pairs (capacity min(nq, nc) * 2). Returns the number of matches, or -1 on out of memory. */
+/* Matches with ratio test + mutual nearest on the 6-bit descriptors (sl__desc6); writes pairs
+ * (query index, candidate index) into pairs (capacity min(nq, nc) * 2). Returns the number of
+ * matches, or -1 on out of memory. */
 int sl__match_local(const sl_local_features *q, const sl_local_features *c, float ratio,
                     uint32_t *pairs);
 /* sl__match_local with a chosen kernel: simd = 1 the fastest the CPU has (AVX-512 VNNI, else
@@ -66,10 +67,12 @@ int sl__match_scan_vnni(const uint8_t *qd, uint32_t nq, const uint8_t *cd, uint3
 int sl__match_have_vnni(void);
 /* AVX2 scan (match_avx2.c) of the sets q and c at matching precision (sl__desc6): the results
  * sl__match_scan_vnni gives on 6-bit copies; builds and keeps the sets' 6-bit forms on first use
- * (safe when threads share c). -2 when the CPU lacks
- * AVX2 (or a set is empty), -1 out of memory. */
+ * (safe when threads share c). -2 when the CPU lacks AVX2 (or a set is empty), -1 out of memory. */
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
                         uint32_t *d1, uint32_t *d2, uint32_t *best_c);
+/* The 6-bit rows (n x 128, sl__desc6) of set q as kept for the AVX2 kernel (built on first use,
+ * owned by q), for the kernels that take plain rows; NULL without AVX2 or memory. */
+const uint8_t *sl__match_rows6(const sl_local_features *q);
 /* Bytes of the prepared candidate form of a set of n keypoints (0 without the AVX2 kernel). */
 size_t sl__match_cpack_bytes(uint32_t n);
 /* Full verification with explicit settings. */

@@ -237,6 +237,13 @@ int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, 
     return scan(qp, cp, bq, d1, d2, best_c);
 }
 
+const uint8_t *sl__match_rows6(const sl_local_features *q) {
+    if (!sl__cpu_avx2() || !q || q->n == 0) return NULL;
+    sl_local_features *qm = (sl_local_features *)(uintptr_t)q;
+    const qpack *qp = pack_get(&qm->qpack, 0, q->desc, q->n);
+    return qp ? qp->qx : NULL;
+}
+
 size_t sl__match_cpack_bytes(uint32_t n) {
     size_t nb = ((size_t)n + 7) / 8;
     return up64(sizeof(cpack)) + up64(nb * 8 * sizeof(int32_t)) + up64(nb * STEPS * 32);
@@ -247,6 +254,8 @@ int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, 
     (void)q; (void)c; (void)bq; (void)d1; (void)d2; (void)best_c;
     return -2;
 }
+
+const uint8_t *sl__match_rows6(const sl_local_features *q) { (void)q; return NULL; }
 
 size_t sl__match_cpack_bytes(uint32_t n) { (void)n; return 0; }
 #endif

@@ -181,14 +181,18 @@ static uint8_t *desc6_copy(const uint8_t *d, uint32_t n) {
     return o;
 }
 
-/* The scan on 6-bit copies: VNNI when allowed and present, else scalar. */
+/* The scan on 6-bit rows: VNNI when allowed and present, else scalar. The VNNI path takes the
+ * query's rows kept with the set (one conversion per search, not one per candidate); the
+ * candidate is converted per call, as the VNNI kernel transposes it per call anyway. */
 static int match_scan_copies(const sl_local_features *q, const sl_local_features *c, int vnni,
                              uint32_t *bq, uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
-    uint8_t *q6 = desc6_copy(q->desc, q->n), *c6 = desc6_copy(c->desc, c->n);
+    const uint8_t *kept = vnni ? sl__match_rows6(q) : NULL;
+    uint8_t *q6 = kept ? NULL : desc6_copy(q->desc, q->n), *c6 = desc6_copy(c->desc, c->n);
+    const uint8_t *qr = kept ? kept : q6;
     int rc = -1;
-    if (q6 && c6) {
-        rc = vnni ? sl__match_scan_vnni(q6, q->n, c6, c->n, bq, d1, d2, best_c) : -2;
-        if (rc == -2) rc = match_scan_scalar(q6, q->n, c6, c->n, bq, d1, d2, best_c);
+    if (qr && c6) {
+        rc = vnni ? sl__match_scan_vnni(qr, q->n, c6, c->n, bq, d1, d2, best_c) : -2;
+        if (rc == -2) rc = match_scan_scalar(qr, q->n, c6, c->n, bq, d1, d2, best_c);
     }
     free(q6);
     free(c6);
