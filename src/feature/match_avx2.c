@@ -15,8 +15,10 @@
  * one vpmaddwd widens to 32 bits: about half the multiply-unit work of 16-bit products.
  * Candidates are transposed into blocks of 8 (a 32-bit lane = 4 consecutive dimensions of one
  * candidate), so no horizontal sums are needed; 4 query rows share every candidate load.
- * Distances are below 2^20 and padding lanes sit at 2^30, so the signed compares of AVX2 order
- * them as the unsigned scan does. The 6-bit forms are built once per set (its first use as query
+ * Nearest / second nearest are kept as keys, (distance << 12) | index in one unsigned word (see
+ * KEY_SHIFT): one unsigned min keeps a nearest with its index and the first index on ties, so a
+ * query row costs 7 vector operations per block of 8 candidates (compare-and-blend bookkeeping
+ * took 17) and the lane reduction is vectorized too. The 6-bit forms are built once per set (its first use as query
  * or as candidate) and kept with it, so a catalog image held in the engine's cache of local
  * features is prepared once.
  * Only reached after a CPU check (sl__match_scan_avx2 returns -2 without AVX2). Plain target
@@ -33,34 +35,15 @@
 
 #define SL__AVX2_TARGET __attribute__((target("avx2")))
 
-enum { D = SL_SIFT_DESC_DIM, STEPS = D / 4, PAD = 1 << 30 };
+enum { D = SL_SIFT_DESC_DIM, STEPS = D / 4, KEY_SHIFT = 12 };
 
-/* Row state: lane-wise nearest, second nearest and the nearest's index (8 lanes). */
-typedef struct { __m256i d1, d2, i1; } row_state;
-
-SL__AVX2_TARGET static inline void row_update(row_state *s, __m256i d, __m256i idx) {
-    __m256i lt1 = _mm256_cmpgt_epi32(s->d1, d);
-    __m256i lt2 = _mm256_cmpgt_epi32(s->d2, d);
-    s->d2 = _mm256_blendv_epi8(s->d2, d, lt2);
-    s->d2 = _mm256_blendv_epi8(s->d2, s->d1, lt1);
-    s->d1 = _mm256_blendv_epi8(s->d1, d, lt1);
-    s->i1 = _mm256_blendv_epi8(s->i1, idx, lt1);
-}
-
-/* Across lanes: the smallest d1 (first index on ties) and the second smallest overall. */
-static void row_finish(const int32_t *d1v, const int32_t *d2v, const int32_t *i1v, uint32_t *bq,
-                       uint32_t *d1, uint32_t *d2) {
-    int32_t m = INT32_MAX, bi = INT32_MAX;
-    int bl = 0;
-    for (int l = 0; l < 8; l++)
-        if (d1v[l] < m || (d1v[l] == m && i1v[l] < bi)) { m = d1v[l]; bi = i1v[l]; bl = l; }
-    int32_t s = d2v[bl];
-    for (int l = 0; l < 8; l++)
-        if (l != bl && d1v[l] < s) s = d1v[l];
-    *bq = (uint32_t)bi;
-    *d1 = (uint32_t)m;
-    *d2 = s >= PAD ? UINT32_MAX : (uint32_t)s; /* padding or none: "none", as the scalar scan */
-}
+/* Keys: a distance and an index in one unsigned 32-bit word, (d << KEY_SHIFT) | index. Indices
+ * are below SL__LOCAL_MAX = 2^KEY_SHIFT and 6-bit distances below 128 * 63^2 < 2^19, so keys are
+ * exact, and the smaller key is the smaller distance, the smaller index on ties: the order of the
+ * scalar scan ("first index wins"). One unsigned min then keeps a nearest and its index. */
+_Static_assert(SL__LOCAL_MAX <= (1 << KEY_SHIFT), "indices must fit below the key's distance");
+_Static_assert((uint64_t)D * 63 * 63 < (1u << (32 - KEY_SHIFT)), "6-bit distances must fit in a key");
+#define SL__KEY_NONE UINT32_MAX /* no candidate (padding lanes; never a real key: d < 2^19) */
 
 /* Prepared forms, built on a set's first use as query or as candidate and kept with it (a set
  * that is matched against many others, a cached catalog image or the query of a search, is
@@ -75,7 +58,8 @@ typedef struct qpack {        /* as query: 6-bit rows (4 dimensions per 32-bit w
 typedef struct cpack {        /* as candidate: blocks of 8, see the file comment */
     uint32_t n;
     size_t nb;
-    int32_t *kc;              /* nb x 8: |c|^2, PAD in padding lanes */
+    uint32_t *kc;             /* nb x 8: |c|^2 << KEY_SHIFT, 0 in padding lanes */
+    uint32_t *cid;            /* nb x 8: candidate index, SL__KEY_NONE in padding lanes */
     uint8_t *ct;              /* nb x STEPS x 8 lanes x 4 bytes */
 } cpack;
 
@@ -111,18 +95,22 @@ static qpack *qpack_build(const uint8_t *qd, uint32_t nq) {
 
 static cpack *cpack_build(const uint8_t *cd, uint32_t nc) {
     size_t nb = ((size_t)nc + 7) / 8;
-    size_t h = up64(sizeof(cpack)), a = up64(nb * 8 * sizeof(int32_t)), b = nb * STEPS * 32;
-    cpack *p = aligned_alloc(64, h + a + up64(b));
+    size_t h = up64(sizeof(cpack)), a = up64(nb * 8 * sizeof(uint32_t)), b = nb * STEPS * 32;
+    cpack *p = aligned_alloc(64, h + 2 * a + up64(b));
     if (!p) return NULL;
     p->n = nc;
     p->nb = nb;
-    p->kc = (int32_t *)(void *)((char *)p + h);
-    p->ct = (uint8_t *)p + h + a;
+    p->kc = (uint32_t *)(void *)((char *)p + h);
+    p->cid = (uint32_t *)(void *)((char *)p + h + a);
+    p->ct = (uint8_t *)p + h + 2 * a;
     memset(p->ct, 0, b);
-    for (size_t j = 0; j < nb * 8; j++) p->kc[j] = PAD;
+    for (size_t j = 0; j < nb * 8; j++) {
+        p->kc[j] = 0;
+        p->cid[j] = j < nc ? (uint32_t)j : SL__KEY_NONE;
+    }
     uint8_t row[D];
     for (uint32_t j = 0; j < nc; j++) {
-        p->kc[j] = desc6_row(cd + (size_t)j * D, row);
+        p->kc[j] = (uint32_t)desc6_row(cd + (size_t)j * D, row) << KEY_SHIFT;
         uint8_t *dst = p->ct + (j / 8) * STEPS * 32 + (j % 8) * 4;
         for (int s = 0; s < STEPS; s++) memcpy(dst + (size_t)s * 32, row + 4 * s, 4);
     }
@@ -145,46 +133,71 @@ static void *pack_get(void **slot, int cand, const uint8_t *desc, uint32_t n) {
     return p;
 }
 
+/* The smallest unsigned lane, in every lane. */
+SL__AVX2_TARGET static inline __m256i hmin_epu32(__m256i x) {
+    x = _mm256_min_epu32(x, _mm256_permute2x128_si256(x, x, 1));
+    x = _mm256_min_epu32(x, _mm256_shuffle_epi32(x, 0x4e));
+    return _mm256_min_epu32(x, _mm256_shuffle_epi32(x, 0xb1));
+}
+
+/* A query row's result from its lane-wise smallest and second smallest keys: the smallest key
+ * overall, and the second smallest (the smallest of the other lanes' firsts and its lane's
+ * second; keys are unique: each holds a candidate index). */
+SL__AVX2_TARGET static inline void row_finish(__m256i k1, __m256i k2, uint32_t *bq, uint32_t *d1,
+                                              uint32_t *d2) {
+    __m256i m = hmin_epu32(k1);
+    __m256i rest = _mm256_blendv_epi8(k1, k2, _mm256_cmpeq_epi32(k1, m));
+    uint32_t first = (uint32_t)_mm256_cvtsi256_si32(m), second = (uint32_t)_mm256_cvtsi256_si32(hmin_epu32(rest));
+    *bq = first & ((1u << KEY_SHIFT) - 1);
+    *d1 = first >> KEY_SHIFT;
+    *d2 = second == SL__KEY_NONE ? UINT32_MAX : second >> KEY_SHIFT; /* none, as the scalar scan */
+}
+
 /* 16-bit partial dot products of 4 query rows with 8 candidates over 4 steps (16 dimensions):
  * every vpmaddubsw lane sums two products of at most 63 * 63, so 4 steps stay below
  * 4 * 2 * 3969 = 31752 < 2^15; then widened to 32 bits (vpmaddwd with ones) and added. */
 #define SL__STEP(k)                                                                              \
     do {                                                                                         \
         __m256i cv = _mm256_load_si256((const __m256i *)(const void *)(cb + (size_t)(k) * 32)); \
-        int32_t w0, w1, w2, w3;                                                                  \
-        memcpy(&w0, q[0] + 4 * (k), 4); memcpy(&w1, q[1] + 4 * (k), 4);                          \
-        memcpy(&w2, q[2] + 4 * (k), 4); memcpy(&w3, q[3] + 4 * (k), 4);                          \
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w0)));              \
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w1)));              \
-        s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w2)));              \
-        s3 = _mm256_add_epi16(s3, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w3)));              \
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w0[k])));           \
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w1[k])));           \
+        s2 = _mm256_add_epi16(s2, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w2[k])));           \
+        s3 = _mm256_add_epi16(s3, _mm256_maddubs_epi16(cv, _mm256_set1_epi32(w3[k])));           \
+    } while (0)
+
+/* One query row's keys against a block: k = (|q|^2 + |c|^2 - 2 q.c) << KEY_SHIFT, computed
+ * modulo 2^32 from the shifted norms (exact: the result fits). Its lane-wise first and second
+ * smallest (candidate index in the key) and the block's nearest query (query index in it). */
+#define SL__ROW(r)                                                                               \
+    do {                                                                                         \
+        __m256i base = _mm256_sub_epi32(_mm256_add_epi32(qk[r], kc), _mm256_slli_epi32(a##r, KEY_SHIFT + 1)); \
+        __m256i key = _mm256_or_si256(base, cid);                                                \
+        __m256i hi = _mm256_max_epu32(k1[r], key);                                               \
+        k1[r] = _mm256_min_epu32(k1[r], key);                                                    \
+        k2[r] = _mm256_min_epu32(k2[r], hi);                                                     \
+        bc = _mm256_min_epu32(bc, _mm256_or_si256(base, qi[r]));                                 \
     } while (0)
 
 SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, uint32_t *d1,
                                uint32_t *d2, uint32_t *best_c) {
     uint32_t nq = qp->n, nc = cp->n;
     size_t nb = cp->nb;
-    int32_t *bcd = aligned_alloc(32, nb * 8 * sizeof *bcd * 2); /* nearest query distance */
-    if (!bcd) return -1;
-    int32_t *bci = bcd + nb * 8;                                 /* and its index */
-    for (size_t j = 0; j < nb * 8; j++) {
-        bcd[j] = INT32_MAX;
-        bci[j] = INT32_MAX;
-    }
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    const __m256i none = _mm256_set1_epi32(INT32_MAX), ones = _mm256_set1_epi16(1);
+    uint32_t *bck = aligned_alloc(32, nb * 8 * sizeof *bck); /* per candidate: nearest query key */
+    if (!bck) return -1;
+    const __m256i none = _mm256_set1_epi32(-1), ones = _mm256_set1_epi16(1);
+    for (size_t j = 0; j < nb * 8; j++) bck[j] = SL__KEY_NONE;
     for (uint32_t i0 = 0; i0 < nq; i0 += 4) {
         uint32_t nr = nq - i0 < 4 ? nq - i0 : 4;
-        const uint8_t *q[4];
-        row_state rs[4];
-        __m256i qnv[4];
+        const int32_t *w[4];   /* 4 dimensions per word; a missing row repeats the group's first */
+        __m256i qk[4], qi[4], k1[4], k2[4];
         for (uint32_t r = 0; r < 4; r++) {
             uint32_t i = i0 + (r < nr ? r : 0);
-            q[r] = qp->qx + (size_t)i * D;
-            rs[r].d1 = rs[r].d2 = none;
-            rs[r].i1 = _mm256_setzero_si256();
-            qnv[r] = _mm256_set1_epi32(qp->qn[i]);
+            w[r] = (const int32_t *)(const void *)(qp->qx + (size_t)i * D);
+            qk[r] = _mm256_set1_epi32((int32_t)((uint32_t)qp->qn[i] << KEY_SHIFT));
+            qi[r] = _mm256_set1_epi32((int32_t)i);
+            k1[r] = k2[r] = none;
         }
+        const int32_t *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];
         for (size_t b = 0; b < nb; b++) {
             const uint8_t *cb = cp->ct + b * STEPS * 32;
             __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
@@ -196,36 +209,21 @@ SL__AVX2_TARGET static int scan(const qpack *qp, const cpack *cp, uint32_t *bq, 
                 a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(s2, ones));
                 a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(s3, ones));
             }
-            __m256i acc[4] = {a0, a1, a2, a3};
             size_t o = b * 8;
-            __m256i kv = _mm256_load_si256((const __m256i *)(const void *)(cp->kc + o));
-            __m256i idx = _mm256_add_epi32(iota, _mm256_set1_epi32((int)o));
-            __m256i bd = _mm256_load_si256((const __m256i *)(const void *)(bcd + o));
-            __m256i bi = _mm256_load_si256((const __m256i *)(const void *)(bci + o));
-            for (uint32_t r = 0; r < nr; r++) {
-                /* |q|^2 + |c|^2 - 2 q.c */
-                __m256i d = _mm256_sub_epi32(_mm256_add_epi32(qnv[r], kv), _mm256_slli_epi32(acc[r], 1));
-                row_update(&rs[r], d, idx);
-                __m256i lt = _mm256_cmpgt_epi32(bd, d);
-                bd = _mm256_blendv_epi8(bd, d, lt);
-                bi = _mm256_blendv_epi8(bi, _mm256_set1_epi32((int)(i0 + r)), lt);
-            }
-            _mm256_store_si256((__m256i *)(void *)(bcd + o), bd);
-            _mm256_store_si256((__m256i *)(void *)(bci + o), bi);
+            __m256i kc = _mm256_load_si256((const __m256i *)(const void *)(cp->kc + o));
+            __m256i cid = _mm256_load_si256((const __m256i *)(const void *)(cp->cid + o));
+            __m256i bc = _mm256_load_si256((const __m256i *)(const void *)(bck + o));
+            SL__ROW(0); SL__ROW(1); SL__ROW(2); SL__ROW(3);
+            _mm256_store_si256((__m256i *)(void *)(bck + o), bc);
         }
-        for (uint32_t r = 0; r < nr; r++) {
-            int32_t v1[8], v2[8], vi[8];
-            _mm256_storeu_si256((__m256i *)(void *)v1, rs[r].d1);
-            _mm256_storeu_si256((__m256i *)(void *)v2, rs[r].d2);
-            _mm256_storeu_si256((__m256i *)(void *)vi, rs[r].i1);
-            row_finish(v1, v2, vi, &bq[i0 + r], &d1[i0 + r], &d2[i0 + r]);
-        }
+        for (uint32_t r = 0; r < nr; r++) row_finish(k1[r], k2[r], &bq[i0 + r], &d1[i0 + r], &d2[i0 + r]);
     }
-    for (uint32_t j = 0; j < nc; j++) best_c[j] = (uint32_t)bci[j];
-    free(bcd);
+    for (uint32_t j = 0; j < nc; j++) best_c[j] = bck[j] & ((1u << KEY_SHIFT) - 1);
+    free(bck);
     return 0;
 }
 #undef SL__STEP
+#undef SL__ROW
 
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
                         uint32_t *d1, uint32_t *d2, uint32_t *best_c) {
@@ -246,7 +244,7 @@ const uint8_t *sl__match_rows6(const sl_local_features *q) {
 
 size_t sl__match_cpack_bytes(uint32_t n) {
     size_t nb = ((size_t)n + 7) / 8;
-    return up64(sizeof(cpack)) + up64(nb * 8 * sizeof(int32_t)) + up64(nb * STEPS * 32);
+    return up64(sizeof(cpack)) + 2 * up64(nb * 8 * sizeof(uint32_t)) + up64(nb * STEPS * 32);
 }
 #else
 int sl__match_scan_avx2(const sl_local_features *q, const sl_local_features *c, uint32_t *bq,
