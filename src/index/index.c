@@ -779,6 +779,11 @@ static int sl__u32_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static int sl__pair_slot_cmp(const void *a, const void *b) {
+    uint32_t x = ((const sl__pair *)a)->s, y = ((const sl__pair *)b)->s;
+    return (x > y) - (x < y);
+}
+
 static float sl__score(const sl_index *idx, float d) { return idx->metric == SL_INDEX_L2 ? d : -d; }
 
 /* One search with the shared lock held. */
@@ -845,9 +850,19 @@ static sl_status sl__search_locked(sl_index *idx, sl__scratch *sc, const float *
     /* Re-score compressed candidates exactly, sort, keep k. */
     size_t m = sc->res.n;
     sl__pair *a = sc->res.a;
-    if (q.use_codes)
-        for (size_t i = 0; i < m; i++) a[i].d = sl__dist_vec(idx, q.q, a[i].s);
-    else
+    if (q.use_codes) {
+        /* in slot order (ascending addresses, the next row's head prefetched): the sort below
+         * breaks ties by slot, so the order of re-scoring changes no result */
+        qsort(a, m, sizeof *a, sl__pair_slot_cmp);
+        size_t row = (size_t)idx->dim * sizeof(float);
+        for (size_t i = 0; i < m; i++) {
+            if (i + 1 < m) {
+                const char *nx = (const char *)(idx->vec + (size_t)a[i + 1].s * (size_t)idx->dim);
+                for (size_t o = 0; o < row && o < 1024; o += 64) __builtin_prefetch(nx + o);
+            }
+            a[i].d = sl__dist_vec(idx, q.q, a[i].s);
+        }
+    } else
         for (; sc->res.n > k; m--) sl__maxheap_pop(&sc->res);  /* still a max-heap: drop the worst */
     sl__pair_sort(a, m);
     if (m > k) m = k;
