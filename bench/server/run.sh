@@ -44,6 +44,12 @@ url=$(sl_serve_url "$log" "$pid" 1200)
 top=$(curl -sS -F "image=@$q" "$url/v1/search?k=10" | /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin)["results"]; print(r[0]["product_id"] if r else "-")')
 for _ in 1 2 3; do curl -sS -o /dev/null -F "image=@$q" "$url/v1/search?k=10"; done # warm up
 
+# Machine-wide CPU ticks (all columns of /proc/stat's "cpu" line) and the steal column (time the
+# hypervisor ran something else while this VM wanted the CPU): host noise, reported per row.
+cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $9 }' /proc/stat; }
+steal_pct() { # "total steal" before, after
+  /usr/bin/python3 -c "import sys; t0,s0,t1,s1=map(float,sys.argv[1:]); print('%.1f' % (100*(s1-s0)/max(t1-t0,1)))" $1 $2
+}
 # CPU ticks (user + system) used so far by the server process.
 ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 hz=$(getconf CLK_TCK)
@@ -76,16 +82,20 @@ rows=""
 for c in $conns; do
   th=$(( c < 2 ? 1 : 2 ))
   t0=$(ticks)
+  m0=$(cpu_ticks)
   wrk -t "$th" -c "$c" -d "${secs}s" --timeout 30s --latency -s "$here/search.lua" "$url/v1/search?k=10" -- "$q" > "$cache/wrk-search-$c.txt"
   cpu=$(cpu_per_req "$t0" "$(ticks)" "$cache/wrk-search-$c.txt")
+  steal=$(steal_pct "$m0" "$(cpu_ticks)")
   read -r rps p50 p99 errs < <(parse "$cache/wrk-search-$c.txt")
-  echo "bench/server: search, $c connection(s): $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu ms server CPU/request, $errs errors"
-  rows+="| POST /v1/search | $c | $rps | $p50 | $p99 | $cpu | $errs |"$'\n'
+  echo "bench/server: search, $c connection(s): $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu ms server CPU/request, $errs errors, host steal $steal%"
+  rows+="| POST /v1/search | $c | $rps | $p50 | $p99 | $cpu | $errs | $steal |"$'\n'
 done
 hsecs=$(( secs < 10 ? secs : 10 ))
 t0=$(ticks)
+m0=$(cpu_ticks)
 wrk -t 2 -c 4 -d "${hsecs}s" --latency "$url/healthz" > "$cache/wrk-healthz.txt"
 hcpu=$(cpu_per_req "$t0" "$(ticks)" "$cache/wrk-healthz.txt")
+hsteal=$(steal_pct "$m0" "$(cpu_ticks)")
 read -r hrps hp50 hp99 herrs < <(parse "$cache/wrk-healthz.txt")
 echo "bench/server: healthz, 4 connections: $hrps req/s, p50 $hp50 ms, p99 $hp99 ms"
 kill -TERM $pid; wait $pid || true
@@ -116,10 +126,10 @@ cores=$(nproc)
     echo "per-search CPU time should grow only slightly with the catalog."
   fi
   echo
-  echo "| request | connections | requests/s | p50 ms | p99 ms | server CPU ms/request | errors |"
-  echo "|---|---:|---:|---:|---:|---:|---:|"
+  echo "| request | connections | requests/s | p50 ms | p99 ms | server CPU ms/request | errors | host steal % |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|"
   printf '%s' "$rows"
-  echo "| GET /healthz (HTTP stack alone) | 4 | $hrps | $hp50 | $hp99 | $hcpu | $herrs |"
+  echo "| GET /healthz (HTTP stack alone) | 4 | $hrps | $hp50 | $hp99 | $hcpu | $herrs | $hsteal |"
   echo
   echo "Peer, same run: the same search called in-process (\`bench_server\`, one thread, no HTTP): $inproc."
   echo "HTTP adds little to a search (compare the server CPU per request with the in-process CPU per"
@@ -127,6 +137,9 @@ cores=$(nproc)
   echo "4 and 16 connections is queueing behind the per-search CPU time on $cores cores: with C ms of"
   echo "CPU per search, $cores cores serve at most $cores x 1000 / C searches/s."
   echo "Target: p99 <= 50 ms at 4 connections (measured: ${p99_4:-?} ms)."
+  echo
+  echo "Host steal: the share of this VM's CPU time the hypervisor gave to something else during the"
+  echo "row (/proc/stat); above ~1% the latency tail of that row is partly the host's, not ours."
   echo
   echo "Raw wrk outputs: $cache/wrk-*.txt"
 } > "$out"
