@@ -678,6 +678,24 @@ static void test_grey_and_float(void **s) {
     assert_int_equal(at(g, 2, 0, 0), 29);  /* .114 * 255 */
     assert_int_equal(at(g, 3, 0, 0), 100);
     sl_image_free(g);
+    /* the vectorized rows give the integer formula's byte for every pixel: odd widths (vector
+     * tails), rows of 1..67 pixels, and every value of each channel against the others' extremes */
+    for (int w = 1; w <= 67; w += 3) {
+        int h = 256 * 4 / w + 1;
+        sl_image *r = sl_image_new(w, h, 3);
+        assert_non_null(r);
+        uint8_t *p = sl_image_pixels(r);
+        for (size_t i = 0; i < (size_t)w * h; i++) {
+            size_t v = i % 256, which = (i / 256) % 3, hi = (i / 768) % 2;
+            for (size_t c = 0; c < 3; c++) p[3 * i + c] = (uint8_t)(c == which ? v : (hi ? 255 : (v * 7 + c * 31) % 256));
+        }
+        assert_int_equal(sl_image_to_grey(r, &g, &err), SL_OK);
+        const uint8_t *q = sl_image_cpixels(g);
+        for (size_t i = 0; i < (size_t)w * h; i++)
+            assert_int_equal(q[i], (299u * p[3 * i] + 587u * p[3 * i + 1] + 114u * p[3 * i + 2] + 500u) / 1000u);
+        sl_image_free(g);
+        sl_image_free(r);
+    }
     static const uint8_t two[] = { 255, 0, 51, 0, 255, 102 };
     sl_image *t = sl_image_from_pixels(2, 1, 3, two, 6);
     const float mean[3] = { 0.5f, 0.5f, 0.0f }, sd[3] = { 0.5f, 0.5f, 0.2f };
