@@ -320,6 +320,20 @@ static void test_rootsift_hand_computed(void **state) {
     for (int i = 0; i < 3; i++) s += u[i] * u[i];
     assert_float_equal(s, 1.0, 1e-6);
     sl_rootsift(NULL, 3, 3); /* no-op */
+    /* descriptors done four at a time give the bits of one-at-a-time calls (each L1 norm summed
+     * in the same order), zero and negative descriptors included */
+    enum { N = 11, D = 128 };
+    static float a[N * D], b[N * D];
+    uint32_t x = 12345;
+    for (int i = 0; i < N * D; i++) {
+        x = x * 1664525u + 1013904223u;
+        a[i] = (float)(x >> 8) / 16777216.0f * ((x & 1) ? -0.3f : 0.7f);
+    }
+    memset(a + 5 * D, 0, D * sizeof *a);
+    memcpy(b, a, sizeof a);
+    sl_rootsift(a, N, D);
+    for (int i = 0; i < N; i++) sl_rootsift(b + i * D, 1, D);
+    assert_memory_equal(a, b, sizeof a);
 }
 
 static void test_dense_grid(void **state) {

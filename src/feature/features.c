@@ -389,13 +389,17 @@ static sl_status run_sift(const sl_features *f, const sl_image *img, int want_de
     sl_sift_params sp;
     sl_sift_params_init(&sp);
     sp.max_keypoints = f->sift_kp;
-    st = sl_sift_extract(grey, &sp, &so->kps, &so->desc, &so->n_det, err);
+    int gw = 0, gh = 0;
+    float *gf = sl__sift_grey(grey, &gw, &gh, err); /* one float plane for both passes */
+    sl_image_free(grey);
+    if (!gf) return err ? err->code : SL_E_NOMEM;
+    st = sl_sift_extract_grey(gf, gw, gh, (size_t)gw, &sp, &so->kps, &so->desc, &so->n_det, err);
     so->n = so->n_det;
     if (st == SL_OK && want_dense && f->vlad.dense > 0) {
         sl_keypoint *dk = NULL;
         float *dd = NULL;
         size_t dn = 0;
-        st = sl_sift_dense(grey, f->vlad.dense, (float)f->vlad.dense * 0.75f, &dk, &dd, &dn, err);
+        st = sl_sift_dense_grey(gf, gw, gh, (size_t)gw, f->vlad.dense, (float)f->vlad.dense * 0.75f, &dk, &dd, &dn, err);
         free(dk);
         if (st == SL_OK && dn > 0) {
             size_t tot, bytes;
@@ -411,7 +415,7 @@ static sl_status run_sift(const sl_features *f, const sl_image *img, int want_de
         }
         free(dd);
     }
-    sl_image_free(grey);
+    free(gf);
     if (st != SL_OK) { sift_out_free(so); return st; }
     if (so->n) sl_rootsift(so->desc, so->n, SL_SIFT_DESC_DIM);
     return SL_OK;

@@ -27,6 +27,11 @@ struct sl_local_features {
  * kernel compares (round(v / 4), at most 63). */
 static inline uint8_t sl__desc6(uint8_t v) { return (uint8_t)(v >= 252 ? 63 : (v + 2) >> 2); }
 
+/* The grey float plane (in [0,1], width * height, malloc'ed) that sl_sift_extract and
+ * sl_sift_dense compute from an 8-bit grey or sRGB image (sift_image.c), or NULL with err set:
+ * for callers running both on one image. */
+float *sl__sift_grey(const sl_image *img, int *w, int *h, sl_error *err);
+
 /* A new empty set with room for n keypoints (n <= SL__LOCAL_MAX), or NULL. */
 sl_local_features *sl__local_alloc(uint32_t n);
 

@@ -5,12 +5,13 @@
  * on the image layer.
  */
 #include "shoplens/feature.h"
+#include "feature/features_internal.h"
 #include "util/util.h"
 
 #include <stdlib.h>
 
 /* The grey plane of img (width * height floats, malloc'ed), or NULL with err set. */
-static float *sift_grey(const sl_image *img, int *w, int *h, sl_error *err) {
+float *sl__sift_grey(const sl_image *img, int *w, int *h, sl_error *err) {
     if (!img) {
         sl__err_set(err, SL_E_INVALID, "sift: NULL image");
         return NULL;
@@ -54,7 +55,7 @@ sl_status sl_sift_extract(const sl_image *img, const sl_sift_params *p, sl_keypo
     *desc = NULL;
     *n = 0;
     int w = 0, h = 0;
-    float *g = sift_grey(img, &w, &h, err);
+    float *g = sl__sift_grey(img, &w, &h, err);
     if (!g) return err ? err->code : SL_E_INVALID;
     sl_status st = sl_sift_extract_grey(g, w, h, (size_t)w, p, kps, desc, n, err);
     free(g);
@@ -68,7 +69,7 @@ sl_status sl_sift_dense(const sl_image *img, int step, float size, sl_keypoint *
     *desc = NULL;
     *n = 0;
     int w = 0, h = 0;
-    float *g = sift_grey(img, &w, &h, err);
+    float *g = sl__sift_grey(img, &w, &h, err);
     if (!g) return err ? err->code : SL_E_INVALID;
     sl_status st = sl_sift_dense_grey(g, w, h, (size_t)w, step, size, kps, desc, n, err);
     free(g);
