@@ -6,8 +6,9 @@ set(_sl_sift_common -O3 -fno-math-errno -fno-trapping-math)
 set_source_files_properties(${_sl_feat_dir}/sift_generic.c PROPERTIES
   COMPILE_OPTIONS "${_sl_sift_common}")
 # the driver: -O3 so the descriptor sampling runs (sift_sample_run) vectorize; baseline ISA, so
-# no FMA contraction: its float results do not depend on the CPU
-set_source_files_properties(${_sl_feat_dir}/sift.c PROPERTIES COMPILE_OPTIONS "-O3")
+# no FMA contraction: its float results do not depend on the CPU. -fno-math-errno (results
+# unchanged: only errno is not set) lets sqrtf inline and RootSIFT's square roots vectorize.
+set_source_files_properties(${_sl_feat_dir}/sift.c PROPERTIES COMPILE_OPTIONS "-O3;-fno-math-errno")
 # the image front end: -O3 so the 8-bit -> float conversion of a grey image vectorizes
 set_source_files_properties(${_sl_feat_dir}/sift_image.c PROPERTIES COMPILE_OPTIONS "-O3")
 if(CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64|AMD64|i[3-6]86")
