@@ -1,7 +1,8 @@
 /*
  * tests/test_image.c - the image layer: decoding every accepted format (inputs generated here
  * with libvips), orientation and colour conversions, each kind of bad input with its own status,
- * encoding, and preprocessing/augmentation against hand-computed values on small images.
+ * encoding, and preprocessing/augmentation against hand-computed values on small images; the
+ * resampler and greyscale conversion also byte for byte against their original scalar code.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -666,6 +667,202 @@ static void test_resize(void **s) {
     sl_image_free(wide);
 }
 
+/* ---- resampler and greyscale against the original scalar code -------------------------- */
+
+/* The resampler and greyscale conversion as they were before their vectorized versions, kept
+ * as the reference: the library must give the same bytes. */
+typedef struct { int first, count; float *w; } ref_contrib;
+
+static ref_contrib *ref_contribs(int n_src, int n_dst, float **pool) {
+    double scale = (double)n_dst / n_src;
+    int maxc = scale < 1.0 ? (int)ceil(1.0 / scale) + 2 : 2;
+    ref_contrib *c = malloc((size_t)n_dst * sizeof *c);
+    float *w = malloc((size_t)n_dst * (size_t)maxc * sizeof *w);
+    assert_true(c && w);
+    for (int i = 0; i < n_dst; i++) {
+        float *wi = w + (size_t)i * maxc;
+        c[i].w = wi;
+        if (scale < 1.0) {
+            double a = i / scale, b = (i + 1) / scale;
+            if (b > n_src) b = n_src;
+            int first = (int)floor(a), last = (int)ceil(b) - 1;
+            if (last >= n_src) last = n_src - 1;
+            if (last - first + 1 > maxc) last = first + maxc - 1;
+            double tot = 0;
+            for (int k = first; k <= last; k++) {
+                double lo = k > a ? k : a, hi = k + 1 < b ? k + 1 : b;
+                wi[k - first] = (float)(hi - lo > 0 ? hi - lo : 0);
+                tot += wi[k - first];
+            }
+            for (int k = 0; k <= last - first; k++) wi[k] = (float)(wi[k] / tot);
+            c[i].first = first;
+            c[i].count = last - first + 1;
+        } else {
+            double x = (i + 0.5) / scale - 0.5;
+            if (x < 0) x = 0;
+            if (x > n_src - 1) x = n_src - 1;
+            int x0 = (int)floor(x);
+            double f = x - x0;
+            if (x0 >= n_src - 1) { x0 = n_src - 1; f = 0; }
+            c[i].first = x0;
+            c[i].count = f > 0 ? 2 : 1;
+            wi[0] = (float)(1.0 - f);
+            wi[1] = (float)f;
+        }
+    }
+    *pool = w;
+    return c;
+}
+
+static void ref_hpass(const float *row, int c, int dw, const ref_contrib *cx, float *t) {
+    if (c == 3) {
+        for (int x = 0; x < dw; x++, t += 3) {
+            const float *p = row + (size_t)cx[x].first * 3, *w = cx[x].w;
+            float a0 = 0, a1 = 0, a2 = 0;
+            for (int j = 0; j < cx[x].count; j++, p += 3) {
+                a0 += w[j] * p[0];
+                a1 += w[j] * p[1];
+                a2 += w[j] * p[2];
+            }
+            t[0] = a0;
+            t[1] = a1;
+            t[2] = a2;
+        }
+        return;
+    }
+    for (int x = 0; x < dw; x++) {
+        const float *p = row + cx[x].first, *w = cx[x].w;
+        float a = 0;
+        for (int j = 0; j < cx[x].count; j++) a += w[j] * p[j];
+        t[x] = a;
+    }
+}
+
+/* w x h x c pixels resized to dw x dh (malloc'ed) */
+static uint8_t *ref_resize(const uint8_t *data, int sw, int sh, int c, int dw, int dh) {
+    size_t stride = (size_t)sw * c, srclen = stride, rowlen = (size_t)dw * c;
+    uint8_t *dst = malloc(rowlen * (size_t)dh);
+    float *px = NULL, *py = NULL;
+    ref_contrib *cx = ref_contribs(sw, dw, &px), *cy = ref_contribs(sh, dh, &py);
+    float *acc = malloc(srclen * sizeof *acc), *orow = malloc(rowlen * sizeof *orow);
+    assert_true(dst && acc && orow);
+    for (int y = 0; y < dh; y++) {
+        const uint8_t *r0 = data + (size_t)cy[y].first * stride;
+        float w0 = cy[y].w[0];
+        for (size_t i = 0; i < srclen; i++) acc[i] = w0 * r0[i];
+        for (int j = 1; j < cy[y].count; j++) {
+            const uint8_t *rj = data + (size_t)(cy[y].first + j) * stride;
+            float wj = cy[y].w[j];
+            for (size_t i = 0; i < srclen; i++) acc[i] += wj * rj[i];
+        }
+        ref_hpass(acc, c, dw, cx, orow);
+        uint8_t *o = dst + (size_t)y * rowlen;
+        for (size_t i = 0; i < rowlen; i++) {
+            float v = orow[i] + 0.5f;
+            v = v > 0.0f ? v : 0.0f;
+            v = v < 255.0f ? v : 255.0f;
+            o[i] = (uint8_t)(int)v;
+        }
+    }
+    free(cx); free(px); free(cy); free(py); free(acc); free(orow);
+    return dst;
+}
+
+static uint8_t ref_luma(const uint8_t *p) {
+    return (uint8_t)((299u * p[0] + 587u * p[1] + 114u * p[2] + 500u) / 1000u);
+}
+
+static uint32_t rng_state = 12345u;
+static uint32_t rng_next(void) {
+    rng_state = rng_state * 1664525u + 1013904223u;
+    return rng_state >> 8;
+}
+
+/* Random pixels: noise, or smooth ramps with noise (the kind of content a photo has), with
+ * some runs of 0 and 255. */
+static void fill_pixels(uint8_t *px, size_t n, int kind) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t r = rng_next();
+        if (kind == 0) px[i] = (uint8_t)r;
+        else if (kind == 1) px[i] = (uint8_t)((i * 7 / 3 + (r & 15)) & 255);
+        else px[i] = (r & 3) == 0 ? 0 : (r & 3) == 1 ? 255 : (uint8_t)(r >> 8);
+    }
+}
+
+static void test_resize_vs_reference(void **s) {
+    (void)s;
+    /* odd sizes down and up, in both directions, 1 and 3 channels, the query shape
+     * (640x480 -> 384x288) and strong reductions (many taps a pixel) */
+    static const int sizes[][4] = {
+        { 640, 480, 384, 288 }, { 480, 640, 288, 384 }, { 1, 1, 1, 1 }, { 1, 1, 5, 3 },
+        { 2, 3, 1, 1 }, { 7, 5, 3, 2 }, { 13, 11, 17, 19 }, { 17, 9, 16, 9 }, { 33, 29, 11, 7 },
+        { 100, 37, 64, 23 }, { 101, 99, 100, 98 }, { 255, 3, 254, 5 }, { 300, 200, 7, 5 },
+        { 500, 400, 31, 2 }, { 64, 64, 64, 64 }, { 37, 41, 73, 83 }, { 3, 200, 2, 150 },
+        { 321, 243, 192, 145 }, { 1000, 3, 9, 1 }, { 9, 9, 4, 4 }, { 2001, 1499, 640, 479 },
+        { 1500, 1000, 93, 61 },
+    };
+    for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++)
+        for (int c = 1; c <= 3; c += 2)
+            for (int kind = 0; kind < 3; kind++) {
+                int sw = sizes[t][0], sh = sizes[t][1], dw = sizes[t][2], dh = sizes[t][3];
+                size_t n = (size_t)sw * sh * c;
+                uint8_t *px = malloc(n);
+                assert_non_null(px);
+                fill_pixels(px, n, kind);
+                sl_image *img = sl_image_from_pixels(sw, sh, c, px, (size_t)sw * c), *out = NULL;
+                assert_non_null(img);
+                sl_error err;
+                assert_int_equal(sl_image_resize(img, dw, dh, SL_RESIZE_STRETCH, 0, &out, &err), SL_OK);
+                uint8_t *ref = ref_resize(px, sw, sh, c, dw, dh);
+                assert_int_equal(sl_image_width(out), dw);
+                assert_int_equal(sl_image_height(out), dh);
+                assert_memory_equal(sl_image_cpixels(out), ref, (size_t)dw * dh * c);
+                free(ref);
+                sl_image_free(out);
+                sl_image_free(img);
+                free(px);
+            }
+}
+
+static void test_grey_vs_reference(void **s) {
+    (void)s;
+    sl_error err;
+    /* every width 1..70 (the vector loop's tail and its 16-pixel steps) on a few heights */
+    for (int w = 1; w <= 70; w++)
+        for (int h = 1; h <= 3; h++) {
+            size_t n = (size_t)w * h;
+            uint8_t *px = malloc(n * 3);
+            assert_non_null(px);
+            fill_pixels(px, n * 3, (w + h) % 3);
+            sl_image *img = sl_image_from_pixels(w, h, 3, px, (size_t)w * 3), *g = NULL;
+            assert_non_null(img);
+            assert_int_equal(sl_image_to_grey(img, &g, &err), SL_OK);
+            for (size_t i = 0; i < n; i++) assert_int_equal(sl_image_cpixels(g)[i], ref_luma(px + i * 3));
+            sl_image_free(g);
+            sl_image_free(img);
+            free(px);
+        }
+    /* all 2^24 colours once (4096 x 4096) */
+    size_t n = (size_t)4096 * 4096;
+    uint8_t *px = malloc(n * 3);
+    assert_non_null(px);
+    for (size_t i = 0; i < n; i++) {
+        px[i * 3] = (uint8_t)(i >> 16);
+        px[i * 3 + 1] = (uint8_t)(i >> 8);
+        px[i * 3 + 2] = (uint8_t)i;
+    }
+    sl_image *img = sl_image_from_pixels(4096, 4096, 3, px, 4096 * 3), *g = NULL;
+    assert_non_null(img);
+    assert_int_equal(sl_image_to_grey(img, &g, &err), SL_OK);
+    const uint8_t *gp = sl_image_cpixels(g);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += gp[i] != ref_luma(px + i * 3);
+    assert_int_equal(bad, 0);
+    sl_image_free(g);
+    sl_image_free(img);
+    free(px);
+}
+
 static void test_grey_and_float(void **s) {
     (void)s;
     static const uint8_t px[] = { 255, 0, 0, 0, 255, 0, 0, 0, 255, 100, 100, 100 };
@@ -894,6 +1091,8 @@ int main(void) {
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_handle_and_encode),
         cmocka_unit_test(test_resize),
+        cmocka_unit_test(test_resize_vs_reference),
+        cmocka_unit_test(test_grey_vs_reference),
         cmocka_unit_test(test_grey_and_float),
         cmocka_unit_test(test_denoise),
         cmocka_unit_test(test_equalize_clahe),

@@ -18,6 +18,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Kernels written with AVX2 intrinsics (greyscale, the resampler's float-to-byte step), run
+ * after a CPU check (sl__cpu_avx2) with the portable loop as the fallback. */
+#if defined(__GNUC__) && defined(__x86_64__)
+#include <immintrin.h>
+#define SL__AVX2 1
+#endif
+
 /* ---- separable resampling -------------------------------------------------------------- */
 
 typedef struct { int first, count; float *w; } sl__contrib;
@@ -73,23 +80,8 @@ static sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
 #define SL__RESAMPLE_CLONES
 #endif
 
-/* Horizontal pass of one float row (sw * c) into dw * c floats. */
-SL__RESAMPLE_CLONES static void sl__hpass(const float *row, int c, int dw, const sl__contrib *cx, float *t) {
-    if (c == 3) {
-        for (int x = 0; x < dw; x++, t += 3) {
-            const float *p = row + (size_t)cx[x].first * 3, *w = cx[x].w;
-            float a0 = 0, a1 = 0, a2 = 0;
-            for (int j = 0; j < cx[x].count; j++, p += 3) {
-                a0 += w[j] * p[0];
-                a1 += w[j] * p[1];
-                a2 += w[j] * p[2];
-            }
-            t[0] = a0;
-            t[1] = a1;
-            t[2] = a2;
-        }
-        return;
-    }
+/* Horizontal pass of one 1-channel float row (sw floats) into dw floats. */
+SL__RESAMPLE_CLONES static void sl__hpass(const float *row, int dw, const sl__contrib *cx, float *t) {
     for (int x = 0; x < dw; x++) {
         const float *p = row + cx[x].first, *w = cx[x].w;
         float a = 0;
@@ -97,6 +89,105 @@ SL__RESAMPLE_CLONES static void sl__hpass(const float *row, int c, int dw, const
         t[x] = a;
     }
 }
+
+/* The horizontal pass of a 3-channel row as a table: every output pixel reads exactly k source
+ * pixels (k the longest contribution list); a shorter list is padded with weight 0 on its own
+ * first pixel, which adds +0 to a sum that is >= +0 (sources are finite and >= 0, weights >= 0),
+ * so the sums keep their bits. Output pixels go in pairs (an odd width gets a phantom last
+ * pixel, a copy of the one before, written to the row's spare floats): off[(x / 2) * 2k + 2j + q]
+ * is the float offset in the row of tap j of pixel x = 2 (x / 2) + q, and wt[((x / 2) * k + j) * 8
+ * + 4 q + i] (i = 0..3) its weight, repeated for the 4 lanes the pixel takes. */
+typedef struct { int k; int *off; float *wt; } sl__htab;
+
+static int sl__htab_make(const sl__contrib *cx, int dw, sl__htab *tb) {
+    int k = 1;
+    for (int x = 0; x < dw; x++) k = cx[x].count > k ? cx[x].count : k;
+    size_t pairs = ((size_t)dw + 1) / 2;
+    tb->k = k;
+    tb->off = sl__mallocarray(pairs * 2 * (size_t)k, sizeof *tb->off);
+    tb->wt = sl__mallocarray(pairs * 8 * (size_t)k, sizeof *tb->wt);
+    if (!tb->off || !tb->wt) { free(tb->off); free(tb->wt); return -1; }
+    for (size_t pr = 0; pr < pairs; pr++)
+        for (int q = 0; q < 2; q++) {
+            int x = (int)(2 * pr) + q < dw ? (int)(2 * pr) + q : dw - 1;
+            for (int j = 0; j < k; j++) {
+                int in = j < cx[x].count;
+                size_t tap = pr * (size_t)k + (size_t)j;
+                tb->off[tap * 2 + (size_t)q] = (cx[x].first + (in ? j : 0)) * 3;
+                for (int i = 0; i < 4; i++) tb->wt[tap * 8 + 4 * (size_t)q + (size_t)i] = in ? cx[x].w[j] : 0.0f;
+            }
+        }
+    return 0;
+}
+
+/* 4 and 8 floats (GCC/Clang vector extension; an xmm and, with AVX, a ymm register): one and
+ * two output pixels, each its 3 channels and one float past them, whose lane is computed but
+ * never kept. */
+typedef float sl__v4f __attribute__((vector_size(16)));
+typedef float sl__v8f __attribute__((vector_size(32)));
+
+/* A pair of output pixels of K taps: a = 0, then a += w_j * p_j for j = 0..K-1, per channel
+ * (the same float operations in the same order as the scalar a0 / a1 / a2 loop). Each pixel
+ * stores 4 floats, the first pixel before the second, which overwrites the spare lane; the
+ * second's spare lane is overwritten by the next pair, or lands in the row's spare floats. */
+#define SL__HPASS3_BODY(K)                                                                     \
+    for (int x = 0; x < dw; x += 2, off += 2 * (K), wt += 8 * (K)) {                        \
+        sl__v8f a = { 0, 0, 0, 0, 0, 0, 0, 0 };                                              \
+        _Pragma("GCC unroll 4")                                                              \
+        for (int j = 0; j < (K); j++) {                                                      \
+            sl__v4f p0, p1;                                                                  \
+            sl__v8f w;                                                                       \
+            memcpy(&p0, row + off[2 * j], sizeof p0);                                        \
+            memcpy(&p1, row + off[2 * j + 1], sizeof p1);                                    \
+            memcpy(&w, wt + 8 * j, sizeof w);                                                \
+            a += w * __builtin_shufflevector(p0, p1, 0, 1, 2, 3, 4, 5, 6, 7);                \
+        }                                                                                    \
+        memcpy(t + (size_t)x * 3, &a, 4 * sizeof(float));                                    \
+        memcpy(t + (size_t)x * 3 + 3, (float *)&a + 4, 4 * sizeof(float));                   \
+    }
+
+/* Horizontal pass of a 3-channel row (sw * 3 floats plus one readable spare) into dw * 3 floats
+ * plus 4 spare. */
+SL__RESAMPLE_CLONES static void sl__hpass3(const float *row, int dw, const sl__htab *tb, float *t) {
+    const int *off = tb->off;
+    const float *wt = tb->wt;
+    switch (tb->k) {
+    case 1: SL__HPASS3_BODY(1) break;
+    case 2: SL__HPASS3_BODY(2) break;
+    case 3: SL__HPASS3_BODY(3) break;
+    case 4: SL__HPASS3_BODY(4) break;
+    default: {
+        const int k = tb->k;
+        SL__HPASS3_BODY(k)
+    }
+    }
+}
+#undef SL__HPASS3_BODY
+
+#ifdef SL__AVX2
+/* The resampler's last step, o[i] = (uint8_t)(int)min(max(f[i] + 0.5f, 0), 255), 32 values a
+ * step; returns how many were done (the caller finishes). max_ps(v, 0) is v > 0 ? v : 0 and
+ * min_ps(v, 255) is v < 255 ? v : 255, as in the loop, NaN included; the integers are 0..255,
+ * so the saturating packs keep them. */
+__attribute__((target("avx2"))) static size_t sl__to_u8_avx2(const float *f, uint8_t *o, size_t n) {
+    const __m256 half = _mm256_set1_ps(0.5f), zero = _mm256_setzero_ps(), top = _mm256_set1_ps(255.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            __m256 v = _mm256_add_ps(_mm256_loadu_ps(f + i + 8 * (size_t)k), half);
+            q[k] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(v, zero), top));
+        }
+        /* dwords of q0 q1 -> words 0-3 8-11 | 4-7 12-15; then bytes in dword groups
+         * 0 8 16 24 | 4 12 20 28 (each 4 values), put back in order by the permutation */
+        __m256i w01 = _mm256_packus_epi32(q[0], q[1]), w23 = _mm256_packus_epi32(q[2], q[3]);
+        __m256i b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w01, w23), order);
+        _mm256_storeu_si256((__m256i *)(void *)(o + i), b);
+    }
+    return i;
+}
+#endif
 
 /* Resizes src to exactly dw x dh: for each output row, the vertical pass sums the source rows it
  * reads into one float row (contiguous, vectorizes), then the horizontal pass filters that row
@@ -110,32 +201,75 @@ SL__RESAMPLE_CLONES static sl_status sl__resize_exact(const sl_image *src, int d
     sl_image *dst = sl_image_new(dw, dh, c);
     float *px = NULL, *py = NULL;
     sl__contrib *cx = sl__contribs(sw, dw, &px), *cy = cx ? sl__contribs(sh, dh, &py) : NULL;
-    float *acc = sl__mallocarray(srclen, sizeof *acc), *orow = sl__mallocarray(rowlen, sizeof *orow);
-    if (!dst || !cx || !cy || !acc || !orow) {
+    /* spare floats after each row: the 3-channel pass reads 4 floats a pixel, writes 4 floats
+     * a pixel of an even number of them */
+    float *acc = sl__mallocarray(srclen + 1, sizeof *acc), *orow = sl__mallocarray(rowlen + 4, sizeof *orow);
+    sl__htab tb = { 0, NULL, NULL };
+    int tab_fail = cx && c == 3 && sl__htab_make(cx, dw, &tb);
+    if (!dst || !cx || !cy || !acc || !orow || tab_fail) {
         sl_image_free(dst); free(cx); free(px); free(cy); free(py); free(acc); free(orow);
+        free(tb.off); free(tb.wt);
         return sl__err_set(err, SL_E_NOMEM, "resize: out of memory for %dx%d", dw, dh);
     }
+    acc[srclen] = 0.0f;
+#ifdef SL__AVX2
+    int avx2 = sl__cpu_avx2();
+#endif
     for (int y = 0; y < dh; y++) {
         float *restrict ac = acc;
         const uint8_t *restrict r0 = src->data + (size_t)cy[y].first * src->stride;
-        float w0 = cy[y].w[0];
-        for (size_t i = 0; i < srclen; i++) ac[i] = w0 * r0[i];
-        for (int j = 1; j < cy[y].count; j++) {
-            const uint8_t *restrict rj = src->data + (size_t)(cy[y].first + j) * src->stride;
-            float wj = cy[y].w[j];
-            for (size_t i = 0; i < srclen; i++) ac[i] += wj * rj[i];
+        const float *wy = cy[y].w;
+        /* ac = w0 r0, then ac += wj rj for each further row, in one pass per element for the
+         * usual 1..3 rows (the same operations in the same order as a pass per row) */
+        switch (cy[y].count) {
+        case 1:
+            for (size_t i = 0; i < srclen; i++) ac[i] = wy[0] * r0[i];
+            break;
+        case 2: {
+            const uint8_t *restrict r1 = r0 + src->stride;
+            for (size_t i = 0; i < srclen; i++) {
+                float a = wy[0] * r0[i];
+                a += wy[1] * r1[i];
+                ac[i] = a;
+            }
+            break;
         }
-        sl__hpass(acc, c, dw, cx, orow);
+        case 3: {
+            const uint8_t *restrict r1 = r0 + src->stride, *restrict r2 = r1 + src->stride;
+            for (size_t i = 0; i < srclen; i++) {
+                float a = wy[0] * r0[i];
+                a += wy[1] * r1[i];
+                a += wy[2] * r2[i];
+                ac[i] = a;
+            }
+            break;
+        }
+        default: {
+            float w0 = wy[0];
+            for (size_t i = 0; i < srclen; i++) ac[i] = w0 * r0[i];
+            for (int j = 1; j < cy[y].count; j++) {
+                const uint8_t *restrict rj = src->data + (size_t)(cy[y].first + j) * src->stride;
+                float wj = wy[j];
+                for (size_t i = 0; i < srclen; i++) ac[i] += wj * rj[i];
+            }
+        }
+        }
+        if (c == 3) sl__hpass3(acc, dw, &tb, orow);
+        else sl__hpass(acc, dw, cx, orow);
         uint8_t *restrict o = dst->data + (size_t)y * rowlen;
         const float *restrict f = orow;
-        for (size_t i = 0; i < rowlen; i++) { /* max/min/convert: vectorizes */
+        size_t i = 0;
+#ifdef SL__AVX2
+        if (avx2) i = sl__to_u8_avx2(f, o, rowlen);
+#endif
+        for (; i < rowlen; i++) { /* max/min/convert: vectorizes */
             float v = f[i] + 0.5f;
             v = v > 0.0f ? v : 0.0f;
             v = v < 255.0f ? v : 255.0f;
             o[i] = (uint8_t)(int)v;
         }
     }
-    free(cx); free(px); free(cy); free(py); free(acc); free(orow);
+    free(cx); free(px); free(cy); free(py); free(acc); free(orow); free(tb.off); free(tb.wt);
     *out = dst;
     return SL_OK;
 }
@@ -228,22 +362,55 @@ static inline uint8_t sl__luma(const uint8_t *p) {
     return (uint8_t)((299u * p[0] + 587u * p[1] + 114u * p[2] + 500u) / 1000u);
 }
 
-/* sl__luma of n RGB pixels: integer arithmetic, so every clone gives the same bytes. Written
- * for the vectorizer (restrict rows, one plain loop; the whole-image loop through sl__luma with
- * possibly aliasing pointers stayed scalar): the AVX2 clone takes a quarter of its time. */
-SL__RESAMPLE_CLONES static void sl__luma_row(const uint8_t *restrict s, uint8_t *restrict d, size_t n) {
-    for (size_t i = 0; i < n; i++)
-        d[i] = (uint8_t)((299u * s[3 * i] + 587u * s[3 * i + 1] + 114u * s[3 * i + 2] + 500u) / 1000u);
+#ifdef SL__AVX2
+/* sl__luma of 16 pixels a step while 18 remain (each step reads 4 bytes past its 48), in the
+ * same integers: 299 r + 587 g + 114 b + 500 (two pairwise 16-bit products, as 32-bit sums),
+ * then the quotient by 1000 as the truncated float quotient, which is exact: the sum (< 2^18)
+ * and 1000 are exact floats, and a true quotient m/1000 away from an integer by at least 1/1000
+ * cannot be rounded across it (float spacing below 256 is 2^-16). Returns the pixels done. */
+__attribute__((target("avx2"))) static size_t sl__grey_avx2(const uint8_t *src, uint8_t *dst, size_t n) {
+    /* per 128-bit lane of 4 pixels (12 bytes): 16-bit words r,g of each, and b of each as 32 bits */
+    const __m256i rg = _mm256_setr_epi8(0, -1, 1, -1, 3, -1, 4, -1, 6, -1, 7, -1, 9, -1, 10, -1,
+                                        0, -1, 1, -1, 3, -1, 4, -1, 6, -1, 7, -1, 9, -1, 10, -1);
+    const __m256i bb = _mm256_setr_epi8(2, -1, -1, -1, 5, -1, -1, -1, 8, -1, -1, -1, 11, -1, -1, -1,
+                                        2, -1, -1, -1, 5, -1, -1, -1, 8, -1, -1, -1, 11, -1, -1, -1);
+    const __m256i krg = _mm256_set1_epi32(299 | 587 << 16), kb = _mm256_set1_epi32(114);
+    const __m256i half = _mm256_set1_epi32(500);
+    const __m256 thousand = _mm256_set1_ps(1000.0f);
+    size_t i = 0;
+    for (; i + 18 <= n; i += 16) {
+        __m256i q[2];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *p = src + (i + 8 * (size_t)h) * 3;
+            __m128i lo = _mm_loadu_si128((const __m128i *)(const void *)p);
+            __m128i hi = _mm_loadu_si128((const __m128i *)(const void *)(p + 12));
+            __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(lo), hi, 1);
+            __m256i sum = _mm256_add_epi32(_mm256_madd_epi16(_mm256_shuffle_epi8(v, rg), krg),
+                                           _mm256_madd_epi16(_mm256_shuffle_epi8(v, bb), kb));
+            sum = _mm256_add_epi32(sum, half);
+            q[h] = _mm256_cvttps_epi32(_mm256_div_ps(_mm256_cvtepi32_ps(sum), thousand));
+        }
+        /* words 0-3 8-11 | 4-7 12-15 -> 0-3 4-7 | 8-11 12-15 -> bytes 0..15 */
+        __m256i w = _mm256_permute4x64_epi64(_mm256_packus_epi32(q[0], q[1]), 0xD8);
+        __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+        _mm_storeu_si128((__m128i *)(void *)(dst + i), b);
+    }
+    return i;
 }
+#endif
 
 sl_status sl_image_to_grey(const sl_image *src, sl_image **out, sl_error *err) {
     sl_status st = sl__image_check_args(src, out, err, "to_grey");
     if (st) return st;
     sl_image *g = src->channels == 1 ? sl_image_clone(src) : sl_image_new(src->width, src->height, 1);
     if (!g) return sl__err_set(err, SL_E_NOMEM, "to_grey: out of memory");
-    if (src->channels == 3)
-        for (int y = 0; y < src->height; y++)
-            sl__luma_row(src->data + (size_t)y * src->stride, g->data + (size_t)y * g->stride, (size_t)src->width);
+    if (src->channels == 3) {
+        size_t n = (size_t)src->width * src->height, i = 0;
+#ifdef SL__AVX2
+        if (sl__cpu_avx2()) i = sl__grey_avx2(src->data, g->data, n);
+#endif
+        for (; i < n; i++) g->data[i] = sl__luma(src->data + i * 3);
+    }
     *out = g;
     return SL_OK;
 }
