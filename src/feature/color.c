@@ -24,7 +24,10 @@
  *  - every histogram bin receives the same additions in the same order: pixels are added in
  *    sampling order, and only the order between chromatic and achromatic pixels of one group of
  *    8 changes, which touch disjoint bins (the chromatic bins, then the vbins achromatic ones);
- *  - a region histogram adds 1.0f * whs * wss * wvs, computed as whs * wss * wvs (1.0f * x == x).
+ *  - a region histogram adds 1.0f * whs * wss * wvs, computed as whs * wss * wvs (1.0f * x == x);
+ *  - a chromatic pixel's two value-bin additions are one 2-float add on bins vs[0], vs[0] + 1:
+ *    where the value is clamped (vs[1] == vs[0]) the second weight is +0, which leaves any bin
+ *    (all are >= +0) unchanged, so it may land on vs[0] + 1 instead (color_group_add).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -160,15 +163,23 @@ static void color_row_scalar(const color_ctx *cx, const uint8_t *row, float wrow
 /* AVX2 only, not "fma": the compiler may not fuse a product into a sum (add_pixel rounds both). */
 #define SL__AVX2_TARGET __attribute__((target("avx2")))
 
-/* The additions of 8 pixels, slot-major ([slot][lane]). Slot k = a * 4 + c * 2 + e is the k-th
- * addition of add_pixel for a chromatic pixel; an achromatic one uses slots 0 and 1 (value bins
- * vs[0], vs[1]). idx is the bin within a block, wg the global weight w * whs * wss * wvs (w * wvs
- * when achromatic), wr the region weight (w = 1). */
+/* The additions of 8 pixels. Slot k = a * 4 + c * 2 + e is the k-th addition of add_pixel for a
+ * chromatic pixel; an achromatic one uses slots 0 and 1 (value bins vs[0], vs[1]). idx[k][lane]
+ * is the bin within a block; the weights go by slot pairs m = k / 2 (the two value bins), lane
+ * by lane: wg[m][2 lane + e] the global weight w * whs * wss * wvs (w * wvs when achromatic),
+ * wr the region weight (w = 1). */
 typedef struct color_group {
     _Alignas(32) int32_t idx[8][8];
-    _Alignas(32) float wg[8][8];
-    _Alignas(32) float wr[8][8];
+    _Alignas(32) float wg[4][16];
+    _Alignas(32) float wr[4][16];
 } color_group;
+
+/* Stores x0, x1 (slot 2m and 2m + 1 of 8 lanes) as 8 pairs (x0[lane], x1[lane]). */
+SL__AVX2_TARGET static inline void store_pairs(float *dst, __m256 x0, __m256 x1) {
+    __m256 lo = _mm256_unpacklo_ps(x0, x1), hi = _mm256_unpackhi_ps(x0, x1); /* lanes 0 1 4 5, 2 3 6 7 */
+    _mm256_store_ps(dst, _mm256_permute2f128_ps(lo, hi, 0x20));
+    _mm256_store_ps(dst + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
+}
 
 /* soft_lin on 8 lanes: bins b0, b1 and weight w1 of v (bin units) over n bins. */
 SL__AVX2_TARGET static inline void soft_lin8(__m256 v, int n, __m256i *b0, __m256i *b1,
@@ -228,6 +239,8 @@ SL__AVX2_TARGET static unsigned color_bins8_avx2(const sl_color_params *p, __m25
     __m256 whs[2] = {_mm256_sub_ps(one, wh), wh}, wss[2] = {_mm256_sub_ps(one, ws), ws};
     __m256 wvs[2] = {_mm256_sub_ps(one, wv), wv};
     __m256i nsb = _mm256_set1_epi32(p->sbins), nvb = _mm256_set1_epi32(p->vbins);
+    /* achromatic lanes: slots 0 and 1 add w * wvs[e] (region: wvs[e]) to bin chrom + vs[e] */
+    __m256i ia = _mm256_castps_si256(achrom), nc = _mm256_set1_epi32((int)chrom);
     for (int a = 0; a < 2; a++) {
         __m256i hrow = _mm256_mullo_epi32(hs[a], nsb);
         __m256 ga = _mm256_mul_ps(w, whs[a]);                   /* (w * whs) */
@@ -235,37 +248,48 @@ SL__AVX2_TARGET static unsigned color_bins8_avx2(const sl_color_params *p, __m25
             __m256i base = _mm256_mullo_epi32(_mm256_add_epi32(hrow, ss[c]), nvb);
             __m256 gac = _mm256_mul_ps(ga, wss[c]);             /* (w * whs) * wss */
             __m256 rac = _mm256_mul_ps(whs[a], wss[c]);         /* (1 * whs) * wss */
+            int m = a * 2 + c;
+            __m256 wg[2], wr[2];
             for (int e = 0; e < 2; e++) {
-                int k = a * 4 + c * 2 + e;
-                _mm256_store_si256((__m256i *)(void *)out->idx[k], _mm256_add_epi32(base, vs[e]));
-                _mm256_store_ps(out->wg[k], _mm256_mul_ps(gac, wvs[e]));
-                _mm256_store_ps(out->wr[k], _mm256_mul_ps(rac, wvs[e]));
+                __m256i idx = _mm256_add_epi32(base, vs[e]);
+                wg[e] = _mm256_mul_ps(gac, wvs[e]);
+                wr[e] = _mm256_mul_ps(rac, wvs[e]);
+                if (m == 0) {
+                    idx = _mm256_blendv_epi8(idx, _mm256_add_epi32(nc, vs[e]), ia);
+                    wg[e] = _mm256_blendv_ps(wg[e], _mm256_mul_ps(w, wvs[e]), achrom);
+                    wr[e] = _mm256_blendv_ps(wr[e], wvs[e], achrom);
+                }
+                _mm256_store_si256((__m256i *)(void *)out->idx[2 * m + e], idx);
             }
+            store_pairs(out->wg[m], wg[0], wg[1]);
+            store_pairs(out->wr[m], wr[0], wr[1]);
         }
-    }
-    /* achromatic lanes: slots 0 and 1 add w * wvs[e] (region: wvs[e]) to bin chrom + vs[e] */
-    __m256i ia = _mm256_castps_si256(achrom), nc = _mm256_set1_epi32((int)chrom);
-    for (int e = 0; e < 2; e++) {
-        __m256i idx = _mm256_load_si256((const __m256i *)(const void *)out->idx[e]);
-        _mm256_store_si256((__m256i *)(void *)out->idx[e],
-                           _mm256_blendv_epi8(idx, _mm256_add_epi32(nc, vs[e]), ia));
-        _mm256_store_ps(out->wg[e], _mm256_blendv_ps(_mm256_load_ps(out->wg[e]),
-                                                     _mm256_mul_ps(w, wvs[e]), achrom));
-        _mm256_store_ps(out->wr[e], _mm256_blendv_ps(_mm256_load_ps(out->wr[e]), wvs[e], achrom));
     }
     return (unsigned)_mm256_movemask_ps(achrom);
 }
 
+/* h[0] += w[0], h[1] += w[1] in one 2-float load, add and store. */
+SL__AVX2_TARGET static inline void add_pair(float *h, const float *w) {
+    __m128 v = _mm_castpd_ps(_mm_load_sd((const double *)(const void *)h));
+    v = _mm_add_ps(v, _mm_castpd_ps(_mm_load_sd((const double *)(const void *)w)));
+    _mm_store_sd((double *)(void *)h, _mm_castps_pd(v));
+}
+
 /* Adds the chromatic pixels of `lanes` (a bit per lane, ascending = sampling order) with their
- * 8 additions in slot order; reg as color_row_scalar, rcol the columns of the group. */
-static inline void color_group_add(const color_group *gr, unsigned lanes, float *out, float *reg,
-                                   const size_t *rcol) {
+ * 8 additions in slot order, two at a time: slots 2m and 2m + 1 go to the value bins vs[0] and
+ * vs[1] of one (hue, saturation) cell, which are idx[2m] and idx[2m] + 1 - except when the value
+ * is clamped to an end bin, where vs[1] == vs[0] and the second weight is +0: adding +0 to bin
+ * idx[2m] (the original) or to bin idx[2m] + 1 (a bin of the same block, as here) leaves either
+ * unchanged, as every bin is >= +0. So every bin gets the same additions in the same order.
+ * reg as color_row_scalar, rcol the columns of the group. */
+SL__AVX2_TARGET static inline void color_group_add(const color_group *gr, unsigned lanes, float *out,
+                                                   float *reg, const size_t *rcol) {
     for (; lanes; lanes &= lanes - 1) {
         int j = __builtin_ctz(lanes);
-        for (int k = 0; k < 8; k++) out[gr->idx[k][j]] += gr->wg[k][j];
+        for (int m = 0; m < 4; m++) add_pair(out + gr->idx[2 * m][j], gr->wg[m] + 2 * j);
         if (!reg) continue;
         float *rb = reg + rcol[j];
-        for (int k = 0; k < 8; k++) rb[gr->idx[k][j]] += gr->wr[k][j];
+        for (int m = 0; m < 4; m++) add_pair(rb + gr->idx[2 * m][j], gr->wr[m] + 2 * j);
     }
 }
 
@@ -284,8 +308,8 @@ static inline void color_group_add_achrom(const color_group *gr, unsigned lanes,
     for (; lanes; lanes &= lanes - 1) {
         int j = __builtin_ctz(lanes);
         int32_t i0 = gr->idx[0][j], i1 = gr->idx[1][j];
-        add2(out, i0, i1, gr->wg[0][j], gr->wg[1][j]);
-        if (reg) add2(reg + rcol[j], i0, i1, gr->wr[0][j], gr->wr[1][j]);
+        add2(out, i0, i1, gr->wg[0][2 * j], gr->wg[0][2 * j + 1]);
+        if (reg) add2(reg + rcol[j], i0, i1, gr->wr[0][2 * j], gr->wr[0][2 * j + 1]);
     }
 }
 
