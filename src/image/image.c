@@ -35,7 +35,8 @@
 
 /* ---- the handle ------------------------------------------------------------------------ */
 
-sl_image *sl_image_new(int width, int height, int channels) {
+/* A new image, zeroed or not. */
+static sl_image *sl__image_make(int width, int height, int channels, int zero) {
     if (width < 1 || height < 1 || width > SL_IMAGE_MAX_SIDE_MAX || height > SL_IMAGE_MAX_SIDE_MAX ||
         (channels != 1 && channels != 3))
         return NULL;
@@ -45,7 +46,7 @@ sl_image *sl_image_new(int width, int height, int channels) {
         return NULL;
     sl_image *img = malloc(sizeof *img);
     if (!img) return NULL;
-    img->data = calloc(total, 1);
+    img->data = zero ? calloc(total, 1) : malloc(total);
     if (!img->data) { free(img); return NULL; }
     img->width = width;
     img->height = height;
@@ -54,10 +55,29 @@ sl_image *sl_image_new(int width, int height, int channels) {
     return img;
 }
 
+sl_image *sl_image_new(int width, int height, int channels) {
+    return sl__image_make(width, height, channels, 1);
+}
+
+sl_image *sl__image_alloc(int width, int height, int channels) {
+    return sl__image_make(width, height, channels, 0);
+}
+
+sl_image *sl__image_adopt(int width, int height, int channels, uint8_t *data) {
+    sl_image *img = malloc(sizeof *img);
+    if (!img) return NULL;
+    img->width = width;
+    img->height = height;
+    img->channels = channels;
+    img->stride = (size_t)width * (size_t)channels;
+    img->data = data;
+    return img;
+}
+
 sl_image *sl_image_from_pixels(int width, int height, int channels, const uint8_t *pixels,
                                size_t stride) {
     if (!pixels) return NULL;
-    sl_image *img = sl_image_new(width, height, channels);
+    sl_image *img = sl__image_alloc(width, height, channels); /* every row is copied */
     if (!img) return NULL;
     if (stride < img->stride) { sl_image_free(img); return NULL; }
     for (int y = 0; y < height; y++)

@@ -23,6 +23,14 @@ static inline uint8_t sl__clamp_u8(double v) {
     return (uint8_t)(v + 0.5);
 }
 
+/* sl_image_new without zeroing the pixels, for callers that write every byte. */
+sl_image *sl__image_alloc(int width, int height, int channels);
+
+/* An image around `data` (malloc'ed, width * channels * height bytes, rows packed), which it
+ * owns from then on (sl_image_free frees it); NULL when out of memory (data still the
+ * caller's). Sizes as sl_image_new, not checked again. */
+sl_image *sl__image_adopt(int width, int height, int channels, uint8_t *data);
+
 /* Common argument check for functions taking (src, out): clears *out, checks src. */
 sl_status sl__image_check_args(const sl_image *src, sl_image **out, sl_error *err,
                                const char *fn);

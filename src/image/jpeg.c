@@ -155,7 +155,8 @@ sl_status sl__jpeg_decode(const uint8_t *data, size_t len, int max_side, int gre
     sl_image *sized = NULL;
     sl_status st;
     if (max_side > 0 && (w > max_side || h > max_side)) st = sl_image_resize_longest(&view, max_side, 1, &sized, err);
-    else st = (sized = sl_image_clone(&view)) ? SL_OK : sl__err_set(err, SL_E_NOMEM, "image load: out of memory");
+    else if ((sized = sl__image_adopt(w, h, ch, pix))) { pix = NULL; st = SL_OK; } /* no copy */
+    else st = sl__err_set(err, SL_E_NOMEM, "image load: out of memory");
     free(pix);
     if (st) return st;
     if (sized->channels == 1 && !grey) { /* cannot happen with JCS_RGB output, kept for safety */

@@ -198,7 +198,7 @@ SL__RESAMPLE_CLONES static sl_status sl__resize_exact(const sl_image *src, int d
         return sl__err_set(err, SL_E_INVALID, "resize: target %dx%d out of range", dw, dh);
     int c = src->channels, sw = src->width, sh = src->height;
     size_t srclen = (size_t)sw * c, rowlen = (size_t)dw * c;
-    sl_image *dst = sl_image_new(dw, dh, c);
+    sl_image *dst = sl__image_alloc(dw, dh, c); /* every row is written */
     float *px = NULL, *py = NULL;
     sl__contrib *cx = sl__contribs(sw, dw, &px), *cy = cx ? sl__contribs(sh, dh, &py) : NULL;
     /* spare floats after each row: the 3-channel pass reads 4 floats a pixel, writes 4 floats
@@ -402,7 +402,7 @@ __attribute__((target("avx2"))) static size_t sl__grey_avx2(const uint8_t *src, 
 sl_status sl_image_to_grey(const sl_image *src, sl_image **out, sl_error *err) {
     sl_status st = sl__image_check_args(src, out, err, "to_grey");
     if (st) return st;
-    sl_image *g = src->channels == 1 ? sl_image_clone(src) : sl_image_new(src->width, src->height, 1);
+    sl_image *g = src->channels == 1 ? sl_image_clone(src) : sl__image_alloc(src->width, src->height, 1);
     if (!g) return sl__err_set(err, SL_E_NOMEM, "to_grey: out of memory");
     if (src->channels == 3) {
         size_t n = (size_t)src->width * src->height, i = 0;
