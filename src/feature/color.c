@@ -268,11 +268,12 @@ SL__AVX2_TARGET static unsigned color_bins8_avx2(const sl_color_params *p, __m25
     return (unsigned)_mm256_movemask_ps(achrom);
 }
 
-/* h[0] += w[0], h[1] += w[1] in one 2-float load, add and store. */
+/* h[0] += w[0], h[1] += w[1] in one 2-float load, add and store (64-bit moves that need no
+ * alignment: h is any bin). */
 SL__AVX2_TARGET static inline void add_pair(float *h, const float *w) {
-    __m128 v = _mm_castpd_ps(_mm_load_sd((const double *)(const void *)h));
-    v = _mm_add_ps(v, _mm_castpd_ps(_mm_load_sd((const double *)(const void *)w)));
-    _mm_store_sd((double *)(void *)h, _mm_castps_pd(v));
+    __m128 v = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)h));
+    v = _mm_add_ps(v, _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(const void *)w)));
+    _mm_storel_epi64((__m128i *)(void *)h, _mm_castps_si128(v));
 }
 
 /* Adds the chromatic pixels of `lanes` (a bit per lane, ascending = sampling order) with their
