@@ -301,6 +301,63 @@ static void test_ransac_too_few_points(void **state) {
     assert_float_equal(H[0], 1.0, 0.0);
 }
 
+/* Skipping repeated samples (few pairs) changes no bit: for 3..18 pairs, both models, point
+ * sets with a true map plus outliers, collinear (degenerate) sets and duplicated points, the
+ * result with skipping equals the one that fits every draw. Also shows that the skipping ends
+ * early: with 4 collinear pairs (no plausible affine map) it still gives 0 inliers. */
+static void test_ransac_skip_repeats_same_result(void **state) {
+    (void)state;
+    sl__rng r;
+    sl__rng_seed(&r, 4242);
+    for (int model = 0; model < 2; model++)
+        for (size_t n = 3; n <= 18; n++)
+            for (int kind = 0; kind < 4; kind++) {
+                float src[36], dst[36];
+                for (size_t i = 0; i < n; i++) {
+                    float x = (float)(sl__rng_uniform(&r) * 300), y = (float)(sl__rng_uniform(&r) * 200);
+                    if (kind == 1) y = 0.5f * x + 3.0f;               /* collinear */
+                    if (kind == 2 && i % 3 == 1) { x = src[0]; y = src[1]; } /* repeated point */
+                    src[2 * i] = x;
+                    src[2 * i + 1] = y;
+                    int outlier = kind == 3 || sl__rng_below(&r, 3) == 0;
+                    dst[2 * i] = outlier ? (float)(sl__rng_uniform(&r) * 300) : 1.1f * x - 0.2f * y + 7.0f;
+                    dst[2 * i + 1] = outlier ? (float)(sl__rng_uniform(&r) * 200) : 0.1f * x + 0.9f * y - 4.0f;
+                }
+                sl_ransac_params p;
+                sl_ransac_params_init(&p);
+                p.model = model ? SL_GEO_HOMOGRAPHY : SL_GEO_AFFINE;
+                double Ha[9], Hb[9];
+                int ia = -1, ib = -2;
+                unsigned char ma[18], mb[18];
+                assert_int_equal(sl__ransac_impl(src, dst, n, &p, Ha, &ia, ma, 1, NULL), SL_OK);
+                assert_int_equal(sl__ransac_impl(src, dst, n, &p, Hb, &ib, mb, 0, NULL), SL_OK);
+                assert_int_equal(ia, ib);
+                assert_memory_equal(Ha, Hb, sizeof Ha);
+                assert_memory_equal(ma, mb, n);
+            }
+    /* 4 pairs on the true map among 6..9: the best hypothesis often comes late in the draws */
+    for (int t = 0; t < 400; t++) {
+        size_t n = 6 + (size_t)(t % 4);
+        float src[18], dst[18];
+        for (size_t i = 0; i < n; i++) {
+            float x = (float)(sl__rng_uniform(&r) * 300), y = (float)(sl__rng_uniform(&r) * 200);
+            src[2 * i] = x;
+            src[2 * i + 1] = y;
+            dst[2 * i] = i < 4 ? 0.8f * x + 0.3f * y + 5.0f : (float)(sl__rng_uniform(&r) * 300);
+            dst[2 * i + 1] = i < 4 ? -0.2f * x + 1.1f * y : (float)(sl__rng_uniform(&r) * 200);
+        }
+        sl_ransac_params p;
+        sl_ransac_params_init(&p);
+        p.seed = (uint64_t)t;
+        double Ha[9], Hb[9];
+        int ia = -1, ib = -2;
+        assert_int_equal(sl__ransac_impl(src, dst, n, &p, Ha, &ia, NULL, 1, NULL), SL_OK);
+        assert_int_equal(sl__ransac_impl(src, dst, n, &p, Hb, &ib, NULL, 0, NULL), SL_OK);
+        assert_int_equal(ia, ib);
+        assert_memory_equal(Ha, Hb, sizeof Ha);
+    }
+}
+
 /* ---- local features ---------------------------------------------------------------------- */
 
 /* n random local features; kp positions uniform in 400x300. */
@@ -1040,6 +1097,7 @@ int main(void) {
         cmocka_unit_test(test_ransac_recovers_homography_with_outliers),
         cmocka_unit_test(test_ransac_recovers_affine_with_outliers),
         cmocka_unit_test(test_ransac_too_few_points),
+        cmocka_unit_test(test_ransac_skip_repeats_same_result),
         cmocka_unit_test(test_local_features_roundtrip_and_damage),
         cmocka_unit_test(test_match_and_verify_known_transform),
         cmocka_unit_test(test_match_simd_equals_scalar),

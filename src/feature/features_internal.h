@@ -32,6 +32,12 @@ static inline uint8_t sl__desc6(uint8_t v) { return (uint8_t)(v >= 252 ? 63 : (v
  * for callers running both on one image. */
 float *sl__sift_grey(const sl_image *img, int *w, int *h, sl_error *err);
 
+/* sl_ransac, with skip_repeats = 0: every draw fitted and counted, as before repeats were
+ * skipped (the tests check both give the same bits). */
+sl_status sl__ransac_impl(const float *src, const float *dst, size_t n, const sl_ransac_params *p,
+                          double H[9], int *inliers, unsigned char *inlier_mask, int skip_repeats,
+                          sl_error *err);
+
 /* A new empty set with room for n keypoints (n <= SL__LOCAL_MAX), or NULL. */
 sl_local_features *sl__local_alloc(uint32_t n);
 

@@ -9,13 +9,16 @@
  * count points whose reprojection error is below the threshold, keep the best, stop adaptively
  * once the 99% confidence bound on the number of draws is reached. The winner is re-fitted by
  * least squares on its inliers (twice, re-collecting inliers each time) and kept only if it does
- * not lose inliers. Invariants: deterministic for a seed; no allocation beyond O(n) scratch.
+ * not lose inliers. With few pairs (<= 17 affine, <= 9 homography) repeated ordered samples are
+ * skipped and the loop stops once all have been tried (same result, see sl_ransac). Invariants:
+ * deterministic for a seed; no allocation beyond O(n) scratch and that table (<= 8192 words).
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include "shoplens/feature.h"
 #include "util/util.h"
+#include "feature/features_internal.h"
 
 void sl_ransac_params_init(sl_ransac_params *p) {
     p->model = SL_GEO_AFFINE;
@@ -175,6 +178,12 @@ static int fit(sl_geo_model model, const float *s, const float *d, const size_t 
 
 sl_status sl_ransac(const float *src, const float *dst, size_t n, const sl_ransac_params *p,
                     double H[9], int *inliers, unsigned char *inlier_mask, sl_error *err) {
+    return sl__ransac_impl(src, dst, n, p, H, inliers, inlier_mask, 1, err);
+}
+
+sl_status sl__ransac_impl(const float *src, const float *dst, size_t n, const sl_ransac_params *p,
+                          double H[9], int *inliers, unsigned char *inlier_mask, int skip_repeats,
+                          sl_error *err) {
     sl_ransac_params defp;
     if (!p) { sl_ransac_params_init(&defp); p = &defp; }
     static const double I[9] = {1, 0, 0, 0, 1, 0, 0, 0, 1};
@@ -197,8 +206,21 @@ sl_status sl_ransac(const float *src, const float *dst, size_t n, const sl_ransa
     memcpy(best, I, sizeof I);
     size_t best_cnt = 0;
     double need = (double)p->max_iters;
-    for (int it = 0; it < p->max_iters && (double)it < need; it++) {
+    /* Few pairs (the usual case for a non-matching candidate): the draws repeat the same ordered
+     * samples many times, and a repeat gives the same hypothesis and count, which cannot beat the
+     * best so far. So repeats are skipped (still counted as iterations, the random sequence is
+     * unchanged) and the loop ends once every ordered sample has been tried: the same result as
+     * drawing on, for less work. */
+    size_t distinct = 0, nseen = 0, tmask = 0;
+    if (skip_repeats && n <= (smin == 3 ? 17u : 9u)) {
+        distinct = n * (n - 1) * (n - 2) * (smin == 4 ? n - 3 : 1);
+        while (tmask + 1 < 2 * distinct) tmask = 2 * tmask + 1;
+    }
+    uint64_t *seen = distinct ? calloc(tmask + 1, sizeof *seen) : NULL; /* NULL: no skipping */
+    int done = 0;
+    for (int it = 0; it < p->max_iters && (double)it < need && !done; it++) {
         size_t sample[4];
+        uint64_t key = 0;
         for (size_t a = 0; a < smin; a++) {
             size_t c;
             int dup;
@@ -208,6 +230,14 @@ sl_status sl_ransac(const float *src, const float *dst, size_t n, const sl_ransa
                 for (size_t b = 0; b < a; b++) dup |= sample[b] == c;
             } while (dup);
             sample[a] = c;
+            key |= (uint64_t)(c + 1) << (16 * a);
+        }
+        if (seen) {
+            size_t slot = (size_t)((key * 0x9E3779B97F4A7C15ull) >> 40) & tmask;
+            while (seen[slot] && seen[slot] != key) slot = (slot + 1) & tmask;
+            if (seen[slot] == key) continue;
+            seen[slot] = key;
+            done = ++nseen == distinct;
         }
         double h[9];
         if (fit(p->model, src, dst, sample, smin, h) != 0 || !plausible(h)) continue;
@@ -236,6 +266,6 @@ sl_status sl_ransac(const float *src, const float *dst, size_t n, const sl_ransa
         *inliers = (int)best_cnt;
         if (inlier_mask) count_inliers(best, src, dst, n, thr2, inlier_mask);
     }
-    free(idx); free(mask);
+    free(idx); free(mask); free(seen);
     return SL_OK;
 }
