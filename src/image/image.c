@@ -44,14 +44,10 @@ static sl_image *sl__image_make(int width, int height, int channels, int zero) {
     if (sl__mul_size((size_t)width, (size_t)channels, &stride) ||
         sl__mul_size(stride, (size_t)height, &total))
         return NULL;
-    sl_image *img = malloc(sizeof *img);
-    if (!img) return NULL;
-    img->data = zero ? calloc(total, 1) : malloc(total);
-    if (!img->data) { free(img); return NULL; }
-    img->width = width;
-    img->height = height;
-    img->channels = channels;
-    img->stride = stride;
+    uint8_t *data = zero ? calloc(total, 1) : malloc(total);
+    if (!data) return NULL;
+    sl_image *img = sl__image_adopt(width, height, channels, data);
+    if (!img) free(data);
     return img;
 }
 

@@ -31,6 +31,12 @@ sl_image *sl__image_alloc(int width, int height, int channels);
  * caller's). Sizes as sl_image_new, not checked again. */
 sl_image *sl__image_adopt(int width, int height, int channels, uint8_t *data);
 
+/* The resampler's contribution table (preprocess.c) for mapping n_src samples to n_dst: output
+ * i is the sum of w[j] * source[first + j] for j < count (area weights when shrinking, bilinear
+ * when growing). The weights live in *pool; free both. NULL on allocation failure. */
+typedef struct { int first, count; float *w; } sl__contrib;
+sl__contrib *sl__contribs(int n_src, int n_dst, float **pool);
+
 /* Common argument check for functions taking (src, out): clears *out, checks src. */
 sl_status sl__image_check_args(const sl_image *src, sl_image **out, sl_error *err,
                                const char *fn);

@@ -27,10 +27,7 @@
 
 /* ---- separable resampling -------------------------------------------------------------- */
 
-typedef struct { int first, count; float *w; } sl__contrib;
-
-/* Builds the contribution table for mapping n_src samples to n_dst. NULL on allocation failure. */
-static sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
+sl__contrib *sl__contribs(int n_src, int n_dst, float **pool) {
     double scale = (double)n_dst / n_src;
     int maxc = scale < 1.0 ? (int)ceil(1.0 / scale) + 2 : 2;
     sl__contrib *c = sl__mallocarray((size_t)n_dst, sizeof *c);
