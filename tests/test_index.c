@@ -131,6 +131,64 @@ static void check_table(const sl__dist_kernels *k) {
                 for (int w = 0; w < 4; w++) assert_int_equal(got[w], k->dot_q8s8(qb, rows[w], d));
             }
         }
+        /* 4-bit rows (the prefilter): against a reference that unpacks nibbles by dimension,
+         * extremes included (q = -127 / 127, nibbles 0 / 15), 1..nblk blocks */
+        {
+            enum { NB = 9 };
+            int8_t q4[NB * 64];
+            uint8_t rows[4][NB * 32];
+            const uint8_t *rp[4] = { rows[0], rows[1], rows[2], rows[3] };
+            for (size_t i = 0; i < NB * 64; i++)
+                q4[i] = (int8_t)(i % 7 == 0 ? -127 : i % 7 == 1 ? 127 : (int)sl__rng_below(&r, 255) - 127);
+            for (int w = 0; w < 4; w++)
+                for (size_t i = 0; i < NB * 32; i++)
+                    rows[w][i] = (uint8_t)(w == 0 ? 0xff : w == 1 ? (i % 2 ? 0xf0 : 0x0f) : sl__rng_below(&r, 256));
+            size_t nblk = 1 + t % NB;
+            int32_t got[4], ref[4];
+            k->dot_q4_x4(q4, rp, nblk, got);
+            for (int w = 0; w < 4; w++) {
+                ref[w] = 0;
+                for (size_t i = 0; i < nblk * 64; i++) {
+                    uint8_t byte = rows[w][(i / 64) * 32 + i % 32];
+                    ref[w] += (int32_t)q4[i] * (i % 64 < 32 ? byte & 15 : byte >> 4);
+                }
+                assert_int_equal(got[w], ref[w]);
+            }
+        }
+        /* building 4-bit rows: stats and packing as the scalar kernels (which the reference
+         * loop checks), -128 included, tails of every length via the dims above */
+        {
+            int8_t xv[600];
+            uint8_t rk[320], rs[320];
+            for (size_t i = 0; i < d; i++)
+                xv[i] = (int8_t)(i % 11 == 0 ? -128 : i % 11 == 1 ? 127 : (int)sl__rng_below(&r, 256) - 128);
+            int8_t th[15];
+            for (int j = 0; j < 15; j++) th[j] = (int8_t)(-112 + 16 * j - (j % 3)); /* ascending */
+            int ma, mb;
+            uint32_t sa, sb;
+            k->q4_stats(xv, d, &ma, &sa);
+            sl__q4_stats_scalar(xv, d, &mb, &sb);
+            assert_int_equal(ma, mb);
+            assert_int_equal(sa, sb);
+            int64_t ref = 0;
+            int refmax = 0;
+            for (size_t i = 0; i < d; i++) {
+                ref += (int64_t)xv[i] * xv[i];
+                refmax = abs(xv[i]) > refmax ? abs(xv[i]) : refmax;
+            }
+            assert_int_equal(sb, ref);
+            assert_int_equal(mb, refmax);
+            memset(rk, 0xa5, sizeof rk);
+            k->q4_pack(xv, d, th, rk);
+            sl__q4_pack_scalar(xv, d, th, rs);
+            assert_memory_equal(rk, rs, 32 * ((d + 63) / 64));
+            for (size_t i = 0; i < 64 * ((d + 63) / 64); i++) { /* nibble i counts thresholds <= x */
+                uint8_t byte = rs[(i / 64) * 32 + i % 32];
+                int nib = i % 64 < 32 ? byte & 15 : byte >> 4, want = 0;
+                for (int j = 0; i < d && j < 15; j++) want += xv[i] >= th[j];
+                assert_int_equal(nib, want);
+            }
+        }
         /* and the scalar kernel against a double-precision reference */
         double ref = 0;
         for (size_t i = 0; i < d; i++) ref += (double)a[i] * b[i];
@@ -538,6 +596,79 @@ static void test_flat_int8_chunked_scan_equals_slot_scan(void **state) {
         }
         sl_index_free(a);
     }
+    free(x); free(q); free(ids);
+}
+
+/* The 4-bit prefilter (sl_index_set_prefilter) returns what the int8 scan returns - ids and
+ * exact scores - on clustered data, where the 4-bit pass's 2r best hold the int8 scan's r best:
+ * enabled with half the vectors stored (they are encoded then) and the rest added after, with
+ * removed slots, a predicate filter, after compaction, three metrics, vector norms that differ
+ * 4-fold, a dimension that is not a multiple of 64 and sizes that are not multiples of the chunk. Broken 4-bit rows or distances
+ * lose cluster members at this depth and fail it. Also its argument checks and its memory. */
+static int even_id(uint64_t id, void *ctx) { (void)ctx; return (id & 1) == 0; }
+static void test_flat_int8_prefilter_equals_int8_scan(void **state) {
+    (void)state;
+    size_t n = 5003, h = 2001;
+    int d = 100;
+    float *x = clustered(n, d, 40, 11), *q = queries(20, d, 40, 11);
+    for (size_t i = 0; i < n; i++) /* norms from 0.5x to 2x: per-vector scales that differ */
+        for (int j = 0; j < d; j++) x[i * (size_t)d + (size_t)j] *= 0.5f + 1.5f * (float)((i * 37) % 101) / 100.0f;
+    uint64_t *ids = seq_ids(n, 3, 1);
+    static const sl_index_metric metrics[] = { SL_INDEX_L2, SL_INDEX_IP, SL_INDEX_COSINE };
+    for (int m = 0; m < 3; m++) {
+        sl_index_params p = { 0 };
+        p.storage = SL_INDEX_INT8;
+        sl_index *a, *b;
+        assert_int_equal(sl_index_new(&a, d, metrics[m], SL_INDEX_FLAT, &p, NULL), SL_OK);
+        assert_int_equal(sl_index_new(&b, d, metrics[m], SL_INDEX_FLAT, &p, NULL), SL_OK);
+        assert_int_equal(sl_index_add_batch(a, n, ids, x), SL_OK);
+        assert_int_equal(sl_index_add_batch(b, h, ids, x), SL_OK);
+        sl_index_stats s0, s1;
+        sl_index_get_stats(b, &s0);
+        assert_int_equal(sl_index_set_prefilter(b, 2.0), SL_OK);
+        sl_index_get_stats(b, &s1);
+        assert_true(s1.memory_bytes >= s0.memory_bytes + h * (size_t)(d / 2));
+        assert_int_equal(sl_index_add_batch(b, n - h, ids + h, x + h * (size_t)d), SL_OK);
+        for (size_t i = 0; i < n; i += 7) {
+            assert_int_equal(sl_index_remove(a, ids[i]), SL_OK);
+            assert_int_equal(sl_index_remove(b, ids[i]), SL_OK);
+        }
+        sl_index_filter f = { 0 };
+        f.pred = even_id;
+        for (int round = 0; round < 2; round++) {
+            for (size_t i = 0; i < 20; i++) {
+                sl_index_result ra[40], rb[40];
+                size_t na, nb;
+                const sl_index_filter *fi = i % 2 ? &f : NULL;
+                assert_int_equal(sl_index_search(a, q + i * (size_t)d, 40, fi, NULL, ra, &na), SL_OK);
+                assert_int_equal(sl_index_search(b, q + i * (size_t)d, 40, fi, NULL, rb, &nb), SL_OK);
+                assert_int_equal(na, 40);
+                assert_int_equal(na, nb);
+                for (size_t j = 0; j < na; j++) {
+                    assert_int_equal(ra[j].id, rb[j].id);
+                    assert_true(ra[j].score == rb[j].score);
+                    if (fi) assert_int_equal(rb[j].id & 1, 0);
+                }
+            }
+            assert_int_equal(sl_index_compact(a), SL_OK);
+            assert_int_equal(sl_index_compact(b), SL_OK);
+        }
+        assert_int_equal(sl_index_set_prefilter(b, -1.0), SL_E_INVALID);
+        assert_int_equal(sl_index_set_prefilter(b, 0.5), SL_E_INVALID);
+        assert_int_equal(sl_index_set_prefilter(b, SL_INDEX_PREFILTER_MAX + 1), SL_E_INVALID);
+        assert_non_null(strstr(sl_index_errmsg(b), "prefilter"));
+        assert_int_equal(sl_index_set_prefilter(b, 0.0), SL_OK);
+        sl_index_get_stats(b, &s1);
+        sl_index_get_stats(a, &s0);
+        assert_int_equal(s1.memory_bytes, s0.memory_bytes);
+        sl_index_free(a);
+        sl_index_free(b);
+    }
+    sl_index *c;
+    assert_int_equal(sl_index_new(&c, d, SL_INDEX_L2, SL_INDEX_FLAT, NULL, NULL), SL_OK);
+    assert_int_equal(sl_index_set_prefilter(c, 2.0), SL_E_INVALID);
+    assert_non_null(strstr(sl_index_errmsg(c), "int8"));
+    sl_index_free(c);
     free(x); free(q); free(ids);
 }
 
@@ -993,6 +1124,7 @@ int main(void) {
         cmocka_unit_test(test_deletes_model),
         cmocka_unit_test(test_mass_delete_recall),
         cmocka_unit_test(test_flat_int8_chunked_scan_equals_slot_scan),
+        cmocka_unit_test(test_flat_int8_prefilter_equals_int8_scan),
         cmocka_unit_test(test_save_load_roundtrip),
         cmocka_unit_test(test_corrupt_files),
         cmocka_unit_test(test_corrupt_files_valid_checksums),

@@ -77,6 +77,9 @@ typedef enum sl_index_storage {
 #define SL_INDEX_FILTER_EXACT_BELOW_MIN 0.0
 #define SL_INDEX_FILTER_EXACT_BELOW_MAX 1.0
 #define SL_INDEX_K_MAX 32768
+#define SL_INDEX_PREFILTER_DEFAULT 0.0      /* 4-bit first pass off (see sl_index_set_prefilter) */
+#define SL_INDEX_PREFILTER_MIN 1.0          /* smallest nonzero factor */
+#define SL_INDEX_PREFILTER_MAX 64.0
 
 /* Construction parameters. Zero-initialize and set what you need: a zero field means its
  * default (seed 0 means SL_INDEX_SEED_DEFAULT; storage 0 is SL_INDEX_F32). Ignored for FLAT
@@ -208,6 +211,18 @@ sl_status sl_index_search_batch(sl_index *idx, const float *queries, size_t nq, 
 sl_status sl_index_set_ef_search(sl_index *idx, int ef);
 sl_status sl_index_set_threads(sl_index *idx, int threads);
 sl_status sl_index_set_filter_exact_below(sl_index *idx, double selectivity);
+
+/* 4-bit first pass of exact scans over SL_INDEX_INT8 storage (FLAT, or HNSW with
+ * params->exact), for scans that memory bandwidth bounds: every vector is also held at 4 bits
+ * per dimension (a scale per vector clipped at 8 RMS; dim / 2 bytes more per vector, in memory
+ * only, never saved), a scan reads those (half the bytes of the int8 codes), keeps the
+ * ceil(factor x r) best, re-scores them on the int8 codes to the usual r = max(k, ef) and those
+ * exactly as always. Results equal the int8 scan's whenever the 4-bit pass keeps the int8 scan's r
+ * best, which is a recall question (docs/index.md measures it); scores stay exact. factor 0 turns
+ * it off (the default, and the only value on other storage), else SL_INDEX_PREFILTER_MIN..MAX.
+ * Enabling it encodes every stored vector (O(n dim)); later adds and compactions keep the 4-bit
+ * rows. Errors: SL_E_INVALID (factor out of range), SL_E_NOMEM (then the prefilter stays off). */
+sl_status sl_index_set_prefilter(sl_index *idx, double factor);
 
 /* Writes the index to path as one file (docs/formats/index.md): a temporary file in the same
  * directory, fsynced, then renamed over path, so a crash leaves the old file intact. Waits for

@@ -107,6 +107,12 @@ sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
     if (kind == SL_INDEX_FLAT) ip.storage = SL_INDEX_INT8; /* see SL__ENGINE_RESCORE_MIN */
     if ((st = sl_index_new(&e->idx, (int)dim, SL_INDEX_IP, kind, &ip, err)) != SL_OK)
         return st;
+    if (kind == SL_INDEX_FLAT && (st = sl_index_set_prefilter(e->idx, SL__ENGINE_PREFILTER)) != SL_OK) {
+        sl__err_set(err, st, "creating the index: %s", sl_index_errmsg(e->idx));
+        sl_index_free(e->idx);
+        e->idx = NULL;
+        return st;
+    }
     st = sl_store_each_vector(e->store, sl__add_vector, e, err);
     if (st != SL_OK) {
         if (err && err->code == SL_OK) sl__err_set(err, st, "rebuilding the index: %s", sl_index_errmsg(e->idx));
@@ -182,7 +188,8 @@ static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
         sl_index *idx = NULL;
         if (path && sl_index_load(&idx, path, NULL, NULL) == SL_OK &&
             (size_t)sl_index_dim(idx) == sl_features_dim(e->feat) &&
-            strcmp(tag ? tag : "f32", sl__index_storage_tag(idx)) == 0) {
+            strcmp(tag ? tag : "f32", sl__index_storage_tag(idx)) == 0 &&
+            (sl_index_kind_of(idx) != SL_INDEX_FLAT || sl_index_set_prefilter(idx, SL__ENGINE_PREFILTER) == SL_OK)) {
             e->idx = idx;
             e->index_dirty = 0;
         } else {

@@ -97,8 +97,44 @@ static int32_t sc_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
     return s;
 }
 
+void sl__dot_q4_x4_scalar(const int8_t *q, const uint8_t *const c[4], size_t nblk, int32_t out[4]) {
+    for (int r = 0; r < 4; r++) {
+        int32_t s = 0;
+        for (size_t b = 0; b < nblk; b++) {
+            const int8_t *qb = q + b * 64;
+            const uint8_t *cb = c[r] + b * 32;
+            for (int j = 0; j < 32; j++)
+                s += (int32_t)qb[j] * (cb[j] & 15) + (int32_t)qb[j + 32] * (cb[j] >> 4);
+        }
+        out[r] = s;
+    }
+}
+
+void sl__q4_stats_scalar(const int8_t *x, size_t d, int *amax, uint32_t *sumsq) {
+    int mx = 0;
+    uint32_t ss = 0; /* d <= 65536: at most 65536 * 128^2 = 2^30 */
+    for (size_t i = 0; i < d; i++) {
+        int a = x[i] < 0 ? -x[i] : x[i];
+        mx = a > mx ? a : mx;
+        ss += (uint32_t)(a * a);
+    }
+    *amax = mx;
+    *sumsq = ss;
+}
+
+void sl__q4_pack_scalar(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row) {
+    memset(row, 0, 32 * ((d + 63) / 64));
+    for (size_t i = 0; i < d; i++) {
+        int u = 0;
+        for (int k = 0; k < 15; k++) u += x[i] >= t[k];
+        size_t j = i % 64;
+        row[(i / 64) * 32 + (j & 31)] |= (uint8_t)(j < 32 ? u : u << 4);
+    }
+}
+
 static const sl__dist_kernels sl__scalar_table = {
-    "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8, NULL, NULL
+    "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8, NULL, NULL,
+    sl__dot_q4_x4_scalar, sl__q4_stats_scalar, sl__q4_pack_scalar
 };
 
 int sl__cpu_has_f16c(void) {

@@ -26,6 +26,16 @@ typedef struct sl__dist_kernels {
     int32_t (*dot_q8s8)(const uint8_t *q, const int8_t *c, size_t d);
     /* dot_q8s8 against 4 rows at once (out[r] for c[r]); NULL with dot_q8s8 */
     void (*dot_q8s8_x4)(const uint8_t *q, const int8_t *const c[4], size_t d, int32_t out[4]);
+    /* 4-bit prefilter rows (index.c, docs/index.md): out[r] = sum over the nblk blocks of 64
+     * dimensions of q[i] * u_r[i], u the unsigned nibbles 0..15 of c[r] (byte j of a 32-byte
+     * block: dimension j in the low nibble, j + 32 in the high one), q in [-127, 127] padded
+     * with zeros to 64 * nblk. Exact (integer), the same on every kernel. */
+    void (*dot_q4_x4)(const int8_t *q, const uint8_t *const c[4], size_t nblk, int32_t out[4]);
+    /* Builds such a row from d int8 values x: *amax = max |x|, *sumsq = sum x^2 (stats), and
+     * (pack) nibble i = the number of k in 1..15 with x[i] >= t[k - 1] (t ascending), the rest
+     * of the 32 * ceil(d / 64) bytes zero. Exact, the same on every kernel. */
+    void (*q4_stats)(const int8_t *x, size_t d, int *amax, uint32_t *sumsq);
+    void (*q4_pack)(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row);
 } sl__dist_kernels;
 
 const sl__dist_kernels *sl__dist_scalar(void);
@@ -36,6 +46,11 @@ const sl__dist_kernels *sl__dist_avx512(void);
 const sl__dist_kernels *sl__dist_avx512_plain(void);
 /* The fastest table this CPU runs; SL_INDEX_SIMD=scalar|avx2|avx512 in the environment caps it. */
 const sl__dist_kernels *sl__dist_best(void);
+
+/* The scalar dot_q4_x4 (the reference of the SIMD ones). */
+void sl__dot_q4_x4_scalar(const int8_t *q, const uint8_t *const c[4], size_t nblk, int32_t out[4]);
+void sl__q4_stats_scalar(const int8_t *x, size_t d, int *amax, uint32_t *sumsq);
+void sl__q4_pack_scalar(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row);
 
 /* 1 if the CPU has F16C (cpuid; __builtin_cpu_supports lacks "f16c" in some compilers). */
 int sl__cpu_has_f16c(void);

@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+#include "index/distance_q4_inl.h"
 
 static inline float hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -142,7 +143,8 @@ static void a2_dot_q8s8_x4(const uint8_t *q, const int8_t *const c[4], size_t d,
 }
 
 static const sl__dist_kernels sl__avx2_table = {
-    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_u8s8, a2_dot_q8s8, a2_dot_q8s8_x4
+    "avx2", 2, a2_dot_f32, a2_l2_f32, a2_dot_f16, a2_l2_f16, a2_dot_u8s8, a2_dot_q8s8, a2_dot_q8s8_x4,
+    sl__avx2_dot_q4_x4, sl__avx2_q4_stats, sl__avx2_q4_pack
 };
 
 const sl__dist_kernels *sl__dist_avx2(void) {

@@ -8,6 +8,7 @@
 
 #if defined(__x86_64__) && defined(__AVX512F__) && defined(__AVX512BW__)
 #include <immintrin.h>
+#include "index/distance_q4_inl.h"
 #include "index/distance_avx512_inl.h"
 
 /* The float32 kernels are always-inline bodies shared with the HNSW layer search
@@ -82,10 +83,12 @@ static int32_t a5v_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
 }
 
 static const sl__dist_kernels sl__avx512_table = {
-    "avx512", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5_dot_u8s8, NULL, NULL
+    "avx512", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5_dot_u8s8, NULL, NULL,
+    sl__avx2_dot_q4_x4, sl__avx2_q4_stats, sl__avx2_q4_pack
 };
 static const sl__dist_kernels sl__avx512vnni_table = {
-    "avx512vnni", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5v_dot_u8s8, NULL, NULL
+    "avx512vnni", 3, a5_dot_f32, a5_l2_f32, a5_dot_f16, a5_l2_f16, a5v_dot_u8s8, NULL, NULL,
+    sl__avx2_dot_q4_x4, sl__avx2_q4_stats, sl__avx2_q4_pack
 };
 
 const sl__dist_kernels *sl__dist_avx512(void) {

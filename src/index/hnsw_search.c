@@ -60,6 +60,7 @@ void sl__scratch_free(sl__scratch *s) {
     free(s->res.a);
     free(s->q);
     free(s->qu);
+    free(s->q4);
     free(s->nb);
     free(s->tmp);
     free(s);

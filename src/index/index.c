@@ -1,7 +1,8 @@
 /*
  * index/index.c - the vector index handle: parameters, slot storage (float32 plus optional float16
- * or int8 codes), the id map, adds/replaces, removes, compaction, exact (flat) search, filters
- * and the search entry points that dispatch to HNSW (hnsw_search.c).
+ * or int8 codes, and 4-bit prefilter rows built from the int8 codes), the id map,
+ * adds/replaces, removes, compaction, exact (flat) search, filters and the search entry points
+ * that dispatch to HNSW (hnsw_search.c).
  *
  * Invariants:
  * - Slots 0..n-1 hold complete vectors before n is published; n only grows under the exclusive
@@ -13,6 +14,8 @@
  * - Filtered search: the selectivity is measured (exactly for an id list, by sampling otherwise);
  *   below filter_exact_below the allowed items are scanned exactly, above it the graph search
  *   keeps exploring until ef allowed items are found (as in hnswlib's filtered search).
+ * - With the prefilter on (c4 != NULL), every slot 0..n-1 has its 4-bit row, written with its
+ *   int8 code under the exclusive lock.
  */
 #include "index/index_impl.h"
 
@@ -233,6 +236,8 @@ void sl_index_free(sl_index *idx) {
     if (!idx) return;
     if (!idx->vec_mapped) free(idx->vec);
     if (!idx->codes_mapped) free(idx->codes);
+    free(idx->c4);
+    free(idx->c4h);
     sl__unmap(idx);
     if (idx->upper)
         for (size_t s = 0; s < idx->n; s++) free(idx->upper[s]);
@@ -281,11 +286,44 @@ static void sl__encode(const sl_index *idx, const float *v, unsigned char *c) {
     memcpy(c + 8, &sum, sizeof sum);
 }
 
+/* The 4-bit prefilter row (see index_impl.h) of a vector from its int8 code c (sl__encode's
+ * layout), not from the floats: a loaded index then reads the int8 codes (a quarter of the
+ * floats' bytes, memory-mapped) to build its rows, and a vector gets the same row whether it was
+ * added or loaded. The scale clips at 8 x the RMS of the code (or its largest magnitude when
+ * smaller) over the 7 steps above zero: clipping the rare large values keeps resolution for the
+ * many small ones, which measured a better recall of the int8 candidates than plain max
+ * scaling (docs/index.md). */
+static void sl__encode4(const sl_index *idx, const unsigned char *c, uint8_t *row, float *hdr) {
+    size_t d = (size_t)idx->dim;
+    const int8_t *x = (const int8_t *)(c + 16);
+    float h8[2];
+    memcpy(h8, c, sizeof h8);
+    int mx;
+    uint32_t ss;
+    idx->K->q4_stats(x, d, &mx, &ss);
+    float clip = (float)(8.0 * sqrt((double)ss / (double)d)), lim = (float)mx < clip ? (float)mx : clip;
+    float step = lim > 0 ? lim / 7.0f : 1.0f, inv = 1.0f / step;
+    /* u(v) = floor(v / step + 8.5) clamped to 0..15 is non-decreasing in v, so u(x) counts the
+     * k = 1..15 whose threshold t[k - 1] = the smallest v with u(v) >= k is <= x */
+    int8_t t[15];
+    int k = 1;
+    for (int v = -128; v < 128 && k <= 15; v++) {
+        float f = (float)v * inv + 8.5f;
+        int u = (int)(f < 0.0f ? 0.0f : f > 15.0f ? 15.0f : f);
+        while (k <= u && k <= 15) t[k++ - 1] = (int8_t)v;
+    }
+    while (k <= 15) t[k++ - 1] = 127; /* not reached with codes <= 127 in magnitude */
+    idx->K->q4_pack(x, d, t, row);
+    hdr[0] = h8[0] * step; /* value of one 4-bit step */
+    hdr[1] = h8[1];        /* |v|^2 of the int8 code */
+}
+
 size_t sl__mem_bytes(const sl_index *idx) {
     size_t b = sizeof *idx, d = (size_t)idx->dim;
     b += idx->cap * (sizeof(uint64_t) + 2);
     if (!idx->vec_mapped) b += idx->cap * d * sizeof(float);
     if (idx->codes && !idx->codes_mapped) b += idx->cap * idx->code_size;
+    if (idx->c4) b += idx->cap * (idx->c4_row + 2 * sizeof(float));
     if (idx->kind == SL_INDEX_HNSW) {
         b += idx->cap * ((size_t)(1 + idx->M0) * 4 + sizeof(uint32_t *));
         for (size_t s = 0; s < idx->n; s++) b += (size_t)idx->levels[s] * (size_t)(1 + idx->M) * 4;
@@ -362,6 +400,12 @@ static sl_status sl__reserve(sl_index *idx, size_t need) {
         if (!(p = sl__grow_array(idx->codes, old, cap, idx->code_size))) return SL_E_NOMEM;
         idx->codes = p;
     }
+    if (idx->c4) {
+        if (!(p = sl__grow_array(idx->c4, old, cap, idx->c4_row))) return SL_E_NOMEM;
+        idx->c4 = p;
+        if (!(p = sl__grow_array(idx->c4h, old, cap, 2 * sizeof(float)))) return SL_E_NOMEM;
+        idx->c4h = p;
+    }
     if (!(p = sl__grow_array(idx->ids, old, cap, sizeof(uint64_t)))) return SL_E_NOMEM;
     idx->ids = p;
     if (!(p = sl__grow_array(idx->dead, old, cap, 1))) return SL_E_NOMEM;
@@ -401,6 +445,9 @@ static void sl__store(sl_index *idx, uint32_t s, const float *v, float norm) {
         memcpy(dst, v, d * sizeof(float));
     }
     if (idx->code_size) sl__encode(idx, dst, idx->codes + (size_t)s * idx->code_size);
+    if (idx->c4)
+        sl__encode4(idx, idx->codes + (size_t)s * idx->code_size, idx->c4 + (size_t)s * idx->c4_row,
+                    idx->c4h + 2 * (size_t)s);
 }
 
 static int sl__random_level(sl_index *idx) {
@@ -556,6 +603,8 @@ sl_status sl_index_compact(sl_index *idx) {
     uint32_t *newslot = sl__mallocarray(n ? n : 1, sizeof *newslot);
     float *vec = sl__mallocarray(m ? m : 1, d * sizeof(float));
     unsigned char *codes = idx->code_size ? sl__mallocarray(m ? m : 1, idx->code_size) : NULL;
+    uint8_t *c4 = idx->c4 ? sl__mallocarray(m ? m : 1, idx->c4_row) : NULL;
+    float *c4h = idx->c4 ? sl__mallocarray(m ? m : 1, 2 * sizeof(float)) : NULL;
     uint64_t *ids = sl__mallocarray(m ? m : 1, sizeof *ids);
     uint8_t *dead = calloc(m ? m : 1, 1), *levels = calloc(m ? m : 1, 1);
     uint32_t *link0 = NULL, **upper = NULL;
@@ -563,7 +612,7 @@ sl_status sl_index_compact(sl_index *idx) {
         link0 = sl__callocarray(m ? m : 1, (size_t)(1 + idx->M0) * 4);
         upper = sl__callocarray(m ? m : 1, sizeof *upper);
     }
-    if (!newslot || !vec || (idx->code_size && !codes) || !ids || !dead || !levels ||
+    if (!newslot || !vec || (idx->code_size && !codes) || (idx->c4 && (!c4 || !c4h)) || !ids || !dead || !levels ||
         (idx->kind == SL_INDEX_HNSW && (!link0 || !upper))) st = SL_E_NOMEM;
     if (st == SL_OK) {
         sl__advise_huge(vec, (m ? m : 1) * d * sizeof(float));
@@ -577,13 +626,17 @@ sl_status sl_index_compact(sl_index *idx) {
             size_t j = newslot[s];
             memcpy(vec + j * d, idx->vec + s * d, d * sizeof(float));
             if (codes) memcpy(codes + j * idx->code_size, idx->codes + s * idx->code_size, idx->code_size);
+            if (c4) {
+                memcpy(c4 + j * idx->c4_row, idx->c4 + s * idx->c4_row, idx->c4_row);
+                memcpy(c4h + 2 * j, idx->c4h + 2 * s, 2 * sizeof(float));
+            }
             ids[j] = idx->ids[s];
             levels[j] = idx->levels[s];
         }
         if (idx->kind == SL_INDEX_HNSW) st = sl__hnsw_compact_links(idx, newslot, m, link0, upper);
     }
     if (st != SL_OK) {
-        free(newslot); free(vec); free(codes); free(ids); free(dead); free(levels); free(link0);
+        free(newslot); free(vec); free(codes); free(c4); free(c4h); free(ids); free(dead); free(levels); free(link0);
         if (upper) for (size_t j = 0; j < m; j++) free(upper[j]);
         free(upper);
         pthread_rwlock_unlock(&idx->rw);
@@ -594,10 +647,13 @@ sl_status sl_index_compact(sl_index *idx) {
     uint32_t eps = ep == SL__EP_EMPTY ? SL__NO_SLOT : newslot[(uint32_t)ep];
     if (!idx->vec_mapped) free(idx->vec);
     if (!idx->codes_mapped) free(idx->codes);
+    free(idx->c4);
+    free(idx->c4h);
     sl__unmap(idx);
     if (idx->upper) for (size_t s = 0; s < n; s++) free(idx->upper[s]);
     free(idx->upper); free(idx->link0); free(idx->ids); free(idx->dead); free(idx->levels);
     idx->vec = vec; idx->codes = codes; idx->ids = ids; idx->dead = dead; idx->levels = levels;
+    idx->c4 = c4; idx->c4h = c4h;
     idx->link0 = link0; idx->upper = upper;
     idx->n = idx->cap = m;
     idx->n_dead = 0;
@@ -690,6 +746,45 @@ sl_status sl_index_set_filter_exact_below(sl_index *idx, double selectivity) {
     return SL_OK;
 }
 
+sl_status sl_index_set_prefilter(sl_index *idx, double factor) {
+    if (!idx) return SL_E_INVALID;
+    if (!(factor == 0.0 || (factor >= SL_INDEX_PREFILTER_MIN && factor <= SL_INDEX_PREFILTER_MAX)))
+        return sl__idx_fail(idx, SL_E_INVALID, "index: prefilter factor %g is neither 0 nor in [%g, %g]",
+                            factor, SL_INDEX_PREFILTER_MIN, SL_INDEX_PREFILTER_MAX);
+    if (factor > 0 && idx->storage != SL_INDEX_INT8)
+        return sl__idx_fail(idx, SL_E_INVALID, "index: the 4-bit prefilter needs int8 storage");
+    pthread_mutex_lock(&idx->wmu);
+    pthread_rwlock_wrlock(&idx->rw);
+    sl_status st = SL_OK;
+    if (factor == 0.0) {
+        free(idx->c4);
+        free(idx->c4h);
+        idx->c4 = NULL;
+        idx->c4h = NULL;
+    } else if (!idx->c4) {
+        size_t row = 32 * (((size_t)idx->dim + 63) / 64), cap = idx->cap ? idx->cap : 1;
+        uint8_t *c4 = sl__mallocarray(cap, row);
+        float *c4h = sl__mallocarray(cap, 2 * sizeof(float));
+        if (!c4 || !c4h) {
+            free(c4);
+            free(c4h);
+            st = SL_E_NOMEM;
+        } else {
+            sl__advise_huge(c4, cap * row);
+            idx->c4_row = row;
+            idx->c4 = c4;
+            idx->c4h = c4h;
+            for (size_t s = 0; s < idx->n; s++)
+                sl__encode4(idx, idx->codes + s * idx->code_size, c4 + s * row, c4h + 2 * s);
+        }
+    }
+    if (st == SL_OK) idx->prefilter = factor;
+    pthread_rwlock_unlock(&idx->rw);
+    pthread_mutex_unlock(&idx->wmu);
+    if (st != SL_OK) return sl__idx_fail(idx, st, "index: out of memory for the 4-bit prefilter");
+    return SL_OK;
+}
+
 /* ---- filters and search ---------------------------------------------------------------- */
 
 int sl__filt_pass(const sl_index *idx, const sl__filt *f, uint32_t s) {
@@ -732,12 +827,101 @@ static sl_status sl__prep_query(const sl_index *idx, sl__scratch *sc, const floa
     return SL_OK;
 }
 
+static int sl__pair_slot_cmp(const void *a, const void *b) {
+    uint32_t x = ((const sl__pair *)a)->s, y = ((const sl__pair *)b)->s;
+    return (x > y) - (x < y);
+}
+
+/* Offers (dd, s) to the max-heap h of at most r pairs (the one-by-one scan's rule: a later
+ * slot must be strictly closer to replace the worst). */
+static inline void sl__offer(sl__heap *h, size_t r, float dd, uint32_t s) {
+    if (h->n < r) sl__maxheap_push(h, (sl__pair){ dd, s });
+    else if (dd < h->a[0].d) {
+        sl__maxheap_pop(h);
+        sl__maxheap_push(h, (sl__pair){ dd, s });
+    }
+}
+
+/* The prefiltered form of sl__scan's int8 path (sl_index_set_prefilter): a pass over the 4-bit
+ * rows keeps the best ceil(prefilter * r) in sc->cand, which are then offered to sc->res on their
+ * int8 distances in slot order - the order of the plain scan, so whenever they include its r
+ * best the result is the same, ties included. Chunks are read 4 rows at a time from 4 places a
+ * quarter chunk apart as in sl__scan. */
+static int sl__scan_prefilter(sl_index *idx, sl__scratch *sc, const sl__query *q, size_t r,
+                              size_t r4, const sl__filt *filt) {
+    size_t d = (size_t)idx->dim, row = idx->c4_row, nblk = row / 32, total = idx->n;
+    if (!sc->q4 && !(sc->q4 = malloc(nblk * 64))) return -1;
+    if (sl__heap_reserve(&sc->cand, r4 + 2) != 0 || sl__heap_reserve(&sc->res, r + 2) != 0) return -1;
+    int8_t *q4 = sc->q4;
+    int32_t qsum = 0;
+    memset(q4, 0, nblk * 64);
+    for (size_t i = 0; i < d; i++) {
+        q4[i] = (int8_t)((int)q->qu[i] - 128);
+        qsum += q4[i];
+    }
+    void (*dot4)(const int8_t *, const uint8_t *const[4], size_t, int32_t[4]) = idx->K->dot_q4_x4;
+    if (!dot4) dot4 = sl__dot_q4_x4_scalar;
+    int l2 = idx->metric == SL_INDEX_L2;
+    enum { CHUNK = 2048 };
+    float dbuf[CHUNK];
+    sl__heap *h = &sc->cand;
+    h->n = 0;
+    for (size_t i = 0; i < total; i += CHUNK) {
+        size_t n = total - i < CHUNK ? total - i : CHUNK, qtr = (n + 3) / 4;
+        for (size_t j = 0; j < qtr; j++) {
+            const uint8_t *c[4];
+            size_t at[4];
+            int32_t dot[4];
+            for (int t = 0; t < 4; t++) {
+                at[t] = j + (size_t)t * qtr < n ? i + j + (size_t)t * qtr : i + j; /* past the end: repeat */
+                c[t] = idx->c4 + at[t] * row;
+            }
+            dot4(q4, c, nblk, dot);
+            for (int t = 0; t < 4; t++) {
+                const float *hd = idx->c4h + 2 * at[t];
+                float ip = q->qscale * hd[0] * (float)(dot[t] - 8 * qsum);
+                dbuf[at[t] - i] = l2 ? q->qn2 - 2.0f * ip + hd[1] : -ip;
+            }
+        }
+        for (size_t j = 0; j < n; j++) {
+            uint32_t s = (uint32_t)(i + j);
+            if (idx->dead[s] || (filt && !sl__filt_pass(idx, filt, s))) continue;
+            sl__offer(h, r4, dbuf[j], s);
+        }
+    }
+    /* the survivors in slot order, re-scored on the int8 codes (4 rows per call when the
+     * kernel has it: the same sums, so the same distances as sl__dist_query) */
+    size_t m = h->n;
+    qsort(h->a, m, sizeof *h->a, sl__pair_slot_cmp);
+    sc->res.n = 0;
+    for (size_t i = 0; i < m; i += 4) {
+        size_t g = m - i < 4 ? m - i : 4;
+        float dd[4];
+        if (g == 4 && idx->K->dot_q8s8_x4) {
+            const int8_t *cc[4];
+            int32_t dot[4];
+            for (int t = 0; t < 4; t++) cc[t] = (const int8_t *)(idx->codes + (size_t)h->a[i + t].s * idx->code_size + 16);
+            idx->K->dot_q8s8_x4(q->qu, cc, d, dot);
+            for (int t = 0; t < 4; t++)
+                dd[t] = sl__dist_int8(idx, q, idx->codes + (size_t)h->a[i + t].s * idx->code_size, dot[t]);
+        } else
+            for (size_t t = 0; t < g; t++) dd[t] = sl__dist_query(idx, q, h->a[i + t].s);
+        for (size_t t = 0; t < g; t++) sl__offer(&sc->res, r, dd[t], h->a[i + t].s);
+    }
+    h->n = 0;
+    return 0;
+}
+
 /* Exact scan of `slots` (or of every slot when slots == NULL) into sc->res (max-heap of r). */
 static int sl__scan(sl_index *idx, sl__scratch *sc, const sl__query *q, const uint32_t *slots,
                     size_t ns, size_t r, const sl__filt *filt) {
     sc->res.n = 0;
     if (sl__heap_reserve(&sc->res, r + 2) != 0) return -1;
     size_t total = slots ? ns : idx->n;
+    if (!slots && idx->c4 && q->use_codes && idx->prefilter > 0) {
+        double want = ceil(idx->prefilter * (double)r);
+        if (want < (double)(idx->n - idx->n_dead)) return sl__scan_prefilter(idx, sc, q, r, (size_t)want, filt);
+    }
     /* int8 codes of every slot: distances of a chunk computed 4 rows at a time from 4 places a
      * quarter chunk apart (more memory streams in flight), then offered to the heap in slot order
      * exactly as the one-by-one loop does */
@@ -776,11 +960,6 @@ static int sl__scan(sl_index *idx, sl__scratch *sc, const sl__query *q, const ui
 
 static int sl__u32_cmp(const void *a, const void *b) {
     uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
-}
-
-static int sl__pair_slot_cmp(const void *a, const void *b) {
-    uint32_t x = ((const sl__pair *)a)->s, y = ((const sl__pair *)b)->s;
     return (x > y) - (x < y);
 }
 

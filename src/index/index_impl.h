@@ -45,6 +45,7 @@ typedef struct sl__scratch {
     sl__heap cand, res;
     float *q;            /* prepared query (normalized for cosine) */
     uint8_t *qu;         /* query quantized for int8 storage (offset by 128) */
+    int8_t *q4;          /* the same, signed, zero-padded to 64-dimension blocks (prefilter) */
     uint32_t *nb;        /* neighbour staging, capacity M0 + 1 */
     sl__pair *tmp; size_t ntmp;
 } sl__scratch;
@@ -105,6 +106,14 @@ struct sl_index {
     uint64_t *hkey;
     uint32_t *hval;
     size_t hcap, hcount;
+
+    /* 4-bit prefilter of flat int8 scans (sl_index_set_prefilter; heap only, never saved): c4
+     * holds cap rows of c4_row bytes (dot_q4_x4's layout; nibble u = v / scale + 8, rounded
+     * half up and clamped to 0..15), c4h cap pairs (scale, |v|^2). NULL while it is off. */
+    double prefilter;           /* 0 off, else the 4-bit pass keeps ceil(prefilter * r) */
+    size_t c4_row;
+    uint8_t *c4;
+    float *c4h;
 
     /* memory-mapped (or, for load_mem, heap-copied) file image holding vec/codes */
     void *map; size_t map_len; int map_is_heap;
