@@ -420,16 +420,22 @@ static void test_match_simd_equals_scalar(void **state) {
     sl__rng r;
     sl__rng_seed(&r, 99);
     for (size_t t = 0; t < sizeof sizes / sizeof sizes[0]; t++) {
-        for (int alpha = 0; alpha < 3; alpha++) {
+        for (int alpha = 0; alpha < 4; alpha++) {
             sl_local_features *q = sl__local_alloc(sizes[t][0]), *c = sl__local_alloc(sizes[t][1]);
             assert_non_null(q);
             assert_non_null(c);
             sl_local_features *both[2] = {q, c};
             for (int s = 0; s < 2; s++)
-                for (size_t k = 0; k < (size_t)both[s]->n * SL_SIFT_DESC_DIM; k++)
+                for (size_t k = 0; k < (size_t)both[s]->n * SL_SIFT_DESC_DIM; k++) {
+                    size_t row = k / SL_SIFT_DESC_DIM;
+                    /* alpha 3: whole rows at the extremes (all 0 or all 255 against all 255),
+                     * the largest partial sums the kernels' 16-bit lanes can meet */
                     both[s]->desc[k] = alpha == 0 ? (uint8_t)(255 * sl__rng_below(&r, 2))
                                      : alpha == 1 ? (uint8_t)sl__rng_below(&r, 256)
-                                                  : (uint8_t)(200 + sl__rng_below(&r, 3));
+                                     : alpha == 2 ? (uint8_t)(200 + sl__rng_below(&r, 3))
+                                     : row % 3 == 2 ? (uint8_t)sl__rng_below(&r, 256)
+                                                    : (uint8_t)(row % 3 == 0 ? 255 : 0);
+                }
             if (c->n > 3) memcpy(c->desc + 2 * SL_SIFT_DESC_DIM, c->desc, SL_SIFT_DESC_DIM);
             memcpy(q->desc, c->desc, SL_SIFT_DESC_DIM);
             /* the kept 6-bit rows (what the VNNI path scans) are sl__desc6 of every byte */
