@@ -88,6 +88,23 @@ static inline void SL__SIFT_NAME(blur_v1)(const float *const *p, const float *re
     }
 }
 
+/* One tap ti of blur_v2's 16 columns: loads rows -ti (into a0, a1) and ti + 1 (b0, b1) and adds
+ * kk times (row -ti + row ti) to the first row's sums c0, c1 and kk times (row 1 - ti + row
+ * ti + 1) to the second's e0, e1, rows ti (pb0, pb1) and 1 - ti (pa0, pa1) coming from the tap
+ * before. */
+#define SL__SIFT_V2TAP(kk, ti, a0, a1, b0, b1, pa0, pa1, pb0, pb1)                           \
+    do {                                                                                     \
+        const float kt_ = (kk);                                                              \
+        SL__SIFT_LD8(a0, p[-(ti)] + x);                                                      \
+        SL__SIFT_LD8(a1, p[-(ti)] + x + 8);                                                  \
+        SL__SIFT_LD8(b0, p[(ti) + 1] + x);                                                   \
+        SL__SIFT_LD8(b1, p[(ti) + 1] + x + 8);                                               \
+        c0 += kt_ * (a0 + pb0);                                                              \
+        c1 += kt_ * (a1 + pb1);                                                              \
+        e0 += kt_ * (pa0 + b0);                                                              \
+        e1 += kt_ * (pa1 + b1);                                                              \
+    } while (0)
+
 /* The same for two consecutive rows (t0: p[j] relative to the first, t1: to the second): at
  * tap i the first row needs rows -i and i, the second 1 - i and 1 + i, so each tap loads rows
  * -i and i + 1 and reuses the two of the tap before. */
@@ -102,21 +119,22 @@ static inline void SL__SIFT_NAME(blur_v2)(const float *const *p, const float *re
         SL__SIFT_LD8(pb0, p[1] + x);
         SL__SIFT_LD8(pb1, p[1] + x + 8);
         sl__sift_v8 c0 = k0 * pa0, c1 = k0 * pa1, e0 = k0 * pb0, e1 = k0 * pb1;
-        for (int i = 1; i <= r; i++) {
-            const float ki = k[i];
+        /* two taps per iteration, the second using the first's rows directly: one hand-over of
+         * the reused rows per two taps (a loop of one tap made GCC 12 copy all four reused
+         * vectors every tap and spill one) */
+        int i = 1;
+        for (; i + 1 <= r; i += 2) {
+            sl__sift_v8 a0, a1, b0, b1, f0, f1, g0, g1;
+            SL__SIFT_V2TAP(k[i], i, a0, a1, b0, b1, pa0, pa1, pb0, pb1);
+            SL__SIFT_V2TAP(k[i + 1], i + 1, f0, f1, g0, g1, a0, a1, b0, b1);
+            pa0 = f0;
+            pa1 = f1;
+            pb0 = g0;
+            pb1 = g1;
+        }
+        if (i <= r) {
             sl__sift_v8 a0, a1, b0, b1;
-            SL__SIFT_LD8(a0, p[-i] + x);
-            SL__SIFT_LD8(a1, p[-i] + x + 8);
-            SL__SIFT_LD8(b0, p[i + 1] + x);
-            SL__SIFT_LD8(b1, p[i + 1] + x + 8);
-            c0 += ki * (a0 + pb0);
-            c1 += ki * (a1 + pb1);
-            e0 += ki * (pa0 + b0);
-            e1 += ki * (pa1 + b1);
-            pa0 = a0;
-            pa1 = a1;
-            pb0 = b0;
-            pb1 = b1;
+            SL__SIFT_V2TAP(k[i], i, a0, a1, b0, b1, pa0, pa1, pb0, pb1);
         }
         memcpy(t0 + x, &c0, sizeof c0);
         memcpy(t0 + x + 8, &c1, sizeof c1);
@@ -392,6 +410,7 @@ static void SL__SIFT_NAME(dense_row)(const float *restrict pv, const int32_t *re
 
 #undef SL__MAX
 #undef SL__MIN
+#undef SL__SIFT_V2TAP
 
 const sl__sift_kernels SL__SIFT_CAT(sl__sift_kernels_, SL__SIFT_SUFFIX) = {
     SL__SIFT_NAME(blur_rows),
