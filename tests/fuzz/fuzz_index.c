@@ -1,5 +1,6 @@
 /* tests/fuzz/fuzz_index.c - loading index files from arbitrary bytes (sl_index_load_mem) must
- * either fail cleanly or give an index that can be searched, modified and compacted safely.
+ * either fail cleanly or give an index that can be searched (also with the 4-bit prefilter),
+ * modified and compacted safely.
  * Each input is tried twice: as is (checksums reject most mutations), and with every checksum
  * recomputed (docs/formats/index.md), so mutations reach the structural checks. */
 #include <stddef.h>
@@ -51,8 +52,15 @@ static void try_load(const uint8_t *data, size_t size) {
     (void)sl_index_search(idx, q, 8, NULL, NULL, r, &n);
     sl_index_search_params ex = { 0, 1, 0 };
     (void)sl_index_search(idx, q, 8, NULL, &ex, r, &n);
+    /* the 4-bit prefilter (int8 files only) over whatever codes the file holds: encoding on
+     * enable, a prefiltered exact scan (ef 1, so it runs from 2 vectors on), then the add and
+     * compaction below keep its rows */
+    sl_index_search_params pf = { 1, 1, 0 };
+    if (sl_index_set_prefilter(idx, 1.0) == SL_OK) (void)sl_index_search(idx, q, 1, NULL, &pf, r, &n);
+    (void)sl_index_search(idx, q, 8, NULL, &ex, r, &n);
     if (n) (void)sl_index_remove(idx, r[0].id);
     (void)sl_index_add(idx, 123456789, q);
+    (void)sl_index_search(idx, q, 1, NULL, &pf, r, &n);
     (void)sl_index_search(idx, q, 8, NULL, NULL, r, &n);
     (void)sl_index_compact(idx);
     (void)sl_index_search(idx, q, 8, NULL, NULL, r, &n);
