@@ -167,7 +167,7 @@ static void check_table(const sl__dist_kernels *k) {
             int ma, mb;
             uint32_t sa, sb;
             k->q4_stats(xv, d, &ma, &sa);
-            sl__q4_stats_scalar(xv, d, &mb, &sb);
+            s->q4_stats(xv, d, &mb, &sb);
             assert_int_equal(ma, mb);
             assert_int_equal(sa, sb);
             int64_t ref = 0;
@@ -180,7 +180,7 @@ static void check_table(const sl__dist_kernels *k) {
             assert_int_equal(mb, refmax);
             memset(rk, 0xa5, sizeof rk);
             k->q4_pack(xv, d, th, rk);
-            sl__q4_pack_scalar(xv, d, th, rs);
+            s->q4_pack(xv, d, th, rs);
             assert_memory_equal(rk, rs, 32 * ((d + 63) / 64));
             for (size_t i = 0; i < 64 * ((d + 63) / 64); i++) { /* nibble i counts thresholds <= x */
                 uint8_t byte = rs[(i / 64) * 32 + i % 32];

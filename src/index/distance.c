@@ -97,7 +97,7 @@ static int32_t sc_dot_u8s8(const uint8_t *q, const int8_t *c, size_t d) {
     return s;
 }
 
-void sl__dot_q4_x4_scalar(const int8_t *q, const uint8_t *const c[4], size_t nblk, int32_t out[4]) {
+static void sc_dot_q4_x4(const int8_t *q, const uint8_t *const c[4], size_t nblk, int32_t out[4]) {
     for (int r = 0; r < 4; r++) {
         int32_t s = 0;
         for (size_t b = 0; b < nblk; b++) {
@@ -110,7 +110,7 @@ void sl__dot_q4_x4_scalar(const int8_t *q, const uint8_t *const c[4], size_t nbl
     }
 }
 
-void sl__q4_stats_scalar(const int8_t *x, size_t d, int *amax, uint32_t *sumsq) {
+static void sc_q4_stats(const int8_t *x, size_t d, int *amax, uint32_t *sumsq) {
     int mx = 0;
     uint32_t ss = 0; /* d <= 65536: at most 65536 * 128^2 = 2^30 */
     for (size_t i = 0; i < d; i++) {
@@ -122,7 +122,7 @@ void sl__q4_stats_scalar(const int8_t *x, size_t d, int *amax, uint32_t *sumsq) 
     *sumsq = ss;
 }
 
-void sl__q4_pack_scalar(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row) {
+static void sc_q4_pack(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row) {
     memset(row, 0, 32 * ((d + 63) / 64));
     for (size_t i = 0; i < d; i++) {
         int u = 0;
@@ -134,7 +134,7 @@ void sl__q4_pack_scalar(const int8_t *x, size_t d, const int8_t t[15], uint8_t *
 
 static const sl__dist_kernels sl__scalar_table = {
     "scalar", 0, sc_dot_f32, sc_l2_f32, sc_dot_f16, sc_l2_f16, sc_dot_u8s8, NULL, NULL,
-    sl__dot_q4_x4_scalar, sl__q4_stats_scalar, sl__q4_pack_scalar
+    sc_dot_q4_x4, sc_q4_stats, sc_q4_pack
 };
 
 int sl__cpu_has_f16c(void) {

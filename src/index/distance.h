@@ -47,11 +47,6 @@ const sl__dist_kernels *sl__dist_avx512_plain(void);
 /* The fastest table this CPU runs; SL_INDEX_SIMD=scalar|avx2|avx512 in the environment caps it. */
 const sl__dist_kernels *sl__dist_best(void);
 
-/* The scalar dot_q4_x4 (the reference of the SIMD ones). */
-void sl__dot_q4_x4_scalar(const int8_t *q, const uint8_t *const c[4], size_t nblk, int32_t out[4]);
-void sl__q4_stats_scalar(const int8_t *x, size_t d, int *amax, uint32_t *sumsq);
-void sl__q4_pack_scalar(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row);
-
 /* 1 if the CPU has F16C (cpuid; __builtin_cpu_supports lacks "f16c" in some compilers). */
 int sl__cpu_has_f16c(void);
 

@@ -8,8 +8,8 @@
  * that line up with two plain 32-byte loads of the query. vpmaddubsw multiplies the unsigned
  * nibbles (0..15) by the signed query bytes (-127..127): a 16-bit lane sums two products, at most
  * 2 * 15 * 127 = 3810 in magnitude, so the two halves of 4 blocks (8 vpmaddubsw, 30480) add up in
- * 16 bits before one vpmaddwd widens them: exact, equal to sl__dot_q4_x4_scalar. 4 rows share
- * every query load.
+ * 16 bits before one vpmaddwd widens them: exact, equal to the scalar kernel (distance.c).
+ * 4 rows share every query load.
  */
 #ifndef SL_INDEX_DISTANCE_Q4_INL_H
 #define SL_INDEX_DISTANCE_Q4_INL_H
@@ -61,7 +61,7 @@ static void sl__avx2_dot_q4_x4(const int8_t *q, const uint8_t *const c[4], size_
 }
 #undef SL__Q4_BLOCK
 
-/* max |x| and sum x^2 of d int8 values (as sl__q4_stats_scalar): |x| as unsigned bytes (the
+/* max |x| and sum x^2 of d int8 values (as the scalar q4_stats): |x| as unsigned bytes (the
  * absolute value of -128 is 128), zero-extended to 16 bits, squared and pair-summed into 32-bit
  * lanes by vpmaddwd. */
 static void sl__avx2_q4_stats(const int8_t *x, size_t d, int *amax, uint32_t *sumsq) {
@@ -90,7 +90,7 @@ static void sl__avx2_q4_stats(const int8_t *x, size_t d, int *amax, uint32_t *su
     *sumsq = sum;
 }
 
-/* Nibbles by counting thresholds (as sl__q4_pack_scalar): per 32 values, 15 minus the number of
+/* Nibbles by counting thresholds (as the scalar q4_pack): per 32 values, 15 minus the number of
  * thresholds above x (15 signed compares t > x, each adding its mask of -1s). */
 static void sl__avx2_q4_pack(const int8_t *x, size_t d, const int8_t t[15], uint8_t *row) {
     const __m256i m4 = _mm256_set1_epi8(15);

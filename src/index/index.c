@@ -859,8 +859,6 @@ static int sl__scan_prefilter(sl_index *idx, sl__scratch *sc, const sl__query *q
         q4[i] = (int8_t)((int)q->qu[i] - 128);
         qsum += q4[i];
     }
-    void (*dot4)(const int8_t *, const uint8_t *const[4], size_t, int32_t[4]) = idx->K->dot_q4_x4;
-    if (!dot4) dot4 = sl__dot_q4_x4_scalar;
     int l2 = idx->metric == SL_INDEX_L2;
     enum { CHUNK = 2048 };
     float dbuf[CHUNK];
@@ -876,7 +874,7 @@ static int sl__scan_prefilter(sl_index *idx, sl__scratch *sc, const sl__query *q
                 at[t] = j + (size_t)t * qtr < n ? i + j + (size_t)t * qtr : i + j; /* past the end: repeat */
                 c[t] = idx->c4 + at[t] * row;
             }
-            dot4(q4, c, nblk, dot);
+            idx->K->dot_q4_x4(q4, c, nblk, dot);
             for (int t = 0; t < 4; t++) {
                 const float *hd = idx->c4h + 2 * at[t];
                 float ip = q->qscale * hd[0] * (float)(dot[t] - 8 * qsum);
@@ -918,7 +916,7 @@ static int sl__scan(sl_index *idx, sl__scratch *sc, const sl__query *q, const ui
     sc->res.n = 0;
     if (sl__heap_reserve(&sc->res, r + 2) != 0) return -1;
     size_t total = slots ? ns : idx->n;
-    if (!slots && idx->c4 && q->use_codes && idx->prefilter > 0) {
+    if (!slots && idx->c4 && q->use_codes) { /* c4 is non-NULL exactly while prefilter > 0 */
         double want = ceil(idx->prefilter * (double)r);
         if (want < (double)(idx->n - idx->n_dead)) return sl__scan_prefilter(idx, sc, q, r, (size_t)want, filt);
     }
@@ -948,12 +946,7 @@ static int sl__scan(sl_index *idx, sl__scratch *sc, const sl__query *q, const ui
         uint32_t s = slots ? slots[i] : (uint32_t)i;
         if (idx->dead[s]) continue;
         if (filt && !sl__filt_pass(idx, filt, s)) continue;
-        float dd = batched ? dbuf[i % CHUNK] : sl__dist_query(idx, q, s);
-        if (sc->res.n < r) sl__maxheap_push(&sc->res, (sl__pair){ dd, s });
-        else if (dd < sc->res.a[0].d) {
-            sl__maxheap_pop(&sc->res);
-            sl__maxheap_push(&sc->res, (sl__pair){ dd, s });
-        }
+        sl__offer(&sc->res, r, batched ? dbuf[i % CHUNK] : sl__dist_query(idx, q, s), s);
     }
     return 0;
 }
