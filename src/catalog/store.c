@@ -1470,8 +1470,7 @@ static sl_status sl__orphans(sl_store *s, sqlite3 *db, char ***out, size_t *n_ou
     struct dirent *de;
     time_t now = time(NULL);
     while (d && rc == SL_OK && (de = readdir(d))) {
-        char rel[SL__IMAGE_FILE_MAX + 64];
-        if (strlen(de->d_name) + 8 > sizeof rel) continue;
+        char rel[sizeof de->d_name + 8];
         snprintf(rel, sizeof rel, "images/%s", de->d_name);
         int valid = sl__image_file_valid(rel);
         if (!valid) {
@@ -1483,8 +1482,8 @@ static sl_status sl__orphans(sl_store *s, sqlite3 *db, char ***out, size_t *n_ou
             if (!old) continue;
         } else {
             const char *key = rel;
-            if (bsearch(&key, refs, nr, sizeof *refs, sl__cmp_cstr) ||
-                bsearch(&key, pend, np, sizeof *pend, sl__cmp_cstr))
+            if ((nr && bsearch(&key, refs, nr, sizeof *refs, sl__cmp_cstr)) ||
+                (np && bsearch(&key, pend, np, sizeof *pend, sl__cmp_cstr)))
                 continue;
         }
         if (cnt == cap) {
