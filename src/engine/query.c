@@ -584,7 +584,8 @@ sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *
             out->image_id = p.refs[i].id;
             out->inliers = inl;
             free(out->image);
-            out->image = sl__strdup(p.refs[i].source);
+            /* where it came from; an upload has no source: its copy in the store */
+            out->image = sl__strdup(p.refs[i].source[0] ? p.refs[i].source : p.refs[i].file);
         }
     }
     if (p.n == 0) out->score = 0;
