@@ -75,6 +75,13 @@ expect_rc 2 "$bin" list --limit 0
 grep -q "1\.\.10000" "$tmp/err" || fail "--limit range: $(cat "$tmp/err")"
 expect_rc 2 "$bin" add "$cat/feed.csv" --jobs 999
 grep -q "0\.\.256" "$tmp/err" || fail "--jobs range: $(cat "$tmp/err")"
+printf 'text' > "$tmp/not-image.jpg"
+expect_rc 3 "$bin" inspect --quiet "$cat/images/P000001_0.jpg" "$tmp/not-image.jpg"   # only what failed
+[ "$(wc -l < "$tmp/out")" = 1 ] && grep -q "not-image.jpg" "$tmp/out" || fail "inspect --quiet: $(cat "$tmp/out")"
+expect_rc 2 "$bin" inspect --max-side -1 "$cat/images/P000001_0.jpg"
+grep -q "0\.\.65535" "$tmp/err" || fail "--max-side range: $(cat "$tmp/err")"
+expect_rc 2 "$bin" sample catalog "$tmp/x" --products 0
+grep -q "1\.\.1000000" "$tmp/err" || fail "sample range: $(cat "$tmp/err")"
 expect_rc 2 "$bin" eval --gallery "$cat" -k 0
 grep -q "1\.\.1000" "$tmp/err" || fail "eval -k range: $(cat "$tmp/err")"
 
