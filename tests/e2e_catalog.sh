@@ -120,6 +120,19 @@ grep -q "Arla-Ecologica-Yoghurt-500g " "$tmp/t.out" || fail "list cut the id"
 "$bin" remove Arla-Ecologica-Milk-1L Arla-Ecologica-Yoghurt-500g --quiet > "$tmp/r.out"
 [ ! -s "$tmp/r.out" ] || fail "remove --quiet printed"
 
+# ---- an image replaced in the feed: its old copy goes (the new bytes are P000000's: shared) ------
+"$bin" show P000011 --json > "$tmp/p11.json"
+old11=$(j "$tmp/p11.json" 'd["images"][1]["file"]')
+cp "$cat/images/P000011_1.jpg" "$tmp/P000011_1.orig"
+cp "$cat/images/P000000_0.jpg" "$cat/images/P000011_1.jpg"
+"$bin" add "$cat/feed.csv" --currency EUR --json > "$tmp/upd.json"
+[ "$(j "$tmp/upd.json" 'd["updated"], d["images_extracted"]')" = "(1, 1)" ] || fail "image update: $(cat "$tmp/upd.json")"
+[ ! -e "$old11" ] || fail "the replaced image's copy is still there"
+[ "$(nfiles "$st")" = 23 ] || fail "23 copies expected (one shared), got $(nfiles "$st")"
+cp "$tmp/P000011_1.orig" "$cat/images/P000011_1.jpg"
+"$bin" add "$cat/feed.csv" --currency EUR --quiet
+[ "$(nfiles "$st")" = 24 ] || fail "24 copies again"
+
 # ---- export: CSV and JSONL read back by add --------------------------------------------------------
 "$bin" export --out "$tmp/exp.csv" --quiet
 "$bin" export --format jsonl > "$tmp/exp.jsonl" 2>/dev/null
