@@ -17,6 +17,7 @@
 #include "nn/nn_internal.h"
 #include "nn/npy.h"
 #include "util/util.h"
+#include "preproc/pattern.h"
 
 static char g_dir[1024];
 
@@ -455,6 +456,211 @@ static void test_embed_images(void **state) {
 #endif
 }
 
+/* The default embedding on the classifier heads of tests/models/make_heads.py: the pooled
+ * features before the classifier (for SqueezeNet's conv classifier a pool added at load). */
+static void test_default_embedding_rule(void **state) {
+    (void)state;
+    static const struct { const char *name, *output; size_t dim; const char *why; } cases[] = {
+        { "head_convclass", "feat.pooled", 8, "pools class scores" },
+        { "head_gemm", "p", 12, "follows it" },
+        { "head_reducemean", "p", 8, "follows it" },
+        { "head_fc", "hr", 16, "no global pool" },
+        { "head_nhwc", "p", 8, "follows it" },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        char p[1200];
+        float *x = NULL, *ref = NULL;
+        int64_t xd[8], rd[8];
+        int xr, rr;
+        size_t xc, rc;
+        sl_error e;
+        model_path(p, sizeof p, cases[t].name, ".in.npy");
+        assert_int_equal(sl__npy_read(p, &x, xd, &xr, &xc, &e), SL_OK);
+        model_path(p, sizeof p, cases[t].name, ".emb.npy");
+        assert_int_equal(sl__npy_read(p, &ref, rd, &rr, &rc, &e), SL_OK);
+        model_path(p, sizeof p, cases[t].name, ".onnx");
+        sl_nn *m = NULL;
+        if (sl_nn_load(p, &m, &e)) fail_msg("%s: %s", cases[t].name, e.message);
+        if (strcmp(sl_nn_output_name(m), cases[t].output))
+            fail_msg("%s: embedding '%s', expected '%s'", cases[t].name, sl_nn_output_name(m), cases[t].output);
+        assert_int_equal(sl_nn_embed_dim(m), cases[t].dim);
+        assert_int_equal(rc, 2 * cases[t].dim);
+        float y[64];
+        assert_int_equal(sl_nn_run(m, x, 2, y, &e), SL_OK);
+        assert_true(rel_diff(y, ref, rc) < 1e-5);
+        char *info = NULL;
+        assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
+        if (!strstr(info, cases[t].why) || !strstr(info, "alternatives"))
+            fail_msg("%s: info does not explain the choice:\n%s", cases[t].name, info);
+        free(info);
+        sl_nn_free(m);
+        free(x);
+        free(ref);
+    }
+    /* The class scores stay reachable by name. */
+    char p[1200];
+    model_path(p, sizeof p, "head_convclass", ".onnx");
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.output = "logits";
+    sl_nn *m = NULL;
+    sl_error e;
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_dim(m), 10);
+    sl_nn_free(m);
+}
+
+/* Preprocessing against torchvision's transforms on PIL images, computed by
+ * tests/preproc/make_reference.py (its PRE table) on the generated images of pattern.h. */
+static void test_preprocess_matches_torchvision(void **state) {
+    (void)state;
+#ifdef SL_NN_HAVE_IMAGE
+    static const float imagenet[2][3] = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
+    static const float caffe[2][3] = {{123.675f, 116.28f, 103.53f}, {58.395f, 57.12f, 57.375f}};
+    static const struct {
+        const char *name, *kind; int w, h, resize, crop; sl_image_filter f; int caffe_norm, bgr, nhwc;
+    } cases[] = {
+        { "landscape", "mixed", 67, 50, 40, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+        { "portrait_bicubic", "mixed", 50, 90, 37, 32, SL_IMAGE_FILTER_BICUBIC, 0, 0, 0 },
+        { "half_up", "noise", 90, 50, 39, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+        { "pad", "mixed", 60, 90, 30, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+        { "caffe_bgr_nearest", "mixed", 64, 48, 36, 32, SL_IMAGE_FILTER_NEAREST, 1, 1, 0 },
+        { "box_nhwc", "mixed", 80, 70, 34, 32, SL_IMAGE_FILTER_BOX, 0, 0, 1 },
+        { "no_resize", "smooth", 45, 41, 0, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+    };
+    const char *src = getenv("SL_SOURCE_DIR");
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/tests/preproc/pre_%s.npy", src ? src : "..", cases[t].name);
+        float *ref = NULL;
+        int64_t rd[8];
+        int rr;
+        size_t rc;
+        sl_error e;
+        assert_int_equal(sl__npy_read(p, &ref, rd, &rr, &rc, &e), SL_OK);
+        assert_int_equal(rc, 3 * 32 * 32);
+        sl_nn_opts o;
+        sl_nn_opts_init(&o);
+        o.have_preproc = 1;
+        o.preproc.resize = cases[t].resize;
+        o.preproc.crop = cases[t].crop;
+        o.preproc.interp = cases[t].f;
+        const float (*ms)[3] = cases[t].caffe_norm ? caffe : imagenet;
+        memcpy(o.preproc.mean, ms[0], sizeof o.preproc.mean);
+        memcpy(o.preproc.std, ms[1], sizeof o.preproc.std);
+        o.preproc.scale = cases[t].caffe_norm ? 1.0f : 1.0f / 255.0f;
+        o.preproc.bgr = cases[t].bgr;
+        model_path(p, sizeof p, cases[t].nhwc ? "head_nhwc" : "tiny_resnet", ".onnx");
+        sl_nn *m = NULL;
+        if (sl_nn_load_opts(p, &o, &m, &e)) fail_msg("%s: %s", cases[t].name, e.message);
+        assert_int_equal(sl_nn_preproc_get(m)->layout, cases[t].nhwc ? SL_NN_LAYOUT_NHWC : SL_NN_LAYOUT_NCHW);
+        sl_image *img = sl_test_pattern(cases[t].kind, cases[t].w, cases[t].h, 3);
+        assert_non_null(img);
+        float x[3 * 32 * 32];
+        const sl_image *imgs[1] = {img};
+        assert_int_equal(sl_nn_preprocess(m, imgs, 1, x, &e), SL_OK);
+        double worst = 0;
+        size_t at = 0;
+        for (size_t i = 0; i < rc; i++)
+            if (fabs((double)x[i] - ref[i]) > worst) { worst = fabs((double)x[i] - ref[i]); at = i; }
+        /* one grey level is 1/255/0.229 = 0.017; float rounding of the normalization ~1e-7 */
+        if (worst > 2e-6) fail_msg("%s: max |diff| %g at %zu (%g vs torchvision %g)", cases[t].name, worst, at,
+                                   (double)x[at], (double)ref[at]);
+        /* sl_nn_embed runs exactly this tensor */
+        size_t dim = sl_nn_embed_dim(m);
+        float a[64], b[64];
+        assert_true(dim <= 64);
+        assert_int_equal(sl_nn_embed(m, imgs, 1, a, &e), SL_OK);
+        assert_int_equal(sl_nn_embed_tensor(m, x, 1, b, &e), SL_OK);
+        assert_memory_equal(a, b, dim * sizeof(float));
+        sl_image_free(img);
+        sl_nn_free(m);
+        free(ref);
+    }
+#else
+    skip();
+#endif
+}
+
+/* Sidecar interpolation and layout keys. */
+static void test_sidecar_interpolation_layout(void **state) {
+    (void)state;
+    char p[1200], js[] = "/tmp/sl_nn_interpXXXXXX";
+    model_path(p, sizeof p, "tiny_resnet", ".onnx");
+    int fd = mkstemp(js);
+    assert_true(fd >= 0);
+    close(fd);
+    static const struct { const char *doc; sl_status st; int interp, layout; const char *msg; } cases[] = {
+        { "{\"interpolation\": \"bicubic\", \"layout\": \"nchw\"}", SL_OK, SL_IMAGE_FILTER_BICUBIC, SL_NN_LAYOUT_NCHW, NULL },
+        { "{\"interpolation\": \"area\"}", SL_OK, SL_IMAGE_FILTER_BOX, SL_NN_LAYOUT_NCHW, NULL },
+        { "{\"interpolation\": \"nearest\"}", SL_OK, SL_IMAGE_FILTER_NEAREST, SL_NN_LAYOUT_NCHW, NULL },
+        { "{}", SL_OK, SL_IMAGE_FILTER_BILINEAR, SL_NN_LAYOUT_NCHW, NULL },
+        { "{\"interpolation\": \"lanczos\"}", SL_E_CORRUPT, 0, 0, "interpolation" },
+        { "{\"layout\": \"chw\"}", SL_E_CORRUPT, 0, 0, "layout" },
+        { "{\"layout\": \"nhwc\"}", SL_E_INVALID, 0, 0, "no 3 channels" },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        FILE *f = fopen(js, "w");
+        fputs(cases[t].doc, f);
+        fclose(f);
+        sl_nn_opts o;
+        sl_nn_opts_init(&o);
+        o.sidecar = js;
+        sl_nn *m = NULL;
+        sl_error e;
+        sl_error_clear(&e);
+        sl_status st = sl_nn_load_opts(p, &o, &m, &e);
+        if (st != cases[t].st) fail_msg("%s: status %d (%s)", cases[t].doc, st, e.message);
+        if (cases[t].msg) assert_non_null(strstr(e.message, cases[t].msg));
+        if (!st) {
+            assert_int_equal(sl_nn_preproc_get(m)->interp, cases[t].interp);
+            assert_int_equal(sl_nn_preproc_get(m)->layout, cases[t].layout);
+        }
+        sl_nn_free(m);
+    }
+    unlink(js);
+}
+
+/* Files that are not models get an error saying what they are. */
+static void test_not_a_model_errors(void **state) {
+    (void)state;
+    static const struct { const char *content, *msg; } cases[] = {
+        { "<!DOCTYPE html>\n<html><head><title>Model</title></head></html>", "HTML page" },
+        { "\n  <html lang=\"en\"><body>Sign in</body></html>", "HTML page" },
+        { "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 13964800\n", "git lfs pull" },
+        { "{\"error\": \"Not Found\", \"status\": 404}", "text file" },
+    };
+    char tmp[] = "/tmp/sl_nn_notmodelXXXXXX";
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    close(fd);
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        FILE *f = fopen(tmp, "wb");
+        fputs(cases[t].content, f);
+        fclose(f);
+        sl_nn *m = (sl_nn *)1;
+        sl_error e;
+        assert_int_equal(sl_nn_load(tmp, &m, &e), SL_E_CORRUPT);
+        assert_null(m);
+        if (!strstr(e.message, cases[t].msg)) fail_msg("'%s' for %s", e.message, cases[t].msg);
+    }
+    /* a model cut short says so */
+    char p[1200];
+    model_path(p, sizeof p, "tiny_mbv3", ".onnx");
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    assert_int_equal(read_all(p, &buf, &n), 0);
+    FILE *f = fopen(tmp, "wb");
+    fwrite(buf, 1, n / 2, f);
+    fclose(f);
+    sl_nn *m = NULL;
+    sl_error e;
+    assert_int_equal(sl_nn_load(tmp, &m, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "cut short"));
+    free(buf);
+    unlink(tmp);
+}
+
 static void test_npy_roundtrip(void **state) {
     (void)state;
     float v[6] = {1, -2, 3.5f, 0, 1e-7f, 42};
@@ -494,6 +700,10 @@ int main(void) {
         cmocka_unit_test(test_options_and_sidecar),
         cmocka_unit_test(test_npy_roundtrip),
         cmocka_unit_test(test_embed_images),
+        cmocka_unit_test(test_default_embedding_rule),
+        cmocka_unit_test(test_preprocess_matches_torchvision),
+        cmocka_unit_test(test_sidecar_interpolation_layout),
+        cmocka_unit_test(test_not_a_model_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -164,6 +164,11 @@ struct sl_nn {
     void *lock;                /* pthread_mutex_t* guarding plans */
     sl__plan **plans; size_t nplans;
     char *path;
+    /* embedding choice (graph.c), for `cnn info`: why `output` was taken, and the other
+     * tensors a user may pick (global pools, classifier inputs, graph outputs) */
+    char choice[320];
+    struct sl__nn_alt { int value; size_t dim; char what[160]; } *alts;
+    int nalts;
 };
 
 /* Builds the optimized graph from a parsed model (takes ownership of initializer data). */
