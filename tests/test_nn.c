@@ -11,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <cmocka.h>
 
 #include "shoplens/nn.h"
@@ -661,6 +662,199 @@ static void test_not_a_model_errors(void **state) {
     unlink(tmp);
 }
 
+/* ---- the official ONNX backend node tests (Debian libonnx-testdata) ------------------------ */
+
+#define ONNX_NODE_TESTS "/usr/share/libonnx-testdata/data/node"
+
+static int read_file_bytes(const char *path, unsigned char **buf, size_t *n) {
+    return read_all(path, buf, n);
+}
+
+static int parse_pb(const char *path, sl__onnx_tensor *t) {
+    unsigned char *b = NULL;
+    size_t n = 0;
+    if (read_file_bytes(path, &b, &n)) { free(b); return -1; }
+    sl_error e;
+    int rc = sl__onnx_parse_tensor(b, n, t, &e) ? -1 : 0;
+    free(b);
+    return rc;
+}
+
+enum { ONNX_PASS, ONNX_REFUSED, ONNX_WRONG, ONNX_SKIP };
+
+/* Runs one node test: every graph input after the first becomes an initializer holding its test
+ * value (the engine has one image input), the first is run, each output compared with the
+ * expected one (ONNX's backend tolerance: |a - e| <= 1e-7 + 1e-3 |e|, same shape). */
+static int onnx_node_test(const char *dir, char *why, size_t nwhy) {
+    char p[1400];
+    unsigned char *mb = NULL;
+    size_t mn = 0;
+    snprintf(p, sizeof p, "%s/model.onnx", dir);
+    if (read_file_bytes(p, &mb, &mn)) { free(mb); snprintf(why, nwhy, "unreadable model"); return ONNX_WRONG; }
+    sl_error e;
+    sl__onnx_model *o = NULL;
+    if (sl__onnx_parse(mb, mn, &o, &e)) { snprintf(why, nwhy, "%s", e.message); free(mb); return ONNX_REFUSED; }
+    for (size_t k = 0; k < o->nnodes; k++)
+        if (!sl__nn_op_supported(o->nodes[k].domain, o->nodes[k].op)) {
+            snprintf(why, nwhy, "%s%s%s", o->nodes[k].domain && o->nodes[k].domain[0] ? o->nodes[k].domain : "",
+                     o->nodes[k].domain && o->nodes[k].domain[0] ? "." : "", o->nodes[k].op);
+            sl__onnx_free(o);
+            free(mb);
+            return ONNX_SKIP;
+        }
+    size_t nout = o->noutputs;
+    sl__onnx_free(o);
+    int result = ONNX_PASS;
+    why[0] = 0;
+    for (size_t k = 0; k < nout && result == ONNX_PASS; k++) {
+        assert_int_equal(sl__onnx_parse(mb, mn, &o, &e), SL_OK);
+        /* graph inputs that are not initializers, in order */
+        sl__onnx_tensor in0;
+        memset(&in0, 0, sizeof in0);
+        int have0 = 0, bad = 0;
+        size_t ni = 0;
+        for (size_t j = 0; j < o->ninputs && !bad; j++) {
+            int init = 0;
+            for (size_t q = 0; q < o->ninits; q++) init |= !strcmp(o->inits[q].name, o->inputs[j].name);
+            if (init) continue;
+            sl__onnx_tensor t;
+            snprintf(p, sizeof p, "%s/test_data_set_0/input_%zu.pb", dir, ni++);
+            if (parse_pb(p, &t)) { bad = 1; snprintf(why, nwhy, "input %zu: unreadable or of an unsupported type", ni - 1); break; }
+            if (!have0) { in0 = t; have0 = 1; continue; }
+            sl__onnx_tensor *ni2 = realloc(o->inits, (o->ninits + 1) * sizeof *ni2);
+            assert_non_null(ni2);
+            o->inits = ni2;
+            free(t.name);
+            t.name = sl__strdup(o->inputs[j].name);
+            o->inits[o->ninits++] = t;
+        }
+        if (bad || !have0) {
+            if (!bad) snprintf(why, nwhy, "no graph input");
+            sl__onnx_free(o);
+            sl__onnx_tensor_clear(&in0);
+            result = ONNX_REFUSED;
+            break;
+        }
+        char oname[256];
+        snprintf(oname, sizeof oname, "%s", o->outputs[k].name);
+        sl_nn_opts opts;
+        sl_nn_opts_init(&opts);
+        opts.threads = 1;
+        opts.output = oname;
+        sl_nn *m = NULL;
+        sl__onnx_tensor ex;
+        memset(&ex, 0, sizeof ex);
+        sl_error_clear(&e);
+        if (in0.dtype != SL__DT_F32) {
+            snprintf(why, nwhy, "input 0 is not float32");
+            result = ONNX_REFUSED;
+            sl__onnx_free(o);
+        } else if (sl__nn_load_parsed(dir, o, &opts, &m, &e)) {
+            snprintf(why, nwhy, "%s", e.message);
+            result = ONNX_REFUSED;
+        } else {
+            size_t batch = (size_t)in0.dims[0];
+            int64_t od[8];
+            int orank = sl_nn_output_shape(m, batch, od);
+            size_t cnt = sl_nn_embed_dim(m) * batch;
+            float *y = calloc(cnt ? cnt : 1, sizeof *y);
+            snprintf(p, sizeof p, "%s/test_data_set_0/output_%zu.pb", dir, k);
+            assert_non_null(y);
+            if (sl_nn_run(m, in0.f, batch, y, &e)) {
+                snprintf(why, nwhy, "%s", e.message);
+                result = ONNX_REFUSED;
+            } else if (parse_pb(p, &ex)) {
+                snprintf(why, nwhy, "expected output %zu: unreadable or unsupported type", k);
+                result = ONNX_WRONG;
+            } else {
+                int same = orank == ex.rank && ex.count == cnt;
+                for (int d = 0; same && d < orank; d++) same = od[d] == ex.dims[d];
+                if (!same) {
+                    snprintf(why, nwhy, "output '%s': shape of rank %d, %zu values; expected rank %d, %zu", oname,
+                             orank, cnt, ex.rank, ex.count);
+                    result = ONNX_WRONG;
+                }
+                for (size_t i = 0; i < cnt && result == ONNX_PASS; i++) {
+                    double want = ex.dtype == SL__DT_F32 ? (double)ex.f[i] : (double)ex.i[i];
+                    double got = y[i];
+                    int ok = (isnan(want) && isnan(got)) || fabs(got - want) <= 1e-7 + 1e-3 * fabs(want);
+                    if (!ok) {
+                        snprintf(why, nwhy, "output '%s'[%zu] = %g, expected %g", oname, i, got, want);
+                        result = ONNX_WRONG;
+                    }
+                }
+            }
+            free(y);
+        }
+        sl__onnx_tensor_clear(&ex);
+        sl__onnx_tensor_clear(&in0);
+        sl_nn_free(m);
+    }
+    free(mb);
+    return result;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Every node test whose operators the engine converts (sl__nn_op_supported, so operators added
+ * later are tested automatically) passes, or is refused with an error and listed with the
+ * reason in tests/onnx_conformance_refused.txt. A wrong result fails; so does an unlisted
+ * refusal and a listed test that passes (the list stays true). */
+static void test_onnx_conformance(void **state) {
+    (void)state;
+    const char *root = getenv("SL_ONNX_NODE_TESTS") ? getenv("SL_ONNX_NODE_TESTS") : ONNX_NODE_TESTS;
+    DIR *d = opendir(root);
+    if (!d) fail_msg("%s: not found: install Debian's libonnx-testdata (deps/debian-test-nn.txt)", root);
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "test_", 5)) continue;
+        names = realloc(names, (n + 1) * sizeof *names);
+        assert_non_null(names);
+        names[n++] = sl__strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    /* the refused list: "test_name  reason" lines, '#' comments */
+    const char *src = getenv("SL_SOURCE_DIR");
+    char lp[1200];
+    snprintf(lp, sizeof lp, "%s/tests/onnx_conformance_refused.txt", src ? src : "..");
+    unsigned char *lb = NULL;
+    size_t ln = 0;
+    assert_int_equal(read_all(lp, &lb, &ln), 0);
+    char *list = realloc(lb, ln + 1);
+    assert_non_null(list);
+    list[ln] = 0;
+    size_t pass = 0, refused = 0, skipped = 0, bad = 0;
+    for (size_t t = 0; t < n; t++) {
+        char dir[1200], why[512], key[300];
+        snprintf(dir, sizeof dir, "%s/%s", root, names[t]);
+        int r = onnx_node_test(dir, why, sizeof why);
+        snprintf(key, sizeof key, "\n%s ", names[t]);
+        int listed = strstr(list, key) != NULL || !strncmp(list, key + 1, strlen(key + 1));
+        if (r == ONNX_SKIP) { skipped++; continue; }
+        if (r == ONNX_PASS && !listed) pass++;
+        else if (r == ONNX_REFUSED && listed) refused++;
+        else {
+            bad++;
+            print_error("%s: %s%s\n", names[t],
+                        r == ONNX_PASS ? "passes, but is listed as refused: remove it from the list" :
+                        r == ONNX_REFUSED ? "refused and not listed: " : "WRONG: ", r == ONNX_PASS ? "" : why);
+        }
+        free(names[t]);
+        names[t] = NULL;
+    }
+    for (size_t t = 0; t < n; t++) free(names[t]);
+    free(names);
+    free(list);
+    print_message("ONNX node tests (%s): %zu for operators the engine converts: %zu pass, %zu refused by design "
+                  "(tests/onnx_conformance_refused.txt), %zu failing; %zu skipped (other operators)\n",
+                  root, pass + refused + bad, pass, refused, bad, skipped);
+    assert_int_equal(bad, 0);
+    assert_true(pass >= 100);
+}
+
 static void test_npy_roundtrip(void **state) {
     (void)state;
     float v[6] = {1, -2, 3.5f, 0, 1e-7f, 42};
@@ -704,6 +898,7 @@ int main(void) {
         cmocka_unit_test(test_preprocess_matches_torchvision),
         cmocka_unit_test(test_sidecar_interpolation_layout),
         cmocka_unit_test(test_not_a_model_errors),
+        cmocka_unit_test(test_onnx_conformance),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -117,27 +117,45 @@ sl_status sl_nn_load(const char *path, sl_nn **out, sl_error *err) {
     return sl_nn_load_opts(path, NULL, out, err);
 }
 
+static sl_status load_impl(const char *path, sl__onnx_model *parsed, const sl_nn_opts *opts, sl_nn **out,
+                           sl_error *err);
+
 sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
                            sl_error *err) {
+    return load_impl(path, NULL, opts, out, err);
+}
+
+sl_status sl__nn_load_parsed(const char *label, sl__onnx_model *parsed, const sl_nn_opts *opts,
+                             sl_nn **out, sl_error *err) {
+    sl_nn_opts o;
+    if (opts) o = *opts; else sl_nn_opts_init(&o);
+    if (!o.have_preproc) { o.have_preproc = 1; sl_nn_preproc_init(&o.preproc); o.preproc.crop = o.preproc.resize = 0; }
+    if (!parsed) return sl__err_set(err, SL_E_INVALID, "sl__nn_load_parsed: NULL model");
+    return load_impl(label, parsed, &o, out, err);
+}
+
+/* Loads `path`, or takes over `parsed` (not NULL: already read; freed on every path). */
+static sl_status load_impl(const char *path, sl__onnx_model *parsed, const sl_nn_opts *opts, sl_nn **out,
+                           sl_error *err) {
     if (out) *out = NULL;
-    if (!path || !out) return sl__err_set(err, SL_E_INVALID, "sl_nn_load: NULL argument");
+    if (!path || !out) { sl__onnx_free(parsed); return sl__err_set(err, SL_E_INVALID, "sl_nn_load: NULL argument"); }
     sl_nn_opts def;
     if (!opts) { sl_nn_opts_init(&def); opts = &def; }
     if (opts->threads < SL_NN_THREADS_MIN || opts->threads > SL_NN_THREADS_MAX)
-        return sl__err_set(err, SL_E_INVALID, "threads %d out of range %d..%d", opts->threads,
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "threads %d out of range %d..%d", opts->threads,
                            SL_NN_THREADS_MIN, SL_NN_THREADS_MAX);
     if (opts->max_batch < SL_NN_MAX_BATCH_MIN || opts->max_batch > SL_NN_MAX_BATCH_MAX)
-        return sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
                            SL_NN_MAX_BATCH_MIN, SL_NN_MAX_BATCH_MAX);
     if (opts->precision != SL_NN_PRECISION_FP32 && opts->precision != SL_NN_PRECISION_BF16 &&
         opts->precision != SL_NN_PRECISION_INT8)
-        return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
     if (opts->backend != SL_NN_BACKEND_AUTO && opts->backend != SL_NN_BACKEND_REF &&
         opts->backend != SL_NN_BACKEND_GEMM)
-        return sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
     sl_nn *m = calloc(1, sizeof *m);
     pthread_mutex_t *mu = malloc(sizeof *mu);
-    if (!m || !mu) { free(m); free(mu); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+    if (!m || !mu) { free(m); free(mu); sl__onnx_free(parsed); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     pthread_mutex_init(mu, NULL);
     m->lock = mu;
     m->threads = opts->threads;
@@ -183,7 +201,8 @@ sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
                          (int)m->pre.interp, m->pre.layout);
         goto fail;
     }
-    if ((st = sl__onnx_read_file(path, &m->onnx, err))) goto fail;
+    if (parsed) { m->onnx = parsed; parsed = NULL; }
+    else if ((st = sl__onnx_read_file(path, &m->onnx, err))) goto fail;
     if ((st = sl__graph_build(m, output, err))) { sl__err_prefix(err, "%s", path); goto fail; }
     {
         /* Per-image size of the output, from a batch-1 plan (or the fixed batch). */
@@ -227,6 +246,7 @@ sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
     *out = m;
     return SL_OK;
 fail:
+    sl__onnx_free(parsed);
     free(output);
     sl_nn_free(m);
     return st;

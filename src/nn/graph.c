@@ -162,6 +162,39 @@ static sl_status unsupported(const sl__onnx_node *o, sl_error *err) {
                        o->domain && o->domain[0] ? "." : "", o->op, o->name ? o->name : "");
 }
 
+/* The operators the engine converts (besides Constant), with their input counts. */
+static const struct { const char *name; sl__op op; int minin, maxin; } table[] = {
+    {"Conv", SL__OP_CONV, 2, 3}, {"BatchNormalization", SL__OP_BN, 5, 5},
+    {"Relu", SL__OP_RELU, 1, 1}, {"Clip", SL__OP_CLIP, 1, 3}, {"Sigmoid", SL__OP_SIGMOID, 1, 1},
+    {"HardSigmoid", SL__OP_HSIGMOID, 1, 1}, {"HardSwish", SL__OP_HSWISH, 1, 1},
+    {"Add", SL__OP_ADD, 2, 2}, {"Sub", SL__OP_SUB, 2, 2}, {"Mul", SL__OP_MUL, 2, 2},
+    {"Div", SL__OP_DIV, 2, 2}, {"MaxPool", SL__OP_MAXPOOL, 1, 1},
+    {"AveragePool", SL__OP_AVGPOOL, 1, 1}, {"GlobalAveragePool", SL__OP_GAP, 1, 1},
+    {"Flatten", SL__OP_FLATTEN, 1, 1}, {"Gemm", SL__OP_GEMM, 2, 3},
+    {"MatMul", SL__OP_MATMUL, 2, 2}, {"Reshape", SL__OP_RESHAPE, 2, 2},
+    {"Concat", SL__OP_CONCAT, 1, SL__MAX_IN}, {"Squeeze", SL__OP_SQUEEZE, 1, 2},
+    {"Unsqueeze", SL__OP_UNSQUEEZE, 1, 2}, {"Identity", SL__OP_IDENTITY, 1, 1},
+    {"Dropout", SL__OP_IDENTITY, 1, 3}, {"Shape", SL__OP_SHAPE, 1, 1},
+    {"Gather", SL__OP_GATHER, 2, 2}, {"ReduceMean", SL__OP_REDUCEMEAN, 1, 2},
+    {"Softmax", SL__OP_SOFTMAX, 1, 1}, {"Transpose", SL__OP_TRANSPOSE, 1, 1},
+};
+
+int sl__nn_op_supported(const char *domain, const char *op) {
+    if (domain && domain[0] && strcmp(domain, "ai.onnx")) return 0;
+    if (!strcmp(op, "Constant")) return 1;
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
+        if (!strcmp(op, table[k].name)) return 1;
+    return 0;
+}
+
+/* 1 when value `name` is read by a node of the file or is a graph output. */
+static int onnx_value_used(const sl__onnx_model *o, const char *name) {
+    for (size_t k = 0; k < o->noutputs; k++) if (!strcmp(o->outputs[k].name, name)) return 1;
+    for (size_t k = 0; k < o->nnodes; k++)
+        for (int j = 0; j < o->nodes[k].nin; j++) if (!strcmp(o->nodes[k].in[j], name)) return 1;
+    return 0;
+}
+
 /* Converts one ONNX node; appends 0 or 1 engine nodes. */
 static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *err) {
     const char *op = o->op;
@@ -211,21 +244,6 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
         return v < 0 ? sl__err_set(err, SL_E_NOMEM, "out of memory") : SL_OK;
     }
 
-    static const struct { const char *name; sl__op op; int minin, maxin; } table[] = {
-        {"Conv", SL__OP_CONV, 2, 3}, {"BatchNormalization", SL__OP_BN, 5, 5},
-        {"Relu", SL__OP_RELU, 1, 1}, {"Clip", SL__OP_CLIP, 1, 3}, {"Sigmoid", SL__OP_SIGMOID, 1, 1},
-        {"HardSigmoid", SL__OP_HSIGMOID, 1, 1}, {"HardSwish", SL__OP_HSWISH, 1, 1},
-        {"Add", SL__OP_ADD, 2, 2}, {"Sub", SL__OP_SUB, 2, 2}, {"Mul", SL__OP_MUL, 2, 2},
-        {"Div", SL__OP_DIV, 2, 2}, {"MaxPool", SL__OP_MAXPOOL, 1, 1},
-        {"AveragePool", SL__OP_AVGPOOL, 1, 1}, {"GlobalAveragePool", SL__OP_GAP, 1, 1},
-        {"Flatten", SL__OP_FLATTEN, 1, 1}, {"Gemm", SL__OP_GEMM, 2, 3},
-        {"MatMul", SL__OP_MATMUL, 2, 2}, {"Reshape", SL__OP_RESHAPE, 2, 2},
-        {"Concat", SL__OP_CONCAT, 1, SL__MAX_IN}, {"Squeeze", SL__OP_SQUEEZE, 1, 2},
-        {"Unsqueeze", SL__OP_UNSQUEEZE, 1, 2}, {"Identity", SL__OP_IDENTITY, 1, 1},
-        {"Dropout", SL__OP_IDENTITY, 1, 3}, {"Shape", SL__OP_SHAPE, 1, 1},
-        {"Gather", SL__OP_GATHER, 2, 2}, {"ReduceMean", SL__OP_REDUCEMEAN, 1, 2},
-        {"Softmax", SL__OP_SOFTMAX, 1, 1}, {"Transpose", SL__OP_TRANSPOSE, 1, 1},
-    };
     int t = -1;
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
         if (!strcmp(op, table[k].name)) { t = (int)k; break; }
@@ -236,7 +254,27 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
         return sl__err_set(err, t >= 0 && nin > table[t].maxin ? SL_E_UNSUPPORTED : SL_E_CORRUPT,
                            "node '%s' (%s): %d inputs, expected %d..%d", nm, op, nin,
                            table[t].minin, table[t].maxin);
-    if (!strcmp(op, "Dropout")) nin = 1; /* inference: ratio / training_mode ignored */
+    if (!strcmp(op, "Dropout")) {
+        /* inference: identity. Training mode (random zeroing, opset 12+: a true training_mode
+         * input) is refused unless the ratio is 0, where it is the identity too; so is a mask
+         * output anything reads. */
+        int tv = nin >= 3 && o->in[2][0] ? sl__graph_find_value(m, o->in[2]) : -2;
+        const sl__value *tm = tv >= 0 ? &m->vals[tv] : NULL;
+        if (tv == -1 || (tm && (!tm->is_const || tm->dtype != SL__DT_I64 || tm->count != 1)))
+            return sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (Dropout): training_mode is not a constant", nm);
+        if (tm && tm->i[0]) {
+            int rv = nin >= 2 && o->in[1][0] ? sl__graph_find_value(m, o->in[1]) : -2;
+            float ratio = rv == -2 ? 0.5f
+                          : rv >= 0 && m->vals[rv].is_const && m->vals[rv].dtype == SL__DT_F32 && m->vals[rv].count == 1
+                          ? m->vals[rv].f[0] : -1.0f;
+            if (ratio != 0.0f)
+                return sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (Dropout): training_mode = true (random dropout "
+                                   "at training time) is not supported: export the model in eval mode", nm);
+        }
+        if (o->nout > 1 && o->out[1][0] && onnx_value_used(m->onnx, o->out[1]))
+            return sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (Dropout): the mask output is not supported", nm);
+        nin = 1;
+    }
     if (o->nout > 1) {
         for (int k = 1; k < o->nout; k++)
             if (o->out[k][0] && strcmp(op, "Dropout"))

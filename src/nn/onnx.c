@@ -726,6 +726,14 @@ sl_status sl__onnx_read_file(const char *path, sl__onnx_model **out, sl_error *e
     return st;
 }
 
+sl_status sl__onnx_parse_tensor(const uint8_t *data, size_t len, sl__onnx_tensor *t, sl_error *err) {
+    memset(t, 0, sizeof *t);
+    rd r = { data, data + len, "TensorProto", err };
+    sl_status st = parse_tensor(&r, t);
+    if (st) sl__onnx_tensor_clear(t);
+    return st;
+}
+
 const sl__onnx_attr *sl__onnx_attr_find(const sl__onnx_node *n, const char *name) {
     for (int k = 0; k < n->nattrs; k++)
         if (!strcmp(n->attrs[k].name, name)) return &n->attrs[k];
