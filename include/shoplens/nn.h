@@ -67,7 +67,8 @@ typedef enum sl_nn_backend {
  * (pixel * scale - mean[c]) / std[c] in float32. Defaults: ImageNet (256 / 224, bilinear, mean
  * 0.485 0.456 0.406, std 0.229 0.224 0.225, scale 1/255, RGB). */
 typedef struct sl_nn_preproc {
-    int resize;        /* shorter side after resizing (0 = resize straight to the input size) */
+    int resize;        /* shorter side after resizing (0 = resize straight to the input size;
+                          -1 = torchvision's ratio: the input size x 256 / 224) */
     int crop;          /* square centre crop side; 0 = the model's input size */
     float mean[3], std[3];
     float scale;       /* pixel multiplier before mean/std (1/255 for [0,1] inputs) */

@@ -37,6 +37,8 @@ static const char usage[] =
     "                      gemm (im2col + oneDNN sgemm)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
     "  --repeat N          run: repeat the forward pass N times and print images/s to stderr\n"
+    "  --max-side N        embed/preprocess: decode with the longest side at most N, as a store\n"
+    "                      does (shrink-on-load; 0 = full size, the default, as Pillow)\n"
     "  --resize N --crop N --mean R,G,B --std R,G,B --scale S --bgr\n"
     "  --interpolation bilinear|bicubic|area|nearest --layout nchw|nhwc\n"
     "                      preprocessing for embed (default: torchvision's ImageNet transforms)\n"
@@ -66,7 +68,7 @@ static void print_json_string(const char *s) {
  * (sl_nn_embed); an image that fails to decode is reported and skipped. With save_npy, writes
  * the input tensors of the images that decoded instead of embedding them. */
 static int embed_images(sl_nn *m, const char **images, size_t nimg, size_t batch, int json,
-                        const char *save_npy) {
+                        const char *save_npy, int max_side) {
     const char *cmd = "cnn";
 #ifdef SL_NN_HAVE_IMAGE
     size_t dim = sl_nn_embed_dim(m);
@@ -94,7 +96,10 @@ static int embed_images(sl_nn *m, const char **images, size_t nimg, size_t batch
         for (size_t k = s; k < nimg && k < s + batch; k++) {
             sl_error ie;
             sl_error_clear(&ie);
-            sl_status st = sl_image_load_file(images[k], NULL, &imgs[b], NULL, &ie);
+            sl_image_load_opts lo;
+            memset(&lo, 0, sizeof lo);
+            lo.max_side = max_side;
+            sl_status st = sl_image_load_file(images[k], &lo, &imgs[b], NULL, &ie);
             if (st) {
                 fprintf(stderr, "shoplens cnn: %s: %s: %s\n", images[k], sl_status_name(st), ie.message);
                 failed++;
@@ -138,7 +143,7 @@ static int embed_images(sl_nn *m, const char **images, size_t nimg, size_t batch
     if (rc == SL_EXIT_OK && failed) rc = failed == nimg ? SL_EXIT_ERROR : SL_EXIT_PARTIAL;
     return rc;
 #else
-    (void)m; (void)images; (void)nimg; (void)batch; (void)json; (void)save_npy;
+    (void)m; (void)images; (void)nimg; (void)batch; (void)json; (void)save_npy; (void)max_side;
     sl_error e;
     sl__err_set(&e, SL_E_UNSUPPORTED, "this build has no image module");
     return sl__cli_fail(cmd, &e);
@@ -158,7 +163,7 @@ static int run(int argc, char **argv) {
     sl_nn_opts o;
     sl_nn_opts_init(&o);
     const char *input = NULL, *outp = NULL;
-    int json = 0, repeat = 0, run_output_set = 0;
+    int json = 0, repeat = 0, run_output_set = 0, resize_given = 0, crop_given = 0, max_side = 0;
     const char **images = calloc((size_t)argc, sizeof *images);
     size_t nimg = 0;
     if (!images) return SL_EXIT_ERROR;
@@ -175,6 +180,11 @@ static int run(int argc, char **argv) {
         else if (!strcmp(a, "--threads")) { NEEDV(); o.threads = atoi(v); }
         else if (!strcmp(a, "--batch")) { NEEDV(); o.max_batch = (size_t)atol(v); }
         else if (!strcmp(a, "--repeat")) { NEEDV(); repeat = atoi(v); }
+        else if (!strcmp(a, "--max-side")) {
+            NEEDV();
+            max_side = atoi(v);
+            if (max_side < 0 || max_side > SL_IMAGE_MAX_SIDE_MAX) { rc = sl__cli_usage_error(cmd, "--max-side must be 0..%d", SL_IMAGE_MAX_SIDE_MAX); goto out; }
+        }
         else if (!strcmp(a, "--sidecar")) { NEEDV(); o.sidecar = v; }
         else if (!strcmp(a, "--precision")) {
             NEEDV();
@@ -188,8 +198,8 @@ static int run(int argc, char **argv) {
             else if (!strcmp(v, "ref")) o.backend = SL_NN_BACKEND_REF;
             else if (!strcmp(v, "gemm")) o.backend = SL_NN_BACKEND_GEMM;
             else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or gemm"); goto out; }
-        } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = 1; }
-        else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = 1; }
+        } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = resize_given = 1; }
+        else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = crop_given = 1; }
         else if (!strcmp(a, "--mean")) { NEEDV(); if (parse_floats3(v, pre.mean)) { rc = sl__cli_usage_error(cmd, "--mean R,G,B"); goto out; } o.have_preproc = 1; }
         else if (!strcmp(a, "--std")) { NEEDV(); if (parse_floats3(v, pre.std)) { rc = sl__cli_usage_error(cmd, "--std R,G,B"); goto out; } o.have_preproc = 1; }
         else if (!strcmp(a, "--bgr")) { pre.bgr = 1; o.have_preproc = 1; }
@@ -218,7 +228,12 @@ static int run(int argc, char **argv) {
         else images[nimg++] = a;
 #undef NEEDV
     }
-    if (o.have_preproc) o.preproc = pre;
+    if (o.have_preproc) {
+        /* flags given: the rest keeps its defaults, sized for the model's input */
+        if (!resize_given) pre.resize = -1;
+        if (!crop_given) pre.crop = 0;
+        o.preproc = pre;
+    }
     sl_error e;
     sl_error_clear(&e);
     sl_nn *m = NULL;
@@ -277,7 +292,7 @@ static int run(int argc, char **argv) {
         free(x);
         free(y);
     } else {
-        rc = embed_images(m, images, nimg, o.max_batch, json, !strcmp(sub, "preprocess") ? outp : NULL);
+        rc = embed_images(m, images, nimg, o.max_batch, json, !strcmp(sub, "preprocess") ? outp : NULL, max_side);
     }
 done:
     sl_nn_free(m);

@@ -188,10 +188,10 @@ static sl_status load_impl(const char *path, sl__onnx_model *parsed, const sl_nn
         layout_set = m->pre.layout != SL_NN_LAYOUT_AUTO;
         if (sc_out && !output) output = sc_out; else free(sc_out);
     }
-    if (m->pre.crop < 0 || m->pre.resize < 0 || m->pre.resize > SL_IMAGE_MAX_SIDE_MAX ||
+    if (m->pre.crop < 0 || m->pre.resize < -1 || m->pre.resize > SL_IMAGE_MAX_SIDE_MAX ||
         m->pre.crop > SL_IMAGE_MAX_SIDE_MAX || !(m->pre.scale > 0) || !(m->pre.std[0] > 0) ||
         !(m->pre.std[1] > 0) || !(m->pre.std[2] > 0)) {
-        st = sl__err_set(err, SL_E_INVALID, "preprocessing: crop/resize must be 0..%d, scale and std > 0",
+        st = sl__err_set(err, SL_E_INVALID, "preprocessing: crop must be 0..%d, resize -1..that, scale and std > 0",
                          SL_IMAGE_MAX_SIDE_MAX);
         goto fail;
     }
@@ -241,6 +241,7 @@ static sl_status load_impl(const char *path, sl__onnx_model *parsed, const sl_nn
                              m->pre.crop, (long long)W, (long long)H);
             goto fail;
         }
+        if (m->pre.resize < 0) m->pre.resize = (int)(((H < W ? H : W) * 256 + 112) / 224);
     }
     free(output);
     *out = m;
