@@ -162,7 +162,10 @@ static sl_status unsupported(const sl__onnx_node *o, sl_error *err) {
                        o->domain && o->domain[0] ? "." : "", o->op, o->name ? o->name : "");
 }
 
-/* The operators the engine converts (besides Constant), with their input counts. */
+/* The operators the engine converts (besides Constant), with their input counts. This table is
+ * also the engine's operator registry (sl__nn_op_supported): the ONNX conformance test
+ * (tests/test_nn.c) runs the node tests of exactly these operators, so an operator converted
+ * elsewhere must be reported by sl__nn_op_supported too, or its tests are skipped. */
 static const struct { const char *name; sl__op op; int minin, maxin; } table[] = {
     {"Conv", SL__OP_CONV, 2, 3}, {"BatchNormalization", SL__OP_BN, 5, 5},
     {"Relu", SL__OP_RELU, 1, 1}, {"Clip", SL__OP_CLIP, 1, 3}, {"Sigmoid", SL__OP_SIGMOID, 1, 1},
