@@ -95,6 +95,10 @@ typedef struct sl_engine_opts {
     const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 20000 images, HNSW
                                above: decided when the index is built and after each ingest);
                                recorded at creation */
+    int no_index;           /* nonzero: no vector index is loaded or kept: writes, product
+                               reads, check and query description only (searches, similar,
+                               classify and dedup answer SL_E_STATE). What a cluster's workers
+                               and write front ends use on the shared store. */
 } sl_engine_opts;
 
 /* Opens (or creates) the store in dir (NULL = sl_store_default_dir()), loads the features and
@@ -421,6 +425,42 @@ void sl_verify_report_free(sl_verify_report *r);
  * repair needs a read-write engine (SL_E_STATE otherwise). */
 sl_status sl_engine_verify(sl_engine *e, const sl_verify_opts *opts, sl_verify_report *r,
                            sl_error *err);
+
+/* ---- cluster workers (docs/cluster.md) ------------------------------------------------------
+ * On a cluster store (a PostgreSQL URL), `shoplens add` and `sync` queue one job per product to
+ * add or update, with the bytes of its new images; workers, on any number of machines, describe
+ * them and commit the products. */
+
+typedef struct sl_work_opts {
+    const char *name;           /* this worker in the cluster's node list (NULL: host:pid) */
+    double idle_exit_s;         /* return after this many seconds without a job (0: never) */
+    size_t max_jobs;            /* return after this many jobs (0: no limit) */
+    volatile int *cancel;       /* may be NULL; set nonzero to stop after the job in progress */
+    /* one call per finished job (what: "added", "updated", "unchanged", "failed: <message>"),
+     * and for every trouble that did not stop the worker (product_id NULL, what the message);
+     * may be NULL */
+    void (*log)(void *ctx, const char *product_id, const char *what, double ms);
+    void *log_ctx;
+} sl_work_opts;
+
+typedef struct sl_work_stats {
+    size_t jobs;                /* jobs finished by this call */
+    size_t failed;              /* of which failed (a row of the product could not be described) */
+    size_t images;              /* images described */
+    double seconds;
+} sl_work_stats;
+
+/* Processes the job queue of a cluster store: claims the oldest free job (its row stays locked
+ * until the job's transaction ends, so a worker that dies loses nothing: PostgreSQL rolls the
+ * transaction back and the job is free again), decodes and describes its new images with the
+ * store's features, keeps the images it already has, and commits the product and the end of the
+ * job in one transaction: each job is done exactly once. A product whose image cannot be read
+ * is left as it was and the job reports the row. Waits for new jobs (LISTEN) when there are
+ * none; a lost connection to PostgreSQL is retried every second, not fatal. The engine must be
+ * opened on a cluster store with no_index. Returns SL_OK after idle_exit_s, max_jobs or cancel;
+ * errors only for misuse (SL_E_UNSUPPORTED not a cluster store, SL_E_STATE) or no memory. */
+sl_status sl_engine_work(sl_engine *e, const sl_work_opts *opts, sl_work_stats *stats,
+                         sl_error *err);
 
 #ifdef __cplusplus
 }

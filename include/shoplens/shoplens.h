@@ -6,6 +6,7 @@
 
 #include "shoplens/error.h"
 #include "shoplens/image.h"
+#include "shoplens/cluster.h"
 
 #ifdef __cplusplus
 extern "C" {

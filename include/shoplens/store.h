@@ -127,14 +127,41 @@ typedef struct sl_store sl_store;
  * when there is none (an existing store is opened as is). read_only nonzero: no writes
  * (SQLITE_OPEN_READONLY). Errors: SL_E_NOT_FOUND (no store and !create), SL_E_VERSION (store
  * of another format/schema version: the message names both), SL_E_CORRUPT (not a shoplens
- * store), SL_E_IO. On failure *out = NULL. */
+ * store), SL_E_IO. On failure *out = NULL.
+ * dir may instead be a PostgreSQL URL ("postgresql://user@host:5432/db", any libpq connection
+ * URI): the shared store of a cluster (docs/cluster.md; schema "shoplens" of that database,
+ * docs/formats/cluster.md). Every operation of this header works on it the same way; its files
+ * (image copies, features files) are rows instead of files, sl_store_path returns NULL, and
+ * every committed change is also appended to the cluster's change log. create makes the schema
+ * (the database must exist); SL_E_BUSY when the server cannot be reached. */
 sl_status sl_store_open(const char *dir, int create, int read_only, sl_store **out,
                         sl_error *err);
 void sl_store_free(sl_store *s);
 
-/* The directory (static for the life of s) and the path of a file in it (malloc'ed). */
+/* The directory (static for the life of s) and the path of a file in it (malloc'ed). For a
+ * PostgreSQL store: its URL with any password masked, and NULL. */
 const char *sl_store_dir(const sl_store *s);
 char *sl_store_path(const sl_store *s, const char *name);
+
+/* Nonzero when `where` names a PostgreSQL store (a "postgresql://" or "postgres://" URL). */
+int sl_store_is_url(const char *where);
+/* Nonzero for a PostgreSQL (cluster) store. */
+int sl_store_is_shared(const sl_store *s);
+
+/* ---- the store's files: image copies ("images/<sha256>.<ext>") and features files --------- *
+ * Files in the store directory for SQLite, rows for PostgreSQL. name is relative to the store;
+ * file_get and file_size also take the `file` of an sl_image_ref. */
+/* Writes a file durably (SQLite: temporary file, fsync, rename; PostgreSQL: a row, in the
+ * caller's transaction when it has one); nothing to do when it exists with that size. */
+sl_status sl_store_file_put(sl_store *s, const char *name, const void *data, size_t len,
+                            sl_error *err);
+/* Reads a whole file (at most max bytes, 0 = no limit) into *data (malloc'ed, a NUL after the
+ * bytes). SL_E_NOT_FOUND, SL_E_TOO_LARGE, SL_E_IO. */
+sl_status sl_store_file_get(sl_store *s, const char *name, size_t max, void **data, size_t *len,
+                            sl_error *err);
+/* Its size in bytes, -1 when absent. Inside a transaction of a PostgreSQL store the file stays
+ * locked against deletion until the transaction ends. */
+int64_t sl_store_file_size(sl_store *s, const char *name);
 
 /* Key/value metadata (meta table). get: *value malloc'ed, SL_E_NOT_FOUND when absent. */
 sl_status sl_store_meta_get(sl_store *s, const char *key, char **value, sl_error *err);
@@ -163,6 +190,15 @@ sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *so
                              const char *hash, int64_t size, const char *file, const float *vec,
                              size_t dim, const void *local, size_t local_len, int64_t *id,
                              sl_error *err);
+/* Inserts (or replaces) image `id` as given: how a cluster's search node copies the images of
+ * its shard, under the ids the cluster gave them. Same arguments and errors as add_image. */
+sl_status sl_store_put_image(sl_store *s, int64_t id, const char *product_id, const char *source,
+                             const char *hash, int64_t size, const char *file, const float *vec,
+                             size_t dim, const void *local, size_t local_len, sl_error *err);
+/* Inside a transaction: no other writer may change product id until it ends (SQLite: the
+ * transaction holds the whole database already; PostgreSQL: a row lock). SL_E_STATE outside
+ * a transaction. */
+sl_status sl_store_lock_product(sl_store *s, const char *id, sl_error *err);
 /* Removes an image row. Its file (when it is the store's copy) is queued for deletion in the
  * same transaction; see sl_store_gc. */
 sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err);

@@ -24,6 +24,7 @@
  */
 #include "shoplens/store.h"
 #include "catalog/catalog.h"
+#include "catalog/pg.h"
 #include "util/util.h"
 
 #include <dirent.h>
@@ -46,6 +47,7 @@
 enum { SL__Q_LOCAL, SL__Q_PRODUCT, SL__Q_IMAGE, SL__Q_IMAGE_PRODUCTS, SL__Q_KINDS };
 
 struct sl_store {
+    sl__pg *pg;             /* a PostgreSQL store (store_pg.c does the work): nothing below used */
     char *dir;
     sqlite3 *db;            /* writer; NULL when read-only */
     sqlite3 *rdb;           /* readers */
@@ -365,6 +367,7 @@ static sl_status sl__check_versions(sl_store *s, sqlite3 *db, sqlite3 *writer, c
 
 void sl_store_free(sl_store *s) {
     if (!s) return;
+    sl__pg_free(s->pg);
     for (int k = 0; k < SL__Q_KINDS; k++)
         for (int i = 0; i < s->n_pool[k]; i++) sqlite3_finalize(s->pool[k][i]);
     sqlite3_close(s->rdb);
@@ -381,6 +384,15 @@ sl_status sl_store_open(const char *dir, int create, int read_only, sl_store **o
     sl_store *s = calloc(1, sizeof *s);
     if (!s) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     pthread_mutex_init(&s->mu, NULL);
+    if (sl__pg_is_url(dir)) {
+        sl_status pst = sl__pg_open(dir, create, read_only, &s->pg, err);
+        if (pst != SL_OK) {
+            sl_store_free(s);
+            return pst;
+        }
+        *out = s;
+        return SL_OK;
+    }
     s->dir = sl__strdup(dir);
     char *path = s->dir ? sl_store_path(s, "catalog.sqlite") : NULL;
     if (!path) {
@@ -455,9 +467,10 @@ fail:
     return st;
 }
 
-const char *sl_store_dir(const sl_store *s) { return s->dir; }
+const char *sl_store_dir(const sl_store *s) { return s->pg ? sl__pg_label(s->pg) : s->dir; }
 
 char *sl_store_path(const sl_store *s, const char *name) {
+    if (s->pg) return NULL;
     size_t n = strlen(s->dir) + strlen(name) + 2;
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s/%s", s->dir, name);
@@ -470,15 +483,18 @@ static sl_status sl__need_writer(sl_store *s, sl_error *err) {
 }
 
 sl_status sl_store_meta_get(sl_store *s, const char *key, char **value, sl_error *err) {
+    if (s->pg) return sl__pg_meta_get(s->pg, key, value, err);
     return sl__meta_get_conn(sl__rconn(s), key, value, err);
 }
 
 sl_status sl_store_meta_set(sl_store *s, const char *key, const char *value, sl_error *err) {
+    if (s->pg) return sl__pg_meta_set(s->pg, key, value, err);
     sl_status st = sl__need_writer(s, err);
     return st != SL_OK ? st : sl__meta_set_conn(s->db, key, value, err);
 }
 
 sl_status sl_store_begin(sl_store *s, sl_error *err) {
+    if (s->pg) return sl__pg_begin(s->pg, err);
     sl_status st = sl__need_writer(s, err);
     if (st != SL_OK) return st;
     pthread_mutex_lock(&s->mu);
@@ -493,6 +509,7 @@ sl_status sl_store_begin(sl_store *s, sl_error *err) {
 }
 
 sl_status sl_store_commit(sl_store *s, sl_error *err) {
+    if (s->pg) return sl__pg_commit(s->pg, err);
     pthread_mutex_lock(&s->mu);
     int depth = s->txn_depth;
     pthread_mutex_unlock(&s->mu);
@@ -512,6 +529,10 @@ sl_status sl_store_commit(sl_store *s, sl_error *err) {
 }
 
 void sl_store_rollback(sl_store *s) {
+    if (s->pg) {
+        sl__pg_rollback(s->pg);
+        return;
+    }
     if (!s->db) return;
     pthread_mutex_lock(&s->mu);
     int depth = s->txn_depth;
@@ -532,18 +553,24 @@ static int sl__valid_id(const char *id) {
     return n <= SL_STORE_ID_MAX;
 }
 
-sl_status sl_store_put_product(sl_store *s, const sl_product *p, sl_error *err) {
-    sl_status rc = sl__need_writer(s, err);
-    if (rc != SL_OK) return rc;
+sl_status sl__product_check(const sl_product *p, char cur[SL_PRODUCT_CURRENCY_LEN + 1], sl_error *err) {
     if (!sl__valid_id(p->id))
         return sl__err_set(err, SL_E_INVALID, "bad product id (empty, over %d bytes or control "
                            "characters)", SL_STORE_ID_MAX);
-    char cur[SL_PRODUCT_CURRENCY_LEN + 1];
     if (!sl_product_currency_valid(p->currency, cur))
         return sl__err_set(err, SL_E_INVALID, "bad currency (a three-letter ISO 4217 code such as USD)");
     if (p->has_price && !(p->price >= SL_PRODUCT_PRICE_MIN && p->price <= SL_PRODUCT_PRICE_MAX))
         return sl__err_set(err, SL_E_INVALID, "price must be a number in %.0f..%.0f",
                            SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX);
+    return SL_OK;
+}
+
+sl_status sl_store_put_product(sl_store *s, const sl_product *p, sl_error *err) {
+    if (s->pg) return sl__pg_put_product(s->pg, p, err);
+    sl_status rc = sl__need_writer(s, err);
+    if (rc != SL_OK) return rc;
+    char cur[SL_PRODUCT_CURRENCY_LEN + 1];
+    if ((rc = sl__product_check(p, cur, err)) != SL_OK) return rc;
     if ((rc = sl_store_begin(s, err)) != SL_OK) return rc;
     sqlite3_stmt *st = NULL;
     rc = sl__prepare(s->db,
@@ -608,6 +635,7 @@ static int sl__fill_product(sqlite3_stmt *st, sl_product *p) {
 }
 
 sl_status sl_store_get_product(sl_store *s, const char *id, sl_product *out, sl_error *err) {
+    if (s->pg) return sl__pg_get_product(s->pg, id, out, err);
     memset(out, 0, sizeof *out);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
@@ -659,6 +687,7 @@ static sl_status sl__collect_ids(sqlite3 *db, sqlite3_stmt *st, int64_t **ids, s
 
 sl_status sl_store_remove_product(sl_store *s, const char *id, int64_t **removed_images,
                                   size_t *n_removed, sl_error *err) {
+    if (s->pg) return sl__pg_remove_product(s->pg, id, removed_images, n_removed, err);
     if (removed_images) *removed_images = NULL;
     if (n_removed) *n_removed = 0;
     sl_status rc = sl__need_writer(s, err);
@@ -730,18 +759,21 @@ static sl_status sl__blob_check(sl_store *s, size_t dim, size_t local_len, size_
     return SL_OK;
 }
 
-sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *source,
-                             const char *hash, int64_t size, const char *file, const float *vec,
-                             size_t dim, const void *local, size_t local_len, int64_t *id,
-                             sl_error *err) {
+/* INSERT of an image row; want_id > 0 inserts (or replaces) that id, else a new id is given. */
+static sl_status sl__insert_image(sl_store *s, int64_t want_id, const char *product_id, const char *source,
+                                  const char *hash, int64_t size, const char *file, const float *vec,
+                                  size_t dim, const void *local, size_t local_len, int64_t *id,
+                                  sl_error *err) {
     size_t vbytes;
     sl_status rc = sl__blob_check(s, dim, local_len, &vbytes, err);
     if (rc != SL_OK) return rc;
     if (!file || !sl__image_file_valid(file))
         return sl__err_set(err, SL_E_INVALID, "bad image file name (images/<sha256>.<ext>)");
     sqlite3_stmt *st;
-    if ((rc = sl__prepare(s->db, "INSERT INTO images(product_id, source, hash, size, vec, local, file) "
-                                 "VALUES(?, ?, ?, ?, ?, ?, ?)", &st, err)) != SL_OK)
+    if ((rc = sl__prepare(s->db, want_id > 0 ? "INSERT OR REPLACE INTO images(product_id, source, hash, size, vec, local, file, id) "
+                                               "VALUES(?, ?, ?, ?, ?, ?, ?, ?)"
+                                             : "INSERT INTO images(product_id, source, hash, size, vec, local, file) "
+                                               "VALUES(?, ?, ?, ?, ?, ?, ?)", &st, err)) != SL_OK)
         return rc;
     sqlite3_bind_text(st, 7, file, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
@@ -752,13 +784,23 @@ sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *so
     else sqlite3_bind_null(st, 5);
     if (local && local_len) sqlite3_bind_blob(st, 6, local, (int)local_len, SQLITE_STATIC);
     else sqlite3_bind_null(st, 6);
+    if (want_id > 0) sqlite3_bind_int64(st, 8, want_id);
     if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "write image");
-    else if (id) *id = sqlite3_last_insert_rowid(s->db);
+    else if (id) *id = want_id > 0 ? want_id : sqlite3_last_insert_rowid(s->db);
     sqlite3_finalize(st);
     return rc;
 }
 
+sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *source,
+                             const char *hash, int64_t size, const char *file, const float *vec,
+                             size_t dim, const void *local, size_t local_len, int64_t *id,
+                             sl_error *err) {
+    if (s->pg) return sl__pg_add_image(s->pg, 0, product_id, source, hash, size, file, vec, dim, local, local_len, id, err);
+    return sl__insert_image(s, 0, product_id, source, hash, size, file, vec, dim, local, local_len, id, err);
+}
+
 sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err) {
+    if (s->pg) return sl__pg_remove_image(s->pg, image_id, err);
     sl_status rc = sl__need_writer(s, err);
     if (rc != SL_OK) return rc;
     sqlite3_stmt *st;
@@ -772,6 +814,7 @@ sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err) {
 
 sl_status sl_store_set_image_file(sl_store *s, int64_t image_id, const char *file,
                                   sl_error *err) {
+    if (s->pg) return sl__pg_set_image_file(s->pg, image_id, file, err);
     sl_status rc = sl__need_writer(s, err);
     if (rc != SL_OK) return rc;
     if (!file || !sl__image_file_valid(file))
@@ -788,6 +831,7 @@ sl_status sl_store_set_image_file(sl_store *s, int64_t image_id, const char *fil
 
 sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
                                       const void *local, size_t local_len, sl_error *err) {
+    if (s->pg) return sl__pg_set_image_features(s->pg, image_id, vec, dim, local, local_len, err);
     size_t vbytes;
     sl_status rc = sl__blob_check(s, dim, local_len, &vbytes, err);
     if (rc != SL_OK) return rc;
@@ -827,6 +871,7 @@ static sl_status sl__fill_ref(sl_store *s, sqlite3_stmt *st, sl_image_ref *r, sl
 
 sl_status sl_store_image_products(sl_store *s, const int64_t *ids, size_t n, char ***products,
                                   sl_error *err) {
+    if (s->pg) return sl__pg_image_products(s->pg, ids, n, products, err);
     *products = sl__callocarray(n + 1, sizeof **products);
     if (!*products) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     if (n == 0) return SL_OK;
@@ -878,6 +923,7 @@ sl_status sl_store_all_images(sl_store *s, sl_image_ref **refs, size_t *n, sl_er
 
 sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_ref **refs,
                                   size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_product_images(s->pg, product_id, refs, n, err);
     *refs = NULL;
     *n = 0;
     sqlite3 *db = sl__rconn(s);
@@ -917,6 +963,7 @@ sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_
 }
 
 sl_status sl_store_get_image(sl_store *s, int64_t image_id, sl_image_ref *ref, sl_error *err) {
+    if (s->pg) return sl__pg_get_image(s->pg, image_id, ref, err);
     memset(ref, 0, sizeof *ref);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
@@ -960,6 +1007,7 @@ static sl_status sl__blob_vec(sqlite3_stmt *st, int col, float **vec, size_t *di
 
 sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, size_t *dim,
                                   void **local, size_t *local_len, sl_error *err) {
+    if (s->pg) return sl__pg_image_features(s->pg, image_id, vec, dim, local, local_len, err);
     *vec = NULL;
     *dim = 0;
     if (local) *local = NULL;
@@ -1020,6 +1068,7 @@ static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st) {
 
 sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size_t *local_len,
                                sl_error *err) {
+    if (s->pg) return sl__pg_image_local(s->pg, image_id, local, local_len, err);
     *local = NULL;
     *local_len = 0;
     sqlite3 *db = sl__rconn(s);
@@ -1040,6 +1089,7 @@ sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size
 }
 
 sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err) {
+    if (s->pg) return sl__pg_each_vector(s->pg, fn, ctx, err);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
     sl_status rc = sl__prepare(db, "SELECT id, vec FROM images ORDER BY id", &st, err);
@@ -1124,11 +1174,13 @@ static sl_status sl__query_strings(sqlite3 *db, const char *sql, char ***out, si
 }
 
 sl_status sl_store_product_ids(sl_store *s, char ***ids, size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_product_ids(s->pg, ids, n, err);
     return sl__query_strings(sl__rconn(s), "SELECT id FROM products ORDER BY id", ids, n, err);
 }
 
 sl_status sl_store_categories(sl_store *s, char ***names, int64_t **counts, size_t *n,
                               sl_error *err) {
+    if (s->pg) return sl__pg_categories(s->pg, names, counts, n, err);
     *names = NULL;
     *counts = NULL;
     *n = 0;
@@ -1224,6 +1276,7 @@ static sl_status sl__filter_stmt(sl_store *s, const sl_store_filter *f, const ch
 
 sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t **ids,
                                  size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_filter_images(s->pg, f, ids, n, err);
     *ids = NULL;
     *n = 0;
     sqlite3 *db = NULL;
@@ -1241,6 +1294,7 @@ sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t 
 sl_status sl_store_list_products(sl_store *s, const sl_store_filter *f, const char *after,
                                  size_t limit, sl_product **out, size_t *n, int *more,
                                  sl_error *err) {
+    if (s->pg) return sl__pg_list_products(s->pg, f, after, limit, out, n, more, err);
     *out = NULL;
     *n = 0;
     *more = 0;
@@ -1281,6 +1335,7 @@ sl_status sl_store_list_products(sl_store *s, const sl_store_filter *f, const ch
 
 sl_status sl_store_count_products(sl_store *s, const sl_store_filter *f, int64_t *n,
                                   sl_error *err) {
+    if (s->pg) return sl__pg_count_products(s->pg, f, n, err);
     *n = 0;
     sqlite3 *db = NULL;
     sqlite3_stmt *st;
@@ -1300,6 +1355,7 @@ static int64_t sl__file_size(const char *path) {
 }
 
 sl_status sl_store_counts_get(sl_store *s, sl_store_counts *c, sl_error *err) {
+    if (s->pg) return sl__pg_counts(s->pg, c, err);
     memset(c, 0, sizeof *c);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
@@ -1324,6 +1380,7 @@ sl_status sl_store_counts_get(sl_store *s, sl_store_counts *c, sl_error *err) {
 }
 
 sl_status sl_store_generation(sl_store *s, int64_t *gen, sl_error *err) {
+    if (s->pg) return sl__pg_generation(s->pg, gen, err);
     char *v = NULL;
     sl_status rc = sl_store_meta_get(s, "generation", &v, err);
     *gen = rc == SL_OK ? strtoll(v, NULL, 10) : 0;
@@ -1332,6 +1389,7 @@ sl_status sl_store_generation(sl_store *s, int64_t *gen, sl_error *err) {
 }
 
 sl_status sl_store_bump_generation(sl_store *s, sl_error *err) {
+    if (s->pg) return SL_OK; /* its commit appends to the change log, which is the generation */
     sl_status rc = sl__need_writer(s, err);
     if (rc != SL_OK) return rc;
     return sl__exec(s->db, "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'", err);
@@ -1360,6 +1418,7 @@ void sl__image_file_name(char out[SL__IMAGE_FILE_MAX], const char hash[65], cons
 static const char *const sl__pending_sql = "SELECT file FROM pending_deletions ORDER BY file";
 
 sl_status sl_store_pending_files(sl_store *s, char ***files, size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_pending_files(s->pg, files, n, err);
     return sl__query_strings(sl__rconn(s), sl__pending_sql, files, n, err);
 }
 
@@ -1384,6 +1443,7 @@ static sl_status sl__no_txn(sl_store *s, sl_error *err) {
 }
 
 sl_status sl_store_gc(sl_store *s, size_t *deleted, sl_error *err) {
+    if (s->pg) return sl__pg_gc(s->pg, deleted, err);
     if (deleted) *deleted = 0;
     sl_status rc = sl__no_txn(s, err);
     if (rc != SL_OK) return rc;
@@ -1514,10 +1574,12 @@ static sl_status sl__orphans(sl_store *s, sqlite3 *db, char ***out, size_t *n_ou
 }
 
 sl_status sl_store_orphan_files(sl_store *s, char ***names, size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_orphan_files(s->pg, 0, names, n, err);
     return sl__orphans(s, sl__rconn(s), names, n, err);
 }
 
 sl_status sl_store_delete_orphans(sl_store *s, char ***names, size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_orphan_files(s->pg, 1, names, n, err);
     if (names) *names = NULL;
     if (n) *n = 0;
     sl_status rc = sl__no_txn(s, err);
@@ -1565,6 +1627,7 @@ static int sl__problem(char ***v, size_t *n, const char *fmt, ...) {
 }
 
 sl_status sl_store_check(sl_store *s, char ***problems, size_t *n, sl_error *err) {
+    if (s->pg) return sl__pg_check(s->pg, problems, n, err);
     *problems = NULL;
     *n = 0;
     sqlite3 *db = sl__rconn(s);
@@ -1624,6 +1687,7 @@ sl_status sl_store_check(sl_store *s, char ***problems, size_t *n, sl_error *err
 }
 
 sl_status sl_store_rebuild_text(sl_store *s, sl_error *err) {
+    if (s->pg) return SL_OK; /* a generated column: always in step */
     sl_status rc = sl_store_begin(s, err);
     if (rc != SL_OK) return rc;
     if ((rc = sl__exec(s->db, "DELETE FROM products_fts;"
@@ -1633,4 +1697,85 @@ sl_status sl_store_rebuild_text(sl_store *s, sl_error *err) {
         return rc;
     }
     return sl_store_commit(s, err);
+}
+
+/* ---- backends, files, replication ------------------------------------------------------------ */
+
+int sl_store_is_url(const char *where) { return sl__pg_is_url(where); }
+
+int sl_store_is_shared(const sl_store *s) { return s && s->pg != NULL; }
+
+sl__pg *sl__store_pg(sl_store *s) { return s ? s->pg : NULL; }
+
+/* The path of a store file name (relative to the directory) or of an image ref's file (already
+ * a path: absolute, or outside the store for a schema 1 image). */
+static char *sl__file_path(const sl_store *s, const char *name) {
+    return name[0] == '/' ? sl__strdup(name) : sl_store_path(s, name);
+}
+
+sl_status sl_store_file_put(sl_store *s, const char *name, const void *data, size_t len,
+                            sl_error *err) {
+    if (s->pg) return sl__pg_file_put(s->pg, name, data, len, err);
+    sl_status rc = sl__need_writer(s, err);
+    if (rc != SL_OK) return rc;
+    if (!name || !*name || name[0] == '/' || strstr(name, ".."))
+        return sl__err_set(err, SL_E_INVALID, "bad store file name '%s'", name ? name : "");
+    if (sl_store_file_size(s, name) == (int64_t)len) return SL_OK;
+    const char *slash = strrchr(name, '/');
+    if (slash) { /* images/ */
+        char sub[64];
+        snprintf(sub, sizeof sub, "%.*s", (int)(slash - name), name);
+        char *dir = sl_store_path(s, sub);
+        if (!dir) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
+            rc = sl__err_set(err, SL_E_IO, "mkdir %s: %s", dir, strerror(errno));
+            free(dir);
+            return rc;
+        }
+        free(dir);
+    }
+    char *path = sl_store_path(s, name);
+    if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    rc = sl__write_file_atomic(path, data, len, err);
+    free(path);
+    return rc;
+}
+
+sl_status sl_store_file_get(sl_store *s, const char *name, size_t max, void **data, size_t *len,
+                            sl_error *err) {
+    if (s->pg) return sl__pg_file_get(s->pg, name, max, data, len, err);
+    *data = NULL;
+    *len = 0;
+    char *path = sl__file_path(s, name);
+    if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_status rc = sl__read_file(path, max, data, len, err);
+    free(path);
+    return rc;
+}
+
+int64_t sl_store_file_size(sl_store *s, const char *name) {
+    if (s->pg) return sl__pg_file_size(s->pg, name);
+    char *path = sl__file_path(s, name);
+    struct stat sb;
+    int64_t n = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) ? (int64_t)sb.st_size : -1;
+    free(path);
+    return n;
+}
+
+sl_status sl_store_lock_product(sl_store *s, const char *id, sl_error *err) {
+    if (s->pg) return sl__pg_lock_product(s->pg, id, err);
+    /* BEGIN IMMEDIATE already holds the database's write lock */
+    (void)id;
+    pthread_mutex_lock(&s->mu);
+    int mine = s->txn_depth > 0 && pthread_equal(s->txn_owner, pthread_self());
+    pthread_mutex_unlock(&s->mu);
+    return mine ? SL_OK : sl__err_set(err, SL_E_STATE, "locking a product outside a transaction");
+}
+
+sl_status sl_store_put_image(sl_store *s, int64_t id, const char *product_id, const char *source,
+                             const char *hash, int64_t size, const char *file, const float *vec,
+                             size_t dim, const void *local, size_t local_len, sl_error *err) {
+    if (id <= 0) return sl__err_set(err, SL_E_INVALID, "image id must be positive");
+    if (s->pg) return sl__pg_add_image(s->pg, id, product_id, source, hash, size, file, vec, dim, local, local_len, NULL, err);
+    return sl__insert_image(s, id, product_id, source, hash, size, file, vec, dim, local, local_len, NULL, err);
 }

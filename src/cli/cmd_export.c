@@ -11,11 +11,14 @@
 #include "cli/cli.h"
 #include "cli/product_cli.h"
 
+#include "util/util.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #define SL__EXPORT_PAGE 1000
 
@@ -62,6 +65,8 @@ typedef struct sl__exp {
     FILE *out;
     char **cols;            /* CSV: attribute columns, sorted */
     size_t n_cols;
+    char *img_dir;          /* a cluster store: the images are written here ("<out's dir>/images"),
+                               rows name them relative to the feed */
     size_t products, rows, skipped_keys;
 } sl__exp;
 
@@ -121,6 +126,39 @@ static sl_status sl__collect_cols(sl__exp *x, const sl_product *p, const sl_imag
     return st;
 }
 
+/* Writes a cluster store's image (name "images/<sha256>.<ext>") under x->img_dir, unless a
+ * file of that name is there already (content-addressed: it is the same). */
+static sl_status sl__export_image(sl__exp *x, const char *name, sl_error *err) {
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    size_t n = strlen(x->img_dir) + strlen(base) + 16;
+    char *path = malloc(n), *tmp = malloc(n);
+    sl_status st = SL_OK;
+    struct stat sb;
+    if (!path || !tmp) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    snprintf(path, n, "%s/%s", x->img_dir, base);
+    snprintf(tmp, n, "%s/%s.tmp", x->img_dir, base);
+    if (stat(path, &sb) == 0) goto out;
+    void *data = NULL;
+    size_t len = 0;
+    if ((st = sl_store_file_get(x->s, name, 0, &data, &len, err)) != SL_OK) goto out;
+    FILE *f = fopen(tmp, "wb");
+    int ok = f && fwrite(data, 1, len, f) == len;
+    if (f && fclose(f) != 0) ok = 0;
+    free(data);
+    if (!ok || rename(tmp, path) != 0) {
+        st = sl__err_set(err, SL_E_IO, "cannot write %s: %s", path, strerror(errno));
+        remove(tmp);
+    }
+out:
+    free(path);
+    free(tmp);
+    return st;
+}
+
 static sl_status sl__write_product(sl__exp *x, const sl_product *p, const sl_image_ref *imgs, size_t ni, sl_error *err) {
     (void)err;
     json_t *a = p->attrs_json ? json_loads(p->attrs_json, 0, NULL) : NULL;
@@ -131,8 +169,16 @@ static sl_status sl__write_product(sl__exp *x, const sl_product *p, const sl_ima
     char price[64] = "";
     if (p->has_price) sl__price_text(price, sizeof price, p->price);
     for (size_t i = 0; i < ni; i++) {
-        char *abs = realpath(imgs[i].file, NULL);
+        char *abs = x->img_dir ? NULL : realpath(imgs[i].file, NULL);
         const char *img = abs ? abs : imgs[i].file;
+        if (x->img_dir) {
+            /* "images/<sha256>.<ext>": the same name beside the feed */
+            sl_status ws = sl__export_image(x, imgs[i].file, err);
+            if (ws != SL_OK) {
+                json_decref(a);
+                return ws;
+            }
+        }
         if (x->jsonl) {
             json_t *o = json_object();
             json_object_set_new(o, "product_id", json_string(p->id));
@@ -207,6 +253,23 @@ static int sl__export_run(int argc, char **argv) {
     memset(&x, 0, sizeof x);
     x.s = sl_engine_store(e);
     x.jsonl = strcmp(fmt, "jsonl") == 0;
+    if (sl_store_is_shared(x.s)) {
+        if (!o.out) {
+            sl_engine_free(e);
+            return sl__cli_usage_error(argv[0], "a cluster store keeps its images in PostgreSQL: give --out FILE "
+                                       "and they are written to the folder images/ beside it");
+        }
+        const char *slash = strrchr(o.out, '/');
+        size_t n = (slash ? (size_t)(slash - o.out) : 1) + 16;
+        x.img_dir = malloc(n);
+        if (x.img_dir) snprintf(x.img_dir, n, "%.*s/images", slash ? (int)(slash - o.out) : 1, slash ? o.out : ".");
+        if (!x.img_dir || (mkdir(x.img_dir, 0755) != 0 && errno != EEXIST)) {
+            fprintf(stderr, "shoplens export: cannot create %s: %s\n", x.img_dir ? x.img_dir : "images/", strerror(errno));
+            free(x.img_dir);
+            sl_engine_free(e);
+            return SL_EXIT_ERROR;
+        }
+    }
     sl__popts_filter(&o, &x.f);
     sl_error err;
     sl_error_clear(&err);
@@ -247,6 +310,7 @@ static int sl__export_run(int argc, char **argv) {
     sl_engine_free(e);
     for (size_t i = 0; i < x.n_cols; i++) free(x.cols[i]);
     free(x.cols);
+    free(x.img_dir);
     int io_fail = x.out && (ferror(x.out) || fflush(x.out) != 0);
     if (x.out && x.out != stdout && fclose(x.out) != 0) io_fail = 1;
     if (tmp) {
@@ -274,7 +338,8 @@ const sl__cli_cmd sl__cmd_export = {
     "Writes the products (by id; the filters of list apply) as a feed: one row per image, with\n"
     "the columns product_id, image, title, category, price, currency, description, url and one\n"
     "column per attribute (CSV) or the attributes as keys (JSONL). image is the absolute path\n"
-    "of the store's copy of the image. 'shoplens add' reads the file back: into a new store it\n"
+    "of the store's copy of the image (a cluster store: the copy is written to images/ beside\n"
+    "FILE and named relative to it; --out is required). 'shoplens add' reads the file back: into a new store it\n"
     "gives the same catalog; into the same store it changes nothing. CSV holds text, so\n"
     "attributes that are numbers or objects come back as their JSON text; JSONL keeps them.\n"
     "  --format   csv (default, or from --out's extension .jsonl/.ndjson) or jsonl\n"

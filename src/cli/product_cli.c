@@ -179,6 +179,11 @@ int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_on
     eo.read_only = read_only;
     eo.features = o->features;
     eo.index_kind = o->index_kind;
+    /* on a cluster store only the commands that search load the vectors of the whole catalog */
+    static const char *const searchers[] = {"search", "similar", "classify", "dedup", "eval", NULL};
+    int searches = 0;
+    for (int i = 0; searchers[i]; i++) searches |= strcmp(cmd, searchers[i]) == 0;
+    eo.no_index = sl_store_is_url(o->store ? o->store : sl_store_default_dir()) && !searches;
     sl_error err;
     sl_error_clear(&err);
     if (sl_engine_open(o->store, &eo, e, &err) != SL_OK) return sl__cli_fail(cmd, &err);

@@ -20,10 +20,12 @@
 #include "catalog/catalog.h"
 #include "util/util.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 void sl__described_clear(sl__described *d) {
@@ -97,7 +99,7 @@ sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
     size_t dim = sl_features_dim(e->feat);
     sl_index_free(e->idx);
     e->idx = NULL;
-    if (!sl_features_ready(e->feat) || dim == 0) return SL_OK;
+    if (e->no_index || !sl_features_ready(e->feat) || dim == 0) return SL_OK;
     sl_store_counts c;
     sl_status st = sl_store_counts_get(e->store, &c, err);
     if (st != SL_OK) return st;
@@ -143,6 +145,7 @@ static const char *sl__index_storage_tag(const sl_index *idx) {
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
     /* the file is recorded as current only for the generation the memory really reflects */
     if (e->read_only || !e->idx || !e->index_dirty || e->gen < 0) return SL_OK;
+    if (sl_store_is_shared(e->store)) return SL_OK; /* no local file to cache it in */
     char *path = sl_store_path(e->store, "index.bin");
     if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     int64_t gen = e->gen;
@@ -180,7 +183,7 @@ static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
     sl_status st = sl_store_generation(e->store, &gen, err);
     if (st != SL_OK) return st;
     e->gen = gen;
-    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
+    if (e->no_index || !sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
     char *tag = NULL;
     (void)sl_store_meta_get(e->store, "index_storage", &tag, NULL);
     if (sl_store_meta_get(e->store, "index_generation", &ig, NULL) == SL_OK && strtoll(ig, NULL, 10) == gen) {
@@ -209,6 +212,56 @@ char *sl__engine_features_path(sl_engine *e, int64_t version) {
     return sl_store_path(e->store, name);
 }
 
+/* features-<version>.bin: a file of the directory, or a file of the PostgreSQL store (written
+ * through a temporary file: sl_features_save writes only to paths). */
+static sl_status sl__engine_save_features(sl_engine *e, const sl_features *f, int64_t version,
+                                          sl_error *err) {
+    char *path = sl__engine_features_path(e, version);
+    if (path) {
+        sl_status st = sl_features_save(f, path);
+        if (st != SL_OK) sl__err_set(err, st, "saving %s: %s", path, sl_features_errmsg(f));
+        free(path);
+        return st;
+    }
+    const char *tmpdir = getenv("TMPDIR");
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/shoplens-features-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    int fd = mkstemp(tmp);
+    if (fd < 0) return sl__err_set(err, SL_E_IO, "saving the features: cannot create %s: %s", tmp, strerror(errno));
+    close(fd);
+    sl_status st = sl_features_save(f, tmp);
+    void *buf = NULL;
+    size_t len = 0;
+    if (st != SL_OK) sl__err_set(err, st, "saving the features: %s", sl_features_errmsg(f));
+    else st = sl__read_file(tmp, 0, &buf, &len, err);
+    unlink(tmp);
+    char name[48];
+    snprintf(name, sizeof name, "features-%lld.bin", (long long)version);
+    if (st == SL_OK) st = sl_store_file_put(e->store, name, buf, len, err);
+    free(buf);
+    return st;
+}
+
+static sl_status sl__engine_load_features(sl_engine *e, int64_t version, sl_features **f,
+                                          sl_error *err) {
+    char name[48];
+    snprintf(name, sizeof name, "features-%lld.bin", (long long)version);
+    char *path = sl__engine_features_path(e, version);
+    sl_status st;
+    if (path) {
+        st = sl_features_load(path, f, err);
+        if (st != SL_OK) sl__err_prefix(err, "%s", path);
+        free(path);
+        return st;
+    }
+    void *buf = NULL;
+    size_t len = 0;
+    if ((st = sl_store_file_get(e->store, name, 0, &buf, &len, err)) != SL_OK) return st;
+    st = sl_features_parse(buf, len, name, f, err);
+    free(buf);
+    return st;
+}
+
 static sl_status sl__load_features(sl_engine *e, sl_error *err) {
     char *fv = NULL;
     int64_t version = sl_store_meta_get(e->store, "features_version", &fv, NULL) == SL_OK
@@ -217,11 +270,7 @@ static sl_status sl__load_features(sl_engine *e, sl_error *err) {
     sl_features *f = NULL;
     sl_status st;
     if (version > 0) {
-        char *path = sl__engine_features_path(e, version);
-        if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-        st = sl_features_load(path, &f, err);
-        if (st != SL_OK) sl__err_prefix(err, "%s", path);
-        free(path);
+        st = sl__engine_load_features(e, version, &f, err);
     } else {
         st = sl_features_new(e->spec, &f, err);
     }
@@ -247,18 +296,10 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
         sl_features_free(f);
         return st;
     }
-    char *path = sl__engine_features_path(e, version);
-    if (!path) {
-        sl_features_free(f);
-        return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    }
-    if ((st = sl_features_save(f, path)) != SL_OK) {
-        sl__err_set(err, st, "saving %s: %s", path, sl_features_errmsg(f));
-        free(path);
+    if ((st = sl__engine_save_features(e, f, version, err)) != SL_OK) {
         sl_features_free(f);
         return st;
     }
-    free(path);
     *out = f;
     return SL_OK;
 }
@@ -341,6 +382,7 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&e->wmu, NULL);
     e->read_only = o.read_only;
+    e->no_index = o.no_index;
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
     e->verify_top = -1; /* = what the feature spec asks for (verify:n=) */
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
@@ -505,9 +547,10 @@ sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err)
     char *p = sl_store_path(e->store, "index.bin");
     out->index_bytes = sl__fsize(p);
     free(p);
-    p = sl__engine_features_path(e, e->features_version);
-    out->features_bytes = sl__fsize(p);
-    free(p);
+    char fname[48];
+    snprintf(fname, sizeof fname, "features-%lld.bin", (long long)e->features_version);
+    out->features_bytes = sl_store_file_size(e->store, fname);
+    if (out->features_bytes < 0) out->features_bytes = 0;
     p = sl_store_path(e->store, "images");
     out->images_bytes = p ? sl__dir_bytes(p) : 0;
     free(p);
@@ -521,10 +564,7 @@ sl_status sl_engine_missing_files(sl_engine *e, int64_t *missing, sl_error *err)
     size_t n = 0;
     sl_status st = sl_store_all_images(e->store, &refs, &n, err);
     if (st != SL_OK) return st;
-    for (size_t i = 0; i < n; i++) {
-        struct stat sb;
-        *missing += stat(refs[i].file, &sb) != 0 || !S_ISREG(sb.st_mode);
-    }
+    for (size_t i = 0; i < n; i++) *missing += sl_store_file_size(e->store, refs[i].file) < 0;
     sl_image_refs_free(refs, n);
     return SL_OK;
 }
@@ -542,7 +582,11 @@ sl_status sl_engine_thumbnail(sl_engine *e, int64_t image_id, int max_side, void
     memset(&o, 0, sizeof o);
     o.max_side = max_side;
     sl_image *img = NULL;
-    st = sl_image_load_file(r.file, &o, &img, NULL, err);
+    void *bytes = NULL;
+    size_t blen = 0;
+    st = sl_store_file_get(e->store, r.file, SL_IMAGE_MAX_BYTES_DEFAULT, &bytes, &blen, err);
+    if (st == SL_OK) st = sl_image_load_buffer(bytes, blen, &o, &img, NULL, err);
+    free(bytes);
     if (st != SL_OK) {
         /* the id exists: its file is gone or damaged - a problem of the store, not of the call */
         sl__err_prefix(err, "image %lld: its file cannot be read", (long long)image_id);

@@ -49,6 +49,7 @@ struct sl_engine {
     sl_features *feat;       /* never NULL after open; may need training */
     sl_index *idx;           /* NULL until the features have a dimension */
     int read_only;
+    int no_index;            /* opened without an index (sl_engine_opts.no_index) */
     char spec[512];
     char index_kind[16];     /* "flat", "hnsw" or "auto" as recorded */
     int64_t gen;             /* store generation the in-memory index reflects; -1 when another
@@ -76,6 +77,8 @@ typedef struct sl__described {
     void *local;             /* serialized local features or NULL */
     size_t local_len;
     int64_t reuse;           /* > 0: an existing image of the product with this hash */
+    int64_t id;              /* > 0: the id the new image gets (a cluster assigns it when the
+                                job is queued); 0: the store assigns one */
     char file[SL__IMAGE_FILE_MAX]; /* the store's copy ("images/<sha256>.<ext>"), unless reuse */
     /* how to write the copy again if a deleter removed it before the row committed (see
      * sl__engine_commit_product): its bytes (borrowed, may be NULL), else the original file */

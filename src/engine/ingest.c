@@ -22,6 +22,7 @@
  */
 #include "engine/engine_internal.h"
 #include "catalog/catalog.h"
+#include "catalog/pg.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -43,6 +44,8 @@ typedef struct sl__task {
     sl_status st;
     char *msg;
     sl__described d;
+    void *bytes;            /* cluster store: the image's bytes for the job (NULL when kept) */
+    size_t len;
 } sl__task;
 
 typedef struct sl__prod {
@@ -59,6 +62,9 @@ typedef struct sl__ingest {
     sl_engine *e;
     int dry_run;            /* decode only, write nothing */
     int no_describe;        /* dry run, or the training failed: read + decode only */
+    int enqueue;            /* a cluster store: products go to the job queue for the workers */
+    int64_t batch;          /* ... as this batch */
+    size_t queued;          /* jobs queued */
     const char *train_error;/* why the training failed (rows are reported with it) */
     sl__task *tasks;
     size_t n_tasks;
@@ -367,6 +373,15 @@ static void sl__run_task(sl__ingest *in, sl__task *t) {
     const sl__prod *p = &in->prods[t->prod];
     for (size_t i = 0; i < p->n_old; i++)
         if (sl__image_same_bytes(&p->old[i], t->d.hash)) t->d.reuse = p->old[i].id;
+    if (in->enqueue) { /* the workers decode and describe */
+        if (!t->d.reuse) {
+            t->bytes = buf;
+            t->len = len;
+            buf = NULL;
+        }
+        free(buf);
+        return;
+    }
     if (!t->d.reuse) {
         sl_image *img = NULL;
         sl_image_info info;
@@ -436,10 +451,94 @@ static sl_status sl__train_on_paths(sl_engine *e, char **paths, size_t n, size_t
 
 /* ---- the ingest ---------------------------------------------------------------------------- */
 
+static sl_status sl__status_named(const char *name) {
+    for (int s = 0; s >= SL_E_INTERRUPTED; s--)
+        if (strcmp(sl_status_name(s), name) == 0) return (sl_status)s;
+    return SL_E_IO;
+}
+
+/* Seconds a cluster ingest waits for its jobs with no live worker before it gives up (the jobs
+ * stay queued). */
+#define SL__INGEST_NO_WORKER_S 30.0
+
+/* Nonzero when some worker's heartbeat is recent. */
+static int sl__workers_alive(sl_store *s) {
+    sl__pg *p = sl__store_pg(s);
+    sl__pgc *c = sl__pg_acquire_reader(p);
+    sl__node_row *v = NULL;
+    size_t n = 0;
+    int alive = 0;
+    if (sl__nodes_list(c, &v, &n, NULL) == SL_OK)
+        for (size_t i = 0; i < n; i++) alive |= strcmp(v[i].role, "worker") == 0 && v[i].age_s < 10.0;
+    else
+        alive = 1; /* cannot tell: keep waiting */
+    sl__pg_release(p, c);
+    sl__node_rows_free(v, n);
+    return alive;
+}
+
+/* Cluster store: waits until the workers finished every job of the batch (progress counts them
+ * on top of `settled`, the products that needed no job), then counts their outcomes. */
+static sl_status sl__ingest_wait(sl__ingest *in, const sl_ingest_opts *o, size_t settled, double t1,
+                                 sl_ingest_report *rep, sl_error *err) {
+    sl_store *s = in->e->store;
+    double seen_worker = sl__now(), checked = 0;
+    sl_status st = SL_OK;
+    for (;;) {
+        sl__batch_status bs;
+        st = sl__jobs_batch_status(s, in->batch, &bs, err);
+        if (st == SL_E_BUSY) { /* PostgreSQL restarting: the jobs are safe, keep waiting */
+            (void)sl__jobs_wait(s, "shoplens_done", 1.0);
+            continue;
+        }
+        if (st != SL_OK) return st;
+        size_t fin = (size_t)(bs.done + bs.failed);
+        if (o->progress) o->progress(o->progress_ctx, settled + fin, in->n_prods, sl__now() - t1);
+        if (fin >= (size_t)bs.total) break;
+        if (o->cancel && *o->cancel)
+            return sl__err_set(err, SL_E_INTERRUPTED, "stopped waiting after %zu of %zu products; the other %lld "
+                               "stay queued and the workers finish them ('shoplens info' shows the queue)",
+                               settled + fin, in->n_prods, (long long)(bs.total - (int64_t)fin));
+        double now = sl__now();
+        if (now - checked >= 2.0) {
+            checked = now;
+            if (sl__workers_alive(s)) seen_worker = now;
+            else if (now - seen_worker >= SL__INGEST_NO_WORKER_S)
+                return sl__err_set(err, SL_E_STATE, "no worker has been alive for %.0f s: %lld products wait in the "
+                                   "queue (they stay queued); start 'shoplens worker --store %s' on any machine",
+                                   SL__INGEST_NO_WORKER_S, (long long)(bs.total - (int64_t)fin), sl_store_dir(s));
+        }
+        (void)sl__jobs_wait(s, "shoplens_done", 0.5);
+    }
+    sl__job_result *res = NULL;
+    size_t n = 0;
+    if ((st = sl__jobs_batch_results(s, in->batch, &res, &n, err)) != SL_OK) return st;
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        const sl__job_result *r = &res[i];
+        if (r->state == SL__JOB_FAILED) {
+            if (sl__report_fail(rep, r->row, r->product_id, r->file, sl__status_named(r->status), r->message) != SL_OK)
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            continue;
+        }
+        if (r->outcome == SL__JOB_UNCHANGED) {
+            rep->skipped++;
+            continue;
+        }
+        int upd = r->outcome == SL__JOB_UPDATED;
+        if (upd) rep->updated++;
+        else rep->added++;
+        if (sl__idlist_add(upd ? &rep->updated_ids : &rep->added_ids, r->product_id) != 0)
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    sl__job_results_free(res, n);
+    return st;
+}
+
 static void sl__ingest_free(sl__ingest *in) {
     for (size_t i = 0; i < in->n_tasks; i++) {
         free(in->tasks[i].path);
         free(in->tasks[i].msg);
+        free(in->tasks[i].bytes);
         sl__described_clear(&in->tasks[i].d);
     }
     free(in->tasks);
@@ -476,9 +575,11 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
     /* distinct hashes, feed order */
     sl__described *d = sl__callocarray(p->n_tasks + 1, sizeof *d);
     const char **src = sl__callocarray(p->n_tasks + 1, sizeof *src);
-    if (!d || !src) {
+    size_t *from = sl__callocarray(p->n_tasks + 1, sizeof *from);
+    if (!d || !src || !from) {
         free(d);
         free(src);
+        free(from);
         return sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     size_t n = 0;
@@ -488,6 +589,7 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
         if (dup) continue;
         d[n] = t[i].d; /* shallow: ownership stays with the task */
         src[n] = t[i].path;
+        from[n] = i;
         n++;
     }
     int same = p->exists && sl__product_equal(&p->cur, &p->meta) && n == p->n_old;
@@ -495,6 +597,23 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
     sl_status st = SL_OK;
     if (same) {
         rep->skipped++;
+    } else if (in->enqueue) {
+        /* the workers commit it; the outcome is counted when they are done */
+        sl__job_image *ji = sl__callocarray(n + 1, sizeof *ji);
+        if (!ji) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t i = 0; ji && i < n; i++) {
+            const sl__task *ti = &t[from[i]];
+            ji[i].row = ti->row;
+            ji[i].source = ti->path;
+            memcpy(ji[i].hash, ti->d.hash, sizeof ji[i].hash);
+            ji[i].size = ti->d.size;
+            ji[i].data = ti->d.reuse ? NULL : ti->bytes;
+            ji[i].len = ti->d.reuse ? 0 : ti->len;
+        }
+        if (st == SL_OK) st = sl__jobs_add(in->e->store, in->batch, &p->meta, ji, n, err);
+        if (st == SL_OK) in->queued++;
+        for (size_t i = 0; st == SL_OK && i < n; i++) rep->images_extracted += ji[i].data != NULL;
+        free(ji);
     } else {
         if (!in->dry_run) {
             for (size_t i = 0; i < n; i++) rep->images_extracted += d[i].reuse == 0;
@@ -509,8 +628,13 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
     }
     free(d);
     free(src);
+    free(from);
     /* results are no longer needed */
-    for (size_t i = 0; i < p->n_tasks; i++) sl__described_clear(&t[i].d);
+    for (size_t i = 0; i < p->n_tasks; i++) {
+        sl__described_clear(&t[i].d);
+        free(t[i].bytes);
+        t[i].bytes = NULL;
+    }
     return st;
 }
 
@@ -681,6 +805,15 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
             st = SL_OK;
         }
     }
+    /* a cluster store: the products go to the job queue, the cluster's workers describe them */
+    if (!in.dry_run && !in.train_error && sl_store_is_shared(e->store)) {
+        char label[512];
+        char host[64] = "";
+        (void)gethostname(host, sizeof host - 1);
+        snprintf(label, sizeof label, "%s %.300s (%s pid %d)", o.sync ? "sync" : "add", catalog_path, host, (int)getpid());
+        if ((st = sl__jobs_batch_new(e->store, label, &in.batch, err)) != SL_OK) goto out;
+        in.enqueue = 1;
+    }
     /* extraction workers + in-order commits */
     pthread_mutex_init(&in.mu, NULL);
     pthread_cond_init(&in.cv, NULL);
@@ -714,7 +847,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         pthread_mutex_unlock(&in.mu);
         double now = sl__now();
         if (o.progress && (now - last >= 0.1 || p + 1 == in.n_prods)) {
-            o.progress(o.progress_ctx, p + 1, in.n_prods, now - t1);
+            o.progress(o.progress_ctx, p + 1 - in.queued, in.n_prods, now - t1); /* queued: not done yet */
             last = now;
         }
     }
@@ -727,6 +860,8 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (!in.dry_run) sl__engine_gc(e);
     pthread_cond_destroy(&in.cv);
     pthread_mutex_destroy(&in.mu);
+    if (st == SL_OK && in.enqueue && in.queued)
+        st = sl__ingest_wait(&in, &o, in.n_prods - in.queued, t1, rep, err);
     if (st == SL_OK && o.sync) {
         if (in.dry_run) {
             for (size_t i = 0; i < n_gone && st == SL_OK; i++)
@@ -765,6 +900,9 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    if (sl_store_is_shared(e->store))
+        return sl__err_set(err, SL_E_UNSUPPORTED, "retraining a cluster store is not supported yet: "
+                           "create a new cluster store and add the catalog again (docs/cluster.md)");
     pthread_mutex_lock(&e->wmu);
     double t0 = sl__now();
     sl_image_ref *refs = NULL;

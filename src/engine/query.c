@@ -265,6 +265,7 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
     int k = sl__k_of(q), offset = 0;
     sl_status st = sl__offset_of(q, k, &offset, err);
     if (st != SL_OK) return st;
+    if (e->no_index) return sl__err_set(err, SL_E_STATE, "this engine was opened without an index");
     if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
     uint64_t *allowed = NULL;
     size_t n_allowed = 0;

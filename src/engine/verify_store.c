@@ -60,11 +60,11 @@ static sl_status sl__found(sl_verify_report *r, sl_error *err, const char *kind,
     return SL_OK;
 }
 
-/* SHA-256 of a file, or -1 when it cannot be read. */
-static int sl__file_sha256(const char *path, char hex[65]) {
+/* SHA-256 of a store file, or -1 when it cannot be read. */
+static int sl__file_sha256(sl_store *s, const char *path, char hex[65]) {
     void *buf = NULL;
     size_t len = 0;
-    if (sl__read_file(path, 0, &buf, &len, NULL) != SL_OK) return -1;
+    if (sl_store_file_get(s, path, 0, &buf, &len, NULL) != SL_OK) return -1;
     sl__sha256_buffer(buf, len, hex);
     free(buf);
     return 0;
@@ -112,7 +112,7 @@ static int sl__redescribe(sl_engine *e, const sl_image_ref *ref) {
     float *vec = NULL;
     sl_image *img = NULL;
     int ok = 0;
-    if (sl__read_file(ref->file, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, NULL) == SL_OK &&
+    if (sl_store_file_get(e->store, ref->file, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, NULL) == SL_OK &&
         sl__engine_decode(e, buf, len, &img, NULL, NULL) == SL_OK &&
         sl__engine_describe(e, img, &vec, &local, &llen, NULL) == SL_OK &&
         sl_store_begin(e->store, NULL) == SL_OK)
@@ -144,8 +144,7 @@ static sl_status sl__check_images(sl_engine *e, const sl_verify_opts *o, sl_veri
         char subject[64];
         snprintf(subject, sizeof subject, "image %lld", (long long)ref->id);
         /* the file */
-        struct stat sb;
-        int here = stat(ref->file, &sb) == 0 && S_ISREG(sb.st_mode);
+        int here = sl_store_file_size(e->store, ref->file) >= 0;
         r->files_checked++;
         const char *base = strrchr(ref->file, '/');
         base = base ? base + 1 : ref->file;
@@ -163,7 +162,7 @@ static sl_status sl__check_images(sl_engine *e, const sl_verify_opts *o, sl_veri
             if (st != SL_OK) break;
         } else if (!o->quick) {
             char hex[65];
-            if (sl__file_sha256(ref->file, hex) != 0 || strncmp(hex, base, 64) != 0) {
+            if (sl__file_sha256(e->store, ref->file, hex) != 0 || strncmp(hex, base, 64) != 0) {
                 int fixed = o->repair && sl__recopy(e, ref);
                 st = sl__found(r, err, "damaged_file", fixed, subject,
                                "product %s: the bytes of %s do not match its name (SHA-256 %.16s...)%s",
@@ -190,9 +189,9 @@ static sl_status sl__check_images(sl_engine *e, const sl_verify_opts *o, sl_veri
                            ref->product_id, why, e->spec, dim, fixed ? ": described again from its file" : "");
             continue;
         }
-        if (dim && (!e->idx || !sl_index_contains(e->idx, (uint64_t)ref->id))) not_indexed++;
+        if (dim && !e->no_index && (!e->idx || !sl_index_contains(e->idx, (uint64_t)ref->id))) not_indexed++;
     }
-    if (st == SL_OK && dim) {
+    if (st == SL_OK && dim && !e->no_index) {
         uint64_t in_index = e->idx ? sl_index_count(e->idx) : 0;
         if (not_indexed || in_index != (uint64_t)n) {
             if (o->repair) *reindex = 1;

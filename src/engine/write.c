@@ -69,34 +69,12 @@ sl_status sl__engine_copy_bytes(const sl_engine *e, const void *data, size_t len
     return SL_OK;
 }
 
-/* <store>/<file> exists as a regular file of len bytes. */
-static int sl__copy_present(sl_engine *e, const char *file, size_t len) {
-    char *path = sl_store_path(e->store, file);
-    struct stat sb;
-    int ok = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode) && (size_t)sb.st_size == len;
-    free(path);
-    return ok;
-}
-
 sl_status sl__engine_write_copy(sl_engine *e, const void *copy, size_t len, const char *ext,
                                 char file[SL__IMAGE_FILE_MAX], sl_error *err) {
     char hash[65];
     sl__sha256_buffer(copy, len, hash);
     sl__image_file_name(file, hash, ext);
-    if (sl__copy_present(e, file, len)) return SL_OK;
-    char *dir = sl_store_path(e->store, "images");
-    if (!dir) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    if (mkdir(dir, 0755) != 0 && errno != EEXIST) {
-        sl_status st = sl__err_set(err, SL_E_IO, "mkdir %s: %s", dir, strerror(errno));
-        free(dir);
-        return st;
-    }
-    free(dir);
-    char *path = sl_store_path(e->store, file);
-    if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    sl_status st = sl__write_file_atomic(path, copy, len, err);
-    free(path);
-    return st;
+    return sl_store_file_put(e->store, file, copy, len, err);
 }
 
 sl_status sl__engine_keep_copy(sl_engine *e, const void *data, size_t len,
@@ -124,11 +102,7 @@ void sl__engine_gc(sl_engine *e) { (void)sl_store_gc(e->store, NULL, NULL); }
 
 /* Inside the product's transaction: the copy of a new image is there, or is written again. */
 static sl_status sl__ensure_copy(sl_engine *e, const sl__described *d, sl_error *err) {
-    char *path = sl_store_path(e->store, d->file);
-    struct stat sb;
-    int here = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-    free(path);
-    if (here) return SL_OK;
+    if (sl_store_file_size(e->store, d->file) >= 0) return SL_OK;
     char again[SL__IMAGE_FILE_MAX] = "";
     sl_status st;
     const char *ext = strrchr(d->file, '.');
@@ -181,11 +155,18 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
         for (size_t j = 0; j < n; j++) {
             if (imgs[j].reuse > 0) continue;
             int64_t id = 0;
-            if ((st = sl__ensure_copy(e, &imgs[j], err)) != SL_OK ||
-                (st = sl_store_add_image(e->store, p->id, sources[j], imgs[j].hash, imgs[j].size,
-                                         imgs[j].file, imgs[j].vec, imgs[j].vec ? dim : 0,
-                                         imgs[j].local, imgs[j].local_len, &id, err)) != SL_OK)
-                goto fail;
+            if ((st = sl__ensure_copy(e, &imgs[j], err)) != SL_OK) goto fail;
+            if (imgs[j].id > 0) {
+                id = imgs[j].id;
+                st = sl_store_put_image(e->store, id, p->id, sources[j], imgs[j].hash, imgs[j].size,
+                                        imgs[j].file, imgs[j].vec, imgs[j].vec ? dim : 0, imgs[j].local,
+                                        imgs[j].local_len, err);
+            } else {
+                st = sl_store_add_image(e->store, p->id, sources[j], imgs[j].hash, imgs[j].size,
+                                        imgs[j].file, imgs[j].vec, imgs[j].vec ? dim : 0,
+                                        imgs[j].local, imgs[j].local_len, &id, err);
+            }
+            if (st != SL_OK) goto fail;
             added[j] = id;
             n_added++;
         }
@@ -204,7 +185,7 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
             for (size_t j = 0; j < n && ist == SL_OK && added; j++)
                 if (added[j] > 0 && imgs[j].vec) ist = sl_index_add(e->idx, (uint64_t)added[j], imgs[j].vec);
             e->index_dirty = 1;
-        } else if (n_added > 0) {
+        } else if (n_added > 0 && !e->no_index) {
             ist = SL_E_STATE;
         }
         /* The store is committed: bring the index back in line whatever happened. */
