@@ -39,7 +39,7 @@ set +e; "$BIN" worker --store "$work/single" >"$work/o" 2>"$work/e"; rc=$?; set 
 
 # ---- distributed ingest; a worker killed in the middle of a job ---------------------------------
 cl_bg wA "$BIN" worker --store "$PGURL" --name wA; pidA=$CL_PID
-cl_bg wB "$BIN" worker --store "$PGURL" --name wB
+cl_bg wB "$BIN" worker --store "$PGURL" --name wB; pidB=$CL_PID
 cl_bg add "$BIN" add "$work/cat/catalog.csv" --store "$PGURL" --json; pid_add=$CL_PID
 # wA holds a job from its claim to its commit; its attempt row says which (tests/cluster/lib.sh)
 a_busy() { [ -n "$(cl_sql "SELECT job_id FROM shoplens.job_attempts WHERE worker = 'wA' LIMIT 1")" ]; }
@@ -94,8 +94,168 @@ for q in "$work"/cat/queries/*/0.jpg; do
 done
 say "searches through the cluster store equal the single-node store's"
 
-"$BIN" remove P000023 --store "$PGURL" --quiet
-[ "$(cl_sql "SELECT count(*) FROM shoplens.products")" = 23 ] || fail "remove"
 "$BIN" verify --store "$PGURL" --quiet || fail "verify of the cluster store"
+
+# ---- 3 shards x 2 replicas and a router ------------------------------------------------------------
+. "$CL_SRC/tests/server/lib.sh"
+declare -A NURL NPID
+start_node() { # start_node NAME serve-options...
+  local nm=$1; shift
+  cl_bg "$nm" "$BIN" serve --store "$PGURL" --name "$nm" --listen 127.0.0.1:0 --threads 2 "$@"
+  NPID[$nm]=$CL_PID
+}
+node_url() { NURL[$1]=$(sl_serve_url "$work/$1.log" "${NPID[$1]}") || fail "node $1 did not start"; }
+NODES="s0r0 s0r1 s1r0 s1r1 s2r0 s2r1"
+for nm in $NODES; do start_node "$nm" --shard "${nm:1:1}/3" --data "$work/data/$nm"; done
+start_node router --router
+for nm in $NODES router; do node_url "$nm"; done
+# caught_up [N]: N search nodes alive (default 6), every one at the log head
+caught_up() {
+  "$BIN" info --store "$PGURL" --json > "$work/ci.json" 2>/dev/null || return 1
+  python3 - "$work/ci.json" "${1:-6}" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["cluster"]
+s = [n for n in d["nodes"] if n["role"] == "search" and n["alive"]]
+sys.exit(0 if len(s) == int(sys.argv[2]) and all(n["log_pos"] == d["log_head"] for n in s) else 1)
+PY
+}
+cl_poll 300 caught_up || fail "the search nodes did not come up to the log head: $(cat "$work/ci.json")"
+say "6 search nodes and a router are up"
+
+# same SIG: the product ids, scores, image ids and inliers of two answers (CLI or API JSON) agree
+same_results() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+a, b = (json.load(open(f)) for f in sys.argv[1:3])
+key = lambda d: [(r["product_id"], round(r["score"], 6), r["image_id"], r["inliers"]) for r in d["results"]]
+if key(a) != key(b):
+    print("single:", key(a)); print("cluster:", key(b)); sys.exit(1)
+if b.get("partial", False):
+    print("partial answer:", b); sys.exit(1)
+PY
+}
+urls=(${NURL[router]} ${NURL[s0r0]} ${NURL[s1r1]} ${NURL[s2r0]})
+i=0
+for q in "$work"/cat/queries/*/0.jpg; do
+  u=${urls[$((i % ${#urls[@]}))]}; i=$((i + 1))
+  "$BIN" search "$q" --store "$work/single" -k 5 --json > "$work/s1.json"
+  curl -s -F "image=@$q" "$u/v1/search?k=5" > "$work/s2.json"
+  same_results "$work/s1.json" "$work/s2.json" || fail "search $q on $u differs from the single-node store"
+done
+q=$work/cat/queries/P000007/0.jpg
+"$BIN" search "$q" --store "$work/single" -k 3 --offset 2 --category "$(cl_json "$work/show1.json" 'd["category"]')" --json > "$work/s1.json"
+curl -s -F "image=@$q" "${NURL[router]}/v1/search?k=3&offset=2&category=$(cl_json "$work/show1.json" 'd["category"]')" > "$work/s2.json"
+same_results "$work/s1.json" "$work/s2.json" || fail "filtered page differs"
+"$BIN" similar P000005 --store "$work/single" -k 5 --json > "$work/s1.json"
+curl -s "${NURL[s1r0]}/v1/products/P000005/similar?k=5" > "$work/s2.json"
+same_results "$work/s1.json" "$work/s2.json" || fail "similar differs"
+"$BIN" classify "$q" --store "$work/single" --json > "$work/c1.json"
+curl -s -F "image=@$q" "${NURL[s2r1]}/v1/classify" > "$work/c2.json"
+[ "$(cl_json "$work/c1.json" 'd["category"], round(d["confidence"], 6)')" = "$(cl_json "$work/c2.json" 'd["category"], round(d["confidence"], 6)')" ] ||
+  fail "classify differs: $(cat "$work/c1.json") / $(cat "$work/c2.json")"
+say "searches, a filtered page, similar and classify equal the single-node store's on every node"
+
+# ---- kill -9 of a replica under search load --------------------------------------------------------
+python3 "$CL_SRC/tests/cluster/load.py" --urls "${NURL[router]},${NURL[s0r0]},${NURL[s2r1]}" --images "$work/cat/queries" \
+  --seconds 9 --threads 3 --out "$work/load1.jsonl" > "$work/load1.out" &
+load_pid=$!
+sleep 3
+kill -KILL "${NPID[s1r0]}"; t_kill=$(date +%s.%N)
+wait "$load_pid" || fail "the load generator failed"
+python3 - "$work/load1.jsonl" "$t_kill" <<'PY' || fail "searches while a replica was killed: see above"
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+t = float(sys.argv[2])
+bad = [r for r in rs if r["status"] != 200 or r["partial"]]
+late = [r for r in bad if r["t"] > t + 2.0]
+print("e2e_cluster: %d searches under load, %d during the switch failed or were partial, %d after" % (len(rs), len(bad), len(late)))
+for r in bad[:5]: print("  ", r)
+before = [r for r in rs if r["t"] < t]
+sys.exit(0 if len(rs) >= 10 and before and len(bad) <= 3 and not late and any(r["t"] > t + 2.0 for r in rs) else 1)
+PY
+
+# ---- a node restarted after writes catches up from its copy --------------------------------------
+kill -KILL "${NPID[s2r1]}"
+wait "${NPID[s2r1]}" 2>/dev/null || true
+shard_of() { python3 -c 'import sys
+h = 1469598103934665603
+for c in sys.argv[1].encode(): h = ((h ^ c) * 1099511628211) & (2**64 - 1)
+print((h >> 33) % int(sys.argv[2]))' "$1" 3; }
+new=""
+for n in $(seq 1 40); do id="NEW$n"; [ "$(shard_of "$id")" = 2 ] && { new=$id; break; }; done
+[ -n "$new" ] || fail "no id of shard 2"
+gone=""
+for id in P000020 P000021 P000022 P000023 P000019 P000018; do [ "$(shard_of "$id")" = 2 ] && { gone=$id; break; }; done
+[ -n "$gone" ] || fail "no catalog product of shard 2"
+code=$(curl -s -o "$work/put.json" -w '%{http_code}' -X PUT -F 'metadata={"title":"A new cap","category":"caps"}' \
+  -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[router]}/v1/products/$new")
+[ "$code" = 201 ] || [ "$code" = 200 ] || fail "PUT $new: $code $(cat "$work/put.json")"
+code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "${NURL[s0r1]}/v1/products/$gone")
+[ "$code" = 204 ] || [ "$code" = 200 ] || fail "DELETE $gone: $code"
+# acknowledged = durable in PostgreSQL before the answer
+[ "$(cl_sql "SELECT count(*) FROM shoplens.products WHERE id = '$new'")" = 1 ] || fail "PUT answered before its commit"
+start_node s2r1 --shard 2/3 --data "$work/data/s2r1"
+node_url s2r1
+grep -q "catching up" "$work/s2r1.log" && ! grep -q "copied" "$work/s2r1.log" ||
+  fail "the restarted node did not go on from its copy: $(cat "$work/s2r1.log")"
+cl_poll 300 caught_up 5 || fail "the restarted node did not catch up: $(cat "$work/ci.json")"
+# shard 2 is now served by the restarted node alone
+kill -KILL "${NPID[s2r0]}"
+curl -s -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[router]}/v1/search?k=3" > "$work/s.json"
+[ "$(cl_json "$work/s.json" 'd["results"][0]["product_id"], d["partial"]')" = "('$new', False)" ] ||
+  fail "the write did not reach the restarted replica: $(cat "$work/s.json")"
+curl -s -F "image=@$work/cat/queries/$gone/0.jpg" "${NURL[router]}/v1/search?k=24" > "$work/s.json"
+[ "$(cl_json "$work/s.json" '"'"$gone"'" in [r["product_id"] for r in d["results"]]')" = False ] || fail "$gone is still found"
+say "a replica restarted after writes caught up from its copy ($new added, $gone removed)"
+start_node s1r0 --shard 1/3 --data "$work/data/s1r0"
+start_node s2r0 --shard 2/3 --data "$work/data/s2r0"
+node_url s1r0
+node_url s2r0
+cl_poll 300 caught_up || fail "the nodes did not come back: $(cat "$work/ci.json")"
+
+# ---- PostgreSQL restarted: searches go on, nodes and workers reconnect by themselves ----------------
+python3 "$CL_SRC/tests/cluster/load.py" --urls "${NURL[router]},${NURL[s1r1]}" --images "$work/cat/queries" \
+  --seconds 30 --threads 2 --stop-file "$work/stop" --out "$work/load2.jsonl" > "$work/load2.out" &
+load_pid=$!
+sleep 1
+cl_pg stop
+sleep 2
+cl_pg start > /dev/null
+touch "$work/stop"
+wait "$load_pid" || fail "the load generator failed"
+python3 - "$work/load2.jsonl" <<'PY' || fail "searches while PostgreSQL restarted"
+import json, sys
+rs = [json.loads(l) for l in open(sys.argv[1])]
+bad = [r for r in rs if r["status"] != 200 or r["partial"]]
+print("e2e_cluster: %d searches while PostgreSQL restarted, %d failed" % (len(rs), len(bad)))
+for r in bad[:5]: print("  ", r)
+sys.exit(0 if len(rs) >= 5 and not bad else 1)
+PY
+cl_poll 300 caught_up || fail "the nodes did not reconnect: $(cat "$work/ci.json")"
+code=$(curl -s -o "$work/put.json" -w '%{http_code}' -X PATCH -H 'Content-Type: application/merge-patch+json' \
+  --data '{"title":"After the restart"}' "${NURL[s1r1]}/v1/products/$new")
+[ "$code" = 200 ] || fail "PATCH after the restart: $code $(cat "$work/put.json")"
+cl_poll 300 caught_up || fail "the PATCH did not reach the nodes"
+curl -s -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[s0r0]}/v1/search?k=1" > "$work/s.json"
+[ "$(cl_json "$work/s.json" 'd["results"][0]["title"]')" = "After the restart" ] || fail "PATCH not searched: $(cat "$work/s.json")"
+# the worker wB still runs: a feed added after the restart is described by it
+head -1 "$work/cat/catalog.csv" > "$work/more.csv"
+grep '^P000023,' "$work/cat/catalog.csv" | sed 's/^P000023,/P000099,/' >> "$work/more.csv"
+sed -i "s#,images/#,$work/cat/images/#" "$work/more.csv"
+"$BIN" add "$work/more.csv" --store "$PGURL" --json > "$work/more.json" || fail "add after the restart: $(cat "$work/more.json")"
+[ "$(cl_json "$work/more.json" 'd["added"]')" = 1 ] || fail "add after the restart: $(cat "$work/more.json")"
+grep -q "wB P000099 added" "$work/wB.log" || fail "worker wB did not reconnect: $(tail -5 "$work/wB.log")"
+say "PostgreSQL restarted: searches answered throughout; nodes and workers reconnected"
+
+# ---- every process stops cleanly on SIGTERM (and, under the sanitizers, without a report) ---------
+for nm in $NODES router; do kill -TERM "${NPID[$nm]}"; done
+kill -TERM "$pidB"
+for nm in $NODES router; do
+  rc=0; wait "${NPID[$nm]}" || rc=$?
+  [ $rc = 0 ] || fail "node $nm exited $rc on SIGTERM"
+done
+rc=0; wait "$pidB" || rc=$?
+[ $rc = 0 ] || fail "worker wB exited $rc on SIGTERM"
+! grep -l -E "Sanitizer|runtime error" "$work"/*.log || fail "sanitizer reports above"
 
 say "ok"

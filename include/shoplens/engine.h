@@ -426,6 +426,99 @@ void sl_verify_report_free(sl_verify_report *r);
 sl_status sl_engine_verify(sl_engine *e, const sl_verify_opts *opts, sl_verify_report *r,
                            sl_error *err);
 
+/* ---- a cluster's search nodes (shoplens/cluster.h, docs/cluster.md) ---------------------------
+ * A search node keeps its shard in a local store and answers the two phases of a distributed
+ * search; the router describes the query, merges and slices. Merged, the phases give exactly
+ * what sl_engine_search gives on one store holding every shard (same features, exact index):
+ * phase 1 returns each shard's best `candidates` images per query vector (the depth the whole
+ * search would use, since they may all come from one shard), the router keeps the best
+ * `candidates` of all shards (ties by ascending image id) and flags the first `verify_top` of
+ * them; phase 2 re-ranks exactly those on their shards and returns each shard's best products. */
+
+/* An image of a product as the cluster's system of record holds it. */
+typedef struct sl_replica_image {
+    int64_t id;                 /* the cluster's image id (kept by the replica) */
+    const char *source;
+    const char *hash;           /* SHA-256 of the bytes as ingested */
+    int64_t size;
+    const char *file;           /* the store copy's name ("images/<sha256>.<ext>"; the replica
+                                   does not hold the file: the cluster store does) */
+    const float *vec;           /* dim floats (NULL: none) */
+    size_t dim;
+    const void *local;          /* serialized local features (NULL/0: none) */
+    size_t local_len;
+} sl_replica_image;
+
+/* A product's state: its metadata and exactly these images, or removed. */
+typedef struct sl_replica_product {
+    const char *id;
+    int removed;
+    const sl_product *product;  /* when not removed */
+    const sl_replica_image *images;
+    size_t n;
+} sl_replica_product;
+
+/* Writes n product states into the engine's local store in one transaction, together with the
+ * meta key/value (the change log position they reflect; key may be NULL), and updates the
+ * index: afterwards the store holds each product exactly as given (idempotent). Images keep
+ * the ids given. Errors: SL_E_STATE (a cluster store, read-only, or vectors of another
+ * dimension than the features'), store errors (nothing applied). */
+sl_status sl_engine_replicate(sl_engine *e, const sl_replica_product *v, size_t n,
+                              const char *meta_key, const char *meta_value, sl_error *err);
+
+/* The depths of a search with q on this engine: candidate images per query vector and how many
+ * of the best are verified geometrically (0 when the features do not verify). SL_E_INVALID for
+ * a bad k / offset (as sl_engine_search). */
+sl_status sl_engine_plan(sl_engine *e, const sl_query *q, size_t *candidates, size_t *verify_top,
+                         sl_error *err);
+
+/* The version of the features the engine uses (meta "features_version"; 0 before training). */
+int64_t sl_engine_features_version(sl_engine *e);
+
+/* Describes a query image with the engine's features: *vec (dim floats, malloc'ed; NULL when the
+ * features are not trained yet), *local (serialized local features, malloc'ed; NULL when the
+ * features do not verify or the image has none), *features_version the features used. */
+sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
+                             void **local, size_t *local_len, int64_t *features_version,
+                             sl_error *err);
+/* The query of "similar products": the stored vectors of the product's images (*n rows of *dim
+ * floats in *vecs, malloc'ed) and their serialized local features ((*locals)[i] malloc'ed or
+ * NULL, lengths in (*local_lens)[i]; free with sl_engine_product_query_free). SL_E_NOT_FOUND. */
+sl_status sl_engine_product_query(sl_engine *e, const char *product_id, float **vecs, size_t *n,
+                                  size_t *dim, void ***locals, size_t **local_lens, sl_error *err);
+void sl_engine_product_query_free(float *vecs, void **locals, size_t *local_lens, size_t n);
+
+/* One candidate image of phase 1 / 2. */
+typedef struct sl_candidate {
+    int64_t image_id;
+    double score;               /* the index's score */
+    int verify;                 /* phase 2: verify it geometrically */
+} sl_candidate;
+
+/* Phase 1 on a shard: for each of nq query vectors (nq x dim floats) the best `candidates`
+ * images of this engine that pass q's filters (q's text only when it restricts), never an image
+ * of product `exclude` (may be NULL), best first with ties by ascending image id. lists[i]
+ * receives a malloc'ed array of counts[i] entries. SL_E_STATE when dim is not the features'. */
+sl_status sl_engine_candidates(sl_engine *e, const float *vecs, size_t nq, size_t dim,
+                               const sl_query *q, const char *exclude, size_t candidates,
+                               sl_candidate **lists, size_t *counts, sl_error *err);
+/* Frees lists[0..nq) of sl_engine_candidates (not the arrays themselves) and zeroes counts. */
+void sl_candidate_lists_clear(sl_candidate **lists, size_t *counts, size_t nq);
+/* Phase 2 on a shard: re-ranks the candidates of each query vector i (lists[i], in the merged
+ * order, with their verify flags) with its serialized local features (locals[i], NULL for
+ * none), keeps each product's best image, applies q's text boost and returns this shard's best
+ * `depth` products (score, then product id) with their metadata. Candidates unknown here are
+ * skipped. */
+sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                           size_t nq, sl_candidate *const *lists, const size_t *counts,
+                           const sl_query *q, size_t depth, sl_matches *out, sl_error *err);
+/* Orders matches best first as a search does (score, then product id) and keeps ranks
+ * offset+1 .. offset+k of them (q's k and offset): the router's merge. */
+void sl_matches_merge_slice(sl_matches *m, const sl_query *q);
+/* The category vote of sl_engine_classify from its k nearest products (already searched). */
+sl_status sl_classification_from_matches(const sl_matches *m, sl_classification *out,
+                                         sl_error *err);
+
 /* ---- cluster workers (docs/cluster.md) ------------------------------------------------------
  * On a cluster store (a PostgreSQL URL), `shoplens add` and `sync` queue one job per product to
  * add or update, with the bytes of its new images; workers, on any number of machines, describe

@@ -30,6 +30,32 @@ extern "C" {
 typedef struct sl_server sl_server;
 typedef struct sl_engine sl_engine;   /* shoplens/engine.h */
 typedef struct sl_matches sl_matches; /* shoplens/engine.h */
+typedef struct sl_query sl_query;     /* shoplens/engine.h */
+
+/* What a search answered by a cluster router adds to the answer (docs/cluster.md). */
+#define SL_SERVER_MISSING_MAX 64
+typedef struct sl_server_search_info {
+    int partial;              /* nonzero: shards did not answer; their products are missing */
+    int shards;               /* shards the search asked */
+    int missing[SL_SERVER_MISSING_MAX]; /* the shards that did not answer (the first 64) */
+    int n_missing;
+} sl_server_search_info;
+
+/* A cluster router and search node in front of the engine (shoplens/cluster.h). With one,
+ * POST /v1/search, POST /v1/classify and GET /v1/products/{id}/similar are answered by
+ * `search` (their JSON then carries "partial" and "missing_shards"), and the internal routes
+ * POST /v1/internal/{candidates,rerank} of the search phases by `shard` (404 when NULL).
+ * Both are called from the server's threads, several at once. */
+typedef struct sl_server_router {
+    void *ctx;
+    /* image (encoded bytes) for search / classify, or product_id for similar */
+    sl_status (*search)(void *ctx, const void *image, size_t len, const char *product_id,
+                        const sl_query *q, sl_matches *out, sl_server_search_info *info,
+                        sl_error *err);
+    /* op "candidates" or "rerank": a JSON request body, a JSON answer (malloc'ed into *json) */
+    sl_status (*shard)(void *ctx, const char *op, const void *body, size_t len, char **json,
+                       sl_error *err);
+} sl_server_router;
 
 #define SL_SERVER_LISTEN_DEFAULT "127.0.0.1:8080"
 #define SL_SERVER_THREADS_MIN 1
@@ -78,6 +104,7 @@ typedef struct sl_server_opts {
     int read_only;         /* nonzero: PUT/DELETE are answered 403 */
     sl_server_log_fn log;  /* NULL: no log */
     void *log_user;
+    const sl_server_router *router; /* NULL: the engine answers searches (not owned) */
 } sl_server_opts;
 
 /* Fills *opts with the defaults (listen 127.0.0.1:8080, everything else 0 = default). */

@@ -30,6 +30,7 @@ typedef struct sl__pgc {
     char listen[4][40];       /* channels to LISTEN to again after a reconnect */
     int n_listen;
     int keep_going;           /* set while a transaction is open: no silent reconnect */
+    unsigned connects;        /* connections made (a change: the server was away meanwhile) */
 } sl__pgc;
 
 /* Connects (SL_E_BUSY when the server cannot be reached, SL_E_INVALID for a bad URL). Every

@@ -67,6 +67,12 @@ static void sl__pg_msg(char *out, size_t cap, const char *msg) {
         if (*c == '\n') *c = ' ';
 }
 
+/* The library never prints: server notices (and the FATAL of a shutdown) are dropped. */
+static void sl__pg_quiet(void *arg, const char *msg) {
+    (void)arg;
+    (void)msg;
+}
+
 static sl_status sl__pgc_connect(sl__pgc *c, sl_error *err) {
     if (c->conn) PQfinish(c->conn);
     c->conn = PQconnectdb(c->conninfo);
@@ -78,6 +84,8 @@ static sl_status sl__pgc_connect(sl__pgc *c, sl_error *err) {
         c->conn = NULL;
         return sl__err_set(err, SL_E_BUSY, "cannot reach PostgreSQL at %s: %s", c->label, msg);
     }
+    PQsetNoticeProcessor(c->conn, sl__pg_quiet, NULL);
+    c->connects++;
     PGresult *r = PQexec(c->conn, "SET search_path TO shoplens; SET client_encoding TO 'UTF8';"
                                   "SET client_min_messages TO warning");
     int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -161,11 +169,23 @@ static sl_status sl__pgc_fail(sl__pgc *c, PGresult *r, sl_error *err) {
     return sl__err_set(err, SL_E_IO, "PostgreSQL: %s", msg);
 }
 
+/* Nonzero when a failed statement found the connection dead and it may be sent again on a new
+ * one: outside a transaction (inside, the transaction is gone with the connection). */
+static int sl__pgc_retry(sl__pgc *c) {
+    return !c->keep_going && (!c->conn || PQstatus(c->conn) == CONNECTION_BAD) && sl__pgc_connect(c, NULL) == SL_OK;
+}
+
 PGresult *sl__pgc_exec(sl__pgc *c, const char *sql, int n, const char *const *vals,
                        const int *lens, const int *bins, sl_error *err) {
     if (sl__pgc_ok(c, err) != SL_OK) return NULL;
     PGresult *r = PQexecParams(c->conn, sql, n, NULL, vals, lens, bins, 1);
     ExecStatusType s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && sl__pgc_retry(c)) {
+        /* the server restarted since the last statement: once more on the new connection */
+        PQclear(r);
+        r = PQexecParams(c->conn, sql, n, NULL, vals, lens, bins, 1);
+        s = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    }
     if (s == PGRES_COMMAND_OK || s == PGRES_TUPLES_OK) return r;
     sl__pgc_fail(c, r, err);
     PQclear(r);

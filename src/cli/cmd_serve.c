@@ -9,6 +9,7 @@
  * every SL__SERVE_REFRESH_S seconds the engine picks up what other processes committed.
  */
 #include "cli/cli.h"
+#include "shoplens/cluster.h"
 #include "shoplens/engine.h"
 #include "shoplens/server.h"
 #include "util/util.h"
@@ -21,17 +22,23 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SL__SERVE_GRACE_DEFAULT 30.0
 #define SL__SERVE_REFRESH_S 2 /* seconds between checks for changes made by other processes */
 
-static void sl__serve_log(void *user, const sl_server_request_log *e) {
-    (void)user;
-    char ts[32];
+/* The current UTC time as 2026-01-31T12:00:00Z. */
+static void sl__utc_stamp(char ts[32]) {
     time_t now = time(NULL);
     struct tm tm;
     gmtime_r(&now, &tm);
-    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    strftime(ts, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void sl__serve_log(void *user, const sl_server_request_log *e) {
+    (void)user;
+    char ts[32];
+    sl__utc_stamp(ts);
     /* One fprintf per line: stdio locks the stream, so lines from threads never interleave. */
     fprintf(stderr, "%s %s %s %d %.1fms\n", ts, e->method, e->path, e->status, e->ms);
 }
@@ -56,6 +63,27 @@ static int sl__read_key(const char *path, char *key, size_t cap) {
         fprintf(stderr, "shoplens serve: the API key file %s is empty\n", path);
         return -1;
     }
+    return 0;
+}
+
+static void sl__node_log(void *user, const char *msg) {
+    (void)user;
+    char ts[32];
+    sl__utc_stamp(ts);
+    fprintf(stderr, "%s shoplens serve: %s\n", ts, msg);
+}
+
+/* "I/S" -> shard, shards. */
+static int sl__parse_shard(const char *s, int *shard, int *shards) {
+    char *end = NULL;
+    errno = 0;
+    long i = strtol(s, &end, 10);
+    if (end == s || *end != '/' || errno) return -1;
+    const char *t = end + 1;
+    long n = strtol(t, &end, 10);
+    if (end == t || *end || errno || n < 1 || n > SL_CLUSTER_SHARDS_MAX || i < 0 || i >= n) return -1;
+    *shard = (int)i;
+    *shards = (int)n;
     return 0;
 }
 
@@ -91,6 +119,10 @@ static int sl__serve_run(int argc, char **argv) {
     sl_server_opts_init(&o);
     double grace = SL__SERVE_GRACE_DEFAULT;
     int quiet = 0;
+    sl_node_opts no;
+    memset(&no, 0, sizeof no);
+    int router = 0, shard_given = 0;
+    const char *advertise = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -121,8 +153,24 @@ static int sl__serve_run(int argc, char **argv) {
             if (sl__parse_long(v, 0, 3600, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --grace: must be an integer in 0..3600 (seconds)", v);
             grace = (double)n; i++;
         } else if (strcmp(a, "--quiet") == 0) { quiet = 1; }
+        else if (strcmp(a, "--shard") == 0 && v) {
+            if (sl__parse_shard(v, &no.shard, &no.shards)) return sl__cli_usage_error("serve", "bad value '%s' for --shard: I/S with 0 <= I < S <= %d (e.g. 0/3)", v, SL_CLUSTER_SHARDS_MAX);
+            shard_given = 1; i++;
+        } else if (strcmp(a, "--router") == 0) { router = 1; }
+        else if (strcmp(a, "--data") == 0 && v) { no.data_dir = v; i++; }
+        else if (strcmp(a, "--name") == 0 && v) { no.name = v; i++; }
+        else if (strcmp(a, "--advertise") == 0 && v) { advertise = v; i++; }
+        else if (strcmp(a, "--shard-timeout") == 0 && v) {
+            if (sl__parse_long(v, SL_NODE_TIMEOUT_MS_MIN, SL_NODE_TIMEOUT_MS_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --shard-timeout: milliseconds in %d..%d", v, SL_NODE_TIMEOUT_MS_MIN, SL_NODE_TIMEOUT_MS_MAX);
+            no.timeout_ms = (int)n; i++;
+        }
         else return sl__cli_usage_error("serve", "unknown or incomplete option '%s'", a);
     }
+    int cluster = sl_store_is_url(store ? store : sl_store_default_dir());
+    if (cluster && shard_given == router)
+        return sl__cli_usage_error("serve", "a cluster store needs --shard I/S (a search node) or --router");
+    if (!cluster && (shard_given || router || no.data_dir || advertise))
+        return sl__cli_usage_error("serve", "--shard, --router, --data and --advertise need a cluster store (--store postgresql://...)");
     char key[SL_SERVER_API_KEY_MAX + 2];
     if (key_file) {
         if (sl__read_key(key_file, key, sizeof key) != 0) return SL_EXIT_ERROR;
@@ -144,14 +192,55 @@ static int sl__serve_run(int argc, char **argv) {
     sl_engine_opts eo = { 0 };
     eo.read_only = o.read_only;
     sl_engine *engine = NULL;
-    if (sl_engine_open(store, &eo, &engine, &err) != SL_OK) return sl__cli_fail("serve", &err);
-    sl_server *srv = NULL;
-    if (sl_server_new(engine, &o, &srv, &err) != SL_OK) {
-        sl_engine_free(engine);
+    sl_node *node = NULL;
+    if (cluster) {
+        no.store = store;
+        if (!quiet) {
+            no.log = sl__node_log;
+            fprintf(stderr, "shoplens serve: %s of the cluster at %s\n", router ? "router" : "search node", store);
+            fflush(stderr);
+        }
+        sl_status ns;
+        /* PostgreSQL may be starting too: wait for it a while */
+        for (int t = 0; (ns = sl_node_open(&no, &node, &err)) == SL_E_BUSY && t < 60; t++) {
+            if (t == 0 && !quiet) fprintf(stderr, "shoplens serve: %s; waiting for it\n", err.message);
+            sleep(1);
+        }
+        if (ns != SL_OK) return sl__cli_fail("serve", &err);
+        engine = sl_node_engine(node);
+        o.router = sl_node_router(node);
+    } else if (sl_engine_open(store, &eo, &engine, &err) != SL_OK) {
         return sl__cli_fail("serve", &err);
     }
+    sl_server *srv = NULL;
+    if (sl_server_new(engine, &o, &srv, &err) != SL_OK) {
+        if (node) sl_node_free(node);
+        else sl_engine_free(engine);
+        return sl__cli_fail("serve", &err);
+    }
+    if (node) {
+        char url[512];
+        const char *base = sl_server_url(srv);
+        if (advertise) snprintf(url, sizeof url, "%s", advertise);
+        else if (strstr(base, "//0.0.0.0:") || strstr(base, "//[::]:")) {
+            /* listening everywhere: announce this machine's name */
+            char host[128] = "localhost";
+            (void)gethostname(host, sizeof host - 1);
+            snprintf(url, sizeof url, "http://%s:%d", host, sl_server_port(srv));
+        } else {
+            snprintf(url, sizeof url, "%s", base);
+        }
+        size_t ul = strlen(url);
+        if (ul && url[ul - 1] == '/') url[ul - 1] = '\0';
+        if (sl_node_start(node, url, &err) != SL_OK) {
+            sl_server_free(srv);
+            sl_node_free(node);
+            return sl__cli_fail("serve", &err);
+        }
+        if (!quiet) fprintf(stderr, "shoplens serve: announced as %s, log position %lld\n", url, (long long)sl_node_log_pos(node));
+    }
     sl_engine_stats st;
-    if (sl_engine_stats_get(engine, &st, NULL) == SL_OK)
+    if (!node && sl_engine_stats_get(engine, &st, NULL) == SL_OK)
         fprintf(stderr, "shoplens serve: %lld products, %lld images indexed (%s)\n",
                 (long long)st.products, (long long)st.indexed, st.features);
     fprintf(stderr, "shoplens serve: listening on %s%s%s\n", sl_server_url(srv),
@@ -165,7 +254,7 @@ static int sl__serve_run(int argc, char **argv) {
     for (;;) {
         sig = sigtimedwait(&stop, NULL, &tick);
         if (sig > 0) break;
-        if (errno == EAGAIN) {
+        if (errno == EAGAIN && !node) {
             sl_error rerr;
             sl_error_clear(&rerr);
             if (sl_engine_refresh(engine, &rerr) != SL_OK && !quiet)
@@ -181,8 +270,12 @@ static int sl__serve_run(int argc, char **argv) {
         fprintf(stderr, "shoplens serve: the %.0f s grace period ran out; some requests were cut\n", grace);
         rc = SL_EXIT_ERROR;
     }
-    if (!o.read_only && sl_engine_flush(engine, &err) != SL_OK) rc = sl__cli_fail("serve", &err);
-    sl_engine_free(engine);
+    if (node) {
+        sl_node_free(node);
+    } else {
+        if (!o.read_only && sl_engine_flush(engine, &err) != SL_OK) rc = sl__cli_fail("serve", &err);
+        sl_engine_free(engine);
+    }
     fprintf(stderr, "shoplens serve: stopped\n");
     return rc;
 }
@@ -209,6 +302,24 @@ const sl__cli_cmd sl__cmd_serve = {
     "  --timeout S          drop connections idle for S seconds (default 30)\n"
     "  --grace S            on SIGTERM, wait at most S seconds for requests in flight (default 30)\n"
     "  --quiet              no request log\n"
+    "\n"
+    "A cluster (--store postgresql://..., docs/cluster.md) needs one of:\n"
+    "  --shard I/S          a search node of shard I of S: keeps the products whose id hashes\n"
+    "                       to I in a local copy (--data), loaded from PostgreSQL and kept\n"
+    "                       current from its change log; more nodes with the same I/S are\n"
+    "                       replicas. It answers /v1/search like a router.\n"
+    "  --router             answers /v1/search (and similar, classify) by asking one live\n"
+    "                       replica of every shard; keeps no shard\n"
+    "  --data DIR           the local copy of a search node (default ./shoplens-shard-I-of-S);\n"
+    "                       a restarted node goes on from the log position it holds\n"
+    "  --name NAME          this node in 'shoplens info' (default HOST:PORT)\n"
+    "  --advertise URL      where routers reach this node (default the listen address, or\n"
+    "                       http://HOSTNAME:PORT when listening on 0.0.0.0)\n"
+    "  --shard-timeout MS   a replica must answer within MS ms, else the next one of its shard\n"
+    "                       is asked (default 3000)\n"
+    "Writes and product reads go to PostgreSQL (one transaction each, durable before the 2xx);\n"
+    "a search that could not reach every shard says \"partial\": true and names the\n"
+    "\"missing_shards\".\n"
     "\n"
     "Logs one line per request to stderr: time, method, path, status, milliseconds.\n"
     "SIGTERM or SIGINT: stop accepting, finish requests in flight, flush the index, exit 0.\n",

@@ -22,6 +22,7 @@ typedef struct sl__cand {
     int64_t image_id;
     double score;
     int inliers;
+    int verify;     /* 1 / 0: verify it or not (a cluster's phase 2); -1: by its rank */
 } sl__cand;
 
 /* One product being scored. */
@@ -59,6 +60,19 @@ typedef struct sl__excl {
 static int sl__not_excluded(uint64_t id, void *ctx) {
     const sl__excl *x = ctx;
     return bsearch(&id, x->ids, x->n, sizeof *x->ids, sl__cmp_u64) == NULL;
+}
+
+/* The index filter of an allowed-id list (NULL: none) and a sorted list of excluded ids. */
+static void sl__index_filter(sl_index_filter *f, const uint64_t *allowed, size_t n_allowed, sl__excl *ex) {
+    memset(f, 0, sizeof *f);
+    if (allowed) {
+        f->allowed_ids = allowed;
+        f->n_allowed = n_allowed;
+    }
+    if (ex->n) {
+        f->pred = sl__not_excluded;
+        f->pred_ctx = ex;
+    }
 }
 
 /* Allowed image ids for a query's filter (NULL *ids when no filter applies). */
@@ -110,7 +124,7 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
     int top = e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat);
     for (size_t i = 0; i < n; i++) {
         sl_verify_result res = none;
-        if (i < (size_t)(top > 0 ? top : 0)) {
+        if (c[i].verify > 0 || (c[i].verify < 0 && i < (size_t)(top > 0 ? top : 0))) {
             sl__lref *ref = sl__image_local(e, c[i].image_id);
             if (ref) {
                 if (sl_features_verify(e->feat, qlocal, sl__lref_features(ref), &res, NULL) != SL_OK) res = none;
@@ -255,6 +269,14 @@ static sl_status sl__offset_of(const sl_query *q, int k, int *offset, sl_error *
     return SL_OK;
 }
 
+/* Candidate images fetched per query vector for a ranking of `depth` products. */
+static size_t sl__candidates_for(const sl_engine *e, size_t depth) {
+    size_t nc = (size_t)e->candidates;
+    if (nc < depth * 8) nc = depth * 8;
+    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
+    return nc;
+}
+
 /* Searches with nq query vectors (and optional local features), merging products; images in
  * `exclude` (sorted) are never returned. Caller holds the lock shared. */
 static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
@@ -278,20 +300,10 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
     }
     sl__excl ex = {exclude, n_exclude};
     sl_index_filter f;
-    memset(&f, 0, sizeof f);
-    if (filtered) {
-        f.allowed_ids = allowed;
-        f.n_allowed = n_allowed;
-    }
-    if (n_exclude) {
-        f.pred = sl__not_excluded;
-        f.pred_ctx = &ex;
-    }
+    sl__index_filter(&f, filtered ? allowed : NULL, n_allowed, &ex);
     /* the depth of the ranking a page belongs to (so that pages of one query agree) */
     size_t depth = (size_t)offset + (size_t)k;
-    size_t nc = (size_t)e->candidates;
-    if (nc < depth * 8) nc = depth * 8;
-    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
+    size_t nc = sl__candidates_for(e, depth);
     uint64_t cnt = sl_index_count(e->idx);
     if (nc > cnt) nc = (size_t)cnt;
     sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
@@ -311,6 +323,7 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
         for (size_t i = 0; i < got; i++) {
             c[i].image_id = (int64_t)res[i].id;
             c[i].score = res[i].score;
+            c[i].verify = -1;
         }
         if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
         st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
@@ -495,34 +508,22 @@ static int sl__cmp_vote(const void *a, const void *b) {
     return strcmp(x->category, y->category);
 }
 
-sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classification *out,
-                             sl_error *err) {
+sl_status sl_classification_from_matches(const sl_matches *m, sl_classification *out,
+                                         sl_error *err) {
     memset(out, 0, sizeof *out);
-    if (k <= 0) k = 10;
-    if (k > SL_ENGINE_K_MAX) k = SL_ENGINE_K_MAX;
-    /* k nearest products, each voting for its category with its (non-negative) score */
-    sl_query q;
-    memset(&q, 0, sizeof q);
-    q.k = k;
-    sl_matches m;
-    sl_status st = sl_engine_search(e, img, &q, &m, err);
-    if (st != SL_OK) return st;
+    /* each of the nearest products votes for its category with its (non-negative) score */
     double total = 0;
-    out->votes = sl__callocarray(m.n + 1, sizeof *out->votes);
-    if (!out->votes) {
-        sl_matches_free(&m);
-        return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < m.n; i++) {
-        double w = m.items[i].score > 0 ? m.items[i].score : 0;
-        const char *cat = m.items[i].category ? m.items[i].category : "";
+    out->votes = sl__callocarray(m->n + 1, sizeof *out->votes);
+    if (!out->votes) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < m->n; i++) {
+        double w = m->items[i].score > 0 ? m->items[i].score : 0;
+        const char *cat = m->items[i].category ? m->items[i].category : "";
         size_t j;
         for (j = 0; j < out->n_votes; j++)
             if (strcmp(out->votes[j].category, cat) == 0) break;
         if (j == out->n_votes) {
             out->votes[j].category = sl__strdup(cat);
             if (!out->votes[j].category) {
-                sl_matches_free(&m);
                 sl_classification_free(out);
                 return sl__err_set(err, SL_E_NOMEM, "out of memory");
             }
@@ -531,7 +532,6 @@ sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classi
         out->votes[j].weight += w;
         total += w;
     }
-    sl_matches_free(&m);
     for (size_t j = 0; j < out->n_votes; j++)
         out->votes[j].weight = total > 0 ? out->votes[j].weight / total : 1.0 / (double)out->n_votes;
     qsort(out->votes, out->n_votes, sizeof *out->votes, sl__cmp_vote);
@@ -540,6 +540,22 @@ sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classi
         out->confidence = out->votes[0].weight;
     }
     return SL_OK;
+}
+
+sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classification *out,
+                             sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (k <= 0) k = 10;
+    if (k > SL_ENGINE_K_MAX) k = SL_ENGINE_K_MAX;
+    sl_query q;
+    memset(&q, 0, sizeof q);
+    q.k = k;
+    sl_matches m;
+    sl_status st = sl_engine_search(e, img, &q, &m, err);
+    if (st != SL_OK) return st;
+    st = sl_classification_from_matches(&m, out, err);
+    sl_matches_free(&m);
+    return st;
 }
 
 /* ---- check --------------------------------------------------------------------------------- */
@@ -772,4 +788,249 @@ done:
     free(d.vecs);
     if (st != SL_OK) sl_dup_groups_free(out);
     return st;
+}
+
+/* ---- the phases of a cluster's distributed search (engine.h) -------------------------------- */
+
+sl_status sl_engine_plan(sl_engine *e, const sl_query *q, size_t *candidates, size_t *verify_top,
+                         sl_error *err) {
+    int k = sl__k_of(q), offset = 0;
+    sl_status st = sl__offset_of(q, k, &offset, err);
+    if (st != SL_OK) return st;
+    pthread_rwlock_rdlock(&e->lock);
+    *candidates = sl__candidates_for(e, (size_t)offset + (size_t)k);
+    int top = e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat);
+    *verify_top = sl_features_uses_verify(e->feat) && top > 0 ? (size_t)top : 0;
+    pthread_rwlock_unlock(&e->lock);
+    return SL_OK;
+}
+
+int64_t sl_engine_features_version(sl_engine *e) {
+    pthread_rwlock_rdlock(&e->lock);
+    int64_t v = e->features_version;
+    pthread_rwlock_unlock(&e->lock);
+    return v;
+}
+
+sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
+                             void **local, size_t *local_len, int64_t *features_version,
+                             sl_error *err) {
+    *vec = NULL;
+    *dim = 0;
+    *local = NULL;
+    *local_len = 0;
+    sl_local_features *lf = NULL;
+    sl_status st = sl__lock_described(e, img, vec, &lf, err);
+    if (st == SL_OK) {
+        *dim = *vec ? sl_features_dim(e->feat) : 0;
+        if (features_version) *features_version = e->features_version;
+        if (lf) st = sl_local_features_serialize(lf, local, local_len, err);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    sl_local_features_free(lf);
+    if (st != SL_OK) {
+        free(*vec);
+        *vec = NULL;
+        *dim = 0;
+    }
+    return st;
+}
+
+void sl_engine_product_query_free(float *vecs, void **locals, size_t *local_lens, size_t n) {
+    for (size_t i = 0; locals && i < n; i++) free(locals[i]);
+    free(locals);
+    free(local_lens);
+    free(vecs);
+}
+
+sl_status sl_engine_product_query(sl_engine *e, const char *product_id, float **vecs, size_t *n,
+                                  size_t *dim, void ***locals, size_t **local_lens, sl_error *err) {
+    *vecs = NULL;
+    *n = *dim = 0;
+    *locals = NULL;
+    *local_lens = NULL;
+    sl_product prod;
+    sl_status st = sl_store_get_product(e->store, product_id, &prod, err);
+    if (st != SL_OK) return st;
+    sl_product_clear(&prod);
+    sl_image_ref *refs = NULL;
+    size_t nr = 0;
+    if ((st = sl_store_product_images(e->store, product_id, &refs, &nr, err)) != SL_OK) return st;
+    pthread_rwlock_rdlock(&e->lock);
+    size_t d = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0, bytes;
+    int verifies = sl_features_uses_verify(e->feat);
+    pthread_rwlock_unlock(&e->lock);
+    float *v = !sl__mul_size(nr, d, &bytes) ? sl__mallocarray(bytes ? bytes : 1, sizeof *v) : NULL;
+    void **ls = sl__callocarray(nr + 1, sizeof *ls);
+    size_t *ll = sl__callocarray(nr + 1, sizeof *ll);
+    if (!v || !ls || !ll) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < nr && st == SL_OK; i++) {
+        float *one = NULL;
+        size_t od = 0;
+        st = sl_store_image_features(e->store, refs[i].id, &one, &od, verifies ? &ls[i] : NULL, &ll[i], err);
+        if (st == SL_OK && od != d)
+            st = sl__err_set(err, SL_E_CORRUPT, "image %lld: vector of %zu floats, expected %zu", (long long)refs[i].id, od, d);
+        if (st == SL_OK) memcpy(v + i * d, one, d * sizeof *v);
+        free(one);
+    }
+    sl_image_refs_free(refs, nr);
+    if (st != SL_OK) {
+        sl_engine_product_query_free(v, ls, ll, nr);
+        return st;
+    }
+    *vecs = v;
+    *n = nr;
+    *dim = d;
+    *locals = ls;
+    *local_lens = ll;
+    return SL_OK;
+}
+
+void sl_candidate_lists_clear(sl_candidate **lists, size_t *counts, size_t nq) {
+    for (size_t i = 0; lists && i < nq; i++) {
+        free(lists[i]);
+        lists[i] = NULL;
+        if (counts) counts[i] = 0;
+    }
+}
+
+static int sl__cmp_cand(const void *a, const void *b) {
+    const sl_candidate *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return (x->image_id > y->image_id) - (x->image_id < y->image_id);
+}
+
+sl_status sl_engine_candidates(sl_engine *e, const float *vecs, size_t nq, size_t dim,
+                               const sl_query *q, const char *exclude, size_t candidates,
+                               sl_candidate **lists, size_t *counts, sl_error *err) {
+    for (size_t i = 0; i < nq; i++) {
+        lists[i] = NULL;
+        counts[i] = 0;
+    }
+    if (e->no_index) return sl__err_set(err, SL_E_STATE, "this engine was opened without an index");
+    if (candidates == 0 || candidates > SL_INDEX_K_MAX)
+        return sl__err_set(err, SL_E_INVALID, "candidates must be in 1..%d", SL_INDEX_K_MAX);
+    pthread_rwlock_rdlock(&e->lock);
+    size_t fdim = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0;
+    sl_status st = SL_OK;
+    uint64_t *allowed = NULL, *ex = NULL;
+    size_t n_allowed = 0, n_ex = 0;
+    int filtered = 0;
+    sl_index_result *res = NULL;
+    if (dim != fdim) {
+        st = sl__err_set(err, SL_E_STATE, "query vectors of %zu floats, these features give %zu", dim, fdim);
+        goto out;
+    }
+    if (!e->idx || sl_index_count(e->idx) == 0) goto out;
+    if ((st = sl__allowed(e, q, &allowed, &n_allowed, &filtered, err)) != SL_OK) goto out;
+    if (filtered && n_allowed == 0) goto out;
+    if (exclude && *exclude) {
+        sl_image_ref *refs = NULL;
+        size_t nr = 0;
+        if (sl_store_product_images(e->store, exclude, &refs, &nr, NULL) == SL_OK && nr) {
+            if (!(ex = sl__callocarray(nr, sizeof *ex))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            for (size_t i = 0; ex && i < nr; i++) ex[n_ex++] = (uint64_t)refs[i].id;
+            if (ex) qsort(ex, n_ex, sizeof *ex, sl__cmp_u64);
+        }
+        sl_image_refs_free(refs, nr);
+        if (st != SL_OK) goto out;
+    }
+    sl__excl xc = {ex, n_ex};
+    sl_index_filter f;
+    sl__index_filter(&f, filtered ? allowed : NULL, n_allowed, &xc);
+    size_t nc = candidates;
+    if (nc > sl_index_count(e->idx)) nc = (size_t)sl_index_count(e->idx);
+    if (!(res = sl__mallocarray(nc ? nc : 1, sizeof *res))) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
+        size_t got = 0;
+        sl_index_search_params sp;
+        st = sl_index_search(e->idx, vecs + qi * dim, nc, filtered || n_ex ? &f : NULL,
+                             sl__engine_search_params(e, nc, &sp), res, &got);
+        if (st != SL_OK) {
+            sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
+            break;
+        }
+        if (!(lists[qi] = sl__callocarray(got + 1, sizeof *lists[qi]))) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            break;
+        }
+        for (size_t i = 0; i < got; i++) {
+            lists[qi][i].image_id = (int64_t)res[i].id;
+            lists[qi][i].score = res[i].score;
+        }
+        /* the order every shard and the router agree on */
+        qsort(lists[qi], got, sizeof *lists[qi], sl__cmp_cand);
+        counts[qi] = got;
+    }
+out:
+    pthread_rwlock_unlock(&e->lock);
+    free(res);
+    free(allowed);
+    free(ex);
+    if (st != SL_OK) sl_candidate_lists_clear(lists, counts, nq);
+    return st;
+}
+
+sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                           size_t nq, sl_candidate *const *lists, const size_t *counts,
+                           const sl_query *q, size_t depth, sl_matches *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (depth == 0 || depth > SL_ENGINE_RANK_MAX)
+        return sl__err_set(err, SL_E_INVALID, "depth must be in 1..%d", SL_ENGINE_RANK_MAX);
+    sl__pacc *acc = NULL;
+    size_t n_acc = 0, cap = 0, most = 0;
+    for (size_t i = 0; i < nq; i++) most = counts[i] > most ? counts[i] : most;
+    sl__cand *c = sl__mallocarray(most ? most : 1, sizeof *c);
+    if (!c) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    pthread_rwlock_rdlock(&e->lock);
+    sl_status st = SL_OK;
+    for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
+        sl_local_features *lf = NULL;
+        if (locals && locals[qi] && local_lens[qi] &&
+            (st = sl_local_features_deserialize(locals[qi], local_lens[qi], &lf, err)) != SL_OK)
+            break;
+        for (size_t i = 0; i < counts[qi]; i++) {
+            c[i].image_id = lists[qi][i].image_id;
+            c[i].score = lists[qi][i].score;
+            c[i].verify = lists[qi][i].verify != 0;
+        }
+        st = sl__rerank(e, lf, c, counts[qi], err);
+        if (st == SL_OK) st = sl__accumulate(e, c, counts[qi], &acc, &n_acc, &cap, err);
+        sl_local_features_free(lf);
+    }
+    if (st == SL_OK) st = sl__finish(e, q, (int)depth, 0, acc, n_acc, out, err);
+    pthread_rwlock_unlock(&e->lock);
+    if (st != SL_OK) sl_matches_free(out);
+    sl__pacc_free(acc, n_acc);
+    free(c);
+    return st;
+}
+
+static int sl__cmp_match(const void *a, const void *b) {
+    const sl_match *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return strcmp(x->product_id, y->product_id);
+}
+
+void sl_matches_merge_slice(sl_matches *m, const sl_query *q) {
+    if (!m || !m->items) return;
+    qsort(m->items, m->n, sizeof *m->items, sl__cmp_match);
+    int k = sl__k_of(q), offset = q && q->offset > 0 ? q->offset : 0;
+    size_t first = (size_t)offset < m->n ? (size_t)offset : m->n;
+    size_t want = m->n - first < (size_t)k ? m->n - first : (size_t)k;
+    for (size_t i = 0; i < m->n; i++) {
+        if (i >= first && i < first + want) continue;
+        sl_match *x = &m->items[i];
+        free(x->product_id);
+        free(x->title);
+        free(x->category);
+        free(x->image);
+        free(x->url);
+        free(x->currency);
+    }
+    memmove(m->items, m->items + first, want * sizeof *m->items);
+    m->n = want;
 }

@@ -36,8 +36,10 @@ static void sl__image_url(char *out, size_t cap, int64_t id) {
     snprintf(out, cap, "/v1/images/%lld", (long long)id);
 }
 
-/* Results whose first item has rank rank0 + 1 (a page after offset rank0). */
-static char *sl__results_json(const sl_matches *m, size_t rank0, double took_ms) {
+/* Results whose first item has rank rank0 + 1 (a page after offset rank0); info (may be NULL):
+ * what a cluster router says about the shards that answered. */
+static char *sl__results_json(const sl_matches *m, size_t rank0, double took_ms,
+                              const sl_server_search_info *info) {
     json_t *arr = json_array();
     for (size_t i = 0; arr && m && i < m->n; i++) {
         const sl_match *x = &m->items[i];
@@ -60,17 +62,24 @@ static char *sl__results_json(const sl_matches *m, size_t rank0, double took_ms)
     if (!arr) return NULL;
     json_t *root = json_pack("{s:o,s:I,s:f}", "results", arr, "count",
                              (json_int_t)(m ? m->n : 0), "took_ms", round(took_ms * 100) / 100);
+    if (root && info) {
+        json_t *miss = json_array();
+        for (int i = 0; miss && i < info->n_missing; i++) json_array_append_new(miss, json_integer(info->missing[i]));
+        json_object_set_new(root, "partial", json_boolean(info->partial));
+        json_object_set_new(root, "missing_shards", miss ? miss : json_array());
+    }
     char *s = root ? json_dumps(root, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_REAL_PRECISION(12)) : NULL;
     json_decref(root);
     return s;
 }
 
 char *sl_server_results_json(const sl_matches *m, double took_ms) {
-    return sl__results_json(m, 0, took_ms);
+    return sl__results_json(m, 0, took_ms, NULL);
 }
 
-static void sl__resp_results(sl__resp *resp, const sl_matches *m, const sl_query *q, double t0) {
-    char *s = sl__results_json(m, q && q->offset > 0 ? (size_t)q->offset : 0, (sl__now() - t0) * 1e3);
+static void sl__resp_results(sl__resp *resp, const sl_matches *m, const sl_query *q, double t0,
+                             const sl_server_search_info *info) {
+    char *s = sl__results_json(m, q && q->offset > 0 ? (size_t)q->offset : 0, (sl__now() - t0) * 1e3, info);
     if (!s) {
         sl__resp_status(resp, SL_E_NOMEM, NULL);
         return;
@@ -234,11 +243,14 @@ void sl__h_search(sl__req *req, sl__resp *resp) {
     sl_matches m = { 0 };
     sl_error e;
     sl_error_clear(&e);
-    if (sl_engine_search_bytes(req->srv->engine, data, len, &q, &m, &e) != SL_OK) {
+    const sl_server_router *r = req->srv->o.router;
+    sl_server_search_info info = { 0 };
+    if ((r && r->search ? r->search(r->ctx, data, len, NULL, &q, &m, &info, &e)
+                        : sl_engine_search_bytes(req->srv->engine, data, len, &q, &m, &e)) != SL_OK) {
         sl__api_fail(req, resp, &e);
         return;
     }
-    sl__resp_results(resp, &m, &q, t0);
+    sl__resp_results(resp, &m, &q, t0, r && r->search ? &info : NULL);
     sl_matches_free(&m);
 }
 
@@ -249,11 +261,14 @@ void sl__h_similar(sl__req *req, sl__resp *resp) {
     sl_matches m = { 0 };
     sl_error e;
     sl_error_clear(&e);
-    if (sl_engine_similar(req->srv->engine, req->target.seg[2], &q, &m, &e) != SL_OK) {
+    const sl_server_router *r = req->srv->o.router;
+    sl_server_search_info info = { 0 };
+    if ((r && r->search ? r->search(r->ctx, NULL, 0, req->target.seg[2], &q, &m, &info, &e)
+                        : sl_engine_similar(req->srv->engine, req->target.seg[2], &q, &m, &e)) != SL_OK) {
         sl__api_fail(req, resp, &e);
         return;
     }
-    sl__resp_results(resp, &m, &q, t0);
+    sl__resp_results(resp, &m, &q, t0, r && r->search ? &info : NULL);
     sl_matches_free(&m);
 }
 
@@ -422,11 +437,27 @@ void sl__h_classify(sl__req *req, sl__resp *resp) {
         sl__resp_error(resp, 400, "bad_request", "%s", e.message);
         return;
     }
-    sl_image *img = NULL;
-    if (sl__decode(req, resp, &img) != 0) return;
     sl_classification c = { 0 };
-    sl_status st = sl_engine_classify(req->srv->engine, img, (int)k, &c, &e);
-    sl_image_free(img);
+    sl_status st;
+    const sl_server_router *r = req->srv->o.router;
+    if (r && r->search) {
+        /* the k nearest products through the cluster, then the same vote */
+        const uint8_t *data;
+        size_t len;
+        if (sl__image_body(req, resp, &data, &len) != 0) return;
+        sl_query q = { 0 };
+        q.k = (int)k;
+        sl_matches m = { 0 };
+        sl_server_search_info info = { 0 };
+        st = r->search(r->ctx, data, len, NULL, &q, &m, &info, &e);
+        if (st == SL_OK) st = sl_classification_from_matches(&m, &c, &e);
+        sl_matches_free(&m);
+    } else {
+        sl_image *img = NULL;
+        if (sl__decode(req, resp, &img) != 0) return;
+        st = sl_engine_classify(req->srv->engine, img, (int)k, &c, &e);
+        sl_image_free(img);
+    }
     if (st != SL_OK) {
         sl__api_fail(req, resp, &e);
         return;

@@ -32,6 +32,9 @@ const sl__route sl__routes[] = {
     { "check",          "POST",   { "v1", "products", "*", "check", NULL },  0, 1, SL__BODY_IMAGE, sl__p_check,  sl__h_check },
     { "classify",       "POST",   { "v1", "classify", NULL },                0, 1, SL__BODY_IMAGE, sl__p_k,      sl__h_classify },
     { "image",          "GET",    { "v1", "images", "*", NULL },             0, 1, SL__BODY_NONE,  sl__p_image,  sl__h_image },
+    /* a cluster's search phases (docs/cluster.md): 404 on a server that is not a search node */
+    { "shard_candidates", "POST", { "v1", "internal", "candidates", NULL },  0, 1, SL__BODY_PATCH, sl__p_none,   sl__h_shard },
+    { "shard_rerank",   "POST",   { "v1", "internal", "rerank", NULL },      0, 1, SL__BODY_PATCH, sl__p_none,   sl__h_shard },
 };
 const size_t sl__nroutes = sizeof sl__routes / sizeof sl__routes[0];
 

@@ -198,6 +198,7 @@ void sl__h_classify(sl__req *req, sl__resp *resp);
 void sl__h_image(sl__req *req, sl__resp *resp);
 void sl__h_products_list(sl__req *req, sl__resp *resp);
 void sl__h_product_patch(sl__req *req, sl__resp *resp);
+void sl__h_shard(sl__req *req, sl__resp *resp);
 
 /* Catalog gauges for /metrics (api.c); -1 when unknown or no engine. */
 typedef struct sl__gauges { long long products, images, index_bytes; } sl__gauges;

@@ -1,0 +1,142 @@
+/*
+ * engine/replica.c - a cluster's search node keeps the products of its shard in an ordinary
+ * local store (a SQLite directory, the same format and query path as a single-node store):
+ * sl_engine_replicate writes product states read from the cluster's system of record into it,
+ * under the ids the cluster gave the images, together with the change log position they
+ * reflect, and brings the in-memory index along.
+ *
+ * Invariants: one call = one local transaction (the states, the position, a generation bump),
+ * committed under the engine's exclusive lock together with the index update, so a search sees
+ * a batch completely or not at all, and after a crash the store and its recorded position agree
+ * (index.bin is a cache checked against the generation). Applying a product's state is
+ * idempotent: an image the store already has under the same id and content hash is kept.
+ */
+#include "engine/engine_internal.h"
+#include "util/util.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Applies one product inside the open transaction; collects index removals and additions. */
+static sl_status sl__replica_one(sl_engine *e, const sl_replica_product *rp, int64_t **rm, size_t *n_rm,
+                                 size_t *cap_rm, const sl_replica_image ***add, size_t *n_add,
+                                 size_t *cap_add, sl_error *err) {
+    sl_status st;
+    int64_t *gone = NULL;
+    size_t n_gone = 0;
+    sl_image_ref *old = NULL;
+    size_t n_old = 0;
+    if (rp->removed) {
+        st = sl_store_remove_product(e->store, rp->id, &gone, &n_gone, err);
+        if (st == SL_E_NOT_FOUND) {
+            if (err) sl_error_clear(err);
+            st = SL_OK;
+        }
+    } else {
+        if ((st = sl_store_put_product(e->store, rp->product, err)) != SL_OK ||
+            (st = sl_store_product_images(e->store, rp->id, &old, &n_old, err)) != SL_OK)
+            goto out;
+        gone = sl__callocarray(n_old + 1, sizeof *gone);
+        if (!gone) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            goto out;
+        }
+        for (size_t i = 0; i < n_old && st == SL_OK; i++) {
+            int kept = 0;
+            for (size_t j = 0; j < rp->n && !kept; j++)
+                kept = rp->images[j].id == old[i].id && strcmp(rp->images[j].hash, old[i].hash) == 0;
+            if (kept) continue;
+            if ((st = sl_store_remove_image(e->store, old[i].id, err)) == SL_OK) gone[n_gone++] = old[i].id;
+        }
+        for (size_t j = 0; j < rp->n && st == SL_OK; j++) {
+            const sl_replica_image *im = &rp->images[j];
+            int have = 0;
+            for (size_t i = 0; i < n_old && !have; i++) have = old[i].id == im->id && strcmp(old[i].hash, im->hash) == 0;
+            if (have) continue;
+            if ((st = sl_store_put_image(e->store, im->id, rp->id, im->source, im->hash, im->size, im->file, im->vec,
+                                         im->dim, im->local, im->local_len, err)) != SL_OK)
+                break;
+            if (!im->vec) continue;
+            if (*n_add == *cap_add) {
+                size_t nc = *cap_add ? *cap_add * 2 : 64;
+                const sl_replica_image **nv = sl__reallocarray(*add, nc, sizeof *nv);
+                if (!nv) {
+                    st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                    break;
+                }
+                *add = nv;
+                *cap_add = nc;
+            }
+            (*add)[(*n_add)++] = im;
+        }
+    }
+    for (size_t i = 0; i < n_gone && st == SL_OK; i++) {
+        if (*n_rm == *cap_rm) {
+            size_t nc = *cap_rm ? *cap_rm * 2 : 64;
+            int64_t *nv = sl__reallocarray(*rm, nc, sizeof *nv);
+            if (!nv) {
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+            *rm = nv;
+            *cap_rm = nc;
+        }
+        (*rm)[(*n_rm)++] = gone[i];
+    }
+out:
+    free(gone);
+    sl_image_refs_free(old, n_old);
+    return st;
+}
+
+sl_status sl_engine_replicate(sl_engine *e, const sl_replica_product *v, size_t n,
+                              const char *meta_key, const char *meta_value, sl_error *err) {
+    if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    if (sl_store_is_shared(e->store))
+        return sl__err_set(err, SL_E_STATE, "a replica is a local store, not the cluster store");
+    size_t dim = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; !v[i].removed && j < v[i].n; j++)
+            if (v[i].images[j].vec && v[i].images[j].dim != dim)
+                return sl__err_set(err, SL_E_STATE, "image %lld: a vector of %zu floats, the features give %zu "
+                                   "(another features version)", (long long)v[i].images[j].id, v[i].images[j].dim, dim);
+    pthread_mutex_lock(&e->wmu);
+    int64_t *rm = NULL;
+    const sl_replica_image **add = NULL;
+    size_t n_rm = 0, cap_rm = 0, n_add = 0, cap_add = 0;
+    sl_status st = sl_store_begin(e->store, err);
+    if (st != SL_OK) goto out;
+    for (size_t i = 0; i < n && st == SL_OK; i++)
+        st = sl__replica_one(e, &v[i], &rm, &n_rm, &cap_rm, &add, &n_add, &cap_add, err);
+    if (st == SL_OK && meta_key) st = sl_store_meta_set(e->store, meta_key, meta_value, err);
+    if (st == SL_OK) st = sl__engine_bump(e, err);
+    if (st != SL_OK) {
+        sl_store_rollback(e->store);
+        goto out;
+    }
+    pthread_rwlock_wrlock(&e->lock);
+    st = sl_store_commit(e->store, err);
+    if (st == SL_OK) {
+        sl__engine_committed(e);
+        sl_status ist = SL_OK;
+        if (e->idx) {
+            for (size_t i = 0; i < n_rm; i++) (void)sl_index_remove(e->idx, (uint64_t)rm[i]);
+            for (size_t i = 0; i < n_add && ist == SL_OK; i++) {
+                (void)sl_index_remove(e->idx, (uint64_t)add[i]->id); /* replaced under the same id */
+                ist = sl_index_add(e->idx, (uint64_t)add[i]->id, add[i]->vec);
+            }
+            e->index_dirty = 1;
+        } else if (n_add > 0) {
+            ist = SL_E_STATE; /* the first vectors of a store: build the index */
+        }
+        if (ist != SL_OK) (void)sl__engine_rebuild_index(e, NULL);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    /* the rows of removed images queued their (absent) files: forget them */
+    if (st == SL_OK && n_rm) sl__engine_gc(e);
+out:
+    pthread_mutex_unlock(&e->wmu);
+    free(rm);
+    free(add);
+    return st;
+}
