@@ -2,8 +2,9 @@
 # tests/e2e_server.sh - the HTTP API end to end: a real `shoplens serve` on a free loopback port
 # over a store generated from the sample universe, driven with curl.
 #
-# Exercises every endpoint and documented status (200/201, 400, 401, 403, 404, 405, 413, 415,
-# 503 + Retry-After), auth, filters, mutated (hostile) requests, concurrent searches while
+# Exercises every endpoint and documented status (200/201, 400, 401, 403, 404, 405, 408, 413,
+# 415, 503 + Retry-After), auth, filters, mutated (hostile) requests, protocol edges over raw
+# sockets (malformed heads, chunked bodies over the limit, slow clients: tests/server/protocol.py), concurrent searches while
 # products are written (a search never sees half a product), SIGTERM under load (no failed
 # in-flight request, exit 0, store intact), the refusal to listen beyond loopback with writes and
 # no key, the request log, and finally checks every recorded response against docs/openapi.yaml.
@@ -83,7 +84,7 @@ img() { echo "$work/cat/images/$1_0.jpg"; }
 photo() { echo "$work/cat/queries/$1/0.jpg"; }
 cat_of() { /usr/bin/python3 -c 'import csv,sys; print(next(r["category"] for r in csv.DictReader(open(sys.argv[1])) if r["product_id"] == sys.argv[2]))' "$work/cat/catalog.csv" "$1"; }
 
-start_server --api-key-file "$work/key" --max-body 2M --timeout 3
+start_server --api-key-file "$work/key" --max-body 2M --timeout 3 --head-timeout 2 --body-timeout 2
 note "server at $URL"
 
 # ---- service endpoints --------------------------------------------------------------------------
@@ -211,6 +212,10 @@ req PUT /v1/products/NEW2 "${AUTH[@]}" -F 'metadata={"id":"OTHER"}' -F "image=@$
 req PUT /v1/products/NEW2 "${AUTH[@]}" -F 'metadata={}' -F "image=@$work/text.txt"; expect 415 unsupported_media_type
 req GET /v1/products/NEW2; expect 404 not_found
 req PUT /v1/products/NEW2 "${AUTH[@]}" -H 'Content-Type: application/json' --data '{}'; expect 415 unsupported_media_type
+# ids are UTF-8 once decoded: %ff is refused (it used to be stored as byte 0xFF)
+req PUT /v1/products/%ff "${AUTH[@]}" -F "metadata=$meta;type=application/json" -F "image=@$NEWIMG"; expect 400 bad_request
+grep -q 'UTF-8' "$BODY" || fail "the %ff refusal does not say why: $(cat "$BODY")"
+req GET /v1/products/%ff; expect 400 bad_request
 req DELETE /v1/products/NEW1 "${AUTH[@]}"; expect 200
 req GET /v1/products/NEW1; expect 404 not_found
 req DELETE /v1/products/NEW1 "${AUTH[@]}"; expect 404 not_found
@@ -262,6 +267,8 @@ grep -q 'category=' "$work/server.log" && fail "the request log shows query stri
 # ---- hostile input: mutated requests, the server stays up and never answers 500 -----------------------
 hostile=200; [ "$SAN" = 1 ] && hostile=100
 /usr/bin/python3 "$SRC/tests/server/hostile.py" "$URL" "$(img $P)" $hostile || fail "hostile requests"
+# protocol edges over raw sockets: malformed heads get one answer, chunked 413, slow clients
+/usr/bin/python3 "$SRC/tests/server/protocol.py" "$URL" "$KEY" 2 "$(img $P)" || fail "protocol edges"
 stop_server
 grep -q 'stopped' "$work/server.log" || fail "no clean stop"
 

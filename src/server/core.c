@@ -167,6 +167,13 @@ void sl__h_metrics(sl__req *req, sl__resp *resp) {
                        "# TYPE shoplens_http_request_body_bytes_total counter\n"
                        "shoplens_http_request_body_bytes_total %llu\n",
                    (unsigned long long)atomic_load_explicit(&m->bytes_in, memory_order_relaxed));
+    sl__buf_printf(&b, "# HELP shoplens_http_slow_clients_closed_total Connections closed because the request head "
+                       "or a body chunk did not arrive in time (the head/body timeouts).\n"
+                       "# TYPE shoplens_http_slow_clients_closed_total counter\n"
+                       "shoplens_http_slow_clients_closed_total{phase=\"head\"} %llu\n"
+                       "shoplens_http_slow_clients_closed_total{phase=\"body\"} %llu\n",
+                   (unsigned long long)atomic_load_explicit(&m->slow_closed[0], memory_order_relaxed),
+                   (unsigned long long)atomic_load_explicit(&m->slow_closed[1], memory_order_relaxed));
     sl__gauges g = { -1, -1, -1 };
     sl__api_gauges(srv, &g);
     if (g.products >= 0)
