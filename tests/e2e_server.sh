@@ -94,6 +94,9 @@ grep -q 'id="drop"' "$BODY" || fail "page lacks the drop zone"
 grep -Eq '(src|href)="https?://' "$BODY" && fail "page refers to an external resource"
 req GET /healthz; expect 200
 [ "$(json 'd["status"]')" = ok ] || fail "healthz status"
+req GET /favicon.ico; expect 200
+[ "$CTYPE" = image/svg+xml ] || fail "favicon content type $CTYPE"
+grep -q '<svg' "$BODY" || fail "favicon is not an SVG"
 req GET /nope; expect 404 not_found
 req PATCH /v1/search; expect 405 method_not_allowed
 [ "$(header Allow)" = POST ] || fail "405 without Allow: POST"
@@ -107,6 +110,7 @@ rows = {r["product_id"]: r["category"] for r in csv.DictReader(open(sys.argv[1])
 print(" ".join(sorted(f"{c}={n}" for c, n in collections.Counter(rows.values()).items())))' "$work/cat/catalog.csv")
 got=$(json '" ".join(sorted(c["name"]+"="+str(c["products"]) for c in d["categories"]))')
 [ "$got" = "$want" ] || fail "categories: got '$got' want '$want'"
+[ "$(json 'd["products"]')" = $N ] || fail "categories: products should be the catalog's $N"
 
 P=P000003
 req GET "/v1/products/$P"; expect 200
@@ -169,6 +173,15 @@ req POST /v1/search -H 'Content-Type: text/plain' --data-binary "@$work/text.txt
 head -c 300 "$(img $P)" > "$work/trunc.jpg"
 req POST /v1/search -F "image=@$work/trunc.jpg;type=image/jpeg"; expect 400
 req POST /v1/search -F "photo=@$(img $P)"; expect 400 bad_request
+# a region of the photo (pixels of the photo as sent; the catalog images are 320x320)
+req POST "/v1/search?k=3&region=40,40,240,240" -F "image=@$(img $P)"; expect 200
+[ "$(json 'd["results"][0]["product_id"]')" = $P ] || fail "region search: $(head -c 300 "$BODY")"
+req POST '/v1/search?region=100,0,300,50' -F "image=@$(img $P)"; expect 400 bad_request
+grep -q '320x320 image' "$BODY" || fail "a region outside the photo: the message should give its size: $(cat "$BODY")"
+for bad in 'region=1,2,3' 'region=a,b,c,d' 'region=0,0,0,10' 'region=-1,0,20,20' 'region=0,0,8,8' 'region=1,1,20,20&region=2,2,20,20'; do
+  req POST "/v1/search?$bad" -F "image=@$(img $P)"; expect 400 bad_request
+done
+req GET "/v1/products/$P/similar?region=0,0,20,20"; expect 400 bad_request
 req POST /v1/search -H 'Content-Type: image/jpeg' --data-binary ''; expect 400 bad_request
 head -c $((3 << 20)) /dev/urandom > "$work/big.bin"
 req POST /v1/search -H 'Content-Type: image/jpeg' --data-binary "@$work/big.bin"; expect 413 payload_too_large

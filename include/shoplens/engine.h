@@ -68,6 +68,10 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
 #define SL_ENGINE_MAX_SIDE_MAX 4096
+/* A search region (sl_query.region_*) is at least this many pixels on each side; coordinates
+ * and sizes above SL_ENGINE_REGION_COORD_MAX are refused when parsed. */
+#define SL_ENGINE_REGION_MIN 16
+#define SL_ENGINE_REGION_COORD_MAX 1000000
 
 /* ---- opening ------------------------------------------------------------------------------- */
 
@@ -125,7 +129,19 @@ typedef struct sl_query {
     int has_min_price, has_max_price;
     const char *text;               /* FTS5 words on title + description, NULL = none */
     sl_text_mode text_mode;
+    /* Search only this rectangle of the query image when region_w > 0: pixels of the image as
+     * given, upright (after EXIF orientation, as a browser shows it), x/y from its top-left
+     * corner. It is cut out before any feature is computed (from a larger decode when the
+     * image is big and the region small, so the region keeps its detail). It must lie inside
+     * the image and be at least SL_ENGINE_REGION_MIN pixels on each side, else SL_E_INVALID
+     * naming the image size. Ignored by sl_engine_similar. */
+    int region_x, region_y, region_w, region_h;
 } sl_query;
+
+/* Parses a region "x,y,w,h" (four decimal integers, no spaces, each at most
+ * SL_ENGINE_REGION_COORD_MAX, w and h at least 1) into q's region fields. SL_E_INVALID (message
+ * says what is wrong) leaves q unchanged. Whether it fits the image is checked when searching. */
+sl_status sl_engine_parse_region(const char *text, sl_query *q, sl_error *err);
 
 /* One product in a result list. */
 typedef struct sl_match {

@@ -80,6 +80,13 @@ void sl__described_clear(sl__described *d);
 /* Decodes bytes for the engine (max_side shrink-on-load). */
 sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
                             char format[16], sl_error *err);
+/* The region of q (region.c) cut out of a decoded upright image, or out of encoded bytes
+ * (decoded larger when the region is small); shrunk to e->max_side. SL_E_INVALID when the
+ * region is not inside the image or too small. */
+sl_status sl__region_of_image(const sl_engine *e, const sl_image *img, const sl_query *q,
+                              sl_image **out, sl_error *err);
+sl_status sl__region_of_bytes(const sl_engine *e, const void *data, size_t len, const sl_query *q,
+                              sl_image **out, sl_error *err);
 /* Extracts the global vector (malloc'ed, dim floats) and, when verifying, the serialized local
  * features of a decoded image. Thread-safe. */
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,

@@ -236,6 +236,7 @@ void sl__resp_free(sl__resp *resp);
 
 /* Core handlers. */
 void sl__h_page(sl__req *req, sl__resp *resp);
+void sl__h_favicon(sl__req *req, sl__resp *resp);
 void sl__h_healthz(sl__req *req, sl__resp *resp);
 void sl__h_metrics(sl__req *req, sl__resp *resp);
 
