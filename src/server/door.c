@@ -57,6 +57,7 @@
 struct sl__pending {
     int fd;
     int line;                 /* request line complete: counted in srv->inflight */
+    int dead;                 /* dropped: closed, waiting to be freed after this epoll batch */
     int lingering;            /* answered; waiting for the client to close */
     double t_open, t_last;    /* accepted; last new bytes */
     double t_linger;          /* lingering since */
@@ -118,7 +119,8 @@ static void sl__pend_unlink(sl__door *d, sl__pending *p) {
     p->prev = p->next = NULL;
 }
 
-/* Forgets a pending connection (and closes it unless keep_fd). */
+/* Forgets a pending connection (and closes it unless keep_fd). It is freed after the current
+ * epoll batch, which may still hold events for it. */
 static void sl__pend_drop(sl_server *srv, sl__pending *p, int keep_fd) {
     sl__door *d = &srv->door;
     epoll_ctl(d->ep, EPOLL_CTL_DEL, p->fd, NULL);
@@ -126,7 +128,18 @@ static void sl__pend_drop(sl_server *srv, sl__pending *p, int keep_fd) {
     if (p->line) atomic_fetch_sub(&srv->inflight, 1);
     if (!p->lingering) atomic_fetch_sub(&d->npending, 1);
     if (!keep_fd) close(p->fd);
-    free(p);
+    p->fd = -1;
+    p->dead = 1;
+    p->next = d->dead;
+    d->dead = p;
+}
+
+static void sl__pend_free_dead(sl__door *d) {
+    while (d->dead) {
+        sl__pending *p = d->dead;
+        d->dead = p->next;
+        free(p);
+    }
 }
 
 /* Reads and drops what the client sent; returns 1 at its end of stream or on an error. */
@@ -182,6 +195,7 @@ static void sl__pend_handoff(sl_server *srv, sl__pending *p) {
 /* New bytes (or an end of stream: hup) on a pending connection. */
 static void sl__pend_read(sl_server *srv, sl__pending *p, int hup) {
     sl__door *d = &srv->door;
+    if (p->dead) return; /* dropped earlier in this batch */
     if (p->lingering) {
         if (sl__pend_discard(p, d->buf)) sl__pend_drop(srv, p, 0);
         return;
@@ -388,6 +402,7 @@ static void *sl__door_main(void *arg) {
         if (atomic_load(&d->drain)) sl__door_close_listener(srv);
         double now = sl__now();
         sl__pend_expire(srv, now);
+        sl__pend_free_dead(d);
         if (now - last_watch >= SL__DOOR_TICK_MS / 1e3) {
             sl__watch(srv);
             last_watch = now;
@@ -472,6 +487,7 @@ void sl__door_stop(sl_server *srv) {
         d->started = 0;
     }
     while (d->pend) sl__pend_drop(srv, d->pend, 0);
+    sl__pend_free_dead(d);
     if (d->lfd >= 0) close(d->lfd);
     if (d->ep >= 0) close(d->ep);
     if (d->evfd >= 0) close(d->evfd);

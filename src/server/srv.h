@@ -155,6 +155,7 @@ typedef struct sl__door {
     pthread_mutex_t mu;              /* guards conns; a conn's fd stays open while listed */
     sl__conn *conns;
     sl__pending *pend;               /* connections whose first head is being read (door thread) */
+    sl__pending *dead;               /* dropped ones, freed after the epoll batch */
     _Atomic size_t npending;         /* of them, not yet answered */
     _Atomic int handing;             /* handed to libmicrohttpd, not yet started there */
     _Atomic long long handed_us;     /* time of the last hand-over */

@@ -26,6 +26,7 @@ const left = { file: process.env.SL_LEFT, id: process.env.SL_LEFT_ID };
 const right = { file: process.env.SL_RIGHT, id: process.env.SL_RIGHT_ID };
 
 function check(cond, msg) { if (!cond) throw new Error(msg); }
+let step = "start"; // what the test was doing, for the failure message
 
 async function firstCard(page) {
   await page.waitForSelector("#results li.card", { timeout: 30000 });
@@ -123,6 +124,7 @@ async function run(browser, name, contextOpts) {
         `${name}: file inputs ${JSON.stringify(inputs)}`);
 
   // 1. file picker
+  step = `${name}: file picker`;
   const s1 = await searched(page, () => page.setInputFiles("#file", photo));
   let c = await firstCard(page);
   check(c.id === expected, `${name}: first result is ${c.id}, expected ${expected}`);
@@ -144,6 +146,7 @@ async function run(browser, name, contextOpts) {
   await page.screenshot({ path: path.join(artifacts, `web-${name}.png`), fullPage: true });
 
   // 2. drag and drop, 3. paste: the same photo through the other two ways in
+  step = `${name}: drag and drop, 3. paste: the same photo through the other two ways in`;
   const bytes = fs.readFileSync(photo).toString("base64");
   for (const how of ["drop", "paste"]) {
     await resetResults(page);
@@ -159,6 +162,7 @@ async function run(browser, name, contextOpts) {
   }
 
   // 4. a category filter: every result is in it
+  step = `${name}: a category filter: every result is in it`;
   const want = c.category;
   await page.selectOption("#category", want);
   await resetResults(page);
@@ -166,9 +170,10 @@ async function run(browser, name, contextOpts) {
   await firstCard(page);
   const catsShown = await page.$$eval("#results .category", (ns) => ns.map((n) => n.textContent));
   check(catsShown.every((x) => x === want), `${name}: category filter leaked: ${catsShown}`);
-  await page.click("#clear");
+  await searched(page, () => page.click("#clear")); // searches again without the filter
 
   // 5. similar, and back to the results (the page's button, then the browser's back)
+  step = `${name}: similar, and back to the results (the page's button, then the browser's back)`;
   await page.waitForSelector("#results li.card button.similar");
   await resetResults(page);
   await searched(page, () => page.setInputFiles("#file", photo));
@@ -183,16 +188,19 @@ async function run(browser, name, contextOpts) {
   await page.waitForSelector("#back", { state: "visible" });
   await page.screenshot({ path: path.join(artifacts, `web-${name}-similar.png`), fullPage: true });
   await page.click("#back");
-  await page.waitForFunction((s) => document.getElementById("status").textContent === s, statusBefore, { timeout: 5000 });
+  await page.waitForFunction((s) => document.getElementById("status").textContent === s, statusBefore, { timeout: 5000 })
+    .catch(async (e) => { throw new Error(`back: status "${await page.textContent("#status")}", expected "${statusBefore}"`); });
   check(JSON.stringify(await cardIds(page)) === JSON.stringify(before), `${name}: back to results shows ${await cardIds(page)}, was ${before}`);
   check(await page.isHidden("#back"), `${name}: "back" still shown on the results`);
   await page.click("#results li.card:nth-child(2) button.similar");
   await page.waitForFunction(() => /^Similar to/.test(document.getElementById("status").textContent), null, { timeout: 15000 });
   await page.goBack();
-  await page.waitForFunction((s) => document.getElementById("status").textContent === s, statusBefore, { timeout: 5000 });
+  await page.waitForFunction((s) => document.getElementById("status").textContent === s, statusBefore, { timeout: 5000 })
+    .catch(async (e) => { throw new Error(`browser back: status "${await page.textContent("#status")}", expected "${statusBefore}"`); });
   check(JSON.stringify(await cardIds(page)) === JSON.stringify(before), `${name}: the browser's back shows ${await cardIds(page)}, was ${before}`);
 
   // 6. a box on a photo of two products searches only what is in it
+  step = `${name}: a box on a photo of two products searches only what is in it`;
   const two = await sideBySide(page, left.file, right.file);
   await searched(page, () => page.setInputFiles("#file", { name: "two.jpg", mimeType: "image/jpeg", buffer: two }));
   await page.waitForSelector("#preview", { state: "visible", timeout: 5000 });
@@ -213,6 +221,7 @@ async function run(browser, name, contextOpts) {
   check(await page.isHidden("#box"), `${name}: the box stays after "Whole photo"`);
 
   // 7. errors in words: not an image (client side) and an undecodable image (server side)
+  step = `${name}: errors in words: not an image (client side) and an undecodable image (server side)`;
   await page.setInputFiles("#file", { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("hello") });
   await page.waitForSelector("#error.show");
   check(/not an image/.test(await page.textContent("#error")), name + ": no message for a text file");
@@ -247,4 +256,4 @@ async function run(browser, name, contextOpts) {
   } finally {
     await browser.close();
   }
-})().catch((e) => { console.error("web: FAIL: " + e.message); process.exit(1); });
+})().catch((e) => { console.error("web: FAIL (" + step + "): " + e.message); process.exit(1); });
