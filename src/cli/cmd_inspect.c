@@ -19,7 +19,7 @@ static int sl__inspect_run(int argc, char **argv) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 0 || v > SL_IMAGE_MAX_SIDE_MAX)
-                return sl__cli_usage_error(argv[0], "bad --max-side '%s'", argv[i]);
+                return sl__cli_usage_error(argv[0], "bad value '%s' for --max-side: must be an integer in 0..%d (0: no limit)", argv[i], SL_IMAGE_MAX_SIDE_MAX);
             max_side = (int)v;
         } else if (strcmp(argv[i], "--") == 0) { nfiles += argc - i - 1; break; }
         else if (argv[i][0] == '-' && argv[i][1]) return sl__cli_usage_error(argv[0], "unknown option '%s'", argv[i]);
