@@ -31,7 +31,7 @@ with open(sys.argv[1], "w", newline="") as f:
     w.writerows(rows)
 EOF
 "$BIN" init --store "$work/store" >/dev/null
-"$BIN" add "$work/cat/catalog.csv" --store "$work/store" --quiet >/dev/null
+"$BIN" add "$work/cat/catalog.csv" --store "$work/store" --currency EUR --quiet >/dev/null
 # The shopper photo: a different seed-independent variant than the catalog views, at phone size.
 "$BIN" sample photo --product 5 --variant 3 --seed 11 --size 640 -o "$work/shopper.jpg" >/dev/null
 
