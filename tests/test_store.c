@@ -316,6 +316,51 @@ static void test_jsonl(void **state) {
 
 /* ---- image URLs (catalog/fetch.c) against a local server ---------------------------------- */
 
+/* Google Merchant's column names map to the fields; shoplens's own names win when both are there. */
+static void test_feed_merchant_names(void **state) {
+    (void)state;
+    const char *csv =
+        "id,title,description,link,image_link,additional_image_link,price,availability,brand,gtin,product_type\n"
+        "A1,Mug,Big,https://s.example/a1,https://cdn.example/a1.jpg,\"https://cdn.example/b.jpg, c.jpg\",12.99 USD,in stock,Acme,40063,Home > Kitchen\n";
+    sl_catalog_reader *r;
+    sl_error e;
+    sl_catalog_row row;
+    assert_int_equal(sl_catalog_open_buffer(csv, strlen(csv), 0, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "A1");
+    assert_string_equal(row.image, "https://cdn.example/a1.jpg");
+    assert_string_equal(row.more_images, "https://cdn.example/b.jpg, c.jpg");
+    assert_string_equal(row.url, "https://s.example/a1");
+    assert_string_equal(row.category, "Home > Kitchen");
+    assert_string_equal(row.price_text, "12.99 USD");
+    assert_string_equal(row.attrs_json, "{\"availability\":\"in stock\",\"brand\":\"Acme\",\"gtin\":\"40063\"}");
+    sl_catalog_close(r);
+    /* both names: product_id and image win, id and image_link stay as attributes */
+    const char *both = "id,product_id,image_link,image\nX,P1,u.jpg,f.jpg\n";
+    assert_int_equal(sl_catalog_open_buffer(both, strlen(both), 0, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P1");
+    assert_string_equal(row.image, "f.jpg");
+    assert_string_equal(row.attrs_json, "{\"id\":\"X\",\"image_link\":\"u.jpg\"}");
+    sl_catalog_close(r);
+    const char *none = "sku,image_link\nX,u.jpg\n";
+    assert_int_equal(sl_catalog_open_buffer(none, strlen(none), 0, &r, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "product_id (or id)"));
+    /* JSONL: the same names; additional images as a list; the winner whatever the key order */
+    const char *js = "{\"image_link\": \"u.jpg\", \"id\": \"X\", \"product_id\": \"P2\", \"additional_image_link\": [\"a.jpg\", \"b.jpg\"], \"link\": \"https://s/p2\"}\n"
+                     "{\"id\": \"P3\", \"image_link\": \"v.jpg\", \"additional_image_link\": [1]}\n";
+    assert_int_equal(sl_catalog_open_buffer(js, strlen(js), 1, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P2");
+    assert_string_equal(row.image, "u.jpg");
+    assert_string_equal(row.more_images, "a.jpg,b.jpg");
+    assert_string_equal(row.url, "https://s/p2");
+    assert_string_equal(row.attrs_json, "{\"id\":\"X\"}");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT); /* a list of non-strings */
+    assert_non_null(strstr(e.message, "additional_image_link"));
+    sl_catalog_close(r);
+}
+
 static void test_price_text(void **state) {
     (void)state;
     static const struct { const char *text; int r; double v; const char *cur; } cases[] = {
@@ -323,9 +368,10 @@ static void test_price_text(void **state) {
         { "USD 12.99", 1, 12.99, "USD" }, { "15.00USD", 1, 15, "USD" }, { ".5", 1, 0.5, "" }, { "3.", 1, 3, "" },
         { "1000000000000 JPY", 1, 1e12, "JPY" }, { "", 0, 0, "" }, { "  ", 0, 0, "" },
         { "-1", -1, 0, "" }, { "+1", -1, 0, "" }, { "1e3", -1, 0, "" }, { "1,299.00 USD", -1, 0, "" },
-        { "12,99 EUR", -1, 0, "" }, { "12.99 US", -1, 0, "" }, { "12.99 USDX", -1, 0, "" }, { "12.99 USD x", -1, 0, "" },
+        { "12,99 EUR", -1, 0, "" }, { "12.99 US", -1, 0, "C" }, { "12.99 USDX", -1, 0, "C" }, { "12.99 USD x", -1, 0, "" },
         { "USD", -1, 0, "" }, { "1.2.3", -1, 0, "" }, { "inf", -1, 0, "" }, { "nan", -1, 0, "" }, { "0x10", -1, 0, "" },
         { "1000000000001", -1, 0, "" }, { "USD 12.99 EUR", -1, 0, "" }, { "12.99 \xc3\xa9uro", -1, 0, "" },
+        { "2e12", -1, 0, "" }, { "1E3 USD", -1, 0, "" }, { "US 12", -1, 0, "C" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         double v = -1;
@@ -339,6 +385,8 @@ static void test_price_text(void **state) {
             assert_string_equal(cur, cases[i].cur);
         }
         if (r < 0) assert_non_null(strstr(why, "price"));
+        /* a malformed number names the range; a malformed code says what a code is */
+        if (r < 0) assert_non_null(strstr(why, cases[i].cur[0] == 'C' ? "3 letters" : "0..1000000000000"));
     }
 }
 
@@ -887,6 +935,7 @@ int main(void) {
         cmocka_unit_test(test_store_readonly_and_versions),
         cmocka_unit_test(test_csv_rfc4180),
         cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_feed_merchant_names),
         cmocka_unit_test(test_price_text),
         cmocka_unit_test(test_sniff),
         cmocka_unit_test(test_fetch_urls),

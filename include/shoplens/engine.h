@@ -251,8 +251,20 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
  * total). elapsed_s counts from the start of extraction. */
 typedef void (*sl_progress_fn)(void *ctx, size_t done, size_t total, double elapsed_s);
 
+/* Image URLs (http/https) in feeds: fetched before extraction, jobs at once (8 when jobs is 0),
+ * each attempt within fetch_timeout_s, retried fetch_retries times with backoff on transient
+ * failures (see docs/cli.md). */
+#define SL_ENGINE_FETCH_TIMEOUT_DEFAULT 30
+#define SL_ENGINE_FETCH_TIMEOUT_MIN 1
+#define SL_ENGINE_FETCH_TIMEOUT_MAX 600
+#define SL_ENGINE_FETCH_RETRIES_DEFAULT 3
+#define SL_ENGINE_FETCH_RETRIES_MIN 0
+#define SL_ENGINE_FETCH_RETRIES_MAX 10
+#define SL_ENGINE_FETCH_PARALLEL_DEFAULT 8
+
 typedef struct sl_ingest_opts {
-    int jobs;                   /* extraction threads; 0 = all cores */
+    int jobs;                   /* extraction threads and downloads at once; 0 = all cores
+                                   (and SL_ENGINE_FETCH_PARALLEL_DEFAULT downloads) */
     int sync;                   /* nonzero: also remove products absent from the feed */
     int dry_run;                /* nonzero: read, hash and decode, report what would be added,
                                    updated and removed (report->*_ids), write nothing */
@@ -265,8 +277,14 @@ typedef struct sl_ingest_opts {
     int max_removals_set;
     double max_removals_percent;
     size_t train_sample;        /* 0 = SL_ENGINE_TRAIN_SAMPLE_DEFAULT */
+    double fetch_timeout_s;     /* per download attempt; 0 = SL_ENGINE_FETCH_TIMEOUT_DEFAULT */
+    int fetch_retries;          /* further attempts after a transient failure; used when
+                                   fetch_retries_set, else SL_ENGINE_FETCH_RETRIES_DEFAULT */
+    int fetch_retries_set;
     sl_progress_fn progress;    /* may be NULL */
     void *progress_ctx;
+    sl_progress_fn fetch_progress; /* downloads done of total (distinct URLs), may be NULL */
+    void *fetch_progress_ctx;
     volatile int *cancel;       /* may be NULL; set nonzero to stop (SL_E_INTERRUPTED) */
 } sl_ingest_opts;
 

@@ -8,8 +8,12 @@
  * text's NUL.
  */
 #include "catalog/price.h"
+#include "shoplens/store.h"
 
 #include <ctype.h>
+
+#define SL__BAD_NUMBER "bad price (must be a number in 0..1000000000000, like 12.99 or 12.99 USD)"
+#define SL__BAD_CODE "bad price (the currency must be 3 letters, like 12.99 USD)"
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,13 +44,12 @@ int sl__price_parse(const char *text, double *value, char currency[4], const cha
     int code_first = isalpha((unsigned char)*p);
     if (code_first) {
         if (!sl__code(&p, cur)) {
-            *why = "bad price (a currency is 3 letters, e.g. 12.99 USD)";
+            *why = SL__BAD_CODE;
             return -1;
         }
         p = sl__skip(p);
     }
     /* the number: digits, at most one '.', at least one digit */
-    const char *n0 = p;
     int digits = 0, dots = 0;
     char buf[48];
     size_t k = 0;
@@ -57,27 +60,27 @@ int sl__price_parse(const char *text, double *value, char currency[4], const cha
     }
     buf[k] = '\0';
     if (!digits || dots > 1 || k + 1 >= sizeof buf) {
-        *why = p == n0 && (*p == '-' || *p == '+') ? "bad price (must not be negative or signed)"
-                                                    : "bad price (not a number like 12.99 or 12.99 USD)";
+        *why = SL__BAD_NUMBER;
         return -1;
     }
     p = sl__skip(p);
     if (!code_first && *p) {
+        /* letters only: a currency code; anything else ("2e12", "12,99") is a bad number */
+        size_t run = 0, alpha = 0;
+        for (; isalnum((unsigned char)p[run]) && (unsigned char)p[run] < 0x80; run++) alpha += isalpha((unsigned char)p[run]) != 0;
         if (!sl__code(&p, cur)) {
-            *why = *p == ',' || *p == 'e' || *p == 'E'
-                       ? "bad price (use a plain number with a '.' for decimals, like 1299.99)"
-                       : "bad price (not a number like 12.99 or 12.99 USD)";
+            *why = run > 0 && alpha == run ? SL__BAD_CODE : SL__BAD_NUMBER;
             return -1;
         }
         p = sl__skip(p);
     }
     if (*p) {
-        *why = "bad price (not a number like 12.99 or 12.99 USD)";
+        *why = SL__BAD_NUMBER;
         return -1;
     }
     double v = strtod(buf, NULL);
-    if (!(v <= SL__PRICE_MAX)) {
-        *why = "bad price (above the limit of 1000000000000)";
+    if (!(v <= SL_PRODUCT_PRICE_MAX)) {
+        *why = SL__BAD_NUMBER;
         return -1;
     }
     *value = v;

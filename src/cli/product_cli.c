@@ -124,6 +124,15 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             if (!*val || !sl_product_currency_valid(val, NULL))
                 return sl__cli_usage_error(cmd, "bad value '%s' for --currency: must be a three-letter ISO 4217 code such as USD or EUR", val);
             o->currency = val;
+        } else if (strcmp(name, "--fetch-timeout") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_FETCH_TIMEOUT_MIN, SL_ENGINE_FETCH_TIMEOUT_MAX, 0, &d))) return rc;
+            o->fetch_timeout = d;
+        } else if (strcmp(name, "--fetch-retries") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_FETCH_RETRIES_MIN, SL_ENGINE_FETCH_RETRIES_MAX, 1, &d))) return rc;
+            o->fetch_retries = (int)d;
+            o->fetch_retries_set = 1;
         } else if (strcmp(name, "--max-removals") == 0 && (allowed & SL__OPT_SYNC)) {
             SL__TAKE();
             size_t vl = strlen(val);
@@ -303,6 +312,7 @@ int sl__print_json(json_t *v) {
 void sl__progress_init(sl__progress *p, const char *what, int quiet) {
     memset(p, 0, sizeof *p);
     p->what = what;
+    p->unit = "products";
     p->tty = isatty(2);
     p->quiet = quiet;
     p->last = -1e9;
@@ -324,7 +334,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
         if (done == total) fputc('\n', stderr);
         fflush(stderr);
     } else if (elapsed - p->last >= 2.0 || done == total) {
-        fprintf(stderr, "%s: %zu/%zu products (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total,
+        fprintf(stderr, "%s: %zu/%zu %s (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total, p->unit,
                 pct, rate, eta);
         p->last = elapsed;
     }

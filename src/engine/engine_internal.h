@@ -116,6 +116,16 @@ int sl__image_same_bytes(const sl_image_ref *old, const char hash[65]);
 /* After a commit that may have released image files: deletes those nobody references (errors
  * are left for the next run: the deletions stay queued). Caller holds wmu, not the lock. */
 void sl__engine_gc(sl_engine *e);
+/* Downloads image URLs (remote.c, catalog/fetch.c) into a private directory of the store
+ * (*dir, malloc'ed; remove it with sl__remote_rmdir): local[i] is the file of urls[i]
+ * (malloc'ed), or NULL with st[i] and msg[i] (malloc'ed) saying why. Returns SL_OK when every
+ * URL was tried, else a run-level error (SL_E_NOMEM, SL_E_IO, SL_E_INTERRUPTED). */
+struct sl__fetch_opts;
+sl_status sl__remote_fetch(sl_engine *e, const char *const *urls, size_t n,
+                           const struct sl__fetch_opts *o, sl_progress_fn progress,
+                           void *progress_ctx, const volatile int *cancel, char **dir, char **local,
+                           sl_status *st, char **msg, sl_error *err);
+void sl__remote_rmdir(const char *dir);
 /* Extracts the global vector (malloc'ed, dim floats) and, when verifying, the serialized local
  * features of a decoded image. Thread-safe. */
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,

@@ -5,6 +5,7 @@ of feeds with image URLs (tests/test_store.c, tests/e2e_feeds.sh). Loopback only
 Usage: image_server.py DIR  -> prints "port N" on stdout once listening, serves until killed.
 
   /img/NAME            DIR/NAME with a Content-Type from its extension
+  /delay/NAME          /img/NAME after half a second
   /redirect/NAME       302 to /img/NAME
   /loop/K              302 to /loop/K+1, for ever (a redirect loop)
   /missing/NAME        404
@@ -80,7 +81,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 with lock:
                     body = json.dumps(dict(counts, max_concurrent=active[1])).encode()
                 return self.send(200, body, "application/json")
-            if kind == "img" or (kind == "flaky" and seen > 1):
+            if kind == "delay":
+                time.sleep(0.5)
+            if kind in ("img", "delay") or (kind == "flaky" and seen > 1):
                 data = self.file(name)
                 return self.send(200, data, ctype) if data is not None else self.send(404, b"no such file")
             if kind == "flaky" or kind == "down":

@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include "catalog/price.h"
+#include "shoplens/store.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -27,7 +28,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *why = NULL;
     int r = sl__price_parse(text, &v, cur, &why);
     if (r == 1) {
-        if (!isfinite(v) || v < 0 || v > SL__PRICE_MAX || !strpbrk(text, "0123456789")) abort();
+        if (!isfinite(v) || v < 0 || v > SL_PRODUCT_PRICE_MAX || !strpbrk(text, "0123456789")) abort();
         if (cur[0]) {
             if (strlen(cur) != 3 || !strcasestr(text, cur)) abort();
             for (int i = 0; i < 3; i++)
