@@ -8,6 +8,7 @@ connections are open all the time. Runs for SECONDS, then prints one JSON line: 
 opened, answers 408, connections closed without an answer, connect errors.
 """
 import json
+import resource
 import socket
 import sys
 import time
@@ -74,4 +75,6 @@ while time.time() < end:
     time.sleep(max(0.0, 0.1 - (time.time() - t0)))
 for s in list(conns):
     s.close()
+ru = resource.getrusage(resource.RUSAGE_SELF)
+stats["cpu_s"] = round(ru.ru_utime + ru.ru_stime, 2)  # what the slow clients cost this machine
 print(json.dumps(stats))

@@ -85,7 +85,10 @@ typedef struct sl_server_opts {
     size_t max_body_total; /* bytes of request bodies held in memory at once, all requests
                               together (>= max_body); beyond it uploads are answered 503 */
     int max_inflight;      /* requests being served at once before 503 */
-    int max_connections;   /* open connections at once (more are refused at accept) */
+    int max_connections;   /* connections served at once (one more with a complete request
+                              head gets 503 + Retry-After); as many more may be sending their
+                              first request head, the longest-waiting one is dropped when a new
+                              one comes and they are full */
     int timeout_s;         /* inactivity timeout of a connection */
     int head_timeout_s;    /* a request head (request line and headers) must be complete within
                               this many seconds of the connection opening, or of the previous

@@ -70,6 +70,14 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             SL__TAKE();
             if ((rc = sl__num_arg(cmd, name, val, 0, SL_ENGINE_OFFSET_MAX, 1, &d))) return rc;
             o->q.offset = (int)d;
+        } else if (strcmp(name, "--region") == 0 && (allowed & SL__OPT_REGION)) {
+            SL__TAKE();
+            sl_error rerr;
+            sl_error_clear(&rerr);
+            if (sl_engine_parse_region(val, &o->q, &rerr) != SL_OK)
+                return sl__cli_usage_error(cmd, "bad value '%s' for --region: %s (x, y from the photo's "
+                                           "top-left corner, w and h at least %d, in pixels)", val,
+                                           rerr.message, SL_ENGINE_REGION_MIN);
         } else if (strcmp(name, "--category") == 0 && (allowed & SL__OPT_FILTERS)) {
             SL__TAKE();
             o->q.category = val;
@@ -342,7 +350,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
 
 int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl__popts o;
-    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS, &o);
+    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS | (similar ? 0 : SL__OPT_REGION), &o);
     if (rc) return rc;
     if (o.npos != 1) return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give exactly one IMAGE");
     sl_engine *e;

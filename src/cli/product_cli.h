@@ -25,7 +25,8 @@ enum {
     SL__OPT_EXPORT = 1 << 9,   /* --format csv|jsonl --out FILE */
     SL__OPT_INGEST = 1 << 10,  /* --dry-run --currency CODE --fetch-timeout S --fetch-retries N */
     SL__OPT_SYNC = 1 << 11,    /* --max-removals N|P% */
-    SL__OPT_VERIFY = 1 << 12   /* --repair --quick */
+    SL__OPT_VERIFY = 1 << 12,  /* --repair --quick */
+    SL__OPT_REGION = 1 << 13   /* --region x,y,w,h */
 };
 
 #define SL__MAX_POS 4096

@@ -688,7 +688,8 @@ sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server
     struct MHD_Daemon *d = MHD_start_daemon(
         flags, 0, NULL, NULL, sl__access, srv,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o.threads > 1 ? o.threads : 0),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_connections,
+        /* the door enforces max_connections (door.c says why this one must never be hit) */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_connections * (unsigned)(o.threads + 1) + 64u,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o.timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
         MHD_OPTION_URI_LOG_CALLBACK, sl__uri_cb, srv,

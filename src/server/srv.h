@@ -161,6 +161,7 @@ typedef struct sl__door {
     sl__pending *dead;               /* dropped ones, freed after the epoll batch */
     _Atomic size_t npending;         /* of them, not yet answered */
     _Atomic int handing;             /* handed to libmicrohttpd, not yet started there */
+    _Atomic size_t nconns;           /* connections libmicrohttpd holds (with a record) */
     _Atomic long long handed_us;     /* time of the last hand-over */
     char *buf;                       /* peek buffer, SL__HEAD_MAX + 1 bytes */
 } sl__door;
