@@ -1079,6 +1079,18 @@ static void test_http_slow_clients(void **state) {
     atomic_store(&d2.stop, 1);
     pthread_join(th, NULL);
     for (int i = 0; i < 8; i++) close(d2.fd[i]);
+    /* the door full of connections that have not said anything yet (all younger than the 0.2 s
+     * grace): the next client waits in the backlog a moment, then is served */
+    int quiet[4];
+    for (int i = 0; i < 4; i++) quiet[i] = sl__connect(port);
+    usleep(20000);
+    gettimeofday(&t0, NULL);
+    sl__req0(port, "GET", "/healthz", &r);
+    gettimeofday(&t1, NULL);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    assert_true((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6 < 2.0);
+    for (int i = 0; i < 4; i++) close(quiet[i]);
     /* uploads that hold every slot: 503 with Retry-After at once (never a hang), and the slots
      * come back at their body deadline */
     sl__drip d3 = { .n = 4, .bytes = "abcdefghijklmnopqrstuvwxyz" };

@@ -131,12 +131,14 @@ for r in $(seq 1 "$srounds"); do
       hdr=()
       [ "$conn" = close ] && hdr=(-H "Connection: close")
       m0=$(cpu_ticks)
+      t0=$(ticks)
       wrk -t 2 -c 4 -d "${ssecs}s" --timeout 30s --latency "${hdr[@]}" -s "$here/search.lua" "$url/v1/search?k=10" -- "$q" \
         > "$cache/wrk-slow-$mode-$conn-$r.txt"
+      cpu=$(cpu_per_req "$t0" "$(ticks)" "$cache/wrk-slow-$mode-$conn-$r.txt")
       steal=$(steal_pct "$m0" "$(cpu_ticks)")
       read -r rps p50 p99 errs < <(parse "$cache/wrk-slow-$mode-$conn-$r.txt")
-      echo "bench/server: round $r, $mode, $conn: $rps req/s, p50 $p50 ms, p99 $p99 ms, $errs errors, host steal $steal%"
-      srows+="$r $mode $conn $rps $p50 $p99 $errs $steal"$'\n'
+      echo "bench/server: round $r, $mode, $conn: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu ms server CPU/request, $errs errors, host steal $steal%"
+      srows+="$r $mode $conn $rps $p50 $p99 $cpu $errs $steal"$'\n'
     done
     if [ -n "$dpid" ]; then
       wait "$dpid" || true
@@ -153,14 +155,14 @@ import sys
 rows = [l.split() for l in sys.argv[1].strip().splitlines()]
 quiet = {(r[0], r[2]): float(r[5]) for r in rows if r[1] == "quiet"}
 out, worst = [], 0.0
-for r, mode, conn, rps, p50, p99, errs, steal in rows:
+for r, mode, conn, rps, p50, p99, cpu, errs, steal in rows:
     ratio = ""
     if mode == "slow":
         x = float(p99) / quiet[(r, conn)]
         worst = max(worst, x)
         ratio = f"{x:.2f}"
     what = "kept alive" if conn == "keep" else "new connection per search"
-    out.append(f"| {r} | {mode} | {what} | {rps} | {p50} | {p99} | {ratio} | {errs} | {steal} |")
+    out.append(f"| {r} | {mode} | {what} | {rps} | {p50} | {p99} | {ratio} | {cpu} | {errs} | {steal} |")
 print("\n".join(out))
 print(f"WORST {worst:.2f}")
 PY
@@ -217,11 +219,12 @@ cores=$(nproc)
   echo "with \`--max-connections 32\`, fewer slots than slow clients, default \`--head-timeout 10\`."
   echo "Quiet and slow runs alternate, ${ssecs} s each. Target: p99 with slow clients <= 2 x quiet p99."
   echo
-  echo "| round | clients | search connections | requests/s | p50 ms | p99 ms | p99 / quiet p99 | errors | host steal % |"
-  echo "|---:|---|---|---:|---:|---:|---:|---:|---:|"
+  echo "| round | clients | search connections | requests/s | p50 ms | p99 ms | p99 / quiet p99 | server CPU ms/request | errors | host steal % |"
+  echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
   echo "$slow_table"
   echo
   echo "Worst p99 ratio: **${slow_worst}** (target <= 2). Counters at the end: $slow_metrics"
+  echo "The slow clients (drip.py, per round): $(cat "$cache"/drip-*.json | tr '\n' ' ')"
   echo
   echo "Raw wrk outputs: $cache/wrk-*.txt"
 } > "$out"

@@ -87,8 +87,9 @@ typedef struct sl_server_opts {
     int max_inflight;      /* requests being served at once before 503 */
     int max_connections;   /* connections served at once (one more with a complete request
                               head gets 503 + Retry-After); as many more may be sending their
-                              first request head, the longest-waiting one is dropped when a new
-                              one comes and they are full */
+                              first request head: when they are full, a new connection replaces
+                              the longest-waiting one that sent a partial head (else one older
+                              than 0.2 s), or waits in the kernel's backlog */
     int timeout_s;         /* inactivity timeout of a connection */
     int head_timeout_s;    /* a request head (request line and headers) must be complete within
                               this many seconds of the connection opening, or of the previous

@@ -53,6 +53,7 @@
 #define SL__DOOR_TICK_MS 100
 #define SL__DOOR_LINGER_S 2.0             /* an answered connection waits this long for the FIN */
 #define SL__DOOR_DISCARD_MAX ((size_t)1 << 20) /* bytes read and dropped after an answer */
+#define SL__DOOR_EVICT_GRACE_S 0.2        /* a new connection's time to send its head first */
 
 struct sl__pending {
     int fd;
@@ -232,9 +233,41 @@ static void sl__pend_read(sl_server *srv, sl__pending *p, int hup) {
     sl__pend_handoff(srv, p);
 }
 
-static void sl__door_accept(sl_server *srv) {
+/* When the door is full, the connection to drop for a new one: the longest-waiting one that
+ * sent part of a head (a client that sends its head at once never has a partial one for long),
+ * else the longest-waiting one older than SL__DOOR_EVICT_GRACE_S; NULL when every connection
+ * is younger (then new ones wait in the kernel's backlog). */
+static sl__pending *sl__door_victim(sl__door *d, double now) {
+    sl__pending *partial = NULL, *old = NULL;
+    for (sl__pending *q = d->pend; q; q = q->next) { /* newest first: the last match is the oldest */
+        if (q->lingering) continue;
+        if (q->seen) partial = q;
+        if (now - q->t_open >= SL__DOOR_EVICT_GRACE_S) old = q;
+    }
+    return partial ? partial : old;
+}
+
+static void sl__door_listening(sl__door *d, int on) {
+    if (d->lfd < 0 || d->paused == !on) return;
+    struct epoll_event ev = { .events = on ? EPOLLIN : 0, .data.ptr = &sl__tag_listen };
+    if (epoll_ctl(d->ep, EPOLL_CTL_MOD, d->lfd, &ev) == 0) d->paused = !on;
+}
+
+/* Takes in what the backlog holds. force (draining: the listener closes next) takes all of it,
+ * dropping the oldest waiting connections if it must. */
+static void sl__door_accept(sl_server *srv, int force) {
     sl__door *d = &srv->door;
     for (;;) {
+        /* full: make room, or leave new connections in the backlog for a moment (backpressure) */
+        if (atomic_load(&d->npending) >= (size_t)srv->o.max_connections) {
+            sl__pending *victim = sl__door_victim(d, force ? 1e300 : sl__now());
+            if (!victim) {
+                sl__door_listening(d, 0);
+                return;
+            }
+            if (victim->seen) atomic_fetch_add(&srv->metrics.slow_closed[0], 1);
+            sl__pend_drop(srv, victim, 0);
+        }
         sl__pending *p = calloc(1, sizeof *p);
         if (!p) return;
         p->alen = sizeof p->addr;
@@ -242,17 +275,6 @@ static void sl__door_accept(sl_server *srv) {
         if (p->fd < 0) {
             free(p);
             return;
-        }
-        /* full: the connection that has waited longest for its head goes (most likely a
-         * dripper; a client whose head is complete was handed over long ago) */
-        if (atomic_load(&d->npending) >= (size_t)srv->o.max_connections) {
-            sl__pending *old = NULL;
-            for (sl__pending *q = d->pend; q; q = q->next)
-                if (!q->lingering) old = q;
-            if (old) {
-                if (old->seen) atomic_fetch_add(&srv->metrics.slow_closed[0], 1);
-                sl__pend_drop(srv, old, 0);
-            }
         }
         p->t_open = p->t_last = sl__now();
         p->next = d->pend;
@@ -384,7 +406,7 @@ static void sl__watch(sl_server *srv) {
 static void sl__door_close_listener(sl_server *srv) {
     sl__door *d = &srv->door;
     if (d->lfd < 0) return;
-    sl__door_accept(srv); /* the backlog: clients that already connected are served */
+    sl__door_accept(srv, 1); /* the backlog: clients that already connected are served */
     epoll_ctl(d->ep, EPOLL_CTL_DEL, d->lfd, NULL);
     close(d->lfd);
     d->lfd = -1;
@@ -404,7 +426,7 @@ static void *sl__door_main(void *arg) {
                 uint64_t v;
                 (void)!read(d->evfd, &v, sizeof v);
             } else if (tag == &sl__tag_listen) {
-                if (d->lfd >= 0) sl__door_accept(srv);
+                if (d->lfd >= 0) sl__door_accept(srv, 0);
             } else {
                 sl__pend_read(srv, tag, (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0);
             }
@@ -412,6 +434,8 @@ static void *sl__door_main(void *arg) {
         if (atomic_load(&d->drain)) sl__door_close_listener(srv);
         double now = sl__now();
         sl__pend_expire(srv, now);
+        if (d->paused && (atomic_load(&d->npending) < (size_t)srv->o.max_connections || sl__door_victim(d, now)))
+            sl__door_listening(d, 1);
         sl__pend_free_dead(d);
         if (now - last_watch >= SL__DOOR_TICK_MS / 1e3) {
             sl__watch(srv);

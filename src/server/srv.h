@@ -160,6 +160,7 @@ typedef struct sl__door {
     sl__pending *pend;               /* connections whose first head is being read (door thread) */
     sl__pending *dead;               /* dropped ones, freed after the epoll batch */
     _Atomic size_t npending;         /* of them, not yet answered */
+    int paused;                      /* the listening socket is out of the epoll set (full) */
     _Atomic int handing;             /* handed to libmicrohttpd, not yet started there */
     _Atomic size_t nconns;           /* connections libmicrohttpd holds (with a record) */
     _Atomic long long handed_us;     /* time of the last hand-over */
