@@ -75,6 +75,13 @@ expect_rc 2 "$bin" list --limit 0
 grep -q "1\.\.10000" "$tmp/err" || fail "--limit range: $(cat "$tmp/err")"
 expect_rc 2 "$bin" add "$cat/feed.csv" --jobs 999
 grep -q "0\.\.256" "$tmp/err" || fail "--jobs range: $(cat "$tmp/err")"
+printf 'text' > "$tmp/not-image.jpg"
+expect_rc 3 "$bin" inspect --quiet "$cat/images/P000001_0.jpg" "$tmp/not-image.jpg"   # only what failed
+[ "$(wc -l < "$tmp/out")" = 1 ] && grep -q "not-image.jpg" "$tmp/out" || fail "inspect --quiet: $(cat "$tmp/out")"
+expect_rc 2 "$bin" inspect --max-side -1 "$cat/images/P000001_0.jpg"
+grep -q "0\.\.65535" "$tmp/err" || fail "--max-side range: $(cat "$tmp/err")"
+expect_rc 2 "$bin" sample catalog "$tmp/x" --products 0
+grep -q "1\.\.1000000" "$tmp/err" || fail "sample range: $(cat "$tmp/err")"
 expect_rc 2 "$bin" eval --gallery "$cat" -k 0
 grep -q "1\.\.1000" "$tmp/err" || fail "eval -k range: $(cat "$tmp/err")"
 
@@ -112,6 +119,19 @@ grep -q "Arla-Ecologica-Milk-1L " "$tmp/t.out" && grep -q "Arla-Ecologica-Yoghur
 grep -q "Arla-Ecologica-Yoghurt-500g " "$tmp/t.out" || fail "list cut the id"
 "$bin" remove Arla-Ecologica-Milk-1L Arla-Ecologica-Yoghurt-500g --quiet > "$tmp/r.out"
 [ ! -s "$tmp/r.out" ] || fail "remove --quiet printed"
+
+# ---- an image replaced in the feed: its old copy goes (the new bytes are P000000's: shared) ------
+"$bin" show P000011 --json > "$tmp/p11.json"
+old11=$(j "$tmp/p11.json" 'd["images"][1]["file"]')
+cp "$cat/images/P000011_1.jpg" "$tmp/P000011_1.orig"
+cp "$cat/images/P000000_0.jpg" "$cat/images/P000011_1.jpg"
+"$bin" add "$cat/feed.csv" --currency EUR --json > "$tmp/upd.json"
+[ "$(j "$tmp/upd.json" 'd["updated"], d["images_extracted"]')" = "(1, 1)" ] || fail "image update: $(cat "$tmp/upd.json")"
+[ ! -e "$old11" ] || fail "the replaced image's copy is still there"
+[ "$(nfiles "$st")" = 23 ] || fail "23 copies expected (one shared), got $(nfiles "$st")"
+cp "$tmp/P000011_1.orig" "$cat/images/P000011_1.jpg"
+"$bin" add "$cat/feed.csv" --currency EUR --quiet
+[ "$(nfiles "$st")" = 24 ] || fail "24 copies again"
 
 # ---- export: CSV and JSONL read back by add --------------------------------------------------------
 "$bin" export --out "$tmp/exp.csv" --quiet

@@ -64,6 +64,8 @@ struct sl_engine {
     sl_features **retired;
     size_t n_retired;
     sl__lcache *lcache;      /* candidates' local features (NULL when out of memory) */
+    int gc_deferred;         /* an ingest is committing: file deletions wait for its end (they
+                                are queued in pending_deletions, so a crash loses nothing) */
 };
 
 /* An image read and described, ready to be written. */

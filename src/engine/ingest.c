@@ -782,6 +782,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         st = sl__err_set(err, SL_E_INTERNAL, "cannot start worker threads");
     }
     double last = 0, t1 = sl__now(); /* the rate counts extraction, not training */
+    e->gc_deferred = 1; /* one deletion pass at the end instead of one per replaced image set */
     if (o.progress && in.n_prods) o.progress(o.progress_ctx, 0, in.n_prods, 0);
     for (size_t p = 0; p < in.n_prods && st == SL_OK; p++) {
         if (o.cancel && *o.cancel) {
@@ -810,6 +811,8 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     pthread_cond_broadcast(&in.cv);
     pthread_mutex_unlock(&in.mu);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    e->gc_deferred = 0;
+    if (!in.dry_run) sl__engine_gc(e);
     pthread_cond_destroy(&in.cv);
     pthread_mutex_destroy(&in.mu);
     if (st == SL_OK && o.sync) {

@@ -211,7 +211,7 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
         if (ist != SL_OK) (void)sl__engine_rebuild_index(e, NULL);
     }
     pthread_rwlock_unlock(&e->lock);
-    if (st == SL_OK && n_removed) sl__engine_gc(e);
+    if (st == SL_OK && n_removed && !e->gc_deferred) sl__engine_gc(e);
     sl_image_refs_free(old, n_old);
     free(removed);
     free(added);
