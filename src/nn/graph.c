@@ -492,7 +492,9 @@ static void fuse_swish(sl_nn *m) {
 static void fuse_acts_and_sums(sl_nn *m, const sl__value *shp) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *c = &m->nodes[k];
-        if (c->dead || (c->op != SL__OP_CONV && c->op != SL__OP_GEMM)) continue;
+        /* BatchNormalization left standalone (pre-activation networks: BN, Relu, Conv) takes
+         * its activations too, so they cost no pass of their own. */
+        if (c->dead || (c->op != SL__OP_CONV && c->op != SL__OP_GEMM && c->op != SL__OP_BN)) continue;
         size_t cur = k;
         for (;;) {
             size_t nx;
