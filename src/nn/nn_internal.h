@@ -180,6 +180,11 @@ const char *sl__op_name(sl__op op);
 sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
                           sl_error *err);
 void sl__plans_free(sl_nn *m);
+/* Runs the graph reps times (after a warm-up pass) timing every step; *text (malloc'ed, owned
+ * by the caller) lists the time per operator type and per step, slowest first. For `cnn run
+ * --profile`. On failure *text is NULL and err is set. */
+sl_status sl__nn_profile(const sl_nn *m, const float *in, size_t batch, float *out, int reps, char **text,
+                         sl_error *err);
 /* Writes "F fp32, B bf16, I int8 (oneDNN), R own kernels; Q tensors kept in int8 between
  * convolutions": how the convolutions of the plan for
  * `batch` run (builds it if needed). Returns 0, or -1 with err set. */
