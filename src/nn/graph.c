@@ -621,6 +621,14 @@ static int is_pool_to_1x1(const sl_nn *m, const sl__node *n, const sl__value *sh
     return 0;
 }
 
+/* Activation elements the fused graph writes per image (probe shapes at batch `probe`). */
+static void count_acts(sl_nn *m, const sl__value *shp, size_t probe) {
+    int64_t ac = 0;
+    for (size_t k = 0; k < m->nnodes; k++)
+        if (!m->nodes[k].dead && !shp[m->nodes[k].out].is_const) ac += (int64_t)(shp[m->nodes[k].out].count / probe);
+    m->acts = ac;
+}
+
 /* FLOPs (2 x multiply-adds) per image and parameter count, from probe shapes at batch 1. */
 static void count_cost(sl_nn *m, const sl__value *shp) {
     int64_t fl = 0, pa = 0;
@@ -738,6 +746,7 @@ sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err) {
     st = fold_bn(m, err);
     if (!st) fuse_swish(m);
     if (!st) fuse_acts_and_sums(m, shp);
+    if (!st) count_acts(m, shp, probe ? probe : 1);
     free(shp);
     if (st) return st;
     eliminate_dead(m);

@@ -786,9 +786,24 @@ static sl_status forward(const sl_nn *m, const float *in, size_t batch, float *o
     return st;
 }
 
+size_t sl__nn_micro_batch(const sl_nn *m, size_t batch) {
+    size_t t = (size_t)(m->threads > 0 ? m->threads : omp_get_max_threads());
+    if (m->batch_fixed || batch <= t || m->params >= m->acts) return batch;
+    return t;
+}
+
 sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
                           sl_error *err) {
-    return forward(m, in, batch, out, NULL, NULL, err);
+    size_t mb = sl__nn_micro_batch(m, batch);
+    if (mb >= batch) return forward(m, in, batch, out, NULL, NULL, err);
+    size_t per_in = 1;
+    for (int d = 1; d < m->in_rank; d++) per_in *= (size_t)m->in_dims[d];
+    sl_status st = SL_OK;
+    for (size_t b = 0; b < batch && !st; b += mb) {
+        size_t n = batch - b < mb ? batch - b : mb;
+        st = forward(m, in + b * per_in, n, out + b * m->embed_dim, NULL, NULL, err);
+    }
+    return st;
 }
 
 /* Appends to o (cap bytes, *len used), truncating at the end. */
