@@ -1,10 +1,14 @@
 // bench/cnn peer worker: times onnxruntime-node (CPU execution provider) on one model and one
-// input tensor, in its own process. Usage: node time.js MODEL.onnx X.npy THREADS PASSES [OUT.npy]
+// input tensor, in its own process.
+// Usage: node time.js [--no-spin] MODEL.onnx X.npy THREADS PASSES [OUT.npy]
 // Prints one JSON line [best wall s, best CPU s, cores busy = total CPU / total wall] like the
 // Python workers of speed.py. The session uses the thread count for its intra-op pool (one
 // inter-op thread, sequential execution: the graph is a chain) and every graph optimization
 // onnxruntime has (level "all": constant folding, Conv+BN/activation/Add fusions, NCHWc layout).
 // OUT.npy, when given, receives the output of the first pass (float32) for checking.
+// --no-spin: the intra-op pool's threads block instead of spinning between operators
+// (session.intra_op.allow_spinning = 0; onnxruntime spins by default), as OMP_WAIT_POLICY=passive
+// does for the OpenMP runtimes.
 'use strict';
 const fs = require('fs');
 const ort = require('onnxruntime-node');
@@ -43,7 +47,9 @@ function cpuSeconds() {
 }
 
 async function main() {
-  const [model, xin, threadsArg, passesArg, outPath] = process.argv.slice(2);
+  const args = process.argv.slice(2);
+  const noSpin = args[0] === '--no-spin';
+  const [model, xin, threadsArg, passesArg, outPath] = noSpin ? args.slice(1) : args;
   const threads = Number(threadsArg), passes = Number(passesArg);
   const x = readNpy(xin);
   const session = await ort.InferenceSession.create(model, {
@@ -52,6 +58,7 @@ async function main() {
     interOpNumThreads: 1,
     executionMode: 'sequential',
     graphOptimizationLevel: 'all',
+    extra: noSpin ? { 'session.intra_op.allow_spinning': '0' } : {},
   });
   const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', x.data, x.shape) };
   const first = await session.run(feeds); // warm-up (also builds onnxruntime's kernels)
