@@ -215,7 +215,7 @@ def main():
                 if "torch_cl" in res:
                     ptk = "torch_cl" if res["torch_cl"][0] < res["torch_nchw"][0] else "torch_nchw"
                     row["pt"], row["pt_layout"] = res[ptk], "channels-last" if ptk == "torch_cl" else "NCHW"
-                if "ort" in res:
+                if "ort" in row:
                     ref = np.load(outs["ort"])
                     row["diff"] = {p: rel_diff(np.load(outs[p]).reshape(ref.shape), ref) for p in precs}
                 rows = [r for r in rows if (r["model"], r["batch"], r["threads"]) != (name, batch, threads)] + [row]
