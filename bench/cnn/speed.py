@@ -313,7 +313,9 @@ def main():
             agree.append("| %s | %d | " % (r["model"], r["batch"]) + " | ".join(
                 "%.2e" % r["diff"][p] for p in precs_all) + " |")
 
-    models_line = "; ".join("%s: %s" % (k, v) for k, v in sources.items()) or "(from an earlier run)"
+    for r in rows:  # rows merged from an earlier invocation keep the source they were measured on
+        sources.setdefault(r["model"], r.get("source", "?"))
+    models_line = "; ".join("%s: %s" % (k, sources[k]) for k in order if k in sources)
     lines = ["Wall clock, images/s (best pass over all rounds; higher is better). The ratios are shoplens / "
              "onnxruntime fp32 images per second (targets: fp32 >= 1.0x, int8 >= 1.5x in every cell):", ""] + \
         table(0, "%.2f", True) + [
@@ -339,7 +341,7 @@ def main():
                    *("yes" if f in flags else "no" for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")),
                    *la, rounds))
         f.write("OMP_WAIT_POLICY=%s for the OpenMP runtimes (shoplens, PyTorch; OpenMP spin-waiting is ruinous on a "
-                "loaded machine); onnxruntime keeps its own thread pool's defaults. "
+                "loaded machine); onnxruntime: see below. "
                 % os.environ.get("OMP_WAIT_POLICY", "(unset)"))
         f.write("onnxruntime-node %s (npm, CPU execution provider, graph optimization level \"all\": constant folding, "
                 "Conv+BatchNorm/activation/Add fusions and its NCHWc blocked layout; intraOpNumThreads = threads, one "
