@@ -122,6 +122,14 @@ grep -v '^P000001,\|^P000002,' "$cat/upd.csv" > "$cat/sync.csv"
 [ "$(j "$tmp/rt.json" 'd["images"]')" = "$(j "$tmp/i3.json" 'd["images"]')" ] || fail "retrain count"
 "$bin" search "$cat/images/P000005_1.jpg" -k 1 --json | grep -q '"P000005"' || fail "search after retrain"
 
+# ---- search a region of the photo ----------------------------------------------------------------
+"$bin" search "$cat/images/P000005_1.jpg" -k 1 --region 8,8,100,100 --json | grep -q '"P000005"' || fail "region search"
+expect_rc 1 "$bin" search "$cat/images/P000005_1.jpg" --region 100,100,100,100
+grep -q "128x128 image" "$tmp/err" || fail "a region outside the photo should name its size: $(cat "$tmp/err")"
+expect_rc 2 "$bin" search "$cat/images/P000005_1.jpg" --region 1,2,3
+grep -q "x, y from the photo's top-left corner" "$tmp/err" || fail "bad --region message: $(cat "$tmp/err")"
+expect_rc 2 "$bin" similar P000005 --region 0,0,20,20
+
 # ---- an HNSW store answers like the exact one ------------------------------------------------------
 "$bin" init --store "$tmp/hnsw" --features color --index hnsw >/dev/null
 "$bin" add "$cat/catalog.csv" --store "$tmp/hnsw" --quiet >/dev/null

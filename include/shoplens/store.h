@@ -329,12 +329,19 @@ typedef struct sl_catalog_row {
     const char *product_id, *image, *title, *category, *price_text, *description, *url;
     const char *attrs_json;
     const char *currency;
+    const char *more_images; /* more images of the product, comma-separated (column/key
+                                additional_images or Google Merchant's additional_image_link;
+                                JSONL: a string or a list of strings), or NULL */
 } sl_catalog_row;
 
 typedef struct sl_catalog_reader sl_catalog_reader;
 
 /* Opens a feed: format from the extension (.csv, .jsonl/.ndjson; anything else is sniffed:
- * '{' first = JSONL). Errors: SL_E_IO, SL_E_CORRUPT (CSV header without product_id). */
+ * '{' first = JSONL). Columns/keys: product_id, image, title, category, price, description,
+ * url, currency, additional_images - or their Google Merchant names id, image_link,
+ * product_type, link, additional_image_link (price "12.99 USD" is parsed by the ingest); any
+ * other column is an attribute. Errors: SL_E_IO, SL_E_CORRUPT (CSV header without product_id
+ * or id). */
 sl_status sl_catalog_open(const char *path, sl_catalog_reader **out, sl_error *err);
 /* Same over a memory buffer (copied); is_jsonl selects the format. For tests and fuzzing. */
 sl_status sl_catalog_open_buffer(const void *data, size_t len, int is_jsonl,

@@ -70,6 +70,14 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             SL__TAKE();
             if ((rc = sl__num_arg(cmd, name, val, 0, SL_ENGINE_OFFSET_MAX, 1, &d))) return rc;
             o->q.offset = (int)d;
+        } else if (strcmp(name, "--region") == 0 && (allowed & SL__OPT_REGION)) {
+            SL__TAKE();
+            sl_error rerr;
+            sl_error_clear(&rerr);
+            if (sl_engine_parse_region(val, &o->q, &rerr) != SL_OK)
+                return sl__cli_usage_error(cmd, "bad value '%s' for --region: %s (x, y from the photo's "
+                                           "top-left corner, w and h at least %d, in pixels)", val,
+                                           rerr.message, SL_ENGINE_REGION_MIN);
         } else if (strcmp(name, "--category") == 0 && (allowed & SL__OPT_FILTERS)) {
             SL__TAKE();
             o->q.category = val;
@@ -124,6 +132,15 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             if (!*val || !sl_product_currency_valid(val, NULL))
                 return sl__cli_usage_error(cmd, "bad value '%s' for --currency: must be a three-letter ISO 4217 code such as USD or EUR", val);
             o->currency = val;
+        } else if (strcmp(name, "--fetch-timeout") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_FETCH_TIMEOUT_MIN, SL_ENGINE_FETCH_TIMEOUT_MAX, 0, &d))) return rc;
+            o->fetch_timeout = d;
+        } else if (strcmp(name, "--fetch-retries") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_FETCH_RETRIES_MIN, SL_ENGINE_FETCH_RETRIES_MAX, 1, &d))) return rc;
+            o->fetch_retries = (int)d;
+            o->fetch_retries_set = 1;
         } else if (strcmp(name, "--max-removals") == 0 && (allowed & SL__OPT_SYNC)) {
             SL__TAKE();
             size_t vl = strlen(val);
@@ -308,6 +325,7 @@ int sl__print_json(json_t *v) {
 void sl__progress_init(sl__progress *p, const char *what, int quiet) {
     memset(p, 0, sizeof *p);
     p->what = what;
+    p->unit = "products";
     p->tty = isatty(2);
     p->quiet = quiet;
     p->last = -1e9;
@@ -329,7 +347,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
         if (done == total) fputc('\n', stderr);
         fflush(stderr);
     } else if (elapsed - p->last >= 2.0 || done == total) {
-        fprintf(stderr, "%s: %zu/%zu products (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total,
+        fprintf(stderr, "%s: %zu/%zu %s (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total, p->unit,
                 pct, rate, eta);
         p->last = elapsed;
     }
@@ -337,7 +355,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
 
 int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl__popts o;
-    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS, &o);
+    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS | (similar ? 0 : SL__OPT_REGION), &o);
     if (rc) return rc;
     if (o.npos != 1) return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give exactly one IMAGE");
     sl_engine *e;

@@ -23,9 +23,10 @@ enum {
     SL__OPT_OFFSET = 1 << 7,   /* --offset N */
     SL__OPT_PAGE = 1 << 8,     /* --limit N --cursor C */
     SL__OPT_EXPORT = 1 << 9,   /* --format csv|jsonl --out FILE */
-    SL__OPT_INGEST = 1 << 10,  /* --dry-run --currency CODE */
+    SL__OPT_INGEST = 1 << 10,  /* --dry-run --currency CODE --fetch-timeout S --fetch-retries N */
     SL__OPT_SYNC = 1 << 11,    /* --max-removals N|P% */
-    SL__OPT_VERIFY = 1 << 12   /* --repair --quick */
+    SL__OPT_VERIFY = 1 << 12,  /* --repair --quick */
+    SL__OPT_REGION = 1 << 13   /* --region x,y,w,h */
 };
 
 #define SL__MAX_POS 4096
@@ -43,6 +44,9 @@ typedef struct sl__popts {
     const char *format, *out;
     int dry_run;
     const char *currency;
+    double fetch_timeout;       /* --fetch-timeout S (0: default) */
+    int fetch_retries;          /* --fetch-retries N, when fetch_retries_set */
+    int fetch_retries_set;
     size_t max_removals;        /* --max-removals N */
     int max_removals_set;
     double max_removals_percent;/* --max-removals P% */
@@ -82,6 +86,7 @@ int sl__print_json(json_t *v);
  * plain lines every few seconds otherwise (stderr). */
 typedef struct sl__progress {
     const char *what;
+    const char *unit;           /* what is counted ("products", "images downloaded") */
     int tty;
     int quiet;
     double last;

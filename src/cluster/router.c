@@ -324,16 +324,10 @@ sl_status sl__router_search(void *ctx, const void *image, size_t len, const char
     long *prefer = NULL;
     /* the query vectors: the photo's, or the product's images' (similar) */
     if (image) {
-        sl_image_load_opts lo;
-        memset(&lo, 0, sizeof lo);
-        lo.max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
-        sl_image *img = NULL;
-        if ((st = sl_image_load_buffer(image, len, &lo, &img, NULL, err)) != SL_OK) return st;
         void *local = NULL;
         size_t llen = 0;
-        st = sl_engine_describe(n->cluster, img, &vecs, &dim, &local, &llen, &fv, err);
-        sl_image_free(img);
-        if (st != SL_OK) return st;
+        if ((st = sl_engine_describe_bytes(n->cluster, image, len, q, &vecs, &dim, &local, &llen, &fv, err)) != SL_OK)
+            return st;
         locals = sl__callocarray(1, sizeof *locals);
         local_lens = sl__callocarray(1, sizeof *local_lens);
         if (!locals || !local_lens) {
