@@ -8,8 +8,8 @@
 #include <time.h>
 
 #include "cli/cli.h"
-#include "feature/cnn/npy.h"
-#include "shoplens/cnn.h"
+#include "nn/npy.h"
+#include "shoplens/nn.h"
 #include "shoplens/image.h"
 #include "util/util.h"
 
@@ -57,15 +57,15 @@ static int run(int argc, char **argv) {
     const char *sub = argv[1], *model = argv[2];
     if (strcmp(sub, "info") && strcmp(sub, "run") && strcmp(sub, "embed"))
         return sl__cli_usage_error(cmd, "unknown subcommand '%s'", sub);
-    sl_cnn_opts o;
-    sl_cnn_opts_init(&o);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
     const char *input = NULL, *outp = NULL;
     int json = 0, repeat = 0, run_output_set = 0;
     const char **images = calloc((size_t)argc, sizeof *images);
     size_t nimg = 0;
     if (!images) return SL_EXIT_ERROR;
-    sl_cnn_preproc pre;
-    sl_cnn_preproc_init(&pre);
+    sl_nn_preproc pre;
+    sl_nn_preproc_init(&pre);
     int rc = SL_EXIT_OK;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
@@ -80,15 +80,15 @@ static int run(int argc, char **argv) {
         else if (!strcmp(a, "--sidecar")) { NEEDV(); o.sidecar = v; }
         else if (!strcmp(a, "--precision")) {
             NEEDV();
-            if (!strcmp(v, "fp32")) o.precision = SL_CNN_PRECISION_FP32;
-            else if (!strcmp(v, "bf16")) o.precision = SL_CNN_PRECISION_BF16;
-            else if (!strcmp(v, "int8")) o.precision = SL_CNN_PRECISION_INT8;
+            if (!strcmp(v, "fp32")) o.precision = SL_NN_PRECISION_FP32;
+            else if (!strcmp(v, "bf16")) o.precision = SL_NN_PRECISION_BF16;
+            else if (!strcmp(v, "int8")) o.precision = SL_NN_PRECISION_INT8;
             else { rc = sl__cli_usage_error(cmd, "--precision must be fp32, bf16 or int8"); goto out; }
         } else if (!strcmp(a, "--backend")) {
             NEEDV();
-            if (!strcmp(v, "auto")) o.backend = SL_CNN_BACKEND_AUTO;
-            else if (!strcmp(v, "ref")) o.backend = SL_CNN_BACKEND_REF;
-            else if (!strcmp(v, "gemm")) o.backend = SL_CNN_BACKEND_GEMM;
+            if (!strcmp(v, "auto")) o.backend = SL_NN_BACKEND_AUTO;
+            else if (!strcmp(v, "ref")) o.backend = SL_NN_BACKEND_REF;
+            else if (!strcmp(v, "gemm")) o.backend = SL_NN_BACKEND_GEMM;
             else { rc = sl__cli_usage_error(cmd, "--backend must be auto, ref or gemm"); goto out; }
         } else if (!strcmp(a, "--resize")) { NEEDV(); pre.resize = atoi(v); o.have_preproc = 1; }
         else if (!strcmp(a, "--crop")) { NEEDV(); pre.crop = atoi(v); o.have_preproc = 1; }
@@ -103,7 +103,7 @@ static int run(int argc, char **argv) {
     if (o.have_preproc) o.preproc = pre;
     sl_error e;
     sl_error_clear(&e);
-    sl_cnn *m = NULL;
+    sl_nn *m = NULL;
     if (!strcmp(sub, "run")) {
         if (!input || !outp) { rc = sl__cli_usage_error(cmd, "run needs --input X.npy and --out Y.npy"); goto out; }
         if (nimg) { rc = sl__cli_usage_error(cmd, "unexpected argument '%s'", images[0]); goto out; }
@@ -113,10 +113,10 @@ static int run(int argc, char **argv) {
     } else if (!strcmp(sub, "info") && nimg) {
         rc = sl__cli_usage_error(cmd, "unexpected argument '%s'", images[0]); goto out;
     }
-    if (sl_cnn_load_opts(model, &o, &m, &e)) { rc = sl__cli_fail(cmd, &e); goto out; }
+    if (sl_nn_load_opts(model, &o, &m, &e)) { rc = sl__cli_fail(cmd, &e); goto out; }
     if (!strcmp(sub, "info")) {
         char *t = NULL;
-        if (sl_cnn_info(m, &t, &e)) rc = sl__cli_fail(cmd, &e);
+        if (sl_nn_info(m, &t, &e)) rc = sl__cli_fail(cmd, &e);
         else fputs(t, stdout);
         free(t);
     } else if (!strcmp(sub, "run")) {
@@ -126,7 +126,7 @@ static int run(int argc, char **argv) {
         size_t cnt;
         if (sl__npy_read(input, &x, dims, &rank, &cnt, &e)) { rc = sl__cli_fail(cmd, &e); goto done; }
         int64_t id[4];
-        int ir = sl_cnn_input_shape(m, id);
+        int ir = sl_nn_input_shape(m, id);
         int ok = rank == ir && dims[0] > 0;
         for (int d = 1; ok && d < ir; d++) ok = dims[d] == id[d];
         if (!ok) {
@@ -134,16 +134,16 @@ static int run(int argc, char **argv) {
             rc = sl__cli_fail(cmd, &e); free(x); goto done;
         }
         size_t batch = (size_t)dims[0];
-        int orank = sl_cnn_output_shape(m, batch, od);
-        float *y = orank >= 0 ? sl__mallocarray(batch, sl_cnn_embed_dim(m) * sizeof(float)) : NULL;
+        int orank = sl_nn_output_shape(m, batch, od);
+        float *y = orank >= 0 ? sl__mallocarray(batch, sl_nn_embed_dim(m) * sizeof(float)) : NULL;
         if (!y) { sl__err_set(&e, SL_E_NOMEM, "out of memory"); rc = sl__cli_fail(cmd, &e); free(x); goto done; }
-        if (repeat > 0 && sl_cnn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e); /* warm-up: plan */
+        if (repeat > 0 && sl_nn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e); /* warm-up: plan */
         /* Wall and process CPU time (all threads) of each pass; best and mean are reported. */
         double t0 = sl__now(), best = 1e300, c0 = cpu_seconds(), cbest = 1e300;
         int reps = repeat > 0 ? repeat : 1;
         for (int r = 0; r < reps && !rc; r++) {
             double t1 = sl__now(), c1 = cpu_seconds();
-            if (sl_cnn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e);
+            if (sl_nn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e);
             double dt = sl__now() - t1, dc = cpu_seconds() - c1;
             if (dt < best) best = dt;
             if (dc < cbest) cbest = dc;
@@ -157,18 +157,18 @@ static int run(int argc, char **argv) {
         free(x);
         free(y);
     } else {
-        size_t dim = sl_cnn_embed_dim(m);
+        size_t dim = sl_nn_embed_dim(m);
         float *vec = sl__mallocarray(dim, sizeof(float));
         if (!vec) { sl__err_set(&e, SL_E_NOMEM, "out of memory"); rc = sl__cli_fail(cmd, &e); goto done; }
         int failed = 0;
         if (json) printf("[");
         for (size_t k = 0; k < nimg; k++) {
-#ifdef SL_CNN_HAVE_IMAGE
+#ifdef SL_NN_HAVE_IMAGE
             sl_image *img = NULL;
             sl_error ie;
             sl_error_clear(&ie);
             sl_status st = sl_image_load_file(images[k], NULL, &img, NULL, &ie);
-            if (!st) st = sl_cnn_embed(m, (const sl_image *const *)&img, 1, vec, &ie);
+            if (!st) st = sl_nn_embed(m, (const sl_image *const *)&img, 1, vec, &ie);
             sl_image_free(img);
 #else
             sl_error ie;
@@ -201,7 +201,7 @@ static int run(int argc, char **argv) {
         if (failed) rc = failed == (int)nimg ? SL_EXIT_ERROR : SL_EXIT_PARTIAL;
     }
 done:
-    sl_cnn_free(m);
+    sl_nn_free(m);
 out:
     free(images);
     return rc;

@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "feature/cnn/cnn_internal.h"
+#include "nn/nn_internal.h"
 #include "util/util.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -13,16 +13,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sl__onnx_model *om = NULL;
     sl_error e;
     if (sl__onnx_parse(data, size, &om, &e) != SL_OK) return 0;
-    sl_cnn *m = calloc(1, sizeof *m);
+    sl_nn *m = calloc(1, sizeof *m);
     pthread_mutex_t *mu = malloc(sizeof *mu);
     if (!m || !mu) { free(m); free(mu); sl__onnx_free(om); return 0; }
     pthread_mutex_init(mu, NULL);
     m->lock = mu;
     m->onnx = om;
     m->max_batch = 1;
-    m->backend = SL_CNN_BACKEND_REF;
+    m->backend = SL_NN_BACKEND_REF;
     /* Only build the graph: running plans on hostile shapes could ask for huge arenas. */
     (void)sl__graph_build(m, NULL, &e);
-    sl_cnn_free(m);
+    sl_nn_free(m);
     return 0;
 }

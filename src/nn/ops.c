@@ -1,5 +1,5 @@
 /*
- * feature/cnn/ops.c - shape inference and the reference kernels of every operator, following
+ * nn/ops.c - shape inference and the reference kernels of every operator, following
  * the ONNX operator specification (https://onnx.ai/onnx/operators/, opsets 7-17).
  *
  * Layout: a rank-4 float tensor view may be channels-last (`nhwc`); Conv, BatchNormalization,
@@ -20,7 +20,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "feature/cnn/cnn_internal.h"
+#include "nn/nn_internal.h"
 #include "util/util.h"
 
 /* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC
@@ -83,14 +83,14 @@ static int get_axes(const sl__node *n, const sl__value *vals, int64_t *axes) {
     if (n->has_axes) { memcpy(axes, n->axes, sizeof(int64_t) * (size_t)n->naxes); return n->naxes; }
     if (n->nin >= 2 && n->in[1] >= 0) {
         const sl__value *a = &vals[n->in[1]];
-        if (!a->is_const || a->dtype != SL__DT_I64 || a->count > SL__CNN_MAX_RANK) return -1;
+        if (!a->is_const || a->dtype != SL__DT_I64 || a->count > SL__NN_MAX_RANK) return -1;
         memcpy(axes, a->i, sizeof(int64_t) * a->count);
         return (int)a->count;
     }
     return 0;
 }
 
-sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, sl_error *err) {
+sl_status sl__infer_shape(const sl_nn *m, const sl__node *n, sl__value *vals, sl_error *err) {
     (void)m;
     sl__value *o = &vals[n->out];
     const sl__value *a = n->in[0] >= 0 ? &vals[n->in[0]] : NULL;
@@ -215,7 +215,7 @@ sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, s
         break;
     }
     case SL__OP_RESHAPE: {
-        if (!b || !b->is_const || b->dtype != SL__DT_I64 || b->count > SL__CNN_MAX_RANK)
+        if (!b || !b->is_const || b->dtype != SL__DT_I64 || b->count > SL__NN_MAX_RANK)
             return sl__err_set(err, SL_E_UNSUPPORTED, "Reshape target shape is not a constant (after folding)");
         o->rank = (int)b->count;
         o->dtype = a->dtype;
@@ -236,12 +236,12 @@ sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, s
         break;
     }
     case SL__OP_SQUEEZE: case SL__OP_UNSQUEEZE: {
-        int64_t axes[SL__CNN_MAX_RANK];
+        int64_t axes[SL__NN_MAX_RANK];
         int na = get_axes(n, vals, axes);
         if (na < 0) return sl__err_set(err, SL_E_UNSUPPORTED, "axes input is not constant");
         o->dtype = a->dtype;
         if (n->op == SL__OP_SQUEEZE) {
-            char drop[SL__CNN_MAX_RANK] = {0};
+            char drop[SL__NN_MAX_RANK] = {0};
             if (na == 0) for (int d = 0; d < r; d++) drop[d] = a->dims[d] == 1;
             for (int k = 0; k < na; k++) {
                 int64_t ax;
@@ -252,8 +252,8 @@ sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, s
             for (int d = 0; d < r; d++) if (!drop[d]) o->dims[o->rank++] = a->dims[d];
         } else {
             int rr = r + na;
-            if (rr > SL__CNN_MAX_RANK) return shp_err(err, "Unsqueeze rank");
-            char ins[SL__CNN_MAX_RANK] = {0};
+            if (rr > SL__NN_MAX_RANK) return shp_err(err, "Unsqueeze rank");
+            char ins[SL__NN_MAX_RANK] = {0};
             for (int k = 0; k < na; k++) {
                 int64_t ax;
                 if (norm_axis(axes[k], rr, &ax) || ins[ax]) return shp_err(err, "Unsqueeze axis");
@@ -294,7 +294,7 @@ sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, s
     case SL__OP_GATHER: {
         int64_t ax;
         if (!b || b->dtype != SL__DT_I64) return shp_err(err, "Gather indices must be integers");
-        if (norm_axis(n->axis, r, &ax) || r - 1 + b->rank > SL__CNN_MAX_RANK) return shp_err(err, "Gather axis");
+        if (norm_axis(n->axis, r, &ax) || r - 1 + b->rank > SL__NN_MAX_RANK) return shp_err(err, "Gather axis");
         o->dtype = a->dtype;
         int k = 0;
         for (int d = 0; d < ax; d++) o->dims[k++] = a->dims[d];
@@ -304,10 +304,10 @@ sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, s
         break;
     }
     case SL__OP_REDUCEMEAN: {
-        int64_t axes[SL__CNN_MAX_RANK];
+        int64_t axes[SL__NN_MAX_RANK];
         int na = get_axes(n, vals, axes);
         if (na < 0) return sl__err_set(err, SL_E_UNSUPPORTED, "axes input is not constant");
-        char red[SL__CNN_MAX_RANK] = {0};
+        char red[SL__NN_MAX_RANK] = {0};
         if (na == 0) memset(red, 1, sizeof red);
         for (int k = 0; k < na; k++) {
             int64_t ax;
@@ -327,7 +327,7 @@ sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, s
         break;
     }
     case SL__OP_TRANSPOSE: {
-        char seen[SL__CNN_MAX_RANK] = {0};
+        char seen[SL__NN_MAX_RANK] = {0};
         if (n->has_axes && n->naxes != r) return shp_err(err, "Transpose perm length");
         for (int d = 0; d < r; d++) {
             int64_t p = n->has_axes ? n->perm[d] : r - 1 - d;
@@ -703,8 +703,8 @@ SL__SIMD static void bin_row(sl__op op, const float *pa, int64_t ia, const float
 
 static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o, int threads) {
     int r = o->rank;
-    int64_t sa[SL__CNN_MAX_RANK], sb[SL__CNN_MAX_RANK], so[SL__CNN_MAX_RANK];
-    int64_t ta[SL__CNN_MAX_RANK], tb[SL__CNN_MAX_RANK];
+    int64_t sa[SL__NN_MAX_RANK], sb[SL__NN_MAX_RANK], so[SL__NN_MAX_RANK];
+    int64_t ta[SL__NN_MAX_RANK], tb[SL__NN_MAX_RANK];
     view_strides(a, ta);
     view_strides(b, tb);
     view_strides(o, so);
@@ -714,7 +714,7 @@ static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl_
         sb[d] = db >= 0 && b->dims[db] != 1 ? tb[db] : 0;
     }
     /* Iterate in the output's physical order. */
-    int order[SL__CNN_MAX_RANK];
+    int order[SL__NN_MAX_RANK];
     if (o->nhwc && r == 4) { order[0] = 0; order[1] = 2; order[2] = 3; order[3] = 1; }
     else for (int d = 0; d < r; d++) order[d] = d;
     size_t total = o->count;
@@ -738,7 +738,7 @@ static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl_
         }
         return SL_OK;
     }
-    int64_t idx[SL__CNN_MAX_RANK] = {0};
+    int64_t idx[SL__NN_MAX_RANK] = {0};
     for (size_t done = 0; done < total; done += (size_t)inner) {
         int64_t oa = 0, ob = 0, oo = 0;
         for (int d = 0; d < r; d++) { oa += idx[d] * sa[d]; ob += idx[d] * sb[d]; oo += idx[d] * so[d]; }
@@ -838,7 +838,7 @@ static sl_status gather(const sl__node *n, const sl__tv *x, const sl__tv *ind, s
 
 static void transpose(const sl__node *n, const sl__tv *x, sl__tv *o) {
     int r = x->rank;
-    int64_t st[SL__CNN_MAX_RANK], ps[SL__CNN_MAX_RANK], idx[SL__CNN_MAX_RANK] = {0};
+    int64_t st[SL__NN_MAX_RANK], ps[SL__NN_MAX_RANK], idx[SL__NN_MAX_RANK] = {0};
     view_strides(x, st);
     for (int d = 0; d < r; d++) ps[d] = st[n->has_axes ? n->perm[d] : r - 1 - d];
     size_t es = x->dtype == SL__DT_I64 ? 8 : 4;
@@ -855,13 +855,13 @@ static void transpose(const sl__node *n, const sl__tv *x, sl__tv *o) {
 static void reduce_mean(const sl__node *n, sl__tv *const *in, sl__tv *o) {
     const sl__tv *x = in[0];
     int r = x->rank;
-    char red[SL__CNN_MAX_RANK] = {0};
+    char red[SL__NN_MAX_RANK] = {0};
     const int64_t *axes = n->axes;
     int na = n->naxes;
     if (!n->has_axes) { na = n->nin > 1 && in[1] ? (int)in[1]->count : 0; axes = na ? in[1]->i : NULL; }
     if (na == 0) memset(red, 1, sizeof red);
     for (int k = 0; k < na; k++) red[axes[k] < 0 ? axes[k] + r : axes[k]] = 1;
-    int64_t xs[SL__CNN_MAX_RANK], ost[SL__CNN_MAX_RANK], idx[SL__CNN_MAX_RANK] = {0};
+    int64_t xs[SL__NN_MAX_RANK], ost[SL__NN_MAX_RANK], idx[SL__NN_MAX_RANK] = {0};
     view_strides(x, xs);
     int64_t s = 1;
     size_t cnt = 1;
@@ -922,7 +922,7 @@ static void matmul(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *
     int M = (int)o->dims[r - 2], N = (int)o->dims[r - 1], K = (int)a->dims[a->rank - 1];
     size_t batches = o->count / ((size_t)M * (size_t)N);
     if (!o->count) return;
-    int64_t idx[SL__CNN_MAX_RANK] = {0};
+    int64_t idx[SL__NN_MAX_RANK] = {0};
     for (size_t q = 0; q < batches; q++) {
         size_t oa = 0, ob = 0, sa = (size_t)M * (size_t)K, sbt = (size_t)K * (size_t)N;
         size_t ma = 1, mb = 1;

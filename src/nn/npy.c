@@ -1,5 +1,5 @@
 /*
- * feature/cnn/npy.c - NumPy .npy files (format 1.0-3.0, https://numpy.org/neps/nep-0001-npy-format.html)
+ * nn/npy.c - NumPy .npy files (format 1.0-3.0, https://numpy.org/neps/nep-0001-npy-format.html)
  * restricted to what `shoplens cnn run` and the tests exchange: little-endian float32 ('<f4'),
  * C order, rank 0..8. Reading validates the magic, header length, dtype, order and that the
  * payload has exactly the bytes the shape needs.
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "feature/cnn/npy.h"
+#include "nn/npy.h"
 #include "util/util.h"
 
 sl_status sl__npy_read(const char *path, float **data, int64_t *dims, int *rank, size_t *count,

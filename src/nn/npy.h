@@ -1,9 +1,9 @@
 /*
- * feature/cnn/npy.h - minimal NumPy .npy reader/writer (float32, C order) for `shoplens cnn run`
+ * nn/npy.h - minimal NumPy .npy reader/writer (float32, C order) for `shoplens cnn run`
  * and the CNN tests.
  */
-#ifndef SL_CNN_NPY_H
-#define SL_CNN_NPY_H
+#ifndef SL_NN_NPY_H
+#define SL_NN_NPY_H
 #include <stddef.h>
 #include <stdint.h>
 #include "shoplens/error.h"

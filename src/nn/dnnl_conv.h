@@ -1,14 +1,14 @@
 /*
- * feature/cnn/dnnl_conv.h - convolutions through oneDNN's C API (libdnnl): one primitive per
+ * nn/dnnl_conv.h - convolutions through oneDNN's C API (libdnnl): one primitive per
  * Conv node and batch size, channels-last fp32 activations, weights reordered once into the
  * layout the primitive prefers, fused activations and residual sum as post-ops, user-managed
  * scratchpad so one primitive serves concurrent callers. fp32, bf16 (input converted into
  * scratch) or int8 (input quantized into scratch with a calibrated scale, s8 weights).
  */
-#ifndef SL_CNN_DNNL_CONV_H
-#define SL_CNN_DNNL_CONV_H
+#ifndef SL_NN_DNNL_CONV_H
+#define SL_NN_DNNL_CONV_H
 
-#include "feature/cnn/cnn_internal.h"
+#include "nn/nn_internal.h"
 
 typedef struct sl__dconv sl__dconv;
 typedef struct sl__dctx sl__dctx;
@@ -22,7 +22,7 @@ typedef struct sl__dq {
 /* Nonzero when oneDNN is usable (CPU engine created). */
 int sl__dnnl_available(void);
 /* Creates the primitive for node n (x: NHWC input view, w: weights, b: bias or NULL, y: NHWC
- * output view). precision: SL_CNN_PRECISION_*; q: the input quantization for int8 (NULL:
+ * output view). precision: SL_NN_PRECISION_*; q: the input quantization for int8 (NULL:
  * fp32 convolution even in int8 mode); in_q: the input tensor is already stored quantized
  * (u8/s8 with q's step); oq: store the output quantized with that step (activations then
  * limited to Relu/Clip). *scratch = scratchpad bytes needed. */

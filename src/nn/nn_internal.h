@@ -1,20 +1,20 @@
 /*
- * feature/cnn/cnn_internal.h - internal types of the CNN engine: the decoded ONNX model
+ * nn/nn_internal.h - internal types of the CNN engine: the decoded ONNX model
  * (onnx.c), the optimized graph (graph.c), per-batch execution plans with one memory arena
  * (plan.c), and the kernels (ops.c reference/NHWC kernels, dnnl.c oneDNN convolutions).
  *
- * Tensors: float32 or int64, at most SL__CNN_MAX_RANK dimensions, logical order as in ONNX
+ * Tensors: float32 or int64, at most SL__NN_MAX_RANK dimensions, logical order as in ONNX
  * (NCHW for images). Rank-4 float activations are stored channels-last (NHWC) inside the engine
  * when `nhwc` is set on the value; everything else is stored row-major in logical order.
  */
-#ifndef SL_CNN_INTERNAL_H
-#define SL_CNN_INTERNAL_H
+#ifndef SL_NN_INTERNAL_H
+#define SL_NN_INTERNAL_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include "shoplens/cnn.h"
+#include "shoplens/nn.h"
 
-#define SL__CNN_MAX_RANK 8
+#define SL__NN_MAX_RANK 8
 
 /* ---- ONNX model as read from the file (onnx.c) ----------------------------------------- */
 
@@ -25,7 +25,7 @@ typedef struct sl__onnx_tensor {
     int dtype;                 /* SL__DT_F32 (any float type converted) or SL__DT_I64 (ints) */
     int onnx_type;             /* data type as stored in the file */
     int rank;
-    int64_t dims[SL__CNN_MAX_RANK];
+    int64_t dims[SL__NN_MAX_RANK];
     size_t count;              /* product of dims */
     float *f;                  /* count floats when dtype == F32 (malloc'ed) */
     int64_t *i;                /* count ints when dtype == I64 (malloc'ed) */
@@ -56,7 +56,7 @@ typedef struct sl__onnx_value {
     char *name;
     int elem_type;
     int rank;                  /* -1 when no shape is given */
-    int64_t dims[SL__CNN_MAX_RANK]; /* -1 for a symbolic or unknown dimension */
+    int64_t dims[SL__NN_MAX_RANK]; /* -1 for a symbolic or unknown dimension */
 } sl__onnx_value;
 
 typedef struct sl__onnx_model {
@@ -73,7 +73,7 @@ typedef struct sl__onnx_model {
 /* Parses a serialized ModelProto. On failure returns SL_E_CORRUPT (message names the message
  * and field), SL_E_UNSUPPORTED or SL_E_NOMEM, and *out is NULL. */
 sl_status sl__onnx_parse(const uint8_t *data, size_t len, sl__onnx_model **out, sl_error *err);
-/* Reads a file with mmap (up to SL_CNN_MAX_FILE_BYTES) and parses it. */
+/* Reads a file with mmap (up to SL_NN_MAX_FILE_BYTES) and parses it. */
 sl_status sl__onnx_read_file(const char *path, sl__onnx_model **out, sl_error *err);
 void sl__onnx_free(sl__onnx_model *m);
 void sl__onnx_tensor_clear(sl__onnx_tensor *t);
@@ -115,8 +115,8 @@ typedef struct sl__node {
     float alpha, beta; int trans_a, trans_b;
     /* axis-style attributes */
     int64_t axis;
-    int64_t axes[SL__CNN_MAX_RANK]; int naxes; int has_axes; int keepdims;
-    int64_t perm[SL__CNN_MAX_RANK];
+    int64_t axes[SL__NN_MAX_RANK]; int naxes; int has_axes; int keepdims;
+    int64_t perm[SL__NN_MAX_RANK];
     float cmin, cmax, eps;     /* Clip bounds, BN epsilon, HardSigmoid alpha/beta in cmin/cmax */
     /* fusion (Conv, Gemm, Add): activations before the sum, then sum, then activations after */
     sl__actp pre[SL__MAX_FUSED_ACTS]; int npre;
@@ -136,7 +136,7 @@ typedef struct sl__value {
     int dtype;                 /* SL__DT_F32 or SL__DT_I64 */
     int is_const;              /* data known at load time (initializer or folded) */
     int rank;
-    int64_t dims[SL__CNN_MAX_RANK];
+    int64_t dims[SL__NN_MAX_RANK];
     size_t count;
     float *f; int64_t *i;      /* const data (owned) */
     int nuses;                 /* consumers among live nodes */
@@ -145,7 +145,7 @@ typedef struct sl__value {
 
 typedef struct sl__plan sl__plan;
 
-struct sl_cnn {
+struct sl_nn {
     sl__onnx_model *onnx;      /* kept for `cnn info`; freed parts: initializer data moved */
     sl__value *vals; size_t nvals, capvals;
     sl__node *nodes; size_t nnodes, capnodes;
@@ -155,10 +155,10 @@ struct sl_cnn {
     int normalize;             /* L2-normalize embeddings */
     size_t embed_dim;          /* per-image element count of `output` */
     int threads;
-    int precision;             /* SL_CNN_PRECISION_* */
-    int backend;               /* SL_CNN_BACKEND_* */
+    int precision;             /* SL_NN_PRECISION_* */
+    int backend;               /* SL_NN_BACKEND_* */
     size_t max_batch;
-    sl_cnn_preproc pre;
+    sl_nn_preproc pre;
     int64_t params, flops;     /* for info (flops per image) */
     int fused_bn, fused_act, fused_sum, folded;
     void *lock;                /* pthread_mutex_t* guarding plans */
@@ -167,34 +167,34 @@ struct sl_cnn {
 };
 
 /* Builds the optimized graph from a parsed model (takes ownership of initializer data). */
-sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err);
+sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err);
 /* Adds a value; returns index or -1 on out of memory. */
-int sl__graph_add_value(sl_cnn *m, const char *name);
-int sl__graph_find_value(const sl_cnn *m, const char *name);
+int sl__graph_add_value(sl_nn *m, const char *name);
+int sl__graph_find_value(const sl_nn *m, const char *name);
 const char *sl__op_name(sl__op op);
 
 /* ---- plans and execution (plan.c) ------------------------------------------------------ */
 
 /* Runs the graph on `batch` images: in = batch * per-image input floats (NCHW), writes the
  * output value (logical layout) to out (batch * embed_dim floats). Thread-safe. */
-sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
+sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
                           sl_error *err);
-void sl__plans_free(sl_cnn *m);
+void sl__plans_free(sl_nn *m);
 /* Writes "F fp32, B bf16, I int8 (oneDNN), R own kernels; Q tensors kept in int8 between
  * convolutions": how the convolutions of the plan for
  * `batch` run (builds it if needed). Returns 0, or -1 with err set. */
-int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl_error *err);
+int sl__plan_conv_summary(const sl_nn *m, size_t batch, char *buf, size_t n, sl_error *err);
 
 /* Shape inference of one node from its input shapes (all values in m->vals; dims[0] of the
  * activations is the batch). Sets rank/dims/count/dtype of the output. */
-sl_status sl__infer_shape(const sl_cnn *m, const sl__node *n, sl__value *vals, sl_error *err);
+sl_status sl__infer_shape(const sl_nn *m, const sl__node *n, sl__value *vals, sl_error *err);
 
 /* ---- kernels (ops.c) ------------------------------------------------------------------- */
 
 /* A tensor view for kernels. */
 typedef struct sl__tv {
     float *f; int64_t *i;
-    int rank; int64_t dims[SL__CNN_MAX_RANK];
+    int rank; int64_t dims[SL__NN_MAX_RANK];
     size_t count;
     int nhwc;                  /* rank-4 float tensor stored channels-last */
     int dtype;

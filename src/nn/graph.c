@@ -1,5 +1,5 @@
 /*
- * feature/cnn/graph.c - turns a parsed ONNX graph into the engine's graph and does the
+ * nn/graph.c - turns a parsed ONNX graph into the engine's graph and does the
  * load-time work: constant folding (Constant nodes, any node whose inputs are all constant),
  * folding BatchNormalization into the preceding Conv (W' = W*s, b' = (b-mean)*s + beta with
  * s = gamma/sqrt(var+eps); Ioffe & Szegedy 2015), fusing activations (Relu, Clip, Sigmoid,
@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "feature/cnn/cnn_internal.h"
+#include "nn/nn_internal.h"
 #include "util/util.h"
 
 static const char *const op_names[SL__OP_COUNT] = {
@@ -28,13 +28,13 @@ static const char *const op_names[SL__OP_COUNT] = {
 
 const char *sl__op_name(sl__op op) { return op < SL__OP_COUNT ? op_names[op] : "?"; }
 
-int sl__graph_find_value(const sl_cnn *m, const char *name) {
+int sl__graph_find_value(const sl_nn *m, const char *name) {
     for (size_t k = m->nvals; k-- > 0;)
         if (m->vals[k].name && !strcmp(m->vals[k].name, name)) return (int)k;
     return -1;
 }
 
-int sl__graph_add_value(sl_cnn *m, const char *name) {
+int sl__graph_add_value(sl_nn *m, const char *name) {
     if (m->nvals == m->capvals) {
         size_t nc = m->capvals ? m->capvals * 2 : 64;
         sl__value *p = sl__reallocarray(m->vals, nc, sizeof *p);
@@ -52,7 +52,7 @@ int sl__graph_add_value(sl_cnn *m, const char *name) {
     return (int)m->nvals++;
 }
 
-static sl__node *add_node(sl_cnn *m) {
+static sl__node *add_node(sl_nn *m) {
     if (m->nnodes == m->capnodes) {
         size_t nc = m->capnodes ? m->capnodes * 2 : 64;
         sl__node *p = sl__reallocarray(m->nodes, nc, sizeof *p);
@@ -142,7 +142,7 @@ static sl_status spatial_attrs(const sl__onnx_node *o, sl__node *n, int pool, sl
 }
 
 /* Makes a constant value from an ONNX tensor, taking its data. */
-static int const_from_tensor(sl_cnn *m, const char *name, sl__onnx_tensor *t) {
+static int const_from_tensor(sl_nn *m, const char *name, sl__onnx_tensor *t) {
     int v = sl__graph_add_value(m, name);
     if (v < 0) return -1;
     sl__value *x = &m->vals[v];
@@ -163,7 +163,7 @@ static sl_status unsupported(const sl__onnx_node *o, sl_error *err) {
 }
 
 /* Converts one ONNX node; appends 0 or 1 engine nodes. */
-static sl_status convert_node(sl_cnn *m, sl__onnx_node *o, size_t idx, sl_error *err) {
+static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *err) {
     const char *op = o->op;
     const char *nm = o->name && o->name[0] ? o->name : NULL;
     char namebuf[64];
@@ -293,14 +293,14 @@ static sl_status convert_node(sl_cnn *m, sl__onnx_node *o, size_t idx, sl_error 
         break;
     case SL__OP_SOFTMAX: n->axis = attr_i(o, "axis", m->onnx->opset >= 13 ? -1 : 1); n->has_axes = m->onnx->opset < 13; break;
     case SL__OP_SQUEEZE: case SL__OP_UNSQUEEZE: case SL__OP_REDUCEMEAN: {
-        int c = attr_ints(o, "axes", n->axes, -1, SL__CNN_MAX_RANK);
+        int c = attr_ints(o, "axes", n->axes, -1, SL__NN_MAX_RANK);
         if (c == -2) st = bad_attr(o, "axes", err);
         else if (c >= 0) { n->naxes = c; n->has_axes = 1; }
         n->keepdims = (int)attr_i(o, "keepdims", 1);
         break;
     }
     case SL__OP_TRANSPOSE: {
-        int c = attr_ints(o, "perm", n->perm, -1, SL__CNN_MAX_RANK);
+        int c = attr_ints(o, "perm", n->perm, -1, SL__NN_MAX_RANK);
         if (c == -2) st = bad_attr(o, "perm", err);
         n->naxes = c < 0 ? 0 : c;
         n->has_axes = c >= 0;
@@ -323,7 +323,7 @@ static sl_status convert_node(sl_cnn *m, sl__onnx_node *o, size_t idx, sl_error 
 
 /* ---- folding and fusion ------------------------------------------------------------------ */
 
-static void count_uses(sl_cnn *m) {
+static void count_uses(sl_nn *m) {
     for (size_t v = 0; v < m->nvals; v++) m->vals[v].nuses = 0;
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *n = &m->nodes[k];
@@ -335,7 +335,7 @@ static void count_uses(sl_cnn *m) {
 }
 
 /* Evaluates every live node whose inputs are all constant; its output becomes constant. */
-static sl_status fold_constants(sl_cnn *m, sl_error *err) {
+static sl_status fold_constants(sl_nn *m, sl_error *err) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *n = &m->nodes[k];
         if (n->dead || n->op == SL__OP_SHAPE) continue;
@@ -378,7 +378,7 @@ static sl_status fold_constants(sl_cnn *m, sl_error *err) {
     return SL_OK;
 }
 
-static int single_consumer(const sl_cnn *m, int v, size_t after, size_t *which) {
+static int single_consumer(const sl_nn *m, int v, size_t after, size_t *which) {
     if (m->vals[v].nuses != 1 || v == m->output) return 0;
     for (size_t k = after; k < m->nnodes; k++) {
         const sl__node *n = &m->nodes[k];
@@ -389,7 +389,7 @@ static int single_consumer(const sl_cnn *m, int v, size_t after, size_t *which) 
     return 0;
 }
 
-static sl_status fold_bn(sl_cnn *m, sl_error *err) {
+static sl_status fold_bn(sl_nn *m, sl_error *err) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *c = &m->nodes[k];
         if (c->dead || c->op != SL__OP_CONV || c->npre || c->sum_in >= 0) continue;
@@ -442,7 +442,7 @@ static sl_status fold_bn(sl_cnn *m, sl_error *err) {
     return SL_OK;
 }
 
-static int act_of(const sl_cnn *m, const sl__node *n, sl__actp *a) {
+static int act_of(const sl_nn *m, const sl__node *n, sl__actp *a) {
     switch (n->op) {
     case SL__OP_RELU: a->kind = SL__ACT_RELU; return 1;
     case SL__OP_SIGMOID: a->kind = SL__ACT_SIGMOID; return 1;
@@ -466,7 +466,7 @@ static int act_of(const sl_cnn *m, const sl__node *n, sl__actp *a) {
 
 /* Rewrites Sigmoid(x) * x into Swish(x) (SiLU) and HardSigmoid(x; 1/6, 1/2) * x into
  * HardSwish(x) (how PyTorch exports nn.Hardswish before opset 14). */
-static void fuse_swish(sl_cnn *m) {
+static void fuse_swish(sl_nn *m) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *s = &m->nodes[k];
         if (s->dead) continue;
@@ -489,7 +489,7 @@ static void fuse_swish(sl_cnn *m) {
 }
 
 /* Probe shapes (batch = probe_batch) are in `shp`; used to decide sum fusion. */
-static void fuse_acts_and_sums(sl_cnn *m, const sl__value *shp) {
+static void fuse_acts_and_sums(sl_nn *m, const sl__value *shp) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *c = &m->nodes[k];
         if (c->dead || (c->op != SL__OP_CONV && c->op != SL__OP_GEMM)) continue;
@@ -532,7 +532,7 @@ static void fuse_acts_and_sums(sl_cnn *m, const sl__value *shp) {
 }
 
 /* Marks nodes not needed for `output` dead. */
-static void eliminate_dead(sl_cnn *m) {
+static void eliminate_dead(sl_nn *m) {
     char *need = calloc(m->nvals, 1);
     if (!need) return; /* not fatal: everything stays live */
     need[m->output] = 1;
@@ -549,7 +549,7 @@ static void eliminate_dead(sl_cnn *m) {
 
 /* Re-lays out constant Conv weights for the kernels: OHWI (im2col runs are contiguous input
  * channels), HWC for depthwise (channel-vectorized loop). The value keeps its logical OIHW dims. */
-static sl_status layout_weights(sl_cnn *m, sl_error *err) {
+static sl_status layout_weights(sl_nn *m, sl_error *err) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *n = &m->nodes[k];
         if (n->dead || n->op != SL__OP_CONV || n->wlayout || !m->vals[n->in[1]].is_const) continue;
@@ -582,7 +582,7 @@ static sl_status layout_weights(sl_cnn *m, sl_error *err) {
 
 /* int8 mode: symmetric per-output-channel int8 weights for every dense/grouped convolution
  * except the stem (the one reading the image, kept fp32 for accuracy) and depthwise ones. */
-static sl_status quantize_weights(sl_cnn *m, sl_error *err) {
+static sl_status quantize_weights(sl_nn *m, sl_error *err) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *n = &m->nodes[k];
         if (n->dead || n->op != SL__OP_CONV || n->wlayout != 1 || n->in[0] == m->input) continue;
@@ -606,9 +606,9 @@ static sl_status quantize_weights(sl_cnn *m, sl_error *err) {
     return SL_OK;
 }
 
-sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err);
+sl_status sl__plan_probe_shapes(const sl_nn *m, size_t batch, sl__value **out, sl_error *err);
 
-static int is_pool_to_1x1(const sl_cnn *m, const sl__node *n, const sl__value *shp) {
+static int is_pool_to_1x1(const sl_nn *m, const sl__node *n, const sl__value *shp) {
     (void)m;
     const sl__value *o = &shp[n->out];
     if (n->op == SL__OP_GAP) return 1;
@@ -620,7 +620,7 @@ static int is_pool_to_1x1(const sl_cnn *m, const sl__node *n, const sl__value *s
 }
 
 /* FLOPs (2 x multiply-adds) per image and parameter count, from probe shapes at batch 1. */
-static void count_cost(sl_cnn *m, const sl__value *shp) {
+static void count_cost(sl_nn *m, const sl__value *shp) {
     int64_t fl = 0, pa = 0;
     for (size_t k = 0; k < m->nnodes; k++) {
         const sl__node *n = &m->nodes[k];
@@ -642,7 +642,7 @@ static void count_cost(sl_cnn *m, const sl__value *shp) {
     m->params = pa;
 }
 
-sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
+sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err) {
     sl__onnx_model *o = m->onnx;
     sl_status st;
     m->input = m->output = -1;
@@ -684,9 +684,9 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
             }
             if (per > ((uint64_t)1 << 30))
                 return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': more than 2^30 elements per image", iv->name);
-            if (iv->dims[0] > SL_CNN_MAX_BATCH_MAX)
+            if (iv->dims[0] > SL_NN_MAX_BATCH_MAX)
                 return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': fixed batch %lld above %d", iv->name,
-                                   (long long)iv->dims[0], SL_CNN_MAX_BATCH_MAX);
+                                   (long long)iv->dims[0], SL_NN_MAX_BATCH_MAX);
         }
         m->in_rank = iv->rank;
         memcpy(m->in_dims, iv->dims, (size_t)iv->rank * sizeof(int64_t));
@@ -740,6 +740,6 @@ sl_status sl__graph_build(sl_cnn *m, const char *output_name, sl_error *err) {
     if (st) return st;
     eliminate_dead(m);
     st = layout_weights(m, err);
-    if (!st && m->precision == SL_CNN_PRECISION_INT8) st = quantize_weights(m, err);
+    if (!st && m->precision == SL_NN_PRECISION_INT8) st = quantize_weights(m, err);
     return st;
 }

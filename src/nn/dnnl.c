@@ -1,5 +1,5 @@
 /*
- * feature/cnn/dnnl.c - Conv nodes on oneDNN (https://oneapi-src.github.io/oneDNN/, v2.6 C API).
+ * nn/dnnl.c - Conv nodes on oneDNN (https://oneapi-src.github.io/oneDNN/, v2.6 C API).
  *
  * Activations are nhwc fp32 (the engine's layout), so no reorders run per inference; weights
  * use format `any` and are reordered once at plan time. Post-ops reproduce the fused graph in
@@ -32,7 +32,7 @@
 #include <string.h>
 #include <oneapi/dnnl/dnnl.h>
 
-#include "feature/cnn/dnnl_conv.h"
+#include "nn/dnnl_conv.h"
 #include "util/util.h"
 
 static dnnl_engine_t g_eng;
@@ -147,9 +147,9 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     dnnl_memory_t wusr = NULL;
     dnnl_primitive_t reo = NULL;
     dnnl_primitive_desc_t rpd = NULL;
-    int i8 = precision == SL_CNN_PRECISION_INT8 && q;
+    int i8 = precision == SL_NN_PRECISION_INT8 && q;
     if (!i8) { in_q = 0; oq = NULL; }
-    int bf = precision == SL_CNN_PRECISION_BF16 || (i8 && !in_q); /* converted input in scratch */
+    int bf = precision == SL_NN_PRECISION_BF16 || (i8 && !in_q); /* converted input in scratch */
     dnnl_data_type_t cdt = i8 ? dnnl_s8 : bf ? dnnl_bf16 : dnnl_f32;
     dnnl_data_type_t sdt = i8 ? (q->is_signed ? dnnl_s8 : dnnl_u8) : dnnl_bf16;
     float *sw = NULL, *osc = NULL;

@@ -1,5 +1,5 @@
 /*
- * feature/cnn/plan.c - execution plans: for one batch size, shape inference over the optimized
+ * nn/plan.c - execution plans: for one batch size, shape inference over the optimized
  * graph, folding of shape arithmetic (Shape, Gather, Concat, ... on known shapes become
  * constants), layout assignment (rank-4 activations channels-last between the operators that
  * handle it; conversions inserted where an operator needs the plain layout), and one memory
@@ -29,8 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "feature/cnn/cnn_internal.h"
-#include "feature/cnn/dnnl_conv.h"
+#include "nn/nn_internal.h"
+#include "nn/dnnl_conv.h"
 #include "util/util.h"
 
 #define ALIGN 64
@@ -41,7 +41,7 @@ typedef struct step {
     size_t scratch;
     sl__dconv *dconv;    /* oneDNN convolution or NULL (reference kernel) */
     int copy_sum;        /* copy the sum operand into the output before a oneDNN conv */
-    int prec;            /* oneDNN conv: the precision it was created with (SL_CNN_PRECISION_*) */
+    int prec;            /* oneDNN conv: the precision it was created with (SL_NN_PRECISION_*) */
 } step;
 
 typedef struct ctx {
@@ -78,7 +78,7 @@ static void plan_free(sl__plan *p) {
     free(p);
 }
 
-void sl__plans_free(sl_cnn *m) {
+void sl__plans_free(sl_nn *m) {
     for (size_t k = 0; k < m->nplans; k++) plan_free(m->plans[k]);
     free(m->plans);
     m->plans = NULL;
@@ -195,7 +195,7 @@ static sl_status fold_step(sl__plan *p, const sl__node *n, sl_error *err) {
 }
 
 /* Shape pass shared by planning and probing. */
-static sl_status build_steps(const sl_cnn *m, sl__plan *p, int probe_only, sl_error *err) {
+static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_error *err) {
     size_t nv0 = m->nvals;
     p->nv = 0;
     for (size_t v = 0; v < nv0; v++) {
@@ -308,7 +308,7 @@ static sl_status build_steps(const sl_cnn *m, sl__plan *p, int probe_only, sl_er
     return SL_OK;
 }
 
-sl_status sl__plan_probe_shapes(const sl_cnn *m, size_t batch, sl__value **out, sl_error *err) {
+sl_status sl__plan_probe_shapes(const sl_nn *m, size_t batch, sl__value **out, sl_error *err) {
     *out = NULL;
     sl__plan *p = calloc(1, sizeof *p);
     if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -466,7 +466,7 @@ static char *chain_values(const sl__plan *p) {
     return q;
 }
 
-static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float *lo, const float *hi,
+static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float *lo, const float *hi,
                             int chain, sl__plan **out, sl_error *err) {
     *out = NULL;
     sl__plan *p = calloc(1, sizeof *p);
@@ -474,7 +474,7 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
     p->batch = batch;
     sl_status st = build_steps(m, p, 0, err);
     char *qv = NULL;
-    if (!st && prec == SL_CNN_PRECISION_INT8 && lo && chain && !(qv = chain_values(p)))
+    if (!st && prec == SL_NN_PRECISION_INT8 && lo && chain && !(qv = chain_values(p)))
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     /* oneDNN convolutions. */
     for (size_t k = 0; !st && k < p->nsteps; k++) {
@@ -485,28 +485,28 @@ static sl_status plan_build(const sl_cnn *m, size_t batch, int prec, const float
         tv_of(p, s->node.out, &tout, NULL);
         sl__dq q, oq, *qp = NULL, *oqp = NULL;
         int in_q = 0;
-        if (prec != SL_CNN_PRECISION_INT8 || lo) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
-        if (prec == SL_CNN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
+        if (prec != SL_NN_PRECISION_INT8 || lo) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
+        if (prec == SL_NN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
             q = dq_of(p, lo, hi, s->node.in[0]);
             qp = &q;
             in_q = qv && qv[s->node.in[0]];
             if (qv && qv[s->node.out]) { oq = dq_of(p, lo, hi, s->node.out); oqp = &oq; }
         }
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
-        s->node.gemm = m->backend != SL_CNN_BACKEND_REF;
+        s->node.gemm = m->backend != SL_NN_BACKEND_REF;
         if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
-            (m->backend == SL_CNN_BACKEND_AUTO || prec == SL_CNN_PRECISION_BF16)) {
+            (m->backend == SL_NN_BACKEND_AUTO || prec == SL_NN_PRECISION_BF16)) {
             size_t scr = 0;
             st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, in_q, oqp, &s->dconv, &scr, err);
-            s->prec = qp || prec == SL_CNN_PRECISION_BF16 ? prec : SL_CNN_PRECISION_FP32;
+            s->prec = qp || prec == SL_NN_PRECISION_BF16 ? prec : SL_NN_PRECISION_FP32;
             if (st && (in_q || oqp)) { sl__err_prefix(err, "node '%s' (Conv, int8 chain)", s->node.name); break; }
             if (!st && oqp) p->sv[s->node.out].dtype = SL__DT_Q8;
-            if (st && (qp || prec == SL_CNN_PRECISION_BF16)) {
+            if (st && (qp || prec == SL_NN_PRECISION_BF16)) {
                 /* no int8 / bf16 implementation for this convolution on this CPU (oneDNN has no
-                 * bf16 convolution without AVX-512): fp32, counted as such in sl_cnn_info */
+                 * bf16 convolution without AVX-512): fp32, counted as such in sl_nn_info */
                 sl_error_clear(err);
-                s->prec = SL_CNN_PRECISION_FP32;
-                st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_CNN_PRECISION_FP32, NULL, 0,
+                s->prec = SL_NN_PRECISION_FP32;
+                st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, SL_NN_PRECISION_FP32, NULL, 0,
                                       NULL, &s->dconv, &scr, err);
             }
             if (st) { sl__err_prefix(err, "node '%s' (Conv)", s->node.name); break; }
@@ -535,7 +535,7 @@ static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *h
 #define SL__CALIB_RECTS 4
 #define SL__CALIB_DISKS 3
 
-static void calib_image(const sl_cnn *m, int k, int64_t C, int64_t H, int64_t W, float *x) {
+static void calib_image(const sl_nn *m, int k, int64_t C, int64_t H, int64_t W, float *x) {
     sl__rng r;
     sl__rng_seed(&r, SL__CALIB_SEED + (uint64_t)k);
     float c0[3], c1[3];
@@ -575,12 +575,12 @@ static void calib_image(const sl_cnn *m, int k, int64_t C, int64_t H, int64_t W,
 
 /* Runs the fp32 plan for `batch` over the calibration images and returns the range (min, max)
  * of every plan value (*lo, *hi: nv floats each, malloc'ed; values never produced stay 0). */
-static sl_status calibrate(const sl_cnn *m, size_t batch, int threads, float **lo, float **hi, size_t *nv,
+static sl_status calibrate(const sl_nn *m, size_t batch, int threads, float **lo, float **hi, size_t *nv,
                            sl_error *err) {
     *lo = *hi = NULL;
     sl__plan *p = NULL;
     ctx *c = NULL;
-    sl_status st = plan_build(m, batch, SL_CNN_PRECISION_FP32, NULL, NULL, 0, &p, err);
+    sl_status st = plan_build(m, batch, SL_NN_PRECISION_FP32, NULL, NULL, 0, &p, err);
     if (st) return st;
     if ((st = ctx_new(p, &c, err))) { plan_free(p); return st; }
     float *l = sl__mallocarray(p->nv, sizeof(float)), *h = sl__mallocarray(p->nv, sizeof(float));
@@ -610,8 +610,8 @@ done:
 }
 
 /* The plan for `batch` at the model's precision (int8: calibrated first). */
-static sl_status plan_make(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
-    if (m->precision != SL_CNN_PRECISION_INT8 || m->backend != SL_CNN_BACKEND_AUTO || !sl__dnnl_available())
+static sl_status plan_make(const sl_nn *m, size_t batch, sl__plan **out, sl_error *err) {
+    if (m->precision != SL_NN_PRECISION_INT8 || m->backend != SL_NN_BACKEND_AUTO || !sl__dnnl_available())
         return plan_build(m, batch, m->precision, NULL, NULL, 0, out, err);
     float *lo = NULL, *hi = NULL;
     size_t nv = 0;
@@ -619,10 +619,10 @@ static sl_status plan_make(const sl_cnn *m, size_t batch, sl__plan **out, sl_err
     sl_status st = calibrate(m, batch, threads, &lo, &hi, &nv, err);
     if (!st) {
         /* int8 chains first; if oneDNN lacks a kernel one of them needs, without chains */
-        st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, 1, out, err);
+        st = plan_build(m, batch, SL_NN_PRECISION_INT8, lo, hi, 1, out, err);
         if (st && st != SL_E_NOMEM) {
             sl_error_clear(err);
-            st = plan_build(m, batch, SL_CNN_PRECISION_INT8, lo, hi, 0, out, err);
+            st = plan_build(m, batch, SL_NN_PRECISION_INT8, lo, hi, 0, out, err);
         }
     }
     if (!st && (*out)->nv != nv) {
@@ -636,7 +636,7 @@ static sl_status plan_make(const sl_cnn *m, size_t batch, sl__plan **out, sl_err
     return st;
 }
 
-static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_error *err) {
+static sl_status get_plan(const sl_nn *m, size_t batch, sl__plan **out, sl_error *err) {
     pthread_mutex_t *mu = m->lock;
     pthread_mutex_lock(mu);
     for (size_t k = 0; k < m->nplans; k++)
@@ -653,7 +653,7 @@ static sl_status get_plan(const sl_cnn *m, size_t batch, sl__plan **out, sl_erro
         sl__plan **a = sl__reallocarray(m->plans, m->nplans + 1, sizeof *a);
         if (!a) { plan_free(p); st = sl__err_set(err, SL_E_NOMEM, "out of memory"); }
         else {
-            sl_cnn *mm = (sl_cnn *)m; /* plan cache: logically const, guarded by the lock */
+            sl_nn *mm = (sl_nn *)m; /* plan cache: logically const, guarded by the lock */
             mm->plans = a;
             mm->plans[mm->nplans++] = p;
             *out = p;
@@ -698,7 +698,7 @@ static void ctx_free(ctx *c) {
     free(c);
 }
 
-static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err) {
+static sl_status ctx_get(const sl_nn *m, sl__plan *p, ctx **out, sl_error *err) {
     pthread_mutex_t *mu = m->lock;
     pthread_mutex_lock(mu);
     for (size_t k = 0; k < p->nctx; k++)
@@ -714,7 +714,7 @@ static sl_status ctx_get(const sl_cnn *m, sl__plan *p, ctx **out, sl_error *err)
     return st;
 }
 
-static void ctx_put(const sl_cnn *m, ctx *c) {
+static void ctx_put(const sl_nn *m, ctx *c) {
     pthread_mutex_t *mu = m->lock;
     pthread_mutex_lock(mu);
     c->busy = 0;
@@ -749,7 +749,7 @@ static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *h
     return st;
 }
 
-sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float *out,
+sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
                           sl_error *err) {
     sl__plan *p = NULL;
     sl_status st = get_plan(m, batch, &p, err);
@@ -774,14 +774,14 @@ sl_status sl__cnn_forward(const sl_cnn *m, const float *in, size_t batch, float 
     return st;
 }
 
-int sl__plan_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8], sl_error *err) {
+int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_error *err) {
     sl__plan *p = NULL;
     if (get_plan(m, batch, &p, err)) return -1;
     memcpy(dims, p->sv[p->out_val].dims, sizeof(int64_t) * 8);
     return p->sv[p->out_val].rank;
 }
 
-int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl_error *err) {
+int sl__plan_conv_summary(const sl_nn *m, size_t batch, char *buf, size_t n, sl_error *err) {
     sl__plan *p = NULL;
     if (get_plan(m, batch, &p, err)) return -1;
     int cnt[3] = {0, 0, 0}, own = 0;
@@ -794,7 +794,7 @@ int sl__plan_conv_summary(const sl_cnn *m, size_t batch, char *buf, size_t n, sl
     int chained = 0;
     for (size_t v = 0; v < p->nv; v++) chained += p->sv[v].dtype == SL__DT_Q8;
     snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels; %d tensors kept in int8 between "
-             "convolutions", cnt[SL_CNN_PRECISION_FP32], cnt[SL_CNN_PRECISION_BF16], cnt[SL_CNN_PRECISION_INT8],
+             "convolutions", cnt[SL_NN_PRECISION_FP32], cnt[SL_NN_PRECISION_BF16], cnt[SL_NN_PRECISION_INT8],
              own, chained);
     return 0;
 }

@@ -1,10 +1,10 @@
 /*
- * feature/cnn/embed.c - the public CNN API (cnn.h): loading a model with options and its
+ * nn/embed.c - the public CNN API (nn.h): loading a model with options and its
  * sidecar JSON, model information, raw graph runs, and image embeddings (torchvision-style
  * preprocessing: resize the shorter side, centre-crop, scale, mean/std; then the forward pass
  * and L2 normalization).
  *
- * Invariants: a loaded sl_cnn is immutable except for the plan cache and context pool, which are
+ * Invariants: a loaded sl_nn is immutable except for the plan cache and context pool, which are
  * guarded by its mutex, so every const entry point is thread-safe. Options are validated before
  * any work; the sidecar is optional but, when present, must be valid (SL_E_CORRUPT otherwise).
  */
@@ -16,12 +16,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "feature/cnn/cnn_internal.h"
+#include "nn/nn_internal.h"
 #include "util/util.h"
 
-int sl__plan_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8], sl_error *err);
+int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_error *err);
 
-void sl_cnn_preproc_init(sl_cnn_preproc *p) {
+void sl_nn_preproc_init(sl_nn_preproc *p) {
     memset(p, 0, sizeof *p);
     p->resize = 256;
     p->crop = 224;
@@ -31,17 +31,17 @@ void sl_cnn_preproc_init(sl_cnn_preproc *p) {
     p->bgr = 0;
 }
 
-void sl_cnn_opts_init(sl_cnn_opts *o) {
+void sl_nn_opts_init(sl_nn_opts *o) {
     memset(o, 0, sizeof *o);
-    o->threads = SL_CNN_THREADS_DEFAULT;
-    o->max_batch = SL_CNN_MAX_BATCH_DEFAULT;
+    o->threads = SL_NN_THREADS_DEFAULT;
+    o->max_batch = SL_NN_MAX_BATCH_DEFAULT;
     o->normalize = 1;
-    o->precision = SL_CNN_PRECISION_FP32;
-    o->backend = SL_CNN_BACKEND_AUTO;
-    sl_cnn_preproc_init(&o->preproc);
+    o->precision = SL_NN_PRECISION_FP32;
+    o->backend = SL_NN_BACKEND_AUTO;
+    sl_nn_preproc_init(&o->preproc);
 }
 
-static sl_status read_sidecar(const char *path, int must_exist, sl_cnn_preproc *pre,
+static sl_status read_sidecar(const char *path, int must_exist, sl_nn_preproc *pre,
                               char **output, int *normalize, int *crop_set, sl_error *err) {
     struct stat sb;
     if (stat(path, &sb) != 0) {
@@ -98,29 +98,29 @@ done:
     return st;
 }
 
-sl_status sl_cnn_load(const char *path, sl_cnn **out, sl_error *err) {
-    return sl_cnn_load_opts(path, NULL, out, err);
+sl_status sl_nn_load(const char *path, sl_nn **out, sl_error *err) {
+    return sl_nn_load_opts(path, NULL, out, err);
 }
 
-sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **out,
+sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
                            sl_error *err) {
     if (out) *out = NULL;
-    if (!path || !out) return sl__err_set(err, SL_E_INVALID, "sl_cnn_load: NULL argument");
-    sl_cnn_opts def;
-    if (!opts) { sl_cnn_opts_init(&def); opts = &def; }
-    if (opts->threads < SL_CNN_THREADS_MIN || opts->threads > SL_CNN_THREADS_MAX)
+    if (!path || !out) return sl__err_set(err, SL_E_INVALID, "sl_nn_load: NULL argument");
+    sl_nn_opts def;
+    if (!opts) { sl_nn_opts_init(&def); opts = &def; }
+    if (opts->threads < SL_NN_THREADS_MIN || opts->threads > SL_NN_THREADS_MAX)
         return sl__err_set(err, SL_E_INVALID, "threads %d out of range %d..%d", opts->threads,
-                           SL_CNN_THREADS_MIN, SL_CNN_THREADS_MAX);
-    if (opts->max_batch < SL_CNN_MAX_BATCH_MIN || opts->max_batch > SL_CNN_MAX_BATCH_MAX)
+                           SL_NN_THREADS_MIN, SL_NN_THREADS_MAX);
+    if (opts->max_batch < SL_NN_MAX_BATCH_MIN || opts->max_batch > SL_NN_MAX_BATCH_MAX)
         return sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
-                           SL_CNN_MAX_BATCH_MIN, SL_CNN_MAX_BATCH_MAX);
-    if (opts->precision != SL_CNN_PRECISION_FP32 && opts->precision != SL_CNN_PRECISION_BF16 &&
-        opts->precision != SL_CNN_PRECISION_INT8)
+                           SL_NN_MAX_BATCH_MIN, SL_NN_MAX_BATCH_MAX);
+    if (opts->precision != SL_NN_PRECISION_FP32 && opts->precision != SL_NN_PRECISION_BF16 &&
+        opts->precision != SL_NN_PRECISION_INT8)
         return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
-    if (opts->backend != SL_CNN_BACKEND_AUTO && opts->backend != SL_CNN_BACKEND_REF &&
-        opts->backend != SL_CNN_BACKEND_GEMM)
+    if (opts->backend != SL_NN_BACKEND_AUTO && opts->backend != SL_NN_BACKEND_REF &&
+        opts->backend != SL_NN_BACKEND_GEMM)
         return sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
-    sl_cnn *m = calloc(1, sizeof *m);
+    sl_nn *m = calloc(1, sizeof *m);
     pthread_mutex_t *mu = malloc(sizeof *mu);
     if (!m || !mu) { free(m); free(mu); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     pthread_mutex_init(mu, NULL);
@@ -130,7 +130,7 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
     m->precision = opts->precision;
     m->backend = opts->backend;
     m->normalize = opts->normalize;
-    sl_cnn_preproc_init(&m->pre);
+    sl_nn_preproc_init(&m->pre);
     char *output = opts->output ? sl__strdup(opts->output) : NULL;
     sl_status st = SL_OK;
     int crop_set = opts->have_preproc;
@@ -193,11 +193,11 @@ sl_status sl_cnn_load_opts(const char *path, const sl_cnn_opts *opts, sl_cnn **o
     return SL_OK;
 fail:
     free(output);
-    sl_cnn_free(m);
+    sl_nn_free(m);
     return st;
 }
 
-void sl_cnn_free(sl_cnn *m) {
+void sl_nn_free(sl_nn *m) {
     if (!m) return;
     sl__plans_free(m);
     for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); }
@@ -214,30 +214,30 @@ void sl_cnn_free(sl_cnn *m) {
     free(m);
 }
 
-size_t sl_cnn_embed_dim(const sl_cnn *m) { return m ? m->embed_dim : 0; }
+size_t sl_nn_embed_dim(const sl_nn *m) { return m ? m->embed_dim : 0; }
 
-int sl_cnn_input_shape(const sl_cnn *m, int64_t dims[4]) {
+int sl_nn_input_shape(const sl_nn *m, int64_t dims[4]) {
     for (int d = 0; d < 4; d++) dims[d] = d < m->in_rank ? m->in_dims[d] : 0;
     if (!m->batch_fixed) dims[0] = -1;
     return m->in_rank;
 }
 
-const sl_cnn_preproc *sl_cnn_preproc_get(const sl_cnn *m) { return &m->pre; }
-const char *sl_cnn_output_name(const sl_cnn *m) { return m->vals[m->output].name; }
-int64_t sl_cnn_params(const sl_cnn *m) { return m->params; }
-int64_t sl_cnn_flops(const sl_cnn *m) { return m->flops; }
+const sl_nn_preproc *sl_nn_preproc_get(const sl_nn *m) { return &m->pre; }
+const char *sl_nn_output_name(const sl_nn *m) { return m->vals[m->output].name; }
+int64_t sl_nn_params(const sl_nn *m) { return m->params; }
+int64_t sl_nn_flops(const sl_nn *m) { return m->flops; }
 
-int sl_cnn_output_shape(const sl_cnn *m, size_t batch, int64_t dims[8]) {
+int sl_nn_output_shape(const sl_nn *m, size_t batch, int64_t dims[8]) {
     return sl__plan_output_shape(m, batch, dims, NULL);
 }
 
-sl_status sl_cnn_run(const sl_cnn *m, const float *in, size_t batch, float *out, sl_error *err) {
-    if (!m || !in || !out || batch == 0) return sl__err_set(err, SL_E_INVALID, "sl_cnn_run: bad argument");
+sl_status sl_nn_run(const sl_nn *m, const float *in, size_t batch, float *out, sl_error *err) {
+    if (!m || !in || !out || batch == 0) return sl__err_set(err, SL_E_INVALID, "sl_nn_run: bad argument");
     if (m->batch_fixed && batch != (size_t)m->in_dims[0])
         return sl__err_set(err, SL_E_INVALID, "model has a fixed batch of %lld, got %zu",
                            (long long)m->in_dims[0], batch);
-    if (batch > SL_CNN_MAX_BATCH_MAX) return sl__err_set(err, SL_E_INVALID, "batch %zu too large", batch);
-    return sl__cnn_forward(m, in, batch, out, err);
+    if (batch > SL_NN_MAX_BATCH_MAX) return sl__err_set(err, SL_E_INVALID, "batch %zu too large", batch);
+    return sl__nn_forward(m, in, batch, out, err);
 }
 
 /* ---- info ---------------------------------------------------------------------------------- */
@@ -271,7 +271,7 @@ static void dims_str(sbuf *b, int rank, const int64_t *d) {
     sb_printf(b, "]");
 }
 
-sl_status sl_cnn_info(const sl_cnn *m, char **text, sl_error *err) {
+sl_status sl_nn_info(const sl_nn *m, char **text, sl_error *err) {
     *text = NULL;
     sbuf b = {0};
     const sl__onnx_model *o = m->onnx;
@@ -321,8 +321,8 @@ sl_status sl_cnn_info(const sl_cnn *m, char **text, sl_error *err) {
         if (err) *err = pe;
         return pe.code;
     }
-    sb_printf(&b, "convolutions at %s precision: %s\n", m->precision == SL_CNN_PRECISION_INT8 ? "int8"
-              : m->precision == SL_CNN_PRECISION_BF16 ? "bf16" : "fp32", conv);
+    sb_printf(&b, "convolutions at %s precision: %s\n", m->precision == SL_NN_PRECISION_INT8 ? "int8"
+              : m->precision == SL_NN_PRECISION_BF16 ? "bf16" : "fp32", conv);
     if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     *text = b.p;
     return SL_OK;
@@ -339,7 +339,7 @@ static void l2norm(float *v, size_t n) {
 }
 
 
-sl_status sl_cnn_embed_tensor(const sl_cnn *m, const float *in, size_t n, float *out, sl_error *err) {
+sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *out, sl_error *err) {
     size_t per = 1;
     for (int d = 1; d < m->in_rank; d++) per *= (size_t)m->in_dims[d];
     size_t step = m->batch_fixed ? (size_t)m->in_dims[0] : m->max_batch;
@@ -347,17 +347,17 @@ sl_status sl_cnn_embed_tensor(const sl_cnn *m, const float *in, size_t n, float 
         size_t b = n - s < step ? n - s : step;
         if (m->batch_fixed && b != step)
             return sl__err_set(err, SL_E_INVALID, "model has a fixed batch of %zu; %zu images left", step, b);
-        sl_status st = sl__cnn_forward(m, in + s * per, b, out + s * m->embed_dim, err);
+        sl_status st = sl__nn_forward(m, in + s * per, b, out + s * m->embed_dim, err);
         if (st) return st;
     }
     if (m->normalize) for (size_t k = 0; k < n; k++) l2norm(out + k * m->embed_dim, m->embed_dim);
     return SL_OK;
 }
 
-#ifdef SL_CNN_HAVE_IMAGE
+#ifdef SL_NN_HAVE_IMAGE
 /* Resize (shorter side -> resize) and centre-crop to crop x crop, then to normalized CHW floats. */
-static sl_status preprocess(const sl_cnn *m, const sl_image *img, float *dst, sl_error *err) {
-    const sl_cnn_preproc *p = &m->pre;
+static sl_status preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err) {
+    const sl_nn_preproc *p = &m->pre;
     int H = (int)m->in_dims[2], W = (int)m->in_dims[3];
     int w = sl_image_width(img), h = sl_image_height(img);
     if (w <= 0 || h <= 0) return sl__err_set(err, SL_E_INVALID, "empty image");
@@ -391,10 +391,10 @@ static sl_status preprocess(const sl_cnn *m, const sl_image *img, float *dst, sl
 }
 #endif
 
-sl_status sl_cnn_embed(const sl_cnn *m, const sl_image *const *images, size_t n, float *out,
+sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
                        sl_error *err) {
-    if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_cnn_embed: NULL argument");
-#ifdef SL_CNN_HAVE_IMAGE
+    if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_nn_embed: NULL argument");
+#ifdef SL_NN_HAVE_IMAGE
     if (m->in_rank != 4 || m->in_dims[1] != 3)
         return sl__err_set(err, SL_E_UNSUPPORTED, "model input is not an RGB image tensor [N,3,H,W]");
     size_t per = (size_t)(3 * m->in_dims[2] * m->in_dims[3]);
@@ -408,11 +408,11 @@ sl_status sl_cnn_embed(const sl_cnn *m, const sl_image *const *images, size_t n,
             st = preprocess(m, images[s + k], buf + k * per, err);
             if (st) sl__err_prefix(err, "image %zu", s + k);
         }
-        if (!st) st = sl_cnn_embed_tensor(m, buf, b, out + s * m->embed_dim, err);
+        if (!st) st = sl_nn_embed_tensor(m, buf, b, out + s * m->embed_dim, err);
     }
     free(buf);
     return st;
 #else
-    return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module: use sl_cnn_run on tensors");
+    return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module: use sl_nn_run on tensors");
 #endif
 }

@@ -13,9 +13,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "shoplens/cnn.h"
-#include "feature/cnn/cnn_internal.h"
-#include "feature/cnn/npy.h"
+#include "shoplens/nn.h"
+#include "nn/nn_internal.h"
+#include "nn/npy.h"
 #include "util/util.h"
 
 static char g_dir[1024];
@@ -53,34 +53,34 @@ static double rel_diff(const float *a, const float *ref, size_t n) {
     return d / mx;
 }
 
-static double run_model(const char *name, sl_cnn_backend backend, const char *output) {
+static double run_model(const char *name, sl_nn_backend backend, const char *output) {
     fixture f;
     load_fixture(name, &f);
     char p[1200];
     model_path(p, sizeof p, name, ".onnx");
-    sl_cnn_opts o;
-    sl_cnn_opts_init(&o);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
     o.backend = backend;
     o.threads = 1;
     o.output = output ? output : NULL;
-    sl_cnn *m = NULL;
+    sl_nn *m = NULL;
     sl_error e;
     sl_error_clear(&e);
-    sl_status st = sl_cnn_load_opts(p, &o, &m, &e);
+    sl_status st = sl_nn_load_opts(p, &o, &m, &e);
     if (st) fail_msg("%s: %s", name, e.message);
     size_t batch = (size_t)f.idims[0];
-    assert_int_equal(sl_cnn_embed_dim(m) * batch, f.ocount);
+    assert_int_equal(sl_nn_embed_dim(m) * batch, f.ocount);
     float *y = calloc(f.ocount, sizeof(float));
-    st = sl_cnn_run(m, f.in, batch, y, &e);
+    st = sl_nn_run(m, f.in, batch, y, &e);
     if (st) fail_msg("%s: run: %s", name, e.message);
     double d = rel_diff(y, f.out, f.ocount);
     /* Running again gives bit-identical results (no state kept between runs). */
     float *y2 = calloc(f.ocount, sizeof(float));
-    assert_int_equal(sl_cnn_run(m, f.in, batch, y2, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, f.in, batch, y2, &e), SL_OK);
     assert_memory_equal(y, y2, f.ocount * sizeof(float));
     free(y2);
     free(y);
-    sl_cnn_free(m);
+    sl_nn_free(m);
     free_fixture(&f);
     return d;
 }
@@ -95,7 +95,7 @@ static void test_models_match_pytorch(void **state) {
     for (size_t k = 0; k < sizeof k_models / sizeof k_models[0]; k++) {
         static const char *const bn[] = {"auto", "ref", "gemm"};
         for (int b = 0; b < 3; b++) {
-            sl_cnn_backend be = b == 0 ? SL_CNN_BACKEND_AUTO : b == 1 ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_GEMM;
+            sl_nn_backend be = b == 0 ? SL_NN_BACKEND_AUTO : b == 1 ? SL_NN_BACKEND_REF : SL_NN_BACKEND_GEMM;
             const char *out = strncmp(k_models[k], "tiny_", 5) ? "y" : "logits";
             double d = run_model(k_models[k], be, out);
             print_message("%-18s %-4s max rel diff %.2e\n", k_models[k], bn[b], d);
@@ -105,13 +105,13 @@ static void test_models_match_pytorch(void **state) {
 }
 
 
-static sl_cnn *load(const char *name, const sl_cnn_opts *o) {
+static sl_nn *load(const char *name, const sl_nn_opts *o) {
     char p[1200];
     model_path(p, sizeof p, name, ".onnx");
-    sl_cnn *m = NULL;
+    sl_nn *m = NULL;
     sl_error e;
     sl_error_clear(&e);
-    if (sl_cnn_load_opts(p, o, &m, &e)) fail_msg("%s: %s", name, e.message);
+    if (sl_nn_load_opts(p, o, &m, &e)) fail_msg("%s: %s", name, e.message);
     return m;
 }
 
@@ -119,14 +119,14 @@ static void test_default_embedding_is_pooled_features(void **state) {
     (void)state;
     fixture f;
     load_fixture("tiny_resnet", &f);
-    sl_cnn *m = load("tiny_resnet", NULL);
+    sl_nn *m = load("tiny_resnet", NULL);
     /* Default output: the globally pooled features (input of the classifier), 16 channels. */
-    assert_int_equal(sl_cnn_embed_dim(m), 16);
-    assert_non_null(strstr(sl_cnn_output_name(m), "GlobalAveragePool"));
+    assert_int_equal(sl_nn_embed_dim(m), 16);
+    assert_non_null(strstr(sl_nn_output_name(m), "GlobalAveragePool"));
     float raw[32], emb[32];
     sl_error e;
-    assert_int_equal(sl_cnn_run(m, f.in, 2, raw, &e), SL_OK);
-    assert_int_equal(sl_cnn_embed_tensor(m, f.in, 2, emb, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, f.in, 2, raw, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_tensor(m, f.in, 2, emb, &e), SL_OK);
     for (int b = 0; b < 2; b++) {
         double n = 0, nr = 0;
         for (int k = 0; k < 16; k++) { n += (double)emb[b * 16 + k] * emb[b * 16 + k]; nr += (double)raw[b * 16 + k] * raw[b * 16 + k]; }
@@ -135,7 +135,7 @@ static void test_default_embedding_is_pooled_features(void **state) {
     }
     /* Not an identity: the pooled features of the two images differ. */
     assert_true(fabs(raw[0] - raw[16]) > 1e-6 || fabs(raw[1] - raw[17]) > 1e-6);
-    sl_cnn_free(m);
+    sl_nn_free(m);
     free_fixture(&f);
 }
 
@@ -143,28 +143,28 @@ static void test_batch_sizes_agree(void **state) {
     (void)state;
     fixture f;
     load_fixture("tiny_effnet", &f);
-    sl_cnn_opts o;
-    sl_cnn_opts_init(&o);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
     o.output = "logits";
     o.max_batch = 1;
-    sl_cnn *m = load("tiny_effnet", &o);
+    sl_nn *m = load("tiny_effnet", &o);
     size_t per = f.icount / 2;
     float y2[20], y1[20];
     sl_error e;
-    assert_int_equal(sl_cnn_run(m, f.in, 2, y2, &e), SL_OK);
-    assert_int_equal(sl_cnn_run(m, f.in, 1, y1, &e), SL_OK);
-    assert_int_equal(sl_cnn_run(m, f.in + per, 1, y1 + 10, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, f.in, 2, y2, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, f.in, 1, y1, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, f.in + per, 1, y1 + 10, &e), SL_OK);
     assert_true(rel_diff(y1, y2, 20) < 1e-6);
     assert_true(rel_diff(y1, f.out, 20) < 1e-5);
-    sl_cnn_free(m);
+    sl_nn_free(m);
     free_fixture(&f);
 }
 
-typedef struct thr_arg { const sl_cnn *m; const float *in; float out[20]; sl_status st; } thr_arg;
+typedef struct thr_arg { const sl_nn *m; const float *in; float out[20]; sl_status st; } thr_arg;
 static void *thr_run(void *p) {
     thr_arg *a = p;
     sl_error e;
-    for (int r = 0; r < 3 && !a->st; r++) a->st = sl_cnn_run(a->m, a->in, 2, a->out, &e);
+    for (int r = 0; r < 3 && !a->st; r++) a->st = sl_nn_run(a->m, a->in, 2, a->out, &e);
     return NULL;
 }
 
@@ -176,16 +176,16 @@ static void test_concurrent_callers_share_one_model(void **state) {
     fixture f;
     load_fixture("tiny_mbv2", &f);
     for (int prec = 0; prec < 2; prec++) {
-        sl_cnn_opts o;
-        sl_cnn_opts_init(&o);
+        sl_nn_opts o;
+        sl_nn_opts_init(&o);
         o.output = "logits";
         o.threads = 1;
-        o.precision = prec ? SL_CNN_PRECISION_INT8 : SL_CNN_PRECISION_FP32;
-        sl_cnn *ref = load("tiny_mbv2", &o), *m = load("tiny_mbv2", &o);
+        o.precision = prec ? SL_NN_PRECISION_INT8 : SL_NN_PRECISION_FP32;
+        sl_nn *ref = load("tiny_mbv2", &o), *m = load("tiny_mbv2", &o);
         float want[20];
         sl_error e;
-        assert_int_equal(sl_cnn_run(ref, f.in, 2, want, &e), SL_OK);
-        sl_cnn_free(ref);
+        assert_int_equal(sl_nn_run(ref, f.in, 2, want, &e), SL_OK);
+        sl_nn_free(ref);
         thr_arg a[4];
         pthread_t t[4];
         for (int k = 0; k < 4; k++) { memset(&a[k], 0, sizeof a[k]); a[k].m = m; a[k].in = f.in; pthread_create(&t[k], NULL, thr_run, &a[k]); }
@@ -195,7 +195,7 @@ static void test_concurrent_callers_share_one_model(void **state) {
             assert_memory_equal(a[k].out, want, sizeof want);
             if (!prec) assert_true(rel_diff(a[k].out, f.out, 20) < 1e-5);
         }
-        sl_cnn_free(m);
+        sl_nn_free(m);
     }
     free_fixture(&f);
 }
@@ -204,21 +204,21 @@ static void test_bf16_mode_is_close_but_not_fp32(void **state) {
     (void)state;
     fixture f;
     load_fixture("tiny_resnet", &f);
-    sl_cnn_opts o;
-    sl_cnn_opts_init(&o);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
     o.output = "logits";
-    o.precision = SL_CNN_PRECISION_BF16;
-    sl_cnn *m = load("tiny_resnet", &o);
+    o.precision = SL_NN_PRECISION_BF16;
+    sl_nn *m = load("tiny_resnet", &o);
     float y[20];
     sl_error e;
-    assert_int_equal(sl_cnn_run(m, f.in, 2, y, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, f.in, 2, y, &e), SL_OK);
     double d = rel_diff(y, f.out, 20), dot = 0, na = 0, nb = 0;
     for (int k = 0; k < 20; k++) { dot += (double)y[k] * f.out[k]; na += (double)y[k] * y[k]; nb += (double)f.out[k] * f.out[k]; }
     print_message("bf16 tiny_resnet: max rel diff %.2e, cosine %.6f\n", d, dot / sqrt(na * nb));
     /* CPUs without AVX-512 have no oneDNN bf16 convolution: those run in fp32, and the model
      * description says how many ran in which precision */
     char *info = NULL;
-    assert_int_equal(sl_cnn_info(m, &info, &e), SL_OK);
+    assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
     const char *c = strstr(info, "convolutions at bf16 precision: ");
     assert_non_null(c);
     int n32 = -1, n16 = -1;
@@ -228,14 +228,14 @@ static void test_bf16_mode_is_close_but_not_fp32(void **state) {
     if (n16 == 0) {                 /* the fp32 fallback: the fp32 results */
         assert_true(n32 > 0);
         assert_true(d <= 1e-4);
-        sl_cnn_free(m);
+        sl_nn_free(m);
         free_fixture(&f);
         return;
     }
     assert_true(d > 1e-6);          /* really computed in bf16 */
     assert_true(d < 5e-2);
     assert_true(dot / sqrt(na * nb) > 0.999);
-    sl_cnn_free(m);
+    sl_nn_free(m);
     free_fixture(&f);
 }
 
@@ -250,16 +250,16 @@ static void test_int8_mode_is_close_but_not_fp32(void **state) {
         for (int be = 0; be < 2; be++) {
             fixture f;
             load_fixture(names[k], &f);
-            sl_cnn_opts o;
-            sl_cnn_opts_init(&o);
+            sl_nn_opts o;
+            sl_nn_opts_init(&o);
             o.output = "";
             o.threads = 2;
-            o.precision = SL_CNN_PRECISION_INT8;
-            o.backend = be ? SL_CNN_BACKEND_REF : SL_CNN_BACKEND_AUTO;
-            sl_cnn *m = load(names[k], &o);
+            o.precision = SL_NN_PRECISION_INT8;
+            o.backend = be ? SL_NN_BACKEND_REF : SL_NN_BACKEND_AUTO;
+            sl_nn *m = load(names[k], &o);
             float *y = calloc(f.ocount, sizeof(float)), *y2 = calloc(f.ocount, sizeof(float));
             sl_error e;
-            assert_int_equal(sl_cnn_run(m, f.in, (size_t)f.idims[0], y, &e), SL_OK);
+            assert_int_equal(sl_nn_run(m, f.in, (size_t)f.idims[0], y, &e), SL_OK);
             double d = rel_diff(y, f.out, f.ocount), dot = 0, na = 0, nb = 0;
             for (size_t j = 0; j < f.ocount; j++) { dot += (double)y[j] * f.out[j]; na += (double)y[j] * y[j]; nb += (double)f.out[j] * f.out[j]; }
             print_message("int8 %-12s %-4s: max rel diff %.2e, cosine %.6f\n", names[k], be ? "ref" : "auto", d, dot / sqrt(na * nb));
@@ -270,7 +270,7 @@ static void test_int8_mode_is_close_but_not_fp32(void **state) {
                 assert_true(dot / sqrt(na * nb) >= 0.999);
                 /* every convolution ran as a oneDNN int8 primitive */
                 char *info = NULL;
-                assert_int_equal(sl_cnn_info(m, &info, &e), SL_OK);
+                assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
                 assert_non_null(strstr(info, "0 fp32, 0 bf16, "));
                 assert_null(strstr(info, ", 0 int8"));
                 free(info);
@@ -278,28 +278,28 @@ static void test_int8_mode_is_close_but_not_fp32(void **state) {
                  * the int8 tolerance (on an AVX2 CPU without VNNI, two loads of one model with 2
                  * threads were seen to differ - a few int8 steps - about 1 run in 5, root cause
                  * not found: calibration ranges were identical, reruns of one load always are) */
-                sl_cnn *m2 = load(names[k], &o);
-                assert_int_equal(sl_cnn_run(m2, f.in, (size_t)f.idims[0], y2, &e), SL_OK);
+                sl_nn *m2 = load(names[k], &o);
+                assert_int_equal(sl_nn_run(m2, f.in, (size_t)f.idims[0], y2, &e), SL_OK);
                 print_message("int8 %-12s second load: max rel diff %.2e\n", names[k], rel_diff(y2, y, f.ocount));
                 assert_true(rel_diff(y2, y, f.ocount) < 5e-2);
                 double d2 = 0, n2 = 0;
                 for (size_t j = 0; j < f.ocount; j++) { d2 += (double)y[j] * y2[j]; n2 += (double)y2[j] * y2[j]; }
                 assert_true(d2 / sqrt(na * n2) >= 0.999);
-                sl_cnn_free(m2);
-                sl_cnn_opts o1 = o;
+                sl_nn_free(m2);
+                sl_nn_opts o1 = o;
                 o1.threads = 1;
-                sl_cnn *a1 = load(names[k], &o1), *b1 = load(names[k], &o1);
-                assert_int_equal(sl_cnn_run(a1, f.in, (size_t)f.idims[0], y, &e), SL_OK);
-                assert_int_equal(sl_cnn_run(b1, f.in, (size_t)f.idims[0], y2, &e), SL_OK);
+                sl_nn *a1 = load(names[k], &o1), *b1 = load(names[k], &o1);
+                assert_int_equal(sl_nn_run(a1, f.in, (size_t)f.idims[0], y, &e), SL_OK);
+                assert_int_equal(sl_nn_run(b1, f.in, (size_t)f.idims[0], y2, &e), SL_OK);
                 assert_memory_equal(y, y2, f.ocount * sizeof(float));
-                sl_cnn_free(a1);
-                sl_cnn_free(b1);
+                sl_nn_free(a1);
+                sl_nn_free(b1);
             } else {
                 assert_true(dot / sqrt(na * nb) > 0.995);
             }
             free(y);
             free(y2);
-            sl_cnn_free(m);
+            sl_nn_free(m);
             free_fixture(&f);
         }
     }
@@ -309,9 +309,9 @@ static void test_unsupported_operator_is_named(void **state) {
     (void)state;
     char p[1200];
     model_path(p, sizeof p, "unsupported_op", ".onnx");
-    sl_cnn *m = (sl_cnn *)1;
+    sl_nn *m = (sl_nn *)1;
     sl_error e;
-    assert_int_equal(sl_cnn_load(p, &m, &e), SL_E_UNSUPPORTED);
+    assert_int_equal(sl_nn_load(p, &m, &e), SL_E_UNSUPPORTED);
     assert_null(m);
     assert_non_null(strstr(e.message, "'Erf'"));
     assert_non_null(strstr(e.message, "the_erf_node"));
@@ -350,13 +350,13 @@ static void test_malformed_files_are_corrupt(void **state) {
     const char junk[] = "this is a text file, not a protobuf";
     assert_int_equal(sl__onnx_parse((const uint8_t *)junk, sizeof junk - 1, &(sl__onnx_model *){NULL}, &e), SL_E_CORRUPT);
     /* Files on disk: missing -> SL_E_IO, empty -> SL_E_CORRUPT. */
-    sl_cnn *m = NULL;
-    assert_int_equal(sl_cnn_load("/nonexistent/model.onnx", &m, &e), SL_E_IO);
-    char tmp[] = "/tmp/sl_cnn_emptyXXXXXX";
+    sl_nn *m = NULL;
+    assert_int_equal(sl_nn_load("/nonexistent/model.onnx", &m, &e), SL_E_IO);
+    char tmp[] = "/tmp/sl_nn_emptyXXXXXX";
     int fd = mkstemp(tmp);
     assert_true(fd >= 0);
     close(fd);
-    assert_int_equal(sl_cnn_load(tmp, &m, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_nn_load(tmp, &m, &e), SL_E_CORRUPT);
     /* A model whose node reads a tensor nobody produces. */
     FILE *f = fopen(tmp, "wb");
     unsigned char *bad = malloc(n);
@@ -367,7 +367,7 @@ static void test_malformed_files_are_corrupt(void **state) {
     hit[0] = 'X';
     fwrite(bad, 1, n, f);
     fclose(f);
-    sl_status st = sl_cnn_load(tmp, &m, &e);
+    sl_status st = sl_nn_load(tmp, &m, &e);
     assert_true(st == SL_E_CORRUPT);
     assert_null(m);
     unlink(tmp);
@@ -379,58 +379,58 @@ static void test_options_and_sidecar(void **state) {
     (void)state;
     char p[1200];
     model_path(p, sizeof p, "tiny_resnet", ".onnx");
-    sl_cnn_opts o;
-    sl_cnn *m = NULL;
+    sl_nn_opts o;
+    sl_nn *m = NULL;
     sl_error e;
-    sl_cnn_opts_init(&o);
+    sl_nn_opts_init(&o);
     o.threads = -1;
-    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
-    sl_cnn_opts_init(&o);
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    sl_nn_opts_init(&o);
     o.output = "no_such_tensor";
-    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_E_INVALID);
     assert_non_null(strstr(e.message, "no_such_tensor"));
     /* Sidecar JSON sets preprocessing and the output tensor. */
-    char js[] = "/tmp/sl_cnn_sideXXXXXX";
+    char js[] = "/tmp/sl_nn_sideXXXXXX";
     int fd = mkstemp(js);
     const char *doc = "{\"resize\": 40, \"crop\": 32, \"mean\": [0.5, 0.5, 0.5], \"std\": [0.25, 0.5, 1],"
                       " \"channel_order\": \"bgr\", \"output\": \"logits\", \"normalize\": false}";
     assert_int_equal(write(fd, doc, strlen(doc)), (ssize_t)strlen(doc));
     close(fd);
-    sl_cnn_opts_init(&o);
+    sl_nn_opts_init(&o);
     o.sidecar = js;
-    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_OK);
-    const sl_cnn_preproc *pp = sl_cnn_preproc_get(m);
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_OK);
+    const sl_nn_preproc *pp = sl_nn_preproc_get(m);
     assert_int_equal(pp->resize, 40);
     assert_int_equal(pp->crop, 32);
     assert_true(pp->std[1] == 0.5f && pp->bgr == 1);
-    assert_int_equal(sl_cnn_embed_dim(m), 10);
-    sl_cnn_free(m);
+    assert_int_equal(sl_nn_embed_dim(m), 10);
+    sl_nn_free(m);
     /* An explicit crop that does not match the model input is refused. */
     FILE *f0 = fopen(js, "w");
     fputs("{\"crop\": 224}", f0);
     fclose(f0);
-    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_INVALID);
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_E_INVALID);
     assert_non_null(strstr(e.message, "crop"));
     /* A bad sidecar is an error naming the key. */
     FILE *f = fopen(js, "w");
     fputs("{\"crop\": \"big\"}", f);
     fclose(f);
-    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
     assert_non_null(strstr(e.message, "crop"));
     f = fopen(js, "w");
     fputs("{\"colour\": 1}", f);
     fclose(f);
-    assert_int_equal(sl_cnn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_E_CORRUPT);
     assert_non_null(strstr(e.message, "colour"));
     unlink(js);
 }
 
 static void test_embed_images(void **state) {
     (void)state;
-#ifdef SL_CNN_HAVE_IMAGE
+#ifdef SL_NN_HAVE_IMAGE
     /* A uniform image stays uniform through resize and crop, so its embedding must equal the
      * embedding of the uniform normalized tensor. */
-    sl_cnn *m = load("tiny_resnet", NULL);
+    sl_nn *m = load("tiny_resnet", NULL);
     sl_image *img = sl_image_new(64, 48, 3);
     assert_non_null(img);
     uint8_t *px = sl_image_pixels(img);
@@ -445,11 +445,11 @@ static void test_embed_images(void **state) {
         for (int k = 0; k < 32 * 32; k++) in[c * 1024 + k] = (v[c] / 255.0f - mean[c]) / sd[c];
     sl_error e;
     const sl_image *imgs[1] = {img};
-    assert_int_equal(sl_cnn_embed(m, imgs, 1, a, &e), SL_OK);
-    assert_int_equal(sl_cnn_embed_tensor(m, in, 1, b, &e), SL_OK);
+    assert_int_equal(sl_nn_embed(m, imgs, 1, a, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_tensor(m, in, 1, b, &e), SL_OK);
     assert_true(rel_diff(a, b, 16) < 1e-5);
     sl_image_free(img);
-    sl_cnn_free(m);
+    sl_nn_free(m);
 #else
     skip();
 #endif
@@ -459,7 +459,7 @@ static void test_npy_roundtrip(void **state) {
     (void)state;
     float v[6] = {1, -2, 3.5f, 0, 1e-7f, 42};
     int64_t d[2] = {2, 3}, d2[8];
-    char tmp[] = "/tmp/sl_cnn_npyXXXXXX";
+    char tmp[] = "/tmp/sl_nn_npyXXXXXX";
     int fd = mkstemp(tmp);
     close(fd);
     sl_error e;

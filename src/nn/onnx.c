@@ -1,5 +1,5 @@
 /*
- * feature/cnn/onnx.c - a small reader of ONNX ModelProto files (protobuf wire format,
+ * nn/onnx.c - a small reader of ONNX ModelProto files (protobuf wire format,
  * https://protobuf.dev/programming-guides/encoding/ ; message schema onnx/onnx.proto, IR v3-v8).
  *
  * Only the messages the engine needs are decoded: ModelProto (ir_version, opset_import,
@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "feature/cnn/cnn_internal.h"
+#include "nn/nn_internal.h"
 #include "util/util.h"
 
 typedef struct rd {
@@ -287,9 +287,9 @@ static sl_status parse_tensor(rd *r, sl__onnx_tensor *t) {
                          "as one file", nm);
         goto done;
     }
-    if (ndims > SL__CNN_MAX_RANK) {
+    if (ndims > SL__NN_MAX_RANK) {
         st = sl__err_set(r->err, SL_E_UNSUPPORTED, "ONNX tensor '%s': rank %zu > %d", nm, ndims,
-                         SL__CNN_MAX_RANK);
+                         SL__NN_MAX_RANK);
         goto done;
     }
     t->rank = (int)ndims;
@@ -516,7 +516,7 @@ static sl_status parse_value_info(rd *r, sl__onnx_value *v) {
                                 } else if (rd_skip(&dim, w5)) return corrupt(&dim, "malformed field");
                             }
                             if (k5 < 0) return corrupt(&dim, "malformed key");
-                            if (v->rank >= SL__CNN_MAX_RANK) return corrupt(&sh, "shape rank above 8");
+                            if (v->rank >= SL__NN_MAX_RANK) return corrupt(&sh, "shape rank above 8");
                             v->dims[v->rank++] = dv < 0 ? -1 : dv;
                         }
                         if (k4 < 0) return corrupt(&sh, "malformed key");
@@ -663,10 +663,10 @@ sl_status sl__onnx_read_file(const char *path, sl__onnx_model **out, sl_error *e
         return sl__err_set(err, SL_E_IO, "stat %s: %s", path, strerror(e));
     }
     if (!S_ISREG(sb.st_mode)) { close(fd); return sl__err_set(err, SL_E_IO, "%s: not a regular file", path); }
-    if ((uint64_t)sb.st_size > SL_CNN_MAX_FILE_BYTES) {
+    if ((uint64_t)sb.st_size > SL_NN_MAX_FILE_BYTES) {
         close(fd);
         return sl__err_set(err, SL_E_TOO_LARGE, "%s: %lld bytes, more than the %zu accepted", path,
-                           (long long)sb.st_size, SL_CNN_MAX_FILE_BYTES);
+                           (long long)sb.st_size, SL_NN_MAX_FILE_BYTES);
     }
     if (sb.st_size == 0) { close(fd); return sl__err_set(err, SL_E_CORRUPT, "%s: empty file", path); }
     size_t len = (size_t)sb.st_size;
