@@ -18,6 +18,9 @@
 #   SL_FRESH_CACHE_DAYS  a cached root older than this is bootstrapped anew (default 7)
 #   SL_FRESH_DIR         parent directory of the temporary root (default /var/tmp)
 #   SL_FRESH_KEEP=1      keep the root afterwards (unmounted) to look around in
+# The script is one { } block: bash reads all of it before running any, so a checkout that
+# changes this file during a run does not change the run.
+{
 set -uo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 suite=bookworm
@@ -62,6 +65,7 @@ mirror=$(host_sources | awk -v RS= -v s="$suite" '{
 
 # ---- the root: from the cache, or bootstrapped --------------------------------------------------
 root=$(mktemp -d "${SL_FRESH_DIR:-/var/tmp}/shoplens-fresh-root.XXXXXX") || die "mktemp failed"
+chmod 755 "$root"   # it is /: users other than root (apt's _apt) must get through it
 cleanup() {
   local p
   # Processes still running in the root (a server a failed test left behind): ours, started by
@@ -119,6 +123,25 @@ fi
 for f in /etc/apt/apt.conf.d/*; do
   [ -f "$f" ] && grep -q '^[^/#]*Acquire::' "$f" && cp "$f" "$root/etc/apt/apt.conf.d/"
 done
+# The TLS trust of this machine: certificates its bundle holds beyond Debian's (a workplace's
+# TLS-inspecting proxy, say) go into the root's store, and npm's global settings come along
+# (without any credentials), so the root's npm reaches the registry as this machine's does.
+certs() { awk '/-----BEGIN CERTIFICATE-----/ { c = ""; next } /-----END CERTIFICATE-----/ { print c; next } { c = c $0 }' "$1"; }
+n=0
+while read -r b64; do
+  n=$((n + 1))
+  { echo "-----BEGIN CERTIFICATE-----"; printf '%s\n' "$b64" | fold -w 64; echo "-----END CERTIFICATE-----"; } \
+    > "$root/usr/local/share/ca-certificates/host-$n.crt"
+done < <(grep -vxFf <(certs "$root/etc/ssl/certs/ca-certificates.crt") <(certs /etc/ssl/certs/ca-certificates.crt 2>/dev/null))
+if [ "$n" -gt 0 ]; then
+  chroot "$root" update-ca-certificates > /dev/null || die "update-ca-certificates failed in the root"
+  say "root: $n certificate(s) this machine trusts beyond Debian's ca-certificates added"
+fi
+for f in /etc/npmrc /usr/etc/npmrc; do
+  [ -f "$f" ] || continue
+  mkdir -p "$root$(dirname "$f")"
+  grep -viE '_auth|token|password|username|email|cert=|key=' "$f" > "$root$f" || true
+done
 rm -f "$root/etc/resolv.conf"
 cp -L /etc/resolv.conf "$root/etc/resolv.conf" || die "cannot copy /etc/resolv.conf"
 grep -qw localhost "$root/etc/hosts" 2>/dev/null || printf '127.0.0.1 localhost\n::1 localhost\n' >> "$root/etc/hosts"
@@ -164,3 +187,5 @@ printf '%s\n' "${results[@]}"
 say "total $(( $(date +%s) - t0 )) s"
 echo "fresh-root: $passed passed, $failed failed"
 [ "$failed" = 0 ]
+exit
+}
