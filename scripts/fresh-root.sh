@@ -11,7 +11,8 @@
 # Needs root (debootstrap, chroot, mounts). /proc, /sys and /dev are mounted into the root for the
 # commands and unmounted afterwards, also on failure or interrupt; the root is then deleted.
 # The chroot shares this machine's network: it reaches the Debian archive and the npm registry
-# as the host does (resolv.conf and apt's Acquire settings are copied in).
+# as the host does: resolv.conf, apt's Acquire settings, the TLS certificates this machine trusts
+# beyond Debian's bundle and npm's global settings (no credentials) are copied in.
 # Environment:
 #   SL_FRESH_CACHE       where the bootstrapped root is kept as a tarball between runs
 #                        (default /var/cache/shoplens-fresh-root; empty: no cache)
@@ -65,7 +66,6 @@ mirror=$(host_sources | awk -v RS= -v s="$suite" '{
 
 # ---- the root: from the cache, or bootstrapped --------------------------------------------------
 root=$(mktemp -d "${SL_FRESH_DIR:-/var/tmp}/shoplens-fresh-root.XXXXXX") || die "mktemp failed"
-chmod 755 "$root"   # it is /: users other than root (apt's _apt) must get through it
 cleanup() {
   local p
   # Processes still running in the root (a server a failed test left behind): ours, started by
@@ -111,6 +111,8 @@ else
   fi
 fi
 
+chmod 755 "$root"   # it is /: users other than root (apt's _apt) must get through it
+
 # The same archive entries as this machine (bookworm, -updates, -security), the way apt reaches
 # it here (Acquire:: settings), its name server, and no services started by package scripts.
 srcs=$(host_sources)
@@ -120,8 +122,8 @@ if [ -n "$srcs" ]; then
 elif [ -n "$(host_lists)" ]; then
   host_lists > "$root/etc/apt/sources.list"
 fi
-for f in /etc/apt/apt.conf.d/*; do
-  [ -f "$f" ] && grep -q '^[^/#]*Acquire::' "$f" && cp "$f" "$root/etc/apt/apt.conf.d/"
+for f in /etc/apt/apt.conf.d/*; do   # proxies, date checks: how apt gets through here
+  [ -f "$f" ] && grep -qE '^[^/#]*Acquire::(https?::|ftp::|Check-)' "$f" && cp "$f" "$root/etc/apt/apt.conf.d/"
 done
 # The TLS trust of this machine: certificates its bundle holds beyond Debian's (a workplace's
 # TLS-inspecting proxy, say) go into the root's store, and npm's global settings come along
@@ -134,7 +136,7 @@ while read -r b64; do
     > "$root/usr/local/share/ca-certificates/host-$n.crt"
 done < <(grep -vxFf <(certs "$root/etc/ssl/certs/ca-certificates.crt") <(certs /etc/ssl/certs/ca-certificates.crt 2>/dev/null))
 if [ "$n" -gt 0 ]; then
-  chroot "$root" update-ca-certificates > /dev/null || die "update-ca-certificates failed in the root"
+  chroot "$root" update-ca-certificates > /dev/null 2>&1 || die "update-ca-certificates failed in the root"
   say "root: $n certificate(s) this machine trusts beyond Debian's ca-certificates added"
 fi
 for f in /etc/npmrc /usr/etc/npmrc; do
