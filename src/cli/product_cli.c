@@ -4,6 +4,7 @@
  */
 #include "cli/product_cli.h"
 #include "cli/cli.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -269,14 +270,13 @@ void sl__print_matches(const sl_matches *m) {
     }
 }
 
-/* A JSON string of catalog text; invalid UTF-8 bytes become '?' (jansson refuses them). */
+/* A JSON string of catalog text; bytes that are not UTF-8 become '?' (jansson refuses them). */
 static json_t *sl__jtext(const char *s) {
     json_t *j = json_string(s ? s : "");
     if (j) return j;
     char *c = strdup(s);
     if (!c) return NULL;
-    for (char *q = c; *q; q++)
-        if ((unsigned char)*q >= 0x80) *q = '?';
+    sl__utf8_scrub(c);
     j = json_string(c);
     free(c);
     return j;
