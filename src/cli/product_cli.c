@@ -209,14 +209,14 @@ json_t *sl__matches_json(const sl_matches *m) {
         const sl_match *r = &m->items[i];
         json_t *o = json_object();
         if (!o) break;
-        json_object_set_new(o, "product_id", json_string(r->product_id));
+        json_object_set_new(o, "product_id", sl__json_text(r->product_id));
         json_object_set_new(o, "score", json_real(round(r->score * 1e6) / 1e6));
-        json_object_set_new(o, "title", json_string(r->title));
-        json_object_set_new(o, "category", json_string(r->category));
+        json_object_set_new(o, "title", sl__json_text(r->title));
+        json_object_set_new(o, "category", sl__json_text(r->category));
         json_object_set_new(o, "price", r->has_price ? json_real(r->price) : json_null());
         json_object_set_new(o, "currency", r->currency && *r->currency ? json_string(r->currency) : json_null());
-        json_object_set_new(o, "url", r->url && *r->url ? json_string(r->url) : json_null());
-        json_object_set_new(o, "image", json_string(r->image));
+        json_object_set_new(o, "url", r->url && *r->url ? sl__json_text(r->url) : json_null());
+        json_object_set_new(o, "image", sl__json_text(r->image));
         json_object_set_new(o, "image_id", json_integer(r->image_id));
         json_object_set_new(o, "inliers", r->inliers >= 0 ? json_integer(r->inliers) : json_null());
         json_array_append_new(arr, o);
@@ -270,8 +270,7 @@ void sl__print_matches(const sl_matches *m) {
     }
 }
 
-/* A JSON string of catalog text; bytes that are not UTF-8 become '?' (jansson refuses them). */
-static json_t *sl__jtext(const char *s) {
+json_t *sl__json_text(const char *s) {
     json_t *j = json_string(s ? s : "");
     if (j) return j;
     char *c = strdup(s);
@@ -292,10 +291,10 @@ json_t *sl__product_json(const sl_product *p, const sl_image_ref *images, size_t
     for (size_t i = 0; imgs && i < n_images; i++)
         json_array_append_new(imgs, json_pack("{s:I, s:s, s:I, s:o, s:o}", "id", (json_int_t)images[i].id,
                                               "sha256", images[i].hash, "bytes", (json_int_t)images[i].size,
-                                              "file", sl__jtext(images[i].file), "source", sl__jtext(images[i].source)));
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", sl__jtext(p->id),
-                     "title", sl__jtext(p->title), "category", sl__jtext(p->category),
-                     "description", sl__jtext(p->description), "url", sl__jtext(p->url),
+                                              "file", sl__json_text(images[i].file), "source", sl__json_text(images[i].source)));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", sl__json_text(p->id),
+                     "title", sl__json_text(p->title), "category", sl__json_text(p->category),
+                     "description", sl__json_text(p->description), "url", sl__json_text(p->url),
                      "price", p->has_price ? json_real(p->price) : json_null(),
                      "currency", p->currency && *p->currency ? json_string(p->currency) : json_null(),
                      "attrs", attrs, "images", imgs ? imgs : json_array());

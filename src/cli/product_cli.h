@@ -78,6 +78,10 @@ void sl__popts_filter(const sl__popts *o, sl_store_filter *f);
  * "attrs", "images": [{"id", "sha256", "bytes", "file", "source"}]} (images read from the
  * store; NULL images = none). New reference, NULL when out of memory. */
 json_t *sl__product_json(const sl_product *p, const sl_image_ref *images, size_t n_images);
+/* A JSON string of text from a feed, a store or the command line (NULL: ""); bytes that are
+ * not UTF-8 (a Latin-1 file name, text stored before feeds were checked) become '?' instead of
+ * the key going missing (jansson refuses them). New reference, NULL when out of memory. */
+json_t *sl__json_text(const char *s);
 /* Prints a JSON value (indented, keys in insertion order) and a newline, then frees it.
  * Returns 0 or SL_EXIT_ERROR when out of memory. */
 int sl__print_json(json_t *v);
