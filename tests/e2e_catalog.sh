@@ -149,6 +149,14 @@ strip = lambda ps: [{k: v for k, v in p.items() if k != "images"} | {"n": len(p[
 assert strip(a) == strip(b), (strip(a)[:1], strip(b)[:1])
 EOF
 done
+# a product without an attribute the others have: the export's empty cell reads back as no
+# attribute (it became {"brand": ""}, so the same store counted it as updated)
+printf 'product_id,image,title\nNB1,%s,No brand\n' "$cat/images/P000000_1.jpg" > "$tmp/nobrand.csv"
+"$bin" add "$tmp/nobrand.csv" --quiet
+"$bin" export --out "$tmp/exp2.csv" --quiet
+"$bin" add "$tmp/exp2.csv" --json > "$tmp/re2.json"
+[ "$(j "$tmp/re2.json" 'd["skipped"], d["updated"]')" = "(13, 0)" ] || fail "an empty attribute cell: $(cat "$tmp/re2.json")"
+"$bin" remove NB1 --quiet
 
 # ---- sync: refused feeds change nothing; dry run; files of removed products go -------------------
 head -1 "$cat/feed.csv" > "$tmp/empty.csv"

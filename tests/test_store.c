@@ -242,6 +242,7 @@ static void test_csv_rfc4180(void **state) {
         "P1,b.jpg,\"multi\nline\",9.50,red\n"
         "\n"
         "P2,c.jpg,Shoe,abc,\"blue\"\n"
+        "P6,g.jpg,Plain,1,\n"           /* an empty cell is no attribute */
         "P3,d.jpg,Too,few\n"
         "P4,e.jpg,\"bad\"x,1,y\n"
         "P5,f.jpg,Last,2,\"unterminated\n";
@@ -262,14 +263,18 @@ static void test_csv_rfc4180(void **state) {
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
     assert_int_equal(row.row, 3); /* the blank line is not a record */
     assert_string_equal(row.price_text, "abc");
-    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
-    assert_int_equal(row.row, 4);
-    assert_non_null(strstr(e.message, "4 fields"));
+    assert_string_equal(row.attrs_json, "{\"color\":\"blue\"}");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P6");
+    assert_string_equal(row.attrs_json, "{}");
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
     assert_int_equal(row.row, 5);
-    assert_non_null(strstr(e.message, "closing quote"));
+    assert_non_null(strstr(e.message, "4 fields"));
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
     assert_int_equal(row.row, 6);
+    assert_non_null(strstr(e.message, "closing quote"));
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
+    assert_int_equal(row.row, 7);
     assert_non_null(strstr(e.message, "unterminated"));
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_NOT_FOUND);
     sl_catalog_close(r);

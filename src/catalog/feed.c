@@ -241,7 +241,9 @@ static sl_status sl__csv_next(sl_catalog_reader *r, sl_catalog_row *row, sl_erro
     for (size_t i = 0; i < r->n_fields; i++) {
         int known = 0;
         for (int k = 0; k < SL__COL_N; k++) known |= r->col_of[k] == (int)i;
-        if (known || r->header[i][0] == '\0') continue;
+        /* an empty cell is no value (CSV cannot tell "" from absent): no attribute, so an
+         * export, whose columns are every product's attributes, reads back unchanged */
+        if (known || r->header[i][0] == '\0' || r->fields[i][0] == '\0') continue;
         json_t *v = json_stringn(r->fields[i], strlen(r->fields[i]));
         if (!v) v = json_string("");  /* invalid UTF-8 (row->not_utf8 names it): no value */
         json_object_set_new(attrs, r->header[i], v);
