@@ -65,6 +65,12 @@ mv "$tmp/moved" "$cat"
   "('P000001', 'USD', 'https://shop.example/products/P000001')" ] || fail "url/currency: $(head -c 400 "$tmp/s6.json")"
 "$bin" search "$cat/images/P000001_0.jpg" -k 3 --offset 3 --json > "$tmp/p2.json"
 [ "$(j "$tmp/p2.json" '[r["product_id"] for r in d["results"]]')" = "$(j "$tmp/s6.json" '[r["product_id"] for r in d["results"]][3:]')" ] || fail "page 2 differs"
+# ranks continue on the next page, in JSON and in the table (the table restarted at 1)
+[ "$(j "$tmp/p2.json" '[r["rank"] for r in d["results"]]')" = "[4, 5, 6]" ] || fail "page 2 ranks: $(head -c 300 "$tmp/p2.json")"
+"$bin" search "$cat/images/P000001_0.jpg" -k 3 --offset 3 > "$tmp/p2.txt"
+[ "$(awk 'NR > 1 {print $1}' "$tmp/p2.txt" | tr '\n' ' ')" = "4 5 6 " ] || fail "page 2 table ranks: $(cat "$tmp/p2.txt")"
+"$bin" similar P000001 -k 2 --offset 1 --json > "$tmp/sim.json"
+[ "$(j "$tmp/sim.json" '[r["rank"] for r in d["results"]]')" = "[2, 3]" ] || fail "similar ranks: $(head -c 300 "$tmp/sim.json")"
 expect_rc 2 "$bin" search "$cat/images/P000001_0.jpg" -k 0
 grep -q "1\.\.1000" "$tmp/err" || fail "-k 0 must name the range: $(cat "$tmp/err")"
 expect_rc 2 "$bin" search "$cat/images/P000001_0.jpg" -k 5 --offset 998

@@ -203,12 +203,13 @@ int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_on
     return 0;
 }
 
-json_t *sl__matches_json(const sl_matches *m) {
+json_t *sl__matches_json(const sl_matches *m, size_t rank0) {
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < m->n; i++) {
         const sl_match *r = &m->items[i];
         json_t *o = json_object();
         if (!o) break;
+        json_object_set_new(o, "rank", json_integer((json_int_t)(rank0 + i + 1)));
         json_object_set_new(o, "product_id", sl__json_text(r->product_id));
         json_object_set_new(o, "score", json_real(round(r->score * 1e6) / 1e6));
         json_object_set_new(o, "title", sl__json_text(r->title));
@@ -245,7 +246,7 @@ void sl__format_price(char *buf, size_t cap, int has_price, double price, const 
     else snprintf(buf, cap, "%.2f", price);
 }
 
-void sl__print_matches(const sl_matches *m) {
+void sl__print_matches(const sl_matches *m, size_t rank0) {
     if (m->n == 0) {
         printf("no results\n");
         return;
@@ -262,7 +263,7 @@ void sl__print_matches(const sl_matches *m) {
         const sl_match *r = &m->items[i];
         char price[48];
         sl__format_price(price, sizeof price, r->has_price, r->price, r->currency);
-        printf("%-4zu %-*s %8.4f  ", i + 1, wid, r->product_id, r->score);
+        printf("%-4zu %-*s %8.4f  ", rank0 + i + 1, wid, r->product_id, r->score);
         sl__print_cell(r->title, 32);
         putchar(' ');
         sl__print_cell(r->category, wcat);
@@ -361,8 +362,9 @@ int sl__cli_matches_cmd(int argc, char **argv, int similar) {
                            : sl_engine_search_file(e, o.pos[0], &o.q, &m, &err);
     sl_engine_free(e);
     if (st != SL_OK) return sl__cli_fail(argv[0], &err);
-    if (o.json) rc = sl__print_json(sl__matches_json(&m));
-    else sl__print_matches(&m);
+    size_t rank0 = o.q.offset > 0 ? (size_t)o.q.offset : 0;
+    if (o.json) rc = sl__print_json(sl__matches_json(&m, rank0));
+    else sl__print_matches(&m, rank0);
     sl_matches_free(&m);
     return rc;
 }
