@@ -38,8 +38,7 @@ sl_status sl__read_file(const char *path, size_t max, void **data, size_t *len, 
  * the directory. */
 sl_status sl__write_file_atomic(const char *path, const void *data, size_t len, sl_error *err);
 
-/* The checks every backend makes before writing a product: id (1..SL_STORE_ID_MAX bytes, no
- * control characters), currency (cur receives it upper-case), price range. SL_E_INVALID. */
+/* The checks every backend makes before writing a product: id (sl_product_id_check), currency (cur receives it upper-case), price range. SL_E_INVALID. */
 struct sl_product;
 sl_status sl__product_check(const struct sl_product *p, char cur[4], sl_error *err);
 
