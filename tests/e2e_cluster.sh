@@ -71,6 +71,22 @@ diff "$work/ids.single" "$work/ids.cluster" >/dev/null || fail "image ids differ
 cl_pg psql -At -c "SELECT encode(data, 'base64') FROM shoplens.files WHERE name = 'features-1.bin'" | base64 -d > "$work/features.cluster"
 cmp -s "$work/features.cluster" "$work/single/features-1.bin" || fail "the cluster trained another features file"
 
+# a row whose image does not decode is reported by the worker, through add, as on a single node;
+# --no-wait leaves the products to the workers
+echo "not an image" > "$work/cat/images/broken.jpg"
+printf 'product_id,image,title\nBROKEN,images/broken.jpg,broken\n' > "$work/cat/broken.csv"
+set +e; "$BIN" add "$work/cat/broken.csv" --store "$PGURL" --json > "$work/broken.json"; rc=$?; set -e
+[ $rc = 3 ] || fail "add of a broken image exited $rc: $(cat "$work/broken.json")"
+[ "$(cl_json "$work/broken.json" 'd["added"], d["failed"], d["failures"][0]["row"], d["failures"][0]["status"], d["failures"][0]["file"].endswith("broken.jpg")')" = "(0, 1, 1, 'SL_E_UNSUPPORTED', True)" ] ||
+  fail "the worker's failure report: $(cat "$work/broken.json")"
+set +e; "$BIN" add "$work/cat/broken.csv" --store "$work/single" --no-wait >"$work/o" 2>"$work/e"; rc=$?; set -e
+[ $rc = 2 ] && grep -q "cluster store" "$work/e" || fail "--no-wait on a SQLite store: rc $rc $(cat "$work/e")"
+"$BIN" add "$work/cat/broken.csv" --store "$PGURL" --no-wait --json > "$work/nowait.json" || true
+[ "$(cl_json "$work/nowait.json" 'd["queued"], d["added"]')" = "(1, 0)" ] || fail "--no-wait: $(cat "$work/nowait.json")"
+queue_empty() { [ "$(cl_sql "SELECT count(*) FROM shoplens.jobs WHERE state = 0")" = 0 ]; }
+cl_poll 300 queue_empty || fail "the queued job was not processed"
+[ "$(cl_sql "SELECT count(*) FROM shoplens.products WHERE id = 'BROKEN'")" = 0 ] || fail "a product with a broken image was added"
+
 # ---- the catalog commands on the cluster store ---------------------------------------------------
 "$BIN" info --store "$PGURL" --json > "$work/info.json"
 [ "$(cl_json "$work/info.json" 'd["products"], d["images"], d["cluster"]["jobs"]["queued"], d["cluster"]["jobs"]["done"]')" = "(24, 48, 0, 24)" ] ||

@@ -290,6 +290,8 @@ typedef struct sl_ingest_opts {
     sl_progress_fn fetch_progress; /* downloads done of total (distinct URLs), may be NULL */
     void *fetch_progress_ctx;
     volatile int *cancel;       /* may be NULL; set nonzero to stop (SL_E_INTERRUPTED) */
+    int no_wait;                /* a cluster store: return once every product is queued; the
+                                   workers commit them later (report->queued counts them) */
 } sl_ingest_opts;
 
 /* One failed row (or product). */
@@ -321,6 +323,8 @@ typedef struct sl_ingest_report {
                                    order (removed: by id) */
     char *refused;              /* dry run of a sync: why the real run would be refused (the
                                    bound or an empty feed), NULL when it would go ahead */
+    size_t queued;              /* a cluster store with no_wait: products left to the workers
+                                   (not counted as added or updated) */
 } sl_ingest_report;
 
 void sl_ingest_report_free(sl_ingest_report *r);

@@ -36,6 +36,9 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
                                              (sync ? SL__OPT_SYNC : 0), &o);
     if (rc) return rc;
     if (o.npos != 1) return sl__cli_usage_error(argv[0], "give exactly one CATALOG file");
+    if (o.no_wait && !sl_store_is_url(o.store ? o.store : sl_store_default_dir()))
+        return sl__cli_usage_error(argv[0], "--no-wait needs a cluster store (--store postgresql://...): "
+                                   "a single store adds the products itself");
     sl_engine *e;
     /* add creates the store on first use; sync needs an existing one; a dry run writes nothing */
     if ((rc = sl__open_engine(argv[0], &o, !sync && !o.dry_run, o.dry_run, &e))) return rc;
@@ -48,6 +51,7 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
     io.jobs = o.jobs;
     io.sync = sync;
     io.dry_run = o.dry_run;
+    io.no_wait = o.no_wait;
     io.currency = o.currency;
     io.max_removals = o.max_removals;
     io.max_removals_set = o.max_removals_set;
@@ -84,6 +88,8 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             "seconds", rep.seconds, "failures", fails ? fails : json_array(), "dry_run", rep.dry_run,
             "added_ids", sl__ids_json(&rep.added_ids), "updated_ids", sl__ids_json(&rep.updated_ids),
             "removed_ids", sl__ids_json(&rep.removed_ids));
+        if (o2 && sl_store_is_url(o.store ? o.store : sl_store_default_dir()))
+            json_object_set_new(o2, "queued", json_integer((json_int_t)rep.queued));
         if (o2 && rep.dry_run && sync)
             json_object_set_new(o2, "refused", rep.refused ? sl__json_text(rep.refused) : json_null());
         if (o2 && st != SL_OK)
@@ -109,6 +115,9 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
                    "(%zu images described in %.1f s)\n", rep.dry_run ? "dry run, nothing written: " : "",
                    rep.rows, rep.products, rep.added, rep.updated, rep.skipped, rep.removed, rep.failed,
                    rep.images_extracted, rep.seconds);
+            if (rep.queued)
+                printf("%zu products queued: the cluster's workers add them ('shoplens info --store ...' "
+                       "shows the queue)\n", rep.queued);
             if (rep.n_failures) {
                 printf("failed rows:");
                 for (size_t i = 0; i < rep.n_failures && i < 50; i++) printf(" %zu", rep.failures[i].row);
@@ -145,6 +154,10 @@ const sl__cli_cmd sl__cmd_add = {
     "A bad row or image is reported (row, file, status, message) and its product is left as it\n"
     "was; the rest goes on. A product counts as added once it is durable: after a crash or kill,\n"
     "running the same command again completes the store.\n"
+    "On a cluster store (--store postgresql://..., docs/cluster.md) the products are queued and\n"
+    "described by the cluster's 'shoplens worker' processes; add shows their progress and\n"
+    "reports their failed rows like its own (it gives up waiting, jobs staying queued, when no\n"
+    "worker has been alive for 30 s).\n"
     "  --jobs N        extraction threads and downloads at once, 0..256 (default 0: all cores,\n"
     "                  8 downloads)\n"
     "  --fetch-timeout S  seconds per download attempt, 1..600 (default 30)\n"
@@ -154,6 +167,8 @@ const sl__cli_cmd sl__cmd_add = {
     "                  EUR; default: none, the prices have no currency)\n"
     "  --dry-run       read, hash and decode everything and print what would be added and\n"
     "                  updated (ids); write nothing\n"
+    "  --no-wait       a cluster store (postgresql://...): return once the products are queued\n"
+    "                  instead of waiting for the workers to add them (\"queued\" counts them)\n"
     "  --quiet         no progress, no summary (failed rows are still printed on stderr)\n"
     "  --json          print {\"rows\", \"products\", \"added\", \"updated\", \"skipped\", \"removed\",\n"
     "                  \"failed\", \"images_extracted\", \"seconds\", \"failures\": [{\"row\",\n"

@@ -128,6 +128,8 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             o->out = val;
         } else if (strcmp(name, "--dry-run") == 0 && !val && (allowed & SL__OPT_INGEST)) {
             o->dry_run = 1;
+        } else if (strcmp(name, "--no-wait") == 0 && !val && (allowed & SL__OPT_INGEST)) {
+            o->no_wait = 1;
         } else if (strcmp(name, "--currency") == 0 && (allowed & SL__OPT_INGEST)) {
             SL__TAKE();
             if (!*val || !sl_product_currency_valid(val, NULL))

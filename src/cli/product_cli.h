@@ -43,6 +43,7 @@ typedef struct sl__popts {
     const char *cursor;
     const char *format, *out;
     int dry_run;
+    int no_wait;                /* --no-wait (add/sync on a cluster store) */
     const char *currency;
     double fetch_timeout;       /* --fetch-timeout S (0: default) */
     int fetch_retries;          /* --fetch-retries N, when fetch_retries_set */

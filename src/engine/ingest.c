@@ -958,8 +958,10 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (!in.dry_run) sl__engine_gc(e);
     pthread_cond_destroy(&in.cv);
     pthread_mutex_destroy(&in.mu);
-    if (st == SL_OK && in.enqueue && in.queued)
+    if (st == SL_OK && in.enqueue && in.queued && !o.no_wait)
         st = sl__ingest_wait(&in, &o, in.n_prods - in.queued, t1, rep, err);
+    else if (in.enqueue)
+        rep->queued = in.queued;
     if (st == SL_OK && o.sync) {
         if (in.dry_run) {
             for (size_t i = 0; i < n_gone && st == SL_OK; i++)
