@@ -99,6 +99,15 @@ struct sl_node {
     unsigned seen_connects;   /* pg.connects at the last heartbeat */
 };
 
+/* The merge of phase 1: lists[s][qi] (counts[s][qi] entries; counts[s] NULL for a shard that
+ * did not answer) are shard s's candidates for query vector qi, each by (score, image id); the
+ * best nc of all shards per query vector, in that order, the first vt flagged for verification,
+ * are handed out per shard: (*per)[s][qi], (*pcount)[s][qi] (free with sl__merged_free). */
+sl_status sl__merge_candidates(size_t shards, size_t nq, sl_candidate ***lists, size_t **counts,
+                               size_t nc, size_t vt, sl_candidate ****per, size_t ***pcount,
+                               sl_error *err);
+void sl__merged_free(sl_candidate ***per, size_t **pcount, size_t shards, size_t nq);
+
 sl_status sl__router_new(sl_node *n, sl__router **out, sl_error *err);
 void sl__router_free(sl__router *r);
 /* The search hook (sl_server_router.search). */

@@ -293,6 +293,66 @@ static int sl__cmp_owned(const void *a, const void *b) {
     return (x->c.image_id > y->c.image_id) - (x->c.image_id < y->c.image_id);
 }
 
+void sl__merged_free(sl_candidate ***per, size_t **pcount, size_t shards, size_t nq) {
+    for (size_t s = 0; per && s < shards; s++) {
+        for (size_t qi = 0; per[s] && qi < nq; qi++) free(per[s][qi]);
+        free(per[s]);
+    }
+    for (size_t s = 0; pcount && s < shards; s++) free(pcount[s]);
+    free(per);
+    free(pcount);
+}
+
+sl_status sl__merge_candidates(size_t shards, size_t nq, sl_candidate ***lists, size_t **counts,
+                               size_t nc, size_t vt, sl_candidate ****per_out, size_t ***pcount_out,
+                               sl_error *err) {
+    sl_candidate ***per = sl__callocarray(shards + 1, sizeof *per);
+    size_t **pcount = sl__callocarray(shards + 1, sizeof *pcount);
+    sl_status st = per && pcount ? SL_OK : sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t s = 0; st == SL_OK && s < shards; s++) {
+        per[s] = sl__callocarray(nq + 1, sizeof *per[s]);
+        pcount[s] = sl__callocarray(nq + 1, sizeof *pcount[s]);
+        if (!per[s] || !pcount[s]) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    sl__owned *all = NULL;
+    for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
+        size_t total = 0;
+        for (size_t s = 0; s < shards; s++) total += counts[s] ? counts[s][qi] : 0;
+        free(all);
+        if (!(all = sl__mallocarray(total ? total : 1, sizeof *all))) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            break;
+        }
+        size_t m = 0;
+        for (size_t s = 0; s < shards; s++)
+            for (size_t i = 0; counts[s] && i < counts[s][qi]; i++) {
+                all[m].c = lists[s][qi][i];
+                all[m].shard = (int)s;
+                m++;
+            }
+        qsort(all, m, sizeof *all, sl__cmp_owned);
+        if (m > nc) m = nc;
+        for (size_t i = 0; i < m && st == SL_OK; i++) {
+            all[i].c.verify = i < vt;
+            size_t s = (size_t)all[i].shard;
+            if (!per[s][qi] && !(per[s][qi] = sl__mallocarray(m, sizeof *per[s][qi]))) {
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+            per[s][qi][pcount[s][qi]++] = all[i].c;
+        }
+    }
+    free(all);
+    if (st != SL_OK) {
+        sl__merged_free(per, pcount, shards, nq);
+        per = NULL;
+        pcount = NULL;
+    }
+    *per_out = per;
+    *pcount_out = pcount;
+    return st;
+}
+
 static void sl__missing(sl_server_search_info *info, int s) {
     for (int i = 0; i < info->n_missing; i++)
         if (info->missing[i] == s) return;
@@ -378,43 +438,9 @@ sl_status sl__router_search(void *ctx, const void *image, size_t len, const char
         calls[s].ok = 0;
     }
     /* the merge: the best nc of all shards per query vector, the first vt flagged for verification */
-    sl__owned *all = NULL;
-    sl_candidate ***per = sl__callocarray((size_t)S, sizeof *per); /* [shard][qi] merged picks */
-    size_t **pcount = sl__callocarray((size_t)S, sizeof *pcount);
-    for (int s = 0; per && pcount && s < S && st == SL_OK; s++) {
-        per[s] = sl__callocarray(nq, sizeof *per[s]);
-        pcount[s] = sl__callocarray(nq, sizeof *pcount[s]);
-        if (!per[s] || !pcount[s]) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-    }
-    if (!per || !pcount) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-    for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
-        size_t total = 0;
-        for (int s = 0; s < S; s++) total += lcounts[s][qi];
-        free(all);
-        if (!(all = sl__mallocarray(total ? total : 1, sizeof *all))) {
-            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-            break;
-        }
-        size_t m = 0;
-        for (int s = 0; s < S; s++)
-            for (size_t i = 0; i < lcounts[s][qi]; i++) {
-                all[m].c = lists[s][qi][i];
-                all[m].shard = s;
-                m++;
-            }
-        qsort(all, m, sizeof *all, sl__cmp_owned);
-        if (m > nc) m = nc;
-        for (size_t i = 0; i < m; i++) {
-            all[i].c.verify = i < vt;
-            int s = all[i].shard;
-            if (!per[s][qi] && !(per[s][qi] = sl__mallocarray(m, sizeof *per[s][qi]))) {
-                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-                break;
-            }
-            per[s][qi][pcount[s][qi]++] = all[i].c;
-        }
-    }
-    free(all);
+    sl_candidate ***per = NULL; /* [shard][qi] merged picks */
+    size_t **pcount = NULL;
+    st = sl__merge_candidates((size_t)S, nq, lists, lcounts, nc, vt, &per, &pcount, err);
     /* phase 2: the shards holding merged candidates re-rank exactly those */
     for (int s = 0; s < S && st == SL_OK; s++) {
         size_t any = 0;
@@ -428,13 +454,7 @@ sl_status sl__router_search(void *ctx, const void *image, size_t len, const char
         if (!calls[s].body) continue;
         if (!calls[s].ok || sl__phase_matches_parse(calls[s].resp, calls[s].len, out, NULL) != SL_OK) sl__missing(info, s);
     }
-    for (int s = 0; per && s < S; s++) {
-        for (size_t qi = 0; per[s] && qi < nq; qi++) free(per[s][qi]);
-        free(per[s]);
-        if (pcount) free(pcount[s]);
-    }
-    free(per);
-    free(pcount);
+    sl__merged_free(per, pcount, (size_t)S, nq);
     if (st == SL_OK) sl_matches_merge_slice(out, q);
 out:
     if (st != SL_OK) sl_matches_free(out);

@@ -1,0 +1,80 @@
+/*
+ * tests/fuzz/fuzz_cluster_proto.c - fuzz target for the JSON of the two phases of a distributed
+ * search (src/cluster/proto.c): the requests a search node parses (network input) and the
+ * answers a router parses.
+ *
+ * The first byte picks the parser (0: candidates request, 1: re-rank request, 2: phase 1
+ * answer for 1..4 query vectors, 3: phase 2 answer); the rest is the body. Checks its promises:
+ * a refused request leaves the result cleared and says why; an accepted candidates request has
+ * 1..n finite vectors of its dimension and builds back into a request that parses to the same
+ * bytes; an accepted re-rank request has a list per query vector.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cluster_internal.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static void sl__fz_request(const uint8_t *body, size_t len, int rerank) {
+    sl__phase_req r;
+    sl_error err;
+    err.message[0] = '\0';
+    if (sl__phase_req_parse(body, len, rerank, &r, &err) != SL_OK) {
+        if (r.json || r.vecs || r.lists || r.nq || !err.message[0]) abort();
+        return;
+    }
+    if (r.nq < 1 || r.shard < 0 || r.shard >= r.shards) abort();
+    if (!rerank) {
+        if (r.dim < 1 || !r.vecs || r.candidates < 1) abort();
+        for (size_t i = 0; i < r.nq * r.dim; i++)
+            if (!isfinite(r.vecs[i])) abort();
+        char *js = sl__phase_candidates_json(r.shard, r.shards, r.features_version, &r.q, r.exclude,
+                                             r.candidates, r.vecs, r.nq, r.dim);
+        if (js) {
+            sl__phase_req b;
+            if (sl__phase_req_parse(js, strlen(js), 0, &b, &err) != SL_OK) abort();
+            if (b.nq != r.nq || b.dim != r.dim || memcmp(b.vecs, r.vecs, r.nq * r.dim * sizeof *r.vecs) != 0)
+                abort();
+            sl__phase_req_clear(&b);
+            free(js);
+        }
+    } else {
+        if (!r.lists || !r.counts || r.depth < 1) abort();
+        for (size_t i = 0; i < r.nq; i++)
+            if (!r.lists[i] || (!r.locals[i] && r.local_lens[i])) abort();
+    }
+    sl__phase_req_clear(&r);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    int which = data[0] % 4;
+    const uint8_t *body = data + 1;
+    size_t len = size - 1;
+    sl_error err;
+    if (which <= 1) {
+        sl__fz_request(body, len, which);
+    } else if (which == 2) {
+        size_t nq = 1 + (data[0] >> 2) % 4;
+        sl_candidate *lists[4] = {NULL, NULL, NULL, NULL};
+        size_t counts[4] = {0, 0, 0, 0};
+        if (sl__phase_lists_parse((const char *)body, len, nq, lists, counts, &err) == SL_OK) {
+            for (size_t i = 0; i < nq; i++)
+                if (!lists[i] || counts[i] > SL_INDEX_K_MAX) abort();
+        } else {
+            for (size_t i = 0; i < nq; i++)
+                if (lists[i]) abort(); /* cleared on failure */
+        }
+        sl_candidate_lists_clear(lists, counts, nq);
+    } else {
+        sl_matches m = {NULL, 0};
+        sl_status st = sl__phase_matches_parse((const char *)body, len, &m, &err);
+        for (size_t i = 0; st == SL_OK && i < m.n; i++)
+            if (!m.items[i].product_id || !m.items[i].title) abort();
+        sl_matches_free(&m);
+    }
+    return 0;
+}
