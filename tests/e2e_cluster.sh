@@ -13,6 +13,11 @@ BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
 work=$(mktemp -d "${TMPDIR:-/tmp}/sl-e2e-cluster.XXXXXX")
 . "${SL_SOURCE_DIR:-$(cd "$(dirname "$0")/.." && pwd)}/tests/cluster/lib.sh"
 trap 'cl_cleanup; rm -rf "$work"' EXIT
+trap 'exit 1' INT TERM
+if ! cl_pg_available; then
+  echo "e2e_cluster: SKIP: no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/pg_ctl); 'bash scripts/deps.sh test' installs postgresql-15"
+  exit 77
+fi
 fail() {
   echo "e2e_cluster: FAIL: $*" >&2
   for f in "$work"/*.log; do [ -s "$f" ] && { echo "--- $f" >&2; tail -15 "$f" >&2; }; done
@@ -136,6 +141,16 @@ sys.exit(0 if len(s) == int(sys.argv[2]) and all(n["log_pos"] == d["log_head"] f
 PY
 }
 cl_poll 300 caught_up || fail "the search nodes did not come up to the log head: $(cat "$work/ci.json")"
+# not_partial URL: a search through URL is answered by every shard. A node or router refreshes
+# its list of live replicas from the heartbeats once a second, so it may answer "partial" for
+# that long after the nodes came up (never a silently short list).
+not_partial() {
+  curl -s -F "image=@$work/cat/queries/P000011/0.jpg" "$1/v1/search?k=3" > "$work/np.json" &&
+    [ "$(cl_json "$work/np.json" 'd.get("partial")')" = False ]
+}
+for nm in router s0r0 s1r1 s2r0; do
+  cl_poll 50 not_partial "${NURL[$nm]}" || fail "$nm does not see every shard: $(cat "$work/np.json")"
+done
 say "6 search nodes and a router are up"
 
 # same SIG: the product ids, scores, image ids and inliers of two answers (CLI or API JSON) agree
@@ -145,7 +160,7 @@ import json, sys
 a, b = (json.load(open(f)) for f in sys.argv[1:3])
 key = lambda d: [(r["product_id"], round(r["score"], 6), r["image_id"], r["inliers"]) for r in d["results"]]
 if key(a) != key(b):
-    print("single:", key(a)); print("cluster:", key(b)); sys.exit(1)
+    print("single:", key(a)); print("cluster:", key(b), "partial:", b.get("partial"), b.get("missing_shards")); sys.exit(1)
 if b.get("partial", False):
     print("partial answer:", b); sys.exit(1)
 PY
@@ -217,6 +232,7 @@ grep -q "catching up" "$work/s2r1.log" && ! grep -q "copied" "$work/s2r1.log" ||
 cl_poll 300 caught_up 5 || fail "the restarted node did not catch up: $(cat "$work/ci.json")"
 # shard 2 is now served by the restarted node alone
 kill -KILL "${NPID[s2r0]}"
+cl_poll 50 not_partial "${NURL[router]}" || fail "the router did not find the restarted replica: $(cat "$work/np.json")"
 curl -s -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[router]}/v1/search?k=3" > "$work/s.json"
 [ "$(cl_json "$work/s.json" 'd["results"][0]["product_id"], d["partial"]')" = "('$new', False)" ] ||
   fail "the write did not reach the restarted replica: $(cat "$work/s.json")"
@@ -228,6 +244,7 @@ start_node s2r0 --shard 2/3 --data "$work/data/s2r0"
 node_url s1r0
 node_url s2r0
 cl_poll 300 caught_up || fail "the nodes did not come back: $(cat "$work/ci.json")"
+cl_poll 50 not_partial "${NURL[router]}" && cl_poll 50 not_partial "${NURL[s1r1]}" || fail "partial after the nodes came back"
 
 # ---- PostgreSQL restarted: searches go on, nodes and workers reconnect by themselves ----------------
 python3 "$CL_SRC/tests/cluster/load.py" --urls "${NURL[router]},${NURL[s1r1]}" --images "$work/cat/queries" \
