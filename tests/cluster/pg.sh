@@ -9,18 +9,25 @@
 #   pg.sh url DIR      prints the URL
 #   pg.sh psql DIR ... runs psql on the database
 #
-# PostgreSQL refuses to run as root: as root the server runs as the `postgres` system user of
-# Debian's postgresql-common package (DIR is given to it). Trust authentication on loopback
-# only: the server is reachable from this machine alone, and lives as long as the test.
+# PostgreSQL refuses to run as root: as root the server runs as the `postgres` system user that
+# Debian's postgresql-common package creates, or `nobody` where there is none, or the user named
+# by SL_PG_OS_USER (DIR is given to it; setpriv is in util-linux, which every Debian root has).
+# The server binaries are found under /usr/lib/postgresql/*/bin (not on PATH) or in $PGBIN.
+# Trust authentication on loopback only: the server is reachable from this machine alone, and
+# lives as long as the test.
 set -euo pipefail
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}
 [ -x "$PGBIN/pg_ctl" ] || { echo "pg.sh: no PostgreSQL server binaries (install postgresql-15)" >&2; exit 2; }
 cmd=${1:?usage: pg.sh start|stop|restart|kill|url|psql DIR}
 dir=${2:?usage: pg.sh $cmd DIR}
 
+if [ "$(id -u)" = 0 ]; then
+  os_user=${SL_PG_OS_USER:-$(id -u postgres >/dev/null 2>&1 && echo postgres || echo nobody)}
+  os_uid=$(id -u "$os_user") && os_gid=$(id -g "$os_user") || { echo "pg.sh: no user $os_user" >&2; exit 2; }
+fi
 as_pg() {
   if [ "$(id -u)" = 0 ]; then
-    setpriv --reuid=postgres --regid=postgres --init-groups --reset-env -- env PATH=/usr/bin:/bin "$@"
+    setpriv --reuid="$os_uid" --regid="$os_gid" --clear-groups --reset-env -- env PATH=/usr/bin:/bin HOME=/ "$@"
   else
     "$@"
   fi
@@ -47,7 +54,7 @@ case $cmd in
       exit 0
     fi
     mkdir -p "$dir"
-    if [ "$(id -u)" = 0 ]; then chown postgres:postgres "$dir"; chmod 700 "$dir"; fi
+    if [ "$(id -u)" = 0 ]; then chown "$os_uid:$os_gid" "$dir"; chmod 700 "$dir"; fi
     as_pg "$PGBIN/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 ||
       { cat "$dir/initdb.log" >&2; exit 1; }
     free_port > "$dir/port"
