@@ -239,10 +239,38 @@ curl -s -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[router]}/v1/search?k
 curl -s -F "image=@$work/cat/queries/$gone/0.jpg" "${NURL[router]}/v1/search?k=24" > "$work/s.json"
 [ "$(cl_json "$work/s.json" '"'"$gone"'" in [r["product_id"] for r in d["results"]]')" = False ] || fail "$gone is still found"
 say "a replica restarted after writes caught up from its copy ($new added, $gone removed)"
+
+# ---- every replica of shard 2 down: a partial answer naming it, never a silently short list ---------
+kill -KILL "${NPID[s2r1]}"
+wait "${NPID[s2r1]}" 2>/dev/null || true
+: > "$work/responses.tsv"
+for u in "${NURL[router]}" "${NURL[s0r1]}"; do
+  code=$(curl -s -o "$work/partial.json" -w '%{http_code}\t%{content_type}' -F "image=@$work/cat/queries/P000011/0.jpg" "$u/v1/search?k=24")
+  printf 'POST\t/v1/search?k=24\t%s\t%s\t%s\n' "${code%%$'\t'*}" "${code#*$'\t'}" "$work/partial.json" >> "$work/responses.tsv"
+  [ "${code%%$'\t'*}" = 200 ] || fail "search with shard 2 down on $u: $code $(cat "$work/partial.json")"
+  python3 - "$work/partial.json" <<'PY' || fail "the answer with shard 2 down on $u: $(cat "$work/partial.json")"
+import json, sys
+d = json.load(open(sys.argv[1]))
+def shard(i):
+    h = 1469598103934665603
+    for c in i.encode(): h = ((h ^ c) * 1099511628211) & (2**64 - 1)
+    return (h >> 33) % 3
+ids = [r["product_id"] for r in d["results"]]
+scores = [r["score"] for r in d["results"]]
+ok = (d.get("partial") is True and d.get("missing_shards") == [2] and len(ids) >= 2 and
+      all(shard(i) != 2 for i in ids) and scores == sorted(scores, reverse=True))
+sys.exit(0 if ok else 1)
+PY
+done
+/usr/bin/python3 "$CL_SRC/tests/server/openapi_check.py" "$CL_SRC/docs/openapi.yaml" "$work/responses.tsv" ||
+  fail "partial answers do not match docs/openapi.yaml"
+say "shard 2 down: partial answers naming shard 2, the other shards' products ranked"
 start_node s1r0 --shard 1/3 --data "$work/data/s1r0"
 start_node s2r0 --shard 2/3 --data "$work/data/s2r0"
+start_node s2r1 --shard 2/3 --data "$work/data/s2r1"
 node_url s1r0
 node_url s2r0
+node_url s2r1
 cl_poll 300 caught_up || fail "the nodes did not come back: $(cat "$work/ci.json")"
 cl_poll 50 not_partial "${NURL[router]}" && cl_poll 50 not_partial "${NURL[s1r1]}" || fail "partial after the nodes came back"
 
