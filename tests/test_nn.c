@@ -16,6 +16,7 @@
 #include "shoplens/nn.h"
 #include "nn/nn_internal.h"
 #include "nn/npy.h"
+#include "nn/qlinear.h"
 #include "util/util.h"
 
 static char g_dir[1024];
@@ -479,6 +480,125 @@ static void test_npy_roundtrip(void **state) {
     unlink(tmp);
 }
 
+/* ---- quantized operators (nn/qlinear.c) -------------------------------------------------- */
+
+/* Runs a quantized test model; returns the max |y - ref| and the number of differing elements. */
+static double run_q(const char *name, sl_nn_backend backend, int threads, size_t *ndiff, char *summary, size_t ns) {
+    fixture f;
+    load_fixture(name, &f);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.backend = backend;
+    o.threads = threads;
+    o.output = "";
+    sl_nn *m = load(name, &o);
+    size_t batch = (size_t)f.idims[0];
+    assert_int_equal(sl_nn_embed_dim(m) * batch, f.ocount);
+    float *y = calloc(f.ocount, sizeof(float));
+    sl_error e;
+    if (sl_nn_run(m, f.in, batch, y, &e)) fail_msg("%s: run: %s", name, e.message);
+    double d = 0;
+    *ndiff = 0;
+    for (size_t k = 0; k < f.ocount; k++) {
+        double x = fabs((double)y[k] - f.out[k]);
+        if (!(x <= d)) d = x;
+        *ndiff += x != 0;
+    }
+    if (summary) assert_int_equal(sl__plan_conv_summary(m, batch, summary, ns, &e), 0);
+    free(y);
+    sl_nn_free(m);
+    free_fixture(&f);
+    return d;
+}
+
+/* QuantizeLinear, DequantizeLinear, QLinearConv (grouped, strided, dilated, depthwise, uint8 and
+ * int8 weights and inputs, per-channel parameters, bias), QLinearMatMul, QLinearAdd (broadcast,
+ * channels-last), QLinearGlobalAveragePool (both layouts), per-axis parameters, uint8/int8
+ * graph inputs and outputs, the QDQ format: equal to numpy's computation of onnxruntime's
+ * arithmetic (tests/models/make_models.py) bit for bit on every backend and thread count. */
+static void test_quantized_models_match_reference(void **state) {
+    (void)state;
+    static const char *const models[] = {"qlinear_conv", "qlinear_head", "qlinear_axis", "qlinear_io", "qdq_conv"};
+    static const char *const bn[] = {"auto", "ref", "gemm"};
+    for (size_t k = 0; k < sizeof models / sizeof models[0]; k++)
+        for (int b = 0; b < 3; b++)
+            for (int t = 1; t <= 2; t++) {
+                size_t nd = 0;
+                double d = run_q(models[k], b == 0 ? SL_NN_BACKEND_AUTO : b == 1 ? SL_NN_BACKEND_REF : SL_NN_BACKEND_GEMM,
+                                 t, &nd, NULL, 0);
+                print_message("%-13s %-4s %d thread(s): max diff %.3g, %zu differ\n", models[k], bn[b], t, d, nd);
+                if (!strcmp(models[k], "qdq_conv")) {
+                    /* a float convolution feeds a quantization: a sum within rounding of a
+                     * step boundary may round the other way on another CPU (one step = 0.02) */
+                    if (!(d <= 0.0201) || nd > 6) fail_msg("qdq_conv (%s): max diff %g, %zu differ", bn[b], d, nd);
+                } else if (d != 0) {
+                    fail_msg("%s (%s, %d threads): max diff %g in %zu elements (must be bit-exact)", models[k], bn[b], t, d, nd);
+                }
+            }
+    /* Both QLinearConv paths ran: oneDNN for the convolutions it computes exactly, own kernels
+     * for uint8 weights whose zero points put w - zw outside int8 (and, without VNNI, for int8
+     * inputs: oneDNN would halve their weights). */
+    char sum[512];
+    size_t nd;
+    assert_true(run_q("qlinear_conv", SL_NN_BACKEND_AUTO, 1, &nd, sum, sizeof sum) == 0);
+    char want[96];
+    snprintf(want, sizeof want, "QLinearConv: %d on oneDNN int8, %d on own kernels", sl__dnnl_has_vnni() ? 3 : 1,
+             sl__dnnl_has_vnni() ? 1 : 3);
+    if (!strstr(sum, want)) fail_msg("conv summary '%s', expected '%s'", sum, want);
+    assert_true(run_q("qlinear_conv", SL_NN_BACKEND_REF, 1, &nd, sum, sizeof sum) == 0);
+    assert_non_null(strstr(sum, "QLinearConv: 0 on oneDNN int8, 4 on own kernels"));
+    /* An embedding taken from a quantized tensor (the uint8 QLinearMatMul output) is its real
+     * values (q - zero point) * scale, L2-normalized: the normalized dequantized reference. */
+    fixture f;
+    load_fixture("qlinear_head", &f);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.output = "mm";
+    sl_nn *m = load("qlinear_head", &o);
+    float *v = calloc(f.ocount, sizeof(float));
+    sl_error e;
+    assert_int_equal(sl_nn_embed_tensor(m, f.in, 2, v, &e), SL_OK);
+    for (size_t b = 0; b < 2; b++) {
+        double nr = 0;
+        for (size_t k = 0; k < 10; k++) nr += (double)f.out[b * 10 + k] * f.out[b * 10 + k];
+        for (size_t k = 0; k < 10; k++) assert_true(fabs(v[b * 10 + k] - f.out[b * 10 + k] / sqrt(nr)) < 1e-6);
+    }
+    free(v);
+    sl_nn_free(m);
+    free_fixture(&f);
+}
+
+/* Quantized models the engine cannot run are refused at load with the status and a message that
+ * names the node and the parameter. */
+static void test_quantized_errors_are_named(void **state) {
+    (void)state;
+    static const struct { const char *model; sl_status st; const char *msg[3]; } cases[] = {
+        {"qbad_zp_int32", SL_E_UNSUPPORTED, {"'qconv' (QLinearConv)", "x_zero_point is int32", "uint8 or int8"}},
+        {"qbad_wscale_len", SL_E_CORRUPT, {"'qconv'", "w_scale has 3 elements", "1 or 2 (one per output channel)"}},
+        {"qbad_wzp_len", SL_E_CORRUPT, {"'qconv'", "w_zero_point has 3 elements", "w_scale has 2"}},
+        {"qbad_axis_len", SL_E_CORRUPT, {"'q_axis' (QuantizeLinear)", "y_scale has 5 elements", "1 or 3"}},
+        {"qbad_scale_zero", SL_E_CORRUPT, {"'qconv'", "y_scale[0] = 0", "positive finite"}},
+        {"qbad_w_float", SL_E_UNSUPPORTED, {"'qconv'", "w is float32", "uint8 or int8"}},
+        {"qbad_relu_u8", SL_E_UNSUPPORTED, {"'relu_on_uint8' (Relu)", "uint8 tensor", "dequantize it first"}},
+        {"qbad_dynamic_scale", SL_E_UNSUPPORTED, {"'q_dynamic'", "y_scale must be a constant", NULL}},
+        {"qbad_ms_op", SL_E_UNSUPPORTED, {"'com.microsoft.QLinearSigmoid'", "'qsig'", "not supported"}},
+        {"qbad_zp_mismatch", SL_E_CORRUPT, {"'qadd' (QLinearAdd)", "B_zero_point is int8", "is uint8"}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char p[1200];
+        model_path(p, sizeof p, cases[k].model, ".onnx");
+        sl_nn *m = (sl_nn *)1;
+        sl_error e;
+        sl_error_clear(&e);
+        sl_status st = sl_nn_load(p, &m, &e);
+        if (st != cases[k].st) fail_msg("%s: %s (%s), expected %s", cases[k].model, sl_status_name(st), e.message,
+                                        sl_status_name(cases[k].st));
+        assert_null(m);
+        for (int j = 0; j < 3 && cases[k].msg[j]; j++)
+            if (!strstr(e.message, cases[k].msg[j])) fail_msg("%s: message '%s' lacks '%s'", cases[k].model, e.message, cases[k].msg[j]);
+    }
+}
+
 int main(void) {
     const char *src = getenv("SL_SOURCE_DIR");
     snprintf(g_dir, sizeof g_dir, "%s/tests/models", src ? src : "..");
@@ -494,6 +614,8 @@ int main(void) {
         cmocka_unit_test(test_options_and_sidecar),
         cmocka_unit_test(test_npy_roundtrip),
         cmocka_unit_test(test_embed_images),
+        cmocka_unit_test(test_quantized_models_match_reference),
+        cmocka_unit_test(test_quantized_errors_are_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

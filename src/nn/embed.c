@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "nn/nn_internal.h"
+#include "nn/qlinear.h"
 #include "util/util.h"
 
 int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_error *err);
@@ -200,7 +201,7 @@ fail:
 void sl_nn_free(sl_nn *m) {
     if (!m) return;
     sl__plans_free(m);
-    for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); }
+    for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); free(m->vals[k].q); }
     for (size_t k = 0; k < m->nnodes; k++) {
         free(m->nodes[k].name);
         free(m->nodes[k].wq);
@@ -350,6 +351,7 @@ sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *o
         sl_status st = sl__nn_forward(m, in + s * per, b, out + s * m->embed_dim, err);
         if (st) return st;
     }
+    sl__q_embed_dequant(m, out, n * m->embed_dim); /* a quantized output: its real values */
     if (m->normalize) for (size_t k = 0; k < n; k++) l2norm(out + k * m->embed_dim, m->embed_dim);
     return SL_OK;
 }

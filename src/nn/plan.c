@@ -31,6 +31,7 @@
 
 #include "nn/nn_internal.h"
 #include "nn/dnnl_conv.h"
+#include "nn/qlinear.h"
 #include "util/util.h"
 
 #define ALIGN 64
@@ -71,9 +72,9 @@ static void plan_free(sl__plan *p) {
     if (!p) return;
     for (size_t k = 0; k < p->nctx; k++) ctx_free(p->ctxs[k]);
     free(p->ctxs);
-    for (size_t k = 0; k < p->nsteps; k++) sl__dconv_free(p->steps[k].dconv);
+    for (size_t k = 0; k < p->nsteps; k++) { sl__dconv_free(p->steps[k].dconv); sl__q_release(&p->steps[k].node); }
     for (size_t v = 0; v < p->nv; v++)
-        if (p->owned && p->owned[v]) { free(p->sv[v].f); free(p->sv[v].i); }
+        if (p->owned && p->owned[v]) { free(p->sv[v].f); free(p->sv[v].i); free(p->sv[v].q); }
     free(p->sv); free(p->owned); free(p->nhwc); free(p->root); free(p->off); free(p->steps);
     free(p);
 }
@@ -132,9 +133,10 @@ static void tv_of(const sl__plan *p, int v, sl__tv *t, char *arena) {
     t->count = x->count;
     t->dtype = x->dtype;
     t->nhwc = p->nhwc[v] && x->rank == 4;
-    if (x->is_const) { t->f = x->f; t->i = x->i; return; }
+    if (x->is_const) { t->f = x->f; t->i = x->i; t->q = x->q; return; }
     char *base = arena ? arena + p->off[p->root[v]] : NULL;
     if (x->dtype == SL__DT_F32 || x->dtype == SL__DT_Q8) t->f = (float *)(void *)base;
+    else if (x->dtype == SL__DT_U8 || x->dtype == SL__DT_S8) t->q = (uint8_t *)base;
     else t->i = (int64_t *)(void *)base;
 }
 
@@ -144,7 +146,7 @@ static int convert(sl__plan *p, int v, int to_nhwc, int *cache) {
     int nv = add_pv(p);
     if (nv < 0) return -1;
     p->sv[nv] = p->sv[v];
-    p->sv[nv].is_const = 0; p->sv[nv].f = NULL; p->sv[nv].i = NULL;
+    p->sv[nv].is_const = 0; p->sv[nv].f = NULL; p->sv[nv].i = NULL; p->sv[nv].q = NULL;
     p->nhwc[nv] = (char)to_nhwc;
     step *s = add_step(p);
     if (!s) return -1;
@@ -180,10 +182,8 @@ static sl_status fold_step(sl__plan *p, const sl__node *n, sl_error *err) {
     sl__value *o = &p->sv[n->out];
     tv_of(p, n->out, &tout, NULL);
     tout.nhwc = 0;
-    size_t cnt = o->count ? o->count : 1;
-    if (o->dtype == SL__DT_F32) tout.f = o->f = sl__mallocarray(cnt, sizeof(float));
-    else tout.i = o->i = sl__mallocarray(cnt, sizeof(int64_t));
-    if (!o->f && !o->i) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (sl__value_alloc(o)) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    tout.f = o->f; tout.i = o->i; tout.q = o->q;
     p->owned[n->out] = 1;
     o->is_const = 1;
     size_t sb = sl__op_scratch(n, pin, &tout);
@@ -206,7 +206,7 @@ static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_err
         d->rank = -1;
         if (s->is_const) {
             d->is_const = 1; d->rank = s->rank; memcpy(d->dims, s->dims, sizeof d->dims);
-            d->count = s->count; d->f = s->f; d->i = s->i;
+            d->count = s->count; d->f = s->f; d->i = s->i; d->q = s->q; d->elem = s->elem;
         }
     }
     sl__value *in = &p->sv[m->input];
@@ -249,6 +249,26 @@ static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_err
             break;
         case SL__OP_GAP: case SL__OP_REDUCEMEAN:
             break; /* any layout in, plain out */
+        case SL__OP_QCONV:
+            nn.in[0] = want_nhwc(p, n->in[0], cache_nhwc);
+            out_nhwc = 1;
+            break;
+        case SL__OP_QGAP: /* any layout in when channels are axis 1, plain out */
+            if (n->clast) nn.in[0] = want_plain(p, n->in[0], cache_plain);
+            break;
+        case SL__OP_QUANTIZE: case SL__OP_DEQUANTIZE: /* element-wise; per axis on the plain layout */
+            if (p->sv[n->in[1]].count > 1) nn.in[0] = want_plain(p, n->in[0], cache_plain);
+            else out_nhwc = p->nhwc[n->in[0]];
+            break;
+        case SL__OP_QADD: {
+            const sl__value *o = &p->sv[n->out];
+            for (int j = 0; j < 4; j += 3) {
+                const sl__value *x = &p->sv[n->in[j]];
+                if (o->rank == 4 && p->nhwc[n->in[j]] && x->rank == 4 && !memcmp(x->dims, o->dims, sizeof(int64_t) * 4))
+                    out_nhwc = 1;
+            }
+            break;
+        }
         case SL__OP_RELU: case SL__OP_CLIP: case SL__OP_SIGMOID: case SL__OP_HSIGMOID:
         case SL__OP_HSWISH: case SL__OP_SWISH: case SL__OP_IDENTITY:
             out_nhwc = p->nhwc[n->in[0]];
@@ -319,7 +339,7 @@ sl_status sl__plan_probe_shapes(const sl_nn *m, size_t batch, sl__value **out, s
         if (!v) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         else {
             memcpy(v, p->sv, m->nvals * sizeof *v);
-            for (size_t k = 0; k < m->nvals; k++) { v[k].f = NULL; v[k].i = NULL; }
+            for (size_t k = 0; k < m->nvals; k++) { v[k].f = NULL; v[k].i = NULL; v[k].q = NULL; }
             *out = v;
         }
     }
@@ -335,7 +355,7 @@ static int is_inplace_op(sl__op op) {
 }
 
 static size_t vbytes(const sl__value *v) {
-    size_t es = v->dtype == SL__DT_I64 ? 8 : v->dtype == SL__DT_Q8 ? 1 : 4, b;
+    size_t es = sl__dtype_size(v->dtype), b;
     if (sl__mul_size(v->count ? v->count : 1, es, &b)) return SIZE_MAX;
     return (b + ALIGN - 1) / ALIGN * ALIGN;
 }
@@ -492,6 +512,7 @@ static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float 
             in_q = qv && qv[s->node.in[0]];
             if (qv && qv[s->node.out]) { oq = dq_of(p, lo, hi, s->node.out); oqp = &oq; }
         }
+        if (sl__q_is(s->node.op) && (st = sl__q_prepare(&s->node, pin, &tout, m->backend, err))) break;
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
         s->node.gemm = m->backend != SL_NN_BACKEND_REF;
         if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
@@ -762,12 +783,14 @@ sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *o
     omp_set_num_threads(threads);
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);
-    memcpy(tin.f, in, tin.count * sizeof(float));
+    if (tin.q) sl__q_from_float(in, tin.count, tin.dtype, tin.q); /* a uint8 / int8 input */
+    else memcpy(tin.f, in, tin.count * sizeof(float));
     st = run_steps(p, c, threads, NULL, NULL, err);
     if (!st) {
         sl__tv to;
         tv_of(p, p->out_val, &to, c->arena);
-        memcpy(out, to.f, to.count * sizeof(float));
+        if (to.q) sl__q_to_float(to.q, to.count, to.dtype, out);
+        else memcpy(out, to.f, to.count * sizeof(float));
     }
     omp_set_num_threads(old_threads);
     ctx_put(m, c);
@@ -784,9 +807,10 @@ int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_erro
 int sl__plan_conv_summary(const sl_nn *m, size_t batch, char *buf, size_t n, sl_error *err) {
     sl__plan *p = NULL;
     if (get_plan(m, batch, &p, err)) return -1;
-    int cnt[3] = {0, 0, 0}, own = 0;
+    int cnt[3] = {0, 0, 0}, own = 0, qd = 0, qown = 0;
     for (size_t k = 0; k < p->nsteps; k++) {
         const step *s = &p->steps[k];
+        if (s->node.op == SL__OP_QCONV) { if (s->node.qprim) qd++; else qown++; }
         if (s->node.op != SL__OP_CONV) continue;
         if (!s->dconv) own++;
         else cnt[s->prec]++;
@@ -796,5 +820,9 @@ int sl__plan_conv_summary(const sl_nn *m, size_t batch, char *buf, size_t n, sl_
     snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels; %d tensors kept in int8 between "
              "convolutions", cnt[SL_NN_PRECISION_FP32], cnt[SL_NN_PRECISION_BF16], cnt[SL_NN_PRECISION_INT8],
              own, chained);
+    if (qd + qown) {
+        size_t L = strlen(buf);
+        snprintf(buf + L, n > L ? n - L : 0, "; QLinearConv: %d on oneDNN int8, %d on own kernels", qd, qown);
+    }
     return 0;
 }
