@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tests/e2e_cnn.sh - `shoplens cnn info|run|embed` on the committed test models: output shapes,
-# exit codes for usage errors, unsupported operators and malformed files.
+# int8 calibration saved and loaded, exit codes for usage errors, unsupported operators,
+# malformed files and calibration records.
 set -euo pipefail
 bin=${SHOPLENS_BIN:?}
 models=${SL_SOURCE_DIR:?}/tests/models
@@ -25,8 +26,25 @@ cmp -n 128 "$tmp/y.npy" "$tmp/r.npy" || fail "ref backend header differs"
     --output "$(sed -n "s/^embedding: '\(.*\)', 16 floats.*/\1/p" "$tmp/info.txt")"
 head -c 128 "$tmp/p.npy" | grep -q "'shape': (2, 16, 1, 1)" || fail "pooled output shape"
 
+# int8 calibrated on sample tensors: the record saved, loaded by another process, gives the same
+# bytes; cnn info names the calibration and the layers kept at fp32
+m8="$models/tiny_mbv2.onnx"
+"$bin" cnn info "$m8" --precision int8 --calibrate "$models/tiny_mbv2.in.npy" --calib-save "$tmp/cal.bin" > "$tmp/i8.txt"
+grep -q "^calibration: int8, 2 images (seed 17), ranges by mse" "$tmp/i8.txt" || fail "int8 calibration not described"
+"$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c1.npy" --precision int8 --calibrate "$models/tiny_mbv2.in.npy"
+"$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c2.npy" --precision int8 --calib-load "$tmp/cal.bin"
+cmp "$tmp/c1.npy" "$tmp/c2.npy" || fail "a loaded calibration computes other bytes"
+# the zoo's quantized operators: a QLinear model runs and names its QLinearConv paths
+"$bin" cnn info "$models/qlinear_conv.onnx" | grep -q "QLinearConv: [0-9] on oneDNN int8" || fail "QLinearConv summary"
+
 # errors: usage -> 2, unsupported operator / malformed model / wrong input shape -> 1
 set +e
+"$bin" cnn info "$m8" --precision int8 --calib-method median > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --calib-method"
+"$bin" cnn info "$m8" --calibrate "$models/tiny_mbv2.in.npy" 2> "$tmp/err.txt"; [ $? -eq 1 ] || fail "fp32 calibration accepted"
+grep -q "fp32" "$tmp/err.txt" || fail "fp32 calibration error does not say why"
+head -c 100 "$tmp/cal.bin" > "$tmp/bad.bin"
+"$bin" cnn info "$m8" --precision int8 --calib-load "$tmp/bad.bin" 2> "$tmp/err.txt"; [ $? -eq 1 ] || fail "truncated record accepted"
+grep -q "SL_E_CORRUPT" "$tmp/err.txt" || fail "truncated record not SL_E_CORRUPT"
 "$bin" cnn run "$models/tiny_resnet.onnx" > /dev/null 2>&1; [ $? -eq 2 ] || fail "missing --input is not a usage error"
 "$bin" cnn frobnicate x > /dev/null 2>&1; [ $? -eq 2 ] || fail "unknown subcommand is not a usage error"
 "$bin" cnn info "$models/unsupported_op.onnx" 2> "$tmp/err.txt"; [ $? -eq 1 ] || fail "unsupported op exit code"

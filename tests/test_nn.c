@@ -17,6 +17,7 @@
 #include "nn/nn_internal.h"
 #include "nn/npy.h"
 #include "nn/qlinear.h"
+#include "nn/quant.h"
 #include "util/util.h"
 
 static char g_dir[1024];
@@ -599,6 +600,203 @@ static void test_quantized_errors_are_named(void **state) {
     }
 }
 
+/* ---- calibration of the reduced-precision modes (nn/quant.c) ------------------------------- */
+
+/* n seeded standard-normal input tensors of a model with per-image size per. */
+static float *normal_inputs(size_t n, size_t per, uint64_t seed) {
+    float *x = sl__mallocarray(n, per * sizeof(float));
+    assert_non_null(x);
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    for (size_t k = 0; k < n * per; k++) x[k] = (float)sl__rng_normal(&r);
+    return x;
+}
+
+static sl_nn *load_prec(const char *name, sl_nn_precision prec, int threads) {
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.precision = prec;
+    o.threads = threads;
+    return load(name, &o);
+}
+
+static size_t per_image_of(const sl_nn *m) {
+    int64_t d[4];
+    int r = sl_nn_input_shape(m, d);
+    size_t per = 1;
+    for (int k = 1; k < r; k++) per *= (size_t)d[k];
+    return per;
+}
+
+/* Minimum cosine between the embeddings of two models on n inputs. */
+static double min_cosine(const sl_nn *a, const sl_nn *b, const float *x, size_t n) {
+    size_t d = sl_nn_embed_dim(a);
+    float *ya = calloc(n * d, sizeof(float)), *yb = calloc(n * d, sizeof(float));
+    sl_error e;
+    assert_int_equal(sl_nn_embed_tensor(a, x, n, ya, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_tensor(b, x, n, yb, &e), SL_OK);
+    double mn = 1;
+    for (size_t i = 0; i < n; i++) {
+        double c = 0;
+        for (size_t k = 0; k < d; k++) c += (double)ya[i * d + k] * yb[i * d + k];
+        if (c < mn) mn = c;
+    }
+    free(ya);
+    free(yb);
+    return mn;
+}
+
+/* The same images, options and seed give the same calibration (byte for byte) on 1, 2 and 3
+ * threads, for int8 and bf16; it changes with the seed; a model calibrated from the saved record
+ * computes the same bits as the calibrated one. */
+static void test_calibration_is_deterministic(void **state) {
+    (void)state;
+    for (int pi = 0; pi < 2; pi++) {
+        sl_nn_precision prec = pi ? SL_NN_PRECISION_BF16 : SL_NN_PRECISION_INT8;
+        uint8_t *rec[3] = {NULL};
+        size_t len[3] = {0};
+        sl_nn *m[3];
+        float *x = NULL;
+        sl_nn_calib_opts co;
+        sl_nn_calib_opts_init(&co);
+        co.max_images = 12;
+        co.sens_images = 4;
+        for (int t = 0; t < 3; t++) {
+            m[t] = load_prec("tiny_mbv2", prec, t + 1);
+            if (!x) x = normal_inputs(20, per_image_of(m[t]), 99);
+            co.threads = t + 1;
+            sl_error e;
+            if (sl_nn_calibrate_tensor(m[t], x, 20, &co, &e)) fail_msg("calibrate: %s", e.message);
+            assert_int_equal(sl_nn_calibrated(m[t]), 1);
+            assert_int_equal(sl_nn_calibration_save(m[t], &rec[t], &len[t], &e), SL_OK);
+            if (t) {
+                assert_int_equal(len[t], len[0]);
+                assert_memory_equal(rec[t], rec[0], len[0]);
+            }
+        }
+        /* another seed: another sample, another record */
+        uint8_t *r2 = NULL;
+        size_t l2 = 0;
+        co.seed = 4242;
+        sl_error e;
+        assert_int_equal(sl_nn_calibrate_tensor(m[1], x, 20, &co, &e), SL_OK);
+        assert_int_equal(sl_nn_calibration_save(m[1], &r2, &l2, &e), SL_OK);
+        assert_true(l2 != len[0] || memcmp(r2, rec[0], l2));
+        free(r2);
+        /* a fresh load given the record computes what the calibrated model computes */
+        sl_nn *f = load_prec("tiny_mbv2", prec, 1);
+        assert_int_equal(sl_nn_calibrated(f), 0);
+        assert_int_equal(sl_nn_calibration_load(f, rec[0], len[0], &e), SL_OK);
+        assert_int_equal(sl_nn_calibrated(f), 1);
+        size_t d = sl_nn_embed_dim(f);
+        float *ya = calloc(4 * d, sizeof(float)), *yb = calloc(4 * d, sizeof(float));
+        assert_int_equal(sl_nn_run(f, x, 4, ya, &e), SL_OK);
+        assert_int_equal(sl_nn_run(m[0], x, 4, yb, &e), SL_OK);
+        assert_memory_equal(ya, yb, 4 * d * sizeof(float));
+        free(ya);
+        free(yb);
+        sl_nn_free(f);
+        for (int t = 0; t < 3; t++) { free(rec[t]); sl_nn_free(m[t]); }
+        free(x);
+    }
+}
+
+/* A convolution that cancels (500 x the difference of two nearly equal channels) is kept at
+ * fp32 by the sensitivity rule, which makes int8 and bf16 close to fp32; forced reduced (a budget
+ * that keeps nothing) it is not. */
+static void test_calibration_keeps_sensitive_layer(void **state) {
+    (void)state;
+    sl_nn *ref = load_prec("calib_sensitive", SL_NN_PRECISION_FP32, 1);
+    size_t per = per_image_of(ref);
+    float *cal = normal_inputs(32, per, 5), *test = normal_inputs(16, per, 6);
+    for (int pi = 0; pi < 2; pi++) {
+        sl_nn_precision prec = pi ? SL_NN_PRECISION_BF16 : SL_NN_PRECISION_INT8;
+        sl_nn *m = load_prec("calib_sensitive", prec, 1);
+        sl_nn_calib_opts co;
+        sl_nn_calib_opts_init(&co);
+        sl_error e;
+        assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+        char *info = NULL;
+        assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
+        double good = min_cosine(m, ref, test, 16);
+        print_message("%s: %s", prec == SL_NN_PRECISION_INT8 ? "int8" : "bf16", strstr(info, "calibration:"));
+        co.budget = 0.999; /* keeps nothing */
+        assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+        double bad = min_cosine(m, ref, test, 16);
+        print_message("min cosine to fp32: %.6f with the keep rule, %.6f without\n", good, bad);
+        if (m->calib->prec == SL_NN_PRECISION_BF16 && bad > 0.99999) {
+            /* a CPU without bf16 convolutions runs them in fp32: nothing to keep */
+            assert_true(good > 0.99999);
+        } else {
+            assert_non_null(strstr(info, "'conv2_cancels'"));
+            assert_true(good >= 0.999);
+            assert_true(bad < 0.99);
+        }
+        free(info);
+        sl_nn_free(m);
+    }
+    free(cal);
+    free(test);
+    sl_nn_free(ref);
+}
+
+/* What calibration refuses, and damaged or foreign records. */
+static void test_calibration_errors(void **state) {
+    (void)state;
+    sl_error e;
+    sl_nn *fp = load_prec("tiny_mbv2", SL_NN_PRECISION_FP32, 1);
+    size_t per = per_image_of(fp);
+    float *x = normal_inputs(6, per, 3);
+    assert_int_equal(sl_nn_calibrate_tensor(fp, x, 6, NULL, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "fp32"));
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    assert_int_equal(sl_nn_calibration_save(fp, &rec, &len, &e), SL_E_INVALID);
+    sl_nn *m = load_prec("tiny_mbv2", SL_NN_PRECISION_INT8, 1);
+    sl_nn_calib_opts co;
+    sl_nn_calib_opts_init(&co);
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 0, &co, &e), SL_E_INVALID);
+    co.method = (sl_nn_calib_method)9;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "method"));
+    sl_nn_calib_opts_init(&co);
+    co.percentile = 20;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_E_INVALID);
+    sl_nn_calib_opts_init(&co);
+    co.max_images = 0;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_E_INVALID);
+    assert_int_equal(sl_nn_calibrated(m), 0);
+    sl_nn_calib_opts_init(&co);
+    co.sens_images = 2;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_OK);
+    assert_int_equal(sl_nn_calibration_save(m, &rec, &len, &e), SL_OK);
+    /* every damaged byte and every truncation is refused; the model keeps its calibration */
+    for (size_t i = 0; i < len; i += 1 + len / 200) {
+        rec[i] ^= 0x20;
+        sl_status st = sl_nn_calibration_load(m, rec, len, &e);
+        if (st != SL_E_CORRUPT && st != SL_E_VERSION) fail_msg("byte %zu: %s", i, sl_status_name(st));
+        rec[i] ^= 0x20;
+    }
+    for (size_t cut = 0; cut < len; cut += 1 + len / 50)
+        assert_int_equal(sl_nn_calibration_load(m, rec, cut, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_nn_calibrated(m), 1);
+    assert_int_equal(sl_nn_calibration_load(m, rec, len, &e), SL_OK);
+    /* another precision, other weights */
+    sl_nn *b = load_prec("tiny_mbv2", SL_NN_PRECISION_BF16, 1);
+    assert_int_equal(sl_nn_calibration_load(b, rec, len, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "int8"));
+    sl_nn *o = load_prec("tiny_resnet", SL_NN_PRECISION_INT8, 1);
+    assert_int_equal(sl_nn_calibration_load(o, rec, len, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "other weights"));
+    assert_int_equal(sl_nn_calibrated(o), 0);
+    free(rec);
+    free(x);
+    sl_nn_free(o);
+    sl_nn_free(b);
+    sl_nn_free(m);
+    sl_nn_free(fp);
+}
+
 int main(void) {
     const char *src = getenv("SL_SOURCE_DIR");
     snprintf(g_dir, sizeof g_dir, "%s/tests/models", src ? src : "..");
@@ -616,6 +814,9 @@ int main(void) {
         cmocka_unit_test(test_embed_images),
         cmocka_unit_test(test_quantized_models_match_reference),
         cmocka_unit_test(test_quantized_errors_are_named),
+        cmocka_unit_test(test_calibration_is_deterministic),
+        cmocka_unit_test(test_calibration_keeps_sensitive_layer),
+        cmocka_unit_test(test_calibration_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,6 +18,7 @@
 
 #include "nn/nn_internal.h"
 #include "nn/qlinear.h"
+#include "nn/quant.h"
 #include "util/util.h"
 
 int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_error *err);
@@ -209,6 +210,7 @@ void sl_nn_free(sl_nn *m) {
     }
     free(m->vals);
     free(m->nodes);
+    sl__calib_free(m->calib);
     sl__onnx_free(m->onnx);
     if (m->lock) { pthread_mutex_destroy(m->lock); free(m->lock); }
     free(m->path);
@@ -324,6 +326,9 @@ sl_status sl_nn_info(const sl_nn *m, char **text, sl_error *err) {
     }
     sb_printf(&b, "convolutions at %s precision: %s\n", m->precision == SL_NN_PRECISION_INT8 ? "int8"
               : m->precision == SL_NN_PRECISION_BF16 ? "bf16" : "fp32", conv);
+    char cal[4096];
+    sl__quant_info(m, cal, sizeof cal);
+    sb_printf(&b, "%s", cal);
     if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     *text = b.p;
     return SL_OK;
@@ -416,5 +421,18 @@ sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, f
     return st;
 #else
     return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module: use sl_nn_run on tensors");
+#endif
+}
+
+/* The preprocessing of sl_nn_embed for one image into dst (calibration, quant.c). */
+sl_status sl__nn_preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err);
+sl_status sl__nn_preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err) {
+#ifdef SL_NN_HAVE_IMAGE
+    if (m->in_rank != 4 || m->in_dims[1] != 3)
+        return sl__err_set(err, SL_E_UNSUPPORTED, "model input is not an RGB image tensor [N,3,H,W]");
+    return preprocess(m, img, dst, err);
+#else
+    (void)m; (void)img; (void)dst;
+    return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module");
 #endif
 }

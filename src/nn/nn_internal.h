@@ -179,6 +179,8 @@ struct sl_nn {
     void *lock;                /* pthread_mutex_t* guarding plans */
     sl__plan **plans; size_t nplans;
     char *path;
+    struct sl__calib *calib;   /* bf16 / int8: ranges and layers kept at fp32 (quant.c); NULL = not
+                                  calibrated yet */
 };
 
 /* Builds the optimized graph from a parsed model (takes ownership of initializer data). */

@@ -571,6 +571,28 @@ def qlinear_bad():
     print("qbad_*: written")
 
 
+def calib_sensitive():
+    # an fp32 network with one convolution that no reduced precision survives: conv1 makes two
+    # almost equal channels (weights x 1 and x 1.001), conv2 takes 500 x their difference plus
+    # small terms - catastrophic cancellation, as in MobileNetV2's first depthwise layer. The
+    # calibration must keep conv2 at fp32 (tests/test_nn.c); no reference output is needed.
+    w1 = qrnd(4, 3, 3, 3, scale=0.4)
+    w1[1] = w1[0] * F32(1.001)
+    w2 = np.zeros((4, 4, 1, 1), F32)
+    w2[0, :, 0, 0] = [500.0, -499.5, 0.3, 0.2]
+    w2[1:, :, 0, 0] = qrnd(3, 4, scale=0.5)
+    w3 = qrnd(6, 4, 1, 1, scale=0.5)
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["a"], ["r"], name="relu1"),
+             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2_cancels"),
+             helper.make_node("Conv", ["b", "w3"], ["c"], name="conv3"),
+             helper.make_node("Relu", ["c"], ["cr"], name="relu3"),
+             helper.make_node("GlobalAveragePool", ["cr"], ["y"], name="pool")]
+    onnx.save(qgraph("calib_sensitive", nodes, {"w1": w1, "w2": w2, "w3": w3}, ["N", 3, 8, 8]),
+              os.path.join(OUT, "calib_sensitive.onnx"))
+    print("calib_sensitive: written")
+
+
 def quantized():
     qlinear_conv_chain()
     qlinear_head()
@@ -578,6 +600,7 @@ def quantized():
     qdq_conv()
     qlinear_io()
     qlinear_bad()
+    calib_sensitive()
 
 
 # ---- tiny networks exported from PyTorch ----------------------------------------------------
