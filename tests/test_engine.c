@@ -106,7 +106,10 @@ static void test_put_get_search_delete(void **state) {
     assert_int_equal(sl_engine_get_product(f->e, "P2", &p, &refs, &n, &err), SL_OK);
     assert_string_equal(p.title, "Renamed");
     assert_int_equal(n, 1);
-    assert_non_null(strstr(refs[0].source, "/images/")); /* upload kept by hash in the store */
+    /* an upload is kept in the store, named by its content hash; it has no source */
+    assert_true(refs[0].in_store);
+    assert_non_null(strstr(refs[0].file, "/images/"));
+    assert_string_equal(refs[0].source, "");
     int64_t img2 = refs[0].id;
     sl_product_clear(&p);
     sl_image_refs_free(refs, n);
@@ -424,6 +427,238 @@ static void test_verified_search_cache_under_writes(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+
+/* ---- the store owns its images ------------------------------------------------------------- */
+
+static void write_bytes(const char *path, const void *data, size_t len) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+static int exists(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (fp) fclose(fp);
+    return fp != NULL;
+}
+
+static void test_store_owns_images(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    /* a big original (1500 x 1100) given by path, and a small one (96 px) given by bytes */
+    sl_image *big = NULL;
+    assert_int_equal(sl_sample_catalog_image(SEED, 7, 0, 1500, 1100, &big, &err), SL_OK);
+    void *bjpg = NULL;
+    size_t blen = 0;
+    assert_int_equal(sl_image_encode(big, "jpeg", 95, &bjpg, &blen, &err), SL_OK);
+    sl_image_free(big);
+    char feed[128];
+    snprintf(feed, sizeof feed, "%s/feed-big.jpg", f->dir);
+    write_bytes(feed, bjpg, blen);
+    sl_product prod = {0};
+    prod.id = (char *)"OWN";
+    prod.title = (char *)"Owned";
+    sl_image_input in[2] = {{feed, NULL, 0}, {NULL, f->jpg[6][0], f->len[6][0]}};
+    sl_put_outcome out;
+    assert_int_equal(sl_engine_put_product(f->e, &prod, in, 2, &out, &err), SL_OK);
+    sl_product p;
+    sl_image_ref *refs;
+    size_t n;
+    assert_int_equal(sl_engine_get_product(f->e, "OWN", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) assert_true(refs[i].in_store);
+    assert_non_null(strstr(refs[0].source, "feed-big.jpg")); /* where it came from */
+    /* the big one: a JPEG at the copy size; the small one: its bytes as given */
+    sl_image *copy = NULL;
+    sl_image_info info;
+    assert_int_equal(sl_image_load_file(refs[0].file, NULL, &copy, &info, &err), SL_OK);
+    assert_string_equal(info.format, "jpeg");
+    assert_int_equal(info.width > info.height ? info.width : info.height, SL_ENGINE_COPY_MAX_SIDE);
+    sl_image_free(copy);
+    FILE *fp = fopen(refs[1].file, "rb");
+    assert_non_null(fp);
+    char *small = malloc(f->len[6][0] + 1);
+    assert_int_equal(fread(small, 1, f->len[6][0] + 1, fp), f->len[6][0]);
+    fclose(fp);
+    assert_memory_equal(small, f->jpg[6][0], f->len[6][0]);
+    free(small);
+    char big_copy[512], small_copy[512];
+    snprintf(big_copy, sizeof big_copy, "%s", refs[0].file);
+    snprintf(small_copy, sizeof small_copy, "%s", refs[1].file);
+    int64_t big_id = refs[0].id;
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    /* the original goes away: thumbnails and checks still work, from the store's copy */
+    assert_int_equal(remove(feed), 0);
+    void *thumb = NULL;
+    size_t tlen = 0;
+    assert_int_equal(sl_engine_thumbnail(f->e, big_id, 64, &thumb, &tlen, &err), SL_OK);
+    free(thumb);
+    /* putting the same bytes again, or the copy itself (an export), changes nothing */
+    sl_image_input again[2] = {{big_copy, NULL, 0}, {small_copy, NULL, 0}};
+    assert_int_equal(sl_engine_put_product(f->e, &prod, again, 2, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UNCHANGED);
+    /* another product shares the small image; replacing OWN's images deletes only the big copy */
+    prod.id = (char *)"SHARE";
+    assert_int_equal(sl_engine_put_product(f->e, &prod, &in[1], 1, &out, &err), SL_OK);
+    prod.id = (char *)"OWN";
+    sl_image_input other[1] = {{NULL, f->jpg[7][1], f->len[7][1]}};
+    assert_int_equal(sl_engine_put_product(f->e, &prod, other, 1, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UPDATED);
+    assert_false(exists(big_copy));
+    assert_true(exists(small_copy));
+    assert_int_equal(sl_engine_thumbnail(f->e, big_id, 64, &thumb, &tlen, &err), SL_E_NOT_FOUND);
+    /* deleting the last user of a file deletes it */
+    assert_int_equal(sl_engine_delete_product(f->e, "SHARE", &err), SL_OK);
+    assert_false(exists(small_copy)); /* OWN has view 7/1 only now */
+    assert_int_equal(sl_engine_get_product(f->e, "OWN", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(n, 1);
+    char own_copy[512];
+    snprintf(own_copy, sizeof own_copy, "%s", refs[0].file);
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    assert_int_equal(sl_engine_delete_product(f->e, "OWN", &err), SL_OK);
+    assert_false(exists(own_copy));
+    free(bjpg);
+}
+
+/* A copy that a deleter removed between its write and the commit of its row is written again
+ * inside the transaction (the deleter holds the same write lock). */
+static void test_commit_restores_removed_copy(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    sl_image *img = NULL;
+    sl_image_info info;
+    assert_int_equal(sl__engine_decode(f->e, f->jpg[5][1], f->len[5][1], &img, &info, &err), SL_OK);
+    sl__described d;
+    memset(&d, 0, sizeof d);
+    sl__sha256_buffer(f->jpg[5][1], f->len[5][1], d.hash);
+    d.size = (int64_t)f->len[5][1];
+    assert_int_equal(sl__engine_describe(f->e, img, &d.vec, &d.local, &d.local_len, &err), SL_OK);
+    sl_image_free(img);
+    assert_int_equal(sl__engine_keep_copy(f->e, f->jpg[5][1], f->len[5][1], &info, d.file, &err), SL_OK);
+    d.copy = f->jpg[5][1];
+    d.copy_len = f->len[5][1];
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", f->dir, d.file);
+    assert_true(exists(path));
+    assert_int_equal(remove(path), 0); /* the deleter's move */
+    sl_product prod = {0};
+    prod.id = (char *)"RACE";
+    const char *src[1] = {""};
+    pthread_mutex_lock(&f->e->wmu);
+    sl_status st = sl__engine_commit_product(f->e, &prod, src, &d, 1, 0, &err);
+    pthread_mutex_unlock(&f->e->wmu);
+    assert_int_equal(st, SL_OK);
+    assert_true(exists(path));
+    sl__described_clear(&d);
+    void *thumb = NULL;
+    size_t tlen = 0;
+    sl_image_ref *refs;
+    size_t n;
+    sl_product p;
+    assert_int_equal(sl_engine_get_product(f->e, "RACE", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(sl_engine_thumbnail(f->e, refs[0].id, 32, &thumb, &tlen, &err), SL_OK);
+    free(thumb);
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    assert_int_equal(sl_engine_delete_product(f->e, "RACE", &err), SL_OK);
+}
+
+/* ---- PATCH: partial updates ---------------------------------------------------------------- */
+
+static void test_patch_product(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    sl_put_outcome out;
+    sl_product prod = {0};
+    prod.id = (char *)"PT";
+    prod.title = (char *)"Lamp";
+    prod.category = (char *)"lamps";
+    prod.description = (char *)"A lamp";
+    prod.url = (char *)"https://shop.example/pt";
+    prod.attrs_json = (char *)"{\"colour\":\"red\"}";
+    prod.price = 20;
+    prod.has_price = 1;
+    sl_image_input in[1] = {{NULL, f->jpg[1][0], f->len[1][0]}};
+    assert_int_equal(sl_engine_put_product(f->e, &prod, in, 1, &out, &err), SL_OK);
+    const char *patch = "{\"price\": 2, \"currency\": \"EUR\", \"attrs\": {\"size\": \"L\"}}";
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", patch, strlen(patch), NULL, 0, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UPDATED);
+    sl_product p;
+    sl_image_ref *refs;
+    size_t n;
+    assert_int_equal(sl_engine_get_product(f->e, "PT", &p, &refs, &n, &err), SL_OK);
+    assert_string_equal(p.title, "Lamp"); /* everything not named stays */
+    assert_string_equal(p.category, "lamps");
+    assert_string_equal(p.description, "A lamp");
+    assert_string_equal(p.url, "https://shop.example/pt");
+    assert_string_equal(p.currency, "EUR");
+    assert_float_equal(p.price, 2, 0);
+    assert_string_equal(p.attrs_json, "{\"colour\":\"red\",\"size\":\"L\"}");
+    assert_int_equal(n, 1);
+    int64_t first = refs[0].id;
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    /* the same patch again: unchanged; images given: they replace the old ones */
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", patch, strlen(patch), NULL, 0, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UNCHANGED);
+    sl_image_input two[2] = {{NULL, f->jpg[2][0], f->len[2][0]}, {NULL, f->jpg[2][1], f->len[2][1]}};
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", NULL, 0, two, 2, &out, &err), SL_OK);
+    assert_int_equal(sl_engine_get_product(f->e, "PT", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(n, 2);
+    assert_true(refs[0].id != first && refs[1].id != first);
+    assert_string_equal(p.title, "Lamp");
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    /* errors: unknown product, bad field (nothing changes) */
+    assert_int_equal(sl_engine_patch_product(f->e, "NOPE", patch, strlen(patch), NULL, 0, &out, &err), SL_E_NOT_FOUND);
+    const char *bad = "{\"price\": -1}";
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", bad, strlen(bad), NULL, 0, &out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "0..1000000000000"));
+    assert_int_equal(sl_engine_get_product(f->e, "PT", &p, NULL, NULL, &err), SL_OK);
+    assert_float_equal(p.price, 2, 0);
+    sl_product_clear(&p);
+    assert_int_equal(sl_engine_delete_product(f->e, "PT", &err), SL_OK);
+}
+
+/* ---- paging: offset, url and currency in results --------------------------------------------- */
+
+static void test_search_offset(void **state) {
+    fixture *f = *state;
+    sl_put_outcome out;
+    sl_error err;
+    for (int p = 0; p < 8; p++) assert_int_equal(put(f, p, "Thing", 2, &out), SL_OK);
+    sl_query q = {0};
+    q.k = 6;
+    sl_matches all, page;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &all, &err), SL_OK);
+    assert_int_equal(all.n, 6);
+    q.k = 3;
+    q.offset = 3;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &page, &err), SL_OK);
+    assert_int_equal(page.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(page.items[i].product_id, all.items[3 + i].product_id);
+        assert_true(page.items[i].score == all.items[3 + i].score);
+        assert_non_null(page.items[i].url);
+        assert_non_null(page.items[i].currency);
+    }
+    sl_matches_free(&page);
+    sl_matches_free(&all);
+    q.offset = 7; /* past the end of 8 products: what is left */
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &page, &err), SL_OK);
+    assert_int_equal(page.n, 1);
+    sl_matches_free(&page);
+    q.k = 10;
+    q.offset = SL_ENGINE_RANK_MAX - 5;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &page, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "1000"));
+    q.offset = -1;
+    assert_int_equal(sl_engine_similar(f->e, "P1", &q, &page, &err), SL_E_INVALID);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verified_search_cache_under_writes),
@@ -431,6 +666,10 @@ int main(void) {
         cmocka_unit_test(test_put_get_search_delete),
         cmocka_unit_test(test_concurrent_search_and_writes),
         cmocka_unit_test(test_two_writers_index_file),
+        cmocka_unit_test_setup_teardown(test_store_owns_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_restores_removed_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_patch_product, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_search_offset, setup, teardown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

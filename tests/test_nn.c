@@ -11,6 +11,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <dirent.h>
 #include <cmocka.h>
 
 #include "shoplens/nn.h"
@@ -19,6 +20,7 @@
 #include "nn/qlinear.h"
 #include "nn/quant.h"
 #include "util/util.h"
+#include "preproc/pattern.h"
 
 static char g_dir[1024];
 
@@ -457,6 +459,416 @@ static void test_embed_images(void **state) {
 #endif
 }
 
+/* The default embedding on the classifier heads of tests/models/make_heads.py: the pooled
+ * features before the classifier (for SqueezeNet's conv classifier a pool added at load). */
+static void test_default_embedding_rule(void **state) {
+    (void)state;
+    static const struct { const char *name, *output; size_t dim; const char *why; } cases[] = {
+        { "head_convclass", "feat.pooled", 8, "pools class scores" },
+        { "head_gemm", "p", 12, "follows it" },
+        { "head_reducemean", "p", 8, "follows it" },
+        { "head_fc", "hr", 16, "no global pool" },
+        { "head_nhwc", "p", 8, "follows it" },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        char p[1200];
+        float *x = NULL, *ref = NULL;
+        int64_t xd[8], rd[8];
+        int xr, rr;
+        size_t xc, rc;
+        sl_error e;
+        model_path(p, sizeof p, cases[t].name, ".in.npy");
+        assert_int_equal(sl__npy_read(p, &x, xd, &xr, &xc, &e), SL_OK);
+        model_path(p, sizeof p, cases[t].name, ".emb.npy");
+        assert_int_equal(sl__npy_read(p, &ref, rd, &rr, &rc, &e), SL_OK);
+        model_path(p, sizeof p, cases[t].name, ".onnx");
+        sl_nn *m = NULL;
+        if (sl_nn_load(p, &m, &e)) fail_msg("%s: %s", cases[t].name, e.message);
+        if (strcmp(sl_nn_output_name(m), cases[t].output))
+            fail_msg("%s: embedding '%s', expected '%s'", cases[t].name, sl_nn_output_name(m), cases[t].output);
+        assert_int_equal(sl_nn_embed_dim(m), cases[t].dim);
+        assert_int_equal(rc, 2 * cases[t].dim);
+        float y[64];
+        assert_int_equal(sl_nn_run(m, x, 2, y, &e), SL_OK);
+        assert_true(rel_diff(y, ref, rc) < 1e-5);
+        char *info = NULL;
+        assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
+        if (!strstr(info, cases[t].why) || !strstr(info, "alternatives"))
+            fail_msg("%s: info does not explain the choice:\n%s", cases[t].name, info);
+        free(info);
+        sl_nn_free(m);
+        free(x);
+        free(ref);
+    }
+    /* The class scores stay reachable by name. */
+    char p[1200];
+    model_path(p, sizeof p, "head_convclass", ".onnx");
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.output = "logits";
+    sl_nn *m = NULL;
+    sl_error e;
+    assert_int_equal(sl_nn_load_opts(p, &o, &m, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_dim(m), 10);
+    sl_nn_free(m);
+}
+
+/* Preprocessing against torchvision's transforms on PIL images, computed by
+ * tests/preproc/make_reference.py (its PRE table) on the generated images of pattern.h. */
+static void test_preprocess_matches_torchvision(void **state) {
+    (void)state;
+#ifdef SL_NN_HAVE_IMAGE
+    static const float imagenet[2][3] = {{0.485f, 0.456f, 0.406f}, {0.229f, 0.224f, 0.225f}};
+    static const float caffe[2][3] = {{123.675f, 116.28f, 103.53f}, {58.395f, 57.12f, 57.375f}};
+    static const struct {
+        const char *name, *kind; int w, h, resize, crop; sl_image_filter f; int caffe_norm, bgr, nhwc;
+    } cases[] = {
+        { "landscape", "mixed", 67, 50, 40, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+        { "portrait_bicubic", "mixed", 50, 90, 37, 32, SL_IMAGE_FILTER_BICUBIC, 0, 0, 0 },
+        { "half_up", "noise", 90, 50, 39, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+        { "pad", "mixed", 60, 90, 30, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+        { "caffe_bgr_nearest", "mixed", 64, 48, 36, 32, SL_IMAGE_FILTER_NEAREST, 1, 1, 0 },
+        { "box_nhwc", "mixed", 80, 70, 34, 32, SL_IMAGE_FILTER_BOX, 0, 0, 1 },
+        { "no_resize", "smooth", 45, 41, 0, 32, SL_IMAGE_FILTER_BILINEAR, 0, 0, 0 },
+    };
+    const char *src = getenv("SL_SOURCE_DIR");
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        char p[1200];
+        snprintf(p, sizeof p, "%s/tests/preproc/pre_%s.npy", src ? src : "..", cases[t].name);
+        float *ref = NULL;
+        int64_t rd[8];
+        int rr;
+        size_t rc;
+        sl_error e;
+        assert_int_equal(sl__npy_read(p, &ref, rd, &rr, &rc, &e), SL_OK);
+        assert_int_equal(rc, 3 * 32 * 32);
+        sl_nn_opts o;
+        sl_nn_opts_init(&o);
+        o.have_preproc = 1;
+        o.preproc.resize = cases[t].resize;
+        o.preproc.crop = cases[t].crop;
+        o.preproc.interp = cases[t].f;
+        const float (*ms)[3] = cases[t].caffe_norm ? caffe : imagenet;
+        memcpy(o.preproc.mean, ms[0], sizeof o.preproc.mean);
+        memcpy(o.preproc.std, ms[1], sizeof o.preproc.std);
+        o.preproc.scale = cases[t].caffe_norm ? 1.0f : 1.0f / 255.0f;
+        o.preproc.bgr = cases[t].bgr;
+        model_path(p, sizeof p, cases[t].nhwc ? "head_nhwc" : "tiny_resnet", ".onnx");
+        sl_nn *m = NULL;
+        if (sl_nn_load_opts(p, &o, &m, &e)) fail_msg("%s: %s", cases[t].name, e.message);
+        assert_int_equal(sl_nn_preproc_get(m)->layout, cases[t].nhwc ? SL_NN_LAYOUT_NHWC : SL_NN_LAYOUT_NCHW);
+        sl_image *img = sl_test_pattern(cases[t].kind, cases[t].w, cases[t].h, 3);
+        assert_non_null(img);
+        float x[3 * 32 * 32];
+        const sl_image *imgs[1] = {img};
+        assert_int_equal(sl_nn_preprocess(m, imgs, 1, x, &e), SL_OK);
+        double worst = 0;
+        size_t at = 0;
+        for (size_t i = 0; i < rc; i++)
+            if (fabs((double)x[i] - ref[i]) > worst) { worst = fabs((double)x[i] - ref[i]); at = i; }
+        /* one grey level is 1/255/0.229 = 0.017; float rounding of the normalization ~1e-7 */
+        if (worst > 2e-6) fail_msg("%s: max |diff| %g at %zu (%g vs torchvision %g)", cases[t].name, worst, at,
+                                   (double)x[at], (double)ref[at]);
+        /* sl_nn_embed runs exactly this tensor */
+        size_t dim = sl_nn_embed_dim(m);
+        float a[64], b[64];
+        assert_true(dim <= 64);
+        assert_int_equal(sl_nn_embed(m, imgs, 1, a, &e), SL_OK);
+        assert_int_equal(sl_nn_embed_tensor(m, x, 1, b, &e), SL_OK);
+        assert_memory_equal(a, b, dim * sizeof(float));
+        sl_image_free(img);
+        sl_nn_free(m);
+        free(ref);
+    }
+#else
+    skip();
+#endif
+}
+
+/* Sidecar interpolation and layout keys. */
+static void test_sidecar_interpolation_layout(void **state) {
+    (void)state;
+    char p[1200], js[] = "/tmp/sl_nn_interpXXXXXX";
+    model_path(p, sizeof p, "tiny_resnet", ".onnx");
+    int fd = mkstemp(js);
+    assert_true(fd >= 0);
+    close(fd);
+    static const struct { const char *doc; sl_status st; int interp, layout; const char *msg; } cases[] = {
+        { "{\"interpolation\": \"bicubic\", \"layout\": \"nchw\"}", SL_OK, SL_IMAGE_FILTER_BICUBIC, SL_NN_LAYOUT_NCHW, NULL },
+        { "{\"interpolation\": \"area\"}", SL_OK, SL_IMAGE_FILTER_BOX, SL_NN_LAYOUT_NCHW, NULL },
+        { "{\"interpolation\": \"nearest\"}", SL_OK, SL_IMAGE_FILTER_NEAREST, SL_NN_LAYOUT_NCHW, NULL },
+        { "{}", SL_OK, SL_IMAGE_FILTER_BILINEAR, SL_NN_LAYOUT_NCHW, NULL },
+        { "{\"interpolation\": \"lanczos\"}", SL_E_CORRUPT, 0, 0, "interpolation" },
+        { "{\"layout\": \"chw\"}", SL_E_CORRUPT, 0, 0, "layout" },
+        { "{\"layout\": \"nhwc\"}", SL_E_INVALID, 0, 0, "no 3 channels" },
+    };
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        FILE *f = fopen(js, "w");
+        fputs(cases[t].doc, f);
+        fclose(f);
+        sl_nn_opts o;
+        sl_nn_opts_init(&o);
+        o.sidecar = js;
+        sl_nn *m = NULL;
+        sl_error e;
+        sl_error_clear(&e);
+        sl_status st = sl_nn_load_opts(p, &o, &m, &e);
+        if (st != cases[t].st) fail_msg("%s: status %d (%s)", cases[t].doc, st, e.message);
+        if (cases[t].msg) assert_non_null(strstr(e.message, cases[t].msg));
+        if (!st) {
+            assert_int_equal(sl_nn_preproc_get(m)->interp, cases[t].interp);
+            assert_int_equal(sl_nn_preproc_get(m)->layout, cases[t].layout);
+        }
+        sl_nn_free(m);
+    }
+    unlink(js);
+}
+
+/* Files that are not models get an error saying what they are. */
+static void test_not_a_model_errors(void **state) {
+    (void)state;
+    static const struct { const char *content, *msg; } cases[] = {
+        { "<!DOCTYPE html>\n<html><head><title>Model</title></head></html>", "HTML page" },
+        { "\n  <html lang=\"en\"><body>Sign in</body></html>", "HTML page" },
+        { "version https://git-lfs.github.com/spec/v1\noid sha256:4d7a\nsize 13964800\n", "git lfs pull" },
+        { "{\"error\": \"Not Found\", \"status\": 404}", "text file" },
+    };
+    char tmp[] = "/tmp/sl_nn_notmodelXXXXXX";
+    int fd = mkstemp(tmp);
+    assert_true(fd >= 0);
+    close(fd);
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        FILE *f = fopen(tmp, "wb");
+        fputs(cases[t].content, f);
+        fclose(f);
+        sl_nn *m = (sl_nn *)1;
+        sl_error e;
+        assert_int_equal(sl_nn_load(tmp, &m, &e), SL_E_CORRUPT);
+        assert_null(m);
+        if (!strstr(e.message, cases[t].msg)) fail_msg("'%s' for %s", e.message, cases[t].msg);
+    }
+    /* a model cut short says so */
+    char p[1200];
+    model_path(p, sizeof p, "tiny_mbv3", ".onnx");
+    unsigned char *buf = NULL;
+    size_t n = 0;
+    assert_int_equal(read_all(p, &buf, &n), 0);
+    FILE *f = fopen(tmp, "wb");
+    fwrite(buf, 1, n / 2, f);
+    fclose(f);
+    sl_nn *m = NULL;
+    sl_error e;
+    assert_int_equal(sl_nn_load(tmp, &m, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "cut short"));
+    free(buf);
+    unlink(tmp);
+}
+
+/* ---- the official ONNX backend node tests (Debian libonnx-testdata) ------------------------ */
+
+#define ONNX_NODE_TESTS "/usr/share/libonnx-testdata/data/node"
+
+static int read_file_bytes(const char *path, unsigned char **buf, size_t *n) {
+    return read_all(path, buf, n);
+}
+
+static int parse_pb(const char *path, sl__onnx_tensor *t) {
+    unsigned char *b = NULL;
+    size_t n = 0;
+    if (read_file_bytes(path, &b, &n)) { free(b); return -1; }
+    sl_error e;
+    int rc = sl__onnx_parse_tensor(b, n, t, &e) ? -1 : 0;
+    free(b);
+    return rc;
+}
+
+enum { ONNX_PASS, ONNX_REFUSED, ONNX_WRONG, ONNX_SKIP };
+
+/* Runs one node test: every graph input after the first becomes an initializer holding its test
+ * value (the engine has one image input), the first is run, each output compared with the
+ * expected one (ONNX's backend tolerance: |a - e| <= 1e-7 + 1e-3 |e|, same shape). */
+static int onnx_node_test(const char *dir, char *why, size_t nwhy) {
+    char p[1400];
+    unsigned char *mb = NULL;
+    size_t mn = 0;
+    snprintf(p, sizeof p, "%s/model.onnx", dir);
+    if (read_file_bytes(p, &mb, &mn)) { free(mb); snprintf(why, nwhy, "unreadable model"); return ONNX_WRONG; }
+    sl_error e;
+    sl__onnx_model *o = NULL;
+    if (sl__onnx_parse(mb, mn, &o, &e)) { snprintf(why, nwhy, "%s", e.message); free(mb); return ONNX_REFUSED; }
+    for (size_t k = 0; k < o->nnodes; k++)
+        if (!sl__nn_op_supported(o->nodes[k].domain, o->nodes[k].op)) {
+            snprintf(why, nwhy, "%s%s%s", o->nodes[k].domain && o->nodes[k].domain[0] ? o->nodes[k].domain : "",
+                     o->nodes[k].domain && o->nodes[k].domain[0] ? "." : "", o->nodes[k].op);
+            sl__onnx_free(o);
+            free(mb);
+            return ONNX_SKIP;
+        }
+    size_t nout = o->noutputs;
+    sl__onnx_free(o);
+    int result = ONNX_PASS;
+    why[0] = 0;
+    for (size_t k = 0; k < nout && result == ONNX_PASS; k++) {
+        assert_int_equal(sl__onnx_parse(mb, mn, &o, &e), SL_OK);
+        /* graph inputs that are not initializers, in order */
+        sl__onnx_tensor in0;
+        memset(&in0, 0, sizeof in0);
+        int have0 = 0, bad = 0;
+        size_t ni = 0;
+        for (size_t j = 0; j < o->ninputs && !bad; j++) {
+            int init = 0;
+            for (size_t q = 0; q < o->ninits; q++) init |= !strcmp(o->inits[q].name, o->inputs[j].name);
+            if (init) continue;
+            sl__onnx_tensor t;
+            snprintf(p, sizeof p, "%s/test_data_set_0/input_%zu.pb", dir, ni++);
+            if (parse_pb(p, &t)) { bad = 1; snprintf(why, nwhy, "input %zu: unreadable or of an unsupported type", ni - 1); break; }
+            if (!have0) { in0 = t; have0 = 1; continue; }
+            sl__onnx_tensor *ni2 = realloc(o->inits, (o->ninits + 1) * sizeof *ni2);
+            assert_non_null(ni2);
+            o->inits = ni2;
+            free(t.name);
+            t.name = sl__strdup(o->inputs[j].name);
+            o->inits[o->ninits++] = t;
+        }
+        if (bad || !have0) {
+            if (!bad) snprintf(why, nwhy, "no graph input");
+            sl__onnx_free(o);
+            sl__onnx_tensor_clear(&in0);
+            result = ONNX_REFUSED;
+            break;
+        }
+        char oname[256];
+        snprintf(oname, sizeof oname, "%s", o->outputs[k].name);
+        sl_nn_opts opts;
+        sl_nn_opts_init(&opts);
+        opts.threads = 1;
+        opts.output = oname;
+        sl_nn *m = NULL;
+        sl__onnx_tensor ex;
+        memset(&ex, 0, sizeof ex);
+        sl_error_clear(&e);
+        /* a uint8 / int8 input (the quantized operators' tests) is given to sl_nn_run as its
+         * values in floats, as the engine takes it */
+        int q8in = in0.dtype == SL__DT_I64 && (in0.onnx_type == SL__DT_U8 || in0.onnx_type == SL__DT_S8);
+        if (q8in) {
+            float *fx = calloc(in0.count ? in0.count : 1, sizeof *fx);
+            assert_non_null(fx);
+            for (size_t i = 0; i < in0.count; i++) fx[i] = (float)in0.i[i];
+            free(in0.i);
+            in0.i = NULL;
+            in0.f = fx;
+            in0.dtype = SL__DT_F32;
+        }
+        if (in0.dtype != SL__DT_F32) {
+            snprintf(why, nwhy, "input 0 is not float32, uint8 or int8");
+            result = ONNX_REFUSED;
+            sl__onnx_free(o);
+        } else if (sl__nn_load_parsed(dir, o, &opts, &m, &e)) {
+            snprintf(why, nwhy, "%s", e.message);
+            result = ONNX_REFUSED;
+        } else {
+            size_t batch = (size_t)in0.dims[0];
+            int64_t od[8];
+            int orank = sl_nn_output_shape(m, batch, od);
+            size_t cnt = sl_nn_embed_dim(m) * batch;
+            float *y = calloc(cnt ? cnt : 1, sizeof *y);
+            snprintf(p, sizeof p, "%s/test_data_set_0/output_%zu.pb", dir, k);
+            assert_non_null(y);
+            if (sl_nn_run(m, in0.f, batch, y, &e)) {
+                snprintf(why, nwhy, "%s", e.message);
+                result = ONNX_REFUSED;
+            } else if (parse_pb(p, &ex)) {
+                snprintf(why, nwhy, "expected output %zu: unreadable or unsupported type", k);
+                result = ONNX_WRONG;
+            } else {
+                int same = orank == ex.rank && ex.count == cnt;
+                for (int d = 0; same && d < orank; d++) same = od[d] == ex.dims[d];
+                if (!same) {
+                    snprintf(why, nwhy, "output '%s': shape of rank %d, %zu values; expected rank %d, %zu", oname,
+                             orank, cnt, ex.rank, ex.count);
+                    result = ONNX_WRONG;
+                }
+                for (size_t i = 0; i < cnt && result == ONNX_PASS; i++) {
+                    double want = ex.dtype == SL__DT_F32 ? (double)ex.f[i] : (double)ex.i[i];
+                    double got = y[i];
+                    int ok = (isnan(want) && isnan(got)) || fabs(got - want) <= 1e-7 + 1e-3 * fabs(want);
+                    if (!ok) {
+                        snprintf(why, nwhy, "output '%s'[%zu] = %g, expected %g", oname, i, got, want);
+                        result = ONNX_WRONG;
+                    }
+                }
+            }
+            free(y);
+        }
+        sl__onnx_tensor_clear(&ex);
+        sl__onnx_tensor_clear(&in0);
+        sl_nn_free(m);
+    }
+    free(mb);
+    return result;
+}
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Every node test whose operators the engine converts (sl__nn_op_supported, so operators added
+ * later are tested automatically) passes, or is refused with an error and listed with the
+ * reason in tests/onnx_conformance_refused.txt. A wrong result fails; so does an unlisted
+ * refusal and a listed test that passes (the list stays true). */
+static void test_onnx_conformance(void **state) {
+    (void)state;
+    const char *root = getenv("SL_ONNX_NODE_TESTS") ? getenv("SL_ONNX_NODE_TESTS") : ONNX_NODE_TESTS;
+    DIR *d = opendir(root);
+    if (!d) fail_msg("%s: not found: install Debian's libonnx-testdata (deps/debian-test-nn.txt)", root);
+    char **names = NULL;
+    size_t n = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (strncmp(de->d_name, "test_", 5)) continue;
+        names = realloc(names, (n + 1) * sizeof *names);
+        assert_non_null(names);
+        names[n++] = sl__strdup(de->d_name);
+    }
+    closedir(d);
+    qsort(names, n, sizeof *names, cmp_str);
+    /* the refused list: "test_name  reason" lines, '#' comments */
+    const char *src = getenv("SL_SOURCE_DIR");
+    char lp[1200];
+    snprintf(lp, sizeof lp, "%s/tests/onnx_conformance_refused.txt", src ? src : "..");
+    unsigned char *lb = NULL;
+    size_t ln = 0;
+    assert_int_equal(read_all(lp, &lb, &ln), 0);
+    char *list = realloc(lb, ln + 1);
+    assert_non_null(list);
+    list[ln] = 0;
+    size_t pass = 0, refused = 0, skipped = 0, bad = 0;
+    for (size_t t = 0; t < n; t++) {
+        char dir[1200], why[512], key[300];
+        snprintf(dir, sizeof dir, "%s/%s", root, names[t]);
+        int r = onnx_node_test(dir, why, sizeof why);
+        snprintf(key, sizeof key, "\n%s ", names[t]);
+        int listed = strstr(list, key) != NULL || !strncmp(list, key + 1, strlen(key + 1));
+        if (r == ONNX_SKIP) { skipped++; continue; }
+        if (r == ONNX_PASS && !listed) pass++;
+        else if (r == ONNX_REFUSED && listed) refused++;
+        else {
+            bad++;
+            print_error("%s: %s%s\n", names[t],
+                        r == ONNX_PASS ? "passes, but is listed as refused: remove it from the list" :
+                        r == ONNX_REFUSED ? "refused and not listed: " : "WRONG: ", r == ONNX_PASS ? "" : why);
+        }
+        free(names[t]);
+        names[t] = NULL;
+    }
+    for (size_t t = 0; t < n; t++) free(names[t]);
+    free(names);
+    free(list);
+    print_message("ONNX node tests (%s): %zu for operators the engine converts: %zu pass, %zu refused by design "
+                  "(tests/onnx_conformance_refused.txt), %zu failing; %zu skipped (other operators)\n",
+                  root, pass + refused + bad, pass, refused, bad, skipped);
+    assert_int_equal(bad, 0);
+    assert_true(pass >= 100);
+}
+
 static void test_npy_roundtrip(void **state) {
     (void)state;
     float v[6] = {1, -2, 3.5f, 0, 1e-7f, 42};
@@ -812,6 +1224,11 @@ int main(void) {
         cmocka_unit_test(test_options_and_sidecar),
         cmocka_unit_test(test_npy_roundtrip),
         cmocka_unit_test(test_embed_images),
+        cmocka_unit_test(test_default_embedding_rule),
+        cmocka_unit_test(test_preprocess_matches_torchvision),
+        cmocka_unit_test(test_sidecar_interpolation_layout),
+        cmocka_unit_test(test_not_a_model_errors),
+        cmocka_unit_test(test_onnx_conformance),
         cmocka_unit_test(test_quantized_models_match_reference),
         cmocka_unit_test(test_quantized_errors_are_named),
         cmocka_unit_test(test_calibration_is_deterministic),

@@ -54,18 +54,31 @@ typedef enum sl_nn_backend {
                                      this im2col path) */
 } sl_nn_backend;
 
-/* Image preprocessing before the network (torchvision's ImageNet convention by default:
- * resize the shorter side to 256, centre-crop 224x224, RGB in [0,1], mean/std normalize). */
+/* Layout of the model's image input. */
+#define SL_NN_LAYOUT_AUTO 0   /* from the input shape: [N,3,H,W] is NCHW, [N,H,W,3] NHWC */
+#define SL_NN_LAYOUT_NCHW 1
+#define SL_NN_LAYOUT_NHWC 2
+
+/* Image preprocessing before the network: torchvision's classification transforms on a PIL
+ * image (Resize, CenterCrop, ToTensor, Normalize), reproduced exactly: the shorter side is
+ * resized to `resize` (the longer to int(resize * long / short)) with Pillow's antialiased
+ * filter (sl_image_resize_filter), the centre crop starts at int(round((size - crop) / 2.0))
+ * (round half to even, as Python) and pads with black when the image is smaller, then
+ * (pixel * scale - mean[c]) / std[c] in float32. Defaults: ImageNet (256 / 224, bilinear, mean
+ * 0.485 0.456 0.406, std 0.229 0.224 0.225, scale 1/255, RGB). */
 typedef struct sl_nn_preproc {
-    int resize;        /* shorter side after resizing (0 = resize straight to crop size) */
+    int resize;        /* shorter side after resizing (0 = resize straight to the input size;
+                          -1 = torchvision's ratio: the input size x 256 / 224) */
     int crop;          /* square centre crop side; 0 = the model's input size */
     float mean[3], std[3];
     float scale;       /* pixel multiplier before mean/std (1/255 for [0,1] inputs) */
     int bgr;           /* nonzero: channel order B,G,R instead of R,G,B */
+    sl_image_filter interp; /* resize filter (default SL_IMAGE_FILTER_BILINEAR) */
+    int layout;        /* SL_NN_LAYOUT_*; AUTO is resolved at load (sl_nn_preproc_get) */
 } sl_nn_preproc;
 
-/* Sets torchvision's ImageNet preprocessing (256 / 224, mean 0.485 0.456 0.406,
- * std 0.229 0.224 0.225, scale 1/255, RGB). */
+/* Sets torchvision's ImageNet preprocessing (256 / 224, bilinear, mean 0.485 0.456 0.406,
+ * std 0.229 0.224 0.225, scale 1/255, RGB, layout from the model). */
 void sl_nn_preproc_init(sl_nn_preproc *p);
 
 /* Load options. Initialize with sl_nn_opts_init, then adjust. */
@@ -129,6 +142,13 @@ size_t sl_nn_embed_dim(const sl_nn *m);
  * Thread-safe. */
 sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *out,
                               sl_error *err);
+
+/* Preprocesses n images into the model's input tensor (n * per-image input floats, in the
+ * model's layout), exactly what sl_nn_embed feeds the network: for comparing with another
+ * runtime or preprocessing. Thread-safe. Errors: SL_E_INVALID (empty image), SL_E_UNSUPPORTED
+ * (the input is not a 3-channel image tensor; builds without the image module), SL_E_NOMEM. */
+sl_status sl_nn_preprocess(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
+                           sl_error *err);
 
 /* Preprocesses n images and writes n L2-normalized embeddings (n * dim floats) to out.
  * Thread-safe. Needs the image module (SL_E_UNSUPPORTED in builds without it). */

@@ -22,9 +22,9 @@
 #define SL__CSV_MAX_COLUMNS 4096
 
 enum { SL__COL_ID, SL__COL_IMAGE, SL__COL_TITLE, SL__COL_CATEGORY, SL__COL_PRICE,
-       SL__COL_DESC, SL__COL_URL, SL__COL_N };
+       SL__COL_DESC, SL__COL_URL, SL__COL_CURRENCY, SL__COL_N };
 static const char *const sl__col_names[SL__COL_N] = {
-    "product_id", "image", "title", "category", "price", "description", "url"};
+    "product_id", "image", "title", "category", "price", "description", "url", "currency"};
 
 struct sl_catalog_reader {
     char *data;
@@ -206,7 +206,7 @@ static sl_status sl__csv_next(sl_catalog_reader *r, sl_catalog_row *row, sl_erro
         return sl__err_set(err, SL_E_CORRUPT, "%zu fields, the header has %zu", r->n_fields,
                            r->n_header);
     const char **dst[SL__COL_N] = {&row->product_id, &row->image, &row->title, &row->category,
-                                   &row->price_text, &row->description, &row->url};
+                                   &row->price_text, &row->description, &row->url, &row->currency};
     for (int k = 0; k < SL__COL_N; k++) *dst[k] = r->col_of[k] >= 0 ? r->fields[r->col_of[k]] : NULL;
     json_t *attrs = json_object();
     if (!attrs) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -299,6 +299,7 @@ static sl_status sl__jsonl_next(sl_catalog_reader *r, sl_catalog_row *row, sl_er
         row->price_text = r->jstr[SL__COL_PRICE];
         row->description = r->jstr[SL__COL_DESC];
         row->url = r->jstr[SL__COL_URL];
+        row->currency = r->jstr[SL__COL_CURRENCY];
         row->attrs_json = r->attrs;
         return SL_OK;
     }

@@ -31,6 +31,8 @@ void sl_nn_preproc_init(sl_nn_preproc *p) {
     p->std[0] = 0.229f; p->std[1] = 0.224f; p->std[2] = 0.225f;
     p->scale = 1.0f / 255.0f;
     p->bgr = 0;
+    p->interp = SL_IMAGE_FILTER_BILINEAR;
+    p->layout = SL_NN_LAYOUT_AUTO;
 }
 
 void sl_nn_opts_init(sl_nn_opts *o) {
@@ -82,6 +84,19 @@ static sl_status read_sidecar(const char *path, int must_exist, sl_nn_preproc *p
             const char *s = json_string_value(v);
             if (!s || (strcmp(s, "rgb") && strcmp(s, "bgr"))) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'channel_order' must be \"rgb\" or \"bgr\"", path); goto done; }
             pre->bgr = !strcmp(s, "bgr");
+        } else if (!strcmp(key, "interpolation")) {
+            const char *s = json_string_value(v);
+            static const char *const names[] = {"bilinear", "bicubic", "area", "nearest", "box"};
+            static const sl_image_filter fl[] = {SL_IMAGE_FILTER_BILINEAR, SL_IMAGE_FILTER_BICUBIC,
+                                                 SL_IMAGE_FILTER_BOX, SL_IMAGE_FILTER_NEAREST, SL_IMAGE_FILTER_BOX};
+            size_t k = 0;
+            while (s && k < 5 && strcmp(s, names[k])) k++;
+            if (!s || k == 5) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'interpolation' must be \"bilinear\", \"bicubic\", \"area\" or \"nearest\"", path); goto done; }
+            pre->interp = fl[k];
+        } else if (!strcmp(key, "layout")) {
+            const char *s = json_string_value(v);
+            if (!s || (strcmp(s, "nchw") && strcmp(s, "nhwc"))) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'layout' must be \"nchw\" or \"nhwc\"", path); goto done; }
+            pre->layout = !strcmp(s, "nhwc") ? SL_NN_LAYOUT_NHWC : SL_NN_LAYOUT_NCHW;
         } else if (!strcmp(key, "output")) {
             const char *s = json_string_value(v);
             if (!s) { st = sl__err_set(err, SL_E_CORRUPT, "sidecar %s: 'output' must be a string", path); goto done; }
@@ -104,27 +119,45 @@ sl_status sl_nn_load(const char *path, sl_nn **out, sl_error *err) {
     return sl_nn_load_opts(path, NULL, out, err);
 }
 
+static sl_status load_impl(const char *path, sl__onnx_model *parsed, const sl_nn_opts *opts, sl_nn **out,
+                           sl_error *err);
+
 sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
                            sl_error *err) {
+    return load_impl(path, NULL, opts, out, err);
+}
+
+sl_status sl__nn_load_parsed(const char *label, sl__onnx_model *parsed, const sl_nn_opts *opts,
+                             sl_nn **out, sl_error *err) {
+    sl_nn_opts o;
+    if (opts) o = *opts; else sl_nn_opts_init(&o);
+    if (!o.have_preproc) { o.have_preproc = 1; sl_nn_preproc_init(&o.preproc); o.preproc.crop = o.preproc.resize = 0; }
+    if (!parsed) return sl__err_set(err, SL_E_INVALID, "sl__nn_load_parsed: NULL model");
+    return load_impl(label, parsed, &o, out, err);
+}
+
+/* Loads `path`, or takes over `parsed` (not NULL: already read; freed on every path). */
+static sl_status load_impl(const char *path, sl__onnx_model *parsed, const sl_nn_opts *opts, sl_nn **out,
+                           sl_error *err) {
     if (out) *out = NULL;
-    if (!path || !out) return sl__err_set(err, SL_E_INVALID, "sl_nn_load: NULL argument");
+    if (!path || !out) { sl__onnx_free(parsed); return sl__err_set(err, SL_E_INVALID, "sl_nn_load: NULL argument"); }
     sl_nn_opts def;
     if (!opts) { sl_nn_opts_init(&def); opts = &def; }
     if (opts->threads < SL_NN_THREADS_MIN || opts->threads > SL_NN_THREADS_MAX)
-        return sl__err_set(err, SL_E_INVALID, "threads %d out of range %d..%d", opts->threads,
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "threads %d out of range %d..%d", opts->threads,
                            SL_NN_THREADS_MIN, SL_NN_THREADS_MAX);
     if (opts->max_batch < SL_NN_MAX_BATCH_MIN || opts->max_batch > SL_NN_MAX_BATCH_MAX)
-        return sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "max_batch %zu out of range %d..%d", opts->max_batch,
                            SL_NN_MAX_BATCH_MIN, SL_NN_MAX_BATCH_MAX);
     if (opts->precision != SL_NN_PRECISION_FP32 && opts->precision != SL_NN_PRECISION_BF16 &&
         opts->precision != SL_NN_PRECISION_INT8)
-        return sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "unknown precision %d", (int)opts->precision);
     if (opts->backend != SL_NN_BACKEND_AUTO && opts->backend != SL_NN_BACKEND_REF &&
         opts->backend != SL_NN_BACKEND_GEMM)
-        return sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
+        return sl__onnx_free(parsed), sl__err_set(err, SL_E_INVALID, "unknown backend %d", (int)opts->backend);
     sl_nn *m = calloc(1, sizeof *m);
     pthread_mutex_t *mu = malloc(sizeof *mu);
-    if (!m || !mu) { free(m); free(mu); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+    if (!m || !mu) { free(m); free(mu); sl__onnx_free(parsed); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     pthread_mutex_init(mu, NULL);
     m->lock = mu;
     m->threads = opts->threads;
@@ -136,6 +169,7 @@ sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
     char *output = opts->output ? sl__strdup(opts->output) : NULL;
     sl_status st = SL_OK;
     int crop_set = opts->have_preproc;
+    int layout_set = opts->have_preproc && opts->preproc.layout != SL_NN_LAYOUT_AUTO;
     if (!(m->path = sl__strdup(path))) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto fail; }
     if (opts->have_preproc) m->pre = opts->preproc;
     else {
@@ -149,17 +183,28 @@ sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
         }
         char *sc_out = NULL;
         int norm = m->normalize;
+        m->pre.layout = SL_NN_LAYOUT_AUTO;
         st = read_sidecar(sc, opts->sidecar != NULL, &m->pre, &sc_out, &norm, &crop_set, err);
         if (st) { free(sc_out); goto fail; }
         m->normalize = norm;
+        layout_set = m->pre.layout != SL_NN_LAYOUT_AUTO;
         if (sc_out && !output) output = sc_out; else free(sc_out);
     }
-    if (m->pre.crop < 0 || m->pre.resize < 0 || !(m->pre.scale > 0) || !(m->pre.std[0] > 0) ||
+    if (m->pre.crop < 0 || m->pre.resize < -1 || m->pre.resize > SL_IMAGE_MAX_SIDE_MAX ||
+        m->pre.crop > SL_IMAGE_MAX_SIDE_MAX || !(m->pre.scale > 0) || !(m->pre.std[0] > 0) ||
         !(m->pre.std[1] > 0) || !(m->pre.std[2] > 0)) {
-        st = sl__err_set(err, SL_E_INVALID, "preprocessing: crop/resize must be >= 0, scale and std > 0");
+        st = sl__err_set(err, SL_E_INVALID, "preprocessing: crop must be 0..%d, resize -1..that, scale and std > 0",
+                         SL_IMAGE_MAX_SIDE_MAX);
         goto fail;
     }
-    if ((st = sl__onnx_read_file(path, &m->onnx, err))) goto fail;
+    if ((unsigned)m->pre.interp > (unsigned)SL_IMAGE_FILTER_NEAREST || m->pre.layout < SL_NN_LAYOUT_AUTO ||
+        m->pre.layout > SL_NN_LAYOUT_NHWC) {
+        st = sl__err_set(err, SL_E_INVALID, "preprocessing: unknown interpolation %d or layout %d",
+                         (int)m->pre.interp, m->pre.layout);
+        goto fail;
+    }
+    if (parsed) { m->onnx = parsed; parsed = NULL; }
+    else if ((st = sl__onnx_read_file(path, &m->onnx, err))) goto fail;
     if ((st = sl__graph_build(m, output, err))) { sl__err_prefix(err, "%s", path); goto fail; }
     {
         /* Per-image size of the output, from a batch-1 plan (or the fixed batch). */
@@ -177,7 +222,16 @@ sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
         m->embed_dim = cnt / b;
     }
     if (m->in_rank == 4) {
-        int64_t H = m->in_dims[2], W = m->in_dims[3];
+        if (m->pre.layout == SL_NN_LAYOUT_AUTO)
+            m->pre.layout = m->in_dims[1] != 3 && m->in_dims[3] == 3 ? SL_NN_LAYOUT_NHWC : SL_NN_LAYOUT_NCHW;
+        int nhwc = m->pre.layout == SL_NN_LAYOUT_NHWC;
+        if (layout_set && m->in_dims[nhwc ? 3 : 1] != 3) {
+            st = sl__err_set(err, SL_E_INVALID, "%s: layout %s, but the input [%lld, %lld, %lld, %lld] has no 3 channels there",
+                             path, nhwc ? "nhwc" : "nchw", (long long)m->in_dims[0], (long long)m->in_dims[1],
+                             (long long)m->in_dims[2], (long long)m->in_dims[3]);
+            goto fail;
+        }
+        int64_t H = m->in_dims[nhwc ? 1 : 2], W = m->in_dims[nhwc ? 2 : 3];
         if (!crop_set && (m->pre.crop != H || H != W)) {
             /* Default preprocessing on a model that is not 224x224: crop to its input size and keep
              * torchvision's resize ratio (256/224). */
@@ -189,11 +243,13 @@ sl_status sl_nn_load_opts(const char *path, const sl_nn_opts *opts, sl_nn **out,
                              m->pre.crop, (long long)W, (long long)H);
             goto fail;
         }
+        if (m->pre.resize < 0) m->pre.resize = (int)(((H < W ? H : W) * 256 + 112) / 224);
     }
     free(output);
     *out = m;
     return SL_OK;
 fail:
+    sl__onnx_free(parsed);
     free(output);
     sl_nn_free(m);
     return st;
@@ -211,6 +267,7 @@ void sl_nn_free(sl_nn *m) {
     free(m->vals);
     free(m->nodes);
     sl__calib_free(m->calib);
+    free(m->alts);
     sl__onnx_free(m->onnx);
     if (m->lock) { pthread_mutex_destroy(m->lock); free(m->lock); }
     free(m->path);
@@ -307,14 +364,31 @@ sl_status sl_nn_info(const sl_nn *m, char **text, sl_error *err) {
     sb_printf(&b, "FLOPs per image: %lld (%.3f GFLOPs)\n", (long long)m->flops, (double)m->flops / 1e9);
     size_t live = 0;
     for (size_t k = 0; k < m->nnodes; k++) live += !m->nodes[k].dead;
-    sb_printf(&b, "embedding: '%s', %zu floats%s\n", m->vals[m->output].name, m->embed_dim,
-              m->normalize ? ", L2-normalized" : "");
+    sb_printf(&b, "embedding: '%s', %zu floats%s: %s\n", m->vals[m->output].name, m->embed_dim,
+              m->normalize ? ", L2-normalized" : "", m->choice);
+    /* the other tensors one may embed with (--output NAME or "output" in the sidecar) */
+    int nalt = 0;
+    for (int k = 0; k < m->nalts; k++) {
+        if (m->alts[k].value == m->output) continue;
+        if (!nalt++) sb_printf(&b, "alternatives (--output NAME, or \"output\" in the sidecar):\n");
+        sb_printf(&b, "  %-24s %zu floats, %s\n", m->vals[m->alts[k].value].name, m->alts[k].dim, m->alts[k].what);
+    }
+    for (size_t k = 0; k < o->noutputs; k++) {
+        int v = sl__graph_find_value(m, o->outputs[k].name), seen = v == m->output;
+        for (int j = 0; j < m->nalts && !seen; j++) seen = m->alts[j].value == v;
+        if (seen) continue;
+        if (!nalt++) sb_printf(&b, "alternatives (--output NAME, or \"output\" in the sidecar):\n");
+        sb_printf(&b, "  %-24s graph output\n", o->outputs[k].name);
+    }
     sb_printf(&b, "load-time graph: %zu nodes to run; %d BatchNorm folded, %d activations and %d sums fused, %d nodes constant-folded\n",
               live, m->fused_bn, m->fused_act, m->fused_sum, m->folded);
-    sb_printf(&b, "preprocessing: resize %d, crop %d, scale %g, mean [%g, %g, %g], std [%g, %g, %g], %s\n",
-              m->pre.resize, m->pre.crop, (double)m->pre.scale, (double)m->pre.mean[0],
+    static const char *const interp[] = {"bilinear", "bicubic", "area", "nearest"};
+    sb_printf(&b, "preprocessing: resize %d (shorter side, %s as Pillow), crop %d, scale %g, mean [%g, %g, %g], "
+              "std [%g, %g, %g], %s, %s\n",
+              m->pre.resize, interp[m->pre.interp], m->pre.crop, (double)m->pre.scale, (double)m->pre.mean[0],
               (double)m->pre.mean[1], (double)m->pre.mean[2], (double)m->pre.std[0],
-              (double)m->pre.std[1], (double)m->pre.std[2], m->pre.bgr ? "BGR" : "RGB");
+              (double)m->pre.std[1], (double)m->pre.std[2], m->pre.bgr ? "BGR" : "RGB",
+              m->pre.layout == SL_NN_LAYOUT_NHWC ? "NHWC" : "NCHW");
     char conv[160];
     sl_error pe;
     sl_error_clear(&pe);
@@ -361,35 +435,68 @@ sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *o
     return SL_OK;
 }
 
+/* Python's round(k / 2.0) for an integer k >= 0: halves go to the even neighbour. */
+static int half_round_even(int k) {
+    int q = k / 2;
+    return (k & 1) && (q & 1) ? q + 1 : q;
+}
+
+/* Start of the centre crop of `crop` in `size` (torchvision's center_crop): negative when the
+ * image is padded (by (crop - size) / 2 on the low side). */
+static int crop_start(int size, int crop) {
+    return crop > size ? -((crop - size) / 2) : half_round_even(size - crop);
+}
+
+/* Checks the model takes a 3-channel image; per-image floats in *per. */
+static sl_status image_input(const sl_nn *m, size_t *per, sl_error *err) {
+    int nhwc = m->pre.layout == SL_NN_LAYOUT_NHWC;
+    if (m->in_rank != 4 || m->in_dims[nhwc ? 3 : 1] != 3)
+        return sl__err_set(err, SL_E_UNSUPPORTED, "model input is not an RGB image tensor (%s)",
+                           nhwc ? "[N,H,W,3]" : "[N,3,H,W]");
+    *per = (size_t)(m->in_dims[1] * m->in_dims[2] * m->in_dims[3]);
+    return SL_OK;
+}
+
 #ifdef SL_NN_HAVE_IMAGE
-/* Resize (shorter side -> resize) and centre-crop to crop x crop, then to normalized CHW floats. */
+/* Resize (shorter side -> resize, Pillow's filter), centre-crop (padding with black) to the
+ * model's H x W, then normalized floats in the model's layout. */
 static sl_status preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err) {
     const sl_nn_preproc *p = &m->pre;
-    int H = (int)m->in_dims[2], W = (int)m->in_dims[3];
-    int w = sl_image_width(img), h = sl_image_height(img);
+    int nhwc = p->layout == SL_NN_LAYOUT_NHWC;
+    int H = (int)m->in_dims[nhwc ? 1 : 2], W = (int)m->in_dims[nhwc ? 2 : 3];
+    int w = img ? sl_image_width(img) : 0, h = img ? sl_image_height(img) : 0;
     if (w <= 0 || h <= 0) return sl__err_set(err, SL_E_INVALID, "empty image");
-    int crop_h = H, crop_w = W; /* checked against the preprocessing at load */
-    int rw, rh;
+    int rw = W, rh = H;
     if (p->resize > 0) {
-        if (w <= h) { rw = p->resize; rh = (int)((double)h * p->resize / w); }
-        else { rh = p->resize; rw = (int)((double)w * p->resize / h); }
-    } else { rw = crop_w; rh = crop_h; }
-    if (rw < crop_w) rw = crop_w;
-    if (rh < crop_h) rh = crop_h;
+        /* torchvision: the shorter side becomes `resize`, the longer int(resize * long / short) */
+        double l = (double)p->resize * (w <= h ? h : w) / (w <= h ? w : h);
+        int nl = l >= SL_IMAGE_MAX_SIDE_MAX ? SL_IMAGE_MAX_SIDE_MAX : l < 1 ? 1 : (int)l;
+        if (w <= h) { rw = p->resize; rh = nl; } else { rh = p->resize; rw = nl; }
+    }
     sl_image *r = NULL;
-    sl_status st = sl_image_resize(img, rw, rh, SL_RESIZE_STRETCH, 0, &r, err);
-    if (st) return st;
-    int x0 = (rw - crop_w) / 2, y0 = (rh - crop_h) / 2, ch = sl_image_channels(r);
-    const uint8_t *px = sl_image_cpixels(r);
-    size_t stride = sl_image_stride(r), plane = (size_t)H * (size_t)W;
-    for (int y = 0; y < crop_h; y++) {
-        const uint8_t *row = px + (size_t)(y0 + y) * stride;
-        for (int x = 0; x < crop_w; x++) {
-            const uint8_t *q = row + (size_t)(x0 + x) * (size_t)ch;
+    const sl_image *use = img;
+    if (rw != w || rh != h) {
+        sl_status st = sl_image_resize_filter(img, rw, rh, p->interp, &r, err);
+        if (st) return st;
+        use = r;
+    }
+    int x0 = crop_start(rw, W), y0 = crop_start(rh, H), ch = sl_image_channels(use);
+    const uint8_t *px = sl_image_cpixels(use);
+    size_t stride = sl_image_stride(use), plane = (size_t)H * (size_t)W;
+    float zero[3]; /* a padded (black) pixel */
+    for (int c = 0; c < 3; c++) zero[c] = (0.0f * p->scale - p->mean[c]) / p->std[c];
+    for (int y = 0; y < H; y++) {
+        int sy = y0 + y;
+        for (int x = 0; x < W; x++) {
+            int sx = x0 + x;
+            int in = sy >= 0 && sy < rh && sx >= 0 && sx < rw;
+            const uint8_t *q = in ? px + (size_t)sy * stride + (size_t)sx * (size_t)ch : NULL;
             for (int c = 0; c < 3; c++) {
                 int src = ch == 1 ? 0 : p->bgr ? 2 - c : c;
-                dst[(size_t)c * plane + (size_t)y * (size_t)W + (size_t)x] =
-                    ((float)q[src] * p->scale - p->mean[c]) / p->std[c];
+                float v = in ? ((float)q[src] * p->scale - p->mean[c]) / p->std[c] : zero[c];
+                size_t at = nhwc ? ((size_t)y * (size_t)W + (size_t)x) * 3 + (size_t)c
+                                 : (size_t)c * plane + (size_t)y * (size_t)W + (size_t)x;
+                dst[at] = v;
             }
         }
     }
@@ -398,41 +505,35 @@ static sl_status preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_
 }
 #endif
 
-sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
-                       sl_error *err) {
-    if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_nn_embed: NULL argument");
+sl_status sl_nn_preprocess(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
+                           sl_error *err) {
+    if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_nn_preprocess: NULL argument");
 #ifdef SL_NN_HAVE_IMAGE
-    if (m->in_rank != 4 || m->in_dims[1] != 3)
-        return sl__err_set(err, SL_E_UNSUPPORTED, "model input is not an RGB image tensor [N,3,H,W]");
-    size_t per = (size_t)(3 * m->in_dims[2] * m->in_dims[3]);
-    size_t step = m->batch_fixed ? (size_t)m->in_dims[0] : m->max_batch;
-    float *buf = sl__mallocarray(per, step);
-    if (!buf) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    sl_status st = SL_OK;
-    for (size_t s = 0; s < n && !st; s += step) {
-        size_t b = n - s < step ? n - s : step;
-        for (size_t k = 0; k < b && !st; k++) {
-            st = preprocess(m, images[s + k], buf + k * per, err);
-            if (st) sl__err_prefix(err, "image %zu", s + k);
-        }
-        if (!st) st = sl_nn_embed_tensor(m, buf, b, out + s * m->embed_dim, err);
-    }
-    free(buf);
+    size_t per = 0;
+    sl_status st = image_input(m, &per, err);
+    for (size_t k = 0; k < n && !st; k++)
+        if ((st = preprocess(m, images[k], out + k * per, err))) sl__err_prefix(err, "image %zu", k);
     return st;
 #else
     return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module: use sl_nn_run on tensors");
 #endif
 }
 
-/* The preprocessing of sl_nn_embed for one image into dst (calibration, quant.c). */
-sl_status sl__nn_preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err);
-sl_status sl__nn_preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err) {
-#ifdef SL_NN_HAVE_IMAGE
-    if (m->in_rank != 4 || m->in_dims[1] != 3)
-        return sl__err_set(err, SL_E_UNSUPPORTED, "model input is not an RGB image tensor [N,3,H,W]");
-    return preprocess(m, img, dst, err);
-#else
-    (void)m; (void)img; (void)dst;
-    return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module");
-#endif
+sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
+                       sl_error *err) {
+    if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_nn_embed: NULL argument");
+    size_t per = 0;
+    sl_status st = image_input(m, &per, err);
+    if (st) return st;
+    size_t step = m->batch_fixed ? (size_t)m->in_dims[0] : m->max_batch;
+    float *buf = sl__mallocarray(per, step * sizeof(float));
+    if (!buf) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t s = 0; s < n && !st; s += step) {
+        size_t b = n - s < step ? n - s : step;
+        st = sl_nn_preprocess(m, images + s, b, buf, err);
+        if (st) { sl__err_prefix(err, "batch from %zu", s); break; }
+        st = sl_nn_embed_tensor(m, buf, b, out + s * m->embed_dim, err);
+    }
+    free(buf);
+    return st;
 }

@@ -172,6 +172,44 @@ static sl_status unsupported(const sl__onnx_node *o, sl_error *err) {
                        o->domain && o->domain[0] ? "." : "", o->op, o->name ? o->name : "");
 }
 
+/* The operators the engine converts (besides Constant), with their input counts. This table is
+ * also the engine's operator registry (sl__nn_op_supported): the ONNX conformance test
+ * (tests/test_nn.c) runs the node tests of exactly these operators, so an operator converted
+ * elsewhere must be reported by sl__nn_op_supported too, or its tests are skipped. */
+static const struct { const char *name; sl__op op; int minin, maxin; } table[] = {
+    {"Conv", SL__OP_CONV, 2, 3}, {"BatchNormalization", SL__OP_BN, 5, 5},
+    {"Relu", SL__OP_RELU, 1, 1}, {"Clip", SL__OP_CLIP, 1, 3}, {"Sigmoid", SL__OP_SIGMOID, 1, 1},
+    {"HardSigmoid", SL__OP_HSIGMOID, 1, 1}, {"HardSwish", SL__OP_HSWISH, 1, 1},
+    {"Add", SL__OP_ADD, 2, 2}, {"Sub", SL__OP_SUB, 2, 2}, {"Mul", SL__OP_MUL, 2, 2},
+    {"Div", SL__OP_DIV, 2, 2}, {"MaxPool", SL__OP_MAXPOOL, 1, 1},
+    {"AveragePool", SL__OP_AVGPOOL, 1, 1}, {"GlobalAveragePool", SL__OP_GAP, 1, 1},
+    {"Flatten", SL__OP_FLATTEN, 1, 1}, {"Gemm", SL__OP_GEMM, 2, 3},
+    {"MatMul", SL__OP_MATMUL, 2, 2}, {"Reshape", SL__OP_RESHAPE, 2, 2},
+    {"Concat", SL__OP_CONCAT, 1, SL__MAX_IN}, {"Squeeze", SL__OP_SQUEEZE, 1, 2},
+    {"Unsqueeze", SL__OP_UNSQUEEZE, 1, 2}, {"Identity", SL__OP_IDENTITY, 1, 1},
+    {"Dropout", SL__OP_IDENTITY, 1, 3}, {"Shape", SL__OP_SHAPE, 1, 1},
+    {"Gather", SL__OP_GATHER, 2, 2}, {"ReduceMean", SL__OP_REDUCEMEAN, 1, 2},
+    {"Softmax", SL__OP_SOFTMAX, 1, 1}, {"Transpose", SL__OP_TRANSPOSE, 1, 1},
+};
+
+int sl__nn_op_supported(const char *domain, const char *op) {
+    int qmin, qmax;
+    if (sl__q_op(domain, op, &qmin, &qmax) >= 0) return 1; /* the quantized operators (qlinear.c) */
+    if (domain && domain[0] && strcmp(domain, "ai.onnx")) return 0;
+    if (!strcmp(op, "Constant")) return 1;
+    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
+        if (!strcmp(op, table[k].name)) return 1;
+    return 0;
+}
+
+/* 1 when value `name` is read by a node of the file or is a graph output. */
+static int onnx_value_used(const sl__onnx_model *o, const char *name) {
+    for (size_t k = 0; k < o->noutputs; k++) if (!strcmp(o->outputs[k].name, name)) return 1;
+    for (size_t k = 0; k < o->nnodes; k++)
+        for (int j = 0; j < o->nodes[k].nin; j++) if (!strcmp(o->nodes[k].in[j], name)) return 1;
+    return 0;
+}
+
 /* Converts one ONNX node; appends 0 or 1 engine nodes. */
 static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *err) {
     const char *op = o->op;
@@ -222,21 +260,6 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
         return v < 0 ? sl__err_set(err, SL_E_NOMEM, "out of memory") : SL_OK;
     }
 
-    static const struct { const char *name; sl__op op; int minin, maxin; } table[] = {
-        {"Conv", SL__OP_CONV, 2, 3}, {"BatchNormalization", SL__OP_BN, 5, 5},
-        {"Relu", SL__OP_RELU, 1, 1}, {"Clip", SL__OP_CLIP, 1, 3}, {"Sigmoid", SL__OP_SIGMOID, 1, 1},
-        {"HardSigmoid", SL__OP_HSIGMOID, 1, 1}, {"HardSwish", SL__OP_HSWISH, 1, 1},
-        {"Add", SL__OP_ADD, 2, 2}, {"Sub", SL__OP_SUB, 2, 2}, {"Mul", SL__OP_MUL, 2, 2},
-        {"Div", SL__OP_DIV, 2, 2}, {"MaxPool", SL__OP_MAXPOOL, 1, 1},
-        {"AveragePool", SL__OP_AVGPOOL, 1, 1}, {"GlobalAveragePool", SL__OP_GAP, 1, 1},
-        {"Flatten", SL__OP_FLATTEN, 1, 1}, {"Gemm", SL__OP_GEMM, 2, 3},
-        {"MatMul", SL__OP_MATMUL, 2, 2}, {"Reshape", SL__OP_RESHAPE, 2, 2},
-        {"Concat", SL__OP_CONCAT, 1, SL__MAX_IN}, {"Squeeze", SL__OP_SQUEEZE, 1, 2},
-        {"Unsqueeze", SL__OP_UNSQUEEZE, 1, 2}, {"Identity", SL__OP_IDENTITY, 1, 1},
-        {"Dropout", SL__OP_IDENTITY, 1, 3}, {"Shape", SL__OP_SHAPE, 1, 1},
-        {"Gather", SL__OP_GATHER, 2, 2}, {"ReduceMean", SL__OP_REDUCEMEAN, 1, 2},
-        {"Softmax", SL__OP_SOFTMAX, 1, 1}, {"Transpose", SL__OP_TRANSPOSE, 1, 1},
-    };
     int t = -1, minin = qmin, maxin = qmax;
     sl__op top = (sl__op)qop;
     for (size_t k = 0; k < sizeof table / sizeof table[0] && qop < 0; k++)
@@ -247,7 +270,27 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
     if (nin < minin || nin > maxin)
         return sl__err_set(err, nin > maxin ? SL_E_UNSUPPORTED : SL_E_CORRUPT,
                            "node '%s' (%s): %d inputs, expected %d..%d", nm, op, nin, minin, maxin);
-    if (!strcmp(op, "Dropout")) nin = 1; /* inference: ratio / training_mode ignored */
+    if (!strcmp(op, "Dropout")) {
+        /* inference: identity. Training mode (random zeroing, opset 12+: a true training_mode
+         * input) is refused unless the ratio is 0, where it is the identity too; so is a mask
+         * output anything reads. */
+        int tv = nin >= 3 && o->in[2][0] ? sl__graph_find_value(m, o->in[2]) : -2;
+        const sl__value *tm = tv >= 0 ? &m->vals[tv] : NULL;
+        if (tv == -1 || (tm && (!tm->is_const || tm->dtype != SL__DT_I64 || tm->count != 1)))
+            return sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (Dropout): training_mode is not a constant", nm);
+        if (tm && tm->i[0]) {
+            int rv = nin >= 2 && o->in[1][0] ? sl__graph_find_value(m, o->in[1]) : -2;
+            float ratio = rv == -2 ? 0.5f
+                          : rv >= 0 && m->vals[rv].is_const && m->vals[rv].dtype == SL__DT_F32 && m->vals[rv].count == 1
+                          ? m->vals[rv].f[0] : -1.0f;
+            if (ratio != 0.0f)
+                return sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (Dropout): training_mode = true (random dropout "
+                                   "at training time) is not supported: export the model in eval mode", nm);
+        }
+        if (o->nout > 1 && o->out[1][0] && onnx_value_used(m->onnx, o->out[1]))
+            return sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (Dropout): the mask output is not supported", nm);
+        nin = 1;
+    }
     if (o->nout > 1) {
         for (int k = 1; k < o->nout; k++)
             if (o->out[k][0] && strcmp(op, "Dropout"))
@@ -620,15 +663,171 @@ static sl_status quantize_weights(sl_nn *m, sl_error *err) {
 
 sl_status sl__plan_probe_shapes(const sl_nn *m, size_t batch, sl__value **out, sl_error *err);
 
+/* A global pool: GlobalAveragePool (or QLinearGlobalAveragePool), or an AveragePool/MaxPool/
+ * ReduceMean that takes a rank-4 map with more than one position to 1x1 (ReduceMean over axes 2
+ * and 3, any keepdims). */
 static int is_pool_to_1x1(const sl_nn *m, const sl__node *n, const sl__value *shp) {
     (void)m;
-    const sl__value *o = &shp[n->out];
-    if (n->op == SL__OP_GAP) return 1;
+    const sl__value *o = &shp[n->out], *i = n->in[0] >= 0 ? &shp[n->in[0]] : NULL;
+    if (n->op == SL__OP_GAP || n->op == SL__OP_QGAP) return 1;
+    if (!i || i->rank != 4 || i->dims[2] * i->dims[3] <= 1) return 0;
     if ((n->op == SL__OP_AVGPOOL || n->op == SL__OP_REDUCEMEAN || n->op == SL__OP_MAXPOOL) &&
-        o->rank == 4 && o->dims[2] == 1 && o->dims[3] == 1 && shp[n->in[0]].rank == 4 &&
-        shp[n->in[0]].dims[2] * shp[n->in[0]].dims[3] > 1)
+        o->rank == 4 && o->dims[2] == 1 && o->dims[3] == 1)
         return 1;
+    if (n->op == SL__OP_REDUCEMEAN && n->has_axes && n->naxes == 2) {
+        int64_t a = n->axes[0] < 0 ? n->axes[0] + 4 : n->axes[0], b = n->axes[1] < 0 ? n->axes[1] + 4 : n->axes[1];
+        return (a == 2 && b == 3) || (a == 3 && b == 2);
+    }
     return 0;
+}
+
+/* Operators that pass a tensor through element by element (or unchanged): walking back over
+ * them from a pool finds the layer that made the pooled map. */
+static int is_pointwise(sl__op op) {
+    return op == SL__OP_RELU || op == SL__OP_CLIP || op == SL__OP_SIGMOID || op == SL__OP_HSIGMOID ||
+           op == SL__OP_HSWISH || op == SL__OP_SWISH || op == SL__OP_IDENTITY || op == SL__OP_BN;
+}
+
+static int add_alt(sl_nn *m, int v, const sl__value *shp, size_t probe, const char *what) {
+    for (int k = 0; k < m->nalts; k++) if (m->alts[k].value == v) return 0;
+    struct sl__nn_alt *p = sl__reallocarray(m->alts, (size_t)m->nalts + 1, sizeof *p);
+    if (!p) return -1;
+    m->alts = p;
+    p[m->nalts].value = v;
+    p[m->nalts].dim = probe ? shp[v].count / probe : 0;
+    snprintf(p[m->nalts].what, sizeof p[m->nalts].what, "%s", what);
+    m->nalts++;
+    return 0;
+}
+
+/* The default embedding: the globally pooled features before the classifier, never class scores.
+ * Rule (on the nodes the graph's first output depends on):
+ *  1. take the last global pool P;
+ *  2. if a Gemm, MatMul or Conv lies between P and the output, that is the classifier: P's output;
+ *  3. otherwise, if P pools (through pointwise ops) a 1x1 convolution of a map X with more than
+ *     one position, that convolution is the classifier (SqueezeNet/NiN: conv -> pool -> scores):
+ *     the global average pool of X (an existing pool of X, else one added to the graph);
+ *  4. otherwise P's output (a headless backbone ending in a pool);
+ *  5. without a global pool: the input of the last Gemm/MatMul (VGG's fc7), else the output.
+ * Records the reason and the alternatives for `cnn info`. Returns the value, or -1 (no memory). */
+static int choose_embedding(sl_nn *m, const sl__value *shp, size_t probe) {
+    size_t nv = m->nvals;
+    char *anc = calloc(nv ? nv : 1, 1), *desc = calloc(nv ? nv : 1, 1);
+    if (!anc || !desc) { free(anc); free(desc); return -1; }
+    int gout = m->output, out = -1;
+    anc[gout] = 1;
+    for (size_t k = m->nnodes; k-- > 0;) {
+        const sl__node *n = &m->nodes[k];
+        if (n->dead || !anc[n->out]) continue;
+        for (int j = 0; j < n->nin; j++) if (n->in[j] >= 0) anc[n->in[j]] = 1;
+    }
+    long P = -1, lastlin = -1;
+    for (size_t k = 0; k < m->nnodes; k++) {
+        const sl__node *n = &m->nodes[k];
+        if (n->dead || !anc[n->out]) continue;
+        if (is_pool_to_1x1(m, n, shp)) P = (long)k;
+        if ((n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_QMATMUL) && !m->vals[n->in[0]].is_const) lastlin = (long)k;
+    }
+    int fail = 0;
+    char what[128];
+    for (size_t k = 0; k < m->nnodes; k++) { /* alternatives: pools and classifier inputs */
+        const sl__node *n = &m->nodes[k];
+        if (n->dead || !anc[n->out]) continue;
+        if (is_pool_to_1x1(m, n, shp) && n->in[0] >= 0) {
+            snprintf(what, sizeof what, "global pool of '%s'", m->vals[n->in[0]].name);
+            fail |= add_alt(m, n->out, shp, probe, what);
+        } else if ((n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_QMATMUL) && !m->vals[n->in[0]].is_const) {
+            snprintf(what, sizeof what, "input of '%s' (%s)", n->name, sl__op_name(n->op));
+            fail |= add_alt(m, n->in[0], shp, probe, what);
+        }
+    }
+    if (P >= 0) {
+        const sl__node *p = &m->nodes[P];
+        desc[p->out] = 1;
+        const sl__node *lin = NULL;
+        for (size_t k = (size_t)P + 1; k < m->nnodes; k++) {
+            const sl__node *n = &m->nodes[k];
+            if (n->dead) continue;
+            int d = 0;
+            for (int j = 0; j < n->nin; j++) d |= n->in[j] >= 0 && desc[n->in[j]];
+            if (!d) continue;
+            desc[n->out] = 1;
+            if (anc[n->out] && !lin && (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_CONV ||
+                                        n->op == SL__OP_QMATMUL || n->op == SL__OP_QCONV))
+                lin = n;
+        }
+        if (lin) {
+            out = p->out;
+            snprintf(m->choice, sizeof m->choice, "the last global pool, of '%s'; the classifier '%s' (%s) follows it",
+                     m->vals[p->in[0]].name, lin->name, sl__op_name(lin->op));
+        } else {
+            /* walk back from the pool over pointwise ops to the layer that made the map */
+            int v = p->in[0];
+            const sl__node *c = NULL;
+            while (v >= 0 && m->vals[v].producer >= 0) {
+                const sl__node *q = &m->nodes[m->vals[v].producer];
+                if (q->op == SL__OP_CONV) { c = q; break; }
+                if (!is_pointwise(q->op)) break;
+                v = q->in[0];
+            }
+            const sl__value *w = c ? &m->vals[c->in[1]] : NULL;
+            int x = c ? c->in[0] : -1;
+            if (c && c->group == 1 && w->rank == 4 && w->dims[2] == 1 && w->dims[3] == 1 && c->sum_in < 0 &&
+                shp[x].rank == 4 && shp[x].dims[2] * shp[x].dims[3] > 1) {
+                /* the feature map X, seen through Identity/Dropout */
+                int root = x;
+                while (m->vals[root].producer >= 0 && m->nodes[m->vals[root].producer].op == SL__OP_IDENTITY)
+                    root = m->nodes[m->vals[root].producer].in[0];
+                for (size_t k = 0; k < m->nnodes && out < 0; k++) {
+                    const sl__node *n = &m->nodes[k];
+                    if (!n->dead && n->op != SL__OP_MAXPOOL && is_pool_to_1x1(m, n, shp) && n->in[0] >= 0) {
+                        int r = n->in[0];
+                        while (m->vals[r].producer >= 0 && m->nodes[m->vals[r].producer].op == SL__OP_IDENTITY)
+                            r = m->nodes[m->vals[r].producer].in[0];
+                        if (r == root) out = n->out;
+                    }
+                }
+                const char *how = "an existing pool";
+                size_t ci = (size_t)(c - m->nodes);
+                if (out < 0) { /* add GlobalAveragePool(X) */
+                    char nm[300];
+                    snprintf(nm, sizeof nm, "%s.pooled", m->vals[root].name);
+                    int nvv = sl__graph_find_value(m, nm) < 0 ? sl__graph_add_value(m, nm) : -1;
+                    sl__node *g = nvv >= 0 ? add_node(m) : NULL;
+                    if (!g) { free(anc); free(desc); return -1; }
+                    g->op = SL__OP_GAP;
+                    g->name = sl__strdup(nm);
+                    if (!g->name) { free(anc); free(desc); return -1; }
+                    g->nin = 1;
+                    g->in[0] = root;
+                    g->out = nvv;
+                    m->vals[nvv].producer = (int)(m->nnodes - 1);
+                    out = nvv;
+                    how = "added at load";
+                }
+                p = &m->nodes[P]; /* add_node may have moved the nodes */
+                c = &m->nodes[ci];
+                snprintf(m->choice, sizeof m->choice,
+                         "global average pool of '%s' (%s), the input of the classifier convolution "
+                         "'%s'; the last pool '%s' pools class scores", m->vals[root].name, how,
+                         c->name, m->vals[p->out].name);
+            } else {
+                out = p->out;
+                snprintf(m->choice, sizeof m->choice, "the last global pool, of '%s' (no classifier after it)",
+                         m->vals[p->in[0]].name);
+            }
+        }
+    } else if (lastlin >= 0) {
+        out = m->nodes[lastlin].in[0];
+        snprintf(m->choice, sizeof m->choice, "no global pool: the input of the last classifier layer '%s' (%s)",
+                 m->nodes[lastlin].name, sl__op_name(m->nodes[lastlin].op));
+    } else {
+        out = gout;
+        snprintf(m->choice, sizeof m->choice, "no global pool or classifier layer: the graph's first output");
+    }
+    free(anc);
+    free(desc);
+    return fail ? -1 : out;
 }
 
 /* FLOPs (2 x multiply-adds) per image and parameter count, from probe shapes at batch 1. */
@@ -727,17 +926,16 @@ sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err) {
         out = sl__graph_find_value(m, output_name);
         if (out < 0) { free(shp); return sl__err_set(err, SL_E_INVALID, "no tensor named '%s' in the model", output_name); }
     } else {
-        for (size_t k = m->nnodes; k-- > 0 && out < 0;) {
-            const sl__node *n = &m->nodes[k];
-            if (!n->dead && is_pool_to_1x1(m, n, shp)) out = n->out;
+        size_t before = m->nnodes;
+        out = choose_embedding(m, shp, probe);
+        if (out < 0) { free(shp); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
+        if (m->nnodes != before) { /* a pool was added: probe again */
+            free(shp);
+            shp = NULL;
+            if ((st = sl__plan_probe_shapes(m, probe, &shp, err))) return st;
         }
-        for (size_t k = m->nnodes; k-- > 0 && out < 0;) {
-            const sl__node *n = &m->nodes[k];
-            if (!n->dead && (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) && !m->vals[n->in[0]].is_const)
-                out = n->in[0];
-        }
-        if (out < 0) out = m->output;
     }
+    if (output_name) snprintf(m->choice, sizeof m->choice, "%s", output_name[0] ? "chosen by name" : "the graph's first output");
     if ((shp[out].dtype != SL__DT_F32 && shp[out].dtype != SL__DT_U8 && shp[out].dtype != SL__DT_S8) ||
         m->vals[out].is_const) {
         free(shp);

@@ -79,6 +79,16 @@ sl_status sl__onnx_parse(const uint8_t *data, size_t len, sl__onnx_model **out, 
 /* Reads a file with mmap (up to SL_NN_MAX_FILE_BYTES) and parses it. */
 sl_status sl__onnx_read_file(const char *path, sl__onnx_model **out, sl_error *err);
 void sl__onnx_free(sl__onnx_model *m);
+/* Parses one serialized TensorProto (e.g. an ONNX test's input_0.pb) into *t (cleared first;
+ * sl__onnx_tensor_clear frees it). Errors as sl__onnx_parse. */
+sl_status sl__onnx_parse_tensor(const uint8_t *data, size_t len, sl__onnx_tensor *t, sl_error *err);
+/* sl_nn_load_opts on an already parsed model, which it takes over (freed on failure too);
+ * `label` names the model in messages. The sidecar is not read. */
+sl_status sl__nn_load_parsed(const char *label, sl__onnx_model *parsed, const sl_nn_opts *opts,
+                             sl_nn **out, sl_error *err);
+/* 1 when the engine converts operator `op` of `domain` ("" or "ai.onnx"), else 0: the op
+ * registry the ONNX conformance test selects its tests with. */
+int sl__nn_op_supported(const char *domain, const char *op);
 void sl__onnx_tensor_clear(sl__onnx_tensor *t);
 const sl__onnx_attr *sl__onnx_attr_find(const sl__onnx_node *n, const char *name);
 
@@ -181,6 +191,11 @@ struct sl_nn {
     char *path;
     struct sl__calib *calib;   /* bf16 / int8: ranges and layers kept at fp32 (quant.c); NULL = not
                                   calibrated yet */
+    /* embedding choice (graph.c), for `cnn info`: why `output` was taken, and the other
+     * tensors a user may pick (global pools, classifier inputs, graph outputs) */
+    char choice[320];
+    struct sl__nn_alt { int value; size_t dim; char what[160]; } *alts;
+    int nalts;
 };
 
 /* Builds the optimized graph from a parsed model (takes ownership of initializer data). */

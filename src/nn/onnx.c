@@ -599,8 +599,53 @@ void sl__onnx_free(sl__onnx_model *m) {
     free(m);
 }
 
+static int starts_nocase(const uint8_t *p, size_t n, const char *lit) {
+    size_t L = strlen(lit);
+    if (n < L) return 0;
+    for (size_t k = 0; k < L; k++) {
+        int c = p[k];
+        if (c >= 'A' && c <= 'Z') c += 'a' - 'A';
+        if (c != lit[k]) return 0;
+    }
+    return 1;
+}
+
+/* Files that are often saved as .onnx by mistake, recognised from their first bytes so the
+ * error says what the file is: a Git LFS pointer (a clone without `git lfs pull`), an HTML page
+ * (a download link saved from a browser or a hub's login page), other text. A model starts with
+ * a protobuf key byte (0x08 for ir_version), never with printable text. */
+static sl_status sniff_not_onnx(const uint8_t *d, size_t n, sl_error *err) {
+    if (starts_nocase(d, n, "version https://git-lfs"))
+        return sl__err_set(err, SL_E_CORRUPT, "this is a Git LFS pointer, not the model: run `git lfs pull` "
+                           "in the repository it came from (or download the file itself)");
+    size_t k = 0;
+    if (n >= 3 && d[0] == 0xEF && d[1] == 0xBB && d[2] == 0xBF) k = 3; /* UTF-8 BOM */
+    while (k < n && (d[k] == ' ' || d[k] == '\t' || d[k] == '\r' || d[k] == '\n')) k++;
+    static const char *const html[] = {"<!doctype html", "<html", "<head", "<body", "<!--", "<?xml", "<meta", "<title"};
+    for (size_t h = 0; h < sizeof html / sizeof html[0]; h++)
+        if (starts_nocase(d + k, n - k, html[h]))
+            return sl__err_set(err, SL_E_CORRUPT, "this is an HTML page, not an ONNX model (a web page was "
+                               "saved instead of the file: download the raw .onnx)");
+    size_t look = n < 64 ? n : 64, text = 0;
+    for (size_t i = 0; i < look; i++) text += (d[i] >= 0x20 && d[i] < 0x7f) || d[i] == '\n' || d[i] == '\r' || d[i] == '\t';
+    if (look >= 4 && text == look) {
+        char head[41];
+        size_t hn = n - k < 40 ? n - k : 40, o = 0;
+        for (size_t i = 0; i < hn; i++) {
+            uint8_t c = d[k + i];
+            if (c == '\n' || c == '\r') break;
+            head[o++] = c >= 0x20 && c < 0x7f ? (char)c : '?';
+        }
+        head[o] = 0;
+        return sl__err_set(err, SL_E_CORRUPT, "this is a text file, not an ONNX model (it starts with \"%s\")", head);
+    }
+    return SL_OK;
+}
+
 sl_status sl__onnx_parse(const uint8_t *data, size_t len, sl__onnx_model **out, sl_error *err) {
     *out = NULL;
+    sl_status sn = sniff_not_onnx(data, len, err);
+    if (sn) return sn;
     sl__onnx_model *m = calloc(1, sizeof *m);
     if (!m) return sl__err_set(err, SL_E_NOMEM, "ONNX model: out of memory");
     rd r = { data, data + len, "ModelProto", err };
@@ -618,7 +663,7 @@ sl_status sl__onnx_parse(const uint8_t *data, size_t len, sl__onnx_model **out, 
             if (!(m->producer = rd_string(&r))) { st = corrupt(&r, "bad producer_name"); goto fail; }
         } else if (field == 7 && wire == 2) {
             if (have_graph) { st = corrupt(&r, "more than one graph"); goto fail; }
-            if (rd_bytes(&r, &s, "GraphProto")) { st = corrupt(&r, "truncated graph"); goto fail; }
+            if (rd_bytes(&r, &s, "GraphProto")) { st = corrupt(&r, "truncated graph (the file is cut short: download it again)"); goto fail; }
             have_graph = 1;
             if ((st = parse_graph(&s, m))) goto fail;
         } else if (field == 8 && wire == 2) {
@@ -678,6 +723,14 @@ sl_status sl__onnx_read_file(const char *path, sl__onnx_model **out, sl_error *e
     sl_status st = sl__onnx_parse(map, len, out, err);
     munmap(map, len);
     if (st) sl__err_prefix(err, "%s", path);
+    return st;
+}
+
+sl_status sl__onnx_parse_tensor(const uint8_t *data, size_t len, sl__onnx_tensor *t, sl_error *err) {
+    memset(t, 0, sizeof *t);
+    rd r = { data, data + len, "TensorProto", err };
+    sl_status st = parse_tensor(&r, t);
+    if (st) sl__onnx_tensor_clear(t);
     return st;
 }
 

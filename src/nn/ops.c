@@ -183,8 +183,9 @@ sl_status sl__infer_shape(const sl_nn *m, const sl__node *n, sl__value *vals, sl
         break;
     }
     case SL__OP_FLATTEN: {
-        int64_t ax;
-        if (norm_axis(n->axis, r + 1, &ax)) return shp_err(err, "Flatten axis");
+        /* axis in [-r, r]; a negative one counts from the back: -r is 0 (not r + 1 - r) */
+        int64_t ax = n->axis < 0 ? n->axis + r : n->axis;
+        if (ax < 0 || ax > r) return shp_err(err, "Flatten axis");
         int64_t p = 1, q = 1;
         for (int d = 0; d < r; d++) { if (d < ax) p *= a->dims[d]; else q *= a->dims[d]; }
         o->rank = 2; o->dims[0] = p; o->dims[1] = q;

@@ -378,8 +378,9 @@ sl_status sl__q_check_inputs(const sl__node *n, const sl__value *vals, sl_error 
     if (sl__q_is(n->op) || n->qtype < 0) return SL_OK;
     for (int j = 0; j < n->nin; j++)
         if (n->in[j] >= 0 && is_q8(vals[n->in[j]].dtype))
-            return sl__err_set(err, SL_E_UNSUPPORTED, "input %d is a %s tensor; %s computes on float32 (dequantize "
-                               "it first)", j + 1, sl__dtype_name(vals[n->in[j]].dtype), sl__op_name(n->op));
+            return sl__err_set(err, SL_E_UNSUPPORTED, "input %d is %s tensor; %s computes on float32 (dequantize "
+                               "it first)", j + 1, vals[n->in[j]].dtype == SL__DT_S8 ? "an int8" : "a uint8",
+                               sl__op_name(n->op));
     return SL_OK;
 }
 

@@ -60,8 +60,6 @@
 #define SL__CALIB_BUDGET_INT8 1e-3
 #define SL__CALIB_BUDGET_BF16 1e-4
 
-sl_status sl__nn_preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err);
-
 void sl__calib_free(sl__calib *c) {
     if (!c) return;
     for (size_t v = 0; c->r && v < c->nvals; v++) { free(c->r[v].ch); free(c->r[v].chs); }
@@ -621,7 +619,7 @@ sl_status sl_nn_calibrate(sl_nn *m, const sl_image *const *images, size_t n, con
     if (!x) { free(idx); return sl__err_set(err, SL_E_NOMEM, "out of memory (%zu calibration images)", k); }
     for (size_t i = 0; i < k && !st; i++) {
         if (!images[idx[i]]) st = sl__err_set(err, SL_E_INVALID, "calibration image %zu is NULL", idx[i]);
-        else if ((st = sl__nn_preprocess(m, images[idx[i]], x + i * per, err))) sl__err_prefix(err, "calibration image %zu", idx[i]);
+        else if ((st = sl_nn_preprocess(m, &images[idx[i]], 1, x + i * per, err))) sl__err_prefix(err, "calibration image %zu", idx[i]);
     }
     free(idx);
     if (!st) {

@@ -226,14 +226,18 @@ static int sl__begin(sl__req *req, struct MHD_Connection *con, sl__resp *resp, c
         }
         return 0;
     }
-    if (r->body == SL__BODY_IMAGE &&
-        (sl__media_is(ct, "image/") || sl__media_is(ct, "application/octet-stream"))) {
-        req->raw_image = 1;
+    if ((r->body == SL__BODY_IMAGE &&
+         (sl__media_is(ct, "image/") || sl__media_is(ct, "application/octet-stream"))) ||
+        (r->body == SL__BODY_PATCH &&
+         (sl__media_is(ct, "application/merge-patch+json") || sl__media_is(ct, "application/json")))) {
+        req->raw_image = 1; /* held as one raw body */
         return 0;
     }
     sl__resp_error(resp, 415, "unsupported_media_type",
                    r->body == SL__BODY_IMAGE
                        ? "send the image as multipart/form-data field 'image' or as a raw image/* body"
+                   : r->body == SL__BODY_PATCH
+                       ? "send application/merge-patch+json (or multipart/form-data with 'metadata' and 'image')"
                        : "send multipart/form-data");
     return 1;
 }

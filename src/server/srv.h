@@ -21,6 +21,7 @@
 
 #include "server/parse.h"
 #include "shoplens/server.h"
+#include "shoplens/store.h"
 
 /* ---- metrics ----------------------------------------------------------------------------- */
 
@@ -46,7 +47,9 @@ void sl__metrics_observe(sl__metrics *m, int route, int status, double seconds, 
 typedef enum sl__body_kind {
     SL__BODY_NONE = 0,   /* no body expected (any body is read and discarded, counted) */
     SL__BODY_IMAGE,      /* multipart/form-data with field "image", or a raw image body */
-    SL__BODY_FORM        /* multipart/form-data (fields handled by the route) */
+    SL__BODY_FORM,       /* multipart/form-data (fields handled by the route) */
+    SL__BODY_PATCH       /* multipart/form-data, or a raw JSON body (application/merge-patch+json
+                            or application/json) held like a raw image (raw_image, raw) */
 } sl__body_kind;
 
 typedef struct sl__resp {
@@ -170,7 +173,20 @@ void sl__h_page(sl__req *req, sl__resp *resp);
 void sl__h_healthz(sl__req *req, sl__resp *resp);
 void sl__h_metrics(sl__req *req, sl__resp *resp);
 
-/* API handlers (api.c). */
+/* Limits of the API's inputs (api.c, products.c). */
+#define SL__API_TEXT_MAX 200            /* bytes of the q parameter */
+#define SL__API_METADATA_MAX (64 << 10) /* bytes of the metadata JSON of a PUT or PATCH */
+
+/* A JSON string from catalog text: as is when valid UTF-8, else with the offending bytes
+ * replaced by '?'. NULL gives JSON null. New reference (NULL when out of memory). */
+json_t *sl__api_str(const char *s);
+/* The Product object of docs/openapi.yaml (images addressed by /v1/images/{id}). */
+json_t *sl__product_obj(const sl_product *p, const sl_image_ref *imgs, size_t n);
+/* Engine failures as HTTP errors (sl__resp_status, 409 for SL_E_STATE, 503 while stopping),
+ * with every server file path in the message replaced ("<store>", "<file>"). */
+void sl__api_fail(const sl__req *req, sl__resp *resp, const sl_error *e);
+
+/* API handlers (api.c, products.c). */
 void sl__h_search(sl__req *req, sl__resp *resp);
 void sl__h_categories(sl__req *req, sl__resp *resp);
 void sl__h_product_get(sl__req *req, sl__resp *resp);
@@ -180,6 +196,8 @@ void sl__h_similar(sl__req *req, sl__resp *resp);
 void sl__h_check(sl__req *req, sl__resp *resp);
 void sl__h_classify(sl__req *req, sl__resp *resp);
 void sl__h_image(sl__req *req, sl__resp *resp);
+void sl__h_products_list(sl__req *req, sl__resp *resp);
+void sl__h_product_patch(sl__req *req, sl__resp *resp);
 
 /* Catalog gauges for /metrics (api.c); -1 when unknown or no engine. */
 typedef struct sl__gauges { long long products, images, index_bytes; } sl__gauges;

@@ -1,5 +1,7 @@
-/* tests/fuzz/fuzz_onnx.c - the ONNX reader and the load-time graph work (conversion, constant
- * folding, shape probing, fusions) on arbitrary bytes: must fail cleanly, never crash or leak. */
+/* tests/fuzz/fuzz_onnx.c - the ONNX reader (a ModelProto, and the same bytes as a lone
+ * TensorProto as the conformance test reads them) and the load-time graph work (conversion,
+ * constant folding, shape probing, the embedding choice, fusions) on arbitrary bytes: must fail
+ * cleanly, never crash or leak. */
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +14,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     sl__onnx_model *om = NULL;
     sl_error e;
+    sl__onnx_tensor t;
+    if (sl__onnx_parse_tensor(data, size, &t, &e) == SL_OK) sl__onnx_tensor_clear(&t);
     if (sl__onnx_parse(data, size, &om, &e) != SL_OK) return 0;
     sl_nn *m = calloc(1, sizeof *m);
     pthread_mutex_t *mu = malloc(sizeof *mu);
