@@ -24,6 +24,8 @@
  * 3. Keep rule: errors of independent layers add (1 - cos ~ |e|^2 / 2|y|^2), so the most
  *    sensitive convolutions stay fp32, in order, until the sum of the others is within the
  *    precision's error budget. A final pass measures the chosen configuration (cos_mean/min).
+ *    When every convolution reduced is already within the budget, nothing is kept and step 2
+ *    (a pass per convolution) is skipped.
  *
  * The record (sl_nn_calibration_save/load, docs/formats/nn_calibration.md) stores thresholds by
  * tensor name and kept layers by their output names, with a fingerprint of the weights.
@@ -510,9 +512,21 @@ static sl_status calibrate(const sl_nn *m, const float *x, size_t n, const sl_nn
     } else if ((st = run_images(m, pf, x, idx, nsens, ref, NULL, threads, err))) {
         goto done;
     }
-    /* per-layer sensitivity on the first nsens images of the sample */
+    /* every convolution reduced, on the first nsens images of the sample: within the budget, no
+     * layer needs to stay fp32 and the per-layer analysis (a pass per convolution) is skipped */
     double budget = o->budget > 0 ? o->budget : default_budget(prec);
-    if (nsens > 0) {
+    int analyse = nsens > 0;
+    if (analyse) {
+        sl__qsel all = {c, NULL};
+        if ((st = sl__plan_new(m, 1, prec, &all, 1, &pq, err)) || (st = run_images(m, pq, x, idx, nsens, y, NULL, threads, err)))
+            goto done;
+        sl__plan_delete(pq);
+        pq = NULL;
+        cos_stats(y, ref, nsens, dim, &c->cos_mean, &c->cos_min);
+        analyse = 1.0 - c->cos_mean > budget;
+    }
+    /* per-layer sensitivity */
+    if (analyse) {
         char *only = calloc(m->nnodes ? m->nnodes : 1, 1);
         if (!only) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
         sl__qsel sel = {c, only};
