@@ -16,6 +16,7 @@
 
 #include "shoplens/engine.h"
 #include "shoplens/sample.h"
+#include <vips/vips.h>
 #include "engine/engine_internal.h"
 #include "engine/lcache.h"
 #include "feature/features_internal.h"
@@ -427,6 +428,129 @@ static void test_verified_search_cache_under_writes(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- search regions ----------------------------------------------------------------------- */
+
+/* JPEG of two catalog views side by side (upright: product a left, b right), scaled by `scale`,
+ * stored turned a quarter counter-clockwise with EXIF orientation 6 when `exif`. */
+static void two_products(uint32_t a, uint32_t b, int scale, int exif, void **jpg, size_t *len) {
+    sl_image *ia = NULL, *ib = NULL;
+    sl_error err;
+    assert_int_equal(sl_sample_catalog_image(SEED, a, 0, SIDE, SIDE, &ia, &err), SL_OK);
+    assert_int_equal(sl_sample_catalog_image(SEED, b, 0, SIDE, SIDE, &ib, &err), SL_OK);
+    sl_image *both = sl_image_new(2 * SIDE, SIDE, 3);
+    assert_non_null(both);
+    for (int y = 0; y < SIDE; y++) {
+        memcpy(sl_image_pixels(both) + (size_t)y * sl_image_stride(both), sl_image_cpixels(ia) + (size_t)y * sl_image_stride(ia), SIDE * 3);
+        memcpy(sl_image_pixels(both) + (size_t)y * sl_image_stride(both) + SIDE * 3, sl_image_cpixels(ib) + (size_t)y * sl_image_stride(ib), SIDE * 3);
+    }
+    VipsImage *v = vips_image_new_from_memory_copy(sl_image_cpixels(both), sl_image_stride(both) * SIDE, 2 * SIDE, SIDE, 3,
+                                                   VIPS_FORMAT_UCHAR), *t = NULL;
+    v->Type = VIPS_INTERPRETATION_sRGB;
+    if (scale > 1) {
+        assert_int_equal(vips_resize(v, &t, (double)scale, "kernel", VIPS_KERNEL_NEAREST, NULL), 0);
+        g_object_unref(v);
+        v = t;
+    }
+    if (exif) {
+        assert_int_equal(vips_rot(v, &t, VIPS_ANGLE_D270, NULL), 0);
+        g_object_unref(v);
+        v = t;
+        vips_image_set_int(v, VIPS_META_ORIENTATION, 6);
+    }
+    assert_int_equal(vips_jpegsave_buffer(v, jpg, len, "Q", 92, NULL), 0);
+    g_object_unref(v);
+    sl_image_free(ia);
+    sl_image_free(ib);
+    sl_image_free(both);
+}
+
+static const char *top_of_region(fixture *f, const void *jpg, size_t len, const char *region, sl_matches *m) {
+    sl_query q = {0};
+    q.k = 3;
+    sl_error err;
+    assert_int_equal(sl_engine_parse_region(region, &q, &err), SL_OK);
+    sl_status st = sl_engine_search_bytes(f->e, jpg, len, &q, m, &err);
+    if (st != SL_OK) fprintf(stderr, "region %s: %s\n", region, err.message);
+    assert_int_equal(st, SL_OK);
+    assert_true(m->n > 0);
+    return m->items[0].product_id;
+}
+
+/* A photo of two products: the region picks which one is searched, in pixels of the upright
+ * photo whatever its size or EXIF orientation; bad regions are refused with the image size. */
+static void test_search_region(void **state) {
+    fixture *f = *state;
+    sl_put_outcome out;
+    for (int p = 0; p < 6; p++) assert_int_equal(put(f, p, "Thing", 1, &out), SL_OK);
+    static const struct { int scale, exif; } kinds[] = { { 1, 0 }, { 1, 1 }, { 10, 0 }, { 10, 1 } };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        void *jpg = NULL;
+        size_t len = 0;
+        two_products(1, 4, kinds[k].scale, kinds[k].exif, &jpg, &len);
+        int s = SIDE * kinds[k].scale;
+        char left[64], right[64], mid[64];
+        snprintf(left, sizeof left, "0,0,%d,%d", s, s);
+        snprintf(right, sizeof right, "%d,0,%d,%d", s, s, s);
+        snprintf(mid, sizeof mid, "%d,%d,%d,%d", s + s / 8, s / 8, s * 3 / 4, s * 3 / 4); /* inside b */
+        sl_matches m;
+        assert_string_equal(top_of_region(f, jpg, len, left, &m), "P1");
+        sl_matches_free(&m);
+        assert_string_equal(top_of_region(f, jpg, len, right, &m), "P4");
+        sl_matches_free(&m);
+        assert_string_equal(top_of_region(f, jpg, len, mid, &m), "P4");
+        sl_matches_free(&m);
+        /* outside the upright image (which is 2s x s, also when stored s x 2s) */
+        sl_query q = {0};
+        sl_error err;
+        char bad[64], dims[32];
+        snprintf(bad, sizeof bad, "%d,0,%d,%d", s, s + 1, s);
+        assert_int_equal(sl_engine_parse_region(bad, &q, &err), SL_OK);
+        assert_int_equal(sl_engine_search_bytes(f->e, jpg, len, &q, &m, &err), SL_E_INVALID);
+        snprintf(dims, sizeof dims, "%dx%d image", 2 * s, s);
+        assert_non_null(strstr(err.message, dims));
+        assert_int_equal(sl_engine_parse_region("0,0,15,40", &q, &err), SL_OK);
+        assert_int_equal(sl_engine_search_bytes(f->e, jpg, len, &q, &m, &err), SL_E_INVALID);
+        assert_non_null(strstr(err.message, "too small"));
+        g_free(jpg);
+    }
+    /* a decoded image: the region is in its pixels */
+    void *jpg = NULL;
+    size_t len = 0;
+    two_products(1, 4, 1, 0, &jpg, &len);
+    sl_image *img = NULL;
+    sl_error err;
+    assert_int_equal(sl_image_load_buffer(jpg, len, NULL, &img, NULL, &err), SL_OK);
+    sl_query q = {0};
+    q.k = 3;
+    assert_int_equal(sl_engine_parse_region("96,0,96,96", &q, &err), SL_OK);
+    sl_matches m;
+    assert_int_equal(sl_engine_search(f->e, img, &q, &m, &err), SL_OK);
+    assert_string_equal(m.items[0].product_id, "P4");
+    sl_matches_free(&m);
+    q.region_x = 100; /* 100 + 96 > 192 */
+    assert_int_equal(sl_engine_search(f->e, img, &q, &m, &err), SL_E_INVALID);
+    sl_image_free(img);
+    g_free(jpg);
+}
+
+static void test_parse_region(void **state) {
+    (void)state;
+    sl_query q = {0};
+    sl_error err;
+    assert_int_equal(sl_engine_parse_region("1,2,30,40", &q, &err), SL_OK);
+    assert_true(q.region_x == 1 && q.region_y == 2 && q.region_w == 30 && q.region_h == 40);
+    assert_int_equal(sl_engine_parse_region("0,0,1000000,1", &q, &err), SL_OK);
+    static const char *bad[] = { "", "1,2,3", "1,2,3,4,5", "-1,0,5,5", "1, 2,3,4", "a,b,c,d", "0,0,0,5",
+                                 "0,0,5,0", "1,2,3,4x", "2000000,0,1,1", "1,2,3,99999999999999999999", ",1,2,3",
+                                 "1,,2,3", "+1,2,3,4", " 1,2,3,4" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        q.region_w = 7;
+        assert_int_equal(sl_engine_parse_region(bad[i], &q, &err), SL_E_INVALID);
+        assert_int_equal(q.region_w, 7); /* unchanged */
+        assert_non_null(strstr(err.message, "region"));
+    }
+    assert_int_equal(sl_engine_parse_region(NULL, &q, &err), SL_E_INVALID);
+}
 
 /* ---- the store owns its images ------------------------------------------------------------- */
 
@@ -666,6 +790,8 @@ int main(void) {
         cmocka_unit_test(test_put_get_search_delete),
         cmocka_unit_test(test_concurrent_search_and_writes),
         cmocka_unit_test(test_two_writers_index_file),
+        cmocka_unit_test_setup_teardown(test_search_region, setup, teardown),
+        cmocka_unit_test(test_parse_region),
         cmocka_unit_test_setup_teardown(test_store_owns_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_commit_restores_removed_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patch_product, setup, teardown),

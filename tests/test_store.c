@@ -16,6 +16,13 @@
 #include <sqlite3.h>
 
 #include "shoplens/store.h"
+#include "shoplens/image.h"
+#include "shoplens/sample.h"
+#include "catalog/fetch.h"
+#include "catalog/price.h"
+
+#include <signal.h>
+#include <sys/wait.h>
 
 /* store copy names (images/<64 hex>.<ext>) */
 #define HEX64(c) c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c c \
@@ -235,6 +242,7 @@ static void test_csv_rfc4180(void **state) {
         "P1,b.jpg,\"multi\nline\",9.50,red\n"
         "\n"
         "P2,c.jpg,Shoe,abc,\"blue\"\n"
+        "P6,g.jpg,Plain,1,\n"           /* an empty cell is no attribute */
         "P3,d.jpg,Too,few\n"
         "P4,e.jpg,\"bad\"x,1,y\n"
         "P5,f.jpg,Last,2,\"unterminated\n";
@@ -255,14 +263,18 @@ static void test_csv_rfc4180(void **state) {
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
     assert_int_equal(row.row, 3); /* the blank line is not a record */
     assert_string_equal(row.price_text, "abc");
-    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
-    assert_int_equal(row.row, 4);
-    assert_non_null(strstr(e.message, "4 fields"));
+    assert_string_equal(row.attrs_json, "{\"color\":\"blue\"}");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P6");
+    assert_string_equal(row.attrs_json, "{}");
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
     assert_int_equal(row.row, 5);
-    assert_non_null(strstr(e.message, "closing quote"));
+    assert_non_null(strstr(e.message, "4 fields"));
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
     assert_int_equal(row.row, 6);
+    assert_non_null(strstr(e.message, "closing quote"));
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
+    assert_int_equal(row.row, 7);
     assert_non_null(strstr(e.message, "unterminated"));
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_NOT_FOUND);
     sl_catalog_close(r);
@@ -307,6 +319,293 @@ static void test_jsonl(void **state) {
     sl_catalog_close(r);
 }
 
+/* Feeds are UTF-8 (the API and JSON are): a CSV value that is not is named per row (image
+ * columns are paths or URLs and exempt), a header name that is not refuses the feed; product
+ * ids are checked by one rule for every writer (sl_product_id_check). */
+static void test_feed_utf8(void **state) {
+    (void)state;
+    const char *csv =
+        "product_id,image,title,brand\n"
+        "OK\xc3\xa9,caf\xe9.jpg,Caf\xc3\xa9,Nestl\xc3\xa9\n" /* UTF-8; a Latin-1 file name */
+        "L1,a.jpg,caf\xe9,b\n"                                /* Latin-1 title */
+        "L2,a.jpg,t,Nestl\xe9\n"                              /* Latin-1 attribute */
+        "B\xff,a.jpg,t,b\n";                                  /* Latin-1 id */
+    sl_catalog_reader *r;
+    sl_error e;
+    sl_catalog_row row;
+    assert_int_equal(sl_catalog_open_buffer(csv, strlen(csv), 0, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_null(row.not_utf8);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.not_utf8, "title");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.not_utf8, "brand");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.not_utf8, "product_id");
+    assert_non_null(sl_product_id_check(row.product_id));
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_NOT_FOUND);
+    sl_catalog_close(r);
+    const char *hdr = "product_id,image,Marqu\xe9\nA,a.jpg,x\n";
+    assert_int_equal(sl_catalog_open_buffer(hdr, strlen(hdr), 0, &r, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "column 3"));
+    assert_non_null(strstr(e.message, "UTF-8"));
+
+    assert_null(sl_product_id_check("caf\xc3\xa9"));
+    assert_string_equal(sl_product_id_check("B\xff"), "is not UTF-8 text");
+    assert_string_equal(sl_product_id_check("\xed\xa0\x80"), "is not UTF-8 text"); /* surrogate */
+    assert_string_equal(sl_product_id_check(""), "is empty");
+    assert_string_equal(sl_product_id_check(NULL), "is empty");
+    assert_string_equal(sl_product_id_check("a\tb"), "contains a control character");
+    char longid[SL_STORE_ID_MAX + 2];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[SL_STORE_ID_MAX] = '\0';
+    assert_null(sl_product_id_check(longid));
+    longid[SL_STORE_ID_MAX] = 'x';
+    longid[SL_STORE_ID_MAX + 1] = '\0';
+    assert_non_null(strstr(sl_product_id_check(longid), "128"));
+
+    /* the store itself refuses such an id (a library user bypassing feed and API) */
+    char *dir = make_tmpdir();
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/st", dir);
+    sl_store *s = NULL;
+    assert_int_equal(sl_store_open(sub, 1, 0, &s, &e), SL_OK);
+    sl_product p = { .id = "B\xff", .title = "t" };
+    assert_int_equal(sl_store_put_product(s, &p, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "UTF-8"));
+    p.id = "caf\xc3\xa9";
+    assert_int_equal(sl_store_put_product(s, &p, &e), SL_OK);
+    sl_store_free(s);
+    rm_rf(dir);
+    free(dir);
+}
+
+/* ---- image URLs (catalog/fetch.c) against a local server ---------------------------------- */
+
+/* Google Merchant's column names map to the fields; shoplens's own names win when both are there. */
+static void test_feed_merchant_names(void **state) {
+    (void)state;
+    const char *csv =
+        "id,title,description,link,image_link,additional_image_link,price,availability,brand,gtin,product_type\n"
+        "A1,Mug,Big,https://s.example/a1,https://cdn.example/a1.jpg,\"https://cdn.example/b.jpg, c.jpg\",12.99 USD,in stock,Acme,40063,Home > Kitchen\n";
+    sl_catalog_reader *r;
+    sl_error e;
+    sl_catalog_row row;
+    assert_int_equal(sl_catalog_open_buffer(csv, strlen(csv), 0, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "A1");
+    assert_string_equal(row.image, "https://cdn.example/a1.jpg");
+    assert_string_equal(row.more_images, "https://cdn.example/b.jpg, c.jpg");
+    assert_string_equal(row.url, "https://s.example/a1");
+    assert_string_equal(row.category, "Home > Kitchen");
+    assert_string_equal(row.price_text, "12.99 USD");
+    assert_string_equal(row.attrs_json, "{\"availability\":\"in stock\",\"brand\":\"Acme\",\"gtin\":\"40063\"}");
+    sl_catalog_close(r);
+    /* both names: product_id and image win, id and image_link stay as attributes */
+    const char *both = "id,product_id,image_link,image\nX,P1,u.jpg,f.jpg\n";
+    assert_int_equal(sl_catalog_open_buffer(both, strlen(both), 0, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P1");
+    assert_string_equal(row.image, "f.jpg");
+    assert_string_equal(row.attrs_json, "{\"id\":\"X\",\"image_link\":\"u.jpg\"}");
+    sl_catalog_close(r);
+    const char *none = "sku,image_link\nX,u.jpg\n";
+    assert_int_equal(sl_catalog_open_buffer(none, strlen(none), 0, &r, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "product_id (or id)"));
+    /* JSONL: the same names; additional images as a list; the winner whatever the key order */
+    const char *js = "{\"image_link\": \"u.jpg\", \"id\": \"X\", \"product_id\": \"P2\", \"additional_image_link\": [\"a.jpg\", \"b.jpg\"], \"link\": \"https://s/p2\"}\n"
+                     "{\"id\": \"P3\", \"image_link\": \"v.jpg\", \"additional_image_link\": [1]}\n";
+    assert_int_equal(sl_catalog_open_buffer(js, strlen(js), 1, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P2");
+    assert_string_equal(row.image, "u.jpg");
+    assert_string_equal(row.more_images, "a.jpg,b.jpg");
+    assert_string_equal(row.url, "https://s/p2");
+    assert_string_equal(row.attrs_json, "{\"id\":\"X\"}");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT); /* a list of non-strings */
+    assert_non_null(strstr(e.message, "additional_image_link"));
+    sl_catalog_close(r);
+}
+
+static void test_price_text(void **state) {
+    (void)state;
+    static const struct { const char *text; int r; double v; const char *cur; } cases[] = {
+        { "12.99", 1, 12.99, "" }, { "12.99 USD", 1, 12.99, "USD" }, { "  7 eur ", 1, 7, "EUR" },
+        { "USD 12.99", 1, 12.99, "USD" }, { "15.00USD", 1, 15, "USD" }, { ".5", 1, 0.5, "" }, { "3.", 1, 3, "" },
+        { "1000000000000 JPY", 1, 1e12, "JPY" }, { "", 0, 0, "" }, { "  ", 0, 0, "" },
+        { "-1", -1, 0, "" }, { "+1", -1, 0, "" }, { "1e3", -1, 0, "" }, { "1,299.00 USD", -1, 0, "" },
+        { "12,99 EUR", -1, 0, "" }, { "12.99 US", -1, 0, "C" }, { "12.99 USDX", -1, 0, "C" }, { "12.99 USD x", -1, 0, "" },
+        { "USD", -1, 0, "" }, { "1.2.3", -1, 0, "" }, { "inf", -1, 0, "" }, { "nan", -1, 0, "" }, { "0x10", -1, 0, "" },
+        { "1000000000001", -1, 0, "" }, { "USD 12.99 EUR", -1, 0, "" }, { "12.99 \xc3\xa9uro", -1, 0, "" },
+        { "2e12", -1, 0, "" }, { "1E3 USD", -1, 0, "" }, { "US 12", -1, 0, "C" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        double v = -1;
+        char cur[4] = "zz";
+        const char *why = NULL;
+        int r = sl__price_parse(cases[i].text, &v, cur, &why);
+        if (r != cases[i].r) fprintf(stderr, "'%s': %d (%s)\n", cases[i].text, r, why ? why : "");
+        assert_int_equal(r, cases[i].r);
+        if (r == 1) {
+            assert_true(v == cases[i].v);
+            assert_string_equal(cur, cases[i].cur);
+        }
+        if (r < 0) assert_non_null(strstr(why, "price"));
+        /* a malformed number names the range; a malformed code says what a code is */
+        if (r < 0) assert_non_null(strstr(why, cases[i].cur[0] == 'C' ? "3 letters" : "0..1000000000000"));
+    }
+}
+
+static void test_sniff(void **state) {
+    (void)state;
+    assert_string_equal(sl__sniff_image((const uint8_t *)"\xff\xd8\xff\xe0\0\x10JFIF", 10), "jpeg");
+    assert_string_equal(sl__sniff_image((const uint8_t *)"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", 16), "png");
+    assert_string_equal(sl__sniff_image((const uint8_t *)"RIFF\x10\0\0\0WEBPVP8 ", 16), "webp");
+    assert_string_equal(sl__sniff_image((const uint8_t *)"\0\0\0\x18" "ftypheic\0\0\0\0mif1heic", 24), "heic");
+    assert_string_equal(sl__sniff_image((const uint8_t *)"\0\0\0\x18" "ftypmif1\0\0\0\0mif1heic", 24), "heic");
+    assert_null(sl__sniff_image((const uint8_t *)"\0\0\0\x18" "ftypavif\0\0\0\0mif1avif", 24)); /* AVIF: no */
+    assert_null(sl__sniff_image((const uint8_t *)"<!doctype html><html>", 21));
+    assert_null(sl__sniff_image((const uint8_t *)"GIF89a\1\0\1\0", 10));
+    assert_null(sl__sniff_image((const uint8_t *)"\xff\xd8", 2));
+    assert_null(sl__sniff_image((const uint8_t *)"", 0));
+    assert_true(sl__is_url("https://cdn.example.com/a.jpg") && sl__is_url("HTTP://x/y"));
+    assert_false(sl__is_url("ftp://x/y") || sl__is_url("images/a.jpg") || sl__is_url("/abs/http://x"));
+}
+
+typedef struct { pid_t pid; int port; char dir[64]; } img_server;
+
+/* Starts tests/feeds/image_server.py over a new directory holding a.jpg and b.png. */
+static void img_server_start(img_server *s) {
+    char *d = make_tmpdir();
+    snprintf(s->dir, sizeof s->dir, "%s", d);
+    free(d);
+    sl_error err;
+    sl_image *img = NULL;
+    assert_int_equal(sl_sample_catalog_image(3, 1, 0, 64, 64, &img, &err), SL_OK);
+    char path[128];
+    snprintf(path, sizeof path, "%s/a.jpg", s->dir);
+    assert_int_equal(sl_image_save_file(img, path, 90, &err), SL_OK);
+    snprintf(path, sizeof path, "%s/b.png", s->dir);
+    assert_int_equal(sl_image_save_file(img, path, 0, &err), SL_OK);
+    sl_image_free(img);
+    const char *src = getenv("SL_SOURCE_DIR");
+    char script[512];
+    snprintf(script, sizeof script, "%s/tests/feeds/image_server.py", src ? src : "..");
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        dup2(fds[1], 1);
+        close(fds[0]);
+        execl("/usr/bin/python3", "python3", script, s->dir, (char *)NULL);
+        _exit(127);
+    }
+    close(fds[1]);
+    FILE *f = fdopen(fds[0], "r");
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "port %d", &s->port), 1);
+    fclose(f);
+}
+
+static void img_server_stop(img_server *s) {
+    kill(s->pid, SIGTERM);
+    waitpid(s->pid, NULL, 0);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", s->dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* The server's request count for a path (and max_concurrent), from /stats. */
+static int img_server_count(const img_server *s, const char *key) {
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "/usr/bin/python3 -c \"import json,urllib.request as u; "
+             "print(json.load(u.urlopen('http://127.0.0.1:%d/stats')).get('%s', 0))\"", s->port, key);
+    FILE *p = popen(cmd, "r");
+    int n = -1;
+    if (p) {
+        if (fscanf(p, "%d", &n) != 1) n = -1;
+        pclose(p);
+    }
+    return n;
+}
+
+static int done_calls[32];
+static void on_done(void *ctx, size_t i) {
+    (void)ctx;
+    done_calls[i]++;
+}
+
+static void test_fetch_urls(void **state) {
+    (void)state;
+    img_server s;
+    img_server_start(&s);
+    static const struct { const char *path; sl_status st; const char *words; int attempts; } cases[] = {
+        { "/img/a.jpg", SL_OK, "", 1 },
+        { "/img/b.png", SL_OK, "", 1 },
+        { "/redirect/a.jpg", SL_OK, "", 1 },
+        { "/flaky/a.jpg", SL_OK, "", 2 },                                  /* 503, then fine */
+        { "/missing/a.jpg", SL_E_NOT_FOUND, "HTTP 404 Not Found", 1 },     /* never retried */
+        { "/gone/a.jpg", SL_E_NOT_FOUND, "HTTP 410 Gone", 1 },
+        { "/down/a.jpg", SL_E_IO, "HTTP 503 Service Unavailable (2 attempts)", 2 },
+        { "/html/a.jpg", SL_E_UNSUPPORTED, "not an image: the server sent an HTML or XML document (Content-Type: image/jpeg)", 1 },
+        { "/loop/0", SL_E_IO, "more than 5 redirects", 1 },
+        { "/slow/a.jpg", SL_E_IO, "timed out after 1.5 s (2 attempts)", 2 },
+        { "/big/x.jpg", SL_E_TOO_LARGE, "larger than the limit of 1048576 bytes", 1 },
+        { "/bigchunked/x.jpg", SL_E_TOO_LARGE, "larger than the limit of 1048576 bytes", 1 },
+        { "/ftp/a.jpg", SL_E_INVALID, "only http and https", 1 },
+    };
+    enum { N = sizeof cases / sizeof cases[0] };
+    sl__fetch_item items[N + 2];
+    char urls[N + 2][128];
+    memset(items, 0, sizeof items);
+    for (size_t i = 0; i < N; i++) {
+        snprintf(urls[i], sizeof urls[i], "http://127.0.0.1:%d%s", s.port, cases[i].path);
+        items[i].url = urls[i];
+    }
+    items[N].url = "ftp://127.0.0.1/a.jpg";           /* not fetched at all */
+    snprintf(urls[N + 1], sizeof urls[N + 1], "http://127.0.0.1:1/a.jpg"); /* refused: transient */
+    items[N + 1].url = urls[N + 1];
+    sl__fetch_opts o;
+    sl__fetch_opts_init(&o);
+    o.timeout_s = 1.5;
+    o.retries = 1;
+    o.backoff_s = 0.05;
+    o.parallel = 4;
+    o.max_bytes = 1 << 20;
+    memset(done_calls, 0, sizeof done_calls);
+    sl_error err;
+    assert_int_equal(sl__fetch_all(items, N + 2, &o, on_done, NULL, NULL, &err), SL_OK);
+    for (size_t i = 0; i < N; i++) {
+        if (items[i].st != cases[i].st || !strstr(items[i].msg, cases[i].words) || items[i].attempts != cases[i].attempts)
+            fprintf(stderr, "%s: %d '%s' after %d attempts\n", cases[i].path, items[i].st, items[i].msg, items[i].attempts);
+        assert_int_equal(items[i].st, cases[i].st);
+        assert_non_null(strstr(items[i].msg, cases[i].words));
+        assert_int_equal(items[i].attempts, cases[i].attempts);
+        assert_int_equal(done_calls[i], 1);
+        if (cases[i].st == SL_OK) {
+            assert_non_null(items[i].data);
+            assert_string_equal(items[i].format, strstr(cases[i].path, ".png") ? "png" : "jpeg");
+        } else {
+            assert_null(items[i].data);
+        }
+        free(items[i].data);
+    }
+    assert_int_equal(items[N].st, SL_E_INVALID);
+    assert_int_equal(items[N].attempts, 0);
+    assert_int_equal(items[N + 1].st, SL_E_IO);
+    assert_int_equal(items[N + 1].attempts, 2);
+    assert_int_equal(done_calls[N] + done_calls[N + 1], 2);
+    /* what the server saw: 404 asked once, 503 twice (retried), transfers in parallel */
+    assert_int_equal(img_server_count(&s, "/missing/a.jpg"), 1);
+    assert_int_equal(img_server_count(&s, "/down/a.jpg"), 2);
+    assert_int_equal(img_server_count(&s, "/slow/a.jpg"), 2);
+    assert_true(img_server_count(&s, "max_concurrent") >= 3);
+    /* an interruption stops the batch */
+    volatile int cancel = 1;
+    assert_int_equal(sl__fetch_all(items, 2, &o, NULL, NULL, &cancel, &err), SL_E_INTERRUPTED);
+    img_server_stop(&s);
+}
 
 /* ---- image files: queued in the transaction that removes them, deleted after it -------------- */
 
@@ -702,6 +1001,11 @@ int main(void) {
         cmocka_unit_test(test_store_readonly_and_versions),
         cmocka_unit_test(test_csv_rfc4180),
         cmocka_unit_test(test_jsonl),
+        cmocka_unit_test(test_feed_merchant_names),
+        cmocka_unit_test(test_feed_utf8),
+        cmocka_unit_test(test_price_text),
+        cmocka_unit_test(test_sniff),
+        cmocka_unit_test(test_fetch_urls),
         cmocka_unit_test(test_store_image_files_gc),
         cmocka_unit_test(test_store_upgrade_from_schema1),
         cmocka_unit_test(test_store_list_products),

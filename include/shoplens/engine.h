@@ -71,6 +71,10 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
 #define SL_ENGINE_MAX_SIDE_MAX 4096
+/* A search region (sl_query.region_*) is at least this many pixels on each side; coordinates
+ * and sizes above SL_ENGINE_REGION_COORD_MAX are refused when parsed. */
+#define SL_ENGINE_REGION_MIN 16
+#define SL_ENGINE_REGION_COORD_MAX 1000000
 /* The store keeps its own copy of every catalog image (images/<sha256 of the copy>.<ext>), so
  * that thumbnails, retraining and `shoplens verify` never depend on the feed's files: the
  * original bytes when its longest side is at most SL_ENGINE_COPY_MAX_SIDE pixels, else the image
@@ -146,7 +150,19 @@ typedef struct sl_query {
     int has_min_price, has_max_price;
     const char *text;               /* FTS5 words on title + description, NULL = none */
     sl_text_mode text_mode;
+    /* Search only this rectangle of the query image when region_w > 0: pixels of the image as
+     * given, upright (after EXIF orientation, as a browser shows it), x/y from its top-left
+     * corner. It is cut out before any feature is computed (from a larger decode when the
+     * image is big and the region small, so the region keeps its detail). It must lie inside
+     * the image and be at least SL_ENGINE_REGION_MIN pixels on each side, else SL_E_INVALID
+     * naming the image size. Ignored by sl_engine_similar. */
+    int region_x, region_y, region_w, region_h;
 } sl_query;
+
+/* Parses a region "x,y,w,h" (four decimal integers, no spaces, each at most
+ * SL_ENGINE_REGION_COORD_MAX, w and h at least 1) into q's region fields. SL_E_INVALID (message
+ * says what is wrong) leaves q unchanged. Whether it fits the image is checked when searching. */
+sl_status sl_engine_parse_region(const char *text, sl_query *q, sl_error *err);
 
 /* One product in a result list. */
 typedef struct sl_match {
@@ -235,8 +251,20 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
  * total). elapsed_s counts from the start of extraction. */
 typedef void (*sl_progress_fn)(void *ctx, size_t done, size_t total, double elapsed_s);
 
+/* Image URLs (http/https) in feeds: fetched before extraction, jobs at once (8 when jobs is 0),
+ * each attempt within fetch_timeout_s, retried fetch_retries times with backoff on transient
+ * failures (see docs/cli.md). */
+#define SL_ENGINE_FETCH_TIMEOUT_DEFAULT 30
+#define SL_ENGINE_FETCH_TIMEOUT_MIN 1
+#define SL_ENGINE_FETCH_TIMEOUT_MAX 600
+#define SL_ENGINE_FETCH_RETRIES_DEFAULT 3
+#define SL_ENGINE_FETCH_RETRIES_MIN 0
+#define SL_ENGINE_FETCH_RETRIES_MAX 10
+#define SL_ENGINE_FETCH_PARALLEL_DEFAULT 8
+
 typedef struct sl_ingest_opts {
-    int jobs;                   /* extraction threads; 0 = all cores */
+    int jobs;                   /* extraction threads and downloads at once; 0 = all cores
+                                   (and SL_ENGINE_FETCH_PARALLEL_DEFAULT downloads) */
     int sync;                   /* nonzero: also remove products absent from the feed */
     int dry_run;                /* nonzero: read, hash and decode, report what would be added,
                                    updated and removed (report->*_ids), write nothing */
@@ -249,8 +277,14 @@ typedef struct sl_ingest_opts {
     int max_removals_set;
     double max_removals_percent;
     size_t train_sample;        /* 0 = SL_ENGINE_TRAIN_SAMPLE_DEFAULT */
+    double fetch_timeout_s;     /* per download attempt; 0 = SL_ENGINE_FETCH_TIMEOUT_DEFAULT */
+    int fetch_retries;          /* further attempts after a transient failure; used when
+                                   fetch_retries_set, else SL_ENGINE_FETCH_RETRIES_DEFAULT */
+    int fetch_retries_set;
     sl_progress_fn progress;    /* may be NULL */
     void *progress_ctx;
+    sl_progress_fn fetch_progress; /* downloads done of total (distinct URLs), may be NULL */
+    void *fetch_progress_ctx;
     volatile int *cancel;       /* may be NULL; set nonzero to stop (SL_E_INTERRUPTED) */
 } sl_ingest_opts;
 

@@ -20,7 +20,7 @@ int sl__cli_ingest(int argc, char **argv, int sync);
 
 static json_t *sl__ids_json(const sl_id_list *l) {
     json_t *a = json_array();
-    for (size_t i = 0; a && i < l->n; i++) json_array_append_new(a, json_string(l->ids[i]));
+    for (size_t i = 0; a && i < l->n; i++) json_array_append_new(a, sl__json_text(l->ids[i]));
     return a ? a : json_array();
 }
 
@@ -39,8 +39,10 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
     sl_engine *e;
     /* add creates the store on first use; sync needs an existing one; a dry run writes nothing */
     if ((rc = sl__open_engine(argv[0], &o, !sync && !o.dry_run, o.dry_run, &e))) return rc;
-    sl__progress pr;
+    sl__progress pr, fpr;
     sl__progress_init(&pr, argv[0], o.quiet || o.json);
+    sl__progress_init(&fpr, argv[0], o.quiet || o.json);
+    fpr.unit = "images downloaded";
     sl_ingest_opts io;
     memset(&io, 0, sizeof io);
     io.jobs = o.jobs;
@@ -52,6 +54,11 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
     io.max_removals_percent = o.max_removals_percent;
     io.progress = sl__progress_cb;
     io.progress_ctx = &pr;
+    io.fetch_progress = sl__progress_cb;
+    io.fetch_progress_ctx = &fpr;
+    io.fetch_timeout_s = o.fetch_timeout;
+    io.fetch_retries = o.fetch_retries;
+    io.fetch_retries_set = o.fetch_retries_set;
     io.cancel = &sl__cancel_flag;
     signal(SIGINT, sl__on_signal);
     signal(SIGTERM, sl__on_signal);
@@ -64,10 +71,10 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
         json_t *fails = json_array();
         for (size_t i = 0; fails && i < rep.n_failures; i++) {
             const sl_ingest_failure *f = &rep.failures[i];
-            json_array_append_new(fails, json_pack("{s:I, s:o, s:o, s:s, s:s}", "row", (json_int_t)f->row,
-                "product_id", f->product_id ? json_string(f->product_id) : json_null(),
-                "file", f->file ? json_string(f->file) : json_null(),
-                "status", sl_status_name(f->status), "message", f->message ? f->message : ""));
+            json_array_append_new(fails, json_pack("{s:I, s:o, s:o, s:s, s:o}", "row", (json_int_t)f->row,
+                "product_id", f->product_id ? sl__json_text(f->product_id) : json_null(),
+                "file", f->file ? sl__json_text(f->file) : json_null(),
+                "status", sl_status_name(f->status), "message", sl__json_text(f->message)));
         }
         json_t *o2 = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o, s:b, s:o, s:o, s:o}",
             "rows", (json_int_t)rep.rows, "products", (json_int_t)rep.products,
@@ -78,9 +85,9 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             "added_ids", sl__ids_json(&rep.added_ids), "updated_ids", sl__ids_json(&rep.updated_ids),
             "removed_ids", sl__ids_json(&rep.removed_ids));
         if (o2 && rep.dry_run && sync)
-            json_object_set_new(o2, "refused", rep.refused ? json_string(rep.refused) : json_null());
+            json_object_set_new(o2, "refused", rep.refused ? sl__json_text(rep.refused) : json_null());
         if (o2 && st != SL_OK)
-            json_object_set_new(o2, "error", json_pack("{s:s, s:s}", "status", sl_status_name(st), "message", err.message));
+            json_object_set_new(o2, "error", json_pack("{s:s, s:o}", "status", sl_status_name(st), "message", sl__json_text(err.message)));
         if (sl__print_json(o2)) st = SL_E_NOMEM;
     } else {
         for (size_t i = 0; i < rep.n_failures; i++) {
@@ -123,19 +130,26 @@ static int sl__add_run(int argc, char **argv) { return sl__cli_ingest(argc, argv
 const sl__cli_cmd sl__cmd_add = {
     "add", "add or update the products of a CSV/JSONL catalog",
     "Usage: shoplens add CATALOG [--store DIR] [--jobs N] [--features SPEC] [--currency CODE]\n"
-    "                    [--dry-run] [--quiet] [--json]\n\n"
+    "                    [--fetch-timeout S] [--fetch-retries N] [--dry-run] [--quiet] [--json]\n\n"
     "Upserts the catalog: new products are added, changed ones updated, unchanged images (same\n"
     "content hash) skipped. CATALOG is CSV (header row with product_id, image, title, category,\n"
-    "price, currency, description, url; other columns kept as attributes) or JSON Lines with\n"
-    "those keys. Image paths are relative to the catalog file; several rows with one product_id\n"
-    "are several images of one product. The store keeps its own copy of every image (longest\n"
+    "price, currency, description, url, additional_images; other columns kept as attributes) or\n"
+    "JSON Lines with those keys; Google Merchant feed names are read too (id, image_link,\n"
+    "additional_image_link, product_type, link, price as \"12.99 USD\"). Image paths are relative\n"
+    "to the catalog file; http(s) image URLs are downloaded (checked to be JPEG, PNG, WebP or\n"
+    "HEIC, retried on timeouts and 5xx, never on 404). Several rows with one product_id, or\n"
+    "additional images, are several images of one product. The store keeps its own copy of every image (longest\n"
     "side up to 1024 px), so the catalog's folder may move or go afterwards. Creates the store\n"
     "if needed (--features applies then); the first ingest learns the features' codebook/PCA\n"
     "from a sample of the catalog.\n"
     "A bad row or image is reported (row, file, status, message) and its product is left as it\n"
     "was; the rest goes on. A product counts as added once it is durable: after a crash or kill,\n"
     "running the same command again completes the store.\n"
-    "  --jobs N        extraction threads, 0..256 (default 0: all cores)\n"
+    "  --jobs N        extraction threads and downloads at once, 0..256 (default 0: all cores,\n"
+    "                  8 downloads)\n"
+    "  --fetch-timeout S  seconds per download attempt, 1..600 (default 30)\n"
+    "  --fetch-retries N  further attempts after a timeout, connection error, 408, 429 or 5xx,\n"
+    "                  0..10 (default 3; waits 0.5 s, 1 s, 2 s, ... or the server's Retry-After)\n"
     "  --currency CODE currency of the prices of rows without a currency column (ISO 4217, e.g.\n"
     "                  EUR; default: none, the prices have no currency)\n"
     "  --dry-run       read, hash and decode everything and print what would be added and\n"

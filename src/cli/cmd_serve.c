@@ -117,6 +117,16 @@ static int sl__serve_run(int argc, char **argv) {
         } else if (strcmp(a, "--timeout") == 0 && v) {
             if (sl__parse_long(v, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --timeout: must be an integer in %d..%d (seconds)", v, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX);
             o.timeout_s = (int)n; i++;
+        } else if (strcmp(a, "--head-timeout") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_HEAD_TIMEOUT_MIN, SL_SERVER_HEAD_TIMEOUT_MAX, &n))
+                return sl__cli_usage_error("serve", "bad --head-timeout '%s' (seconds, %d..%d)", v,
+                                           SL_SERVER_HEAD_TIMEOUT_MIN, SL_SERVER_HEAD_TIMEOUT_MAX);
+            o.head_timeout_s = (int)n; i++;
+        } else if (strcmp(a, "--body-timeout") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_BODY_TIMEOUT_MIN, SL_SERVER_BODY_TIMEOUT_MAX, &n))
+                return sl__cli_usage_error("serve", "bad --body-timeout '%s' (seconds, %d..%d)", v,
+                                           SL_SERVER_BODY_TIMEOUT_MIN, SL_SERVER_BODY_TIMEOUT_MAX);
+            o.body_timeout_s = (int)n; i++;
         } else if (strcmp(a, "--grace") == 0 && v) {
             if (sl__parse_long(v, 0, 3600, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --grace: must be an integer in 0..3600 (seconds)", v);
             grace = (double)n; i++;
@@ -207,6 +217,11 @@ const sl__cli_cmd sl__cmd_serve = {
     "  --max-inflight N     requests served at once before answering 503 (default 64)\n"
     "  --max-connections N  open connections at once (default 512)\n"
     "  --timeout S          drop connections idle for S seconds (default 30)\n"
+    "  --head-timeout S     a request head must arrive within S seconds (default 10; also the\n"
+    "                       longest a kept-alive connection waits for its next request);\n"
+    "                       slower clients get 408 and are closed\n"
+    "  --body-timeout S     each 64 KiB of a request body must arrive within S seconds\n"
+    "                       (default 30); slower clients get 408 and are closed\n"
     "  --grace S            on SIGTERM, wait at most S seconds for requests in flight (default 30)\n"
     "  --quiet              no request log\n"
     "\n"

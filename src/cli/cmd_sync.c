@@ -11,7 +11,8 @@ static int sl__sync_run(int argc, char **argv) { return sl__cli_ingest(argc, arg
 const sl__cli_cmd sl__cmd_sync = {
     "sync", "make the store equal to a catalog (add, update, remove)",
     "Usage: shoplens sync CATALOG [--store DIR] [--jobs N] [--max-removals N|P%] [--dry-run]\n"
-    "                     [--currency CODE] [--quiet] [--json]\n\n"
+    "                     [--currency CODE] [--fetch-timeout S] [--fetch-retries N] [--quiet]\n"
+    "                     [--json]\n\n"
     "Same as 'shoplens add CATALOG', then removes every product that is not in CATALOG (products\n"
     "whose rows failed stay as they were), and the image files no product uses any more.\n"
     "Protection against a truncated or wrong feed: before changing anything, sync refuses (exit\n"

@@ -90,6 +90,13 @@ void sl__described_clear(sl__described *d);
  * format and the original size. */
 sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
                             sl_image_info *info, sl_error *err);
+/* The region of q (region.c) cut out of a decoded upright image, or out of encoded bytes
+ * (decoded larger when the region is small); shrunk to e->max_side. SL_E_INVALID when the
+ * region is not inside the image or too small. */
+sl_status sl__region_of_image(const sl_engine *e, const sl_image *img, const sl_query *q,
+                              sl_image **out, sl_error *err);
+sl_status sl__region_of_bytes(const sl_engine *e, const void *data, size_t len, const sl_query *q,
+                              sl_image **out, sl_error *err);
 
 /* The store's copy of an image's bytes (SL_ENGINE_COPY_MAX_SIDE): the bytes themselves (*owned
  * = 0) when the image's longest side (info, from decoding them) is small enough, else a JPEG
@@ -111,6 +118,16 @@ int sl__image_same_bytes(const sl_image_ref *old, const char hash[65]);
 /* After a commit that may have released image files: deletes those nobody references (errors
  * are left for the next run: the deletions stay queued). Caller holds wmu, not the lock. */
 void sl__engine_gc(sl_engine *e);
+/* Downloads image URLs (remote.c, catalog/fetch.c) into a private directory of the store
+ * (*dir, malloc'ed; remove it with sl__remote_rmdir): local[i] is the file of urls[i]
+ * (malloc'ed), or NULL with st[i] and msg[i] (malloc'ed) saying why. Returns SL_OK when every
+ * URL was tried, else a run-level error (SL_E_NOMEM, SL_E_IO, SL_E_INTERRUPTED). */
+struct sl__fetch_opts;
+sl_status sl__remote_fetch(sl_engine *e, const char *const *urls, size_t n,
+                           const struct sl__fetch_opts *o, sl_progress_fn progress,
+                           void *progress_ctx, const volatile int *cancel, char **dir, char **local,
+                           sl_status *st, char **msg, sl_error *err);
+void sl__remote_rmdir(const char *dir);
 /* Extracts the global vector (malloc'ed, dim floats) and, when verifying, the serialized local
  * features of a decoded image. Thread-safe. */
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,

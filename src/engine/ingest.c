@@ -19,14 +19,22 @@
  * through the same reading, hashing and decoding and the same decisions, and writes nothing.
  * When the first training fails, every row is still read and decoded, so the report names the
  * rows that failed on their own (often the reason too few images were left to learn from).
+ * Image URLs (http, https) are downloaded first, all distinct ones, `jobs` at once, into a
+ * private directory of the store (remote.c); a row whose download failed is reported with the
+ * URL and the reason, the others go on like rows of local images (the URL is their origin).
+ * A row's additional images (Google Merchant's additional_image_link) are more images of its
+ * product, reported under the same row.
  */
 #include "engine/engine_internal.h"
 #include "catalog/catalog.h"
+#include "catalog/fetch.h"
+#include "catalog/price.h"
 #include "util/util.h"
 
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +46,8 @@
 typedef struct sl__task {
     size_t prod;            /* product index */
     size_t row;
-    char *path;             /* resolved image path */
+    char *path;             /* resolved image path, or its URL */
+    char *local;            /* the downloaded file of a URL (read instead of path), or NULL */
     int done;
     sl_status st;
     char *msg;
@@ -162,28 +171,21 @@ static int sl__smap_put(sl__smap *m, size_t count, const sl__prod *prods, size_t
 
 /* ---- parsing ------------------------------------------------------------------------------- */
 
-static int sl__parse_price(const char *t, double *out) {
-    if (!t) return 0;
-    while (*t == ' ') t++;
-    if (!*t) return 0;
-    char *end;
-    errno = 0;
-    double v = strtod(t, &end);
-    while (*end == ' ') end++;
-    if (errno || *end || !isfinite(v) || v < SL_PRODUCT_PRICE_MIN || v > SL_PRODUCT_PRICE_MAX) return -1;
-    *out = v;
-    return 1;
+#define SL__WHY_MAX 256
+
+/* A row's failure sentence formatted into buf (for reasons that quote the row). */
+static const char *sl__why(char buf[SL__WHY_MAX], const char *fmt, ...) SL__PRINTF(2, 3);
+static const char *sl__why(char buf[SL__WHY_MAX], const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, SL__WHY_MAX, fmt, ap);
+    va_end(ap);
+    return buf;
 }
 
-static int sl__id_ok(const char *id) {
-    if (!id || !*id || strlen(id) > SL_STORE_ID_MAX) return 0;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        if (*p < 0x20 || *p == 0x7f) return 0;
-    return 1;
-}
-
+/* Where a row's image is: a URL as is, a path relative to the feed's directory. */
 static char *sl__join(const char *dir, const char *rel) {
-    if (rel[0] == '/') return sl__strdup(rel);
+    if (rel[0] == '/' || sl__is_url(rel)) return sl__strdup(rel);
     size_t n = strlen(dir) + strlen(rel) + 2;
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s/%s", dir, rel);
@@ -202,6 +204,26 @@ typedef struct sl__raw {
     size_t row, prod;
     char *path;
 } sl__raw;
+
+/* Appends an image of a row; takes path (freed on failure). Returns 0, or -1 out of memory. */
+static int sl__raw_add(sl__raw **raw, size_t *n, size_t *cap, size_t row, size_t prod, char *path) {
+    if (!path) return -1;
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 1024;
+        sl__raw *nr = sl__reallocarray(*raw, nc, sizeof *nr);
+        if (!nr) {
+            free(path);
+            return -1;
+        }
+        *raw = nr;
+        *cap = nc;
+    }
+    (*raw)[*n].row = row;
+    (*raw)[*n].prod = prod;
+    (*raw)[*n].path = path;
+    (*n)++;
+    return 0;
+}
 
 static sl_status sl__parse_feed(sl__ingest *in, const char *path, const char *currency,
                                 sl_ingest_report *rep, sl_error *err) {
@@ -239,15 +261,23 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, const char *cu
         const char *why = NULL;
         double price = 0;
         int has_price = 0;
-        char cur[SL_PRODUCT_CURRENCY_LEN + 1] = "";
+        char cur[SL_PRODUCT_CURRENCY_LEN + 1] = "", price_cur[4] = "";
+        /* the currency: its own column, else the price's ("12.99 USD"), else the default */
+        const char *cur_text = row.currency && *row.currency ? row.currency : NULL;
+        const char *bad_id = row.product_id && *row.product_id ? sl_product_id_check(row.product_id) : NULL;
+        char whybuf[SL__WHY_MAX];
         if (!row.product_id || !*row.product_id) why = "missing product_id";
-        else if (!sl__id_ok(row.product_id)) why = "bad product_id (over 128 bytes or control characters)";
+        else if (bad_id) why = sl__why(whybuf, "bad product_id: it %s", bad_id);
+        else if (row.not_utf8)
+            why = sl__why(whybuf, "column '%s' is not UTF-8 text (save the feed as UTF-8)", row.not_utf8);
         else if (!row.image || !*row.image) why = "missing image";
-        else if ((has_price = sl__parse_price(row.price_text, &price)) < 0) why = "bad price (must be a number in 0..1000000000000)";
-        else if (!sl_product_currency_valid(row.currency && *row.currency ? row.currency : currency, cur))
+        else if ((has_price = sl__price_parse(row.price_text, &price, price_cur, &why)) < 0) (void)0;
+        else if (!sl_product_currency_valid(cur_text ? cur_text : price_cur[0] ? price_cur : currency, cur))
             why = "bad currency (must be a three-letter ISO 4217 code such as USD or EUR)";
+        else if (cur_text && price_cur[0] && strcmp(cur, price_cur) != 0)
+            why = "the price's currency differs from the currency column";
         size_t pi = SIZE_MAX;
-        if (row.product_id && sl__id_ok(row.product_id)) {
+        if (row.product_id && *row.product_id && !bad_id) {
             pi = sl__smap_find(&map, row.product_id, in->prods);
             if (pi == SIZE_MAX) {
                 if (in->n_prods == cap_prods) {
@@ -288,21 +318,23 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, const char *cu
             if (fs != SL_OK) goto nomem;
             continue;
         }
-        if (!ipath) goto nomem;
-        if (n_raw == cap_raw) {
-            size_t nc = cap_raw ? cap_raw * 2 : 1024;
-            sl__raw *nr = sl__reallocarray(raw, nc, sizeof *nr);
-            if (!nr) {
-                free(ipath);
-                goto nomem;
-            }
-            raw = nr;
-            cap_raw = nc;
+        if (sl__raw_add(&raw, &n_raw, &cap_raw, row.row, pi, ipath) != 0) goto nomem;
+        /* more images of the product in this row (comma-separated) */
+        for (const char *m = row.more_images ? row.more_images : ""; *m;) {
+            size_t l = strcspn(m, ",");
+            const char *a = m, *b = m + l;
+            while (a < b && (*a == ' ' || *a == '\t')) a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+            m += l + (m[l] == ',');
+            if (a == b) continue;
+            char *one = malloc((size_t)(b - a) + 1);
+            if (!one) goto nomem;
+            memcpy(one, a, (size_t)(b - a));
+            one[b - a] = '\0';
+            char *mpath = sl__join(dir, one);
+            free(one);
+            if (sl__raw_add(&raw, &n_raw, &cap_raw, row.row, pi, mpath) != 0) goto nomem;
         }
-        raw[n_raw].row = row.row;
-        raw[n_raw].prod = pi;
-        raw[n_raw].path = ipath;
-        n_raw++;
     }
     if (st == SL_OK) {
         /* group tasks by product (stable: feed order inside a product) */
@@ -356,7 +388,8 @@ static void sl__run_task(sl__ingest *in, sl__task *t) {
     sl_error_clear(&err);
     void *buf = NULL;
     size_t len = 0;
-    sl_status st = sl__read_file(t->path, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, &err);
+    if (t->st != SL_OK) return; /* its download failed */
+    sl_status st = sl__read_file(t->local ? t->local : t->path, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, &err);
     if (st != SL_OK) {
         sl__task_fail(t, st, err.message);
         return;
@@ -439,6 +472,7 @@ static sl_status sl__train_on_paths(sl_engine *e, char **paths, size_t n, size_t
 static void sl__ingest_free(sl__ingest *in) {
     for (size_t i = 0; i < in->n_tasks; i++) {
         free(in->tasks[i].path);
+        free(in->tasks[i].local);
         free(in->tasks[i].msg);
         sl__described_clear(&in->tasks[i].d);
     }
@@ -610,6 +644,66 @@ static sl_status sl__sync_remove(sl_engine *e, char **gone, size_t n_gone, sl_in
     return st;
 }
 
+static int sl__cmp_task_path(const void *a, const void *b, void *ctx) {
+    const sl__task *t = ctx;
+    return strcmp(t[*(const size_t *)a].path, t[*(const size_t *)b].path);
+}
+
+/* Downloads the distinct image URLs of the tasks (all rows, so each failure is reported with
+ * its row): a task of a URL gets its local file, or its failure. */
+static sl_status sl__ingest_fetch(sl__ingest *in, const sl_ingest_opts *o, char **downloads,
+                                  sl_error *err) {
+    size_t n = 0;
+    for (size_t i = 0; i < in->n_tasks; i++) n += sl__is_url(in->tasks[i].path) != 0;
+    if (n == 0) return SL_OK;
+    size_t *idx = sl__mallocarray(n, sizeof *idx);
+    const char **urls = sl__callocarray(n, sizeof *urls);
+    size_t *first = sl__mallocarray(n, sizeof *first);   /* url slot of each idx entry */
+    char **local = sl__callocarray(n, sizeof *local);
+    char **msg = sl__callocarray(n, sizeof *msg);
+    sl_status *st = sl__callocarray(n, sizeof *st);
+    sl_status rs = SL_OK;
+    if (!idx || !urls || !first || !local || !msg || !st) {
+        rs = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto done;
+    }
+    n = 0;
+    for (size_t i = 0; i < in->n_tasks; i++)
+        if (sl__is_url(in->tasks[i].path)) idx[n++] = i;
+    qsort_r(idx, n, sizeof *idx, sl__cmp_task_path, in->tasks);
+    size_t nu = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k == 0 || strcmp(in->tasks[idx[k]].path, urls[nu - 1]) != 0) urls[nu++] = in->tasks[idx[k]].path;
+        first[k] = nu - 1;
+    }
+    sl__fetch_opts fo;
+    sl__fetch_opts_init(&fo);
+    if (o->fetch_timeout_s > 0) fo.timeout_s = o->fetch_timeout_s;
+    if (fo.connect_timeout_s > fo.timeout_s) fo.connect_timeout_s = fo.timeout_s;
+    fo.retries = o->fetch_retries_set ? o->fetch_retries : SL_ENGINE_FETCH_RETRIES_DEFAULT;
+    fo.parallel = o->jobs > 0 ? o->jobs : SL_ENGINE_FETCH_PARALLEL_DEFAULT;
+    rs = sl__remote_fetch(in->e, urls, nu, &fo, o->fetch_progress, o->fetch_progress_ctx, o->cancel,
+                          downloads, local, st, msg, err);
+    for (size_t k = 0; k < n && rs == SL_OK; k++) {
+        sl__task *t = &in->tasks[idx[k]];
+        size_t u = first[k];
+        if (st[u] != SL_OK) sl__task_fail(t, st[u], msg[u]);
+        else if (!(t->local = sl__strdup(local[u]))) rs = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+done:
+    for (size_t u = 0; local && msg && u < n; u++) {
+        free(local[u]);
+        free(msg[u]);
+    }
+    free(idx);
+    free(urls);
+    free(first);
+    free(local);
+    free(msg);
+    free(st);
+    return rs;
+}
+
 sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_ingest_opts *opts,
                            sl_ingest_report *rep, sl_error *err) {
     memset(rep, 0, sizeof *rep);
@@ -626,6 +720,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     in.dry_run = in.no_describe = o.dry_run != 0;
     rep->dry_run = in.dry_run;
     char **gone = NULL;
+    char *downloads = NULL; /* the directory of downloaded images, removed at the end */
     size_t n_gone = 0, n_stored = 0;
     sl_error terr;
     sl_error_clear(&terr);
@@ -658,6 +753,8 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         if (pr->exists) st = sl_store_product_images(e->store, pr->meta.id, &pr->old, &pr->n_old, err);
     }
     if (st != SL_OK) goto out;
+    /* image URLs: downloaded before anything reads them */
+    if ((st = sl__ingest_fetch(&in, &o, &downloads, err)) != SL_OK) goto out;
     /* first ingest: learn the codebook / PCA from a sample of this feed */
     if (!in.dry_run && !sl_features_ready(e->feat) && in.n_tasks > 0) {
         char **paths = sl__callocarray(in.n_tasks + 1, sizeof *paths);
@@ -667,7 +764,8 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
             goto out;
         }
         for (size_t i = 0; i < in.n_tasks; i++)
-            if (!in.prods[in.tasks[i].prod].parse_failed) paths[np++] = in.tasks[i].path;
+            if (!in.prods[in.tasks[i].prod].parse_failed && in.tasks[i].st == SL_OK)
+                paths[np++] = in.tasks[i].local ? in.tasks[i].local : in.tasks[i].path;
         st = np ? sl__train_on_paths(e, paths, np, o.train_sample, o.jobs, &terr) : SL_OK;
         free(paths);
         if (st == SL_E_NOMEM || st == SL_E_INTERRUPTED) {
@@ -753,6 +851,8 @@ out:
     pthread_mutex_unlock(&e->wmu);
     sl_strings_free(gone, n_gone);
     sl__ingest_free(&in);
+    if (downloads) sl__remote_rmdir(downloads);
+    free(downloads);
     if (rep->n_failures > 1) qsort(rep->failures, rep->n_failures, sizeof *rep->failures, sl__cmp_failure);
     rep->seconds = sl__now() - t0;
     return st;

@@ -1,5 +1,6 @@
 /*
- * engine/query.c - the query path: image -> global vector (+ local features) -> index
+ * engine/query.c - the query path: image (-> the shopper's region of it, region.c) -> global
+ * vector (+ local features) -> index
  * candidates with the filter applied inside the index search (an allowed-id list from SQL over
  * category / price / FTS5 text) -> geometric re-rank of the top candidates (RANSAC inliers
  * blended with the global score, when the spec verifies) -> products, a product's score being
@@ -11,6 +12,7 @@
  * memory and are freed before returning.
  */
 #include "engine/engine_internal.h"
+#include "catalog/catalog.h"
 #include "util/util.h"
 
 #include <math.h>
@@ -370,6 +372,16 @@ sl_status sl_engine_search(sl_engine *e, const sl_image *img, const sl_query *q,
                            sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
     if (!e || !img) return sl__err_set(err, SL_E_INVALID, "no image");
+    if (q && q->region_w > 0) { /* search the region alone */
+        sl_image *cut = NULL;
+        sl_status rs = sl__region_of_image(e, img, q, &cut, err);
+        if (rs != SL_OK) return rs;
+        sl_query whole = *q;
+        whole.region_w = 0;
+        rs = sl_engine_search(e, cut, &whole, out, err);
+        sl_image_free(cut);
+        return rs;
+    }
     float *vec = NULL;
     sl_local_features *lf = NULL;
     sl_status st = sl__lock_described(e, img, &vec, &lf, err);
@@ -388,9 +400,18 @@ sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, con
                                  sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
     sl_image *img = NULL;
-    sl_status st = sl__engine_decode(e, data, len, &img, NULL, err);
-    if (st != SL_OK) return st;
-    st = sl_engine_search(e, img, q, out, err);
+    sl_query whole;
+    if (q && q->region_w > 0) { /* region in pixels of the original: cut before shrinking */
+        whole = *q;
+        whole.region_w = 0;
+        sl_status rs = sl__region_of_bytes(e, data, len, q, &img, err);
+        if (rs != SL_OK) return rs;
+        q = &whole;
+    } else {
+        sl_status ds = sl__engine_decode(e, data, len, &img, NULL, err);
+        if (ds != SL_OK) return ds;
+    }
+    sl_status st = sl_engine_search(e, img, q, out, err);
     sl_image_free(img);
     return st;
 }
@@ -398,6 +419,14 @@ sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, con
 sl_status sl_engine_search_file(sl_engine *e, const char *path, const sl_query *q,
                                 sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
+    if (q && q->region_w > 0) { /* the region is in pixels of the file's image: go by bytes */
+        void *data = NULL;
+        size_t len = 0;
+        sl_status rs = sl__read_file(path, SL_IMAGE_MAX_BYTES_DEFAULT, &data, &len, err);
+        if (rs == SL_OK) rs = sl_engine_search_bytes(e, data, len, q, out, err);
+        free(data);
+        return rs;
+    }
     sl_image_load_opts o;
     memset(&o, 0, sizeof o);
     o.max_side = e->max_side;

@@ -231,6 +231,13 @@ void sl__h_search(sl__req *req, sl__resp *resp) {
     const uint8_t *data;
     size_t len;
     if (sl__query(req, resp, &q) != 0 || sl__image_body(req, resp, &data, &len) != 0) return;
+    const char *region = sl__target_param(&req->target, "region");
+    sl_error re;
+    sl_error_clear(&re);
+    if (region && sl_engine_parse_region(region, &q, &re) != SL_OK) {
+        sl__resp_error(resp, 400, "bad_request", "%s", re.message);
+        return;
+    }
     sl_matches m = { 0 };
     sl_error e;
     sl_error_clear(&e);
@@ -274,7 +281,12 @@ void sl__h_categories(sl__req *req, sl__resp *resp) {
     }
     sl_strings_free(names, n);
     free(counts);
-    sl__resp_json(resp, 200, arr ? json_pack("{s:o}", "categories", arr) : NULL);
+    /* the catalog's size, products without a category included (the page's header) */
+    sl_engine_stats st;
+    json_int_t total = sl_engine_stats_get(req->srv->engine, &st, NULL) == SL_OK ? (json_int_t)st.products : -1;
+    sl__resp_json(resp, 200, arr ? json_pack("{s:o,s:o}", "categories", arr, "products",
+                                             total >= 0 ? json_integer(total) : json_null())
+                                 : NULL);
     resp->cache = "no-cache";
 }
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 static const char *const sl__p_search[] = { "k", "offset", "category", "min_price", "max_price", "q", NULL };
+static const char *const sl__p_search_image[] = { "k", "offset", "category", "min_price", "max_price", "q", "region", NULL };
 static const char *const sl__p_list[] = { "limit", "cursor", "category", "min_price", "max_price", "q", NULL };
 static const char *const sl__p_k[] = { "k", NULL };
 static const char *const sl__p_check[] = { "threshold", NULL };
@@ -19,9 +20,10 @@ static const char *const sl__p_none[] = { NULL };
 
 const sl__route sl__routes[] = {
     { "page",           "GET",    { NULL },                                  0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_page },
+    { "favicon",        "GET",    { "favicon.ico", NULL },                   0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_favicon },
     { "healthz",        "GET",    { "healthz", NULL },                       0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_healthz },
     { "metrics",        "GET",    { "metrics", NULL },                       0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_metrics },
-    { "search",         "POST",   { "v1", "search", NULL },                  0, 1, SL__BODY_IMAGE, sl__p_search, sl__h_search },
+    { "search",         "POST",   { "v1", "search", NULL },                  0, 1, SL__BODY_IMAGE, sl__p_search_image, sl__h_search },
     { "categories",     "GET",    { "v1", "categories", NULL },              0, 1, SL__BODY_NONE,  sl__p_none,   sl__h_categories },
     { "products_list",  "GET",    { "v1", "products", NULL },                0, 1, SL__BODY_NONE,  sl__p_list,   sl__h_products_list },
     { "product_get",    "GET",    { "v1", "products", "*", NULL },           0, 1, SL__BODY_NONE,  sl__p_none,   sl__h_product_get },
