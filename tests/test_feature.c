@@ -911,6 +911,9 @@ static void test_spec_parsing(void **state) {
     assert_true(sl_features_ready(f));
     assert_false(sl_features_uses_verify(f));
     assert_int_equal(sl_features_dim(f), (size_t)(16 * 4 * 4 + 4));
+    char cal[8] = "x";
+    sl_features_calibration_describe(f, cal, sizeof cal); /* no CNN: no calibration */
+    assert_string_equal(cal, "");
     sl_features_free(f);
     assert_int_equal(sl_features_new("color:w=0.5,bins=8x4x4+vlad:k=16,pca=0+verify:n=20", &f, NULL), SL_OK);
     assert_true(sl_features_needs_training(f));
@@ -1117,6 +1120,13 @@ static void test_pipeline_cnn_reduced_precision_persists(void **state) {
         assert_int_equal(sl_features_save(f, path), SL_OK);
         assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
         assert_true(sl_features_ready(g));
+        /* the loaded pipeline describes the calibration it was trained with */
+        char ca[2048], cb[2048];
+        sl_features_calibration_describe(f, ca, sizeof ca);
+        sl_features_calibration_describe(g, cb, sizeof cb);
+        assert_string_equal(ca, cb);
+        assert_true(strncmp(ca, precs[pi], 4) == 0);
+        assert_non_null(strstr(ca, "12 images (seed 11)"));
         memset(w, 0, d * sizeof *w);
         assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
         assert_memory_equal(v, w, d * sizeof *v);

@@ -1130,8 +1130,21 @@ static void test_calibration_is_deterministic(void **state) {
         /* a fresh load given the record computes what the calibrated model computes */
         sl_nn *f = load_prec("tiny_mbv2", prec, 1);
         assert_int_equal(sl_nn_calibrated(f), 0);
+        char da[2048], db[2048];
+        sl_nn_calibration_describe(f, da, sizeof da);
+        assert_string_equal(da, ""); /* not calibrated yet */
         assert_int_equal(sl_nn_calibration_load(f, rec[0], len[0], &e), SL_OK);
         assert_int_equal(sl_nn_calibrated(f), 1);
+        /* the loaded record describes itself as the calibration that made it: 12 of the 20
+         * images, seed 17, and the same layers and cosines; truncation keeps a terminated prefix */
+        sl_nn_calibration_describe(f, da, sizeof da);
+        sl_nn_calibration_describe(m[0], db, sizeof db);
+        assert_string_equal(da, db);
+        assert_non_null(strstr(da, pi ? "bf16, 12 images (seed 17)" : "int8, 12 images (seed 17), ranges by mse"));
+        assert_null(strchr(da, '\n'));
+        sl_nn_calibration_describe(f, db, 10);
+        assert_int_equal(strlen(db), 9);
+        assert_memory_equal(db, da, 9);
         size_t d = sl_nn_embed_dim(f);
         float *ya = calloc(4 * d, sizeof(float)), *yb = calloc(4 * d, sizeof(float));
         assert_int_equal(sl_nn_run(f, x, 4, ya, &e), SL_OK);

@@ -214,6 +214,11 @@ sl_status sl_nn_calibration_save(const sl_nn *m, uint8_t **buf, size_t *len, sl_
 sl_status sl_nn_calibration_load(sl_nn *m, const uint8_t *buf, size_t len, sl_error *err);
 /* 0: not calibrated, 1: calibrated on given images or a loaded record, 2: on the synthetic images. */
 int sl_nn_calibrated(const sl_nn *m);
+/* One line describing m's calibration into buf (n bytes, truncated, no newline): precision,
+ * images, seed, range estimator, the convolutions kept at fp32 with their sensitivities and the
+ * embedding cosine to fp32 it measured; "" for an fp32 model or one not calibrated yet (and when
+ * buf is NULL or n is 0, nothing is written). The text `cnn info` shows after "calibration: ". */
+void sl_nn_calibration_describe(const sl_nn *m, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

@@ -85,6 +85,12 @@ int sl_features_ready(const sl_features *f) {
 int sl_features_uses_verify(const sl_features *f) { return f && f->verify.enabled; }
 int sl_features_verify_top_n(const sl_features *f) { return f && f->verify.enabled ? f->verify.top_n : 0; }
 
+void sl_features_calibration_describe(const sl_features *f, char *buf, size_t n) {
+    if (!buf || !n) return;
+    buf[0] = 0;
+    if (f && cnn_needs_calib(f) && f->cnn.calibrated) sl_nn_calibration_describe(f->cnn.model, buf, n);
+}
+
 sl_status sl_features_verify(const sl_features *f, const sl_local_features *query,
                              const sl_local_features *candidate, sl_verify_result *res,
                              sl_error *err) {

@@ -683,6 +683,19 @@ int sl__quant_conv(const sl_nn *m, const sl__qsel *sel, int prec, int node, int 
     return SL_NN_PRECISION_INT8;
 }
 
+void sl_nn_calibration_describe(const sl_nn *m, char *buf, size_t n) {
+    if (!buf || !n) return;
+    buf[0] = 0;
+    if (!m || !m->calib) return;
+    char line[4096];
+    sl__quant_info(m, line, sizeof line);
+    const char *t = strncmp(line, "calibration: ", 13) ? line : line + 13;
+    size_t len = strcspn(t, "\n");
+    if (len >= n) len = n - 1;
+    memcpy(buf, t, len);
+    buf[len] = 0;
+}
+
 int sl_nn_calibrated(const sl_nn *m) {
     if (!m || !m->calib) return 0;
     return m->calib->synthetic ? 2 : 1;
