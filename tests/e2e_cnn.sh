@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # tests/e2e_cnn.sh - `shoplens cnn info|run|embed|preprocess` on the committed test models: output
-# shapes, the default embedding and its alternatives, batched embedding, exit codes for usage
-# errors, unsupported operators and malformed or mistaken files (HTML, Git LFS pointer).
+# shapes, the default embedding and its alternatives, batched embedding, int8 calibration saved and
+# loaded, exit codes for usage errors, unsupported operators, malformed or mistaken files (HTML,
+# Git LFS pointer) and calibration records; a store whose CNN runs at int8 (calibrated on its
+# catalog, kept in the features file, shown by info, the same after reopening and retrain).
 set -euo pipefail
 bin=${SHOPLENS_BIN:?}
 models=${SL_SOURCE_DIR:?}/tests/models
@@ -50,8 +52,53 @@ awk 'NR == FNR { for (i = 2; i <= NF; i++) a[FNR, i] = $i; next }
 "$bin" cnn preprocess "$models/tiny_resnet.onnx" "${imgs[@]}" --out "$tmp/x.npy" --interpolation bicubic
 head -c 128 "$tmp/x.npy" | grep -q "'shape': (3, 3, 32, 32)" || fail "preprocess output shape"
 
+# int8 calibrated on sample tensors: the record saved, loaded by another process, gives the same
+# bytes; cnn info names the calibration and the layers kept at fp32
+m8="$models/tiny_mbv2.onnx"
+"$bin" cnn info "$m8" --precision int8 --calibrate "$models/tiny_mbv2.in.npy" --calib-save "$tmp/cal.bin" > "$tmp/i8.txt"
+grep -q "^calibration: int8, 2 images (seed 17), ranges by mse" "$tmp/i8.txt" || fail "int8 calibration not described"
+"$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c1.npy" --precision int8 --calibrate "$models/tiny_mbv2.in.npy"
+"$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c2.npy" --precision int8 --calib-load "$tmp/cal.bin"
+cmp "$tmp/c1.npy" "$tmp/c2.npy" || fail "a loaded calibration computes other bytes"
+# a store with the CNN at int8: add calibrates on the catalog's images, the features file keeps
+# the calibration (section CNNQ) and info shows it; later processes (search) reload it, so a
+# catalog image finds itself at score 1.0 (its stored vector and the query's are the same bits);
+# retrain recalibrates on the same seeded sample: the same calibration, the same results
+export SHOPLENS_STORE="$tmp/store"
+"$bin" sample catalog "$tmp/qcat" --products 6 --views 2 --photos 1 --size 96 --seed 3 > /dev/null
+"$bin" init --features "cnn:$m8,precision=int8" > /dev/null
+"$bin" info --json | grep -q '"calibration": null' || fail "uncalibrated store shows a calibration"
+"$bin" add "$tmp/qcat/catalog.csv" --jobs 2 > /dev/null
+grep -q CNNQ "$tmp"/store/features-*.bin || fail "features file has no calibration section"
+"$bin" info --json > "$tmp/qi.json"
+grep -q '"calibration": "int8, 12 images (seed [0-9]*), ranges by mse; [0-9]* of 11 convolutions kept at fp32' "$tmp/qi.json" \
+    || fail "info does not show the store's calibration on its 12 images"
+"$bin" info | grep -q "^calibration int8, 12 images" || fail "info text has no calibration line"
+for img in P000001_0 P000004_1; do
+    "$bin" search "$tmp/qcat/images/$img.jpg" -k 1 --json > "$tmp/qs.json"
+    tr -d ' \n' < "$tmp/qs.json" | grep -q '"score":1.0,' || fail "$img does not find itself at 1.0: the reloaded calibration differs"
+done
+"$bin" search "$tmp/qcat/queries/P000002/0.jpg" -k 6 --json > "$tmp/qa.json"
+"$bin" retrain --jobs 2 > /dev/null
+"$bin" info --json > "$tmp/qi2.json"
+[ "$(grep '"calibration"' "$tmp/qi.json")" = "$(grep '"calibration"' "$tmp/qi2.json")" ] || fail "retrain changed the calibration"
+"$bin" search "$tmp/qcat/queries/P000002/0.jpg" -k 6 --json > "$tmp/qb.json"
+cmp "$tmp/qa.json" "$tmp/qb.json" || fail "retrain changed the results"
+# a store without a reduced-precision CNN has no calibration
+"$bin" init --store "$tmp/s32" --features "cnn:$m8" > /dev/null
+"$bin" info --store "$tmp/s32" --json | grep -q '"calibration": null' || fail "fp32 store shows a calibration"
+unset SHOPLENS_STORE
+# the zoo's quantized operators: a QLinear model runs and names its QLinearConv paths
+"$bin" cnn info "$models/qlinear_conv.onnx" | grep -q "QLinearConv: [0-9] on oneDNN int8" || fail "QLinearConv summary"
+
 # errors: usage -> 2, unsupported operator / malformed model / wrong input shape -> 1
 set +e
+"$bin" cnn info "$m8" --precision int8 --calib-method median > /dev/null 2>&1; [ $? -eq 2 ] || fail "bad --calib-method"
+"$bin" cnn info "$m8" --calibrate "$models/tiny_mbv2.in.npy" 2> "$tmp/err.txt"; [ $? -eq 1 ] || fail "fp32 calibration accepted"
+grep -q "fp32" "$tmp/err.txt" || fail "fp32 calibration error does not say why"
+head -c 100 "$tmp/cal.bin" > "$tmp/bad.bin"
+"$bin" cnn info "$m8" --precision int8 --calib-load "$tmp/bad.bin" 2> "$tmp/err.txt"; [ $? -eq 1 ] || fail "truncated record accepted"
+grep -q "SL_E_CORRUPT" "$tmp/err.txt" || fail "truncated record not SL_E_CORRUPT"
 "$bin" cnn run "$models/tiny_resnet.onnx" > /dev/null 2>&1; [ $? -eq 2 ] || fail "missing --input is not a usage error"
 "$bin" cnn frobnicate x > /dev/null 2>&1; [ $? -eq 2 ] || fail "unknown subcommand is not a usage error"
 "$bin" cnn info "$models/unsupported_op.onnx" 2> "$tmp/err.txt"; [ $? -eq 1 ] || fail "unsupported op exit code"

@@ -911,6 +911,9 @@ static void test_spec_parsing(void **state) {
     assert_true(sl_features_ready(f));
     assert_false(sl_features_uses_verify(f));
     assert_int_equal(sl_features_dim(f), (size_t)(16 * 4 * 4 + 4));
+    char cal[8] = "x";
+    sl_features_calibration_describe(f, cal, sizeof cal); /* no CNN: no calibration */
+    assert_string_equal(cal, "");
     sl_features_free(f);
     assert_int_equal(sl_features_new("color:w=0.5,bins=8x4x4+vlad:k=16,pca=0+verify:n=20", &f, NULL), SL_OK);
     assert_true(sl_features_needs_training(f));
@@ -940,6 +943,8 @@ static void test_spec_parsing(void **state) {
     expect_bad_spec("color+color", "given twice");
     expect_bad_spec("verify", "no global part");
     expect_bad_spec("cnn:", "model path");
+    expect_bad_spec("cnn:m.onnx,precision=int4", "fp32, bf16 or int8");
+    expect_bad_spec("cnn:m.onnx,prec=int8", "unknown key for cnn (w, precision)");
     expect_bad_spec("vlad:k=1", "bad value for 'k'");
     expect_bad_spec("vlad:k=2,pca=300", "exceeds");
     expect_bad_spec("verify:model=projective+color", "affine or homography");
@@ -970,6 +975,19 @@ static void *thr_extract(void *a) {
     thr_arg *t = a;
     t->st = sl_features_extract(t->f, t->img, t->vec, NULL, NULL);
     return NULL;
+}
+
+/* A whole file in memory (malloc'ed), its size in *len. */
+static uint8_t *slurp(const char *path, size_t *len) {
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    *len = (size_t)ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *buf = malloc(*len ? *len : 1);
+    assert_int_equal(fread(buf, 1, *len, fp), *len);
+    fclose(fp);
+    return buf;
 }
 
 static void test_pipeline_train_extract_save_load(void **state) {
@@ -1030,13 +1048,8 @@ static void test_pipeline_train_extract_save_load(void **state) {
     assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
     assert_memory_equal(v, w, d * sizeof *v);
     /* damaged files: every byte flip is detected and names a section or the header */
-    FILE *fp = fopen(path, "rb");
-    fseek(fp, 0, SEEK_END);
-    size_t len = (size_t)ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *buf = malloc(len);
-    assert_int_equal(fread(buf, 1, len, fp), len);
-    fclose(fp);
+    size_t len = 0;
+    uint8_t *buf = slurp(path, &len);
     sl_features *h = NULL;
     for (size_t i = 0; i < len; i += 1 + len / 300) {
         buf[i] ^= 0x41;
@@ -1065,6 +1078,76 @@ static void test_pipeline_train_extract_save_load(void **state) {
     sl_local_features_free(l1); sl_local_features_free(l2); sl_local_features_free(l3);
     sl_features_free(g);
     sl_features_free(f);
+    for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
+}
+
+/* A CNN part at int8 / bf16: training calibrates the network on a seeded sample of the training
+ * images (the same on any thread count), the features file keeps the calibration (section
+ * 'CNNQ'), and the reloaded pipeline describes images with the same bits. */
+static void test_pipeline_cnn_reduced_precision_persists(void **state) {
+    (void)state;
+    const char *src = getenv("SL_SOURCE_DIR");
+    enum { N = 12 };
+    sl_image *imgs[N];
+    for (int i = 0; i < N; i++) imgs[i] = scene(96, 80, 300 + (uint64_t)i);
+    static const char *const precs[] = {"int8", "bf16"};
+    for (int pi = 0; pi < 2; pi++) {
+        char spec[1400];
+        snprintf(spec, sizeof spec, "cnn:%s/tests/models/tiny_mbv2.onnx,precision=%s+color:bins=8x4x4", src ? src : "..",
+                 precs[pi]);
+        sl_features *f = NULL, *f2 = NULL, *g = NULL;
+        sl_error e;
+        if (sl_features_new(spec, &f, &e)) fail_msg("%s: %s", spec, e.message);
+        assert_non_null(strstr(sl_features_spec(f), precs[pi]));
+        assert_true(sl_features_needs_training(f));
+        assert_false(sl_features_ready(f));
+        assert_int_equal(sl_features_set_threads(f, 1), SL_OK);
+        assert_int_equal(sl_features_train(f, (const sl_image *const *)imgs, N, 11), SL_OK);
+        assert_true(sl_features_ready(f));
+        size_t d = sl_features_dim(f);
+        float *v = calloc(d, sizeof(float)), *w = calloc(d, sizeof(float));
+        assert_int_equal(sl_features_extract(f, imgs[0], v, NULL, NULL), SL_OK);
+        /* the same training on 2 threads */
+        assert_int_equal(sl_features_new(spec, &f2, &e), SL_OK);
+        assert_int_equal(sl_features_set_threads(f2, 2), SL_OK);
+        assert_int_equal(sl_features_train(f2, (const sl_image *const *)imgs, N, 11), SL_OK);
+        assert_int_equal(sl_features_extract(f2, imgs[0], w, NULL, NULL), SL_OK);
+        assert_memory_equal(v, w, d * sizeof *v);
+        /* save, load: the same vector */
+        char path[] = "/tmp/sl_test_cnnq_XXXXXX";
+        int fd = mkstemp(path);
+        close(fd);
+        assert_int_equal(sl_features_save(f, path), SL_OK);
+        assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+        assert_true(sl_features_ready(g));
+        /* the loaded pipeline describes the calibration it was trained with */
+        char ca[2048], cb[2048];
+        sl_features_calibration_describe(f, ca, sizeof ca);
+        sl_features_calibration_describe(g, cb, sizeof cb);
+        assert_string_equal(ca, cb);
+        assert_true(strncmp(ca, precs[pi], 4) == 0);
+        assert_non_null(strstr(ca, "12 images (seed 11)"));
+        memset(w, 0, d * sizeof *w);
+        assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
+        assert_memory_equal(v, w, d * sizeof *v);
+        /* a damaged calibration section is named */
+        size_t len = 0;
+        uint8_t *buf = slurp(path, &len);
+        size_t q = 0;
+        for (size_t i = 0; i + 4 < len; i++) if (!memcmp(buf + i, "CNNQ", 4)) { q = i; break; }
+        assert_true(q > 0);
+        sl_features *h = NULL;
+        buf[q + 30] ^= 4;
+        assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_E_CORRUPT);
+        assert_non_null(strstr(e.message, "'CNNQ'"));
+        free(buf);
+        unlink(path);
+        free(v);
+        free(w);
+        sl_features_free(g);
+        sl_features_free(f2);
+        sl_features_free(f);
+    }
     for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
 }
 
@@ -1113,6 +1196,7 @@ int main(void) {
         cmocka_unit_test(test_rootsift_hand_computed),
         cmocka_unit_test(test_spec_parsing),
         cmocka_unit_test(test_pipeline_train_extract_save_load),
+        cmocka_unit_test(test_pipeline_cnn_reduced_precision_persists),
         cmocka_unit_test(test_verify_survives_rotation_and_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

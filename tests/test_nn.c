@@ -17,6 +17,8 @@
 #include "shoplens/nn.h"
 #include "nn/nn_internal.h"
 #include "nn/npy.h"
+#include "nn/qlinear.h"
+#include "nn/quant.h"
 #include "util/util.h"
 #include "preproc/pattern.h"
 
@@ -777,8 +779,20 @@ static int onnx_node_test(const char *dir, char *why, size_t nwhy) {
         sl__onnx_tensor ex;
         memset(&ex, 0, sizeof ex);
         sl_error_clear(&e);
+        /* a uint8 / int8 input (the quantized operators' tests) is given to sl_nn_run as its
+         * values in floats, as the engine takes it */
+        int q8in = in0.dtype == SL__DT_I64 && (in0.onnx_type == SL__DT_U8 || in0.onnx_type == SL__DT_S8);
+        if (q8in) {
+            float *fx = calloc(in0.count ? in0.count : 1, sizeof *fx);
+            assert_non_null(fx);
+            for (size_t i = 0; i < in0.count; i++) fx[i] = (float)in0.i[i];
+            free(in0.i);
+            in0.i = NULL;
+            in0.f = fx;
+            in0.dtype = SL__DT_F32;
+        }
         if (in0.dtype != SL__DT_F32) {
-            snprintf(why, nwhy, "input 0 is not float32");
+            snprintf(why, nwhy, "input 0 is not float32, uint8 or int8");
             result = ONNX_REFUSED;
             sl__onnx_free(o);
         } else if (sl__nn_load_parsed(dir, o, &opts, &m, &e)) {
@@ -911,6 +925,335 @@ static void test_npy_roundtrip(void **state) {
     unlink(tmp);
 }
 
+/* ---- quantized operators (nn/qlinear.c) -------------------------------------------------- */
+
+/* Runs a quantized test model; returns the max |y - ref| and the number of differing elements. */
+static double run_q(const char *name, sl_nn_backend backend, int threads, size_t *ndiff, char *summary, size_t ns) {
+    fixture f;
+    load_fixture(name, &f);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.backend = backend;
+    o.threads = threads;
+    o.output = "";
+    sl_nn *m = load(name, &o);
+    size_t batch = (size_t)f.idims[0];
+    assert_int_equal(sl_nn_embed_dim(m) * batch, f.ocount);
+    float *y = calloc(f.ocount, sizeof(float));
+    sl_error e;
+    if (sl_nn_run(m, f.in, batch, y, &e)) fail_msg("%s: run: %s", name, e.message);
+    double d = 0;
+    *ndiff = 0;
+    for (size_t k = 0; k < f.ocount; k++) {
+        double x = fabs((double)y[k] - f.out[k]);
+        if (!(x <= d)) d = x;
+        *ndiff += x != 0;
+    }
+    if (summary) assert_int_equal(sl__plan_conv_summary(m, batch, summary, ns, &e), 0);
+    free(y);
+    sl_nn_free(m);
+    free_fixture(&f);
+    return d;
+}
+
+/* QuantizeLinear, DequantizeLinear, QLinearConv (grouped, strided, dilated, depthwise, uint8 and
+ * int8 weights and inputs, per-channel parameters, bias), QLinearMatMul, QLinearAdd (broadcast,
+ * channels-last), QLinearGlobalAveragePool (both layouts), per-axis parameters, uint8/int8
+ * graph inputs and outputs, the QDQ format: equal to numpy's computation of onnxruntime's
+ * arithmetic (tests/models/make_models.py) bit for bit on every backend and thread count. */
+static void test_quantized_models_match_reference(void **state) {
+    (void)state;
+    static const char *const models[] = {"qlinear_conv", "qlinear_head", "qlinear_axis", "qlinear_io", "qdq_conv"};
+    static const char *const bn[] = {"auto", "ref", "gemm"};
+    for (size_t k = 0; k < sizeof models / sizeof models[0]; k++)
+        for (int b = 0; b < 3; b++)
+            for (int t = 1; t <= 2; t++) {
+                size_t nd = 0;
+                double d = run_q(models[k], b == 0 ? SL_NN_BACKEND_AUTO : b == 1 ? SL_NN_BACKEND_REF : SL_NN_BACKEND_GEMM,
+                                 t, &nd, NULL, 0);
+                print_message("%-13s %-4s %d thread(s): max diff %.3g, %zu differ\n", models[k], bn[b], t, d, nd);
+                if (!strcmp(models[k], "qdq_conv")) {
+                    /* a float convolution feeds a quantization: a sum within rounding of a
+                     * step boundary may round the other way on another CPU (one step = 0.02) */
+                    if (!(d <= 0.0201) || nd > 6) fail_msg("qdq_conv (%s): max diff %g, %zu differ", bn[b], d, nd);
+                } else if (d != 0) {
+                    fail_msg("%s (%s, %d threads): max diff %g in %zu elements (must be bit-exact)", models[k], bn[b], t, d, nd);
+                }
+            }
+    /* Both QLinearConv paths ran: oneDNN for the convolutions it computes exactly, own kernels
+     * for uint8 weights whose zero points put w - zw outside int8 (and, without VNNI, for int8
+     * inputs: oneDNN would halve their weights). */
+    char sum[512];
+    size_t nd;
+    assert_true(run_q("qlinear_conv", SL_NN_BACKEND_AUTO, 1, &nd, sum, sizeof sum) == 0);
+    char want[96];
+    snprintf(want, sizeof want, "QLinearConv: %d on oneDNN int8, %d on own kernels", sl__dnnl_has_vnni() ? 3 : 1,
+             sl__dnnl_has_vnni() ? 1 : 3);
+    if (!strstr(sum, want)) fail_msg("conv summary '%s', expected '%s'", sum, want);
+    assert_true(run_q("qlinear_conv", SL_NN_BACKEND_REF, 1, &nd, sum, sizeof sum) == 0);
+    assert_non_null(strstr(sum, "QLinearConv: 0 on oneDNN int8, 4 on own kernels"));
+    /* An embedding taken from a quantized tensor (the uint8 QLinearMatMul output) is its real
+     * values (q - zero point) * scale, L2-normalized: the normalized dequantized reference. */
+    fixture f;
+    load_fixture("qlinear_head", &f);
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.output = "mm";
+    sl_nn *m = load("qlinear_head", &o);
+    float *v = calloc(f.ocount, sizeof(float));
+    sl_error e;
+    assert_int_equal(sl_nn_embed_tensor(m, f.in, 2, v, &e), SL_OK);
+    for (size_t b = 0; b < 2; b++) {
+        double nr = 0;
+        for (size_t k = 0; k < 10; k++) nr += (double)f.out[b * 10 + k] * f.out[b * 10 + k];
+        for (size_t k = 0; k < 10; k++) assert_true(fabs(v[b * 10 + k] - f.out[b * 10 + k] / sqrt(nr)) < 1e-6);
+    }
+    free(v);
+    sl_nn_free(m);
+    free_fixture(&f);
+}
+
+/* Quantized models the engine cannot run are refused at load with the status and a message that
+ * names the node and the parameter. */
+static void test_quantized_errors_are_named(void **state) {
+    (void)state;
+    static const struct { const char *model; sl_status st; const char *msg[3]; } cases[] = {
+        {"qbad_zp_int32", SL_E_UNSUPPORTED, {"'qconv' (QLinearConv)", "x_zero_point is int32", "uint8 or int8"}},
+        {"qbad_wscale_len", SL_E_CORRUPT, {"'qconv'", "w_scale has 3 elements", "1 or 2 (one per output channel)"}},
+        {"qbad_wzp_len", SL_E_CORRUPT, {"'qconv'", "w_zero_point has 3 elements", "w_scale has 2"}},
+        {"qbad_axis_len", SL_E_CORRUPT, {"'q_axis' (QuantizeLinear)", "y_scale has 5 elements", "1 or 3"}},
+        {"qbad_scale_zero", SL_E_CORRUPT, {"'qconv'", "y_scale[0] = 0", "positive finite"}},
+        {"qbad_w_float", SL_E_UNSUPPORTED, {"'qconv'", "w is float32", "uint8 or int8"}},
+        {"qbad_relu_u8", SL_E_UNSUPPORTED, {"'relu_on_uint8' (Relu)", "uint8 tensor", "dequantize it first"}},
+        {"qbad_dynamic_scale", SL_E_UNSUPPORTED, {"'q_dynamic'", "y_scale must be a constant", NULL}},
+        {"qbad_ms_op", SL_E_UNSUPPORTED, {"'com.microsoft.QLinearSigmoid'", "'qsig'", "not supported"}},
+        {"qbad_zp_mismatch", SL_E_CORRUPT, {"'qadd' (QLinearAdd)", "B_zero_point is int8", "is uint8"}},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        char p[1200];
+        model_path(p, sizeof p, cases[k].model, ".onnx");
+        sl_nn *m = (sl_nn *)1;
+        sl_error e;
+        sl_error_clear(&e);
+        sl_status st = sl_nn_load(p, &m, &e);
+        if (st != cases[k].st) fail_msg("%s: %s (%s), expected %s", cases[k].model, sl_status_name(st), e.message,
+                                        sl_status_name(cases[k].st));
+        assert_null(m);
+        for (int j = 0; j < 3 && cases[k].msg[j]; j++)
+            if (!strstr(e.message, cases[k].msg[j])) fail_msg("%s: message '%s' lacks '%s'", cases[k].model, e.message, cases[k].msg[j]);
+    }
+}
+
+/* ---- calibration of the reduced-precision modes (nn/quant.c) ------------------------------- */
+
+/* n seeded standard-normal input tensors of a model with per-image size per. */
+static float *normal_inputs(size_t n, size_t per, uint64_t seed) {
+    float *x = sl__mallocarray(n, per * sizeof(float));
+    assert_non_null(x);
+    sl__rng r;
+    sl__rng_seed(&r, seed);
+    for (size_t k = 0; k < n * per; k++) x[k] = (float)sl__rng_normal(&r);
+    return x;
+}
+
+static sl_nn *load_prec(const char *name, sl_nn_precision prec, int threads) {
+    sl_nn_opts o;
+    sl_nn_opts_init(&o);
+    o.precision = prec;
+    o.threads = threads;
+    return load(name, &o);
+}
+
+static size_t per_image_of(const sl_nn *m) {
+    int64_t d[4];
+    int r = sl_nn_input_shape(m, d);
+    size_t per = 1;
+    for (int k = 1; k < r; k++) per *= (size_t)d[k];
+    return per;
+}
+
+/* Minimum cosine between the embeddings of two models on n inputs. */
+static double min_cosine(const sl_nn *a, const sl_nn *b, const float *x, size_t n) {
+    size_t d = sl_nn_embed_dim(a);
+    float *ya = calloc(n * d, sizeof(float)), *yb = calloc(n * d, sizeof(float));
+    sl_error e;
+    assert_int_equal(sl_nn_embed_tensor(a, x, n, ya, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_tensor(b, x, n, yb, &e), SL_OK);
+    double mn = 1;
+    for (size_t i = 0; i < n; i++) {
+        double c = 0;
+        for (size_t k = 0; k < d; k++) c += (double)ya[i * d + k] * yb[i * d + k];
+        if (c < mn) mn = c;
+    }
+    free(ya);
+    free(yb);
+    return mn;
+}
+
+/* The same images, options and seed give the same calibration (byte for byte) on 1, 2 and 3
+ * threads, for int8 and bf16; it changes with the seed; a model calibrated from the saved record
+ * computes the same bits as the calibrated one. */
+static void test_calibration_is_deterministic(void **state) {
+    (void)state;
+    for (int pi = 0; pi < 2; pi++) {
+        sl_nn_precision prec = pi ? SL_NN_PRECISION_BF16 : SL_NN_PRECISION_INT8;
+        uint8_t *rec[3] = {NULL};
+        size_t len[3] = {0};
+        sl_nn *m[3];
+        float *x = NULL;
+        sl_nn_calib_opts co;
+        sl_nn_calib_opts_init(&co);
+        co.max_images = 12;
+        co.sens_images = 4;
+        for (int t = 0; t < 3; t++) {
+            m[t] = load_prec("tiny_mbv2", prec, t + 1);
+            if (!x) x = normal_inputs(20, per_image_of(m[t]), 99);
+            co.threads = t + 1;
+            sl_error e;
+            if (sl_nn_calibrate_tensor(m[t], x, 20, &co, &e)) fail_msg("calibrate: %s", e.message);
+            assert_int_equal(sl_nn_calibrated(m[t]), 1);
+            assert_int_equal(sl_nn_calibration_save(m[t], &rec[t], &len[t], &e), SL_OK);
+            if (t) {
+                assert_int_equal(len[t], len[0]);
+                assert_memory_equal(rec[t], rec[0], len[0]);
+            }
+        }
+        /* another seed: another sample, another record */
+        uint8_t *r2 = NULL;
+        size_t l2 = 0;
+        co.seed = 4242;
+        sl_error e;
+        assert_int_equal(sl_nn_calibrate_tensor(m[1], x, 20, &co, &e), SL_OK);
+        assert_int_equal(sl_nn_calibration_save(m[1], &r2, &l2, &e), SL_OK);
+        assert_true(l2 != len[0] || memcmp(r2, rec[0], l2));
+        free(r2);
+        /* a fresh load given the record computes what the calibrated model computes */
+        sl_nn *f = load_prec("tiny_mbv2", prec, 1);
+        assert_int_equal(sl_nn_calibrated(f), 0);
+        char da[2048], db[2048];
+        sl_nn_calibration_describe(f, da, sizeof da);
+        assert_string_equal(da, ""); /* not calibrated yet */
+        assert_int_equal(sl_nn_calibration_load(f, rec[0], len[0], &e), SL_OK);
+        assert_int_equal(sl_nn_calibrated(f), 1);
+        /* the loaded record describes itself as the calibration that made it: 12 of the 20
+         * images, seed 17, and the same layers and cosines; truncation keeps a terminated prefix */
+        sl_nn_calibration_describe(f, da, sizeof da);
+        sl_nn_calibration_describe(m[0], db, sizeof db);
+        assert_string_equal(da, db);
+        assert_non_null(strstr(da, pi ? "bf16, 12 images (seed 17)" : "int8, 12 images (seed 17), ranges by mse"));
+        assert_null(strchr(da, '\n'));
+        sl_nn_calibration_describe(f, db, 10);
+        assert_int_equal(strlen(db), 9);
+        assert_memory_equal(db, da, 9);
+        size_t d = sl_nn_embed_dim(f);
+        float *ya = calloc(4 * d, sizeof(float)), *yb = calloc(4 * d, sizeof(float));
+        assert_int_equal(sl_nn_run(f, x, 4, ya, &e), SL_OK);
+        assert_int_equal(sl_nn_run(m[0], x, 4, yb, &e), SL_OK);
+        assert_memory_equal(ya, yb, 4 * d * sizeof(float));
+        free(ya);
+        free(yb);
+        sl_nn_free(f);
+        for (int t = 0; t < 3; t++) { free(rec[t]); sl_nn_free(m[t]); }
+        free(x);
+    }
+}
+
+/* A convolution that cancels (500 x the difference of two nearly equal channels) is kept at
+ * fp32 by the sensitivity rule, which makes int8 and bf16 close to fp32; forced reduced (a budget
+ * that keeps nothing) it is not. */
+static void test_calibration_keeps_sensitive_layer(void **state) {
+    (void)state;
+    sl_nn *ref = load_prec("calib_sensitive", SL_NN_PRECISION_FP32, 1);
+    size_t per = per_image_of(ref);
+    float *cal = normal_inputs(32, per, 5), *test = normal_inputs(16, per, 6);
+    for (int pi = 0; pi < 2; pi++) {
+        sl_nn_precision prec = pi ? SL_NN_PRECISION_BF16 : SL_NN_PRECISION_INT8;
+        sl_nn *m = load_prec("calib_sensitive", prec, 1);
+        sl_nn_calib_opts co;
+        sl_nn_calib_opts_init(&co);
+        sl_error e;
+        assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+        char *info = NULL;
+        assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
+        double good = min_cosine(m, ref, test, 16);
+        print_message("%s: %s", prec == SL_NN_PRECISION_INT8 ? "int8" : "bf16", strstr(info, "calibration:"));
+        co.budget = 0.999; /* keeps nothing */
+        assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+        double bad = min_cosine(m, ref, test, 16);
+        print_message("min cosine to fp32: %.6f with the keep rule, %.6f without\n", good, bad);
+        if (m->calib->prec == SL_NN_PRECISION_BF16 && bad > 0.99999) {
+            /* a CPU without bf16 convolutions runs them in fp32: nothing to keep */
+            assert_true(good > 0.99999);
+        } else {
+            assert_non_null(strstr(info, "'conv2_cancels'"));
+            assert_true(good >= 0.999);
+            assert_true(bad < 0.99);
+        }
+        free(info);
+        sl_nn_free(m);
+    }
+    free(cal);
+    free(test);
+    sl_nn_free(ref);
+}
+
+/* What calibration refuses, and damaged or foreign records. */
+static void test_calibration_errors(void **state) {
+    (void)state;
+    sl_error e;
+    sl_nn *fp = load_prec("tiny_mbv2", SL_NN_PRECISION_FP32, 1);
+    size_t per = per_image_of(fp);
+    float *x = normal_inputs(6, per, 3);
+    assert_int_equal(sl_nn_calibrate_tensor(fp, x, 6, NULL, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "fp32"));
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    assert_int_equal(sl_nn_calibration_save(fp, &rec, &len, &e), SL_E_INVALID);
+    sl_nn *m = load_prec("tiny_mbv2", SL_NN_PRECISION_INT8, 1);
+    sl_nn_calib_opts co;
+    sl_nn_calib_opts_init(&co);
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 0, &co, &e), SL_E_INVALID);
+    co.method = (sl_nn_calib_method)9;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "method"));
+    sl_nn_calib_opts_init(&co);
+    co.percentile = 20;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_E_INVALID);
+    sl_nn_calib_opts_init(&co);
+    co.max_images = 0;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_E_INVALID);
+    assert_int_equal(sl_nn_calibrated(m), 0);
+    sl_nn_calib_opts_init(&co);
+    co.sens_images = 2;
+    assert_int_equal(sl_nn_calibrate_tensor(m, x, 6, &co, &e), SL_OK);
+    assert_int_equal(sl_nn_calibration_save(m, &rec, &len, &e), SL_OK);
+    /* every damaged byte and every truncation is refused; the model keeps its calibration */
+    for (size_t i = 0; i < len; i += 1 + len / 200) {
+        rec[i] ^= 0x20;
+        sl_status st = sl_nn_calibration_load(m, rec, len, &e);
+        if (st != SL_E_CORRUPT && st != SL_E_VERSION) fail_msg("byte %zu: %s", i, sl_status_name(st));
+        rec[i] ^= 0x20;
+    }
+    for (size_t cut = 0; cut < len; cut += 1 + len / 50)
+        assert_int_equal(sl_nn_calibration_load(m, rec, cut, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_nn_calibrated(m), 1);
+    assert_int_equal(sl_nn_calibration_load(m, rec, len, &e), SL_OK);
+    /* another precision, other weights */
+    sl_nn *b = load_prec("tiny_mbv2", SL_NN_PRECISION_BF16, 1);
+    assert_int_equal(sl_nn_calibration_load(b, rec, len, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "int8"));
+    sl_nn *o = load_prec("tiny_resnet", SL_NN_PRECISION_INT8, 1);
+    assert_int_equal(sl_nn_calibration_load(o, rec, len, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "other weights"));
+    assert_int_equal(sl_nn_calibrated(o), 0);
+    free(rec);
+    free(x);
+    sl_nn_free(o);
+    sl_nn_free(b);
+    sl_nn_free(m);
+    sl_nn_free(fp);
+}
+
 int main(void) {
     const char *src = getenv("SL_SOURCE_DIR");
     snprintf(g_dir, sizeof g_dir, "%s/tests/models", src ? src : "..");
@@ -932,6 +1275,11 @@ int main(void) {
         cmocka_unit_test(test_sidecar_interpolation_layout),
         cmocka_unit_test(test_not_a_model_errors),
         cmocka_unit_test(test_onnx_conformance),
+        cmocka_unit_test(test_quantized_models_match_reference),
+        cmocka_unit_test(test_quantized_errors_are_named),
+        cmocka_unit_test(test_calibration_is_deterministic),
+        cmocka_unit_test(test_calibration_keeps_sensitive_layer),
+        cmocka_unit_test(test_calibration_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

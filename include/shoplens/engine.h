@@ -416,6 +416,8 @@ typedef struct sl_engine_stats {
     int64_t db_bytes, index_bytes, features_bytes, images_bytes, total_bytes;
     int64_t generation;
     int64_t images_outside;     /* read from outside the store (schema 1 stores not copied in) */
+    char calibration[2048];     /* the bf16 / int8 CNN part's calibration on the catalog images
+                                   (sl_features_calibration_describe); "" otherwise */
 } sl_engine_stats;
 
 sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err);

@@ -308,6 +308,12 @@ sl_status sl_features_set_threads(sl_features *f, int threads);
  * default 50); 0 when the specification has no verify part. */
 int sl_features_verify_top_n(const sl_features *f);
 
+/* The calibration of the spec's bf16 / int8 CNN part (sl_nn_calibration_describe: images, seed,
+ * layers kept at fp32, measured cosine to fp32) into buf (n bytes, truncated); "" when the spec
+ * has no CNN part at reduced precision or it is not calibrated yet. Nothing is written when buf
+ * is NULL or n is 0. */
+void sl_features_calibration_describe(const sl_features *f, char *buf, size_t n);
+
 /* Parses a features file already in memory (what sl_features_save writes); `name` labels the
  * messages. Same errors as sl_features_load. Used by the loader and the fuzz target. */
 sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_features **out,

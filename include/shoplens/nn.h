@@ -35,14 +35,14 @@ typedef struct sl_nn sl_nn;
 typedef enum sl_nn_precision {
     SL_NN_PRECISION_FP32 = 0,    /* exact: <= 1e-4 relative difference to PyTorch fp32 */
     SL_NN_PRECISION_BF16 = 1,    /* convolutions in bfloat16 through oneDNN primitives
-                                     (AVX-512-BF16/AMX); ~3e-3 relative error (docs/cnn.md).
-                                     A CPU without AVX-512 has no oneDNN bf16 convolution: those
-                                     run in fp32 (sl_nn_info counts them) */
-    SL_NN_PRECISION_INT8 = 2     /* convolutions as oneDNN int8 primitives (VNNI/AMX): s8
-                                     weights per output channel, activations quantized per
-                                     tensor with scales calibrated when a batch size is first
-                                     run (8 fixed synthetic images, deterministic); accuracy
-                                     cost measured in docs/cnn.md */
+                                     (AVX-512-BF16/AMX), the most sensitive ones kept at fp32
+                                     (sl_nn_calibrate). A CPU without AVX-512-BF16 has no oneDNN
+                                     bf16 convolution: those run in fp32 (sl_nn_info counts them) */
+    SL_NN_PRECISION_INT8 = 2     /* convolutions as oneDNN int8 primitives (VNNI/AMX; 7-bit
+                                     weights without VNNI): s8 weights per output channel,
+                                     activations quantized per tensor (per channel into depthwise
+                                     convolutions) with steps from sl_nn_calibrate, the most
+                                     sensitive convolutions kept at fp32; accuracy in docs/cnn.md */
 } sl_nn_precision;
 
 typedef enum sl_nn_backend {
@@ -156,6 +156,69 @@ sl_status sl_nn_preprocess(const sl_nn *m, const sl_image *const *images, size_t
  * Thread-safe. Needs the image module (SL_E_UNSUPPORTED in builds without it). */
 sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
                        sl_error *err);
+
+/* ---- reduced precision: calibration (docs/cnn.md "Precision") -------------------------------
+ * A model loaded with precision bf16 or int8 learns, from sample images, which convolutions stay
+ * at fp32 (the sensitive ones) and, for int8, every convolution input's quantization step. Without
+ * a calibration, the first forward pass calibrates on built-in synthetic images; a catalog's own
+ * images describe real activations better (shoplens stores calibrate on theirs and persist the
+ * result). Calibration is deterministic for the same images, options and seed, on any number of
+ * threads. */
+
+typedef enum sl_nn_calib_method {
+    SL_NN_CALIB_MINMAX = 0,      /* largest |x| seen */
+    SL_NN_CALIB_PERCENTILE = 1,  /* the `percentile` of |x| */
+    SL_NN_CALIB_MSE = 2,         /* least squared quantization error (clipping + rounding) */
+    SL_NN_CALIB_ENTROPY = 3      /* least KL divergence (TensorRT's entropy calibration) */
+} sl_nn_calib_method;
+
+#define SL_NN_CALIB_METHOD_DEFAULT SL_NN_CALIB_MSE
+#define SL_NN_CALIB_PERCENTILE_DEFAULT 99.99
+#define SL_NN_CALIB_IMAGES_DEFAULT 64    /* images for the ranges (a seeded sample of those given) */
+#define SL_NN_CALIB_IMAGES_MIN 1
+#define SL_NN_CALIB_IMAGES_MAX 4096
+#define SL_NN_CALIB_SENS_IMAGES_DEFAULT 8 /* images for the per-layer sensitivity (0: keep none) */
+#define SL_NN_CALIB_SEED_DEFAULT 17
+
+typedef struct sl_nn_calib_opts {
+    sl_nn_calib_method method;   /* range estimator (int8) */
+    double percentile;           /* SL_NN_CALIB_PERCENTILE: (50, 100] */
+    size_t max_images;           /* images used: a seeded sample when more are given */
+    size_t sens_images;          /* of those, images that measure each layer's sensitivity */
+    double budget;               /* keep rule: the mean 1 - cosine of the embedding the reduced
+                                    layers may add up to; 0 = the precision's default */
+    int per_channel;             /* int8: one step per channel for depthwise convolution inputs */
+    uint64_t seed;               /* sample of the images */
+    int threads;                 /* 0 = the model's thread count; results do not depend on it */
+} sl_nn_calib_opts;
+
+void sl_nn_calib_opts_init(sl_nn_calib_opts *o);
+
+/* Calibrates model m (loaded with precision bf16 or int8) on n images (preprocessed as
+ * sl_nn_embed does; a seeded sample of opts->max_images is used when n is larger); NULL opts =
+ * defaults. Replaces any earlier calibration and drops the plans built with it: no other call on
+ * m may run meanwhile. The images stay the caller's. Errors: SL_E_INVALID (fp32 model, bad
+ * options, no image), SL_E_UNSUPPORTED (not an image model), SL_E_NOMEM; m is unchanged then. */
+sl_status sl_nn_calibrate(sl_nn *m, const sl_image *const *images, size_t n, const sl_nn_calib_opts *opts,
+                          sl_error *err);
+/* The same on n already preprocessed input tensors (float32 NCHW, C order). */
+sl_status sl_nn_calibrate_tensor(sl_nn *m, const float *in, size_t n, const sl_nn_calib_opts *opts,
+                                 sl_error *err);
+/* Serializes m's calibration (docs/formats/nn_calibration.md) into *buf (malloc'ed, *len bytes,
+ * owned by the caller). SL_E_INVALID when m has none (fp32, or not calibrated yet). */
+sl_status sl_nn_calibration_save(const sl_nn *m, uint8_t **buf, size_t *len, sl_error *err);
+/* Installs a calibration sl_nn_calibration_save wrote, for the same model file and precision;
+ * no other call on m may run meanwhile. SL_E_CORRUPT for damaged bytes, SL_E_INVALID when it
+ * belongs to other weights, tensors or another precision (the message says which); m is
+ * unchanged on failure. */
+sl_status sl_nn_calibration_load(sl_nn *m, const uint8_t *buf, size_t len, sl_error *err);
+/* 0: not calibrated, 1: calibrated on given images or a loaded record, 2: on the synthetic images. */
+int sl_nn_calibrated(const sl_nn *m);
+/* One line describing m's calibration into buf (n bytes, truncated, no newline): precision,
+ * images, seed, range estimator, the convolutions kept at fp32 with their sensitivities and the
+ * embedding cosine to fp32 it measured; "" for an fp32 model or one not calibrated yet (and when
+ * buf is NULL or n is 0, nothing is written). The text `cnn info` shows after "calibration: ". */
+void sl_nn_calibration_describe(const sl_nn *m, char *buf, size_t n);
 
 #ifdef __cplusplus
 }

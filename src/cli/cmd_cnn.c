@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "cli/cli.h"
+#include "cli/cnn_calib.h"
 #include "nn/npy.h"
 #include "nn/nn_internal.h"
 #include "shoplens/nn.h"
@@ -32,8 +33,8 @@ static const char usage[] =
     "  --output NAME       tensor to output (default: for run, the graph's first output; for\n"
     "                      embed/info, the globally pooled features)\n"
     "  --threads N         threads per forward pass (default: all CPUs)\n"
-    "  --precision P       fp32 (default), bf16 (oneDNN bf16 convolutions) or int8 (dense\n"
-    "                      convolutions in int8, dynamic activation scales)\n"
+    "  --precision P       fp32 (default), bf16 (oneDNN bf16 convolutions) or int8 (oneDNN int8\n"
+    "                      convolutions, calibrated steps); the most sensitive layers stay fp32\n"
     "  --backend B         auto (oneDNN convolutions, default), ref (im2col + OpenBLAS) or\n"
     "                      gemm (im2col + oneDNN sgemm)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
@@ -46,6 +47,11 @@ static const char usage[] =
     "  --interpolation bilinear|bicubic|area|nearest --layout nchw|nhwc\n"
     "                      preprocessing for embed (default: torchvision's ImageNet transforms)\n"
     "  --sidecar FILE      preprocessing JSON (default MODEL.json next to MODEL .onnx)\n";
+
+static void print_usage(void) {
+    fputs(usage, stdout);
+    fputs(sl__cli_calib_usage, stdout);
+}
 
 static double cpu_seconds(void) {
     struct timespec ts;
@@ -157,7 +163,7 @@ static int run(int argc, char **argv) {
     const char *cmd = "cnn";
     if (sl__cli_wants_help(argc, argv) || argc < 3) {
         if (argc < 3 && !sl__cli_wants_help(argc, argv)) return sl__cli_usage_error(cmd, "missing subcommand and model");
-        fputs(usage, stdout);
+        print_usage();
         return SL_EXIT_OK;
     }
     const char *sub = argv[1], *model = argv[2];
@@ -172,10 +178,15 @@ static int run(int argc, char **argv) {
     if (!images) return SL_EXIT_ERROR;
     sl_nn_preproc pre;
     sl_nn_preproc_init(&pre);
+    sl__cli_calib cal;
+    sl__cli_calib_init(&cal);
     int rc = SL_EXIT_OK;
     for (int i = 3; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int used = sl__cli_calib_arg(cmd, &cal, argc, argv, i);
+        if (used < 0) { rc = SL_EXIT_USAGE; goto out; }
+        if (used) { i += used - 1; continue; }
 #define NEEDV() do { if (!v) { rc = sl__cli_usage_error(cmd, "%s needs a value", a); goto out; } i++; } while (0)
         if (!strcmp(a, "--output")) { NEEDV(); o.output = v; run_output_set = 1; }
         else if (!strcmp(a, "--input")) { NEEDV(); input = v; }
@@ -253,6 +264,7 @@ static int run(int argc, char **argv) {
         rc = sl__cli_usage_error(cmd, "unexpected argument '%s'", images[0]); goto out;
     }
     if (sl_nn_load_opts(model, &o, &m, &e)) { rc = sl__cli_fail(cmd, &e); goto out; }
+    if ((rc = sl__cli_calib_apply(cmd, &cal, m))) goto done;
     if (!strcmp(sub, "info")) {
         char *t = NULL;
         if (sl_nn_info(m, &t, &e)) rc = sl__cli_fail(cmd, &e);

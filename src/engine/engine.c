@@ -539,6 +539,7 @@ sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err)
     out->indexed = e->idx ? (int64_t)sl_index_count(e->idx) : 0;
     out->dim = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0;
     snprintf(out->features, sizeof out->features, "%s", e->spec);
+    sl_features_calibration_describe(e->feat, out->calibration, sizeof out->calibration);
     snprintf(out->index_kind, sizeof out->index_kind, "%s",
              e->idx ? (sl_index_kind_of(e->idx) == SL_INDEX_HNSW ? "hnsw" : "flat")
                     : (strcmp(e->index_kind, "auto") == 0 ? "flat" : e->index_kind));

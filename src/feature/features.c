@@ -33,7 +33,11 @@ typedef struct color_cfg { int on; float w; sl_color_params p; } color_cfg;
 typedef struct vlad_cfg {
     int on; float w; int k, pca, whiten, kp, dense, side, power, intra;
 } vlad_cfg;
-typedef struct cnn_cfg { int on; float w; char *path; sl_nn *model; } cnn_cfg;
+typedef struct cnn_cfg {
+    int on; float w; char *path; sl_nn *model;
+    int precision;              /* SL_NN_PRECISION_*: bf16 / int8 are calibrated by training */
+    int calibrated;             /* the model has its calibration (trained or loaded) */
+} cnn_cfg;
 
 struct sl_features {
     char *spec;                 /* canonical form */
@@ -72,10 +76,20 @@ void sl_features_free(sl_features *f) {
 
 const char *sl_features_spec(const sl_features *f) { return f ? f->spec : ""; }
 const char *sl_features_errmsg(const sl_features *f) { return f ? f->errmsg : "NULL handle"; }
-int sl_features_needs_training(const sl_features *f) { return f && f->vlad.on; }
-int sl_features_ready(const sl_features *f) { return f && (!f->vlad.on || f->trained); }
+/* bf16 / int8 CNN embeddings calibrate on the training images (nn.h sl_nn_calibrate). */
+static int cnn_needs_calib(const sl_features *f) { return f->cnn.on && f->cnn.precision != SL_NN_PRECISION_FP32; }
+int sl_features_needs_training(const sl_features *f) { return f && (f->vlad.on || cnn_needs_calib(f)); }
+int sl_features_ready(const sl_features *f) {
+    return f && (!f->vlad.on || f->trained) && (!cnn_needs_calib(f) || f->cnn.calibrated);
+}
 int sl_features_uses_verify(const sl_features *f) { return f && f->verify.enabled; }
 int sl_features_verify_top_n(const sl_features *f) { return f && f->verify.enabled ? f->verify.top_n : 0; }
+
+void sl_features_calibration_describe(const sl_features *f, char *buf, size_t n) {
+    if (!buf || !n) return;
+    buf[0] = 0;
+    if (f && cnn_needs_calib(f) && f->cnn.calibrated) sl_nn_calibration_describe(f->cnn.model, buf, n);
+}
 
 sl_status sl_features_verify(const sl_features *f, const sl_local_features *query,
                              const sl_local_features *candidate, sl_verify_result *res,
@@ -223,7 +237,13 @@ static sl_status kv_verify(parse_ctx *c, sl_features *f, const char *key, size_t
 static sl_status kv_cnn(parse_ctx *c, sl_features *f, const char *key, size_t klen,
                         const char *val, const char *vend) {
     if (KEY("w")) { if (parse_float(val, (size_t)(vend - val), 0.0f, 100.0f, &f->cnn.w)) BADVAL("0..100"); }
-    else return perr(c, key, klen, "unknown key for cnn (w)");
+    else if (KEY("precision")) {
+        size_t vl = (size_t)(vend - val);
+        if (vl == 4 && !memcmp(val, "fp32", 4)) f->cnn.precision = SL_NN_PRECISION_FP32;
+        else if (vl == 4 && !memcmp(val, "bf16", 4)) f->cnn.precision = SL_NN_PRECISION_BF16;
+        else if (vl == 4 && !memcmp(val, "int8", 4)) f->cnn.precision = SL_NN_PRECISION_INT8;
+        else BADVAL("fp32, bf16 or int8");
+    } else return perr(c, key, klen, "unknown key for cnn (w, precision)");
     return SL_OK;
 }
 
@@ -270,7 +290,9 @@ static sl_status canonical(sl_features *f, sl_error *err) {
 #define APP(...) do { int r_ = snprintf(buf + o, sizeof buf - o, __VA_ARGS__); \
                       if (r_ < 0 || (size_t)r_ >= sizeof buf - o) return sl__err_set(err, SL_E_INVALID, "feature spec too long"); \
                       o += (size_t)r_; } while (0)
-    if (f->cnn.on) APP("cnn:%s,w=%g", f->cnn.path, (double)f->cnn.w);
+    if (f->cnn.on) APP("cnn:%s,w=%g%s", f->cnn.path, (double)f->cnn.w,
+                       f->cnn.precision == SL_NN_PRECISION_INT8 ? ",precision=int8"
+                       : f->cnn.precision == SL_NN_PRECISION_BF16 ? ",precision=bf16" : "");
     if (f->color.on)
         APP("%scolor:w=%g,bins=%dx%dx%d,center=%g,grid=%d,lowsat=%g", o ? "+" : "", (double)f->color.w,
             f->color.p.hbins, f->color.p.sbins, f->color.p.vbins, (double)f->color.p.center_sigma,
@@ -355,7 +377,10 @@ sl_status sl_features_new(const char *spec, sl_features **out, sl_error *err) {
     sl_status st = parse_spec(f, spec, err);
     if (st == SL_OK) st = canonical(f, err);
     if (st == SL_OK && f->cnn.on) {
-        st = sl_nn_load(f->cnn.path, &f->cnn.model, err);
+        sl_nn_opts no;
+        sl_nn_opts_init(&no);
+        no.precision = (sl_nn_precision)f->cnn.precision;
+        st = sl_nn_load_opts(f->cnn.path, &no, &f->cnn.model, err);
         if (st == SL_OK && sl_nn_embed_dim(f->cnn.model) == 0)
             st = sl__err_set(err, SL_E_UNSUPPORTED, "%s: model has no embedding output", f->cnn.path);
     }
@@ -658,10 +683,22 @@ sl_status sl_features_set_threads(sl_features *f, int threads) {
 
 sl_status sl_features_train(sl_features *f, const sl_image *const *images, size_t n, uint64_t seed) {
     if (!f) return SL_E_INVALID;
-    if (!f->vlad.on) return SL_OK;
+    if (!f->vlad.on && !cnn_needs_calib(f)) return SL_OK;
     if (!images || n == 0) return fail(f, SL_E_INVALID, "train: no images");
     for (size_t i = 0; i < n; i++)
         if (!images[i]) return fail(f, SL_E_INVALID, "train: image %zu is NULL", i);
+    if (cnn_needs_calib(f)) {
+        /* a seeded sample of the training images calibrates the bf16 / int8 network */
+        sl_nn_calib_opts co;
+        sl_nn_calib_opts_init(&co);
+        co.seed = seed;
+        co.threads = f->threads;
+        sl_error e;
+        sl_status cs = sl_nn_calibrate(f->cnn.model, images, n, &co, &e);
+        if (cs != SL_OK) return fail(f, cs, "train: %s: %s", f->cnn.path, e.message);
+        f->cnn.calibrated = 1;
+    }
+    if (!f->vlad.on) return SL_OK;
     train_job j;
     memset(&j, 0, sizeof j);
     j.f = f;
@@ -796,6 +833,19 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
             wb_end(&b, s);
         }
     }
+    if (cnn_needs_calib(f) && f->cnn.calibrated) {
+        uint8_t *rec = NULL;
+        size_t rlen = 0;
+        sl_error e;
+        if (sl_nn_calibration_save(f->cnn.model, &rec, &rlen, &e) != SL_OK) {
+            free(b.p);
+            return fail(f, e.code, "save %s: %s", path, e.message);
+        }
+        s = wb_begin(&b, "CNNQ");
+        wb_put(&b, rec, rlen);
+        wb_end(&b, s);
+        free(rec);
+    }
     s = wb_begin(&b, "END ");
     wb_end(&b, s);
     if (b.oom) { free(b.p); return fail(f, SL_E_NOMEM, "save %s: out of memory", path); }
@@ -858,10 +908,10 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u)", name,
                            rd32(d + 8), FILE_VERSION);
     if (rd32(d + 12) != 0) return sl__err_set(err, SL_E_CORRUPT, "%s: header: reserved field set", name);
-    rsec secs[4];
+    rsec secs[5];
     int ns = 0, end = 0;
     size_t o = 16;
-    static const char *const known[4] = {"SPEC", "CBK ", "PCA ", "END "};
+    static const char *const known[5] = {"SPEC", "CBK ", "PCA ", "CNNQ", "END "};
     while (!end) {
         if (len - o < 12) return sl__err_set(err, SL_E_CORRUPT, "%s: truncated after %d sections (no END section)", name, ns);
         char tag[5];
@@ -869,7 +919,7 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         tag[4] = 0;
         for (int i = 0; i < 4; i++) if (tag[i] < 0x20 || tag[i] > 0x7e) tag[i] = '?';
         int idx = -1;
-        for (int i = 0; i < 4; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
+        for (int i = 0; i < 5; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
         if (idx < 0) return sl__err_set(err, SL_E_CORRUPT, "%s: unknown section '%s' at byte %zu", name, tag, o);
         for (int i = 0; i < ns; i++)
             if (memcmp(secs[i].tag, tag, 4) == 0) return sl__err_set(err, SL_E_CORRUPT, "%s: section '%s' repeated", name, tag);
@@ -885,11 +935,12 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         secs[ns].len = n;
         ns++;
         o += 12 + (size_t)n + 4;
-        end = idx == 3;
+        end = idx == 4;
     }
     if (o != len) return sl__err_set(err, SL_E_CORRUPT, "%s: %zu bytes after the END section", name, len - o);
-    const rsec *spec = NULL, *cbk = NULL, *pca = NULL;
+    const rsec *spec = NULL, *cbk = NULL, *pca = NULL, *cnnq = NULL;
     for (int i = 0; i < ns; i++) {
+        if (!memcmp(secs[i].tag, "CNNQ", 4)) cnnq = &secs[i];
         if (!memcmp(secs[i].tag, "SPEC", 4)) spec = &secs[i];
         if (!memcmp(secs[i].tag, "CBK ", 4)) cbk = &secs[i];
         if (!memcmp(secs[i].tag, "PCA ", 4)) pca = &secs[i];
@@ -946,6 +997,19 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
     } else if (cbk || pca) {
         sl_features_free(f);
         return sl__err_set(err, SL_E_CORRUPT, "%s: learned sections present but the spec has no vlad", name);
+    }
+    if (cnn_needs_calib(f) != (cnnq != NULL)) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_CORRUPT, cnnq ? "%s: section 'CNNQ' present but the spec's cnn runs at fp32"
+                                                   : "%s: section 'CNNQ' missing (the spec's cnn runs at bf16 / int8)", name);
+    }
+    if (cnnq) {
+        st = sl_nn_calibration_load(f->cnn.model, cnnq->p, (size_t)cnnq->len, err);
+        if (st != SL_OK) {
+            sl_features_free(f);
+            return sl__err_prefix(err, "%s: section 'CNNQ'", name);
+        }
+        f->cnn.calibrated = 1;
     }
     *out = f;
     return SL_OK;

@@ -43,6 +43,7 @@
 #include <oneapi/dnnl/dnnl.h>
 
 #include "nn/dnnl_conv.h"
+#include "nn/qlinear.h"
 #include "util/util.h"
 
 static dnnl_engine_t g_eng;
@@ -123,8 +124,9 @@ static dnnl_status_t wuser_desc(dnnl_memory_desc_t *md, int wlayout, int64_t G, 
     return dnnl_memory_desc_init_by_tag(md, 4, wd4, dnnl_f32, wlayout ? dnnl_ohwi : dnnl_oihw);
 }
 
-/* Per-output-channel symmetric int8 scales of the weights in the engine's layout. */
-static void weight_scales(const sl__tv *w, int wlayout, int64_t OC, float *sw) {
+/* Per-output-channel symmetric int8 scales of the weights in the engine's layout (levels: 127,
+ * or 63 - 7-bit weights - where oneDNN's int8 kernels lack VNNI, see sl__dconv_create). */
+static void weight_scales(const sl__tv *w, int wlayout, int64_t OC, float levels, float *sw) {
     size_t K = w->count / (size_t)OC;
     for (int64_t o = 0; o < OC; o++) {
         float mx = 0;
@@ -133,7 +135,7 @@ static void weight_scales(const sl__tv *w, int wlayout, int64_t OC, float *sw) {
             float v = wlayout == 2 ? w->f[j * (size_t)OC + (size_t)o] : w->f[(size_t)o * K + j];
             mx = fmaxf(mx, fabsf(v));
         }
-        sw[o] = mx > 0 ? mx / 127.0f : 1.0f;
+        sw[o] = mx > 0 ? mx / levels : 1.0f;
     }
 }
 
@@ -172,8 +174,14 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         sw = sl__mallocarray((size_t)OC, sizeof(float));
         osc = sl__mallocarray((size_t)OC, sizeof(float));
         if (!sw || !osc) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
-        weight_scales(w, n->wlayout, OC, sw);
-        for (int64_t o = 0; o < OC; o++) { osc[o] = q->sx * sw[o] / (oq ? oq->sx : 1.0f); sw[o] = 1.0f / sw[o]; }
+        /* Without VNNI oneDNN sums pairs of u8 x s8 products in 16 bits with saturation
+         * (vpmaddubsw): 7-bit weights keep a pair below 2^15 (OpenVINO's "saturation issue"
+         * workaround); for s8 inputs oneDNN itself halves the weights, so they stay 8-bit. */
+        weight_scales(w, n->wlayout, OC, sl__dnnl_has_vnni() || q->is_signed ? 127.0f : 63.0f, sw);
+        for (int64_t o = 0; o < OC; o++) {
+            osc[o] = (q->sxc ? q->sxc[o] : q->sx) * sw[o] / (oq ? oq->sx : 1.0f);
+            sw[o] = 1.0f / sw[o];
+        }
     }
     if ((s = dnnl_memory_desc_init_by_tag(&c->src_md, 4, sd, in_q ? sdt : dnnl_f32, dnnl_nhwc)) ||
         (s = dnnl_memory_desc_init_by_tag(&c->src16_md, 4, sd, sdt, dnnl_nhwc)) ||
@@ -228,11 +236,17 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         /* bf16 / int8 mode: the fp32 activation is converted into scratch before the conv. */
         *scratch += dnnl_memory_desc_get_size(&c->src16_md);
         dnnl_primitive_desc_t cpd = NULL;
-        float inv = i8 ? 1.0f / q->sx : 1.0f;
+        float inv = i8 ? 1.0f / q->sx : 1.0f, *invc = NULL;
+        if (i8 && q->sxc) { /* per-channel steps (depthwise: input channel = output channel) */
+            if (!(invc = sl__mallocarray((size_t)IC, sizeof(float)))) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
+            for (int64_t ch = 0; ch < IC; ch++) invc[ch] = 1.0f / q->sxc[ch];
+        }
         if (i8 && ((s = dnnl_primitive_attr_create(&cattr)) ||
-                   (s = dnnl_primitive_attr_set_output_scales(cattr, 1, 0, &inv)))) {
+                   (s = dnnl_primitive_attr_set_output_scales(cattr, invc ? IC : 1, invc ? 1 << 1 : 0, invc ? invc : &inv)))) {
+            free(invc);
             st = dfail(err, "int8 input quantization", s); goto done;
         }
+        free(invc);
         if ((s = dnnl_reorder_primitive_desc_create(&cpd, &c->src_md, g_eng, &c->src16_md, g_eng, cattr)) ||
             (s = dnnl_primitive_create(&c->cvt, cpd))) {
             if (cpd) dnnl_primitive_desc_destroy(cpd);

@@ -17,6 +17,7 @@ typedef struct sl__dctx sl__dctx;
 typedef struct sl__dq {
     float sx;                  /* real value of one quantization step of the input */
     int is_signed;             /* s8 input (calibration saw negative values) or u8 */
+    const float *sxc;          /* depthwise convolutions: one step per channel (NULL: sx for all) */
 } sl__dq;
 
 /* Nonzero when oneDNN is usable (CPU engine created). */

@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 
 #include "nn/nn_internal.h"
+#include "nn/qlinear.h"
+#include "nn/quant.h"
 #include "util/util.h"
 
 int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_error *err);
@@ -256,7 +258,7 @@ fail:
 void sl_nn_free(sl_nn *m) {
     if (!m) return;
     sl__plans_free(m);
-    for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); }
+    for (size_t k = 0; k < m->nvals; k++) { free(m->vals[k].name); free(m->vals[k].f); free(m->vals[k].i); free(m->vals[k].q); }
     for (size_t k = 0; k < m->nnodes; k++) {
         free(m->nodes[k].name);
         free(m->nodes[k].wq);
@@ -264,6 +266,7 @@ void sl_nn_free(sl_nn *m) {
     }
     free(m->vals);
     free(m->nodes);
+    sl__calib_free(m->calib);
     free(m->alts);
     sl__onnx_free(m->onnx);
     if (m->lock) { pthread_mutex_destroy(m->lock); free(m->lock); }
@@ -400,6 +403,9 @@ sl_status sl_nn_info(const sl_nn *m, char **text, sl_error *err) {
     sb_printf(&b, "batches: %s (%lld activation elements written per image, %lld weights)\n",
               m->batch_fixed ? "fixed by the model" : m->params >= m->acts ? "run whole"
               : "run as micro-batches of one image per thread", (long long)m->acts, (long long)m->params);
+    char cal[4096];
+    sl__quant_info(m, cal, sizeof cal);
+    sb_printf(&b, "%s", cal);
     if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     *text = b.p;
     return SL_OK;
@@ -427,6 +433,7 @@ sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *o
         sl_status st = sl__nn_forward(m, in + s * per, b, out + s * m->embed_dim, err);
         if (st) return st;
     }
+    sl__q_embed_dequant(m, out, n * m->embed_dim); /* a quantized output: its real values */
     if (m->normalize) for (size_t k = 0; k < n; k++) l2norm(out + k * m->embed_dim, m->embed_dim);
     return SL_OK;
 }

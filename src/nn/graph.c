@@ -18,13 +18,15 @@
 #include <string.h>
 
 #include "nn/nn_internal.h"
+#include "nn/qlinear.h"
 #include "util/util.h"
 
 static const char *const op_names[SL__OP_COUNT] = {
     "Conv", "BatchNormalization", "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Add",
     "Sub", "Mul", "Div", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Gemm",
     "MatMul", "Reshape", "Concat", "Squeeze", "Unsqueeze", "Identity", "Shape", "Gather",
-    "ReduceMean", "Softmax", "Transpose", "Swish", "ToNHWC", "ToPlain"};
+    "ReduceMean", "Softmax", "Transpose", "Swish", "ToNHWC", "ToPlain", "QuantizeLinear",
+    "DequantizeLinear", "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearGlobalAveragePool"};
 
 const char *sl__op_name(sl__op op) { return op < SL__OP_COUNT ? op_names[op] : "?"; }
 
@@ -141,16 +143,24 @@ static sl_status spatial_attrs(const sl__onnx_node *o, sl__node *n, int pool, sl
     return SL_OK;
 }
 
-/* Makes a constant value from an ONNX tensor, taking its data. */
+/* Makes a constant value from an ONNX tensor, taking its data. uint8 / int8 tensors (read as
+ * int64 by onnx.c) become byte values for the quantized operators. */
 static int const_from_tensor(sl_nn *m, const char *name, sl__onnx_tensor *t) {
     int v = sl__graph_add_value(m, name);
     if (v < 0) return -1;
     sl__value *x = &m->vals[v];
     x->is_const = 1;
     x->dtype = t->dtype;
+    x->elem = t->onnx_type;
     x->rank = t->rank;
     memcpy(x->dims, t->dims, sizeof x->dims);
     x->count = t->count;
+    if (t->dtype == SL__DT_I64 && (t->onnx_type == SL__DT_U8 || t->onnx_type == SL__DT_S8)) {
+        x->dtype = t->onnx_type;
+        if (sl__value_alloc(x)) return -1;
+        for (size_t k = 0; k < t->count; k++) x->q[k] = (uint8_t)(t->i[k] & 0xff);
+        return v;
+    }
     x->f = t->f; t->f = NULL;
     x->i = t->i; t->i = NULL;
     return v;
@@ -183,6 +193,8 @@ static const struct { const char *name; sl__op op; int minin, maxin; } table[] =
 };
 
 int sl__nn_op_supported(const char *domain, const char *op) {
+    int qmin, qmax;
+    if (sl__q_op(domain, op, &qmin, &qmax) >= 0) return 1; /* the quantized operators (qlinear.c) */
     if (domain && domain[0] && strcmp(domain, "ai.onnx")) return 0;
     if (!strcmp(op, "Constant")) return 1;
     for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
@@ -204,7 +216,8 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
     const char *nm = o->name && o->name[0] ? o->name : NULL;
     char namebuf[64];
     if (!nm) { snprintf(namebuf, sizeof namebuf, "%s#%zu", op, idx); nm = namebuf; }
-    if (o->domain && o->domain[0] && strcmp(o->domain, "ai.onnx")) return unsupported(o, err);
+    int qmin = 0, qmax = 0, qop = sl__q_op(o->domain, op, &qmin, &qmax);
+    if (o->domain && o->domain[0] && strcmp(o->domain, "ai.onnx") && qop < 0) return unsupported(o, err);
     if (o->nout < 1 || !o->out[0][0])
         return sl__err_set(err, SL_E_CORRUPT, "node '%s' (%s) has no output", nm, op);
     if (sl__graph_find_value(m, o->out[0]) >= 0)
@@ -247,16 +260,16 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
         return v < 0 ? sl__err_set(err, SL_E_NOMEM, "out of memory") : SL_OK;
     }
 
-    int t = -1;
-    for (size_t k = 0; k < sizeof table / sizeof table[0]; k++)
-        if (!strcmp(op, table[k].name)) { t = (int)k; break; }
-    if (t < 0) return unsupported(o, err);
+    int t = -1, minin = qmin, maxin = qmax;
+    sl__op top = (sl__op)qop;
+    for (size_t k = 0; k < sizeof table / sizeof table[0] && qop < 0; k++)
+        if (!strcmp(op, table[k].name)) { t = (int)k; top = table[k].op; minin = table[k].minin; maxin = table[k].maxin; break; }
+    if (t < 0 && qop < 0) return unsupported(o, err);
     int nin = o->nin;
     while (nin > 0 && !o->in[nin - 1][0]) nin--; /* trailing absent optionals */
-    if (nin < table[t].minin || nin > table[t].maxin)
-        return sl__err_set(err, t >= 0 && nin > table[t].maxin ? SL_E_UNSUPPORTED : SL_E_CORRUPT,
-                           "node '%s' (%s): %d inputs, expected %d..%d", nm, op, nin,
-                           table[t].minin, table[t].maxin);
+    if (nin < minin || nin > maxin)
+        return sl__err_set(err, nin > maxin ? SL_E_UNSUPPORTED : SL_E_CORRUPT,
+                           "node '%s' (%s): %d inputs, expected %d..%d", nm, op, nin, minin, maxin);
     if (!strcmp(op, "Dropout")) {
         /* inference: identity. Training mode (random zeroing, opset 12+: a true training_mode
          * input) is refused unless the ratio is 0, where it is the identity too; so is a mask
@@ -285,7 +298,7 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
     }
     sl__node *n = add_node(m);
     if (!n) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    n->op = table[t].op;
+    n->op = top;
     n->name = sl__strdup(nm);
     if (!n->name) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     n->nin = nin;
@@ -305,8 +318,11 @@ static sl_status convert_node(sl_nn *m, sl__onnx_node *o, size_t idx, sl_error *
 
     sl_status st = SL_OK;
     switch (n->op) {
-    case SL__OP_CONV: case SL__OP_MAXPOOL: case SL__OP_AVGPOOL:
-        st = spatial_attrs(o, n, n->op != SL__OP_CONV, err);
+    case SL__OP_QUANTIZE: case SL__OP_DEQUANTIZE: case SL__OP_QMATMUL: case SL__OP_QADD: case SL__OP_QGAP:
+        st = sl__q_attrs(o, n, m->onnx->opset, err);
+        break;
+    case SL__OP_CONV: case SL__OP_MAXPOOL: case SL__OP_AVGPOOL: case SL__OP_QCONV:
+        st = spatial_attrs(o, n, n->op != SL__OP_CONV && n->op != SL__OP_QCONV, err);
         if (!st && n->op == SL__OP_MAXPOOL && attr_i(o, "storage_order", 0))
             st = sl__err_set(err, SL_E_UNSUPPORTED, "node '%s' (MaxPool): storage_order 1", nm);
         if (!st && o->nout > 1 && o->out[1][0])
@@ -394,17 +410,15 @@ static sl_status fold_constants(sl_nn *m, sl_error *err) {
             pin[j] = NULL;
             if (n->in[j] < 0) continue;
             sl__value *x = &m->vals[n->in[j]];
-            tin[j].f = x->f; tin[j].i = x->i; tin[j].rank = x->rank; tin[j].count = x->count;
+            tin[j].f = x->f; tin[j].i = x->i; tin[j].q = x->q; tin[j].rank = x->rank; tin[j].count = x->count;
             tin[j].dtype = x->dtype;
             memcpy(tin[j].dims, x->dims, sizeof x->dims);
             pin[j] = &tin[j];
         }
         tout.rank = o->rank; tout.count = o->count; tout.dtype = o->dtype;
         memcpy(tout.dims, o->dims, sizeof o->dims);
-        size_t cnt = o->count ? o->count : 1;
-        if (o->dtype == SL__DT_F32) tout.f = o->f = sl__mallocarray(cnt, sizeof(float));
-        else tout.i = o->i = sl__mallocarray(cnt, sizeof(int64_t));
-        if (!o->f && !o->i) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        if (sl__value_alloc(o)) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        tout.f = o->f; tout.i = o->i; tout.q = o->q;
         size_t sb = sl__op_scratch(n, pin, &tout);
         void *scratch = sb ? malloc(sb) : NULL;
         if (sb && !scratch) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -651,12 +665,13 @@ static sl_status quantize_weights(sl_nn *m, sl_error *err) {
 
 sl_status sl__plan_probe_shapes(const sl_nn *m, size_t batch, sl__value **out, sl_error *err);
 
-/* A global pool: GlobalAveragePool, or an AveragePool/MaxPool/ReduceMean that takes a rank-4
- * map with more than one position to 1x1 (ReduceMean over axes 2 and 3, any keepdims). */
+/* A global pool: GlobalAveragePool (or QLinearGlobalAveragePool), or an AveragePool/MaxPool/
+ * ReduceMean that takes a rank-4 map with more than one position to 1x1 (ReduceMean over axes 2
+ * and 3, any keepdims). */
 static int is_pool_to_1x1(const sl_nn *m, const sl__node *n, const sl__value *shp) {
     (void)m;
     const sl__value *o = &shp[n->out], *i = n->in[0] >= 0 ? &shp[n->in[0]] : NULL;
-    if (n->op == SL__OP_GAP) return 1;
+    if (n->op == SL__OP_GAP || n->op == SL__OP_QGAP) return 1;
     if (!i || i->rank != 4 || i->dims[2] * i->dims[3] <= 1) return 0;
     if ((n->op == SL__OP_AVGPOOL || n->op == SL__OP_REDUCEMEAN || n->op == SL__OP_MAXPOOL) &&
         o->rank == 4 && o->dims[2] == 1 && o->dims[3] == 1)
@@ -721,7 +736,7 @@ static int choose_embedding(sl_nn *m, const sl__value *shp, size_t probe) {
         const sl__node *n = &m->nodes[k];
         if (n->dead || !anc[n->out]) continue;
         if (is_pool_to_1x1(m, n, shp)) P = (long)k;
-        if ((n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) && !m->vals[n->in[0]].is_const) lastlin = (long)k;
+        if ((n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_QMATMUL) && !m->vals[n->in[0]].is_const) lastlin = (long)k;
     }
     int fail = 0;
     char what[128];
@@ -731,7 +746,7 @@ static int choose_embedding(sl_nn *m, const sl__value *shp, size_t probe) {
         if (is_pool_to_1x1(m, n, shp) && n->in[0] >= 0) {
             snprintf(what, sizeof what, "global pool of '%s'", m->vals[n->in[0]].name);
             fail |= add_alt(m, n->out, shp, probe, what);
-        } else if ((n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) && !m->vals[n->in[0]].is_const) {
+        } else if ((n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_QMATMUL) && !m->vals[n->in[0]].is_const) {
             snprintf(what, sizeof what, "input of '%s' (%s)", n->name, sl__op_name(n->op));
             fail |= add_alt(m, n->in[0], shp, probe, what);
         }
@@ -747,7 +762,8 @@ static int choose_embedding(sl_nn *m, const sl__value *shp, size_t probe) {
             for (int j = 0; j < n->nin; j++) d |= n->in[j] >= 0 && desc[n->in[j]];
             if (!d) continue;
             desc[n->out] = 1;
-            if (anc[n->out] && !lin && (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_CONV))
+            if (anc[n->out] && !lin && (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL || n->op == SL__OP_CONV ||
+                                        n->op == SL__OP_QMATMUL || n->op == SL__OP_QCONV))
                 lin = n;
         }
         if (lin) {
@@ -831,8 +847,8 @@ static void count_cost(sl_nn *m, const sl__value *shp) {
         const sl__node *n = &m->nodes[k];
         if (n->dead) continue;
         const sl__value *o = &shp[n->out];
-        if (n->op == SL__OP_CONV) {
-            const sl__value *w = &m->vals[n->in[1]];
+        if (n->op == SL__OP_CONV || n->op == SL__OP_QCONV) {
+            const sl__value *w = &m->vals[n->in[n->op == SL__OP_QCONV ? 3 : 1]];
             if (w->dims[0] > 0) fl += 2 * (int64_t)o->count * (int64_t)(w->count / (size_t)w->dims[0]);
         } else if (n->op == SL__OP_GEMM || n->op == SL__OP_MATMUL) {
             const sl__value *a = &shp[n->in[0]];
@@ -841,7 +857,7 @@ static void count_cost(sl_nn *m, const sl__value *shp) {
         } else fl += (int64_t)o->count;
     }
     for (size_t v = 0; v < m->nvals; v++)
-        if (m->vals[v].is_const && m->vals[v].dtype == SL__DT_F32 && m->vals[v].nuses > 0)
+        if (m->vals[v].is_const && m->vals[v].dtype != SL__DT_I64 && m->vals[v].nuses > 0)
             pa += (int64_t)m->vals[v].count;
     m->flops = fl;
     m->params = pa;
@@ -870,9 +886,10 @@ sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err) {
         if (v < 0) return sl__err_set(err, SL_E_NOMEM, "out of memory");
         m->input = v;
         const sl__onnx_value *iv = &o->inputs[k];
-        if (iv->elem_type != 0 && iv->elem_type != 1)
-            return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s' has element type %d (need float32)",
+        if (iv->elem_type != 0 && iv->elem_type != 1 && iv->elem_type != SL__DT_U8 && iv->elem_type != SL__DT_S8)
+            return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s' has element type %d (need float32, uint8 or int8)",
                                iv->name, iv->elem_type);
+        if (iv->elem_type == SL__DT_U8 || iv->elem_type == SL__DT_S8) m->vals[v].dtype = iv->elem_type;
         if (iv->rank < 1 || iv->rank > 4)
             return sl__err_set(err, SL_E_UNSUPPORTED, "input '%s': rank %d, need a known shape of rank 1..4",
                                iv->name, iv->rank);
@@ -929,7 +946,8 @@ sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err) {
         }
     }
     if (output_name) snprintf(m->choice, sizeof m->choice, "%s", output_name[0] ? "chosen by name" : "the graph's first output");
-    if (m->vals[out].dtype != SL__DT_F32 || m->vals[out].is_const) {
+    if ((shp[out].dtype != SL__DT_F32 && shp[out].dtype != SL__DT_U8 && shp[out].dtype != SL__DT_S8) ||
+        m->vals[out].is_const) {
         free(shp);
         return sl__err_set(err, SL_E_INVALID, "tensor '%s' is not a float activation", m->vals[out].name);
     }

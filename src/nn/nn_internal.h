@@ -18,7 +18,10 @@
 
 /* ---- ONNX model as read from the file (onnx.c) ----------------------------------------- */
 
-enum { SL__DT_F32 = 1, SL__DT_I64 = 7, SL__DT_Q8 = 3 /* plan-internal: int8 chain tensor */ };
+/* Element types of values: float32, uint8 / int8 (quantized tensors of the QLinear operators,
+ * qlinear.c; the numbers are ONNX's), int64 (shape arithmetic and integer constants), and the
+ * plan-internal int8 chain tensor of the int8 mode (a byte per element, scale known to the plan). */
+enum { SL__DT_F32 = 1, SL__DT_U8 = 2, SL__DT_S8 = 3, SL__DT_I64 = 7, SL__DT_Q8 = 64 };
 
 typedef struct sl__onnx_tensor {
     char *name;
@@ -97,7 +100,10 @@ typedef enum sl__op {
     SL__OP_AVGPOOL, SL__OP_GAP, SL__OP_FLATTEN, SL__OP_GEMM, SL__OP_MATMUL, SL__OP_RESHAPE,
     SL__OP_CONCAT, SL__OP_SQUEEZE, SL__OP_UNSQUEEZE, SL__OP_IDENTITY, SL__OP_SHAPE,
     SL__OP_GATHER, SL__OP_REDUCEMEAN, SL__OP_SOFTMAX, SL__OP_TRANSPOSE, SL__OP_SWISH,
-    SL__OP_TO_NHWC, SL__OP_TO_PLAIN, SL__OP_COUNT
+    SL__OP_TO_NHWC, SL__OP_TO_PLAIN,
+    /* quantized operators (qlinear.c) */
+    SL__OP_QUANTIZE, SL__OP_DEQUANTIZE, SL__OP_QCONV, SL__OP_QMATMUL, SL__OP_QADD, SL__OP_QGAP,
+    SL__OP_COUNT
 } sl__op;
 
 /* Activation applied to a value in place (fused into a producer). */
@@ -109,7 +115,7 @@ typedef enum sl__act {
 typedef struct sl__actp { sl__act kind; float a, b; } sl__actp; /* clip: [a,b]; hsigmoid: a*x+b */
 
 #define SL__MAX_FUSED_ACTS 2
-#define SL__MAX_IN 8          /* node inputs */
+#define SL__MAX_IN 9          /* node inputs (QLinearConv has 9) */
 #define SL__SUM_SLOT SL__MAX_IN /* kernel view index of the fused sum operand */
 
 typedef struct sl__node {
@@ -139,16 +145,25 @@ typedef struct sl__node {
                                   quantized per output channel, owned by the model's node (plan
                                   copies share it; the oneDNN int8 path quantizes its own) */
     float *wsc;                /* int8 mode: per-output-channel weight scales */
+    void *qprim;               /* QLinearConv: its oneDNN primitive (qlinear.c), owned by the plan
+                                  step; NULL = own kernel */
+    int qtype;                 /* QuantizeLinear: output type from `output_dtype` (0 = the zero
+                                  point's type, uint8 without one); -1 on the Conv/MatMul/Add
+                                  node qlinear.c infers a quantized operator's shape with */
+    int clast;                 /* QLinearGlobalAveragePool: channels_last */
 } sl__node;
 
 typedef struct sl__value {
     char *name;
-    int dtype;                 /* SL__DT_F32 or SL__DT_I64 */
+    int dtype;                 /* SL__DT_F32, _U8, _S8 or _I64 (_Q8 inside int8 plans) */
+    int elem;                  /* constants: the ONNX element type as stored (e.g. 6 = int32, held
+                                  as int64); 0 otherwise */
     int is_const;              /* data known at load time (initializer or folded) */
     int rank;
     int64_t dims[SL__NN_MAX_RANK];
     size_t count;
     float *f; int64_t *i;      /* const data (owned) */
+    uint8_t *q;                /* const data of a uint8 / int8 value (owned) */
     int nuses;                 /* consumers among live nodes */
     int producer;              /* node index or -1 */
 } sl__value;
@@ -175,6 +190,8 @@ struct sl_nn {
     void *lock;                /* pthread_mutex_t* guarding plans */
     sl__plan **plans; size_t nplans;
     char *path;
+    struct sl__calib *calib;   /* bf16 / int8: ranges and layers kept at fp32 (quant.c); NULL = not
+                                  calibrated yet */
     /* embedding choice (graph.c), for `cnn info`: why `output` was taken, and the other
      * tensors a user may pick (global pools, classifier inputs, graph outputs) */
     char choice[320];
@@ -220,11 +237,26 @@ sl_status sl__infer_shape(const sl_nn *m, const sl__node *n, sl__value *vals, sl
 /* A tensor view for kernels. */
 typedef struct sl__tv {
     float *f; int64_t *i;
+    uint8_t *q;                /* uint8 / int8 data */
     int rank; int64_t dims[SL__NN_MAX_RANK];
     size_t count;
     int nhwc;                  /* rank-4 float tensor stored channels-last */
     int dtype;
 } sl__tv;
+
+/* Strides (elements) of a view in logical dimension order (channels-last aware). */
+void sl__view_strides(const sl__tv *t, int64_t *st);
+
+/* Iteration of a binary element-wise operator with numpy broadcasting, in the output's physical
+ * order: `rows` rows of `inner` elements; row q starts at offsets sl__bcast_row gives and steps
+ * ia / ib / 1 through a / b / the output. */
+typedef struct sl__bcast {
+    int r, order[SL__NN_MAX_RANK];
+    int64_t dims[SL__NN_MAX_RANK], sa[SL__NN_MAX_RANK], sb[SL__NN_MAX_RANK], so[SL__NN_MAX_RANK];
+    int64_t inner, ia, ib, rows;
+} sl__bcast;
+void sl__bcast_init(sl__bcast *g, const sl__tv *a, const sl__tv *b, const sl__tv *o);
+void sl__bcast_row(const sl__bcast *g, int64_t q, int64_t *oa, int64_t *ob, int64_t *oo);
 
 /* Executes one node on views (reference kernels, NHWC-aware). threads >= 1. */
 sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *scratch,

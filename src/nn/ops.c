@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "nn/nn_internal.h"
+#include "nn/qlinear.h"
 #include "util/util.h"
 
 /* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC
@@ -91,7 +92,9 @@ static int get_axes(const sl__node *n, const sl__value *vals, int64_t *axes) {
 }
 
 sl_status sl__infer_shape(const sl_nn *m, const sl__node *n, sl__value *vals, sl_error *err) {
-    (void)m;
+    if (sl__q_is(n->op)) return sl__q_infer(m, n, vals, err);
+    sl_status qst = sl__q_check_inputs(n, vals, err);
+    if (qst) return qst;
     sl__value *o = &vals[n->out];
     const sl__value *a = n->in[0] >= 0 ? &vals[n->in[0]] : NULL;
     const sl__value *b = n->nin > 1 && n->in[1] >= 0 ? &vals[n->in[1]] : NULL;
@@ -150,8 +153,12 @@ sl_status sl__infer_shape(const sl_nn *m, const sl__node *n, sl__value *vals, sl
         }
         break;
     case SL__OP_RELU: case SL__OP_SIGMOID: case SL__OP_HSIGMOID: case SL__OP_HSWISH:
-    case SL__OP_SWISH: case SL__OP_TO_NHWC: case SL__OP_TO_PLAIN:
+    case SL__OP_SWISH:
         if (a->dtype != SL__DT_F32) return shp_err(err, "float input expected");
+        break;
+    case SL__OP_TO_NHWC: case SL__OP_TO_PLAIN:
+        if (a->dtype != SL__DT_F32 && a->dtype != SL__DT_U8 && a->dtype != SL__DT_S8) return shp_err(err, "float input expected");
+        o->dtype = a->dtype;
         break;
     case SL__OP_CLIP:
         for (int j = 1; j < n->nin; j++)
@@ -374,7 +381,7 @@ SL__SIMD void sl__act_apply(float *x, size_t n, const sl__actp *a, int na) {
 /* ---- helpers ------------------------------------------------------------------------------ */
 
 /* Strides of a view in logical dim order (elements). */
-static void view_strides(const sl__tv *t, int64_t *st) {
+void sl__view_strides(const sl__tv *t, int64_t *st) {
     if (t->nhwc && t->rank == 4) {
         int64_t C = t->dims[1], H = t->dims[2], W = t->dims[3];
         st[0] = H * W * C; st[1] = 1; st[2] = W * C; st[3] = C;
@@ -397,6 +404,7 @@ static int conv_depthwise(const sl__node *n, const sl__tv *w) {
 #define A64(x) (((x) + 63) / 64 * 64)
 
 size_t sl__op_scratch(const sl__node *n, sl__tv *const *in, const sl__tv *out) {
+    if (sl__q_is(n->op)) return sl__q_scratch(n, in, out);
     if (n->op == SL__OP_BN) return 2 * (size_t)in[0]->dims[1] * sizeof(float);
     if (n->op != SL__OP_CONV) return 0;
     const sl__tv *w = in[1];
@@ -703,47 +711,58 @@ SL__SIMD static void bin_row(sl__op op, const float *pa, int64_t ia, const float
     }
 }
 
-static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o, int threads) {
+void sl__bcast_init(sl__bcast *g, const sl__tv *a, const sl__tv *b, const sl__tv *o) {
     int r = o->rank;
-    int64_t sa[SL__NN_MAX_RANK], sb[SL__NN_MAX_RANK], so[SL__NN_MAX_RANK];
     int64_t ta[SL__NN_MAX_RANK], tb[SL__NN_MAX_RANK];
-    view_strides(a, ta);
-    view_strides(b, tb);
-    view_strides(o, so);
+    g->r = r;
+    memcpy(g->dims, o->dims, sizeof g->dims);
+    sl__view_strides(a, ta);
+    sl__view_strides(b, tb);
+    sl__view_strides(o, g->so);
     for (int d = 0; d < r; d++) {
         int da = d - (r - a->rank), db = d - (r - b->rank);
-        sa[d] = da >= 0 && a->dims[da] != 1 ? ta[da] : 0;
-        sb[d] = db >= 0 && b->dims[db] != 1 ? tb[db] : 0;
+        g->sa[d] = da >= 0 && a->dims[da] != 1 ? ta[da] : 0;
+        g->sb[d] = db >= 0 && b->dims[db] != 1 ? tb[db] : 0;
     }
     /* Iterate in the output's physical order. */
-    int order[SL__NN_MAX_RANK];
-    if (o->nhwc && r == 4) { order[0] = 0; order[1] = 2; order[2] = 3; order[3] = 1; }
-    else for (int d = 0; d < r; d++) order[d] = d;
-    size_t total = o->count;
-    if (r == 0) total = 1;
-    int last = r > 0 ? order[r - 1] : 0;
-    int64_t inner = r > 0 ? o->dims[last] : 1;
-    int64_t ia = r > 0 ? sa[last] : 0, ib = r > 0 ? sb[last] : 0;
-    int64_t rows = inner ? (int64_t)(total / (size_t)inner) : 0;
+    if (o->nhwc && r == 4) { g->order[0] = 0; g->order[1] = 2; g->order[2] = 3; g->order[3] = 1; }
+    else for (int d = 0; d < r; d++) g->order[d] = d;
+    size_t total = r == 0 ? 1 : o->count;
+    int last = r > 0 ? g->order[r - 1] : 0;
+    g->inner = r > 0 ? o->dims[last] : 1;
+    g->ia = r > 0 ? g->sa[last] : 0;
+    g->ib = r > 0 ? g->sb[last] : 0;
+    g->rows = g->inner ? (int64_t)(total / (size_t)g->inner) : 0;
+}
+
+void sl__bcast_row(const sl__bcast *g, int64_t q, int64_t *oa, int64_t *ob, int64_t *oo) {
+    int64_t a = 0, b = 0, o = 0, rem = q;
+    for (int d = g->r - 2; d >= 0; d--) {
+        int ax = g->order[d];
+        int64_t i = rem % g->dims[ax];
+        rem /= g->dims[ax];
+        a += i * g->sa[ax]; b += i * g->sb[ax]; o += i * g->so[ax];
+    }
+    *oa = a; *ob = b; *oo = o;
+}
+
+static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *o, int threads) {
+    sl__bcast g;
+    sl__bcast_init(&g, a, b, o);
+    int64_t inner = g.inner, ia = g.ia, ib = g.ib;
     if (o->dtype == SL__DT_F32) {
         (void)threads;
-#pragma omp parallel for schedule(static) num_threads(threads) if (total > 32768)
-        for (int64_t q = 0; q < rows; q++) {
-            int64_t oa = 0, ob = 0, oo = 0, rem = q;
-            for (int d = r - 2; d >= 0; d--) {
-                int ax = order[d];
-                int64_t i = rem % o->dims[ax];
-                rem /= o->dims[ax];
-                oa += i * sa[ax]; ob += i * sb[ax]; oo += i * so[ax];
-            }
+#pragma omp parallel for schedule(static) num_threads(threads) if (o->count > 32768)
+        for (int64_t q = 0; q < g.rows; q++) {
+            int64_t oa, ob, oo;
+            sl__bcast_row(&g, q, &oa, &ob, &oo);
             bin_row(n->op, a->f + oa, ia, b->f + ob, ib, o->f + oo, inner);
         }
         return SL_OK;
     }
-    int64_t idx[SL__NN_MAX_RANK] = {0};
-    for (size_t done = 0; done < total; done += (size_t)inner) {
-        int64_t oa = 0, ob = 0, oo = 0;
-        for (int d = 0; d < r; d++) { oa += idx[d] * sa[d]; ob += idx[d] * sb[d]; oo += idx[d] * so[d]; }
+    for (int64_t q = 0; q < g.rows; q++) {
+        int64_t oa, ob, oo;
+        sl__bcast_row(&g, q, &oa, &ob, &oo);
         const int64_t *pa = a->i + oa, *pb = b->i + ob;
         int64_t *po = o->i + oo;
         for (int64_t k = 0; k < inner; k++) {
@@ -757,11 +776,6 @@ static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl_
                 po[k] = xv / yv;
             }
         }
-        for (int d = r - 2; d >= 0; d--) {
-            int ax = order[d];
-            if (++idx[ax] < o->dims[ax]) break;
-            idx[ax] = 0;
-        }
     }
     return SL_OK;
 }
@@ -769,9 +783,9 @@ static sl_status binary(const sl__node *n, const sl__tv *a, const sl__tv *b, sl_
 /* ---- data movement ------------------------------------------------------------------------ */
 
 static void copy_data(const sl__tv *x, sl__tv *o) {
-    size_t es = x->dtype == SL__DT_I64 ? 8 : 4;
-    const void *s = x->dtype == SL__DT_I64 ? (const void *)x->i : (const void *)x->f;
-    void *d = o->dtype == SL__DT_I64 ? (void *)o->i : (void *)o->f;
+    size_t es = sl__dtype_size(x->dtype);
+    const void *s = sl__tv_data(x);
+    void *d = sl__tv_data(o);
     if (s != d && x->count) memmove(d, s, x->count * es);
 }
 
@@ -781,6 +795,16 @@ static void to_layout(const sl__tv *x, sl__tv *o, int to_nhwc, int threads) {
     int64_t N = x->dims[0], C = x->dims[1], S = x->dims[2] * x->dims[3];
     int64_t nb = (S + SL__LAYOUT_PIX - 1) / SL__LAYOUT_PIX;
     (void)threads;
+    if (x->dtype == SL__DT_U8 || x->dtype == SL__DT_S8) { /* quantized tensors: bytes */
+#pragma omp parallel for schedule(static) num_threads(threads) if (x->count > 65536)
+        for (int64_t b = 0; b < N; b++) {
+            const uint8_t *xb = x->q + b * C * S;
+            uint8_t *ob = o->q + b * C * S;
+            if (to_nhwc) { for (int64_t c = 0; c < C; c++) for (int64_t s = 0; s < S; s++) ob[s * C + c] = xb[c * S + s]; }
+            else for (int64_t s = 0; s < S; s++) for (int64_t c = 0; c < C; c++) ob[c * S + s] = xb[s * C + c];
+        }
+        return;
+    }
 #pragma omp parallel for schedule(static) num_threads(threads) if (x->count > 65536)
     for (int64_t q = 0; q < N * nb; q++) {
         int64_t b = q / nb, s0 = q % nb * SL__LAYOUT_PIX, s1 = s0 + SL__LAYOUT_PIX < S ? s0 + SL__LAYOUT_PIX : S;
@@ -794,13 +818,14 @@ static void to_layout(const sl__tv *x, sl__tv *o, int to_nhwc, int threads) {
 static void concat(const sl__node *n, sl__tv *const *in, sl__tv *o) {
     int r = o->rank;
     int64_t ax = n->axis < 0 ? n->axis + r : n->axis;
-    size_t es = o->dtype == SL__DT_I64 ? 8 : 4;
-    char *dst = o->dtype == SL__DT_I64 ? (char *)o->i : (char *)o->f;
+    size_t es = sl__dtype_size(o->dtype);
+    char *dst = sl__tv_data(o);
     if (o->nhwc && r == 4 && ax == 1) {
         size_t pix = (size_t)(o->dims[0] * o->dims[2] * o->dims[3]), C = (size_t)o->dims[1], off = 0;
         for (int j = 0; j < n->nin; j++) {
             size_t cj = (size_t)in[j]->dims[1];
-            for (size_t p = 0; p < pix; p++) memcpy(o->f + p * C + off, in[j]->f + p * cj, cj * 4);
+            const char *src = sl__tv_data(in[j]);
+            for (size_t p = 0; p < pix; p++) memcpy(dst + (p * C + off) * es, src + p * cj * es, cj * es);
             off += cj;
         }
         return;
@@ -811,7 +836,7 @@ static void concat(const sl__node *n, sl__tv *const *in, sl__tv *o) {
     size_t orow = (size_t)o->dims[ax] * inner, off = 0;
     for (int j = 0; j < n->nin; j++) {
         size_t rowj = (size_t)in[j]->dims[ax] * inner;
-        const char *src = in[j]->dtype == SL__DT_I64 ? (const char *)in[j]->i : (const char *)in[j]->f;
+        const char *src = sl__tv_data(in[j]);
         for (size_t q = 0; q < outer; q++)
             if (rowj) memcpy(dst + (q * orow + off) * es, src + q * rowj * es, rowj * es);
         off += rowj;
@@ -821,12 +846,12 @@ static void concat(const sl__node *n, sl__tv *const *in, sl__tv *o) {
 static sl_status gather(const sl__node *n, const sl__tv *x, const sl__tv *ind, sl__tv *o) {
     int r = x->rank;
     int64_t ax = n->axis < 0 ? n->axis + r : n->axis;
-    size_t outer = 1, inner = 1, es = x->dtype == SL__DT_I64 ? 8 : 4;
+    size_t outer = 1, inner = 1, es = sl__dtype_size(x->dtype);
     for (int d = 0; d < ax; d++) outer *= (size_t)x->dims[d];
     for (int d = (int)ax + 1; d < r; d++) inner *= (size_t)x->dims[d];
     int64_t A = x->dims[ax];
-    const char *src = x->dtype == SL__DT_I64 ? (const char *)x->i : (const char *)x->f;
-    char *dst = o->dtype == SL__DT_I64 ? (char *)o->i : (char *)o->f;
+    const char *src = sl__tv_data(x);
+    char *dst = sl__tv_data(o);
     size_t ni = ind->count;
     for (size_t q = 0; q < outer; q++)
         for (size_t k = 0; k < ni; k++) {
@@ -841,11 +866,11 @@ static sl_status gather(const sl__node *n, const sl__tv *x, const sl__tv *ind, s
 static void transpose(const sl__node *n, const sl__tv *x, sl__tv *o) {
     int r = x->rank;
     int64_t st[SL__NN_MAX_RANK], ps[SL__NN_MAX_RANK], idx[SL__NN_MAX_RANK] = {0};
-    view_strides(x, st);
+    sl__view_strides(x, st);
     for (int d = 0; d < r; d++) ps[d] = st[n->has_axes ? n->perm[d] : r - 1 - d];
-    size_t es = x->dtype == SL__DT_I64 ? 8 : 4;
-    const char *src = x->dtype == SL__DT_I64 ? (const char *)x->i : (const char *)x->f;
-    char *dst = o->dtype == SL__DT_I64 ? (char *)o->i : (char *)o->f;
+    size_t es = sl__dtype_size(x->dtype);
+    const char *src = sl__tv_data(x);
+    char *dst = sl__tv_data(o);
     for (size_t k = 0; k < o->count; k++) {
         int64_t off = 0;
         for (int d = 0; d < r; d++) off += idx[d] * ps[d];
@@ -864,7 +889,7 @@ static void reduce_mean(const sl__node *n, sl__tv *const *in, sl__tv *o) {
     if (na == 0) memset(red, 1, sizeof red);
     for (int k = 0; k < na; k++) red[axes[k] < 0 ? axes[k] + r : axes[k]] = 1;
     int64_t xs[SL__NN_MAX_RANK], ost[SL__NN_MAX_RANK], idx[SL__NN_MAX_RANK] = {0};
-    view_strides(x, xs);
+    sl__view_strides(x, xs);
     int64_t s = 1;
     size_t cnt = 1;
     for (int d = r - 1; d >= 0; d--) {
@@ -992,6 +1017,7 @@ static void batchnorm(const sl__node *n, sl__tv *const *in, sl__tv *o, void *scr
 sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *scratch,
                       int threads, sl_error *err) {
     if (threads < 1) threads = 1;
+    if (sl__q_is(n->op)) return sl__q_exec(n, in, out, scratch, threads, err);
     const sl__tv *x = in[0];
     sl__actp a = {SL__ACT_NONE, 0, 0};
     switch (n->op) {

@@ -33,6 +33,8 @@
 
 #include "nn/nn_internal.h"
 #include "nn/dnnl_conv.h"
+#include "nn/qlinear.h"
+#include "nn/quant.h"
 #include "util/util.h"
 
 #define ALIGN 64
@@ -44,6 +46,7 @@ typedef struct step {
     sl__dconv *dconv;    /* oneDNN convolution or NULL (reference kernel) */
     int copy_sum;        /* copy the sum operand into the output before a oneDNN conv */
     int prec;            /* oneDNN conv: the precision it was created with (SL_NN_PRECISION_*) */
+    int gnode;           /* the graph node it runs (-1: a layout conversion) */
 } step;
 
 typedef struct ctx {
@@ -59,6 +62,7 @@ struct sl__plan {
     char *owned;
     char *nhwc;
     size_t nv, capv;
+    size_t ngv;          /* values 0..ngv-1 are the graph's; later ones are the plan's own */
     int *root;
     size_t *off;
     step *steps; size_t nsteps, capsteps;
@@ -73,9 +77,9 @@ static void plan_free(sl__plan *p) {
     if (!p) return;
     for (size_t k = 0; k < p->nctx; k++) ctx_free(p->ctxs[k]);
     free(p->ctxs);
-    for (size_t k = 0; k < p->nsteps; k++) sl__dconv_free(p->steps[k].dconv);
+    for (size_t k = 0; k < p->nsteps; k++) { sl__dconv_free(p->steps[k].dconv); sl__q_release(&p->steps[k].node); }
     for (size_t v = 0; v < p->nv; v++)
-        if (p->owned && p->owned[v]) { free(p->sv[v].f); free(p->sv[v].i); }
+        if (p->owned && p->owned[v]) { free(p->sv[v].f); free(p->sv[v].i); free(p->sv[v].q); }
     free(p->sv); free(p->owned); free(p->nhwc); free(p->root); free(p->off); free(p->steps);
     free(p);
 }
@@ -118,6 +122,7 @@ static step *add_step(sl__plan *p) {
     }
     step *s = &p->steps[p->nsteps++];
     memset(s, 0, sizeof *s);
+    s->gnode = -1;
     return s;
 }
 
@@ -134,9 +139,10 @@ static void tv_of(const sl__plan *p, int v, sl__tv *t, char *arena) {
     t->count = x->count;
     t->dtype = x->dtype;
     t->nhwc = p->nhwc[v] && x->rank == 4;
-    if (x->is_const) { t->f = x->f; t->i = x->i; return; }
+    if (x->is_const) { t->f = x->f; t->i = x->i; t->q = x->q; return; }
     char *base = arena ? arena + p->off[p->root[v]] : NULL;
     if (x->dtype == SL__DT_F32 || x->dtype == SL__DT_Q8) t->f = (float *)(void *)base;
+    else if (x->dtype == SL__DT_U8 || x->dtype == SL__DT_S8) t->q = (uint8_t *)base;
     else t->i = (int64_t *)(void *)base;
 }
 
@@ -146,7 +152,7 @@ static int convert(sl__plan *p, int v, int to_nhwc, int *cache) {
     int nv = add_pv(p);
     if (nv < 0) return -1;
     p->sv[nv] = p->sv[v];
-    p->sv[nv].is_const = 0; p->sv[nv].f = NULL; p->sv[nv].i = NULL;
+    p->sv[nv].is_const = 0; p->sv[nv].f = NULL; p->sv[nv].i = NULL; p->sv[nv].q = NULL;
     p->nhwc[nv] = (char)to_nhwc;
     step *s = add_step(p);
     if (!s) return -1;
@@ -182,10 +188,8 @@ static sl_status fold_step(sl__plan *p, const sl__node *n, sl_error *err) {
     sl__value *o = &p->sv[n->out];
     tv_of(p, n->out, &tout, NULL);
     tout.nhwc = 0;
-    size_t cnt = o->count ? o->count : 1;
-    if (o->dtype == SL__DT_F32) tout.f = o->f = sl__mallocarray(cnt, sizeof(float));
-    else tout.i = o->i = sl__mallocarray(cnt, sizeof(int64_t));
-    if (!o->f && !o->i) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (sl__value_alloc(o)) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    tout.f = o->f; tout.i = o->i; tout.q = o->q;
     p->owned[n->out] = 1;
     o->is_const = 1;
     size_t sb = sl__op_scratch(n, pin, &tout);
@@ -200,6 +204,7 @@ static sl_status fold_step(sl__plan *p, const sl__node *n, sl_error *err) {
 static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_error *err) {
     size_t nv0 = m->nvals;
     p->nv = 0;
+    p->ngv = nv0;
     for (size_t v = 0; v < nv0; v++) {
         if (add_pv(p) < 0) return sl__err_set(err, SL_E_NOMEM, "out of memory");
         sl__value *d = &p->sv[v];
@@ -208,7 +213,7 @@ static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_err
         d->rank = -1;
         if (s->is_const) {
             d->is_const = 1; d->rank = s->rank; memcpy(d->dims, s->dims, sizeof d->dims);
-            d->count = s->count; d->f = s->f; d->i = s->i;
+            d->count = s->count; d->f = s->f; d->i = s->i; d->q = s->q; d->elem = s->elem;
         }
     }
     sl__value *in = &p->sv[m->input];
@@ -251,6 +256,26 @@ static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_err
             break;
         case SL__OP_GAP: case SL__OP_REDUCEMEAN:
             break; /* any layout in, plain out */
+        case SL__OP_QCONV:
+            nn.in[0] = want_nhwc(p, n->in[0], cache_nhwc);
+            out_nhwc = 1;
+            break;
+        case SL__OP_QGAP: /* any layout in when channels are axis 1, plain out */
+            if (n->clast) nn.in[0] = want_plain(p, n->in[0], cache_plain);
+            break;
+        case SL__OP_QUANTIZE: case SL__OP_DEQUANTIZE: /* element-wise; per axis on the plain layout */
+            if (p->sv[n->in[1]].count > 1) nn.in[0] = want_plain(p, n->in[0], cache_plain);
+            else out_nhwc = p->nhwc[n->in[0]];
+            break;
+        case SL__OP_QADD: {
+            const sl__value *o = &p->sv[n->out];
+            for (int j = 0; j < 4; j += 3) {
+                const sl__value *x = &p->sv[n->in[j]];
+                if (o->rank == 4 && p->nhwc[n->in[j]] && x->rank == 4 && !memcmp(x->dims, o->dims, sizeof(int64_t) * 4))
+                    out_nhwc = 1;
+            }
+            break;
+        }
         case SL__OP_RELU: case SL__OP_CLIP: case SL__OP_SIGMOID: case SL__OP_HSIGMOID:
         case SL__OP_HSWISH: case SL__OP_SWISH: case SL__OP_IDENTITY:
             out_nhwc = p->nhwc[n->in[0]];
@@ -283,6 +308,7 @@ static sl_status build_steps(const sl_nn *m, sl__plan *p, int probe_only, sl_err
         if (!s) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); break; }
         s->node = nn;
         s->nin = n->nin;
+        s->gnode = (int)k;
     }
     free(cache_plain);
     free(cache_nhwc);
@@ -321,7 +347,7 @@ sl_status sl__plan_probe_shapes(const sl_nn *m, size_t batch, sl__value **out, s
         if (!v) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         else {
             memcpy(v, p->sv, m->nvals * sizeof *v);
-            for (size_t k = 0; k < m->nvals; k++) { v[k].f = NULL; v[k].i = NULL; }
+            for (size_t k = 0; k < m->nvals; k++) { v[k].f = NULL; v[k].i = NULL; v[k].q = NULL; }
             *out = v;
         }
     }
@@ -337,7 +363,7 @@ static int is_inplace_op(sl__op op) {
 }
 
 static size_t vbytes(const sl__value *v) {
-    size_t es = v->dtype == SL__DT_I64 ? 8 : v->dtype == SL__DT_Q8 ? 1 : 4, b;
+    size_t es = sl__dtype_size(v->dtype), b;
     if (sl__mul_size(v->count ? v->count : 1, es, &b)) return SIZE_MAX;
     return (b + ALIGN - 1) / ALIGN * ALIGN;
 }
@@ -426,32 +452,49 @@ static int reads_input(const sl__plan *p, int v) {
     return 0;
 }
 
-/* Builds the plan for `batch` at precision prec. lo/hi (int8 only): per plan value, the range
- * calibration observed; each Conv's input quantization comes from it (calibrate()). */
-/* int8 quantization of value v from its calibrated range. */
-static sl__dq dq_of(const sl__plan *p, const float *lo, const float *hi, int v) {
-    sl__dq q;
-    float a = -lo[v] > hi[v] ? -lo[v] : hi[v];
-    /* the graph input is quantized signed whatever calibration saw (its sign is the caller's
-     * normalization, not the network's) */
-    q.is_signed = lo[v] < 0 || reads_input(p, v);
-    q.sx = a > 0 ? a / (q.is_signed ? 127.0f : 255.0f) : 1.0f;
-    return q;
+int sl__plan_source(const sl__plan *p, int v) {
+    while (v >= 0 && (size_t)v >= p->ngv) {
+        int src = -1;
+        for (size_t k = 0; k < p->nsteps && src < 0; k++) {
+            const sl__node *n = &p->steps[k].node;
+            if (n->out == v) src = n->op == SL__OP_TO_NHWC || n->op == SL__OP_TO_PLAIN ? n->in[0] : -2;
+        }
+        if (src < 0) return -1;
+        v = src;
+    }
+    return v;
 }
 
-/* int8 chains: marks the values that are stored quantized - produced by a Conv without a fused
- * sum and with only Relu/Clip fused, read only as the input of Convs, not the plan output.
- * Returns a calloc'ed flag per value, or NULL on out of memory. */
-static char *chain_values(const sl__plan *p) {
-    char *q = calloc(p->nv ? p->nv : 1, 1);
+/* The precision each convolution step runs at (others: -1), from the calibration (quant.c);
+ * q: its int8 input quantization. NULL on out of memory. */
+static int *conv_precisions(const sl_nn *m, const sl__plan *p, int prec, const sl__qsel *sel, sl__dq *q) {
+    int *cp = sl__mallocarray(p->nsteps ? p->nsteps : 1, sizeof(int));
+    if (!cp) return NULL;
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const step *s = &p->steps[k];
+        cp[k] = -1;
+        if (s->node.op != SL__OP_CONV) continue;
+        int in = s->node.in[0];
+        cp[k] = sl__quant_conv(m, sel, prec, s->gnode, sl__plan_source(p, in), reads_input(p, in), &q[k]);
+    }
+    return cp;
+}
+
+/* int8 chains: for each value stored quantized, 1 + the step index of a convolution reading it
+ * (whose input quantization the producer writes with), else 0. A value is chained when an int8
+ * Conv without a fused sum and with only Relu/Clip fused produces it, it is not the plan output,
+ * and every reader is an int8 Conv with a per-tensor input step reading it as its input.
+ * Returns a calloc'ed array, or NULL on out of memory. */
+static int *chain_values(const sl__plan *p, const int *cp, const sl__dq *q) {
+    int *c = calloc(p->nv ? p->nv : 1, sizeof(int));
     int *uses = calloc(p->nv ? p->nv : 1, sizeof(int));
-    if (!q || !uses) { free(q); free(uses); return NULL; }
+    if (!c || !uses) { free(c); free(uses); return NULL; }
     for (size_t k = 0; k < p->nsteps; k++) {
         const sl__node *n = &p->steps[k].node;
-        if (n->op != SL__OP_CONV || n->sum_in >= 0 || n->out == p->out_val) continue;
+        if (n->op != SL__OP_CONV || cp[k] != SL_NN_PRECISION_INT8 || n->sum_in >= 0 || n->out == p->out_val) continue;
         int ok = 1;
         for (int a = 0; a < n->npre; a++) ok &= n->pre[a].kind == SL__ACT_RELU || n->pre[a].kind == SL__ACT_CLIP;
-        q[n->out] = (char)ok;
+        c[n->out] = ok ? -1 : 0; /* candidate; reader not known yet */
     }
     for (size_t k = 0; k < p->nsteps; k++) {
         const sl__node *n = &p->steps[k].node;
@@ -459,24 +502,32 @@ static char *chain_values(const sl__plan *p) {
             int v = n->in[j];
             if (v < 0) continue;
             uses[v]++;
-            if (!(n->op == SL__OP_CONV && j == 0)) q[v] = 0;
+            if (!(n->op == SL__OP_CONV && j == 0 && cp[k] == SL_NN_PRECISION_INT8 && !q[k].sxc)) c[v] = 0;
+            else if (c[v]) c[v] = (int)k + 1;
         }
-        if (n->sum_in >= 0) q[n->sum_in] = 0;
+        if (n->sum_in >= 0) c[n->sum_in] = 0;
     }
-    for (size_t v = 0; v < p->nv; v++) if (!uses[v]) q[v] = 0;
+    for (size_t v = 0; v < p->nv; v++) if (!uses[v] || c[v] < 0) c[v] = 0;
     free(uses);
-    return q;
+    return c;
 }
 
-static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float *lo, const float *hi,
+/* Builds the plan for `batch` at precision prec. sel (bf16 / int8 with oneDNN): which
+ * convolutions run reduced and each int8 input quantization (quant.c); chain: keep tensors in
+ * int8 between int8 convolutions. */
+static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const sl__qsel *sel,
                             int chain, sl__plan **out, sl_error *err) {
     *out = NULL;
     sl__plan *p = calloc(1, sizeof *p);
     if (!p) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     p->batch = batch;
     sl_status st = build_steps(m, p, 0, err);
-    char *qv = NULL;
-    if (!st && prec == SL_NN_PRECISION_INT8 && lo && chain && !(qv = chain_values(p)))
+    int *qv = NULL, *cp = NULL;
+    sl__dq *dq = NULL;
+    int calq = sel && prec != SL_NN_PRECISION_FP32; /* calibrated reduced precision (oneDNN) */
+    if (!st && calq &&
+        (!(dq = sl__callocarray(p->nsteps ? p->nsteps : 1, sizeof *dq)) || !(cp = conv_precisions(m, p, prec, sel, dq)) ||
+         (prec == SL_NN_PRECISION_INT8 && chain && !(qv = chain_values(p, cp, dq)))))
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     /* oneDNN convolutions. */
     for (size_t k = 0; !st && k < p->nsteps; k++) {
@@ -485,25 +536,26 @@ static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float 
         for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tin[j], NULL); pin[j] = &tin[j]; }
         if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tin[SL__SUM_SLOT], NULL); pin[SL__SUM_SLOT] = &tin[SL__SUM_SLOT]; }
         tv_of(p, s->node.out, &tout, NULL);
-        sl__dq q, oq, *qp = NULL, *oqp = NULL;
-        int in_q = 0;
-        if (prec != SL_NN_PRECISION_INT8 || lo) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
-        if (prec == SL_NN_PRECISION_INT8 && lo && s->node.op == SL__OP_CONV) {
-            q = dq_of(p, lo, hi, s->node.in[0]);
-            qp = &q;
+        sl__dq oq, *qp = NULL, *oqp = NULL;
+        int in_q = 0, cprec = calq && cp[k] >= 0 ? cp[k] : prec;
+        if (prec != SL_NN_PRECISION_INT8 || calq) { s->node.wq = NULL; s->node.wsc = NULL; } /* not the own int8 kernels */
+        if (cprec == SL_NN_PRECISION_INT8 && calq && s->node.op == SL__OP_CONV) {
+            qp = &dq[k];
             in_q = qv && qv[s->node.in[0]];
-            if (qv && qv[s->node.out]) { oq = dq_of(p, lo, hi, s->node.out); oqp = &oq; }
+            if (qv && qv[s->node.out]) { oq = dq[qv[s->node.out] - 1]; oqp = &oq; }
         }
+        if (sl__q_is(s->node.op) && (st = sl__q_prepare(&s->node, pin, &tout, m->backend, err))) break;
         s->scratch = sl__op_scratch(&s->node, pin, &tout);
         s->node.gemm = m->backend != SL_NN_BACKEND_REF;
         if (s->node.op == SL__OP_CONV && !s->node.wq && sl__dnnl_available() &&
             (m->backend == SL_NN_BACKEND_AUTO || prec == SL_NN_PRECISION_BF16)) {
             size_t scr = 0;
-            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, prec, qp, in_q, oqp, &s->dconv, &scr, err);
-            s->prec = qp || prec == SL_NN_PRECISION_BF16 ? prec : SL_NN_PRECISION_FP32;
+            if (cprec == SL_NN_PRECISION_INT8 && !qp) cprec = SL_NN_PRECISION_FP32;
+            st = sl__dconv_create(&s->node, pin[0], pin[1], pin[2], &tout, cprec, qp, in_q, oqp, &s->dconv, &scr, err);
+            s->prec = cprec;
             if (st && (in_q || oqp)) { sl__err_prefix(err, "node '%s' (Conv, int8 chain)", s->node.name); break; }
             if (!st && oqp) p->sv[s->node.out].dtype = SL__DT_Q8;
-            if (st && (qp || prec == SL_NN_PRECISION_BF16)) {
+            if (st && cprec != SL_NN_PRECISION_FP32) {
                 /* no int8 / bf16 implementation for this convolution on this CPU (oneDNN has no
                  * bf16 convolution without AVX-512): fp32, counted as such in sl_nn_info */
                 sl_error_clear(err);
@@ -518,6 +570,8 @@ static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float 
         if (s->scratch > p->scratch_bytes) p->scratch_bytes = s->scratch;
     }
     free(qv);
+    free(cp);
+    free(dq);
     if (!st) st = plan_memory(p, 1, err);
     if (st) { plan_free(p); return st; }
     *out = p;
@@ -525,116 +579,58 @@ static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float 
 }
 
 static sl_status ctx_new(const sl__plan *p, ctx **out, sl_error *err);
-static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, double *prof, sl_error *err);
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, const sl__observer *obs, double *prof,
+                           sl_error *err);
 
-/* int8 calibration images: deterministic synthetic "product photos" (a two-colour gradient
- * background, SL__CALIB_RECTS flat rectangles and SL__CALIB_DISKS disks of random colours, mild
- * noise), normalized with the model's mean/std; an input that is not 3-channel gets standard
- * normal values. Image k depends only on k, so the scales - and the int8 results - are the same
- * on every run and machine. */
-#define SL__CALIB_IMAGES 8
-#define SL__CALIB_SEED 0x5eedca1bULL
-#define SL__CALIB_RECTS 4
-#define SL__CALIB_DISKS 3
-
-static void calib_image(const sl_nn *m, int k, int64_t C, int64_t H, int64_t W, float *x) {
-    sl__rng r;
-    sl__rng_seed(&r, SL__CALIB_SEED + (uint64_t)k);
-    float c0[3], c1[3];
-    for (int c = 0; c < 3; c++) { c0[c] = (float)sl__rng_uniform(&r); c1[c] = (float)sl__rng_uniform(&r); }
-    double ang = 6.283185307179586 * sl__rng_uniform(&r), dx = cos(ang), dy = sin(ang);
-    for (int64_t c = 0; c < C; c++)
-        for (int64_t y = 0; y < H; y++)
-            for (int64_t xx = 0; xx < W; xx++) {
-                double t = 0.5 + 0.5 * (dx * ((double)xx / (double)W - 0.5) + dy * ((double)y / (double)H - 0.5));
-                x[(c * H + y) * W + xx] = (float)(c0[c % 3] + (c1[c % 3] - c0[c % 3]) * t);
-            }
-    for (int sh = 0; sh < SL__CALIB_RECTS + SL__CALIB_DISKS; sh++) {
-        float col[3];
-        for (int c = 0; c < 3; c++) col[c] = (float)sl__rng_uniform(&r);
-        int64_t cx = (int64_t)sl__rng_below(&r, (uint64_t)W), cy = (int64_t)sl__rng_below(&r, (uint64_t)H);
-        int64_t rx = 1 + (int64_t)sl__rng_below(&r, (uint64_t)(W / 3 + 1)), ry = 1 + (int64_t)sl__rng_below(&r, (uint64_t)(H / 3 + 1));
-        for (int64_t y = cy - ry < 0 ? 0 : cy - ry; y < H && y <= cy + ry; y++)
-            for (int64_t xx = cx - rx < 0 ? 0 : cx - rx; xx < W && xx <= cx + rx; xx++) {
-                double u = (double)(xx - cx) / (double)rx, v = (double)(y - cy) / (double)ry;
-                if (sh >= SL__CALIB_RECTS && u * u + v * v > 1.0) continue;
-                for (int64_t c = 0; c < C; c++) x[(c * H + y) * W + xx] = col[c % 3];
-            }
+/* Builds with chains first; if oneDNN lacks a kernel one of them needs, without. */
+static sl_status plan_build_chained(const sl_nn *m, size_t batch, int prec, const sl__qsel *sel, sl__plan **out,
+                                    sl_error *err) {
+    sl_status st = plan_build(m, batch, prec, sel, 1, out, err);
+    if (st && st != SL_E_NOMEM && sel && prec == SL_NN_PRECISION_INT8) {
+        sl_error_clear(err);
+        st = plan_build(m, batch, prec, sel, 0, out, err);
     }
-    if (C != 3) { /* not an RGB image: standard normal values */
-        for (int64_t i = 0; i < C * H * W; i++) x[i] = (float)sl__rng_normal(&r);
-        return;
-    }
-    for (int64_t c = 0; c < C; c++) {
-        float mean = m->pre.mean[c], sd = m->pre.std[c] > 0 ? m->pre.std[c] : 1.0f;
-        for (int64_t i = 0; i < H * W; i++) {
-            float v = x[c * H * W + i] + 0.02f * (float)sl__rng_normal(&r);
-            v = v < 0 ? 0 : v > 1 ? 1 : v;
-            x[c * H * W + i] = (v - mean) / sd;
-        }
-    }
-}
-
-/* Runs the fp32 plan for `batch` over the calibration images and returns the range (min, max)
- * of every plan value (*lo, *hi: nv floats each, malloc'ed; values never produced stay 0). */
-static sl_status calibrate(const sl_nn *m, size_t batch, int threads, float **lo, float **hi, size_t *nv,
-                           sl_error *err) {
-    *lo = *hi = NULL;
-    sl__plan *p = NULL;
-    ctx *c = NULL;
-    sl_status st = plan_build(m, batch, SL_NN_PRECISION_FP32, NULL, NULL, 0, &p, err);
-    if (st) return st;
-    if ((st = ctx_new(p, &c, err))) { plan_free(p); return st; }
-    float *l = sl__mallocarray(p->nv, sizeof(float)), *h = sl__mallocarray(p->nv, sizeof(float));
-    if (!l || !h) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
-    for (size_t v = 0; v < p->nv; v++) { l[v] = INFINITY; h[v] = -INFINITY; }
-    sl__tv tin;
-    tv_of(p, p->in_val, &tin, c->arena);
-    const sl__value *iv = &p->sv[p->in_val];
-    int64_t C = iv->dims[1], H = iv->dims[2], W = iv->dims[3];
-    size_t per = tin.count / batch;
-    if (iv->rank != 4) { st = sl__err_set(err, SL_E_UNSUPPORTED, "int8 calibration needs an image (rank-4) input"); goto done; }
-    for (size_t img = 0; !st && img < (batch > SL__CALIB_IMAGES ? batch : SL__CALIB_IMAGES); img += batch) {
-        for (size_t b = 0; b < batch; b++) calib_image(m, (int)((img + b) % SL__CALIB_IMAGES), C, H, W, tin.f + b * per);
-        for (size_t k = 0; k < tin.count; k++) {
-            if (tin.f[k] < l[p->in_val]) l[p->in_val] = tin.f[k];
-            if (tin.f[k] > h[p->in_val]) h[p->in_val] = tin.f[k];
-        }
-        st = run_steps(p, c, threads, l, h, NULL, err);
-    }
-    for (size_t v = 0; v < p->nv; v++) if (!(l[v] <= h[v])) l[v] = h[v] = 0;
-done:
-    if (st) { free(l); free(h); }
-    else { *lo = l; *hi = h; *nv = p->nv; }
-    ctx_free(c);
-    plan_free(p);
     return st;
 }
 
-/* The plan for `batch` at the model's precision (int8: calibrated first). */
+/* The plan for `batch` at the model's precision (bf16 / int8 on oneDNN: calibrated first). */
 static sl_status plan_make(const sl_nn *m, size_t batch, sl__plan **out, sl_error *err) {
-    if (m->precision != SL_NN_PRECISION_INT8 || m->backend != SL_NN_BACKEND_AUTO || !sl__dnnl_available())
-        return plan_build(m, batch, m->precision, NULL, NULL, 0, out, err);
-    float *lo = NULL, *hi = NULL;
-    size_t nv = 0;
-    int threads = m->threads > 0 ? m->threads : omp_get_max_threads();
-    sl_status st = calibrate(m, batch, threads, &lo, &hi, &nv, err);
+    if (m->precision == SL_NN_PRECISION_FP32 || m->backend != SL_NN_BACKEND_AUTO || !sl__dnnl_available())
+        return plan_build(m, batch, m->precision, NULL, 0, out, err);
+    sl_status st = sl__quant_ensure(m, err);
+    if (st) return sl__err_prefix(err, "calibration");
+    sl__qsel sel = {m->calib, NULL};
+    return plan_build_chained(m, batch, m->precision, &sel, out, err);
+}
+
+sl_status sl__plan_new(const sl_nn *m, size_t batch, int prec, const sl__qsel *sel, int threads, sl__plan **out,
+                       sl_error *err) {
+    /* oneDNN fixes a primitive's threads when it is created (see get_plan) */
+    int old = omp_get_max_threads();
+    omp_set_num_threads(threads > 0 ? threads : 1);
+    sl_status st = plan_build_chained(m, batch, prec, sel, out, err);
+    omp_set_num_threads(old);
+    return st;
+}
+
+void sl__plan_delete(sl__plan *p) { plan_free(p); }
+
+sl_status sl__plan_run(sl__plan *p, const float *in, float *out, const sl__observer *obs, int threads, sl_error *err) {
+    ctx *c = NULL;
+    sl_status st = ctx_new(p, &c, err);
+    if (st) return st;
+    sl__tv tin, to;
+    tv_of(p, p->in_val, &tin, c->arena);
+    if (tin.q) sl__q_from_float(in, tin.count, tin.dtype, tin.q);
+    else memcpy(tin.f, in, tin.count * sizeof(float));
+    if (obs) obs->fn(obs->u, p, p->in_val, &tin);
+    st = run_steps(p, c, threads, obs, NULL, err);
     if (!st) {
-        /* int8 chains first; if oneDNN lacks a kernel one of them needs, without chains */
-        st = plan_build(m, batch, SL_NN_PRECISION_INT8, lo, hi, 1, out, err);
-        if (st && st != SL_E_NOMEM) {
-            sl_error_clear(err);
-            st = plan_build(m, batch, SL_NN_PRECISION_INT8, lo, hi, 0, out, err);
-        }
+        tv_of(p, p->out_val, &to, c->arena);
+        if (to.q) sl__q_to_float(to.q, to.count, to.dtype, out);
+        else memcpy(out, to.f, to.count * sizeof(float));
     }
-    if (!st && (*out)->nv != nv) {
-        plan_free(*out);
-        *out = NULL;
-        st = sl__err_set(err, SL_E_INTERNAL, "int8 calibration plan differs from the inference plan");
-    }
-    free(lo);
-    free(hi);
-    if (st) sl__err_prefix(err, "int8 calibration");
+    ctx_free(c);
     return st;
 }
 
@@ -723,16 +719,17 @@ static void ctx_put(const sl_nn *m, ctx *c) {
     pthread_mutex_unlock(mu);
 }
 
-/* Executes the plan's steps on context c (input already in the arena). lo/hi (calibration):
- * widened to the range of every float value a step produces. prof (profiling): each step's
- * wall time in seconds is added to prof[2 step], its process CPU time to prof[2 step + 1]. */
 static double cpu_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, double *prof, sl_error *err) {
+/* Executes the plan's steps on context c (input already in the arena). obs (calibration): shown
+ * every float value a step produces. prof (profiling): each step's wall time in seconds is added
+ * to prof[2 step], its process CPU time to prof[2 step + 1]. */
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, const sl__observer *obs, double *prof,
+                           sl_error *err) {
     sl_status st = SL_OK;
     for (size_t k = 0; k < p->nsteps && !st; k++) {
         step *s = &p->steps[k];
@@ -749,13 +746,7 @@ static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *h
         }
         if (prof) { prof[2 * k] += sl__now() - t0; prof[2 * k + 1] += cpu_now() - c0; }
         if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
-        if (!st && lo && tout.dtype == SL__DT_F32 && tout.f) {
-            int v = s->node.out;
-            for (size_t i = 0; i < tout.count; i++) {
-                if (tout.f[i] < lo[v]) lo[v] = tout.f[i];
-                if (tout.f[i] > hi[v]) hi[v] = tout.f[i];
-            }
-        }
+        if (!st && obs && tout.dtype == SL__DT_F32 && tout.f) obs->fn(obs->u, p, s->node.out, &tout);
     }
     return st;
 }
@@ -774,12 +765,14 @@ static sl_status forward(const sl_nn *m, const float *in, size_t batch, float *o
     omp_set_num_threads(threads);
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);
-    memcpy(tin.f, in, tin.count * sizeof(float));
-    st = run_steps(p, c, threads, NULL, NULL, prof, err);
+    if (tin.q) sl__q_from_float(in, tin.count, tin.dtype, tin.q); /* a uint8 / int8 input */
+    else memcpy(tin.f, in, tin.count * sizeof(float));
+    st = run_steps(p, c, threads, NULL, prof, err);
     if (!st) {
         sl__tv to;
         tv_of(p, p->out_val, &to, c->arena);
-        memcpy(out, to.f, to.count * sizeof(float));
+        if (to.q) sl__q_to_float(to.q, to.count, to.dtype, out);
+        else memcpy(out, to.f, to.count * sizeof(float));
     }
     omp_set_num_threads(old_threads);
     ctx_put(m, c);
@@ -877,6 +870,16 @@ sl_status sl__nn_profile(const sl_nn *m, const float *in, size_t batch, float *o
 
 int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_error *err) {
     sl__plan *p = NULL;
+    if (!m->calib && m->precision != SL_NN_PRECISION_FP32 && m->backend == SL_NN_BACKEND_AUTO) {
+        /* not calibrated yet: shapes only, so that asking for them (sl_nn_load does) does not
+         * calibrate on synthetic images before the caller's sl_nn_calibrate */
+        sl__value *v = NULL;
+        if (sl__plan_probe_shapes(m, batch, &v, err)) return -1;
+        memcpy(dims, v[m->output].dims, sizeof(int64_t) * 8);
+        int r = v[m->output].rank;
+        free(v);
+        return r;
+    }
     if (get_plan(m, batch, &p, err)) return -1;
     memcpy(dims, p->sv[p->out_val].dims, sizeof(int64_t) * 8);
     return p->sv[p->out_val].rank;
@@ -885,9 +888,10 @@ int sl__plan_output_shape(const sl_nn *m, size_t batch, int64_t dims[8], sl_erro
 int sl__plan_conv_summary(const sl_nn *m, size_t batch, char *buf, size_t n, sl_error *err) {
     sl__plan *p = NULL;
     if (get_plan(m, batch, &p, err)) return -1;
-    int cnt[3] = {0, 0, 0}, own = 0;
+    int cnt[3] = {0, 0, 0}, own = 0, qd = 0, qown = 0;
     for (size_t k = 0; k < p->nsteps; k++) {
         const step *s = &p->steps[k];
+        if (s->node.op == SL__OP_QCONV) { if (s->node.qprim) qd++; else qown++; }
         if (s->node.op != SL__OP_CONV) continue;
         if (!s->dconv) own++;
         else cnt[s->prec]++;
@@ -897,5 +901,9 @@ int sl__plan_conv_summary(const sl_nn *m, size_t batch, char *buf, size_t n, sl_
     snprintf(buf, n, "%d fp32, %d bf16, %d int8 (oneDNN), %d own kernels; %d tensors kept in int8 between "
              "convolutions", cnt[SL_NN_PRECISION_FP32], cnt[SL_NN_PRECISION_BF16], cnt[SL_NN_PRECISION_INT8],
              own, chained);
+    if (qd + qown) {
+        size_t L = strlen(buf);
+        snprintf(buf + L, n > L ? n - L : 0, "; QLinearConv: %d on oneDNN int8, %d on own kernels", qd, qown);
+    }
     return 0;
 }
