@@ -18,6 +18,8 @@
 
 #include "shoplens/image.h"
 #include "image/image_internal.h"
+#include "nn/npy.h"
+#include "preproc/pattern.h"
 
 /* ---- helpers --------------------------------------------------------------------------- */
 
@@ -1015,6 +1017,64 @@ static void test_augment(void **s) {
     sl_image_free(img);
 }
 
+/* Pillow-compatible resize: the bytes Pillow 9 computed for generated images
+ * (tests/preproc/make_reference.py; the table is its RESIZE table). */
+static void test_resize_filter_matches_pillow(void **s) {
+    (void)s;
+    static const struct { const char *name, *kind; int w, h, c, ow, oh; sl_image_filter f; } cases[] = {
+        { "down_bilinear", "noise", 97, 61, 3, 37, 23, SL_IMAGE_FILTER_BILINEAR },
+        { "up_bilinear", "mixed", 29, 17, 3, 71, 40, SL_IMAGE_FILTER_BILINEAR },
+        { "down_bicubic", "noise", 97, 61, 3, 37, 23, SL_IMAGE_FILTER_BICUBIC },
+        { "mixed_bicubic", "smooth", 97, 61, 3, 150, 20, SL_IMAGE_FILTER_BICUBIC },
+        { "down_box", "mixed", 97, 61, 3, 37, 23, SL_IMAGE_FILTER_BOX },
+        { "down_nearest", "noise", 97, 61, 3, 37, 23, SL_IMAGE_FILTER_NEAREST },
+        { "up_nearest", "mixed", 29, 17, 3, 71, 40, SL_IMAGE_FILTER_NEAREST },
+        { "grey_bilinear", "mixed", 97, 61, 1, 37, 23, SL_IMAGE_FILTER_BILINEAR },
+        { "far_bilinear", "mixed", 400, 300, 3, 45, 34, SL_IMAGE_FILTER_BILINEAR },
+        { "rows_only", "noise", 97, 61, 3, 97, 23, SL_IMAGE_FILTER_BILINEAR },
+        { "cols_only", "noise", 97, 61, 3, 37, 61, SL_IMAGE_FILTER_BICUBIC },
+        { "one_row", "noise", 97, 1, 3, 13, 1, SL_IMAGE_FILTER_BILINEAR },
+    };
+    const char *src = getenv("SL_SOURCE_DIR");
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        char path[1200];
+        snprintf(path, sizeof path, "%s/tests/preproc/resize_%s.npy", src ? src : "..", cases[t].name);
+        float *ref = NULL;
+        int64_t dims[8];
+        int rank = 0;
+        size_t cnt = 0;
+        sl_error err;
+        assert_int_equal(sl__npy_read(path, &ref, dims, &rank, &cnt, &err), SL_OK);
+        assert_int_equal(cnt, (size_t)cases[t].ow * cases[t].oh * cases[t].c);
+        sl_image *img = sl_test_pattern(cases[t].kind, cases[t].w, cases[t].h, cases[t].c), *out = NULL;
+        assert_non_null(img);
+        assert_int_equal(sl_image_resize_filter(img, cases[t].ow, cases[t].oh, cases[t].f, &out, &err), SL_OK);
+        assert_int_equal(sl_image_width(out), cases[t].ow);
+        assert_int_equal(sl_image_height(out), cases[t].oh);
+        assert_int_equal(sl_image_channels(out), cases[t].c);
+        size_t bad = 0, first = 0;
+        for (size_t i = 0; i < cnt; i++)
+            if (sl_image_cpixels(out)[i] != (uint8_t)ref[i] && !bad++) first = i;
+        if (bad) fail_msg("%s: %zu of %zu bytes differ from Pillow (first at %zu: %d, Pillow %d)", cases[t].name,
+                          bad, cnt, first, sl_image_cpixels(out)[first], (int)ref[first]);
+        sl_image_free(out);
+        sl_image_free(img);
+        free(ref);
+    }
+    /* bad arguments */
+    sl_image *img = sl_test_pattern("noise", 8, 8, 3), *out = (sl_image *)1;
+    sl_error err;
+    assert_int_equal(sl_image_resize_filter(img, 0, 5, SL_IMAGE_FILTER_BILINEAR, &out, &err), SL_E_INVALID);
+    assert_null(out);
+    assert_int_equal(sl_image_resize_filter(img, 5, 5, (sl_image_filter)9, &out, &err), SL_E_INVALID);
+    assert_int_equal(sl_image_resize_filter(NULL, 5, 5, SL_IMAGE_FILTER_BILINEAR, &out, &err), SL_E_INVALID);
+    /* same size: a copy */
+    assert_int_equal(sl_image_resize_filter(img, 8, 8, SL_IMAGE_FILTER_BICUBIC, &out, &err), SL_OK);
+    assert_memory_equal(sl_image_cpixels(out), sl_image_cpixels(img), 8 * 8 * 3);
+    sl_image_free(out);
+    sl_image_free(img);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_jpeg),
@@ -1036,6 +1096,7 @@ int main(void) {
         cmocka_unit_test(test_handle_and_encode),
         cmocka_unit_test(test_resize),
         cmocka_unit_test(test_resize_vs_reference),
+        cmocka_unit_test(test_resize_filter_matches_pillow),
         cmocka_unit_test(test_grey_vs_reference),
         cmocka_unit_test(test_grey_and_float),
         cmocka_unit_test(test_denoise),

@@ -51,11 +51,11 @@ for n, a, b, c, i, ic, mx, mb, rs in rows:
                  f"| {ic:.5f} | {mx:.3g} | {mb:.0f} | {rs:.0f} |")
 print("\n".join(lines))
 if res_md:
-    with open(res_md, "w") as f:
-        f.write("# CNN numerical agreement with PyTorch (bench/cnn_verify)\n\n")
-        f.write("torchvision models, random weights (seed 0, BatchNorm statistics randomized), "
-                "batch of 2 random 224x224 inputs (standard normal, so heavier-tailed than normalized photos: "
-                "int8's calibrated input ranges clip more here than on images), logits compared; PyTorch %s "
-                "fp32 is the reference. Peak RSS: the whole `shoplens cnn run` process (model file mapped, "
-                "weights converted, plans, arena).\n\n" % torch.__version__)
-        f.write("\n".join(lines) + "\n")
+    from mdsection import write_section
+    write_section(res_md, "torch",
+                  "## Random weights: shoplens vs PyTorch on the same tensors\n\n"
+                  "torchvision models, random weights (seed 0, BatchNorm statistics randomized), "
+                  "batch of 2 random 224x224 inputs (standard normal, so heavier-tailed than normalized photos: "
+                  "int8's calibrated input ranges clip more here than on images), logits compared; PyTorch %s "
+                  "fp32 is the reference. Peak RSS: the whole `shoplens cnn run` process (model file mapped, "
+                  "weights converted, plans, arena).\n\n" % torch.__version__ + "\n".join(lines) + "\n")

@@ -1,6 +1,6 @@
 /*
  * shoplens/feature.h - features that describe an image: colour histograms, SIFT/RootSIFT local
- * features, VLAD over a learned codebook, PCA-whitening, CNN embeddings (cnn.h), their fusion
+ * features, VLAD over a learned codebook, PCA-whitening, CNN embeddings (nn.h), their fusion
  * into one global vector per image, and geometric verification (RANSAC) for re-ranking.
  *
  * Two levels:

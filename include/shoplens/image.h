@@ -108,6 +108,22 @@ typedef enum sl_resize_mode {
  * pad_rgb is 0xRRGGBB used by SL_RESIZE_PAD. */
 sl_status sl_image_resize(const sl_image *src, int width, int height, sl_resize_mode mode,
                           uint32_t pad_rgb, sl_image **out, sl_error *err);
+/* Resampling filters of sl_image_resize_filter (Pillow's Image.Resampling names in brackets). */
+typedef enum sl_image_filter {
+    SL_IMAGE_FILTER_BILINEAR = 0, /* triangle filter, antialiased when shrinking [BILINEAR] */
+    SL_IMAGE_FILTER_BICUBIC = 1,  /* Keys cubic, a = -0.5, antialiased when shrinking [BICUBIC] */
+    SL_IMAGE_FILTER_BOX = 2,      /* box filter: area averaging when shrinking [BOX] */
+    SL_IMAGE_FILTER_NEAREST = 3   /* nearest neighbour, pixel centres [NEAREST] */
+} sl_image_filter;
+
+/* Resizes to exactly width x height with the same bytes as Pillow's
+ * Image.resize((width, height), filter) (8-bit RGB or L): the filter support grows with the
+ * shrink factor, 22-bit integer weights, horizontal pass first, rounded to 8 bits between the
+ * passes. This is the resize of torchvision's transforms on PIL images; CNN preprocessing uses
+ * it. On success *out is a new image owned by the caller. Errors: SL_E_INVALID (size out of
+ * range, unknown filter), SL_E_NOMEM. */
+sl_status sl_image_resize_filter(const sl_image *src, int width, int height, sl_image_filter filter,
+                                 sl_image **out, sl_error *err);
 /* Longest side scaled to `side` (aspect kept; never enlarges when no_enlarge is nonzero). */
 sl_status sl_image_resize_longest(const sl_image *src, int side, int no_enlarge, sl_image **out,
                                   sl_error *err);

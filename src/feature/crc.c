@@ -9,7 +9,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
-#include "feature/features_internal.h"
+#include "feature/local.h"
 
 static uint32_t table[8][256];
 static pthread_once_t table_once = PTHREAD_ONCE_INIT;

@@ -33,7 +33,7 @@ typedef struct color_cfg { int on; float w; sl_color_params p; } color_cfg;
 typedef struct vlad_cfg {
     int on; float w; int k, pca, whiten, kp, dense, side, power, intra;
 } vlad_cfg;
-typedef struct cnn_cfg { int on; float w; char *path; sl_cnn *model; } cnn_cfg;
+typedef struct cnn_cfg { int on; float w; char *path; sl_nn *model; } cnn_cfg;
 
 struct sl_features {
     char *spec;                 /* canonical form */
@@ -64,7 +64,7 @@ void sl_features_free(sl_features *f) {
     if (!f) return;
     free(f->spec);
     free(f->cnn.path);
-    sl_cnn_free(f->cnn.model);
+    sl_nn_free(f->cnn.model);
     free(f->codebook);
     sl_pca_free(f->pca);
     free(f);
@@ -100,7 +100,7 @@ static size_t vlad_dim(const sl_features *f) {
 size_t sl_features_dim(const sl_features *f) {
     if (!f || !sl_features_ready(f)) return 0;
     size_t d = 0;
-    if (f->cnn.on) d += sl_cnn_embed_dim(f->cnn.model);
+    if (f->cnn.on) d += sl_nn_embed_dim(f->cnn.model);
     if (f->color.on) d += sl_color_dim(&f->color.p);
     d += vlad_dim(f);
     return d;
@@ -355,8 +355,8 @@ sl_status sl_features_new(const char *spec, sl_features **out, sl_error *err) {
     sl_status st = parse_spec(f, spec, err);
     if (st == SL_OK) st = canonical(f, err);
     if (st == SL_OK && f->cnn.on) {
-        st = sl_cnn_load(f->cnn.path, &f->cnn.model, err);
-        if (st == SL_OK && sl_cnn_embed_dim(f->cnn.model) == 0)
+        st = sl_nn_load(f->cnn.path, &f->cnn.model, err);
+        if (st == SL_OK && sl_nn_embed_dim(f->cnn.model) == 0)
             st = sl__err_set(err, SL_E_UNSUPPORTED, "%s: model has no embedding output", f->cnn.path);
     }
     if (st != SL_OK) { sl_features_free(f); return st; }
@@ -480,8 +480,8 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
     float *o = vec;
     sl_status st = SL_OK;
     if (f->cnn.on) {
-        size_t d = sl_cnn_embed_dim(f->cnn.model);
-        st = sl_cnn_embed(f->cnn.model, &img, 1, o, err);
+        size_t d = sl_nn_embed_dim(f->cnn.model);
+        st = sl_nn_embed(f->cnn.model, &img, 1, o, err);
         if (st != SL_OK) return st;
         l2_scale(o, d, sqrtf(f->cnn.w / wsum));
         o += d;

@@ -14,7 +14,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
-#include "feature/features_internal.h"
+#include "feature/match.h"
 #include "util/util.h"
 
 #if defined(__GNUC__) && defined(__x86_64__)

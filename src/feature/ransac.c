@@ -18,7 +18,7 @@
 #include <string.h>
 #include "shoplens/feature.h"
 #include "util/util.h"
-#include "feature/features_internal.h"
+#include "feature/match.h"
 
 void sl_ransac_params_init(sl_ransac_params *p) {
     p->model = SL_GEO_AFFINE;
