@@ -67,6 +67,12 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_LOCAL_CACHE_MB_DEFAULT 64
 #define SL_ENGINE_LOCAL_CACHE_MB_MIN 0
 #define SL_ENGINE_LOCAL_CACHE_MB_MAX 65536
+/* Candidate list length of the HNSW searches of stores above the crossover (docs/index.md, "At
+ * scale"): recall against time. The default keeps the candidate stage's recall@100 against an
+ * exact scan at 0.98 or above at 10^5 and 10^6 images (bench/results/scale.md). */
+#define SL_ENGINE_HNSW_EF_DEFAULT 200
+#define SL_ENGINE_HNSW_EF_MIN 16
+#define SL_ENGINE_HNSW_EF_MAX 4096
 /* Longest side catalog and query images are decoded at (shrink-on-load). */
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
@@ -126,6 +132,8 @@ void sl_engine_set_verify_top(sl_engine *e, int n);
 void sl_engine_set_max_side(sl_engine *e, int side);
 /* Budget of the verification cache in MiB (clamped; 0 turns it off and frees it). */
 void sl_engine_set_local_cache_mb(sl_engine *e, int mb);
+/* HNSW candidate list length (clamped); used from the next search on. */
+void sl_engine_set_hnsw_ef(sl_engine *e, int ef);
 
 /* ---- search -------------------------------------------------------------------------------- */
 
@@ -198,6 +206,20 @@ sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, con
 sl_status sl_engine_search_file(sl_engine *e, const char *path, const sl_query *q,
                                 sl_matches *out, sl_error *err);
 
+/* A catalog image found by sl_engine_nearest. */
+typedef struct sl_image_hit {
+    int64_t image_id;
+    double score;           /* cosine similarity of the global vectors */
+} sl_image_hit;
+
+/* The candidate stage alone, for a global vector (sl_engine_describe): the k catalog images
+ * nearest to vec (dim = the store's), q's filters applied inside the index search as in
+ * sl_engine_search, with exact scores, best first. No re-ranking, no grouping by product. out
+ * holds k entries; *n_out receives how many were found. k: 1..SL_ENGINE_CANDIDATES_MAX.
+ * Errors: SL_E_INVALID (k, dim or vec), SL_E_STATE (no trained features). */
+sl_status sl_engine_nearest(sl_engine *e, const float *vec, size_t dim, const sl_query *q, size_t k,
+                            sl_image_hit *out, size_t *n_out, sl_error *err);
+
 /* Products that look like product_id (itself excluded): each of its images queries the index,
  * a product's score is its best. q filters apply. SL_E_NOT_FOUND for an unknown product. */
 sl_status sl_engine_similar(sl_engine *e, const char *product_id, const sl_query *q,
@@ -243,6 +265,19 @@ sl_status sl_engine_patch_product(sl_engine *e, const char *product_id, const ch
 /* Removes a product and its images (their files too, once no product uses them).
  * SL_E_NOT_FOUND when absent. */
 sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_error *err);
+
+/* ---- images described elsewhere ------------------------------------------------------------ */
+
+/* Describes a decoded image with the store's features, exactly as sl_engine_put_product would
+ * before storing it: *vec the global vector (*dim floats, malloc'ed), *local the serialized
+ * local features (malloc'ed; NULL/0 when the features do not verify; local and local_len may be
+ * NULL to skip them), *features_version the version of the features used. For query vectors
+ * (sl_engine_nearest) and analysis. Thread-safe; runs in parallel with searches. Errors:
+ * SL_E_STATE before the first training (empty store), SL_E_NOMEM; on failure every output is
+ * NULL/0. */
+sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
+                             void **local, size_t *local_len, int64_t *features_version,
+                             sl_error *err);
 
 /* ---- ingest of a feed (shoplens add / sync) ------------------------------------------------- */
 
