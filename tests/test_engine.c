@@ -965,6 +965,171 @@ static void test_index_catch_up(void **state) {
     }
 }
 
+/* Products written from precomputed descriptors (sl_engine_describe_bytes here, or in another
+ * process): one transaction for the batch, upsert outcomes, every check before anything is
+ * written, the store's copies written or shared, and an "auto" store switching to HNSW once it
+ * grows past the threshold. */
+static void test_put_described(void **state) {
+    fixture *f = *state;
+    char dir[64];
+    sl_engine *e = open_new(dir, "color+verify", "auto");
+    e->hnsw_above = 5;
+    sl_error err;
+    sl_image_descriptor im[4];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(sl_engine_describe_bytes(e, f->jpg[i][0], f->len[i][0], "/elsewhere/x.jpg", &im[i], &err), SL_OK);
+        assert_non_null(im[i].local);
+        assert_non_null(im[i].copy);
+        assert_string_equal(im[i].copy_ext, "jpeg");
+        assert_int_equal(im[i].size, (int64_t)f->len[i][0]);
+        assert_int_equal(im[i].features_version, 0);
+    }
+    sl_product pr[4];
+    sl_described_product it[4];
+    char ids[4][8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(ids[i], sizeof ids[i], "D%d", i);
+        pr[i] = (sl_product){0};
+        pr[i].id = ids[i];
+        pr[i].title = (char *)"Described";
+        pr[i].category = (char *)(i % 2 ? "odd" : "even");
+        it[i] = (sl_described_product){&pr[i], &im[i], 1};
+    }
+    sl_put_outcome out[4];
+    sl_engine_stats st;
+    /* refused before anything is written */
+    im[1].features_version = 3;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_STATE);
+    assert_non_null(strstr(err.message, "version"));
+    im[1].features_version = 0;
+    im[1].hash[5] = 'X';
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "'D1', image 0"));
+    im[1].hash[5] = '0';
+    im[2].dim--;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    im[2].dim++;
+    void *keep = im[2].local;
+    im[2].local = NULL;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "required"));
+    unsigned char *bad = malloc(im[2].local_len);
+    memcpy(bad, keep, im[2].local_len);
+    bad[im[2].local_len / 2] ^= 0x40;
+    im[2].local = bad;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    im[2].local = keep;
+    float zero[4096] = {0};
+    assert_true(im[0].dim <= 4096);
+    float *v0 = im[0].vec;
+    im[0].vec = zero;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    im[0].vec = v0;
+    unsigned char c0 = ((unsigned char *)im[0].copy)[0];
+    ((unsigned char *)im[0].copy)[0] = 'x'; /* not a JPEG */
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "not a jpeg"));
+    ((unsigned char *)im[0].copy)[0] = c0;
+    sl_product ghost = {0};
+    ghost.id = (char *)"GHOST";
+    sl_described_product gi[2] = {it[0], {&ghost, NULL, 0}};
+    assert_int_equal(sl_engine_put_described(e, gi, 2, out, &err), SL_E_INVALID); /* the 2nd fails */
+    assert_int_equal(out[0], SL_PUT_UNCHANGED);
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_int_equal(st.products, 0); /* all or nothing */
+    /* one batch of three */
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(out[i], SL_PUT_ADDED);
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(out[i], SL_PUT_UNCHANGED);
+    pr[1].title = (char *)"Renamed";
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_OK);
+    assert_int_equal(out[0], SL_PUT_UNCHANGED);
+    assert_int_equal(out[1], SL_PUT_UPDATED);
+    sl_product got;
+    sl_image_ref *refs = NULL;
+    size_t nr = 0;
+    assert_int_equal(sl_engine_get_product(e, "D1", &got, &refs, &nr, &err), SL_OK);
+    assert_string_equal(got.title, "Renamed");
+    assert_int_equal(nr, 1);
+    assert_string_equal(refs[0].hash, im[1].hash);
+    assert_string_equal(refs[0].source, "/elsewhere/x.jpg");
+    assert_true(refs[0].in_store);
+    char *copy_file = strdup(refs[0].file); /* the path in the store (also taken relative) */
+    sl_product_clear(&got);
+    sl_image_refs_free(refs, nr);
+    /* the store's copy is there: thumbnails work */
+    void *jpg = NULL;
+    size_t jl = 0;
+    assert_int_equal(sl_engine_get_product(e, "D2", &got, &refs, &nr, &err), SL_OK);
+    assert_int_equal(sl_engine_thumbnail(e, refs[0].id, 64, &jpg, &jl, &err), SL_OK);
+    free(jpg);
+    sl_product_clear(&got);
+    sl_image_refs_free(refs, nr);
+    /* searchable and verified like any product */
+    sl_query q = {0};
+    q.k = 1;
+    sl_matches m;
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[2][0], f->len[2][0], &q, &m, &err), SL_OK);
+    assert_string_equal(m.items[0].product_id, "D2");
+    assert_true(m.items[0].inliers >= 6);
+    sl_matches_free(&m);
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_string_equal(st.index_kind, "flat");
+    /* growing past the threshold (5 images here) switches an "auto" store to HNSW; these four
+     * share D1's copy by name instead of carrying bytes */
+    int builds = e->index_builds;
+    sl_described_product more[4];
+    sl_image_descriptor mim[4];
+    sl_product mpr[4];
+    char mids[4][8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(mids[i], sizeof mids[i], "M%d", i);
+        mim[i] = im[i];
+        snprintf(mim[i].hash, 65, "%064x", 0xdef0 + i);
+        mim[i].copy = NULL;
+        mim[i].file = copy_file;
+        mpr[i] = (sl_product){0};
+        mpr[i].id = mids[i];
+        more[i] = (sl_described_product){&mpr[i], &mim[i], 1};
+    }
+    char missing[96];
+    snprintf(missing, sizeof missing, "images/%064x.jpeg", 7);
+    mim[3].file = missing;
+    assert_int_equal(sl_engine_put_described(e, more, 4, NULL, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "no copy"));
+    mim[3].file = copy_file;
+    assert_int_equal(sl_engine_put_described(e, more, 4, NULL, &err), SL_OK);
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_string_equal(st.index_kind, "hnsw");
+    assert_int_equal(st.indexed, 7);
+    assert_int_equal(e->index_builds, builds + 1);
+    q.k = 2;
+    q.category = "odd";
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[1][0], f->len[1][0], &q, &m, &err), SL_OK);
+    assert_int_equal(m.n, 1); /* only D1 is "odd" */
+    assert_string_equal(m.items[0].product_id, "D1");
+    sl_matches_free(&m);
+    /* a read-only handle refuses; a store that does not verify refuses local features */
+    sl_engine_opts ro = {0};
+    ro.read_only = 1;
+    sl_engine *r = NULL;
+    assert_int_equal(sl_engine_open(dir, &ro, &r, &err), SL_OK);
+    assert_int_equal(sl_engine_put_described(r, it, 1, NULL, &err), SL_E_STATE);
+    sl_engine_free(r);
+    char d2[64];
+    sl_engine *c = open_new(d2, "color", "auto");
+    assert_int_equal(sl_engine_put_described(c, it, 1, NULL, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "do not verify"));
+    sl_engine_free(c);
+    remove_dir(d2);
+    free(bad);
+    free(copy_file);
+    for (int i = 0; i < 4; i++) sl_image_descriptor_clear(&im[i]);
+    sl_engine_free(e);
+    remove_dir(dir);
+}
+
 /* Local features are read from the store when a candidate is verified, never all at open, and
  * kept within the cache's budget: with room for about two images, searching the products in
  * turn evicts and reloads them (same inliers each time), and after a product's images are
@@ -1046,6 +1211,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_search_offset, setup, teardown),
         cmocka_unit_test(test_hnsw_store_exact_candidates),
         cmocka_unit_test(test_index_catch_up),
+        cmocka_unit_test(test_put_described),
         cmocka_unit_test(test_local_features_on_demand),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

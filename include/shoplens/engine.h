@@ -272,12 +272,73 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
  * before storing it: *vec the global vector (*dim floats, malloc'ed), *local the serialized
  * local features (malloc'ed; NULL/0 when the features do not verify; local and local_len may be
  * NULL to skip them), *features_version the version of the features used. For query vectors
- * (sl_engine_nearest) and analysis. Thread-safe; runs in parallel with searches. Errors:
- * SL_E_STATE before the first training (empty store), SL_E_NOMEM; on failure every output is
- * NULL/0. */
+ * (sl_engine_nearest) and analysis; sl_engine_describe_bytes makes a whole catalog image's
+ * descriptor. Thread-safe; runs in parallel with searches. Errors: SL_E_STATE before the first
+ * training (empty store), SL_E_NOMEM; on failure every output is NULL/0. */
 sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
                              void **local, size_t *local_len, int64_t *features_version,
                              sl_error *err);
+
+/* Everything sl_engine_put_described stores for a catalog image: its identity, the store's copy
+ * of its pixels, and its descriptors with the version of the features that made them.
+ * sl_engine_describe_bytes fills one (owned: release with sl_image_descriptor_clear); a caller
+ * may also fill one itself (then it owns and frees the parts, and never calls clear). */
+typedef struct sl_image_descriptor {
+    char *source;           /* where the image came from (path or URL), informational; may be
+                               NULL */
+    char hash[65];          /* SHA-256 of the image bytes, 64 lowercase hex digits: its identity
+                               (an image the product already has with this hash is kept) */
+    int64_t size;           /* bytes of the image */
+    void *copy;             /* the store's copy of the image (SL_ENGINE_COPY_MAX_SIDE): encoded
+                               bytes of format copy_ext ("jpeg", "png", "webp", "gif", "tiff" or
+                               "heif"; their signature is checked), written to the store ... */
+    size_t copy_len;
+    char copy_ext[16];
+    char *file;             /* ... or, when copy is NULL, a copy already in this store,
+                               "images/<64 hex digits>.<ext>" or that path under the store's
+                               directory (sl_image_ref.file): shared with the images naming it */
+    float *vec;             /* the global vector, dim floats */
+    size_t dim;
+    void *local;            /* serialized local features; present exactly when the store's
+                               features verify */
+    size_t local_len;
+    int64_t features_version; /* the store's features version that made vec and local */
+} sl_image_descriptor;
+
+/* Frees the parts of a descriptor filled by sl_engine_describe_bytes and zeroes it; NULL is a
+ * no-op. */
+void sl_image_descriptor_clear(sl_image_descriptor *d);
+
+/* Reads, hashes, decodes and describes the encoded bytes of a catalog image (any format
+ * sl_image_load_buffer decodes) and makes the store's copy of it, exactly as
+ * sl_engine_put_product would: *out is ready for sl_engine_put_described, here or in another
+ * process holding the same store's features. source (may be NULL) is recorded as is.
+ * Thread-safe. Errors: the decode errors of sl_image_load_buffer, SL_E_STATE before the first
+ * training, SL_E_NOMEM; on failure *out is zeroed. */
+sl_status sl_engine_describe_bytes(sl_engine *e, const void *data, size_t len, const char *source,
+                                   sl_image_descriptor *out, sl_error *err);
+
+typedef struct sl_described_product {
+    const sl_product *product;
+    const sl_image_descriptor *images;
+    size_t n_images;        /* 0: metadata only (the product must exist, its images stay) */
+} sl_described_product;
+
+/* Writes n products with precomputed descriptors, like n sl_engine_put_product calls that read,
+ * decode and describe nothing, in ONE transaction: all are durable together when it returns
+ * SL_OK, none on failure. Each product's images become exactly the given ones (kept by hash, as
+ * put). For bulk loads and for images described elsewhere (other machines); the index is
+ * updated under the exclusive lock, so concurrent searches wait for the batch: keep batches to
+ * a few thousand images while serving. An "auto" store whose flat index grows past the
+ * crossover switches to HNSW afterwards (as after an ingest). outcomes (may be NULL) receives n
+ * outcomes. Errors, before anything is written: SL_E_STATE (read-only; no trained features yet
+ * - add images first; descriptors of another features version, e.g. retrained since: describe
+ * them again), SL_E_INVALID naming the product and image (bad product id or hash, vector of
+ * another dimension, non-finite or zero, local features missing, undecodable or given to a store
+ * that does not verify, a copy that is not of its format or an unknown file; a product without
+ * images that does not exist), SL_E_IO (writing a copy). */
+sl_status sl_engine_put_described(sl_engine *e, const sl_described_product *items, size_t n,
+                                  sl_put_outcome *outcomes, sl_error *err);
 
 /* ---- ingest of a feed (shoplens add / sync) ------------------------------------------------- */
 
