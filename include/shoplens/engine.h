@@ -68,9 +68,10 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_LOCAL_CACHE_MB_MIN 0
 #define SL_ENGINE_LOCAL_CACHE_MB_MAX 65536
 /* Candidate list length of the HNSW searches of stores above the crossover (docs/index.md, "At
- * scale"): recall against time. The default keeps the candidate stage's recall@100 against an
- * exact scan at 0.98 or above at 10^5 and 10^6 images (bench/results/scale.md). */
-#define SL_ENGINE_HNSW_EF_DEFAULT 200
+ * scale"): recall against time. Measured at 10^5 images (bench/results/scale.md), recall@100 of
+ * the candidate stage against an exact scan: 0.979 at ef 200, 0.991 at 300, 0.996 at 400, for
+ * +8-12 % and +21-23 % of its CPU time; 300 is the smallest measured value above 0.98. */
+#define SL_ENGINE_HNSW_EF_DEFAULT 300
 #define SL_ENGINE_HNSW_EF_MIN 16
 #define SL_ENGINE_HNSW_EF_MAX 4096
 /* Longest side catalog and query images are decoded at (shrink-on-load). */
@@ -102,8 +103,9 @@ typedef struct sl_engine_opts {
     const char *features;   /* with create: feature spec of a new store (NULL = default);
                                refused (SL_E_STATE) when it differs from an existing store's */
     int read_only;          /* nonzero: no writes; several readers may open one store */
-    const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 20000 images, HNSW
-                               above: decided when the index is built and after each ingest);
+    const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 50000 images, HNSW
+                               above: decided when the index is built and after each ingest
+                               or sl_engine_put_described);
                                recorded at creation */
 } sl_engine_opts;
 

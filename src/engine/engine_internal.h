@@ -25,7 +25,7 @@
 /* Above this many images an "auto" store builds an HNSW index, below it an exact one: the
  * measured crossover of the candidate stage's latency (bench/results/scale.md, docs/index.md "At
  * scale"). */
-#define SL__ENGINE_HNSW_ABOVE 20000
+#define SL__ENGINE_HNSW_ABOVE 50000
 /* The HNSW index of a store: int8 codes only (SL_INDEX_INT8_ONLY: 2,872 bytes per image at the
  * default d = 2856 instead of 14,296), graph degree M (2M on layer 0), candidate list e->hnsw_ef
  * (SL_ENGINE_HNSW_EF_DEFAULT). A search asks it for the best SL__ENGINE_HNSW_RESCORE(k) by code
