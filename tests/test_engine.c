@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #include <pthread.h>
 #include <cmocka.h>
 
@@ -783,6 +784,418 @@ static void test_search_offset(void **state) {
     assert_int_equal(sl_engine_similar(f->e, "P1", &q, &page, &err), SL_E_INVALID);
 }
 
+/* ---- scale: HNSW store, catch-up, described products, nearest, local features on demand --- */
+
+/* A new store of `features` and index `kind` in a fresh temporary directory. */
+static sl_engine *open_new(char dir[64], const char *features, const char *kind) {
+    snprintf(dir, 64, "/tmp/sl_test_engine_s_XXXXXX");
+    assert_non_null(mkdtemp(dir));
+    sl_engine_opts o = {0};
+    o.create = 1;
+    o.features = features;
+    o.index_kind = kind;
+    sl_error err;
+    sl_engine *e = NULL;
+    assert_int_equal(sl_engine_open(dir, &o, &e, &err), SL_OK);
+    return e;
+}
+
+static void remove_dir(const char *dir) {
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* Products P0..P(n-1) (two views each) into e, through put() of a fixture view. */
+static void fill(fixture *f, sl_engine *e, int n) {
+    sl_engine *keep = f->e;
+    f->e = e;
+    sl_put_outcome out;
+    for (int p = 0; p < n; p++) assert_int_equal(put(f, p, "Thing", 2, &out), SL_OK);
+    f->e = keep;
+}
+
+/* The k best images for vec by brute force over the stored vectors (cosine), ids best first,
+ * restricted to category `cat` when given. */
+typedef struct brute { const float *q; size_t dim; sl_store *s; const char *cat; sl_image_hit best[32]; size_t n, k; } brute;
+static sl_status brute_one(void *ctx, int64_t id, const float *v, size_t dim) {
+    brute *b = ctx;
+    assert_int_equal(dim, b->dim);
+    if (b->cat) {
+        char **prod = NULL;
+        sl_product p = {0};
+        assert_int_equal(sl_store_image_products(b->s, &id, 1, &prod, NULL), SL_OK);
+        assert_int_equal(sl_store_get_product(b->s, prod[0], &p, NULL), SL_OK);
+        int keep = strcmp(p.category, b->cat) == 0;
+        sl_product_clear(&p);
+        sl_strings_free(prod, 1);
+        if (!keep) return SL_OK;
+    }
+    double dot = 0, qn = 0;
+    for (size_t j = 0; j < dim; j++) {
+        dot += (double)b->q[j] * v[j];
+        qn += (double)b->q[j] * b->q[j];
+    }
+    sl_image_hit h = {id, dot / sqrt(qn)};
+    size_t i = b->n < b->k ? b->n++ : b->k;
+    while (i > 0 && b->best[i - 1].score < h.score) {
+        if (i < b->k) b->best[i] = b->best[i - 1];
+        i--;
+    }
+    if (i < b->k) b->best[i] = h;
+    return SL_OK;
+}
+
+/* The candidate stage on an HNSW store (int8 codes only, re-scored from the store's float32
+ * vectors) returns exactly what brute force over the stored vectors returns, ids and scores,
+ * with and without a filter; searches of the HNSW store and of a flat store with the same
+ * products agree. */
+static void test_hnsw_store_exact_candidates(void **state) {
+    fixture *f = *state;
+    char dh[64], dfl[64];
+    sl_engine *h = open_new(dh, "color", "hnsw"), *fl = open_new(dfl, "color", "flat");
+    fill(f, h, 8);
+    fill(f, fl, 8);
+    sl_engine_stats st;
+    sl_error err;
+    assert_int_equal(sl_engine_stats_get(h, &st, &err), SL_OK);
+    assert_string_equal(st.index_kind, "hnsw");
+    assert_int_equal(st.indexed, 16);
+    for (int p = 0; p < 8; p++) {
+        sl_image *img = NULL;
+        assert_int_equal(sl_image_load_buffer(f->jpg[p][1], f->len[p][1], NULL, &img, NULL, &err), SL_OK);
+        float *vec = NULL;
+        size_t dim = 0;
+        int64_t fv = -1;
+        assert_int_equal(sl_engine_describe(h, img, &vec, &dim, NULL, NULL, &fv, &err), SL_OK);
+        assert_int_equal(fv, 0);
+        for (int filt = 0; filt < 2; filt++) {
+            sl_query q = {0};
+            q.category = filt ? "cat1" : NULL;
+            brute b = {vec, dim, sl_engine_store(h), q.category, {{0, 0}}, 0, 5};
+            assert_int_equal(sl_store_each_vector(sl_engine_store(h), brute_one, &b, &err), SL_OK);
+            sl_image_hit hits[5];
+            size_t n = 0;
+            assert_int_equal(sl_engine_nearest(h, vec, dim, &q, 5, hits, &n, &err), SL_OK);
+            assert_int_equal(n, b.n);
+            for (size_t i = 0; i < n; i++) {
+                assert_int_equal(hits[i].image_id, b.best[i].image_id);
+                assert_true(fabs(hits[i].score - b.best[i].score) < 1e-5);
+            }
+        }
+        sl_matches mh, mf;
+        sl_query q = {0};
+        q.k = 4;
+        assert_int_equal(sl_engine_search(h, img, &q, &mh, &err), SL_OK);
+        assert_int_equal(sl_engine_search(fl, img, &q, &mf, &err), SL_OK);
+        assert_int_equal(mh.n, mf.n);
+        for (size_t i = 0; i < mh.n; i++) {
+            assert_string_equal(mh.items[i].product_id, mf.items[i].product_id);
+            assert_true(fabs(mh.items[i].score - mf.items[i].score) < 1e-5);
+        }
+        char want[8];
+        snprintf(want, sizeof want, "P%d", p);
+        assert_string_equal(mh.items[0].product_id, want);
+        sl_matches_free(&mh);
+        sl_matches_free(&mf);
+        /* argument checks */
+        sl_image_hit one[1];
+        size_t n1;
+        assert_int_equal(sl_engine_nearest(h, vec, dim - 1, NULL, 1, one, &n1, &err), SL_E_INVALID);
+        assert_int_equal(sl_engine_nearest(h, vec, dim, NULL, 0, one, &n1, &err), SL_E_INVALID);
+        free(vec);
+        sl_image_free(img);
+    }
+    sl_engine_free(h);
+    sl_engine_free(fl);
+    remove_dir(dh);
+    remove_dir(dfl);
+}
+
+/* index.bin behind the store (an older file put back, as a crash, a kill or two processes
+ * saving at once can leave it, while the meta says it is current): opening catches it up by
+ * comparing the id lists - no rebuild, every stored image indexed, removed ones gone - and so
+ * does sl_engine_refresh on a handle whose index is behind. */
+static void test_index_catch_up(void **state) {
+    fixture *f = *state;
+    for (int kind = 0; kind < 2; kind++) {
+        char dir[64];
+        sl_engine *e = open_new(dir, "color", kind ? "hnsw" : "flat");
+        fill(f, e, 5);
+        sl_error err;
+        assert_int_equal(sl_engine_flush(e, &err), SL_OK);
+        char path[128], old[128], cmd[300];
+        snprintf(path, sizeof path, "%s/index.bin", dir);
+        snprintf(old, sizeof old, "%s/index.old", dir);
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s'", path, old);
+        assert_int_equal(system(cmd), 0);
+        sl_engine *other = NULL;
+        assert_int_equal(sl_engine_open(dir, NULL, &other, &err), SL_OK); /* a second process */
+        fill(f, e, 7);                                                      /* adds P5, P6 */
+        assert_int_equal(sl_engine_delete_product(e, "P1", &err), SL_OK);
+        sl_engine_free(e);
+        assert_int_equal(rename(old, path), 0);
+        sl_engine *g = NULL;
+        assert_int_equal(sl_engine_open(dir, NULL, &g, &err), SL_OK);
+        assert_int_equal(g->index_builds, 0);
+        sl_engine_stats st;
+        assert_int_equal(sl_engine_stats_get(g, &st, &err), SL_OK);
+        assert_int_equal(st.indexed, st.images);
+        assert_int_equal(st.images, 12);
+        for (int p = 0; p < 7; p++) {
+            sl_query q = {0};
+            q.k = 1;
+            sl_matches m;
+            assert_int_equal(sl_engine_search_bytes(g, f->jpg[p][0], f->len[p][0], &q, &m, &err), SL_OK);
+            assert_int_equal(m.n, 1);
+            char want[8];
+            snprintf(want, sizeof want, "P%d", p);
+            if (p == 1) assert_string_not_equal(m.items[0].product_id, want);
+            else assert_string_equal(m.items[0].product_id, want);
+            sl_matches_free(&m);
+        }
+        sl_engine_free(g);
+        /* the second handle's index is behind: refresh catches it up in memory */
+        assert_int_equal(sl_engine_refresh(other, &err), SL_OK);
+        assert_int_equal(other->index_builds, 0);
+        assert_int_equal(sl_engine_stats_get(other, &st, &err), SL_OK);
+        assert_int_equal(st.indexed, 12);
+        sl_engine_free(other);
+        remove_dir(dir);
+    }
+}
+
+/* Products written from precomputed descriptors (sl_engine_describe_bytes here, or in another
+ * process): one transaction for the batch, upsert outcomes, every check before anything is
+ * written, the store's copies written or shared, and an "auto" store switching to HNSW once it
+ * grows past the threshold. */
+static void test_put_described(void **state) {
+    fixture *f = *state;
+    char dir[64];
+    sl_engine *e = open_new(dir, "color+verify", "auto");
+    e->hnsw_above = 5;
+    sl_error err;
+    sl_image_descriptor im[4];
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(sl_engine_describe_bytes(e, f->jpg[i][0], f->len[i][0], "/elsewhere/x.jpg", &im[i], &err), SL_OK);
+        assert_non_null(im[i].local);
+        assert_non_null(im[i].copy);
+        assert_string_equal(im[i].copy_ext, "jpeg");
+        assert_int_equal(im[i].size, (int64_t)f->len[i][0]);
+        assert_int_equal(im[i].features_version, 0);
+    }
+    sl_product pr[4];
+    sl_described_product it[4];
+    char ids[4][8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(ids[i], sizeof ids[i], "D%d", i);
+        pr[i] = (sl_product){0};
+        pr[i].id = ids[i];
+        pr[i].title = (char *)"Described";
+        pr[i].category = (char *)(i % 2 ? "odd" : "even");
+        it[i] = (sl_described_product){&pr[i], &im[i], 1};
+    }
+    sl_put_outcome out[4];
+    sl_engine_stats st;
+    /* refused before anything is written */
+    im[1].features_version = 3;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_STATE);
+    assert_non_null(strstr(err.message, "version"));
+    im[1].features_version = 0;
+    im[1].hash[5] = 'X';
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "'D1', image 0"));
+    im[1].hash[5] = '0';
+    im[2].dim--;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    im[2].dim++;
+    void *keep = im[2].local;
+    im[2].local = NULL;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "required"));
+    unsigned char *bad = malloc(im[2].local_len);
+    memcpy(bad, keep, im[2].local_len);
+    bad[im[2].local_len / 2] ^= 0x40;
+    im[2].local = bad;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    im[2].local = keep;
+    float zero[4096] = {0};
+    assert_true(im[0].dim <= 4096);
+    float *v0 = im[0].vec;
+    im[0].vec = zero;
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    im[0].vec = v0;
+    unsigned char c0 = ((unsigned char *)im[0].copy)[0];
+    ((unsigned char *)im[0].copy)[0] = 'x'; /* not a JPEG */
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "not a jpeg"));
+    ((unsigned char *)im[0].copy)[0] = c0;
+    sl_product ghost = {0};
+    ghost.id = (char *)"GHOST";
+    sl_described_product gi[2] = {it[0], {&ghost, NULL, 0}};
+    assert_int_equal(sl_engine_put_described(e, gi, 2, out, &err), SL_E_INVALID); /* the 2nd fails */
+    assert_int_equal(out[0], SL_PUT_UNCHANGED);
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_int_equal(st.products, 0); /* all or nothing */
+    /* one batch of three */
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(out[i], SL_PUT_ADDED);
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_OK);
+    for (int i = 0; i < 3; i++) assert_int_equal(out[i], SL_PUT_UNCHANGED);
+    pr[1].title = (char *)"Renamed";
+    assert_int_equal(sl_engine_put_described(e, it, 3, out, &err), SL_OK);
+    assert_int_equal(out[0], SL_PUT_UNCHANGED);
+    assert_int_equal(out[1], SL_PUT_UPDATED);
+    sl_product got;
+    sl_image_ref *refs = NULL;
+    size_t nr = 0;
+    assert_int_equal(sl_engine_get_product(e, "D1", &got, &refs, &nr, &err), SL_OK);
+    assert_string_equal(got.title, "Renamed");
+    assert_int_equal(nr, 1);
+    assert_string_equal(refs[0].hash, im[1].hash);
+    assert_string_equal(refs[0].source, "/elsewhere/x.jpg");
+    assert_true(refs[0].in_store);
+    char *copy_file = strdup(refs[0].file); /* the path in the store (also taken relative) */
+    sl_product_clear(&got);
+    sl_image_refs_free(refs, nr);
+    /* the store's copy is there: thumbnails work */
+    void *jpg = NULL;
+    size_t jl = 0;
+    assert_int_equal(sl_engine_get_product(e, "D2", &got, &refs, &nr, &err), SL_OK);
+    assert_int_equal(sl_engine_thumbnail(e, refs[0].id, 64, &jpg, &jl, &err), SL_OK);
+    free(jpg);
+    sl_product_clear(&got);
+    sl_image_refs_free(refs, nr);
+    /* searchable and verified like any product */
+    sl_query q = {0};
+    q.k = 1;
+    sl_matches m;
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[2][0], f->len[2][0], &q, &m, &err), SL_OK);
+    assert_string_equal(m.items[0].product_id, "D2");
+    assert_true(m.items[0].inliers >= 6);
+    sl_matches_free(&m);
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_string_equal(st.index_kind, "flat");
+    /* growing past the threshold (5 images here) switches an "auto" store to HNSW; these four
+     * share D1's copy by name instead of carrying bytes */
+    int builds = e->index_builds;
+    sl_described_product more[4];
+    sl_image_descriptor mim[4];
+    sl_product mpr[4];
+    char mids[4][8];
+    for (int i = 0; i < 4; i++) {
+        snprintf(mids[i], sizeof mids[i], "M%d", i);
+        mim[i] = im[i];
+        snprintf(mim[i].hash, 65, "%064x", 0xdef0 + i);
+        mim[i].copy = NULL;
+        mim[i].file = copy_file;
+        mpr[i] = (sl_product){0};
+        mpr[i].id = mids[i];
+        more[i] = (sl_described_product){&mpr[i], &mim[i], 1};
+    }
+    char missing[96];
+    snprintf(missing, sizeof missing, "images/%064x.jpeg", 7);
+    mim[3].file = missing;
+    assert_int_equal(sl_engine_put_described(e, more, 4, NULL, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "no copy"));
+    mim[3].file = copy_file;
+    assert_int_equal(sl_engine_put_described(e, more, 4, NULL, &err), SL_OK);
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_string_equal(st.index_kind, "hnsw");
+    assert_int_equal(st.indexed, 7);
+    assert_int_equal(e->index_builds, builds + 1);
+    q.k = 2;
+    q.category = "odd";
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[1][0], f->len[1][0], &q, &m, &err), SL_OK);
+    assert_int_equal(m.n, 1); /* only D1 is "odd" */
+    assert_string_equal(m.items[0].product_id, "D1");
+    sl_matches_free(&m);
+    /* a read-only handle refuses; a store that does not verify refuses local features */
+    sl_engine_opts ro = {0};
+    ro.read_only = 1;
+    sl_engine *r = NULL;
+    assert_int_equal(sl_engine_open(dir, &ro, &r, &err), SL_OK);
+    assert_int_equal(sl_engine_put_described(r, it, 1, NULL, &err), SL_E_STATE);
+    sl_engine_free(r);
+    char d2[64];
+    sl_engine *c = open_new(d2, "color", "auto");
+    assert_int_equal(sl_engine_put_described(c, it, 1, NULL, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "do not verify"));
+    sl_engine_free(c);
+    remove_dir(d2);
+    free(bad);
+    free(copy_file);
+    for (int i = 0; i < 4; i++) sl_image_descriptor_clear(&im[i]);
+    sl_engine_free(e);
+    remove_dir(dir);
+}
+
+/* Local features are read from the store when a candidate is verified, never all at open, and
+ * kept within the cache's budget: with room for about two images, searching the products in
+ * turn evicts and reloads them (same inliers each time), and after a product's images are
+ * replaced a search verifies against the new ones, never a cached copy of the old. */
+static void test_local_features_on_demand(void **state) {
+    fixture *f = *state;
+    char dir[64];
+    sl_engine *e = open_new(dir, "color+verify", "flat");
+    fill(f, e, 6);
+    sl_engine_free(e);
+    sl_error err;
+    assert_int_equal(sl_engine_open(dir, NULL, &e, &err), SL_OK);
+    sl__lcache_info info;
+    sl__lcache_stats(e->lcache, &info);
+    assert_int_equal(info.entries, 0); /* nothing loaded at open */
+    assert_int_equal(info.misses, 0);
+    /* the size of one image's features, from a first verified search */
+    sl_query q = {0};
+    q.k = 1;
+    sl_matches m;
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[0][0], f->len[0][0], &q, &m, &err), SL_OK);
+    sl_matches_free(&m);
+    sl__lcache_stats(e->lcache, &info);
+    assert_true(info.entries >= 1);
+    size_t one = info.bytes / info.entries;
+    sl_engine_set_verify_top(e, 2);
+    sl__lcache_set_max(e->lcache, one * 5 / 2);
+    int inl[6];
+    for (int round = 0; round < 2; round++)
+        for (int p = 0; p < 6; p++) {
+            assert_int_equal(sl_engine_search_bytes(e, f->jpg[p][0], f->len[p][0], &q, &m, &err), SL_OK);
+            char want[8];
+            snprintf(want, sizeof want, "P%d", p);
+            assert_string_equal(m.items[0].product_id, want);
+            assert_true(m.items[0].inliers >= 6);
+            if (round == 0) inl[p] = m.items[0].inliers;
+            else assert_int_equal(m.items[0].inliers, inl[p]); /* reloaded, the same features */
+            sl_matches_free(&m);
+            sl__lcache_stats(e->lcache, &info);
+            assert_true(info.bytes <= info.max_bytes);
+            assert_true(info.entries <= 3);
+        }
+    uint64_t misses = info.misses;
+    assert_true(misses >= 12); /* each product's images came back from the store in round 2 */
+    /* replace P2's images by P5's views: the warm cache must not answer for the new images */
+    sl__lcache_set_max(e->lcache, (size_t)64 << 20);
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[2][0], f->len[2][0], &q, &m, &err), SL_OK);
+    sl_matches_free(&m);
+    sl_product pr = {0};
+    pr.id = (char *)"P2";
+    pr.title = (char *)"Thing";
+    pr.category = (char *)"cat2";
+    pr.price = 30.0;
+    pr.has_price = 1;
+    sl_image_input in[2] = {{NULL, f->jpg[5][0], f->len[5][0]}, {NULL, f->jpg[5][1], f->len[5][1]}};
+    sl_put_outcome out;
+    assert_int_equal(sl_engine_put_product(e, &pr, in, 2, &out, &err), SL_OK);
+    q.k = 6;
+    assert_int_equal(sl_engine_search_bytes(e, f->jpg[2][0], f->len[2][0], &q, &m, &err), SL_OK);
+    for (size_t i = 0; i < m.n; i++)
+        if (strcmp(m.items[i].product_id, "P2") == 0) assert_true(m.items[i].inliers < inl[2]);
+    sl_matches_free(&m);
+    sl_engine_free(e);
+    remove_dir(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verified_search_cache_under_writes),
@@ -796,6 +1209,10 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_commit_restores_removed_copy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_patch_product, setup, teardown),
         cmocka_unit_test_setup_teardown(test_search_offset, setup, teardown),
+        cmocka_unit_test(test_hnsw_store_exact_candidates),
+        cmocka_unit_test(test_index_catch_up),
+        cmocka_unit_test(test_put_described),
+        cmocka_unit_test(test_local_features_on_demand),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

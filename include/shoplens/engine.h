@@ -67,6 +67,13 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_LOCAL_CACHE_MB_DEFAULT 64
 #define SL_ENGINE_LOCAL_CACHE_MB_MIN 0
 #define SL_ENGINE_LOCAL_CACHE_MB_MAX 65536
+/* Candidate list length of the HNSW searches of stores above the crossover (docs/index.md, "At
+ * scale"): recall against time. Measured at 10^5 images (bench/results/scale.md), recall@100 of
+ * the candidate stage against an exact scan: 0.979 at ef 200, 0.991 at 300, 0.996 at 400, for
+ * +8-12 % and +21-23 % of its CPU time; 300 is the smallest measured value above 0.98. */
+#define SL_ENGINE_HNSW_EF_DEFAULT 300
+#define SL_ENGINE_HNSW_EF_MIN 16
+#define SL_ENGINE_HNSW_EF_MAX 4096
 /* Longest side catalog and query images are decoded at (shrink-on-load). */
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
@@ -96,8 +103,9 @@ typedef struct sl_engine_opts {
     const char *features;   /* with create: feature spec of a new store (NULL = default);
                                refused (SL_E_STATE) when it differs from an existing store's */
     int read_only;          /* nonzero: no writes; several readers may open one store */
-    const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 20000 images, HNSW
-                               above: decided when the index is built and after each ingest);
+    const char *index_kind; /* "flat", "hnsw" or NULL/"auto" (flat up to 50000 images, HNSW
+                               above: decided when the index is built and after each ingest
+                               or sl_engine_put_described);
                                recorded at creation */
     int no_index;           /* nonzero: no vector index is loaded or kept: writes, product
                                reads, check and query description only (searches, similar,
@@ -130,6 +138,8 @@ void sl_engine_set_verify_top(sl_engine *e, int n);
 void sl_engine_set_max_side(sl_engine *e, int side);
 /* Budget of the verification cache in MiB (clamped; 0 turns it off and frees it). */
 void sl_engine_set_local_cache_mb(sl_engine *e, int mb);
+/* HNSW candidate list length (clamped); used from the next search on. */
+void sl_engine_set_hnsw_ef(sl_engine *e, int ef);
 
 /* ---- search -------------------------------------------------------------------------------- */
 
@@ -202,6 +212,20 @@ sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, con
 sl_status sl_engine_search_file(sl_engine *e, const char *path, const sl_query *q,
                                 sl_matches *out, sl_error *err);
 
+/* A catalog image found by sl_engine_nearest. */
+typedef struct sl_image_hit {
+    int64_t image_id;
+    double score;           /* cosine similarity of the global vectors */
+} sl_image_hit;
+
+/* The candidate stage alone, for a global vector (sl_engine_describe): the k catalog images
+ * nearest to vec (dim = the store's), q's filters applied inside the index search as in
+ * sl_engine_search, with exact scores, best first. No re-ranking, no grouping by product. out
+ * holds k entries; *n_out receives how many were found. k: 1..SL_ENGINE_CANDIDATES_MAX.
+ * Errors: SL_E_INVALID (k, dim or vec), SL_E_STATE (no trained features). */
+sl_status sl_engine_nearest(sl_engine *e, const float *vec, size_t dim, const sl_query *q, size_t k,
+                            sl_image_hit *out, size_t *n_out, sl_error *err);
+
 /* Products that look like product_id (itself excluded): each of its images queries the index,
  * a product's score is its best. q filters apply. SL_E_NOT_FOUND for an unknown product. */
 sl_status sl_engine_similar(sl_engine *e, const char *product_id, const sl_query *q,
@@ -247,6 +271,80 @@ sl_status sl_engine_patch_product(sl_engine *e, const char *product_id, const ch
 /* Removes a product and its images (their files too, once no product uses them).
  * SL_E_NOT_FOUND when absent. */
 sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_error *err);
+
+/* ---- images described elsewhere ------------------------------------------------------------ */
+
+/* Describes a decoded image with the store's features, exactly as sl_engine_put_product would
+ * before storing it: *vec the global vector (*dim floats, malloc'ed), *local the serialized
+ * local features (malloc'ed; NULL/0 when the features do not verify; local and local_len may be
+ * NULL to skip them), *features_version the version of the features used. For query vectors
+ * (sl_engine_nearest) and analysis; sl_engine_describe_bytes makes a whole catalog image's
+ * descriptor. Thread-safe; runs in parallel with searches. Errors: SL_E_STATE before the first
+ * training (empty store), SL_E_NOMEM; on failure every output is NULL/0. */
+sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
+                             void **local, size_t *local_len, int64_t *features_version,
+                             sl_error *err);
+
+/* Everything sl_engine_put_described stores for a catalog image: its identity, the store's copy
+ * of its pixels, and its descriptors with the version of the features that made them.
+ * sl_engine_describe_bytes fills one (owned: release with sl_image_descriptor_clear); a caller
+ * may also fill one itself (then it owns and frees the parts, and never calls clear). */
+typedef struct sl_image_descriptor {
+    char *source;           /* where the image came from (path or URL), informational; may be
+                               NULL */
+    char hash[65];          /* SHA-256 of the image bytes, 64 lowercase hex digits: its identity
+                               (an image the product already has with this hash is kept) */
+    int64_t size;           /* bytes of the image */
+    void *copy;             /* the store's copy of the image (SL_ENGINE_COPY_MAX_SIDE): encoded
+                               bytes of format copy_ext ("jpeg", "png", "webp", "gif", "tiff" or
+                               "heif"; their signature is checked), written to the store ... */
+    size_t copy_len;
+    char copy_ext[16];
+    char *file;             /* ... or, when copy is NULL, a copy already in this store,
+                               "images/<64 hex digits>.<ext>" or that path under the store's
+                               directory (sl_image_ref.file): shared with the images naming it */
+    float *vec;             /* the global vector, dim floats */
+    size_t dim;
+    void *local;            /* serialized local features; present exactly when the store's
+                               features verify */
+    size_t local_len;
+    int64_t features_version; /* the store's features version that made vec and local */
+} sl_image_descriptor;
+
+/* Frees the parts of a descriptor filled by sl_engine_describe_bytes and zeroes it; NULL is a
+ * no-op. */
+void sl_image_descriptor_clear(sl_image_descriptor *d);
+
+/* Reads, hashes, decodes and describes the encoded bytes of a catalog image (any format
+ * sl_image_load_buffer decodes) and makes the store's copy of it, exactly as
+ * sl_engine_put_product would: *out is ready for sl_engine_put_described, here or in another
+ * process holding the same store's features. source (may be NULL) is recorded as is.
+ * Thread-safe. Errors: the decode errors of sl_image_load_buffer, SL_E_STATE before the first
+ * training, SL_E_NOMEM; on failure *out is zeroed. */
+sl_status sl_engine_describe_bytes(sl_engine *e, const void *data, size_t len, const char *source,
+                                   sl_image_descriptor *out, sl_error *err);
+
+typedef struct sl_described_product {
+    const sl_product *product;
+    const sl_image_descriptor *images;
+    size_t n_images;        /* 0: metadata only (the product must exist, its images stay) */
+} sl_described_product;
+
+/* Writes n products with precomputed descriptors, like n sl_engine_put_product calls that read,
+ * decode and describe nothing, in ONE transaction: all are durable together when it returns
+ * SL_OK, none on failure. Each product's images become exactly the given ones (kept by hash, as
+ * put). For bulk loads and for images described elsewhere (other machines); the index is
+ * updated under the exclusive lock, so concurrent searches wait for the batch: keep batches to
+ * a few thousand images while serving. An "auto" store whose flat index grows past the
+ * crossover switches to HNSW afterwards (as after an ingest). outcomes (may be NULL) receives n
+ * outcomes. Errors, before anything is written: SL_E_STATE (read-only; no trained features yet
+ * - add images first; descriptors of another features version, e.g. retrained since: describe
+ * them again), SL_E_INVALID naming the product and image (bad product id or hash, vector of
+ * another dimension, non-finite or zero, local features missing, undecodable or given to a store
+ * that does not verify, a copy that is not of its format or an unknown file; a product without
+ * images that does not exist), SL_E_IO (writing a copy). */
+sl_status sl_engine_put_described(sl_engine *e, const sl_described_product *items, size_t n,
+                                  sl_put_outcome *outcomes, sl_error *err);
 
 /* ---- ingest of a feed (shoplens add / sync) ------------------------------------------------- */
 
@@ -515,17 +613,11 @@ sl_status sl_engine_plan(sl_engine *e, const sl_query *q, size_t *candidates, si
 /* The version of the features the engine uses (meta "features_version"; 0 before training). */
 int64_t sl_engine_features_version(sl_engine *e);
 
-/* Describes a query image with the engine's features: *vec (dim floats, malloc'ed; NULL when the
- * features are not trained yet), *local (serialized local features, malloc'ed; NULL when the
- * features do not verify or the image has none), *features_version the features used. */
-sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
-                             void **local, size_t *local_len, int64_t *features_version,
-                             sl_error *err);
-/* Same from encoded bytes, decoded as sl_engine_search_bytes does (q's region cut first; q may
- * be NULL). Decode errors as there. */
-sl_status sl_engine_describe_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
-                                   float **vec, size_t *dim, void **local, size_t *local_len,
-                                   int64_t *features_version, sl_error *err);
+/* sl_engine_describe of a query photo's encoded bytes, decoded as sl_engine_search_bytes does
+ * (q's region cut first; q may be NULL). Decode errors as there. */
+sl_status sl_engine_describe_query_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
+                                         float **vec, size_t *dim, void **local, size_t *local_len,
+                                         int64_t *features_version, sl_error *err);
 /* The query of "similar products": the stored vectors of the product's images (*n rows of *dim
  * floats in *vecs, malloc'ed) and their serialized local features ((*locals)[i] malloc'ed or
  * NULL, lengths in (*local_lens)[i]; free with sl_engine_product_query_free). SL_E_NOT_FOUND. */

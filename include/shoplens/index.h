@@ -50,13 +50,20 @@ typedef enum sl_index_kind {
     SL_INDEX_HNSW = 1     /* hierarchical navigable small-world graph */
 } sl_index_kind;
 
-/* How vectors are held for scanning / graph traversal. Compressed forms keep the float32
- * vectors too (in memory, or memory-mapped after load) and re-score the final candidates
- * exactly, so returned scores are always exact. */
+/* How vectors are held for scanning / graph traversal. F16 and INT8 keep the float32 vectors
+ * too (in memory, or memory-mapped after load) and re-score the final candidates exactly, so
+ * their scores are exact. INT8_ONLY keeps nothing but the int8 codes: a quarter of the memory
+ * and file of INT8 (dim + 16 bytes per vector instead of 5 dim + 16), for indexes too large to
+ * hold float32 vectors; everything (build, search, scores, sl_index_get) then works on the
+ * codes, so a score differs from the exact one by the quantization error (about 1e-3 of |q||v|
+ * on catalog vectors) and the ranking near the k-th result can differ from an exact one. Ask
+ * for more than k and re-score them from your own float32 copy when that matters (the engine
+ * does). */
 typedef enum sl_index_storage {
     SL_INDEX_F32 = 0,     /* float32 only */
     SL_INDEX_F16 = 1,     /* traverse with IEEE half floats (2 bytes / dim) */
-    SL_INDEX_INT8 = 2     /* traverse with int8 scalar quantization, one scale per vector */
+    SL_INDEX_INT8 = 2,    /* traverse with int8 scalar quantization, one scale per vector */
+    SL_INDEX_INT8_ONLY = 3 /* int8 codes only, no float32 copy (scores from the codes) */
 } sl_index_storage;
 
 #define SL_INDEX_DIM_MIN 1
@@ -183,9 +190,12 @@ sl_status sl_index_compact(sl_index *idx);
 uint64_t sl_index_count(const sl_index *idx);
 /* 1 if id is in the index (not removed), else 0. */
 int sl_index_contains(sl_index *idx, uint64_t id);
-/* Copies the stored vector of id into out (dim floats; normalized for cosine).
- * SL_E_NOT_FOUND if absent. */
+/* Copies the stored vector of id into out (dim floats; normalized for cosine; with INT8_ONLY
+ * the vector its code stands for). SL_E_NOT_FOUND if absent. */
 sl_status sl_index_get(sl_index *idx, uint64_t id, float *out);
+/* Every live id, ascending, in *ids (malloc'ed; free() it; NULL when the index is empty) and
+ * their count in *n. Errors: SL_E_INVALID (NULL), SL_E_NOMEM (then *ids = NULL, *n = 0). */
+sl_status sl_index_ids(sl_index *idx, uint64_t **ids, size_t *n);
 int sl_index_dim(const sl_index *idx);
 sl_index_metric sl_index_metric_of(const sl_index *idx);
 sl_index_kind sl_index_kind_of(const sl_index *idx);
@@ -212,7 +222,7 @@ sl_status sl_index_set_ef_search(sl_index *idx, int ef);
 sl_status sl_index_set_threads(sl_index *idx, int threads);
 sl_status sl_index_set_filter_exact_below(sl_index *idx, double selectivity);
 
-/* 4-bit first pass of exact scans over SL_INDEX_INT8 storage (FLAT, or HNSW with
+/* 4-bit first pass of exact scans over SL_INDEX_INT8 or INT8_ONLY storage (FLAT, or HNSW with
  * params->exact), for scans that memory bandwidth bounds: every vector is also held at 4 bits
  * per dimension (a scale per vector clipped at 8 RMS; dim / 2 bytes more per vector, in memory
  * only, never saved), a scan reads those (half the bytes of the int8 codes), keeps the

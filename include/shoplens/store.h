@@ -254,6 +254,17 @@ sl_status sl_store_image_features(sl_store *s, int64_t image_id, float **vec, si
 sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size_t *local_len,
                                sl_error *err);
 
+/* The stored vectors of n images in one pass (the engine's exact re-scoring of its candidates):
+ * out receives n * dim floats, row i for ids[i] when found[i] is set to 1; found[i] = 0 for an
+ * image that does not exist or has no vector (its row is left as is). Thread-safe; the
+ * statement is reused. Errors: SL_E_CORRUPT (a stored vector of another length), SL_E_IO. */
+sl_status sl_store_image_vectors(sl_store *s, const int64_t *ids, size_t n, size_t dim, float *out,
+                                 unsigned char *found, sl_error *err);
+/* Every image id, ascending, in *ids (malloc'ed, NULL when there is none), count in *n: read
+ * from the small images_product index, not the table rows, so it stays quick at millions of
+ * images. On failure *ids = NULL, *n = 0. */
+sl_status sl_store_image_ids(sl_store *s, int64_t **ids, size_t *n, sl_error *err);
+
 /* Calls fn for every image in id order with its vector; stops and returns fn's status when it
  * is not SL_OK. Used to rebuild the index. */
 typedef sl_status (*sl_store_vector_fn)(void *ctx, int64_t image_id, const float *vec,

@@ -44,7 +44,7 @@
 #define SL__STMT_POOL 16     /* idle prepared statements kept per kind */
 
 /* The read statements kept prepared (sl__pooled_sql). */
-enum { SL__Q_LOCAL, SL__Q_PRODUCT, SL__Q_IMAGE, SL__Q_IMAGE_PRODUCTS, SL__Q_KINDS };
+enum { SL__Q_LOCAL, SL__Q_PRODUCT, SL__Q_IMAGE, SL__Q_IMAGE_PRODUCTS, SL__Q_VEC, SL__Q_KINDS };
 
 struct sl_store {
     sl__pg *pg;             /* a PostgreSQL store (store_pg.c does the work): nothing below used */
@@ -67,6 +67,7 @@ static const char *const sl__pooled_sql[SL__Q_KINDS] = {
     "SELECT id, title, category, price, description, url, attrs, currency FROM products WHERE id = ?",
     "SELECT id, product_id, source, hash, size, file FROM images WHERE id = ?",
     "SELECT j.key, i.product_id FROM json_each(?) j JOIN images i ON i.id = j.value",
+    "SELECT vec FROM images WHERE id = ?",
 };
 
 static const char *const sl__schema =
@@ -1076,6 +1077,81 @@ sl_status sl_store_image_local(sl_store *s, int64_t image_id, void **local, size
         rc = sl__sqlerr(err, db, "read image");
     }
     sl__give_stmt(s, db, SL__Q_LOCAL, st);
+    return rc;
+}
+
+sl_status sl_store_image_vectors(sl_store *s, const int64_t *ids, size_t n, size_t dim, float *out,
+                                 unsigned char *found, sl_error *err) {
+    if (n) memset(found, 0, n);
+    if (n == 0) return SL_OK;
+    size_t vbytes;
+    if (sl__mul_size(dim, sizeof(float), &vbytes)) return sl__err_set(err, SL_E_TOO_LARGE, "vector too large");
+    if (s->pg) { /* one image at a time: PostgreSQL stores are searched through their nodes */
+        sl_status rc = SL_OK;
+        for (size_t i = 0; i < n && rc == SL_OK; i++) {
+            float *v = NULL;
+            size_t d = 0;
+            sl_error one = { SL_OK, "" };
+            rc = sl__pg_image_features(s->pg, ids[i], &v, &d, NULL, NULL, &one);
+            if (rc == SL_E_NOT_FOUND) {
+                rc = SL_OK; /* removed meanwhile: not found, as in SQLite */
+            } else if (rc != SL_OK) {
+                if (err) *err = one;
+            } else if (rc == SL_OK && v && d != dim) {
+                rc = sl__err_set(err, SL_E_CORRUPT, "image %lld: vector of %zu floats, expected %zu",
+                                 (long long)ids[i], d, dim);
+            } else if (rc == SL_OK && v) {
+                memcpy(out + i * dim, v, vbytes);
+                found[i] = 1;
+            }
+            free(v);
+        }
+        return rc;
+    }
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__take_stmt(s, db, SL__Q_VEC, &st, err);
+    if (rc != SL_OK) return rc;
+    for (size_t i = 0; i < n && rc == SL_OK; i++) {
+        sqlite3_bind_int64(st, 1, ids[i]);
+        int r = sqlite3_step(st);
+        if (r == SQLITE_ROW) {
+            const void *b = sqlite3_column_blob(st, 0);
+            int nb = sqlite3_column_bytes(st, 0);
+            if (b && nb > 0 && (size_t)nb != vbytes)
+                rc = sl__err_set(err, SL_E_CORRUPT, "catalog.sqlite: image %lld: vector of %d bytes, expected %zu",
+                                 (long long)ids[i], nb, vbytes);
+            else if (b && nb > 0) {
+                memcpy(out + i * dim, b, vbytes);
+                found[i] = 1;
+            }
+        } else if (r != SQLITE_DONE) {
+            rc = sl__sqlerr(err, db, "read vectors");
+        }
+        sqlite3_reset(st);
+    }
+    sl__give_stmt(s, db, SL__Q_VEC, st);
+    return rc;
+}
+
+static int sl__i64_cmp(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+sl_status sl_store_image_ids(sl_store *s, int64_t **ids, size_t *n, sl_error *err) {
+    *ids = NULL;
+    *n = 0;
+    if (s->pg) return sl__err_set(err, SL_E_UNSUPPORTED, "image id lists of a PostgreSQL store are not kept");
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    /* without ORDER BY SQLite scans the small covering index images_product instead of the
+     * table, whose rows carry the vectors and local features (tens of GB at a million images) */
+    sl_status rc = sl__prepare(db, "SELECT id FROM images", &st, err);
+    if (rc != SL_OK) return rc;
+    rc = sl__collect_ids(db, st, ids, n, err);
+    sqlite3_finalize(st);
+    if (rc == SL_OK && *n > 1) qsort(*ids, *n, sizeof **ids, sl__i64_cmp);
     return rc;
 }
 

@@ -40,6 +40,6 @@ const sl__cli_cmd sl__cmd_init = {
     "opened as is; asking for other features than it has is an error.\n"
     "  --features SPEC  feature specification, e.g. color, vlad, color+vlad+verify\n"
     "                   (default " SL_FEATURES_SPEC_DEFAULT ")\n"
-    "  --index KIND     flat (exact), hnsw, or auto (hnsw above 20000 images; default)\n"
+    "  --index KIND     flat (exact), hnsw, or auto (hnsw above 50000 images; default)\n"
     "  --json           print {\"store\", \"features\", \"index\", \"products\"}\n",
     sl__init_run};

@@ -386,7 +386,7 @@ sl_status sl__router_search(void *ctx, const void *image, size_t len, const char
     if (image) {
         void *local = NULL;
         size_t llen = 0;
-        if ((st = sl_engine_describe_bytes(n->cluster, image, len, q, &vecs, &dim, &local, &llen, &fv, err)) != SL_OK)
+        if ((st = sl_engine_describe_query_bytes(n->cluster, image, len, q, &vecs, &dim, &local, &llen, &fv, err)) != SL_OK)
             return st;
         locals = sl__callocarray(1, sizeof *locals);
         local_lens = sl__callocarray(1, sizeof *local_lens);

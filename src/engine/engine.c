@@ -83,16 +83,108 @@ sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **v
 
 /* ---- index ------------------------------------------------------------------------------- */
 
-static sl_status sl__add_vector(void *ctx, int64_t image_id, const float *vec, size_t dim) {
-    sl_engine *e = ctx;
-    if ((int)dim != sl_index_dim(e->idx)) return SL_E_CORRUPT;
-    return sl_index_add(e->idx, (uint64_t)image_id, vec);
-}
-
 static sl_index_kind sl__kind_for(const sl_engine *e, int64_t n) {
     if (strcmp(e->index_kind, "hnsw") == 0) return SL_INDEX_HNSW;
     if (strcmp(e->index_kind, "flat") == 0) return SL_INDEX_FLAT;
-    return n > SL__ENGINE_HNSW_ABOVE ? SL_INDEX_HNSW : SL_INDEX_FLAT;
+    return n > (int64_t)e->hnsw_above ? SL_INDEX_HNSW : SL_INDEX_FLAT;
+}
+
+/* What meta "index_storage" records for an index this build made: a flat index holds int8
+ * codes next to the float32 vectors, an HNSW index int8 codes only. */
+static const char *sl__index_storage_tag(const sl_index *idx) {
+    return sl_index_kind_of(idx) == SL_INDEX_FLAT ? "int8" : "int8only";
+}
+
+/* The settings index.bin does not keep: the flat index's 4-bit prefilter, the HNSW index's
+ * filter rule. */
+static sl_status sl__tune_index(sl_index *idx) {
+    if (sl_index_kind_of(idx) == SL_INDEX_FLAT) return sl_index_set_prefilter(idx, SL__ENGINE_PREFILTER);
+    return sl_index_set_filter_exact_below(idx, SL__ENGINE_FILTER_EXACT_BELOW);
+}
+
+/* A new empty index of `kind` for dimension dim, set up as the engine uses it. */
+static sl_status sl__new_index(sl_index_kind kind, size_t dim, sl_index **out, sl_error *err) {
+    sl_index_params ip;
+    sl_index_params_default(&ip);
+    if (kind == SL_INDEX_FLAT) {
+        ip.storage = SL_INDEX_INT8; /* see SL__ENGINE_RESCORE_MIN */
+    } else {
+        ip.storage = SL_INDEX_INT8_ONLY;
+        ip.M = SL__ENGINE_HNSW_M;
+        ip.ef_search = SL_ENGINE_HNSW_EF_DEFAULT;
+    }
+    sl_status st = sl_index_new(out, (int)dim, SL_INDEX_IP, kind, &ip, err);
+    if (st == SL_OK && (st = sl__tune_index(*out)) != SL_OK) {
+        sl__err_set(err, st, "creating the index: %s", sl_index_errmsg(*out));
+        sl_index_free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
+/* Vectors gathered for sl_index_add_batch: the HNSW build links a batch on all cores. */
+enum { SL__BATCH = 1024 };
+typedef struct sl__batch {
+    sl_index *idx;
+    size_t dim, n;
+    uint64_t ids[SL__BATCH];
+    float *vecs;              /* SL__BATCH x dim */
+} sl__batch;
+
+static sl_status sl__batch_flush(sl__batch *b) {
+    sl_status st = b->n ? sl_index_add_batch(b->idx, b->n, b->ids, b->vecs) : SL_OK;
+    b->n = 0;
+    return st;
+}
+
+static sl_status sl__batch_add(void *ctx, int64_t image_id, const float *vec, size_t dim) {
+    sl__batch *b = ctx;
+    if (dim != b->dim) return SL_E_CORRUPT;
+    b->ids[b->n] = (uint64_t)image_id;
+    memcpy(b->vecs + b->n * dim, vec, dim * sizeof *vec);
+    return ++b->n == SL__BATCH ? sl__batch_flush(b) : SL_OK;
+}
+
+static sl__batch *sl__batch_new(sl_index *idx, size_t dim) {
+    sl__batch *b = calloc(1, sizeof *b);
+    if (!b) return NULL;
+    b->idx = idx;
+    b->dim = dim;
+    if (!(b->vecs = sl__mallocarray(SL__BATCH, dim * sizeof(float)))) {
+        free(b);
+        return NULL;
+    }
+    return b;
+}
+
+static void sl__batch_free(sl__batch *b) {
+    if (!b) return;
+    free(b->vecs);
+    free(b);
+}
+
+/* A new index of `kind` holding every stored vector. Reads the store only (callers hold wmu,
+ * so this process writes nothing meanwhile). */
+static sl_status sl__build_index(sl_engine *e, sl_index_kind kind, size_t dim, sl_index **out, sl_error *err) {
+    *out = NULL;
+    sl_index *idx = NULL;
+    sl_status st = sl__new_index(kind, dim, &idx, err);
+    if (st != SL_OK) return st;
+    sl__batch *b = sl__batch_new(idx, dim);
+    if (!b) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (st == SL_OK) st = sl_store_each_vector(e->store, sl__batch_add, b, err);
+    if (st == SL_OK) st = sl__batch_flush(b);
+    /* HNSW: renumber the slots in graph order (faster searches, docs/index.md) */
+    if (st == SL_OK && kind == SL_INDEX_HNSW) st = sl_index_compact(idx);
+    sl__batch_free(b);
+    if (st != SL_OK) {
+        if (err && err->code == SL_OK) sl__err_set(err, st, "building the index: %s", sl_index_errmsg(idx));
+        sl_index_free(idx);
+        return st;
+    }
+    e->index_builds++;
+    *out = idx;
+    return SL_OK;
 }
 
 sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
@@ -102,28 +194,79 @@ sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err) {
     if (e->no_index || !sl_features_ready(e->feat) || dim == 0) return SL_OK;
     sl_store_counts c;
     sl_status st = sl_store_counts_get(e->store, &c, err);
+    if (st == SL_OK) st = sl__build_index(e, sl__kind_for(e, c.images), dim, &e->idx, err);
+    if (st == SL_OK) e->index_dirty = 1;
+    return st;
+}
+
+sl_status sl__engine_maybe_switch(sl_engine *e, sl_error *err) {
+    if (!e->idx || strcmp(e->index_kind, "auto") != 0 || sl_index_kind_of(e->idx) != SL_INDEX_FLAT ||
+        sl_index_count(e->idx) <= e->hnsw_above)
+        return SL_OK;
+    sl_index *idx = NULL;
+    sl_status st = sl__build_index(e, SL_INDEX_HNSW, (size_t)sl_index_dim(e->idx), &idx, err);
     if (st != SL_OK) return st;
-    sl_index_kind kind = sl__kind_for(e, c.images);
-    sl_index_params ip;
-    sl_index_params_default(&ip);
-    if (kind == SL_INDEX_FLAT) ip.storage = SL_INDEX_INT8; /* see SL__ENGINE_RESCORE_MIN */
-    if ((st = sl_index_new(&e->idx, (int)dim, SL_INDEX_IP, kind, &ip, err)) != SL_OK)
-        return st;
-    if (kind == SL_INDEX_FLAT && (st = sl_index_set_prefilter(e->idx, SL__ENGINE_PREFILTER)) != SL_OK) {
-        sl__err_set(err, st, "creating the index: %s", sl_index_errmsg(e->idx));
-        sl_index_free(e->idx);
-        e->idx = NULL;
-        return st;
-    }
-    st = sl_store_each_vector(e->store, sl__add_vector, e, err);
-    if (st != SL_OK) {
-        if (err && err->code == SL_OK) sl__err_set(err, st, "rebuilding the index: %s", sl_index_errmsg(e->idx));
-        sl_index_free(e->idx);
-        e->idx = NULL;
-        return st;
-    }
+    pthread_rwlock_wrlock(&e->lock);
+    sl_index_free(e->idx);
+    e->idx = idx;
     e->index_dirty = 1;
+    pthread_rwlock_unlock(&e->lock);
     return SL_OK;
+}
+
+/* Brings idx in line with the store's images without rebuilding it: removes the images the
+ * store no longer has and adds the stored ones it lacks (their vectors read from the store).
+ * Correct whatever state idx was saved in, because an image's vector never changes under one
+ * features version (retraining re-describes every image and bumps features_version; idx must
+ * belong to the current one) and image ids are never reused. *changed: images added + removed. */
+static sl_status sl__catch_up(sl_engine *e, sl_index *idx, size_t *changed, sl_error *err) {
+    *changed = 0;
+    size_t dim = (size_t)sl_index_dim(idx);
+    int64_t *sids = NULL, *add = NULL;
+    uint64_t *iids = NULL;
+    size_t ns = 0, ni = 0, nadd = 0;
+    float *vecs = NULL;
+    unsigned char *found = NULL;
+    sl_status st = sl_store_image_ids(e->store, &sids, &ns, err);
+    if (st == SL_OK && sl_index_ids(idx, &iids, &ni) != SL_OK)
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (st == SL_OK && !(add = sl__mallocarray(ns + 1, sizeof *add))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    /* both lists ascending: one merge pass */
+    for (size_t i = 0, j = 0; st == SL_OK && (i < ns || j < ni);) {
+        if (j == ni || (i < ns && (uint64_t)sids[i] < iids[j])) {
+            add[nadd++] = sids[i++];
+        } else if (i == ns || (uint64_t)sids[i] > iids[j]) {
+            if (sl_index_remove(idx, iids[j]) == SL_OK) (*changed)++;
+            j++;
+        } else {
+            i++;
+            j++;
+        }
+    }
+    if (st == SL_OK && nadd) {
+        vecs = sl__mallocarray(SL__BATCH, dim * sizeof *vecs);
+        found = malloc(SL__BATCH);
+        if (!vecs || !found) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; st == SL_OK && i < nadd; i += SL__BATCH) {
+        size_t m = nadd - i < SL__BATCH ? nadd - i : SL__BATCH, k = 0;
+        uint64_t ids[SL__BATCH];
+        if ((st = sl_store_image_vectors(e->store, add + i, m, dim, vecs, found, err)) != SL_OK) break;
+        for (size_t j = 0; j < m; j++) /* images without a vector are not indexed */
+            if (found[j]) {
+                if (k != j) memmove(vecs + k * dim, vecs + j * dim, dim * sizeof *vecs);
+                ids[k++] = (uint64_t)add[i + j];
+            }
+        if (k && sl_index_add_batch(idx, k, ids, vecs) != SL_OK)
+            st = sl__err_set(err, SL_E_NOMEM, "updating the index: %s", sl_index_errmsg(idx));
+        *changed += k;
+    }
+    free(sids);
+    free(iids);
+    free(add);
+    free(vecs);
+    free(found);
+    return st;
 }
 
 sl_status sl__engine_bump(sl_engine *e, sl_error *err) {
@@ -134,12 +277,6 @@ sl_status sl__engine_bump(sl_engine *e, sl_error *err) {
 
 void sl__engine_committed(sl_engine *e) {
     e->gen = e->gen >= 0 && e->txn_gen == e->gen + 1 ? e->txn_gen : -1;
-}
-
-/* What meta "index_storage" records for an index this build created: flat indexes carry int8
- * codes, HNSW ones float32 only. */
-static const char *sl__index_storage_tag(const sl_index *idx) {
-    return sl_index_kind_of(idx) == SL_INDEX_FLAT ? "int8" : "f32";
 }
 
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
@@ -159,48 +296,63 @@ sl_status sl__engine_save_index(sl_engine *e, sl_error *err) {
     if ((st = sl_store_meta_set(e->store, "index_generation", buf, err)) != SL_OK) return st;
     if ((st = sl_store_meta_set(e->store, "index_storage", sl__index_storage_tag(e->idx), err)) != SL_OK)
         return st;
+    snprintf(buf, sizeof buf, "%lld", (long long)e->features_version);
+    if ((st = sl_store_meta_set(e->store, "index_features_version", buf, err)) != SL_OK) return st;
     e->index_dirty = 0;
     return SL_OK;
 }
 
-const sl_index_search_params *sl__engine_search_params(const sl_engine *e, size_t k,
-                                                       sl_index_search_params *sp) {
-    memset(sp, 0, sizeof *sp);
-    if (!e->idx || sl_index_kind_of(e->idx) != SL_INDEX_FLAT) return NULL;
-    size_t depth = k > SIZE_MAX / SL__ENGINE_RESCORE_FACTOR ? SIZE_MAX : k * SL__ENGINE_RESCORE_FACTOR;
-    if (depth < SL__ENGINE_RESCORE_MIN) depth = SL__ENGINE_RESCORE_MIN;
-    if (depth > SL_INDEX_EF_SEARCH_MAX) depth = SL_INDEX_EF_SEARCH_MAX;
-    sp->ef = (int)depth;
-    return sp;
+/* An integer meta value, or `def` when it is missing. */
+static int64_t sl__meta_int(sl_engine *e, const char *key, int64_t def) {
+    char *v = NULL;
+    int64_t r = sl_store_meta_get(e->store, key, &v, NULL) == SL_OK ? strtoll(v, NULL, 10) : def;
+    free(v);
+    return r;
 }
 
-/* Loads index.bin when it reflects the current generation, else rebuilds. */
+/* Loads index.bin and catches it up with the store (sl__catch_up: the images it lacks or has
+ * too many, found by comparing the id lists, so a file left behind by a crash, a kill or
+ * another process's writes costs seconds, not a rebuild, and two processes saving at once
+ * cannot leave a wrong index behind); rebuilds only when there is no usable file: missing,
+ * damaged, of other features or dimension, or of a storage this build does not write (meta
+ * "index_storage"). At a million images a rebuild takes the better part of an hour. The file
+ * must say which features it was made with (meta "index_features_version"); a file saved
+ * before that key existed is trusted at its exact generation only, as before. */
 static sl_status sl__load_or_rebuild_index(sl_engine *e, sl_error *err) {
     sl_index_free(e->idx);
     e->idx = NULL;
-    char *ig = NULL;
     int64_t gen = 0;
     sl_status st = sl_store_generation(e->store, &gen, err);
     if (st != SL_OK) return st;
     e->gen = gen;
     if (e->no_index || !sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return SL_OK;
+    int current = sl__meta_int(e, "index_generation", -1) == gen;
+    int same_features = sl__meta_int(e, "index_features_version", -1) == e->features_version;
     char *tag = NULL;
     (void)sl_store_meta_get(e->store, "index_storage", &tag, NULL);
-    if (sl_store_meta_get(e->store, "index_generation", &ig, NULL) == SL_OK && strtoll(ig, NULL, 10) == gen) {
+    if (current || same_features) {
         char *path = sl_store_path(e->store, "index.bin");
         sl_index *idx = NULL;
+        size_t changed = 0;
         if (path && sl_index_load(&idx, path, NULL, NULL) == SL_OK &&
             (size_t)sl_index_dim(idx) == sl_features_dim(e->feat) &&
             strcmp(tag ? tag : "f32", sl__index_storage_tag(idx)) == 0 &&
-            (sl_index_kind_of(idx) != SL_INDEX_FLAT || sl_index_set_prefilter(idx, SL__ENGINE_PREFILTER) == SL_OK)) {
+            (strcmp(e->index_kind, "auto") == 0 || sl__kind_for(e, 0) == sl_index_kind_of(idx)) &&
+            sl__tune_index(idx) == SL_OK &&
+            (!same_features || sl__catch_up(e, idx, &changed, NULL) == SL_OK)) {
             e->idx = idx;
-            e->index_dirty = 0;
+            e->index_dirty = changed > 0;
+            /* caught up without a change (a metadata-only write): the file is current again */
+            if (!current && !changed && !e->read_only) {
+                char buf[32];
+                snprintf(buf, sizeof buf, "%lld", (long long)gen);
+                (void)sl_store_meta_set(e->store, "index_generation", buf, NULL);
+            }
         } else {
             sl_index_free(idx);
         }
         free(path);
     }
-    free(ig);
     free(tag);
     if (e->idx) return SL_OK;
     return sl__engine_rebuild_index(e, err);
@@ -386,6 +538,8 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     e->candidates = SL_ENGINE_CANDIDATES_DEFAULT;
     e->verify_top = -1; /* = what the feature spec asks for (verify:n=) */
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
+    e->hnsw_above = SL__ENGINE_HNSW_ABOVE;
+    atomic_init(&e->hnsw_ef, SL_ENGINE_HNSW_EF_DEFAULT);
     e->lcache = sl__lcache_new((size_t)SL_ENGINE_LOCAL_CACHE_MB_DEFAULT << 20); /* NULL: uncached */
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;
@@ -450,11 +604,20 @@ sl_status sl_engine_refresh(sl_engine *e, sl_error *err) {
     if (st != SL_OK || gen == e->gen) return st;
     pthread_mutex_lock(&e->wmu);
     pthread_rwlock_wrlock(&e->lock);
-    char *fv = NULL;
-    int64_t v = sl_store_meta_get(e->store, "features_version", &fv, NULL) == SL_OK ? strtoll(fv, NULL, 10) : 0;
-    free(fv);
-    if (v != e->features_version) st = sl__load_features(e, err);
-    if (st == SL_OK) st = sl__load_or_rebuild_index(e, err);
+    int64_t v = sl__meta_int(e, "features_version", 0);
+    if (v != e->features_version) {
+        st = sl__load_features(e, err);
+        if (st == SL_OK) st = sl__load_or_rebuild_index(e, err);
+    } else if (e->idx) {
+        /* the same features: bring the index in memory up to date (no file read, no rebuild) */
+        size_t changed = 0;
+        e->gen = gen;
+        st = sl__catch_up(e, e->idx, &changed, err);
+        if (changed) e->index_dirty = 1;
+        if (st != SL_OK) st = sl__load_or_rebuild_index(e, err);
+    } else {
+        st = sl__load_or_rebuild_index(e, err);
+    }
     pthread_rwlock_unlock(&e->lock);
     pthread_mutex_unlock(&e->wmu);
     return st;
@@ -478,6 +641,9 @@ void sl_engine_set_verify_top(sl_engine *e, int n) {
 void sl_engine_set_local_cache_mb(sl_engine *e, int mb) {
     mb = sl__clamp(mb, SL_ENGINE_LOCAL_CACHE_MB_MIN, SL_ENGINE_LOCAL_CACHE_MB_MAX);
     sl__lcache_set_max(e->lcache, (size_t)mb << 20);
+}
+void sl_engine_set_hnsw_ef(sl_engine *e, int ef) {
+    atomic_store(&e->hnsw_ef, sl__clamp(ef, SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX));
 }
 void sl_engine_set_max_side(sl_engine *e, int side) {
     e->max_side = sl__clamp(side, SL_ENGINE_MAX_SIDE_MIN, SL_ENGINE_MAX_SIDE_MAX);

@@ -12,6 +12,7 @@
 #define SL_ENGINE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "shoplens/engine.h"
@@ -21,8 +22,19 @@
 #include "engine/lcache.h"
 #include "catalog/catalog.h"
 
-/* Above this many images an "auto" store builds an HNSW index, below it an exact one. */
-#define SL__ENGINE_HNSW_ABOVE 20000
+/* Above this many images an "auto" store builds an HNSW index, below it an exact one: the
+ * measured crossover of the candidate stage's latency (bench/results/scale.md, docs/index.md "At
+ * scale"). */
+#define SL__ENGINE_HNSW_ABOVE 50000
+/* The HNSW index of a store: int8 codes only (SL_INDEX_INT8_ONLY: 2,872 bytes per image at the
+ * default d = 2856 instead of 14,296), graph degree M (2M on layer 0), candidate list e->hnsw_ef
+ * (SL_ENGINE_HNSW_EF_DEFAULT). A search asks it for the best SL__ENGINE_HNSW_RESCORE(k) by code
+ * distance and re-scores those exactly with the store's float32 vectors, keeping k. Measured:
+ * bench/results/scale.md. */
+#define SL__ENGINE_HNSW_M 32
+#define SL__ENGINE_HNSW_RESCORE(k) ((k) + (k) / 2)
+/* Filtered searches on the HNSW index scan the allowed images exactly below this selectivity. */
+#define SL__ENGINE_FILTER_EXACT_BELOW 0.03
 /* A flat index scans int8 codes of the vectors (a quarter of the memory traffic, which bounds
  * a float32 scan) and re-scores the best SL__ENGINE_RESCORE_FACTOR x k of them, at least
  * SL__ENGINE_RESCORE_MIN, with the float32 vectors: the k results and their scores are those of
@@ -58,6 +70,7 @@ struct sl_engine {
     int64_t features_version;/* meta features_version the loaded features are */
     int index_dirty;         /* in-memory index differs from index.bin */
     int candidates, verify_top, max_side;
+    _Atomic int hnsw_ef;     /* SL_ENGINE_HNSW_EF_DEFAULT unless set */
     pthread_rwlock_t lock;
     pthread_mutex_t wmu;
     /* Features replaced by a training stay alive until sl_engine_free: a query may still be
@@ -67,6 +80,8 @@ struct sl_engine {
     sl__lcache *lcache;      /* candidates' local features (NULL when out of memory) */
     int gc_deferred;         /* an ingest is committing: file deletions wait for its end (they
                                 are queued in pending_deletions, so a crash loses nothing) */
+    uint64_t hnsw_above;     /* SL__ENGINE_HNSW_ABOVE (tests lower it) */
+    int index_builds;        /* indexes built from every stored vector (diagnostics, tests) */
 };
 
 /* An image read and described, ready to be written. */
@@ -139,6 +154,17 @@ sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **v
 /* Creates a new empty index of the engine's kind for the features' dimension and fills it with
  * every stored vector. Caller holds lock exclusively (or is opening). */
 sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err);
+/* An "auto" store whose flat index grew past hnsw_above gets its HNSW index: built from the
+ * store while searches go on with the flat one, then swapped in under the exclusive lock (a
+ * moment). Nothing to do otherwise. Caller holds wmu (the store does not change meanwhile). */
+sl_status sl__engine_maybe_switch(sl_engine *e, sl_error *err);
+/* The candidate stage: the k catalog images nearest to vec (the features' dimension) that pass
+ * f (NULL: all), exact cosine scores, best first, into res (k entries); *got their count. A flat
+ * index re-scores its int8 candidates itself; the HNSW index (codes only) returns
+ * SL__ENGINE_HNSW_RESCORE(k) by code distance and they are re-scored here from the store.
+ * Caller holds the lock shared. */
+sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const sl_index_filter *f,
+                                sl_index_result *res, size_t *got, sl_error *err);
 /* Path of features-<version>.bin (malloc'ed). */
 char *sl__engine_features_path(sl_engine *e, int64_t version);
 /* Creates and trains a new pipeline and saves it as features-<version>.bin; not installed. */
@@ -178,11 +204,6 @@ sl_status sl__engine_bump(sl_engine *e, sl_error *err);
  * reflects the new generation, unless another process committed in between (then -1: stale
  * until sl_engine_refresh, and index.bin is not saved as current). */
 void sl__engine_committed(sl_engine *e);
-
-/* Search parameters for k results from the engine's index (its re-scoring depth when flat):
- * fills *sp and returns it, or NULL for the index defaults. */
-const sl_index_search_params *sl__engine_search_params(const sl_engine *e, size_t k,
-                                                       sl_index_search_params *sp);
 
 /* Saves index.bin and records the generation it reflects. Caller holds wmu. */
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err);

@@ -974,12 +974,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (st == SL_OK && in.train_error)
         st = sl__err_set(err, terr.code != SL_OK ? terr.code : SL_E_INVALID, "%s", terr.message);
     /* an "auto" store that grew past the threshold switches to HNSW */
-    if (st == SL_OK && e->idx && strcmp(e->index_kind, "auto") == 0 &&
-        sl_index_kind_of(e->idx) == SL_INDEX_FLAT && sl_index_count(e->idx) > SL__ENGINE_HNSW_ABOVE) {
-        pthread_rwlock_wrlock(&e->lock);
-        st = sl__engine_rebuild_index(e, err);
-        pthread_rwlock_unlock(&e->lock);
-    }
+    if (st == SL_OK && !in.dry_run) st = sl__engine_maybe_switch(e, err);
     if (!in.dry_run) {
         if (st == SL_OK) st = sl__engine_save_index(e, err);
         else (void)sl__engine_save_index(e, NULL);

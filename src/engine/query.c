@@ -77,6 +77,76 @@ static void sl__index_filter(sl_index_filter *f, const uint64_t *allowed, size_t
     }
 }
 
+/* Dot product in 8 float partial sums (vectorized by the compiler; the index's float kernels
+ * sum in a similar number of lanes). */
+static float sl__dot8(const float *a, const float *b, size_t n) {
+    float acc[8] = { 0 };
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) acc[l] += a[i + (size_t)l] * b[i + (size_t)l];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+static int sl__cmp_hit(const void *a, const void *b) {
+    const sl_index_result *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;
+}
+
+sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const sl_index_filter *f,
+                                sl_index_result *res, size_t *got, sl_error *err) {
+    *got = 0;
+    if (!e->idx || k == 0) return SL_OK;
+    if (k > SL_INDEX_K_MAX) k = SL_INDEX_K_MAX;
+    sl_index_search_params sp;
+    memset(&sp, 0, sizeof sp);
+    sl_status st;
+    if (sl_index_kind_of(e->idx) == SL_INDEX_FLAT) {
+        /* the exact scan re-scores its int8 candidates itself (see SL__ENGINE_RESCORE_MIN) */
+        size_t depth = k > SIZE_MAX / SL__ENGINE_RESCORE_FACTOR ? SIZE_MAX : k * SL__ENGINE_RESCORE_FACTOR;
+        if (depth < SL__ENGINE_RESCORE_MIN) depth = SL__ENGINE_RESCORE_MIN;
+        if (depth > SL_INDEX_EF_SEARCH_MAX) depth = SL_INDEX_EF_SEARCH_MAX;
+        sp.ef = (int)depth;
+        st = sl_index_search(e->idx, vec, k, f, &sp, res, got);
+        if (st != SL_OK) sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
+        return st;
+    }
+    /* HNSW over int8 codes only: the best r by code distance, re-scored from the store */
+    size_t r = SL__ENGINE_HNSW_RESCORE(k), dim = (size_t)sl_index_dim(e->idx), n = 0;
+    if (r > SL_INDEX_K_MAX) r = SL_INDEX_K_MAX;
+    int ef = atomic_load(&e->hnsw_ef);
+    sp.ef = r > (size_t)ef ? (int)r : ef;
+    sl_index_result *c = sl__mallocarray(r, sizeof *c);
+    int64_t *ids = sl__mallocarray(r, sizeof *ids);
+    float *vecs = sl__mallocarray(r, dim * sizeof *vecs);
+    unsigned char *found = malloc(r);
+    if (!c || !ids || !vecs || !found) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    else if ((st = sl_index_search(e->idx, vec, r, f, &sp, c, &n)) != SL_OK)
+        sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
+    if (st == SL_OK) {
+        for (size_t i = 0; i < n; i++) ids[i] = (int64_t)c[i].id;
+        st = sl_store_image_vectors(e->store, ids, n, dim, vecs, found, err);
+    }
+    if (st == SL_OK) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (!found[i]) continue; /* removed by another process, not yet refreshed */
+            c[m].id = c[i].id;
+            c[m++].score = sl__dot8(vec, vecs + i * dim, dim);
+        }
+        qsort(c, m, sizeof *c, sl__cmp_hit);
+        *got = m < k ? m : k;
+        memcpy(res, c, *got * sizeof *res);
+    }
+    free(c);
+    free(ids);
+    free(vecs);
+    free(found);
+    return st;
+}
+
 /* Allowed image ids for a query's filter (NULL *ids when no filter applies). */
 static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, size_t *n,
                              int *filtered, sl_error *err) {
@@ -315,13 +385,8 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
     if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
         size_t got = 0;
-        sl_index_search_params sp;
-        st = sl_index_search(e->idx, vecs[qi], nc, filtered || n_exclude ? &f : NULL,
-                             sl__engine_search_params(e, nc, &sp), res, &got);
-        if (st != SL_OK) {
-            sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
-            break;
-        }
+        st = sl__engine_candidates(e, vecs[qi], nc, filtered || n_exclude ? &f : NULL, res, &got, err);
+        if (st != SL_OK) break;
         for (size_t i = 0; i < got; i++) {
             c[i].image_id = (int64_t)res[i].id;
             c[i].score = res[i].score;
@@ -380,6 +445,84 @@ static sl_status sl__lock_described(sl_engine *e, const sl_image *img, float **v
         st = sl__describe_query(e, img, vec, local, err);
     }
     return st; /* the lock is held shared in every case */
+}
+
+sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
+                             void **local, size_t *local_len, int64_t *features_version,
+                             sl_error *err) {
+    *vec = NULL;
+    *dim = 0;
+    if (local) *local = NULL;
+    if (local_len) *local_len = 0;
+    *features_version = 0;
+    if (!e || !img) return sl__err_set(err, SL_E_INVALID, "no image");
+    float *v = NULL;
+    sl_local_features *lf = NULL;
+    sl_status st = sl__lock_described(e, img, &v, &lf, err);
+    size_t d = sl_features_dim(e->feat);
+    int64_t version = e->features_version;
+    pthread_rwlock_unlock(&e->lock);
+    if (st == SL_OK && !v)
+        st = sl__err_set(err, SL_E_STATE, "the store's features are not trained yet (add images first)");
+    if (st == SL_OK && lf && local) {
+        size_t len = 0;
+        st = sl_local_features_serialize(lf, local, &len, err);
+        if (local_len) *local_len = len;
+    }
+    sl_local_features_free(lf);
+    if (st != SL_OK) {
+        free(v);
+        return st;
+    }
+    *vec = v;
+    *dim = d;
+    *features_version = version;
+    return SL_OK;
+}
+
+sl_status sl_engine_nearest(sl_engine *e, const float *vec, size_t dim, const sl_query *q, size_t k,
+                            sl_image_hit *out, size_t *n_out, sl_error *err) {
+    if (n_out) *n_out = 0;
+    if (!e || !vec || !out || !n_out) return sl__err_set(err, SL_E_INVALID, "NULL argument");
+    if (k < 1 || k > SL_ENGINE_CANDIDATES_MAX)
+        return sl__err_set(err, SL_E_INVALID, "k %zu out of [1, %d]", k, SL_ENGINE_CANDIDATES_MAX);
+    /* the index compares L2-normalized vectors by inner product: normalize a copy */
+    double n2 = 0;
+    for (size_t i = 0; i < dim; i++) n2 += (double)vec[i] * vec[i];
+    if (!isfinite(n2) || !(n2 > 0)) return sl__err_set(err, SL_E_INVALID, "vector is zero or not finite");
+    float *unit = sl__mallocarray(dim ? dim : 1, sizeof *unit);
+    if (!unit) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < dim; i++) unit[i] = (float)(vec[i] / sqrt(n2));
+    pthread_rwlock_rdlock(&e->lock);
+    sl_status st = SL_OK;
+    uint64_t *allowed = NULL;
+    size_t n_allowed = 0, got = 0;
+    int filtered = 0;
+    sl_index_result *res = NULL;
+    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0)
+        st = sl__err_set(err, SL_E_STATE, "the store's features are not trained yet (add images first)");
+    else if (dim != sl_features_dim(e->feat))
+        st = sl__err_set(err, SL_E_INVALID, "vector of %zu floats, the store's features make %zu", dim,
+                         sl_features_dim(e->feat));
+    if (st == SL_OK) st = sl__allowed(e, q, &allowed, &n_allowed, &filtered, err);
+    if (st == SL_OK && e->idx && !(filtered && n_allowed == 0)) {
+        sl_index_filter f;
+        memset(&f, 0, sizeof f);
+        f.allowed_ids = allowed;
+        f.n_allowed = n_allowed;
+        if (!(res = sl__mallocarray(k, sizeof *res))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else st = sl__engine_candidates(e, unit, k, filtered ? &f : NULL, res, &got, err);
+    }
+    pthread_rwlock_unlock(&e->lock);
+    for (size_t i = 0; st == SL_OK && i < got; i++) {
+        out[i].image_id = (int64_t)res[i].id;
+        out[i].score = res[i].score;
+    }
+    if (st == SL_OK) *n_out = got;
+    free(res);
+    free(allowed);
+    free(unit);
+    return st;
 }
 
 sl_status sl_engine_search(sl_engine *e, const sl_image *img, const sl_query *q,
@@ -761,10 +904,7 @@ sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl
     for (size_t i = 0; i < d.n; i++) {
         size_t got = 0;
         size_t want = d.n < NB + 1 ? d.n : NB + 1;
-        sl_index_search_params sp;
-        if (sl_index_search(e->idx, d.vecs + i * d.dim, want, NULL, sl__engine_search_params(e, want, &sp),
-                            res, &got) != SL_OK)
-            continue;
+        if (sl__engine_candidates(e, d.vecs + i * d.dim, want, NULL, res, &got, NULL) != SL_OK) continue;
         for (size_t r = 0; r < got; r++) {
             if (res[r].score < threshold) break;
             size_t j = sl__pos(d.ids, d.n, (int64_t)res[r].id);
@@ -841,33 +981,9 @@ int64_t sl_engine_features_version(sl_engine *e) {
     return v;
 }
 
-sl_status sl_engine_describe(sl_engine *e, const sl_image *img, float **vec, size_t *dim,
-                             void **local, size_t *local_len, int64_t *features_version,
-                             sl_error *err) {
-    *vec = NULL;
-    *dim = 0;
-    *local = NULL;
-    *local_len = 0;
-    sl_local_features *lf = NULL;
-    sl_status st = sl__lock_described(e, img, vec, &lf, err);
-    if (st == SL_OK) {
-        *dim = *vec ? sl_features_dim(e->feat) : 0;
-        if (features_version) *features_version = e->features_version;
-        if (lf) st = sl_local_features_serialize(lf, local, local_len, err);
-    }
-    pthread_rwlock_unlock(&e->lock);
-    sl_local_features_free(lf);
-    if (st != SL_OK) {
-        free(*vec);
-        *vec = NULL;
-        *dim = 0;
-    }
-    return st;
-}
-
-sl_status sl_engine_describe_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
-                                   float **vec, size_t *dim, void **local, size_t *local_len,
-                                   int64_t *features_version, sl_error *err) {
+sl_status sl_engine_describe_query_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
+                                         float **vec, size_t *dim, void **local, size_t *local_len,
+                                         int64_t *features_version, sl_error *err) {
     *vec = NULL;
     *dim = 0;
     *local = NULL;
@@ -991,13 +1107,8 @@ sl_status sl_engine_candidates(sl_engine *e, const float *vecs, size_t nq, size_
     }
     for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
         size_t got = 0;
-        sl_index_search_params sp;
-        st = sl_index_search(e->idx, vecs + qi * dim, nc, filtered || n_ex ? &f : NULL,
-                             sl__engine_search_params(e, nc, &sp), res, &got);
-        if (st != SL_OK) {
-            sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
-            break;
-        }
+        st = sl__engine_candidates(e, vecs + qi * dim, nc, filtered || n_ex ? &f : NULL, res, &got, err);
+        if (st != SL_OK) break;
         if (!(lists[qi] = sl__callocarray(got + 1, sizeof *lists[qi]))) {
             st = sl__err_set(err, SL_E_NOMEM, "out of memory");
             break;

@@ -21,6 +21,7 @@
 #include "util/util.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,82 +127,144 @@ static sl_status sl__ensure_copy(sl_engine *e, const sl__described *d, sl_error 
     return st;
 }
 
-sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const char *const *sources,
-                                    sl__described *imgs, size_t n, int keep_images,
-                                    sl_error *err) {
+/* The index side of a write, collected while the transaction is open and applied after COMMIT
+ * (under the exclusive lock): images removed, images added with their vectors. */
+typedef struct sl__change {
+    int64_t *removed;
+    size_t n_removed, cap_removed;
+    uint64_t *added;
+    const float **vecs;      /* borrowed from the caller's described images */
+    size_t n_added, cap_added;
+} sl__change;
+
+static void sl__change_free(sl__change *c) {
+    free(c->removed);
+    free(c->added);
+    free(c->vecs);
+    memset(c, 0, sizeof *c);
+}
+
+static sl_status sl__change_reserve(sl__change *c, size_t more_removed, size_t more_added) {
+    if (c->n_removed + more_removed > c->cap_removed) {
+        size_t nc = (c->n_removed + more_removed) * 2;
+        int64_t *r = sl__reallocarray(c->removed, nc, sizeof *r);
+        if (!r) return SL_E_NOMEM;
+        c->removed = r;
+        c->cap_removed = nc;
+    }
+    if (c->n_added + more_added > c->cap_added) {
+        size_t nc = (c->n_added + more_added) * 2;
+        uint64_t *a = sl__reallocarray(c->added, nc, sizeof *a);
+        if (!a) return SL_E_NOMEM;
+        c->added = a;
+        const float **v = sl__reallocarray(c->vecs, nc, sizeof *v);
+        if (!v) return SL_E_NOMEM;
+        c->vecs = v;
+        c->cap_added = nc;
+    }
+    return SL_OK;
+}
+
+/* Inside an open transaction: writes product p and makes its images exactly imgs (those with
+ * `reuse` keep their row; keep_images: leave the images alone), recording the index side in
+ * *c. */
+static sl_status sl__stage_product(sl_engine *e, const sl_product *p, const char *const *sources,
+                                   const sl__described *imgs, size_t n, int keep_images,
+                                   sl__change *c, sl_error *err) {
     size_t dim = sl_features_dim(e->feat);
-    int64_t *removed = NULL, *added = NULL;
-    size_t n_removed = 0, n_added = 0;
     sl_image_ref *old = NULL;
     size_t n_old = 0;
-    sl_status st = sl_store_begin(e->store, err);
-    if (st != SL_OK) return st;
-    if ((st = sl_store_put_product(e->store, p, err)) != SL_OK) goto fail;
-    if (!keep_images) {
-        if ((st = sl_store_product_images(e->store, p->id, &old, &n_old, err)) != SL_OK) goto fail;
-        removed = sl__callocarray(n_old ? n_old : 1, sizeof *removed);
-        added = sl__callocarray(n ? n : 1, sizeof *added);
-        if (!removed || !added) {
-            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-            goto fail;
+    sl_status st = sl_store_put_product(e->store, p, err);
+    if (st != SL_OK || keep_images) return st;
+    if ((st = sl_store_product_images(e->store, p->id, &old, &n_old, err)) != SL_OK) return st;
+    if (sl__change_reserve(c, n_old, n) != SL_OK) {
+        sl_image_refs_free(old, n_old);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n_old && st == SL_OK; i++) {
+        int kept = 0;
+        for (size_t j = 0; j < n && !kept; j++) kept = imgs[j].reuse == old[i].id;
+        if (kept) continue;
+        if ((st = sl_store_remove_image(e->store, old[i].id, err)) == SL_OK) c->removed[c->n_removed++] = old[i].id;
+    }
+    for (size_t j = 0; j < n && st == SL_OK; j++) {
+        if (imgs[j].reuse > 0) continue;
+        int64_t id = 0;
+        if ((st = sl__ensure_copy(e, &imgs[j], err)) != SL_OK) break;
+        if (imgs[j].id > 0) { /* an id given by the cluster's ingest */
+            id = imgs[j].id;
+            st = sl_store_put_image(e->store, id, p->id, sources[j], imgs[j].hash, imgs[j].size, imgs[j].file,
+                                    imgs[j].vec, imgs[j].vec ? dim : 0, imgs[j].local, imgs[j].local_len, err);
+        } else {
+            st = sl_store_add_image(e->store, p->id, sources[j], imgs[j].hash, imgs[j].size, imgs[j].file,
+                                    imgs[j].vec, imgs[j].vec ? dim : 0, imgs[j].local, imgs[j].local_len, &id, err);
         }
-        for (size_t i = 0; i < n_old; i++) {
-            int kept = 0;
-            for (size_t j = 0; j < n && !kept; j++) kept = imgs[j].reuse == old[i].id;
-            if (kept) continue;
-            if ((st = sl_store_remove_image(e->store, old[i].id, err)) != SL_OK) goto fail;
-            removed[n_removed++] = old[i].id;
-        }
-        for (size_t j = 0; j < n; j++) {
-            if (imgs[j].reuse > 0) continue;
-            int64_t id = 0;
-            if ((st = sl__ensure_copy(e, &imgs[j], err)) != SL_OK) goto fail;
-            if (imgs[j].id > 0) {
-                id = imgs[j].id;
-                st = sl_store_put_image(e->store, id, p->id, sources[j], imgs[j].hash, imgs[j].size,
-                                        imgs[j].file, imgs[j].vec, imgs[j].vec ? dim : 0, imgs[j].local,
-                                        imgs[j].local_len, err);
-            } else {
-                st = sl_store_add_image(e->store, p->id, sources[j], imgs[j].hash, imgs[j].size,
-                                        imgs[j].file, imgs[j].vec, imgs[j].vec ? dim : 0,
-                                        imgs[j].local, imgs[j].local_len, &id, err);
-            }
-            if (st != SL_OK) goto fail;
-            added[j] = id;
-            n_added++;
+        if (st == SL_OK && imgs[j].vec) {
+            c->added[c->n_added] = (uint64_t)id;
+            c->vecs[c->n_added++] = imgs[j].vec;
         }
     }
-    if ((st = sl__engine_bump(e, err)) != SL_OK) goto fail;
+    sl_image_refs_free(old, n_old);
+    return st;
+}
+
+/* Bumps the generation, commits the open transaction and applies *c to the index, all under the
+ * exclusive lock so searches see all of it or none; then deletes the files of removed images
+ * (unless an ingest defers that). Rolls back on failure. Caller holds wmu. */
+static sl_status sl__commit_change(sl_engine *e, const sl__change *c, sl_error *err) {
+    sl_status st = sl__engine_bump(e, err);
+    if (st != SL_OK) {
+        sl_store_rollback(e->store);
+        return st;
+    }
     pthread_rwlock_wrlock(&e->lock);
     st = sl_store_commit(e->store, err);
     if (st == SL_OK) {
         sl__engine_committed(e);
         sl_status ist = SL_OK;
         if (e->idx) {
-            for (size_t i = 0; i < n_removed && ist == SL_OK; i++) {
-                ist = sl_index_remove(e->idx, (uint64_t)removed[i]);
+            for (size_t i = 0; i < c->n_removed && ist == SL_OK; i++) {
+                ist = sl_index_remove(e->idx, (uint64_t)c->removed[i]);
                 if (ist == SL_E_NOT_FOUND) ist = SL_OK;
             }
-            for (size_t j = 0; j < n && ist == SL_OK && added; j++)
-                if (added[j] > 0 && imgs[j].vec) ist = sl_index_add(e->idx, (uint64_t)added[j], imgs[j].vec);
+            /* in batches, so an HNSW index links them on all cores */
+            float *buf = NULL;
+            size_t dim = (size_t)sl_index_dim(e->idx), per = 256;
+            if (c->n_added > 1 && !(buf = sl__mallocarray(per, dim * sizeof *buf))) ist = SL_E_NOMEM;
+            for (size_t i = 0; i < c->n_added && ist == SL_OK; i += per) {
+                size_t m = c->n_added - i < per ? c->n_added - i : per;
+                if (!buf) {
+                    ist = sl_index_add(e->idx, c->added[i], c->vecs[i]);
+                    continue;
+                }
+                for (size_t j = 0; j < m; j++) memcpy(buf + j * dim, c->vecs[i + j], dim * sizeof *buf);
+                ist = sl_index_add_batch(e->idx, m, c->added + i, buf);
+            }
+            free(buf);
             e->index_dirty = 1;
-        } else if (n_added > 0 && !e->no_index) {
+        } else if (c->n_added > 0 && !e->no_index) {
             ist = SL_E_STATE;
         }
         /* The store is committed: bring the index back in line whatever happened. */
         if (ist != SL_OK) (void)sl__engine_rebuild_index(e, NULL);
     }
     pthread_rwlock_unlock(&e->lock);
-    if (st == SL_OK && n_removed && !e->gc_deferred) sl__engine_gc(e);
-    sl_image_refs_free(old, n_old);
-    free(removed);
-    free(added);
+    if (st == SL_OK && c->n_removed && !e->gc_deferred) sl__engine_gc(e);
     return st;
-fail:
-    sl_store_rollback(e->store);
-    sl_image_refs_free(old, n_old);
-    free(removed);
-    free(added);
+}
+
+sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const char *const *sources,
+                                    sl__described *imgs, size_t n, int keep_images,
+                                    sl_error *err) {
+    sl__change c;
+    memset(&c, 0, sizeof c);
+    sl_status st = sl_store_begin(e->store, err);
+    if (st != SL_OK) return st;
+    if ((st = sl__stage_product(e, p, sources, imgs, n, keep_images, &c, err)) != SL_OK)
+        sl_store_rollback(e->store);
+    else
+        st = sl__commit_change(e, &c, err);
+    sl__change_free(&c);
     return st;
 }
 
@@ -413,6 +476,231 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
         if (st == SL_OK) sl__engine_gc(e);
     }
     free(removed);
+    pthread_mutex_unlock(&e->wmu);
+    return st;
+}
+
+/* ---- images described elsewhere ---------------------------------------------------------- */
+
+void sl_image_descriptor_clear(sl_image_descriptor *d) {
+    if (!d) return;
+    free(d->source);
+    free(d->copy);
+    free(d->file);
+    free(d->vec);
+    free(d->local);
+    memset(d, 0, sizeof *d);
+}
+
+sl_status sl_engine_describe_bytes(sl_engine *e, const void *data, size_t len, const char *source,
+                                   sl_image_descriptor *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!e || (!data && len)) return sl__err_set(err, SL_E_INVALID, "no engine or no bytes");
+    sl_image *img = NULL;
+    sl_image_info info;
+    void *copy = NULL;
+    int owned = 0;
+    sl_status st = sl__engine_decode(e, data, len, &img, &info, err);
+    if (st == SL_OK) st = sl__engine_copy_bytes(e, data, len, &info, &copy, &out->copy_len, &owned, out->copy_ext, err);
+    if (st == SL_OK && !owned) { /* the copy is the bytes themselves: the descriptor keeps its own */
+        if ((out->copy = malloc(len ? len : 1))) memcpy(out->copy, data, len);
+        else st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    } else if (st == SL_OK) {
+        out->copy = copy;
+    }
+    if (st == SL_OK)
+        st = sl_engine_describe(e, img, &out->vec, &out->dim, &out->local, &out->local_len, &out->features_version, err);
+    if (st == SL_OK && source && !(out->source = sl__strdup(source))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_image_free(img);
+    if (st != SL_OK) {
+        if (owned && out->copy != copy) free(copy);
+        sl_image_descriptor_clear(out);
+        return st;
+    }
+    sl__sha256_buffer(data, len, out->hash);
+    out->size = (int64_t)len;
+    return SL_OK;
+}
+
+static int sl__is_hash(const char *h) {
+    size_t n = 0;
+    for (; h[n] && n < 65; n++)
+        if (!((h[n] >= '0' && h[n] <= '9') || (h[n] >= 'a' && h[n] <= 'f'))) return 0;
+    return n == 64;
+}
+
+/* Nonzero when copy (len bytes) starts with the signature of format ext. */
+static int sl__copy_signature(const unsigned char *c, size_t len, const char *ext) {
+    if (!strcmp(ext, "jpeg") || !strcmp(ext, "jpg")) return len >= 3 && c[0] == 0xff && c[1] == 0xd8 && c[2] == 0xff;
+    if (!strcmp(ext, "png")) return len >= 8 && !memcmp(c, "\x89PNG\r\n\x1a\n", 8);
+    if (!strcmp(ext, "gif")) return len >= 6 && (!memcmp(c, "GIF87a", 6) || !memcmp(c, "GIF89a", 6));
+    if (!strcmp(ext, "webp")) return len >= 12 && !memcmp(c, "RIFF", 4) && !memcmp(c + 8, "WEBP", 4);
+    if (!strcmp(ext, "tiff") || !strcmp(ext, "tif")) return len >= 4 && (!memcmp(c, "II*\0", 4) || !memcmp(c, "MM\0*", 4));
+    if (!strcmp(ext, "heif") || !strcmp(ext, "heic")) return len >= 12 && !memcmp(c + 4, "ftyp", 4);
+    return 0;
+}
+
+/* The copy a descriptor names, relative to the store ("images/<sha256>.<ext>"; given so, or as
+ * the path under this store's directory that sl_image_ref.file holds), or NULL. */
+static const char *sl__named_copy(sl_engine *e, const char *file) {
+    if (!file) return NULL;
+    const char *dir = sl_store_dir(e->store);
+    size_t n = strlen(dir);
+    if (!strncmp(file, dir, n) && file[n] == '/') file += n + 1;
+    return sl__image_file_valid(file) ? file : NULL;
+}
+
+/* Checks one descriptor against the store's features (dim, verify, version) before anything is
+ * written. */
+static sl_status sl__check_descriptor(sl_engine *e, const sl_image_descriptor *d, size_t dim, int verify,
+                                      const char *pid, size_t i, sl_error *err) {
+    if (d->features_version != e->features_version)
+        return sl__err_set(err, SL_E_STATE, "product '%s', image %zu: described with features version %lld, the "
+                           "store's are version %lld (retrained since?): describe it again", pid, i,
+                           (long long)d->features_version, (long long)e->features_version);
+    if (!sl__is_hash(d->hash))
+        return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: hash is not 64 lowercase hex digits", pid, i);
+    if (d->size < 0) return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: negative size", pid, i);
+    if (d->copy ? !d->copy_len || !sl__copy_signature(d->copy, d->copy_len, d->copy_ext)
+                : !sl__named_copy(e, d->file))
+        return sl__err_set(err, SL_E_INVALID, d->copy ? "product '%s', image %zu: the copy is not a %s image"
+                                                      : "product '%s', image %zu: no copy, and no valid copy name "
+                                                        "(images/<sha256>.<ext>)%s",
+                           pid, i, d->copy ? d->copy_ext : "");
+    if (!d->vec || d->dim != dim)
+        return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: vector of %zu floats, the store's features "
+                           "make %zu", pid, i, d->vec ? d->dim : 0, dim);
+    double n2 = 0;
+    for (size_t j = 0; j < dim; j++) n2 += (double)d->vec[j] * d->vec[j];
+    if (!isfinite(n2) || !(n2 > 0))
+        return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: vector is zero or not finite", pid, i);
+    int has_local = d->local && d->local_len;
+    if (!verify && has_local)
+        return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: local features given, but the store's "
+                           "features do not verify", pid, i);
+    if (verify && !has_local)
+        return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: the store verifies geometrically: local "
+                           "features are required", pid, i);
+    if (has_local) {
+        sl_local_features *lf = NULL;
+        sl_error e2;
+        if (sl_local_features_deserialize(d->local, d->local_len, &lf, &e2) != SL_OK)
+            return sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: local features: %s", pid, i, e2.message);
+        sl_local_features_free(lf);
+    }
+    return SL_OK;
+}
+
+/* Writes (or finds) the copy of a descriptor before the transaction; *file receives its name. */
+static sl_status sl__descriptor_copy(sl_engine *e, const sl_image_descriptor *d, char file[SL__IMAGE_FILE_MAX],
+                                     const char *pid, size_t i, sl_error *err) {
+    if (d->copy) return sl__engine_write_copy(e, d->copy, d->copy_len, d->copy_ext, file, err);
+    snprintf(file, SL__IMAGE_FILE_MAX, "%s", sl__named_copy(e, d->file));
+    char *path = sl_store_path(e->store, file);
+    struct stat sb;
+    int here = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+    free(path);
+    return here ? SL_OK : sl__err_set(err, SL_E_INVALID, "product '%s', image %zu: no copy %s in the store", pid, i, file);
+}
+
+/* Stages one described product in the open transaction (see sl_engine_put_described); files[i]
+ * is the copy of its image i. */
+static sl_status sl__stage_described(sl_engine *e, const sl_described_product *it,
+                                     char (*files)[SL__IMAGE_FILE_MAX], sl__change *c,
+                                     sl_put_outcome *outcome, sl_error *err) {
+    const sl_product *p = it->product;
+    size_t n = 0, k = it->n_images;
+    sl_product cur;
+    memset(&cur, 0, sizeof cur);
+    sl_image_ref *old = NULL;
+    size_t n_old = 0;
+    int exists = sl_store_get_product(e->store, p->id, &cur, NULL) == SL_OK;
+    sl__described *d = sl__callocarray(k + 1, sizeof *d);
+    const char **src = sl__callocarray(k + 1, sizeof *src);
+    sl_status st = SL_OK;
+    if (!d || !src) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    else if (!exists && k == 0)
+        st = sl__err_set(err, SL_E_INVALID, "product '%s' does not exist: give at least one image", p->id);
+    else if (exists) st = sl_store_product_images(e->store, p->id, &old, &n_old, err);
+    for (size_t i = 0; i < k && st == SL_OK; i++) {
+        const sl_image_descriptor *im = &it->images[i];
+        int dup = 0;
+        for (size_t j = 0; j < n && !dup; j++) dup = strcmp(d[j].hash, im->hash) == 0;
+        if (dup) continue;
+        memcpy(d[n].hash, im->hash, 65);
+        d[n].size = im->size;
+        d[n].vec = im->vec;          /* borrowed: never freed here */
+        d[n].local = im->local;
+        d[n].local_len = im->local_len;
+        memcpy(d[n].file, files[i], SL__IMAGE_FILE_MAX);
+        d[n].copy = im->copy;        /* to write it again if a deleter removed it meanwhile */
+        d[n].copy_len = im->copy_len;
+        for (size_t j = 0; j < n_old; j++)
+            if (sl__image_same_bytes(&old[j], im->hash)) d[n].reuse = old[j].id;
+        src[n++] = im->source ? im->source : "";
+    }
+    if (st == SL_OK) {
+        int same = exists && sl__product_equal(&cur, p) && (k == 0 || n == n_old);
+        for (size_t i = 0; same && k && i < n; i++) same = d[i].reuse > 0;
+        if (same) *outcome = SL_PUT_UNCHANGED;
+        else if ((st = sl__stage_product(e, p, src, d, n, k == 0, c, err)) == SL_OK)
+            *outcome = exists ? SL_PUT_UPDATED : SL_PUT_ADDED;
+    }
+    free(d);
+    free(src);
+    sl_image_refs_free(old, n_old);
+    sl_product_clear(&cur);
+    return st;
+}
+
+sl_status sl_engine_put_described(sl_engine *e, const sl_described_product *items, size_t n,
+                                  sl_put_outcome *outcomes, sl_error *err) {
+    for (size_t i = 0; outcomes && i < n; i++) outcomes[i] = SL_PUT_UNCHANGED;
+    if (!e || (n && !items)) return sl__err_set(err, SL_E_INVALID, "no engine or no products");
+    if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    pthread_mutex_lock(&e->wmu);
+    sl_status st = SL_OK;
+    size_t dim = sl_features_dim(e->feat), total = 0;
+    int verify = sl_features_uses_verify(e->feat);
+    if (!sl_features_ready(e->feat) || dim == 0)
+        st = sl__err_set(err, SL_E_STATE, "the store's features are not trained yet: add images first "
+                         "(descriptors need the trained features)");
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        const sl_described_product *it = &items[i];
+        if (!it->product || !it->product->id || !*it->product->id || strlen(it->product->id) > SL_STORE_ID_MAX)
+            st = sl__err_set(err, SL_E_INVALID, "product %zu: bad product id (1..%d bytes)", i, SL_STORE_ID_MAX);
+        else if (it->n_images && !it->images)
+            st = sl__err_set(err, SL_E_INVALID, "product '%s': images is NULL", it->product->id);
+        for (size_t j = 0; j < it->n_images && st == SL_OK; j++)
+            st = sl__check_descriptor(e, &it->images[j], dim, verify, it->product->id, j, err);
+        total += it->n_images;
+    }
+    /* the copies first, durably (as put does before its transaction) */
+    char (*files)[SL__IMAGE_FILE_MAX] = st == SL_OK ? sl__callocarray(total + 1, sizeof *files) : NULL;
+    if (st == SL_OK && !files) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0, f = 0; i < n && st == SL_OK; i++)
+        for (size_t j = 0; j < items[i].n_images && st == SL_OK; j++, f++)
+            st = sl__descriptor_copy(e, &items[i].images[j], files[f], items[i].product->id, j, err);
+    sl__change c;
+    memset(&c, 0, sizeof c);
+    size_t changed = 0;
+    if (st == SL_OK) st = sl_store_begin(e->store, err);
+    if (st == SL_OK) {
+        for (size_t i = 0, f = 0; i < n && st == SL_OK; f += items[i].n_images, i++) {
+            sl_put_outcome o = SL_PUT_UNCHANGED;
+            st = sl__stage_described(e, &items[i], files + f, &c, &o, err);
+            if (st == SL_OK && outcomes) outcomes[i] = o;
+            changed += o != SL_PUT_UNCHANGED;
+        }
+        if (st != SL_OK || changed == 0) sl_store_rollback(e->store);
+        else st = sl__commit_change(e, &c, err);
+        if (st != SL_OK)
+            for (size_t i = 0; outcomes && i < n; i++) outcomes[i] = SL_PUT_UNCHANGED;
+        /* committed: a failed switch leaves the flat index, still complete */
+        if (st == SL_OK && changed) (void)sl__engine_maybe_switch(e, NULL);
+    }
+    free(files);
+    sl__change_free(&c);
     pthread_mutex_unlock(&e->wmu);
     return st;
 }

@@ -97,8 +97,8 @@ static int sl__write_index(sl_index *idx, int fd) {
         sec[SEC_LNK0].crc = sl__crc32c(0, "", 0);
         sec[SEC_LNKU].crc = sec[SEC_LNK0].crc;
     }
-    sec[SEC_VECS].size = n * d * 4;
-    sec[SEC_VECS].crc = sl__crc32c(0, idx->vec ? (const void *)idx->vec : "", n * d * 4);
+    sec[SEC_VECS].size = sl__codes_only(idx) ? 0 : n * d * 4;
+    sec[SEC_VECS].crc = sl__crc32c(0, idx->vec ? (const void *)idx->vec : "", (size_t)sec[SEC_VECS].size);
     sec[SEC_CODE].size = n * idx->code_size;
     sec[SEC_CODE].crc = sl__crc32c(0, idx->codes ? (const void *)idx->codes : "", n * idx->code_size);
     uint64_t pos = SL__HDR + SL__NSEC * SL__SECENT;
@@ -230,7 +230,7 @@ static sl_status sl__parse(sl_index **out, void *base, size_t len, int is_heap, 
         if (b[i]) CORRUPT("%s: header: reserved bytes are not zero", name);
     if (n > SL__SLOTS_MAX || n_dead > n) CORRUPT("%s: header: slot counts out of range", name);
     if (M > SL_INDEX_M_MAX || efc > SL_INDEX_EF_CONSTRUCTION_MAX || efs > SL_INDEX_EF_SEARCH_MAX ||
-        dim > SL_INDEX_DIM_MAX || metric > 2 || kind > 1 || storage > 2)
+        dim > SL_INDEX_DIM_MAX || metric > 2 || kind > 1 || storage > 3)
         CORRUPT("%s: header: parameter out of range", name);
     sl_index_params p;
     sl_index_params_default(&p);
@@ -254,7 +254,8 @@ static sl_status sl__parse(sl_index **out, void *base, size_t len, int is_heap, 
     if (get32(b + 96) != sl__crc32c(0, t, tbl)) CORRUPT("%s: section table: checksum mismatch", name);
     size_t d = dim, l0 = (size_t)(1 + 2 * M) * 4, lu = (size_t)(1 + M) * 4;
     int hnsw = kind == SL_INDEX_HNSW;
-    uint64_t want[SL__NSEC] = { n * 8, n, n, hnsw ? n * l0 : 0, 0, n * d * 4, n * code_size };
+    int codes_only = storage == SL_INDEX_INT8_ONLY;
+    uint64_t want[SL__NSEC] = { n * 8, n, n, hnsw ? n * l0 : 0, 0, codes_only ? 0 : n * d * 4, n * code_size };
     const unsigned char *sp[SL__NSEC];
     uint64_t ssz[SL__NSEC];
     for (unsigned i = 0; i < SL__NSEC; i++) {
@@ -341,8 +342,10 @@ static sl_status sl__parse(sl_index **out, void *base, size_t len, int is_heap, 
     sl_status ms = sl__idmap_rebuild(idx);
     if (ms == SL_E_CORRUPT) CORRUPT("%s: section IDS: an id appears twice", name);
     if (ms != SL_OK) { st = sl__err_set(err, SL_E_NOMEM, "%s: out of memory", name); goto fail; }
-    idx->vec = (float *)(uintptr_t)sp[SEC_VECS];
-    idx->vec_mapped = 1;
+    if (!codes_only) {
+        idx->vec = (float *)(uintptr_t)sp[SEC_VECS];
+        idx->vec_mapped = 1;
+    }
     if (code_size) {
         idx->codes = (unsigned char *)(uintptr_t)sp[SEC_CODE];
         idx->codes_mapped = 1;

@@ -16,6 +16,8 @@
  *   keeps exploring until ef allowed items are found (as in hnswlib's filtered search).
  * - With the prefilter on (c4 != NULL), every slot 0..n-1 has its 4-bit row, written with its
  *   int8 code under the exclusive lock.
+ * - With codes only (SL_INDEX_INT8_ONLY) vec is NULL: nothing reads float32 rows, scans and
+ *   searches keep the code distances as the final ones (no re-scoring).
  */
 #include "index/index_impl.h"
 
@@ -169,7 +171,8 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
         return sl__err_set(err, SL_E_INVALID, "index: unknown metric %d", (int)metric);
     if (kind != SL_INDEX_FLAT && kind != SL_INDEX_HNSW)
         return sl__err_set(err, SL_E_INVALID, "index: unknown kind %d", (int)kind);
-    if (p.storage != SL_INDEX_F32 && p.storage != SL_INDEX_F16 && p.storage != SL_INDEX_INT8)
+    if (p.storage != SL_INDEX_F32 && p.storage != SL_INDEX_F16 && p.storage != SL_INDEX_INT8 &&
+        p.storage != SL_INDEX_INT8_ONLY)
         return sl__err_set(err, SL_E_INVALID, "index: unknown storage %d", (int)p.storage);
     if (p.M < SL_INDEX_M_MIN || p.M > SL_INDEX_M_MAX)
         return sl__err_set(err, SL_E_INVALID, "index: M %d out of [%d, %d]", p.M, SL_INDEX_M_MIN, SL_INDEX_M_MAX);
@@ -201,7 +204,8 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
     idx->K = sl__dist_best();
     idx->layer_f32 = idx->K->level == 3 ? sl__layer_f32_avx512(dim) : NULL;
     if (p.storage == SL_INDEX_F16) idx->code_size = (size_t)dim * 2;
-    else if (p.storage == SL_INDEX_INT8) idx->code_size = 16 + (((size_t)dim + 7) & ~(size_t)7);
+    else if (p.storage == SL_INDEX_INT8 || p.storage == SL_INDEX_INT8_ONLY)
+        idx->code_size = 16 + (((size_t)dim + 7) & ~(size_t)7);
     atomic_init(&idx->ep, SL__EP_EMPTY);
     sl__rng_seed(&idx->rng, p.seed);
     pthread_rwlockattr_t ra;
@@ -321,7 +325,7 @@ static void sl__encode4(const sl_index *idx, const unsigned char *c, uint8_t *ro
 size_t sl__mem_bytes(const sl_index *idx) {
     size_t b = sizeof *idx, d = (size_t)idx->dim;
     b += idx->cap * (sizeof(uint64_t) + 2);
-    if (!idx->vec_mapped) b += idx->cap * d * sizeof(float);
+    if (!idx->vec_mapped && !sl__codes_only(idx)) b += idx->cap * d * sizeof(float);
     if (idx->codes && !idx->codes_mapped) b += idx->cap * idx->code_size;
     if (idx->c4) b += idx->cap * (idx->c4_row + 2 * sizeof(float));
     if (idx->kind == SL_INDEX_HNSW) {
@@ -394,8 +398,10 @@ static sl_status sl__reserve(sl_index *idx, size_t need) {
     if (cap == old) return SL_OK;
     if (sl__mul_size(d, sizeof(float), &row) != 0) return SL_E_NOMEM;
     void *p;
-    if (!(p = sl__grow_array(idx->vec, old, cap, row))) return SL_E_NOMEM;
-    idx->vec = p;
+    if (!sl__codes_only(idx)) {
+        if (!(p = sl__grow_array(idx->vec, old, cap, row))) return SL_E_NOMEM;
+        idx->vec = p;
+    }
     if (idx->code_size) {
         if (!(p = sl__grow_array(idx->codes, old, cap, idx->code_size))) return SL_E_NOMEM;
         idx->codes = p;
@@ -434,10 +440,11 @@ static int sl__check_vec(const sl_index *idx, const float *v, float *norm_out) {
     return 0;
 }
 
-/* Writes vector v into slot s (caller holds rw exclusively). */
-static void sl__store(sl_index *idx, uint32_t s, const float *v, float norm) {
+/* Writes vector v into slot s (caller holds rw exclusively); with codes only the normalized
+ * vector goes through tmp (dim floats) into the code. */
+static void sl__store(sl_index *idx, uint32_t s, const float *v, float norm, float *tmp) {
     size_t d = (size_t)idx->dim;
-    float *dst = idx->vec + (size_t)s * d;
+    float *dst = sl__codes_only(idx) ? tmp : idx->vec + (size_t)s * d;
     if (idx->metric == SL_INDEX_COSINE) {
         float inv = 1.0f / norm;
         for (size_t i = 0; i < d; i++) dst[i] = v[i] * inv;
@@ -473,11 +480,17 @@ sl_status sl_index_add_batch(sl_index *idx, size_t n, const uint64_t *ids, const
     if (n == 0) return SL_OK;
     if (!ids || !vecs) return sl__idx_fail(idx, SL_E_INVALID, "index add: NULL ids or vectors");
     float *norms = sl__mallocarray(n, sizeof *norms);
-    if (!norms) return sl__idx_fail(idx, SL_E_NOMEM, "index add: out of memory");
+    float *tmp = sl__codes_only(idx) ? sl__mallocarray((size_t)idx->dim, sizeof *tmp) : NULL;
+    if (!norms || (sl__codes_only(idx) && !tmp)) {
+        free(norms);
+        free(tmp);
+        return sl__idx_fail(idx, SL_E_NOMEM, "index add: out of memory");
+    }
     for (size_t i = 0; i < n; i++) {
         int r = sl__check_vec(idx, vecs + i * (size_t)idx->dim, &norms[i]);
         if (r != 0) {
             free(norms);
+            free(tmp);
             return sl__idx_fail(idx, SL_E_INVALID, "index add: vector %zu (id %llu) %s", i,
                                 (unsigned long long)ids[i], r == -1 ? "has a non-finite value" : "is zero (cosine)");
         }
@@ -493,6 +506,7 @@ sl_status sl_index_add_batch(sl_index *idx, size_t n, const uint64_t *ids, const
         pthread_rwlock_unlock(&idx->rw);
         pthread_mutex_unlock(&idx->wmu);
         free(norms);
+        free(tmp);
         return sl__idx_fail(idx, st, "index add: cannot grow to %zu slots", first + n);
     }
     /* Nothing below can fail: the id map and arrays have room. */
@@ -519,11 +533,12 @@ sl_status sl_index_add_batch(sl_index *idx, size_t n, const uint64_t *ids, const
             }
             (void)sl__idmap_put(idx, ids[i], s);
         }
-        sl__store(idx, s, vecs + i * (size_t)idx->dim, norms[i]);
+        sl__store(idx, s, vecs + i * (size_t)idx->dim, norms[i], tmp);
     }
     idx->n = m;
     pthread_rwlock_unlock(&idx->rw);
     free(norms);
+    free(tmp);
     if (idx->kind == SL_INDEX_HNSW && m > first) {
         pthread_rwlock_rdlock(&idx->rw);
         st = sl__hnsw_link(idx, first, m, idx->threads);
@@ -601,7 +616,7 @@ sl_status sl_index_compact(sl_index *idx) {
     sl_status st = SL_OK;
     size_t n = idx->n, m = n - (size_t)idx->n_dead, d = (size_t)idx->dim;
     uint32_t *newslot = sl__mallocarray(n ? n : 1, sizeof *newslot);
-    float *vec = sl__mallocarray(m ? m : 1, d * sizeof(float));
+    float *vec = sl__codes_only(idx) ? NULL : sl__mallocarray(m ? m : 1, d * sizeof(float));
     unsigned char *codes = idx->code_size ? sl__mallocarray(m ? m : 1, idx->code_size) : NULL;
     uint8_t *c4 = idx->c4 ? sl__mallocarray(m ? m : 1, idx->c4_row) : NULL;
     float *c4h = idx->c4 ? sl__mallocarray(m ? m : 1, 2 * sizeof(float)) : NULL;
@@ -612,10 +627,10 @@ sl_status sl_index_compact(sl_index *idx) {
         link0 = sl__callocarray(m ? m : 1, (size_t)(1 + idx->M0) * 4);
         upper = sl__callocarray(m ? m : 1, sizeof *upper);
     }
-    if (!newslot || !vec || (idx->code_size && !codes) || (idx->c4 && (!c4 || !c4h)) || !ids || !dead || !levels ||
+    if (!newslot || (!vec && !sl__codes_only(idx)) || (idx->code_size && !codes) || (idx->c4 && (!c4 || !c4h)) || !ids || !dead || !levels ||
         (idx->kind == SL_INDEX_HNSW && (!link0 || !upper))) st = SL_E_NOMEM;
     if (st == SL_OK) {
-        sl__advise_huge(vec, (m ? m : 1) * d * sizeof(float));
+        if (vec) sl__advise_huge(vec, (m ? m : 1) * d * sizeof(float));
         if (codes) sl__advise_huge(codes, (m ? m : 1) * idx->code_size);
         if (link0) sl__advise_huge(link0, (m ? m : 1) * (size_t)(1 + idx->M0) * 4);
     }
@@ -624,7 +639,7 @@ sl_status sl_index_compact(sl_index *idx) {
         for (size_t s = 0; s < n; s++) {
             if (idx->dead[s]) continue;
             size_t j = newslot[s];
-            memcpy(vec + j * d, idx->vec + s * d, d * sizeof(float));
+            if (vec) memcpy(vec + j * d, idx->vec + s * d, d * sizeof(float));
             if (codes) memcpy(codes + j * idx->code_size, idx->codes + s * idx->code_size, idx->code_size);
             if (c4) {
                 memcpy(c4 + j * idx->c4_row, idx->c4 + s * idx->c4_row, idx->c4_row);
@@ -692,10 +707,42 @@ sl_status sl_index_get(sl_index *idx, uint64_t id, float *out) {
     if (!idx || !out) return SL_E_INVALID;
     pthread_rwlock_rdlock(&idx->rw);
     uint32_t s = sl__idmap_get(idx, id);
-    if (s != SL__NO_SLOT) memcpy(out, idx->vec + (size_t)s * (size_t)idx->dim, (size_t)idx->dim * sizeof(float));
+    if (s != SL__NO_SLOT && sl__codes_only(idx)) {
+        const unsigned char *c = idx->codes + (size_t)s * idx->code_size;
+        const int8_t *x = (const int8_t *)(c + 16);
+        float scale;
+        memcpy(&scale, c, sizeof scale);
+        for (int i = 0; i < idx->dim; i++) out[i] = (float)x[i] * scale;
+    } else if (s != SL__NO_SLOT) {
+        memcpy(out, idx->vec + (size_t)s * (size_t)idx->dim, (size_t)idx->dim * sizeof(float));
+    }
     pthread_rwlock_unlock(&idx->rw);
     if (s == SL__NO_SLOT)
         return sl__idx_fail(idx, SL_E_NOT_FOUND, "index get: id %llu not in the index", (unsigned long long)id);
+    return SL_OK;
+}
+
+static int sl__u64_cmp(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+sl_status sl_index_ids(sl_index *idx, uint64_t **ids, size_t *n) {
+    if (ids) *ids = NULL;
+    if (n) *n = 0;
+    if (!idx) return SL_E_INVALID;
+    if (!ids || !n) return sl__idx_fail(idx, SL_E_INVALID, "index ids: NULL argument");
+    pthread_rwlock_rdlock(&idx->rw);
+    size_t live = idx->n - (size_t)idx->n_dead, m = 0;
+    uint64_t *v = live ? sl__mallocarray(live, sizeof *v) : NULL;
+    if (v)
+        for (size_t s = 0; s < idx->n; s++)
+            if (!idx->dead[s]) v[m++] = idx->ids[s];
+    pthread_rwlock_unlock(&idx->rw);
+    if (live && !v) return sl__idx_fail(idx, SL_E_NOMEM, "index ids: out of memory");
+    if (m > 1) qsort(v, m, sizeof *v, sl__u64_cmp);
+    *ids = v;
+    *n = m;
     return SL_OK;
 }
 
@@ -751,7 +798,7 @@ sl_status sl_index_set_prefilter(sl_index *idx, double factor) {
     if (!(factor == 0.0 || (factor >= SL_INDEX_PREFILTER_MIN && factor <= SL_INDEX_PREFILTER_MAX)))
         return sl__idx_fail(idx, SL_E_INVALID, "index: prefilter factor %g is neither 0 nor in [%g, %g]",
                             factor, SL_INDEX_PREFILTER_MIN, SL_INDEX_PREFILTER_MAX);
-    if (factor > 0 && idx->storage != SL_INDEX_INT8)
+    if (factor > 0 && !sl__is_int8(idx))
         return sl__idx_fail(idx, SL_E_INVALID, "index: the 4-bit prefilter needs int8 storage");
     pthread_mutex_lock(&idx->wmu);
     pthread_rwlock_wrlock(&idx->rw);
@@ -815,7 +862,7 @@ static sl_status sl__prep_query(const sl_index *idx, sl__scratch *sc, const floa
     q->use_codes = idx->code_size != 0;
     q->qu = sc->qu;
     q->qscale = 1.0f;
-    if (idx->storage == SL_INDEX_INT8) {
+    if (sl__is_int8(idx)) {
         float mx = 0;
         for (size_t i = 0; i < d; i++) mx = fmaxf(mx, fabsf(sc->q[i]));
         q->qscale = mx > 0 ? mx / 127.0f : 1.0f;
@@ -925,7 +972,7 @@ static int sl__scan(sl_index *idx, sl__scratch *sc, const sl__query *q, const ui
      * exactly as the one-by-one loop does */
     enum { CHUNK = 2048 };
     float dbuf[CHUNK];
-    int batched = !slots && q->use_codes && idx->storage == SL_INDEX_INT8 && idx->K->dot_q8s8_x4;
+    int batched = !slots && q->use_codes && sl__is_int8(idx) && idx->K->dot_q8s8_x4;
     size_t d = (size_t)idx->dim;
     for (size_t i = 0; i < total; i++) {
         if (batched && i % CHUNK == 0) {
@@ -1010,7 +1057,8 @@ static sl_status sl__search_locked(sl_index *idx, sl__scratch *sc, const float *
             if (sel < thr || (double)pass * (double)live / (double)(seen ? seen : 1) <= (double)efz) exact = 1;
         }
     }
-    size_t r = q.use_codes ? efz : k;
+    int rescore = q.use_codes && !sl__codes_only(idx);  /* codes only: the code distances are final */
+    size_t r = rescore ? efz : k;
     sl_status st = SL_OK;
     if (live == 0) sc->res.n = 0;
     else if (exact == 2) { if (sl__scan(idx, sc, &q, list, nlist, r, fp) != 0) st = SL_E_NOMEM; }
@@ -1022,7 +1070,7 @@ static sl_status sl__search_locked(sl_index *idx, sl__scratch *sc, const float *
     /* Re-score compressed candidates exactly, sort, keep k. */
     size_t m = sc->res.n;
     sl__pair *a = sc->res.a;
-    if (q.use_codes) {
+    if (rescore) {
         /* in slot order (ascending addresses, the next row's head prefetched): the sort below
          * breaks ties by slot, so the order of re-scoring changes no result */
         qsort(a, m, sizeof *a, sl__pair_slot_cmp);

@@ -54,7 +54,7 @@ typedef struct sl__scratch {
 typedef struct sl__query {
     const float *q;
     float qn2;           /* |q|^2 (int8 L2) */
-    int use_codes;       /* traverse compressed codes (then re-score exactly) */
+    int use_codes;       /* traverse compressed codes (then re-score exactly unless codes only) */
     const uint8_t *qu;   /* int8 storage: round(q / qscale) + 128 */
     float qscale;
 } sl__query;
@@ -95,7 +95,7 @@ struct sl_index {
     uint64_t *ids;
     uint8_t *dead;
     uint8_t *levels;
-    float *vec;                 /* n * dim floats (heap or mapped) */
+    float *vec;                 /* n * dim floats (heap or mapped); NULL with SL_INDEX_INT8_ONLY */
     unsigned char *codes;       /* n * code_size (heap or mapped), NULL for F32 */
     uint32_t *link0;            /* cap * (1 + M0) */
     uint32_t **upper;           /* cap pointers */
@@ -246,13 +246,15 @@ static inline float sl__dist_raw(const sl_index *idx, const float *a, const floa
     return -idx->K->dot_f32(a, b, (size_t)idx->dim);
 }
 
-static inline float sl__dist_slots(const sl_index *idx, uint32_t a, uint32_t b) {
-    size_t d = (size_t)idx->dim;
-    return sl__dist_raw(idx, idx->vec + (size_t)a * d, idx->vec + (size_t)b * d);
-}
 static inline float sl__dist_vec(const sl_index *idx, const float *v, uint32_t b) {
     return sl__dist_raw(idx, v, idx->vec + (size_t)b * (size_t)idx->dim);
 }
+
+/* Storage tests: int8 codes (with or without the float32 rows), codes only. */
+static inline int sl__is_int8(const sl_index *idx) {
+    return idx->storage == SL_INDEX_INT8 || idx->storage == SL_INDEX_INT8_ONLY;
+}
+static inline int sl__codes_only(const sl_index *idx) { return idx->storage == SL_INDEX_INT8_ONLY; }
 
 /* Traversal distance of an int8 code row c (header: scale, |x|^2 of the reconstruction, sum of
  * the codes) from its exact integer dot product with the query's codes, sum (qu - 128) * code. */
@@ -286,6 +288,38 @@ static inline float sl__dist_query(const sl_index *idx, const sl__query *q, uint
     return sl__dist_int8(idx, q, c, dot);
 }
 
+/* A stored slot as the base of distances between stored vectors (build, repair, compaction):
+ * its float32 row, or with codes only (no rows) its int8 code read as a prepared query - the
+ * same bytes sl__prep_query makes from the vector the code was encoded from (both round v /
+ * (max |v| / 127) and clamp to +-127), so a node is searched for during its insert exactly as a
+ * query equal to its vector would be. qu: dim bytes of the caller's scratch, used with codes
+ * only, valid while the base is in use. */
+typedef struct sl__base { const float *v; sl__query q; } sl__base;
+
+static inline void sl__base_of(const sl_index *idx, uint32_t s, uint8_t *qu, sl__base *b) {
+    size_t d = (size_t)idx->dim;
+    if (!sl__codes_only(idx)) {
+        b->v = idx->vec + (size_t)s * d;
+        return;
+    }
+    const unsigned char *c = idx->codes + (size_t)s * idx->code_size;
+    const int8_t *x = (const int8_t *)(c + 16);
+    float hdr[2];
+    memcpy(hdr, c, sizeof hdr);
+    for (size_t i = 0; i < d; i++) qu[i] = (uint8_t)(x[i] + 128);
+    b->v = NULL;
+    b->q.q = NULL;
+    b->q.qn2 = hdr[1];
+    b->q.use_codes = 1;
+    b->q.qu = qu;
+    b->q.qscale = hdr[0];
+}
+
+/* Distance of slot x from a base. */
+static inline float sl__dist_base(const sl_index *idx, const sl__base *b, uint32_t x) {
+    return b->v ? sl__dist_vec(idx, b->v, x) : sl__dist_query(idx, &b->q, x);
+}
+
 static inline uint32_t *sl__links(const sl_index *idx, uint32_t s, int level) {
     if (level == 0) return idx->link0 + (size_t)s * (size_t)(1 + idx->M0);
     return idx->upper[s] + (size_t)(level - 1) * (size_t)(1 + idx->M);
@@ -297,7 +331,7 @@ static inline int sl__maxdeg(const sl_index *idx, int level) { return level == 0
 sl_status sl__hnsw_link(sl_index *idx, size_t from, size_t to, int threads);
 /* Heuristic neighbour selection (Malkov & Yashunin, Algorithm 4) of at most m among cand
  * (sorted ascending by distance to the base), in place; returns the count kept. */
-size_t sl__select_heuristic(const sl_index *idx, sl__pair *cand, size_t n, size_t m);
+size_t sl__select_heuristic(const sl_index *idx, sl__pair *cand, size_t n, size_t m, uint8_t *qu);
 /* Repairs the lists pointing at removed slot `s` (caller holds rw exclusively). */
 void sl__hnsw_repair(sl_index *idx, uint32_t s);
 /* Picks a live entry point with the highest level (after removals). */
