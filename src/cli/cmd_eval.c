@@ -14,17 +14,25 @@
 static int sl__eval_run_cmd(int argc, char **argv) {
     sl_eval_opts o;
     memset(&o, 0, sizeof o);
+    sl_head_train_opts ho;
+    sl_head_train_opts_init(&ho);
+    o.head = &ho;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) { json = 1; continue; }
+        if (strcmp(a, "--train-catalog") == 0) { o.train_catalog = 1; continue; }
         if (!v) return sl__cli_usage_error(argv[0], "%s needs a value or is unknown", a);
         char *end;
         if (strcmp(a, "--gallery") == 0) o.gallery_dir = v;
         else if (strcmp(a, "--queries") == 0) o.queries_dir = v;
         else if (strcmp(a, "--features") == 0) o.features = v;
         else if (strcmp(a, "--report") == 0) o.report_html = v;
+        else if (strcmp(a, "--train") == 0) o.train_dir = v;
+        else if (strcmp(a, "--train-opt") == 0) {
+            if (sl__cli_head_opt(&ho, v) != 0) return sl__cli_usage_error(argv[0], "bad --train-opt '%s' (epochs=, seed=, rank=, lambda=, temperature=, category=, batch=, lr=)", v);
+        }
         else if (strcmp(a, "-k") == 0 || strcmp(a, "--k") == 0) {
             long k = strtol(v, &end, 10);
             if (*end || k < SL_EVAL_K_MIN || k > SL_EVAL_K_MAX) return sl__cli_usage_error(argv[0], "bad -k '%s'", v);
@@ -43,6 +51,7 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         i++;
     }
     if (!o.gallery_dir) return sl__cli_usage_error(argv[0], "--gallery DIR is required");
+    if (o.train_dir && o.train_catalog) return sl__cli_usage_error(argv[0], "--train and --train-catalog exclude each other");
     sl_eval_metrics m;
     sl_error err;
     sl_error_clear(&err);
@@ -62,6 +71,9 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         printf("hit@1 %.4f  hit@5 %.4f  hit@k %.4f  hits@4 %.3f\n", m.hit_1, m.hit_5, m.hit_k, m.hits_4);
         printf("index %.1f images/s, query p50 %.1f ms, p99 %.1f ms\n", m.index_images_per_s,
                m.query_ms_p50, m.query_ms_p99);
+        if (m.trained_photos)
+            printf("head trained on %zu %s in %.1f s\n", m.trained_photos, o.train_dir ? "photos" : "augmented images",
+                   m.train_seconds);
         if (o.report_html) printf("report: %s\n", o.report_html);
     }
     return SL_EXIT_OK;

@@ -23,6 +23,7 @@
 #include <unistd.h>
 #include "feature/features_internal.h"
 #include "feature/pca_internal.h"
+#include "shoplens/learn.h"
 #include "util/util.h"
 
 #define SPEC_MAX 4096
@@ -47,6 +48,7 @@ struct sl_features {
     sl_pca *pca;                /* NULL when vlad.pca == 0 or not trained */
     int trained;
     int threads;                /* workers used by sl_features_train */
+    sl_head *head;              /* learned projection (shoplens train), NULL = none */
 };
 
 /* ---- handle basics ----------------------------------------------------------------------- */
@@ -67,7 +69,30 @@ void sl_features_free(sl_features *f) {
     sl_nn_free(f->cnn.model);
     free(f->codebook);
     sl_pca_free(f->pca);
+    sl_head_free(f->head);
     free(f);
+}
+
+const sl_head *sl_features_head(const sl_features *f) { return f ? f->head : NULL; }
+
+sl_status sl_features_set_head(sl_features *f, sl_head *head) {
+    if (!f) return SL_E_INVALID;
+    if (head && (!sl_features_ready(f) || sl_head_dim(head) != sl_features_dim(f)))
+        return fail(f, SL_E_INVALID, "head of dimension %zu does not fit features of dimension %zu",
+                    sl_head_dim(head), sl_features_dim(f));
+    sl_head_free(f->head);
+    f->head = head;
+    return SL_OK;
+}
+
+sl_status sl_features_project(const sl_features *f, sl_head_side side, const float *in, float *out,
+                              size_t n) {
+    if (!f || !in || !out) return SL_E_INVALID;
+    if (f->head) return sl_head_apply(f->head, side, in, out, n);
+    size_t d = sl_features_dim(f), bytes;
+    if (sl__mul_size(n, d * sizeof(float), &bytes)) return SL_E_INVALID;
+    if (out != in) memmove(out, in, bytes);
+    return SL_OK;
 }
 
 const char *sl_features_spec(const sl_features *f) { return f ? f->spec : ""; }
@@ -719,6 +744,8 @@ sl_status sl_features_train(sl_features *f, const sl_image *const *images, size_
     sl_pca_free(f->pca);
     f->codebook = cb;
     f->pca = pca;
+    sl_head_free(f->head); /* a head belongs to the vectors it was trained on */
+    f->head = NULL;
     cb = NULL;
     pca = NULL;
     f->trained = 1;
@@ -736,7 +763,8 @@ done:
 /* ---- save / load (docs/formats/features.md) ---------------------------------------------- */
 
 #define FILE_MAGIC "SLFEAT\r\n"
-#define FILE_VERSION 1u
+#define FILE_VERSION 2u        /* with a HEAD section */
+#define FILE_VERSION_NOHEAD 1u /* files without a head keep version 1 (older builds read them) */
 #define FILE_MAX ((size_t)1 << 31)
 
 typedef struct wbuf { uint8_t *p; size_t len, cap; int oom; } wbuf;
@@ -775,7 +803,7 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
     if (!f || !path) return SL_E_INVALID;
     wbuf b = {0};
     wb_put(&b, FILE_MAGIC, 8);
-    wb_u32(&b, FILE_VERSION);
+    wb_u32(&b, f->head ? FILE_VERSION : FILE_VERSION_NOHEAD);
     wb_u32(&b, 0);
     size_t s = wb_begin(&b, "SPEC");
     wb_put(&b, f->spec, strlen(f->spec));
@@ -794,6 +822,17 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
             wb_f32s(&b, f->pca->eigval, f->pca->out_dim);
             wb_f32s(&b, f->pca->proj, f->pca->in_dim * f->pca->out_dim);
             wb_end(&b, s);
+        }
+    }
+    if (f->head) {
+        void *hb = NULL;
+        size_t hl = 0;
+        if (sl_head_serialize(f->head, &hb, &hl, NULL) != SL_OK) b.oom = 1;
+        else {
+            s = wb_begin(&b, "HEAD");
+            wb_put(&b, hb, hl);
+            wb_end(&b, s);
+            free(hb);
         }
     }
     s = wb_begin(&b, "END ");
@@ -854,14 +893,15 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
     if (!d && len) return sl__err_set(err, SL_E_INVALID, "sl_features_parse: NULL data");
     if (len < 16 || memcmp(d, FILE_MAGIC, 8) != 0)
         return sl__err_set(err, SL_E_CORRUPT, "%s: not a shoplens features file (bad magic)", name);
-    if (rd32(d + 8) != FILE_VERSION)
-        return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u)", name,
-                           rd32(d + 8), FILE_VERSION);
+    uint32_t version = rd32(d + 8);
+    if (version != FILE_VERSION && version != FILE_VERSION_NOHEAD)
+        return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u and %u)", name,
+                           version, FILE_VERSION_NOHEAD, FILE_VERSION);
     if (rd32(d + 12) != 0) return sl__err_set(err, SL_E_CORRUPT, "%s: header: reserved field set", name);
-    rsec secs[4];
+    rsec secs[5];
     int ns = 0, end = 0;
     size_t o = 16;
-    static const char *const known[4] = {"SPEC", "CBK ", "PCA ", "END "};
+    static const char *const known[5] = {"SPEC", "CBK ", "PCA ", "HEAD", "END "};
     while (!end) {
         if (len - o < 12) return sl__err_set(err, SL_E_CORRUPT, "%s: truncated after %d sections (no END section)", name, ns);
         char tag[5];
@@ -869,7 +909,7 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         tag[4] = 0;
         for (int i = 0; i < 4; i++) if (tag[i] < 0x20 || tag[i] > 0x7e) tag[i] = '?';
         int idx = -1;
-        for (int i = 0; i < 4; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
+        for (int i = 0; i < 5; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
         if (idx < 0) return sl__err_set(err, SL_E_CORRUPT, "%s: unknown section '%s' at byte %zu", name, tag, o);
         for (int i = 0; i < ns; i++)
             if (memcmp(secs[i].tag, tag, 4) == 0) return sl__err_set(err, SL_E_CORRUPT, "%s: section '%s' repeated", name, tag);
@@ -885,11 +925,12 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         secs[ns].len = n;
         ns++;
         o += 12 + (size_t)n + 4;
-        end = idx == 3;
+        end = idx == 4;
     }
     if (o != len) return sl__err_set(err, SL_E_CORRUPT, "%s: %zu bytes after the END section", name, len - o);
-    const rsec *spec = NULL, *cbk = NULL, *pca = NULL;
+    const rsec *spec = NULL, *cbk = NULL, *pca = NULL, *head = NULL;
     for (int i = 0; i < ns; i++) {
+        if (!memcmp(secs[i].tag, "HEAD", 4)) head = &secs[i];
         if (!memcmp(secs[i].tag, "SPEC", 4)) spec = &secs[i];
         if (!memcmp(secs[i].tag, "CBK ", 4)) cbk = &secs[i];
         if (!memcmp(secs[i].tag, "PCA ", 4)) pca = &secs[i];
@@ -946,6 +987,27 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
     } else if (cbk || pca) {
         sl_features_free(f);
         return sl__err_set(err, SL_E_CORRUPT, "%s: learned sections present but the spec has no vlad", name);
+    }
+    if (head) {
+        if (version != FILE_VERSION) {
+            sl_features_free(f);
+            return sl__err_set(err, SL_E_CORRUPT, "%s: section 'HEAD' in a version %u file", name, version);
+        }
+        sl_head *h = NULL;
+        st = sl_head_parse(head->p, (size_t)head->len, &h, err);
+        if (st == SL_OK && sl_head_dim(h) != sl_features_dim(f)) {
+            st = sl__err_set(err, SL_E_CORRUPT, "head: dimension %zu, the features have %zu", sl_head_dim(h), sl_features_dim(f));
+            sl_head_free(h);
+        }
+        if (st != SL_OK) {
+            sl_features_free(f);
+            if (err) sl__err_prefix(err, "%s: section 'HEAD'", name);
+            return st;
+        }
+        f->head = h;
+    } else if (version == FILE_VERSION) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_CORRUPT, "%s: version %u file without a 'HEAD' section", name, version);
     }
     *out = f;
     return SL_OK;
