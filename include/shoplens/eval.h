@@ -84,6 +84,8 @@ typedef struct sl_eval_opts {
     int train_catalog;          /* nonzero (without train_dir): train from augmented gallery
                                    images alone (SL_LEARN_AUGMENT_PER_IMAGE per image) */
     const sl_head_train_opts *head; /* NULL = defaults */
+    const char *cache_dir;      /* NULL, or a folder keeping described image sets between runs
+                                   (keyed by spec, files and their sizes and times) */
 } sl_eval_opts;
 
 /* Trains the features on a sample of the gallery, describes every gallery image, ranks the

@@ -16,8 +16,9 @@
  * photo-to-catalog mapping rather than a product list), plus the same loss at the category level
  * (category proxy = normalized sum of its products' proxies) as a weaker label. An L2 penalty
  * pulls the map towards the identity so products the head never saw keep their untrained
- * neighbourhoods. Optimizer: Adam (Kingma & Ba, ICLR 2015), mini-batches; products of matrices
- * through OpenBLAS. Training is deterministic for a seed and any thread count.
+ * neighbourhoods. Optimizer: Adam (Kingma & Ba, ICLR 2015), mini-batches. Training is
+ * deterministic for a seed and any thread count: its matrix products are the library's own
+ * (OpenBLAS changes the last bits with the thread count); applying a head uses OpenBLAS.
  *
  * Thread safety: a head is immutable once trained or parsed; any number of threads may apply it.
  * Ownership: sl_head_free releases a head; buffers returned through void ** are malloc'ed and
@@ -81,8 +82,8 @@ typedef struct sl_head_train_opts {
     float category_weight;    /* weight of the category-level loss (0 = off) */
     int batch;                /* photos per step */
     float lr;                 /* Adam step size */
-    int threads;              /* OpenBLAS threads during training (0 = leave as is); results do
-                                 not depend on it */
+    int threads;              /* threads of the matrix products (0 = 1); results do not depend
+                                 on it */
     sl_head_progress_fn progress; /* may be NULL */
     void *progress_ctx;
     volatile int *cancel;     /* may be NULL; nonzero stops training with SL_E_INTERRUPTED */

@@ -30,6 +30,7 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         else if (strcmp(a, "--features") == 0) o.features = v;
         else if (strcmp(a, "--report") == 0) o.report_html = v;
         else if (strcmp(a, "--train") == 0) o.train_dir = v;
+        else if (strcmp(a, "--cache") == 0) o.cache_dir = v;
         else if (strcmp(a, "--train-opt") == 0) {
             if (sl__cli_head_opt(&ho, v) != 0) return sl__cli_usage_error(argv[0], "bad --train-opt '%s' (epochs=, seed=, rank=, lambda=, temperature=, category=, batch=, lr=)", v);
         }

@@ -339,13 +339,14 @@ static void sl__rank_worker(void *arg, size_t worker) {
     free(tmpv);
 }
 
-/* Describes a set in parallel; returns the elapsed seconds. */
+/* Describes a set in parallel; returns the elapsed seconds. locals NULL: global vectors only. */
 static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, int max_side, int jobs,
+                                  const char *cache, const sl__eval_set *g,
                                   float **vecs, sl_local_features ***locals, unsigned char **ok,
                                   double *seconds, sl_error *err) {
     size_t dim = sl_features_dim(f), nf;
     *vecs = NULL;
-    *locals = NULL;
+    if (locals) *locals = NULL;
     *ok = NULL;
     if (sl__mul_size(s->n, dim, &nf)) return sl__err_set(err, SL_E_TOO_LARGE, "too many images");
     sl__desc_job j;
@@ -356,19 +357,24 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
     j.max_side = max_side;
     j.dim = dim;
     j.vecs = sl__callocarray(nf ? nf : 1, sizeof *j.vecs);
-    j.locals = sl__callocarray(s->n + 1, sizeof *j.locals);
+    if (locals) j.locals = sl__callocarray(s->n + 1, sizeof *j.locals);
     j.ok = sl__callocarray(s->n + 1, 1);
-    if (!j.vecs || !j.locals || !j.ok) {
+    if (!j.vecs || (locals && !j.locals) || !j.ok) {
         free(j.vecs);
         free(j.locals);
         free(j.ok);
         return sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     double t0 = sl__now();
-    sl__parallel_for(s->n, jobs, sl__desc_one, &j);
+    char *cpath = cache ? sl__eval_cache_path(cache, sl_features_spec(f), max_side, locals != NULL, g, s) : NULL;
+    if (!cpath || !sl__eval_cache_load(cpath, s->n, dim, j.vecs, j.locals, j.ok)) {
+        sl__parallel_for(s->n, jobs, sl__desc_one, &j);
+        if (cpath) sl__eval_cache_save(cache, cpath, s->n, dim, j.vecs, j.locals, j.ok);
+    }
+    free(cpath);
     *seconds = sl__now() - t0;
     *vecs = j.vecs;
-    *locals = j.locals;
+    if (locals) *locals = j.locals;
     *ok = j.ok;
     return SL_OK;
 }
@@ -420,7 +426,6 @@ static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const floa
     sl__eval_set t;
     memset(&t, 0, sizeof t);
     float *tv = NULL, *gr = NULL;
-    sl_local_features **tl = NULL;
     unsigned char *tok = NULL;
     uint32_t *tcls = NULL, *gcls = NULL;
     size_t *src = NULL, nt = 0, ng = 0, np = 0;
@@ -428,7 +433,7 @@ static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const floa
     if (o->train_dir) {
         double sec;
         if ((st = sl__eval_set_load(o->train_dir, &t, err)) != SL_OK) goto out;
-        if ((st = sl__describe_set(f, &t, max_side, o->jobs, &tv, &tl, &tok, &sec, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &t, max_side, o->jobs, o->cache_dir, g, &tv, NULL, &tok, &sec, err)) != SL_OK) goto out;
         nt = t.n;
     } else {
         for (size_t i = 0; i < g->n; i++) nt += gok[i] ? SL_LEARN_AUGMENT_PER_IMAGE : 0;
@@ -489,7 +494,6 @@ static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const floa
 out:
     free(tv);
     free(gr);
-    sl__free_locals(tl, t.n);
     free(tok);
     free(tcls);
     free(gcls);
@@ -528,7 +532,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     if (sl_features_needs_training(f) && (st = sl__train(f, &g, max_side, opts->jobs, err)) != SL_OK) goto out;
     size_t dim = sl_features_dim(f);
     double gsec = 0, qsec = 0;
-    if ((st = sl__describe_set(f, &g, max_side, opts->jobs, &gv, &gl, &gok, &gsec, err)) != SL_OK) goto out;
+    if ((st = sl__describe_set(f, &g, max_side, opts->jobs, opts->cache_dir, &g, &gv, &gl, &gok, &gsec, err)) != SL_OK) goto out;
     if ((opts->train_dir || opts->train_catalog) &&
         (st = sl__eval_head(f, &g, gv, gok, opts, max_side, m, err)) != SL_OK) goto out;
     /* the index holds gallery-side vectors; queries (leave-one-out ones too) go query-side */
@@ -562,7 +566,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     m->gallery = described;
     m->index_images_per_s = gsec > 0 ? (double)described / gsec : 0;
     if (!loo) {
-        if ((st = sl__describe_set(f, &q, max_side, opts->jobs, &qv, &ql, &qok, &qsec, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &q, max_side, opts->jobs, opts->cache_dir, &g, &qv, &ql, &qok, &qsec, err)) != SL_OK) goto out;
         if (dim && (st = sl_features_project(f, SL_HEAD_QUERY, qv, qv, q.n)) != SL_OK) {
             st = sl__err_set(err, st, "applying the head to the queries");
             goto out;

@@ -19,4 +19,8 @@ sl_head *sl__head_alloc(size_t dim, size_t rank);
 void sl__head_center(float *x, size_t n, size_t dim, const float *mean);
 /* L2-normalizes n rows in place; norms (may be NULL) receives each row's norm before. */
 void sl__head_normalize(float *x, size_t n, size_t dim, float *norms);
+/* C = alpha op(A) op(B) + beta C (row-major; op = transpose when ta / tb), on up to `threads`
+ * threads with results independent of the thread count (mm.c). -1 when out of memory. */
+int sl__mm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+           const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
 #endif

@@ -10,14 +10,13 @@
  * closer, never by memorizing a free vector per product. Only products with photos are proxies.
  *
  * Invariants: deterministic for (data, opts): one seeded PRNG drives initialisation, batch order
- * and proxy samples in a fixed sequence; the only parallel code is OpenBLAS sgemm, which
- * splits the output among threads but never a dot product, so the bits do not depend on the
- * thread count (tested). The caller's data is never modified.
+ * and proxy samples in a fixed sequence; the only parallel code is the matrix products (mm.c),
+ * which split the output by rows and sum every element in one fixed order, so the bits do not
+ * depend on the thread count (tested). The caller's data is never modified.
  */
 #include "learn/learn_internal.h"
 #include "util/util.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,12 +33,13 @@ void sl_head_train_opts_init(sl_head_train_opts *o) {
     o->lr = SL_HEAD_LR_DEFAULT;
 }
 
-/* C (m x n) = alpha op(A) op(B) + beta C, row-major. */
+/* Threads of the matrix products and whether one ran out of memory (set per training). */
+static _Thread_local int mm_threads = 1, mm_failed = 0;
+
+/* C (m x n) = alpha op(A) op(B) + beta C, row-major, thread-count independent (mm.c). */
 static void gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
                  const float *b, size_t ldb, float beta, float *c, size_t ldc) {
-    if (m == 0 || n == 0) return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m,
-                (int)n, (int)k, alpha, a, (int)lda, b, (int)ldb, beta, c, (int)ldc);
+    if (sl__mm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, mm_threads) != 0) mm_failed = 1;
 }
 
 /* Row-wise softmax of z (n x m) in place; returns the summed -log p of the targets. */
@@ -230,7 +230,6 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
     unsigned char *chosen = NULL;
     work w;
     memset(&w, 0, sizeof w);
-    int saved_threads = 0;
     if (!hd) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     mean_rows(dt->gallery, g, d, hd->mean[SL_HEAD_GALLERY]);
     if (dt->same_domain) memcpy(hd->mean[SL_HEAD_QUERY], hd->mean[SL_HEAD_GALLERY], d * sizeof(float));
@@ -304,10 +303,8 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
     ycls = sl__callocarray(S_all, sizeof *ycls); /* proxy -> slot in the step */
     if (!perm || !chosen || !ycls || !work_alloc(&w)) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
 
-    if (o.threads > 0) {
-        saved_threads = openblas_get_num_threads();
-        openblas_set_num_threads(o.threads);
-    }
+    mm_threads = o.threads > 0 ? o.threads : 1;
+    mm_failed = 0;
     sl__rng rng;
     sl__rng_seed(&rng, o.seed);
     {
@@ -348,13 +345,13 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
                 w.tX[i] = ycls[pidx[dt->photo_class[src]]];
             }
             eloss += step(hd, &w, B, S, w.K, &o, ++t);
+            if (mm_failed) { st = sl__err_set(err, SL_E_NOMEM, "head training: out of memory"); goto done; }
         }
         if (o.progress) o.progress(o.progress_ctx, ep, o.epochs, eloss / (double)nk);
     }
     for (size_t i = 0; i < 2 * d * r; i++)
         if (!isfinite(i < d * r ? hd->V[i] : hd->U[i - d * r])) { st = sl__err_set(err, SL_E_INTERNAL, "head training diverged (non-finite weights)"); goto done; }
 done:
-    if (saved_threads > 0) openblas_set_num_threads(saved_threads);
     work_free(&w);
     free(xp); free(proto); free(pidx); free(pcls); free(pcat); free(ycls); free(perm); free(keep); free(catmap); free(chosen);
     if (st != SL_OK) { sl_head_free(hd); return st; }
