@@ -314,6 +314,18 @@ int sl_features_verify_top_n(const sl_features *f);
 sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_features **out,
                             sl_error *err);
 
+/* ---- the recommended configuration for a model (shoplens init/eval --model) ------------------ */
+
+/* Colour's weight next to a model's embedding (1) in the recommended fusion. */
+#define SL_FEATURES_MODEL_COLOR_WEIGHT 0.2
+/* Writes the recommended specification for an ONNX model into buf (cap bytes, NUL-terminated):
+ * "cnn:PATH,mean=1+color:w=0.2,mean=1+verify" - the embedding and the colour histogram, each
+ * centred on the catalog's mean (learned at the first ingest), colour at a fifth of the weight,
+ * and geometric verification; one rule for every catalog (docs/features.md "Recommended
+ * configuration"). SL_E_INVALID when path is NULL/empty or holds '+' or ',' (the spec separators),
+ * SL_E_TOO_LARGE when buf is too small. */
+sl_status sl_features_model_spec(const char *model_path, char *buf, size_t cap);
+
 /* ---- the learned head (learn.h; `shoplens train`) ------------------------------------------ */
 
 /* sl_features_extract gives the global vector before any head (what the store keeps); the head,
