@@ -48,7 +48,7 @@ typedef enum sl_head_side { SL_HEAD_QUERY = 0, SL_HEAD_GALLERY = 1 } sl_head_sid
 #define SL_HEAD_RANK_DEFAULT 256      /* capped at the descriptor dimension */
 #define SL_HEAD_RANK_MIN 1
 #define SL_HEAD_RANK_MAX 1024
-#define SL_HEAD_LAMBDA_DEFAULT 0.1f   /* L2 pull towards the identity map */
+#define SL_HEAD_LAMBDA_DEFAULT 0.03f  /* L2 pull towards the identity map (docs/learn.md) */
 #define SL_HEAD_LAMBDA_MIN 0.0f
 #define SL_HEAD_LAMBDA_MAX 100.0f
 #define SL_HEAD_TEMPERATURE_DEFAULT 0.05f
