@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include "shoplens/error.h"
 #include "shoplens/image.h"
+#include "shoplens/learn.h"
 #include "shoplens/store.h"
 
 #ifdef __cplusplus
@@ -247,6 +248,60 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
 /* Re-learns the learned parts from a sample of the stored images, re-extracts every image and
  * rebuilds the index. */
 sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *err);
+
+/* ---- learning from the shop's photos (shoplens train) -------------------------------------- */
+
+/* A photo known to show a product (a review photo, a confirmed search, a staff photo). */
+typedef struct sl_train_photo {
+    const char *path;
+    const char *product_id;
+} sl_train_photo;
+
+typedef struct sl_train_opts {
+    const sl_train_photo *photos; /* NULL / 0: train from augmented catalog images alone */
+    size_t n_photos;
+    const sl_head_train_opts *head; /* NULL = defaults (learn.h) */
+    uint64_t seed;              /* used when has_seed (head initialisation, batches, augmentation) */
+    int has_seed;
+    int jobs;                   /* threads describing photos and multiplying matrices; 0 = all
+                                   cores; the result does not depend on it */
+    sl_progress_fn progress;    /* photos described so far (done, total), may be NULL */
+    void *progress_ctx;
+    volatile int *cancel;       /* may be NULL; nonzero stops with SL_E_INTERRUPTED, store unchanged */
+} sl_train_opts;
+
+typedef struct sl_train_failure {
+    char *file;                 /* the photo, may be NULL */
+    char *product_id;           /* may be NULL */
+    sl_status status;
+    char *message;
+} sl_train_failure;
+
+typedef struct sl_train_report {
+    size_t photos;              /* photos (or augmented copies) the head was trained on */
+    size_t products;            /* products they show */
+    size_t unknown;             /* photos naming a product the store does not have (skipped) */
+    size_t failed;              /* photos that could not be read or described (skipped) */
+    int augmented;              /* nonzero: trained from augmented catalog images */
+    int64_t features_version;   /* the new features version */
+    double describe_seconds, train_seconds, seconds;
+    sl_train_failure *failures; /* unknown and failed photos (not for augmented copies) */
+    size_t n_failures;
+} sl_train_report;
+
+void sl_train_report_free(sl_train_report *r);
+
+/* Learns a projection head for the store's global descriptors (learn.h): photos of a product are
+ * pulled towards its catalog images and away from other products, the products' categories as
+ * weaker labels. The catalog's stored descriptors are used as they are (nothing is
+ * re-described); the photos are described once. The head is saved with the features as a new
+ * features version, then committed in one transaction and the index rebuilt through it; later
+ * ingests and every query apply it. Interrupted or killed at any point, the store stays on its
+ * previous features. Training again replaces the head; `retrain` (new codebook) drops it.
+ * Errors: SL_E_STATE (read-only, empty store), SL_E_INVALID (no usable photo: every photo is
+ * then listed in the report), head training errors, SL_E_INTERRUPTED, store errors. */
+sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_report *report,
+                          sl_error *err);
 
 /* ---- duplicates, classification, review photos ------------------------------------------- */
 

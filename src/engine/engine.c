@@ -81,10 +81,21 @@ sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **v
 
 /* ---- index ------------------------------------------------------------------------------- */
 
+sl_status sl__engine_index_add(sl_engine *e, int64_t image_id, const float *vec) {
+    if (!sl_features_head(e->feat)) return sl_index_add(e->idx, (uint64_t)image_id, vec);
+    size_t dim = (size_t)sl_index_dim(e->idx);
+    float *g = sl__mallocarray(dim, sizeof *g);
+    if (!g) return SL_E_NOMEM;
+    sl_status st = sl_features_project(e->feat, SL_HEAD_GALLERY, vec, g, 1);
+    if (st == SL_OK) st = sl_index_add(e->idx, (uint64_t)image_id, g);
+    free(g);
+    return st;
+}
+
 static sl_status sl__add_vector(void *ctx, int64_t image_id, const float *vec, size_t dim) {
     sl_engine *e = ctx;
     if ((int)dim != sl_index_dim(e->idx)) return SL_E_CORRUPT;
-    return sl_index_add(e->idx, (uint64_t)image_id, vec);
+    return sl__engine_index_add(e, image_id, vec);
 }
 
 static sl_index_kind sl__kind_for(const sl_engine *e, int64_t n) {
@@ -263,13 +274,10 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
     return SL_OK;
 }
 
-sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err) {
-    sl_features *f = NULL;
-    int64_t version = e->features_version + 1;
-    sl_status st = sl__engine_train_new(e, imgs, n, version, &f, err);
-    if (st != SL_OK) return st;
+sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, sl_error *err) {
     char buf[32];
     snprintf(buf, sizeof buf, "%lld", (long long)version);
+    sl_status st;
     if ((st = sl_store_begin(e->store, err)) != SL_OK ||
         (st = sl_store_meta_set(e->store, "features_version", buf, err)) != SL_OK ||
         (st = sl__engine_bump(e, err)) != SL_OK) {
@@ -290,6 +298,14 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     }
     pthread_rwlock_unlock(&e->lock);
     return st;
+}
+
+sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err) {
+    sl_features *f = NULL;
+    int64_t version = e->features_version + 1;
+    sl_status st = sl__engine_train_new(e, imgs, n, version, &f, err);
+    if (st != SL_OK) return st;
+    return sl__engine_commit_features(e, f, version, err);
 }
 
 void sl__engine_retire_features(sl_engine *e, sl_features *f) {

@@ -85,6 +85,10 @@ sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,
                               size_t *local_len, sl_error *err);
 
+/* Adds a stored (pre-head) vector to the index under image_id, through the gallery side of the
+ * features' learned head when there is one. Caller holds the lock exclusively (or is opening). */
+sl_status sl__engine_index_add(sl_engine *e, int64_t image_id, const float *vec);
+
 /* Creates a new empty index of the engine's kind for the features' dimension and fills it with
  * every stored vector. Caller holds lock exclusively (or is opening). */
 sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err);
@@ -93,6 +97,10 @@ char *sl__engine_features_path(sl_engine *e, int64_t version);
 /* Creates and trains a new pipeline and saves it as features-<version>.bin; not installed. */
 sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t n,
                                int64_t version, sl_features **out, sl_error *err);
+/* Commits features_version = version (features-<version>.bin already saved) with a generation
+ * bump, installs f (ownership passes, also on failure) and rebuilds the index from the stored
+ * vectors. Caller holds wmu. */
+sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, sl_error *err);
 /* First training: sl__engine_train_new, then commits features_version and installs the
  * features and a new empty index. Caller holds wmu. */
 sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);

@@ -307,8 +307,12 @@ static sl_status sl__describe_with(const sl_features *f, const sl_image *img, fl
     float *v = sl__mallocarray(dim, sizeof *v);
     if (!v) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     sl_status st = sl_features_extract(f, img, v, sl_features_uses_verify(f) ? local : NULL, err);
+    if (st == SL_OK && (st = sl_features_project(f, SL_HEAD_QUERY, v, v, 1)) != SL_OK)
+        sl__err_set(err, st, "applying the learned head to the query");
     if (st != SL_OK) {
         free(v);
+        if (*local) sl_local_features_free(*local);
+        *local = NULL;
         return st;
     }
     *vec = v;
@@ -425,6 +429,9 @@ static sl_status sl__pfeat_load(sl_engine *e, const char *product_id, sl__pfeat 
         st = sl_store_image_features(e->store, p->refs[i].id, &p->vecs[i], &d, &blob, &blen, err);
         if (st == SL_OK && d != dim) st = sl__err_set(err, SL_E_CORRUPT, "image %lld: vector of %zu floats, expected %zu",
                                                       (long long)p->refs[i].id, d, dim);
+        /* stored vectors are before the head; catalog images are on its gallery side */
+        if (st == SL_OK && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, p->vecs[i], p->vecs[i], 1)) != SL_OK)
+            sl__err_set(err, st, "applying the learned head");
         if (st == SL_OK && blob && sl_features_uses_verify(e->feat))
             (void)sl_local_features_deserialize(blob, blen, &p->locals[i], NULL);
         free(blob);
@@ -586,8 +593,9 @@ void sl_dup_groups_free(sl_dup_groups *g) {
 
 typedef struct sl__dupctx {
     int64_t *ids;
-    float *vecs;
+    float *vecs;              /* gallery side of the head */
     size_t n, cap, dim;
+    const sl_features *feat;
 } sl__dupctx;
 
 static sl_status sl__collect_vec(void *ctx, int64_t id, const float *vec, size_t dim) {
@@ -606,6 +614,8 @@ static sl_status sl__collect_vec(void *ctx, int64_t id, const float *vec, size_t
     }
     d->ids[d->n] = id;
     memcpy(d->vecs + d->n * dim, vec, dim * sizeof *vec);
+    if (d->feat && sl_features_project(d->feat, SL_HEAD_GALLERY, d->vecs + d->n * dim, d->vecs + d->n * dim, 1) != SL_OK)
+        return SL_E_NOMEM;
     d->n++;
     return SL_OK;
 }
@@ -664,6 +674,7 @@ sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl
     sl__dupctx d;
     memset(&d, 0, sizeof d);
     d.dim = sl_features_dim(e->feat);
+    d.feat = e->feat;
     size_t *parent = NULL;
     double *join = NULL;
     char **prod = NULL;

@@ -80,7 +80,7 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
                 if (ist == SL_E_NOT_FOUND) ist = SL_OK;
             }
             for (size_t j = 0; j < n && ist == SL_OK && added; j++)
-                if (added[j] > 0 && imgs[j].vec) ist = sl_index_add(e->idx, (uint64_t)added[j], imgs[j].vec);
+                if (added[j] > 0 && imgs[j].vec) ist = sl__engine_index_add(e, added[j], imgs[j].vec);
             e->index_dirty = 1;
         } else if (n_added > 0) {
             ist = SL_E_STATE;

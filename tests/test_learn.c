@@ -1,0 +1,420 @@
+/* tests/test_learn.c - the projection head (learn.h): training is deterministic for a seed and
+ * any thread count, a head learned on generated shopper photos finds held-out photos' products
+ * more often than no head, the serialized form round-trips and damaged forms are refused, the
+ * features file carries the head, and bad options are refused with a message. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "shoplens/feature.h"
+#include "shoplens/image.h"
+#include "shoplens/learn.h"
+#include "shoplens/sample.h"
+
+/* Synthetic descriptors: class c's catalog vector g_c, photos = a shared domain shift + g_c +
+ * noise, all L2-normalized. */
+typedef struct synth {
+    size_t dim, classes, n;
+    float *photos, *gallery;
+    uint32_t *pc, *gc, *cat;
+} synth;
+
+static void normalize(float *v, size_t d) {
+    double s = 0;
+    for (size_t i = 0; i < d; i++) s += (double)v[i] * v[i];
+    for (size_t i = 0; i < d; i++) v[i] = (float)(v[i] / sqrt(s));
+}
+
+static uint64_t lcg(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 11;
+}
+static float gauss(uint64_t *s) {
+    double u = ((double)lcg(s) + 1) / 9007199254740993.0, v = (double)lcg(s) / 9007199254740992.0;
+    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static void synth_make(synth *s, size_t dim, size_t classes, size_t per, uint64_t seed) {
+    s->dim = dim;
+    s->classes = classes;
+    s->n = classes * per;
+    s->photos = calloc(s->n * dim, sizeof(float));
+    s->gallery = calloc(classes * dim, sizeof(float));
+    s->pc = calloc(s->n, sizeof(uint32_t));
+    s->gc = calloc(classes, sizeof(uint32_t));
+    s->cat = calloc(classes, sizeof(uint32_t));
+    assert_true(s->photos && s->gallery && s->pc && s->gc && s->cat);
+    float *shift = calloc(dim, sizeof(float));
+    assert_non_null(shift);
+    for (size_t j = 0; j < dim; j++) shift[j] = gauss(&seed);
+    for (size_t c = 0; c < classes; c++) {
+        for (size_t j = 0; j < dim; j++) s->gallery[c * dim + j] = gauss(&seed);
+        normalize(s->gallery + c * dim, dim);
+        s->gc[c] = (uint32_t)c;
+        s->cat[c] = (uint32_t)(c % 3);
+        for (size_t k = 0; k < per; k++) {
+            float *p = s->photos + (c * per + k) * dim;
+            for (size_t j = 0; j < dim; j++) p[j] = s->gallery[c * dim + j] + 0.05f * shift[j] + 0.04f * gauss(&seed);
+            normalize(p, dim);
+            s->pc[c * per + k] = (uint32_t)c;
+        }
+    }
+    free(shift);
+}
+
+static void synth_free(synth *s) {
+    free(s->photos);
+    free(s->gallery);
+    free(s->pc);
+    free(s->gc);
+    free(s->cat);
+}
+
+static sl_head_data synth_data(const synth *s) {
+    sl_head_data d;
+    memset(&d, 0, sizeof d);
+    d.dim = s->dim;
+    d.photos = s->photos;
+    d.photo_class = s->pc;
+    d.n_photos = s->n;
+    d.gallery = s->gallery;
+    d.gallery_class = s->gc;
+    d.n_gallery = s->classes;
+    d.n_classes = s->classes;
+    d.class_category = s->cat;
+    return d;
+}
+
+static void serialize(const sl_head *h, void **buf, size_t *len) {
+    sl_error e;
+    assert_int_equal(sl_head_serialize(h, buf, len, &e), SL_OK);
+}
+
+static void test_deterministic_any_threads(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 512, 40, 4, 1); /* products large enough to run on several threads */
+    sl_head_data d = synth_data(&s);
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.epochs = 2;
+    o.rank = 64;
+    void *b[3];
+    size_t l[3];
+    const int threads[3] = {1, 3, 1};
+    for (int r = 0; r < 3; r++) {
+        o.threads = threads[r];
+        sl_head *h = NULL;
+        sl_error e;
+        assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+        serialize(h, &b[r], &l[r]);
+        sl_head_free(h);
+    }
+    assert_int_equal(l[0], l[1]);
+    assert_memory_equal(b[0], b[1], l[0]); /* 1 vs 2 threads */
+    assert_memory_equal(b[0], b[2], l[0]); /* rerun */
+    /* another seed gives another head (the seed is used) */
+    o.seed ^= 1;
+    sl_head *h = NULL;
+    assert_int_equal(sl_head_train(&d, &o, &h, NULL), SL_OK);
+    void *b3;
+    size_t l3;
+    serialize(h, &b3, &l3);
+    assert_int_equal(l3, l[0]);
+    assert_true(memcmp(b3, b[0], l3) != 0);
+    sl_head_free(h);
+    free(b3);
+    for (int r = 0; r < 3; r++) free(b[r]);
+    synth_free(&s);
+}
+
+static void test_roundtrip_and_corrupt(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 24, 6, 4, 2);
+    sl_head_data d = synth_data(&s);
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.epochs = 2;
+    o.rank = 8;
+    sl_head *h = NULL;
+    assert_int_equal(sl_head_train(&d, &o, &h, NULL), SL_OK);
+    assert_int_equal(sl_head_dim(h), 24);
+    assert_int_equal(sl_head_rank(h), 8);
+    void *buf;
+    size_t len;
+    serialize(h, &buf, &len);
+    assert_int_equal(len, 16 + 4 * (2 * 24 + 2 * 24 * 8));
+    sl_head *g = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_parse(buf, len, &g, &e), SL_OK);
+    float a[24], b[24];
+    for (int side = 0; side < 2; side++) {
+        assert_int_equal(sl_head_apply(h, (sl_head_side)side, s.photos, a, 1), SL_OK);
+        assert_int_equal(sl_head_apply(g, (sl_head_side)side, s.photos, b, 1), SL_OK);
+        assert_memory_equal(a, b, sizeof a);
+        double n = 0;
+        for (int j = 0; j < 24; j++) n += (double)a[j] * a[j];
+        assert_float_equal(n, 1.0, 1e-5);
+    }
+    /* the two sides differ (different domain means) */
+    float q[24];
+    assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, s.photos, q, 1), SL_OK);
+    assert_true(memcmp(q, a, sizeof q) != 0);
+    sl_head_free(g);
+    /* damaged forms */
+    uint8_t *c = malloc(len);
+    assert_non_null(c);
+    assert_int_equal(sl_head_parse(buf, len - 1, &g, &e), SL_E_CORRUPT);
+    assert_null(g);
+    assert_non_null(strstr(e.message, "bytes"));
+    assert_int_equal(sl_head_parse(buf, 10, &g, &e), SL_E_CORRUPT);
+    memcpy(c, buf, len);
+    c[0] = 9;
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_VERSION);
+    memcpy(c, buf, len);
+    c[8] = 25; /* rank > dim */
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "rank"));
+    memcpy(c, buf, len);
+    const uint32_t nan_bits = 0x7fc00000u;
+    memcpy(c + len - 4, &nan_bits, 4);
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "non-finite"));
+    memcpy(c, buf, len);
+    c[12] = 1;
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_CORRUPT);
+    free(c);
+    free(buf);
+    sl_head_free(h);
+    synth_free(&s);
+}
+
+static void test_bad_options_and_data(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 16, 4, 3, 3);
+    sl_head_data d = synth_data(&s);
+    sl_head_train_opts o;
+    sl_head *h = (sl_head *)&o; /* must be reset to NULL */
+    sl_error e;
+    sl_head_train_opts_init(&o);
+    o.temperature = 0;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_null(h);
+    assert_non_null(strstr(e.message, "temperature"));
+    sl_head_train_opts_init(&o);
+    o.epochs = -1;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "epochs"));
+    sl_head_train_opts_init(&o);
+    uint32_t bad = s.pc[0];
+    s.pc[0] = 99;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "class"));
+    s.pc[0] = bad;
+    float keep = s.photos[3];
+    s.photos[3] = NAN;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "non-finite"));
+    s.photos[3] = keep;
+    d.n_photos = 0;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    d = synth_data(&s);
+    for (size_t i = 0; i < s.n; i++) s.pc[i] = 0; /* photos of one product only */
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "at least 2 products"));
+    /* cancel */
+    synth_free(&s);
+    synth_make(&s, 16, 4, 3, 3);
+    d = synth_data(&s);
+    volatile int stop = 1;
+    o.cancel = &stop;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INTERRUPTED);
+    assert_null(h);
+    /* epochs 0: centring only, rank 0 */
+    o.cancel = NULL;
+    o.epochs = 0;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    assert_int_equal(sl_head_rank(h), 0);
+    sl_head_free(h);
+    assert_int_equal(sl_head_apply(NULL, SL_HEAD_QUERY, s.photos, s.photos, 1), SL_E_INVALID);
+    synth_free(&s);
+}
+
+/* hit@1 of photos against the catalog vectors, optionally through a head */
+static double hit1(const sl_head *h, const float *q, const uint32_t *qc, size_t nq, const float *g,
+                   size_t ng, size_t dim) {
+    float *qq = malloc(nq * dim * sizeof(float)), *gg = malloc(ng * dim * sizeof(float));
+    assert_true(qq && gg);
+    if (h) {
+        assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, q, qq, nq), SL_OK);
+        assert_int_equal(sl_head_apply(h, SL_HEAD_GALLERY, g, gg, ng), SL_OK);
+    } else {
+        memcpy(qq, q, nq * dim * sizeof(float));
+        memcpy(gg, g, ng * dim * sizeof(float));
+    }
+    size_t hits = 0;
+    for (size_t i = 0; i < nq; i++) {
+        size_t best = 0;
+        double bs = -1e9;
+        for (size_t c = 0; c < ng; c++) {
+            double s = 0;
+            for (size_t j = 0; j < dim; j++) s += (double)qq[i * dim + j] * gg[c * dim + j];
+            if (s > bs) { bs = s; best = c; }
+        }
+        hits += best == qc[i];
+    }
+    free(qq);
+    free(gg);
+    return (double)hits / (double)nq;
+}
+
+/* Generated products and shopper photos (the sample universe), colour descriptors: a head
+ * trained on some photos of each product must find other photos' products more often. */
+static void test_head_improves_on_generated_photos(void **state) {
+    (void)state;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    const uint64_t seed = 11;
+    const size_t P = 24, TRAIN = 6, TEST = 3, side = 128;
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    size_t dim = sl_features_dim(f);
+    float *g = calloc(P * dim, sizeof(float)), *tr = calloc(P * TRAIN * dim, sizeof(float)),
+          *te = calloc(P * TEST * dim, sizeof(float));
+    uint32_t *gc = calloc(P, 4), *trc = calloc(P * TRAIN, 4), *tec = calloc(P * TEST, 4), *cat = calloc(P, 4);
+    assert_true(g && tr && te && gc && trc && tec && cat);
+    for (uint32_t p = 0; p < P; p++) {
+        sl_image *img = NULL;
+        assert_int_equal(sl_sample_catalog_image(seed, p, 0, (int)side, (int)side, &img, NULL), SL_OK);
+        assert_int_equal(sl_features_extract(f, img, g + p * dim, NULL, NULL), SL_OK);
+        sl_image_free(img);
+        gc[p] = p;
+        sl_sample_product sp;
+        assert_int_equal(sl_sample_product_info(seed, p, &sp), SL_OK);
+        for (int c = 0; c < sl_sample_category_count(); c++)
+            if (strcmp(sl_sample_category(c), sp.category) == 0) cat[p] = (uint32_t)c;
+        for (uint32_t v = 0; v < TRAIN + TEST; v++) {
+            assert_int_equal(sl_sample_shopper_photo(seed, p, v + 1, (int)side, (int)side, &img, NULL), SL_OK);
+            float *dst = v < TRAIN ? tr + (p * TRAIN + v) * dim : te + (p * TEST + v - TRAIN) * dim;
+            assert_int_equal(sl_features_extract(f, img, dst, NULL, NULL), SL_OK);
+            sl_image_free(img);
+            if (v < TRAIN) trc[p * TRAIN + v] = p;
+            else tec[p * TEST + v - TRAIN] = p;
+        }
+    }
+    sl_head_data d;
+    memset(&d, 0, sizeof d);
+    d.dim = dim;
+    d.photos = tr;
+    d.photo_class = trc;
+    d.n_photos = P * TRAIN;
+    d.gallery = g;
+    d.gallery_class = gc;
+    d.n_gallery = P;
+    d.n_classes = P;
+    d.class_category = cat;
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.rank = 64;
+    o.epochs = 20;
+    sl_head *h = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    double before = hit1(NULL, te, tec, P * TEST, g, P, dim);
+    double after = hit1(h, te, tec, P * TEST, g, P, dim);
+    print_message("generated shopper photos, held out: hit@1 %.3f untrained, %.3f with the head\n", before, after);
+    assert_true(after > before + 0.05);
+    /* the head travels in the features file */
+    char path[] = "/tmp/test_learn_feat_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_set_head(f, h), SL_OK);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    sl_features *f2 = NULL;
+    assert_int_equal(sl_features_load(path, &f2, &e), SL_OK);
+    assert_non_null(sl_features_head(f2));
+    float *a = malloc(dim * sizeof(float)), *b = malloc(dim * sizeof(float));
+    assert_true(a && b);
+    assert_int_equal(sl_features_project(f, SL_HEAD_QUERY, te, a, 1), SL_OK);
+    assert_int_equal(sl_features_project(f2, SL_HEAD_QUERY, te, b, 1), SL_OK);
+    assert_memory_equal(a, b, dim * sizeof(float));
+    /* a head of the wrong dimension is refused and not taken */
+    sl_head_data d2 = d;
+    d2.dim = 8;
+    sl_head *small = NULL;
+    float tiny[8 * 2] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    uint32_t tc[2] = {0, 1};
+    d2.photos = tiny;
+    d2.photo_class = tc;
+    d2.n_photos = 2;
+    d2.gallery = tiny;
+    d2.gallery_class = tc;
+    d2.n_gallery = 2;
+    d2.n_classes = 2;
+    d2.class_category = NULL;
+    o.epochs = 1;
+    assert_int_equal(sl_head_train(&d2, &o, &small, &e), SL_OK);
+    assert_int_equal(sl_features_set_head(f2, small), SL_E_INVALID);
+    assert_non_null(strstr(sl_features_errmsg(f2), "dimension"));
+    sl_head_free(small);
+    /* a damaged HEAD section: the loader names it */
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    fseek(fp, -40, SEEK_END);
+    fputc('x', fp);
+    fclose(fp);
+    sl_features *f3 = NULL;
+    assert_int_equal(sl_features_load(path, &f3, &e), SL_E_CORRUPT);
+    assert_null(f3);
+    assert_non_null(strstr(e.message, "HEAD"));
+    unlink(path);
+    free(a);
+    free(b);
+    sl_features_free(f2);
+    sl_features_free(f);
+    free(g); free(tr); free(te); free(gc); free(trc); free(tec); free(cat);
+}
+
+static void test_augment_deterministic(void **state) {
+    (void)state;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    sl_image *img = NULL, *a = NULL, *b = NULL, *c = NULL;
+    assert_int_equal(sl_sample_catalog_image(3, 1, 0, 96, 80, &img, NULL), SL_OK);
+    assert_int_equal(sl_learn_augment(img, 5, &a, NULL), SL_OK);
+    assert_int_equal(sl_learn_augment(img, 5, &b, NULL), SL_OK);
+    assert_int_equal(sl_learn_augment(img, 6, &c, NULL), SL_OK);
+    assert_int_equal(sl_image_width(a), sl_image_width(b));
+    assert_int_equal(sl_image_height(a), sl_image_height(b));
+    size_t bytes = (size_t)sl_image_width(a) * (size_t)sl_image_height(a) * (size_t)sl_image_channels(a);
+    assert_memory_equal(sl_image_pixels(a), sl_image_pixels(b), bytes);
+    assert_true(sl_image_width(a) != sl_image_width(c) || sl_image_height(a) != sl_image_height(c) ||
+                memcmp(sl_image_pixels(a), sl_image_pixels(c), bytes) != 0);
+    sl_error e;
+    sl_image *none = (sl_image *)img;
+    assert_int_equal(sl_learn_augment(NULL, 1, &none, &e), SL_E_INVALID);
+    assert_null(none);
+    sl_image_free(img);
+    sl_image_free(a);
+    sl_image_free(b);
+    sl_image_free(c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deterministic_any_threads),
+        cmocka_unit_test(test_roundtrip_and_corrupt),
+        cmocka_unit_test(test_bad_options_and_data),
+        cmocka_unit_test(test_head_improves_on_generated_photos),
+        cmocka_unit_test(test_augment_deterministic),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
