@@ -5,8 +5,9 @@
 #    file) listed with exit 3, a new features version carrying the head, search still works and
 #    finds held-out photos at least as often as before; a product added after training is found;
 #  - the same seed gives the same features file; training from the catalog alone works;
-#  - kill -9 during train leaves a store that opens and searches, on the old or the new
-#    features (never between), and a re-run gives the reference result;
+#  - kill -9 during train leaves a store that opens and searches, on the old features, the new
+#    head not calibrated yet, or the new head and calibration (never a half-written file), and a
+#    re-run gives the reference result;
 #  - option errors exit 2, a store without catalog exits 1 with a message;
 #  - eval --train DIR / --train-catalog report trained_photos.
 . "$(dirname "$0")/product_lib.sh"
@@ -38,13 +39,15 @@ cp -r "$s" "$tmp/untrained"
 
 # ---- train from an ImageFolder ------------------------------------------------------------------
 "$bin" train --store "$s" --photos "$tmp/train" --epochs 8 --seed 3 --json > "$tmp/t.json" || fail "train: $(cat "$tmp/t.json")"
-[ "$(j "$tmp/t.json" 'd["photos"], d["products"], d["unknown"], d["failed"], d["augmented"], d["features_version"]')" = "(56, 14, 0, 0, False, 1)" ] \
+# the first add calibrated the store (version 1); the head is version 2, its calibration 3
+[ "$(j "$tmp/t.json" 'd["photos"], d["products"], d["unknown"], d["failed"], d["augmented"], d["features_version"]')" = "(56, 14, 0, 0, False, 3)" ] \
   || fail "train report: $(cat "$tmp/t.json")"
-[ -f "$s/features-1.bin" ] || fail "features-1.bin missing"
-"$py" - "$s/features-1.bin" <<'EOF' || fail "features file has no HEAD section"
+[ "$(j "$tmp/t.json" 'd["calibration"]["source"], d["calibration"]["photos"]')" = "('photos', 56)" ] || fail "train calibration: $(cat "$tmp/t.json")"
+[ -f "$s/features-3.bin" ] || fail "features-3.bin missing"
+"$py" - "$s/features-3.bin" <<'EOF' || fail "features file has no HEAD and CALB sections"
 import sys
 b = open(sys.argv[1], "rb").read()
-assert b[:8] == b"SLFEAT\r\n" and int.from_bytes(b[8:12], "little") == 2 and b"HEAD" in b
+assert b[:8] == b"SLFEAT\r\n" and int.from_bytes(b[8:12], "little") == 3 and b"HEAD" in b and b"CALB" in b
 EOF
 after=$(hits "$s")
 echo "held-out hit@1: $before/28 untrained, $after/28 trained"
@@ -53,7 +56,7 @@ echo "held-out hit@1: $before/28 untrained, $after/28 trained"
 # same seed, same head; the catalog was not described again (vectors unchanged)
 cp -r "$tmp/untrained" "$tmp/again"
 "$bin" train --store "$tmp/again" --photos "$tmp/train" --epochs 8 --seed 3 --jobs 1 --quiet >/dev/null
-cmp -s "$s/features-1.bin" "$tmp/again/features-1.bin" || fail "same seed (1 vs all jobs) gave another features file"
+cmp -s "$s/features-3.bin" "$tmp/again/features-3.bin" || fail "same seed (1 vs all jobs) gave another features file"
 vecs() { "$py" -c 'import sqlite3,sys,hashlib; db=sqlite3.connect(sys.argv[1]+"/catalog.sqlite"); print(hashlib.sha256(b"".join(r[0] for r in db.execute("SELECT vec FROM images ORDER BY id"))).hexdigest())' "$1"; }
 [ "$(vecs "$s")" = "$(vecs "$tmp/untrained")" ] || fail "train changed the stored (pre-head) vectors"
 
@@ -79,12 +82,13 @@ set -e
 "$py" - "$tmp/c.json" <<'EOF' || fail "CSV train report: $(cat "$tmp/c.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert (d["photos"], d["unknown"], d["failed"], d["features_version"]) == (28, 1, 1, 2), d
+assert (d["photos"], d["unknown"], d["failed"], d["features_version"]) == (28, 1, 1, 5), d
+assert d["calibration"]["source"] == "photos" and d["calibration"]["photos"] == 28, d
 f = {x["product_id"]: x for x in d["failures"]}
 assert f["NO-SUCH-PRODUCT"]["status"] == "SL_E_NOT_FOUND"
 assert f["P000001"]["file"].endswith("missing.jpg") and f["P000001"]["status"] in ("SL_E_IO", "SL_E_NOT_FOUND"), f
 EOF
-[ ! -f "$s/features-1.bin" ] || fail "the previous features file was not removed"
+[ ! -f "$s/features-3.bin" ] && [ ! -f "$s/features-4.bin" ] || fail "the previous features files were not removed"
 
 # ---- catalog only ----------------------------------------------------------------------------------
 cp -r "$tmp/untrained" "$tmp/cat-only"
@@ -98,7 +102,17 @@ cp -r "$tmp/untrained" "$ref"
 t0=$(date +%s.%N)
 "$bin" train --store "$ref" --photos "$tmp/train" --epochs 40 --seed 9 --quiet >/dev/null
 t1=$(date +%s.%N)
-refsum=$(sha256sum < "$ref/features-1.bin")
+refsum=$(sha256sum < "$ref/features-3.bin")
+head_of() { "$py" - "$1" <<'EOF'
+import hashlib, sys
+b = open(sys.argv[1], "rb").read(); o = 16
+while o < len(b):
+    tag, n = b[o:o + 4], int.from_bytes(b[o + 4:o + 12], "little")
+    if tag == b"HEAD": print(hashlib.sha256(b[o + 12:o + 12 + n]).hexdigest())
+    o += 16 + n
+EOF
+}
+refhead=$(head_of "$ref/features-3.bin")
 kill_max=$("$py" -c "print(max(0.05, 0.9 * ($t1 - $t0)))")
 for r in 1 2 3; do
   k=$tmp/kill$r
@@ -113,12 +127,14 @@ for r in 1 2 3; do
   "$bin" search "$tmp/held/P000002/4.jpg" --store "$k" -k 3 --json > /dev/null || fail "search after kill -9 (round $r)"
   v=$("$py" -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]+"/catalog.sqlite").execute("SELECT value FROM meta WHERE key=\"features_version\"").fetchone()[0])' "$k")
   case "$v" in
-    0) ;;  # untrained: fine
-    1) [ "$(sha256sum < "$k/features-1.bin")" = "$refsum" ] || fail "half-trained features after kill -9 (round $r)" ;;
+    1) ;;  # untrained (calibrated from the catalog): fine
+    2) [ "$(head_of "$k/features-2.bin")" = "$refhead" ] || fail "half-trained head after kill -9 (round $r)" ;;  # head in, not calibrated yet
+    3) [ "$(sha256sum < "$k/features-3.bin")" = "$refsum" ] || fail "half-trained features after kill -9 (round $r)" ;;
     *) fail "unexpected features_version $v after kill -9" ;;
   esac
   "$bin" train --store "$k" --photos "$tmp/train" --epochs 40 --seed 9 --quiet >/dev/null || fail "re-run after kill -9"
-  [ "$v" = 0 ] && { [ "$(sha256sum < "$k/features-1.bin")" = "$refsum" ] || fail "re-run after kill -9 differs from the reference (round $r)"; }
+  v=$("$py" -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]+"/catalog.sqlite").execute("SELECT value FROM meta WHERE key=\"features_version\"").fetchone()[0])' "$k")
+  [ "$(sha256sum < "$k/features-$v.bin")" = "$refsum" ] || fail "re-run after kill -9 differs from the reference (round $r)"
 done
 
 # ---- errors -------------------------------------------------------------------------------------------

@@ -408,6 +408,251 @@ static void test_augment_deterministic(void **state) {
     sl_image_free(c);
 }
 
+
+/* ---- calibrated confidence ----------------------------------------------------------------- */
+
+/* Match scores: genuine ~ N(0.3, 0.1), pair negatives ~ N(-0.1, 0.12), result negatives
+ * ~ N(0.1, 0.08), clamped to the score range. */
+typedef struct cdata {
+    double pos[300], neg0[1200], neg1[400];
+    sl_calib_data d;
+} cdata;
+
+static double clampm(double v) { return v < -2 ? -2 : v > 2 ? 2 : v; }
+
+static void cdata_make(cdata *c, uint64_t seed) {
+    uint64_t s = seed;
+    for (size_t i = 0; i < 300; i++) c->pos[i] = clampm(0.3 + 0.1 * gauss(&s));
+    for (size_t i = 0; i < 1200; i++) c->neg0[i] = clampm(-0.1 + 0.12 * gauss(&s));
+    for (size_t i = 0; i < 400; i++) c->neg1[i] = clampm(0.1 + 0.08 * gauss(&s));
+    memset(&c->d, 0, sizeof c->d);
+    c->d.pos = c->pos;
+    c->d.n_pos = 300;
+    c->d.neg[0] = c->neg0;
+    c->d.n_neg[0] = 1200;
+    c->d.neg[1] = c->neg1;
+    c->d.n_neg[1] = 400;
+    c->d.source = SL_CALIB_PHOTOS;
+    c->d.cohort = 10;
+    c->d.photos = 300;
+    c->d.products = 40;
+    c->d.seed = seed;
+}
+
+static void calib_bytes(const sl_calib *c, void **buf, size_t *len) {
+    assert_int_equal(sl_calib_serialize(c, buf, len, NULL), SL_OK);
+}
+
+static void test_calib_deterministic_and_monotone(void **state) {
+    (void)state;
+    static cdata a, b;
+    cdata_make(&a, 7);
+    cdata_make(&b, 7);
+    /* the same pairs in another order give the same calibration, byte for byte */
+    for (size_t i = 0; i < 150; i++) {
+        double t = b.pos[i];
+        b.pos[i] = b.pos[299 - i];
+        b.pos[299 - i] = t;
+    }
+    for (size_t i = 0; i < 600; i++) {
+        double t = b.neg0[i];
+        b.neg0[i] = b.neg0[1199 - i];
+        b.neg0[1199 - i] = t;
+    }
+    sl_calib *ca = NULL, *cb = NULL;
+    sl_error e;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &ca, &e), SL_OK);
+    assert_int_equal(sl_calib_fit(&b.d, 0, &cb, &e), SL_OK);
+    void *x = NULL, *y = NULL;
+    size_t xl = 0, yl = 0;
+    calib_bytes(ca, &x, &xl);
+    calib_bytes(cb, &y, &yl);
+    assert_int_equal(xl, yl);
+    assert_memory_equal(x, y, xl);
+    free(x);
+    free(y);
+    /* confidence: within 0..1, non-decreasing, genuine above negatives on average */
+    for (int u = 0; u < 2; u++) {
+        double prev = -1;
+        for (double m = -2; m <= 2.0001; m += 0.01) {
+            double c = sl_calib_confidence(ca, (sl_calib_use)u, m);
+            assert_true(c >= 0 && c <= 1);
+            assert_true(c >= prev);
+            prev = c;
+        }
+        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, 0.3) > 0.5);
+        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, -0.1) < 0.5);
+    }
+    /* the operating point keeps false accepts on the calibration negatives within the bound */
+    sl_calib_info in;
+    sl_calib_get_info(ca, &in);
+    assert_int_equal(in.source, SL_CALIB_PHOTOS);
+    assert_int_equal(in.cohort, 10);
+    assert_int_equal(in.map[SL_CALIB_PAIR].positives, 300);
+    assert_int_equal(in.map[SL_CALIB_PAIR].negatives, 1200);
+    assert_int_equal(in.map[SL_CALIB_RESULT].negatives, 400);
+    for (int u = 0; u < 2; u++) {
+        const double *neg = u ? a.neg1 : a.neg0;
+        size_t nn = u ? 400 : 1200, acc = 0, tp = 0;
+        double thr = sl_calib_threshold(ca, (sl_calib_use)u);
+        for (size_t i = 0; i < nn; i++) acc += sl_calib_confidence(ca, (sl_calib_use)u, neg[i]) >= thr;
+        for (size_t i = 0; i < 300; i++) tp += sl_calib_confidence(ca, (sl_calib_use)u, a.pos[i]) >= thr;
+        double far = (double)acc / (double)nn;
+        assert_true(far <= 0.02);
+        assert_true(far > 0.002); /* not at an arbitrary far-away point either */
+        assert_true(fabs(in.map[u].far - far) < 1e-12);
+        assert_true(fabs(in.map[u].tar - (double)tp / 300.0) < 1e-12);
+        assert_true(in.map[u].tar > 0.5);
+        assert_true(fabs(in.map[u].confidence_threshold - thr) < 1e-12);
+    }
+    /* the harder result map asks for a higher score than the pair map */
+    assert_true(in.map[SL_CALIB_RESULT].score_threshold > in.map[SL_CALIB_PAIR].score_threshold);
+    /* a stricter target moves the point up */
+    sl_calib *strict = NULL;
+    assert_int_equal(sl_calib_fit(&a.d, 0.005, &strict, &e), SL_OK);
+    sl_calib_info si;
+    sl_calib_get_info(strict, &si);
+    assert_true(si.map[SL_CALIB_PAIR].score_threshold > in.map[SL_CALIB_PAIR].score_threshold);
+    assert_true(si.map[SL_CALIB_PAIR].far <= 0.005);
+    sl_calib_free(strict);
+    /* the fallback */
+    sl_calib_info fb;
+    sl_calib_get_info(NULL, &fb);
+    assert_int_equal(fb.source, SL_CALIB_NONE);
+    assert_true(fabs(sl_calib_confidence(NULL, SL_CALIB_PAIR, fb.map[0].score_threshold) - 0.5) < 1e-12);
+    assert_true(fabs(sl_calib_threshold(NULL, SL_CALIB_RESULT) - 0.5) < 1e-12);
+    assert_string_equal(sl_calib_source_name(SL_CALIB_CATALOG), "catalog");
+    sl_calib *cl = sl_calib_clone(ca);
+    assert_non_null(cl);
+    assert_true(sl_calib_confidence(cl, SL_CALIB_PAIR, 0.1) == sl_calib_confidence(ca, SL_CALIB_PAIR, 0.1));
+    sl_calib_free(cl);
+    sl_calib_free(ca);
+    sl_calib_free(cb);
+}
+
+static void test_calib_bad_input(void **state) {
+    (void)state;
+    static cdata a;
+    cdata_make(&a, 9);
+    sl_calib *c = (sl_calib *)&a;
+    sl_error e;
+    sl_calib_data d = a.d;
+    d.n_pos = SL_CALIB_MIN_POSITIVES - 1;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_null(c);
+    assert_non_null(strstr(e.message, "genuine"));
+    d = a.d;
+    d.n_neg[1] = 10;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "result-list"));
+    d = a.d;
+    a.pos[5] = NAN;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    a.pos[5] = 3.5;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "outside"));
+    a.pos[5] = 0.3;
+    assert_int_equal(sl_calib_fit(&d, 0.9, &c, &e), SL_E_INVALID);
+    d.cohort = 0;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    d = a.d;
+    d.source = SL_CALIB_NONE;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    /* scores that rank negatives above genuine pairs give no calibration */
+    d = a.d;
+    d.pos = a.neg0;
+    d.n_pos = 300;
+    d.neg[0] = a.pos;
+    d.n_neg[0] = 300;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "do not rank"));
+    assert_null(c);
+}
+
+static void test_calib_roundtrip_and_corrupt(void **state) {
+    (void)state;
+    static cdata a;
+    cdata_make(&a, 21);
+    a.d.source = SL_CALIB_CATALOG;
+    sl_calib *c = NULL, *p = NULL;
+    sl_error e;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &c, &e), SL_OK);
+    void *buf = NULL;
+    size_t len = 0;
+    calib_bytes(c, &buf, &len);
+    assert_int_equal(len, 168);
+    assert_int_equal(sl_calib_parse(buf, len, &p, &e), SL_OK);
+    for (double m = -1; m <= 1; m += 0.125)
+        for (int u = 0; u < 2; u++)
+            assert_true(sl_calib_confidence(p, (sl_calib_use)u, m) == sl_calib_confidence(c, (sl_calib_use)u, m));
+    sl_calib_info i1, i2;
+    sl_calib_get_info(c, &i1);
+    sl_calib_get_info(p, &i2);
+    assert_memory_equal(&i1, &i2, sizeof i1);
+    sl_calib_free(p);
+    p = NULL;
+    /* each damage is refused with a message naming it */
+    struct { size_t off; unsigned char val; sl_status st; const char *what; } bad[] = {
+        {0, 2, SL_E_VERSION, "version"},
+        {4, 9, SL_E_CORRUPT, "source"},
+        {8, 0, SL_E_CORRUPT, "cohort"},
+        {12, 1, SL_E_CORRUPT, "reserved"},
+        {40 + 7, 0xff, SL_E_CORRUPT, "slope"},        /* a of the pair map: a NaN */
+        {104 + 7, 0xbf, SL_E_CORRUPT, "slope"},       /* a of the result map: negative */
+        {104 + 24 + 7, 0x40, SL_E_CORRUPT, "target"}, /* far target: huge */
+        {40 + 32, 3, SL_E_CORRUPT, "fewer pairs"},    /* positives 3 */
+        {40 + 48 + 7, 0x40, SL_E_CORRUPT, "rate"},     /* tar > 1 */
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        unsigned char *d = malloc(len);
+        assert_non_null(d);
+        memcpy(d, buf, len);
+        if (bad[k].off == 40 + 32) memset(d + bad[k].off, 0, 8);
+        d[bad[k].off] = bad[k].val;
+        sl_error_clear(&e);
+        assert_int_equal(sl_calib_parse(d, len, &p, &e), bad[k].st);
+        assert_null(p);
+        if (!strstr(e.message, bad[k].what)) print_message("case %zu: %s\n", k, e.message);
+        assert_non_null(strstr(e.message, bad[k].what));
+        free(d);
+    }
+    assert_int_equal(sl_calib_parse(buf, len - 1, &p, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_calib_parse(buf, 3, &p, &e), SL_E_CORRUPT);
+    /* in a features file: saved as section CALB (file version 3), loaded back, damage named */
+    sl_features *f = NULL, *f2 = NULL;
+    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    assert_int_equal(sl_features_set_calib(f, c), SL_OK);
+    char path[] = "/tmp/test_learn_calib_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    assert_int_equal(sl_features_load(path, &f2, &e), SL_OK);
+    assert_non_null(sl_features_calib(f2));
+    assert_true(sl_features_calib(f2) != sl_features_calib(f));
+    assert_true(sl_calib_confidence(sl_features_calib(f2), SL_CALIB_PAIR, 0.2) ==
+                sl_calib_confidence(sl_features_calib(f), SL_CALIB_PAIR, 0.2));
+    /* a head (even none) drops the calibration: it was fitted on the scores before */
+    assert_int_equal(sl_features_set_head(f2, NULL), SL_OK);
+    assert_null(sl_features_calib(f2));
+    sl_features_free(f2);
+    f2 = NULL;
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    unsigned char hdr[12];
+    assert_int_equal(fread(hdr, 1, 12, fp), 12);
+    assert_int_equal(hdr[8], 3); /* file version */
+    fseek(fp, -40, SEEK_END); /* inside the CALB payload (the END section is 16 bytes) */
+    fputc(0x55, fp);
+    fclose(fp);
+    assert_int_equal(sl_features_load(path, &f2, &e), SL_E_CORRUPT);
+    assert_null(f2);
+    assert_non_null(strstr(e.message, "CALB"));
+    unlink(path);
+    sl_features_free(f);
+    free(buf);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic_any_threads),
@@ -415,6 +660,9 @@ int main(void) {
         cmocka_unit_test(test_bad_options_and_data),
         cmocka_unit_test(test_head_improves_on_generated_photos),
         cmocka_unit_test(test_augment_deterministic),
+        cmocka_unit_test(test_calib_deterministic_and_monotone),
+        cmocka_unit_test(test_calib_bad_input),
+        cmocka_unit_test(test_calib_roundtrip_and_corrupt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -136,3 +136,5 @@ f.write("- cost: `shoplens init --store S --features cnn:MODEL+verify; shoplens 
 f.write("- baseline: `bench/learn/baseline.py SHOPLENS MODEL DATA seen60.txt OUT`\n")
 PY
 echo "bench/learn: wrote $out"
+# calibrated confidence (issue 18 item 2): its own section of the same file
+bash "$here/calib.sh" "$build" "$data" "$model"

@@ -343,6 +343,19 @@ const sl_head *sl_features_head(const sl_features *f);
 sl_status sl_features_project(const sl_features *f, sl_head_side side, const float *in, float *out,
                               size_t n);
 
+/* ---- the score calibration (learn.h "calibrated confidence") -------------------------------- */
+
+/* Installs a calibration (ownership passes to f, also on failure; NULL removes it: the fallback
+ * applies). SL_E_STATE when the features are not trained. Saved and loaded with the features
+ * (section CALB). Installing a head, or training the features again, drops the calibration: it
+ * was fitted on the scores before. Not while other threads use f. */
+sl_status sl_features_set_calib(sl_features *f, sl_calib *calib);
+/* The installed calibration, or NULL (then sl_calib_* give the fallback). */
+const sl_calib *sl_features_calib(const sl_features *f);
+/* Supremum of sl_features_rerank_score for a global score of 1: 1 + the verification weight, or 1
+ * without verification. Final scores divided by it lie in -1..1 (the engine's `score`). */
+double sl_features_rerank_max(const sl_features *f);
+
 #ifdef __cplusplus
 }
 #endif

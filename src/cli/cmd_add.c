@@ -35,6 +35,10 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
     io.progress = sl__progress_cb;
     io.progress_ctx = &pr;
     io.cancel = &sl__cancel_flag;
+    sl__progress cpr; /* an automatic calibration at the end (docs/learn.md) */
+    sl__progress_init(&cpr, "calibrating confidence", o.quiet || o.json);
+    io.calib_progress = sl__progress_cb;
+    io.calib_progress_ctx = &cpr;
     signal(SIGINT, sl__on_signal);
     signal(SIGTERM, sl__on_signal);
     sl_ingest_report rep;
@@ -57,6 +61,8 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             "skipped", (json_int_t)rep.skipped, "removed", (json_int_t)rep.removed,
             "failed", (json_int_t)rep.failed, "images_extracted", (json_int_t)rep.images_extracted,
             "seconds", rep.seconds, "failures", fails ? fails : json_array());
+        if (o2) json_object_set_new(o2, "calibrated", json_boolean(rep.calibrated));
+        if (o2 && rep.calibration_error) json_object_set_new(o2, "calibration_error", json_string(rep.calibration_error));
         if (o2 && st != SL_OK)
             json_object_set_new(o2, "error", json_pack("{s:s, s:s}", "status", sl_status_name(st), "message", err.message));
         if (sl__print_json(o2)) st = SL_E_NOMEM;
@@ -71,6 +77,8 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
         printf("%zu rows, %zu products: %zu added, %zu updated, %zu skipped, %zu removed, %zu failed "
                "(%zu images described in %.1f s)\n", rep.rows, rep.products, rep.added, rep.updated,
                rep.skipped, rep.removed, rep.failed, rep.images_extracted, rep.seconds);
+        if (rep.calibrated) printf("confidence calibrated on augmented catalog images (shoplens info)\n");
+        if (rep.calibration_error) fprintf(stderr, "calibration skipped: %s\n", rep.calibration_error);
         if (rep.n_failures) {
             printf("failed rows:");
             for (size_t i = 0; i < rep.n_failures && i < 50; i++) printf(" %zu", rep.failures[i].row);
@@ -103,6 +111,9 @@ const sl__cli_cmd sl__cmd_add = {
     "  --jobs N   extraction threads (default: all cores)\n"
     "  --json     print {\"rows\", \"products\", \"added\", \"updated\", \"skipped\", \"removed\",\n"
     "             \"failed\", \"images_extracted\", \"seconds\", \"failures\": [{\"row\", \"product_id\",\n"
-    "             \"file\", \"status\", \"message\"}]}\n"
+    "             \"file\", \"status\", \"message\"}], \"calibrated\", \"calibration_error\" (when it\n"
+    "             failed)}\n"
+    "Once the store has 5 products, and again whenever its catalog has doubled, the run ends by\n"
+    "calibrating confidence on augmented catalog images (shoplens calibrate; docs/learn.md).\n"
     "Exit status: 0 all rows ok, 3 some rows failed, 1 the run failed.\n",
     sl__add_run};

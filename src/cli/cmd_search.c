@@ -1,6 +1,7 @@
 /*
- * cli/cmd_search.c - `shoplens search IMAGE`: the K best products for a photo, with filters
- * applied inside the index search. The query image is only read, never stored or logged.
+ * cli/cmd_search.c - `shoplens search IMAGE...`: the K best products for a photo, with filters
+ * applied inside the index search, each with its calibrated confidence and match flag. The query
+ * image is only read, never stored or logged.
  */
 #include "cli/cli.h"
 #include "cli/product_cli.h"
@@ -9,15 +10,17 @@ static int sl__search_run(int argc, char **argv) { return sl__cli_matches_cmd(ar
 
 const sl__cli_cmd sl__cmd_search = {
     "search", "find the products shown in a photo",
-    "Usage: shoplens search IMAGE [-k 10] [--category C] [--min-price X] [--max-price Y]\n"
+    "Usage: shoplens search IMAGE... [-k 10] [--category C] [--min-price X] [--max-price Y]\n"
     "                       [--text WORDS] [--text-mode restrict|boost] [--store DIR] [--json]\n\n"
-    "Prints the K best products (a product's score is its best image's), with the matching\n"
-    "catalog image. Filters are applied inside the index search, so K results come back whenever\n"
-    "K products pass them.\n"
+    "Prints the K best products (a product's score is its best image's, -1..1), with the matching\n"
+    "catalog image, the confidence that it is the product in the photo (0..1) and whether that\n"
+    "makes it a match (the store's calibration, docs/learn.md); \"no close match\" when none is.\n"
+    "Filters are applied inside the index search, so K results come back whenever K products\n"
+    "pass them. Several images: one block (or one JSON line with \"image\") per image.\n"
     "  --text WORDS   full-text match (FTS5) on title and description, all words required.\n"
     "                 By default it RESTRICTS the results to matching products; with\n"
     "                 --text-mode boost every product stays and matching ones get +0.1.\n"
-    "  --json         print {\"results\": [{\"product_id\", \"score\", \"title\", \"category\",\n"
-    "                 \"price\", \"image\", \"image_id\", \"inliers\"}]}\n"
+    "  --json         print {\"results\": [{\"product_id\", \"score\", \"confidence\", \"match\",\n"
+    "                 \"title\", \"category\", \"price\", \"image\", \"image_id\", \"inliers\"}]}\n"
     "The photo is never written to the store or to any log.\n",
     sl__search_run};

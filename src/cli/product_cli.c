@@ -89,7 +89,7 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             o->jobs = (int)d;
         } else if (strcmp(name, "--threshold") == 0 && (allowed & SL__OPT_THRESHOLD)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, 0, 1e9, &o->threshold))) return rc;
+            if ((rc = sl__num_arg(cmd, name, val, 0, 1, &o->threshold))) return rc;
         } else if (strcmp(name, "--features") == 0 && (allowed & SL__OPT_FEATURES)) {
             SL__TAKE();
             o->features = val;
@@ -127,6 +127,8 @@ json_t *sl__matches_json(const sl_matches *m) {
         if (!o) break;
         json_object_set_new(o, "product_id", json_string(r->product_id));
         json_object_set_new(o, "score", json_real(round(r->score * 1e6) / 1e6));
+        json_object_set_new(o, "confidence", json_real(round(r->confidence * 1e6) / 1e6));
+        json_object_set_new(o, "match", json_boolean(r->match));
         json_object_set_new(o, "title", json_string(r->title));
         json_object_set_new(o, "category", json_string(r->category));
         json_object_set_new(o, "price", r->has_price ? json_real(r->price) : json_null());
@@ -145,14 +147,18 @@ void sl__print_matches(const sl_matches *m) {
         printf("no results\n");
         return;
     }
-    printf("%-4s %-14s %8s  %-32s %-14s %10s\n", "#", "product", "score", "title", "category", "price");
+    size_t matches = 0;
+    for (size_t i = 0; i < m->n; i++) matches += m->items[i].match != 0;
+    printf("%-4s %-14s %8s %5s %-7s  %-32s %-14s %10s\n", "#", "product", "score", "conf", "", "title", "category",
+           "price");
     for (size_t i = 0; i < m->n; i++) {
         const sl_match *r = &m->items[i];
         char price[32] = "-";
         if (r->has_price) snprintf(price, sizeof price, "%.2f", r->price);
-        printf("%-4zu %-14.14s %8.4f  %-32.32s %-14.14s %10s\n", i + 1, r->product_id, r->score,
-               r->title, r->category, price);
+        printf("%-4zu %-14.14s %8.4f %5.2f %-7s  %-32.32s %-14.14s %10s\n", i + 1, r->product_id, r->score,
+               r->confidence, r->match ? "match" : "similar", r->title, r->category, price);
     }
+    if (matches == 0) printf("no close match: the results are similar products\n");
 }
 
 int sl__print_json(json_t *v) {
@@ -205,20 +211,48 @@ int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl__popts o;
     int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_FILTERS, &o);
     if (rc) return rc;
-    if (o.npos != 1) return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give exactly one IMAGE");
+    if (similar ? o.npos != 1 : o.npos < 1)
+        return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give at least one IMAGE");
     sl_engine *e;
     if ((rc = sl__open_engine(argv[0], &o, 0, 1, &e))) return rc;
-    sl_matches m;
-    sl_error err;
-    sl_error_clear(&err);
-    sl_status st = similar ? sl_engine_similar(e, o.pos[0], &o.q, &m, &err)
-                           : sl_engine_search_file(e, o.pos[0], &o.q, &m, &err);
+    int failed = 0;
+    for (int i = 0; i < o.npos && rc == 0; i++) {
+        sl_matches m;
+        sl_error err;
+        sl_error_clear(&err);
+        sl_status st = similar ? sl_engine_similar(e, o.pos[i], &o.q, &m, &err)
+                               : sl_engine_search_file(e, o.pos[i], &o.q, &m, &err);
+        if (st != SL_OK) {
+            if (o.npos == 1) {
+                sl_engine_free(e);
+                return sl__cli_fail(argv[0], &err);
+            }
+            fprintf(stderr, "shoplens %s: %s: %s: %s\n", argv[0], o.pos[i], sl_status_name(st), err.message);
+            failed = 1;
+            continue;
+        }
+        if (o.npos > 1) { /* several images: one line per image (JSON Lines with --json) */
+            if (o.json) {
+                json_t *j = sl__matches_json(&m);
+                if (j) json_object_set_new(j, "image", json_string(o.pos[i]));
+                char *s2 = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+                json_decref(j);
+                if (!s2) rc = SL_EXIT_ERROR;
+                else puts(s2);
+                free(s2);
+            } else {
+                printf("%s\n", o.pos[i]);
+                sl__print_matches(&m);
+            }
+        } else if (o.json) {
+            rc = sl__print_json(sl__matches_json(&m));
+        } else {
+            sl__print_matches(&m);
+        }
+        sl_matches_free(&m);
+    }
     sl_engine_free(e);
-    if (st != SL_OK) return sl__cli_fail(argv[0], &err);
-    if (o.json) rc = sl__print_json(sl__matches_json(&m));
-    else sl__print_matches(&m);
-    sl_matches_free(&m);
-    return rc;
+    return rc ? rc : failed ? SL_EXIT_ERROR : SL_EXIT_OK;
 }
 
 int sl__cli_image_cmd(int argc, char **argv, unsigned allowed, int npos, int img_pos,

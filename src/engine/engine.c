@@ -220,6 +220,16 @@ char *sl__engine_features_path(sl_engine *e, int64_t version) {
     return sl_store_path(e->store, name);
 }
 
+sl_status sl__engine_features_copy(sl_engine *e, sl_features **out, sl_error *err) {
+    *out = NULL;
+    if (e->features_version <= 0) return sl_features_new(e->spec, out, err);
+    char *path = sl__engine_features_path(e, e->features_version);
+    if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_status st = sl_features_load(path, out, err);
+    free(path);
+    return st;
+}
+
 static sl_status sl__load_features(sl_engine *e, sl_error *err) {
     char *fv = NULL;
     int64_t version = sl_store_meta_get(e->store, "features_version", &fv, NULL) == SL_OK
@@ -258,29 +268,35 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
         sl_features_free(f);
         return st;
     }
-    char *path = sl__engine_features_path(e, version);
-    if (!path) {
-        sl_features_free(f);
-        return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    }
-    if ((st = sl_features_save(f, path)) != SL_OK) {
-        sl__err_set(err, st, "saving %s: %s", path, sl_features_errmsg(f));
-        free(path);
+    if ((st = sl__engine_save_features(e, f, version, err)) != SL_OK) {
         sl_features_free(f);
         return st;
     }
-    free(path);
     *out = f;
     return SL_OK;
 }
 
-sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, sl_error *err) {
-    char buf[32];
+sl_status sl__engine_save_features(sl_engine *e, const sl_features *f, int64_t version, sl_error *err) {
+    char *path = sl__engine_features_path(e, version);
+    if (!path) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_status st = sl_features_save(f, path);
+    if (st != SL_OK) sl__err_set(err, st, "saving %s: %s", path, sl_features_errmsg(f));
+    free(path);
+    return st;
+}
+
+sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, int reindex,
+                                    sl_error *err) {
+    char buf[32], *now = NULL;
     snprintf(buf, sizeof buf, "%lld", (long long)version);
-    sl_status st;
-    if ((st = sl_store_begin(e->store, err)) != SL_OK ||
-        (st = sl_store_meta_set(e->store, "features_version", buf, err)) != SL_OK ||
-        (st = sl__engine_bump(e, err)) != SL_OK) {
+    sl_status st = sl_store_begin(e->store, err);
+    if (st == SL_OK && (st = sl_store_meta_get(e->store, "features_version", &now, err)) == SL_OK &&
+        strtoll(now, NULL, 10) != e->features_version)
+        st = sl__err_set(err, SL_E_BUSY, "another process changed the store's features meanwhile; run it again");
+    free(now);
+    if (st == SL_OK) st = sl_store_meta_set(e->store, "features_version", buf, err);
+    if (st == SL_OK) st = sl__engine_bump(e, err);
+    if (st != SL_OK) {
         sl_store_rollback(e->store);
         sl_features_free(f);
         return st;
@@ -292,7 +308,8 @@ sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t versi
         e->feat = f;
         e->features_version = version;
         sl__engine_committed(e);
-        st = sl__engine_rebuild_index(e, err);
+        if (reindex) st = sl__engine_rebuild_index(e, err);
+        else e->index_dirty = 1; /* the same vectors, recorded again for the new generation */
     } else {
         sl_features_free(f);
     }
@@ -305,7 +322,7 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
     int64_t version = e->features_version + 1;
     sl_status st = sl__engine_train_new(e, imgs, n, version, &f, err);
     if (st != SL_OK) return st;
-    return sl__engine_commit_features(e, f, version, err);
+    return sl__engine_commit_features(e, f, version, 1, err);
 }
 
 void sl__engine_retire_features(sl_engine *e, sl_features *f) {

@@ -23,14 +23,41 @@
 #include <string.h>
 #include <unistd.h>
 
+void sl__failures_free(sl_train_failure *v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].file);
+        free(v[i].product_id);
+        free(v[i].message);
+    }
+    free(v);
+}
+
+sl_status sl__failure_add(sl_train_failure **v, size_t *n, const char *file, const char *pid, sl_status st,
+                          const char *msg) {
+    sl_train_failure *nf = sl__reallocarray(*v, *n + 1, sizeof *nf);
+    if (!nf) return SL_E_NOMEM;
+    *v = nf;
+    sl_train_failure *f = &nf[(*n)++];
+    f->file = sl__strdup(file);
+    f->product_id = sl__strdup(pid);
+    f->status = st;
+    f->message = sl__strdup(msg ? msg : sl_strerror(st));
+    return SL_OK;
+}
+
+static int sl__cmp_strp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+long sl__strv_find(char *const *v, size_t n, const char *s) {
+    char *const *p = n ? bsearch(&s, v, n, sizeof *v, sl__cmp_strp) : NULL;
+    return p ? (long)(p - v) : -1;
+}
+
 void sl_train_report_free(sl_train_report *r) {
     if (!r) return;
-    for (size_t i = 0; i < r->n_failures; i++) {
-        free(r->failures[i].file);
-        free(r->failures[i].product_id);
-        free(r->failures[i].message);
-    }
-    free(r->failures);
+    sl__failures_free(r->failures, r->n_failures);
+    free(r->calibration_error);
     memset(r, 0, sizeof *r);
 }
 
@@ -108,34 +135,12 @@ static sl_status sl__tvec_add(void *ctx, int64_t id, const float *vec, size_t di
     return SL_OK;
 }
 
-static int sl__cmp_strp(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Index of s in the sorted array v (n), or -1. */
-static long sl__find(char *const *v, size_t n, const char *s) {
-    char *const *p = bsearch(&s, v, n, sizeof *v, sl__cmp_strp);
-    return p ? (long)(p - v) : -1;
-}
-
-static sl_status sl__add_failure(sl_train_report *r, const char *file, const char *pid, sl_status st,
-                                 const char *msg) {
-    sl_train_failure *nf = sl__reallocarray(r->failures, r->n_failures + 1, sizeof *nf);
-    if (!nf) return SL_E_NOMEM;
-    r->failures = nf;
-    sl_train_failure *f = &nf[r->n_failures++];
-    f->file = sl__strdup(file);
-    f->product_id = sl__strdup(pid);
-    f->status = st;
-    f->message = sl__strdup(msg ? msg : sl_strerror(st));
-    return SL_OK;
-}
 
 /* Commits `f` (already saved as features-<version>.bin; ownership passes) as the store's
  * features, re-indexes the stored vectors through its head and removes the previous file.
  * Caller holds wmu. */
 static sl_status sl__install(sl_engine *e, sl_features *f, int64_t version, sl_error *err) {
-    sl_status st = sl__engine_commit_features(e, f, version, err);
+    sl_status st = sl__engine_commit_features(e, f, version, 1, err);
     if (st == SL_OK) {
         char *old = sl__engine_features_path(e, version - 1);
         if (old) unlink(old);
@@ -194,7 +199,7 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     cats = sl__callocarray(npid + 1, sizeof *cats);
     if (!gcls || !ccat || !cats) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
     for (size_t i = 0; i < tv.n; i++) {
-        long c = prod[i] ? sl__find(pids, npid, prod[i]) : -1;
+        long c = prod[i] ? sl__strv_find(pids, npid, prod[i]) : -1;
         if (c < 0) { st = sl__err_set(err, SL_E_INTERNAL, "image %lld has no product", (long long)tv.ids[i]); goto out; }
         gcls[i] = (uint32_t)c;
     }
@@ -225,10 +230,10 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
         if (!ppaths || !pcls) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
         for (size_t i = 0; i < o.n_photos; i++) {
             const sl_train_photo *ph = &o.photos[i];
-            long c = ph->product_id ? sl__find(pids, npid, ph->product_id) : -1;
+            long c = ph->product_id ? sl__strv_find(pids, npid, ph->product_id) : -1;
             if (!ph->path || c < 0) {
                 rep->unknown++;
-                if ((st = sl__add_failure(rep, ph->path, ph->product_id, SL_E_NOT_FOUND,
+                if ((st = sl__failure_add(&rep->failures, &rep->n_failures, ph->path, ph->product_id, SL_E_NOT_FOUND,
                                           ph->path ? "no such product in the store" : "no file")) != SL_OK) {
                     st = sl__err_set(err, st, "out of memory");
                     goto out;
@@ -253,7 +258,7 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
             size_t s = (size_t)((double)i * (double)nr / (double)m);
             augrefs[i] = refs[s];
             memset(&refs[s], 0, sizeof refs[s]);
-            long c = augrefs[i].product_id ? sl__find(pids, npid, augrefs[i].product_id) : -1;
+            long c = augrefs[i].product_id ? sl__strv_find(pids, npid, augrefs[i].product_id) : -1;
             for (int a = 0; a < SL_LEARN_AUGMENT_PER_IMAGE; a++) pcls[i * SL_LEARN_AUGMENT_PER_IMAGE + (size_t)a] = (uint32_t)(c < 0 ? 0 : c);
         }
         sl_image_refs_free(refs, nr);
@@ -284,7 +289,7 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     for (size_t i = 0; i < np; i++) {
         if (pst[i] != SL_OK) {
             rep->failed++;
-            if (!naug && sl__add_failure(rep, ppaths[i], pids[pcls[i]], pst[i], pmsg[i]) != SL_OK) {
+            if (!naug && sl__failure_add(&rep->failures, &rep->n_failures, ppaths[i], pids[pcls[i]], pst[i], pmsg[i]) != SL_OK) {
                 st = sl__err_set(err, SL_E_NOMEM, "out of memory");
                 goto out;
             }
@@ -326,30 +331,41 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     }
     /* write features-(N+1).bin = features-N + head, then swap */
     int64_t version = e->features_version + 1;
-    if (e->features_version > 0) {
-        char *cur = sl__engine_features_path(e, e->features_version);
-        if (!cur) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
-        st = sl_features_load(cur, &f, err);
-        free(cur);
-    } else {
-        st = sl_features_new(e->spec, &f, err);
-    }
-    if (st != SL_OK) goto out;
+    if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) goto out;
     if ((st = sl_features_set_head(f, h)) != SL_OK) {
         st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
         goto out;
     }
     h = NULL;
-    char *path = sl__engine_features_path(e, version);
-    if (!path) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
     if (o.cancel && *o.cancel) st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted");
-    else if ((st = sl_features_save(f, path)) != SL_OK) sl__err_set(err, st, "saving %s: %s", path, sl_features_errmsg(f));
-    free(path);
+    else st = sl__engine_save_features(e, f, version, err);
     if (st != SL_OK) goto out;
     st = sl__install(e, f, version, err);
     f = NULL;
     if (st != SL_OK) goto out;
     rep->features_version = version;
+    {   /* the head changed every score: calibrate again, from the same photos when given */
+        sl_calibrate_opts co;
+        memset(&co, 0, sizeof co);
+        co.photos = o.photos;
+        co.n_photos = o.n_photos;
+        co.seed = o.seed;
+        co.has_seed = o.has_seed;
+        co.jobs = o.jobs;
+        co.cancel = o.cancel;
+        co.progress = o.calib_progress;
+        co.progress_ctx = o.calib_progress_ctx;
+        sl_calibrate_report cr;
+        sl_error cerr;
+        sl_error_clear(&cerr);
+        if (sl__engine_calibrate(e, &co, &cr, &cerr) == SL_OK) {
+            rep->calibration = cr.info;
+            rep->features_version = cr.features_version;
+        } else {
+            rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+        }
+        sl_calibrate_report_free(&cr);
+    }
 out:
     rep->seconds = sl__now() - t0;
     pthread_mutex_unlock(&e->wmu);

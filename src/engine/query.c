@@ -24,13 +24,6 @@ typedef struct sl__cand {
     int inliers;
 } sl__cand;
 
-/* One product being scored. */
-typedef struct sl__pacc {
-    char *product_id;
-    double score;
-    int64_t image_id;
-    int inliers;
-} sl__pacc;
 
 void sl_matches_free(sl_matches *m) {
     if (!m) return;
@@ -98,16 +91,18 @@ static sl__lref *sl__image_local(sl_engine *e, int64_t image_id) {
     return lf ? sl__lcache_put(e->lcache, e->gen, e->features_version, image_id, lf) : NULL;
 }
 
-/* Re-ranks candidates in place: verification of the top ones, blended scores for all. */
+/* Re-ranks candidates in place: verification of the top ones, blended scores for all, divided by
+ * the blend's maximum so every score is in -1..1 (sl_features_rerank_max). */
 static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__cand *c, size_t n,
                             sl_error *err) {
-    for (size_t i = 0; i < n; i++) c[i].inliers = -1;
-    if (!qlocal || !sl_features_uses_verify(e->feat)) return SL_OK;
+    double smax = sl_features_rerank_max(e->feat);
+    int verify = qlocal && sl_features_uses_verify(e->feat);
+    int top = verify ? (e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat)) : 0;
     sl_verify_result none;
     memset(&none, 0, sizeof none);
-    int top = e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat);
     for (size_t i = 0; i < n; i++) {
         sl_verify_result res = none;
+        c[i].inliers = -1;
         if (i < (size_t)(top > 0 ? top : 0)) {
             sl__lref *ref = sl__image_local(e, c[i].image_id);
             if (ref) {
@@ -116,20 +111,20 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
             }
             sl__lcache_release(e->lcache, ref);
         }
-        c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res);
+        c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res) / smax;
     }
     (void)err;
     return SL_OK;
 }
 
-static int sl__cmp_pacc(const void *a, const void *b) {
-    const sl__pacc *x = a, *y = b;
+static int sl__cmp_pscore(const void *a, const void *b) {
+    const sl__pscore *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return strcmp(x->product_id, y->product_id);
 }
 
 /* Adds candidates to the per-product accumulator (best image wins). */
-static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pacc **acc,
+static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pscore **acc,
                                 size_t *n_acc, size_t *cap, sl_error *err) {
     int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
     if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -146,7 +141,7 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
         if (j == *n_acc) {
             if (*n_acc == *cap) {
                 size_t nc = *cap ? *cap * 2 : 64;
-                sl__pacc *na = sl__reallocarray(*acc, nc, sizeof *na);
+                sl__pscore *na = sl__reallocarray(*acc, nc, sizeof *na);
                 if (!na) {
                     st = sl__err_set(err, SL_E_NOMEM, "out of memory");
                     break;
@@ -169,14 +164,50 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
     return st;
 }
 
-static void sl__pacc_free(sl__pacc *acc, size_t n) {
-    for (size_t i = 0; i < n; i++) free(acc[i].product_id);
+void sl__pscores_free(sl__pscore *acc, size_t n) {
+    for (size_t i = 0; acc && i < n; i++) free(acc[i].product_id);
     free(acc);
 }
 
-/* Applies the text boost, sorts, keeps k and fills the metadata. */
-static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pacc *acc, size_t n_acc,
-                            sl_matches *out, sl_error *err) {
+/* ---- cohort and confidence (learn.h "calibrated confidence") ------------------------------- */
+
+double sl__engine_cohort_mean(const sl__pscore *sorted, size_t n, int k, const char *skip1,
+                              const char *skip2) {
+    double sum = 0;
+    int cnt = 0;
+    for (size_t i = 0; i < n && cnt < k; i++) {
+        const char *p = sorted[i].product_id;
+        if ((skip1 && strcmp(p, skip1) == 0) || (skip2 && strcmp(p, skip2) == 0)) continue;
+        sum += sorted[i].score;
+        cnt++;
+    }
+    return cnt ? sum / cnt : 0.0;
+}
+
+double sl__engine_match_score(double score, double cohort_mean) {
+    double m = score - cohort_mean;
+    return m < SL_CALIB_SCORE_MIN ? SL_CALIB_SCORE_MIN : m > SL_CALIB_SCORE_MAX ? SL_CALIB_SCORE_MAX : m;
+}
+
+/* Sorts products by score, best first (ties by id). */
+void sl__engine_sort_pscores(sl__pscore *v, size_t n) {
+    if (n > 1) qsort(v, n, sizeof *v, sl__cmp_pscore);
+}
+
+/* Applies the text boost (into the ranking), sorts, keeps k from offset 0 and fills the metadata,
+ * the confidence of each result from its image score against the cohort (`cohort`: the query's
+ * products without filters, sorted best first). */
+static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pscore *acc, size_t n_acc,
+                            const sl__pscore *cohort, size_t n_cohort, sl_matches *out, sl_error *err) {
+    const sl_calib *cal = sl_features_calib(e->feat);
+    int ck = sl_calib_cohort(cal);
+    double cthr = sl_calib_threshold(cal, SL_CALIB_RESULT);
+    /* the confidence is the image's: computed before any boost reorders the list */
+    for (size_t i = 0; i < n_acc; i++) {
+        double m = sl__engine_match_score(acc[i].score,
+                                          sl__engine_cohort_mean(cohort, n_cohort, ck, acc[i].product_id, NULL));
+        acc[i].confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, m);
+    }
     if (q && q->text && *q->text && q->text_mode == SL_TEXT_BOOST) {
         sl_store_filter f;
         memset(&f, 0, sizeof f);
@@ -185,19 +216,21 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pacc *ac
         size_t n = 0;
         sl_status st = sl_store_filter_images(e->store, &f, &ids, &n, err);
         if (st != SL_OK) return st;
+        const double b = SL_ENGINE_TEXT_BOOST_DEFAULT;
         for (size_t i = 0; i < n_acc; i++) {
             sl_image_ref *refs = NULL;
             size_t nr = 0;
-            if (sl_store_product_images(e->store, acc[i].product_id, &refs, &nr, NULL) != SL_OK) continue;
             int hit = 0;
-            for (size_t r = 0; r < nr && !hit; r++)
-                hit = bsearch(&refs[r].id, ids, n, sizeof *ids, sl__cmp_u64) != NULL;
-            if (hit) acc[i].score += SL_ENGINE_TEXT_BOOST_DEFAULT;
+            if (sl_store_product_images(e->store, acc[i].product_id, &refs, &nr, NULL) == SL_OK)
+                for (size_t r = 0; r < nr && !hit; r++)
+                    hit = bsearch(&refs[r].id, ids, n, sizeof *ids, sl__cmp_u64) != NULL;
             sl_image_refs_free(refs, nr);
+            /* the same order as image score + b for matches, kept in -1..1 */
+            acc[i].score = (acc[i].score + (hit ? b : 0.0)) / (1.0 + b);
         }
         free(ids);
     }
-    qsort(acc, n_acc, sizeof *acc, sl__cmp_pacc);
+    sl__engine_sort_pscores(acc, n_acc);
     size_t want = n_acc < (size_t)k ? n_acc : (size_t)k;
     out->items = sl__callocarray(want ? want : 1, sizeof *out->items);
     if (!out->items) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -214,6 +247,8 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pacc *ac
         m->price = p.price;
         m->has_price = p.has_price;
         m->score = acc[i].score;
+        m->confidence = acc[i].confidence;
+        m->match = acc[i].confidence >= cthr;
         m->image_id = acc[i].image_id;
         m->image = r.source ? r.source : sl__strdup("");
         m->inliers = acc[i].inliers;
@@ -232,8 +267,54 @@ static int sl__k_of(const sl_query *q) {
     return k < SL_ENGINE_K_MIN ? SL_ENGINE_K_MIN : k > SL_ENGINE_K_MAX ? SL_ENGINE_K_MAX : k;
 }
 
+sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
+                                   size_t nq, const sl_index_filter *f, size_t k, sl__pscore **out,
+                                   size_t *n_out, sl_error *err) {
+    *out = NULL;
+    *n_out = 0;
+    if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
+    size_t nc = (size_t)e->candidates;
+    if (nc < k * 8) nc = k * 8;
+    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
+    uint64_t cnt = sl_index_count(e->idx);
+    if (nc > cnt) nc = (size_t)cnt;
+    sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
+    sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
+    sl__pscore *acc = NULL;
+    size_t n_acc = 0, cap = 0;
+    sl_status st = SL_OK;
+    if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
+        size_t got = 0;
+        sl_index_search_params sp;
+        st = sl_index_search(e->idx, vecs[qi], nc, f, sl__engine_search_params(e, nc, &sp), res, &got);
+        if (st != SL_OK) {
+            sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
+            break;
+        }
+        for (size_t i = 0; i < got; i++) {
+            c[i].image_id = (int64_t)res[i].id;
+            c[i].score = res[i].score;
+        }
+        if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
+        st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
+    }
+    free(res);
+    free(c);
+    if (st != SL_OK) {
+        sl__pscores_free(acc, n_acc);
+        return st;
+    }
+    sl__engine_sort_pscores(acc, n_acc);
+    *out = acc;
+    *n_out = n_acc;
+    return SL_OK;
+}
+
 /* Searches with nq query vectors (and optional local features), merging products; images in
- * `exclude` (sorted) are never returned. Caller holds the lock shared. */
+ * `exclude` (sorted) are never returned. The confidence of a result compares it with the
+ * products nearest to the query without the query's filters (computed again unfiltered when
+ * there are filters). Caller holds the lock shared. */
 static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
                                  sl_local_features *const *locals, size_t nq, const sl_query *q,
                                  const uint64_t *exclude, size_t n_exclude, sl_matches *out,
@@ -251,47 +332,29 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
         return SL_OK;
     }
     sl__excl ex = {exclude, n_exclude};
-    sl_index_filter f;
+    sl_index_filter f, fx;
     memset(&f, 0, sizeof f);
+    memset(&fx, 0, sizeof fx);
     if (filtered) {
         f.allowed_ids = allowed;
         f.n_allowed = n_allowed;
     }
     if (n_exclude) {
-        f.pred = sl__not_excluded;
-        f.pred_ctx = &ex;
+        f.pred = fx.pred = sl__not_excluded;
+        f.pred_ctx = fx.pred_ctx = &ex;
     }
-    size_t nc = (size_t)e->candidates;
-    if (nc < (size_t)k * 8) nc = (size_t)k * 8;
-    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
-    uint64_t cnt = sl_index_count(e->idx);
-    if (nc > cnt) nc = (size_t)cnt;
-    sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
-    sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
-    sl__pacc *acc = NULL;
-    size_t n_acc = 0, cap = 0;
-    if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-    for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
-        size_t got = 0;
-        sl_index_search_params sp;
-        st = sl_index_search(e->idx, vecs[qi], nc, filtered || n_exclude ? &f : NULL,
-                             sl__engine_search_params(e, nc, &sp), res, &got);
-        if (st != SL_OK) {
-            sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
-            break;
-        }
-        for (size_t i = 0; i < got; i++) {
-            c[i].image_id = (int64_t)res[i].id;
-            c[i].score = res[i].score;
-        }
-        if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
-        st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
+    sl__pscore *acc = NULL, *coh = NULL;
+    size_t n_acc = 0, n_coh = 0;
+    st = sl__engine_rank_products(e, vecs, locals, nq, filtered || n_exclude ? &f : NULL, (size_t)k, &acc, &n_acc, err);
+    if (st == SL_OK && filtered) {
+        size_t ck = (size_t)sl_calib_cohort(sl_features_calib(e->feat)) + 1;
+        st = sl__engine_rank_products(e, vecs, locals, nq, n_exclude ? &fx : NULL, ck, &coh, &n_coh, err);
     }
-    if (st == SL_OK) st = sl__finish(e, q, k, acc, n_acc, out, err);
+    if (st == SL_OK)
+        st = sl__finish(e, q, k, acc, n_acc, filtered ? coh : acc, filtered ? n_coh : n_acc, out, err);
     if (st != SL_OK) sl_matches_free(out);
-    sl__pacc_free(acc, n_acc);
-    free(res);
-    free(c);
+    sl__pscores_free(acc, n_acc);
+    sl__pscores_free(coh, n_coh);
     free(allowed);
     return st;
 }
@@ -535,47 +598,116 @@ static double sl__dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
-sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
-                          double threshold, sl_check_result *out, sl_error *err) {
+sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const float *vec,
+                                   const sl_local_features *lf, sl__pscore *out, char **image,
+                                   sl_error *err) {
     memset(out, 0, sizeof *out);
-    out->threshold = threshold > 0 ? threshold : SL_ENGINE_CHECK_THRESHOLD_DEFAULT;
     out->inliers = -1;
+    if (image) *image = NULL;
     sl__pfeat p;
-    float *vec = NULL;
-    sl_local_features *lf = NULL;
-    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
-    if (st != SL_OK) goto out_unlock;
-    if ((st = sl__pfeat_load(e, product_id, &p, err)) != SL_OK) goto out_unlock;
-    if (!vec) goto out_free;
+    sl_status st = sl__pfeat_load(e, product_id, &p, err);
+    if (st != SL_OK) return st;
     size_t dim = sl_features_dim(e->feat);
-    out->score = -INFINITY;
+    double smax = sl_features_rerank_max(e->feat);
+    int verify = lf && sl_features_uses_verify(e->feat);
+    out->score = p.n ? -INFINITY : 0.0;
     for (size_t i = 0; i < p.n; i++) {
-        double g = sl__dot(vec, p.vecs[i], dim);
+        sl_verify_result r;
+        memset(&r, 0, sizeof r);
         int inl = -1;
-        if (lf && p.locals[i] && sl_features_uses_verify(e->feat)) {
-            sl_verify_result r;
-            memset(&r, 0, sizeof r);
+        if (verify && p.locals[i]) {
             if (sl_features_verify(e->feat, lf, p.locals[i], &r, NULL) != SL_OK) memset(&r, 0, sizeof r);
-            g = sl_features_rerank_score(e->feat, g, &r);
             inl = r.inliers;
         }
+        double g = sl_features_rerank_score(e->feat, sl__dot(vec, p.vecs[i], dim), &r) / smax;
         if (g > out->score) {
             out->score = g;
             out->image_id = p.refs[i].id;
             out->inliers = inl;
-            free(out->image);
-            out->image = sl__strdup(p.refs[i].source);
+            if (image) {
+                free(*image);
+                *image = sl__strdup(p.refs[i].source);
+            }
         }
     }
-    if (p.n == 0) out->score = 0;
-    out->match = out->score >= out->threshold || out->inliers >= SL__ENGINE_MIN_INLIERS;
-out_free:
     sl__pfeat_free(&p);
-out_unlock:
+    return SL_OK;
+}
+
+sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char *const *product_ids,
+                                   size_t n, double threshold, sl_check_result *out, sl_status *status,
+                                   sl_error *err) {
+    if (out) memset(out, 0, n * sizeof *out);
+    if (!e || !img || !out || (n && !product_ids)) return sl__err_set(err, SL_E_INVALID, "check: NULL argument");
+    if (!(threshold <= 1.0) || threshold < 0)
+        return sl__err_set(err, SL_E_INVALID, "check: threshold %g is not a confidence (0..1; 0 = the store's operating point)",
+                           threshold);
+    for (size_t i = 0; i < n; i++) {
+        out[i].inliers = -1;
+        if (status) status[i] = SL_OK;
+    }
+    float *vec = NULL;
+    sl_local_features *lf = NULL;
+    sl__pscore *coh = NULL;
+    size_t n_coh = 0;
+    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
+    const sl_calib *cal = sl_features_calib(e->feat);
+    int ck = sl_calib_cohort(cal);
+    double thr = threshold > 0 ? threshold : sl_calib_threshold(cal, SL_CALIB_PAIR);
+    if (st == SL_OK && vec) {
+        const float *vs[1] = {vec};
+        sl_local_features *ls[1] = {lf};
+        st = sl__engine_rank_products(e, vs, ls, 1, NULL, (size_t)ck + 1, &coh, &n_coh, err);
+    }
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        sl_check_result *r = &out[i];
+        r->threshold = thr;
+        sl_status ist;
+        sl_error ierr;
+        sl_error_clear(&ierr);
+        if (!product_ids[i]) {
+            ist = sl__err_set(&ierr, SL_E_INVALID, "check: NULL product id");
+        } else if (!vec) { /* no features yet (empty store): nothing to compare with */
+            sl_product prod;
+            if ((ist = sl_store_get_product(e->store, product_ids[i], &prod, &ierr)) == SL_OK) sl_product_clear(&prod);
+        } else {
+            sl__pscore ps;
+            ist = sl__engine_product_score(e, product_ids[i], vec, lf, &ps, &r->image, &ierr);
+            if (ist == SL_OK) {
+                r->score = ps.score;
+                r->image_id = ps.image_id;
+                r->inliers = ps.inliers;
+                double m = sl__engine_match_score(ps.score, sl__engine_cohort_mean(coh, n_coh, ck, product_ids[i], NULL));
+                r->confidence = sl_calib_confidence(cal, SL_CALIB_PAIR, m);
+                r->match = r->confidence >= thr;
+            }
+        }
+        if (ist != SL_OK) {
+            if (!status) { /* the first failure fails the call */
+                if (err) *err = ierr;
+                st = ist;
+                break;
+            }
+            status[i] = ist;
+            sl_check_result_free(r);
+            r->inliers = -1;
+            r->threshold = thr;
+        }
+    }
     pthread_rwlock_unlock(&e->lock);
+    sl__pscores_free(coh, n_coh);
     free(vec);
     sl_local_features_free(lf);
+    if (st != SL_OK)
+        for (size_t i = 0; i < n; i++) sl_check_result_free(&out[i]);
     return st;
+}
+
+sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
+                          double threshold, sl_check_result *out, sl_error *err) {
+    if (!out) return sl__err_set(err, SL_E_INVALID, "check: NULL argument");
+    const char *ids[1] = {product_id};
+    return sl_engine_check_products(e, img, ids, 1, threshold, out, NULL, err);
 }
 
 /* ---- dedup --------------------------------------------------------------------------------- */

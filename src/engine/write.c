@@ -259,6 +259,8 @@ sl_status sl_engine_put_product(sl_engine *e, const sl_product *p, const sl_imag
     }
     st = sl__engine_commit_product(e, p, (const char *const *)sources, d, n, n_images == 0, err);
     if (st == SL_OK && outcome) *outcome = exists ? SL_PUT_UPDATED : SL_PUT_ADDED;
+    /* the first calibration of a store built product by product (later ones: add, calibrate) */
+    if (st == SL_OK && sl__engine_calib_due(e, 0)) (void)sl__engine_calibrate(e, NULL, NULL, NULL);
 out:
     pthread_mutex_unlock(&e->wmu);
     for (size_t i = 0; i < n_images + 1; i++) {

@@ -49,6 +49,7 @@ struct sl_features {
     int trained;
     int threads;                /* workers used by sl_features_train */
     sl_head *head;              /* learned projection (shoplens train), NULL = none */
+    sl_calib *calib;            /* score calibration (learn.h), NULL = the fallback */
 };
 
 /* ---- handle basics ----------------------------------------------------------------------- */
@@ -72,6 +73,7 @@ void sl_features_free(sl_features *f) {
     free(f->codebook);
     sl_pca_free(f->pca);
     sl_head_free(f->head);
+    sl_calib_free(f->calib);
     free(f);
 }
 
@@ -84,7 +86,27 @@ sl_status sl_features_set_head(sl_features *f, sl_head *head) {
                     sl_head_dim(head), sl_features_dim(f));
     sl_head_free(f->head);
     f->head = head;
+    sl_calib_free(f->calib); /* fitted on the scores before this head */
+    f->calib = NULL;
     return SL_OK;
+}
+
+const sl_calib *sl_features_calib(const sl_features *f) { return f ? f->calib : NULL; }
+
+sl_status sl_features_set_calib(sl_features *f, sl_calib *calib) {
+    if (!f) return SL_E_INVALID;
+    if (calib && !sl_features_ready(f)) {
+        sl_calib_free(calib);
+        return fail(f, SL_E_STATE, "a calibration needs trained features");
+    }
+    sl_calib_free(f->calib);
+    f->calib = calib;
+    return SL_OK;
+}
+
+double sl_features_rerank_max(const sl_features *f) {
+    const sl__verify_cfg *c = sl__features_verify_cfg(f);
+    return c->enabled && c->weight > 0 ? 1.0 + (double)c->weight : 1.0;
 }
 
 sl_status sl_features_project(const sl_features *f, sl_head_side side, const float *in, float *out,
@@ -806,6 +828,8 @@ sl_status sl_features_train(sl_features *f, const sl_image *const *images, size_
     f->color.mu = km;
     sl_head_free(f->head); /* a head belongs to the vectors it was trained on */
     f->head = NULL;
+    sl_calib_free(f->calib); /* and so does a calibration */
+    f->calib = NULL;
     f->trained = 1;
     return SL_OK;
 }
@@ -887,6 +911,7 @@ done:
 #define FILE_MAGIC "SLFEAT\r\n"
 #define FILE_VERSION 2u        /* with a HEAD or MEAN section */
 #define FILE_VERSION_NOHEAD 1u /* files without them keep version 1 (older builds read them) */
+#define FILE_VERSION_CALIB 3u  /* with a CALB section */
 #define FILE_MAX ((size_t)1 << 31)
 
 typedef struct wbuf { uint8_t *p; size_t len, cap; int oom; } wbuf;
@@ -925,7 +950,7 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
     if (!f || !path) return SL_E_INVALID;
     wbuf b = {0};
     wb_put(&b, FILE_MAGIC, 8);
-    wb_u32(&b, f->head || f->cnn.mu || f->color.mu ? FILE_VERSION : FILE_VERSION_NOHEAD);
+    wb_u32(&b, f->calib ? FILE_VERSION_CALIB : f->head || f->cnn.mu || f->color.mu ? FILE_VERSION : FILE_VERSION_NOHEAD);
     wb_u32(&b, 0);
     size_t s = wb_begin(&b, "SPEC");
     wb_put(&b, f->spec, strlen(f->spec));
@@ -964,6 +989,17 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
             wb_put(&b, hb, hl);
             wb_end(&b, s);
             free(hb);
+        }
+    }
+    if (f->calib) {
+        void *cb = NULL;
+        size_t cl = 0;
+        if (sl_calib_serialize(f->calib, &cb, &cl, NULL) != SL_OK) b.oom = 1;
+        else {
+            s = wb_begin(&b, "CALB");
+            wb_put(&b, cb, cl);
+            wb_end(&b, s);
+            free(cb);
         }
     }
     s = wb_begin(&b, "END ");
@@ -1025,14 +1061,14 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
     if (len < 16 || memcmp(d, FILE_MAGIC, 8) != 0)
         return sl__err_set(err, SL_E_CORRUPT, "%s: not a shoplens features file (bad magic)", name);
     uint32_t version = rd32(d + 8);
-    if (version != FILE_VERSION && version != FILE_VERSION_NOHEAD)
-        return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u and %u)", name,
-                           version, FILE_VERSION_NOHEAD, FILE_VERSION);
+    if (version != FILE_VERSION && version != FILE_VERSION_NOHEAD && version != FILE_VERSION_CALIB)
+        return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u to %u)", name,
+                           version, FILE_VERSION_NOHEAD, FILE_VERSION_CALIB);
     if (rd32(d + 12) != 0) return sl__err_set(err, SL_E_CORRUPT, "%s: header: reserved field set", name);
-    rsec secs[6];
+    rsec secs[7];
     int ns = 0, end = 0;
     size_t o = 16;
-    static const char *const known[6] = {"SPEC", "CBK ", "PCA ", "MEAN", "HEAD", "END "};
+    static const char *const known[7] = {"SPEC", "CBK ", "PCA ", "MEAN", "HEAD", "CALB", "END "};
     while (!end) {
         if (len - o < 12) return sl__err_set(err, SL_E_CORRUPT, "%s: truncated after %d sections (no END section)", name, ns);
         char tag[5];
@@ -1040,7 +1076,7 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         tag[4] = 0;
         for (int i = 0; i < 4; i++) if (tag[i] < 0x20 || tag[i] > 0x7e) tag[i] = '?';
         int idx = -1;
-        for (int i = 0; i < 6; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
+        for (int i = 0; i < 7; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
         if (idx < 0) return sl__err_set(err, SL_E_CORRUPT, "%s: unknown section '%s' at byte %zu", name, tag, o);
         for (int i = 0; i < ns; i++)
             if (memcmp(secs[i].tag, tag, 4) == 0) return sl__err_set(err, SL_E_CORRUPT, "%s: section '%s' repeated", name, tag);
@@ -1056,11 +1092,12 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         secs[ns].len = n;
         ns++;
         o += 12 + (size_t)n + 4;
-        end = idx == 5;
+        end = idx == 6;
     }
     if (o != len) return sl__err_set(err, SL_E_CORRUPT, "%s: %zu bytes after the END section", name, len - o);
-    const rsec *spec = NULL, *cbk = NULL, *pca = NULL, *head = NULL, *mean = NULL;
+    const rsec *spec = NULL, *cbk = NULL, *pca = NULL, *head = NULL, *mean = NULL, *calb = NULL;
     for (int i = 0; i < ns; i++) {
+        if (!memcmp(secs[i].tag, "CALB", 4)) calb = &secs[i];
         if (!memcmp(secs[i].tag, "MEAN", 4)) mean = &secs[i];
         if (!memcmp(secs[i].tag, "HEAD", 4)) head = &secs[i];
         if (!memcmp(secs[i].tag, "SPEC", 4)) spec = &secs[i];
@@ -1086,7 +1123,7 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
     if ((f->cnn.on && f->cnn.mean) || (f->color.on && f->color.mean)) {
         size_t dc = f->cnn.on && f->cnn.mean ? sl_nn_embed_dim(f->cnn.model) : 0;
         size_t dk = f->color.on && f->color.mean ? sl_color_dim(&f->color.p) : 0;
-        if (version != FILE_VERSION || !mean || mean->len != 8 + 4 * (uint64_t)(dc + dk) ||
+        if (version < FILE_VERSION || !mean || mean->len != 8 + 4 * (uint64_t)(dc + dk) ||
             rd32(mean->p) != dc || rd32(mean->p + 4 + 4 * dc) != dk) {
             sl_features_free(f);
             return sl__err_set(err, SL_E_CORRUPT, "%s: section 'MEAN' missing or not of the spec's shape (%zu, %zu)", name, dc, dk);
@@ -1143,7 +1180,7 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         return sl__err_set(err, SL_E_CORRUPT, "%s: learned sections present but the spec has no vlad", name);
     }
     if (head) {
-        if (version != FILE_VERSION) {
+        if (version < FILE_VERSION) {
             sl_features_free(f);
             return sl__err_set(err, SL_E_CORRUPT, "%s: section 'HEAD' in a version %u file", name, version);
         }
@@ -1159,6 +1196,27 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
             return st;
         }
         f->head = h;
+    }
+    if (calb) {
+        if (version != FILE_VERSION_CALIB) {
+            sl_features_free(f);
+            return sl__err_set(err, SL_E_CORRUPT, "%s: section 'CALB' in a version %u file", name, version);
+        }
+        sl_calib *c = NULL;
+        st = sl_calib_parse(calb->p, (size_t)calb->len, &c, err);
+        if (st == SL_OK && !sl_features_ready(f)) {
+            st = sl__err_set(err, SL_E_CORRUPT, "calibration present but the features are not trained");
+            sl_calib_free(c);
+        }
+        if (st != SL_OK) {
+            sl_features_free(f);
+            if (err) sl__err_prefix(err, "%s: section 'CALB'", name);
+            return st;
+        }
+        f->calib = c;
+    } else if (version == FILE_VERSION_CALIB) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_CORRUPT, "%s: version %u file without a 'CALB' section", name, version);
     }
     *out = f;
     return SL_OK;
