@@ -40,7 +40,7 @@ grep -q "fixed" "$tmp/err" || fail "spec change message"
 "$bin" search "$cat/images/P000005_1.jpg" -k 3 --json > "$tmp/s.json"
 [ "$(j "$tmp/s.json" 'd["results"][0]["product_id"]')" = P000005 ] || fail "search top-1"
 [ "$(j "$tmp/s.json" 'd["results"][0]["image"].endswith("P000005_1.jpg")')" = True ] || fail "best image of a multi-image product"
-[ "$(j "$tmp/s.json" 'sorted(d["results"][0].keys())')" = "['category', 'confidence', 'image', 'image_id', 'inliers', 'match', 'price', 'product_id', 'score', 'title']" ] || fail "search keys"
+[ "$(j "$tmp/s.json" 'sorted(d["results"][0].keys())')" = "['category', 'confidence', 'currency', 'image', 'image_id', 'inliers', 'match', 'price', 'product_id', 'score', 'title', 'url']" ] || fail "search keys"
 [ "$(j "$tmp/s.json" 'all(-1 <= r["score"] <= 1 and 0 <= r["confidence"] <= 1 and r["match"] in (True, False) for r in d["results"])')" = True ] || fail "search score/confidence ranges"
 [ "$(j "$tmp/s.json" 'len(d["results"]) == 3 and len(set(r["product_id"] for r in d["results"])) == 3')" = True ] || fail "k distinct products"
 [ "$(j "$tmp/s.json" 'd["results"][0]["score"] >= d["results"][1]["score"] >= d["results"][2]["score"]')" = True ] || fail "sorted scores"
@@ -145,7 +145,7 @@ expect_rc 3 "$bin" remove P000004
 "$bin" info --json > "$tmp/i2.json"
 [ "$(j "$tmp/i2.json" 'd["products"], d["images"]')" = "(12, 23)" ] || fail "counts after remove: $(cat "$tmp/i2.json")"
 grep -v '^P000001,\|^P000002,' "$cat/upd.csv" > "$cat/sync.csv"
-"$bin" sync "$cat/sync.csv" --json > "$tmp/sy.json"
+"$bin" sync "$cat/sync.csv" --max-removals 3 --json > "$tmp/sy.json"   # 3 of 12: above the default 10%
 [ "$(j "$tmp/sy.json" 'd["removed"], d["added"]')" = "(3, 1)" ] || fail "sync: $(cat "$tmp/sy.json")"   # P1, P2, J1 out; P4 back
 "$bin" info --json > "$tmp/i3.json"
 [ "$(j "$tmp/i3.json" 'd["products"]')" = 10 ] || fail "sync count"
@@ -154,6 +154,14 @@ grep -v '^P000001,\|^P000002,' "$cat/upd.csv" > "$cat/sync.csv"
 "$bin" retrain --json > "$tmp/rt.json"
 [ "$(j "$tmp/rt.json" 'd["images"]')" = "$(j "$tmp/i3.json" 'd["images"]')" ] || fail "retrain count"
 "$bin" search "$cat/images/P000005_1.jpg" -k 1 --json | grep -q '"P000005"' || fail "search after retrain"
+
+# ---- search a region of the photo ----------------------------------------------------------------
+"$bin" search "$cat/images/P000005_1.jpg" -k 1 --region 8,8,100,100 --json | grep -q '"P000005"' || fail "region search"
+expect_rc 1 "$bin" search "$cat/images/P000005_1.jpg" --region 100,100,100,100
+grep -q "128x128 image" "$tmp/err" || fail "a region outside the photo should name its size: $(cat "$tmp/err")"
+expect_rc 2 "$bin" search "$cat/images/P000005_1.jpg" --region 1,2,3
+grep -q "x, y from the photo's top-left corner" "$tmp/err" || fail "bad --region message: $(cat "$tmp/err")"
+expect_rc 2 "$bin" similar P000005 --region 0,0,20,20
 
 # ---- an HNSW store answers like the exact one ------------------------------------------------------
 "$bin" init --store "$tmp/hnsw" --features color --index hnsw >/dev/null

@@ -2,8 +2,9 @@
 # tests/e2e_server.sh - the HTTP API end to end: a real `shoplens serve` on a free loopback port
 # over a store generated from the sample universe, driven with curl.
 #
-# Exercises every endpoint and documented status (200/201, 400, 401, 403, 404, 405, 413, 415,
-# 503 + Retry-After), auth, filters, mutated (hostile) requests, concurrent searches while
+# Exercises every endpoint and documented status (200/201, 400, 401, 403, 404, 405, 408, 413,
+# 415, 503 + Retry-After), auth, filters, mutated (hostile) requests, protocol edges over raw
+# sockets (malformed heads, chunked bodies over the limit, slow clients: tests/server/protocol.py), concurrent searches while
 # products are written (a search never sees half a product), SIGTERM under load (no failed
 # in-flight request, exit 0, store intact), the refusal to listen beyond loopback with writes and
 # no key, the request log, and finally checks every recorded response against docs/openapi.yaml.
@@ -83,7 +84,7 @@ img() { echo "$work/cat/images/$1_0.jpg"; }
 photo() { echo "$work/cat/queries/$1/0.jpg"; }
 cat_of() { /usr/bin/python3 -c 'import csv,sys; print(next(r["category"] for r in csv.DictReader(open(sys.argv[1])) if r["product_id"] == sys.argv[2]))' "$work/cat/catalog.csv" "$1"; }
 
-start_server --api-key-file "$work/key" --max-body 2M --timeout 3
+start_server --api-key-file "$work/key" --max-body 2M --timeout 3 --head-timeout 2 --body-timeout 2
 note "server at $URL"
 
 # ---- service endpoints --------------------------------------------------------------------------
@@ -93,6 +94,9 @@ grep -q 'id="drop"' "$BODY" || fail "page lacks the drop zone"
 grep -Eq '(src|href)="https?://' "$BODY" && fail "page refers to an external resource"
 req GET /healthz; expect 200
 [ "$(json 'd["status"]')" = ok ] || fail "healthz status"
+req GET /favicon.ico; expect 200
+[ "$CTYPE" = image/svg+xml ] || fail "favicon content type $CTYPE"
+grep -q '<svg' "$BODY" || fail "favicon is not an SVG"
 req GET /nope; expect 404 not_found
 req PATCH /v1/search; expect 405 method_not_allowed
 [ "$(header Allow)" = POST ] || fail "405 without Allow: POST"
@@ -106,6 +110,7 @@ rows = {r["product_id"]: r["category"] for r in csv.DictReader(open(sys.argv[1])
 print(" ".join(sorted(f"{c}={n}" for c, n in collections.Counter(rows.values()).items())))' "$work/cat/catalog.csv")
 got=$(json '" ".join(sorted(c["name"]+"="+str(c["products"]) for c in d["categories"]))')
 [ "$got" = "$want" ] || fail "categories: got '$got' want '$want'"
+[ "$(json 'd["products"]')" = $N ] || fail "categories: products should be the catalog's $N"
 
 P=P000003
 req GET "/v1/products/$P"; expect 200
@@ -159,7 +164,7 @@ req POST '/v1/search?q=zzqxnotaword' -F "image=@$(img $P)"; expect 200
 WORD=$(/usr/bin/python3 -c 'import csv,sys; print(next(r["title"] for r in csv.DictReader(open(sys.argv[1])) if r["product_id"] == sys.argv[2]).split()[1])' "$work/cat/catalog.csv" $P)
 req POST "/v1/search?q=$WORD" -F "image=@$(img $P)"; expect 200
 [ "$(json 'd["count"] > 0')" = True ] || fail "text filter '$WORD' should match"
-for bad in 'k=0' 'k=101' 'k=abc' 'min_price=-1' 'min_price=9&max_price=1' 'colour=red' 'k=1&k=2'; do
+for bad in 'k=0' 'k=1001' 'k=abc' 'min_price=-1' 'min_price=9&max_price=1' 'colour=red' 'k=1&k=2'; do
   req POST "/v1/search?$bad" -F "image=@$(img $P)"; expect 400 bad_request
 done
 printf 'hello, not an image' > "$work/text.txt"
@@ -168,6 +173,15 @@ req POST /v1/search -H 'Content-Type: text/plain' --data-binary "@$work/text.txt
 head -c 300 "$(img $P)" > "$work/trunc.jpg"
 req POST /v1/search -F "image=@$work/trunc.jpg;type=image/jpeg"; expect 400
 req POST /v1/search -F "photo=@$(img $P)"; expect 400 bad_request
+# a region of the photo (pixels of the photo as sent; the catalog images are 320x320)
+req POST "/v1/search?k=3&region=40,40,240,240" -F "image=@$(img $P)"; expect 200
+[ "$(json 'd["results"][0]["product_id"]')" = $P ] || fail "region search: $(head -c 300 "$BODY")"
+req POST '/v1/search?region=100,0,300,50' -F "image=@$(img $P)"; expect 400 bad_request
+grep -q '320x320 image' "$BODY" || fail "a region outside the photo: the message should give its size: $(cat "$BODY")"
+for bad in 'region=1,2,3' 'region=a,b,c,d' 'region=0,0,0,10' 'region=-1,0,20,20' 'region=0,0,8,8' 'region=1,1,20,20&region=2,2,20,20'; do
+  req POST "/v1/search?$bad" -F "image=@$(img $P)"; expect 400 bad_request
+done
+req GET "/v1/products/$P/similar?region=0,0,20,20"; expect 400 bad_request
 req POST /v1/search -H 'Content-Type: image/jpeg' --data-binary ''; expect 400 bad_request
 head -c $((3 << 20)) /dev/urandom > "$work/big.bin"
 req POST /v1/search -H 'Content-Type: image/jpeg' --data-binary "@$work/big.bin"; expect 413 payload_too_large
@@ -218,6 +232,10 @@ req PUT /v1/products/NEW2 "${AUTH[@]}" -F 'metadata={"id":"OTHER"}' -F "image=@$
 req PUT /v1/products/NEW2 "${AUTH[@]}" -F 'metadata={}' -F "image=@$work/text.txt"; expect 415 unsupported_media_type
 req GET /v1/products/NEW2; expect 404 not_found
 req PUT /v1/products/NEW2 "${AUTH[@]}" -H 'Content-Type: application/json' --data '{}'; expect 415 unsupported_media_type
+# ids are UTF-8 once decoded: %ff is refused (it used to be stored as byte 0xFF)
+req PUT /v1/products/%ff "${AUTH[@]}" -F "metadata=$meta;type=application/json" -F "image=@$NEWIMG"; expect 400 bad_request
+grep -q 'UTF-8' "$BODY" || fail "the %ff refusal does not say why: $(cat "$BODY")"
+req GET /v1/products/%ff; expect 400 bad_request
 req DELETE /v1/products/NEW1 "${AUTH[@]}"; expect 200
 req GET /v1/products/NEW1; expect 404 not_found
 req DELETE /v1/products/NEW1 "${AUTH[@]}"; expect 404 not_found
@@ -269,6 +287,8 @@ grep -q 'category=' "$work/server.log" && fail "the request log shows query stri
 # ---- hostile input: mutated requests, the server stays up and never answers 500 -----------------------
 hostile=200; [ "$SAN" = 1 ] && hostile=100
 /usr/bin/python3 "$SRC/tests/server/hostile.py" "$URL" "$(img $P)" $hostile || fail "hostile requests"
+# protocol edges over raw sockets: malformed heads get one answer, chunked 413, slow clients
+/usr/bin/python3 "$SRC/tests/server/protocol.py" "$URL" "$KEY" 2 "$(img $P)" || fail "protocol edges"
 stop_server
 grep -q 'stopped' "$work/server.log" || fail "no clean stop"
 

@@ -18,6 +18,7 @@
 
 #include "shoplens/engine.h"
 #include "shoplens/sample.h"
+#include <vips/vips.h>
 #include "engine/engine_internal.h"
 #include "engine/lcache.h"
 #include "feature/features_internal.h"
@@ -108,7 +109,10 @@ static void test_put_get_search_delete(void **state) {
     assert_int_equal(sl_engine_get_product(f->e, "P2", &p, &refs, &n, &err), SL_OK);
     assert_string_equal(p.title, "Renamed");
     assert_int_equal(n, 1);
-    assert_non_null(strstr(refs[0].source, "/images/")); /* upload kept by hash in the store */
+    /* an upload is kept in the store, named by its content hash; it has no source */
+    assert_true(refs[0].in_store);
+    assert_non_null(strstr(refs[0].file, "/images/"));
+    assert_string_equal(refs[0].source, "");
     int64_t img2 = refs[0].id;
     sl_product_clear(&p);
     sl_image_refs_free(refs, n);
@@ -600,6 +604,361 @@ static void test_calibrated_confidence(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- search regions ----------------------------------------------------------------------- */
+
+/* JPEG of two catalog views side by side (upright: product a left, b right), scaled by `scale`,
+ * stored turned a quarter counter-clockwise with EXIF orientation 6 when `exif`. */
+static void two_products(uint32_t a, uint32_t b, int scale, int exif, void **jpg, size_t *len) {
+    sl_image *ia = NULL, *ib = NULL;
+    sl_error err;
+    assert_int_equal(sl_sample_catalog_image(SEED, a, 0, SIDE, SIDE, &ia, &err), SL_OK);
+    assert_int_equal(sl_sample_catalog_image(SEED, b, 0, SIDE, SIDE, &ib, &err), SL_OK);
+    sl_image *both = sl_image_new(2 * SIDE, SIDE, 3);
+    assert_non_null(both);
+    for (int y = 0; y < SIDE; y++) {
+        memcpy(sl_image_pixels(both) + (size_t)y * sl_image_stride(both), sl_image_cpixels(ia) + (size_t)y * sl_image_stride(ia), SIDE * 3);
+        memcpy(sl_image_pixels(both) + (size_t)y * sl_image_stride(both) + SIDE * 3, sl_image_cpixels(ib) + (size_t)y * sl_image_stride(ib), SIDE * 3);
+    }
+    VipsImage *v = vips_image_new_from_memory_copy(sl_image_cpixels(both), sl_image_stride(both) * SIDE, 2 * SIDE, SIDE, 3,
+                                                   VIPS_FORMAT_UCHAR), *t = NULL;
+    v->Type = VIPS_INTERPRETATION_sRGB;
+    if (scale > 1) {
+        assert_int_equal(vips_resize(v, &t, (double)scale, "kernel", VIPS_KERNEL_NEAREST, NULL), 0);
+        g_object_unref(v);
+        v = t;
+    }
+    if (exif) {
+        assert_int_equal(vips_rot(v, &t, VIPS_ANGLE_D270, NULL), 0);
+        g_object_unref(v);
+        v = t;
+        vips_image_set_int(v, VIPS_META_ORIENTATION, 6);
+    }
+    assert_int_equal(vips_jpegsave_buffer(v, jpg, len, "Q", 92, NULL), 0);
+    g_object_unref(v);
+    sl_image_free(ia);
+    sl_image_free(ib);
+    sl_image_free(both);
+}
+
+static const char *top_of_region(fixture *f, const void *jpg, size_t len, const char *region, sl_matches *m) {
+    sl_query q = {0};
+    q.k = 3;
+    sl_error err;
+    assert_int_equal(sl_engine_parse_region(region, &q, &err), SL_OK);
+    sl_status st = sl_engine_search_bytes(f->e, jpg, len, &q, m, &err);
+    if (st != SL_OK) fprintf(stderr, "region %s: %s\n", region, err.message);
+    assert_int_equal(st, SL_OK);
+    assert_true(m->n > 0);
+    return m->items[0].product_id;
+}
+
+/* A photo of two products: the region picks which one is searched, in pixels of the upright
+ * photo whatever its size or EXIF orientation; bad regions are refused with the image size. */
+static void test_search_region(void **state) {
+    fixture *f = *state;
+    sl_put_outcome out;
+    for (int p = 0; p < 6; p++) assert_int_equal(put(f, p, "Thing", 1, &out), SL_OK);
+    static const struct { int scale, exif; } kinds[] = { { 1, 0 }, { 1, 1 }, { 10, 0 }, { 10, 1 } };
+    for (size_t k = 0; k < sizeof kinds / sizeof kinds[0]; k++) {
+        void *jpg = NULL;
+        size_t len = 0;
+        two_products(1, 4, kinds[k].scale, kinds[k].exif, &jpg, &len);
+        int s = SIDE * kinds[k].scale;
+        char left[64], right[64], mid[64];
+        snprintf(left, sizeof left, "0,0,%d,%d", s, s);
+        snprintf(right, sizeof right, "%d,0,%d,%d", s, s, s);
+        snprintf(mid, sizeof mid, "%d,%d,%d,%d", s + s / 8, s / 8, s * 3 / 4, s * 3 / 4); /* inside b */
+        sl_matches m;
+        assert_string_equal(top_of_region(f, jpg, len, left, &m), "P1");
+        sl_matches_free(&m);
+        assert_string_equal(top_of_region(f, jpg, len, right, &m), "P4");
+        sl_matches_free(&m);
+        assert_string_equal(top_of_region(f, jpg, len, mid, &m), "P4");
+        sl_matches_free(&m);
+        /* outside the upright image (which is 2s x s, also when stored s x 2s) */
+        sl_query q = {0};
+        sl_error err;
+        char bad[64], dims[32];
+        snprintf(bad, sizeof bad, "%d,0,%d,%d", s, s + 1, s);
+        assert_int_equal(sl_engine_parse_region(bad, &q, &err), SL_OK);
+        assert_int_equal(sl_engine_search_bytes(f->e, jpg, len, &q, &m, &err), SL_E_INVALID);
+        snprintf(dims, sizeof dims, "%dx%d image", 2 * s, s);
+        assert_non_null(strstr(err.message, dims));
+        assert_int_equal(sl_engine_parse_region("0,0,15,40", &q, &err), SL_OK);
+        assert_int_equal(sl_engine_search_bytes(f->e, jpg, len, &q, &m, &err), SL_E_INVALID);
+        assert_non_null(strstr(err.message, "too small"));
+        g_free(jpg);
+    }
+    /* a decoded image: the region is in its pixels */
+    void *jpg = NULL;
+    size_t len = 0;
+    two_products(1, 4, 1, 0, &jpg, &len);
+    sl_image *img = NULL;
+    sl_error err;
+    assert_int_equal(sl_image_load_buffer(jpg, len, NULL, &img, NULL, &err), SL_OK);
+    sl_query q = {0};
+    q.k = 3;
+    assert_int_equal(sl_engine_parse_region("96,0,96,96", &q, &err), SL_OK);
+    sl_matches m;
+    assert_int_equal(sl_engine_search(f->e, img, &q, &m, &err), SL_OK);
+    assert_string_equal(m.items[0].product_id, "P4");
+    sl_matches_free(&m);
+    q.region_x = 100; /* 100 + 96 > 192 */
+    assert_int_equal(sl_engine_search(f->e, img, &q, &m, &err), SL_E_INVALID);
+    sl_image_free(img);
+    g_free(jpg);
+}
+
+static void test_parse_region(void **state) {
+    (void)state;
+    sl_query q = {0};
+    sl_error err;
+    assert_int_equal(sl_engine_parse_region("1,2,30,40", &q, &err), SL_OK);
+    assert_true(q.region_x == 1 && q.region_y == 2 && q.region_w == 30 && q.region_h == 40);
+    assert_int_equal(sl_engine_parse_region("0,0,1000000,1", &q, &err), SL_OK);
+    static const char *bad[] = { "", "1,2,3", "1,2,3,4,5", "-1,0,5,5", "1, 2,3,4", "a,b,c,d", "0,0,0,5",
+                                 "0,0,5,0", "1,2,3,4x", "2000000,0,1,1", "1,2,3,99999999999999999999", ",1,2,3",
+                                 "1,,2,3", "+1,2,3,4", " 1,2,3,4" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        q.region_w = 7;
+        assert_int_equal(sl_engine_parse_region(bad[i], &q, &err), SL_E_INVALID);
+        assert_int_equal(q.region_w, 7); /* unchanged */
+        assert_non_null(strstr(err.message, "region"));
+    }
+    assert_int_equal(sl_engine_parse_region(NULL, &q, &err), SL_E_INVALID);
+}
+
+/* ---- the store owns its images ------------------------------------------------------------- */
+
+static void write_bytes(const char *path, const void *data, size_t len) {
+    FILE *fp = fopen(path, "wb");
+    assert_non_null(fp);
+    assert_int_equal(fwrite(data, 1, len, fp), len);
+    fclose(fp);
+}
+
+static int exists(const char *path) {
+    FILE *fp = fopen(path, "rb");
+    if (fp) fclose(fp);
+    return fp != NULL;
+}
+
+static void test_store_owns_images(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    /* a big original (1500 x 1100) given by path, and a small one (96 px) given by bytes */
+    sl_image *big = NULL;
+    assert_int_equal(sl_sample_catalog_image(SEED, 7, 0, 1500, 1100, &big, &err), SL_OK);
+    void *bjpg = NULL;
+    size_t blen = 0;
+    assert_int_equal(sl_image_encode(big, "jpeg", 95, &bjpg, &blen, &err), SL_OK);
+    sl_image_free(big);
+    char feed[128];
+    snprintf(feed, sizeof feed, "%s/feed-big.jpg", f->dir);
+    write_bytes(feed, bjpg, blen);
+    sl_product prod = {0};
+    prod.id = (char *)"OWN";
+    prod.title = (char *)"Owned";
+    sl_image_input in[2] = {{feed, NULL, 0}, {NULL, f->jpg[6][0], f->len[6][0]}};
+    sl_put_outcome out;
+    assert_int_equal(sl_engine_put_product(f->e, &prod, in, 2, &out, &err), SL_OK);
+    sl_product p;
+    sl_image_ref *refs;
+    size_t n;
+    assert_int_equal(sl_engine_get_product(f->e, "OWN", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) assert_true(refs[i].in_store);
+    assert_non_null(strstr(refs[0].source, "feed-big.jpg")); /* where it came from */
+    /* the big one: a JPEG at the copy size; the small one: its bytes as given */
+    sl_image *copy = NULL;
+    sl_image_info info;
+    assert_int_equal(sl_image_load_file(refs[0].file, NULL, &copy, &info, &err), SL_OK);
+    assert_string_equal(info.format, "jpeg");
+    assert_int_equal(info.width > info.height ? info.width : info.height, SL_ENGINE_COPY_MAX_SIDE);
+    sl_image_free(copy);
+    FILE *fp = fopen(refs[1].file, "rb");
+    assert_non_null(fp);
+    char *small = malloc(f->len[6][0] + 1);
+    assert_int_equal(fread(small, 1, f->len[6][0] + 1, fp), f->len[6][0]);
+    fclose(fp);
+    assert_memory_equal(small, f->jpg[6][0], f->len[6][0]);
+    free(small);
+    char big_copy[512], small_copy[512];
+    snprintf(big_copy, sizeof big_copy, "%s", refs[0].file);
+    snprintf(small_copy, sizeof small_copy, "%s", refs[1].file);
+    int64_t big_id = refs[0].id;
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    /* the original goes away: thumbnails and checks still work, from the store's copy */
+    assert_int_equal(remove(feed), 0);
+    void *thumb = NULL;
+    size_t tlen = 0;
+    assert_int_equal(sl_engine_thumbnail(f->e, big_id, 64, &thumb, &tlen, &err), SL_OK);
+    free(thumb);
+    /* putting the same bytes again, or the copy itself (an export), changes nothing */
+    sl_image_input again[2] = {{big_copy, NULL, 0}, {small_copy, NULL, 0}};
+    assert_int_equal(sl_engine_put_product(f->e, &prod, again, 2, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UNCHANGED);
+    /* another product shares the small image; replacing OWN's images deletes only the big copy */
+    prod.id = (char *)"SHARE";
+    assert_int_equal(sl_engine_put_product(f->e, &prod, &in[1], 1, &out, &err), SL_OK);
+    prod.id = (char *)"OWN";
+    sl_image_input other[1] = {{NULL, f->jpg[7][1], f->len[7][1]}};
+    assert_int_equal(sl_engine_put_product(f->e, &prod, other, 1, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UPDATED);
+    assert_false(exists(big_copy));
+    assert_true(exists(small_copy));
+    assert_int_equal(sl_engine_thumbnail(f->e, big_id, 64, &thumb, &tlen, &err), SL_E_NOT_FOUND);
+    /* deleting the last user of a file deletes it */
+    assert_int_equal(sl_engine_delete_product(f->e, "SHARE", &err), SL_OK);
+    assert_false(exists(small_copy)); /* OWN has view 7/1 only now */
+    assert_int_equal(sl_engine_get_product(f->e, "OWN", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(n, 1);
+    char own_copy[512];
+    snprintf(own_copy, sizeof own_copy, "%s", refs[0].file);
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    assert_int_equal(sl_engine_delete_product(f->e, "OWN", &err), SL_OK);
+    assert_false(exists(own_copy));
+    free(bjpg);
+}
+
+/* A copy that a deleter removed between its write and the commit of its row is written again
+ * inside the transaction (the deleter holds the same write lock). */
+static void test_commit_restores_removed_copy(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    sl_image *img = NULL;
+    sl_image_info info;
+    assert_int_equal(sl__engine_decode(f->e, f->jpg[5][1], f->len[5][1], &img, &info, &err), SL_OK);
+    sl__described d;
+    memset(&d, 0, sizeof d);
+    sl__sha256_buffer(f->jpg[5][1], f->len[5][1], d.hash);
+    d.size = (int64_t)f->len[5][1];
+    assert_int_equal(sl__engine_describe(f->e, img, &d.vec, &d.local, &d.local_len, &err), SL_OK);
+    sl_image_free(img);
+    assert_int_equal(sl__engine_keep_copy(f->e, f->jpg[5][1], f->len[5][1], &info, d.file, &err), SL_OK);
+    d.copy = f->jpg[5][1];
+    d.copy_len = f->len[5][1];
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", f->dir, d.file);
+    assert_true(exists(path));
+    assert_int_equal(remove(path), 0); /* the deleter's move */
+    sl_product prod = {0};
+    prod.id = (char *)"RACE";
+    const char *src[1] = {""};
+    pthread_mutex_lock(&f->e->wmu);
+    sl_status st = sl__engine_commit_product(f->e, &prod, src, &d, 1, 0, &err);
+    pthread_mutex_unlock(&f->e->wmu);
+    assert_int_equal(st, SL_OK);
+    assert_true(exists(path));
+    sl__described_clear(&d);
+    void *thumb = NULL;
+    size_t tlen = 0;
+    sl_image_ref *refs;
+    size_t n;
+    sl_product p;
+    assert_int_equal(sl_engine_get_product(f->e, "RACE", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(sl_engine_thumbnail(f->e, refs[0].id, 32, &thumb, &tlen, &err), SL_OK);
+    free(thumb);
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    assert_int_equal(sl_engine_delete_product(f->e, "RACE", &err), SL_OK);
+}
+
+/* ---- PATCH: partial updates ---------------------------------------------------------------- */
+
+static void test_patch_product(void **state) {
+    fixture *f = *state;
+    sl_error err;
+    sl_put_outcome out;
+    sl_product prod = {0};
+    prod.id = (char *)"PT";
+    prod.title = (char *)"Lamp";
+    prod.category = (char *)"lamps";
+    prod.description = (char *)"A lamp";
+    prod.url = (char *)"https://shop.example/pt";
+    prod.attrs_json = (char *)"{\"colour\":\"red\"}";
+    prod.price = 20;
+    prod.has_price = 1;
+    sl_image_input in[1] = {{NULL, f->jpg[1][0], f->len[1][0]}};
+    assert_int_equal(sl_engine_put_product(f->e, &prod, in, 1, &out, &err), SL_OK);
+    const char *patch = "{\"price\": 2, \"currency\": \"EUR\", \"attrs\": {\"size\": \"L\"}}";
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", patch, strlen(patch), NULL, 0, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UPDATED);
+    sl_product p;
+    sl_image_ref *refs;
+    size_t n;
+    assert_int_equal(sl_engine_get_product(f->e, "PT", &p, &refs, &n, &err), SL_OK);
+    assert_string_equal(p.title, "Lamp"); /* everything not named stays */
+    assert_string_equal(p.category, "lamps");
+    assert_string_equal(p.description, "A lamp");
+    assert_string_equal(p.url, "https://shop.example/pt");
+    assert_string_equal(p.currency, "EUR");
+    assert_float_equal(p.price, 2, 0);
+    assert_string_equal(p.attrs_json, "{\"colour\":\"red\",\"size\":\"L\"}");
+    assert_int_equal(n, 1);
+    int64_t first = refs[0].id;
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    /* the same patch again: unchanged; images given: they replace the old ones */
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", patch, strlen(patch), NULL, 0, &out, &err), SL_OK);
+    assert_int_equal(out, SL_PUT_UNCHANGED);
+    sl_image_input two[2] = {{NULL, f->jpg[2][0], f->len[2][0]}, {NULL, f->jpg[2][1], f->len[2][1]}};
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", NULL, 0, two, 2, &out, &err), SL_OK);
+    assert_int_equal(sl_engine_get_product(f->e, "PT", &p, &refs, &n, &err), SL_OK);
+    assert_int_equal(n, 2);
+    assert_true(refs[0].id != first && refs[1].id != first);
+    assert_string_equal(p.title, "Lamp");
+    sl_product_clear(&p);
+    sl_image_refs_free(refs, n);
+    /* errors: unknown product, bad field (nothing changes) */
+    assert_int_equal(sl_engine_patch_product(f->e, "NOPE", patch, strlen(patch), NULL, 0, &out, &err), SL_E_NOT_FOUND);
+    const char *bad = "{\"price\": -1}";
+    assert_int_equal(sl_engine_patch_product(f->e, "PT", bad, strlen(bad), NULL, 0, &out, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "0..1000000000000"));
+    assert_int_equal(sl_engine_get_product(f->e, "PT", &p, NULL, NULL, &err), SL_OK);
+    assert_float_equal(p.price, 2, 0);
+    sl_product_clear(&p);
+    assert_int_equal(sl_engine_delete_product(f->e, "PT", &err), SL_OK);
+}
+
+/* ---- paging: offset, url and currency in results --------------------------------------------- */
+
+static void test_search_offset(void **state) {
+    fixture *f = *state;
+    sl_put_outcome out;
+    sl_error err;
+    for (int p = 0; p < 8; p++) assert_int_equal(put(f, p, "Thing", 2, &out), SL_OK);
+    sl_query q = {0};
+    q.k = 6;
+    sl_matches all, page;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &all, &err), SL_OK);
+    assert_int_equal(all.n, 6);
+    q.k = 3;
+    q.offset = 3;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &page, &err), SL_OK);
+    assert_int_equal(page.n, 3);
+    for (size_t i = 0; i < 3; i++) {
+        assert_string_equal(page.items[i].product_id, all.items[3 + i].product_id);
+        assert_true(page.items[i].score == all.items[3 + i].score);
+        assert_non_null(page.items[i].url);
+        assert_non_null(page.items[i].currency);
+    }
+    sl_matches_free(&page);
+    sl_matches_free(&all);
+    q.offset = 7; /* past the end of 8 products: what is left */
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &page, &err), SL_OK);
+    assert_int_equal(page.n, 1);
+    sl_matches_free(&page);
+    q.k = 10;
+    q.offset = SL_ENGINE_RANK_MAX - 5;
+    assert_int_equal(sl_engine_search_bytes(f->e, f->jpg[3][0], f->len[3][0], &q, &page, &err), SL_E_INVALID);
+    assert_non_null(strstr(err.message, "1000"));
+    q.offset = -1;
+    assert_int_equal(sl_engine_similar(f->e, "P1", &q, &page, &err), SL_E_INVALID);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verified_search_cache_under_writes),
@@ -607,6 +966,12 @@ int main(void) {
         cmocka_unit_test(test_put_get_search_delete),
         cmocka_unit_test(test_concurrent_search_and_writes),
         cmocka_unit_test(test_two_writers_index_file),
+        cmocka_unit_test_setup_teardown(test_search_region, setup, teardown),
+        cmocka_unit_test(test_parse_region),
+        cmocka_unit_test_setup_teardown(test_store_owns_images, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_commit_restores_removed_copy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_patch_product, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_search_offset, setup, teardown),
         cmocka_unit_test(test_calibrated_confidence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,4 +1,7 @@
-/* tests/test_eval.c - retrieval metrics on hand-made rankings equal hand-computed values. */
+/* tests/test_eval.c - retrieval metrics on hand-made rankings equal hand-computed values; the
+ * evaluation runner ranks a gallery split into parts exactly like a whole one (a gallery above
+ * the index's 32,768 results per search used to score 0), and counts and names unreadable
+ * queries as skipped. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -9,6 +12,14 @@
 #include <jansson.h>
 
 #include "shoplens/eval.h"
+#include "shoplens/image.h"
+#include "shoplens/index.h"
+#include "shoplens/sample.h"
+#include "eval/eval_internal.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define EPS 1e-6
 
@@ -111,12 +122,103 @@ static void test_json_keys_exact(void **state) {
     sl_eval_acc_free(a);
 }
 
+
+/* ---- sl_eval_run on generated ImageFolders --------------------------------------------------- */
+
+static void write_view(const char *dir, const char *label, const char *name, uint32_t product,
+                       uint32_t view) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, label);
+    mkdir(path, 0755);
+    snprintf(path, sizeof path, "%s/%s/%s", dir, label, name);
+    sl_image *img = NULL;
+    sl_error e;
+    assert_int_equal(sl_sample_catalog_image(5, product, view, 64, 64, &img, &e), SL_OK);
+    assert_int_equal(sl_image_save_file(img, path, 90, &e), SL_OK);
+    sl_image_free(img);
+}
+
+typedef struct skips { int n; char names[4][512]; } skips;
+
+static void on_skip(void *ctx, const char *path, const char *why) {
+    skips *k = ctx;
+    assert_non_null(why);
+    if (k->n < 4) snprintf(k->names[k->n], sizeof k->names[0], "%s", path);
+    k->n++;
+}
+
+static void test_run_parts_and_skipped_queries(void **state) {
+    (void)state;
+    char tmpl[] = "/tmp/sl_test_eval_XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    assert_non_null(dir);
+    char g[600], q[600];
+    snprintf(g, sizeof g, "%s/g", dir);
+    snprintf(q, sizeof q, "%s/q", dir);
+    mkdir(g, 0755);
+    mkdir(q, 0755);
+    char label[16], name[16];
+    for (uint32_t p = 0; p < 4; p++)
+        for (uint32_t v = 0; v < 3; v++) {
+            snprintf(label, sizeof label, "L%u", p);
+            snprintf(name, sizeof name, "v%u.jpg", v);
+            write_view(g, label, name, p, v);
+        }
+    write_view(q, "L1", "photo.jpg", 1, 3);
+    write_view(q, "L2", "photo.jpg", 2, 3);
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/L2/broken.jpg", q);
+    FILE *fp = fopen(bad, "wb");
+    assert_non_null(fp);
+    fputs("not a picture", fp);
+    fclose(fp);
+
+    sl_eval_opts o;
+    memset(&o, 0, sizeof o);
+    o.gallery_dir = g;
+    o.features = "color";
+    o.k = 5;
+    o.jobs = 2;
+    sl_error e;
+    sl_eval_metrics whole, parts;
+    assert_int_equal(sl_eval_run(&o, &whole, &e), SL_OK);
+    assert_int_equal(whole.queries, 12);
+    assert_true(whole.map > 0);
+    /* the same gallery ranked in parts of 5 (then 1) images: the same numbers */
+    static const size_t part_sizes[] = {5, 1};
+    for (size_t pi = 0; pi < 2; pi++) {
+        sl__eval_part_size = part_sizes[pi];
+        assert_int_equal(sl_eval_run(&o, &parts, &e), SL_OK);
+        assert_int_equal(parts.queries, whole.queries);
+        assert_int_equal(parts.gallery, whole.gallery);
+        assert_float_equal(parts.map, whole.map, 1e-12);
+        assert_float_equal(parts.precision_k, whole.precision_k, 1e-12);
+        assert_float_equal(parts.hit_1, whole.hit_1, 1e-12);
+        for (int i = 0; i < SL_EVAL_PR_POINTS; i++) assert_float_equal(parts.pr_curve[i], whole.pr_curve[i], 1e-12);
+    }
+    sl__eval_part_size = SL_INDEX_K_MAX;
+    /* a query that does not decode is skipped, counted and named */
+    skips k = {0};
+    o.queries_dir = q;
+    o.skipped_fn = on_skip;
+    o.skipped_ctx = &k;
+    assert_int_equal(sl_eval_run(&o, &parts, &e), SL_OK);
+    assert_int_equal(parts.queries, 2);
+    assert_int_equal(parts.skipped, 1);
+    assert_int_equal(k.n, 1);
+    assert_string_equal(k.names[0], bad);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_metrics_hand_computed),
         cmocka_unit_test(test_perfect_ranking),
         cmocka_unit_test(test_invalid_inputs),
         cmocka_unit_test(test_json_keys_exact),
+        cmocka_unit_test(test_run_parts_and_skipped_queries),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -162,6 +162,38 @@ static void test_batch_sizes_agree(void **state) {
     free_fixture(&f);
 }
 
+/* A batch of 5 on 2 threads runs as micro-batches of 2, 2 and 1 images on a model that writes
+ * more activations than it has weights (tiny_mbv2), whole on one that does not (tiny_resnet);
+ * either way each image's output equals a run of that image alone. */
+static void test_micro_batches_agree(void **state) {
+    (void)state;
+    static const char *const names[] = {"tiny_mbv2", "tiny_resnet"};
+    for (int k = 0; k < 2; k++) {
+        fixture f;
+        load_fixture(names[k], &f);
+        sl_nn_opts o;
+        sl_nn_opts_init(&o);
+        o.output = "logits";
+        o.threads = 2;
+        sl_nn *m = load(names[k], &o);
+        assert_int_equal(sl__nn_micro_batch(m, 5), k == 0 ? 2 : 5);
+        assert_int_equal(sl__nn_micro_batch(m, 2), 2);
+        size_t per = f.icount / 2;
+        float *x = malloc(5 * per * sizeof(float)), y5[50], y1[10];
+        for (size_t i = 0; i < 5 * per; i++) x[i] = f.in[i % (2 * per)] * (1.0f + 0.1f * (float)(i / (2 * per)));
+        sl_error e;
+        assert_int_equal(sl_nn_run(m, x, 5, y5, &e), SL_OK);
+        for (int b = 0; b < 5; b++) {
+            assert_int_equal(sl_nn_run(m, x + (size_t)b * per, 1, y1, &e), SL_OK);
+            assert_true(rel_diff(y5 + b * 10, y1, 10) < 1e-6);
+        }
+        assert_true(rel_diff(y5, f.out, 20) < 1e-5); /* the first two images are the fixture's */
+        free(x);
+        sl_nn_free(m);
+        free_fixture(&f);
+    }
+}
+
 typedef struct thr_arg { const sl_nn *m; const float *in; float out[20]; sl_status st; } thr_arg;
 static void *thr_run(void *p) {
     thr_arg *a = p;
@@ -886,6 +918,7 @@ int main(void) {
         cmocka_unit_test(test_models_match_pytorch),
         cmocka_unit_test(test_default_embedding_is_pooled_features),
         cmocka_unit_test(test_batch_sizes_agree),
+        cmocka_unit_test(test_micro_batches_agree),
         cmocka_unit_test(test_concurrent_callers_share_one_model),
         cmocka_unit_test(test_bf16_mode_is_close_but_not_fp32),
         cmocka_unit_test(test_int8_mode_is_close_but_not_fp32),

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "server/parse.h"
+#include "util/util.h"
 #include "shoplens/engine.h"
 #include "shoplens/server.h"
 
@@ -81,6 +83,29 @@ static void test_target_refusals(void **state) {
     assert_int_equal(sl__target_parse(many, strlen(many), &t, &e), SL_E_TOO_LARGE);
     const char *deep = "/a/b/c/d/e/f/g/h/i";
     assert_int_equal(sl__target_parse(deep, strlen(deep), &t, &e), SL_E_TOO_LARGE);
+}
+
+/* Decoded segments and parameters are UTF-8 (they become ids and JSON text). */
+static void test_target_utf8(void **state) {
+    (void)state;
+    sl__target t;
+    sl_error e;
+    static const char *good[] = { "/v1/products/%C3%A9t%C3%A9", "/v1/products/%E2%82%AC", "/v1/products/%F0%9F%98%80",
+                                  "/a?q=%E2%82%AC+5", "/a?%C3%A9=1", "/v1/products/%EF%BF%BF" };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        assert_int_equal(sl__target_parse(good[i], strlen(good[i]), &t, &e), SL_OK);
+    static const char *bad[] = { "/v1/products/%ff", "/v1/products/%C0%AF" /* overlong '/' */,
+                                 "/v1/products/%ED%A0%80" /* surrogate */, "/v1/products/%F4%90%80%80" /* > U+10FFFF */,
+                                 "/v1/products/%C3", "/v1/products/%80", "/a?q=%ff", "/a?%fe=1", "/v1/products/%E2%82" };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(sl__target_parse(bad[i], strlen(bad[i]), &t, &e), SL_E_INVALID);
+        assert_non_null(strstr(e.message, "UTF-8"));
+    }
+    assert_true(sl__utf8_valid("", 0));
+    assert_true(sl__utf8_valid("\xf4\x8f\xbf\xbf", 4));
+    assert_false(sl__utf8_valid("\xf5\x80\x80\x80", 4));
+    assert_false(sl__utf8_valid("\xe0\x9f\xbf", 3)); /* overlong 3-byte */
+    assert_false(sl__utf8_valid("a\xc3", 2));
 }
 
 static void test_params(void **state) {
@@ -282,6 +307,8 @@ static void test_results_json(void **state) {
     items[0].inliers = 12;
     items[0].confidence = 0.9876543;
     items[0].match = 1;
+    items[0].currency = "EUR";
+    items[0].url = "https://shop.example/p1";
     items[1].product_id = "P2";
     items[1].score = -0.5;
     items[1].title = "bad \xff\xfe utf8";            /* invalid UTF-8 */
@@ -293,14 +320,108 @@ static void test_results_json(void **state) {
     assert_non_null(s);
     assert_string_equal(s,
         "{\"results\":[{\"rank\":1,\"product_id\":\"P1\",\"score\":0.123457,\"confidence\":0.987654,\"match\":true,\"title\":\"Mug \\\"A\\\" \\u00E9\","
-        "\"category\":\"mugs\",\"price\":12.5,\"image_id\":7,\"image_url\":\"/v1/images/7\",\"inliers\":12},"
+        "\"category\":\"mugs\",\"price\":12.5,\"currency\":\"EUR\",\"url\":\"https://shop.example/p1\","
+        "\"image_id\":7,\"image_url\":\"/v1/images/7\",\"inliers\":12},"
         "{\"rank\":2,\"product_id\":\"P2\",\"score\":-0.5,\"confidence\":0.0,\"match\":false,\"title\":\"bad ?? utf8\",\"category\":null,"
-        "\"price\":null,\"image_id\":9,\"image_url\":\"/v1/images/9\",\"inliers\":null}],\"count\":2,\"took_ms\":12.35}");
+        "\"price\":null,\"currency\":null,\"url\":null,\"image_id\":9,\"image_url\":\"/v1/images/9\",\"inliers\":null}],"
+        "\"count\":2,\"took_ms\":12.35}");
     assert_null(strstr(s, "secret")); /* server paths never leave the server */
     free(s);
     s = sl_server_results_json(NULL, 0);
     assert_string_equal(s, "{\"results\":[],\"count\":0,\"took_ms\":0.0}");
     free(s);
+}
+
+/* ---- request head (the front door's check) ---------------------------------------------- */
+
+static int sl__headp(const char *raw, sl__head *h) { return sl__head_parse(raw, strlen(raw), h); }
+
+static void test_head_parse(void **state) {
+    (void)state;
+    sl__head h;
+    const char *ok = "\r\nPOST /v1/search?k=3 HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\nbody...";
+    assert_int_equal(sl__headp(ok, &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 0);
+    assert_string_equal(h.method, "POST");
+    assert_string_equal(h.path, "/v1/search");
+    assert_int_equal(h.minor, 1);
+    assert_int_equal(h.len, strlen(ok) - strlen("body..."));
+    /* bare LF line ends, HTTP/1.0 without Host, HTTP/1.2 read as 1.1, chunked */
+    assert_int_equal(sl__headp("GET / HTTP/1.0\n\n", &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 0);
+    assert_int_equal(h.minor, 0);
+    assert_int_equal(sl__headp("GET / HTTP/1.2\r\nhost:\r\n\r\n", &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 0);
+    assert_int_equal(h.minor, 1);
+    assert_int_equal(sl__headp("PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551615\r\n\r\n", &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 0); /* fits 64 bits: the route's limit answers it */
+    assert_int_equal(sl__headp("PUT /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:  Chunked \r\n\r\n", &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 0);
+    /* every prefix of a good head asks for more (and never fails) */
+    for (size_t n = 0; n < strlen(ok) - strlen("body..."); n++) {
+        assert_int_equal(sl__head_parse(ok, n, &h), SL__HEAD_MORE);
+        assert_int_equal(h.status, 0);
+    }
+    /* refusals: (head, status, a word of the message) */
+    static const struct { const char *head; int status; const char *word; } bad[] = {
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "Content-Length" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000000000000\r\n\r\n", 413, "above" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n", 413, "above" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n", 400, "Content-Length" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 400, "Content-Length" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n\r\n", 400, "empty" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "both" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", 400, "both" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", 501, "chunked" },
+        { "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "Transfer-Encoding" },
+        { "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "HTTP/1.0" },
+        { "GET / HTTP/1.1\r\n\r\n", 400, "Host" },
+        { "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "Host" },
+        { "GET / HTTP/1.0\r\nHost: a\r\nhost: b\r\n\r\n", 400, "Host" },
+        { "GET / HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n", 400, "obs-fold" },
+        { "GET / HTTP/1.1\r\nHost : x\r\n\r\n", 400, "header line" },
+        { "GET / HTTP/1.1\r\nBad Name: x\r\nHost: x\r\n\r\n", 400, "header line" },
+        { "GET / HTTP/1.1\r\nHost: x\r\nNo-colon\r\n\r\n", 400, "header line" },
+        { "GET / HTTP/1.1\r\nHost: x\001\r\n\r\n", 400, "control" },
+        { "GET / HTTP/1.1\rHost: x\r\n\r\n", 400, "CR" },
+        { "GET  / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request line" },
+        { "GET /\r\n\r\n", 400, "request line" },
+        { "GET / HTTP/1.1 \r\nHost: x\r\n\r\n", 400, "version" },
+        { "GET / http/1.1\r\nHost: x\r\n\r\n", 400, "version" },
+        { "GET / HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP/1.1" },
+        { "GET / HTTP/0.9\r\nHost: x\r\n\r\n", 505, "HTTP/1.1" },
+        { "G(T / HTTP/1.1\r\nHost: x\r\n\r\n", 400, "request line" },
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int r = sl__headp(bad[i].head, &h);
+        if (r != SL__HEAD_DONE || h.status != bad[i].status || !strstr(h.msg, bad[i].word))
+            fprintf(stderr, "head %zu: got %d/%d '%s'\n", i, r, h.status, h.msg);
+        assert_int_equal(r, SL__HEAD_DONE);
+        assert_int_equal(h.status, bad[i].status);
+        assert_non_null(strstr(h.msg, bad[i].word));
+        assert_non_null(h.code);
+    }
+    /* a bad request line is refused before the rest arrives */
+    assert_int_equal(sl__headp("G(T /", &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 400);
+    assert_int_equal(sl__headp(" GET", &h), SL__HEAD_DONE);
+    /* limits: target length, head size, field count */
+    char *big = malloc(SL__HEAD_MAX + 200);
+    assert_non_null(big);
+    memset(big, 'a', SL__HEAD_MAX + 100);
+    memcpy(big, "GET /", 5);
+    assert_int_equal(sl__head_parse(big, 4200, &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 414);
+    int n = snprintf(big, 64, "GET / HTTP/1.1\r\nHost: x\r\nX: ");
+    memset(big + n, 'v', SL__HEAD_MAX);
+    assert_int_equal(sl__head_parse(big, SL__HEAD_MAX + 1, &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 431);
+    n = snprintf(big, 64, "GET / HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < SL__HEAD_MAX_FIELDS; i++) n += snprintf(big + n, 16, "X-%d: 1\r\n", i);
+    n += snprintf(big + n, 4, "\r\n");
+    assert_int_equal(sl__head_parse(big, (size_t)n, &h), SL__HEAD_DONE);
+    assert_int_equal(h.status, 431);
+    free(big);
 }
 
 /* ---- HTTP -------------------------------------------------------------------------------- */
@@ -418,15 +539,19 @@ static void sl__expect_error(const sl__http_resp *r, int status, const char *cod
     assert_non_null(strcasestr(r->head, "Content-Type: application/json"));
 }
 
-/* shoplens_http_request_body_bytes_total from /metrics. */
-static unsigned long long sl__body_bytes(int port) {
+/* The value of the /metrics line that starts with line_prefix (0 when absent). */
+static unsigned long long sl__metric(int port, const char *line_prefix) {
     sl__http_resp r;
     sl__req0(port, "GET", "/metrics", &r);
-    const char *key = "\nshoplens_http_request_body_bytes_total ";
-    const char *bt = strstr(r.body, key);
-    unsigned long long n = bt ? strtoull(bt + strlen(key), NULL, 10) : 0;
+    const char *m = strstr(r.body, line_prefix);
+    unsigned long long n = m ? strtoull(m + strlen(line_prefix), NULL, 10) : 0;
     free(r.body);
     return n;
+}
+
+/* shoplens_http_request_body_bytes_total from /metrics. */
+static unsigned long long sl__body_bytes(int port) {
+    return sl__metric(port, "\nshoplens_http_request_body_bytes_total ");
 }
 
 static void test_http_core(void **state) {
@@ -714,6 +839,289 @@ static void test_http_body_budget(void **state) {
     assert_int_equal(sl_server_new(NULL, &o, &srv, &e), SL_E_INVALID);
 }
 
+/* Reads until the server closes the connection (or timeout_ms without data); NUL-terminated. */
+static size_t sl__read_all(int fd, char *buf, size_t cap, int timeout_ms) {
+    size_t len = 0;
+    while (len + 1 < cap) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, timeout_ms) <= 0) break;
+        ssize_t n = recv(fd, buf + len, cap - 1 - len, 0);
+        if (n <= 0) break;
+        len += (size_t)n;
+    }
+    buf[len] = '\0';
+    return len;
+}
+
+/* Number of HTTP status lines in a byte stream (at its start or after a CRLF). */
+static int sl__status_lines(const char *s) {
+    int n = strncmp(s, "HTTP/1.", 7) == 0;
+    for (const char *p = s; (p = strstr(p, "\r\nHTTP/1.")) != NULL; p += 2) n++;
+    return n;
+}
+
+/* The malformed and ambiguous heads libmicrohttpd accepts or answers badly: each gets exactly
+ * one complete JSON answer and the connection is closed; a kept-alive follow-up request gets
+ * the same framing rules. */
+static void test_http_framing(void **state) {
+    (void)state;
+    sl_server_opts o;
+    sl_server_opts_init(&o);
+    o.threads = 2;
+    o.max_body = 4096;
+    sl_server *srv = sl__start(&o);
+    int port = sl_server_port(srv);
+    static const struct { const char *req; int status; const char *code; } cases[] = {
+        { "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "bad_request" },
+        { "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 100000000000000000000000\r\n\r\n", 413, "payload_too_large" },
+        { "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, "bad_request" },
+        { "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde", 400, "bad_request" },
+        { "GET /healthz HTTP/1.1\r\n\r\n", 400, "bad_request" },
+        { "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, "bad_request" },
+        { "GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n folded\r\n\r\n", 400, "bad_request" },
+        { "POST /v1/search HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 501, "not_implemented" },
+        { "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n", 505, "http_version_not_supported" },
+    };
+    char *buf = malloc(1 << 16);
+    assert_non_null(buf);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int fd = sl__connect(port);
+        sl__send_all(fd, cases[i].req, strlen(cases[i].req));
+        size_t len = sl__read_all(fd, buf, 1 << 16, 5000);
+        close(fd);
+        if (sl__status_lines(buf) != 1) fprintf(stderr, "case %zu: %zu bytes: %s\n", i, len, buf);
+        assert_int_equal(sl__status_lines(buf), 1);
+        sl__http_resp r;
+        memset(&r, 0, sizeof r);
+        char *end = strstr(buf, "\r\n\r\n");
+        assert_non_null(end);
+        r.status = atoi(buf + 9);
+        snprintf(r.head, sizeof r.head, "%.*s", (int)(end - buf), buf);
+        r.body = end + 4;
+        sl__expect_error(&r, cases[i].status, cases[i].code);
+        /* the body is exactly Content-Length long and nothing follows it */
+        const char *cl = strcasestr(r.head, "\r\nContent-Length:");
+        assert_non_null(cl);
+        assert_int_equal(strtoul(cl + 17, NULL, 10), len - (size_t)(end + 4 - buf));
+        assert_non_null(strcasestr(r.head, "Connection: close"));
+    }
+    /* a kept-alive connection: the follow-up request did not pass the door, the same rules hold */
+    static const char *follow[] = {
+        "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof follow / sizeof follow[0]; i++) {
+        int fd = sl__connect(port);
+        const char *first = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+        sl__send_all(fd, first, strlen(first));
+        sl__http_resp r;
+        assert_int_equal(sl__read_resp(fd, &r, 5000), 0);
+        assert_int_equal(r.status, 200);
+        free(r.body);
+        sl__send_all(fd, follow[i], strlen(follow[i]));
+        assert_int_equal(sl__read_resp(fd, &r, 5000), 0);
+        sl__expect_error(&r, 400, "bad_request");
+        free(r.body);
+        close(fd);
+    }
+    /* ids that are not UTF-8 once decoded: 400, whatever the route */
+    sl__http_resp r;
+    sl__req0(port, "PUT", "/v1/products/%ff", &r);
+    sl__expect_error(&r, 400, "bad_request");
+    assert_non_null(strstr(r.body, "UTF-8"));
+    free(r.body);
+    sl__req0(port, "GET", "/v1/products/%C3%A9/similar", &r);
+    sl__expect_error(&r, 503, "unavailable"); /* valid: reaches the (missing) engine */
+    free(r.body);
+    /* counted and logged like any other request */
+    sl__req0(port, "GET", "/metrics", &r);
+    assert_non_null(strstr(r.body, "shoplens_http_requests_total{route=\"none\",status=\"505\"} 1\n"));
+    assert_non_null(strstr(r.body, "shoplens_http_requests_total{route=\"none\",status=\"501\"} 1\n"));
+    assert_non_null(strstr(r.body, "shoplens_http_requests_total{route=\"none\",status=\"413\"} 1\n"));
+    free(r.body);
+    free(buf);
+    sl_server_free(srv);
+}
+
+/* A chunked body far over max_body gets its 413 while the client is still sending. */
+static void test_http_chunked_413(void **state) {
+    (void)state;
+    sl_server_opts o;
+    sl_server_opts_init(&o);
+    o.threads = 2;
+    o.max_body = 4096;
+    sl_server *srv = sl__start(&o);
+    int fd = sl__connect(sl_server_port(srv));
+    const char *ch = "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
+                     "Transfer-Encoding: chunked\r\n\r\n";
+    sl__send_all(fd, ch, strlen(ch));
+    char chunk[1100];
+    int hl = snprintf(chunk, sizeof chunk, "400\r\n");
+    memset(chunk + hl, 'x', 1024);
+    memcpy(chunk + hl + 1024, "\r\n", 2);
+    int readable = 0;
+    for (int i = 0; i < 8192 && !readable; i++) { /* up to 8 MiB, 2000 times the limit */
+        struct pollfd p = { .fd = fd, .events = POLLIN | POLLOUT };
+        if (poll(&p, 1, 1000) <= 0) break;
+        if (p.revents & POLLIN) readable = 1;
+        else if (send(fd, chunk, (size_t)hl + 1026, MSG_NOSIGNAL | MSG_DONTWAIT) < 0 && errno != EAGAIN) break;
+    }
+    sl__http_resp r;
+    assert_int_equal(sl__read_resp(fd, &r, 5000), 0);
+    sl__expect_error(&r, 413, "payload_too_large");
+    assert_non_null(strstr(r.body, "4096"));
+    free(r.body);
+    close(fd);
+    sl__req0(sl_server_port(srv), "GET", "/metrics", &r);
+    assert_non_null(strstr(r.body, "shoplens_http_requests_total{route=\"search\",status=\"413\"} 1\n"));
+    free(r.body);
+    sl_server_free(srv);
+}
+
+/* Drips one byte every 100 ms to each open fd until told to stop. */
+typedef struct { int fd[16]; int n; atomic_int stop; const char *bytes; } sl__drip;
+static void *sl__drip_thread(void *p) {
+    sl__drip *d = p;
+    size_t k = 0, bl = strlen(d->bytes);
+    while (!atomic_load(&d->stop)) {
+        for (int i = 0; i < d->n; i++)
+            if (d->fd[i] >= 0) (void)send(d->fd[i], d->bytes + k % bl, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+        k++;
+        usleep(100000);
+    }
+    return NULL;
+}
+
+/* Waits for an answer on a dripping connection; returns its status (0: closed without one)
+ * and the seconds it took. */
+static int sl__await(int fd, double *secs) {
+    struct timeval t0, t1;
+    gettimeofday(&t0, NULL);
+    sl__http_resp r;
+    int st = sl__read_resp(fd, &r, 8000) == 0 ? r.status : 0;
+    if (st) {
+        if (st == 408) sl__expect_error(&r, 408, "request_timeout");
+        free(r.body);
+    }
+    gettimeofday(&t1, NULL);
+    *secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6;
+    return st;
+}
+
+/* Clients that drip their head or body are closed at the deadline with 408 (counted), idle
+ * kept-alive connections silently, and drippers holding every connection slot do not keep a
+ * normal request waiting. */
+static void test_http_slow_clients(void **state) {
+    (void)state;
+    sl_server_opts o;
+    sl_server_opts_init(&o);
+    o.threads = 2;
+    o.head_timeout_s = 1;
+    o.body_timeout_s = 1;
+    o.max_connections = 4;
+    sl_server *srv = sl__start(&o);
+    int port = sl_server_port(srv);
+    double secs;
+    sl__drip d = { .n = 0, .bytes = "abcdefghijklmnopqrstuvwxyz" };
+    pthread_t th;
+    /* a head that never ends, a body that crawls, and a follow-up head on a kept-alive
+     * connection (read by libmicrohttpd, not the door) */
+    const char *head = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    const char *body = "POST /v1/search HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n";
+    int a = sl__connect(port), b = sl__connect(port), c = sl__connect(port);
+    sl__send_all(a, head, strlen(head));
+    sl__send_all(b, body, strlen(body));
+    const char *get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    sl__send_all(c, get, strlen(get));
+    sl__http_resp r;
+    assert_int_equal(sl__read_resp(c, &r, 5000), 0);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    sl__send_all(c, head, strlen(head));
+    d.fd[0] = a; d.fd[1] = b; d.fd[2] = c; d.n = 3;
+    assert_int_equal(pthread_create(&th, NULL, sl__drip_thread, &d), 0);
+    assert_int_equal(sl__await(a, &secs), 408);
+    assert_true(secs < 4);
+    assert_int_equal(sl__await(b, &secs), 408);
+    assert_true(secs < 4);
+    assert_int_equal(sl__await(c, &secs), 408);
+    assert_true(secs < 4);
+    atomic_store(&d.stop, 1);
+    pthread_join(th, NULL);
+    close(a); close(b); close(c);
+    /* an idle kept-alive connection is closed without a word */
+    int k = sl__connect(port);
+    sl__send_all(k, get, strlen(get));
+    assert_int_equal(sl__read_resp(k, &r, 5000), 0);
+    free(r.body);
+    char tmp[64];
+    struct pollfd pk = { .fd = k, .events = POLLIN };
+    assert_int_equal(poll(&pk, 1, 4000), 1);
+    assert_true(recv(k, tmp, sizeof tmp, 0) <= 0);
+    close(k);
+    assert_true(sl__metric(port, "shoplens_http_slow_clients_closed_total{phase=\"head\"} ") >= 2);
+    assert_int_equal(sl__metric(port, "shoplens_http_slow_clients_closed_total{phase=\"body\"} "), 1);
+    /* more header drippers than connection slots: a normal request is still answered at once
+     * (they wait in the door, not in libmicrohttpd's slots) */
+    sl__drip d2 = { .n = 8, .bytes = "abcdefghijklmnopqrstuvwxyz" };
+    for (int i = 0; i < 8; i++) {
+        d2.fd[i] = sl__connect(port);
+        sl__send_all(d2.fd[i], head, strlen(head));
+    }
+    assert_int_equal(pthread_create(&th, NULL, sl__drip_thread, &d2), 0);
+    usleep(300000);
+    struct timeval t0, t1;
+    gettimeofday(&t0, NULL);
+    sl__req0(port, "GET", "/healthz", &r);
+    gettimeofday(&t1, NULL);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    assert_true((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6 < 0.9);
+    atomic_store(&d2.stop, 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 8; i++) close(d2.fd[i]);
+    /* the door full of connections that have not said anything yet (all younger than the 0.2 s
+     * grace): the next client waits in the backlog a moment, then is served */
+    int quiet[4];
+    for (int i = 0; i < 4; i++) quiet[i] = sl__connect(port);
+    usleep(20000);
+    gettimeofday(&t0, NULL);
+    sl__req0(port, "GET", "/healthz", &r);
+    gettimeofday(&t1, NULL);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    assert_true((double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_usec - t0.tv_usec) / 1e6 < 2.0);
+    for (int i = 0; i < 4; i++) close(quiet[i]);
+    sl_server_free(srv);
+    /* uploads that hold every slot: 503 with Retry-After at once (never a hang), and the slots
+     * come back at their body deadline (3 s here, so the check before it holds on a slow
+     * machine) */
+    o.body_timeout_s = 3;
+    srv = sl__start(&o);
+    port = sl_server_port(srv);
+    sl__drip d3 = { .n = 4, .bytes = "abcdefghijklmnopqrstuvwxyz" };
+    for (int i = 0; i < 4; i++) {
+        d3.fd[i] = sl__connect(port);
+        sl__send_all(d3.fd[i], body, strlen(body));
+    }
+    assert_int_equal(pthread_create(&th, NULL, sl__drip_thread, &d3), 0);
+    usleep(300000);
+    sl__req0(port, "GET", "/healthz", &r);
+    sl__expect_error(&r, 503, "overloaded");
+    assert_non_null(strcasestr(r.head, "Retry-After: 1"));
+    free(r.body);
+    for (int i = 0; i < 4; i++) assert_int_equal(sl__await(d3.fd[i], &secs), 408);
+    atomic_store(&d3.stop, 1);
+    pthread_join(th, NULL);
+    for (int i = 0; i < 4; i++) close(d3.fd[i]);
+    usleep(200000);
+    sl__req0(port, "GET", "/healthz", &r);
+    assert_int_equal(r.status, 200);
+    free(r.body);
+    sl_server_free(srv);
+}
+
 static void test_new_refusals(void **state) {
     (void)state;
     sl_server *srv = (sl_server *)1;
@@ -750,6 +1158,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_target_basic),
         cmocka_unit_test(test_target_refusals),
+        cmocka_unit_test(test_target_utf8),
         cmocka_unit_test(test_params),
         cmocka_unit_test(test_header_params),
         cmocka_unit_test(test_multipart_splits),
@@ -760,6 +1169,10 @@ int main(void) {
         cmocka_unit_test(test_http_inflight_and_shutdown),
         cmocka_unit_test(test_http_body_budget),
         cmocka_unit_test(test_new_refusals),
+        cmocka_unit_test(test_head_parse),
+        cmocka_unit_test(test_http_framing),
+        cmocka_unit_test(test_http_chunked_413),
+        cmocka_unit_test(test_http_slow_clients),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

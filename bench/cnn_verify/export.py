@@ -17,6 +17,7 @@ MODELS = {
     "resnet101": lambda: torchvision.models.resnet101(weights=None),
     "mobilenet_v3_large": lambda: torchvision.models.mobilenet_v3_large(weights=None),
     "vgg16": lambda: torchvision.models.vgg16(weights=None),  # 528 MB file: the large-file check
+    "squeezenet1_1": lambda: torchvision.models.squeezenet1_1(weights=None),
 }
 
 

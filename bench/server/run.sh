@@ -5,7 +5,14 @@
 # POSTed as multipart/form-data to /v1/search with 1, 4 and 16 connections, SL_BENCH_SECONDS
 # each (default 30). Peers in the same run: the same search called in-process (bench_server:
 # the cost without HTTP) and GET /healthz (the HTTP stack alone). Writes bench/results/server.md.
-# Environment: SL_BENCH_SECONDS, SL_BENCH_PRODUCTS (default 10000), SL_BENCH_CONNS ("1 4 16").
+# Then slow clients (issue 15): SL_BENCH_SLOW (64) connections dripping header bytes
+# (bench/server/drip.py) while 4 connections search, against a server with --max-connections 32
+# (fewer slots than slow clients); quiet and dripping runs alternate, SL_BENCH_SLOW_ROUNDS (2)
+# times, SL_BENCH_SLOW_SECONDS (20) each, with kept-alive search connections and with a new
+# connection per search. Target: search p99 with the slow clients within 2x the quiet p99.
+# Environment: SL_BENCH_SECONDS, SL_BENCH_PRODUCTS (default 10000), SL_BENCH_CONNS ("1 4 16"),
+# SL_BENCH_SLOW, SL_BENCH_SLOW_SECONDS, SL_BENCH_SLOW_ROUNDS, SL_BENCH_OUT (the report file,
+# default bench/results/server.md).
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 here=$(cd "$(dirname "$0")" && pwd)
@@ -15,7 +22,7 @@ bin="$build/shoplens"
 secs=${SL_BENCH_SECONDS:-30}
 products=${SL_BENCH_PRODUCTS:-10000}
 conns=${SL_BENCH_CONNS:-"1 4 16"}
-out="$root/bench/results/server.md"
+out=${SL_BENCH_OUT:-$root/bench/results/server.md}
 cache="$build/bench-server"
 store="$cache/store-$products"
 command -v wrk >/dev/null || { echo "bench/server: wrk missing (make bench installs it)" >&2; exit 1; }
@@ -101,6 +108,68 @@ echo "bench/server: healthz, 4 connections: $hrps req/s, p50 $hp50 ms, p99 $hp99
 kill -TERM $pid; wait $pid || true
 trap - EXIT
 
+# ---- slow clients -------------------------------------------------------------------------
+slow=${SL_BENCH_SLOW:-64}
+ssecs=${SL_BENCH_SLOW_SECONDS:-20}
+srounds=${SL_BENCH_SLOW_ROUNDS:-2}
+slog="$cache/serve-slow.log"
+"$bin" serve --store "$store" --listen 127.0.0.1:0 --read-only --quiet --max-inflight 1024 --max-connections 32 2>"$slog" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null || true; wait $pid 2>/dev/null || true' EXIT
+url=$(sl_serve_url "$slog" "$pid" 1200)
+for _ in 1 2 3; do curl -sS -o /dev/null -F "image=@$q" "$url/v1/search?k=10"; done
+srows=""
+for r in $(seq 1 "$srounds"); do
+  for mode in quiet slow; do
+    dpid=""
+    if [ "$mode" = slow ]; then
+      /usr/bin/python3 "$here/drip.py" "$url" "$slow" $((2 * ssecs + 4)) > "$cache/drip-$r.json" &
+      dpid=$!
+      sleep 2
+    fi
+    for conn in keep close; do
+      hdr=()
+      [ "$conn" = close ] && hdr=(-H "Connection: close")
+      m0=$(cpu_ticks)
+      t0=$(ticks)
+      wrk -t 2 -c 4 -d "${ssecs}s" --timeout 30s --latency "${hdr[@]}" -s "$here/search.lua" "$url/v1/search?k=10" -- "$q" \
+        > "$cache/wrk-slow-$mode-$conn-$r.txt"
+      cpu=$(cpu_per_req "$t0" "$(ticks)" "$cache/wrk-slow-$mode-$conn-$r.txt")
+      steal=$(steal_pct "$m0" "$(cpu_ticks)")
+      read -r rps p50 p99 errs < <(parse "$cache/wrk-slow-$mode-$conn-$r.txt")
+      echo "bench/server: round $r, $mode, $conn: $rps req/s, p50 $p50 ms, p99 $p99 ms, $cpu ms server CPU/request, $errs errors, host steal $steal%"
+      srows+="$r $mode $conn $rps $p50 $p99 $cpu $errs $steal"$'\n'
+    done
+    if [ -n "$dpid" ]; then
+      wait "$dpid" || true
+      echo "bench/server: round $r slow clients: $(cat "$cache/drip-$r.json")"
+    fi
+  done
+done
+slow_metrics=$(curl -sS "$url/metrics" | grep '^shoplens_http_slow_clients_closed_total' | tr '\n' ' ')
+kill -TERM $pid; wait $pid || true
+trap - EXIT
+# rows -> a markdown table with the p99 ratio of each slow run to the quiet run before it
+slow_table=$(/usr/bin/python3 - "$srows" <<'PY'
+import sys
+rows = [l.split() for l in sys.argv[1].strip().splitlines()]
+quiet = {(r[0], r[2]): float(r[5]) for r in rows if r[1] == "quiet"}
+out, worst = [], 0.0
+for r, mode, conn, rps, p50, p99, cpu, errs, steal in rows:
+    ratio = ""
+    if mode == "slow":
+        x = float(p99) / quiet[(r, conn)]
+        worst = max(worst, x)
+        ratio = f"{x:.2f}"
+    what = "kept alive" if conn == "keep" else "new connection per search"
+    out.append(f"| {r} | {mode} | {what} | {rps} | {p50} | {p99} | {ratio} | {cpu} | {errs} | {steal} |")
+print("\n".join(out))
+print(f"WORST {worst:.2f}")
+PY
+)
+slow_worst=$(echo "$slow_table" | sed -n 's/^WORST //p')
+slow_table=$(echo "$slow_table" | grep -v '^WORST ')
+
 # In-process peer: the same search without HTTP, one thread.
 inproc="n/a"
 if [ -x "$build/bench_server" ]; then
@@ -141,6 +210,22 @@ cores=$(nproc)
   echo "Host steal: the share of this VM's CPU time the hypervisor gave to something else during the"
   echo "row (/proc/stat); above ~1% the latency tail of that row is partly the host's, not ours."
   echo
+  echo
+  echo "## Slow clients"
+  echo
+  echo "$slow connections drip a request head one byte every 100 ms (bench/server/drip.py; a new one"
+  echo "replaces each that the server closes) while wrk searches with 4 connections, kept alive or"
+  echo "a new connection per search (\`-H 'Connection: close'\`: new shoppers arriving). The server runs"
+  echo "with \`--max-connections 32\`, fewer slots than slow clients, default \`--head-timeout 10\`."
+  echo "Quiet and slow runs alternate, ${ssecs} s each. Target: p99 with slow clients <= 2 x quiet p99."
+  echo
+  echo "| round | clients | search connections | requests/s | p50 ms | p99 ms | p99 / quiet p99 | server CPU ms/request | errors | host steal % |"
+  echo "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|"
+  echo "$slow_table"
+  echo
+  echo "Worst p99 ratio: **${slow_worst}** (target <= 2). Counters at the end: $slow_metrics"
+  echo "The slow clients (drip.py, per round): $(cat "$cache"/drip-*.json | tr '\n' ' ')"
+  echo
   echo "Raw wrk outputs: $cache/wrk-*.txt"
 } > "$out"
-echo "bench/server: wrote $out (p99 at 4 connections: ${p99_4:-?} ms; target 50 ms)"
+echo "bench/server: wrote $out (p99 at 4 connections: ${p99_4:-?} ms; target 50 ms; slow clients: worst p99 ratio ${slow_worst}, target 2)"

@@ -39,6 +39,9 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_K_DEFAULT 10
 #define SL_ENGINE_K_MIN 1
 #define SL_ENGINE_K_MAX 1000
+/* Paging through a result list: offset + k <= SL_ENGINE_RANK_MAX (the deepest rank served). */
+#define SL_ENGINE_OFFSET_MAX (SL_ENGINE_K_MAX - 1)
+#define SL_ENGINE_RANK_MAX SL_ENGINE_K_MAX
 /* Image candidates fetched from the index per requested product (products have several
  * images) and, when verifying, how many of them are re-ranked geometrically (by default the
  * number the feature spec asks for, "verify:n=", see sl_features_verify_top_n). */
@@ -68,6 +71,23 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
 #define SL_ENGINE_MAX_SIDE_MAX 4096
+/* A search region (sl_query.region_*) is at least this many pixels on each side; coordinates
+ * and sizes above SL_ENGINE_REGION_COORD_MAX are refused when parsed. */
+#define SL_ENGINE_REGION_MIN 16
+#define SL_ENGINE_REGION_COORD_MAX 1000000
+/* The store keeps its own copy of every catalog image (images/<sha256 of the copy>.<ext>), so
+ * that thumbnails, retraining and `shoplens verify` never depend on the feed's files: the
+ * original bytes when its longest side is at most SL_ENGINE_COPY_MAX_SIDE pixels, else the image
+ * decoded at that longest side and encoded as JPEG of quality SL_ENGINE_COPY_QUALITY. 1024
+ * serves every thumbnail the API offers (up to 1024 px) and retraining at the default decode
+ * size (640) and above, at about a tenth of the bytes of a 12 Mpx photo (4000 x 3000 generated
+ * shopper photos of 0.49-1.13 MB: copies of 68-99 KB); quality 90 keeps JPEG artefacts below
+ * what the 640-pixel decode for features resolves. Vectors made by `retrain` come from the
+ * copies (identical bytes for originals up to 1024 px). */
+#define SL_ENGINE_COPY_MAX_SIDE 1024
+#define SL_ENGINE_COPY_QUALITY 90
+/* sync removes at most this share of the stored products unless told otherwise (rounded up). */
+#define SL_ENGINE_SYNC_MAX_REMOVALS_PERCENT_DEFAULT 10.0
 
 /* ---- opening ------------------------------------------------------------------------------- */
 
@@ -120,12 +140,29 @@ typedef enum sl_text_mode {
  * so k results are returned whenever k products pass the filter. */
 typedef struct sl_query {
     int k;
+    int offset;                     /* skip this many products first (paging): 0..
+                                       SL_ENGINE_OFFSET_MAX with offset + k <= SL_ENGINE_RANK_MAX
+                                       (SL_E_INVALID otherwise). Pages of one ranking: the
+                                       results of (k, offset) are ranks offset+1..offset+k of
+                                       the query with k' = offset + k. */
     const char *category;           /* exact category, NULL = any */
     double min_price, max_price;    /* inclusive; used when has_min_price / has_max_price */
     int has_min_price, has_max_price;
     const char *text;               /* FTS5 words on title + description, NULL = none */
     sl_text_mode text_mode;
+    /* Search only this rectangle of the query image when region_w > 0: pixels of the image as
+     * given, upright (after EXIF orientation, as a browser shows it), x/y from its top-left
+     * corner. It is cut out before any feature is computed (from a larger decode when the
+     * image is big and the region small, so the region keeps its detail). It must lie inside
+     * the image and be at least SL_ENGINE_REGION_MIN pixels on each side, else SL_E_INVALID
+     * naming the image size. Ignored by sl_engine_similar. */
+    int region_x, region_y, region_w, region_h;
 } sl_query;
+
+/* Parses a region "x,y,w,h" (four decimal integers, no spaces, each at most
+ * SL_ENGINE_REGION_COORD_MAX, w and h at least 1) into q's region fields. SL_E_INVALID (message
+ * says what is wrong) leaves q unchanged. Whether it fits the image is checked when searching. */
+sl_status sl_engine_parse_region(const char *text, sl_query *q, sl_error *err);
 
 /* One product in a result list. Scores and confidence (docs/learn.md):
  *  - score: the product's best image's, -1..1, higher is better: the global cosine similarity,
@@ -148,8 +185,10 @@ typedef struct sl_match {
     double price;           /* valid when has_price */
     int has_price;
     int64_t image_id;       /* the product's best-matching catalog image */
-    char *image;            /* that image's source path */
+    char *image;            /* that image's source path (the store's copy for an upload) */
     int inliers;            /* geometric verification inliers of that image, -1 if not verified */
+    char *url;              /* the product's page ("" when none) */
+    char *currency;         /* ISO 4217 code of price ("" when unknown) */
 } sl_match;
 
 typedef struct sl_matches {
@@ -183,8 +222,8 @@ sl_status sl_engine_similar(sl_engine *e, const char *product_id, const sl_query
 sl_status sl_engine_get_product(sl_engine *e, const char *product_id, sl_product *out,
                                 sl_image_ref **images, size_t *n_images, sl_error *err);
 
-/* An image given for a product: either a file path (kept as the source) or encoded bytes (a
- * copy is kept under the store's images/ directory, named by content hash). */
+/* An image given for a product: either a file path (recorded as its source) or encoded bytes.
+ * Either way the store keeps its own copy (SL_ENGINE_COPY_MAX_SIDE). */
 typedef struct sl_image_input {
     const char *path;       /* used when data is NULL */
     const void *data;
@@ -204,7 +243,17 @@ typedef enum sl_put_outcome { SL_PUT_ADDED = 0, SL_PUT_UPDATED = 1, SL_PUT_UNCHA
 sl_status sl_engine_put_product(sl_engine *e, const sl_product *p, const sl_image_input *images,
                                 size_t n_images, sl_put_outcome *outcome, sl_error *err);
 
-/* Removes a product and its images. SL_E_NOT_FOUND when absent. */
+/* Partial update: applies a JSON merge patch (RFC 7396; fields as sl_product_apply_json) to
+ * the metadata of an existing product, atomically with respect to other writers. patch may be
+ * NULL (metadata unchanged). n_images > 0: the product's images become exactly these, as in
+ * sl_engine_put_product; 0: they stay. Errors: SL_E_NOT_FOUND, SL_E_INVALID (the message names
+ * the field), as sl_engine_put_product. */
+sl_status sl_engine_patch_product(sl_engine *e, const char *product_id, const char *patch,
+                                  size_t patch_len, const sl_image_input *images,
+                                  size_t n_images, sl_put_outcome *outcome, sl_error *err);
+
+/* Removes a product and its images (their files too, once no product uses them).
+ * SL_E_NOT_FOUND when absent. */
 sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_error *err);
 
 /* ---- ingest of a feed (shoplens add / sync) ------------------------------------------------- */
@@ -214,12 +263,40 @@ sl_status sl_engine_delete_product(sl_engine *e, const char *product_id, sl_erro
  * total). elapsed_s counts from the start of extraction. */
 typedef void (*sl_progress_fn)(void *ctx, size_t done, size_t total, double elapsed_s);
 
+/* Image URLs (http/https) in feeds: fetched before extraction, jobs at once (8 when jobs is 0),
+ * each attempt within fetch_timeout_s, retried fetch_retries times with backoff on transient
+ * failures (see docs/cli.md). */
+#define SL_ENGINE_FETCH_TIMEOUT_DEFAULT 30
+#define SL_ENGINE_FETCH_TIMEOUT_MIN 1
+#define SL_ENGINE_FETCH_TIMEOUT_MAX 600
+#define SL_ENGINE_FETCH_RETRIES_DEFAULT 3
+#define SL_ENGINE_FETCH_RETRIES_MIN 0
+#define SL_ENGINE_FETCH_RETRIES_MAX 10
+#define SL_ENGINE_FETCH_PARALLEL_DEFAULT 8
+
 typedef struct sl_ingest_opts {
-    int jobs;                   /* extraction threads; 0 = all cores */
+    int jobs;                   /* extraction threads and downloads at once; 0 = all cores
+                                   (and SL_ENGINE_FETCH_PARALLEL_DEFAULT downloads) */
     int sync;                   /* nonzero: also remove products absent from the feed */
+    int dry_run;                /* nonzero: read, hash and decode, report what would be added,
+                                   updated and removed (report->*_ids), write nothing */
+    const char *currency;       /* currency of rows that give none (NULL = none); 3 letters */
+    /* sync: refuse (SL_E_STATE, before any change) when the feed would remove more products
+     * than max_removals (when max_removals_set) or than max_removals_percent of the stored
+     * products, rounded up (0 = SL_ENGINE_SYNC_MAX_REMOVALS_PERCENT_DEFAULT). A feed without
+     * any row is always refused. */
+    size_t max_removals;
+    int max_removals_set;
+    double max_removals_percent;
     size_t train_sample;        /* 0 = SL_ENGINE_TRAIN_SAMPLE_DEFAULT */
+    double fetch_timeout_s;     /* per download attempt; 0 = SL_ENGINE_FETCH_TIMEOUT_DEFAULT */
+    int fetch_retries;          /* further attempts after a transient failure; used when
+                                   fetch_retries_set, else SL_ENGINE_FETCH_RETRIES_DEFAULT */
+    int fetch_retries_set;
     sl_progress_fn progress;    /* may be NULL */
     void *progress_ctx;
+    sl_progress_fn fetch_progress; /* downloads done of total (distinct URLs), may be NULL */
+    void *fetch_progress_ctx;
     volatile int *cancel;       /* may be NULL; set nonzero to stop (SL_E_INTERRUPTED) */
     /* Progress of an automatic catalog calibration at the end of the run (sl_engine_calibrate:
      * augmented copies done, total), may be NULL. */
@@ -236,10 +313,16 @@ typedef struct sl_ingest_failure {
     char *message;
 } sl_ingest_failure;
 
+/* A list of product ids (malloc'ed strings). */
+typedef struct sl_id_list {
+    char **ids;
+    size_t n;
+} sl_id_list;
+
 typedef struct sl_ingest_report {
     size_t rows;                /* data rows read */
     size_t products;            /* distinct product ids in the feed */
-    size_t added, updated, skipped, removed; /* products */
+    size_t added, updated, skipped, removed; /* products (dry run: would be) */
     size_t failed;              /* rows that failed (their product is not written) */
     size_t images_extracted;    /* images whose features were computed */
     double seconds;
@@ -248,12 +331,17 @@ typedef struct sl_ingest_report {
     int calibrated;             /* nonzero: the run ended with an automatic catalog calibration */
     char *calibration_error;    /* why that calibration failed (the products are committed and
                                    the previous calibration stays), NULL when it did not */
+    int dry_run;                /* nothing was written */
+    sl_id_list added_ids, updated_ids, removed_ids; /* the products counted above, in feed
+                                   order (removed: by id) */
+    char *refused;              /* dry run of a sync: why the real run would be refused (the
+                                   bound or an empty feed), NULL when it would go ahead */
 } sl_ingest_report;
 
 void sl_ingest_report_free(sl_ingest_report *r);
 
 /* Ingests a CSV or JSONL feed with upsert semantics. Image paths are relative to the feed's
- * directory. A product is committed (durable) with all its images at once, in feed order; a
+ * directory; the store keeps its own copy of every image (SL_ENGINE_COPY_MAX_SIDE). A product is committed (durable) with all its images at once, in feed order; a
  * product with any failed row is not written (its rows are reported) and keeps its previous
  * state. Extraction runs on opts->jobs threads. Trains the learned parts first when the store
  * has none yet (on a deterministic sample of the feed's images). Crash-safe: after a kill at
@@ -263,9 +351,10 @@ void sl_ingest_report_free(sl_ingest_report *r);
 sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_ingest_opts *opts,
                            sl_ingest_report *report, sl_error *err);
 
-/* Re-learns the learned parts from a sample of the stored images, re-extracts every image and
- * rebuilds the index; then calibrates from the catalog (sl_engine_calibrate; its failure is not
- * the retrain's: the store then uses the fallback until calibrated). */
+/* Re-learns the learned parts from a sample of the stored images (the store's copies),
+ * re-extracts every image and rebuilds the index; then calibrates from the catalog
+ * (sl_engine_calibrate; its failure is not the retrain's: the store then uses the fallback until
+ * calibrated). */
 sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *err);
 
 /* ---- learning from the shop's photos (shoplens train) -------------------------------------- */
@@ -457,15 +546,54 @@ typedef struct sl_engine_stats {
     char index_kind[16];        /* "flat" or "hnsw" */
     int64_t db_bytes, index_bytes, features_bytes, images_bytes, total_bytes;
     int64_t generation;
+    int64_t images_outside;     /* read from outside the store (schema 1 stores not copied in) */
 } sl_engine_stats;
 
 sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err);
+/* Number of images whose file does not exist (one stat per image; `shoplens info`). */
+sl_status sl_engine_missing_files(sl_engine *e, int64_t *missing, sl_error *err);
 
 /* A catalog image as a JPEG thumbnail whose longest side is at most max_side (0 = 256),
- * metadata stripped. *jpeg malloc'ed (free()). SL_E_NOT_FOUND for an unknown id; decode
- * errors of the source file as is. */
+ * metadata stripped. *jpeg malloc'ed (free()). SL_E_NOT_FOUND for an unknown id; SL_E_IO when
+ * its file is missing or does not decode (the message names the file). */
 sl_status sl_engine_thumbnail(sl_engine *e, int64_t image_id, int max_side, void **jpeg,
                               size_t *len, sl_error *err);
+
+/* ---- verification of a store (shoplens verify) ------------------------------------------- */
+
+typedef struct sl_verify_problem {
+    char *kind;                 /* "sqlite", "missing_file", "damaged_file", "outside_store",
+                                   "no_features", "index", "orphan_file", "pending_deletion",
+                                   "no_images" */
+    char *subject;              /* what it is about: "image 17", "product P1", a file name */
+    char *message;
+    int repaired;               /* nonzero when --repair fixed it */
+} sl_verify_problem;
+
+typedef struct sl_verify_report {
+    sl_verify_problem *items;
+    size_t n;
+    size_t problems;            /* items not repaired */
+    int64_t products, images, files_checked;
+} sl_verify_report;
+
+typedef struct sl_verify_opts {
+    int repair;                 /* fix what can be fixed: delete orphan and pending files, copy
+                                   images from outside into the store, re-describe images
+                                   without features, rebuild the index and text rows */
+    int quick;                  /* check that files exist, without hashing their bytes */
+} sl_verify_opts;
+
+void sl_verify_report_free(sl_verify_report *r);
+
+/* Checks the store: SQLite integrity, the full-text rows, every image row's features against
+ * the feature pipeline (dimension, local features when it verifies) and against the index,
+ * every image file (exists; bytes match its content-addressed name unless quick), files nobody
+ * references, deletions still pending, products without images. Each finding is an item of
+ * *r. Returns SL_OK when the check ran (look at r->problems), an error when it could not.
+ * repair needs a read-write engine (SL_E_STATE otherwise). */
+sl_status sl_engine_verify(sl_engine *e, const sl_verify_opts *opts, sl_verify_report *r,
+                           sl_error *err);
 
 #ifdef __cplusplus
 }

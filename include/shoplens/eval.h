@@ -86,13 +86,19 @@ typedef struct sl_eval_opts {
     const sl_head_train_opts *head; /* NULL = defaults */
     const char *cache_dir;      /* NULL, or a folder keeping described image sets between runs
                                    (keyed by spec, files and their sizes and times) */
+    /* called (from the calling thread, in folder order) for every image that is skipped because
+     * it cannot be read or decoded, gallery and queries alike; may be NULL */
+    void (*skipped_fn)(void *ctx, const char *path, const char *why);
+    void *skipped_ctx;
 } sl_eval_opts;
 
 /* Trains the features on a sample of the gallery, describes every gallery image, ranks the
  * whole gallery for each query by global similarity (re-ranked geometrically at the top when
- * the spec verifies), and computes the metrics. Errors: SL_E_NOT_FOUND / SL_E_IO for the
- * folders, SL_E_INVALID (no labelled images), feature errors. Unreadable images are skipped
- * and counted in m->skipped. */
+ * the spec verifies), and computes the metrics. The ranking is exact at any gallery size (a
+ * gallery above the index's SL_INDEX_K_MAX results per search is ranked in parts, merged).
+ * Errors: SL_E_NOT_FOUND / SL_E_IO for the folders, SL_E_INVALID (no labelled images), feature
+ * errors. Unreadable images (gallery or queries) are skipped, counted in m->skipped and named
+ * to opts->skipped_fn. */
 sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *err);
 
 #ifdef __cplusplus

@@ -47,11 +47,13 @@ typedef enum sl_nn_precision {
 
 typedef enum sl_nn_backend {
     SL_NN_BACKEND_AUTO = 0,      /* fastest measured (docs/cnn.md): oneDNN convolution
-                                     primitives with fused post-ops, own kernels for the rest */
+                                     primitives with fused post-ops (fp32 3x3 stride-1: Winograd
+                                     where oneDNN has it; int8 mode: oneDNN int8 primitives),
+                                     own kernels for the rest */
     SL_NN_BACKEND_REF = 1,       /* own convolution (im2col + OpenBLAS sgemm, direct depthwise):
                                      a second, independent implementation used by the tests */
-    SL_NN_BACKEND_GEMM = 2       /* own convolution with oneDNN's JIT sgemm (int8 always uses
-                                     this im2col path) */
+    SL_NN_BACKEND_GEMM = 2       /* own convolution with oneDNN's JIT sgemm (in int8 mode the
+                                     ref and gemm backends use an own im2col + u8s8 GEMM path) */
 } sl_nn_backend;
 
 /* Layout of the model's image input. */

@@ -9,10 +9,16 @@
  * docs/openapi.yaml. Every error answer is {"error": {"code": "...", "message": "..."}}.
  *
  * Safety: the server refuses to listen on a non-loopback address when writes are enabled and no
- * API key is set (SL_E_AUTH). Bodies over max_body are answered 413 without reading them, too
- * many requests in flight are answered 503 with Retry-After, idle or slow clients are dropped
- * after timeout_s. The library never prints: one record per finished request goes to the log
- * callback (the CLI prints it).
+ * API key is set (SL_E_AUTH). A front door (its own thread) accepts connections and reads each
+ * new connection's request head before libmicrohttpd sees it: heads that are malformed or
+ * ambiguously framed (Content-Length with Transfer-Encoding, a malformed Content-Length, HTTP/1.1
+ * without Host, ...) get one JSON error and the connection is closed; heads slower than
+ * head_timeout_s get 408. Bodies over max_body are answered 413 (before reading them when the
+ * length is announced, at the limit for chunked bodies), bodies slower than one
+ * SL_SERVER_BODY_CHUNK per body_timeout_s get 408, too many requests in flight are answered 503
+ * with Retry-After, idle clients are dropped after timeout_s. Slow clients closed are counted in
+ * /metrics. The library never prints: one record per finished request goes to the log callback
+ * (the CLI prints it).
  *
  * Threading: the log callback and the engine are called from the server's threads, several at
  * once. sl_server_shutdown and sl_server_free must not be called from the log callback.
@@ -47,6 +53,13 @@ typedef struct sl_matches sl_matches; /* shoplens/engine.h */
 #define SL_SERVER_TIMEOUT_DEFAULT 30                    /* seconds of inactivity */
 #define SL_SERVER_TIMEOUT_MIN 1
 #define SL_SERVER_TIMEOUT_MAX 3600
+#define SL_SERVER_HEAD_TIMEOUT_DEFAULT 10               /* seconds for a whole request head */
+#define SL_SERVER_HEAD_TIMEOUT_MIN 1
+#define SL_SERVER_HEAD_TIMEOUT_MAX 3600
+#define SL_SERVER_BODY_TIMEOUT_DEFAULT 30               /* seconds for each SL_SERVER_BODY_CHUNK */
+#define SL_SERVER_BODY_TIMEOUT_MIN 1
+#define SL_SERVER_BODY_TIMEOUT_MAX 3600
+#define SL_SERVER_BODY_CHUNK ((size_t)64 << 10)         /* body bytes per body deadline */
 #define SL_SERVER_API_KEY_MIN 16                        /* bytes; shorter keys are refused */
 #define SL_SERVER_API_KEY_MAX 512
 
@@ -72,8 +85,18 @@ typedef struct sl_server_opts {
     size_t max_body_total; /* bytes of request bodies held in memory at once, all requests
                               together (>= max_body); beyond it uploads are answered 503 */
     int max_inflight;      /* requests being served at once before 503 */
-    int max_connections;   /* open connections at once (more are refused at accept) */
+    int max_connections;   /* connections served at once (one more with a complete request
+                              head gets 503 + Retry-After); as many more may be sending their
+                              first request head: when they are full, a new connection replaces
+                              the longest-waiting one that sent a partial head (else one older
+                              than 0.2 s), or waits in the kernel's backlog */
     int timeout_s;         /* inactivity timeout of a connection */
+    int head_timeout_s;    /* a request head (request line and headers) must be complete within
+                              this many seconds of the connection opening, or of the previous
+                              response on a kept-alive connection (also the longest a kept-alive
+                              connection stays idle); else 408 and the connection is closed */
+    int body_timeout_s;    /* each SL_SERVER_BODY_CHUNK bytes of a request body (and its end)
+                              must arrive within this many seconds; else 408 and closed */
     const char *api_key;   /* NULL or "": no key. Copied. Required for writes off loopback. */
     int read_only;         /* nonzero: PUT/DELETE are answered 403 */
     sl_server_log_fn log;  /* NULL: no log */

@@ -13,7 +13,8 @@
  *   features-N.bin   the feature pipeline with its learned parts (sl_features_save); N is
  *                    meta "features_version", committed together with the vectors it made
  *   index.bin        the vector index (derived: rebuilt from catalog.sqlite when stale)
- *   images/          copies of images uploaded as bytes (PUT over HTTP), by content hash
+ *   images/          the store's own copy of every catalog image, named by the SHA-256 of the
+ *                    copy's bytes (images/<sha256>.<ext>); see SL_ENGINE_COPY_MAX_SIDE
  *
  * Thread safety: an sl_store may be used from several threads; calls are serialized by an
  * internal mutex (SQLite "serialized" mode). Several processes may open one store: SQLite's WAL
@@ -35,10 +36,21 @@ extern "C" {
 /* Version of the store directory layout and of the SQLite schema. A store recorded with another
  * version is refused with SL_E_VERSION and a message naming both versions. */
 #define SL_STORE_FORMAT_VERSION 1
-#define SL_STORE_SCHEMA_VERSION 1
+#define SL_STORE_SCHEMA_VERSION 2
+/* The oldest schema sl_store_open upgrades in place (one transaction; see docs/formats/store.md:
+ * schema 1 stores referenced catalog images by their absolute path outside the store). */
+#define SL_STORE_SCHEMA_UPGRADABLE_FROM 1
 
 /* Longest product id accepted (bytes); ids are non-empty UTF-8 without control characters. */
 #define SL_STORE_ID_MAX 128
+
+/* Prices: a number in SL_PRODUCT_PRICE_MIN..SL_PRODUCT_PRICE_MAX, the one limit of every entry
+ * point (feeds, the HTTP API, the CLI's filters). */
+#define SL_PRODUCT_PRICE_MIN 0.0
+#define SL_PRODUCT_PRICE_MAX 1e12
+/* Currencies: ISO 4217 alphabetic codes, three letters ("USD", "EUR"); stored upper-case.
+ * A product without one has currency "" (unknown: the store never guesses). */
+#define SL_PRODUCT_CURRENCY_LEN 3
 
 /* The store directory used when none is given: $SHOPLENS_STORE, else "./shoplens-data".
  * Returns a static string or the environment's. */
@@ -58,18 +70,50 @@ typedef struct sl_product {
     char *attrs_json;   /* other feed columns as a JSON object ("{}" when none) */
     double price;       /* valid when has_price */
     int has_price;
+    char *currency;     /* ISO 4217 code of the price ("" or NULL = unknown) */
 } sl_product;
 
 /* Frees the strings of *p and zeroes it; NULL is a no-op. */
 void sl_product_clear(sl_product *p);
 
+/* Checks a currency code: NULL or "" (none) or three ASCII letters. When out is non-NULL it
+ * receives the upper-case code ("" for none). Returns 1 when valid, 0 otherwise. */
+int sl_product_currency_valid(const char *code, char out[SL_PRODUCT_CURRENCY_LEN + 1]);
+
+/* A deep copy of *src into *dst (strings malloc'ed; NULL strings stay NULL). SL_E_NOMEM. */
+sl_status sl_product_copy(sl_product *dst, const sl_product *src, sl_error *err);
+
+/* How sl_product_apply_json treats the fields the JSON object does not name. */
+typedef enum sl_apply_mode {
+    SL_APPLY_REPLACE = 0,   /* the object is the whole metadata: an absent field is cleared */
+    SL_APPLY_MERGE = 1      /* a JSON merge patch (RFC 7396): absent fields stay as they are,
+                               null clears a field, "attrs" is merged key by key */
+} sl_apply_mode;
+
+/* Applies a JSON object of product metadata to *p (which keeps its id). Keys: title, category,
+ * description, url (strings), price (a number in SL_PRODUCT_PRICE_MIN..MAX), currency (a
+ * three-letter code), attrs (an object); null clears any of them; "id" / "product_id" may be
+ * given and must equal p->id. Any other key is refused. The messages name the field and the
+ * allowed values. On success *p holds malloc'ed strings (release with sl_product_clear); on
+ * failure *p is unchanged. blanked (may be NULL): in REPLACE mode, a malloc'ed list like
+ * "title, description" of the fields that had a value in *p and are cleared only because the
+ * object does not name them (NULL when none) - a PUT refuses such a body, see docs/openapi.yaml.
+ * Errors: SL_E_INVALID (not a JSON object, bad field), SL_E_NOMEM. */
+sl_status sl_product_apply_json(sl_product *p, const char *json, size_t len, sl_apply_mode mode,
+                                char **blanked, sl_error *err);
+
 /* A catalog image of a product. */
 typedef struct sl_image_ref {
     int64_t id;         /* image id (stable for the life of the image in the store) */
     char *product_id;
-    char *source;       /* path as ingested (absolute), or the copy under images/ */
-    char hash[65];      /* SHA-256 of the file bytes, lowercase hex */
-    int64_t size;       /* bytes */
+    char *source;       /* where it came from: the feed's path as ingested (absolute) or URL;
+                           "" for an image uploaded as bytes. Informational: never read. */
+    char hash[65];      /* SHA-256 of the bytes as ingested, lowercase hex */
+    int64_t size;       /* bytes as ingested */
+    char *file;         /* the file holding the pixels: the store's copy (<store dir>/images/
+                           <sha256 of the copy>.<ext>), or, for an image of a schema 1 store not
+                           yet copied in (in_store == 0), its original path (= source) */
+    int in_store;       /* nonzero when `file` is the store's own copy */
 } sl_image_ref;
 
 /* Frees the strings of n refs and the array itself; NULL is a no-op. */
@@ -112,11 +156,39 @@ sl_status sl_store_remove_product(sl_store *s, const char *id, int64_t **removed
                                   size_t *n_removed, sl_error *err);
 
 /* Adds an image to an existing product, with its global vector (dim floats) and serialized
- * local features (may be NULL/0). *id receives the new image id. */
+ * local features (may be NULL/0). file is the store's copy relative to the store directory,
+ * "images/<64 hex digits>.<ext>" (SL_E_INVALID otherwise; the caller writes the file, durably,
+ * before the transaction commits). *id receives the new image id. */
 sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *source,
-                             const char *hash, int64_t size, const float *vec, size_t dim,
-                             const void *local, size_t local_len, int64_t *id, sl_error *err);
+                             const char *hash, int64_t size, const char *file, const float *vec,
+                             size_t dim, const void *local, size_t local_len, int64_t *id,
+                             sl_error *err);
+/* Removes an image row. Its file (when it is the store's copy) is queued for deletion in the
+ * same transaction; see sl_store_gc. */
 sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err);
+/* Points an image at a store copy ("images/<sha256>.<ext>", written before the commit): used to
+ * copy the images of a schema 1 store in. The previous copy, if any, is queued for deletion. */
+sl_status sl_store_set_image_file(sl_store *s, int64_t image_id, const char *file,
+                                  sl_error *err);
+
+/* ---- image files nobody references any more ------------------------------------------------
+ * Every transaction that removes an image row (or changes its file) records the file in the
+ * table pending_deletions, in the same transaction (an SQLite trigger). sl_store_gc, run after
+ * that commit, deletes those of the files that no image row references any more, under the
+ * write lock (so no writer can be between "the file exists" and "the row that needs it
+ * commits"), then forgets them. A crash between the commit and the deletion leaves the rows in
+ * pending_deletions: sl_store_open (read-write) finishes the job. Only names of the form
+ * images/<64 hex>.<ext> are ever deleted, never a file outside the store. */
+sl_status sl_store_gc(sl_store *s, size_t *deleted, sl_error *err);
+/* Files queued for deletion (relative to the store directory); free with sl_strings_free. */
+sl_status sl_store_pending_files(sl_store *s, char ***files, size_t *n, sl_error *err);
+/* Deletes files under images/ that neither an image row nor pending_deletions names (left by a
+ * writer killed between writing a copy and committing its row), under the write lock. Names
+ * receives the deleted names (may be NULL; free with sl_strings_free). */
+sl_status sl_store_delete_orphans(sl_store *s, char ***names, size_t *n, sl_error *err);
+/* Files under images/ that neither an image row nor pending_deletions names (a read-only view
+ * of what sl_store_delete_orphans would delete). */
+sl_status sl_store_orphan_files(sl_store *s, char ***names, size_t *n, sl_error *err);
 /* Replaces the vector and local features of an existing image (retraining). */
 sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
                                       const void *local, size_t local_len, sl_error *err);
@@ -165,6 +237,33 @@ sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t 
 /* Nonzero when no filter part is set. */
 int sl_store_filter_empty(const sl_store_filter *f);
 
+/* A page of the catalog: products passing the filter (f may be NULL) whose id sorts after
+ * `after` (NULL or "" = from the start), by id (byte order), at most limit (1..
+ * SL_STORE_LIST_MAX). *out is a malloc'ed array of *n products (free each with
+ * sl_product_clear, then the array); *more is set nonzero when products follow the last one. */
+#define SL_STORE_LIST_MAX 10000
+sl_status sl_store_list_products(sl_store *s, const sl_store_filter *f, const char *after,
+                                 size_t limit, sl_product **out, size_t *n, int *more,
+                                 sl_error *err);
+/* Page cursors: an opaque, URL-safe form of the last id of a page ("c" + hex of its bytes),
+ * what `GET /v1/products` and `shoplens list` hand out. encode: out gets the cursor of id.
+ * decode: out gets the id; returns 0, or -1 when the text is not a cursor. */
+#define SL_STORE_CURSOR_MAX (1 + 2 * SL_STORE_ID_MAX)
+void sl_store_cursor_encode(const char *id, char out[SL_STORE_CURSOR_MAX + 1]);
+int sl_store_cursor_decode(const char *cursor, char out[SL_STORE_ID_MAX + 1]);
+/* Number of products passing the filter (f may be NULL). */
+sl_status sl_store_count_products(sl_store *s, const sl_store_filter *f, int64_t *n,
+                                  sl_error *err);
+/* Frees an array of n products from sl_store_list_products; NULL is a no-op. */
+void sl_products_free(sl_product *v, size_t n);
+
+/* Consistency of catalog.sqlite itself: PRAGMA integrity_check, foreign keys, the full-text
+ * index (FTS5 integrity-check, one text row per product). Each problem found is a malloc'ed
+ * message in *problems (free with sl_strings_free); *n = 0 when all is well. */
+sl_status sl_store_check(sl_store *s, char ***problems, size_t *n, sl_error *err);
+/* Rebuilds the full-text rows of every product from the products table (one transaction). */
+sl_status sl_store_rebuild_text(sl_store *s, sl_error *err);
+
 /* Categories with their product counts, sorted by name. */
 sl_status sl_store_categories(sl_store *s, char ***names, int64_t **counts, size_t *n,
                               sl_error *err);
@@ -173,6 +272,8 @@ sl_status sl_store_categories(sl_store *s, char ***names, int64_t **counts, size
 typedef struct sl_store_counts {
     int64_t products, images;
     int64_t db_bytes;     /* catalog.sqlite + its WAL */
+    int64_t images_outside; /* images read from outside the store (schema 1 stores, until
+                               copied in by `shoplens verify --repair`) */
 } sl_store_counts;
 sl_status sl_store_counts_get(sl_store *s, sl_store_counts *c, sl_error *err);
 
@@ -184,19 +285,27 @@ sl_status sl_store_bump_generation(sl_store *s, sl_error *err);
 /* ---- product feeds: CSV (RFC 4180) and JSON Lines ---------------------------------------- */
 
 /* One record of a feed. Fields are malloc'ed and owned by the reader until the next call.
- * Recognized columns/keys: product_id, image, title, category, price, description, url; any
- * other column is kept in attrs_json. price_text is the raw text (may be invalid: the ingest
- * reports it). */
+ * Recognized columns/keys: product_id, image, title, category, price, currency, description,
+ * url; any other column is kept in attrs_json. price_text and currency are the raw text (may
+ * be invalid: the ingest reports it). */
 typedef struct sl_catalog_row {
     size_t row;          /* 1-based record number (CSV: data rows after the header; JSONL: line) */
     const char *product_id, *image, *title, *category, *price_text, *description, *url;
     const char *attrs_json;
+    const char *currency;
+    const char *more_images; /* more images of the product, comma-separated (column/key
+                                additional_images or Google Merchant's additional_image_link;
+                                JSONL: a string or a list of strings), or NULL */
 } sl_catalog_row;
 
 typedef struct sl_catalog_reader sl_catalog_reader;
 
 /* Opens a feed: format from the extension (.csv, .jsonl/.ndjson; anything else is sniffed:
- * '{' first = JSONL). Errors: SL_E_IO, SL_E_CORRUPT (CSV header without product_id). */
+ * '{' first = JSONL). Columns/keys: product_id, image, title, category, price, description,
+ * url, currency, additional_images - or their Google Merchant names id, image_link,
+ * product_type, link, additional_image_link (price "12.99 USD" is parsed by the ingest); any
+ * other column is an attribute. Errors: SL_E_IO, SL_E_CORRUPT (CSV header without product_id
+ * or id). */
 sl_status sl_catalog_open(const char *path, sl_catalog_reader **out, sl_error *err);
 /* Same over a memory buffer (copied); is_jsonl selects the format. For tests and fuzzing. */
 sl_status sl_catalog_open_buffer(const void *data, size_t len, int is_jsonl,

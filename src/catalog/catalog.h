@@ -22,6 +22,14 @@ void sl__sha256_update(sl__sha256 *c, const void *data, size_t n);
 void sl__sha256_hex(sl__sha256 *c, char hex[65]);
 void sl__sha256_buffer(const void *data, size_t n, char hex[65]);
 
+/* Names of the store's image copies, relative to the store directory:
+ * "images/<64 lowercase hex digits>.<ext>" with ext 1..8 lowercase letters or digits. */
+#define SL__IMAGE_FILE_MAX 96
+/* Nonzero when rel is such a name (nothing else is ever written or deleted under images/). */
+int sl__image_file_valid(const char *rel);
+/* Writes "images/<hash>.<ext>" into out (ext: lowercase letters/digits, else "img"). */
+void sl__image_file_name(char out[SL__IMAGE_FILE_MAX], const char hash[65], const char *ext);
+
 /* Reads a whole file (at most max bytes, 0 = no limit) into a malloc'ed buffer with a NUL after
  * the data. Errors: SL_E_IO (errno text), SL_E_TOO_LARGE, SL_E_NOMEM. */
 sl_status sl__read_file(const char *path, size_t max, void **data, size_t *len, sl_error *err);

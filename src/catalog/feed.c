@@ -22,9 +22,23 @@
 #define SL__CSV_MAX_COLUMNS 4096
 
 enum { SL__COL_ID, SL__COL_IMAGE, SL__COL_TITLE, SL__COL_CATEGORY, SL__COL_PRICE,
-       SL__COL_DESC, SL__COL_URL, SL__COL_N };
-static const char *const sl__col_names[SL__COL_N] = {
-    "product_id", "image", "title", "category", "price", "description", "url"};
+       SL__COL_DESC, SL__COL_URL, SL__COL_CURRENCY, SL__COL_MORE, SL__COL_N };
+/* The names each field goes by: shoplens's own first, then Google Merchant's product feed
+ * attribute (id, image_link, additional_image_link, product_type, link; price is the same name,
+ * "12.99 USD"). When a feed has two names of one field, the earlier one wins and the other is
+ * kept as an attribute. */
+#define SL__COL_ALIASES 2
+static const char *const sl__col_names[SL__COL_N][SL__COL_ALIASES] = {
+    { "product_id", "id" }, { "image", "image_link" }, { "title", NULL }, { "category", "product_type" },
+    { "price", NULL }, { "description", NULL }, { "url", "link" }, { "currency", NULL },
+    { "additional_images", "additional_image_link" } };
+
+/* Alias index of name for field k, or -1. */
+static int sl__alias(int k, const char *name) {
+    for (int a = 0; a < SL__COL_ALIASES; a++)
+        if (sl__col_names[k][a] && strcmp(name, sl__col_names[k][a]) == 0) return a;
+    return -1;
+}
 
 struct sl_catalog_reader {
     char *data;
@@ -35,6 +49,7 @@ struct sl_catalog_reader {
     char **header;
     size_t n_header;
     int col_of[SL__COL_N];  /* header column of each known field, -1 when absent */
+    int col_alias[SL__COL_N]; /* which of its names that column has */
     /* current record */
     char **fields;          /* CSV: field strings; JSONL: owned strings of known keys */
     size_t n_fields, cap_fields;
@@ -186,11 +201,16 @@ static sl_status sl__csv_header(sl_catalog_reader *r, sl_error *err) {
         if (!r->header[i]) return sl__err_set(err, SL_E_NOMEM, "out of memory");
         memcpy(r->header[i], h, hl);
         r->header[i][hl] = '\0';
-        for (int k = 0; k < SL__COL_N; k++)
-            if (r->col_of[k] < 0 && strcmp(r->header[i], sl__col_names[k]) == 0) r->col_of[k] = (int)i;
+        for (int k = 0; k < SL__COL_N; k++) {
+            int a = sl__alias(k, r->header[i]);
+            if (a >= 0 && (r->col_of[k] < 0 || a < r->col_alias[k])) {
+                r->col_of[k] = (int)i;
+                r->col_alias[k] = a;
+            }
+        }
     }
     if (r->col_of[SL__COL_ID] < 0)
-        return sl__err_set(err, SL_E_CORRUPT, "CSV header has no product_id column");
+        return sl__err_set(err, SL_E_CORRUPT, "CSV header has no product_id (or id) column");
     return SL_OK;
 }
 
@@ -206,7 +226,8 @@ static sl_status sl__csv_next(sl_catalog_reader *r, sl_catalog_row *row, sl_erro
         return sl__err_set(err, SL_E_CORRUPT, "%zu fields, the header has %zu", r->n_fields,
                            r->n_header);
     const char **dst[SL__COL_N] = {&row->product_id, &row->image, &row->title, &row->category,
-                                   &row->price_text, &row->description, &row->url};
+                                   &row->price_text, &row->description, &row->url, &row->currency,
+                                   &row->more_images};
     for (int k = 0; k < SL__COL_N; k++) *dst[k] = r->col_of[k] >= 0 ? r->fields[r->col_of[k]] : NULL;
     json_t *attrs = json_object();
     if (!attrs) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -230,6 +251,22 @@ static sl_status sl__csv_next(sl_catalog_reader *r, sl_catalog_row *row, sl_erro
 static char *sl__json_scalar_text(json_t *v) {
     char buf[64];
     if (json_is_string(v)) return sl__strdup(json_string_value(v));
+    if (json_is_array(v)) { /* a list of strings (additional images): comma-separated */
+        size_t n = 1, i;
+        json_t *x;
+        json_array_foreach(v, i, x) {
+            if (!json_is_string(x)) return NULL;
+            n += strlen(json_string_value(x)) + 1;
+        }
+        char *t = malloc(n);
+        if (!t) return NULL;
+        t[0] = '\0';
+        json_array_foreach(v, i, x) {
+            if (i) strcat(t, ",");
+            strcat(t, json_string_value(x));
+        }
+        return t;
+    }
     if (json_is_integer(v)) {
         snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
         return sl__strdup(buf);
@@ -268,18 +305,27 @@ static sl_status sl__jsonl_next(sl_catalog_reader *r, sl_catalog_row *row, sl_er
         sl_status st = SL_OK;
         const char *key;
         json_t *val;
+        /* the best name each field has in this object (earlier aliases win) */
+        int best[SL__COL_N];
+        for (int k = 0; k < SL__COL_N; k++) best[k] = SL__COL_ALIASES;
+        json_object_foreach(obj, key, val)
+            for (int k = 0; k < SL__COL_N; k++) {
+                int al = sl__alias(k, key);
+                if (al >= 0 && al < best[k] && !json_is_null(val)) best[k] = al;
+            }
         json_object_foreach(obj, key, val) {
-            int k;
+            int k, al = -1;
             for (k = 0; k < SL__COL_N; k++)
-                if (strcmp(key, sl__col_names[k]) == 0) break;
-            if (k == SL__COL_N) {
+                if ((al = sl__alias(k, key)) >= 0) break;
+            if (k == SL__COL_N || (al != best[k] && !json_is_null(val))) {
                 json_object_set(attrs, key, val);
                 continue;
             }
             if (json_is_null(val)) continue;
             char *t = sl__json_scalar_text(val);
             if (!t) {
-                st = sl__err_set(err, SL_E_CORRUPT, "\"%s\" must be a string or a number", key);
+                st = sl__err_set(err, SL_E_CORRUPT, "\"%s\" must be a string or a number%s", key,
+                                 k == SL__COL_MORE ? " (or a list of strings)" : "");
                 break;
             }
             free(r->jstr[k]);
@@ -299,6 +345,8 @@ static sl_status sl__jsonl_next(sl_catalog_reader *r, sl_catalog_row *row, sl_er
         row->price_text = r->jstr[SL__COL_PRICE];
         row->description = r->jstr[SL__COL_DESC];
         row->url = r->jstr[SL__COL_URL];
+        row->currency = r->jstr[SL__COL_CURRENCY];
+        row->more_images = r->jstr[SL__COL_MORE];
         row->attrs_json = r->attrs;
         return SL_OK;
     }

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,9 +68,11 @@ sl_status sl__read_file(const char *path, size_t max, void **data, size_t *len, 
 
 sl_status sl__write_file_atomic(const char *path, const void *data, size_t len, sl_error *err) {
     size_t pl = strlen(path);
-    char *tmp = malloc(pl + 32);
+    char *tmp = malloc(pl + 48);
     if (!tmp) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    snprintf(tmp, pl + 32, "%s.tmp.%ld", path, (long)getpid());
+    /* unique per writer: several threads may write the same content-addressed name at once */
+    static _Atomic unsigned long seq;
+    snprintf(tmp, pl + 48, "%s.tmp.%ld.%lu", path, (long)getpid(), (unsigned long)atomic_fetch_add(&seq, 1));
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) {
         sl_status st = sl__err_set(err, SL_E_IO, "create %s: %s", tmp, strerror(errno));

@@ -5,6 +5,12 @@
  * Schema and byte layout: docs/formats/store.md.
  *
  * Invariants:
+ *  - Image files: images.file names the store's own copy ("images/<sha256 of the copy>.<ext>",
+ *    '' only for rows of a schema 1 store not yet copied in). A trigger queues the file of every
+ *    deleted image row (and the old file of a changed one) in pending_deletions inside the same
+ *    transaction; sl_store_gc deletes the files nobody references any more, under the write
+ *    lock, after that transaction committed, so a file is never deleted while a committed row
+ *    needs it, and a crash in between is finished by the next read-write open.
  *  - Two connections: `db` for writes (and for the writer's own reads inside a transaction),
  *    `rdb` for everyone else. In WAL mode rdb only ever sees committed transactions, so a reader
  *    never observes a half-written product.
@@ -20,14 +26,18 @@
 #include "catalog/catalog.h"
 #include "util/util.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SL__STMT_POOL 16     /* idle prepared statements kept per kind */
@@ -52,8 +62,8 @@ static sl_status sl__take_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *
 static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st);
 static const char *const sl__pooled_sql[SL__Q_KINDS] = {
     "SELECT local FROM images WHERE id = ?",
-    "SELECT id, title, category, price, description, url, attrs FROM products WHERE id = ?",
-    "SELECT id, product_id, source, hash, size FROM images WHERE id = ?",
+    "SELECT id, title, category, price, description, url, attrs, currency FROM products WHERE id = ?",
+    "SELECT id, product_id, source, hash, size, file FROM images WHERE id = ?",
     "SELECT j.key, i.product_id FROM json_each(?) j JOIN images i ON i.id = j.value",
 };
 
@@ -62,16 +72,27 @@ static const char *const sl__schema =
     "CREATE TABLE IF NOT EXISTS products("
     " id TEXT PRIMARY KEY, title TEXT NOT NULL DEFAULT '', category TEXT NOT NULL DEFAULT '',"
     " price REAL, description TEXT NOT NULL DEFAULT '', url TEXT NOT NULL DEFAULT '',"
-    " attrs TEXT NOT NULL DEFAULT '{}');"
+    " attrs TEXT NOT NULL DEFAULT '{}', currency TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS products_category ON products(category);"
     "CREATE TABLE IF NOT EXISTS images("
     " id INTEGER PRIMARY KEY AUTOINCREMENT,"
     " product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,"
     " source TEXT NOT NULL, hash TEXT NOT NULL, size INTEGER NOT NULL,"
-    " vec BLOB, local BLOB);"
+    " vec BLOB, local BLOB, file TEXT NOT NULL DEFAULT '');"
     "CREATE INDEX IF NOT EXISTS images_product ON images(product_id);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(title, description,"
     " tokenize = 'unicode61 remove_diacritics 2');";
+
+/* What schema 2 adds to schema 1 (also run, after the schema above, for a new store). */
+static const char *const sl__schema2 =
+    "CREATE INDEX IF NOT EXISTS images_file ON images(file);"
+    "CREATE TABLE IF NOT EXISTS pending_deletions(file TEXT PRIMARY KEY);"
+    "CREATE TRIGGER IF NOT EXISTS images_release_file AFTER DELETE ON images"
+    " WHEN old.file <> '' BEGIN"
+    " INSERT OR IGNORE INTO pending_deletions(file) VALUES(old.file); END;"
+    "CREATE TRIGGER IF NOT EXISTS images_replace_file AFTER UPDATE OF file ON images"
+    " WHEN old.file <> '' AND old.file <> new.file BEGIN"
+    " INSERT OR IGNORE INTO pending_deletions(file) VALUES(old.file); END;";
 
 const char *sl_store_default_dir(void) {
     const char *e = getenv("SHOPLENS_STORE");
@@ -86,13 +107,21 @@ void sl_product_clear(sl_product *p) {
     free(p->description);
     free(p->url);
     free(p->attrs_json);
+    free(p->currency);
     memset(p, 0, sizeof *p);
+}
+
+void sl_products_free(sl_product *v, size_t n) {
+    if (!v) return;
+    for (size_t i = 0; i < n; i++) sl_product_clear(&v[i]);
+    free(v);
 }
 
 void sl_image_ref_clear(sl_image_ref *r) {
     if (!r) return;
     free(r->product_id);
     free(r->source);
+    free(r->file);
     memset(r, 0, sizeof *r);
 }
 
@@ -194,21 +223,11 @@ static sl_status sl__meta_set_conn(sqlite3 *db, const char *key, const char *val
     return rc;
 }
 
-/* Checks (or, for a new file, writes) the format and schema versions. */
-static sl_status sl__check_versions(sl_store *s, sqlite3 *db, int fresh, sl_error *err) {
-    char *fmt = NULL, *sch = NULL;
-    sl_status st;
-    if (fresh) {
-        char buf[32];
-        snprintf(buf, sizeof buf, "%d", SL_STORE_FORMAT_VERSION);
-        if ((st = sl__meta_set_conn(db, "format_version", buf, err)) != SL_OK) return st;
-        snprintf(buf, sizeof buf, "%d", SL_STORE_SCHEMA_VERSION);
-        if ((st = sl__meta_set_conn(db, "schema_version", buf, err)) != SL_OK) return st;
-        if ((st = sl__meta_set_conn(db, "generation", "0", err)) != SL_OK) return st;
-        return sl__meta_set_conn(db, "magic", "shoplens-store", err);
-    }
-    char *magic = NULL;
-    st = sl__meta_get_conn(db, "magic", &magic, err);
+/* Reads the format and schema versions of an existing store (SL_E_CORRUPT when it is not a
+ * shoplens store). */
+static sl_status sl__read_versions(sl_store *s, sqlite3 *db, long *f, long *c, sl_error *err) {
+    char *magic = NULL, *fmt = NULL, *sch = NULL;
+    sl_status st = sl__meta_get_conn(db, "magic", &magic, err);
     if (st != SL_OK || strcmp(magic, "shoplens-store") != 0) {
         free(magic);
         return sl__err_set(err, SL_E_CORRUPT, "%s: not a shoplens store (no meta.magic)", s->dir);
@@ -219,19 +238,128 @@ static sl_status sl__check_versions(sl_store *s, sqlite3 *db, int fresh, sl_erro
         free(fmt);
         return sl__err_set(err, SL_E_CORRUPT, "%s: store without a format/schema version", s->dir);
     }
-    long f = strtol(fmt, NULL, 10), c = strtol(sch, NULL, 10);
+    *f = strtol(fmt, NULL, 10);
+    *c = strtol(sch, NULL, 10);
     free(fmt);
     free(sch);
-    if (f != SL_STORE_FORMAT_VERSION || c != SL_STORE_SCHEMA_VERSION)
-        return sl__err_set(err, SL_E_VERSION,
-                           "%s: store format %ld schema %ld is %s than this shoplens (format %d "
-                           "schema %d); use a shoplens of the matching version%s",
-                           s->dir, f, c,
-                           (f < SL_STORE_FORMAT_VERSION ||
-                            (f == SL_STORE_FORMAT_VERSION && c < SL_STORE_SCHEMA_VERSION)) ? "older" : "newer",
-                           SL_STORE_FORMAT_VERSION, SL_STORE_SCHEMA_VERSION,
-                           f < SL_STORE_FORMAT_VERSION || c < SL_STORE_SCHEMA_VERSION
-                               ? " or re-create the store (shoplens init) and re-add the catalog" : "");
+    return SL_OK;
+}
+
+static int sl__upgradable(long f, long c) {
+    return f == SL_STORE_FORMAT_VERSION && c >= SL_STORE_SCHEMA_UPGRADABLE_FROM &&
+           c < SL_STORE_SCHEMA_VERSION;
+}
+
+static sl_status sl__version_error(sl_store *s, long f, long c, sl_error *err) {
+    int older = f < SL_STORE_FORMAT_VERSION || (f == SL_STORE_FORMAT_VERSION && c < SL_STORE_SCHEMA_VERSION);
+    return sl__err_set(err, SL_E_VERSION,
+                       "%s: store format %ld schema %ld is %s than this shoplens (format %d "
+                       "schema %d); use a shoplens of the matching version%s",
+                       s->dir, f, c, older ? "older" : "newer", SL_STORE_FORMAT_VERSION,
+                       SL_STORE_SCHEMA_VERSION,
+                       older ? " or re-create the store (shoplens init) and re-add the catalog" : "");
+}
+
+/* Writes the versions of a new store (inside its creating transaction). */
+static sl_status sl__write_versions(sqlite3 *db, sl_error *err) {
+    char buf[32];
+    sl_status st;
+    snprintf(buf, sizeof buf, "%d", SL_STORE_FORMAT_VERSION);
+    if ((st = sl__meta_set_conn(db, "format_version", buf, err)) != SL_OK) return st;
+    snprintf(buf, sizeof buf, "%d", SL_STORE_SCHEMA_VERSION);
+    if ((st = sl__meta_set_conn(db, "schema_version", buf, err)) != SL_OK) return st;
+    if ((st = sl__meta_set_conn(db, "generation", "0", err)) != SL_OK) return st;
+    return sl__meta_set_conn(db, "magic", "shoplens-store", err);
+}
+
+/* Schema 1 -> 2, in one transaction on the writer connection db: the currency column, the
+ * images.file column with its index, pending_deletions and its triggers. Images uploaded over
+ * HTTP were already copies under images/ named by their SHA-256: their rows point at them.
+ * Images a schema 1 store read from the feed's folder keep file = '' and are still read from
+ * their source until `shoplens verify --repair` copies them in. Another process may have
+ * upgraded meanwhile: the version is read again inside the transaction. */
+static sl_status sl__upgrade(sl_store *s, sqlite3 *db, sl_error *err) {
+    sl_status st = sl__exec(db, "BEGIN IMMEDIATE", err);
+    if (st != SL_OK) return st;
+    long f = 0, c = 0;
+    if ((st = sl__read_versions(s, db, &f, &c, err)) != SL_OK) goto fail;
+    if (!sl__upgradable(f, c)) {
+        sl__exec(db, "ROLLBACK", NULL);
+        return SL_OK; /* done by someone else (or not ours to do: the caller checks again) */
+    }
+    if ((st = sl__exec(db, "ALTER TABLE products ADD COLUMN currency TEXT NOT NULL DEFAULT '';"
+                           "ALTER TABLE images ADD COLUMN file TEXT NOT NULL DEFAULT '';", err)) != SL_OK ||
+        (st = sl__exec(db, sl__schema2, err)) != SL_OK)
+        goto fail;
+    {
+        sqlite3_stmt *q = NULL, *u = NULL;
+        if ((st = sl__prepare(db, "SELECT id, source, hash FROM images", &q, err)) != SL_OK) goto fail;
+        if ((st = sl__prepare(db, "UPDATE images SET file = ? WHERE id = ?", &u, err)) != SL_OK) {
+            sqlite3_finalize(q);
+            goto fail;
+        }
+        int r;
+        while (st == SL_OK && (r = sqlite3_step(q)) == SQLITE_ROW) {
+            const char *src = (const char *)sqlite3_column_text(q, 1);
+            const char *hash = (const char *)sqlite3_column_text(q, 2);
+            const char *base = src ? strrchr(src, '/') : NULL;
+            if (!base || !hash || base - src < 7 || strncmp(base - 7, "/images", 7) != 0) continue;
+            char rel[SL__IMAGE_FILE_MAX];
+            snprintf(rel, sizeof rel, "images%s", base);
+            if (!sl__image_file_valid(rel) || strncmp(rel + 7, hash, 64) != 0) continue;
+            char *abs = sl_store_path(s, rel);
+            struct stat sb;
+            int here = abs && stat(abs, &sb) == 0 && S_ISREG(sb.st_mode);
+            free(abs);
+            if (!here) continue;
+            sqlite3_bind_text(u, 1, rel, -1, SQLITE_TRANSIENT);
+            sqlite3_bind_int64(u, 2, sqlite3_column_int64(q, 0));
+            if (sqlite3_step(u) != SQLITE_DONE) st = sl__sqlerr(err, db, "upgrade images");
+            sqlite3_reset(u);
+        }
+        if (st == SL_OK && r != SQLITE_DONE) st = sl__sqlerr(err, db, "upgrade images");
+        sqlite3_finalize(q);
+        sqlite3_finalize(u);
+        if (st != SL_OK) goto fail;
+    }
+    char buf[32];
+    snprintf(buf, sizeof buf, "%d", SL_STORE_SCHEMA_VERSION);
+    if ((st = sl__meta_set_conn(db, "schema_version", buf, err)) != SL_OK) goto fail;
+    if ((st = sl__exec(db, "COMMIT", err)) != SL_OK) goto fail;
+    return SL_OK;
+fail:
+    sl__exec(db, "ROLLBACK", NULL);
+    return sl__err_prefix(err, "%s: upgrading the store from schema %ld to %d", s->dir, c,
+                          SL_STORE_SCHEMA_VERSION);
+}
+
+/* Checks the versions of an existing store on connection db, upgrading an older schema in
+ * place when possible. writer: a read-write connection to upgrade with, or NULL (read-only
+ * open: a temporary read-write connection is opened for the upgrade). */
+static sl_status sl__check_versions(sl_store *s, sqlite3 *db, sqlite3 *writer, const char *path,
+                                    sl_error *err) {
+    long f = 0, c = 0;
+    sl_status st = sl__read_versions(s, db, &f, &c, err);
+    if (st != SL_OK) return st;
+    if (f == SL_STORE_FORMAT_VERSION && c == SL_STORE_SCHEMA_VERSION) return SL_OK;
+    if (!sl__upgradable(f, c)) return sl__version_error(s, f, c, err);
+    sqlite3 *w = writer;
+    if (!w) {
+        sl_error e2;
+        sl_error_clear(&e2);
+        if (sl__open_conn(path, SQLITE_OPEN_READWRITE, &w, &e2) != SL_OK)
+            return sl__err_set(err, SL_E_VERSION,
+                               "%s: store schema %ld must be upgraded to %d, which needs write "
+                               "access (%s); open it once with a shoplens that may write, e.g. "
+                               "'shoplens verify --repair --store %s'", s->dir, c,
+                               SL_STORE_SCHEMA_VERSION, e2.message, s->dir);
+        (void)sl__exec(w, "PRAGMA foreign_keys=ON;", NULL);
+    }
+    st = sl__upgrade(s, w, err);
+    if (w != writer) sqlite3_close(w);
+    if (st != SL_OK) return st;
+    if ((st = sl__read_versions(s, db, &f, &c, err)) != SL_OK) return st;
+    if (f != SL_STORE_FORMAT_VERSION || c != SL_STORE_SCHEMA_VERSION) return sl__version_error(s, f, c, err);
     return SL_OK;
 }
 
@@ -298,19 +426,27 @@ sl_status sl_store_open(const char *dir, int create, int read_only, sl_store **o
         if (fresh) {
             if ((st = sl__exec(s->db, "BEGIN IMMEDIATE", err)) != SL_OK) goto fail;
             if ((st = sl__exec(s->db, sl__schema, err)) != SL_OK ||
-                (st = sl__check_versions(s, s->db, 1, err)) != SL_OK) {
+                (st = sl__exec(s->db, sl__schema2, err)) != SL_OK ||
+                (st = sl__write_versions(s->db, err)) != SL_OK) {
                 sl__exec(s->db, "ROLLBACK", NULL);
                 goto fail;
             }
             if ((st = sl__exec(s->db, "COMMIT", err)) != SL_OK) goto fail;
-        } else if ((st = sl__check_versions(s, s->db, 0, err)) != SL_OK) {
+        } else if ((st = sl__check_versions(s, s->db, s->db, path, err)) != SL_OK) {
             goto fail;
         }
     }
     if ((st = sl__open_conn(path, SQLITE_OPEN_READONLY, &s->rdb, err)) != SL_OK) goto fail;
     if ((st = sl__exec(s->rdb, "PRAGMA foreign_keys=ON;", err)) != SL_OK) goto fail;
-    if (read_only && (st = sl__check_versions(s, s->rdb, 0, err)) != SL_OK) goto fail;
+    if (read_only && (st = sl__check_versions(s, s->rdb, NULL, path, err)) != SL_OK) goto fail;
     free(path);
+    /* finish the file deletions a crash interrupted (a busy store: the next write does it) */
+    if (!read_only) {
+        char **pending = NULL;
+        size_t np = 0;
+        if (sl_store_pending_files(s, &pending, &np, NULL) == SL_OK && np > 0) (void)sl_store_gc(s, NULL, NULL);
+        sl_strings_free(pending, np);
+    }
     *out = s;
     return SL_OK;
 fail:
@@ -402,13 +538,19 @@ sl_status sl_store_put_product(sl_store *s, const sl_product *p, sl_error *err) 
     if (!sl__valid_id(p->id))
         return sl__err_set(err, SL_E_INVALID, "bad product id (empty, over %d bytes or control "
                            "characters)", SL_STORE_ID_MAX);
+    char cur[SL_PRODUCT_CURRENCY_LEN + 1];
+    if (!sl_product_currency_valid(p->currency, cur))
+        return sl__err_set(err, SL_E_INVALID, "bad currency (a three-letter ISO 4217 code such as USD)");
+    if (p->has_price && !(p->price >= SL_PRODUCT_PRICE_MIN && p->price <= SL_PRODUCT_PRICE_MAX))
+        return sl__err_set(err, SL_E_INVALID, "price must be a number in %.0f..%.0f",
+                           SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX);
     if ((rc = sl_store_begin(s, err)) != SL_OK) return rc;
     sqlite3_stmt *st = NULL;
     rc = sl__prepare(s->db,
-                     "INSERT INTO products(id, title, category, price, description, url, attrs) "
-                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(id) DO UPDATE SET "
-                     "title = ?2, category = ?3, price = ?4, description = ?5, url = ?6, attrs = ?7 "
-                     "RETURNING rowid", &st, err);
+                     "INSERT INTO products(id, title, category, price, description, url, attrs, currency) "
+                     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(id) DO UPDATE SET "
+                     "title = ?2, category = ?3, price = ?4, description = ?5, url = ?6, attrs = ?7, "
+                     "currency = ?8 RETURNING rowid", &st, err);
     if (rc != SL_OK) goto out;
     sqlite3_bind_text(st, 1, p->id, -1, SQLITE_STATIC);
     sl__bind_opt_text(st, 2, p->title);
@@ -418,6 +560,7 @@ sl_status sl_store_put_product(sl_store *s, const sl_product *p, sl_error *err) 
     sl__bind_opt_text(st, 5, p->description);
     sl__bind_opt_text(st, 6, p->url);
     sqlite3_bind_text(st, 7, p->attrs_json && *p->attrs_json ? p->attrs_json : "{}", -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 8, cur, -1, SQLITE_TRANSIENT);
     if (sqlite3_step(st) != SQLITE_ROW) {
         rc = sl__sqlerr(err, s->db, "write product");
         goto out;
@@ -449,6 +592,21 @@ out:
     return sl_store_commit(s, err);
 }
 
+/* A product from a row (id, title, category, price, description, url, attrs, currency). -1
+ * when out of memory (the caller clears *p). */
+static int sl__fill_product(sqlite3_stmt *st, sl_product *p) {
+    p->id = sl__col_strdup(st, 0);
+    p->title = sl__col_strdup(st, 1);
+    p->category = sl__col_strdup(st, 2);
+    p->has_price = sqlite3_column_type(st, 3) != SQLITE_NULL;
+    p->price = p->has_price ? sqlite3_column_double(st, 3) : 0;
+    p->description = sl__col_strdup(st, 4);
+    p->url = sl__col_strdup(st, 5);
+    p->attrs_json = sl__col_strdup(st, 6);
+    p->currency = sl__col_strdup(st, 7);
+    return p->id && p->title && p->category && p->description && p->url && p->attrs_json && p->currency ? 0 : -1;
+}
+
 sl_status sl_store_get_product(sl_store *s, const char *id, sl_product *out, sl_error *err) {
     memset(out, 0, sizeof *out);
     sqlite3 *db = sl__rconn(s);
@@ -458,16 +616,7 @@ sl_status sl_store_get_product(sl_store *s, const char *id, sl_product *out, sl_
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     int r = sqlite3_step(st);
     if (r == SQLITE_ROW) {
-        out->id = sl__col_strdup(st, 0);
-        out->title = sl__col_strdup(st, 1);
-        out->category = sl__col_strdup(st, 2);
-        out->has_price = sqlite3_column_type(st, 3) != SQLITE_NULL;
-        out->price = out->has_price ? sqlite3_column_double(st, 3) : 0;
-        out->description = sl__col_strdup(st, 4);
-        out->url = sl__col_strdup(st, 5);
-        out->attrs_json = sl__col_strdup(st, 6);
-        if (!out->id || !out->title || !out->category || !out->description || !out->url ||
-            !out->attrs_json) {
+        if (sl__fill_product(st, out) != 0) {
             sl_product_clear(out);
             rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
         }
@@ -582,15 +731,19 @@ static sl_status sl__blob_check(sl_store *s, size_t dim, size_t local_len, size_
 }
 
 sl_status sl_store_add_image(sl_store *s, const char *product_id, const char *source,
-                             const char *hash, int64_t size, const float *vec, size_t dim,
-                             const void *local, size_t local_len, int64_t *id, sl_error *err) {
+                             const char *hash, int64_t size, const char *file, const float *vec,
+                             size_t dim, const void *local, size_t local_len, int64_t *id,
+                             sl_error *err) {
     size_t vbytes;
     sl_status rc = sl__blob_check(s, dim, local_len, &vbytes, err);
     if (rc != SL_OK) return rc;
+    if (!file || !sl__image_file_valid(file))
+        return sl__err_set(err, SL_E_INVALID, "bad image file name (images/<sha256>.<ext>)");
     sqlite3_stmt *st;
-    if ((rc = sl__prepare(s->db, "INSERT INTO images(product_id, source, hash, size, vec, local) "
-                                 "VALUES(?, ?, ?, ?, ?, ?)", &st, err)) != SL_OK)
+    if ((rc = sl__prepare(s->db, "INSERT INTO images(product_id, source, hash, size, vec, local, file) "
+                                 "VALUES(?, ?, ?, ?, ?, ?, ?)", &st, err)) != SL_OK)
         return rc;
+    sqlite3_bind_text(st, 7, file, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 2, source ? source : "", -1, SQLITE_STATIC);
     sqlite3_bind_text(st, 3, hash ? hash : "", -1, SQLITE_STATIC);
@@ -617,6 +770,22 @@ sl_status sl_store_remove_image(sl_store *s, int64_t image_id, sl_error *err) {
     return rc;
 }
 
+sl_status sl_store_set_image_file(sl_store *s, int64_t image_id, const char *file,
+                                  sl_error *err) {
+    sl_status rc = sl__need_writer(s, err);
+    if (rc != SL_OK) return rc;
+    if (!file || !sl__image_file_valid(file))
+        return sl__err_set(err, SL_E_INVALID, "bad image file name (images/<sha256>.<ext>)");
+    sqlite3_stmt *st;
+    if ((rc = sl__prepare(s->db, "UPDATE images SET file = ? WHERE id = ?", &st, err)) != SL_OK) return rc;
+    sqlite3_bind_text(st, 1, file, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, image_id);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "update image");
+    else if (sqlite3_changes(s->db) == 0) rc = sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float *vec, size_t dim,
                                       const void *local, size_t local_len, sl_error *err) {
     size_t vbytes;
@@ -636,7 +805,9 @@ sl_status sl_store_set_image_features(sl_store *s, int64_t image_id, const float
     return rc;
 }
 
-static sl_status sl__fill_ref(sqlite3_stmt *st, sl_image_ref *r, sl_error *err) {
+/* Fills a ref from a row (id, product_id, source, hash, size, file): file resolved against the
+ * store directory, or the source for a row of a schema 1 store not copied in yet. */
+static sl_status sl__fill_ref(sl_store *s, sqlite3_stmt *st, sl_image_ref *r, sl_error *err) {
     memset(r, 0, sizeof *r);
     r->id = sqlite3_column_int64(st, 0);
     r->product_id = sl__col_strdup(st, 1);
@@ -644,7 +815,10 @@ static sl_status sl__fill_ref(sqlite3_stmt *st, sl_image_ref *r, sl_error *err) 
     const unsigned char *h = sqlite3_column_text(st, 3);
     snprintf(r->hash, sizeof r->hash, "%s", h ? (const char *)h : "");
     r->size = sqlite3_column_int64(st, 4);
-    if (!r->product_id || !r->source) {
+    const char *file = (const char *)sqlite3_column_text(st, 5);
+    r->in_store = file && *file;
+    r->file = r->in_store ? sl_store_path(s, file) : sl__strdup(r->source ? r->source : "");
+    if (!r->product_id || !r->source || !r->file) {
         sl_image_ref_clear(r);
         return sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
@@ -708,9 +882,9 @@ sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_
     *n = 0;
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, product_id ? "SELECT id, product_id, source, hash, size FROM images "
+    sl_status rc = sl__prepare(db, product_id ? "SELECT id, product_id, source, hash, size, file FROM images "
                                                 "WHERE product_id = ? ORDER BY id"
-                                              : "SELECT id, product_id, source, hash, size FROM images ORDER BY id",
+                                              : "SELECT id, product_id, source, hash, size, file FROM images ORDER BY id",
                                &st, err);
     if (rc != SL_OK) return rc;
     if (product_id) sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
@@ -728,7 +902,7 @@ sl_status sl_store_product_images(sl_store *s, const char *product_id, sl_image_
             v = nv;
             cap = nc;
         }
-        if ((rc = sl__fill_ref(st, &v[cnt], err)) != SL_OK) break;
+        if ((rc = sl__fill_ref(s, st, &v[cnt], err)) != SL_OK) break;
         cnt++;
     }
     if (rc == SL_OK && r != SQLITE_DONE) rc = sl__sqlerr(err, db, "read images");
@@ -750,7 +924,7 @@ sl_status sl_store_get_image(sl_store *s, int64_t image_id, sl_image_ref *ref, s
     if (rc != SL_OK) return rc;
     sqlite3_bind_int64(st, 1, image_id);
     int r = sqlite3_step(st);
-    if (r == SQLITE_ROW) rc = sl__fill_ref(st, ref, err);
+    if (r == SQLITE_ROW) rc = sl__fill_ref(s, st, ref, err);
     else if (r == SQLITE_DONE) rc = sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id);
     else rc = sl__sqlerr(err, db, "read image");
     sl__give_stmt(s, db, SL__Q_IMAGE, st);
@@ -937,16 +1111,20 @@ static sl_status sl__collect_strings(sqlite3 *db, sqlite3_stmt *st, char ***out,
     return SL_OK;
 }
 
-sl_status sl_store_product_ids(sl_store *s, char ***ids, size_t *n, sl_error *err) {
-    *ids = NULL;
+/* The text first column of every row of a query without parameters. */
+static sl_status sl__query_strings(sqlite3 *db, const char *sql, char ***out, size_t *n, sl_error *err) {
+    *out = NULL;
     *n = 0;
-    sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT id FROM products ORDER BY id", &st, err);
+    sl_status rc = sl__prepare(db, sql, &st, err);
     if (rc != SL_OK) return rc;
-    rc = sl__collect_strings(db, st, ids, NULL, n, err);
+    rc = sl__collect_strings(db, st, out, NULL, n, err);
     sqlite3_finalize(st);
     return rc;
+}
+
+sl_status sl_store_product_ids(sl_store *s, char ***ids, size_t *n, sl_error *err) {
+    return sl__query_strings(sl__rconn(s), "SELECT id FROM products ORDER BY id", ids, n, err);
 }
 
 sl_status sl_store_categories(sl_store *s, char ***names, int64_t **counts, size_t *n,
@@ -997,33 +1175,120 @@ static char *sl__fts_query(const char *text) {
     return q;
 }
 
-sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t **ids,
-                                 size_t *n, sl_error *err) {
-    *ids = NULL;
-    *n = 0;
-    char sql[512] = "SELECT i.id FROM images i JOIN products p ON p.id = i.product_id WHERE 1";
-    char *fq = NULL;
+/* Appends the conditions of a filter on products `p` to sql (bound as ?1 category, ?2 min
+ * price, ?3 max price, ?4 FTS query). *fq receives the FTS query (malloc'ed) or NULL. Returns
+ * 0 when the text filter has no word (nothing can match), 1 otherwise. */
+static int sl__filter_where(const sl_store_filter *f, char *sql, size_t cap, char **fq) {
+    *fq = NULL;
     if (f && f->text && *f->text) {
-        fq = sl__fts_query(f->text);
-        if (!fq) return SL_OK; /* no words: nothing matches */
-        strcat(sql, " AND p.rowid IN (SELECT rowid FROM products_fts WHERE products_fts MATCH ?4)");
+        *fq = sl__fts_query(f->text);
+        if (!*fq) return 0;
+        strncat(sql, " AND p.rowid IN (SELECT rowid FROM products_fts WHERE products_fts MATCH ?4)",
+                cap - strlen(sql) - 1);
     }
-    if (f && f->category && *f->category) strcat(sql, " AND p.category = ?1");
-    if (f && f->has_min_price) strcat(sql, " AND p.price >= ?2");
-    if (f && f->has_max_price) strcat(sql, " AND p.price <= ?3");
-    strcat(sql, " ORDER BY i.id");
-    sqlite3 *db = sl__rconn(s);
-    sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, sql, &st, err);
-    if (rc != SL_OK) {
-        free(fq);
-        return rc;
-    }
+    if (f && f->category && *f->category) strncat(sql, " AND p.category = ?1", cap - strlen(sql) - 1);
+    if (f && f->has_min_price) strncat(sql, " AND p.price >= ?2", cap - strlen(sql) - 1);
+    if (f && f->has_max_price) strncat(sql, " AND p.price <= ?3", cap - strlen(sql) - 1);
+    return 1;
+}
+
+static void sl__filter_bind(sqlite3_stmt *st, const sl_store_filter *f, const char *fq) {
     if (f && f->category && *f->category) sqlite3_bind_text(st, 1, f->category, -1, SQLITE_STATIC);
     if (f && f->has_min_price) sqlite3_bind_double(st, 2, f->min_price);
     if (f && f->has_max_price) sqlite3_bind_double(st, 3, f->max_price);
     if (fq) sqlite3_bind_text(st, 4, fq, -1, SQLITE_STATIC);
+}
+
+/* Prepares base + the filter's conditions + tail on the reader connection with the filter
+ * bound. *st = NULL (and SL_OK) when the text filter has no word: nothing can match. The caller
+ * finalizes *st, then frees *fq (bound to it). */
+static sl_status sl__filter_stmt(sl_store *s, const sl_store_filter *f, const char *base,
+                                 const char *tail, sqlite3 **db, sqlite3_stmt **st, char **fq,
+                                 sl_error *err) {
+    *st = NULL;
+    char sql[768];
+    snprintf(sql, sizeof sql, "%s", base);
+    if (!sl__filter_where(f, sql, sizeof sql, fq)) return SL_OK; /* no words: nothing matches */
+    strncat(sql, tail, sizeof sql - strlen(sql) - 1);
+    *db = sl__rconn(s);
+    sl_status rc = sl__prepare(*db, sql, st, err);
+    if (rc != SL_OK) {
+        free(*fq);
+        *fq = NULL;
+        *st = NULL;
+        return rc;
+    }
+    sl__filter_bind(*st, f, *fq);
+    return SL_OK;
+}
+
+sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t **ids,
+                                 size_t *n, sl_error *err) {
+    *ids = NULL;
+    *n = 0;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st;
+    char *fq = NULL;
+    sl_status rc = sl__filter_stmt(s, f, "SELECT i.id FROM images i JOIN products p ON p.id = i.product_id WHERE 1",
+                                   " ORDER BY i.id", &db, &st, &fq, err);
+    if (rc != SL_OK || !st) return rc;
     rc = sl__collect_ids(db, st, ids, n, err);
+    sqlite3_finalize(st);
+    free(fq);
+    return rc;
+}
+
+sl_status sl_store_list_products(sl_store *s, const sl_store_filter *f, const char *after,
+                                 size_t limit, sl_product **out, size_t *n, int *more,
+                                 sl_error *err) {
+    *out = NULL;
+    *n = 0;
+    *more = 0;
+    if (limit < 1 || limit > SL_STORE_LIST_MAX)
+        return sl__err_set(err, SL_E_INVALID, "limit must be in 1..%d", SL_STORE_LIST_MAX);
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st;
+    char *fq = NULL;
+    sl_status rc = sl__filter_stmt(s, f, "SELECT p.id, p.title, p.category, p.price, p.description, p.url, "
+                                         "p.attrs, p.currency FROM products p WHERE 1",
+                                   " AND p.id > ?5 ORDER BY p.id LIMIT ?6", &db, &st, &fq, err);
+    if (rc != SL_OK || !st) return rc;
+    sqlite3_bind_text(st, 5, after ? after : "", -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, (sqlite3_int64)limit + 1);
+    sl_product *v = sl__callocarray(limit + 1, sizeof *v);
+    size_t cnt = 0;
+    int r = SQLITE_DONE;
+    if (!v) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    while (rc == SL_OK && (r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == limit) {
+            *more = 1;
+            break;
+        }
+        if (sl__fill_product(st, &v[cnt++]) != 0) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if (rc == SL_OK && r != SQLITE_DONE && r != SQLITE_ROW) rc = sl__sqlerr(err, db, "read products");
+    sqlite3_finalize(st);
+    free(fq);
+    if (rc != SL_OK) {
+        sl_products_free(v, cnt);
+        *more = 0;
+        return rc;
+    }
+    *out = v;
+    *n = cnt;
+    return SL_OK;
+}
+
+sl_status sl_store_count_products(sl_store *s, const sl_store_filter *f, int64_t *n,
+                                  sl_error *err) {
+    *n = 0;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st;
+    char *fq = NULL;
+    sl_status rc = sl__filter_stmt(s, f, "SELECT count(*) FROM products p WHERE 1", "", &db, &st, &fq, err);
+    if (rc != SL_OK || !st) return rc;
+    if (sqlite3_step(st) == SQLITE_ROW) *n = sqlite3_column_int64(st, 0);
+    else rc = sl__sqlerr(err, db, "count products");
     sqlite3_finalize(st);
     free(fq);
     return rc;
@@ -1038,12 +1303,13 @@ sl_status sl_store_counts_get(sl_store *s, sl_store_counts *c, sl_error *err) {
     memset(c, 0, sizeof *c);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM images)",
-                               &st, err);
+    sl_status rc = sl__prepare(db, "SELECT (SELECT count(*) FROM products), (SELECT count(*) FROM images), "
+                                   "(SELECT count(*) FROM images WHERE file = '')", &st, err);
     if (rc != SL_OK) return rc;
     if (sqlite3_step(st) == SQLITE_ROW) {
         c->products = sqlite3_column_int64(st, 0);
         c->images = sqlite3_column_int64(st, 1);
+        c->images_outside = sqlite3_column_int64(st, 2);
     } else {
         rc = sl__sqlerr(err, db, "count");
     }
@@ -1069,4 +1335,302 @@ sl_status sl_store_bump_generation(sl_store *s, sl_error *err) {
     sl_status rc = sl__need_writer(s, err);
     if (rc != SL_OK) return rc;
     return sl__exec(s->db, "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'generation'", err);
+}
+
+/* ---- image files ------------------------------------------------------------------------- */
+
+int sl__image_file_valid(const char *rel) {
+    if (!rel || strncmp(rel, "images/", 7) != 0) return 0;
+    const char *p = rel + 7;
+    for (int i = 0; i < 64; i++, p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+    if (*p++ != '.') return 0;
+    size_t n = 0;
+    for (; *p; p++, n++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z'))) return 0;
+    return n >= 1 && n <= 8;
+}
+
+void sl__image_file_name(char out[SL__IMAGE_FILE_MAX], const char hash[65], const char *ext) {
+    int ok = ext && *ext && strlen(ext) <= 8;
+    for (const char *c = ext; ok && *c; c++) ok = (*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'z');
+    snprintf(out, SL__IMAGE_FILE_MAX, "images/%.64s.%s", hash, ok ? ext : "img");
+}
+
+static const char *const sl__pending_sql = "SELECT file FROM pending_deletions ORDER BY file";
+
+sl_status sl_store_pending_files(sl_store *s, char ***files, size_t *n, sl_error *err) {
+    return sl__query_strings(sl__rconn(s), sl__pending_sql, files, n, err);
+}
+
+/* fsync of the images directory: makes unlinks durable before the commit that forgets them. */
+static void sl__sync_images_dir(sl_store *s) {
+    char *d = sl_store_path(s, "images");
+    int fd = d ? open(d, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(d);
+}
+
+static sl_status sl__no_txn(sl_store *s, sl_error *err) {
+    sl_status rc = sl__need_writer(s, err);
+    if (rc != SL_OK) return rc;
+    pthread_mutex_lock(&s->mu);
+    int depth = s->txn_depth;
+    pthread_mutex_unlock(&s->mu);
+    return depth ? sl__err_set(err, SL_E_STATE, "file deletion inside a transaction") : SL_OK;
+}
+
+sl_status sl_store_gc(sl_store *s, size_t *deleted, sl_error *err) {
+    if (deleted) *deleted = 0;
+    sl_status rc = sl__no_txn(s, err);
+    if (rc != SL_OK) return rc;
+    if ((rc = sl_store_begin(s, err)) != SL_OK) return rc;
+    char **files = NULL;
+    size_t n = 0, gone = 0;
+    sqlite3_stmt *ref = NULL, *del = NULL;
+    if ((rc = sl__query_strings(s->db, sl__pending_sql, &files, &n, err)) != SL_OK) goto out;
+    if ((rc = sl__prepare(s->db, "SELECT EXISTS(SELECT 1 FROM images WHERE file = ?)", &ref, err)) != SL_OK ||
+        (rc = sl__prepare(s->db, "DELETE FROM pending_deletions WHERE file = ?", &del, err)) != SL_OK)
+        goto out;
+    for (size_t i = 0; i < n && rc == SL_OK; i++) {
+        sqlite3_bind_text(ref, 1, files[i], -1, SQLITE_STATIC);
+        int r = sqlite3_step(ref);
+        int used = r == SQLITE_ROW && sqlite3_column_int(ref, 0);
+        if (r != SQLITE_ROW) rc = sl__sqlerr(err, s->db, "read images");
+        sqlite3_reset(ref);
+        if (rc != SL_OK) break;
+        int forget = 1;
+        if (!used && sl__image_file_valid(files[i])) {
+            char *path = sl_store_path(s, files[i]);
+            if (!path) {
+                rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+            if (unlink(path) == 0) gone++;
+            else if (errno != ENOENT) forget = 0; /* kept for the next try; verify reports it */
+            free(path);
+        }
+        if (!forget) continue;
+        sqlite3_bind_text(del, 1, files[i], -1, SQLITE_STATIC);
+        if (sqlite3_step(del) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "forget deleted files");
+        sqlite3_reset(del);
+    }
+    if (rc == SL_OK && gone) sl__sync_images_dir(s);
+out:
+    sqlite3_finalize(ref);
+    sqlite3_finalize(del);
+    sl_strings_free(files, n);
+    if (rc != SL_OK) {
+        sl_store_rollback(s);
+        return rc;
+    }
+    if ((rc = sl_store_commit(s, err)) == SL_OK && deleted) *deleted = gone;
+    return rc;
+}
+
+static int sl__cmp_cstr(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* A temporary file of sl__write_file_atomic for a valid name: "<images/hash.ext>.tmp.<...>". */
+static int sl__image_tmp_name(const char *rel) {
+    const char *t = strstr(rel, ".tmp.");
+    if (!t || (size_t)(t - rel) >= SL__IMAGE_FILE_MAX) return 0;
+    char base[SL__IMAGE_FILE_MAX];
+    memcpy(base, rel, (size_t)(t - rel));
+    base[t - rel] = '\0';
+    return sl__image_file_valid(base);
+}
+
+/* Files under images/ nobody names: conn is the connection to read the references with. Only
+ * valid copy names, and temporary files older than an hour (a writer may be writing a young
+ * one), are candidates. */
+static sl_status sl__orphans(sl_store *s, sqlite3 *db, char ***out, size_t *n_out, sl_error *err) {
+    *out = NULL;
+    *n_out = 0;
+    char **refs = NULL, **pend = NULL;
+    size_t nr = 0, np = 0;
+    /* rows of a schema 1 store not copied in may read a file under images/ through their source */
+    sl_status rc = sl__query_strings(db, "SELECT file FROM images WHERE file <> '' UNION "
+                                         "SELECT 'images/' || replace(source, rtrim(source, replace(source, '/', '')), '') "
+                                         "FROM images WHERE file = '' ORDER BY 1", &refs, &nr, err);
+    if (rc != SL_OK) return rc;
+    if ((rc = sl__query_strings(db, sl__pending_sql, &pend, &np, err)) != SL_OK) {
+        sl_strings_free(refs, nr);
+        return rc;
+    }
+    if (nr > 1) qsort(refs, nr, sizeof *refs, sl__cmp_cstr);
+    char *dir = sl_store_path(s, "images");
+    DIR *d = dir ? opendir(dir) : NULL;
+    char **v = NULL;
+    size_t cnt = 0, cap = 0;
+    struct dirent *de;
+    time_t now = time(NULL);
+    while (d && rc == SL_OK && (de = readdir(d))) {
+        char rel[sizeof de->d_name + 8];
+        snprintf(rel, sizeof rel, "images/%s", de->d_name);
+        int valid = sl__image_file_valid(rel);
+        if (!valid) {
+            if (!sl__image_tmp_name(rel)) continue;
+            char *path = sl_store_path(s, rel);
+            struct stat sb;
+            int old = path && stat(path, &sb) == 0 && now - sb.st_mtime > 3600;
+            free(path);
+            if (!old) continue;
+        } else {
+            const char *key = rel;
+            if ((nr && bsearch(&key, refs, nr, sizeof *refs, sl__cmp_cstr)) ||
+                (np && bsearch(&key, pend, np, sizeof *pend, sl__cmp_cstr)))
+                continue;
+        }
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            char **nv = sl__reallocarray(v, nc, sizeof *nv);
+            if (!nv) {
+                rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+            v = nv;
+            cap = nc;
+        }
+        if (!(v[cnt] = sl__strdup(rel))) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else cnt++;
+    }
+    if (d) closedir(d);
+    free(dir);
+    sl_strings_free(refs, nr);
+    sl_strings_free(pend, np);
+    if (rc != SL_OK) {
+        sl_strings_free(v, cnt);
+        return rc;
+    }
+    if (cnt > 1) qsort(v, cnt, sizeof *v, sl__cmp_cstr);
+    *out = v;
+    *n_out = cnt;
+    return SL_OK;
+}
+
+sl_status sl_store_orphan_files(sl_store *s, char ***names, size_t *n, sl_error *err) {
+    return sl__orphans(s, sl__rconn(s), names, n, err);
+}
+
+sl_status sl_store_delete_orphans(sl_store *s, char ***names, size_t *n, sl_error *err) {
+    if (names) *names = NULL;
+    if (n) *n = 0;
+    sl_status rc = sl__no_txn(s, err);
+    if (rc != SL_OK) return rc;
+    /* under the write lock: a writer re-checks its files inside its own transaction */
+    if ((rc = sl_store_begin(s, err)) != SL_OK) return rc;
+    char **v = NULL;
+    size_t cnt = 0;
+    rc = sl__orphans(s, s->db, &v, &cnt, err);
+    for (size_t i = 0; rc == SL_OK && i < cnt; i++) {
+        char *path = sl_store_path(s, v[i]);
+        if (!path) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else if (unlink(path) != 0 && errno != ENOENT)
+            rc = sl__err_set(err, SL_E_IO, "delete %s: %s", path, strerror(errno));
+        free(path);
+    }
+    if (rc == SL_OK && cnt) sl__sync_images_dir(s);
+    sl_store_rollback(s); /* nothing was written */
+    if (rc != SL_OK) {
+        sl_strings_free(v, cnt);
+        return rc;
+    }
+    if (names) *names = v;
+    else sl_strings_free(v, cnt);
+    if (n) *n = cnt;
+    return SL_OK;
+}
+
+/* ---- consistency ------------------------------------------------------------------------- */
+
+/* Appends the printf message to a problem list. */
+static int sl__problem(char ***v, size_t *n, const char *fmt, ...) SL__PRINTF(3, 4);
+static int sl__problem(char ***v, size_t *n, const char *fmt, ...) {
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    char **nv = sl__reallocarray(*v, *n + 1, sizeof *nv);
+    if (!nv) return -1;
+    *v = nv;
+    if (!(nv[*n] = sl__strdup(buf))) return -1;
+    (*n)++;
+    return 0;
+}
+
+sl_status sl_store_check(sl_store *s, char ***problems, size_t *n, sl_error *err) {
+    *problems = NULL;
+    *n = 0;
+    sqlite3 *db = sl__rconn(s);
+    static const char *const q[] = {
+        "PRAGMA integrity_check",
+        "PRAGMA foreign_key_check",
+        "SELECT 'product ' || quote(p.id) || ' has no full-text row' FROM products p "
+        " WHERE NOT EXISTS (SELECT 1 FROM products_fts f WHERE f.rowid = p.rowid)",
+        "SELECT 'full-text row ' || f.rowid || ' belongs to no product' FROM products_fts f "
+        " WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.rowid = f.rowid)",
+        "SELECT 'product ' || quote(p.id) || ': its full-text row has another title or description' "
+        " FROM products p JOIN products_fts f ON f.rowid = p.rowid "
+        " WHERE f.title IS NOT p.title OR f.description IS NOT p.description",
+    };
+    sl_status rc = SL_OK;
+    for (size_t k = 0; k < sizeof q / sizeof q[0] && rc == SL_OK; k++) {
+        sqlite3_stmt *st;
+        if ((rc = sl__prepare(db, q[k], &st, err)) != SL_OK) break;
+        int r;
+        while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+            int bad;
+            if (k == 0) {
+                const char *t = (const char *)sqlite3_column_text(st, 0);
+                if (t && strcmp(t, "ok") == 0) continue;
+                bad = sl__problem(problems, n, "catalog.sqlite: integrity_check: %s", t ? t : "?");
+            } else if (k == 1) {
+                bad = sl__problem(problems, n, "catalog.sqlite: foreign key: %s row %lld refers to a missing %s",
+                                  (const char *)sqlite3_column_text(st, 0), (long long)sqlite3_column_int64(st, 1),
+                                  (const char *)sqlite3_column_text(st, 2));
+            } else {
+                bad = sl__problem(problems, n, "catalog.sqlite: %s", (const char *)sqlite3_column_text(st, 0));
+            }
+            if (bad) {
+                rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+        }
+        if (rc == SL_OK && r != SQLITE_DONE) {
+            /* a damaged file: report it as a problem, not as a failure to check */
+            if (sl__problem(problems, n, "catalog.sqlite: %s", sqlite3_errmsg(db))) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        }
+        sqlite3_finalize(st);
+    }
+    /* the FTS5 index's own structure (a read, despite the INSERT form) */
+    if (rc == SL_OK) {
+        sqlite3 *w = s->db ? s->db : NULL;
+        if (w && sqlite3_exec(w, "INSERT INTO products_fts(products_fts) VALUES('integrity-check')", NULL, NULL, NULL) != SQLITE_OK &&
+            sl__problem(problems, n, "catalog.sqlite: full-text index: %s", sqlite3_errmsg(w)))
+            rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if (rc != SL_OK) {
+        sl_strings_free(*problems, *n);
+        *problems = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
+sl_status sl_store_rebuild_text(sl_store *s, sl_error *err) {
+    sl_status rc = sl_store_begin(s, err);
+    if (rc != SL_OK) return rc;
+    if ((rc = sl__exec(s->db, "DELETE FROM products_fts;"
+                              "INSERT INTO products_fts(rowid, title, description) "
+                              "SELECT rowid, title, description FROM products;", err)) != SL_OK) {
+        sl_store_rollback(s);
+        return rc;
+    }
+    return sl_store_commit(s, err);
 }

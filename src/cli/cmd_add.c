@@ -18,22 +18,47 @@ static void sl__on_signal(int sig) {
 
 int sl__cli_ingest(int argc, char **argv, int sync);
 
+static json_t *sl__ids_json(const sl_id_list *l) {
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < l->n; i++) json_array_append_new(a, json_string(l->ids[i]));
+    return a ? a : json_array();
+}
+
+static void sl__print_ids(const char *what, const sl_id_list *l) {
+    printf("%s %zu:", what, l->n);
+    for (size_t i = 0; i < l->n; i++) printf(" %s", l->ids[i]);
+    printf("\n");
+}
+
 int sl__cli_ingest(int argc, char **argv, int sync) {
     sl__popts o;
-    int rc = sl__popts_parse(argc, argv, SL__OPT_JOBS | SL__OPT_FEATURES | SL__OPT_QUIET, &o);
+    int rc = sl__popts_parse(argc, argv, SL__OPT_JOBS | SL__OPT_FEATURES | SL__OPT_INGEST |
+                                             (sync ? SL__OPT_SYNC : 0), &o);
     if (rc) return rc;
     if (o.npos != 1) return sl__cli_usage_error(argv[0], "give exactly one CATALOG file");
     sl_engine *e;
-    /* add creates the store on first use; sync needs an existing one */
-    if ((rc = sl__open_engine(argv[0], &o, !sync, 0, &e))) return rc;
-    sl__progress pr;
+    /* add creates the store on first use; sync needs an existing one; a dry run writes nothing */
+    if ((rc = sl__open_engine(argv[0], &o, !sync && !o.dry_run, o.dry_run, &e))) return rc;
+    sl__progress pr, fpr;
     sl__progress_init(&pr, argv[0], o.quiet || o.json);
+    sl__progress_init(&fpr, argv[0], o.quiet || o.json);
+    fpr.unit = "images downloaded";
     sl_ingest_opts io;
     memset(&io, 0, sizeof io);
     io.jobs = o.jobs;
     io.sync = sync;
+    io.dry_run = o.dry_run;
+    io.currency = o.currency;
+    io.max_removals = o.max_removals;
+    io.max_removals_set = o.max_removals_set;
+    io.max_removals_percent = o.max_removals_percent;
     io.progress = sl__progress_cb;
     io.progress_ctx = &pr;
+    io.fetch_progress = sl__progress_cb;
+    io.fetch_progress_ctx = &fpr;
+    io.fetch_timeout_s = o.fetch_timeout;
+    io.fetch_retries = o.fetch_retries;
+    io.fetch_retries_set = o.fetch_retries_set;
     io.cancel = &sl__cancel_flag;
     sl__progress cpr; /* an automatic calibration at the end (docs/learn.md) */
     sl__progress_init(&cpr, "calibrating confidence", o.quiet || o.json);
@@ -55,12 +80,16 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
                 "file", f->file ? json_string(f->file) : json_null(),
                 "status", sl_status_name(f->status), "message", f->message ? f->message : ""));
         }
-        json_t *o2 = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o}",
+        json_t *o2 = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o, s:b, s:o, s:o, s:o}",
             "rows", (json_int_t)rep.rows, "products", (json_int_t)rep.products,
             "added", (json_int_t)rep.added, "updated", (json_int_t)rep.updated,
             "skipped", (json_int_t)rep.skipped, "removed", (json_int_t)rep.removed,
             "failed", (json_int_t)rep.failed, "images_extracted", (json_int_t)rep.images_extracted,
-            "seconds", rep.seconds, "failures", fails ? fails : json_array());
+            "seconds", rep.seconds, "failures", fails ? fails : json_array(), "dry_run", rep.dry_run,
+            "added_ids", sl__ids_json(&rep.added_ids), "updated_ids", sl__ids_json(&rep.updated_ids),
+            "removed_ids", sl__ids_json(&rep.removed_ids));
+        if (o2 && rep.dry_run && sync)
+            json_object_set_new(o2, "refused", rep.refused ? json_string(rep.refused) : json_null());
         if (o2) json_object_set_new(o2, "calibrated", json_boolean(rep.calibrated));
         if (o2 && rep.calibration_error) json_object_set_new(o2, "calibration_error", json_string(rep.calibration_error));
         if (o2 && st != SL_OK)
@@ -74,15 +103,25 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
                     f->product_id || f->file ? "" : "(unreadable row)", sl_status_name(f->status),
                     f->message ? f->message : "");
         }
-        printf("%zu rows, %zu products: %zu added, %zu updated, %zu skipped, %zu removed, %zu failed "
-               "(%zu images described in %.1f s)\n", rep.rows, rep.products, rep.added, rep.updated,
-               rep.skipped, rep.removed, rep.failed, rep.images_extracted, rep.seconds);
-        if (rep.calibrated) printf("confidence calibrated on augmented catalog images (shoplens info)\n");
+        if (rep.dry_run) {
+            /* the lists are what a dry run is asked for: printed even with --quiet */
+            sl__print_ids("would add", &rep.added_ids);
+            sl__print_ids("would update", &rep.updated_ids);
+            if (sync) sl__print_ids("would remove", &rep.removed_ids);
+            if (rep.refused) printf("the sync would be refused: %s\n", rep.refused);
+        }
         if (rep.calibration_error) fprintf(stderr, "calibration skipped: %s\n", rep.calibration_error);
-        if (rep.n_failures) {
-            printf("failed rows:");
-            for (size_t i = 0; i < rep.n_failures && i < 50; i++) printf(" %zu", rep.failures[i].row);
-            printf(rep.n_failures > 50 ? " ...\n" : "\n");
+        if (!o.quiet) {
+            printf("%s%zu rows, %zu products: %zu added, %zu updated, %zu skipped, %zu removed, %zu failed "
+                   "(%zu images described in %.1f s)\n", rep.dry_run ? "dry run, nothing written: " : "",
+                   rep.rows, rep.products, rep.added, rep.updated, rep.skipped, rep.removed, rep.failed,
+                   rep.images_extracted, rep.seconds);
+            if (rep.calibrated) printf("confidence calibrated on augmented catalog images (shoplens info)\n");
+            if (rep.n_failures) {
+                printf("failed rows:");
+                for (size_t i = 0; i < rep.n_failures && i < 50; i++) printf(" %zu", rep.failures[i].row);
+                printf(rep.n_failures > 50 ? " ...\n" : "\n");
+            }
         }
     }
     size_t failed = rep.failed;
@@ -98,21 +137,37 @@ static int sl__add_run(int argc, char **argv) { return sl__cli_ingest(argc, argv
 
 const sl__cli_cmd sl__cmd_add = {
     "add", "add or update the products of a CSV/JSONL catalog",
-    "Usage: shoplens add CATALOG [--store DIR] [--jobs N] [--features SPEC] [--quiet] [--json]\n\n"
+    "Usage: shoplens add CATALOG [--store DIR] [--jobs N] [--features SPEC] [--currency CODE]\n"
+    "                    [--fetch-timeout S] [--fetch-retries N] [--dry-run] [--quiet] [--json]\n\n"
     "Upserts the catalog: new products are added, changed ones updated, unchanged images (same\n"
     "content hash) skipped. CATALOG is CSV (header row with product_id, image, title, category,\n"
-    "price, description, url; other columns kept as attributes) or JSON Lines with those keys.\n"
-    "Image paths are relative to the catalog file; several rows with one product_id are several\n"
-    "images of one product. Creates the store if needed (--features applies then); the first\n"
-    "ingest learns the features' codebook/PCA from a sample of the catalog.\n"
+    "price, currency, description, url, additional_images; other columns kept as attributes) or\n"
+    "JSON Lines with those keys; Google Merchant feed names are read too (id, image_link,\n"
+    "additional_image_link, product_type, link, price as \"12.99 USD\"). Image paths are relative\n"
+    "to the catalog file; http(s) image URLs are downloaded (checked to be JPEG, PNG, WebP or\n"
+    "HEIC, retried on timeouts and 5xx, never on 404). Several rows with one product_id, or\n"
+    "additional images, are several images of one product. The store keeps its own copy of every image (longest\n"
+    "side up to 1024 px), so the catalog's folder may move or go afterwards. Creates the store\n"
+    "if needed (--features applies then); the first ingest learns the features' codebook/PCA\n"
+    "from a sample of the catalog.\n"
     "A bad row or image is reported (row, file, status, message) and its product is left as it\n"
     "was; the rest goes on. A product counts as added once it is durable: after a crash or kill,\n"
     "running the same command again completes the store.\n"
-    "  --jobs N   extraction threads (default: all cores)\n"
-    "  --json     print {\"rows\", \"products\", \"added\", \"updated\", \"skipped\", \"removed\",\n"
-    "             \"failed\", \"images_extracted\", \"seconds\", \"failures\": [{\"row\", \"product_id\",\n"
-    "             \"file\", \"status\", \"message\"}], \"calibrated\", \"calibration_error\" (when it\n"
-    "             failed)}\n"
+    "  --jobs N        extraction threads and downloads at once, 0..256 (default 0: all cores,\n"
+    "                  8 downloads)\n"
+    "  --fetch-timeout S  seconds per download attempt, 1..600 (default 30)\n"
+    "  --fetch-retries N  further attempts after a timeout, connection error, 408, 429 or 5xx,\n"
+    "                  0..10 (default 3; waits 0.5 s, 1 s, 2 s, ... or the server's Retry-After)\n"
+    "  --currency CODE currency of the prices of rows without a currency column (ISO 4217, e.g.\n"
+    "                  EUR; default: none, the prices have no currency)\n"
+    "  --dry-run       read, hash and decode everything and print what would be added and\n"
+    "                  updated (ids); write nothing\n"
+    "  --quiet         no progress, no summary (failed rows are still printed on stderr)\n"
+    "  --json          print {\"rows\", \"products\", \"added\", \"updated\", \"skipped\", \"removed\",\n"
+    "                  \"failed\", \"images_extracted\", \"seconds\", \"failures\": [{\"row\",\n"
+    "                  \"product_id\", \"file\", \"status\", \"message\"}], \"dry_run\", \"added_ids\",\n"
+    "                  \"updated_ids\", \"removed_ids\", \"calibrated\", \"calibration_error\" (when it\n"
+    "                  failed)}\n"
     "Once the store has 5 products, and again whenever its catalog has doubled, the run ends by\n"
     "calibrating confidence on augmented catalog images (shoplens calibrate; docs/learn.md).\n"
     "Exit status: 0 all rows ok, 3 some rows failed, 1 the run failed.\n",

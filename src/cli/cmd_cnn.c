@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "nn/npy.h"
+#include "nn/nn_internal.h"
 #include "shoplens/nn.h"
 #include "shoplens/image.h"
 #include "util/util.h"
@@ -37,6 +38,8 @@ static const char usage[] =
     "                      gemm (im2col + oneDNN sgemm)\n"
     "  --batch N           images per forward pass for embed (default 8)\n"
     "  --repeat N          run: repeat the forward pass N times and print images/s to stderr\n"
+    "  --profile           run: time every step of the plan over the --repeat passes (default\n"
+    "                      10) and print the times per operator and per step to stderr\n"
     "  --max-side N        embed/preprocess: decode with the longest side at most N, as a store\n"
     "                      does (shrink-on-load; 0 = full size, the default, as Pillow)\n"
     "  --resize N --crop N --mean R,G,B --std R,G,B --scale S --bgr\n"
@@ -163,7 +166,7 @@ static int run(int argc, char **argv) {
     sl_nn_opts o;
     sl_nn_opts_init(&o);
     const char *input = NULL, *outp = NULL;
-    int json = 0, repeat = 0, run_output_set = 0, resize_given = 0, crop_given = 0, max_side = 0;
+    int json = 0, repeat = 0, run_output_set = 0, resize_given = 0, crop_given = 0, max_side = 0, profile = 0;
     const char **images = calloc((size_t)argc, sizeof *images);
     size_t nimg = 0;
     if (!images) return SL_EXIT_ERROR;
@@ -224,6 +227,7 @@ static int run(int argc, char **argv) {
             o.have_preproc = 1;
         }
         else if (!strcmp(a, "--json")) json = 1;
+        else if (!strcmp(a, "--profile")) profile = 1;
         else if (a[0] == '-' && a[1]) { rc = sl__cli_usage_error(cmd, "unknown option '%s'", a); goto out; }
         else images[nimg++] = a;
 #undef NEEDV
@@ -272,7 +276,14 @@ static int run(int argc, char **argv) {
         int orank = sl_nn_output_shape(m, batch, od);
         float *y = orank >= 0 ? sl__mallocarray(batch, sl_nn_embed_dim(m) * sizeof(float)) : NULL;
         if (!y) { sl__err_set(&e, SL_E_NOMEM, "out of memory"); rc = sl__cli_fail(cmd, &e); free(x); goto done; }
-        if (repeat > 0 && sl_nn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e); /* warm-up: plan */
+        if (profile) {
+            char *t = NULL;
+            if (sl__nn_profile(m, x, batch, y, repeat > 0 ? repeat : 10, &t, &e)) rc = sl__cli_fail(cmd, &e);
+            else fputs(t, stderr);
+            free(t);
+            repeat = 0;
+        }
+        if (!rc && repeat > 0 && sl_nn_run(m, x, batch, y, &e)) rc = sl__cli_fail(cmd, &e); /* warm-up: plan */
         /* Wall and process CPU time (all threads) of each pass; best and mean are reported. */
         double t0 = sl__now(), best = 1e300, c0 = cpu_seconds(), cbest = 1e300;
         int reps = repeat > 0 ? repeat : 1;

@@ -32,7 +32,8 @@ static int sl__dedup_run(int argc, char **argv) {
                 sl_image_ref r = {0};
                 (void)sl_store_get_image(sl_engine_store(e), d->image_ids[j], &r, NULL);
                 json_array_append_new(imgs, json_pack("{s:I, s:s, s:s}", "image_id", (json_int_t)d->image_ids[j],
-                                                      "product_id", d->product_ids[j], "image", r.source ? r.source : ""));
+                                                      "product_id", d->product_ids[j],
+                                                      "image", r.source && *r.source ? r.source : r.file ? r.file : ""));
                 sl_image_ref_clear(&r);
             }
             json_array_append_new(arr, json_pack("{s:f, s:o}", "score", d->score, "images", imgs));

@@ -21,9 +21,11 @@ static int sl__info_run(int argc, char **argv) {
     char **cats = NULL;
     int64_t *counts = NULL;
     size_t nc = 0;
+    int64_t missing = 0;
     sl_calib_info ci;
     sl_status st = sl_engine_stats_get(e, &s, &err);
     if (st == SL_OK) st = sl_engine_categories(e, &cats, &counts, &nc, &err);
+    if (st == SL_OK) st = sl_engine_missing_files(e, &missing, &err);
     if (st == SL_OK) st = sl_engine_calibration(e, &ci, &err);
     const char *dir = sl_store_dir(sl_engine_store(e));
     if (st != SL_OK) {
@@ -36,11 +38,12 @@ static int sl__info_run(int argc, char **argv) {
         json_t *sizes = json_pack("{s:I, s:I, s:I, s:I, s:I}", "catalog", (json_int_t)s.db_bytes,
                                   "index", (json_int_t)s.index_bytes, "features", (json_int_t)s.features_bytes,
                                   "images", (json_int_t)s.images_bytes, "total", (json_int_t)s.total_bytes);
-        rc = sl__print_json(json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o, s:I, s:I, s:o}",
+        rc = sl__print_json(json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o}",
             "store", dir, "products", (json_int_t)s.products, "images", (json_int_t)s.images,
             "indexed", (json_int_t)s.indexed, "features", s.features, "dim", (json_int_t)s.dim,
             "index", s.index_kind, "categories", c ? c : json_object(), "bytes", sizes ? sizes : json_object(),
             "format_version", (json_int_t)SL_STORE_FORMAT_VERSION, "schema_version", (json_int_t)SL_STORE_SCHEMA_VERSION,
+            "images_outside", (json_int_t)s.images_outside, "files_missing", (json_int_t)missing,
             "calibration", sl__calib_json(&ci)));
     } else {
         printf("store       %s (format %d, schema %d)\n", dir, SL_STORE_FORMAT_VERSION, SL_STORE_SCHEMA_VERSION);
@@ -51,7 +54,13 @@ static int sl__info_run(int argc, char **argv) {
         char line[512];
         sl__calib_line(&ci, line, sizeof line);
         printf("calibration %s\n", line);
-        printf("on disk     %.1f MiB (catalog %.1f, index %.1f, features %.1f, uploads %.1f)\n",
+        if (s.images_outside)
+            printf("WARNING     %lld images are read from outside the store (made before schema 2): "
+                   "moving or deleting those files breaks them; 'shoplens verify --repair' copies them in\n",
+                   (long long)s.images_outside);
+        if (missing)
+            printf("WARNING     %lld image files are missing: 'shoplens verify' lists them\n", (long long)missing);
+        printf("on disk     %.1f MiB (catalog %.1f, index %.1f, features %.1f, images %.1f)\n",
                (double)s.total_bytes / 1048576.0, (double)s.db_bytes / 1048576.0, (double)s.index_bytes / 1048576.0,
                (double)s.features_bytes / 1048576.0, (double)s.images_bytes / 1048576.0);
     }
@@ -66,8 +75,11 @@ const sl__cli_cmd sl__cmd_info = {
     "Usage: shoplens info [--store DIR] [--json]\n\n"
     "  --json   print {\"store\", \"products\", \"images\", \"indexed\", \"features\", \"dim\", \"index\",\n"
     "           \"categories\": {name: products}, \"bytes\": {\"catalog\", \"index\", \"features\",\n"
-    "           \"images\", \"total\"}, \"format_version\", \"schema_version\", \"calibration\":\n"
-    "           {\"source\", \"photos\", \"products\", \"cohort\", \"check\": {...}, \"search\": {...}}}\n"
+    "           \"images\", \"total\"}, \"format_version\", \"schema_version\", \"images_outside\",\n"
+    "           \"files_missing\", \"calibration\": {\"source\", \"photos\", \"products\", \"cohort\",\n"
+    "           \"check\": {...}, \"search\": {...}}}\n"
+    "images_outside counts images of a store made before schema 2 still read from their original\n"
+    "files ('shoplens verify --repair' copies them in); files_missing the images whose file is gone.\n"
     "The calibration says where the confidence of check and search comes from: labelled photos,\n"
     "augmented catalog images, or none (the fallback); docs/cli.md has its fields.\n",
     sl__info_run};

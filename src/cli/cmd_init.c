@@ -48,7 +48,7 @@ static int sl__init_run(int argc, char **argv) {
     if (o.json) {
         rc = sl__print_json(json_pack("{s:s, s:s, s:s, s:I}", "store", dir, "features", s.features,
                                       "index", s.index_kind, "products", (json_int_t)s.products));
-    } else {
+    } else if (!o.quiet) {
         printf("store %s: features %s, index %s, %lld products\n", dir, s.features, s.index_kind,
                (long long)s.products);
     }

@@ -12,14 +12,15 @@
 #include <string.h>
 
 static int sl__inspect_run(int argc, char **argv) {
-    int json = 0, nfiles = 0, max_side = 0;
+    int json = 0, quiet = 0, nfiles = 0, max_side = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0) json = 1;
+        else if (strcmp(argv[i], "--quiet") == 0) quiet = 1;
         else if (strcmp(argv[i], "--max-side") == 0 && i + 1 < argc) {
             char *end;
             long v = strtol(argv[++i], &end, 10);
             if (*end || v < 0 || v > SL_IMAGE_MAX_SIDE_MAX)
-                return sl__cli_usage_error(argv[0], "bad --max-side '%s'", argv[i]);
+                return sl__cli_usage_error(argv[0], "bad value '%s' for --max-side: must be an integer in 0..%d (0: no limit)", argv[i], SL_IMAGE_MAX_SIDE_MAX);
             max_side = (int)v;
         } else if (strcmp(argv[i], "--") == 0) { nfiles += argc - i - 1; break; }
         else if (argv[i][0] == '-' && argv[i][1]) return sl__cli_usage_error(argv[0], "unknown option '%s'", argv[i]);
@@ -31,7 +32,7 @@ static int sl__inspect_run(int argc, char **argv) {
     int failed = 0, files_only = 0;
     for (int i = 1; i < argc; i++) {
         if (!files_only) {
-            if (strcmp(argv[i], "--json") == 0) continue;
+            if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "--quiet") == 0) continue;
             if (strcmp(argv[i], "--max-side") == 0) { i++; continue; }
             if (strcmp(argv[i], "--") == 0) { files_only = 1; continue; }
         }
@@ -64,9 +65,10 @@ static int sl__inspect_run(int argc, char **argv) {
                 return SL_EXIT_ERROR;
             }
         } else if (st == SL_OK) {
-            printf("%s: %s %dx%d, %d band%s, %d-bit, orientation %d -> loaded %dx%d\n", path,
-                   info.format, info.width, info.height, info.bands, info.bands == 1 ? "" : "s",
-                   info.bits, info.orientation, info.out_width, info.out_height);
+            if (!quiet)
+                printf("%s: %s %dx%d, %d band%s, %d-bit, orientation %d -> loaded %dx%d\n", path,
+                       info.format, info.width, info.height, info.bands, info.bands == 1 ? "" : "s",
+                       info.bits, info.orientation, info.out_width, info.out_height);
         } else {
             printf("%s: %s: %s: %s\n", path, info.format, sl_status_name(st), err.message);
         }
@@ -86,14 +88,15 @@ static int sl__inspect_run(int argc, char **argv) {
 const sl__cli_cmd sl__cmd_inspect = {
     "inspect",
     "decode images and show format, size, orientation or why they are refused",
-    "Usage: shoplens inspect IMAGE... [--json] [--max-side N]\n\n"
+    "Usage: shoplens inspect IMAGE... [--json] [--max-side N] [--quiet]\n\n"
     "Decodes each IMAGE as the engine would (limits: 32 MiB, 64 Mpx; JPEG, PNG, WebP, GIF,\n"
     "TIFF, HEIF/AVIF) and prints per image: detected format, stored size, bands, bit depth,\n"
     "EXIF orientation and the size after loading (upright), or the error status and message.\n\n"
     "  --json         print a JSON array, one object per image: file, ok, format, width, height,\n"
     "                 orientation, bands, bits, then out_width, out_height, channels when ok or\n"
     "                 status, error when not\n"
-    "  --max-side N   shrink-on-load so the longest side is at most N\n\n"
+    "  --max-side N   shrink-on-load so the longest side is at most N (0..65535, 0: none)\n"
+    "  --quiet        print only the images that failed\n\n"
     "Exit status: 0 all loaded, 1 none loaded, 2 usage error, 3 some failed.\n",
     sl__inspect_run,
 };

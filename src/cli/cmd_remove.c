@@ -22,7 +22,7 @@ static int sl__remove_run(int argc, char **argv) {
         sl_status st = sl_engine_delete_product(e, o.pos[i], &err);
         if (st == SL_OK) {
             json_array_append_new(removed, json_string(o.pos[i]));
-            if (!o.json) printf("removed %s\n", o.pos[i]);
+            if (!o.json && !o.quiet) printf("removed %s\n", o.pos[i]);
         } else if (st == SL_E_NOT_FOUND) {
             nmiss++;
             json_array_append_new(missing, json_string(o.pos[i]));
@@ -45,7 +45,9 @@ static int sl__remove_run(int argc, char **argv) {
 
 const sl__cli_cmd sl__cmd_remove = {
     "remove", "remove products (and their images) from the store",
-    "Usage: shoplens remove PRODUCT_ID... [--store DIR] [--json]\n\n"
+    "Usage: shoplens remove PRODUCT_ID... [--store DIR] [--quiet] [--json]\n\n"
+    "Removes the products, their images and the image files no other product uses.\n"
+    "  --quiet  no 'removed' lines (unknown ids are still reported on stderr)\n"
     "  --json   print {\"removed\": [ids], \"not_found\": [ids]}\n"
     "Exit status: 0 all removed, 3 some ids were not in the store, 1 error.\n",
     sl__remove_run};

@@ -32,7 +32,7 @@ static int sl__retrain_run(int argc, char **argv) {
     if (o.json)
         return sl__print_json(json_pack("{s:I, s:s, s:I}", "images", (json_int_t)s.images, "features",
                                         s.features, "dim", (json_int_t)s.dim)) ? SL_EXIT_ERROR : SL_EXIT_OK;
-    printf("retrained %s on %lld images (dim %zu)\n", s.features, (long long)s.images, s.dim);
+    if (!o.quiet) printf("retrained %s on %lld images (dim %zu)\n", s.features, (long long)s.images, s.dim);
     return SL_EXIT_OK;
 }
 
@@ -41,5 +41,7 @@ const sl__cli_cmd sl__cmd_retrain = {
     "Usage: shoplens retrain [--store DIR] [--jobs N] [--quiet] [--json]\n\n"
     "Learns the codebook/PCA again from a sample of the stored images, re-describes every image\n"
     "and rebuilds the index. Searches see the old state until the new one is committed.\n"
+    "  --jobs N   threads, 0..256 (default 0: all cores)\n"
+    "  --quiet    no progress, no summary line\n"
     "  --json   print {\"images\", \"features\", \"dim\"}\n",
     sl__retrain_run};

@@ -18,6 +18,7 @@ typedef struct {
     const char *dir, *out;
     long products, views, photos, size, product, index;
     uint64_t seed;
+    int quiet;
 } sl__sample_args;
 
 static int sl__num(const char *cmd, const char *opt, const char *v, long lo, long hi, long *out) {
@@ -25,7 +26,7 @@ static int sl__num(const char *cmd, const char *opt, const char *v, long lo, lon
     errno = 0;
     long x = strtol(v, &end, 10);
     if (errno || *end || !*v || x < lo || x > hi)
-        return sl__cli_usage_error(cmd, "%s wants an integer in %ld..%ld, got '%s'", opt, lo, hi, v);
+        return sl__cli_usage_error(cmd, "bad value '%s' for %s: must be an integer in %ld..%ld", v, opt, lo, hi);
     *out = x;
     return 0;
 }
@@ -37,6 +38,10 @@ static int sl__parse(int argc, char **argv, int first, sl__sample_args *a) {
         if (o[0] != '-') {
             if (a->dir) return sl__cli_usage_error(cmd, "unexpected argument '%s'", o);
             a->dir = o;
+            continue;
+        }
+        if (strcmp(o, "--quiet") == 0) {
+            a->quiet = 1;
             continue;
         }
         if (i + 1 >= argc) return sl__cli_usage_error(cmd, "%s needs a value", o);
@@ -53,7 +58,8 @@ static int sl__parse(int argc, char **argv, int first, sl__sample_args *a) {
             char *end;
             errno = 0;
             unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || !*v || v[0] == '-') return sl__cli_usage_error(cmd, "bad --seed '%s'", v);
+            if (errno || *end || !*v || v[0] == '-')
+                return sl__cli_usage_error(cmd, "bad value '%s' for --seed: must be an integer in 0..%llu", v, (unsigned long long)UINT64_MAX);
             a->seed = (uint64_t)s;
         } else return sl__cli_usage_error(cmd, "unknown option '%s'", o);
         if (rc) return rc;
@@ -149,14 +155,15 @@ static int sl__catalog(const sl__sample_args *a) {
         fprintf(stderr, "shoplens sample: write failed: %s/catalog.csv\n", a->dir);
         return SL_EXIT_ERROR;
     }
-    printf("%ld products, %ld catalog images, %ld shopper photos in %s\n", a->products,
-           a->products * a->views, a->products * a->photos, a->dir);
+    if (!a->quiet)
+        printf("%ld products, %ld catalog images, %ld shopper photos in %s\n", a->products,
+               a->products * a->views, a->products * a->photos, a->dir);
     return SL_EXIT_OK;
 }
 
 static int sl__sample_run(int argc, char **argv) {
     if (argc < 2) return sl__cli_usage_error("sample", "missing mode (catalog, image or photo)");
-    sl__sample_args a = { NULL, NULL, 50, 1, 2, 512, 0, 0, 1 };
+    sl__sample_args a = { NULL, NULL, 50, 1, 2, 512, 0, 0, 1, 0 };
     const char *mode = argv[1];
     int rc = sl__parse(argc, argv, 2, &a);
     if (rc) return rc;
@@ -179,6 +186,7 @@ const sl__cli_cmd sl__cmd_sample = {
     "sample",
     "write the built-in sample catalog, or one sample image or shopper photo",
     "Usage: shoplens sample catalog DIR [--products N] [--views V] [--photos P] [--seed S] [--size PX]\n"
+    "                              [--quiet]\n"
     "       shoplens sample image --product ID [--view V] [--seed S] [--size PX] -o FILE\n"
     "       shoplens sample photo --product ID [--variant K] [--seed S] [--size PX] -o FILE\n\n"
     "Draws product-like images deterministically from a seed (same output on every machine).\n"

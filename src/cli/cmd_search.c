@@ -11,7 +11,8 @@ static int sl__search_run(int argc, char **argv) { return sl__cli_matches_cmd(ar
 const sl__cli_cmd sl__cmd_search = {
     "search", "find the products shown in a photo",
     "Usage: shoplens search IMAGE... [-k 10] [--category C] [--min-price X] [--max-price Y]\n"
-    "                       [--text WORDS] [--text-mode restrict|boost] [--store DIR] [--json]\n\n"
+    "                       [--text WORDS] [--text-mode restrict|boost] [--region X,Y,W,H]\n"
+    "                       [--store DIR] [--json]\n\n"
     "Prints the K best products (a product's score is its best image's, -1..1), with the matching\n"
     "catalog image, the confidence that it is the product in the photo (0..1) and whether that\n"
     "makes it a match (the store's calibration, docs/learn.md); \"no close match\" when none is.\n"
@@ -20,6 +21,8 @@ const sl__cli_cmd sl__cmd_search = {
     "  --text WORDS   full-text match (FTS5) on title and description, all words required.\n"
     "                 By default it RESTRICTS the results to matching products; with\n"
     "                 --text-mode boost every product stays and matching ones get +0.1.\n"
+    "  --region X,Y,W,H  search only this rectangle of IMAGE: pixels of the upright photo\n"
+    "                 (EXIF orientation applied) from its top-left corner, at least 16x16\n"
     "  --json         print {\"results\": [{\"product_id\", \"score\", \"confidence\", \"match\",\n"
     "                 \"title\", \"category\", \"price\", \"image\", \"image_id\", \"inliers\"}]}\n"
     "The photo is never written to the store or to any log.\n",

@@ -98,27 +98,37 @@ static int sl__serve_run(int argc, char **argv) {
         if (strcmp(a, "--store") == 0 && v) { store = v; i++; }
         else if (strcmp(a, "--listen") == 0 && v) { o.listen = v; i++; }
         else if (strcmp(a, "--threads") == 0 && v) {
-            if (sl__parse_long(v, 0, SL_SERVER_THREADS_MAX, &n)) return sl__cli_usage_error("serve", "--threads must be 0..%d", SL_SERVER_THREADS_MAX);
+            if (sl__parse_long(v, 0, SL_SERVER_THREADS_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --threads: must be an integer in 0..%d", v, SL_SERVER_THREADS_MAX);
             o.threads = (int)n; i++;
         } else if (strcmp(a, "--api-key-file") == 0 && v) { key_file = v; i++; }
         else if (strcmp(a, "--read-only") == 0) { o.read_only = 1; }
         else if (strcmp(a, "--max-body") == 0 && v) {
-            if (sl__parse_bytes(v, &o.max_body)) return sl__cli_usage_error("serve", "bad --max-body '%s' (e.g. 16M)", v);
+            if (sl__parse_bytes(v, &o.max_body)) return sl__cli_usage_error("serve", "bad value '%s' for --max-body: must be a size in 1K..1G (e.g. 16M)", v);
             i++;
         } else if (strcmp(a, "--max-body-total") == 0 && v) {
-            if (sl__parse_bytes(v, &o.max_body_total)) return sl__cli_usage_error("serve", "bad --max-body-total '%s' (e.g. 256M)", v);
+            if (sl__parse_bytes(v, &o.max_body_total)) return sl__cli_usage_error("serve", "bad value '%s' for --max-body-total: must be a size in 1K..1T (e.g. 256M)", v);
             i++;
         } else if (strcmp(a, "--max-inflight") == 0 && v) {
-            if (sl__parse_long(v, SL_SERVER_MAX_INFLIGHT_MIN, SL_SERVER_MAX_INFLIGHT_MAX, &n)) return sl__cli_usage_error("serve", "bad --max-inflight '%s'", v);
+            if (sl__parse_long(v, SL_SERVER_MAX_INFLIGHT_MIN, SL_SERVER_MAX_INFLIGHT_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --max-inflight: must be an integer in %d..%d", v, SL_SERVER_MAX_INFLIGHT_MIN, SL_SERVER_MAX_INFLIGHT_MAX);
             o.max_inflight = (int)n; i++;
         } else if (strcmp(a, "--max-connections") == 0 && v) {
-            if (sl__parse_long(v, SL_SERVER_MAX_CONNECTIONS_MIN, SL_SERVER_MAX_CONNECTIONS_MAX, &n)) return sl__cli_usage_error("serve", "bad --max-connections '%s'", v);
+            if (sl__parse_long(v, SL_SERVER_MAX_CONNECTIONS_MIN, SL_SERVER_MAX_CONNECTIONS_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --max-connections: must be an integer in %d..%d", v, SL_SERVER_MAX_CONNECTIONS_MIN, SL_SERVER_MAX_CONNECTIONS_MAX);
             o.max_connections = (int)n; i++;
         } else if (strcmp(a, "--timeout") == 0 && v) {
-            if (sl__parse_long(v, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX, &n)) return sl__cli_usage_error("serve", "bad --timeout '%s'", v);
+            if (sl__parse_long(v, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --timeout: must be an integer in %d..%d (seconds)", v, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX);
             o.timeout_s = (int)n; i++;
+        } else if (strcmp(a, "--head-timeout") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_HEAD_TIMEOUT_MIN, SL_SERVER_HEAD_TIMEOUT_MAX, &n))
+                return sl__cli_usage_error("serve", "bad --head-timeout '%s' (seconds, %d..%d)", v,
+                                           SL_SERVER_HEAD_TIMEOUT_MIN, SL_SERVER_HEAD_TIMEOUT_MAX);
+            o.head_timeout_s = (int)n; i++;
+        } else if (strcmp(a, "--body-timeout") == 0 && v) {
+            if (sl__parse_long(v, SL_SERVER_BODY_TIMEOUT_MIN, SL_SERVER_BODY_TIMEOUT_MAX, &n))
+                return sl__cli_usage_error("serve", "bad --body-timeout '%s' (seconds, %d..%d)", v,
+                                           SL_SERVER_BODY_TIMEOUT_MIN, SL_SERVER_BODY_TIMEOUT_MAX);
+            o.body_timeout_s = (int)n; i++;
         } else if (strcmp(a, "--grace") == 0 && v) {
-            if (sl__parse_long(v, 0, 3600, &n)) return sl__cli_usage_error("serve", "bad --grace '%s'", v);
+            if (sl__parse_long(v, 0, 3600, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --grace: must be an integer in 0..3600 (seconds)", v);
             grace = (double)n; i++;
         } else if (strcmp(a, "--quiet") == 0) { quiet = 1; }
         else return sl__cli_usage_error("serve", "unknown or incomplete option '%s'", a);
@@ -207,6 +217,11 @@ const sl__cli_cmd sl__cmd_serve = {
     "  --max-inflight N     requests served at once before answering 503 (default 64)\n"
     "  --max-connections N  open connections at once (default 512)\n"
     "  --timeout S          drop connections idle for S seconds (default 30)\n"
+    "  --head-timeout S     a request head must arrive within S seconds (default 10; also the\n"
+    "                       longest a kept-alive connection waits for its next request);\n"
+    "                       slower clients get 408 and are closed\n"
+    "  --body-timeout S     each 64 KiB of a request body must arrive within S seconds\n"
+    "                       (default 30); slower clients get 408 and are closed\n"
     "  --grace S            on SIGTERM, wait at most S seconds for requests in flight (default 30)\n"
     "  --quiet              no request log\n"
     "\n"

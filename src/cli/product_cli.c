@@ -11,12 +11,14 @@
 #include <string.h>
 #include <unistd.h>
 
+/* A number option in lo..hi (an integer when integer is set); the message gives the range. */
 static int sl__num_arg(const char *cmd, const char *name, const char *v, double lo, double hi,
-                       double *out) {
+                       int integer, double *out) {
     char *end;
     double d = strtod(v, &end);
-    if (!*v || *end || !isfinite(d) || d < lo || d > hi)
-        return sl__cli_usage_error(cmd, "bad value '%s' for %s", v, name);
+    if (!*v || *end || !isfinite(d) || d < lo || d > hi || (integer && d != floor(d)))
+        return sl__cli_usage_error(cmd, "bad value '%s' for %s: must be %s in %.15g..%.15g", v, name,
+                                   integer ? "an integer" : "a number", lo, hi);
     *out = d;
     return 0;
 }
@@ -24,7 +26,7 @@ static int sl__num_arg(const char *cmd, const char *name, const char *v, double 
 int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
     memset(o, 0, sizeof *o);
     const char *cmd = argv[0];
-    int only_pos = 0;
+    int only_pos = 0, has_k = 0;
     for (int i = 1; i < argc; i++) {
         char *a = argv[i];
         if (only_pos || a[0] != '-' || !a[1]) {
@@ -57,23 +59,35 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
         double d;
         int rc;
         if (strcmp(name, "--json") == 0 && !val) o->json = 1;
-        else if (strcmp(name, "--quiet") == 0 && !val && (allowed & SL__OPT_QUIET)) o->quiet = 1;
+        else if (strcmp(name, "--quiet") == 0 && !val) o->quiet = 1;
         else if (strcmp(name, "--store") == 0) { SL__TAKE(); o->store = val; }
         else if ((strcmp(name, "-k") == 0 || strcmp(name, "--k") == 0) && (allowed & SL__OPT_K)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_K_MIN, SL_ENGINE_K_MAX, &d))) return rc;
-            if (d != floor(d)) return sl__cli_usage_error(cmd, "-k must be an integer");
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_K_MIN, SL_ENGINE_K_MAX, 1, &d))) return rc;
             o->q.k = (int)d;
+            has_k = 1;
+        } else if (strcmp(name, "--offset") == 0 && (allowed & SL__OPT_OFFSET)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, 0, SL_ENGINE_OFFSET_MAX, 1, &d))) return rc;
+            o->q.offset = (int)d;
+        } else if (strcmp(name, "--region") == 0 && (allowed & SL__OPT_REGION)) {
+            SL__TAKE();
+            sl_error rerr;
+            sl_error_clear(&rerr);
+            if (sl_engine_parse_region(val, &o->q, &rerr) != SL_OK)
+                return sl__cli_usage_error(cmd, "bad value '%s' for --region: %s (x, y from the photo's "
+                                           "top-left corner, w and h at least %d, in pixels)", val,
+                                           rerr.message, SL_ENGINE_REGION_MIN);
         } else if (strcmp(name, "--category") == 0 && (allowed & SL__OPT_FILTERS)) {
             SL__TAKE();
             o->q.category = val;
         } else if (strcmp(name, "--min-price") == 0 && (allowed & SL__OPT_FILTERS)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, 0, 1e300, &o->q.min_price))) return rc;
+            if ((rc = sl__num_arg(cmd, name, val, SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX, 0, &o->q.min_price))) return rc;
             o->q.has_min_price = 1;
         } else if (strcmp(name, "--max-price") == 0 && (allowed & SL__OPT_FILTERS)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, 0, 1e300, &o->q.max_price))) return rc;
+            if ((rc = sl__num_arg(cmd, name, val, SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX, 0, &o->q.max_price))) return rc;
             o->q.has_max_price = 1;
         } else if (strcmp(name, "--text") == 0 && (allowed & SL__OPT_FILTERS)) {
             SL__TAKE();
@@ -85,17 +99,72 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             else return sl__cli_usage_error(cmd, "--text-mode is restrict or boost, not '%s'", val);
         } else if (strcmp(name, "--jobs") == 0 && (allowed & SL__OPT_JOBS)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, 0, 256, &d))) return rc;
+            if ((rc = sl__num_arg(cmd, name, val, 0, 256, 1, &d))) return rc;
             o->jobs = (int)d;
         } else if (strcmp(name, "--threshold") == 0 && (allowed & SL__OPT_THRESHOLD)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, 0, 1, &o->threshold))) return rc;
+            if ((rc = sl__num_arg(cmd, name, val, 0, 1, 0, &o->threshold))) return rc;
         } else if (strcmp(name, "--features") == 0 && (allowed & SL__OPT_FEATURES)) {
             SL__TAKE();
             o->features = val;
         } else if (strcmp(name, "--index") == 0 && (allowed & SL__OPT_INDEX)) {
             SL__TAKE();
             o->index_kind = val;
+        } else if (strcmp(name, "--limit") == 0 && (allowed & SL__OPT_PAGE)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, 1, SL_STORE_LIST_MAX, 1, &d))) return rc;
+            o->limit = (size_t)d;
+        } else if (strcmp(name, "--cursor") == 0 && (allowed & SL__OPT_PAGE)) {
+            SL__TAKE();
+            o->cursor = val;
+        } else if (strcmp(name, "--format") == 0 && (allowed & SL__OPT_EXPORT)) {
+            SL__TAKE();
+            if (strcmp(val, "csv") != 0 && strcmp(val, "jsonl") != 0)
+                return sl__cli_usage_error(cmd, "--format is csv or jsonl, not '%s'", val);
+            o->format = val;
+        } else if (strcmp(name, "--out") == 0 && (allowed & SL__OPT_EXPORT)) {
+            SL__TAKE();
+            o->out = val;
+        } else if (strcmp(name, "--dry-run") == 0 && !val && (allowed & SL__OPT_INGEST)) {
+            o->dry_run = 1;
+        } else if (strcmp(name, "--currency") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if (!*val || !sl_product_currency_valid(val, NULL))
+                return sl__cli_usage_error(cmd, "bad value '%s' for --currency: must be a three-letter ISO 4217 code such as USD or EUR", val);
+            o->currency = val;
+        } else if (strcmp(name, "--fetch-timeout") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_FETCH_TIMEOUT_MIN, SL_ENGINE_FETCH_TIMEOUT_MAX, 0, &d))) return rc;
+            o->fetch_timeout = d;
+        } else if (strcmp(name, "--fetch-retries") == 0 && (allowed & SL__OPT_INGEST)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_FETCH_RETRIES_MIN, SL_ENGINE_FETCH_RETRIES_MAX, 1, &d))) return rc;
+            o->fetch_retries = (int)d;
+            o->fetch_retries_set = 1;
+        } else if (strcmp(name, "--max-removals") == 0 && (allowed & SL__OPT_SYNC)) {
+            SL__TAKE();
+            size_t vl = strlen(val);
+            if (vl > 1 && val[vl - 1] == '%') {
+                char num[64];
+                snprintf(num, sizeof num, "%.*s", (int)(vl - 1), val);
+                char *end;
+                d = strtod(num, &end);
+                if (!*num || *end || !isfinite(d) || d < 0 || d > 100)
+                    return sl__cli_usage_error(cmd, "bad value '%s' for --max-removals: must be a count (0 or more) or a percentage in 0%%..100%%", val);
+                o->max_removals_percent = d;
+                if (d == 0) { o->max_removals = 0; o->max_removals_set = 1; }
+            } else {
+                char *end;
+                unsigned long long n = strtoull(val, &end, 10);
+                if (!*val || *end || val[0] == '-')
+                    return sl__cli_usage_error(cmd, "bad value '%s' for --max-removals: must be a count (0 or more) or a percentage in 0%%..100%%", val);
+                o->max_removals = (size_t)n;
+                o->max_removals_set = 1;
+            }
+        } else if (strcmp(name, "--repair") == 0 && !val && (allowed & SL__OPT_VERIFY)) {
+            o->repair = 1;
+        } else if (strcmp(name, "--quick") == 0 && !val && (allowed & SL__OPT_VERIFY)) {
+            o->quick = 1;
         } else {
             return sl__cli_usage_error(cmd, "unknown option '%s'", a);
         }
@@ -103,7 +172,21 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
     }
     if (o->q.has_min_price && o->q.has_max_price && o->q.min_price > o->q.max_price)
         return sl__cli_usage_error(cmd, "--min-price is above --max-price");
+    int k = has_k ? o->q.k : SL_ENGINE_K_DEFAULT;
+    if (o->q.offset + k > SL_ENGINE_RANK_MAX)
+        return sl__cli_usage_error(cmd, "--offset + -k must be at most %d (offset %d, k %d)", SL_ENGINE_RANK_MAX,
+                                   o->q.offset, k);
     return 0;
+}
+
+void sl__popts_filter(const sl__popts *o, sl_store_filter *f) {
+    memset(f, 0, sizeof *f);
+    f->category = o->q.category;
+    f->has_min_price = o->q.has_min_price;
+    f->min_price = o->q.min_price;
+    f->has_max_price = o->q.has_max_price;
+    f->max_price = o->q.max_price;
+    f->text = o->q.text;
 }
 
 int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_only, sl_engine **e) {
@@ -132,6 +215,8 @@ json_t *sl__matches_json(const sl_matches *m) {
         json_object_set_new(o, "title", json_string(r->title));
         json_object_set_new(o, "category", json_string(r->category));
         json_object_set_new(o, "price", r->has_price ? json_real(r->price) : json_null());
+        json_object_set_new(o, "currency", r->currency && *r->currency ? json_string(r->currency) : json_null());
+        json_object_set_new(o, "url", r->url && *r->url ? json_string(r->url) : json_null());
         json_object_set_new(o, "image", json_string(r->image));
         json_object_set_new(o, "image_id", json_integer(r->image_id));
         json_object_set_new(o, "inliers", r->inliers >= 0 ? json_integer(r->inliers) : json_null());
@@ -142,23 +227,85 @@ json_t *sl__matches_json(const sl_matches *m) {
     return root;
 }
 
+void sl__print_cell(const char *s, int w) {
+    if (!s) s = "";
+    size_t n = strlen(s);
+    if (n <= (size_t)w) {
+        printf("%-*s", w, s);
+        return;
+    }
+    /* cut before a UTF-8 continuation byte never, and mark the cut */
+    size_t keep = w > 3 ? (size_t)w - 3 : 0;
+    while (keep > 0 && ((unsigned char)s[keep] & 0xC0) == 0x80) keep--;
+    printf("%.*s...%*s", (int)keep, s, (int)((size_t)w - 3 - keep), "");
+}
+
+void sl__format_price(char *buf, size_t cap, int has_price, double price, const char *currency) {
+    if (!has_price) snprintf(buf, cap, "-");
+    else if (currency && *currency) snprintf(buf, cap, "%.2f %s", price, currency);
+    else snprintf(buf, cap, "%.2f", price);
+}
+
 void sl__print_matches(const sl_matches *m) {
     if (m->n == 0) {
         printf("no results\n");
         return;
     }
+    int wid = 7, wcat = 8; /* "product", "category" */
     size_t matches = 0;
-    for (size_t i = 0; i < m->n; i++) matches += m->items[i].match != 0;
-    printf("%-4s %-14s %8s %5s %-7s  %-32s %-14s %10s\n", "#", "product", "score", "conf", "", "title", "category",
-           "price");
+    for (size_t i = 0; i < m->n; i++) {
+        int l = (int)strlen(m->items[i].product_id);
+        if (l > wid) wid = l;
+        l = m->items[i].category ? (int)strlen(m->items[i].category) : 0;
+        if (l > wcat) wcat = l < 24 ? l : 24;
+        matches += m->items[i].match != 0;
+    }
+    printf("%-4s %-*s %8s %5s %-7s  %-32s %-*s %14s\n", "#", wid, "product", "score", "conf", "", "title", wcat,
+           "category", "price");
     for (size_t i = 0; i < m->n; i++) {
         const sl_match *r = &m->items[i];
-        char price[32] = "-";
-        if (r->has_price) snprintf(price, sizeof price, "%.2f", r->price);
-        printf("%-4zu %-14.14s %8.4f %5.2f %-7s  %-32.32s %-14.14s %10s\n", i + 1, r->product_id, r->score,
-               r->confidence, r->match ? "match" : "similar", r->title, r->category, price);
+        char price[48];
+        sl__format_price(price, sizeof price, r->has_price, r->price, r->currency);
+        printf("%-4zu %-*s %8.4f %5.2f %-7s  ", i + 1, wid, r->product_id, r->score, r->confidence,
+               r->match ? "match" : "similar");
+        sl__print_cell(r->title, 32);
+        putchar(' ');
+        sl__print_cell(r->category, wcat);
+        printf(" %14s\n", price);
     }
     if (matches == 0) printf("no close match: the results are similar products\n");
+}
+
+/* A JSON string of catalog text; invalid UTF-8 bytes become '?' (jansson refuses them). */
+static json_t *sl__jtext(const char *s) {
+    json_t *j = json_string(s ? s : "");
+    if (j) return j;
+    char *c = strdup(s);
+    if (!c) return NULL;
+    for (char *q = c; *q; q++)
+        if ((unsigned char)*q >= 0x80) *q = '?';
+    j = json_string(c);
+    free(c);
+    return j;
+}
+
+json_t *sl__product_json(const sl_product *p, const sl_image_ref *images, size_t n_images) {
+    json_t *attrs = p->attrs_json ? json_loads(p->attrs_json, 0, NULL) : NULL;
+    if (!json_is_object(attrs)) {
+        json_decref(attrs);
+        attrs = json_object();
+    }
+    json_t *imgs = json_array();
+    for (size_t i = 0; imgs && i < n_images; i++)
+        json_array_append_new(imgs, json_pack("{s:I, s:s, s:I, s:o, s:o}", "id", (json_int_t)images[i].id,
+                                              "sha256", images[i].hash, "bytes", (json_int_t)images[i].size,
+                                              "file", sl__jtext(images[i].file), "source", sl__jtext(images[i].source)));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", sl__jtext(p->id),
+                     "title", sl__jtext(p->title), "category", sl__jtext(p->category),
+                     "description", sl__jtext(p->description), "url", sl__jtext(p->url),
+                     "price", p->has_price ? json_real(p->price) : json_null(),
+                     "currency", p->currency && *p->currency ? json_string(p->currency) : json_null(),
+                     "attrs", attrs, "images", imgs ? imgs : json_array());
 }
 
 int sl__print_json(json_t *v) {
@@ -180,6 +327,7 @@ int sl__print_json(json_t *v) {
 void sl__progress_init(sl__progress *p, const char *what, int quiet) {
     memset(p, 0, sizeof *p);
     p->what = what;
+    p->unit = "products";
     p->tty = isatty(2);
     p->quiet = quiet;
     p->last = -1e9;
@@ -201,7 +349,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
         if (done == total) fputc('\n', stderr);
         fflush(stderr);
     } else if (elapsed - p->last >= 2.0 || done == total) {
-        fprintf(stderr, "%s: %zu/%zu products (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total,
+        fprintf(stderr, "%s: %zu/%zu %s (%d%%), %.1f/s, ETA %.0fs\n", p->what, done, total, p->unit,
                 pct, rate, eta);
         p->last = elapsed;
     }
@@ -209,7 +357,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
 
 int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl__popts o;
-    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_FILTERS, &o);
+    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS | (similar ? 0 : SL__OPT_REGION), &o);
     if (rc) return rc;
     if (similar ? o.npos != 1 : o.npos < 1)
         return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give at least one IMAGE");

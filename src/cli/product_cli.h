@@ -10,6 +10,8 @@
 #include "shoplens/engine.h"
 #include "shoplens/feature.h"
 
+/* Options a command accepts besides --store, --json and --quiet (which every command takes:
+ * --quiet drops progress and summaries, never errors nor the data a command prints). */
 enum {
     SL__OPT_K = 1 << 0,        /* -k N */
     SL__OPT_FILTERS = 1 << 1,  /* --category --min-price --max-price --text --text-mode */
@@ -17,7 +19,14 @@ enum {
     SL__OPT_THRESHOLD = 1 << 3,/* --threshold T */
     SL__OPT_FEATURES = 1 << 4, /* --features SPEC */
     SL__OPT_INDEX = 1 << 5,    /* --index KIND */
-    SL__OPT_QUIET = 1 << 6     /* --quiet */
+    SL__OPT_QUIET = 1 << 6,    /* (always accepted; kept for the callers that name it) */
+    SL__OPT_OFFSET = 1 << 7,   /* --offset N */
+    SL__OPT_PAGE = 1 << 8,     /* --limit N --cursor C */
+    SL__OPT_EXPORT = 1 << 9,   /* --format csv|jsonl --out FILE */
+    SL__OPT_INGEST = 1 << 10,  /* --dry-run --currency CODE --fetch-timeout S --fetch-retries N */
+    SL__OPT_SYNC = 1 << 11,    /* --max-removals N|P% */
+    SL__OPT_VERIFY = 1 << 12,  /* --repair --quick */
+    SL__OPT_REGION = 1 << 13   /* --region x,y,w,h */
 };
 
 #define SL__MAX_POS 4096
@@ -30,6 +39,18 @@ typedef struct sl__popts {
     double threshold;
     const char *features;
     const char *index_kind;
+    size_t limit;               /* --limit (0 = all) */
+    const char *cursor;
+    const char *format, *out;
+    int dry_run;
+    const char *currency;
+    double fetch_timeout;       /* --fetch-timeout S (0: default) */
+    int fetch_retries;          /* --fetch-retries N, when fetch_retries_set */
+    int fetch_retries_set;
+    size_t max_removals;        /* --max-removals N */
+    int max_removals_set;
+    double max_removals_percent;/* --max-removals P% */
+    int repair, quick;
     char *pos[SL__MAX_POS];
     int npos;
 } sl__popts;
@@ -44,8 +65,19 @@ int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_on
 
 /* {"results": [...]} of a match list (the shape of search/similar --json). New reference. */
 json_t *sl__matches_json(const sl_matches *m);
-/* A human table of matches on stdout. */
+/* A human table of matches on stdout: product ids are never cut. */
 void sl__print_matches(const sl_matches *m);
+/* Prints s in a column of width w (bytes), cutting a longer s at a UTF-8 character boundary and
+ * ending it with "..." (for titles; never used for ids). */
+void sl__print_cell(const char *s, int w);
+/* Formats a price with its currency ("12.50 EUR", "12.50", "-") into buf. */
+void sl__format_price(char *buf, size_t cap, int has_price, double price, const char *currency);
+/* The filter of --category --min-price --max-price --text as a store filter. */
+void sl__popts_filter(const sl__popts *o, sl_store_filter *f);
+/* A product as JSON: {"id", "title", "category", "description", "url", "price", "currency",
+ * "attrs", "images": [{"id", "sha256", "bytes", "file", "source"}]} (images read from the
+ * store; NULL images = none). New reference, NULL when out of memory. */
+json_t *sl__product_json(const sl_product *p, const sl_image_ref *images, size_t n_images);
 /* Prints a JSON value (indented, keys in insertion order) and a newline, then frees it.
  * Returns 0 or SL_EXIT_ERROR when out of memory. */
 int sl__print_json(json_t *v);
@@ -54,6 +86,7 @@ int sl__print_json(json_t *v);
  * plain lines every few seconds otherwise (stderr). */
 typedef struct sl__progress {
     const char *what;
+    const char *unit;           /* what is counted ("products", "images downloaded") */
     int tty;
     int quiet;
     double last;

@@ -273,7 +273,7 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
             const sl_image_ref *r = &refs[(size_t)((double)i * (double)nrefs / (double)copies)];
             long c = r->product_id ? sl__strv_find(pids, npid, r->product_id) : -1;
             if (c < 0) continue;
-            items[n].path = r->source;
+            items[n].path = r->file;
             items[n].cls = (uint32_t)c;
             items[n].augment = 1;
             n++;

@@ -39,14 +39,14 @@ static int64_t sl__fsize(const char *path) {
 }
 
 sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
-                            char format[16], sl_error *err) {
+                            sl_image_info *info, sl_error *err) {
     sl_image_load_opts o;
     memset(&o, 0, sizeof o);
     o.max_side = e->max_side;
-    sl_image_info info;
-    memset(&info, 0, sizeof info);
-    sl_status st = sl_image_load_buffer(data, len, &o, img, &info, err);
-    if (format) snprintf(format, 16, "%s", info.format);
+    sl_image_info tmp;
+    memset(&tmp, 0, sizeof tmp);
+    sl_status st = sl_image_load_buffer(data, len, &o, img, &tmp, err);
+    if (info) *info = tmp;
     return st;
 }
 
@@ -525,6 +525,7 @@ sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err)
     out->products = c.products;
     out->images = c.images;
     out->db_bytes = c.db_bytes;
+    out->images_outside = c.images_outside;
     pthread_rwlock_rdlock(&e->lock);
     out->indexed = e->idx ? (int64_t)sl_index_count(e->idx) : 0;
     out->dim = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0;
@@ -547,6 +548,20 @@ sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err)
     return SL_OK;
 }
 
+sl_status sl_engine_missing_files(sl_engine *e, int64_t *missing, sl_error *err) {
+    *missing = 0;
+    sl_image_ref *refs = NULL;
+    size_t n = 0;
+    sl_status st = sl_store_all_images(e->store, &refs, &n, err);
+    if (st != SL_OK) return st;
+    for (size_t i = 0; i < n; i++) {
+        struct stat sb;
+        *missing += stat(refs[i].file, &sb) != 0 || !S_ISREG(sb.st_mode);
+    }
+    sl_image_refs_free(refs, n);
+    return SL_OK;
+}
+
 sl_status sl_engine_thumbnail(sl_engine *e, int64_t image_id, int max_side, void **jpeg,
                               size_t *len, sl_error *err) {
     *jpeg = NULL;
@@ -560,7 +575,13 @@ sl_status sl_engine_thumbnail(sl_engine *e, int64_t image_id, int max_side, void
     memset(&o, 0, sizeof o);
     o.max_side = max_side;
     sl_image *img = NULL;
-    st = sl_image_load_file(r.source, &o, &img, NULL, err);
+    st = sl_image_load_file(r.file, &o, &img, NULL, err);
+    if (st != SL_OK) {
+        /* the id exists: its file is gone or damaged - a problem of the store, not of the call */
+        sl__err_prefix(err, "image %lld: its file cannot be read", (long long)image_id);
+        if (err) err->code = SL_E_IO;
+        st = SL_E_IO;
+    }
     sl_image_ref_clear(&r);
     if (st != SL_OK) return st;
     st = sl_image_encode(img, "jpeg", 85, jpeg, len, err);

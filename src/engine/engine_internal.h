@@ -19,6 +19,7 @@
 #include "shoplens/index.h"
 #include "shoplens/store.h"
 #include "engine/lcache.h"
+#include "catalog/catalog.h"
 
 /* Above this many images an "auto" store builds an HNSW index, below it an exact one. */
 #define SL__ENGINE_HNSW_ABOVE 20000
@@ -63,23 +64,70 @@ struct sl_engine {
     sl_features **retired;
     size_t n_retired;
     sl__lcache *lcache;      /* candidates' local features (NULL when out of memory) */
+    int gc_deferred;         /* an ingest is committing: file deletions wait for its end (they
+                                are queued in pending_deletions, so a crash loses nothing) */
 };
 
 /* An image read and described, ready to be written. */
 typedef struct sl__described {
-    char hash[65];
+    char hash[65];           /* SHA-256 of the bytes as given */
     int64_t size;
     float *vec;              /* dim floats, NULL when `reuse` */
     void *local;             /* serialized local features or NULL */
     size_t local_len;
     int64_t reuse;           /* > 0: an existing image of the product with this hash */
+    char file[SL__IMAGE_FILE_MAX]; /* the store's copy ("images/<sha256>.<ext>"), unless reuse */
+    /* how to write the copy again if a deleter removed it before the row committed (see
+     * sl__engine_commit_product): its bytes (borrowed, may be NULL), else the original file */
+    const void *copy;
+    size_t copy_len;
+    const char *origin;
 } sl__described;
 
 void sl__described_clear(sl__described *d);
 
-/* Decodes bytes for the engine (max_side shrink-on-load). */
+/* Decodes bytes for the engine (max_side shrink-on-load). info (may be NULL) receives the
+ * format and the original size. */
 sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
-                            char format[16], sl_error *err);
+                            sl_image_info *info, sl_error *err);
+/* The region of q (region.c) cut out of a decoded upright image, or out of encoded bytes
+ * (decoded larger when the region is small); shrunk to e->max_side. SL_E_INVALID when the
+ * region is not inside the image or too small. */
+sl_status sl__region_of_image(const sl_engine *e, const sl_image *img, const sl_query *q,
+                              sl_image **out, sl_error *err);
+sl_status sl__region_of_bytes(const sl_engine *e, const void *data, size_t len, const sl_query *q,
+                              sl_image **out, sl_error *err);
+
+/* The store's copy of an image's bytes (SL_ENGINE_COPY_MAX_SIDE): the bytes themselves (*owned
+ * = 0) when the image's longest side (info, from decoding them) is small enough, else a JPEG
+ * of the image decoded at that side (malloc'ed, *owned = 1). ext receives the extension. */
+sl_status sl__engine_copy_bytes(const sl_engine *e, const void *data, size_t len,
+                                const sl_image_info *info, void **copy, size_t *copy_len,
+                                int *owned, char ext[16], sl_error *err);
+/* Writes copy bytes as <store>/images/<sha256 of them>.<ext> (atomically and durably; nothing
+ * to do when that file exists with that size); file receives the name relative to the store. */
+sl_status sl__engine_write_copy(sl_engine *e, const void *copy, size_t len, const char *ext,
+                                char file[SL__IMAGE_FILE_MAX], sl_error *err);
+/* sl__engine_copy_bytes + sl__engine_write_copy. */
+sl_status sl__engine_keep_copy(sl_engine *e, const void *data, size_t len,
+                               const sl_image_info *info, char file[SL__IMAGE_FILE_MAX],
+                               sl_error *err);
+/* Nonzero when a stored image holds these bytes: same hash as ingested, or its store copy is
+ * named by this hash (re-adding an export of the store). */
+int sl__image_same_bytes(const sl_image_ref *old, const char hash[65]);
+/* After a commit that may have released image files: deletes those nobody references (errors
+ * are left for the next run: the deletions stay queued). Caller holds wmu, not the lock. */
+void sl__engine_gc(sl_engine *e);
+/* Downloads image URLs (remote.c, catalog/fetch.c) into a private directory of the store
+ * (*dir, malloc'ed; remove it with sl__remote_rmdir): local[i] is the file of urls[i]
+ * (malloc'ed), or NULL with st[i] and msg[i] (malloc'ed) saying why. Returns SL_OK when every
+ * URL was tried, else a run-level error (SL_E_NOMEM, SL_E_IO, SL_E_INTERRUPTED). */
+struct sl__fetch_opts;
+sl_status sl__remote_fetch(sl_engine *e, const char *const *urls, size_t n,
+                           const struct sl__fetch_opts *o, sl_progress_fn progress,
+                           void *progress_ctx, const volatile int *cancel, char **dir, char **local,
+                           sl_status *st, char **msg, sl_error *err);
+void sl__remote_rmdir(const char *dir);
 /* Extracts the global vector (malloc'ed, dim floats) and, when verifying, the serialized local
  * features of a decoded image. Thread-safe. */
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,
@@ -110,7 +158,11 @@ sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t versi
 sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);
 
 /* Writes one product change in one transaction and applies it to the index. metadata_changed /
- * images: the new image set (described; `reuse` ones keep their id). Caller holds wmu. */
+ * images: the new image set (described; `reuse` ones keep their id). Inside the transaction
+ * (holding the write lock, which every file deleter takes too) it makes sure each new image's
+ * copy exists, writing it again from d->copy or d->origin if a deleter removed it meanwhile.
+ * After the commit, the files of removed images nobody uses any more are deleted.
+ * Caller holds wmu. */
 sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const char *const *sources,
                                     sl__described *imgs, size_t n, int keep_images,
                                     sl_error *err);

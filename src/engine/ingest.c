@@ -12,9 +12,23 @@
  * happen in feed order and image ids are AUTOINCREMENT, training is deterministic for the
  * feed, and committed products are recognized by content hash and skipped on a re-run, so a
  * run killed at any point and then repeated ends in the same store as one uninterrupted run.
+ * Workers also write the store's copy of each new image (content-addressed, so a re-run writes
+ * the same names); a copy whose row never committed is an orphan that `shoplens verify` lists.
+ * A sync decides what it would remove before it changes anything, and refuses (nothing
+ * written) a feed without rows or one that would remove more than the bound. A dry run goes
+ * through the same reading, hashing and decoding and the same decisions, and writes nothing.
+ * When the first training fails, every row is still read and decoded, so the report names the
+ * rows that failed on their own (often the reason too few images were left to learn from).
+ * Image URLs (http, https) are downloaded first, all distinct ones, `jobs` at once, into a
+ * private directory of the store (remote.c); a row whose download failed is reported with the
+ * URL and the reason, the others go on like rows of local images (the URL is their origin).
+ * A row's additional images (Google Merchant's additional_image_link) are more images of its
+ * product, reported under the same row.
  */
 #include "engine/engine_internal.h"
 #include "catalog/catalog.h"
+#include "catalog/fetch.h"
+#include "catalog/price.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -31,7 +45,8 @@
 typedef struct sl__task {
     size_t prod;            /* product index */
     size_t row;
-    char *path;             /* resolved image path */
+    char *path;             /* resolved image path, or its URL */
+    char *local;            /* the downloaded file of a URL (read instead of path), or NULL */
     int done;
     sl_status st;
     char *msg;
@@ -50,6 +65,9 @@ typedef struct sl__prod {
 
 typedef struct sl__ingest {
     sl_engine *e;
+    int dry_run;            /* decode only, write nothing */
+    int no_describe;        /* dry run, or the training failed: read + decode only */
+    const char *train_error;/* why the training failed (rows are reported with it) */
     sl__task *tasks;
     size_t n_tasks;
     sl__prod *prods;
@@ -72,7 +90,20 @@ void sl_ingest_report_free(sl_ingest_report *r) {
     }
     free(r->failures);
     free(r->calibration_error);
+    sl_strings_free(r->added_ids.ids, r->added_ids.n);
+    sl_strings_free(r->updated_ids.ids, r->updated_ids.n);
+    sl_strings_free(r->removed_ids.ids, r->removed_ids.n);
+    free(r->refused);
     memset(r, 0, sizeof *r);
+}
+
+static int sl__idlist_add(sl_id_list *l, const char *id) {
+    char **nv = sl__reallocarray(l->ids, l->n + 1, sizeof *nv);
+    if (!nv) return -1;
+    l->ids = nv;
+    if (!(nv[l->n] = sl__strdup(id))) return -1;
+    l->n++;
+    return 0;
 }
 
 static sl_status sl__report_fail(sl_ingest_report *r, size_t row, const char *pid, const char *file,
@@ -140,19 +171,6 @@ static int sl__smap_put(sl__smap *m, size_t count, const sl__prod *prods, size_t
 
 /* ---- parsing ------------------------------------------------------------------------------- */
 
-static int sl__parse_price(const char *t, double *out) {
-    if (!t) return 0;
-    while (*t == ' ') t++;
-    if (!*t) return 0;
-    char *end;
-    errno = 0;
-    double v = strtod(t, &end);
-    while (*end == ' ') end++;
-    if (errno || *end || !isfinite(v) || v < 0) return -1;
-    *out = v;
-    return 1;
-}
-
 static int sl__id_ok(const char *id) {
     if (!id || !*id || strlen(id) > SL_STORE_ID_MAX) return 0;
     for (const unsigned char *p = (const unsigned char *)id; *p; p++)
@@ -160,8 +178,9 @@ static int sl__id_ok(const char *id) {
     return 1;
 }
 
+/* Where a row's image is: a URL as is, a path relative to the feed's directory. */
 static char *sl__join(const char *dir, const char *rel) {
-    if (rel[0] == '/') return sl__strdup(rel);
+    if (rel[0] == '/' || sl__is_url(rel)) return sl__strdup(rel);
     size_t n = strlen(dir) + strlen(rel) + 2;
     char *p = malloc(n);
     if (p) snprintf(p, n, "%s/%s", dir, rel);
@@ -181,8 +200,28 @@ typedef struct sl__raw {
     char *path;
 } sl__raw;
 
-static sl_status sl__parse_feed(sl__ingest *in, const char *path, sl_ingest_report *rep,
-                                sl_error *err) {
+/* Appends an image of a row; takes path (freed on failure). Returns 0, or -1 out of memory. */
+static int sl__raw_add(sl__raw **raw, size_t *n, size_t *cap, size_t row, size_t prod, char *path) {
+    if (!path) return -1;
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 1024;
+        sl__raw *nr = sl__reallocarray(*raw, nc, sizeof *nr);
+        if (!nr) {
+            free(path);
+            return -1;
+        }
+        *raw = nr;
+        *cap = nc;
+    }
+    (*raw)[*n].row = row;
+    (*raw)[*n].prod = prod;
+    (*raw)[*n].path = path;
+    (*n)++;
+    return 0;
+}
+
+static sl_status sl__parse_feed(sl__ingest *in, const char *path, const char *currency,
+                                sl_ingest_report *rep, sl_error *err) {
     sl_catalog_reader *r = NULL;
     sl_status st = sl_catalog_open(path, &r, err);
     if (st != SL_OK) return st;
@@ -217,10 +256,17 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, sl_ingest_repo
         const char *why = NULL;
         double price = 0;
         int has_price = 0;
+        char cur[SL_PRODUCT_CURRENCY_LEN + 1] = "", price_cur[4] = "";
+        /* the currency: its own column, else the price's ("12.99 USD"), else the default */
+        const char *cur_text = row.currency && *row.currency ? row.currency : NULL;
         if (!row.product_id || !*row.product_id) why = "missing product_id";
         else if (!sl__id_ok(row.product_id)) why = "bad product_id (over 128 bytes or control characters)";
         else if (!row.image || !*row.image) why = "missing image";
-        else if ((has_price = sl__parse_price(row.price_text, &price)) < 0) why = "bad price (not a non-negative number)";
+        else if ((has_price = sl__price_parse(row.price_text, &price, price_cur, &why)) < 0) (void)0;
+        else if (!sl_product_currency_valid(cur_text ? cur_text : price_cur[0] ? price_cur : currency, cur))
+            why = "bad currency (must be a three-letter ISO 4217 code such as USD or EUR)";
+        else if (cur_text && price_cur[0] && strcmp(cur, price_cur) != 0)
+            why = "the price's currency differs from the currency column";
         size_t pi = SIZE_MAX;
         if (row.product_id && sl__id_ok(row.product_id)) {
             pi = sl__smap_find(&map, row.product_id, in->prods);
@@ -246,6 +292,7 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, sl_ingest_repo
                 sl__set_if_empty(&p->meta.category, row.category);
                 sl__set_if_empty(&p->meta.description, row.description);
                 sl__set_if_empty(&p->meta.url, row.url);
+                sl__set_if_empty(&p->meta.currency, cur);
                 if (row.attrs_json && strcmp(row.attrs_json, "{}") != 0) sl__set_if_empty(&p->meta.attrs_json, row.attrs_json);
                 if (has_price && !p->meta.has_price) {
                     p->meta.price = price;
@@ -262,21 +309,23 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, sl_ingest_repo
             if (fs != SL_OK) goto nomem;
             continue;
         }
-        if (!ipath) goto nomem;
-        if (n_raw == cap_raw) {
-            size_t nc = cap_raw ? cap_raw * 2 : 1024;
-            sl__raw *nr = sl__reallocarray(raw, nc, sizeof *nr);
-            if (!nr) {
-                free(ipath);
-                goto nomem;
-            }
-            raw = nr;
-            cap_raw = nc;
+        if (sl__raw_add(&raw, &n_raw, &cap_raw, row.row, pi, ipath) != 0) goto nomem;
+        /* more images of the product in this row (comma-separated) */
+        for (const char *m = row.more_images ? row.more_images : ""; *m;) {
+            size_t l = strcspn(m, ",");
+            const char *a = m, *b = m + l;
+            while (a < b && (*a == ' ' || *a == '\t')) a++;
+            while (b > a && (b[-1] == ' ' || b[-1] == '\t')) b--;
+            m += l + (m[l] == ',');
+            if (a == b) continue;
+            char *one = malloc((size_t)(b - a) + 1);
+            if (!one) goto nomem;
+            memcpy(one, a, (size_t)(b - a));
+            one[b - a] = '\0';
+            char *mpath = sl__join(dir, one);
+            free(one);
+            if (sl__raw_add(&raw, &n_raw, &cap_raw, row.row, pi, mpath) != 0) goto nomem;
         }
-        raw[n_raw].row = row.row;
-        raw[n_raw].prod = pi;
-        raw[n_raw].path = ipath;
-        n_raw++;
     }
     if (st == SL_OK) {
         /* group tasks by product (stable: feed order inside a product) */
@@ -323,27 +372,33 @@ static void sl__task_fail(sl__task *t, sl_status st, const char *msg) {
     t->msg = sl__strdup(msg);
 }
 
-/* Reads, hashes and (when needed) describes one image. */
+/* Reads, hashes and (when needed) describes one image and writes the store's copy of it. */
 static void sl__run_task(sl__ingest *in, sl__task *t) {
     sl_engine *e = in->e;
     sl_error err;
     sl_error_clear(&err);
     void *buf = NULL;
     size_t len = 0;
-    sl_status st = sl__read_file(t->path, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, &err);
+    if (t->st != SL_OK) return; /* its download failed */
+    sl_status st = sl__read_file(t->local ? t->local : t->path, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, &err);
     if (st != SL_OK) {
         sl__task_fail(t, st, err.message);
         return;
     }
     sl__sha256_buffer(buf, len, t->d.hash);
     t->d.size = (int64_t)len;
+    t->d.origin = t->path;
     const sl__prod *p = &in->prods[t->prod];
     for (size_t i = 0; i < p->n_old; i++)
-        if (strcmp(p->old[i].hash, t->d.hash) == 0) t->d.reuse = p->old[i].id;
+        if (sl__image_same_bytes(&p->old[i], t->d.hash)) t->d.reuse = p->old[i].id;
     if (!t->d.reuse) {
         sl_image *img = NULL;
-        st = sl__engine_decode(e, buf, len, &img, NULL, &err);
-        if (st == SL_OK) st = sl__engine_describe(e, img, &t->d.vec, &t->d.local, &t->d.local_len, &err);
+        sl_image_info info;
+        st = sl__engine_decode(e, buf, len, &img, &info, &err);
+        if (st == SL_OK && !in->no_describe) {
+            st = sl__engine_describe(e, img, &t->d.vec, &t->d.local, &t->d.local_len, &err);
+            if (st == SL_OK) st = sl__engine_keep_copy(e, buf, len, &info, t->d.file, &err);
+        }
         sl_image_free(img);
         if (st != SL_OK) sl__task_fail(t, st, err.message);
     }
@@ -394,6 +449,8 @@ static sl_status sl__train_on_paths(sl_engine *e, char **paths, size_t n, size_t
             if (imgs[i]) imgs[k++] = imgs[i];
         /* nothing readable to learn from: every row will report its own image error */
         st = k ? sl__engine_train(e, (const sl_image *const *)imgs, k, err) : SL_OK;
+        if (st != SL_OK)
+            sl__err_prefix(err, "%zu of the %zu sampled images could be read", k, m);
         for (size_t i = 0; i < k; i++) sl_image_free(imgs[i]);
     }
     free(imgs);
@@ -406,6 +463,7 @@ static sl_status sl__train_on_paths(sl_engine *e, char **paths, size_t n, size_t
 static void sl__ingest_free(sl__ingest *in) {
     for (size_t i = 0; i < in->n_tasks; i++) {
         free(in->tasks[i].path);
+        free(in->tasks[i].local);
         free(in->tasks[i].msg);
         sl__described_clear(&in->tasks[i].d);
     }
@@ -430,6 +488,15 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
             if (sl__report_fail(rep, t[i].row, p->meta.id, t[i].path, t[i].st, t[i].msg) != SL_OK)
                 return sl__err_set(err, SL_E_NOMEM, "out of memory");
         }
+    if (in->train_error && !failed) {
+        /* readable rows of a product that cannot be described: named with the reason */
+        char msg[SL_ERROR_MSG_MAX + 64];
+        snprintf(msg, sizeof msg, "not added: the features could not be trained (%s)", in->train_error);
+        for (size_t i = 0; i < p->n_tasks; i++)
+            if (sl__report_fail(rep, t[i].row, p->meta.id, t[i].path, SL_E_STATE, msg) != SL_OK)
+                return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        return SL_OK;
+    }
     if (failed) return SL_OK;
     /* distinct hashes, feed order */
     sl__described *d = sl__callocarray(p->n_tasks + 1, sizeof *d);
@@ -454,11 +521,15 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
     if (same) {
         rep->skipped++;
     } else {
-        for (size_t i = 0; i < n; i++) rep->images_extracted += d[i].reuse == 0;
-        st = sl__engine_commit_product(in->e, &p->meta, src, d, n, 0, err);
+        if (!in->dry_run) {
+            for (size_t i = 0; i < n; i++) rep->images_extracted += d[i].reuse == 0;
+            st = sl__engine_commit_product(in->e, &p->meta, src, d, n, 0, err);
+        }
         if (st == SL_OK) {
             if (p->exists) rep->updated++;
             else rep->added++;
+            if (sl__idlist_add(p->exists ? &rep->updated_ids : &rep->added_ids, p->meta.id) != 0)
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         }
     }
     free(d);
@@ -468,23 +539,81 @@ static sl_status sl__settle_product(sl__ingest *in, size_t pi, sl_ingest_report 
     return st;
 }
 
-static sl_status sl__sync_remove(sl_engine *e, sl__ingest *in, sl_ingest_report *rep,
-                                 sl_error *err) {
+/* The stored products a sync would remove: those the feed does not name (products whose rows
+ * failed are named, so they stay). *gone (sorted ids) is freed with sl_strings_free. */
+static sl_status sl__sync_plan(sl_engine *e, sl__ingest *in, char ***gone, size_t *n_gone,
+                               size_t *n_stored, sl_error *err) {
+    *gone = NULL;
+    *n_gone = 0;
     char **ids = NULL;
     size_t n = 0;
     sl_status st = sl_store_product_ids(e->store, &ids, &n, err);
     if (st != SL_OK) return st;
-    /* products named by the feed (including failed ones) stay */
+    *n_stored = n;
     sl__smap map = {0};
     for (size_t p = 0; p < in->n_prods && st == SL_OK; p++)
         if (sl__smap_put(&map, p + 1, in->prods, p) != 0) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    size_t w = 0;
     for (size_t i = 0; i < n && st == SL_OK; i++) {
-        if (sl__smap_find(&map, ids[i], in->prods) != SIZE_MAX) continue;
+        if (sl__smap_find(&map, ids[i], in->prods) != SIZE_MAX) {
+            free(ids[i]);
+            continue;
+        }
+        ids[w++] = ids[i];
+    }
+    free(map.slot);
+    if (st != SL_OK) {
+        sl_strings_free(ids, n);
+        return st;
+    }
+    *gone = ids;
+    *n_gone = w;
+    return SL_OK;
+}
+
+/* Refuses a sync that would remove more than its bound (nothing is written yet). */
+static sl_status sl__sync_bound(const sl_ingest_opts *o, const sl_ingest_report *rep,
+                                size_t n_prods, size_t n_gone, size_t n_stored, sl_error *err) {
+    if (rep->rows == 0 && n_stored > 0)
+        return sl__err_set(err, SL_E_INVALID, "the feed has no rows: a sync would remove all %zu "
+                           "products; refused (to empty the store, remove the products)", n_stored);
+    if (n_prods == 0 && n_stored > 0)
+        return sl__err_set(err, SL_E_INVALID, "none of the feed's %zu rows names a product: a sync "
+                           "would remove all %zu products; refused", rep->rows, n_stored);
+    size_t max;
+    char how[96];
+    if (o->max_removals_set) {
+        max = o->max_removals;
+        snprintf(how, sizeof how, "%zu", max);
+    } else {
+        double pct = o->max_removals_percent > 0 ? o->max_removals_percent : SL_ENGINE_SYNC_MAX_REMOVALS_PERCENT_DEFAULT;
+        if (pct > 100) pct = 100;
+        max = (size_t)ceil((double)n_stored * pct / 100.0 - 1e-9);
+        snprintf(how, sizeof how, "%g%% of %zu = %zu", pct, n_stored, max);
+    }
+    if (n_gone <= max) return SL_OK;
+    double share = n_stored ? 100.0 * (double)n_gone / (double)n_stored : 0;
+    return sl__err_set(err, SL_E_STATE, "the feed would remove %zu of the %zu stored products "
+                       "(%.0f%%), more than the limit (%s); nothing was changed. Check the feed "
+                       "(truncated?), look with --dry-run, or allow it with --max-removals %zu",
+                       n_gone, n_stored, share, how, n_gone);
+}
+
+static sl_status sl__sync_remove(sl_engine *e, char **gone, size_t n_gone, sl_ingest_report *rep,
+                                 sl_error *err) {
+    sl_status st = SL_OK;
+    for (size_t i = 0; i < n_gone && st == SL_OK; i++) {
         int64_t *removed = NULL;
         size_t nr = 0;
         if ((st = sl_store_begin(e->store, err)) != SL_OK) break;
-        if ((st = sl_store_remove_product(e->store, ids[i], &removed, &nr, err)) != SL_OK ||
-            (st = sl__engine_bump(e, err)) != SL_OK) {
+        st = sl_store_remove_product(e->store, gone[i], &removed, &nr, err);
+        if (st == SL_E_NOT_FOUND) { /* removed meanwhile by someone else */
+            sl_store_rollback(e->store);
+            st = SL_OK;
+            if (err) sl_error_clear(err);
+            continue;
+        }
+        if (st != SL_OK || (st = sl__engine_bump(e, err)) != SL_OK) {
             sl_store_rollback(e->store);
             free(removed);
             break;
@@ -499,10 +628,71 @@ static sl_status sl__sync_remove(sl_engine *e, sl__ingest *in, sl_ingest_report 
         }
         pthread_rwlock_unlock(&e->lock);
         free(removed);
+        if (st == SL_OK && sl__idlist_add(&rep->removed_ids, gone[i]) != 0)
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
-    free(map.slot);
-    sl_strings_free(ids, n);
+    sl__engine_gc(e);
     return st;
+}
+
+static int sl__cmp_task_path(const void *a, const void *b, void *ctx) {
+    const sl__task *t = ctx;
+    return strcmp(t[*(const size_t *)a].path, t[*(const size_t *)b].path);
+}
+
+/* Downloads the distinct image URLs of the tasks (all rows, so each failure is reported with
+ * its row): a task of a URL gets its local file, or its failure. */
+static sl_status sl__ingest_fetch(sl__ingest *in, const sl_ingest_opts *o, char **downloads,
+                                  sl_error *err) {
+    size_t n = 0;
+    for (size_t i = 0; i < in->n_tasks; i++) n += sl__is_url(in->tasks[i].path) != 0;
+    if (n == 0) return SL_OK;
+    size_t *idx = sl__mallocarray(n, sizeof *idx);
+    const char **urls = sl__callocarray(n, sizeof *urls);
+    size_t *first = sl__mallocarray(n, sizeof *first);   /* url slot of each idx entry */
+    char **local = sl__callocarray(n, sizeof *local);
+    char **msg = sl__callocarray(n, sizeof *msg);
+    sl_status *st = sl__callocarray(n, sizeof *st);
+    sl_status rs = SL_OK;
+    if (!idx || !urls || !first || !local || !msg || !st) {
+        rs = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto done;
+    }
+    n = 0;
+    for (size_t i = 0; i < in->n_tasks; i++)
+        if (sl__is_url(in->tasks[i].path)) idx[n++] = i;
+    qsort_r(idx, n, sizeof *idx, sl__cmp_task_path, in->tasks);
+    size_t nu = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k == 0 || strcmp(in->tasks[idx[k]].path, urls[nu - 1]) != 0) urls[nu++] = in->tasks[idx[k]].path;
+        first[k] = nu - 1;
+    }
+    sl__fetch_opts fo;
+    sl__fetch_opts_init(&fo);
+    if (o->fetch_timeout_s > 0) fo.timeout_s = o->fetch_timeout_s;
+    if (fo.connect_timeout_s > fo.timeout_s) fo.connect_timeout_s = fo.timeout_s;
+    fo.retries = o->fetch_retries_set ? o->fetch_retries : SL_ENGINE_FETCH_RETRIES_DEFAULT;
+    fo.parallel = o->jobs > 0 ? o->jobs : SL_ENGINE_FETCH_PARALLEL_DEFAULT;
+    rs = sl__remote_fetch(in->e, urls, nu, &fo, o->fetch_progress, o->fetch_progress_ctx, o->cancel,
+                          downloads, local, st, msg, err);
+    for (size_t k = 0; k < n && rs == SL_OK; k++) {
+        sl__task *t = &in->tasks[idx[k]];
+        size_t u = first[k];
+        if (st[u] != SL_OK) sl__task_fail(t, st[u], msg[u]);
+        else if (!(t->local = sl__strdup(local[u]))) rs = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+done:
+    for (size_t u = 0; local && msg && u < n; u++) {
+        free(local[u]);
+        free(msg[u]);
+    }
+    free(idx);
+    free(urls);
+    free(first);
+    free(local);
+    free(msg);
+    free(st);
+    return rs;
 }
 
 sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_ingest_opts *opts,
@@ -511,15 +701,42 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     sl_ingest_opts o;
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
-    if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    if (e->read_only && !o.dry_run) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    if (!sl_product_currency_valid(o.currency, NULL))
+        return sl__err_set(err, SL_E_INVALID, "bad currency '%.16s' (a three-letter ISO 4217 code such as USD)", o.currency);
     double t0 = sl__now();
     sl__ingest in;
     memset(&in, 0, sizeof in);
     in.e = e;
+    in.dry_run = in.no_describe = o.dry_run != 0;
+    rep->dry_run = in.dry_run;
+    char **gone = NULL;
+    char *downloads = NULL; /* the directory of downloaded images, removed at the end */
+    size_t n_gone = 0, n_stored = 0;
+    sl_error terr;
+    sl_error_clear(&terr);
     pthread_mutex_lock(&e->wmu);
-    sl_status st = sl__parse_feed(&in, catalog_path, rep, err);
+    sl_status st = sl__parse_feed(&in, catalog_path, o.currency, rep, err);
     if (st != SL_OK) goto out;
     rep->products = in.n_prods;
+    /* a sync decides what it removes, and whether it may, before it writes anything */
+    if (o.sync) {
+        if ((st = sl__sync_plan(e, &in, &gone, &n_gone, &n_stored, err)) != SL_OK) goto out;
+        sl_error berr;
+        sl_error_clear(&berr);
+        if ((st = sl__sync_bound(&o, rep, in.n_prods, n_gone, n_stored, &berr)) != SL_OK) {
+            if (!in.dry_run) {
+                if (err) *err = berr;
+                goto out;
+            }
+            /* a dry run shows what the refused sync would have done */
+            if (!(rep->refused = sl__strdup(berr.message))) {
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                goto out;
+            }
+            st = SL_OK;
+        }
+    }
     /* stored state of each product */
     for (size_t p = 0; p < in.n_prods && st == SL_OK; p++) {
         sl__prod *pr = &in.prods[p];
@@ -527,8 +744,10 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         if (pr->exists) st = sl_store_product_images(e->store, pr->meta.id, &pr->old, &pr->n_old, err);
     }
     if (st != SL_OK) goto out;
+    /* image URLs: downloaded before anything reads them */
+    if ((st = sl__ingest_fetch(&in, &o, &downloads, err)) != SL_OK) goto out;
     /* first ingest: learn the codebook / PCA from a sample of this feed */
-    if (!sl_features_ready(e->feat) && in.n_tasks > 0) {
+    if (!in.dry_run && !sl_features_ready(e->feat) && in.n_tasks > 0) {
         char **paths = sl__callocarray(in.n_tasks + 1, sizeof *paths);
         size_t np = 0;
         if (!paths) {
@@ -536,10 +755,20 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
             goto out;
         }
         for (size_t i = 0; i < in.n_tasks; i++)
-            if (!in.prods[in.tasks[i].prod].parse_failed) paths[np++] = in.tasks[i].path;
-        st = np ? sl__train_on_paths(e, paths, np, o.train_sample, o.jobs, err) : SL_OK;
+            if (!in.prods[in.tasks[i].prod].parse_failed && in.tasks[i].st == SL_OK)
+                paths[np++] = in.tasks[i].local ? in.tasks[i].local : in.tasks[i].path;
+        st = np ? sl__train_on_paths(e, paths, np, o.train_sample, o.jobs, &terr) : SL_OK;
         free(paths);
-        if (st != SL_OK) goto out;
+        if (st == SL_E_NOMEM || st == SL_E_INTERRUPTED) {
+            sl__err_set(err, st, "%s", terr.message);
+            goto out;
+        }
+        if (st != SL_OK) {
+            /* go on reading and decoding every row, to report each one; then fail the run */
+            in.no_describe = 1;
+            in.train_error = terr.message;
+            st = SL_OK;
+        }
     }
     /* extraction workers + in-order commits */
     pthread_mutex_init(&in.mu, NULL);
@@ -554,6 +783,7 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         st = sl__err_set(err, SL_E_INTERNAL, "cannot start worker threads");
     }
     double last = 0, t1 = sl__now(); /* the rate counts extraction, not training */
+    e->gc_deferred = 1; /* one deletion pass at the end instead of one per replaced image set */
     if (o.progress && in.n_prods) o.progress(o.progress_ctx, 0, in.n_prods, 0);
     for (size_t p = 0; p < in.n_prods && st == SL_OK; p++) {
         if (o.cancel && *o.cancel) {
@@ -582,9 +812,21 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     pthread_cond_broadcast(&in.cv);
     pthread_mutex_unlock(&in.mu);
     for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    e->gc_deferred = 0;
+    if (!in.dry_run) sl__engine_gc(e);
     pthread_cond_destroy(&in.cv);
     pthread_mutex_destroy(&in.mu);
-    if (st == SL_OK && o.sync) st = sl__sync_remove(e, &in, rep, err);
+    if (st == SL_OK && o.sync) {
+        if (in.dry_run) {
+            for (size_t i = 0; i < n_gone && st == SL_OK; i++)
+                if (sl__idlist_add(&rep->removed_ids, gone[i]) != 0) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            rep->removed = n_gone;
+        } else if (!in.train_error) {
+            st = sl__sync_remove(e, gone, n_gone, rep, err);
+        }
+    }
+    if (st == SL_OK && in.train_error)
+        st = sl__err_set(err, terr.code != SL_OK ? terr.code : SL_E_INVALID, "%s", terr.message);
     /* an "auto" store that grew past the threshold switches to HNSW */
     if (st == SL_OK && e->idx && strcmp(e->index_kind, "auto") == 0 &&
         sl_index_kind_of(e->idx) == SL_INDEX_FLAT && sl_index_count(e->idx) > SL__ENGINE_HNSW_ABOVE) {
@@ -592,24 +834,29 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
         st = sl__engine_rebuild_index(e, err);
         pthread_rwlock_unlock(&e->lock);
     }
-    if (st == SL_OK) st = sl__engine_save_index(e, err);
-    else (void)sl__engine_save_index(e, NULL);
-    /* the catalog calibration, when due: its failure leaves the committed products as they are */
-    if (st == SL_OK && sl__engine_calib_due(e, 1)) {
-        sl_calibrate_opts co;
-        memset(&co, 0, sizeof co);
-        co.jobs = o.jobs;
-        co.cancel = o.cancel;
-        co.progress = o.calib_progress;
-        co.progress_ctx = o.calib_progress_ctx;
-        sl_error cerr;
-        sl_error_clear(&cerr);
-        if (sl__engine_calibrate(e, &co, NULL, &cerr) == SL_OK) rep->calibrated = 1;
-        else rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+    if (!in.dry_run) {
+        if (st == SL_OK) st = sl__engine_save_index(e, err);
+        else (void)sl__engine_save_index(e, NULL);
+        /* the catalog calibration, when due: its failure leaves the committed products as they are */
+        if (st == SL_OK && sl__engine_calib_due(e, 1)) {
+            sl_calibrate_opts co;
+            memset(&co, 0, sizeof co);
+            co.jobs = o.jobs;
+            co.cancel = o.cancel;
+            co.progress = o.calib_progress;
+            co.progress_ctx = o.calib_progress_ctx;
+            sl_error cerr;
+            sl_error_clear(&cerr);
+            if (sl__engine_calibrate(e, &co, NULL, &cerr) == SL_OK) rep->calibrated = 1;
+            else rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+        }
     }
 out:
     pthread_mutex_unlock(&e->wmu);
+    sl_strings_free(gone, n_gone);
     sl__ingest_free(&in);
+    if (downloads) sl__remote_rmdir(downloads);
+    free(downloads);
     if (rep->n_failures > 1) qsort(rep->failures, rep->n_failures, sizeof *rep->failures, sl__cmp_failure);
     rep->seconds = sl__now() - t0;
     return st;
@@ -639,7 +886,7 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < n; i++) paths[i] = refs[i].source;
+    for (size_t i = 0; i < n; i++) paths[i] = refs[i].file;
     /* learn into a new versioned file; nothing changes for readers yet */
     size_t want = o.train_sample ? o.train_sample : SL_ENGINE_TRAIN_SAMPLE_DEFAULT;
     size_t m = n < want ? n : want;
@@ -673,12 +920,12 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         float *vec = NULL;
         void *local = NULL;
         size_t llen = 0;
-        st = sl__read_file(refs[i].source, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, err);
+        st = sl__read_file(refs[i].file, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, err);
         if (st == SL_OK) st = sl__engine_decode(&tmp, buf, len, &img, NULL, err);
         if (st == SL_OK) st = sl__engine_describe(&tmp, img, &vec, &local, &llen, err);
         if (st == SL_OK)
             st = sl_store_set_image_features(e->store, refs[i].id, vec, sl_features_dim(f), local, llen, err);
-        if (st != SL_OK) sl__err_prefix(err, "image %lld (%s)", (long long)refs[i].id, refs[i].source);
+        if (st != SL_OK) sl__err_prefix(err, "image %lld (%s)", (long long)refs[i].id, refs[i].file);
         free(buf);
         sl_image_free(img);
         free(vec);

@@ -87,7 +87,7 @@ static void sl__tphoto_one(void *arg, size_t i) {
     memset(&o, 0, sizeof o);
     o.max_side = j->e->max_side;
     sl_image *img = NULL, *aug = NULL;
-    const char *path = j->aug_refs ? j->aug_refs[i / SL_LEARN_AUGMENT_PER_IMAGE].source : j->paths[i];
+    const char *path = j->aug_refs ? j->aug_refs[i / SL_LEARN_AUGMENT_PER_IMAGE].file : j->paths[i];
     sl_status st = sl_image_load_file(path, &o, &img, NULL, &err);
     if (st == SL_OK && j->aug_refs) {
         st = sl_learn_augment(img, j->seed + i, &aug, &err);

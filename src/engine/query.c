@@ -1,5 +1,6 @@
 /*
- * engine/query.c - the query path: image -> global vector (+ local features) -> index
+ * engine/query.c - the query path: image (-> the shopper's region of it, region.c) -> global
+ * vector (+ local features) -> index
  * candidates with the filter applied inside the index search (an allowed-id list from SQL over
  * category / price / FTS5 text) -> geometric re-rank of the top candidates (RANSAC inliers
  * blended with the global score, when the spec verifies) -> products, a product's score being
@@ -11,6 +12,7 @@
  * memory and are freed before returning.
  */
 #include "engine/engine_internal.h"
+#include "catalog/catalog.h"
 #include "util/util.h"
 
 #include <math.h>
@@ -32,6 +34,8 @@ void sl_matches_free(sl_matches *m) {
         free(m->items[i].title);
         free(m->items[i].category);
         free(m->items[i].image);
+        free(m->items[i].url);
+        free(m->items[i].currency);
     }
     free(m->items);
     memset(m, 0, sizeof *m);
@@ -194,11 +198,12 @@ void sl__engine_sort_pscores(sl__pscore *v, size_t n) {
     if (n > 1) qsort(v, n, sizeof *v, sl__cmp_pscore);
 }
 
-/* Applies the text boost (into the ranking), sorts, keeps k from offset 0 and fills the metadata,
- * the confidence of each result from its image score against the cohort (`cohort`: the query's
- * products without filters, sorted best first). */
-static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pscore *acc, size_t n_acc,
-                            const sl__pscore *cohort, size_t n_cohort, sl_matches *out, sl_error *err) {
+/* Applies the text boost (into the ranking), sorts, keeps ranks offset+1..offset+k and fills the
+ * metadata, the confidence of each result from its image score against the cohort (`cohort`:
+ * the query's products without filters, sorted best first). */
+static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, sl__pscore *acc,
+                            size_t n_acc, const sl__pscore *cohort, size_t n_cohort, sl_matches *out,
+                            sl_error *err) {
     const sl_calib *cal = sl_features_calib(e->feat);
     int ck = sl_calib_cohort(cal);
     double cthr = sl_calib_threshold(cal, SL_CALIB_RESULT);
@@ -231,10 +236,11 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pscore *
         free(ids);
     }
     sl__engine_sort_pscores(acc, n_acc);
-    size_t want = n_acc < (size_t)k ? n_acc : (size_t)k;
+    size_t first = (size_t)offset < n_acc ? (size_t)offset : n_acc;
+    size_t want = n_acc - first < (size_t)k ? n_acc - first : (size_t)k;
     out->items = sl__callocarray(want ? want : 1, sizeof *out->items);
     if (!out->items) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    for (size_t i = 0; i < want; i++) {
+    for (size_t i = first; i < first + want; i++) {
         sl_product p;
         if (sl_store_get_product(e->store, acc[i].product_id, &p, NULL) != SL_OK) continue;
         sl_match *m = &out->items[out->n];
@@ -250,14 +256,25 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, sl__pscore *
         m->confidence = acc[i].confidence;
         m->match = acc[i].confidence >= cthr;
         m->image_id = acc[i].image_id;
-        m->image = r.source ? r.source : sl__strdup("");
+        /* where it came from; an upload has no source: its copy in the store */
+        if (r.source && *r.source) {
+            m->image = r.source;
+            r.source = NULL;
+        } else {
+            m->image = r.file ? r.file : sl__strdup("");
+            r.file = NULL;
+        }
         m->inliers = acc[i].inliers;
-        r.source = NULL;
+        m->url = p.url;
+        m->currency = p.currency;
         sl_image_ref_clear(&r);
         free(p.description);
-        free(p.url);
         free(p.attrs_json);
         out->n++;
+        if (!m->image || !m->url || !m->currency) {
+            sl_matches_free(out);
+            return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        }
     }
     return SL_OK;
 }
@@ -311,6 +328,15 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
     return SL_OK;
 }
 
+/* The query's offset, checked against k (SL_E_INVALID when the page goes too deep). */
+static sl_status sl__offset_of(const sl_query *q, int k, int *offset, sl_error *err) {
+    *offset = q ? q->offset : 0;
+    if (*offset < 0 || *offset > SL_ENGINE_OFFSET_MAX || *offset + k > SL_ENGINE_RANK_MAX)
+        return sl__err_set(err, SL_E_INVALID, "offset must be in 0..%d with offset + k at most %d "
+                           "(offset %d, k %d)", SL_ENGINE_OFFSET_MAX, SL_ENGINE_RANK_MAX, *offset, k);
+    return SL_OK;
+}
+
 /* Searches with nq query vectors (and optional local features), merging products; images in
  * `exclude` (sorted) are never returned. The confidence of a result compares it with the
  * products nearest to the query without the query's filters (computed again unfiltered when
@@ -320,12 +346,14 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
                                  const uint64_t *exclude, size_t n_exclude, sl_matches *out,
                                  sl_error *err) {
     memset(out, 0, sizeof *out);
-    int k = sl__k_of(q);
+    int k = sl__k_of(q), offset = 0;
+    sl_status st = sl__offset_of(q, k, &offset, err);
+    if (st != SL_OK) return st;
     if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
     uint64_t *allowed = NULL;
     size_t n_allowed = 0;
     int filtered = 0;
-    sl_status st = sl__allowed(e, q, &allowed, &n_allowed, &filtered, err);
+    st = sl__allowed(e, q, &allowed, &n_allowed, &filtered, err);
     if (st != SL_OK) return st;
     if (filtered && n_allowed == 0) {
         free(allowed);
@@ -343,15 +371,17 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
         f.pred = fx.pred = sl__not_excluded;
         f.pred_ctx = fx.pred_ctx = &ex;
     }
+    /* the depth of the ranking a page belongs to (so that pages of one query agree) */
+    size_t depth = (size_t)offset + (size_t)k;
     sl__pscore *acc = NULL, *coh = NULL;
     size_t n_acc = 0, n_coh = 0;
-    st = sl__engine_rank_products(e, vecs, locals, nq, filtered || n_exclude ? &f : NULL, (size_t)k, &acc, &n_acc, err);
+    st = sl__engine_rank_products(e, vecs, locals, nq, filtered || n_exclude ? &f : NULL, depth, &acc, &n_acc, err);
     if (st == SL_OK && filtered) {
         size_t ck = (size_t)sl_calib_cohort(sl_features_calib(e->feat)) + 1;
         st = sl__engine_rank_products(e, vecs, locals, nq, n_exclude ? &fx : NULL, ck, &coh, &n_coh, err);
     }
     if (st == SL_OK)
-        st = sl__finish(e, q, k, acc, n_acc, filtered ? coh : acc, filtered ? n_coh : n_acc, out, err);
+        st = sl__finish(e, q, k, offset, acc, n_acc, filtered ? coh : acc, filtered ? n_coh : n_acc, out, err);
     if (st != SL_OK) sl_matches_free(out);
     sl__pscores_free(acc, n_acc);
     sl__pscores_free(coh, n_coh);
@@ -410,6 +440,16 @@ sl_status sl_engine_search(sl_engine *e, const sl_image *img, const sl_query *q,
                            sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
     if (!e || !img) return sl__err_set(err, SL_E_INVALID, "no image");
+    if (q && q->region_w > 0) { /* search the region alone */
+        sl_image *cut = NULL;
+        sl_status rs = sl__region_of_image(e, img, q, &cut, err);
+        if (rs != SL_OK) return rs;
+        sl_query whole = *q;
+        whole.region_w = 0;
+        rs = sl_engine_search(e, cut, &whole, out, err);
+        sl_image_free(cut);
+        return rs;
+    }
     float *vec = NULL;
     sl_local_features *lf = NULL;
     sl_status st = sl__lock_described(e, img, &vec, &lf, err);
@@ -428,9 +468,18 @@ sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, con
                                  sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
     sl_image *img = NULL;
-    sl_status st = sl__engine_decode(e, data, len, &img, NULL, err);
-    if (st != SL_OK) return st;
-    st = sl_engine_search(e, img, q, out, err);
+    sl_query whole;
+    if (q && q->region_w > 0) { /* region in pixels of the original: cut before shrinking */
+        whole = *q;
+        whole.region_w = 0;
+        sl_status rs = sl__region_of_bytes(e, data, len, q, &img, err);
+        if (rs != SL_OK) return rs;
+        q = &whole;
+    } else {
+        sl_status ds = sl__engine_decode(e, data, len, &img, NULL, err);
+        if (ds != SL_OK) return ds;
+    }
+    sl_status st = sl_engine_search(e, img, q, out, err);
     sl_image_free(img);
     return st;
 }
@@ -438,6 +487,14 @@ sl_status sl_engine_search_bytes(sl_engine *e, const void *data, size_t len, con
 sl_status sl_engine_search_file(sl_engine *e, const char *path, const sl_query *q,
                                 sl_matches *out, sl_error *err) {
     memset(out, 0, sizeof *out);
+    if (q && q->region_w > 0) { /* the region is in pixels of the file's image: go by bytes */
+        void *data = NULL;
+        size_t len = 0;
+        sl_status rs = sl__read_file(path, SL_IMAGE_MAX_BYTES_DEFAULT, &data, &len, err);
+        if (rs == SL_OK) rs = sl_engine_search_bytes(e, data, len, q, out, err);
+        free(data);
+        return rs;
+    }
     sl_image_load_opts o;
     memset(&o, 0, sizeof o);
     o.max_side = e->max_side;
@@ -626,7 +683,8 @@ sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const f
             out->inliers = inl;
             if (image) {
                 free(*image);
-                *image = sl__strdup(p.refs[i].source);
+                /* where it came from; an upload has no source: its copy in the store */
+                *image = sl__strdup(p.refs[i].source[0] ? p.refs[i].source : p.refs[i].file);
             }
         }
     }

@@ -10,6 +10,11 @@
 
 #define SL__EVAL_SHOW_TOP 5
 
+/* Gallery images per exact index: a search returns at most SL_INDEX_K_MAX results, so a larger
+ * gallery is split into parts ranked separately and merged. A variable so that a test can
+ * exercise the merge on a small gallery; never changed otherwise. */
+extern size_t sl__eval_part_size;
+
 /* An ImageFolder: paths[i] has label labels[i] (index into label_names, sorted). */
 typedef struct sl__eval_set {
     char **paths;

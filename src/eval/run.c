@@ -34,6 +34,8 @@
 #define SL__EVAL_LATENCY_SAMPLE 200
 #define SL__EVAL_TRAIN_SEED 0x5b0b1e45ULL
 
+size_t sl__eval_part_size = SL_INDEX_K_MAX;
+
 static int sl__is_image_name(const char *n) {
     const char *dot = strrchr(n, '.');
     if (!dot || n[0] == '.') return 0;
@@ -168,6 +170,7 @@ typedef struct sl__desc_job {
     float *vecs;                 /* n * dim */
     sl_local_features **locals;  /* n, may hold NULLs */
     unsigned char *ok;
+    char **why;                  /* n: why image i failed (malloc'ed), NULL when ok */
 } sl__desc_job;
 
 static void sl__desc_one(void *arg, size_t i) {
@@ -176,12 +179,19 @@ static void sl__desc_one(void *arg, size_t i) {
     memset(&o, 0, sizeof o);
     o.max_side = j->max_side;
     sl_image *img = NULL;
-    if (sl_image_load_file(j->paths[i], &o, &img, NULL, NULL) != SL_OK) return;
+    sl_error e;
+    sl_error_clear(&e);
+    if (sl_image_load_file(j->paths[i], &o, &img, NULL, &e) != SL_OK) {
+        j->why[i] = sl__strdup(e.message[0] ? e.message : sl_strerror(e.code));
+        return;
+    }
     sl_local_features *lf = NULL;
     int want_local = j->locals && sl_features_uses_verify(j->f);
-    if (sl_features_extract(j->f, img, j->vecs + i * j->dim, want_local ? &lf : NULL, NULL) == SL_OK) {
+    if (sl_features_extract(j->f, img, j->vecs + i * j->dim, want_local ? &lf : NULL, &e) == SL_OK) {
         j->ok[i] = 1;
         if (j->locals) j->locals[i] = lf;
+    } else {
+        j->why[i] = sl__strdup(e.message[0] ? e.message : sl_strerror(e.code));
     }
     sl_image_free(img);
 }
@@ -212,7 +222,8 @@ static sl_status sl__train(sl_features *f, const sl__eval_set *g, int max_side, 
 
 typedef struct sl__rank_job {
     const sl_features *f;
-    sl_index *idx;
+    sl_index **idx;             /* the gallery in parts of sl__eval_part_size images */
+    size_t n_idx;
     const sl__eval_set *g, *q;
     int loo;
     const float *gvecs, *qvecs;
@@ -239,11 +250,19 @@ static int sl__cmp_res(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
-/* Full ranking of the gallery for one query vector; re-ranked top when verifying. */
+/* Full ranking of the gallery for one query vector; re-ranked top when verifying. Returns
+ * SIZE_MAX when a search failed. */
 static size_t sl__rank_one(sl__rank_job *j, const float *qv, const sl_local_features *ql,
                            size_t self, sl_index_result *res, size_t cap) {
     size_t got = 0;
-    if (sl_index_search(j->idx, qv, cap, NULL, NULL, res, &got) != SL_OK) return 0;
+    for (size_t p = 0; p < j->n_idx; p++) {
+        size_t part = (size_t)sl_index_count(j->idx[p]), n = 0;
+        if (part == 0) continue;
+        if (got + part > cap || sl_index_search(j->idx[p], qv, part, NULL, NULL, res + got, &n) != SL_OK)
+            return SIZE_MAX;
+        got += n;
+    }
+    if (j->n_idx > 1) qsort(res, got, sizeof *res, sl__cmp_res);
     if (self != SIZE_MAX) {
         size_t w = 0;
         for (size_t i = 0; i < got; i++)
@@ -313,6 +332,12 @@ static void sl__rank_worker(void *arg, size_t worker) {
         size_t got = sl__rank_one(j, qv, ql, j->loo ? qi : SIZE_MAX, res, cap);
         double ms = (sl__now() - t0) * 1000.0;
         sl_local_features_free(fresh);
+        if (got == SIZE_MAX) {
+            pthread_mutex_lock(&j->mu);
+            if (j->st == SL_OK) j->st = SL_E_INTERNAL;
+            pthread_mutex_unlock(&j->mu);
+            break;
+        }
         int qlabel = qs->labels[qi];
         /* labels of the query set map to gallery labels by name */
         const char *qname = qs->label_names[qlabel];
@@ -343,7 +368,7 @@ static void sl__rank_worker(void *arg, size_t worker) {
 static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, int max_side, int jobs,
                                   const char *cache, const sl__eval_set *g,
                                   float **vecs, sl_local_features ***locals, unsigned char **ok,
-                                  double *seconds, sl_error *err) {
+                                  double *seconds, const sl_eval_opts *opts, sl_error *err) {
     size_t dim = sl_features_dim(f), nf;
     *vecs = NULL;
     if (locals) *locals = NULL;
@@ -359,10 +384,12 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
     j.vecs = sl__callocarray(nf ? nf : 1, sizeof *j.vecs);
     if (locals) j.locals = sl__callocarray(s->n + 1, sizeof *j.locals);
     j.ok = sl__callocarray(s->n + 1, 1);
-    if (!j.vecs || (locals && !j.locals) || !j.ok) {
+    j.why = sl__callocarray(s->n + 1, sizeof *j.why);
+    if (!j.vecs || (locals && !j.locals) || !j.ok || !j.why) {
         free(j.vecs);
         free(j.locals);
         free(j.ok);
+        free(j.why);
         return sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     double t0 = sl__now();
@@ -373,6 +400,12 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
     }
     free(cpath);
     *seconds = sl__now() - t0;
+    for (size_t i = 0; i < s->n; i++) {
+        if (!j.ok[i] && opts->skipped_fn)
+            opts->skipped_fn(opts->skipped_ctx, s->paths[i], j.why[i] ? j.why[i] : "cannot be described");
+        free(j.why[i]);
+    }
+    free(j.why);
     *vecs = j.vecs;
     if (locals) *locals = j.locals;
     *ok = j.ok;
@@ -433,7 +466,7 @@ static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const floa
     if (o->train_dir) {
         double sec;
         if ((st = sl__eval_set_load(o->train_dir, &t, err)) != SL_OK) goto out;
-        if ((st = sl__describe_set(f, &t, max_side, o->jobs, o->cache_dir, g, &tv, NULL, &tok, &sec, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &t, max_side, o->jobs, o->cache_dir, g, &tv, NULL, &tok, &sec, o, err)) != SL_OK) goto out;
         nt = t.n;
     } else {
         for (size_t i = 0; i < g->n; i++) nt += gok[i] ? SL_LEARN_AUGMENT_PER_IMAGE : 0;
@@ -511,7 +544,8 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     sl__eval_set g, q;
     memset(&q, 0, sizeof q);
     sl_features *f = NULL;
-    sl_index *idx = NULL;
+    sl_index **idx = NULL;
+    size_t n_idx = 0;
     float *gv = NULL, *qv = NULL, *gp = NULL;
     sl_local_features **gl = NULL, **ql = NULL;
     unsigned char *gok = NULL, *qok = NULL;
@@ -532,7 +566,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     if (sl_features_needs_training(f) && (st = sl__train(f, &g, max_side, opts->jobs, err)) != SL_OK) goto out;
     size_t dim = sl_features_dim(f);
     double gsec = 0, qsec = 0;
-    if ((st = sl__describe_set(f, &g, max_side, opts->jobs, opts->cache_dir, &g, &gv, &gl, &gok, &gsec, err)) != SL_OK) goto out;
+    if ((st = sl__describe_set(f, &g, max_side, opts->jobs, opts->cache_dir, &g, &gv, &gl, &gok, &gsec, opts, err)) != SL_OK) goto out;
     if ((opts->train_dir || opts->train_catalog) &&
         (st = sl__eval_head(f, &g, gv, gok, opts, max_side, m, err)) != SL_OK) goto out;
     /* the index holds gallery-side vectors; queries (leave-one-out ones too) go query-side */
@@ -549,15 +583,24 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
         goto out;
     }
     double t0 = sl__now();
-    if ((st = sl_index_new(&idx, (int)dim, SL_INDEX_IP, SL_INDEX_FLAT, NULL, err)) != SL_OK) goto out;
+    size_t part = sl__eval_part_size ? sl__eval_part_size : SL_INDEX_K_MAX;
+    idx = sl__callocarray(g.n / part + 1, sizeof *idx);
+    if (!idx) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto out;
+    }
     size_t described = 0;
     for (size_t i = 0; i < g.n; i++) {
         if (!gok[i]) {
             m->skipped++;
             continue;
         }
-        if (sl_index_add(idx, (uint64_t)i, gp + i * dim) != SL_OK) {
-            st = sl__err_set(err, SL_E_INTERNAL, "index: %s", sl_index_errmsg(idx));
+        if (described % part == 0 &&
+            (st = sl_index_new(&idx[n_idx++], (int)dim, SL_INDEX_IP, SL_INDEX_FLAT, NULL, err)) != SL_OK)
+            goto out;
+        sl_index *x = idx[n_idx - 1];
+        if (sl_index_add(x, (uint64_t)i, gp + i * dim) != SL_OK) {
+            st = sl__err_set(err, SL_E_INTERNAL, "index: %s", sl_index_errmsg(x));
             goto out;
         }
         described++;
@@ -566,7 +609,9 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     m->gallery = described;
     m->index_images_per_s = gsec > 0 ? (double)described / gsec : 0;
     if (!loo) {
-        if ((st = sl__describe_set(f, &q, max_side, opts->jobs, opts->cache_dir, &g, &qv, &ql, &qok, &qsec, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &q, max_side, opts->jobs, opts->cache_dir, &g, &qv, &ql, &qok, &qsec, opts, err)) != SL_OK) goto out;
+        /* unreadable queries are skipped and counted (leave-one-out: already counted above) */
+        for (size_t i = 0; i < q.n; i++) m->skipped += !qok[i];
         if (dim && (st = sl_features_project(f, SL_HEAD_QUERY, qv, qv, q.n)) != SL_OK) {
             st = sl__err_set(err, st, "applying the head to the queries");
             goto out;
@@ -596,6 +641,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     memset(&j, 0, sizeof j);
     j.f = f;
     j.idx = idx;
+    j.n_idx = n_idx;
     j.g = &g;
     j.q = &q;
     j.loo = loo;
@@ -645,7 +691,8 @@ out:
     free(qv);
     free(gok);
     free(qok);
-    sl_index_free(idx);
+    for (size_t i = 0; i < n_idx; i++) sl_index_free(idx[i]);
+    free(idx);
     sl_features_free(f);
     sl__eval_set_free(&q);
     sl__eval_set_free(&g);

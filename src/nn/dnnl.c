@@ -20,6 +20,16 @@
  * bounds divided by sy), and the consumer reads it without conversion. Every other tensor
  * stays fp32.
  *
+ * Winograd (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): an
+ * fp32 3x3 stride-1 convolution with channel counts that are multiples of 16 runs as oneDNN's
+ * Winograd primitive (F(2x2,3x3) or F(4x4,3x3), oneDNN's choice; AVX-512 only - elsewhere primitive
+ * creation fails and the direct convolution is used). It needs the blocked nChw16c layout, so
+ * the nhwc input is reordered into scratch, the convolution writes a blocked output there (after a
+ * reorder of the residual sum operand into it when a sum is fused) and a reorder brings it back
+ * to nhwc; ResNet-50's 3x3 convolutions take 1.1-1.9 ms instead of 2.1-2.7 ms each at batch 1,
+ * reorders included (docs/cnn.md). Its rounding differs from the direct convolution's by about
+ * 1e-7 relative (measured: 2.6e-7 of the largest output on the real-weight ResNet body).
+ *
  * Invariants: the engine is created once per process; primitives are immutable after creation
  * and executed with per-context streams, memories and scratchpads, which oneDNN documents as
  * thread-safe.
@@ -53,11 +63,15 @@ struct sl__dconv {
     dnnl_memory_desc_t src_md, src16_md, dst_md, scr_md;
     dnnl_primitive_t cvt;    /* bf16 / int8 mode: fp32 -> bf16 / u8 / s8 reorder of the input */
     size_t scr_bytes;
+    int wino;                /* Winograd on blocked copies of the input and output in scratch */
+    dnnl_memory_desc_t xb_md, yb_md;
+    dnnl_primitive_t r_in, r_out, r_sum;
+    size_t xb_off, yb_off;
     char impl[32];
 };
 
 typedef struct bind {
-    dnnl_memory_t src, dst, scr, src16;
+    dnnl_memory_t src, dst, scr, src16, xb, yb;
 } bind;
 
 struct sl__dctx {
@@ -170,7 +184,17 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         (s = dnnl_memory_desc_init_by_tag(&bmd, 1, bd, dnnl_f32, dnnl_x))) {
         st = dfail(err, "memory descriptor", s); goto done;
     }
-    if ((s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
+    /* fp32 3x3 stride-1 convolutions: Winograd when oneDNN has it (AVX-512), on blocked copies */
+    c->wino = precision == SL_NN_PRECISION_FP32 && G == 1 && KH == 3 && KW == 3 && n->sh == 1 && n->sw == 1 &&
+              n->dh == 1 && n->dw == 1 && IC % 16 == 0 && OC % 16 == 0;
+    if (c->wino) {
+        if ((s = dnnl_memory_desc_init_by_tag(&c->xb_md, 4, sd, dnnl_f32, dnnl_aBcd16b)) ||
+            (s = dnnl_memory_desc_init_by_tag(&c->yb_md, 4, dd, dnnl_f32, dnnl_aBcd16b)) ||
+            dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_winograd,
+                                                       &c->xb_md, &wany, &bmd, &c->yb_md, strides, dil, pl, pr))
+            c->wino = 0;
+    }
+    if (!c->wino && (s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
                                                         bf ? &c->src16_md : &c->src_md, &wany, &bmd, &c->dst_md, strides, dil, pl, pr))) {
         st = dfail(err, "convolution descriptor", s); goto done;
     }
@@ -183,7 +207,15 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
         st = dfail(err, "post-ops", s); goto done;
     }
-    if ((s = dnnl_primitive_desc_create(&pd, &cd, attr, g_eng, NULL))) { st = dfail(err, "convolution primitive descriptor", s); goto done; }
+    if (c->wino && dnnl_primitive_desc_create(&pd, &cd, attr, g_eng, NULL)) {
+        c->wino = 0;
+        pd = NULL;
+        if ((s = dnnl_dilated_convolution_forward_desc_init(&cd, dnnl_forward_inference, dnnl_convolution_direct,
+                                                            &c->src_md, &wany, &bmd, &c->dst_md, strides, dil, pl, pr))) {
+            st = dfail(err, "convolution descriptor", s); goto done;
+        }
+    }
+    if (!pd && (s = dnnl_primitive_desc_create(&pd, &cd, attr, g_eng, NULL))) { st = dfail(err, "convolution primitive descriptor", s); goto done; }
     const char *impl = NULL;
     if (dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl) == dnnl_success && impl)
         snprintf(c->impl, sizeof c->impl, "%s", impl);
@@ -208,16 +240,55 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
         }
         dnnl_primitive_desc_destroy(cpd);
     }
+    if (c->wino) {
+        /* scratch: oneDNN's scratchpad, then the blocked input, then the blocked output */
+        c->xb_off = *scratch;
+        *scratch += (dnnl_memory_desc_get_size(&c->xb_md) + 63) / 64 * 64;
+        c->yb_off = *scratch;
+        *scratch += (dnnl_memory_desc_get_size(&c->yb_md) + 63) / 64 * 64;
+        dnnl_primitive_desc_t rp = NULL;
+        if ((s = dnnl_reorder_primitive_desc_create(&rp, &c->src_md, g_eng, &c->xb_md, g_eng, NULL)) ||
+            (s = dnnl_primitive_create(&c->r_in, rp))) { st = dfail(err, "reorder", s); goto done; }
+        dnnl_primitive_desc_destroy(rp);
+        if ((s = dnnl_reorder_primitive_desc_create(&rp, &c->yb_md, g_eng, &c->dst_md, g_eng, NULL)) ||
+            (s = dnnl_primitive_create(&c->r_out, rp))) { st = dfail(err, "reorder", s); goto done; }
+        dnnl_primitive_desc_destroy(rp);
+        if (n->sum_in >= 0) {
+            if ((s = dnnl_reorder_primitive_desc_create(&rp, &c->dst_md, g_eng, &c->yb_md, g_eng, NULL)) ||
+                (s = dnnl_primitive_create(&c->r_sum, rp))) { st = dfail(err, "reorder", s); goto done; }
+            dnnl_primitive_desc_destroy(rp);
+        }
+    }
     if ((s = dnnl_primitive_create(&c->prim, pd))) { st = dfail(err, "convolution primitive", s); goto done; }
     /* Weights: reorder once into the primitive's layout. */
     if ((s = dnnl_memory_create(&c->wmem, wmd, g_eng, DNNL_MEMORY_ALLOCATE)) ||
         (s = dnnl_memory_create(&wusr, &wuser, g_eng, w->f)) ||
         (i8 && ((s = dnnl_primitive_attr_create(&wattr)) ||
                 (s = dnnl_primitive_attr_set_output_scales(wattr, OC, G > 1 ? 3 : 1, sw)))) ||
-        (s = dnnl_reorder_primitive_desc_create(&rpd, &wuser, g_eng, wmd, g_eng, wattr)) ||
-        (s = dnnl_primitive_create(&reo, rpd)) ||
-        (s = dnnl_stream_create(&stream, g_eng, dnnl_stream_default_flags))) {
+        (s = dnnl_stream_create(&stream, g_eng, dnnl_stream_default_flags)) ||
+        (!c->wino && ((s = dnnl_reorder_primitive_desc_create(&rpd, &wuser, g_eng, wmd, g_eng, wattr)) ||
+                      (s = dnnl_primitive_create(&reo, rpd))))) {
         st = dfail(err, "weight reorder", s); goto done;
+    }
+    if (c->wino) {
+        /* oneDNN's reorder into Winograd weights takes plain OIHW only: OHWI -> OIHW -> Winograd */
+        dnnl_memory_desc_t oihw;
+        dnnl_memory_t tmp = NULL;
+        dnnl_primitive_desc_t tpd = NULL;
+        dnnl_primitive_t tre = NULL;
+        if ((s = dnnl_memory_desc_init_by_tag(&oihw, 4, wd4, dnnl_f32, dnnl_oihw)) ||
+            (s = dnnl_memory_create(&tmp, &oihw, g_eng, DNNL_MEMORY_ALLOCATE)) ||
+            (s = dnnl_reorder_primitive_desc_create(&tpd, &wuser, g_eng, &oihw, g_eng, NULL)) ||
+            (s = dnnl_primitive_create(&tre, tpd))) { st = dfail(err, "weight reorder", s); goto done; }
+        dnnl_exec_arg_t ta[2] = {{DNNL_ARG_FROM, wusr}, {DNNL_ARG_TO, tmp}};
+        s = dnnl_primitive_execute(tre, stream, 2, ta);
+        if (!s) s = dnnl_stream_wait(stream);
+        dnnl_primitive_destroy(tre);
+        dnnl_primitive_desc_destroy(tpd);
+        dnnl_memory_destroy(wusr);
+        wusr = tmp;
+        if (s || (s = dnnl_reorder_primitive_desc_create(&rpd, &oihw, g_eng, wmd, g_eng, NULL)) ||
+            (s = dnnl_primitive_create(&reo, rpd))) { st = dfail(err, "weight reorder (winograd)", s); goto done; }
     }
     dnnl_exec_arg_t ra[2] = {{DNNL_ARG_FROM, wusr}, {DNNL_ARG_TO, c->wmem}};
     if ((s = dnnl_primitive_execute(reo, stream, 2, ra)) || (s = dnnl_stream_wait(stream))) {
@@ -252,6 +323,9 @@ void sl__dconv_free(sl__dconv *c) {
     if (!c) return;
     if (c->prim) dnnl_primitive_destroy(c->prim);
     if (c->cvt) dnnl_primitive_destroy(c->cvt);
+    if (c->r_in) dnnl_primitive_destroy(c->r_in);
+    if (c->r_out) dnnl_primitive_destroy(c->r_out);
+    if (c->r_sum) dnnl_primitive_destroy(c->r_sum);
     if (c->wmem) dnnl_memory_destroy(c->wmem);
     if (c->bmem) dnnl_memory_destroy(c->bmem);
     free(c);
@@ -280,6 +354,9 @@ int sl__dctx_bind(sl__dctx *d, size_t k, const sl__dconv *c, float *src, float *
         return -1;
     if (c->cvt && dnnl_memory_create(&b->src16, &c->src16_md, g_eng, (char *)scratch + c->scr_bytes) != dnnl_success)
         return -1;
+    if (c->wino && (dnnl_memory_create(&b->xb, &c->xb_md, g_eng, (char *)scratch + c->xb_off) != dnnl_success ||
+                    dnnl_memory_create(&b->yb, &c->yb_md, g_eng, (char *)scratch + c->yb_off) != dnnl_success))
+        return -1;
     return 0;
 }
 
@@ -288,6 +365,19 @@ sl_status sl__dctx_exec(sl__dctx *d, size_t k, const sl__dconv *c, sl_error *err
     dnnl_exec_arg_t a[5] = {{DNNL_ARG_SRC, c->cvt ? b->src16 : b->src}, {DNNL_ARG_WEIGHTS, c->wmem},
                             {DNNL_ARG_BIAS, c->bmem}, {DNNL_ARG_DST, b->dst}, {DNNL_ARG_SCRATCHPAD, b->scr}};
     dnnl_status_t s = dnnl_success;
+    if (c->wino) {
+        dnnl_exec_arg_t r1[2] = {{DNNL_ARG_FROM, b->src}, {DNNL_ARG_TO, b->xb}};
+        dnnl_exec_arg_t r2[2] = {{DNNL_ARG_FROM, b->dst}, {DNNL_ARG_TO, b->yb}};
+        dnnl_exec_arg_t r3[2] = {{DNNL_ARG_FROM, b->yb}, {DNNL_ARG_TO, b->dst}};
+        a[0].memory = b->xb;
+        a[3].memory = b->yb;
+        s = dnnl_primitive_execute(c->r_in, d->stream, 2, r1);
+        if (!s && c->r_sum) s = dnnl_primitive_execute(c->r_sum, d->stream, 2, r2);
+        if (!s) s = dnnl_primitive_execute(c->prim, d->stream, 5, a);
+        if (!s) s = dnnl_primitive_execute(c->r_out, d->stream, 2, r3);
+        if (!s) s = dnnl_stream_wait(d->stream);
+        return s ? dfail(err, "convolution", s) : SL_OK;
+    }
     if (c->cvt) {
         dnnl_exec_arg_t ca[2] = {{DNNL_ARG_FROM, b->src}, {DNNL_ARG_TO, b->src16}};
         s = dnnl_primitive_execute(c->cvt, d->stream, 2, ca);
@@ -304,6 +394,8 @@ void sl__dctx_free(sl__dctx *d) {
         if (d->b[k].dst) dnnl_memory_destroy(d->b[k].dst);
         if (d->b[k].scr) dnnl_memory_destroy(d->b[k].scr);
         if (d->b[k].src16) dnnl_memory_destroy(d->b[k].src16);
+        if (d->b[k].xb) dnnl_memory_destroy(d->b[k].xb);
+        if (d->b[k].yb) dnnl_memory_destroy(d->b[k].yb);
     }
     if (d->stream) dnnl_stream_destroy(d->stream);
     free(d->b);

@@ -397,6 +397,9 @@ sl_status sl_nn_info(const sl_nn *m, char **text, sl_error *err) {
     }
     sb_printf(&b, "convolutions at %s precision: %s\n", m->precision == SL_NN_PRECISION_INT8 ? "int8"
               : m->precision == SL_NN_PRECISION_BF16 ? "bf16" : "fp32", conv);
+    sb_printf(&b, "batches: %s (%lld activation elements written per image, %lld weights)\n",
+              m->batch_fixed ? "fixed by the model" : m->params >= m->acts ? "run whole"
+              : "run as micro-batches of one image per thread", (long long)m->acts, (long long)m->params);
     if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
     *text = b.p;
     return SL_OK;

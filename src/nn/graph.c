@@ -533,7 +533,9 @@ static void fuse_swish(sl_nn *m) {
 static void fuse_acts_and_sums(sl_nn *m, const sl__value *shp) {
     for (size_t k = 0; k < m->nnodes; k++) {
         sl__node *c = &m->nodes[k];
-        if (c->dead || (c->op != SL__OP_CONV && c->op != SL__OP_GEMM)) continue;
+        /* BatchNormalization left standalone (pre-activation networks: BN, Relu, Conv) takes
+         * its activations too, so they cost no pass of their own. */
+        if (c->dead || (c->op != SL__OP_CONV && c->op != SL__OP_GEMM && c->op != SL__OP_BN)) continue;
         size_t cur = k;
         for (;;) {
             size_t nx;
@@ -664,6 +666,14 @@ static int is_pool_to_1x1(const sl_nn *m, const sl__node *n, const sl__value *sh
         return (a == 2 && b == 3) || (a == 3 && b == 2);
     }
     return 0;
+}
+
+/* Activation elements the fused graph writes per image (probe shapes at batch `probe`). */
+static void count_acts(sl_nn *m, const sl__value *shp, size_t probe) {
+    int64_t ac = 0;
+    for (size_t k = 0; k < m->nnodes; k++)
+        if (!m->nodes[k].dead && !shp[m->nodes[k].out].is_const) ac += (int64_t)(shp[m->nodes[k].out].count / probe);
+    m->acts = ac;
 }
 
 /* Operators that pass a tensor through element by element (or unchanged): walking back over
@@ -930,6 +940,7 @@ sl_status sl__graph_build(sl_nn *m, const char *output_name, sl_error *err) {
     st = fold_bn(m, err);
     if (!st) fuse_swish(m);
     if (!st) fuse_acts_and_sums(m, shp);
+    if (!st) count_acts(m, shp, probe ? probe : 1);
     free(shp);
     if (st) return st;
     eliminate_dead(m);

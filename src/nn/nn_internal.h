@@ -170,6 +170,7 @@ struct sl_nn {
     size_t max_batch;
     sl_nn_preproc pre;
     int64_t params, flops;     /* for info (flops per image) */
+    int64_t acts;              /* activation elements the graph writes per image (micro-batching) */
     int fused_bn, fused_act, fused_sum, folded;
     void *lock;                /* pthread_mutex_t* guarding plans */
     sl__plan **plans; size_t nplans;
@@ -194,7 +195,17 @@ const char *sl__op_name(sl__op op);
  * output value (logical layout) to out (batch * embed_dim floats). Thread-safe. */
 sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
                           sl_error *err);
+/* Images per pass of the plan when sl__nn_forward runs `batch` images: the whole batch, or - for
+ * models that write more activation elements per image than they have weights (MobileNets,
+ * SqueezeNet: a batch's activations fall out of the caches while re-reading the weights per
+ * image costs little) - micro-batches of one image per thread. */
+size_t sl__nn_micro_batch(const sl_nn *m, size_t batch);
 void sl__plans_free(sl_nn *m);
+/* Runs the graph reps times (after a warm-up pass) timing every step; *text (malloc'ed, owned
+ * by the caller) lists the time per operator type and per step, slowest first. For `cnn run
+ * --profile`. On failure *text is NULL and err is set. */
+sl_status sl__nn_profile(const sl_nn *m, const float *in, size_t batch, float *out, int reps, char **text,
+                         sl_error *err);
 /* Writes "F fp32, B bf16, I int8 (oneDNN), R own kernels; Q tensors kept in int8 between
  * convolutions": how the convolutions of the plan for
  * `batch` run (builds it if needed). Returns 0, or -1 with err set. */

@@ -397,6 +397,7 @@ static int conv_depthwise(const sl__node *n, const sl__tv *w) {
 #define A64(x) (((x) + 63) / 64 * 64)
 
 size_t sl__op_scratch(const sl__node *n, sl__tv *const *in, const sl__tv *out) {
+    if (n->op == SL__OP_BN) return 2 * (size_t)in[0]->dims[1] * sizeof(float);
     if (n->op != SL__OP_CONV) return 0;
     const sl__tv *w = in[1];
     if (n->wq) {
@@ -938,19 +939,52 @@ static void matmul(const sl__node *n, const sl__tv *a, const sl__tv *b, sl__tv *
     }
 }
 
-static void batchnorm(const sl__node *n, sl__tv *const *in, sl__tv *o) {
+/* y = x * s[c] + t[c] then the fused activations, on `rows` channels-last rows of C. */
+SL__SIMD static void bn_rows(const float *x, float *y, size_t rows, size_t C, const float *s, const float *t,
+                             const sl__node *n) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *xr = x + r * C;
+        float *yr = y + r * C;
+        for (size_t c = 0; c < C; c++) yr[c] = xr[c] * s[c] + t[c];
+        sl__act_apply(yr, C, n->pre, n->npre);
+    }
+}
+
+/* y = x * s + t then the fused activations, on one plain channel plane of S values. */
+SL__SIMD static void bn_plane(const float *x, float *y, size_t S, float s, float t, const sl__node *n) {
+    for (size_t p = 0; p < S; p++) y[p] = x[p] * s + t;
+    sl__act_apply(y, S, n->pre, n->npre);
+}
+
+#define SL__BN_ROWS 64 /* channels-last rows per parallel chunk */
+
+/* Inference BatchNormalization (scale and shift per channel from the constant statistics, in
+ * scratch: 2 C floats) with the activations graph.c fused into it. */
+static void batchnorm(const sl__node *n, sl__tv *const *in, sl__tv *o, void *scratch, int threads) {
     const sl__tv *x = in[0];
     int64_t N = x->dims[0], C = x->dims[1];
     size_t S = x->count / (size_t)(N * C);
     const float *g = in[1]->f, *be = in[2]->f, *mu = in[3]->f, *var = in[4]->f;
-    for (int64_t b = 0; b < N; b++)
-        for (int64_t c = 0; c < C; c++) {
-            float s = g[c] / sqrtf(var[c] + n->eps), t = be[c] - mu[c] * s;
-            for (size_t p = 0; p < S; p++) {
-                size_t k = x->nhwc ? ((size_t)b * S + p) * (size_t)C + (size_t)c : ((size_t)(b * C + c)) * S + p;
-                o->f[k] = x->f[k] * s + t;
-            }
+    float *sc = scratch, *sh = sc + C;
+    for (int64_t c = 0; c < C; c++) {
+        sc[c] = g[c] / sqrtf(var[c] + n->eps);
+        sh[c] = be[c] - mu[c] * sc[c];
+    }
+    if (x->nhwc) {
+        size_t rows = (size_t)N * S, chunks = (rows + SL__BN_ROWS - 1) / SL__BN_ROWS;
+#pragma omp parallel for schedule(static) num_threads(threads) if (chunks > 1 && rows * (size_t)C > 16384)
+        for (size_t q = 0; q < chunks; q++) {
+            size_t r0 = q * SL__BN_ROWS, nr = rows - r0 < SL__BN_ROWS ? rows - r0 : SL__BN_ROWS;
+            bn_rows(x->f + r0 * (size_t)C, o->f + r0 * (size_t)C, nr, (size_t)C, sc, sh, n);
         }
+        return;
+    }
+    size_t planes = (size_t)(N * C);
+#pragma omp parallel for schedule(static) num_threads(threads) if (planes > 1 && planes * S > 16384)
+    for (size_t q = 0; q < planes; q++) {
+        size_t c = q % (size_t)C;
+        bn_plane(x->f + q * S, o->f + q * S, S, sc[c], sh[c], n);
+    }
 }
 
 #define SL__ACT_CHUNK 32768 /* elements per parallel chunk of a standalone activation */
@@ -962,7 +996,7 @@ sl_status sl__op_exec(const sl__node *n, sl__tv *const *in, sl__tv *out, void *s
     sl__actp a = {SL__ACT_NONE, 0, 0};
     switch (n->op) {
     case SL__OP_CONV: return conv_gemm(n, in, out, scratch, threads);
-    case SL__OP_BN: batchnorm(n, in, out); return SL_OK;
+    case SL__OP_BN: batchnorm(n, in, out, scratch, threads); return SL_OK;
     case SL__OP_RELU: a.kind = SL__ACT_RELU; break;
     case SL__OP_SIGMOID: a.kind = SL__ACT_SIGMOID; break;
     case SL__OP_SWISH: a.kind = SL__ACT_SWISH; break;

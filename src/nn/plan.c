@@ -25,9 +25,11 @@
 #include <math.h>
 #include <omp.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "nn/nn_internal.h"
 #include "nn/dnnl_conv.h"
@@ -523,7 +525,7 @@ static sl_status plan_build(const sl_nn *m, size_t batch, int prec, const float 
 }
 
 static sl_status ctx_new(const sl__plan *p, ctx **out, sl_error *err);
-static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, sl_error *err);
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, double *prof, sl_error *err);
 
 /* int8 calibration images: deterministic synthetic "product photos" (a two-colour gradient
  * background, SL__CALIB_RECTS flat rectangles and SL__CALIB_DISKS disks of random colours, mild
@@ -598,7 +600,7 @@ static sl_status calibrate(const sl_nn *m, size_t batch, int threads, float **lo
             if (tin.f[k] < l[p->in_val]) l[p->in_val] = tin.f[k];
             if (tin.f[k] > h[p->in_val]) h[p->in_val] = tin.f[k];
         }
-        st = run_steps(p, c, threads, l, h, err);
+        st = run_steps(p, c, threads, l, h, NULL, err);
     }
     for (size_t v = 0; v < p->nv; v++) if (!(l[v] <= h[v])) l[v] = h[v] = 0;
 done:
@@ -722,11 +724,19 @@ static void ctx_put(const sl_nn *m, ctx *c) {
 }
 
 /* Executes the plan's steps on context c (input already in the arena). lo/hi (calibration):
- * widened to the range of every float value a step produces. */
-static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, sl_error *err) {
+ * widened to the range of every float value a step produces. prof (profiling): each step's
+ * wall time in seconds is added to prof[2 step], its process CPU time to prof[2 step + 1]. */
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *hi, double *prof, sl_error *err) {
     sl_status st = SL_OK;
     for (size_t k = 0; k < p->nsteps && !st; k++) {
         step *s = &p->steps[k];
+        double t0 = prof ? sl__now() : 0, c0 = prof ? cpu_now() : 0;
         sl__tv tv[SL__MAX_IN + 1], *pin[SL__MAX_IN + 1] = {NULL}, tout;
         for (int j = 0; j < s->node.nin; j++) if (s->node.in[j] >= 0) { tv_of(p, s->node.in[j], &tv[j], c->arena); pin[j] = &tv[j]; }
         if (s->node.sum_in >= 0) { tv_of(p, s->node.sum_in, &tv[SL__SUM_SLOT], c->arena); pin[SL__SUM_SLOT] = &tv[SL__SUM_SLOT]; }
@@ -737,6 +747,7 @@ static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *h
         } else {
             st = sl__op_exec(&s->node, pin, &tout, c->scratch, threads, err);
         }
+        if (prof) { prof[2 * k] += sl__now() - t0; prof[2 * k + 1] += cpu_now() - c0; }
         if (st) sl__err_prefix(err, "node '%s' (%s)", s->node.name, sl__op_name(s->node.op));
         if (!st && lo && tout.dtype == SL__DT_F32 && tout.f) {
             int v = s->node.out;
@@ -749,11 +760,12 @@ static sl_status run_steps(sl__plan *p, ctx *c, int threads, float *lo, float *h
     return st;
 }
 
-sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
-                          sl_error *err) {
+static sl_status forward(const sl_nn *m, const float *in, size_t batch, float *out, double *prof,
+                         sl__plan **plan, sl_error *err) {
     sl__plan *p = NULL;
     sl_status st = get_plan(m, batch, &p, err);
     if (st) return st;
+    if (plan) *plan = p;
     ctx *c = NULL;
     if ((st = ctx_get(m, p, &c, err))) return st;
     /* The caller's OpenMP thread count is restored on return (it is per calling thread). */
@@ -763,7 +775,7 @@ sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *o
     sl__tv tin;
     tv_of(p, p->in_val, &tin, c->arena);
     memcpy(tin.f, in, tin.count * sizeof(float));
-    st = run_steps(p, c, threads, NULL, NULL, err);
+    st = run_steps(p, c, threads, NULL, NULL, prof, err);
     if (!st) {
         sl__tv to;
         tv_of(p, p->out_val, &to, c->arena);
@@ -771,6 +783,95 @@ sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *o
     }
     omp_set_num_threads(old_threads);
     ctx_put(m, c);
+    return st;
+}
+
+size_t sl__nn_micro_batch(const sl_nn *m, size_t batch) {
+    size_t t = (size_t)(m->threads > 0 ? m->threads : omp_get_max_threads());
+    if (m->batch_fixed || batch <= t || m->params >= m->acts) return batch;
+    return t;
+}
+
+sl_status sl__nn_forward(const sl_nn *m, const float *in, size_t batch, float *out,
+                          sl_error *err) {
+    size_t mb = sl__nn_micro_batch(m, batch);
+    if (mb >= batch) return forward(m, in, batch, out, NULL, NULL, err);
+    size_t per_in = 1;
+    for (int d = 1; d < m->in_rank; d++) per_in *= (size_t)m->in_dims[d];
+    sl_status st = SL_OK;
+    for (size_t b = 0; b < batch && !st; b += mb) {
+        size_t n = batch - b < mb ? batch - b : mb;
+        st = forward(m, in + b * per_in, n, out + b * m->embed_dim, NULL, NULL, err);
+    }
+    return st;
+}
+
+/* Appends to o (cap bytes, *len used), truncating at the end. */
+static void put(char *o, size_t cap, size_t *len, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int w = vsnprintf(o + *len, cap - *len, fmt, ap);
+    va_end(ap);
+    if (w > 0) *len += (size_t)w < cap - *len ? (size_t)w : cap - *len - 1;
+}
+
+/* The profile as text: time per operator type, then one line per step, by CPU time (t: wall
+ * and CPU seconds per step, summed over reps passes). */
+static char *profile_text(const sl__plan *p, const double *t, int reps) {
+    size_t cap = 1024 + p->nsteps * 200, len = 0;
+    char *o = malloc(cap);
+    size_t *ord = sl__mallocarray(p->nsteps ? p->nsteps : 1, sizeof *ord);
+    if (!o || !ord) { free(o); free(ord); return NULL; }
+    double tot[2] = {0, 0}, per_op[SL__OP_COUNT][2] = {{0}};
+    int cnt_op[SL__OP_COUNT] = {0};
+    for (size_t k = 0; k < p->nsteps; k++) {
+        for (int j = 0; j < 2; j++) { tot[j] += t[2 * k + j]; per_op[p->steps[k].node.op][j] += t[2 * k + j]; }
+        cnt_op[p->steps[k].node.op]++;
+        ord[k] = k;
+    }
+    for (size_t a = 1; a < p->nsteps; a++) {
+        size_t x = ord[a], b = a;
+        while (b > 0 && t[2 * ord[b - 1] + 1] < t[2 * x + 1]) { ord[b] = ord[b - 1]; b--; }
+        ord[b] = x;
+    }
+#define PUT(...) put(o, cap, &len, __VA_ARGS__)
+    PUT("profile: batch %zu, mean of %d passes: %.3f ms wall, %.3f ms CPU (all threads) per pass, %zu steps\n",
+        p->batch, reps, 1e3 * tot[0] / reps, 1e3 * tot[1] / reps, p->nsteps);
+    PUT("  %-18s %5s %10s %10s %6s\n", "operator", "steps", "wall ms", "CPU ms", "CPU %");
+    for (int op = 0; op < SL__OP_COUNT; op++)
+        if (cnt_op[op])
+            PUT("  %-18s %5d %10.3f %10.3f %5.1f%%\n", sl__op_name((sl__op)op), cnt_op[op], 1e3 * per_op[op][0] / reps,
+                1e3 * per_op[op][1] / reps, tot[1] > 0 ? 100 * per_op[op][1] / tot[1] : 0);
+    PUT("  %4s  %-18s %9s %9s  %-20s %-16s %s\n", "step", "operator", "wall ms", "CPU ms", "kernel", "output",
+        "node");
+    for (size_t a = 0; a < p->nsteps; a++) {
+        const step *s = &p->steps[ord[a]];
+        const sl__value *v = &p->sv[s->node.out];
+        char shp[64] = "";
+        size_t sl = 0;
+        for (int d = 0; d < v->rank && sl < sizeof shp - 24; d++)
+            sl += (size_t)snprintf(shp + sl, sizeof shp - sl, "%s%lld", d ? "x" : "", (long long)v->dims[d]);
+        PUT("  %4zu  %-18s %9.3f %9.3f  %-20.20s %-16s %s\n", ord[a], sl__op_name(s->node.op),
+            1e3 * t[2 * ord[a]] / reps, 1e3 * t[2 * ord[a] + 1] / reps, s->dconv ? sl__dconv_impl(s->dconv) : "own",
+            shp, s->node.name ? s->node.name : "");
+    }
+#undef PUT
+    free(ord);
+    return o;
+}
+
+sl_status sl__nn_profile(const sl_nn *m, const float *in, size_t batch, float *out, int reps, char **text,
+                         sl_error *err) {
+    *text = NULL;
+    sl__plan *p = NULL;
+    sl_status st = forward(m, in, batch, out, NULL, &p, err); /* builds the plan, warms up */
+    if (st) return st;
+    double *t = calloc(2 * p->nsteps + 1, sizeof *t);
+    if (!t) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (reps < 1) reps = 1;
+    for (int r = 0; r < reps && !st; r++) st = forward(m, in, batch, out, t, NULL, err);
+    if (!st && !(*text = profile_text(p, t, reps))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    free(t);
     return st;
 }
 

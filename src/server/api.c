@@ -20,28 +20,15 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SL__API_K_MAX 100              /* results per request over HTTP */
-#define SL__API_TEXT_MAX 200           /* bytes of the q parameter */
-#define SL__API_PRICE_MAX 1e12
-#define SL__API_METADATA_MAX (64 << 10) /* bytes of the metadata JSON of a PUT */
+#define SL__API_K_MAX SL_ENGINE_K_MAX  /* results per request (the engine's deepest rank) */
 #define SL__API_THUMB_DEFAULT 256
 #define SL__API_THUMB_MIN 16
 #define SL__API_THUMB_MAX 1024
 
-/* A JSON string from catalog text: as is when valid UTF-8, else with the offending bytes
- * replaced by '?'. NULL text gives JSON null. */
-static json_t *sl__jstr(const char *s) {
-    if (!s) return json_null();
-    json_t *j = json_string(s);
-    if (j) return j;
-    char *c = sl__strdup(s);
-    if (!c) return NULL;
-    for (char *p = c; *p; p++)
-        if ((unsigned char)*p >= 0x80) *p = '?';
-    j = json_string(c);
-    free(c);
-    return j;
-}
+static json_t *sl__jstr(const char *s) { return sl__api_str(s); }
+
+/* "" (unknown / none) as JSON null. */
+static json_t *sl__jopt(const char *s) { return s && *s ? sl__api_str(s) : json_null(); }
 
 static json_t *sl__jprice(int has, double price) { return has ? json_real(price) : json_null(); }
 
@@ -49,14 +36,15 @@ static void sl__image_url(char *out, size_t cap, int64_t id) {
     snprintf(out, cap, "/v1/images/%lld", (long long)id);
 }
 
-char *sl_server_results_json(const sl_matches *m, double took_ms) {
+/* Results whose first item has rank rank0 + 1 (a page after offset rank0). */
+static char *sl__results_json(const sl_matches *m, size_t rank0, double took_ms) {
     json_t *arr = json_array();
     for (size_t i = 0; arr && m && i < m->n; i++) {
         const sl_match *x = &m->items[i];
         char url[48];
         sl__image_url(url, sizeof url, x->image_id);
-        json_t *o = json_pack("{s:I,s:o,s:f,s:f,s:b,s:o,s:o,s:o,s:I,s:s,s:o}",
-                              "rank", (json_int_t)(i + 1),
+        json_t *o = json_pack("{s:I,s:o,s:f,s:f,s:b,s:o,s:o,s:o,s:o,s:o,s:I,s:s,s:o}",
+                              "rank", (json_int_t)(i + 1 + rank0),
                               "product_id", sl__jstr(x->product_id),
                               "score", round(x->score * 1e6) / 1e6,
                               "confidence", round(x->confidence * 1e6) / 1e6,
@@ -64,6 +52,8 @@ char *sl_server_results_json(const sl_matches *m, double took_ms) {
                               "title", sl__jstr(x->title),
                               "category", sl__jstr(x->category),
                               "price", sl__jprice(x->has_price, x->price),
+                              "currency", sl__jopt(x->currency),
+                              "url", sl__jopt(x->url),
                               "image_id", (json_int_t)x->image_id,
                               "image_url", url,
                               "inliers", x->inliers >= 0 ? json_integer(x->inliers) : json_null());
@@ -77,8 +67,12 @@ char *sl_server_results_json(const sl_matches *m, double took_ms) {
     return s;
 }
 
-static void sl__resp_results(sl__resp *resp, const sl_matches *m, double t0) {
-    char *s = sl_server_results_json(m, (sl__now() - t0) * 1e3);
+char *sl_server_results_json(const sl_matches *m, double took_ms) {
+    return sl__results_json(m, 0, took_ms);
+}
+
+static void sl__resp_results(sl__resp *resp, const sl_matches *m, const sl_query *q, double t0) {
+    char *s = sl__results_json(m, q && q->offset > 0 ? (size_t)q->offset : 0, (sl__now() - t0) * 1e3);
     if (!s) {
         sl__resp_status(resp, SL_E_NOMEM, NULL);
         return;
@@ -91,14 +85,62 @@ static void sl__resp_results(sl__resp *resp, const sl_matches *m, double t0) {
     resp->body_static = 0;
 }
 
-/* Engine failures: the library's status and message, with two server-specific refinements. */
-static void sl__fail(sl__resp *resp, const sl_error *e) {
+/* Replaces every occurrence of `what` in msg by `with` (in place, msg holds cap bytes). */
+static void sl__replace_all(char *msg, size_t cap, const char *what, const char *with) {
+    size_t wl = strlen(what), rl = strlen(with);
+    if (wl == 0) return;
+    char *p = msg;
+    while ((p = strstr(p, what))) {
+        size_t tail = strlen(p + wl);
+        if ((size_t)(p - msg) + rl + tail + 1 > cap) break;
+        memmove(p + rl, p + wl, tail + 1);
+        memcpy(p, with, rl);
+        p += rl;
+    }
+}
+
+/* Server file paths out of a message: the store directory (as given and absolute) becomes
+ * "<store>", and any other absolute path (a token starting with '/' with another '/' in it)
+ * becomes "<file>". */
+static void sl__scrub(const sl__req *req, char *msg, size_t cap) {
+    if (req && req->srv && req->srv->engine) {
+        const char *dir = sl_store_dir(sl_engine_store(req->srv->engine));
+        char *abs = realpath(dir, NULL);
+        if (abs && strlen(abs) > 1) sl__replace_all(msg, cap, abs, "<store>");
+        free(abs);
+        if (strlen(dir) > 1) sl__replace_all(msg, cap, dir, "<store>");
+    }
+    char out[SL_ERROR_MSG_MAX];
+    size_t o = 0;
+    for (size_t i = 0; msg[i] && o + 8 < sizeof out;) {
+        int start = msg[i] == '/' && (i == 0 || strchr(" '\"(=:[<", msg[i - 1]));
+        size_t j = i;
+        if (start) {
+            while (msg[j] && !strchr(" '\"),;", msg[j]) && !(msg[j] == ':' && (msg[j + 1] == ' ' || !msg[j + 1]))) j++;
+            const char *slash = memchr(msg + i + 1, '/', j - i - 1);
+            if (slash) {
+                memcpy(out + o, "<file>", 6);
+                o += 6;
+                i = j;
+                continue;
+            }
+        }
+        out[o++] = msg[i++];
+    }
+    out[o] = '\0';
+    snprintf(msg, cap, "%s", out);
+}
+
+void sl__api_fail(const sl__req *req, sl__resp *resp, const sl_error *e) {
+    char msg[SL_ERROR_MSG_MAX];
+    snprintf(msg, sizeof msg, "%s", e->message);
+    sl__scrub(req, msg, sizeof msg);
     if (e->code == SL_E_STATE)
-        sl__resp_error(resp, 409, "conflict", "%s", e->message[0] ? e->message : "not possible now");
+        sl__resp_error(resp, 409, "conflict", "%s", msg[0] ? msg : "not possible now");
     else if (e->code == SL_E_INTERRUPTED)
         sl__resp_error(resp, 503, "unavailable", "%s", "the server is stopping");
     else
-        sl__resp_status(resp, e->code, e->message);
+        sl__resp_status(resp, e->code, msg);
 }
 
 /* The image of an image-carrying request: a raw body or the single multipart field "image".
@@ -138,7 +180,7 @@ static int sl__decode(sl__req *req, sl__resp *resp, sl_image **img) {
     sl_error e;
     sl_error_clear(&e);
     if (sl_image_load_buffer(data, len, &o, img, NULL, &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return -1;
     }
     return 0;
@@ -150,15 +192,22 @@ static int sl__query(sl__req *req, sl__resp *resp, sl_query *q) {
     const sl__target *t = &req->target;
     sl_error e;
     sl_error_clear(&e);
-    long k = SL_ENGINE_K_DEFAULT;
+    long k = SL_ENGINE_K_DEFAULT, offset = 0;
     double lo = 0, hi = 0;
     if (sl__param_int(t, "k", 1, SL__API_K_MAX, &k, &e) != SL_OK ||
-        sl__param_double(t, "min_price", 0, SL__API_PRICE_MAX, &lo, &e) != SL_OK ||
-        sl__param_double(t, "max_price", 0, SL__API_PRICE_MAX, &hi, &e) != SL_OK) {
+        sl__param_int(t, "offset", 0, SL_ENGINE_OFFSET_MAX, &offset, &e) != SL_OK ||
+        sl__param_double(t, "min_price", SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX, &lo, &e) != SL_OK ||
+        sl__param_double(t, "max_price", SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX, &hi, &e) != SL_OK) {
         sl__resp_error(resp, 400, "bad_request", "%s", e.message);
         return -1;
     }
+    if (offset + k > SL_ENGINE_RANK_MAX) {
+        sl__resp_error(resp, 400, "bad_request", "offset + k must be at most %d (offset %ld, k %ld)",
+                       SL_ENGINE_RANK_MAX, offset, k);
+        return -1;
+    }
     q->k = (int)k;
+    q->offset = (int)offset;
     q->has_min_price = sl__target_param(t, "min_price") != NULL;
     q->has_max_price = sl__target_param(t, "max_price") != NULL;
     q->min_price = lo;
@@ -184,14 +233,21 @@ void sl__h_search(sl__req *req, sl__resp *resp) {
     const uint8_t *data;
     size_t len;
     if (sl__query(req, resp, &q) != 0 || sl__image_body(req, resp, &data, &len) != 0) return;
+    const char *region = sl__target_param(&req->target, "region");
+    sl_error re;
+    sl_error_clear(&re);
+    if (region && sl_engine_parse_region(region, &q, &re) != SL_OK) {
+        sl__resp_error(resp, 400, "bad_request", "%s", re.message);
+        return;
+    }
     sl_matches m = { 0 };
     sl_error e;
     sl_error_clear(&e);
     if (sl_engine_search_bytes(req->srv->engine, data, len, &q, &m, &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
-    sl__resp_results(resp, &m, t0);
+    sl__resp_results(resp, &m, &q, t0);
     sl_matches_free(&m);
 }
 
@@ -203,10 +259,10 @@ void sl__h_similar(sl__req *req, sl__resp *resp) {
     sl_error e;
     sl_error_clear(&e);
     if (sl_engine_similar(req->srv->engine, req->target.seg[2], &q, &m, &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
-    sl__resp_results(resp, &m, t0);
+    sl__resp_results(resp, &m, &q, t0);
     sl_matches_free(&m);
 }
 
@@ -217,7 +273,7 @@ void sl__h_categories(sl__req *req, sl__resp *resp) {
     sl_error e;
     sl_error_clear(&e);
     if (sl_engine_categories(req->srv->engine, &names, &counts, &n, &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
     json_t *arr = json_array();
@@ -227,7 +283,12 @@ void sl__h_categories(sl__req *req, sl__resp *resp) {
     }
     sl_strings_free(names, n);
     free(counts);
-    sl__resp_json(resp, 200, arr ? json_pack("{s:o}", "categories", arr) : NULL);
+    /* the catalog's size, products without a category included (the page's header) */
+    sl_engine_stats st;
+    json_int_t total = sl_engine_stats_get(req->srv->engine, &st, NULL) == SL_OK ? (json_int_t)st.products : -1;
+    sl__resp_json(resp, 200, arr ? json_pack("{s:o,s:o}", "categories", arr, "products",
+                                             total >= 0 ? json_integer(total) : json_null())
+                                 : NULL);
     resp->cache = "no-cache";
 }
 
@@ -238,41 +299,23 @@ void sl__h_product_get(sl__req *req, sl__resp *resp) {
     sl_error e;
     sl_error_clear(&e);
     if (sl_engine_get_product(req->srv->engine, req->target.seg[2], &p, &imgs, &n, &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
-    json_t *arr = json_array();
-    for (size_t i = 0; arr && i < n; i++) {
-        char url[48];
-        sl__image_url(url, sizeof url, imgs[i].id);
-        json_t *o = json_pack("{s:I,s:s,s:s,s:I}", "id", (json_int_t)imgs[i].id, "url", url,
-                              "sha256", imgs[i].hash, "bytes", (json_int_t)imgs[i].size);
-        if (!o || json_array_append_new(arr, o) != 0) { json_decref(arr); arr = NULL; }
-    }
-    json_t *attrs = p.attrs_json ? json_loads(p.attrs_json, 0, NULL) : NULL;
-    if (!json_is_object(attrs)) { json_decref(attrs); attrs = json_object(); }
-    json_t *o = arr ? json_pack("{s:o,s:o,s:o,s:o,s:o,s:o,s:o,s:o}",
-                                "id", sl__jstr(p.id), "title", sl__jstr(p.title),
-                                "category", sl__jstr(p.category),
-                                "description", sl__jstr(p.description), "url", sl__jstr(p.url),
-                                "price", sl__jprice(p.has_price, p.price), "attrs", attrs,
-                                "images", arr)
-                    : (json_decref(attrs), NULL);
+    json_t *o = sl__product_obj(&p, imgs, n);
     sl_product_clear(&p);
     sl_image_refs_free(imgs, n);
     sl__resp_json(resp, 200, o);
 }
 
-/* Reads the metadata JSON of a PUT into *p (strings point into *root, which the caller
- * releases). Returns 0, or -1 with resp holding a 400. */
-static int sl__metadata(sl__req *req, sl__resp *resp, json_t **root, sl_product *p,
-                        char **attrs) {
+/* Reads the metadata JSON of a PUT into *p: the whole metadata of the product (fields it does
+ * not name are cleared). A body that would clear fields the product has only because it does
+ * not name them is refused, naming them: a PUT is a full replacement, and a client that sends
+ * {"price": 2} most likely meant a PATCH. Returns 0, or -1 with resp holding the error. */
+static int sl__metadata(sl__req *req, sl__resp *resp, sl_product *p) {
     const char *id = req->target.seg[2];
     const sl__mp_part *part = sl__mp_find(req->mp, "metadata", 0);
     memset(p, 0, sizeof *p);
-    p->id = (char *)id;
-    *root = NULL;
-    *attrs = NULL;
     if (!part) {
         sl__resp_error(resp, 400, "bad_request", "the form has no field named 'metadata' (a JSON object)");
         return -1;
@@ -281,74 +324,37 @@ static int sl__metadata(sl__req *req, sl__resp *resp, json_t **root, sl_product 
         sl__resp_error(resp, 400, "bad_request", "send one 'metadata' field of at most %d bytes", SL__API_METADATA_MAX);
         return -1;
     }
-    json_error_t je;
-    json_t *j = json_loadb((const char *)part->data, part->len, JSON_REJECT_DUPLICATES, &je);
-    if (!json_is_object(j)) {
-        json_decref(j);
-        sl__resp_error(resp, 400, "bad_request", "'metadata' is not a JSON object (%s at line %d)",
-                       j ? "not an object" : je.text, je.line);
-        return -1;
-    }
-    *root = j;
-    const char *key;
-    json_t *v;
-    json_object_foreach(j, key, v) {
-        char **dst = NULL;
-        if (strcmp(key, "title") == 0) dst = &p->title;
-        else if (strcmp(key, "category") == 0) dst = &p->category;
-        else if (strcmp(key, "description") == 0) dst = &p->description;
-        else if (strcmp(key, "url") == 0) dst = &p->url;
-        if (dst) {
-            if (json_is_null(v)) continue;
-            if (!json_is_string(v)) {
-                sl__resp_error(resp, 400, "bad_request", "metadata field '%s' must be a string", key);
-                return -1;
-            }
-            *dst = (char *)json_string_value(v);
-        } else if (strcmp(key, "price") == 0) {
-            if (json_is_null(v)) continue;
-            if (!json_is_number(v) || json_number_value(v) < 0 || json_number_value(v) > SL__API_PRICE_MAX) {
-                sl__resp_error(resp, 400, "bad_request", "metadata field 'price' must be a number >= 0");
-                return -1;
-            }
-            p->price = json_number_value(v);
-            p->has_price = 1;
-        } else if (strcmp(key, "id") == 0 || strcmp(key, "product_id") == 0) {
-            if (!json_is_string(v) || strcmp(json_string_value(v), id) != 0) {
-                sl__resp_error(resp, 400, "bad_request", "metadata field '%s' differs from the id in the path", key);
-                return -1;
-            }
-        } else if (strcmp(key, "attrs") == 0) {
-            if (!json_is_object(v)) {
-                sl__resp_error(resp, 400, "bad_request", "metadata field 'attrs' must be a JSON object");
-                return -1;
-            }
-            *attrs = json_dumps(v, JSON_COMPACT | JSON_SORT_KEYS);
-            if (!*attrs) {
-                sl__resp_status(resp, SL_E_NOMEM, NULL);
-                return -1;
-            }
-            p->attrs_json = *attrs;
-        } else {
-            char safe[40];
-            snprintf(safe, sizeof safe, "%s", key);
-            sl__resp_error(resp, 400, "bad_request",
-                           "unknown metadata field '%s' (use title, category, price, description, url, attrs)", safe);
+    sl_error e;
+    sl_error_clear(&e);
+    /* the current metadata, to see what the replacement would clear */
+    if (sl_engine_get_product(req->srv->engine, id, p, NULL, NULL, NULL) != SL_OK) {
+        memset(p, 0, sizeof *p);
+        if (!(p->id = sl__strdup(id))) {
+            sl__resp_status(resp, SL_E_NOMEM, NULL);
             return -1;
         }
+    }
+    char *blanked = NULL;
+    if (sl_product_apply_json(p, (const char *)part->data, part->len, SL_APPLY_REPLACE, &blanked, &e) != SL_OK) {
+        sl_product_clear(p);
+        sl__resp_error(resp, 400, "bad_request", "%s", e.message);
+        return -1;
+    }
+    if (blanked) {
+        sl__resp_error(resp, 400, "bad_request",
+                       "PUT replaces the whole product, and this metadata would clear %s (not given). "
+                       "Send them (null clears one on purpose), or use PATCH to change only some fields",
+                       blanked);
+        free(blanked);
+        sl_product_clear(p);
+        return -1;
     }
     return 0;
 }
 
 void sl__h_product_put(sl__req *req, sl__resp *resp) {
-    json_t *root = NULL;
-    char *attrs = NULL;
     sl_product p;
-    if (sl__metadata(req, resp, &root, &p, &attrs) != 0) {
-        json_decref(root);
-        free(attrs);
-        return;
-    }
+    if (sl__metadata(req, resp, &p) != 0) return;
     sl_image_input imgs[SL__MP_PARTS_MAX];
     size_t n = 0;
     for (size_t i = 0; i < sl__mp_count(req->mp); i++) {
@@ -356,16 +362,14 @@ void sl__h_product_put(sl__req *req, sl__resp *resp) {
         if (strcmp(part->name, "image") != 0) {
             if (strcmp(part->name, "metadata") != 0) {
                 sl__resp_error(resp, 400, "bad_request", "unknown form field (use 'metadata' and 'image')");
-                json_decref(root);
-                free(attrs);
+                sl_product_clear(&p);
                 return;
             }
             continue;
         }
         if (part->len == 0) {
             sl__resp_error(resp, 400, "bad_request", "image field %zu is empty", n + 1);
-            json_decref(root);
-            free(attrs);
+            sl_product_clear(&p);
             return;
         }
         imgs[n].path = NULL;
@@ -377,10 +381,9 @@ void sl__h_product_put(sl__req *req, sl__resp *resp) {
     sl_error e;
     sl_error_clear(&e);
     sl_status st = sl_engine_put_product(req->srv->engine, &p, imgs, n, &outcome, &e);
-    json_decref(root);
-    free(attrs);
+    sl_product_clear(&p);
     if (st != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
     static const char *const names[] = { "added", "updated", "unchanged" };
@@ -394,7 +397,7 @@ void sl__h_product_delete(sl__req *req, sl__resp *resp) {
     sl_error e;
     sl_error_clear(&e);
     if (sl_engine_delete_product(req->srv->engine, req->target.seg[2], &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
     sl__resp_json(resp, 200, json_pack("{s:o,s:b}", "id", sl__jstr(req->target.seg[2]), "deleted", 1));
@@ -414,7 +417,7 @@ void sl__h_check(sl__req *req, sl__resp *resp) {
     sl_status st = sl_engine_check(req->srv->engine, req->target.seg[2], img, thr, &r, &e);
     sl_image_free(img);
     if (st != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
     sl__resp_json(resp, 200,
@@ -440,7 +443,7 @@ void sl__h_classify(sl__req *req, sl__resp *resp) {
     sl_status st = sl_engine_classify(req->srv->engine, img, (int)k, &c, &e);
     sl_image_free(img);
     if (st != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
     json_t *votes = json_array();
@@ -473,7 +476,7 @@ void sl__h_image(sl__req *req, sl__resp *resp) {
     void *jpeg = NULL;
     size_t len = 0;
     if (sl_engine_thumbnail(req->srv->engine, (int64_t)id, (int)size, &jpeg, &len, &e) != SL_OK) {
-        sl__fail(resp, &e);
+        sl__api_fail(req, resp, &e);
         return;
     }
     sl__resp_free(resp);

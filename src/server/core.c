@@ -1,5 +1,5 @@
 /*
- * server/core.c - the handlers that need no engine (web page, /healthz, /metrics) and the
+ * server/core.c - the handlers that need no engine (web page and its icon, /healthz, /metrics) and the
  * response helpers every handler uses: JSON bodies, the one error format
  * {"error":{"code","message"}}, and the mapping from library statuses to HTTP statuses.
  *
@@ -80,6 +80,24 @@ void sl__h_page(sl__req *req, sl__resp *resp) {
     resp->len = sl__page_html_len;
     resp->body_static = 1;
     resp->cache = "no-cache";
+}
+
+/* The page's icon: a magnifier on the accent colour (SVG; browsers take it from
+ * /favicon.ico whatever the name says). */
+static const char sl__favicon[] =
+    "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\">"
+    "<rect width=\"32\" height=\"32\" rx=\"7\" fill=\"#1f5fd6\"/>"
+    "<circle cx=\"14\" cy=\"14\" r=\"7\" fill=\"none\" stroke=\"#fff\" stroke-width=\"3\"/>"
+    "<path d=\"M19.5 19.5l6 6\" stroke=\"#fff\" stroke-width=\"3.5\" stroke-linecap=\"round\"/></svg>\n";
+
+void sl__h_favicon(sl__req *req, sl__resp *resp) {
+    (void)req;
+    resp->status = 200;
+    resp->ctype = "image/svg+xml";
+    resp->body = (char *)sl__favicon;
+    resp->len = sizeof sl__favicon - 1;
+    resp->body_static = 1;
+    resp->cache = "public, max-age=86400";
 }
 
 void sl__h_healthz(sl__req *req, sl__resp *resp) {
@@ -167,6 +185,13 @@ void sl__h_metrics(sl__req *req, sl__resp *resp) {
                        "# TYPE shoplens_http_request_body_bytes_total counter\n"
                        "shoplens_http_request_body_bytes_total %llu\n",
                    (unsigned long long)atomic_load_explicit(&m->bytes_in, memory_order_relaxed));
+    sl__buf_printf(&b, "# HELP shoplens_http_slow_clients_closed_total Connections closed because the request head "
+                       "or a body chunk did not arrive in time (the head/body timeouts).\n"
+                       "# TYPE shoplens_http_slow_clients_closed_total counter\n"
+                       "shoplens_http_slow_clients_closed_total{phase=\"head\"} %llu\n"
+                       "shoplens_http_slow_clients_closed_total{phase=\"body\"} %llu\n",
+                   (unsigned long long)atomic_load_explicit(&m->slow_closed[0], memory_order_relaxed),
+                   (unsigned long long)atomic_load_explicit(&m->slow_closed[1], memory_order_relaxed));
     sl__gauges g = { -1, -1, -1 };
     sl__api_gauges(srv, &g);
     if (g.products >= 0)

@@ -1,18 +1,21 @@
 /*
  * server/http.c - the libmicrohttpd glue: daemon setup, the request lifecycle, limits, auth,
- * body intake and graceful shutdown.
+ * body intake and graceful shutdown. Connections come from the front door (door.c), which
+ * owns the listening socket and has checked each connection's first request head.
  *
  * Request lifecycle (one sl__req per request, created in the URI log callback - the only place
  * MHD shows the raw, undecoded request target - and freed in the completion callback):
- *   1. first access call: parse/route (404, 405), in-flight limit (503 + Retry-After), writes
- *      (403 read-only, 401 key), engine present (503), Content-Length over the limit (413, sent
- *      before any body byte is read; with "Expect: 100-continue" the client never sends it),
- *      Content-Type (415), multipart boundary (400);
+ *   1. first access call: framing rules again (sl__framing_check: kept-alive follow-up requests
+ *      did not pass the door), parse/route (404, 405), in-flight limit (503 + Retry-After),
+ *      writes (403 read-only, 401 key), engine present (503), Content-Length over the limit
+ *      (413, sent before any body byte is read; with "Expect: 100-continue" the client never
+ *      sends it), Content-Type (415), multipart boundary (400);
  *   2. body calls: bytes go straight into the multipart parser or the raw-image buffer, both
  *      charged to a server-wide budget (max_body_total: 503 when full, so many parallel uploads
- *      cannot exhaust memory) and capped per request at max_body (a chunked body that crosses it is discarded and answered 413 if it
- *      ends within SL__OVERRUN_SLACK more bytes, else the connection is closed unanswered:
- *      libmicrohttpd can queue a response only before or after the body);
+ *      cannot exhaust memory) and capped per request at max_body. A chunked body that crosses
+ *      it is answered 413 at once, written straight to the socket (libmicrohttpd can queue a
+ *      response only before or after the body), then up to SL__OVERRUN_SLACK more bytes are
+ *      dropped (so the client reads the answer rather than a reset) and the connection closed;
  *   3. last call: the route handler runs and the response is queued. Engine routes (the slow
  *      ones: feature extraction, verification, writes) are handed to a pool of workers fed by
  *      one FIFO queue: the connection is suspended, a worker runs the handler and resumes it,
@@ -45,7 +48,8 @@
 
 #include <microhttpd.h>
 
-/* Bytes of a chunked body read past max_body before the connection is simply closed. */
+/* Bytes of a chunked body read (and dropped) past max_body, after its 413, before the
+ * connection is closed. */
 #define SL__OVERRUN_SLACK ((size_t)64 << 10)
 
 void sl_server_opts_init(sl_server_opts *o) {
@@ -116,13 +120,22 @@ static int sl__authorized(sl_server *srv, struct MHD_Connection *con) {
 
 /* ---- request lifecycle ------------------------------------------------------------------- */
 
+static sl__conn *sl__conn_of(struct MHD_Connection *con) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? (sl__conn *)ci->socket_context : NULL;
+}
+
 static void *sl__uri_cb(void *cls, const char *uri, struct MHD_Connection *con) {
-    (void)con;
     sl_server *srv = cls;
     atomic_fetch_add(&srv->inflight, 1);
+    sl__conn *conn = sl__conn_of(con);
+    /* a follow-up request on a kept-alive connection: its head has begun (the deadline set
+     * when the previous response ended still runs) */
+    (void)sl__conn_move(conn, SL__CONN_IDLE, SL__CONN_HEAD, -1);
     sl__req *req = calloc(1, sizeof *req);
     if (!req) return NULL; /* the access handler refuses; completion decrements */
     req->srv = srv;
+    req->conn = conn;
     req->t0 = sl__now();
     req->route_index = SL__M_ROUTES - 1;
     size_t n = strcspn(uri, "?");
@@ -141,12 +154,40 @@ static void *sl__uri_cb(void *cls, const char *uri, struct MHD_Connection *con) 
 
 /* Decides everything that can be decided from the request head. Returns 1 when resp holds the
  * answer (no body will be read), 0 to go on reading the body. */
-static int sl__begin(sl__req *req, struct MHD_Connection *con, sl__resp *resp, char *allow,
-                     size_t allow_cap) {
+/* Counts the framing header fields of a request (MHD_KeyValueIterator). */
+static enum MHD_Result sl__count_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                       const char *value) {
+    (void)kind;
+    sl__framing *f = cls;
+    if (!key || !value) return MHD_YES;
+    if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0) {
+        f->n_host++;
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (f->n_cl++ == 0) { f->cl = value; f->cl_len = strlen(value); }
+    } else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+        if (f->n_te++ == 0) { f->te = value; f->te_len = strlen(value); }
+    }
+    return MHD_YES;
+}
+
+static int sl__begin(sl__req *req, struct MHD_Connection *con, const char *version,
+                     sl__resp *resp, char *allow, size_t allow_cap) {
     sl_server *srv = req->srv;
     req->content_length = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     const char *te = MHD_lookup_connection_value(con, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     req->body_announced = te != NULL || (req->content_length && strcmp(req->content_length, "0") != 0);
+    sl__framing f;
+    memset(&f, 0, sizeof f);
+    f.minor = version && strcmp(version, MHD_HTTP_VERSION_1_0) == 0 ? 0 : 1;
+    MHD_get_connection_values(con, MHD_HEADER_KIND, sl__count_field, &f);
+    const char *code = NULL;
+    char msg[160];
+    int fs = sl__framing_check(&f, &code, msg, sizeof msg);
+    if (fs) {
+        sl__resp_error(resp, fs, code, "%s", msg);
+        req->body_announced = 1; /* never reuse a connection whose framing is in doubt */
+        return 1;
+    }
     if (atomic_load(&srv->inflight) > srv->o.max_inflight) {
         sl__resp_error(resp, 503, "overloaded", "too many requests in flight, retry shortly");
         resp->retry_after = 1;
@@ -226,14 +267,18 @@ static int sl__begin(sl__req *req, struct MHD_Connection *con, sl__resp *resp, c
         }
         return 0;
     }
-    if (r->body == SL__BODY_IMAGE &&
-        (sl__media_is(ct, "image/") || sl__media_is(ct, "application/octet-stream"))) {
-        req->raw_image = 1;
+    if ((r->body == SL__BODY_IMAGE &&
+         (sl__media_is(ct, "image/") || sl__media_is(ct, "application/octet-stream"))) ||
+        (r->body == SL__BODY_PATCH &&
+         (sl__media_is(ct, "application/merge-patch+json") || sl__media_is(ct, "application/json")))) {
+        req->raw_image = 1; /* held as one raw body */
         return 0;
     }
     sl__resp_error(resp, 415, "unsupported_media_type",
                    r->body == SL__BODY_IMAGE
                        ? "send the image as multipart/form-data field 'image' or as a raw image/* body"
+                   : r->body == SL__BODY_PATCH
+                       ? "send application/merge-patch+json (or multipart/form-data with 'metadata' and 'image')"
                        : "send multipart/form-data");
     return 1;
 }
@@ -385,10 +430,23 @@ static void sl__pool_free(sl_server *srv) {
     pthread_mutex_destroy(&srv->pool.mu);
 }
 
+/* A chunked body crossed max_body: 413 now, straight on the socket. Returns MHD_YES to go on
+ * dropping the body (phase 6), MHD_NO to close the connection. */
+static enum MHD_Result sl__answer_overrun(sl__req *req, struct MHD_Connection *con) {
+    if (sl__conn_move(req->conn, SL__CONN_BODY, SL__CONN_BUSY, 0) != 0) return MHD_NO;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!ci) return MHD_NO;
+    (void)sl__answer_fd(ci->connect_fd, 413, "payload_too_large", req->body_msg, 0);
+    shutdown(ci->connect_fd, SHUT_WR);
+    req->status = 413;
+    req->phase = 6;
+    return MHD_YES;
+}
+
 static enum MHD_Result sl__access(void *cls, struct MHD_Connection *con, const char *url,
                                   const char *method, const char *version,
                                   const char *upload_data, size_t *upload_data_size, void **con_cls) {
-    (void)cls; (void)url; (void)version;
+    (void)cls; (void)url;
     sl__req *req = *con_cls;
     if (!req) return MHD_NO;
     char allow[64];
@@ -397,7 +455,15 @@ static enum MHD_Result sl__access(void *cls, struct MHD_Connection *con, const c
         req->phase = 1;
         snprintf(req->method, sizeof req->method, "%s", method);
         req->head = strcmp(method, "HEAD") == 0;
-        if (sl__begin(req, con, &resp, allow, sizeof allow)) {
+        int answered = sl__begin(req, con, version, &resp, allow, sizeof allow);
+        /* the head is complete: the body deadline starts, or no deadline while we work */
+        int body = !answered && req->body_announced;
+        if (sl__conn_move(req->conn, SL__CONN_HEAD, body ? SL__CONN_BODY : SL__CONN_BUSY,
+                          body ? req->srv->o.body_timeout_s : 0) != 0) {
+            sl__resp_free(&resp);
+            return MHD_NO; /* the watchdog answered 408 and is closing it */
+        }
+        if (answered) {
             enum MHD_Result ok = sl__queue(req, con, &resp);
             req->phase = 3;
             return ok;
@@ -405,6 +471,13 @@ static enum MHD_Result sl__access(void *cls, struct MHD_Connection *con, const c
         return MHD_YES;
     }
     if (req->phase == 3) { /* answered early: drop whatever body arrives */
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->phase == 6) { /* answered 413 on the socket: drop a little more, then close */
+        req->bytes_in += *upload_data_size;
+        if (*upload_data_size == 0 || req->bytes_in - req->srv->o.max_body > SL__OVERRUN_SLACK)
+            return MHD_NO;
         *upload_data_size = 0;
         return MHD_YES;
     }
@@ -416,14 +489,14 @@ static enum MHD_Result sl__access(void *cls, struct MHD_Connection *con, const c
     if (req->phase == 4) return MHD_YES; /* queued (not expected: the connection is suspended) */
     if (*upload_data_size) {
         sl__body(req, upload_data, *upload_data_size);
+        sl__conn_body(req->conn, *upload_data_size, req->srv->o.body_timeout_s);
         *upload_data_size = 0;
-        /* A body without Content-Length (chunked) that crossed the limit: MHD can only answer
-         * at the end of the body, so a little more is discarded to let a short overrun get its
-         * 413; past that slack the connection is closed without reading the rest. */
-        if (req->body_st == SL_E_TOO_LARGE && req->bytes_in - req->srv->o.max_body > SL__OVERRUN_SLACK)
-            return MHD_NO;
+        /* A body without Content-Length (chunked) crossed the limit (an announced length over
+         * it was refused before the body). */
+        if (req->body_st == SL_E_TOO_LARGE) return sl__answer_overrun(req, con);
         return MHD_YES;
     }
+    if (sl__conn_move(req->conn, SL__CONN_BODY, SL__CONN_BUSY, 0) != 0) return MHD_NO;
     req->phase = 2;
     if (req->route && req->route->engine && req->body_st == SL_OK && sl__dispatch(req, con) == 0)
         return MHD_YES;
@@ -433,10 +506,17 @@ static enum MHD_Result sl__access(void *cls, struct MHD_Connection *con, const c
 
 static void sl__completed(void *cls, struct MHD_Connection *con, void **con_cls,
                           enum MHD_RequestTerminationCode toe) {
-    (void)con; (void)toe;
+    (void)toe;
     sl_server *srv = cls;
     sl__req *req = *con_cls;
     *con_cls = NULL;
+    sl__conn *conn = sl__conn_of(con);
+    if (conn) {
+        /* the next request's head (or an idle kept-alive connection) has until then */
+        int st = atomic_load(&conn->state);
+        if (st != SL__CONN_CLOSING) (void)sl__conn_move(conn, st, SL__CONN_IDLE, srv->o.head_timeout_s);
+        if (req && req->status == 0 && atomic_load(&conn->answered)) req->status = 408;
+    }
     if (req) {
         double dt = sl__now() - req->t0;
         sl__metrics_observe(&srv->metrics, req->route_index, req->status, dt, req->bytes_in);
@@ -458,6 +538,11 @@ static void sl__completed(void *cls, struct MHD_Connection *con, void **con_cls,
         free(req);
     }
     atomic_fetch_sub(&srv->inflight, 1);
+}
+
+static void sl__notify_connection(void *cls, struct MHD_Connection *con, void **socket_context,
+                                  enum MHD_ConnectionNotificationCode toe) {
+    sl__door_notify(cls, con, socket_context, toe == MHD_CONNECTION_NOTIFY_STARTED);
 }
 
 /* ---- setup ------------------------------------------------------------------------------- */
@@ -540,11 +625,15 @@ sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server
     if (o.max_inflight == 0) o.max_inflight = SL_SERVER_MAX_INFLIGHT_DEFAULT;
     if (o.max_connections == 0) o.max_connections = SL_SERVER_MAX_CONNECTIONS_DEFAULT;
     if (o.timeout_s == 0) o.timeout_s = SL_SERVER_TIMEOUT_DEFAULT;
+    if (o.head_timeout_s == 0) o.head_timeout_s = SL_SERVER_HEAD_TIMEOUT_DEFAULT;
+    if (o.body_timeout_s == 0) o.body_timeout_s = SL_SERVER_BODY_TIMEOUT_DEFAULT;
     sl_status st;
     if ((st = sl__check_range(o.threads, SL_SERVER_THREADS_MIN, SL_SERVER_THREADS_MAX, "threads", err)) ||
         (st = sl__check_range(o.max_inflight, SL_SERVER_MAX_INFLIGHT_MIN, SL_SERVER_MAX_INFLIGHT_MAX, "max_inflight", err)) ||
         (st = sl__check_range(o.max_connections, SL_SERVER_MAX_CONNECTIONS_MIN, SL_SERVER_MAX_CONNECTIONS_MAX, "max_connections", err)) ||
-        (st = sl__check_range(o.timeout_s, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX, "timeout_s", err)))
+        (st = sl__check_range(o.timeout_s, SL_SERVER_TIMEOUT_MIN, SL_SERVER_TIMEOUT_MAX, "timeout_s", err)) ||
+        (st = sl__check_range(o.head_timeout_s, SL_SERVER_HEAD_TIMEOUT_MIN, SL_SERVER_HEAD_TIMEOUT_MAX, "head_timeout_s", err)) ||
+        (st = sl__check_range(o.body_timeout_s, SL_SERVER_BODY_TIMEOUT_MIN, SL_SERVER_BODY_TIMEOUT_MAX, "body_timeout_s", err)))
         return st;
     if (o.max_body < SL_SERVER_MAX_BODY_MIN || o.max_body > SL_SERVER_MAX_BODY_MAX)
         return sl__err_set(err, SL_E_INVALID, "max_body must be in %zu..%zu bytes",
@@ -580,33 +669,47 @@ sl_status sl_server_new(sl_engine *engine, const sl_server_opts *opts, sl_server
         if (!srv->api_key) { free(srv); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
         srv->api_key_len = strlen(key);
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME;
-    sl__pool_start(srv, o.threads);
-    if (a.v6) flags |= MHD_USE_IPv6;
-    errno = 0;
-    struct MHD_Daemon *d = MHD_start_daemon(
-        flags, (uint16_t)a.port, NULL, NULL, sl__access, srv,
-        MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&a.ss,
-        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o.threads > 1 ? o.threads : 0),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_connections,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o.timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned)256,
-        MHD_OPTION_URI_LOG_CALLBACK, sl__uri_cb, srv,
-        MHD_OPTION_NOTIFY_COMPLETED, sl__completed, srv,
-        MHD_OPTION_END);
-    if (!d) {
-        int e = errno;
-        sl__pool_stop(srv);
-        sl__pool_free(srv);
+    /* The front door listens; libmicrohttpd only gets the connections it hands over. */
+    int port = 0;
+    sl_error le;
+    sl_error_clear(&le);
+    if ((st = sl__door_listen(srv, (struct sockaddr *)&a.ss, a.v6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in),
+                              &port, &le)) != SL_OK) {
+        sl__door_stop(srv);
+        pthread_mutex_destroy(&srv->door.mu);
         free(srv->api_key);
         free(srv);
-        return sl__err_set(err, SL_E_IO, "cannot listen on %s: %s", o.listen,
-                           e ? strerror(e) : "libmicrohttpd refused to start");
+        return sl__err_set(err, st == SL_E_NOMEM ? st : SL_E_IO, "cannot listen on %s: %s", o.listen, le.message);
     }
-    srv->daemon = d;
-    const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_BIND_PORT);
-    srv->port = info ? (int)info->port : a.port;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_NO_LISTEN_SOCKET;
+    sl__pool_start(srv, o.threads);
+    errno = 0;
+    struct MHD_Daemon *d = MHD_start_daemon(
+        flags, 0, NULL, NULL, sl__access, srv,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o.threads > 1 ? o.threads : 0),
+        /* the door enforces max_connections (door.c says why this one must never be hit) */
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)o.max_connections * (unsigned)(o.threads + 1) + 64u,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o.timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(256 * 1024),
+        MHD_OPTION_URI_LOG_CALLBACK, sl__uri_cb, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, sl__completed, srv,
+        MHD_OPTION_NOTIFY_CONNECTION, sl__notify_connection, srv,
+        MHD_OPTION_END);
+    if (d) srv->daemon = d;
+    if (!d || sl__door_start(srv, &le) != SL_OK) {
+        int e = errno;
+        sl__door_stop(srv);
+        sl__pool_stop(srv);
+        if (d) MHD_stop_daemon(d);
+        sl__pool_free(srv);
+        pthread_mutex_destroy(&srv->door.mu);
+        free(srv->api_key);
+        free(srv);
+        return sl__err_set(err, SL_E_IO, "cannot serve on %s: %s", o.listen,
+                           d ? le.message : e ? strerror(e) : "libmicrohttpd refused to start");
+    }
+    srv->port = port;
     if (a.v6) snprintf(srv->url, sizeof srv->url, "http://[%s]:%d/", a.host, srv->port);
     else snprintf(srv->url, sizeof srv->url, "http://%s:%d/", a.host, srv->port);
     *out = srv;
@@ -623,22 +726,10 @@ sl_status sl_server_shutdown(sl_server *srv, double grace_s) {
     if (!srv) return SL_OK;
     if (srv->stopped) return srv->stop_status;
     atomic_store(&srv->draining, 1);
-    MHD_socket ls = MHD_quiesce_daemon(srv->daemon);
-    if (ls != MHD_INVALID_SOCKET) {
-        /* Connections the kernel already accepted (the listen backlog) belong to clients that
-         * sent or are sending a request: hand them to MHD instead of resetting them. Only the
-         * microseconds between the last accept and close() can still cut a connection. */
-        int fl = fcntl(ls, F_GETFL);
-        if (fl >= 0) fcntl(ls, F_SETFL, fl | O_NONBLOCK);
-        for (;;) {
-            struct sockaddr_storage sa;
-            socklen_t sl = sizeof sa;
-            int fd = accept4(ls, (struct sockaddr *)&sa, &sl, SOCK_CLOEXEC);
-            if (fd < 0) break;
-            MHD_add_connection(srv->daemon, fd, (struct sockaddr *)&sa, sl); /* closes fd on failure */
-        }
-        close(ls);
-    }
+    /* Connections the kernel already accepted (the listen backlog) belong to clients that sent
+     * or are sending a request: the door takes them in and serves them instead of resetting
+     * them. Only the microseconds between the last accept and close() can still cut one. */
+    sl__door_drain(srv);
     /* Wait until every connection is gone (responses now carry "Connection: close"), or until
      * nothing has been in flight for `linger` seconds (only idle kept-alive connections left),
      * or until the grace period runs out. */
@@ -647,7 +738,7 @@ sl_status sl_server_shutdown(sl_server *srv, double grace_s) {
     sl_status st = SL_OK;
     for (;;) {
         double now = sl__now();
-        int busy = atomic_load(&srv->inflight) > 0;
+        int busy = atomic_load(&srv->inflight) > 0 || sl__door_busy(srv) > 0;
         if (busy) quiet_since = now;
         if (!busy && (sl__connections(srv) == 0 || now - quiet_since >= linger)) break;
         if (now - t0 >= grace_s) {
@@ -657,8 +748,10 @@ sl_status sl_server_shutdown(sl_server *srv, double grace_s) {
         struct timespec ts = { 0, 2 * 1000 * 1000 };
         nanosleep(&ts, NULL);
     }
-    /* no request may stay suspended when the daemon stops: the workers finish the one they
-     * run, answer the queued ones 503 and resume them; later ones run on their own thread */
+    /* nothing more is handed over; then no request may stay suspended when the daemon stops:
+     * the workers finish the one they run, answer the queued ones 503 and resume them; later
+     * ones run on their own thread */
+    sl__door_stop(srv);
     sl__pool_stop(srv);
     MHD_stop_daemon(srv->daemon);
     srv->daemon = NULL;
@@ -671,6 +764,7 @@ void sl_server_free(sl_server *srv) {
     if (!srv) return;
     if (!srv->stopped) sl_server_shutdown(srv, 0);
     sl__pool_free(srv);
+    pthread_mutex_destroy(&srv->door.mu);
     free(srv->api_key);
     free(srv);
 }

@@ -13,7 +13,7 @@ const double sl__m_bucket_le[SL__M_BUCKETS - 1] = {
 };
 
 const int sl__m_status_codes[SL__M_STATUSES - 1] = {
-    200, 201, 204, 400, 401, 403, 404, 405, 409, 413, 415, 500, 501, 503, 0
+    200, 201, 204, 400, 401, 403, 404, 405, 408, 409, 413, 414, 415, 431, 500, 501, 503, 505, 0
 };
 
 void sl__metrics_observe(sl__metrics *m, int route, int status, double seconds, size_t bytes_in) {

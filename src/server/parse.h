@@ -23,7 +23,7 @@
 /* A parsed request target. Segments and parameters are percent-decoded, NUL-terminated strings
  * pointing into `buf`; the path "/" has zero segments. Decoded segments never contain '/', NUL or
  * control bytes and are never "", "." or ".."; keys and values never contain NUL or control
- * bytes ('+' decodes to a space in the query only). */
+ * bytes ('+' decodes to a space in the query only); all of them are valid UTF-8. */
 typedef struct sl__target {
     size_t nseg;
     const char *seg[SL__TARGET_MAX_SEGS];
@@ -34,7 +34,7 @@ typedef struct sl__target {
 
 /* Parses raw[0..len) ("/v1/products/P1/similar?k=5"). The target must start with '/'; a
  * fragment ('#...') is refused. Errors: SL_E_INVALID (malformed escape, bad byte, empty or dot
- * segment, empty key), SL_E_TOO_LARGE (over the limits above). */
+ * segment, empty key, not UTF-8 once decoded), SL_E_TOO_LARGE (over the limits above). */
 sl_status sl__target_parse(const char *raw, size_t len, sl__target *t, sl_error *err);
 
 /* Value of the first parameter named key, NULL if absent. */
@@ -50,6 +50,54 @@ sl_status sl__param_int(const sl__target *t, const char *key, long min, long max
                         sl_error *err);
 sl_status sl__param_double(const sl__target *t, const char *key, double min, double max,
                            double *out, sl_error *err);
+
+/* ---- request head (head.c): what the front door checks before libmicrohttpd sees it ----- */
+
+#define SL__HEAD_MAX 16384          /* bytes of a request head, request line to the empty line */
+#define SL__HEAD_MAX_FIELDS 100     /* header lines of one head */
+
+enum { SL__HEAD_MORE = 0, SL__HEAD_DONE = 1 };
+
+typedef struct sl__head {
+    size_t len;             /* bytes of the complete head, its final empty line included */
+    int line_done;          /* the request line is complete and well-formed */
+    char method[16];        /* valid once line_done */
+    char path[192];         /* the target up to '?', truncated, bytes outside 0x21..0x7e as '?' */
+    int minor;              /* HTTP/1.minor: 0 or 1 (1.2 and up are read as 1.1) */
+    int status;             /* 0: acceptable; else the status to answer (400, 413, 414, 431,
+                               501, 505) */
+    const char *code;       /* error code of the JSON answer ("bad_request", ...), static */
+    char msg[160];          /* what is wrong, for the JSON answer */
+} sl__head;
+
+/* Checks the request head at the start of buf[0..len) (the body or the next bytes may follow).
+ * RFC 9112 strictly, so that whatever passes is framed the same way by any HTTP/1.1 parser:
+ * "METHOD SP target SP HTTP/1.x", CRLF (or bare LF) line ends, token field names directly
+ * followed by ':', no obs-fold, no control bytes, at most SL__HEAD_MAX bytes and
+ * SL__HEAD_MAX_FIELDS fields, then the framing rules of sl__framing_check. Leading empty lines
+ * are skipped. Returns SL__HEAD_MORE while the head is incomplete and nothing in it is wrong
+ * yet, SL__HEAD_DONE when it is complete (h->status 0) or certainly wrong (h->status set; a bad
+ * request line is refused before the headers arrive). */
+int sl__head_parse(const char *buf, size_t len, sl__head *h);
+
+/* The header fields that decide how a request body is framed. */
+typedef struct sl__framing {
+    int minor;              /* HTTP/1.minor */
+    int n_host;             /* Host fields */
+    int n_cl;               /* Content-Length fields; cl/cl_len: the first one's value */
+    const char *cl;
+    size_t cl_len;
+    int n_te;               /* Transfer-Encoding fields; te/te_len: the first one's value */
+    const char *te;
+    size_t te_len;
+} sl__framing;
+
+/* RFC 9112 sections 3.2, 6.1-6.3: HTTP/1.1 needs exactly one Host (1.0 at most one); at most
+ * one Content-Length, 1*DIGIT (413 when it does not fit 64 bits; the max_body limit is the
+ * route's business); at most one Transfer-Encoding, exactly "chunked" (501 otherwise), never
+ * in HTTP/1.0 and never with Content-Length (the request smuggling pattern). Returns 0 when the
+ * framing is fine, else the HTTP status with *code (static) and msg[cap] set. */
+int sl__framing_check(const sl__framing *f, const char **code, char *msg, size_t cap);
 
 /* ---- header values ----------------------------------------------------------------------- */
 

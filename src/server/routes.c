@@ -10,7 +10,9 @@
 
 #include <string.h>
 
-static const char *const sl__p_search[] = { "k", "category", "min_price", "max_price", "q", NULL };
+static const char *const sl__p_search[] = { "k", "offset", "category", "min_price", "max_price", "q", NULL };
+static const char *const sl__p_search_image[] = { "k", "offset", "category", "min_price", "max_price", "q", "region", NULL };
+static const char *const sl__p_list[] = { "limit", "cursor", "category", "min_price", "max_price", "q", NULL };
 static const char *const sl__p_k[] = { "k", NULL };
 static const char *const sl__p_check[] = { "threshold", NULL };
 static const char *const sl__p_image[] = { "size", NULL };
@@ -18,12 +20,15 @@ static const char *const sl__p_none[] = { NULL };
 
 const sl__route sl__routes[] = {
     { "page",           "GET",    { NULL },                                  0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_page },
+    { "favicon",        "GET",    { "favicon.ico", NULL },                   0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_favicon },
     { "healthz",        "GET",    { "healthz", NULL },                       0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_healthz },
     { "metrics",        "GET",    { "metrics", NULL },                       0, 0, SL__BODY_NONE,  sl__p_none,   sl__h_metrics },
-    { "search",         "POST",   { "v1", "search", NULL },                  0, 1, SL__BODY_IMAGE, sl__p_search, sl__h_search },
+    { "search",         "POST",   { "v1", "search", NULL },                  0, 1, SL__BODY_IMAGE, sl__p_search_image, sl__h_search },
     { "categories",     "GET",    { "v1", "categories", NULL },              0, 1, SL__BODY_NONE,  sl__p_none,   sl__h_categories },
+    { "products_list",  "GET",    { "v1", "products", NULL },                0, 1, SL__BODY_NONE,  sl__p_list,   sl__h_products_list },
     { "product_get",    "GET",    { "v1", "products", "*", NULL },           0, 1, SL__BODY_NONE,  sl__p_none,   sl__h_product_get },
     { "product_put",    "PUT",    { "v1", "products", "*", NULL },           1, 1, SL__BODY_FORM,  sl__p_none,   sl__h_product_put },
+    { "product_patch",  "PATCH",  { "v1", "products", "*", NULL },           1, 1, SL__BODY_PATCH, sl__p_none,   sl__h_product_patch },
     { "product_delete", "DELETE", { "v1", "products", "*", NULL },           1, 1, SL__BODY_NONE,  sl__p_none,   sl__h_product_delete },
     { "similar",        "GET",    { "v1", "products", "*", "similar", NULL },0, 1, SL__BODY_NONE,  sl__p_search, sl__h_similar },
     { "check",          "POST",   { "v1", "products", "*", "check", NULL },  0, 1, SL__BODY_IMAGE, sl__p_check,  sl__h_check },

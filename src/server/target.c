@@ -5,8 +5,9 @@
  * absolute-path [ "?" query ]). Invariants: the whole target is copied once into the fixed
  * t->buf (length checked first), decoding only ever shrinks, so every segment, key and value is
  * a NUL-terminated slice of buf and nothing is allocated. Bytes < 0x20, 0x7f and NUL (also when
- * percent-encoded) are refused, as are "." / ".." segments and empty segments (except the
- * root "/"), so a decoded segment can be used as an identifier without further checks.
+ * percent-encoded) are refused, as are "." / ".." segments, empty segments (except the
+ * root "/") and anything that is not valid UTF-8 once decoded ("%ff"), so a decoded segment can
+ * be used as an identifier (and put into JSON) without further checks.
  */
 #include "server/parse.h"
 #include "util/util.h"
@@ -79,6 +80,8 @@ sl_status sl__target_parse(const char *raw, size_t len, sl__target *t, sl_error 
                 return sl__err_set(err, SL_E_INVALID, "path segment %zu has a bad escape or byte", t->nseg + 1);
             if (p[0] == '\0' || strcmp(p, ".") == 0 || strcmp(p, "..") == 0)
                 return sl__err_set(err, SL_E_INVALID, "path segment %zu is empty or a dot segment", t->nseg + 1);
+            if (!sl__utf8_valid(p, strlen(p)))
+                return sl__err_set(err, SL_E_INVALID, "path segment %zu is not valid UTF-8 once decoded", t->nseg + 1);
             t->seg[t->nseg++] = p;
             if (!slash) break;
             p = slash + 1;
@@ -99,6 +102,8 @@ sl_status sl__target_parse(const char *raw, size_t len, sl__target *t, sl_error 
                 return sl__err_set(err, SL_E_INVALID, "query parameter %zu has a bad escape or byte", t->nparam + 1);
             if (q[0] == '\0')
                 return sl__err_set(err, SL_E_INVALID, "query parameter %zu has an empty name", t->nparam + 1);
+            if (!sl__utf8_valid(q, strlen(q)) || !sl__utf8_valid(val, strlen(val)))
+                return sl__err_set(err, SL_E_INVALID, "query parameter %zu is not valid UTF-8 once decoded", t->nparam + 1);
             t->param[t->nparam].key = q;
             t->param[t->nparam].val = val;
             t->nparam++;

@@ -45,6 +45,8 @@ void *sl__callocarray(size_t n, size_t size);
 void *sl__reallocarray(void *p, size_t n, size_t size);
 /* strdup that returns NULL for NULL. */
 char *sl__strdup(const char *s);
+/* 1 when s[0..n) is well-formed UTF-8 (RFC 3629: shortest forms, no surrogates, <= U+10FFFF). */
+int sl__utf8_valid(const char *s, size_t n);
 
 /* Seconds from an arbitrary fixed point, monotonic. */
 double sl__now(void);

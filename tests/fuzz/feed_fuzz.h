@@ -1,6 +1,6 @@
 /* tests/fuzz/feed_fuzz.h - shared body of the feed-reader fuzz targets (fuzz_csv, fuzz_jsonl):
  * every record of arbitrary bytes is either returned or reported, never a crash, a leak or a
- * read past the input. */
+ * read past the input; each returned price goes through the price parser the ingest uses. */
 #ifndef SL_FEED_FUZZ_H
 #define SL_FEED_FUZZ_H
 #include <stddef.h>
@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "shoplens/store.h"
+#include "catalog/price.h"
 
 static int sl__fuzz_feed(const uint8_t *data, size_t size, int is_jsonl) {
     sl_catalog_reader *r = NULL;
@@ -21,9 +22,14 @@ static int sl__fuzz_feed(const uint8_t *data, size_t size, int is_jsonl) {
         if (st == SL_OK) {
             /* touch every field so ASan checks they are valid strings */
             const char *f[] = {row.product_id, row.image, row.title, row.category,
-                               row.price_text, row.description, row.url, row.attrs_json};
+                               row.price_text, row.description, row.url, row.attrs_json,
+                               row.currency, row.more_images};
             for (size_t k = 0; k < sizeof f / sizeof f[0]; k++)
                 if (f[k]) sum += strlen(f[k]);
+            double price;
+            char cur[4];
+            const char *why;
+            sum += (size_t)(sl__price_parse(row.price_text, &price, cur, &why) + 1);
         }
     }
     (void)sum;
