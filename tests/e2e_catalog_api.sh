@@ -107,6 +107,9 @@ req PATCH "/v1/products/$P" "${AUTH[@]}" -F 'metadata={"title":"New photo"}' -F 
 [ "$(ls "$work/store/images" | wc -l)" = $((old_files - 2)) ] || fail "files of replaced images must go ($old_files -> $(ls "$work/store/images" | wc -l))"
 req GET "/v1/images/$old_id"; expect 404
 req PATCH /v1/products/NOPE "${AUTH[@]}" -H 'Content-Type: application/json' --data '{"price":1}'; expect 404
+# an id in UTF-8 is quoted as itself in the message (it was 'caf??')
+req GET "/v1/products/caf%C3%A9-noir"; expect 404
+[ "$(json 'd["error"]["message"]')" = "no product 'café-noir'" ] || fail "UTF-8 id in a message: $(cat "$BODY")"
 req PATCH "/v1/products/$P" "${AUTH[@]}" -H 'Content-Type: application/json' --data '{"price":'; expect 400
 req PATCH "/v1/products/$P" "${AUTH[@]}" -H 'Content-Type: application/json' --data '{"colour":"red"}'; expect 400
 req PATCH "/v1/products/$P" "${AUTH[@]}" -H 'Content-Type: application/json' --data '{"price":-3}'; expect 400

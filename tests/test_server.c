@@ -106,6 +106,11 @@ static void test_target_utf8(void **state) {
     assert_false(sl__utf8_valid("\xf5\x80\x80\x80", 4));
     assert_false(sl__utf8_valid("\xe0\x9f\xbf", 3)); /* overlong 3-byte */
     assert_false(sl__utf8_valid("a\xc3", 2));
+    /* scrubbing keeps well-formed sequences and replaces each stray byte */
+    char s1[] = "caf\xc3\xa9 \xff\xfe \xe2\x82\xac \xed\xa0\x80 \xe2\x82";
+    sl__utf8_scrub(s1);
+    assert_string_equal(s1, "caf\xc3\xa9 ?? \xe2\x82\xac ??? ??");
+    sl__utf8_scrub(NULL);
 }
 
 static void test_params(void **state) {
@@ -933,6 +938,18 @@ static void test_http_framing(void **state) {
     free(r.body);
     sl__req0(port, "GET", "/v1/products/%C3%A9/similar", &r);
     sl__expect_error(&r, 503, "unavailable"); /* valid: reaches the (missing) engine */
+    free(r.body);
+    /* valid UTF-8 a message quotes stays itself (JSON-escaped), not '??' */
+    sl__req0(port, "GET", "/v1/products?caf%C3%A9=1", &r);
+    sl__expect_error(&r, 400, "bad_request");
+    assert_non_null(strstr(r.body, "'caf\\u00E9'"));
+    free(r.body);
+    /* a long name is cut between characters: 'a' and 15 of the 16 'é' */
+    sl__req0(port, "GET", "/v1/products?a%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9"
+                          "%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9%C3%A9=1", &r);
+    sl__expect_error(&r, 400, "bad_request");
+    assert_non_null(strstr(r.body, "'a\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9"
+                                   "\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9\\u00E9...'"));
     free(r.body);
     /* counted and logged like any other request */
     sl__req0(port, "GET", "/metrics", &r);

@@ -242,6 +242,7 @@ static void test_csv_rfc4180(void **state) {
         "P1,b.jpg,\"multi\nline\",9.50,red\n"
         "\n"
         "P2,c.jpg,Shoe,abc,\"blue\"\n"
+        "P6,g.jpg,Plain,1,\n"           /* an empty cell is no attribute */
         "P3,d.jpg,Too,few\n"
         "P4,e.jpg,\"bad\"x,1,y\n"
         "P5,f.jpg,Last,2,\"unterminated\n";
@@ -262,14 +263,18 @@ static void test_csv_rfc4180(void **state) {
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
     assert_int_equal(row.row, 3); /* the blank line is not a record */
     assert_string_equal(row.price_text, "abc");
-    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
-    assert_int_equal(row.row, 4);
-    assert_non_null(strstr(e.message, "4 fields"));
+    assert_string_equal(row.attrs_json, "{\"color\":\"blue\"}");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.product_id, "P6");
+    assert_string_equal(row.attrs_json, "{}");
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
     assert_int_equal(row.row, 5);
-    assert_non_null(strstr(e.message, "closing quote"));
+    assert_non_null(strstr(e.message, "4 fields"));
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
     assert_int_equal(row.row, 6);
+    assert_non_null(strstr(e.message, "closing quote"));
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_CORRUPT);
+    assert_int_equal(row.row, 7);
     assert_non_null(strstr(e.message, "unterminated"));
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_NOT_FOUND);
     sl_catalog_close(r);
@@ -312,6 +317,67 @@ static void test_jsonl(void **state) {
     assert_null(row.image);
     assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_NOT_FOUND);
     sl_catalog_close(r);
+}
+
+/* Feeds are UTF-8 (the API and JSON are): a CSV value that is not is named per row (image
+ * columns are paths or URLs and exempt), a header name that is not refuses the feed; product
+ * ids are checked by one rule for every writer (sl_product_id_check). */
+static void test_feed_utf8(void **state) {
+    (void)state;
+    const char *csv =
+        "product_id,image,title,brand\n"
+        "OK\xc3\xa9,caf\xe9.jpg,Caf\xc3\xa9,Nestl\xc3\xa9\n" /* UTF-8; a Latin-1 file name */
+        "L1,a.jpg,caf\xe9,b\n"                                /* Latin-1 title */
+        "L2,a.jpg,t,Nestl\xe9\n"                              /* Latin-1 attribute */
+        "B\xff,a.jpg,t,b\n";                                  /* Latin-1 id */
+    sl_catalog_reader *r;
+    sl_error e;
+    sl_catalog_row row;
+    assert_int_equal(sl_catalog_open_buffer(csv, strlen(csv), 0, &r, &e), SL_OK);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_null(row.not_utf8);
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.not_utf8, "title");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.not_utf8, "brand");
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_OK);
+    assert_string_equal(row.not_utf8, "product_id");
+    assert_non_null(sl_product_id_check(row.product_id));
+    assert_int_equal(sl_catalog_next(r, &row, &e), SL_E_NOT_FOUND);
+    sl_catalog_close(r);
+    const char *hdr = "product_id,image,Marqu\xe9\nA,a.jpg,x\n";
+    assert_int_equal(sl_catalog_open_buffer(hdr, strlen(hdr), 0, &r, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "column 3"));
+    assert_non_null(strstr(e.message, "UTF-8"));
+
+    assert_null(sl_product_id_check("caf\xc3\xa9"));
+    assert_string_equal(sl_product_id_check("B\xff"), "is not UTF-8 text");
+    assert_string_equal(sl_product_id_check("\xed\xa0\x80"), "is not UTF-8 text"); /* surrogate */
+    assert_string_equal(sl_product_id_check(""), "is empty");
+    assert_string_equal(sl_product_id_check(NULL), "is empty");
+    assert_string_equal(sl_product_id_check("a\tb"), "contains a control character");
+    char longid[SL_STORE_ID_MAX + 2];
+    memset(longid, 'x', sizeof longid - 1);
+    longid[SL_STORE_ID_MAX] = '\0';
+    assert_null(sl_product_id_check(longid));
+    longid[SL_STORE_ID_MAX] = 'x';
+    longid[SL_STORE_ID_MAX + 1] = '\0';
+    assert_non_null(strstr(sl_product_id_check(longid), "128"));
+
+    /* the store itself refuses such an id (a library user bypassing feed and API) */
+    char *dir = make_tmpdir();
+    char sub[600];
+    snprintf(sub, sizeof sub, "%s/st", dir);
+    sl_store *s = NULL;
+    assert_int_equal(sl_store_open(sub, 1, 0, &s, &e), SL_OK);
+    sl_product p = { .id = "B\xff", .title = "t" };
+    assert_int_equal(sl_store_put_product(s, &p, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "UTF-8"));
+    p.id = "caf\xc3\xa9";
+    assert_int_equal(sl_store_put_product(s, &p, &e), SL_OK);
+    sl_store_free(s);
+    rm_rf(dir);
+    free(dir);
 }
 
 /* ---- image URLs (catalog/fetch.c) against a local server ---------------------------------- */
@@ -936,6 +1002,7 @@ int main(void) {
         cmocka_unit_test(test_csv_rfc4180),
         cmocka_unit_test(test_jsonl),
         cmocka_unit_test(test_feed_merchant_names),
+        cmocka_unit_test(test_feed_utf8),
         cmocka_unit_test(test_price_text),
         cmocka_unit_test(test_sniff),
         cmocka_unit_test(test_fetch_urls),

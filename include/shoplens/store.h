@@ -80,6 +80,11 @@ void sl_product_clear(sl_product *p);
  * receives the upper-case code ("" for none). Returns 1 when valid, 0 otherwise. */
 int sl_product_currency_valid(const char *code, char out[SL_PRODUCT_CURRENCY_LEN + 1]);
 
+/* Checks a product id: 1..SL_STORE_ID_MAX bytes of UTF-8 text (RFC 3629) without control
+ * characters - the rule of every writer (feeds, the HTTP API, the library). Returns NULL when
+ * valid, else a static sentence saying what is wrong ("is empty", "is not UTF-8 text", ...). */
+const char *sl_product_id_check(const char *id);
+
 /* A deep copy of *src into *dst (strings malloc'ed; NULL strings stay NULL). SL_E_NOMEM. */
 sl_status sl_product_copy(sl_product *dst, const sl_product *src, sl_error *err);
 
@@ -296,6 +301,9 @@ typedef struct sl_catalog_row {
     const char *more_images; /* more images of the product, comma-separated (column/key
                                 additional_images or Google Merchant's additional_image_link;
                                 JSONL: a string or a list of strings), or NULL */
+    const char *not_utf8;    /* CSV: the name of the first column whose value is not UTF-8
+                                text (image columns are paths or URLs and exempt), or NULL;
+                                the ingest fails such a row (JSONL is UTF-8 by definition) */
 } sl_catalog_row;
 
 typedef struct sl_catalog_reader sl_catalog_reader;

@@ -201,6 +201,9 @@ static sl_status sl__csv_header(sl_catalog_reader *r, sl_error *err) {
         if (!r->header[i]) return sl__err_set(err, SL_E_NOMEM, "out of memory");
         memcpy(r->header[i], h, hl);
         r->header[i][hl] = '\0';
+        if (!sl__utf8_valid(r->header[i], hl))
+            return sl__err_set(err, SL_E_CORRUPT, "CSV header: the name of column %zu is not UTF-8 "
+                               "text (save the feed as UTF-8)", i + 1);
         for (int k = 0; k < SL__COL_N; k++) {
             int a = sl__alias(k, r->header[i]);
             if (a >= 0 && (r->col_of[k] < 0 || a < r->col_alias[k])) {
@@ -229,14 +232,20 @@ static sl_status sl__csv_next(sl_catalog_reader *r, sl_catalog_row *row, sl_erro
                                    &row->price_text, &row->description, &row->url, &row->currency,
                                    &row->more_images};
     for (int k = 0; k < SL__COL_N; k++) *dst[k] = r->col_of[k] >= 0 ? r->fields[r->col_of[k]] : NULL;
+    for (size_t i = 0; i < r->n_fields && !row->not_utf8; i++)
+        if ((int)i != r->col_of[SL__COL_IMAGE] && (int)i != r->col_of[SL__COL_MORE] &&
+            !sl__utf8_valid(r->fields[i], strlen(r->fields[i])))
+            row->not_utf8 = r->header[i];
     json_t *attrs = json_object();
     if (!attrs) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t i = 0; i < r->n_fields; i++) {
         int known = 0;
         for (int k = 0; k < SL__COL_N; k++) known |= r->col_of[k] == (int)i;
-        if (known || r->header[i][0] == '\0') continue;
+        /* an empty cell is no value (CSV cannot tell "" from absent): no attribute, so an
+         * export, whose columns are every product's attributes, reads back unchanged */
+        if (known || r->header[i][0] == '\0' || r->fields[i][0] == '\0') continue;
         json_t *v = json_stringn(r->fields[i], strlen(r->fields[i]));
-        if (!v) v = json_string("");  /* invalid UTF-8: keep the key, drop the value */
+        if (!v) v = json_string("");  /* invalid UTF-8 (row->not_utf8 names it): no value */
         json_object_set_new(attrs, r->header[i], v);
     }
     r->attrs = json_dumps(attrs, JSON_COMPACT | JSON_PRESERVE_ORDER);

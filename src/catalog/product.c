@@ -31,6 +31,18 @@ int sl_product_currency_valid(const char *code, char out[SL_PRODUCT_CURRENCY_LEN
     return 1;
 }
 
+_Static_assert(SL_STORE_ID_MAX == 128, "sl_product_id_check's message names the limit");
+
+const char *sl_product_id_check(const char *id) {
+    if (!id || !*id) return "is empty";
+    size_t n = strlen(id);
+    if (n > SL_STORE_ID_MAX) return "is longer than 128 bytes";
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f) return "contains a control character";
+    if (!sl__utf8_valid(id, n)) return "is not UTF-8 text";
+    return NULL;
+}
+
 static int sl__dup_field(char **dst, const char *src) {
     *dst = NULL;
     if (!src) return 0;

@@ -524,20 +524,11 @@ static void sl__bind_opt_text(sqlite3_stmt *st, int i, const char *v) {
     sqlite3_bind_text(st, i, v ? v : "", -1, SQLITE_STATIC);
 }
 
-static int sl__valid_id(const char *id) {
-    if (!id || !*id) return 0;
-    size_t n = 0;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++, n++)
-        if (*p < 0x20 || *p == 0x7f) return 0;
-    return n <= SL_STORE_ID_MAX;
-}
-
 sl_status sl_store_put_product(sl_store *s, const sl_product *p, sl_error *err) {
     sl_status rc = sl__need_writer(s, err);
     if (rc != SL_OK) return rc;
-    if (!sl__valid_id(p->id))
-        return sl__err_set(err, SL_E_INVALID, "bad product id (empty, over %d bytes or control "
-                           "characters)", SL_STORE_ID_MAX);
+    const char *bad_id = sl_product_id_check(p->id);
+    if (bad_id) return sl__err_set(err, SL_E_INVALID, "bad product id: it %s", bad_id);
     char cur[SL_PRODUCT_CURRENCY_LEN + 1];
     if (!sl_product_currency_valid(p->currency, cur))
         return sl__err_set(err, SL_E_INVALID, "bad currency (a three-letter ISO 4217 code such as USD)");

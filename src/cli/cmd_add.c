@@ -20,7 +20,7 @@ int sl__cli_ingest(int argc, char **argv, int sync);
 
 static json_t *sl__ids_json(const sl_id_list *l) {
     json_t *a = json_array();
-    for (size_t i = 0; a && i < l->n; i++) json_array_append_new(a, json_string(l->ids[i]));
+    for (size_t i = 0; a && i < l->n; i++) json_array_append_new(a, sl__json_text(l->ids[i]));
     return a ? a : json_array();
 }
 
@@ -75,10 +75,10 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
         json_t *fails = json_array();
         for (size_t i = 0; fails && i < rep.n_failures; i++) {
             const sl_ingest_failure *f = &rep.failures[i];
-            json_array_append_new(fails, json_pack("{s:I, s:o, s:o, s:s, s:s}", "row", (json_int_t)f->row,
-                "product_id", f->product_id ? json_string(f->product_id) : json_null(),
-                "file", f->file ? json_string(f->file) : json_null(),
-                "status", sl_status_name(f->status), "message", f->message ? f->message : ""));
+            json_array_append_new(fails, json_pack("{s:I, s:o, s:o, s:s, s:o}", "row", (json_int_t)f->row,
+                "product_id", f->product_id ? sl__json_text(f->product_id) : json_null(),
+                "file", f->file ? sl__json_text(f->file) : json_null(),
+                "status", sl_status_name(f->status), "message", sl__json_text(f->message)));
         }
         json_t *o2 = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o, s:b, s:o, s:o, s:o}",
             "rows", (json_int_t)rep.rows, "products", (json_int_t)rep.products,
@@ -89,11 +89,12 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             "added_ids", sl__ids_json(&rep.added_ids), "updated_ids", sl__ids_json(&rep.updated_ids),
             "removed_ids", sl__ids_json(&rep.removed_ids));
         if (o2 && rep.dry_run && sync)
-            json_object_set_new(o2, "refused", rep.refused ? json_string(rep.refused) : json_null());
+            json_object_set_new(o2, "refused", rep.refused ? sl__json_text(rep.refused) : json_null());
         if (o2) json_object_set_new(o2, "calibrated", json_boolean(rep.calibrated));
-        if (o2 && rep.calibration_error) json_object_set_new(o2, "calibration_error", json_string(rep.calibration_error));
+        if (o2 && rep.calibration_error)
+            json_object_set_new(o2, "calibration_error", sl__json_text(rep.calibration_error));
         if (o2 && st != SL_OK)
-            json_object_set_new(o2, "error", json_pack("{s:s, s:s}", "status", sl_status_name(st), "message", err.message));
+            json_object_set_new(o2, "error", json_pack("{s:s, s:o}", "status", sl_status_name(st), "message", sl__json_text(err.message)));
         if (sl__print_json(o2)) st = SL_E_NOMEM;
     } else {
         for (size_t i = 0; i < rep.n_failures; i++) {

@@ -135,14 +135,14 @@ static sl_status sl__write_product(sl__exp *x, const sl_product *p, const sl_ima
         const char *img = abs ? abs : imgs[i].file;
         if (x->jsonl) {
             json_t *o = json_object();
-            json_object_set_new(o, "product_id", json_string(p->id));
-            json_object_set_new(o, "image", json_string(img));
-            json_object_set_new(o, "title", json_string(p->title));
-            json_object_set_new(o, "category", json_string(p->category));
+            json_object_set_new(o, "product_id", sl__json_text(p->id));
+            json_object_set_new(o, "image", sl__json_text(img));
+            json_object_set_new(o, "title", sl__json_text(p->title));
+            json_object_set_new(o, "category", sl__json_text(p->category));
             if (p->has_price) json_object_set_new(o, "price", json_real(p->price));
             if (p->currency && *p->currency) json_object_set_new(o, "currency", json_string(p->currency));
-            json_object_set_new(o, "description", json_string(p->description));
-            json_object_set_new(o, "url", json_string(p->url));
+            json_object_set_new(o, "description", sl__json_text(p->description));
+            json_object_set_new(o, "url", sl__json_text(p->url));
             const char *k;
             json_t *v;
             json_object_foreach(a, k, v) {

@@ -4,6 +4,7 @@
  * the error (status name + message). Exit 0 only if every image loaded, 3 if some failed.
  */
 #include "cli/cli.h"
+#include "cli/product_cli.h"
 #include "shoplens/image.h"
 
 #include <jansson.h>
@@ -46,7 +47,7 @@ static int sl__inspect_run(int argc, char **argv) {
         sl_status st = sl_image_load_file(path, &opts, &img, &info, &err);
         if (st) failed++;
         if (json) {
-            json_t *o = json_pack("{s:s, s:b, s:s, s:i, s:i, s:i, s:i, s:i}", "file", path,
+            json_t *o = json_pack("{s:o, s:b, s:s, s:i, s:i, s:i, s:i, s:i}", "file", sl__json_text(path),
                                   "ok", st == SL_OK, "format", info.format, "width", info.width,
                                   "height", info.height, "orientation", info.orientation,
                                   "bands", info.bands, "bits", info.bits);
@@ -56,7 +57,7 @@ static int sl__inspect_run(int argc, char **argv) {
                 json_object_set_new(o, "channels", json_integer(sl_image_channels(img)));
             } else if (o) {
                 json_object_set_new(o, "status", json_string(sl_status_name(st)));
-                json_object_set_new(o, "error", json_string(err.message));
+                json_object_set_new(o, "error", sl__json_text(err.message));
             }
             if (!o || json_array_append_new(arr, o) != 0) {
                 sl_image_free(img);

@@ -21,11 +21,11 @@ static int sl__remove_run(int argc, char **argv) {
         sl_error_clear(&err);
         sl_status st = sl_engine_delete_product(e, o.pos[i], &err);
         if (st == SL_OK) {
-            json_array_append_new(removed, json_string(o.pos[i]));
+            json_array_append_new(removed, sl__json_text(o.pos[i]));
             if (!o.json && !o.quiet) printf("removed %s\n", o.pos[i]);
         } else if (st == SL_E_NOT_FOUND) {
             nmiss++;
-            json_array_append_new(missing, json_string(o.pos[i]));
+            json_array_append_new(missing, sl__json_text(o.pos[i]));
             if (!o.json) fprintf(stderr, "shoplens remove: no product '%s'\n", o.pos[i]);
         } else {
             hard = 1;

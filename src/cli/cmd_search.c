@@ -10,20 +10,23 @@ static int sl__search_run(int argc, char **argv) { return sl__cli_matches_cmd(ar
 
 const sl__cli_cmd sl__cmd_search = {
     "search", "find the products shown in a photo",
-    "Usage: shoplens search IMAGE... [-k 10] [--category C] [--min-price X] [--max-price Y]\n"
-    "                       [--text WORDS] [--text-mode restrict|boost] [--region X,Y,W,H]\n"
-    "                       [--store DIR] [--json]\n\n"
+    "Usage: shoplens search IMAGE... [-k 10] [--offset N] [--category C] [--min-price X]\n"
+    "                       [--max-price Y] [--text WORDS] [--text-mode restrict|boost]\n"
+    "                       [--region X,Y,W,H] [--store DIR] [--json]\n\n"
     "Prints the K best products (a product's score is its best image's, -1..1), with the matching\n"
     "catalog image, the confidence that it is the product in the photo (0..1) and whether that\n"
     "makes it a match (the store's calibration, docs/learn.md); \"no close match\" when none is.\n"
     "Filters are applied inside the index search, so K results come back whenever K products\n"
     "pass them. Several images: one block (or one JSON line with \"image\") per image.\n"
+    "  -k K           products to print, 1..1000\n"
+    "  --offset N     skip the N best first (a next page: ranks N+1..N+K); offset + K <= 1000\n"
     "  --text WORDS   full-text match (FTS5) on title and description, all words required.\n"
     "                 By default it RESTRICTS the results to matching products; with\n"
     "                 --text-mode boost every product stays and matching ones get +0.1.\n"
     "  --region X,Y,W,H  search only this rectangle of IMAGE: pixels of the upright photo\n"
     "                 (EXIF orientation applied) from its top-left corner, at least 16x16\n"
-    "  --json         print {\"results\": [{\"product_id\", \"score\", \"confidence\", \"match\",\n"
-    "                 \"title\", \"category\", \"price\", \"image\", \"image_id\", \"inliers\"}]}\n"
+    "  --json         print {\"results\": [{\"rank\", \"product_id\", \"score\", \"confidence\",\n"
+    "                 \"match\", \"title\", \"category\", \"price\", \"currency\", \"url\", \"image\",\n"
+    "                 \"image_id\", \"inliers\"}]}; image is where the catalog image came from\n"
     "The photo is never written to the store or to any log.\n",
     sl__search_run};

@@ -4,6 +4,7 @@
  */
 #include "cli/product_cli.h"
 #include "cli/cli.h"
+#include "util/util.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -202,22 +203,23 @@ int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_on
     return 0;
 }
 
-json_t *sl__matches_json(const sl_matches *m) {
+json_t *sl__matches_json(const sl_matches *m, size_t rank0) {
     json_t *arr = json_array();
     for (size_t i = 0; arr && i < m->n; i++) {
         const sl_match *r = &m->items[i];
         json_t *o = json_object();
         if (!o) break;
-        json_object_set_new(o, "product_id", json_string(r->product_id));
+        json_object_set_new(o, "rank", json_integer((json_int_t)(rank0 + i + 1)));
+        json_object_set_new(o, "product_id", sl__json_text(r->product_id));
         json_object_set_new(o, "score", json_real(round(r->score * 1e6) / 1e6));
         json_object_set_new(o, "confidence", json_real(round(r->confidence * 1e6) / 1e6));
         json_object_set_new(o, "match", json_boolean(r->match));
-        json_object_set_new(o, "title", json_string(r->title));
-        json_object_set_new(o, "category", json_string(r->category));
+        json_object_set_new(o, "title", sl__json_text(r->title));
+        json_object_set_new(o, "category", sl__json_text(r->category));
         json_object_set_new(o, "price", r->has_price ? json_real(r->price) : json_null());
         json_object_set_new(o, "currency", r->currency && *r->currency ? json_string(r->currency) : json_null());
-        json_object_set_new(o, "url", r->url && *r->url ? json_string(r->url) : json_null());
-        json_object_set_new(o, "image", json_string(r->image));
+        json_object_set_new(o, "url", r->url && *r->url ? sl__json_text(r->url) : json_null());
+        json_object_set_new(o, "image", sl__json_text(r->image));
         json_object_set_new(o, "image_id", json_integer(r->image_id));
         json_object_set_new(o, "inliers", r->inliers >= 0 ? json_integer(r->inliers) : json_null());
         json_array_append_new(arr, o);
@@ -246,7 +248,7 @@ void sl__format_price(char *buf, size_t cap, int has_price, double price, const 
     else snprintf(buf, cap, "%.2f", price);
 }
 
-void sl__print_matches(const sl_matches *m) {
+void sl__print_matches(const sl_matches *m, size_t rank0) {
     if (m->n == 0) {
         printf("no results\n");
         return;
@@ -266,24 +268,23 @@ void sl__print_matches(const sl_matches *m) {
         const sl_match *r = &m->items[i];
         char price[48];
         sl__format_price(price, sizeof price, r->has_price, r->price, r->currency);
-        printf("%-4zu %-*s %8.4f %5.2f %-7s  ", i + 1, wid, r->product_id, r->score, r->confidence,
+        printf("%-4zu %-*s %8.4f %5.2f %-7s  ", rank0 + i + 1, wid, r->product_id, r->score, r->confidence,
                r->match ? "match" : "similar");
         sl__print_cell(r->title, 32);
         putchar(' ');
         sl__print_cell(r->category, wcat);
         printf(" %14s\n", price);
     }
-    if (matches == 0) printf("no close match: the results are similar products\n");
+    /* a later page says nothing about the first one */
+    if (matches == 0 && rank0 == 0) printf("no close match: the results are similar products\n");
 }
 
-/* A JSON string of catalog text; invalid UTF-8 bytes become '?' (jansson refuses them). */
-static json_t *sl__jtext(const char *s) {
+json_t *sl__json_text(const char *s) {
     json_t *j = json_string(s ? s : "");
     if (j) return j;
     char *c = strdup(s);
     if (!c) return NULL;
-    for (char *q = c; *q; q++)
-        if ((unsigned char)*q >= 0x80) *q = '?';
+    sl__utf8_scrub(c);
     j = json_string(c);
     free(c);
     return j;
@@ -299,10 +300,10 @@ json_t *sl__product_json(const sl_product *p, const sl_image_ref *images, size_t
     for (size_t i = 0; imgs && i < n_images; i++)
         json_array_append_new(imgs, json_pack("{s:I, s:s, s:I, s:o, s:o}", "id", (json_int_t)images[i].id,
                                               "sha256", images[i].hash, "bytes", (json_int_t)images[i].size,
-                                              "file", sl__jtext(images[i].file), "source", sl__jtext(images[i].source)));
-    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", sl__jtext(p->id),
-                     "title", sl__jtext(p->title), "category", sl__jtext(p->category),
-                     "description", sl__jtext(p->description), "url", sl__jtext(p->url),
+                                              "file", sl__json_text(images[i].file), "source", sl__json_text(images[i].source)));
+    return json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "id", sl__json_text(p->id),
+                     "title", sl__json_text(p->title), "category", sl__json_text(p->category),
+                     "description", sl__json_text(p->description), "url", sl__json_text(p->url),
                      "price", p->has_price ? json_real(p->price) : json_null(),
                      "currency", p->currency && *p->currency ? json_string(p->currency) : json_null(),
                      "attrs", attrs, "images", imgs ? imgs : json_array());
@@ -364,6 +365,7 @@ int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl_engine *e;
     if ((rc = sl__open_engine(argv[0], &o, 0, 1, &e))) return rc;
     int failed = 0;
+    size_t rank0 = o.q.offset > 0 ? (size_t)o.q.offset : 0;
     for (int i = 0; i < o.npos && rc == 0; i++) {
         sl_matches m;
         sl_error err;
@@ -381,8 +383,8 @@ int sl__cli_matches_cmd(int argc, char **argv, int similar) {
         }
         if (o.npos > 1) { /* several images: one line per image (JSON Lines with --json) */
             if (o.json) {
-                json_t *j = sl__matches_json(&m);
-                if (j) json_object_set_new(j, "image", json_string(o.pos[i]));
+                json_t *j = sl__matches_json(&m, rank0);
+                if (j) json_object_set_new(j, "image", sl__json_text(o.pos[i]));
                 char *s2 = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
                 json_decref(j);
                 if (!s2) rc = SL_EXIT_ERROR;
@@ -390,12 +392,12 @@ int sl__cli_matches_cmd(int argc, char **argv, int similar) {
                 free(s2);
             } else {
                 printf("%s\n", o.pos[i]);
-                sl__print_matches(&m);
+                sl__print_matches(&m, rank0);
             }
         } else if (o.json) {
-            rc = sl__print_json(sl__matches_json(&m));
+            rc = sl__print_json(sl__matches_json(&m, rank0));
         } else {
-            sl__print_matches(&m);
+            sl__print_matches(&m, rank0);
         }
         sl_matches_free(&m);
     }

@@ -63,10 +63,11 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o);
  * returns SL_EXIT_ERROR on failure, else 0. */
 int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_only, sl_engine **e);
 
-/* {"results": [...]} of a match list (the shape of search/similar --json). New reference. */
-json_t *sl__matches_json(const sl_matches *m);
-/* A human table of matches on stdout: product ids are never cut. */
-void sl__print_matches(const sl_matches *m);
+/* {"results": [...]} of a match list (the shape of search/similar --json); the first result
+ * has "rank" rank0 + 1 (a page after --offset rank0). New reference. */
+json_t *sl__matches_json(const sl_matches *m, size_t rank0);
+/* A human table of matches on stdout, ranks from rank0 + 1: product ids are never cut. */
+void sl__print_matches(const sl_matches *m, size_t rank0);
 /* Prints s in a column of width w (bytes), cutting a longer s at a UTF-8 character boundary and
  * ending it with "..." (for titles; never used for ids). */
 void sl__print_cell(const char *s, int w);
@@ -78,6 +79,10 @@ void sl__popts_filter(const sl__popts *o, sl_store_filter *f);
  * "attrs", "images": [{"id", "sha256", "bytes", "file", "source"}]} (images read from the
  * store; NULL images = none). New reference, NULL when out of memory. */
 json_t *sl__product_json(const sl_product *p, const sl_image_ref *images, size_t n_images);
+/* A JSON string of text from a feed, a store or the command line (NULL: ""); bytes that are
+ * not UTF-8 (a Latin-1 file name, text stored before feeds were checked) become '?' instead of
+ * the key going missing (jansson refuses them). New reference, NULL when out of memory. */
+json_t *sl__json_text(const char *s);
 /* Prints a JSON value (indented, keys in insertion order) and a newline, then frees it.
  * Returns 0 or SL_EXIT_ERROR when out of memory. */
 int sl__print_json(json_t *v);

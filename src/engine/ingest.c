@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -171,11 +172,16 @@ static int sl__smap_put(sl__smap *m, size_t count, const sl__prod *prods, size_t
 
 /* ---- parsing ------------------------------------------------------------------------------- */
 
-static int sl__id_ok(const char *id) {
-    if (!id || !*id || strlen(id) > SL_STORE_ID_MAX) return 0;
-    for (const unsigned char *p = (const unsigned char *)id; *p; p++)
-        if (*p < 0x20 || *p == 0x7f) return 0;
-    return 1;
+#define SL__WHY_MAX 256
+
+/* A row's failure sentence formatted into buf (for reasons that quote the row). */
+static const char *sl__why(char buf[SL__WHY_MAX], const char *fmt, ...) SL__PRINTF(2, 3);
+static const char *sl__why(char buf[SL__WHY_MAX], const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, SL__WHY_MAX, fmt, ap);
+    va_end(ap);
+    return buf;
 }
 
 /* Where a row's image is: a URL as is, a path relative to the feed's directory. */
@@ -259,8 +265,12 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, const char *cu
         char cur[SL_PRODUCT_CURRENCY_LEN + 1] = "", price_cur[4] = "";
         /* the currency: its own column, else the price's ("12.99 USD"), else the default */
         const char *cur_text = row.currency && *row.currency ? row.currency : NULL;
+        const char *bad_id = row.product_id && *row.product_id ? sl_product_id_check(row.product_id) : NULL;
+        char whybuf[SL__WHY_MAX];
         if (!row.product_id || !*row.product_id) why = "missing product_id";
-        else if (!sl__id_ok(row.product_id)) why = "bad product_id (over 128 bytes or control characters)";
+        else if (bad_id) why = sl__why(whybuf, "bad product_id: it %s", bad_id);
+        else if (row.not_utf8)
+            why = sl__why(whybuf, "column '%s' is not UTF-8 text (save the feed as UTF-8)", row.not_utf8);
         else if (!row.image || !*row.image) why = "missing image";
         else if ((has_price = sl__price_parse(row.price_text, &price, price_cur, &why)) < 0) (void)0;
         else if (!sl_product_currency_valid(cur_text ? cur_text : price_cur[0] ? price_cur : currency, cur))
@@ -268,7 +278,7 @@ static sl_status sl__parse_feed(sl__ingest *in, const char *path, const char *cu
         else if (cur_text && price_cur[0] && strcmp(cur, price_cur) != 0)
             why = "the price's currency differs from the currency column";
         size_t pi = SIZE_MAX;
-        if (row.product_id && sl__id_ok(row.product_id)) {
+        if (row.product_id && *row.product_id && !bad_id) {
             pi = sl__smap_find(&map, row.product_id, in->prods);
             if (pi == SIZE_MAX) {
                 if (in->n_prods == cap_prods) {

@@ -377,8 +377,8 @@ out:
 }
 
 static sl_status sl__write_checks(sl_engine *e, const char *id, sl_error *err) {
-    if (!id || !*id || strlen(id) > SL_STORE_ID_MAX)
-        return sl__err_set(err, SL_E_INVALID, "bad product id (1..%d bytes)", SL_STORE_ID_MAX);
+    const char *bad_id = sl_product_id_check(id);
+    if (bad_id) return sl__err_set(err, SL_E_INVALID, "bad product id: it %s", bad_id);
     if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
     return SL_OK;
 }

@@ -48,9 +48,12 @@ void sl__resp_error(sl__resp *resp, int status, const char *code, const char *fm
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    /* jansson wants UTF-8; replace anything else so the error itself cannot fail. */
+    /* jansson wants UTF-8: bytes that are not (and control characters) become '?', so the
+     * error itself cannot fail; well-formed text (a product id like 'café') is kept. vsnprintf
+     * may have cut a sequence at the end of the buffer: that tail is scrubbed too. */
+    sl__utf8_scrub(msg);
     for (char *c = msg; *c; c++)
-        if ((unsigned char)*c >= 0x80 || (unsigned char)*c < 0x20) *c = '?';
+        if ((unsigned char)*c < 0x20) *c = '?';
     json_t *j = json_pack("{s:{s:s,s:s}}", "error", "code", code, "message", msg);
     sl__resp_json(resp, status, j);
     if (resp->status == 500 && status != 500) resp->status = status; /* keep the intended code */

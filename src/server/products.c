@@ -25,8 +25,7 @@ json_t *sl__api_str(const char *s) {
     if (j) return j;
     char *c = sl__strdup(s);
     if (!c) return NULL;
-    for (char *p = c; *p; p++)
-        if ((unsigned char)*p >= 0x80) *p = '?';
+    sl__utf8_scrub(c);
     j = json_string(c);
     free(c);
     return j;

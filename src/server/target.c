@@ -119,11 +119,20 @@ const char *sl__target_param(const sl__target *t, const char *key) {
     return NULL;
 }
 
-/* Copies at most 32 bytes of an untrusted name into a message-safe form. */
+/* Copies at most 32 bytes of a name (valid UTF-8: sl__target_parse checked it) into a
+ * message-safe form: control characters become '?', a longer name is cut before a whole
+ * character and marked "...". */
 static void sl__safe_name(const char *s, char out[40]) {
     size_t n = 0;
-    for (; s[n] && n < 32; n++) out[n] = isprint((unsigned char)s[n]) ? s[n] : '?';
-    if (s[n]) { memcpy(out + n, "...", 3); n += 3; }
+    for (; s[n] && n < 32; n++) {
+        unsigned char c = (unsigned char)s[n];
+        out[n] = c >= 0x80 || isprint(c) ? s[n] : '?';
+    }
+    if (s[n]) {
+        while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80) n--; /* not inside a character */
+        memcpy(out + n, "...", 3);
+        n += 3;
+    }
     out[n] = '\0';
 }
 

@@ -47,6 +47,9 @@ void *sl__reallocarray(void *p, size_t n, size_t size);
 char *sl__strdup(const char *s);
 /* 1 when s[0..n) is well-formed UTF-8 (RFC 3629: shortest forms, no surrogates, <= U+10FFFF). */
 int sl__utf8_valid(const char *s, size_t n);
+/* In place: every byte of the NUL-terminated s that is not part of a well-formed UTF-8 sequence
+ * becomes '?'; well-formed text is left as it is. s may be NULL (no-op). */
+void sl__utf8_scrub(char *s);
 
 /* Seconds from an arbitrary fixed point, monotonic. */
 double sl__now(void);
