@@ -83,11 +83,14 @@ rm -rf "$st"
 "$bin" init --store "$st" --features "$cnn" >/dev/null
 "$bin" add "$G/catalog.csv" --store "$st" --quiet >/dev/null
 "$bin" train --store "$st" --photos "$G/photos-train" --quiet --json > "$work/train.json"
+# the head's cost per query (built by make bench)
+if [ -x "$build/bench_learn_apply" ]; then "$build/bench_learn_apply" 1280 256 > "$work/apply.json"; else echo '{}' > "$work/apply.json"; fi
 # baseline
 "$py" "$here/baseline.py" "$bin" "$model" "$data" "$work/seen60.txt" "$work/baseline.json" >&2
-"$py" - "$results" "$work/train.json" "$work/baseline.json" "$out" "$(git -C "$root" rev-parse --short HEAD)" <<'PY'
+"$py" - "$results" "$work/train.json" "$work/baseline.json" "$out" "$(git -C "$root" rev-parse --short HEAD)" "$work/apply.json" <<'PY'
 import datetime, json, os, sys
-res, trj, bj, out, rev = sys.argv[1:6]
+res, trj, bj, out, rev, apj = sys.argv[1:7]
+ap = json.load(open(apj))
 R = {}; C = {}
 for line in open(res):
     d = json.loads(line); R[d["name"]] = d["r"]; C[d["name"]] = d["cmd"]
@@ -128,7 +131,11 @@ f.write(f"`shoplens train` on a MobileNetV2 + verify store of the grocery catalo
 g0, g1 = R["grocery/model/untrained"], R["grocery/model/train"]
 f.write(f"Query latency in the same eval runs (decode + describe + exact search + verify, p50 / p99 ms): "
         f"untrained {g0['query_ms_p50']:.1f} / {g0['query_ms_p99']:.1f}, with the head {g1['query_ms_p50']:.1f} / "
-        f"{g1['query_ms_p99']:.1f}.\n\n## commands\n\n")
+        f"{g1['query_ms_p99']:.1f}.\n")
+if ap:
+    f.write(f"Applying the head to one query (1280 x rank 256, `bench_learn_apply`): {ap['apply_us']:.0f} us, "
+            f"{100 * ap['apply_us'] / 1000 / g0['query_ms_p50']:.1f}% of the untrained p50 above.\n")
+f.write("\n## commands\n\n")
 for n, c in C.items():
     f.write(f"- {n}: `{c}`\n")
 f.write("- cost: `shoplens init --store S --features cnn:MODEL+verify; shoplens add DATA/grocery/catalog.csv --store S; "
