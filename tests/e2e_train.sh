@@ -137,6 +137,11 @@ grep -q nowhere "$tmp/e.txt" || fail "missing --photos message: $(cat "$tmp/e.tx
 grep -q "no catalog" "$tmp/e.txt" || fail "empty store message: $(cat "$tmp/e.txt")"
 "$bin" eval --gallery "$tmp/held" --train "$tmp/train" --train-catalog >/dev/null 2>&1; [ $? -eq 2 ] || fail "--train with --train-catalog must exit 2"
 "$bin" eval --gallery "$tmp/held" --train-opt rank=0 >/dev/null 2>&1; [ $? -eq 2 ] || fail "eval bad --train-opt must exit 2"
+# init/eval --model: the recommended spec for a model; a path that cannot be in a spec, or with --features
+"$bin" init --store "$tmp/m1" --model "$tmp/a+b.onnx" >/dev/null 2>&1; [ $? -eq 2 ] || fail "init --model with '+' must exit 2"
+"$bin" init --store "$tmp/m2" --model x.onnx --features color >/dev/null 2>&1; [ $? -eq 2 ] || fail "init --model with --features must exit 2"
+"$bin" eval --gallery "$tmp/held" --model "$tmp/missing.onnx" > /dev/null 2> "$tmp/e.txt"; [ $? -eq 1 ] || fail "eval --model missing file must exit 1"
+grep -q "missing.onnx" "$tmp/e.txt" || fail "eval --model message: $(cat "$tmp/e.txt")"
 set -e
 
 # ---- eval --train ---------------------------------------------------------------------------------------
