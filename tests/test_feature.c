@@ -1092,6 +1092,78 @@ static void test_verify_survives_rotation_and_scale(void **state) {
     sl_image_free(a); sl_image_free(b); sl_image_free(c);
 }
 
+/* color:mean=1: training learns the mean histogram (section MEAN), extraction subtracts it, the
+ * file round-trips, and a damaged or missing MEAN section is refused by name. */
+static void test_mean_part_train_save_load(void **state) {
+    (void)state;
+    sl_features *f = NULL;
+    sl_error e;
+    assert_int_equal(sl_features_new("color:mean=1", &f, &e), SL_OK);
+    assert_non_null(strstr(sl_features_spec(f), ",mean=1"));
+    assert_true(sl_features_needs_training(f));
+    assert_false(sl_features_ready(f));
+    sl_image *imgs[4];
+    for (int i = 0; i < 4; i++) {
+        imgs[i] = sl_image_new(32, 24, 3);
+        assert_non_null(imgs[i]);
+        uint8_t *px = sl_image_pixels(imgs[i]);
+        for (size_t k = 0; k < 32 * 24 * 3; k++) px[k] = (uint8_t)((k * (size_t)(7 + 13 * i)) & 0xff);
+    }
+    assert_int_equal(sl_features_train(f, (const sl_image *const *)imgs, 4, 1), SL_OK);
+    assert_true(sl_features_ready(f));
+    size_t d = sl_features_dim(f);
+    float *a = malloc(d * sizeof(float)), *b = malloc(d * sizeof(float)), *plain = malloc(d * sizeof(float));
+    assert_true(a && b && plain);
+    assert_int_equal(sl_features_extract(f, imgs[0], a, NULL, &e), SL_OK);
+    sl_features *g = NULL;
+    assert_int_equal(sl_features_new("color", &g, &e), SL_OK);
+    assert_int_equal(sl_features_extract(g, imgs[0], plain, NULL, &e), SL_OK);
+    sl_features_free(g);
+    /* centred: the four training images' vectors sum to ~0 before renormalization, and differ
+     * from the plain histogram */
+    assert_true(memcmp(a, plain, d * sizeof(float)) != 0);
+    double dot = 0;
+    for (size_t i = 0; i < d; i++) dot += (double)a[i] * plain[i];
+    assert_true(dot < 0.99);
+    char path[] = "/tmp/test_feature_mean_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+    assert_int_equal(sl_features_extract(g, imgs[0], b, NULL, &e), SL_OK);
+    assert_memory_equal(a, b, d * sizeof(float));
+    sl_features_free(g);
+    /* damage: a byte of the MEAN payload (CRC catches it), then a file without MEAN */
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)len);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    uint8_t *m = NULL;
+    for (long i = 0; i + 4 <= len; i++)
+        if (memcmp(buf + i, "MEAN", 4) == 0) m = buf + i;
+    assert_non_null(m);
+    m[12 + 8] ^= 1;
+    assert_int_equal(sl_features_parse(buf, (size_t)len, "x", &g, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "MEAN"));
+    m[12 + 8] ^= 1;
+    memcpy(m, "HEAX", 4);
+    assert_int_equal(sl_features_parse(buf, (size_t)len, "x", &g, &e), SL_E_CORRUPT);
+    free(buf);
+    unlink(path);
+    assert_int_equal(sl_features_new("cnn:x.onnx,mean=2", &g, &e), SL_E_INVALID);
+    free(a);
+    free(b);
+    free(plain);
+    for (int i = 0; i < 4; i++) sl_image_free(imgs[i]);
+    sl_features_free(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kmeans_nearest_bits),
@@ -1113,6 +1185,7 @@ int main(void) {
         cmocka_unit_test(test_rootsift_hand_computed),
         cmocka_unit_test(test_spec_parsing),
         cmocka_unit_test(test_pipeline_train_extract_save_load),
+        cmocka_unit_test(test_mean_part_train_save_load),
         cmocka_unit_test(test_verify_survives_rotation_and_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -100,7 +100,7 @@ static void serialize(const sl_head *h, void **buf, size_t *len) {
 static void test_deterministic_any_threads(void **state) {
     (void)state;
     synth s;
-    synth_make(&s, 512, 40, 4, 1); /* products large enough to run on several threads */
+    synth_make(&s, 256, 40, 4, 1); /* products large enough to run on several threads */
     sl_head_data d = synth_data(&s);
     sl_head_train_opts o;
     sl_head_train_opts_init(&o);
@@ -323,7 +323,7 @@ static void test_head_improves_on_generated_photos(void **state) {
     d.class_category = cat;
     sl_head_train_opts o;
     sl_head_train_opts_init(&o);
-    o.rank = 64;
+    o.rank = 32;
     o.epochs = 20;
     sl_head *h = NULL;
     sl_error e;

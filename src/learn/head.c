@@ -84,6 +84,8 @@ void sl__head_center(float *x, size_t n, size_t dim, const float *mean) {
 
 /* Rows of this many vectors go through the map at once (bounds the scratch buffer). */
 #define APPLY_BLOCK 256
+/* Fewer rows than this use the library's own product instead of OpenBLAS (bench_learn_apply). */
+#define APPLY_BLAS_MIN 8
 
 sl_status sl_head_apply(const sl_head *h, sl_head_side side, const float *in, float *out,
                         size_t n) {
@@ -105,7 +107,16 @@ sl_status sl_head_apply(const sl_head *h, sl_head_side side, const float *in, fl
         sl__head_center(c, m, d, h->mean[side]);
         float *o = out + i0 * d;
         memcpy(o, c, m * d * sizeof *o);
-        if (r) {
+        if (r && m < APPLY_BLAS_MIN) {
+            /* one or a few queries: the library's single-threaded product streams V and U once
+             * (OpenBLAS's threaded path costs more than the product here) */
+            if (sl__mm(0, 0, m, r, d, 1.0f, c, d, h->V, r, 0.0f, t, r, 1) != 0 ||
+                sl__mm(0, 0, m, d, r, 1.0f, t, r, h->U, d, 1.0f, o, d, 1) != 0) {
+                free(c);
+                free(t);
+                return SL_E_NOMEM;
+            }
+        } else if (r) {
             /* t = c V (m x r); o += t U (m x d) */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)r, (int)d, 1.0f, c,
                         (int)d, h->V, (int)r, 0.0f, t, (int)r);
