@@ -1,7 +1,10 @@
 /* tests/test_learn.c - the projection head (learn.h): training is deterministic for a seed and
  * any thread count, a head learned on generated shopper photos finds held-out photos' products
  * more often than no head, the serialized form round-trips and damaged forms are refused, the
- * features file carries the head, and bad options are refused with a message. */
+ * features file carries the head, and bad options are refused with a message. Calibration
+ * (sl_calib): deterministic, monotone, operating point within its false-accept bound, reliable
+ * on held-out pairs (small calibration error, no steeper/flatter/shifted map has a lower log
+ * loss), damaged forms refused. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -530,6 +533,58 @@ static void test_calib_deterministic_and_monotone(void **state) {
     sl_calib_free(cb);
 }
 
+/* Reliability on fresh pairs drawn like the fitting ones, genuine and negatives at equal weight
+ * (the prior the fit is for): the expected calibration error over 10 equal-width bins (Naeini et
+ * al. 2015) and the log loss. The confidence is first distorted in logit space (scale, shift)
+ * when asked: 1, 0 = as is. */
+static double calib_ece(const sl_calib *c, sl_calib_use u, const double *pos, size_t np, const double *neg,
+                        size_t nn, double scale, double shift, double *logloss) {
+    double w[10] = {0}, conf[10] = {0}, gen[10] = {0};
+    *logloss = 0;
+    for (size_t i = 0; i < np + nn; i++) {
+        int g = i < np;
+        double x = sl_calib_confidence(c, u, g ? pos[i] : neg[i - np]);
+        if (scale != 1 || shift != 0) {
+            double l = log((x + 1e-12) / (1 - x + 1e-12));
+            x = 1 / (1 + exp(-(scale * l + shift)));
+        }
+        int b = x >= 1 ? 9 : (int)(x * 10);
+        double wi = g ? 0.5 / (double)np : 0.5 / (double)nn;
+        w[b] += wi;
+        conf[b] += wi * x;
+        gen[b] += wi * g;
+        *logloss -= wi * log(g ? x + 1e-12 : 1 - x + 1e-12);
+    }
+    double ece = 0;
+    for (int b = 0; b < 10; b++) ece += fabs(conf[b] - gen[b]);
+    return ece;
+}
+
+/* The confidence means what it says on pairs it was not fitted on: small calibration error, and
+ * no steeper, flatter or shifted map does better (a map with a wrong slope or offset fails). */
+static void test_calib_reliable(void **state) {
+    (void)state;
+    static cdata a, h;
+    cdata_make(&a, 7);
+    cdata_make(&h, 1234); /* held out: the same distributions, other draws */
+    sl_calib *c = NULL;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &c, NULL), SL_OK);
+    for (int u = 0; u < 2; u++) {
+        const double *neg = u ? h.neg1 : h.neg0;
+        size_t nn = u ? 400 : 1200;
+        double ll, ece = calib_ece(c, (sl_calib_use)u, h.pos, 300, neg, nn, 1, 0, &ll);
+        print_message("calibration map %d on held-out pairs: ECE %.4f, log loss %.4f\n", u, ece, ll);
+        assert_true(ece < 0.04);
+        const double bad[4][2] = {{1.5, 0}, {0.67, 0}, {1, 1}, {1, -1}};
+        for (int k = 0; k < 4; k++) {
+            double lb, eb = calib_ece(c, (sl_calib_use)u, h.pos, 300, neg, nn, bad[k][0], bad[k][1], &lb);
+            print_message("  distorted (x%.2f, %+.0f): ECE %.4f, log loss %.4f\n", bad[k][0], bad[k][1], eb, lb);
+            assert_true(lb > ll);
+        }
+    }
+    sl_calib_free(c);
+}
+
 static void test_calib_bad_input(void **state) {
     (void)state;
     static cdata a;
@@ -661,6 +716,7 @@ int main(void) {
         cmocka_unit_test(test_head_improves_on_generated_photos),
         cmocka_unit_test(test_augment_deterministic),
         cmocka_unit_test(test_calib_deterministic_and_monotone),
+        cmocka_unit_test(test_calib_reliable),
         cmocka_unit_test(test_calib_bad_input),
         cmocka_unit_test(test_calib_roundtrip_and_corrupt),
     };
