@@ -40,7 +40,8 @@ grep -q "fixed" "$tmp/err" || fail "spec change message"
 "$bin" search "$cat/images/P000005_1.jpg" -k 3 --json > "$tmp/s.json"
 [ "$(j "$tmp/s.json" 'd["results"][0]["product_id"]')" = P000005 ] || fail "search top-1"
 [ "$(j "$tmp/s.json" 'd["results"][0]["image"].endswith("P000005_1.jpg")')" = True ] || fail "best image of a multi-image product"
-[ "$(j "$tmp/s.json" 'sorted(d["results"][0].keys())')" = "['category', 'currency', 'image', 'image_id', 'inliers', 'price', 'product_id', 'rank', 'score', 'title', 'url']" ] || fail "search keys"
+[ "$(j "$tmp/s.json" 'sorted(d["results"][0].keys())')" = "['category', 'confidence', 'currency', 'image', 'image_id', 'inliers', 'match', 'price', 'product_id', 'rank', 'score', 'title', 'url']" ] || fail "search keys"
+[ "$(j "$tmp/s.json" 'all(-1 <= r["score"] <= 1 and 0 <= r["confidence"] <= 1 and r["match"] in (True, False) for r in d["results"])')" = True ] || fail "search score/confidence ranges"
 [ "$(j "$tmp/s.json" 'len(d["results"]) == 3 and len(set(r["product_id"] for r in d["results"])) == 3')" = True ] || fail "k distinct products"
 [ "$(j "$tmp/s.json" 'd["results"][0]["score"] >= d["results"][1]["score"] >= d["results"][2]["score"]')" = True ] || fail "sorted scores"
 "$bin" search "$cat/images/P000005_1.jpg" -k 2 | grep -q P000005 || fail "text table"
@@ -84,10 +85,42 @@ expect_rc 1 "$bin" similar NOPE
 "$bin" classify "$cat/images/P000005_0.jpg" --json > "$tmp/c.json"
 [ "$(j "$tmp/c.json" 'd["category"]')" = "$cat5" ] || fail "classify"
 [ "$(j "$tmp/c.json" '0 < d["confidence"] <= 1 and abs(sum(v["weight"] for v in d["votes"]) - 1) < 1e-6')" = True ] || fail "classify votes"
+[ "$(j "$tmp/sim.json" 'all(-1 <= r["score"] <= 1 and 0 <= r["confidence"] <= 1 for r in d["results"])')" = True ] || fail "similar ranges"
 expect_rc 0 "$bin" check P000005 "$cat/images/P000005_0.jpg" --json
 [ "$(j "$tmp/out" 'd["match"]')" = True ] || fail "check yes"
+[ "$(j "$tmp/out" 'sorted(d.keys())')" = "['confidence', 'image', 'image_id', 'inliers', 'match', 'product_id', 'score', 'threshold']" ] || fail "check keys"
+[ "$(j "$tmp/out" '0 <= d["confidence"] <= 1 and d["match"] == (d["confidence"] >= d["threshold"])')" = True ] || fail "check confidence"
 expect_rc 3 "$bin" check P000006 "$cat/images/P000005_0.jpg" --threshold 0.999
 expect_rc 1 "$bin" check NOPE "$cat/images/P000005_0.jpg"
+expect_rc 2 "$bin" check P000005 "$cat/images/P000005_0.jpg" --threshold 1.5   # a confidence: 0..1
+
+# ---- calibrated confidence: the store calibrated itself at the first add (12 products) -----------
+"$bin" info --json > "$tmp/info.json"
+[ "$(j "$tmp/info.json" 'd["calibration"]["source"], d["calibration"]["products"]')" = "('catalog', 12)" ] || fail "info calibration: $(cat "$tmp/info.json")"
+[ "$(j "$tmp/info.json" 'all(0 < d["calibration"][m]["threshold"] < 1 and d["calibration"][m]["negatives"] >= 50 for m in ("check", "search"))')" = True ] || fail "info calibration maps"
+"$bin" info | grep -q "^calibration *from .* augmented catalog images of 12 products" || fail "info calibration text"
+# check many: an ImageFolder of photos, each against its product; the same photos against others
+mkdir -p "$tmp/rev/P000001" "$tmp/rev/P000002"
+cp "$cat/queries/P000001/0.jpg" "$tmp/rev/P000001/a.jpg"
+cp "$cat/queries/P000002/0.jpg" "$tmp/rev/P000002/b.jpg"
+set +e; "$bin" check --photos "$tmp/rev" --json > "$tmp/cb.json"; rc=$?; set -e
+[ "$rc" -eq 0 ] || [ "$rc" -eq 3 ] || fail "check --photos exit $rc"
+[ "$(j "$tmp/cb.json" 'd["accepted"] + d["rejected"], d["failed"], len(d["results"])')" = "(2, 0, 2)" ] || fail "check --photos: $(cat "$tmp/cb.json")"
+printf 'photo,product_id\n%s,P000001\n%s,NOPE\n' "$tmp/rev/P000001/a.jpg" "$tmp/rev/P000001/a.jpg" > "$tmp/cb.csv"
+expect_rc 1 "$bin" check --photos "$tmp/cb.csv" --json   # an unknown product: reported, exit 1
+[ "$(j "$tmp/out" '[r.get("status", "ok") for r in d["results"]]')" = "['ok', 'SL_E_NOT_FOUND']" ] || fail "check --photos row status: $(cat "$tmp/out")"
+# search several images: one JSON line each
+"$bin" search "$cat/queries/P000001/0.jpg" "$cat/queries/P000002/0.jpg" -k 2 --json > "$tmp/multi.jsonl"
+[ "$(wc -l < "$tmp/multi.jsonl")" -eq 2 ] || fail "search of two images: two lines"
+"$py" -c 'import json,sys; [json.loads(l)["results"] for l in open(sys.argv[1])]' "$tmp/multi.jsonl" || fail "search JSON lines"
+# calibrate from labelled photos: source photos, same answer for the same seed
+"$bin" calibrate --photos "$tmp/rev" --json > /dev/null 2>"$tmp/err" && fail "two photos are too few to calibrate from"
+grep -q "genuine pairs, at least 20" "$tmp/err" || fail "calibrate: too few photos message"
+"$bin" calibrate --json --seed 4 > "$tmp/cal1.json"
+"$bin" calibrate --json --seed 4 > "$tmp/cal2.json"
+[ "$(j "$tmp/cal1.json" 'd["augmented"], d["calibration"]["source"]')" = "(True, 'catalog')" ] || fail "calibrate report"
+[ "$(j "$tmp/cal1.json" 'd["calibration"]')" = "$(j "$tmp/cal2.json" 'd["calibration"]')" ] || fail "calibrate is not deterministic"
+expect_rc 2 "$bin" calibrate --far 0.9
 
 # ---- updates: metadata change, image change, JSONL feed -----------------------------------------
 sed 's/^P000003,\(images\/P000003_0.jpg\),[^,]*,/P000003,\1,Renamed thing,/' "$cat/catalog.csv" > "$cat/upd.csv"

@@ -61,19 +61,19 @@ grep -q "^calibration: int8, 2 images (seed 17), ranges by mse" "$tmp/i8.txt" ||
 "$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c2.npy" --precision int8 --calib-load "$tmp/cal.bin"
 cmp "$tmp/c1.npy" "$tmp/c2.npy" || fail "a loaded calibration computes other bytes"
 # a store with the CNN at int8: add calibrates on the catalog's images, the features file keeps
-# the calibration (section CNNQ) and info shows it; later processes (search) reload it, so a
+# the quantization calibration (section CNNQ) and info shows it as "quantization"; later processes (search) reload it, so a
 # catalog image finds itself at score 1.0 (its stored vector and the query's are the same bits);
 # retrain recalibrates on the same seeded sample: the same calibration, the same results
 export SHOPLENS_STORE="$tmp/store"
 "$bin" sample catalog "$tmp/qcat" --products 6 --views 2 --photos 1 --size 96 --seed 3 > /dev/null
 "$bin" init --features "cnn:$m8,precision=int8" > /dev/null
-"$bin" info --json | grep -q '"calibration": null' || fail "uncalibrated store shows a calibration"
+"$bin" info --json | grep -q '"quantization": null' || fail "uncalibrated store shows a quantization calibration"
 "$bin" add "$tmp/qcat/catalog.csv" --jobs 2 > /dev/null
 grep -q CNNQ "$tmp"/store/features-*.bin || fail "features file has no calibration section"
 "$bin" info --json > "$tmp/qi.json"
-grep -q '"calibration": "int8, 12 images (seed [0-9]*), ranges by mse; [0-9]* of 11 convolutions kept at fp32' "$tmp/qi.json" \
+grep -q '"quantization": "int8, 12 images (seed [0-9]*), ranges by mse; [0-9]* of 11 convolutions kept at fp32' "$tmp/qi.json" \
     || fail "info does not show the store's calibration on its 12 images"
-"$bin" info | grep -q "^calibration int8, 12 images" || fail "info text has no calibration line"
+"$bin" info | grep -q "^quantization int8, 12 images" || fail "info text has no quantization line"
 for img in P000001_0 P000004_1; do
     "$bin" search "$tmp/qcat/images/$img.jpg" -k 1 --json > "$tmp/qs.json"
     tr -d ' \n' < "$tmp/qs.json" | grep -q '"score":1.0,' || fail "$img does not find itself at 1.0: the reloaded calibration differs"
@@ -81,12 +81,12 @@ done
 "$bin" search "$tmp/qcat/queries/P000002/0.jpg" -k 6 --json > "$tmp/qa.json"
 "$bin" retrain --jobs 2 > /dev/null
 "$bin" info --json > "$tmp/qi2.json"
-[ "$(grep '"calibration"' "$tmp/qi.json")" = "$(grep '"calibration"' "$tmp/qi2.json")" ] || fail "retrain changed the calibration"
+[ "$(grep '"quantization"' "$tmp/qi.json")" = "$(grep '"quantization"' "$tmp/qi2.json")" ] || fail "retrain changed the quantization calibration"
 "$bin" search "$tmp/qcat/queries/P000002/0.jpg" -k 6 --json > "$tmp/qb.json"
 cmp "$tmp/qa.json" "$tmp/qb.json" || fail "retrain changed the results"
-# a store without a reduced-precision CNN has no calibration
+# a store without a reduced-precision CNN has no quantization calibration
 "$bin" init --store "$tmp/s32" --features "cnn:$m8" > /dev/null
-"$bin" info --store "$tmp/s32" --json | grep -q '"calibration": null' || fail "fp32 store shows a calibration"
+"$bin" info --store "$tmp/s32" --json | grep -q '"quantization": null' || fail "fp32 store shows a quantization calibration"
 unset SHOPLENS_STORE
 # the zoo's quantized operators: a QLinear model runs and names its QLinearConv paths
 "$bin" cnn info "$models/qlinear_conv.onnx" | grep -q "QLinearConv: [0-9] on oneDNN int8" || fail "QLinearConv summary"

@@ -129,7 +129,9 @@ if [ "${SL_SANITIZED:-0}" != 1 ]; then
   # retrain: a new features file replaces the old one, vectors are re-made, search still works
   "$bin" retrain --store "$tmp/ref-vlad" --json --jobs 2 > "$tmp/rt.json"
   [ "$(j "$tmp/rt.json" 'd["images"]')" = 20 ] || fail "retrain json"
-  [ -f "$tmp/ref-vlad/features-2.bin" ] && [ ! -f "$tmp/ref-vlad/features-1.bin" ] || fail "retrain files"
+  # add: features-1 (codebook), features-2 (+ calibration); retrain: features-3, its calibration 4
+  [ -f "$tmp/ref-vlad/features-4.bin" ] && [ "$(ls "$tmp/ref-vlad" | grep -c '^features-')" = 1 ] || fail "retrain files: $(ls "$tmp/ref-vlad")"
+  [ "$("$bin" info --store "$tmp/ref-vlad" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["calibration"]["source"])')" = catalog ] || fail "retrain must calibrate again"
   "$bin" search "$cat/images/P000003_1.jpg" --store "$tmp/ref-vlad" -k 1 --json | grep -q '"P000003"' || fail "search after retrain"
 fi
 echo "e2e_ingest: ok"

@@ -194,11 +194,18 @@ req GET /v1/products/NOPE/similar; expect 404 not_found
 req POST '/v1/classify?k=1' -F "image=@$(img $P)"; expect 200
 [ "$(json 'd["category"]')" = "$CAT" ] || fail "classify: $(cat "$BODY")"
 req POST /v1/classify?k=0 -F "image=@$(img $P)"; expect 400 bad_request
-req POST "/v1/products/$P/check?threshold=0.999" -F "image=@$(img $P)"; expect 200
+req POST "/v1/products/$P/check" -F "image=@$(img $P)"; expect 200
 [ "$(json 'd["match"]')" = True ] || fail "check of its own image: $(cat "$BODY")"
+[ "$(json '0 <= d["confidence"] <= 1 and -1 <= d["score"] <= 1 and d["match"] == (d["confidence"] >= d["threshold"])')" = True ] \
+  || fail "check confidence: $(cat "$BODY")"
 OTHER=P000011
-req POST "/v1/products/$OTHER/check?threshold=0.999" -F "image=@$(img $P)"; expect 200
+req POST "/v1/products/$OTHER/check" -F "image=@$(img $P)"; expect 200
 [ "$(json 'd["match"]')" = False ] || fail "check of another product's image: $(cat "$BODY")"
+req POST "/v1/products/$P/check?threshold=1" -F "image=@$(img $P)"; expect 200   # a confidence threshold
+[ "$(json 'd["threshold"] == 1 and d["match"] == (d["confidence"] >= 1)')" = True ] || fail "check threshold: $(cat "$BODY")"
+req POST "/v1/search?k=5" -F "image=@$(img $P)"; expect 200
+[ "$(json 'all(-1 <= r["score"] <= 1 and 0 <= r["confidence"] <= 1 and r["match"] in (True, False) for r in d["results"])')" = True ] \
+  || fail "search confidence fields: $(cat "$BODY")"
 req POST /v1/products/NOPE/check -F "image=@$(img $P)"; expect 404 not_found
 req POST "/v1/products/$P/check?threshold=2" -F "image=@$(img $P)"; expect 400 bad_request
 

@@ -2,8 +2,10 @@
  * uploads kept by content hash, search/similar/classify/check, thumbnails, stats, a second
  * handle catching up with sl_engine_refresh, and searches running concurrently with a writer
  * that never see a half-written product; the verification cache of local features (hits,
- * emptied on a new catalog state, LRU budget, entries kept alive while referenced). Small generated images, "color" features (no
- * training) so it stays fast under ASan. */
+ * emptied on a new catalog state, LRU budget, entries kept alive while referenced); calibrated
+ * confidence (the store calibrates itself, accepts generated shopper photos of a product far
+ * more than of other products, fields in range, no match for a photo of nothing). Small generated
+ * images, "color" features (no training) so it stays fast under ASan. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -423,6 +425,180 @@ static void test_verified_search_cache_under_writes(void **state) {
     sl__lcache_stats(e->lcache, &info);
     assert_int_equal(info.entries, 0);
     f->e = keep;
+    sl_engine_free(e);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+
+/* ---- calibrated confidence --------------------------------------------------------------- */
+
+#define CAL_P 16      /* products */
+#define CAL_SIDE 128
+
+static void put_photo_product(sl_engine *e, uint32_t p) {
+    sl_image *img = NULL;
+    void *jpg = NULL;
+    size_t len = 0;
+    sl_error err;
+    assert_int_equal(sl_sample_catalog_image(SEED, p, 0, CAL_SIDE, CAL_SIDE, &img, &err), SL_OK);
+    assert_int_equal(sl_image_encode(img, "jpeg", 90, &jpg, &len, &err), SL_OK);
+    sl_image_free(img);
+    char id[16];
+    snprintf(id, sizeof id, "C%02u", p);
+    sl_product prod = {0};
+    prod.id = id;
+    prod.title = (char *)"Thing";
+    sl_image_input in = {NULL, jpg, len};
+    assert_int_equal(sl_engine_put_product(e, &prod, &in, 1, NULL, &err), SL_OK);
+    free(jpg);
+}
+
+/* Checks shopper photos (variants 1..n) of every product against their own product and against
+ * the next product; returns the accepted shares. */
+static void accept_rates(sl_engine *e, int variants, double *tar, double *far) {
+    size_t yes = 0, fa = 0, n = 0;
+    for (uint32_t p = 0; p < CAL_P; p++)
+        for (int v = 1; v <= variants; v++) {
+            sl_image *img = NULL;
+            assert_int_equal(sl_sample_shopper_photo(SEED, p, (uint32_t)v + 10, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+            char own[16], other[16];
+            snprintf(own, sizeof own, "C%02u", p);
+            snprintf(other, sizeof other, "C%02u", (p + 1 + (uint32_t)v) % CAL_P);
+            const char *ids[2] = {own, other};
+            sl_check_result r[2];
+            sl_status sts[2];
+            sl_error err;
+            assert_int_equal(sl_engine_check_products(e, img, ids, 2, 0, r, sts, &err), SL_OK);
+            for (int k = 0; k < 2; k++) {
+                assert_int_equal(sts[k], SL_OK);
+                assert_true(r[k].confidence >= 0 && r[k].confidence <= 1);
+                assert_true(r[k].score >= -1 && r[k].score <= 1);
+                assert_true(r[k].match == (r[k].confidence >= r[k].threshold));
+            }
+            yes += r[0].match != 0;
+            fa += r[1].match != 0;
+            sl_check_result_free(&r[0]);
+            sl_check_result_free(&r[1]);
+            n++;
+            sl_image_free(img);
+        }
+    *tar = (double)yes / (double)n;
+    *far = (double)fa / (double)n;
+}
+
+static void test_calibrated_confidence(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sl_test_calib_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    sl_engine_opts o = {0};
+    o.create = 1;
+    o.features = "color+verify";
+    sl_engine *e = NULL;
+    sl_error err;
+    assert_int_equal(sl_engine_open(dir, &o, &e, &err), SL_OK);
+    sl_calib_info ci;
+    for (uint32_t p = 0; p < CAL_P; p++) {
+        put_photo_product(e, p);
+        assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
+        /* the store calibrates itself from its catalog at the 5th product */
+        assert_int_equal(ci.source, p + 1 < SL__ENGINE_CALIB_MIN_PRODUCTS ? SL_CALIB_NONE : SL_CALIB_CATALOG);
+    }
+    /* products added one by one do not refresh it; calibrate does, deterministically */
+    assert_int_equal(ci.products, SL__ENGINE_CALIB_MIN_PRODUCTS);
+    sl_calibrate_report rep, rep2;
+    assert_int_equal(sl_engine_calibrate(e, NULL, &rep, &err), SL_OK);
+    assert_int_equal(sl_engine_calibrate(e, NULL, &rep2, &err), SL_OK);
+    assert_true(rep.augmented && rep.photos >= SL__ENGINE_CALIB_COPIES_MIN - 1 && rep.products == CAL_P);
+    assert_int_equal(rep.info.products, CAL_P);
+    assert_memory_equal(&rep.info, &rep2.info, sizeof rep.info);
+    assert_true(rep2.features_version == rep.features_version + 1);
+    sl_calibrate_report_free(&rep);
+    sl_calibrate_report_free(&rep2);
+    assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
+    assert_int_equal(ci.source, SL_CALIB_CATALOG);
+    /* genuine shopper photos are accepted far more often than photos of other products */
+    double tar, far;
+    accept_rates(e, 3, &tar, &far);
+    print_message("catalog calibration: genuine accepted %.2f, other products %.2f\n", tar, far);
+    assert_true(tar >= far + 0.4);
+    assert_true(far <= 0.15);
+    /* search: fields in range; match = confidence at the operating point */
+    sl_image *img = NULL;
+    assert_int_equal(sl_sample_shopper_photo(SEED, 3, 10, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+    sl_query q = {0};
+    q.k = CAL_P;
+    sl_matches m;
+    assert_int_equal(sl_engine_search(e, img, &q, &m, &err), SL_OK);
+    assert_int_equal(m.n, CAL_P);
+    for (size_t i = 0; i < m.n; i++) {
+        assert_true(m.items[i].score >= -1 && m.items[i].score <= 1);
+        assert_true(m.items[i].confidence >= 0 && m.items[i].confidence <= 1);
+        assert_true(m.items[i].match == (m.items[i].confidence >= ci.map[SL_CALIB_RESULT].confidence_threshold));
+        if (i) assert_true(m.items[i].confidence <= m.items[i - 1].confidence + 1e-12); /* never reorders */
+    }
+    sl_matches_free(&m);
+    sl_image_free(img);
+    /* similar: scores stay in -1..1 (an exact duplicate verified scored above 1 before) */
+    assert_int_equal(sl_engine_similar(e, "C03", &q, &m, &err), SL_OK);
+    for (size_t i = 0; i < m.n; i++) assert_true(m.items[i].score <= 1 && m.items[i].confidence <= 1);
+    sl_matches_free(&m);
+    /* a photo of nothing in the catalog: no result is a match */
+    sl_image *noise = sl_image_new(CAL_SIDE, CAL_SIDE, 3), *unrel = NULL;
+    assert_non_null(noise);
+    assert_int_equal(sl_image_noise(noise, 60, 5, &unrel, &err), SL_OK);
+    assert_int_equal(sl_engine_search(e, unrel, &q, &m, &err), SL_OK);
+    for (size_t i = 0; i < m.n; i++) assert_false(m.items[i].match);
+    sl_matches_free(&m);
+    sl_image_free(noise);
+    sl_image_free(unrel);
+    /* a confidence threshold out of range is refused */
+    assert_int_equal(sl_sample_shopper_photo(SEED, 1, 1, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+    sl_check_result cr;
+    assert_int_equal(sl_engine_check(e, "C01", img, 1.5, &cr, &err), SL_E_INVALID);
+    assert_int_equal(sl_engine_check(e, "NOPE", img, 0, &cr, &err), SL_E_NOT_FOUND);
+    sl_image_free(img);
+    /* from labelled photos: the source says so */
+    sl_train_photo ph[CAL_P * 3];
+    char paths[CAL_P * 3][96], ids[CAL_P][16];
+    for (uint32_t p = 0; p < CAL_P; p++) {
+        snprintf(ids[p], sizeof ids[p], "C%02u", p);
+        for (int v = 0; v < 3; v++) {
+            size_t k = p * 3 + (size_t)v;
+            snprintf(paths[k], sizeof paths[k], "%s/photo_%u_%d.jpg", dir, p, v);
+            assert_int_equal(sl_sample_shopper_photo(SEED, p, (uint32_t)v + 1, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+            assert_int_equal(sl_image_save_file(img, paths[k], 90, &err), SL_OK);
+            sl_image_free(img);
+            ph[k].path = paths[k];
+            ph[k].product_id = ids[p];
+        }
+    }
+    sl_calibrate_opts co = {0};
+    co.photos = ph;
+    co.n_photos = CAL_P * 3;
+    assert_int_equal(sl_engine_calibrate(e, &co, &rep, &err), SL_OK);
+    assert_int_equal(rep.info.source, SL_CALIB_PHOTOS);
+    assert_int_equal(rep.photos, CAL_P * 3);
+    sl_calibrate_report_free(&rep);
+    accept_rates(e, 3, &tar, &far);
+    print_message("photo calibration: genuine accepted %.2f, other products %.2f\n", tar, far);
+    assert_true(tar >= far + 0.4);
+    /* too few photos: refused, the calibration stays */
+    co.n_photos = 5;
+    assert_int_equal(sl_engine_calibrate(e, &co, &rep, &err), SL_E_INVALID);
+    sl_calibrate_report_free(&rep);
+    assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
+    assert_int_equal(ci.source, SL_CALIB_PHOTOS);
+    /* another handle loads it with the features */
+    sl_engine *e2 = NULL;
+    sl_engine_opts ro = {0};
+    ro.read_only = 1;
+    assert_int_equal(sl_engine_open(dir, &ro, &e2, &err), SL_OK);
+    sl_calib_info c2;
+    assert_int_equal(sl_engine_calibration(e2, &c2, &err), SL_OK);
+    assert_memory_equal(&ci, &c2, sizeof ci);
+    sl_engine_free(e2);
     sl_engine_free(e);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -868,7 +1044,7 @@ static void test_hnsw_store_exact_candidates(void **state) {
         size_t dim = 0;
         int64_t fv = -1;
         assert_int_equal(sl_engine_describe(h, img, &vec, &dim, NULL, NULL, &fv, &err), SL_OK);
-        assert_int_equal(fv, 0);
+        assert_int_equal(fv, sl_engine_features_version(h)); /* 1 or more: the store calibrated itself */
         for (int filt = 0; filt < 2; filt++) {
             sl_query q = {0};
             q.category = filt ? "cat1" : NULL;
@@ -1213,6 +1389,7 @@ int main(void) {
         cmocka_unit_test(test_index_catch_up),
         cmocka_unit_test(test_put_described),
         cmocka_unit_test(test_local_features_on_demand),
+        cmocka_unit_test(test_calibrated_confidence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

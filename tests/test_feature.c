@@ -944,7 +944,7 @@ static void test_spec_parsing(void **state) {
     expect_bad_spec("verify", "no global part");
     expect_bad_spec("cnn:", "model path");
     expect_bad_spec("cnn:m.onnx,precision=int4", "fp32, bf16 or int8");
-    expect_bad_spec("cnn:m.onnx,prec=int8", "unknown key for cnn (w, precision)");
+    expect_bad_spec("cnn:m.onnx,prec=int8", "unknown key for cnn (w, precision, mean)");
     expect_bad_spec("vlad:k=1", "bad value for 'k'");
     expect_bad_spec("vlad:k=2,pca=300", "exceeds");
     expect_bad_spec("verify:model=projective+color", "affine or homography");
@@ -1130,9 +1130,17 @@ static void test_pipeline_cnn_reduced_precision_persists(void **state) {
         memset(w, 0, d * sizeof *w);
         assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
         assert_memory_equal(v, w, d * sizeof *v);
-        /* a damaged calibration section is named */
+        /* CNNQ alone keeps version 1; it is read in any version (here as a version 2 file) */
         size_t len = 0;
         uint8_t *buf = slurp(path, &len);
+        assert_int_equal(buf[8], 1);
+        buf[8] = 2;
+        sl_features *h2 = NULL;
+        assert_int_equal(sl_features_parse(buf, len, "x", &h2, &e), SL_OK);
+        assert_true(sl_features_ready(h2));
+        sl_features_free(h2);
+        buf[8] = 1;
+        /* a damaged calibration section is named */
         size_t q = 0;
         for (size_t i = 0; i + 4 < len; i++) if (!memcmp(buf + i, "CNNQ", 4)) { q = i; break; }
         assert_true(q > 0);
@@ -1148,6 +1156,84 @@ static void test_pipeline_cnn_reduced_precision_persists(void **state) {
         sl_features_free(f2);
         sl_features_free(f);
     }
+    for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
+}
+
+/* A CNN part at int8 with mean=1 (and a centred colour part): training calibrates the network
+ * first and learns the means of the calibrated embeddings; the file holds CNNQ and MEAN at
+ * version 2 (the lowest that allows MEAN), loads back to the same bits, and is refused as a
+ * version 1 file (MEAN needs 2) or a version 3 file (3 means CALB). */
+static void test_pipeline_cnn_precision_and_mean(void **state) {
+    (void)state;
+    const char *src = getenv("SL_SOURCE_DIR");
+    enum { N = 8 };
+    sl_image *imgs[N];
+    for (int i = 0; i < N; i++) imgs[i] = scene(96, 80, 500 + (uint64_t)i);
+    char spec[1400], plain_spec[1400];
+    snprintf(spec, sizeof spec, "cnn:%s/tests/models/tiny_mbv2.onnx,precision=int8,mean=1+color:bins=8x4x4,mean=1",
+             src ? src : "..");
+    snprintf(plain_spec, sizeof plain_spec, "cnn:%s/tests/models/tiny_mbv2.onnx,precision=int8+color:bins=8x4x4",
+             src ? src : "..");
+    sl_features *f = NULL, *p = NULL, *g = NULL;
+    sl_error e;
+    if (sl_features_new(spec, &f, &e)) fail_msg("%s: %s", spec, e.message);
+    assert_non_null(strstr(sl_features_spec(f), "precision=int8,mean=1"));
+    assert_true(sl_features_needs_training(f));
+    assert_false(sl_features_ready(f));
+    assert_int_equal(sl_features_train(f, (const sl_image *const *)imgs, N, 5), SL_OK);
+    assert_true(sl_features_ready(f));
+    char ca[2048], cb[2048];
+    sl_features_calibration_describe(f, ca, sizeof ca);
+    assert_true(strncmp(ca, "int8", 4) == 0);
+    size_t d = sl_features_dim(f);
+    float *v = calloc(d, sizeof(float)), *w = calloc(d, sizeof(float));
+    assert_true(v && w);
+    assert_int_equal(sl_features_extract(f, imgs[0], v, NULL, NULL), SL_OK);
+    /* the means are applied: the same calibrated network without mean=1 describes otherwise */
+    assert_int_equal(sl_features_new(plain_spec, &p, &e), SL_OK);
+    assert_int_equal(sl_features_train(p, (const sl_image *const *)imgs, N, 5), SL_OK);
+    assert_int_equal(sl_features_dim(p), d);
+    assert_int_equal(sl_features_extract(p, imgs[0], w, NULL, NULL), SL_OK);
+    double dot = 0;
+    for (size_t i = 0; i < d; i++) dot += (double)v[i] * w[i];
+    assert_true(dot < 0.99);
+    char path[] = "/tmp/sl_test_cnnq_mean_XXXXXX";
+    int fd = mkstemp(path);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+    assert_true(sl_features_ready(g));
+    sl_features_calibration_describe(g, cb, sizeof cb);
+    assert_string_equal(ca, cb);
+    memset(w, 0, d * sizeof *w);
+    assert_int_equal(sl_features_extract(g, imgs[0], w, NULL, NULL), SL_OK);
+    assert_memory_equal(v, w, d * sizeof *v);
+    size_t len = 0;
+    uint8_t *buf = slurp(path, &len);
+    assert_int_equal(buf[8], 2);
+    int has_q = 0, has_m = 0;
+    for (size_t i = 0; i + 4 < len; i++) {
+        if (!memcmp(buf + i, "CNNQ", 4)) has_q = 1;
+        if (!memcmp(buf + i, "MEAN", 4)) has_m = 1;
+    }
+    assert_true(has_q && has_m);
+    sl_features *h = NULL;
+    buf[8] = 1;
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "'MEAN'"));
+    buf[8] = 3;
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "'CALB'"));
+    buf[8] = 2;
+    assert_int_equal(sl_features_parse(buf, len, "x", &h, &e), SL_OK);
+    sl_features_free(h);
+    free(buf);
+    unlink(path);
+    free(v);
+    free(w);
+    sl_features_free(g);
+    sl_features_free(p);
+    sl_features_free(f);
     for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
 }
 
@@ -1175,6 +1261,78 @@ static void test_verify_survives_rotation_and_scale(void **state) {
     sl_image_free(a); sl_image_free(b); sl_image_free(c);
 }
 
+/* color:mean=1: training learns the mean histogram (section MEAN), extraction subtracts it, the
+ * file round-trips, and a damaged or missing MEAN section is refused by name. */
+static void test_mean_part_train_save_load(void **state) {
+    (void)state;
+    sl_features *f = NULL;
+    sl_error e;
+    assert_int_equal(sl_features_new("color:mean=1", &f, &e), SL_OK);
+    assert_non_null(strstr(sl_features_spec(f), ",mean=1"));
+    assert_true(sl_features_needs_training(f));
+    assert_false(sl_features_ready(f));
+    sl_image *imgs[4];
+    for (int i = 0; i < 4; i++) {
+        imgs[i] = sl_image_new(32, 24, 3);
+        assert_non_null(imgs[i]);
+        uint8_t *px = sl_image_pixels(imgs[i]);
+        for (size_t k = 0; k < 32 * 24 * 3; k++) px[k] = (uint8_t)((k * (size_t)(7 + 13 * i)) & 0xff);
+    }
+    assert_int_equal(sl_features_train(f, (const sl_image *const *)imgs, 4, 1), SL_OK);
+    assert_true(sl_features_ready(f));
+    size_t d = sl_features_dim(f);
+    float *a = malloc(d * sizeof(float)), *b = malloc(d * sizeof(float)), *plain = malloc(d * sizeof(float));
+    assert_true(a && b && plain);
+    assert_int_equal(sl_features_extract(f, imgs[0], a, NULL, &e), SL_OK);
+    sl_features *g = NULL;
+    assert_int_equal(sl_features_new("color", &g, &e), SL_OK);
+    assert_int_equal(sl_features_extract(g, imgs[0], plain, NULL, &e), SL_OK);
+    sl_features_free(g);
+    /* centred: the four training images' vectors sum to ~0 before renormalization, and differ
+     * from the plain histogram */
+    assert_true(memcmp(a, plain, d * sizeof(float)) != 0);
+    double dot = 0;
+    for (size_t i = 0; i < d; i++) dot += (double)a[i] * plain[i];
+    assert_true(dot < 0.99);
+    char path[] = "/tmp/test_feature_mean_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+    assert_int_equal(sl_features_extract(g, imgs[0], b, NULL, &e), SL_OK);
+    assert_memory_equal(a, b, d * sizeof(float));
+    sl_features_free(g);
+    /* damage: a byte of the MEAN payload (CRC catches it), then a file without MEAN */
+    FILE *fp = fopen(path, "rb");
+    assert_non_null(fp);
+    fseek(fp, 0, SEEK_END);
+    long len = ftell(fp);
+    fseek(fp, 0, SEEK_SET);
+    uint8_t *buf = malloc((size_t)len);
+    assert_non_null(buf);
+    assert_int_equal(fread(buf, 1, (size_t)len, fp), (size_t)len);
+    fclose(fp);
+    uint8_t *m = NULL;
+    for (long i = 0; i + 4 <= len; i++)
+        if (memcmp(buf + i, "MEAN", 4) == 0) m = buf + i;
+    assert_non_null(m);
+    m[12 + 8] ^= 1;
+    assert_int_equal(sl_features_parse(buf, (size_t)len, "x", &g, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "MEAN"));
+    m[12 + 8] ^= 1;
+    memcpy(m, "HEAX", 4);
+    assert_int_equal(sl_features_parse(buf, (size_t)len, "x", &g, &e), SL_E_CORRUPT);
+    free(buf);
+    unlink(path);
+    assert_int_equal(sl_features_new("cnn:x.onnx,mean=2", &g, &e), SL_E_INVALID);
+    free(a);
+    free(b);
+    free(plain);
+    for (int i = 0; i < 4; i++) sl_image_free(imgs[i]);
+    sl_features_free(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_kmeans_nearest_bits),
@@ -1197,6 +1355,8 @@ int main(void) {
         cmocka_unit_test(test_spec_parsing),
         cmocka_unit_test(test_pipeline_train_extract_save_load),
         cmocka_unit_test(test_pipeline_cnn_reduced_precision_persists),
+        cmocka_unit_test(test_pipeline_cnn_precision_and_mean),
+        cmocka_unit_test(test_mean_part_train_save_load),
         cmocka_unit_test(test_verify_survives_rotation_and_scale),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -310,6 +310,8 @@ static void test_results_json(void **state) {
     items[0].image_id = 7;
     items[0].image = "/secret/path/a.jpg";
     items[0].inliers = 12;
+    items[0].confidence = 0.9876543;
+    items[0].match = 1;
     items[0].currency = "EUR";
     items[0].url = "https://shop.example/p1";
     items[1].product_id = "P2";
@@ -322,10 +324,10 @@ static void test_results_json(void **state) {
     char *s = sl_server_results_json(&m, 12.3456);
     assert_non_null(s);
     assert_string_equal(s,
-        "{\"results\":[{\"rank\":1,\"product_id\":\"P1\",\"score\":0.123457,\"title\":\"Mug \\\"A\\\" \\u00E9\","
+        "{\"results\":[{\"rank\":1,\"product_id\":\"P1\",\"score\":0.123457,\"confidence\":0.987654,\"match\":true,\"title\":\"Mug \\\"A\\\" \\u00E9\","
         "\"category\":\"mugs\",\"price\":12.5,\"currency\":\"EUR\",\"url\":\"https://shop.example/p1\","
         "\"image_id\":7,\"image_url\":\"/v1/images/7\",\"inliers\":12},"
-        "{\"rank\":2,\"product_id\":\"P2\",\"score\":-0.5,\"title\":\"bad ?? utf8\",\"category\":null,"
+        "{\"rank\":2,\"product_id\":\"P2\",\"score\":-0.5,\"confidence\":0.0,\"match\":false,\"title\":\"bad ?? utf8\",\"category\":null,"
         "\"price\":null,\"currency\":null,\"url\":null,\"image_id\":9,\"image_url\":\"/v1/images/9\",\"inliers\":null}],"
         "\"count\":2,\"took_ms\":12.35}");
     assert_null(strstr(s, "secret")); /* server paths never leave the server */

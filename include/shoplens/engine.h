@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include "shoplens/error.h"
 #include "shoplens/image.h"
+#include "shoplens/learn.h"
 #include "shoplens/store.h"
 
 #ifdef __cplusplus
@@ -50,10 +51,9 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_VERIFY_TOP_DEFAULT 100
 #define SL_ENGINE_VERIFY_TOP_MIN 0
 #define SL_ENGINE_VERIFY_TOP_MAX 1000
-/* Score added to products matching the text in SL_TEXT_BOOST mode. */
+/* Score added to products matching the text in SL_TEXT_BOOST mode (before the division that
+ * keeps scores in -1..1, see sl_match). */
 #define SL_ENGINE_TEXT_BOOST_DEFAULT 0.1
-/* sl_engine_check: a photo shows the product when its score is at least this. */
-#define SL_ENGINE_CHECK_THRESHOLD_DEFAULT 0.5
 /* sl_engine_dedup: images closer than this (cosine similarity) are duplicate candidates. */
 #define SL_ENGINE_DEDUP_THRESHOLD_DEFAULT 0.95
 #define SL_ENGINE_DEDUP_THRESHOLD_MIN 0.0
@@ -178,10 +178,22 @@ typedef struct sl_query {
  * says what is wrong) leaves q unchanged. Whether it fits the image is checked when searching. */
 sl_status sl_engine_parse_region(const char *text, sl_query *q, sl_error *err);
 
-/* One product in a result list. */
+/* One product in a result list. Scores and confidence (docs/learn.md):
+ *  - score: the product's best image's, -1..1, higher is better: the global cosine similarity,
+ *    or with verification (g + w v) / (1 + w) where v in 0..1 grows with the RANSAC inliers and
+ *    w is the spec's verify weight; in SL_TEXT_BOOST mode (score + 0.1 t) / 1.1, t = 1 for
+ *    products matching the text.
+ *  - confidence: 0..1, the calibrated probability that the product is the one in the photo (the
+ *    store's calibration, map SL_CALIB_RESULT, of the image score against the photo's nearest
+ *    other products, filters not applied); never reorders results. For `similar` the query is
+ *    the product's own images: confidence then says how likely the result is the same product
+ *    (e.g. a duplicate listing).
+ *  - match: confidence >= the calibration's operating point (learn.h). */
 typedef struct sl_match {
     char *product_id;
-    double score;           /* higher is better; the best score among the product's images */
+    double score;           /* -1..1, see above */
+    double confidence;      /* 0..1 */
+    int match;              /* nonzero: confidence reaches the operating point */
     char *title;
     char *category;
     double price;           /* valid when has_price */
@@ -390,6 +402,10 @@ typedef struct sl_ingest_opts {
     volatile int *cancel;       /* may be NULL; set nonzero to stop (SL_E_INTERRUPTED) */
     int no_wait;                /* a cluster store: return once every product is queued; the
                                    workers commit them later (report->queued counts them) */
+    /* Progress of an automatic catalog calibration at the end of the run (sl_engine_calibrate:
+     * augmented copies done, total), may be NULL. */
+    sl_progress_fn calib_progress;
+    void *calib_progress_ctx;
 } sl_ingest_opts;
 
 /* One failed row (or product). */
@@ -416,6 +432,9 @@ typedef struct sl_ingest_report {
     double seconds;
     sl_ingest_failure *failures;
     size_t n_failures;
+    int calibrated;             /* nonzero: the run ended with an automatic catalog calibration */
+    char *calibration_error;    /* why that calibration failed (the products are committed and
+                                   the previous calibration stays), NULL when it did not */
     int dry_run;                /* nothing was written */
     sl_id_list added_ids, updated_ids, removed_ids; /* the products counted above, in feed
                                    order (removed: by id) */
@@ -439,8 +458,115 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
                            sl_ingest_report *report, sl_error *err);
 
 /* Re-learns the learned parts from a sample of the stored images (the store's copies),
- * re-extracts every image and rebuilds the index. */
+ * re-extracts every image and rebuilds the index; then calibrates from the catalog
+ * (sl_engine_calibrate; its failure is not the retrain's: the store then uses the fallback until
+ * calibrated). */
 sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *err);
+
+/* ---- learning from the shop's photos (shoplens train) -------------------------------------- */
+
+/* A photo known to show a product (a review photo, a confirmed search, a staff photo). */
+typedef struct sl_train_photo {
+    const char *path;
+    const char *product_id;
+} sl_train_photo;
+
+typedef struct sl_train_opts {
+    const sl_train_photo *photos; /* NULL / 0: train from augmented catalog images alone */
+    size_t n_photos;
+    const sl_head_train_opts *head; /* NULL = defaults (learn.h) */
+    uint64_t seed;              /* used when has_seed (head initialisation, batches, augmentation) */
+    int has_seed;
+    int jobs;                   /* threads describing photos and multiplying matrices; 0 = all
+                                   cores; the result does not depend on it */
+    sl_progress_fn progress;    /* photos described so far (done, total), may be NULL */
+    void *progress_ctx;
+    volatile int *cancel;       /* may be NULL; nonzero stops with SL_E_INTERRUPTED, store unchanged */
+    sl_progress_fn calib_progress; /* the calibration after training (sl_engine_calibrate), may be NULL */
+    void *calib_progress_ctx;
+} sl_train_opts;
+
+typedef struct sl_train_failure {
+    char *file;                 /* the photo, may be NULL */
+    char *product_id;           /* may be NULL */
+    sl_status status;
+    char *message;
+} sl_train_failure;
+
+typedef struct sl_train_report {
+    size_t photos;              /* photos (or augmented copies) the head was trained on */
+    size_t products;            /* products they show */
+    size_t unknown;             /* photos naming a product the store does not have (skipped) */
+    size_t failed;              /* photos that could not be read or described (skipped) */
+    int augmented;              /* nonzero: trained from augmented catalog images */
+    int64_t features_version;   /* the new features version */
+    double describe_seconds, train_seconds, seconds;
+    sl_train_failure *failures; /* unknown and failed photos (not for augmented copies) */
+    size_t n_failures;
+    sl_calib_info calibration;  /* the calibration fitted after the head (source SL_CALIB_NONE
+                                   when it failed: see calibration_error) */
+    char *calibration_error;    /* NULL, or why the calibration failed (the head is installed) */
+} sl_train_report;
+
+void sl_train_report_free(sl_train_report *r);
+
+/* Learns a projection head for the store's global descriptors (learn.h): photos of a product are
+ * pulled towards its catalog images and away from other products, the products' categories as
+ * weaker labels. The catalog's stored descriptors are used as they are (nothing is
+ * re-described); the photos are described once. The head is saved with the features as a new
+ * features version, then committed in one transaction and the index rebuilt through it; later
+ * ingests and every query apply it. Interrupted or killed at any point, the store stays on its
+ * previous features. Training again replaces the head; `retrain` (new codebook) drops it.
+ * Errors: SL_E_STATE (read-only, empty store), SL_E_INVALID (no usable photo: every photo is
+ * then listed in the report), head training errors, SL_E_INTERRUPTED, store errors. */
+sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_report *report,
+                          sl_error *err);
+
+/* ---- calibrated confidence (shoplens calibrate; learn.h) ------------------------------------ */
+
+typedef struct sl_calibrate_opts {
+    const sl_train_photo *photos; /* labelled photos; NULL / 0: augmented catalog images */
+    size_t n_photos;
+    uint64_t seed;              /* used when has_seed: which photos, copies and negatives */
+    int has_seed;
+    double far;                 /* operating point's false accept bound, 0 = SL_CALIB_FAR_DEFAULT */
+    int jobs;                   /* threads; 0 = all cores; the result does not depend on it */
+    sl_progress_fn progress;    /* photos (or copies) done, may be NULL */
+    void *progress_ctx;
+    volatile int *cancel;       /* may be NULL; nonzero stops with SL_E_INTERRUPTED, store unchanged */
+} sl_calibrate_opts;
+
+typedef struct sl_calibrate_report {
+    size_t photos;              /* photos (or copies) that gave pairs */
+    size_t products;            /* distinct products they show */
+    size_t unknown, failed;     /* photos skipped: product not in the store, unreadable */
+    int augmented;              /* nonzero: from augmented catalog images */
+    int64_t features_version;   /* the new features version */
+    double seconds;
+    sl_calib_info info;         /* the fitted calibration */
+    sl_train_failure *failures; /* unknown and failed photos (not for augmented copies) */
+    size_t n_failures;
+} sl_calibrate_report;
+
+void sl_calibrate_report_free(sl_calibrate_report *r);
+
+/* Fits the store's calibration (learn.h) and installs it as a new features version (the index
+ * is kept: scores do not change, only their confidence). With photos, each photo (at most
+ * 1,000, an evenly spaced sample) is a genuine pair with its product; without, augmented copies
+ * of the catalog images (6 per image, 40..600 in all) are. Negatives: each photo against 16 random
+ * other products (check) and the first wrong products of its result list, with and without its
+ * product in the catalog (search). Deterministic for (store, photos, seed). Interrupted or killed,
+ * the store keeps its previous calibration. Errors: SL_E_STATE (read-only, no catalog),
+ * SL_E_INVALID (too few usable photos or products: a calibration needs 20 genuine pairs and 50
+ * negatives per map), SL_E_INTERRUPTED, store and image errors. The store calibrates itself from
+ * its catalog at the first ingest reaching 5 products, when an ingest finds the catalog twice the
+ * size its catalog calibration saw, at the first put reaching 5 products, after retrain and after
+ * train (from train's photos when given). */
+sl_status sl_engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_calibrate_report *rep,
+                              sl_error *err);
+
+/* The store's calibration now (source SL_CALIB_NONE: none, the fallback applies). */
+sl_status sl_engine_calibration(sl_engine *e, sl_calib_info *out, sl_error *err);
 
 /* ---- duplicates, classification, review photos ------------------------------------------- */
 
@@ -483,21 +609,34 @@ sl_status sl_engine_classify(sl_engine *e, const sl_image *img, int k, sl_classi
                              sl_error *err);
 
 typedef struct sl_check_result {
-    int match;                  /* nonzero: the photo shows the product */
-    double score;               /* the product's best image score against the photo */
+    int match;                  /* nonzero: confidence >= threshold */
+    double confidence;          /* 0..1: calibrated probability that the photo shows the product
+                                   (map SL_CALIB_PAIR of learn.h) */
+    double score;               /* the product's best image score against the photo, -1..1 (as
+                                   sl_match.score) */
     int64_t image_id;           /* that image (0 when the product has no image) */
     char *image;                /* its source path (malloc'ed) */
     int inliers;                /* -1 when not verified */
-    double threshold;           /* the threshold applied */
+    double threshold;           /* the confidence threshold applied */
 } sl_check_result;
 
 void sl_check_result_free(sl_check_result *r);
 
 /* Does this photo (e.g. a review photo) show this product? Compares the photo with each of the
- * product's images (global similarity, verified geometrically when the spec uses verify).
- * threshold <= 0: SL_ENGINE_CHECK_THRESHOLD_DEFAULT. SL_E_NOT_FOUND for an unknown product. */
+ * product's images (global similarity, verified geometrically when the spec uses verify) and
+ * with its nearest other products (the match score of learn.h), then applies the store's
+ * calibration. threshold: a confidence in 0..1; 0 = the calibration's operating point (at most
+ * 2% of photos of other products accepted on the calibration data). SL_E_NOT_FOUND for an
+ * unknown product, SL_E_INVALID for a threshold outside 0..1. */
 sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
                           double threshold, sl_check_result *out, sl_error *err);
+/* The same for n products at once (the photo is described and ranked once): out[i] for
+ * product_ids[i] (free each with sl_check_result_free). With status non-NULL, a product that
+ * fails (SL_E_NOT_FOUND) gets status[i] and a zeroed result and the others go on; with status
+ * NULL the first failure fails the call (then every out[i] is zeroed). */
+sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char *const *product_ids,
+                                   size_t n, double threshold, sl_check_result *out, sl_status *status,
+                                   sl_error *err);
 
 /* ---- catalog views ------------------------------------------------------------------------ */
 
@@ -514,8 +653,9 @@ typedef struct sl_engine_stats {
     int64_t db_bytes, index_bytes, features_bytes, images_bytes, total_bytes;
     int64_t generation;
     int64_t images_outside;     /* read from outside the store (schema 1 stores not copied in) */
-    char calibration[2048];     /* the bf16 / int8 CNN part's calibration on the catalog images
-                                   (sl_features_calibration_describe); "" otherwise */
+    char quantization[2048];    /* the bf16 / int8 CNN part's quantization calibration on the
+                                   catalog images (sl_features_calibration_describe); "" otherwise
+                                   (the confidence calibration is sl_engine_calibration) */
 } sl_engine_stats;
 
 sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err);
@@ -618,8 +758,9 @@ int64_t sl_engine_features_version(sl_engine *e);
 sl_status sl_engine_describe_query_bytes(sl_engine *e, const void *data, size_t len, const sl_query *q,
                                          float **vec, size_t *dim, void **local, size_t *local_len,
                                          int64_t *features_version, sl_error *err);
-/* The query of "similar products": the stored vectors of the product's images (*n rows of *dim
- * floats in *vecs, malloc'ed) and their serialized local features ((*locals)[i] malloc'ed or
+/* The query of "similar products": the stored vectors of the product's images through the
+ * gallery side of the features' head, as the index holds them (*n rows of *dim floats in *vecs,
+ * malloc'ed) and their serialized local features ((*locals)[i] malloc'ed or
  * NULL, lengths in (*local_lens)[i]; free with sl_engine_product_query_free). SL_E_NOT_FOUND. */
 sl_status sl_engine_product_query(sl_engine *e, const char *product_id, float **vecs, size_t *n,
                                   size_t *dim, void ***locals, size_t **local_lens, sl_error *err);

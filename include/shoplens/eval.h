@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "shoplens/error.h"
+#include "shoplens/learn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -39,6 +40,8 @@ typedef struct sl_eval_metrics {
     double index_images_per_s;  /* gallery images described+indexed per second (0 if unknown) */
     double query_ms_p50, query_ms_p99;
     double pr_curve[SL_EVAL_PR_POINTS]; /* mean interpolated precision at recall i/10 */
+    size_t trained_photos;      /* photos (or augmented images) a head was trained on, 0 = none */
+    double train_seconds;       /* describing them + training the head */
 } sl_eval_metrics;
 
 /* Accumulates per-query rankings. */
@@ -74,6 +77,15 @@ typedef struct sl_eval_opts {
     size_t max_queries;         /* 0 = all; else a deterministic sample of the queries */
     const char *report_html;    /* NULL or a path: write the HTML report there */
     size_t report_queries;      /* queries shown in the report, 0 = 24 */
+    /* Learning (shoplens train): a head is trained before the gallery is indexed, as `shoplens
+     * train` does on a store whose catalog is the gallery (one product per gallery label). */
+    const char *train_dir;      /* ImageFolder of labelled photos in the gallery's label space
+                                   (labels absent from the gallery are skipped), or NULL */
+    int train_catalog;          /* nonzero (without train_dir): train from augmented gallery
+                                   images alone (SL_LEARN_AUGMENT_PER_IMAGE per image) */
+    const sl_head_train_opts *head; /* NULL = defaults */
+    const char *cache_dir;      /* NULL, or a folder keeping described image sets between runs
+                                   (keyed by spec, files and their sizes and times) */
     /* called (from the calling thread, in folder order) for every image that is skipped because
      * it cannot be read or decoded, gallery and queries alike; may be NULL */
     void (*skipped_fn)(void *ctx, const char *path, const char *why);

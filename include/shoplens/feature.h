@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include "shoplens/error.h"
 #include "shoplens/image.h"
+#include "shoplens/learn.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -318,6 +319,48 @@ void sl_features_calibration_describe(const sl_features *f, char *buf, size_t n)
  * messages. Same errors as sl_features_load. Used by the loader and the fuzz target. */
 sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_features **out,
                             sl_error *err);
+
+/* ---- the recommended configuration for a model (shoplens init/eval --model) ------------------ */
+
+/* Colour's weight next to a model's embedding (1) in the recommended fusion. */
+#define SL_FEATURES_MODEL_COLOR_WEIGHT 0.2
+/* Writes the recommended specification for an ONNX model into buf (cap bytes, NUL-terminated):
+ * "cnn:PATH,mean=1+color:w=0.2,mean=1+verify" - the embedding and the colour histogram, each
+ * centred on the catalog's mean (learned at the first ingest), colour at a fifth of the weight,
+ * and geometric verification; one rule for every catalog (docs/features.md "Recommended
+ * configuration"). SL_E_INVALID when path is NULL/empty or holds '+' or ',' (the spec separators),
+ * SL_E_TOO_LARGE when buf is too small. */
+sl_status sl_features_model_spec(const char *model_path, char *buf, size_t cap);
+
+/* ---- the learned head (learn.h; `shoplens train`) ------------------------------------------ */
+
+/* sl_features_extract gives the global vector before any head (what the store keeps); the head,
+ * when one was trained, maps it differently on the query side (photos) and on the gallery side
+ * (catalog images) before indexing and searching. */
+
+/* Installs a head (ownership passes to f; NULL removes the current one). The head's dimension
+ * must equal sl_features_dim (SL_E_INVALID otherwise, the head is then not taken). Not while
+ * other threads use f. Saved and loaded with the features (section HEAD). */
+sl_status sl_features_set_head(sl_features *f, sl_head *head);
+/* The installed head, or NULL. */
+const sl_head *sl_features_head(const sl_features *f);
+/* Applies the head on `side` to n vectors (n x sl_features_dim floats, out may equal in);
+ * without a head a copy. Thread-safe. SL_E_INVALID on NULL, SL_E_NOMEM. */
+sl_status sl_features_project(const sl_features *f, sl_head_side side, const float *in, float *out,
+                              size_t n);
+
+/* ---- the score calibration (learn.h "calibrated confidence") -------------------------------- */
+
+/* Installs a calibration (ownership passes to f, also on failure; NULL removes it: the fallback
+ * applies). SL_E_STATE when the features are not trained. Saved and loaded with the features
+ * (section CALB). Installing a head, or training the features again, drops the calibration: it
+ * was fitted on the scores before. Not while other threads use f. */
+sl_status sl_features_set_calib(sl_features *f, sl_calib *calib);
+/* The installed calibration, or NULL (then sl_calib_* give the fallback). */
+const sl_calib *sl_features_calib(const sl_features *f);
+/* Supremum of sl_features_rerank_score for a global score of 1: 1 + the verification weight, or 1
+ * without verification. Final scores divided by it lie in -1..1 (the engine's `score`). */
+double sl_features_rerank_max(const sl_features *f);
 
 #ifdef __cplusplus
 }

@@ -37,6 +37,10 @@ int sl__cli_usage_error(const char *cmd, const char *fmt, ...)
     ;
 /* True when argv contains -h or --help. */
 int sl__cli_wants_help(int argc, char **argv);
+/* Parses one "key=value" head training option (epochs, seed, rank, lambda, temperature,
+ * category, batch, lr) into *o; -1 when the key is unknown or the value out of range. */
+struct sl_head_train_opts;
+int sl__cli_head_opt(struct sl_head_train_opts *o, const char *kv);
 /* Finds a command by name in the generated table, NULL if none. */
 const sl__cli_cmd *sl__cli_find(const char *name);
 

@@ -64,6 +64,10 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
     io.fetch_retries = o.fetch_retries;
     io.fetch_retries_set = o.fetch_retries_set;
     io.cancel = &sl__cancel_flag;
+    sl__progress cpr; /* an automatic calibration at the end (docs/learn.md) */
+    sl__progress_init(&cpr, "calibrating confidence", o.quiet || o.json);
+    io.calib_progress = sl__progress_cb;
+    io.calib_progress_ctx = &cpr;
     signal(SIGINT, sl__on_signal);
     signal(SIGTERM, sl__on_signal);
     sl_ingest_report rep;
@@ -92,6 +96,9 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             json_object_set_new(o2, "queued", json_integer((json_int_t)rep.queued));
         if (o2 && rep.dry_run && sync)
             json_object_set_new(o2, "refused", rep.refused ? sl__json_text(rep.refused) : json_null());
+        if (o2) json_object_set_new(o2, "calibrated", json_boolean(rep.calibrated));
+        if (o2 && rep.calibration_error)
+            json_object_set_new(o2, "calibration_error", sl__json_text(rep.calibration_error));
         if (o2 && st != SL_OK)
             json_object_set_new(o2, "error", json_pack("{s:s, s:o}", "status", sl_status_name(st), "message", sl__json_text(err.message)));
         if (sl__print_json(o2)) st = SL_E_NOMEM;
@@ -110,6 +117,7 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             if (sync) sl__print_ids("would remove", &rep.removed_ids);
             if (rep.refused) printf("the sync would be refused: %s\n", rep.refused);
         }
+        if (rep.calibration_error) fprintf(stderr, "calibration skipped: %s\n", rep.calibration_error);
         if (!o.quiet) {
             printf("%s%zu rows, %zu products: %zu added, %zu updated, %zu skipped, %zu removed, %zu failed "
                    "(%zu images described in %.1f s)\n", rep.dry_run ? "dry run, nothing written: " : "",
@@ -118,6 +126,7 @@ int sl__cli_ingest(int argc, char **argv, int sync) {
             if (rep.queued)
                 printf("%zu products queued: the cluster's workers add them ('shoplens info --store ...' "
                        "shows the queue)\n", rep.queued);
+            if (rep.calibrated) printf("confidence calibrated on augmented catalog images (shoplens info)\n");
             if (rep.n_failures) {
                 printf("failed rows:");
                 for (size_t i = 0; i < rep.n_failures && i < 50; i++) printf(" %zu", rep.failures[i].row);
@@ -173,6 +182,9 @@ const sl__cli_cmd sl__cmd_add = {
     "  --json          print {\"rows\", \"products\", \"added\", \"updated\", \"skipped\", \"removed\",\n"
     "                  \"failed\", \"images_extracted\", \"seconds\", \"failures\": [{\"row\",\n"
     "                  \"product_id\", \"file\", \"status\", \"message\"}], \"dry_run\", \"added_ids\",\n"
-    "                  \"updated_ids\", \"removed_ids\"}\n"
+    "                  \"updated_ids\", \"removed_ids\", \"calibrated\", \"calibration_error\" (when it\n"
+    "                  failed)}\n"
+    "Once the store has 5 products, and again whenever its catalog has doubled, the run ends by\n"
+    "calibrating confidence on augmented catalog images (shoplens calibrate; docs/learn.md).\n"
     "Exit status: 0 all rows ok, 3 some rows failed, 1 the run failed.\n",
     sl__add_run};

@@ -31,11 +31,17 @@ static void sl__on_skip(void *ctx, const char *path, const char *why) {
 static int sl__eval_run_cmd(int argc, char **argv) {
     sl_eval_opts o;
     memset(&o, 0, sizeof o);
+    sl_head_train_opts ho;
+    sl_head_train_opts_init(&ho);
+    o.head = &ho;
     int json = 0, quiet = 0;
+    const char *model = NULL;
+    char mspec[4200];
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) { json = 1; continue; }
+        if (strcmp(a, "--train-catalog") == 0) { o.train_catalog = 1; continue; }
         if (strcmp(a, "--quiet") == 0) { quiet = 1; continue; }
         if (!v) return sl__cli_usage_error(argv[0], "%s needs a value or is unknown", a);
         char *end;
@@ -43,6 +49,12 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         else if (strcmp(a, "--queries") == 0) o.queries_dir = v;
         else if (strcmp(a, "--features") == 0) o.features = v;
         else if (strcmp(a, "--report") == 0) o.report_html = v;
+        else if (strcmp(a, "--train") == 0) o.train_dir = v;
+        else if (strcmp(a, "--cache") == 0) o.cache_dir = v;
+        else if (strcmp(a, "--model") == 0) model = v;
+        else if (strcmp(a, "--train-opt") == 0) {
+            if (sl__cli_head_opt(&ho, v) != 0) return sl__cli_usage_error(argv[0], "bad --train-opt '%s' (epochs=, seed=, rank=, lambda=, temperature=, category=, batch=, lr=)", v);
+        }
         else if (strcmp(a, "-k") == 0 || strcmp(a, "--k") == 0) {
             long k = strtol(v, &end, 10);
             if (!*v || *end || k < SL_EVAL_K_MIN || k > SL_EVAL_K_MAX)
@@ -65,6 +77,13 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         i++;
     }
     if (!o.gallery_dir) return sl__cli_usage_error(argv[0], "--gallery DIR is required");
+    if (o.train_dir && o.train_catalog) return sl__cli_usage_error(argv[0], "--train and --train-catalog exclude each other");
+    if (model && o.features) return sl__cli_usage_error(argv[0], "--model and --features exclude each other");
+    if (model) {
+        if (sl_features_model_spec(model, mspec, sizeof mspec) != SL_OK)
+            return sl__cli_usage_error(argv[0], "bad --model '%s' (a path without '+' or ',')", model);
+        o.features = mspec;
+    }
     sl__skips skips = {json, quiet, json ? json_array() : NULL};
     o.skipped_fn = sl__on_skip;
     o.skipped_ctx = &skips;
@@ -98,6 +117,9 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         printf("hit@1 %.4f  hit@5 %.4f  hit@k %.4f  hits@4 %.3f\n", m.hit_1, m.hit_5, m.hit_k, m.hits_4);
         printf("index %.1f images/s, query p50 %.1f ms, p99 %.1f ms\n", m.index_images_per_s,
                m.query_ms_p50, m.query_ms_p99);
+        if (m.trained_photos && !quiet)
+            printf("head trained on %zu %s in %.1f s\n", m.trained_photos, o.train_dir ? "photos" : "augmented images",
+                   m.train_seconds);
         if (o.report_html && !quiet) printf("report: %s\n", o.report_html);
     }
     return SL_EXIT_OK;
@@ -105,8 +127,9 @@ static int sl__eval_run_cmd(int argc, char **argv) {
 
 const sl__cli_cmd sl__cmd_eval = {
     "eval", "measure retrieval quality on labelled image folders",
-    "Usage: shoplens eval --gallery DIR [--queries DIR] [--features SPEC] [-k 10] [--jobs N]\n"
-    "                     [--max-queries N] [--report FILE.html] [--quiet] [--json]\n\n"
+    "Usage: shoplens eval --gallery DIR [--queries DIR] [--features SPEC | --model M.onnx] [-k 10]\n"
+    "                     [--jobs N] [--max-queries N] [--report FILE.html] [--quiet] [--json]\n"
+    "                     [--train DIR | --train-catalog] [--train-opt KEY=VALUE]... [--cache DIR]\n\n"
     "DIR follows the ImageFolder convention: one sub-folder per label; two images are relevant\n"
     "to each other when they share a label. Without --queries every gallery image queries all\n"
     "the others (leave-one-out). The whole gallery is ranked (exact search, geometric re-rank of\n"
@@ -118,5 +141,10 @@ const sl__cli_cmd sl__cmd_eval = {
     "Images that cannot be read (gallery or queries) are skipped: counted in \"skipped\" (with\n"
     "the queries that have no relevant image) and named on stderr (or in \"skipped_files\").\n"
     "  --report   write a self-contained HTML page: metrics, precision-recall curve, and sample\n"
-    "             queries with their top results outlined green (relevant) or red\n",
+    "             queries with their top results outlined green (relevant) or red\n"
+    "  --model    the recommended features for an ONNX model (as shoplens init --model)\n"
+    "  --train    first train a head (shoplens train) on DIR, an ImageFolder in the gallery's\n"
+    "             label space; --train-catalog: on augmented gallery images instead\n"
+    "  --train-opt epochs=, seed=, rank=, lambda=, temperature=, category=, batch=, lr=\n"
+    "  --cache    keep described image sets in DIR between runs (same results, less work)\n",
     sl__eval_run_cmd};

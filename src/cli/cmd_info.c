@@ -1,7 +1,9 @@
 /*
- * cli/cmd_info.c - `shoplens info`: counts, feature spec, index kind, sizes on disk.
+ * cli/cmd_info.c - `shoplens info`: counts, feature spec, index kind, sizes on disk, quantization
+ * and confidence calibration.
  */
 #include "cli/cli.h"
+#include "cli/learn_cli.h"
 #include "cli/product_cli.h"
 #include "shoplens/cluster.h"
 #include "util/util.h"
@@ -24,9 +26,11 @@ static int sl__info_run(int argc, char **argv) {
     int64_t *counts = NULL;
     size_t nc = 0;
     int64_t missing = 0;
+    sl_calib_info ci;
     sl_status st = sl_engine_stats_get(e, &s, &err);
     if (st == SL_OK) st = sl_engine_categories(e, &cats, &counts, &nc, &err);
     if (st == SL_OK) st = sl_engine_missing_files(e, &missing, &err);
+    if (st == SL_OK) st = sl_engine_calibration(e, &ci, &err);
     const char *dir = sl_store_dir(sl_engine_store(e));
     sl_cluster_status cs;
     memset(&cs, 0, sizeof cs);
@@ -38,20 +42,21 @@ static int sl__info_run(int argc, char **argv) {
         sl_engine_free(e);
         return sl__cli_fail(argv[0], &err);
     }
-    sl__utf8_scrub(s.calibration); /* layer names come from the model file */
+    sl__utf8_scrub(s.quantization); /* layer names come from the model file */
     if (o.json) {
         json_t *c = json_object();
         for (size_t i = 0; c && i < nc; i++) json_object_set_new(c, cats[i], json_integer(counts[i]));
         json_t *sizes = json_pack("{s:I, s:I, s:I, s:I, s:I}", "catalog", (json_int_t)s.db_bytes,
                                   "index", (json_int_t)s.index_bytes, "features", (json_int_t)s.features_bytes,
                                   "images", (json_int_t)s.images_bytes, "total", (json_int_t)s.total_bytes);
-        json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o}",
+        json_t *root = json_pack("{s:s, s:I, s:I, s:I, s:s, s:I, s:s, s:o, s:o, s:I, s:I, s:I, s:I, s:o, s:o}",
             "store", dir, "products", (json_int_t)s.products, "images", (json_int_t)s.images,
             "indexed", (json_int_t)s.indexed, "features", s.features, "dim", (json_int_t)s.dim,
             "index", s.index_kind, "categories", c ? c : json_object(), "bytes", sizes ? sizes : json_object(),
             "format_version", (json_int_t)SL_STORE_FORMAT_VERSION, "schema_version", (json_int_t)SL_STORE_SCHEMA_VERSION,
             "images_outside", (json_int_t)s.images_outside, "files_missing", (json_int_t)missing,
-            "calibration", s.calibration[0] ? json_string(s.calibration) : json_null());
+            "quantization", s.quantization[0] ? json_string(s.quantization) : json_null(),
+            "calibration", sl__calib_json(&ci));
         if (root && cluster) {
             json_t *nodes = json_array();
             for (size_t i = 0; nodes && i < cs.n_nodes; i++) {
@@ -76,9 +81,12 @@ static int sl__info_run(int argc, char **argv) {
             printf("products    %lld\nimages      %lld (%lld indexed)\n", (long long)s.products,
                    (long long)s.images, (long long)s.indexed);
         printf("features    %s (dim %zu)\n", s.features, s.dim);
-        if (s.calibration[0]) printf("calibration %s\n", s.calibration);
+        if (s.quantization[0]) printf("quantization %s\n", s.quantization);
         printf("index       %s\n", s.index_kind);
         printf("categories  %zu\n", nc);
+        char line[512];
+        sl__calib_line(&ci, line, sizeof line);
+        printf("calibration %s\n", line);
         if (s.images_outside)
             printf("WARNING     %lld images are read from outside the store (made before schema 2): "
                    "moving or deleting those files breaks them; 'shoplens verify --repair' copies them in\n",
@@ -113,9 +121,12 @@ const sl__cli_cmd sl__cmd_info = {
     "  --json   print {\"store\", \"products\", \"images\", \"indexed\", \"features\", \"dim\", \"index\",\n"
     "           \"categories\": {name: products}, \"bytes\": {\"catalog\", \"index\", \"features\",\n"
     "           \"images\", \"total\"}, \"format_version\", \"schema_version\", \"images_outside\",\n"
-    "           \"files_missing\", \"calibration\"}\n"
+    "           \"files_missing\", \"quantization\", \"calibration\": {\"source\", \"photos\", \"products\",\n"
+    "           \"cohort\", \"check\": {...}, \"search\": {...}}}\n"
     "images_outside counts images of a store made before schema 2 still read from their original\n"
     "files ('shoplens verify --repair' copies them in); files_missing the images whose file is gone;\n"
-    "calibration (null unless the spec's cnn runs at bf16 / int8) how the store calibrated it on its\n"
-    "catalog images: images, seed, layers kept at fp32, the measured embedding cosine to fp32.\n",
+    "quantization (null unless the spec's cnn runs at bf16 / int8) how the store calibrated that\n"
+    "precision on its catalog images: images, seed, layers kept at fp32, the measured embedding\n"
+    "cosine to fp32. The calibration says where the confidence of check and search comes from:\n"
+    "labelled photos, augmented catalog images, or none (the fallback); docs/cli.md has its fields.\n",
     sl__info_run};

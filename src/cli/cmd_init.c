@@ -6,11 +6,34 @@
 #include "cli/product_cli.h"
 
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 static int sl__init_run(int argc, char **argv) {
+    /* --model M: the recommended features for the model (taken out before the shared parser) */
+    const char *model = NULL;
+    char mspec[4200];
+    char **rest = calloc((size_t)argc + 1, sizeof *rest);
+    if (!rest) return SL_EXIT_ERROR;
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        if (i > 0 && strcmp(argv[i], "--model") == 0) {
+            if (i + 1 >= argc) { free(rest); return sl__cli_usage_error(argv[0], "--model needs a value"); }
+            model = argv[++i];
+        } else {
+            rest[nrest++] = argv[i];
+        }
+    }
     sl__popts o;
-    int rc = sl__popts_parse(argc, argv, SL__OPT_FEATURES | SL__OPT_INDEX, &o);
+    int rc = sl__popts_parse(nrest, rest, SL__OPT_FEATURES | SL__OPT_INDEX, &o);
+    free(rest);
     if (rc) return rc;
+    if (model) {
+        if (o.features) return sl__cli_usage_error(argv[0], "--model and --features exclude each other");
+        if (sl_features_model_spec(model, mspec, sizeof mspec) != SL_OK)
+            return sl__cli_usage_error(argv[0], "bad --model '%s' (a path without '+' or ',')", model);
+        o.features = mspec;
+    }
     if (o.npos) return sl__cli_usage_error(argv[0], "unexpected argument '%s'", o.pos[0]);
     sl_engine *e;
     if ((rc = sl__open_engine(argv[0], &o, 1, 0, &e))) return rc;
@@ -35,11 +58,14 @@ static int sl__init_run(int argc, char **argv) {
 
 const sl__cli_cmd sl__cmd_init = {
     "init", "create a store (feature spec fixed per store)",
-    "Usage: shoplens init [--store DIR] [--features SPEC] [--index flat|hnsw|auto] [--json]\n\n"
+    "Usage: shoplens init [--store DIR] [--features SPEC | --model M.onnx] [--index flat|hnsw|auto]\n"
+    "                     [--json]\n\n"
     "Creates the store in DIR (default $SHOPLENS_STORE or ./shoplens-data). An existing store is\n"
     "opened as is; asking for other features than it has is an error.\n"
     "  --features SPEC  feature specification, e.g. color, vlad, color+vlad+verify\n"
     "                   (default " SL_FEATURES_SPEC_DEFAULT ")\n"
+    "  --model M.onnx   the recommended features for a CNN model: its embedding and colour, both\n"
+    "                   centred on the catalog's mean, colour weight 0.2, plus verification\n"
     "  --index KIND     flat (exact), hnsw, or auto (hnsw above 50000 images; default)\n"
     "  --json           print {\"store\", \"features\", \"index\", \"products\"}\n",
     sl__init_run};

@@ -12,5 +12,6 @@ const sl__cli_cmd sl__cmd_similar = {
     "                        [--max-price Y] [--text WORDS] [--text-mode restrict|boost]\n"
     "                        [--store DIR] [--json]\n\n"
     "Every image of the product queries the index; the product itself is excluded. Same filters\n"
-    "and JSON shape as 'shoplens search'.\n",
+    "and JSON shape as 'shoplens search'; scores are -1..1, and confidence (0..1) says how likely\n"
+    "a result is the same product (e.g. a duplicate listing): most similar products are not.\n",
     sl__similar_run};

@@ -104,7 +104,7 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             o->jobs = (int)d;
         } else if (strcmp(name, "--threshold") == 0 && (allowed & SL__OPT_THRESHOLD)) {
             SL__TAKE();
-            if ((rc = sl__num_arg(cmd, name, val, 0, 1e9, 0, &o->threshold))) return rc;
+            if ((rc = sl__num_arg(cmd, name, val, 0, 1, 0, &o->threshold))) return rc;
         } else if (strcmp(name, "--features") == 0 && (allowed & SL__OPT_FEATURES)) {
             SL__TAKE();
             o->features = val;
@@ -219,6 +219,8 @@ json_t *sl__matches_json(const sl_matches *m, size_t rank0) {
         json_object_set_new(o, "rank", json_integer((json_int_t)(rank0 + i + 1)));
         json_object_set_new(o, "product_id", sl__json_text(r->product_id));
         json_object_set_new(o, "score", json_real(round(r->score * 1e6) / 1e6));
+        json_object_set_new(o, "confidence", json_real(round(r->confidence * 1e6) / 1e6));
+        json_object_set_new(o, "match", json_boolean(r->match));
         json_object_set_new(o, "title", sl__json_text(r->title));
         json_object_set_new(o, "category", sl__json_text(r->category));
         json_object_set_new(o, "price", r->has_price ? json_real(r->price) : json_null());
@@ -259,23 +261,29 @@ void sl__print_matches(const sl_matches *m, size_t rank0) {
         return;
     }
     int wid = 7, wcat = 8; /* "product", "category" */
+    size_t matches = 0;
     for (size_t i = 0; i < m->n; i++) {
         int l = (int)strlen(m->items[i].product_id);
         if (l > wid) wid = l;
         l = m->items[i].category ? (int)strlen(m->items[i].category) : 0;
         if (l > wcat) wcat = l < 24 ? l : 24;
+        matches += m->items[i].match != 0;
     }
-    printf("%-4s %-*s %8s  %-32s %-*s %14s\n", "#", wid, "product", "score", "title", wcat, "category", "price");
+    printf("%-4s %-*s %8s %5s %-7s  %-32s %-*s %14s\n", "#", wid, "product", "score", "conf", "", "title", wcat,
+           "category", "price");
     for (size_t i = 0; i < m->n; i++) {
         const sl_match *r = &m->items[i];
         char price[48];
         sl__format_price(price, sizeof price, r->has_price, r->price, r->currency);
-        printf("%-4zu %-*s %8.4f  ", rank0 + i + 1, wid, r->product_id, r->score);
+        printf("%-4zu %-*s %8.4f %5.2f %-7s  ", rank0 + i + 1, wid, r->product_id, r->score, r->confidence,
+               r->match ? "match" : "similar");
         sl__print_cell(r->title, 32);
         putchar(' ');
         sl__print_cell(r->category, wcat);
         printf(" %14s\n", price);
     }
+    /* a later page says nothing about the first one */
+    if (matches == 0 && rank0 == 0) printf("no close match: the results are similar products\n");
 }
 
 json_t *sl__json_text(const char *s) {
@@ -359,21 +367,49 @@ int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl__popts o;
     int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS | (similar ? 0 : SL__OPT_REGION), &o);
     if (rc) return rc;
-    if (o.npos != 1) return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give exactly one IMAGE");
+    if (similar ? o.npos != 1 : o.npos < 1)
+        return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give at least one IMAGE");
     sl_engine *e;
     if ((rc = sl__open_engine(argv[0], &o, 0, 1, &e))) return rc;
-    sl_matches m;
-    sl_error err;
-    sl_error_clear(&err);
-    sl_status st = similar ? sl_engine_similar(e, o.pos[0], &o.q, &m, &err)
-                           : sl_engine_search_file(e, o.pos[0], &o.q, &m, &err);
-    sl_engine_free(e);
-    if (st != SL_OK) return sl__cli_fail(argv[0], &err);
+    int failed = 0;
     size_t rank0 = o.q.offset > 0 ? (size_t)o.q.offset : 0;
-    if (o.json) rc = sl__print_json(sl__matches_json(&m, rank0));
-    else sl__print_matches(&m, rank0);
-    sl_matches_free(&m);
-    return rc;
+    for (int i = 0; i < o.npos && rc == 0; i++) {
+        sl_matches m;
+        sl_error err;
+        sl_error_clear(&err);
+        sl_status st = similar ? sl_engine_similar(e, o.pos[i], &o.q, &m, &err)
+                               : sl_engine_search_file(e, o.pos[i], &o.q, &m, &err);
+        if (st != SL_OK) {
+            if (o.npos == 1) {
+                sl_engine_free(e);
+                return sl__cli_fail(argv[0], &err);
+            }
+            fprintf(stderr, "shoplens %s: %s: %s: %s\n", argv[0], o.pos[i], sl_status_name(st), err.message);
+            failed = 1;
+            continue;
+        }
+        if (o.npos > 1) { /* several images: one line per image (JSON Lines with --json) */
+            if (o.json) {
+                json_t *j = sl__matches_json(&m, rank0);
+                if (j) json_object_set_new(j, "image", sl__json_text(o.pos[i]));
+                char *s2 = j ? json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(10)) : NULL;
+                json_decref(j);
+                if (!s2) rc = SL_EXIT_ERROR;
+                else puts(s2);
+                free(s2);
+            } else {
+                printf("%s\n", o.pos[i]);
+                sl__print_matches(&m, rank0);
+            }
+        } else if (o.json) {
+            rc = sl__print_json(sl__matches_json(&m, rank0));
+        } else {
+            sl__print_matches(&m, rank0);
+        }
+        sl_matches_free(&m);
+    }
+    sl_engine_free(e);
+    return rc ? rc : failed ? SL_EXIT_ERROR : SL_EXIT_OK;
 }
 
 int sl__cli_image_cmd(int argc, char **argv, unsigned allowed, int npos, int img_pos,

@@ -83,6 +83,19 @@ sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **v
 
 /* ---- index ------------------------------------------------------------------------------- */
 
+/* The index holds the gallery side of the features' head (sl_features_project); the store keeps
+ * the vectors before it. Without a head the vectors go in as they are. */
+sl_status sl__engine_index_add(sl_engine *e, int64_t image_id, const float *vec) {
+    if (!sl_features_head(e->feat)) return sl_index_add(e->idx, (uint64_t)image_id, vec);
+    size_t dim = (size_t)sl_index_dim(e->idx);
+    float *g = sl__mallocarray(dim, sizeof *g);
+    if (!g) return SL_E_NOMEM;
+    sl_status st = sl_features_project(e->feat, SL_HEAD_GALLERY, vec, g, 1);
+    if (st == SL_OK) st = sl_index_add(e->idx, (uint64_t)image_id, g);
+    free(g);
+    return st;
+}
+
 static sl_index_kind sl__kind_for(const sl_engine *e, int64_t n) {
     if (strcmp(e->index_kind, "hnsw") == 0) return SL_INDEX_HNSW;
     if (strcmp(e->index_kind, "flat") == 0) return SL_INDEX_FLAT;
@@ -122,17 +135,20 @@ static sl_status sl__new_index(sl_index_kind kind, size_t dim, sl_index **out, s
     return st;
 }
 
-/* Vectors gathered for sl_index_add_batch: the HNSW build links a batch on all cores. */
+/* Vectors gathered for sl_index_add_batch: the HNSW build links a batch on all cores. The
+ * stored vectors go in through the gallery side of the features' head (sl_features_project). */
 enum { SL__BATCH = 1024 };
 typedef struct sl__batch {
     sl_index *idx;
+    const sl_features *feat;
     size_t dim, n;
     uint64_t ids[SL__BATCH];
     float *vecs;              /* SL__BATCH x dim */
 } sl__batch;
 
 static sl_status sl__batch_flush(sl__batch *b) {
-    sl_status st = b->n ? sl_index_add_batch(b->idx, b->n, b->ids, b->vecs) : SL_OK;
+    sl_status st = b->n ? sl_features_project(b->feat, SL_HEAD_GALLERY, b->vecs, b->vecs, b->n) : SL_OK;
+    if (st == SL_OK && b->n) st = sl_index_add_batch(b->idx, b->n, b->ids, b->vecs);
     b->n = 0;
     return st;
 }
@@ -145,10 +161,11 @@ static sl_status sl__batch_add(void *ctx, int64_t image_id, const float *vec, si
     return ++b->n == SL__BATCH ? sl__batch_flush(b) : SL_OK;
 }
 
-static sl__batch *sl__batch_new(sl_index *idx, size_t dim) {
+static sl__batch *sl__batch_new(sl_index *idx, const sl_features *feat, size_t dim) {
     sl__batch *b = calloc(1, sizeof *b);
     if (!b) return NULL;
     b->idx = idx;
+    b->feat = feat;
     b->dim = dim;
     if (!(b->vecs = sl__mallocarray(SL__BATCH, dim * sizeof(float)))) {
         free(b);
@@ -170,7 +187,7 @@ static sl_status sl__build_index(sl_engine *e, sl_index_kind kind, size_t dim, s
     sl_index *idx = NULL;
     sl_status st = sl__new_index(kind, dim, &idx, err);
     if (st != SL_OK) return st;
-    sl__batch *b = sl__batch_new(idx, dim);
+    sl__batch *b = sl__batch_new(idx, e->feat, dim);
     if (!b) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     if (st == SL_OK) st = sl_store_each_vector(e->store, sl__batch_add, b, err);
     if (st == SL_OK) st = sl__batch_flush(b);
@@ -215,7 +232,8 @@ sl_status sl__engine_maybe_switch(sl_engine *e, sl_error *err) {
 }
 
 /* Brings idx in line with the store's images without rebuilding it: removes the images the
- * store no longer has and adds the stored ones it lacks (their vectors read from the store).
+ * store no longer has and adds the stored ones it lacks (their vectors read from the store, put
+ * through the gallery side of the features' head).
  * Correct whatever state idx was saved in, because an image's vector never changes under one
  * features version (retraining re-describes every image and bumps features_version; idx must
  * belong to the current one) and image ids are never reused. *changed: images added + removed. */
@@ -257,7 +275,10 @@ static sl_status sl__catch_up(sl_engine *e, sl_index *idx, size_t *changed, sl_e
                 if (k != j) memmove(vecs + k * dim, vecs + j * dim, dim * sizeof *vecs);
                 ids[k++] = (uint64_t)add[i + j];
             }
-        if (k && sl_index_add_batch(idx, k, ids, vecs) != SL_OK)
+        sl_status pst = k ? sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, k) : SL_OK;
+        if (pst != SL_OK)
+            st = sl__err_set(err, pst, "updating the index: the features' head: %s", sl_strerror(pst));
+        else if (k && sl_index_add_batch(idx, k, ids, vecs) != SL_OK)
             st = sl__err_set(err, SL_E_NOMEM, "updating the index: %s", sl_index_errmsg(idx));
         *changed += k;
     }
@@ -366,8 +387,8 @@ char *sl__engine_features_path(sl_engine *e, int64_t version) {
 
 /* features-<version>.bin: a file of the directory, or a file of the PostgreSQL store (written
  * through a temporary file: sl_features_save writes only to paths). */
-static sl_status sl__engine_save_features(sl_engine *e, const sl_features *f, int64_t version,
-                                          sl_error *err) {
+sl_status sl__engine_save_features(sl_engine *e, const sl_features *f, int64_t version,
+                                   sl_error *err) {
     char *path = sl__engine_features_path(e, version);
     if (path) {
         sl_status st = sl_features_save(f, path);
@@ -414,6 +435,12 @@ static sl_status sl__engine_load_features(sl_engine *e, int64_t version, sl_feat
     return st;
 }
 
+sl_status sl__engine_features_copy(sl_engine *e, sl_features **out, sl_error *err) {
+    *out = NULL;
+    if (e->features_version <= 0) return sl_features_new(e->spec, out, err);
+    return sl__engine_load_features(e, e->features_version, out, err);
+}
+
 static sl_status sl__load_features(sl_engine *e, sl_error *err) {
     char *fv = NULL;
     int64_t version = sl_store_meta_get(e->store, "features_version", &fv, NULL) == SL_OK
@@ -456,16 +483,18 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
     return SL_OK;
 }
 
-sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err) {
-    sl_features *f = NULL;
-    int64_t version = e->features_version + 1;
-    sl_status st = sl__engine_train_new(e, imgs, n, version, &f, err);
-    if (st != SL_OK) return st;
-    char buf[32];
+sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, int reindex,
+                                    sl_error *err) {
+    char buf[32], *now = NULL;
     snprintf(buf, sizeof buf, "%lld", (long long)version);
-    if ((st = sl_store_begin(e->store, err)) != SL_OK ||
-        (st = sl_store_meta_set(e->store, "features_version", buf, err)) != SL_OK ||
-        (st = sl__engine_bump(e, err)) != SL_OK) {
+    sl_status st = sl_store_begin(e->store, err);
+    if (st == SL_OK && (st = sl_store_meta_get(e->store, "features_version", &now, err)) == SL_OK &&
+        strtoll(now, NULL, 10) != e->features_version)
+        st = sl__err_set(err, SL_E_BUSY, "another process changed the store's features meanwhile; run it again");
+    free(now);
+    if (st == SL_OK) st = sl_store_meta_set(e->store, "features_version", buf, err);
+    if (st == SL_OK) st = sl__engine_bump(e, err);
+    if (st != SL_OK) {
         sl_store_rollback(e->store);
         sl_features_free(f);
         return st;
@@ -477,12 +506,21 @@ sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, 
         e->feat = f;
         e->features_version = version;
         sl__engine_committed(e);
-        st = sl__engine_rebuild_index(e, err);
+        if (reindex) st = sl__engine_rebuild_index(e, err);
+        else e->index_dirty = 1; /* the same vectors, recorded again for the new generation */
     } else {
         sl_features_free(f);
     }
     pthread_rwlock_unlock(&e->lock);
     return st;
+}
+
+sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err) {
+    sl_features *f = NULL;
+    int64_t version = e->features_version + 1;
+    sl_status st = sl__engine_train_new(e, imgs, n, version, &f, err);
+    if (st != SL_OK) return st;
+    return sl__engine_commit_features(e, f, version, 1, err);
 }
 
 void sl__engine_retire_features(sl_engine *e, sl_features *f) {
@@ -705,7 +743,7 @@ sl_status sl_engine_stats_get(sl_engine *e, sl_engine_stats *out, sl_error *err)
     out->indexed = e->idx ? (int64_t)sl_index_count(e->idx) : 0;
     out->dim = sl_features_ready(e->feat) ? sl_features_dim(e->feat) : 0;
     snprintf(out->features, sizeof out->features, "%s", e->spec);
-    sl_features_calibration_describe(e->feat, out->calibration, sizeof out->calibration);
+    sl_features_calibration_describe(e->feat, out->quantization, sizeof out->quantization);
     snprintf(out->index_kind, sizeof out->index_kind, "%s",
              e->idx ? (sl_index_kind_of(e->idx) == SL_INDEX_HNSW ? "hnsw" : "flat")
                     : (strcmp(e->index_kind, "auto") == 0 ? "flat" : e->index_kind));

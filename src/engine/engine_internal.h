@@ -151,6 +151,10 @@ void sl__remote_rmdir(const char *dir);
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,
                               size_t *local_len, sl_error *err);
 
+/* Adds a stored (pre-head) vector to the index under image_id, through the gallery side of the
+ * features' learned head when there is one. Caller holds the lock exclusively (or is opening). */
+sl_status sl__engine_index_add(sl_engine *e, int64_t image_id, const float *vec);
+
 /* Creates a new empty index of the engine's kind for the features' dimension and fills it with
  * every stored vector. Caller holds lock exclusively (or is opening). */
 sl_status sl__engine_rebuild_index(sl_engine *e, sl_error *err);
@@ -167,9 +171,17 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
                                 sl_index_result *res, size_t *got, sl_error *err);
 /* Path of features-<version>.bin (malloc'ed). */
 char *sl__engine_features_path(sl_engine *e, int64_t version);
+/* Saves f as features-<version>.bin (atomically); the message names the file. */
+sl_status sl__engine_save_features(sl_engine *e, const sl_features *f, int64_t version, sl_error *err);
 /* Creates and trains a new pipeline and saves it as features-<version>.bin; not installed. */
 sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t n,
                                int64_t version, sl_features **out, sl_error *err);
+/* Commits features_version = version (features-<version>.bin already saved) with a generation
+ * bump, unless another process moved features_version meanwhile (SL_E_BUSY); installs f
+ * (ownership passes, also on failure) and, with reindex, rebuilds the index from the stored
+ * vectors (else keeps it: the vectors did not change). Caller holds wmu. */
+sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, int reindex,
+                                    sl_error *err);
 /* First training: sl__engine_train_new, then commits features_version and installs the
  * features and a new empty index. Caller holds wmu. */
 sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);
@@ -207,5 +219,76 @@ void sl__engine_committed(sl_engine *e);
 
 /* Saves index.bin and records the generation it reflects. Caller holds wmu. */
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err);
+
+/* ---- products of a query, match scores (query.c) ------------------------------------------- */
+
+/* One product scored against a query: its best image (score in -1..1, see sl_match). */
+typedef struct sl__pscore {
+    char *product_id;
+    double score;
+    double confidence;       /* filled by the search path only */
+    int64_t image_id;
+    int inliers;
+} sl__pscore;
+
+void sl__pscores_free(sl__pscore *v, size_t n);
+/* Sorts best first (ties by product id). */
+void sl__engine_sort_pscores(sl__pscore *v, size_t n);
+/* The products of the query's nearest images (index search with filter f, NULL = none, at least
+ * max(candidates, 8k) images, verified and blended as a search does), best first. Caller holds
+ * the lock shared. *out malloc'ed (sl__pscores_free), possibly n = 0. */
+sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
+                                   size_t nq, const sl_index_filter *f, size_t k, sl__pscore **out,
+                                   size_t *n_out, sl_error *err);
+/* A product's score against a query (query-side vector, optional local features) as check
+ * computes it: every image of the product, verified. *image (may be NULL) receives the best
+ * image's source. SL_E_NOT_FOUND for an unknown product. Caller holds the lock shared. */
+sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const float *vec,
+                                   const sl_local_features *lf, sl__pscore *out, char **image,
+                                   sl_error *err);
+/* Mean score of the k best products of `sorted` other than skip1 and skip2 (NULL = none); 0 when
+ * there is none. */
+double sl__engine_cohort_mean(const sl__pscore *sorted, size_t n, int k, const char *skip1,
+                              const char *skip2);
+/* score - cohort mean, clamped to the match score range of learn.h. */
+double sl__engine_match_score(double score, double cohort_mean);
+
+/* ---- shared by train and calibrate (learn.c) ------------------------------------------------ */
+
+/* Appends a failure (copies of the strings; msg NULL = the status's text). SL_E_NOMEM. */
+sl_status sl__failure_add(sl_train_failure **v, size_t *n, const char *file, const char *pid, sl_status st,
+                          const char *msg);
+void sl__failures_free(sl_train_failure *v, size_t n);
+/* Index of s in v (n strings sorted by strcmp, e.g. sl_store_product_ids), or -1. */
+long sl__strv_find(char *const *v, size_t n, const char *s);
+/* A new copy of the engine's current features, read from features-<version>.bin (or made from
+ * the spec at version 0), for a writer that installs a changed version. */
+sl_status sl__engine_features_copy(sl_engine *e, sl_features **out, sl_error *err);
+
+/* ---- calibration (calibrate.c) -------------------------------------------------------------- */
+
+/* Least products a store needs before it is calibrated from its catalog automatically. */
+#define SL__ENGINE_CALIB_MIN_PRODUCTS 5
+/* Pseudo shopper photos made for a catalog calibration: this many per catalog image, within
+ * MIN..MAX in all (the operating point sits in the top 2% of their negatives: at 486 copies x 16
+ * negatives it moved by 0.002 in match score between seeds, at 162 x 8 by 0.03). */
+#define SL__ENGINE_CALIB_COPIES_PER_IMAGE 6
+#define SL__ENGINE_CALIB_COPIES_MIN 40
+#define SL__ENGINE_CALIB_COPIES_MAX 600
+/* Labelled photos used for a calibration at most (an evenly spaced sample beyond). */
+#define SL__ENGINE_CALIB_PHOTOS_MAX 1000
+/* Random other products checked per calibration photo. */
+#define SL__ENGINE_CALIB_NEGATIVES 16
+/* Fixed seed of calibrations (train --seed overrides it). */
+#define SL__ENGINE_CALIB_SEED 0xca11b4a7ULL
+
+/* When an automatic catalog calibration is due (no calibration yet and enough products; or, with
+ * grow, a catalog calibration fitted on fewer than half the products the store has now). */
+int sl__engine_calib_due(sl_engine *e, int grow);
+/* Fits a calibration with the engine's current features and index and installs it as the next
+ * features version (no re-indexing). photos NULL: augmented catalog images. Caller holds wmu.
+ * rep may be NULL. */
+sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *o, sl_calibrate_report *rep,
+                               sl_error *err);
 
 #endif

@@ -96,6 +96,7 @@ void sl_ingest_report_free(sl_ingest_report *r) {
         free(r->failures[i].message);
     }
     free(r->failures);
+    free(r->calibration_error);
     sl_strings_free(r->added_ids.ids, r->added_ids.n);
     sl_strings_free(r->updated_ids.ids, r->updated_ids.n);
     sl_strings_free(r->removed_ids.ids, r->removed_ids.n);
@@ -978,6 +979,19 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (!in.dry_run) {
         if (st == SL_OK) st = sl__engine_save_index(e, err);
         else (void)sl__engine_save_index(e, NULL);
+        /* the catalog calibration, when due: its failure leaves the committed products as they are */
+        if (st == SL_OK && sl__engine_calib_due(e, 1)) {
+            sl_calibrate_opts co;
+            memset(&co, 0, sizeof co);
+            co.jobs = o.jobs;
+            co.cancel = o.cancel;
+            co.progress = o.calib_progress;
+            co.progress_ctx = o.calib_progress_ctx;
+            sl_error cerr;
+            sl_error_clear(&cerr);
+            if (sl__engine_calibrate(e, &co, NULL, &cerr) == SL_OK) rep->calibrated = 1;
+            else rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+        }
     }
 out:
     pthread_mutex_unlock(&e->wmu);
@@ -1089,6 +1103,13 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         if (old) unlink(old);
         free(old);
         st = sl__engine_save_index(e, err);
+    }
+    if (st == SL_OK && sl__engine_calib_due(e, 0)) { /* the new features have no calibration yet */
+        sl_calibrate_opts co;
+        memset(&co, 0, sizeof co);
+        co.jobs = o.jobs;
+        co.cancel = o.cancel;
+        (void)sl__engine_calibrate(e, &co, NULL, NULL);
     }
 out:
     if (oldf && e->feat != oldf) {

@@ -27,13 +27,6 @@ typedef struct sl__cand {
     int verify;     /* 1 / 0: verify it or not (a cluster's phase 2); -1: by its rank */
 } sl__cand;
 
-/* One product being scored. */
-typedef struct sl__pacc {
-    char *product_id;
-    double score;
-    int64_t image_id;
-    int inliers;
-} sl__pacc;
 
 void sl_matches_free(sl_matches *m) {
     if (!m) return;
@@ -129,13 +122,20 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
         for (size_t i = 0; i < n; i++) ids[i] = (int64_t)c[i].id;
         st = sl_store_image_vectors(e->store, ids, n, dim, vecs, found, err);
     }
+    size_t m = 0;
     if (st == SL_OK) {
-        size_t m = 0;
         for (size_t i = 0; i < n; i++) {
             if (!found[i]) continue; /* removed by another process, not yet refreshed */
             c[m].id = c[i].id;
-            c[m++].score = sl__dot8(vec, vecs + i * dim, dim);
+            if (m != i) memmove(vecs + m * dim, vecs + i * dim, dim * sizeof *vecs);
+            m++;
         }
+        /* the store keeps the vectors before the features' head; the index holds them after */
+        if (m && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, m)) != SL_OK)
+            sl__err_set(err, st, "re-scoring the candidates: the features' head: %s", sl_strerror(st));
+        for (size_t i = 0; st == SL_OK && i < m; i++) c[i].score = sl__dot8(vec, vecs + i * dim, dim);
+    }
+    if (st == SL_OK) {
         qsort(c, m, sizeof *c, sl__cmp_hit);
         *got = m < k ? m : k;
         memcpy(res, c, *got * sizeof *res);
@@ -186,16 +186,18 @@ static sl__lref *sl__image_local(sl_engine *e, int64_t image_id) {
     return lf ? sl__lcache_put(e->lcache, e->gen, e->features_version, image_id, lf) : NULL;
 }
 
-/* Re-ranks candidates in place: verification of the top ones, blended scores for all. */
+/* Re-ranks candidates in place: verification of the top ones, blended scores for all, divided by
+ * the blend's maximum so every score is in -1..1 (sl_features_rerank_max). */
 static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__cand *c, size_t n,
                             sl_error *err) {
-    for (size_t i = 0; i < n; i++) c[i].inliers = -1;
-    if (!qlocal || !sl_features_uses_verify(e->feat)) return SL_OK;
+    double smax = sl_features_rerank_max(e->feat);
+    int verify = qlocal && sl_features_uses_verify(e->feat);
+    int top = verify ? (e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat)) : 0;
     sl_verify_result none;
     memset(&none, 0, sizeof none);
-    int top = e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat);
     for (size_t i = 0; i < n; i++) {
         sl_verify_result res = none;
+        c[i].inliers = -1;
         if (c[i].verify > 0 || (c[i].verify < 0 && i < (size_t)(top > 0 ? top : 0))) {
             sl__lref *ref = sl__image_local(e, c[i].image_id);
             if (ref) {
@@ -204,20 +206,20 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
             }
             sl__lcache_release(e->lcache, ref);
         }
-        c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res);
+        c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res) / smax;
     }
     (void)err;
     return SL_OK;
 }
 
-static int sl__cmp_pacc(const void *a, const void *b) {
-    const sl__pacc *x = a, *y = b;
+static int sl__cmp_pscore(const void *a, const void *b) {
+    const sl__pscore *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return strcmp(x->product_id, y->product_id);
 }
 
 /* Adds candidates to the per-product accumulator (best image wins). */
-static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pacc **acc,
+static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pscore **acc,
                                 size_t *n_acc, size_t *cap, sl_error *err) {
     int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
     if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -234,7 +236,7 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
         if (j == *n_acc) {
             if (*n_acc == *cap) {
                 size_t nc = *cap ? *cap * 2 : 64;
-                sl__pacc *na = sl__reallocarray(*acc, nc, sizeof *na);
+                sl__pscore *na = sl__reallocarray(*acc, nc, sizeof *na);
                 if (!na) {
                     st = sl__err_set(err, SL_E_NOMEM, "out of memory");
                     break;
@@ -257,14 +259,51 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
     return st;
 }
 
-static void sl__pacc_free(sl__pacc *acc, size_t n) {
-    for (size_t i = 0; i < n; i++) free(acc[i].product_id);
+void sl__pscores_free(sl__pscore *acc, size_t n) {
+    for (size_t i = 0; acc && i < n; i++) free(acc[i].product_id);
     free(acc);
 }
 
-/* Applies the text boost, sorts, keeps ranks offset+1..offset+k and fills the metadata. */
-static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, sl__pacc *acc,
-                            size_t n_acc, sl_matches *out, sl_error *err) {
+/* ---- cohort and confidence (learn.h "calibrated confidence") ------------------------------- */
+
+double sl__engine_cohort_mean(const sl__pscore *sorted, size_t n, int k, const char *skip1,
+                              const char *skip2) {
+    double sum = 0;
+    int cnt = 0;
+    for (size_t i = 0; i < n && cnt < k; i++) {
+        const char *p = sorted[i].product_id;
+        if ((skip1 && strcmp(p, skip1) == 0) || (skip2 && strcmp(p, skip2) == 0)) continue;
+        sum += sorted[i].score;
+        cnt++;
+    }
+    return cnt ? sum / cnt : 0.0;
+}
+
+double sl__engine_match_score(double score, double cohort_mean) {
+    double m = score - cohort_mean;
+    return m < SL_CALIB_SCORE_MIN ? SL_CALIB_SCORE_MIN : m > SL_CALIB_SCORE_MAX ? SL_CALIB_SCORE_MAX : m;
+}
+
+/* Sorts products by score, best first (ties by id). */
+void sl__engine_sort_pscores(sl__pscore *v, size_t n) {
+    if (n > 1) qsort(v, n, sizeof *v, sl__cmp_pscore);
+}
+
+/* Applies the text boost (into the ranking), sorts, keeps ranks offset+1..offset+k and fills the
+ * metadata, the confidence of each result from its image score against the cohort (`cohort`:
+ * the query's products without filters, sorted best first). */
+static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, sl__pscore *acc,
+                            size_t n_acc, const sl__pscore *cohort, size_t n_cohort, sl_matches *out,
+                            sl_error *err) {
+    const sl_calib *cal = sl_features_calib(e->feat);
+    int ck = sl_calib_cohort(cal);
+    double cthr = sl_calib_threshold(cal, SL_CALIB_RESULT);
+    /* the confidence is the image's: computed before any boost reorders the list */
+    for (size_t i = 0; i < n_acc; i++) {
+        double m = sl__engine_match_score(acc[i].score,
+                                          sl__engine_cohort_mean(cohort, n_cohort, ck, acc[i].product_id, NULL));
+        acc[i].confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, m);
+    }
     if (q && q->text && *q->text && q->text_mode == SL_TEXT_BOOST) {
         sl_store_filter f;
         memset(&f, 0, sizeof f);
@@ -273,19 +312,21 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, 
         size_t n = 0;
         sl_status st = sl_store_filter_images(e->store, &f, &ids, &n, err);
         if (st != SL_OK) return st;
+        const double b = SL_ENGINE_TEXT_BOOST_DEFAULT;
         for (size_t i = 0; i < n_acc; i++) {
             sl_image_ref *refs = NULL;
             size_t nr = 0;
-            if (sl_store_product_images(e->store, acc[i].product_id, &refs, &nr, NULL) != SL_OK) continue;
             int hit = 0;
-            for (size_t r = 0; r < nr && !hit; r++)
-                hit = bsearch(&refs[r].id, ids, n, sizeof *ids, sl__cmp_u64) != NULL;
-            if (hit) acc[i].score += SL_ENGINE_TEXT_BOOST_DEFAULT;
+            if (sl_store_product_images(e->store, acc[i].product_id, &refs, &nr, NULL) == SL_OK)
+                for (size_t r = 0; r < nr && !hit; r++)
+                    hit = bsearch(&refs[r].id, ids, n, sizeof *ids, sl__cmp_u64) != NULL;
             sl_image_refs_free(refs, nr);
+            /* the same order as image score + b for matches, kept in -1..1 */
+            acc[i].score = (acc[i].score + (hit ? b : 0.0)) / (1.0 + b);
         }
         free(ids);
     }
-    qsort(acc, n_acc, sizeof *acc, sl__cmp_pacc);
+    sl__engine_sort_pscores(acc, n_acc);
     size_t first = (size_t)offset < n_acc ? (size_t)offset : n_acc;
     size_t want = n_acc - first < (size_t)k ? n_acc - first : (size_t)k;
     out->items = sl__callocarray(want ? want : 1, sizeof *out->items);
@@ -303,6 +344,8 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, 
         m->price = p.price;
         m->has_price = p.has_price;
         m->score = acc[i].score;
+        m->confidence = acc[i].confidence;
+        m->match = acc[i].confidence >= cthr;
         m->image_id = acc[i].image_id;
         /* where it came from; an upload has no source: its copy in the store */
         if (r.source && *r.source) {
@@ -332,6 +375,53 @@ static int sl__k_of(const sl_query *q) {
     return k < SL_ENGINE_K_MIN ? SL_ENGINE_K_MIN : k > SL_ENGINE_K_MAX ? SL_ENGINE_K_MAX : k;
 }
 
+/* Candidate images fetched per query vector for a ranking of `depth` products. */
+static size_t sl__candidates_for(const sl_engine *e, size_t depth) {
+    size_t nc = (size_t)e->candidates;
+    if (nc < depth * 8) nc = depth * 8;
+    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
+    return nc;
+}
+
+sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
+                                   size_t nq, const sl_index_filter *f, size_t k, sl__pscore **out,
+                                   size_t *n_out, sl_error *err) {
+    *out = NULL;
+    *n_out = 0;
+    if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
+    size_t nc = sl__candidates_for(e, k);
+    uint64_t cnt = sl_index_count(e->idx);
+    if (nc > cnt) nc = (size_t)cnt;
+    sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
+    sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
+    sl__pscore *acc = NULL;
+    size_t n_acc = 0, cap = 0;
+    sl_status st = SL_OK;
+    if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
+        size_t got = 0;
+        st = sl__engine_candidates(e, vecs[qi], nc, f, res, &got, err);
+        if (st != SL_OK) break;
+        for (size_t i = 0; i < got; i++) {
+            c[i].image_id = (int64_t)res[i].id;
+            c[i].score = res[i].score;
+            c[i].verify = -1;
+        }
+        if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
+        st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
+    }
+    free(res);
+    free(c);
+    if (st != SL_OK) {
+        sl__pscores_free(acc, n_acc);
+        return st;
+    }
+    sl__engine_sort_pscores(acc, n_acc);
+    *out = acc;
+    *n_out = n_acc;
+    return SL_OK;
+}
+
 /* The query's offset, checked against k (SL_E_INVALID when the page goes too deep). */
 static sl_status sl__offset_of(const sl_query *q, int k, int *offset, sl_error *err) {
     *offset = q ? q->offset : 0;
@@ -341,16 +431,10 @@ static sl_status sl__offset_of(const sl_query *q, int k, int *offset, sl_error *
     return SL_OK;
 }
 
-/* Candidate images fetched per query vector for a ranking of `depth` products. */
-static size_t sl__candidates_for(const sl_engine *e, size_t depth) {
-    size_t nc = (size_t)e->candidates;
-    if (nc < depth * 8) nc = depth * 8;
-    if (nc > SL_INDEX_K_MAX) nc = SL_INDEX_K_MAX;
-    return nc;
-}
-
 /* Searches with nq query vectors (and optional local features), merging products; images in
- * `exclude` (sorted) are never returned. Caller holds the lock shared. */
+ * `exclude` (sorted) are never returned. The confidence of a result compares it with the
+ * products nearest to the query without the query's filters (computed again unfiltered when
+ * there are filters). Caller holds the lock shared. */
 static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
                                  sl_local_features *const *locals, size_t nq, const sl_query *q,
                                  const uint64_t *exclude, size_t n_exclude, sl_matches *out,
@@ -371,35 +455,23 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
         return SL_OK;
     }
     sl__excl ex = {exclude, n_exclude};
-    sl_index_filter f;
+    sl_index_filter f, fx; /* fx: the exclusions only (the unfiltered cohort of the confidence) */
     sl__index_filter(&f, filtered ? allowed : NULL, n_allowed, &ex);
+    sl__index_filter(&fx, NULL, 0, &ex);
     /* the depth of the ranking a page belongs to (so that pages of one query agree) */
     size_t depth = (size_t)offset + (size_t)k;
-    size_t nc = sl__candidates_for(e, depth);
-    uint64_t cnt = sl_index_count(e->idx);
-    if (nc > cnt) nc = (size_t)cnt;
-    sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
-    sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
-    sl__pacc *acc = NULL;
-    size_t n_acc = 0, cap = 0;
-    if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-    for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
-        size_t got = 0;
-        st = sl__engine_candidates(e, vecs[qi], nc, filtered || n_exclude ? &f : NULL, res, &got, err);
-        if (st != SL_OK) break;
-        for (size_t i = 0; i < got; i++) {
-            c[i].image_id = (int64_t)res[i].id;
-            c[i].score = res[i].score;
-            c[i].verify = -1;
-        }
-        if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
-        st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
+    sl__pscore *acc = NULL, *coh = NULL;
+    size_t n_acc = 0, n_coh = 0;
+    st = sl__engine_rank_products(e, vecs, locals, nq, filtered || n_exclude ? &f : NULL, depth, &acc, &n_acc, err);
+    if (st == SL_OK && filtered) {
+        size_t ck = (size_t)sl_calib_cohort(sl_features_calib(e->feat)) + 1;
+        st = sl__engine_rank_products(e, vecs, locals, nq, n_exclude ? &fx : NULL, ck, &coh, &n_coh, err);
     }
-    if (st == SL_OK) st = sl__finish(e, q, k, offset, acc, n_acc, out, err);
+    if (st == SL_OK)
+        st = sl__finish(e, q, k, offset, acc, n_acc, filtered ? coh : acc, filtered ? n_coh : n_acc, out, err);
     if (st != SL_OK) sl_matches_free(out);
-    sl__pacc_free(acc, n_acc);
-    free(res);
-    free(c);
+    sl__pscores_free(acc, n_acc);
+    sl__pscores_free(coh, n_coh);
     free(allowed);
     return st;
 }
@@ -415,8 +487,12 @@ static sl_status sl__describe_with(const sl_features *f, const sl_image *img, fl
     float *v = sl__mallocarray(dim, sizeof *v);
     if (!v) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     sl_status st = sl_features_extract(f, img, v, sl_features_uses_verify(f) ? local : NULL, err);
+    if (st == SL_OK && (st = sl_features_project(f, SL_HEAD_QUERY, v, v, 1)) != SL_OK)
+        sl__err_set(err, st, "applying the learned head to the query");
     if (st != SL_OK) {
         free(v);
+        if (*local) sl_local_features_free(*local);
+        *local = NULL;
         return st;
     }
     *vec = v;
@@ -638,6 +714,9 @@ static sl_status sl__pfeat_load(sl_engine *e, const char *product_id, sl__pfeat 
         st = sl_store_image_features(e->store, p->refs[i].id, &p->vecs[i], &d, &blob, &blen, err);
         if (st == SL_OK && d != dim) st = sl__err_set(err, SL_E_CORRUPT, "image %lld: vector of %zu floats, expected %zu",
                                                       (long long)p->refs[i].id, d, dim);
+        /* stored vectors are before the head; catalog images are on its gallery side */
+        if (st == SL_OK && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, p->vecs[i], p->vecs[i], 1)) != SL_OK)
+            sl__err_set(err, st, "applying the learned head");
         if (st == SL_OK && blob && sl_features_uses_verify(e->feat))
             (void)sl_local_features_deserialize(blob, blen, &p->locals[i], NULL);
         free(blob);
@@ -744,48 +823,117 @@ static double sl__dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
-sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
-                          double threshold, sl_check_result *out, sl_error *err) {
+sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const float *vec,
+                                   const sl_local_features *lf, sl__pscore *out, char **image,
+                                   sl_error *err) {
     memset(out, 0, sizeof *out);
-    out->threshold = threshold > 0 ? threshold : SL_ENGINE_CHECK_THRESHOLD_DEFAULT;
     out->inliers = -1;
+    if (image) *image = NULL;
     sl__pfeat p;
-    float *vec = NULL;
-    sl_local_features *lf = NULL;
-    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
-    if (st != SL_OK) goto out_unlock;
-    if ((st = sl__pfeat_load(e, product_id, &p, err)) != SL_OK) goto out_unlock;
-    if (!vec) goto out_free;
+    sl_status st = sl__pfeat_load(e, product_id, &p, err);
+    if (st != SL_OK) return st;
     size_t dim = sl_features_dim(e->feat);
-    out->score = -INFINITY;
+    double smax = sl_features_rerank_max(e->feat);
+    int verify = lf && sl_features_uses_verify(e->feat);
+    out->score = p.n ? -INFINITY : 0.0;
     for (size_t i = 0; i < p.n; i++) {
-        double g = sl__dot(vec, p.vecs[i], dim);
+        sl_verify_result r;
+        memset(&r, 0, sizeof r);
         int inl = -1;
-        if (lf && p.locals[i] && sl_features_uses_verify(e->feat)) {
-            sl_verify_result r;
-            memset(&r, 0, sizeof r);
+        if (verify && p.locals[i]) {
             if (sl_features_verify(e->feat, lf, p.locals[i], &r, NULL) != SL_OK) memset(&r, 0, sizeof r);
-            g = sl_features_rerank_score(e->feat, g, &r);
             inl = r.inliers;
         }
+        double g = sl_features_rerank_score(e->feat, sl__dot(vec, p.vecs[i], dim), &r) / smax;
         if (g > out->score) {
             out->score = g;
             out->image_id = p.refs[i].id;
             out->inliers = inl;
-            free(out->image);
-            /* where it came from; an upload has no source: its copy in the store */
-            out->image = sl__strdup(p.refs[i].source[0] ? p.refs[i].source : p.refs[i].file);
+            if (image) {
+                free(*image);
+                /* where it came from; an upload has no source: its copy in the store */
+                *image = sl__strdup(p.refs[i].source[0] ? p.refs[i].source : p.refs[i].file);
+            }
         }
     }
-    if (p.n == 0) out->score = 0;
-    out->match = out->score >= out->threshold || out->inliers >= SL__ENGINE_MIN_INLIERS;
-out_free:
     sl__pfeat_free(&p);
-out_unlock:
+    return SL_OK;
+}
+
+sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char *const *product_ids,
+                                   size_t n, double threshold, sl_check_result *out, sl_status *status,
+                                   sl_error *err) {
+    if (out) memset(out, 0, n * sizeof *out);
+    if (!e || !img || !out || (n && !product_ids)) return sl__err_set(err, SL_E_INVALID, "check: NULL argument");
+    if (!(threshold <= 1.0) || threshold < 0)
+        return sl__err_set(err, SL_E_INVALID, "check: threshold %g is not a confidence (0..1; 0 = the store's operating point)",
+                           threshold);
+    for (size_t i = 0; i < n; i++) {
+        out[i].inliers = -1;
+        if (status) status[i] = SL_OK;
+    }
+    float *vec = NULL;
+    sl_local_features *lf = NULL;
+    sl__pscore *coh = NULL;
+    size_t n_coh = 0;
+    sl_status st = sl__lock_described(e, img, &vec, &lf, err);
+    const sl_calib *cal = sl_features_calib(e->feat);
+    int ck = sl_calib_cohort(cal);
+    double thr = threshold > 0 ? threshold : sl_calib_threshold(cal, SL_CALIB_PAIR);
+    if (st == SL_OK && vec) {
+        const float *vs[1] = {vec};
+        sl_local_features *ls[1] = {lf};
+        st = sl__engine_rank_products(e, vs, ls, 1, NULL, (size_t)ck + 1, &coh, &n_coh, err);
+    }
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        sl_check_result *r = &out[i];
+        r->threshold = thr;
+        sl_status ist;
+        sl_error ierr;
+        sl_error_clear(&ierr);
+        if (!product_ids[i]) {
+            ist = sl__err_set(&ierr, SL_E_INVALID, "check: NULL product id");
+        } else if (!vec) { /* no features yet (empty store): nothing to compare with */
+            sl_product prod;
+            if ((ist = sl_store_get_product(e->store, product_ids[i], &prod, &ierr)) == SL_OK) sl_product_clear(&prod);
+        } else {
+            sl__pscore ps;
+            ist = sl__engine_product_score(e, product_ids[i], vec, lf, &ps, &r->image, &ierr);
+            if (ist == SL_OK) {
+                r->score = ps.score;
+                r->image_id = ps.image_id;
+                r->inliers = ps.inliers;
+                double m = sl__engine_match_score(ps.score, sl__engine_cohort_mean(coh, n_coh, ck, product_ids[i], NULL));
+                r->confidence = sl_calib_confidence(cal, SL_CALIB_PAIR, m);
+                r->match = r->confidence >= thr;
+            }
+        }
+        if (ist != SL_OK) {
+            if (!status) { /* the first failure fails the call */
+                if (err) *err = ierr;
+                st = ist;
+                break;
+            }
+            status[i] = ist;
+            sl_check_result_free(r);
+            r->inliers = -1;
+            r->threshold = thr;
+        }
+    }
     pthread_rwlock_unlock(&e->lock);
+    sl__pscores_free(coh, n_coh);
     free(vec);
     sl_local_features_free(lf);
+    if (st != SL_OK)
+        for (size_t i = 0; i < n; i++) sl_check_result_free(&out[i]);
     return st;
+}
+
+sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
+                          double threshold, sl_check_result *out, sl_error *err) {
+    if (!out) return sl__err_set(err, SL_E_INVALID, "check: NULL argument");
+    const char *ids[1] = {product_id};
+    return sl_engine_check_products(e, img, ids, 1, threshold, out, NULL, err);
 }
 
 /* ---- dedup --------------------------------------------------------------------------------- */
@@ -803,8 +951,9 @@ void sl_dup_groups_free(sl_dup_groups *g) {
 
 typedef struct sl__dupctx {
     int64_t *ids;
-    float *vecs;
+    float *vecs;              /* gallery side of the head */
     size_t n, cap, dim;
+    const sl_features *feat;
 } sl__dupctx;
 
 static sl_status sl__collect_vec(void *ctx, int64_t id, const float *vec, size_t dim) {
@@ -823,6 +972,8 @@ static sl_status sl__collect_vec(void *ctx, int64_t id, const float *vec, size_t
     }
     d->ids[d->n] = id;
     memcpy(d->vecs + d->n * dim, vec, dim * sizeof *vec);
+    if (d->feat && sl_features_project(d->feat, SL_HEAD_GALLERY, d->vecs + d->n * dim, d->vecs + d->n * dim, 1) != SL_OK)
+        return SL_E_NOMEM;
     d->n++;
     return SL_OK;
 }
@@ -881,6 +1032,7 @@ sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl
     sl__dupctx d;
     memset(&d, 0, sizeof d);
     d.dim = sl_features_dim(e->feat);
+    d.feat = e->feat;
     size_t *parent = NULL;
     double *join = NULL;
     char **prod = NULL;
@@ -1034,6 +1186,14 @@ sl_status sl_engine_product_query(sl_engine *e, const char *product_id, float **
         if (st == SL_OK) memcpy(v + i * d, one, d * sizeof *v);
         free(one);
     }
+    if (st == SL_OK && nr && d) { /* stored vectors are before the head: query as the index holds them */
+        pthread_rwlock_rdlock(&e->lock);
+        if (sl_features_dim(e->feat) != d)
+            st = sl__err_set(err, SL_E_BUSY, "the store's features changed meanwhile; run it again");
+        else if ((st = sl_features_project(e->feat, SL_HEAD_GALLERY, v, v, nr)) != SL_OK)
+            sl__err_set(err, st, "applying the learned head");
+        pthread_rwlock_unlock(&e->lock);
+    }
     sl_image_refs_free(refs, nr);
     if (st != SL_OK) {
         sl_engine_product_query_free(v, ls, ll, nr);
@@ -1136,7 +1296,7 @@ sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t
     memset(out, 0, sizeof *out);
     if (depth == 0 || depth > SL_ENGINE_RANK_MAX)
         return sl__err_set(err, SL_E_INVALID, "depth must be in 1..%d", SL_ENGINE_RANK_MAX);
-    sl__pacc *acc = NULL;
+    sl__pscore *acc = NULL;
     size_t n_acc = 0, cap = 0, most = 0;
     for (size_t i = 0; i < nq; i++) most = counts[i] > most ? counts[i] : most;
     sl__cand *c = sl__mallocarray(most ? most : 1, sizeof *c);
@@ -1157,10 +1317,12 @@ sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t
         if (st == SL_OK) st = sl__accumulate(e, c, counts[qi], &acc, &n_acc, &cap, err);
         sl_local_features_free(lf);
     }
-    if (st == SL_OK) st = sl__finish(e, q, (int)depth, 0, acc, n_acc, out, err);
+    /* the confidence's cohort is this node's candidates (sorted, as sl__finish wants it) */
+    if (st == SL_OK) sl__engine_sort_pscores(acc, n_acc);
+    if (st == SL_OK) st = sl__finish(e, q, (int)depth, 0, acc, n_acc, acc, n_acc, out, err);
     pthread_rwlock_unlock(&e->lock);
     if (st != SL_OK) sl_matches_free(out);
-    sl__pacc_free(acc, n_acc);
+    sl__pscores_free(acc, n_acc);
     free(c);
     return st;
 }

@@ -123,7 +123,7 @@ sl_status sl_engine_replicate(sl_engine *e, const sl_replica_product *v, size_t 
             for (size_t i = 0; i < n_rm; i++) (void)sl_index_remove(e->idx, (uint64_t)rm[i]);
             for (size_t i = 0; i < n_add && ist == SL_OK; i++) {
                 (void)sl_index_remove(e->idx, (uint64_t)add[i]->id); /* replaced under the same id */
-                ist = sl_index_add(e->idx, (uint64_t)add[i]->id, add[i]->vec);
+                ist = sl__engine_index_add(e, add[i]->id, add[i]->vec); /* through the head */
             }
             e->index_dirty = 1;
         } else if (n_add > 0) {

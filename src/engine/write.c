@@ -227,18 +227,19 @@ static sl_status sl__commit_change(sl_engine *e, const sl__change *c, sl_error *
                 ist = sl_index_remove(e->idx, (uint64_t)c->removed[i]);
                 if (ist == SL_E_NOT_FOUND) ist = SL_OK;
             }
-            /* in batches, so an HNSW index links them on all cores */
+            /* in batches, so an HNSW index links them on all cores; through the features' head */
             float *buf = NULL;
             size_t dim = (size_t)sl_index_dim(e->idx), per = 256;
             if (c->n_added > 1 && !(buf = sl__mallocarray(per, dim * sizeof *buf))) ist = SL_E_NOMEM;
             for (size_t i = 0; i < c->n_added && ist == SL_OK; i += per) {
                 size_t m = c->n_added - i < per ? c->n_added - i : per;
                 if (!buf) {
-                    ist = sl_index_add(e->idx, c->added[i], c->vecs[i]);
+                    ist = sl__engine_index_add(e, (int64_t)c->added[i], c->vecs[i]);
                     continue;
                 }
                 for (size_t j = 0; j < m; j++) memcpy(buf + j * dim, c->vecs[i + j], dim * sizeof *buf);
-                ist = sl_index_add_batch(e->idx, m, c->added + i, buf);
+                ist = sl_features_project(e->feat, SL_HEAD_GALLERY, buf, buf, m);
+                if (ist == SL_OK) ist = sl_index_add_batch(e->idx, m, c->added + i, buf);
             }
             free(buf);
             e->index_dirty = 1;
@@ -399,6 +400,8 @@ static sl_status sl__put_locked(sl_engine *e, const sl_product *p, const sl_imag
     }
     st = sl__engine_commit_product(e, p, (const char *const *)sources, d, n, n_images == 0, err);
     if (st == SL_OK && outcome) *outcome = exists ? SL_PUT_UPDATED : SL_PUT_ADDED;
+    /* the first calibration of a store built product by product (later ones: add, calibrate) */
+    if (st == SL_OK && sl__engine_calib_due(e, 0)) (void)sl__engine_calibrate(e, NULL, NULL, NULL);
 out:
     for (size_t i = 0; i < n_images + 1; i++) {
         if (bytes) free(bytes[i]);

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include "shoplens/eval.h"
+#include "shoplens/feature.h"
 
 #define SL__EVAL_SHOW_TOP 5
 
@@ -25,6 +26,15 @@ typedef struct sl__eval_set {
 
 sl_status sl__eval_set_load(const char *dir, sl__eval_set *s, sl_error *err);
 void sl__eval_set_free(sl__eval_set *s);
+
+/* Evaluation cache (cache.c): the file of a described set (malloc'ed path), load (1 when the
+ * file holds exactly n x dim descriptions, filled into vecs/locals/ok) and save (best effort). */
+char *sl__eval_cache_path(const char *dir, const char *spec, int max_side, int want_locals,
+                          const sl__eval_set *gallery, const sl__eval_set *set);
+int sl__eval_cache_load(const char *path, size_t n, size_t dim, float *vecs,
+                        sl_local_features **locals, unsigned char *ok);
+void sl__eval_cache_save(const char *dir, const char *path, size_t n, size_t dim, const float *vecs,
+                         sl_local_features *const *locals, const unsigned char *ok);
 
 /* A query shown in the report with its top results (gallery indices). */
 typedef struct sl__eval_shown {

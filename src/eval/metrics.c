@@ -145,6 +145,10 @@ sl_status sl_eval_metrics_json(const sl_eval_metrics *m, const char *spec, char 
     json_object_set_new(o, "queries", json_integer((json_int_t)m->queries));
     json_object_set_new(o, "gallery", json_integer((json_int_t)m->gallery));
     json_object_set_new(o, "k", json_integer(m->k));
+    if (m->trained_photos) {
+        json_object_set_new(o, "trained_photos", json_integer((json_int_t)m->trained_photos));
+        json_object_set_new(o, "train_seconds", sl__num(m->train_seconds));
+    }
     json_object_set_new(o, "map", sl__num(m->map));
     json_object_set_new(o, "precision@1", sl__num(m->precision_1));
     json_object_set_new(o, "precision@k", sl__num(m->precision_k));

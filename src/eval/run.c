@@ -16,6 +16,7 @@
 #include "shoplens/engine.h"
 #include "shoplens/feature.h"
 #include "shoplens/index.h"
+#include "shoplens/learn.h"
 #include "eval/eval_internal.h"
 #include "engine/engine_internal.h"
 #include "util/util.h"
@@ -321,7 +322,8 @@ static void sl__rank_worker(void *arg, size_t worker) {
             o.max_side = j->max_side;
             sl_image *img = NULL;
             if (sl_image_load_file(qs->paths[qi], &o, &img, NULL, NULL) == SL_OK &&
-                sl_features_extract(j->f, img, tmpv, sl_features_uses_verify(j->f) ? &fresh : NULL, NULL) == SL_OK) {
+                sl_features_extract(j->f, img, tmpv, sl_features_uses_verify(j->f) ? &fresh : NULL, NULL) == SL_OK &&
+                sl_features_project(j->f, SL_HEAD_QUERY, tmpv, tmpv, 1) == SL_OK) {
                 qv = tmpv;
                 if (fresh) ql = fresh;
             }
@@ -362,13 +364,14 @@ static void sl__rank_worker(void *arg, size_t worker) {
     free(tmpv);
 }
 
-/* Describes a set in parallel; returns the elapsed seconds. */
+/* Describes a set in parallel; returns the elapsed seconds. locals NULL: global vectors only. */
 static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, int max_side, int jobs,
+                                  const char *cache, const sl__eval_set *g,
                                   float **vecs, sl_local_features ***locals, unsigned char **ok,
                                   double *seconds, const sl_eval_opts *opts, sl_error *err) {
     size_t dim = sl_features_dim(f), nf;
     *vecs = NULL;
-    *locals = NULL;
+    if (locals) *locals = NULL;
     *ok = NULL;
     if (sl__mul_size(s->n, dim, &nf)) return sl__err_set(err, SL_E_TOO_LARGE, "too many images");
     sl__desc_job j;
@@ -379,10 +382,10 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
     j.max_side = max_side;
     j.dim = dim;
     j.vecs = sl__callocarray(nf ? nf : 1, sizeof *j.vecs);
-    j.locals = sl__callocarray(s->n + 1, sizeof *j.locals);
+    if (locals) j.locals = sl__callocarray(s->n + 1, sizeof *j.locals);
     j.ok = sl__callocarray(s->n + 1, 1);
     j.why = sl__callocarray(s->n + 1, sizeof *j.why);
-    if (!j.vecs || !j.locals || !j.ok || !j.why) {
+    if (!j.vecs || (locals && !j.locals) || !j.ok || !j.why) {
         free(j.vecs);
         free(j.locals);
         free(j.ok);
@@ -390,7 +393,12 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
         return sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     double t0 = sl__now();
-    sl__parallel_for(s->n, jobs, sl__desc_one, &j);
+    char *cpath = cache ? sl__eval_cache_path(cache, sl_features_spec(f), max_side, locals != NULL, g, s) : NULL;
+    if (!cpath || !sl__eval_cache_load(cpath, s->n, dim, j.vecs, j.locals, j.ok)) {
+        sl__parallel_for(s->n, jobs, sl__desc_one, &j);
+        if (cpath) sl__eval_cache_save(cache, cpath, s->n, dim, j.vecs, j.locals, j.ok);
+    }
+    free(cpath);
     *seconds = sl__now() - t0;
     for (size_t i = 0; i < s->n; i++) {
         if (!j.ok[i] && opts->skipped_fn)
@@ -399,7 +407,7 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
     }
     free(j.why);
     *vecs = j.vecs;
-    *locals = j.locals;
+    if (locals) *locals = j.locals;
     *ok = j.ok;
     return SL_OK;
 }
@@ -407,6 +415,124 @@ static sl_status sl__describe_set(const sl_features *f, const sl__eval_set *s, i
 static void sl__free_locals(sl_local_features **l, size_t n) {
     for (size_t i = 0; l && i < n; i++) sl_local_features_free(l[i]);
     free(l);
+}
+
+/* ---- learning a head (eval --train) ---------------------------------------------------------- */
+
+typedef struct sl__aug_job {
+    const sl_features *f;
+    const sl__eval_set *g;
+    const size_t *src;          /* gallery image of each augmented copy */
+    size_t n, dim;
+    int max_side;
+    float *vecs;
+    unsigned char *ok;
+} sl__aug_job;
+
+static void sl__aug_one(void *arg, size_t i) {
+    sl__aug_job *j = arg;
+    sl_image_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_side = j->max_side;
+    sl_image *img = NULL, *aug = NULL;
+    if (sl_image_load_file(j->g->paths[j->src[i]], &o, &img, NULL, NULL) == SL_OK &&
+        sl_learn_augment(img, SL__EVAL_TRAIN_SEED + i, &aug, NULL) == SL_OK &&
+        sl_features_extract(j->f, aug, j->vecs + i * j->dim, NULL, NULL) == SL_OK)
+        j->ok[i] = 1;
+    sl_image_free(img);
+    sl_image_free(aug);
+}
+
+static int sl__label_of(const sl__eval_set *g, const char *name) {
+    for (size_t l = 0; l < g->n_labels; l++)
+        if (strcmp(g->label_names[l], name) == 0) return (int)l;
+    return -1;
+}
+
+/* Trains a head on the training photos (or augmented gallery images) against the gallery's raw
+ * vectors and installs it in f. */
+static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const float *gv,
+                               const unsigned char *gok, const sl_eval_opts *o, int max_side,
+                               sl_eval_metrics *m, sl_error *err) {
+    size_t dim = sl_features_dim(f);
+    double t0 = sl__now();
+    sl__eval_set t;
+    memset(&t, 0, sizeof t);
+    float *tv = NULL, *gr = NULL;
+    unsigned char *tok = NULL;
+    uint32_t *tcls = NULL, *gcls = NULL;
+    size_t *src = NULL, nt = 0, ng = 0, np = 0;
+    sl_status st = SL_OK;
+    if (o->train_dir) {
+        double sec;
+        if ((st = sl__eval_set_load(o->train_dir, &t, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &t, max_side, o->jobs, o->cache_dir, g, &tv, NULL, &tok, &sec, o, err)) != SL_OK) goto out;
+        nt = t.n;
+    } else {
+        for (size_t i = 0; i < g->n; i++) nt += gok[i] ? SL_LEARN_AUGMENT_PER_IMAGE : 0;
+        src = sl__callocarray(nt + 1, sizeof *src);
+        tv = sl__callocarray(nt * dim + 1, sizeof *tv);
+        tok = sl__callocarray(nt + 1, 1);
+        if (!src || !tv || !tok) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        size_t k = 0;
+        for (size_t i = 0; i < g->n; i++)
+            for (int a = 0; gok[i] && a < SL_LEARN_AUGMENT_PER_IMAGE; a++) src[k++] = i;
+        sl__aug_job aj = {f, g, src, nt, dim, max_side, tv, tok};
+        sl__parallel_for(nt, o->jobs, sl__aug_one, &aj);
+    }
+    tcls = sl__callocarray(nt + 1, sizeof *tcls);
+    gcls = sl__callocarray(g->n + 1, sizeof *gcls);
+    gr = sl__callocarray(g->n * dim + 1, sizeof *gr);
+    if (!tcls || !gcls || !gr) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+    for (size_t i = 0; i < nt; i++) {
+        if (!tok[i]) continue;
+        int l = o->train_dir ? sl__label_of(g, t.label_names[t.labels[i]]) : g->labels[src[i]];
+        if (l < 0) continue;
+        memmove(tv + np * dim, tv + i * dim, dim * sizeof *tv);
+        tcls[np++] = (uint32_t)l;
+    }
+    for (size_t i = 0; i < g->n; i++) {
+        if (!gok[i]) continue;
+        memcpy(gr + ng * dim, gv + i * dim, dim * sizeof *gr);
+        gcls[ng++] = (uint32_t)g->labels[i];
+    }
+    if (np == 0) {
+        st = sl__err_set(err, SL_E_INVALID, "%s: no training photo has a label of the gallery", o->train_dir ? o->train_dir : "training");
+        goto out;
+    }
+    sl_head_data d;
+    memset(&d, 0, sizeof d);
+    d.dim = dim;
+    d.photos = tv;
+    d.photo_class = tcls;
+    d.n_photos = np;
+    d.gallery = gr;
+    d.gallery_class = gcls;
+    d.n_gallery = ng;
+    d.n_classes = g->n_labels;
+    d.same_domain = !o->train_dir;
+    sl_head_train_opts ho;
+    if (o->head) ho = *o->head;
+    else sl_head_train_opts_init(&ho);
+    if (ho.threads == 0) ho.threads = sl__jobs_or_cores(o->jobs);
+    sl_head *h = NULL;
+    if ((st = sl_head_train(&d, &ho, &h, err)) != SL_OK) goto out;
+    if ((st = sl_features_set_head(f, h)) != SL_OK) {
+        sl_head_free(h);
+        st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+        goto out;
+    }
+    m->trained_photos = np;
+    m->train_seconds = sl__now() - t0;
+out:
+    free(tv);
+    free(gr);
+    free(tok);
+    free(tcls);
+    free(gcls);
+    free(src);
+    sl__eval_set_free(&t);
+    return st;
 }
 
 sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *err) {
@@ -420,7 +546,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     sl_features *f = NULL;
     sl_index **idx = NULL;
     size_t n_idx = 0;
-    float *gv = NULL, *qv = NULL;
+    float *gv = NULL, *qv = NULL, *gp = NULL;
     sl_local_features **gl = NULL, **ql = NULL;
     unsigned char *gok = NULL, *qok = NULL;
     size_t *label_count = NULL, *order = NULL;
@@ -440,7 +566,22 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     if (sl_features_needs_training(f) && (st = sl__train(f, &g, max_side, opts->jobs, err)) != SL_OK) goto out;
     size_t dim = sl_features_dim(f);
     double gsec = 0, qsec = 0;
-    if ((st = sl__describe_set(f, &g, max_side, opts->jobs, &gv, &gl, &gok, &gsec, opts, err)) != SL_OK) goto out;
+    if ((st = sl__describe_set(f, &g, max_side, opts->jobs, opts->cache_dir, &g, &gv, &gl, &gok, &gsec, opts, err)) != SL_OK) goto out;
+    if ((opts->train_dir || opts->train_catalog) &&
+        (st = sl__eval_head(f, &g, gv, gok, opts, max_side, m, err)) != SL_OK) goto out;
+    /* the index holds gallery-side vectors; queries (leave-one-out ones too) go query-side */
+    if (dim && (gp = sl__mallocarray(g.n, dim * sizeof *gp)) == NULL) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    if (dim && (st = sl_features_project(f, SL_HEAD_GALLERY, gv, gp, g.n)) != SL_OK) {
+        st = sl__err_set(err, st, "applying the head to the gallery");
+        goto out;
+    }
+    if (dim && loo && (st = sl_features_project(f, SL_HEAD_QUERY, gv, gv, g.n)) != SL_OK) {
+        st = sl__err_set(err, st, "applying the head to the queries");
+        goto out;
+    }
     double t0 = sl__now();
     size_t part = sl__eval_part_size ? sl__eval_part_size : SL_INDEX_K_MAX;
     idx = sl__callocarray(g.n / part + 1, sizeof *idx);
@@ -458,7 +599,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
             (st = sl_index_new(&idx[n_idx++], (int)dim, SL_INDEX_IP, SL_INDEX_FLAT, NULL, err)) != SL_OK)
             goto out;
         sl_index *x = idx[n_idx - 1];
-        if (sl_index_add(x, (uint64_t)i, gv + i * dim) != SL_OK) {
+        if (sl_index_add(x, (uint64_t)i, gp + i * dim) != SL_OK) {
             st = sl__err_set(err, SL_E_INTERNAL, "index: %s", sl_index_errmsg(x));
             goto out;
         }
@@ -468,9 +609,13 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     m->gallery = described;
     m->index_images_per_s = gsec > 0 ? (double)described / gsec : 0;
     if (!loo) {
-        if ((st = sl__describe_set(f, &q, max_side, opts->jobs, &qv, &ql, &qok, &qsec, opts, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &q, max_side, opts->jobs, opts->cache_dir, &g, &qv, &ql, &qok, &qsec, opts, err)) != SL_OK) goto out;
         /* unreadable queries are skipped and counted (leave-one-out: already counted above) */
         for (size_t i = 0; i < q.n; i++) m->skipped += !qok[i];
+        if (dim && (st = sl_features_project(f, SL_HEAD_QUERY, qv, qv, q.n)) != SL_OK) {
+            st = sl__err_set(err, st, "applying the head to the queries");
+            goto out;
+        }
     }
     label_count = sl__callocarray(g.n_labels + 1, sizeof *label_count);
     if (!label_count) {
@@ -524,9 +669,11 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
         st = sl__err_set(err, j.st, "ranking failed");
         goto out;
     }
-    size_t gallery = m->gallery, skipped = m->skipped;
-    double ips = m->index_images_per_s;
+    size_t gallery = m->gallery, skipped = m->skipped, trained = m->trained_photos;
+    double ips = m->index_images_per_s, tsec = m->train_seconds;
     sl_eval_acc_result(acc, m);
+    m->trained_photos = trained;
+    m->train_seconds = tsec;
     m->gallery = gallery;
     m->skipped += skipped;
     m->index_images_per_s = ips;
@@ -540,6 +687,7 @@ out:
     sl__free_locals(gl, g.n);
     sl__free_locals(ql, q.n);
     free(gv);
+    free(gp);
     free(qv);
     free(gok);
     free(qok);

@@ -23,13 +23,14 @@
 #include <unistd.h>
 #include "feature/features_internal.h"
 #include "feature/pca_internal.h"
+#include "shoplens/learn.h"
 #include "util/util.h"
 
 #define SPEC_MAX 4096
 #define TRAIN_DESC_MAX 200000   /* descriptors sampled for k-means */
 #define TRAIN_PCA_MAX 4000      /* VLADs used to learn the PCA */
 
-typedef struct color_cfg { int on; float w; sl_color_params p; } color_cfg;
+typedef struct color_cfg { int on; float w; sl_color_params p; int mean; float *mu; } color_cfg;
 typedef struct vlad_cfg {
     int on; float w; int k, pca, whiten, kp, dense, side, power, intra;
 } vlad_cfg;
@@ -37,6 +38,7 @@ typedef struct cnn_cfg {
     int on; float w; char *path; sl_nn *model;
     int precision;              /* SL_NN_PRECISION_*: bf16 / int8 are calibrated by training */
     int calibrated;             /* the model has its calibration (trained or loaded) */
+    int mean; float *mu;        /* mean=1: the training images' mean embedding is subtracted */
 } cnn_cfg;
 
 struct sl_features {
@@ -51,6 +53,8 @@ struct sl_features {
     sl_pca *pca;                /* NULL when vlad.pca == 0 or not trained */
     int trained;
     int threads;                /* workers used by sl_features_train */
+    sl_head *head;              /* learned projection (shoplens train), NULL = none */
+    sl_calib *calib;            /* score calibration (learn.h), NULL = the fallback */
 };
 
 /* ---- handle basics ----------------------------------------------------------------------- */
@@ -69,18 +73,68 @@ void sl_features_free(sl_features *f) {
     free(f->spec);
     free(f->cnn.path);
     sl_nn_free(f->cnn.model);
+    free(f->cnn.mu);
+    free(f->color.mu);
     free(f->codebook);
     sl_pca_free(f->pca);
+    sl_head_free(f->head);
+    sl_calib_free(f->calib);
     free(f);
+}
+
+const sl_head *sl_features_head(const sl_features *f) { return f ? f->head : NULL; }
+
+sl_status sl_features_set_head(sl_features *f, sl_head *head) {
+    if (!f) return SL_E_INVALID;
+    if (head && (!sl_features_ready(f) || sl_head_dim(head) != sl_features_dim(f)))
+        return fail(f, SL_E_INVALID, "head of dimension %zu does not fit features of dimension %zu",
+                    sl_head_dim(head), sl_features_dim(f));
+    sl_head_free(f->head);
+    f->head = head;
+    sl_calib_free(f->calib); /* fitted on the scores before this head */
+    f->calib = NULL;
+    return SL_OK;
+}
+
+const sl_calib *sl_features_calib(const sl_features *f) { return f ? f->calib : NULL; }
+
+sl_status sl_features_set_calib(sl_features *f, sl_calib *calib) {
+    if (!f) return SL_E_INVALID;
+    if (calib && !sl_features_ready(f)) {
+        sl_calib_free(calib);
+        return fail(f, SL_E_STATE, "a calibration needs trained features");
+    }
+    sl_calib_free(f->calib);
+    f->calib = calib;
+    return SL_OK;
+}
+
+double sl_features_rerank_max(const sl_features *f) {
+    const sl__verify_cfg *c = sl__features_verify_cfg(f);
+    return c->enabled && c->weight > 0 ? 1.0 + (double)c->weight : 1.0;
+}
+
+sl_status sl_features_project(const sl_features *f, sl_head_side side, const float *in, float *out,
+                              size_t n) {
+    if (!f || !in || !out) return SL_E_INVALID;
+    if (f->head) return sl_head_apply(f->head, side, in, out, n);
+    size_t d = sl_features_dim(f), bytes;
+    if (sl__mul_size(n, d * sizeof(float), &bytes)) return SL_E_INVALID;
+    if (out != in) memmove(out, in, bytes);
+    return SL_OK;
 }
 
 const char *sl_features_spec(const sl_features *f) { return f ? f->spec : ""; }
 const char *sl_features_errmsg(const sl_features *f) { return f ? f->errmsg : "NULL handle"; }
 /* bf16 / int8 CNN embeddings calibrate on the training images (nn.h sl_nn_calibrate). */
 static int cnn_needs_calib(const sl_features *f) { return f->cnn.on && f->cnn.precision != SL_NN_PRECISION_FP32; }
-int sl_features_needs_training(const sl_features *f) { return f && (f->vlad.on || cnn_needs_calib(f)); }
+/* Parts learned by sl_features_train and marked by f->trained: vlad, and the means (mean=1). */
+static int needs_learned(const sl_features *f) {
+    return f->vlad.on || (f->cnn.on && f->cnn.mean) || (f->color.on && f->color.mean);
+}
+int sl_features_needs_training(const sl_features *f) { return f && (needs_learned(f) || cnn_needs_calib(f)); }
 int sl_features_ready(const sl_features *f) {
-    return f && (!f->vlad.on || f->trained) && (!cnn_needs_calib(f) || f->cnn.calibrated);
+    return f && (!needs_learned(f) || f->trained) && (!cnn_needs_calib(f) || f->cnn.calibrated);
 }
 int sl_features_uses_verify(const sl_features *f) { return f && f->verify.enabled; }
 int sl_features_verify_top_n(const sl_features *f) { return f && f->verify.enabled ? f->verify.top_n : 0; }
@@ -191,7 +245,9 @@ static sl_status kv_color(parse_ctx *c, sl_features *f, const char *key, size_t 
         if (parse_int(val, vlen, 1, SL_COLOR_GRID_MAX, &f->color.p.grid)) BADVAL("1..4");
     } else if (KEY("lowsat")) {
         if (parse_float(val, vlen, 0.0f, 0.99f, &f->color.p.low_sat)) BADVAL("0..0.99");
-    } else return perr(c, key, klen, "unknown key for color (w, bins, center, grid, lowsat)");
+    } else if (KEY("mean")) {
+        if (parse_int(val, vlen, 0, 1, &f->color.mean)) BADVAL("0 or 1");
+    } else return perr(c, key, klen, "unknown key for color (w, bins, center, grid, lowsat, mean)");
     return SL_OK;
 }
 
@@ -243,7 +299,9 @@ static sl_status kv_cnn(parse_ctx *c, sl_features *f, const char *key, size_t kl
         else if (vl == 4 && !memcmp(val, "bf16", 4)) f->cnn.precision = SL_NN_PRECISION_BF16;
         else if (vl == 4 && !memcmp(val, "int8", 4)) f->cnn.precision = SL_NN_PRECISION_INT8;
         else BADVAL("fp32, bf16 or int8");
-    } else return perr(c, key, klen, "unknown key for cnn (w, precision)");
+    }
+    else if (KEY("mean")) { if (parse_int(val, (size_t)(vend - val), 0, 1, &f->cnn.mean)) BADVAL("0 or 1"); }
+    else return perr(c, key, klen, "unknown key for cnn (w, precision, mean)");
     return SL_OK;
 }
 
@@ -290,13 +348,15 @@ static sl_status canonical(sl_features *f, sl_error *err) {
 #define APP(...) do { int r_ = snprintf(buf + o, sizeof buf - o, __VA_ARGS__); \
                       if (r_ < 0 || (size_t)r_ >= sizeof buf - o) return sl__err_set(err, SL_E_INVALID, "feature spec too long"); \
                       o += (size_t)r_; } while (0)
-    if (f->cnn.on) APP("cnn:%s,w=%g%s", f->cnn.path, (double)f->cnn.w,
+    if (f->cnn.on) APP("cnn:%s,w=%g%s%s", f->cnn.path, (double)f->cnn.w,
                        f->cnn.precision == SL_NN_PRECISION_INT8 ? ",precision=int8"
-                       : f->cnn.precision == SL_NN_PRECISION_BF16 ? ",precision=bf16" : "");
+                       : f->cnn.precision == SL_NN_PRECISION_BF16 ? ",precision=bf16" : "",
+                       f->cnn.mean ? ",mean=1" : "");
     if (f->color.on)
         APP("%scolor:w=%g,bins=%dx%dx%d,center=%g,grid=%d,lowsat=%g", o ? "+" : "", (double)f->color.w,
             f->color.p.hbins, f->color.p.sbins, f->color.p.vbins, (double)f->color.p.center_sigma,
             f->color.p.grid, (double)f->color.p.low_sat);
+    if (f->color.on && f->color.mean) APP(",mean=1");
     if (f->vlad.on)
         APP("%svlad:w=%g,k=%d,pca=%d,whiten=%d,power=%d,intra=%d,kp=%d,dense=%d,side=%d",
             o ? "+" : "", (double)f->vlad.w, f->vlad.k, f->vlad.pca, f->vlad.whiten, f->vlad.power,
@@ -389,6 +449,12 @@ sl_status sl_features_new(const char *spec, sl_features **out, sl_error *err) {
     return SL_OK;
 }
 
+sl_status sl_features_model_spec(const char *model_path, char *buf, size_t cap) {
+    if (!model_path || !*model_path || strpbrk(model_path, "+,") || !buf) return SL_E_INVALID;
+    int n = snprintf(buf, cap, "cnn:%s,mean=1+color:w=%g,mean=1+verify", model_path, SL_FEATURES_MODEL_COLOR_WEIGHT);
+    return n < 0 || (size_t)n >= cap ? SL_E_TOO_LARGE : SL_OK;
+}
+
 static unsigned vlad_flags(const sl_features *f) {
     return (f->vlad.power ? SL_VLAD_POWER : 0u) | (f->vlad.intra ? SL_VLAD_INTRA : 0u);
 }
@@ -453,6 +519,13 @@ static void l2_scale(float *v, size_t n, float target) {
     for (size_t i = 0; i < n; i++) v[i] *= sc;
 }
 
+/* mean=1 parts: L2-normalize, then subtract the learned mean (mu NULL: nothing). */
+static void center(float *v, size_t n, const float *mu) {
+    if (!mu) return;
+    l2_scale(v, n, 1.0f);
+    for (size_t i = 0; i < n; i++) v[i] -= mu[i];
+}
+
 static int cmp_resp(const void *a, const void *b) {
     const float *x = *(const float *const *)a, *y = *(const float *const *)b;
     if (*x > *y) return -1;
@@ -508,6 +581,7 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
         size_t d = sl_nn_embed_dim(f->cnn.model);
         st = sl_nn_embed(f->cnn.model, &img, 1, o, err);
         if (st != SL_OK) return st;
+        center(o, d, f->cnn.mu);
         l2_scale(o, d, sqrtf(f->cnn.w / wsum));
         o += d;
     }
@@ -515,6 +589,7 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
         size_t d = sl_color_dim(&f->color.p);
         st = sl_color_hist(img, &f->color.p, o, err);
         if (st != SL_OK) return st;
+        center(o, d, f->color.mu);
         l2_scale(o, d, sqrtf(f->color.w / wsum));
         o += d;
     }
@@ -681,14 +756,101 @@ sl_status sl_features_set_threads(sl_features *f, int threads) {
     return SL_OK;
 }
 
+/* ---- means of the mean=1 parts (cnn, color): the average L2-normalized part vector of the
+ * training images, summed in image order (deterministic for any thread count) ---- */
+typedef struct mean_job {
+    const sl_features *f;
+    const sl_image *const *images;
+    size_t n, next, dc, dk;
+    float *cv, *kv;              /* n x dc, n x dk */
+    pthread_mutex_t mu;
+    sl_status st;
+    sl_error err;
+    size_t bad;
+} mean_job;
+
+static void *mean_worker(void *arg) {
+    mean_job *j = arg;
+    for (;;) {
+        pthread_mutex_lock(&j->mu);
+        size_t i = j->next++;
+        int stop = j->st != SL_OK || i >= j->n;
+        pthread_mutex_unlock(&j->mu);
+        if (stop) break;
+        sl_error e;
+        sl_error_clear(&e);
+        sl_status st = SL_OK;
+        if (j->cv) {
+            st = sl_nn_embed(j->f->cnn.model, &j->images[i], 1, j->cv + i * j->dc, &e);
+            if (st == SL_OK) l2_scale(j->cv + i * j->dc, j->dc, 1.0f);
+        }
+        if (st == SL_OK && j->kv) {
+            st = sl_color_hist(j->images[i], &j->f->color.p, j->kv + i * j->dk, &e);
+            if (st == SL_OK) l2_scale(j->kv + i * j->dk, j->dk, 1.0f);
+        }
+        if (st != SL_OK) {
+            pthread_mutex_lock(&j->mu);
+            if (j->st == SL_OK) { j->st = st; j->err = e; j->bad = i; }
+            pthread_mutex_unlock(&j->mu);
+            break;
+        }
+    }
+    return NULL;
+}
+
+static float *mean_of(const float *v, size_t n, size_t d) {
+    double *acc = calloc(d, sizeof *acc);
+    float *m = sl__mallocarray(d, sizeof *m);
+    if (!acc || !m) { free(acc); free(m); return NULL; }
+    for (size_t i = 0; i < n; i++) for (size_t k = 0; k < d; k++) acc[k] += v[i * d + k];
+    for (size_t k = 0; k < d; k++) m[k] = (float)(acc[k] / (double)n);
+    free(acc);
+    return m;
+}
+
+static sl_status train_means(sl_features *f, const sl_image *const *images, size_t n, float **cm, float **km) {
+    *cm = *km = NULL;
+    int want_c = f->cnn.on && f->cnn.mean, want_k = f->color.on && f->color.mean;
+    if (!want_c && !want_k) return SL_OK;
+    mean_job j;
+    memset(&j, 0, sizeof j);
+    j.f = f;
+    j.images = images;
+    j.n = n;
+    j.dc = want_c ? sl_nn_embed_dim(f->cnn.model) : 0;
+    j.dk = want_k ? sl_color_dim(&f->color.p) : 0;
+    if (want_c) j.cv = sl__mallocarray(n, j.dc * sizeof(float));
+    if (want_k) j.kv = sl__mallocarray(n, j.dk * sizeof(float));
+    if ((want_c && !j.cv) || (want_k && !j.kv)) { free(j.cv); free(j.kv); return fail(f, SL_E_NOMEM, "train: out of memory"); }
+    pthread_mutex_init(&j.mu, NULL);
+    pthread_t th[SL_FEATURES_THREADS_MAX];
+    int started = 0;
+    for (int i = 1; i < f->threads; i++)
+        if (pthread_create(&th[started], NULL, mean_worker, &j) == 0) started++;
+    mean_worker(&j);
+    for (int i = 0; i < started; i++) pthread_join(th[i], NULL);
+    pthread_mutex_destroy(&j.mu);
+    sl_status st = j.st;
+    if (st != SL_OK) fail(f, st, "train: image %zu: %s", j.bad, j.err.message);
+    if (st == SL_OK && want_c && !(*cm = mean_of(j.cv, n, j.dc))) st = fail(f, SL_E_NOMEM, "train: out of memory");
+    if (st == SL_OK && want_k && !(*km = mean_of(j.kv, n, j.dk))) st = fail(f, SL_E_NOMEM, "train: out of memory");
+    free(j.cv);
+    free(j.kv);
+    if (st != SL_OK) { free(*cm); free(*km); *cm = *km = NULL; }
+    return st;
+}
+
+static sl_status train_vlad(sl_features *f, const sl_image *const *images, size_t n, uint64_t seed);
+
 sl_status sl_features_train(sl_features *f, const sl_image *const *images, size_t n, uint64_t seed) {
     if (!f) return SL_E_INVALID;
-    if (!f->vlad.on && !cnn_needs_calib(f)) return SL_OK;
+    if (!sl_features_needs_training(f)) return SL_OK;
     if (!images || n == 0) return fail(f, SL_E_INVALID, "train: no images");
     for (size_t i = 0; i < n; i++)
         if (!images[i]) return fail(f, SL_E_INVALID, "train: image %zu is NULL", i);
     if (cnn_needs_calib(f)) {
-        /* a seeded sample of the training images calibrates the bf16 / int8 network */
+        /* a seeded sample of the training images calibrates the bf16 / int8 network; first, so
+         * that the means below are those of the embeddings the calibrated network gives */
         sl_nn_calib_opts co;
         sl_nn_calib_opts_init(&co);
         co.seed = seed;
@@ -697,8 +859,29 @@ sl_status sl_features_train(sl_features *f, const sl_image *const *images, size_
         sl_status cs = sl_nn_calibrate(f->cnn.model, images, n, &co, &e);
         if (cs != SL_OK) return fail(f, cs, "train: %s: %s", f->cnn.path, e.message);
         f->cnn.calibrated = 1;
+        sl_head_free(f->head); /* the embeddings changed: a head and a calibration no longer fit */
+        f->head = NULL;
+        sl_calib_free(f->calib);
+        f->calib = NULL;
     }
-    if (!f->vlad.on) return SL_OK;
+    if (!needs_learned(f)) return SL_OK;
+    float *cm = NULL, *km = NULL;
+    sl_status st = train_means(f, images, n, &cm, &km);
+    if (st == SL_OK && f->vlad.on) st = train_vlad(f, images, n, seed);
+    if (st != SL_OK) { free(cm); free(km); return st; }
+    free(f->cnn.mu);
+    free(f->color.mu);
+    f->cnn.mu = cm;
+    f->color.mu = km;
+    sl_head_free(f->head); /* a head belongs to the vectors it was trained on */
+    f->head = NULL;
+    sl_calib_free(f->calib); /* and so does a calibration */
+    f->calib = NULL;
+    f->trained = 1;
+    return SL_OK;
+}
+
+static sl_status train_vlad(sl_features *f, const sl_image *const *images, size_t n, uint64_t seed) {
     train_job j;
     memset(&j, 0, sizeof j);
     j.f = f;
@@ -773,7 +956,12 @@ done:
 /* ---- save / load (docs/formats/features.md) ---------------------------------------------- */
 
 #define FILE_MAGIC "SLFEAT\r\n"
-#define FILE_VERSION 1u
+/* A file is written with the lowest version that can describe what it holds: 3 with a CALB
+ * section, else 2 with a HEAD or MEAN section, else 1. CNNQ does not raise the version: it is
+ * allowed in any version (it was added to version 1 files before versions 2 and 3 existed). */
+#define FILE_VERSION 2u        /* with a HEAD or MEAN section */
+#define FILE_VERSION_NOHEAD 1u /* files without them keep version 1 (older builds read them) */
+#define FILE_VERSION_CALIB 3u  /* with a CALB section */
 #define FILE_MAX ((size_t)1 << 31)
 
 typedef struct wbuf { uint8_t *p; size_t len, cap; int oom; } wbuf;
@@ -812,7 +1000,7 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
     if (!f || !path) return SL_E_INVALID;
     wbuf b = {0};
     wb_put(&b, FILE_MAGIC, 8);
-    wb_u32(&b, FILE_VERSION);
+    wb_u32(&b, f->calib ? FILE_VERSION_CALIB : f->head || f->cnn.mu || f->color.mu ? FILE_VERSION : FILE_VERSION_NOHEAD);
     wb_u32(&b, 0);
     size_t s = wb_begin(&b, "SPEC");
     wb_put(&b, f->spec, strlen(f->spec));
@@ -845,6 +1033,37 @@ sl_status sl_features_save(const sl_features *fc, const char *path) {
         wb_put(&b, rec, rlen);
         wb_end(&b, s);
         free(rec);
+    }
+    if (f->trained && (f->cnn.mu || f->color.mu)) {
+        s = wb_begin(&b, "MEAN");
+        size_t dc = f->cnn.mu ? sl_nn_embed_dim(f->cnn.model) : 0, dk = f->color.mu ? sl_color_dim(&f->color.p) : 0;
+        wb_u32(&b, (uint32_t)dc);
+        if (dc) wb_f32s(&b, f->cnn.mu, dc);
+        wb_u32(&b, (uint32_t)dk);
+        if (dk) wb_f32s(&b, f->color.mu, dk);
+        wb_end(&b, s);
+    }
+    if (f->head) {
+        void *hb = NULL;
+        size_t hl = 0;
+        if (sl_head_serialize(f->head, &hb, &hl, NULL) != SL_OK) b.oom = 1;
+        else {
+            s = wb_begin(&b, "HEAD");
+            wb_put(&b, hb, hl);
+            wb_end(&b, s);
+            free(hb);
+        }
+    }
+    if (f->calib) {
+        void *cb = NULL;
+        size_t cl = 0;
+        if (sl_calib_serialize(f->calib, &cb, &cl, NULL) != SL_OK) b.oom = 1;
+        else {
+            s = wb_begin(&b, "CALB");
+            wb_put(&b, cb, cl);
+            wb_end(&b, s);
+            free(cb);
+        }
     }
     s = wb_begin(&b, "END ");
     wb_end(&b, s);
@@ -904,14 +1123,15 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
     if (!d && len) return sl__err_set(err, SL_E_INVALID, "sl_features_parse: NULL data");
     if (len < 16 || memcmp(d, FILE_MAGIC, 8) != 0)
         return sl__err_set(err, SL_E_CORRUPT, "%s: not a shoplens features file (bad magic)", name);
-    if (rd32(d + 8) != FILE_VERSION)
-        return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u)", name,
-                           rd32(d + 8), FILE_VERSION);
+    uint32_t version = rd32(d + 8);
+    if (version != FILE_VERSION && version != FILE_VERSION_NOHEAD && version != FILE_VERSION_CALIB)
+        return sl__err_set(err, SL_E_VERSION, "%s: features file version %u (this build reads %u to %u)", name,
+                           version, FILE_VERSION_NOHEAD, FILE_VERSION_CALIB);
     if (rd32(d + 12) != 0) return sl__err_set(err, SL_E_CORRUPT, "%s: header: reserved field set", name);
-    rsec secs[5];
+    rsec secs[8];
     int ns = 0, end = 0;
     size_t o = 16;
-    static const char *const known[5] = {"SPEC", "CBK ", "PCA ", "CNNQ", "END "};
+    static const char *const known[8] = {"SPEC", "CBK ", "PCA ", "CNNQ", "MEAN", "HEAD", "CALB", "END "};
     while (!end) {
         if (len - o < 12) return sl__err_set(err, SL_E_CORRUPT, "%s: truncated after %d sections (no END section)", name, ns);
         char tag[5];
@@ -919,7 +1139,7 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         tag[4] = 0;
         for (int i = 0; i < 4; i++) if (tag[i] < 0x20 || tag[i] > 0x7e) tag[i] = '?';
         int idx = -1;
-        for (int i = 0; i < 5; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
+        for (int i = 0; i < 8; i++) if (memcmp(d + o, known[i], 4) == 0) idx = i;
         if (idx < 0) return sl__err_set(err, SL_E_CORRUPT, "%s: unknown section '%s' at byte %zu", name, tag, o);
         for (int i = 0; i < ns; i++)
             if (memcmp(secs[i].tag, tag, 4) == 0) return sl__err_set(err, SL_E_CORRUPT, "%s: section '%s' repeated", name, tag);
@@ -935,12 +1155,15 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
         secs[ns].len = n;
         ns++;
         o += 12 + (size_t)n + 4;
-        end = idx == 4;
+        end = idx == 7;
     }
     if (o != len) return sl__err_set(err, SL_E_CORRUPT, "%s: %zu bytes after the END section", name, len - o);
-    const rsec *spec = NULL, *cbk = NULL, *pca = NULL, *cnnq = NULL;
+    const rsec *spec = NULL, *cbk = NULL, *pca = NULL, *cnnq = NULL, *head = NULL, *mean = NULL, *calb = NULL;
     for (int i = 0; i < ns; i++) {
         if (!memcmp(secs[i].tag, "CNNQ", 4)) cnnq = &secs[i];
+        if (!memcmp(secs[i].tag, "CALB", 4)) calb = &secs[i];
+        if (!memcmp(secs[i].tag, "MEAN", 4)) mean = &secs[i];
+        if (!memcmp(secs[i].tag, "HEAD", 4)) head = &secs[i];
         if (!memcmp(secs[i].tag, "SPEC", 4)) spec = &secs[i];
         if (!memcmp(secs[i].tag, "CBK ", 4)) cbk = &secs[i];
         if (!memcmp(secs[i].tag, "PCA ", 4)) pca = &secs[i];
@@ -960,6 +1183,28 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
             if (st == SL_E_INVALID) err->code = SL_E_CORRUPT;
         }
         return st == SL_E_INVALID ? SL_E_CORRUPT : st;
+    }
+    if ((f->cnn.on && f->cnn.mean) || (f->color.on && f->color.mean)) {
+        size_t dc = f->cnn.on && f->cnn.mean ? sl_nn_embed_dim(f->cnn.model) : 0;
+        size_t dk = f->color.on && f->color.mean ? sl_color_dim(&f->color.p) : 0;
+        if (version < FILE_VERSION || !mean || mean->len != 8 + 4 * (uint64_t)(dc + dk) ||
+            rd32(mean->p) != dc || rd32(mean->p + 4 + 4 * dc) != dk) {
+            sl_features_free(f);
+            return sl__err_set(err, SL_E_CORRUPT, "%s: section 'MEAN' missing or not of the spec's shape (%zu, %zu)", name, dc, dk);
+        }
+        if (dc) f->cnn.mu = sl__mallocarray(dc, sizeof(float));
+        if (dk) f->color.mu = sl__mallocarray(dk, sizeof(float));
+        if ((dc && !f->cnn.mu) || (dk && !f->color.mu)) { sl_features_free(f); return sl__err_set(err, SL_E_NOMEM, "%s: out of memory", name); }
+        if (dc) rd_f32s(mean->p + 4, f->cnn.mu, dc);
+        if (dk) rd_f32s(mean->p + 8 + 4 * dc, f->color.mu, dk);
+        if ((dc && !all_finite(f->cnn.mu, dc)) || (dk && !all_finite(f->color.mu, dk))) {
+            sl_features_free(f);
+            return sl__err_set(err, SL_E_CORRUPT, "%s: section 'MEAN': non-finite value", name);
+        }
+        f->trained = 1;
+    } else if (mean) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_CORRUPT, "%s: section 'MEAN' present but no part of the spec has mean=1", name);
     }
     if (f->vlad.on) {
         size_t k = (size_t)f->vlad.k, raw = k * SL_SIFT_DESC_DIM;
@@ -1010,6 +1255,45 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
             return sl__err_prefix(err, "%s: section 'CNNQ'", name);
         }
         f->cnn.calibrated = 1;
+    }
+    if (head) {
+        if (version < FILE_VERSION) {
+            sl_features_free(f);
+            return sl__err_set(err, SL_E_CORRUPT, "%s: section 'HEAD' in a version %u file", name, version);
+        }
+        sl_head *h = NULL;
+        st = sl_head_parse(head->p, (size_t)head->len, &h, err);
+        if (st == SL_OK && sl_head_dim(h) != sl_features_dim(f)) {
+            st = sl__err_set(err, SL_E_CORRUPT, "head: dimension %zu, the features have %zu", sl_head_dim(h), sl_features_dim(f));
+            sl_head_free(h);
+        }
+        if (st != SL_OK) {
+            sl_features_free(f);
+            if (err) sl__err_prefix(err, "%s: section 'HEAD'", name);
+            return st;
+        }
+        f->head = h;
+    }
+    if (calb) {
+        if (version != FILE_VERSION_CALIB) {
+            sl_features_free(f);
+            return sl__err_set(err, SL_E_CORRUPT, "%s: section 'CALB' in a version %u file", name, version);
+        }
+        sl_calib *c = NULL;
+        st = sl_calib_parse(calb->p, (size_t)calb->len, &c, err);
+        if (st == SL_OK && !sl_features_ready(f)) {
+            st = sl__err_set(err, SL_E_CORRUPT, "calibration present but the features are not trained");
+            sl_calib_free(c);
+        }
+        if (st != SL_OK) {
+            sl_features_free(f);
+            if (err) sl__err_prefix(err, "%s: section 'CALB'", name);
+            return st;
+        }
+        f->calib = c;
+    } else if (version == FILE_VERSION_CALIB) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_CORRUPT, "%s: version %u file without a 'CALB' section", name, version);
     }
     *out = f;
     return SL_OK;

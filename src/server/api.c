@@ -45,10 +45,12 @@ static char *sl__results_json(const sl_matches *m, size_t rank0, double took_ms,
         const sl_match *x = &m->items[i];
         char url[48];
         sl__image_url(url, sizeof url, x->image_id);
-        json_t *o = json_pack("{s:I,s:o,s:f,s:o,s:o,s:o,s:o,s:o,s:I,s:s,s:o}",
+        json_t *o = json_pack("{s:I,s:o,s:f,s:f,s:b,s:o,s:o,s:o,s:o,s:o,s:I,s:s,s:o}",
                               "rank", (json_int_t)(i + 1 + rank0),
                               "product_id", sl__jstr(x->product_id),
                               "score", round(x->score * 1e6) / 1e6,
+                              "confidence", round(x->confidence * 1e6) / 1e6,
+                              "match", x->match != 0,
                               "title", sl__jstr(x->title),
                               "category", sl__jstr(x->category),
                               "price", sl__jprice(x->has_price, x->price),
@@ -434,8 +436,9 @@ void sl__h_check(sl__req *req, sl__resp *resp) {
         return;
     }
     sl__resp_json(resp, 200,
-                  json_pack("{s:o,s:b,s:f,s:f,s:o,s:o}", "product_id", sl__jstr(req->target.seg[2]),
-                            "match", r.match != 0, "score", r.score, "threshold", r.threshold,
+                  json_pack("{s:o,s:b,s:f,s:f,s:f,s:o,s:o}", "product_id", sl__jstr(req->target.seg[2]),
+                            "match", r.match != 0, "confidence", round(r.confidence * 1e6) / 1e6,
+                            "score", round(r.score * 1e6) / 1e6, "threshold", r.threshold,
                             "image_id", r.image_id > 0 ? json_integer(r.image_id) : json_null(),
                             "inliers", r.inliers >= 0 ? json_integer(r.inliers) : json_null()));
     sl_check_result_free(&r);

@@ -4,7 +4,7 @@
  *   1: sl_features_parse (a whole features file),
  *   2: sl_features_new on the rest as a specification string.
  * Corpus (tests/fuzz/corpus/fuzz_features/): valid local features, valid features files with and
- * without codebook/PCA, and specs.
+ * without codebook/PCA, with a learned head (HEAD) and a colour mean (MEAN), and specs.
  */
 #include <stdint.h>
 #include <stdlib.h>

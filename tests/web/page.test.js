@@ -8,7 +8,8 @@
 // has an icon (no 404 anywhere), categories load into the filter, uploading the photo (file
 // picker, drag-and-drop, paste) shows results with the right product first, cards show a
 // title (a link to the product page when the catalog has one), price, category and the
-// confidence in words - never a score or an internal id - and a thumbnail; "Similar" works and
+// confidence in words - never a score or an internal id - and a thumbnail; "No close match" when
+// no result is the product (a noise photo); "Similar" works and
 // "Back to results" (the button and the browser's back) brings the results back; a box drawn
 // on a photo of two products searches only the part in the box; filters apply; errors are
 // shown in words; the page loads nothing from anywhere but the server.
@@ -139,6 +140,9 @@ async function run(browser, name, contextOpts) {
         `${name}: the title links to ${c.href}, the product page is ${r0.url}`);
   if ("match" in r0) check(c.confidence === (r0.match ? "Match" : "Similar"), `${name}: confidence "${c.confidence}" for match=${r0.match}`);
   check(r0.currency === "EUR", `${name}: results carry currency ${r0.currency}`);
+  // the status says "No close match" exactly when no result is a match (the photo shows P000005)
+  const st1 = await page.textContent("#status");
+  check(r0.match === true && !/No close match/.test(st1), `${name}: the shopper photo: match=${r0.match}, status "${st1}"`);
   const money = await page.evaluate(([v, cur]) => new Intl.NumberFormat(undefined, { style: "currency", currency: cur }).format(v), [r0.price, r0.currency]);
   check(c.price === money && /€/.test(c.price), `${name}: price "${c.price}", expected "${money}"`);
   await page.waitForFunction(() => { const i = document.querySelector("#results li.card img"); return i && i.complete && i.naturalWidth > 0; },
@@ -220,6 +224,25 @@ async function run(browser, name, contextOpts) {
   s = await searched(page, () => page.click("#whole"));
   check(!s.url.includes("region="), `${name}: "Whole photo" still sent a region`);
   check(await page.isHidden("#box"), `${name}: the box stays after "Whole photo"`);
+
+  // 6b. a photo of no product (seeded noise): results are only similar products, and the page says so
+  step = `${name}: a photo of no product says "No close match"`;
+  const noise = await page.evaluate(() => {
+    const cv = document.createElement("canvas");
+    cv.width = 320; cv.height = 240;
+    const g = cv.getContext("2d"), im = g.createImageData(320, 240);
+    let x = 12345;
+    for (let i = 0; i < im.data.length; i++) { x = (x * 1103515245 + 12345) >>> 0; im.data[i] = i % 4 === 3 ? 255 : x >>> 24; }
+    g.putImageData(im, 0, 0);
+    return cv.toDataURL("image/png").split(",")[1];
+  });
+  s = await searched(page, () => page.setInputFiles("#file", { name: "noise.png", mimeType: "image/png", buffer: Buffer.from(noise, "base64") }));
+  await firstCard(page);
+  const badges = await page.$$eval("#results .confidence", (ns) => ns.map((n) => n.textContent));
+  const st2 = await page.textContent("#status");
+  check(s.json.results.length > 0 && s.json.results.every((m) => m.match === false), `${name}: noise matched ${JSON.stringify(s.json.results.map((m) => m.match))}`);
+  check(/^No close match: \d+ similar products? found/.test(st2) && badges.every((b) => b === "Similar"),
+        `${name}: noise: status "${st2}", badges ${badges}`);
 
   // 7. errors in words: not an image (client side) and an undecodable image (server side)
   step = `${name}: errors in words: not an image (client side) and an undecodable image (server side)`;

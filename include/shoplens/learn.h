@@ -1,0 +1,287 @@
+/*
+ * shoplens/learn.h - what a store learns from the shop's own data: a projection head on the
+ * global descriptors (trained from photos labelled with products, or from augmented catalog
+ * images), applied to catalog images (gallery side) and to query photos (query side); and a
+ * calibration of match scores into confidence (see "calibrated confidence" below).
+ *
+ * The head (docs/learn.md; byte layout in docs/formats/features.md, section HEAD):
+ *     side s in {query, gallery};  x = the pipeline's global vector (L2-normalized)
+ *     c = (x - mean_s) / |x - mean_s|          per-domain centring (photo vs catalog domain)
+ *     y = c + (c V) U                          low-rank residual map, V: dim x rank, U: rank x dim
+ *     out = y / |y|                            (zeros when x = mean_s)
+ * The map starts at the identity (U = 0) and is trained with a proxy-based softmax loss (Proxy-NCA,
+ * Movshovitz-Attias et al., ICCV 2017; with normalized embeddings and a temperature as in
+ * NormFace, Wang et al. 2017, and InfoNCE, van den Oord et al. 2018): each photo is pulled
+ * towards its product's proxy and pushed from the other products' proxies, where a proxy is the
+ * head's image of the product's catalog images (not a free parameter, so the head learns a
+ * photo-to-catalog mapping rather than a product list), plus the same loss at the category level
+ * (category proxy = normalized sum of its products' proxies) as a weaker label. An L2 penalty
+ * pulls the map towards the identity so products the head never saw keep their untrained
+ * neighbourhoods. Optimizer: Adam (Kingma & Ba, ICLR 2015), mini-batches. Training is
+ * deterministic for a seed and any thread count: its matrix products are the library's own
+ * (OpenBLAS changes the last bits with the thread count); applying a head uses OpenBLAS.
+ *
+ * Thread safety: a head is immutable once trained or parsed; any number of threads may apply it.
+ * Ownership: sl_head_free releases a head; buffers returned through void ** are malloc'ed and
+ * owned by the caller (free()).
+ */
+#ifndef SHOPLENS_LEARN_H
+#define SHOPLENS_LEARN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "shoplens/error.h"
+#include "shoplens/image.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct sl_head sl_head;
+
+/* Which side of the comparison a vector is on: query photos or catalog (gallery) images. */
+typedef enum sl_head_side { SL_HEAD_QUERY = 0, SL_HEAD_GALLERY = 1 } sl_head_side;
+
+/* ---- tunables (sl_head_train_opts) ---------------------------------------------------------- */
+#define SL_HEAD_EPOCHS_DEFAULT 10
+#define SL_HEAD_EPOCHS_MIN 0          /* 0: the centring alone, no map */
+#define SL_HEAD_EPOCHS_MAX 1000
+#define SL_HEAD_RANK_DEFAULT 256      /* capped at the descriptor dimension */
+#define SL_HEAD_RANK_MIN 1
+#define SL_HEAD_RANK_MAX 1024
+#define SL_HEAD_LAMBDA_DEFAULT 0.03f  /* L2 pull towards the identity map (docs/learn.md) */
+#define SL_HEAD_LAMBDA_MIN 0.0f
+#define SL_HEAD_LAMBDA_MAX 100.0f
+#define SL_HEAD_TEMPERATURE_DEFAULT 0.05f
+#define SL_HEAD_TEMPERATURE_MIN 0.005f
+#define SL_HEAD_TEMPERATURE_MAX 10.0f
+#define SL_HEAD_CATEGORY_WEIGHT_DEFAULT 0.5f
+#define SL_HEAD_CATEGORY_WEIGHT_MIN 0.0f
+#define SL_HEAD_CATEGORY_WEIGHT_MAX 10.0f
+#define SL_HEAD_BATCH_DEFAULT 64
+#define SL_HEAD_BATCH_MIN 2
+#define SL_HEAD_BATCH_MAX 4096
+#define SL_HEAD_LR_DEFAULT 1e-3f
+#define SL_HEAD_LR_MIN 1e-6f
+#define SL_HEAD_LR_MAX 1.0f
+/* Proxies (products) in one step's softmax at most: beyond it, a step uses the products of its
+ * batch plus a seeded sample of the others. */
+#define SL_HEAD_PROXIES_MAX 2048
+#define SL_HEAD_THREADS_MAX 64
+/* Largest descriptor dimension a head accepts. */
+#define SL_HEAD_DIM_MAX 65536
+
+/* Called once per epoch from the training thread: epoch 1..epochs, mean loss of that epoch. */
+typedef void (*sl_head_progress_fn)(void *ctx, int epoch, int epochs, double loss);
+
+typedef struct sl_head_train_opts {
+    int epochs;               /* passes over the photos */
+    uint64_t seed;            /* initialisation, batch order, proxy samples */
+    int rank;                 /* rank of the residual map */
+    float lambda;             /* L2 penalty on the map (towards the identity) */
+    float temperature;        /* softmax temperature on cosine similarities */
+    float category_weight;    /* weight of the category-level loss (0 = off) */
+    int batch;                /* photos per step */
+    float lr;                 /* Adam step size */
+    int threads;              /* threads of the matrix products (0 = 1); results do not depend
+                                 on it */
+    sl_head_progress_fn progress; /* may be NULL */
+    void *progress_ctx;
+    volatile int *cancel;     /* may be NULL; nonzero stops training with SL_E_INTERRUPTED */
+} sl_head_train_opts;
+
+/* Sets every field to its default. */
+void sl_head_train_opts_init(sl_head_train_opts *o);
+
+/* Training data: descriptors (the pipeline's global vectors before any head, row-major, dim
+ * floats each) and integer labels. Classes are products (0 .. n_classes - 1); categories are
+ * optional coarser labels of the classes. Only classes with at least one photo serve as proxies
+ * (a product without photos is neither pulled nor pushed). */
+typedef struct sl_head_data {
+    size_t dim;
+    const float *photos;            /* n_photos x dim: query-side examples */
+    const uint32_t *photo_class;    /* n_photos labels < n_classes */
+    size_t n_photos;
+    const float *gallery;           /* n_gallery x dim: catalog images */
+    const uint32_t *gallery_class;  /* n_gallery labels < n_classes */
+    size_t n_gallery;
+    size_t n_classes;
+    const uint32_t *class_category; /* n_classes category ids, or NULL (no category loss) */
+    int same_domain;                /* nonzero: photos are not a separate domain (e.g. augmented
+                                       catalog images): both sides are centred on the gallery mean */
+} sl_head_data;
+
+/* Trains a head. Errors: SL_E_INVALID (NULL or empty data, a label out of range, dim 0 or
+ * above SL_HEAD_DIM_MAX, an option out of range: the message names it), SL_E_NOMEM,
+ * SL_E_INTERRUPTED (cancel). On failure *out = NULL. Deterministic for (data, opts) whatever
+ * opts->threads is. */
+sl_status sl_head_train(const sl_head_data *data, const sl_head_train_opts *opts, sl_head **out,
+                        sl_error *err);
+
+/* Frees a head; NULL is a no-op. */
+void sl_head_free(sl_head *h);
+/* A deep copy, or NULL when out of memory. */
+sl_head *sl_head_clone(const sl_head *h);
+
+/* Input and output dimension (they are equal). */
+size_t sl_head_dim(const sl_head *h);
+/* Rank of the residual map (0 for a centring-only head). */
+size_t sl_head_rank(const sl_head *h);
+
+/* Applies the head to n vectors (row-major, sl_head_dim floats each): out may equal in.
+ * Thread-safe. SL_E_INVALID on NULL arguments, SL_E_NOMEM (n > 1 uses a scratch buffer). */
+sl_status sl_head_apply(const sl_head *h, sl_head_side side, const float *in, float *out,
+                        size_t n);
+
+/* Serialized form (docs/formats/features.md, section HEAD payload); *buf malloc'ed. */
+sl_status sl_head_serialize(const sl_head *h, void **buf, size_t *len, sl_error *err);
+/* Parses what sl_head_serialize wrote. SL_E_CORRUPT (names the field) or SL_E_VERSION. */
+sl_status sl_head_parse(const void *buf, size_t len, sl_head **out, sl_error *err);
+
+/* ---- pseudo shopper photos (training from the catalog alone) ------------------------------- */
+
+/* Augmented copies of a catalog image per image when a store has no labelled photos. */
+#define SL_LEARN_AUGMENT_PER_IMAGE 6
+
+/* A pseudo shopper photo of a catalog image: a seeded random crop (60..100% of each side),
+ * perspective turn, rotation (up to 12 degrees), brightness/contrast change, Gaussian noise and
+ * JPEG re-encoding (src/image/augment.c). Deterministic for (image, seed) on every machine.
+ * *out is a new image (sl_image_free). Errors from the image functions (SL_E_INVALID for an
+ * empty image, SL_E_NOMEM); on failure *out = NULL. */
+sl_status sl_learn_augment(const sl_image *src, uint64_t seed, sl_image **out, sl_error *err);
+
+/* A pseudo shopper photo of a catalog image, for calibrating confidence from the catalog alone
+ * (src/learn/shopper.c): a seeded crop (75..100% of each side) placed at 30..75% of the frame
+ * over a plain colour with a gradient, rotated up to 15 degrees with a perspective term,
+ * then uneven lighting with a colour cast, Gaussian blur (1.2..3 pixels per 512 of the short
+ * side), noise and JPEG (quality 50..85).
+ * Same size as src, 3 channels. Deterministic for (src, seed) on every machine.
+ * *out is a new image; errors of the image functions, SL_E_INVALID for an empty src. */
+sl_status sl_learn_shopper_photo(const sl_image *src, uint64_t seed, sl_image **out, sl_error *err);
+
+/* ---- calibrated confidence (src/learn/calib.c) --------------------------------------------- */
+
+/* A calibration maps a match score to the probability that a photo shows a product
+ * ("confidence", 0..1) and fixes an operating point ("match" = confidence at least the point's).
+ *
+ * The match score of a photo x and a product P (computed by the engine, docs/learn.md) is
+ *     m(x, P) = score(x, P) - mean of the K highest scores of x against the other products
+ * where score is the engine's final score (global similarity blended with verification, in
+ * -1..1), so m is in -2..2: the score relative to the photo's nearest other products (query-side
+ * cohort normalization: T-norm without the variance, Auckenthaler et al., DSP 2000; the query term
+ * of CSLS, Conneau et al., ICLR 2018). It removes the per-photo offset that makes raw scores of
+ * shop photos and of catalog-like images incomparable.
+ *
+ * Two maps are fitted on the same labelled pairs, because the two questions have different
+ * alternatives:
+ *  - SL_CALIB_PAIR (check: "does this photo show this product?"): negatives are the photo against
+ *    random other products;
+ *  - SL_CALIB_RESULT (search and similar results: "is this result the product in the photo?"):
+ *    negatives are the wrong products that come first in a photo's result list, with its product
+ *    in the catalog and left out of it (a photo of something the shop does not sell).
+ * Each map is Platt scaling, confidence = 1 / (1 + exp(-(a m + b))) with a > 0 (Platt 1999; fitted
+ * by Newton's method with backtracking as in Lin, Lin & Weng, Machine Learning 2007), on Platt's
+ * smoothed targets, positives and negatives weighted to equal total weight (even prior odds):
+ * monotone, so confidence never reorders results. Its operating point is the lowest match score
+ * at which the one-sided 95% Wilson upper bound of the false accept rate on its negatives is at
+ * most `far` (default 2%). When the scores do not rank genuine pairs above a result map's
+ * negatives (search cannot tell the right product from the best wrong one, e.g. colour-only
+ * features on cluttered photos), that map is flat (a = 1e-6, b = 0: confidence 0.5) and its point
+ * lies above every score seen: results are never a match.
+ * Without a calibration (NULL) the documented fallback applies: a = SL_CALIB_FALLBACK_A,
+ * b = SL_CALIB_FALLBACK_B for both maps, operating point confidence 0.5, cohort
+ * SL_CALIB_COHORT_DEFAULT.
+ *
+ * Thread safety: a calibration is immutable once fitted or parsed. */
+typedef struct sl_calib sl_calib;
+
+typedef enum sl_calib_use { SL_CALIB_PAIR = 0, SL_CALIB_RESULT = 1 } sl_calib_use;
+
+/* Where a calibration's positives came from. */
+typedef enum sl_calib_source {
+    SL_CALIB_NONE = 0,      /* no calibration: the fallback */
+    SL_CALIB_PHOTOS = 1,    /* photos labelled with products (shoplens train/calibrate --photos) */
+    SL_CALIB_CATALOG = 2    /* augmented copies of the catalog images (pseudo shopper photos) */
+} sl_calib_source;
+
+#define SL_CALIB_FAR_DEFAULT 0.02
+#define SL_CALIB_FAR_MIN 0.001
+#define SL_CALIB_FAR_MAX 0.5
+/* Other products whose scores are averaged into the match score (fewer when the catalog has
+ * fewer other products). */
+#define SL_CALIB_COHORT_DEFAULT 10
+#define SL_CALIB_COHORT_MAX 100
+/* Least genuine pairs and least negatives (per map) a calibration is fitted from. */
+#define SL_CALIB_MIN_POSITIVES 20
+#define SL_CALIB_MIN_NEGATIVES 50
+/* The fallback map (no calibration): confidence 0.5 at match score 0.1. */
+#define SL_CALIB_FALLBACK_A 20.0
+#define SL_CALIB_FALLBACK_B (-2.0)
+/* Range of match scores. */
+#define SL_CALIB_SCORE_MIN (-2.0)
+#define SL_CALIB_SCORE_MAX 2.0
+
+/* Match scores to fit from. */
+typedef struct sl_calib_data {
+    const double *pos;          /* genuine pairs: a photo and its product */
+    size_t n_pos;
+    const double *neg[2];       /* per map (sl_calib_use): the negatives described above */
+    size_t n_neg[2];
+    sl_calib_source source;     /* SL_CALIB_PHOTOS or SL_CALIB_CATALOG */
+    int cohort;                 /* K the match scores were computed with, 1..SL_CALIB_COHORT_MAX */
+    uint64_t photos;            /* photos (or augmented copies) the pairs come from (informational) */
+    uint64_t products;          /* products in the store when fitted (informational) */
+    uint64_t seed;              /* seed that drew the pairs (informational) */
+} sl_calib_data;
+
+/* Fits both maps. far in SL_CALIB_FAR_MIN..MAX (0 = default). Deterministic. Errors:
+ * SL_E_INVALID (NULL, a non-finite or out-of-range score, fewer than SL_CALIB_MIN_POSITIVES
+ * positives or SL_CALIB_MIN_NEGATIVES negatives of a map, a bad source or cohort, or scores that
+ * do not rank positives above the pair map's negatives: the message says which), SL_E_NOMEM.
+ * *out = NULL on failure. */
+sl_status sl_calib_fit(const sl_calib_data *d, double far, sl_calib **out, sl_error *err);
+
+/* Frees; NULL is a no-op. */
+void sl_calib_free(sl_calib *c);
+/* A deep copy, or NULL when out of memory (or c is NULL). */
+sl_calib *sl_calib_clone(const sl_calib *c);
+
+/* Confidence (0..1) of a match score; c NULL = the fallback. Non-decreasing in the score. */
+double sl_calib_confidence(const sl_calib *c, sl_calib_use use, double match_score);
+/* The operating point as a confidence: "match" = confidence >= this. */
+double sl_calib_threshold(const sl_calib *c, sl_calib_use use);
+/* K of the match score this calibration expects (SL_CALIB_COHORT_DEFAULT for NULL). */
+int sl_calib_cohort(const sl_calib *c);
+
+/* What a calibration is, for `shoplens info` and the API. */
+typedef struct sl_calib_map_info {
+    double a, b;                /* confidence = 1 / (1 + exp(-(a m + b))) */
+    double score_threshold;     /* match score at the operating point */
+    double confidence_threshold;/* = confidence at score_threshold */
+    double far_target;          /* the operating point's bound on false accepts */
+    uint64_t positives, negatives;
+    double tar, far;            /* accept rates of positives and negatives at the operating point
+                                   on the calibration pairs themselves (0 for the fallback) */
+} sl_calib_map_info;
+
+typedef struct sl_calib_info {
+    sl_calib_source source;
+    int cohort;
+    uint64_t photos, products, seed;
+    sl_calib_map_info map[2];   /* [SL_CALIB_PAIR], [SL_CALIB_RESULT] */
+} sl_calib_info;
+
+/* Fills *out (c NULL: the fallback, source SL_CALIB_NONE, counts 0). */
+void sl_calib_get_info(const sl_calib *c, sl_calib_info *out);
+/* Name of a source: "none", "photos", "catalog". */
+const char *sl_calib_source_name(sl_calib_source s);
+
+/* Serialized form (docs/formats/features.md, section CALB payload); *buf malloc'ed. */
+sl_status sl_calib_serialize(const sl_calib *c, void **buf, size_t *len, sl_error *err);
+/* Parses what sl_calib_serialize wrote: SL_E_CORRUPT naming the field, SL_E_VERSION. */
+sl_status sl_calib_parse(const void *buf, size_t len, sl_calib **out, sl_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

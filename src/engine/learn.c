@@ -1,0 +1,389 @@
+/*
+ * engine/learn.c - `shoplens train`: learns a projection head (learn.h) for a store from photos
+ * labelled with its products (or, without any, from augmented catalog images), and installs it
+ * as a new version of the store's features.
+ *
+ * Invariants:
+ *  - The store keeps the descriptors from before the head (images.vec); training reads them and
+ *    re-describes no catalog image. Only the photos (or augmented copies) are described.
+ *  - Write, then swap: the head goes into features-(N+1).bin (written atomically, with the same
+ *    spec, codebook and PCA as features-N.bin), then one transaction sets features_version =
+ *    N + 1 and bumps the generation; the index is rebuilt from the stored vectors through the
+ *    head. A kill at any point leaves the store on version N (an orphan N+1 file is overwritten
+ *    by the next run) or fully on N+1: never half-trained.
+ *  - Deterministic: photos are described in input order, the augmentation and the training are
+ *    seeded; the result does not depend on the number of jobs.
+ */
+#include "engine/engine_internal.h"
+#include "shoplens/learn.h"
+#include "util/util.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+void sl__failures_free(sl_train_failure *v, size_t n) {
+    for (size_t i = 0; v && i < n; i++) {
+        free(v[i].file);
+        free(v[i].product_id);
+        free(v[i].message);
+    }
+    free(v);
+}
+
+sl_status sl__failure_add(sl_train_failure **v, size_t *n, const char *file, const char *pid, sl_status st,
+                          const char *msg) {
+    sl_train_failure *nf = sl__reallocarray(*v, *n + 1, sizeof *nf);
+    if (!nf) return SL_E_NOMEM;
+    *v = nf;
+    sl_train_failure *f = &nf[(*n)++];
+    f->file = sl__strdup(file);
+    f->product_id = sl__strdup(pid);
+    f->status = st;
+    f->message = sl__strdup(msg ? msg : sl_strerror(st));
+    return SL_OK;
+}
+
+static int sl__cmp_strp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+long sl__strv_find(char *const *v, size_t n, const char *s) {
+    char *const *p = n ? bsearch(&s, v, n, sizeof *v, sl__cmp_strp) : NULL;
+    return p ? (long)(p - v) : -1;
+}
+
+void sl_train_report_free(sl_train_report *r) {
+    if (!r) return;
+    sl__failures_free(r->failures, r->n_failures);
+    free(r->calibration_error);
+    memset(r, 0, sizeof *r);
+}
+
+typedef struct sl__tphoto_job {
+    const sl_engine *e;
+    const char *const *paths;
+    const sl_image_ref *aug_refs;  /* catalog-only: the image each copy is made of */
+    size_t n, dim;
+    uint64_t seed;
+    float *vecs;
+    sl_status *st;
+    char **msg;
+    volatile int *cancel;
+    sl_progress_fn progress;
+    void *progress_ctx;
+    pthread_mutex_t mu;
+    size_t done;
+    double t0, last;
+} sl__tphoto_job;
+
+static void sl__tphoto_one(void *arg, size_t i) {
+    sl__tphoto_job *j = arg;
+    if (j->cancel && *j->cancel) return;
+    sl_error err;
+    sl_error_clear(&err);
+    sl_image_load_opts o;
+    memset(&o, 0, sizeof o);
+    o.max_side = j->e->max_side;
+    sl_image *img = NULL, *aug = NULL;
+    const char *path = j->aug_refs ? j->aug_refs[i / SL_LEARN_AUGMENT_PER_IMAGE].file : j->paths[i];
+    sl_status st = sl_image_load_file(path, &o, &img, NULL, &err);
+    if (st == SL_OK && j->aug_refs) {
+        st = sl_learn_augment(img, j->seed + i, &aug, &err);
+        sl_image_free(img);
+        img = aug;
+    }
+    if (st == SL_OK) st = sl_features_extract(j->e->feat, img, j->vecs + i * j->dim, NULL, &err);
+    sl_image_free(img);
+    j->st[i] = st;
+    if (st != SL_OK) j->msg[i] = sl__strdup(err.message);
+    pthread_mutex_lock(&j->mu);
+    j->done++;
+    double now = sl__now();
+    if (j->progress && (now - j->last >= 0.1 || j->done == j->n)) {
+        j->last = now;
+        j->progress(j->progress_ctx, j->done, j->n, now - j->t0);
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+/* The stored vectors with their image ids, in id order. */
+typedef struct sl__tvecs {
+    int64_t *ids;
+    float *vecs;
+    size_t n, cap, dim;
+} sl__tvecs;
+
+static sl_status sl__tvec_add(void *ctx, int64_t id, const float *vec, size_t dim) {
+    sl__tvecs *t = ctx;
+    if (dim != t->dim) return SL_E_CORRUPT;
+    if (t->n == t->cap) {
+        size_t nc = t->cap ? t->cap * 2 : 1024, cnt;
+        if (sl__mul_size(nc, dim, &cnt)) return SL_E_TOO_LARGE;
+        int64_t *ni = sl__reallocarray(t->ids, nc, sizeof *ni);
+        if (!ni) return SL_E_NOMEM;
+        t->ids = ni;
+        float *nv = sl__reallocarray(t->vecs, cnt, sizeof *nv);
+        if (!nv) return SL_E_NOMEM;
+        t->vecs = nv;
+        t->cap = nc;
+    }
+    t->ids[t->n] = id;
+    memcpy(t->vecs + t->n * dim, vec, dim * sizeof *vec);
+    t->n++;
+    return SL_OK;
+}
+
+
+/* Commits `f` (already saved as features-<version>.bin; ownership passes) as the store's
+ * features, re-indexes the stored vectors through its head and removes the previous file.
+ * Caller holds wmu. */
+static sl_status sl__install(sl_engine *e, sl_features *f, int64_t version, sl_error *err) {
+    sl_status st = sl__engine_commit_features(e, f, version, 1, err);
+    if (st == SL_OK) {
+        char *old = sl__engine_features_path(e, version - 1);
+        if (old) unlink(old);
+        free(old);
+        st = sl__engine_save_index(e, err);
+    }
+    return st;
+}
+
+sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_report *rep,
+                          sl_error *err) {
+    sl_train_opts o;
+    memset(&o, 0, sizeof o);
+    if (opts) o = *opts;
+    sl_train_report dummy;
+    if (!rep) rep = &dummy;
+    memset(rep, 0, sizeof *rep);
+    if (!e) return sl__err_set(err, SL_E_INVALID, "NULL engine");
+    if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    if (o.n_photos && !o.photos) return sl__err_set(err, SL_E_INVALID, "photos is NULL");
+    sl_head_train_opts ho;
+    if (o.head) ho = *o.head;
+    else sl_head_train_opts_init(&ho);
+    pthread_mutex_lock(&e->wmu);
+    double t0 = sl__now();
+    sl__tvecs tv;
+    memset(&tv, 0, sizeof tv);
+    char **prod = NULL, **pids = NULL, **cats = NULL;
+    size_t npid = 0;
+    uint32_t *gcls = NULL, *pcls = NULL, *ccat = NULL;
+    sl_image_ref *augrefs = NULL;
+    const char **ppaths = NULL;
+    float *pv = NULL;
+    sl_status *pst = NULL;
+    char **pmsg = NULL;
+    size_t np = 0, naug = 0;
+    sl_features *f = NULL;
+    sl_head *h = NULL;
+    sl_status st = SL_OK;
+    size_t dim = sl_features_dim(e->feat);
+    if (!sl_features_ready(e->feat) || dim == 0 || !e->idx) {
+        st = sl__err_set(err, SL_E_STATE, "the store has no catalog yet: add products before training");
+        goto out;
+    }
+    /* the catalog: stored (pre-head) vectors, their products and categories */
+    tv.dim = dim;
+    if ((st = sl_store_each_vector(e->store, sl__tvec_add, &tv, err)) != SL_OK) goto out;
+    if (tv.n == 0) {
+        st = sl__err_set(err, SL_E_STATE, "the store has no catalog image to train against");
+        goto out;
+    }
+    if ((st = sl_store_image_products(e->store, tv.ids, tv.n, &prod, err)) != SL_OK) goto out;
+    if ((st = sl_store_product_ids(e->store, &pids, &npid, err)) != SL_OK) goto out;
+    gcls = sl__callocarray(tv.n, sizeof *gcls);
+    ccat = sl__callocarray(npid + 1, sizeof *ccat);
+    cats = sl__callocarray(npid + 1, sizeof *cats);
+    if (!gcls || !ccat || !cats) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+    for (size_t i = 0; i < tv.n; i++) {
+        long c = prod[i] ? sl__strv_find(pids, npid, prod[i]) : -1;
+        if (c < 0) { st = sl__err_set(err, SL_E_INTERNAL, "image %lld has no product", (long long)tv.ids[i]); goto out; }
+        gcls[i] = (uint32_t)c;
+    }
+    {   /* category ids: products with the same category name share one */
+        size_t ncat = 0;
+        for (size_t p = 0; p < npid; p++) {
+            sl_product pr;
+            memset(&pr, 0, sizeof pr);
+            if ((st = sl_store_get_product(e->store, pids[p], &pr, err)) != SL_OK) goto out;
+            const char *c = pr.category && *pr.category ? pr.category : "";
+            size_t k;
+            for (k = 0; k < ncat; k++)
+                if (strcmp(cats[k], c) == 0) break;
+            if (k == ncat) {
+                if (!(cats[ncat] = sl__strdup(c))) { sl_product_clear(&pr); st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+                ncat++;
+            }
+            ccat[p] = (uint32_t)k;
+            sl_product_clear(&pr);
+        }
+    }
+    /* the photos: labelled ones, else augmented copies of (a sample of) the catalog images */
+    sl__tphoto_job j;
+    memset(&j, 0, sizeof j);
+    if (o.n_photos) {
+        ppaths = sl__callocarray(o.n_photos, sizeof *ppaths);
+        pcls = sl__callocarray(o.n_photos, sizeof *pcls);
+        if (!ppaths || !pcls) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        for (size_t i = 0; i < o.n_photos; i++) {
+            const sl_train_photo *ph = &o.photos[i];
+            long c = ph->product_id ? sl__strv_find(pids, npid, ph->product_id) : -1;
+            if (!ph->path || c < 0) {
+                rep->unknown++;
+                if ((st = sl__failure_add(&rep->failures, &rep->n_failures, ph->path, ph->product_id, SL_E_NOT_FOUND,
+                                          ph->path ? "no such product in the store" : "no file")) != SL_OK) {
+                    st = sl__err_set(err, st, "out of memory");
+                    goto out;
+                }
+                continue;
+            }
+            ppaths[np] = ph->path;
+            pcls[np++] = (uint32_t)c;
+        }
+        j.paths = ppaths;
+        j.n = np;
+    } else {
+        sl_image_ref *refs = NULL;
+        size_t nr = 0;
+        if ((st = sl_store_all_images(e->store, &refs, &nr, err)) != SL_OK) goto out;
+        size_t m = nr < SL_ENGINE_TRAIN_SAMPLE_DEFAULT ? nr : SL_ENGINE_TRAIN_SAMPLE_DEFAULT;
+        augrefs = sl__callocarray(m + 1, sizeof *augrefs);
+        pcls = sl__callocarray(m * SL_LEARN_AUGMENT_PER_IMAGE + 1, sizeof *pcls);
+        if (!augrefs || !pcls) { sl_image_refs_free(refs, nr); st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        naug = m;
+        for (size_t i = 0; i < m; i++) { /* evenly spaced; ownership of the strings moves */
+            size_t s = (size_t)((double)i * (double)nr / (double)m);
+            augrefs[i] = refs[s];
+            memset(&refs[s], 0, sizeof refs[s]);
+            long c = augrefs[i].product_id ? sl__strv_find(pids, npid, augrefs[i].product_id) : -1;
+            for (int a = 0; a < SL_LEARN_AUGMENT_PER_IMAGE; a++) pcls[i * SL_LEARN_AUGMENT_PER_IMAGE + (size_t)a] = (uint32_t)(c < 0 ? 0 : c);
+        }
+        sl_image_refs_free(refs, nr);
+        j.aug_refs = augrefs;
+        j.n = np = m * SL_LEARN_AUGMENT_PER_IMAGE;
+    }
+    if (np == 0) { st = sl__err_set(err, SL_E_INVALID, "no photo of a product in the store"); goto out; }
+    pv = sl__mallocarray(np, dim * sizeof *pv);
+    pst = sl__callocarray(np, sizeof *pst);
+    pmsg = sl__callocarray(np, sizeof *pmsg);
+    if (!pv || !pst || !pmsg) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+    j.e = e;
+    j.dim = dim;
+    j.seed = o.seed;
+    j.vecs = pv;
+    j.st = pst;
+    j.msg = pmsg;
+    j.cancel = o.cancel;
+    j.progress = o.progress;
+    j.progress_ctx = o.progress_ctx;
+    j.t0 = t0;
+    pthread_mutex_init(&j.mu, NULL);
+    if (o.progress) o.progress(o.progress_ctx, 0, np, 0.0);
+    sl__parallel_for(np, o.jobs, sl__tphoto_one, &j);
+    pthread_mutex_destroy(&j.mu);
+    if (o.cancel && *o.cancel) { st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted"); goto out; }
+    size_t used = 0;
+    for (size_t i = 0; i < np; i++) {
+        if (pst[i] != SL_OK) {
+            rep->failed++;
+            if (!naug && sl__failure_add(&rep->failures, &rep->n_failures, ppaths[i], pids[pcls[i]], pst[i], pmsg[i]) != SL_OK) {
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                goto out;
+            }
+            continue;
+        }
+        if (used != i) memcpy(pv + used * dim, pv + i * dim, dim * sizeof *pv);
+        pcls[used++] = pcls[i];
+    }
+    rep->photos = used;
+    rep->augmented = naug != 0;
+    rep->describe_seconds = sl__now() - t0;
+    if (used == 0) { st = sl__err_set(err, SL_E_INVALID, "none of the photos could be read"); goto out; }
+    /* train */
+    double t1 = sl__now();
+    sl_head_data d;
+    memset(&d, 0, sizeof d);
+    d.dim = dim;
+    d.photos = pv;
+    d.photo_class = pcls;
+    d.n_photos = used;
+    d.gallery = tv.vecs;
+    d.gallery_class = gcls;
+    d.n_gallery = tv.n;
+    d.n_classes = npid;
+    d.class_category = ccat;
+    d.same_domain = naug != 0;
+    if (o.has_seed) ho.seed = o.seed;
+    if (ho.threads == 0) ho.threads = sl__jobs_or_cores(o.jobs);
+    if (!ho.cancel) ho.cancel = o.cancel;
+    if ((st = sl_head_train(&d, &ho, &h, err)) != SL_OK) goto out;
+    rep->train_seconds = sl__now() - t1;
+    {
+        int64_t products = 0;
+        unsigned char *seen = sl__callocarray(npid + 1, 1);
+        if (!seen) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        for (size_t i = 0; i < used; i++) if (!seen[pcls[i]]) { seen[pcls[i]] = 1; products++; }
+        free(seen);
+        rep->products = (size_t)products;
+    }
+    /* write features-(N+1).bin = features-N + head, then swap */
+    int64_t version = e->features_version + 1;
+    if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) goto out;
+    if ((st = sl_features_set_head(f, h)) != SL_OK) {
+        st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+        goto out;
+    }
+    h = NULL;
+    if (o.cancel && *o.cancel) st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted");
+    else st = sl__engine_save_features(e, f, version, err);
+    if (st != SL_OK) goto out;
+    st = sl__install(e, f, version, err);
+    f = NULL;
+    if (st != SL_OK) goto out;
+    rep->features_version = version;
+    {   /* the head changed every score: calibrate again, from the same photos when given */
+        sl_calibrate_opts co;
+        memset(&co, 0, sizeof co);
+        co.photos = o.photos;
+        co.n_photos = o.n_photos;
+        co.seed = o.seed;
+        co.has_seed = o.has_seed;
+        co.jobs = o.jobs;
+        co.cancel = o.cancel;
+        co.progress = o.calib_progress;
+        co.progress_ctx = o.calib_progress_ctx;
+        sl_calibrate_report cr;
+        sl_error cerr;
+        sl_error_clear(&cerr);
+        if (sl__engine_calibrate(e, &co, &cr, &cerr) == SL_OK) {
+            rep->calibration = cr.info;
+            rep->features_version = cr.features_version;
+        } else {
+            rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+        }
+        sl_calibrate_report_free(&cr);
+    }
+out:
+    rep->seconds = sl__now() - t0;
+    pthread_mutex_unlock(&e->wmu);
+    sl_head_free(h);
+    sl_features_free(f);
+    free(tv.ids);
+    free(tv.vecs);
+    if (prod) sl_strings_free(prod, tv.n);
+    sl_strings_free(pids, npid);
+    if (cats) sl_strings_free(cats, npid);
+    free(gcls);
+    free(pcls);
+    free(ccat);
+    sl_image_refs_free(augrefs, naug);
+    free(ppaths);
+    free(pv);
+    free(pst);
+    for (size_t i = 0; pmsg && i < np; i++) free(pmsg[i]);
+    free(pmsg);
+    return st;
+}

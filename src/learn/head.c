@@ -1,0 +1,208 @@
+/*
+ * learn/head.c - the projection head: application (centring per side, low-rank residual map,
+ * L2 normalization) and its serialized form (docs/formats/features.md, section HEAD).
+ *
+ * Invariants: a head is immutable after sl_head_train / sl_head_parse; apply writes only to its
+ * output; every float of a parsed head is finite; dim in 1..SL_HEAD_DIM_MAX, rank in
+ * 0..min(dim, SL_HEAD_RANK_MAX).
+ */
+#include "learn/learn_internal.h"
+#include "util/util.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HEAD_VERSION 1u
+
+sl_head *sl__head_alloc(size_t dim, size_t rank) {
+    sl_head *h = calloc(1, sizeof *h);
+    if (!h) return NULL;
+    h->dim = dim;
+    h->rank = rank;
+    h->mean[0] = sl__callocarray(dim, sizeof(float));
+    h->mean[1] = sl__callocarray(dim, sizeof(float));
+    size_t dr = 0;
+    if (sl__mul_size(dim, rank, &dr)) {
+        sl_head_free(h);
+        return NULL;
+    }
+    if (rank) {
+        h->V = sl__callocarray(dr, sizeof(float));
+        h->U = sl__callocarray(dr, sizeof(float));
+    }
+    if (!h->mean[0] || !h->mean[1] || (rank && (!h->V || !h->U))) {
+        sl_head_free(h);
+        return NULL;
+    }
+    return h;
+}
+
+void sl_head_free(sl_head *h) {
+    if (!h) return;
+    free(h->mean[0]);
+    free(h->mean[1]);
+    free(h->V);
+    free(h->U);
+    free(h);
+}
+
+sl_head *sl_head_clone(const sl_head *h) {
+    if (!h) return NULL;
+    sl_head *c = sl__head_alloc(h->dim, h->rank);
+    if (!c) return NULL;
+    memcpy(c->mean[0], h->mean[0], h->dim * sizeof(float));
+    memcpy(c->mean[1], h->mean[1], h->dim * sizeof(float));
+    if (h->rank) {
+        memcpy(c->V, h->V, h->dim * h->rank * sizeof(float));
+        memcpy(c->U, h->U, h->dim * h->rank * sizeof(float));
+    }
+    return c;
+}
+
+size_t sl_head_dim(const sl_head *h) { return h ? h->dim : 0; }
+size_t sl_head_rank(const sl_head *h) { return h ? h->rank : 0; }
+
+void sl__head_normalize(float *x, size_t n, size_t dim, float *norms) {
+    for (size_t i = 0; i < n; i++) {
+        float *r = x + i * dim;
+        double s = 0.0;
+        for (size_t j = 0; j < dim; j++) s += (double)r[j] * r[j];
+        float nr = (float)sqrt(s);
+        if (norms) norms[i] = nr;
+        float inv = nr > 0.0f ? 1.0f / nr : 0.0f;
+        for (size_t j = 0; j < dim; j++) r[j] *= inv;
+    }
+}
+
+void sl__head_center(float *x, size_t n, size_t dim, const float *mean) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < dim; j++) x[i * dim + j] -= mean[j];
+    sl__head_normalize(x, n, dim, NULL);
+}
+
+/* Rows of this many vectors go through the map at once (bounds the scratch buffer). */
+#define APPLY_BLOCK 256
+/* Fewer rows than this use the library's own product instead of OpenBLAS (bench_learn_apply). */
+#define APPLY_BLAS_MIN 8
+
+sl_status sl_head_apply(const sl_head *h, sl_head_side side, const float *in, float *out,
+                        size_t n) {
+    if (!h || !in || !out || (side != SL_HEAD_QUERY && side != SL_HEAD_GALLERY)) return SL_E_INVALID;
+    if (n == 0) return SL_OK;
+    size_t d = h->dim, r = h->rank;
+    float *c = NULL, *t = NULL;
+    size_t blk = n < APPLY_BLOCK ? n : APPLY_BLOCK;
+    c = sl__mallocarray(blk * d, sizeof *c);
+    if (r) t = sl__mallocarray(blk * r, sizeof *t);
+    if (!c || (r && !t)) {
+        free(c);
+        free(t);
+        return SL_E_NOMEM;
+    }
+    for (size_t i0 = 0; i0 < n; i0 += blk) {
+        size_t m = n - i0 < blk ? n - i0 : blk;
+        memcpy(c, in + i0 * d, m * d * sizeof *c);
+        sl__head_center(c, m, d, h->mean[side]);
+        float *o = out + i0 * d;
+        memcpy(o, c, m * d * sizeof *o);
+        if (r && m < APPLY_BLAS_MIN) {
+            /* one or a few queries: the library's single-threaded product streams V and U once
+             * (OpenBLAS's threaded path costs more than the product here) */
+            if (sl__mm(0, 0, m, r, d, 1.0f, c, d, h->V, r, 0.0f, t, r, 1) != 0 ||
+                sl__mm(0, 0, m, d, r, 1.0f, t, r, h->U, d, 1.0f, o, d, 1) != 0) {
+                free(c);
+                free(t);
+                return SL_E_NOMEM;
+            }
+        } else if (r) {
+            /* t = c V (m x r); o += t U (m x d) */
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)r, (int)d, 1.0f, c,
+                        (int)d, h->V, (int)r, 0.0f, t, (int)r);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)d, (int)r, 1.0f, t,
+                        (int)r, h->U, (int)d, 1.0f, o, (int)d);
+        }
+        sl__head_normalize(o, m, d, NULL);
+    }
+    free(c);
+    free(t);
+    return SL_OK;
+}
+
+/* ---- serialized form ------------------------------------------------------------------------ */
+
+static void put32(uint8_t **p, uint32_t v) {
+    (*p)[0] = (uint8_t)v; (*p)[1] = (uint8_t)(v >> 8); (*p)[2] = (uint8_t)(v >> 16); (*p)[3] = (uint8_t)(v >> 24);
+    *p += 4;
+}
+static void putf(uint8_t **p, const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++) { uint32_t u; memcpy(&u, &v[i], 4); put32(p, u); }
+}
+static uint32_t get32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static int getf(const uint8_t **p, float *v, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = get32(*p);
+        memcpy(&v[i], &u, 4);
+        *p += 4;
+        if (!isfinite(v[i])) return -1;
+    }
+    return 0;
+}
+
+sl_status sl_head_serialize(const sl_head *h, void **buf, size_t *len, sl_error *err) {
+    if (!h || !buf || !len) return sl__err_set(err, SL_E_INVALID, "sl_head_serialize: NULL argument");
+    *buf = NULL;
+    *len = 0;
+    size_t floats = 2 * h->dim + 2 * h->dim * h->rank, bytes = 16 + 4 * floats;
+    uint8_t *b = malloc(bytes), *p = b;
+    if (!b) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    put32(&p, HEAD_VERSION);
+    put32(&p, (uint32_t)h->dim);
+    put32(&p, (uint32_t)h->rank);
+    put32(&p, 0);
+    putf(&p, h->mean[0], h->dim);
+    putf(&p, h->mean[1], h->dim);
+    if (h->rank) {
+        putf(&p, h->V, h->dim * h->rank);
+        putf(&p, h->U, h->dim * h->rank);
+    }
+    *buf = b;
+    *len = bytes;
+    return SL_OK;
+}
+
+sl_status sl_head_parse(const void *buf, size_t len, sl_head **out, sl_error *err) {
+    if (!out) return sl__err_set(err, SL_E_INVALID, "sl_head_parse: NULL out");
+    *out = NULL;
+    if (!buf && len) return sl__err_set(err, SL_E_INVALID, "sl_head_parse: NULL buffer");
+    const uint8_t *p = buf;
+    if (len < 16) return sl__err_set(err, SL_E_CORRUPT, "head: %zu bytes, shorter than its 16-byte header", len);
+    uint32_t ver = get32(p), dim = get32(p + 4), rank = get32(p + 8), flags = get32(p + 12);
+    if (ver != HEAD_VERSION)
+        return sl__err_set(err, SL_E_VERSION, "head: version %u (this build reads %u)", ver, HEAD_VERSION);
+    if (flags != 0) return sl__err_set(err, SL_E_CORRUPT, "head: reserved field set");
+    if (dim == 0 || dim > SL_HEAD_DIM_MAX) return sl__err_set(err, SL_E_CORRUPT, "head: dimension %u out of range 1..%d", dim, SL_HEAD_DIM_MAX);
+    if (rank > dim || rank > SL_HEAD_RANK_MAX)
+        return sl__err_set(err, SL_E_CORRUPT, "head: rank %u out of range 0..%u", rank, dim < SL_HEAD_RANK_MAX ? dim : SL_HEAD_RANK_MAX);
+    uint64_t want = 16 + 4 * (2 * (uint64_t)dim + 2 * (uint64_t)dim * rank);
+    if ((uint64_t)len != want)
+        return sl__err_set(err, SL_E_CORRUPT, "head: %zu bytes, expected %llu for dimension %u rank %u", len,
+                           (unsigned long long)want, dim, rank);
+    sl_head *h = sl__head_alloc(dim, rank);
+    if (!h) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    p += 16;
+    const char *bad = NULL;
+    if (getf(&p, h->mean[0], dim)) bad = "query mean";
+    else if (getf(&p, h->mean[1], dim)) bad = "gallery mean";
+    else if (rank && getf(&p, h->V, (size_t)dim * rank)) bad = "V";
+    else if (rank && getf(&p, h->U, (size_t)dim * rank)) bad = "U";
+    if (bad) {
+        sl_head_free(h);
+        return sl__err_set(err, SL_E_CORRUPT, "head: non-finite value in %s", bad);
+    }
+    *out = h;
+    return SL_OK;
+}

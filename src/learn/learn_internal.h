@@ -1,0 +1,26 @@
+/*
+ * learn/learn_internal.h - the head's fields, shared by head.c (apply, files) and train.c.
+ */
+#ifndef SL_LEARN_INTERNAL_H
+#define SL_LEARN_INTERNAL_H
+#include <stddef.h>
+#include "shoplens/learn.h"
+
+struct sl_head {
+    size_t dim, rank;
+    float *mean[2];     /* per side (SL_HEAD_QUERY, SL_HEAD_GALLERY), dim floats each */
+    float *V;           /* dim x rank, row-major (NULL when rank = 0) */
+    float *U;           /* rank x dim, row-major */
+};
+
+/* A zeroed head of this shape (means 0, U = V = 0), or NULL when out of memory. */
+sl_head *sl__head_alloc(size_t dim, size_t rank);
+/* Centres rows on mean and L2-normalizes them in place (a zero row stays zero). */
+void sl__head_center(float *x, size_t n, size_t dim, const float *mean);
+/* L2-normalizes n rows in place; norms (may be NULL) receives each row's norm before. */
+void sl__head_normalize(float *x, size_t n, size_t dim, float *norms);
+/* C = alpha op(A) op(B) + beta C (row-major; op = transpose when ta / tb), on up to `threads`
+ * threads with results independent of the thread count (mm.c). -1 when out of memory. */
+int sl__mm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
+           const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
+#endif

@@ -1,0 +1,724 @@
+/* tests/test_learn.c - the projection head (learn.h): training is deterministic for a seed and
+ * any thread count, a head learned on generated shopper photos finds held-out photos' products
+ * more often than no head, the serialized form round-trips and damaged forms are refused, the
+ * features file carries the head, and bad options are refused with a message. Calibration
+ * (sl_calib): deterministic, monotone, operating point within its false-accept bound, reliable
+ * on held-out pairs (small calibration error, no steeper/flatter/shifted map has a lower log
+ * loss), damaged forms refused. */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <math.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "shoplens/feature.h"
+#include "shoplens/image.h"
+#include "shoplens/learn.h"
+#include "shoplens/sample.h"
+
+/* Synthetic descriptors: class c's catalog vector g_c, photos = a shared domain shift + g_c +
+ * noise, all L2-normalized. */
+typedef struct synth {
+    size_t dim, classes, n;
+    float *photos, *gallery;
+    uint32_t *pc, *gc, *cat;
+} synth;
+
+static void normalize(float *v, size_t d) {
+    double s = 0;
+    for (size_t i = 0; i < d; i++) s += (double)v[i] * v[i];
+    for (size_t i = 0; i < d; i++) v[i] = (float)(v[i] / sqrt(s));
+}
+
+static uint64_t lcg(uint64_t *s) {
+    *s = *s * 6364136223846793005ull + 1442695040888963407ull;
+    return *s >> 11;
+}
+static float gauss(uint64_t *s) {
+    double u = ((double)lcg(s) + 1) / 9007199254740993.0, v = (double)lcg(s) / 9007199254740992.0;
+    return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
+}
+
+static void synth_make(synth *s, size_t dim, size_t classes, size_t per, uint64_t seed) {
+    s->dim = dim;
+    s->classes = classes;
+    s->n = classes * per;
+    s->photos = calloc(s->n * dim, sizeof(float));
+    s->gallery = calloc(classes * dim, sizeof(float));
+    s->pc = calloc(s->n, sizeof(uint32_t));
+    s->gc = calloc(classes, sizeof(uint32_t));
+    s->cat = calloc(classes, sizeof(uint32_t));
+    assert_true(s->photos && s->gallery && s->pc && s->gc && s->cat);
+    float *shift = calloc(dim, sizeof(float));
+    assert_non_null(shift);
+    for (size_t j = 0; j < dim; j++) shift[j] = gauss(&seed);
+    for (size_t c = 0; c < classes; c++) {
+        for (size_t j = 0; j < dim; j++) s->gallery[c * dim + j] = gauss(&seed);
+        normalize(s->gallery + c * dim, dim);
+        s->gc[c] = (uint32_t)c;
+        s->cat[c] = (uint32_t)(c % 3);
+        for (size_t k = 0; k < per; k++) {
+            float *p = s->photos + (c * per + k) * dim;
+            for (size_t j = 0; j < dim; j++) p[j] = s->gallery[c * dim + j] + 0.05f * shift[j] + 0.04f * gauss(&seed);
+            normalize(p, dim);
+            s->pc[c * per + k] = (uint32_t)c;
+        }
+    }
+    free(shift);
+}
+
+static void synth_free(synth *s) {
+    free(s->photos);
+    free(s->gallery);
+    free(s->pc);
+    free(s->gc);
+    free(s->cat);
+}
+
+static sl_head_data synth_data(const synth *s) {
+    sl_head_data d;
+    memset(&d, 0, sizeof d);
+    d.dim = s->dim;
+    d.photos = s->photos;
+    d.photo_class = s->pc;
+    d.n_photos = s->n;
+    d.gallery = s->gallery;
+    d.gallery_class = s->gc;
+    d.n_gallery = s->classes;
+    d.n_classes = s->classes;
+    d.class_category = s->cat;
+    return d;
+}
+
+static void serialize(const sl_head *h, void **buf, size_t *len) {
+    sl_error e;
+    assert_int_equal(sl_head_serialize(h, buf, len, &e), SL_OK);
+}
+
+static void test_deterministic_any_threads(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 256, 40, 4, 1); /* products large enough to run on several threads */
+    sl_head_data d = synth_data(&s);
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.epochs = 2;
+    o.rank = 64;
+    void *b[3];
+    size_t l[3];
+    const int threads[3] = {1, 3, 1};
+    for (int r = 0; r < 3; r++) {
+        o.threads = threads[r];
+        sl_head *h = NULL;
+        sl_error e;
+        assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+        serialize(h, &b[r], &l[r]);
+        sl_head_free(h);
+    }
+    assert_int_equal(l[0], l[1]);
+    assert_memory_equal(b[0], b[1], l[0]); /* 1 vs 2 threads */
+    assert_memory_equal(b[0], b[2], l[0]); /* rerun */
+    /* another seed gives another head (the seed is used) */
+    o.seed ^= 1;
+    sl_head *h = NULL;
+    assert_int_equal(sl_head_train(&d, &o, &h, NULL), SL_OK);
+    void *b3;
+    size_t l3;
+    serialize(h, &b3, &l3);
+    assert_int_equal(l3, l[0]);
+    assert_true(memcmp(b3, b[0], l3) != 0);
+    sl_head_free(h);
+    free(b3);
+    for (int r = 0; r < 3; r++) free(b[r]);
+    synth_free(&s);
+}
+
+static void test_roundtrip_and_corrupt(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 24, 6, 4, 2);
+    sl_head_data d = synth_data(&s);
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.epochs = 2;
+    o.rank = 8;
+    sl_head *h = NULL;
+    assert_int_equal(sl_head_train(&d, &o, &h, NULL), SL_OK);
+    assert_int_equal(sl_head_dim(h), 24);
+    assert_int_equal(sl_head_rank(h), 8);
+    void *buf;
+    size_t len;
+    serialize(h, &buf, &len);
+    assert_int_equal(len, 16 + 4 * (2 * 24 + 2 * 24 * 8));
+    sl_head *g = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_parse(buf, len, &g, &e), SL_OK);
+    float a[24], b[24];
+    for (int side = 0; side < 2; side++) {
+        assert_int_equal(sl_head_apply(h, (sl_head_side)side, s.photos, a, 1), SL_OK);
+        assert_int_equal(sl_head_apply(g, (sl_head_side)side, s.photos, b, 1), SL_OK);
+        assert_memory_equal(a, b, sizeof a);
+        double n = 0;
+        for (int j = 0; j < 24; j++) n += (double)a[j] * a[j];
+        assert_float_equal(n, 1.0, 1e-5);
+    }
+    /* the two sides differ (different domain means) */
+    float q[24];
+    assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, s.photos, q, 1), SL_OK);
+    assert_true(memcmp(q, a, sizeof q) != 0);
+    sl_head_free(g);
+    /* damaged forms */
+    uint8_t *c = malloc(len);
+    assert_non_null(c);
+    assert_int_equal(sl_head_parse(buf, len - 1, &g, &e), SL_E_CORRUPT);
+    assert_null(g);
+    assert_non_null(strstr(e.message, "bytes"));
+    assert_int_equal(sl_head_parse(buf, 10, &g, &e), SL_E_CORRUPT);
+    memcpy(c, buf, len);
+    c[0] = 9;
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_VERSION);
+    memcpy(c, buf, len);
+    c[8] = 25; /* rank > dim */
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "rank"));
+    memcpy(c, buf, len);
+    const uint32_t nan_bits = 0x7fc00000u;
+    memcpy(c + len - 4, &nan_bits, 4);
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "non-finite"));
+    memcpy(c, buf, len);
+    c[12] = 1;
+    assert_int_equal(sl_head_parse(c, len, &g, &e), SL_E_CORRUPT);
+    free(c);
+    free(buf);
+    sl_head_free(h);
+    synth_free(&s);
+}
+
+static void test_bad_options_and_data(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 16, 4, 3, 3);
+    sl_head_data d = synth_data(&s);
+    sl_head_train_opts o;
+    sl_head *h = (sl_head *)&o; /* must be reset to NULL */
+    sl_error e;
+    sl_head_train_opts_init(&o);
+    o.temperature = 0;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_null(h);
+    assert_non_null(strstr(e.message, "temperature"));
+    sl_head_train_opts_init(&o);
+    o.epochs = -1;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "epochs"));
+    sl_head_train_opts_init(&o);
+    uint32_t bad = s.pc[0];
+    s.pc[0] = 99;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "class"));
+    s.pc[0] = bad;
+    float keep = s.photos[3];
+    s.photos[3] = NAN;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "non-finite"));
+    s.photos[3] = keep;
+    d.n_photos = 0;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    d = synth_data(&s);
+    for (size_t i = 0; i < s.n; i++) s.pc[i] = 0; /* photos of one product only */
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "at least 2 products"));
+    /* cancel */
+    synth_free(&s);
+    synth_make(&s, 16, 4, 3, 3);
+    d = synth_data(&s);
+    volatile int stop = 1;
+    o.cancel = &stop;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_E_INTERRUPTED);
+    assert_null(h);
+    /* epochs 0: centring only, rank 0 */
+    o.cancel = NULL;
+    o.epochs = 0;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    assert_int_equal(sl_head_rank(h), 0);
+    sl_head_free(h);
+    assert_int_equal(sl_head_apply(NULL, SL_HEAD_QUERY, s.photos, s.photos, 1), SL_E_INVALID);
+    synth_free(&s);
+}
+
+/* hit@1 of photos against the catalog vectors, optionally through a head */
+static double hit1(const sl_head *h, const float *q, const uint32_t *qc, size_t nq, const float *g,
+                   size_t ng, size_t dim) {
+    float *qq = malloc(nq * dim * sizeof(float)), *gg = malloc(ng * dim * sizeof(float));
+    assert_true(qq && gg);
+    if (h) {
+        assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, q, qq, nq), SL_OK);
+        assert_int_equal(sl_head_apply(h, SL_HEAD_GALLERY, g, gg, ng), SL_OK);
+    } else {
+        memcpy(qq, q, nq * dim * sizeof(float));
+        memcpy(gg, g, ng * dim * sizeof(float));
+    }
+    size_t hits = 0;
+    for (size_t i = 0; i < nq; i++) {
+        size_t best = 0;
+        double bs = -1e9;
+        for (size_t c = 0; c < ng; c++) {
+            double s = 0;
+            for (size_t j = 0; j < dim; j++) s += (double)qq[i * dim + j] * gg[c * dim + j];
+            if (s > bs) { bs = s; best = c; }
+        }
+        hits += best == qc[i];
+    }
+    free(qq);
+    free(gg);
+    return (double)hits / (double)nq;
+}
+
+/* Generated products and shopper photos (the sample universe), colour descriptors: a head
+ * trained on some photos of each product must find other photos' products more often. */
+static void test_head_improves_on_generated_photos(void **state) {
+    (void)state;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    const uint64_t seed = 11;
+    const size_t P = 24, TRAIN = 6, TEST = 3, side = 128;
+    sl_features *f = NULL;
+    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    size_t dim = sl_features_dim(f);
+    float *g = calloc(P * dim, sizeof(float)), *tr = calloc(P * TRAIN * dim, sizeof(float)),
+          *te = calloc(P * TEST * dim, sizeof(float));
+    uint32_t *gc = calloc(P, 4), *trc = calloc(P * TRAIN, 4), *tec = calloc(P * TEST, 4), *cat = calloc(P, 4);
+    assert_true(g && tr && te && gc && trc && tec && cat);
+    for (uint32_t p = 0; p < P; p++) {
+        sl_image *img = NULL;
+        assert_int_equal(sl_sample_catalog_image(seed, p, 0, (int)side, (int)side, &img, NULL), SL_OK);
+        assert_int_equal(sl_features_extract(f, img, g + p * dim, NULL, NULL), SL_OK);
+        sl_image_free(img);
+        gc[p] = p;
+        sl_sample_product sp;
+        assert_int_equal(sl_sample_product_info(seed, p, &sp), SL_OK);
+        for (int c = 0; c < sl_sample_category_count(); c++)
+            if (strcmp(sl_sample_category(c), sp.category) == 0) cat[p] = (uint32_t)c;
+        for (uint32_t v = 0; v < TRAIN + TEST; v++) {
+            assert_int_equal(sl_sample_shopper_photo(seed, p, v + 1, (int)side, (int)side, &img, NULL), SL_OK);
+            float *dst = v < TRAIN ? tr + (p * TRAIN + v) * dim : te + (p * TEST + v - TRAIN) * dim;
+            assert_int_equal(sl_features_extract(f, img, dst, NULL, NULL), SL_OK);
+            sl_image_free(img);
+            if (v < TRAIN) trc[p * TRAIN + v] = p;
+            else tec[p * TEST + v - TRAIN] = p;
+        }
+    }
+    sl_head_data d;
+    memset(&d, 0, sizeof d);
+    d.dim = dim;
+    d.photos = tr;
+    d.photo_class = trc;
+    d.n_photos = P * TRAIN;
+    d.gallery = g;
+    d.gallery_class = gc;
+    d.n_gallery = P;
+    d.n_classes = P;
+    d.class_category = cat;
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.rank = 32;
+    o.epochs = 20;
+    sl_head *h = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    double before = hit1(NULL, te, tec, P * TEST, g, P, dim);
+    double after = hit1(h, te, tec, P * TEST, g, P, dim);
+    print_message("generated shopper photos, held out: hit@1 %.3f untrained, %.3f with the head\n", before, after);
+    assert_true(after > before + 0.05);
+    /* the head travels in the features file */
+    char path[] = "/tmp/test_learn_feat_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_set_head(f, h), SL_OK);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    sl_features *f2 = NULL;
+    assert_int_equal(sl_features_load(path, &f2, &e), SL_OK);
+    assert_non_null(sl_features_head(f2));
+    float *a = malloc(dim * sizeof(float)), *b = malloc(dim * sizeof(float));
+    assert_true(a && b);
+    assert_int_equal(sl_features_project(f, SL_HEAD_QUERY, te, a, 1), SL_OK);
+    assert_int_equal(sl_features_project(f2, SL_HEAD_QUERY, te, b, 1), SL_OK);
+    assert_memory_equal(a, b, dim * sizeof(float));
+    /* a head of the wrong dimension is refused and not taken */
+    sl_head_data d2 = d;
+    d2.dim = 8;
+    sl_head *small = NULL;
+    float tiny[8 * 2] = {1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+    uint32_t tc[2] = {0, 1};
+    d2.photos = tiny;
+    d2.photo_class = tc;
+    d2.n_photos = 2;
+    d2.gallery = tiny;
+    d2.gallery_class = tc;
+    d2.n_gallery = 2;
+    d2.n_classes = 2;
+    d2.class_category = NULL;
+    o.epochs = 1;
+    assert_int_equal(sl_head_train(&d2, &o, &small, &e), SL_OK);
+    assert_int_equal(sl_features_set_head(f2, small), SL_E_INVALID);
+    assert_non_null(strstr(sl_features_errmsg(f2), "dimension"));
+    sl_head_free(small);
+    /* a damaged HEAD section: the loader names it */
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    fseek(fp, -40, SEEK_END);
+    fputc('x', fp);
+    fclose(fp);
+    sl_features *f3 = NULL;
+    assert_int_equal(sl_features_load(path, &f3, &e), SL_E_CORRUPT);
+    assert_null(f3);
+    assert_non_null(strstr(e.message, "HEAD"));
+    unlink(path);
+    free(a);
+    free(b);
+    sl_features_free(f2);
+    sl_features_free(f);
+    free(g); free(tr); free(te); free(gc); free(trc); free(tec); free(cat);
+}
+
+static void test_augment_deterministic(void **state) {
+    (void)state;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    sl_image *img = NULL, *a = NULL, *b = NULL, *c = NULL;
+    assert_int_equal(sl_sample_catalog_image(3, 1, 0, 96, 80, &img, NULL), SL_OK);
+    assert_int_equal(sl_learn_augment(img, 5, &a, NULL), SL_OK);
+    assert_int_equal(sl_learn_augment(img, 5, &b, NULL), SL_OK);
+    assert_int_equal(sl_learn_augment(img, 6, &c, NULL), SL_OK);
+    assert_int_equal(sl_image_width(a), sl_image_width(b));
+    assert_int_equal(sl_image_height(a), sl_image_height(b));
+    size_t bytes = (size_t)sl_image_width(a) * (size_t)sl_image_height(a) * (size_t)sl_image_channels(a);
+    assert_memory_equal(sl_image_pixels(a), sl_image_pixels(b), bytes);
+    assert_true(sl_image_width(a) != sl_image_width(c) || sl_image_height(a) != sl_image_height(c) ||
+                memcmp(sl_image_pixels(a), sl_image_pixels(c), bytes) != 0);
+    sl_error e;
+    sl_image *none = (sl_image *)img;
+    assert_int_equal(sl_learn_augment(NULL, 1, &none, &e), SL_E_INVALID);
+    assert_null(none);
+    sl_image_free(img);
+    sl_image_free(a);
+    sl_image_free(b);
+    sl_image_free(c);
+}
+
+
+/* ---- calibrated confidence ----------------------------------------------------------------- */
+
+/* Match scores: genuine ~ N(0.3, 0.1), pair negatives ~ N(-0.1, 0.12), result negatives
+ * ~ N(0.1, 0.08), clamped to the score range. */
+typedef struct cdata {
+    double pos[300], neg0[1200], neg1[400];
+    sl_calib_data d;
+} cdata;
+
+static double clampm(double v) { return v < -2 ? -2 : v > 2 ? 2 : v; }
+
+static void cdata_make(cdata *c, uint64_t seed) {
+    uint64_t s = seed;
+    for (size_t i = 0; i < 300; i++) c->pos[i] = clampm(0.3 + 0.1 * gauss(&s));
+    for (size_t i = 0; i < 1200; i++) c->neg0[i] = clampm(-0.1 + 0.12 * gauss(&s));
+    for (size_t i = 0; i < 400; i++) c->neg1[i] = clampm(0.1 + 0.08 * gauss(&s));
+    memset(&c->d, 0, sizeof c->d);
+    c->d.pos = c->pos;
+    c->d.n_pos = 300;
+    c->d.neg[0] = c->neg0;
+    c->d.n_neg[0] = 1200;
+    c->d.neg[1] = c->neg1;
+    c->d.n_neg[1] = 400;
+    c->d.source = SL_CALIB_PHOTOS;
+    c->d.cohort = 10;
+    c->d.photos = 300;
+    c->d.products = 40;
+    c->d.seed = seed;
+}
+
+static void calib_bytes(const sl_calib *c, void **buf, size_t *len) {
+    assert_int_equal(sl_calib_serialize(c, buf, len, NULL), SL_OK);
+}
+
+static void test_calib_deterministic_and_monotone(void **state) {
+    (void)state;
+    static cdata a, b;
+    cdata_make(&a, 7);
+    cdata_make(&b, 7);
+    /* the same pairs in another order give the same calibration, byte for byte */
+    for (size_t i = 0; i < 150; i++) {
+        double t = b.pos[i];
+        b.pos[i] = b.pos[299 - i];
+        b.pos[299 - i] = t;
+    }
+    for (size_t i = 0; i < 600; i++) {
+        double t = b.neg0[i];
+        b.neg0[i] = b.neg0[1199 - i];
+        b.neg0[1199 - i] = t;
+    }
+    sl_calib *ca = NULL, *cb = NULL;
+    sl_error e;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &ca, &e), SL_OK);
+    assert_int_equal(sl_calib_fit(&b.d, 0, &cb, &e), SL_OK);
+    void *x = NULL, *y = NULL;
+    size_t xl = 0, yl = 0;
+    calib_bytes(ca, &x, &xl);
+    calib_bytes(cb, &y, &yl);
+    assert_int_equal(xl, yl);
+    assert_memory_equal(x, y, xl);
+    free(x);
+    free(y);
+    /* confidence: within 0..1, non-decreasing, genuine above negatives on average */
+    for (int u = 0; u < 2; u++) {
+        double prev = -1;
+        for (double m = -2; m <= 2.0001; m += 0.01) {
+            double c = sl_calib_confidence(ca, (sl_calib_use)u, m);
+            assert_true(c >= 0 && c <= 1);
+            assert_true(c >= prev);
+            prev = c;
+        }
+        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, 0.3) > 0.5);
+        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, -0.1) < 0.5);
+    }
+    /* the operating point keeps false accepts on the calibration negatives within the bound */
+    sl_calib_info in;
+    sl_calib_get_info(ca, &in);
+    assert_int_equal(in.source, SL_CALIB_PHOTOS);
+    assert_int_equal(in.cohort, 10);
+    assert_int_equal(in.map[SL_CALIB_PAIR].positives, 300);
+    assert_int_equal(in.map[SL_CALIB_PAIR].negatives, 1200);
+    assert_int_equal(in.map[SL_CALIB_RESULT].negatives, 400);
+    for (int u = 0; u < 2; u++) {
+        const double *neg = u ? a.neg1 : a.neg0;
+        size_t nn = u ? 400 : 1200, acc = 0, tp = 0;
+        double thr = sl_calib_threshold(ca, (sl_calib_use)u);
+        for (size_t i = 0; i < nn; i++) acc += sl_calib_confidence(ca, (sl_calib_use)u, neg[i]) >= thr;
+        for (size_t i = 0; i < 300; i++) tp += sl_calib_confidence(ca, (sl_calib_use)u, a.pos[i]) >= thr;
+        double far = (double)acc / (double)nn;
+        assert_true(far <= 0.02);
+        assert_true(far > 0.002); /* not at an arbitrary far-away point either */
+        assert_true(fabs(in.map[u].far - far) < 1e-12);
+        assert_true(fabs(in.map[u].tar - (double)tp / 300.0) < 1e-12);
+        assert_true(in.map[u].tar > 0.5);
+        assert_true(fabs(in.map[u].confidence_threshold - thr) < 1e-12);
+    }
+    /* the harder result map asks for a higher score than the pair map */
+    assert_true(in.map[SL_CALIB_RESULT].score_threshold > in.map[SL_CALIB_PAIR].score_threshold);
+    /* a stricter target moves the point up */
+    sl_calib *strict = NULL;
+    assert_int_equal(sl_calib_fit(&a.d, 0.005, &strict, &e), SL_OK);
+    sl_calib_info si;
+    sl_calib_get_info(strict, &si);
+    assert_true(si.map[SL_CALIB_PAIR].score_threshold > in.map[SL_CALIB_PAIR].score_threshold);
+    assert_true(si.map[SL_CALIB_PAIR].far <= 0.005);
+    sl_calib_free(strict);
+    /* the fallback */
+    sl_calib_info fb;
+    sl_calib_get_info(NULL, &fb);
+    assert_int_equal(fb.source, SL_CALIB_NONE);
+    assert_true(fabs(sl_calib_confidence(NULL, SL_CALIB_PAIR, fb.map[0].score_threshold) - 0.5) < 1e-12);
+    assert_true(fabs(sl_calib_threshold(NULL, SL_CALIB_RESULT) - 0.5) < 1e-12);
+    assert_string_equal(sl_calib_source_name(SL_CALIB_CATALOG), "catalog");
+    sl_calib *cl = sl_calib_clone(ca);
+    assert_non_null(cl);
+    assert_true(sl_calib_confidence(cl, SL_CALIB_PAIR, 0.1) == sl_calib_confidence(ca, SL_CALIB_PAIR, 0.1));
+    sl_calib_free(cl);
+    sl_calib_free(ca);
+    sl_calib_free(cb);
+}
+
+/* Reliability on fresh pairs drawn like the fitting ones, genuine and negatives at equal weight
+ * (the prior the fit is for): the expected calibration error over 10 equal-width bins (Naeini et
+ * al. 2015) and the log loss. The confidence is first distorted in logit space (scale, shift)
+ * when asked: 1, 0 = as is. */
+static double calib_ece(const sl_calib *c, sl_calib_use u, const double *pos, size_t np, const double *neg,
+                        size_t nn, double scale, double shift, double *logloss) {
+    double w[10] = {0}, conf[10] = {0}, gen[10] = {0};
+    *logloss = 0;
+    for (size_t i = 0; i < np + nn; i++) {
+        int g = i < np;
+        double x = sl_calib_confidence(c, u, g ? pos[i] : neg[i - np]);
+        if (scale != 1 || shift != 0) {
+            double l = log((x + 1e-12) / (1 - x + 1e-12));
+            x = 1 / (1 + exp(-(scale * l + shift)));
+        }
+        int b = x >= 1 ? 9 : (int)(x * 10);
+        double wi = g ? 0.5 / (double)np : 0.5 / (double)nn;
+        w[b] += wi;
+        conf[b] += wi * x;
+        gen[b] += wi * g;
+        *logloss -= wi * log(g ? x + 1e-12 : 1 - x + 1e-12);
+    }
+    double ece = 0;
+    for (int b = 0; b < 10; b++) ece += fabs(conf[b] - gen[b]);
+    return ece;
+}
+
+/* The confidence means what it says on pairs it was not fitted on: small calibration error, and
+ * no steeper, flatter or shifted map does better (a map with a wrong slope or offset fails). */
+static void test_calib_reliable(void **state) {
+    (void)state;
+    static cdata a, h;
+    cdata_make(&a, 7);
+    cdata_make(&h, 1234); /* held out: the same distributions, other draws */
+    sl_calib *c = NULL;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &c, NULL), SL_OK);
+    for (int u = 0; u < 2; u++) {
+        const double *neg = u ? h.neg1 : h.neg0;
+        size_t nn = u ? 400 : 1200;
+        double ll, ece = calib_ece(c, (sl_calib_use)u, h.pos, 300, neg, nn, 1, 0, &ll);
+        print_message("calibration map %d on held-out pairs: ECE %.4f, log loss %.4f\n", u, ece, ll);
+        assert_true(ece < 0.04);
+        const double bad[4][2] = {{1.5, 0}, {0.67, 0}, {1, 1}, {1, -1}};
+        for (int k = 0; k < 4; k++) {
+            double lb, eb = calib_ece(c, (sl_calib_use)u, h.pos, 300, neg, nn, bad[k][0], bad[k][1], &lb);
+            print_message("  distorted (x%.2f, %+.0f): ECE %.4f, log loss %.4f\n", bad[k][0], bad[k][1], eb, lb);
+            assert_true(lb > ll);
+        }
+    }
+    sl_calib_free(c);
+}
+
+static void test_calib_bad_input(void **state) {
+    (void)state;
+    static cdata a;
+    cdata_make(&a, 9);
+    sl_calib *c = (sl_calib *)&a;
+    sl_error e;
+    sl_calib_data d = a.d;
+    d.n_pos = SL_CALIB_MIN_POSITIVES - 1;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_null(c);
+    assert_non_null(strstr(e.message, "genuine"));
+    d = a.d;
+    d.n_neg[1] = 10;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "result-list"));
+    d = a.d;
+    a.pos[5] = NAN;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    a.pos[5] = 3.5;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "outside"));
+    a.pos[5] = 0.3;
+    assert_int_equal(sl_calib_fit(&d, 0.9, &c, &e), SL_E_INVALID);
+    d.cohort = 0;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    d = a.d;
+    d.source = SL_CALIB_NONE;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    /* scores that rank negatives above genuine pairs give no calibration */
+    d = a.d;
+    d.pos = a.neg0;
+    d.n_pos = 300;
+    d.neg[0] = a.pos;
+    d.n_neg[0] = 300;
+    assert_int_equal(sl_calib_fit(&d, 0, &c, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "do not rank"));
+    assert_null(c);
+}
+
+static void test_calib_roundtrip_and_corrupt(void **state) {
+    (void)state;
+    static cdata a;
+    cdata_make(&a, 21);
+    a.d.source = SL_CALIB_CATALOG;
+    sl_calib *c = NULL, *p = NULL;
+    sl_error e;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &c, &e), SL_OK);
+    void *buf = NULL;
+    size_t len = 0;
+    calib_bytes(c, &buf, &len);
+    assert_int_equal(len, 168);
+    assert_int_equal(sl_calib_parse(buf, len, &p, &e), SL_OK);
+    for (double m = -1; m <= 1; m += 0.125)
+        for (int u = 0; u < 2; u++)
+            assert_true(sl_calib_confidence(p, (sl_calib_use)u, m) == sl_calib_confidence(c, (sl_calib_use)u, m));
+    sl_calib_info i1, i2;
+    sl_calib_get_info(c, &i1);
+    sl_calib_get_info(p, &i2);
+    assert_memory_equal(&i1, &i2, sizeof i1);
+    sl_calib_free(p);
+    p = NULL;
+    /* each damage is refused with a message naming it */
+    struct { size_t off; unsigned char val; sl_status st; const char *what; } bad[] = {
+        {0, 2, SL_E_VERSION, "version"},
+        {4, 9, SL_E_CORRUPT, "source"},
+        {8, 0, SL_E_CORRUPT, "cohort"},
+        {12, 1, SL_E_CORRUPT, "reserved"},
+        {40 + 7, 0xff, SL_E_CORRUPT, "slope"},        /* a of the pair map: a NaN */
+        {104 + 7, 0xbf, SL_E_CORRUPT, "slope"},       /* a of the result map: negative */
+        {104 + 24 + 7, 0x40, SL_E_CORRUPT, "target"}, /* far target: huge */
+        {40 + 32, 3, SL_E_CORRUPT, "fewer pairs"},    /* positives 3 */
+        {40 + 48 + 7, 0x40, SL_E_CORRUPT, "rate"},     /* tar > 1 */
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        unsigned char *d = malloc(len);
+        assert_non_null(d);
+        memcpy(d, buf, len);
+        if (bad[k].off == 40 + 32) memset(d + bad[k].off, 0, 8);
+        d[bad[k].off] = bad[k].val;
+        sl_error_clear(&e);
+        assert_int_equal(sl_calib_parse(d, len, &p, &e), bad[k].st);
+        assert_null(p);
+        if (!strstr(e.message, bad[k].what)) print_message("case %zu: %s\n", k, e.message);
+        assert_non_null(strstr(e.message, bad[k].what));
+        free(d);
+    }
+    assert_int_equal(sl_calib_parse(buf, len - 1, &p, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_calib_parse(buf, 3, &p, &e), SL_E_CORRUPT);
+    /* in a features file: saved as section CALB (file version 3), loaded back, damage named */
+    sl_features *f = NULL, *f2 = NULL;
+    assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
+    assert_int_equal(sl_features_set_calib(f, c), SL_OK);
+    char path[] = "/tmp/test_learn_calib_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    assert_int_equal(sl_features_load(path, &f2, &e), SL_OK);
+    assert_non_null(sl_features_calib(f2));
+    assert_true(sl_features_calib(f2) != sl_features_calib(f));
+    assert_true(sl_calib_confidence(sl_features_calib(f2), SL_CALIB_PAIR, 0.2) ==
+                sl_calib_confidence(sl_features_calib(f), SL_CALIB_PAIR, 0.2));
+    /* a head (even none) drops the calibration: it was fitted on the scores before */
+    assert_int_equal(sl_features_set_head(f2, NULL), SL_OK);
+    assert_null(sl_features_calib(f2));
+    sl_features_free(f2);
+    f2 = NULL;
+    FILE *fp = fopen(path, "r+b");
+    assert_non_null(fp);
+    unsigned char hdr[12];
+    assert_int_equal(fread(hdr, 1, 12, fp), 12);
+    assert_int_equal(hdr[8], 3); /* file version */
+    fseek(fp, -40, SEEK_END); /* inside the CALB payload (the END section is 16 bytes) */
+    fputc(0x55, fp);
+    fclose(fp);
+    assert_int_equal(sl_features_load(path, &f2, &e), SL_E_CORRUPT);
+    assert_null(f2);
+    assert_non_null(strstr(e.message, "CALB"));
+    unlink(path);
+    sl_features_free(f);
+    free(buf);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_deterministic_any_threads),
+        cmocka_unit_test(test_roundtrip_and_corrupt),
+        cmocka_unit_test(test_bad_options_and_data),
+        cmocka_unit_test(test_head_improves_on_generated_photos),
+        cmocka_unit_test(test_augment_deterministic),
+        cmocka_unit_test(test_calib_deterministic_and_monotone),
+        cmocka_unit_test(test_calib_reliable),
+        cmocka_unit_test(test_calib_bad_input),
+        cmocka_unit_test(test_calib_roundtrip_and_corrupt),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
