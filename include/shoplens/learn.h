@@ -126,9 +126,10 @@ typedef struct sl_head_data {
  * significantly worse than no head on the held-out products (one-sided, 5%), or no head (an
  * identity head: rank 0, zero means) when none beats it. Then it trains on all the data with that
  * choice (sl_head_choice tells which), with at least 400 Adam steps (more epochs on small sets).
- * That costs about 3.4 trainings; progress counts every epoch of them. Errors: SL_E_INVALID (NULL or empty data, a label out of range, dim 0 or
- * above SL_HEAD_DIM_MAX, an option out of range: the message names it), SL_E_NOMEM,
- * SL_E_INTERRUPTED (cancel). On failure *out = NULL. Deterministic for (data, opts) whatever
+ * Four candidate trainings (on ~60% of the photos, at least 400 steps each) and the final one:
+ * up to five times one training; progress counts every epoch of them. Errors: SL_E_INVALID
+ * (NULL or empty data, a label out of range, dim 0 or above SL_HEAD_DIM_MAX, an option out of
+ * range: the message names it), SL_E_NOMEM, SL_E_INTERRUPTED (cancel). On failure *out = NULL. Deterministic for (data, opts) whatever
  * opts->threads is. */
 sl_status sl_head_train(const sl_head_data *data, const sl_head_train_opts *opts, sl_head **out,
                         sl_error *err);
