@@ -44,7 +44,8 @@ static float gauss(uint64_t *s) {
     return (float)(sqrt(-2 * log(u)) * cos(6.283185307179586 * v));
 }
 
-static void synth_make(synth *s, size_t dim, size_t classes, size_t per, uint64_t seed) {
+static void synth_make_shift(synth *s, size_t dim, size_t classes, size_t per, uint64_t seed, float shift_w,
+                             float noise_w) {
     s->dim = dim;
     s->classes = classes;
     s->n = classes * per;
@@ -64,12 +65,16 @@ static void synth_make(synth *s, size_t dim, size_t classes, size_t per, uint64_
         s->cat[c] = (uint32_t)(c % 3);
         for (size_t k = 0; k < per; k++) {
             float *p = s->photos + (c * per + k) * dim;
-            for (size_t j = 0; j < dim; j++) p[j] = s->gallery[c * dim + j] + 0.05f * shift[j] + 0.04f * gauss(&seed);
+            for (size_t j = 0; j < dim; j++) p[j] = s->gallery[c * dim + j] + shift_w * shift[j] + noise_w * gauss(&seed);
             normalize(p, dim);
             s->pc[c * per + k] = (uint32_t)c;
         }
     }
     free(shift);
+}
+
+static void synth_make(synth *s, size_t dim, size_t classes, size_t per, uint64_t seed) {
+    synth_make_shift(s, dim, classes, per, seed, 0.05f, 0.04f);
 }
 
 static void synth_free(synth *s) {
@@ -109,6 +114,7 @@ static void test_deterministic_any_threads(void **state) {
     sl_head_train_opts_init(&o);
     o.epochs = 2;
     o.rank = 64;
+    o.lambda = SL_HEAD_LAMBDA_FALLBACK; /* the trainer itself (test_auto_lambda: the choice) */
     void *b[3];
     size_t l[3];
     const int threads[3] = {1, 3, 1};
@@ -328,6 +334,9 @@ static void test_head_improves_on_generated_photos(void **state) {
     sl_head_train_opts_init(&o);
     o.rank = 32;
     o.epochs = 20;
+    /* a fixed lambda: views 1..6 of these generated products are all found without a head, so
+     * validation on them (test_auto_lambda) would keep no head */
+    o.lambda = SL_HEAD_LAMBDA_FALLBACK;
     sl_head *h = NULL;
     sl_error e;
     assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
@@ -385,6 +394,179 @@ static void test_head_improves_on_generated_photos(void **state) {
     sl_features_free(f2);
     sl_features_free(f);
     free(g); free(tr); free(te); free(gc); free(trc); free(tec); free(cat);
+}
+
+/* The first `tr` of each class's `per` photos (synth_make order) to (trp, trc), the rest to
+ * (tep, tec). */
+static void split_photos(const synth *s, size_t per, size_t tr, float *trp, uint32_t *trc, float *tep,
+                         uint32_t *tec) {
+    size_t a = 0, b = 0, d = s->dim;
+    for (size_t i = 0; i < s->n; i++) {
+        if (i % per < tr) { memcpy(trp + a * d, s->photos + i * d, d * sizeof(float)); trc[a++] = s->pc[i]; }
+        else { memcpy(tep + b * d, s->photos + i * d, d * sizeof(float)); tec[b++] = s->pc[i]; }
+    }
+}
+
+/* synth_data with the first `tr` photos of each class as the training photos (split_photos). */
+static sl_head_data split_data(const synth *s, size_t per, size_t tr, float *trp, uint32_t *trc, float *tep,
+                               uint32_t *tec) {
+    split_photos(s, per, tr, trp, trc, tep, tec);
+    sl_head_data d = synth_data(s);
+    d.photos = trp;
+    d.photo_class = trc;
+    d.n_photos = s->classes * tr;
+    return d;
+}
+
+#define WPER 24
+#define PROD_W 0.25f
+#define LOOK_W 0.5f
+static void test_auto_lambda(void **state) {
+    (void)state;
+    const size_t dim = 32, P = 40, per = 12, tr = 8, te = per - tr;
+    float *trp = malloc(P * tr * dim * sizeof(float)), *tep = malloc(P * te * dim * sizeof(float));
+    uint32_t *trc = malloc(P * tr * 4), *tec = malloc(P * te * 4);
+    assert_true(trp && tep && trc && tec);
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    assert_true(o.lambda == SL_HEAD_LAMBDA_AUTO);
+    o.rank = 16;
+    sl_error e;
+
+    /* 1. photos far from the catalog's domain: without a head a third of them find a wrong
+     * product; validation must pick a head, and the head must find held-out photos more often */
+    synth s;
+    synth_make_shift(&s, dim, P, per, 5, 0.5f, 0.12f);
+    sl_head_data d = split_data(&s, per, tr, trp, trc, tep, tec);
+    sl_head *h = NULL, *h3 = NULL;
+    o.threads = 1;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    double before = hit1(NULL, tep, tec, P * te, s.gallery, P, dim), after = hit1(h, tep, tec, P * te, s.gallery, P, dim);
+    print_message("auto lambda, shifted photos: choice %g, held-out hit@1 %.3f without a head, %.3f with\n",
+                  (double)sl_head_choice(h), before, after);
+    assert_true(sl_head_choice(h) != SL_HEAD_CHOICE_IDENTITY && sl_head_choice(h) != SL_HEAD_CHOICE_UNKNOWN);
+    assert_true(before < 0.9);
+    assert_true(after > before + 0.1);
+    /* the choice and the head do not depend on the thread count */
+    o.threads = 3;
+    assert_int_equal(sl_head_train(&d, &o, &h3, &e), SL_OK);
+    assert_true(sl_head_choice(h3) == sl_head_choice(h));
+    void *b1, *b3;
+    size_t l1, l3;
+    serialize(h, &b1, &l1);
+    serialize(h3, &b3, &l3);
+    assert_int_equal(l1, l3);
+    assert_memory_equal(b1, b3, l1);
+    free(b1);
+    free(b3);
+    sl_head_free(h3);
+    sl_head_free(h);
+    /* the same data as augmented catalog views with one catalog image per product: no view can be
+     * scored against another image of its product, so nothing is learnt from augmentations */
+    d.same_domain = 1;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    assert_true(sl_head_choice(h) == SL_HEAD_CHOICE_IDENTITY);
+    sl_head_free(h);
+    synth_free(&s);
+
+    /* 1b. photos distorted by a shared low-rank linear map (a change of look that centring cannot
+     * undo, and that holds for every product): the residual map must be picked, and it must
+     * help products it never saw (the held-out part of the validation) */
+    synth r;
+    synth_make_shift(&r, dim, P, per, 8, 0.0f, 0.1f);
+    {
+        uint64_t sd = 99;
+        float a[4][32], bv[4][32];
+        for (int k = 0; k < 4; k++) {
+            for (size_t j = 0; j < dim; j++) { a[k][j] = gauss(&sd); bv[k][j] = gauss(&sd); }
+            normalize(a[k], dim);
+            normalize(bv[k], dim);
+        }
+        for (size_t i = 0; i < r.n; i++) {
+            float *p = r.photos + i * dim, q[32];
+            memcpy(q, p, sizeof q);
+            for (int k = 0; k < 4; k++) {
+                double dot = 0;
+                for (size_t j = 0; j < dim; j++) dot += (double)q[j] * a[k][j];
+                for (size_t j = 0; j < dim; j++) p[j] += (float)(6.0 * dot) * bv[k][j];
+            }
+            normalize(p, dim);
+        }
+    }
+    d = split_data(&r, per, tr, trp, trc, tep, tec);
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    before = hit1(NULL, tep, tec, P * te, r.gallery, P, dim);
+    after = hit1(h, tep, tec, P * te, r.gallery, P, dim);
+    print_message("auto lambda, linearly distorted photos: choice %g, held-out hit@1 %.3f without a head, %.3f with\n",
+                  (double)sl_head_choice(h), before, after);
+    assert_true(sl_head_choice(h) >= 0.0f);
+    assert_true(after > before + 0.1);
+    sl_head_free(h);
+    synth_free(&r);
+
+    /* 2. photos already found without a head: no candidate can do better, the identity is kept */
+    synth t;
+    synth_make_shift(&t, dim, P, per, 6, 0.0f, 0.02f);
+    d = split_data(&t, per, tr, trp, trc, tep, tec);
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    assert_true(sl_head_choice(h) == SL_HEAD_CHOICE_IDENTITY);
+    assert_int_equal(sl_head_rank(h), 0);
+    float y[32];
+    assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, tep, y, 1), SL_OK);
+    for (size_t j = 0; j < dim; j++) assert_float_equal(y[j], tep[j], 1e-5); /* photos are unit vectors */
+    assert_int_equal(sl_head_apply(h, SL_HEAD_GALLERY, t.gallery, y, 1), SL_OK);
+    for (size_t j = 0; j < dim; j++) assert_float_equal(y[j], t.gallery[j], 1e-5);
+    sl_head_free(h);
+    synth_free(&t);
+
+    /* 2b. every product's photos carry a look of their own (a fixed offset per product): the
+     * unconstrained map (lambda 0) learns the trained products' offsets, which finds their photos
+     * but distorts the held-out products' photos below no head; it must not be chosen */
+    {
+        synth w;
+        const size_t wd = 16;
+        synth_make_shift(&w, wd, P, WPER, 9, 0.0f, 0.03f);
+        /* similar products (a common part plus a smaller own part), photos = own look + noise */
+        uint64_t sd = 77;
+        float off[64], base[64];
+        for (size_t j = 0; j < wd; j++) base[j] = gauss(&sd);
+        normalize(base, wd);
+        for (size_t c = 0; c < P; c++) {
+            float *g = w.gallery + c * wd;
+            for (size_t j = 0; j < wd; j++) g[j] = base[j] + PROD_W * g[j];
+            normalize(g, wd);
+            for (size_t j = 0; j < wd; j++) off[j] = gauss(&sd);
+            normalize(off, wd);
+            for (size_t k = 0; k < WPER; k++) {
+                float *p = w.photos + (c * WPER + k) * wd;
+                for (size_t j = 0; j < wd; j++) p[j] = g[j] + LOOK_W * off[j] + 0.05f * gauss(&sd);
+                normalize(p, wd);
+            }
+        }
+        float *wtrp = malloc(P * WPER * wd * sizeof(float)), *wtep = malloc(P * WPER * wd * sizeof(float));
+        uint32_t *wtrc = malloc(P * WPER * 4), *wtec = malloc(P * WPER * 4);
+        assert_true(wtrp && wtep && wtrc && wtec);
+        d = split_data(&w, WPER, WPER - 2, wtrp, wtrc, wtep, wtec);
+        sl_head_train_opts wo = o;
+        wo.rank = 16;
+        wo.epochs = 30;
+        assert_int_equal(sl_head_train(&d, &wo, &h, &e), SL_OK);
+        print_message("auto lambda, a look per product: choice %g\n", (double)sl_head_choice(h));
+        assert_true(sl_head_choice(h) > 0.0f); /* a map, but not the unconstrained one */
+        sl_head_free(h);
+        synth_free(&w);
+        free(wtrp); free(wtep); free(wtrc); free(wtec);
+    }
+
+    /* 3. too few products to hold a quarter out: the fallback lambda */
+    synth u;
+    synth_make_shift(&u, dim, 6, 4, 7, 0.5f, 0.12f);
+    d = synth_data(&u);
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    assert_true(sl_head_choice(h) == SL_HEAD_LAMBDA_FALLBACK);
+    sl_head_free(h);
+    synth_free(&u);
+    free(trp); free(tep); free(trc); free(tec);
 }
 
 static void test_augment_deterministic(void **state) {
@@ -714,6 +896,7 @@ int main(void) {
         cmocka_unit_test(test_roundtrip_and_corrupt),
         cmocka_unit_test(test_bad_options_and_data),
         cmocka_unit_test(test_head_improves_on_generated_photos),
+        cmocka_unit_test(test_auto_lambda),
         cmocka_unit_test(test_augment_deterministic),
         cmocka_unit_test(test_calib_deterministic_and_monotone),
         cmocka_unit_test(test_calib_reliable),

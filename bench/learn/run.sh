@@ -56,21 +56,27 @@ for s in model nomodel; do
   spec=$cnn; [ $s = nomodel ] && spec=$nomodel
   run "grocery/$s/untrained" --gallery "$G/catalog" --queries "$G/photos-val" --features "$spec"
   run "grocery/$s/train" --gallery "$G/catalog" --queries "$G/photos-val" --features "$spec" --train "$G/photos-train"
+  run "grocery/$s/train-lambda0.03" --gallery "$G/catalog" --queries "$G/photos-val" --features "$spec" --train "$G/photos-train" --train-opt lambda=0.03
   run "grocery/$s/train-lambda0" --gallery "$G/catalog" --queries "$G/photos-val" --features "$spec" --train "$G/photos-train" --train-opt lambda=0
   run "unseen21/$s/untrained" --gallery "$G/catalog" --queries "$work/grocery-val21" --features "$spec"
   run "unseen21/$s/train60" --gallery "$G/catalog" --queries "$work/grocery-val21" --features "$spec" --train "$work/grocery-train60"
+  run "unseen21/$s/train60-lambda0.03" --gallery "$G/catalog" --queries "$work/grocery-val21" --features "$spec" --train "$work/grocery-train60" --train-opt lambda=0.03
   run "unseen21/$s/train60-lambda0" --gallery "$G/catalog" --queries "$work/grocery-val21" --features "$spec" --train "$work/grocery-train60" --train-opt lambda=0
   run "grocery/$s/catalog-only" --gallery "$G/catalog" --queries "$G/photos-val" --features "$spec" --train-catalog
+  run "grocery/$s/catalog-only-lambda0.03" --gallery "$G/catalog" --queries "$G/photos-val" --features "$spec" --train-catalog --train-opt lambda=0.03
 done
 # clothing halves (category level)
 run "clothing-B/model/untrained" --gallery "$work/clothing-B" --features "$cnn"
 run "clothing-B/model/train-A" --gallery "$work/clothing-B" --features "$cnn" --train "$work/clothing-A"
+run "clothing-B/model/train-A-lambda0.03" --gallery "$work/clothing-B" --features "$cnn" --train "$work/clothing-A" --train-opt lambda=0.03
 run "clothing-B/model/train-A-lambda0" --gallery "$work/clothing-B" --features "$cnn" --train "$work/clothing-A" --train-opt lambda=0
 # catalog only on the leave-one-out sets (global part only: verification does not depend on the head)
 run "clothing/cnn/untrained" --gallery "$data/clothing" --features "cnn:$model"
 run "clothing/cnn/catalog-only" --gallery "$data/clothing" --features "cnn:$model" --train-catalog
+run "clothing/cnn/catalog-only-lambda0.03" --gallery "$data/clothing" --features "cnn:$model" --train-catalog --train-opt lambda=0.03
 run "coil100/cnn/untrained" --gallery "$data/coil100" --features "cnn:$model"
 run "coil100/cnn/catalog-only" --gallery "$data/coil100" --features "cnn:$model" --train-catalog
+run "coil100/cnn/catalog-only-lambda0.03" --gallery "$data/coil100" --features "cnn:$model" --train-catalog --train-opt lambda=0.03
 # issue 17 item 6: the recommended fusion next to the single specs
 run "grocery/recommended" --gallery "$G/catalog" --queries "$G/photos-val" --model "$model"
 run "clothing/recommended" --gallery "$data/clothing" --model "$model"

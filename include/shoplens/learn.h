@@ -49,7 +49,14 @@ typedef enum sl_head_side { SL_HEAD_QUERY = 0, SL_HEAD_GALLERY = 1 } sl_head_sid
 #define SL_HEAD_RANK_DEFAULT 256      /* capped at the descriptor dimension */
 #define SL_HEAD_RANK_MIN 1
 #define SL_HEAD_RANK_MAX 1024
-#define SL_HEAD_LAMBDA_DEFAULT 0.03f  /* L2 pull towards the identity map (docs/learn.md) */
+/* L2 pull towards the identity map (docs/learn.md). The default, SL_HEAD_LAMBDA_AUTO, lets
+ * sl_head_train choose it by internal validation (or keep no map at all); any value in
+ * MIN..MAX trains with that value. */
+#define SL_HEAD_LAMBDA_AUTO (-1.0f)
+#define SL_HEAD_LAMBDA_DEFAULT SL_HEAD_LAMBDA_AUTO
+/* Used by AUTO when fewer than 8 products have photos and catalog images (too few to hold a
+ * quarter of them out). */
+#define SL_HEAD_LAMBDA_FALLBACK 0.03f
 #define SL_HEAD_LAMBDA_MIN 0.0f
 #define SL_HEAD_LAMBDA_MAX 100.0f
 #define SL_HEAD_TEMPERATURE_DEFAULT 0.05f
@@ -78,7 +85,8 @@ typedef struct sl_head_train_opts {
     int epochs;               /* passes over the photos */
     uint64_t seed;            /* initialisation, batch order, proxy samples */
     int rank;                 /* rank of the residual map */
-    float lambda;             /* L2 penalty on the map (towards the identity) */
+    float lambda;             /* L2 penalty on the map (towards the identity), or
+                                 SL_HEAD_LAMBDA_AUTO (the default): chosen by validation */
     float temperature;        /* softmax temperature on cosine similarities */
     float category_weight;    /* weight of the category-level loss (0 = off) */
     int batch;                /* photos per step */
@@ -111,9 +119,18 @@ typedef struct sl_head_data {
                                        catalog images): both sides are centred on the gallery mean */
 } sl_head_data;
 
-/* Trains a head. Errors: SL_E_INVALID (NULL or empty data, a label out of range, dim 0 or
- * above SL_HEAD_DIM_MAX, an option out of range: the message names it), SL_E_NOMEM,
- * SL_E_INTERRUPTED (cancel). On failure *out = NULL. Deterministic for (data, opts) whatever
+/* Trains a head. With opts->lambda = SL_HEAD_LAMBDA_AUTO (the default) and epochs > 0 it first
+ * chooses by internal validation (docs/learn.md, "Choosing lambda"): a seeded quarter of the
+ * products with photos and a seeded fifth of the other photos are held out; no head, centring
+ * only and the map at lambda 0.1, 0.03, 0.01, 0 are scored by the reciprocal rank of the held-out
+ * photos' products; the choice is the best on held-out photos of trained products among those not
+ * significantly worse than no head on the held-out products (one-sided, 5%), or no head (an
+ * identity head: rank 0, zero means) when none beats it. Then it trains on all the data with that
+ * choice (sl_head_choice tells which), with at least 400 Adam steps (more epochs on small sets).
+ * Four candidate trainings (on ~60% of the photos, at least 400 steps each) and the final one:
+ * up to five times one training; progress counts every epoch of them. Errors: SL_E_INVALID
+ * (NULL or empty data, a label out of range, dim 0 or above SL_HEAD_DIM_MAX, an option out of
+ * range: the message names it), SL_E_NOMEM, SL_E_INTERRUPTED (cancel). On failure *out = NULL. Deterministic for (data, opts) whatever
  * opts->threads is. */
 sl_status sl_head_train(const sl_head_data *data, const sl_head_train_opts *opts, sl_head **out,
                         sl_error *err);
@@ -122,6 +139,13 @@ sl_status sl_head_train(const sl_head_data *data, const sl_head_train_opts *opts
 void sl_head_free(sl_head *h);
 /* A deep copy, or NULL when out of memory. */
 sl_head *sl_head_clone(const sl_head *h);
+
+/* What the head is (sl_head_choice): a trained map with lambda >= 0, or one of these. */
+#define SL_HEAD_CHOICE_IDENTITY (-1.0f) /* no head: AUTO found nothing better than none */
+#define SL_HEAD_CHOICE_CENTRING (-2.0f) /* per-domain centring only (epochs 0) */
+#define SL_HEAD_CHOICE_UNKNOWN (-3.0f)  /* parsed from a file (the choice is not stored) */
+/* The lambda the head's map was trained with (>= 0), or SL_HEAD_CHOICE_*; UNKNOWN for NULL. */
+float sl_head_choice(const sl_head *h);
 
 /* Input and output dimension (they are equal). */
 size_t sl_head_dim(const sl_head *h);

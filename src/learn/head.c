@@ -21,6 +21,7 @@ sl_head *sl__head_alloc(size_t dim, size_t rank) {
     if (!h) return NULL;
     h->dim = dim;
     h->rank = rank;
+    h->choice = SL_HEAD_CHOICE_UNKNOWN;
     h->mean[0] = sl__callocarray(dim, sizeof(float));
     h->mean[1] = sl__callocarray(dim, sizeof(float));
     size_t dr = 0;
@@ -52,6 +53,7 @@ sl_head *sl_head_clone(const sl_head *h) {
     if (!h) return NULL;
     sl_head *c = sl__head_alloc(h->dim, h->rank);
     if (!c) return NULL;
+    c->choice = h->choice;
     memcpy(c->mean[0], h->mean[0], h->dim * sizeof(float));
     memcpy(c->mean[1], h->mean[1], h->dim * sizeof(float));
     if (h->rank) {
@@ -63,6 +65,7 @@ sl_head *sl_head_clone(const sl_head *h) {
 
 size_t sl_head_dim(const sl_head *h) { return h ? h->dim : 0; }
 size_t sl_head_rank(const sl_head *h) { return h ? h->rank : 0; }
+float sl_head_choice(const sl_head *h) { return h ? h->choice : SL_HEAD_CHOICE_UNKNOWN; }
 
 void sl__head_normalize(float *x, size_t n, size_t dim, float *norms) {
     for (size_t i = 0; i < n; i++) {

@@ -11,6 +11,7 @@ struct sl_head {
     float *mean[2];     /* per side (SL_HEAD_QUERY, SL_HEAD_GALLERY), dim floats each */
     float *V;           /* dim x rank, row-major (NULL when rank = 0) */
     float *U;           /* rank x dim, row-major */
+    float choice;       /* sl_head_choice (not serialized) */
 };
 
 /* A zeroed head of this shape (means 0, U = V = 0), or NULL when out of memory. */
@@ -23,4 +24,13 @@ void sl__head_normalize(float *x, size_t n, size_t dim, float *norms);
  * threads with results independent of the thread count (mm.c). -1 when out of memory. */
 int sl__mm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
            const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
+/* Checks options and data as sl_head_train documents (SL_E_INVALID / SL_E_TOO_LARGE). */
+sl_status sl__head_check(const sl_head_data *dt, const sl_head_train_opts *o, sl_error *err);
+/* sl_head_train with a fixed lambda (opts->lambda >= 0) on checked data (train.c). */
+sl_status sl__head_train_fixed(const sl_head_data *dt, const sl_head_train_opts *opts, sl_head **out,
+                               sl_error *err);
+/* Applies hd to n rows like sl_head_apply but with the thread-count independent products of
+ * mm.c (validation must not depend on the thread count). out must not overlap in. -1 when out
+ * of memory. */
+int sl__head_map(const sl_head *hd, sl_head_side side, const float *in, float *out, size_t n, int threads);
 #endif

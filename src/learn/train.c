@@ -96,7 +96,7 @@ static sl_status check_opts(const sl_head_train_opts *o, sl_error *err) {
     if (!(o->f >= (lo) && o->f <= (hi))) return sl__err_set(err, SL_E_INVALID, "head training: %s out of range", what)
     RANGE(epochs, SL_HEAD_EPOCHS_MIN, SL_HEAD_EPOCHS_MAX, "epochs (0..1000)");
     RANGE(rank, SL_HEAD_RANK_MIN, SL_HEAD_RANK_MAX, "rank (1..1024)");
-    RANGE(lambda, SL_HEAD_LAMBDA_MIN, SL_HEAD_LAMBDA_MAX, "lambda (0..100)");
+    if (o->lambda != SL_HEAD_LAMBDA_AUTO) RANGE(lambda, SL_HEAD_LAMBDA_MIN, SL_HEAD_LAMBDA_MAX, "lambda (0..100, or SL_HEAD_LAMBDA_AUTO)");
     RANGE(temperature, SL_HEAD_TEMPERATURE_MIN, SL_HEAD_TEMPERATURE_MAX, "temperature (0.005..10)");
     RANGE(category_weight, SL_HEAD_CATEGORY_WEIGHT_MIN, SL_HEAD_CATEGORY_WEIGHT_MAX, "category weight (0..10)");
     RANGE(batch, SL_HEAD_BATCH_MIN, SL_HEAD_BATCH_MAX, "batch (2..4096)");
@@ -192,14 +192,8 @@ static double step(sl_head *hd, work *w, size_t B, size_t S, size_t K, const sl_
     return loss;
 }
 
-sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, sl_head **out,
-                        sl_error *err) {
-    if (!out) return sl__err_set(err, SL_E_INVALID, "head training: NULL out");
-    *out = NULL;
-    sl_head_train_opts o;
-    if (opts) o = *opts;
-    else sl_head_train_opts_init(&o);
-    sl_status st = check_opts(&o, err);
+sl_status sl__head_check(const sl_head_data *dt, const sl_head_train_opts *o, sl_error *err) {
+    sl_status st = check_opts(o, err);
     if (st != SL_OK) return st;
     if (!dt || !dt->photos || !dt->photo_class || !dt->gallery || !dt->gallery_class)
         return sl__err_set(err, SL_E_INVALID, "head training: NULL data");
@@ -218,6 +212,34 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
         if (!isfinite(dt->photos[i])) return sl__err_set(err, SL_E_INVALID, "head training: photo %zu: non-finite value", i / d);
     for (size_t i = 0; i < gd; i++)
         if (!isfinite(dt->gallery[i])) return sl__err_set(err, SL_E_INVALID, "head training: catalog image %zu: non-finite value", i / d);
+    return SL_OK;
+}
+
+int sl__head_map(const sl_head *hd, sl_head_side side, const float *in, float *out, size_t n, int threads) {
+    size_t d = hd->dim, r = hd->rank;
+    memcpy(out, in, n * d * sizeof *out);
+    sl__head_center(out, n, d, hd->mean[side]);
+    if (r == 0 || n == 0) return 0;
+    mm_threads = threads > 0 ? threads : 1;
+    mm_failed = 0;
+    float *x = sl__mallocarray(n * d, sizeof *x), *h = sl__mallocarray(n * r, sizeof *h);
+    if (x && h) {
+        memcpy(x, out, n * d * sizeof *x);
+        forward(hd, x, n, h, out, NULL);
+    }
+    free(h);
+    if (!x || !h) { free(x); return -1; }
+    free(x);
+    return mm_failed ? -1 : 0;
+}
+
+sl_status sl__head_train_fixed(const sl_head_data *dt, const sl_head_train_opts *opts, sl_head **out,
+                               sl_error *err) {
+    *out = NULL;
+    sl_head_train_opts o = *opts;
+    sl_status st = SL_OK;
+    size_t d = dt->dim, n = dt->n_photos, g = dt->n_gallery, P = dt->n_classes;
+    size_t nd = n * d, gd = g * d; /* checked by sl__head_check */
 
     size_t r = (size_t)o.rank < d ? (size_t)o.rank : d;
     if (o.epochs == 0) r = 0;
@@ -355,6 +377,7 @@ done:
     work_free(&w);
     free(xp); free(proto); free(pidx); free(pcls); free(pcat); free(ycls); free(perm); free(keep); free(catmap); free(chosen);
     if (st != SL_OK) { sl_head_free(hd); return st; }
+    hd->choice = r == 0 ? SL_HEAD_CHOICE_CENTRING : o.lambda;
     *out = hd;
     return SL_OK;
 }
