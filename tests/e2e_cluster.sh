@@ -74,7 +74,26 @@ sqlite3 "$work/single/catalog.sqlite" "SELECT id, product_id, hash FROM images O
 cl_sql "SELECT id || '|' || product_id || '|' || hash FROM shoplens.images ORDER BY id" > "$work/ids.cluster"
 diff "$work/ids.single" "$work/ids.cluster" >/dev/null || fail "image ids differ from the single-node store"
 cl_pg psql -At -c "SELECT encode(data, 'base64') FROM shoplens.files WHERE name = 'features-1.bin'" | base64 -d > "$work/features.cluster"
-cmp -s "$work/features.cluster" "$work/single/features-1.bin" || fail "the cluster trained another features file"
+# the same learned sections; the single store then calibrated its confidence (features-2.bin,
+# section CALB), which a cluster store does not do yet (docs/cluster.md)
+python3 - "$work/features.cluster" "$work"/single/features-*.bin <<'PY' || fail "the cluster trained another features file"
+import struct, sys
+def sections(path):
+    d = open(path, "rb").read()
+    assert d[:8] == b"SLFEAT\r\n", path
+    o, out = 16, {}
+    while o < len(d):
+        tag, n = d[o:o + 4].decode(), struct.unpack_from("<Q", d, o + 4)[0]
+        out[tag] = d[o + 12:o + 12 + n]
+        o += 12 + n + 4
+    return struct.unpack_from("<I", d, 8)[0], out
+(vc, c), (vs, s) = sections(sys.argv[1]), sections(sys.argv[2])
+learned = lambda x: {k: v for k, v in x.items() if k != "CALB"}
+if vc != 1 or "CALB" in c or "CALB" not in s or learned(c) != learned(s):
+    print("cluster", vc, sorted(c), "single", vs, sorted(s)); sys.exit(1)
+PY
+set +e; "$BIN" calibrate --store "$PGURL" >"$work/o" 2>"$work/e"; rc=$?; set -e
+[ $rc = 1 ] && grep -q "cluster store is not supported" "$work/e" || fail "calibrate on a cluster store: rc $rc $(cat "$work/e")"
 
 # a row whose image does not decode is reported by the worker, through add, as on a single node;
 # --no-wait leaves the products to the workers
@@ -108,9 +127,12 @@ mkdir "$work/exp"
 [ "$(cl_json "$work/re.json" 'd["added"], d["failed"]')" = "(24, 0)" ] || fail "export read back: $(cat "$work/re.json")"
 
 # ---- search through the cluster store = single node -------------------------------------------------
+# (all but the confidence: the single store's is calibrated, the cluster store's the fallback)
 for q in "$work"/cat/queries/*/0.jpg; do
-  "$BIN" search "$q" --store "$work/single" -k 5 --json > "$work/s1.json"
-  "$BIN" search "$q" --store "$PGURL" -k 5 --json > "$work/s2.json"
+  "$BIN" search "$q" --store "$work/single" -k 5 --json | grep -Ev '"(confidence|match)":' > "$work/s1.json"
+  "$BIN" search "$q" --store "$PGURL" -k 5 --json > "$work/s2full.json"
+  grep -Ev '"(confidence|match)":' "$work/s2full.json" > "$work/s2.json"
+  [ "$(grep -c '"confidence":' "$work/s2full.json")" = 5 ] || fail "search $q: cluster results without a confidence"
   cmp -s "$work/s1.json" "$work/s2.json" || fail "search $q: cluster store answers differ: $(diff "$work/s1.json" "$work/s2.json" | head)"
 done
 say "searches through the cluster store equal the single-node store's"
@@ -163,6 +185,8 @@ if key(a) != key(b):
     print("single:", key(a)); print("cluster:", key(b), "partial:", b.get("partial"), b.get("missing_shards")); sys.exit(1)
 if b.get("partial", False):
     print("partial answer:", b); sys.exit(1)
+if not all(0 <= r["confidence"] <= 1 and isinstance(r["match"], bool) for r in b["results"]):
+    print("cluster results without a confidence:", b); sys.exit(1)
 PY
 }
 urls=(${NURL[router]} ${NURL[s0r0]} ${NURL[s1r1]} ${NURL[s2r0]})

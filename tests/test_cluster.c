@@ -267,6 +267,8 @@ static void test_rerank_and_answers_round_trip(void **state) {
     it[0].price = 12.5;
     it[0].image_id = 5;
     it[0].inliers = 17;
+    it[0].confidence = 0.875;
+    it[0].match = 1;
     sl_matches m = {it, 1};
     js = sl__phase_matches_json(&m);
     assert_non_null(js);
@@ -279,8 +281,17 @@ static void test_rerank_and_answers_round_trip(void **state) {
     assert_true(out.items[0].has_price && out.items[0].price == 12.5);
     assert_int_equal(out.items[0].image_id, 5);
     assert_int_equal(out.items[0].inliers, 17);
+    /* the calibrated confidence and match flag cross to the router */
+    assert_true(out.items[0].confidence == 0.875);
+    assert_true(out.items[0].match);
     sl_matches_free(&out);
     free(js);
+    /* an answer without them (a node of an older build): no confidence, no match */
+    static const char old_node[] = "{\"results\": [{\"product_id\": \"P2\", \"score\": 0.5}]}";
+    assert_int_equal(sl__phase_matches_parse(old_node, strlen(old_node), &out, &err), SL_OK);
+    assert_int_equal(out.n, 1);
+    assert_true(out.items[0].confidence == 0 && !out.items[0].match);
+    sl_matches_free(&out);
 }
 
 static void test_phase_requests_refused(void **state) {

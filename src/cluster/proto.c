@@ -349,11 +349,12 @@ char *sl__phase_matches_json(const sl_matches *m) {
     json_t *a = json_array();
     for (size_t i = 0; a && i < m->n; i++) {
         const sl_match *x = &m->items[i];
-        json_array_append_new(a, json_pack("{s:o, s:f, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:i}",
+        json_array_append_new(a, json_pack("{s:o, s:f, s:o, s:o, s:o, s:o, s:o, s:I, s:o, s:i, s:f, s:b}",
             "product_id", sl__jtext(x->product_id), "score", x->score, "title", sl__jtext(x->title),
             "category", sl__jtext(x->category), "price", x->has_price ? json_real(x->price) : json_null(),
             "currency", sl__jtext(x->currency ? x->currency : ""), "url", sl__jtext(x->url ? x->url : ""),
-            "image_id", (json_int_t)x->image_id, "image", sl__jtext(x->image ? x->image : ""), "inliers", x->inliers));
+            "image_id", (json_int_t)x->image_id, "image", sl__jtext(x->image ? x->image : ""), "inliers", x->inliers,
+            "confidence", x->confidence, "match", x->match));
     }
     return a ? sl__dump(json_pack("{s:o}", "results", a)) : NULL;
 }
@@ -400,6 +401,10 @@ sl_status sl__phase_matches_parse(const char *json, size_t len, sl_matches *m, s
         x->price = x->has_price ? json_number_value(price) : 0;
         x->image_id = json_integer_value(json_object_get(o, "image_id"));
         x->inliers = (int)json_integer_value(json_object_get(o, "inliers"));
+        /* absent from nodes of older builds: no confidence, no match */
+        double conf = json_number_value(json_object_get(o, "confidence"));
+        x->confidence = isfinite(conf) && conf >= 0 && conf <= 1 ? conf : 0;
+        x->match = json_is_true(json_object_get(o, "match"));
         m->n++;
         if (!x->product_id || !x->title || !x->category || !x->currency || !x->url || !x->image) {
             st = sl__err_set(err, SL_E_NOMEM, "out of memory");

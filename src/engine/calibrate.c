@@ -215,6 +215,9 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     double t0 = sl__now();
     if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
     if (o.n_photos && !o.photos) return sl__err_set(err, SL_E_INVALID, "photos is NULL");
+    if (sl_store_is_shared(e->store)) /* the index is the search nodes' (docs/cluster.md) */
+        return sl__err_set(err, SL_E_UNSUPPORTED, "calibrating a cluster store is not supported yet: its "
+                           "confidence is the fallback (docs/cluster.md)");
     if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0 || !e->idx || sl_index_count(e->idx) == 0)
         return sl__err_set(err, SL_E_STATE, "the store has no catalog yet: add products before calibrating");
     char **pids = NULL;

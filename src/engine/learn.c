@@ -181,6 +181,11 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     sl_head *h = NULL;
     sl_status st = SL_OK;
     size_t dim = sl_features_dim(e->feat);
+    if (sl_store_is_shared(e->store)) { /* the index is the search nodes' (docs/cluster.md) */
+        st = sl__err_set(err, SL_E_UNSUPPORTED, "training a head on a cluster store is not supported yet "
+                         "(docs/cluster.md)");
+        goto out;
+    }
     if (!sl_features_ready(e->feat) || dim == 0 || !e->idx) {
         st = sl__err_set(err, SL_E_STATE, "the store has no catalog yet: add products before training");
         goto out;
