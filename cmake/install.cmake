@@ -35,7 +35,12 @@ set(_sl_pc_libs "")
 get_target_property(_sl_deps shoplens INTERFACE_LINK_LIBRARIES)
 foreach(_d IN LISTS _sl_deps)
   string(REGEX REPLACE "^\\$<LINK_ONLY:(.*)>$" "\\1" _d "${_d}")
-  if(_d MATCHES "^PkgConfig::(.+)$")
+  if(_d STREQUAL "PkgConfig::SL_PQ")
+    # Debian's libpq.pc lists -lpgcommon -lpgport in its Libs.private, static archives only
+    # postgresql-server-dev-NN has, outside the linker's path: as a pkg-config module libpq
+    # would make every `pkg-config --static` link fail. libshoplens.a links the shared libpq.
+    list(APPEND _sl_pc_libs -lpq)
+  elseif(_d MATCHES "^PkgConfig::(.+)$")
     if(${CMAKE_MATCH_1}_MODULE_NAME)
       list(APPEND _sl_pc_requires ${${CMAKE_MATCH_1}_MODULE_NAME})
     else()
