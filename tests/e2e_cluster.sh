@@ -43,22 +43,33 @@ set +e; "$BIN" worker --store "$work/single" >"$work/o" 2>"$work/e"; rc=$?; set 
 [ $rc = 2 ] && grep -q "cluster store" "$work/e" || fail "worker on a SQLite store: rc $rc"
 
 # ---- distributed ingest; a worker killed in the middle of a job ---------------------------------
-cl_bg wA "$BIN" worker --store "$PGURL" --name wA; pidA=$CL_PID
-cl_bg wB "$BIN" worker --store "$PGURL" --name wB; pidB=$CL_PID
+# add trains the features and queues one job per product before any worker runs
 cl_bg add "$BIN" add "$work/cat/catalog.csv" --store "$PGURL" --json; pid_add=$CL_PID
+queued() { [ "$(cl_sql "SELECT count(*) FROM shoplens.jobs")" = 24 ]; }
+cl_poll 1200 queued || fail "add did not queue 24 jobs: $(cat "$work/add.log")"
+# Every product commit updates the change log's head row (docs/cluster.md): a session holding
+# that row keeps a worker between its claim and its commit, so wA is caught in the middle of a
+# job whatever the machine's speed (looking for a busy worker raced jobs of 20-100 ms).
+mkfifo "$work/hold"
+cl_bg hold bash -c 'exec "$@" < "$0"' "$work/hold" bash "$CL_SRC/tests/cluster/pg.sh" psql "$CL_PGDIR" \
+  -v ON_ERROR_STOP=1
+pid_hold=$CL_PID
+exec 9> "$work/hold"
+printf 'BEGIN;\nSELECT seq FROM shoplens.log_head FOR UPDATE;\n\\! touch %s/held\n' "$work" >&9
+cl_poll 600 test -f "$work/held" || fail "could not hold the log head: $(cat "$work/hold.log")"
+cl_bg wA "$BIN" worker --store "$PGURL" --name wA; pidA=$CL_PID
 # wA holds a job from its claim to its commit; its attempt row says which (tests/cluster/lib.sh)
 a_busy() { [ -n "$(cl_sql "SELECT job_id FROM shoplens.job_attempts WHERE worker = 'wA' LIMIT 1")" ]; }
-killed_job=""
-for try in 1 2 3; do
-  cl_poll 300 a_busy || fail "worker wA never took a job"
-  kill -KILL "$pidA"
-  wait "$pidA" 2>/dev/null || true
-  killed_job=$(cl_sql "SELECT job_id FROM shoplens.job_attempts WHERE worker = 'wA' LIMIT 1")
-  [ -n "$killed_job" ] && break
-  # wA finished that job between the look and the kill: start it again and retry
-  cl_bg wA "$BIN" worker --store "$PGURL" --name wA; pidA=$CL_PID
-done
+cl_poll 600 a_busy || fail "worker wA never took a job: $(cat "$work/wA.log")"
+kill -KILL "$pidA"
+wait "$pidA" 2>/dev/null || true
+killed_job=$(cl_sql "SELECT job_id FROM shoplens.job_attempts WHERE worker = 'wA' LIMIT 1")
 [ -n "$killed_job" ] || fail "could not kill wA in the middle of a job"
+printf 'COMMIT;\n' >&9
+exec 9>&-   # before any other process starts: one inheriting it would keep psql from its EOF
+wait "$pid_hold" || fail "the session holding the log head failed: $(cat "$work/hold.log")"
+# wB does the rest, the killed job included
+cl_bg wB "$BIN" worker --store "$PGURL" --name wB; pidB=$CL_PID
 say "killed worker wA in the middle of job $killed_job"
 wait "$pid_add" || fail "add exited $?: $(cat "$work/add.log")"
 [ "$(cl_json "$work/add.out" 'd["added"], d["failed"], d["images_extracted"]')" = "(24, 0, 48)" ] ||

@@ -7,7 +7,7 @@
 #   pg.sh restart DIR  stop + start on the same port (the URL stays valid)
 #   pg.sh kill DIR     SIGKILL the postmaster (a crash); `start` again recovers
 #   pg.sh url DIR      prints the URL
-#   pg.sh psql DIR ... runs psql on the database
+#   pg.sh psql DIR ... runs psql on the database (as the caller: a client needs no server user)
 #
 # PostgreSQL refuses to run as root: as root the server runs as the `postgres` system user that
 # Debian's postgresql-common package creates, or `nobody` where there is none, or the user named
@@ -27,7 +27,8 @@ if [ "$(id -u)" = 0 ]; then
 fi
 as_pg() {
   if [ "$(id -u)" = 0 ]; then
-    setpriv --reuid="$os_uid" --regid="$os_gid" --clear-groups --reset-env -- env PATH=/usr/bin:/bin HOME=/ "$@"
+    # from /: the caller's directory may be closed to that user ("could not change directory")
+    (cd / && setpriv --reuid="$os_uid" --regid="$os_gid" --clear-groups --reset-env -- env PATH=/usr/bin:/bin HOME=/ "$@")
   else
     "$@"
   fi
@@ -77,6 +78,6 @@ case $cmd in
     for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
     ;;
   url) url_of ;;
-  psql) shift 2; as_pg "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$(port_of)" -U postgres -d shoplens "$@" ;;
+  psql) shift 2; "$PGBIN/psql" -X -q -h 127.0.0.1 -p "$(port_of)" -U postgres -d shoplens "$@" ;;
   *) echo "pg.sh: unknown command $cmd" >&2; exit 2 ;;
 esac
