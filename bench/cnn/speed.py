@@ -88,10 +88,14 @@ def worker(argv):
     print(json.dumps(r))
 
 
-def thread_env(threads):
+def thread_env(threads, omp_default=False):
+    """The thread settings of a measured process; omp_default: without OMP_WAIT_POLICY (OpenMP's
+    own default, which spins a while at barriers before sleeping: what a user gets)."""
     env = dict(os.environ)
     for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[k] = str(threads)
+    if omp_default:
+        env.pop("OMP_WAIT_POLICY", None)
     return env
 
 
@@ -119,24 +123,24 @@ def main():
     os.makedirs(work, exist_ok=True)
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if as_json else (lambda *a: print(*a, flush=True))
 
-    def run_json(cmd, threads):
-        r = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads))
+    def run_json(cmd, threads, omp_default=False):
+        r = subprocess.run(cmd, capture_output=True, text=True, env=thread_env(threads, omp_default))
         if r.returncode:
             raise RuntimeError("%s failed (%d): %s" % (" ".join(cmd[:3]), r.returncode, r.stderr.strip()[-2000:]))
         return tuple(json.loads(r.stdout.strip().split("\n")[-1]))
 
-    def py_time(rt, name, path, xin, threads, passes):
+    def py_time(rt, name, path, xin, threads, passes, omp_default=False):
         return run_json([sys.executable, os.path.abspath(__file__), "--worker", rt, name, path, xin, str(threads),
-                         str(passes)], threads)
+                         str(passes)], threads, omp_default)
 
     def ort_time(path, xin, threads, passes, out=None, spin=True):
         return run_json(["node", os.path.join(ORT_DIR, "time.js")] + ([] if spin else ["--no-spin"])
                         + [path, xin, str(threads), str(passes)] + ([out] if out else []), threads)
 
-    def sl_time(path, xin, threads, passes, prec, out):
+    def sl_time(path, xin, threads, passes, prec, out, omp_default=False):
         r = subprocess.run([bin_, "cnn", "run", path, "--input", xin, "--out", out, "--threads", str(threads),
                             "--repeat", str(passes), "--precision", prec],
-                           capture_output=True, text=True, env=thread_env(threads))
+                           capture_output=True, text=True, env=thread_env(threads, omp_default))
         if r.returncode:
             raise RuntimeError("shoplens cnn run failed: " + r.stderr.strip()[-2000:])
         m = re.search(r"([0-9.]+) ms per pass \(best ([0-9.]+)\).*?([0-9.]+) CPU ms per pass \(best ([0-9.]+)\)",
@@ -192,10 +196,16 @@ def main():
                     if "ort" in peers:  # its default (spinning thread pool) and with spinning off
                         meas.append(("ort_spin", ort_time(path, xin, threads, passes, outs["ort"] if rnd == 0 else None)))
                         meas.append(("ort_nospin", ort_time(path, xin, threads, passes, spin=False)))
-                    for p in precs:
-                        meas.append((p, sl_time(path, xin, threads, passes, p, outs[p])))
-                    if "torch" in peers:
-                        meas += [(rt, py_time(rt, name, path, xin, threads, passes)) for rt in ("torch_nchw", "torch_cl")]
+                    # the OpenMP runtimes (shoplens, PyTorch) as onnxruntime: at several threads both with
+                    # OMP_WAIT_POLICY as run.sh sets it (passive: no spinning) and with OpenMP's default
+                    # (spins a while at barriers); the faster counts and is named
+                    waits = [False, True] if threads > 1 and os.environ.get("OMP_WAIT_POLICY") else [False]
+                    for w in waits:
+                        for p in precs:
+                            meas.append((p + ("~spin" if w else ""), sl_time(path, xin, threads, passes, p, outs[p], w)))
+                        if "torch" in peers:
+                            meas += [(rt + ("~spin" if w else ""), py_time(rt, name, path, xin, threads, passes, w))
+                                     for rt in ("torch_nchw", "torch_cl")]
                     if "opencv" in peers:
                         try:
                             meas.append(("opencv", py_time("opencv", name, op10, xin, threads, passes)))
@@ -205,7 +215,15 @@ def main():
                         o = res.get(k)
                         res[k] = v if o is None else (min(o[0], v[0]), min(o[1], v[1]), v[2] if v[0] < o[0] else o[2])
                         spread.setdefault(k, []).append(v[0])
+                omp_spin = {}
+                for k in [k for k in res if k.endswith("~spin")]:
+                    base_k = k[:-5]
+                    omp_spin[base_k] = res[k][0] < res[base_k][0]
+                    if omp_spin[base_k]:
+                        res[base_k], spread[base_k] = res[k], spread[k]
+                    del res[k], spread[k]
                 row = {"model": name, "batch": batch, "threads": threads, "flops": fl, "source": sources[name],
+                       "omp_spin": omp_spin,
                        "spread": {k: [min(v), statistics.median(v), max(v)] for k, v in spread.items()},
                        **{k: res[k] for k in res if k not in ("torch_nchw", "torch_cl", "ort_spin", "ort_nospin")}}
                 if "ort_spin" in res:  # onnxruntime at its best: the faster of spinning and not
@@ -215,6 +233,8 @@ def main():
                 if "torch_cl" in res:
                     ptk = "torch_cl" if res["torch_cl"][0] < res["torch_nchw"][0] else "torch_nchw"
                     row["pt"], row["pt_layout"] = res[ptk], "channels-last" if ptk == "torch_cl" else "NCHW"
+                    if omp_spin.get(ptk):
+                        row["pt_layout"] += ", spin"
                 if "ort" in row:
                     ref = np.load(outs["ort"])
                     row["diff"] = {p: rel_diff(np.load(outs[p]).reshape(ref.shape), ref) for p in precs}
@@ -283,7 +303,7 @@ def main():
             for k, _ in peer_cols:
                 cells.append("n/a" if k not in r else (fmt % v(k)) + (" (%s)" % r["pt_layout"] if k == "pt" else "")
                              + ((" (spin)" if r["ort_spin"] else " (no spin)") if k == "ort" and "ort_spin" in r else ""))
-            cells += [fmt % v(p) for p in precs_all]
+            cells += [fmt % v(p) + (" (spin)" if r.get("omp_spin", {}).get(p) else "") for p in precs_all]
             cells += ["**%.2fx**" % (r["ort"][idx] / r[p][idx]) if "ort" in r else "n/a" for p in precs_all]
             out.append("| " + " | ".join(cells) + " |")
         return out
@@ -341,7 +361,9 @@ def main():
                    *("yes" if f in flags else "no" for f in ("avx512f", "avx512_bf16", "avx512_vnni", "amx_tile")),
                    *la, rounds))
         f.write("OMP_WAIT_POLICY=%s for the OpenMP runtimes (shoplens, PyTorch; OpenMP spin-waiting is ruinous on a "
-                "loaded machine); onnxruntime: see below. "
+                "loaded machine); at more than one thread they are also measured with OpenMP's default (no "
+                "OMP_WAIT_POLICY: threads spin a while at barriers, what a user gets), the faster counts and is "
+                "named \"(spin)\", as for onnxruntime below. "
                 % os.environ.get("OMP_WAIT_POLICY", "(unset)"))
         f.write("onnxruntime-node %s (npm, CPU execution provider, graph optimization level \"all\": constant folding, "
                 "Conv+BatchNorm/activation/Add fusions and its NCHWc blocked layout; intraOpNumThreads = threads, one "
