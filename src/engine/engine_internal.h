@@ -186,6 +186,28 @@ sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t versi
  * features and a new empty index. Caller holds wmu. */
 sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);
 
+/* The index side of a write, collected while the transaction is open and applied after COMMIT
+ * (under the exclusive lock): images removed (an id both removed and added is replaced: removals
+ * apply first), images added with their vectors (borrowed from the caller, before the head). */
+typedef struct sl__change {
+    int64_t *removed;
+    size_t n_removed, cap_removed;
+    uint64_t *added;
+    const float **vecs;
+    size_t n_added, cap_added;
+} sl__change;
+
+/* Frees the lists and zeroes *c. */
+void sl__change_free(sl__change *c);
+/* Room for more_removed removals and more_added additions; SL_E_NOMEM (c unchanged otherwise). */
+sl_status sl__change_reserve(sl__change *c, size_t more_removed, size_t more_added);
+/* Bumps the generation, commits the open transaction and applies *c to the index (additions
+ * through the features' head, in batches), all under the exclusive lock so searches see all of
+ * it or none; an index that cannot follow is rebuilt from the committed store. Then deletes the
+ * files of removed images (unless an ingest defers that). Rolls back on failure. Caller holds
+ * wmu. */
+sl_status sl__commit_change(sl_engine *e, const sl__change *c, sl_error *err);
+
 /* Writes one product change in one transaction and applies it to the index. metadata_changed /
  * images: the new image set (described; `reuse` ones keep their id). Inside the transaction
  * (holding the write lock, which every file deleter takes too) it makes sure each new image's

@@ -17,10 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Applies one product inside the open transaction; collects index removals and additions. */
-static sl_status sl__replica_one(sl_engine *e, const sl_replica_product *rp, int64_t **rm, size_t *n_rm,
-                                 size_t *cap_rm, const sl_replica_image ***add, size_t *n_add,
-                                 size_t *cap_add, sl_error *err) {
+/* Applies one product inside the open transaction; collects the index side in *c (an image put
+ * again under its id is removed, then added). */
+static sl_status sl__replica_one(sl_engine *e, const sl_replica_product *rp, sl__change *c, sl_error *err) {
     sl_status st;
     int64_t *gone = NULL;
     size_t n_gone = 0;
@@ -57,32 +56,18 @@ static sl_status sl__replica_one(sl_engine *e, const sl_replica_product *rp, int
                                          im->dim, im->local, im->local_len, err)) != SL_OK)
                 break;
             if (!im->vec) continue;
-            if (*n_add == *cap_add) {
-                size_t nc = *cap_add ? *cap_add * 2 : 64;
-                const sl_replica_image **nv = sl__reallocarray(*add, nc, sizeof *nv);
-                if (!nv) {
-                    st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-                    break;
-                }
-                *add = nv;
-                *cap_add = nc;
-            }
-            (*add)[(*n_add)++] = im;
-        }
-    }
-    for (size_t i = 0; i < n_gone && st == SL_OK; i++) {
-        if (*n_rm == *cap_rm) {
-            size_t nc = *cap_rm ? *cap_rm * 2 : 64;
-            int64_t *nv = sl__reallocarray(*rm, nc, sizeof *nv);
-            if (!nv) {
+            if (sl__change_reserve(c, 1, 1) != SL_OK) {
                 st = sl__err_set(err, SL_E_NOMEM, "out of memory");
                 break;
             }
-            *rm = nv;
-            *cap_rm = nc;
+            c->removed[c->n_removed++] = im->id; /* replaced under the same id */
+            c->added[c->n_added] = (uint64_t)im->id;
+            c->vecs[c->n_added++] = im->vec;
         }
-        (*rm)[(*n_rm)++] = gone[i];
     }
+    if (st == SL_OK && n_gone && sl__change_reserve(c, n_gone, 0) != SL_OK)
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; i < n_gone && st == SL_OK; i++) c->removed[c->n_removed++] = gone[i];
 out:
     free(gone);
     sl_image_refs_free(old, n_old);
@@ -101,42 +86,19 @@ sl_status sl_engine_replicate(sl_engine *e, const sl_replica_product *v, size_t 
                 return sl__err_set(err, SL_E_STATE, "image %lld: a vector of %zu floats, the features give %zu "
                                    "(another features version)", (long long)v[i].images[j].id, v[i].images[j].dim, dim);
     pthread_mutex_lock(&e->wmu);
-    int64_t *rm = NULL;
-    const sl_replica_image **add = NULL;
-    size_t n_rm = 0, cap_rm = 0, n_add = 0, cap_add = 0;
+    sl__change c;
+    memset(&c, 0, sizeof c);
     sl_status st = sl_store_begin(e->store, err);
     if (st != SL_OK) goto out;
-    for (size_t i = 0; i < n && st == SL_OK; i++)
-        st = sl__replica_one(e, &v[i], &rm, &n_rm, &cap_rm, &add, &n_add, &cap_add, err);
+    for (size_t i = 0; i < n && st == SL_OK; i++) st = sl__replica_one(e, &v[i], &c, err);
     if (st == SL_OK && meta_key) st = sl_store_meta_set(e->store, meta_key, meta_value, err);
-    if (st == SL_OK) st = sl__engine_bump(e, err);
-    if (st != SL_OK) {
+    /* commit_change's gc then forgets the (absent) files the removed image rows queued */
+    if (st != SL_OK)
         sl_store_rollback(e->store);
-        goto out;
-    }
-    pthread_rwlock_wrlock(&e->lock);
-    st = sl_store_commit(e->store, err);
-    if (st == SL_OK) {
-        sl__engine_committed(e);
-        sl_status ist = SL_OK;
-        if (e->idx) {
-            for (size_t i = 0; i < n_rm; i++) (void)sl_index_remove(e->idx, (uint64_t)rm[i]);
-            for (size_t i = 0; i < n_add && ist == SL_OK; i++) {
-                (void)sl_index_remove(e->idx, (uint64_t)add[i]->id); /* replaced under the same id */
-                ist = sl__engine_index_add(e, add[i]->id, add[i]->vec); /* through the head */
-            }
-            e->index_dirty = 1;
-        } else if (n_add > 0) {
-            ist = SL_E_STATE; /* the first vectors of a store: build the index */
-        }
-        if (ist != SL_OK) (void)sl__engine_rebuild_index(e, NULL);
-    }
-    pthread_rwlock_unlock(&e->lock);
-    /* the rows of removed images queued their (absent) files: forget them */
-    if (st == SL_OK && n_rm) sl__engine_gc(e);
+    else
+        st = sl__commit_change(e, &c, err);
 out:
     pthread_mutex_unlock(&e->wmu);
-    free(rm);
-    free(add);
+    sl__change_free(&c);
     return st;
 }

@@ -127,24 +127,14 @@ static sl_status sl__ensure_copy(sl_engine *e, const sl__described *d, sl_error 
     return st;
 }
 
-/* The index side of a write, collected while the transaction is open and applied after COMMIT
- * (under the exclusive lock): images removed, images added with their vectors. */
-typedef struct sl__change {
-    int64_t *removed;
-    size_t n_removed, cap_removed;
-    uint64_t *added;
-    const float **vecs;      /* borrowed from the caller's described images */
-    size_t n_added, cap_added;
-} sl__change;
-
-static void sl__change_free(sl__change *c) {
+void sl__change_free(sl__change *c) {
     free(c->removed);
     free(c->added);
     free(c->vecs);
     memset(c, 0, sizeof *c);
 }
 
-static sl_status sl__change_reserve(sl__change *c, size_t more_removed, size_t more_added) {
+sl_status sl__change_reserve(sl__change *c, size_t more_removed, size_t more_added) {
     if (c->n_removed + more_removed > c->cap_removed) {
         size_t nc = (c->n_removed + more_removed) * 2;
         int64_t *r = sl__reallocarray(c->removed, nc, sizeof *r);
@@ -208,10 +198,7 @@ static sl_status sl__stage_product(sl_engine *e, const sl_product *p, const char
     return st;
 }
 
-/* Bumps the generation, commits the open transaction and applies *c to the index, all under the
- * exclusive lock so searches see all of it or none; then deletes the files of removed images
- * (unless an ingest defers that). Rolls back on failure. Caller holds wmu. */
-static sl_status sl__commit_change(sl_engine *e, const sl__change *c, sl_error *err) {
+sl_status sl__commit_change(sl_engine *e, const sl__change *c, sl_error *err) {
     sl_status st = sl__engine_bump(e, err);
     if (st != SL_OK) {
         sl_store_rollback(e->store);
