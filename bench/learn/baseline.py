@@ -12,8 +12,6 @@ images in the gallery; the 60 as negatives in training).
 import glob, json, os, subprocess, sys
 import numpy as np
 
-shoplens, model, data, seen_list, out = sys.argv[1:6]
-
 
 def embed(paths):
     vecs = []
@@ -30,15 +28,6 @@ def listing(sub):
     return ps, [os.path.basename(os.path.dirname(p)) for p in ps]
 
 
-cp, cl = listing("catalog")
-tp, tl = listing("photos-train")
-vp, vl = listing("photos-val")
-prods = sorted(set(cl))
-pid = {p: i for i, p in enumerate(prods)}
-G, T, V = embed(cp), embed(tp), embed(vp)
-yg = np.array([pid[l] for l in cl]); yt = np.array([pid[l] for l in tl]); yv = np.array([pid[l] for l in vl])
-
-
 def hit1(Q, yq, Gm, ygm):
     return float(np.mean(ygm[np.argmax(Q @ Gm.T, axis=1)] == yq))
 
@@ -47,7 +36,9 @@ def nrm(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def train(X, y, classes, epochs=60, tau=0.05, lr=1e-3, bs=64, seed=0):
+def train(X, y, classes, G, yg, epochs=60, tau=0.05, lr=1e-3, bs=64, seed=0):
+    """The head W (d x 256): InfoNCE from each photo X[i] (class y[i]) to its class's first catalog
+    image in G (classes yg), against the catalog images of `classes` (class ids)."""
     rng = np.random.default_rng(seed)
     d = X.shape[1]
     W = rng.normal(0, 1 / np.sqrt(d), (d, 256)).astype(np.float32)
@@ -76,14 +67,23 @@ def train(X, y, classes, epochs=60, tau=0.05, lr=1e-3, bs=64, seed=0):
     return W
 
 
-res = {"untrained_full": hit1(V, yv, G, yg)}
-W = train(T, yt, prods)
-res["trained_full"] = hit1(nrm(V @ W), yv, nrm(G @ W), yg)
-seen = [l.strip() for l in open(seen_list) if l.strip()]
-seen_ids = sorted(pid[s] for s in seen)
-ms = np.isin(yt, seen_ids); mu = ~np.isin(yv, seen_ids)
-res["untrained_unseen"] = hit1(V[mu], yv[mu], G, yg)
-W = train(T[ms], yt[ms], seen_ids)
-res["trained_unseen"] = hit1(nrm(V[mu] @ W), yv[mu], nrm(G @ W), yg)
-json.dump(res, open(out, "w"))
-print(json.dumps(res))
+if __name__ == "__main__":
+    shoplens, model, data, seen_list, out = sys.argv[1:6]
+    cp, cl = listing("catalog")
+    tp, tl = listing("photos-train")
+    vp, vl = listing("photos-val")
+    prods = sorted(set(cl))
+    pid = {p: i for i, p in enumerate(prods)}
+    G, T, V = embed(cp), embed(tp), embed(vp)
+    yg = np.array([pid[l] for l in cl]); yt = np.array([pid[l] for l in tl]); yv = np.array([pid[l] for l in vl])
+    res = {"untrained_full": hit1(V, yv, G, yg)}
+    W = train(T, yt, list(range(len(prods))), G, yg)
+    res["trained_full"] = hit1(nrm(V @ W), yv, nrm(G @ W), yg)
+    seen = [l.strip() for l in open(seen_list) if l.strip()]
+    seen_ids = sorted(pid[s] for s in seen)
+    ms = np.isin(yt, seen_ids); mu = ~np.isin(yv, seen_ids)
+    res["untrained_unseen"] = hit1(V[mu], yv[mu], G, yg)
+    W = train(T[ms], yt[ms], seen_ids, G, yg)
+    res["trained_unseen"] = hit1(nrm(V[mu] @ W), yv[mu], nrm(G @ W), yg)
+    json.dump(res, open(out, "w"))
+    print(json.dumps(res))

@@ -12,7 +12,7 @@ on the grocery set, through the CLI on real stores:
   is false), and for 100 clothing photos (unrelated to groceries);
 with and without a model (MobileNetV2 in the recommended fusion, `init --model`; the default
 features). Writes the section between the markers in OUT_MD (bench/results/learn.md)."""
-import csv, datetime, json, os, random, re, shutil, subprocess, sys, time
+import csv, datetime, json, os, random, shutil, subprocess, sys, time
 
 B, DATA, MODEL, WORK, OUT, REV = sys.argv[1:7]
 # SL_CALIB_CONFIGS="model" (or "nomodel") measures one configuration; the other's results from an
@@ -259,8 +259,7 @@ L.append("\nDATA = ../shared/data, MODEL = ../shared/models/mobilenetv2.onnx, WO
          "of h18-train's split (Python random.Random(1) shuffle of the sorted ids, first 60) and their photos-train photos.")
 L.append("<!-- /calib -->")
 section = "\n".join(L) + "\n"
-text = open(OUT).read() if os.path.exists(OUT) else "# Learning from the shop's photos\n\n"
-m = re.search(r"<!-- calib:.*?<!-- /calib -->\n?", text, re.S)
-text = text[:m.start()] + section + text[m.end():] if m else text.rstrip("\n") + "\n\n" + section
-open(OUT, "w").write(text)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mdblock
+mdblock.replace(OUT, "calib", section)
 print(f"bench/learn/calib: wrote {OUT}")
