@@ -329,7 +329,8 @@ def describe(c):
     if not (c.get('rank') or c.get('conv')): return '; '.join(what + ['no training steps'])
     what.append('%d steps' % c.get('steps', 400))
     what.append('augmented photo views' if c.get('aug', True) else 'centre crops only')
-    what.append('proxies from %s catalog images per class' % ('all' if c.get('maxg', 8) >= 1000 else 'a sample of %d' % c.get('maxg', 8)))
+    m = c.get('maxg', 8)
+    what.append('proxies from ' + ('all catalog images of a class' if m >= 1000 else 'a random %d catalog image%s of a class per step' % (m, '' if m == 1 else 's')))
     if c.get('gem'): what.append('GeM p=%g' % c['gem'])
     return '; '.join(what)
 
