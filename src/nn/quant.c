@@ -737,7 +737,10 @@ int sl__quant_conv(const sl_nn *m, const sl__qsel *sel, int prec, int node, int 
     const sl__calib *c = sel->cal;
     int how = sel->only ? sel->only[node] : !c || !c->keep[node] ? 1 : c->keep[node] == SL__KEEP_BF16 ? SL__KEEP_BF16 : 0;
     if (!how) return SL_NN_PRECISION_FP32;
-    if (prec == SL_NN_PRECISION_BF16 || how == SL__KEEP_BF16) return SL_NN_PRECISION_BF16;
+    if (prec == SL_NN_PRECISION_BF16) return SL_NN_PRECISION_BF16;
+    /* kept at bf16: where the CPU has bf16 dot products (a record made on another CPU may say
+     * bf16; oneDNN's emulation on plain AVX-512 would be slower than fp32) */
+    if (how == SL__KEEP_BF16) return sl__quant_has_bf16() ? SL_NN_PRECISION_BF16 : SL_NN_PRECISION_FP32;
     if (!c || gin < 0 || (size_t)gin >= c->nvals || !(c->r[gin].amax > 0)) return SL_NN_PRECISION_FP32;
     const sl__qrange *r = &c->r[gin];
     q->is_signed = r->is_signed || is_input;
