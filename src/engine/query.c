@@ -147,7 +147,7 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     return st;
 }
 
-/* Allowed image ids for a query's filter (NULL *ids when no filter applies). */
+/* Allowed image ids for a query's filter, in no particular order (NULL *ids when no filter applies). */
 static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, size_t *n,
                              int *filtered, sl_error *err) {
     *ids = NULL;
@@ -165,7 +165,7 @@ static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, si
     if (sl_store_filter_empty(&f)) return SL_OK;
     *filtered = 1;
     int64_t *v = NULL;
-    sl_status st = sl_store_filter_images(e->store, &f, &v, n, err);
+    sl_status st = sl__store_filter_images_any_order(e->store, &f, &v, n, err);
     *ids = (uint64_t *)v; /* ids are positive rowids: same bits */
     return st;
 }
