@@ -171,6 +171,12 @@ typedef struct sl_query {
      * the image and be at least SL_ENGINE_REGION_MIN pixels on each side, else SL_E_INVALID
      * naming the image size. Ignored by sl_engine_similar. */
     int region_x, region_y, region_w, region_h;
+    /* HNSW candidate list length of this search (the ef of Malkov & Yashunin 2018): 0 = the
+     * engine's (sl_engine_set_hnsw_ef, SL_ENGINE_HNSW_EF_DEFAULT unless set), else
+     * SL_ENGINE_HNSW_EF_MIN..SL_ENGINE_HNSW_EF_MAX (SL_E_INVALID naming the range otherwise).
+     * Larger finds more of the exact nearest images for more time (docs/index.md, "At scale").
+     * A store searched by exact scan (flat, up to the crossover) accepts and ignores it. */
+    int ef;
 } sl_query;
 
 /* Parses a region "x,y,w,h" (four decimal integers, no spaces, each at most

@@ -76,7 +76,7 @@ static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const f
     size_t nr = 0;
     const float *vs[1] = {vec};
     sl_local_features *ls[1] = {lf};
-    sl_status st = sl__engine_rank_products(e, vs, ls, 1, NULL, (size_t)j->cohort + 2, &rank, &nr, err);
+    sl_status st = sl__engine_rank_products(e, vs, ls, 1, NULL, 0, (size_t)j->cohort + 2, &rank, &nr, err);
     if (st != SL_OK) return st;
     /* positive */
     if ((st = sl__engine_product_score(e, own, vec, lf, &ps, NULL, err)) != SL_OK) goto out;
