@@ -84,6 +84,8 @@ grep -q "bad value '15' for --ef: must be an integer in 16..4096" "$tmp/err" || 
 expect_rc 2 "$bin" similar P000005 --ef 4097
 expect_rc 2 "$bin" serve --ef 8
 grep -q "bad value '8' for --ef: must be an integer in 16..4096" "$tmp/err" || fail "serve --ef range: $(cat "$tmp/err")"
+expect_rc 2 "$bin" serve --store postgresql:///nowhere --router --ef 300 # a router has no index
+grep -q "search nodes" "$tmp/err" || fail "router --ef: $(cat "$tmp/err")"
 printf 'not an image' > "$tmp/bad.jpg"
 expect_rc 1 "$bin" search "$tmp/bad.jpg"
 

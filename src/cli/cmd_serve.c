@@ -184,6 +184,9 @@ static int sl__serve_run(int argc, char **argv) {
     int cluster = sl_store_is_url(store ? store : sl_store_default_dir());
     if (cluster && shard_given == router)
         return sl__cli_usage_error("serve", "a cluster store needs --shard I/S (a search node) or --router");
+    if (ef && router)
+        return sl__cli_usage_error("serve", "--ef applies to search nodes (--shard) and single stores; a router passes a search's own ef on");
+    no.hnsw_ef = ef;
     if (!cluster && (shard_given || router || no.data_dir || advertise))
         return sl__cli_usage_error("serve", "--shard, --router, --data and --advertise need a cluster store (--store postgresql://...)");
     char key[SL_SERVER_API_KEY_MAX + 2];
@@ -227,7 +230,7 @@ static int sl__serve_run(int argc, char **argv) {
     } else if (sl_engine_open(store, &eo, &engine, &err) != SL_OK) {
         return sl__cli_fail("serve", &err);
     }
-    if (ef) sl_engine_set_hnsw_ef(engine, ef); /* before any thread searches */
+    if (ef && !node) sl_engine_set_hnsw_ef(engine, ef); /* before any thread searches */
     sl_server *srv = NULL;
     if (sl_server_new(engine, &o, &srv, &err) != SL_OK) {
         if (node) sl_node_free(node);

@@ -294,6 +294,7 @@ static sl_status sl__open_copy(sl_node *n, int force, sl_error *err) {
         if (!behind && !features) {
             st = sl_engine_open(n->data_dir, NULL, &n->local, err);
             if (st == SL_OK) {
+                if (n->o.hnsw_ef) sl_engine_set_hnsw_ef(n->local, n->o.hnsw_ef);
                 atomic_store(&n->log_pos, pos);
                 sl__node_say(n, "shard %d/%d: the local copy in %s is at log position %lld; catching up",
                              n->o.shard, n->shards, n->data_dir, (long long)pos);
@@ -326,6 +327,7 @@ static sl_status sl__open_copy(sl_node *n, int force, sl_error *err) {
         if (st == SL_OK && rename(next, n->data_dir) != 0)
             st = sl__err_set(err, SL_E_IO, "rename %s to %s: %s", next, n->data_dir, strerror(errno));
         if (st == SL_OK) st = sl_engine_open(n->data_dir, NULL, &n->local, err);
+        if (st == SL_OK && n->o.hnsw_ef) sl_engine_set_hnsw_ef(n->local, n->o.hnsw_ef);
         if (st == SL_OK) atomic_store(&n->log_pos, npos);
         (void)sl__rm_tree(old);
     } else {
