@@ -415,6 +415,20 @@ static sl_status sl__beat(sl_node *n, sl_error *err) {
         if (sl__log_meta(&n->pg, "shards", &s, NULL) == SL_OK) n->shards = atoi(s);
         free(s);
     }
+    if (n->o.shards == 0) { /* a router follows no log: it looks for new features at each beat */
+        char *fvs = NULL;
+        if (sl__log_meta(&n->pg, "features_version", &fvs, NULL) == SL_OK &&
+            strtoll(fvs, NULL, 10) != sl_engine_features_version(n->cluster)) {
+            sl_status st = sl_engine_refresh(n->cluster, err);
+            if (st != SL_OK) {
+                free(fvs);
+                return st;
+            }
+            sl__node_say(n, "router: the cluster's features changed: now version %lld",
+                         (long long)sl_engine_features_version(n->cluster));
+        }
+        free(fvs);
+    }
     sl__node_row me;
     memset(&me, 0, sizeof me);
     me.name = n->name;

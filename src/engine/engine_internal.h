@@ -108,6 +108,10 @@ void sl__described_clear(sl__described *d);
  * format and the original size. */
 sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
                             sl_image_info *info, sl_error *err);
+/* Decodes the store's own copy of a catalog image (sl_image_ref.file: a file of the directory,
+ * or a row of a PostgreSQL store) as sl__engine_decode does. *img is the caller's. */
+sl_status sl__engine_load_store_image(const sl_engine *e, const char *file, sl_image **img,
+                                     sl_error *err);
 /* The region of q (region.c) cut out of a decoded upright image, or out of encoded bytes
  * (decoded larger when the region is small); shrunk to e->max_side. SL_E_INVALID when the
  * region is not inside the image or too small. */

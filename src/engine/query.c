@@ -1344,6 +1344,41 @@ static int sl__cmp_match(const void *a, const void *b) {
     return strcmp(x->product_id, y->product_id);
 }
 
+int sl_engine_confidence_cohort(sl_engine *e) {
+    if (!e) return SL_CALIB_COHORT_DEFAULT;
+    pthread_rwlock_rdlock(&e->lock);
+    int k = sl_calib_cohort(sl_features_calib(e->feat));
+    pthread_rwlock_unlock(&e->lock);
+    return k;
+}
+
+sl_status sl_engine_matches_confidence(sl_engine *e, sl_matches *m, const sl_matches *cohort) {
+    if (!e || !m) return SL_E_INVALID;
+    if (!cohort) cohort = m;
+    if (m->n == 0) return SL_OK;
+    /* the cohort's products best first (strings borrowed: never sl__pscores_free'd) */
+    sl__pscore *coh = sl__callocarray(cohort->n ? cohort->n : 1, sizeof *coh);
+    if (!coh) return SL_E_NOMEM;
+    for (size_t i = 0; i < cohort->n; i++) {
+        coh[i].product_id = cohort->items[i].product_id;
+        coh[i].score = cohort->items[i].score;
+    }
+    sl__engine_sort_pscores(coh, cohort->n);
+    pthread_rwlock_rdlock(&e->lock);
+    const sl_calib *cal = sl_features_calib(e->feat);
+    int ck = sl_calib_cohort(cal);
+    double cthr = sl_calib_threshold(cal, SL_CALIB_RESULT);
+    for (size_t i = 0; i < m->n; i++) {
+        sl_match *x = &m->items[i];
+        double ms = sl__engine_match_score(x->score, sl__engine_cohort_mean(coh, cohort->n, ck, x->product_id, NULL));
+        x->confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, ms);
+        x->match = x->confidence >= cthr;
+    }
+    pthread_rwlock_unlock(&e->lock);
+    free(coh);
+    return SL_OK;
+}
+
 void sl_matches_merge_slice(sl_matches *m, const sl_query *q) {
     if (!m || !m->items) return;
     qsort(m->items, m->n, sizeof *m->items, sl__cmp_match);
