@@ -494,6 +494,7 @@ sl_status sl__router_search(void *ctx, const void *image, size_t len, const char
         sl_query qc;
         memset(&qc, 0, sizeof qc);
         qc.k = (int)ck + 1;
+        qc.ef = q->ef; /* the same search, only without the filters */
         st = sl__route(n, &v, vecs, nq, dim, locals, local_lens, fv, product_id, &qc, ck + 1, &coh, info, err);
     }
     if (st == SL_OK && !boosted && (st = sl_engine_matches_confidence(n->cluster, out, filtered ? &coh : NULL)) != SL_OK)
