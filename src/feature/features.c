@@ -6,6 +6,8 @@
  * Global vector = concatenation, in the fixed order cnn, color, vlad, of each part L2-normalized
  * and scaled by sqrt(w_part / sum w), so the dot product of two global vectors is the weighted
  * mean of the per-part cosine similarities (and the whole vector has unit norm).
+ * The cnn part is one embedding, or with flip / zoom the normalized sum of the embeddings of
+ * several views of the image (cnn_embed), always the same views for catalog images and queries.
  * VLAD path: image -> longest side `side` -> grey -> SIFT (sl_sift_extract, strongest kp) [+
  * dense SIFT] -> RootSIFT -> VLAD over the k-means codebook (power + intra normalization) ->
  * PCA-whitening (Jegou & Chum, ECCV 2012) -> L2. Local features for verification are the
