@@ -547,7 +547,9 @@ static void test_default_embedding_rule(void **state) {
 }
 
 /* Preprocessing against torchvision's transforms on PIL images, computed by
- * tests/preproc/make_reference.py (its PRE table) on the generated images of pattern.h. */
+ * tests/preproc/make_reference.py (its PRE table) on the generated images of pattern.h; and
+ * sl_nn_preprocess_resized (the other scale of a feature spec's cnn zoom) against the same model
+ * loaded with that resize. */
 static void test_preprocess_matches_torchvision(void **state) {
     (void)state;
 #ifdef SL_NN_HAVE_IMAGE
@@ -609,6 +611,26 @@ static void test_preprocess_matches_torchvision(void **state) {
         assert_int_equal(sl_nn_embed(m, imgs, 1, a, &e), SL_OK);
         assert_int_equal(sl_nn_embed_tensor(m, x, 1, b, &e), SL_OK);
         assert_memory_equal(a, b, dim * sizeof(float));
+        /* sl_nn_preprocess_resized: 0 is the model's own; another resize is exactly what the
+         * model loaded with that resize does; a model that does not resize refuses one */
+        float y[3 * 32 * 32];
+        assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, 0, y, &e), SL_OK);
+        assert_memory_equal(x, y, sizeof x);
+        if (cases[t].resize > 0) {
+            sl_nn *m2 = NULL;
+            o.preproc.resize = cases[t].resize + 9;
+            assert_int_equal(sl_nn_load_opts(p, &o, &m2, &e), SL_OK);
+            assert_int_equal(sl_nn_preprocess(m2, imgs, 1, x, &e), SL_OK);
+            assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, cases[t].resize + 9, y, &e), SL_OK);
+            assert_memory_equal(x, y, sizeof x);
+            assert_int_equal(sl_nn_preprocess(m, imgs, 1, x, &e), SL_OK);
+            assert_true(memcmp(x, y, sizeof x) != 0);
+            sl_nn_free(m2);
+        } else {
+            assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, 40, y, &e), SL_E_INVALID);
+            assert_non_null(strstr(e.message, "not resized"));
+        }
+        assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, SL_IMAGE_MAX_SIDE_MAX + 1, y, &e), SL_E_INVALID);
         sl_image_free(img);
         sl_nn_free(m);
         free(ref);

@@ -153,6 +153,14 @@ sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *o
 sl_status sl_nn_preprocess(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
                            sl_error *err);
 
+/* sl_nn_preprocess with the shorter side resized to `resize` pixels instead of the model's own
+ * (then the same centre crop): a closer view (larger resize) or a wider one, for multi-scale
+ * embeddings (the feature spec's cnn `zoom`). resize 0 = the model's own. Errors as
+ * sl_nn_preprocess, and SL_E_INVALID for a resize outside 0..SL_IMAGE_MAX_SIDE_MAX or a
+ * non-zero resize on a model whose preprocessing does not resize (resize 0 in its sidecar). */
+sl_status sl_nn_preprocess_resized(const sl_nn *m, const sl_image *const *images, size_t n, int resize,
+                                   float *out, sl_error *err);
+
 /* Preprocesses n images and writes n L2-normalized embeddings (n * dim floats) to out.
  * Thread-safe. Needs the image module (SL_E_UNSUPPORTED in builds without it). */
 sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
