@@ -323,8 +323,7 @@ def describe(c):
     if c.get('untrained'): return 'untrained (pretrained MobileNetV2 embedding)'
     if c.get('baseline'): return "issue 18's InfoNCE baseline (linear 1280 -> 256, 60 epochs; baseline.py)"
     what = []
-    if c.get('conv'): what.append('fine-tuned last 1x1 conv (step %g%s)' % (c.get('lr_conv', 1e-4), ', L2 %g to pretrained' % c['wd'] if c.get('wd') else ''))
-    if c.get('block'): what.append('and last block')
+    if c.get('conv'): what.append('fine-tuned %slast 1x1 conv (step %g%s)' % ('last inverted-residual block + ' if c.get('block') else '', c.get('lr_conv', 1e-4), ', L2 %g to pretrained' % c['wd'] if c.get('wd') else ''))
     what.append('head: centring only' if not c.get('rank') else 'head: centring + rank %d map, lambda 0' % c['rank'])
     if not (c.get('rank') or c.get('conv')): return '; '.join(what + ['no training steps'])
     what.append('%d steps' % c.get('steps', 400))

@@ -36,5 +36,6 @@ cloth,clothA {"rank":256,"aug":false,"steps":410,"maxg":8}
 grocery {"conv":true,"rank":0,"steps":300,"lr_conv":1e-4}
 grocery,g60,clothA {"conv":true,"rank":256,"steps":300,"lr_conv":3e-4}
 grocery {"conv":true,"rank":256,"steps":300,"lr_conv":1e-3,"wd":1e-3}
+grocery,g60,clothA {"conv":true,"block":true,"rank":256,"steps":300,"lr_conv":3e-4}
 EOF2
 "$py" "$here/finetune.py" report "$work/finetune.jsonl" "$root/bench/results/learn.md" "$(git -C "$root" rev-parse --short HEAD)"
