@@ -286,10 +286,13 @@ typedef struct sl_calib_data {
     uint64_t seed;              /* seed that drew the pairs (informational) */
 } sl_calib_data;
 
-/* Fits both maps. far in SL_CALIB_FAR_MIN..MAX (0 = default). Deterministic. Errors:
- * SL_E_INVALID (NULL, a non-finite or out-of-range score, fewer than SL_CALIB_MIN_POSITIVES
- * positives or SL_CALIB_MIN_NEGATIVES negatives of a map, a bad source or cohort, or scores that
- * do not rank positives above the pair map's negatives: the message says which), SL_E_NOMEM.
+/* Fits both maps. far in SL_CALIB_FAR_MIN..MAX (0 = default), d->precision in
+ * SL_CALIB_PRECISION_MIN..MAX (0 = default). Deterministic. Errors: SL_E_INVALID (NULL, a
+ * non-finite or out-of-range score or margin, fewer than SL_CALIB_MIN_POSITIVES positives or
+ * SL_CALIB_MIN_NEGATIVES negatives of a map, margins of the positives without the negatives',
+ * fewer than SL_CALIB_MIN_POSITIVES first results or first results without scores or labels, a
+ * bad source, cohort or precision target, or scores that do not rank positives above the pair
+ * map's negatives: the message says which), SL_E_NOMEM.
  * *out = NULL on failure. */
 sl_status sl_calib_fit(const sl_calib_data *d, double far, sl_calib **out, sl_error *err);
 
