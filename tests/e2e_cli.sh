@@ -75,6 +75,17 @@ expect_rc 2 "$bin" search "$cat/images/P000005_1.jpg" --min-price 10 --max-price
 expect_rc 2 "$bin" search "$cat/images/P000005_1.jpg" -k 0
 expect_rc 2 "$bin" search
 expect_rc 2 "$bin" search "$cat/images/P000005_1.jpg" --bogus
+# --ef (HNSW candidate list length): accepted on a flat store (ignored: same answer), range named
+"$bin" search "$cat/images/P000005_1.jpg" -k 12 --ef 16 --json > "$tmp/ef.json"
+"$bin" search "$cat/images/P000005_1.jpg" -k 12 --json > "$tmp/ef0.json"
+[ "$(j "$tmp/ef.json" '[r["product_id"] for r in d["results"]]')" = "$(j "$tmp/ef0.json" '[r["product_id"] for r in d["results"]]')" ] || fail "--ef on a flat store"
+expect_rc 2 "$bin" search "$cat/images/P000005_1.jpg" --ef 15
+grep -q "bad value '15' for --ef: must be an integer in 16..4096" "$tmp/err" || fail "--ef range: $(cat "$tmp/err")"
+expect_rc 2 "$bin" similar P000005 --ef 4097
+expect_rc 2 "$bin" serve --ef 8
+grep -q "bad value '8' for --ef: must be an integer in 16..4096" "$tmp/err" || fail "serve --ef range: $(cat "$tmp/err")"
+expect_rc 2 "$bin" serve --store postgresql:///nowhere --router --ef 300 # a router has no index
+grep -q "search nodes" "$tmp/err" || fail "router --ef: $(cat "$tmp/err")"
 printf 'not an image' > "$tmp/bad.jpg"
 expect_rc 1 "$bin" search "$tmp/bad.jpg"
 

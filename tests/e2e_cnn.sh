@@ -60,6 +60,20 @@ grep -q "^calibration: int8, 2 images (seed 17), ranges by mse" "$tmp/i8.txt" ||
 "$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c1.npy" --precision int8 --calibrate "$models/tiny_mbv2.in.npy"
 "$bin" cnn run "$m8" --input "$models/tiny_mbv2.in.npy" --out "$tmp/c2.npy" --precision int8 --calib-load "$tmp/cal.bin"
 cmp "$tmp/c1.npy" "$tmp/c2.npy" || fail "a loaded calibration computes other bytes"
+# layers kept out of int8 run at bf16 only where the CPU has AVX-512-BF16 dot products: with
+# oneDNN capped below them (ONEDNN_MAX_CPU_ISA) a calibration keeps them at fp32, and a record
+# made with bf16 keeps runs those layers at fp32 (not oneDNN's slow bf16 emulation)
+"$bin" cnn info "$m8" --precision int8 --calibrate "$models/tiny_mbv2.in.npy" --calib-budget 1e-7 \
+    --calib-save "$tmp/calk.bin" > "$tmp/k1.txt"
+ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin" cnn info "$m8" --precision int8 --calibrate "$models/tiny_mbv2.in.npy" \
+    --calib-budget 1e-7 > "$tmp/k2.txt"
+grep -q "^calibration: .* convolutions kept at fp32: " "$tmp/k2.txt" || fail "a CPU without bf16 keeps layers at bf16"
+grep -q "^convolutions at int8 precision: [0-9]* fp32, 0 bf16," "$tmp/k2.txt" || fail "bf16 convolutions without bf16"
+if grep -q "^calibration: .* at bf16: " "$tmp/k1.txt"; then
+    grep -q "^convolutions at int8 precision: [0-9]* fp32, [1-9][0-9]* bf16," "$tmp/k1.txt" || fail "kept at bf16 but not run at bf16"
+    ONEDNN_MAX_CPU_ISA=AVX512_CORE "$bin" cnn info "$m8" --precision int8 --calib-load "$tmp/calk.bin" > "$tmp/k3.txt"
+    grep -q "^convolutions at int8 precision: [0-9]* fp32, 0 bf16," "$tmp/k3.txt" || fail "a bf16 keep ran at bf16 without bf16"
+fi
 # a store with the CNN at int8: add calibrates on the catalog's images, the features file keeps
 # the quantization calibration (section CNNQ) and info shows it as "quantization"; later processes (search) reload it, so a
 # catalog image finds itself at score 1.0 (its stored vector and the query's are the same bits);

@@ -182,6 +182,12 @@ for bad in 'region=1,2,3' 'region=a,b,c,d' 'region=0,0,0,10' 'region=-1,0,20,20'
   req POST "/v1/search?$bad" -F "image=@$(img $P)"; expect 400 bad_request
 done
 req GET "/v1/products/$P/similar?region=0,0,20,20"; expect 400 bad_request
+for bad in ef=15 ef=4097 ef=abc; do # the HNSW candidate list length, 16..4096
+  req POST "/v1/search?$bad" -F "image=@$(img $P)"; expect 400 bad_request
+  grep -q "parameter 'ef' must be an integer in 16..4096" "$BODY" || fail "$bad: $(cat "$BODY")"
+done
+req GET "/v1/products/$P/similar?ef=3"; expect 400 bad_request
+req POST "/v1/search?ef=64&k=3" -F "image=@$(img $P)"; expect 200
 req POST /v1/search -H 'Content-Type: image/jpeg' --data-binary ''; expect 400 bad_request
 head -c $((3 << 20)) /dev/urandom > "$work/big.bin"
 req POST /v1/search -H 'Content-Type: image/jpeg' --data-binary "@$work/big.bin"; expect 413 payload_too_large
@@ -293,7 +299,7 @@ stop_server
 grep -q 'stopped' "$work/server.log" || fail "no clean stop"
 
 # ---- overload: 503 + Retry-After -------------------------------------------------------------------------
-start_server --max-inflight 1 --read-only
+start_server --max-inflight 1 --read-only --ef 400
 head -c 80000 /dev/urandom > "$work/slow.bin"
 curl -sS -o /dev/null --limit-rate 20k -H 'Content-Type: image/jpeg' --data-binary "@$work/slow.bin" "$URL/v1/search" &
 slow=$!

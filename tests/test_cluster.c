@@ -184,6 +184,7 @@ static void test_candidates_round_trip(void **state) {
     q.min_price = 4.99;
     q.text = "café";
     q.text_mode = SL_TEXT_BOOST;
+    q.ef = 640;
     char *js = sl__phase_candidates_json(1, 3, 42, &q, "P7", 150, &v[0][0], 2, 5);
     assert_non_null(js);
     sl__phase_req r;
@@ -202,6 +203,7 @@ static void test_candidates_round_trip(void **state) {
     assert_int_equal(r.q.text_mode, SL_TEXT_BOOST);
     assert_true(r.q.has_min_price && r.q.min_price == 4.99);
     assert_false(r.q.has_max_price);
+    assert_int_equal(r.q.ef, 640); /* the search's HNSW ef reaches the shards */
     sl__phase_req_clear(&r);
     /* a request of the other phase is refused */
     assert_int_equal(sl__phase_req_parse(js, strlen(js), 1, &r, &err), SL_E_INVALID);
@@ -310,6 +312,8 @@ static void test_phase_requests_refused(void **state) {
         /* +Inf as float32 bytes: 00 00 80 7f */
         {0, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"candidates\":5,\"dim\":1,\"vectors\":[\"AACAfw==\"]}", "vectors"},
         {0, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"candidates\":5,\"dim\":1,\"category\":7,\"vectors\":[\"AAAAAA==\"]}", "filters"},
+        {0, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"candidates\":5,\"dim\":1,\"ef\":15,\"vectors\":[\"AAAAAA==\"]}", "ef"},
+        {0, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"candidates\":5,\"dim\":1,\"ef\":\"300\",\"vectors\":[\"AAAAAA==\"]}", "ef"},
         {0, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"text_mode\":\"loud\",\"candidates\":5,\"dim\":1,\"vectors\":[\"AAAAAA==\"]}", "text/text_mode"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":0,\"locals\":[null],\"lists\":[[]]}", "depth"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null,null],\"lists\":[[]]}", "locals/lists"},

@@ -19,6 +19,7 @@
 
 #include "shoplens/engine.h"
 #include "shoplens/sample.h"
+#include "shoplens/server.h"
 #include <vips/vips.h>
 #include "engine/engine_internal.h"
 #include "engine/lcache.h"
@@ -1338,6 +1339,197 @@ static void test_put_described(void **state) {
     remove_dir(dir);
 }
 
+/* The output of a shell command (at most cap - 1 bytes), its exit status in *rc. */
+static void run_out(const char *cmd, char *out, size_t cap, int *rc) {
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = '\0';
+    *rc = pclose(p);
+}
+
+/* The HNSW candidate list length of a query (sl_query.ef) reaches the index: on 1,500 random
+ * vectors, ef = 16 misses some of the exact 10 nearest images that ef = 4096 (above the store's
+ * size: every reachable image is looked at) finds for the same queries, through
+ * sl_engine_nearest and through the cluster's candidate phase (sl_engine_candidates); values
+ * outside SL_ENGINE_HNSW_EF_MIN..MAX are refused, naming the range. */
+static void test_query_ef(void **state) {
+    fixture *f = *state;
+    char dir[64];
+    sl_engine *e = open_new(dir, "color", "hnsw");
+    fill(f, e, 1); /* trains the features */
+    sl_error err;
+    sl_image_descriptor base;
+    assert_int_equal(sl_engine_describe_bytes(e, f->jpg[0][0], f->len[0][0], NULL, &base, &err), SL_OK);
+    size_t dim = base.dim;
+    sl_product bp = {0};
+    bp.id = (char *)"R";
+    sl_described_product bd = {&bp, &base, 1};
+    assert_int_equal(sl_engine_put_described(e, &bd, 1, NULL, &err), SL_OK);
+    sl_product got;
+    sl_image_ref *refs = NULL;
+    size_t nr = 0;
+    assert_int_equal(sl_engine_get_product(e, "R", &got, &refs, &nr, &err), SL_OK);
+    char *copy_file = strdup(refs[0].file);
+    sl_product_clear(&got);
+    sl_image_refs_free(refs, nr);
+    enum { N = 1500, B = 500, NQ = 20 };
+    float *vecs = malloc((size_t)N * dim * sizeof *vecs);
+    sl_image_descriptor *im = calloc(B, sizeof *im);
+    sl_product *pr = calloc(B, sizeof *pr);
+    sl_described_product *dp = calloc(B, sizeof *dp);
+    char (*ids)[16] = calloc(B, sizeof *ids);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i < (size_t)N * dim; i++) { /* uniform in -1..1, each vector normalized below */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        vecs[i] = (float)((double)(x >> 11) / 4503599627370496.0 - 1.0);
+    }
+    for (int i = 0; i < N; i++) {
+        double n2 = 0;
+        for (size_t j = 0; j < dim; j++) n2 += (double)vecs[(size_t)i * dim + j] * vecs[(size_t)i * dim + j];
+        for (size_t j = 0; j < dim; j++) vecs[(size_t)i * dim + j] = (float)(vecs[(size_t)i * dim + j] / sqrt(n2));
+    }
+    for (int b0 = 0; b0 < N; b0 += B) {
+        for (int i = 0; i < B; i++) {
+            im[i] = base;
+            im[i].copy = NULL;
+            im[i].local = NULL;
+            im[i].source = NULL;
+            im[i].file = copy_file;
+            im[i].vec = vecs + (size_t)(b0 + i) * dim;
+            snprintf(im[i].hash, sizeof im[i].hash, "%064x", b0 + i + 1);
+            snprintf(ids[i], sizeof ids[i], "V%d", b0 + i);
+            pr[i] = (sl_product){0};
+            pr[i].id = ids[i];
+            dp[i] = (sl_described_product){&pr[i], &im[i], 1};
+        }
+        assert_int_equal(sl_engine_put_described(e, dp, B, NULL, &err), SL_OK);
+    }
+    sl_engine_stats st;
+    assert_int_equal(sl_engine_stats_get(e, &st, &err), SL_OK);
+    assert_string_equal(st.index_kind, "hnsw");
+    assert_int_equal(st.indexed, N + 3);
+    /* queries: stored vectors moved a little, so their neighbours are not trivially themselves */
+    size_t hit_lo = 0, hit_hi = 0, hit_cand_lo = 0, hit_cand_hi = 0, total = 0;
+    float *qv = malloc(dim * sizeof *qv);
+    for (int qi = 0; qi < NQ; qi++) {
+        for (size_t j = 0; j < dim; j++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            qv[j] = vecs[(size_t)(qi * 61) * dim + j] + 0.5f * (float)((double)(x >> 11) / 4503599627370496.0 - 1.0);
+        }
+        brute b = {qv, dim, sl_engine_store(e), NULL, {{0, 0}}, 0, 10};
+        assert_int_equal(sl_store_each_vector(sl_engine_store(e), brute_one, &b, &err), SL_OK);
+        assert_int_equal(b.n, 10);
+        total += b.n;
+        for (int hi = 0; hi < 2; hi++) {
+            sl_query q = {0};
+            q.ef = hi ? SL_ENGINE_HNSW_EF_MAX : SL_ENGINE_HNSW_EF_MIN;
+            sl_image_hit hits[10];
+            size_t n = 0;
+            assert_int_equal(sl_engine_nearest(e, qv, dim, &q, 10, hits, &n, &err), SL_OK);
+            sl_candidate *lists[1] = {NULL};
+            size_t counts[1] = {0};
+            assert_int_equal(sl_engine_candidates(e, qv, 1, dim, &q, NULL, 10, lists, counts, &err), SL_OK);
+            for (size_t a = 0; a < b.n; a++) {
+                for (size_t c = 0; c < n; c++)
+                    if (hits[c].image_id == b.best[a].image_id) *(hi ? &hit_hi : &hit_lo) += 1;
+                for (size_t c = 0; c < counts[0]; c++)
+                    if (lists[0][c].image_id == b.best[a].image_id) *(hi ? &hit_cand_hi : &hit_cand_lo) += 1;
+            }
+            sl_candidate_lists_clear(lists, counts, 1);
+        }
+    }
+    assert_int_equal(hit_hi, total);       /* ef 4096 > N: exact */
+    assert_int_equal(hit_cand_hi, total);
+    assert_true(hit_lo < total);           /* ef 16: some missed */
+    assert_true(hit_cand_lo < total);
+    /* the HTTP API (?ef=) passes it on: with 10 candidates per result (so that the candidate
+     * stage asks the index for 15 images and ef 16 is what it searches with), the most similar
+     * product of some products differs between ef 16 and ef 4096 */
+    const char *bin = getenv("SHOPLENS_BIN");
+    assert_non_null(bin);
+    sl_engine_set_candidates(e, SL_ENGINE_CANDIDATES_MIN);
+    sl_server_opts so;
+    sl_server_opts_init(&so);
+    so.listen = "127.0.0.1:0";
+    so.threads = 1;
+    sl_server *srv = NULL;
+    assert_int_equal(sl_server_new(e, &so, &srv, &err), SL_OK);
+    int http_diff = 0, rc;
+    enum { STEP = 2, CAP = 1 << 19 };
+    char *cmd = malloc(CAP), *out[2] = {malloc(CAP), malloc(CAP)};
+    for (int hi = 0; hi < 2; hi++) { /* one curl for N / STEP requests */
+        size_t len = (size_t)snprintf(cmd, CAP, "curl -sS");
+        for (int p = 0; p < N; p += STEP)
+            len += (size_t)snprintf(cmd + len, CAP - len, " '%sv1/products/V%d/similar?k=1&ef=%d'", sl_server_url(srv),
+                                    p, hi ? SL_ENGINE_HNSW_EF_MAX : SL_ENGINE_HNSW_EF_MIN);
+        assert_true(len < CAP);
+        run_out(cmd, out[hi], CAP, &rc);
+        assert_int_equal(rc, 0);
+    }
+    /* the answers in turn, each up to its "took_ms" */
+    char *a = out[0], *b = out[1];
+    for (int p = 0; p < N; p += STEP) {
+        char *ta = strstr(a, ",\"took_ms\""), *tb = strstr(b, ",\"took_ms\"");
+        assert_non_null(ta);
+        assert_non_null(tb);
+        assert_non_null(strstr(a, "\"results\":[{"));
+        http_diff += ta - a != tb - b || memcmp(a, b, (size_t)(ta - a)) != 0;
+        a = strchr(ta, '}');
+        b = strchr(tb, '}');
+        assert_non_null(a);
+        assert_non_null(b);
+    }
+    assert_true(http_diff > 0);
+    /* the CLI takes --ef on search and similar */
+    for (int hi = 0; hi < 2; hi++) {
+        snprintf(cmd, CAP, "'%s' similar V3 -k 3 --ef %d --json --store '%s'", bin,
+                 hi ? SL_ENGINE_HNSW_EF_MAX : SL_ENGINE_HNSW_EF_MIN, dir);
+        run_out(cmd, out[hi], CAP, &rc);
+        assert_int_equal(rc, 0);
+        assert_non_null(strstr(out[hi], "\"product_id\""));
+    }
+    /* out of range: refused by the CLI (usage, exit 2) and the API (400), naming the range */
+    snprintf(cmd, CAP, "'%s' similar V0 --ef 4097 --store '%s' 2>&1", bin, dir);
+    run_out(cmd, out[0], CAP, &rc);
+    assert_true(WIFEXITED(rc) && WEXITSTATUS(rc) == 2);
+    assert_non_null(strstr(out[0], "--ef: must be an integer in 16..4096"));
+    snprintf(cmd, CAP, "curl -sS -w ' %%{http_code}' '%sv1/products/V0/similar?ef=15'", sl_server_url(srv));
+    run_out(cmd, out[0], CAP, &rc);
+    assert_non_null(strstr(out[0], "parameter 'ef' must be an integer in 16..4096"));
+    assert_non_null(strstr(out[0], " 400"));
+    sl_server_free(srv);
+    free(cmd);
+    free(out[0]);
+    free(out[1]);
+    /* out of range */
+    for (int bad = 0; bad < 3; bad++) {
+        sl_query q = {0};
+        q.ef = bad == 0 ? SL_ENGINE_HNSW_EF_MIN - 1 : bad == 1 ? SL_ENGINE_HNSW_EF_MAX + 1 : -1;
+        sl_image_hit hits[10];
+        size_t n = 7;
+        assert_int_equal(sl_engine_nearest(e, qv, dim, &q, 10, hits, &n, &err), SL_E_INVALID);
+        assert_non_null(strstr(err.message, "ef must be in 16..4096"));
+        assert_int_equal(n, 0);
+        sl_matches m;
+        assert_int_equal(sl_engine_search_bytes(e, f->jpg[0][0], f->len[0][0], &q, &m, &err), SL_E_INVALID);
+        assert_non_null(strstr(err.message, "ef must be in 16..4096"));
+        sl_candidate *lists[1] = {NULL};
+        size_t counts[1] = {0};
+        assert_int_equal(sl_engine_candidates(e, qv, 1, dim, &q, NULL, 10, lists, counts, &err), SL_E_INVALID);
+    }
+    free(qv);
+    free(vecs);
+    free(im);
+    free(pr);
+    free(dp);
+    free(ids);
+    free(copy_file);
+    sl_image_descriptor_clear(&base);
+    sl_engine_free(e);
+    remove_dir(dir);
+}
+
 /* Local features are read from the store when a candidate is verified, never all at open, and
  * kept within the cache's budget: with room for about two images, searching the products in
  * turn evicts and reloads them (same inliers each time), and after a product's images are
@@ -1420,6 +1612,7 @@ int main(void) {
         cmocka_unit_test(test_hnsw_store_exact_candidates),
         cmocka_unit_test(test_index_catch_up),
         cmocka_unit_test(test_put_described),
+        cmocka_unit_test(test_query_ef),
         cmocka_unit_test(test_local_features_on_demand),
         cmocka_unit_test(test_calibrated_confidence),
     };

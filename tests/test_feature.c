@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "shoplens/feature.h"
+#include "shoplens/nn.h"
 #include "feature/features_internal.h"
 #include "feature/pca_internal.h"
 #include "feature/lanes.h"
@@ -944,7 +945,10 @@ static void test_spec_parsing(void **state) {
     expect_bad_spec("verify", "no global part");
     expect_bad_spec("cnn:", "model path");
     expect_bad_spec("cnn:m.onnx,precision=int4", "fp32, bf16 or int8");
-    expect_bad_spec("cnn:m.onnx,prec=int8", "unknown key for cnn (w, precision, mean)");
+    expect_bad_spec("cnn:m.onnx,prec=int8", "unknown key for cnn (w, precision, mean, flip, zoom)");
+    expect_bad_spec("cnn:m.onnx,flip=2", "bad value for 'flip'");
+    expect_bad_spec("cnn:m.onnx,zoom=1.01", "0 = off, or 1.05..4");
+    expect_bad_spec("cnn:m.onnx,zoom=5", "bad value for 'zoom'");
     expect_bad_spec("vlad:k=1", "bad value for 'k'");
     expect_bad_spec("vlad:k=2,pca=300", "exceeds");
     expect_bad_spec("verify:model=projective+color", "affine or homography");
@@ -1237,6 +1241,198 @@ static void test_pipeline_cnn_precision_and_mean(void **state) {
     for (int i = 0; i < N; i++) sl_image_free(imgs[i]);
 }
 
+/* The mirror image of im (rows reversed left to right). */
+static sl_image *mirror(const sl_image *im) {
+    int w = sl_image_width(im), h = sl_image_height(im), c = sl_image_channels(im);
+    sl_image *m = sl_image_new(w, h, c);
+    assert_non_null(m);
+    for (int y = 0; y < h; y++) {
+        const uint8_t *a = sl_image_cpixels(im) + (size_t)y * sl_image_stride(im);
+        uint8_t *b = sl_image_pixels(m) + (size_t)y * sl_image_stride(m);
+        for (int x = 0; x < w; x++) memcpy(b + (size_t)x * (size_t)c, a + (size_t)(w - 1 - x) * (size_t)c, (size_t)c);
+    }
+    return m;
+}
+
+/* Euclidean distance of a / |a| and b / |b| (random-weight test models embed every image at
+ * cosines near 1, so distances tell vectors apart where a cosine threshold would not). */
+static double ndist(const float *a, const float *b, size_t d) {
+    double aa = 0, bb = 0, s = 0;
+    for (size_t i = 0; i < d; i++) { aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    for (size_t i = 0; i < d; i++) { double t = a[i] / sqrt(aa) - b[i] / sqrt(bb); s += t * t; }
+    return sqrt(s);
+}
+
+/* cnn flip=1 (horizontal-flip test-time augmentation): an image and its mirror image get the
+ * same CNN vector (96 x 74 -> 48 x 37 -> centre crop 32 at x 8..39: the same crop of either), where
+ * the plain embedding tells them apart; the spec keeps the key, the trained means (mean=1) are
+ * learned from the flipped embeddings, and a saved file describes the same. */
+static void test_pipeline_cnn_flip(void **state) {
+    (void)state;
+    const char *src = getenv("SL_SOURCE_DIR");
+    enum { N = 6 };
+    sl_image *imgs[N], *mir[N];
+    for (int i = 0; i < N; i++) { imgs[i] = scene(96, 74, 700 + (uint64_t)i); mir[i] = mirror(imgs[i]); }
+    char spec[1400], plain_spec[1400];
+    snprintf(spec, sizeof spec, "cnn:%s/tests/models/tiny_mbv2.onnx,flip=1,mean=1", src ? src : "..");
+    snprintf(plain_spec, sizeof plain_spec, "cnn:%s/tests/models/tiny_mbv2.onnx,mean=1", src ? src : "..");
+    sl_features *f = NULL, *p = NULL, *g = NULL;
+    sl_error e;
+    if (sl_features_new(spec, &f, &e)) fail_msg("%s: %s", spec, e.message);
+    assert_non_null(strstr(sl_features_spec(f), ",mean=1,flip=1"));
+    assert_int_equal(sl_features_new(plain_spec, &p, &e), SL_OK);
+    assert_null(strstr(sl_features_spec(p), "flip"));
+    assert_int_equal(sl_features_train(f, (const sl_image *const *)imgs, N, 3), SL_OK);
+    assert_int_equal(sl_features_train(p, (const sl_image *const *)imgs, N, 3), SL_OK);
+    size_t d = sl_features_dim(f);
+    assert_int_equal(d, sl_features_dim(p));
+    float *a = calloc(d, sizeof(float)), *b = calloc(d, sizeof(float));
+    float *pa = calloc(d, sizeof(float)), *pb = calloc(d, sizeof(float));
+    assert_true(a && b && pa && pb);
+    double worst = 0, plain_best = 1e9, closest = 1e9;
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(sl_features_extract(f, imgs[i], a, NULL, &e), SL_OK);
+        assert_int_equal(sl_features_extract(f, mir[i], b, NULL, &e), SL_OK);
+        assert_int_equal(sl_features_extract(p, imgs[i], pa, NULL, &e), SL_OK);
+        assert_int_equal(sl_features_extract(p, mir[i], pb, NULL, &e), SL_OK);
+        double c = ndist(a, b, d), pc = ndist(pa, pb, d), fp = ndist(a, pa, d);
+        if (c > worst) worst = c;
+        if (pc < plain_best) plain_best = pc;
+        if (fp < closest) closest = fp;
+    }
+    assert_true(worst < 1e-5);      /* mirror-invariant */
+    assert_true(plain_best > 1e-3); /* without flip the network sees a different input */
+    assert_true(closest > 1e-3);    /* flip=1 is not the plain embedding */
+    /* reference from the network itself: e_i = L2(L2(embed(image)) + L2(embed(mirror))), the
+     * mean of the e_i learned by training, the vector = L2(e_0 - mean) */
+    char mpath[1200];
+    snprintf(mpath, sizeof mpath, "%s/tests/models/tiny_mbv2.onnx", src ? src : "..");
+    sl_nn *nn = NULL;
+    assert_int_equal(sl_nn_load(mpath, &nn, &e), SL_OK);
+    assert_int_equal(sl_nn_embed_dim(nn), d);
+    float *ref = calloc((size_t)N * d, sizeof(float)), *mu = calloc(d, sizeof(float));
+    assert_true(ref && mu);
+    for (int i = 0; i < N; i++) {
+        float *r = ref + (size_t)i * d;
+        assert_int_equal(sl_nn_embed(nn, (const sl_image *const *)&imgs[i], 1, r, &e), SL_OK);
+        assert_int_equal(sl_nn_embed(nn, (const sl_image *const *)&mir[i], 1, b, &e), SL_OK);
+        double n2 = 0;
+        for (size_t k = 0; k < d; k++) { r[k] += b[k]; n2 += (double)r[k] * r[k]; }
+        for (size_t k = 0; k < d; k++) { r[k] = (float)(r[k] / sqrt(n2)); mu[k] += r[k] / N; }
+    }
+    for (size_t k = 0; k < d; k++) b[k] = ref[k] - mu[k];
+    assert_int_equal(sl_features_extract(f, imgs[0], a, NULL, &e), SL_OK);
+    assert_true(ndist(a, b, d) < 1e-5);
+    free(ref);
+    free(mu);
+    sl_nn_free(nn);
+    char path[] = "/tmp/sl_test_cnn_flip_XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(sl_features_save(f, path), SL_OK);
+    assert_int_equal(sl_features_load(path, &g, &e), SL_OK);
+    assert_string_equal(sl_features_spec(g), sl_features_spec(f));
+    assert_int_equal(sl_features_extract(f, imgs[1], a, NULL, &e), SL_OK);
+    assert_int_equal(sl_features_extract(g, imgs[1], b, NULL, &e), SL_OK);
+    assert_memory_equal(a, b, d * sizeof(float));
+    unlink(path);
+    free(a); free(b); free(pa); free(pb);
+    sl_features_free(g);
+    sl_features_free(p);
+    sl_features_free(f);
+    for (int i = 0; i < N; i++) { sl_image_free(imgs[i]); sl_image_free(mir[i]); }
+}
+
+/* cnn zoom=z: the CNN vector is the normalized sum of the embeddings of the image preprocessed
+ * as the model says (tiny_mbv2: shorter side 37, crop 32) and with its shorter side resized to z
+ * times that (sl_nn_preprocess_resized, 74), computed here from the network directly; with flip=1
+ * as well, the four views (both mirrored) make it mirror-invariant. */
+static void test_pipeline_cnn_zoom(void **state) {
+    (void)state;
+    const char *src = getenv("SL_SOURCE_DIR");
+    char spec[1400], mpath[1200];
+    snprintf(mpath, sizeof mpath, "%s/tests/models/tiny_mbv2.onnx", src ? src : "..");
+    snprintf(spec, sizeof spec, "cnn:%s,zoom=2", mpath);
+    sl_features *f = NULL, *g = NULL;
+    sl_nn *nn = NULL;
+    sl_error e;
+    if (sl_features_new(spec, &f, &e)) fail_msg("%s: %s", spec, e.message);
+    assert_non_null(strstr(sl_features_spec(f), ",zoom=2"));
+    assert_int_equal(sl_features_new(sl_features_spec(f), &g, &e), SL_OK);
+    assert_string_equal(sl_features_spec(g), sl_features_spec(f));
+    sl_features_free(g);
+    assert_int_equal(sl_nn_load(mpath, &nn, &e), SL_OK);
+    assert_int_equal(sl_nn_preproc_get(nn)->resize, 37);
+    size_t d = sl_features_dim(f), per = 3 * 32 * 32;
+    assert_int_equal(d, sl_nn_embed_dim(nn));
+    float *v = calloc(d, sizeof(float)), *r = calloc(2 * d, sizeof(float)), *x = calloc(2 * per, sizeof(float));
+    assert_true(v && r && x);
+    for (int i = 0; i < 3; i++) {
+        sl_image *im = scene(96, 74, 800 + (uint64_t)i);
+        const sl_image *one = im;
+        assert_int_equal(sl_nn_preprocess(nn, &one, 1, x, &e), SL_OK);
+        assert_int_equal(sl_nn_preprocess_resized(nn, &one, 1, 74, x + per, &e), SL_OK);
+        assert_true(memcmp(x, x + per, per * sizeof(float)) != 0);
+        assert_int_equal(sl_nn_embed_tensor(nn, x, 2, r, &e), SL_OK);
+        for (size_t k = 0; k < d; k++) r[k] += r[d + k];
+        assert_int_equal(sl_features_extract(f, im, v, NULL, &e), SL_OK);
+        assert_true(ndist(v, r, d) < 1e-5);
+        assert_true(ndist(v, r + d, d) > 1e-3); /* not the closer view alone */
+        /* resize 0 is the model's own preprocessing */
+        assert_int_equal(sl_nn_preprocess_resized(nn, &one, 1, 0, x + per, &e), SL_OK);
+        assert_memory_equal(x, x + per, per * sizeof(float));
+        sl_image_free(im);
+    }
+    {
+        sl_image *im = scene(40, 40, 1);
+        const sl_image *one = im;
+        assert_int_equal(sl_nn_preprocess_resized(nn, &one, 1, -1, x, &e), SL_E_INVALID);
+        assert_non_null(strstr(e.message, "resize -1 out of range"));
+        sl_image_free(im);
+    }
+    free(x);
+    sl_features_free(f);
+    /* zoom and flip: mirror-invariant */
+    snprintf(spec, sizeof spec, "cnn:%s,flip=1,zoom=2", mpath);
+    if (sl_features_new(spec, &f, &e)) fail_msg("%s: %s", spec, e.message);
+    sl_image *im = scene(96, 74, 900), *mi = mirror(im);
+    assert_int_equal(sl_features_extract(f, im, v, NULL, &e), SL_OK);
+    assert_int_equal(sl_features_extract(f, mi, r, NULL, &e), SL_OK);
+    assert_true(ndist(v, r, d) < 1e-5);
+    sl_image_free(im);
+    sl_image_free(mi);
+    free(v);
+    free(r);
+    sl_nn_free(nn);
+    sl_features_free(f);
+}
+
+/* The recommended configuration for a model (init/eval --model): the embedding over both scales
+ * and mirrored, centred, colour centred at 0.2, verification; it parses to itself; bad paths and
+ * short buffers are refused. */
+static void test_model_spec(void **state) {
+    (void)state;
+    const char *src = getenv("SL_SOURCE_DIR");
+    char mpath[1200], spec[2048];
+    snprintf(mpath, sizeof mpath, "%s/tests/models/tiny_mbv2.onnx", src ? src : "..");
+    assert_int_equal(sl_features_model_spec(mpath, spec, sizeof spec), SL_OK);
+    sl_features *f = NULL;
+    sl_error e;
+    if (sl_features_new(spec, &f, &e)) fail_msg("%s: %s", spec, e.message);
+    const char *c = sl_features_spec(f);
+    assert_non_null(strstr(c, ",mean=1,flip=1,zoom=1.25+color:w=0.2,"));
+    assert_non_null(strstr(c, "lowsat=0.1,mean=1+verify:"));
+    assert_null(strstr(c, "vlad"));
+    assert_true(sl_features_uses_verify(f));
+    assert_true(sl_features_needs_training(f));
+    sl_features_free(f);
+    assert_int_equal(sl_features_model_spec("a+b.onnx", spec, sizeof spec), SL_E_INVALID);
+    assert_int_equal(sl_features_model_spec("a,b.onnx", spec, sizeof spec), SL_E_INVALID);
+    assert_int_equal(sl_features_model_spec("", spec, sizeof spec), SL_E_INVALID);
+    assert_int_equal(sl_features_model_spec(mpath, spec, 20), SL_E_TOO_LARGE);
+}
+
 static void test_verify_survives_rotation_and_scale(void **state) {
     (void)state;
     sl_image *a = scene(200, 160, 7), *b = NULL, *c = NULL;
@@ -1356,6 +1552,9 @@ int main(void) {
         cmocka_unit_test(test_pipeline_train_extract_save_load),
         cmocka_unit_test(test_pipeline_cnn_reduced_precision_persists),
         cmocka_unit_test(test_pipeline_cnn_precision_and_mean),
+        cmocka_unit_test(test_pipeline_cnn_flip),
+        cmocka_unit_test(test_pipeline_cnn_zoom),
+        cmocka_unit_test(test_model_spec),
         cmocka_unit_test(test_mean_part_train_save_load),
         cmocka_unit_test(test_verify_survives_rotation_and_scale),
     };

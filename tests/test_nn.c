@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <float.h>
 #include <math.h>
 #include <pthread.h>
 #include <unistd.h>
@@ -546,7 +547,9 @@ static void test_default_embedding_rule(void **state) {
 }
 
 /* Preprocessing against torchvision's transforms on PIL images, computed by
- * tests/preproc/make_reference.py (its PRE table) on the generated images of pattern.h. */
+ * tests/preproc/make_reference.py (its PRE table) on the generated images of pattern.h; and
+ * sl_nn_preprocess_resized (the other scale of a feature spec's cnn zoom) against the same model
+ * loaded with that resize. */
 static void test_preprocess_matches_torchvision(void **state) {
     (void)state;
 #ifdef SL_NN_HAVE_IMAGE
@@ -608,6 +611,26 @@ static void test_preprocess_matches_torchvision(void **state) {
         assert_int_equal(sl_nn_embed(m, imgs, 1, a, &e), SL_OK);
         assert_int_equal(sl_nn_embed_tensor(m, x, 1, b, &e), SL_OK);
         assert_memory_equal(a, b, dim * sizeof(float));
+        /* sl_nn_preprocess_resized: 0 is the model's own; another resize is exactly what the
+         * model loaded with that resize does; a model that does not resize refuses one */
+        float y[3 * 32 * 32];
+        assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, 0, y, &e), SL_OK);
+        assert_memory_equal(x, y, sizeof x);
+        if (cases[t].resize > 0) {
+            sl_nn *m2 = NULL;
+            o.preproc.resize = cases[t].resize + 9;
+            assert_int_equal(sl_nn_load_opts(p, &o, &m2, &e), SL_OK);
+            assert_int_equal(sl_nn_preprocess(m2, imgs, 1, x, &e), SL_OK);
+            assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, cases[t].resize + 9, y, &e), SL_OK);
+            assert_memory_equal(x, y, sizeof x);
+            assert_int_equal(sl_nn_preprocess(m, imgs, 1, x, &e), SL_OK);
+            assert_true(memcmp(x, y, sizeof x) != 0);
+            sl_nn_free(m2);
+        } else {
+            assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, 40, y, &e), SL_E_INVALID);
+            assert_non_null(strstr(e.message, "not resized"));
+        }
+        assert_int_equal(sl_nn_preprocess_resized(m, imgs, 1, SL_IMAGE_MAX_SIDE_MAX + 1, y, &e), SL_E_INVALID);
         sl_image_free(img);
         sl_nn_free(m);
         free(ref);
@@ -1197,6 +1220,266 @@ static void test_calibration_keeps_sensitive_layer(void **state) {
     sl_nn_free(ref);
 }
 
+/* Graph node of the convolution named `name` (-1 if none). */
+static int conv_node(const sl_nn *m, const char *name) {
+    for (size_t k = 0; k < m->nnodes; k++)
+        if (!m->nodes[k].dead && m->nodes[k].op == SL__OP_CONV && !strcmp(m->nodes[k].name, name)) return (int)k;
+    return -1;
+}
+
+/* int8 keeps a convolution it does not survive (calib_outlier: one input channel 1000x the
+ * others, one step for all of them) out of int8 - at bf16 where the CPU has bf16 dot products
+ * (its bf16 sensitivity is within a tenth of the budget), else at fp32; at fp32 too when asked
+ * (keep_bf16 = 0) or when the tenth of the budget is below its bf16 sensitivity. The record
+ * keeps the choice. */
+static void test_calibration_keeps_at_bf16(void **state) {
+    (void)state;
+    sl_nn *ref = load_prec("calib_outlier", SL_NN_PRECISION_FP32, 1);
+    size_t per = per_image_of(ref);
+    float *cal = normal_inputs(32, per, 5), *test = normal_inputs(16, per, 6);
+    sl_nn *m = load_prec("calib_outlier", SL_NN_PRECISION_INT8, 1);
+    int k = conv_node(m, "conv2_outlier");
+    assert_true(k >= 0);
+    int bf = sl__quant_has_bf16();
+    sl_nn_calib_opts co;
+    sl_nn_calib_opts_init(&co);
+    sl_error e;
+    assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+    char *info = NULL;
+    assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
+    print_message("bf16 dot products: %s; %s", bf ? "yes" : "no", strstr(info, "calibration:"));
+    assert_int_equal(m->calib->keep[k], bf ? SL__KEEP_BF16 : SL__KEEP_FP32);
+    assert_true(m->calib->sens[k] > 0.1f); /* int8 alone ruins it */
+    if (bf) {
+        assert_true(m->calib->sens16[k] >= 0 && m->calib->sens16[k] < 1e-4f);
+        assert_non_null(strstr(info, "0 of 2 convolutions kept at fp32 and 1 at bf16: 'conv2_outlier' ("));
+        assert_non_null(strstr(info, "1 bf16, 1 int8 (oneDNN)"));
+    } else {
+        assert_non_null(strstr(info, "1 of 2 convolutions kept at fp32: 'conv2_outlier' ("));
+    }
+    free(info);
+    double good = min_cosine(m, ref, test, 16);
+    print_message("min cosine to fp32: %.6f\n", good);
+    assert_true(good >= 0.9999);
+    /* the record keeps the bf16 choice: a fresh load computes the same bits */
+    uint8_t *rec = NULL;
+    size_t len = 0;
+    assert_int_equal(sl_nn_calibration_save(m, &rec, &len, &e), SL_OK);
+    sl_nn *f = load_prec("calib_outlier", SL_NN_PRECISION_INT8, 1);
+    assert_int_equal(sl_nn_calibration_load(f, rec, len, &e), SL_OK);
+    assert_int_equal(f->calib->keep[k], m->calib->keep[k]);
+    assert_true(f->calib->sens16[k] == m->calib->sens16[k]);
+    size_t d = sl_nn_embed_dim(f);
+    float *ya = calloc(16 * d, sizeof(float)), *yb = calloc(16 * d, sizeof(float));
+    assert_int_equal(sl_nn_run(f, test, 16, ya, &e), SL_OK);
+    assert_int_equal(sl_nn_run(m, test, 16, yb, &e), SL_OK);
+    assert_memory_equal(ya, yb, 16 * d * sizeof(float));
+    free(ya);
+    free(yb);
+    free(rec);
+    sl_nn_free(f);
+    /* fp32 when asked, and when the budget's tenth is below its bf16 sensitivity */
+    co.keep_bf16 = 0;
+    assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+    assert_int_equal(m->calib->keep[k], SL__KEEP_FP32);
+    assert_true(m->calib->sens16[k] < 0); /* not measured */
+    sl_nn_calib_opts_init(&co);
+    co.budget = 1e-9;
+    assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_OK);
+    assert_int_equal(m->calib->keep[k], SL__KEEP_FP32);
+    co.keep_bf16 = 2;
+    assert_int_equal(sl_nn_calibrate_tensor(m, cal, 32, &co, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "keep_bf16"));
+    sl_nn_free(m);
+    free(cal);
+    free(test);
+    sl_nn_free(ref);
+}
+
+/* With a budget small enough to keep most of tiny_mbv2 out of int8, the kept depthwise
+ * convolutions stay fp32 (their bf16 sensitivity is not even measured: bound by memory, bf16
+ * only adds a conversion) while, on a CPU with bf16 dot products, some 1x1 ones run at bf16,
+ * together within a tenth of the budget. */
+static void test_calibration_bf16_keeps_skip_depthwise(void **state) {
+    (void)state;
+    sl_nn *m = load_prec("tiny_mbv2", SL_NN_PRECISION_INT8, 1);
+    float *cal = normal_inputs(24, per_image_of(m), 7);
+    sl_nn_calib_opts co;
+    sl_nn_calib_opts_init(&co);
+    co.budget = 1e-7;
+    sl_error e;
+    assert_int_equal(sl_nn_calibrate_tensor(m, cal, 24, &co, &e), SL_OK);
+    int dw = 0, b16 = 0;
+    double used = 0;
+    for (size_t k = 0; k < m->nnodes; k++) {
+        if (m->nodes[k].dead || m->nodes[k].op != SL__OP_CONV || !m->calib->keep[k]) continue;
+        if (m->nodes[k].group > 1) {
+            dw++;
+            assert_int_equal(m->calib->keep[k], SL__KEEP_FP32);
+            assert_true(m->calib->sens16[k] < 0);
+        } else if (m->calib->keep[k] == SL__KEEP_BF16) {
+            b16++;
+            used += m->calib->sens16[k];
+        }
+    }
+    print_message("kept: %d depthwise at fp32, %d at bf16 (bf16 sensitivities %.3g)\n", dw, b16, used);
+    assert_true(dw >= 1);
+    assert_true(sl__quant_has_bf16() ? b16 >= 1 : b16 == 0);
+    assert_true(used <= co.budget / 10);
+    free(cal);
+    sl_nn_free(m);
+}
+
+/* A record of version 1 (written before bf16 keeps; tests/models/tiny_mbv2.int8-v1.cal, made
+ * with budget 1e-6, keeps one convolution at fp32) still loads and describes itself. */
+static void test_calibration_record_v1_loads(void **state) {
+    (void)state;
+    char p[1200];
+    model_path(p, sizeof p, "tiny_mbv2", ".int8-v1.cal");
+    unsigned char *buf = NULL;
+    size_t len = 0;
+    assert_int_equal(read_all(p, &buf, &len), 0);
+    assert_true(len > 16);
+    assert_int_equal(buf[8], 1); /* version 1 */
+    sl_nn *m = load_prec("tiny_mbv2", SL_NN_PRECISION_INT8, 1);
+    sl_error e;
+    assert_int_equal(sl_nn_calibration_load(m, buf, len, &e), SL_OK);
+    char d[2048];
+    sl_nn_calibration_describe(m, d, sizeof d);
+    assert_non_null(strstr(d, "int8, 2 images (seed 17), ranges by mse; 1 of 11 convolutions kept at fp32: '"));
+    int kept = 0;
+    for (size_t k = 0; k < m->nnodes; k++) {
+        kept += m->calib->keep[k] == SL__KEEP_FP32;
+        assert_true(m->calib->keep[k] != SL__KEEP_BF16);
+        assert_true(m->calib->sens16[k] < 0);
+    }
+    assert_int_equal(kept, 1);
+    /* a version-1 record with a bf16 keep (2) is damaged */
+    for (size_t k = 0; k < m->nnodes; k++) {
+        if (!m->calib->keep[k]) continue;
+        const char *nm = m->vals[m->nodes[k].out].name;
+        size_t nl = strlen(nm);
+        for (size_t i = 0; i + nl + 1 < len; i++)
+            if (!memcmp(buf + i, nm, nl) && buf[i + nl] == 1 && i >= 2 && buf[i - 2] == (nl & 0xff)) {
+                buf[i + nl] = 2;
+                uint64_t h = 0xcbf29ce484222325ULL;
+                for (size_t j = 0; j < len - 8; j++) { h ^= buf[j]; h *= 0x100000001b3ULL; }
+                for (int j = 0; j < 8; j++) buf[len - 8 + (size_t)j] = (uint8_t)(h >> (8 * j));
+                break;
+            }
+    }
+    sl_nn *f = load_prec("tiny_mbv2", SL_NN_PRECISION_INT8, 1);
+    assert_int_equal(sl_nn_calibration_load(f, buf, len, &e), SL_E_CORRUPT);
+    assert_non_null(strstr(e.message, "bad layer entry"));
+    free(buf);
+    sl_nn_free(f);
+    sl_nn_free(m);
+}
+
+/* int8 chains into depthwise convolutions with one step per channel: the producer (a 1x1
+ * expansion with ReLU6) requantizes each channel with the depthwise input's step, so as many
+ * tensors stay int8 as with one step per tensor, and the result stays close to fp32. */
+static int chained_tensors(const sl_nn *m) {
+    char *info = NULL;
+    sl_error e;
+    assert_int_equal(sl_nn_info(m, &info, &e), SL_OK);
+    const char *t = strstr(info, " tensors kept in int8");
+    assert_non_null(t);
+    while (t > info && t[-1] >= '0' && t[-1] <= '9') t--;
+    int n = atoi(t);
+    free(info);
+    return n;
+}
+
+static void test_int8_chains_into_depthwise(void **state) {
+    (void)state;
+    sl_nn *ref = load_prec("tiny_mbv2", SL_NN_PRECISION_FP32, 1);
+    size_t per = per_image_of(ref), d = sl_nn_embed_dim(ref);
+    float *cal = normal_inputs(24, per, 7), *test = normal_inputs(8, per, 8);
+    int n[2];
+    for (int pc = 0; pc < 2; pc++) {
+        sl_nn *m = load_prec("tiny_mbv2", SL_NN_PRECISION_INT8, 1);
+        sl_nn_calib_opts co;
+        sl_nn_calib_opts_init(&co);
+        co.sens_images = 0; /* every convolution int8 */
+        co.per_channel = pc;
+        /* min/max ranges: a tensor's threshold is its largest |x|, so channels whose own largest
+         * |x| is below half of it get steps of their own */
+        co.method = SL_NN_CALIB_MINMAX;
+        sl_error e;
+        assert_int_equal(sl_nn_calibrate_tensor(m, cal, 24, &co, &e), SL_OK);
+        n[pc] = chained_tensors(m);
+        if (pc) {
+            int own = 0;
+            for (size_t v = 0; v < m->calib->nvals; v++)
+                for (int c = 0; c < m->calib->r[v].nch; c++) own += m->calib->r[v].ch[c] != m->calib->r[v].amax;
+            assert_true(own > 0);
+            /* the chained plan computes what the plan without chains computes (every depthwise
+             * convolution quantizing a float copy of its input per channel), up to rounding */
+            sl__qsel sel = {m->calib, NULL};
+            sl__plan *p[2] = {NULL, NULL};
+            float *y[2];
+            double mx = 0, dmax = 0;
+            for (int ch = 0; ch < 2; ch++) {
+                assert_int_equal(sl__plan_new_chain(m, 8, SL_NN_PRECISION_INT8, &sel, 1, ch, &p[ch], &e), SL_OK);
+                y[ch] = calloc(8 * d, sizeof(float));
+                assert_int_equal(sl__plan_run(p[ch], test, y[ch], NULL, 1, &e), SL_OK);
+            }
+            for (size_t i = 0; i < 8 * d; i++) {
+                mx = fmax(mx, fabs(y[0][i]));
+                dmax = fmax(dmax, fabs((double)y[1][i] - y[0][i]));
+            }
+            print_message("%d channels with steps of their own; chained vs unchained: max |diff| %.3g of max %.3g\n", own, dmax, mx);
+            assert_true(dmax <= 1e-3 * mx);
+            for (int ch = 0; ch < 2; ch++) { sl__plan_delete(p[ch]); free(y[ch]); }
+        }
+        sl_nn_free(m);
+    }
+    print_message("tensors kept in int8: %d per tensor, %d per channel\n", n[0], n[1]);
+    /* tiny_mbv2: 3 depthwise convolutions, each fed by a 1x1 convolution with ReLU6 and feeding
+     * one without a sum: 6 chained tensors */
+    assert_int_equal(n[0], 6);
+    assert_int_equal(n[1], 6);
+    free(cal);
+    free(test);
+    sl_nn_free(ref);
+}
+
+/* A Relu / Clip fused into a convolution whose output is stored quantized, in the units of its
+ * steps: per tensor any bound scales; per channel a bound must be 0, infinite, or applied by the
+ * u8 / s8 saturation in every channel. */
+static void test_int8_activation_bounds(void **state) {
+    (void)state;
+    float lo, hi;
+    sl__actp relu = {SL__ACT_RELU, 0, 0}, relu6 = {SL__ACT_CLIP, 0, 6}, neg = {SL__ACT_CLIP, -1, INFINITY},
+             sig = {SL__ACT_SIGMOID, 0, 0};
+    float fine[2] = {6.0f / 255 / 2, 0.01f}, coarse[2] = {0.01f, 0.05f};
+    sl__dq pt = {0.1f, 0, NULL}, pcf = {0, 0, fine}, pcc = {0, 0, coarse}, s8f = {0, 1, fine}, s8c = {0, 1, coarse};
+    assert_int_equal(sl__dq_act_bounds(&relu6, NULL, 2, &lo, &hi), 1);
+    assert_true(lo == 0 && hi == 6);
+    assert_int_equal(sl__dq_act_bounds(&relu6, &pt, 2, &lo, &hi), 1);
+    assert_true(lo == 0 && fabsf(hi - 60) < 1e-4f);
+    assert_int_equal(sl__dq_act_bounds(&relu, &pcc, 2, &lo, &hi), 1);
+    assert_true(lo == 0 && hi == FLT_MAX);
+    /* 6 / step >= 255 in every channel: the u8 saturation clips at 6 or below */
+    assert_int_equal(sl__dq_act_bounds(&relu6, &pcf, 2, &lo, &hi), 1);
+    assert_true(lo == 0 && hi == FLT_MAX);
+    assert_int_equal(sl__dq_act_bounds(&relu6, &pcc, 2, &lo, &hi), 0); /* 6 / 0.05 = 120 levels */
+    /* a negative lower bound: u8 saturates at 0; s8 only where -1 / step <= -128 */
+    assert_int_equal(sl__dq_act_bounds(&neg, &pcc, 2, &lo, &hi), 1);
+    assert_true(lo == -FLT_MAX && hi == FLT_MAX);
+    assert_int_equal(sl__dq_act_bounds(&neg, &s8c, 2, &lo, &hi), 0);
+    float tiny[2] = {0.001f, 0.002f};
+    sl__dq s8t = {0, 1, tiny};
+    assert_int_equal(sl__dq_act_bounds(&neg, &s8t, 2, &lo, &hi), 1);
+    assert_true(lo == -FLT_MAX);
+    assert_int_equal(sl__dq_act_bounds(&relu6, &s8f, 2, &lo, &hi), 1);
+    assert_true(lo == 0 && hi == FLT_MAX);
+    assert_int_equal(sl__dq_act_bounds(&relu6, &s8c, 2, &lo, &hi), 0); /* 6 / 0.05 = 120 < 127 levels */
+    assert_int_equal(sl__dq_act_bounds(&sig, &pt, 2, &lo, &hi), 0);
+    assert_int_equal(sl__dq_act_bounds(&sig, NULL, 2, &lo, &hi), 1);
+}
+
 /* What calibration refuses, and damaged or foreign records. */
 static void test_calibration_errors(void **state) {
     (void)state;
@@ -1280,6 +1563,11 @@ int main(void) {
         cmocka_unit_test(test_calibration_is_deterministic),
         cmocka_unit_test(test_calibration_keeps_sensitive_layer),
         cmocka_unit_test(test_calibration_errors),
+        cmocka_unit_test(test_calibration_keeps_at_bf16),
+        cmocka_unit_test(test_calibration_bf16_keeps_skip_depthwise),
+        cmocka_unit_test(test_calibration_record_v1_loads),
+        cmocka_unit_test(test_int8_chains_into_depthwise),
+        cmocka_unit_test(test_int8_activation_bounds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -78,6 +78,10 @@ typedef struct sl_node_opts {
     const char *name;         /* in the node list (default host:port, known at sl_node_start) */
     int timeout_ms;           /* a replica must answer a phase within this (0: the default),
                                  else the next replica of its shard is asked */
+    int hnsw_ef;              /* a search node: the HNSW ef of its shard's searches that give
+                                 none (sl_engine_set_hnsw_ef on the local copy; 0: the engine's
+                                 default); a search's own (sl_query.ef) reaches it from the
+                                 router. Ignored by a router. */
     void (*log)(void *ctx, const char *message); /* what the node does and meets; may be NULL */
     void *log_ctx;
 } sl_node_opts;

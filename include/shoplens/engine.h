@@ -171,6 +171,12 @@ typedef struct sl_query {
      * the image and be at least SL_ENGINE_REGION_MIN pixels on each side, else SL_E_INVALID
      * naming the image size. Ignored by sl_engine_similar. */
     int region_x, region_y, region_w, region_h;
+    /* HNSW candidate list length of this search (the ef of Malkov & Yashunin 2018): 0 = the
+     * engine's (sl_engine_set_hnsw_ef, SL_ENGINE_HNSW_EF_DEFAULT unless set), else
+     * SL_ENGINE_HNSW_EF_MIN..SL_ENGINE_HNSW_EF_MAX (SL_E_INVALID naming the range otherwise).
+     * Larger finds more of the exact nearest images for more time (docs/index.md, "At scale").
+     * A store searched by exact scan (flat, up to the crossover) accepts and ignores it. */
+    int ef;
 } sl_query;
 
 /* Parses a region "x,y,w,h" (four decimal integers, no spaces, each at most
@@ -793,6 +799,16 @@ sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t
 /* Orders matches best first as a search does (score, then product id) and keeps ranks
  * offset+1 .. offset+k of them (q's k and offset): the router's merge. */
 void sl_matches_merge_slice(sl_matches *m, const sl_query *q);
+/* K of e's confidence: a result's confidence compares its score with the mean score of the K
+ * best other products of its query (learn.h, sl_calib_cohort of the store's calibration). */
+int sl_engine_confidence_cohort(sl_engine *e);
+/* Sets the confidence and the match flag of every match of m as a search of e does, before any
+ * text boost: its score against the mean of the K best other products of `cohort` and against
+ * the best other one (the margin) (any order; the same query's matches without its filters, or
+ * NULL when the query has none: m itself).
+ * The router computes them so over the merged shards, which is what a single store's search
+ * returns. On failure (SL_E_NOMEM) m is unchanged. */
+sl_status sl_engine_matches_confidence(sl_engine *e, sl_matches *m, const sl_matches *cohort);
 /* The category vote of sl_engine_classify from its k nearest products (already searched). */
 sl_status sl_classification_from_matches(const sl_matches *m, sl_classification *out,
                                          sl_error *err);

@@ -324,11 +324,14 @@ sl_status sl_features_parse(const void *data, size_t len, const char *name, sl_f
 
 /* Colour's weight next to a model's embedding (1) in the recommended fusion. */
 #define SL_FEATURES_MODEL_COLOR_WEIGHT 0.2
+/* The recommended embedding's second scale: the centre 1/1.25 of each side (cnn key `zoom`). */
+#define SL_FEATURES_MODEL_ZOOM 1.25
 /* Writes the recommended specification for an ONNX model into buf (cap bytes, NUL-terminated):
- * "cnn:PATH,mean=1+color:w=0.2,mean=1+verify" - the embedding and the colour histogram, each
- * centred on the catalog's mean (learned at the first ingest), colour at a fifth of the weight,
- * and geometric verification; one rule for every catalog (docs/features.md "Recommended
- * configuration"). SL_E_INVALID when path is NULL/empty or holds '+' or ',' (the spec separators),
+ * "cnn:PATH,mean=1,flip=1,zoom=1.25+color:w=0.2,mean=1+verify" - the embedding averaged over the
+ * image, its centre and both mirrored, and the colour histogram, each centred on the catalog's
+ * mean (learned at the first ingest), colour at a fifth of the weight, and geometric
+ * verification; one rule for every catalog (docs/features.md "Recommended configuration").
+ * SL_E_INVALID when path is NULL/empty or holds '+' or ',' (the spec separators),
  * SL_E_TOO_LARGE when buf is too small. */
 sl_status sl_features_model_spec(const char *model_path, char *buf, size_t cap);
 

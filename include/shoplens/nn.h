@@ -42,7 +42,8 @@ typedef enum sl_nn_precision {
                                      weights without VNNI): s8 weights per output channel,
                                      activations quantized per tensor (per channel into depthwise
                                      convolutions) with steps from sl_nn_calibrate, the most
-                                     sensitive convolutions kept at fp32; accuracy in docs/cnn.md */
+                                     sensitive convolutions kept at fp32 (at bf16 where the CPU
+                                     has AVX-512-BF16); accuracy in docs/cnn.md */
 } sl_nn_precision;
 
 typedef enum sl_nn_backend {
@@ -152,6 +153,14 @@ sl_status sl_nn_embed_tensor(const sl_nn *m, const float *in, size_t n, float *o
 sl_status sl_nn_preprocess(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
                            sl_error *err);
 
+/* sl_nn_preprocess with the shorter side resized to `resize` pixels instead of the model's own
+ * (then the same centre crop): a closer view (larger resize) or a wider one, for multi-scale
+ * embeddings (the feature spec's cnn `zoom`). resize 0 = the model's own. Errors as
+ * sl_nn_preprocess, and SL_E_INVALID for a resize outside 0..SL_IMAGE_MAX_SIDE_MAX or a
+ * non-zero resize on a model whose preprocessing does not resize (resize 0 in its sidecar). */
+sl_status sl_nn_preprocess_resized(const sl_nn *m, const sl_image *const *images, size_t n, int resize,
+                                   float *out, sl_error *err);
+
 /* Preprocesses n images and writes n L2-normalized embeddings (n * dim floats) to out.
  * Thread-safe. Needs the image module (SL_E_UNSUPPORTED in builds without it). */
 sl_status sl_nn_embed(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
@@ -188,6 +197,9 @@ typedef struct sl_nn_calib_opts {
     double budget;               /* keep rule: the mean 1 - cosine of the embedding the reduced
                                     layers may add up to; 0 = the precision's default */
     int per_channel;             /* int8: one step per channel for depthwise convolution inputs */
+    int keep_bf16;               /* int8: 1 (default) = where the CPU has AVX-512-BF16 dot products,
+                                    convolutions kept out of int8 may run at bf16 (within a tenth
+                                    of the budget) instead of fp32; 0 = always fp32 */
     uint64_t seed;               /* sample of the images */
     int threads;                 /* 0 = the model's thread count; results do not depend on it */
 } sl_nn_calib_opts;
@@ -215,7 +227,8 @@ sl_status sl_nn_calibration_load(sl_nn *m, const uint8_t *buf, size_t len, sl_er
 /* 0: not calibrated, 1: calibrated on given images or a loaded record, 2: on the synthetic images. */
 int sl_nn_calibrated(const sl_nn *m);
 /* One line describing m's calibration into buf (n bytes, truncated, no newline): precision,
- * images, seed, range estimator, the convolutions kept at fp32 with their sensitivities and the
+ * images, seed, range estimator, the convolutions kept at fp32 (and, int8, at bf16) with their
+ * sensitivities (int8, and bf16 for those kept at bf16) and the
  * embedding cosine to fp32 it measured; "" for an fp32 model or one not calibrated yet (and when
  * buf is NULL or n is 0, nothing is written). The text `cnn info` shows after "calibration: ". */
 void sl_nn_calibration_describe(const sl_nn *m, char *buf, size_t n);

@@ -64,8 +64,9 @@ const sl__cli_cmd sl__cmd_init = {
     "opened as is; asking for other features than it has is an error.\n"
     "  --features SPEC  feature specification, e.g. color, vlad, color+vlad+verify\n"
     "                   (default " SL_FEATURES_SPEC_DEFAULT ")\n"
-    "  --model M.onnx   the recommended features for a CNN model: its embedding and colour, both\n"
-    "                   centred on the catalog's mean, colour weight 0.2, plus verification\n"
+    "  --model M.onnx   the recommended features for a CNN model: its embedding (averaged over\n"
+    "                   two scales and their mirror images) and colour, both centred on the\n"
+    "                   catalog's mean, colour weight 0.2, plus verification\n"
     "  --index KIND     flat (exact), hnsw, or auto (hnsw above 50000 images; default)\n"
     "  --json           print {\"store\", \"features\", \"index\", \"products\"}\n",
     sl__init_run};

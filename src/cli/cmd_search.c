@@ -12,7 +12,7 @@ const sl__cli_cmd sl__cmd_search = {
     "search", "find the products shown in a photo",
     "Usage: shoplens search IMAGE... [-k 10] [--offset N] [--category C] [--min-price X]\n"
     "                       [--max-price Y] [--text WORDS] [--text-mode restrict|boost]\n"
-    "                       [--region X,Y,W,H] [--store DIR] [--json]\n\n"
+    "                       [--region X,Y,W,H] [--ef N] [--store DIR] [--json]\n\n"
     "Prints the K best products (a product's score is its best image's, -1..1), with the matching\n"
     "catalog image, the confidence that it is the product in the photo (0..1) and whether that\n"
     "makes it a match (the store's calibration, docs/learn.md); \"no close match\" when none is.\n"
@@ -25,6 +25,9 @@ const sl__cli_cmd sl__cmd_search = {
     "                 --text-mode boost every product stays and matching ones get +0.1.\n"
     "  --region X,Y,W,H  search only this rectangle of IMAGE: pixels of the upright photo\n"
     "                 (EXIF orientation applied) from its top-left corner, at least 16x16\n"
+    "  --ef N         HNSW candidate list length, 16..4096 (default 300): higher finds more\n"
+    "                 of the exact nearest images and takes longer. Only stores above the\n"
+    "                 crossover (50,000 images) search HNSW (docs/index.md); others ignore it\n"
     "  --json         print {\"results\": [{\"rank\", \"product_id\", \"score\", \"confidence\",\n"
     "                 \"match\", \"title\", \"category\", \"price\", \"currency\", \"url\", \"image\",\n"
     "                 \"image_id\", \"inliers\"}]}; image is where the catalog image came from\n"

@@ -122,6 +122,7 @@ static int sl__serve_run(int argc, char **argv) {
     sl_node_opts no;
     memset(&no, 0, sizeof no);
     int router = 0, shard_given = 0;
+    int ef = 0; /* --ef: the engine's HNSW ef (0: its default) */
     const char *advertise = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -170,6 +171,10 @@ static int sl__serve_run(int argc, char **argv) {
         else if (strcmp(a, "--data") == 0 && v) { no.data_dir = v; i++; }
         else if (strcmp(a, "--name") == 0 && v) { no.name = v; i++; }
         else if (strcmp(a, "--advertise") == 0 && v) { advertise = v; i++; }
+        else if (strcmp(a, "--ef") == 0 && v) {
+            if (sl__parse_long(v, SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --ef: must be an integer in %d..%d", v, SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX);
+            ef = (int)n; i++;
+        }
         else if (strcmp(a, "--shard-timeout") == 0 && v) {
             if (sl__parse_long(v, SL_NODE_TIMEOUT_MS_MIN, SL_NODE_TIMEOUT_MS_MAX, &n)) return sl__cli_usage_error("serve", "bad value '%s' for --shard-timeout: milliseconds in %d..%d", v, SL_NODE_TIMEOUT_MS_MIN, SL_NODE_TIMEOUT_MS_MAX);
             no.timeout_ms = (int)n; i++;
@@ -179,6 +184,9 @@ static int sl__serve_run(int argc, char **argv) {
     int cluster = sl_store_is_url(store ? store : sl_store_default_dir());
     if (cluster && shard_given == router)
         return sl__cli_usage_error("serve", "a cluster store needs --shard I/S (a search node) or --router");
+    if (ef && router)
+        return sl__cli_usage_error("serve", "--ef applies to search nodes (--shard) and single stores; a router passes a search's own ef on");
+    no.hnsw_ef = ef;
     if (!cluster && (shard_given || router || no.data_dir || advertise))
         return sl__cli_usage_error("serve", "--shard, --router, --data and --advertise need a cluster store (--store postgresql://...)");
     char key[SL_SERVER_API_KEY_MAX + 2];
@@ -222,6 +230,7 @@ static int sl__serve_run(int argc, char **argv) {
     } else if (sl_engine_open(store, &eo, &engine, &err) != SL_OK) {
         return sl__cli_fail("serve", &err);
     }
+    if (ef && !node) sl_engine_set_hnsw_ef(engine, ef); /* before any thread searches */
     sl_server *srv = NULL;
     if (sl_server_new(engine, &o, &srv, &err) != SL_OK) {
         if (node) sl_node_free(node);
@@ -316,6 +325,8 @@ const sl__cli_cmd sl__cmd_serve = {
     "  --body-timeout S     each 64 KiB of a request body must arrive within S seconds\n"
     "                       (default 30); slower clients get 408 and are closed\n"
     "  --grace S            on SIGTERM, wait at most S seconds for requests in flight (default 30)\n"
+    "  --ef N               HNSW candidate list length of searches that do not give one\n"
+    "                       (the API's ef parameter), 16..4096 (default 300; docs/index.md)\n"
     "  --quiet              no request log\n"
     "\n"
     "A cluster (--store postgresql://..., docs/cluster.md) needs one of:\n"

@@ -71,6 +71,10 @@ int sl__popts_parse(int argc, char **argv, unsigned allowed, sl__popts *o) {
             SL__TAKE();
             if ((rc = sl__num_arg(cmd, name, val, 0, SL_ENGINE_OFFSET_MAX, 1, &d))) return rc;
             o->q.offset = (int)d;
+        } else if (strcmp(name, "--ef") == 0 && (allowed & SL__OPT_EF)) {
+            SL__TAKE();
+            if ((rc = sl__num_arg(cmd, name, val, SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX, 1, &d))) return rc;
+            o->q.ef = (int)d;
         } else if (strcmp(name, "--region") == 0 && (allowed & SL__OPT_REGION)) {
             SL__TAKE();
             sl_error rerr;
@@ -199,8 +203,9 @@ int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_on
     eo.read_only = read_only;
     eo.features = o->features;
     eo.index_kind = o->index_kind;
-    /* on a cluster store only the commands that search load the vectors of the whole catalog */
-    static const char *const searchers[] = {"search", "similar", "classify", "dedup", "eval", NULL};
+    /* on a cluster store only the commands that search (train and calibrate search the catalog
+     * for their photos) load the vectors of the whole catalog */
+    static const char *const searchers[] = {"search", "similar", "classify", "dedup", "eval", "train", "calibrate", NULL};
     int searches = 0;
     for (int i = 0; searchers[i]; i++) searches |= strcmp(cmd, searchers[i]) == 0;
     eo.no_index = sl_store_is_url(o->store ? o->store : sl_store_default_dir()) && !searches;
@@ -365,7 +370,7 @@ void sl__progress_cb(void *ctx, size_t done, size_t total, double elapsed) {
 
 int sl__cli_matches_cmd(int argc, char **argv, int similar) {
     sl__popts o;
-    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS | (similar ? 0 : SL__OPT_REGION), &o);
+    int rc = sl__popts_parse(argc, argv, SL__OPT_K | SL__OPT_OFFSET | SL__OPT_FILTERS | SL__OPT_EF | (similar ? 0 : SL__OPT_REGION), &o);
     if (rc) return rc;
     if (similar ? o.npos != 1 : o.npos < 1)
         return sl__cli_usage_error(argv[0], similar ? "give exactly one PRODUCT_ID" : "give at least one IMAGE");

@@ -26,7 +26,8 @@ enum {
     SL__OPT_INGEST = 1 << 10,  /* --dry-run --currency CODE --fetch-timeout S --fetch-retries N */
     SL__OPT_SYNC = 1 << 11,    /* --max-removals N|P% */
     SL__OPT_VERIFY = 1 << 12,  /* --repair --quick */
-    SL__OPT_REGION = 1 << 13   /* --region x,y,w,h */
+    SL__OPT_REGION = 1 << 13,  /* --region x,y,w,h */
+    SL__OPT_EF = 1 << 14       /* --ef N (HNSW candidate list length of the searches) */
 };
 
 #define SL__MAX_POS 4096

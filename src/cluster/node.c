@@ -294,6 +294,7 @@ static sl_status sl__open_copy(sl_node *n, int force, sl_error *err) {
         if (!behind && !features) {
             st = sl_engine_open(n->data_dir, NULL, &n->local, err);
             if (st == SL_OK) {
+                if (n->o.hnsw_ef) sl_engine_set_hnsw_ef(n->local, n->o.hnsw_ef);
                 atomic_store(&n->log_pos, pos);
                 sl__node_say(n, "shard %d/%d: the local copy in %s is at log position %lld; catching up",
                              n->o.shard, n->shards, n->data_dir, (long long)pos);
@@ -326,6 +327,7 @@ static sl_status sl__open_copy(sl_node *n, int force, sl_error *err) {
         if (st == SL_OK && rename(next, n->data_dir) != 0)
             st = sl__err_set(err, SL_E_IO, "rename %s to %s: %s", next, n->data_dir, strerror(errno));
         if (st == SL_OK) st = sl_engine_open(n->data_dir, NULL, &n->local, err);
+        if (st == SL_OK && n->o.hnsw_ef) sl_engine_set_hnsw_ef(n->local, n->o.hnsw_ef);
         if (st == SL_OK) atomic_store(&n->log_pos, npos);
         (void)sl__rm_tree(old);
     } else {
@@ -412,6 +414,20 @@ static sl_status sl__beat(sl_node *n, sl_error *err) {
         char *s = NULL;
         if (sl__log_meta(&n->pg, "shards", &s, NULL) == SL_OK) n->shards = atoi(s);
         free(s);
+    }
+    if (n->o.shards == 0) { /* a router follows no log: it looks for new features at each beat */
+        char *fvs = NULL;
+        if (sl__log_meta(&n->pg, "features_version", &fvs, NULL) == SL_OK &&
+            strtoll(fvs, NULL, 10) != sl_engine_features_version(n->cluster)) {
+            sl_status st = sl_engine_refresh(n->cluster, err);
+            if (st != SL_OK) {
+                free(fvs);
+                return st;
+            }
+            sl__node_say(n, "router: the cluster's features changed: now version %lld",
+                         (long long)sl_engine_features_version(n->cluster));
+        }
+        free(fvs);
     }
     sl__node_row me;
     memset(&me, 0, sizeof me);

@@ -98,6 +98,7 @@ static void sl__put_query(json_t *o, const sl_query *q, int filters) {
         json_object_set_new(o, "category", q->category ? sl__jtext(q->category) : json_null());
         json_object_set_new(o, "min_price", q->has_min_price ? json_real(q->min_price) : json_null());
         json_object_set_new(o, "max_price", q->has_max_price ? json_real(q->max_price) : json_null());
+        if (q->ef) json_object_set_new(o, "ef", json_integer(q->ef)); /* absent: the node's */
     }
     json_object_set_new(o, "text", q->text ? sl__jtext(q->text) : json_null());
     json_object_set_new(o, "text_mode", json_string(q->text_mode == SL_TEXT_BOOST ? "boost" : "restrict"));
@@ -226,6 +227,9 @@ sl_status sl__phase_req_parse(const void *body, size_t len, int rerank, sl__phas
         if (sl__opt_str(o, "category", &r->q.category) || sl__opt_str(o, "exclude", &r->exclude) ||
             sl__opt_num(o, "min_price", &r->q.min_price, &r->q.has_min_price) ||
             sl__opt_num(o, "max_price", &r->q.max_price, &r->q.has_max_price)) { bad = "filters"; goto invalid; }
+        json_int_t ef = 0;
+        if (json_object_get(o, "ef") && sl__int_in(o, "ef", SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX, &ef)) { bad = "ef"; goto invalid; }
+        r->q.ef = (int)ef;
         if (!json_is_array(vs) || json_array_size(vs) < 1 || json_array_size(vs) > SL__PHASE_NQ_MAX) { bad = "vectors"; goto invalid; }
         r->candidates = (size_t)n;
         r->dim = (size_t)dim;

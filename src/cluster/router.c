@@ -360,28 +360,99 @@ static void sl__missing(sl_server_search_info *info, int s) {
     if (info->n_missing < SL_SERVER_MISSING_MAX) info->missing[info->n_missing++] = s;
 }
 
+/* The two phases for described query vectors over the view v: every shard's candidates, the
+ * merge, the re-ranking by the shards that hold the merged candidates; out receives every
+ * shard's best `depth` products, unsorted (the caller merges). Shards that do not answer are
+ * named in info. */
+static sl_status sl__route(sl_node *n, const sl__view *v, const float *vecs, size_t nq, size_t dim,
+                           void *const *locals, const size_t *local_lens, int64_t fv,
+                           const char *product_id, const sl_query *q, size_t depth, sl_matches *out,
+                           sl_server_search_info *info, sl_error *err) {
+    sl__router *r = n->router;
+    size_t nc = 0, vt = 0;
+    sl_status st = sl_engine_plan(n->cluster, q, &nc, &vt, err);
+    if (st != SL_OK) return st;
+    int S = v->shards;
+    sl__call *calls = sl__callocarray((size_t)S, sizeof *calls);
+    sl_candidate ***lists = sl__callocarray((size_t)S, sizeof *lists); /* [shard][qi] */
+    size_t **lcounts = sl__callocarray((size_t)S, sizeof *lcounts);
+    long *prefer = sl__mallocarray((size_t)S, sizeof *prefer);
+    if (!calls || !lists || !lcounts || !prefer) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    /* phase 1: every shard's best nc per query vector */
+    for (int s = 0; s < S; s++) {
+        calls[s].body = sl__phase_candidates_json(s, S, fv, q, product_id, nc, vecs, nq, dim);
+        lists[s] = sl__callocarray(nq, sizeof *lists[s]);
+        lcounts[s] = sl__callocarray(nq, sizeof *lcounts[s]);
+        if (!calls[s].body || !lists[s] || !lcounts[s]) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            goto out;
+        }
+    }
+    sl__phase(r, v, "/v1/internal/candidates", calls, S, NULL);
+    for (int s = 0; s < S; s++) {
+        prefer[s] = calls[s].ok ? calls[s].replica : -1;
+        if (!calls[s].ok || sl__phase_lists_parse(calls[s].resp, calls[s].len, nq, lists[s], lcounts[s], NULL) != SL_OK)
+            sl__missing(info, s);
+        free(calls[s].body);
+        calls[s].body = NULL;
+        calls[s].ok = 0;
+    }
+    /* the merge: the best nc of all shards per query vector, the first vt flagged for verification */
+    sl_candidate ***per = NULL; /* [shard][qi] merged picks */
+    size_t **pcount = NULL;
+    st = sl__merge_candidates((size_t)S, nq, lists, lcounts, nc, vt, &per, &pcount, err);
+    /* phase 2: the shards holding merged candidates re-rank exactly those */
+    for (int s = 0; s < S && st == SL_OK; s++) {
+        size_t any = 0;
+        for (size_t qi = 0; qi < nq; qi++) any += pcount[s][qi];
+        if (!any) continue;
+        calls[s].body = sl__phase_rerank_json(s, S, fv, q, depth, (void **)locals, (size_t *)local_lens, nq, per[s], pcount[s]);
+        if (!calls[s].body) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if (st == SL_OK) sl__phase(r, v, "/v1/internal/rerank", calls, S, prefer);
+    for (int s = 0; s < S && st == SL_OK; s++) {
+        if (!calls[s].body) continue;
+        if (!calls[s].ok || sl__phase_matches_parse(calls[s].resp, calls[s].len, out, NULL) != SL_OK) sl__missing(info, s);
+    }
+    sl__merged_free(per, pcount, (size_t)S, nq);
+out:
+    for (int s = 0; lists && s < S; s++) {
+        for (size_t qi = 0; lists[s] && qi < nq; qi++) free(lists[s][qi]);
+        free(lists[s]);
+        if (lcounts) free(lcounts[s]);
+    }
+    free(lists);
+    free(lcounts);
+    free(prefer);
+    sl__calls_free(calls, S);
+    return st;
+}
+
 sl_status sl__router_search(void *ctx, const void *image, size_t len, const char *product_id,
                             const sl_query *q, sl_matches *out, sl_server_search_info *info,
                             sl_error *err) {
     sl_node *n = ctx;
-    sl__router *r = n->router;
     memset(out, 0, sizeof *out);
     memset(info, 0, sizeof *info);
+    sl_query q0;
+    memset(&q0, 0, sizeof q0);
+    if (!q) q = &q0;
     size_t nc = 0, vt = 0, nq = 0, dim = 0;
-    sl_status st = sl_engine_plan(n->cluster, q, &nc, &vt, err);
+    sl_status st = sl_engine_plan(n->cluster, q, &nc, &vt, err); /* checks k and offset */
     if (st != SL_OK) return st;
-    int k = q && q->k > 0 ? q->k : SL_ENGINE_K_DEFAULT;
-    size_t depth = (size_t)(q ? q->offset : 0) + (size_t)k;
+    int k = q->k > 0 ? q->k : SL_ENGINE_K_DEFAULT;
+    size_t depth = (size_t)q->offset + (size_t)k;
     float *vecs = NULL;
     void **locals = NULL;
     size_t *local_lens = NULL;
     int64_t fv = sl_engine_features_version(n->cluster);
     sl__view v;
     memset(&v, 0, sizeof v);
-    sl__call *calls = NULL;
-    sl_candidate ***lists = NULL; /* [shard][qi] */
-    size_t **lcounts = NULL;
-    long *prefer = NULL;
+    sl_matches coh;
+    memset(&coh, 0, sizeof coh);
     /* the query vectors: the photo's, or the product's images' (similar) */
     if (image) {
         void *local = NULL;
@@ -403,70 +474,35 @@ sl_status sl__router_search(void *ctx, const void *image, size_t len, const char
             return st;
     }
     if ((st = sl__view_take(n, &v, err)) != SL_OK) goto out;
-    int S = v.shards;
-    info->shards = S;
-    if (S <= 0) {
+    info->shards = v.shards;
+    if (v.shards <= 0) {
         st = sl__err_set(err, SL_E_BUSY, "no search node has joined the cluster yet");
         goto out;
     }
     if (nq == 0 || dim == 0) goto out; /* nothing described (untrained features, no images) */
-    calls = sl__callocarray((size_t)S, sizeof *calls);
-    lists = sl__callocarray((size_t)S, sizeof *lists);
-    lcounts = sl__callocarray((size_t)S, sizeof *lcounts);
-    prefer = sl__mallocarray((size_t)S, sizeof *prefer);
-    if (!calls || !lists || !lcounts || !prefer) {
-        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-        goto out;
+    /* Each shard returns at least its K + 1 best products, so that the merged list holds the
+     * whole catalog's K + 1 best: the cohort of a result's confidence (sl__finish on a single
+     * store). A filtered query's cohort is the same query without its filters, as there. A
+     * text boost changes the nodes' scores after their confidence: theirs are kept. */
+    size_t ck = (size_t)sl_engine_confidence_cohort(n->cluster);
+    int boosted = q->text && *q->text && q->text_mode == SL_TEXT_BOOST;
+    int filtered = (q->category != NULL) | q->has_min_price | q->has_max_price |
+                   (q->text && *q->text && q->text_mode == SL_TEXT_RESTRICT);
+    st = sl__route(n, &v, vecs, nq, dim, locals, local_lens, fv, product_id, q,
+                   depth > ck + 1 || boosted ? depth : ck + 1, out, info, err);
+    if (st == SL_OK && !boosted && filtered) {
+        sl_query qc;
+        memset(&qc, 0, sizeof qc);
+        qc.k = (int)ck + 1;
+        qc.ef = q->ef; /* the same search, only without the filters */
+        st = sl__route(n, &v, vecs, nq, dim, locals, local_lens, fv, product_id, &qc, ck + 1, &coh, info, err);
     }
-    /* phase 1: every shard's best nc per query vector */
-    for (int s = 0; s < S; s++) {
-        calls[s].body = sl__phase_candidates_json(s, S, fv, q ? q : &(sl_query){0}, product_id, nc, vecs, nq, dim);
-        lists[s] = sl__callocarray(nq, sizeof *lists[s]);
-        lcounts[s] = sl__callocarray(nq, sizeof *lcounts[s]);
-        if (!calls[s].body || !lists[s] || !lcounts[s]) {
-            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-            goto out;
-        }
-    }
-    sl__phase(r, &v, "/v1/internal/candidates", calls, S, NULL);
-    for (int s = 0; s < S; s++) {
-        prefer[s] = calls[s].ok ? calls[s].replica : -1;
-        if (!calls[s].ok || sl__phase_lists_parse(calls[s].resp, calls[s].len, nq, lists[s], lcounts[s], NULL) != SL_OK)
-            sl__missing(info, s);
-        free(calls[s].body);
-        calls[s].body = NULL;
-        calls[s].ok = 0;
-    }
-    /* the merge: the best nc of all shards per query vector, the first vt flagged for verification */
-    sl_candidate ***per = NULL; /* [shard][qi] merged picks */
-    size_t **pcount = NULL;
-    st = sl__merge_candidates((size_t)S, nq, lists, lcounts, nc, vt, &per, &pcount, err);
-    /* phase 2: the shards holding merged candidates re-rank exactly those */
-    for (int s = 0; s < S && st == SL_OK; s++) {
-        size_t any = 0;
-        for (size_t qi = 0; qi < nq; qi++) any += pcount[s][qi];
-        if (!any) continue;
-        calls[s].body = sl__phase_rerank_json(s, S, fv, q ? q : &(sl_query){0}, depth, locals, local_lens, nq, per[s], pcount[s]);
-        if (!calls[s].body) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-    }
-    if (st == SL_OK) sl__phase(r, &v, "/v1/internal/rerank", calls, S, prefer);
-    for (int s = 0; s < S && st == SL_OK; s++) {
-        if (!calls[s].body) continue;
-        if (!calls[s].ok || sl__phase_matches_parse(calls[s].resp, calls[s].len, out, NULL) != SL_OK) sl__missing(info, s);
-    }
-    sl__merged_free(per, pcount, (size_t)S, nq);
+    if (st == SL_OK && !boosted && (st = sl_engine_matches_confidence(n->cluster, out, filtered ? &coh : NULL)) != SL_OK)
+        sl__err_set(err, st, "out of memory");
     if (st == SL_OK) sl_matches_merge_slice(out, q);
 out:
     if (st != SL_OK) sl_matches_free(out);
-    for (int s = 0; lists && s < v.shards; s++) {
-        for (size_t qi = 0; lists[s] && qi < nq; qi++) free(lists[s][qi]);
-        free(lists[s]);
-        if (lcounts) free(lcounts[s]);
-    }
-    free(lists);
-    free(lcounts);
-    free(prefer);
-    sl__calls_free(calls, v.shards > 0 ? v.shards : 0);
+    sl_matches_free(&coh);
     sl__view_free(&v);
     sl_engine_product_query_free(vecs, locals, local_lens, image ? 1 : nq);
     return st;

@@ -41,7 +41,7 @@ void sl_calibrate_report_free(sl_calibrate_report *r) {
 typedef struct sl__citem {
     const char *path;         /* borrowed */
     uint32_t cls;             /* product index */
-    int augment;              /* nonzero: an augmented copy of the catalog image at path */
+    int augment;              /* nonzero: an augmented copy of the store's catalog image `path` */
     sl_status st;
     char *msg;
     /* match score [0] and margin [1] of each pair */
@@ -86,7 +86,7 @@ static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const f
     size_t nr = 0;
     const float *vs[1] = {vec};
     sl_local_features *ls[1] = {lf};
-    sl_status st = sl__engine_rank_products(e, vs, ls, 1, NULL, (size_t)j->cohort + 2, &rank, &nr, err);
+    sl_status st = sl__engine_rank_products(e, vs, ls, 1, NULL, 0, (size_t)j->cohort + 2, &rank, &nr, err);
     if (st != SL_OK) return st;
     /* positive */
     if ((st = sl__engine_product_score(e, own, vec, lf, &ps, NULL, err)) != SL_OK) goto out;
@@ -147,7 +147,8 @@ static void sl__calib_one(void *arg, size_t i) {
     float *vec = NULL;
     sl_local_features *lf = NULL;
     size_t dim = sl_features_dim(e->feat);
-    sl_status st = sl_image_load_file(it->path, &o, &img, NULL, &err);
+    sl_status st = it->augment ? sl__engine_load_store_image(e, it->path, &img, &err) /* a cluster's: a row */
+                               : sl_image_load_file(it->path, &o, &img, NULL, &err);
     if (st == SL_OK && it->augment) {
         st = sl_learn_shopper_photo(img, j->seed + i, &aug, &err);
         sl_image_free(img);
@@ -229,9 +230,6 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     double t0 = sl__now();
     if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
     if (o.n_photos && !o.photos) return sl__err_set(err, SL_E_INVALID, "photos is NULL");
-    if (sl_store_is_shared(e->store)) /* the index is the search nodes' (docs/cluster.md) */
-        return sl__err_set(err, SL_E_UNSUPPORTED, "calibrating a cluster store is not supported yet: its "
-                           "confidence is the fallback (docs/cluster.md)");
     if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0 || !e->idx || sl_index_count(e->idx) == 0)
         return sl__err_set(err, SL_E_STATE, "the store has no catalog yet: add products before calibrating");
     char **pids = NULL;

@@ -52,6 +52,18 @@ sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl
     return st;
 }
 
+sl_status sl__engine_load_store_image(const sl_engine *e, const char *file, sl_image **img,
+                                     sl_error *err) {
+    *img = NULL;
+    void *bytes = NULL;
+    size_t len = 0;
+    sl_status st = sl_store_file_get(e->store, file, SL_IMAGE_MAX_BYTES_DEFAULT, &bytes, &len, err);
+    if (st == SL_OK) st = sl__engine_decode(e, bytes, len, img, NULL, err);
+    if (st != SL_OK) sl__err_prefix(err, "the store's copy %s", file);
+    free(bytes);
+    return st;
+}
+
 sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **vec, void **local,
                               size_t *local_len, sl_error *err) {
     *vec = NULL;

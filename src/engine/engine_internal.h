@@ -108,6 +108,10 @@ void sl__described_clear(sl__described *d);
  * format and the original size. */
 sl_status sl__engine_decode(const sl_engine *e, const void *data, size_t len, sl_image **img,
                             sl_image_info *info, sl_error *err);
+/* Decodes the store's own copy of a catalog image (sl_image_ref.file: a file of the directory,
+ * or a row of a PostgreSQL store) as sl__engine_decode does. *img is the caller's. */
+sl_status sl__engine_load_store_image(const sl_engine *e, const char *file, sl_image **img,
+                                     sl_error *err);
 /* The region of q (region.c) cut out of a decoded upright image, or out of encoded bytes
  * (decoded larger when the region is small); shrunk to e->max_side. SL_E_INVALID when the
  * region is not inside the image or too small. */
@@ -166,9 +170,13 @@ sl_status sl__engine_maybe_switch(sl_engine *e, sl_error *err);
  * f (NULL: all), exact cosine scores, best first, into res (k entries); *got their count. A flat
  * index re-scores its int8 candidates itself; the HNSW index (codes only) returns
  * SL__ENGINE_HNSW_RESCORE(k) by code distance and they are re-scored here from the store.
- * Caller holds the lock shared. */
+ * ef: the HNSW candidate list length (0 = the engine's, e->hnsw_ef; a query's is checked by
+ * sl__engine_ef_of). Caller holds the lock shared. */
 sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const sl_index_filter *f,
-                                sl_index_result *res, size_t *got, sl_error *err);
+                                int ef, sl_index_result *res, size_t *got, sl_error *err);
+/* The HNSW ef a query asks for into *ef: 0 (the engine's) when q is NULL or q->ef is 0, else
+ * q->ef; SL_E_INVALID naming the range when q->ef is outside SL_ENGINE_HNSW_EF_MIN..MAX. */
+sl_status sl__engine_ef_of(const sl_query *q, int *ef, sl_error *err);
 /* Path of features-<version>.bin (malloc'ed). */
 char *sl__engine_features_path(sl_engine *e, int64_t version);
 /* Saves f as features-<version>.bin (atomically); the message names the file. */
@@ -257,10 +265,11 @@ void sl__pscores_free(sl__pscore *v, size_t n);
 /* Sorts best first (ties by product id). */
 void sl__engine_sort_pscores(sl__pscore *v, size_t n);
 /* The products of the query's nearest images (index search with filter f, NULL = none, at least
- * max(candidates, 8k) images, verified and blended as a search does), best first. Caller holds
- * the lock shared. *out malloc'ed (sl__pscores_free), possibly n = 0. */
+ * max(candidates, 8k) images, verified and blended as a search does; ef as in
+ * sl__engine_candidates), best first. Caller holds the lock shared. *out malloc'ed
+ * (sl__pscores_free), possibly n = 0. */
 sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
-                                   size_t nq, const sl_index_filter *f, size_t k, sl__pscore **out,
+                                   size_t nq, const sl_index_filter *f, int ef, size_t k, sl__pscore **out,
                                    size_t *n_out, sl_error *err);
 /* A product's score against a query (query-side vector, optional local features) as check
  * computes it: every image of the product, verified. *image (may be NULL) receives the best

@@ -87,8 +87,9 @@ static void sl__tphoto_one(void *arg, size_t i) {
     memset(&o, 0, sizeof o);
     o.max_side = j->e->max_side;
     sl_image *img = NULL, *aug = NULL;
-    const char *path = j->aug_refs ? j->aug_refs[i / SL_LEARN_AUGMENT_PER_IMAGE].file : j->paths[i];
-    sl_status st = sl_image_load_file(path, &o, &img, NULL, &err);
+    sl_status st = j->aug_refs /* the store's copy: on a cluster store, a row */
+                       ? sl__engine_load_store_image(j->e, j->aug_refs[i / SL_LEARN_AUGMENT_PER_IMAGE].file, &img, &err)
+                       : sl_image_load_file(j->paths[i], &o, &img, NULL, &err);
     if (st == SL_OK && j->aug_refs) {
         st = sl_learn_augment(img, j->seed + i, &aug, &err);
         sl_image_free(img);
@@ -181,11 +182,6 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     sl_head *h = NULL;
     sl_status st = SL_OK;
     size_t dim = sl_features_dim(e->feat);
-    if (sl_store_is_shared(e->store)) { /* the index is the search nodes' (docs/cluster.md) */
-        st = sl__err_set(err, SL_E_UNSUPPORTED, "training a head on a cluster store is not supported yet "
-                         "(docs/cluster.md)");
-        goto out;
-    }
     if (!sl_features_ready(e->feat) || dim == 0 || !e->idx) {
         st = sl__err_set(err, SL_E_STATE, "the store has no catalog yet: add products before training");
         goto out;

@@ -88,8 +88,16 @@ static int sl__cmp_hit(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+sl_status sl__engine_ef_of(const sl_query *q, int *ef, sl_error *err) {
+    *ef = q ? q->ef : 0;
+    if (*ef != 0 && (*ef < SL_ENGINE_HNSW_EF_MIN || *ef > SL_ENGINE_HNSW_EF_MAX))
+        return sl__err_set(err, SL_E_INVALID, "ef must be in %d..%d (HNSW candidate list length), not %d",
+                           SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX, *ef);
+    return SL_OK;
+}
+
 sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const sl_index_filter *f,
-                                sl_index_result *res, size_t *got, sl_error *err) {
+                                int ef, sl_index_result *res, size_t *got, sl_error *err) {
     *got = 0;
     if (!e->idx || k == 0) return SL_OK;
     if (k > SL_INDEX_K_MAX) k = SL_INDEX_K_MAX;
@@ -109,7 +117,7 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     /* HNSW over int8 codes only: the best r by code distance, re-scored from the store */
     size_t r = SL__ENGINE_HNSW_RESCORE(k), dim = (size_t)sl_index_dim(e->idx), n = 0;
     if (r > SL_INDEX_K_MAX) r = SL_INDEX_K_MAX;
-    int ef = atomic_load(&e->hnsw_ef);
+    if (ef <= 0) ef = atomic_load(&e->hnsw_ef);
     sp.ef = r > (size_t)ef ? (int)r : ef;
     sl_index_result *c = sl__mallocarray(r, sizeof *c);
     int64_t *ids = sl__mallocarray(r, sizeof *ids);
@@ -147,7 +155,7 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     return st;
 }
 
-/* Allowed image ids for a query's filter (NULL *ids when no filter applies). */
+/* Allowed image ids for a query's filter, in no particular order (NULL *ids when no filter applies). */
 static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, size_t *n,
                              int *filtered, sl_error *err) {
     *ids = NULL;
@@ -165,7 +173,7 @@ static sl_status sl__allowed(sl_engine *e, const sl_query *q, uint64_t **ids, si
     if (sl_store_filter_empty(&f)) return SL_OK;
     *filtered = 1;
     int64_t *v = NULL;
-    sl_status st = sl_store_filter_images(e->store, &f, &v, n, err);
+    sl_status st = sl__store_filter_images_any_order(e->store, &f, &v, n, err);
     *ids = (uint64_t *)v; /* ids are positive rowids: same bits */
     return st;
 }
@@ -385,7 +393,7 @@ static size_t sl__candidates_for(const sl_engine *e, size_t depth) {
 }
 
 sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
-                                   size_t nq, const sl_index_filter *f, size_t k, sl__pscore **out,
+                                   size_t nq, const sl_index_filter *f, int ef, size_t k, sl__pscore **out,
                                    size_t *n_out, sl_error *err) {
     *out = NULL;
     *n_out = 0;
@@ -401,7 +409,7 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
     if (!res || !c) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t qi = 0; qi < nq && st == SL_OK && nc > 0; qi++) {
         size_t got = 0;
-        st = sl__engine_candidates(e, vecs[qi], nc, f, res, &got, err);
+        st = sl__engine_candidates(e, vecs[qi], nc, f, ef, res, &got, err);
         if (st != SL_OK) break;
         for (size_t i = 0; i < got; i++) {
             c[i].image_id = (int64_t)res[i].id;
@@ -441,8 +449,9 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
                                  const uint64_t *exclude, size_t n_exclude, sl_matches *out,
                                  sl_error *err) {
     memset(out, 0, sizeof *out);
-    int k = sl__k_of(q), offset = 0;
+    int k = sl__k_of(q), offset = 0, ef = 0;
     sl_status st = sl__offset_of(q, k, &offset, err);
+    if (st == SL_OK) st = sl__engine_ef_of(q, &ef, err);
     if (st != SL_OK) return st;
     if (e->no_index) return sl__err_set(err, SL_E_STATE, "this engine was opened without an index");
     if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
@@ -463,10 +472,10 @@ static sl_status sl__search_vecs(sl_engine *e, const float *const *vecs,
     size_t depth = (size_t)offset + (size_t)k;
     sl__pscore *acc = NULL, *coh = NULL;
     size_t n_acc = 0, n_coh = 0;
-    st = sl__engine_rank_products(e, vecs, locals, nq, filtered || n_exclude ? &f : NULL, depth, &acc, &n_acc, err);
+    st = sl__engine_rank_products(e, vecs, locals, nq, filtered || n_exclude ? &f : NULL, ef, depth, &acc, &n_acc, err);
     if (st == SL_OK && filtered) {
         size_t ck = (size_t)sl_calib_cohort(sl_features_calib(e->feat)) + 1;
-        st = sl__engine_rank_products(e, vecs, locals, nq, n_exclude ? &fx : NULL, ck, &coh, &n_coh, err);
+        st = sl__engine_rank_products(e, vecs, locals, nq, n_exclude ? &fx : NULL, ef, ck, &coh, &n_coh, err);
     }
     if (st == SL_OK)
         st = sl__finish(e, q, k, offset, acc, n_acc, filtered ? coh : acc, filtered ? n_coh : n_acc, out, err);
@@ -574,9 +583,10 @@ sl_status sl_engine_nearest(sl_engine *e, const float *vec, size_t dim, const sl
     sl_status st = SL_OK;
     uint64_t *allowed = NULL;
     size_t n_allowed = 0, got = 0;
-    int filtered = 0;
+    int filtered = 0, ef = 0;
     sl_index_result *res = NULL;
-    if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0)
+    if (sl__engine_ef_of(q, &ef, err) != SL_OK) st = SL_E_INVALID;
+    else if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0)
         st = sl__err_set(err, SL_E_STATE, "the store's features are not trained yet (add images first)");
     else if (dim != sl_features_dim(e->feat))
         st = sl__err_set(err, SL_E_INVALID, "vector of %zu floats, the store's features make %zu", dim,
@@ -588,7 +598,7 @@ sl_status sl_engine_nearest(sl_engine *e, const float *vec, size_t dim, const sl
         f.allowed_ids = allowed;
         f.n_allowed = n_allowed;
         if (!(res = sl__mallocarray(k, sizeof *res))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-        else st = sl__engine_candidates(e, unit, k, filtered ? &f : NULL, res, &got, err);
+        else st = sl__engine_candidates(e, unit, k, filtered ? &f : NULL, ef, res, &got, err);
     }
     pthread_rwlock_unlock(&e->lock);
     for (size_t i = 0; st == SL_OK && i < got; i++) {
@@ -884,7 +894,7 @@ sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char
     if (st == SL_OK && vec) {
         const float *vs[1] = {vec};
         sl_local_features *ls[1] = {lf};
-        st = sl__engine_rank_products(e, vs, ls, 1, NULL, (size_t)ck + 1, &coh, &n_coh, err);
+        st = sl__engine_rank_products(e, vs, ls, 1, NULL, 0, (size_t)ck + 1, &coh, &n_coh, err);
     }
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         sl_check_result *r = &out[i];
@@ -1059,7 +1069,7 @@ sl_status sl_engine_dedup(sl_engine *e, double threshold, sl_dup_groups *out, sl
     for (size_t i = 0; i < d.n; i++) {
         size_t got = 0;
         size_t want = d.n < NB + 1 ? d.n : NB + 1;
-        if (sl__engine_candidates(e, d.vecs + i * d.dim, want, NULL, res, &got, NULL) != SL_OK) continue;
+        if (sl__engine_candidates(e, d.vecs + i * d.dim, want, NULL, 0, res, &got, NULL) != SL_OK) continue;
         for (size_t r = 0; r < got; r++) {
             if (res[r].score < threshold) break;
             size_t j = sl__pos(d.ids, d.n, (int64_t)res[r].id);
@@ -1239,8 +1249,9 @@ sl_status sl_engine_candidates(sl_engine *e, const float *vecs, size_t nq, size_
     sl_status st = SL_OK;
     uint64_t *allowed = NULL, *ex = NULL;
     size_t n_allowed = 0, n_ex = 0;
-    int filtered = 0;
+    int filtered = 0, ef = 0;
     sl_index_result *res = NULL;
+    if ((st = sl__engine_ef_of(q, &ef, err)) != SL_OK) goto out;
     if (dim != fdim) {
         st = sl__err_set(err, SL_E_STATE, "query vectors of %zu floats, these features give %zu", dim, fdim);
         goto out;
@@ -1270,7 +1281,7 @@ sl_status sl_engine_candidates(sl_engine *e, const float *vecs, size_t nq, size_
     }
     for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
         size_t got = 0;
-        st = sl__engine_candidates(e, vecs + qi * dim, nc, filtered || n_ex ? &f : NULL, res, &got, err);
+        st = sl__engine_candidates(e, vecs + qi * dim, nc, filtered || n_ex ? &f : NULL, ef, res, &got, err);
         if (st != SL_OK) break;
         if (!(lists[qi] = sl__callocarray(got + 1, sizeof *lists[qi]))) {
             st = sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -1334,6 +1345,42 @@ static int sl__cmp_match(const void *a, const void *b) {
     const sl_match *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return strcmp(x->product_id, y->product_id);
+}
+
+int sl_engine_confidence_cohort(sl_engine *e) {
+    if (!e) return SL_CALIB_COHORT_DEFAULT;
+    pthread_rwlock_rdlock(&e->lock);
+    int k = sl_calib_cohort(sl_features_calib(e->feat));
+    pthread_rwlock_unlock(&e->lock);
+    return k;
+}
+
+sl_status sl_engine_matches_confidence(sl_engine *e, sl_matches *m, const sl_matches *cohort) {
+    if (!e || !m) return SL_E_INVALID;
+    if (!cohort) cohort = m;
+    if (m->n == 0) return SL_OK;
+    /* the cohort's products best first (strings borrowed: never sl__pscores_free'd) */
+    sl__pscore *coh = sl__callocarray(cohort->n ? cohort->n : 1, sizeof *coh);
+    if (!coh) return SL_E_NOMEM;
+    for (size_t i = 0; i < cohort->n; i++) {
+        coh[i].product_id = cohort->items[i].product_id;
+        coh[i].score = cohort->items[i].score;
+    }
+    sl__engine_sort_pscores(coh, cohort->n);
+    pthread_rwlock_rdlock(&e->lock);
+    const sl_calib *cal = sl_features_calib(e->feat);
+    int ck = sl_calib_cohort(cal);
+    double cthr = sl_calib_threshold(cal, SL_CALIB_RESULT);
+    for (size_t i = 0; i < m->n; i++) {
+        sl_match *x = &m->items[i];
+        double ms = sl__engine_match_score(x->score, sl__engine_cohort_mean(coh, cohort->n, ck, x->product_id, NULL));
+        double g = sl__engine_match_score(x->score, sl__engine_cohort_mean(coh, cohort->n, 1, x->product_id, NULL));
+        x->confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, ms, g);
+        x->match = x->confidence >= cthr;
+    }
+    pthread_rwlock_unlock(&e->lock);
+    free(coh);
+    return SL_OK;
 }
 
 void sl_matches_merge_slice(sl_matches *m, const sl_query *q) {

@@ -6,6 +6,8 @@
  * Global vector = concatenation, in the fixed order cnn, color, vlad, of each part L2-normalized
  * and scaled by sqrt(w_part / sum w), so the dot product of two global vectors is the weighted
  * mean of the per-part cosine similarities (and the whole vector has unit norm).
+ * The cnn part is one embedding, or with flip / zoom the normalized sum of the embeddings of
+ * several views of the image (cnn_embed), always the same views for catalog images and queries.
  * VLAD path: image -> longest side `side` -> grey -> SIFT (sl_sift_extract, strongest kp) [+
  * dense SIFT] -> RootSIFT -> VLAD over the k-means codebook (power + intra normalization) ->
  * PCA-whitening (Jegou & Chum, ECCV 2012) -> L2. Local features for verification are the
@@ -39,6 +41,8 @@ typedef struct cnn_cfg {
     int precision;              /* SL_NN_PRECISION_*: bf16 / int8 are calibrated by training */
     int calibrated;             /* the model has its calibration (trained or loaded) */
     int mean; float *mu;        /* mean=1: the training images' mean embedding is subtracted */
+    int flip;                   /* flip=1: mean of the embeddings of the input and its mirror image */
+    float zoom;                 /* > 0: also the image's centre, 1/zoom of each side (cnn_embed) */
 } cnn_cfg;
 
 struct sl_features {
@@ -301,7 +305,11 @@ static sl_status kv_cnn(parse_ctx *c, sl_features *f, const char *key, size_t kl
         else BADVAL("fp32, bf16 or int8");
     }
     else if (KEY("mean")) { if (parse_int(val, (size_t)(vend - val), 0, 1, &f->cnn.mean)) BADVAL("0 or 1"); }
-    else return perr(c, key, klen, "unknown key for cnn (w, precision, mean)");
+    else if (KEY("flip")) { if (parse_int(val, (size_t)(vend - val), 0, 1, &f->cnn.flip)) BADVAL("0 or 1"); }
+    else if (KEY("zoom")) {
+        if (parse_float(val, (size_t)(vend - val), 0.0f, 4.0f, &f->cnn.zoom) || (f->cnn.zoom > 0 && f->cnn.zoom < 1.05f))
+            BADVAL("0 = off, or 1.05..4");
+    } else return perr(c, key, klen, "unknown key for cnn (w, precision, mean, flip, zoom)");
     return SL_OK;
 }
 
@@ -348,10 +356,11 @@ static sl_status canonical(sl_features *f, sl_error *err) {
 #define APP(...) do { int r_ = snprintf(buf + o, sizeof buf - o, __VA_ARGS__); \
                       if (r_ < 0 || (size_t)r_ >= sizeof buf - o) return sl__err_set(err, SL_E_INVALID, "feature spec too long"); \
                       o += (size_t)r_; } while (0)
-    if (f->cnn.on) APP("cnn:%s,w=%g%s%s", f->cnn.path, (double)f->cnn.w,
+    if (f->cnn.on) APP("cnn:%s,w=%g%s%s%s", f->cnn.path, (double)f->cnn.w,
                        f->cnn.precision == SL_NN_PRECISION_INT8 ? ",precision=int8"
                        : f->cnn.precision == SL_NN_PRECISION_BF16 ? ",precision=bf16" : "",
-                       f->cnn.mean ? ",mean=1" : "");
+                       f->cnn.mean ? ",mean=1" : "", f->cnn.flip ? ",flip=1" : "");
+    if (f->cnn.on && f->cnn.zoom > 0) APP(",zoom=%g", (double)f->cnn.zoom);
     if (f->color.on)
         APP("%scolor:w=%g,bins=%dx%dx%d,center=%g,grid=%d,lowsat=%g", o ? "+" : "", (double)f->color.w,
             f->color.p.hbins, f->color.p.sbins, f->color.p.vbins, (double)f->color.p.center_sigma,
@@ -451,7 +460,8 @@ sl_status sl_features_new(const char *spec, sl_features **out, sl_error *err) {
 
 sl_status sl_features_model_spec(const char *model_path, char *buf, size_t cap) {
     if (!model_path || !*model_path || strpbrk(model_path, "+,") || !buf) return SL_E_INVALID;
-    int n = snprintf(buf, cap, "cnn:%s,mean=1+color:w=%g,mean=1+verify", model_path, SL_FEATURES_MODEL_COLOR_WEIGHT);
+    int n = snprintf(buf, cap, "cnn:%s,mean=1,flip=1,zoom=%g+color:w=%g,mean=1+verify", model_path,
+                     SL_FEATURES_MODEL_ZOOM, SL_FEATURES_MODEL_COLOR_WEIGHT);
     return n < 0 || (size_t)n >= cap ? SL_E_TOO_LARGE : SL_OK;
 }
 
@@ -460,6 +470,59 @@ static unsigned vlad_flags(const sl_features *f) {
 }
 
 /* ---- extraction -------------------------------------------------------------------------- */
+
+/* The CNN part of one image into out (sl_nn_embed_dim floats, L2-normalized). Views of the image
+ * beyond the model's own preprocessing, all in one forward pass when the batch is free, their
+ * L2-normalized embeddings summed and normalized again:
+ * - zoom=z: also the image with its shorter side resized to z times the model's resize (then
+ *   the same centre crop): a closer view of the middle of the picture, where a shop photo's
+ *   product is - a two-scale embedding (multi-scale descriptors: Gong et al., ECCV 2014;
+ *   Radenovic et al., TPAMI 2018);
+ * - flip=1: also the mirror image of every view's input tensor - horizontal-flip test-time
+ *   augmentation (Krizhevsky et al., NIPS 2012; Simonyan & Zisserman, ICLR 2015), so an image and
+ *   its mirror get the same vector. */
+static void l2_scale(float *v, size_t n, float target);
+static sl_status cnn_embed(const sl_features *f, const sl_image *img, float *out, sl_error *err) {
+    const sl_nn *m = f->cnn.model;
+    if (!f->cnn.flip && !(f->cnn.zoom > 0)) return sl_nn_embed(m, &img, 1, out, err);
+    int64_t dims[4];
+    if (sl_nn_input_shape(m, dims) != 4 || dims[1] <= 0 || dims[2] <= 0 || dims[3] <= 0)
+        return sl__err_set(err, SL_E_UNSUPPORTED, "%s: flip and zoom need an image input [N,C,H,W] or [N,H,W,C]", f->cnn.path);
+    size_t nv = f->cnn.zoom > 0 ? 2 : 1;
+    size_t nt = f->cnn.flip ? 2 * nv : nv;
+    int nhwc = sl_nn_preproc_get(m)->layout == SL_NN_LAYOUT_NHWC;
+    size_t d = sl_nn_embed_dim(m), per = (size_t)(dims[1] * dims[2] * dims[3]);
+    size_t w = (size_t)dims[nhwc ? 2 : 3], px = nhwc ? (size_t)dims[3] : 1; /* floats per pixel step */
+    float *x = sl__mallocarray(per, nt * sizeof(float)), *e = sl__mallocarray(d, nt * sizeof(float));
+    sl_status st = x && e ? sl_nn_preprocess(m, &img, 1, x, err) : sl__err_set(err, SL_E_NOMEM, "features: out of memory (cnn views)");
+    if (st == SL_OK && nv == 2) {
+        int r = sl_nn_preproc_get(m)->resize;
+        double zr = (double)r * f->cnn.zoom;
+        st = sl_nn_preprocess_resized(m, &img, 1, (int)lround(zr > SL_IMAGE_MAX_SIDE_MAX ? SL_IMAGE_MAX_SIDE_MAX : zr), x + per, err);
+        if (st != SL_OK) sl__err_prefix(err, "%s: zoom", f->cnn.path);
+    }
+    if (st == SL_OK && f->cnn.flip)
+        for (size_t v = 0; v < nv; v++) {
+            /* rows of w pixels (px floats each) in either layout: reverse the pixels of every row */
+            const float *a = x + v * per;
+            float *b = x + (nv + v) * per;
+            for (size_t r = 0; r < per / (w * px); r++)
+                for (size_t i = 0; i < w; i++)
+                    memcpy(b + (r * w + i) * px, a + (r * w + (w - 1 - i)) * px, px * sizeof(float));
+        }
+    if (st == SL_OK) st = sl_nn_embed_tensor(m, x, nt, e, err);
+    if (st == SL_OK) {
+        memset(out, 0, d * sizeof *out);
+        for (size_t t = 0; t < nt; t++) {
+            l2_scale(e + t * d, d, 1.0f);
+            for (size_t i = 0; i < d; i++) out[i] += e[t * d + i];
+        }
+        l2_scale(out, d, 1.0f);
+    }
+    free(x);
+    free(e);
+    return st;
+}
 
 typedef struct sift_out {
     sl_keypoint *kps;       /* detected keypoints (n_det) */
@@ -579,7 +642,7 @@ sl_status sl_features_extract(const sl_features *f, const sl_image *img, float *
     sl_status st = SL_OK;
     if (f->cnn.on) {
         size_t d = sl_nn_embed_dim(f->cnn.model);
-        st = sl_nn_embed(f->cnn.model, &img, 1, o, err);
+        st = cnn_embed(f, img, o, err);
         if (st != SL_OK) return st;
         center(o, d, f->cnn.mu);
         l2_scale(o, d, sqrtf(f->cnn.w / wsum));
@@ -781,7 +844,7 @@ static void *mean_worker(void *arg) {
         sl_error_clear(&e);
         sl_status st = SL_OK;
         if (j->cv) {
-            st = sl_nn_embed(j->f->cnn.model, &j->images[i], 1, j->cv + i * j->dc, &e);
+            st = cnn_embed(j->f, j->images[i], j->cv + i * j->dc, &e);
             if (st == SL_OK) l2_scale(j->cv + i * j->dc, j->dc, 1.0f);
         }
         if (st == SL_OK && j->kv) {

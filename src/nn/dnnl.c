@@ -17,8 +17,10 @@
  * per-channel output scales sx * sw[oc], activations and the residual sum are applied in fp32
  * as post-ops. Between two int8 convolutions (plan.c decides) the tensor is stored quantized:
  * the producer requantizes into u8/s8 with the consumer's step (output scales sx*sw/sy, Clip
- * bounds divided by sy), and the consumer reads it without conversion. Every other tensor
- * stays fp32.
+ * bounds divided by sy) - one per channel for a depthwise consumer (output scales sx*sw[c]/sy[c];
+ * a Clip bound must then be 0, infinite or implied by the u8/s8 saturation in every channel,
+ * sl__dq_act_bounds) - and the consumer reads it without conversion. Every other tensor stays
+ * fp32.
  *
  * Winograd (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): an
  * fp32 3x3 stride-1 convolution with channel counts that are multiples of 16 runs as oneDNN's
@@ -86,14 +88,42 @@ static sl_status dfail(sl_error *err, const char *what, dnnl_status_t s) {
                        "oneDNN %s failed (status %d)", what, (int)s);
 }
 
-/* inv: 1, or 1 / output step when the output is quantized (only Relu and Clip then). */
-static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a, float inv) {
+int sl__dq_act_bounds(const sl__actp *a, const sl__dq *oq, int64_t nch, float *lo, float *hi) {
+    *lo = -FLT_MAX;
+    *hi = FLT_MAX;
+    if (a->kind == SL__ACT_RELU) { *lo = 0; return 1; }
+    if (a->kind != SL__ACT_CLIP) return !oq;
+    if (!oq) {
+        if (!isinf(a->a)) *lo = a->a;
+        if (!isinf(a->b)) *hi = a->b;
+        return 1;
+    }
+    if (!oq->sxc) {
+        if (!isinf(a->a)) *lo = a->a / oq->sx;
+        if (!isinf(a->b)) *hi = a->b / oq->sx;
+        return 1;
+    }
+    /* one step per channel: a bound stays when it is 0 (the same in every unit) or infinite, and
+     * goes when the conversion's saturation applies it in every channel */
+    float qlo = oq->is_signed ? -128.0f : 0.0f, qhi = oq->is_signed ? 127.0f : 255.0f;
+    int lo_sat = 1, hi_sat = 1;
+    for (int64_t c = 0; c < nch; c++) {
+        lo_sat &= a->a / oq->sxc[c] <= qlo;
+        hi_sat &= a->b / oq->sxc[c] >= qhi;
+    }
+    if (a->a == 0) *lo = 0;
+    else if (!isinf(a->a) && !lo_sat) return 0;
+    return isinf(a->b) || hi_sat;
+}
+
+/* An activation as a post-op; oq: the output is stored quantized with that step (only Relu and
+ * Clip then, bounds from sl__dq_act_bounds). */
+static dnnl_status_t add_act(dnnl_post_ops_t po, const sl__actp *a, const sl__dq *oq, int64_t nch) {
     float lo, hi;
     switch (a->kind) {
     case SL__ACT_RELU: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_relu, 0, 0);
     case SL__ACT_CLIP:
-        lo = isinf(a->a) ? -FLT_MAX : a->a * inv;
-        hi = isinf(a->b) ? FLT_MAX : a->b * inv;
+        if (!sl__dq_act_bounds(a, oq, nch, &lo, &hi)) return dnnl_invalid_arguments;
         return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_clip, lo, hi);
     case SL__ACT_SIGMOID: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_logistic, 0, 0);
     case SL__ACT_SWISH: return dnnl_post_ops_append_eltwise(po, 1.0f, dnnl_eltwise_swish, 1.0f, 0);
@@ -179,7 +209,7 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
          * workaround); for s8 inputs oneDNN itself halves the weights, so they stay 8-bit. */
         weight_scales(w, n->wlayout, OC, sl__dnnl_has_vnni() || q->is_signed ? 127.0f : 63.0f, sw);
         for (int64_t o = 0; o < OC; o++) {
-            osc[o] = (q->sxc ? q->sxc[o] : q->sx) * sw[o] / (oq ? oq->sx : 1.0f);
+            osc[o] = (q->sxc ? q->sxc[o] : q->sx) * sw[o] / (!oq ? 1.0f : oq->sxc ? oq->sxc[o] : oq->sx);
             sw[o] = 1.0f / sw[o];
         }
     }
@@ -208,9 +238,9 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     }
     if ((s = dnnl_primitive_attr_create(&attr)) || (s = dnnl_post_ops_create(&po))) { st = dfail(err, "attr", s); goto done; }
     if (i8 && (s = dnnl_primitive_attr_set_output_scales(attr, OC, 1 << 1, osc))) { st = dfail(err, "int8 output scales", s); goto done; }
-    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k], i8 && oq ? 1.0f / oq->sx : 1.0f);
+    for (int k = 0; k < n->npre && !s; k++) s = add_act(po, &n->pre[k], i8 ? oq : NULL, OC);
     if (!s && n->sum_in >= 0) s = dnnl_post_ops_append_sum(po, 1.0f);
-    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k], 1.0f);
+    for (int k = 0; k < n->npost && !s && n->sum_in >= 0; k++) s = add_act(po, &n->post[k], NULL, OC);
     if (s || (s = dnnl_primitive_attr_set_post_ops(attr, po)) ||
         (s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user))) {
         st = dfail(err, "post-ops", s); goto done;
@@ -315,7 +345,7 @@ sl_status sl__dconv_create(const sl__node *n, const sl__tv *x, const sl__tv *w, 
     else memset(bp, 0, (size_t)OC * sizeof(float));
     /* oneDNN 2.x int8: dst = output_scale * (accumulator + bias), so the bias is given in
      * accumulator units. */
-    if (i8) for (int64_t o = 0; o < OC; o++) ((float *)bp)[o] /= osc[o] * (oq ? oq->sx : 1.0f);
+    if (i8) for (int64_t o = 0; o < OC; o++) ((float *)bp)[o] /= osc[o] * (!oq ? 1.0f : oq->sxc ? oq->sxc[o] : oq->sx);
 done:
     free(sw);
     free(osc);

@@ -36,6 +36,12 @@ sl__dctx *sl__dctx_new(size_t nsteps);
 int sl__dctx_bind(sl__dctx *d, size_t k, const sl__dconv *c, float *src, float *dst, void *scratch);
 sl_status sl__dctx_exec(sl__dctx *d, size_t k, const sl__dconv *c, sl_error *err);
 void sl__dctx_free(sl__dctx *d);
+/* Bounds [lo, hi] of a fused Relu / Clip in the units the convolution's post-ops see: real
+ * values (oq NULL), or steps of oq when the output is stored quantized; with one step per
+ * channel (oq->sxc, nch channels) a bound must be 0, infinite, or applied in every channel by
+ * the u8 / s8 conversion's saturation (then it is dropped). Returns 0 when it cannot be
+ * expressed (other activations: 0 when oq is given). */
+int sl__dq_act_bounds(const sl__actp *a, const sl__dq *oq, int64_t nch, float *lo, float *hi);
 /* Short name of the implementation oneDNN picked (for `cnn info` / benchmarks). */
 const char *sl__dconv_impl(const sl__dconv *c);
 

@@ -461,20 +461,22 @@ static sl_status image_input(const sl_nn *m, size_t *per, sl_error *err) {
 }
 
 #ifdef SL_NN_HAVE_IMAGE
-/* Resize (shorter side -> resize, Pillow's filter), centre-crop (padding with black) to the
- * model's H x W, then normalized floats in the model's layout. */
-static sl_status preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_error *err) {
+/* Resize (shorter side -> resize, the model's p->resize unless given, Pillow's filter),
+ * centre-crop (padding with black) to the model's H x W, then normalized floats in the model's
+ * layout. */
+static sl_status preprocess(const sl_nn *m, const sl_image *img, int resize, float *dst, sl_error *err) {
     const sl_nn_preproc *p = &m->pre;
+    if (resize <= 0) resize = p->resize;
     int nhwc = p->layout == SL_NN_LAYOUT_NHWC;
     int H = (int)m->in_dims[nhwc ? 1 : 2], W = (int)m->in_dims[nhwc ? 2 : 3];
     int w = img ? sl_image_width(img) : 0, h = img ? sl_image_height(img) : 0;
     if (w <= 0 || h <= 0) return sl__err_set(err, SL_E_INVALID, "empty image");
     int rw = W, rh = H;
-    if (p->resize > 0) {
+    if (resize > 0) {
         /* torchvision: the shorter side becomes `resize`, the longer int(resize * long / short) */
-        double l = (double)p->resize * (w <= h ? h : w) / (w <= h ? w : h);
+        double l = (double)resize * (w <= h ? h : w) / (w <= h ? w : h);
         int nl = l >= SL_IMAGE_MAX_SIDE_MAX ? SL_IMAGE_MAX_SIDE_MAX : l < 1 ? 1 : (int)l;
-        if (w <= h) { rw = p->resize; rh = nl; } else { rh = p->resize; rw = nl; }
+        if (w <= h) { rw = resize; rh = nl; } else { rh = resize; rw = nl; }
     }
     sl_image *r = NULL;
     const sl_image *use = img;
@@ -510,12 +512,22 @@ static sl_status preprocess(const sl_nn *m, const sl_image *img, float *dst, sl_
 
 sl_status sl_nn_preprocess(const sl_nn *m, const sl_image *const *images, size_t n, float *out,
                            sl_error *err) {
+    return sl_nn_preprocess_resized(m, images, n, 0, out, err);
+}
+
+sl_status sl_nn_preprocess_resized(const sl_nn *m, const sl_image *const *images, size_t n, int resize,
+                                   float *out, sl_error *err) {
     if (!m || (!images && n) || (!out && n)) return sl__err_set(err, SL_E_INVALID, "sl_nn_preprocess: NULL argument");
+    if (resize < 0 || resize > SL_IMAGE_MAX_SIDE_MAX)
+        return sl__err_set(err, SL_E_INVALID, "preprocessing: resize %d out of range 0..%d", resize, SL_IMAGE_MAX_SIDE_MAX);
+    if (resize > 0 && m->pre.resize <= 0)
+        return sl__err_set(err, SL_E_INVALID, "preprocessing: the model's images are not resized (resize %d), so they cannot be resized to %d",
+                           m->pre.resize, resize);
 #ifdef SL_NN_HAVE_IMAGE
     size_t per = 0;
     sl_status st = image_input(m, &per, err);
     for (size_t k = 0; k < n && !st; k++)
-        if ((st = preprocess(m, images[k], out + k * per, err))) sl__err_prefix(err, "image %zu", k);
+        if ((st = preprocess(m, images[k], resize, out + k * per, err))) sl__err_prefix(err, "image %zu", k);
     return st;
 #else
     return sl__err_set(err, SL_E_UNSUPPORTED, "this build has no image module: use sl_nn_run on tensors");

@@ -480,21 +480,41 @@ static int *conv_precisions(const sl_nn *m, const sl__plan *p, int prec, const s
     return cp;
 }
 
+static int same_dq(const sl__dq *a, const sl__dq *b) {
+    return a->sx == b->sx && a->is_signed == b->is_signed && a->sxc == b->sxc;
+}
+
+/* The fused activations of producer node n can be applied in the units of steps q (n's outputs
+ * are q->sxc's channels when q has one step per channel). */
+static int acts_fit(const sl__node *n, const sl__dq *q, int64_t nch) {
+    for (int a = 0; a < n->npre; a++) {
+        float lo, hi;
+        if (!(n->pre[a].kind == SL__ACT_RELU || n->pre[a].kind == SL__ACT_CLIP) || !sl__dq_act_bounds(&n->pre[a], q, nch, &lo, &hi))
+            return 0;
+    }
+    return 1;
+}
+
 /* int8 chains: for each value stored quantized, 1 + the step index of a convolution reading it
  * (whose input quantization the producer writes with), else 0. A value is chained when an int8
  * Conv without a fused sum and with only Relu/Clip fused produces it, it is not the plan output,
- * and every reader is an int8 Conv with a per-tensor input step reading it as its input.
- * Returns a calloc'ed array, or NULL on out of memory. */
+ * and every reader is an int8 Conv reading it as its input with the same quantization - one step
+ * for the tensor, or one per channel (depthwise readers) when the producer's activation bounds
+ * survive per-channel steps (sl__dq_act_bounds): the producer then requantizes each channel
+ * with its own step, which spares the depthwise convolution the per-channel quantization of a
+ * float copy. Returns a calloc'ed array, or NULL on out of memory. */
 static int *chain_values(const sl__plan *p, const int *cp, const sl__dq *q) {
     int *c = calloc(p->nv ? p->nv : 1, sizeof(int));
     int *uses = calloc(p->nv ? p->nv : 1, sizeof(int));
-    if (!c || !uses) { free(c); free(uses); return NULL; }
+    int *prod = calloc(p->nv ? p->nv : 1, sizeof(int));
+    if (!c || !uses || !prod) { free(c); free(uses); free(prod); return NULL; }
     for (size_t k = 0; k < p->nsteps; k++) {
         const sl__node *n = &p->steps[k].node;
         if (n->op != SL__OP_CONV || cp[k] != SL_NN_PRECISION_INT8 || n->sum_in >= 0 || n->out == p->out_val) continue;
         int ok = 1;
         for (int a = 0; a < n->npre; a++) ok &= n->pre[a].kind == SL__ACT_RELU || n->pre[a].kind == SL__ACT_CLIP;
         c[n->out] = ok ? -1 : 0; /* candidate; reader not known yet */
+        prod[n->out] = (int)k;
     }
     for (size_t k = 0; k < p->nsteps; k++) {
         const sl__node *n = &p->steps[k].node;
@@ -502,13 +522,21 @@ static int *chain_values(const sl__plan *p, const int *cp, const sl__dq *q) {
             int v = n->in[j];
             if (v < 0) continue;
             uses[v]++;
-            if (!(n->op == SL__OP_CONV && j == 0 && cp[k] == SL_NN_PRECISION_INT8 && !q[k].sxc)) c[v] = 0;
+            if (!(n->op == SL__OP_CONV && j == 0 && cp[k] == SL_NN_PRECISION_INT8)) c[v] = 0;
+            else if (c[v] > 0 && !same_dq(&q[c[v] - 1], &q[k])) c[v] = 0;
             else if (c[v]) c[v] = (int)k + 1;
         }
         if (n->sum_in >= 0) c[n->sum_in] = 0;
     }
-    for (size_t v = 0; v < p->nv; v++) if (!uses[v] || c[v] < 0) c[v] = 0;
+    for (size_t v = 0; v < p->nv; v++) {
+        if (!uses[v] || c[v] < 0) c[v] = 0;
+        if (c[v] > 0) {
+            const sl__node *pn = &p->steps[prod[v]].node;
+            if (!acts_fit(pn, &q[c[v] - 1], p->sv[pn->out].dims[1])) c[v] = 0;
+        }
+    }
     free(uses);
+    free(prod);
     return c;
 }
 
@@ -603,17 +631,33 @@ static sl_status plan_make(const sl_nn *m, size_t batch, sl__plan **out, sl_erro
     return plan_build_chained(m, batch, m->precision, &sel, out, err);
 }
 
-sl_status sl__plan_new(const sl_nn *m, size_t batch, int prec, const sl__qsel *sel, int threads, sl__plan **out,
-                       sl_error *err) {
+sl_status sl__plan_new_chain(const sl_nn *m, size_t batch, int prec, const sl__qsel *sel, int threads, int chain,
+                             sl__plan **out, sl_error *err) {
     /* oneDNN fixes a primitive's threads when it is created (see get_plan) */
     int old = omp_get_max_threads();
     omp_set_num_threads(threads > 0 ? threads : 1);
-    sl_status st = plan_build_chained(m, batch, prec, sel, out, err);
+    sl_status st = chain ? plan_build_chained(m, batch, prec, sel, out, err) : plan_build(m, batch, prec, sel, 0, out, err);
     omp_set_num_threads(old);
     return st;
 }
 
+sl_status sl__plan_new(const sl_nn *m, size_t batch, int prec, const sl__qsel *sel, int threads, sl__plan **out,
+                       sl_error *err) {
+    return sl__plan_new_chain(m, batch, prec, sel, threads, 1, out, err);
+}
+
 void sl__plan_delete(sl__plan *p) { plan_free(p); }
+
+int64_t sl__plan_conv_macs(const sl__plan *p, int node) {
+    for (size_t k = 0; k < p->nsteps; k++) {
+        const sl__node *n = &p->steps[k].node;
+        if (p->steps[k].gnode != node || n->op != SL__OP_CONV) continue;
+        const sl__value *w = &p->sv[n->in[1]], *y = &p->sv[n->out];
+        if (w->rank < 1 || w->dims[0] <= 0 || !p->batch) return 0;
+        return (int64_t)(y->count / p->batch) * (int64_t)(w->count / (size_t)w->dims[0]);
+    }
+    return 0;
+}
 
 sl_status sl__plan_run(sl__plan *p, const float *in, float *out, const sl__observer *obs, int threads, sl_error *err) {
     ctx *c = NULL;

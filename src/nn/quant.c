@@ -23,9 +23,15 @@
  *    output (the embedding) to fp32.
  * 3. Keep rule: errors of independent layers add (1 - cos ~ |e|^2 / 2|y|^2), so the most
  *    sensitive convolutions stay fp32, in order, until the sum of the others is within the
- *    precision's error budget. A final pass measures the chosen configuration (cos_mean/min).
- *    When every convolution reduced is already within the budget, nothing is kept and step 2
- *    (a pass per convolution) is skipped.
+ *    precision's error budget. int8 on a CPU with AVX-512-BF16 dot products (keep_bf16, the
+ *    default) splits the budget: the int8 layers get nine tenths, and the kept convolutions that
+ *    are not depthwise run at bf16 instead of fp32 - each one's bf16 sensitivity measured alone,
+ *    least sensitivity per multiply-add first - while their bf16 sensitivities sum within the
+ *    last tenth (the ratio of the bf16 and int8 default budgets). bf16 rounds each value to 8
+ *    significant bits, far finer than an int8 step over a whole tensor, and runs the 1x1 layers
+ *    MobileNetV2 keeps at about half their fp32 time (docs/cnn.md). A final pass measures the
+ *    chosen configuration (cos_mean/min). When every convolution reduced is already within the
+ *    budget, nothing is kept and step 2 (a pass per convolution) is skipped.
  *
  * The record (sl_nn_calibration_save/load, docs/formats/nn_calibration.md) stores thresholds by
  * tensor name and kept layers by their output names, with a fingerprint of the weights.
@@ -68,6 +74,7 @@ void sl__calib_free(sl__calib *c) {
     free(c->r);
     free(c->keep);
     free(c->sens);
+    free(c->sens16);
     free(c);
 }
 
@@ -79,6 +86,7 @@ void sl_nn_calib_opts_init(sl_nn_calib_opts *o) {
     o->sens_images = SL_NN_CALIB_SENS_IMAGES_DEFAULT;
     o->budget = 0;
     o->per_channel = 1;
+    o->keep_bf16 = 1;
     o->seed = SL_NN_CALIB_SEED_DEFAULT;
     o->threads = 0;
 }
@@ -407,13 +415,77 @@ static size_t *sample(size_t n, size_t k, uint64_t seed) {
     return a;
 }
 
-static int cpu_has_bf16(void) {
+int sl__quant_has_bf16(void) {
     unsigned isa = (unsigned)dnnl_get_effective_cpu_isa();
     return (isa & (unsigned)dnnl_cpu_isa_avx512_core_bf16) == (unsigned)dnnl_cpu_isa_avx512_core_bf16;
 }
 
 static double default_budget(int prec) {
     return prec == SL_NN_PRECISION_BF16 ? SL__CALIB_BUDGET_BF16 : SL__CALIB_BUDGET_INT8;
+}
+
+/* Sensitivity of the configuration sel selects (one layer reduced): mean 1 - cosine of the
+ * outputs of the first nsens images of the sample to the fp32 references. */
+static sl_status layer_sens(const sl_nn *m, const sl__qsel *sel, int prec, const float *x, const size_t *idx, size_t nsens,
+                            float *y, const float *ref, int threads, float *sens, sl_error *err) {
+    sl__plan *pq = NULL;
+    sl_status st = sl__plan_new(m, 1, prec, sel, 1, &pq, err);
+    if (!st && !(st = run_images(m, pq, x, idx, nsens, y, NULL, threads, err))) {
+        double mean, mn;
+        cos_stats(y, ref, nsens, m->embed_dim, &mean, &mn);
+        *sens = (float)(1.0 - mean);
+    }
+    sl__plan_delete(pq);
+    return st;
+}
+
+/* Keeps the most sensitive convolutions (keep[k] = SL__KEEP_FP32), in order, until the sum of
+ * the others' sensitivities is within the budget. */
+static void keep_rule(const sl_nn *m, const float *sens, char *keep, double budget) {
+    double total = 0;
+    for (size_t k = 0; k < m->nnodes; k++) if (sens[k] > 0) total += sens[k];
+    while (total > budget) {
+        size_t best = SIZE_MAX;
+        for (size_t k = 0; k < m->nnodes; k++)
+            if (!keep[k] && sens[k] > 0 && (best == SIZE_MAX || sens[k] > sens[best])) best = k;
+        if (best == SIZE_MAX) break;
+        keep[best] = SL__KEEP_FP32;
+        total -= sens[best];
+    }
+}
+
+/* The kept convolutions that run at bf16 instead of fp32 (int8 calibrations): each kept one that
+ * is not depthwise (a depthwise convolution is bound by memory, not multiply-adds: at bf16 it only
+ * adds the conversion of its input - measured slower than fp32 on MobileNetV2) gets its bf16
+ * sensitivity measured alone (sens16); then, by least sensitivity per multiply-add saved from
+ * fp32 first, they move to bf16 while the sum of their bf16 sensitivities stays within budget16. */
+static sl_status keep_bf16(const sl_nn *m, sl__calib *c, char *only, const sl__plan *pf, const float *x,
+                           const size_t *idx, size_t nsens, float *y, const float *ref, int threads, double budget16,
+                           sl_error *err) {
+    sl__qsel sel = {c, only};
+    sl_status st = SL_OK;
+    for (size_t k = 0; k < m->nnodes && !st; k++) {
+        if (c->keep[k] != SL__KEEP_FP32 || is_depthwise(m, &m->nodes[k])) continue;
+        only[k] = SL__KEEP_BF16;
+        st = layer_sens(m, &sel, SL_NN_PRECISION_INT8, x, idx, nsens, y, ref, threads, &c->sens16[k], err);
+        only[k] = 0;
+    }
+    if (st) return st;
+    double used = 0;
+    for (;;) {
+        size_t best = SIZE_MAX;
+        double bv = 0;
+        for (size_t k = 0; k < m->nnodes; k++) {
+            if (c->keep[k] != SL__KEEP_FP32 || c->sens16[k] < 0 || used + c->sens16[k] > budget16) continue;
+            double macs = (double)sl__plan_conv_macs(pf, (int)k);
+            double v = macs > 0 ? (double)c->sens16[k] / macs : INFINITY;
+            if (best == SIZE_MAX || v < bv) { best = k; bv = v; }
+        }
+        if (best == SIZE_MAX || !(bv < INFINITY)) break;
+        c->keep[best] = SL__KEEP_BF16;
+        used += c->sens16[best];
+    }
+    return SL_OK;
 }
 
 /* The calibration on n preprocessed images x (the model's input tensors): a seeded sample of
@@ -444,12 +516,13 @@ static sl_status calibrate(const sl_nn *m, const float *x, size_t n, const sl_nn
     c->synthetic = synthetic;
     c->cos_mean = c->cos_min = 1.0;
     if (!(c->r = sl__callocarray(m->nvals, sizeof *c->r)) || !(c->keep = calloc(m->nnodes ? m->nnodes : 1, 1)) ||
-        !(c->sens = sl__mallocarray(m->nnodes ? m->nnodes : 1, sizeof(float)))) {
+        !(c->sens = sl__mallocarray(m->nnodes ? m->nnodes : 1, sizeof(float))) ||
+        !(c->sens16 = sl__mallocarray(m->nnodes ? m->nnodes : 1, sizeof(float)))) {
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         goto done;
     }
-    for (size_t k = 0; k < m->nnodes; k++) c->sens[k] = -1.0f;
-    if (prec == SL_NN_PRECISION_BF16 && !cpu_has_bf16()) goto done; /* fp32 anyway: nothing to learn */
+    for (size_t k = 0; k < m->nnodes; k++) c->sens[k] = c->sens16[k] = -1.0f;
+    if (prec == SL_NN_PRECISION_BF16 && !sl__quant_has_bf16()) goto done; /* fp32 anyway: nothing to learn */
     /* the observed tensors: the input of every live convolution */
     if (!(cs.obs = sl__mallocarray(m->nvals, sizeof(int))) || !(cs.nch = sl__callocarray(m->nvals, sizeof(int))) ||
         !(cs.gv = sl__callocarray(m->nvals, sizeof(int)))) {
@@ -533,28 +606,18 @@ static sl_status calibrate(const sl_nn *m, const float *x, size_t n, const sl_nn
         for (size_t k = 0; k < m->nnodes && !st; k++) {
             if (m->nodes[k].dead || m->nodes[k].op != SL__OP_CONV) continue;
             only[k] = 1;
-            if (!(st = sl__plan_new(m, 1, prec, &sel, 1, &pq, err)) && !(st = run_images(m, pq, x, idx, nsens, y, NULL, threads, err))) {
-                double mean, mn;
-                cos_stats(y, ref, nsens, dim, &mean, &mn);
-                c->sens[k] = (float)(1.0 - mean);
-            }
-            sl__plan_delete(pq);
-            pq = NULL;
+            st = layer_sens(m, &sel, prec, x, idx, nsens, y, ref, threads, &c->sens[k], err);
             only[k] = 0;
         }
+        /* int8 on a CPU with bf16 dot products: the layers kept out of int8 may run at bf16,
+         * within a tenth of the budget (the ratio of the bf16 and int8 default budgets); the int8
+         * layers get the rest */
+        int b16 = prec == SL_NN_PRECISION_INT8 && o->keep_bf16 && sl__quant_has_bf16();
+        double budget16 = b16 ? budget / 10 : 0;
+        keep_rule(m, c->sens, c->keep, budget - budget16);
+        if (b16 && !st) st = keep_bf16(m, c, only, pf, x, idx, nsens, y, ref, threads, budget16, err);
         free(only);
         if (st) goto done;
-        /* keep the most sensitive layers at fp32 until the rest fits the budget */
-        double total = 0;
-        for (size_t k = 0; k < m->nnodes; k++) if (c->sens[k] > 0) total += c->sens[k];
-        while (total > budget) {
-            size_t best = SIZE_MAX;
-            for (size_t k = 0; k < m->nnodes; k++)
-                if (!c->keep[k] && c->sens[k] > 0 && (best == SIZE_MAX || c->sens[k] > c->sens[best])) best = k;
-            if (best == SIZE_MAX) break;
-            c->keep[best] = 1;
-            total -= c->sens[best];
-        }
         /* the chosen configuration, measured */
         sl__qsel fin = {c, NULL};
         if ((st = sl__plan_new(m, 1, prec, &fin, 1, &pq, err)) || (st = run_images(m, pq, x, idx, nsens, y, NULL, threads, err)))
@@ -582,6 +645,8 @@ static sl_status check_opts(const sl_nn_calib_opts *o, size_t n, sl_error *err) 
                            SL_NN_CALIB_IMAGES_MIN, SL_NN_CALIB_IMAGES_MAX);
     if (o->sens_images > SL_NN_CALIB_IMAGES_MAX)
         return sl__err_set(err, SL_E_INVALID, "calibration sens_images %zu above %d", o->sens_images, SL_NN_CALIB_IMAGES_MAX);
+    if (o->keep_bf16 != 0 && o->keep_bf16 != 1)
+        return sl__err_set(err, SL_E_INVALID, "calibration keep_bf16 %d is not 0 or 1", o->keep_bf16);
     if (!(o->budget >= 0 && o->budget < 1))
         return sl__err_set(err, SL_E_INVALID, "calibration budget %g out of range [0, 1)", o->budget);
     if (o->threads < SL_NN_THREADS_MIN || o->threads > SL_NN_THREADS_MAX)
@@ -670,9 +735,12 @@ int sl__quant_conv(const sl_nn *m, const sl__qsel *sel, int prec, int node, int 
     memset(q, 0, sizeof *q);
     if (prec == SL_NN_PRECISION_FP32 || !sel || node < 0 || (size_t)node >= m->nnodes) return SL_NN_PRECISION_FP32;
     const sl__calib *c = sel->cal;
-    int reduce = sel->only ? sel->only[node] : !(c && c->keep[node]);
-    if (!reduce) return SL_NN_PRECISION_FP32;
+    int how = sel->only ? sel->only[node] : !c || !c->keep[node] ? 1 : c->keep[node] == SL__KEEP_BF16 ? SL__KEEP_BF16 : 0;
+    if (!how) return SL_NN_PRECISION_FP32;
     if (prec == SL_NN_PRECISION_BF16) return SL_NN_PRECISION_BF16;
+    /* kept at bf16: where the CPU has bf16 dot products (a record made on another CPU may say
+     * bf16; oneDNN's emulation on plain AVX-512 would be slower than fp32) */
+    if (how == SL__KEEP_BF16) return sl__quant_has_bf16() ? SL_NN_PRECISION_BF16 : SL_NN_PRECISION_FP32;
     if (!c || gin < 0 || (size_t)gin >= c->nvals || !(c->r[gin].amax > 0)) return SL_NN_PRECISION_FP32;
     const sl__qrange *r = &c->r[gin];
     q->is_signed = r->is_signed || is_input;
@@ -704,7 +772,7 @@ int sl_nn_calibrated(const sl_nn *m) {
 /* ---- the record (docs/formats/nn_calibration.md) ---------------------------------------------- */
 
 #define CAL_MAGIC "SLNNCAL\n"
-#define CAL_VERSION 1u
+#define CAL_VERSION 2u       /* 2: convolutions kept at bf16, bf16 sensitivities; 1 is still read */
 #define CAL_MAX_NAME 65535u
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
@@ -808,6 +876,7 @@ sl_status sl_nn_calibration_save(const sl_nn *m, uint8_t **buf, size_t *len, sl_
         put_name(&b, m->vals[m->nodes[k].out].name);
         put_u(&b, (uint32_t)c->keep[k], 1);
         put_f32(&b, c->sens[k]);
+        put_f32(&b, c->sens16 ? c->sens16[k] : -1.0f);
     }
     put_u(&b, b.oom ? 0 : fnv1a(0xcbf29ce484222325ULL, b.p, b.n), 8);
     if (b.oom) { free(b.p); return sl__err_set(err, SL_E_NOMEM, "out of memory"); }
@@ -847,18 +916,19 @@ sl_status sl_nn_calibration_load(sl_nn *m, const uint8_t *buf, size_t len, sl_er
     if (!name || !c) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto done; }
     c->nvals = m->nvals;
     if (!(c->r = sl__callocarray(m->nvals ? m->nvals : 1, sizeof *c->r)) || !(c->keep = calloc(m->nnodes ? m->nnodes : 1, 1)) ||
-        !(c->sens = sl__mallocarray(m->nnodes ? m->nnodes : 1, sizeof(float)))) {
+        !(c->sens = sl__mallocarray(m->nnodes ? m->nnodes : 1, sizeof(float))) ||
+        !(c->sens16 = sl__mallocarray(m->nnodes ? m->nnodes : 1, sizeof(float)))) {
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         goto done;
     }
-    for (size_t k = 0; k < m->nnodes; k++) c->sens[k] = -1.0f;
+    for (size_t k = 0; k < m->nnodes; k++) c->sens[k] = c->sens16[k] = -1.0f;
     if (len < 8 + 8 || memcmp(buf, CAL_MAGIC, 8)) CORRUPT("bad magic");
     rb tail = {buf, len, len - 8, 0};
     if (fnv1a(0xcbf29ce484222325ULL, buf, len - 8) != get_u(&tail, 8)) CORRUPT("checksum mismatch");
     r.n = len - 8;
     r.at = 8;
     uint32_t ver = (uint32_t)get_u(&r, 4);
-    if (!r.bad && ver != CAL_VERSION) { st = sl__err_set(err, SL_E_VERSION, "calibration record version %u (this build reads %u)", ver, CAL_VERSION); goto done; }
+    if (!r.bad && ver != CAL_VERSION && ver != 1) { st = sl__err_set(err, SL_E_VERSION, "calibration record version %u (this build reads %u)", ver, CAL_VERSION); goto done; }
     c->prec = (int)get_u(&r, 4);
     c->method = (int)get_u(&r, 4);
     c->images = (int)get_u(&r, 4);
@@ -909,16 +979,20 @@ sl_status sl_nn_calibration_load(sl_nn *m, const uint8_t *buf, size_t len, sl_er
     for (uint32_t i = 0; i < nc && !r.bad; i++) {
         int g = get_value(&r, m, name, CAL_MAX_NAME + 1);
         int keep = (int)get_u(&r, 1);
-        float sens = get_f32(&r);
+        float sens = get_f32(&r), sens16 = ver >= 2 ? get_f32(&r) : -1.0f;
         if (r.bad) break;
         int node = g >= 0 ? m->vals[g].producer : -1;
         if (node < 0 || m->nodes[node].op != SL__OP_CONV) {
             st = sl__err_set(err, SL_E_INVALID, "calibration does not match the model: no convolution makes '%s'", name);
             goto done;
         }
-        if (keep > 1 || !(sens == sens)) CORRUPT("bad layer entry");
+        /* bf16 keeps: version 2, int8 records only */
+        if (keep > (ver >= 2 && c->prec == SL_NN_PRECISION_INT8 ? SL__KEEP_BF16 : SL__KEEP_FP32) || !(sens == sens) ||
+            !(sens16 == sens16))
+            CORRUPT("bad layer entry");
         c->keep[node] = (char)keep;
         c->sens[node] = sens;
+        c->sens16[node] = sens16;
     }
     if (r.bad || r.at != r.n) CORRUPT(r.bad ? "truncated" : "trailing bytes");
 done:
@@ -936,18 +1010,24 @@ void sl__quant_info(const sl_nn *m, char *buf, size_t n) {
         return;
     }
     static const char *const meth[] = {"min/max", "percentile", "mse", "entropy"};
-    int kept = 0, convs = 0;
+    int kept = 0, k16 = 0, convs = 0;
     size_t L = 0;
     for (size_t k = 0; k < m->nnodes; k++)
-        if (!m->nodes[k].dead && m->nodes[k].op == SL__OP_CONV) { convs++; kept += c->keep[k]; }
+        if (!m->nodes[k].dead && m->nodes[k].op == SL__OP_CONV) { convs++; kept += c->keep[k] != 0; k16 += c->keep[k] == SL__KEEP_BF16; }
     L += (size_t)snprintf(buf + L, n > L ? n - L : 0, "calibration: %s, %d images%s (seed %llu)%s%s; %d of %d "
                           "convolutions kept at fp32", c->prec == SL_NN_PRECISION_INT8 ? "int8" : "bf16", c->images,
                           c->synthetic ? " (synthetic)" : "", (unsigned long long)c->seed,
                           c->prec == SL_NN_PRECISION_INT8 ? ", ranges by " : "",
                           c->prec == SL_NN_PRECISION_INT8 ? meth[c->method >= 0 && c->method < 4 ? c->method : 0] : "",
-                          kept, convs);
-    for (size_t k = 0; k < m->nnodes && L < n; k++)
-        if (c->keep[k]) L += (size_t)snprintf(buf + L, n - L, "%s '%s' (%.2g)", L && buf[L - 1] == ')' ? "," : ":", m->nodes[k].name, (double)c->sens[k]);
+                          kept - k16, convs);
+    if (k16 && L < n) L += (size_t)snprintf(buf + L, n - L, " and %d at bf16", k16);
+    for (size_t k = 0; k < m->nnodes && L < n; k++) {
+        if (!c->keep[k]) continue;
+        L += (size_t)snprintf(buf + L, n - L, "%s '%s' (%.2g", L && buf[L - 1] == ')' ? "," : ":", m->nodes[k].name, (double)c->sens[k]);
+        if (L < n && c->keep[k] == SL__KEEP_BF16)
+            L += (size_t)snprintf(buf + L, n - L, "; bf16 %.2g", (double)c->sens16[k]);
+        if (L < n) L += (size_t)snprintf(buf + L, n - L, ")");
+    }
     if (L < n) snprintf(buf + L, n - L, "; embedding cosine to fp32 on %d images: mean %.6f, min %.6f\n", c->sens_images,
                         c->cos_mean, c->cos_min);
 }

@@ -195,16 +195,17 @@ static int sl__decode(sl__req *req, sl__resp *resp, sl_image **img) {
     return 0;
 }
 
-/* k, category, prices, q -> query. Returns 0, or -1 with resp holding a 400. */
+/* k, offset, ef, category, prices, q -> query. Returns 0, or -1 with resp holding a 400. */
 static int sl__query(sl__req *req, sl__resp *resp, sl_query *q) {
     memset(q, 0, sizeof *q);
     const sl__target *t = &req->target;
     sl_error e;
     sl_error_clear(&e);
-    long k = SL_ENGINE_K_DEFAULT, offset = 0;
+    long k = SL_ENGINE_K_DEFAULT, offset = 0, ef = 0;
     double lo = 0, hi = 0;
     if (sl__param_int(t, "k", 1, SL__API_K_MAX, &k, &e) != SL_OK ||
         sl__param_int(t, "offset", 0, SL_ENGINE_OFFSET_MAX, &offset, &e) != SL_OK ||
+        sl__param_int(t, "ef", SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX, &ef, &e) != SL_OK ||
         sl__param_double(t, "min_price", SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX, &lo, &e) != SL_OK ||
         sl__param_double(t, "max_price", SL_PRODUCT_PRICE_MIN, SL_PRODUCT_PRICE_MAX, &hi, &e) != SL_OK) {
         sl__resp_error(resp, 400, "bad_request", "%s", e.message);
@@ -217,6 +218,7 @@ static int sl__query(sl__req *req, sl__resp *resp, sl_query *q) {
     }
     q->k = (int)k;
     q->offset = (int)offset;
+    q->ef = (int)ef; /* 0 (absent): the engine's, serve --ef */
     q->has_min_price = sl__target_param(t, "min_price") != NULL;
     q->has_max_price = sl__target_param(t, "max_price") != NULL;
     q->min_price = lo;

@@ -10,8 +10,8 @@
 
 #include <string.h>
 
-static const char *const sl__p_search[] = { "k", "offset", "category", "min_price", "max_price", "q", NULL };
-static const char *const sl__p_search_image[] = { "k", "offset", "category", "min_price", "max_price", "q", "region", NULL };
+static const char *const sl__p_search[] = { "k", "offset", "category", "min_price", "max_price", "q", "ef", NULL };
+static const char *const sl__p_search_image[] = { "k", "offset", "category", "min_price", "max_price", "q", "region", "ef", NULL };
 static const char *const sl__p_list[] = { "limit", "cursor", "category", "min_price", "max_price", "q", NULL };
 static const char *const sl__p_k[] = { "k", NULL };
 static const char *const sl__p_check[] = { "threshold", NULL };

@@ -582,15 +582,35 @@ def calib_sensitive():
     w2[0, :, 0, 0] = [500.0, -499.5, 0.3, 0.2]
     w2[1:, :, 0, 0] = qrnd(3, 4, scale=0.5)
     w3 = qrnd(6, 4, 1, 1, scale=0.5)
+    calib_net("calib_sensitive", "conv2_cancels", w1, w2, w3)
+
+
+def calib_net(name, conv2, w1, w2, w3):
+    # conv1 (3x3) - Relu - conv2 (1x1, named conv2) - conv3 (1x1) - Relu - GlobalAveragePool
     nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="conv1", pads=[1, 1, 1, 1]),
              helper.make_node("Relu", ["a"], ["r"], name="relu1"),
-             helper.make_node("Conv", ["r", "w2"], ["b"], name="conv2_cancels"),
+             helper.make_node("Conv", ["r", "w2"], ["b"], name=conv2),
              helper.make_node("Conv", ["b", "w3"], ["c"], name="conv3"),
              helper.make_node("Relu", ["c"], ["cr"], name="relu3"),
              helper.make_node("GlobalAveragePool", ["cr"], ["y"], name="pool")]
-    onnx.save(qgraph("calib_sensitive", nodes, {"w1": w1, "w2": w2, "w3": w3}, ["N", 3, 8, 8]),
-              os.path.join(OUT, "calib_sensitive.onnx"))
-    print("calib_sensitive: written")
+    onnx.save(qgraph(name, nodes, {"w1": w1, "w2": w2, "w3": w3}, ["N", 3, 8, 8]), os.path.join(OUT, name + ".onnx"))
+    print(name + ": written")
+
+
+def calib_outlier():
+    # an fp32 network with one convolution that int8 does not survive but bf16 does: conv1's
+    # channel 0 is 1000x the others, so conv2_outlier's input gets one int8 step for all its
+    # channels (a regular 1x1 convolution, not depthwise: no per-channel steps) and the small
+    # channels, which carry most of its output, round to a few levels; bf16 keeps 8 bits of
+    # every value. The int8 calibration keeps conv2_outlier out of int8, at bf16 where the CPU
+    # has bf16 dot products (tests/test_nn.c). Own generator: the other models stay as they were.
+    r = np.random.default_rng(4711)
+    w1 = (r.standard_normal((4, 3, 3, 3)) * 0.4).astype(F32)
+    w1[0] *= F32(1000.0)
+    w2 = (r.standard_normal((4, 4, 1, 1)) * 0.5).astype(F32)
+    w2[:, 0] *= F32(1e-4)
+    w3 = (r.standard_normal((6, 4, 1, 1)) * 0.5).astype(F32)
+    calib_net("calib_outlier", "conv2_outlier", w1, w2, w3)
 
 
 def quantized():
@@ -601,6 +621,7 @@ def quantized():
     qlinear_io()
     qlinear_bad()
     calib_sensitive()
+    calib_outlier()
 
 
 # ---- tiny networks exported from PyTorch ----------------------------------------------------
