@@ -519,6 +519,8 @@ static void test_calibrated_confidence(void **state) {
     sl_calibrate_report_free(&rep2);
     assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
     assert_int_equal(ci.source, SL_CALIB_CATALOG);
+    /* from pseudo shopper photos: the match score alone and the false accept rule for both maps */
+    for (int u = 0; u < 2; u++) assert_true(ci.map[u].lambda == 0 && ci.map[u].precision_target == 0);
     /* genuine shopper photos are accepted far more often than photos of other products */
     double tar, far;
     accept_rates(e, 3, &tar, &far);
@@ -581,10 +583,40 @@ static void test_calibrated_confidence(void **state) {
     assert_int_equal(sl_engine_calibrate(e, &co, &rep, &err), SL_OK);
     assert_int_equal(rep.info.source, SL_CALIB_PHOTOS);
     assert_int_equal(rep.photos, CAL_P * 3);
+    /* labelled photos on a store without a head: the margin is an input and search's point
+     * follows the precision rule on the photos' first results */
+    assert_true(rep.info.map[SL_CALIB_RESULT].precision_target == SL_CALIB_PRECISION_DEFAULT);
+    assert_int_equal(rep.info.map[SL_CALIB_RESULT].tops, CAL_P * 3);
+    assert_true(rep.info.map[SL_CALIB_PAIR].precision_target == 0);
+    print_message("photo calibration: margin weight check %.2f search %.2f; search point precision %.2f recall %.2f\n",
+                  rep.info.map[0].lambda, rep.info.map[1].lambda, rep.info.map[1].precision, rep.info.map[1].recall);
     sl_calibrate_report_free(&rep);
     accept_rates(e, 3, &tar, &far);
     print_message("photo calibration: genuine accepted %.2f, other products %.2f\n", tar, far);
     assert_true(tar >= far + 0.4);
+    /* a search's confidence is the result map of the match score m (against the 10 best other
+     * products) and the margin g (against the best other one), both from the result list */
+    assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
+    for (uint32_t p = 0; p < CAL_P; p += 5) {
+        assert_int_equal(sl_sample_shopper_photo(SEED, p, 21, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+        assert_int_equal(sl_engine_search(e, img, &q, &m, &err), SL_OK);
+        assert_int_equal(m.n, CAL_P);
+        const sl_calib_map_info *rm = &ci.map[SL_CALIB_RESULT];
+        for (size_t i = 0; i < 3; i++) {
+            double sum = 0, best = -9;
+            int cnt = 0;
+            for (size_t j = 0; j < m.n; j++) {
+                if (j == i) continue;
+                if (cnt < 10) sum += m.items[j].score, cnt++;
+                if (m.items[j].score > best) best = m.items[j].score;
+            }
+            double mm = m.items[i].score - sum / cnt, g = m.items[i].score - best;
+            double s = (1 - rm->lambda) * mm + rm->lambda * g, want = 1 / (1 + exp(-(rm->a * s + rm->b)));
+            assert_true(fabs(m.items[i].confidence - want) < 1e-5);
+        }
+        sl_matches_free(&m);
+        sl_image_free(img);
+    }
     /* too few photos: refused, the calibration stays */
     co.n_photos = 5;
     assert_int_equal(sl_engine_calibrate(e, &co, &rep, &err), SL_E_INVALID);

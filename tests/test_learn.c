@@ -660,13 +660,13 @@ static void test_calib_deterministic_and_monotone(void **state) {
     for (int u = 0; u < 2; u++) {
         double prev = -1;
         for (double m = -2; m <= 2.0001; m += 0.01) {
-            double c = sl_calib_confidence(ca, (sl_calib_use)u, m);
+            double c = sl_calib_confidence(ca, (sl_calib_use)u, m, 0);
             assert_true(c >= 0 && c <= 1);
             assert_true(c >= prev);
             prev = c;
         }
-        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, 0.3) > 0.5);
-        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, -0.1) < 0.5);
+        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, 0.3, 0) > 0.5);
+        assert_true(sl_calib_confidence(ca, (sl_calib_use)u, -0.1, 0) < 0.5);
     }
     /* the operating point keeps false accepts on the calibration negatives within the bound */
     sl_calib_info in;
@@ -680,8 +680,8 @@ static void test_calib_deterministic_and_monotone(void **state) {
         const double *neg = u ? a.neg1 : a.neg0;
         size_t nn = u ? 400 : 1200, acc = 0, tp = 0;
         double thr = sl_calib_threshold(ca, (sl_calib_use)u);
-        for (size_t i = 0; i < nn; i++) acc += sl_calib_confidence(ca, (sl_calib_use)u, neg[i]) >= thr;
-        for (size_t i = 0; i < 300; i++) tp += sl_calib_confidence(ca, (sl_calib_use)u, a.pos[i]) >= thr;
+        for (size_t i = 0; i < nn; i++) acc += sl_calib_confidence(ca, (sl_calib_use)u, neg[i], 0) >= thr;
+        for (size_t i = 0; i < 300; i++) tp += sl_calib_confidence(ca, (sl_calib_use)u, a.pos[i], 0) >= thr;
         double far = (double)acc / (double)nn;
         assert_true(far <= 0.02);
         assert_true(far > 0.002); /* not at an arbitrary far-away point either */
@@ -704,12 +704,12 @@ static void test_calib_deterministic_and_monotone(void **state) {
     sl_calib_info fb;
     sl_calib_get_info(NULL, &fb);
     assert_int_equal(fb.source, SL_CALIB_NONE);
-    assert_true(fabs(sl_calib_confidence(NULL, SL_CALIB_PAIR, fb.map[0].score_threshold) - 0.5) < 1e-12);
+    assert_true(fabs(sl_calib_confidence(NULL, SL_CALIB_PAIR, fb.map[0].score_threshold, 0) - 0.5) < 1e-12);
     assert_true(fabs(sl_calib_threshold(NULL, SL_CALIB_RESULT) - 0.5) < 1e-12);
     assert_string_equal(sl_calib_source_name(SL_CALIB_CATALOG), "catalog");
     sl_calib *cl = sl_calib_clone(ca);
     assert_non_null(cl);
-    assert_true(sl_calib_confidence(cl, SL_CALIB_PAIR, 0.1) == sl_calib_confidence(ca, SL_CALIB_PAIR, 0.1));
+    assert_true(sl_calib_confidence(cl, SL_CALIB_PAIR, 0.1, 0) == sl_calib_confidence(ca, SL_CALIB_PAIR, 0.1, 0));
     sl_calib_free(cl);
     sl_calib_free(ca);
     sl_calib_free(cb);
@@ -725,7 +725,7 @@ static double calib_ece(const sl_calib *c, sl_calib_use u, const double *pos, si
     *logloss = 0;
     for (size_t i = 0; i < np + nn; i++) {
         int g = i < np;
-        double x = sl_calib_confidence(c, u, g ? pos[i] : neg[i - np]);
+        double x = sl_calib_confidence(c, u, g ? pos[i] : neg[i - np], 0);
         if (scale != 1 || shift != 0) {
             double l = log((x + 1e-12) / (1 - x + 1e-12));
             x = 1 / (1 + exp(-(scale * l + shift)));
@@ -817,11 +817,11 @@ static void test_calib_roundtrip_and_corrupt(void **state) {
     void *buf = NULL;
     size_t len = 0;
     calib_bytes(c, &buf, &len);
-    assert_int_equal(len, 168);
+    assert_int_equal(len, 248);
     assert_int_equal(sl_calib_parse(buf, len, &p, &e), SL_OK);
     for (double m = -1; m <= 1; m += 0.125)
         for (int u = 0; u < 2; u++)
-            assert_true(sl_calib_confidence(p, (sl_calib_use)u, m) == sl_calib_confidence(c, (sl_calib_use)u, m));
+            assert_true(sl_calib_confidence(p, (sl_calib_use)u, m, 0) == sl_calib_confidence(c, (sl_calib_use)u, m, 0));
     sl_calib_info i1, i2;
     sl_calib_get_info(c, &i1);
     sl_calib_get_info(p, &i2);
@@ -830,15 +830,17 @@ static void test_calib_roundtrip_and_corrupt(void **state) {
     p = NULL;
     /* each damage is refused with a message naming it */
     struct { size_t off; unsigned char val; sl_status st; const char *what; } bad[] = {
-        {0, 2, SL_E_VERSION, "version"},
+        {0, 3, SL_E_VERSION, "version"},
         {4, 9, SL_E_CORRUPT, "source"},
         {8, 0, SL_E_CORRUPT, "cohort"},
         {12, 1, SL_E_CORRUPT, "reserved"},
         {40 + 7, 0xff, SL_E_CORRUPT, "slope"},        /* a of the pair map: a NaN */
-        {104 + 7, 0xbf, SL_E_CORRUPT, "slope"},       /* a of the result map: negative */
-        {104 + 24 + 7, 0x40, SL_E_CORRUPT, "target"}, /* far target: huge */
+        {144 + 7, 0xbf, SL_E_CORRUPT, "slope"},       /* a of the result map: negative */
+        {144 + 24 + 7, 0x40, SL_E_CORRUPT, "target"}, /* far target: huge */
         {40 + 32, 3, SL_E_CORRUPT, "fewer pairs"},    /* positives 3 */
         {40 + 48 + 7, 0x40, SL_E_CORRUPT, "rate"},     /* tar > 1 */
+        {40 + 64 + 7, 0x40, SL_E_CORRUPT, "lambda"},   /* margin weight > 1 */
+        {144 + 72 + 7, 0x40, SL_E_CORRUPT, "precision target"}, /* huge */
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
         unsigned char *d = malloc(len);
@@ -855,6 +857,26 @@ static void test_calib_roundtrip_and_corrupt(void **state) {
     }
     assert_int_equal(sl_calib_parse(buf, len - 1, &p, &e), SL_E_CORRUPT);
     assert_int_equal(sl_calib_parse(buf, 3, &p, &e), SL_E_CORRUPT);
+    /* version 1 (168 bytes: the maps without margin weight and precision rule) is still read:
+     * lambda 0, the same a, b and point */
+    {
+        unsigned char v1[168];
+        const unsigned char *b8 = buf;
+        memcpy(v1, b8, 40 + 64);
+        memcpy(v1 + 104, b8 + 144, 64);
+        v1[0] = 1;
+        assert_int_equal(sl_calib_parse(v1, 168, &p, &e), SL_OK);
+        sl_calib_get_info(p, &i2);
+        for (int u = 0; u < 2; u++) {
+            assert_true(i2.map[u].a == i1.map[u].a && i2.map[u].b == i1.map[u].b);
+            assert_true(i2.map[u].score_threshold == i1.map[u].score_threshold);
+            assert_true(i2.map[u].lambda == 0);
+            assert_true(i2.map[u].precision_target == 0);
+        }
+        sl_calib_free(p);
+        p = NULL;
+        assert_int_equal(sl_calib_parse(v1, 167, &p, &e), SL_E_CORRUPT);
+    }
     /* in a features file: saved as section CALB (file version 3), loaded back, damage named */
     sl_features *f = NULL, *f2 = NULL;
     assert_int_equal(sl_features_new("color", &f, NULL), SL_OK);
@@ -867,8 +889,8 @@ static void test_calib_roundtrip_and_corrupt(void **state) {
     assert_int_equal(sl_features_load(path, &f2, &e), SL_OK);
     assert_non_null(sl_features_calib(f2));
     assert_true(sl_features_calib(f2) != sl_features_calib(f));
-    assert_true(sl_calib_confidence(sl_features_calib(f2), SL_CALIB_PAIR, 0.2) ==
-                sl_calib_confidence(sl_features_calib(f), SL_CALIB_PAIR, 0.2));
+    assert_true(sl_calib_confidence(sl_features_calib(f2), SL_CALIB_PAIR, 0.2, 0) ==
+                sl_calib_confidence(sl_features_calib(f), SL_CALIB_PAIR, 0.2, 0));
     /* a head (even none) drops the calibration: it was fitted on the scores before */
     assert_int_equal(sl_features_set_head(f2, NULL), SL_OK);
     assert_null(sl_features_calib(f2));
@@ -890,6 +912,198 @@ static void test_calib_roundtrip_and_corrupt(void **state) {
     free(buf);
 }
 
+/* Photos scored against NP products as the engine scores them: a per-photo offset (a shop photo
+ * scores lower against everything), its own product higher, and for half the photos a look-alike
+ * product (same brand, other flavour) close to the own score. Fills the match score m and the
+ * margin g of the pairs calibrate draws (genuine, 4 random others, first wrong result with and
+ * without the own product) and of each photo's first result. */
+#define MP_NP 40
+typedef struct mphotos {
+    double pos[2][400], neg0[2][1600], neg1[2][800], top[2][400];
+    unsigned char right[400];
+    size_t n, n0, n1;
+} mphotos;
+
+static void mp_pair(const double *sc, int j, int skip, double out[2]) {
+    double best = -9, v[MP_NP];
+    int nv = 0;
+    for (int q = 0; q < MP_NP; q++)
+        if (q != j && q != skip) v[nv++] = sc[q];
+    for (int a = 0; a < nv; a++) /* sort descending (small n) */
+        for (int b = a + 1; b < nv; b++)
+            if (v[b] > v[a]) {
+                double t = v[a];
+                v[a] = v[b];
+                v[b] = t;
+            }
+    double sum = 0;
+    for (int a = 0; a < 10; a++) sum += v[a];
+    best = v[0];
+    out[0] = clampm(sc[j] - sum / 10);
+    out[1] = clampm(sc[j] - best);
+}
+
+static void mp_make(mphotos *p, size_t n, uint64_t seed) {
+    uint64_t s = seed;
+    memset(p, 0, sizeof *p);
+    p->n = n;
+    for (size_t i = 0; i < n; i++) {
+        double sc[MP_NP], off = 0.1 * gauss(&s);
+        int own = (int)(i % MP_NP), like = (own + 1) % MP_NP;
+        for (int q = 0; q < MP_NP; q++) sc[q] = 0.15 + off + 0.05 * gauss(&s);
+        sc[own] = 0.40 + off + 0.08 * gauss(&s);
+        if (i % 2) sc[like] = sc[own] - 0.05 + 0.07 * gauss(&s);
+        double v[2];
+        mp_pair(sc, own, -1, v);
+        p->pos[0][i] = v[0];
+        p->pos[1][i] = v[1];
+        for (int r = 0; r < 4; r++) {
+            int q = (own + 1 + (int)((i * 7 + (size_t)r * 13) % (MP_NP - 1))) % MP_NP;
+            mp_pair(sc, q, -1, v);
+            p->neg0[0][p->n0] = v[0];
+            p->neg0[1][p->n0++] = v[1];
+        }
+        int top = 0, wrong = own == 0 ? 1 : 0;
+        for (int q = 0; q < MP_NP; q++) {
+            if (sc[q] > sc[top]) top = q;
+            if (q != own && sc[q] > sc[wrong]) wrong = q;
+        }
+        mp_pair(sc, wrong, -1, v);
+        p->neg1[0][p->n1] = v[0];
+        p->neg1[1][p->n1++] = v[1];
+        mp_pair(sc, wrong, own, v);
+        p->neg1[0][p->n1] = v[0];
+        p->neg1[1][p->n1++] = v[1];
+        mp_pair(sc, top, -1, v);
+        p->top[0][i] = v[0];
+        p->top[1][i] = v[1];
+        p->right[i] = top == own;
+    }
+}
+
+static void mp_data(const mphotos *p, int margins, sl_calib_data *d) {
+    memset(d, 0, sizeof *d);
+    d->pos = p->pos[0];
+    d->n_pos = p->n;
+    d->neg[0] = p->neg0[0];
+    d->n_neg[0] = p->n0;
+    d->neg[1] = p->neg1[0];
+    d->n_neg[1] = p->n1;
+    d->top = p->top[0];
+    d->top_right = p->right;
+    d->n_top = p->n;
+    if (margins) {
+        d->pos_margin = p->pos[1];
+        d->neg_margin[0] = p->neg0[1];
+        d->neg_margin[1] = p->neg1[1];
+        d->top_margin = p->top[1];
+    }
+    d->source = SL_CALIB_PHOTOS;
+    d->cohort = 10;
+    d->photos = p->n;
+    d->products = MP_NP;
+}
+
+/* The margin to the best other product is a second input: fitted with a positive weight when it
+ * tells genuine pairs from wrong first results, it lets search mark more right first results as
+ * matches at the same precision; the precision rule holds on fresh photos; a margin that points
+ * the wrong way gets weight 0 (confidence never falls as a score rises). */
+static void test_calib_margin(void **state) {
+    (void)state;
+    static mphotos fit, fresh;
+    mp_make(&fit, 400, 5);
+    mp_make(&fresh, 400, 6);
+    sl_calib_data dm, d0;
+    mp_data(&fit, 1, &dm);
+    mp_data(&fit, 0, &d0);
+    sl_calib *cm = NULL, *c0 = NULL;
+    sl_error e;
+    assert_int_equal(sl_calib_fit(&dm, 0, &cm, &e), SL_OK);
+    assert_int_equal(sl_calib_fit(&d0, 0, &c0, &e), SL_OK);
+    sl_calib_info im, i0;
+    sl_calib_get_info(cm, &im);
+    sl_calib_get_info(c0, &i0);
+    assert_true(im.map[SL_CALIB_RESULT].lambda > 0.2);
+    assert_true(i0.map[SL_CALIB_RESULT].lambda == 0 && i0.map[SL_CALIB_PAIR].lambda == 0);
+    /* the precision rule: on the fitting photos the accepted first results are right at least
+     * as often as the target (the Wilson bound is below the share) */
+    assert_true(fabs(im.map[SL_CALIB_RESULT].precision_target - SL_CALIB_PRECISION_DEFAULT) < 1e-12);
+    assert_true(im.map[SL_CALIB_RESULT].precision >= SL_CALIB_PRECISION_DEFAULT);
+    assert_int_equal(im.map[SL_CALIB_RESULT].tops, 400);
+    assert_true(im.map[SL_CALIB_PAIR].precision_target == 0); /* check keeps the FAR rule */
+    /* fresh photos: first results that are a match, right and wrong */
+    size_t right_m[2] = {0, 0}, wrong_m[2] = {0, 0}, right_all = 0;
+    for (size_t i = 0; i < fresh.n; i++) {
+        right_all += fresh.right[i];
+        for (int k = 0; k < 2; k++) {
+            const sl_calib *c = k ? c0 : cm;
+            int match = sl_calib_confidence(c, SL_CALIB_RESULT, fresh.top[0][i], fresh.top[1][i]) >=
+                        sl_calib_threshold(c, SL_CALIB_RESULT);
+            right_m[k] += match && fresh.right[i];
+            wrong_m[k] += match && !fresh.right[i];
+        }
+    }
+    print_message("first results right %zu of %zu; matches with the margin %zu right %zu wrong (lambda %.2f), "
+                  "without %zu right %zu wrong\n", right_all, fresh.n, right_m[0], wrong_m[0],
+                  im.map[SL_CALIB_RESULT].lambda, right_m[1], wrong_m[1]);
+    for (int k = 0; k < 2; k++) /* the precision held on fresh photos (m alone: no point reaches it) */
+        assert_true(right_m[k] + wrong_m[k] == 0 || (double)right_m[k] / (double)(right_m[k] + wrong_m[k]) >= 0.85);
+    assert_true(right_m[0] >= right_m[1] + right_all / 10);
+    /* check on fresh pairs: with the margin, more genuine pairs pass at no more false accepts */
+    size_t tp[2] = {0, 0}, fp[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        const sl_calib *c = k ? c0 : cm;
+        double thr = sl_calib_threshold(c, SL_CALIB_PAIR);
+        for (size_t i = 0; i < fresh.n; i++) tp[k] += sl_calib_confidence(c, SL_CALIB_PAIR, fresh.pos[0][i], fresh.pos[1][i]) >= thr;
+        for (size_t i = 0; i < fresh.n0; i++)
+            fp[k] += sl_calib_confidence(c, SL_CALIB_PAIR, fresh.neg0[0][i], fresh.neg0[1][i]) >= thr;
+    }
+    print_message("check on fresh pairs: genuine %zu / %zu with the margin, %zu without; false %zu / %zu and %zu\n",
+                  tp[0], fresh.n, tp[1], fp[0], fresh.n0, fp[1]);
+    assert_true(fp[0] <= fresh.n0 * 3 / 100);
+    /* monotone in both inputs */
+    for (int u = 0; u < 2; u++)
+        for (double m = -1; m <= 1; m += 0.05)
+            for (double g = -1; g <= 1; g += 0.05) {
+                double c = sl_calib_confidence(cm, (sl_calib_use)u, m, g);
+                assert_true(c <= sl_calib_confidence(cm, (sl_calib_use)u, m + 0.05, g));
+                assert_true(c <= sl_calib_confidence(cm, (sl_calib_use)u, m, g + 0.05));
+            }
+    sl_calib_free(cm);
+    sl_calib_free(c0);
+    /* a margin somewhat higher for negatives than for genuine pairs gets no weight (the
+     * unconstrained fit would give it a negative one) */
+    static cdata a;
+    static double pg[300], ng0[1200], ng1[400];
+    cdata_make(&a, 9);
+    uint64_t s = 11;
+    for (size_t i = 0; i < 300; i++) pg[i] = clampm(0.1 * gauss(&s));
+    for (size_t i = 0; i < 1200; i++) ng0[i] = clampm(0.05 + 0.1 * gauss(&s));
+    for (size_t i = 0; i < 400; i++) ng1[i] = clampm(0.05 + 0.1 * gauss(&s));
+    a.d.pos_margin = pg;
+    a.d.neg_margin[0] = ng0;
+    a.d.neg_margin[1] = ng1;
+    sl_calib *cr = NULL;
+    assert_int_equal(sl_calib_fit(&a.d, 0, &cr, &e), SL_OK);
+    sl_calib_info ir;
+    sl_calib_get_info(cr, &ir);
+    for (int u = 0; u < 2; u++) {
+        assert_true(ir.map[u].lambda == 0);
+        assert_true(sl_calib_confidence(cr, (sl_calib_use)u, 0.1, -0.5) == sl_calib_confidence(cr, (sl_calib_use)u, 0.1, 0.5));
+    }
+    sl_calib_free(cr);
+    /* bad first results */
+    mp_data(&fit, 1, &dm);
+    dm.n_top = 5;
+    assert_int_equal(sl_calib_fit(&dm, 0, &cm, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "first results"));
+    mp_data(&fit, 1, &dm);
+    dm.precision = 0.2;
+    assert_int_equal(sl_calib_fit(&dm, 0, &cm, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "precision"));
+    assert_null(cm);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic_any_threads),
@@ -902,6 +1116,7 @@ int main(void) {
         cmocka_unit_test(test_calib_reliable),
         cmocka_unit_test(test_calib_bad_input),
         cmocka_unit_test(test_calib_roundtrip_and_corrupt),
+        cmocka_unit_test(test_calib_margin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

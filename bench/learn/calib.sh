@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/learn/calib.sh BUILD_DIR [DATA_DIR] [MODEL] (SL_CALIB_CONFIGS="model" or "nomodel": one) - calibrated confidence on the grocery set
+# bench/learn/calib.sh BUILD_DIR [DATA_DIR] [MODEL] (SL_CALIB_CONFIGS="model" or "nomodel": one; "none": the report only) - calibrated confidence on the grocery set
 # (issue 18 item 2): check's accept rates on photos-val with the calibration from photos-train and
 # from the catalog alone, search's match flags on photos of products in and not in the store and
 # on unrelated photos, with and without a model. Writes the "Calibrated confidence" section of

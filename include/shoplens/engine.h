@@ -803,8 +803,9 @@ void sl_matches_merge_slice(sl_matches *m, const sl_query *q);
  * best other products of its query (learn.h, sl_calib_cohort of the store's calibration). */
 int sl_engine_confidence_cohort(sl_engine *e);
 /* Sets the confidence and the match flag of every match of m as a search of e does, before any
- * text boost: its score against the mean of the K best other products of `cohort` (any order;
- * the same query's matches without its filters, or NULL when the query has none: m itself).
+ * text boost: its score against the mean of the K best other products of `cohort` and against
+ * the best other one (the margin) (any order; the same query's matches without its filters, or
+ * NULL when the query has none: m itself).
  * The router computes them so over the merged shards, which is what a single store's search
  * returns. On failure (SL_E_NOMEM) m is unchanged. */
 sl_status sl_engine_matches_confidence(sl_engine *e, sl_matches *m, const sl_matches *cohort);

@@ -185,8 +185,9 @@ sl_status sl_learn_shopper_photo(const sl_image *src, uint64_t seed, sl_image **
 
 /* ---- calibrated confidence (src/learn/calib.c) --------------------------------------------- */
 
-/* A calibration maps a match score to the probability that a photo shows a product
- * ("confidence", 0..1) and fixes an operating point ("match" = confidence at least the point's).
+/* A calibration maps a photo's match score and margin against a product to the probability that
+ * the photo shows the product ("confidence", 0..1) and fixes an operating point ("match" =
+ * confidence at least the point's).
  *
  * The match score of a photo x and a product P (computed by the engine, docs/learn.md) is
  *     m(x, P) = score(x, P) - mean of the K highest scores of x against the other products
@@ -194,7 +195,11 @@ sl_status sl_learn_shopper_photo(const sl_image *src, uint64_t seed, sl_image **
  * -1..1), so m is in -2..2: the score relative to the photo's nearest other products (query-side
  * cohort normalization: T-norm without the variance, Auckenthaler et al., DSP 2000; the query term
  * of CSLS, Conneau et al., ICLR 2018). It removes the per-photo offset that makes raw scores of
- * shop photos and of catalog-like images incomparable.
+ * shop photos and of catalog-like images incomparable. The margin
+ *     g(x, P) = score(x, P) - the highest score of x against the other products
+ * (-2..2; 0 - score when there is no other product) is positive only for the first result and
+ * says by how much it beats the second: the difference form of Lowe's ratio test (Lowe, IJCV
+ * 2004). A map combines them as s = (1 - lambda) m + lambda g, lambda in 0..1 fitted with it.
  *
  * Two maps are fitted on the same labelled pairs, because the two questions have different
  * alternatives:
@@ -203,17 +208,26 @@ sl_status sl_learn_shopper_photo(const sl_image *src, uint64_t seed, sl_image **
  *  - SL_CALIB_RESULT (search and similar results: "is this result the product in the photo?"):
  *    negatives are the wrong products that come first in a photo's result list, with its product
  *    in the catalog and left out of it (a photo of something the shop does not sell).
- * Each map is Platt scaling, confidence = 1 / (1 + exp(-(a m + b))) with a > 0 (Platt 1999; fitted
- * by Newton's method with backtracking as in Lin, Lin & Weng, Machine Learning 2007), on Platt's
- * smoothed targets, positives and negatives weighted to equal total weight (even prior odds):
- * monotone, so confidence never reorders results. Its operating point is the lowest match score
- * at which the one-sided 95% Wilson upper bound of the false accept rate on its negatives is at
- * most `far` (default 2%). When the scores do not rank genuine pairs above a result map's
- * negatives (search cannot tell the right product from the best wrong one, e.g. colour-only
- * features on cluttered photos), that map is flat (a = 1e-6, b = 0: confidence 0.5) and its point
- * lies above every score seen: results are never a match.
+ * Each map is a logistic regression on (m, g), confidence = 1 / (1 + exp(-(a s + b))) with a > 0:
+ * Platt scaling (Platt 1999) with the margin as a second input, both weights constrained to be
+ * non-negative (fitted by Newton's method with backtracking as in Lin, Lin & Weng, Machine
+ * Learning 2007; when the unconstrained fit gives a margin or score weight below 0, the better of
+ * the two one-input fits is kept), on Platt's smoothed targets, positives and negatives weighted to
+ * equal total weight (even prior odds). Confidence is non-decreasing in the engine's score for a
+ * fixed photo (m and g both are), so it never reorders results.
+ * Operating points:
+ *  - the check map's is the lowest s at which the one-sided 95% Wilson upper bound of the false
+ *    accept rate on its negatives is at most `far` (default 2%);
+ *  - the search map's, when the data carry each calibration photo's first result (`top`), is the
+ *    lowest s at which the one-sided 95% Wilson lower bound of the precision of the first results
+ *    accepted (the share that are the photo's product) is at least `precision` (default 90%): a
+ *    match is a first result that is right nine times in ten; without `top`, the FAR rule.
+ * When the scores do not rank genuine pairs above a result map's negatives (search cannot tell
+ * the right product from the best wrong one, e.g. colour-only features on cluttered photos), or
+ * no point reaches the target, that map is flat or its point lies above every score seen: results
+ * are never a match.
  * Without a calibration (NULL) the documented fallback applies: a = SL_CALIB_FALLBACK_A,
- * b = SL_CALIB_FALLBACK_B for both maps, operating point confidence 0.5, cohort
+ * b = SL_CALIB_FALLBACK_B, lambda 0 for both maps, operating point confidence 0.5, cohort
  * SL_CALIB_COHORT_DEFAULT.
  *
  * Thread safety: a calibration is immutable once fitted or parsed. */
@@ -231,6 +245,10 @@ typedef enum sl_calib_source {
 #define SL_CALIB_FAR_DEFAULT 0.02
 #define SL_CALIB_FAR_MIN 0.001
 #define SL_CALIB_FAR_MAX 0.5
+/* Precision the search map's matches are held to (the result map's operating point). */
+#define SL_CALIB_PRECISION_DEFAULT 0.9
+#define SL_CALIB_PRECISION_MIN 0.5
+#define SL_CALIB_PRECISION_MAX 0.999
 /* Other products whose scores are averaged into the match score (fewer when the catalog has
  * fewer other products). */
 #define SL_CALIB_COHORT_DEFAULT 10
@@ -245,12 +263,22 @@ typedef enum sl_calib_source {
 #define SL_CALIB_SCORE_MIN (-2.0)
 #define SL_CALIB_SCORE_MAX 2.0
 
-/* Match scores to fit from. */
+/* Match scores (and margins) to fit from. */
 typedef struct sl_calib_data {
     const double *pos;          /* genuine pairs: a photo and its product */
     size_t n_pos;
     const double *neg[2];       /* per map (sl_calib_use): the negatives described above */
     size_t n_neg[2];
+    /* Optional margins of the same pairs (NULL: unknown; the maps then use m alone, lambda 0). */
+    const double *pos_margin;
+    const double *neg_margin[2];
+    /* Optional (n_top 0: the result map uses the FAR rule): each calibration photo's first result
+     * with its product in the catalog, its match score and margin, and whether it is the photo's
+     * product; n_top at least SL_CALIB_MIN_POSITIVES. */
+    const double *top, *top_margin;
+    const unsigned char *top_right;
+    size_t n_top;
+    double precision;           /* the search map's precision target (0 = the default) */
     sl_calib_source source;     /* SL_CALIB_PHOTOS or SL_CALIB_CATALOG */
     int cohort;                 /* K the match scores were computed with, 1..SL_CALIB_COHORT_MAX */
     uint64_t photos;            /* photos (or augmented copies) the pairs come from (informational) */
@@ -258,10 +286,13 @@ typedef struct sl_calib_data {
     uint64_t seed;              /* seed that drew the pairs (informational) */
 } sl_calib_data;
 
-/* Fits both maps. far in SL_CALIB_FAR_MIN..MAX (0 = default). Deterministic. Errors:
- * SL_E_INVALID (NULL, a non-finite or out-of-range score, fewer than SL_CALIB_MIN_POSITIVES
- * positives or SL_CALIB_MIN_NEGATIVES negatives of a map, a bad source or cohort, or scores that
- * do not rank positives above the pair map's negatives: the message says which), SL_E_NOMEM.
+/* Fits both maps. far in SL_CALIB_FAR_MIN..MAX (0 = default), d->precision in
+ * SL_CALIB_PRECISION_MIN..MAX (0 = default). Deterministic. Errors: SL_E_INVALID (NULL, a
+ * non-finite or out-of-range score or margin, fewer than SL_CALIB_MIN_POSITIVES positives or
+ * SL_CALIB_MIN_NEGATIVES negatives of a map, margins of the positives without the negatives',
+ * fewer than SL_CALIB_MIN_POSITIVES first results or first results without scores or labels, a
+ * bad source, cohort or precision target, or scores that do not rank positives above the pair
+ * map's negatives: the message says which), SL_E_NOMEM.
  * *out = NULL on failure. */
 sl_status sl_calib_fit(const sl_calib_data *d, double far, sl_calib **out, sl_error *err);
 
@@ -270,8 +301,8 @@ void sl_calib_free(sl_calib *c);
 /* A deep copy, or NULL when out of memory (or c is NULL). */
 sl_calib *sl_calib_clone(const sl_calib *c);
 
-/* Confidence (0..1) of a match score; c NULL = the fallback. Non-decreasing in the score. */
-double sl_calib_confidence(const sl_calib *c, sl_calib_use use, double match_score);
+/* Confidence (0..1) of a match score and margin; c NULL = the fallback. Non-decreasing in both. */
+double sl_calib_confidence(const sl_calib *c, sl_calib_use use, double match_score, double margin);
 /* The operating point as a confidence: "match" = confidence >= this. */
 double sl_calib_threshold(const sl_calib *c, sl_calib_use use);
 /* K of the match score this calibration expects (SL_CALIB_COHORT_DEFAULT for NULL). */
@@ -279,13 +310,19 @@ int sl_calib_cohort(const sl_calib *c);
 
 /* What a calibration is, for `shoplens info` and the API. */
 typedef struct sl_calib_map_info {
-    double a, b;                /* confidence = 1 / (1 + exp(-(a m + b))) */
-    double score_threshold;     /* match score at the operating point */
+    double a, b;                /* confidence = 1 / (1 + exp(-(a s + b))) */
+    double lambda;              /* s = (1 - lambda) m + lambda g */
+    double score_threshold;     /* s at the operating point */
     double confidence_threshold;/* = confidence at score_threshold */
     double far_target;          /* the operating point's bound on false accepts */
     uint64_t positives, negatives;
     double tar, far;            /* accept rates of positives and negatives at the operating point
                                    on the calibration pairs themselves (0 for the fallback) */
+    double precision_target;    /* search map with the precision rule: its target, else 0 */
+    double precision, recall;   /* ... and at its point on the calibration photos' first results:
+                                   the share of accepted ones that are right, and the share of
+                                   right ones accepted (0 otherwise) */
+    uint64_t tops;              /* calibration photos' first results the point was chosen on */
 } sl_calib_map_info;
 
 typedef struct sl_calib_info {

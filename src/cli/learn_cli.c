@@ -159,11 +159,16 @@ int sl__read_photos(const char *cmd, const char *arg, sl__plist *out) {
 /* ---- the calibration ------------------------------------------------------------------------- */
 
 static json_t *sl__calib_map_json(const sl_calib_map_info *m) {
-    return json_pack("{s:f, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:f}",
-                     "threshold", m->confidence_threshold, "score_threshold", m->score_threshold,
-                     "far_target", m->far_target, "positives", (json_int_t)m->positives,
-                     "negatives", (json_int_t)m->negatives, "accept_rate", m->tar,
-                     "false_accept_rate", m->far, "a", m->a, "b", m->b);
+    json_t *o = json_pack("{s:f, s:f, s:f, s:I, s:I, s:f, s:f, s:f, s:f, s:f}",
+                          "threshold", m->confidence_threshold, "score_threshold", m->score_threshold,
+                          "far_target", m->far_target, "positives", (json_int_t)m->positives,
+                          "negatives", (json_int_t)m->negatives, "accept_rate", m->tar,
+                          "false_accept_rate", m->far, "a", m->a, "b", m->b, "margin_weight", m->lambda);
+    if (o && m->precision_target > 0) /* the search map's precision rule */
+        json_object_update_new(o, json_pack("{s:f, s:f, s:f, s:I}", "precision_target", m->precision_target,
+                                            "precision", m->precision, "recall", m->recall,
+                                            "first_results", (json_int_t)m->tops));
+    return o;
 }
 
 json_t *sl__calib_json(const sl_calib_info *ci) {
@@ -180,12 +185,19 @@ void sl__calib_line(const sl_calib_info *ci, char *buf, size_t cap) {
                            "run shoplens calibrate)");
         return;
     }
-    snprintf(buf, cap,
-             "from %llu %s of %llu products; check: match at confidence %.3f (accepts %.1f%% of genuine pairs, "
-             "%.1f%% of other products); search: match at %.3f (%.1f%% / %.1f%%)",
-             (unsigned long long)ci->photos, ci->source == SL_CALIB_PHOTOS ? "labelled photos" : "augmented catalog images",
-             (unsigned long long)ci->products, c->confidence_threshold, 100 * c->tar, 100 * c->far,
-             r->confidence_threshold, 100 * r->tar, 100 * r->far);
+    int n = snprintf(buf, cap,
+                     "from %llu %s of %llu products; check: match at confidence %.3f (accepts %.1f%% of genuine pairs, "
+                     "%.1f%% of other products); search: match at %.3f",
+                     (unsigned long long)ci->photos,
+                     ci->source == SL_CALIB_PHOTOS ? "labelled photos" : "augmented catalog images",
+                     (unsigned long long)ci->products, c->confidence_threshold, 100 * c->tar, 100 * c->far,
+                     r->confidence_threshold);
+    if (n < 0 || (size_t)n >= cap) return;
+    if (r->precision_target > 0)
+        snprintf(buf + n, cap - (size_t)n, " (a match on %.1f%% of the first results that are right, %.1f%% of matches "
+                 "right; target %.0f%%)", 100 * r->recall, 100 * r->precision, 100 * r->precision_target);
+    else
+        snprintf(buf + n, cap - (size_t)n, " (%.1f%% / %.1f%%)", 100 * r->tar, 100 * r->far);
 }
 
 /* ---- shared by train and calibrate -------------------------------------------------------------- */

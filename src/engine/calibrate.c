@@ -44,11 +44,14 @@ typedef struct sl__citem {
     int augment;              /* nonzero: an augmented copy of the store's catalog image `path` */
     sl_status st;
     char *msg;
-    double pos;
-    double pair[SL__ENGINE_CALIB_NEGATIVES];
+    /* match score [0] and margin [1] of each pair */
+    double pos[2];
+    double pair[SL__ENGINE_CALIB_NEGATIVES][2];
     int n_pair;
-    double res[2];
+    double res[2][2];
     int n_res;
+    double top[2];            /* the first result (the photo's product in the catalog) */
+    int top_right;
 } sl__citem;
 
 typedef struct sl__cjob {
@@ -67,6 +70,13 @@ typedef struct sl__cjob {
     double t0, last;
 } sl__cjob;
 
+/* Match score and margin of `score` against the ranking `rank` without products skip1, skip2. */
+static void sl__calib_pair(const sl__pscore *rank, size_t nr, int cohort, double score, const char *skip1,
+                           const char *skip2, double out[2]) {
+    out[0] = sl__engine_match_score(score, sl__engine_cohort_mean(rank, nr, cohort, skip1, skip2));
+    out[1] = sl__engine_match_score(score, sl__engine_cohort_mean(rank, nr, 1, skip1, skip2));
+}
+
 /* Scores one described photo (query side) under the lock held shared. */
 static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const float *vec,
                                  sl_local_features *lf, sl_error *err) {
@@ -80,7 +90,7 @@ static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const f
     if (st != SL_OK) return st;
     /* positive */
     if ((st = sl__engine_product_score(e, own, vec, lf, &ps, NULL, err)) != SL_OK) goto out;
-    it->pos = sl__engine_match_score(ps.score, sl__engine_cohort_mean(rank, nr, j->cohort, own, NULL));
+    sl__calib_pair(rank, nr, j->cohort, ps.score, own, NULL, it->pos);
     /* random other products: a partial Fisher-Yates draw over the other indices */
     {
         sl__rng rng;
@@ -99,17 +109,21 @@ static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const f
             pick[a] = r;
             size_t q = r >= it->cls ? r + 1 : r; /* skip the photo's own product */
             if ((st = sl__engine_product_score(e, j->pids[q], vec, lf, &ps, NULL, err)) != SL_OK) goto out;
-            it->pair[it->n_pair++] =
-                sl__engine_match_score(ps.score, sl__engine_cohort_mean(rank, nr, j->cohort, j->pids[q], NULL));
+            sl__calib_pair(rank, nr, j->cohort, ps.score, j->pids[q], NULL, it->pair[it->n_pair++]);
         }
     }
     /* the first wrong result, with and without the photo's product among the others */
     for (size_t r = 0; r < nr; r++) {
         if (strcmp(rank[r].product_id, own) == 0) continue;
         const char *q = rank[r].product_id;
-        it->res[it->n_res++] = sl__engine_match_score(rank[r].score, sl__engine_cohort_mean(rank, nr, j->cohort, q, NULL));
-        it->res[it->n_res++] = sl__engine_match_score(rank[r].score, sl__engine_cohort_mean(rank, nr, j->cohort, q, own));
+        sl__calib_pair(rank, nr, j->cohort, rank[r].score, q, NULL, it->res[it->n_res++]);
+        sl__calib_pair(rank, nr, j->cohort, rank[r].score, q, own, it->res[it->n_res++]);
         break;
+    }
+    /* the first result, as search scores it */
+    if (nr) {
+        sl__calib_pair(rank, nr, j->cohort, rank[0].score, rank[0].product_id, NULL, it->top);
+        it->top_right = strcmp(rank[0].product_id, own) == 0;
     }
 out:
     sl__pscores_free(rank, nr);
@@ -224,7 +238,8 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     size_t nrefs = 0;
     sl__citem *items = NULL;
     size_t n = 0;
-    double *pos = NULL, *neg[2] = {NULL, NULL};
+    double *pos = NULL, *neg[2] = {NULL, NULL}, *top = NULL;
+    unsigned char *top_right = NULL;
     sl_status st = sl_store_product_ids(e->store, &pids, &npid, err);
     if (st != SL_OK) goto out;
     if (npid < 2) {
@@ -304,12 +319,16 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     sl__parallel_for(n, o.jobs, sl__calib_one, &j);
     pthread_mutex_destroy(&j.mu);
     if (o.cancel && *o.cancel) { st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted"); goto out; }
-    /* gather the pairs in photo order */
-    pos = sl__mallocarray(n, sizeof *pos);
-    neg[0] = sl__mallocarray(n * SL__ENGINE_CALIB_NEGATIVES + 1, sizeof *neg[0]);
-    neg[1] = sl__mallocarray(2 * n + 1, sizeof *neg[1]);
-    if (!pos || !neg[0] || !neg[1]) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
-    size_t np = 0, nn[2] = {0, 0}, products = 0;
+    /* gather the pairs in photo order: match scores in the first half of each array, margins in
+     * the second */
+    size_t cap[2] = {n * SL__ENGINE_CALIB_NEGATIVES + 1, 2 * n + 1};
+    pos = sl__mallocarray(2 * n, sizeof *pos);
+    neg[0] = sl__mallocarray(2 * cap[0], sizeof *neg[0]);
+    neg[1] = sl__mallocarray(2 * cap[1], sizeof *neg[1]);
+    top = sl__mallocarray(2 * n, sizeof *top);
+    top_right = sl__callocarray(n, 1);
+    if (!pos || !neg[0] || !neg[1] || !top || !top_right) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+    size_t np = 0, nn[2] = {0, 0}, nt = 0, products = 0;
     unsigned char *seen = sl__callocarray(npid, 1);
     if (!seen) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
     for (size_t i = 0; i < n; i++) {
@@ -323,9 +342,19 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
             }
             continue;
         }
-        pos[np++] = it->pos;
-        for (int a = 0; a < it->n_pair; a++) neg[0][nn[0]++] = it->pair[a];
-        for (int a = 0; a < it->n_res; a++) neg[1][nn[1]++] = it->res[a];
+        pos[np] = it->pos[0];
+        pos[n + np++] = it->pos[1];
+        for (int a = 0; a < it->n_pair; a++) {
+            neg[0][nn[0]] = it->pair[a][0];
+            neg[0][cap[0] + nn[0]++] = it->pair[a][1];
+        }
+        for (int a = 0; a < it->n_res; a++) {
+            neg[1][nn[1]] = it->res[a][0];
+            neg[1][cap[1] + nn[1]++] = it->res[a][1];
+        }
+        top[nt] = it->top[0];
+        top[n + nt] = it->top[1];
+        top_right[nt++] = (unsigned char)it->top_right;
         if (!seen[it->cls]) { seen[it->cls] = 1; products++; }
     }
     free(seen);
@@ -339,6 +368,20 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     d.n_neg[0] = nn[0];
     d.neg[1] = neg[1];
     d.n_neg[1] = nn[1];
+    /* The margin (and the search map's precision rule, which needs it to separate right first
+     * results from wrong ones) only from labelled photos on a store without a head: pseudo shopper
+     * photos are won by their own product far more clearly than shop photos are, and a head has
+     * learned its training photos, whose margins are then larger than a new photo's (measured on
+     * grocery, docs/learn.md); the match score alone transfers in both cases. */
+    if (o.n_photos && !sl_features_head(e->feat)) {
+        d.pos_margin = pos + n;
+        d.neg_margin[0] = neg[0] + cap[0];
+        d.neg_margin[1] = neg[1] + cap[1];
+        d.top = top;
+        d.top_margin = top + n;
+        d.top_right = top_right;
+        d.n_top = nt;
+    }
     d.source = o.n_photos ? SL_CALIB_PHOTOS : SL_CALIB_CATALOG;
     d.cohort = SL_CALIB_COHORT_DEFAULT;
     d.photos = np;
@@ -355,6 +398,8 @@ out:
     free(pos);
     free(neg[0]);
     free(neg[1]);
+    free(top);
+    free(top_right);
     sl_image_refs_free(refs, nrefs);
     sl_strings_free(pids, npid);
     if (st != SL_OK) memset(&rep->info, 0, sizeof rep->info);

@@ -281,7 +281,8 @@ sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const f
  * there is none. */
 double sl__engine_cohort_mean(const sl__pscore *sorted, size_t n, int k, const char *skip1,
                               const char *skip2);
-/* score - cohort mean, clamped to the match score range of learn.h. */
+/* score - cohort mean, clamped to the match score range of learn.h; with the cohort mean of k = 1
+ * (the best other product) it is the margin. */
 double sl__engine_match_score(double score, double cohort_mean);
 
 /* ---- shared by train and calibrate (learn.c) ------------------------------------------------ */

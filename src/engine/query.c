@@ -308,9 +308,10 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, 
     double cthr = sl_calib_threshold(cal, SL_CALIB_RESULT);
     /* the confidence is the image's: computed before any boost reorders the list */
     for (size_t i = 0; i < n_acc; i++) {
-        double m = sl__engine_match_score(acc[i].score,
-                                          sl__engine_cohort_mean(cohort, n_cohort, ck, acc[i].product_id, NULL));
-        acc[i].confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, m);
+        const char *p = acc[i].product_id;
+        double m = sl__engine_match_score(acc[i].score, sl__engine_cohort_mean(cohort, n_cohort, ck, p, NULL));
+        double g = sl__engine_match_score(acc[i].score, sl__engine_cohort_mean(cohort, n_cohort, 1, p, NULL));
+        acc[i].confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, m, g);
     }
     if (q && q->text && *q->text && q->text_mode == SL_TEXT_BOOST) {
         sl_store_filter f;
@@ -913,8 +914,10 @@ sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char
                 r->score = ps.score;
                 r->image_id = ps.image_id;
                 r->inliers = ps.inliers;
-                double m = sl__engine_match_score(ps.score, sl__engine_cohort_mean(coh, n_coh, ck, product_ids[i], NULL));
-                r->confidence = sl_calib_confidence(cal, SL_CALIB_PAIR, m);
+                const char *p = product_ids[i];
+                double m = sl__engine_match_score(ps.score, sl__engine_cohort_mean(coh, n_coh, ck, p, NULL));
+                double g = sl__engine_match_score(ps.score, sl__engine_cohort_mean(coh, n_coh, 1, p, NULL));
+                r->confidence = sl_calib_confidence(cal, SL_CALIB_PAIR, m, g);
                 r->match = r->confidence >= thr;
             }
         }
@@ -1371,7 +1374,8 @@ sl_status sl_engine_matches_confidence(sl_engine *e, sl_matches *m, const sl_mat
     for (size_t i = 0; i < m->n; i++) {
         sl_match *x = &m->items[i];
         double ms = sl__engine_match_score(x->score, sl__engine_cohort_mean(coh, cohort->n, ck, x->product_id, NULL));
-        x->confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, ms);
+        double g = sl__engine_match_score(x->score, sl__engine_cohort_mean(coh, cohort->n, 1, x->product_id, NULL));
+        x->confidence = sl_calib_confidence(cal, SL_CALIB_RESULT, ms, g);
         x->match = x->confidence >= cthr;
     }
     pthread_rwlock_unlock(&e->lock);
