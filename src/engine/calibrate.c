@@ -59,15 +59,10 @@ typedef struct sl__cjob {
     char **pids;
     size_t n_pids;
     sl__citem *items;
-    size_t n;
     uint64_t seed;
     int cohort, negatives;
     volatile int *cancel;
-    sl_progress_fn progress;
-    void *progress_ctx;
-    pthread_mutex_t mu;
-    size_t done;
-    double t0, last;
+    sl__tally tally;
 } sl__cjob;
 
 /* Match score and margin of `score` against the ranking `rank` without products skip1, skip2. */
@@ -169,14 +164,7 @@ static void sl__calib_one(void *arg, size_t i) {
     sl_local_features_free(lf);
     it->st = st;
     if (st != SL_OK) it->msg = sl__strdup(err.message[0] ? err.message : sl_strerror(st));
-    pthread_mutex_lock(&j->mu);
-    j->done++;
-    double now = sl__now();
-    if (j->progress && (now - j->last >= 0.1 || j->done == j->n)) {
-        j->last = now;
-        j->progress(j->progress_ctx, j->done, j->n, now - j->t0);
-    }
-    pthread_mutex_unlock(&j->mu);
+    sl__tally_one(&j->tally);
 }
 
 int sl__engine_calib_due(sl_engine *e, int grow) {
@@ -306,18 +294,13 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     j.pids = pids;
     j.n_pids = npid;
     j.items = items;
-    j.n = n;
     j.seed = seed;
     j.cohort = SL_CALIB_COHORT_DEFAULT;
     j.negatives = SL__ENGINE_CALIB_NEGATIVES;
     j.cancel = o.cancel;
-    j.progress = o.progress;
-    j.progress_ctx = o.progress_ctx;
-    j.t0 = t0;
-    pthread_mutex_init(&j.mu, NULL);
-    if (o.progress) o.progress(o.progress_ctx, 0, n, 0.0);
+    sl__tally_start(&j.tally, o.progress, o.progress_ctx, n, t0);
     sl__parallel_for(n, o.jobs, sl__calib_one, &j);
-    pthread_mutex_destroy(&j.mu);
+    sl__tally_end(&j.tally);
     if (o.cancel && *o.cancel) { st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted"); goto out; }
     /* gather the pairs in photo order: match scores in the first half of each array, margins in
      * the second */

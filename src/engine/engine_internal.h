@@ -235,6 +235,21 @@ void sl__engine_retire_features(sl_engine *e, sl_features *f);
 
 /* Runs fn(ctx, i) for i in [0, n) on up to `jobs` threads (0 = all cores). */
 void sl__parallel_for(size_t n, int jobs, void (*fn)(void *ctx, size_t i), void *ctx);
+/* The progress of a parallel job of n items (train and calibrate describing photos): items are
+ * counted as they finish, from any thread, and fn (NULL: none) hears of it at most every 0.1 s
+ * and at the last item, as fn(ctx, done, n, seconds since t0). */
+typedef struct sl__tally {
+    sl_progress_fn fn;
+    void *ctx;
+    size_t n, done;
+    double t0, last;
+    pthread_mutex_t mu;
+} sl__tally;
+/* Starts counting (and reports 0 of n). Pair with sl__tally_end. */
+void sl__tally_start(sl__tally *t, sl_progress_fn fn, void *ctx, size_t n, double t0);
+/* One more item finished. */
+void sl__tally_one(sl__tally *t);
+void sl__tally_end(sl__tally *t);
 /* jobs, or the number of online CPUs when jobs <= 0 (capped). */
 int sl__jobs_or_cores(int jobs);
 /* Decodes n image files in parallel (longest side <= max_side); unreadable ones give NULL. */

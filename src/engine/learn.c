@@ -65,17 +65,13 @@ typedef struct sl__tphoto_job {
     const sl_engine *e;
     const char *const *paths;
     const sl_image_ref *aug_refs;  /* catalog-only: the image each copy is made of */
-    size_t n, dim;
+    size_t dim;
     uint64_t seed;
     float *vecs;
     sl_status *st;
     char **msg;
     volatile int *cancel;
-    sl_progress_fn progress;
-    void *progress_ctx;
-    pthread_mutex_t mu;
-    size_t done;
-    double t0, last;
+    sl__tally tally;
 } sl__tphoto_job;
 
 static void sl__tphoto_one(void *arg, size_t i) {
@@ -99,14 +95,7 @@ static void sl__tphoto_one(void *arg, size_t i) {
     sl_image_free(img);
     j->st[i] = st;
     if (st != SL_OK) j->msg[i] = sl__strdup(err.message);
-    pthread_mutex_lock(&j->mu);
-    j->done++;
-    double now = sl__now();
-    if (j->progress && (now - j->last >= 0.1 || j->done == j->n)) {
-        j->last = now;
-        j->progress(j->progress_ctx, j->done, j->n, now - j->t0);
-    }
-    pthread_mutex_unlock(&j->mu);
+    sl__tally_one(&j->tally);
 }
 
 /* The stored vectors with their image ids, in id order. */
@@ -245,7 +234,6 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
             pcls[np++] = (uint32_t)c;
         }
         j.paths = ppaths;
-        j.n = np;
     } else {
         sl_image_ref *refs = NULL;
         size_t nr = 0;
@@ -264,7 +252,7 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
         }
         sl_image_refs_free(refs, nr);
         j.aug_refs = augrefs;
-        j.n = np = m * SL_LEARN_AUGMENT_PER_IMAGE;
+        np = m * SL_LEARN_AUGMENT_PER_IMAGE;
     }
     if (np == 0) { st = sl__err_set(err, SL_E_INVALID, "no photo of a product in the store"); goto out; }
     pv = sl__mallocarray(np, dim * sizeof *pv);
@@ -278,13 +266,9 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     j.st = pst;
     j.msg = pmsg;
     j.cancel = o.cancel;
-    j.progress = o.progress;
-    j.progress_ctx = o.progress_ctx;
-    j.t0 = t0;
-    pthread_mutex_init(&j.mu, NULL);
-    if (o.progress) o.progress(o.progress_ctx, 0, np, 0.0);
+    sl__tally_start(&j.tally, o.progress, o.progress_ctx, np, t0);
     sl__parallel_for(np, o.jobs, sl__tphoto_one, &j);
-    pthread_mutex_destroy(&j.mu);
+    sl__tally_end(&j.tally);
     if (o.cancel && *o.cancel) { st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted"); goto out; }
     size_t used = 0;
     for (size_t i = 0; i < np; i++) {

@@ -1,10 +1,12 @@
 /*
  * engine/parallel.c - a minimal parallel for-loop over indices (a shared atomic-free counter
  * under a mutex), used for decoding and describing image lists in the ingest, retrain and
- * evaluation. Invariant: fn is called exactly once for every i in [0, n), from at most `jobs`
- * threads; the calling thread does the work itself if no thread can be started.
+ * evaluation, and the progress tally of such a job (train, calibrate). Invariant: fn is
+ * called exactly once for every i in [0, n), from at most `jobs` threads; the calling thread
+ * does the work itself if no thread can be started.
  */
 #include "engine/engine_internal.h"
+#include "util/util.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -65,3 +67,27 @@ void sl__decode_paths(char *const *paths, size_t n, int max_side, int jobs, sl_i
     sl__decode_ctx c = {paths, max_side, out};
     sl__parallel_for(n, jobs, sl__decode_one, &c);
 }
+
+void sl__tally_start(sl__tally *t, sl_progress_fn fn, void *ctx, size_t n, double t0) {
+    t->fn = fn;
+    t->ctx = ctx;
+    t->n = n;
+    t->done = 0;
+    t->t0 = t0;
+    t->last = 0;
+    pthread_mutex_init(&t->mu, NULL);
+    if (fn) fn(ctx, 0, n, 0.0);
+}
+
+void sl__tally_one(sl__tally *t) {
+    pthread_mutex_lock(&t->mu);
+    t->done++;
+    double now = sl__now();
+    if (t->fn && (now - t->last >= 0.1 || t->done == t->n)) {
+        t->last = now;
+        t->fn(t->ctx, t->done, t->n, now - t->t0);
+    }
+    pthread_mutex_unlock(&t->mu);
+}
+
+void sl__tally_end(sl__tally *t) { pthread_mutex_destroy(&t->mu); }
