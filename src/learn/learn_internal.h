@@ -33,4 +33,22 @@ sl_status sl__head_train_fixed(const sl_head_data *dt, const sl_head_train_opts 
  * mm.c (validation must not depend on the thread count). out must not overlap in. -1 when out
  * of memory. */
 int sl__head_map(const sl_head *hd, sl_head_side side, const float *in, float *out, size_t n, int threads);
+/* The validation's score of one group of held-out photos: n photos, summed reciprocal rank rr of
+ * each photo's product among the catalog images (select.c). */
+typedef struct sl__vscore {
+    long long n;
+    double rr;
+} sl__vscore;
+/* One candidate's validation result: seen and unseen scores, the standard error of its unseen
+ * sum's paired difference from the identity's, valid = 0 when it could not be trained. */
+typedef struct sl__cand_score {
+    sl__vscore seen, unseen;
+    double se;
+    int valid;
+} sl__cand_score;
+/* select.c's rule: the candidate (index into c, most regularised first) chosen against the
+ * identity's scores s0 (seen) and u0 (unseen), or -1 for the identity. Candidates significantly
+ * worse than the identity on the unseen photos are inadmissible; of the others, the highest mean
+ * of the seen and unseen mean reciprocal ranks wins if it beats the identity's (ties: the earlier). */
+int sl__head_pick(sl__vscore s0, sl__vscore u0, const sl__cand_score *c, size_t n);
 #endif

@@ -11,8 +11,10 @@
  * identity), by the reciprocal rank of each held-out photo's product among all catalog images.
  * The rule: a candidate is admissible unless its summed reciprocal rank over the unseen products'
  * photos is below the identity's by more than SELECT_Z standard errors of the paired difference;
- * among the admissible candidates the highest seen score wins (ties: the more regularised); the
- * identity stays when none beats it on seen photos. Without labelled photos (augmented catalog
+ * among the admissible candidates the one with the highest mean of the two groups' mean
+ * reciprocal ranks wins (seen and unseen products weigh the same: a shop's queries come from both
+ * and their mix is unknown; ties: the more regularised); the identity stays when no candidate
+ * beats its mean. Without labelled photos (augmented catalog
  * images, same_domain) every held-out view is scored against the catalog without the image it was
  * made from (its nearest catalog image of its own product); a product with a single catalog image
  * cannot be scored that way, and with nothing to score the identity is kept: nothing gets worse
@@ -80,12 +82,9 @@ static void vgroup_free(vgroup *v) {
     free(v->excl);
 }
 
-/* Score of a group: summed reciprocal rank of the first catalog image of each photo's product
- * among all catalog images; n < 0 when out of memory. */
-typedef struct vscore {
-    long long n;
-    double rr;
-} vscore;
+/* Score of a group (sl__vscore): summed reciprocal rank of the first catalog image of each
+ * photo's product among all catalog images; n < 0 when out of memory. */
+typedef sl__vscore vscore;
 
 /* Scores the group's photos (mapped by h's query side; h NULL = identity) against gt, the mapped
  * catalog images transposed (dim x ng). */
@@ -194,6 +193,33 @@ static double paired_se(const double *a, const double *b, size_t n) {
     return sqrt(ss * (double)n / (double)(n - 1));
 }
 
+/* What a candidate is chosen by: the mean of the seen and unseen groups' mean reciprocal ranks
+ * (a group without photos to score is left out). */
+static double balanced(vscore s, vscore u) {
+    int k = (s.n > 0) + (u.n > 0);
+    double m = (s.n > 0 ? s.rr / (double)s.n : 0.0) + (u.n > 0 ? u.rr / (double)u.n : 0.0);
+    return k ? m / k : 0.0;
+}
+
+int sl__head_pick(vscore s0, vscore u0, const sl__cand_score *c, size_t n) {
+    int choice = -1;
+    double best = balanced(s0, u0);
+    for (size_t i = 0; i < n; i++) {
+        if (!c[i].valid) continue;
+        /* not significantly worse than no head on products it never saw (paired over the same
+         * photos) */
+        if (c[i].unseen.rr - u0.rr < -SELECT_Z * c[i].se) continue;
+        /* the higher mean over seen and unseen products wins: the highest seen score alone chose
+         * the least regularised map wherever its loss on unseen products was not significant
+         * (grocery, recommended fusion, 60 products trained: lambda 0, unseen mean reciprocal
+         * rank 0.599 against the identity's 0.613, and the 21 products left out fell from 0.369
+         * to 0.333 hit@1) */
+        double obj = balanced(c[i].seen, c[i].unseen);
+        if (obj > best) { choice = (int)i; best = obj; }
+    }
+    return choice;
+}
+
 static int cmp_size(const void *a, const void *b) {
     size_t x = *(const size_t *)a, y = *(const size_t *)b;
     return x < y ? -1 : x > y;
@@ -285,7 +311,8 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
     free(gt);
     gt = NULL;
     if (s0.n < 0 || u0.n < 0) goto nomem;
-    double best_s = s0.rr, best_u = u0.rr;
+    sl__cand_score cs[N_CAND];
+    memset(cs, 0, sizeof cs);
     for (size_t c = 0; c < N_CAND; c++) {
         sl_head_train_opts co = *o;
         if (cand_lambda[c] < 0.0f) co.epochs = 0;
@@ -304,13 +331,12 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
         free(gt);
         gt = NULL;
         if (sc.n < 0 || uc.n < 0) goto nomem;
-        /* not significantly worse than no head on products it never saw (paired over the same
-         * photos) */
-        if (uc.rr - u0.rr < -SELECT_Z * paired_se(ru, ru0, vu.n)) continue;
-        /* the higher seen score wins; without seen photos to score, the higher unseen score */
-        int better = vs.n ? sc.rr > best_s : uc.rr > best_u;
-        if (better) { *choice = (int)c; best_s = sc.rr; best_u = uc.rr; }
+        cs[c].seen = sc;
+        cs[c].unseen = uc;
+        cs[c].se = paired_se(ru, ru0, vu.n);
+        cs[c].valid = 1;
     }
+    *choice = sl__head_pick(s0, u0, cs, N_CAND);
     goto out;
 nomem:
     st = sl__err_set(err, SL_E_NOMEM, "out of memory");
