@@ -588,9 +588,9 @@ static void test_select_rule(void **state) {
     /* clothing, categories of half A: lambda 0 gains on seen categories (49.3 against 44.9 of 59)
      * and is level with no head on the unseen ones (79.26 against 79.44 of 101): it stays chosen */
     sl__vscore c0 = {59, 44.91}, cu0 = {101, 79.44};
-    sl__cand_score cl[5] = {{{59, 45.08}, {101, 85.33}, 3.0, 1}, {{59, 46.29}, {101, 82.95}, 3.0, 1},
-                            {{59, 46.52}, {101, 79.91}, 3.0, 1}, {{59, 46.23}, {101, 78.66}, 3.0, 1},
-                            {{59, 49.30}, {101, 79.26}, 3.0, 1}};
+    sl__cand_score cl[5] = {{{59, 45.08}, {101, 85.33}, 1.59, 1}, {{59, 46.29}, {101, 82.95}, 1.95, 1},
+                            {{59, 46.52}, {101, 79.91}, 2.46, 1}, {{59, 46.23}, {101, 78.66}, 2.52, 1},
+                            {{59, 49.30}, {101, 79.26}, 2.96, 1}};
     assert_int_equal(sl__head_pick(c0, cu0, cl, 5), 4);
     /* a candidate significantly worse on unseen products is never chosen, however good on seen
      * ones (clothing's lambda 0 with a loss of 2 standard errors) */

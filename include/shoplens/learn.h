@@ -123,9 +123,10 @@ typedef struct sl_head_data {
  * chooses by internal validation (docs/learn.md, "Choosing lambda"): a seeded quarter of the
  * products with photos and a seeded fifth of the other photos are held out; no head, centring
  * only and the map at lambda 0.1, 0.03, 0.01, 0 are scored by the reciprocal rank of the held-out
- * photos' products; the choice is the best on held-out photos of trained products among those not
- * significantly worse than no head on the held-out products (one-sided, 5%), or no head (an
- * identity head: rank 0, zero means) when none beats it. Then it trains on all the data with that
+ * photos' products; among those not significantly worse than no head on the held-out products
+ * (one-sided, 5%) the choice is the one with the best mean of the held-out trained products' and
+ * held-out products' mean reciprocal ranks, or no head (an identity head: rank 0, zero means)
+ * when none beats it. Then it trains on all the data with that
  * choice (sl_head_choice tells which), with at least 400 Adam steps (more epochs on small sets).
  * Four candidate trainings (on ~60% of the photos, at least 400 steps each) and the final one:
  * up to five times one training; progress counts every epoch of them. Errors: SL_E_INVALID
