@@ -135,6 +135,17 @@ typedef struct sl_head_data {
 sl_status sl_head_train(const sl_head_data *data, const sl_head_train_opts *opts, sl_head **out,
                         sl_error *err);
 
+/* Trains a head on `data` with the setting `like` was trained with (sl_head_choice: the same
+ * lambda, centring only, or no head), as sl_head_train trains its final head once it has chosen:
+ * no validation runs. Used to train a stand-in for a head on part of its data (`shoplens train`
+ * calibrates with a head that did not see the calibration photos). When opts fixes the setting
+ * itself (lambda not SL_HEAD_LAMBDA_AUTO, or epochs 0) `like` is ignored and this is
+ * sl_head_train. Errors: those of sl_head_train; SL_E_INVALID when like's setting is unknown
+ * (NULL, or a head parsed from a file). On failure *out = NULL. Deterministic for (like's
+ * setting, data, opts) whatever opts->threads is. */
+sl_status sl_head_train_as(const sl_head *like, const sl_head_data *data, const sl_head_train_opts *opts,
+                           sl_head **out, sl_error *err);
+
 /* Frees a head; NULL is a no-op. */
 void sl_head_free(sl_head *h);
 /* A deep copy, or NULL when out of memory. */
