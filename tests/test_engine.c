@@ -658,23 +658,34 @@ static void cancel_at_calibration(void *ctx, size_t done, size_t total, double s
 
 static void test_train_heldout_calibration(void **state) {
     (void)state;
-    /* the held-out sample: a quarter, 30..1,000, none below 60 photos; seeded, exact */
-    unsigned char a[3000], b[3000];
-    assert_int_equal(sl__train_holdout(59, 1, a), 0);
+    /* the held-out photos: whole products (in a seeded order) until a quarter of the photos,
+     * 30..1,000; none below 60 photos or with fewer than 2 products on a side */
+    enum { BIG = 100000 };
+    unsigned char *a = malloc(BIG), *b = malloc(BIG);
+    uint32_t *cls = malloc(BIG * sizeof *cls);
+    assert_true(a && b && cls);
+    for (size_t i = 0; i < BIG; i++) cls[i] = (uint32_t)(i % 80); /* 80 products, interleaved */
+    assert_int_equal(sl__train_holdout(cls, 59, 80, 1, a), 0);
     for (size_t i = 0; i < 59; i++) assert_int_equal(a[i], 0);
-    assert_int_equal(sl__train_holdout(60, 1, a), 30);
-    assert_int_equal(sl__train_holdout(2640, 1, a), 660);
+    assert_int_equal(sl__train_holdout(cls, 2640, 80, 1, a), 660); /* 20 products of 33 photos */
     size_t cnt = 0;
-    for (size_t i = 0; i < 2640; i++) cnt += a[i];
+    for (size_t i = 0; i < 2640; i++) {
+        cnt += a[i];
+        if (i >= 80) assert_int_equal(a[i], a[i - 80]); /* a product is in or out as a whole */
+    }
     assert_int_equal(cnt, 660);
-    assert_int_equal(sl__train_holdout(2640, 1, b), 660);
+    assert_int_equal(sl__train_holdout(cls, 2640, 80, 1, b), 660);
     assert_memory_equal(a, b, 2640); /* the same for a seed */
-    assert_int_equal(sl__train_holdout(2640, 2, b), 660);
-    assert_true(memcmp(a, b, 2640) != 0); /* another seed, another sample */
-    unsigned char *big = malloc(100000);
-    assert_non_null(big);
-    assert_int_equal(sl__train_holdout(100000, 1, big), SL__ENGINE_CALIB_PHOTOS_MAX);
-    free(big);
+    assert_int_equal(sl__train_holdout(cls, 2640, 80, 2, b), 660);
+    assert_true(memcmp(a, b, 2640) != 0); /* another seed, other products */
+    for (size_t i = 0; i < BIG; i++) cls[i] = (uint32_t)(i % 800);
+    assert_int_equal(sl__train_holdout(cls, BIG, 800, 1, a), SL__ENGINE_CALIB_PHOTOS_MAX); /* 8 of 125 */
+    /* one product holds almost every photo: nothing to split */
+    for (size_t i = 0; i < 100; i++) cls[i] = i < 97 ? 0 : (uint32_t)i;
+    assert_int_equal(sl__train_holdout(cls, 100, 100, 1, a), 0);
+    free(a);
+    free(b);
+    free(cls);
 
     /* a store of CAL_P products (calibrated from the catalog) and 5 labelled photos of each */
     char dir[] = "/tmp/sl_test_trainhold_XXXXXX";
@@ -767,7 +778,9 @@ static void test_train_heldout_calibration(void **state) {
         assert_true(nz < 1e-3);
         /* and the stand-in's mean is not: the mean of the photos not held out */
         unsigned char held[NPH];
-        assert_int_equal(sl__train_holdout(NPH, 4, held), 30);
+        uint32_t pc[NPH];
+        for (size_t k = 0; k < NPH; k++) pc[k] = (uint32_t)(k / PER);
+        assert_int_equal(sl__train_holdout(pc, NPH, CAL_P, 4, held), 30);
         for (size_t k = 0; k < NPH; k++)
             if (!held[k])
                 for (size_t j = 0; j < dim; j++) m2[j] += vecs[k * dim + j];

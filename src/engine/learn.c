@@ -140,34 +140,52 @@ static sl_status sl__install(sl_engine *e, sl_features *f, int64_t version, sl_e
     return st;
 }
 
-size_t sl__train_holdout(size_t n, uint64_t seed, unsigned char *held) {
+size_t sl__train_holdout(const uint32_t *cls, size_t n, size_t n_classes, uint64_t seed, unsigned char *held) {
     memset(held, 0, n);
-    size_t h = n / SL__ENGINE_TRAIN_HOLDOUT_SHARE;
-    if (h < SL__ENGINE_TRAIN_HOLDOUT_MIN) h = SL__ENGINE_TRAIN_HOLDOUT_MIN;
-    if (h > SL__ENGINE_CALIB_PHOTOS_MAX) h = SL__ENGINE_CALIB_PHOTOS_MAX;
-    if (n < 2 * h) return 0;
-    size_t *idx = sl__mallocarray(n, sizeof *idx);
-    if (!idx) return 0;
-    for (size_t i = 0; i < n; i++) idx[i] = i;
+    size_t want = n / SL__ENGINE_TRAIN_HOLDOUT_SHARE, h = 0, got = 0, present = 0;
+    if (want < SL__ENGINE_TRAIN_HOLDOUT_MIN) want = SL__ENGINE_TRAIN_HOLDOUT_MIN;
+    if (want > SL__ENGINE_CALIB_PHOTOS_MAX) want = SL__ENGINE_CALIB_PHOTOS_MAX;
+    if (n < 2 * want) return 0;
+    size_t *count = sl__callocarray(n_classes + 1, sizeof *count), *order = sl__mallocarray(n_classes + 1, sizeof *order);
+    unsigned char *out = sl__callocarray(n_classes + 1, 1);
+    if (!count || !order || !out) goto done;
+    for (size_t i = 0; i < n; i++)
+        if (cls[i] < n_classes) count[cls[i]]++;
+    for (size_t c = 0; c < n_classes; c++)
+        if (count[c]) order[present++] = c;
     sl__rng rng;
     sl__rng_seed(&rng, seed ^ SL__ENGINE_TRAIN_HOLDOUT_SALT);
-    for (size_t i = 0; i < h; i++) { /* a partial Fisher-Yates draw of h of the n */
-        size_t j = i + (size_t)sl__rng_below(&rng, n - i);
-        size_t t = idx[i];
-        idx[i] = idx[j];
-        idx[j] = t;
-        held[idx[i]] = 1;
+    for (size_t i = present; i > 1; i--) { /* Fisher-Yates over the products with photos */
+        size_t j = (size_t)sl__rng_below(&rng, i);
+        size_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
     }
-    free(idx);
+    size_t k = 0; /* whole products, in that order, until `want` photos are out */
+    for (; k < present && h < want; k++) {
+        out[order[k]] = 1;
+        h += count[order[k]];
+    }
+    /* at least two products on each side, and at least as many photos left to train on */
+    if (k < 2 || present - k < 2 || n - h < h) { h = 0; goto done; }
+    for (size_t i = 0; i < n; i++)
+        if (cls[i] < n_classes && out[cls[i]]) { held[i] = 1; got++; }
+    h = got;
+done:
+    free(count);
+    free(order);
+    free(out);
     return h;
 }
 
 /* The calibration installed with head h (docs/learn.md, "Calibrated confidence"), fitted on a
  * private engine (nothing is written):
- *  - labelled photos: a seeded sample held out (sl__train_holdout) is calibrated through a
- *    stand-in head trained like h (sl_head_train_as) on the other photos, so the calibration sees
- *    photos its head never learned, as the store's head will see a shopper's; with too few photos
- *    to hold out, all photos through h itself (its own training photos: optimistic);
+ *  - labelled photos: the photos of a seeded set of products held out (sl__train_holdout) are
+ *    calibrated through a stand-in head trained like h (sl_head_train_as) on the other products'
+ *    photos, so the calibration sees photos its head never learned from, nor near-duplicates of
+ *    them (photos of one product from one session), as the store's head sees a shopper's; with
+ *    too few photos to hold out, all photos through h itself (its own training photos:
+ *    optimistic);
  *  - no photos: pseudo shopper photos of the catalog through h.
  * d is the training data of h, paths the photos' files (NULL without photos), pids the products.
  * Fills rep->calibration on success. */
@@ -189,7 +207,7 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
         held = sl__callocarray(n + 1, 1);
         cp = sl__callocarray(n + 1, sizeof *cp);
         if (!held || !cp) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
-        nh = sl__train_holdout(n, seed, held);
+        nh = sl__train_holdout(d->photo_class, n, d->n_classes, seed, held);
     }
     if (nh) { /* the stand-in head, on the photos not held out */
         tp = sl__mallocarray((n - nh) * dim + 1, sizeof *tp);
