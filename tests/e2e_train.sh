@@ -5,7 +5,8 @@
 #    file) listed with exit 3, a new features version carrying the head, search still works and
 #    finds held-out photos at least as often as before; a product added after training is found;
 #    the head and its calibration are one features version, the calibration fitted on the seeded
-#    photos held out of a stand-in head (30 of 70), none held out below 60 photos;
+#    photos of whole products held out of a stand-in head (6 products, 30 of 70 photos), none held
+#    out below 60 photos;
 #  - the same seed gives the same features file; training from the catalog alone works;
 #  - kill -9 during train leaves a store that opens and searches, on the old features or on the
 #    new head with its calibration (never a half-written file), and a re-run gives the reference
@@ -43,7 +44,7 @@ cp -r "$s" "$tmp/untrained"
 # ---- train from an ImageFolder ------------------------------------------------------------------
 "$bin" train --store "$s" --photos "$tmp/train" --epochs 8 --seed 3 --json > "$tmp/t.json" || fail "train: $(cat "$tmp/t.json")"
 # the first add calibrated the store (version 1); the head and its calibration are version 2,
-# calibrated on the 30 photos (a quarter, at least 30) held out of a stand-in head
+# calibrated on the 30 photos of 6 products (a quarter, at least 30) held out of a stand-in head
 [ "$(j "$tmp/t.json" 'd["photos"], d["products"], d["unknown"], d["failed"], d["augmented"], d["features_version"]')" = "(70, 14, 0, 0, False, 2)" ] \
   || fail "train report: $(cat "$tmp/t.json")"
 [ "$(j "$tmp/t.json" 'd["calibration"]["source"], d["calibration"]["photos"], d["calibration_heldout"]')" = "('photos', 30, 30)" ] || fail "train calibration: $(cat "$tmp/t.json")"

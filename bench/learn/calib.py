@@ -255,7 +255,10 @@ names = {"model": "MobileNetV2", "nomodel": "no model"}
 def _run(c):
     parts = []
     for k in ("catalog", "catalog-head", "photos", "calib-photos", "open-catalog", "open-photos"):
-        r = R.get(f"{c}/{k}", {})
+        if f"{c}/{k}" not in R:
+            parts.append(f"{k} not measured")
+            continue
+        r = R[f"{c}/{k}"]
         load = f", load average {r['load']:.1f} after it" if "load" in r else ""
         parts.append(f"{k} at {r.get('rev', '(an earlier run, not recorded)')}{load}")
     return f"{names[c]} rows: " + ", ".join(parts)
@@ -272,10 +275,12 @@ L.append("Genuine: each photo against its own product. Other products: each phot
 L.append("| features | calibration from | genuine accepted | other products accepted | ECE | Brier | calibration pairs (genuine / negatives) | best threshold on val: genuine at <= 2% |")
 L.append("|---|---|---|---|---|---|---|---|")
 lab = {"catalog": "the catalog alone (`add`)", "catalog-head": "the catalog alone, after `train` without photos (catalog head)",
-       "calib-photos": "photos-train (`calibrate --photos`, no head)", "photos": "photos-train (`train --photos`: head + calibration on its held-out quarter)"}
+       "calib-photos": "photos-train (`calibrate --photos`, no head)", "photos": "photos-train (`train --photos`: head + calibration on the photos of products held out of a stand-in head)"}
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     for k in ("catalog", "catalog-head", "calib-photos", "photos"):
-        r = R[f"{cfg}/{k}"]
+        r = R.get(f"{cfg}/{k}")
+        if r is None:  # not measured in this WORK (SL_CALIB_ROWS)
+            continue
         c, m = r["check"], r["cal"]["check"]
         orc = oracle(f"{WORK}/{cfg}-{k}.check.json")
         L.append(f"| {cl} | {lab[k]} | {c['tar']:.3f} | {c['far']:.4f} | {c['ece']:.3f} | {c['brier']:.3f} | "
@@ -293,14 +298,16 @@ L.append("|---|---|---|---|---|---|---|---|---|")
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     for k, st in (("catalog", "81 products, calibrated from the catalog"), ("calib-photos", "81 products, `calibrate --photos` (no head)"),
                   ("photos", "81 products, `train --photos`")):
-        r = R[f"{cfg}/{k}"]
-        if "val" not in r:  # measured before this row existed
+        r = R.get(f"{cfg}/{k}", {})
+        if "val" not in r:  # not measured (or before this row existed)
             continue
         v = r["val"]
         L.append(f"| {cl} | {st} | photos-val (in the store) | {v['hit1']:.3f} | {v['top_right_match']:.3f} | "
                  f"{v['top_wrong_match']:.3f} | {v['precision']:.3f} | {v['top_right_match'] / v['hit1']:.3f} | {v['any_match']:.3f} |")
         L.append(f"| {cl} | {st} | 100 clothing photos (unrelated) | - | - | - | - | - | {r['clothing']['any_match']:.3f} |")
     for k, st in (("catalog", "60 products, calibrated from the catalog"), ("photos", "60 products, `train --photos` (their photos)")):
+        if f"{cfg}/open-{k}" not in R:
+            continue
         s = R[f"{cfg}/open-{k}"]["search"]
         L.append(f"| {cl} | {st} | photos-val of the 21 other products (not sold) | - | - | - | - | - | {s['any_match']:.3f} |")
 L.append("\nA match for a product the store does not sell, or for a clothing photo, is a false match. Search "
@@ -315,6 +322,8 @@ L.append("| features | from | photos | check: match at confidence (score) | acce
 L.append("|---|---|---|---|---|---|---|---|---|")
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     for k in ("catalog", "catalog-head", "calib-photos", "photos"):
+        if f"{cfg}/{k}" not in R:
+            continue
         c = R[f"{cfg}/{k}"]["cal"]
         a, b = c["check"], c["search"]
         L.append(f"| {cl} | {lab[k]} | {c['photos']} | {a['threshold']:.3f} ({a['score_threshold']:.3f}) | "
@@ -327,7 +336,7 @@ def _sec(v):
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     t = R[f"{cfg}/photos"].get("train", {})
     L.append(f"- {cl}: `add` of the {len(prods)}-product catalog with its catalog calibration {_sec(R[f'{cfg}/catalog'].get('add_seconds'))}; "
-             f"`calibrate --photos photos-train` (1,000 of the 2,640 photos) {_sec(R[f'{cfg}/calib-photos'].get('calibrate_seconds'))}; "
+             f"`calibrate --photos photos-train` (1,000 of the 2,640 photos) {_sec(R.get(f'{cfg}/calib-photos', {}).get('calibrate_seconds'))}; "
              f"`train --photos photos-train` {_sec(R[f'{cfg}/photos'].get('train_seconds'))} in all (describing {_sec(t.get('describe_seconds'))}, "
              f"head {_sec(t.get('train_seconds'))}, the rest is the stand-in head and the calibration on "
              f"{t.get('calibration_heldout', 0)} held-out photos). Checking the {len(val) * len(prods):,} pairs: "

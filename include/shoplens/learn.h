@@ -311,6 +311,11 @@ sl_status sl_calib_fit(const sl_calib_data *d, double far, sl_calib **out, sl_er
 void sl_calib_free(sl_calib *c);
 /* A deep copy, or NULL when out of memory (or c is NULL). */
 sl_calib *sl_calib_clone(const sl_calib *c);
+/* A calibration with the check map (SL_CALIB_PAIR) of `pair` and the search map (SL_CALIB_RESULT)
+ * of `result`, for maps fitted on different photos (`shoplens train`: check from photos held out
+ * of a stand-in head, search from the head's own photos); source, cohort, photos, products and
+ * seed are pair's. NULL when either is NULL, their cohorts differ, or out of memory. */
+sl_calib *sl_calib_merge(const sl_calib *pair, const sl_calib *result);
 
 /* Confidence (0..1) of a match score and margin; c NULL = the fallback. Non-decreasing in both. */
 double sl_calib_confidence(const sl_calib *c, sl_calib_use use, double match_score, double margin);

@@ -153,8 +153,9 @@ const sl__cli_cmd sl__cmd_train = {
     "           \"calibration\" (as in info), \"calibration_heldout\", \"calibration_error\"\n"
     "           (when calibrating failed)}\n"
     "The head changes every score, so train also calibrates confidence (as shoplens calibrate)\n"
-    "and installs both at once. With --photos it holds a seeded quarter of them (30..1,000) out\n"
-    "of a stand-in head trained like the final one on the others (a second series of epochs)\n"
-    "and calibrates through it: photos the head never saw, as a shopper's; the final head\n"
-    "learns from all photos. Without --photos: augmented catalog images.\n",
+    "and installs both at once. With --photos it holds the photos of a seeded quarter of the\n"
+    "products (30..1,000 photos) out of a stand-in head trained like the final one on the\n"
+    "others (a second series of epochs) and calibrates through it: photos the head never\n"
+    "learned from; the final head learns from all photos. Without --photos: augmented catalog\n"
+    "images.\n",
     sl__train_run};

@@ -261,11 +261,45 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
     co.progress_ctx = o->calib_progress_ctx;
     sl_calibrate_report cr;
     st = sl__engine_calib_fit(sh, &co, nh != 0, &cr, out, err);
+    sl_calibrate_report_free(&cr);
+    if (st == SL_OK && nh) {
+        /* search's map from all photos through the final head (the match score alone, the 2%
+         * rule): held-out products are ones the stand-in never learned, so its first results for
+         * them are mostly wrong and say nothing about the final head's first results for new
+         * photos of products it did learn (on grocery the fit came out flat: no search match) */
+        sl__engine_shadow_free(sh);
+        sh = NULL;
+        sl_calib *hcal = *out, *all = NULL;
+        *out = NULL;
+        sl_head *fin = sl_head_clone(h);
+        if (!fin) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        } else if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) {
+            sl_head_free(fin);
+        } else if ((st = sl_features_set_head(f, fin)) != SL_OK) { /* not taken */
+            sl_head_free(fin);
+            st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+        }
+        if (st == SL_OK) {
+            st = sl__engine_shadow_new(e, f, &sh, err);
+            f = NULL;
+        }
+        m = 0;
+        for (size_t i = 0; st == SL_OK && i < n; i++) {
+            cp[m].path = paths[i];
+            cp[m++].product_id = pids[d->photo_class[i]];
+        }
+        co.n_photos = m;
+        if (st == SL_OK) st = sl__engine_calib_fit(sh, &co, 0, &cr, &all, err);
+        sl_calibrate_report_free(&cr);
+        if (st == SL_OK && !(*out = sl_calib_merge(hcal, all))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        sl_calib_free(hcal);
+        sl_calib_free(all);
+    }
     if (st == SL_OK) {
-        rep->calibration = cr.info;
+        sl_calib_get_info(*out, &rep->calibration);
         rep->calibration_heldout = nh;
     }
-    sl_calibrate_report_free(&cr);
 out:
     sl__engine_shadow_free(sh);
     sl_features_free(f);
