@@ -530,7 +530,8 @@ void sl_train_report_free(sl_train_report *r);
  * products (whole products until a quarter of the photos, at least 30, at most 1,000; the same for
  * a seed and any number of jobs) are held out of a stand-in head trained like the final one
  * (sl_head_train_as) on the other products' photos, and calibrated through it on a private copy
- * of the query path; the final head is trained on all photos. With fewer than 60 photos the calibration uses all of them through the final head
+ * of the query path (the check map); the search map comes from all photos (at most 1,000)
+ * through the final head; the final head is trained on all photos. With fewer than 60 photos the calibration uses all of them through the final head
  * (optimistic); without photos, pseudo shopper photos of the catalog. When the calibration
  * fails the head is installed without one (report->calibration_error). Interrupted or killed
  * at any point, the store stays on its previous features. Training again replaces the head; `retrain` (new codebook) drops it.

@@ -155,7 +155,7 @@ const sl__cli_cmd sl__cmd_train = {
     "The head changes every score, so train also calibrates confidence (as shoplens calibrate)\n"
     "and installs both at once. With --photos it holds the photos of a seeded quarter of the\n"
     "products (30..1,000 photos) out of a stand-in head trained like the final one on the\n"
-    "others (a second series of epochs) and calibrates through it: photos the head never\n"
-    "learned from; the final head learns from all photos. Without --photos: augmented catalog\n"
-    "images.\n",
+    "others (a second series of epochs) and calibrates check through it: photos the head never\n"
+    "learned from; search's calibration and the final head use all photos. Without --photos:\n"
+    "augmented catalog images.\n",
     sl__train_run};
