@@ -4,23 +4,26 @@
 #  - train from an ImageFolder and from a CSV: counts, skipped photos (unknown product, missing
 #    file) listed with exit 3, a new features version carrying the head, search still works and
 #    finds held-out photos at least as often as before; a product added after training is found;
+#    the head and its calibration are one features version, the calibration fitted on the seeded
+#    photos of whole products held out of a stand-in head (6 products, 30 of 70 photos), none held
+#    out below 60 photos;
 #  - the same seed gives the same features file; training from the catalog alone works;
-#  - kill -9 during train leaves a store that opens and searches, on the old features, the new
-#    head not calibrated yet, or the new head and calibration (never a half-written file), and a
-#    re-run gives the reference result;
+#  - kill -9 during train leaves a store that opens and searches, on the old features or on the
+#    new head with its calibration (never a half-written file), and a re-run gives the reference
+#    result;
 #  - option errors exit 2, a store without catalog exits 1 with a message;
 #  - eval --train DIR / --train-catalog report trained_photos.
 . "$(dirname "$0")/product_lib.sh"
 
 cat=$tmp/cat
-"$bin" sample catalog "$cat" --products 14 --views 1 --photos 6 --size 160 --seed 5 >/dev/null
-# photos 0..3 of each product train, 4..5 are held out
+"$bin" sample catalog "$cat" --products 14 --views 1 --photos 7 --size 160 --seed 5 >/dev/null
+# photos 0..4 of each product train, 5..6 are held out
 mkdir -p "$tmp/train" "$tmp/held"
 for d in "$cat"/queries/*/; do
   p=$(basename "$d")
   mkdir -p "$tmp/train/$p" "$tmp/held/$p"
-  for k in 0 1 2 3; do cp "$d/$k.jpg" "$tmp/train/$p/"; done
-  for k in 4 5; do cp "$d/$k.jpg" "$tmp/held/$p/"; done
+  for k in 0 1 2 3 4; do cp "$d/$k.jpg" "$tmp/train/$p/"; done
+  for k in 5 6; do cp "$d/$k.jpg" "$tmp/held/$p/"; done
 done
 s=$tmp/store
 spec="color:bins=8x2x2,grid=1"   # 34 dimensions: quick to train, also under the sanitizers
@@ -40,12 +43,13 @@ cp -r "$s" "$tmp/untrained"
 
 # ---- train from an ImageFolder ------------------------------------------------------------------
 "$bin" train --store "$s" --photos "$tmp/train" --epochs 8 --seed 3 --json > "$tmp/t.json" || fail "train: $(cat "$tmp/t.json")"
-# the first add calibrated the store (version 1); the head is version 2, its calibration 3
-[ "$(j "$tmp/t.json" 'd["photos"], d["products"], d["unknown"], d["failed"], d["augmented"], d["features_version"]')" = "(56, 14, 0, 0, False, 3)" ] \
+# the first add calibrated the store (version 1); the head and its calibration are version 2,
+# calibrated on the 30 photos of 6 products (a quarter, at least 30) held out of a stand-in head
+[ "$(j "$tmp/t.json" 'd["photos"], d["products"], d["unknown"], d["failed"], d["augmented"], d["features_version"]')" = "(70, 14, 0, 0, False, 2)" ] \
   || fail "train report: $(cat "$tmp/t.json")"
-[ "$(j "$tmp/t.json" 'd["calibration"]["source"], d["calibration"]["photos"]')" = "('photos', 56)" ] || fail "train calibration: $(cat "$tmp/t.json")"
-[ -f "$s/features-3.bin" ] || fail "features-3.bin missing"
-"$py" - "$s/features-3.bin" <<'EOF' || fail "features file has no HEAD and CALB sections"
+[ "$(j "$tmp/t.json" 'd["calibration"]["source"], d["calibration"]["photos"], d["calibration_heldout"]')" = "('photos', 30, 30)" ] || fail "train calibration: $(cat "$tmp/t.json")"
+[ -f "$s/features-2.bin" ] && [ ! -f "$s/features-1.bin" ] || fail "features-2.bin missing or features-1.bin left"
+"$py" - "$s/features-2.bin" <<'EOF' || fail "features file has no HEAD and CALB sections"
 import sys
 b = open(sys.argv[1], "rb").read()
 assert b[:8] == b"SLFEAT\r\n" and int.from_bytes(b[8:12], "little") == 3 and b"HEAD" in b and b"CALB" in b
@@ -61,7 +65,7 @@ h=$tmp/hnsw
 "$bin" add "$cat/catalog.csv" --store "$h" --quiet >/dev/null
 "$bin" train --store "$h" --photos "$tmp/train" --epochs 8 --seed 3 --quiet >/dev/null
 [ "$("$bin" info --store "$h" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["index"])')" = hnsw ] || fail "not an HNSW store"
-for f in "$tmp"/held/*/4.jpg; do
+for f in "$tmp"/held/*/5.jpg; do
   "$bin" search "$f" --store "$s" -k 5 --json > "$tmp/sf.json"
   "$bin" search "$f" --store "$h" -k 5 --json > "$tmp/sh.json"
   "$py" - "$tmp/sf.json" "$tmp/sh.json" <<'EOF' || fail "HNSW store with a head answers otherwise for $f"
@@ -74,7 +78,7 @@ done
 # same seed, same head; the catalog was not described again (vectors unchanged)
 cp -r "$tmp/untrained" "$tmp/again"
 "$bin" train --store "$tmp/again" --photos "$tmp/train" --epochs 8 --seed 3 --jobs 1 --quiet >/dev/null
-cmp -s "$s/features-3.bin" "$tmp/again/features-3.bin" || fail "same seed (1 vs all jobs) gave another features file"
+cmp -s "$s/features-2.bin" "$tmp/again/features-2.bin" || fail "same seed (1 vs all jobs) gave another features file"
 vecs() { "$py" -c 'import sqlite3,sys,hashlib; db=sqlite3.connect(sys.argv[1]+"/catalog.sqlite"); print(hashlib.sha256(b"".join(r[0] for r in db.execute("SELECT vec FROM images ORDER BY id"))).hexdigest())' "$1"; }
 [ "$(vecs "$s")" = "$(vecs "$tmp/untrained")" ] || fail "train changed the stored (pre-head) vectors"
 
@@ -100,19 +104,20 @@ set -e
 "$py" - "$tmp/c.json" <<'EOF' || fail "CSV train report: $(cat "$tmp/c.json")"
 import json, sys
 d = json.load(open(sys.argv[1]))
-assert (d["photos"], d["unknown"], d["failed"], d["features_version"]) == (28, 1, 1, 5), d
-assert d["calibration"]["source"] == "photos" and d["calibration"]["photos"] == 28, d
+assert (d["photos"], d["unknown"], d["failed"], d["features_version"]) == (28, 1, 1, 3), d
+# below 60 photos nothing is held out: calibrated on all 28 through the head itself
+assert d["calibration"]["source"] == "photos" and d["calibration"]["photos"] == 28 and d["calibration_heldout"] == 0, d
 f = {x["product_id"]: x for x in d["failures"]}
 assert f["NO-SUCH-PRODUCT"]["status"] == "SL_E_NOT_FOUND"
 assert f["P000001"]["file"].endswith("missing.jpg") and f["P000001"]["status"] in ("SL_E_IO", "SL_E_NOT_FOUND"), f
 EOF
-[ ! -f "$s/features-3.bin" ] && [ ! -f "$s/features-4.bin" ] || fail "the previous features files were not removed"
+[ ! -f "$s/features-1.bin" ] && [ ! -f "$s/features-2.bin" ] || fail "the previous features files were not removed"
 
 # ---- catalog only ----------------------------------------------------------------------------------
 cp -r "$tmp/untrained" "$tmp/cat-only"
 "$bin" train --store "$tmp/cat-only" --epochs 2 --json > "$tmp/a.json" || fail "catalog-only train: $(cat "$tmp/a.json")"
 [ "$(j "$tmp/a.json" 'd["augmented"], d["photos"]')" = "(True, 84)" ] || fail "catalog-only report: $(cat "$tmp/a.json")"
-"$bin" search "$tmp/held/P000003/4.jpg" --store "$tmp/cat-only" -k 3 --json > /dev/null || fail "search after catalog-only training"
+"$bin" search "$tmp/held/P000003/5.jpg" --store "$tmp/cat-only" -k 3 --json > /dev/null || fail "search after catalog-only training"
 
 # ---- kill -9 during train ------------------------------------------------------------------------------
 ref=$tmp/ref
@@ -120,7 +125,7 @@ cp -r "$tmp/untrained" "$ref"
 t0=$(date +%s.%N)
 "$bin" train --store "$ref" --photos "$tmp/train" --epochs 40 --seed 9 --quiet >/dev/null
 t1=$(date +%s.%N)
-refsum=$(sha256sum < "$ref/features-3.bin")
+refsum=$(sha256sum < "$ref/features-2.bin")
 head_of() { "$py" - "$1" <<'EOF'
 import hashlib, sys
 b = open(sys.argv[1], "rb").read(); o = 16
@@ -130,7 +135,7 @@ while o < len(b):
     o += 16 + n
 EOF
 }
-refhead=$(head_of "$ref/features-3.bin")
+refhead=$(head_of "$ref/features-2.bin")
 kill_max=$("$py" -c "print(max(0.05, 0.9 * ($t1 - $t0)))")
 rounds=3
 [ "${SL_SANITIZED:-0}" = 1 ] && rounds=2
@@ -144,12 +149,12 @@ for r in $(seq 1 $rounds); do
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
   "$bin" info --store "$k" --json > "$tmp/ki.json" || fail "store unusable after kill -9 (round $r)"
-  "$bin" search "$tmp/held/P000002/4.jpg" --store "$k" -k 3 --json > /dev/null || fail "search after kill -9 (round $r)"
+  "$bin" search "$tmp/held/P000002/5.jpg" --store "$k" -k 3 --json > /dev/null || fail "search after kill -9 (round $r)"
   v=$("$py" -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]+"/catalog.sqlite").execute("SELECT value FROM meta WHERE key=\"features_version\"").fetchone()[0])' "$k")
   case "$v" in
     1) ;;  # untrained (calibrated from the catalog): fine
-    2) [ "$(head_of "$k/features-2.bin")" = "$refhead" ] || fail "half-trained head after kill -9 (round $r)" ;;  # head in, not calibrated yet
-    3) [ "$(sha256sum < "$k/features-3.bin")" = "$refsum" ] || fail "half-trained features after kill -9 (round $r)" ;;
+    2) [ "$(head_of "$k/features-2.bin")" = "$refhead" ] && [ "$(sha256sum < "$k/features-2.bin")" = "$refsum" ] \
+         || fail "half-trained features after kill -9 (round $r)" ;;  # the head with its calibration
     *) fail "unexpected features_version $v after kill -9" ;;
   esac
   "$bin" train --store "$k" --photos "$tmp/train" --epochs 40 --seed 9 --quiet >/dev/null || fail "re-run after kill -9"
@@ -183,7 +188,7 @@ for d in "$tmp"/train/*/; do p=$(basename "$d"); mkdir -p "$tmp/gal/$p"; cp "$ca
 "$bin" eval --gallery "$tmp/gal" --queries "$tmp/held" --features "$spec" --json > "$tmp/e0.json"
 "$bin" eval --gallery "$tmp/gal" --queries "$tmp/held" --features "$spec" --train "$tmp/train" --train-opt epochs=8 --json > "$tmp/e1.json"
 "$bin" eval --gallery "$tmp/gal" --queries "$tmp/held" --features "$spec" --train-catalog --train-opt epochs=2 --json > "$tmp/e2.json"
-[ "$(j "$tmp/e1.json" 'd["trained_photos"]')" = 56 ] || fail "eval --train: $(cat "$tmp/e1.json")"
+[ "$(j "$tmp/e1.json" 'd["trained_photos"]')" = 70 ] || fail "eval --train: $(cat "$tmp/e1.json")"
 [ "$(j "$tmp/e2.json" 'd["trained_photos"]')" = 84 ] || fail "eval --train-catalog: $(cat "$tmp/e2.json")"
 "$py" - "$tmp/e0.json" "$tmp/e1.json" <<'EOF' || fail "eval --train lowered hit@1"
 import json, sys

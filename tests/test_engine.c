@@ -4,7 +4,10 @@
  * that never see a half-written product; the verification cache of local features (hits,
  * emptied on a new catalog state, LRU budget, entries kept alive while referenced); calibrated
  * confidence (the store calibrates itself, accepts generated shopper photos of a product far
- * more than of other products, fields in range, no match for a photo of nothing). Small generated
+ * more than of other products, fields in range, no match for a photo of nothing); train's
+ * calibration from the photos of whole products held out of a stand-in head (a seeded order),
+ * installed with the final head in one version, nothing installed when interrupted, the same for
+ * any jobs. Small generated
  * images, "color" features (no training) so it stays fast under ASan. */
 #include <stdarg.h>
 #include <stddef.h>
@@ -489,9 +492,8 @@ static void accept_rates(sl_engine *e, int variants, double *tar, double *far) {
     *far = (double)fa / (double)n;
 }
 
-static void test_calibrated_confidence(void **state) {
-    (void)state;
-    char dir[] = "/tmp/sl_test_calib_XXXXXX";
+/* A new store in dir (a mkdtemp template) with the calibration tests' features. */
+static sl_engine *open_calib_store(char *dir) {
     assert_non_null(mkdtemp(dir));
     sl_engine_opts o = {0};
     o.create = 1;
@@ -499,6 +501,14 @@ static void test_calibrated_confidence(void **state) {
     sl_engine *e = NULL;
     sl_error err;
     assert_int_equal(sl_engine_open(dir, &o, &e, &err), SL_OK);
+    return e;
+}
+
+static void test_calibrated_confidence(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sl_test_calib_XXXXXX";
+    sl_engine *e = open_calib_store(dir);
+    sl_error err;
     sl_calib_info ci;
     for (uint32_t p = 0; p < CAL_P; p++) {
         put_photo_product(e, p);
@@ -635,6 +645,188 @@ static void test_calibrated_confidence(void **state) {
     sl_engine_free(e);
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
+/* ---- train: the calibration comes from photos held out of a stand-in head -------------------- */
+
+static void cancel_at_calibration(void *ctx, size_t done, size_t total, double seconds) {
+    (void)done;
+    (void)total;
+    (void)seconds;
+    *(volatile int *)ctx = 1;
+}
+
+static void test_train_heldout_calibration(void **state) {
+    (void)state;
+    /* the held-out photos: whole products (in a seeded order) until a quarter of the photos,
+     * 30..1,000; none below 60 photos or with fewer than 2 products on a side */
+    enum { BIG = 100000 };
+    unsigned char *a = malloc(BIG), *b = malloc(BIG);
+    uint32_t *cls = malloc(BIG * sizeof *cls);
+    assert_true(a && b && cls);
+    for (size_t i = 0; i < BIG; i++) cls[i] = (uint32_t)(i % 80); /* 80 products, interleaved */
+    assert_int_equal(sl__train_holdout(cls, 59, 80, 1, a), 0);
+    for (size_t i = 0; i < 59; i++) assert_int_equal(a[i], 0);
+    assert_int_equal(sl__train_holdout(cls, 2640, 80, 1, a), 660); /* 20 products of 33 photos */
+    size_t cnt = 0;
+    for (size_t i = 0; i < 2640; i++) {
+        cnt += a[i];
+        if (i >= 80) assert_int_equal(a[i], a[i - 80]); /* a product is in or out as a whole */
+    }
+    assert_int_equal(cnt, 660);
+    assert_int_equal(sl__train_holdout(cls, 2640, 80, 1, b), 660);
+    assert_memory_equal(a, b, 2640); /* the same for a seed */
+    assert_int_equal(sl__train_holdout(cls, 2640, 80, 2, b), 660);
+    assert_true(memcmp(a, b, 2640) != 0); /* another seed, other products */
+    for (size_t i = 0; i < BIG; i++) cls[i] = (uint32_t)(i % 800);
+    assert_int_equal(sl__train_holdout(cls, BIG, 800, 1, a), SL__ENGINE_CALIB_PHOTOS_MAX); /* 8 of 125 */
+    /* one product holds almost every photo: nothing to split */
+    for (size_t i = 0; i < 100; i++) cls[i] = i < 97 ? 0 : (uint32_t)i;
+    assert_int_equal(sl__train_holdout(cls, 100, 100, 1, a), 0);
+    free(a);
+    free(b);
+    free(cls);
+
+    /* a store of CAL_P products (calibrated from the catalog) and 5 labelled photos of each */
+    char dir[] = "/tmp/sl_test_trainhold_XXXXXX";
+    sl_engine *e = open_calib_store(dir);
+    sl_error err;
+    for (uint32_t p = 0; p < CAL_P; p++) put_photo_product(e, p);
+    enum { PER = 5, NPH = CAL_P * PER };
+    sl_train_photo ph[NPH];
+    char paths[NPH][96], ids[CAL_P][16];
+    float *vecs = malloc(NPH * sl_features_dim(e->feat) * sizeof(float));
+    assert_non_null(vecs);
+    size_t dim = sl_features_dim(e->feat);
+    for (uint32_t p = 0; p < CAL_P; p++) {
+        snprintf(ids[p], sizeof ids[p], "C%02u", p);
+        for (int v = 0; v < PER; v++) {
+            size_t k = p * PER + (size_t)v;
+            sl_image *img = NULL;
+            snprintf(paths[k], sizeof paths[k], "%s/photo_%u_%d.jpg", dir, p, v);
+            assert_int_equal(sl_sample_shopper_photo(SEED, p, (uint32_t)v + 1, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+            assert_int_equal(sl_image_save_file(img, paths[k], 90, &err), SL_OK);
+            sl_image_free(img);
+            ph[k].path = paths[k];
+            ph[k].product_id = ids[p];
+            /* the descriptor train computes for it */
+            sl_image_load_opts lo = {0};
+            lo.max_side = e->max_side;
+            assert_int_equal(sl_image_load_file(paths[k], &lo, &img, NULL, &err), SL_OK);
+            assert_int_equal(sl_features_extract(e->feat, img, vecs + k * dim, NULL, &err), SL_OK);
+            sl_image_free(img);
+        }
+    }
+    int64_t v0 = e->features_version;
+    sl_head_train_opts ho;
+    sl_head_train_opts_init(&ho);
+    ho.epochs = 3;
+    ho.rank = 8;
+    ho.lambda = 0.1f;
+    sl_train_opts to = {0};
+    to.photos = ph;
+    to.n_photos = NPH;
+    to.head = &ho;
+    to.seed = 4;
+    to.has_seed = 1;
+    to.jobs = 1;
+    /* interrupted while calibrating: nothing installed (the head waits for its calibration) */
+    volatile int cancel = 0;
+    to.cancel = &cancel;
+    to.calib_progress = cancel_at_calibration;
+    to.calib_progress_ctx = (void *)&cancel;
+    sl_train_report rep;
+    assert_int_equal(sl_engine_train(e, &to, &rep, &err), SL_E_INTERRUPTED);
+    sl_train_report_free(&rep);
+    assert_int_equal(e->features_version, v0);
+    assert_null(sl_features_head(e->feat));
+    sl_calib_info ci;
+    assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
+    assert_int_equal(ci.source, SL_CALIB_CATALOG);
+    /* trained: the final head and the held-out calibration in one new version */
+    cancel = 0;
+    to.calib_progress = NULL;
+    assert_int_equal(sl_engine_train(e, &to, &rep, &err), SL_OK);
+    assert_int_equal(rep.features_version, v0 + 1);
+    assert_int_equal(e->features_version, v0 + 1);
+    assert_int_equal(rep.photos, NPH);
+    assert_int_equal(rep.calibration_heldout, 30);
+    assert_null(rep.calibration_error);
+    assert_int_equal(sl_engine_calibration(e, &ci, &err), SL_OK);
+    assert_memory_equal(&ci, &rep.calibration, sizeof ci);
+    assert_int_equal(ci.source, SL_CALIB_PHOTOS);
+    assert_int_equal(ci.photos, 30);
+    /* check's map from the 30 held-out photos; search's from all 80 through the final head (the
+     * match score alone and the 2% rule: held-out products say nothing of its first results) */
+    assert_int_equal(ci.map[SL_CALIB_PAIR].positives, 30);
+    assert_int_equal(ci.map[SL_CALIB_RESULT].positives, NPH);
+    assert_true(ci.map[SL_CALIB_RESULT].precision_target == 0 && ci.map[SL_CALIB_RESULT].lambda == 0);
+    /* the installed head is the final one, trained on all photos: its photo-side mean is the
+     * mean of all 80 descriptors (the stand-in's would be that of the other 50) */
+    const sl_head *h = sl_features_head(e->feat);
+    assert_non_null(h);
+    float *q = malloc(dim * sizeof(float)), *want = malloc(dim * sizeof(float));
+    assert_true(q && want);
+    {
+        double *mean = calloc(dim, sizeof *mean), *m2 = calloc(dim, sizeof *m2);
+        assert_true(mean && m2);
+        for (size_t k = 0; k < NPH; k++)
+            for (size_t j = 0; j < dim; j++) mean[j] += vecs[k * dim + j];
+        for (size_t j = 0; j < dim; j++) want[j] = (float)(mean[j] / NPH);
+        /* the mean itself is mapped to zero by the query side (x - mean = 0) */
+        assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, want, q, 1), SL_OK);
+        double nz = 0;
+        for (size_t j = 0; j < dim; j++) nz += fabs(q[j]);
+        assert_true(nz < 1e-3);
+        /* and the stand-in's mean is not: the mean of the photos not held out */
+        unsigned char held[NPH];
+        uint32_t pc[NPH];
+        for (size_t k = 0; k < NPH; k++) pc[k] = (uint32_t)(k / PER);
+        assert_int_equal(sl__train_holdout(pc, NPH, CAL_P, 4, held), 30);
+        for (size_t k = 0; k < NPH; k++)
+            if (!held[k])
+                for (size_t j = 0; j < dim; j++) m2[j] += vecs[k * dim + j];
+        for (size_t j = 0; j < dim; j++) want[j] = (float)(m2[j] / (NPH - 30));
+        assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, want, q, 1), SL_OK);
+        nz = 0;
+        for (size_t j = 0; j < dim; j++) nz += fabs(q[j]);
+        assert_true(nz > 0.1);
+        free(mean);
+        free(m2);
+    }
+    free(q);
+    free(want);
+    free(vecs);
+    sl_train_report_free(&rep);
+    /* the same for the seed whatever the jobs: another store trained with 3 jobs */
+    void *h1 = NULL, *c1 = NULL;
+    size_t hl1, cl1;
+    assert_int_equal(sl_head_serialize(sl_features_head(e->feat), &h1, &hl1, &err), SL_OK);
+    assert_int_equal(sl_calib_serialize(sl_features_calib(e->feat), &c1, &cl1, &err), SL_OK);
+    sl_engine_free(e);
+    char dir2[] = "/tmp/sl_test_trainhold2_XXXXXX";
+    e = open_calib_store(dir2);
+    for (uint32_t p = 0; p < CAL_P; p++) put_photo_product(e, p);
+    to.jobs = 3;
+    to.cancel = NULL;
+    assert_int_equal(sl_engine_train(e, &to, &rep, &err), SL_OK);
+    sl_train_report_free(&rep);
+    void *h2 = NULL, *c2 = NULL;
+    size_t hl2, cl2;
+    assert_int_equal(sl_head_serialize(sl_features_head(e->feat), &h2, &hl2, &err), SL_OK);
+    assert_int_equal(sl_calib_serialize(sl_features_calib(e->feat), &c2, &cl2, &err), SL_OK);
+    assert_int_equal(hl1, hl2);
+    assert_memory_equal(h1, h2, hl1);
+    assert_int_equal(cl1, cl2);
+    assert_memory_equal(c1, c2, cl1);
+    free(h1);
+    free(h2);
+    free(c1);
+    free(c2);
+    sl_engine_free(e);
+    char cmd[160];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' '%s'", dir, dir2);
     assert_int_equal(system(cmd), 0);
 }
 
@@ -1615,6 +1807,7 @@ int main(void) {
         cmocka_unit_test(test_query_ef),
         cmocka_unit_test(test_local_features_on_demand),
         cmocka_unit_test(test_calibrated_confidence),
+        cmocka_unit_test(test_train_heldout_calibration),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,7 +1,8 @@
 /* tests/test_learn.c - the projection head (learn.h): training is deterministic for a seed and
  * any thread count, a head learned on generated shopper photos finds held-out photos' products
  * more often than no head, the serialized form round-trips and damaged forms are refused, the
- * features file carries the head, and bad options are refused with a message. Calibration
+ * features file carries the head, and bad options are refused with a message; a stand-in head
+ * (sl_head_train_as) is what sl_head_train gives for the reference head's setting. Calibration
  * (sl_calib): deterministic, monotone, operating point within its false-accept bound, reliable
  * on held-out pairs (small calibration error, no steeper/flatter/shifted map has a lower log
  * loss), damaged forms refused. */
@@ -106,6 +107,18 @@ static void serialize(const sl_head *h, void **buf, size_t *len) {
     assert_int_equal(sl_head_serialize(h, buf, len, &e), SL_OK);
 }
 
+/* Asserts that two heads serialize to the same bytes. */
+static void assert_same_head(const sl_head *a, const sl_head *b) {
+    void *ba, *bb;
+    size_t la, lb;
+    serialize(a, &ba, &la);
+    serialize(b, &bb, &lb);
+    assert_int_equal(la, lb);
+    assert_memory_equal(ba, bb, la);
+    free(ba);
+    free(bb);
+}
+
 static void test_deterministic_any_threads(void **state) {
     (void)state;
     synth s;
@@ -142,6 +155,72 @@ static void test_deterministic_any_threads(void **state) {
     sl_head_free(h);
     free(b3);
     for (int r = 0; r < 3; r++) free(b[r]);
+    synth_free(&s);
+}
+
+/* sl_head_train_as: a stand-in head trained on part of the data with the setting a head was
+ * trained with is exactly what sl_head_train gives for that setting (lambda with the >= 400-step
+ * rule of AUTO, or centring only), whatever the threads; a fixed setting in opts wins; a head
+ * whose setting is unknown (parsed from a file) is refused. */
+static void test_train_as(void **state) {
+    (void)state;
+    synth s;
+    synth_make(&s, 24, 10, 8, 11);
+    sl_head_data d = synth_data(&s), part = d;
+    part.n_photos = 60; /* the stand-in's share */
+    sl_head_train_opts fixed, autoo;
+    sl_head_train_opts_init(&fixed);
+    sl_head_train_opts_init(&autoo);
+    fixed.rank = autoo.rank = 8;
+    fixed.lambda = 0.01f;
+    sl_head *ref = NULL, *want = NULL, *got = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_train(&d, &fixed, &ref, &e), SL_OK);
+    assert_true(sl_head_choice(ref) == 0.01f);
+    /* lambda 0.01 on 60 photos in batches of 64: 1 step per epoch, so AUTO's final training
+     * would run the 100-epoch cap */
+    fixed.epochs = 100;
+    assert_int_equal(sl_head_train(&part, &fixed, &want, &e), SL_OK);
+    for (int t = 1; t <= 3; t += 2) {
+        autoo.threads = t;
+        assert_int_equal(sl_head_train_as(ref, &part, &autoo, &got, &e), SL_OK);
+        assert_same_head(got, want);
+        sl_head_free(got);
+    }
+    sl_head_free(want);
+    /* a fixed setting in opts: `like` is ignored */
+    fixed.lambda = 0.03f;
+    fixed.epochs = 3;
+    assert_int_equal(sl_head_train(&part, &fixed, &want, &e), SL_OK);
+    assert_int_equal(sl_head_train_as(ref, &part, &fixed, &got, &e), SL_OK);
+    assert_same_head(got, want);
+    sl_head_free(want);
+    sl_head_free(got);
+    /* centring only */
+    sl_head *cen = NULL;
+    fixed.epochs = 0;
+    assert_int_equal(sl_head_train(&d, &fixed, &cen, &e), SL_OK);
+    assert_true(sl_head_choice(cen) == SL_HEAD_CHOICE_CENTRING);
+    assert_int_equal(sl_head_train(&part, &fixed, &want, &e), SL_OK);
+    assert_int_equal(sl_head_train_as(cen, &part, &autoo, &got, &e), SL_OK);
+    assert_int_equal(sl_head_rank(got), 0);
+    assert_same_head(got, want);
+    sl_head_free(want);
+    sl_head_free(got);
+    /* parsed from a file: the setting is not known */
+    sl_head *parsed = NULL;
+    void *bw;
+    size_t lw;
+    serialize(ref, &bw, &lw);
+    assert_int_equal(sl_head_parse(bw, lw, &parsed, &e), SL_OK);
+    got = (sl_head *)1;
+    assert_int_equal(sl_head_train_as(parsed, &part, &autoo, &got, &e), SL_E_INVALID);
+    assert_null(got);
+    assert_int_equal(sl_head_train_as(NULL, &part, &autoo, &got, &e), SL_E_INVALID);
+    free(bw);
+    sl_head_free(parsed);
+    sl_head_free(cen);
+    sl_head_free(ref);
     synth_free(&s);
 }
 
@@ -452,14 +531,7 @@ static void test_auto_lambda(void **state) {
     o.threads = 3;
     assert_int_equal(sl_head_train(&d, &o, &h3, &e), SL_OK);
     assert_true(sl_head_choice(h3) == sl_head_choice(h));
-    void *b1, *b3;
-    size_t l1, l3;
-    serialize(h, &b1, &l1);
-    serialize(h3, &b3, &l3);
-    assert_int_equal(l1, l3);
-    assert_memory_equal(b1, b3, l1);
-    free(b1);
-    free(b3);
+    assert_same_head(h, h3);
     sl_head_free(h3);
     sl_head_free(h);
     /* the same data as augmented catalog views with one catalog image per product: no view can be
@@ -1151,6 +1223,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_deterministic_any_threads),
         cmocka_unit_test(test_roundtrip_and_corrupt),
+        cmocka_unit_test(test_train_as),
         cmocka_unit_test(test_bad_options_and_data),
         cmocka_unit_test(test_head_improves_on_generated_photos),
         cmocka_unit_test(test_auto_lambda),

@@ -76,8 +76,11 @@ clothing = sorted(f"{DATA}/clothing/{c}/{x}" for c in os.listdir(f"{DATA}/clothi
 clothing = clothing[:: max(1, len(clothing) // 100)][:100]
 
 
-def check_rates(store):
-    out, sec = sh("check", "--photos", pairs, "--store", store, "--json", out=f"{store}.check.json")
+def check_rates(store, reuse=False):
+    if reuse:  # an earlier run's output (SL_CALIB_ROWS)
+        out, sec = open(f"{store}.check.json").read(), float("nan")
+    else:
+        out, sec = sh("check", "--photos", pairs, "--store", store, "--json", out=f"{store}.check.json")
     d = json.loads(out)
     P = N = tp = fp = 0
     pairs_c = []  # (confidence, genuine)
@@ -109,7 +112,26 @@ def check_rates(store):
             "failed": d["failed"], "seconds": sec}
 
 
-def search(store, photos, name):
+def oracle(path, far=0.02):
+    """The best share of genuine pairs any single confidence threshold accepts with at most `far`
+    of the other-product pairs (chosen on the evaluation photos themselves: a bound on what an
+    operating point can reach with these confidences, not a result)."""
+    if not os.path.exists(path):
+        return None
+    d = json.load(open(path))
+    g, o = [], []
+    for r in d["results"]:
+        if "confidence" in r:
+            (g if os.path.basename(os.path.dirname(r["photo"])) == r["product_id"] else o).append(r["confidence"])
+    o.sort(reverse=True)
+    k = int(far * len(o))  # at most k other-product pairs accepted: threshold above o[k]
+    t = o[k] if k < len(o) else -1.0
+    return sum(c > t for c in g) / len(g)
+
+
+def search(store, photos, name, reuse=False):
+    if reuse:
+        return [json.loads(l) for l in open(f"{store}.{name}.jsonl") if l.strip()]
     out, sec = sh("search", *photos, "-k", "5", "--store", store, "--json", out=f"{store}.{name}.jsonl", log=False)
     CMDS.append(f"shoplens search <{len(photos)} {name} photos> -k 5 --store {os.path.basename(store)} --json")
     return [json.loads(l) for l in out.splitlines() if l.strip()]
@@ -139,56 +161,89 @@ def info(store):
     return json.loads(out)["calibration"]
 
 
-# results of a configuration measured in an earlier run (SL_CALIB_CONFIGS) are kept and reported
+# results of a configuration (SL_CALIB_CONFIGS) or rows (SL_CALIB_ROWS) measured in an earlier run
+# are kept and reported: the rows measured now replace theirs
+ALL_ROWS = ("catalog", "catalog-head", "photos", "calib-photos", "open")
+ROWS = [r for r in os.environ.get("SL_CALIB_ROWS", " ".join(ALL_ROWS)).split() if r in ALL_ROWS]
 R = {}
-if os.path.exists(f"{WORK}/calib.json") and len(CONFIGS) < 2:
-    R = {k: v for k, v in json.load(open(f"{WORK}/calib.json")).items() if k.split("/")[0] not in CONFIGS}
+if os.path.exists(f"{WORK}/calib.json"):
+    R = json.load(open(f"{WORK}/calib.json"))
     if os.path.exists(f"{WORK}/calib-cmds.json"):
         CMDS[:0] = json.load(open(f"{WORK}/calib-cmds.json"))
+
+
+def row(cfg, name, store, fn, with_search=False):
+    """Runs a row (fn() -> its results) when selected; otherwise keeps the earlier run's results,
+    from calib.json or, when that run did not get to write it, from its output files in WORK."""
+    key = f"{cfg}/{name}"
+    if name.split("-")[0] == "open" and "open" in ROWS or name in ROWS:
+        R[key] = fn()
+        R[key]["rev"] = REV
+        R[key]["load"] = os.getloadavg()[0]
+    elif key not in R and os.path.exists(f"{store}.check.json"):
+        R[key] = {"check": check_rates(store, reuse=True), "cal": info(store), "rev": "(an earlier run)"}
+        if with_search:
+            R[key]["val"] = search_stats(search(store, None, "val", reuse=True), True)
+            R[key]["clothing"] = search_stats(search(store, None, "clothing", reuse=True))
+
+
 for cfg in CONFIGS:
     init = ["--model", MODEL] if cfg == "model" else []
     base = f"{WORK}/{cfg}-catalog"
-    shutil.rmtree(base, ignore_errors=True)
-    sh("init", "--store", base, *init)
-    _, add_s = sh("add", f"{G}/catalog.csv", "--store", base, "--quiet", "--json")
-    R[f"{cfg}/catalog"] = {"check": check_rates(base), "cal": info(base), "add_seconds": add_s,
-                           "val": search_stats(search(base, [p for _, p in val], "val"), True),
-                           "clothing": search_stats(search(base, clothing, "clothing"))}
+
+    def catalog():
+        shutil.rmtree(base, ignore_errors=True)
+        sh("init", "--store", base, *init)
+        _, add_s = sh("add", f"{G}/catalog.csv", "--store", base, "--quiet", "--json")
+        return {"check": check_rates(base), "cal": info(base), "add_seconds": add_s,
+                "val": search_stats(search(base, [p for _, p in val], "val"), True),
+                "clothing": search_stats(search(base, clothing, "clothing"))}
+    row(cfg, "catalog", base, catalog, True)
     # a head from augmented catalog images (train without photos), calibrated from the catalog again
     ch = f"{WORK}/{cfg}-catalog-head"
-    shutil.rmtree(ch, ignore_errors=True)
-    shutil.copytree(base, ch)
-    sh("train", "--store", ch, "--quiet", "--json")
-    R[f"{cfg}/catalog-head"] = {"check": check_rates(ch), "cal": info(ch)}
+
+    def catalog_head():
+        shutil.rmtree(ch, ignore_errors=True)
+        shutil.copytree(base, ch)
+        sh("train", "--store", ch, "--quiet", "--json")
+        return {"check": check_rates(ch), "cal": info(ch)}
+    row(cfg, "catalog-head", ch, catalog_head)
     # photos-train: head + calibration from the photos
     ph = f"{WORK}/{cfg}-photos"
-    shutil.rmtree(ph, ignore_errors=True)
-    shutil.copytree(base, ph)
-    out, tr_s = sh("train", "--store", ph, "--photos", f"{G}/photos-train", "--quiet", "--json")
-    R[f"{cfg}/photos"] = {"check": check_rates(ph), "cal": info(ph), "train": json.loads(out), "train_seconds": tr_s,
-                          "val": search_stats(search(ph, [p for _, p in val], "val"), True),
-                          "clothing": search_stats(search(ph, clothing, "clothing"))}
+
+    def photos():
+        shutil.rmtree(ph, ignore_errors=True)
+        shutil.copytree(base, ph)
+        out, tr_s = sh("train", "--store", ph, "--photos", f"{G}/photos-train", "--quiet", "--json")
+        return {"check": check_rates(ph), "cal": info(ph), "train": json.loads(out), "train_seconds": tr_s,
+                "val": search_stats(search(ph, [p for _, p in val], "val"), True),
+                "clothing": search_stats(search(ph, clothing, "clothing"))}
+    row(cfg, "photos", ph, photos, True)
     # photos-train without a head: the calibration alone (calibrate --photos on the catalog store)
     cp = f"{WORK}/{cfg}-calib-photos"
-    shutil.rmtree(cp, ignore_errors=True)
-    shutil.copytree(base, cp)
-    _, cal_s = sh("calibrate", "--store", cp, "--photos", f"{G}/photos-train", "--quiet", "--json")
-    R[f"{cfg}/calib-photos"] = {"check": check_rates(cp), "cal": info(cp), "calibrate_seconds": cal_s,
-                                "val": search_stats(search(cp, [p for _, p in val], "val"), True),
-                                "clothing": search_stats(search(cp, clothing, "clothing"))}
+
+    def calib_photos():
+        shutil.rmtree(cp, ignore_errors=True)
+        shutil.copytree(base, cp)
+        _, cal_s = sh("calibrate", "--store", cp, "--photos", f"{G}/photos-train", "--quiet", "--json")
+        return {"check": check_rates(cp), "cal": info(cp), "calibrate_seconds": cal_s,
+                "val": search_stats(search(cp, [p for _, p in val], "val"), True),
+                "clothing": search_stats(search(cp, clothing, "clothing"))}
+    row(cfg, "calib-photos", cp, calib_photos, True)
     # products the store does not sell: 60 products, their photos; photos of the other 21
     for kind in ("catalog", "photos"):
         s60 = f"{WORK}/{cfg}-60-{kind}"
-        shutil.rmtree(s60, ignore_errors=True)
-        sh("init", "--store", s60, *init)
-        sh("add", cat60, "--store", s60, "--quiet", "--json")
-        if kind == "photos":
-            sh("train", "--store", s60, "--photos", train60, "--quiet", "--json")
-        res = search(s60, val21, "val21")
-        R[f"{cfg}/open-{kind}"] = {"search": search_stats(res)}
-for cfg in CONFIGS:
-    R[f"{cfg}/catalog"]["rev"] = REV
-    R[f"{cfg}/catalog"]["load"] = os.getloadavg()[0]
+
+        def open_row(kind=kind, s60=s60):
+            shutil.rmtree(s60, ignore_errors=True)
+            sh("init", "--store", s60, *init)
+            sh("add", cat60, "--store", s60, "--quiet", "--json")
+            if kind == "photos":
+                sh("train", "--store", s60, "--photos", train60, "--quiet", "--json")
+            return {"search": search_stats(search(s60, val21, "val21"))}
+        row(cfg, f"open-{kind}", s60 + ".none", open_row)
+        if f"{cfg}/open-{kind}" not in R and os.path.exists(f"{s60}.val21.jsonl"):
+            R[f"{cfg}/open-{kind}"] = {"search": search_stats(search(s60, None, "val21", reuse=True)), "rev": "(an earlier run)"}
 json.dump(R, open(f"{WORK}/calib.json", "w"), indent=1)
 json.dump(CMDS, open(f"{WORK}/calib-cmds.json", "w"), indent=1)
 CONFIGS = [c for c in ("model", "nomodel") if f"{c}/catalog" in R]
@@ -198,59 +253,79 @@ L.append("<!-- calib: generated by bench/learn/calib.sh; do not edit by hand -->
 L.append("## Calibrated confidence (issue 18 item 2)\n")
 names = {"model": "MobileNetV2", "nomodel": "no model"}
 def _run(c):
-    r = R[f"{c}/catalog"]
-    load = f", load average {r['load']:.1f} at the end on 2 cores" if "load" in r else ""
-    return f"{names[c]} rows at commit {r.get('rev', '(an earlier run, not recorded)')}{load}"
+    parts = []
+    for k in ("catalog", "catalog-head", "photos", "calib-photos", "open-catalog", "open-photos"):
+        if f"{c}/{k}" not in R:
+            parts.append(f"{k} not measured")
+            continue
+        r = R[f"{c}/{k}"]
+        load = f", load average {r['load']:.1f} after it" if "load" in r else ""
+        parts.append(f"{k} at {r.get('rev', '(an earlier run, not recorded)')}{load}")
+    return f"{names[c]} rows: " + ", ".join(parts)
 revs = "; ".join(_run(c) for c in CONFIGS)
 L.append(f"Generated by `bench/learn/calib.sh` ({revs}); report written {datetime.date.today()}. Stores built with the CLI exactly as a shop would; "
          "\"model\" = `init --model mobilenetv2.onnx` (the recommended fusion of the commit named), \"no model\" = the default features. "
          "The operating points are the store's: check at most 2% false accepts (95% Wilson bound) on its calibration "
-         "pairs; search, calibrated from labelled photos on a store without a head, at least 90% of accepted first "
-         "results right (95% Wilson bound) on its calibration photos, otherwise at most 2% of its negatives.\n")
+         "pairs; search, calibrated from labelled photos on a store without a head (`calibrate --photos`), at least 90% of "
+         "accepted first results right (95% Wilson bound) on its calibration photos, otherwise at most 2% of its "
+         "negatives. `train --photos` fits check's map on the photos of whole products held out of a stand-in head "
+         "trained like the final one on the other products' photos (with the margin), search's map on all photos "
+         "through the final head (the match score alone, the 2% rule).\n")
 L.append(f"### check on grocery photos-val ({len(val)} photos)\n")
 L.append("Genuine: each photo against its own product. Other products: each photo against every one of the "
          f"{len(prods) - 1} other products ({len(val) * (len(prods) - 1):,} checks; the exact average of \"a photo against a random other product\").\n")
-L.append("| features | calibration from | genuine accepted | other products accepted | ECE | Brier | calibration pairs (genuine / negatives) |")
-L.append("|---|---|---|---|---|---|---|")
+L.append("| features | calibration from | genuine accepted | other products accepted | ECE | Brier | calibration pairs (genuine / negatives) | best threshold on val: genuine at <= 2% |")
+L.append("|---|---|---|---|---|---|---|---|")
 lab = {"catalog": "the catalog alone (`add`)", "catalog-head": "the catalog alone, after `train` without photos (catalog head)",
-       "calib-photos": "photos-train (`calibrate --photos`, no head)", "photos": "photos-train (`train --photos`: head + calibration)"}
+       "calib-photos": "photos-train (`calibrate --photos`, no head)", "photos": "photos-train (`train --photos`: head + calibration on the photos of products held out of a stand-in head)"}
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     for k in ("catalog", "catalog-head", "calib-photos", "photos"):
-        r = R[f"{cfg}/{k}"]
+        r = R.get(f"{cfg}/{k}")
+        if r is None:  # not measured in this WORK (SL_CALIB_ROWS)
+            continue
         c, m = r["check"], r["cal"]["check"]
+        orc = oracle(f"{WORK}/{cfg}-{k}.check.json")
         L.append(f"| {cl} | {lab[k]} | {c['tar']:.3f} | {c['far']:.4f} | {c['ece']:.3f} | {c['brier']:.3f} | "
-                 f"{m['positives']} / {m['negatives']} |")
+                 f"{m['positives']} / {m['negatives']} | {'-' if orc is None else f'{orc:.3f}'} |")
 L.append("\nTargets (issue 18): from photos-train >= 0.90 genuine at <= 0.02 other products; from the catalog alone "
          ">= 0.70 at <= 0.02. ECE: expected calibration error of check's confidence (10 equal-width bins, Naeini et al. "
          "2015) and Brier: mean squared error of the confidence, both with genuine pairs and other-product pairs at equal "
-         "weight (the prior the calibration is fitted for): 0 is perfect, a constant 0.5 has ECE 0 and Brier 0.25.\n")
+         "weight (the prior the calibration is fitted for): 0 is perfect, a constant 0.5 has ECE 0 and Brier 0.25. "
+         "Best threshold on val: the most genuine pairs one confidence threshold, chosen on these val pairs "
+         "themselves, accepts with at most 2% of the other-product pairs - an upper bound on what any operating "
+         "point can do with these confidences, not a result.\n")
 L.append("### search: match flags\n")
 L.append("| features | store | photos | top result right | top result right and a match | top result wrong and a match | precision of a top match | right top results marked a match | any result a match |")
 L.append("|---|---|---|---|---|---|---|---|---|")
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     for k, st in (("catalog", "81 products, calibrated from the catalog"), ("calib-photos", "81 products, `calibrate --photos` (no head)"),
                   ("photos", "81 products, `train --photos`")):
-        r = R[f"{cfg}/{k}"]
-        if "val" not in r:  # measured before this row existed
+        r = R.get(f"{cfg}/{k}", {})
+        if "val" not in r:  # not measured (or before this row existed)
             continue
         v = r["val"]
         L.append(f"| {cl} | {st} | photos-val (in the store) | {v['hit1']:.3f} | {v['top_right_match']:.3f} | "
                  f"{v['top_wrong_match']:.3f} | {v['precision']:.3f} | {v['top_right_match'] / v['hit1']:.3f} | {v['any_match']:.3f} |")
         L.append(f"| {cl} | {st} | 100 clothing photos (unrelated) | - | - | - | - | - | {r['clothing']['any_match']:.3f} |")
     for k, st in (("catalog", "60 products, calibrated from the catalog"), ("photos", "60 products, `train --photos` (their photos)")):
+        if f"{cfg}/open-{k}" not in R:
+            continue
         s = R[f"{cfg}/open-{k}"]["search"]
         L.append(f"| {cl} | {st} | photos-val of the 21 other products (not sold) | - | - | - | - | - | {s['any_match']:.3f} |")
 L.append("\nA match for a product the store does not sell, or for a clothing photo, is a false match. Search "
          "flags use the result map (fitted on genuine pairs against the first wrong result of a calibration photo, with "
          "its product in the catalog and left out), check the pair map (random other products). The margin to the best "
-         "other product is an input, and search follows the precision rule, only for labelled photos on a store "
-         "without a head (`calibrate --photos` on the untrained store); the other rows use the match score alone and "
-         "the 2% rule (docs/learn.md).\n")
+         "other product is an input of both maps, and search follows the precision rule, only for labelled photos on a "
+         "store without a head (`calibrate --photos` on the untrained store); `train --photos` uses the margin in "
+         "check's map only (fitted on photos of products held out of its stand-in head); the other maps use the "
+         "match score alone and the 2% rule (docs/learn.md).\n")
 L.append("### the calibrations\n")
 L.append("| features | from | photos | check: match at confidence (score) | accepted on its pairs: genuine / other | search: match at | accepted: genuine / wrong first | margin weight: check / search | search point on the calibration photos' first results: precision / right ones accepted |")
 L.append("|---|---|---|---|---|---|---|---|---|")
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
     for k in ("catalog", "catalog-head", "calib-photos", "photos"):
+        if f"{cfg}/{k}" not in R:
+            continue
         c = R[f"{cfg}/{k}"]["cal"]
         a, b = c["check"], c["search"]
         L.append(f"| {cl} | {lab[k]} | {c['photos']} | {a['threshold']:.3f} ({a['score_threshold']:.3f}) | "
@@ -258,13 +333,16 @@ for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) i
                  f"{b['accept_rate']:.3f} / {b['false_accept_rate']:.4f} | {a.get('margin_weight', 0):.2f} / {b.get('margin_weight', 0):.2f} | "
                  + (f"{b['precision']:.3f} / {b['recall']:.3f} |" if 'precision' in b else "- |"))
 L.append("\n### cost\n")
+def _sec(v):
+    return "(not recorded)" if v is None or v != v else f"{v:.1f} s"
 for cfg, cl in [x for x in (("model", "MobileNetV2"), ("nomodel", "no model")) if x[0] in CONFIGS]:
-    t = R[f"{cfg}/photos"]["train"]
-    L.append(f"- {cl}: `add` of the {len(prods)}-product catalog with its catalog calibration {R[f'{cfg}/catalog']['add_seconds']:.1f} s; "
-             f"`calibrate --photos photos-train` (1,000 of the 2,640 photos) {R[f'{cfg}/calib-photos']['calibrate_seconds']:.1f} s; "
-             f"`train --photos photos-train` {R[f'{cfg}/photos']['train_seconds']:.1f} s in all (describing {t['describe_seconds']:.1f} s, "
-             f"head {t['train_seconds']:.1f} s, the rest is the calibration). Checking the {len(val) * len(prods):,} pairs: "
-             f"{R[f'{cfg}/photos']['check']['seconds']:.0f} s ({len(val)} photos, each described and ranked once).")
+    t = R[f"{cfg}/photos"].get("train", {})
+    L.append(f"- {cl}: `add` of the {len(prods)}-product catalog with its catalog calibration {_sec(R[f'{cfg}/catalog'].get('add_seconds'))}; "
+             f"`calibrate --photos photos-train` (1,000 of the 2,640 photos) {_sec(R.get(f'{cfg}/calib-photos', {}).get('calibrate_seconds'))}; "
+             f"`train --photos photos-train` {_sec(R[f'{cfg}/photos'].get('train_seconds'))} in all (describing {_sec(t.get('describe_seconds'))}, "
+             f"head {_sec(t.get('train_seconds'))}, the rest is the stand-in head and the calibration on "
+             f"{t.get('calibration_heldout', 0)} held-out photos). Checking the {len(val) * len(prods):,} pairs: "
+             f"{_sec(R[f'{cfg}/photos']['check']['seconds'])} ({len(val)} photos, each described and ranked once).")
 L.append("\n### commands\n")
 seen_c = set()
 for c in CMDS:

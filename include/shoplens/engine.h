@@ -512,6 +512,10 @@ typedef struct sl_train_report {
     sl_calib_info calibration;  /* the calibration fitted after the head (source SL_CALIB_NONE
                                    when it failed: see calibration_error) */
     char *calibration_error;    /* NULL, or why the calibration failed (the head is installed) */
+    size_t calibration_heldout; /* labelled photos held out of the head's training to calibrate
+                                   it (through a stand-in head trained on the others); 0: too few
+                                   photos, calibrated on all of them through the head itself, or
+                                   from the catalog */
 } sl_train_report;
 
 void sl_train_report_free(sl_train_report *r);
@@ -519,10 +523,18 @@ void sl_train_report_free(sl_train_report *r);
 /* Learns a projection head for the store's global descriptors (learn.h): photos of a product are
  * pulled towards its catalog images and away from other products, the products' categories as
  * weaker labels. The catalog's stored descriptors are used as they are (nothing is
- * re-described); the photos are described once. The head is saved with the features as a new
- * features version, then committed in one transaction and the index rebuilt through it; later
- * ingests and every query apply it. Interrupted or killed at any point, the store stays on its
- * previous features. Training again replaces the head; `retrain` (new codebook) drops it.
+ * re-described); the photos are described once. The head and a calibration of confidence for it
+ * are saved with the features as one new features version, then committed in one transaction
+ * and the index rebuilt through the head; later ingests and every query apply it. The
+ * calibration comes from photos the head did not learn from: the photos of a seeded set of
+ * products (whole products until a quarter of the photos, at least 30, at most 1,000; the same for
+ * a seed and any number of jobs) are held out of a stand-in head trained like the final one
+ * (sl_head_train_as) on the other products' photos, and calibrated through it on a private copy
+ * of the query path (the check map); the search map comes from all photos (at most 1,000)
+ * through the final head; the final head is trained on all photos. With fewer than 60 photos the calibration uses all of them through the final head
+ * (optimistic); without photos, pseudo shopper photos of the catalog. When the calibration
+ * fails the head is installed without one (report->calibration_error). Interrupted or killed
+ * at any point, the store stays on its previous features. Training again replaces the head; `retrain` (new codebook) drops it.
  * Errors: SL_E_STATE (read-only, empty store), SL_E_INVALID (no usable photo: every photo is
  * then listed in the report), head training errors, SL_E_INTERRUPTED, store errors. */
 sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_report *report,

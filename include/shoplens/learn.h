@@ -136,6 +136,17 @@ typedef struct sl_head_data {
 sl_status sl_head_train(const sl_head_data *data, const sl_head_train_opts *opts, sl_head **out,
                         sl_error *err);
 
+/* Trains a head on `data` with the setting `like` was trained with (sl_head_choice: the same
+ * lambda, centring only, or no head), as sl_head_train trains its final head once it has chosen:
+ * no validation runs. Used to train a stand-in for a head on part of its data (`shoplens train`
+ * calibrates with a head that did not see the calibration photos). When opts fixes the setting
+ * itself (lambda not SL_HEAD_LAMBDA_AUTO, or epochs 0) `like` is ignored and this is
+ * sl_head_train. Errors: those of sl_head_train; SL_E_INVALID when like's setting is unknown
+ * (NULL, or a head parsed from a file). On failure *out = NULL. Deterministic for (like's
+ * setting, data, opts) whatever opts->threads is. */
+sl_status sl_head_train_as(const sl_head *like, const sl_head_data *data, const sl_head_train_opts *opts,
+                           sl_head **out, sl_error *err);
+
 /* Frees a head; NULL is a no-op. */
 void sl_head_free(sl_head *h);
 /* A deep copy, or NULL when out of memory. */
@@ -301,6 +312,11 @@ sl_status sl_calib_fit(const sl_calib_data *d, double far, sl_calib **out, sl_er
 void sl_calib_free(sl_calib *c);
 /* A deep copy, or NULL when out of memory (or c is NULL). */
 sl_calib *sl_calib_clone(const sl_calib *c);
+/* A calibration with the check map (SL_CALIB_PAIR) of `pair` and the search map (SL_CALIB_RESULT)
+ * of `result`, for maps fitted on different photos (`shoplens train`: check from photos held out
+ * of a stand-in head, search from the head's own photos); source, cohort, photos, products and
+ * seed are pair's. NULL when either is NULL, their cohorts differ, or out of memory. */
+sl_calib *sl_calib_merge(const sl_calib *pair, const sl_calib *result);
 
 /* Confidence (0..1) of a match score and margin; c NULL = the fallback. Non-decreasing in both. */
 double sl_calib_confidence(const sl_calib *c, sl_calib_use use, double match_score, double margin);

@@ -207,16 +207,14 @@ static sl_status sl__install_calib(sl_engine *e, sl_calib *c, int64_t *version_o
     return sl__engine_save_index(e, err);
 }
 
-sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_calibrate_report *rep,
-                               sl_error *err) {
+sl_status sl__engine_calib_fit(sl_engine *e, const sl_calibrate_opts *opts, int independent,
+                               sl_calibrate_report *rep, sl_calib **out, sl_error *err) {
+    *out = NULL;
     sl_calibrate_opts o;
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
-    sl_calibrate_report dummy;
-    if (!rep) rep = &dummy;
     memset(rep, 0, sizeof *rep);
     double t0 = sl__now();
-    if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
     if (o.n_photos && !o.photos) return sl__err_set(err, SL_E_INVALID, "photos is NULL");
     if (!sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0 || !e->idx || sl_index_count(e->idx) == 0)
         return sl__err_set(err, SL_E_STATE, "the store has no catalog yet: add products before calibrating");
@@ -352,11 +350,12 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     d.neg[1] = neg[1];
     d.n_neg[1] = nn[1];
     /* The margin (and the search map's precision rule, which needs it to separate right first
-     * results from wrong ones) only from labelled photos on a store without a head: pseudo shopper
-     * photos are won by their own product far more clearly than shop photos are, and a head has
-     * learned its training photos, whose margins are then larger than a new photo's (measured on
-     * grocery, docs/learn.md); the match score alone transfers in both cases. */
-    if (o.n_photos && !sl_features_head(e->feat)) {
+     * results from wrong ones) only from labelled photos the head did not learn from (no head, or
+     * train's stand-in head trained without them): pseudo shopper photos are won by their own
+     * product far more clearly than shop photos are, and a head has learned its training photos,
+     * whose margins are then larger than a new photo's (measured on grocery, docs/learn.md); the
+     * match score alone transfers in both cases. */
+    if (o.n_photos && (independent || !sl_features_head(e->feat))) {
         d.pos_margin = pos + n;
         d.neg_margin[0] = neg[0] + cap[0];
         d.neg_margin[1] = neg[1] + cap[1];
@@ -370,10 +369,8 @@ sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_c
     d.photos = np;
     d.products = npid;
     d.seed = seed;
-    sl_calib *c = NULL;
-    if ((st = sl_calib_fit(&d, o.far, &c, err)) != SL_OK) goto out;
-    sl_calib_get_info(c, &rep->info);
-    st = sl__install_calib(e, c, &rep->features_version, err);
+    if ((st = sl_calib_fit(&d, o.far, out, err)) != SL_OK) goto out;
+    sl_calib_get_info(*out, &rep->info);
 out:
     rep->seconds = sl__now() - t0;
     for (size_t i = 0; items && i < n; i++) free(items[i].msg);
@@ -385,6 +382,19 @@ out:
     free(top_right);
     sl_image_refs_free(refs, nrefs);
     sl_strings_free(pids, npid);
+    if (st != SL_OK) memset(&rep->info, 0, sizeof rep->info);
+    return st;
+}
+
+sl_status sl__engine_calibrate(sl_engine *e, const sl_calibrate_opts *opts, sl_calibrate_report *rep,
+                               sl_error *err) {
+    sl_calibrate_report dummy;
+    if (!rep) rep = &dummy;
+    memset(rep, 0, sizeof *rep);
+    if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
+    sl_calib *c = NULL;
+    sl_status st = sl__engine_calib_fit(e, opts, 0, rep, &c, err);
+    if (st == SL_OK) st = sl__install_calib(e, c, &rep->features_version, err);
     if (st != SL_OK) memset(&rep->info, 0, sizeof rep->info);
     return st;
 }

@@ -543,6 +543,49 @@ void sl__engine_retire_features(sl_engine *e, sl_features *f) {
     e->retired[e->n_retired++] = f;
 }
 
+/* ---- a training's private engine ------------------------------------------------------------ */
+
+sl_status sl__engine_shadow_new(sl_engine *e, sl_features *f, sl_engine **out, sl_error *err) {
+    *out = NULL;
+    sl_engine *s = calloc(1, sizeof *s);
+    if (!s) {
+        sl_features_free(f);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    pthread_rwlock_init(&s->lock, NULL);
+    pthread_mutex_init(&s->wmu, NULL);
+    s->store = e->store;     /* shared: only read, as e's searches read it */
+    s->feat = f;
+    s->read_only = 1;
+    memcpy(s->spec, e->spec, sizeof s->spec);
+    memcpy(s->index_kind, e->index_kind, sizeof s->index_kind);
+    s->gen = e->gen;
+    s->txn_gen = e->txn_gen;
+    s->features_version = e->features_version;
+    s->candidates = e->candidates;
+    s->verify_top = e->verify_top;
+    s->max_side = e->max_side;
+    atomic_init(&s->hnsw_ef, atomic_load(&e->hnsw_ef));
+    s->lcache = e->lcache;   /* shared: local features do not depend on the head */
+    s->hnsw_above = e->hnsw_above;
+    sl_status st = sl__engine_rebuild_index(s, err);
+    if (st != SL_OK) {
+        sl__engine_shadow_free(s);
+        return st;
+    }
+    *out = s;
+    return SL_OK;
+}
+
+void sl__engine_shadow_free(sl_engine *s) {
+    if (!s) return;
+    sl_index_free(s->idx);
+    sl_features_free(s->feat);
+    pthread_rwlock_destroy(&s->lock);
+    pthread_mutex_destroy(&s->wmu);
+    free(s);
+}
+
 /* ---- open / close -------------------------------------------------------------------------- */
 
 void sl_engine_free(sl_engine *e) {

@@ -262,6 +262,15 @@ sl_status sl__engine_bump(sl_engine *e, sl_error *err);
  * until sl_engine_refresh, and index.bin is not saved as current). */
 void sl__engine_committed(sl_engine *e);
 
+/* A private engine for a training (learn.c) to run the query path with features that are not
+ * installed (a head trained on part of the photos): the same store, settings and local-feature
+ * cache as e, features f (ownership passes, also on failure) and an index built for them from
+ * the stored vectors. It is read-only, registered nowhere and never saved; nothing of it reaches
+ * the store. Caller holds e's wmu (the store does not change meanwhile) and frees it with
+ * sl__engine_shadow_free before e. SL_E_NOMEM or the index build's error. */
+sl_status sl__engine_shadow_new(sl_engine *e, sl_features *f, sl_engine **out, sl_error *err);
+void sl__engine_shadow_free(sl_engine *s);
+
 /* Saves index.bin and records the generation it reflects. Caller holds wmu. */
 sl_status sl__engine_save_index(sl_engine *e, sl_error *err);
 
@@ -312,6 +321,27 @@ long sl__strv_find(char *const *v, size_t n, const char *s);
  * the spec at version 0), for a writer that installs a changed version. */
 sl_status sl__engine_features_copy(sl_engine *e, sl_features **out, sl_error *err);
 
+/* ---- train (learn.c) ---------------------------------------------------------------------- */
+
+/* train --photos calibrates on the photos of a seeded set of products (about 1/SHARE of the
+ * photos: whole products until at least max(MIN, n / SHARE) photos, that at most
+ * SL__ENGINE_CALIB_PHOTOS_MAX) through a stand-in head trained on the other products' photos.
+ * Whole products, not single photos: a product's photos from one session are near-duplicates,
+ * and a stand-in that learned some of them scores the others like its training photos (measured
+ * on grocery without a model, photos held out one by one: 98% of them accepted at its 2% point,
+ * 75% of the val photos at 4.7% false accepts). MIN: at least SL_CALIB_MIN_POSITIVES genuine
+ * pairs and, at two result-list negatives per photo, SL_CALIB_MIN_NEGATIVES of those, with room
+ * for photos that cannot be read. */
+#define SL__ENGINE_TRAIN_HOLDOUT_SHARE 4
+#define SL__ENGINE_TRAIN_HOLDOUT_MIN 30
+#define SL__ENGINE_TRAIN_HOLDOUT_SALT 0x4e1d0a7ULL
+/* Marks train's held-out photos (held: n bytes, set to 0/1) among n photos of products cls[i]
+ * < n_classes and returns how many: whole products in a seeded order (the same for a seed
+ * whatever the threads); 0 (none held out) when n is below twice the size above, when fewer than
+ * two products would be held out or left, when fewer photos would be left than held out, or out
+ * of memory. */
+size_t sl__train_holdout(const uint32_t *cls, size_t n, size_t n_classes, uint64_t seed, unsigned char *held);
+
 /* ---- calibration (calibrate.c) -------------------------------------------------------------- */
 
 /* Least products a store needs before it is calibrated from its catalog automatically. */
@@ -332,6 +362,12 @@ sl_status sl__engine_features_copy(sl_engine *e, sl_features **out, sl_error *er
 /* When an automatic catalog calibration is due (no calibration yet and enough products; or, with
  * grow, a catalog calibration fitted on fewer than half the products the store has now). */
 int sl__engine_calib_due(sl_engine *e, int grow);
+/* Fits a calibration with the engine's current features and index (e may be a shadow engine:
+ * nothing is written) into *out (sl_calib_free). independent: the labelled photos were not used to
+ * train e's head, so the margin and the search map's precision rule apply as on a store without a
+ * head. rep must not be NULL; its features_version stays 0. */
+sl_status sl__engine_calib_fit(sl_engine *e, const sl_calibrate_opts *o, int independent,
+                               sl_calibrate_report *rep, sl_calib **out, sl_error *err);
 /* Fits a calibration with the engine's current features and index and installs it as the next
  * features version (no re-indexing). photos NULL: augmented catalog images. Caller holds wmu.
  * rep may be NULL. */

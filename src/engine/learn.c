@@ -140,6 +140,177 @@ static sl_status sl__install(sl_engine *e, sl_features *f, int64_t version, sl_e
     return st;
 }
 
+size_t sl__train_holdout(const uint32_t *cls, size_t n, size_t n_classes, uint64_t seed, unsigned char *held) {
+    memset(held, 0, n);
+    size_t want = n / SL__ENGINE_TRAIN_HOLDOUT_SHARE, h = 0, got = 0, present = 0;
+    if (want < SL__ENGINE_TRAIN_HOLDOUT_MIN) want = SL__ENGINE_TRAIN_HOLDOUT_MIN;
+    if (want > SL__ENGINE_CALIB_PHOTOS_MAX) want = SL__ENGINE_CALIB_PHOTOS_MAX;
+    if (n < 2 * want) return 0;
+    size_t *count = sl__callocarray(n_classes + 1, sizeof *count), *order = sl__mallocarray(n_classes + 1, sizeof *order);
+    unsigned char *out = sl__callocarray(n_classes + 1, 1);
+    if (!count || !order || !out) goto done;
+    for (size_t i = 0; i < n; i++)
+        if (cls[i] < n_classes) count[cls[i]]++;
+    for (size_t c = 0; c < n_classes; c++)
+        if (count[c]) order[present++] = c;
+    sl__rng rng;
+    sl__rng_seed(&rng, seed ^ SL__ENGINE_TRAIN_HOLDOUT_SALT);
+    for (size_t i = present; i > 1; i--) { /* Fisher-Yates over the products with photos */
+        size_t j = (size_t)sl__rng_below(&rng, i);
+        size_t t = order[i - 1];
+        order[i - 1] = order[j];
+        order[j] = t;
+    }
+    size_t k = 0; /* whole products, in that order, until `want` photos are out */
+    for (; k < present && h < want; k++) {
+        out[order[k]] = 1;
+        h += count[order[k]];
+    }
+    /* at least two products on each side, and at least as many photos left to train on */
+    if (k < 2 || present - k < 2 || n - h < h) { h = 0; goto done; }
+    for (size_t i = 0; i < n; i++)
+        if (cls[i] < n_classes && out[cls[i]]) { held[i] = 1; got++; }
+    h = got;
+done:
+    free(count);
+    free(order);
+    free(out);
+    return h;
+}
+
+/* The calibration installed with head h (docs/learn.md, "Calibrated confidence"), fitted on a
+ * private engine (nothing is written):
+ *  - labelled photos: the photos of a seeded set of products held out (sl__train_holdout) are
+ *    calibrated through a stand-in head trained like h (sl_head_train_as) on the other products'
+ *    photos, so the calibration sees photos its head never learned from, nor near-duplicates of
+ *    them (photos of one product from one session), as the store's head sees a shopper's; with
+ *    too few photos to hold out, all photos through h itself (its own training photos:
+ *    optimistic);
+ *  - no photos: pseudo shopper photos of the catalog through h.
+ * d is the training data of h, paths the photos' files (NULL without photos), pids the products.
+ * Fills rep->calibration on success. */
+static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_head_data *d,
+                                 const sl_head_train_opts *ho, const sl_head *h, const char *const *paths,
+                                 char **pids, sl_train_report *rep, sl_calib **out, sl_error *err) {
+    *out = NULL;
+    size_t n = d->n_photos, dim = d->dim, nh = 0;
+    unsigned char *held = NULL;
+    float *tp = NULL;
+    uint32_t *tc = NULL;
+    sl_train_photo *cp = NULL;
+    sl_head *stand = NULL;
+    sl_features *f = NULL;
+    sl_engine *sh = NULL;
+    sl_status st = SL_OK;
+    uint64_t seed = o->has_seed ? o->seed : SL__ENGINE_CALIB_SEED;
+    if (paths) {
+        held = sl__callocarray(n + 1, 1);
+        cp = sl__callocarray(n + 1, sizeof *cp);
+        if (!held || !cp) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        nh = sl__train_holdout(d->photo_class, n, d->n_classes, seed, held);
+    }
+    if (nh) { /* the stand-in head, on the photos not held out */
+        tp = sl__mallocarray((n - nh) * dim + 1, sizeof *tp);
+        tc = sl__mallocarray(n - nh + 1, sizeof *tc);
+        if (!tp || !tc) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        size_t k = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (held[i]) continue;
+            memcpy(tp + k * dim, d->photos + i * dim, dim * sizeof *tp);
+            tc[k++] = d->photo_class[i];
+        }
+        sl_head_data td = *d;
+        td.photos = tp;
+        td.photo_class = tc;
+        td.n_photos = k;
+        st = sl_head_train_as(h, &td, ho, &stand, err); /* its epochs are reported as a second series */
+        if (st == SL_E_INVALID) { /* e.g. the other photos show fewer than 2 products */
+            st = SL_OK;
+            nh = 0;
+        } else if (st != SL_OK) {
+            goto out;
+        }
+    }
+    size_t m = 0;
+    for (size_t i = 0; paths && i < n; i++) {
+        if (nh && !held[i]) continue;
+        cp[m].path = paths[i];
+        cp[m++].product_id = pids[d->photo_class[i]];
+    }
+    if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) goto out;
+    sl_head *use = stand ? stand : sl_head_clone(h);
+    stand = NULL;
+    if (!use) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+    if ((st = sl_features_set_head(f, use)) != SL_OK) {
+        sl_head_free(use);
+        st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+        goto out;
+    }
+    st = sl__engine_shadow_new(e, f, &sh, err);
+    f = NULL;
+    if (st != SL_OK) goto out;
+    sl_calibrate_opts co;
+    memset(&co, 0, sizeof co);
+    co.photos = cp;
+    co.n_photos = m;
+    co.seed = o->seed;
+    co.has_seed = o->has_seed;
+    co.jobs = o->jobs;
+    co.cancel = o->cancel;
+    co.progress = o->calib_progress;
+    co.progress_ctx = o->calib_progress_ctx;
+    sl_calibrate_report cr;
+    st = sl__engine_calib_fit(sh, &co, nh != 0, &cr, out, err);
+    sl_calibrate_report_free(&cr);
+    if (st == SL_OK && nh) {
+        /* search's map from all photos through the final head (the match score alone, the 2%
+         * rule): held-out products are ones the stand-in never learned, so its first results for
+         * them are mostly wrong and say nothing about the final head's first results for new
+         * photos of products it did learn (on grocery the fit came out flat: no search match) */
+        sl__engine_shadow_free(sh);
+        sh = NULL;
+        sl_calib *hcal = *out, *all = NULL;
+        *out = NULL;
+        sl_head *fin = sl_head_clone(h);
+        if (!fin) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        } else if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) {
+            sl_head_free(fin);
+        } else if ((st = sl_features_set_head(f, fin)) != SL_OK) { /* not taken */
+            sl_head_free(fin);
+            st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+        }
+        if (st == SL_OK) {
+            st = sl__engine_shadow_new(e, f, &sh, err);
+            f = NULL;
+        }
+        m = 0;
+        for (size_t i = 0; st == SL_OK && i < n; i++) {
+            cp[m].path = paths[i];
+            cp[m++].product_id = pids[d->photo_class[i]];
+        }
+        co.n_photos = m;
+        if (st == SL_OK) st = sl__engine_calib_fit(sh, &co, 0, &cr, &all, err);
+        sl_calibrate_report_free(&cr);
+        if (st == SL_OK && !(*out = sl_calib_merge(hcal, all))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        sl_calib_free(hcal);
+        sl_calib_free(all);
+    }
+    if (st == SL_OK) {
+        sl_calib_get_info(*out, &rep->calibration);
+        rep->calibration_heldout = nh;
+    }
+out:
+    sl__engine_shadow_free(sh);
+    sl_features_free(f);
+    sl_head_free(stand);
+    free(held);
+    free(tp);
+    free(tc);
+    free(cp);
+    return st;
+}
+
 sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_report *rep,
                           sl_error *err) {
     sl_train_opts o;
@@ -281,6 +452,7 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
             continue;
         }
         if (used != i) memcpy(pv + used * dim, pv + i * dim, dim * sizeof *pv);
+        if (ppaths) ppaths[used] = ppaths[i];
         pcls[used++] = pcls[i];
     }
     rep->photos = used;
@@ -314,14 +486,34 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
         free(seen);
         rep->products = (size_t)products;
     }
-    /* write features-(N+1).bin = features-N + head, then swap */
+    /* the calibration for the head, fitted before anything is installed: the head and its
+     * calibration go into one features version */
+    sl_calib *cal = NULL;
+    {
+        sl_error cerr;
+        sl_error_clear(&cerr);
+        st = sl__train_calib(e, &o, &d, &ho, h, ppaths, pids, rep, &cal, &cerr);
+        if (st == SL_E_INTERRUPTED || st == SL_E_NOMEM) {
+            sl__err_set(err, st, "%s", cerr.message[0] ? cerr.message : sl_strerror(st));
+            goto out;
+        }
+        if (st != SL_OK) /* the head is installed without a calibration (the fallback applies) */
+            rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(st));
+        st = SL_OK;
+    }
+    /* write features-(N+1).bin = features-N + head + calibration, then swap */
     int64_t version = e->features_version + 1;
-    if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) goto out;
+    if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) { sl_calib_free(cal); goto out; }
     if ((st = sl_features_set_head(f, h)) != SL_OK) {
+        sl_calib_free(cal);
         st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
         goto out;
     }
     h = NULL;
+    if (cal && (st = sl_features_set_calib(f, cal)) != SL_OK) { /* cal is f's now, also on failure */
+        st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+        goto out;
+    }
     if (o.cancel && *o.cancel) st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted");
     else st = sl__engine_save_features(e, f, version, err);
     if (st != SL_OK) goto out;
@@ -329,28 +521,6 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     f = NULL;
     if (st != SL_OK) goto out;
     rep->features_version = version;
-    {   /* the head changed every score: calibrate again, from the same photos when given */
-        sl_calibrate_opts co;
-        memset(&co, 0, sizeof co);
-        co.photos = o.photos;
-        co.n_photos = o.n_photos;
-        co.seed = o.seed;
-        co.has_seed = o.has_seed;
-        co.jobs = o.jobs;
-        co.cancel = o.cancel;
-        co.progress = o.calib_progress;
-        co.progress_ctx = o.calib_progress_ctx;
-        sl_calibrate_report cr;
-        sl_error cerr;
-        sl_error_clear(&cerr);
-        if (sl__engine_calibrate(e, &co, &cr, &cerr) == SL_OK) {
-            rep->calibration = cr.info;
-            rep->features_version = cr.features_version;
-        } else {
-            rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
-        }
-        sl_calibrate_report_free(&cr);
-    }
 out:
     rep->seconds = sl__now() - t0;
     pthread_mutex_unlock(&e->wmu);

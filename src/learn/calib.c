@@ -450,6 +450,13 @@ sl_calib *sl_calib_clone(const sl_calib *c) {
     return n;
 }
 
+sl_calib *sl_calib_merge(const sl_calib *pair, const sl_calib *result) {
+    if (!pair || !result || pair->cohort != result->cohort) return NULL;
+    sl_calib *n = sl_calib_clone(pair);
+    if (n) n->map[SL_CALIB_RESULT] = result->map[SL_CALIB_RESULT];
+    return n;
+}
+
 double sl_calib_confidence(const sl_calib *c, sl_calib_use use, double m, double g) {
     if (isnan(m) || isnan(g)) return 0.0;
     if (!c) return sl__conf(SL_CALIB_FALLBACK_A, SL_CALIB_FALLBACK_B, m);

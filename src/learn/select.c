@@ -392,3 +392,30 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
     if (o.epochs == 0 && pw.fn) pw.fn(pw.ctx, pw.total, pw.total, 0.0);
     return SL_OK;
 }
+
+sl_status sl_head_train_as(const sl_head *like, const sl_head_data *dt, const sl_head_train_opts *opts,
+                           sl_head **out, sl_error *err) {
+    if (!out) return sl__err_set(err, SL_E_INVALID, "head training: NULL out");
+    *out = NULL;
+    sl_head_train_opts o;
+    if (opts) o = *opts;
+    else sl_head_train_opts_init(&o);
+    /* a fixed setting: sl_head_train trains exactly that, without validation */
+    if (o.lambda != SL_HEAD_LAMBDA_AUTO || o.epochs == 0) return sl_head_train(dt, &o, out, err);
+    float c = sl_head_choice(like);
+    if (!(c >= 0.0f) && c != SL_HEAD_CHOICE_IDENTITY && c != SL_HEAD_CHOICE_CENTRING)
+        return sl__err_set(err, SL_E_INVALID, "head training: the reference head's setting is unknown");
+    sl_status st = sl__head_check(dt, &o, err);
+    if (st != SL_OK) return st;
+    if (c == SL_HEAD_CHOICE_IDENTITY) {
+        sl_head *h = sl__head_alloc(dt->dim, 0);
+        if (!h) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        h->choice = SL_HEAD_CHOICE_IDENTITY;
+        *out = h;
+        return SL_OK;
+    }
+    /* as sl_head_train trains its final head with that choice */
+    if (c == SL_HEAD_CHOICE_CENTRING) o.epochs = 0;
+    else { o.lambda = c; o.epochs = auto_epochs(&o, dt->n_photos); }
+    return sl__head_train_fixed(dt, &o, out, err);
+}
