@@ -633,7 +633,8 @@ void sl_check_result_free(sl_check_result *r);
  * with its nearest other products (the match score of learn.h), then applies the store's
  * calibration. threshold: a confidence in 0..1; 0 = the calibration's operating point (at most
  * 2% of photos of other products accepted on the calibration data). SL_E_NOT_FOUND for an
- * unknown product, SL_E_INVALID for a threshold outside 0..1. */
+ * unknown product, SL_E_INVALID for a threshold outside 0..1, SL_E_STATE on an engine opened
+ * with no_index (the nearest other products need the index). */
 sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
                           double threshold, sl_check_result *out, sl_error *err);
 /* The same for n products at once (the photo is described and ranked once): out[i] for
