@@ -465,6 +465,18 @@ sl_status sl__pg_meta_set(sl__pg *p, const char *key, const char *value, sl_erro
     SL__PG_TXN(p, err, sl__pg_meta_set_txn(p, key, value, err));
 }
 
+sl_status sl__pg_lock_features(sl__pg *p, int exclusive, int64_t *version, sl_error *err) {
+    *version = 0;
+    if (!sl__pg_in_txn(p)) return sl__err_set(err, SL_E_STATE, "locking the features version needs a transaction");
+    PGresult *r = sl__pgc_exec(&p->w, exclusive ? "SELECT value FROM meta WHERE key = 'features_version' FOR UPDATE"
+                                                : "SELECT value FROM meta WHERE key = 'features_version' FOR SHARE",
+                               0, NULL, NULL, NULL, err);
+    if (!r) return err ? err->code : SL_E_IO;
+    if (PQntuples(r) == 1) *version = strtoll(sl__pgv_str(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return SL_OK;
+}
+
 /* ---- products ------------------------------------------------------------------------------ */
 
 static sl_status sl__pg_put_product_txn(sl__pg *p, const sl_product *prod, const char *cur,
