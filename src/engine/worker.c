@@ -174,8 +174,8 @@ static sl_status sl__work_one(sl__worker *w, sl_work_stats *ws, int *got, sl_err
             if (err) *err = lerr;
             return st;
         }
-        *got = 1; /* go round again at once */
-        return SL_OK;
+        return SL_OK; /* *got = 0: the loop waits for a NOTIFY (at most a second), loads the
+                       * new features and claims again (no busy loop should loading fail) */
     }
     sl__job job;
     st = sl__jobs_claim(s, w->name, &job, err);
