@@ -223,10 +223,13 @@ say "searches through the cluster store equal the single-node store's"
 "$BIN" check P000010 "$work/cat/queries/P000003/0.jpg" --store "$PGURL" --json > "$work/c2.json" || true
 [ "$(cl_json "$work/c1.json" 'd["match"]')" = False ] && cmp -s "$work/c1.json" "$work/c2.json" ||
   fail "check on the cluster store: $(cat "$work/c2.json"), single: $(cat "$work/c1.json")"
-"$BIN" check --photos "$work/cat/queries" --store "$work/single" --json > "$work/c1.json" || true
-"$BIN" check --photos "$work/cat/queries" --store "$PGURL" --json > "$work/c2.json" || true
-[ "$(cl_json "$work/c2.json" 'd["accepted"] + d["rejected"], d["failed"]')" = "(23, 1)" ] && cmp -s "$work/c1.json" "$work/c2.json" ||
-  fail "check --photos on the cluster store: $(diff "$work/c1.json" "$work/c2.json" | head)"
+# (every photo: in the release build only, the same code path as one check under the sanitizers)
+if [ -z "${SL_SANITIZED:-}" ]; then
+  "$BIN" check --photos "$work/cat/queries" --store "$work/single" --json > "$work/c1.json" || true
+  "$BIN" check --photos "$work/cat/queries" --store "$PGURL" --json > "$work/c2.json" || true
+  [ "$(cl_json "$work/c2.json" 'd["accepted"] + d["rejected"], d["failed"]')" = "(23, 1)" ] && cmp -s "$work/c1.json" "$work/c2.json" ||
+    fail "check --photos on the cluster store: $(diff "$work/c1.json" "$work/c2.json" | head)"
+fi
 
 "$BIN" verify --store "$PGURL" --quiet || fail "verify of the cluster store"
 
