@@ -7,8 +7,13 @@
 #    job goes back to the queue) and nothing is done twice (one log entry, one set of images per
 #    product; image ids as a single-node ingest numbers them);
 #  - search results through the cluster store equal a single-node store's, query by query.
-#  - calibrate and train on the cluster store give the single store's features file; every node
-#    and the router load them and answer as the trained single store, confidence included.
+#  - the schema: version 2 (price indexes); a schema-1 store is upgraded by a read-write open;
+#  - the first add calibrates the cluster store once its workers are done, and retrain and train
+#    on it give the single store's features files; every node and the router load them and
+#    answer as the trained single store, confidence included;
+#  - check and sync on the cluster store answer as on the single store;
+#  - a price filter reads products_price (PostgreSQL's auto_explain logs the plans the CLI's
+#    statements get, on a products table grown with rows without images).
 set -euo pipefail
 BIN=${SHOPLENS_BIN:-build/shoplens}
 BIN=$(cd "$(dirname "$BIN")" && pwd)/$(basename "$BIN")
@@ -41,6 +46,19 @@ say "PostgreSQL at $PGURL"
 "$BIN" init --store "$PGURL" --quiet || fail "init of an existing cluster store must open it"
 set +e; "$BIN" init --store "$PGURL" --features color >"$work/o" 2>"$work/e"; rc=$?; set -e
 [ $rc = 1 ] && grep -q "fixed" "$work/e" || fail "other features on an existing cluster store: rc $rc $(cat "$work/e")"
+# schema 2; a store of schema 1 (its indexes and version put back) is refused by a read-only
+# open, naming the upgrade, and upgraded by a read-write one
+indexes() { cl_sql "SELECT string_agg(indexdef, ' | ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'shoplens' AND indexname IN ('products_price', 'images_product')"; }
+schema2="CREATE INDEX images_product ON shoplens.images USING btree (product_id, id) | CREATE INDEX products_price ON shoplens.products USING btree (price, id)"
+[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'schema_version'")" = 2 ] && [ "$(indexes)" = "$schema2" ] ||
+  fail "a new cluster store is not of schema 2: $(indexes)"
+cl_sql "SET search_path = shoplens; DROP INDEX products_price; DROP INDEX images_product;
+        CREATE INDEX images_product ON images(product_id); UPDATE meta SET value = '1' WHERE key = 'schema_version'"
+set +e; "$BIN" info --store "$PGURL" >"$work/o" 2>"$work/e"; rc=$?; set -e
+[ $rc = 1 ] && grep -q "schema 1 must be upgraded to 2" "$work/e" || fail "read-only open of a schema-1 store: rc $rc $(cat "$work/e")"
+"$BIN" init --store "$PGURL" --quiet || fail "upgrading a schema-1 store"
+[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'schema_version'")" = 2 ] && [ "$(indexes)" = "$schema2" ] ||
+  fail "a schema-1 store was not upgraded: $(indexes)"
 set +e; "$BIN" worker --store "$work/single" >"$work/o" 2>"$work/e"; rc=$?; set -e
 [ $rc = 2 ] && grep -q "cluster store" "$work/e" || fail "worker on a SQLite store: rc $rc"
 
@@ -87,9 +105,8 @@ sqlite3 "$work/single/catalog.sqlite" "SELECT id, product_id, hash FROM images O
 cl_sql "SELECT id || '|' || product_id || '|' || hash FROM shoplens.images ORDER BY id" > "$work/ids.cluster"
 diff "$work/ids.single" "$work/ids.cluster" >/dev/null || fail "image ids differ from the single-node store"
 cl_pg psql -At -c "SELECT encode(data, 'base64') FROM shoplens.files WHERE name = 'features-1.bin'" | base64 -d > "$work/features.cluster"
-# the same learned sections; the single store then calibrated its confidence from the catalog
-# (features-2.bin, section CALB); `calibrate` on the cluster store does the same: the cluster's
-# features-2.bin is then the single store's byte for byte
+# the same learned sections (features-1.bin; the single store's first add then calibrated its
+# confidence from the catalog: features-2.bin, section CALB)
 python3 - "$work/features.cluster" "$work"/single/features-*.bin <<'PY' || fail "the cluster trained another features file"
 import struct, sys
 def sections(path):
@@ -106,10 +123,60 @@ learned = lambda x: {k: v for k, v in x.items() if k != "CALB"}
 if vc != 1 or "CALB" in c or "CALB" not in s or learned(c) != learned(s):
     print("cluster", vc, sorted(c), "single", vs, sorted(s)); sys.exit(1)
 PY
-"$BIN" calibrate --store "$PGURL" --json > "$work/cal.json" || fail "calibrate on the cluster store: $(cat "$work/cal.json")"
-[ "$(cl_json "$work/cal.json" 'd["features_version"]')" = 2 ] || fail "calibrate on the cluster store: $(cat "$work/cal.json")"
-cl_pg psql -At -c "SELECT encode(data, 'base64') FROM shoplens.files WHERE name = 'features-2.bin'" | base64 -d > "$work/features.cluster"
-cmp -s "$work/features.cluster" "$work/single/features-2.bin" || fail "the cluster's calibration differs from the single store's"
+# the cluster's first add did the same once its workers were done: byte for byte
+[ "$(cl_json "$work/add.out" 'd["calibrated"]')" = True ] || fail "the first add did not calibrate: $(cat "$work/add.out")"
+cluster_features() {
+  cl_pg psql -At -c "SELECT encode(data, 'base64') FROM shoplens.files WHERE name = 'features-$1.bin'" | base64 -d > "$work/features.cluster"
+  cmp -s "$work/features.cluster" "$work/single/features-$1.bin"
+}
+cluster_features 2 || fail "the cluster's calibration at its first add differs from the single store's"
+
+# sync with a feed without P000004: the same report on both stores (P000004 removed, nothing queued)
+grep -v '^P000004,' "$work/cat/catalog.csv" > "$work/cat/sync.csv"
+"$BIN" sync "$work/cat/sync.csv" --store "$work/single" --json > "$work/sync1.json" || fail "sync of the single store"
+"$BIN" sync "$work/cat/sync.csv" --store "$PGURL" --json > "$work/sync2.json" || fail "sync on the cluster store: $(cat "$work/sync2.json")"
+rsync_of() { cl_json "$1" 'd["removed_ids"], d["skipped"], d["added"], d["updated"], d["failed"], d.get("queued", 0)'; }
+[ "$(rsync_of "$work/sync2.json")" = "(['P000004'], 23, 0, 0, 0, 0)" ] && [ "$(rsync_of "$work/sync1.json")" = "$(rsync_of "$work/sync2.json")" ] ||
+  fail "sync on the cluster store: $(cat "$work/sync2.json")"
+
+# retrain learns the features again from the store's copies (the catalog without P000004 now:
+# other features than the first add's), re-describes every image (on a cluster: in one
+# transaction holding the features version row) and calibrates: the single store's files again
+# (features-3.bin retrained, features-4.bin calibrated).
+# A product queued while the cluster retrains is described with the new features: the worker
+# waits for the features version row the retrain holds, then loads the new features. The log
+# head held by a session of the test stops the retrain at its commit (that row lock held) while
+# worker wB takes the job; the product (LATE1, P000023's image) then answers a search as on the
+# single store where it was added after the retrain.
+queue_empty() { [ "$(cl_sql "SELECT count(*) FROM shoplens.jobs WHERE state = 0")" = 0 ]; }
+head -1 "$work/cat/catalog.csv" > "$work/cat/late.csv"
+grep '^P000023,' "$work/cat/catalog.csv" | sed 's/^P000023,/LATE1,/' >> "$work/cat/late.csv"
+"$BIN" retrain --store "$work/single" --quiet || fail "retrain of the single store"
+"$BIN" add "$work/cat/late.csv" --store "$work/single" --quiet
+rm -f "$work/held"
+cl_bg hold2 bash -c 'exec "$@" < "$0"' "$work/hold" bash "$CL_SRC/tests/cluster/pg.sh" psql "$CL_PGDIR" -v ON_ERROR_STOP=1
+pid_hold=$CL_PID
+exec 9> "$work/hold"
+printf 'BEGIN;\nSELECT seq FROM shoplens.log_head FOR UPDATE;\n\\! touch %s/held\n' "$work" >&9
+cl_poll 600 test -f "$work/held" || fail "could not hold the log head: $(cat "$work/hold2.log")"
+cl_bg retrain "$BIN" retrain --store "$PGURL" --json 9>&-; pid_rt=$CL_PID
+waits_for() { [ "$(cl_sql "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '$1'")" -ge 1 ]; }
+cl_poll 1200 waits_for '%UPDATE log_head%' || fail "the retrain did not reach its commit: $(cat "$work/retrain.log")"
+"$BIN" add "$work/cat/late.csv" --store "$PGURL" --no-wait --quiet 9>&-
+cl_poll 300 waits_for '%features_version%FOR SHARE%' || fail "worker wB did not wait for the retrain: $(tail -3 "$work/wB.log")"
+printf 'COMMIT;\n' >&9
+exec 9>&-
+wait "$pid_hold" || fail "the session holding the log head failed: $(cat "$work/hold2.log")"
+wait "$pid_rt" || fail "retrain on the cluster store: $(cat "$work/retrain.log")"
+[ "$(cl_json "$work/retrain.out" 'd["images"] in (46, 48)')" = True ] || fail "retrain on the cluster store: $(cat "$work/retrain.out")"
+cl_poll 300 queue_empty || fail "LATE1 was not processed"
+[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'features_version'")" = 4 ] && cluster_features 4 ||
+  fail "the cluster retrained other features than the single store"
+"$BIN" search "$work/cat/images/P000023_0.jpg" --store "$work/single" -k 3 --json > "$work/s1.json"
+"$BIN" search "$work/cat/images/P000023_0.jpg" --store "$PGURL" -k 3 --json > "$work/s2.json" 2> "$work/e" ||
+  fail "search on the cluster store after the retrain: $(cat "$work/e")"
+grep -q '"LATE1"' "$work/s2.json" && cmp -s "$work/s1.json" "$work/s2.json" ||
+  fail "LATE1, queued during the retrain, was described with other features: $(diff "$work/s1.json" "$work/s2.json" | head)"
 
 # a row whose image does not decode is reported by the worker, through add, as on a single node;
 # --no-wait leaves the products to the workers
@@ -123,13 +190,12 @@ set +e; "$BIN" add "$work/cat/broken.csv" --store "$work/single" --no-wait >"$wo
 [ $rc = 2 ] && grep -q "cluster store" "$work/e" || fail "--no-wait on a SQLite store: rc $rc $(cat "$work/e")"
 "$BIN" add "$work/cat/broken.csv" --store "$PGURL" --no-wait --json > "$work/nowait.json" || true
 [ "$(cl_json "$work/nowait.json" 'd["queued"], d["added"]')" = "(1, 0)" ] || fail "--no-wait: $(cat "$work/nowait.json")"
-queue_empty() { [ "$(cl_sql "SELECT count(*) FROM shoplens.jobs WHERE state = 0")" = 0 ]; }
 cl_poll 300 queue_empty || fail "the queued job was not processed"
 [ "$(cl_sql "SELECT count(*) FROM shoplens.products WHERE id = 'BROKEN'")" = 0 ] || fail "a product with a broken image was added"
 
 # ---- the catalog commands on the cluster store ---------------------------------------------------
 "$BIN" info --store "$PGURL" --json > "$work/info.json"
-[ "$(cl_json "$work/info.json" 'd["products"], d["images"], d["cluster"]["jobs"]["queued"], d["cluster"]["jobs"]["done"]')" = "(24, 48, 0, 24)" ] ||
+[ "$(cl_json "$work/info.json" 'd["products"], d["images"], d["cluster"]["jobs"]["queued"], d["cluster"]["jobs"]["done"]')" = "(24, 48, 0, 25)" ] ||
   fail "info: $(cat "$work/info.json")"
 [ "$(cl_json "$work/info.json" 'sorted(n["name"] for n in d["cluster"]["nodes"] if n["role"] == "worker")')" = "['wA', 'wB']" ] ||
   fail "info nodes: $(cat "$work/info.json")"
@@ -151,6 +217,19 @@ for q in "$work"/cat/queries/*/0.jpg; do
   cmp -s "$work/s1.json" "$work/s2.json" || fail "search $q: cluster store answers differ: $(diff "$work/s1.json" "$work/s2.json" | head)"
 done
 say "searches through the cluster store equal the single-node store's"
+# check: a photo against another product (a "no" only the nearest other products decide), and
+# every query photo against its product: the single store's answers
+"$BIN" check P000010 "$work/cat/queries/P000003/0.jpg" --store "$work/single" --json > "$work/c1.json" || true
+"$BIN" check P000010 "$work/cat/queries/P000003/0.jpg" --store "$PGURL" --json > "$work/c2.json" || true
+[ "$(cl_json "$work/c1.json" 'd["match"]')" = False ] && cmp -s "$work/c1.json" "$work/c2.json" ||
+  fail "check on the cluster store: $(cat "$work/c2.json"), single: $(cat "$work/c1.json")"
+# (every photo: in the release build only, the same code path as one check under the sanitizers)
+if [ -z "${SL_SANITIZED:-}" ]; then
+  "$BIN" check --photos "$work/cat/queries" --store "$work/single" --json > "$work/c1.json" || true
+  "$BIN" check --photos "$work/cat/queries" --store "$PGURL" --json > "$work/c2.json" || true
+  [ "$(cl_json "$work/c2.json" 'd["accepted"] + d["rejected"], d["failed"]')" = "(23, 1)" ] && cmp -s "$work/c1.json" "$work/c2.json" ||
+    fail "check --photos on the cluster store: $(diff "$work/c1.json" "$work/c2.json" | head)"
+fi
 
 "$BIN" verify --store "$PGURL" --quiet || fail "verify of the cluster store"
 
@@ -237,13 +316,13 @@ say "searches, a filtered page, similar and classify equal the single-node store
 # single store does, confidence included
 # (3 photos of each product: calibrating needs at least 50 wrong products in the result lists)
 "$BIN" sample catalog "$work/tp" --products 24 --views 1 --photos 3 --size 320 --seed 17 --quiet
+rm -r "$work/tp/queries/P000004" # synced away above
 topt=(--photos "$work/tp/queries" --epochs 4 --seed 3 --train-opt lambda=0.01)
 "$BIN" train --store "$work/single" "${topt[@]}" --quiet >/dev/null || fail "train of the single store"
 "$BIN" train --store "$PGURL" "${topt[@]}" --json > "$work/t.json" || fail "train on the cluster store: $(cat "$work/t.json")"
-[ "$(cl_json "$work/t.json" 'd["photos"], d["products"], d["features_version"], d["calibration"]["source"]')" = "(72, 24, 4, 'photos')" ] ||
+[ "$(cl_json "$work/t.json" 'd["photos"], d["products"], d["features_version"], d["calibration"]["source"]')" = "(69, 23, 6, 'photos')" ] ||
   fail "train on the cluster store: $(cat "$work/t.json")"
-cl_pg psql -At -c "SELECT encode(data, 'base64') FROM shoplens.files WHERE name = 'features-4.bin'" | base64 -d > "$work/features.cluster"
-cmp -s "$work/features.cluster" "$work/single/features-4.bin" || fail "the cluster trained another head than the single store"
+cluster_features 6 || fail "the cluster trained another head than the single store"
 cl_poll 300 caught_up || fail "the search nodes did not load the trained features: $(cat "$work/ci.json")"
 for nm in router s0r0 s1r1 s2r0; do
   cl_poll 50 not_partial "${NURL[$nm]}" || fail "$nm does not see every shard after training: $(cat "$work/np.json")"
@@ -372,6 +451,25 @@ sed -i "s#,images/#,$work/cat/images/#" "$work/more.csv"
 [ "$(cl_json "$work/more.json" 'd["added"]')" = 1 ] || fail "add after the restart: $(cat "$work/more.json")"
 grep -q "wB P000099 added" "$work/wB.log" || fail "worker wB did not reconnect: $(tail -5 "$work/wB.log")"
 say "PostgreSQL restarted: searches answered throughout; nodes and workers reconnected"
+
+# ---- a price filter reads the schema-2 indexes ------------------------------------------------------
+# 20,000 more products without images (straight into the table: no log entry, the nodes never
+# see them) make the planner choose by cost as in a big catalog; auto_explain logs the plan of
+# every statement of the CLI's sessions into the server's log
+cl_sql "INSERT INTO shoplens.products(id, title, price, shard_key)
+        SELECT 'FILL' || g, 'filler', (g % 10000) / 100.0, 0 FROM generate_series(1, 20000) g"
+cl_sql "ANALYZE shoplens.products; ANALYZE shoplens.images"
+price=$(cl_json "$work/show1.json" 'd["price"]')
+lo=$(python3 -c "print($price - 0.1)"); hi=$(python3 -c "print($price + 0.1)")
+PGOPTIONS="-c session_preload_libraries=auto_explain -c auto_explain.log_min_duration=0" \
+  "$BIN" search "$work/cat/queries/P000005/0.jpg" --store "$PGURL" --min-price "$lo" --max-price "$hi" --json > "$work/s.json" ||
+  fail "a price filter on the cluster store: $(cat "$work/s.json")"
+[ "$(cl_json "$work/s.json" 'd["results"][0]["product_id"], all('"$lo"' <= r["price"] <= '"$hi"' for r in d["results"])')" = "('P000005', True)" ] ||
+  fail "a price filter on the cluster store: $(cat "$work/s.json")"
+grep -A12 "Query Text: SELECT i.id FROM images i JOIN products p" "$CL_PGDIR/server.log" > "$work/plan.txt" || true
+grep -q "products_price" "$work/plan.txt" || fail "the price filter did not read products_price: $(head -20 "$work/plan.txt")"
+cl_sql "DELETE FROM shoplens.products WHERE id LIKE 'FILL%'"
+say "a price filter reads products_price"
 
 # ---- every process stops cleanly on SIGTERM (and, under the sanitizers, without a report) ---------
 for nm in $NODES router; do kill -TERM "${NPID[$nm]}"; done

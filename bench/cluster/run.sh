@@ -13,6 +13,8 @@
 #           and the router's overhead = all CPU of a cluster search - the single node's.
 #  All processes share this machine's cores, so 3 nodes cannot serve more than 1 here; what the
 #  numbers show is what a search costs in each layout.
+#  price    bench/cluster/price.sh: the price filter's statement with schema 1's and schema 2's
+#           indexes at 10^5 products (its section is appended).
 # PostgreSQL 15 runs in a temporary directory (tests/cluster/pg.sh) for the run. Writes
 # bench/results/cluster.md (SL_BENCH_OUT).
 set -euo pipefail
@@ -216,4 +218,7 @@ PY
   echo "HTTP, the merge) and why a search costs more CPU in total on one machine but scales out on"
   echo "several."
 } > "$out"
+# the price filter on PostgreSQL, with the indexes of schema 1 and 2 (its own server and store)
+cl_cleanup
+bash "$here/price.sh" "$build" >> "$out"
 echo "bench/cluster: wrote $out"

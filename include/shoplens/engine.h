@@ -438,7 +438,9 @@ typedef struct sl_ingest_report {
     double seconds;
     sl_ingest_failure *failures;
     size_t n_failures;
-    int calibrated;             /* nonzero: the run ended with an automatic catalog calibration */
+    int calibrated;             /* nonzero: the run ended with an automatic catalog calibration
+                                   (a cluster store: after the workers committed the products;
+                                   never with no_wait) */
     char *calibration_error;    /* why that calibration failed (the products are committed and
                                    the previous calibration stays), NULL when it did not */
     int dry_run;                /* nothing was written */
@@ -466,7 +468,10 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
 /* Re-learns the learned parts from a sample of the stored images (the store's copies),
  * re-extracts every image and rebuilds the index; then calibrates from the catalog
  * (sl_engine_calibrate; its failure is not the retrain's: the store then uses the fallback until
- * calibrated). */
+ * calibrated). On a cluster store the images are re-described in this process, in one
+ * PostgreSQL transaction that holds the features version row (workers and API writes wait for
+ * it, then describe with the new features); the search nodes make new copies from its log
+ * entry. SL_E_BUSY when another process changed the features meanwhile (nothing changed). */
 sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *err);
 
 /* ---- learning from the shop's photos (shoplens train) -------------------------------------- */
@@ -645,7 +650,8 @@ void sl_check_result_free(sl_check_result *r);
  * with its nearest other products (the match score of learn.h), then applies the store's
  * calibration. threshold: a confidence in 0..1; 0 = the calibration's operating point (at most
  * 2% of photos of other products accepted on the calibration data). SL_E_NOT_FOUND for an
- * unknown product, SL_E_INVALID for a threshold outside 0..1. */
+ * unknown product, SL_E_INVALID for a threshold outside 0..1, SL_E_STATE on an engine opened
+ * with no_index (the nearest other products need the index). */
 sl_status sl_engine_check(sl_engine *e, const char *product_id, const sl_image *img,
                           double threshold, sl_check_result *out, sl_error *err);
 /* The same for n products at once (the photo is described and ranked once): out[i] for

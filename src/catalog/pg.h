@@ -143,6 +143,13 @@ void sl__pg_release(sl__pg *p, sl__pgc *c);
 int sl__pg_wait(sl__pg *p, const char *channel, double timeout_s);
 /* The PostgreSQL side of a store (NULL for a SQLite store). */
 sl__pg *sl__store_pg(sl_store *s);
+/* Reads the features version (meta features_version, 0 when absent) in the calling thread's
+ * open transaction and locks its row until the transaction ends: FOR SHARE (exclusive = 0) by a
+ * writer of products (a worker's job, an API write) before anything else it locks, FOR UPDATE
+ * by a retrain before it lists the images it re-describes. So no product described with the old
+ * features is committed after a retrain listed the images, and the lock order (this row first)
+ * cannot deadlock. SL_E_STATE outside a transaction. */
+sl_status sl__pg_lock_features(sl__pg *p, int exclusive, int64_t *version, sl_error *err);
 
 /* ---- the job queue of the distributed ingest (pg_jobs.c) ------------------------------------ */
 

@@ -1382,7 +1382,7 @@ sl_status sl__store_filter_images_any_order(sl_store *s, const sl_store_filter *
 sl_status sl_store_filter_images(sl_store *s, const sl_store_filter *f, int64_t **ids,
                                  size_t *n, sl_error *err) {
     sl_status rc = sl__store_filter_images_any_order(s, f, ids, n, err);
-    if (rc == SL_OK && !s->pg && *n > 1) qsort(*ids, *n, sizeof **ids, sl__cmp_i64);
+    if (rc == SL_OK && *n > 1) qsort(*ids, *n, sizeof **ids, sl__cmp_i64);
     return rc;
 }
 

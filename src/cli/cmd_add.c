@@ -185,6 +185,8 @@ const sl__cli_cmd sl__cmd_add = {
     "                  \"updated_ids\", \"removed_ids\", \"calibrated\", \"calibration_error\" (when it\n"
     "                  failed)}\n"
     "Once the store has 5 products, and again whenever its catalog has doubled, the run ends by\n"
-    "calibrating confidence on augmented catalog images (shoplens calibrate; docs/learn.md).\n"
+    "calibrating confidence on augmented catalog images (shoplens calibrate; docs/learn.md); on\n"
+    "a cluster store once the workers are done (with --no-wait: at the next add or sync that\n"
+    "waits, or shoplens calibrate).\n"
     "Exit status: 0 all rows ok, 3 some rows failed, 1 the run failed.\n",
     sl__add_run};

@@ -1,6 +1,7 @@
 /*
  * cli/cmd_retrain.c - `shoplens retrain`: re-learns the features' codebook/PCA from a sample
- * of the stored images, re-describes every image and rebuilds the index (atomically).
+ * of the stored images, re-describes every image and rebuilds the index (atomically; on a
+ * cluster store in one PostgreSQL transaction, sl_engine_retrain).
  */
 #include "cli/cli.h"
 #include "cli/product_cli.h"
@@ -41,6 +42,9 @@ const sl__cli_cmd sl__cmd_retrain = {
     "Usage: shoplens retrain [--store DIR] [--jobs N] [--quiet] [--json]\n\n"
     "Learns the codebook/PCA again from a sample of the stored images, re-describes every image\n"
     "and rebuilds the index. Searches see the old state until the new one is committed.\n"
+    "On a cluster store (--store postgresql://...) the images are read from PostgreSQL and\n"
+    "described on this machine in one transaction; workers and API writes wait for it, then\n"
+    "use the new features; the search nodes copy their shards again (docs/cluster.md).\n"
     "  --jobs N   threads, 0..256 (default 0: all cores)\n"
     "  --quiet    no progress, no summary line\n"
     "  --json   print {\"images\", \"features\", \"dim\"}\n",

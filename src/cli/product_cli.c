@@ -204,8 +204,10 @@ int sl__open_engine(const char *cmd, const sl__popts *o, int create, int read_on
     eo.features = o->features;
     eo.index_kind = o->index_kind;
     /* on a cluster store only the commands that search (train and calibrate search the catalog
-     * for their photos) load the vectors of the whole catalog */
-    static const char *const searchers[] = {"search", "similar", "classify", "dedup", "eval", "train", "calibrate", NULL};
+     * for their photos, check for the photo's nearest other products) load the vectors of the
+     * whole catalog */
+    static const char *const searchers[] = {"search", "similar", "classify", "dedup", "eval", "train", "calibrate",
+                                            "check", NULL};
     int searches = 0;
     for (int i = 0; searchers[i]; i++) searches |= strcmp(cmd, searchers[i]) == 0;
     eo.no_index = sl_store_is_url(o->store ? o->store : sl_store_default_dir()) && !searches;

@@ -167,8 +167,9 @@ static void sl__calib_one(void *arg, size_t i) {
     sl__tally_one(&j->tally);
 }
 
-int sl__engine_calib_due(sl_engine *e, int grow) {
-    if (e->read_only || !e->idx || !sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return 0;
+/* sl__engine_calib_due without the index condition. */
+static int sl__calib_due_store(sl_engine *e, int grow) {
+    if (e->read_only || !sl_features_ready(e->feat) || sl_features_dim(e->feat) == 0) return 0;
     sl_store_counts c;
     if (sl_store_counts_get(e->store, &c, NULL) != SL_OK || c.products < SL__ENGINE_CALIB_MIN_PRODUCTS) return 0;
     const sl_calib *cal = sl_features_calib(e->feat);
@@ -176,6 +177,36 @@ int sl__engine_calib_due(sl_engine *e, int grow) {
     sl_calib_info info;
     sl_calib_get_info(cal, &info);
     return grow && info.source == SL_CALIB_CATALOG && (int64_t)info.products * 2 <= c.products;
+}
+
+int sl__engine_calib_due(sl_engine *e, int grow) { return e->idx && sl__calib_due_store(e, grow); }
+
+sl_status sl__engine_auto_calibrate(sl_engine *e, int grow, const sl_calibrate_opts *co, int *done,
+                                    sl_error *err) {
+    *done = 0;
+    if (sl__engine_calib_due(e, grow)) {
+        sl_status st = sl__engine_calibrate(e, co, NULL, err);
+        *done = st == SL_OK;
+        return st;
+    }
+    /* a cluster store's engine without an index (add, sync, retrain there only write): the
+     * calibration searches an index of the catalog loaded for it from PostgreSQL, dropped after */
+    if (e->idx || !e->no_index || !sl_store_is_shared(e->store) || !sl__calib_due_store(e, grow)) return SL_OK;
+    pthread_rwlock_wrlock(&e->lock);
+    e->no_index = 0;
+    sl_status st = sl__engine_rebuild_index(e, err);
+    pthread_rwlock_unlock(&e->lock);
+    if (st == SL_OK && sl__engine_calib_due(e, grow)) {
+        st = sl__engine_calibrate(e, co, NULL, err);
+        *done = st == SL_OK;
+    }
+    pthread_rwlock_wrlock(&e->lock);
+    sl_index_free(e->idx);
+    e->idx = NULL;
+    e->no_index = 1;
+    e->index_dirty = 0;
+    pthread_rwlock_unlock(&e->lock);
+    return st;
 }
 
 /* Writes features-(N+1).bin = the current features with calibration c (ownership passes) and

@@ -18,6 +18,7 @@
  */
 #include "engine/engine_internal.h"
 #include "catalog/catalog.h"
+#include "catalog/pg.h"
 #include "util/util.h"
 
 #include <errno.h>
@@ -524,6 +525,17 @@ sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t versi
         sl_features_free(f);
     }
     pthread_rwlock_unlock(&e->lock);
+    return st;
+}
+
+sl_status sl__engine_lock_features(sl_engine *e, int exclusive, sl_error *err) {
+    sl__pg *p = sl__store_pg(e->store);
+    if (!p) return SL_OK;
+    int64_t v = 0;
+    sl_status st = sl__pg_lock_features(p, exclusive, &v, err);
+    if (st == SL_OK && v != e->features_version)
+        st = sl__err_set(err, SL_E_BUSY, "the cluster store's features changed meanwhile (version %lld, this "
+                         "process has version %lld): try again", (long long)v, (long long)e->features_version);
     return st;
 }
 

@@ -193,6 +193,11 @@ sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t versi
 /* First training: sl__engine_train_new, then commits features_version and installs the
  * features and a new empty index. Caller holds wmu. */
 sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);
+/* A cluster store: locks the store's features version row for the calling thread's open
+ * transaction (sl__pg_lock_features: share, or exclusive for a retrain) and checks that it is
+ * the engine's; SL_E_BUSY when another process changed the features since this engine loaded
+ * them (the caller rolls back; a refresh loads the new ones). A SQLite store: SL_OK. */
+sl_status sl__engine_lock_features(sl_engine *e, int exclusive, sl_error *err);
 
 /* The index side of a write, collected while the transaction is open and applied after COMMIT
  * (under the exclusive lock): images removed (an id both removed and added is replaced: removals
@@ -254,6 +259,9 @@ void sl__tally_end(sl__tally *t);
 int sl__jobs_or_cores(int jobs);
 /* Decodes n image files in parallel (longest side <= max_side); unreadable ones give NULL. */
 void sl__decode_paths(char *const *paths, size_t n, int max_side, int jobs, sl_image **out);
+/* The same for files of e's store (sl_store_file_get: a cluster store's copies are rows), with
+ * e's decoding (sl__engine_load_store_image). */
+void sl__decode_store_files(const sl_engine *e, char *const *files, size_t n, int jobs, sl_image **out);
 
 /* Inside a write transaction: bumps meta "generation" and remembers the new value. */
 sl_status sl__engine_bump(sl_engine *e, sl_error *err);
@@ -368,6 +376,13 @@ int sl__engine_calib_due(sl_engine *e, int grow);
  * head. rep must not be NULL; its features_version stays 0. */
 sl_status sl__engine_calib_fit(sl_engine *e, const sl_calibrate_opts *o, int independent,
                                sl_calibrate_report *rep, sl_calib **out, sl_error *err);
+/* The automatic catalog calibration when it is due (as sl__engine_calib_due says): on the
+ * engine's index, or, for an engine of a cluster store opened without an index (add, sync and
+ * retrain there only write), on an index of the whole catalog loaded from PostgreSQL for it
+ * and dropped after. *done = 1 when a calibration was installed (the engine then has the new
+ * features version); an error leaves the store's features as they were. Caller holds wmu. */
+sl_status sl__engine_auto_calibrate(sl_engine *e, int grow, const sl_calibrate_opts *co, int *done,
+                                    sl_error *err);
 /* Fits a calibration with the engine's current features and index and installs it as the next
  * features version (no re-indexing). photos NULL: augmented catalog images. Caller holds wmu.
  * rep may be NULL. */

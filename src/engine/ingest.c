@@ -979,8 +979,10 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
     if (!in.dry_run) {
         if (st == SL_OK) st = sl__engine_save_index(e, err);
         else (void)sl__engine_save_index(e, NULL);
-        /* the catalog calibration, when due: its failure leaves the committed products as they are */
-        if (st == SL_OK && sl__engine_calib_due(e, 1)) {
+        /* the catalog calibration, when due: its failure leaves the committed products as they
+         * are. On a cluster store once the workers committed the products this run queued (not
+         * with no_wait: then the next add or sync that waits, or `calibrate`, does it). */
+        if (st == SL_OK && !(in.enqueue && in.queued && o.no_wait)) {
             sl_calibrate_opts co;
             memset(&co, 0, sizeof co);
             co.jobs = o.jobs;
@@ -989,8 +991,10 @@ sl_status sl_engine_ingest(sl_engine *e, const char *catalog_path, const sl_inge
             co.progress_ctx = o.calib_progress_ctx;
             sl_error cerr;
             sl_error_clear(&cerr);
-            if (sl__engine_calibrate(e, &co, NULL, &cerr) == SL_OK) rep->calibrated = 1;
-            else rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+            int done = 0;
+            if (sl__engine_auto_calibrate(e, 1, &co, &done, &cerr) != SL_OK)
+                rep->calibration_error = sl__strdup(cerr.message[0] ? cerr.message : sl_strerror(cerr.code));
+            rep->calibrated = done;
         }
     }
 out:
@@ -1011,9 +1015,8 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
     memset(&o, 0, sizeof o);
     if (opts) o = *opts;
     if (e->read_only) return sl__err_set(err, SL_E_STATE, "engine opened read-only");
-    if (sl_store_is_shared(e->store))
-        return sl__err_set(err, SL_E_UNSUPPORTED, "retraining a cluster store is not supported yet: "
-                           "create a new cluster store and add the catalog again (docs/cluster.md)");
+    /* a cluster store: the images are the store's copies (rows), read through the store */
+    int shared = sl_store_is_shared(e->store);
     pthread_mutex_lock(&e->wmu);
     double t0 = sl__now();
     sl_image_ref *refs = NULL;
@@ -1042,7 +1045,12 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         goto out;
     }
     for (size_t i = 0; i < m; i++) pick[i] = paths[(size_t)((double)i * (double)n / (double)m)];
-    st = sl__decode_parallel(e, pick, m, o.jobs, &imgs, err);
+    if (shared) {
+        if (!(imgs = sl__callocarray(m + 1, sizeof *imgs))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else sl__decode_store_files(e, pick, m, o.jobs, imgs);
+    } else {
+        st = sl__decode_parallel(e, pick, m, o.jobs, &imgs, err);
+    }
     free(pick);
     if (st != SL_OK) goto out;
     size_t k = 0;
@@ -1058,6 +1066,25 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
     sl_engine tmp = *e; /* a view with the new features for sl__engine_describe */
     tmp.feat = f;
     if ((st = sl_store_begin(e->store, err)) != SL_OK) goto out;
+    if (shared) {
+        /* the features version row first, exclusively (writers of products take it shared
+         * before anything else: sl__engine_lock_features), then the images to re-describe:
+         * every product committed before is listed, none is committed with the old features
+         * after; a worker waiting for the row then loads the new features */
+        sl_image_ref *now = NULL;
+        size_t n_now = 0;
+        st = sl__engine_lock_features(e, 1, err);
+        if (st == SL_OK) st = sl_store_all_images(e->store, &now, &n_now, err);
+        if (st != SL_OK) {
+            sl_store_rollback(e->store);
+            goto out;
+        }
+        free(paths); /* pointed into refs */
+        paths = NULL;
+        sl_image_refs_free(refs, n);
+        refs = now;
+        n = n_now;
+    }
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         void *buf = NULL;
         size_t len = 0;
@@ -1065,7 +1092,8 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         float *vec = NULL;
         void *local = NULL;
         size_t llen = 0;
-        st = sl__read_file(refs[i].file, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, err);
+        st = shared ? sl_store_file_get(e->store, refs[i].file, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, err)
+                    : sl__read_file(refs[i].file, SL_IMAGE_MAX_BYTES_DEFAULT, &buf, &len, err);
         if (st == SL_OK) st = sl__engine_decode(&tmp, buf, len, &img, NULL, err);
         if (st == SL_OK) st = sl__engine_describe(&tmp, img, &vec, &local, &llen, err);
         if (st == SL_OK)
@@ -1104,12 +1132,13 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
         free(old);
         st = sl__engine_save_index(e, err);
     }
-    if (st == SL_OK && sl__engine_calib_due(e, 0)) { /* the new features have no calibration yet */
+    if (st == SL_OK) { /* the new features have no calibration yet */
         sl_calibrate_opts co;
         memset(&co, 0, sizeof co);
         co.jobs = o.jobs;
         co.cancel = o.cancel;
-        (void)sl__engine_calibrate(e, &co, NULL, NULL);
+        int done = 0;
+        (void)sl__engine_auto_calibrate(e, 0, &co, &done, NULL);
     }
 out:
     if (oldf && e->feat != oldf) {

@@ -54,17 +54,25 @@ typedef struct sl__decode_ctx {
     char *const *paths;
     int max_side;
     sl_image **out;
+    const sl_engine *e;     /* set: paths are files of e's store */
 } sl__decode_ctx;
 
 static void sl__decode_one(void *ctx, size_t i) {
     sl__decode_ctx *c = ctx;
     sl_image_load_opts o = {0};
     o.max_side = c->max_side;
-    if (sl_image_load_file(c->paths[i], &o, &c->out[i], NULL, NULL) != SL_OK) c->out[i] = NULL;
+    sl_status st = c->e ? sl__engine_load_store_image(c->e, c->paths[i], &c->out[i], NULL)
+                        : sl_image_load_file(c->paths[i], &o, &c->out[i], NULL, NULL);
+    if (st != SL_OK) c->out[i] = NULL;
 }
 
 void sl__decode_paths(char *const *paths, size_t n, int max_side, int jobs, sl_image **out) {
-    sl__decode_ctx c = {paths, max_side, out};
+    sl__decode_ctx c = {paths, max_side, out, NULL};
+    sl__parallel_for(n, jobs, sl__decode_one, &c);
+}
+
+void sl__decode_store_files(const sl_engine *e, char *const *files, size_t n, int jobs, sl_image **out) {
+    sl__decode_ctx c = {files, 0, out, e};
     sl__parallel_for(n, jobs, sl__decode_one, &c);
 }
 

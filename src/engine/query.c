@@ -397,6 +397,9 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
                                    size_t *n_out, sl_error *err) {
     *out = NULL;
     *n_out = 0;
+    /* without an index the ranking would be empty, and a check's cohort with it (a confidence
+     * against no other product): refused instead */
+    if (e->no_index) return sl__err_set(err, SL_E_STATE, "this engine was opened without an index");
     if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
     size_t nc = sl__candidates_for(e, k);
     uint64_t cnt = sl_index_count(e->idx);

@@ -11,7 +11,10 @@
  *    and PostgreSQL releases the job; the next claim takes it again;
  *  - a job whose product changed since it was queued (an image it meant to keep is gone) fails
  *    with a message instead of committing a product without that image;
- *  - the row lock on the product serializes the job with any other writer of that product.
+ *  - the row lock on the product serializes the job with any other writer of that product;
+ *  - the features version row is locked (FOR SHARE) before the job: a job is never committed
+ *    with vectors of features a retrain replaced meanwhile (the worker loads the new ones and
+ *    takes the job again).
  * A connection lost to PostgreSQL (a restart) ends the transaction (the job goes back to the
  * queue) and the worker retries every second until the server is back.
  */
@@ -160,6 +163,20 @@ static sl_status sl__work_one(sl__worker *w, sl_work_stats *ws, int *got, sl_err
     double t0 = sl__now();
     sl_status st = sl_store_begin(s, err);
     if (st != SL_OK) return st;
+    /* the features version first (before the job and the product: the lock order of a retrain,
+     * which re-describes every image): a retrain committed since our features were loaded
+     * means the job would be described with the old ones; the next turn loads the new ones */
+    sl_error lerr;
+    sl_error_clear(&lerr);
+    if ((st = sl__engine_lock_features(e, 0, &lerr)) != SL_OK) {
+        sl_store_rollback(s);
+        if (st != SL_E_BUSY) {
+            if (err) *err = lerr;
+            return st;
+        }
+        return SL_OK; /* *got = 0: the loop waits for a NOTIFY (at most a second), loads the
+                       * new features and claims again (no busy loop should loading fail) */
+    }
     sl__job job;
     st = sl__jobs_claim(s, w->name, &job, err);
     if (st == SL_E_NOT_FOUND) {

@@ -248,7 +248,9 @@ sl_status sl__engine_commit_product(sl_engine *e, const sl_product *p, const cha
     memset(&c, 0, sizeof c);
     sl_status st = sl_store_begin(e->store, err);
     if (st != SL_OK) return st;
-    if ((st = sl__stage_product(e, p, sources, imgs, n, keep_images, &c, err)) != SL_OK)
+    /* a cluster store: no retrain may commit between this description and this commit */
+    if ((st = sl__engine_lock_features(e, 0, err)) != SL_OK ||
+        (st = sl__stage_product(e, p, sources, imgs, n, keep_images, &c, err)) != SL_OK)
         sl_store_rollback(e->store);
     else
         st = sl__commit_change(e, &c, err);
