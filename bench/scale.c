@@ -569,7 +569,7 @@ static int cmd_measure(int argc, char **argv) {
                 fflush(stdout);
             }
             printf("]");
-            sl_engine_set_hnsw_ef(e, SL_ENGINE_HNSW_EF_DEFAULT);
+            sl_engine_set_hnsw_ef(e, 0); /* back to automatic */
         }
         free(lat);
         free(cpu);

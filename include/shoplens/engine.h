@@ -74,6 +74,10 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_HNSW_EF_DEFAULT 300
 #define SL_ENGINE_HNSW_EF_MIN 16
 #define SL_ENGINE_HNSW_EF_MAX 4096
+/* Up to this many indexed images the automatic ef is SL_ENGINE_HNSW_EF_DEFAULT; above, it grows
+ * by SL_ENGINE_HNSW_EF_DEFAULT per decade of images (sl_engine_hnsw_ef_auto). Measured at 10^6
+ * images (bench/results/scale.md): recall@100 0.951 at ef 300, 0.985 at ef 600. */
+#define SL_ENGINE_HNSW_EF_SCALE_FROM 100000
 /* Longest side catalog and query images are decoded at (shrink-on-load). */
 #define SL_ENGINE_MAX_SIDE_DEFAULT 640
 #define SL_ENGINE_MAX_SIDE_MIN 64
@@ -138,8 +142,14 @@ void sl_engine_set_verify_top(sl_engine *e, int n);
 void sl_engine_set_max_side(sl_engine *e, int side);
 /* Budget of the verification cache in MiB (clamped; 0 turns it off and frees it). */
 void sl_engine_set_local_cache_mb(sl_engine *e, int mb);
-/* HNSW candidate list length (clamped); used from the next search on. */
+/* HNSW candidate list length (clamped); used from the next search on. ef <= 0 (the default):
+ * automatic, sl_engine_hnsw_ef_auto of the index's size at each search. */
 void sl_engine_set_hnsw_ef(sl_engine *e, int ef);
+/* The automatic ef for an index of n images: SL_ENGINE_HNSW_EF_DEFAULT up to
+ * SL_ENGINE_HNSW_EF_SCALE_FROM images, then SL_ENGINE_HNSW_EF_DEFAULT x (1 + log10(n /
+ * SL_ENGINE_HNSW_EF_SCALE_FROM)) rounded up (600 at 10^6 images, 900 at 10^7; only 10^5 and
+ * 10^6 are measured), at most SL_ENGINE_HNSW_EF_MAX. Non-decreasing in n. */
+int sl_engine_hnsw_ef_auto(uint64_t n);
 
 /* ---- search -------------------------------------------------------------------------------- */
 
@@ -172,7 +182,7 @@ typedef struct sl_query {
      * naming the image size. Ignored by sl_engine_similar. */
     int region_x, region_y, region_w, region_h;
     /* HNSW candidate list length of this search (the ef of Malkov & Yashunin 2018): 0 = the
-     * engine's (sl_engine_set_hnsw_ef, SL_ENGINE_HNSW_EF_DEFAULT unless set), else
+     * engine's (sl_engine_set_hnsw_ef; unless set, sl_engine_hnsw_ef_auto of the index size), else
      * SL_ENGINE_HNSW_EF_MIN..SL_ENGINE_HNSW_EF_MAX (SL_E_INVALID naming the range otherwise).
      * Larger finds more of the exact nearest images for more time (docs/index.md, "At scale").
      * A store searched by exact scan (flat, up to the crossover) accepts and ignores it. */

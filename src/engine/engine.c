@@ -23,6 +23,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
@@ -644,7 +645,7 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     e->verify_top = -1; /* = what the feature spec asks for (verify:n=) */
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
     e->hnsw_above = SL__ENGINE_HNSW_ABOVE;
-    atomic_init(&e->hnsw_ef, SL_ENGINE_HNSW_EF_DEFAULT);
+    atomic_init(&e->hnsw_ef, 0); /* automatic */
     e->lcache = sl__lcache_new((size_t)SL_ENGINE_LOCAL_CACHE_MB_DEFAULT << 20); /* NULL: uncached */
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;
@@ -748,7 +749,12 @@ void sl_engine_set_local_cache_mb(sl_engine *e, int mb) {
     sl__lcache_set_max(e->lcache, (size_t)mb << 20);
 }
 void sl_engine_set_hnsw_ef(sl_engine *e, int ef) {
-    atomic_store(&e->hnsw_ef, sl__clamp(ef, SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX));
+    atomic_store(&e->hnsw_ef, ef <= 0 ? 0 : sl__clamp(ef, SL_ENGINE_HNSW_EF_MIN, SL_ENGINE_HNSW_EF_MAX));
+}
+int sl_engine_hnsw_ef_auto(uint64_t n) {
+    if (n <= SL_ENGINE_HNSW_EF_SCALE_FROM) return SL_ENGINE_HNSW_EF_DEFAULT;
+    double ef = ceil(SL_ENGINE_HNSW_EF_DEFAULT * (1.0 + log10((double)n / SL_ENGINE_HNSW_EF_SCALE_FROM)));
+    return ef >= SL_ENGINE_HNSW_EF_MAX ? SL_ENGINE_HNSW_EF_MAX : (int)ef;
 }
 void sl_engine_set_max_side(sl_engine *e, int side) {
     e->max_side = sl__clamp(side, SL_ENGINE_MAX_SIDE_MIN, SL_ENGINE_MAX_SIDE_MAX);

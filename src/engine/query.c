@@ -118,6 +118,7 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     size_t r = SL__ENGINE_HNSW_RESCORE(k), dim = (size_t)sl_index_dim(e->idx), n = 0;
     if (r > SL_INDEX_K_MAX) r = SL_INDEX_K_MAX;
     if (ef <= 0) ef = atomic_load(&e->hnsw_ef);
+    if (ef <= 0) ef = sl_engine_hnsw_ef_auto(sl_index_count(e->idx));
     sp.ef = r > (size_t)ef ? (int)r : ef;
     sl_index_result *c = sl__mallocarray(r, sizeof *c);
     int64_t *ids = sl__mallocarray(r, sizeof *ids);
