@@ -192,4 +192,13 @@ if command -v sqlite3 >/dev/null; then
   expect_rc 1 "$bin" info --store "$tmp/old"
   grep -q "SL_E_VERSION" "$tmp/err" && grep -q newer "$tmp/err" || fail "version message: $(cat "$tmp/err")"
 fi
+# ---- a store named by a relative directory: its image copies are found ----------------------
+# (they were looked for under DIR/DIR/images: verify reported every file missing and the first
+# add's calibration found "0 genuine pairs")
+( cd "$tmp" && "$bin" init --store relstore --features color >/dev/null &&
+  "$bin" add "$cat/catalog.csv" --store relstore --quiet 2> "$tmp/rel.err" &&
+  "$bin" verify --store relstore --json > "$tmp/rel.json" &&
+  "$bin" info --store relstore --json > "$tmp/relinfo.json" ) || fail "relative store: $(cat "$tmp/rel.err" "$tmp/rel.json")"
+[ "$(j "$tmp/rel.json" 'd["ok"], d["problems"], d["files_checked"]')" = "(True, 0, 24)" ] || fail "verify of a relative store: $(cat "$tmp/rel.json")"
+[ "$(j "$tmp/relinfo.json" 'd["calibration"]["source"]')" = catalog ] || fail "relative store not calibrated: $(cat "$tmp/rel.err")"
 echo "e2e_cli: ok"

@@ -300,11 +300,11 @@ grep -q 'stopped' "$work/server.log" || fail "no clean stop"
 
 # ---- overload: 503 + Retry-After -------------------------------------------------------------------------
 start_server --max-inflight 1 --read-only --ef 400
-head -c 80000 /dev/urandom > "$work/slow.bin"
+head -c 160000 /dev/urandom > "$work/slow.bin" # 8 s at 20k/s: the window the next request meets it
 curl -sS -o /dev/null --limit-rate 20k -H 'Content-Type: image/jpeg' --data-binary "@$work/slow.bin" "$URL/v1/search" &
 slow=$!
 # once the slow upload is in flight (a moment on a loaded machine), the next request is refused
-for _ in $(seq 1 30); do
+for _ in $(seq 1 70); do
   req GET /healthz
   [ "$STATUS" = 503 ] && break
   sleep 0.1

@@ -1804,8 +1804,14 @@ sl__pg *sl__store_pg(sl_store *s) { return s ? s->pg : NULL; }
 
 /* The path of a store file name (relative to the directory) or of an image ref's file (already
  * a path: absolute, or outside the store for a schema 1 image). */
+/* name: a store-relative name ("images/<sha256>.<ext>"), an absolute path, or a path
+ * sl_store_path made (an image ref's file: the store's directory, "/images/", the name), which
+ * is used as it is - joining it again broke stores given by a relative directory. */
 static char *sl__file_path(const sl_store *s, const char *name) {
-    return name[0] == '/' ? sl__strdup(name) : sl_store_path(s, name);
+    size_t d = strlen(s->dir);
+    if (name[0] == '/' || (strncmp(name, s->dir, d) == 0 && strncmp(name + d, "/images/", 8) == 0))
+        return sl__strdup(name);
+    return sl_store_path(s, name);
 }
 
 sl_status sl_store_file_put(sl_store *s, const char *name, const void *data, size_t len,

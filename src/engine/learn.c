@@ -184,8 +184,8 @@ done:
  *    calibrated through a stand-in head trained like h (sl_head_train_as) on the other products'
  *    photos, so the calibration sees photos its head never learned from, nor near-duplicates of
  *    them (photos of one product from one session), as the store's head sees a shopper's; with
- *    too few photos to hold out, all photos through h itself (its own training photos:
- *    optimistic);
+ *    too few photos to hold out, or when the held-out photos give no usable fit, all photos
+ *    through h itself (its own training photos: optimistic; rep->calibration_heldout 0);
  *  - no photos: pseudo shopper photos of the catalog through h.
  * d is the training data of h, paths the photos' files (NULL without photos), pids the products.
  * Fills rep->calibration on success. */
@@ -231,6 +231,7 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
             goto out;
         }
     }
+again:;
     size_t m = 0;
     for (size_t i = 0; paths && i < n; i++) {
         if (nh && !held[i]) continue;
@@ -262,6 +263,16 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
     sl_calibrate_report cr;
     st = sl__engine_calib_fit(sh, &co, nh != 0, &cr, out, err);
     sl_calibrate_report_free(&cr);
+    if (st == SL_E_INVALID && nh) {
+        /* the held-out photos give no usable fit (their scores through the stand-in do not
+         * separate genuine pairs from negatives, or too few pairs: a handful of products the
+         * stand-in cannot tell apart): all photos through h, as with too few photos to hold out */
+        sl__engine_shadow_free(sh);
+        sh = NULL;
+        nh = 0;
+        if (err) memset(err, 0, sizeof *err);
+        goto again;
+    }
     if (st == SL_OK && nh) {
         /* search's map from all photos through the final head (the match score alone, the 2%
          * rule): held-out products are ones the stand-in never learned, so its first results for
