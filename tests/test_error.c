@@ -68,12 +68,42 @@ static void test_rng_deterministic(void **state) {
     }
 }
 
+/* sl__rng_shuffle: a permutation, the same for a seed, and the Fisher-Yates order of draws the
+ * seeded splits of train/select rely on (replayed here with sl__rng_below). */
+static void test_rng_shuffle(void **state) {
+    (void)state;
+    enum { N = 50 };
+    size_t a[N], b[N];
+    for (size_t i = 0; i < N; i++) a[i] = b[i] = i;
+    sl__rng r, q;
+    sl__rng_seed(&r, 7);
+    sl__rng_seed(&q, 7);
+    sl__rng_shuffle(&r, a, N);
+    for (size_t i = N; i > 1; i--) {
+        size_t j = (size_t)sl__rng_below(&q, i), t = b[i - 1];
+        b[i - 1] = b[j];
+        b[j] = t;
+    }
+    unsigned char seen[N] = {0};
+    size_t moved = 0;
+    for (size_t i = 0; i < N; i++) {
+        assert_true(a[i] < N && !seen[a[i]]);
+        seen[a[i]] = 1;
+        assert_true(a[i] == b[i]);
+        moved += a[i] != i;
+    }
+    assert_true(moved > N / 2);
+    sl__rng_shuffle(&r, a, 1); /* n < 2: nothing drawn, nothing moved */
+    sl__rng_shuffle(&r, a, 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_strerror_known_and_unknown),
         cmocka_unit_test(test_err_set_formats_and_returns_code),
         cmocka_unit_test(test_checked_sizes),
         cmocka_unit_test(test_rng_deterministic),
+        cmocka_unit_test(test_rng_shuffle),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,12 +155,7 @@ size_t sl__train_holdout(const uint32_t *cls, size_t n, size_t n_classes, uint64
         if (count[c]) order[present++] = c;
     sl__rng rng;
     sl__rng_seed(&rng, seed ^ SL__ENGINE_TRAIN_HOLDOUT_SALT);
-    for (size_t i = present; i > 1; i--) { /* Fisher-Yates over the products with photos */
-        size_t j = (size_t)sl__rng_below(&rng, i);
-        size_t t = order[i - 1];
-        order[i - 1] = order[j];
-        order[j] = t;
-    }
+    sl__rng_shuffle(&rng, order, present); /* the products with photos */
     size_t k = 0; /* whole products, in that order, until `want` photos are out */
     for (; k < present && h < want; k++) {
         out[order[k]] = 1;

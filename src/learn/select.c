@@ -233,13 +233,6 @@ static int auto_epochs(const sl_head_train_opts *o, size_t n) {
     return (int)need > o->epochs ? (int)need : o->epochs;
 }
 
-static void shuffle(size_t *a, size_t n, sl__rng *rng) {
-    for (size_t i = n; i > 1; i--) {
-        size_t j = (size_t)sl__rng_below(rng, i);
-        size_t t = a[i - 1]; a[i - 1] = a[j]; a[j] = t;
-    }
-}
-
 /* Runs the validation; *choice = index into cand_lambda, or -1 for the identity. */
 static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, progress_wrap *pw,
                         int *choice, sl_error *err) {
@@ -263,7 +256,7 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
         if (has_img[c] && has_photo[c]) cls[S++] = c;
     sl__rng rng;
     sl__rng_seed(&rng, o->seed ^ 0x5e1ec7ULL);
-    shuffle(cls, S, &rng);
+    sl__rng_shuffle(&rng, cls, S);
     size_t U = S / 4;
     for (size_t k = 0; k < U; k++) held[cls[k]] = 1;
     size_t ns = 0, nu = 0, nt = 0;
@@ -274,8 +267,8 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
         else if (has_img[c] && u < 0.2) seen_i[ns++] = i;
         else train_i[nt++] = i;
     }
-    shuffle(seen_i, ns, &rng);
-    shuffle(unseen_i, nu, &rng);
+    sl__rng_shuffle(&rng, seen_i, ns);
+    sl__rng_shuffle(&rng, unseen_i, nu);
     if (ns > SELECT_QUERIES_MAX) ns = SELECT_QUERIES_MAX;
     if (nu > SELECT_QUERIES_MAX) nu = SELECT_QUERIES_MAX;
     if (!vgroup_alloc(&vs, ns, d) || !vgroup_alloc(&vu, nu, d)) goto nomem;
@@ -283,7 +276,7 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
     for (size_t k = 0; k < nu; k++) vgroup_add(&vu, dt, unseen_i[k]);
     if (vs.n == 0 && vu.n == 0) goto out; /* nothing to judge a head by: the identity */
     if (nt > SELECT_TRAIN_MAX) { /* a seeded sample, kept in the original order */
-        shuffle(train_i, nt, &rng);
+        sl__rng_shuffle(&rng, train_i, nt);
         nt = SELECT_TRAIN_MAX;
         qsort(train_i, nt, sizeof *train_i, cmp_size);
     }

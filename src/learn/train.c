@@ -336,10 +336,7 @@ sl_status sl__head_train_fixed(const sl_head_data *dt, const sl_head_train_opts 
     int t = 0;
     for (int ep = 1; ep <= o.epochs; ep++) {
         for (size_t i = 0; i < nk; i++) perm[i] = keep[i];
-        for (size_t i = nk; i > 1; i--) {
-            size_t j = (size_t)sl__rng_below(&rng, i);
-            size_t tmp = perm[i - 1]; perm[i - 1] = perm[j]; perm[j] = tmp;
-        }
+        sl__rng_shuffle(&rng, perm, nk);
         double eloss = 0.0;
         for (size_t b0 = 0; b0 < nk; b0 += w.B) {
             if (o.cancel && *o.cancel) { st = sl__err_set(err, SL_E_INTERRUPTED, "head training interrupted"); goto done; }

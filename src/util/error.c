@@ -145,6 +145,15 @@ uint64_t sl__rng_below(sl__rng *r, uint64_t n) {
     return x % n;
 }
 
+void sl__rng_shuffle(sl__rng *r, size_t *a, size_t n) {
+    for (size_t i = n; i > 1; i--) {
+        size_t j = (size_t)sl__rng_below(r, i);
+        size_t t = a[i - 1];
+        a[i - 1] = a[j];
+        a[j] = t;
+    }
+}
+
 double sl__rng_normal(sl__rng *r) {
     double u1 = sl__rng_uniform(r), u2 = sl__rng_uniform(r);
     if (u1 < 1e-300) u1 = 1e-300;

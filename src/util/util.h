@@ -67,5 +67,7 @@ double sl__rng_uniform(sl__rng *r);
 uint64_t sl__rng_below(sl__rng *r, uint64_t n);
 /* Standard normal (Box-Muller). */
 double sl__rng_normal(sl__rng *r);
+/* Shuffles a[0..n) in place (Fisher-Yates: i from n down to 2 swaps a[i-1] with a[below(i)]). */
+void sl__rng_shuffle(sl__rng *r, size_t *a, size_t n);
 
 #endif
