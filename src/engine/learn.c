@@ -173,14 +173,43 @@ done:
     return h;
 }
 
-/* The calibration installed with head h (docs/learn.md, "Calibrated confidence"), fitted on a
- * private engine (nothing is written):
+/* Fits a calibration of e's query path with `head` (owned: freed on every path) in place of
+ * e's on a private engine (nothing is written); independent as sl__engine_calib_fit says. */
+static sl_status sl__calib_through(sl_engine *e, sl_head *head, const sl_calibrate_opts *co,
+                                   int independent, sl_calib **out, sl_error *err) {
+    sl_features *f = NULL;
+    sl_engine *sh = NULL;
+    sl_status st = head ? sl__engine_features_copy(e, &f, err) : sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (st == SL_OK && (st = sl_features_set_head(f, head)) != SL_OK) /* not taken */
+        st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
+    else if (st == SL_OK)
+        head = NULL;
+    sl_head_free(head);
+    if (st == SL_OK) {
+        st = sl__engine_shadow_new(e, f, &sh, err); /* takes f */
+        f = NULL;
+    }
+    sl_features_free(f);
+    if (st == SL_OK) {
+        sl_calibrate_report cr;
+        st = sl__engine_calib_fit(sh, co, independent, &cr, out, err);
+        sl_calibrate_report_free(&cr);
+    }
+    sl__engine_shadow_free(sh);
+    return st;
+}
+
+/* The calibration installed with head h (docs/learn.md, "Calibrated confidence"):
  *  - labelled photos: the photos of a seeded set of products held out (sl__train_holdout) are
  *    calibrated through a stand-in head trained like h (sl_head_train_as) on the other products'
- *    photos, so the calibration sees photos its head never learned from, nor near-duplicates of
- *    them (photos of one product from one session), as the store's head sees a shopper's; with
- *    too few photos to hold out, or when the held-out photos give no usable fit, all photos
- *    through h itself (its own training photos: optimistic; rep->calibration_heldout 0);
+ *    photos, so check's map sees photos its head never learned from, nor near-duplicates of
+ *    them (photos of one product from one session), as the store's head sees a shopper's;
+ *    search's map comes from all photos through h (the match score alone, the 2% rule: held-out
+ *    products are ones the stand-in never learned, so its first results for them are mostly
+ *    wrong and say nothing about h's first results for new photos of products it did learn; on
+ *    grocery that fit came out flat: no search match). With too few photos to hold out, or when
+ *    the held-out photos give no usable fit, both maps come from all photos through h (its own
+ *    training photos: optimistic; rep->calibration_heldout 0);
  *  - no photos: pseudo shopper photos of the catalog through h.
  * d is the training data of h, paths the photos' files (NULL without photos), pids the products.
  * Fills rep->calibration on success. */
@@ -188,14 +217,13 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
                                  const sl_head_train_opts *ho, const sl_head *h, const char *const *paths,
                                  char **pids, sl_train_report *rep, sl_calib **out, sl_error *err) {
     *out = NULL;
-    size_t n = d->n_photos, dim = d->dim, nh = 0;
+    size_t n = d->n_photos, dim = d->dim, nh = 0, m = 0;
     unsigned char *held = NULL;
     float *tp = NULL;
     uint32_t *tc = NULL;
     sl_train_photo *cp = NULL;
     sl_head *stand = NULL;
-    sl_features *f = NULL;
-    sl_engine *sh = NULL;
+    sl_calib *hcal = NULL, *all = NULL;
     sl_status st = SL_OK;
     uint64_t seed = o->has_seed ? o->seed : SL__ENGINE_CALIB_SEED;
     if (paths) {
@@ -226,89 +254,54 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
             goto out;
         }
     }
-again:;
-    size_t m = 0;
-    for (size_t i = 0; paths && i < n; i++) {
-        if (nh && !held[i]) continue;
-        cp[m].path = paths[i];
-        cp[m++].product_id = pids[d->photo_class[i]];
-    }
-    if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) goto out;
-    sl_head *use = stand ? stand : sl_head_clone(h);
-    stand = NULL;
-    if (!use) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
-    if ((st = sl_features_set_head(f, use)) != SL_OK) {
-        sl_head_free(use);
-        st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
-        goto out;
-    }
-    st = sl__engine_shadow_new(e, f, &sh, err);
-    f = NULL;
-    if (st != SL_OK) goto out;
     sl_calibrate_opts co;
     memset(&co, 0, sizeof co);
     co.photos = cp;
-    co.n_photos = m;
     co.seed = o->seed;
     co.has_seed = o->has_seed;
     co.jobs = o->jobs;
     co.cancel = o->cancel;
     co.progress = o->calib_progress;
     co.progress_ctx = o->calib_progress_ctx;
-    sl_calibrate_report cr;
-    st = sl__engine_calib_fit(sh, &co, nh != 0, &cr, out, err);
-    sl_calibrate_report_free(&cr);
-    if (st == SL_E_INVALID && nh) {
-        /* the held-out photos give no usable fit (their scores through the stand-in do not
-         * separate genuine pairs from negatives, or too few pairs: a handful of products the
-         * stand-in cannot tell apart): all photos through h, as with too few photos to hold out */
-        sl__engine_shadow_free(sh);
-        sh = NULL;
-        nh = 0;
-        if (err) memset(err, 0, sizeof *err);
-        goto again;
-    }
-    if (st == SL_OK && nh) {
-        /* search's map from all photos through the final head (the match score alone, the 2%
-         * rule): held-out products are ones the stand-in never learned, so its first results for
-         * them are mostly wrong and say nothing about the final head's first results for new
-         * photos of products it did learn (on grocery the fit came out flat: no search match) */
-        sl__engine_shadow_free(sh);
-        sh = NULL;
-        sl_calib *hcal = *out, *all = NULL;
-        *out = NULL;
-        sl_head *fin = sl_head_clone(h);
-        if (!fin) {
-            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-        } else if ((st = sl__engine_features_copy(e, &f, err)) != SL_OK) {
-            sl_head_free(fin);
-        } else if ((st = sl_features_set_head(f, fin)) != SL_OK) { /* not taken */
-            sl_head_free(fin);
-            st = sl__err_set(err, st, "%s", sl_features_errmsg(f));
-        }
-        if (st == SL_OK) {
-            st = sl__engine_shadow_new(e, f, &sh, err);
-            f = NULL;
-        }
-        m = 0;
-        for (size_t i = 0; st == SL_OK && i < n; i++) {
-            cp[m].path = paths[i];
-            cp[m++].product_id = pids[d->photo_class[i]];
-        }
+    if (nh) { /* check's map: the held-out photos through the stand-in */
+        for (size_t i = 0; i < n; i++)
+            if (held[i]) {
+                cp[m].path = paths[i];
+                cp[m++].product_id = pids[d->photo_class[i]];
+            }
         co.n_photos = m;
-        if (st == SL_OK) st = sl__engine_calib_fit(sh, &co, 0, &cr, &all, err);
-        sl_calibrate_report_free(&cr);
-        if (st == SL_OK && !(*out = sl_calib_merge(hcal, all))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-        sl_calib_free(hcal);
-        sl_calib_free(all);
+        st = sl__calib_through(e, stand, &co, 1, &hcal, err);
+        stand = NULL;
+        if (st == SL_E_INVALID) {
+            /* no usable fit (their scores through the stand-in do not separate genuine pairs from
+             * negatives, or too few pairs: a handful of products the stand-in cannot tell
+             * apart): all photos through h, as with too few photos to hold out */
+            st = SL_OK;
+            nh = 0;
+            if (err) memset(err, 0, sizeof *err);
+        } else if (st != SL_OK) {
+            goto out;
+        }
     }
-    if (st == SL_OK) {
-        sl_calib_get_info(*out, &rep->calibration);
-        rep->calibration_heldout = nh;
+    m = 0; /* search's map (and check's, without a usable hold-out): all photos through h */
+    for (size_t i = 0; paths && i < n; i++) {
+        cp[m].path = paths[i];
+        cp[m++].product_id = pids[d->photo_class[i]];
     }
+    co.n_photos = m;
+    if ((st = sl__calib_through(e, sl_head_clone(h), &co, 0, &all, err)) != SL_OK) goto out;
+    if (!hcal) {
+        *out = all;
+        all = NULL;
+    } else if (!(*out = sl_calib_merge(hcal, all))) {
+        st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        goto out;
+    }
+    sl_calib_get_info(*out, &rep->calibration);
+    rep->calibration_heldout = nh;
 out:
-    sl__engine_shadow_free(sh);
-    sl_features_free(f);
+    sl_calib_free(hcal);
+    sl_calib_free(all);
     sl_head_free(stand);
     free(held);
     free(tp);
