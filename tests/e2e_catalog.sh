@@ -251,7 +251,7 @@ expect_rc 0 "$bin" verify --store "$tmp/v"
 "$py" "$(dirname "$0")/schema1_store.py" "$tmp/old"
 rm -r "$tmp/old/images"
 "$bin" info --store "$tmp/old" --json > "$tmp/old.json"      # upgraded on open, and told about
-[ "$(j "$tmp/old.json" 'd["schema_version"], d["images_outside"], d["files_missing"]')" = "(2, 24, 0)" ] || fail "old store info: $(cat "$tmp/old.json")"
+[ "$(j "$tmp/old.json" 'd["schema_version"], d["images_outside"], d["files_missing"]')" = "(3, 24, 0)" ] || fail "old store info: $(cat "$tmp/old.json")"
 "$bin" info --store "$tmp/old" | grep -q "outside the store" || fail "info must warn about images outside the store"
 expect_rc 3 "$bin" verify --store "$tmp/old"
 grep -q "PROBLEM outside_store" "$tmp/out" || fail "verify: outside_store"

@@ -12,7 +12,11 @@
 #    new head with its calibration (never a half-written file), and a re-run gives the reference
 #    result;
 #  - option errors exit 2, a store without catalog exits 1 with a message;
-#  - eval --train DIR / --train-catalog report trained_photos.
+#  - eval --train DIR / --train-catalog report trained_photos;
+#  - references: train keeps the photos as references (none with --no-references, the same head),
+#    a training photo finds its product first through its reference, results never show a
+#    photo, a product without photos is not pushed out by the others' references, remove deletes
+#    a product's references, retrain drops them.
 . "$(dirname "$0")/product_lib.sh"
 
 cat=$tmp/cat
@@ -57,6 +61,72 @@ EOF
 after=$(hits "$s")
 echo "held-out hit@1: $before/28 untrained, $after/28 trained"
 [ "$after" -ge "$before" ] || fail "training made held-out photos worse ($before -> $after)"
+
+# ---- references: the training photos are searched next to the catalog images, never shown ------
+nrefs() { "$py" -c 'import sqlite3,sys; print(sqlite3.connect(sys.argv[1]+"/catalog.sqlite").execute("SELECT count(*) FROM refs").fetchone()[0])' "$1"; }
+[ "$(j "$tmp/t.json" 'd["references"]')" = 70 ] && [ "$(nrefs "$s")" = 70 ] || fail "train kept no references: $(cat "$tmp/t.json")"
+nr=$tmp/norefs
+cp -r "$tmp/untrained" "$nr"
+"$bin" train --store "$nr" --photos "$tmp/train" --epochs 8 --seed 3 --no-references --json > "$tmp/nr.json" || fail "train --no-references"
+[ "$(j "$tmp/nr.json" 'd["references"]')" = 0 ] && [ "$(nrefs "$nr")" = 0 ] || fail "--no-references kept references"
+cmp -s "$s/features-2.bin" "$nr/features-2.bin" || fail "--no-references trained another head"
+top1() { "$bin" search "$1" --store "$2" -k 1 --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["product_id"])'; }
+found_train() { # found_train STORE: training photos (0.jpg) whose top result is their product; no result shows a photo
+  local n=0
+  for f in "$tmp"/train/*/0.jpg; do
+    p=$(basename "$(dirname "$f")")
+    "$bin" search "$f" --store "$1" -k 5 --json > "$tmp/ft.json"
+    "$py" - "$tmp/ft.json" <<'EOF' || fail "a search result shows a reference photo instead of a catalog image"
+import json, sys
+for r in json.load(open(sys.argv[1]))["results"]:
+    assert "/train/" not in r["image"] and r["image_id"] < 2**48, r
+EOF
+    [ "$(j "$tmp/ft.json" 'd["results"][0]["product_id"]')" = "$p" ] && n=$((n + 1))
+  done
+  echo "$n"
+}
+with=$(found_train "$s")
+echo "training photos found first: $with/14 with references"
+[ "$with" = 14 ] || fail "a reference does not make its own photo find its product ($with/14)"
+# a reference makes its product findable: a review photo (an image of another generated shop)
+# labelled with the product it comes second to finds that product first through its reference
+"$bin" sample catalog "$tmp/alien" --products 3 --views 1 --photos 0 --size 160 --seed 77 >/dev/null
+alien=$tmp/alien/images/P000002_0.jpg
+far=$("$bin" search "$alien" --store "$tmp/untrained" -k 2 --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["results"][-1]["product_id"])')
+cp -r "$tmp/train" "$tmp/trainx"
+cp "$alien" "$tmp/trainx/$far/alien.jpg"
+cp -r "$tmp/untrained" "$tmp/rx"; cp -r "$tmp/untrained" "$tmp/nx"
+"$bin" train --store "$tmp/rx" --photos "$tmp/trainx" --epochs 0 --quiet >/dev/null  # centring only: no map to learn the photo
+"$bin" train --store "$tmp/nx" --photos "$tmp/trainx" --epochs 0 --no-references --quiet >/dev/null
+a_with=$(top1 "$alien" "$tmp/rx"); a_without=$(top1 "$alien" "$tmp/nx")
+echo "a photo labelled $far (its second product) finds: $a_with with its reference, $a_without without"
+[ "$a_with" = "$far" ] && [ "$a_without" != "$far" ] || fail "a reference does not make its product findable ($a_with / $a_without)"
+# similar never returns the product itself through its references
+"$bin" similar P000003 --store "$s" -k 5 --json > "$tmp/sim.json"
+"$py" - "$tmp/sim.json" <<'EOF' || fail "similar returned the product itself: $(cat "$tmp/sim.json")"
+import json, sys
+ids = [r["product_id"] for r in json.load(open(sys.argv[1]))["results"]]
+assert ids and "P000003" not in ids, ids
+EOF
+# a product without photos is not pushed out: train on 13 products' photos; the 14th's photos
+# are found first as often with the 13 others' references as without them
+mkdir -p "$tmp/train13"
+for d in "$tmp"/train/*/; do p=$(basename "$d"); [ "$p" = P000013 ] || cp -r "$d" "$tmp/train13/"; done
+cp -r "$tmp/untrained" "$tmp/r13"; cp -r "$tmp/untrained" "$tmp/n13"
+"$bin" train --store "$tmp/r13" --photos "$tmp/train13" --epochs 8 --seed 3 --quiet >/dev/null
+"$bin" train --store "$tmp/n13" --photos "$tmp/train13" --epochs 8 --seed 3 --no-references --quiet >/dev/null
+lone() { local n=0 f; for f in "$cat"/queries/P000013/*.jpg; do [ "$(top1 "$f" "$1")" = P000013 ] && n=$((n + 1)); done; echo "$n"; }
+l_with=$(lone "$tmp/r13"); l_without=$(lone "$tmp/n13")
+echo "photos of the product without references found first: $l_with/7 with the others' references, $l_without/7 without"
+[ "$l_with" -ge "$l_without" ] || fail "references of other products pushed a product without photos out ($l_without -> $l_with)"
+# deleting a product deletes its references: its training photo no longer finds it
+cp -r "$s" "$tmp/del"
+"$bin" remove P000004 --store "$tmp/del" --quiet >/dev/null
+[ "$(nrefs "$tmp/del")" = 65 ] || fail "remove left references: $(nrefs "$tmp/del")"
+[ "$(top1 "$tmp/train/P000004/0.jpg" "$tmp/del")" != P000004 ] || fail "a removed product is still found"
+# retrain (a new codebook) drops them with the head
+"$bin" retrain --store "$tmp/del" --quiet >/dev/null
+[ "$(nrefs "$tmp/del")" = 0 ] || fail "retrain kept references described with the old features"
 
 # an HNSW store trained the same way answers as the flat one: its candidates are re-scored from
 # the stored vectors (before the head) put through the head's gallery side

@@ -830,8 +830,11 @@ static void test_store_upgrade_from_schema1(void **state) {
     assert_int_equal(sl_store_open(dir, 0, 1, &s, &e), SL_OK);
     char *v;
     assert_int_equal(sl_store_meta_get(s, "schema_version", &v, &e), SL_OK);
-    assert_string_equal(v, "2");
+    assert_string_equal(v, "3");
     free(v);
+    int64_t nrefs = -1;
+    assert_int_equal(sl_store_count_refs(s, &nrefs, &e), SL_OK); /* the refs table exists */
+    assert_int_equal(nrefs, 0);
     sl_product p;
     assert_int_equal(sl_store_get_product(s, "P1", &p, &e), SL_OK);
     assert_string_equal(p.title, "Old mug");
@@ -852,7 +855,7 @@ static void test_store_upgrade_from_schema1(void **state) {
     assert_int_equal(sl_store_counts_get(s, &c, &e), SL_OK);
     assert_int_equal(c.images_outside, 1);
     sl_store_free(s);
-    /* a second open finds schema 2; removing the product deletes the store's copy only */
+    /* a second open finds schema 3; removing the product deletes the store's copy only */
     assert_int_equal(sl_store_open(dir, 0, 0, &s, &e), SL_OK);
     assert_int_equal(sl_store_remove_product(s, "P1", NULL, NULL, &e), SL_OK);
     assert_int_equal(sl_store_gc(s, NULL, &e), SL_OK);
@@ -863,6 +866,115 @@ static void test_store_upgrade_from_schema1(void **state) {
     rm_rf(feed);
     free(dir);
     free(feed);
+}
+
+/* ---- references: labelled photos kept next to the catalog images ---------------------------- */
+
+static sl_status count_vec(void *ctx, int64_t id, const float *vec, size_t dim) {
+    (void)vec;
+    int64_t *c = ctx;
+    if (dim != 4 || id < SL_STORE_REF_ID_BASE) return SL_E_CORRUPT;
+    (*c)++;
+    return SL_OK;
+}
+
+static void test_store_refs(void **state) {
+    (void)state;
+    char *dir = make_tmpdir();
+    sl_store *s;
+    sl_error e;
+    assert_int_equal(sl_store_open(dir, 1, 0, &s, &e), SL_OK);
+    put(s, "P1", "Red mug", "kitchen", 9.5);
+    put(s, "P2", "Blue shoe", "shoes", 50);
+    float v[4] = {1, 0, 0, 0}, w[4] = {0, 1, 0, 0};
+    int64_t i1;
+    assert_int_equal(sl_store_add_image(s, "P1", "/a.jpg", "h1", 10, FILE_A, v, 4, NULL, 0, &i1, &e), SL_OK);
+    sl_store_ref r[3] = {{"P1", "/photos/1.jpg", w, "LF", 2}, {"P2", "/photos/2.jpg", w, NULL, 0},
+                         {"P2", "/photos/3.jpg", v, NULL, 0}};
+    /* only inside a transaction; a reference to a missing product is refused, nothing kept */
+    assert_int_equal(sl_store_replace_refs(s, r, 3, 4, &e), SL_E_STATE);
+    sl_store_ref bad = {"NOPE", "", w, NULL, 0};
+    assert_int_equal(sl_store_begin(s, &e), SL_OK);
+    assert_int_equal(sl_store_replace_refs(s, &bad, 1, 4, &e), SL_E_NOT_FOUND);
+    sl_store_rollback(s);
+    assert_int_equal(sl_store_begin(s, &e), SL_OK);
+    assert_int_equal(sl_store_replace_refs(s, r, 3, 4, &e), SL_OK);
+    assert_int_equal(sl_store_commit(s, &e), SL_OK);
+    int64_t nr = 0, seen = 0;
+    assert_int_equal(sl_store_count_refs(s, &nr, &e), SL_OK);
+    assert_int_equal(nr, 3);
+    assert_int_equal(sl_store_each_ref_vector(s, count_vec, &seen, &e), SL_OK);
+    assert_int_equal(seen, 3);
+    /* index ids: images first, references from SL_STORE_REF_ID_BASE (the SQL's constant agrees) */
+    int64_t *ids;
+    size_t n;
+    assert_int_equal(sl_store_image_ids(s, &ids, &n, &e), SL_OK);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[0], i1);
+    assert_true(ids[1] > SL_STORE_REF_ID_BASE && ids[3] < SL_STORE_REF_ID_BASE + 1000);
+    int64_t q[3] = {ids[1], ids[2], i1};
+    char **prod;
+    assert_int_equal(sl_store_image_products(s, q, 3, &prod, &e), SL_OK);
+    assert_string_equal(prod[0], "P1");
+    assert_string_equal(prod[1], "P2");
+    assert_string_equal(prod[2], "P1");
+    sl_strings_free(prod, 3);
+    void *lf;
+    size_t llen;
+    assert_int_equal(sl_store_image_local(s, ids[1], &lf, &llen, &e), SL_OK);
+    assert_int_equal(llen, 2);
+    assert_memory_equal(lf, "LF", 2);
+    free(lf);
+    float out[8];
+    unsigned char found[2];
+    int64_t two[2] = {ids[1], i1};
+    assert_int_equal(sl_store_image_vectors(s, two, 2, 4, out, found, &e), SL_OK);
+    assert_true(found[0] && found[1]);
+    assert_float_equal(out[1], 1, 0); /* the reference's vector (w) */
+    assert_float_equal(out[4], 1, 0); /* the image's (v) */
+    /* never an image of the product: product_images, counts */
+    sl_image_ref *im;
+    size_t ni;
+    assert_int_equal(sl_store_product_images(s, "P2", &im, &ni, &e), SL_OK);
+    assert_int_equal(ni, 0);
+    sl_image_refs_free(im, ni);
+    sl_store_counts c;
+    assert_int_equal(sl_store_counts_get(s, &c, &e), SL_OK);
+    assert_int_equal(c.images, 1);
+    /* a filter passes the references of the products it passes */
+    int64_t *fi;
+    size_t nf;
+    sl_store_filter f = {0};
+    f.category = "shoes";
+    assert_int_equal(sl_store_filter_images(s, &f, &fi, &nf, &e), SL_OK);
+    assert_int_equal(nf, 2);
+    assert_int_equal(fi[0], ids[2]);
+    assert_int_equal(fi[1], ids[3]);
+    free(fi);
+    /* deleting a product deletes its references and reports their index ids */
+    int64_t *gone;
+    size_t ng;
+    assert_int_equal(sl_store_remove_product(s, "P2", &gone, &ng, &e), SL_OK);
+    assert_int_equal(ng, 2);
+    assert_int_equal(gone[0], ids[2]);
+    assert_int_equal(gone[1], ids[3]);
+    free(gone);
+    assert_int_equal(sl_store_count_refs(s, &nr, &e), SL_OK);
+    assert_int_equal(nr, 1);
+    /* replacing: the new set only, under new ids */
+    assert_int_equal(sl_store_begin(s, &e), SL_OK);
+    assert_int_equal(sl_store_replace_refs(s, r, 1, 4, &e), SL_OK);
+    assert_int_equal(sl_store_commit(s, &e), SL_OK);
+    int64_t *ids2;
+    size_t n2;
+    assert_int_equal(sl_store_image_ids(s, &ids2, &n2, &e), SL_OK);
+    assert_int_equal(n2, 2);
+    assert_true(ids2[1] > ids[3]); /* never reused */
+    free(ids2);
+    free(ids);
+    sl_store_free(s);
+    rm_rf(dir);
+    free(dir);
 }
 
 /* ---- the catalog as data: pages, filters, counts, cursors ------------------------------------ */
@@ -1052,6 +1164,7 @@ int main(void) {
         cmocka_unit_test(test_fetch_urls),
         cmocka_unit_test(test_store_image_files_gc),
         cmocka_unit_test(test_store_upgrade_from_schema1),
+        cmocka_unit_test(test_store_refs),
         cmocka_unit_test(test_store_list_products),
         cmocka_unit_test(test_product_apply_json),
         cmocka_unit_test(test_store_check),

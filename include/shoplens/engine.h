@@ -505,6 +505,10 @@ typedef struct sl_train_opts {
     volatile int *cancel;       /* may be NULL; nonzero stops with SL_E_INTERRUPTED, store unchanged */
     sl_progress_fn calib_progress; /* the calibration after training (sl_engine_calibrate), may be NULL */
     void *calib_progress_ctx;
+    int no_references;          /* nonzero: the labelled photos train the head only; otherwise
+                                   they also become the references of their products (store.h),
+                                   replacing the previous ones (a run without photos or with this
+                                   set removes them). A PostgreSQL store keeps none. */
 } sl_train_opts;
 
 typedef struct sl_train_failure {
@@ -527,6 +531,7 @@ typedef struct sl_train_report {
     sl_calib_info calibration;  /* the calibration fitted after the head (source SL_CALIB_NONE
                                    when it failed: see calibration_error) */
     char *calibration_error;    /* NULL, or why the calibration failed (the head is installed) */
+    size_t references;          /* labelled photos installed as references of their products */
     size_t calibration_heldout; /* labelled photos held out of the head's training to calibrate
                                    it (through a stand-in head trained on the others); 0: too few
                                    photos, calibrated on all of them through the head itself, or

@@ -84,6 +84,11 @@ typedef struct sl_eval_opts {
     int train_catalog;          /* nonzero (without train_dir): train from augmented gallery
                                    images alone (SL_LEARN_AUGMENT_PER_IMAGE per image) */
     const sl_head_train_opts *head; /* NULL = defaults */
+    int no_references;          /* train_dir with queries_dir: nonzero = the head only; else the
+                                   training photos are also references of their gallery label
+                                   (each label's score: its best catalog image or reference, as
+                                   a store's search does after `train --photos`). Leave-one-out
+                                   never uses references (its labels are classes, not products) */
     const char *cache_dir;      /* NULL, or a folder keeping described image sets between runs
                                    (keyed by spec, files and their sizes and times) */
     /* called (from the calling thread, in folder order) for every image that is skipped because

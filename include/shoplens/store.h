@@ -36,9 +36,10 @@ extern "C" {
 /* Version of the store directory layout and of the SQLite schema. A store recorded with another
  * version is refused with SL_E_VERSION and a message naming both versions. */
 #define SL_STORE_FORMAT_VERSION 1
-#define SL_STORE_SCHEMA_VERSION 2
+#define SL_STORE_SCHEMA_VERSION 3
 /* The oldest schema sl_store_open upgrades in place (one transaction; see docs/formats/store.md:
- * schema 1 stores referenced catalog images by their absolute path outside the store). */
+ * schema 1 stores referenced catalog images by their absolute path outside the store; schema 2
+ * had no table of references). */
 #define SL_STORE_SCHEMA_UPGRADABLE_FROM 1
 
 /* Longest product id accepted (bytes); ids are non-empty UTF-8 without control characters. */
@@ -266,10 +267,40 @@ sl_status sl_store_image_vectors(sl_store *s, const int64_t *ids, size_t n, size
 sl_status sl_store_image_ids(sl_store *s, int64_t **ids, size_t *n, sl_error *err);
 
 /* Calls fn for every image in id order with its vector; stops and returns fn's status when it
- * is not SL_OK. Used to rebuild the index. */
+ * is not SL_OK. Used to rebuild the index. Catalog images only (no reference). */
 typedef sl_status (*sl_store_vector_fn)(void *ctx, int64_t image_id, const float *vec,
                                         size_t dim);
 sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err);
+
+/* ---- references: labelled photos of a product kept as extra search references ------------
+ * A shop's labelled photos (review photos, confirmed searches: what `shoplens train --photos`
+ * receives) are kept as references of their product next to its catalog images: searched in
+ * the same index, never shown as catalog images (they are not images of the product's page:
+ * sl_store_product_images, sl_store_all_images, sl_store_get_image and the counts never return
+ * them). A reference's index id is SL_STORE_REF_ID_BASE + its row id; the functions that take
+ * index ids (sl_store_image_products, sl_store_image_local, sl_store_image_vectors,
+ * sl_store_image_ids, sl_store_filter_images, sl_store_remove_product's removed ids) cover
+ * references under those ids. Deleting a product deletes its references. SQLite stores only:
+ * a PostgreSQL store has none (replacing them is SL_E_UNSUPPORTED). */
+#define SL_STORE_REF_ID_BASE ((int64_t)1 << 48)
+typedef struct sl_store_ref {
+    const char *product_id;     /* an existing product */
+    const char *source;         /* where the photo came from (a path or URL; informational) */
+    const float *vec;           /* dim floats: the descriptor before any head */
+    const void *local;          /* serialized local features, may be NULL/0 */
+    size_t local_len;
+} sl_store_ref;
+/* Inside a transaction (SL_E_STATE otherwise): replaces every reference by the n given (n = 0
+ * removes them all). SL_E_NOT_FOUND names a reference whose product does not exist. */
+sl_status sl_store_replace_refs(sl_store *s, const sl_store_ref *refs, size_t n, size_t dim,
+                                sl_error *err);
+/* Calls fn for every reference (by index id, ascending) with its vector. */
+sl_status sl_store_each_ref_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err);
+/* Index ids of a product's references, ascending (malloc'ed, NULL when none). */
+sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t **ids, size_t *n,
+                                   sl_error *err);
+/* Number of references (0 on a PostgreSQL store). */
+sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err);
 
 /* All product ids (sorted), malloc'ed array of malloc'ed strings; free with sl_strings_free. */
 sl_status sl_store_product_ids(sl_store *s, char ***ids, size_t *n, sl_error *err);

@@ -62,12 +62,17 @@ struct sl_store {
 
 static sl_status sl__take_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt **st, sl_error *err);
 static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st);
+/* SL_STORE_REF_ID_BASE as SQL text (2^48); test_store checks that they agree */
+#define SL__REF_BASE_SQL "281474976710656"
 static const char *const sl__pooled_sql[SL__Q_KINDS] = {
-    "SELECT local FROM images WHERE id = ?",
+    "SELECT local FROM images WHERE id = ?1"
+    " UNION ALL SELECT local FROM refs WHERE id = ?1 - " SL__REF_BASE_SQL,
     "SELECT id, title, category, price, description, url, attrs, currency FROM products WHERE id = ?",
     "SELECT id, product_id, source, hash, size, file FROM images WHERE id = ?",
-    "SELECT j.key, i.product_id FROM json_each(?) j JOIN images i ON i.id = j.value",
-    "SELECT vec FROM images WHERE id = ?",
+    "SELECT j.key, i.product_id FROM json_each(?1) j JOIN images i ON i.id = j.value"
+    " UNION ALL SELECT j.key, r.product_id FROM json_each(?1) j JOIN refs r ON r.id = j.value - " SL__REF_BASE_SQL,
+    "SELECT vec FROM images WHERE id = ?1"
+    " UNION ALL SELECT vec FROM refs WHERE id = ?1 - " SL__REF_BASE_SQL,
 };
 
 static const char *const sl__schema =
@@ -85,6 +90,14 @@ static const char *const sl__schema =
     "CREATE INDEX IF NOT EXISTS images_product ON images(product_id);"
     "CREATE VIRTUAL TABLE IF NOT EXISTS products_fts USING fts5(title, description,"
     " tokenize = 'unicode61 remove_diacritics 2');";
+
+/* What schema 3 adds: references (labelled photos of a product, include/shoplens/store.h). */
+static const char *const sl__schema3 =
+    "CREATE TABLE IF NOT EXISTS refs("
+    " id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " product_id TEXT NOT NULL REFERENCES products(id) ON DELETE CASCADE,"
+    " source TEXT NOT NULL DEFAULT '', vec BLOB NOT NULL, local BLOB);"
+    "CREATE INDEX IF NOT EXISTS refs_product ON refs(product_id);";
 
 /* Indexes that only speed up reads: created by every read-write open when missing (an older
  * store gets them once, in a few seconds at 10^6 products; a shoplens without them just keeps
@@ -284,8 +297,9 @@ static sl_status sl__write_versions(sqlite3 *db, sl_error *err) {
     return sl__meta_set_conn(db, "magic", "shoplens-store", err);
 }
 
-/* Schema 1 -> 2, in one transaction on the writer connection db: the currency column, the
- * images.file column with its index, pending_deletions and its triggers. Images uploaded over
+/* Schema 1 -> 3 or 2 -> 3, in one transaction on the writer connection db. 1 -> 2: the currency
+ * column, the images.file column with its index, pending_deletions and its triggers. 2 -> 3: the
+ * refs table (empty). Images uploaded over
  * HTTP were already copies under images/ named by their SHA-256: their rows point at them.
  * Images a schema 1 store read from the feed's folder keep file = '' and are still read from
  * their source until `shoplens verify --repair` copies them in. Another process may have
@@ -299,6 +313,8 @@ static sl_status sl__upgrade(sl_store *s, sqlite3 *db, sl_error *err) {
         sl__exec(db, "ROLLBACK", NULL);
         return SL_OK; /* done by someone else (or not ours to do: the caller checks again) */
     }
+    if ((st = sl__exec(db, sl__schema3, err)) != SL_OK) goto fail;
+    if (c >= 2) goto done;
     if ((st = sl__exec(db, "ALTER TABLE products ADD COLUMN currency TEXT NOT NULL DEFAULT '';"
                            "ALTER TABLE images ADD COLUMN file TEXT NOT NULL DEFAULT '';", err)) != SL_OK ||
         (st = sl__exec(db, sl__schema2, err)) != SL_OK)
@@ -334,6 +350,7 @@ static sl_status sl__upgrade(sl_store *s, sqlite3 *db, sl_error *err) {
         sqlite3_finalize(u);
         if (st != SL_OK) goto fail;
     }
+done:;
     char buf[32];
     snprintf(buf, sizeof buf, "%d", SL_STORE_SCHEMA_VERSION);
     if ((st = sl__meta_set_conn(db, "schema_version", buf, err)) != SL_OK) goto fail;
@@ -449,6 +466,7 @@ sl_status sl_store_open(const char *dir, int create, int read_only, sl_store **o
             if ((st = sl__exec(s->db, "BEGIN IMMEDIATE", err)) != SL_OK) goto fail;
             if ((st = sl__exec(s->db, sl__schema, err)) != SL_OK ||
                 (st = sl__exec(s->db, sl__schema2, err)) != SL_OK ||
+                (st = sl__exec(s->db, sl__schema3, err)) != SL_OK ||
                 (st = sl__write_versions(s->db, err)) != SL_OK) {
                 sl__exec(s->db, "ROLLBACK", NULL);
                 goto fail;
@@ -716,10 +734,18 @@ sl_status sl_store_remove_product(sl_store *s, const char *id, int64_t **removed
     }
     rowid = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
-    if ((rc = sl__prepare(s->db, "SELECT id FROM images WHERE product_id = ? ORDER BY id", &st, err)) != SL_OK)
+    if ((rc = sl__prepare(s->db, "SELECT id FROM images WHERE product_id = ?1 UNION ALL SELECT id + "
+                                 SL__REF_BASE_SQL " FROM refs WHERE product_id = ?1 ORDER BY 1", &st, err)) != SL_OK)
         goto out;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     if ((rc = sl__collect_ids(s->db, st, &ids, &n, err)) != SL_OK) goto out;
+    sqlite3_finalize(st);
+    if ((rc = sl__prepare(s->db, "DELETE FROM refs WHERE product_id = ?", &st, err)) != SL_OK) goto out;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) {
+        rc = sl__sqlerr(err, s->db, "delete references");
+        goto out;
+    }
     sqlite3_finalize(st);
     if ((rc = sl__prepare(s->db, "DELETE FROM images WHERE product_id = ?", &st, err)) != SL_OK) goto out;
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
@@ -1161,7 +1187,7 @@ sl_status sl_store_image_ids(sl_store *s, int64_t **ids, size_t *n, sl_error *er
     sqlite3_stmt *st;
     /* without ORDER BY SQLite scans the small covering index images_product instead of the
      * table, whose rows carry the vectors and local features (tens of GB at a million images) */
-    sl_status rc = sl__prepare(db, "SELECT id FROM images", &st, err);
+    sl_status rc = sl__prepare(db, "SELECT id FROM images UNION ALL SELECT id + " SL__REF_BASE_SQL " FROM refs", &st, err);
     if (rc != SL_OK) return rc;
     rc = sl__collect_ids(db, st, ids, n, err);
     sqlite3_finalize(st);
@@ -1169,11 +1195,12 @@ sl_status sl_store_image_ids(sl_store *s, int64_t **ids, size_t *n, sl_error *er
     return rc;
 }
 
-sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err) {
-    if (s->pg) return sl__pg_each_vector(s->pg, fn, ctx, err);
+/* Calls fn for every row (id, vec) of sql; what names the rows in messages ("image", ...). */
+static sl_status sl__each_vector(sl_store *s, const char *sql, const char *what, int64_t id_base,
+                                 sl_store_vector_fn fn, void *ctx, sl_error *err) {
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
-    sl_status rc = sl__prepare(db, "SELECT id, vec FROM images ORDER BY id", &st, err);
+    sl_status rc = sl__prepare(db, sql, &st, err);
     if (rc != SL_OK) return rc;
     int r;
     while ((r = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1181,8 +1208,8 @@ sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl
         const void *b = sqlite3_column_blob(st, 1);
         if (!b || nb <= 0) continue;
         if (nb % (int)sizeof(float)) {
-            rc = sl__err_set(err, SL_E_CORRUPT, "catalog.sqlite: image %lld: vector of %d bytes",
-                             (long long)sqlite3_column_int64(st, 0), nb);
+            rc = sl__err_set(err, SL_E_CORRUPT, "catalog.sqlite: %s %lld: vector of %d bytes", what,
+                             (long long)(sqlite3_column_int64(st, 0) - id_base), nb);
             break;
         }
         /* blobs are not guaranteed float-aligned: copy */
@@ -1197,6 +1224,81 @@ sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl
         if (rc != SL_OK) break;
     }
     if (rc == SL_OK && r != SQLITE_DONE) rc = sl__sqlerr(err, db, "read vectors");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err) {
+    if (s->pg) return sl__pg_each_vector(s->pg, fn, ctx, err);
+    return sl__each_vector(s, "SELECT id, vec FROM images ORDER BY id", "image", 0, fn, ctx, err);
+}
+
+sl_status sl_store_replace_refs(sl_store *s, const sl_store_ref *refs, size_t n, size_t dim,
+                                sl_error *err) {
+    if (s->pg) return sl__err_set(err, SL_E_UNSUPPORTED, "a PostgreSQL store keeps no references");
+    sl_status rc = sl__need_writer(s, err);
+    if (rc != SL_OK) return rc;
+    pthread_mutex_lock(&s->mu);
+    int depth = s->txn_depth;
+    pthread_mutex_unlock(&s->mu);
+    if (depth <= 0) return sl__err_set(err, SL_E_STATE, "replacing references outside a transaction");
+    if ((rc = sl__exec(s->db, "DELETE FROM refs", err)) != SL_OK) return rc;
+    sqlite3_stmt *st = NULL;
+    if ((rc = sl__prepare(s->db, "INSERT INTO refs(product_id, source, vec, local) "
+                                 "SELECT id, ?2, ?3, ?4 FROM products WHERE id = ?1", &st, err)) != SL_OK)
+        return rc;
+    for (size_t i = 0; i < n && rc == SL_OK; i++) {
+        size_t vbytes;
+        if ((rc = sl__blob_check(s, dim, refs[i].local_len, &vbytes, err)) != SL_OK) break;
+        if (!refs[i].product_id || !refs[i].vec || dim == 0) {
+            rc = sl__err_set(err, SL_E_INVALID, "reference %zu: no product or no vector", i);
+            break;
+        }
+        sqlite3_bind_text(st, 1, refs[i].product_id, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, refs[i].source ? refs[i].source : "", -1, SQLITE_STATIC);
+        sqlite3_bind_blob(st, 3, refs[i].vec, (int)vbytes, SQLITE_STATIC);
+        if (refs[i].local && refs[i].local_len) sqlite3_bind_blob(st, 4, refs[i].local, (int)refs[i].local_len, SQLITE_STATIC);
+        else sqlite3_bind_null(st, 4);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "insert reference");
+        else if (sqlite3_changes(s->db) == 0)
+            rc = sl__err_set(err, SL_E_NOT_FOUND, "reference %zu: no product '%s'", i, refs[i].product_id);
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+sl_status sl_store_each_ref_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err) {
+    if (s->pg) return SL_OK; /* none */
+    return sl__each_vector(s, "SELECT id + " SL__REF_BASE_SQL ", vec FROM refs ORDER BY id", "reference",
+                           SL_STORE_REF_ID_BASE, fn, ctx, err);
+}
+
+sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t **ids, size_t *n,
+                                   sl_error *err) {
+    *ids = NULL;
+    *n = 0;
+    if (s->pg) return SL_OK;
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__prepare(db, "SELECT id + " SL__REF_BASE_SQL " FROM refs WHERE product_id = ? ORDER BY id", &st, err);
+    if (rc != SL_OK) return rc;
+    sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
+    rc = sl__collect_ids(db, st, ids, n, err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err) {
+    *n = 0;
+    if (s->pg) return SL_OK;
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__prepare(db, "SELECT count(*) FROM refs", &st, err);
+    if (rc != SL_OK) return rc;
+    if (sqlite3_step(st) == SQLITE_ROW) *n = sqlite3_column_int64(st, 0);
+    else rc = sl__sqlerr(err, db, "count references");
     sqlite3_finalize(st);
     return rc;
 }
@@ -1376,6 +1478,33 @@ sl_status sl__store_filter_images_any_order(sl_store *s, const sl_store_filter *
     rc = sl__collect_ids(db, st, ids, n, err);
     sqlite3_finalize(st);
     free(fq);
+    fq = NULL;
+    /* and the references of the same products, under their index ids */
+    int64_t *rids = NULL;
+    size_t nr = 0;
+    if (rc == SL_OK)
+        rc = sl__filter_stmt(s, f, "SELECT r.id + " SL__REF_BASE_SQL " FROM refs r JOIN products p ON p.id = r.product_id WHERE 1",
+                             "", &db, &st, &fq, err);
+    if (rc == SL_OK && st) {
+        rc = sl__collect_ids(db, st, &rids, &nr, err);
+        sqlite3_finalize(st);
+    }
+    free(fq);
+    if (rc == SL_OK && nr) {
+        int64_t *all = sl__reallocarray(*ids, *n + nr, sizeof *all);
+        if (!all) rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else {
+            memcpy(all + *n, rids, nr * sizeof *rids);
+            *ids = all;
+            *n += nr;
+        }
+    }
+    free(rids);
+    if (rc != SL_OK) {
+        free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
     return rc;
 }
 

@@ -42,6 +42,7 @@ static int sl__eval_run_cmd(int argc, char **argv) {
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--json") == 0) { json = 1; continue; }
         if (strcmp(a, "--train-catalog") == 0) { o.train_catalog = 1; continue; }
+        if (strcmp(a, "--no-references") == 0) { o.no_references = 1; continue; }
         if (strcmp(a, "--quiet") == 0) { quiet = 1; continue; }
         if (!v) return sl__cli_usage_error(argv[0], "%s needs a value or is unknown", a);
         char *end;
@@ -129,7 +130,8 @@ const sl__cli_cmd sl__cmd_eval = {
     "eval", "measure retrieval quality on labelled image folders",
     "Usage: shoplens eval --gallery DIR [--queries DIR] [--features SPEC | --model M.onnx] [-k 10]\n"
     "                     [--jobs N] [--max-queries N] [--report FILE.html] [--quiet] [--json]\n"
-    "                     [--train DIR | --train-catalog] [--train-opt KEY=VALUE]... [--cache DIR]\n\n"
+    "                     [--train DIR | --train-catalog] [--train-opt KEY=VALUE]... [--no-references]\n"
+    "                     [--cache DIR]\n\n"
     "DIR follows the ImageFolder convention: one sub-folder per label; two images are relevant\n"
     "to each other when they share a label. Without --queries every gallery image queries all\n"
     "the others (leave-one-out). The whole gallery is ranked (exact search, geometric re-rank of\n"
@@ -144,7 +146,9 @@ const sl__cli_cmd sl__cmd_eval = {
     "             queries with their top results outlined green (relevant) or red\n"
     "  --model    the recommended features for an ONNX model (as shoplens init --model)\n"
     "  --train    first train a head (shoplens train) on DIR, an ImageFolder in the gallery's\n"
-    "             label space; --train-catalog: on augmented gallery images instead\n"
+    "             label space; --train-catalog: on augmented gallery images instead. With\n"
+    "             --queries, DIR's photos also become references of their labels (as train\n"
+    "             --photos does in a store); --no-references: the head alone\n"
     "  --train-opt epochs=, seed=, rank=, lambda=, temperature=, category=, batch=, lr=\n"
     "  --cache    keep described image sets in DIR between runs (same results, less work)\n",
     sl__eval_run_cmd};

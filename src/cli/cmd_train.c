@@ -32,7 +32,7 @@ static int sl__train_run(int argc, char **argv) {
     const char *photos = NULL;
     sl_head_train_opts ho;
     sl_head_train_opts_init(&ho);
-    int has_seed = 0;
+    int has_seed = 0, no_refs = 0;
     uint64_t seed = 0;
     /* our options first; the rest goes to the shared parser */
     char **rest = calloc((size_t)argc + 1, sizeof *rest);
@@ -43,6 +43,7 @@ static int sl__train_run(int argc, char **argv) {
     for (int i = 1; i < argc && !rc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         char *end;
+        if (strcmp(a, "--no-references") == 0) { no_refs = 1; continue; }
         if (strcmp(a, "--photos") == 0 || strcmp(a, "--epochs") == 0 || strcmp(a, "--seed") == 0 ||
             strcmp(a, "--train-opt") == 0) {
             if (!v) { rc = sl__cli_usage_error(argv[0], "%s needs a value", a); break; }
@@ -81,6 +82,7 @@ static int sl__train_run(int argc, char **argv) {
     to.head = &ho;
     to.seed = seed;
     to.has_seed = has_seed;
+    to.no_references = no_refs;
     to.jobs = o.jobs;
     to.progress = sl__progress_cb;
     to.progress_ctx = &pr;
@@ -100,14 +102,15 @@ static int sl__train_run(int argc, char **argv) {
     int partial = rep.n_failures > 0;
     if (o.json && st == SL_OK) {
         json_t *fails = sl__failures_json(rep.failures, rep.n_failures);
-        json_t *js = json_pack("{s:I, s:I, s:I, s:I, s:b, s:I, s:f, s:f, s:f, s:o, s:o, s:I}",
+        json_t *js = json_pack("{s:I, s:I, s:I, s:I, s:b, s:I, s:f, s:f, s:f, s:o, s:o, s:I, s:I}",
             "photos", (json_int_t)rep.photos, "products", (json_int_t)rep.products,
             "unknown", (json_int_t)rep.unknown, "failed", (json_int_t)rep.failed,
             "augmented", rep.augmented, "features_version", (json_int_t)rep.features_version,
             "describe_seconds", rep.describe_seconds, "train_seconds", rep.train_seconds,
             "seconds", rep.seconds, "failures", fails ? fails : json_array(),
             "calibration", sl__calib_json(&rep.calibration),
-            "calibration_heldout", (json_int_t)rep.calibration_heldout);
+            "calibration_heldout", (json_int_t)rep.calibration_heldout,
+            "references", (json_int_t)rep.references);
         if (js && rep.calibration_error) json_object_set_new(js, "calibration_error", json_string(rep.calibration_error));
         sl_train_report_free(&rep);
         if (sl__print_json(js)) return SL_EXIT_ERROR;
@@ -122,6 +125,7 @@ static int sl__train_run(int argc, char **argv) {
            "described in %.1f s, trained in %.1f s\n",
            rep.photos, rep.augmented ? "augmented catalog images" : "photos", rep.products, rep.unknown,
            rep.failed, (long long)rep.features_version, rep.describe_seconds, rep.train_seconds);
+    if (rep.references) printf("%zu photos kept as references of their products\n", rep.references);
     char line[512];
     sl__calib_line(&rep.calibration, line, sizeof line);
     if (rep.calibration_error) fprintf(stderr, "shoplens %s: calibration failed: %s\n", argv[0], rep.calibration_error);
@@ -135,14 +139,18 @@ static int sl__train_run(int argc, char **argv) {
 
 const sl__cli_cmd sl__cmd_train = {
     "train", "learn from photos of the products: a projection head for search",
-    "Usage: shoplens train [--store DIR] [--photos DIR|CSV] [--epochs N] [--seed N] [--jobs N]\n"
-    "                      [--train-opt KEY=VALUE]... [--quiet] [--json]\n\n"
+    "Usage: shoplens train [--store DIR] [--photos DIR|CSV] [--no-references] [--epochs N]\n"
+    "                      [--seed N] [--jobs N] [--train-opt KEY=VALUE]... [--quiet] [--json]\n\n"
     "Learns a projection of the store's global descriptors that brings photos of a product close\n"
     "to its catalog images and away from other products (categories as weaker labels), and\n"
     "applies it to the catalog and to every search from then on (docs/learn.md).\n"
     "  --photos DIR   an ImageFolder: DIR/<product_id>/<photo>\n"
     "  --photos CSV   columns photo (or image) and product_id; paths relative to the CSV\n"
     "  (none)         train from augmented copies of the catalog images\n"
+    "  --no-references  the photos train the head only; by default they also become\n"
+    "                 references of their products: searched next to the catalog images,\n"
+    "                 never shown (they replace the previous ones; a run without photos or\n"
+    "                 with this option removes them; a cluster store keeps none)\n"
     "  --epochs N     passes over the photos (default 10; 0 = only align the photo domain)\n"
     "  --seed N       seed of initialisation, batch order and augmentation (default fixed)\n"
     "  --train-opt    rank=, lambda=, temperature=, category=, batch=, lr= (learn.h)\n"
@@ -150,7 +158,8 @@ const sl__cli_cmd sl__cmd_train = {
     "(exit 3). The catalog is not described again; Ctrl-C or a kill leaves the store as it was.\n"
     "  --json   print {\"photos\", \"products\", \"unknown\", \"failed\", \"augmented\",\n"
     "           \"features_version\", \"describe_seconds\", \"train_seconds\", \"seconds\", \"failures\",\n"
-    "           \"calibration\" (as in info), \"calibration_heldout\", \"calibration_error\"\n"
+    "           \"calibration\" (as in info), \"calibration_heldout\", \"references\",\n"
+    "           \"calibration_error\"\n"
     "           (when calibrating failed)}\n"
     "The head changes every score, so train also calibrates confidence (as shoplens calibrate)\n"
     "and installs both at once. With --photos it holds the photos of a seeded quarter of the\n"

@@ -155,13 +155,14 @@ enum { SL__BATCH = 1024 };
 typedef struct sl__batch {
     sl_index *idx;
     const sl_features *feat;
+    sl_head_side side;        /* gallery: catalog images; query: references (photos) */
     size_t dim, n;
     uint64_t ids[SL__BATCH];
     float *vecs;              /* SL__BATCH x dim */
 } sl__batch;
 
 static sl_status sl__batch_flush(sl__batch *b) {
-    sl_status st = b->n ? sl_features_project(b->feat, SL_HEAD_GALLERY, b->vecs, b->vecs, b->n) : SL_OK;
+    sl_status st = b->n ? sl_features_project(b->feat, b->side, b->vecs, b->vecs, b->n) : SL_OK;
     if (st == SL_OK && b->n) st = sl_index_add_batch(b->idx, b->n, b->ids, b->vecs);
     b->n = 0;
     return st;
@@ -180,6 +181,7 @@ static sl__batch *sl__batch_new(sl_index *idx, const sl_features *feat, size_t d
     if (!b) return NULL;
     b->idx = idx;
     b->feat = feat;
+    b->side = SL_HEAD_GALLERY;
     b->dim = dim;
     if (!(b->vecs = sl__mallocarray(SL__BATCH, dim * sizeof(float)))) {
         free(b);
@@ -204,6 +206,10 @@ static sl_status sl__build_index(sl_engine *e, sl_index_kind kind, size_t dim, s
     sl__batch *b = sl__batch_new(idx, e->feat, dim);
     if (!b) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     if (st == SL_OK) st = sl_store_each_vector(e->store, sl__batch_add, b, err);
+    if (st == SL_OK) st = sl__batch_flush(b);
+    /* references (labelled photos) are photos: the query side of the head */
+    if (st == SL_OK) b->side = SL_HEAD_QUERY;
+    if (st == SL_OK && !e->no_refs) st = sl_store_each_ref_vector(e->store, sl__batch_add, b, err);
     if (st == SL_OK) st = sl__batch_flush(b);
     /* HNSW: renumber the slots in graph order (faster searches, docs/index.md) */
     if (st == SL_OK && kind == SL_INDEX_HNSW) st = sl_index_compact(idx);
@@ -289,7 +295,11 @@ static sl_status sl__catch_up(sl_engine *e, sl_index *idx, size_t *changed, sl_e
                 if (k != j) memmove(vecs + k * dim, vecs + j * dim, dim * sizeof *vecs);
                 ids[k++] = (uint64_t)add[i + j];
             }
-        sl_status pst = k ? sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, k) : SL_OK;
+        /* ids ascending: catalog images first, then references (query side of the head) */
+        size_t kc = 0;
+        while (kc < k && ids[kc] < (uint64_t)SL_STORE_REF_ID_BASE) kc++;
+        sl_status pst = kc ? sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, kc) : SL_OK;
+        if (pst == SL_OK && k > kc) pst = sl_features_project(e->feat, SL_HEAD_QUERY, vecs + kc * dim, vecs + kc * dim, k - kc);
         if (pst != SL_OK)
             st = sl__err_set(err, pst, "updating the index: the features' head: %s", sl_strerror(pst));
         else if (k && sl_index_add_batch(idx, k, ids, vecs) != SL_OK)
@@ -499,6 +509,12 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
 
 sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, int reindex,
                                     sl_error *err) {
+    return sl__engine_commit_features_with(e, f, version, reindex, NULL, NULL, err);
+}
+
+sl_status sl__engine_commit_features_with(sl_engine *e, sl_features *f, int64_t version, int reindex,
+                                         sl_status (*in_txn)(sl_engine *, void *, sl_error *), void *ctx,
+                                         sl_error *err) {
     char buf[32], *now = NULL;
     snprintf(buf, sizeof buf, "%lld", (long long)version);
     sl_status st = sl_store_begin(e->store, err);
@@ -506,6 +522,7 @@ sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t versi
         strtoll(now, NULL, 10) != e->features_version)
         st = sl__err_set(err, SL_E_BUSY, "another process changed the store's features meanwhile; run it again");
     free(now);
+    if (st == SL_OK && in_txn) st = in_txn(e, ctx, err);
     if (st == SL_OK) st = sl_store_meta_set(e->store, "features_version", buf, err);
     if (st == SL_OK) st = sl__engine_bump(e, err);
     if (st != SL_OK) {
@@ -579,6 +596,9 @@ sl_status sl__engine_shadow_new(sl_engine *e, sl_features *f, sl_engine **out, s
     s->verify_top = e->verify_top;
     s->max_side = e->max_side;
     atomic_init(&s->hnsw_ef, atomic_load(&e->hnsw_ef));
+    atomic_init(&s->refs_n, 0);
+    atomic_init(&s->refs_gen, -1);
+    s->no_refs = 1;          /* calibrations score catalog images: not the references being replaced */
     s->lcache = e->lcache;   /* shared: local features do not depend on the head */
     s->hnsw_above = e->hnsw_above;
     sl_status st = sl__engine_rebuild_index(s, err);
@@ -646,6 +666,8 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     e->max_side = SL_ENGINE_MAX_SIDE_DEFAULT;
     e->hnsw_above = SL__ENGINE_HNSW_ABOVE;
     atomic_init(&e->hnsw_ef, 0); /* automatic */
+    atomic_init(&e->refs_n, 0);
+    atomic_init(&e->refs_gen, -1);
     e->lcache = sl__lcache_new((size_t)SL_ENGINE_LOCAL_CACHE_MB_DEFAULT << 20); /* NULL: uncached */
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;

@@ -71,6 +71,9 @@ struct sl_engine {
     int index_dirty;         /* in-memory index differs from index.bin */
     int candidates, verify_top, max_side;
     _Atomic int hnsw_ef;     /* SL_ENGINE_HNSW_EF_DEFAULT unless set */
+    int no_refs;             /* a training's private engine: its index holds no references */
+    _Atomic int64_t refs_n;  /* references in the store at generation refs_gen (a cache of */
+    _Atomic int64_t refs_gen;/* sl_store_count_refs for the search depth; refs_gen -1: none) */
     pthread_rwlock_t lock;
     pthread_mutex_t wmu;
     /* Features replaced by a training stay alive until sl_engine_free: a query may still be
@@ -190,6 +193,11 @@ sl_status sl__engine_train_new(sl_engine *e, const sl_image *const *imgs, size_t
  * vectors (else keeps it: the vectors did not change). Caller holds wmu. */
 sl_status sl__engine_commit_features(sl_engine *e, sl_features *f, int64_t version, int reindex,
                                     sl_error *err);
+/* The same, calling in_txn(e, ctx, err) inside the committing transaction first (train's
+ * references go in with the head); its failure rolls everything back. */
+sl_status sl__engine_commit_features_with(sl_engine *e, sl_features *f, int64_t version, int reindex,
+                                         sl_status (*in_txn)(sl_engine *, void *, sl_error *), void *ctx,
+                                         sl_error *err);
 /* First training: sl__engine_train_new, then commits features_version and installs the
  * features and a new empty index. Caller holds wmu. */
 sl_status sl__engine_train(sl_engine *e, const sl_image *const *imgs, size_t n, sl_error *err);

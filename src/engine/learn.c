@@ -68,6 +68,8 @@ typedef struct sl__tphoto_job {
     size_t dim;
     uint64_t seed;
     float *vecs;
+    void **locals;                 /* NULL, or the photos' serialized local features (references) */
+    size_t *local_len;
     sl_status *st;
     char **msg;
     volatile int *cancel;
@@ -91,7 +93,11 @@ static void sl__tphoto_one(void *arg, size_t i) {
         sl_image_free(img);
         img = aug;
     }
-    if (st == SL_OK) st = sl_features_extract(j->e->feat, img, j->vecs + i * j->dim, NULL, &err);
+    sl_local_features *lf = NULL;
+    int want_local = j->locals && sl_features_uses_verify(j->e->feat);
+    if (st == SL_OK) st = sl_features_extract(j->e->feat, img, j->vecs + i * j->dim, want_local ? &lf : NULL, &err);
+    if (st == SL_OK && lf) st = sl_local_features_serialize(lf, &j->locals[i], &j->local_len[i], &err);
+    sl_local_features_free(lf);
     sl_image_free(img);
     j->st[i] = st;
     if (st != SL_OK) j->msg[i] = sl__strdup(err.message);
@@ -126,11 +132,23 @@ static sl_status sl__tvec_add(void *ctx, int64_t id, const float *vec, size_t di
 }
 
 
+/* The references a training installs with its head (sl_store_replace_refs). */
+typedef struct sl__refset {
+    sl_store_ref *refs;
+    size_t n, dim;
+    int keep;                   /* 0: leave the store's references alone (a cluster store) */
+} sl__refset;
+
+static sl_status sl__put_refs(sl_engine *e, void *ctx, sl_error *err) {
+    const sl__refset *r = ctx;
+    return r->keep ? sl_store_replace_refs(e->store, r->refs, r->n, r->dim, err) : SL_OK;
+}
+
 /* Commits `f` (already saved as features-<version>.bin; ownership passes) as the store's
- * features, re-indexes the stored vectors through its head and removes the previous file.
- * Caller holds wmu. */
-static sl_status sl__install(sl_engine *e, sl_features *f, int64_t version, sl_error *err) {
-    sl_status st = sl__engine_commit_features(e, f, version, 1, err);
+ * features with the references `r` in the same transaction, re-indexes the stored vectors
+ * through its head and removes the previous file. Caller holds wmu. */
+static sl_status sl__install(sl_engine *e, sl_features *f, int64_t version, sl__refset *r, sl_error *err) {
+    sl_status st = sl__engine_commit_features_with(e, f, version, 1, sl__put_refs, r, err);
     if (st == SL_OK) {
         char *old = sl__engine_features_path(e, version - 1);
         if (old) unlink(old);
@@ -336,6 +354,10 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     float *pv = NULL;
     sl_status *pst = NULL;
     char **pmsg = NULL;
+    void **ploc = NULL;
+    size_t *plen = NULL;
+    sl__refset rs;
+    memset(&rs, 0, sizeof rs);
     size_t np = 0, naug = 0;
     sl_features *f = NULL;
     sl_head *h = NULL;
@@ -429,6 +451,17 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     pst = sl__callocarray(np, sizeof *pst);
     pmsg = sl__callocarray(np, sizeof *pmsg);
     if (!pv || !pst || !pmsg) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+    /* labelled photos become references of their products (not augmented copies; a cluster
+     * store keeps none: its references are left as they are, i.e. none) */
+    rs.keep = !sl_store_is_shared(e->store);
+    int refs_wanted = rs.keep && !naug && !o.no_references;
+    if (refs_wanted) {
+        ploc = sl__callocarray(np, sizeof *ploc);
+        plen = sl__callocarray(np, sizeof *plen);
+        if (!ploc || !plen) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        j.locals = ploc;
+        j.local_len = plen;
+    }
     j.e = e;
     j.dim = dim;
     j.seed = o.seed;
@@ -452,6 +485,13 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
         }
         if (used != i) memcpy(pv + used * dim, pv + i * dim, dim * sizeof *pv);
         if (ppaths) ppaths[used] = ppaths[i];
+        if (ploc && used != i) {
+            free(ploc[used]); /* a failed photo's (none) */
+            ploc[used] = ploc[i];
+            plen[used] = plen[i];
+            ploc[i] = NULL;
+            plen[i] = 0;
+        }
         pcls[used++] = pcls[i];
     }
     rep->photos = used;
@@ -516,10 +556,23 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     if (o.cancel && *o.cancel) st = sl__err_set(err, SL_E_INTERRUPTED, "interrupted");
     else st = sl__engine_save_features(e, f, version, err);
     if (st != SL_OK) goto out;
-    st = sl__install(e, f, version, err);
+    if (refs_wanted) {
+        if (!(rs.refs = sl__callocarray(used + 1, sizeof *rs.refs))) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        for (size_t i = 0; i < used; i++) {
+            rs.refs[i].product_id = pids[pcls[i]];
+            rs.refs[i].source = ppaths[i];
+            rs.refs[i].vec = pv + i * dim;
+            rs.refs[i].local = ploc[i];
+            rs.refs[i].local_len = plen[i];
+        }
+        rs.n = used;
+    }
+    rs.dim = dim;
+    st = sl__install(e, f, version, &rs, err);
     f = NULL;
     if (st != SL_OK) goto out;
     rep->features_version = version;
+    rep->references = rs.n;
 out:
     rep->seconds = sl__now() - t0;
     pthread_mutex_unlock(&e->wmu);
@@ -539,5 +592,9 @@ out:
     free(pst);
     for (size_t i = 0; pmsg && i < np; i++) free(pmsg[i]);
     free(pmsg);
+    for (size_t i = 0; ploc && i < np; i++) free(ploc[i]);
+    free(ploc);
+    free(plen);
+    free(rs.refs);
     return st;
 }

@@ -131,7 +131,7 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
         for (size_t i = 0; i < n; i++) ids[i] = (int64_t)c[i].id;
         st = sl_store_image_vectors(e->store, ids, n, dim, vecs, found, err);
     }
-    size_t m = 0;
+    size_t m = 0, mc = 0;
     if (st == SL_OK) {
         for (size_t i = 0; i < n; i++) {
             if (!found[i]) continue; /* removed by another process, not yet refreshed */
@@ -139,8 +139,27 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
             if (m != i) memmove(vecs + m * dim, vecs + i * dim, dim * sizeof *vecs);
             m++;
         }
+        /* catalog images first, references (labelled photos) after: one head side each
+         * (an in-place partition by swaps; the order is restored by the sort below) */
+        for (size_t i = 0; i < m; i++) {
+            if (c[i].id >= (uint64_t)SL_STORE_REF_ID_BASE) continue;
+            if (i != mc) {
+                for (size_t x = 0; x < dim; x++) {
+                    float t = vecs[mc * dim + x];
+                    vecs[mc * dim + x] = vecs[i * dim + x];
+                    vecs[i * dim + x] = t;
+                }
+                uint64_t t = c[mc].id;
+                c[mc].id = c[i].id;
+                c[i].id = t;
+            }
+            mc++;
+        }
         /* the store keeps the vectors before the features' head; the index holds them after */
-        if (m && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, m)) != SL_OK)
+        if (mc && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, mc)) != SL_OK)
+            sl__err_set(err, st, "re-scoring the candidates: the features' head: %s", sl_strerror(st));
+        if (st == SL_OK && m > mc &&
+            (st = sl_features_project(e->feat, SL_HEAD_QUERY, vecs + mc * dim, vecs + mc * dim, m - mc)) != SL_OK)
             sl__err_set(err, st, "re-scoring the candidates: the features' head: %s", sl_strerror(st));
         for (size_t i = 0; st == SL_OK && i < m; i++) c[i].score = sl__dot8(vec, vecs + i * dim, dim);
     }
@@ -227,8 +246,126 @@ static int sl__cmp_pscore(const void *a, const void *b) {
     return strcmp(x->product_id, y->product_id);
 }
 
-/* Adds candidates to the per-product accumulator (best image wins). */
-static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__pscore **acc,
+static int sl__cmp_dbl_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+/* Mean and standard deviation of the k highest of the n values v (sorted in place). */
+static void sl__top_stats(double *v, size_t n, size_t k, double *mean, double *sd) {
+    *mean = 0;
+    *sd = 0;
+    if (n == 0) return;
+    qsort(v, n, sizeof *v, sl__cmp_dbl_desc);
+    size_t m = n < k ? n : k;
+    double sum = 0, ss = 0;
+    for (size_t i = 0; i < m; i++) sum += v[i];
+    *mean = sum / (double)m;
+    for (size_t i = 0; i < m; i++) ss += (v[i] - *mean) * (v[i] - *mean);
+    *sd = sqrt(ss / (double)m);
+}
+
+/* References as a second, equal witness (docs/learn.md, "References"). A shopper photo resembles
+ * other shopper photos (scene, light, framing) more than any packshot, so its scores against
+ * references sit higher and spread wider than against catalog images whatever the product; taken
+ * as they are (a product's best entry), products with references take the queries of products
+ * without. Each kind is therefore standardized against this query's cohort of it - the mean and
+ * standard deviation of the best scores of the K = SL_CALIB_COHORT_DEFAULT products that score
+ * highest by that kind (query-side cohort normalization, T-norm: Auckenthaler et al., DSP 2000;
+ * the query term of CSLS, Conneau et al., ICLR 2018) - and a product with references scores the
+ * mean of its catalog score and its best reference's score mapped onto the catalog's scale
+ * (mean_c + sd_c (r - mean_r) / sd_r); a product without references keeps its catalog score, so
+ * the units stay those of catalog scores. Averaging two standardized witnesses instead of taking
+ * the better one gives a product no extra chance from having two: a wrong product with photos
+ * must look right in both. Nothing is fitted: the cohorts are measured on every query.
+ * Rewrites c[] in place: catalog candidates of products with references get the mean; reference
+ * candidates drop out (score -INFINITY, skipped by sl__accumulate) except the best one of a
+ * product none of whose catalog images is a candidate, which stands for them with the lowest
+ * catalog candidate's score as its catalog score (an upper bound). */
+static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, sl_error *err) {
+    size_t nref = 0;
+    for (size_t i = 0; i < n; i++) nref += prod[i] && c[i].image_id >= SL_STORE_REF_ID_BASE;
+    if (nref == 0) return SL_OK;
+    /* per product: best catalog candidate, best reference candidate (indexes into c) */
+    size_t *bi = sl__mallocarray(2 * n + 1, sizeof *bi);
+    size_t *first = sl__mallocarray(n + 1, sizeof *first);
+    double *v = sl__mallocarray(n + 1, sizeof *v);
+    unsigned char *keep = sl__callocarray(n + 1, 1);
+    if (!bi || !first || !v || !keep) {
+        free(bi);
+        free(first);
+        free(v);
+        free(keep);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    size_t np = 0;
+    double lowest_cat = INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (!prod[i]) continue;
+        int kind = c[i].image_id >= SL_STORE_REF_ID_BASE;
+        if (!kind && c[i].score < lowest_cat) lowest_cat = c[i].score;
+        size_t p;
+        for (p = 0; p < np; p++)
+            if (strcmp(prod[first[p]], prod[i]) == 0) break;
+        if (p == np) {
+            first[np++] = i;
+            bi[2 * p] = bi[2 * p + 1] = SIZE_MAX;
+        }
+        size_t *b = &bi[2 * p + (size_t)kind];
+        if (*b == SIZE_MAX || c[i].score > c[*b].score) *b = i;
+    }
+    double mean[2], sd[2];
+    for (int kind = 0; kind < 2; kind++) {
+        size_t m = 0;
+        for (size_t p = 0; p < np; p++)
+            if (bi[2 * p + (size_t)kind] != SIZE_MAX) v[m++] = c[bi[2 * p + (size_t)kind]].score;
+        sl__top_stats(v, m, SL_CALIB_COHORT_DEFAULT, &mean[kind], &sd[kind]);
+    }
+    /* fewer than two products of a kind (or no spread): no scale to map onto; references are
+     * then left out of this query's ranking - unless no catalog image is a candidate at all
+     * (references filling the whole depth): then they stand for their products as they are */
+    int usable = sd[0] > 1e-6 && sd[1] > 1e-6 && isfinite(lowest_cat);
+    if (!isfinite(lowest_cat)) memset(keep, 1, n);
+    for (size_t p = 0; p < np && usable; p++) {
+        size_t r = bi[2 * p + 1];
+        if (r == SIZE_MAX) continue;
+        double mapped = mean[0] + sd[0] * (c[r].score - mean[1]) / sd[1];
+        if (bi[2 * p] == SIZE_MAX) { /* its catalog images are below every candidate */
+            double s = 0.5 * lowest_cat + 0.5 * mapped;
+            c[r].score = s < -1 ? -1 : s > 1 ? 1 : s;
+            keep[r] = 1;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (prod[i] && c[i].image_id < SL_STORE_REF_ID_BASE && strcmp(prod[i], prod[first[p]]) == 0) {
+                double s = 0.5 * c[i].score + 0.5 * mapped;
+                c[i].score = s < -1 ? -1 : s > 1 ? 1 : s;
+            }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (c[i].image_id >= SL_STORE_REF_ID_BASE && !keep[i]) c[i].score = -INFINITY;
+    free(bi);
+    free(first);
+    free(v);
+    free(keep);
+    return SL_OK;
+}
+
+/* The store's number of references (cached per generation; 0 when it cannot be read). Caller
+ * holds the lock shared. */
+static int64_t sl__engine_refs(sl_engine *e) {
+    if (e->no_refs) return 0;
+    if (e->gen >= 0 && atomic_load(&e->refs_gen) == e->gen) return atomic_load(&e->refs_n);
+    int64_t n = 0;
+    if (sl_store_count_refs(e->store, &n, NULL) != SL_OK) n = 0;
+    atomic_store(&e->refs_n, n);
+    atomic_store(&e->refs_gen, e->gen);
+    return n;
+}
+
+/* Adds candidates to the per-product accumulator (best image wins); references first folded
+ * into their products' catalog scores (sl__refs_on_catalog_scale). */
+static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, sl__pscore **acc,
                                 size_t *n_acc, size_t *cap, sl_error *err) {
     int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
     if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -237,8 +374,13 @@ static sl_status sl__accumulate(sl_engine *e, const sl__cand *c, size_t n, sl__p
     sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
     free(ids);
     if (st != SL_OK) return st;
+    if ((st = sl__refs_on_catalog_scale(c, n, prod, err)) != SL_OK) {
+        sl_strings_free(prod, n);
+        return st;
+    }
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         if (!prod[i]) continue; /* removed meanwhile */
+        if (c[i].score == -INFINITY) continue; /* a reference standing for nothing */
         size_t j;
         for (j = 0; j < *n_acc; j++)
             if (strcmp((*acc)[j].product_id, prod[i]) == 0) break;
@@ -347,7 +489,15 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, 
         sl_match *m = &out->items[out->n];
         sl_image_ref r;
         memset(&r, 0, sizeof r);
-        (void)sl_store_get_image(e->store, acc[i].image_id, &r, NULL);
+        int64_t shown = acc[i].image_id;
+        if (shown >= SL_STORE_REF_ID_BASE) { /* a reference is never shown: the first catalog image */
+            sl_image_ref *imgs = NULL;
+            size_t ni = 0;
+            shown = -1;
+            if (sl_store_product_images(e->store, acc[i].product_id, &imgs, &ni, NULL) == SL_OK && ni) shown = imgs[0].id;
+            sl_image_refs_free(imgs, ni);
+        }
+        (void)sl_store_get_image(e->store, shown, &r, NULL);
         m->product_id = p.id;
         m->title = p.title;
         m->category = p.category;
@@ -356,7 +506,7 @@ static sl_status sl__finish(sl_engine *e, const sl_query *q, int k, int offset, 
         m->score = acc[i].score;
         m->confidence = acc[i].confidence;
         m->match = acc[i].confidence >= cthr;
-        m->image_id = acc[i].image_id;
+        m->image_id = shown;
         /* where it came from; an upload has no source: its copy in the store */
         if (r.source && *r.source) {
             m->image = r.source;
@@ -404,6 +554,13 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
     if (!e->idx || sl_index_count(e->idx) == 0) return SL_OK;
     size_t nc = sl__candidates_for(e, k);
     uint64_t cnt = sl_index_count(e->idx);
+    /* references (labelled photos) crowd the nearest neighbours of a shopper photo: the depth
+     * grows with their share of the index so the catalog images keep theirs */
+    int64_t nrefs = sl__engine_refs(e);
+    if (nrefs > 0 && (uint64_t)nrefs < cnt) {
+        double scaled = (double)nc * (double)cnt / (double)(cnt - (uint64_t)nrefs);
+        nc = scaled > SL_INDEX_K_MAX ? SL_INDEX_K_MAX : (size_t)scaled;
+    }
     if (nc > cnt) nc = (size_t)cnt;
     sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
     sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
@@ -605,11 +762,13 @@ sl_status sl_engine_nearest(sl_engine *e, const float *vec, size_t dim, const sl
         else st = sl__engine_candidates(e, unit, k, filtered ? &f : NULL, ef, res, &got, err);
     }
     pthread_rwlock_unlock(&e->lock);
+    size_t w = 0;
     for (size_t i = 0; st == SL_OK && i < got; i++) {
-        out[i].image_id = (int64_t)res[i].id;
-        out[i].score = res[i].score;
+        if (res[i].id >= (uint64_t)SL_STORE_REF_ID_BASE) continue; /* references are not images */
+        out[w].image_id = (int64_t)res[i].id;
+        out[w++].score = res[i].score;
     }
-    if (st == SL_OK) *n_out = got;
+    if (st == SL_OK) *n_out = w;
     free(res);
     free(allowed);
     free(unit);
@@ -751,7 +910,19 @@ sl_status sl_engine_similar(sl_engine *e, const char *product_id, const sl_query
     sl__pfeat p;
     sl_status st = sl__pfeat_load(e, product_id, &p, err);
     if (st == SL_OK) {
-        st = sl__search_vecs(e, (const float *const *)p.vecs, p.locals, p.n, q, p.ids, p.n, out, err);
+        /* never itself: its catalog images and its references (labelled photos) are excluded */
+        int64_t *rids = NULL;
+        size_t nr = 0;
+        uint64_t *ex = NULL;
+        st = sl_store_product_ref_ids(e->store, product_id, &rids, &nr, err);
+        if (st == SL_OK && !(ex = sl__mallocarray(p.n + nr + 1, sizeof *ex))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        if (st == SL_OK) {
+            memcpy(ex, p.ids, p.n * sizeof *ex);
+            for (size_t i = 0; i < nr; i++) ex[p.n + i] = (uint64_t)rids[i]; /* above every image id */
+            st = sl__search_vecs(e, (const float *const *)p.vecs, p.locals, p.n, q, ex, p.n + nr, out, err);
+        }
+        free(ex);
+        free(rids);
         sl__pfeat_free(&p);
     }
     pthread_rwlock_unlock(&e->lock);

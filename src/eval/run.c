@@ -22,6 +22,7 @@
 #include "util/util.h"
 
 #include <ctype.h>
+#include <math.h>
 #include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -240,6 +241,9 @@ typedef struct sl__rank_job {
     int latency_every;          /* re-extract every Nth query for latency (loo) */
     int verify_top;             /* candidates re-ranked geometrically */
     int max_side;
+    size_t n_refs;              /* labelled photos indexed as references, ids g->n.. */
+    const int *ref_label;       /* gallery label of each reference */
+    sl_local_features *const *rlocals;
     pthread_mutex_t mu;
     sl_status st;
 } sl__rank_job;
@@ -248,6 +252,73 @@ static int sl__cmp_res(const void *a, const void *b) {
     const sl_index_result *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return x->id < y->id ? -1 : x->id > y->id;
+}
+
+/* Mean of the k highest of v (n of them; sorted in place), 0 when n is 0. */
+static int sl__cmp_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
+}
+
+static double sl__top_mean(double *v, size_t n, size_t k) {
+    if (n == 0) return 0;
+    qsort(v, n, sizeof *v, sl__cmp_desc);
+    size_t m = n < k ? n : k;
+    double sum = 0;
+    for (size_t i = 0; i < m; i++) sum += v[i];
+    return sum / (double)m;
+}
+
+/* Standard deviation of the k highest of v (already sorted by sl__top_mean) around mean. */
+static double sl__top_std(const double *v, size_t n, size_t k, double mean) {
+    size_t m = n < k ? n : k;
+    if (m < 2) return 0;
+    double ss = 0;
+    for (size_t i = 0; i < m; i++) ss += (v[i] - mean) * (v[i] - mean);
+    return sqrt(ss / (double)m);
+}
+
+/* References fold into their labels as the engine's search folds them into their products
+ * (engine/query.c, sl__refs_on_catalog_scale): each kind standardized against the query's cohort
+ * of it (mean and standard deviation of the best scores of the SL_CALIB_COHORT_DEFAULT labels
+ * scoring highest by that kind); a label with references scores the mean of its gallery image's
+ * score and its best reference mapped onto the gallery's scale, a label without keeps its score.
+ * The whole gallery is ranked, so every label has a gallery entry. Returns the new length
+ * (reference entries dropped), SIZE_MAX when out of memory. */
+static size_t sl__fold_refs(const sl__rank_job *j, sl_index_result *res, size_t got) {
+    size_t nl = j->g->n_labels, gn = j->g->n;
+    double *best = malloc(3 * (nl + 1) * sizeof *best);
+    if (!best) return SIZE_MAX;
+    double *bc = best, *br = best + (nl + 1), *tmp = best + 2 * (nl + 1), mu[2], sd[2];
+    for (size_t l = 0; l < nl; l++) bc[l] = br[l] = -HUGE_VAL;
+    for (size_t i = 0; i < got; i++) {
+        size_t id = (size_t)res[i].id;
+        double *b = id < gn ? &bc[j->g->labels[id]] : &br[j->ref_label[id - gn]];
+        if (res[i].score > *b) *b = res[i].score;
+    }
+    for (int kind = 0; kind < 2; kind++) {
+        const double *b = kind ? br : bc;
+        size_t m = 0;
+        for (size_t l = 0; l < nl; l++)
+            if (b[l] > -HUGE_VAL) tmp[m++] = b[l];
+        mu[kind] = sl__top_mean(tmp, m, SL_CALIB_COHORT_DEFAULT);
+        sd[kind] = sl__top_std(tmp, m, SL_CALIB_COHORT_DEFAULT, mu[kind]);
+    }
+    int usable = sd[0] > 1e-6 && sd[1] > 1e-6;
+    size_t w = 0;
+    for (size_t i = 0; i < got; i++) {
+        size_t id = (size_t)res[i].id;
+        if (id >= gn) continue;
+        int l = j->g->labels[id];
+        if (usable && br[l] > -HUGE_VAL) {
+            double v = 0.5 * res[i].score + 0.5 * (mu[0] + sd[0] * (br[l] - mu[1]) / sd[1]);
+            res[i].score = (float)(v < -1 ? -1 : v > 1 ? 1 : v);
+        }
+        res[w++] = res[i];
+    }
+    free(best);
+    qsort(res, w, sizeof *res, sl__cmp_res);
+    return w;
 }
 
 /* Full ranking of the gallery for one query vector; re-ranked top when verifying. Returns
@@ -274,13 +345,15 @@ static size_t sl__rank_one(sl__rank_job *j, const float *qv, const sl_local_feat
         memset(&none, 0, sizeof none);
         for (size_t i = 0; i < got; i++) {
             sl_verify_result r = none;
-            if (i < (size_t)j->verify_top && j->glocals[res[i].id] &&
-                sl_features_verify(j->f, ql, j->glocals[res[i].id], &r, NULL) != SL_OK)
+            size_t id = (size_t)res[i].id;
+            const sl_local_features *gl = id < j->g->n ? j->glocals[id] : j->rlocals ? j->rlocals[id - j->g->n] : NULL;
+            if (i < (size_t)j->verify_top && gl && sl_features_verify(j->f, ql, gl, &r, NULL) != SL_OK)
                 r = none;
             res[i].score = (float)sl_features_rerank_score(j->f, res[i].score, &r);
         }
         qsort(res, got, sizeof *res, sl__cmp_res);
     }
+    if (j->n_refs) got = sl__fold_refs(j, res, got);
     return got;
 }
 
@@ -288,7 +361,7 @@ static size_t sl__rank_one(sl__rank_job *j, const float *qv, const sl_local_feat
 static void sl__rank_worker(void *arg, size_t worker) {
     (void)worker;
     sl__rank_job *j = arg;
-    size_t cap = j->g->n;
+    size_t cap = j->g->n + j->n_refs;
     sl_index_result *res = sl__mallocarray(cap ? cap : 1, sizeof *res);
     unsigned char *rel = sl__mallocarray(cap ? cap : 1, 1);
     float *tmpv = sl__mallocarray(j->dim ? j->dim : 1, sizeof *tmpv);
@@ -451,22 +524,30 @@ static int sl__label_of(const sl__eval_set *g, const char *name) {
 
 /* Trains a head on the training photos (or augmented gallery images) against the gallery's raw
  * vectors and installs it in f. */
+typedef struct sl__eval_refs {
+    float *vecs;                /* n * dim, before the head */
+    int *label;                 /* gallery label of each */
+    sl_local_features **locals; /* n (NULLs without verification) */
+    size_t n;
+} sl__eval_refs;
+
 static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const float *gv,
                                const unsigned char *gok, const sl_eval_opts *o, int max_side,
-                               sl_eval_metrics *m, sl_error *err) {
+                               sl_eval_metrics *m, sl__eval_refs *refs, sl_error *err) {
     size_t dim = sl_features_dim(f);
     double t0 = sl__now();
     sl__eval_set t;
     memset(&t, 0, sizeof t);
     float *tv = NULL, *gr = NULL;
     unsigned char *tok = NULL;
+    sl_local_features **tl = NULL;
     uint32_t *tcls = NULL, *gcls = NULL;
     size_t *src = NULL, nt = 0, ng = 0, np = 0;
     sl_status st = SL_OK;
     if (o->train_dir) {
         double sec;
         if ((st = sl__eval_set_load(o->train_dir, &t, err)) != SL_OK) goto out;
-        if ((st = sl__describe_set(f, &t, max_side, o->jobs, o->cache_dir, g, &tv, NULL, &tok, &sec, o, err)) != SL_OK) goto out;
+        if ((st = sl__describe_set(f, &t, max_side, o->jobs, o->cache_dir, g, &tv, refs ? &tl : NULL, &tok, &sec, o, err)) != SL_OK) goto out;
         nt = t.n;
     } else {
         for (size_t i = 0; i < g->n; i++) nt += gok[i] ? SL_LEARN_AUGMENT_PER_IMAGE : 0;
@@ -489,6 +570,11 @@ static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const floa
         int l = o->train_dir ? sl__label_of(g, t.label_names[t.labels[i]]) : g->labels[src[i]];
         if (l < 0) continue;
         memmove(tv + np * dim, tv + i * dim, dim * sizeof *tv);
+        if (tl && np != i) {
+            sl_local_features_free(tl[np]);
+            tl[np] = tl[i];
+            tl[i] = NULL;
+        }
         tcls[np++] = (uint32_t)l;
     }
     for (size_t i = 0; i < g->n; i++) {
@@ -524,7 +610,23 @@ static sl_status sl__eval_head(sl_features *f, const sl__eval_set *g, const floa
     }
     m->trained_photos = np;
     m->train_seconds = sl__now() - t0;
+    if (refs) {
+        int *lab = sl__callocarray(np + 1, sizeof *lab);
+        if (!lab) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        for (size_t i = 0; i < np; i++) lab[i] = (int)tcls[i];
+        for (size_t i = np; tl && i < t.n; i++) {
+            sl_local_features_free(tl[i]);
+            tl[i] = NULL;
+        }
+        refs->vecs = tv;
+        refs->label = lab;
+        refs->locals = tl;
+        refs->n = np;
+        tv = NULL;
+        tl = NULL;
+    }
 out:
+    sl__free_locals(tl, t.n);
     free(tv);
     free(gr);
     free(tok);
@@ -552,7 +654,9 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     size_t *label_count = NULL, *order = NULL;
     sl_eval_acc *acc = NULL;
     sl__eval_shown *shown = NULL;
-    size_t n_shown = 0;
+    size_t n_shown = 0, *label_rep = NULL;
+    sl__eval_refs refs;
+    memset(&refs, 0, sizeof refs);
     sl_status st = sl_image_global_init(err);
     if (st != SL_OK) return st;
     if ((st = sl__eval_set_load(opts->gallery_dir, &g, err)) != SL_OK) return st;
@@ -568,7 +672,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     double gsec = 0, qsec = 0;
     if ((st = sl__describe_set(f, &g, max_side, opts->jobs, opts->cache_dir, &g, &gv, &gl, &gok, &gsec, opts, err)) != SL_OK) goto out;
     if ((opts->train_dir || opts->train_catalog) &&
-        (st = sl__eval_head(f, &g, gv, gok, opts, max_side, m, err)) != SL_OK) goto out;
+        (st = sl__eval_head(f, &g, gv, gok, opts, max_side, m, loo || opts->no_references ? NULL : &refs, err)) != SL_OK) goto out;
     /* the index holds gallery-side vectors; queries (leave-one-out ones too) go query-side */
     if (dim && (gp = sl__mallocarray(g.n, dim * sizeof *gp)) == NULL) {
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -584,7 +688,7 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     }
     double t0 = sl__now();
     size_t part = sl__eval_part_size ? sl__eval_part_size : SL_INDEX_K_MAX;
-    idx = sl__callocarray(g.n / part + 1, sizeof *idx);
+    idx = sl__callocarray((g.n + refs.n) / part + 1, sizeof *idx);
     if (!idx) {
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         goto out;
@@ -605,8 +709,32 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
         }
         described++;
     }
+    size_t gallery_images = described;
+    if (refs.n) {
+        label_rep = sl__mallocarray(g.n_labels + 1, sizeof *label_rep);
+        if (!label_rep) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
+        for (size_t l = 0; l < g.n_labels; l++) label_rep[l] = SIZE_MAX;
+        for (size_t i = 0; i < g.n; i++)
+            if (gok[i] && label_rep[g.labels[i]] == SIZE_MAX) label_rep[g.labels[i]] = i;
+        if (dim && (st = sl_features_project(f, SL_HEAD_QUERY, refs.vecs, refs.vecs, refs.n)) != SL_OK) {
+            st = sl__err_set(err, st, "applying the head to the references");
+            goto out;
+        }
+        for (size_t r = 0; r < refs.n; r++) {
+            if (label_rep[refs.label[r]] == SIZE_MAX) continue;
+            if (described % part == 0 &&
+                (st = sl_index_new(&idx[n_idx++], (int)dim, SL_INDEX_IP, SL_INDEX_FLAT, NULL, err)) != SL_OK)
+                goto out;
+            sl_index *x = idx[n_idx - 1];
+            if (sl_index_add(x, (uint64_t)(g.n + r), refs.vecs + r * dim) != SL_OK) {
+                st = sl__err_set(err, SL_E_INTERNAL, "index: %s", sl_index_errmsg(x));
+                goto out;
+            }
+            described++;
+        }
+    }
     gsec += sl__now() - t0;
-    m->gallery = described;
+    m->gallery = gallery_images;
     m->index_images_per_s = gsec > 0 ? (double)described / gsec : 0;
     if (!loo) {
         if ((st = sl__describe_set(f, &q, max_side, opts->jobs, opts->cache_dir, &g, &qv, &ql, &qok, &qsec, opts, err)) != SL_OK) goto out;
@@ -662,6 +790,9 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     j.latency_every = want > SL__EVAL_LATENCY_SAMPLE ? (int)(want / SL__EVAL_LATENCY_SAMPLE) : 1;
     j.max_side = max_side;
     j.verify_top = sl_features_verify_top_n(f);
+    j.n_refs = refs.n;
+    j.ref_label = refs.label;
+    j.rlocals = refs.locals;
     pthread_mutex_init(&j.mu, NULL);
     sl__parallel_for(sl__jobs_or_cores(opts->jobs), opts->jobs, sl__rank_worker, &j);
     pthread_mutex_destroy(&j.mu);
@@ -680,6 +811,10 @@ sl_status sl_eval_run(const sl_eval_opts *opts, sl_eval_metrics *m, sl_error *er
     if (opts->report_html)
         st = sl__eval_report(opts->report_html, opts, sl_features_spec(f), m, &g, qs, shown, n_shown, max_side, err);
 out:
+    free(label_rep);
+    free(refs.vecs);
+    free(refs.label);
+    sl__free_locals(refs.locals, refs.n);
     free(shown);
     sl_eval_acc_free(acc);
     free(order);
