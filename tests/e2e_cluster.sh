@@ -10,7 +10,8 @@
 #  - the schema: version 2 (price indexes); a schema-1 store is upgraded by a read-write open;
 #  - the first add calibrates the cluster store once its workers are done, and retrain and train
 #    on it give the single store's features files; every node and the router load them and
-#    answer as the trained single store, confidence included;
+#    answer as the trained single store, confidence included (a cluster store keeps no
+#    references: the single store trains with --no-references);
 #  - check and sync on the cluster store answer as on the single store;
 #  - a price filter reads products_price (PostgreSQL's auto_explain logs the plans the CLI's
 #    statements get, on a products table grown with rows without images).
@@ -318,9 +319,11 @@ say "searches, a filtered page, similar and classify equal the single-node store
 "$BIN" sample catalog "$work/tp" --products 24 --views 1 --photos 3 --size 320 --seed 17 --quiet
 rm -r "$work/tp/queries/P000004" # synced away above
 topt=(--photos "$work/tp/queries" --epochs 4 --seed 3 --train-opt lambda=0.01)
-"$BIN" train --store "$work/single" "${topt[@]}" --quiet >/dev/null || fail "train of the single store"
+# a cluster store keeps no references (the photos train the head only): it answers as the single
+# store trained with --no-references
+"$BIN" train --store "$work/single" "${topt[@]}" --no-references --quiet >/dev/null || fail "train of the single store"
 "$BIN" train --store "$PGURL" "${topt[@]}" --json > "$work/t.json" || fail "train on the cluster store: $(cat "$work/t.json")"
-[ "$(cl_json "$work/t.json" 'd["photos"], d["products"], d["features_version"], d["calibration"]["source"]')" = "(69, 23, 5, 'photos')" ] ||
+[ "$(cl_json "$work/t.json" 'd["photos"], d["products"], d["features_version"], d["calibration"]["source"], d["references"]')" = "(69, 23, 5, 'photos', 0)" ] ||
   fail "train on the cluster store: $(cat "$work/t.json")"
 cluster_features 5 || fail "the cluster trained another head than the single store"
 cl_poll 300 caught_up || fail "the search nodes did not load the trained features: $(cat "$work/ci.json")"
