@@ -519,8 +519,13 @@ static void test_calibrated_confidence(void **state) {
     /* products added one by one do not refresh it; calibrate does, deterministically */
     assert_int_equal(ci.products, SL__ENGINE_CALIB_MIN_PRODUCTS);
     sl_calibrate_report rep, rep2;
-    assert_int_equal(sl_engine_calibrate(e, NULL, &rep, &err), SL_OK);
-    assert_int_equal(sl_engine_calibrate(e, NULL, &rep2, &err), SL_OK);
+    /* ... the same with any thread count (each shelf photo draws its neighbours from its
+     * position and the seed) */
+    sl_calibrate_opts one = {0}, three = {0};
+    one.jobs = 1;
+    three.jobs = 3;
+    assert_int_equal(sl_engine_calibrate(e, &one, &rep, &err), SL_OK);
+    assert_int_equal(sl_engine_calibrate(e, &three, &rep2, &err), SL_OK);
     assert_true(rep.augmented && rep.photos >= SL__ENGINE_CALIB_COPIES_MIN - 1 && rep.products == CAL_P);
     assert_int_equal(rep.info.products, CAL_P);
     assert_memory_equal(&rep.info, &rep2.info, sizeof rep.info);

@@ -708,6 +708,84 @@ static void test_augment_deterministic(void **state) {
     sl_image_free(c);
 }
 
+/* A w x h image of one colour. */
+static sl_image *solid(int w, int h, uint8_t r, uint8_t g, uint8_t b) {
+    sl_image *img = sl_image_new(w, h, 3);
+    assert_non_null(img);
+    for (int y = 0; y < h; y++) {
+        uint8_t *row = sl_image_pixels(img) + (size_t)y * sl_image_stride(img);
+        for (int x = 0; x < w; x++) {
+            row[3 * x] = r;
+            row[3 * x + 1] = g;
+            row[3 * x + 2] = b;
+        }
+    }
+    return img;
+}
+
+/* Share of img's pixels whose channel k clearly dominates the other two. */
+static double dominant_share(const sl_image *img, int k) {
+    size_t n = 0;
+    int w = sl_image_width(img), h = sl_image_height(img);
+    for (int y = 0; y < h; y++) {
+        const uint8_t *row = sl_image_cpixels(img) + (size_t)y * sl_image_stride(img);
+        for (int x = 0; x < w; x++) {
+            int c = row[3 * x + k], o1 = row[3 * x + (k + 1) % 3], o2 = row[3 * x + (k + 2) % 3];
+            n += c > 100 && c > 2 * o1 + 40 && c > 2 * o2 + 40;
+        }
+    }
+    return (double)n / ((double)w * h);
+}
+
+/* A shelf photo shows the product and, beside it, the other images it is given; the same
+ * (images, seed) give the same bytes; the inputs are not touched. */
+static void test_shelf_photo(void **state) {
+    (void)state;
+    assert_int_equal(sl_image_global_init(NULL), SL_OK);
+    sl_image *prod = solid(96, 120, 255, 0, 0), *o1 = solid(80, 80, 0, 0, 255), *o2 = solid(60, 110, 0, 0, 255);
+    sl_image *keep = sl_image_clone(prod);
+    const sl_image *others[2] = {o1, o2};
+    double blue_with = 0, blue_without = 0;
+    const int seeds = 12;
+    for (int s = 0; s < seeds; s++) {
+        sl_image *a = NULL, *b = NULL, *c = NULL;
+        assert_int_equal(sl_learn_shelf_photo(prod, others, 2, (uint64_t)s, &a, NULL), SL_OK);
+        assert_int_equal(sl_learn_shelf_photo(prod, others, 2, (uint64_t)s, &b, NULL), SL_OK);
+        assert_int_equal(sl_learn_shelf_photo(prod, NULL, 0, (uint64_t)s, &c, NULL), SL_OK);
+        assert_int_equal(sl_image_width(a), 96);
+        assert_int_equal(sl_image_height(a), 120);
+        assert_int_equal(sl_image_channels(a), 3);
+        assert_memory_equal(sl_image_pixels(a), sl_image_pixels(b), (size_t)sl_image_stride(a) * 120);
+        /* the product is in the photo, not filling it */
+        double red = dominant_share(a, 0);
+        assert_true(red >= 0.05 && red <= 0.9);
+        blue_with += dominant_share(a, 2) / seeds;
+        blue_without += dominant_share(c, 2) / seeds;
+        sl_image_free(a);
+        sl_image_free(b);
+        sl_image_free(c);
+    }
+    print_message("shelf photos: share of the other products' colour %.3f with them, %.3f without\n", blue_with,
+                  blue_without);
+    assert_true(blue_with >= 0.1);
+    assert_true(blue_with >= blue_without + 0.08);
+    assert_memory_equal(sl_image_pixels(prod), sl_image_pixels(keep), (size_t)sl_image_stride(prod) * 120);
+    /* bad input: a clear error, no image */
+    sl_error e;
+    sl_image *none = keep;
+    assert_int_equal(sl_learn_shelf_photo(NULL, others, 2, 1, &none, &e), SL_E_INVALID);
+    assert_null(none);
+    assert_int_equal(sl_learn_shelf_photo(prod, NULL, 2, 1, &none, &e), SL_E_INVALID);
+    const sl_image *holes[2] = {o1, NULL};
+    assert_int_equal(sl_learn_shelf_photo(prod, holes, 2, 1, &none, &e), SL_E_INVALID);
+    assert_non_null(strstr(e.message, "other image 1"));
+    assert_int_equal(sl_learn_shelf_photo(prod, others, 2, 1, NULL, &e), SL_E_INVALID);
+    sl_image_free(prod);
+    sl_image_free(keep);
+    sl_image_free(o1);
+    sl_image_free(o2);
+}
+
 
 /* ---- calibrated confidence ----------------------------------------------------------------- */
 
@@ -1229,6 +1307,7 @@ int main(void) {
         cmocka_unit_test(test_auto_lambda),
         cmocka_unit_test(test_select_rule),
         cmocka_unit_test(test_augment_deterministic),
+        cmocka_unit_test(test_shelf_photo),
         cmocka_unit_test(test_calib_deterministic_and_monotone),
         cmocka_unit_test(test_calib_reliable),
         cmocka_unit_test(test_calib_bad_input),

@@ -563,7 +563,7 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
 /* ---- calibrated confidence (shoplens calibrate; learn.h) ------------------------------------ */
 
 typedef struct sl_calibrate_opts {
-    const sl_train_photo *photos; /* labelled photos; NULL / 0: augmented catalog images */
+    const sl_train_photo *photos; /* labelled photos; NULL / 0: shelf photos of the catalog images */
     size_t n_photos;
     uint64_t seed;              /* used when has_seed: which photos, copies and negatives */
     int has_seed;
@@ -578,7 +578,7 @@ typedef struct sl_calibrate_report {
     size_t photos;              /* photos (or copies) that gave pairs */
     size_t products;            /* distinct products they show */
     size_t unknown, failed;     /* photos skipped: product not in the store, unreadable */
-    int augmented;              /* nonzero: from augmented catalog images */
+    int augmented;              /* nonzero: from shelf photos of the catalog images */
     int64_t features_version;   /* the new features version */
     double seconds;
     sl_calib_info info;         /* the fitted calibration */
@@ -590,8 +590,9 @@ void sl_calibrate_report_free(sl_calibrate_report *r);
 
 /* Fits the store's calibration (learn.h) and installs it as a new features version (the index
  * is kept: scores do not change, only their confidence). With photos, each photo (at most
- * 1,000, an evenly spaced sample) is a genuine pair with its product; without, augmented copies
- * of the catalog images (6 per image, 40..600 in all) are. Negatives: each photo against 16 random
+ * 1,000, an evenly spaced sample) is a genuine pair with its product; without, shelf photos of
+ * the catalog images (6 per image, 40..600 in all; learn.h sl_learn_shelf_photo, each between
+ * SL_LEARN_SHELF_OTHERS images of other products of the store) are. Negatives: each photo against 16 random
  * other products (check) and the first wrong products of its result list, with and without its
  * product in the catalog (search). Deterministic for (store, photos, seed). Interrupted or killed,
  * the store keeps its previous calibration. Errors: SL_E_STATE (read-only, no catalog),

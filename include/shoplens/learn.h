@@ -195,6 +195,29 @@ sl_status sl_learn_augment(const sl_image *src, uint64_t seed, sl_image **out, s
  * *out is a new image; errors of the image functions, SL_E_INVALID for an empty src. */
 sl_status sl_learn_shopper_photo(const sl_image *src, uint64_t seed, sl_image **out, sl_error *err);
 
+/* Height of the product in a shelf photo, as a share of the frame's height. */
+#define SL_LEARN_SHELF_SCALE_MIN 0.3
+#define SL_LEARN_SHELF_SCALE_MAX 0.55
+/* Chance that a place on the shelf holds another facing of the product itself. */
+#define SL_LEARN_SHELF_FACING 0.25
+/* Other catalog images a shelf photo is filled with (sl__engine_calibrate draws them). */
+#define SL_LEARN_SHELF_OTHERS 6
+
+/* A pseudo shopper photo taken at a shelf, for calibrating confidence from the catalog alone
+ * (src/learn/shopper.c): a crop (80..100% of each side) of src standing on a shelf board at
+ * SL_LEARN_SHELF_SCALE_MIN..MAX of the frame's height, between other products - the images
+ * `others` (other catalog products, cycled) and, at SL_LEARN_SHELF_FACING of the places, more
+ * facings of src - with rows of them above and below, over a plain colour; seen zoomed in up to
+ * 25%, rotated up to 10 degrees with a perspective term, then the camera of
+ * sl_learn_shopper_photo (lighting, blur, noise, JPEG). A shop photo of a product shows its
+ * neighbours too: against the other products it scores closer to what a real photo scores.
+ * Same size as src, 3 channels. Deterministic for (src, others, seed) on every machine. n_others
+ * may be 0 (facings only). Images are borrowed, never modified. *out is a new image;
+ * SL_E_INVALID for an empty image or NULL others with n_others > 0, errors of the image
+ * functions. */
+sl_status sl_learn_shelf_photo(const sl_image *src, const sl_image *const *others, size_t n_others, uint64_t seed,
+                               sl_image **out, sl_error *err);
+
 /* ---- calibrated confidence (src/learn/calib.c) --------------------------------------------- */
 
 /* A calibration maps a photo's match score and margin against a product to the probability that

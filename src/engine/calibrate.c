@@ -2,8 +2,9 @@
  * engine/calibrate.c - fitting a store's calibration of match scores into confidence (learn.h
  * "calibrated confidence", docs/learn.md) and installing it with the features.
  *
- * Each calibration photo (a photo labelled with a product, or an augmented copy of a catalog
- * image: a pseudo shopper photo, src/learn/augment.c) goes through the query path exactly as a
+ * Each calibration photo (a photo labelled with a product, or a pseudo shopper photo made from a
+ * catalog image: the image on a shelf between SL_LEARN_SHELF_OTHERS other products' images,
+ * src/learn/shopper.c sl_learn_shelf_photo) goes through the query path exactly as a
  * search and a check would: described, projected through the query side of any head, its nearest
  * products ranked with verification; then
  *  - positive: its own product, scored as check scores it, against the photo's nearest other
@@ -41,7 +42,7 @@ void sl_calibrate_report_free(sl_calibrate_report *r) {
 typedef struct sl__citem {
     const char *path;         /* borrowed */
     uint32_t cls;             /* product index */
-    int augment;              /* nonzero: an augmented copy of the store's catalog image `path` */
+    int augment;              /* nonzero: a shelf photo of the store's catalog image `path` */
     sl_status st;
     char *msg;
     /* match score [0] and margin [1] of each pair */
@@ -58,6 +59,8 @@ typedef struct sl__cjob {
     sl_engine *e;
     char **pids;
     size_t n_pids;
+    const sl_image_ref *refs; /* the store's images (catalog calibration: the shelf's others) */
+    size_t n_refs;
     sl__citem *items;
     uint64_t seed;
     int cohort, negatives;
@@ -125,6 +128,30 @@ out:
     return st;
 }
 
+/* The shelf photo of item i (a catalog image img of product it->cls): its neighbours are
+ * SL_LEARN_SHELF_OTHERS images of other products, drawn from the photo's position and the seed
+ * (repeats allowed; fewer when the store has no other product's image). */
+static sl_status sl__calib_shelf(sl__cjob *j, const sl__citem *it, size_t i, const sl_image *img, sl_image **out,
+                                 sl_error *err) {
+    sl_image *oth[SL_LEARN_SHELF_OTHERS];
+    size_t n = 0;
+    sl__rng rng;
+    sl__rng_seed(&rng, j->seed ^ (0xd1b54a32d192ed03ULL * (i + 1)));
+    sl_status st = SL_OK;
+    for (int tries = 0; st == SL_OK && n < SL_LEARN_SHELF_OTHERS && tries < 8 * SL_LEARN_SHELF_OTHERS && j->n_refs; tries++) {
+        const sl_image_ref *r = &j->refs[sl__rng_below(&rng, j->n_refs)];
+        if (!r->product_id || strcmp(r->product_id, j->pids[it->cls]) == 0) continue;
+        sl_image *o = NULL;
+        /* an unreadable neighbour is left out: the photo is still a shelf photo of the product */
+        sl_status ls = sl__engine_load_store_image(j->e, r->file, &o, NULL);
+        if (ls == SL_OK) oth[n++] = o;
+        else if (ls == SL_E_NOMEM) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if (st == SL_OK) st = sl_learn_shelf_photo(img, (const sl_image *const *)oth, n, j->seed + i, out, err);
+    for (size_t k = 0; k < n; k++) sl_image_free(oth[k]);
+    return st;
+}
+
 static void sl__calib_one(void *arg, size_t i) {
     sl__cjob *j = arg;
     sl__citem *it = &j->items[i];
@@ -145,7 +172,7 @@ static void sl__calib_one(void *arg, size_t i) {
     sl_status st = it->augment ? sl__engine_load_store_image(e, it->path, &img, &err) /* a cluster's: a row */
                                : sl_image_load_file(it->path, &o, &img, NULL, &err);
     if (st == SL_OK && it->augment) {
-        st = sl_learn_shopper_photo(img, j->seed + i, &aug, &err);
+        st = sl__calib_shelf(j, it, i, img, &aug, &err);
         sl_image_free(img);
         img = aug;
     }
@@ -322,6 +349,8 @@ sl_status sl__engine_calib_fit(sl_engine *e, const sl_calibrate_opts *opts, int 
     j.e = e;
     j.pids = pids;
     j.n_pids = npid;
+    j.refs = refs;
+    j.n_refs = nrefs;
     j.items = items;
     j.seed = seed;
     j.cohort = SL_CALIB_COHORT_DEFAULT;
