@@ -1,7 +1,8 @@
 /*
  * catalog/store.c - the catalog store: SQLite (WAL mode, synchronous=FULL) holding products,
- * images with their vectors and local features, an FTS5 index of title + description, and a
- * meta table with the format/schema versions, the feature spec and a generation counter.
+ * images with their vectors and local features, references (labelled photos of a product, kept
+ * for search only, index ids from SL_STORE_REF_ID_BASE), an FTS5 index of title + description,
+ * and a meta table with the format/schema versions, the feature spec and a generation counter.
  * Schema and byte layout: docs/formats/store.md.
  *
  * Invariants:

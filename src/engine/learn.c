@@ -11,6 +11,9 @@
  *    N + 1 and bumps the generation; the index is rebuilt from the stored vectors through the
  *    head. A kill at any point leaves the store on version N (an orphan N+1 file is overwritten
  *    by the next run) or fully on N+1: never half-trained.
+ *  - The labelled photos become the products' references (store.h) in the transaction that
+ *    installs the head, replacing the previous ones (none with no_references, without photos,
+ *    or on a cluster store); the training's private engine indexes none.
  *  - Deterministic: photos are described in input order, the augmentation and the training are
  *    seeded; the result does not depend on the number of jobs.
  */

@@ -4,8 +4,10 @@
  * candidates with the filter applied inside the index search (an allowed-id list from SQL over
  * category / price / FTS5 text) -> geometric re-rank of the top candidates (RANSAC inliers
  * blended with the global score, when the spec verifies) -> products, a product's score being
- * its best image's. Also similar products, classification by a weighted vote of neighbours
- * (k-NN, Cover & Hart 1967), review-photo check and near-duplicate groups (union-find).
+ * its best image's (with references, the labelled photos train kept: the mean with its best
+ * reference on the catalog's scale, sl__refs_on_catalog_scale). Also similar products,
+ * classification by a weighted vote of neighbours (k-NN, Cover & Hart 1967), review-photo check
+ * and near-duplicate groups (union-find).
  *
  * Invariants: every query holds the engine lock shared for its whole duration, so it sees one
  * consistent state of features, index and store; query images and their features live only in
