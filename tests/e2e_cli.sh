@@ -109,7 +109,7 @@ expect_rc 2 "$bin" check P000005 "$cat/images/P000005_0.jpg" --threshold 1.5   #
 "$bin" info --json > "$tmp/info.json"
 [ "$(j "$tmp/info.json" 'd["calibration"]["source"], d["calibration"]["products"]')" = "('catalog', 12)" ] || fail "info calibration: $(cat "$tmp/info.json")"
 [ "$(j "$tmp/info.json" 'all(0 < d["calibration"][m]["threshold"] < 1 and d["calibration"][m]["negatives"] >= 50 for m in ("check", "search"))')" = True ] || fail "info calibration maps"
-"$bin" info | grep -q "^calibration *from .* augmented catalog images of 12 products" || fail "info calibration text"
+"$bin" info | grep -q "^calibration *from .* shelf photos made from catalog images of 12 products" || fail "info calibration text"
 # from pseudo shopper photos: the match score alone (margin weight 0) and the false accept rule
 [ "$(j "$tmp/info.json" '[(d["calibration"][m]["margin_weight"], "precision_target" in d["calibration"][m]) for m in ("check", "search")]')" = "[(0.0, False), (0.0, False)]" ] || fail "catalog calibration uses the margin: $(cat "$tmp/info.json")"
 # check many: an ImageFolder of photos, each against its product; the same photos against others

@@ -1,7 +1,7 @@
 /*
  * cli/cmd_calibrate.c - `shoplens calibrate`: fits the store's calibration of match scores into
  * confidence (docs/learn.md) from photos labelled with products (--photos DIR|CSV) or, without,
- * from augmented catalog images, and installs it. Progress on stderr, a summary (or JSON) on
+ * from shelf photos made from the catalog images, and installs it. Progress on stderr, a summary (or JSON) on
  * stdout. Exit 0, 3 when some photos were skipped, 1 on failure (the store keeps its calibration).
  */
 #include "cli/cli.h"
@@ -57,7 +57,7 @@ static int sl__calibrate_run(int argc, char **argv) {
     free(rest);
     if (rc) return rc;
     sl__progress pr;
-    sl__progress_init(&pr, photos ? "calibrate: photos" : "calibrate: augmented catalog images", o.quiet || o.json);
+    sl__progress_init(&pr, photos ? "calibrate: photos" : "calibrate: shelf photos from the catalog", o.quiet || o.json);
     co.photos = pl.v;
     co.n_photos = pl.n;
     co.jobs = o.jobs;

@@ -189,7 +189,7 @@ void sl__calib_line(const sl_calib_info *ci, char *buf, size_t cap) {
                      "from %llu %s of %llu products; check: match at confidence %.3f (accepts %.1f%% of genuine pairs, "
                      "%.1f%% of other products); search: match at %.3f",
                      (unsigned long long)ci->photos,
-                     ci->source == SL_CALIB_PHOTOS ? "labelled photos" : "augmented catalog images",
+                     ci->source == SL_CALIB_PHOTOS ? "labelled photos" : "shelf photos made from catalog images",
                      (unsigned long long)ci->products, c->confidence_threshold, 100 * c->tar, 100 * c->far,
                      r->confidence_threshold);
     if (n < 0 || (size_t)n >= cap) return;

@@ -35,7 +35,7 @@ void sl__failures_print(const char *cmd, const sl_train_failure *f, size_t n);
 /* {"source", "photos", "products", "cohort", "check": {...}, "search": {...}} of a calibration
  * (docs/cli.md "calibrate"). New reference, NULL when out of memory. */
 json_t *sl__calib_json(const sl_calib_info *ci);
-/* One line describing a calibration, e.g. "from 40 augmented catalog images of 20 products:
+/* One line describing a calibration, e.g. "from 40 shelf photos made from catalog images of 20 products:
  * check accepts 95% at 1.2% false accepts". */
 void sl__calib_line(const sl_calib_info *ci, char *buf, size_t cap);
 
