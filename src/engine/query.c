@@ -284,16 +284,21 @@ static void sl__top_stats(double *v, size_t n, size_t k, double *mean, double *s
  * candidates drop out (score -INFINITY, skipped by sl__accumulate) except the best one of a
  * product none of whose catalog images is a candidate, which stands for them with the lowest
  * catalog candidate's score as its catalog score (an upper bound). */
+static double sl__clamp1(double s) { return s < -1 ? -1 : s > 1 ? 1 : s; }
+
 static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, sl_error *err) {
     size_t nref = 0;
     for (size_t i = 0; i < n; i++) nref += prod[i] && c[i].image_id >= SL_STORE_REF_ID_BASE;
     if (nref == 0) return SL_OK;
-    /* per product: best catalog candidate, best reference candidate (indexes into c) */
+    /* per candidate: its product (index p); per product: best catalog candidate, best reference
+     * candidate (indexes into c) */
+    size_t *pi = sl__mallocarray(n + 1, sizeof *pi);
     size_t *bi = sl__mallocarray(2 * n + 1, sizeof *bi);
     size_t *first = sl__mallocarray(n + 1, sizeof *first);
     double *v = sl__mallocarray(n + 1, sizeof *v);
     unsigned char *keep = sl__callocarray(n + 1, 1);
-    if (!bi || !first || !v || !keep) {
+    if (!pi || !bi || !first || !v || !keep) {
+        free(pi);
         free(bi);
         free(first);
         free(v);
@@ -313,6 +318,7 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
             first[np++] = i;
             bi[2 * p] = bi[2 * p + 1] = SIZE_MAX;
         }
+        pi[i] = p;
         size_t *b = &bi[2 * p + (size_t)kind];
         if (*b == SIZE_MAX || c[i].score > c[*b].score) *b = i;
     }
@@ -328,24 +334,23 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
      * (references filling the whole depth): then they stand for their products as they are */
     int usable = sd[0] > 1e-6 && sd[1] > 1e-6 && isfinite(lowest_cat);
     if (!isfinite(lowest_cat)) memset(keep, 1, n);
-    for (size_t p = 0; p < np && usable; p++) {
-        size_t r = bi[2 * p + 1];
-        if (r == SIZE_MAX) continue;
-        double mapped = mean[0] + sd[0] * (c[r].score - mean[1]) / sd[1];
-        if (bi[2 * p] == SIZE_MAX) { /* its catalog images are below every candidate */
-            double s = 0.5 * lowest_cat + 0.5 * mapped;
-            c[r].score = s < -1 ? -1 : s > 1 ? 1 : s;
-            keep[r] = 1;
-            continue;
+    /* v from here: each product's best reference score mapped onto the catalog's scale */
+    for (size_t p = 0; p < np && usable; p++)
+        if (bi[2 * p + 1] != SIZE_MAX) v[p] = mean[0] + sd[0] * (c[bi[2 * p + 1]].score - mean[1]) / sd[1];
+    for (size_t i = 0; i < n && usable; i++) {
+        if (!prod[i] || bi[2 * pi[i] + 1] == SIZE_MAX) continue; /* gone, or no reference */
+        size_t p = pi[i];
+        if (c[i].image_id < SL_STORE_REF_ID_BASE) {
+            c[i].score = sl__clamp1(0.5 * c[i].score + 0.5 * v[p]);
+        } else if (i == bi[2 * p + 1] && bi[2 * p] == SIZE_MAX) {
+            /* its catalog images are below every candidate */
+            c[i].score = sl__clamp1(0.5 * lowest_cat + 0.5 * v[p]);
+            keep[i] = 1;
         }
-        for (size_t i = 0; i < n; i++)
-            if (prod[i] && c[i].image_id < SL_STORE_REF_ID_BASE && strcmp(prod[i], prod[first[p]]) == 0) {
-                double s = 0.5 * c[i].score + 0.5 * mapped;
-                c[i].score = s < -1 ? -1 : s > 1 ? 1 : s;
-            }
     }
     for (size_t i = 0; i < n; i++)
         if (c[i].image_id >= SL_STORE_REF_ID_BASE && !keep[i]) c[i].score = -INFINITY;
+    free(pi);
     free(bi);
     free(first);
     free(v);
