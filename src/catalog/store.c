@@ -200,6 +200,18 @@ static sl_status sl__prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st, sl
     return SL_OK;
 }
 
+/* Runs one statement whose only parameter ?1 is the text id to completion (a DELETE or UPDATE
+ * by product id); what names it in the error. */
+static sl_status sl__exec_id(sqlite3 *db, const char *sql, const char *id, const char *what, sl_error *err) {
+    sqlite3_stmt *st = NULL;
+    sl_status rc = sl__prepare(db, sql, &st, err);
+    if (rc != SL_OK) return rc;
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, db, what);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static char *sl__col_strdup(sqlite3_stmt *st, int i) {
     const unsigned char *t = sqlite3_column_text(st, i);
     return sl__strdup(t ? (const char *)t : "");
@@ -741,20 +753,10 @@ sl_status sl_store_remove_product(sl_store *s, const char *id, int64_t **removed
     sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
     if ((rc = sl__collect_ids(s->db, st, &ids, &n, err)) != SL_OK) goto out;
     sqlite3_finalize(st);
-    if ((rc = sl__prepare(s->db, "DELETE FROM refs WHERE product_id = ?", &st, err)) != SL_OK) goto out;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        rc = sl__sqlerr(err, s->db, "delete references");
+    st = NULL;
+    if ((rc = sl__exec_id(s->db, "DELETE FROM refs WHERE product_id = ?", id, "delete references", err)) != SL_OK ||
+        (rc = sl__exec_id(s->db, "DELETE FROM images WHERE product_id = ?", id, "delete images", err)) != SL_OK)
         goto out;
-    }
-    sqlite3_finalize(st);
-    if ((rc = sl__prepare(s->db, "DELETE FROM images WHERE product_id = ?", &st, err)) != SL_OK) goto out;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) {
-        rc = sl__sqlerr(err, s->db, "delete images");
-        goto out;
-    }
-    sqlite3_finalize(st);
     if ((rc = sl__prepare(s->db, "DELETE FROM products_fts WHERE rowid = ?", &st, err)) != SL_OK) goto out;
     sqlite3_bind_int64(st, 1, rowid);
     if (sqlite3_step(st) != SQLITE_DONE) {
@@ -762,9 +764,8 @@ sl_status sl_store_remove_product(sl_store *s, const char *id, int64_t **removed
         goto out;
     }
     sqlite3_finalize(st);
-    if ((rc = sl__prepare(s->db, "DELETE FROM products WHERE id = ?", &st, err)) != SL_OK) goto out;
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-    if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "delete product");
+    st = NULL;
+    rc = sl__exec_id(s->db, "DELETE FROM products WHERE id = ?", id, "delete product", err);
 out:
     sqlite3_finalize(st);
     if (rc != SL_OK) {
