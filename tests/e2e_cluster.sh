@@ -7,11 +7,14 @@
 #    job goes back to the queue) and nothing is done twice (one log entry, one set of images per
 #    product; image ids as a single-node ingest numbers them);
 #  - search results through the cluster store equal a single-node store's, query by query.
-#  - the schema: version 2 (price indexes); a schema-1 store is upgraded by a read-write open;
+#  - the schema: version 3 (price indexes, references); a schema-1 store is upgraded by a
+#    read-write open;
 #  - the first add calibrates the cluster store once its workers are done, and retrain and train
 #    on it give the single store's features files; every node and the router load them and
-#    answer as the trained single store, confidence included (a cluster store keeps no
-#    references: the single store trains with --no-references);
+#    answer as the trained single store, confidence included;
+#  - references (train's labelled photos): train keeps them on the cluster store, every node
+#    copies its shard's, a search of one of the photos finds its product; retrain drops them,
+#    removing a product removes its references, in PostgreSQL and in the nodes' copies;
 #  - check and sync on the cluster store answer as on the single store;
 #  - a price filter reads products_price (PostgreSQL's auto_explain logs the plans the CLI's
 #    statements get, on a products table grown with rows without images).
@@ -47,19 +50,21 @@ say "PostgreSQL at $PGURL"
 "$BIN" init --store "$PGURL" --quiet || fail "init of an existing cluster store must open it"
 set +e; "$BIN" init --store "$PGURL" --features color >"$work/o" 2>"$work/e"; rc=$?; set -e
 [ $rc = 1 ] && grep -q "fixed" "$work/e" || fail "other features on an existing cluster store: rc $rc $(cat "$work/e")"
-# schema 2; a store of schema 1 (its indexes and version put back) is refused by a read-only
-# open, naming the upgrade, and upgraded by a read-write one
+# schema 3; a store of schema 1 (its indexes, tables and version put back) is refused by a
+# read-only open, naming the upgrade, and upgraded by a read-write one
 indexes() { cl_sql "SELECT string_agg(indexdef, ' | ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'shoplens' AND indexname IN ('products_price', 'images_product')"; }
 schema2="CREATE INDEX images_product ON shoplens.images USING btree (product_id, id) | CREATE INDEX products_price ON shoplens.products USING btree (price, id)"
-[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'schema_version'")" = 2 ] && [ "$(indexes)" = "$schema2" ] ||
-  fail "a new cluster store is not of schema 2: $(indexes)"
-cl_sql "SET search_path = shoplens; DROP INDEX products_price; DROP INDEX images_product;
-        CREATE INDEX images_product ON images(product_id); UPDATE meta SET value = '1' WHERE key = 'schema_version'"
+has_refs() { cl_sql "SELECT to_regclass('shoplens.refs') IS NOT NULL AND to_regclass('shoplens.ref_ids') IS NOT NULL"; }
+[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'schema_version'")" = 3 ] && [ "$(indexes)" = "$schema2" ] &&
+  [ "$(has_refs)" = t ] || fail "a new cluster store is not of schema 3: $(indexes)"
+cl_sql "SET search_path = shoplens; DROP INDEX products_price; DROP INDEX images_product; DROP TABLE refs;
+        DROP SEQUENCE ref_ids; CREATE INDEX images_product ON images(product_id);
+        UPDATE meta SET value = '1' WHERE key = 'schema_version'"
 set +e; "$BIN" info --store "$PGURL" >"$work/o" 2>"$work/e"; rc=$?; set -e
-[ $rc = 1 ] && grep -q "schema 1 must be upgraded to 2" "$work/e" || fail "read-only open of a schema-1 store: rc $rc $(cat "$work/e")"
+[ $rc = 1 ] && grep -q "schema 1 must be upgraded to 3" "$work/e" || fail "read-only open of a schema-1 store: rc $rc $(cat "$work/e")"
 "$BIN" init --store "$PGURL" --quiet || fail "upgrading a schema-1 store"
-[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'schema_version'")" = 2 ] && [ "$(indexes)" = "$schema2" ] ||
-  fail "a schema-1 store was not upgraded: $(indexes)"
+[ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'schema_version'")" = 3 ] && [ "$(indexes)" = "$schema2" ] &&
+  [ "$(has_refs)" = t ] || fail "a schema-1 store was not upgraded: $(indexes)"
 set +e; "$BIN" worker --store "$work/single" >"$work/o" 2>"$work/e"; rc=$?; set -e
 [ $rc = 2 ] && grep -q "cluster store" "$work/e" || fail "worker on a SQLite store: rc $rc"
 
@@ -154,6 +159,8 @@ head -1 "$work/cat/catalog.csv" > "$work/cat/late.csv"
 grep '^P000023,' "$work/cat/catalog.csv" | sed 's/^P000023,/LATE1,/' >> "$work/cat/late.csv"
 "$BIN" retrain --store "$work/single" --quiet || fail "retrain of the single store"
 "$BIN" add "$work/cat/late.csv" --store "$work/single" --quiet
+# references planted in the cluster store (two products' image vectors) are dropped by the retrain
+cl_sql "INSERT INTO shoplens.refs(product_id, vec) SELECT product_id, vec FROM shoplens.images ORDER BY id LIMIT 2"
 rm -f "$work/held"
 cl_bg hold2 bash -c 'exec "$@" < "$0"' "$work/hold" bash "$CL_SRC/tests/cluster/pg.sh" psql "$CL_PGDIR" -v ON_ERROR_STOP=1
 pid_hold=$CL_PID
@@ -170,6 +177,7 @@ exec 9>&-
 wait "$pid_hold" || fail "the session holding the log head failed: $(cat "$work/hold2.log")"
 wait "$pid_rt" || fail "retrain on the cluster store: $(cat "$work/retrain.log")"
 [ "$(cl_json "$work/retrain.out" 'd["images"] in (46, 48)')" = True ] || fail "retrain on the cluster store: $(cat "$work/retrain.out")"
+[ "$(cl_sql "SELECT count(*) FROM shoplens.refs")" = 0 ] || fail "the retrain kept the cluster store's references"
 cl_poll 300 queue_empty || fail "LATE1 was not processed"
 [ "$(cl_sql "SELECT value FROM shoplens.meta WHERE key = 'features_version'")" = 4 ] && cluster_features 4 ||
   fail "the cluster retrained other features than the single store"
@@ -312,26 +320,42 @@ curl -s -F "image=@$q" "${NURL[s2r1]}/v1/classify" > "$work/c2.json"
 say "searches, a filtered page, similar and classify equal the single-node store's on every node"
 
 # ---- train a head on the cluster store: every node loads the new features --------------------------
-# the same photos, seed and epochs train the same head (and calibration) on both stores; the log's
-# features entry makes each node copy the cluster's new features, then they answer as the trained
-# single store does, confidence included
+# the same photos, seed and epochs train the same head (and calibration) on both stores and keep
+# them as references of their products; the log's features entry makes each node copy the
+# cluster's new features and its shard's references, then they answer as the trained single store
+# does, confidence included
 # (3 photos of each product: calibrating needs at least 50 wrong products in the result lists)
 "$BIN" sample catalog "$work/tp" --products 24 --views 1 --photos 3 --size 320 --seed 17 --quiet
 rm -r "$work/tp/queries/P000004" # synced away above
 topt=(--photos "$work/tp/queries" --epochs 4 --seed 3 --train-opt lambda=0.01)
-# a cluster store keeps no references (the photos train the head only): it answers as the single
-# store trained with --no-references
-"$BIN" train --store "$work/single" "${topt[@]}" --no-references --quiet >/dev/null || fail "train of the single store"
+"$BIN" train --store "$work/single" "${topt[@]}" --quiet >/dev/null || fail "train of the single store"
 "$BIN" train --store "$PGURL" "${topt[@]}" --json > "$work/t.json" || fail "train on the cluster store: $(cat "$work/t.json")"
-[ "$(cl_json "$work/t.json" 'd["photos"], d["products"], d["features_version"], d["calibration"]["source"], d["references"]')" = "(69, 23, 5, 'photos', 0)" ] ||
+[ "$(cl_json "$work/t.json" 'd["photos"], d["products"], d["features_version"], d["calibration"]["source"], d["references"]')" = "(69, 23, 5, 'photos', 69)" ] ||
   fail "train on the cluster store: $(cat "$work/t.json")"
+[ "$(cl_sql "SELECT count(*) || ' ' || count(DISTINCT product_id) || ' ' || min(length(vec)) FROM shoplens.refs")" = \
+  "$(sqlite3 "$work/single/catalog.sqlite" "SELECT count(*) || ' ' || count(DISTINCT product_id) || ' ' || min(length(vec)) FROM refs")" ] ||
+  fail "the cluster store's references differ from the single store's: $(cl_sql "SELECT count(*) FROM shoplens.refs")"
 cluster_features 5 || fail "the cluster trained another head than the single store"
+# a training photo, through the cluster store itself (one engine, as a single store): its product
+ph=$work/tp/queries/P000013/0.jpg
+"$BIN" search "$ph" --store "$work/single" -k 5 --json > "$work/s1.json"
+"$BIN" search "$ph" --store "$PGURL" -k 5 --json > "$work/s2.json"
+[ "$(cl_json "$work/s2.json" 'd["results"][0]["product_id"]')" = P000013 ] && cmp -s "$work/s1.json" "$work/s2.json" ||
+  fail "a reference photo through the cluster store: $(diff "$work/s1.json" "$work/s2.json" | head)"
 cl_poll 300 caught_up || fail "the search nodes did not load the trained features: $(cat "$work/ci.json")"
+# every node's copy holds its shard's references: each replica pair agrees, the shards add up
+copy_refs() { sqlite3 "$work/data/$1/catalog.sqlite" "SELECT count(*) FROM refs"; }
+[ "$(copy_refs s0r0)" = "$(copy_refs s0r1)" ] && [ "$(copy_refs s1r0)" = "$(copy_refs s1r1)" ] &&
+  [ "$(copy_refs s2r0)" = "$(copy_refs s2r1)" ] && [ "$(( $(copy_refs s0r0) + $(copy_refs s1r0) + $(copy_refs s2r0) ))" = 69 ] ||
+  fail "the nodes' copies hold other references: $(copy_refs s0r0) $(copy_refs s1r0) $(copy_refs s2r0)"
 for nm in router s0r0 s1r1 s2r0; do
   cl_poll 50 not_partial "${NURL[$nm]}" || fail "$nm does not see every shard after training: $(cat "$work/np.json")"
 done
 every_query_same trained
-say "a head trained on the cluster store reaches every node: answers equal the trained single-node store's"
+curl -s -F "image=@$ph" "${NURL[router]}/v1/search?k=3" > "$work/s.json"
+[ "$(cl_json "$work/s.json" 'd["results"][0]["product_id"], d["partial"]')" = "('P000013', False)" ] ||
+  fail "a reference photo through the router: $(cat "$work/s.json")"
+say "a head trained on the cluster store reaches every node with its references: answers equal the trained single-node store's"
 
 # ---- kill -9 of a replica under search load --------------------------------------------------------
 python3 "$CL_SRC/tests/cluster/load.py" --urls "${NURL[router]},${NURL[s0r0]},${NURL[s2r1]}" --images "$work/cat/queries" \
@@ -368,10 +392,13 @@ for id in P000020 P000021 P000022 P000023 P000019 P000018; do [ "$(shard_of "$id
 code=$(curl -s -o "$work/put.json" -w '%{http_code}' -X PUT -F 'metadata={"title":"A new cap","category":"caps"}' \
   -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[router]}/v1/products/$new")
 [ "$code" = 201 ] || [ "$code" = 200 ] || fail "PUT $new: $code $(cat "$work/put.json")"
+[ "$(cl_sql "SELECT count(*) FROM shoplens.refs WHERE product_id = '$gone'")" = 3 ] || fail "$gone has no references"
+refs_before=$(copy_refs s2r1)
 code=$(curl -s -o /dev/null -w '%{http_code}' -X DELETE "${NURL[s0r1]}/v1/products/$gone")
 [ "$code" = 204 ] || [ "$code" = 200 ] || fail "DELETE $gone: $code"
 # acknowledged = durable in PostgreSQL before the answer
 [ "$(cl_sql "SELECT count(*) FROM shoplens.products WHERE id = '$new'")" = 1 ] || fail "PUT answered before its commit"
+[ "$(cl_sql "SELECT count(*) FROM shoplens.refs WHERE product_id = '$gone'")" = 0 ] || fail "the references of $gone were kept"
 start_node s2r1 --shard 2/3 --data "$work/data/s2r1"
 node_url s2r1
 grep -q "catching up" "$work/s2r1.log" && ! grep -q "copied" "$work/s2r1.log" ||
@@ -385,6 +412,10 @@ curl -s -F "image=@$work/cat/queries/P000011/0.jpg" "${NURL[router]}/v1/search?k
   fail "the write did not reach the restarted replica: $(cat "$work/s.json")"
 curl -s -F "image=@$work/cat/queries/$gone/0.jpg" "${NURL[router]}/v1/search?k=24" > "$work/s.json"
 [ "$(cl_json "$work/s.json" '"'"$gone"'" in [r["product_id"] for r in d["results"]]')" = False ] || fail "$gone is still found"
+# its references left the restarted node's copy (and index) with it; the others stayed
+[ "$(sqlite3 "$work/data/s2r1/catalog.sqlite" "SELECT count(*) FROM refs WHERE product_id = '$gone'")" = 0 ] &&
+  [ "$(copy_refs s2r1)" = "$((refs_before - 3))" ] && [ "$(copy_refs s2r0)" = "$((refs_before - 3))" ] ||
+  fail "the nodes of shard 2 kept the references of $gone: $(copy_refs s2r1) $(copy_refs s2r0), $refs_before before"
 say "a replica restarted after writes caught up from its copy ($new added, $gone removed)"
 
 # ---- every replica of shard 2 down: a partial answer naming it, never a silently short list ---------

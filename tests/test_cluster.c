@@ -6,8 +6,9 @@
  * The merge is checked against its promise, on random catalogs split into shards: the merged
  * picks are exactly the catalog's best nc images in (score desc, image id asc) order - what a
  * single store's candidate stage takes - with the first vt flagged, whatever the shard split
- * and with many tied scores. The wire format must give back the same bytes (vectors, local
- * features) and the same doubles (scores), and refuse malformed requests naming the field.
+ * and with many tied scores; the references' fold merged from the shards' parts is the whole
+ * list's, to the bit. The wire format must give back the same bytes (vectors, local features)
+ * and the same doubles (scores, folds), and refuse malformed requests naming the field.
  * The cluster itself (PostgreSQL, nodes, workers, failures) is tested by tests/e2e_cluster.sh.
  */
 #include <setjmp.h>
@@ -29,6 +30,11 @@ static int cmp_cand(const void *a, const void *b) {
     const sl_candidate *x = a, *y = b;
     if (x->score != y->score) return x->score > y->score ? -1 : 1;
     return (x->image_id > y->image_id) - (x->image_id < y->image_id);
+}
+
+static int cmp_dbl_desc(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x < y) - (x > y);
 }
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ULL;
@@ -220,11 +226,13 @@ static void test_rerank_and_answers_round_trip(void **state) {
     size_t lens[2] = {sizeof loc, 0};
     sl_query q;
     memset(&q, 0, sizeof q);
-    char *js = sl__phase_rerank_json(0, 2, 3, &q, 25, locals, lens, 2, lists, counts);
+    char *js = sl__phase_rerank_json(0, 2, 3, &q, 25, locals, lens, 2, lists, counts, 0, NULL);
     assert_non_null(js);
     sl__phase_req r;
     sl_error err;
     assert_int_equal(sl__phase_req_parse(js, strlen(js), 1, &r, &err), SL_OK);
+    assert_false(r.fold_parts);
+    assert_null(r.folds);
     assert_int_equal(r.depth, 25);
     assert_int_equal(r.nq, 2);
     assert_int_equal(r.local_lens[0], sizeof loc);
@@ -239,20 +247,58 @@ static void test_rerank_and_answers_round_trip(void **state) {
     assert_int_equal(r.lists[0][1].verify, 0);
     sl__phase_req_clear(&r);
     free(js);
+    /* phase 2a asks for the fold parts; 2b carries the folds: the same doubles, no catalog
+     * candidate (INFINITY) as null */
+    js = sl__phase_rerank_json(0, 2, 3, &q, 25, locals, lens, 2, lists, counts, 1, NULL);
+    assert_int_equal(sl__phase_req_parse(js, strlen(js), 1, &r, &err), SL_OK);
+    assert_true(r.fold_parts);
+    sl__phase_req_clear(&r);
+    free(js);
+    sl_ref_fold folds[2] = {{{0.1 + 0.2, 1.0 / 3.0}, {1.0 / 7.0, 2.0 / 9.0}, -0.5 / 3.0}, {{0, 0}, {0, 0}, INFINITY}};
+    js = sl__phase_rerank_json(0, 2, 3, &q, 25, locals, lens, 2, lists, counts, 0, folds);
+    assert_non_null(strstr(js, "null]"));
+    assert_int_equal(sl__phase_req_parse(js, strlen(js), 1, &r, &err), SL_OK);
+    assert_non_null(r.folds);
+    assert_memory_equal(&r.folds[0], &folds[0], sizeof folds[0]);
+    assert_true(isinf(r.folds[1].lowest) && r.folds[1].sd[1] == 0);
+    sl__phase_req_clear(&r);
+    free(js);
 
-    /* phase 1 answer */
-    js = sl__phase_lists_json(77, lists, counts, 2);
+    /* phase 2a answer: each list's part */
+    double cat[3] = {0.9, 1.0 / 3.0, -0.25}, ref[1] = {2.0 / 3.0};
+    sl_ref_fold_part parts[2] = {{{cat, ref}, {3, 1}, 0.1 + 0.2}, {{NULL, NULL}, {0, 0}, INFINITY}};
+    js = sl__phase_parts_json(parts, 2);
+    assert_non_null(js);
+    sl_ref_fold_part pb[2];
+    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 2, pb, &err), SL_OK);
+    assert_int_equal(pb[0].n[0], 3);
+    assert_int_equal(pb[0].n[1], 1);
+    assert_memory_equal(pb[0].best[0], cat, sizeof cat);
+    assert_true(pb[0].best[1][0] == 2.0 / 3.0 && pb[0].lowest == 0.1 + 0.2);
+    assert_true(pb[1].n[0] == 0 && pb[1].n[1] == 0 && isinf(pb[1].lowest));
+    sl_ref_fold_part_clear(&pb[0]);
+    sl_ref_fold_part_clear(&pb[1]);
+    sl_ref_fold_part pb3[3]; /* an answer for another number of query vectors is refused */
+    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 3, pb3, &err), SL_E_CORRUPT);
+    assert_null(pb3[0].best[0]);
+    free(js);
+
+    /* phase 1 answer, with the shard index's entries and references */
+    js = sl__phase_lists_json(77, 40, 9, lists, counts, 2);
     assert_non_null(js);
     sl_candidate *back[2] = {NULL, NULL};
     size_t bc[2] = {9, 9};
-    assert_int_equal(sl__phase_lists_parse(js, strlen(js), 2, back, bc, &err), SL_OK);
+    int64_t entries = 0, nrefs = 0;
+    assert_int_equal(sl__phase_lists_parse(js, strlen(js), 2, back, bc, &entries, &nrefs, &err), SL_OK);
+    assert_int_equal(entries, 40);
+    assert_int_equal(nrefs, 9);
     assert_int_equal(bc[0], 2);
     assert_int_equal(bc[1], 0);
     assert_true(back[0][1].score == 1.0 / 3.0);
     assert_int_equal(back[0][1].image_id, 9);
     sl_candidate_lists_clear(back, bc, 2);
     /* an answer for another number of query vectors is refused */
-    assert_int_equal(sl__phase_lists_parse(js, strlen(js), 3, back, bc, &err), SL_E_CORRUPT);
+    assert_int_equal(sl__phase_lists_parse(js, strlen(js), 3, back, bc, &entries, &nrefs, &err), SL_E_CORRUPT);
     free(js);
 
     /* phase 2 answer */
@@ -296,6 +342,53 @@ static void test_rerank_and_answers_round_trip(void **state) {
     sl_matches_free(&out);
 }
 
+/* The references' fold merged from the shards' parts is the whole list's: the K best of every
+ * kind over all shards, the same mean and deviation to the bit, the lowest catalog score of all. */
+static void test_fold_merge_equals_whole(void **state) {
+    (void)state;
+    for (int trial = 0; trial < 50; trial++) {
+        size_t S = 1 + rng() % 4, n[2] = {rng() % 30, rng() % 30};
+        double *all[2], lowest = INFINITY;
+        sl_ref_fold_part *parts = calloc(S, sizeof *parts);
+        assert_non_null(parts);
+        for (size_t s = 0; s < S; s++) parts[s].lowest = INFINITY;
+        for (int kind = 0; kind < 2; kind++) {
+            all[kind] = calloc(n[kind] + 1, sizeof **all);
+            for (size_t s = 0; s < S; s++) parts[s].best[kind] = calloc(n[kind] + 1, sizeof(double));
+            for (size_t i = 0; i < n[kind]; i++) {
+                double x = (double)(rng() % 64) / 37.0 - 0.5; /* few levels: ties */
+                size_t s = rng() % S;
+                all[kind][i] = x;
+                parts[s].best[kind][parts[s].n[kind]++] = x;
+                if (kind == 0 && x - 0.25 < parts[s].lowest) parts[s].lowest = x - 0.25;
+                if (kind == 0 && x - 0.25 < lowest) lowest = x - 0.25;
+            }
+        }
+        /* each shard keeps its K best, best first (what a shard answers) */
+        for (size_t s = 0; s < S; s++)
+            for (int kind = 0; kind < 2; kind++) {
+                qsort(parts[s].best[kind], parts[s].n[kind], sizeof(double), cmp_dbl_desc);
+                if (parts[s].n[kind] > SL_CALIB_COHORT_DEFAULT) parts[s].n[kind] = SL_CALIB_COHORT_DEFAULT;
+            }
+        sl_ref_fold f;
+        sl_ref_fold_merge(parts, S, &f);
+        for (int kind = 0; kind < 2; kind++) {
+            qsort(all[kind], n[kind], sizeof(double), cmp_dbl_desc);
+            size_t m = n[kind] < SL_CALIB_COHORT_DEFAULT ? n[kind] : SL_CALIB_COHORT_DEFAULT;
+            double sum = 0, ss = 0, mean = 0;
+            for (size_t i = 0; i < m; i++) sum += all[kind][i];
+            if (m) mean = sum / (double)m;
+            for (size_t i = 0; i < m; i++) ss += (all[kind][i] - mean) * (all[kind][i] - mean);
+            assert_true(f.mean[kind] == mean);
+            assert_true(f.sd[kind] == (m ? sqrt(ss / (double)m) : 0));
+            free(all[kind]);
+        }
+        assert_true(f.lowest == lowest);
+        for (size_t s = 0; s < S; s++) sl_ref_fold_part_clear(&parts[s]);
+        free(parts);
+    }
+}
+
 static void test_phase_requests_refused(void **state) {
     (void)state;
     static const struct { int rerank; const char *body, *names; } bad[] = {
@@ -321,6 +414,9 @@ static void test_phase_requests_refused(void **state) {
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[\"A\"],\"lists\":[[]]}", "locals"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,0.5]]]}", "lists"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,\"x\",0]]]}", "lists"},
+        {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[]],\"fold\":[[0,1,0,1,null],[0,1,0,1,0]]}", "fold"},
+        {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[]],\"fold\":[[0,1,0,\"x\",null]]}", "fold"},
+        {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[]],\"fold_parts\":1}", "fold_parts"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         sl__phase_req r;
@@ -342,6 +438,7 @@ int main(void) {
         cmocka_unit_test(test_merge_one_shard_holds_the_best),
         cmocka_unit_test(test_candidates_round_trip),
         cmocka_unit_test(test_rerank_and_answers_round_trip),
+        cmocka_unit_test(test_fold_merge_equals_whole),
         cmocka_unit_test(test_phase_requests_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

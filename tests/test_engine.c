@@ -1812,6 +1812,86 @@ static void test_local_features_on_demand(void **state) {
     remove_dir(dir);
 }
 
+/* A search node's copy (sl_engine_replicate) keeps a product's references exactly as given
+ * (images with index ids >= SL_STORE_REF_ID_BASE) and indexes them: phase 1 finds a reference
+ * under its index id, never for its own product (exclude), and a state without it, or the
+ * product's removal, takes it out of the copy and of the index. Applying a state twice changes
+ * nothing. */
+static sl_status ref_candidates(sl_engine *e, const float *q, size_t dim, const char *exclude, sl_candidate **l,
+                                size_t *n) {
+    sl_error err;
+    return sl_engine_candidates(e, q, 1, dim, NULL, exclude, 4, l, n, &err);
+}
+
+static void test_replicate_references(void **state) {
+    fixture *f = *state;
+    sl_engine *e = f->e;
+    sl_store *s = sl_engine_store(e);
+    sl_error err;
+    size_t dim = sl_features_dim(e->feat);
+    assert_true(dim > 0);
+    float *v = calloc(4 * dim, sizeof *v); /* 3 images, 1 reference: orthogonal unit vectors */
+    assert_non_null(v);
+    for (size_t i = 0; i < 4; i++) v[i * dim + i] = 1.0f;
+    const char *hash = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *file = "images/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.jpg";
+    const int64_t ref = SL_STORE_REF_ID_BASE + 7;
+    sl_replica_image im[4] = {
+        {11, "a.jpg", hash, 1, file, v, dim, NULL, 0},
+        {12, "b.jpg", hash, 1, file, v + dim, dim, NULL, 0},
+        {13, "c.jpg", hash, 1, file, v + 2 * dim, dim, NULL, 0},
+        {ref, "photo.jpg", "", 0, "", v + 3 * dim, dim, NULL, 0},
+    };
+    sl_product pa = {0}, pb = {0};
+    pa.id = (char *)"A";
+    pb.id = (char *)"B";
+    sl_replica_product rp[2] = {{"A", 0, &pa, im, 2}, {"B", 0, &pb, im + 2, 2}}; /* B: image 13 + the reference */
+    int64_t n = -1, *ids = NULL;
+    size_t nid = 0, got = 0;
+    sl_candidate *l = NULL;
+    for (int twice = 0; twice < 2; twice++) {
+        assert_int_equal(sl_engine_replicate(e, rp, 2, "log_pos", "1", &err), SL_OK);
+        assert_int_equal(sl_store_count_refs(s, &n, &err), SL_OK);
+        assert_int_equal(n, 1);
+    }
+    assert_int_equal(sl_store_product_ref_ids(s, "B", &ids, &nid, &err), SL_OK);
+    assert_int_equal(nid, 1);
+    assert_int_equal(ids[0], ref);
+    free(ids);
+    /* the reference's own vector finds it first, under its index id */
+    assert_int_equal(ref_candidates(e, v + 3 * dim, dim, NULL, &l, &got), SL_OK);
+    assert_true(got >= 1);
+    assert_int_equal(l[0].image_id, ref);
+    assert_true(l[0].score > 0.99);
+    sl_candidate_lists_clear(&l, &got, 1);
+    /* never for its own product */
+    assert_int_equal(ref_candidates(e, v + 3 * dim, dim, "B", &l, &got), SL_OK);
+    for (size_t i = 0; i < got; i++) assert_true(l[i].image_id != ref && l[i].image_id != 13);
+    sl_candidate_lists_clear(&l, &got, 1);
+    /* B without its reference: gone from the copy and the index */
+    rp[1].n = 1;
+    assert_int_equal(sl_engine_replicate(e, rp + 1, 1, "log_pos", "2", &err), SL_OK);
+    assert_int_equal(sl_store_count_refs(s, &n, &err), SL_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(ref_candidates(e, v + 3 * dim, dim, NULL, &l, &got), SL_OK);
+    for (size_t i = 0; i < got; i++) assert_true(l[i].image_id != ref);
+    sl_candidate_lists_clear(&l, &got, 1);
+    /* back, then B removed: its reference goes with it */
+    rp[1].n = 2;
+    assert_int_equal(sl_engine_replicate(e, rp + 1, 1, "log_pos", "3", &err), SL_OK);
+    assert_int_equal(ref_candidates(e, v + 3 * dim, dim, NULL, &l, &got), SL_OK);
+    assert_true(got >= 1 && l[0].image_id == ref);
+    sl_candidate_lists_clear(&l, &got, 1);
+    sl_replica_product gone = {"B", 1, NULL, NULL, 0};
+    assert_int_equal(sl_engine_replicate(e, &gone, 1, "log_pos", "4", &err), SL_OK);
+    assert_int_equal(sl_store_count_refs(s, &n, &err), SL_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(ref_candidates(e, v + 3 * dim, dim, NULL, &l, &got), SL_OK);
+    for (size_t i = 0; i < got; i++) assert_true(l[i].image_id == 11 || l[i].image_id == 12);
+    sl_candidate_lists_clear(&l, &got, 1);
+    free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_verified_search_cache_under_writes),
@@ -1831,6 +1911,7 @@ int main(void) {
         cmocka_unit_test(test_put_described),
         cmocka_unit_test(test_query_ef),
         cmocka_unit_test(test_local_features_on_demand),
+        cmocka_unit_test_setup_teardown(test_replicate_references, setup, teardown),
         cmocka_unit_test(test_calibrated_confidence),
         cmocka_unit_test(test_train_heldout_calibration),
     };

@@ -767,7 +767,10 @@ typedef struct sl_replica_image {
     size_t local_len;
 } sl_replica_image;
 
-/* A product's state: its metadata and exactly these images, or removed. */
+/* A product's state: its metadata and exactly these images, or removed. An image whose id is
+ * SL_STORE_REF_ID_BASE or above is one of the product's references (store.h: a labelled photo,
+ * indexed, never shown) under its index id: the replica keeps exactly those too (hash, size and
+ * file are unused for them; vec is required). */
 typedef struct sl_replica_product {
     const char *id;
     int removed;
@@ -778,8 +781,8 @@ typedef struct sl_replica_product {
 
 /* Writes n product states into the engine's local store in one transaction, together with the
  * meta key/value (the change log position they reflect; key may be NULL), and updates the
- * index: afterwards the store holds each product exactly as given (idempotent). Images keep
- * the ids given. Errors: SL_E_STATE (a cluster store, read-only, or vectors of another
+ * index: afterwards the store holds each product exactly as given (idempotent). Images and
+ * references keep the ids given. Errors: SL_E_STATE (a cluster store, read-only, or vectors of another
  * dimension than the features'), store errors (nothing applied). */
 sl_status sl_engine_replicate(sl_engine *e, const sl_replica_product *v, size_t n,
                               const char *meta_key, const char *meta_value, sl_error *err);
@@ -830,6 +833,45 @@ void sl_candidate_lists_clear(sl_candidate **lists, size_t *counts, size_t nq);
 sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t *local_lens,
                            size_t nq, sl_candidate *const *lists, const size_t *counts,
                            const sl_query *q, size_t depth, sl_matches *out, sl_error *err);
+/* References (store.h) enter a product's score through a fold whose scale is measured on each
+ * query vector's whole candidate list (docs/learn.md, "References"): the mean and standard
+ * deviation of the best scores of the K products best by their catalog images ([0]) and by
+ * their references ([1]), and the lowest catalog candidate's score. Over a cluster every shard
+ * holds part of the list: phase 2a gives each shard's part (its K best of each kind and its
+ * lowest), sl_ref_fold_merge makes the whole list's fold of them, phase 2b re-ranks with it.
+ * Merged so, the phases give exactly what one store holding every shard gives. */
+typedef struct sl_ref_fold {
+    double mean[2], sd[2];
+    double lowest;              /* INFINITY: no catalog candidate */
+} sl_ref_fold;
+typedef struct sl_ref_fold_part {
+    double *best[2];            /* per kind: the best score of each of the K products best by
+                                   that kind, best first (malloc'ed) */
+    size_t n[2];
+    double lowest;              /* INFINITY: no catalog candidate */
+} sl_ref_fold_part;
+/* Frees a part's arrays and empties it (NULL is a no-op). */
+void sl_ref_fold_part_clear(sl_ref_fold_part *p);
+/* The fold of the whole list from the parts of every shard (n of them). Out of memory: a fold
+ * without spread (references then leave that query's ranking). */
+void sl_ref_fold_merge(const sl_ref_fold_part *parts, size_t n, sl_ref_fold *out);
+/* Phase 2a: re-ranks lists as sl_engine_rerank and fills parts[0..nq) (cleared on failure). */
+sl_status sl_engine_rerank_fold_parts(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                                      size_t nq, sl_candidate *const *lists, const size_t *counts,
+                                      sl_ref_fold_part *parts, sl_error *err);
+/* Phase 2b: sl_engine_rerank with folds[qi] as query vector qi's fold (folds NULL: each list's
+ * own, which is sl_engine_rerank). */
+sl_status sl_engine_rerank_folded(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                                  size_t nq, sl_candidate *const *lists, const size_t *counts,
+                                  const sl_ref_fold *folds, const sl_query *q, size_t depth,
+                                  sl_matches *out, sl_error *err);
+/* Entries of the engine's index (catalog images and references) and how many are references:
+ * a search's candidate depth grows with the references' share (docs/learn.md), so a cluster's
+ * router adds the shards' up. */
+void sl_engine_index_counts(sl_engine *e, int64_t *entries, int64_t *refs);
+/* The candidate depth a search with `candidates` per query vector (sl_engine_plan) takes on an
+ * index of `entries` entries, `refs` of them references. */
+size_t sl_engine_ref_depth(size_t candidates, int64_t entries, int64_t refs);
 /* Orders matches best first as a search does (score, then product id) and keeps ranks
  * offset+1 .. offset+k of them (q's k and offset): the router's merge. */
 void sl_matches_merge_slice(sl_matches *m, const sl_query *q);

@@ -280,8 +280,8 @@ sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl
  * them). A reference's index id is SL_STORE_REF_ID_BASE + its row id; the functions that take
  * index ids (sl_store_image_products, sl_store_image_local, sl_store_image_vectors,
  * sl_store_image_ids, sl_store_filter_images, sl_store_remove_product's removed ids) cover
- * references under those ids. Deleting a product deletes its references. SQLite stores only:
- * a PostgreSQL store has none (replacing them is SL_E_UNSUPPORTED). */
+ * references under those ids. Deleting a product deletes its references. SQLite and
+ * PostgreSQL stores alike (docs/formats/store.md, docs/formats/cluster.md). */
 #define SL_STORE_REF_ID_BASE ((int64_t)1 << 48)
 typedef struct sl_store_ref {
     const char *product_id;     /* an existing product */
@@ -299,7 +299,7 @@ sl_status sl_store_each_ref_vector(sl_store *s, sl_store_vector_fn fn, void *ctx
 /* Index ids of a product's references, ascending (malloc'ed, NULL when none). */
 sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t **ids, size_t *n,
                                    sl_error *err);
-/* Number of references (0 on a PostgreSQL store). */
+/* Number of references. */
 sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err);
 
 /* All product ids (sorted), malloc'ed array of malloc'ed strings; free with sl_strings_free. */

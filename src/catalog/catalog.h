@@ -45,6 +45,20 @@ sl_status sl__store_filter_images_any_order(sl_store *s, const sl_store_filter *
  * the directory. */
 sl_status sl__write_file_atomic(const char *path, const void *data, size_t len, sl_error *err);
 
+/* SL_STORE_REF_ID_BASE as SQL text (2^48), for the statements of both stores that give
+ * references their index ids; test_store checks that they agree. */
+#define SL__REF_BASE_SQL "281474976710656"
+
+/* A search node's copy (engine/replica.c): puts reference `ref_id` (its row id, index id minus
+ * SL_STORE_REF_ID_BASE, as the cluster numbered it) of an existing product with its pre-head
+ * vector and local features, replacing a reference of that id; removes one (a missing one is
+ * no error). Inside the caller's transaction (SL_E_STATE otherwise); SL_E_NOT_FOUND when the
+ * product does not exist. SQLite stores only (SL_E_UNSUPPORTED on PostgreSQL). */
+sl_status sl__store_put_ref(sl_store *s, int64_t ref_id, const char *product_id, const char *source,
+                            const float *vec, size_t dim, const void *local, size_t local_len,
+                            sl_error *err);
+sl_status sl__store_remove_ref(sl_store *s, int64_t ref_id, sl_error *err);
+
 /* The checks every backend makes before writing a product: id (sl_product_id_check), currency (cur receives it upper-case), price range. SL_E_INVALID. */
 struct sl_product;
 sl_status sl__product_check(const struct sl_product *p, char cur[4], sl_error *err);

@@ -110,6 +110,15 @@ sl_status sl__pg_image_features(sl__pg *p, int64_t image_id, float **vec, size_t
 sl_status sl__pg_image_local(sl__pg *p, int64_t image_id, void **local, size_t *local_len,
                              sl_error *err);
 sl_status sl__pg_each_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl_error *err);
+/* References (store.h): the table refs, schema 3; index id = SL_STORE_REF_ID_BASE + refs.id.
+ * sl__pg_replace_refs needs the caller's transaction and names every product that had or gets
+ * references in the change log. */
+sl_status sl__pg_replace_refs(sl__pg *p, const sl_store_ref *refs, size_t n, size_t dim,
+                              sl_error *err);
+sl_status sl__pg_each_ref_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl_error *err);
+sl_status sl__pg_product_ref_ids(sl__pg *p, const char *product_id, int64_t **ids, size_t *n,
+                                 sl_error *err);
+sl_status sl__pg_count_refs(sl__pg *p, int64_t *n, sl_error *err);
 sl_status sl__pg_product_ids(sl__pg *p, char ***ids, size_t *n, sl_error *err);
 sl_status sl__pg_filter_images(sl__pg *p, const sl_store_filter *f, int64_t **ids, size_t *n,
                                sl_error *err);
@@ -231,7 +240,9 @@ typedef struct sl__pg_image {
     size_t local_len;
 } sl__pg_image;
 
-/* A product's current state (exists == 0: it was removed). */
+/* A product's current state (exists == 0: it was removed): its images by id, then its
+ * references (labelled photos, store.h) under their index ids (>= SL_STORE_REF_ID_BASE; hash
+ * and file '', size 0). */
 typedef struct sl__pg_state {
     sl_product p;
     int exists;

@@ -11,6 +11,7 @@
  * snapshot as the position to go on from.
  */
 #include "catalog/pg.h"
+#include "catalog/catalog.h"
 #include "util/util.h"
 
 #include <stdio.h>
@@ -48,6 +49,11 @@ void sl__log_batch_free(sl__log_batch *b) {
 #define SL__STATE_COLS \
     "p.id, p.title, p.category, p.price, p.description, p.url, p.attrs, p.currency," \
     " i.id, i.source, i.hash, i.size, i.file, i.vec, i.local"
+/* A product's images and, after them, its references under their index ids (hash, file '',
+ * size 0): what a state's images hold (pg.h). */
+#define SL__STATE_IMAGES \
+    "(SELECT id, product_id, source, hash, size, file, vec, local FROM images UNION ALL" \
+    " SELECT id + " SL__REF_BASE_SQL ", product_id, source, '', 0, '', vec, local FROM refs) i"
 
 static sl_status sl__dup_bytes(const PGresult *r, int row, int col, void **out, size_t *len) {
     *out = NULL;
@@ -192,7 +198,7 @@ sl_status sl__log_read(sl__pgc *c, int64_t after, int shard, int shards, size_t 
             goto fail;
         }
         const char *pv[1] = {arr};
-        r = sl__pgc_exec(c, "SELECT " SL__STATE_COLS " FROM products p LEFT JOIN images i ON i.product_id = p.id"
+        r = sl__pgc_exec(c, "SELECT " SL__STATE_COLS " FROM products p LEFT JOIN " SL__STATE_IMAGES " ON i.product_id = p.id"
                             " WHERE p.id = ANY($1::text[]) ORDER BY p.id COLLATE \"C\", i.id", 1, pv, NULL, NULL, err);
         free(arr);
         if (!r) goto fail_io;
@@ -243,10 +249,10 @@ sl_status sl__log_snapshot(sl__pgc *c, int shard, int shards, size_t batch, sl__
     *pos = sl__pgv_i64(r, 0, 0);
     PQclear(r);
     r = NULL;
-    char sql[512];
+    char sql[1024];
     /* two integers of ours: no parameters needed (DECLARE takes none) */
     snprintf(sql, sizeof sql, "DECLARE sl_snap NO SCROLL CURSOR FOR SELECT " SL__STATE_COLS
-             " FROM products p LEFT JOIN images i ON i.product_id = p.id WHERE p.shard_key %% %d = %d"
+             " FROM products p LEFT JOIN " SL__STATE_IMAGES " ON i.product_id = p.id WHERE p.shard_key %% %d = %d"
              " ORDER BY p.id COLLATE \"C\", i.id", shards, shard);
     if ((st = sl__pgc_run(c, sql, 0, NULL, err)) != SL_OK) goto fail;
     char fetch[48];

@@ -63,8 +63,6 @@ struct sl_store {
 
 static sl_status sl__take_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt **st, sl_error *err);
 static void sl__give_stmt(sl_store *s, sqlite3 *conn, int k, sqlite3_stmt *st);
-/* SL_STORE_REF_ID_BASE as SQL text (2^48); test_store checks that they agree */
-#define SL__REF_BASE_SQL "281474976710656"
 static const char *const sl__pooled_sql[SL__Q_KINDS] = {
     "SELECT local FROM images WHERE id = ?1"
     " UNION ALL SELECT local FROM refs WHERE id = ?1 - " SL__REF_BASE_SQL,
@@ -1235,44 +1233,83 @@ sl_status sl_store_each_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl
     return sl__each_vector(s, "SELECT id, vec FROM images ORDER BY id", "image", 0, fn, ctx, err);
 }
 
-sl_status sl_store_replace_refs(sl_store *s, const sl_store_ref *refs, size_t n, size_t dim,
-                                sl_error *err) {
-    if (s->pg) return sl__err_set(err, SL_E_UNSUPPORTED, "a PostgreSQL store keeps no references");
+/* SL_OK inside a transaction (of the writer), SL_E_STATE naming `what` otherwise. */
+static sl_status sl__need_txn(sl_store *s, const char *what, sl_error *err) {
     sl_status rc = sl__need_writer(s, err);
     if (rc != SL_OK) return rc;
     pthread_mutex_lock(&s->mu);
     int depth = s->txn_depth;
     pthread_mutex_unlock(&s->mu);
-    if (depth <= 0) return sl__err_set(err, SL_E_STATE, "replacing references outside a transaction");
+    return depth > 0 ? SL_OK : sl__err_set(err, SL_E_STATE, "%s outside a transaction", what);
+}
+
+/* Runs st, an INSERT of reference i into refs taking ?1 product id, ?2 source, ?3 vector, ?4
+ * local features from r (a row only when the product exists: SL_E_NOT_FOUND otherwise). */
+static sl_status sl__insert_ref(sl_store *s, sqlite3_stmt *st, size_t i, const sl_store_ref *r, size_t dim,
+                                sl_error *err) {
+    size_t vbytes;
+    sl_status rc = sl__blob_check(s, dim, r->local_len, &vbytes, err);
+    if (rc != SL_OK) return rc;
+    if (!r->product_id || !r->vec || dim == 0) return sl__err_set(err, SL_E_INVALID, "reference %zu: no product or no vector", i);
+    sqlite3_bind_text(st, 1, r->product_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, r->source ? r->source : "", -1, SQLITE_STATIC);
+    sqlite3_bind_blob(st, 3, r->vec, (int)vbytes, SQLITE_STATIC);
+    if (r->local && r->local_len) sqlite3_bind_blob(st, 4, r->local, (int)r->local_len, SQLITE_STATIC);
+    else sqlite3_bind_null(st, 4);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "insert reference");
+    else if (sqlite3_changes(s->db) == 0) rc = sl__err_set(err, SL_E_NOT_FOUND, "reference %zu: no product '%s'", i, r->product_id);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc;
+}
+
+sl_status sl_store_replace_refs(sl_store *s, const sl_store_ref *refs, size_t n, size_t dim,
+                                sl_error *err) {
+    if (s->pg) return sl__pg_replace_refs(s->pg, refs, n, dim, err);
+    sl_status rc = sl__need_txn(s, "replacing references", err);
+    if (rc != SL_OK) return rc;
     if ((rc = sl__exec(s->db, "DELETE FROM refs", err)) != SL_OK) return rc;
     sqlite3_stmt *st = NULL;
     if ((rc = sl__prepare(s->db, "INSERT INTO refs(product_id, source, vec, local) "
                                  "SELECT id, ?2, ?3, ?4 FROM products WHERE id = ?1", &st, err)) != SL_OK)
         return rc;
-    for (size_t i = 0; i < n && rc == SL_OK; i++) {
-        size_t vbytes;
-        if ((rc = sl__blob_check(s, dim, refs[i].local_len, &vbytes, err)) != SL_OK) break;
-        if (!refs[i].product_id || !refs[i].vec || dim == 0) {
-            rc = sl__err_set(err, SL_E_INVALID, "reference %zu: no product or no vector", i);
-            break;
-        }
-        sqlite3_bind_text(st, 1, refs[i].product_id, -1, SQLITE_STATIC);
-        sqlite3_bind_text(st, 2, refs[i].source ? refs[i].source : "", -1, SQLITE_STATIC);
-        sqlite3_bind_blob(st, 3, refs[i].vec, (int)vbytes, SQLITE_STATIC);
-        if (refs[i].local && refs[i].local_len) sqlite3_bind_blob(st, 4, refs[i].local, (int)refs[i].local_len, SQLITE_STATIC);
-        else sqlite3_bind_null(st, 4);
-        if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "insert reference");
-        else if (sqlite3_changes(s->db) == 0)
-            rc = sl__err_set(err, SL_E_NOT_FOUND, "reference %zu: no product '%s'", i, refs[i].product_id);
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-    }
+    for (size_t i = 0; i < n && rc == SL_OK; i++) rc = sl__insert_ref(s, st, i, &refs[i], dim, err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+sl_status sl__store_put_ref(sl_store *s, int64_t ref_id, const char *product_id, const char *source,
+                            const float *vec, size_t dim, const void *local, size_t local_len,
+                            sl_error *err) {
+    if (s->pg) return sl__err_set(err, SL_E_UNSUPPORTED, "references are put one by one only into a search node's copy");
+    sl_status rc = sl__need_txn(s, "putting a reference", err);
+    if (rc != SL_OK) return rc;
+    if (ref_id <= 0 || ref_id >= SL_STORE_REF_ID_BASE) return sl__err_set(err, SL_E_INVALID, "reference id %lld out of range", (long long)ref_id);
+    sqlite3_stmt *st = NULL;
+    if ((rc = sl__prepare(s->db, "INSERT OR REPLACE INTO refs(id, product_id, source, vec, local) "
+                                 "SELECT ?5, id, ?2, ?3, ?4 FROM products WHERE id = ?1", &st, err)) != SL_OK)
+        return rc;
+    sqlite3_bind_int64(st, 5, ref_id);
+    sl_store_ref r = {product_id, source, vec, local, local_len};
+    rc = sl__insert_ref(s, st, 0, &r, dim, err);
+    sqlite3_finalize(st);
+    return rc;
+}
+
+sl_status sl__store_remove_ref(sl_store *s, int64_t ref_id, sl_error *err) {
+    if (s->pg) return sl__err_set(err, SL_E_UNSUPPORTED, "references are removed one by one only from a search node's copy");
+    sl_status rc = sl__need_txn(s, "removing a reference", err);
+    if (rc != SL_OK) return rc;
+    sqlite3_stmt *st = NULL;
+    if ((rc = sl__prepare(s->db, "DELETE FROM refs WHERE id = ?", &st, err)) != SL_OK) return rc;
+    sqlite3_bind_int64(st, 1, ref_id);
+    if (sqlite3_step(st) != SQLITE_DONE) rc = sl__sqlerr(err, s->db, "delete reference");
     sqlite3_finalize(st);
     return rc;
 }
 
 sl_status sl_store_each_ref_vector(sl_store *s, sl_store_vector_fn fn, void *ctx, sl_error *err) {
-    if (s->pg) return SL_OK; /* none */
+    if (s->pg) return sl__pg_each_ref_vector(s->pg, fn, ctx, err);
     return sl__each_vector(s, "SELECT id + " SL__REF_BASE_SQL ", vec FROM refs ORDER BY id", "reference",
                            SL_STORE_REF_ID_BASE, fn, ctx, err);
 }
@@ -1281,7 +1318,7 @@ sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t 
                                    sl_error *err) {
     *ids = NULL;
     *n = 0;
-    if (s->pg) return SL_OK;
+    if (s->pg) return sl__pg_product_ref_ids(s->pg, product_id, ids, n, err);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
     sl_status rc = sl__prepare(db, "SELECT id + " SL__REF_BASE_SQL " FROM refs WHERE product_id = ? ORDER BY id", &st, err);
@@ -1294,7 +1331,7 @@ sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t 
 
 sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err) {
     *n = 0;
-    if (s->pg) return SL_OK;
+    if (s->pg) return sl__pg_count_refs(s->pg, n, err);
     sqlite3 *db = sl__rconn(s);
     sqlite3_stmt *st;
     sl_status rc = sl__prepare(db, "SELECT count(*) FROM refs", &st, err);

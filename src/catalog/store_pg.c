@@ -32,7 +32,7 @@
 #include <time.h>
 
 /* Version of the PostgreSQL schema this build writes; migrations[v - 1] upgrades v - 1 to v. */
-#define SL__PG_SCHEMA_VERSION 2
+#define SL__PG_SCHEMA_VERSION 3
 #define SL__PG_MAGIC "shoplens-cluster"
 /* The advisory lock key of schema changes ("shoplens" in ASCII). */
 #define SL__PG_LOCK_SCHEMA "7526752266766755443"
@@ -104,6 +104,14 @@ static const char *const sl__pg_migrations[SL__PG_SCHEMA_VERSION] = {
     "CREATE INDEX products_price ON products(price, id);"
     "DROP INDEX images_product;"
     "CREATE INDEX images_product ON images(product_id, id);",
+    /* 3: references, the labelled photos `train --photos` keeps of a product (store.h): what
+     * the SQLite store's schema 3 added, with their own sequence (index id = 2^48 + id) */
+    "CREATE SEQUENCE ref_ids;"
+    "CREATE TABLE refs("
+    " id bigint PRIMARY KEY DEFAULT nextval('ref_ids'),"
+    " product_id text NOT NULL REFERENCES products(id) ON DELETE CASCADE,"
+    " source text NOT NULL DEFAULT '', vec bytea NOT NULL, local bytea);"
+    "CREATE INDEX refs_product ON refs(product_id, id);",
 };
 
 struct sl__pg {
@@ -554,7 +562,10 @@ static sl_status sl__pg_ids(PGresult *r, int64_t **ids, size_t *n, sl_error *err
 static sl_status sl__pg_remove_product_txn(sl__pg *p, const char *id, int64_t **removed, size_t *n,
                                            sl_error *err) {
     const char *v[1] = {id};
-    PGresult *r = sl__pgc_exec(&p->w, "SELECT id FROM images WHERE product_id = $1 ORDER BY id", 1, v, NULL, NULL, err);
+    /* its references go with it (ON DELETE CASCADE), under their index ids */
+    PGresult *r = sl__pgc_exec(&p->w, "SELECT id FROM images WHERE product_id = $1 UNION ALL SELECT id + "
+                                      SL__REF_BASE_SQL " FROM refs WHERE product_id = $1 ORDER BY 1",
+                               1, v, NULL, NULL, err);
     if (!r) return err ? err->code : SL_E_IO;
     sl_status st = sl__pg_ids(r, removed, n, err);
     PQclear(r);
@@ -762,7 +773,9 @@ sl_status sl__pg_image_products(sl__pg *p, const int64_t *ids, size_t n, char **
         return sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     PGresult *r = sl__pg_q1(p, "SELECT t.ord - 1, i.product_id FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, ord)"
-                               " JOIN images i ON i.id = t.id", arr, err);
+                               " JOIN images i ON i.id = t.id UNION ALL SELECT t.ord - 1, r.product_id"
+                               " FROM unnest($1::bigint[]) WITH ORDINALITY AS t(id, ord)"
+                               " JOIN refs r ON r.id = t.id - " SL__REF_BASE_SQL, arr, err);
     free(arr);
     sl_status st = r ? SL_OK : (err ? err->code : SL_E_IO);
     for (int i = 0; r && i < PQntuples(r) && st == SL_OK; i++) {
@@ -799,7 +812,8 @@ sl_status sl__pg_image_features(sl__pg *p, int64_t image_id, float **vec, size_t
     if (local_len) *local_len = 0;
     char idb[24];
     snprintf(idb, sizeof idb, "%lld", (long long)image_id);
-    PGresult *r = sl__pg_q1(p, "SELECT vec, local FROM images WHERE id = $1::bigint", idb, err);
+    PGresult *r = sl__pg_q1(p, "SELECT vec, local FROM images WHERE id = $1::bigint UNION ALL"
+                               " SELECT vec, local FROM refs WHERE id = $1::bigint - " SL__REF_BASE_SQL, idb, err);
     if (!r) return err ? err->code : SL_E_IO;
     sl_status st = SL_OK;
     if (PQntuples(r) == 0) {
@@ -829,7 +843,8 @@ sl_status sl__pg_image_local(sl__pg *p, int64_t image_id, void **local, size_t *
     *local_len = 0;
     char idb[24];
     snprintf(idb, sizeof idb, "%lld", (long long)image_id);
-    PGresult *r = sl__pg_q1(p, "SELECT local FROM images WHERE id = $1::bigint", idb, err);
+    PGresult *r = sl__pg_q1(p, "SELECT local FROM images WHERE id = $1::bigint UNION ALL"
+                               " SELECT local FROM refs WHERE id = $1::bigint - " SL__REF_BASE_SQL, idb, err);
     if (!r) return err ? err->code : SL_E_IO;
     sl_status st = PQntuples(r) == 0 ? sl__err_set(err, SL_E_NOT_FOUND, "no image %lld", (long long)image_id)
                                      : sl__pg_bytes(r, 0, 0, local, local_len, err);
@@ -854,8 +869,8 @@ static sl_status sl__pg_vec_rows(PGresult *r, sl_store_vector_fn fn, void *ctx, 
     return SL_OK;
 }
 
-sl_status sl__pg_each_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl_error *err) {
-    static const char *const sql = "SELECT id, vec FROM images WHERE vec IS NOT NULL ORDER BY id";
+/* Calls fn for every (id, vec) row of `sql` (its rows: vectors only, ordered). */
+static sl_status sl__pg_each_vec(sl__pg *p, const char *sql, sl_store_vector_fn fn, void *ctx, sl_error *err) {
     sl__pgc *c = sl__pg_acquire(p);
     sl_status st = SL_OK;
     PGresult *r = NULL;
@@ -867,9 +882,10 @@ sl_status sl__pg_each_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl_err
         return st;
     }
     /* a cursor, so a large catalog is never held in memory at once */
+    char decl[256];
+    snprintf(decl, sizeof decl, "DECLARE sl_vecs NO SCROLL CURSOR FOR %s", sql);
     if ((st = sl__pgc_run(c, "BEGIN READ ONLY", 0, NULL, err)) != SL_OK ||
-        (st = sl__pgc_run(c, "DECLARE sl_vecs NO SCROLL CURSOR FOR SELECT id, vec FROM images"
-                             " WHERE vec IS NOT NULL ORDER BY id", 0, NULL, err)) != SL_OK)
+        (st = sl__pgc_run(c, decl, 0, NULL, err)) != SL_OK)
         goto out;
     for (;;) {
         if (!(r = sl__pgc_exec(c, "FETCH 2000 FROM sl_vecs", 0, NULL, NULL, NULL, err))) {
@@ -885,6 +901,75 @@ out:
     (void)sl__pgc_run(c, st == SL_OK ? "COMMIT" : "ROLLBACK", 0, NULL, NULL);
     sl__pg_release(p, c);
     return st;
+}
+
+sl_status sl__pg_each_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl_error *err) {
+    return sl__pg_each_vec(p, "SELECT id, vec FROM images WHERE vec IS NOT NULL ORDER BY id", fn, ctx, err);
+}
+
+/* ---- references (store.h; the SQLite store's schema 3, here schema 3 too) ------------------ */
+
+sl_status sl__pg_each_ref_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl_error *err) {
+    return sl__pg_each_vec(p, "SELECT id + " SL__REF_BASE_SQL ", vec FROM refs ORDER BY id", fn, ctx, err);
+}
+
+/* Touches the product of every row of r (column 0). */
+static sl_status sl__pg_touch_rows(sl__pg *p, const PGresult *r, sl_error *err) {
+    for (int i = 0; i < PQntuples(r); i++)
+        if (sl__pg_touch(p, sl__pgv_str(r, i, 0)) != SL_OK) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    return SL_OK;
+}
+
+sl_status sl__pg_replace_refs(sl__pg *p, const sl_store_ref *refs, size_t n, size_t dim, sl_error *err) {
+    sl_status st = sl__pg_need_writer(p, err);
+    if (st != SL_OK) return st;
+    if (!sl__pg_in_txn(p)) return sl__err_set(err, SL_E_STATE, "replacing references outside a transaction");
+    /* every product that had or gets references changed: the log names it (a search node reads
+     * its references again with it) */
+    PGresult *r = sl__pgc_exec(&p->w, "DELETE FROM refs RETURNING product_id", 0, NULL, NULL, NULL, err);
+    if (!r) return err ? err->code : SL_E_IO;
+    st = sl__pg_touch_rows(p, r, err);
+    PQclear(r);
+    for (size_t i = 0; i < n && st == SL_OK; i++) {
+        size_t vb = 0;
+        if (!refs[i].product_id || !refs[i].vec || dim == 0)
+            return sl__err_set(err, SL_E_INVALID, "reference %zu: no product or no vector", i);
+        if ((st = sl__pg_vec_bytes(dim, refs[i].local ? refs[i].local_len : 0, &vb, err)) != SL_OK) break;
+        int has_local = refs[i].local && refs[i].local_len;
+        const char *v[4] = {refs[i].product_id, refs[i].source ? refs[i].source : "", (const char *)refs[i].vec,
+                            has_local ? (const char *)refs[i].local : NULL};
+        int lens[4] = {0, 0, (int)vb, has_local ? (int)refs[i].local_len : 0};
+        int bins[4] = {0, 0, 1, 1};
+        if (!(r = sl__pgc_exec(&p->w, "INSERT INTO refs(product_id, source, vec, local) SELECT id, $2, $3::bytea,"
+                                      " $4::bytea FROM products WHERE id = $1 RETURNING product_id",
+                               4, v, lens, bins, err)))
+            return err ? err->code : SL_E_IO;
+        if (PQntuples(r) == 0) st = sl__err_set(err, SL_E_NOT_FOUND, "reference %zu: no product '%s'", i, refs[i].product_id);
+        else st = sl__pg_touch_rows(p, r, err);
+        PQclear(r);
+    }
+    return st;
+}
+
+sl_status sl__pg_product_ref_ids(sl__pg *p, const char *product_id, int64_t **ids, size_t *n,
+                                 sl_error *err) {
+    *ids = NULL;
+    *n = 0;
+    PGresult *r = sl__pg_q1(p, "SELECT id + " SL__REF_BASE_SQL " FROM refs WHERE product_id = $1 ORDER BY id",
+                            product_id, err);
+    if (!r) return err ? err->code : SL_E_IO;
+    sl_status st = PQntuples(r) ? sl__pg_ids(r, ids, n, err) : SL_OK;
+    PQclear(r);
+    return st;
+}
+
+sl_status sl__pg_count_refs(sl__pg *p, int64_t *n, sl_error *err) {
+    *n = 0;
+    PGresult *r = sl__pg_q(p, "SELECT count(*) FROM refs", 0, NULL, NULL, NULL, err);
+    if (!r) return err ? err->code : SL_E_IO;
+    *n = sl__pgv_i64(r, 0, 0);
+    PQclear(r);
+    return SL_OK;
 }
 
 /* The text first column (and, with counts, the int64 second) of every row. */
@@ -974,11 +1059,15 @@ sl_status sl__pg_filter_images(sl__pg *p, const sl_store_filter *f, int64_t **id
                                sl_error *err) {
     *ids = NULL;
     *n = 0;
-    char sql[1024] = "SELECT i.id FROM images i JOIN products p ON p.id = i.product_id WHERE TRUE", lo[40], hi[40];
+    char cond[640] = "", sql[1600], lo[40], hi[40];
     const char *v[4];
-    if (!sl__pg_filter(f, sql, sizeof sql, v, lo, hi)) return SL_OK;
+    if (!sl__pg_filter(f, cond, sizeof cond, v, lo, hi)) return SL_OK;
     /* no ORDER BY: it can make the planner walk images in id order instead of driving the join
-     * from products_price; the caller sorts (sl_store_filter_images) */
+     * from products_price; the caller sorts (sl_store_filter_images). The products' references
+     * too, under their index ids. */
+    snprintf(sql, sizeof sql, "SELECT i.id FROM images i JOIN products p ON p.id = i.product_id WHERE TRUE%s"
+             " UNION ALL SELECT r.id + " SL__REF_BASE_SQL " FROM refs r JOIN products p ON p.id = r.product_id"
+             " WHERE TRUE%s", cond, cond);
     PGresult *r = sl__pg_q(p, sql, 4, v, NULL, NULL, err);
     if (!r) return err ? err->code : SL_E_IO;
     sl_status st = sl__pg_ids(r, ids, n, err);

@@ -39,6 +39,8 @@ typedef struct sl__phase_req {
     size_t *local_lens;
     sl_candidate **lists;     /* rerank: nq lists */
     size_t *counts;
+    int fold_parts;           /* rerank: answer the references' fold parts (phase 2a) */
+    sl_ref_fold *folds;       /* rerank: nq folds of the whole lists (phase 2b), or NULL */
     json_t *json;             /* the parsed document the strings point into */
 } sl__phase_req;
 
@@ -51,15 +53,23 @@ sl_status sl__phase_req_parse(const void *body, size_t len, int rerank, sl__phas
 char *sl__phase_candidates_json(int shard, int shards, int64_t fv, const sl_query *q,
                                 const char *exclude, size_t candidates, const float *vecs,
                                 size_t nq, size_t dim);
+/* parts: ask for the fold parts (phase 2a); folds (may be NULL): nq folds to re-rank with. */
 char *sl__phase_rerank_json(int shard, int shards, int64_t fv, const sl_query *q, size_t depth,
                             void *const *locals, const size_t *local_lens, size_t nq,
-                            sl_candidate *const *lists, const size_t *counts);
+                            sl_candidate *const *lists, const size_t *counts, int parts,
+                            const sl_ref_fold *folds);
 
 /* Answers (malloc'ed JSON text) and their parsers. */
-char *sl__phase_lists_json(int64_t log_pos, sl_candidate *const *lists, const size_t *counts,
-                           size_t nq);
+/* Candidates, with the shard index's entries and references (sl_engine_index_counts; an
+ * answer without them parses as 0, 0). */
+char *sl__phase_lists_json(int64_t log_pos, int64_t entries, int64_t refs, sl_candidate *const *lists,
+                           const size_t *counts, size_t nq);
 sl_status sl__phase_lists_parse(const char *json, size_t len, size_t nq, sl_candidate **lists,
-                                size_t *counts, sl_error *err);
+                                size_t *counts, int64_t *entries, int64_t *refs, sl_error *err);
+/* The fold parts of phase 2a, nq of them (parts[] filled; cleared on failure). */
+char *sl__phase_parts_json(const sl_ref_fold_part *parts, size_t nq);
+sl_status sl__phase_parts_parse(const char *json, size_t len, size_t nq, sl_ref_fold_part *parts,
+                                sl_error *err);
 char *sl__phase_matches_json(const sl_matches *m);
 /* Appends the matches of an answer to *m. */
 sl_status sl__phase_matches_parse(const char *json, size_t len, sl_matches *m, sl_error *err);

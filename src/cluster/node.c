@@ -146,7 +146,7 @@ static int sl__copy_kind(const sl_node *n, const char *dir, const char *cluster_
 typedef struct sl__load {
     sl_node *n;
     sl_engine *e;
-    size_t products, images;
+    size_t products, images, refs;
 } sl__load;
 
 /* Converts product states to replica products (pointing into the states). */
@@ -201,7 +201,11 @@ static sl_status sl__apply_states(sl_engine *e, sl__pg_state *v, size_t n, int64
 
 static sl_status sl__load_batch(void *ctx, sl__pg_state *states, size_t n, sl_error *err) {
     sl__load *l = ctx;
-    for (size_t i = 0; i < n; i++) l->images += states[i].n;
+    for (size_t i = 0; i < n; i++)
+        for (size_t j = 0; j < states[i].n; j++) {
+            if (states[i].images[j].id >= SL_STORE_REF_ID_BASE) l->refs++;
+            else l->images++;
+        }
     l->products += n;
     return sl__apply_states(l->e, states, n, -1, err);
 }
@@ -251,8 +255,8 @@ static sl_status sl__full_copy(sl_node *n, const char *dir, const char *cluster_
     sl_engine_free(l.e);
     if (st == SL_OK) {
         *pos_out = pos;
-        sl__node_say(n, "shard %d/%d: copied %zu products, %zu images at log position %lld (features %lld) in %.1f s",
-                     n->o.shard, n->shards, l.products, l.images, (long long)pos, (long long)fv, sl__now() - t0);
+        sl__node_say(n, "shard %d/%d: copied %zu products, %zu images, %zu references at log position %lld (features %lld) in %.1f s",
+                     n->o.shard, n->shards, l.products, l.images, l.refs, (long long)pos, (long long)fv, sl__now() - t0);
     }
 out:
     sl_store_free(s);
@@ -512,15 +516,25 @@ sl_status sl__node_phase(void *ctx, const char *op, const void *body, size_t len
         size_t *counts = sl__callocarray(r.nq, sizeof *counts);
         if (!lists || !counts) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         else st = sl_engine_candidates(n->local, r.vecs, r.nq, r.dim, &r.q, r.exclude, r.candidates, lists, counts, err);
-        if (st == SL_OK && !(*json = sl__phase_lists_json(atomic_load(&n->log_pos), lists, counts, r.nq)))
+        int64_t entries = 0, refs = 0;
+        sl_engine_index_counts(n->local, &entries, &refs);
+        if (st == SL_OK && !(*json = sl__phase_lists_json(atomic_load(&n->log_pos), entries, refs, lists, counts, r.nq)))
             st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         sl_candidate_lists_clear(lists, counts, r.nq);
         free(lists);
         free(counts);
+    } else if (r.fold_parts) {
+        sl_ref_fold_part *parts = sl__callocarray(r.nq, sizeof *parts);
+        if (!parts) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else st = sl_engine_rerank_fold_parts(n->local, (const void *const *)r.locals, r.local_lens, r.nq, r.lists,
+                                              r.counts, parts, err);
+        if (st == SL_OK && !(*json = sl__phase_parts_json(parts, r.nq))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t i = 0; parts && i < r.nq; i++) sl_ref_fold_part_clear(&parts[i]);
+        free(parts);
     } else {
         sl_matches m;
-        st = sl_engine_rerank(n->local, (const void *const *)r.locals, r.local_lens, r.nq, r.lists, r.counts, &r.q,
-                              r.depth, &m, err);
+        st = sl_engine_rerank_folded(n->local, (const void *const *)r.locals, r.local_lens, r.nq, r.lists, r.counts,
+                                     r.folds, &r.q, r.depth, &m, err);
         if (st == SL_OK && !(*json = sl__phase_matches_json(&m))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         sl_matches_free(&m);
     }

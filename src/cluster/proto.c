@@ -126,11 +126,21 @@ char *sl__phase_candidates_json(int shard, int shards, int64_t fv, const sl_quer
     return sl__dump(o);
 }
 
+/* A double that may be infinite (the fold's "no catalog candidate"): null for it. */
+static json_t *sl__jfinite(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
 char *sl__phase_rerank_json(int shard, int shards, int64_t fv, const sl_query *q, size_t depth,
                             void *const *locals, const size_t *local_lens, size_t nq,
-                            sl_candidate *const *lists, const size_t *counts) {
+                            sl_candidate *const *lists, const size_t *counts, int parts,
+                            const sl_ref_fold *folds) {
     json_t *o = json_pack("{s:i, s:i, s:I, s:I}", "shard", shard, "shards", shards,
                           "features_version", (json_int_t)fv, "depth", (json_int_t)depth);
+    json_t *fs = folds ? json_array() : NULL;
+    for (size_t i = 0; fs && i < nq; i++)
+        json_array_append_new(fs, json_pack("[f, f, f, f, o]", folds[i].mean[0], folds[i].sd[0], folds[i].mean[1],
+                                            folds[i].sd[1], sl__jfinite(folds[i].lowest)));
+    if (o && parts) json_object_set_new(o, "fold_parts", json_true());
+    if (o && folds) json_object_set_new(o, "fold", fs ? fs : json_null());
     json_t *ls = json_array(), *cs = json_array();
     if (!o || !ls || !cs) {
         json_decref(o);
@@ -167,6 +177,7 @@ void sl__phase_req_clear(sl__phase_req *r) {
     free(r->local_lens);
     free(r->lists);
     free(r->counts);
+    free(r->folds);
     json_decref(r->json);
     memset(r, 0, sizeof *r);
 }
@@ -295,6 +306,29 @@ sl_status sl__phase_req_parse(const void *body, size_t len, int rerank, sl__phas
         }
         r->counts[i] = m;
     }
+    /* phase 2a (fold_parts) or 2b (fold: one [mean_c, sd_c, mean_r, sd_r, lowest|null] per list) */
+    json_t *fp = json_object_get(o, "fold_parts"), *fs = json_object_get(o, "fold");
+    if (fp && !json_is_boolean(fp)) { bad = "fold_parts"; goto invalid; }
+    r->fold_parts = json_is_true(fp);
+    if (fs && !json_is_null(fs)) {
+        if (!json_is_array(fs) || json_array_size(fs) != r->nq) { bad = "fold"; goto invalid; }
+        if (!(r->folds = sl__callocarray(r->nq, sizeof *r->folds))) {
+            sl__phase_req_clear(r);
+            return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < r->nq; i++) {
+            json_t *f = json_array_get(fs, i);
+            double *d[4] = {&r->folds[i].mean[0], &r->folds[i].sd[0], &r->folds[i].mean[1], &r->folds[i].sd[1]};
+            if (!json_is_array(f) || json_array_size(f) != 5) { bad = "fold"; goto invalid; }
+            for (size_t k = 0; k < 4; k++) {
+                json_t *x = json_array_get(f, k);
+                if (!json_is_number(x) || !isfinite(*d[k] = json_number_value(x))) { bad = "fold"; goto invalid; }
+            }
+            json_t *lo = json_array_get(f, 4);
+            if (!json_is_null(lo) && (!json_is_number(lo) || !isfinite(json_number_value(lo)))) { bad = "fold"; goto invalid; }
+            r->folds[i].lowest = json_is_null(lo) ? INFINITY : json_number_value(lo);
+        }
+    }
     return SL_OK;
 invalid:
     sl__phase_req_clear(r);
@@ -303,8 +337,8 @@ invalid:
 
 /* ---- answers ---------------------------------------------------------------------------------- */
 
-char *sl__phase_lists_json(int64_t log_pos, sl_candidate *const *lists, const size_t *counts,
-                           size_t nq) {
+char *sl__phase_lists_json(int64_t log_pos, int64_t entries, int64_t refs, sl_candidate *const *lists,
+                           const size_t *counts, size_t nq) {
     json_t *ls = json_array();
     for (size_t i = 0; ls && i < nq; i++) {
         json_t *l = json_array();
@@ -312,15 +346,21 @@ char *sl__phase_lists_json(int64_t log_pos, sl_candidate *const *lists, const si
             json_array_append_new(l, json_pack("[I, f]", (json_int_t)lists[i][k].image_id, lists[i][k].score));
         json_array_append_new(ls, l ? l : json_array());
     }
-    return ls ? sl__dump(json_pack("{s:I, s:o}", "log_pos", (json_int_t)log_pos, "lists", ls)) : NULL;
+    return ls ? sl__dump(json_pack("{s:I, s:I, s:I, s:o}", "log_pos", (json_int_t)log_pos, "entries", (json_int_t)entries,
+                                   "refs", (json_int_t)refs, "lists", ls))
+              : NULL;
 }
 
 sl_status sl__phase_lists_parse(const char *json, size_t len, size_t nq, sl_candidate **lists,
-                                size_t *counts, sl_error *err) {
+                                size_t *counts, int64_t *entries, int64_t *refs, sl_error *err) {
     json_error_t je;
     json_t *root = json_loadb(json, len, 0, &je);
     json_t *ls = json_object_get(root, "lists");
     sl_status st = SL_OK;
+    /* absent from nodes of older builds: no references */
+    json_t *en = json_object_get(root, "entries"), *rf = json_object_get(root, "refs");
+    *entries = json_is_integer(en) && json_integer_value(en) > 0 ? json_integer_value(en) : 0;
+    *refs = json_is_integer(rf) && json_integer_value(rf) > 0 && json_integer_value(rf) <= *entries ? json_integer_value(rf) : 0;
     if (!json_is_array(ls) || json_array_size(ls) != nq) {
         json_decref(root);
         return sl__err_set(err, SL_E_CORRUPT, "a search node answered candidates that do not parse");
@@ -361,6 +401,57 @@ char *sl__phase_matches_json(const sl_matches *m) {
             "confidence", x->confidence, "match", x->match));
     }
     return a ? sl__dump(json_pack("{s:o}", "results", a)) : NULL;
+}
+
+char *sl__phase_parts_json(const sl_ref_fold_part *parts, size_t nq) {
+    json_t *a = json_array();
+    for (size_t i = 0; a && i < nq; i++) {
+        json_t *k[2];
+        for (int kind = 0; kind < 2; kind++) {
+            k[kind] = json_array();
+            for (size_t j = 0; k[kind] && j < parts[i].n[kind]; j++) json_array_append_new(k[kind], json_real(parts[i].best[kind][j]));
+        }
+        json_array_append_new(a, json_pack("{s:o, s:o, s:o}", "catalog", k[0] ? k[0] : json_array(),
+                                           "references", k[1] ? k[1] : json_array(), "lowest", sl__jfinite(parts[i].lowest)));
+    }
+    return a ? sl__dump(json_pack("{s:o}", "parts", a)) : NULL;
+}
+
+sl_status sl__phase_parts_parse(const char *json, size_t len, size_t nq, sl_ref_fold_part *parts, sl_error *err) {
+    json_error_t je;
+    json_t *root = json_loadb(json, len, 0, &je);
+    json_t *a = json_object_get(root, "parts");
+    sl_status st = json_is_array(a) && json_array_size(a) == nq ? SL_OK
+                 : sl__err_set(err, SL_E_CORRUPT, "a search node answered fold parts that do not parse");
+    for (size_t i = 0; i < nq; i++) {
+        memset(&parts[i], 0, sizeof parts[i]);
+        parts[i].lowest = INFINITY;
+    }
+    for (size_t i = 0; i < nq && st == SL_OK; i++) {
+        json_t *o = json_array_get(a, i), *lo = json_object_get(o, "lowest");
+        const char *key[2] = {"catalog", "references"};
+        for (int kind = 0; kind < 2 && st == SL_OK; kind++) {
+            json_t *l = json_object_get(o, key[kind]);
+            size_t m = json_is_array(l) ? json_array_size(l) : 0;
+            if (!json_is_array(l) || m > SL_CALIB_COHORT_MAX || !(parts[i].best[kind] = sl__callocarray(m + 1, sizeof(double)))) {
+                st = sl__err_set(err, SL_E_CORRUPT, "a search node answered fold parts that do not parse");
+                break;
+            }
+            for (size_t j = 0; j < m && st == SL_OK; j++) {
+                json_t *x = json_array_get(l, j);
+                if (!json_is_number(x) || !isfinite(json_number_value(x)))
+                    st = sl__err_set(err, SL_E_CORRUPT, "a search node answered fold parts that do not parse");
+                else parts[i].best[kind][j] = json_number_value(x);
+            }
+            parts[i].n[kind] = m;
+        }
+        if (st == SL_OK && !json_is_null(lo) && !json_is_number(lo))
+            st = sl__err_set(err, SL_E_CORRUPT, "a search node answered fold parts that do not parse");
+        if (st == SL_OK && json_is_number(lo)) parts[i].lowest = json_number_value(lo);
+    }
+    json_decref(root);
+    for (size_t i = 0; st != SL_OK && i < nq; i++) sl_ref_fold_part_clear(&parts[i]);
+    return st;
 }
 
 static char *sl__dupj(json_t *o, const char *key) {

@@ -36,6 +36,9 @@ struct sl__router {
     CURLSH *share;
     pthread_mutex_t locks[CURL_LOCK_DATA_LAST];
     int timeout_ms;
+    /* the shards' index entries and references at the last search: the candidate depth of the
+     * next one is asked for with them (and asked again when they grew meanwhile) */
+    _Atomic int64_t entries, refs;
 };
 
 static pthread_once_t sl__curl_once = PTHREAD_ONCE_INIT;
@@ -360,6 +363,55 @@ static void sl__missing(sl_server_search_info *info, int s) {
     if (info->n_missing < SL_SERVER_MISSING_MAX) info->missing[info->n_missing++] = s;
 }
 
+/* Phase 2a: every shard holding merged candidates re-ranks them and answers its part of each
+ * list's references fold; *folds receives the folds of the whole lists (nq, malloc'ed). A shard
+ * that does not answer is named missing and adds no part. */
+static sl_status sl__route_folds(sl__router *r, const sl__view *v, int S, int64_t fv, const sl_query *q, size_t depth,
+                                 void *const *locals, const size_t *local_lens, size_t nq, sl_candidate ***per,
+                                 size_t **pcount, const long *prefer, sl__call *calls, sl_ref_fold **folds,
+                                 sl_server_search_info *info, sl_error *err) {
+    size_t total;
+    *folds = NULL;
+    if (sl__mul_size((size_t)S, nq, &total)) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    sl_ref_fold_part *parts = sl__callocarray(total + 1, sizeof *parts), *one = sl__callocarray((size_t)S + 1, sizeof *one);
+    unsigned char *got = sl__callocarray((size_t)S + 1, 1);
+    sl_ref_fold *f = sl__callocarray(nq + 1, sizeof *f);
+    sl_status st = parts && one && got && f ? SL_OK : sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (int s = 0; s < S && st == SL_OK; s++) {
+        size_t any = 0;
+        for (size_t qi = 0; qi < nq; qi++) any += pcount[s][qi];
+        if (any && !(calls[s].body = sl__phase_rerank_json(s, S, fv, q, depth, (void **)locals, (size_t *)local_lens, nq,
+                                                           per[s], pcount[s], 1, NULL)))
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if (st == SL_OK) sl__phase(r, v, "/v1/internal/rerank", calls, S, prefer);
+    for (int s = 0; s < S; s++) {
+        if (st == SL_OK && calls[s].body) {
+            if (calls[s].ok && sl__phase_parts_parse(calls[s].resp, calls[s].len, nq, parts + (size_t)s * nq, NULL) == SL_OK) got[s] = 1;
+            else sl__missing(info, s);
+        }
+        free(calls[s].body);
+        calls[s].body = NULL;
+        calls[s].ok = 0;
+    }
+    for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
+        size_t m = 0;
+        for (int s = 0; s < S; s++)
+            if (got[s]) one[m++] = parts[(size_t)s * nq + qi];
+        sl_ref_fold_merge(one, m, &f[qi]);
+    }
+    for (size_t i = 0; parts && i < total; i++) sl_ref_fold_part_clear(&parts[i]);
+    free(parts);
+    free(one);
+    free(got);
+    if (st != SL_OK) {
+        free(f);
+        return st;
+    }
+    *folds = f;
+    return SL_OK;
+}
+
 /* The two phases for described query vectors over the view v: every shard's candidates, the
  * merge, the re-ranking by the shards that hold the merged candidates; out receives every
  * shard's best `depth` products, unsorted (the caller merges). Shards that do not answer are
@@ -381,35 +433,68 @@ static sl_status sl__route(sl_node *n, const sl__view *v, const float *vecs, siz
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         goto out;
     }
-    /* phase 1: every shard's best nc per query vector */
-    for (int s = 0; s < S; s++) {
-        calls[s].body = sl__phase_candidates_json(s, S, fv, q, product_id, nc, vecs, nq, dim);
-        lists[s] = sl__callocarray(nq, sizeof *lists[s]);
-        lcounts[s] = sl__callocarray(nq, sizeof *lcounts[s]);
-        if (!calls[s].body || !lists[s] || !lcounts[s]) {
-            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
-            goto out;
+    /* phase 1: every shard's best nc per query vector - the depth grown by the references'
+     * share of the whole index (sl_engine_ref_depth), known from the last answers and checked
+     * against these: asked again when they grew meanwhile */
+    size_t asked = sl_engine_ref_depth(nc, atomic_load(&r->entries), atomic_load(&r->refs)), want = nc;
+    for (int round = 0; round < 2 && st == SL_OK; round++) {
+        int64_t entries = 0, refs = 0;
+        for (int s = 0; s < S; s++) {
+            free(calls[s].body);
+            calls[s].body = sl__phase_candidates_json(s, S, fv, q, product_id, asked, vecs, nq, dim);
+            calls[s].ok = 0;
+            for (size_t qi = 0; lists[s] && qi < nq; qi++) free(lists[s][qi]);
+            free(lists[s]);
+            free(lcounts[s]);
+            lists[s] = sl__callocarray(nq, sizeof *lists[s]);
+            lcounts[s] = sl__callocarray(nq, sizeof *lcounts[s]);
+            if (!calls[s].body || !lists[s] || !lcounts[s]) {
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                goto out;
+            }
         }
+        sl__phase(r, v, "/v1/internal/candidates", calls, S, NULL);
+        for (int s = 0; s < S; s++) {
+            int64_t e1 = 0, r1 = 0;
+            prefer[s] = calls[s].ok ? calls[s].replica : -1;
+            if (!calls[s].ok || sl__phase_lists_parse(calls[s].resp, calls[s].len, nq, lists[s], lcounts[s], &e1, &r1, NULL) != SL_OK) {
+                calls[s].ok = 0; /* a shard without an answer adds nothing */
+                continue;
+            }
+            entries += e1;
+            refs += r1;
+        }
+        atomic_store(&r->entries, entries);
+        atomic_store(&r->refs, refs);
+        want = sl_engine_ref_depth(nc, entries, refs);
+        if (want <= asked) break;
+        asked = want;
     }
-    sl__phase(r, v, "/v1/internal/candidates", calls, S, NULL);
     for (int s = 0; s < S; s++) {
-        prefer[s] = calls[s].ok ? calls[s].replica : -1;
-        if (!calls[s].ok || sl__phase_lists_parse(calls[s].resp, calls[s].len, nq, lists[s], lcounts[s], NULL) != SL_OK)
-            sl__missing(info, s);
+        if (!calls[s].ok) sl__missing(info, s);
         free(calls[s].body);
         calls[s].body = NULL;
         calls[s].ok = 0;
     }
-    /* the merge: the best nc of all shards per query vector, the first vt flagged for verification */
+    /* the merge: the best `want` of all shards per query vector, the first vt flagged */
     sl_candidate ***per = NULL; /* [shard][qi] merged picks */
     size_t **pcount = NULL;
-    st = sl__merge_candidates((size_t)S, nq, lists, lcounts, nc, vt, &per, &pcount, err);
+    st = sl__merge_candidates((size_t)S, nq, lists, lcounts, want, vt, &per, &pcount, err);
+    /* with references among them, their fold is measured on the whole merged list: phase 2a
+     * asks every shard holding merged candidates for its part, phase 2b re-ranks with it */
+    int with_refs = 0;
+    for (int s = 0; s < S && st == SL_OK; s++)
+        for (size_t qi = 0; qi < nq; qi++)
+            for (size_t k = 0; k < pcount[s][qi]; k++) with_refs |= per[s][qi][k].image_id >= SL_STORE_REF_ID_BASE;
+    sl_ref_fold *folds = NULL;
+    if (with_refs) st = sl__route_folds(r, v, S, fv, q, depth, locals, local_lens, nq, per, pcount, prefer, calls, &folds, info, err);
     /* phase 2: the shards holding merged candidates re-rank exactly those */
     for (int s = 0; s < S && st == SL_OK; s++) {
         size_t any = 0;
         for (size_t qi = 0; qi < nq; qi++) any += pcount[s][qi];
         if (!any) continue;
-        calls[s].body = sl__phase_rerank_json(s, S, fv, q, depth, (void **)locals, (size_t *)local_lens, nq, per[s], pcount[s]);
+        calls[s].body = sl__phase_rerank_json(s, S, fv, q, depth, (void **)locals, (size_t *)local_lens, nq, per[s], pcount[s],
+                                              0, folds);
         if (!calls[s].body) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     if (st == SL_OK) sl__phase(r, v, "/v1/internal/rerank", calls, S, prefer);
@@ -417,6 +502,7 @@ static sl_status sl__route(sl_node *n, const sl__view *v, const float *vecs, siz
         if (!calls[s].body) continue;
         if (!calls[s].ok || sl__phase_matches_parse(calls[s].resp, calls[s].len, out, NULL) != SL_OK) sl__missing(info, s);
     }
+    free(folds);
     sl__merged_free(per, pcount, (size_t)S, nq);
 out:
     for (int s = 0; lists && s < S; s++) {

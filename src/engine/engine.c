@@ -97,14 +97,16 @@ sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **v
 
 /* ---- index ------------------------------------------------------------------------------- */
 
-/* The index holds the gallery side of the features' head (sl_features_project); the store keeps
- * the vectors before it. Without a head the vectors go in as they are. */
+/* The index holds catalog images through the gallery side of the features' head and references
+ * (labelled photos) through its query side (sl_features_project); the store keeps the vectors
+ * before it. Without a head the vectors go in as they are. */
 sl_status sl__engine_index_add(sl_engine *e, int64_t image_id, const float *vec) {
     if (!sl_features_head(e->feat)) return sl_index_add(e->idx, (uint64_t)image_id, vec);
     size_t dim = (size_t)sl_index_dim(e->idx);
     float *g = sl__mallocarray(dim, sizeof *g);
     if (!g) return SL_E_NOMEM;
-    sl_status st = sl_features_project(e->feat, SL_HEAD_GALLERY, vec, g, 1);
+    sl_status st = sl_features_project(e->feat, image_id >= SL_STORE_REF_ID_BASE ? SL_HEAD_QUERY : SL_HEAD_GALLERY,
+                                       vec, g, 1);
     if (st == SL_OK) st = sl_index_add(e->idx, (uint64_t)image_id, g);
     free(g);
     return st;

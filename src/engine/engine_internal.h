@@ -159,7 +159,8 @@ sl_status sl__engine_describe(const sl_engine *e, const sl_image *img, float **v
                               size_t *local_len, sl_error *err);
 
 /* Adds a stored (pre-head) vector to the index under image_id, through the gallery side of the
- * features' learned head when there is one. Caller holds the lock exclusively (or is opening). */
+ * features' learned head when there is one (the query side for a reference's index id, >=
+ * SL_STORE_REF_ID_BASE). Caller holds the lock exclusively (or is opening). */
 sl_status sl__engine_index_add(sl_engine *e, int64_t image_id, const float *vec);
 
 /* Creates a new empty index of the engine's kind for the features' dimension and fills it with

@@ -1110,7 +1110,7 @@ sl_status sl_engine_retrain(sl_engine *e, const sl_ingest_opts *opts, sl_error *
     snprintf(buf, sizeof buf, "%lld", (long long)version);
     /* references were described with the old features (and are photos the store does not keep):
      * dropped with the head; `train --photos` describes them again */
-    if (st == SL_OK && !sl_store_is_shared(e->store)) st = sl_store_replace_refs(e->store, NULL, 0, 0, err);
+    if (st == SL_OK) st = sl_store_replace_refs(e->store, NULL, 0, 0, err);
     if (st == SL_OK) st = sl_store_meta_set(e->store, "features_version", buf, err);
     if (st == SL_OK) st = sl__engine_bump(e, err);
     if (st != SL_OK) {

@@ -12,8 +12,8 @@
  *    head. A kill at any point leaves the store on version N (an orphan N+1 file is overwritten
  *    by the next run) or fully on N+1: never half-trained.
  *  - The labelled photos become the products' references (store.h) in the transaction that
- *    installs the head, replacing the previous ones (none with no_references, without photos,
- *    or on a cluster store); the training's private engine indexes none.
+ *    installs the head, replacing the previous ones (none with no_references or without
+ *    photos), on a SQLite or a cluster store alike; the training's private engine indexes none.
  *  - Deterministic: photos are described in input order, the augmentation and the training are
  *    seeded; the result does not depend on the number of jobs.
  */
@@ -139,12 +139,11 @@ static sl_status sl__tvec_add(void *ctx, int64_t id, const float *vec, size_t di
 typedef struct sl__refset {
     sl_store_ref *refs;
     size_t n, dim;
-    int keep;                   /* 0: leave the store's references alone (a cluster store) */
 } sl__refset;
 
 static sl_status sl__put_refs(sl_engine *e, void *ctx, sl_error *err) {
     const sl__refset *r = ctx;
-    return r->keep ? sl_store_replace_refs(e->store, r->refs, r->n, r->dim, err) : SL_OK;
+    return sl_store_replace_refs(e->store, r->refs, r->n, r->dim, err);
 }
 
 /* Commits `f` (already saved as features-<version>.bin; ownership passes) as the store's
@@ -454,10 +453,8 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     pst = sl__callocarray(np, sizeof *pst);
     pmsg = sl__callocarray(np, sizeof *pmsg);
     if (!pv || !pst || !pmsg) { st = sl__err_set(err, SL_E_NOMEM, "out of memory"); goto out; }
-    /* labelled photos become references of their products (not augmented copies; a cluster
-     * store keeps none: its references are left as they are, i.e. none) */
-    rs.keep = !sl_store_is_shared(e->store);
-    int refs_wanted = rs.keep && !naug && !o.no_references;
+    /* labelled photos become references of their products (not augmented copies) */
+    int refs_wanted = !naug && !o.no_references;
     if (refs_wanted) {
         ploc = sl__callocarray(np, sizeof *ploc);
         plen = sl__callocarray(np, sizeof *plen);

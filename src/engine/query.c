@@ -286,10 +286,42 @@ static void sl__top_stats(double *v, size_t n, size_t k, double *mean, double *s
  * catalog candidate's score as its catalog score (an upper bound). */
 static double sl__clamp1(double s) { return s < -1 ? -1 : s > 1 ? 1 : s; }
 
-static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, sl_error *err) {
+void sl_ref_fold_part_clear(sl_ref_fold_part *p) {
+    if (!p) return;
+    free(p->best[0]);
+    free(p->best[1]);
+    memset(p, 0, sizeof *p);
+    p->lowest = INFINITY;
+}
+
+void sl_ref_fold_merge(const sl_ref_fold_part *parts, size_t n, sl_ref_fold *out) {
+    out->lowest = INFINITY;
+    for (size_t i = 0; i < n; i++)
+        if (parts[i].lowest < out->lowest) out->lowest = parts[i].lowest;
+    for (int kind = 0; kind < 2; kind++) {
+        size_t m = 0, w = 0;
+        for (size_t i = 0; i < n; i++) m += parts[i].n[kind];
+        double *v = sl__mallocarray(m + 1, sizeof *v);
+        if (!v) { /* no scale: references left out, as with fewer than two products */
+            out->mean[kind] = out->sd[kind] = 0;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            for (size_t k = 0; k < parts[i].n[kind]; k++) v[w++] = parts[i].best[kind][k];
+        /* each part holds its K best: the union holds the K best of all, sorted as one list */
+        sl__top_stats(v, w, SL_CALIB_COHORT_DEFAULT, &out->mean[kind], &out->sd[kind]);
+        free(v);
+    }
+}
+
+/* The fold (above) of candidates c with their products prod: with `given` (a cluster's, over
+ * every shard's candidates) or else with the stats of c itself; `part` (may be NULL) receives
+ * what c contributes to a cluster's stats and then nothing is changed. */
+static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, const sl_ref_fold *given,
+                                           sl_ref_fold_part *part, sl_error *err) {
     size_t nref = 0;
     for (size_t i = 0; i < n; i++) nref += prod[i] && c[i].image_id >= SL_STORE_REF_ID_BASE;
-    if (nref == 0) return SL_OK;
+    if (nref == 0 && !part) return SL_OK;
     /* per candidate: its product (index p); per product: best catalog candidate, best reference
      * candidate (indexes into c) */
     size_t *pi = sl__mallocarray(n + 1, sizeof *pi);
@@ -323,16 +355,35 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
         if (*b == SIZE_MAX || c[i].score > c[*b].score) *b = i;
     }
     double mean[2], sd[2];
+    sl_status st = SL_OK;
     for (int kind = 0; kind < 2; kind++) {
         size_t m = 0;
         for (size_t p = 0; p < np; p++)
             if (bi[2 * p + (size_t)kind] != SIZE_MAX) v[m++] = c[bi[2 * p + (size_t)kind]].score;
         sl__top_stats(v, m, SL_CALIB_COHORT_DEFAULT, &mean[kind], &sd[kind]);
+        if (part && st == SL_OK) { /* v is sorted best first: its K best */
+            size_t k = m < SL_CALIB_COHORT_DEFAULT ? m : SL_CALIB_COHORT_DEFAULT;
+            if (!(part->best[kind] = sl__mallocarray(k + 1, sizeof *part->best[kind])))
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            else {
+                memcpy(part->best[kind], v, k * sizeof *v);
+                part->n[kind] = k;
+            }
+        }
+    }
+    if (part) {
+        part->lowest = lowest_cat;
+        nref = 0; /* collected: nothing changes */
+    }
+    if (given) {
+        memcpy(mean, given->mean, sizeof mean);
+        memcpy(sd, given->sd, sizeof sd);
+        lowest_cat = given->lowest;
     }
     /* fewer than two products of a kind (or no spread): no scale to map onto; references are
      * then left out of this query's ranking - unless no catalog image is a candidate at all
      * (references filling the whole depth): then they stand for their products as they are */
-    int usable = sd[0] > 1e-6 && sd[1] > 1e-6 && isfinite(lowest_cat);
+    int usable = nref && sd[0] > 1e-6 && sd[1] > 1e-6 && isfinite(lowest_cat);
     if (!isfinite(lowest_cat)) memset(keep, 1, n);
     /* v from here: each product's best reference score mapped onto the catalog's scale */
     for (size_t p = 0; p < np && usable; p++)
@@ -348,14 +399,14 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
             keep[i] = 1;
         }
     }
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n && nref; i++)
         if (c[i].image_id >= SL_STORE_REF_ID_BASE && !keep[i]) c[i].score = -INFINITY;
     free(pi);
     free(bi);
     free(first);
     free(v);
     free(keep);
-    return SL_OK;
+    return st;
 }
 
 /* The store's number of references (cached per generation; 0 when it cannot be read). Caller
@@ -372,7 +423,7 @@ static int64_t sl__engine_refs(sl_engine *e) {
 
 /* Adds candidates to the per-product accumulator (best image wins); references first folded
  * into their products' catalog scores (sl__refs_on_catalog_scale). */
-static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, sl__pscore **acc,
+static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, const sl_ref_fold *fold, sl__pscore **acc,
                                 size_t *n_acc, size_t *cap, sl_error *err) {
     int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
     if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -381,7 +432,7 @@ static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, sl__pscore 
     sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
     free(ids);
     if (st != SL_OK) return st;
-    if ((st = sl__refs_on_catalog_scale(c, n, prod, err)) != SL_OK) {
+    if ((st = sl__refs_on_catalog_scale(c, n, prod, fold, NULL, err)) != SL_OK) {
         sl_strings_free(prod, n);
         return st;
     }
@@ -550,6 +601,14 @@ static size_t sl__candidates_for(const sl_engine *e, size_t depth) {
     return nc;
 }
 
+size_t sl_engine_ref_depth(size_t nc, int64_t cnt, int64_t nrefs) {
+    if (nrefs > 0 && nrefs < cnt) {
+        double scaled = (double)nc * (double)cnt / (double)(cnt - nrefs);
+        nc = scaled > SL_INDEX_K_MAX ? SL_INDEX_K_MAX : (size_t)scaled;
+    }
+    return nc;
+}
+
 sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
                                    size_t nq, const sl_index_filter *f, int ef, size_t k, sl__pscore **out,
                                    size_t *n_out, sl_error *err) {
@@ -563,11 +622,7 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
     uint64_t cnt = sl_index_count(e->idx);
     /* references (labelled photos) crowd the nearest neighbours of a shopper photo: the depth
      * grows with their share of the index so the catalog images keep theirs */
-    int64_t nrefs = sl__engine_refs(e);
-    if (nrefs > 0 && (uint64_t)nrefs < cnt) {
-        double scaled = (double)nc * (double)cnt / (double)(cnt - (uint64_t)nrefs);
-        nc = scaled > SL_INDEX_K_MAX ? SL_INDEX_K_MAX : (size_t)scaled;
-    }
+    nc = sl_engine_ref_depth(nc, (int64_t)cnt, sl__engine_refs(e));
     if (nc > cnt) nc = (size_t)cnt;
     sl_index_result *res = sl__mallocarray(nc ? nc : 1, sizeof *res);
     sl__cand *c = sl__mallocarray(nc ? nc : 1, sizeof *c);
@@ -585,7 +640,7 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
             c[i].verify = -1;
         }
         if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
-        st = sl__accumulate(e, c, got, &acc, &n_acc, &cap, err);
+        st = sl__accumulate(e, c, got, NULL, &acc, &n_acc, &cap, err);
     }
     free(res);
     free(c);
@@ -1441,15 +1496,20 @@ sl_status sl_engine_candidates(sl_engine *e, const float *vecs, size_t nq, size_
     if (!e->idx || sl_index_count(e->idx) == 0) goto out;
     if ((st = sl__allowed(e, q, &allowed, &n_allowed, &filtered, err)) != SL_OK) goto out;
     if (filtered && n_allowed == 0) goto out;
-    if (exclude && *exclude) {
+    if (exclude && *exclude) { /* its catalog images and its references (as sl_engine_similar) */
         sl_image_ref *refs = NULL;
-        size_t nr = 0;
-        if (sl_store_product_images(e->store, exclude, &refs, &nr, NULL) == SL_OK && nr) {
-            if (!(ex = sl__callocarray(nr, sizeof *ex))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        int64_t *rids = NULL;
+        size_t nr = 0, nx = 0;
+        if (sl_store_product_images(e->store, exclude, &refs, &nr, NULL) != SL_OK) nr = 0;
+        if (sl_store_product_ref_ids(e->store, exclude, &rids, &nx, NULL) != SL_OK) nx = 0;
+        if (nr + nx) {
+            if (!(ex = sl__callocarray(nr + nx, sizeof *ex))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
             for (size_t i = 0; ex && i < nr; i++) ex[n_ex++] = (uint64_t)refs[i].id;
+            for (size_t i = 0; ex && i < nx; i++) ex[n_ex++] = (uint64_t)rids[i];
             if (ex) qsort(ex, n_ex, sizeof *ex, sl__cmp_u64);
         }
         sl_image_refs_free(refs, nr);
+        free(rids);
         if (st != SL_OK) goto out;
     }
     sl__excl xc = {ex, n_ex};
@@ -1486,18 +1546,16 @@ out:
     return st;
 }
 
-sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t *local_lens,
-                           size_t nq, sl_candidate *const *lists, const size_t *counts,
-                           const sl_query *q, size_t depth, sl_matches *out, sl_error *err) {
-    memset(out, 0, sizeof *out);
-    if (depth == 0 || depth > SL_ENGINE_RANK_MAX)
-        return sl__err_set(err, SL_E_INVALID, "depth must be in 1..%d", SL_ENGINE_RANK_MAX);
-    sl__pscore *acc = NULL;
-    size_t n_acc = 0, cap = 0, most = 0;
+/* Re-ranks the candidates of each query vector as phase 2 does: into parts (the references'
+ * fold parts, nothing accumulated) or else folded with folds[qi] (NULL: each list's own) into
+ * the products' scores. Caller holds the lock shared. */
+static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const size_t *local_lens, size_t nq,
+                                  sl_candidate *const *lists, const size_t *counts, const sl_ref_fold *folds,
+                                  sl_ref_fold_part *parts, sl__pscore **acc, size_t *n_acc, sl_error *err) {
+    size_t cap = 0, most = 0;
     for (size_t i = 0; i < nq; i++) most = counts[i] > most ? counts[i] : most;
     sl__cand *c = sl__mallocarray(most ? most : 1, sizeof *c);
     if (!c) return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    pthread_rwlock_rdlock(&e->lock);
     sl_status st = SL_OK;
     for (size_t qi = 0; qi < nq && st == SL_OK; qi++) {
         sl_local_features *lf = NULL;
@@ -1510,17 +1568,71 @@ sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t
             c[i].verify = lists[qi][i].verify != 0;
         }
         st = sl__rerank(e, lf, c, counts[qi], err);
-        if (st == SL_OK) st = sl__accumulate(e, c, counts[qi], &acc, &n_acc, &cap, err);
         sl_local_features_free(lf);
+        if (st != SL_OK) break;
+        if (!parts) {
+            st = sl__accumulate(e, c, counts[qi], folds ? &folds[qi] : NULL, acc, n_acc, &cap, err);
+            continue;
+        }
+        int64_t *ids = sl__callocarray(counts[qi] + 1, sizeof *ids);
+        char **prod = NULL;
+        if (!ids) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t i = 0; ids && i < counts[qi]; i++) ids[i] = c[i].image_id;
+        if (st == SL_OK && (st = sl_store_image_products(e->store, ids, counts[qi], &prod, err)) == SL_OK) {
+            st = sl__refs_on_catalog_scale(c, counts[qi], prod, NULL, &parts[qi], err);
+            sl_strings_free(prod, counts[qi]);
+        }
+        free(ids);
     }
+    free(c);
+    return st;
+}
+
+sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                           size_t nq, sl_candidate *const *lists, const size_t *counts,
+                           const sl_query *q, size_t depth, sl_matches *out, sl_error *err) {
+    return sl_engine_rerank_folded(e, locals, local_lens, nq, lists, counts, NULL, q, depth, out, err);
+}
+
+sl_status sl_engine_rerank_folded(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                                  size_t nq, sl_candidate *const *lists, const size_t *counts,
+                                  const sl_ref_fold *folds, const sl_query *q, size_t depth,
+                                  sl_matches *out, sl_error *err) {
+    memset(out, 0, sizeof *out);
+    if (depth == 0 || depth > SL_ENGINE_RANK_MAX)
+        return sl__err_set(err, SL_E_INVALID, "depth must be in 1..%d", SL_ENGINE_RANK_MAX);
+    sl__pscore *acc = NULL;
+    size_t n_acc = 0;
+    pthread_rwlock_rdlock(&e->lock);
+    sl_status st = sl__rerank_lists(e, locals, local_lens, nq, lists, counts, folds, NULL, &acc, &n_acc, err);
     /* the confidence's cohort is this node's candidates (sorted, as sl__finish wants it) */
     if (st == SL_OK) sl__engine_sort_pscores(acc, n_acc);
     if (st == SL_OK) st = sl__finish(e, q, (int)depth, 0, acc, n_acc, acc, n_acc, out, err);
     pthread_rwlock_unlock(&e->lock);
     if (st != SL_OK) sl_matches_free(out);
     sl__pscores_free(acc, n_acc);
-    free(c);
     return st;
+}
+
+sl_status sl_engine_rerank_fold_parts(sl_engine *e, const void *const *locals, const size_t *local_lens,
+                                      size_t nq, sl_candidate *const *lists, const size_t *counts,
+                                      sl_ref_fold_part *parts, sl_error *err) {
+    for (size_t qi = 0; qi < nq; qi++) {
+        memset(&parts[qi], 0, sizeof parts[qi]);
+        parts[qi].lowest = INFINITY;
+    }
+    pthread_rwlock_rdlock(&e->lock);
+    sl_status st = sl__rerank_lists(e, locals, local_lens, nq, lists, counts, NULL, parts, NULL, NULL, err);
+    pthread_rwlock_unlock(&e->lock);
+    for (size_t qi = 0; st != SL_OK && qi < nq; qi++) sl_ref_fold_part_clear(&parts[qi]);
+    return st;
+}
+
+void sl_engine_index_counts(sl_engine *e, int64_t *entries, int64_t *refs) {
+    pthread_rwlock_rdlock(&e->lock);
+    *entries = e->idx ? (int64_t)sl_index_count(e->idx) : 0;
+    *refs = *entries ? sl__engine_refs(e) : 0;
+    pthread_rwlock_unlock(&e->lock);
 }
 
 static int sl__cmp_match(const void *a, const void *b) {

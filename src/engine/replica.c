@@ -2,8 +2,9 @@
  * engine/replica.c - a cluster's search node keeps the products of its shard in an ordinary
  * local store (a SQLite directory, the same format and query path as a single-node store):
  * sl_engine_replicate writes product states read from the cluster's system of record into it,
- * under the ids the cluster gave the images, together with the change log position they
- * reflect, and brings the in-memory index along.
+ * under the ids the cluster gave the images and references (labelled photos, searched with the
+ * catalog: the index holds them too), together with the change log position they reflect, and
+ * brings the in-memory index along.
  *
  * Invariants: one call = one local transaction (the states, the position, a generation bump),
  * committed under the engine's exclusive lock together with the index update, so a search sees
@@ -12,10 +13,50 @@
  * idempotent: an image the store already has under the same id and content hash is kept.
  */
 #include "engine/engine_internal.h"
+#include "catalog/catalog.h"
 #include "util/util.h"
 
 #include <stdlib.h>
 #include <string.h>
+
+/* Makes the references of product rp in the open transaction exactly its images with index ids
+ * >= SL_STORE_REF_ID_BASE (a reference never changes under its id: one the copy has is kept);
+ * collects the index side in *c. */
+static sl_status sl__replica_refs(sl_engine *e, const sl_replica_product *rp, sl__change *c, sl_error *err) {
+    int64_t *have = NULL;
+    size_t n_have = 0;
+    sl_status st = sl_store_product_ref_ids(e->store, rp->id, &have, &n_have, err);
+    for (size_t i = 0; i < n_have && st == SL_OK; i++) {
+        int kept = 0;
+        for (size_t j = 0; j < rp->n && !kept; j++) kept = rp->images[j].id == have[i];
+        if (kept) continue;
+        if ((st = sl__store_remove_ref(e->store, have[i] - SL_STORE_REF_ID_BASE, err)) != SL_OK) break;
+        if (sl__change_reserve(c, 1, 0) != SL_OK) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        else c->removed[c->n_removed++] = have[i];
+    }
+    for (size_t j = 0; j < rp->n && st == SL_OK; j++) {
+        const sl_replica_image *im = &rp->images[j];
+        int known = im->id < SL_STORE_REF_ID_BASE;
+        for (size_t i = 0; i < n_have && !known; i++) known = have[i] == im->id;
+        if (known) continue;
+        if (!im->vec) {
+            st = sl__err_set(err, SL_E_CORRUPT, "reference %lld of product '%s' has no vector",
+                             (long long)(im->id - SL_STORE_REF_ID_BASE), rp->id);
+            break;
+        }
+        if ((st = sl__store_put_ref(e->store, im->id - SL_STORE_REF_ID_BASE, rp->id, im->source, im->vec, im->dim,
+                                    im->local, im->local_len, err)) != SL_OK)
+            break;
+        if (sl__change_reserve(c, 1, 1) != SL_OK) {
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            break;
+        }
+        c->added[c->n_added] = (uint64_t)im->id;
+        c->vecs[c->n_added++] = im->vec;
+    }
+    free(have);
+    return st;
+}
 
 /* Applies one product inside the open transaction; collects the index side in *c (an image put
  * again under its id is removed, then added). */
@@ -49,6 +90,7 @@ static sl_status sl__replica_one(sl_engine *e, const sl_replica_product *rp, sl_
         }
         for (size_t j = 0; j < rp->n && st == SL_OK; j++) {
             const sl_replica_image *im = &rp->images[j];
+            if (im->id >= SL_STORE_REF_ID_BASE) continue; /* a reference: sl__replica_refs */
             int have = 0;
             for (size_t i = 0; i < n_old && !have; i++) have = old[i].id == im->id && strcmp(old[i].hash, im->hash) == 0;
             if (have) continue;
@@ -65,6 +107,7 @@ static sl_status sl__replica_one(sl_engine *e, const sl_replica_product *rp, sl_
             c->vecs[c->n_added++] = im->vec;
         }
     }
+    if (st == SL_OK && !rp->removed) st = sl__replica_refs(e, rp, c, err);
     if (st == SL_OK && n_gone && sl__change_reserve(c, n_gone, 0) != SL_OK)
         st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t i = 0; i < n_gone && st == SL_OK; i++) c->removed[c->n_removed++] = gone[i];

@@ -214,20 +214,30 @@ sl_status sl__commit_change(sl_engine *e, const sl__change *c, sl_error *err) {
                 ist = sl_index_remove(e->idx, (uint64_t)c->removed[i]);
                 if (ist == SL_E_NOT_FOUND) ist = SL_OK;
             }
-            /* in batches, so an HNSW index links them on all cores; through the features' head */
+            /* in batches, so an HNSW index links them on all cores; through the features' head:
+             * catalog images through its gallery side, then references (which only a search
+             * node's copy adds here) through its query side, each kind in batches of its own as
+             * an index rebuild projects them */
             float *buf = NULL;
+            uint64_t *bids = NULL;
             size_t dim = (size_t)sl_index_dim(e->idx), per = 256;
-            if (c->n_added > 1 && !(buf = sl__mallocarray(per, dim * sizeof *buf))) ist = SL_E_NOMEM;
-            for (size_t i = 0; i < c->n_added && ist == SL_OK; i += per) {
-                size_t m = c->n_added - i < per ? c->n_added - i : per;
-                if (!buf) {
-                    ist = sl__engine_index_add(e, (int64_t)c->added[i], c->vecs[i]);
-                    continue;
+            if (c->n_added > 1 && (!(buf = sl__mallocarray(per, dim * sizeof *buf)) || !(bids = sl__mallocarray(per, sizeof *bids))))
+                ist = SL_E_NOMEM;
+            if (c->n_added == 1) ist = sl__engine_index_add(e, (int64_t)c->added[0], c->vecs[0]);
+            for (int kind = 0; kind < 2 && buf && ist == SL_OK; kind++) {
+                size_t m = 0;
+                for (size_t i = 0; i <= c->n_added && ist == SL_OK; i++) {
+                    if (i < c->n_added && (c->added[i] >= (uint64_t)SL_STORE_REF_ID_BASE) == kind) {
+                        memcpy(buf + m * dim, c->vecs[i], dim * sizeof *buf);
+                        bids[m++] = c->added[i];
+                    }
+                    if (m == 0 || (m < per && i < c->n_added)) continue;
+                    ist = sl_features_project(e->feat, kind ? SL_HEAD_QUERY : SL_HEAD_GALLERY, buf, buf, m);
+                    if (ist == SL_OK) ist = sl_index_add_batch(e->idx, m, bids, buf);
+                    m = 0;
                 }
-                for (size_t j = 0; j < m; j++) memcpy(buf + j * dim, c->vecs[i + j], dim * sizeof *buf);
-                ist = sl_features_project(e->feat, SL_HEAD_GALLERY, buf, buf, m);
-                if (ist == SL_OK) ist = sl_index_add_batch(e->idx, m, c->added + i, buf);
             }
+            free(bids);
             free(buf);
             e->index_dirty = 1;
         } else if (c->n_added > 0 && !e->no_index) {

@@ -4,10 +4,11 @@
  * answers a router parses.
  *
  * The first byte picks the parser (0: candidates request, 1: re-rank request, 2: phase 1
- * answer for 1..4 query vectors, 3: phase 2 answer); the rest is the body. Checks its promises:
- * a refused request leaves the result cleared and says why; an accepted candidates request has
- * 1..n finite vectors of its dimension and builds back into a request that parses to the same
- * bytes; an accepted re-rank request has a list per query vector.
+ * answer for 1..4 query vectors, 3: phase 2 answer, or with bit 2 set the fold parts of phase 2a
+ * for 1..4 query vectors); the rest is the body. Checks its promises: a refused request leaves
+ * the result cleared and says why; an accepted candidates request has 1..n finite vectors of its
+ * dimension and builds back into a request that parses to the same bytes; an accepted re-rank
+ * request has a list per query vector and finite folds; parts hold at most K_MAX finite scores.
  */
 #include <math.h>
 #include <stdint.h>
@@ -45,6 +46,8 @@ static void sl__fz_request(const uint8_t *body, size_t len, int rerank) {
         if (!r.lists || !r.counts || r.depth < 1) abort();
         for (size_t i = 0; i < r.nq; i++)
             if (!r.lists[i] || (!r.locals[i] && r.local_lens[i])) abort();
+        for (size_t i = 0; r.folds && i < r.nq; i++)
+            if (!isfinite(r.folds[i].mean[0]) || !isfinite(r.folds[i].sd[1]) || isnan(r.folds[i].lowest)) abort();
     }
     sl__phase_req_clear(&r);
 }
@@ -61,7 +64,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t nq = 1 + (data[0] >> 2) % 4;
         sl_candidate *lists[4] = {NULL, NULL, NULL, NULL};
         size_t counts[4] = {0, 0, 0, 0};
-        if (sl__phase_lists_parse((const char *)body, len, nq, lists, counts, &err) == SL_OK) {
+        int64_t entries = -1, refs = -1;
+        if (sl__phase_lists_parse((const char *)body, len, nq, lists, counts, &entries, &refs, &err) == SL_OK) {
+            if (entries < 0 || refs < 0 || refs > entries) abort();
             for (size_t i = 0; i < nq; i++)
                 if (!lists[i] || counts[i] > SL_INDEX_K_MAX) abort();
         } else {
@@ -69,6 +74,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 if (lists[i]) abort(); /* cleared on failure */
         }
         sl_candidate_lists_clear(lists, counts, nq);
+    } else if (data[0] & 4) {
+        size_t nq = 1 + (data[0] >> 3) % 4;
+        sl_ref_fold_part parts[4];
+        if (sl__phase_parts_parse((const char *)body, len, nq, parts, &err) == SL_OK) {
+            for (size_t i = 0; i < nq; i++)
+                for (int k = 0; k < 2; k++) {
+                    if (!parts[i].best[k] || parts[i].n[k] > SL_CALIB_COHORT_MAX) abort();
+                    for (size_t j = 0; j < parts[i].n[k]; j++)
+                        if (!isfinite(parts[i].best[k][j])) abort();
+                }
+        } else {
+            for (size_t i = 0; i < nq; i++)
+                if (parts[i].best[0] || parts[i].best[1]) abort(); /* cleared on failure */
+        }
+        for (size_t i = 0; i < nq; i++) sl_ref_fold_part_clear(&parts[i]);
     } else {
         sl_matches m = {NULL, 0};
         sl_status st = sl__phase_matches_parse((const char *)body, len, &m, &err);
