@@ -52,6 +52,9 @@ cp -r "$s" "$tmp/untrained"
 [ "$(j "$tmp/t.json" 'd["photos"], d["products"], d["unknown"], d["failed"], d["augmented"], d["features_version"]')" = "(70, 14, 0, 0, False, 2)" ] \
   || fail "train report: $(cat "$tmp/t.json")"
 [ "$(j "$tmp/t.json" 'd["calibration"]["source"], d["calibration"]["photos"], d["calibration_heldout"]')" = "('photos', 30, 30)" ] || fail "train calibration: $(cat "$tmp/t.json")"
+# product labels (one catalog image each): the head says what it chose, and has no prototypes
+[ "$(j "$tmp/t.json" 'd["head"]["prototypes"], d["head"]["prototype_weight"], d["head"]["lambda"] >= -2')" = "(0, 0.0, True)" ] \
+  || fail "train head report: $(cat "$tmp/t.json")"
 [ -f "$s/features-2.bin" ] && [ ! -f "$s/features-1.bin" ] || fail "features-2.bin missing or features-1.bin left"
 "$py" - "$s/features-2.bin" <<'EOF' || fail "features file has no HEAD and CALB sections"
 import sys

@@ -158,6 +158,194 @@ static void test_deterministic_any_threads(void **state) {
     synth_free(&s);
 }
 
+
+static void put_u32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+static void put_f32(uint8_t *p, float v) { memcpy(p, &v, 4); }
+
+/* Prototypes (head version 2): the file's fields and the mix y = normalize(y + beta softmax(y P^T
+ * / tau) P), checked by hand on a 4-d head with two prototypes; a head without them is version 1;
+ * damaged fields are refused. */
+static void test_prototype_file_and_mix(void **state) {
+    (void)state;
+    enum { D = 4, K = 2 };
+    size_t len = 32 + 4 * (2 * D + K * D);
+    uint8_t buf[32 + 4 * (2 * D + K * D)];
+    memset(buf, 0, sizeof buf);
+    put_u32(buf, 2);
+    put_u32(buf + 4, D);
+    put_u32(buf + 8, 0);
+    put_u32(buf + 16, K);
+    put_f32(buf + 20, 1.0f);  /* beta */
+    put_f32(buf + 24, 0.05f); /* tau */
+    /* means zero; prototypes e0 and e1 */
+    put_f32(buf + 32 + 4 * 2 * D, 1.0f);
+    put_f32(buf + 32 + 4 * (2 * D + D + 1), 1.0f);
+    sl_head *h = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_parse(buf, len, &h, &e), SL_OK);
+    assert_int_equal(sl_head_prototypes(h), K);
+    assert_true(sl_head_prototype_weight(h) == 1.0f);
+    float x[D] = {0.8f, 0.6f, 0.0f, 0.0f}, y[D];
+    assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, x, y, 1), SL_OK);
+    double p0 = 1.0 / (1.0 + exp((0.6 - 0.8) / 0.05)), p1 = 1.0 - p0;
+    double w0 = 0.8 + p0, w1 = 0.6 + p1, nr = sqrt(w0 * w0 + w1 * w1);
+    assert_float_equal(y[0], w0 / nr, 1e-5);
+    assert_float_equal(y[1], w1 / nr, 1e-5);
+    assert_float_equal(y[2], 0.0, 1e-6);
+    assert_true(y[0] > 0.8f + 0.1f); /* pulled towards its nearer prototype */
+    /* many rows (the BLAS path) give the same */
+    float xs[16 * D], ys[16 * D];
+    for (int i = 0; i < 16; i++) memcpy(xs + i * D, x, sizeof x);
+    assert_int_equal(sl_head_apply(h, SL_HEAD_GALLERY, xs, ys, 16), SL_OK);
+    for (int i = 0; i < 16; i++) assert_float_equal(ys[i * D], y[0], 1e-5);
+    /* written back byte for byte */
+    void *b2;
+    size_t l2;
+    serialize(h, &b2, &l2);
+    assert_int_equal(l2, len);
+    assert_memory_equal(b2, buf, len);
+    free(b2);
+    /* a clone keeps them */
+    sl_head *c = sl_head_clone(h);
+    assert_non_null(c);
+    assert_same_head(c, h);
+    sl_head_free(c);
+    sl_head_free(h);
+    /* damaged: each refused with SL_E_CORRUPT (or SL_E_VERSION), nothing returned */
+    struct { size_t off; uint32_t v; int isf; float f; sl_status want; } bad[] = {
+        {16, 0, 0, 0, SL_E_CORRUPT},                              /* no prototypes in a version 2 head */
+        {16, SL_HEAD_PROTOTYPES_MAX + 1, 0, 0, SL_E_CORRUPT},     /* too many (and the length is off) */
+        {20, 0, 1, 0.0f, SL_E_CORRUPT},                           /* weight 0 */
+        {20, 0, 1, NAN, SL_E_CORRUPT},                            /* weight not a number */
+        {24, 0, 1, 0.0f, SL_E_CORRUPT},                           /* temperature 0 */
+        {28, 1, 0, 0, SL_E_CORRUPT},                              /* reserved */
+        {32 + 4 * 2 * D + 4, 0, 1, INFINITY, SL_E_CORRUPT},       /* a prototype not finite */
+        {0, 3, 0, 0, SL_E_VERSION},                               /* unknown version */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t cp[sizeof buf];
+        memcpy(cp, buf, len);
+        if (bad[i].isf) put_f32(cp + bad[i].off, bad[i].f);
+        else put_u32(cp + bad[i].off, bad[i].v);
+        h = (sl_head *)1;
+        assert_int_equal(sl_head_parse(cp, len, &h, &e), bad[i].want);
+        assert_null(h);
+    }
+    assert_int_equal(sl_head_parse(buf, len - 4, &h, &e), SL_E_CORRUPT);
+    assert_int_equal(sl_head_parse(buf, 20, &h, &e), SL_E_CORRUPT);
+    /* version 1 with the same means and no prototypes: the identity, 16 + 8 d bytes */
+    uint8_t v1[16 + 4 * 2 * D];
+    memcpy(v1, buf, 16);
+    put_u32(v1, 1);
+    memset(v1 + 16, 0, sizeof v1 - 16);
+    assert_int_equal(sl_head_parse(v1, sizeof v1, &h, &e), SL_OK);
+    assert_int_equal(sl_head_prototypes(h), 0);
+    assert_true(sl_head_prototype_weight(h) == 0.0f);
+    assert_int_equal(sl_head_apply(h, SL_HEAD_QUERY, x, y, 1), SL_OK);
+    assert_float_equal(y[0], 0.8, 1e-6);
+    serialize(h, &b2, &l2);
+    assert_int_equal(l2, sizeof v1);
+    assert_memory_equal(b2, v1, l2);
+    free(b2);
+    sl_head_free(h);
+}
+
+/* Broad labels: C categories, each with many catalog images spread around its centre, photos of
+ * the same categories through a shifted camera. */
+static void broad_make(synth *s, size_t dim, size_t classes, size_t per_gallery, size_t per_photo, uint64_t seed) {
+    s->dim = dim;
+    s->classes = classes;
+    s->n = classes * per_photo;
+    size_t ng = classes * per_gallery;
+    s->photos = calloc(s->n * dim, sizeof(float));
+    s->gallery = calloc(ng * dim, sizeof(float));
+    s->pc = calloc(s->n, sizeof(uint32_t));
+    s->gc = calloc(ng, sizeof(uint32_t));
+    s->cat = calloc(classes, sizeof(uint32_t));
+    float *centre = calloc(dim, sizeof(float)), *shift = calloc(dim, sizeof(float));
+    assert_true(s->photos && s->gallery && s->pc && s->gc && s->cat && centre && shift);
+    for (size_t j = 0; j < dim; j++) shift[j] = 0.3f * gauss(&seed);
+    for (size_t c = 0; c < classes; c++) {
+        for (size_t j = 0; j < dim; j++) centre[j] = gauss(&seed);
+        normalize(centre, dim);
+        s->cat[c] = (uint32_t)c;
+        for (size_t k = 0; k < per_gallery; k++) {
+            float *g = s->gallery + (c * per_gallery + k) * dim;
+            for (size_t j = 0; j < dim; j++) g[j] = centre[j] + 0.35f * gauss(&seed);
+            normalize(g, dim);
+            s->gc[c * per_gallery + k] = (uint32_t)c;
+        }
+        for (size_t k = 0; k < per_photo; k++) {
+            float *p = s->photos + (c * per_photo + k) * dim;
+            for (size_t j = 0; j < dim; j++) p[j] = centre[j] + shift[j] / (float)sqrt((double)dim) + 0.35f * gauss(&seed);
+            normalize(p, dim);
+            s->pc[c * per_photo + k] = (uint32_t)c;
+        }
+    }
+    free(centre);
+    free(shift);
+}
+
+/* Trains with o on d and asserts how many prototypes the head got. */
+static void assert_prototypes(const sl_head_data *d, const sl_head_train_opts *o, size_t want) {
+    sl_head *h = NULL;
+    sl_error e;
+    assert_int_equal(sl_head_train(d, o, &h, &e), SL_OK);
+    assert_int_equal(sl_head_prototypes(h), want);
+    assert_true(sl_head_choice(h) != SL_HEAD_CHOICE_UNKNOWN);
+    sl_head_free(h);
+}
+
+/* Whether a head gets prototypes: broad labels (many catalog images per label) with AUTO do, and
+ * then the same for any thread count and through sl_head_train_as; product labels (one catalog
+ * image each), a fixed lambda and augmented catalog views never do. */
+static void test_prototypes_when(void **state) {
+    (void)state;
+    const size_t dim = 24, C = 12;
+    synth s;
+    broad_make(&s, dim, C, 12, 20, 77);
+    sl_head_data d = synth_data(&s);
+    d.n_gallery = C * 12;
+    sl_head_train_opts o;
+    sl_head_train_opts_init(&o);
+    o.rank = 8;
+    o.epochs = 3;
+    sl_error e;
+    sl_head *h = NULL, *h3 = NULL, *as = NULL;
+    o.threads = 1;
+    assert_int_equal(sl_head_train(&d, &o, &h, &e), SL_OK);
+    print_message("broad labels: choice %g, %zu prototypes, weight %g\n", (double)sl_head_choice(h),
+                  sl_head_prototypes(h), (double)sl_head_prototype_weight(h));
+    assert_int_equal(sl_head_prototypes(h), C);
+    assert_true(sl_head_prototype_weight(h) > 0.0f);
+    o.threads = 3;
+    assert_int_equal(sl_head_train(&d, &o, &h3, &e), SL_OK);
+    assert_same_head(h, h3);
+    sl_head_free(h3);
+    /* a stand-in trained like it on part of the photos has the prototypes of that part */
+    sl_head_data part = d;
+    part.n_photos = C * 20 / 2;
+    assert_int_equal(sl_head_train_as(h, &part, &o, &as, &e), SL_OK);
+    assert_true(sl_head_prototypes(as) > 0 && sl_head_prototypes(as) <= C);
+    assert_true(sl_head_prototype_weight(as) == sl_head_prototype_weight(h));
+    sl_head_free(as);
+    sl_head_free(h);
+    /* a fixed lambda: none */
+    o.lambda = 0.01f;
+    assert_prototypes(&d, &o, 0);
+    /* augmented catalog views (same domain): none */
+    o.lambda = SL_HEAD_LAMBDA_AUTO;
+    d.same_domain = 1;
+    assert_prototypes(&d, &o, 0);
+    synth_free(&s);
+    /* product labels, one catalog image each (photos far from the catalog: a map is chosen): none */
+    synth p;
+    synth_make_shift(&p, 32, 40, 12, 5, 0.5f, 0.12f);
+    d = synth_data(&p);
+    assert_prototypes(&d, &o, 0);
+    synth_free(&p);
+}
+
 /* sl_head_train_as: a stand-in head trained on part of the data with the setting a head was
  * trained with is exactly what sl_head_train gives for that setting (lambda with the >= 400-step
  * rule of AUTO, or centring only), whatever the threads; a fixed setting in opts wins; a head
@@ -1302,6 +1490,8 @@ int main(void) {
         cmocka_unit_test(test_deterministic_any_threads),
         cmocka_unit_test(test_roundtrip_and_corrupt),
         cmocka_unit_test(test_train_as),
+        cmocka_unit_test(test_prototype_file_and_mix),
+        cmocka_unit_test(test_prototypes_when),
         cmocka_unit_test(test_bad_options_and_data),
         cmocka_unit_test(test_head_improves_on_generated_photos),
         cmocka_unit_test(test_auto_lambda),

@@ -536,6 +536,11 @@ typedef struct sl_train_report {
                                    it (through a stand-in head trained on the others); 0: too few
                                    photos, calibrated on all of them through the head itself, or
                                    from the catalog */
+    double head_lambda;         /* the head's map: its lambda (>= 0), -1 = no head (validation kept
+                                   the identity), -2 = centring only (learn.h sl_head_choice) */
+    size_t prototypes;          /* trained labels the head mixes its output with (0: none; learn.h
+                                   sl_head_prototypes) and their weight */
+    double prototype_weight;
 } sl_train_report;
 
 void sl_train_report_free(sl_train_report *r);

@@ -74,6 +74,12 @@ typedef enum sl_head_side { SL_HEAD_QUERY = 0, SL_HEAD_GALLERY = 1 } sl_head_sid
 /* Proxies (products) in one step's softmax at most: beyond it, a step uses the products of its
  * batch plus a seeded sample of the others. */
 #define SL_HEAD_PROXIES_MAX 2048
+/* Prototypes (docs/learn.md, "Prototypes"): a head keeps one per trained product, up to this many;
+ * a training with more products with photos keeps none. */
+#define SL_HEAD_PROTOTYPES_MAX 2048
+/* Labels are broad (categories, not products) when those with photos have at least this many
+ * catalog images each on average: only then does a head get prototypes. */
+#define SL_HEAD_PROTOTYPE_MIN_IMAGES 8
 #define SL_HEAD_THREADS_MAX 64
 /* Largest descriptor dimension a head accepts. */
 #define SL_HEAD_DIM_MAX 65536
@@ -163,6 +169,14 @@ float sl_head_choice(const sl_head *h);
 size_t sl_head_dim(const sl_head *h);
 /* Rank of the residual map (0 for a centring-only head). */
 size_t sl_head_rank(const sl_head *h);
+/* Prototypes the head mixes its output with (0: none) and their weight (0 when none):
+ * out = normalize(y + weight softmax(y P^T / 0.05) P), P = the normalized mean of each trained
+ * label's photos through the head (docs/learn.md, "Prototypes"). Only sl_head_train with
+ * SL_HEAD_LAMBDA_AUTO on broad labels (SL_HEAD_PROTOTYPE_MIN_IMAGES) gives a head prototypes, with
+ * the weight (1, 2 or 4, or none) chosen on held-out photos of trained labels; product labels, a
+ * fixed lambda and same_domain data never do. */
+size_t sl_head_prototypes(const sl_head *h);
+float sl_head_prototype_weight(const sl_head *h);
 
 /* Applies the head to n vectors (row-major, sl_head_dim floats each): out may equal in.
  * Thread-safe. SL_E_INVALID on NULL arguments, SL_E_NOMEM (n > 1 uses a scratch buffer). */

@@ -111,6 +111,11 @@ static int sl__train_run(int argc, char **argv) {
             "calibration", sl__calib_json(&rep.calibration),
             "calibration_heldout", (json_int_t)rep.calibration_heldout,
             "references", (json_int_t)rep.references);
+        if (js) {
+            json_t *hd = json_pack("{s:f, s:I, s:f}", "lambda", rep.head_lambda, "prototypes",
+                                   (json_int_t)rep.prototypes, "prototype_weight", rep.prototype_weight);
+            if (hd) json_object_set_new(js, "head", hd);
+        }
         if (js && rep.calibration_error) json_object_set_new(js, "calibration_error", json_string(rep.calibration_error));
         sl_train_report_free(&rep);
         if (sl__print_json(js)) return SL_EXIT_ERROR;
@@ -125,6 +130,13 @@ static int sl__train_run(int argc, char **argv) {
            "described in %.1f s, trained in %.1f s\n",
            rep.photos, rep.augmented ? "augmented catalog images" : "photos", rep.products, rep.unknown,
            rep.failed, (long long)rep.features_version, rep.describe_seconds, rep.train_seconds);
+    if (rep.head_lambda == -1.0) printf("head: none (no head beat the untrained descriptors on held-out photos)\n");
+    else if (rep.head_lambda == -2.0) printf("head: centring only");
+    else printf("head: map with lambda %g", rep.head_lambda);
+    if (rep.head_lambda != -1.0) {
+        if (rep.prototypes) printf(", mixed with the prototypes of %zu trained labels (weight %g)\n", rep.prototypes, rep.prototype_weight);
+        else printf("\n");
+    }
     if (rep.references) printf("%zu photos kept as references of their products\n", rep.references);
     char line[512];
     sl__calib_line(&rep.calibration, line, sizeof line);

@@ -517,6 +517,9 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     if (!ho.cancel) ho.cancel = o.cancel;
     if ((st = sl_head_train(&d, &ho, &h, err)) != SL_OK) goto out;
     rep->train_seconds = sl__now() - t1;
+    rep->head_lambda = sl_head_choice(h);
+    rep->prototypes = sl_head_prototypes(h);
+    rep->prototype_weight = sl_head_prototype_weight(h);
     {
         int64_t products = 0;
         unsigned char *seen = sl__callocarray(npid + 1, 1);

@@ -12,6 +12,10 @@ struct sl_head {
     float *V;           /* dim x rank, row-major (NULL when rank = 0) */
     float *U;           /* rank x dim, row-major */
     float choice;       /* sl_head_choice (not serialized) */
+    size_t n_proto;     /* prototypes (0: none); <= SL_HEAD_PROTOTYPES_MAX */
+    float beta, tau;    /* prototype weight (> 0 when n_proto) and softmax temperature */
+    float *proto;       /* n_proto x dim, unit rows: the head's image of each trained product's
+                           photos (NULL when n_proto = 0) */
 };
 
 /* A zeroed head of this shape (means 0, U = V = 0), or NULL when out of memory. */
@@ -24,6 +28,17 @@ void sl__head_normalize(float *x, size_t n, size_t dim, float *norms);
  * threads with results independent of the thread count (mm.c). -1 when out of memory. */
 int sl__mm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
            const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
+/* Mixes n mapped, normalized rows y (n x dim) with the head's prototypes in place:
+ * y = normalize(y + beta softmax(y P^T / tau) P). Nothing when the head has none. threads > 0:
+ * thread-count independent products (mm.c); 0: OpenBLAS for blocks of 8 rows or more. -1 when out
+ * of memory. */
+int sl__head_mix(const sl_head *h, float *y, size_t n, int threads);
+/* Gives h (which has none) the prototypes of dt's photos: each class with photos gets the
+ * normalized sum of its photos mapped by h's query side; beta is their weight. Nothing (SL_OK)
+ * when beta <= 0 or when there are more than SL_HEAD_PROTOTYPES_MAX such classes. */
+sl_status sl__head_set_prototypes(sl_head *h, const sl_head_data *dt, float beta, int threads, sl_error *err);
+/* Drops h's prototypes. */
+void sl__head_drop_prototypes(sl_head *h);
 /* Checks options and data as sl_head_train documents (SL_E_INVALID / SL_E_TOO_LARGE). */
 sl_status sl__head_check(const sl_head_data *dt, const sl_head_train_opts *o, sl_error *err);
 /* sl_head_train with a fixed lambda (opts->lambda >= 0) on checked data (train.c). */

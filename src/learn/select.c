@@ -20,6 +20,10 @@
  * cannot be scored that way, and with nothing to score the identity is kept: nothing gets worse
  * on the word of augmentations alone.
  *
+ * Broad labels (categories: SL_HEAD_PROTOTYPE_MIN_IMAGES catalog images per label on average) also
+ * try prototypes (docs/learn.md, "Prototypes") with the chosen map: weights 1, 2, 4, prototypes
+ * from the candidate's training photos, the best held-out seen score wins if it beats none.
+ *
  * Invariants: deterministic for (data, opts) whatever opts->threads is - the split comes from a
  * PRNG seeded with opts->seed, scores are integer hit counts from the thread-independent
  * products of mm.c, and ties are broken by a fixed order. The caller's data is never modified.
@@ -34,6 +38,11 @@
 /* Candidates, most regularised first (ties go to the earlier one). Epochs 0 = centring only. */
 static const float cand_lambda[] = {-1.0f /* centring only */, 0.1f, 0.03f, 0.01f, 0.0f};
 #define N_CAND (sizeof cand_lambda / sizeof cand_lambda[0])
+/* Prototype weights tried with each of them (0 = no prototypes first: ties keep none). Not with
+ * same_domain data: augmented copies of the catalog would make prototypes of the catalog images
+ * the held-out views are scored against. */
+static const float cand_beta[] = {0.0f, 1.0f, 2.0f, 4.0f};
+#define N_BETA (sizeof cand_beta / sizeof cand_beta[0])
 /* Validation needs this many products with photos and catalog images; with fewer, the head is
  * trained with SL_HEAD_LAMBDA_FALLBACK. */
 #define SELECT_MIN_CLASSES 8
@@ -233,9 +242,10 @@ static int auto_epochs(const sl_head_train_opts *o, size_t n) {
     return (int)need > o->epochs ? (int)need : o->epochs;
 }
 
-/* Runs the validation; *choice = index into cand_lambda, or -1 for the identity. */
+/* Runs the validation; *choice = index into cand_lambda, or -1 for the identity; *beta = the
+ * prototype weight chosen with it (0: none). */
 static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, progress_wrap *pw,
-                        int *choice, sl_error *err) {
+                        int *choice, float *beta, sl_error *err) {
     size_t d = dt->dim, n = dt->n_photos, g = dt->n_gallery, P = dt->n_classes;
     sl_status st = SL_OK;
     unsigned char *has_img = sl__callocarray(P, 1), *has_photo = sl__callocarray(P, 1), *held = sl__callocarray(P, 1);
@@ -248,6 +258,7 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
     memset(&vs, 0, sizeof vs);
     memset(&vu, 0, sizeof vu);
     *choice = -1;
+    *beta = 0.0f;
     if (!has_img || !has_photo || !held || !cls || !seen_i || !unseen_i || !train_i) goto nomem;
     for (size_t i = 0; i < g; i++) has_img[dt->gallery_class[i]] = 1;
     for (size_t i = 0; i < n; i++) has_photo[dt->photo_class[i]] = 1;
@@ -304,8 +315,13 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
     free(gt);
     gt = NULL;
     if (s0.n < 0 || u0.n < 0) goto nomem;
-    sl__cand_score cs[N_CAND];
+    sl__cand_score cs[N_CAND * N_BETA];
     memset(cs, 0, sizeof cs);
+    /* prototypes only for broad labels (categories): the mean number of catalog images of the
+     * labels that have photos */
+    size_t imgs = 0;
+    for (size_t i = 0; i < g; i++) imgs += has_photo[dt->gallery_class[i]];
+    size_t nb = !dt->same_domain && S && imgs >= (size_t)SL_HEAD_PROTOTYPE_MIN_IMAGES * S ? N_BETA : 1;
     for (size_t c = 0; c < N_CAND; c++) {
         sl_head_train_opts co = *o;
         if (cand_lambda[c] < 0.0f) co.epochs = 0;
@@ -317,19 +333,40 @@ static sl_status choose(const sl_head_data *dt, const sl_head_train_opts *o, pro
         pw->offset += co.epochs;
         if (st == SL_E_INVALID) { st = SL_OK; continue; } /* e.g. fewer than 2 products left */
         if (st != SL_OK) goto out;
-        if ((gt = gallery_t(h, dt, o->threads)) == NULL) { sl_head_free(h); goto nomem; }
-        vscore sc = score_of(h, &vs, gt, dt->gallery_class, g, d, o->threads, rs);
-        vscore uc = score_of(h, &vu, gt, dt->gallery_class, g, d, o->threads, ru);
+        for (size_t b = 0; b < nb; b++) {
+            if (b > 0) { /* prototypes of the training part's photos only */
+                if ((st = sl__head_set_prototypes(h, &td, cand_beta[b], o->threads, err)) != SL_OK) {
+                    sl_head_free(h);
+                    goto out;
+                }
+                if (!sl_head_prototypes(h)) break; /* too many products for prototypes */
+            }
+            if ((gt = gallery_t(h, dt, o->threads)) == NULL) { sl_head_free(h); goto nomem; }
+            vscore sc = score_of(h, &vs, gt, dt->gallery_class, g, d, o->threads, rs);
+            vscore uc = score_of(h, &vu, gt, dt->gallery_class, g, d, o->threads, ru);
+            free(gt);
+            gt = NULL;
+            if (sc.n < 0 || uc.n < 0) { sl_head_free(h); goto nomem; }
+            sl__cand_score *cb = &cs[c * N_BETA + b];
+            cb->seen = sc;
+            cb->unseen = uc;
+            cb->se = paired_se(ru, ru0, vu.n);
+            cb->valid = 1;
+        }
         sl_head_free(h);
-        free(gt);
-        gt = NULL;
-        if (sc.n < 0 || uc.n < 0) goto nomem;
-        cs[c].seen = sc;
-        cs[c].unseen = uc;
-        cs[c].se = paired_se(ru, ru0, vu.n);
-        cs[c].valid = 1;
     }
-    *choice = sl__head_pick(s0, u0, cs, N_CAND);
+    /* lambda by the rule, without prototypes */
+    sl__cand_score c0[N_CAND];
+    for (size_t c = 0; c < N_CAND; c++) c0[c] = cs[c * N_BETA];
+    *choice = sl__head_pick(s0, u0, c0, N_CAND);
+    /* broad labels: later catalog images belong to labels the head knows, so the prototypes'
+     * weight is chosen by the held-out photos of trained labels alone (ties: fewer) */
+    if (*choice >= 0) {
+        const sl__cand_score *row = &cs[(size_t)*choice * N_BETA];
+        double best = row[0].seen.rr;
+        for (size_t b = 1; b < nb; b++)
+            if (row[b].valid && row[b].seen.rr > best) { best = row[b].seen.rr; *beta = cand_beta[b]; }
+    }
     goto out;
 nomem:
     st = sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -368,7 +405,8 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
     }
     progress_wrap pw = {o.progress, o.progress_ctx, 0, (int)(N_CAND) * o.epochs};
     int choice = -1;
-    if ((st = choose(dt, &o, &pw, &choice, err)) != SL_OK) return st;
+    float beta = 0.0f;
+    if ((st = choose(dt, &o, &pw, &choice, &beta, err)) != SL_OK) return st;
     if (choice < 0) { /* the identity: no head is better on held-out data */
         sl_head *h = sl__head_alloc(dt->dim, 0);
         if (!h) return sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -382,6 +420,11 @@ sl_status sl_head_train(const sl_head_data *dt, const sl_head_train_opts *opts, 
     o.progress = pw.fn ? progress_cb : NULL;
     o.progress_ctx = &pw;
     if ((st = sl__head_train_fixed(dt, &o, out, err)) != SL_OK) return st;
+    if ((st = sl__head_set_prototypes(*out, dt, beta, o.threads, err)) != SL_OK) {
+        sl_head_free(*out);
+        *out = NULL;
+        return st;
+    }
     if (o.epochs == 0 && pw.fn) pw.fn(pw.ctx, pw.total, pw.total, 0.0);
     return SL_OK;
 }
@@ -410,5 +453,11 @@ sl_status sl_head_train_as(const sl_head *like, const sl_head_data *dt, const sl
     /* as sl_head_train trains its final head with that choice */
     if (c == SL_HEAD_CHOICE_CENTRING) o.epochs = 0;
     else { o.lambda = c; o.epochs = auto_epochs(&o, dt->n_photos); }
-    return sl__head_train_fixed(dt, &o, out, err);
+    if ((st = sl__head_train_fixed(dt, &o, out, err)) != SL_OK) return st;
+    /* with prototypes of these photos when `like` has them */
+    if ((st = sl__head_set_prototypes(*out, dt, sl_head_prototype_weight(like), o.threads, err)) != SL_OK) {
+        sl_head_free(*out);
+        *out = NULL;
+    }
+    return st;
 }

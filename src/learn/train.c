@@ -219,7 +219,8 @@ int sl__head_map(const sl_head *hd, sl_head_side side, const float *in, float *o
     size_t d = hd->dim, r = hd->rank;
     memcpy(out, in, n * d * sizeof *out);
     sl__head_center(out, n, d, hd->mean[side]);
-    if (r == 0 || n == 0) return 0;
+    if (n == 0) return 0;
+    if (r == 0) return sl__head_mix(hd, out, n, threads > 0 ? threads : 1);
     mm_threads = threads > 0 ? threads : 1;
     mm_failed = 0;
     float *x = sl__mallocarray(n * d, sizeof *x), *h = sl__mallocarray(n * r, sizeof *h);
@@ -230,7 +231,53 @@ int sl__head_map(const sl_head *hd, sl_head_side side, const float *in, float *o
     free(h);
     if (!x || !h) { free(x); return -1; }
     free(x);
-    return mm_failed ? -1 : 0;
+    if (mm_failed) return -1;
+    return sl__head_mix(hd, out, n, threads > 0 ? threads : 1);
+}
+
+/* Photos mapped per block when the prototypes are made (bounds the scratch buffer). */
+#define PROTO_BLOCK 256
+
+sl_status sl__head_set_prototypes(sl_head *h, const sl_head_data *dt, float beta, int threads, sl_error *err) {
+    sl__head_drop_prototypes(h);
+    if (!(beta > 0.0f) || dt->n_photos == 0) return SL_OK;
+    size_t d = h->dim, P = dt->n_classes, k = 0;
+    int32_t *idx = sl__mallocarray(P + 1, sizeof *idx);
+    if (!idx) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t c = 0; c < P; c++) idx[c] = -1;
+    for (size_t i = 0; i < dt->n_photos; i++) idx[dt->photo_class[i]] = -2; /* has photos */
+    /* classes numbered in class order: the file does not depend on the photos' order */
+    for (size_t c = 0; c < P; c++)
+        if (idx[c] == -2) idx[c] = (int32_t)k++;
+    if (k == 0 || k > SL_HEAD_PROTOTYPES_MAX) {
+        free(idx);
+        return SL_OK;
+    }
+    size_t blk = dt->n_photos < PROTO_BLOCK ? dt->n_photos : PROTO_BLOCK;
+    float *proto = sl__callocarray(k * d, sizeof *proto), *y = sl__mallocarray(blk * d, sizeof *y);
+    if (!proto || !y) {
+        free(idx); free(proto); free(y);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    for (size_t i0 = 0; i0 < dt->n_photos; i0 += blk) {
+        size_t m = dt->n_photos - i0 < blk ? dt->n_photos - i0 : blk;
+        if (sl__head_map(h, SL_HEAD_QUERY, dt->photos + i0 * d, y, m, threads) != 0) {
+            free(idx); free(proto); free(y);
+            return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        }
+        for (size_t i = 0; i < m; i++) {
+            float *row = proto + (size_t)idx[dt->photo_class[i0 + i]] * d;
+            for (size_t j = 0; j < d; j++) row[j] += y[i * d + j];
+        }
+    }
+    sl__head_normalize(proto, k, d, NULL);
+    free(idx);
+    free(y);
+    h->proto = proto;
+    h->n_proto = k;
+    h->beta = beta;
+    h->tau = SL_HEAD_TEMPERATURE_DEFAULT;
+    return SL_OK;
 }
 
 sl_status sl__head_train_fixed(const sl_head_data *dt, const sl_head_train_opts *opts, sl_head **out,
