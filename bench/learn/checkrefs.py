@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""bench/learn/checkrefs.py CHECK_JSON... - check's accept rates from `shoplens check --photos
+"""bench/learn/checkrefs.py [--search SEARCH_JSONL] CHECK_JSON... - check's accept rates from `shoplens check --photos
 PAIRS --json` outputs (PAIRS: every photo with its own product and with every other product, as
 bench/learn/calib.py's valpairs.csv; the genuine product is the photo's folder name).
 Prints, per file: genuine accepted, other products accepted (all of them: the exact average of a
 random other product), the same on one seeded random other product per photo (Python
 random.Random(22) over the photo's other products, photos and products sorted), ECE / Brier at
 equal weight and the best threshold on these pairs (genuine at <= 2% others: a bound, not a
-result; bench/learn/checkstats.py)."""
+result; bench/learn/checkstats.py). With --search (the output of `shoplens search <the same photos>
+-k 1.. --json` on the same store, one JSON per line): how often check's best-scoring product of a
+photo is search's first result, i.e. whether search and check agree which product it shows."""
 import json
 import os
 import random
@@ -39,13 +41,26 @@ def rates(path):
     g = [c for c, gen in pairs if gen]
     o = [c for c, gen in pairs if not gen]
     ece, brier = ece_brier(pairs)
-    return {"genuine": tp / len(g), "others": fp / len(o), "one_random_other": sum(one) / len(one),
+    best = {ph: max(by[ph], key=lambda r: r["score"])["product_id"] for ph in by}
+    return {"best": best, "genuine": tp / len(g), "others": fp / len(o), "one_random_other": sum(one) / len(one),
             "P": len(g), "N": len(o), "ece": ece, "brier": brier, "best_at_2pct": best_threshold(g, o),
             "failed": d["failed"]}
 
 
-for p in sys.argv[1:]:
+args = sys.argv[1:]
+first = {}
+if args[:1] == ["--search"]:
+    for line in open(args[1]):
+        if line.strip():
+            q = json.loads(line)
+            first[q["image"]] = q["results"][0]["product_id"] if q["results"] else None
+    args = args[2:]
+for p in args:
     r = rates(p)
     print(f"{p}: genuine {r['genuine']:.3f} ({r['P']}), other products {r['others']:.4f} ({r['N']}), "
           f"one random other {r['one_random_other']:.4f}, ECE {r['ece']:.3f}, Brier {r['brier']:.3f}, "
           f"best threshold: genuine {r['best_at_2pct']:.3f} at <= 2%, failed {r['failed']}")
+    if first:
+        both = [ph for ph in r["best"] if ph in first]
+        print(f"  check's best product is search's first result for {sum(r['best'][ph] == first[ph] for ph in both)}"
+              f"/{len(both)} photos")
