@@ -157,7 +157,17 @@ import json, sys
 a, b = ([(r["product_id"], round(r["score"], 5)) for r in json.load(open(f))["results"]] for f in sys.argv[1:3])
 if a != b: print("flat:", a); print("hnsw:", b); sys.exit(1)
 EOF
+  # check too, with its map fitted with the references (held in memory while training: the HNSW
+  # re-scoring takes their vectors from there, not from the store)
+  p=$(basename "$(dirname "$f")")
+  "$bin" check "$p" "$f" --store "$s" --json > "$tmp/cf.json" || [ $? = 3 ] || fail "check on the flat store"
+  "$bin" check "$p" "$f" --store "$h" --json > "$tmp/ch.json" || [ $? = 3 ] || fail "check on the HNSW store"
+  cf=$(j "$tmp/cf.json" 'round(d["score"], 5), round(d["confidence"], 4)')
+  ch=$(j "$tmp/ch.json" 'round(d["score"], 5), round(d["confidence"], 4)')
+  [ "$cf" = "$ch" ] || fail "HNSW store checks otherwise for $f (flat $cf, hnsw $ch)"
 done
+cal() { "$bin" info --store "$1" --json | "$py" -c 'import json,sys; c=json.load(sys.stdin)["calibration"]["check"]; print(round(c["threshold"], 6), round(c["accept_rate"], 6), round(c["a"], 4))'; }
+[ "$(cal "$s")" = "$(cal "$h")" ] || fail "HNSW store has another check calibration: $(cal "$s") / $(cal "$h")"
 
 # same seed, same head; the catalog was not described again (vectors unchanged)
 cp -r "$tmp/untrained" "$tmp/again"

@@ -99,6 +99,13 @@ sl_status sl__engine_ef_of(const sl_query *q, int *ef, sl_error *err) {
     return SL_OK;
 }
 
+/* A reference held in memory by a training's private engine (e->mrefs): its index, or -1 when
+ * id is not one. */
+static long sl__mref_index(const sl_engine *e, int64_t id) {
+    if (!e->mrefs || id < SL_STORE_REF_ID_BASE || (uint64_t)(id - SL_STORE_REF_ID_BASE) >= e->mrefs->n) return -1;
+    return (long)(id - SL_STORE_REF_ID_BASE);
+}
+
 sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const sl_index_filter *f,
                                 int ef, sl_index_result *res, size_t *got, sl_error *err) {
     *got = 0;
@@ -133,6 +140,12 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     if (st == SL_OK) {
         for (size_t i = 0; i < n; i++) ids[i] = (int64_t)c[i].id;
         st = sl_store_image_vectors(e->store, ids, n, dim, vecs, found, err);
+        for (size_t i = 0; st == SL_OK && e->mrefs && i < n; i++) { /* references in memory: theirs */
+            long mi = sl__mref_index(e, ids[i]);
+            if (mi < 0) continue;
+            memcpy(vecs + i * dim, e->mrefs->vecs + (size_t)mi * e->mrefs->dim, dim * sizeof *vecs);
+            found[i] = 1;
+        }
     }
     size_t m = 0, mc = 0;
     if (st == SL_OK) {
@@ -215,13 +228,6 @@ static sl__lref *sl__image_local(sl_engine *e, int64_t image_id) {
         (void)sl_local_features_deserialize(blob, blen, &lf, NULL);
     free(blob);
     return lf ? sl__lcache_put(e->lcache, e->gen, e->features_version, image_id, lf) : NULL;
-}
-
-/* A reference held in memory by a training's private engine (e->mrefs): its index, or -1 when
- * id is not one. */
-static long sl__mref_index(const sl_engine *e, int64_t id) {
-    if (!e->mrefs || id < SL_STORE_REF_ID_BASE || (uint64_t)(id - SL_STORE_REF_ID_BASE) >= e->mrefs->n) return -1;
-    return (long)(id - SL_STORE_REF_ID_BASE);
 }
 
 /* The local features of a candidate image or reference for verification: *ref holds the cache's
