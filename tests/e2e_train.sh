@@ -72,7 +72,21 @@ nr=$tmp/norefs
 cp -r "$tmp/untrained" "$nr"
 "$bin" train --store "$nr" --photos "$tmp/train" --epochs 8 --seed 3 --no-references --json > "$tmp/nr.json" || fail "train --no-references"
 [ "$(j "$tmp/nr.json" 'd["references"]')" = 0 ] && [ "$(nrefs "$nr")" = 0 ] || fail "--no-references kept references"
-cmp -s "$s/features-2.bin" "$nr/features-2.bin" || fail "--no-references trained another head"
+# the same head (every section but the calibration: check's map is fitted with the references
+# it will score with, docs/learn.md "References")
+"$py" - "$s/features-2.bin" "$nr/features-2.bin" <<'EOF' || fail "--no-references trained another head"
+import struct, sys
+def sections(path):
+    b, o, out = open(path, "rb").read(), 16, {}
+    while o < len(b):
+        tag, n = b[o:o + 4], struct.unpack_from("<Q", b, o + 4)[0]
+        out[tag] = b[o + 12:o + 12 + n]
+        o += 12 + n + 4
+    return out
+a, b = sections(sys.argv[1]), sections(sys.argv[2])
+assert b"HEAD" in a and a.keys() == b.keys(), (a.keys(), b.keys())
+assert all(a[k] == b[k] for k in a if k != b"CALB"), [k for k in a if a[k] != b[k]]
+EOF
 top1() { "$bin" search "$1" --store "$2" -k 1 --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["results"][0]["product_id"])'; }
 found_train() { # found_train STORE: training photos (0.jpg) whose top result is their product; no result shows a photo
   local n=0
@@ -146,7 +160,17 @@ import json, sys
 a, b = ([(r["product_id"], round(r["score"], 5)) for r in json.load(open(f))["results"]] for f in sys.argv[1:3])
 if a != b: print("flat:", a); print("hnsw:", b); sys.exit(1)
 EOF
+  # check too, with its map fitted with the references (held in memory while training: the HNSW
+  # re-scoring takes their vectors from there, not from the store)
+  p=$(basename "$(dirname "$f")")
+  "$bin" check "$p" "$f" --store "$s" --json > "$tmp/cf.json" || [ $? = 3 ] || fail "check on the flat store"
+  "$bin" check "$p" "$f" --store "$h" --json > "$tmp/ch.json" || [ $? = 3 ] || fail "check on the HNSW store"
+  cf=$(j "$tmp/cf.json" 'round(d["score"], 5), round(d["confidence"], 4)')
+  ch=$(j "$tmp/ch.json" 'round(d["score"], 5), round(d["confidence"], 4)')
+  [ "$cf" = "$ch" ] || fail "HNSW store checks otherwise for $f (flat $cf, hnsw $ch)"
 done
+cal() { "$bin" info --store "$1" --json | "$py" -c 'import json,sys; c=json.load(sys.stdin)["calibration"]["check"]; print(round(c["threshold"], 6), round(c["accept_rate"], 6), round(c["a"], 4))'; }
+[ "$(cal "$s")" = "$(cal "$h")" ] || fail "HNSW store has another check calibration: $(cal "$s") / $(cal "$h")"
 
 # same seed, same head; the catalog was not described again (vectors unchanged)
 cp -r "$tmp/untrained" "$tmp/again"

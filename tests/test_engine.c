@@ -835,6 +835,140 @@ static void test_train_heldout_calibration(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* ---- check with references (the labelled photos train keeps) -------------------------------- */
+
+/* Trains the store in dir on the photos ph (centring only: no map to learn them), with or without
+ * keeping them as references, and returns the engine. */
+static sl_engine *refs_store(char *dir, sl_train_photo *ph, size_t n, int no_references) {
+    sl_engine *e = open_calib_store(dir);
+    for (uint32_t p = 0; p < CAL_P; p++) put_photo_product(e, p);
+    sl_head_train_opts ho;
+    sl_head_train_opts_init(&ho);
+    ho.epochs = 0;
+    sl_train_opts to = {.photos = ph, .n_photos = n, .head = &ho, .jobs = 1, .no_references = no_references};
+    sl_train_report rep;
+    sl_error err;
+    assert_int_equal(sl_engine_train(e, &to, &rep, &err), SL_OK);
+    assert_int_equal(rep.references, no_references ? 0 : n);
+    sl_train_report_free(&rep);
+    return e;
+}
+
+/* Writes shopper photo v of product p of the generated shop `seed` to `path` and labels it. */
+static void labelled_photo(sl_train_photo *ph, const char *path, uint32_t seed, uint32_t p, uint32_t v,
+                           const char *product_id) {
+    sl_image *img = NULL;
+    sl_error err;
+    assert_int_equal(sl_sample_shopper_photo(seed, p, v, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+    assert_int_equal(sl_image_save_file(img, path, 90, &err), SL_OK);
+    sl_image_free(img);
+    ph->path = path;
+    ph->product_id = product_id;
+}
+
+/* A product whose catalog image is unlike a photo of it, with references like that photo: check
+ * counts them (a higher score and confidence than on the same store trained without
+ * references), on the scale search folds them on (check's score of a product is the score search
+ * gives it), and a photo that is itself a reference is scored without it when asked to
+ * (calibrations). */
+static void test_check_references(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sl_test_chkref_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    enum { PER = 3, ALIEN = 3, NPH = CAL_P * PER + ALIEN + 1 };
+    sl_train_photo ph[NPH];
+    char paths[NPH][96], ids[CAL_P][16];
+    sl_error err;
+    sl_image *img = NULL;
+    for (uint32_t p = 0; p < CAL_P; p++) {
+        snprintf(ids[p], sizeof ids[p], "C%02u", p);
+        for (uint32_t v = 0; v < PER; v++) {
+            size_t k = p * PER + v;
+            snprintf(paths[k], sizeof paths[k], "%s/shop_%u_%u.jpg", dir, p, v);
+            labelled_photo(&ph[k], paths[k], SEED, p, v + 1, ids[p]);
+        }
+    }
+    /* C05's other photos: shopper photos of a product of another shop (nothing like C05's
+     * catalog image), labelled C05 */
+    for (uint32_t v = 0; v < ALIEN; v++) {
+        size_t k = CAL_P * PER + v;
+        snprintf(paths[k], sizeof paths[k], "%s/alien_%u.jpg", dir, v);
+        labelled_photo(&ph[k], paths[k], SEED + 1000, 2, v + 1, ids[5]);
+    }
+    /* and one photo of a third shop's product labelled C07 */
+    snprintf(paths[NPH - 1], sizeof paths[NPH - 1], "%s/lone.jpg", dir);
+    labelled_photo(&ph[NPH - 1], paths[NPH - 1], SEED + 2000, 4, 1, ids[7]);
+    char t1[96], t2[96]; /* open_calib_store's templates */
+    snprintf(t1, sizeof t1, "%s/with_XXXXXX", dir);
+    snprintf(t2, sizeof t2, "%s/without_XXXXXX", dir);
+    sl_engine *e = refs_store(t1, ph, NPH, 0), *n = refs_store(t2, ph, NPH, 1);
+    /* a new photo of the other shop's product */
+    assert_int_equal(sl_sample_shopper_photo(SEED + 1000, 2, 9, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+    sl_check_result rw, rn;
+    assert_int_equal(sl_engine_check(e, "C05", img, 0, &rw, &err), SL_OK);
+    assert_int_equal(sl_engine_check(n, "C05", img, 0, &rn, &err), SL_OK);
+    print_message("check of a photo like C05's references: score %.3f / %.3f, confidence %.3f / %.3f with / without\n",
+                  rw.score, rn.score, rw.confidence, rn.confidence);
+    assert_true(rw.score > rn.score + 0.05);
+    assert_true(rw.confidence > rn.confidence);
+    /* what check shows is a catalog image, never a reference */
+    assert_true(rw.image_id > 0 && rw.image_id < SL_STORE_REF_ID_BASE);
+    /* search gives C05 the same score (every candidate of this small store is verified) */
+    sl_query q = {0};
+    q.k = CAL_P;
+    sl_matches m;
+    assert_int_equal(sl_engine_search(e, img, &q, &m, &err), SL_OK);
+    int seen = 0;
+    for (size_t i = 0; i < m.n; i++)
+        if (strcmp(m.items[i].product_id, "C05") == 0) {
+            seen = 1;
+            assert_true(fabs(m.items[i].score - rw.score) < 1e-4);
+        }
+    assert_true(seen);
+    sl_matches_free(&m);
+    sl_check_result_free(&rw);
+    sl_check_result_free(&rn);
+    sl_image_free(img);
+    /* the photo labelled C07 (its only reference like it): with its own reference left out (the
+     * store's, found by its source) it scores far lower than with it */
+    int64_t self = -1;
+    assert_int_equal(sl_store_ref_of_source(e->store, "C07", paths[NPH - 1], &self, &err), SL_OK);
+    assert_true(self >= SL_STORE_REF_ID_BASE);
+    sl_image_load_opts lo = {0};
+    lo.max_side = e->max_side;
+    assert_int_equal(sl_image_load_file(paths[NPH - 1], &lo, &img, NULL, &err), SL_OK);
+    size_t dim = sl_features_dim(e->feat);
+    float *vec = malloc(dim * sizeof *vec);
+    assert_non_null(vec);
+    sl_local_features *lf = NULL;
+    assert_int_equal(sl_features_extract(e->feat, img, vec, &lf, &err), SL_OK);
+    assert_int_equal(sl_features_project(e->feat, SL_HEAD_QUERY, vec, vec, 1), SL_OK);
+    double sc[2];
+    for (int k = 0; k < 2; k++) {
+        int64_t skip = k ? self : -1;
+        sl__pscore *rank = NULL, ps;
+        size_t nr = 0;
+        sl__refscale scale;
+        pthread_rwlock_rdlock(&e->lock);
+        assert_int_equal(sl__engine_rank_check(e, vec, lf, 11, skip, &rank, &nr, &scale, &err), SL_OK);
+        assert_true(scale.usable);
+        assert_int_equal(sl__engine_product_score(e, "C07", vec, lf, &scale, skip, &ps, NULL, &err), SL_OK);
+        pthread_rwlock_unlock(&e->lock);
+        sc[k] = ps.score;
+        sl__pscores_free(rank, nr);
+    }
+    print_message("the photo labelled C07: %.3f with itself as a reference, %.3f without\n", sc[0], sc[1]);
+    assert_true(sc[0] > sc[1] + 0.02);
+    free(vec);
+    sl_local_features_free(lf);
+    sl_image_free(img);
+    sl_engine_free(e);
+    sl_engine_free(n);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* ---- search regions ----------------------------------------------------------------------- */
 
 /* JPEG of two catalog views side by side (upright: product a left, b right), scaled by `scale`,
@@ -1914,6 +2048,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_replicate_references, setup, teardown),
         cmocka_unit_test(test_calibrated_confidence),
         cmocka_unit_test(test_train_heldout_calibration),
+        cmocka_unit_test(test_check_references),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -912,6 +912,14 @@ static void test_store_refs(void **state) {
     assert_int_equal(n, 4);
     assert_int_equal(ids[0], i1);
     assert_true(ids[1] > SL_STORE_REF_ID_BASE && ids[3] < SL_STORE_REF_ID_BASE + 1000);
+    /* a reference by the photo it was kept from */
+    int64_t bysrc = 0;
+    assert_int_equal(sl_store_ref_of_source(s, "P2", "/photos/3.jpg", &bysrc, &e), SL_OK);
+    assert_int_equal(bysrc, ids[3]);
+    assert_int_equal(sl_store_ref_of_source(s, "P1", "/photos/3.jpg", &bysrc, &e), SL_OK);
+    assert_int_equal(bysrc, -1); /* another product's photo */
+    assert_int_equal(sl_store_ref_of_source(s, "P2", "/photos/9.jpg", &bysrc, &e), SL_OK);
+    assert_int_equal(bysrc, -1);
     int64_t q[3] = {ids[1], ids[2], i1};
     char **prod;
     assert_int_equal(sl_store_image_products(s, q, 3, &prod, &e), SL_OK);

@@ -14,6 +14,9 @@ with and without a model (MobileNetV2 in the recommended fusion, `init --model`;
 features). Writes the section between the markers in OUT_MD (bench/results/learn.md)."""
 import csv, datetime, json, os, random, shutil, subprocess, sys, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from checkstats import best_threshold, ece_brier  # noqa: E402
+
 B, DATA, MODEL, WORK, OUT, REV = sys.argv[1:7]
 # SL_CALIB_CONFIGS="model" (or "nomodel") measures one configuration ("none": only writes the report from an earlier
 # run's results in WORK); the other's results from an
@@ -95,19 +98,7 @@ def check_rates(store, reuse=False):
         else:
             N += 1
             fp += r["match"]
-    # Calibration error at the prior the fit assumes (genuine and other products at equal weight):
-    # expected calibration error over 10 equal-width confidence bins (Naeini et al. 2015) and the
-    # Brier score, each genuine pair weighing 1/P and each other-product pair 1/N.
-    bins = [[0.0, 0.0, 0.0] for _ in range(10)]  # weight, sum of confidence, weight of genuine
-    brier = 0.0
-    for c, gen in pairs_c:
-        w = 0.5 / P if gen else 0.5 / N
-        b = bins[min(9, int(c * 10))]
-        b[0] += w
-        b[1] += w * c
-        b[2] += w * gen
-        brier += w * (c - gen) ** 2
-    ece = sum(abs(b[1] - b[2]) for b in bins if b[0] > 0)
+    ece, brier = ece_brier(pairs_c)
     return {"tar": tp / P, "far": fp / N, "P": P, "N": N, "ece": ece, "brier": brier,
             "failed": d["failed"], "seconds": sec}
 
@@ -123,10 +114,7 @@ def oracle(path, far=0.02):
     for r in d["results"]:
         if "confidence" in r:
             (g if os.path.basename(os.path.dirname(r["photo"])) == r["product_id"] else o).append(r["confidence"])
-    o.sort(reverse=True)
-    k = int(far * len(o))  # at most k other-product pairs accepted: threshold above o[k]
-    t = o[k] if k < len(o) else -1.0
-    return sum(c > t for c in g) / len(g)
+    return best_threshold(g, o, far)
 
 
 def search(store, photos, name, reuse=False):

@@ -555,7 +555,9 @@ void sl_train_report_free(sl_train_report *r);
  * products (whole products until a quarter of the photos, at least 30, at most 1,000; the same for
  * a seed and any number of jobs) are held out of a stand-in head trained like the final one
  * (sl_head_train_as) on the other products' photos, and calibrated through it on a private copy
- * of the query path (the check map); the search map comes from all photos (at most 1,000)
+ * of the query path (the check map; when the photos become references, on check's scores with
+ * them: that private copy holds every photo as a reference and scores each held-out photo
+ * without its own); the search map comes from all photos (at most 1,000)
  * through the final head; the final head is trained on all photos. With fewer than 60 photos the calibration uses all of them through the final head
  * (optimistic); without photos, pseudo shopper photos of the catalog. When the calibration
  * fails the head is installed without one (report->calibration_error). Interrupted or killed
@@ -656,9 +658,12 @@ typedef struct sl_check_result {
     int match;                  /* nonzero: confidence >= threshold */
     double confidence;          /* 0..1: calibrated probability that the photo shows the product
                                    (map SL_CALIB_PAIR of learn.h) */
-    double score;               /* the product's best image score against the photo, -1..1 (as
-                                   sl_match.score) */
-    int64_t image_id;           /* that image (0 when the product has no image) */
+    double score;               /* the product's score against the photo, -1..1, as search gives
+                                   it (sl_match.score): its best catalog image's score, with
+                                   references the mean with its best reference's put on the
+                                   catalog's scale of this photo */
+    int64_t image_id;           /* that catalog image (0 when the product has no image; never a
+                                   reference) */
     char *image;                /* its source path (malloc'ed) */
     int inliers;                /* -1 when not verified */
     double threshold;           /* the confidence threshold applied */
@@ -667,9 +672,14 @@ typedef struct sl_check_result {
 void sl_check_result_free(sl_check_result *r);
 
 /* Does this photo (e.g. a review photo) show this product? Compares the photo with each of the
- * product's images (global similarity, verified geometrically when the spec uses verify) and
- * with its nearest other products (the match score of learn.h), then applies the store's
- * calibration. threshold: a confidence in 0..1; 0 = the calibration's operating point (at most
+ * product's images (global similarity, verified geometrically when the spec uses verify) and,
+ * when the store keeps references (the labelled photos of `train`, store.h), with the product's
+ * references (the 5 best by global similarity verified), folded into its score exactly as
+ * search folds them for this photo (the mean of the catalog score and the best reference's
+ * score put on the catalog's scale, docs/learn.md "References"; none with a store trained with
+ * no_references), and with its nearest other products (the match score of learn.h, from the
+ * same ranking as search's), then applies the store's calibration (train fits it on these
+ * scores, docs/learn.md). threshold: a confidence in 0..1; 0 = the calibration's operating point (at most
  * 2% of photos of other products accepted on the calibration data). SL_E_NOT_FOUND for an
  * unknown product, SL_E_INVALID for a threshold outside 0..1, SL_E_STATE on an engine opened
  * with no_index (the nearest other products need the index). */

@@ -299,6 +299,11 @@ sl_status sl_store_each_ref_vector(sl_store *s, sl_store_vector_fn fn, void *ctx
 /* Index ids of a product's references, ascending (malloc'ed, NULL when none). */
 sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t **ids, size_t *n,
                                    sl_error *err);
+/* The first reference (smallest index id) of a product kept from the photo `source` (as given to
+ * sl_store_replace_refs), in *id; -1 when there is none. A calibration photo that is also a
+ * reference is scored without it (engine/calibrate.c). */
+sl_status sl_store_ref_of_source(sl_store *s, const char *product_id, const char *source, int64_t *id,
+                                 sl_error *err);
 /* Number of references. */
 sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err);
 

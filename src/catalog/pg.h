@@ -119,6 +119,8 @@ sl_status sl__pg_each_ref_vector(sl__pg *p, sl_store_vector_fn fn, void *ctx, sl
 sl_status sl__pg_product_ref_ids(sl__pg *p, const char *product_id, int64_t **ids, size_t *n,
                                  sl_error *err);
 sl_status sl__pg_count_refs(sl__pg *p, int64_t *n, sl_error *err);
+sl_status sl__pg_ref_of_source(sl__pg *p, const char *product_id, const char *source, int64_t *id,
+                               sl_error *err);
 sl_status sl__pg_product_ids(sl__pg *p, char ***ids, size_t *n, sl_error *err);
 sl_status sl__pg_filter_images(sl__pg *p, const sl_store_filter *f, int64_t **ids, size_t *n,
                                sl_error *err);

@@ -1329,6 +1329,24 @@ sl_status sl_store_product_ref_ids(sl_store *s, const char *product_id, int64_t 
     return rc;
 }
 
+sl_status sl_store_ref_of_source(sl_store *s, const char *product_id, const char *source, int64_t *id,
+                                 sl_error *err) {
+    *id = -1;
+    if (s->pg) return sl__pg_ref_of_source(s->pg, product_id, source, id, err);
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__prepare(db, "SELECT min(id) + " SL__REF_BASE_SQL " FROM refs WHERE product_id = ? AND source = ?",
+                               &st, err);
+    if (rc != SL_OK) return rc;
+    sqlite3_bind_text(st, 1, product_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, source, -1, SQLITE_STATIC);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) *id = sqlite3_column_int64(st, 0);
+    else if (r != SQLITE_ROW && r != SQLITE_DONE) rc = sl__sqlerr(err, db, "find a reference");
+    sqlite3_finalize(st);
+    return rc;
+}
+
 sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err) {
     *n = 0;
     if (s->pg) return sl__pg_count_refs(s->pg, n, err);

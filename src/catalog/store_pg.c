@@ -963,6 +963,18 @@ sl_status sl__pg_product_ref_ids(sl__pg *p, const char *product_id, int64_t **id
     return st;
 }
 
+sl_status sl__pg_ref_of_source(sl__pg *p, const char *product_id, const char *source, int64_t *id,
+                               sl_error *err) {
+    *id = -1;
+    const char *vals[2] = {product_id, source};
+    PGresult *r = sl__pg_q(p, "SELECT min(id) + " SL__REF_BASE_SQL " FROM refs WHERE product_id = $1 AND source = $2", 2,
+                           vals, NULL, NULL, err);
+    if (!r) return err ? err->code : SL_E_IO;
+    if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0)) *id = sl__pgv_i64(r, 0, 0);
+    PQclear(r);
+    return SL_OK;
+}
+
 sl_status sl__pg_count_refs(sl__pg *p, int64_t *n, sl_error *err) {
     *n = 0;
     PGresult *r = sl__pg_q(p, "SELECT count(*) FROM refs", 0, NULL, NULL, NULL, err);

@@ -7,8 +7,10 @@
  * src/learn/shopper.c sl_learn_shelf_photo) goes through the query path exactly as a
  * search and a check would: described, projected through the query side of any head, its nearest
  * products ranked with verification; then
- *  - positive: its own product, scored as check scores it, against the photo's nearest other
- *    products (the match score);
+ *  - positive: its own product, scored as check scores it (with the engine's references: a
+ *    training's private engine holds the photos being trained on, and a photo that is itself a
+ *    reference - in memory, or the store's with its path as source - is scored without it),
+ *    against the photo's nearest other products (the match score);
  *  - pair negatives: up to SL__ENGINE_CALIB_NEGATIVES random other products, scored the same way;
  *  - result negatives: the first wrong product of its result list, against its other products
  *    (with the photo's product present) and against the products other than both (the photo's
@@ -82,12 +84,20 @@ static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const f
     const char *own = j->pids[it->cls];
     sl__pscore *rank = NULL, ps;
     size_t nr = 0;
-    const float *vs[1] = {vec};
-    sl_local_features *ls[1] = {lf};
-    sl_status st = sl__engine_rank_products(e, vs, ls, 1, NULL, 0, (size_t)j->cohort + 2, &rank, &nr, err);
+    /* the photo among the references in memory (train's held-out photos): left out, as a new
+     * photo is in none of the store's references */
+    int64_t skip = -1;
+    for (size_t r = 0; e->mrefs && !it->augment && r < e->mrefs->n && skip < 0; r++)
+        if (strcmp(e->mrefs->paths[r], it->path) == 0) skip = SL_STORE_REF_ID_BASE + (int64_t)r;
+    /* nor one of the store's (calibrate --photos with the photos train kept) */
+    sl_status st;
+    if (!e->mrefs && !e->no_refs && !it->augment && (st = sl_store_ref_of_source(e->store, own, it->path, &skip, err)) != SL_OK)
+        return st;
+    sl__refscale scale;
+    st = sl__engine_rank_check(e, vec, lf, (size_t)j->cohort + 2, skip, &rank, &nr, &scale, err);
     if (st != SL_OK) return st;
     /* positive */
-    if ((st = sl__engine_product_score(e, own, vec, lf, &ps, NULL, err)) != SL_OK) goto out;
+    if ((st = sl__engine_product_score(e, own, vec, lf, &scale, skip, &ps, NULL, err)) != SL_OK) goto out;
     sl__calib_pair(rank, nr, j->cohort, ps.score, own, NULL, it->pos);
     /* random other products: a partial Fisher-Yates draw over the other indices */
     {
@@ -106,7 +116,7 @@ static sl_status sl__calib_score(sl__cjob *j, sl__citem *it, size_t idx, const f
             } while (dup);
             pick[a] = r;
             size_t q = r >= it->cls ? r + 1 : r; /* skip the photo's own product */
-            if ((st = sl__engine_product_score(e, j->pids[q], vec, lf, &ps, NULL, err)) != SL_OK) goto out;
+            if ((st = sl__engine_product_score(e, j->pids[q], vec, lf, &scale, skip, &ps, NULL, err)) != SL_OK) goto out;
             sl__calib_pair(rank, nr, j->cohort, ps.score, j->pids[q], NULL, it->pair[it->n_pair++]);
         }
     }

@@ -211,7 +211,11 @@ static sl_status sl__build_index(sl_engine *e, sl_index_kind kind, size_t dim, s
     if (st == SL_OK) st = sl__batch_flush(b);
     /* references (labelled photos) are photos: the query side of the head */
     if (st == SL_OK) b->side = SL_HEAD_QUERY;
-    if (st == SL_OK && !e->no_refs) st = sl_store_each_ref_vector(e->store, sl__batch_add, b, err);
+    if (st == SL_OK && e->mrefs) /* a training's private engine: the photos being trained on */
+        for (size_t i = 0; i < e->mrefs->n && st == SL_OK; i++)
+            st = sl__batch_add(b, SL_STORE_REF_ID_BASE + (int64_t)i, e->mrefs->vecs + i * e->mrefs->dim, e->mrefs->dim);
+    else if (st == SL_OK && !e->no_refs)
+        st = sl_store_each_ref_vector(e->store, sl__batch_add, b, err);
     if (st == SL_OK) st = sl__batch_flush(b);
     /* HNSW: renumber the slots in graph order (faster searches, docs/index.md) */
     if (st == SL_OK && kind == SL_INDEX_HNSW) st = sl_index_compact(idx);
@@ -578,6 +582,11 @@ void sl__engine_retire_features(sl_engine *e, sl_features *f) {
 /* ---- a training's private engine ------------------------------------------------------------ */
 
 sl_status sl__engine_shadow_new(sl_engine *e, sl_features *f, sl_engine **out, sl_error *err) {
+    return sl__engine_shadow_new_refs(e, f, NULL, out, err);
+}
+
+sl_status sl__engine_shadow_new_refs(sl_engine *e, sl_features *f, const sl__mrefs *r, sl_engine **out,
+                                     sl_error *err) {
     *out = NULL;
     sl_engine *s = calloc(1, sizeof *s);
     if (!s) {
@@ -600,7 +609,8 @@ sl_status sl__engine_shadow_new(sl_engine *e, sl_features *f, sl_engine **out, s
     atomic_init(&s->hnsw_ef, atomic_load(&e->hnsw_ef));
     atomic_init(&s->refs_n, 0);
     atomic_init(&s->refs_gen, -1);
-    s->no_refs = 1;          /* calibrations score catalog images: not the references being replaced */
+    s->no_refs = 1;          /* never the store's references: the ones being replaced */
+    s->mrefs = r;            /* the ones replacing them, when given */
     s->lcache = e->lcache;   /* shared: local features do not depend on the head */
     s->hnsw_above = e->hnsw_above;
     sl_status st = sl__engine_rebuild_index(s, err);

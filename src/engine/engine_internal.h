@@ -72,6 +72,8 @@ struct sl_engine {
     int candidates, verify_top, max_side;
     _Atomic int hnsw_ef;     /* SL_ENGINE_HNSW_EF_DEFAULT unless set */
     int no_refs;             /* a training's private engine: its index holds no references */
+    const struct sl__mrefs *mrefs; /* a training's private engine: references in memory (the
+                                photos being trained on) instead of the store's; borrowed */
     _Atomic int64_t refs_n;  /* references in the store at generation refs_gen (a cache of */
     _Atomic int64_t refs_gen;/* sl_store_count_refs for the search depth; refs_gen -1: none) */
     pthread_rwlock_t lock;
@@ -286,6 +288,24 @@ void sl__engine_committed(sl_engine *e);
  * the store. Caller holds e's wmu (the store does not change meanwhile) and frees it with
  * sl__engine_shadow_free before e. SL_E_NOMEM or the index build's error. */
 sl_status sl__engine_shadow_new(sl_engine *e, sl_features *f, sl_engine **out, sl_error *err);
+/* References held in memory by a training's private engine (the labelled photos about to become
+ * the store's references: sl_store_replace_refs runs only when the head is installed). Reference
+ * i has index id SL_STORE_REF_ID_BASE + i (the private engine indexes none of the store's), its
+ * descriptor before any head at vecs + i * dim, its serialized local features locals[i] (NULL
+ * when none), its product pids[cls[i]] and its photo's path paths[i]. All borrowed. */
+typedef struct sl__mrefs {
+    size_t n, dim;
+    const float *vecs;
+    void *const *locals;
+    const size_t *local_len;
+    const uint32_t *cls;
+    char *const *pids;
+    const char *const *paths;
+} sl__mrefs;
+/* sl__engine_shadow_new with the references r (borrowed: they outlive the engine) in its index
+ * in place of none. */
+sl_status sl__engine_shadow_new_refs(sl_engine *e, sl_features *f, const sl__mrefs *r, sl_engine **out,
+                                     sl_error *err);
 void sl__engine_shadow_free(sl_engine *s);
 
 /* Saves index.bin and records the generation it reflects. Caller holds wmu. */
@@ -312,12 +332,30 @@ void sl__engine_sort_pscores(sl__pscore *v, size_t n);
 sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
                                    size_t nq, const sl_index_filter *f, int ef, size_t k, sl__pscore **out,
                                    size_t *n_out, sl_error *err);
+/* How one query's references were put on the catalog's scale (sl__refs_on_catalog_scale): the
+ * mean and standard deviation of the best scores of the query's top products by catalog images
+ * [0] and by references [1]; usable = 0 when the query's references were left out (none among
+ * its candidates, or fewer than two products of a kind): its products keep their catalog
+ * scores. */
+typedef struct sl__refscale {
+    int usable;
+    double mean[2], sd[2];
+} sl__refscale;
+/* The ranking of check and of its calibration: one query vector, no filter, every candidate image
+ * except the reference with index id `skip` (-1: none; a calibration photo is not its own
+ * reference), products best first as sl__engine_rank_products; *scale receives how the query's
+ * references were folded. Caller holds the lock shared. */
+sl_status sl__engine_rank_check(sl_engine *e, const float *vec, sl_local_features *lf, size_t k, int64_t skip,
+                                sl__pscore **out, size_t *n_out, sl__refscale *scale, sl_error *err);
 /* A product's score against a query (query-side vector, optional local features) as check
- * computes it: every image of the product, verified. *image (may be NULL) receives the best
- * image's source. SL_E_NOT_FOUND for an unknown product. Caller holds the lock shared. */
+ * computes it: every catalog image of the product, verified; with references (scale usable,
+ * from sl__engine_rank_check of the same query) the mean of that and its best reference's
+ * score put on the catalog's scale, as search folds them (the reference with index id `skip`
+ * left out; -1: none). *image (may be NULL) receives the best catalog image's source.
+ * SL_E_NOT_FOUND for an unknown product. Caller holds the lock shared. */
 sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const float *vec,
-                                   const sl_local_features *lf, sl__pscore *out, char **image,
-                                   sl_error *err);
+                                   const sl_local_features *lf, const sl__refscale *scale, int64_t skip,
+                                   sl__pscore *out, char **image, sl_error *err);
 /* Mean score of the k best products of `sorted` other than skip1 and skip2 (NULL = none); 0 when
  * there is none. */
 double sl__engine_cohort_mean(const sl__pscore *sorted, size_t n, int k, const char *skip1,

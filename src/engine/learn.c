@@ -13,7 +13,9 @@
  *    by the next run) or fully on N+1: never half-trained.
  *  - The labelled photos become the products' references (store.h) in the transaction that
  *    installs the head, replacing the previous ones (none with no_references or without
- *    photos), on a SQLite or a cluster store alike; the training's private engine indexes none.
+ *    photos), on a SQLite or a cluster store alike; the training's private engines index none of
+ *    the store's: check's calibration runs on one holding the new photos as references (in
+ *    memory).
  *  - Deterministic: photos are described in input order, the augmentation and the training are
  *    seeded; the result does not depend on the number of jobs.
  */
@@ -194,8 +196,9 @@ done:
 }
 
 /* Fits a calibration of e's query path with `head` (owned: freed on every path) in place of
- * e's on a private engine (nothing is written); independent as sl__engine_calib_fit says. */
-static sl_status sl__calib_through(sl_engine *e, sl_head *head, const sl_calibrate_opts *co,
+ * e's on a private engine (nothing is written) whose references are mr (NULL: none);
+ * independent as sl__engine_calib_fit says. */
+static sl_status sl__calib_through(sl_engine *e, sl_head *head, const sl__mrefs *mr, const sl_calibrate_opts *co,
                                    int independent, sl_calib **out, sl_error *err) {
     sl_features *f = NULL;
     sl_engine *sh = NULL;
@@ -206,7 +209,7 @@ static sl_status sl__calib_through(sl_engine *e, sl_head *head, const sl_calibra
         head = NULL;
     sl_head_free(head);
     if (st == SL_OK) {
-        st = sl__engine_shadow_new(e, f, &sh, err); /* takes f */
+        st = sl__engine_shadow_new_refs(e, f, mr, &sh, err); /* takes f */
         f = NULL;
     }
     sl_features_free(f);
@@ -231,11 +234,19 @@ static sl_status sl__calib_through(sl_engine *e, sl_head *head, const sl_calibra
  *    the held-out photos give no usable fit, both maps come from all photos through h (its own
  *    training photos: optimistic; rep->calibration_heldout 0);
  *  - no photos: pseudo shopper photos of the catalog through h.
+ * With references (mr: the photos that become them), check's map (from the held-out photos, or
+ * from all of them when none is held out) is fitted on check's scores with references, as a check of the installed store computes them
+ * (docs/learn.md, "References"): the stand-in's private engine holds every photo as a
+ * reference, and each held-out photo is scored with its own left out (a shopper's new photo is
+ * none of the references); the other held-out photos of its product stay, as the references of
+ * a product the head learned stay for a new photo of it. Search's map stays fitted without
+ * references, as before (the result list's scores are its catalog fold's: unchanged).
  * d is the training data of h, paths the photos' files (NULL without photos), pids the products.
  * Fills rep->calibration on success. */
 static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_head_data *d,
                                  const sl_head_train_opts *ho, const sl_head *h, const char *const *paths,
-                                 char **pids, sl_train_report *rep, sl_calib **out, sl_error *err) {
+                                 char **pids, const sl__mrefs *mr, sl_train_report *rep, sl_calib **out,
+                                 sl_error *err) {
     *out = NULL;
     size_t n = d->n_photos, dim = d->dim, nh = 0, m = 0;
     unsigned char *held = NULL;
@@ -290,7 +301,7 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
                 cp[m++].product_id = pids[d->photo_class[i]];
             }
         co.n_photos = m;
-        st = sl__calib_through(e, stand, &co, 1, &hcal, err);
+        st = sl__calib_through(e, stand, mr, &co, 1, &hcal, err);
         stand = NULL;
         if (st == SL_E_INVALID) {
             /* no usable fit (their scores through the stand-in do not separate genuine pairs from
@@ -309,7 +320,10 @@ static sl_status sl__train_calib(sl_engine *e, const sl_train_opts *o, const sl_
         cp[m++].product_id = pids[d->photo_class[i]];
     }
     co.n_photos = m;
-    if ((st = sl__calib_through(e, sl_head_clone(h), &co, 0, &all, err)) != SL_OK) goto out;
+    if ((st = sl__calib_through(e, sl_head_clone(h), NULL, &co, 0, &all, err)) != SL_OK) goto out;
+    /* nothing held out, with references: check's map from all photos too, on check's scores with
+     * references (each photo without its own) */
+    if (!hcal && mr && (st = sl__calib_through(e, sl_head_clone(h), mr, &co, 0, &hcal, err)) != SL_OK) goto out;
     if (!hcal) {
         *out = all;
         all = NULL;
@@ -534,7 +548,10 @@ sl_status sl_engine_train(sl_engine *e, const sl_train_opts *opts, sl_train_repo
     {
         sl_error cerr;
         sl_error_clear(&cerr);
-        st = sl__train_calib(e, &o, &d, &ho, h, ppaths, pids, rep, &cal, &cerr);
+        /* the photos as the references they become (refs_wanted: described with their local
+         * features, never augmented copies) */
+        sl__mrefs mr = {used, dim, pv, ploc, plen, pcls, pids, ppaths};
+        st = sl__train_calib(e, &o, &d, &ho, h, ppaths, pids, refs_wanted ? &mr : NULL, rep, &cal, &cerr);
         if (st == SL_E_INTERRUPTED || st == SL_E_NOMEM) {
             sl__err_set(err, st, "%s", cerr.message[0] ? cerr.message : sl_strerror(st));
             goto out;

@@ -7,7 +7,8 @@
  * its best image's (with references, the labelled photos train kept: the mean with its best
  * reference on the catalog's scale, sl__refs_on_catalog_scale). Also similar products,
  * classification by a weighted vote of neighbours (k-NN, Cover & Hart 1967), review-photo check
- * and near-duplicate groups (union-find).
+ * (the named product scored as search scores it: its catalog images, and its references folded
+ * on the scale of the photo's own ranking) and near-duplicate groups (union-find).
  *
  * Invariants: every query holds the engine lock shared for its whole duration, so it sees one
  * consistent state of features, index and store; query images and their features live only in
@@ -98,6 +99,13 @@ sl_status sl__engine_ef_of(const sl_query *q, int *ef, sl_error *err) {
     return SL_OK;
 }
 
+/* A reference held in memory by a training's private engine (e->mrefs): its index, or -1 when
+ * id is not one. */
+static long sl__mref_index(const sl_engine *e, int64_t id) {
+    if (!e->mrefs || id < SL_STORE_REF_ID_BASE || (uint64_t)(id - SL_STORE_REF_ID_BASE) >= e->mrefs->n) return -1;
+    return (long)(id - SL_STORE_REF_ID_BASE);
+}
+
 sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const sl_index_filter *f,
                                 int ef, sl_index_result *res, size_t *got, sl_error *err) {
     *got = 0;
@@ -132,6 +140,12 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     if (st == SL_OK) {
         for (size_t i = 0; i < n; i++) ids[i] = (int64_t)c[i].id;
         st = sl_store_image_vectors(e->store, ids, n, dim, vecs, found, err);
+        for (size_t i = 0; st == SL_OK && e->mrefs && i < n; i++) { /* references in memory: theirs */
+            long mi = sl__mref_index(e, ids[i]);
+            if (mi < 0) continue;
+            memcpy(vecs + i * dim, e->mrefs->vecs + (size_t)mi * e->mrefs->dim, dim * sizeof *vecs);
+            found[i] = 1;
+        }
     }
     size_t m = 0, mc = 0;
     if (st == SL_OK) {
@@ -216,6 +230,28 @@ static sl__lref *sl__image_local(sl_engine *e, int64_t image_id) {
     return lf ? sl__lcache_put(e->lcache, e->gen, e->features_version, image_id, lf) : NULL;
 }
 
+/* The local features of a candidate image or reference for verification: *ref holds the cache's
+ * reference, *own a copy decoded for this call (a reference in memory: never put in the cache
+ * the private engine shares with its store's engine, where the same id is another reference);
+ * release both with sl__local_release. NULL when it has none. Caller holds the lock shared. */
+static const sl_local_features *sl__local_of(sl_engine *e, int64_t id, sl__lref **ref, sl_local_features **own) {
+    *ref = NULL;
+    *own = NULL;
+    long m = sl__mref_index(e, id);
+    if (m >= 0) {
+        if (e->mrefs->locals[m])
+            (void)sl_local_features_deserialize(e->mrefs->locals[m], e->mrefs->local_len[m], own, NULL);
+        return *own;
+    }
+    *ref = sl__image_local(e, id);
+    return *ref ? sl__lref_features(*ref) : NULL;
+}
+
+static void sl__local_release(sl_engine *e, sl__lref *ref, sl_local_features *own) {
+    sl_local_features_free(own);
+    sl__lcache_release(e->lcache, ref);
+}
+
 /* Re-ranks candidates in place: verification of the top ones, blended scores for all, divided by
  * the blend's maximum so every score is in -1..1 (sl_features_rerank_max). */
 static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__cand *c, size_t n,
@@ -229,12 +265,14 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
         sl_verify_result res = none;
         c[i].inliers = -1;
         if (c[i].verify > 0 || (c[i].verify < 0 && i < (size_t)(top > 0 ? top : 0))) {
-            sl__lref *ref = sl__image_local(e, c[i].image_id);
-            if (ref) {
-                if (sl_features_verify(e->feat, qlocal, sl__lref_features(ref), &res, NULL) != SL_OK) res = none;
+            sl__lref *ref;
+            sl_local_features *own;
+            const sl_local_features *cf = sl__local_of(e, c[i].image_id, &ref, &own);
+            if (cf) {
+                if (sl_features_verify(e->feat, qlocal, cf, &res, NULL) != SL_OK) res = none;
                 c[i].inliers = res.inliers;
             }
-            sl__lcache_release(e->lcache, ref);
+            sl__local_release(e, ref, own);
         }
         c[i].score = sl_features_rerank_score(e->feat, c[i].score, &res) / smax;
     }
@@ -318,7 +356,8 @@ void sl_ref_fold_merge(const sl_ref_fold_part *parts, size_t n, sl_ref_fold *out
  * every shard's candidates) or else with the stats of c itself; `part` (may be NULL) receives
  * what c contributes to a cluster's stats and then nothing is changed. */
 static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, const sl_ref_fold *given,
-                                           sl_ref_fold_part *part, sl_error *err) {
+                                           sl_ref_fold_part *part, sl__refscale *scale, sl_error *err) {
+    if (scale) memset(scale, 0, sizeof *scale);
     size_t nref = 0;
     for (size_t i = 0; i < n; i++) nref += prod[i] && c[i].image_id >= SL_STORE_REF_ID_BASE;
     if (nref == 0 && !part) return SL_OK;
@@ -384,6 +423,11 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
      * then left out of this query's ranking - unless no catalog image is a candidate at all
      * (references filling the whole depth): then they stand for their products as they are */
     int usable = nref && sd[0] > 1e-6 && sd[1] > 1e-6 && isfinite(lowest_cat);
+    if (scale) {
+        scale->usable = usable;
+        memcpy(scale->mean, mean, sizeof mean);
+        memcpy(scale->sd, sd, sizeof sd);
+    }
     if (!isfinite(lowest_cat)) memset(keep, 1, n);
     /* v from here: each product's best reference score mapped onto the catalog's scale */
     for (size_t p = 0; p < np && usable; p++)
@@ -412,6 +456,7 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
 /* The store's number of references (cached per generation; 0 when it cannot be read). Caller
  * holds the lock shared. */
 static int64_t sl__engine_refs(sl_engine *e) {
+    if (e->mrefs) return (int64_t)e->mrefs->n;
     if (e->no_refs) return 0;
     if (e->gen >= 0 && atomic_load(&e->refs_gen) == e->gen) return atomic_load(&e->refs_n);
     int64_t n = 0;
@@ -424,7 +469,7 @@ static int64_t sl__engine_refs(sl_engine *e) {
 /* Adds candidates to the per-product accumulator (best image wins); references first folded
  * into their products' catalog scores (sl__refs_on_catalog_scale). */
 static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, const sl_ref_fold *fold, sl__pscore **acc,
-                                size_t *n_acc, size_t *cap, sl_error *err) {
+                                size_t *n_acc, size_t *cap, sl__refscale *scale, sl_error *err) {
     int64_t *ids = sl__callocarray(n + 1, sizeof *ids);
     if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) ids[i] = c[i].image_id;
@@ -432,7 +477,13 @@ static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, const sl_re
     sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
     free(ids);
     if (st != SL_OK) return st;
-    if ((st = sl__refs_on_catalog_scale(c, n, prod, fold, NULL, err)) != SL_OK) {
+    for (size_t i = 0; i < n && e->mrefs; i++) { /* references in memory: their products */
+        long m = sl__mref_index(e, c[i].image_id);
+        if (m < 0) continue;
+        free(prod[i]);
+        if (!(prod[i] = sl__strdup(e->mrefs->pids[e->mrefs->cls[m]]))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    if (st != SL_OK || (st = sl__refs_on_catalog_scale(c, n, prod, fold, NULL, scale, err)) != SL_OK) {
         sl_strings_free(prod, n);
         return st;
     }
@@ -609,9 +660,12 @@ size_t sl_engine_ref_depth(size_t nc, int64_t cnt, int64_t nrefs) {
     return nc;
 }
 
-sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
-                                   size_t nq, const sl_index_filter *f, int ef, size_t k, sl__pscore **out,
-                                   size_t *n_out, sl_error *err) {
+/* sl__engine_rank_products; *scale (may be NULL) receives how the last query vector's references
+ * were folded. */
+static sl_status sl__rank(sl_engine *e, const float *const *vecs, sl_local_features *const *locals, size_t nq,
+                          const sl_index_filter *f, int ef, size_t k, sl__pscore **out, size_t *n_out,
+                          sl__refscale *scale, sl_error *err) {
+    if (scale) memset(scale, 0, sizeof *scale);
     *out = NULL;
     *n_out = 0;
     /* without an index the ranking would be empty, and a check's cohort with it (a confidence
@@ -640,7 +694,7 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
             c[i].verify = -1;
         }
         if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
-        st = sl__accumulate(e, c, got, NULL, &acc, &n_acc, &cap, err);
+        st = sl__accumulate(e, c, got, NULL, &acc, &n_acc, &cap, scale, err);
     }
     free(res);
     free(c);
@@ -652,6 +706,23 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
     *out = acc;
     *n_out = n_acc;
     return SL_OK;
+}
+
+sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_local_features *const *locals,
+                                   size_t nq, const sl_index_filter *f, int ef, size_t k, sl__pscore **out,
+                                   size_t *n_out, sl_error *err) {
+    return sl__rank(e, vecs, locals, nq, f, ef, k, out, n_out, NULL, err);
+}
+
+sl_status sl__engine_rank_check(sl_engine *e, const float *vec, sl_local_features *lf, size_t k, int64_t skip,
+                                sl__pscore **out, size_t *n_out, sl__refscale *scale, sl_error *err) {
+    const float *vs[1] = {vec};
+    sl_local_features *ls[1] = {lf};
+    uint64_t sk = (uint64_t)skip;
+    sl__excl ex = {&sk, skip >= 0};
+    sl_index_filter f;
+    sl__index_filter(&f, NULL, 0, &ex);
+    return sl__rank(e, vs, ls, 1, skip >= 0 ? &f : NULL, 0, k, out, n_out, scale, err);
 }
 
 /* The query's offset, checked against k (SL_E_INVALID when the page goes too deep). */
@@ -1071,9 +1142,122 @@ static double sl__dot(const float *a, const float *b, size_t n) {
     return s;
 }
 
+/* A product's references (index ids and their vectors on the query side of the head, n * dim
+ * floats), without the one with index id skip: the store's, or a private engine's in memory.
+ * *ids, *vecs NULL when none. Caller holds the lock shared. */
+static sl_status sl__product_refs(sl_engine *e, const char *product_id, int64_t skip, int64_t **ids, float **vecs,
+                                  size_t *n, sl_error *err) {
+    *ids = NULL;
+    *vecs = NULL;
+    *n = 0;
+    size_t dim = sl_features_dim(e->feat), m = 0;
+    sl_status st = SL_OK;
+    if (e->mrefs) {
+        const sl__mrefs *r = e->mrefs;
+        for (size_t i = 0; i < r->n; i++) m += strcmp(r->pids[r->cls[i]], product_id) == 0;
+        if (m && (!(*ids = sl__mallocarray(m, sizeof **ids)) || !(*vecs = sl__mallocarray(m, dim * sizeof **vecs))))
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < r->n && st == SL_OK; i++) {
+            int64_t id = SL_STORE_REF_ID_BASE + (int64_t)i;
+            if (id == skip || strcmp(r->pids[r->cls[i]], product_id) != 0) continue;
+            (*ids)[*n] = id;
+            memcpy(*vecs + *n * dim, r->vecs + i * r->dim, dim * sizeof **vecs);
+            (*n)++;
+        }
+    } else if (!e->no_refs && sl__engine_refs(e) > 0) {
+        int64_t *all = NULL;
+        unsigned char *found = NULL;
+        if ((st = sl_store_product_ref_ids(e->store, product_id, &all, &m, err)) == SL_OK && m) {
+            for (size_t i = 0; i < m; i++)
+                if (all[i] != skip) all[(*n)++] = all[i];
+            if (!(*vecs = sl__mallocarray(*n + 1, dim * sizeof **vecs)) || !(found = sl__callocarray(*n + 1, 1)))
+                st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            if (st == SL_OK) st = sl_store_image_vectors(e->store, all, *n, dim, *vecs, found, err);
+            size_t k = 0; /* only the ones read (one removed meanwhile is no reference) */
+            for (size_t i = 0; i < *n && st == SL_OK; i++) {
+                if (!found[i]) continue;
+                all[k] = all[i];
+                if (k != i) memmove(*vecs + k * dim, *vecs + i * dim, dim * sizeof **vecs);
+                k++;
+            }
+            *n = k;
+        }
+        free(found);
+        *ids = all;
+    }
+    /* stored vectors are before the head; references are photos: its query side */
+    if (st == SL_OK && *n && (st = sl_features_project(e->feat, SL_HEAD_QUERY, *vecs, *vecs, *n)) != SL_OK)
+        sl__err_set(err, st, "applying the learned head");
+    if (st != SL_OK || *n == 0) {
+        free(*ids);
+        free(*vecs);
+        *ids = NULL;
+        *vecs = NULL;
+        *n = 0;
+    }
+    return st;
+}
+
+/* References of a product verified against a check's query: its best ones by global score (the
+ * best after verification is among them: a reference's verified score grows with its global one,
+ * and search verifies only its top candidates too), so a check costs a few verifications per
+ * product however many photos it has. */
+#define SL__ENGINE_CHECK_REF_VERIFY 5
+
+static int sl__cmp_dbl_idx_desc(const void *a, const void *b) {
+    const double *x = a, *y = b; /* {score, index} */
+    return x[0] != y[0] ? (x[0] < y[0]) - (x[0] > y[0]) : (x[1] > y[1]) - (x[1] < y[1]);
+}
+
+/* The best score of a product's references against a query, as search scores a candidate
+ * (global similarity, verified, blended, divided by the blend's maximum); *has = 0 when it has
+ * none. */
+static sl_status sl__best_ref_score(sl_engine *e, const char *product_id, const float *vec,
+                                    const sl_local_features *lf, int64_t skip, double *best, int *has,
+                                    sl_error *err) {
+    *has = 0;
+    *best = -INFINITY;
+    int64_t *ids = NULL;
+    float *vecs = NULL;
+    size_t n = 0, dim = sl_features_dim(e->feat);
+    sl_status st = sl__product_refs(e, product_id, skip, &ids, &vecs, &n, err);
+    if (st != SL_OK || n == 0) return st;
+    double *g = sl__mallocarray(n, 2 * sizeof *g);
+    if (!g) {
+        free(ids);
+        free(vecs);
+        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        g[2 * i] = sl__dot8(vec, vecs + i * dim, dim);
+        g[2 * i + 1] = (double)i;
+    }
+    qsort(g, n, 2 * sizeof *g, sl__cmp_dbl_idx_desc);
+    double smax = sl_features_rerank_max(e->feat);
+    int verify = lf && sl_features_uses_verify(e->feat);
+    for (size_t k = 0; k < n; k++) {
+        sl_verify_result r;
+        memset(&r, 0, sizeof r);
+        if (verify && k < SL__ENGINE_CHECK_REF_VERIFY) {
+            sl__lref *ref;
+            sl_local_features *own;
+            const sl_local_features *cf = sl__local_of(e, ids[(size_t)g[2 * k + 1]], &ref, &own);
+            if (cf && sl_features_verify(e->feat, lf, cf, &r, NULL) != SL_OK) memset(&r, 0, sizeof r);
+            sl__local_release(e, ref, own);
+        }
+        double s = sl_features_rerank_score(e->feat, g[2 * k], &r) / smax;
+        if (s > *best) *best = s;
+    }
+    *has = 1;
+    free(g);
+    free(ids);
+    free(vecs);
+    return SL_OK;
+}
+
 sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const float *vec,
-                                   const sl_local_features *lf, sl__pscore *out, char **image,
-                                   sl_error *err) {
+                                   const sl_local_features *lf, const sl__refscale *scale, int64_t skip,
+                                   sl__pscore *out, char **image, sl_error *err) {
     memset(out, 0, sizeof *out);
     out->inliers = -1;
     if (image) *image = NULL;
@@ -1105,6 +1289,16 @@ sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const f
         }
     }
     sl__pfeat_free(&p);
+    /* its references as search folds them (sl__refs_on_catalog_scale): the mean with the best one
+     * put on the catalog's scale of this query */
+    if (scale && scale->usable) {
+        double best;
+        int has;
+        if ((st = sl__best_ref_score(e, product_id, vec, lf, skip, &best, &has, err)) != SL_OK) return st;
+        if (has)
+            out->score = sl__clamp1(0.5 * out->score +
+                                    0.5 * (scale->mean[0] + scale->sd[0] * (best - scale->mean[1]) / scale->sd[1]));
+    }
     return SL_OK;
 }
 
@@ -1128,11 +1322,9 @@ sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char
     const sl_calib *cal = sl_features_calib(e->feat);
     int ck = sl_calib_cohort(cal);
     double thr = threshold > 0 ? threshold : sl_calib_threshold(cal, SL_CALIB_PAIR);
-    if (st == SL_OK && vec) {
-        const float *vs[1] = {vec};
-        sl_local_features *ls[1] = {lf};
-        st = sl__engine_rank_products(e, vs, ls, 1, NULL, 0, (size_t)ck + 1, &coh, &n_coh, err);
-    }
+    sl__refscale scale;
+    memset(&scale, 0, sizeof scale);
+    if (st == SL_OK && vec) st = sl__engine_rank_check(e, vec, lf, (size_t)ck + 1, -1, &coh, &n_coh, &scale, err);
     for (size_t i = 0; i < n && st == SL_OK; i++) {
         sl_check_result *r = &out[i];
         r->threshold = thr;
@@ -1146,7 +1338,7 @@ sl_status sl_engine_check_products(sl_engine *e, const sl_image *img, const char
             if ((ist = sl_store_get_product(e->store, product_ids[i], &prod, &ierr)) == SL_OK) sl_product_clear(&prod);
         } else {
             sl__pscore ps;
-            ist = sl__engine_product_score(e, product_ids[i], vec, lf, &ps, &r->image, &ierr);
+            ist = sl__engine_product_score(e, product_ids[i], vec, lf, &scale, -1, &ps, &r->image, &ierr);
             if (ist == SL_OK) {
                 r->score = ps.score;
                 r->image_id = ps.image_id;
@@ -1571,7 +1763,7 @@ static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const
         sl_local_features_free(lf);
         if (st != SL_OK) break;
         if (!parts) {
-            st = sl__accumulate(e, c, counts[qi], folds ? &folds[qi] : NULL, acc, n_acc, &cap, err);
+            st = sl__accumulate(e, c, counts[qi], folds ? &folds[qi] : NULL, acc, n_acc, &cap, NULL, err);
             continue;
         }
         int64_t *ids = sl__callocarray(counts[qi] + 1, sizeof *ids);
@@ -1579,7 +1771,7 @@ static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const
         if (!ids) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         for (size_t i = 0; ids && i < counts[qi]; i++) ids[i] = c[i].image_id;
         if (st == SL_OK && (st = sl_store_image_products(e->store, ids, counts[qi], &prod, err)) == SL_OK) {
-            st = sl__refs_on_catalog_scale(c, counts[qi], prod, NULL, &parts[qi], err);
+            st = sl__refs_on_catalog_scale(c, counts[qi], prod, NULL, &parts[qi], NULL, err);
             sl_strings_free(prod, counts[qi]);
         }
         free(ids);
