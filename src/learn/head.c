@@ -116,8 +116,7 @@ void sl__head_center(float *x, size_t n, size_t dim, const float *mean) {
 /* Fewer rows than this use the library's own product instead of OpenBLAS (bench_learn_apply). */
 #define APPLY_BLAS_MIN 8
 
-/* p (m x k) = softmax of each row of p in place. */
-static void softmax_rows(float *p, size_t m, size_t k) {
+void sl__softmax_rows(float *p, size_t m, size_t k) {
     for (size_t i = 0; i < m; i++) {
         float *r = p + i * k, mx = r[0];
         for (size_t j = 1; j < k; j++) mx = r[j] > mx ? r[j] : mx;
@@ -142,7 +141,7 @@ int sl__head_mix(const sl_head *h, float *y, size_t n, int threads) {
                 free(p);
                 return -1;
             }
-            softmax_rows(p, m, k);
+            sl__softmax_rows(p, m, k);
             if (sl__mm(0, 0, m, d, k, h->beta, p, k, h->proto, d, 1.0f, o, d, threads > 0 ? threads : 1) != 0) {
                 free(p);
                 return -1;
@@ -150,7 +149,7 @@ int sl__head_mix(const sl_head *h, float *y, size_t n, int threads) {
         } else {
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k, (int)d, 1.0f / h->tau, o, (int)d,
                         h->proto, (int)d, 0.0f, p, (int)k);
-            softmax_rows(p, m, k);
+            sl__softmax_rows(p, m, k);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)d, (int)k, h->beta, p, (int)k,
                         h->proto, (int)d, 1.0f, o, (int)d);
         }

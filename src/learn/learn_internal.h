@@ -28,6 +28,9 @@ void sl__head_normalize(float *x, size_t n, size_t dim, float *norms);
  * threads with results independent of the thread count (mm.c). -1 when out of memory. */
 int sl__mm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda,
            const float *b, size_t ldb, float beta, float *c, size_t ldc, int threads);
+/* Softmax of each of the m rows of p (m x k) in place (shift by the row's maximum, float exp,
+ * double sum): the head's prototypes and the training loss use this one. */
+void sl__softmax_rows(float *p, size_t m, size_t k);
 /* Mixes n mapped, normalized rows y (n x dim) with the head's prototypes in place:
  * y = normalize(y + beta softmax(y P^T / tau) P). Nothing when the head has none. threads > 0:
  * thread-count independent products (mm.c); 0: OpenBLAS for blocks of 8 rows or more. -1 when out

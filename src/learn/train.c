@@ -44,16 +44,10 @@ static void gemm(int ta, int tb, size_t m, size_t n, size_t k, float alpha, cons
 
 /* Row-wise softmax of z (n x m) in place; returns the summed -log p of the targets. */
 static double softmax_ce(float *z, size_t n, size_t m, const uint32_t *target) {
+    sl__softmax_rows(z, n, m);
     double loss = 0.0;
     for (size_t i = 0; i < n; i++) {
-        float *r = z + i * m;
-        float mx = r[0];
-        for (size_t j = 1; j < m; j++) mx = r[j] > mx ? r[j] : mx;
-        double s = 0.0;
-        for (size_t j = 0; j < m; j++) { r[j] = expf(r[j] - mx); s += r[j]; }
-        float inv = (float)(1.0 / s);
-        for (size_t j = 0; j < m; j++) r[j] *= inv;
-        double pt = r[target[i]];
+        double pt = z[i * m + target[i]];
         loss += -log(pt > 1e-30 ? pt : 1e-30);
     }
     return loss;
