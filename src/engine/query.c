@@ -324,6 +324,13 @@ static void sl__top_stats(double *v, size_t n, size_t k, double *mean, double *s
  * catalog candidate's score as its catalog score (an upper bound). */
 static double sl__clamp1(double s) { return s < -1 ? -1 : s > 1 ? 1 : s; }
 
+/* The rule itself: the mean of a catalog score and a reference score r mapped onto the catalog's
+ * scale (mean[0] + sd[0] (r - mean[1]) / sd[1]; [0] catalog images, [1] references), clamped to
+ * -1..1. Search's fold and check's score both use it. */
+static double sl__ref_fold_score(double catalog, double r, const double mean[2], const double sd[2]) {
+    return sl__clamp1(0.5 * catalog + 0.5 * (mean[0] + sd[0] * (r - mean[1]) / sd[1]));
+}
+
 void sl_ref_fold_part_clear(sl_ref_fold_part *p) {
     if (!p) return;
     free(p->best[0]);
@@ -429,17 +436,17 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
         memcpy(scale->sd, sd, sizeof sd);
     }
     if (!isfinite(lowest_cat)) memset(keep, 1, n);
-    /* v from here: each product's best reference score mapped onto the catalog's scale */
+    /* v from here: each product's best reference score (before c[] is rewritten) */
     for (size_t p = 0; p < np && usable; p++)
-        if (bi[2 * p + 1] != SIZE_MAX) v[p] = mean[0] + sd[0] * (c[bi[2 * p + 1]].score - mean[1]) / sd[1];
+        if (bi[2 * p + 1] != SIZE_MAX) v[p] = c[bi[2 * p + 1]].score;
     for (size_t i = 0; i < n && usable; i++) {
         if (!prod[i] || bi[2 * pi[i] + 1] == SIZE_MAX) continue; /* gone, or no reference */
         size_t p = pi[i];
         if (c[i].image_id < SL_STORE_REF_ID_BASE) {
-            c[i].score = sl__clamp1(0.5 * c[i].score + 0.5 * v[p]);
+            c[i].score = sl__ref_fold_score(c[i].score, v[p], mean, sd);
         } else if (i == bi[2 * p + 1] && bi[2 * p] == SIZE_MAX) {
             /* its catalog images are below every candidate */
-            c[i].score = sl__clamp1(0.5 * lowest_cat + 0.5 * v[p]);
+            c[i].score = sl__ref_fold_score(lowest_cat, v[p], mean, sd);
             keep[i] = 1;
         }
     }
@@ -1296,8 +1303,7 @@ sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const f
         int has;
         if ((st = sl__best_ref_score(e, product_id, vec, lf, skip, &best, &has, err)) != SL_OK) return st;
         if (has)
-            out->score = sl__clamp1(0.5 * out->score +
-                                    0.5 * (scale->mean[0] + scale->sd[0] * (best - scale->mean[1]) / scale->sd[1]));
+            out->score = sl__ref_fold_score(out->score, best, scale->mean, scale->sd);
     }
     return SL_OK;
 }
