@@ -15,6 +15,8 @@
 #  - references (train's labelled photos): train keeps them on the cluster store, every node
 #    copies its shard's, a search of one of the photos finds its product; retrain drops them,
 #    removing a product removes its references, in PostgreSQL and in the nodes' copies;
+#  - a search whose candidates hold references verifies each candidate once over the cluster
+#    (the shards' verifications in /metrics equal the single store's for the same searches);
 #  - check and sync on the cluster store answer as on the single store;
 #  - a price filter reads products_price (PostgreSQL's auto_explain logs the plans the CLI's
 #    statements get, on a products table grown with rows without images).
@@ -356,6 +358,36 @@ curl -s -F "image=@$ph" "${NURL[router]}/v1/search?k=3" > "$work/s.json"
 [ "$(cl_json "$work/s.json" 'd["results"][0]["product_id"], d["partial"]')" = "('P000013', False)" ] ||
   fail "a reference photo through the router: $(cat "$work/s.json")"
 say "a head trained on the cluster store reaches every node with its references: answers equal the trained single-node store's"
+
+# every candidate is verified once: a search through the router whose merged candidates hold
+# references makes the shards verify (RANSAC) exactly what the single store verifies for it -
+# the fold's two steps (parts, then the folded re-rank) must not verify twice. Counted by
+# shoplens_verifications_total of /metrics, summed over every node (and a server of the single
+# store), over every query photo of the trained catalog (references among the candidates)
+cl_bg single "$BIN" serve --store "$work/single" --listen 127.0.0.1:0 --threads 2; single_pid=$CL_PID
+single_url=$(sl_serve_url "$work/single.log" "$single_pid") || fail "a server of the single store did not start"
+verifications() { # verifications URL...: the sum of their shoplens_verifications_total
+  local u t=0 v
+  for u in "$@"; do
+    v=$(curl -s "$u/metrics" | awk '$1 == "shoplens_verifications_total" {print $2}')
+    [ -n "$v" ] || fail "$u/metrics has no shoplens_verifications_total"
+    t=$((t + v))
+  done
+  echo "$t"
+}
+all_nodes=(); for nm in $NODES router; do all_nodes+=("${NURL[$nm]}"); done
+v_cluster=$(verifications "${all_nodes[@]}"); v_single=$(verifications "$single_url"); nph=0
+for q in "$work"/tp/queries/*/0.jpg; do
+  curl -s -F "image=@$q" "${NURL[router]}/v1/search?k=5" > "$work/s2.json"
+  curl -s -F "image=@$q" "$single_url/v1/search?k=5" > "$work/s1.json"
+  same_results "$work/s1.json" "$work/s2.json" || fail "search $q through the router differs from the single store's server"
+  nph=$((nph + 1))
+done
+v_cluster=$(( $(verifications "${all_nodes[@]}") - v_cluster )); v_single=$(( $(verifications "$single_url") - v_single ))
+kill -TERM "$single_pid"; wait "$single_pid" 2>/dev/null || true
+say "$nph searches with references: $v_cluster verifications through the router, $v_single on the single store"
+[ "$v_single" -gt 0 ] && [ "$v_cluster" = "$v_single" ] ||
+  fail "the shards verified $v_cluster candidates for $nph searches the single store answers with $v_single verifications"
 
 # ---- kill -9 of a replica under search load --------------------------------------------------------
 python3 "$CL_SRC/tests/cluster/load.py" --urls "${NURL[router]},${NURL[s0r0]},${NURL[s2r1]}" --images "$work/cat/queries" \

@@ -8,7 +8,8 @@
  * single store's candidate stage takes - with the first vt flagged, whatever the shard split
  * and with many tied scores; the references' fold merged from the shards' parts is the whole
  * list's, to the bit. The wire format must give back the same bytes (vectors, local features)
- * and the same doubles (scores, folds), and refuse malformed requests naming the field.
+ * and the same doubles (scores, folds, the candidates phase 2a re-ranked and 2b sends back), and
+ * refuse malformed requests naming the field.
  * The cluster itself (PostgreSQL, nodes, workers, failures) is tested by tests/e2e_cluster.sh.
  */
 #include <setjmp.h>
@@ -155,9 +156,9 @@ static void test_merge_missing_shard(void **state) {
 /* One shard holding all of the best: the other shards' lists must not push them out. */
 static void test_merge_one_shard_holds_the_best(void **state) {
     (void)state;
-    sl_candidate a[3] = {{10, 0.9, 0}, {11, 0.8, 0}, {12, 0.7, 0}};
-    sl_candidate b[3] = {{1, 0.5, 0}, {2, 0.4, 0}, {3, 0.3, 0}};
-    sl_candidate c[1] = {{4, 0.8, 0}}; /* ties 11's score: the smaller id comes first */
+    sl_candidate a[3] = {{10, 0.9, 0, 0, 0}, {11, 0.8, 0, 0, 0}, {12, 0.7, 0, 0, 0}};
+    sl_candidate b[3] = {{1, 0.5, 0, 0, 0}, {2, 0.4, 0, 0, 0}, {3, 0.3, 0, 0, 0}};
+    sl_candidate c[1] = {{4, 0.8, 0, 0, 0}}; /* ties 11's score: the smaller id comes first */
     sl_candidate *la[1] = {a}, *lb[1] = {b}, *lc[1] = {c};
     sl_candidate **lists[3] = {la, lb, lc};
     size_t ca[1] = {3}, cb[1] = {3}, cc[1] = {1};
@@ -218,7 +219,7 @@ static void test_candidates_round_trip(void **state) {
 
 static void test_rerank_and_answers_round_trip(void **state) {
     (void)state;
-    sl_candidate l0[2] = {{5, 0.1 + 0.2, 1}, {9, 1.0 / 3.0, 0}};
+    sl_candidate l0[2] = {{5, 0.1 + 0.2, 1, 0, 0}, {9, 1.0 / 3.0, 0, 0, 0}};
     sl_candidate *lists[2] = {l0, NULL};
     size_t counts[2] = {2, 0};
     unsigned char loc[7] = {0, 1, 2, 0xff, 0xfe, 'x', 0};
@@ -264,13 +265,29 @@ static void test_rerank_and_answers_round_trip(void **state) {
     sl__phase_req_clear(&r);
     free(js);
 
-    /* phase 2a answer: each list's part */
+    /* phase 2b sends candidates phase 2a re-ranked as [id, score, verify, inliers]: they keep
+     * their score and inliers (a node of an older build refuses such a list) */
+    sl_candidate rr[2] = {{5, 2.0 / 3.0, 1, 1, 17}, {9, -1.0 / 7.0, 0, 0, 0}};
+    sl_candidate *rlists[2] = {rr, NULL};
+    js = sl__phase_rerank_json(0, 2, 3, &q, 25, locals, lens, 2, rlists, counts, 0, folds);
+    assert_non_null(strstr(js, ",1,17]"));
+    assert_int_equal(sl__phase_req_parse(js, strlen(js), 1, &r, &err), SL_OK);
+    assert_true(r.lists[0][0].reranked && r.lists[0][0].inliers == 17 && r.lists[0][0].score == 2.0 / 3.0);
+    assert_true(!r.lists[0][1].reranked && r.lists[0][1].score == -1.0 / 7.0);
+    sl__phase_req_clear(&r);
+    free(js);
+
+    /* phase 2a answer: each list's part, and the candidates re-ranked (the same doubles) */
     double cat[3] = {0.9, 1.0 / 3.0, -0.25}, ref[1] = {2.0 / 3.0};
     sl_ref_fold_part parts[2] = {{{cat, ref}, {3, 1}, 0.1 + 0.2}, {{NULL, NULL}, {0, 0}, INFINITY}};
-    js = sl__phase_parts_json(parts, 2);
+    js = sl__phase_parts_json(parts, rlists, counts, 2);
     assert_non_null(js);
     sl_ref_fold_part pb[2];
-    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 2, pb, &err), SL_OK);
+    sl_candidate back2[2] = {{5, 0.5, 1, 0, 0}, {9, 0.25, 0, 0, 0}};
+    sl_candidate *blists[2] = {back2, NULL};
+    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 2, pb, blists, counts, &err), SL_OK);
+    assert_true(back2[0].reranked && back2[0].score == 2.0 / 3.0 && back2[0].inliers == 17);
+    assert_true(back2[1].reranked && back2[1].score == -1.0 / 7.0 && back2[1].inliers == 0);
     assert_int_equal(pb[0].n[0], 3);
     assert_int_equal(pb[0].n[1], 1);
     assert_memory_equal(pb[0].best[0], cat, sizeof cat);
@@ -279,9 +296,24 @@ static void test_rerank_and_answers_round_trip(void **state) {
     sl_ref_fold_part_clear(&pb[0]);
     sl_ref_fold_part_clear(&pb[1]);
     sl_ref_fold_part pb3[3]; /* an answer for another number of query vectors is refused */
-    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 3, pb3, &err), SL_E_CORRUPT);
+    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 3, pb3, NULL, NULL, &err), SL_E_CORRUPT);
     assert_null(pb3[0].best[0]);
+    /* re-ranked candidates that are not the lists asked about fail the answer, taking nothing */
+    size_t counts3[2] = {3, 0};
+    sl_candidate back3[3] = {{5, 0.5, 1, 0, 0}, {9, 0.25, 0, 0, 0}, {11, 0.125, 0, 0, 0}};
+    sl_candidate *b3lists[2] = {back3, NULL};
+    assert_int_equal(sl__phase_parts_parse(js, strlen(js), 2, pb, b3lists, counts3, &err), SL_E_CORRUPT);
+    assert_true(!back3[0].reranked && back3[0].score == 0.5);
+    assert_null(pb[0].best[0]);
     free(js);
+    /* an answer of a node of an older build (parts only): the lists stay to be re-ranked */
+    static const char old_parts[] = "{\"parts\":[{\"catalog\":[0.5],\"references\":[],\"lowest\":0.5},"
+                                    "{\"catalog\":[],\"references\":[],\"lowest\":null}]}";
+    back2[0].reranked = back2[1].reranked = 0;
+    assert_int_equal(sl__phase_parts_parse(old_parts, strlen(old_parts), 2, pb, blists, counts, &err), SL_OK);
+    assert_true(!back2[0].reranked && !back2[1].reranked && pb[0].n[0] == 1);
+    sl_ref_fold_part_clear(&pb[0]);
+    sl_ref_fold_part_clear(&pb[1]);
 
     /* phase 1 answer, with the shard index's entries and references */
     js = sl__phase_lists_json(77, 40, 9, lists, counts, 2);
@@ -414,6 +446,9 @@ static void test_phase_requests_refused(void **state) {
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[\"A\"],\"lists\":[[]]}", "locals"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,0.5]]]}", "lists"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,\"x\",0]]]}", "lists"},
+        {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,0.5,1,-2]]]}", "lists"},
+        {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,0.5,1,0.5]]]}", "lists"},
+        {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[[1,0.5,1,3,0]]]}", "lists"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[]],\"fold\":[[0,1,0,1,null],[0,1,0,1,0]]}", "fold"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[]],\"fold\":[[0,1,0,\"x\",null]]}", "fold"},
         {1, "{\"shard\":0,\"shards\":1,\"features_version\":1,\"depth\":5,\"locals\":[null],\"lists\":[[]],\"fold_parts\":1}", "fold_parts"},

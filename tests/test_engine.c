@@ -902,8 +902,9 @@ static void test_check_references(void **state) {
     snprintf(t1, sizeof t1, "%s/with_XXXXXX", dir);
     snprintf(t2, sizeof t2, "%s/without_XXXXXX", dir);
     sl_engine *e = refs_store(t1, ph, NPH, 0), *n = refs_store(t2, ph, NPH, 1);
-    /* a new photo of the other shop's product */
-    assert_int_equal(sl_sample_shopper_photo(SEED + 1000, 2, 9, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+    /* a photo of the other shop's product as one of the references shows it (so that its
+     * references are among the first the query ranks, the ones search and check verify) */
+    assert_int_equal(sl_sample_shopper_photo(SEED + 1000, 2, 1, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
     sl_check_result rw, rn;
     assert_int_equal(sl_engine_check(e, "C05", img, 0, &rw, &err), SL_OK);
     assert_int_equal(sl_engine_check(n, "C05", img, 0, &rn, &err), SL_OK);
@@ -913,11 +914,22 @@ static void test_check_references(void **state) {
     assert_true(rw.confidence > rn.confidence);
     /* what check shows is a catalog image, never a reference */
     assert_true(rw.image_id > 0 && rw.image_id < SL_STORE_REF_ID_BASE);
-    /* search gives C05 the same score (every candidate of this small store is verified) */
+    /* search gives C05 the same score (check scores references as the query's ranking did) */
     sl_query q = {0};
     q.k = CAL_P;
     sl_matches m;
+    uint64_t v0 = sl_engine_verifications(e);
     assert_int_equal(sl_engine_search(e, img, &q, &m, &err), SL_OK);
+    uint64_t v1 = sl_engine_verifications(e);
+    /* all 16 catalog images and NPH references are among its first 100 candidates: every catalog
+     * image is verified, only the first SL_ENGINE_VERIFY_REFS references */
+    assert_int_equal(v1 - v0, CAL_P + SL_ENGINE_VERIFY_REFS);
+    sl_check_result again;
+    assert_int_equal(sl_engine_check(e, "C05", img, 0, &again, &err), SL_OK);
+    /* check: that ranking, and C05's one catalog image; no reference verified again */
+    assert_int_equal(sl_engine_verifications(e) - v1, CAL_P + SL_ENGINE_VERIFY_REFS + 1);
+    assert_true(again.score == rw.score);
+    sl_check_result_free(&again);
     int seen = 0;
     for (size_t i = 0; i < m.n; i++)
         if (strcmp(m.items[i].product_id, "C05") == 0) {
@@ -967,6 +979,51 @@ static void test_check_references(void **state) {
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     assert_int_equal(system(cmd), 0);
+}
+
+/* The references' fold groups candidates by product wherever they stand in the list: a product's
+ * catalog candidates take the mean with its best reference on the catalog's scale, the other
+ * references drop out, a reference of a product with no catalog candidate stands for it with the
+ * lowest catalog score; the cohorts hold each product's best, once. Here both cohorts' spreads
+ * are equal (deviations 0.3, -0.1, -0.2 and 0.2, 0.1, -0.3 around 0.6), so a reference's score
+ * maps onto itself: the fold is the plain mean. */
+static void test_ref_fold_groups_by_product(void **state) {
+    (void)state;
+    const int64_t R = SL_STORE_REF_ID_BASE;
+    sl__cand c[8] = {
+        {1, 0.9, -1, 0, 0},     /* A */
+        {2, 0.5, -1, 0, 0},     /* B */
+        {R + 1, 0.8, -1, 0, 0}, /* A's reference */
+        {3, 0.4, -1, 0, 0},     /* C, no reference */
+        {R + 2, 0.3, -1, 0, 0}, /* B's reference */
+        {4, 0.6, -1, 0, 0},     /* A again */
+        {R + 3, 0.7, -1, 0, 0}, /* D's reference, no catalog candidate of D */
+        {5, 0.95, -1, 0, 0},    /* a product removed meanwhile */
+    };
+    char a[] = "A", a2[] = "A", b[] = "B", b2[] = "B", cc[] = "C", d[] = "D";
+    char *prod[8] = {a, b, a2, cc, b2, a, d, NULL};
+    sl_error err;
+    sl_ref_fold_part part;
+    memset(&part, 0, sizeof part);
+    sl__cand before[8];
+    memcpy(before, c, sizeof c);
+    assert_int_equal(sl__refs_on_catalog_scale(c, 8, prod, NULL, &part, NULL, &err), SL_OK);
+    assert_memory_equal(c, before, sizeof c); /* a part changes nothing */
+    double want_cat[3] = {0.9, 0.5, 0.4}, want_ref[3] = {0.8, 0.7, 0.3};
+    assert_int_equal(part.n[0], 3);
+    assert_int_equal(part.n[1], 3);
+    assert_memory_equal(part.best[0], want_cat, sizeof want_cat);
+    assert_memory_equal(part.best[1], want_ref, sizeof want_ref);
+    assert_true(part.lowest == 0.4);
+    sl_ref_fold_part_clear(&part);
+    sl__refscale scale;
+    assert_int_equal(sl__refs_on_catalog_scale(c, 8, prod, NULL, NULL, &scale, &err), SL_OK);
+    assert_true(scale.usable);
+    assert_true(fabs(scale.sd[0] - scale.sd[1]) < 1e-12 && fabs(scale.mean[0] - 0.6) < 1e-12);
+    double want[8] = {0.85, 0.4, -INFINITY, 0.4, -INFINITY, 0.7, 0.55, 0.95};
+    for (size_t i = 0; i < 8; i++)
+        if (isinf(want[i]) ? c[i].score != want[i] : fabs(c[i].score - want[i]) > 1e-9)
+            fail_msg("candidate %zu: %.17g, expected %.17g", i, c[i].score, want[i]);
 }
 
 /* ---- search regions ----------------------------------------------------------------------- */
@@ -2049,6 +2106,7 @@ int main(void) {
         cmocka_unit_test(test_calibrated_confidence),
         cmocka_unit_test(test_train_heldout_calibration),
         cmocka_unit_test(test_check_references),
+        cmocka_unit_test(test_ref_fold_groups_by_product),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

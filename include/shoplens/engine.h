@@ -51,6 +51,15 @@ typedef struct sl_engine sl_engine;
 #define SL_ENGINE_VERIFY_TOP_DEFAULT 100
 #define SL_ENGINE_VERIFY_TOP_MIN 0
 #define SL_ENGINE_VERIFY_TOP_MAX 1000
+/* References (a trained store's labelled photos, ids >= SL_STORE_REF_ID_BASE) verified per
+ * query vector: search verifies the first SL_ENGINE_VERIFY_REFS references among its first
+ * verify-top candidates (the others keep their global score; catalog images are verified as
+ * before), and check scores references with the verifications of the query's own ranking (it
+ * verifies none again). A product's references count through their best one, and the best ones
+ * by global score are the first candidates; photos carry about twice a packshot's local
+ * features, so verifying every reference among 100 candidates cost about a third more CPU per
+ * search for the same grocery hit@1 (docs/learn.md, "References"). */
+#define SL_ENGINE_VERIFY_REFS 5
 /* Score added to products matching the text in SL_TEXT_BOOST mode (before the division that
  * keeps scores in -1..1, see sl_match). */
 #define SL_ENGINE_TEXT_BOOST_DEFAULT 0.1
@@ -766,7 +775,8 @@ sl_status sl_engine_verify(sl_engine *e, const sl_verify_opts *opts, sl_verify_r
  * phase 1 returns each shard's best `candidates` images per query vector (the depth the whole
  * search would use, since they may all come from one shard), the router keeps the best
  * `candidates` of all shards (ties by ascending image id) and flags the first `verify_top` of
- * them; phase 2 re-ranks exactly those on their shards and returns each shard's best products. */
+ * them (of references only the first SL_ENGINE_VERIFY_REFS: sl_engine_verify_pick); phase 2
+ * re-ranks exactly those on their shards and returns each shard's best products. */
 
 /* An image of a product as the cluster's system of record holds it. */
 typedef struct sl_replica_image {
@@ -827,8 +837,12 @@ void sl_engine_product_query_free(float *vecs, void **locals, size_t *local_lens
 /* One candidate image of phase 1 / 2. */
 typedef struct sl_candidate {
     int64_t image_id;
-    double score;               /* the index's score */
+    double score;               /* the index's score; with `reranked` its re-ranked score */
     int verify;                 /* phase 2: verify it geometrically */
+    int reranked;               /* phase 2b: score and inliers are phase 2a's re-ranking of it
+                                   (sl_engine_rerank_fold_parts): taken as they are, nothing is
+                                   verified again */
+    int inliers;                /* with reranked: its verification's inliers (-1: not verified) */
 } sl_candidate;
 
 /* Phase 1 on a shard: for each of nq query vectors (nq x dim floats) the best `candidates`
@@ -844,7 +858,7 @@ void sl_candidate_lists_clear(sl_candidate **lists, size_t *counts, size_t nq);
  * order, with their verify flags) with its serialized local features (locals[i], NULL for
  * none), keeps each product's best image, applies q's text boost and returns this shard's best
  * `depth` products (score, then product id) with their metadata. Candidates unknown here are
- * skipped. */
+ * skipped; candidates marked `reranked` keep their score and inliers (not verified again). */
 sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t *local_lens,
                            size_t nq, sl_candidate *const *lists, const size_t *counts,
                            const sl_query *q, size_t depth, sl_matches *out, sl_error *err);
@@ -852,8 +866,9 @@ sl_status sl_engine_rerank(sl_engine *e, const void *const *locals, const size_t
  * query vector's whole candidate list (docs/learn.md, "References"): the mean and standard
  * deviation of the best scores of the K products best by their catalog images ([0]) and by
  * their references ([1]), and the lowest catalog candidate's score. Over a cluster every shard
- * holds part of the list: phase 2a gives each shard's part (its K best of each kind and its
- * lowest), sl_ref_fold_merge makes the whole list's fold of them, phase 2b re-ranks with it.
+ * holds part of the list: phase 2a re-ranks each shard's candidates and gives its part (its K
+ * best of each kind and its lowest), sl_ref_fold_merge makes the whole list's fold of them,
+ * phase 2b folds the candidates phase 2a re-ranked with it.
  * Merged so, the phases give exactly what one store holding every shard gives. */
 typedef struct sl_ref_fold {
     double mean[2], sd[2];
@@ -870,7 +885,10 @@ void sl_ref_fold_part_clear(sl_ref_fold_part *p);
 /* The fold of the whole list from the parts of every shard (n of them). Out of memory: a fold
  * without spread (references then leave that query's ranking). */
 void sl_ref_fold_merge(const sl_ref_fold_part *parts, size_t n, sl_ref_fold *out);
-/* Phase 2a: re-ranks lists as sl_engine_rerank and fills parts[0..nq) (cleared on failure). */
+/* Phase 2a: re-ranks lists as sl_engine_rerank and fills parts[0..nq) (cleared on failure).
+ * The candidates are re-ranked in place: each one's score becomes its re-ranked score, inliers
+ * its verification's (-1: none), reranked 1 - phase 2b sends them back so that every candidate
+ * is verified once. On failure the lists may be partly re-ranked. */
 sl_status sl_engine_rerank_fold_parts(sl_engine *e, const void *const *locals, const size_t *local_lens,
                                       size_t nq, sl_candidate *const *lists, const size_t *counts,
                                       sl_ref_fold_part *parts, sl_error *err);
@@ -884,6 +902,16 @@ sl_status sl_engine_rerank_folded(sl_engine *e, const void *const *locals, const
  * a search's candidate depth grows with the references' share (docs/learn.md), so a cluster's
  * router adds the shards' up. */
 void sl_engine_index_counts(sl_engine *e, int64_t *entries, int64_t *refs);
+/* Geometric verifications (RANSAC over local features) e has run since it was opened: search's
+ * re-rank, check, duplicates; the counter of /metrics' shoplens_verifications_total. 0 for NULL.
+ * Thread-safe; owns nothing. */
+uint64_t sl_engine_verifications(sl_engine *e);
+/* Whether a search verifies the candidate at 0-based `rank` of its list (best first) whose id is
+ * image_id: one of the first verify_top, and a reference only while fewer than
+ * SL_ENGINE_VERIFY_REFS references have been picked. *refs counts the references picked; start
+ * it at 0 for each list and call in rank order. Search's re-rank and a cluster's router (which
+ * flags the merged list for phase 2) both pick by it, so they verify the same candidates. */
+int sl_engine_verify_pick(size_t rank, int64_t image_id, size_t verify_top, size_t *refs);
 /* The candidate depth a search with `candidates` per query vector (sl_engine_plan) takes on an
  * index of `entries` entries, `refs` of them references. */
 size_t sl_engine_ref_depth(size_t candidates, int64_t entries, int64_t refs);

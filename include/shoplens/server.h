@@ -27,6 +27,7 @@
 #define SHOPLENS_SERVER_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include "shoplens/error.h"
 
 #ifdef __cplusplus
@@ -61,6 +62,9 @@ typedef struct sl_server_router {
     /* op "candidates" or "rerank": a JSON request body, a JSON answer (malloc'ed into *json) */
     sl_status (*shard)(void *ctx, const char *op, const void *body, size_t len, char **json,
                        sl_error *err);
+    /* geometric verifications the node's shard has run (added to /metrics'
+     * shoplens_verifications_total; NULL: none) */
+    uint64_t (*verifications)(void *ctx);
 } sl_server_router;
 
 #define SL_SERVER_LISTEN_DEFAULT "127.0.0.1:8080"

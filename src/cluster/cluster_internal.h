@@ -37,7 +37,7 @@ typedef struct sl__phase_req {
     float *vecs;              /* candidates: nq x dim */
     void **locals;            /* rerank: nq serialized local features (entries may be NULL) */
     size_t *local_lens;
-    sl_candidate **lists;     /* rerank: nq lists */
+    sl_candidate **lists;     /* rerank: nq lists (entries may come re-ranked: phase 2b) */
     size_t *counts;
     int fold_parts;           /* rerank: answer the references' fold parts (phase 2a) */
     sl_ref_fold *folds;       /* rerank: nq folds of the whole lists (phase 2b), or NULL */
@@ -66,10 +66,15 @@ char *sl__phase_lists_json(int64_t log_pos, int64_t entries, int64_t refs, sl_ca
                            const size_t *counts, size_t nq);
 sl_status sl__phase_lists_parse(const char *json, size_t len, size_t nq, sl_candidate **lists,
                                 size_t *counts, int64_t *entries, int64_t *refs, sl_error *err);
-/* The fold parts of phase 2a, nq of them (parts[] filled; cleared on failure). */
-char *sl__phase_parts_json(const sl_ref_fold_part *parts, size_t nq);
+/* The answer of phase 2a: the fold parts, nq of them, and (lists not NULL) the lists as
+ * sl_engine_rerank_fold_parts re-ranked them ("scored": each candidate's score and inliers).
+ * The parser fills parts[] (cleared on failure) and, when lists is not NULL and the answer has
+ * "scored" (nodes of older builds do not send it), re-ranks lists[i][0..counts[i]) in place
+ * with them; a "scored" that does not match the lists fails the whole answer. */
+char *sl__phase_parts_json(const sl_ref_fold_part *parts, sl_candidate *const *lists, const size_t *counts,
+                           size_t nq);
 sl_status sl__phase_parts_parse(const char *json, size_t len, size_t nq, sl_ref_fold_part *parts,
-                                sl_error *err);
+                                sl_candidate *const *lists, const size_t *counts, sl_error *err);
 char *sl__phase_matches_json(const sl_matches *m);
 /* Appends the matches of an answer to *m. */
 sl_status sl__phase_matches_parse(const char *json, size_t len, sl_matches *m, sl_error *err);
@@ -93,6 +98,8 @@ struct sl_node {
     int lock_fd;              /* flock of the data directory */
     _Atomic int64_t log_pos;  /* applied change log position */
     _Atomic int ready;        /* the local copy is current (answers the phases) */
+    _Atomic uint64_t verified;/* verifications of local copies replaced meanwhile (metrics) */
+    _Atomic uint64_t verified_seen; /* the highest count /metrics reported */
     int shards;               /* the cluster's shard count */
     sl__pgc pg;               /* the follower's connection (LISTEN shoplens_log) */
     pthread_t th;

@@ -322,6 +322,7 @@ static sl_status sl__open_copy(sl_node *n, int force, sl_error *err) {
     int64_t npos = 0;
     st = sl__full_copy(n, next, cid, &npos, err);
     if (st == SL_OK) {
+        atomic_fetch_add(&n->verified, sl_engine_verifications(n->local));
         sl_engine_free(n->local);
         n->local = NULL;
         (void)sl__rm_tree(old);
@@ -528,7 +529,8 @@ sl_status sl__node_phase(void *ctx, const char *op, const void *body, size_t len
         if (!parts) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         else st = sl_engine_rerank_fold_parts(n->local, (const void *const *)r.locals, r.local_lens, r.nq, r.lists,
                                               r.counts, parts, err);
-        if (st == SL_OK && !(*json = sl__phase_parts_json(parts, r.nq))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+        if (st == SL_OK && !(*json = sl__phase_parts_json(parts, r.lists, r.counts, r.nq)))
+            st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         for (size_t i = 0; parts && i < r.nq; i++) sl_ref_fold_part_clear(&parts[i]);
         free(parts);
     } else {
@@ -541,6 +543,19 @@ sl_status sl__node_phase(void *ctx, const char *op, const void *body, size_t len
     pthread_rwlock_unlock(&n->llock);
     sl__phase_req_clear(&r);
     return st;
+}
+
+/* The verifications of the shard's copies (sl_server_router.verifications). Never waits while
+ * the copy is replaced (llock held exclusively for as long as a full copy takes): the highest
+ * count reported so far then, so that the counter never goes back. */
+static uint64_t sl__node_verifications(void *ctx) {
+    sl_node *n = ctx;
+    uint64_t v = atomic_load(&n->verified_seen);
+    if (pthread_rwlock_tryrdlock(&n->llock) != 0) return v;
+    uint64_t now = atomic_load(&n->verified) + sl_engine_verifications(n->local);
+    pthread_rwlock_unlock(&n->llock);
+    while (now > v && !atomic_compare_exchange_weak(&n->verified_seen, &v, now)) {}
+    return now > v ? now : v;
 }
 
 /* ---- open / start / free --------------------------------------------------------------------- */
@@ -616,6 +631,7 @@ sl_status sl_node_open(const sl_node_opts *o, sl_node **out, sl_error *err) {
     n->hook.ctx = n;
     n->hook.search = sl__router_search;
     n->hook.shard = sl__node_phase;
+    n->hook.verifications = sl__node_verifications;
     char host[96] = "localhost";
     (void)gethostname(host, sizeof host - 1);
     n->host = sl__strdup(host);

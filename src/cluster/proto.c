@@ -12,6 +12,7 @@
 #include "server/srv.h"
 #include "util/util.h"
 
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,9 +155,12 @@ char *sl__phase_rerank_json(int shard, int shards, int64_t fv, const sl_query *q
         json_array_append_new(ls, b ? json_string(b) : json_null());
         free(b);
         json_t *l = json_array();
-        for (size_t k = 0; l && k < counts[i]; k++)
-            json_array_append_new(l, json_pack("[I, f, i]", (json_int_t)lists[i][k].image_id, lists[i][k].score,
-                                               lists[i][k].verify));
+        for (size_t k = 0; l && k < counts[i]; k++) {
+            const sl_candidate *x = &lists[i][k];
+            json_array_append_new(l, x->reranked ? json_pack("[I, f, i, i]", (json_int_t)x->image_id, x->score, x->verify,
+                                                             x->inliers)
+                                                 : json_pack("[I, f, i]", (json_int_t)x->image_id, x->score, x->verify));
+        }
         json_array_append_new(cs, l ? l : json_array());
     }
     json_object_set_new(o, "locals", ls);
@@ -296,13 +300,22 @@ sl_status sl__phase_req_parse(const void *body, size_t len, int rerank, sl__phas
             return sl__err_set(err, SL_E_NOMEM, "out of memory");
         }
         for (size_t k = 0; k < m; k++) {
+            /* [id, score, verify], or [id, re-ranked score, verify, inliers] (phase 2b) */
             json_t *e = json_array_get(c, k);
             json_t *id = json_array_get(e, 0), *sc = json_array_get(e, 1), *vf = json_array_get(e, 2);
-            if (!json_is_array(e) || json_array_size(e) != 3 || !json_is_integer(id) || !json_is_number(sc) ||
-                !json_is_integer(vf) || !isfinite(json_number_value(sc))) { bad = "lists"; goto invalid; }
+            json_t *in = json_array_get(e, 3);
+            size_t es = json_array_size(e);
+            if (!json_is_array(e) || (es != 3 && es != 4) || !json_is_integer(id) || !json_is_number(sc) ||
+                !json_is_integer(vf) || !isfinite(json_number_value(sc)) ||
+                (in && (!json_is_integer(in) || json_integer_value(in) < -1 || json_integer_value(in) > INT_MAX))) {
+                bad = "lists";
+                goto invalid;
+            }
             r->lists[i][k].image_id = json_integer_value(id);
             r->lists[i][k].score = json_number_value(sc);
             r->lists[i][k].verify = json_integer_value(vf) != 0;
+            r->lists[i][k].reranked = in != NULL;
+            r->lists[i][k].inliers = in ? (int)json_integer_value(in) : -1;
         }
         r->counts[i] = m;
     }
@@ -403,8 +416,15 @@ char *sl__phase_matches_json(const sl_matches *m) {
     return a ? sl__dump(json_pack("{s:o}", "results", a)) : NULL;
 }
 
-char *sl__phase_parts_json(const sl_ref_fold_part *parts, size_t nq) {
-    json_t *a = json_array();
+char *sl__phase_parts_json(const sl_ref_fold_part *parts, sl_candidate *const *lists, const size_t *counts,
+                           size_t nq) {
+    json_t *a = json_array(), *sc = lists ? json_array() : NULL;
+    for (size_t i = 0; sc && i < nq; i++) {
+        json_t *l = json_array();
+        for (size_t k = 0; l && k < counts[i]; k++)
+            json_array_append_new(l, json_pack("[f, i]", lists[i][k].score, lists[i][k].inliers));
+        json_array_append_new(sc, l ? l : json_null());
+    }
     for (size_t i = 0; a && i < nq; i++) {
         json_t *k[2];
         for (int kind = 0; kind < 2; kind++) {
@@ -414,10 +434,42 @@ char *sl__phase_parts_json(const sl_ref_fold_part *parts, size_t nq) {
         json_array_append_new(a, json_pack("{s:o, s:o, s:o}", "catalog", k[0] ? k[0] : json_array(),
                                            "references", k[1] ? k[1] : json_array(), "lowest", sl__jfinite(parts[i].lowest)));
     }
-    return a ? sl__dump(json_pack("{s:o}", "parts", a)) : NULL;
+    if (!a || (lists && !sc)) {
+        json_decref(a);
+        json_decref(sc);
+        return NULL;
+    }
+    json_t *o = json_pack("{s:o}", "parts", a);
+    if (o && sc) json_object_set_new(o, "scored", sc);
+    return sl__dump(o);
 }
 
-sl_status sl__phase_parts_parse(const char *json, size_t len, size_t nq, sl_ref_fold_part *parts, sl_error *err) {
+/* The "scored" of a phase 2a answer (nq lists of [score, inliers], counts[i] each): -1 when it
+ * does not match the lists, else 0 with the lists re-ranked in place. */
+static int sl__phase_scored(json_t *sc, size_t nq, sl_candidate *const *lists, const size_t *counts) {
+    if (!json_is_array(sc) || json_array_size(sc) != nq) return -1;
+    for (size_t i = 0; i < nq; i++) { /* all checked before any is taken */
+        json_t *l = json_array_get(sc, i);
+        if (!json_is_array(l) || json_array_size(l) != counts[i]) return -1;
+        for (size_t k = 0; k < counts[i]; k++) {
+            json_t *e = json_array_get(l, k), *x = json_array_get(e, 0), *in = json_array_get(e, 1);
+            if (json_array_size(e) != 2 || !json_is_number(x) || !isfinite(json_number_value(x)) ||
+                !json_is_integer(in) || json_integer_value(in) < -1 || json_integer_value(in) > INT_MAX)
+                return -1;
+        }
+    }
+    for (size_t i = 0; i < nq; i++)
+        for (size_t k = 0; k < counts[i]; k++) {
+            json_t *e = json_array_get(json_array_get(sc, i), k);
+            lists[i][k].score = json_number_value(json_array_get(e, 0));
+            lists[i][k].inliers = (int)json_integer_value(json_array_get(e, 1));
+            lists[i][k].reranked = 1;
+        }
+    return 0;
+}
+
+sl_status sl__phase_parts_parse(const char *json, size_t len, size_t nq, sl_ref_fold_part *parts,
+                                sl_candidate *const *lists, const size_t *counts, sl_error *err) {
     json_error_t je;
     json_t *root = json_loadb(json, len, 0, &je);
     json_t *a = json_object_get(root, "parts");
@@ -449,6 +501,10 @@ sl_status sl__phase_parts_parse(const char *json, size_t len, size_t nq, sl_ref_
             st = sl__err_set(err, SL_E_CORRUPT, "a search node answered fold parts that do not parse");
         if (st == SL_OK && json_is_number(lo)) parts[i].lowest = json_number_value(lo);
     }
+    /* absent from nodes of older builds: phase 2b re-ranks (and verifies) the lists again */
+    json_t *sc = json_object_get(root, "scored");
+    if (st == SL_OK && lists && sc && sl__phase_scored(sc, nq, lists, counts) != 0)
+        st = sl__err_set(err, SL_E_CORRUPT, "a search node answered re-ranked candidates that do not parse");
     json_decref(root);
     for (size_t i = 0; st != SL_OK && i < nq; i++) sl_ref_fold_part_clear(&parts[i]);
     return st;

@@ -335,8 +335,9 @@ sl_status sl__merge_candidates(size_t shards, size_t nq, sl_candidate ***lists, 
             }
         qsort(all, m, sizeof *all, sl__cmp_owned);
         if (m > nc) m = nc;
+        size_t refs = 0;
         for (size_t i = 0; i < m && st == SL_OK; i++) {
-            all[i].c.verify = i < vt;
+            all[i].c.verify = sl_engine_verify_pick(i, all[i].c.image_id, vt, &refs);
             size_t s = (size_t)all[i].shard;
             if (!per[s][qi] && !(per[s][qi] = sl__mallocarray(m, sizeof *per[s][qi]))) {
                 st = sl__err_set(err, SL_E_NOMEM, "out of memory");
@@ -364,8 +365,10 @@ static void sl__missing(sl_server_search_info *info, int s) {
 }
 
 /* Phase 2a: every shard holding merged candidates re-ranks them and answers its part of each
- * list's references fold; *folds receives the folds of the whole lists (nq, malloc'ed). A shard
- * that does not answer is named missing and adds no part. */
+ * list's references fold and the candidates re-ranked (per[s] takes them: phase 2b sends them
+ * back, so nothing is verified twice; a node of an older build does not send them and re-ranks
+ * again in 2b); *folds receives the folds of the whole lists (nq, malloc'ed). A shard that does
+ * not answer is named missing and adds no part. */
 static sl_status sl__route_folds(sl__router *r, const sl__view *v, int S, int64_t fv, const sl_query *q, size_t depth,
                                  void *const *locals, const size_t *local_lens, size_t nq, sl_candidate ***per,
                                  size_t **pcount, const long *prefer, sl__call *calls, sl_ref_fold **folds,
@@ -387,7 +390,9 @@ static sl_status sl__route_folds(sl__router *r, const sl__view *v, int S, int64_
     if (st == SL_OK) sl__phase(r, v, "/v1/internal/rerank", calls, S, prefer);
     for (int s = 0; s < S; s++) {
         if (st == SL_OK && calls[s].body) {
-            if (calls[s].ok && sl__phase_parts_parse(calls[s].resp, calls[s].len, nq, parts + (size_t)s * nq, NULL) == SL_OK) got[s] = 1;
+            if (calls[s].ok && sl__phase_parts_parse(calls[s].resp, calls[s].len, nq, parts + (size_t)s * nq, per[s],
+                                                     pcount[s], NULL) == SL_OK)
+                got[s] = 1;
             else sl__missing(info, s);
         }
         free(calls[s].body);
@@ -481,7 +486,8 @@ static sl_status sl__route(sl_node *n, const sl__view *v, const float *vecs, siz
     size_t **pcount = NULL;
     st = sl__merge_candidates((size_t)S, nq, lists, lcounts, want, vt, &per, &pcount, err);
     /* with references among them, their fold is measured on the whole merged list: phase 2a
-     * asks every shard holding merged candidates for its part, phase 2b re-ranks with it */
+     * asks every shard holding merged candidates to re-rank them and for its part of the fold,
+     * phase 2b folds the re-ranked candidates with it */
     int with_refs = 0;
     for (int s = 0; s < S && st == SL_OK; s++)
         for (size_t qi = 0; qi < nq; qi++)

@@ -87,6 +87,7 @@ struct sl_engine {
                                 are queued in pending_deletions, so a crash loses nothing) */
     uint64_t hnsw_above;     /* SL__ENGINE_HNSW_ABOVE (tests lower it) */
     int index_builds;        /* indexes built from every stored vector (diagnostics, tests) */
+    _Atomic uint64_t verifications; /* geometric verifications run (sl_engine_verifications) */
 };
 
 /* An image read and described, ready to be written. */
@@ -340,7 +341,28 @@ sl_status sl__engine_rank_products(sl_engine *e, const float *const *vecs, sl_lo
 typedef struct sl__refscale {
     int usable;
     double mean[2], sd[2];
+    /* the references the ranking verified (sl_engine_verify_pick: its first ones) and their
+     * re-ranked scores before the fold; check scores a product's references with these, the rest
+     * by global score, as search does (sl__engine_rank_check fills them) */
+    size_t n_verified;
+    int64_t verified_id[SL_ENGINE_VERIFY_REFS];
+    double verified_score[SL_ENGINE_VERIFY_REFS];
 } sl__refscale;
+/* A candidate image (or reference) of a query on its way through the re-rank. */
+typedef struct sl__cand {
+    int64_t image_id;
+    double score;
+    int inliers;
+    int verify;     /* 1 / 0: verify it or not (a cluster's phase 2); -1: by its rank */
+    int given;      /* score and inliers are already re-ranked (a cluster's phase 2b) */
+} sl__cand;
+/* The references' fold (query.c, "References as a second, equal witness") of candidates
+ * c[0..n) whose products are prod[i] (NULL: gone): with `given` (a cluster's fold of the whole
+ * list) or else with the stats of c itself; `part` (may be NULL) receives what c contributes to
+ * a cluster's stats and then nothing is changed; *scale (may be NULL) how it was folded.
+ * Rewrites c[].score in place. SL_E_NOMEM (c unchanged). */
+sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, const sl_ref_fold *given,
+                                    sl_ref_fold_part *part, sl__refscale *scale, sl_error *err);
 /* The ranking of check and of its calibration: one query vector, no filter, every candidate image
  * except the reference with index id `skip` (-1: none; a calibration photo is not its own
  * reference), products best first as sl__engine_rank_products; *scale receives how the query's
@@ -351,7 +373,8 @@ sl_status sl__engine_rank_check(sl_engine *e, const float *vec, sl_local_feature
  * computes it: every catalog image of the product, verified; with references (scale usable,
  * from sl__engine_rank_check of the same query) the mean of that and its best reference's
  * score put on the catalog's scale, as search folds them (the reference with index id `skip`
- * left out; -1: none). *image (may be NULL) receives the best catalog image's source.
+ * left out; -1: none), each reference scored as search scores it for this query (verified if
+ * the ranking verified it, else by global score: nothing is verified again). *image (may be NULL) receives the best catalog image's source.
  * SL_E_NOT_FOUND for an unknown product. Caller holds the lock shared. */
 sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const float *vec,
                                    const sl_local_features *lf, const sl__refscale *scale, int64_t skip,

@@ -23,12 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct sl__cand {
-    int64_t image_id;
-    double score;
-    int inliers;
-    int verify;     /* 1 / 0: verify it or not (a cluster's phase 2); -1: by its rank */
-} sl__cand;
 
 
 void sl_matches_free(sl_matches *m) {
@@ -247,13 +241,25 @@ static const sl_local_features *sl__local_of(sl_engine *e, int64_t id, sl__lref 
     return *ref ? sl__lref_features(*ref) : NULL;
 }
 
+/* sl_features_verify of a query's local features against a candidate's, counted in
+ * e->verifications (sl_engine_verifications); a failure verifies nothing (*res zeroed). */
+static void sl__verify(sl_engine *e, const sl_local_features *q, const sl_local_features *c, sl_verify_result *res) {
+    atomic_fetch_add_explicit(&e->verifications, 1, memory_order_relaxed);
+    if (sl_features_verify(e->feat, q, c, res, NULL) != SL_OK) memset(res, 0, sizeof *res);
+}
+
+uint64_t sl_engine_verifications(sl_engine *e) {
+    return e ? atomic_load_explicit(&e->verifications, memory_order_relaxed) : 0;
+}
+
 static void sl__local_release(sl_engine *e, sl__lref *ref, sl_local_features *own) {
     sl_local_features_free(own);
     sl__lcache_release(e->lcache, ref);
 }
 
 /* Re-ranks candidates in place: verification of the top ones, blended scores for all, divided by
- * the blend's maximum so every score is in -1..1 (sl_features_rerank_max). */
+ * the blend's maximum so every score is in -1..1 (sl_features_rerank_max); `given` ones are
+ * left as they are. */
 static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__cand *c, size_t n,
                             sl_error *err) {
     double smax = sl_features_rerank_max(e->feat);
@@ -261,15 +267,20 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
     int top = verify ? (e->verify_top >= 0 ? e->verify_top : sl_features_verify_top_n(e->feat)) : 0;
     sl_verify_result none;
     memset(&none, 0, sizeof none);
+    size_t refs = 0;
     for (size_t i = 0; i < n; i++) {
+        /* by rank (a cluster's phase 2 gives the router's pick, sl_engine_verify_pick too) */
+        int pick = c[i].verify < 0 ? sl_engine_verify_pick(i, c[i].image_id, (size_t)(top > 0 ? top : 0), &refs)
+                                   : c[i].verify > 0;
+        if (c[i].given) continue;
         sl_verify_result res = none;
         c[i].inliers = -1;
-        if (c[i].verify > 0 || (c[i].verify < 0 && i < (size_t)(top > 0 ? top : 0))) {
+        if (pick) {
             sl__lref *ref;
             sl_local_features *own;
             const sl_local_features *cf = sl__local_of(e, c[i].image_id, &ref, &own);
             if (cf) {
-                if (sl_features_verify(e->feat, qlocal, cf, &res, NULL) != SL_OK) res = none;
+                sl__verify(e, qlocal, cf, &res);
                 c[i].inliers = res.inliers;
             }
             sl__local_release(e, ref, own);
@@ -278,6 +289,14 @@ static sl_status sl__rerank(sl_engine *e, const sl_local_features *qlocal, sl__c
     }
     (void)err;
     return SL_OK;
+}
+
+int sl_engine_verify_pick(size_t rank, int64_t image_id, size_t verify_top, size_t *refs) {
+    if (rank >= verify_top) return 0;
+    if (image_id < SL_STORE_REF_ID_BASE) return 1;
+    if (!refs || *refs >= SL_ENGINE_VERIFY_REFS) return 0;
+    ++*refs;
+    return 1;
 }
 
 static int sl__cmp_pscore(const void *a, const void *b) {
@@ -359,11 +378,43 @@ void sl_ref_fold_merge(const sl_ref_fold_part *parts, size_t n, sl_ref_fold *out
     }
 }
 
+/* A candidate's product id and its index among the candidates (sorted by both: ties by index). */
+typedef struct sl__prodpos {
+    const char *id;
+    size_t i;
+} sl__prodpos;
+
+static int sl__cmp_prodpos(const void *a, const void *b) {
+    const sl__prodpos *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* The products of candidates prod[0..n) (NULL: gone) numbered 0..*np-1 in order of first
+ * appearance: pi[i] receives candidate i's number. Sorted by id, O(n log n) compares (the
+ * distinct products of a long candidate list are many). SL_E_NOMEM. */
+static sl_status sl__number_products(char *const *prod, size_t n, size_t *pi, size_t *np, sl_error *err) {
+    *np = 0;
+    sl__prodpos *s = sl__mallocarray(n + 1, sizeof *s);
+    if (!s) return sl__err_set(err, SL_E_NOMEM, "out of memory");
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++)
+        if (prod[i]) s[m++] = (sl__prodpos){prod[i], i};
+    qsort(s, m, sizeof *s, sl__cmp_prodpos);
+    /* pi[i] first holds the first candidate of i's product (never after i) ... */
+    for (size_t k = 0; k < m; k++) pi[s[k].i] = k && strcmp(s[k - 1].id, s[k].id) == 0 ? pi[s[k - 1].i] : s[k].i;
+    free(s);
+    /* ... then, in candidate order, a first candidate takes the next number, the others its */
+    for (size_t i = 0; i < n; i++)
+        if (prod[i]) pi[i] = pi[i] == i ? (*np)++ : pi[pi[i]];
+    return SL_OK;
+}
+
 /* The fold (above) of candidates c with their products prod: with `given` (a cluster's, over
  * every shard's candidates) or else with the stats of c itself; `part` (may be NULL) receives
  * what c contributes to a cluster's stats and then nothing is changed. */
-static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, const sl_ref_fold *given,
-                                           sl_ref_fold_part *part, sl__refscale *scale, sl_error *err) {
+sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *prod, const sl_ref_fold *given,
+                                    sl_ref_fold_part *part, sl__refscale *scale, sl_error *err) {
     if (scale) memset(scale, 0, sizeof *scale);
     size_t nref = 0;
     for (size_t i = 0; i < n; i++) nref += prod[i] && c[i].image_id >= SL_STORE_REF_ID_BASE;
@@ -371,37 +422,29 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
     /* per candidate: its product (index p); per product: best catalog candidate, best reference
      * candidate (indexes into c) */
     size_t *pi = sl__mallocarray(n + 1, sizeof *pi);
-    size_t *bi = sl__mallocarray(2 * n + 1, sizeof *bi);
-    size_t *first = sl__mallocarray(n + 1, sizeof *first);
+    size_t *bi = sl__mallocarray(n + 1, 2 * sizeof *bi); /* two per product (np <= n), size checked */
     double *v = sl__mallocarray(n + 1, sizeof *v);
     unsigned char *keep = sl__callocarray(n + 1, 1);
-    if (!pi || !bi || !first || !v || !keep) {
+    size_t np = 0;
+    sl_status st = pi && bi && v && keep ? sl__number_products(prod, n, pi, &np, err)
+                                         : sl__err_set(err, SL_E_NOMEM, "out of memory");
+    if (st != SL_OK) {
         free(pi);
         free(bi);
-        free(first);
         free(v);
         free(keep);
-        return sl__err_set(err, SL_E_NOMEM, "out of memory");
+        return st;
     }
-    size_t np = 0;
     double lowest_cat = INFINITY;
+    for (size_t p = 0; p < 2 * np; p++) bi[p] = SIZE_MAX;
     for (size_t i = 0; i < n; i++) {
         if (!prod[i]) continue;
         int kind = c[i].image_id >= SL_STORE_REF_ID_BASE;
         if (!kind && c[i].score < lowest_cat) lowest_cat = c[i].score;
-        size_t p;
-        for (p = 0; p < np; p++)
-            if (strcmp(prod[first[p]], prod[i]) == 0) break;
-        if (p == np) {
-            first[np++] = i;
-            bi[2 * p] = bi[2 * p + 1] = SIZE_MAX;
-        }
-        pi[i] = p;
-        size_t *b = &bi[2 * p + (size_t)kind];
+        size_t *b = &bi[2 * pi[i] + (size_t)kind];
         if (*b == SIZE_MAX || c[i].score > c[*b].score) *b = i;
     }
     double mean[2], sd[2];
-    sl_status st = SL_OK;
     for (int kind = 0; kind < 2; kind++) {
         size_t m = 0;
         for (size_t p = 0; p < np; p++)
@@ -454,7 +497,6 @@ static sl_status sl__refs_on_catalog_scale(sl__cand *c, size_t n, char *const *p
         if (c[i].image_id >= SL_STORE_REF_ID_BASE && !keep[i]) c[i].score = -INFINITY;
     free(pi);
     free(bi);
-    free(first);
     free(v);
     free(keep);
     return st;
@@ -699,9 +741,23 @@ static sl_status sl__rank(sl_engine *e, const float *const *vecs, sl_local_featu
             c[i].image_id = (int64_t)res[i].id;
             c[i].score = res[i].score;
             c[i].verify = -1;
+            c[i].given = 0;
         }
         if ((st = sl__rerank(e, locals ? locals[qi] : NULL, c, got, err)) != SL_OK) break;
+        /* the references verified, before the fold rewrites their scores (one query vector) */
+        sl__refscale ver;
+        ver.n_verified = 0;
+        for (size_t i = 0; scale && nq == 1 && i < got && ver.n_verified < SL_ENGINE_VERIFY_REFS; i++)
+            if (c[i].image_id >= SL_STORE_REF_ID_BASE && c[i].inliers >= 0) {
+                ver.verified_id[ver.n_verified] = c[i].image_id;
+                ver.verified_score[ver.n_verified++] = c[i].score;
+            }
         st = sl__accumulate(e, c, got, NULL, &acc, &n_acc, &cap, scale, err);
+        if (scale && nq == 1) {
+            scale->n_verified = ver.n_verified;
+            memcpy(scale->verified_id, ver.verified_id, sizeof ver.verified_id);
+            memcpy(scale->verified_score, ver.verified_score, sizeof ver.verified_score);
+        }
     }
     free(res);
     free(c);
@@ -1205,22 +1261,14 @@ static sl_status sl__product_refs(sl_engine *e, const char *product_id, int64_t 
     return st;
 }
 
-/* References of a product verified against a check's query: its best ones by global score (the
- * best after verification is among them: a reference's verified score grows with its global one,
- * and search verifies only its top candidates too), so a check costs a few verifications per
- * product however many photos it has. */
-#define SL__ENGINE_CHECK_REF_VERIFY 5
-
-static int sl__cmp_dbl_idx_desc(const void *a, const void *b) {
-    const double *x = a, *y = b; /* {score, index} */
-    return x[0] != y[0] ? (x[0] < y[0]) - (x[0] > y[0]) : (x[1] > y[1]) - (x[1] < y[1]);
-}
-
-/* The best score of a product's references against a query, as search scores a candidate
- * (global similarity, verified, blended, divided by the blend's maximum); *has = 0 when it has
+/* The best score of a product's references against a query, as search scores each of them for
+ * this query: re-ranked as the query's own ranking re-ranked it when it is one of the references
+ * that ranking verified (scale, sl__engine_rank_check), else its global similarity blended
+ * unverified; divided by the blend's maximum. Nothing is verified here, so a check costs no
+ * verification per reference and scores a product exactly as search does. *has = 0 when it has
  * none. */
 static sl_status sl__best_ref_score(sl_engine *e, const char *product_id, const float *vec,
-                                    const sl_local_features *lf, int64_t skip, double *best, int *has,
+                                    const sl__refscale *scale, int64_t skip, double *best, int *has,
                                     sl_error *err) {
     *has = 0;
     *best = -INFINITY;
@@ -1229,34 +1277,17 @@ static sl_status sl__best_ref_score(sl_engine *e, const char *product_id, const 
     size_t n = 0, dim = sl_features_dim(e->feat);
     sl_status st = sl__product_refs(e, product_id, skip, &ids, &vecs, &n, err);
     if (st != SL_OK || n == 0) return st;
-    double *g = sl__mallocarray(n, 2 * sizeof *g);
-    if (!g) {
-        free(ids);
-        free(vecs);
-        return sl__err_set(err, SL_E_NOMEM, "out of memory");
-    }
-    for (size_t i = 0; i < n; i++) {
-        g[2 * i] = sl__dot8(vec, vecs + i * dim, dim);
-        g[2 * i + 1] = (double)i;
-    }
-    qsort(g, n, 2 * sizeof *g, sl__cmp_dbl_idx_desc);
     double smax = sl_features_rerank_max(e->feat);
-    int verify = lf && sl_features_uses_verify(e->feat);
-    for (size_t k = 0; k < n; k++) {
-        sl_verify_result r;
-        memset(&r, 0, sizeof r);
-        if (verify && k < SL__ENGINE_CHECK_REF_VERIFY) {
-            sl__lref *ref;
-            sl_local_features *own;
-            const sl_local_features *cf = sl__local_of(e, ids[(size_t)g[2 * k + 1]], &ref, &own);
-            if (cf && sl_features_verify(e->feat, lf, cf, &r, NULL) != SL_OK) memset(&r, 0, sizeof r);
-            sl__local_release(e, ref, own);
-        }
-        double s = sl_features_rerank_score(e->feat, g[2 * k], &r) / smax;
+    sl_verify_result none;
+    memset(&none, 0, sizeof none);
+    for (size_t i = 0; i < n; i++) {
+        double s = NAN;
+        for (size_t v = 0; v < scale->n_verified && isnan(s); v++)
+            if (scale->verified_id[v] == ids[i]) s = scale->verified_score[v];
+        if (isnan(s)) s = sl_features_rerank_score(e->feat, sl__dot8(vec, vecs + i * dim, dim), &none) / smax;
         if (s > *best) *best = s;
     }
     *has = 1;
-    free(g);
     free(ids);
     free(vecs);
     return SL_OK;
@@ -1280,7 +1311,7 @@ sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const f
         memset(&r, 0, sizeof r);
         int inl = -1;
         if (verify && p.locals[i]) {
-            if (sl_features_verify(e->feat, lf, p.locals[i], &r, NULL) != SL_OK) memset(&r, 0, sizeof r);
+            sl__verify(e, lf, p.locals[i], &r);
             inl = r.inliers;
         }
         double g = sl_features_rerank_score(e->feat, sl__dot(vec, p.vecs[i], dim), &r) / smax;
@@ -1301,7 +1332,7 @@ sl_status sl__engine_product_score(sl_engine *e, const char *product_id, const f
     if (scale && scale->usable) {
         double best;
         int has;
-        if ((st = sl__best_ref_score(e, product_id, vec, lf, skip, &best, &has, err)) != SL_OK) return st;
+        if ((st = sl__best_ref_score(e, product_id, vec, scale, skip, &best, &has, err)) != SL_OK) return st;
         if (has)
             out->score = sl__ref_fold_score(out->score, best, scale->mean, scale->sd);
     }
@@ -1462,8 +1493,8 @@ static int sl__confirm(sl_engine *e, int64_t a, int64_t b) {
     if (la && lb) {
         sl_verify_result r;
         memset(&r, 0, sizeof r);
-        ok = sl_features_verify(e->feat, sl__lref_features(la), sl__lref_features(lb), &r, NULL) == SL_OK &&
-             r.inliers >= SL__ENGINE_MIN_INLIERS;
+        sl__verify(e, sl__lref_features(la), sl__lref_features(lb), &r);
+        ok = r.inliers >= SL__ENGINE_MIN_INLIERS;
     } else {
         ok = 1; /* nothing to verify with: the global similarity decides */
     }
@@ -1744,8 +1775,9 @@ out:
     return st;
 }
 
-/* Re-ranks the candidates of each query vector as phase 2 does: into parts (the references'
- * fold parts, nothing accumulated) or else folded with folds[qi] (NULL: each list's own) into
+/* Re-ranks the candidates of each query vector as phase 2 does (those marked reranked keep
+ * their scores): into parts (the references' fold parts, nothing accumulated; the lists
+ * re-ranked in place, for phase 2b) or else folded with folds[qi] (NULL: each list's own) into
  * the products' scores. Caller holds the lock shared. */
 static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const size_t *local_lens, size_t nq,
                                   sl_candidate *const *lists, const size_t *counts, const sl_ref_fold *folds,
@@ -1764,6 +1796,8 @@ static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const
             c[i].image_id = lists[qi][i].image_id;
             c[i].score = lists[qi][i].score;
             c[i].verify = lists[qi][i].verify != 0;
+            c[i].given = lists[qi][i].reranked != 0;
+            c[i].inliers = c[i].given ? lists[qi][i].inliers : -1;
         }
         st = sl__rerank(e, lf, c, counts[qi], err);
         sl_local_features_free(lf);
@@ -1771,6 +1805,11 @@ static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const
         if (!parts) {
             st = sl__accumulate(e, c, counts[qi], folds ? &folds[qi] : NULL, acc, n_acc, &cap, NULL, err);
             continue;
+        }
+        for (size_t i = 0; i < counts[qi]; i++) { /* phase 2a: the re-ranking goes back for 2b */
+            lists[qi][i].score = c[i].score;
+            lists[qi][i].inliers = c[i].inliers;
+            lists[qi][i].reranked = 1;
         }
         int64_t *ids = sl__callocarray(counts[qi] + 1, sizeof *ids);
         char **prod = NULL;

@@ -8,6 +8,7 @@
  * the JSON. /metrics follows the Prometheus text exposition format 0.0.4.
  */
 #include "server/srv.h"
+#include "shoplens/engine.h"
 #include "shoplens/shoplens.h"
 #include "util/util.h"
 
@@ -206,6 +207,12 @@ void sl__h_metrics(sl__req *req, sl__resp *resp) {
     if (g.index_bytes >= 0)
         sl__buf_printf(&b, "# HELP shoplens_index_size_bytes Memory held by the search index.\n"
                            "# TYPE shoplens_index_size_bytes gauge\nshoplens_index_size_bytes %lld\n", g.index_bytes);
+    const sl_server_router *rt = srv->o.router;
+    sl__buf_printf(&b, "# HELP shoplens_verifications_total Geometric verifications (RANSAC) run by searches, "
+                       "checks and duplicate scans (a search node: of its shard's copy too).\n"
+                       "# TYPE shoplens_verifications_total counter\nshoplens_verifications_total %llu\n",
+                   (unsigned long long)(sl_engine_verifications(srv->engine) +
+                                        (rt && rt->verifications ? rt->verifications(rt->ctx) : 0)));
     sl__buf_printf(&b, "# HELP shoplens_uptime_seconds Seconds since the server started.\n"
                        "# TYPE shoplens_uptime_seconds gauge\nshoplens_uptime_seconds %.3f\n",
                    sl__now() - srv->started);

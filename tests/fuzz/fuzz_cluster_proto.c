@@ -8,7 +8,9 @@
  * for 1..4 query vectors); the rest is the body. Checks its promises: a refused request leaves
  * the result cleared and says why; an accepted candidates request has 1..n finite vectors of its
  * dimension and builds back into a request that parses to the same bytes; an accepted re-rank
- * request has a list per query vector and finite folds; parts hold at most K_MAX finite scores.
+ * request has a list per query vector, finite scores, inliers >= -1 and finite folds; parts hold
+ * at most K_MAX finite scores, and the candidates asked about are re-ranked (all of them, with
+ * finite scores) only by an answer that parses.
  */
 #include <math.h>
 #include <stdint.h>
@@ -46,6 +48,9 @@ static void sl__fz_request(const uint8_t *body, size_t len, int rerank) {
         if (!r.lists || !r.counts || r.depth < 1) abort();
         for (size_t i = 0; i < r.nq; i++)
             if (!r.lists[i] || (!r.locals[i] && r.local_lens[i])) abort();
+        for (size_t i = 0; i < r.nq; i++)
+            for (size_t k = 0; k < r.counts[i]; k++)
+                if (!isfinite(r.lists[i][k].score) || (r.lists[i][k].reranked && r.lists[i][k].inliers < -1)) abort();
         for (size_t i = 0; r.folds && i < r.nq; i++)
             if (!isfinite(r.folds[i].mean[0]) || !isfinite(r.folds[i].sd[1]) || isnan(r.folds[i].lowest)) abort();
     }
@@ -77,7 +82,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     } else if (data[0] & 4) {
         size_t nq = 1 + (data[0] >> 3) % 4;
         sl_ref_fold_part parts[4];
-        if (sl__phase_parts_parse((const char *)body, len, nq, parts, &err) == SL_OK) {
+        /* the candidates asked about: 2, 1, 0 and 3 per query vector, score 0.5, not re-ranked */
+        sl_candidate cand[6];
+        memset(cand, 0, sizeof cand);
+        for (size_t i = 0; i < 6; i++) cand[i].score = 0.5;
+        sl_candidate *lists[4] = {cand, cand + 2, cand + 3, cand + 3};
+        size_t counts[4] = {2, 1, 0, 3};
+        sl_status st = sl__phase_parts_parse((const char *)body, len, nq, parts, lists, counts, &err);
+        if (st == SL_OK) {
             for (size_t i = 0; i < nq; i++)
                 for (int k = 0; k < 2; k++) {
                     if (!parts[i].best[k] || parts[i].n[k] > SL_CALIB_COHORT_MAX) abort();
@@ -88,6 +100,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             for (size_t i = 0; i < nq; i++)
                 if (parts[i].best[0] || parts[i].best[1]) abort(); /* cleared on failure */
         }
+        /* re-ranked all or none, only with a parsed answer, with finite scores */
+        int any = 0, all = 1;
+        for (size_t i = 0; i < nq; i++)
+            for (size_t k = 0; k < counts[i]; k++) {
+                const sl_candidate *c = &lists[i][k];
+                any |= c->reranked;
+                all &= c->reranked;
+                if (!c->reranked && c->score != 0.5) abort();
+                if (c->reranked && (!isfinite(c->score) || c->inliers < -1)) abort();
+            }
+        if (any && (!all || st != SL_OK)) abort();
         for (size_t i = 0; i < nq; i++) sl_ref_fold_part_clear(&parts[i]);
     } else {
         sl_matches m = {NULL, 0};
