@@ -937,6 +937,24 @@ static void test_check_references(void **state) {
             assert_true(fabs(m.items[i].score - rw.score) < 1e-4);
         }
     assert_true(seen);
+    /* the same store through an HNSW index (codes only): catalog images re-scored from the store,
+     * references on their codes as the flat index scores them (sl_index_set_rescore_below), so
+     * the same products with the same scores */
+    assert_int_equal(sl_store_meta_set(e->store, "index_kind", "hnsw", &err), SL_OK); /* kept from create */
+    sl_engine *h = NULL;
+    assert_int_equal(sl_engine_open(t1, NULL, &h, &err), SL_OK);
+    sl_engine_stats hs;
+    assert_int_equal(sl_engine_stats_get(h, &hs, &err), SL_OK);
+    assert_string_equal(hs.index_kind, "hnsw");
+    sl_matches mh;
+    assert_int_equal(sl_engine_search(h, img, &q, &mh, &err), SL_OK);
+    assert_int_equal(mh.n, m.n);
+    for (size_t i = 0; i < m.n; i++) {
+        assert_string_equal(mh.items[i].product_id, m.items[i].product_id);
+        assert_true(fabs(mh.items[i].score - m.items[i].score) < 1e-5);
+    }
+    sl_matches_free(&mh);
+    sl_engine_free(h);
     sl_matches_free(&m);
     sl_check_result_free(&rw);
     sl_check_result_free(&rn);

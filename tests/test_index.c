@@ -780,6 +780,62 @@ static void test_flat_int8_chunked_scan_equals_slot_scan(void **state) {
     free(x); free(q); free(ids);
 }
 
+/* sl_index_set_rescore_below: on int8 storage, ids below it get their exact score
+ * (the default search's), ids from it keep their code score (what codes-only storage of the same
+ * vectors gives, which differs from the exact one), and the mixed list is still sorted;
+ * SL_INDEX_RESCORE_BELOW_ALL (the default) re-scores every candidate. Three metrics, the whole
+ * index as candidates. */
+static void test_flat_rescore_below(void **state) {
+    (void)state;
+    size_t n = 400;
+    int d = 50;
+    float *x = clustered(n, d, 10, 21), *q = queries(4, d, 10, 21);
+    uint64_t *ids = seq_ids(n, 1, 0), below = 200; /* ids 0..399: half each side */
+    static const sl_index_metric metrics[] = { SL_INDEX_L2, SL_INDEX_IP, SL_INDEX_COSINE };
+    sl_index_result *re = malloc(n * sizeof *re), *rc = malloc(n * sizeof *rc), *rm = malloc(n * sizeof *rm);
+    float *ex = malloc(n * sizeof *ex), *co = malloc(n * sizeof *co);
+    assert_non_null(re); assert_non_null(rc); assert_non_null(rm); assert_non_null(ex); assert_non_null(co);
+    for (int m = 0; m < 3; m++) {
+        sl_index_params p8 = { 0 }, po = { 0 };
+        p8.storage = SL_INDEX_INT8;
+        po.storage = SL_INDEX_INT8_ONLY;
+        sl_index *a, *b;
+        assert_int_equal(sl_index_new(&a, d, metrics[m], SL_INDEX_FLAT, &p8, NULL), SL_OK);
+        assert_int_equal(sl_index_new(&b, d, metrics[m], SL_INDEX_FLAT, &po, NULL), SL_OK);
+        assert_int_equal(sl_index_add_batch(a, n, ids, x), SL_OK);
+        assert_int_equal(sl_index_add_batch(b, n, ids, x), SL_OK);
+        for (size_t i = 0; i < 4; i++) {
+            const float *qi = q + i * (size_t)d;
+            size_t ne, nc, nm, differ = 0;
+            sl_index_search_params sp = { (int)n, 0, 0 };
+            assert_int_equal(sl_index_set_rescore_below(a, SL_INDEX_RESCORE_BELOW_ALL), SL_OK);
+            assert_int_equal(sl_index_search(a, qi, n, NULL, &sp, re, &ne), SL_OK);
+            assert_int_equal(sl_index_search(b, qi, n, NULL, &sp, rc, &nc), SL_OK);
+            assert_int_equal(sl_index_set_rescore_below(a, below), SL_OK);
+            assert_int_equal(sl_index_search(a, qi, n, NULL, &sp, rm, &nm), SL_OK);
+            assert_int_equal(ne, n); assert_int_equal(nc, n); assert_int_equal(nm, n);
+            for (size_t j = 0; j < n; j++) {
+                ex[re[j].id] = re[j].score;
+                co[rc[j].id] = rc[j].score;
+            }
+            for (size_t j = 0; j < n; j++) {
+                uint64_t id = rm[j].id;
+                assert_true(rm[j].score == (id < below ? ex[id] : co[id]));
+                differ += id >= below && co[id] != ex[id];
+                if (j) {
+                    if (metrics[m] == SL_INDEX_L2) assert_true(rm[j - 1].score <= rm[j].score);
+                    else assert_true(rm[j - 1].score >= rm[j].score);
+                }
+            }
+            assert_true(differ > n / 4); /* code scores are not the exact ones */
+        }
+        sl_index_free(a);
+        sl_index_free(b);
+    }
+    free(re); free(rc); free(rm); free(ex); free(co);
+    free(x); free(q); free(ids);
+}
+
 /* The 4-bit prefilter (sl_index_set_prefilter) returns what the int8 scan returns - ids and
  * exact scores - on clustered data, where the 4-bit pass's 2r best hold the int8 scan's r best:
  * enabled with half the vectors stored (they are encoded then) and the rest added after, with
@@ -1385,6 +1441,7 @@ int main(void) {
         cmocka_unit_test(test_mass_delete_recall),
         cmocka_unit_test(test_flat_int8_chunked_scan_equals_slot_scan),
         cmocka_unit_test(test_flat_int8_prefilter_equals_int8_scan),
+        cmocka_unit_test(test_flat_rescore_below),
         cmocka_unit_test(test_save_load_roundtrip),
         cmocka_unit_test(test_corrupt_files),
         cmocka_unit_test(test_corrupt_files_valid_checksums),

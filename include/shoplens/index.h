@@ -221,6 +221,14 @@ sl_status sl_index_search_batch(sl_index *idx, const float *queries, size_t nq, 
 sl_status sl_index_set_ef_search(sl_index *idx, int ef);
 sl_status sl_index_set_threads(sl_index *idx, int threads);
 sl_status sl_index_set_filter_exact_below(sl_index *idx, double selectivity);
+/* Which candidates of a scan over SL_INDEX_INT8 storage are re-scored with their float32
+ * vectors: ids below `id` (all of them with SL_INDEX_RESCORE_BELOW_ALL, the default). The others
+ * keep their code score, within the int8 quantization error of the exact one (about 1e-3 of
+ * |q||v|), and results are sorted on the mixed scores. Ids from `id` on then cost the scan their
+ * codes only, not their float32 rows. A store's references (ids from SL_STORE_REF_ID_BASE) are
+ * ranked so (docs/learn.md, "References"). No effect on other storage. Never fails but on NULL. */
+#define SL_INDEX_RESCORE_BELOW_ALL UINT64_MAX
+sl_status sl_index_set_rescore_below(sl_index *idx, uint64_t id);
 
 /* 4-bit first pass of exact scans over SL_INDEX_INT8 or INT8_ONLY storage (FLAT, or HNSW with
  * params->exact), for scans that memory bandwidth bounds: every vector is also held at 4 bits

@@ -125,8 +125,14 @@ static const char *sl__index_storage_tag(const sl_index *idx) {
 }
 
 /* The settings index.bin does not keep: the flat index's 4-bit prefilter, the HNSW index's
- * filter rule. */
+ * filter rule, and on both that references (ids from SL_STORE_REF_ID_BASE) keep their int8 code
+ * score: a query's candidates are mostly references on a trained store (sl_engine_ref_depth) and
+ * re-scoring them read every one's float32 row (15.5 KB at d = 3880; 42 MB per grocery search),
+ * while what they feed - each product's best one, mapped by the spread of the best products'
+ * (sl__refs_on_catalog_scale) - moves by a fraction of the code's 1e-3 error (docs/learn.md,
+ * "References"). The HNSW path re-scores from the store alike (sl__engine_candidates). */
 static sl_status sl__tune_index(sl_index *idx) {
+    (void)sl_index_set_rescore_below(idx, (uint64_t)SL_STORE_REF_ID_BASE);
     if (sl_index_kind_of(idx) == SL_INDEX_FLAT) return sl_index_set_prefilter(idx, SL__ENGINE_PREFILTER);
     return sl_index_set_filter_exact_below(idx, SL__ENGINE_FILTER_EXACT_BELOW);
 }

@@ -131,47 +131,33 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     if (!c || !ids || !vecs || !found) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     else if ((st = sl_index_search(e->idx, vec, r, f, &sp, c, &n)) != SL_OK)
         sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
+    /* catalog images are re-scored with the store's float32 vectors through the gallery side of
+     * the head; references keep their code score, as on a flat index (sl__engine_index_settings) */
+    size_t nf = 0, m = 0;
     if (st == SL_OK) {
-        for (size_t i = 0; i < n; i++) ids[i] = (int64_t)c[i].id;
-        st = sl_store_image_vectors(e->store, ids, n, dim, vecs, found, err);
-        for (size_t i = 0; st == SL_OK && e->mrefs && i < n; i++) { /* references in memory: theirs */
-            long mi = sl__mref_index(e, ids[i]);
-            if (mi < 0) continue;
-            memcpy(vecs + i * dim, e->mrefs->vecs + (size_t)mi * e->mrefs->dim, dim * sizeof *vecs);
-            found[i] = 1;
-        }
+        for (size_t i = 0; i < n; i++)
+            if (c[i].id < (uint64_t)SL_STORE_REF_ID_BASE) ids[nf++] = (int64_t)c[i].id;
+        st = sl_store_image_vectors(e->store, ids, nf, dim, vecs, found, err);
     }
-    size_t m = 0, mc = 0;
+    size_t nv = 0; /* the found ones' vectors, first in vecs */
+    for (size_t j = 0; st == SL_OK && j < nf; j++) {
+        if (!found[j]) continue; /* removed by another process, not yet refreshed */
+        if (nv != j) memmove(vecs + nv * dim, vecs + j * dim, dim * sizeof *vecs);
+        nv++;
+    }
+    /* the store keeps the vectors before the features' head; the index holds them after */
+    if (st == SL_OK && nv && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, nv)) != SL_OK)
+        sl__err_set(err, st, "re-scoring the candidates: the features' head: %s", sl_strerror(st));
     if (st == SL_OK) {
-        for (size_t i = 0; i < n; i++) {
-            if (!found[i]) continue; /* removed by another process, not yet refreshed */
-            c[m].id = c[i].id;
-            if (m != i) memmove(vecs + m * dim, vecs + i * dim, dim * sizeof *vecs);
-            m++;
-        }
-        /* catalog images first, references (labelled photos) after: one head side each
-         * (an in-place partition by swaps; the order is restored by the sort below) */
-        for (size_t i = 0; i < m; i++) {
-            if (c[i].id >= (uint64_t)SL_STORE_REF_ID_BASE) continue;
-            if (i != mc) {
-                for (size_t x = 0; x < dim; x++) {
-                    float t = vecs[mc * dim + x];
-                    vecs[mc * dim + x] = vecs[i * dim + x];
-                    vecs[i * dim + x] = t;
-                }
-                uint64_t t = c[mc].id;
-                c[mc].id = c[i].id;
-                c[i].id = t;
+        for (size_t i = 0, j = 0, v = 0; i < n; i++) {
+            if (c[i].id >= (uint64_t)SL_STORE_REF_ID_BASE) {
+                c[m++] = c[i];
+                continue;
             }
-            mc++;
+            if (!found[j++]) continue;
+            c[m].id = c[i].id;
+            c[m++].score = sl__dot8(vec, vecs + v++ * dim, dim);
         }
-        /* the store keeps the vectors before the features' head; the index holds them after */
-        if (mc && (st = sl_features_project(e->feat, SL_HEAD_GALLERY, vecs, vecs, mc)) != SL_OK)
-            sl__err_set(err, st, "re-scoring the candidates: the features' head: %s", sl_strerror(st));
-        if (st == SL_OK && m > mc &&
-            (st = sl_features_project(e->feat, SL_HEAD_QUERY, vecs + mc * dim, vecs + mc * dim, m - mc)) != SL_OK)
-            sl__err_set(err, st, "re-scoring the candidates: the features' head: %s", sl_strerror(st));
-        for (size_t i = 0; st == SL_OK && i < m; i++) c[i].score = sl__dot8(vec, vecs + i * dim, dim);
     }
     if (st == SL_OK) {
         qsort(c, m, sizeof *c, sl__cmp_hit);

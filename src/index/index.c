@@ -198,6 +198,7 @@ sl_status sl__index_alloc(sl_index **out, int dim, sl_index_metric metric, sl_in
     idx->ef_construction = p.ef_construction;
     atomic_init(&idx->ef_search, p.ef_search);
     atomic_init(&idx->filter_exact_below, p.filter_exact_below);
+    atomic_init(&idx->rescore_below, SL_INDEX_RESCORE_BELOW_ALL);
     atomic_init(&idx->threads, p.threads ? p.threads : sl__ncpu());
     idx->seed = p.seed;
     idx->level_mult = 1.0 / log((double)p.M);
@@ -793,6 +794,12 @@ sl_status sl_index_set_filter_exact_below(sl_index *idx, double selectivity) {
     return SL_OK;
 }
 
+sl_status sl_index_set_rescore_below(sl_index *idx, uint64_t id) {
+    if (!idx) return SL_E_INVALID;
+    atomic_store(&idx->rescore_below, id);
+    return SL_OK;
+}
+
 sl_status sl_index_set_prefilter(sl_index *idx, double factor) {
     if (!idx) return SL_E_INVALID;
     if (!(factor == 0.0 || (factor >= SL_INDEX_PREFILTER_MIN && factor <= SL_INDEX_PREFILTER_MAX)))
@@ -1075,9 +1082,13 @@ static sl_status sl__search_locked(sl_index *idx, sl__scratch *sc, const float *
          * breaks ties by slot, so the order of re-scoring changes no result */
         qsort(a, m, sizeof *a, sl__pair_slot_cmp);
         size_t row = (size_t)idx->dim * sizeof(float);
-        for (size_t i = 0; i < m; i++) {
-            if (i + 1 < m) {
-                const char *nx = (const char *)(idx->vec + (size_t)a[i + 1].s * (size_t)idx->dim);
+        uint64_t below = atomic_load(&idx->rescore_below);
+        size_t next = 0; /* the next candidate re-scored, after i */
+        while (next < m && idx->ids[a[next].s] >= below) next++;
+        for (size_t i = next; i < m; i = next) {
+            for (next = i + 1; next < m && idx->ids[a[next].s] >= below; next++) {}
+            if (next < m) {
+                const char *nx = (const char *)(idx->vec + (size_t)a[next].s * (size_t)idx->dim);
                 for (size_t o = 0; o < row && o < 1024; o += 64) __builtin_prefetch(nx + o);
             }
             a[i].d = sl__dist_vec(idx, q.q, a[i].s);

@@ -78,6 +78,7 @@ struct sl_index {
     _Atomic int threads;
     _Atomic int ef_search;
     _Atomic double filter_exact_below;
+    _Atomic uint64_t rescore_below; /* sl_index_set_rescore_below */
     uint64_t seed;
     double level_mult;
     const sl__dist_kernels *K;
