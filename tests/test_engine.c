@@ -999,6 +999,78 @@ static void test_check_references(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* Score of product `pid` in m (-2 when absent). */
+static double score_of(const sl_matches *m, const char *pid) {
+    for (size_t i = 0; i < m->n; i++)
+        if (strcmp(m->items[i].product_id, pid) == 0) return m->items[i].score;
+    return -2;
+}
+
+/* A search finds the products of its reference candidates in memory (e->refmap), loaded for the
+ * store's generation: after the same photos are kept again as references of another product (the
+ * same number of references, new ids) the search follows them, and after that product is
+ * deleted (its references with it) nothing stands for it. A map that kept the first references'
+ * products fails both. */
+static void test_ref_products_follow_the_store(void **state) {
+    (void)state;
+    char dir[] = "/tmp/sl_test_refmap_XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    enum { PER = 2, ALIEN = 3, NPH = CAL_P * PER + ALIEN };
+    sl_train_photo ph[NPH];
+    char paths[NPH][96], ids[CAL_P][16];
+    sl_error err;
+    for (uint32_t p = 0; p < CAL_P; p++) {
+        snprintf(ids[p], sizeof ids[p], "C%02u", p);
+        for (uint32_t v = 0; v < PER; v++) {
+            size_t k = p * PER + v;
+            snprintf(paths[k], sizeof paths[k], "%s/shop_%u_%u.jpg", dir, p, v);
+            labelled_photo(&ph[k], paths[k], SEED, p, v + 1, ids[p]);
+        }
+    }
+    for (uint32_t v = 0; v < ALIEN; v++) { /* another shop's product, labelled C05 */
+        size_t k = CAL_P * PER + v;
+        snprintf(paths[k], sizeof paths[k], "%s/alien_%u.jpg", dir, v);
+        labelled_photo(&ph[k], paths[k], SEED + 1000, 2, v + 1, ids[5]);
+    }
+    char t1[96];
+    snprintf(t1, sizeof t1, "%s/store_XXXXXX", dir);
+    sl_engine *e = refs_store(t1, ph, NPH, 0);
+    sl_image *img = NULL;
+    assert_int_equal(sl_sample_shopper_photo(SEED + 1000, 2, 1, CAL_SIDE, CAL_SIDE, &img, NULL), SL_OK);
+    sl_query q = {0};
+    q.k = CAL_P;
+    sl_matches m0, m1, m2;
+    assert_int_equal(sl_engine_search(e, img, &q, &m0, &err), SL_OK);
+    /* the alien photos become references of C06 instead: as many references as before */
+    for (uint32_t v = 0; v < ALIEN; v++) ph[CAL_P * PER + v].product_id = ids[6];
+    sl_head_train_opts ho;
+    sl_head_train_opts_init(&ho);
+    ho.epochs = 0;
+    sl_train_opts to = {.photos = ph, .n_photos = NPH, .head = &ho, .jobs = 1};
+    sl_train_report rep;
+    assert_int_equal(sl_engine_train(e, &to, &rep, &err), SL_OK);
+    assert_int_equal(rep.references, NPH);
+    sl_train_report_free(&rep);
+    assert_int_equal(sl_engine_search(e, img, &q, &m1, &err), SL_OK);
+    print_message("C05 / C06 with the alien photos as C05's references: %.3f / %.3f, as C06's: %.3f / %.3f\n",
+                  score_of(&m0, "C05"), score_of(&m0, "C06"), score_of(&m1, "C05"), score_of(&m1, "C06"));
+    assert_true(score_of(&m1, "C06") > score_of(&m0, "C06") + 0.05);
+    assert_true(score_of(&m1, "C05") < score_of(&m0, "C05") - 0.05);
+    /* C06 deleted, its references with it */
+    assert_int_equal(sl_engine_delete_product(e, "C06", &err), SL_OK);
+    assert_int_equal(sl_engine_search(e, img, &q, &m2, &err), SL_OK);
+    assert_true(score_of(&m2, "C06") == -2);
+    assert_true(fabs(score_of(&m2, "C05") - score_of(&m1, "C05")) < 0.05);
+    sl_matches_free(&m0);
+    sl_matches_free(&m1);
+    sl_matches_free(&m2);
+    sl_image_free(img);
+    sl_engine_free(e);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 /* The references' fold groups candidates by product wherever they stand in the list: a product's
  * catalog candidates take the mean with its best reference on the catalog's scale, the other
  * references drop out, a reference of a product with no catalog candidate stands for it with the
@@ -2124,6 +2196,7 @@ int main(void) {
         cmocka_unit_test(test_calibrated_confidence),
         cmocka_unit_test(test_train_heldout_calibration),
         cmocka_unit_test(test_check_references),
+        cmocka_unit_test(test_ref_products_follow_the_store),
         cmocka_unit_test(test_ref_fold_groups_by_product),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -927,6 +927,18 @@ static void test_store_refs(void **state) {
     assert_string_equal(prod[1], "P2");
     assert_string_equal(prod[2], "P1");
     sl_strings_free(prod, 3);
+    /* every reference with its product, by index id */
+    int64_t *rid;
+    char **rp;
+    size_t nrp;
+    assert_int_equal(sl_store_ref_products(s, &rid, &rp, &nrp, &e), SL_OK);
+    assert_int_equal(nrp, 3);
+    for (size_t k = 0; k < 3; k++) assert_int_equal(rid[k], ids[1 + k]);
+    assert_string_equal(rp[0], "P1");
+    assert_string_equal(rp[1], "P2");
+    assert_string_equal(rp[2], "P2");
+    free(rid);
+    sl_strings_free(rp, nrp);
     void *lf;
     size_t llen;
     assert_int_equal(sl_store_image_local(s, ids[1], &lf, &llen, &e), SL_OK);
@@ -978,6 +990,12 @@ static void test_store_refs(void **state) {
     assert_int_equal(sl_store_image_ids(s, &ids2, &n2, &e), SL_OK);
     assert_int_equal(n2, 2);
     assert_true(ids2[1] > ids[3]); /* never reused */
+    assert_int_equal(sl_store_ref_products(s, &rid, &rp, &nrp, &e), SL_OK);
+    assert_int_equal(nrp, 1);
+    assert_int_equal(rid[0], ids2[1]);
+    assert_string_equal(rp[0], "P1");
+    free(rid);
+    sl_strings_free(rp, nrp);
     free(ids2);
     free(ids);
     sl_store_free(s);

@@ -306,6 +306,11 @@ sl_status sl_store_ref_of_source(sl_store *s, const char *product_id, const char
                                  sl_error *err);
 /* Number of references. */
 sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err);
+/* Every reference's index id (ascending) with its product: (*ids)[i] belongs to (*products)[i].
+ * Both malloc'ed (NULL when there are none); free with free(*ids) and
+ * sl_strings_free(*products, *n). On failure nothing is returned. SL_E_UNSUPPORTED on a
+ * PostgreSQL store (a cluster's search nodes hold the references). */
+sl_status sl_store_ref_products(sl_store *s, int64_t **ids, char ***products, size_t *n, sl_error *err);
 
 /* All product ids (sorted), malloc'ed array of malloc'ed strings; free with sl_strings_free. */
 sl_status sl_store_product_ids(sl_store *s, char ***ids, size_t *n, sl_error *err);

@@ -1360,6 +1360,52 @@ sl_status sl_store_count_refs(sl_store *s, int64_t *n, sl_error *err) {
     return rc;
 }
 
+sl_status sl_store_ref_products(sl_store *s, int64_t **ids, char ***products, size_t *n, sl_error *err) {
+    *ids = NULL;
+    *products = NULL;
+    *n = 0;
+    if (s->pg) return sl__err_set(err, SL_E_UNSUPPORTED, "reference products are listed from a SQLite store only");
+    sqlite3 *db = sl__rconn(s);
+    sqlite3_stmt *st;
+    sl_status rc = sl__prepare(db, "SELECT id + " SL__REF_BASE_SQL ", product_id FROM refs ORDER BY id", &st, err);
+    if (rc != SL_OK) return rc;
+    size_t cap = 0, cnt = 0;
+    int64_t *iv = NULL;
+    char **pv = NULL;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (cnt == cap) {
+            size_t nc = cap ? cap * 2 : 256;
+            int64_t *ni = sl__reallocarray(iv, nc, sizeof *ni);
+            if (ni) iv = ni;
+            char **np = ni ? sl__reallocarray(pv, nc, sizeof *np) : NULL;
+            if (np) pv = np;
+            if (!ni || !np) {
+                rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+                break;
+            }
+            cap = nc;
+        }
+        iv[cnt] = sqlite3_column_int64(st, 0);
+        if (!(pv[cnt] = sl__col_strdup(st, 1))) {
+            rc = sl__err_set(err, SL_E_NOMEM, "out of memory");
+            break;
+        }
+        cnt++;
+    }
+    if (rc == SL_OK && r != SQLITE_DONE) rc = sl__sqlerr(err, db, "read references");
+    sqlite3_finalize(st);
+    if (rc != SL_OK) {
+        free(iv);
+        sl_strings_free(pv, cnt);
+        return rc;
+    }
+    *ids = iv;
+    *products = pv;
+    *n = cnt;
+    return SL_OK;
+}
+
 /* Collects the text first column of a statement. */
 static sl_status sl__collect_strings(sqlite3 *db, sqlite3_stmt *st, char ***out, int64_t **counts,
                                      size_t *n, sl_error *err) {

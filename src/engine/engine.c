@@ -646,6 +646,7 @@ void sl_engine_free(sl_engine *e) {
     pthread_mutex_unlock(&e->wmu);
     sl_index_free(e->idx);
     sl__lcache_free(e->lcache);
+    sl__refmap_free(e->refmap);
     sl_features_free(e->feat);
     for (size_t i = 0; i < e->n_retired; i++) sl_features_free(e->retired[i]);
     free(e->retired);
@@ -687,6 +688,7 @@ sl_status sl_engine_open(const char *dir, const sl_engine_opts *opts, sl_engine 
     atomic_init(&e->refs_n, 0);
     atomic_init(&e->refs_gen, -1);
     e->lcache = sl__lcache_new((size_t)SL_ENGINE_LOCAL_CACHE_MB_DEFAULT << 20); /* NULL: uncached */
+    e->refmap = sl__refmap_new(); /* NULL: references looked up in the store */
     if ((st = sl_store_open(dir, o.create, o.read_only, &e->store, err)) != SL_OK) goto fail;
     char *spec = NULL, *kind = NULL;
     if (sl_store_meta_get(e->store, "features_spec", &spec, NULL) == SL_OK) {

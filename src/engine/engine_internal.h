@@ -88,7 +88,26 @@ struct sl_engine {
     uint64_t hnsw_above;     /* SL__ENGINE_HNSW_ABOVE (tests lower it) */
     int index_builds;        /* indexes built from every stored vector (diagnostics, tests) */
     _Atomic uint64_t verifications; /* geometric verifications run (sl_engine_verifications) */
+    struct sl__refmap *refmap; /* the references' products (sl__image_products); NULL: none */
 };
+
+/* The products of the store's references as of one store generation, for the candidates of a
+ * search (sl__image_products): a trained store's searches have most of its references among
+ * their candidates (2,640 on the grocery store), and looking each one up in the refs table (a
+ * B-tree search into rows that hold a photo's vector and local features) cost about 2 ms a
+ * search. Loaded by the first search of a generation that meets a reference - every commit
+ * makes a new generation, so it is never behind the store - and only up to
+ * SL__ENGINE_REFMAP_MAX references (beyond that, the store is asked per search). */
+#define SL__ENGINE_REFMAP_MAX 250000
+typedef struct sl__refmap {
+    pthread_mutex_t mu;
+    int64_t gen;             /* the store generation it holds; -1: nothing loaded */
+    size_t n;
+    int64_t *ids;            /* index ids, ascending */
+    char **prods;            /* prods[i]: the product of ids[i] */
+} sl__refmap;
+sl__refmap *sl__refmap_new(void);
+void sl__refmap_free(sl__refmap *m);
 
 /* An image read and described, ready to be written. */
 typedef struct sl__described {

@@ -501,6 +501,81 @@ static int64_t sl__engine_refs(sl_engine *e) {
     return n;
 }
 
+sl__refmap *sl__refmap_new(void) {
+    sl__refmap *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    pthread_mutex_init(&m->mu, NULL);
+    m->gen = -1;
+    return m;
+}
+
+void sl__refmap_free(sl__refmap *m) {
+    if (!m) return;
+    free(m->ids);
+    sl_strings_free(m->prods, m->n);
+    pthread_mutex_destroy(&m->mu);
+    free(m);
+}
+
+static int sl__cmp_i64(const void *a, const void *b) {
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* sl_store_image_products for a search's candidates: catalog images from the store, references
+ * from e->refmap (loaded for e's generation when it is not). Falls back to the store alone for
+ * a training's private engine, a generation not loaded yet (another process committed), more
+ * than SL__ENGINE_REFMAP_MAX references or a map that cannot be loaded. Caller holds e->lock. */
+static sl_status sl__image_products(sl_engine *e, const int64_t *ids, size_t n, char ***out, sl_error *err) {
+    sl__refmap *m = e->refmap;
+    size_t nr = 0;
+    for (size_t i = 0; i < n; i++) nr += ids[i] >= SL_STORE_REF_ID_BASE;
+    int64_t total = 0;
+    if (!m || nr == 0 || e->mrefs || e->no_refs || e->gen < 0 || (total = sl__engine_refs(e)) <= 0 ||
+        total > SL__ENGINE_REFMAP_MAX)
+        return sl_store_image_products(e->store, ids, n, out, err);
+    pthread_mutex_lock(&m->mu);
+    if (m->gen != e->gen) {
+        free(m->ids);
+        sl_strings_free(m->prods, m->n);
+        m->ids = NULL;
+        m->prods = NULL;
+        m->n = 0;
+        m->gen = -1;
+        if (sl_store_ref_products(e->store, &m->ids, &m->prods, &m->n, NULL) == SL_OK) m->gen = e->gen;
+    }
+    if (m->gen != e->gen) {
+        pthread_mutex_unlock(&m->mu);
+        return sl_store_image_products(e->store, ids, n, out, err);
+    }
+    /* the catalog images in one query, in candidate order */
+    size_t nc = n - nr, j = 0;
+    int64_t *cat = sl__mallocarray(nc + 1, sizeof *cat);
+    char **res = sl__callocarray(n + 1, sizeof *res), **cp = NULL;
+    sl_status st = cat && res ? SL_OK : sl__err_set(err, SL_E_NOMEM, "out of memory");
+    for (size_t i = 0; st == SL_OK && i < n; i++)
+        if (ids[i] < SL_STORE_REF_ID_BASE) cat[j++] = ids[i];
+    if (st == SL_OK) st = sl_store_image_products(e->store, cat, nc, &cp, err);
+    for (size_t i = 0, c = 0; st == SL_OK && i < n; i++) {
+        if (ids[i] < SL_STORE_REF_ID_BASE) {
+            res[i] = cp[c];
+            cp[c++] = NULL;
+            continue;
+        }
+        const int64_t *hit = m->n ? bsearch(&ids[i], m->ids, m->n, sizeof *m->ids, sl__cmp_i64) : NULL;
+        if (hit && !(res[i] = sl__strdup(m->prods[hit - m->ids]))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
+    }
+    pthread_mutex_unlock(&m->mu);
+    sl_strings_free(cp, nc);
+    free(cat);
+    if (st != SL_OK) {
+        sl_strings_free(res, n);
+        return st;
+    }
+    *out = res;
+    return SL_OK;
+}
+
 /* Adds candidates to the per-product accumulator (best image wins); references first folded
  * into their products' catalog scores (sl__refs_on_catalog_scale). */
 static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, const sl_ref_fold *fold, sl__pscore **acc,
@@ -509,7 +584,7 @@ static sl_status sl__accumulate(sl_engine *e, sl__cand *c, size_t n, const sl_re
     if (!ids) return sl__err_set(err, SL_E_NOMEM, "out of memory");
     for (size_t i = 0; i < n; i++) ids[i] = c[i].image_id;
     char **prod = NULL;
-    sl_status st = sl_store_image_products(e->store, ids, n, &prod, err);
+    sl_status st = sl__image_products(e, ids, n, &prod, err);
     free(ids);
     if (st != SL_OK) return st;
     for (size_t i = 0; i < n && e->mrefs; i++) { /* references in memory: their products */
@@ -1451,11 +1526,6 @@ static size_t sl__uf_find(size_t *parent, size_t x) {
     return x;
 }
 
-static int sl__cmp_i64(const void *a, const void *b) {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 /* Position of an image id in the sorted id list, or n. */
 static size_t sl__pos(const int64_t *ids, size_t n, int64_t id) {
     const int64_t *p = bsearch(&id, ids, n, sizeof *ids, sl__cmp_i64);
@@ -1801,7 +1871,7 @@ static sl_status sl__rerank_lists(sl_engine *e, const void *const *locals, const
         char **prod = NULL;
         if (!ids) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
         for (size_t i = 0; ids && i < counts[qi]; i++) ids[i] = c[i].image_id;
-        if (st == SL_OK && (st = sl_store_image_products(e->store, ids, counts[qi], &prod, err)) == SL_OK) {
+        if (st == SL_OK && (st = sl__image_products(e, ids, counts[qi], &prod, err)) == SL_OK) {
             st = sl__refs_on_catalog_scale(c, counts[qi], prod, NULL, &parts[qi], NULL, err);
             sl_strings_free(prod, counts[qi]);
         }
