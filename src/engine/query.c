@@ -132,7 +132,7 @@ sl_status sl__engine_candidates(sl_engine *e, const float *vec, size_t k, const 
     else if ((st = sl_index_search(e->idx, vec, r, f, &sp, c, &n)) != SL_OK)
         sl__err_set(err, st, "index search: %s", sl_index_errmsg(e->idx));
     /* catalog images are re-scored with the store's float32 vectors through the gallery side of
-     * the head; references keep their code score, as on a flat index (sl__engine_index_settings) */
+     * the head; references keep their code score, as on a flat index (sl__tune_index) */
     size_t nf = 0, m = 0;
     if (st == SL_OK) {
         for (size_t i = 0; i < n; i++)
@@ -548,24 +548,26 @@ static sl_status sl__image_products(sl_engine *e, const int64_t *ids, size_t n, 
         pthread_mutex_unlock(&m->mu);
         return sl_store_image_products(e->store, ids, n, out, err);
     }
-    /* the catalog images in one query, in candidate order */
+    /* the references from the map (under its lock), then the catalog images in one query */
     size_t nc = n - nr, j = 0;
     int64_t *cat = sl__mallocarray(nc + 1, sizeof *cat);
     char **res = sl__callocarray(n + 1, sizeof *res), **cp = NULL;
     sl_status st = cat && res ? SL_OK : sl__err_set(err, SL_E_NOMEM, "out of memory");
-    for (size_t i = 0; st == SL_OK && i < n; i++)
-        if (ids[i] < SL_STORE_REF_ID_BASE) cat[j++] = ids[i];
-    if (st == SL_OK) st = sl_store_image_products(e->store, cat, nc, &cp, err);
-    for (size_t i = 0, c = 0; st == SL_OK && i < n; i++) {
+    for (size_t i = 0; st == SL_OK && i < n; i++) {
         if (ids[i] < SL_STORE_REF_ID_BASE) {
-            res[i] = cp[c];
-            cp[c++] = NULL;
+            cat[j++] = ids[i];
             continue;
         }
         const int64_t *hit = m->n ? bsearch(&ids[i], m->ids, m->n, sizeof *m->ids, sl__cmp_i64) : NULL;
         if (hit && !(res[i] = sl__strdup(m->prods[hit - m->ids]))) st = sl__err_set(err, SL_E_NOMEM, "out of memory");
     }
     pthread_mutex_unlock(&m->mu);
+    if (st == SL_OK) st = sl_store_image_products(e->store, cat, nc, &cp, err);
+    for (size_t i = 0, c = 0; st == SL_OK && i < n; i++)
+        if (ids[i] < SL_STORE_REF_ID_BASE) {
+            res[i] = cp[c];
+            cp[c++] = NULL;
+        }
     sl_strings_free(cp, nc);
     free(cat);
     if (st != SL_OK) {
