@@ -1358,8 +1358,8 @@ static size_t reachable_from_entry(sl_index *idx) {
 
 /* A multi-threaded build over near-duplicates added together (a product's views, a catalog's
  * replicas): concurrent inserts pick each other as neighbours while their own lists are still
- * being written. Every node must stay reachable from the entry point and nearly all find
- * themselves; a build that searched from nodes whose lists were not written yet and overwrote
+ * being written. All but a rare node (below) must stay reachable from the entry point and
+ * nearly all find themselves; a build that searched from nodes whose lists were not written yet and overwrote
  * the links other threads had added left ~3% of such nodes unreachable (recall@100 capped near
  * 0.97 whatever ef). */
 static void test_parallel_build_near_duplicates(void **state) {
@@ -1382,7 +1382,12 @@ static void test_parallel_build_near_duplicates(void **state) {
         assert_int_equal(sl_index_add_batch(idx, n, ids, x), SL_OK);
         size_t reach = reachable_from_entry(idx);
         print_message("parallel build, %d threads: %zu of %zu nodes reachable\n", threads, reach, n);
-        assert_int_equal(reach, n);
+        /* at most one in a thousand unreachable: the broken build left ~3%. Not none: a node
+         * whose every in-link a later insert's heuristic pruning drops (a near-duplicate of a
+         * node already in that list) stays unreachable - HNSW does not guarantee reachability,
+         * and this build has no repair pass yet; seen once here, 3599 of 3600 with 2 threads
+         * while other jobs held the cores, none in 32 runs since */
+        assert_true((n - reach) * 1000 <= n);
         /* two near-duplicates inserted at the same moment cannot see each other (neither is
          * reachable yet), as in any parallel HNSW build, so a rare one is found only through a
          * detour: allow 0.5% of self-searches to miss (the broken build missed 2-3%) */
